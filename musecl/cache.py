@@ -1,0 +1,75 @@
+"""A cache of trained pieces keyed by configuration and data, so rerunning a chapter never
+retrains, and a changed setting or changed data never reuses a stale result.
+
+Each entry is a folder ``<root>/<stage>/<key-hash>/`` that is filled in a temporary folder and
+renamed into place only when complete: an interrupted run leaves nothing a later run trusts.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from musecl.city import City, IMAGES_CSV
+from musecl.config import config_hash
+from musecl.io import sha256_of
+
+DONE = "key.json"
+
+
+def city_fingerprint(city: City) -> str:
+    """Hash of every file of the city folder that a method reads (tables, metadata, images)."""
+    files = sorted(p for p in city.root.iterdir() if p.suffix in (".csv", ".yaml") and p.is_file())
+    digests = [(p.name, sha256_of(p)) for p in files]
+    if (city.root / IMAGES_CSV).exists():
+        digests += [(str(p), sha256_of(p)) for p in sorted(city.images["path"])]
+    return config_hash(digests)
+
+
+class Cache:
+    """Folders of finished results under ``root``; see the module docstring."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def path(self, stage: str, key: dict) -> Path:
+        return self.root / stage / config_hash(stage, key)
+
+    def has(self, stage: str, key: dict) -> bool:
+        return (self.path(stage, key) / DONE).exists()
+
+    def get_or_compute(self, stage: str, key: dict, compute: Callable[[Path], None]) -> Path:
+        """Return the folder of ``stage`` for ``key``; run ``compute(folder)`` first if absent."""
+        final = self.path(stage, key)
+        if (final / DONE).exists():
+            return final
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+        try:
+            compute(tmp)
+            (tmp / DONE).write_text(json.dumps({"stage": stage, "key": key}, indent=2, sort_keys=True,
+                                               default=str))
+            if final.exists():  # an incomplete folder from an older layout
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return final
+
+
+def save_table(df: pd.DataFrame, path: str | Path) -> None:
+    """A region table as CSV (region_id first), written atomically."""
+    from musecl.io import atomic_write
+
+    with atomic_write(path) as handle:
+        df.to_csv(handle, index=True, index_label="region_id")
+
+
+def load_table(path: str | Path) -> pd.DataFrame:
+    return pd.read_csv(path, index_col="region_id", dtype={"region_id": str})

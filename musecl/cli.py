@@ -1,0 +1,77 @@
+"""The ``musecl`` command line. Every subcommand is a thin wrapper over a library function."""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from musecl.city import validate_city
+
+    problems = validate_city(args.city)
+    if problems:
+        print(f"{args.city}: {len(problems)} problem(s)", file=sys.stderr)
+        for p in problems:
+            print(f"  - {p}", file=sys.stderr)
+        return 1
+    from musecl.city import load_city
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        city = load_city(args.city)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    print(f"{args.city}: valid. {city!r}")
+    return 0
+
+
+def _toy_city(args: argparse.Namespace) -> int:
+    from musecl.datasets.toy import make_toy_city
+
+    out = make_toy_city(args.out, n_regions=args.regions, seed=args.seed, image_size=args.image_size)
+    print(f"wrote toy city to {out}")
+    return 0
+
+
+def _book(args: argparse.Namespace) -> int:
+    from musecl.notebooks import build
+
+    html = build(city=args.city, params_file=args.params, out=args.out, only=args.only, force=args.force)
+    print(f"book rendered to {html}/index.html")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="musecl", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check a city folder; exit 1 with every problem listed")
+    p.add_argument("city", type=Path)
+    p.set_defaults(func=_validate)
+
+    p = sub.add_parser("toy-city", help="generate the toy city (the book's default data)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--regions", type=int, default=600)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-size", type=int, default=64)
+    p.set_defaults(func=_toy_city)
+
+    p = sub.add_parser("book", help="execute every chapter with papermill, then render the book")
+    p.add_argument("--city", default=None, help="city folder (default: the generated toy city)")
+    p.add_argument("--params", type=Path, default=None, help="YAML file of chapter parameters")
+    p.add_argument("--out", type=Path, default=Path("build"))
+    p.add_argument("--only", nargs="*", default=None, help="chapter stems to execute")
+    p.add_argument("--force", action="store_true", help="re-execute even unchanged chapters")
+    p.set_defaults(func=_book)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

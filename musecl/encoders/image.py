@@ -1,0 +1,737 @@
+"""Image encoders trained with triplet losses (paper section 4.2, eq. 5-6).
+
+A CNN F maps an anchor, a positive and a negative image of three regions to vectors x, y, z
+(128-d); the triplet loss pulls x towards y and pushes it away from z. Satellite images (RS) are
+paired by POI similarity, street views (SV) by mobility similarity (``musecl.sampling``).
+
+Pieces, bottom up:
+
+* :class:`ImageStore` -- every image of one kind decoded once into a uint8 tensor
+  (N, 3, S, S), rows of one region contiguous; augmentation works on whole uint8 batches.
+* :func:`build_encoder` -- ResNet-18 (the official satellite encoder), Inception-v3 (the
+  official street-view encoder) or a tiny CNN, each ending in Linear(., 128).
+* :func:`cosine_triplet_loss` (the paper's eq. 6) and :func:`euclidean_margin_ranking_loss`
+  (the official code).
+* :class:`TripletImageDataset` + :func:`train_image_encoder` -- training through the one
+  :class:`musecl.training.Trainer`.
+* :func:`embed_regions` -- one row per region (street views averaged).
+* :func:`save_encoder` / :func:`load_encoder` -- ``weights.pt`` + ``config.json``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from musecl.city import REGION_ID, SATELLITE, STREETVIEW, City
+from musecl.io import atomic_save_bytes, atomic_save_json
+from musecl.training import Trainer, split_indices
+
+WEIGHTS_PT, CONFIG_JSON = "weights.pt", "config.json"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+ARCHS = ("resnet18", "inception_v3", "tiny")
+AUGMENTS = ("none", "rot90", "hflip")
+DEFAULT_AUGMENT = {SATELLITE: "rot90", STREETVIEW: "hflip"}  # as the official code
+COLUMN_PREFIX = {SATELLITE: "rs", STREETVIEW: "sv"}  # the names fusion uses
+INCEPTION_MIN_SIZE = 75
+STORE_FORMAT = 1
+
+
+# ------------------------------------------------------------------------------------------
+# images in memory
+
+
+def _fingerprint(pairs: Sequence[tuple[str, Path]], size: int) -> str:
+    """Changes when a path, a file's size or modification time, or the image size changes."""
+    digest = hashlib.sha256(f"{STORE_FORMAT}|{size}".encode())
+    for rid, path in pairs:
+        try:
+            st = os.stat(path)
+            stamp = f"{st.st_size}|{st.st_mtime_ns}"
+        except OSError:
+            stamp = "missing"
+        digest.update(f"\n{rid}|{path}|{stamp}".encode())
+    return digest.hexdigest()
+
+
+def _decode(path: Path, size: int) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB").resize((size, size), Image.BILINEAR)
+            return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image file {path} is missing") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"cannot read image {path}: {type(exc).__name__}: {exc}") from exc
+
+
+class ImageStore:
+    """All images of one kind, decoded once, resized to ``size`` x ``size`` (PIL bilinear), uint8.
+
+    ``images`` is (N, 3, S, S); the rows of one region are contiguous: region ``region_ids[r]``
+    owns rows ``starts[r] .. starts[r] + counts[r] - 1``. Keeping images as uint8 tensors (a
+    quarter of float32) and indexing them by tensors keeps the training loop free of per-image
+    Python and PIL work.
+    """
+
+    def __init__(self, images: torch.Tensor, region_ids: Sequence[str], counts: Sequence[int] | torch.Tensor,
+                 paths: Sequence[str] | None = None, kind: str | None = None):
+        images = torch.as_tensor(images)
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
+            raise ValueError(f"images must be a uint8 tensor (N, 3, S, S); got {images.dtype} {tuple(images.shape)}")
+        counts = torch.as_tensor(counts, dtype=torch.int64)
+        region_ids = [str(r) for r in region_ids]
+        if len(counts) != len(region_ids) or int(counts.sum()) != len(images) or (counts < 1).any():
+            raise ValueError(f"counts must give a positive number of images for each of the {len(region_ids)} "
+                             f"regions and add up to {len(images)} images")
+        if len(set(region_ids)) != len(region_ids):
+            raise ValueError("region_ids of an ImageStore must be unique")
+        self.images = images.contiguous()
+        self.region_ids = region_ids
+        self.counts = counts
+        self.starts = torch.cumsum(counts, 0) - counts
+        self.paths = [str(p) for p in paths] if paths is not None else None
+        self.kind = kind
+        self.fingerprint: str | None = None  # set when built from files (see from_pairs)
+        self._position = {rid: i for i, rid in enumerate(region_ids)}
+
+    # -- building ----------------------------------------------------------------------
+
+    @classmethod
+    def from_pairs(cls, pairs: Iterable[tuple[str, str | os.PathLike]], size: int, kind: str | None = None,
+                   cache: str | os.PathLike | None = None, progress: bool = False) -> "ImageStore":
+        """Decode ``(region_id, path)`` pairs. With ``cache`` (a .pt file), reuse it when it was
+        made from the same files (paths, sizes, modification times) at the same size, else rebuild
+        and rewrite it."""
+        if int(size) < 8:
+            raise ValueError(f"image size must be at least 8 pixels; got {size}")
+        size = int(size)
+        pairs = [(str(r), Path(p)) for r, p in pairs]
+        if not pairs:
+            raise ValueError(f"no images given{f' of kind {kind!r}' if kind else ''}")
+        order: dict[str, list[Path]] = {}
+        for rid, path in pairs:  # group by region, in order of first appearance
+            order.setdefault(rid, []).append(path)
+        grouped = [(rid, p) for rid, paths in order.items() for p in paths]
+        fingerprint = _fingerprint(grouped, size)
+        if cache is not None and Path(cache).exists():
+            try:
+                store = cls.load(cache)
+                if getattr(store, "fingerprint", None) == fingerprint:
+                    return store
+            except Exception as exc:  # noqa: BLE001 - a bad cache is rebuilt, never trusted
+                warnings.warn(f"image cache {cache} is unreadable ({exc}); rebuilding it", stacklevel=2)
+        images = torch.empty((len(grouped), 3, size, size), dtype=torch.uint8)
+        rows: Iterable = enumerate(grouped)
+        if progress:
+            from tqdm import tqdm
+
+            rows = tqdm(rows, total=len(grouped), desc=f"decoding {kind or 'images'}", unit="img")
+        for i, (_, path) in rows:
+            images[i] = torch.from_numpy(_decode(path, size))
+        store = cls(images, list(order), [len(v) for v in order.values()], [str(p) for _, p in grouped], kind)
+        store.fingerprint = fingerprint
+        if cache is not None:
+            store.save(cache)
+        return store
+
+    @classmethod
+    def from_city(cls, city: City, kind: str, size: int, cache: str | os.PathLike | None = None,
+                  progress: bool = False) -> "ImageStore":
+        """The city's satellite or street-view images; regions without any are absent."""
+        if kind == SATELLITE:
+            pairs = list(city.satellite_paths().items())
+        elif kind == STREETVIEW:
+            pairs = [(rid, p) for rid, paths in city.streetview_paths().items() for p in paths]
+        else:
+            raise ValueError(f"kind must be {SATELLITE!r} or {STREETVIEW!r}; got {kind!r}")
+        if not pairs:
+            raise ValueError(f"{city.name}: the city has no {kind} images")
+        return cls.from_pairs(pairs, size, kind=kind, cache=cache, progress=progress)
+
+    # -- cache -------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the store to a .pt file (tensors and plain lists only; loads with weights_only)."""
+        payload = {"format": STORE_FORMAT, "images": self.images, "region_ids": list(self.region_ids),
+                   "counts": self.counts, "paths": self.paths, "kind": self.kind,
+                   "fingerprint": getattr(self, "fingerprint", None)}
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        atomic_save_bytes(path, buffer.getvalue())
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "ImageStore":
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(raw, dict) or raw.get("format") != STORE_FORMAT:
+            raise ValueError(f"{path} is not an ImageStore file (format {STORE_FORMAT})")
+        store = cls(raw["images"], raw["region_ids"], raw["counts"], raw["paths"], raw["kind"])
+        store.fingerprint = raw.get("fingerprint")
+        return store
+
+    # -- looking up --------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __repr__(self) -> str:
+        return (f"ImageStore(kind={self.kind!r}, regions={self.n_regions}, images={len(self)}, "
+                f"size={self.size}, {self.images.numel() / 2**20:.1f} MiB)")
+
+    @property
+    def n_regions(self) -> int:
+        return len(self.region_ids)
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[-1])
+
+    @property
+    def index(self) -> dict[str, list[int]]:
+        """region_id -> the rows of ``images`` that belong to it."""
+        return {rid: list(range(int(s), int(s + c))) for rid, s, c in zip(self.region_ids, self.starts, self.counts)}
+
+    def positions(self, region_ids: Iterable[str]) -> torch.Tensor:
+        """Positions (into ``region_ids``) of the given ids; unknown ids raise with examples."""
+        ids = [str(r) for r in region_ids]
+        missing = [r for r in ids if r not in self._position]
+        if missing:
+            raise KeyError(f"{len(missing)} region id(s) have no {self.kind or ''} image in this store, e.g. "
+                           f"{sorted(set(missing))[:5]}. Sample triplets only over regions with images "
+                           "(the samplers take regions=store.region_ids).")
+        return torch.tensor([self._position[r] for r in ids], dtype=torch.int64)
+
+    def sample_rows(self, positions: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One uniformly random image row for each region position (the official code's choice)."""
+        counts = self.counts[positions]
+        u = torch.rand(len(positions), generator=generator, dtype=torch.float64)
+        return self.starts[positions] + (u * counts).long().clamp_max(counts - 1)
+
+
+def augment_images(x: torch.Tensor, mode: str, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Batch-wise augmentation on uint8 tensors (B, C, S, S); returns a new tensor.
+
+    ``rot90``: each image turned by 0, 90, 180 or 270 degrees (official, satellite views have no
+    "up"); ``hflip``: each image mirrored left-right with probability 1/2 (official, street views
+    keep the sky on top); ``none``: unchanged.
+    """
+    if mode == "none" or len(x) == 0:
+        return x
+    if mode == "rot90":
+        if x.shape[-1] != x.shape[-2]:
+            raise ValueError(f"rot90 needs square images; got {tuple(x.shape[-2:])}")
+        k = torch.randint(0, 4, (len(x),), generator=generator)
+        out = x.clone()
+        for turns in (1, 2, 3):
+            mask = k == turns
+            if mask.any():
+                out[mask] = torch.rot90(x[mask], turns, dims=(2, 3))
+        return out
+    if mode == "hflip":
+        mask = torch.rand(len(x), generator=generator) < 0.5
+        out = x.clone()
+        if mask.any():
+            out[mask] = x[mask].flip(3)
+        return out
+    raise ValueError(f"augment must be one of {AUGMENTS}; got {mode!r}")
+
+
+# ------------------------------------------------------------------------------------------
+# encoders
+
+
+class TinyCNN(nn.Module):
+    """Four stride-2 conv blocks and global average pooling: fast enough for tests and teaching."""
+
+    def __init__(self, embedding_dim: int = 128, width: int = 32):
+        super().__init__()
+        layers, c_in = [], 3
+        for c_out in (width, 2 * width, 4 * width, 8 * width):
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                       nn.ReLU(inplace=True)]
+            c_in = c_out
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(c_in, embedding_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+class ImageEncoder(nn.Module):
+    """A CNN ``net`` whose last layer maps to the embedding (F_SV / F_RS of section 4.2).
+
+    ``forward`` takes uint8 images (0-255) or float images in [0, 1], normalises them with the
+    ImageNet mean and std, enlarges them to ``config['min_size']`` when smaller (Inception-v3
+    needs at least 75 px: smaller inputs are resized up bilinearly inside the forward), and
+    returns (B, embedding_dim). ``config`` records arch, embedding_dim, weights_source,
+    channels_last and min_size; ``training_config`` is set by :func:`train_image_encoder`.
+    """
+
+    def __init__(self, net: nn.Module, config: dict):
+        super().__init__()
+        self.net = net
+        self.config = dict(config)
+        self.training_config: dict | None = None
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        if self.config.get("channels_last"):
+            self.net.to(memory_format=torch.channels_last)
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.config["embedding_dim"])
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 or [0, 1] float images -> ImageNet-normalised float (resized up if too small)."""
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected images (B, 3, H, W); got {tuple(x.shape)}")
+        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+        x = (x - self.mean) / self.std
+        min_size = self.config.get("min_size") or 0
+        if min(x.shape[-2:]) < min_size:
+            x = F.interpolate(x, size=(max(min_size, x.shape[-2]), max(min_size, x.shape[-1])),
+                              mode="bilinear", align_corners=False)
+        if self.config.get("channels_last"):
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.prepare(x))
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={self.config[k]!r}" for k in ("arch", "embedding_dim", "weights_source"))
+
+
+def imagenet_weights_file(arch: str) -> Path:
+    """Where :func:`build_encoder` looks for torchvision's ImageNet weights (never downloaded)."""
+    from torchvision.models import Inception_V3_Weights, ResNet18_Weights
+
+    urls = {"resnet18": ResNet18_Weights.IMAGENET1K_V1.url, "inception_v3": Inception_V3_Weights.IMAGENET1K_V1.url}
+    if arch not in urls:
+        raise ValueError(f"no ImageNet weights for arch {arch!r}; they exist for {sorted(urls)}")
+    return Path(torch.hub.get_dir()) / "checkpoints" / urls[arch].rsplit("/", 1)[-1]
+
+
+def _backbone(arch: str, random_init: bool) -> nn.Module:
+    import torchvision
+
+    if arch == "resnet18":
+        return torchvision.models.resnet18(weights=None)
+    if arch == "inception_v3":
+        # transform_input=True: the ported Google weights expect inputs scaled to [-1, 1]; the model
+        # converts our ImageNet-normalised input itself (harmless with random weights).
+        return torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=random_init,
+                                               transform_input=True)
+    raise ValueError(f"unknown arch {arch!r}; use one of {ARCHS}")
+
+
+def _clean_keys(state: dict) -> dict:
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+
+
+def _load_weights_file(encoder: ImageEncoder, path: Path) -> None:
+    """Load our own save (a folder or its weights.pt), a trainer checkpoint, or a raw state dict.
+
+    A raw backbone state dict (e.g. a torchvision classification checkpoint) is loaded into the
+    backbone; its classifier ``fc`` is skipped when its shape differs (the embedding head stays
+    random), as the official code does when it swaps the head for Linear(., 128).
+    """
+    if path.is_dir():
+        path = path / WEIGHTS_PT
+    if not path.exists():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):  # a Trainer checkpoint
+        state = state["model"]
+    elif isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} holds no state dict (a mapping of parameter names to tensors)")
+    state = _clean_keys(state)
+    if state and all(k.startswith("net.") for k in state):
+        encoder.load_state_dict(state)
+        return
+    own = encoder.net.state_dict()
+    state = {k: v for k, v in state.items() if not k.startswith("AuxLogits.")}
+    skipped = [k for k in state if k.startswith("fc.") and k in own and own[k].shape != state[k].shape]
+    state = {k: v for k, v in state.items() if k not in skipped}
+    missing, unexpected = encoder.net.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not (skipped and k.startswith("fc."))]
+    if missing or unexpected:
+        raise ValueError(f"{path} does not fit a {encoder.config['arch']} encoder: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]} ({len(missing)} / {len(unexpected)} keys)")
+
+
+def build_encoder(arch: str = "resnet18", embedding_dim: int = 128, weights: str | os.PathLike = "random",
+                  channels_last: bool = False, seed: int | None = None) -> ImageEncoder:
+    """A CNN ending in Linear(., embedding_dim): the F_RS / F_SV of section 4.2.
+
+    ``arch``: "resnet18" (fc -> Linear(512, d), the official satellite encoder), "inception_v3"
+    (aux logits off, fc -> Linear(2048, d), the official street-view encoder; inputs under 75 px
+    are resized up) or "tiny" (:class:`TinyCNN`). ``weights``: "random" (``seed`` makes the
+    initialisation reproducible), "imagenet" (torchvision's file, read only from the local torch
+    hub cache -- nothing is downloaded) or a path to a checkpoint (our :func:`save_encoder`
+    folder, a trainer checkpoint or a raw state dict).
+    """
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; use one of {ARCHS}")
+    if int(embedding_dim) < 1:
+        raise ValueError(f"embedding_dim must be positive; got {embedding_dim}")
+    embedding_dim = int(embedding_dim)
+    weights_file: Path | None = None
+    if isinstance(weights, str) and weights == "random":
+        source = "random"
+    elif isinstance(weights, str) and weights == "imagenet":
+        weights_file = imagenet_weights_file(arch)
+        if not weights_file.exists():
+            raise FileNotFoundError(
+                f"ImageNet weights for {arch} are not in the local torch hub cache: expected the file "
+                f"{weights_file.name!r} at {weights_file}. musecl never downloads weights; copy that file "
+                f"there (from a machine with internet: torchvision.models.{arch}(weights='IMAGENET1K_V1') "
+                f"saves it under ~/.cache/torch/hub/checkpoints/), set TORCH_HOME, or use weights='random'.")
+        source = f"imagenet:{weights_file.name}"
+    else:
+        path = Path(weights)
+        if not path.exists():
+            raise FileNotFoundError(f"weights must be 'random', 'imagenet' or an existing checkpoint path; "
+                                    f"{str(weights)!r} does not exist")
+        source = f"checkpoint:{path}"
+
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        if arch == "tiny":
+            net = TinyCNN(embedding_dim)
+        else:
+            net = _backbone(arch, random_init=weights_file is None)
+            if weights_file is not None:
+                state = torch.load(weights_file, map_location="cpu", weights_only=True)
+                state = {k: v for k, v in state.items() if not k.startswith("AuxLogits.")}
+                net.load_state_dict(state)
+            net.fc = nn.Linear(net.fc.in_features, embedding_dim)
+    config = {"arch": arch, "embedding_dim": embedding_dim, "weights_source": source,
+              "channels_last": bool(channels_last), "min_size": INCEPTION_MIN_SIZE if arch == "inception_v3" else 0}
+    encoder = ImageEncoder(net, config)
+    if source.startswith("checkpoint:"):
+        _load_weights_file(encoder, Path(weights))
+    return encoder
+
+
+def save_encoder(encoder: ImageEncoder, directory: str | os.PathLike) -> Path:
+    """Write ``weights.pt`` (the state dict) and ``config.json`` (arch, embedding_dim,
+    weights_source, training config) atomically; :func:`load_encoder` reads them back."""
+    directory = Path(directory)
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in encoder.state_dict().items()}, buffer)
+    atomic_save_bytes(directory / WEIGHTS_PT, buffer.getvalue())
+    atomic_save_json(directory / CONFIG_JSON, {"class": "ImageEncoder", **encoder.config,
+                                               "training": encoder.training_config})
+    return directory
+
+
+def load_encoder(directory: str | os.PathLike) -> ImageEncoder:
+    """Rebuild an encoder written by :func:`save_encoder` (in eval mode, on the CPU)."""
+    directory = Path(directory)
+    for name in (WEIGHTS_PT, CONFIG_JSON):
+        if not (directory / name).exists():
+            raise FileNotFoundError(f"{directory / name} is missing; was this folder written by save_encoder?")
+    config = json.loads((directory / CONFIG_JSON).read_text())
+    if config.get("arch") not in ARCHS:
+        raise ValueError(f"{directory / CONFIG_JSON}: unknown arch {config.get('arch')!r}")
+    encoder = build_encoder(config["arch"], config["embedding_dim"], weights="random",
+                            channels_last=config.get("channels_last", False), seed=0)
+    encoder.load_state_dict(torch.load(directory / WEIGHTS_PT, map_location="cpu", weights_only=True))
+    encoder.config["weights_source"] = config.get("weights_source", "random")  # provenance of the start
+    encoder.config["loaded_from"] = str(directory)
+    encoder.training_config = config.get("training")
+    return encoder.eval()
+
+
+# ------------------------------------------------------------------------------------------
+# losses
+
+
+def _check_triplet(a: torch.Tensor, p: torch.Tensor, n: torch.Tensor) -> None:
+    if not (a.shape == p.shape == n.shape) or a.ndim != 2:
+        raise ValueError(f"anchor, positive and negative must all be (B, d); got {tuple(a.shape)}, "
+                         f"{tuple(p.shape)}, {tuple(n.shape)}")
+
+
+def cosine_triplet_loss(a: torch.Tensor, p: torch.Tensor, n: torch.Tensor, margin: float = 0.5) -> dict:
+    """Eq. 6 as intended: mean of [margin + sim(a, n) - sim(a, p)]_+ with cosine similarity.
+
+    Sign convention. The paper prints eq. 5 as sim(x, y) + a <= sim(x, z) and eq. 6 as
+    [a + sim(x, y) - sim(x, z)]_+ (x anchor, y positive, z negative). Read with sim = cosine
+    *similarity*, that asks the anchor to be *less* similar to its positive than to its negative --
+    the opposite of the surrounding text (and of Schroff et al., whom it cites). The printed
+    forms are the FaceNet loss with a *distance* in place of sim. We implement the intended
+    meaning: sim(a, p) >= sim(a, n) + margin. The paper gives no value for the margin a; 0.5 is
+    our default (cosine similarities lie in [-1, 1]).
+
+    Returns ``loss`` (minimised), ``sim_pos``, ``sim_neg`` (means) and ``active`` (the fraction
+    of triplets that still violate the margin).
+    """
+    _check_triplet(a, p, n)
+    sim_pos = F.cosine_similarity(a, p, dim=1)
+    sim_neg = F.cosine_similarity(a, n, dim=1)
+    per = torch.relu(margin + sim_neg - sim_pos)
+    return {"loss": per.mean(), "sim_pos": sim_pos.mean().detach(), "sim_neg": sim_neg.mean().detach(),
+            "active": (per > 0).float().mean()}
+
+
+def euclidean_margin_ranking_loss(a: torch.Tensor, p: torch.Tensor, n: torch.Tensor, margin: float = 5.0) -> dict:
+    """The official code's loss: MarginRankingLoss(margin)(d(a, n), d(a, p), target 1), i.e. the
+    mean of [margin + d(a, p) - d(a, n)]_+ with Euclidean distances d (``F.pairwise_distance``,
+    which adds 1e-6 to the difference so the gradient at d = 0 is finite). Margin 5 as official.
+
+    Returns ``loss``, ``d_pos``, ``d_neg`` (means) and ``active``.
+    """
+    _check_triplet(a, p, n)
+    d_pos = F.pairwise_distance(a, p)
+    d_neg = F.pairwise_distance(a, n)
+    loss = F.margin_ranking_loss(d_neg, d_pos, torch.ones_like(d_pos), margin=margin)
+    return {"loss": loss, "d_pos": d_pos.mean().detach(), "d_neg": d_neg.mean().detach(),
+            "active": (margin + d_pos - d_neg > 0).float().mean()}
+
+
+LOSSES = {"cosine": cosine_triplet_loss, "euclidean": euclidean_margin_ranking_loss}
+DEFAULT_MARGIN = {"cosine": 0.5, "euclidean": 5.0}
+
+
+class TripletObjective:
+    """``loss_fn`` for :class:`musecl.training.Trainer` on stacked triplet batches.
+
+    The batch is (3B, ...) -- anchors, then positives, then negatives -- and goes through the
+    model in ONE forward pass (one BatchNorm batch, one kernel launch per layer), then is cut
+    into three. ``loss``: "euclidean" (official) or "cosine" (paper eq. 6).
+    """
+
+    def __init__(self, loss: str = "euclidean", margin: float | None = None):
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {sorted(LOSSES)}; got {loss!r}")
+        self.loss = loss
+        self.margin = DEFAULT_MARGIN[loss] if margin is None else float(margin)
+
+    def __call__(self, model: nn.Module, batch: torch.Tensor) -> dict:
+        if isinstance(batch, (tuple, list)):
+            batch = torch.cat(list(batch))
+        if len(batch) % 3:
+            raise ValueError(f"a triplet batch needs 3B rows (anchors, positives, negatives); got {len(batch)}")
+        a, p, n = model(batch).chunk(3)
+        return LOSSES[self.loss](a, p, n, margin=self.margin)
+
+    def __repr__(self) -> str:
+        return f"TripletObjective(loss={self.loss!r}, margin={self.margin})"
+
+
+# ------------------------------------------------------------------------------------------
+# data
+
+
+def _triplet_columns(triplets) -> tuple[list, np.ndarray | None]:
+    """(anchor, positive, negative) columns and, for a ``sampling.Triplets``, its region ids."""
+    if all(hasattr(triplets, k) for k in ("anchor", "positive", "negative")) and not isinstance(triplets, pd.DataFrame):
+        ids = getattr(triplets, "region_ids", None)
+        return [np.asarray(triplets.anchor), np.asarray(triplets.positive), np.asarray(triplets.negative)], ids
+    if isinstance(triplets, pd.DataFrame):
+        missing = [c for c in ("anchor", "positive", "negative") if c not in triplets.columns]
+        if missing:
+            raise ValueError(f"triplet table lacks column(s) {missing}; has {list(triplets.columns)}")
+        return [triplets[c].to_numpy() for c in ("anchor", "positive", "negative")], None
+    if isinstance(triplets, (tuple, list)) and len(triplets) == 3:
+        return [np.asarray(c) for c in triplets], None
+    arr = np.asarray(triplets)
+    if arr.ndim == 2 and arr.shape[1] == 3:
+        return [arr[:, 0], arr[:, 1], arr[:, 2]], None
+    raise TypeError("triplets must be a sampling.Triplets, a DataFrame with anchor/positive/negative, "
+                    "three arrays, or an (T, 3) array")
+
+
+class TripletImageDataset:
+    """Triplets of regions served as stacked uint8 image batches (3B, 3, S, S).
+
+    ``triplets``: a ``musecl.sampling.Triplets`` (its indices are mapped through its
+    ``region_ids``), a table with anchor / positive / negative region ids, or three arrays /
+    a (T, 3) array of region ids (strings) or of positions in ``store.region_ids`` (integers).
+    Each role of each triplet gets one random image of its region (the official code's choice);
+    ``augment`` ("none", "rot90", "hflip"; default by the store's kind) is applied to the batch.
+    Randomness comes from the generator passed to :meth:`get_batch` (the trainer's data
+    generator) or, when none is given, a generator seeded with ``seed``.
+    """
+
+    def __init__(self, store: ImageStore, triplets, augment: str | None = None, seed: int = 0):
+        self.store = store
+        self.augment = DEFAULT_AUGMENT.get(store.kind, "none") if augment is None else augment
+        if self.augment not in AUGMENTS:
+            raise ValueError(f"augment must be one of {AUGMENTS}; got {self.augment!r}")
+        self.seed = int(seed)
+        if isinstance(triplets, torch.Tensor) and triplets.ndim == 2 and triplets.shape[0] == 3:
+            self.roles = triplets.long()  # already resolved positions (from subset)
+            return
+        columns, ids = _triplet_columns(triplets)
+        if not (len(columns[0]) == len(columns[1]) == len(columns[2])):
+            raise ValueError(f"anchor, positive and negative have different lengths: {[len(c) for c in columns]}")
+        resolved = []
+        for col in columns:
+            if ids is not None and np.issubdtype(col.dtype, np.integer):
+                col = np.asarray(ids)[col]
+            if np.issubdtype(col.dtype, np.integer):
+                if len(col) and (col.min() < 0 or col.max() >= store.n_regions):
+                    raise IndexError(f"integer triplet entries are positions in store.region_ids "
+                                     f"(0..{store.n_regions - 1}); got values from {col.min()} to {col.max()}. "
+                                     "Pass region ids (strings) if these index another region list.")
+                resolved.append(torch.as_tensor(col, dtype=torch.int64))
+            else:
+                resolved.append(store.positions(col))
+        self.roles = torch.stack(resolved) if resolved[0].numel() else torch.empty((3, 0), dtype=torch.int64)
+
+    def __len__(self) -> int:
+        return int(self.roles.shape[1])
+
+    def get_batch(self, indices: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Images of triplets ``indices``: anchors, then positives, then negatives."""
+        if generator is None:
+            generator = torch.Generator().manual_seed(self.seed)
+        regions = self.roles[:, torch.as_tensor(indices, dtype=torch.int64)].reshape(-1)
+        rows = self.store.sample_rows(regions, generator)
+        return augment_images(self.store.images[rows], self.augment, generator)
+
+    def subset(self, indices, augment: str | None = None) -> "TripletImageDataset":
+        """The triplets at ``indices`` (e.g. from ``split_indices``), sharing the store."""
+        idx = torch.as_tensor(np.asarray(indices), dtype=torch.int64)
+        return TripletImageDataset(self.store, self.roles[:, idx], augment=augment or self.augment, seed=self.seed)
+
+
+# ------------------------------------------------------------------------------------------
+# training and embedding
+
+
+@dataclass(frozen=True)
+class ImageTrainingConfig:
+    """Settings of :func:`train_image_encoder`; defaults follow the official code where it has one.
+
+    ``loss``: "euclidean" (official, margin 5) or "cosine" (paper eq. 6, margin 0.5: the paper
+    gives none). ``val_fraction`` of the triplets is held out to report (and, with ``patience``,
+    early-stop on) a validation loss; validation images are not augmented. ``augment`` None: by
+    the store's kind (rot90 satellite, hflip street view).
+    """
+
+    loss: str = "euclidean"
+    margin: float | None = None
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 5e-4
+    lr_step: int = 10
+    lr_gamma: float = 0.7
+    val_fraction: float = 0.1
+    patience: int | None = None
+    augment: str | None = None
+    seed: int = 0
+    device: str = "cpu"
+    checkpoint_dir: str | None = None
+    resume: bool = False
+    progress: bool = True
+
+    @classmethod
+    def official(cls, kind: str, **overrides) -> "ImageTrainingConfig":
+        """The official code's schedule: satellite 201 epochs batch 32, street view 20 epochs batch 16."""
+        base = {SATELLITE: {"epochs": 201, "batch_size": 32}, STREETVIEW: {"epochs": 20, "batch_size": 16}}
+        if kind not in base:
+            raise ValueError(f"kind must be {SATELLITE!r} or {STREETVIEW!r}; got {kind!r}")
+        return cls(**{**base[kind], **overrides})
+
+
+def _as_training_config(config) -> ImageTrainingConfig:
+    if config is None:
+        return ImageTrainingConfig()
+    if isinstance(config, ImageTrainingConfig):
+        return config
+    if isinstance(config, dict):
+        known = {f.name for f in dataclasses.fields(ImageTrainingConfig)}
+        unknown = set(config) - known
+        if unknown:
+            raise ValueError(f"unknown training setting(s) {sorted(unknown)}; known: {sorted(known)}")
+        return ImageTrainingConfig(**config)
+    raise TypeError(f"config must be an ImageTrainingConfig, a dict or None; got {type(config).__name__}")
+
+
+def train_image_encoder(encoder: ImageEncoder, store: ImageStore, triplets,
+                        config: ImageTrainingConfig | dict | None = None) -> tuple[ImageEncoder, pd.DataFrame]:
+    """Train ``encoder`` on triplets of ``store``'s regions (eq. 5-6 or the official loss).
+
+    Returns the encoder (trained in place, eval mode, ``training_config`` set) and the history
+    table (one row per epoch, see :class:`musecl.training.Trainer`).
+    """
+    cfg = _as_training_config(config)
+    data = TripletImageDataset(store, triplets, augment=cfg.augment, seed=cfg.seed)
+    if len(data) < 1:
+        raise ValueError("no triplets to train on")
+    val = None
+    if cfg.val_fraction > 0 and len(data) >= 2:
+        train_idx, val_idx = split_indices(len(data), cfg.val_fraction, cfg.seed)
+        data, val = data.subset(train_idx), data.subset(val_idx, augment="none")
+    objective = TripletObjective(cfg.loss, cfg.margin)
+    trainer = Trainer(encoder, objective, lr=cfg.lr, lr_step=cfg.lr_step, lr_gamma=cfg.lr_gamma,
+                      epochs=cfg.epochs, batch_size=cfg.batch_size, patience=cfg.patience, seed=cfg.seed,
+                      device=cfg.device, checkpoint_dir=cfg.checkpoint_dir, resume=cfg.resume,
+                      progress=cfg.progress)
+    history = trainer.fit(data, val)
+    encoder.training_config = {**dataclasses.asdict(cfg), "margin": objective.margin, "augment": data.augment,
+                               "n_triplets": len(data) + (len(val) if val is not None else 0),
+                               "image_size": store.size, "kind": store.kind,
+                               "best_epoch": trainer.best_epoch, "stopped_early": trainer.stopped_early}
+    return encoder.eval(), pd.DataFrame(history)
+
+
+@torch.no_grad()
+def embed_regions(encoder: nn.Module, store: ImageStore, batch_size: int = 64,
+                  region_ids: Sequence[str] | None = None, prefix: str | None = None,
+                  progress: bool = False) -> pd.DataFrame:
+    """One embedding per region: its image's, or the mean over its images (street view).
+
+    Indexed by ``region_id``; columns ``<prefix>_0..`` (prefix "rs" for satellite, "sv" for
+    street view, "img" otherwise). Only the store's regions are embedded; with ``region_ids``
+    (e.g. ``city.region_ids``) the table is reindexed to them and regions without an image get
+    NaN rows -- the caller decides how to impute (fusion uses column means).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive; got {batch_size}")
+    was_training = encoder.training
+    encoder.eval()
+    device = next(encoder.parameters()).device
+    owner = torch.repeat_interleave(torch.arange(store.n_regions), store.counts)
+    sums = None
+    chunks = range(0, len(store), batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        chunks = tqdm(chunks, desc="embedding", unit="batch")
+    for start in chunks:
+        emb = encoder(store.images[start:start + batch_size].to(device)).float().cpu()
+        if sums is None:
+            sums = torch.zeros((store.n_regions, emb.shape[1]), dtype=torch.float64)
+        sums.index_add_(0, owner[start:start + batch_size], emb.double())
+    encoder.train(was_training)
+    means = (sums / store.counts.unsqueeze(1).double()).float().numpy()
+    prefix = prefix or COLUMN_PREFIX.get(store.kind, "img")
+    frame = pd.DataFrame(means, index=pd.Index(store.region_ids, name=REGION_ID),
+                         columns=[f"{prefix}_{k}" for k in range(means.shape[1])])
+    if region_ids is not None:
+        frame = frame.reindex(pd.Index([str(r) for r in region_ids], name=REGION_ID))
+    return frame

@@ -1,0 +1,404 @@
+"""Probes, splits and metrics: how well a region embedding predicts each socioeconomic indicator.
+
+The paper's protocol (and the official code's): an MLP [512, 256, 128, 64] with ReLU regresses the
+indicator on ln(1 + x) from the embedding, MSE loss, Adam lr 5e-4, batch 32, early stopping on
+a validation part (patience 50), one random 60/20/20 split; R2 and RMSE on the test part.
+
+Additions, each a named option: several seeds (each seed draws its own split *and* probe
+initialisation), a spatial block split (whole square blocks go to one part, so a test region's
+neighbours are not in the training set; a random split lets location alone look like skill), and
+a ridge probe. Every evaluation returns rows of the one tidy results table, ``RESULT_COLUMNS``.
+Rows are matched to regions by ``region_id``, never by position.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from musecl.city import REGION_ID, City
+
+RESULT_COLUMNS = ["city", "indicator", "method", "split", "seed", "r2", "rmse", "n_test"]
+PREDICTION_COLUMNS = [REGION_ID, "indicator", "split_part", "y_true", "y_pred"]
+GROUP_COLUMNS = ["city", "indicator", "method", "split"]
+SPLITS = ("random", "spatial")
+PROBES = ("mlp", "ridge")
+PARTS = ("train", "val", "test")
+DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)
+BLOCK_HEXAGONS = 10  # default spatial block side, in hexagon sizes (1 km hexagons -> 10 km blocks)
+
+
+# ------------------------------------------------------------------------------------------
+# splits
+
+
+def _check_fractions(fractions: Sequence[float]) -> np.ndarray:
+    f = np.asarray(fractions, dtype=float)
+    if f.shape != (3,) or (f < 0).any() or not math.isclose(f.sum(), 1.0, abs_tol=1e-6) or f[0] == 0:
+        raise ValueError(f"fractions must be three non-negative numbers (train, val, test) summing to 1 "
+                         f"with train > 0; got {tuple(fractions)}")
+    return f
+
+
+def random_split(n: int, seed: int, fractions: Sequence[float] = DEFAULT_FRACTIONS
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Shuffle 0..n-1 with ``seed`` and cut it into train, val and test (rounded sizes; test gets the rest)."""
+    f = _check_fractions(fractions)
+    if n < 3:
+        raise ValueError(f"need at least 3 items to split into train, val and test; got {n}")
+    order = np.random.default_rng(seed).permutation(n)
+    n_train = int(round(f[0] * n))
+    n_val = int(round(f[1] * n))
+    n_val = min(n_val, n - n_train)
+    return (np.sort(order[:n_train]), np.sort(order[n_train:n_train + n_val]),
+            np.sort(order[n_train + n_val:]))
+
+
+def block_ids(xy_m: np.ndarray, block_size_m: float) -> np.ndarray:
+    """The square block (of side ``block_size_m``, grid anchored at the minimum x and y) of each point."""
+    xy = np.asarray(xy_m, dtype=float)
+    if xy.ndim != 2 or xy.shape[1] != 2 or not np.isfinite(xy).all():
+        raise ValueError(f"xy_m must be a finite (n, 2) array of coordinates in metres; got shape {xy.shape}")
+    if not block_size_m > 0:
+        raise ValueError(f"block_size_m must be > 0; got {block_size_m}")
+    cells = np.floor((xy - xy.min(axis=0)) / block_size_m).astype(np.int64)
+    _, ids = np.unique(cells, axis=0, return_inverse=True)
+    return ids.reshape(-1)
+
+
+def spatial_block_split(xy_m: np.ndarray, block_size_m: float, seed: int,
+                        fractions: Sequence[float] = DEFAULT_FRACTIONS
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Assign whole square blocks to train, val or test so neighbours do not leak across parts.
+
+    Blocks are shuffled with ``seed``; each block in turn goes to the part furthest below its
+    target size (fraction x n). Part sizes are therefore right to within about one block; use
+    blocks much smaller than the city for fractions close to the asked ones.
+    """
+    f = _check_fractions(fractions)
+    ids = block_ids(xy_m, block_size_m)
+    n = len(ids)
+    n_blocks = int(ids.max()) + 1 if n else 0
+    wanted = int((f > 0).sum())
+    if n_blocks < wanted:
+        raise ValueError(f"only {n_blocks} block(s) of {block_size_m:g} m cover the {n} regions; need at "
+                         f"least {wanted} to fill train, val and test. Use a smaller block_size_m.")
+    sizes = np.bincount(ids, minlength=n_blocks)
+    target = f * n
+    count = np.zeros(3)
+    part_of_block = np.empty(n_blocks, dtype=np.int64)
+    for block in np.random.default_rng(seed).permutation(n_blocks):
+        deficit = np.where(f > 0, target - count, -np.inf)
+        part = int(np.argmax(deficit))
+        part_of_block[block] = part
+        count[part] += sizes[block]
+    part = part_of_block[ids]
+    return tuple(np.flatnonzero(part == k) for k in range(3))  # type: ignore[return-value]
+
+
+# ------------------------------------------------------------------------------------------
+# probes
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """The paper's MLP probe; ``patience`` epochs without a better validation loss stop training."""
+
+    hidden: tuple[int, ...] = (512, 256, 128, 64)
+    lr: float = 5e-4
+    batch_size: int = 32
+    max_epochs: int = 500
+    patience: int = 50
+    weight_decay: float = 0.0
+
+    def __post_init__(self):
+        if self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1 or self.lr <= 0:
+            raise ValueError(f"batch_size, max_epochs, patience must be >= 1 and lr > 0; got {self}")
+
+
+def _standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = x.mean(axis=0)
+    std = x.std(axis=0)
+    return mean, np.where(std > 0, std, 1.0)
+
+
+class MLPProbe:
+    """The paper's evaluation head: an MLP regressor, deterministic for a seed.
+
+    Inputs and target are standardised with the training part's mean and deviation only (the
+    target's scaling leaves the MSE objective unchanged up to a constant and speeds Adam up).
+    With a validation part, the weights of the epoch with the lowest validation loss are kept.
+    """
+
+    def __init__(self, config: ProbeConfig | None = None, seed: int = 0, **overrides):
+        config = config or ProbeConfig()
+        self.config = dataclasses.replace(config, **overrides) if overrides else config
+        self.seed = int(seed)
+        self.model: nn.Sequential | None = None
+        self.history_: pd.DataFrame | None = None
+
+    def _build(self, n_in: int) -> nn.Sequential:
+        layers: list[nn.Module] = []
+        width = n_in
+        for h in self.config.hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        layers.append(nn.Linear(width, 1))
+        return nn.Sequential(*layers)
+
+    def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None = None,
+            y_val: np.ndarray | None = None) -> "MLPProbe":
+        x_train, y_train = np.asarray(x_train, np.float64), np.asarray(y_train, np.float64).reshape(-1)
+        if len(x_train) != len(y_train) or len(x_train) < 2:
+            raise ValueError(f"need >= 2 training rows and as many targets; got {len(x_train)} and {len(y_train)}")
+        self.x_mean_, self.x_std_ = _standardiser(x_train)
+        self.y_mean_, self.y_std_ = float(y_train.mean()), float(y_train.std() or 1.0)
+        xt, yt = self._x(x_train), self._y(y_train)
+        has_val = x_val is not None and y_val is not None and len(x_val) > 0
+        if has_val:
+            xv, yv = self._x(np.asarray(x_val, np.float64)), self._y(np.asarray(y_val, np.float64).reshape(-1))
+        cfg = self.config
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            self.model = self._build(xt.shape[1])
+        generator = torch.Generator().manual_seed(self.seed)
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        loss_fn = nn.MSELoss()
+        best, best_state, waited, rows = float("inf"), None, 0, []
+        for epoch in range(1, cfg.max_epochs + 1):
+            self.model.train()
+            total = 0.0
+            for idx in torch.randperm(len(xt), generator=generator).split(cfg.batch_size):
+                loss = loss_fn(self.model(xt[idx]).squeeze(-1), yt[idx])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += loss.item() * len(idx)
+            row = {"epoch": epoch, "train_loss": total / len(xt)}
+            if has_val:
+                self.model.eval()
+                with torch.no_grad():
+                    row["val_loss"] = float(loss_fn(self.model(xv).squeeze(-1), yv))
+                if row["val_loss"] < best:
+                    best, waited = row["val_loss"], 0
+                    best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                else:
+                    waited += 1
+            rows.append(row)
+            if has_val and waited >= cfg.patience:
+                break
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
+        self.model.eval()
+        self.history_ = pd.DataFrame(rows)
+        return self
+
+    def _x(self, x: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor((x - self.x_mean_) / self.x_std_, dtype=torch.float32)
+
+    def _y(self, y: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor((y - self.y_mean_) / self.y_std_, dtype=torch.float32)
+
+    @torch.no_grad()
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        if self.model is None:
+            raise RuntimeError("MLPProbe is not fitted: call fit first")
+        out = self.model(self._x(np.asarray(x, np.float64))).squeeze(-1).numpy().astype(np.float64)
+        return out * self.y_std_ + self.y_mean_
+
+
+class RidgeProbe:
+    """Standardised ridge regression; alpha picked on the validation part from a log grid.
+
+    A linear probe asks a narrower question than the MLP (is the indicator a linear read-out of
+    the embedding?) and has no random initialisation.
+    """
+
+    ALPHAS = tuple(float(a) for a in np.logspace(-3, 4, 15))
+
+    def __init__(self, seed: int = 0, alphas: Iterable[float] | None = None):
+        self.seed = int(seed)  # unused: ridge is deterministic; kept for a common signature
+        self.alphas = tuple(alphas) if alphas is not None else self.ALPHAS
+        self.model = None
+
+    def fit(self, x_train, y_train, x_val=None, y_val=None) -> "RidgeProbe":
+        from sklearn.linear_model import Ridge
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        def make(alpha):
+            return make_pipeline(StandardScaler(), Ridge(alpha=alpha)).fit(x_train, y_train)
+
+        if x_val is None or y_val is None or len(x_val) == 0:
+            self.alpha_ = 1.0
+        else:
+            errors = [np.mean((make(a).predict(x_val) - y_val) ** 2) for a in self.alphas]
+            self.alpha_ = self.alphas[int(np.argmin(errors))]
+        self.model = make(self.alpha_)
+        return self
+
+    def predict(self, x) -> np.ndarray:
+        if self.model is None:
+            raise RuntimeError("RidgeProbe is not fitted: call fit first")
+        return np.asarray(self.model.predict(x), dtype=np.float64)
+
+
+def make_probe(probe: str, seed: int, config: ProbeConfig | None = None):
+    """A fresh probe by name: "mlp" (the paper's) or "ridge"."""
+    if probe == "mlp":
+        return MLPProbe(config, seed=seed)
+    if probe == "ridge":
+        return RidgeProbe(seed=seed)
+    raise ValueError(f"probe {probe!r} is not one of {PROBES}")
+
+
+# ------------------------------------------------------------------------------------------
+# one indicator of one city
+
+
+@dataclass
+class _Task:
+    """The rows that can be evaluated for one indicator: features and target aligned by region_id."""
+
+    indicator: str
+    ids: pd.Index
+    x: np.ndarray
+    y: np.ndarray
+    xy: np.ndarray
+
+
+def _prepare(embedding: pd.DataFrame, city: City, indicator: str) -> _Task:
+    if not isinstance(embedding, pd.DataFrame):
+        raise TypeError(f"embedding must be a DataFrame indexed by region_id; got {type(embedding).__name__}")
+    if embedding.index.has_duplicates:
+        raise ValueError(f"embedding has duplicate region_id(s), e.g. "
+                         f"{embedding.index[embedding.index.duplicated()][:5].tolist()}")
+    targets = city.targets()
+    if indicator not in targets.columns:
+        raise KeyError(f"{city.name} has no indicator {indicator!r}; it has {list(targets.columns)}")
+    y = targets[indicator]
+    n_nan = int(y.isna().sum())
+    if n_nan:
+        warnings.warn(f"{city.name}, {indicator}: {n_nan} of {len(y)} regions have no value and are "
+                      "left out of its evaluation", stacklevel=3)
+    y = y.dropna()
+    missing = y.index.difference(embedding.index)
+    if len(missing):
+        hint = ""
+        if not pd.api.types.is_string_dtype(embedding.index) and not pd.api.types.is_object_dtype(embedding.index):
+            hint = f" (the embedding's index has dtype {embedding.index.dtype}; region ids are strings)"
+        raise ValueError(f"embedding has no row for {len(missing)} of {len(y)} regions of {city.name} "
+                         f"with a {indicator} value, e.g. {missing[:5].tolist()}{hint}")
+    x = embedding.loc[y.index]
+    bad = x.isna().any(axis=1) | ~np.isfinite(x.to_numpy(dtype=np.float64)).all(axis=1)
+    if bad.any():
+        raise ValueError(f"embedding has NaN or infinite values for {int(bad.sum())} regions, e.g. "
+                         f"{x.index[bad][:5].tolist()}; impute or drop them before evaluating")
+    xy = pd.DataFrame(city.xy_m(), index=city.region_ids).loc[y.index].to_numpy()
+    return _Task(indicator, y.index, x.to_numpy(dtype=np.float64), y.to_numpy(dtype=np.float64), xy)
+
+
+def _block_size(city: City, block_size_m: float | None) -> float:
+    if block_size_m is not None:
+        return float(block_size_m)
+    if city.meta.hexagon_size_m:
+        return BLOCK_HEXAGONS * float(city.meta.hexagon_size_m)
+    raise ValueError(f"{city.name} has no hexagon_size_m in city.yaml; pass block_size_m for the spatial split")
+
+
+def _split(task: _Task, split: str, seed: int, fractions, block_size_m: float | None):
+    if split == "random":
+        return random_split(len(task.y), seed, fractions)
+    if split == "spatial":
+        if block_size_m is None:
+            raise ValueError("the spatial split needs block_size_m")
+        return spatial_block_split(task.xy, block_size_m, seed, fractions)
+    raise ValueError(f"split {split!r} is not one of {SPLITS}")
+
+
+def _predict_task(task: _Task, split: str, seed: int, probe: str, fractions, block_size_m,
+                  probe_config: ProbeConfig | None) -> pd.DataFrame:
+    parts = _split(task, split, seed, fractions, block_size_m)
+    train, val, test = parts
+    if len(test) < 2:
+        raise ValueError(f"{task.indicator}, {split} split: only {len(test)} test region(s); "
+                         "R2 needs at least 2 (more regions, other fractions or smaller blocks)")
+    model = make_probe(probe, seed, probe_config)
+    model.fit(task.x[train], task.y[train], task.x[val], task.y[val])
+    y_pred = model.predict(task.x)
+    part = np.empty(len(task.y), dtype=object)
+    for name, idx in zip(PARTS, parts):
+        part[idx] = name
+    return pd.DataFrame({REGION_ID: task.ids.to_numpy(), "indicator": task.indicator,
+                         "split_part": part, "y_true": task.y, "y_pred": y_pred})[PREDICTION_COLUMNS]
+
+
+def predict_indicator(embedding: pd.DataFrame, city: City, indicator: str, split: str = "random",
+                      seed: int = 0, probe: str = "mlp", fractions: Sequence[float] = DEFAULT_FRACTIONS,
+                      block_size_m: float | None = None, probe_config: ProbeConfig | None = None
+                      ) -> pd.DataFrame:
+    """Fit one probe and return every region's prediction (Figure 4): columns ``PREDICTION_COLUMNS``.
+
+    ``y_true`` and ``y_pred`` are on the modelled scale (ln(1 + x) where the indicator says so);
+    ``split_part`` says which part each region was in. Regions without a value are left out.
+    """
+    task = _prepare(embedding, city, indicator)
+    bs = _block_size(city, block_size_m) if split == "spatial" else None
+    return _predict_task(task, split, seed, probe, fractions, bs, probe_config)
+
+
+def scores(predictions: pd.DataFrame) -> dict:
+    """R2 and RMSE on the test part of a :func:`predict_indicator` table, and its size."""
+    test = predictions[predictions["split_part"] == "test"]
+    err = test["y_pred"].to_numpy() - test["y_true"].to_numpy()
+    y = test["y_true"].to_numpy()
+    ss_tot = float(((y - y.mean()) ** 2).sum())
+    r2 = 1.0 - float((err ** 2).sum()) / ss_tot if ss_tot > 0 else float("nan")
+    return {"r2": r2, "rmse": float(np.sqrt(np.mean(err ** 2))), "n_test": int(len(test))}
+
+
+def evaluate_embedding(embedding: pd.DataFrame, city: City, method: str,
+                       indicators: Sequence[str] | None = None, seeds: Sequence[int] = (0, 1, 2),
+                       splits: Sequence[str] = ("random",), probe: str = "mlp",
+                       block_size_m: float | None = None,
+                       fractions: Sequence[float] = DEFAULT_FRACTIONS,
+                       probe_config: ProbeConfig | None = None) -> pd.DataFrame:
+    """Rows of the results table (``RESULT_COLUMNS``) for one embedding of one city.
+
+    One row per indicator x split x seed; the seed draws the split and the probe's initialisation.
+    ``block_size_m`` (spatial split) defaults to ``BLOCK_HEXAGONS`` x the city's hexagon size.
+    """
+    for s in splits:
+        if s not in SPLITS:
+            raise ValueError(f"split {s!r} is not one of {SPLITS}")
+    if probe not in PROBES:
+        raise ValueError(f"probe {probe!r} is not one of {PROBES}")
+    indicators = list(city.meta.indicators) if indicators is None else list(indicators)
+    bs = _block_size(city, block_size_m) if "spatial" in splits else None
+    rows = []
+    for indicator in indicators:
+        task = _prepare(embedding, city, indicator)
+        for split in splits:
+            for seed in seeds:
+                pred = _predict_task(task, split, int(seed), probe, fractions, bs, probe_config)
+                rows.append({"city": city.name, "indicator": indicator, "method": method,
+                             "split": split, "seed": int(seed), **scores(pred)})
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+def summarize(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation (ddof=1; NaN for one seed) of R2 and RMSE over seeds."""
+    missing = [c for c in RESULT_COLUMNS if c not in results.columns]
+    if missing:
+        raise ValueError(f"results table lacks column(s) {missing}; expected {RESULT_COLUMNS}")
+    out = results.groupby(GROUP_COLUMNS, sort=False).agg(
+        r2_mean=("r2", "mean"), r2_std=("r2", "std"), rmse_mean=("rmse", "mean"),
+        rmse_std=("rmse", "std"), n_seeds=("seed", "nunique"), n_test=("n_test", "mean"))
+    return out.reset_index()

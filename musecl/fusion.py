@@ -1,0 +1,356 @@
+"""Attentive fusion of the street-view and satellite embeddings, aligned with POI vectors (eq. 8-11).
+
+For region i and modality m in {SV, RS}:
+
+* eq. 8  alpha_i^m = c^T ReLU(M e_i^m + b)        (M, b, c shared by both modalities)
+* eq. 9  beta_i^m  = softmax over m of alpha_i^m
+* eq. 10 e_i^Image = sum_m beta_i^m e_i^m
+* eq. 11 InfoNCE between e^Image and e^POI over a mini-batch, cosine similarity.
+
+Two choices the paper leaves open, made explicit here:
+
+* **Dimensions.** Eq. 10 sums e^SV and e^RS, so they must have the same size d. Eq. 11 compares
+  e^Image with e^POI; when their sizes differ a linear head g: R^d -> R^{d_POI} is applied to
+  e^Image *inside the loss only* (``projection="auto"``). The fused embedding handed to the
+  probes is always e^Image itself. With equal sizes (128 and 128 in the paper) no head is used.
+* **Temperature.** Eq. 11 has none, i.e. tau = 1 (the default); it is exposed because cosine
+  similarities in [-1, 1] make a soft softmax and a smaller tau is the common remedy.
+
+The official code differs: attention u^T tanh(W e + b) (``activation="tanh"``) trained with
+MSE(fused, POI vector) on all regions (``loss="mse"``); both are available by name.
+
+The image embeddings are inputs here, not trained: fusion learns M, b, c (and the head). The
+InfoNCE negatives are the other regions of the same mini-batch; nothing builds an N x N matrix.
+"""
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from musecl.city import REGION_ID
+from musecl.io import atomic_save_bytes, atomic_save_json
+
+MODALITY_NAMES = ("sv", "rs")
+WEIGHTS_PT, CONFIG_JSON = "weights.pt", "config.json"
+LOSSES = ("infonce", "mse")
+ACTIVATIONS = ("relu", "tanh")
+PROJECTIONS = ("auto", "linear", "none")
+
+
+class AttentiveFusion(nn.Module):
+    """Eq. 8-10: attention weights over {SV, RS} from shared (M, b, c); returns (e_image, beta).
+
+    ``beta`` has shape (n, 2), columns in the order of ``MODALITY_NAMES`` (sv, rs), rows sum to 1.
+    ``head`` maps e_image to the POI space for the loss (identity when dimensions match and
+    ``projection`` is "auto" or "none").
+    """
+
+    def __init__(self, dim: int, hidden: int = 128, poi_dim: int | None = None,
+                 activation: str = "relu", projection: str = "auto"):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation {activation!r} is not one of {ACTIVATIONS} "
+                             "(relu: the paper's eq. 8; tanh: the official code)")
+        if projection not in PROJECTIONS:
+            raise ValueError(f"projection {projection!r} is not one of {PROJECTIONS}")
+        poi_dim = dim if poi_dim is None else int(poi_dim)
+        if projection == "none" and poi_dim != dim:
+            raise ValueError(f"projection='none' needs the image and POI vectors to have the same size; "
+                             f"got {dim} and {poi_dim}. Use projection='auto' for a linear head.")
+        self.dim, self.hidden, self.poi_dim = int(dim), int(hidden), poi_dim
+        self.activation, self.projection = activation, projection
+        self.M = nn.Linear(dim, hidden)  # M and b of eq. 8
+        self.c = nn.Linear(hidden, 1, bias=False)  # c of eq. 8
+        use_head = projection == "linear" or (projection == "auto" and poi_dim != dim)
+        self.head = nn.Linear(dim, poi_dim) if use_head else nn.Identity()
+        # column means used to fill regions without an SV or RS embedding (set by train_fusion)
+        self.register_buffer("sv_mean", torch.zeros(dim))
+        self.register_buffer("rs_mean", torch.zeros(dim))
+
+    def config(self) -> dict:
+        return {"dim": self.dim, "hidden": self.hidden, "poi_dim": self.poi_dim,
+                "activation": self.activation, "projection": self.projection}
+
+    def scores(self, e: torch.Tensor) -> torch.Tensor:
+        """Eq. 8: alpha = c^T act(M e + b), one score per row."""
+        act = torch.relu if self.activation == "relu" else torch.tanh
+        return self.c(act(self.M(e))).squeeze(-1)
+
+    def forward(self, e_sv: torch.Tensor, e_rs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if e_sv.shape != e_rs.shape or e_sv.shape[-1] != self.dim:
+            raise ValueError(f"street-view and satellite embeddings must both be (n, {self.dim}); "
+                             f"got {tuple(e_sv.shape)} and {tuple(e_rs.shape)}")
+        stacked = torch.stack([e_sv, e_rs], dim=1)  # (n, 2, d)
+        alpha = self.scores(stacked)  # (n, 2)
+        beta = torch.softmax(alpha, dim=1)  # eq. 9
+        e_image = (beta.unsqueeze(-1) * stacked).sum(dim=1)  # eq. 10
+        return e_image, beta
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``weights.pt`` (a state dict) and ``config.json``."""
+        directory = Path(directory)
+        buffer = io.BytesIO()
+        torch.save(self.state_dict(), buffer)
+        atomic_save_bytes(directory / WEIGHTS_PT, buffer.getvalue())
+        atomic_save_json(directory / CONFIG_JSON, {"class": type(self).__name__, **self.config()})
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "AttentiveFusion":
+        directory = Path(directory)
+        for name in (WEIGHTS_PT, CONFIG_JSON):
+            if not (directory / name).exists():
+                raise FileNotFoundError(f"{directory / name} is missing; was this folder written "
+                                        "by AttentiveFusion.save?")
+        raw = json.loads((directory / CONFIG_JSON).read_text())
+        raw.pop("class", None)
+        model = cls(**raw)
+        model.load_state_dict(torch.load(directory / WEIGHTS_PT, map_location="cpu", weights_only=True))
+        return model.eval()
+
+
+# ------------------------------------------------------------------------------------------
+# losses
+
+
+def info_nce(e_image: torch.Tensor, e_poi: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Eq. 11 averaged over the mini-batch: -log softmax_j(sim(e_i^Image, e_j^POI) / tau) at j = i.
+
+    ``sim`` is the cosine similarity; tau = 1 is the paper's literal form. The n x n matrix is over
+    one mini-batch (the batch is the set of negatives), never over all regions.
+    """
+    if e_image.shape[0] != e_poi.shape[0] or e_image.shape[0] < 1:
+        raise ValueError(f"need the same, non-zero number of image and POI rows; "
+                         f"got {e_image.shape[0]} and {e_poi.shape[0]}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0; got {temperature}")
+    logits = F.normalize(e_image, dim=1) @ F.normalize(e_poi, dim=1).T / temperature
+    return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
+
+
+def mse_alignment(e_image: torch.Tensor, e_poi: torch.Tensor) -> torch.Tensor:
+    """The official code's objective: mean squared error between the fused and the POI vector."""
+    if e_image.shape != e_poi.shape:
+        raise ValueError(f"fused and POI vectors must have the same shape; got {tuple(e_image.shape)} "
+                         f"and {tuple(e_poi.shape)}")
+    return F.mse_loss(e_image, e_poi)
+
+
+# ------------------------------------------------------------------------------------------
+# training
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """Fusion training settings. ``loss``: "infonce" (paper, eq. 11) or "mse" (official code).
+
+    ``patience=None`` trains for ``epochs`` epochs (official: 50). With a patience, a
+    ``val_fraction`` of the regions is held out and the weights with the lowest validation loss
+    are kept.
+    """
+
+    loss: str = "infonce"
+    epochs: int = 50
+    batch_size: int = 64
+    lr: float = 1e-3
+    seed: int = 0
+    hidden: int = 128
+    temperature: float = 1.0
+    activation: str = "relu"
+    projection: str = "auto"
+    patience: int | None = None
+    val_fraction: float = 0.1
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss {self.loss!r} is not one of {LOSSES} "
+                             "(infonce: the paper's eq. 11; mse: the official code)")
+        if self.epochs < 1 or self.batch_size < 1 or self.hidden < 1:
+            raise ValueError(f"epochs, batch_size and hidden must be >= 1; got {self}")
+        if self.loss == "infonce" and self.batch_size < 2:
+            raise ValueError("InfoNCE needs batch_size >= 2: the other regions of a batch are the negatives")
+        if self.patience is not None and not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1) when patience is set; got {self.val_fraction}")
+
+
+def _as_config(config: FusionConfig | dict | None) -> FusionConfig:
+    if config is None:
+        return FusionConfig()
+    if isinstance(config, dict):
+        return FusionConfig(**config)
+    return config
+
+
+def _check_table(df: pd.DataFrame, name: str) -> None:
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"{name} must be a DataFrame indexed by region_id; got {type(df).__name__}")
+    if df.index.has_duplicates:
+        dup = df.index[df.index.duplicated()].unique()[:5].tolist()
+        raise ValueError(f"{name} has duplicate region_id(s), e.g. {dup}")
+
+
+def _align(reference: pd.DataFrame, other: pd.DataFrame, name: str) -> pd.DataFrame:
+    """``other`` reordered to ``reference``'s region ids; an error names the ids that differ."""
+    _check_table(other, name)
+    missing = reference.index.difference(other.index)
+    extra = other.index.difference(reference.index)
+    if len(missing) or len(extra):
+        raise ValueError(f"{name} does not cover the same regions as sv: {len(missing)} missing "
+                         f"(e.g. {missing[:5].tolist()}), {len(extra)} extra (e.g. {extra[:5].tolist()})")
+    return other.loc[reference.index]
+
+
+def _impute(df: pd.DataFrame, means: np.ndarray) -> np.ndarray:
+    """Fill the NaN cells of a region's embedding with the column mean (a region without images)."""
+    x = df.to_numpy(dtype=np.float32, copy=True)
+    rows, cols = np.nonzero(np.isnan(x))
+    x[rows, cols] = means[cols]
+    return x
+
+
+def _column_means(df: pd.DataFrame, name: str) -> np.ndarray:
+    means = df.mean(axis=0, skipna=True).to_numpy(dtype=np.float32)
+    if np.isnan(means).any():
+        raise ValueError(f"{name}: a column is NaN for every region; nothing to impute from")
+    n_nan = int(df.isna().any(axis=1).sum())
+    if n_nan:
+        warnings.warn(f"{name}: {n_nan} of {len(df)} regions have a missing (NaN) embedding; "
+                      "filled with the column mean", stacklevel=3)
+    return means
+
+
+def _batch_loss(model: AttentiveFusion, sv, rs, poi, cfg: FusionConfig) -> torch.Tensor:
+    e_image, _ = model(sv, rs)
+    target = model.head(e_image)
+    if cfg.loss == "infonce":
+        return info_nce(target, poi, cfg.temperature)
+    return mse_alignment(target, poi)
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator, drop_single: bool):
+    order = torch.randperm(n, generator=generator)
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]
+        if drop_single and len(idx) < 2:  # an InfoNCE batch of one has no negative
+            continue
+        yield idx
+
+
+def train_fusion(sv: pd.DataFrame, rs: pd.DataFrame, poi: pd.DataFrame,
+                 config: FusionConfig | dict | None = None) -> tuple[AttentiveFusion, pd.DataFrame]:
+    """Learn eq. 8-9's (M, b, c) so the fused e^Image agrees with e^POI (eq. 11, or MSE).
+
+    ``sv``, ``rs`` and ``poi`` are indexed by region_id and aligned by it. NaN rows of ``sv``
+    or ``rs`` (regions without such images) are filled with the column mean, which the model
+    keeps for :func:`fuse`. Regions whose POI vector is zero or NaN (no POIs) carry no signal
+    to align with and are left out of training (warned). Returns the model (in eval mode) and a
+    history table ``epoch, train_loss[, val_loss]``.
+    """
+    cfg = _as_config(config)
+    _check_table(sv, "sv")
+    rs = _align(sv, rs, "rs")
+    poi = _align(sv, poi, "poi")
+    if sv.shape[1] != rs.shape[1]:
+        raise ValueError(f"eq. 10 adds the street-view and satellite embeddings, so they need the "
+                         f"same size; got {sv.shape[1]} and {rs.shape[1]}")
+    sv_mean, rs_mean = _column_means(sv, "sv"), _column_means(rs, "rs")
+    x_sv, x_rs = _impute(sv, sv_mean), _impute(rs, rs_mean)
+    y = poi.to_numpy(dtype=np.float32)
+    usable = np.isfinite(y).all(axis=1) & (np.abs(y).sum(axis=1) > 0)
+    if not usable.all():
+        warnings.warn(f"poi: {int((~usable).sum())} of {len(y)} regions have a zero or missing POI "
+                      "vector and are left out of fusion training", stacklevel=2)
+    x_sv, x_rs, y = (torch.from_numpy(a[usable]) for a in (x_sv, x_rs, y))
+    n = len(y)
+    if n < 2:
+        raise ValueError(f"fusion training needs at least 2 regions with POI vectors; got {n}")
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = AttentiveFusion(sv.shape[1], hidden=cfg.hidden, poi_dim=poi.shape[1],
+                                activation=cfg.activation, projection=cfg.projection)
+    model.sv_mean.copy_(torch.from_numpy(sv_mean))
+    model.rs_mean.copy_(torch.from_numpy(rs_mean))
+    generator = torch.Generator().manual_seed(cfg.seed)
+
+    train_idx = torch.arange(n)
+    val_idx = None
+    if cfg.patience is not None:
+        order = torch.randperm(n, generator=generator)
+        n_val = max(2, int(round(cfg.val_fraction * n)))
+        if n - n_val < 2:
+            raise ValueError(f"too few regions ({n}) to hold out {n_val} for validation")
+        val_idx, train_idx = order[:n_val], order[n_val:]
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    rows, best, best_state, waited = [], float("inf"), None, 0
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        total, count = 0.0, 0
+        for b in _batches(len(train_idx), cfg.batch_size, generator, cfg.loss == "infonce"):
+            idx = train_idx[b]
+            loss = _batch_loss(model, x_sv[idx], x_rs[idx], y[idx], cfg)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(idx)
+            count += len(idx)
+        row = {"epoch": epoch, "train_loss": total / max(count, 1)}
+        if val_idx is not None:
+            row["val_loss"] = _evaluate_loss(model, x_sv[val_idx], x_rs[val_idx], y[val_idx], cfg)
+            if row["val_loss"] < best:
+                best, waited = row["val_loss"], 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                waited += 1
+        rows.append(row)
+        if val_idx is not None and waited >= cfg.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return model.eval(), pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def _evaluate_loss(model, sv, rs, poi, cfg: FusionConfig) -> float:
+    """Mean loss over fixed, unshuffled mini-batches of ``cfg.batch_size`` (deterministic)."""
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(poi), cfg.batch_size):
+        sl = slice(start, start + cfg.batch_size)
+        if cfg.loss == "infonce" and len(poi[sl]) < 2:
+            continue
+        total += float(_batch_loss(model, sv[sl], rs[sl], poi[sl], cfg)) * len(poi[sl])
+        count += len(poi[sl])
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def fuse(model: AttentiveFusion, sv: pd.DataFrame, rs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Eq. 10 for every region: the fused embedding (columns ``image_0..``) and beta (``sv``, ``rs``).
+
+    NaN rows are filled with the column means kept from training, so a region without street
+    views still gets an embedding (dominated by its satellite view).
+    """
+    _check_table(sv, "sv")
+    rs = _align(sv, rs, "rs")
+    model.eval()
+    x_sv = torch.from_numpy(_impute(sv, model.sv_mean.cpu().numpy()))
+    x_rs = torch.from_numpy(_impute(rs, model.rs_mean.cpu().numpy()))
+    e_image, beta = model(x_sv, x_rs)
+    index = sv.index.copy()
+    index.name = REGION_ID
+    embedding = pd.DataFrame(e_image.numpy(), index=index,
+                             columns=[f"image_{k}" for k in range(e_image.shape[1])])
+    weights = pd.DataFrame(beta.numpy(), index=index.copy(), columns=list(MODALITY_NAMES))
+    return embedding, weights
+

@@ -1,0 +1,394 @@
+"""Execute the book's chapters with papermill, then render them with Jupyter Book 1.
+
+The chapters live in git as jupytext py:percent files (``book/NN_slug.py``, no outputs). Jupyter
+Book runs with execution off, so the book shows exactly what one command computed:
+
+1. :func:`execute_chapters` converts each chapter to a notebook in memory, injects the run's
+   parameters into its ``parameters`` cell and executes it (``out/executed/<stem>.ipynb``);
+2. :func:`stage_site` lays ``_config.yml``, ``_toc.yml``, the book's other files and the executed
+   notebooks out in the repository's own layout (``out/site``), so ``_toc.yml`` needs no edits;
+3. :func:`build_book` runs ``jupyter-book build`` on that folder (``out/site/_build/html``).
+
+:func:`build` chains the three; ``musecl book`` calls it.
+
+Chapters run with the working directory set to the chapter's own folder (``book/``): that is
+where Jupyter starts a kernel when a person opens the chapter, so a relative path behaves the same
+in the book run and by hand. Chapters should still take every path from a parameter (``city``,
+``out_dir``); :func:`build` passes absolute paths.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from musecl.io import atomic_write
+
+TOC_YML, CONFIG_YML = "_toc.yml", "_config.yml"
+BOOK_DIR = "book"
+PARAMETERS_TAG = "parameters"
+METADATA_KEY = "musecl"  # executed notebooks record what they were run with under this key
+
+# Files of the book folder that are never staged: the executed copy replaces a chapter's source.
+_SKIP_DIRS = {"__pycache__", ".ipynb_checkpoints", "_build"}
+_SKIP_SUFFIXES = {".ipynb", ".pyc"}
+
+
+class ChapterExecutionError(RuntimeError):
+    """A chapter raised while executing; the message names the chapter, the cell and the copy."""
+
+
+class BookBuildError(RuntimeError):
+    """The book could not be staged or rendered; the message says what to do."""
+
+
+# --------------------------------------------------------------------------------------------
+# finding the book
+
+
+def find_repo_root(start: str | Path | None = None) -> Path:
+    """The nearest folder at or above ``start`` (default: cwd) holding ``_toc.yml`` and ``book/``."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / TOC_YML).is_file() and (folder / BOOK_DIR).is_dir():
+            return folder
+    # an editable install sits in the repository: fall back to the package's own checkout
+    fallback = Path(__file__).resolve().parents[1]
+    if (fallback / TOC_YML).is_file():
+        return fallback
+    raise BookBuildError(f"no {TOC_YML} with a {BOOK_DIR}/ folder at or above {here}; "
+                         "run from the repository root")
+
+
+def toc_files(repo_root: Path) -> list[str]:
+    """Every document named in ``_toc.yml`` (root first), as written there, without suffix."""
+    toc = yaml.safe_load((repo_root / TOC_YML).read_text())
+    found: list[str] = []
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            for key in ("root", "file"):
+                if isinstance(node.get(key), str):
+                    entry = node[key]
+                    stem, dot, suffix = entry.rpartition(".")
+                    found.append(stem if dot and suffix in ("md", "ipynb", "py") else entry)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(toc)
+    return found
+
+
+def chapter_sources(repo_root: Path) -> list[Path]:
+    """The py:percent chapters named in ``_toc.yml``, in book order.
+
+    A toc entry may instead be a markdown page; an entry with neither file is an error here
+    rather than a confusing Sphinx warning later.
+    """
+    chapters, missing = [], []
+    for entry in toc_files(repo_root):
+        base = repo_root / entry
+        if base.with_suffix(".py").is_file():
+            chapters.append(base.with_suffix(".py"))
+        elif not base.with_suffix(".md").is_file():
+            missing.append(entry)
+    if missing:
+        raise BookBuildError(f"{TOC_YML} names {missing} but neither <name>.py nor <name>.md "
+                             "exists; add the file or remove the entry")
+    return chapters
+
+
+def select_chapters(chapters: list[Path], only: list[str] | None) -> list[Path]:
+    """Chapters whose stem, number prefix ("01") or path matches one of ``only``."""
+    if not only:
+        return list(chapters)
+    chosen, unknown = [], []
+    for name in only:
+        stem = Path(name).with_suffix("").name if name.endswith(".py") else Path(name).name
+        hits = [c for c in chapters if c.stem == stem or c.stem.split("_", 1)[0] == stem]
+        if not hits:
+            unknown.append(name)
+        chosen += [c for c in hits if c not in chosen]
+    if unknown:
+        raise BookBuildError(f"--only {unknown}: no such chapter; chapters are "
+                             f"{[c.stem for c in chapters]}")
+    return [c for c in chapters if c in chosen]
+
+
+# --------------------------------------------------------------------------------------------
+# executing
+
+
+def parameter_names(nb) -> set[str]:
+    """Names assigned in the cell tagged ``parameters`` (the ones papermill may override)."""
+    cells = [c for c in nb.cells if PARAMETERS_TAG in c.get("metadata", {}).get("tags", [])]
+    if not cells:
+        raise ValueError(f"no cell tagged {PARAMETERS_TAG!r}: add one with "
+                         f"`# %% tags=[\"{PARAMETERS_TAG}\"]` above the chapter's settings")
+    names: set[str] = set()
+    for node in ast.parse(cells[0].source).body:
+        targets = node.targets if isinstance(node, ast.Assign) else (
+            [node.target] if isinstance(node, ast.AnnAssign) else [])
+        for target in targets:
+            for leaf in ast.walk(target):
+                if isinstance(leaf, ast.Name):
+                    names.add(leaf.id)
+    return names
+
+
+def _fingerprint(parameters: dict, kernel: str) -> str:
+    blob = json.dumps({"parameters": parameters, "kernel": kernel}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _is_current(executed: Path, source: Path, fingerprint: str) -> bool:
+    """The executed copy is newer than its source and was run with the same parameters."""
+    if not executed.is_file() or executed.stat().st_mtime <= source.stat().st_mtime:
+        return False
+    import nbformat
+
+    try:
+        meta = nbformat.read(executed, as_version=4).metadata.get(METADATA_KEY, {})
+    except Exception:  # an unreadable copy is simply executed again
+        return False
+    return meta.get("fingerprint") == fingerprint and meta.get("complete") is True
+
+
+def _describe_failure(source: Path, error: BaseException, executed: Path) -> str:
+    cell = getattr(error, "exec_count", None)
+    where = f"cell In [{cell}]" if cell is not None else "a cell"
+    code = (getattr(error, "source", "") or "").strip().splitlines()[:3]
+    snippet = "".join(f"\n    | {line}" for line in code)
+    what = (f"{getattr(error, 'ename', '')}: {getattr(error, 'evalue', '')}"
+            if hasattr(error, "ename") else f"{type(error).__name__}: {error}")
+    return (f"chapter {source.name} failed in {where}:{snippet}\n  {what}\n"
+            f"  the partly executed notebook is {executed} (open it to see the traceback)")
+
+
+def execute_chapters(chapters: list[Path] | None, out_dir: Path, parameters: dict,
+                     kernel: str = "python3", progress: bool = True, force: bool = False,
+                     repo_root: Path | None = None) -> list[Path]:
+    """Execute each py:percent chapter into ``out_dir/<stem>.ipynb``; return those paths.
+
+    Each chapter gets only the keys of ``parameters`` that its ``parameters`` cell defines, so
+    one parameter set serves every chapter without papermill's "unknown parameter" warnings.
+    A chapter is skipped when its executed copy is newer than the source and was run with the
+    same parameters (recorded in the notebook's ``metadata.musecl``), unless ``force``. It does
+    not notice changes to the library or to the city's files: use ``force`` after those.
+    The first failing chapter stops the run with :class:`ChapterExecutionError`; its partly
+    executed notebook stays in ``out_dir`` for inspection.
+    """
+    import jupytext
+    import nbformat
+    import papermill
+
+    if chapters is None:
+        chapters = chapter_sources(repo_root or find_repo_root())
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for source in (Path(c).resolve() for c in chapters):
+        if not source.is_file():
+            raise FileNotFoundError(f"chapter {source} does not exist")
+        nb = jupytext.read(source, fmt="py:percent")
+        try:
+            names = parameter_names(nb)
+        except ValueError as err:
+            raise ChapterExecutionError(f"chapter {source.name}: {err}") from None
+        used = {k: v for k, v in parameters.items() if k in names}
+        fingerprint = _fingerprint(used, kernel)
+        executed = out_dir / f"{source.stem}.ipynb"
+        if not force and _is_current(executed, source, fingerprint):
+            if progress:
+                print(f"[book] {source.name}: up to date, not re-executed", file=sys.stderr)
+            written.append(executed)
+            continue
+        nb.metadata.setdefault("kernelspec", {"name": kernel, "display_name": "Python 3",
+                                              "language": "python"})
+        if progress:
+            print(f"[book] executing {source.name} with {used}", file=sys.stderr)
+        start = time.perf_counter()
+        try:
+            result = papermill.execute_notebook(
+                nb, executed, parameters=used, kernel_name=kernel, progress_bar=progress,
+                cwd=source.parent, language="python")
+        except Exception as err:  # PapermillExecutionError, dead kernel, timeout, ...
+            raise ChapterExecutionError(_describe_failure(source, err, executed)) from err
+        for cell in result.cells:
+            # the reader sees the chapter's defaults; the values of this run sit folded under them
+            tags = cell.metadata.get("tags", [])
+            if "injected-parameters" in tags and "hide-input" not in tags:
+                tags.append("hide-input")
+        result.metadata[METADATA_KEY] = {
+            "source": source.name, "parameters": used, "fingerprint": fingerprint,
+            "complete": True, "seconds": round(time.perf_counter() - start, 1)}
+        with atomic_write(executed) as handle:
+            nbformat.write(result, handle)
+        if progress:
+            print(f"[book] {source.name}: done in {time.perf_counter() - start:.1f} s",
+                  file=sys.stderr)
+        written.append(executed)
+    return written
+
+
+# --------------------------------------------------------------------------------------------
+# staging and rendering
+
+
+def _sync(files: dict[Path, Path], site_dir: Path) -> None:
+    """Make ``site_dir`` (outside ``_build``) hold exactly ``files`` (relative path -> source).
+
+    Unchanged files keep their modification time, so Sphinx only re-reads what changed.
+    """
+    for rel, src in files.items():
+        dest = site_dir / rel
+        st = src.stat()
+        if dest.is_file() and dest.stat().st_size == st.st_size and \
+                int(dest.stat().st_mtime) == int(st.st_mtime):
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest)
+    for folder, dirs, names in os.walk(site_dir, topdown=False):
+        here = Path(folder)
+        if here.relative_to(site_dir).parts[:1] == ("_build",):
+            continue
+        for name in names:
+            if (here / name).relative_to(site_dir) not in files:
+                (here / name).unlink()
+        if here != site_dir and not any(here.iterdir()):
+            here.rmdir()
+
+
+def stage_site(repo_root: Path, executed_dir: Path, site_dir: Path) -> Path:
+    """Lay the book out in ``site_dir`` with executed notebooks in place of chapter sources.
+
+    Copies ``_config.yml``, ``_toc.yml``, any ``*.bib`` at the root, every file of ``book/``
+    (markdown, images, static folders such as the offline MathJax) except chapter sources and
+    notebooks, the executed notebook of each chapter, and ``musecl/*.py`` so that a chapter's
+    ``literalinclude`` of ``../musecl/<module>.py`` resolves as it does in the repository.
+    """
+    repo_root, executed_dir = Path(repo_root).resolve(), Path(executed_dir).resolve()
+    site_dir = Path(site_dir).resolve()
+    for name in (CONFIG_YML, TOC_YML):
+        if not (repo_root / name).is_file():
+            raise BookBuildError(f"{repo_root / name} is missing")
+    chapters = chapter_sources(repo_root)
+    files: dict[Path, Path] = {Path(n): repo_root / n for n in (CONFIG_YML, TOC_YML)}
+    files.update({Path(p.name): p for p in repo_root.glob("*.bib")})
+    for path in (repo_root / BOOK_DIR).rglob("*"):
+        rel = path.relative_to(repo_root)
+        if path.is_dir() or _SKIP_DIRS & set(rel.parts) or path.suffix in _SKIP_SUFFIXES \
+                or path in chapters:
+            continue
+        files[rel] = path
+    for path in (repo_root / "data").glob("*.md"):  # the city format page includes data/README.md
+        files[path.relative_to(repo_root)] = path
+    for path in (repo_root / "musecl").rglob("*.py"):
+        if "__pycache__" not in path.parts:
+            files[path.relative_to(repo_root)] = path
+    missing = []
+    for chapter in chapters:
+        executed = executed_dir / f"{chapter.stem}.ipynb"
+        if not executed.is_file():
+            missing.append(chapter.stem)
+        files[chapter.relative_to(repo_root).with_suffix(".ipynb")] = executed
+    if missing:
+        raise BookBuildError(f"no executed notebook for {missing} in {executed_dir}; "
+                             "execute them first (run `musecl book` without --only)")
+    site_dir.mkdir(parents=True, exist_ok=True)
+    _sync(files, site_dir)
+    return site_dir
+
+
+def build_book(site_dir: Path, strict: bool = False) -> Path:
+    """Run ``jupyter-book build`` on a staged site; return its HTML folder.
+
+    Sphinx's warnings stream to the terminal; ``strict`` turns them into errors (``-W -n``).
+    """
+    site_dir = Path(site_dir).resolve()
+    # jupyter_book has no ``__main__``; calling its CLI function keeps this interpreter's venv
+    cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()",
+           "build", str(site_dir)]
+    if strict:
+        cmd += ["-W", "-n", "--keep-going"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    done = subprocess.run(cmd, env=env)
+    if done.returncode != 0:
+        raise BookBuildError(f"jupyter-book build {site_dir} failed (exit {done.returncode}); "
+                             "the messages above name the page")
+    html = site_dir / "_build" / "html"
+    if not (html / "index.html").is_file():
+        raise BookBuildError(f"jupyter-book finished but {html / 'index.html'} is missing")
+    return html
+
+
+# --------------------------------------------------------------------------------------------
+# the one command
+
+
+def load_params_file(path: str | Path | None) -> dict:
+    """A YAML mapping of chapter parameters (``params/*.yaml``); ``None`` gives ``{}``."""
+    if path is None:
+        return {}
+    data = yaml.safe_load(Path(path).read_text())
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise BookBuildError(f"{path}: expected a mapping of parameter: value, "
+                             f"got {type(data).__name__}")
+    return data
+
+
+def default_city(out: Path) -> Path:
+    """The toy city the book runs on by default, generated once under ``out/cities/toy``."""
+    city = Path(out) / "cities" / "toy"
+    if not (city / "city.yaml").is_file():
+        from musecl.datasets.toy import make_toy_city
+
+        print(f"[book] generating the toy city in {city}", file=sys.stderr)
+        make_toy_city(city, n_regions=600, seed=0)
+    return city
+
+
+def build(city: str | Path | None = None, params_file: str | Path | None = None,
+          out: str | Path = "build", only: list[str] | None = None, force: bool = False,
+          strict: bool = False) -> Path:
+    """Execute the chapters, stage the site, render it; return the HTML folder.
+
+    Parameters given to every chapter (each takes the ones its parameters cell defines):
+    ``city`` (absolute path of the city folder; default the generated toy city),
+    ``out_dir`` (``out/work``, a shared folder for results one chapter hands the next), then
+    every key of ``params_file``. An explicit ``city`` wins over the file's.
+    Files: ``out/executed/*.ipynb``, ``out/site`` (staged), ``out/site/_build/html``.
+    """
+    out = Path(out).resolve()
+    repo_root = find_repo_root()
+    params = load_params_file(params_file)
+    if city is None:
+        city = params.get("city") or default_city(out)
+    params["city"] = str(Path(city).resolve())
+    params.setdefault("out_dir", str(out / "work"))
+    chapters = select_chapters(chapter_sources(repo_root), only)
+    timings = {}
+    start = time.perf_counter()
+    execute_chapters(chapters, out / "executed", params, force=force, repo_root=repo_root)
+    timings["execute"] = time.perf_counter() - start
+    start = time.perf_counter()
+    site = stage_site(repo_root, out / "executed", out / "site")
+    timings["stage"] = time.perf_counter() - start
+    start = time.perf_counter()
+    html = build_book(site, strict=strict)
+    timings["render"] = time.perf_counter() - start
+    print("[book] " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()), file=sys.stderr)
+    return html

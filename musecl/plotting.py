@@ -1,0 +1,109 @@
+"""Figures and maps: hexagon maps of per-region values, image grids, mobility flows."""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.collections import LineCollection, PolyCollection
+from PIL import Image
+
+from musecl.city import DESTINATION, FLOW, GEOMETRY, LAT, LON, ORIGIN, City
+
+
+@lru_cache(maxsize=8)
+def _polygons(geometry: tuple[str, ...]) -> list[np.ndarray]:
+    from shapely import wkt
+
+    out = []
+    for text in geometry:
+        geom = wkt.loads(text)
+        poly = max(getattr(geom, "geoms", [geom]), key=lambda g: g.area)  # largest part of a multipolygon
+        out.append(np.asarray(poly.exterior.coords))
+    return out
+
+
+def region_polygons(city: City) -> list[np.ndarray]:
+    """Outline of each region (lon/lat or the city's CRS), in the order of ``city.region_ids``."""
+    return _polygons(tuple(city.regions[GEOMETRY]))
+
+
+def plot_map(city: City, values: pd.Series | np.ndarray | None = None, ax=None, cmap: str = "viridis",
+             title: str | None = None, label: str | None = None, categorical: bool = False,
+             vmin=None, vmax=None, colorbar: bool = True):
+    """Hexagon (or polygon) map of one value per region; regions without a value are grey."""
+    ax = ax or plt.subplots(figsize=(5, 5))[1]
+    if values is None:
+        values = np.zeros(len(city))
+    if isinstance(values, pd.Series):
+        values = values.reindex(city.region_ids)
+    values = np.asarray(values)
+    coll = PolyCollection(region_polygons(city), edgecolor="none", linewidth=0)
+    if categorical:
+        codes, uniques = pd.factorize(values, sort=True)
+        palette = plt.get_cmap("tab10" if len(uniques) <= 10 else "tab20")
+        coll.set_facecolor([palette(c % palette.N) if c >= 0 else (0.85, 0.85, 0.85, 1) for c in codes])
+        handles = [plt.Line2D([], [], marker="h", ls="", color=palette(i % palette.N), label=str(u))
+                   for i, u in enumerate(uniques)]
+        ax.legend(handles=handles, title=label, loc="upper left", bbox_to_anchor=(1, 1), frameon=False)
+    else:
+        coll.set_array(np.ma.masked_invalid(values.astype(float)))
+        coll.set_cmap(plt.get_cmap(cmap).with_extremes(bad=(0.85, 0.85, 0.85)))
+        coll.set_clim(vmin, vmax)
+        if colorbar:
+            plt.colorbar(coll, ax=ax, shrink=0.7, label=label)
+    ax.add_collection(coll)
+    ax.autoscale_view()
+    ax.set_aspect(1 / np.cos(np.deg2rad(city.regions[LAT].mean())))
+    ax.set_xticks([]), ax.set_yticks([])
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_maps(city: City, table: pd.DataFrame, ncols: int = 3, cmap: str = "viridis",
+              titles: dict[str, str] | None = None, size: float = 3.6):
+    """One map per column of ``table`` (indexed by region_id)."""
+    n = table.shape[1]
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
+    for ax, col in zip(axes.flat, table.columns):
+        plot_map(city, table[col], ax=ax, cmap=cmap, title=(titles or {}).get(col, col))
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def plot_images(paths: Sequence, titles: Sequence[str] | None = None, ncols: int = 6, size: float = 1.8):
+    """A grid of images (paths or arrays) with optional titles."""
+    n = len(paths)
+    nrows = max(1, int(np.ceil(n / ncols)))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows * 1.1), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            img = paths[i]
+            ax.imshow(np.asarray(Image.open(img).convert("RGB")) if not isinstance(img, np.ndarray) else img)
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_flows(city: City, top: int = 300, ax=None, values: pd.Series | None = None, title: str | None = None):
+    """The ``top`` largest origin-destination flows as lines over a map of ``values``."""
+    if city.od is None:
+        raise ValueError(f"{city.name} has no od.csv: flows cannot be drawn (in/outflows only)")
+    ax = plot_map(city, values, ax=ax, cmap="Greys", colorbar=False, title=title) if values is not None \
+        else plot_map(city, None, ax=ax, cmap="Greys", colorbar=False, title=title, vmin=0, vmax=4)
+    od = city.od[city.od[ORIGIN] != city.od[DESTINATION]].nlargest(top, FLOW)
+    centre = city.regions[[LON, LAT]]
+    a, b = centre.loc[od[ORIGIN]].to_numpy(), centre.loc[od[DESTINATION]].to_numpy()
+    w = od[FLOW].to_numpy(dtype=float)
+    lines = LineCollection(np.stack([a, b], axis=1), linewidths=0.3 + 2.5 * w / w.max(),
+                           colors=plt.get_cmap("plasma")(0.2 + 0.7 * w / w.max()), alpha=0.6)
+    ax.add_collection(lines)
+    return ax

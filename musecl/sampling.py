@@ -1,0 +1,550 @@
+"""Similarity (paper eq. 1-4) and triplet sampling for the contrastive image encoders.
+
+MuseCL pairs street-view images by *mobility* similarity and satellite images by *POI*
+similarity: eq. 1 and eq. 3 are plain Euclidean distances between per-region vectors
+((inflow, outflow), and K POI-category counts), eq. 2 and eq. 4 turn them into similarities
+lambda = 1 / distance.  An anchor region is then paired with a similar region (positive) and a
+dissimilar one (negative).
+
+Two readings of "positive = higher similarity, negative = lower similarity" are offered:
+
+* ``rule="paper"`` (default): the positive is drawn uniformly among the anchor's ``k`` most
+  similar other regions; the negative among clearly dissimilar regions, and it is always at least
+  as far from the anchor as the positive (``d_pos <= d_neg``, enforced).
+* ``rule="official"``: what the official scripts do -- the positive is the single most similar
+  other region, the negative a uniformly random other region (which may by chance be similar,
+  or even be the positive).
+
+Nothing here builds an N x N matrix over regions: the most similar regions come from
+scikit-learn's nearest-neighbour search, and negatives from uniform candidates that are
+rejected when too similar, so 100,000 regions sample in seconds.  Ranking by lambda = 1/d is
+ranking by d, so the sampler works on distances throughout and reports ``d_pos`` / ``d_neg``.
+"""
+from __future__ import annotations
+
+import math
+import resource
+import time
+import tracemalloc
+import warnings
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.neighbors import NearestNeighbors
+
+from musecl.city import INFLOW, OUTFLOW, City
+
+ANCHOR, POSITIVE, NEGATIVE = "anchor", "positive", "negative"
+D_POS, D_NEG = "d_pos", "d_neg"
+
+RULES = ("paper", "official")
+NEGATIVES = ("dissimilar", "far")
+TRANSFORMS = ("raw", "log1p", "share")
+
+MAX_EXCLUDE = 200  # cap on the default top-M; query cost grows with M (n_exclude overrides)
+_BLOCK = 1 << 20  # floats per temporary block: keeps every intermediate around 8 MB
+
+
+# --------------------------------------------------------------------------------------------
+# eq. 1-4
+
+
+def _euclidean(a, b) -> np.ndarray:
+    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    return np.sqrt(np.einsum("...k,...k->...", diff, diff))
+
+
+def mobility_distance(a, b) -> np.ndarray:
+    """Eq. 1: Euclidean distance between (inflow, outflow) vectors, row by row.
+
+    ``a`` and ``b`` have shape (2,) or (n, 2) (broadcast like numpy); returns shape () or (n,).
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    for name, v in (("a", a), ("b", b)):
+        if v.ndim == 0 or v.shape[-1] != 2:
+            raise ValueError(f"mobility_distance: {name} must hold (inflow, outflow) pairs, i.e. have "
+                             f"shape (2,) or (n, 2); got shape {v.shape}")
+    return _euclidean(a, b)
+
+
+def poi_distance(a, b) -> np.ndarray:
+    """Eq. 3: Euclidean distance between K-category POI count vectors, row by row.
+
+    ``a`` and ``b`` have shape (K,) or (n, K) with the same K (and category order).
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.ndim == 0 or b.ndim == 0 or a.shape[-1] != b.shape[-1]:
+        raise ValueError(f"poi_distance: a and b must be POI count vectors over the same K categories; "
+                         f"got shapes {a.shape} and {b.shape}")
+    return _euclidean(a, b)
+
+
+def similarity(distance, eps: float = 1e-9):
+    """Eq. 2 / eq. 4: lambda = 1 / distance, computed as 1 / max(distance, eps).
+
+    The paper's 1/d is infinite for identical vectors (common: many regions have no POI at all).
+    Clamping at ``eps`` gives identical vectors the largest *finite* similarity, 1/eps, so
+    sorting and averaging never meet inf or NaN.  Any two vectors closer than ``eps`` tie with
+    identical ones; with counts (distances 0 or >= 1) that never happens.
+    """
+    if not eps > 0:
+        raise ValueError(f"similarity: eps must be > 0; got {eps!r}")
+    d = np.asarray(distance, dtype=float)
+    if np.isnan(d).any():
+        raise ValueError("similarity: distance contains NaN; check the feature vectors for missing values")
+    if (d < 0).any():
+        raise ValueError(f"similarity: distances must be >= 0; got minimum {d.min()}")
+    out = 1.0 / np.maximum(d, eps)
+    return float(out) if out.ndim == 0 else out
+
+
+def transform_features(features, transform: str = "raw") -> np.ndarray:
+    """Rescale per-region vectors before eq. 1 / eq. 3.
+
+    ``"raw"`` (the paper): counts as they are, so big regions dominate the distance.
+    ``"log1p"``: ln(1 + x), which tames heavy-tailed counts and flows (needs x >= 0).
+    ``"share"``: each row divided by its sum (POI category mix, in/out balance); rows summing
+    to 0 stay 0, so empty regions remain identical to each other.
+    """
+    if transform not in TRANSFORMS:
+        raise ValueError(f"transform must be one of {list(TRANSFORMS)}; got {transform!r}")
+    X = np.asarray(features, dtype=float)
+    if transform == "raw":
+        return X
+    if (X < 0).any():
+        row = int(np.flatnonzero((X < 0).any(axis=1))[0]) if X.ndim == 2 else 0
+        raise ValueError(f"transform {transform!r} needs non-negative counts; row {row} has a negative "
+                         "value. Use transform='raw' for signed features.")
+    if transform == "log1p":
+        return np.log1p(X)
+    total = X.sum(axis=-1, keepdims=True)
+    return np.divide(X, total, out=np.zeros_like(X), where=total > 0)
+
+
+# --------------------------------------------------------------------------------------------
+# triplets
+
+
+@dataclass(frozen=True, eq=False)
+class Triplets:
+    """Sampled (anchor, positive, negative) region indices with their distances (eq. 1 / 3).
+
+    Indices point into the feature rows given to the sampler; ``region_ids`` (if known) maps them
+    to ids.  ``info`` records the effective settings (k, M, rule, ...) and how many negatives had
+    to be relaxed.
+    """
+
+    anchor: np.ndarray
+    positive: np.ndarray
+    negative: np.ndarray
+    d_pos: np.ndarray
+    d_neg: np.ndarray
+    region_ids: np.ndarray | None = None
+    info: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.anchor)
+
+    def to_frame(self, region_ids: Sequence[str] | None = None) -> pd.DataFrame:
+        """One row per triplet: anchor / positive / negative region ids, d_pos, d_neg."""
+        ids = self.region_ids if region_ids is None else np.asarray(region_ids)
+        top = int(max(self.anchor.max(), self.positive.max(), self.negative.max())) if len(self) else -1
+        if ids is None:  # no ids known: the row numbers stand in for them
+            ids = np.arange(max(self.info.get("n_regions", 0), top + 1))
+        elif len(ids) <= top:
+            raise ValueError(f"to_frame: {len(ids)} region ids given, but the triplets index up to row "
+                             f"{top}; pass the ids of the feature rows the triplets were sampled from")
+        return pd.DataFrame({ANCHOR: ids[self.anchor], POSITIVE: ids[self.positive],
+                             NEGATIVE: ids[self.negative], D_POS: self.d_pos, D_NEG: self.d_neg})
+
+
+@dataclass(frozen=True)
+class TripletSampler:
+    """Draws contrastive triplets from per-region feature vectors (paper section 3.2).
+
+    rule: ``"paper"`` -- positive uniform among the ``n_positive_candidates`` most similar other
+        regions; negative drawn by ``negative`` and never more similar than the positive.
+        ``"official"`` -- positive = the single most similar other region, negative = any other
+        region uniformly (``negative``, ``n_positive_candidates`` ignored), as the official code.
+    negative: ``"dissimilar"`` -- uniform among regions strictly farther than the anchor's M-th
+        most similar region (outside its top-M; M = ``n_exclude``, default
+        max(50, N/10) capped at 200 and at (N-1)/2).  ``"far"`` -- uniform among regions farther
+        than the ``far_quantile`` quantile of the anchor's distances to a random sample of
+        ``n_quantile_sample`` regions (i.e. among the least similar).
+    transform: features as given (``"raw"``, the paper), ``"log1p"`` or ``"share"``; see
+        :func:`transform_features`.  Reported distances are in the transformed space.
+    positive_radius: if set, positives are only drawn among the top-k within this distance (the
+        nearest is used when none is); meant for geographic triplets.
+
+    Anchors are uniform over regions, without replacement when ``n_triplets <= N`` and with
+    replacement otherwise.  Identical feature vectors are fine: an anchor with at least k
+    identical others draws its positive uniformly among all of them, and its negative (rule
+    "paper") is never identical to it unless nothing else exists.
+    """
+
+    n_triplets: int = 10_000
+    rule: str = "paper"
+    n_positive_candidates: int = 5
+    negative: str = "dissimilar"
+    n_exclude: int | None = None
+    far_quantile: float = 0.75
+    n_quantile_sample: int = 256
+    transform: str = "raw"
+    positive_radius: float | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        checks = [
+            (self.rule in RULES, f"rule must be one of {list(RULES)}; got {self.rule!r}"),
+            (self.negative in NEGATIVES,
+             f"negative must be one of {list(NEGATIVES)}; got {self.negative!r}"),
+            (self.transform in TRANSFORMS,
+             f"transform must be one of {list(TRANSFORMS)}; got {self.transform!r}"),
+            (int(self.n_triplets) >= 1, f"n_triplets must be >= 1; got {self.n_triplets}"),
+            (int(self.n_positive_candidates) >= 1,
+             f"n_positive_candidates must be >= 1; got {self.n_positive_candidates}"),
+            (self.n_exclude is None or int(self.n_exclude) >= int(self.n_positive_candidates),
+             f"n_exclude (M={self.n_exclude}) must be >= n_positive_candidates "
+             f"(k={self.n_positive_candidates}): negatives must lie outside the positive candidates"),
+            (0 < self.far_quantile < 1, f"far_quantile must be in (0, 1); got {self.far_quantile}"),
+            (int(self.n_quantile_sample) >= 10,
+             f"n_quantile_sample must be >= 10; got {self.n_quantile_sample}"),
+            (self.positive_radius is None or self.positive_radius > 0,
+             f"positive_radius must be > 0 or None; got {self.positive_radius}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"TripletSampler: {message}")
+
+    def effective_sizes(self, n_regions: int) -> tuple[int, int]:
+        """(k, M) actually used for ``n_regions`` regions: k positive candidates, top-M excluded."""
+        if self.rule == "official":
+            return 1, 1
+        k = max(1, min(int(self.n_positive_candidates), n_regions - 2))
+        if self.negative != "dissimilar":
+            return k, k
+        m = self.n_exclude if self.n_exclude is not None else \
+            min(max(50, math.ceil(n_regions / 10)), MAX_EXCLUDE, (n_regions - 1) // 2)
+        return k, max(k, min(int(m), n_regions - 2))
+
+    def sample(self, features, region_ids: Sequence[str] | None = None) -> Triplets:
+        """Draw ``n_triplets`` triplets from ``features`` (N regions x d); see the class doc."""
+        X, ids = _prepare(features, region_ids, self.transform)
+        n = len(X)
+        k, m = self.effective_sizes(n)
+        rng = np.random.default_rng(self.seed)
+        T = int(self.n_triplets)
+        anchors = rng.choice(n, size=T, replace=T > n).astype(np.int64)
+        uniq, inv = np.unique(anchors, return_inverse=True)
+
+        nn = NearestNeighbors().fit(X)
+        top_idx, top_d, mth = _neighbours(nn, X, uniq, m, k)
+
+        # positive: uniform among the k most similar (within positive_radius when given)
+        if self.positive_radius is not None:
+            n_valid = np.maximum((top_d[inv] <= self.positive_radius).sum(axis=1), 1)
+        else:
+            n_valid = np.full(T, k)
+        j = np.minimum((rng.random(T) * n_valid).astype(np.int64), n_valid - 1)
+        pos = top_idx[inv, j]
+        pos = _spread_over_identical(X, anchors, pos, k, rng)
+        d_pos = _pair_distances(X, anchors, pos)
+
+        n_relaxed = 0
+        paper = self.rule == "paper"
+        if not paper:
+            neg = rng.integers(0, n - 1, size=T)
+            neg += neg >= anchors
+            d_neg = _pair_distances(X, anchors, neg)
+        else:
+            if self.negative == "dissimilar":
+                thr = _pair_distances(X, uniq, mth)
+            else:
+                q = _sample_quantiles(X, uniq, self.far_quantile, int(self.n_quantile_sample), rng)
+                thr = np.maximum(q, _pair_distances(X, uniq, top_idx[:, -1]))
+            thr = np.maximum(thr[inv], d_pos)
+            pos, d_pos, neg, d_neg, n_relaxed = _draw_negatives(X, anchors, pos, d_pos, thr, rng)
+            if n_relaxed:
+                warnings.warn(f"{n_relaxed} of {T} negatives could not be drawn {self.negative!r} enough "
+                              "(too many identical feature vectors for this M or quantile); they were "
+                              "drawn among regions no more similar than the positive instead",
+                              stacklevel=2)
+        info = dict(rule=self.rule, negative=self.negative if paper else "uniform",
+                    transform=self.transform, n_regions=n, n_positive_candidates=k,
+                    n_exclude=m if paper and self.negative == "dissimilar" else None,
+                    far_quantile=self.far_quantile if paper and self.negative == "far" else None,
+                    positive_radius=self.positive_radius, seed=self.seed, n_relaxed=n_relaxed)
+        return Triplets(anchor=anchors, positive=pos.astype(np.int64), negative=neg.astype(np.int64),
+                        d_pos=d_pos, d_neg=d_neg, region_ids=ids, info=info)
+
+
+# --------------------------------------------------------------------------------------------
+# helpers (all O(N * small) memory)
+
+
+def _prepare(features, region_ids, transform: str) -> tuple[np.ndarray, np.ndarray | None]:
+    if isinstance(features, pd.DataFrame):
+        if region_ids is None:
+            region_ids = features.index
+        features = features.to_numpy()
+    try:
+        X = np.asarray(features, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"features must be a numeric array (regions x dims): {exc}") from None
+    if X.ndim != 2:
+        raise ValueError(f"features must be 2-D (one row per region, one column per dimension); "
+                         f"got shape {X.shape}")
+    n = len(X)
+    if n < 3:
+        raise ValueError(f"need at least 3 regions to draw an anchor, a positive and a negative; got {n}")
+    if X.shape[1] == 0:
+        raise ValueError("features have no columns (0 dimensions)")
+    ids = None
+    if region_ids is not None:
+        ids = np.asarray(region_ids)
+        if len(ids) != n:
+            raise ValueError(f"region_ids has {len(ids)} entries but features has {n} rows; "
+                             "give one id per feature row, in the same order")
+        if len(pd.unique(ids)) != n:
+            dup = pd.Series(ids)[pd.Series(ids).duplicated()].iloc[:5].tolist()
+            raise ValueError(f"region_ids must be unique; duplicated: {dup}")
+    bad = ~np.isfinite(X).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        where = [str(ids[r]) if ids is not None else f"row {r}" for r in rows[:5]]
+        raise ValueError(f"features contain NaN or infinite values in {len(rows)} region(s), e.g. "
+                         f"{where}; fill them (e.g. 0 for no POI / no flow) or drop those regions")
+    return transform_features(X, transform), ids
+
+
+def _pair_distances(X: np.ndarray, i, j) -> np.ndarray:
+    """Eq. 1/3 between rows X[i] and X[j] (same shape index arrays), in bounded-memory blocks."""
+    i, j = np.broadcast_arrays(np.asarray(i), np.asarray(j))
+    shape = i.shape
+    i, j = i.ravel(), j.ravel()
+    out = np.empty(i.size, dtype=float)
+    step = max(1, _BLOCK // X.shape[1])
+    for s in range(0, i.size, step):
+        out[s:s + step] = _euclidean(X[i[s:s + step]], X[j[s:s + step]])
+    return out.reshape(shape)
+
+
+def _neighbours(nn: NearestNeighbors, X: np.ndarray, rows: np.ndarray, m: int, k: int):
+    """For each query row: its k most similar *other* rows (indices, distances) and its m-th."""
+    top_idx = np.empty((len(rows), k), dtype=np.int64)
+    top_d = np.empty((len(rows), k))
+    mth = np.empty(len(rows), dtype=np.int64)
+    step = max(1, _BLOCK // (m + 1))
+    for s in range(0, len(rows), step):
+        q = rows[s:s + step]
+        d, idx = nn.kneighbors(X[q], n_neighbors=m + 1)
+        # drop the query itself; with more than m duplicates it may be absent: drop the last
+        is_self = idx == q[:, None]
+        is_self[~is_self.any(axis=1), -1] = True
+        keep = ~is_self
+        idx = idx[keep].reshape(len(q), m)
+        d = d[keep].reshape(len(q), m)
+        top_idx[s:s + step], top_d[s:s + step], mth[s:s + step] = idx[:, :k], d[:, :k], idx[:, m - 1]
+    return top_idx, top_d, mth
+
+
+def _spread_over_identical(X, anchors, pos, k, rng) -> np.ndarray:
+    """Anchors with >= k identical others: draw the positive among *all* identical others.
+
+    The neighbour search returns the same k of a big tie for every member of it (e.g. every
+    POI-less region would get the same 5 positives); all identical regions are equally similar.
+    """
+    rows = np.ascontiguousarray(X + 0.0)  # + 0.0 turns -0.0 into 0.0 so equal rows have equal bytes
+    keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
+    _, group, size = np.unique(keys, return_inverse=True, return_counts=True)
+    group = group.ravel()
+    g = group[anchors]
+    big = size[g] - 1 >= k
+    if not big.any():
+        return pos
+    order = np.argsort(group, kind="stable")
+    start = np.concatenate([[0], np.cumsum(size)[:-1]])
+    gb, ab = g[big], anchors[big]
+    r = rng.integers(0, size[gb] - 1)
+    cand = order[start[gb] + r]
+    cand = np.where(cand == ab, order[start[gb] + size[gb] - 1], cand)  # skip the anchor itself
+    pos = pos.copy()
+    pos[big] = cand
+    return pos
+
+
+def _sample_quantiles(X, rows, quantile, n_sample, rng) -> np.ndarray:
+    """Per query row, the ``quantile`` of its distances to a shared random sample of regions."""
+    sample = rng.choice(len(X), size=min(n_sample, len(X)), replace=False)
+    out = np.empty(len(rows))
+    step = max(1, _BLOCK // len(sample))
+    for s in range(0, len(rows), step):
+        d = _pair_distances(X, rows[s:s + step, None], sample[None, :])
+        out[s:s + step] = np.quantile(d, quantile, axis=1)
+    return out
+
+
+def _draw_negatives(X, anchors, pos, d_pos, thr, rng):
+    """Rejection sampling: uniform candidates, kept when strictly farther than ``thr``.
+
+    The first acceptable of i.i.d. uniform draws is uniform over the acceptable set.  Rows still
+    open after the batched rounds get an exact pass over their anchor's distance row (O(N)),
+    relaxing to "no more similar than the positive" only when nothing farther than ``thr`` exists.
+    """
+    n, T = len(X), len(anchors)
+    pos, d_pos = pos.copy(), d_pos.copy()
+    neg = np.full(T, -1, dtype=np.int64)
+    d_neg = np.full(T, np.nan)
+    todo = np.arange(T)
+    for r in range(13):
+        if todo.size == 0:
+            break
+        per = min(2 ** r, max(1, _BLOCK // todo.size))
+        cand = rng.integers(0, n - 1, size=(todo.size, per))
+        cand += cand >= anchors[todo, None]
+        d = _pair_distances(X, anchors[todo, None], cand)
+        ok = d > thr[todo, None]
+        hit = ok.any(axis=1)
+        first = ok.argmax(axis=1)[hit]
+        neg[todo[hit]] = cand[hit, first]
+        d_neg[todo[hit]] = d[hit, first]
+        todo = todo[~hit]
+    n_relaxed = 0
+    for a in np.unique(anchors[todo]):
+        d_all = _pair_distances(X, np.full(n, a), np.arange(n))
+        other = np.arange(n) != a
+        for t in todo[anchors[todo] == a]:
+            p = pos[t]
+            for valid in (other & (d_all > thr[t]), other & (d_all > d_pos[t]),
+                          other & (np.arange(n) != p) & (d_all >= d_pos[t])):
+                if valid.any():
+                    c = rng.choice(np.flatnonzero(valid))
+                    break
+            else:  # only float ties left: take the farthest other and keep d_pos <= d_neg
+                valid = other & (np.arange(n) != p)
+                c = np.flatnonzero(valid)[np.argmax(d_all[valid])]
+                if d_all[c] < d_pos[t]:
+                    c, pos[t], d_pos[t] = p, c, d_all[c]
+            n_relaxed += not d_all[c] > thr[t]
+            neg[t], d_neg[t] = c, d_all[c]
+    return pos, d_pos, neg, d_neg, n_relaxed
+
+
+# --------------------------------------------------------------------------------------------
+# convenience
+
+
+def most_similar(features, k: int, transform: str = "raw") -> tuple[np.ndarray, np.ndarray]:
+    """The k most similar *other* regions of every region: (indices (N, k), distances (N, k)).
+
+    Sorted by distance (eq. 1/3), i.e. by decreasing similarity (eq. 2/4); a region is never its
+    own neighbour, even among duplicates.  Used to contrast "similar" with "near" regions.
+    """
+    X, _ = _prepare(features, None, transform)
+    if not 1 <= int(k) <= len(X) - 1:
+        raise ValueError(f"k must be between 1 and N - 1 = {len(X) - 1}; got {k}")
+    k = int(k)
+    nn = NearestNeighbors().fit(X)
+    rows = np.arange(len(X))
+    idx = np.empty((len(X), k), dtype=np.int64)
+    dist = np.empty((len(X), k))
+    step = max(1, _BLOCK // (k + 1))
+    for s in range(0, len(X), step):
+        q = rows[s:s + step]
+        d, i = nn.kneighbors(X[q], n_neighbors=k + 1)
+        is_self = i == q[:, None]
+        is_self[~is_self.any(axis=1), -1] = True
+        idx[s:s + step] = i[~is_self].reshape(len(q), k)
+        dist[s:s + step] = d[~is_self].reshape(len(q), k)
+    return idx, dist
+
+
+def _region_subset(city: City, regions: Sequence[str] | None) -> pd.Index:
+    if regions is None:
+        return city.region_ids
+    regions = pd.Index([str(r) for r in regions])
+    unknown = regions.difference(city.region_ids)
+    if len(unknown):
+        raise ValueError(f"{city.name}: {len(unknown)} requested region(s) are not in the city, e.g. "
+                         f"{list(unknown[:5])}")
+    return regions
+
+
+def mobility_triplets(city: City, sampler: TripletSampler | None = None,
+                      regions: Sequence[str] | None = None) -> Triplets:
+    """Street-view triplets: similarity on (inflow, outflow) per region (eq. 1-2).
+
+    ``regions`` restricts sampling to a subset (e.g. regions that have street-view images).
+    """
+    ids = _region_subset(city, regions)
+    feats = city.mobility.reindex(ids)[[INFLOW, OUTFLOW]]
+    return (sampler or TripletSampler()).sample(feats.to_numpy(dtype=float), region_ids=ids.to_numpy())
+
+
+def poi_triplets(city: City, sampler: TripletSampler | None = None,
+                 regions: Sequence[str] | None = None, categories: list[str] | None = None) -> Triplets:
+    """Satellite triplets: similarity on K-category POI counts per region (eq. 3-4).
+
+    ``regions`` restricts sampling to a subset (e.g. regions that have a satellite image).
+    """
+    ids = _region_subset(city, regions)
+    feats = city.poi_counts(categories).reindex(ids)
+    return (sampler or TripletSampler()).sample(feats.to_numpy(dtype=float), region_ids=ids.to_numpy())
+
+
+def geographic_triplets(xy, n_triplets: int = 10_000, n_neighbors: int = 5, radius: float | None = None,
+                        negative: str = "far", far_quantile: float = 0.75, seed: int = 0,
+                        region_ids: Sequence[str] | None = None) -> Triplets:
+    """Tobler-style triplets for baselines (Tile2vec): near positive, far negative.
+
+    ``xy`` are region centres in metres (``City.xy_m()``).  The positive is drawn among the
+    ``n_neighbors`` nearest regions (only those within ``radius`` metres when given; the nearest
+    if none is); the negative among regions farther than the ``far_quantile`` of distances.
+    """
+    sampler = TripletSampler(n_triplets=n_triplets, rule="paper", n_positive_candidates=n_neighbors,
+                             negative=negative, far_quantile=far_quantile, positive_radius=radius,
+                             seed=seed)
+    return sampler.sample(xy, region_ids=region_ids)
+
+
+# --------------------------------------------------------------------------------------------
+# benchmark
+
+
+def _benchmark_features(n: int, d: int, rng: np.random.Generator) -> np.ndarray:
+    if d == 2:  # flows: heavy-tailed reals
+        return rng.lognormal(5.0, 1.5, size=(n, d))
+    # POI counts: over-dispersed, many zeros and many identical rows
+    return rng.poisson(rng.gamma(0.3, 3.0, size=(n, d))).astype(float)
+
+
+def sampling_benchmark(n_regions: Sequence[int] = (1_000, 10_000, 100_000), dims: Sequence[int] = (2, 30),
+                       n_triplets: int = 10_000, seed: int = 0, rule: str = "paper",
+                       negative: str = "dissimilar") -> list[dict]:
+    """Wall time and peak memory of sampling ``n_triplets`` triplets for each (N, d).
+
+    d = 2 stands for mobility (lognormal flows), larger d for POI counts (Poisson-gamma, many
+    duplicates).  ``peak_traced_mb`` is tracemalloc's peak (Python and numpy allocations during
+    the call); ``max_rss_mb`` is the process' peak resident size so far (an upper bound).
+    """
+    rows = []
+    for n in n_regions:
+        for d in dims:
+            X = _benchmark_features(int(n), int(d), np.random.default_rng(seed))
+            sampler = TripletSampler(n_triplets=n_triplets, rule=rule, negative=negative, seed=seed)
+            tracemalloc.start()
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                trip = sampler.sample(X)
+            seconds = time.perf_counter() - t0
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            rows.append(dict(n_regions=int(n), dim=int(d), n_triplets=n_triplets, rule=rule,
+                             negative=negative, n_exclude=trip.info["n_exclude"], seconds=round(seconds, 3),
+                             peak_traced_mb=round(peak / 2**20, 1),
+                             max_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                             n_relaxed=trip.info["n_relaxed"]))
+    return rows

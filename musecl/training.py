@@ -1,0 +1,453 @@
+"""One trainer for every model in musecl: mini-batches, progress bars, checkpoints, exact resume.
+
+The image encoders (eq. 5-6) and, later, fusion (eq. 8-11) all train through :class:`Trainer`, so
+checkpointing, early stopping, seeding and speed reporting live in one place.
+
+* **Data.** A data set is anything with ``len()`` and ``get_batch(indices, generator)``: it gets a
+  tensor of item indices and returns a whole batch (a tensor or a tuple of tensors), so there is
+  no per-item Python work and no ``DataLoader`` worker processes. Plain tensors are wrapped in
+  :class:`TensorBatches`.
+* **Loss.** ``loss_fn(model, batch)`` returns a dict with a scalar ``"loss"`` (what is
+  minimised) and any other scalar parts, which are averaged into the history (tile2vec style).
+* **Randomness.** One ``torch.Generator`` (the *data generator*, seeded with ``seed``) shuffles
+  the items and is handed to ``get_batch`` for the data set's own draws (which image, which
+  augmentation). Model randomness (dropout) uses the global torch RNG, seeded at the start of a
+  fresh run. Validation batches come from a generator re-seeded at every evaluation, so the
+  validation loss of every epoch is measured on the same draws.
+* **Checkpoints.** After every epoch ``<checkpoint_dir>/last.pt`` is replaced atomically. It holds
+  only tensors and plain containers (it loads with ``torch.load(..., weights_only=True)``): the
+  model, optimizer and scheduler states, the epoch, the best validation loss and weights, the
+  history and the RNG states of torch, numpy, python and the data generator. ``resume=True``
+  continues from it and ends with exactly the weights of an uninterrupted run (same device, same
+  thread count).
+
+This module knows only torch (and numpy for RNG state); models and data sets come from above.
+"""
+from __future__ import annotations
+
+import io
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from musecl.io import atomic_save_bytes
+
+LAST_CHECKPOINT = "last.pt"
+CHECKPOINT_FORMAT = 1
+
+
+class BatchDataset(Protocol):
+    """What :class:`Trainer` needs from a data set."""
+
+    def __len__(self) -> int: ...
+
+    def get_batch(self, indices: torch.Tensor, generator: torch.Generator | None = None) -> Any: ...
+
+
+class TensorBatches:
+    """Tensors with a common first dimension, served as batches by indexing (no per-item work)."""
+
+    def __init__(self, *tensors: torch.Tensor):
+        if not tensors:
+            raise ValueError("TensorBatches needs at least one tensor")
+        n = len(tensors[0])
+        for i, t in enumerate(tensors):
+            if len(t) != n:
+                raise ValueError(f"tensor {i} has {len(t)} rows; tensor 0 has {n}. All need the same number")
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def get_batch(self, indices: torch.Tensor, generator: torch.Generator | None = None):
+        out = tuple(t[indices] for t in self.tensors)
+        return out[0] if len(out) == 1 else out
+
+
+def as_batch_dataset(data) -> BatchDataset:
+    """Accept a :class:`BatchDataset`, a tensor or a tuple of tensors."""
+    if isinstance(data, torch.Tensor):
+        return TensorBatches(data)
+    if isinstance(data, (tuple, list)) and data and all(isinstance(t, torch.Tensor) for t in data):
+        return TensorBatches(*data)
+    if hasattr(data, "get_batch") and hasattr(data, "__len__"):
+        return data
+    raise TypeError(f"cannot train on a {type(data).__name__}: give a tensor, a tuple of tensors, or an "
+                    "object with __len__ and get_batch(indices, generator)")
+
+
+def split_indices(n: int, val_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded random split of ``range(n)`` into (train, validation) index arrays, each sorted.
+
+    At least one item is kept for training; ``val_fraction=0`` gives an empty validation set.
+    """
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1); got {val_fraction}")
+    if n < 1:
+        raise ValueError(f"cannot split {n} items")
+    n_val = min(int(round(val_fraction * n)), n - 1)
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def _progress_bar():
+    """tqdm's notebook bar when ipywidgets is installed, the text bar otherwise (no warning)."""
+    try:
+        import ipywidgets  # noqa: F401
+
+        from tqdm.auto import tqdm
+    except ImportError:
+        from tqdm import tqdm
+    return tqdm
+
+
+def _to_device(batch, device: torch.device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def _count_images(batch) -> int:
+    """Rows that went through the model: the first dimension of the (first) tensor."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0])
+    if isinstance(batch, (tuple, list)) and batch:
+        return _count_images(batch[0])
+    if isinstance(batch, dict) and batch:
+        return _count_images(next(iter(batch.values())))
+    return 0
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """'cpu' (default), 'cuda' (error if absent) or 'auto' (cuda when available)."""
+    if device is None or device == "cpu":
+        return torch.device("cpu")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {str(device)!r} was asked for but torch sees no CUDA GPU; "
+                           "use device='cpu' or device='auto'")
+    return device
+
+
+# ------------------------------------------------------------------------------------------
+# RNG state as tensors and plain containers (loadable with weights_only=True)
+
+
+def _rng_state(data_generator: torch.Generator, cuda: bool) -> dict:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": {"version": int(version), "internal": list(internal), "gauss": gauss},
+        "data": data_generator.get_state(),
+    }
+    if cuda:
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict, data_generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    nps = state["numpy"]
+    np.random.set_state((nps["name"], nps["keys"].numpy().astype(np.uint32), nps["pos"],
+                         nps["has_gauss"], nps["cached_gaussian"]))
+    pys = state["python"]
+    random.setstate((pys["version"], tuple(pys["internal"]), pys["gauss"]))
+    data_generator.set_state(state["data"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA) global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _cpu_state(module_or_state) -> dict:
+    state = module_or_state.state_dict() if isinstance(module_or_state, nn.Module) else module_or_state
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a trainer checkpoint (``weights_only=True``: no code is unpickled)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# ------------------------------------------------------------------------------------------
+# the trainer
+
+
+@dataclass
+class _State:
+    epoch: int = 0
+    best_val: float = math.inf
+    best_epoch: int = 0
+    best_state: dict | None = None
+    bad_epochs: int = 0
+    stopped_early: bool = False
+
+
+class Trainer:
+    """Mini-batch training with early stopping, per-epoch atomic checkpoints and exact resume.
+
+    Defaults follow the official MuseCL code: Adam (lr 5e-4, amsgrad) and StepLR(10, 0.7), i.e.
+    the learning rate is multiplied by 0.7 every 10 epochs. ``optimizer_factory(params)`` and
+    ``scheduler_factory(optimizer)`` replace them (``lr_gamma=1`` keeps the rate constant).
+
+    ``patience``: stop when the validation loss has not improved for that many epochs (needs a
+    validation set); ``restore_best`` (default: on when there is a validation set) loads the
+    weights of the best validation epoch at the end. The history (``fit``'s return value, also
+    ``self.history``) has one dict per epoch: ``epoch, lr, train_<part>..., val_<part>...,
+    seconds, images_per_s`` (images through the model per second of the training loop, data
+    preparation included; compare with :func:`throughput`).
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module, Any], dict], *,
+                 lr: float = 5e-4, optimizer_factory: Callable | None = None,
+                 lr_step: int = 10, lr_gamma: float = 0.7, scheduler_factory: Callable | None = None,
+                 epochs: int = 10, batch_size: int = 32, drop_last: bool = False,
+                 patience: int | None = None, restore_best: bool | None = None,
+                 seed: int = 0, device: str | torch.device | None = "cpu",
+                 checkpoint_dir: str | Path | None = None, resume: bool = False, progress: bool = True):
+        if epochs < 0 or batch_size < 1:
+            raise ValueError(f"need epochs >= 0 and batch_size >= 1; got epochs={epochs}, batch_size={batch_size}")
+        if patience is not None and patience < 1:
+            raise ValueError(f"patience must be >= 1 or None; got {patience}")
+        if resume and checkpoint_dir is None:
+            raise ValueError("resume=True needs a checkpoint_dir to resume from")
+        self.model, self.loss_fn = model, loss_fn
+        self.lr, self.lr_step, self.lr_gamma = float(lr), int(lr_step), float(lr_gamma)
+        self.optimizer_factory = optimizer_factory or (
+            lambda params: torch.optim.Adam(params, lr=self.lr, amsgrad=True))
+        self.scheduler_factory = scheduler_factory or (
+            lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=self.lr_step, gamma=self.lr_gamma))
+        self.epochs, self.batch_size, self.drop_last = int(epochs), int(batch_size), bool(drop_last)
+        self.patience, self.restore_best = patience, restore_best
+        self.seed = int(seed)
+        self.device = resolve_device(device)
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.resume, self.progress = bool(resume), bool(progress)
+        self.history: list[dict] = []
+        self.optimizer = self.scheduler = None
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.checkpoint_dir / LAST_CHECKPOINT if self.checkpoint_dir is not None else None
+
+    # -- one epoch ---------------------------------------------------------------------
+
+    def _batches(self, n: int, generator: torch.Generator) -> list[torch.Tensor]:
+        order = torch.randperm(n, generator=generator)
+        batches = list(order.split(self.batch_size))
+        if self.drop_last and len(batches) > 1 and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        return batches
+
+    def _train_epoch(self, data: BatchDataset, generator: torch.Generator, epoch: int, tqdm) -> dict:
+        self.model.train()
+        sums: dict[str, torch.Tensor] = {}
+        items = images = 0
+        batches = self._batches(len(data), generator)
+        bar = tqdm(batches, desc=f"epoch {epoch}/{self.epochs}", leave=False, disable=not self.progress,
+                   unit="batch")
+        start = time.perf_counter()
+        for step, idx in enumerate(bar):
+            batch = _to_device(data.get_batch(idx, generator), self.device)
+            parts = self.loss_fn(self.model, batch)
+            loss = parts["loss"]
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            k = len(idx)
+            for key, value in parts.items():  # summed on the device: no sync per step
+                v = value.detach().float() * k
+                sums[key] = sums[key] + v if key in sums else v
+            items += k
+            images += _count_images(batch)
+            if self.progress and step % 10 == 0:
+                bar.set_postfix(loss=f"{float(loss):.4f}")
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - start
+        bar.close()
+        row = {f"train_{k}": float(v) / max(items, 1) for k, v in sums.items()}
+        if not math.isfinite(row.get("train_loss", 0.0)):
+            raise FloatingPointError(f"the training loss became {row['train_loss']} in epoch {epoch}; lower the "
+                                     "learning rate or check the inputs. The checkpoint of the previous epoch "
+                                     "is intact.")
+        row["images_per_s"] = images / seconds if seconds > 0 else float("nan")
+        row["train_seconds"] = seconds
+        return row
+
+    @torch.no_grad()
+    def evaluate(self, data, seed: int | None = None) -> dict:
+        """Mean loss parts over ``data`` in fixed order, with a generator seeded afresh (default
+        ``self.seed + 1``), so repeated evaluations see the same random draws."""
+        data = as_batch_dataset(data)
+        was_training = self.model.training
+        self.model.eval()
+        generator = torch.Generator().manual_seed(self.seed + 1 if seed is None else seed)
+        sums: dict[str, float] = {}
+        items = 0
+        for idx in torch.arange(len(data)).split(self.batch_size):
+            batch = _to_device(data.get_batch(idx, generator), self.device)
+            for key, value in self.loss_fn(self.model, batch).items():
+                sums[key] = sums.get(key, 0.0) + float(value) * len(idx)
+            items += len(idx)
+        self.model.train(was_training)
+        return {k: v / max(items, 1) for k, v in sums.items()}
+
+    # -- checkpoints -------------------------------------------------------------------
+
+    def _fingerprint(self, n_train: int, n_val: int) -> dict:
+        """Settings a resumed run must share with the run that wrote the checkpoint."""
+        return {"n_train": n_train, "n_val": n_val, "batch_size": self.batch_size, "seed": self.seed,
+                "lr": self.lr, "lr_step": self.lr_step, "lr_gamma": self.lr_gamma,
+                "drop_last": self.drop_last, "n_parameters": sum(p.numel() for p in self.model.parameters())}
+
+    def _save_checkpoint(self, state: _State, fingerprint: dict, generator: torch.Generator) -> None:
+        if self.checkpoint_path is None:
+            return
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": state.epoch,
+            "model": _cpu_state(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "best_val": state.best_val,
+            "best_epoch": state.best_epoch,
+            "best_state": state.best_state,
+            "bad_epochs": state.bad_epochs,
+            "stopped_early": state.stopped_early,
+            "history": list(self.history),
+            "fingerprint": fingerprint,
+            "rng": _rng_state(generator, self.device.type == "cuda"),
+        }
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        atomic_save_bytes(self.checkpoint_path, buffer.getvalue())
+
+    def _load_checkpoint(self, fingerprint: dict, generator: torch.Generator) -> _State:
+        ckpt = load_checkpoint(self.checkpoint_path)
+        saved = ckpt.get("fingerprint", {})
+        diff = {k: (saved.get(k), v) for k, v in fingerprint.items() if saved.get(k) != v}
+        if diff:
+            text = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
+            raise ValueError(f"cannot resume from {self.checkpoint_path}: it was written by a different run "
+                             f"({text}). Delete it, use another checkpoint_dir, or resume=False.")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        _set_rng_state(ckpt["rng"], generator)
+        self.history = list(ckpt["history"])
+        return _State(epoch=int(ckpt["epoch"]), best_val=float(ckpt["best_val"]), best_epoch=int(ckpt["best_epoch"]),
+                      best_state=ckpt["best_state"], bad_epochs=int(ckpt["bad_epochs"]),
+                      stopped_early=bool(ckpt["stopped_early"]))
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def fit(self, train, val=None) -> list[dict]:
+        """Train for ``epochs`` epochs (or until early stopping); return the per-epoch history."""
+        train = as_batch_dataset(train)
+        val = as_batch_dataset(val) if val is not None and len(val) > 0 else None
+        if len(train) == 0:
+            raise ValueError("the training set is empty")
+        if self.patience is not None and val is None:
+            raise ValueError(f"patience={self.patience} (early stopping) needs a validation set; give val= "
+                             "(e.g. from split_indices) or set patience=None")
+        restore_best = (val is not None) if self.restore_best is None else self.restore_best
+        self.model.to(self.device)
+        self.optimizer = self.optimizer_factory(self.model.parameters())
+        self.scheduler = self.scheduler_factory(self.optimizer)
+        generator = torch.Generator().manual_seed(self.seed)
+        fingerprint = self._fingerprint(len(train), 0 if val is None else len(val))
+
+        if self.resume and self.checkpoint_path.exists():
+            state = self._load_checkpoint(fingerprint, generator)
+        else:
+            seed_everything(self.seed)
+            state = _State()
+            self.history = []
+
+        tqdm = _progress_bar()
+        epochs = tqdm(range(state.epoch + 1, self.epochs + 1), desc="training", disable=not self.progress,
+                      unit="epoch", initial=state.epoch, total=self.epochs)
+        for epoch in epochs:
+            if state.stopped_early:
+                break
+            t0 = time.perf_counter()
+            lr = float(self.optimizer.param_groups[0]["lr"])
+            row = {"epoch": epoch, "lr": lr, **self._train_epoch(train, generator, epoch, tqdm)}
+            self.scheduler.step()
+            if val is not None:
+                row.update({f"val_{k}": v for k, v in self.evaluate(val).items()})
+                if row["val_loss"] < state.best_val:
+                    state.best_val, state.best_epoch, state.bad_epochs = row["val_loss"], epoch, 0
+                    state.best_state = _cpu_state(self.model)
+                else:
+                    state.bad_epochs += 1
+                state.stopped_early = self.patience is not None and state.bad_epochs >= self.patience
+            row["seconds"] = time.perf_counter() - t0
+            self.history.append(row)
+            state.epoch = epoch
+            self._save_checkpoint(state, fingerprint, generator)
+            if self.progress:
+                epochs.set_postfix({k: f"{row[k]:.4f}" for k in ("train_loss", "val_loss") if k in row})
+        epochs.close()
+        if restore_best and state.best_state is not None:
+            self.model.load_state_dict(state.best_state)
+        self.best_epoch = state.best_epoch
+        self.stopped_early = state.stopped_early
+        return self.history
+
+
+# ------------------------------------------------------------------------------------------
+# speed
+
+
+def throughput(model: nn.Module, batch: int = 32, input_size: int = 64, steps: int = 10, warmup: int = 2,
+               device: str | torch.device | None = "cpu", channels: int = 3) -> float:
+    """Images per second of raw forward + backward on synthetic uint8 images (no data pipeline,
+    no optimizer): the ceiling the trainer's ``images_per_s`` is compared with."""
+    device = resolve_device(device)
+    model = model.to(device).train()
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (batch, channels, input_size, input_size), dtype=torch.uint8,
+                      generator=generator).to(device)
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        out = model(x)
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        out.float().square().mean().backward()
+
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return batch * steps / (time.perf_counter() - start)

@@ -1,0 +1,177 @@
+"""The rendered book as a reader sees it: every page opened in headless Chromium after `make book`.
+
+Checks that MathJax (served offline from the book) typeset every formula, that every image on a
+page is a readable file, and that no executed cell shows an error. Also leaves a screenshot of
+the data chapter in build/screenshots/ for a person to look at.
+"""
+from __future__ import annotations
+
+import base64
+import copy
+import io
+import os
+import re
+import shutil
+import subprocess
+import warnings
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import pytest
+
+pytestmark = pytest.mark.book
+
+REPO = Path(__file__).resolve().parents[1]
+HTML = Path(os.environ.get("MUSECL_BOOK_HTML", REPO / "build" / "site" / "_build" / "html"))
+SCREENSHOTS = REPO / "build" / "screenshots"
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--hide-scrollbars", "--virtual-time-budget=10000",
+]
+RAW_MATH = re.compile(r"\$\$|\\\(|\\\)|\\\[|\\\]")
+ERROR_LINE = re.compile(r"Traceback \(most recent call last\)|^\w*(Error|Exception): ", re.M)
+NOT_PROSE = ("script", "style", "pre", "code", "textarea", "mjx-container", "noscript")
+
+
+def chromium() -> str:
+    found = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        pytest.skip("chromium not installed: apt-get install chromium (or set CHROMIUM=/path)")
+    return found
+
+
+def pages() -> list[Path]:
+    """Every real page of the book (not Sphinx's assets, not the root redirect)."""
+    if not (HTML / "index.html").is_file():
+        pytest.skip(f"the book is not built ({HTML} has no index.html): run `make book` first")
+    found = []
+    for page in sorted(HTML.rglob("*.html")):
+        rel = page.relative_to(HTML)
+        if rel.parts[0] in ("_static", "_sources", "_images"):
+            continue
+        if 'http-equiv="refresh"' in page.read_text(errors="replace")[:2000]:
+            continue
+        found.append(page)
+    return found
+
+
+def run_chromium(page: Path, tmp: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp / 'profile'}", *extra,
+           page.as_uri()]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def doms(tmp_path_factory) -> dict[Path, "object"]:
+    """Each page's DOM after scripts ran (MathJax included), parsed once for every check."""
+    bs4 = pytest.importorskip("bs4")
+    tmp = tmp_path_factory.mktemp("chromium")
+    found = pages()
+    chromium()
+    out = {}
+    for page in found:
+        done = run_chromium(page, tmp, "--dump-dom")
+        assert done.returncode == 0 and "<html" in done.stdout, (
+            f"chromium could not open {page}: exit {done.returncode}\n{done.stderr[-2000:]}")
+        out[page] = bs4.BeautifulSoup(done.stdout, "html.parser")
+    return out
+
+
+def _name(page: Path) -> str:
+    return str(page.relative_to(HTML))
+
+
+def test_mathjax_typeset_every_formula(doms):
+    problems = []
+    pages_with_math = 0
+    for page, dom in doms.items():
+        maths = dom.select(".math")
+        pages_with_math += bool(maths)
+        raw = [m for m in maths if m.find("mjx-container") is None]
+        if raw:
+            problems.append(f"{_name(page)}: {len(raw)} formula(s) not typeset, first: "
+                            f"{raw[0].get_text()[:80]!r}")
+        if dom.find("mjx-merror") is not None:
+            problems.append(f"{_name(page)}: MathJax reports a TeX error: "
+                            f"{dom.find('mjx-merror').get('data-mjx-error', '')!r}")
+        body = copy.copy(dom.find("main") or dom.body)  # a copy: other checks read the DOM too
+        for tag in body.find_all(NOT_PROSE):
+            tag.extract()
+        left = RAW_MATH.search(body.get_text())
+        if left:
+            text = body.get_text()
+            problems.append(f"{_name(page)}: unrendered math delimiter "
+                            f"{text[max(0, left.start() - 40):left.end() + 40]!r}")
+    assert pages_with_math, "no page has math; the data chapter and the index should"
+    assert not problems, "\n".join(problems)
+
+
+def test_every_image_is_a_readable_file(doms):
+    from PIL import Image
+
+    problems, seen = [], 0
+    for page, dom in doms.items():
+        for img in dom.find_all("img"):
+            src = img.get("src", "")
+            seen += 1
+            if src.startswith("data:"):
+                payload = src.split(",", 1)[1] if "," in src else ""
+                data = base64.b64decode(payload) if ";base64" in src.split(",", 1)[0] else b""
+            else:
+                url = urlparse(src)
+                if url.scheme not in ("", "file"):
+                    problems.append(f"{_name(page)}: image from the network {src!r} (offline book)")
+                    continue
+                path = Path(unquote(url.path)) if url.scheme == "file" else \
+                    (page.parent / unquote(url.path)).resolve()
+                if not path.is_file() or path.stat().st_size == 0:
+                    problems.append(f"{_name(page)}: image {src!r} is missing or empty ({path})")
+                    continue
+                data = path.read_bytes()
+            if data.lstrip()[:5] in (b"<svg ", b"<?xml") or src.endswith(".svg"):
+                if b"<svg" not in data:
+                    problems.append(f"{_name(page)}: {src[:80]!r} is not an SVG image")
+                continue
+            try:
+                with Image.open(io.BytesIO(data)) as im:
+                    im.load()
+                    if min(im.size) == 0:
+                        raise ValueError(f"size {im.size}")
+            except Exception as err:  # any decoding failure is the finding
+                problems.append(f"{_name(page)}: image {src[:80]!r} does not decode: {err}")
+    assert seen, "no page has an image; the data chapter shows a figure"
+    assert not problems, "\n".join(problems)
+
+
+def test_no_page_shows_an_error(doms):
+    problems = []
+    for page, dom in doms.items():
+        for block in dom.select(".output.traceback"):
+            problems.append(f"{_name(page)}: error output: {block.get_text()[:300]!r}")
+        if dom.find(id="papermill-error-cell") or "An Exception was encountered" in dom.get_text():
+            problems.append(f"{_name(page)}: papermill marked a failed cell")
+        for block in dom.select(".output.stderr"):
+            text = block.get_text()
+            if ERROR_LINE.search(text):
+                problems.append(f"{_name(page)}: error on stderr: {text[:300]!r}")
+            else:
+                warnings.warn(f"{_name(page)} shows stderr output: {text[:200]!r}")
+    assert not problems, "\n".join(problems)
+
+
+def test_screenshot_of_the_data_chapter(tmp_path):
+    found = [p for p in pages() if re.fullmatch(r"01_.*\.html", p.name)]
+    if not found:
+        pytest.skip("no data chapter (book/01_*.html) in the build")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shot = SCREENSHOTS / f"{found[0].stem}.png"
+    shot.unlink(missing_ok=True)
+    done = run_chromium(found[0], tmp_path, f"--screenshot={shot}", "--window-size=1280,1600")
+    assert done.returncode == 0 and shot.is_file(), f"no screenshot: {done.stderr[-2000:]}"
+    from PIL import Image
+
+    with Image.open(shot) as im:
+        assert im.size == (1280, 1600)
+        # a blank page is one colour; a rendered chapter has text, a figure and math
+        assert len(im.convert("L").getcolors(256)) > 16, f"{shot} looks blank"

@@ -1,0 +1,214 @@
+"""The city folder format: a valid hand-made city loads; each bad input is named precisely."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from musecl.city import (
+    CityFormatError, CityMeta, Indicator, inflow_outflow, load_city, validate_city, write_city,
+)
+
+
+def hexagon_wkt(lon: float, lat: float, r: float = 0.004) -> str:
+    angles = np.deg2rad(np.arange(0, 360, 60))
+    pts = [(lon + r * np.cos(a), lat + r * np.sin(a)) for a in angles]
+    pts.append(pts[0])
+    return "POLYGON ((" + ", ".join(f"{x:.6f} {y:.6f}" for x, y in pts) + "))"
+
+
+def make_tiny_city(root) -> None:
+    """Four regions, every modality, written the way a person would with a spreadsheet."""
+    ids = ["a", "b", "c", "d"]
+    lons, lats = [0.0, 0.007, 0.0035, 0.0105], [0.0, 0.0, 0.006, 0.006]
+    regions = pd.DataFrame({"lon": lons, "lat": lats,
+                            "geometry": [hexagon_wkt(x, y) for x, y in zip(lons, lats)]}, index=ids)
+    rng = np.random.default_rng(0)
+    rows = []
+    for rid in ids:
+        for kind, n in (("satellite", 1), ("streetview", 2)):
+            for k in range(n):
+                rel = f"img/{kind}/{rid}_{k}.png"
+                (root / rel).parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(root / rel)
+                rows.append((rid, kind, rel))
+    images = pd.DataFrame(rows, columns=["region_id", "kind", "path"])
+    pois = pd.DataFrame({"region_id": ["a", "a", "b", "c", "d"],
+                         "category": ["cafe", "bank", "cafe", "park", "bar"],
+                         "text": ["nice coffee", "", "cheap", "quiet green", "noisy late"]})
+    od = pd.DataFrame({"origin": ["a", "a", "b", "c"], "destination": ["b", "c", "a", "d"],
+                       "flow": [10, 5, 3, 2]})
+    indicators = pd.DataFrame({"PD": [100.0, 50.0, 10.0, 0.0], "HD": [np.nan, 20.0, 4.0, 1.0]}, index=ids)
+    meta = CityMeta(
+        name="tiny", crs="EPSG:4326", modalities=("satellite", "streetview", "poi", "mobility"),
+        indicators={"PD": Indicator("PD", "Population density", "persons/km2"),
+                    "HD": Indicator("HD", "Housing density", "dwellings/km2", allow_missing=True)},
+        hexagon_size_m=450, provenance="hand-made test fixture")
+    write_city(root, meta, regions, indicators, images=images, pois=pois, od=od)
+
+
+@pytest.fixture()
+def city_dir(tmp_path):
+    root = tmp_path / "tiny"
+    make_tiny_city(root)
+    return root
+
+
+def edit_csv(path, fn):
+    df = pd.read_csv(path, dtype={"region_id": str})
+    fn(df).to_csv(path, index=False)
+
+
+def edit_yaml(path, fn):
+    raw = yaml.safe_load(path.read_text())
+    fn(raw)
+    path.write_text(yaml.safe_dump(raw))
+
+
+def only_problem(root):
+    problems = validate_city(root)
+    assert problems, "expected the validator to reject this folder"
+    return "\n".join(str(p) for p in problems)
+
+
+def test_valid_city_loads_with_od_derived_mobility(city_dir):
+    assert validate_city(city_dir) == []
+    city = load_city(city_dir)
+    assert list(city.region_ids) == ["a", "b", "c", "d"]
+    assert city.mobility.loc["a"].tolist() == [3.0, 15.0]  # inflow from b; outflow to b and c
+    assert city.mobility.loc["d"].tolist() == [2.0, 0.0]
+    assert city.poi_counts().loc["a"].sum() == 2 and city.poi_counts().loc["d", "bar"] == 1
+    assert len(city.streetview_paths()["b"]) == 2 and city.satellite_paths()["c"].exists()
+    assert np.isclose(city.targets().loc["a", "PD"], np.log(101.0))
+    assert np.isnan(city.targets().loc["a", "HD"])
+
+
+def test_inflow_outflow_sums_rows_and_columns():
+    od = pd.DataFrame({"origin": ["x", "x", "y"], "destination": ["y", "z", "x"], "flow": [1.0, 2.0, 4.0]})
+    m = inflow_outflow(od)
+    assert m.loc["x"].tolist() == [4.0, 3.0] and m.loc["z"].tolist() == [2.0, 0.0]
+
+
+def test_duplicate_region_id(city_dir):
+    edit_csv(city_dir / "regions.csv", lambda df: pd.concat([df, df.iloc[[1]]]))
+    msg = only_problem(city_dir)
+    assert "regions.csv (row 6): duplicate region_id 'b'" in msg
+
+
+def test_unknown_region_in_pois_and_od(city_dir):
+    edit_csv(city_dir / "pois.csv", lambda df: df.assign(region_id=df.region_id.replace("c", "zz")))
+    edit_csv(city_dir / "od.csv", lambda df: df.assign(destination=df.destination.replace("d", "qq")))
+    msg = only_problem(city_dir)
+    assert "pois.csv (row 5): region_id 'zz' is not a region in regions.csv" in msg
+    assert "od.csv (row 5): destination 'qq' is not a region in regions.csv" in msg
+
+
+def test_unknown_region_in_mobility_table(city_dir):
+    (city_dir / "od.csv").unlink()
+    pd.DataFrame({"region_id": ["a", "b", "nowhere"], "inflow": [1, 2, 3], "outflow": [1, 2, 3]}).to_csv(
+        city_dir / "mobility.csv", index=False)
+    assert "mobility.csv (row 4): region_id 'nowhere' is not a region" in only_problem(city_dir)
+
+
+def test_missing_image_and_not_an_image(city_dir):
+    (city_dir / "img/satellite/b_0.png").unlink()
+    (city_dir / "img/streetview/c_1.png").write_text("this is not a png")
+    msg = only_problem(city_dir)
+    assert "region 'b'): img/satellite/b_0.png: image file is missing" in msg
+    assert "region 'c'): img/streetview/c_1.png: is not a readable image" in msg
+
+
+def test_nan_and_negative_indicator(city_dir):
+    def spoil(df):
+        df.loc[1, "PD"] = np.nan
+        df.loc[2, "PD"] = -3.0
+        return df
+
+    edit_csv(city_dir / "indicators.csv", spoil)
+    msg = only_problem(city_dir)
+    assert "indicators.csv (row 3, region 'b', column PD): value is missing (NaN)" in msg
+    assert "indicators.csv (row 4, region 'c', column PD): value -3.0 is negative" in msg
+
+
+def test_missing_values_allowed_where_metadata_says_so(city_dir):
+    # HD of region a is NaN in the fixture and HD has allow_missing: true
+    assert validate_city(city_dir) == []
+
+
+def test_empty_modality(city_dir):
+    edit_csv(city_dir / "pois.csv", lambda df: df.iloc[:0])
+    edit_csv(city_dir / "images.csv", lambda df: df[df.kind == "satellite"])
+    msg = only_problem(city_dir)
+    assert "modality 'poi' is listed in city.yaml but there are no POIs" in msg
+    assert "modality 'streetview' is listed in city.yaml but has no images" in msg
+
+
+def test_unreadable_crs(city_dir):
+    edit_yaml(city_dir / "city.yaml", lambda raw: raw.update(crs="EPSG:999999"))
+    assert "city.yaml (crs): cannot read CRS 'EPSG:999999'" in only_problem(city_dir)
+
+
+def test_bad_geometry_and_coordinates(city_dir):
+    def spoil(df):
+        df.loc[0, "geometry"] = "POINT (0 0)"
+        df.loc[3, "lat"] = 123.0
+        return df
+
+    edit_csv(city_dir / "regions.csv", spoil)
+    msg = only_problem(city_dir)
+    assert "row 2, region 'a'): geometry is not a polygon in WKT" in msg
+    assert "regions.csv (row 5): lat 123.0 is not a number in [-90, 90]" in msg
+
+
+def test_indicator_without_metadata(city_dir):
+    edit_csv(city_dir / "indicators.csv", lambda df: df.assign(CR=1.0))
+    assert "indicators.csv (column CR): has no metadata" in only_problem(city_dir)
+
+
+def test_missing_files(city_dir):
+    (city_dir / "city.yaml").unlink()
+    assert "city.yaml: file is missing" in only_problem(city_dir)
+    shutil.rmtree(city_dir)
+    assert "is not a folder" in only_problem(city_dir)
+
+
+def test_load_raises_same_message(city_dir):
+    edit_csv(city_dir / "regions.csv", lambda df: pd.concat([df, df.iloc[[0]]]))
+    with pytest.raises(CityFormatError, match="duplicate region_id 'a'"):
+        load_city(city_dir)
+
+
+def test_load_warns_with_counts_when_filling(city_dir):
+    edit_csv(city_dir / "indicators.csv", lambda df: df[df.region_id != "d"])
+    edit_csv(city_dir / "images.csv", lambda df: df[~((df.kind == "satellite") & (df.region_id == "a"))])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        city = load_city(city_dir)
+    text = " | ".join(str(w.message) for w in caught)
+    assert "1 of 4 regions have no satellite image" in text
+    assert "1 of 4 regions have no row in indicators.csv" in text
+    assert city.indicators.loc["d"].isna().all()
+
+
+def test_too_many_missing_satellite_images(city_dir):
+    edit_csv(city_dir / "images.csv", lambda df: df[~((df.kind == "satellite") & df.region_id.isin(["a", "b", "c"]))])
+    assert "3 of 4 regions have no satellite image; max_missing_satellite" in only_problem(city_dir)
+
+
+def test_cli_validate_exit_codes(city_dir):
+    ok = subprocess.run([sys.executable, "-m", "musecl.cli", "validate", str(city_dir)],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "valid" in ok.stdout
+    edit_csv(city_dir / "regions.csv", lambda df: pd.concat([df, df.iloc[[2]]]))
+    bad = subprocess.run([sys.executable, "-m", "musecl.cli", "validate", str(city_dir)],
+                         capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert "duplicate region_id 'c'" in bad.stderr

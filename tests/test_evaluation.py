@@ -1,0 +1,161 @@
+"""Splits, probes and the results table on a tiny city whose indicator is linear in a 4-d embedding."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from musecl.city import CityMeta, Indicator, load_city, write_city
+from musecl.evaluation import (
+    PREDICTION_COLUMNS, RESULT_COLUMNS, MLPProbe, ProbeConfig, block_ids, evaluate_embedding,
+    predict_indicator, random_split, spatial_block_split, summarize,
+)
+
+torch.set_num_threads(1)
+FAST = ProbeConfig(max_epochs=300, patience=30)
+
+
+def square_wkt(lon: float, lat: float, r: float = 0.004) -> str:
+    pts = [(lon - r, lat - r), (lon + r, lat - r), (lon + r, lat + r), (lon - r, lat + r), (lon - r, lat - r)]
+    return "POLYGON ((" + ", ".join(f"{x:.6f} {y:.6f}" for x, y in pts) + "))"
+
+
+def make_linear_city(root, n_rows: int = 8, n_cols: int = 10, seed: int = 0):
+    """80 regions on a 0.01-degree grid; LIN = embedding @ w + small noise; POS has 3 missing values."""
+    rng = np.random.default_rng(seed)
+    ids = [f"r{i:03d}" for i in range(n_rows * n_cols)]
+    lon = np.tile(np.arange(n_cols) * 0.01, n_rows)
+    lat = np.repeat(np.arange(n_rows) * 0.01, n_cols)
+    regions = pd.DataFrame({"lon": lon, "lat": lat, "geometry": [square_wkt(x, y) for x, y in zip(lon, lat)]},
+                           index=ids)
+    emb = pd.DataFrame(rng.normal(size=(len(ids), 4)), index=pd.Index(ids, name="region_id"),
+                       columns=[f"e{k}" for k in range(4)])
+    lin = emb.to_numpy() @ np.array([1.0, -2.0, 0.5, 1.5]) + rng.normal(scale=0.2, size=len(ids))
+    pos = np.exp(emb["e0"].to_numpy())
+    pos[[3, 10, 50]] = np.nan
+    indicators = pd.DataFrame({"LIN": lin, "POS": pos}, index=ids)
+    pois = pd.DataFrame({"region_id": ids, "category": ["cafe"] * len(ids), "text": ""})
+    meta = CityMeta(name="lin", crs="EPSG:4326", modalities=("poi",), hexagon_size_m=200,
+                    indicators={"LIN": Indicator("LIN", "linear", log=False, allow_negative=True),
+                                "POS": Indicator("POS", "positive", log=True, allow_missing=True)})
+    write_city(root, meta, regions, indicators, pois=pois)
+    return load_city(root), emb
+
+
+@pytest.fixture(scope="module")
+def linear_city(tmp_path_factory):
+    return make_linear_city(tmp_path_factory.mktemp("lin") / "lin")
+
+
+# -- splits ----------------------------------------------------------------------------------
+
+def test_random_split_partitions_with_fractions():
+    train, val, test = random_split(100, seed=3)
+    assert (len(train), len(val), len(test)) == (60, 20, 20)
+    assert np.array_equal(np.sort(np.concatenate([train, val, test])), np.arange(100))
+    again = random_split(100, seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip((train, val, test), again))
+    assert not np.array_equal(train, random_split(100, seed=4)[0])
+
+
+def test_split_rejects_bad_fractions():
+    with pytest.raises(ValueError, match="summing to 1"):
+        random_split(10, 0, fractions=(0.5, 0.2, 0.2))
+
+
+def test_spatial_block_split_keeps_blocks_whole():
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 10_000, size=(400, 2))
+    parts = spatial_block_split(xy, block_size_m=1_000, seed=1)
+    assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(400))
+    blocks = block_ids(xy, 1_000)
+    part_of = np.empty(400, dtype=int)
+    for k, idx in enumerate(parts):
+        part_of[idx] = k
+    for b in np.unique(blocks):
+        assert len(np.unique(part_of[blocks == b])) == 1, f"block {b} straddles parts"
+    biggest_block = np.bincount(blocks).max()
+    for idx, f in zip(parts, (0.6, 0.2, 0.2)):
+        assert abs(len(idx) - f * 400) <= biggest_block
+    again = spatial_block_split(xy, 1_000, seed=1)
+    assert all(np.array_equal(a, b) for a, b in zip(parts, again))
+
+
+def test_spatial_split_too_few_blocks_says_so():
+    with pytest.raises(ValueError, match="smaller block_size_m"):
+        spatial_block_split(np.zeros((10, 2)), 1_000, seed=0)
+
+
+# -- probe -----------------------------------------------------------------------------------
+
+def test_mlp_probe_learns_linear_indicator_and_shuffled_does_not(linear_city):
+    city, emb = linear_city
+    res = evaluate_embedding(emb, city, "truth", indicators=["LIN"], seeds=(0,), probe_config=FAST)
+    assert list(res.columns) == RESULT_COLUMNS
+    assert res["r2"].iloc[0] > 0.8
+    shuffled = pd.DataFrame(emb.to_numpy()[np.random.default_rng(1).permutation(len(emb))],
+                            index=emb.index, columns=emb.columns)
+    bad = evaluate_embedding(shuffled, city, "shuffled", indicators=["LIN"], seeds=(0,), probe_config=FAST)
+    assert bad["r2"].iloc[0] < 0.3
+
+
+def test_alignment_is_by_region_id_not_position(linear_city):
+    city, emb = linear_city
+    reordered = emb.iloc[::-1]
+    a = predict_indicator(emb, city, "LIN", seed=0, probe="ridge")
+    b = predict_indicator(reordered, city, "LIN", seed=0, probe="ridge")
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_probe_is_deterministic_for_a_seed(linear_city):
+    city, emb = linear_city
+    a = predict_indicator(emb, city, "LIN", seed=5, probe_config=ProbeConfig(max_epochs=20, patience=5))
+    b = predict_indicator(emb, city, "LIN", seed=5, probe_config=ProbeConfig(max_epochs=20, patience=5))
+    pd.testing.assert_frame_equal(a, b)
+    assert list(a.columns) == PREDICTION_COLUMNS
+    assert a["split_part"].value_counts().to_dict() == {"train": 48, "val": 16, "test": 16}
+
+
+def test_mlp_probe_stops_early():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 3)), rng.normal(size=40)
+    probe = MLPProbe(ProbeConfig(max_epochs=400, patience=5), seed=0).fit(x[:30], y[:30], x[30:], y[30:])
+    assert len(probe.history_) < 400
+
+
+def test_missing_targets_are_dropped_with_warning(linear_city):
+    city, emb = linear_city
+    with pytest.warns(UserWarning, match="3 of 80 regions have no value"):
+        pred = predict_indicator(emb, city, "POS", probe="ridge")
+    assert len(pred) == 77
+    assert np.allclose(pred.set_index("region_id")["y_true"], np.log1p(city.indicators["POS"].dropna()))
+
+
+def test_results_table_random_and_spatial_and_summary(linear_city):
+    city, emb = linear_city
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = evaluate_embedding(emb, city, "truth", seeds=(0, 1), splits=("random", "spatial"),
+                                 probe="ridge", block_size_m=2_300)
+    assert list(res.columns) == RESULT_COLUMNS
+    assert len(res) == 2 * 2 * 2
+    assert set(res["split"]) == {"random", "spatial"}
+    lin = res[(res.indicator == "LIN") & (res.split == "random")]
+    assert (lin["r2"] > 0.9).all() and (lin["n_test"] == 16).all()
+    summary = summarize(res)
+    assert len(summary) == 4
+    row = summary[(summary.indicator == "LIN") & (summary.split == "random")].iloc[0]
+    assert row["r2_mean"] == pytest.approx(lin["r2"].mean())
+    assert row["r2_std"] == pytest.approx(lin["r2"].std())
+
+
+def test_embedding_missing_regions_is_an_error(linear_city):
+    city, emb = linear_city
+    with pytest.raises(ValueError, match="no row for 5 of 80"):
+        predict_indicator(emb.iloc[5:], city, "LIN", probe="ridge")
+    as_int = emb.reset_index(drop=True)
+    with pytest.raises(ValueError, match="region ids are strings"):
+        predict_indicator(as_int, city, "LIN", probe="ridge")

@@ -1,0 +1,126 @@
+"""Attentive fusion: eq. 8-10 on hand-set weights, eq. 11 by hand, training, determinism, save/load."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from musecl.fusion import AttentiveFusion, FusionConfig, fuse, info_nce, mse_alignment, train_fusion
+
+torch.set_num_threads(1)
+
+
+def tables(n: int = 120, d: int = 8, poi_dim: int | None = None, seed: int = 0):
+    """SV and RS embeddings; the POI vector is a noisy copy of SV, so attention should favour SV."""
+    rng = np.random.default_rng(seed)
+    ids = pd.Index([f"r{i}" for i in range(n)], name="region_id")
+    sv = pd.DataFrame(rng.normal(size=(n, d)), index=ids)
+    rs = pd.DataFrame(rng.normal(size=(n, d)), index=ids)
+    poi = sv.to_numpy() + 0.1 * rng.normal(size=(n, d))
+    if poi_dim is not None:
+        poi = poi @ rng.normal(size=(d, poi_dim))
+    return sv, rs, pd.DataFrame(poi, index=ids)
+
+
+def hand_set_model() -> AttentiveFusion:
+    """d=2, hidden=1: alpha^m = ReLU(first coordinate of e^m)."""
+    model = AttentiveFusion(dim=2, hidden=1)
+    with torch.no_grad():
+        model.M.weight.copy_(torch.tensor([[1.0, 0.0]]))
+        model.M.bias.zero_()
+        model.c.weight.copy_(torch.tensor([[1.0]]))
+    return model
+
+
+def test_eq8_to_10_on_hand_made_numbers():
+    model = hand_set_model()
+    e_sv, e_rs = torch.tensor([[1.0, 0.0]]), torch.tensor([[-3.0, 2.0]])  # alpha = 1 and ReLU(-3) = 0
+    e_image, beta = model(e_sv, e_rs)
+    b_sv = math.e / (math.e + 1)
+    assert beta[0].tolist() == pytest.approx([b_sv, 1 - b_sv])
+    assert e_image[0].tolist() == pytest.approx([b_sv * 1 + (1 - b_sv) * -3, (1 - b_sv) * 2])
+
+
+def test_beta_sums_to_one():
+    model = AttentiveFusion(dim=5, hidden=7)
+    _, beta = model(torch.randn(10, 5), torch.randn(10, 5))
+    assert beta.shape == (10, 2)
+    assert torch.allclose(beta.sum(dim=1), torch.ones(10))
+    assert (beta > 0).all()
+
+
+def test_info_nce_by_hand():
+    eye = torch.eye(2)
+    expected = -math.log(math.e / (math.e + 1))  # cos = 1 with itself, 0 with the other
+    assert float(info_nce(eye, eye)) == pytest.approx(expected)
+    assert float(info_nce(eye, eye, temperature=0.5)) == pytest.approx(-math.log(math.e ** 2 / (math.e ** 2 + 1)))
+    # cosine ignores length
+    assert float(info_nce(3 * eye, eye)) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="temperature"):
+        info_nce(eye, eye, temperature=0)
+
+
+def test_mse_alignment():
+    assert float(mse_alignment(torch.zeros(2, 2), torch.ones(2, 2))) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("loss", ["infonce", "mse"])
+def test_training_lowers_the_loss_and_favours_the_matching_modality(loss):
+    sv, rs, poi = tables()
+    model, history = train_fusion(sv, rs, poi, FusionConfig(loss=loss, epochs=30, batch_size=32, lr=1e-2))
+    assert list(history.columns[:2]) == ["epoch", "train_loss"]
+    assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
+    _, beta = fuse(model, sv, rs)
+    assert beta["sv"].mean() > 0.6
+
+
+def test_training_is_deterministic_and_early_stopping_keeps_validation_loss():
+    sv, rs, poi = tables()
+    cfg = FusionConfig(epochs=15, batch_size=16, seed=3, patience=3)
+    a, ha = train_fusion(sv, rs, poi, cfg)
+    b, hb = train_fusion(sv, rs, poi, cfg)
+    pd.testing.assert_frame_equal(ha, hb)
+    for (k, va), (_, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(va, vb), k
+    assert "val_loss" in ha.columns
+
+
+def test_alignment_by_region_id_and_nan_imputation():
+    sv, rs, poi = tables(n=60)
+    sv.iloc[0] = np.nan
+    with pytest.warns(UserWarning, match="1 of 60 regions have a missing"):
+        model, _ = train_fusion(sv, rs.iloc[::-1], poi.sample(frac=1, random_state=0),
+                                {"epochs": 2, "batch_size": 16})
+    emb, beta = fuse(model, sv, rs)
+    assert list(emb.index) == list(sv.index) and emb.index.name == "region_id"
+    assert np.isfinite(emb.to_numpy()).all()
+    assert list(beta.columns) == ["sv", "rs"]
+    with pytest.raises(ValueError, match="1 missing"):
+        train_fusion(sv, rs.iloc[1:], poi)
+
+
+def test_projection_head_when_poi_dim_differs():
+    sv, rs, poi = tables(n=40, d=6, poi_dim=4)
+    model, history = train_fusion(sv, rs, poi, FusionConfig(epochs=3, batch_size=8))
+    assert isinstance(model.head, torch.nn.Linear) and model.head.out_features == 4
+    emb, _ = fuse(model, sv, rs)
+    assert emb.shape == (40, 6)  # the embedding is e_image; the head serves the loss only
+    with pytest.raises(ValueError, match="same size"):
+        AttentiveFusion(dim=6, poi_dim=4, projection="none")
+
+
+def test_save_load_round_trip(tmp_path):
+    sv, rs, poi = tables(n=40)
+    model, _ = train_fusion(sv, rs, poi, FusionConfig(epochs=2, batch_size=8, activation="tanh"))
+    model.save(tmp_path / "fusion")
+    back = AttentiveFusion.load(tmp_path / "fusion")
+    assert back.config() == model.config()
+    a, ba = fuse(model, sv, rs)
+    b, bb = fuse(back, sv, rs)
+    pd.testing.assert_frame_equal(a, b)
+    pd.testing.assert_frame_equal(ba, bb)
+    with pytest.raises(FileNotFoundError, match="weights.pt is missing"):
+        AttentiveFusion.load(tmp_path)

@@ -1,0 +1,134 @@
+"""The book pipeline: chapters executed with papermill, skipped when current, staged for Jupyter Book."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from musecl.notebooks import (
+    BookBuildError, ChapterExecutionError, chapter_sources, execute_chapters, parameter_names,
+    select_chapters, stage_site,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+CHAPTER = '''# %% [markdown]
+# # A chapter
+
+# %% tags=["parameters"]
+x = 1
+label: str = "default"
+
+# %%
+print(label, x * 2)
+'''
+
+
+def write_chapter(folder: Path, name: str = "01_demo.py", text: str = CHAPTER) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def outputs_text(nb) -> str:
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+
+
+def test_parameter_names_reads_the_parameters_cell():
+    import jupytext
+
+    nb = jupytext.reads(CHAPTER, fmt="py:percent")
+    assert parameter_names(nb) == {"x", "label"}
+    with pytest.raises(ValueError, match="tagged 'parameters'"):
+        parameter_names(jupytext.reads("# %%\nx = 1\n", fmt="py:percent"))
+
+
+def test_select_chapters_by_stem_number_or_path():
+    chapters = [Path("book/01_data.py"), Path("book/02_sampling.py")]
+    assert select_chapters(chapters, None) == chapters
+    assert select_chapters(chapters, ["02"]) == chapters[1:]
+    assert select_chapters(chapters, ["book/01_data.py", "02_sampling"]) == chapters
+    with pytest.raises(BookBuildError, match="no such chapter"):
+        select_chapters(chapters, ["03"])
+
+
+def test_the_books_toc_names_existing_chapters():
+    chapters = chapter_sources(REPO)
+    assert chapters and all(c.suffix == ".py" and c.is_file() for c in chapters)
+
+
+@pytest.mark.slow
+def test_execute_injects_only_known_parameters_and_skips_when_current(tmp_path):
+    chapter = write_chapter(tmp_path / "book")
+    out = tmp_path / "executed"
+    params = {"x": 21, "label": "run", "city": "/not/used/here"}
+    [executed] = execute_chapters([chapter], out, params, progress=False)
+    nb = nbformat.read(executed, as_version=4)
+    assert "run 42" in outputs_text(nb)
+    assert nb.metadata["musecl"]["parameters"] == {"x": 21, "label": "run"}
+    assert not any(o.output_type == "error" for c in nb.cells if c.cell_type == "code"
+                   for o in c.outputs)
+
+    stamp = executed.stat().st_mtime_ns
+    execute_chapters([chapter], out, params, progress=False)
+    assert executed.stat().st_mtime_ns == stamp, "an up-to-date chapter was executed again"
+    execute_chapters([chapter], out, {**params, "x": 1}, progress=False)
+    assert "run 2" in outputs_text(nbformat.read(executed, as_version=4)), "changed x not rerun"
+
+
+@pytest.mark.slow
+def test_a_failing_chapter_is_named_and_its_partial_notebook_kept(tmp_path):
+    text = CHAPTER + '\n# %%\nraise ValueError("no city here")\n'
+    chapter = write_chapter(tmp_path / "book", "02_broken.py", text)
+    with pytest.raises(ChapterExecutionError) as caught:
+        execute_chapters([chapter], tmp_path / "executed", {}, progress=False)
+    message = str(caught.value)
+    assert "02_broken.py" in message and "In [" in message and "no city here" in message
+    partial = nbformat.read(tmp_path / "executed" / "02_broken.ipynb", as_version=4)
+    assert "default 2" in outputs_text(partial)
+    assert not partial.metadata.get("musecl", {}).get("complete")
+
+
+def test_stage_site_puts_executed_notebooks_where_the_toc_points(tmp_path):
+    repo = tmp_path / "repo"
+    write_chapter(repo / "book", "01_demo.py")
+    (repo / "book" / "index.md").write_text("# Home\n")
+    (repo / "book" / "figures").mkdir()
+    (repo / "book" / "figures" / "a.png").write_bytes(b"png")
+    (repo / "musecl").mkdir()
+    (repo / "musecl" / "sampling.py").write_text("def f():\n    pass\n")
+    (repo / "_config.yml").write_text("title: t\n")
+    (repo / "_toc.yml").write_text("format: jb-book\nroot: book/index\n"
+                                   "chapters:\n  - file: book/01_demo\n")
+    executed = tmp_path / "executed"
+    site = tmp_path / "site"
+    with pytest.raises(BookBuildError, match="01_demo"):
+        stage_site(repo, executed, site)
+    executed.mkdir()
+    (executed / "01_demo.ipynb").write_text("{}")
+    (site / "book").mkdir(parents=True)
+    (site / "book" / "stale.md").write_text("gone")
+    (site / "_build").mkdir()
+    (site / "_build" / "keep").write_text("kept")
+    stage_site(repo, executed, site)
+    staged = {p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file()}
+    assert {"_config.yml", "_toc.yml", "book/index.md", "book/01_demo.ipynb",
+            "book/figures/a.png", "_build/keep"} <= staged
+    assert "book/01_demo.py" not in staged and "book/stale.md" not in staged
+    assert "musecl/sampling.py" in staged  # chapters literalinclude ../musecl/<module>.py
+
+
+@pytest.mark.slow
+def test_data_chapter_runs_on_a_tiny_toy_city(tmp_path):
+    toy = pytest.importorskip("musecl.datasets.toy", reason="musecl.datasets.toy not written yet")
+    city = tmp_path / "city"
+    toy.make_toy_city(city, n_regions=60, seed=0, image_size=32)
+    [chapter] = select_chapters(chapter_sources(REPO), ["01"])
+    params = {"city": str(city), "out_dir": str(tmp_path / "work")}
+    [executed] = execute_chapters([chapter], tmp_path / "executed", params, progress=False)
+    nb = nbformat.read(executed, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert outputs, "the executed chapter has no outputs"
+    assert not [o for o in outputs if o.output_type == "error"]

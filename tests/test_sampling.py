@@ -1,0 +1,265 @@
+"""Eq. 1-4 on hand-made numbers, and the invariants of triplet sampling."""
+import math
+import tracemalloc
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from musecl.city import CATEGORY, INFLOW, KIND, OUTFLOW, PATH, REGION_ID, TEXT, City, CityMeta, Indicator
+from musecl.sampling import (
+    TripletSampler,
+    geographic_triplets,
+    mobility_distance,
+    mobility_triplets,
+    most_similar,
+    poi_distance,
+    poi_triplets,
+    similarity,
+    transform_features,
+)
+
+
+def brute_distances(X):
+    """Test-only N x N distances (N = 200), to check the sampler against the definition."""
+    D = np.sqrt(((X[:, None, :] - X[None, :, :]) ** 2).sum(-1))
+    np.fill_diagonal(D, np.inf)  # a region is never its own partner
+    return D
+
+
+@pytest.fixture()
+def X200():
+    return np.random.default_rng(7).normal(size=(200, 4))
+
+
+# ---------------------------------------------------------------- eq. 1-4
+
+
+def test_mobility_distance_eq1():
+    # region i: inflow 3, outflow 4; region j: no flow -> sqrt(3^2 + 4^2) = 5
+    assert mobility_distance([3, 4], [0, 0]) == 5
+    # inflow 10 vs 7, outflow 2 vs 6 -> sqrt(9 + 16) = 5; identical rows -> 0
+    np.testing.assert_allclose(mobility_distance([[10, 2], [1, 1]], [[7, 6], [1, 1]]), [5, 0])
+    with pytest.raises(ValueError, match="inflow, outflow"):
+        mobility_distance([1, 2, 3], [0, 0, 0])
+
+
+def test_poi_distance_eq3():
+    # K = 3 categories: (1, 2, 2) POIs vs none -> sqrt(1 + 4 + 4) = 3
+    assert poi_distance([1, 2, 2], [0, 0, 0]) == 3
+    # one shop vs one school -> sqrt(2)
+    np.testing.assert_allclose(poi_distance([[1, 0], [5, 5]], [[0, 1], [5, 5]]), [math.sqrt(2), 0])
+    with pytest.raises(ValueError, match="same K categories"):
+        poi_distance([1, 2, 3], [1, 2])
+
+
+def test_similarity_eq2_eq4():
+    assert similarity(2.0) == 0.5
+    np.testing.assert_allclose(similarity([0.5, 4.0]), [2.0, 0.25])
+    # identical vectors: finite and the largest similarity of all
+    s = similarity([0.0, 1e-3, 1.0, 5.0], eps=1e-6)
+    assert np.isfinite(s).all() and s[0] == 1e6 and s[0] == s.max()
+    with pytest.raises(ValueError, match=">= 0"):
+        similarity(-1.0)
+    with pytest.raises(ValueError, match="NaN"):
+        similarity([1.0, np.nan])
+    with pytest.raises(ValueError, match="eps"):
+        similarity(1.0, eps=0)
+
+
+def test_transform_features():
+    X = np.array([[2.0, 2.0], [0.0, 0.0], [1.0, 3.0]])
+    np.testing.assert_allclose(transform_features(X, "share"), [[0.5, 0.5], [0, 0], [0.25, 0.75]])
+    np.testing.assert_allclose(transform_features([[0.0, math.e - 1]], "log1p"), [[0.0, 1.0]])
+    assert transform_features(X, "raw") is not None
+    with pytest.raises(ValueError, match="non-negative"):
+        transform_features([[1.0, -1.0]], "log1p")
+    with pytest.raises(ValueError, match="transform must be one of"):
+        transform_features(X, "zscore")
+
+
+# ---------------------------------------------------------------- sampler invariants
+
+
+@pytest.mark.parametrize("negative", ["dissimilar", "far"])
+def test_paper_rule_invariants(X200, negative):
+    sampler = TripletSampler(n_triplets=1000, negative=negative, seed=1)
+    t = sampler.sample(X200)
+    D = brute_distances(X200)
+    a, p, n = t.anchor, t.positive, t.negative
+    assert len(t) == 1000 and (a != p).all() and (a != n).all()
+    assert (t.d_pos <= t.d_neg).all()
+    np.testing.assert_allclose(t.d_pos, poi_distance(X200[a], X200[p]))
+    np.testing.assert_allclose(t.d_neg, D[a, n])
+    # positive among the k = 5 most similar others
+    kth = np.sort(D, axis=1)[:, 4]
+    assert (t.d_pos <= kth[a] + 1e-12).all()
+    if negative == "dissimilar":  # negative outside the top-M = 50 most similar
+        assert t.info["n_exclude"] == 50
+        assert (t.d_neg > np.sort(D, axis=1)[:, 49][a]).all()
+    else:  # negative among the least similar: far above the median distance
+        assert (t.d_neg > np.median(D[np.isfinite(D)])).mean() > 0.9
+    assert t.info["n_relaxed"] == 0
+
+
+def test_official_rule_positive_is_single_nearest(X200):
+    t = TripletSampler(n_triplets=1000, rule="official", seed=1).sample(X200)
+    D = brute_distances(X200)
+    np.testing.assert_allclose(t.d_pos, D[t.anchor].min(axis=1))
+    assert (t.anchor != t.positive).all() and (t.anchor != t.negative).all()
+    # negatives are uniform over the other regions (similar ones included): spread all over
+    assert len(np.unique(t.negative)) > 150
+
+
+def test_determinism_and_seeds(X200):
+    t1 = TripletSampler(n_triplets=500, seed=3).sample(X200)
+    t2 = TripletSampler(n_triplets=500, seed=3).sample(X200)
+    t3 = TripletSampler(n_triplets=500, seed=4).sample(X200)
+    for name in ("anchor", "positive", "negative", "d_pos", "d_neg"):
+        np.testing.assert_array_equal(getattr(t1, name), getattr(t2, name))
+    assert (t1.anchor != t3.anchor).any() and (t1.negative != t3.negative).any()
+
+
+def test_anchor_replacement(X200):
+    once = TripletSampler(n_triplets=150).sample(X200)
+    assert len(np.unique(once.anchor)) == 150  # each region at most once when n <= N
+    many = TripletSampler(n_triplets=1000).sample(X200)
+    assert len(many) == 1000 and len(np.unique(many.anchor)) <= 200
+
+
+def test_duplicates_half_zero(X200):
+    X = np.abs(X200)
+    X[:100] = 0.0  # half the regions have no POI at all
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t = TripletSampler(n_triplets=2000, seed=0).sample(X)
+    zero = t.anchor < 100
+    assert (t.anchor != t.positive).all() and (t.anchor != t.negative).all()
+    assert (t.d_pos <= t.d_neg).all()
+    # a POI-less anchor pairs with another POI-less region, spread over many of them ...
+    assert (t.positive[zero] < 100).all() and (t.d_pos[zero] == 0).all()
+    assert len(np.unique(t.positive[zero])) > 50
+    # ... and its negative is never identical to it
+    assert (t.d_neg[zero] > 0).all()
+    off = TripletSampler(n_triplets=500, rule="official").sample(X)
+    assert (off.d_pos[off.anchor < 100] == 0).all()
+
+
+def test_all_identical_relaxes_with_warning():
+    X = np.zeros((6, 3))
+    with pytest.warns(UserWarning, match="could not be drawn"):
+        t = TripletSampler(n_triplets=20).sample(X)
+    assert (t.anchor != t.positive).all() and (t.anchor != t.negative).all()
+    assert (t.positive != t.negative).all() and (t.d_pos <= t.d_neg).all()
+    assert t.info["n_relaxed"] == 20
+
+
+def test_three_regions_smallest_case():
+    X = np.array([[0.0, 0.0], [1.0, 0.0], [5.0, 0.0]])
+    t = TripletSampler(n_triplets=30).sample(X)
+    assert t.info["n_positive_candidates"] == 1
+    # each anchor's positive is its nearest, its negative the other one
+    np.testing.assert_array_equal(t.positive, np.array([1, 0, 1])[t.anchor])
+    np.testing.assert_array_equal(t.negative, np.array([2, 2, 0])[t.anchor])
+
+
+def test_to_frame_uses_region_ids(X200):
+    ids = [f"r{i:03d}" for i in range(200)]
+    t = TripletSampler(n_triplets=10).sample(X200, region_ids=ids)
+    df = t.to_frame()
+    assert list(df.columns) == ["anchor", "positive", "negative", "d_pos", "d_neg"]
+    assert df["anchor"].tolist() == [ids[i] for i in t.anchor]
+    frame = TripletSampler(n_triplets=10).sample(pd.DataFrame(X200, index=ids)).to_frame()
+    assert frame["negative"].str.startswith("r").all()
+    with pytest.raises(ValueError, match="region ids given"):
+        t.to_frame(ids[:5])
+
+
+def test_bad_input_messages(X200):
+    sampler = TripletSampler(n_triplets=10)
+    bad = X200.copy()
+    bad[17, 2] = np.nan
+    with pytest.raises(ValueError, match=r"NaN.*r017"):
+        sampler.sample(bad, region_ids=[f"r{i:03d}" for i in range(200)])
+    with pytest.raises(ValueError, match="at least 3 regions"):
+        sampler.sample(X200[:2])
+    with pytest.raises(ValueError, match="region_ids has 5 entries but features has 200 rows"):
+        sampler.sample(X200, region_ids=list("abcde"))
+    with pytest.raises(ValueError, match="unique"):
+        sampler.sample(X200[:3], region_ids=["a", "a", "b"])
+    with pytest.raises(ValueError, match="2-D"):
+        sampler.sample(X200[:, 0])
+    with pytest.raises(ValueError, match="rule must be one of"):
+        TripletSampler(rule="random")
+    with pytest.raises(ValueError, match="n_exclude"):
+        TripletSampler(n_exclude=2, n_positive_candidates=5)
+
+
+# ---------------------------------------------------------------- helpers and city views
+
+
+def test_most_similar_on_a_line():
+    X = np.array([[0.0], [1.0], [3.0], [10.0], [3.0]])
+    idx, dist = most_similar(X, k=2)
+    assert idx[0].tolist() == [1, 2] or idx[0].tolist() == [1, 4]
+    np.testing.assert_allclose(dist[0], [1, 3])
+    assert idx[2, 0] == 4 and dist[2, 0] == 0  # the duplicate, never itself
+    assert idx[4, 0] == 2 and dist[4, 0] == 0
+    assert not (idx == np.arange(5)[:, None]).any()
+    with pytest.raises(ValueError, match="k must be between"):
+        most_similar(X, k=5)
+
+
+def test_geographic_triplets_near_and_far():
+    g = np.arange(20) * 100.0
+    xy = np.array([(x, y) for x in g for y in g])  # 20 x 20 grid, 100 m apart
+    t = geographic_triplets(xy, n_triplets=500, n_neighbors=8, radius=150, seed=0)
+    assert (t.d_pos <= 150).all()
+    assert (t.d_neg > 600).all()
+    assert (t.d_pos <= t.d_neg).all()
+
+
+def tiny_city():
+    ids = pd.Index([f"h{i}" for i in range(8)], name=REGION_ID)
+    rng = np.random.default_rng(0)
+    meta = CityMeta(name="tiny", crs="EPSG:4326", modalities=("poi", "mobility"),
+                    indicators={"PD": Indicator(name="PD", long_name="population density")})
+    regions = pd.DataFrame({"lon": rng.random(8), "lat": rng.random(8), "geometry": ""}, index=ids)
+    mobility = pd.DataFrame({INFLOW: [0, 1, 2, 3, 40, 41, 42, 43.0], OUTFLOW: [0, 1, 2, 3, 40, 41, 42, 43.0]},
+                            index=ids)
+    pois = pd.DataFrame({REGION_ID: ["h0", "h0", "h1", "h5", "h6", "h6", "h7"],
+                         CATEGORY: ["shop", "shop", "shop", "school", "school", "school", "shop"], TEXT: ""})
+    return City(root=Path("."), meta=meta, regions=regions,
+                images=pd.DataFrame(columns=[REGION_ID, KIND, PATH]), pois=pois, mobility=mobility,
+                indicators=pd.DataFrame({"PD": np.arange(8.0)}, index=ids))
+
+
+def test_city_views():
+    city = tiny_city()
+    sampler = TripletSampler(n_triplets=40, n_positive_candidates=1, n_exclude=3)
+    mob = mobility_triplets(city, sampler).to_frame()
+    low = {"h0", "h1", "h2", "h3"}
+    # with flows in two clusters, a positive shares its anchor's cluster, a negative does not
+    assert (mob["anchor"].isin(low) == mob["positive"].isin(low)).all()
+    assert (mob["anchor"].isin(low) != mob["negative"].isin(low)).all()
+    # 5 regions: (2 shops), (1 shop), (none), (1 school), (2 schools); exclude only the nearest
+    poi_sampler = TripletSampler(n_triplets=40, n_positive_candidates=1, n_exclude=1)
+    poi = poi_triplets(city, poi_sampler, regions=["h0", "h1", "h2", "h5", "h6"]).to_frame()
+    assert set(poi["anchor"]) <= {"h0", "h1", "h2", "h5", "h6"}
+    with pytest.raises(ValueError, match="not in the city"):
+        poi_triplets(city, sampler, regions=["h0", "nowhere", "h1"])
+
+
+def test_memory_guard_against_n_by_n():
+    # 20,000 regions: an N x N float matrix alone would be 3.2 GB
+    X = np.random.default_rng(0).poisson(2.0, size=(20_000, 8)).astype(float)
+    tracemalloc.start()
+    try:
+        t = TripletSampler(seed=0).sample(X)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(t) == 10_000 and (t.d_pos <= t.d_neg).all()
+    assert peak < 200 * 2**20, f"peak traced memory {peak / 2**20:.0f} MB"

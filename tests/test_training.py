@@ -1,0 +1,198 @@
+"""The one trainer: falling loss, determinism, early stopping, checkpoints, exact resume."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from musecl.training import (
+    TensorBatches, Trainer, as_batch_dataset, load_checkpoint, split_indices, throughput,
+)
+
+torch.set_num_threads(1)
+
+
+def mse(model, batch):
+    x, y = batch
+    pred = model(x)
+    return {"loss": ((pred - y) ** 2).mean(), "abs": (pred - y).abs().mean()}
+
+
+class NoisyData:
+    """A data set that draws from the generator it is given (as the image triplets do)."""
+
+    def __init__(self, n=64, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(n, 5, generator=g)
+        self.y = self.x @ torch.arange(1.0, 6.0).unsqueeze(1) + 0.5
+
+    def __len__(self):
+        return len(self.x)
+
+    def get_batch(self, idx, generator=None):
+        noise = torch.randn(len(idx), 5, generator=generator) * 0.01
+        return self.x[idx] + noise, self.y[idx]
+
+
+def noisy_mse(model, batch):
+    # also draws from numpy's and python's global generators, which the checkpoint must restore
+    scale = 1.0 + 0.01 * float(np.random.rand()) + 0.01 * random.random()
+    out = mse(model, batch)
+    out["loss"] = out["loss"] * scale
+    return out
+
+
+def make_model(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 1))
+
+
+def params(model):
+    return [p.detach().clone() for p in model.state_dict().values()]
+
+
+def trainer(model, **kw):
+    base = dict(lr=1e-2, epochs=4, batch_size=8, seed=3, progress=False, lr_step=1, lr_gamma=0.9)
+    base.update(kw)
+    return Trainer(model, base.pop("loss_fn", noisy_mse), **base)
+
+
+def test_split_indices():
+    tr, va = split_indices(10, 0.3, seed=1)
+    assert len(tr) == 7 and len(va) == 3 and not set(tr) & set(va) and set(tr) | set(va) == set(range(10))
+    assert np.array_equal(split_indices(10, 0.3, seed=1)[1], va)
+    assert len(split_indices(5, 0.0)[1]) == 0
+    assert len(split_indices(1, 0.5)[0]) == 1  # never empties the training set
+    with pytest.raises(ValueError, match="val_fraction"):
+        split_indices(10, 1.0)
+
+
+def test_as_batch_dataset():
+    x = torch.arange(6.0)
+    assert torch.equal(as_batch_dataset(x).get_batch(torch.tensor([1, 3])), torch.tensor([1.0, 3.0]))
+    assert len(as_batch_dataset((x, x))) == 6
+    with pytest.raises(ValueError, match="same number"):
+        TensorBatches(x, x[:3])
+    with pytest.raises(TypeError, match="get_batch"):
+        as_batch_dataset([1, 2, 3])
+
+
+def test_loss_falls_and_history():
+    data = NoisyData()
+    model = make_model()
+    hist = trainer(model, loss_fn=mse, epochs=6, lr=5e-2).fit(data, NoisyData(16, seed=1))
+    assert [h["epoch"] for h in hist] == list(range(1, 7))
+    assert hist[-1]["train_loss"] < 0.5 * hist[0]["train_loss"]
+    assert hist[-1]["val_loss"] < hist[0]["val_loss"]
+    assert {"lr", "train_abs", "val_abs", "images_per_s", "seconds"} <= set(hist[0])
+    assert hist[0]["images_per_s"] > 0
+    assert hist[1]["lr"] == pytest.approx(0.9 * hist[0]["lr"])  # StepLR(1, 0.9) here
+
+
+def test_same_seed_same_weights():
+    a, b = make_model(), make_model()
+    trainer(a).fit(NoisyData(), NoisyData(16, seed=1))
+    trainer(b).fit(NoisyData(), NoisyData(16, seed=1))
+    assert all(torch.equal(p, q) for p, q in zip(params(a), params(b)))
+    c = make_model()
+    trainer(c, seed=4).fit(NoisyData(), NoisyData(16, seed=1))
+    assert not all(torch.equal(p, q) for p, q in zip(params(a), params(c)))
+
+
+class Crash(Exception):
+    pass
+
+
+def crash_after(n_calls):
+    calls = {"n": 0}
+
+    def loss_fn(model, batch):
+        if model.training:
+            calls["n"] += 1
+            if calls["n"] > n_calls:
+                raise Crash()
+        return noisy_mse(model, batch)
+
+    return loss_fn
+
+
+@pytest.mark.parametrize("restore_best", [False, True])
+def test_resume_equals_uninterrupted(tmp_path, restore_best):
+    train, val = NoisyData(), NoisyData(16, seed=1)
+    straight = make_model()
+    hist = trainer(straight, restore_best=restore_best, checkpoint_dir=tmp_path / "a").fit(train, val)
+
+    crashed = make_model()
+    with pytest.raises(Crash):  # 8 batches per epoch: dies in the middle of epoch 3
+        trainer(crashed, loss_fn=crash_after(20), restore_best=restore_best,
+                checkpoint_dir=tmp_path / "b").fit(train, val)
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 2
+    torch.manual_seed(123)  # a fresh process would have other global RNG states: resume must not care
+    np.random.seed(9)
+    resumed = make_model(seed=7)  # and other initial weights
+    hist2 = trainer(resumed, restore_best=restore_best, checkpoint_dir=tmp_path / "b", resume=True).fit(train, val)
+    assert all(torch.equal(p, q) for p, q in zip(params(straight), params(resumed)))
+    assert [h["train_loss"] for h in hist] == [h["train_loss"] for h in hist2]
+
+    # stopping cleanly at 2 epochs and extending to 4 gives the same weights too
+    short = make_model()
+    trainer(short, epochs=2, restore_best=restore_best, checkpoint_dir=tmp_path / "c").fit(train, val)
+    longer = make_model(seed=5)
+    trainer(longer, restore_best=restore_best, checkpoint_dir=tmp_path / "c", resume=True).fit(train, val)
+    assert all(torch.equal(p, q) for p, q in zip(params(straight), params(longer)))
+
+
+def test_checkpoint_contents_load_weights_only(tmp_path):
+    trainer(make_model(), epochs=2, checkpoint_dir=tmp_path).fit(NoisyData(), NoisyData(16, seed=1))
+    path = tmp_path / "last.pt"
+    ckpt = torch.load(path, weights_only=True)
+    assert {"model", "optimizer", "scheduler", "epoch", "best_state", "best_val", "history", "rng"} <= set(ckpt)
+    assert {"torch", "numpy", "python", "data"} <= set(ckpt["rng"])
+    assert ckpt["epoch"] == 2 and len(ckpt["history"]) == 2
+    assert not [p for p in tmp_path.iterdir() if p.name != "last.pt"]  # no temporary files left
+
+
+def test_resume_refuses_a_different_run(tmp_path):
+    trainer(make_model(), epochs=1, checkpoint_dir=tmp_path).fit(NoisyData(), None)
+    with pytest.raises(ValueError, match="batch_size"):
+        trainer(make_model(), batch_size=4, checkpoint_dir=tmp_path, resume=True).fit(NoisyData(), None)
+    with pytest.raises(ValueError, match="checkpoint_dir"):
+        trainer(make_model(), resume=True)
+
+
+def test_early_stopping_and_restore_best():
+    def flat_val(model, batch):  # validation loss never improves after epoch 1
+        out = mse(model, batch)
+        if not model.training:
+            out["loss"] = torch.tensor(1.0)
+        return out
+
+    model = make_model()
+    t = trainer(model, loss_fn=flat_val, epochs=20, patience=2)
+    hist = t.fit(NoisyData(), NoisyData(16, seed=1))
+    assert len(hist) == 3 and t.stopped_early and t.best_epoch == 1
+    with pytest.raises(ValueError, match="validation set"):
+        trainer(make_model(), patience=2).fit(NoisyData(), None)
+
+
+def test_nan_loss_is_reported():
+    def nan_loss(model, batch):
+        return {"loss": mse(model, batch)["loss"] * float("nan")}
+
+    with pytest.raises(FloatingPointError, match="learning rate"):
+        trainer(make_model(), loss_fn=nan_loss, epochs=1).fit(NoisyData(), None)
+
+
+def test_throughput_runs():
+    model = nn.Sequential(nn.Flatten(), nn.LazyLinear(4))
+    model(torch.zeros(1, 3, 8, 8))
+    wrapped = nn.Sequential(_Float(), model)
+    assert throughput(wrapped, batch=4, input_size=8, steps=2, warmup=1) > 0
+
+
+class _Float(nn.Module):
+    def forward(self, x):
+        return x.float() / 255
