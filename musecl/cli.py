@@ -43,6 +43,17 @@ def _book(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from musecl.config import RunConfig
+    from musecl.runner import run, summary_json
+
+    config = RunConfig.from_yaml(args.params, device=args.device)
+    results = run(args.city, args.out, config, methods=args.methods, cache_dir=args.cache)
+    print(f"wrote {args.out}/results.csv ({len(results)} rows)")
+    print(summary_json(results))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="musecl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -57,6 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--image-size", type=int, default=64)
     p.set_defaults(func=_toy_city)
+
+    p = sub.add_parser("run", help="sample, train, embed and evaluate a city; write results.csv")
+    p.add_argument("city", help="a city folder or a named data set (toy, toy-small)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--params", type=Path, default=None, help="YAML file of run settings (params/*.yaml)")
+    p.add_argument("--methods", nargs="+", default=["MuseCL"])
+    p.add_argument("--cache", type=Path, default=None, help="cache folder (default: OUT/cache)")
+    p.add_argument("--device", default=None, help="cpu or cuda (overrides the params file)")
+    p.set_defaults(func=_run)
 
     p = sub.add_parser("book", help="execute every chapter with papermill, then render the book")
     p.add_argument("--city", default=None, help="city folder (default: the generated toy city)")

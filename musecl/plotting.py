@@ -107,3 +107,28 @@ def plot_flows(city: City, top: int = 300, ax=None, values: pd.Series | None = N
                            colors=plt.get_cmap("plasma")(0.2 + 0.7 * w / w.max()), alpha=0.6)
     ax.add_collection(lines)
     return ax
+
+
+def plot_predicted_vs_true(predictions: pd.DataFrame, ncols: int = 3, size: float = 3.2):
+    """The paper's Figure 4: predicted vs true per indicator, validation and test coloured apart,
+    with the 45-degree line and the test R2 in each panel."""
+    indicators = list(dict.fromkeys(predictions["indicator"]))
+    nrows = int(np.ceil(len(indicators) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
+    colours = {"val": "tab:blue", "test": "tab:purple"}
+    for ax, ind in zip(axes.flat, indicators):
+        p = predictions[predictions["indicator"] == ind]
+        for part, colour in colours.items():
+            q = p[p["split_part"] == part]
+            ax.scatter(q["y_true"], q["y_pred"], s=8, alpha=0.7, color=colour, label=part)
+        test = p[p["split_part"] == "test"]
+        y, yhat = test["y_true"].to_numpy(), test["y_pred"].to_numpy()
+        r2 = 1 - ((y - yhat) ** 2).sum() / ((y - y.mean()) ** 2).sum()
+        lo, hi = np.nanmin(p[["y_true", "y_pred"]].to_numpy()), np.nanmax(p[["y_true", "y_pred"]].to_numpy())
+        ax.plot([lo, hi], [lo, hi], ls=":", color="k", lw=1)
+        ax.set(title=f"{ind}  (test $R^2$ = {r2:.2f})", xlabel="true", ylabel="predicted")
+        ax.legend(fontsize=7, loc="upper left", frameon=False)
+    for ax in axes.flat[len(indicators):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig

@@ -117,7 +117,7 @@ _POI_TABLE = [
     ("gas_station",      -0.5,  0.0, -0.3,  0.0, -0.8,  1.0, 0.0, "fuel pump carwash"),
     ("hardware_store",   -0.5,  0.2, -0.8, -0.4,  0.0,  0.5, 0.0, "tools paint screws"),
     ("car_repair",       -0.5,  0.3, -1.5, -0.3,  0.0,  0.5, 0.0, "mechanic tyres workshop"),
-    ("warehouse",        -1.5,  0.9, -2.0, -0.8,  0.2,  0.5, 0.0, "loading trucks storage"),
+    ("warehouse",        -0.8,  0.9, -2.5, -0.8,  0.2,  0.5, 0.0, "loading trucks storage"),
     ("farm_supply",      -2.5, -0.5, -0.5, -1.0, -2.0,  3.5, 0.0, "seeds feed tractor"),
 ]
 POI_CATEGORIES = tuple(row[0] for row in _POI_TABLE)
@@ -140,7 +140,7 @@ _CENTRES = [
     ("twin_east",    0.50,  0.22,  0.12,  0.85,  0.80,  0.55,  0.90),
     ("twin_west",   -0.47, -0.27,  0.12,  0.85,  0.80,  0.55,  0.90),
     ("office_park",  0.12, -0.60,  0.11,  0.70,  0.85,  0.55,  0.08),
-    ("old_town",    -0.30,  0.55,  0.14,  0.35,  0.08,  0.95,  0.12),
+    ("old_town",    -0.30,  0.55,  0.14,  0.35,  0.15,  0.95,  0.55),
     ("industry",     0.45, -0.20,  0.12,  0.55,  0.45,  0.08,  0.08),
 ]
 
@@ -307,7 +307,7 @@ def _latents(layout: _Layout, x: np.ndarray, y: np.ndarray, edge_m: float,
     park = (layout.park(px, py) & ~layout.water(px, py)).mean(1)
 
     r = np.hypot(x, y) / R
-    urban = 1.0 / (1.0 + np.exp((r - 0.8 - 0.06 * edge_field(x, y)) / 0.05))
+    urban = 1.0 / (1.0 + np.exp((r - 0.85 - 0.06 * edge_field(x, y)) / 0.05))
 
     def noise(sd: float) -> np.ndarray:
         return rng.normal(0, sd, n)
@@ -316,7 +316,8 @@ def _latents(layout: _Layout, x: np.ndarray, y: np.ndarray, edge_m: float,
     built = (0.12 + 0.4 * np.exp(-(r / 0.5) ** 2) + 0.07 * fields[0](x, y)) * (0.15 + 0.85 * urban)
     mix = 0.2 + 0.12 * fields[1](x, y)  # shopping streets and corner shops amid the houses
     affluence = 0.45 + 0.16 * fields[2](x, y)
-    activity = 0.2 * built + 0.1 * np.clip(fields[3](x, y) + 0.5, 0, None) * urban  # night strips
+    # footfall: a little everywhere people live, plus night strips that ignore density
+    activity = (0.15 * built + 0.22 * np.clip(fields[3](x, y) + 0.3, 0, None)) * urban
     centre_pull = np.zeros(n)
     for cx, cy, width, (tb, tm, ta, tt) in layout.centres.values():
         k = np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * width ** 2))
@@ -344,7 +345,7 @@ def _latents(layout: _Layout, x: np.ndarray, y: np.ndarray, edge_m: float,
 def _poi_rate(lat: pd.DataFrame) -> np.ndarray:
     """Expected POIs per region: driven by built and activity, near zero on water and fields."""
     b, m, t, f = (lat[c].to_numpy() for c in ("built", "mix", "activity", "farm"))
-    return 80 * b ** 1.3 * (0.35 + 0.65 * m) * (0.6 + 0.8 * t) + 0.6 * f
+    return 90 * b ** 1.3 * (0.25 + 0.75 * m) * (0.4 + 1.6 * t) + 3 * b + 0.6 * f
 
 
 def _poi_probs(lat: pd.DataFrame) -> np.ndarray:
@@ -456,13 +457,13 @@ def _indicator_means(lat: pd.DataFrame, area_km2: float) -> dict[str, np.ndarray
     b, m, a, t, w = built, mix, affluence, activity, water; homes and jobs as in the trip model.
     """
     b, m, a, t, w = (lat[c].to_numpy() for c in ("built", "mix", "affluence", "activity", "water"))
-    pd_ = 16000 * (b + 0.02) ** 1.1 * (1 - 0.6 * m) * np.exp(-0.8 * (a - 0.5)) * (1 - w) + 5
-    hd = pd_ / (1.6 + 3.4 * (1 - a) ** 1.5) * (1 + 0.6 * m)  # poorer households are larger
+    pd_ = 9000 * (b + 0.1) ** 1.3 * np.exp(-1.2 * (m - 0.3) - 0.4 * (a - 0.5)) * (1 - w) + 5
+    hd = pd_ / (1.3 + 5.0 * (1 - a) ** 2) * (1 + 0.6 * m)  # poorer households are larger
     homes, jobs = _homes_jobs(lat, area_km2)
-    mc = 0.9 * homes + 1.3 * jobs + area_km2 * 9000 * t ** 0.8 + 50
+    mc = 0.9 * homes + 1.3 * jobs + area_km2 * 20000 * t ** 1.5 + 50  # + leisure trips
     np_ = 1.4 * _poi_rate(lat) + 0.5
-    nc = np_ * 3 * np.exp(3.0 * (t - 0.3) + 1.5 * (a - 0.5))
-    cr = 40 * (b + 0.05) ** 0.7 * np.exp(2.5 * t - 2.5 * (a - 0.5)) * (0.7 + 0.6 * m) + 1
+    nc = np_ * 3 * np.exp(3.0 * (t - 0.3) + 3.0 * (a - 0.5))
+    cr = 40 * (b + 0.05) ** 0.7 * np.exp(2.5 * t - 3.5 * (a - 0.5)) * (0.7 + 0.6 * m) + 1
     return {"PD": pd_, "HD": hd, "MC": mc, "NP": np_, "NC": nc, "CR": cr}
 
 

@@ -73,7 +73,7 @@ def _decode(path: Path, size: int) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im = im.convert("RGB").resize((size, size), Image.BILINEAR)
-            return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+            return np.array(im, dtype=np.uint8).transpose(2, 0, 1)  # a writable copy
     except FileNotFoundError:
         raise FileNotFoundError(f"image file {path} is missing") from None
     except (UnidentifiedImageError, OSError) as exc:

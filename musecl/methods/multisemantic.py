@@ -1,0 +1,184 @@
+"""MuseCL itself: the four cached stages of the paper's Figure 2, and the method that chains them.
+
+1. satellite encoder, triplets by POI similarity (eq. 3-6)
+2. street-view encoder, triplets by mobility similarity (eq. 1-2, 5-6)
+3. POI text vectors (eq. 7)
+4. attentive fusion of 1 and 2, aligned to 3 (eq. 8-11)
+
+Each stage is a folder in the cache named by the hash of the settings it depends on and of the
+city's files, so a chapter that needs the satellite encoder reuses the one an earlier chapter
+trained, and a changed setting retrains only the stages downstream of it.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from musecl.cache import city_fingerprint, load_table, save_table
+from musecl.city import SATELLITE, STREETVIEW, City
+from musecl.config import RunConfig
+from musecl.methods.base import RegionEmbedder, register
+
+SAMPLING_KEYS = ["seed", "n_triplets", "sampling_rule", "n_positive_candidates"]
+TRAINING_KEYS = ["weights", "embedding_dim", "triplet_loss", "margin", "lr", "encoder_patience", "val_fraction"]
+IMAGE_KEYS = {
+    SATELLITE: SAMPLING_KEYS + TRAINING_KEYS + ["rs_arch", "rs_image_size", "rs_epochs", "rs_batch_size"],
+    STREETVIEW: SAMPLING_KEYS + TRAINING_KEYS + ["sv_arch", "sv_image_size", "sv_epochs", "sv_batch_size"],
+}
+TEXT_KEYS = ["seed", "embedding_dim", "text_epochs", "text_window"]
+FUSION_KEYS = ["seed", "fusion_loss", "fusion_epochs", "fusion_batch_size", "fusion_lr", "temperature"]
+PREFIX = {SATELLITE: "rs", STREETVIEW: "sv"}
+
+EMBEDDINGS_CSV, HISTORY_CSV, TRIPLETS_CSV = "embeddings.csv", "history.csv", "triplets.csv"
+ATTENTION_CSV = "attention.csv"
+
+
+def sampler_for(cfg: RunConfig):
+    """The triplet sampler of a run (eq. 1-4): the paper's rule or the official code's."""
+    from musecl.sampling import TripletSampler
+
+    return TripletSampler(n_triplets=cfg.n_triplets, rule=cfg.sampling_rule,
+                          n_positive_candidates=cfg.n_positive_candidates, seed=cfg.seed)
+
+
+def image_settings(cfg: RunConfig, kind: str) -> dict:
+    """arch, image size, epochs and batch size of the satellite (rs_*) or street-view (sv_*) encoder."""
+    p = PREFIX[kind]
+    return {k: getattr(cfg, f"{p}_{k}") for k in ("arch", "image_size", "epochs", "batch_size")}
+
+
+def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = True) -> Path:
+    """Train the satellite or street-view encoder on its similarity triplets; embed every region.
+
+    The folder holds ``encoder/`` (weights + config), ``triplets.csv``, ``history.csv`` and
+    ``embeddings.csv`` (NaN rows for regions without such images). Training checkpoints every
+    epoch under ``<cache>/checkpoints``, so an interrupted run resumes where it stopped.
+    """
+    from musecl.encoders.image import (ImageStore, ImageTrainingConfig, build_encoder, embed_regions,
+                                       save_encoder, train_image_encoder)
+    from musecl.sampling import mobility_triplets, poi_triplets
+
+    fingerprint = city_fingerprint(city)
+    key = {"city": fingerprint, "kind": kind, **cfg.subset(IMAGE_KEYS[kind])}
+    s = image_settings(cfg, kind)
+
+    def compute(folder: Path) -> None:
+        store = ImageStore.from_city(city, kind, s["image_size"], progress=progress,
+                                     cache=cache.root / "images" / f"{kind}-{s['image_size']}-{fingerprint}.pt")
+        sample = poi_triplets if kind == SATELLITE else mobility_triplets
+        triplets = sample(city, sampler_for(cfg), regions=list(store.region_ids))
+        triplets.to_frame().to_csv(folder / TRIPLETS_CSV, index=False)
+        encoder = build_encoder(s["arch"], cfg.embedding_dim, cfg.weights, seed=cfg.seed)
+        training = ImageTrainingConfig(
+            loss=cfg.triplet_loss, margin=cfg.resolved_margin, epochs=s["epochs"], batch_size=s["batch_size"],
+            lr=cfg.lr, val_fraction=cfg.val_fraction, patience=cfg.encoder_patience, seed=cfg.seed,
+            device=cfg.device, checkpoint_dir=str(cache.path("checkpoints", key)), resume=True,
+            progress=progress)
+        encoder, history = train_image_encoder(encoder, store, triplets, training)
+        save_encoder(encoder, folder / "encoder")
+        history.to_csv(folder / HISTORY_CSV, index=False)
+        save_table(embed_regions(encoder, store, region_ids=city.region_ids, progress=progress),
+                   folder / EMBEDDINGS_CSV)
+
+    return cache.get_or_compute(f"encoder-{kind}", key, compute)
+
+
+def text_stage(city: City, cfg: RunConfig, cache) -> Path:
+    """Skip-gram + hierarchical softmax on all POI categories and texts; eq. 7 region vectors."""
+    from musecl.encoders.text import PoiTextEncoder, TextEncoderConfig
+
+    key = {"city": city_fingerprint(city), **cfg.subset(TEXT_KEYS)}
+
+    def compute(folder: Path) -> None:
+        encoder = PoiTextEncoder(TextEncoderConfig(vector_size=cfg.embedding_dim, window=cfg.text_window,
+                                                   epochs=cfg.text_epochs, seed=cfg.seed))
+        save_table(encoder.fit_transform(city), folder / EMBEDDINGS_CSV)
+        encoder.save(folder / "encoder")
+
+    return cache.get_or_compute("text", key, compute)
+
+
+def fusion_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_dir: Path, text_dir: Path) -> Path:
+    """Attentive fusion of the two image embeddings aligned to the POI vectors (eq. 8-11)."""
+    from musecl.fusion import FusionConfig, fuse, train_fusion
+
+    upstream = [json.loads((d / "key.json").read_text()) for d in (sv_dir, rs_dir, text_dir)]
+    key = {"upstream": upstream, **cfg.subset(FUSION_KEYS)}
+
+    def compute(folder: Path) -> None:
+        sv, rs, poi = (load_table(d / EMBEDDINGS_CSV) for d in (sv_dir, rs_dir, text_dir))
+        fusion_cfg = FusionConfig(loss=cfg.fusion_loss, epochs=cfg.fusion_epochs, batch_size=cfg.fusion_batch_size,
+                                  lr=cfg.fusion_lr, seed=cfg.seed, temperature=cfg.temperature)
+        model, history = train_fusion(sv, rs, poi, fusion_cfg)
+        embedding, beta = fuse(model, sv, rs)
+        model.save(folder / "fusion")
+        history.to_csv(folder / HISTORY_CSV, index=False)
+        save_table(embedding, folder / EMBEDDINGS_CSV)
+        save_table(beta, folder / ATTENTION_CSV)
+
+    return cache.get_or_compute("fusion", key, compute)
+
+
+@register("MuseCL")
+class MuseCL(RegionEmbedder):
+    """The full method: fused image embedding (eq. 10) aligned to POI text (eq. 11)."""
+
+    STAGES = ("satellite", "streetview", "text", "fusion")
+
+    def fit(self, city: City) -> "MuseCL":
+        cfg = self.config
+        rs = image_stage(city, cfg, SATELLITE, self.cache, self.progress)
+        sv = image_stage(city, cfg, STREETVIEW, self.cache, self.progress)
+        text = text_stage(city, cfg, self.cache)
+        fusion = fusion_stage(city, cfg, self.cache, sv, rs, text)
+        self.stage_dirs = dict(zip(self.STAGES, (rs, sv, text, fusion)))
+        self.fitted_on = city_fingerprint(city)
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "stage_dirs"):
+            raise RuntimeError("MuseCL is not fitted: call fit(city) or MuseCL.load(folder) first")
+
+    def stage_table(self, stage: str, table: str = EMBEDDINGS_CSV) -> pd.DataFrame:
+        """A stage's table of the fitted city, e.g. ``stage_table("satellite")`` or the
+        attention weights ``stage_table("fusion", "attention.csv")``."""
+        self._check_fitted()
+        return load_table(self.stage_dirs[stage] / table)
+
+    def history(self, stage: str) -> pd.DataFrame:
+        self._check_fitted()
+        return pd.read_csv(self.stage_dirs[stage] / HISTORY_CSV)
+
+    def attention(self) -> pd.DataFrame:
+        """beta of eq. 9 per region: the weight of its street-view and satellite embeddings."""
+        return self.stage_table("fusion", ATTENTION_CSV)
+
+    def transform(self, city: City) -> pd.DataFrame:
+        """The region embeddings e^Image (eq. 10) of the city the method was fitted on."""
+        self._check_fitted()
+        if city_fingerprint(city) != self.fitted_on:
+            raise ValueError(f"MuseCL was fitted on other data than {city.name!r}; its embeddings are "
+                             "transductive (one per training region): fit it on this city")
+        return self.stage_table("fusion").reindex(city.region_ids)
+
+    def save(self, directory: str | Path) -> Path:
+        """Copy every stage (weights, configs, tables) into ``directory`` with a config.json."""
+        self._check_fitted()
+        directory = Path(directory)
+        for stage, src in self.stage_dirs.items():
+            shutil.copytree(src, directory / stage, dirs_exist_ok=True)
+        (directory / "config.json").write_text(json.dumps(
+            {"method": self.name, "fitted_on": self.fitted_on, "config": self.config.to_dict()}, indent=2))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "MuseCL":
+        directory = Path(directory)
+        raw = json.loads((directory / "config.json").read_text())
+        method = cls(config=RunConfig.from_dict(raw["config"]))
+        method.stage_dirs = {stage: directory / stage for stage in cls.STAGES}
+        method.fitted_on = raw["fitted_on"]
+        return method

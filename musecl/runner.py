@@ -1,0 +1,118 @@
+"""``musecl run``: sampling, training, embedding and evaluation of a city in one call.
+
+Writes into the output folder: ``results.csv`` (one row per city, indicator, method, split,
+seed), ``embeddings/<method>.csv``, ``attention.csv`` (MuseCL's beta per region),
+``predictions.csv`` (seed 0, random split: Figure 4), ``figures/*.png``, ``config.yaml`` (the
+exact settings) and ``run.json`` (versions, weights used, timings).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+import yaml
+
+from musecl.city import City, load_city
+from musecl.config import RunConfig
+from musecl.io import atomic_save_json, atomic_write
+
+NAMED_CITIES = {"toy": 600, "toy-small": 150}
+
+
+def resolve_city(city: str | os.PathLike | City, cities_dir: str | os.PathLike = "build/cities") -> City:
+    """A city folder, an already loaded City, or a named data set (``toy``, ``toy-small``),
+    generated on first use into ``cities_dir``."""
+    if isinstance(city, City):
+        return city
+    name = str(city)
+    if name in NAMED_CITIES and not Path(name).exists():
+        from musecl.datasets.toy import make_toy_city
+
+        folder = Path(cities_dir) / name
+        if not (folder / "city.yaml").exists():
+            make_toy_city(folder, n_regions=NAMED_CITIES[name], seed=0)
+        return load_city(folder)
+    if not Path(name).exists():
+        raise FileNotFoundError(f"city {name!r} is neither a folder nor a named data set "
+                                f"({sorted(NAMED_CITIES)})")
+    return load_city(name)
+
+
+def run(city: str | os.PathLike | City, out_dir: str | os.PathLike, config: RunConfig | None = None,
+        methods: Sequence[str] = ("MuseCL",), cache_dir: str | os.PathLike | None = None,
+        progress: bool = True) -> pd.DataFrame:
+    """Fit every method on the city, evaluate its embedding, write the results folder."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from musecl.evaluation import ProbeConfig, evaluate_embedding, predict_indicator
+    from musecl.methods import make_method
+    from musecl.plotting import plot_map, plot_predicted_vs_true
+
+    config = config or RunConfig()
+    out = Path(out_dir)
+    city = resolve_city(city)
+    cache_dir = Path(cache_dir) if cache_dir is not None else out / "cache"
+    (out / "embeddings").mkdir(parents=True, exist_ok=True)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    with atomic_write(out / "config.yaml") as handle:
+        yaml.safe_dump(config.to_dict(), handle, sort_keys=False)
+    probe_config = ProbeConfig(max_epochs=config.probe_max_epochs, patience=config.probe_patience)
+    results, timings = [], {}
+    for name in methods:
+        start = time.perf_counter()
+        method = make_method(name, config, cache_dir=cache_dir, progress=progress)
+        embedding = method.fit_transform(city)
+        with atomic_write(out / "embeddings" / f"{name}.csv") as handle:
+            embedding.to_csv(handle, index_label="region_id")
+        results.append(evaluate_embedding(embedding, city, name, seeds=config.seeds, splits=config.splits,
+                                          probe=config.probe, block_size_m=config.block_size_m,
+                                          probe_config=probe_config))
+        timings[name] = round(time.perf_counter() - start, 1)
+        if hasattr(method, "attention"):
+            beta = method.attention()
+            with atomic_write(out / "attention.csv") as handle:
+                beta.to_csv(handle, index_label="region_id")
+            ax = plot_map(city, beta["sv"], cmap="coolwarm", vmin=0, vmax=1,
+                          title=f"{name}: street-view weight beta_SV (eq. 9)", label="beta_SV")
+            ax.figure.savefig(out / "figures" / "attention_map.png", dpi=110, bbox_inches="tight")
+            plt.close(ax.figure)
+        if name == methods[-1] or name == "MuseCL":
+            preds = pd.concat([predict_indicator(embedding, city, ind, split="random", seed=config.seeds[0],
+                                                 probe=config.probe, probe_config=probe_config)
+                               for ind in city.meta.indicators])
+            with atomic_write(out / "predictions.csv") as handle:
+                preds.assign(method=name).to_csv(handle, index=False)
+            fig = plot_predicted_vs_true(preds)
+            fig.savefig(out / "figures" / "predicted_vs_true.png", dpi=110, bbox_inches="tight")
+            plt.close(fig)
+    table = pd.concat(results, ignore_index=True)
+    with atomic_write(out / "results.csv") as handle:
+        table.to_csv(handle, index=False)
+    atomic_save_json(out / "run.json", run_info(city, config, timings))
+    return table
+
+
+def run_info(city: City, config: RunConfig, timings: dict) -> dict:
+    """What a reader needs to trust a number: data, settings, software, machine, time."""
+    import torch
+    import torchvision
+
+    return {"city": city.name, "city_root": str(city.root), "n_regions": len(city),
+            "weights": config.weights, "device": config.device, "seconds": timings,
+            "python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "machine": platform.machine(),
+            "cpu_threads": torch.get_num_threads(), "oracle_r2": city.meta.oracle_r2}
+
+
+def summary_json(results: pd.DataFrame) -> str:
+    """Mean R2 per method and split, for the console."""
+    mean = results.groupby(["method", "split"])["r2"].mean().round(3)
+    return json.dumps({f"{m}/{s}": v for (m, s), v in mean.items()})
