@@ -7,6 +7,8 @@ BIN    := $(VENV)/bin
 OUT    ?= build
 # extra arguments for `musecl book`, e.g. make book BOOK_ARGS="--city path/to/city --force"
 BOOK_ARGS ?=
+# run settings every chapter reads (RunConfig keys); params/smoke.yaml for a quick look
+PARAMS ?= params/ci.yaml
 
 MATHJAX_VERSION := 3.2.2
 MATHJAX_DIR     := book/_static_mathjax/mathjax
@@ -35,7 +37,7 @@ $(MATHJAX_STAMP):
 	touch $@
 
 book: venv mathjax
-	$(BIN)/musecl book --out $(OUT) $(BOOK_ARGS)
+	$(BIN)/musecl book --out $(OUT) --params $(PARAMS) $(BOOK_ARGS)
 
 check-book: venv
 	$(BIN)/pytest -q -m book

@@ -33,6 +33,7 @@ PROBES = ("mlp", "ridge")
 PARTS = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)
 BLOCK_HEXAGONS = 10  # default spatial block side, in hexagon sizes (1 km hexagons -> 10 km blocks)
+MIN_BLOCKS_ACROSS = 5  # ... but at least this many blocks across the city's extent
 
 
 # ------------------------------------------------------------------------------------------
@@ -306,11 +307,17 @@ def _prepare(embedding: pd.DataFrame, city: City, indicator: str) -> _Task:
 
 
 def _block_size(city: City, block_size_m: float | None) -> float:
+    """The spatial split's block side: as given, else ``BLOCK_HEXAGONS`` hexagons (10 km for the
+    paper's 1 km hexagons), capped so the city spans at least ``MIN_BLOCKS_ACROSS`` blocks (a
+    small city would otherwise fit in one block) -- also the default for free polygons."""
     if block_size_m is not None:
         return float(block_size_m)
+    xy = city.xy_m()
+    extent = float(np.max(xy.max(axis=0) - xy.min(axis=0))) or 1.0
+    cap = extent / MIN_BLOCKS_ACROSS
     if city.meta.hexagon_size_m:
-        return BLOCK_HEXAGONS * float(city.meta.hexagon_size_m)
-    raise ValueError(f"{city.name} has no hexagon_size_m in city.yaml; pass block_size_m for the spatial split")
+        return min(BLOCK_HEXAGONS * float(city.meta.hexagon_size_m), cap)
+    return cap
 
 
 def _split(task: _Task, split: str, seed: int, fractions, block_size_m: float | None):

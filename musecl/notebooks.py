@@ -379,6 +379,8 @@ def build(city: str | Path | None = None, params_file: str | Path | None = None,
         city = params.get("city") or default_city(out)
     params["city"] = str(Path(city).resolve())
     params.setdefault("out_dir", str(out / "work"))
+    if params_file is not None:  # chapters read the rest of the run settings from the same file
+        params["params_file"] = str(Path(params_file).resolve())
     chapters = select_chapters(chapter_sources(repo_root), only)
     timings = {}
     start = time.perf_counter()

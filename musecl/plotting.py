@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.collections import LineCollection, PolyCollection
 from PIL import Image
 
-from musecl.city import DESTINATION, FLOW, GEOMETRY, LAT, LON, ORIGIN, City
+from musecl.city import CATEGORY, DESTINATION, FLOW, GEOMETRY, INFLOW, LAT, LON, ORIGIN, OUTFLOW, City
 
 
 @lru_cache(maxsize=8)
@@ -106,6 +106,36 @@ def plot_flows(city: City, top: int = 300, ax=None, values: pd.Series | None = N
     lines = LineCollection(np.stack([a, b], axis=1), linewidths=0.3 + 2.5 * w / w.max(),
                            colors=plt.get_cmap("plasma")(0.2 + 0.7 * w / w.max()), alpha=0.6)
     ax.add_collection(lines)
+    return ax
+
+
+def plot_category_counts(city: City, top: int = 15, ax=None, title: str | None = None):
+    """Horizontal bars of the ``top`` most frequent POI categories (the K of eq. 3), largest on top."""
+    if city.pois.empty:
+        raise ValueError(f"{city.name} has no POIs: pois.csv is empty or absent")
+    counts = city.pois[CATEGORY].value_counts().head(top).iloc[::-1]
+    ax = ax or plt.subplots(figsize=(5, 0.25 * len(counts) + 1))[1]
+    ax.barh(counts.index.astype(str), counts.to_numpy(), color="tab:blue")
+    ax.set(xlabel="POIs", title=title or f"top {len(counts)} of {city.pois[CATEGORY].nunique()} categories")
+    ax.tick_params(axis="y", labelsize=8)
+    return ax
+
+
+def plot_inflow_outflow(city: City, ax=None, values: pd.Series | None = None, label: str | None = None,
+                        title: str | None = None):
+    """Log-log scatter of 1 + outflow against 1 + inflow (the M_i of eq. 1), one dot per region,
+    coloured by ``values`` if given; the dotted line is inflow = outflow."""
+    ax = ax or plt.subplots(figsize=(5, 4.5))[1]
+    x, y = 1 + city.mobility[INFLOW].to_numpy(float), 1 + city.mobility[OUTFLOW].to_numpy(float)
+    c = values.reindex(city.region_ids) if isinstance(values, pd.Series) else values
+    c = None if c is None else np.asarray(c, dtype=float)
+    if c is None:
+        ax.scatter(x, y, s=9, alpha=0.7, color="tab:blue")
+    else:
+        plt.colorbar(ax.scatter(x, y, c=c, s=9, alpha=0.7, cmap="viridis"), ax=ax, shrink=0.8, label=label)
+    lo, hi = min(x.min(), y.min()), max(x.max(), y.max())
+    ax.plot([lo, hi], [lo, hi], ls=":", color="k", lw=1)
+    ax.set(xscale="log", yscale="log", xlabel="1 + inflow", ylabel="1 + outflow", title=title)
     return ax
 
 

@@ -38,10 +38,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import h3
 import numpy as np
 import pandas as pd
 import yaml
 from PIL import Image
+from tqdm.auto import tqdm
 
 from musecl.city import (
     CATEGORY, CITY_YAML, DESTINATION, FLOW, GEOMETRY, KIND, LAT, LON, MODALITIES, ORIGIN, PATH,
@@ -156,8 +158,6 @@ def _plane(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _hexagons(n: int) -> tuple[list[str], np.ndarray, np.ndarray]:
     """The ``n`` H3 cells whose centres are nearest (0, 0); ties broken by cell id."""
-    import h3
-
     centre = h3.latlng_to_cell(0.0, 0.0, H3_RESOLUTION)
     k = int(math.ceil(0.65 * math.sqrt(n))) + 3
     while True:
@@ -176,8 +176,6 @@ def _hexagons(n: int) -> tuple[list[str], np.ndarray, np.ndarray]:
 
 
 def _polygon_wkt(cell: str) -> str:
-    import h3
-
     pts = [(lng, lat) for lat, lng in h3.cell_to_boundary(cell)]
     pts.append(pts[0])
     return "POLYGON ((" + ", ".join(f"{lng:.7f} {lat:.7f}" for lng, lat in pts) + "))"
@@ -713,14 +711,10 @@ def make_toy_city(out_dir: str | os.PathLike, n_regions: int = TOY_DEFAULT_REGIO
 
     About 2% of regions get no satellite image on purpose, to exercise that path: loading the
     city warns about exactly those.  The folder is built beside ``out_dir`` and moved into
-    place at the end, so an interrupted
-    run never leaves half a city.  An existing toy city at ``out_dir`` is replaced; any other
-    non-empty folder is left alone and an error is raised.
+    place at the end, so an interrupted run never leaves half a city.  An existing toy city at
+    ``out_dir`` is replaced; any other non-empty folder is left alone and an error is raised.
     """
     _check_args(n_regions, seed, image_size)
-    import h3
-    from tqdm.auto import tqdm
-
     out = Path(out_dir)
     if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or _is_toy_city(out))):
         raise FileExistsError(f"{out} exists and is not a toy city made by {GENERATOR_NAME}; "
@@ -729,7 +723,7 @@ def make_toy_city(out_dir: str | os.PathLike, n_regions: int = TOY_DEFAULT_REGIO
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
-        _write(tmp, int(n_regions), int(seed), int(image_size), progress, h3, tqdm)
+        _write(tmp, int(n_regions), int(seed), int(image_size), progress)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -739,7 +733,7 @@ def make_toy_city(out_dir: str | os.PathLike, n_regions: int = TOY_DEFAULT_REGIO
     return out
 
 
-def _write(root: Path, n: int, seed: int, image_size: int, progress: bool, h3, tqdm) -> None:
+def _write(root: Path, n: int, seed: int, image_size: int, progress: bool) -> None:
     def stream(k: int) -> np.random.Generator:
         return np.random.default_rng([seed, k])
 
@@ -778,7 +772,8 @@ def _write(root: Path, n: int, seed: int, image_size: int, progress: bool, h3, t
             rows.append((rid, SATELLITE, rel))
         for k in range(n_sv[i]):
             rel = f"images/{STREETVIEW}/{rid}_{k}.png"
-            _streetview(np.random.default_rng([seed, 8, i, k]), image_size, rec).save(root / rel, format="PNG")
+            view = _streetview(np.random.default_rng([seed, 8, i, k]), image_size, rec)
+            view.save(root / rel, format="PNG")
             rows.append((rid, STREETVIEW, rel))
     images = pd.DataFrame(rows, columns=[REGION_ID, KIND, PATH])
 

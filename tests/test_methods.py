@@ -1,0 +1,110 @@
+"""MuseCL end to end on a tiny toy city: shapes, determinism, cache hits, save/load, `musecl run`."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from musecl.city import load_city
+from musecl.config import RunConfig
+from musecl.datasets.toy import make_toy_city
+from musecl.evaluation import RESULT_COLUMNS
+from musecl.methods import METHODS, MuseCL, make_method
+
+TINY = RunConfig(n_triplets=60, rs_arch="tiny", sv_arch="tiny", rs_image_size=32, sv_image_size=32,
+                 rs_epochs=1, sv_epochs=1, embedding_dim=16, text_epochs=1, fusion_epochs=3,
+                 seeds=(0,), splits=("random", "spatial"), probe_max_epochs=10, probe_patience=3)
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory):
+    root = make_toy_city(tmp_path_factory.mktemp("toy") / "city", n_regions=40, seed=1, image_size=32,
+                         progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_city(root)
+
+
+def fit(city, cache_dir) -> MuseCL:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tiny city: regions without POIs or images are expected
+        return MuseCL(TINY, cache_dir=cache_dir, progress=False).fit(city)
+
+
+def test_registry_and_unknown_method():
+    assert "MuseCL" in METHODS
+    with pytest.raises(ValueError, match="unknown method 'Nope'"):
+        make_method("Nope")
+
+
+def test_musecl_embedding_shape_and_attention(city, tmp_path):
+    method = fit(city, tmp_path / "cache")
+    emb = method.transform(city)
+    assert list(emb.index) == list(city.region_ids)
+    assert emb.shape == (len(city), TINY.embedding_dim) and np.isfinite(emb.to_numpy()).all()
+    beta = method.attention()
+    assert list(beta.columns) == ["sv", "rs"]
+    assert np.allclose(beta.sum(axis=1), 1.0)  # eq. 9: a softmax over the two modalities
+
+
+def test_deterministic_for_a_seed(city, tmp_path):
+    a = fit(city, tmp_path / "a").transform(city)
+    b = fit(city, tmp_path / "b").transform(city)
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_cache_hit_does_not_retrain(city, tmp_path, monkeypatch):
+    first = fit(city, tmp_path / "cache").transform(city)
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a cached stage was recomputed")
+
+    monkeypatch.setattr("musecl.encoders.image.train_image_encoder", boom)
+    monkeypatch.setattr("musecl.fusion.train_fusion", boom)
+    second = fit(city, tmp_path / "cache").transform(city)
+    pd.testing.assert_frame_equal(first, second)
+
+
+def test_changed_setting_misses_the_cache(city, tmp_path):
+    fit(city, tmp_path / "cache")
+    changed = RunConfig(**{**TINY.to_dict(), "fusion_epochs": 4})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        MuseCL(changed, cache_dir=tmp_path / "cache", progress=False).fit(city)
+    assert len(list((tmp_path / "cache" / "fusion").glob("[!.]*"))) == 2
+    assert len(list((tmp_path / "cache" / "encoder-satellite").glob("[!.]*"))) == 1  # upstream reused
+
+
+def test_save_load_round_trip(city, tmp_path):
+    method = fit(city, tmp_path / "cache")
+    method.save(tmp_path / "saved")
+    loaded = MuseCL.load(tmp_path / "saved")
+    pd.testing.assert_frame_equal(method.transform(city), loaded.transform(city))
+    assert loaded.config == TINY
+
+
+def test_run_command_writes_results(city, tmp_path):
+    params = tmp_path / "p.yaml"
+    import yaml
+
+    params.write_text(yaml.safe_dump(TINY.to_dict()))
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "musecl.cli", "run", str(city.root), "--out", str(out),
+                           "--params", str(params)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = pd.read_csv(out / "results.csv")
+    assert list(results.columns) == RESULT_COLUMNS
+    assert set(results["split"]) == {"random", "spatial"}
+    assert len(results) == len(city.meta.indicators) * 2
+    for name in ("embeddings/MuseCL.csv", "attention.csv", "predictions.csv", "config.yaml", "run.json",
+                 "figures/predicted_vs_true.png", "figures/attention_map.png"):
+        assert (out / name).exists(), name
+
+
+def test_config_rejects_unknown_keys():
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['rs_epoch'\]"):
+        RunConfig.from_dict({"rs_epoch": 3})
