@@ -285,7 +285,7 @@ class Trainer:
             items += k
             images += _count_images(batch)
             if self.progress and step % 10 == 0:
-                bar.set_postfix(loss=f"{float(loss):.4f}")
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - start

@@ -1,0 +1,160 @@
+"""Figures and maps on the hand-made four-region city: one polygon per region, grey where a value
+is missing, one line per drawn flow, one bar per category."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.collections import LineCollection, PolyCollection  # noqa: E402
+from test_city import make_tiny_city  # noqa: E402
+
+from musecl import plotting  # noqa: E402
+from musecl.city import load_city  # noqa: E402
+
+GREY = (0.85, 0.85, 0.85, 1.0)
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory):
+    root = tmp_path_factory.mktemp("plotting") / "tiny"
+    make_tiny_city(root)
+    return load_city(root)
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def polygons_of(ax) -> PolyCollection:
+    found = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(found) == 1, f"expected one collection of region polygons, found {len(found)}"
+    return found[0]
+
+
+def test_region_polygons_are_closed_hexagons(city):
+    polys = plotting.region_polygons(city)
+    assert len(polys) == len(city)
+    for poly in polys:
+        assert poly.shape == (7, 2) and np.allclose(poly[0], poly[-1])
+
+
+def test_plot_map_draws_one_polygon_per_region_and_greys_missing(city):
+    values = pd.Series({"a": 1.0, "b": np.nan, "c": 3.0, "d": 2.0})
+    ax = plotting.plot_map(city, values.iloc[::-1], label="PD")  # reindexed to the city's order
+    coll = polygons_of(ax)
+    assert len(coll.get_paths()) == len(city)
+    ax.figure.canvas.draw()
+    colours = coll.get_facecolors()
+    assert np.allclose(colours[1], GREY)  # region b has no value
+    assert not any(np.allclose(colours[k], GREY) for k in (0, 2, 3))
+    assert tuple(coll.get_clim()) == (1.0, 3.0)  # the colour scale ignores the missing value
+    assert len(ax.figure.axes) == 2  # map and colour bar
+
+
+def test_plot_map_keeps_hexagons_round(city):
+    ax = plotting.plot_map(city, np.arange(4.0), colorbar=False)
+    assert len(ax.figure.axes) == 1
+    lat = city.regions["lat"].mean()
+    assert ax.get_aspect() == pytest.approx(1 / np.cos(np.deg2rad(lat)))
+
+
+def test_plot_map_categorical_has_one_legend_entry_per_class(city):
+    ax = plotting.plot_map(city, np.array(["home", "work", "home", None], dtype=object),
+                           categorical=True, label="use")
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["home", "work"]
+    ax.figure.canvas.draw()
+    assert np.allclose(polygons_of(ax).get_facecolors()[3], GREY)
+
+
+def test_plot_maps_one_panel_per_column_and_spare_panels_hidden(city):
+    table = city.targets()
+    fig = plotting.plot_maps(city, table, ncols=3, titles={"PD": "ln(1 + PD)"})
+    maps = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in maps] == ["ln(1 + PD)", "HD"]
+    assert all(len(polygons_of(ax).get_paths()) == len(city) for ax in maps)
+    assert sum(not ax.axison for ax in fig.axes) == 1  # the third panel of the row is blank
+
+
+def test_plot_images_shows_each_image_with_its_title(city):
+    paths = list(city.satellite_paths())[:3] + [np.zeros((4, 4, 3), dtype=np.uint8)]
+    fig = plotting.plot_images(paths, titles=["a", "b", "c", "array"], ncols=3)
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(fig.axes) == 6 and len(shown) == 4
+    assert [ax.get_title() for ax in shown] == ["a", "b", "c", "array"]
+    assert shown[0].images[0].get_array().shape == (8, 8, 3)
+
+
+@pytest.mark.parametrize("top, expected", [(2, 2), (300, 4)])
+def test_plot_flows_draws_the_largest_non_self_flows(city, top, expected):
+    city = _with_self_flow(city)
+    ax = plotting.plot_flows(city, top=top)
+    lines = [c for c in ax.collections if isinstance(c, LineCollection)]
+    assert len(lines) == 1
+    segments = lines[0].get_segments()
+    assert len(segments) == expected  # the a -> a self-flow is never drawn
+    centre = city.regions[["lon", "lat"]]
+    assert np.allclose(segments[0], centre.loc[["a", "b"]].to_numpy())  # the largest flow first
+    widths = lines[0].get_linewidths()
+    assert widths[0] == max(widths)
+
+
+def test_plot_flows_without_od_explains(city):
+    no_od = _replace(city, od=None)
+    with pytest.raises(ValueError, match="no od.csv"):
+        plotting.plot_flows(no_od)
+
+
+def test_plot_category_counts_one_bar_per_category_largest_on_top(city):
+    ax = plotting.plot_category_counts(city, top=2)
+    bars = ax.patches
+    assert len(bars) == 2
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels[-1] == "cafe"  # two cafes; barh draws the last bar on top
+    assert bars[-1].get_width() == 2
+    assert "of 4 categories" in ax.get_title()
+
+
+def test_plot_category_counts_without_pois_explains(city):
+    empty = _replace(city, pois=city.pois.iloc[:0])
+    with pytest.raises(ValueError, match="no POIs"):
+        plotting.plot_category_counts(empty)
+
+
+def test_plot_inflow_outflow_one_dot_per_region_on_log_axes(city):
+    ax = plotting.plot_inflow_outflow(city)
+    dots = ax.collections[0].get_offsets()
+    assert len(dots) == len(city)
+    assert np.allclose(dots[:, 0], 1 + city.mobility["inflow"].to_numpy())
+    assert ax.get_xscale() == ax.get_yscale() == "log"
+    coloured = plotting.plot_inflow_outflow(city, values=pd.Series({"d": 4.0, "a": 1.0, "b": 2.0, "c": 3.0}),
+                                            label="mix")
+    assert list(coloured.collections[0].get_array()) == [1.0, 2.0, 3.0, 4.0]  # in region order
+
+
+def test_plot_predicted_vs_true_reports_test_r2(city):
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=20)
+    rows = pd.DataFrame({"indicator": "PD", "split_part": ["val"] * 10 + ["test"] * 10,
+                         "y_true": y, "y_pred": y})
+    fig = plotting.plot_predicted_vs_true(rows)
+    assert "$R^2$ = 1.00" in fig.axes[0].get_title()
+
+
+def _replace(city, **changes):
+    import dataclasses
+
+    return dataclasses.replace(city, **changes)
+
+
+def _with_self_flow(city):
+    od = pd.concat([city.od, pd.DataFrame({"origin": ["a"], "destination": ["a"], "flow": [99]})],
+                   ignore_index=True)
+    return _replace(city, od=od)
