@@ -12,6 +12,7 @@ Rows are matched to regions by ``region_id``, never by position.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import warnings
@@ -130,6 +131,19 @@ def _standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.where(std > 0, std, 1.0)
 
 
+@contextlib.contextmanager
+def one_torch_thread():
+    """Run a small model on one thread: a 4-layer MLP on a few hundred rows is all per-operation
+    overhead, and a second thread only adds synchronisation (measured: 20x slower with 2 threads
+    on a busy 2-core machine, see the benchmark)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 class MLPProbe:
     """The paper's evaluation head: an MLP regressor, deterministic for a seed.
 
@@ -163,6 +177,7 @@ class MLPProbe:
         self.y_mean_, self.y_std_ = float(y_train.mean()), float(y_train.std() or 1.0)
         xt, yt = self._x(x_train), self._y(y_train)
         has_val = x_val is not None and y_val is not None and len(x_val) > 0
+        xv = yv = None
         if has_val:
             xv, yv = self._x(np.asarray(x_val, np.float64)), self._y(np.asarray(y_val, np.float64).reshape(-1))
         cfg = self.config
@@ -172,6 +187,16 @@ class MLPProbe:
         generator = torch.Generator().manual_seed(self.seed)
         optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         loss_fn = nn.MSELoss()
+        with one_torch_thread():
+            best_state, rows = self._train(cfg, xt, yt, xv, yv, optimizer, loss_fn, generator)
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
+        self.model.eval()
+        self.history_ = pd.DataFrame(rows)
+        return self
+
+    def _train(self, cfg, xt, yt, xv, yv, optimizer, loss_fn, generator):
+        has_val = xv is not None
         best, best_state, waited, rows = float("inf"), None, 0, []
         for epoch in range(1, cfg.max_epochs + 1):
             self.model.train()
@@ -195,11 +220,7 @@ class MLPProbe:
             rows.append(row)
             if has_val and waited >= cfg.patience:
                 break
-        if best_state is not None:
-            self.model.load_state_dict(best_state)
-        self.model.eval()
-        self.history_ = pd.DataFrame(rows)
-        return self
+        return best_state, rows
 
     def _x(self, x: np.ndarray) -> torch.Tensor:
         return torch.as_tensor((x - self.x_mean_) / self.x_std_, dtype=torch.float32)

@@ -165,3 +165,63 @@ def plot_predicted_vs_true(predictions: pd.DataFrame, ncols: int = 3, size: floa
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def plot_region_groups(city: City, groups: dict[str, Sequence[str]], ax=None, colors: Sequence | None = None,
+                       title: str | None = None):
+    """Named sets of regions in colour over a grey map (e.g. an anchor, its most similar and its
+    nearest regions); a region in several sets takes the colour of the last. Legend outside."""
+    from matplotlib.colors import to_rgba
+
+    ax = ax or plt.subplots(figsize=(5, 5))[1]
+    position = pd.Series(np.arange(len(city)), index=city.region_ids)
+    colors = list(colors) if colors is not None else [plt.get_cmap("tab10")(i % 10) for i in range(len(groups))]
+    if len(colors) < len(groups):
+        raise ValueError(f"plot_region_groups: {len(groups)} groups but only {len(colors)} colours")
+    faces = np.tile(np.array([0.88, 0.88, 0.88, 1.0]), (len(city), 1))
+    handles = []
+    for (name, regions), colour in zip(groups.items(), colors):
+        regions = pd.Index([str(r) for r in regions])
+        unknown = regions.difference(city.region_ids)
+        if len(unknown):
+            raise ValueError(f"plot_region_groups: group {name!r} names {len(unknown)} region(s) that are "
+                             f"not in {city.name}, e.g. {list(unknown[:3])}")
+        faces[position[regions].to_numpy()] = to_rgba(colour)
+        handles.append(plt.Line2D([], [], marker="h", ls="", markersize=9, color=colour,
+                                  label=f"{name} ({len(regions)})"))
+    ax.add_collection(PolyCollection(region_polygons(city), facecolors=faces, edgecolor="white", linewidth=0.2))
+    ax.autoscale_view()
+    ax.set_aspect(1 / np.cos(np.deg2rad(city.regions[LAT].mean())))
+    ax.set_xticks([]), ax.set_yticks([])
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1, 1), frameon=False, fontsize=8)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_history(history: pd.DataFrame, parts: Sequence[str] = ("loss",), axes=None, size: float = 3.6,
+                 title: str | None = None):
+    """Training curves from a trainer's history table (``musecl.training.Trainer``): one panel per
+    loss part, ``train_<part>`` and (where present) ``val_<part>`` against ``epoch``."""
+    missing = [p for p in parts if f"train_{p}" not in history]
+    if missing:
+        raise ValueError(f"plot_history: history has no column(s) {[f'train_{p}' for p in missing]}; "
+                         f"it has {list(history.columns)}")
+    if axes is None:
+        fig, axes = plt.subplots(1, len(parts), figsize=(size * len(parts), size * 0.8), squeeze=False)
+        axes = axes.ravel()
+    axes = np.atleast_1d(axes)
+    if len(axes) < len(parts):
+        raise ValueError(f"plot_history: {len(parts)} parts but {len(axes)} axes")
+    for ax, part in zip(axes, parts):
+        for split, style in (("train", "-o"), ("val", "--s")):
+            column = f"{split}_{part}"
+            if column in history:
+                ax.plot(history["epoch"], history[column], style, ms=3,
+                        label="validation" if split == "val" else split)
+        ax.set(xlabel="epoch", ylabel=part)
+        ax.legend(fontsize=8)
+    if title:
+        axes[0].figure.suptitle(title)
+    axes[0].figure.tight_layout()
+    return axes[0].figure

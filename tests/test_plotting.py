@@ -158,3 +158,31 @@ def _with_self_flow(city):
     od = pd.concat([city.od, pd.DataFrame({"origin": ["a"], "destination": ["a"], "flow": [99]})],
                    ignore_index=True)
     return _replace(city, od=od)
+
+
+def test_plot_region_groups_colours_each_group_and_greys_the_rest(city):
+    ax = plotting.plot_region_groups(city, {"anchor": ["a"], "similar": ["b", "c"], "near": ["c"]},
+                                     colors=["black", "tab:red", "tab:blue"])
+    faces = polygons_of(ax).get_facecolors()
+    assert np.allclose(faces[0], (0, 0, 0, 1))
+    assert np.allclose(faces[1], matplotlib.colors.to_rgba("tab:red"))
+    assert np.allclose(faces[2], matplotlib.colors.to_rgba("tab:blue"))  # the last group wins
+    assert np.allclose(faces[3][:3], 0.88)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["anchor (1)", "similar (2)", "near (1)"]
+
+
+def test_plot_region_groups_names_unknown_regions(city):
+    with pytest.raises(ValueError, match="'near' names 1 region"):
+        plotting.plot_region_groups(city, {"near": ["a", "zz"]})
+
+
+def test_plot_history_draws_train_and_validation_per_part():
+    history = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [3.0, 2.0, 1.0], "val_loss": [3.5, 2.5, 2.0],
+                            "train_active": [0.9, 0.6, 0.4]})
+    fig = plotting.plot_history(history, parts=("loss", "active"))
+    loss_ax, active_ax = fig.axes[:2]
+    assert [list(line.get_ydata()) for line in loss_ax.lines] == [[3.0, 2.0, 1.0], [3.5, 2.5, 2.0]]
+    assert len(active_ax.lines) == 1  # no val_active column: the training curve only
+    with pytest.raises(ValueError, match="train_sim_pos"):
+        plotting.plot_history(history, parts=("sim_pos",))

@@ -50,8 +50,24 @@ def image_settings(cfg: RunConfig, kind: str) -> dict:
     return {k: getattr(cfg, f"{p}_{k}") for k in ("arch", "image_size", "epochs", "batch_size")}
 
 
-def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = True) -> Path:
-    """Train the satellite or street-view encoder on its similarity triplets; embed every region.
+def similarity_triplets(city: City, cfg: RunConfig, kind: str, regions: list[str]):
+    """MuseCL's pairing: satellite images by POI similarity (eq. 3-4), street view by mobility
+    similarity (eq. 1-2)."""
+    from musecl.sampling import mobility_triplets, poi_triplets
+
+    sample = poi_triplets if kind == SATELLITE else mobility_triplets
+    return sample(city, sampler_for(cfg), regions=regions)
+
+
+TRIPLET_SOURCES = {"similarity": similarity_triplets}  # baselines register theirs (e.g. "geographic")
+
+
+def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = True,
+                triplets: str = "similarity") -> Path:
+    """Train the satellite or street-view encoder on triplets; embed every region.
+
+    ``triplets`` names how the triplets are drawn (``TRIPLET_SOURCES``): MuseCL's similarity
+    pairing, or a baseline's (e.g. Tile2vec's geographic neighbours).
 
     The folder holds ``encoder/`` (weights + config), ``triplets.csv``, ``history.csv`` and
     ``embeddings.csv`` (NaN rows for regions without such images). Training checkpoints every
@@ -59,31 +75,31 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
     """
     from musecl.encoders.image import (ImageStore, ImageTrainingConfig, build_encoder, embed_regions,
                                        save_encoder, train_image_encoder)
-    from musecl.sampling import mobility_triplets, poi_triplets
-
+    if triplets not in TRIPLET_SOURCES:
+        raise ValueError(f"unknown triplet source {triplets!r}; known: {sorted(TRIPLET_SOURCES)}")
     fingerprint = city_fingerprint(city)
-    key = {"city": fingerprint, "kind": kind, **cfg.subset(IMAGE_KEYS[kind])}
+    key = {"city": fingerprint, "kind": kind, "triplets": triplets, **cfg.subset(IMAGE_KEYS[kind])}
     s = image_settings(cfg, kind)
 
     def compute(folder: Path) -> None:
         store = ImageStore.from_city(city, kind, s["image_size"], progress=progress,
                                      cache=cache.root / "images" / f"{kind}-{s['image_size']}-{fingerprint}.pt")
-        sample = poi_triplets if kind == SATELLITE else mobility_triplets
-        triplets = sample(city, sampler_for(cfg), regions=list(store.region_ids))
-        triplets.to_frame().to_csv(folder / TRIPLETS_CSV, index=False)
+        drawn = TRIPLET_SOURCES[triplets](city, cfg, kind, list(store.region_ids))
+        drawn.to_frame().to_csv(folder / TRIPLETS_CSV, index=False)
         encoder = build_encoder(s["arch"], cfg.embedding_dim, cfg.weights, seed=cfg.seed)
         training = ImageTrainingConfig(
             loss=cfg.triplet_loss, margin=cfg.resolved_margin, epochs=s["epochs"], batch_size=s["batch_size"],
             lr=cfg.lr, val_fraction=cfg.val_fraction, patience=cfg.encoder_patience, seed=cfg.seed,
             device=cfg.device, checkpoint_dir=str(cache.path("checkpoints", key)), resume=True,
             progress=progress)
-        encoder, history = train_image_encoder(encoder, store, triplets, training)
+        encoder, history = train_image_encoder(encoder, store, drawn, training)
         save_encoder(encoder, folder / "encoder")
         history.to_csv(folder / HISTORY_CSV, index=False)
         save_table(embed_regions(encoder, store, region_ids=city.region_ids, progress=progress),
                    folder / EMBEDDINGS_CSV)
 
-    return cache.get_or_compute(f"encoder-{kind}", key, compute)
+    stage = f"encoder-{kind}" if triplets == "similarity" else f"encoder-{kind}-{triplets}"
+    return cache.get_or_compute(stage, key, compute)
 
 
 def text_stage(city: City, cfg: RunConfig, cache) -> Path:

@@ -1,0 +1,477 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Similarity and triplet sampling
+#
+# The image encoders learn from triplets of regions: an anchor, a *positive* that should end up
+# close to it and a *negative* that should end up far. This chapter shows how MuseCL picks them:
+# by similarity of mobility for street views and of POIs for satellite images (eq. 1-4), not by
+# distance on the map, and what the two readings of "similar" and "dissimilar" (the paper's and
+# the official code's) produce.
+
+# %% tags=["parameters"]
+city = None                        # a city folder (data/README.md); None: the generated toy city
+out_dir = "../build/work"          # cache and outputs shared by the chapters
+params_file = "../params/ci.yaml"  # run settings: musecl.config.RunConfig keys
+device = None                      # None: as in params_file
+
+# %%
+import dataclasses
+import warnings
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from IPython.display import Markdown, display
+from myst_nb import glue
+
+from musecl import plotting
+from musecl.cache import Cache
+from musecl.city import INFLOW, OUTFLOW
+from musecl.config import RunConfig
+from musecl.methods.multisemantic import sampler_for
+from musecl.runner import resolve_city
+from musecl.sampling import (geographic_triplets, mobility_distance, mobility_triplets, most_similar,
+                             poi_distance, poi_triplets, sampling_benchmark, similarity)
+
+cfg = RunConfig.from_yaml(params_file, device=device)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # chapter 1 lists what loading the city warns about
+    data = resolve_city(city or "toy", cities_dir=f"{out_dir}/cities")
+cache = Cache(f"{out_dir}/cache")
+cfg   # show the settings that produced every number on the page
+
+# %% [markdown]
+# ## Eq. 1-4: distance, then similarity
+#
+# Each region $r_i$ has a mobility vector, its inflow and outflow of trips
+# $(m_i^{in}, m_i^{out})$, and a POI vector, its counts $POI_i^k$ in each of $K$ categories.
+# The paper measures how alike two regions are by the Euclidean distance between these vectors
+# and turns the distance into a similarity by taking its inverse:
+#
+# $$dist_{i,j}^{PM} = \sqrt{\sum_{d \in \{in, out\}} (m_i^d - m_j^d)^2} \quad (1) \qquad
+# \lambda_{i,j}^{PM} = \frac{1}{dist_{i,j}^{PM}} \quad (2)$$
+#
+# $$dist_{i,j}^{POI} = \sqrt{\sum_{k=1}^K (POI_i^k - POI_j^k)^2} \quad (3) \qquad
+# \lambda_{i,j}^{POI} = \frac{1}{dist_{i,j}^{POI}} \quad (4)$$
+#
+# ```{literalinclude} ../musecl/sampling.py
+# :pyobject: mobility_distance
+# ```
+#
+# ```{literalinclude} ../musecl/sampling.py
+# :pyobject: poi_distance
+# ```
+#
+# Street-view images are paired by mobility (eq. 1-2), satellite images by POIs (eq. 3-4): the
+# paper's reasoning is that street views show how people move through a place and satellite
+# images show its built environment and land use.
+
+# %%
+counts = data.poi_counts()
+flows = data.mobility[[INFLOW, OUTFLOW]].astype(float)
+a, b = counts.index[:2]  # the first two regions of regions.csv
+d_pm, d_poi = float(mobility_distance(flows.loc[a], flows.loc[b])), float(poi_distance(counts.loc[a], counts.loc[b]))
+pd.Series({
+    f"{a}: (inflow, outflow), POIs": f"{tuple(flows.loc[a].astype(int))}, {int(counts.loc[a].sum())}",
+    f"{b}: (inflow, outflow), POIs": f"{tuple(flows.loc[b].astype(int))}, {int(counts.loc[b].sum())}",
+    "eq. 1 mobility distance": f"{d_pm:.2f}",
+    "eq. 2 mobility similarity": f"{similarity(d_pm):.5f}",
+    "eq. 3 POI distance": f"{d_poi:.2f}",
+    "eq. 4 POI similarity": f"{similarity(d_poi):.5f}",
+}, name="the first two regions").to_frame()
+
+# %% [markdown]
+# ### Identical vectors
+#
+# Eq. 2 and 4 divide by the distance, which is zero when two regions have identical vectors,
+# and that is common: every region without a single POI has the same POI vector (all zeros),
+# and so has every region with one bakery and nothing else. The library clamps the distance at a
+# tiny $\varepsilon$, so identical vectors get the largest *finite* similarity instead of
+# infinity:
+#
+# ```{literalinclude} ../musecl/sampling.py
+# :pyobject: similarity
+# ```
+
+# %%
+d = np.array([0.0, 1e-12, 0.5, 1.0, 2.0, 10.0])
+pd.DataFrame({"distance d": [f"{v:g}" for v in d], "similarity 1 / max(d, eps)": [f"{v:g}" for v in similarity(d)]})
+
+# %% [markdown]
+# How many regions does this concern? Identical vectors are found by grouping equal rows, so
+# this too needs no $N \times N$ matrix:
+
+# %%
+
+def identical_pairs(features: pd.DataFrame) -> tuple[int, int]:
+    """Regions that share their vector with at least one other, and pairs of such regions,
+    from group sizes (no N x N matrix)."""
+    size = features.groupby(list(features.columns)).size()
+    return int(size[size > 1].sum()), int((size * (size - 1) // 2).sum())
+
+
+no_poi = int((counts.sum(axis=1) == 0).sum())
+no_flow = int((flows.sum(axis=1) == 0).sum())
+poi_dup, poi_pairs = identical_pairs(counts)
+mob_dup, mob_pairs = identical_pairs(flows)
+glue("no_poi", no_poi, display=False)
+glue("poi_dup", poi_dup, display=False)
+glue("poi_pairs", poi_pairs, display=False)
+glue("mob_dup", mob_dup, display=False)
+glue("n_regions", len(data), display=False)
+pd.DataFrame({"regions with no POI / no trips": [no_poi, no_flow],
+              "regions sharing their vector with another": [poi_dup, mob_dup],
+              "pairs at distance 0 (1/d infinite)": [poi_pairs, mob_pairs]},
+             index=["POI counts (eq. 3)", "mobility (eq. 1)"])
+
+# %% [markdown]
+# Sorting by $1/d$ is the same as sorting by $d$, so the sampler works on distances throughout
+# and never meets $1/0$. Identical vectors raise a second, quieter problem: a nearest-neighbour
+# search returns the *same* handful of a large group of identical regions to every member of
+# the group (every POI-less region would get the same five positives). The sampler therefore
+# draws the positive of such an anchor among *all* regions identical to it:
+#
+# ```{literalinclude} ../musecl/sampling.py
+# :pyobject: _spread_over_identical
+# ```
+
+# %% [markdown]
+# ## From similarities to triplets: two rules
+#
+# The paper says only that positives have "higher similarity" and negatives "lower similarity".
+# The library offers two readings (`sampling_rule` in the run settings):
+#
+# | rule | anchor | positive | negative |
+# |---|---|---|---|
+# | `paper` (default) | uniform over regions | uniform among the anchor's $k$ most similar others | uniform among regions outside its $M$ most similar, and never more similar than the positive |
+# | `official` (the official scripts) | uniform over regions | the single most similar other region | any other region, uniformly |
+#
+# Both are one class, `TripletSampler`; its `sample` method:
+#
+# ```{literalinclude} ../musecl/sampling.py
+# :pyobject: TripletSampler.sample
+# ```
+#
+# The encoders train on the triplets of `sampler_for(cfg)` drawn over the regions that have such
+# images; we draw exactly those here (same sampler, same seed, same regions, same order), and the
+# same number of triplets with the other rule for comparison.
+
+# %%
+sat_regions = list(data.satellite_paths().index)  # the regions the satellite encoder trains on
+sv_paths = data.streetview_paths()
+sv_regions = list(sv_paths)                       # ... and the street-view encoder
+sampler = sampler_for(cfg)
+other_rule = "official" if sampler.rule == "paper" else "paper"
+samplers = {sampler.rule: sampler, other_rule: dataclasses.replace(sampler, rule=other_rule)}
+sampled = {}
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    for rule, s in samplers.items():
+        sampled["POI", rule] = poi_triplets(data, s, regions=sat_regions)
+        sampled["mobility", rule] = mobility_triplets(data, s, regions=sv_regions)
+for w in caught:
+    print(f"sampler warned: {w.message}")
+sampler
+
+# %% [markdown]
+# How similar are the positives and the negatives to their anchor ({glue:text}`n_triplets`
+# triplets per encoder and rule)? For each triplet we rank the
+# positive and the negative among all other regions by similarity to the anchor: 0% is the most
+# similar region, 100% the least. (The rank is counted against a random sample of at most 1,000
+# regions, which keeps this look at the triplets linear in the number of regions too.)
+
+# %%
+features = {"POI": counts.loc[sat_regions].to_numpy(float), "mobility": flows.loc[sv_regions].to_numpy(float)}
+distance = {"POI": poi_distance, "mobility": mobility_distance}
+
+
+def similarity_rank(kind: str, anchors: np.ndarray, others: np.ndarray, n_sample: int = 1000) -> np.ndarray:
+    """Percent of regions strictly more similar to each anchor than ``others`` (0: the most similar)."""
+    X = features[kind]
+    rng = np.random.default_rng(cfg.seed)
+    sample = rng.choice(len(X), size=min(n_sample, len(X)), replace=False)
+    d_other = distance[kind](X[anchors], X[others])
+    closer = np.zeros(len(anchors))
+    valid = np.zeros(len(anchors))
+    for j in sample:  # one column of distances at a time: memory O(triplets)
+        d = distance[kind](X[anchors], X[j])
+        keep = anchors != j
+        closer += keep & (d < d_other)
+        valid += keep
+    return 100 * closer / valid
+
+
+rows, ranks = [], {}
+for kind, X in features.items():
+    m = samplers["paper"].effective_sizes(len(X))[1]  # the paper rule's M: its negatives lie beyond
+    _, d_top = most_similar(X, k=max(m, 5))
+    for rule in samplers:
+        t = sampled[kind, rule]
+        d5, dm = d_top[t.anchor, 4], d_top[t.anchor, m - 1]
+        ranks[kind, rule] = {"positive": similarity_rank(kind, t.anchor, t.positive),
+                             "negative": similarity_rank(kind, t.anchor, t.negative)}
+        rows.append({"encoder": kind, "rule": rule,
+                     "negative MORE similar than positive (%)": 100 * np.mean(t.d_neg < t.d_pos),
+                     "negative AS similar as positive (%)": 100 * np.mean(t.d_neg == t.d_pos),
+                     "negative is the positive region (%)": 100 * np.mean(t.negative == t.positive),
+                     "negative among anchor's 5 most similar (%)": 100 * np.mean(t.d_neg <= d5),
+                     "negative among anchor's M most similar (%)": 100 * np.mean(t.d_neg <= dm),
+                     "positive identical to anchor (%)": 100 * np.mean(t.d_pos == 0),
+                     "median similarity rank of positive (%)": np.median(ranks[kind, rule]["positive"]),
+                     "median similarity rank of negative (%)": np.median(ranks[kind, rule]["negative"])})
+rules = pd.DataFrame(rows).set_index(["encoder", "rule"])
+for kind in ("POI", "mobility"):
+    key = kind.lower()
+    off = rules.loc[(kind, "official")]
+    glue(f"off_more_{key}", float(off["negative MORE similar than positive (%)"]), display=False)
+    glue(f"off_tie_{key}", float(off["negative AS similar as positive (%)"]), display=False)
+    glue(f"off_top5_{key}", float(off["negative among anchor's 5 most similar (%)"]), display=False)
+    glue(f"off_topm_{key}", float(off["negative among anchor's M most similar (%)"]), display=False)
+    glue(f"same_{key}", float(rules.loc[(kind, "paper"), "positive identical to anchor (%)"]), display=False)
+glue("m_poi", samplers["paper"].effective_sizes(len(sat_regions))[1], display=False)
+glue("m_mobility", samplers["paper"].effective_sizes(len(sv_regions))[1], display=False)
+glue("n_triplets", cfg.n_triplets, display=False)
+t = sampled["POI", "paper"]
+same = t.d_pos == 0
+glue("same_empty_poi", float(100 * np.mean(counts.loc[sat_regions].to_numpy().sum(axis=1)[t.anchor[same]] == 0))
+     if same.any() else 0.0, display=False)
+rules.round(1).T
+
+# %% [markdown]
+# "As similar" means exactly the same distance: a tie. A negative counts as "among the anchor's
+# 5 most similar" when it is at least as similar as the anchor's fifth most similar region (ties
+# included), and "among the $M$ most similar" when at least as similar as the $M$-th, the
+# regions the paper rule never takes as negatives ($M$ = {glue:text}`m_poi` for the POI
+# triplets, {glue:text}`m_mobility` for the mobility ones: a tenth of the regions, at least 50
+# and at most 200). The histograms show where the negatives of each rule fall, with the median
+# rank of the positives as vertical lines.
+
+# %%
+fig, axes = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True)
+bins = np.linspace(0, 100, 41)
+for ax, kind in zip(axes, ("POI", "mobility")):
+    for rule, colour in (("paper", "tab:blue"), ("official", "tab:orange")):
+        ax.hist(ranks[kind, rule]["negative"], bins=bins, color=colour, alpha=0.55, label=f"{rule} rule: negative")
+    for rule, ls in (("paper", "-"), ("official", "--")):
+        ax.axvline(np.median(ranks[kind, rule]["positive"]), color="k", ls=ls, lw=1,
+                   label=f"{rule} rule: median positive")
+    ax.set(ylabel="triplets", title=f"{kind} triplets ({'satellite' if kind == 'POI' else 'street view'})")
+axes[1].set_xlabel("similarity rank of the negative among all regions (% of regions more similar to the anchor)")
+axes[0].legend(fontsize=8, frameon=False)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## Looking at triplets
+#
+# Four triplets of each kind, drawn at random among those whose anchor has any POI (a POI-less
+# anchor is usually water or fields, see "Identical vectors" above) or any trip. Each row is
+# anchor, positive, negative.
+
+# %%
+rng = np.random.default_rng(cfg.seed)
+xy = pd.DataFrame(data.xy_m(), index=data.region_ids)
+n_pois = counts.sum(axis=1)
+
+
+def km(r1, r2) -> float:
+    return float(np.hypot(*(xy.loc[r1] - xy.loc[r2])) / 1000)
+
+
+def pick(frame: pd.DataFrame, ok: pd.Series, n: int = 4) -> pd.DataFrame:
+    usable = frame[ok.reindex(frame["anchor"]).to_numpy()]
+    return usable.iloc[np.sort(rng.choice(len(usable), size=min(n, len(usable)), replace=False))]
+
+
+poi_frame = sampled["POI", sampler.rule].to_frame()
+chosen = pick(poi_frame, n_pois > 0)
+sat = data.satellite_paths()
+paths, titles = [], []
+for _, t in chosen.iterrows():
+    for role in ("anchor", "positive", "negative"):
+        r = t[role]
+        paths.append(sat[r])
+        extra = "" if role == "anchor" else f", d = {t['d_pos' if role == 'positive' else 'd_neg']:.1f}, " \
+                                            f"{km(t['anchor'], r):.1f} km"
+        top = counts.loc[r].nlargest(2)
+        mix = ", ".join(f"{c} {v}" for c, v in top.items() if v > 0) or "no POI"
+        titles.append(f"{role}: {n_pois[r]} POIs{extra}\n{mix}")
+if paths:
+    fig = plotting.plot_images(paths, titles, ncols=3, size=2.6)
+    fig.suptitle(f"POI triplets on satellite images ({sampler.rule} rule); d = eq. 3 distance", y=1.01)
+    plt.show()
+
+# %%
+mob_frame = sampled["mobility", sampler.rule].to_frame()
+chosen = pick(mob_frame, flows.sum(axis=1) > 0)
+paths, titles = [], []
+for _, t in chosen.iterrows():
+    for role in ("anchor", "positive", "negative"):
+        r = t[role]
+        paths.append(sv_paths[r][0])
+        extra = "" if role == "anchor" else \
+            f", d = {t['d_pos' if role == 'positive' else 'd_neg']:.0f}, {km(t['anchor'], r):.1f} km"
+        titles.append(f"{role}{extra}\ninflow {flows.loc[r, INFLOW]:.0f}, outflow {flows.loc[r, OUTFLOW]:.0f}")
+if paths:
+    fig = plotting.plot_images(paths, titles, ncols=3, size=2.6)
+    fig.suptitle(f"mobility triplets on street views ({sampler.rule} rule; first street view of each "
+                 "region); d = eq. 1 distance", y=1.01)
+    plt.show()
+
+# %% [markdown]
+# On raw counts, as the paper has them, eq. 3 mostly measures *how many* POIs a region has: two
+# regions with a handful of POIs each are close whatever their categories, while two busy
+# regions with the same mix but different totals are far apart. Exercise 2 tries category
+# shares instead.
+#
+# ## Similar is not near
+#
+# The paper's argument against Tobler's first law ("near things are more related than distant
+# things") as the only source of positive pairs is that alike regions may lie far apart. Here is
+# one busy region (the one at the 90th percentile of POI counts) with its 10 most POI-similar
+# regions and its 10 nearest regions on the map, and a region at the 90th percentile of inflow
+# with its 10 most mobility-similar regions:
+#
+# ```{literalinclude} ../musecl/sampling.py
+# :pyobject: most_similar
+# ```
+
+# %%
+K = 10
+all_xy = data.xy_m()
+near_idx, _ = most_similar(all_xy, k=K)
+ids = data.region_ids
+fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+median_km = {}
+for ax, (kind, values, vectors) in zip(axes, (
+        ("POI", n_pois, counts.to_numpy(float)),
+        ("mobility", flows[INFLOW], flows.to_numpy(float)))):
+    similar_idx, _ = most_similar(vectors, k=K)
+    order = values.reindex(ids).rank(method="first").to_numpy()
+    anchor = int(np.argmin(np.abs(order - 0.9 * len(order))))
+    plotting.plot_region_groups(
+        data, {f"{K} most {kind}-similar": ids[similar_idx[anchor]], f"{K} nearest": ids[near_idx[anchor]],
+               "anchor": [ids[anchor]]},
+        colors=["tab:orange", "tab:blue", "black"], ax=ax,
+        title=f"{kind}: anchor with {values[ids[anchor]]:.0f} {'POIs' if kind == 'POI' else 'trips in'}")
+    # over every region: how far away are its most similar and its nearest regions?
+    far = np.hypot(*(all_xy[:, None, :] - all_xy[similar_idx]).transpose(2, 0, 1)) / 1000
+    close = np.hypot(*(all_xy[:, None, :] - all_xy[near_idx]).transpose(2, 0, 1)) / 1000
+    median_km[kind] = (float(np.median(far)), float(np.median(close)))
+fig.tight_layout()
+plt.show()
+glue("km_similar_poi", median_km["POI"][0], display=False)
+glue("km_similar_mobility", median_km["mobility"][0], display=False)
+glue("km_nearest", median_km["POI"][1], display=False)
+pd.DataFrame(median_km, index=[f"median km to the {K} most similar", f"median km to the {K} nearest"]).round(2)
+
+# %% [markdown]
+# Geographic triplets, as Tile2vec draws them for the baselines (positive among the 5 nearest
+# regions, negative among the farthest quarter), make the contrast plain: the distribution of
+# the distance between anchor and positive.
+#
+# ```{literalinclude} ../musecl/sampling.py
+# :pyobject: geographic_triplets
+# ```
+
+# %%
+sat_xy = xy.loc[sat_regions].to_numpy()
+geo = geographic_triplets(sat_xy, n_triplets=cfg.n_triplets, seed=cfg.seed, region_ids=sat_regions).to_frame()
+km_pos = {"POI triplets (MuseCL, satellite)": [km(a, p) for a, p in zip(poi_frame["anchor"], poi_frame["positive"])],
+          "geographic triplets (Tile2vec)": list(geo["d_pos"] / 1000)}
+km_neg = {"POI triplets (MuseCL, satellite)": [km(a, n) for a, n in zip(poi_frame["anchor"], poi_frame["negative"])],
+          "geographic triplets (Tile2vec)": list(geo["d_neg"] / 1000)}
+fig, axes = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+bins = np.linspace(0, max(max(map(max, km_pos.values())), max(map(max, km_neg.values()))), 50)
+for ax, (what, table) in zip(axes, (("positive", km_pos), ("negative", km_neg))):
+    for (name, values), colour in zip(table.items(), ("tab:orange", "tab:blue")):
+        ax.hist(values, bins=bins, alpha=0.6, color=colour, label=name)
+    ax.set(ylabel="triplets", title=f"anchor to {what}")
+axes[1].set_xlabel("km between the anchor and the other region")
+axes[0].legend(fontsize=8, frameon=False)
+fig.tight_layout()
+plt.show()
+summary = pd.DataFrame({f"median km to the {w}": {k: np.median(v) for k, v in t.items()}
+                        for w, t in (("positive", km_pos), ("negative", km_neg))})
+glue("poi_km_pos", float(summary.iloc[0, 0]), display=False)
+glue("poi_km_neg", float(summary.iloc[0, 1]), display=False)
+glue("geo_km_pos", float(summary.iloc[1, 0]), display=False)
+summary.round(2)
+
+# %% [markdown]
+# ## Scaling: no N x N matrix
+#
+# Eq. 2 and 4 read as if every pair of regions needed a similarity, an $N \times N$ matrix:
+# 800 MB of doubles for 10,000 regions and 80 GB for 100,000. The sampler never builds one: the
+# $k$ most similar regions come from a nearest-neighbour search, and negatives are uniform
+# candidates rejected when too similar, so memory grows with the number of triplets and
+# neighbours, not with $N^2$. `sampling_benchmark` measures it on synthetic data (lognormal
+# flows for $d = 2$, over-dispersed POI counts with many duplicates for $d = 30$), 10,000
+# triplets each:
+
+# %%
+bench = pd.DataFrame(sampling_benchmark(n_regions=(1_000, 10_000), dims=(2, 30), seed=cfg.seed))
+bench["N x N matrix would need (MB)"] = bench["n_regions"] ** 2 * 8 / 2**20
+glue("bench_seconds", float(bench["seconds"].max()), display=False)
+glue("bench_mb", float(bench["peak_traced_mb"].max()), display=False)
+bench[["n_regions", "dim", "n_triplets", "n_exclude", "seconds", "peak_traced_mb",
+       "N x N matrix would need (MB)"]].rename(columns={
+    "n_regions": "regions N", "dim": "d", "n_triplets": "triplets", "n_exclude": "M", "seconds": "s",
+    "peak_traced_mb": "peak MB"}).round(2)
+
+# %% [markdown]
+# ## What we saw
+#
+# Of the {glue:text}`n_regions` regions, {glue:text}`no_poi` have no POI at all and
+# {glue:text}`poi_dup` share their POI vector with at least one other region, giving
+# {glue:text}`poi_pairs` pairs whose eq. 4 similarity $1/0$ is infinite ({glue:text}`mob_dup`
+# regions share their mobility vector). With the paper rule, the positive is identical to the
+# anchor in {glue:text}`same_poi:.1f`% of the POI triplets and {glue:text}`same_mobility:.1f`% of
+# the mobility triplets; in {glue:text}`same_empty_poi:.0f`% of those identical POI pairs the
+# anchor has no POI at all, so the satellite encoder is often asked to bring together two
+# stretches of water, fields or empty land that may look nothing alike from above.
+#
+# The official rule takes the single most similar region as the positive, so its uniform
+# negative is essentially never *more* similar than the positive ({glue:text}`off_more_poi:.1f`%
+# of the POI triplets, {glue:text}`off_more_mobility:.1f`% of the mobility ones), but it is
+# *exactly as* similar in {glue:text}`off_tie_poi:.1f`% of the POI triplets (ties of identical
+# vectors) and {glue:text}`off_tie_mobility:.1f`% of the mobility ones. More telling, the uniform
+# negative lies among the anchor's 5 most similar regions (where the paper rule draws its
+# positives) in {glue:text}`off_top5_poi:.1f`% / {glue:text}`off_top5_mobility:.1f`% of the
+# triplets (POI / mobility), and among the $M$ most similar regions that the paper rule refuses
+# as negatives in {glue:text}`off_topm_poi:.1f`% /
+# {glue:text}`off_topm_mobility:.1f`%: those triplets teach the encoder to push apart regions
+# that eq. 1-4 call alike.
+#
+# Similar is not near: a region's 10 most POI-similar regions lie a median
+# {glue:text}`km_similar_poi:.1f` km away and its 10 most mobility-similar
+# {glue:text}`km_similar_mobility:.1f` km, against {glue:text}`km_nearest:.1f` km for its 10
+# nearest. In the POI triplets the positive is a median {glue:text}`poi_km_pos:.1f` km from the
+# anchor and the negative {glue:text}`poi_km_neg:.1f` km: POI similarity hardly follows distance,
+# while geographic triplets put the positive {glue:text}`geo_km_pos:.1f` km away. Sampling 10,000 triplets from up to
+# 10,000 regions took at most {glue:text}`bench_seconds:.1f` s and {glue:text}`bench_mb:.0f` MB.
+#
+# ## Exercises
+#
+# 1. **One positive or five?** Set `n_positive_candidates: 1` in a copy of the params file and
+#    rerun the chapter. Predict how the paper rule's "positive identical to anchor" share and the
+#    median similarity rank of its positives move. Which image encoder would you expect to
+#    overfit sooner with a single positive per anchor, and why?
+# 2. **Counts or mix?** Pass `TripletSampler(..., transform="share")` to `poi_triplets` (the
+#    category mix instead of raw counts). Predict whether the share of POI triplets whose positive
+#    is identical to the anchor goes up or down, and whether the median anchor-positive distance
+#    in km grows or shrinks. Check.
+# 3. **A bigger city.** Add `100_000` to `n_regions` in the benchmark cell. Does the time grow
+#    linearly with $N$? What would the $N \times N$ matrix of eq. 4 need?

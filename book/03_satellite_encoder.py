@@ -1,0 +1,495 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # The satellite encoder: ResNet-18 trained by POI similarity
+#
+# This chapter trains the satellite encoder $F_{RV}$ of the paper's section 4.2: a ResNet-18 that
+# maps each region's satellite image to a 128-d vector, taught by the triplet loss of eq. 5-6 to
+# put regions with similar POIs (eq. 3-4) close together. We look at the network, the loss and
+# its sign, the augmentation, the training curves and speed, and at what the embedding learned;
+# the chapter ends with the training mechanics that every encoder shares (checkpoints, exact
+# resume, seeds).
+
+# %% tags=["parameters"]
+city = None                        # a city folder (data/README.md); None: the generated toy city
+out_dir = "../build/work"          # cache and outputs shared by the chapters
+params_file = "../params/ci.yaml"  # run settings: musecl.config.RunConfig keys
+device = None                      # None: as in params_file
+
+# %%
+from musecl.cache import Cache
+from musecl.config import RunConfig
+from musecl.runner import resolve_city
+
+cfg = RunConfig.from_yaml(params_file, device=device)
+data = resolve_city(city or "toy", cities_dir=f"{out_dir}/cities")
+cache = Cache(f"{out_dir}/cache")
+cfg  # show the settings that produced every number on the page
+
+# %%
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from IPython.display import Markdown, display
+from myst_nb import glue
+from scipy.stats import spearmanr
+from sklearn.decomposition import PCA
+from sklearn.linear_model import RidgeCV
+from sklearn.metrics import r2_score
+from sklearn.model_selection import KFold, cross_val_predict
+from sklearn.neighbors import NearestNeighbors
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from musecl import plotting
+from musecl.cache import city_fingerprint, load_table
+from musecl.city import SATELLITE
+from musecl.encoders.image import (
+    ImageStore, ImageTrainingConfig, augment_images, build_encoder, cosine_triplet_loss, embed_regions,
+    euclidean_margin_ranking_loss, train_image_encoder,
+)
+from musecl.methods.multisemantic import image_settings, image_stage
+from musecl.training import load_checkpoint, split_indices, throughput
+
+KIND = SATELLITE
+settings = image_settings(cfg, KIND)  # arch, image_size, epochs, batch_size of this encoder
+has_latents = data.latents is not None and not data.latents.empty
+glue("arch", Markdown(f"`{settings['arch']}`"), display=False)
+glue("image_size", settings["image_size"], display=False)
+pd.Series(settings, name="satellite encoder").to_frame()
+
+# %% [markdown]
+# ## The network: ResNet-18 with a 128-d head
+#
+# The paper and the official code both use a torchvision ResNet-18 for satellite images and
+# replace its 1000-class ImageNet classifier `fc` by `Linear(512, 128)`: the 128 outputs *are*
+# the region's embedding, with no normalisation or projection head after them.
+# `build_encoder` builds it (and Inception-v3 for the next chapter, and a tiny CNN for
+# quick tests); an `ImageEncoder` wrapper takes uint8 images and normalises them with the
+# ImageNet mean and standard deviation inside the forward pass.
+#
+# ```{literalinclude} ../musecl/encoders/image.py
+# :pyobject: build_encoder
+# ```
+#
+# The paper feeds 224-pixel images. This run uses {glue:text}`image_size`-pixel images (the
+# settings above) so that ResNet-18 trains on two CPU cores in minutes. The table follows one
+# batch through the network at that size: five stride-2 stages shrink each side by 32, so the
+# last feature map is tiny before global average pooling.
+
+# %%
+resnet = build_encoder("resnet18", cfg.embedding_dim, weights="random", seed=cfg.seed).eval()
+shapes = []
+hooks = [getattr(resnet.net, name).register_forward_hook(
+    lambda module, inputs, output, name=name: shapes.append((name, tuple(output.shape[1:]))))
+    for name in ("conv1", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc")]
+size = settings["image_size"]
+with torch.no_grad():
+    resnet(torch.zeros((2, 3, size, size), dtype=torch.uint8))
+for hook in hooks:
+    hook.remove()
+n_params = sum(p.numel() for p in resnet.parameters())
+glue("resnet_params_m", n_params / 1e6, display=False)
+glue("last_map", shapes[5][1][-1], display=False)
+print(resnet.net.fc)
+pd.DataFrame(shapes, columns=["stage", f"output shape for a {size} px image (C, H, W)"]).set_index("stage")
+
+# %% [markdown]
+# ResNet-18 has {glue:text}`resnet_params_m:.1f` million parameters. At
+# {glue:text}`image_size` px its last convolutional map is {glue:text}`last_map` x
+# {glue:text}`last_map` cells (7 x 7 at the paper's 224 px): the network sees the image's overall
+# texture and colour layout rather than individual buildings. This run trains
+# {glue:md}`arch` (the `rs_arch` setting); the smoke settings swap in the tiny CNN.
+#
+# ## The loss: eq. 5-6 and its sign
+#
+# Each training example is a triplet of regions: an anchor $i$, a positive (a region with
+# similar POIs, eq. 3-4, chosen by {doc}`02_similarity`) and a negative (a dissimilar one). The
+# encoder maps one satellite image of each to $x_i = F_{RV}(Anc_i)$, $y_i = F_{RV}(Pos_i)$ and
+# $z_i = F_{RV}(Neg_i)$. The paper prints the goal and the loss as
+#
+# $$\mathrm{sim}(x_i, y_i) + a \le \mathrm{sim}(x_i, z_i) \quad (5) \qquad
+# \mathcal{L} = [a + \mathrm{sim}(x_i, y_i) - \mathrm{sim}(x_i, z_i)]_+ \quad (6)$$
+#
+# with $\mathrm{sim}$ the cosine similarity and $a$ a margin. Read literally, that asks the
+# anchor to be *less* similar to its positive than to its negative, the opposite of the text
+# around it and of the FaceNet triplet loss it cites: the printed forms are FaceNet's with a
+# *distance* where a similarity should be. We implement the intended meaning,
+#
+# $$\mathcal{L} = \bigl[a + \mathrm{sim}(x_i, z_i) - \mathrm{sim}(x_i, y_i)\bigr]_+ ,
+# \qquad a = 0.5 \text{ (the paper gives no value)},$$
+#
+# ```{literalinclude} ../musecl/encoders/image.py
+# :pyobject: cosine_triplet_loss
+# ```
+#
+# The official code uses yet another loss: a margin ranking loss on *Euclidean distances* with
+# margin 5, $[5 + \lVert x_i - y_i\rVert - \lVert x_i - z_i\rVert]_+$. It is available as the
+# setting `triplet_loss: euclidean` ({doc}`appendix_deviations`):
+#
+# ```{literalinclude} ../musecl/encoders/image.py
+# :pyobject: euclidean_margin_ranking_loss
+# ```
+#
+# Three hand-made triplets in two dimensions make the difference visible: one already in the
+# right order by more than the margin, one in the right order by too little, one in the wrong
+# order. The last column is eq. 6 as printed, which rewards the wrong order.
+
+# %%
+def unit(deg):
+    return [np.cos(np.deg2rad(deg)), np.sin(np.deg2rad(deg))]
+
+
+cases = {  # anchor at 0 degrees; positive and negative at the given angles
+    "well separated (pos 10°, neg 90°)": (unit(0), unit(10), unit(90)),
+    "right order, inside margin (pos 30°, neg 50°)": (unit(0), unit(30), unit(50)),
+    "wrong order (pos 80°, neg 20°)": (unit(0), unit(80), unit(20)),
+}
+rows = {}
+for name, (a, p, n) in cases.items():
+    a, p, n = (torch.tensor([v], dtype=torch.float32) for v in (a, p, n))
+    cos = cosine_triplet_loss(a, p, n, margin=0.5)
+    euc = euclidean_margin_ranking_loss(a, p, n, margin=5.0)
+    rows[name] = {"sim(x, y)": float(cos["sim_pos"]), "sim(x, z)": float(cos["sim_neg"]),
+                  "cosine loss (ours, a = 0.5)": float(cos["loss"]),
+                  "euclidean loss (official, margin 5)": float(euc["loss"]),
+                  "eq. 6 as printed": max(0.0, 0.5 + float(cos["sim_pos"]) - float(cos["sim_neg"]))}
+pd.DataFrame(rows).T.round(3)
+
+# %% [markdown]
+# With unit vectors the Euclidean distance is at most 2, so a margin of 5 is never met and the
+# official loss never reaches zero: it keeps pushing every triplet, and the embedding's scale
+# grows to make room. The cosine loss ignores the scale and stops once a triplet clears the
+# margin (its `active` fraction, in the training curves below, counts the triplets that still
+# violate it).
+#
+# ## Augmentation: quarter turns
+#
+# A satellite image has no "up", so the official code turns each training image by a random
+# multiple of 90 degrees; `augment_images` does it for a whole uint8 batch at once.
+# Validation images are never augmented. Four regions, original on top, two random draws below:
+
+# %%
+sat_paths = data.satellite_paths()
+show = sat_paths.iloc[np.linspace(0, len(sat_paths) - 1, 4).round().astype(int)]
+small = ImageStore.from_pairs(list(show.items()), size=128, kind=KIND)
+generator = torch.Generator().manual_seed(cfg.seed)
+draws = [small.images] + [augment_images(small.images, "rot90", generator) for _ in range(2)]
+arrays = [img.permute(1, 2, 0).numpy() for batch in draws for img in batch]
+titles = [f"{rid}" for rid in show.index] + [f"draw {d}" for d in (1, 2) for _ in show.index]
+fig = plotting.plot_images(arrays, titles, ncols=4, size=1.9)
+plt.show()
+
+# %% [markdown]
+# ## Training
+#
+# The cached stage `image_stage` samples the triplets (eq. 3-4 on POI counts, over the regions
+# that have a satellite image), trains the encoder through the one trainer of `musecl.training`,
+# and embeds every region. It holds out a fraction of the triplets (`val_fraction`) to report a
+# validation loss on unaugmented images. The first chapter that needs the encoder trains it;
+# every later chapter reuses the folder.
+
+# %%
+start = time.perf_counter()
+stage = image_stage(data, cfg, KIND, cache, progress=False)
+glue("stage_seconds", time.perf_counter() - start, display=False)
+history = pd.read_csv(stage / "history.csv")
+triplets = pd.read_csv(stage / "triplets.csv", dtype={"anchor": str, "positive": str, "negative": str})
+encoder_config = json.loads((stage / "encoder" / "config.json").read_text())
+training = encoder_config["training"]
+glue("n_triplets", len(triplets), display=False)
+glue("train_seconds", float(history["seconds"].sum()), display=False)
+glue("epochs_run", len(history), display=False)
+glue("best_epoch", training["best_epoch"], display=False)
+display(triplets.head())
+history.round(4)
+
+# %%
+pos, neg = ("sim_pos", "sim_neg") if training["loss"] == "cosine" else ("d_pos", "d_neg")
+fig = plotting.plot_history(history, parts=("loss", pos, neg, "active"), size=3.0,
+                            title=f"{encoder_config['arch']}, {training['loss']} triplet loss "
+                                  f"(margin {training['margin']})")
+plt.show()
+first, last = history.iloc[0], history.iloc[-1]
+glue("val_loss_first", float(first["val_loss"]), display=False)
+glue("val_loss_last", float(last["val_loss"]), display=False)
+glue("train_loss_first", float(first["train_loss"]), display=False)
+glue("train_loss_last", float(last["train_loss"]), display=False)
+
+# %% [markdown]
+# The model kept at the end is the one of the best validation epoch (epoch
+# {glue:text}`best_epoch` of {glue:text}`epochs_run`).
+#
+# ## Speed: the training loop against the bare network
+#
+# The trainer records `images_per_s`: images through the model per second of the training
+# loop, data preparation (picking a random image per role, augmentation) and optimizer step
+# included. `musecl.training.throughput` measures the ceiling, forward plus backward on a
+# synthetic batch of the same size with no data pipeline and no optimizer. A triplet batch of $B$
+# triplets is $3B$ images in one forward pass.
+
+# %%
+batch_images = 3 * settings["batch_size"]
+raw = throughput(build_encoder(settings["arch"], cfg.embedding_dim, seed=cfg.seed), batch=batch_images,
+                 input_size=settings["image_size"], steps=3, warmup=1, device=cfg.device)
+loop = float(history["images_per_s"].median())
+speed = pd.Series({"training loop (median over epochs), images/s": loop,
+                   "forward + backward only, images/s": raw,
+                   "ratio loop / bare": loop / raw,
+                   "torch threads": torch.get_num_threads()}, name=f"{settings['arch']} @ {size} px")
+glue("loop_ips", loop, display=False)
+glue("raw_ips", raw, display=False)
+glue("speed_ratio", loop / raw, display=False)
+speed.to_frame().round(2)
+
+# %% [markdown]
+# A ratio near 1 means the loop wastes little time outside the network; the optimizer step alone
+# costs a few per cent. The two numbers were measured at different moments (the training may
+# have run in an earlier chapter or session) on a machine shared with other work, so read the
+# ratio to within ±30 %.
+#
+# ## The starting weights
+
+# %%
+source = encoder_config["weights_source"]
+if source == "random":
+    weights_text = ("**Random initialisation: ImageNet weights cannot be downloaded here.** The "
+                    "paper starts from ImageNet weights; this encoder learned everything it knows "
+                    f"from {len(triplets):,} triplets of one toy city.")
+else:
+    weights_text = f"The encoder started from `{source}` (recorded in `encoder/config.json`)."
+glue("weights_text", Markdown(weights_text), display=False)
+display(Markdown(weights_text))
+
+# %% [markdown]
+# ## The learned embedding
+#
+# The embedding has 128 dimensions. Its principal components give a first look: the map shows
+# each region's score on the first two (grey: no satellite image, hence no embedding).
+
+# %%
+embedding = load_table(stage / "embeddings.csv").reindex(data.region_ids)
+present = embedding.dropna()
+pca = PCA(n_components=min(5, present.shape[1], len(present)), random_state=cfg.seed)
+pcs = pd.DataFrame(pca.fit_transform(present.to_numpy()), index=present.index,
+                   columns=[f"PC{k + 1}" for k in range(pca.n_components_)])
+glue("n_missing", int(embedding.isna().any(axis=1).sum()), display=False)
+glue("pc1_var", float(pca.explained_variance_ratio_[0] * 100), display=False)
+glue("pc2_var", float(pca.explained_variance_ratio_[1] * 100), display=False)
+fig, axes = plt.subplots(1, 2, figsize=(10, 4.3))
+for ax, name in zip(axes, ("PC1", "PC2")):
+    k = int(name[2:]) - 1
+    plotting.plot_map(data, pcs[name], ax=ax, cmap="RdBu_r",
+                      title=f"{name} ({pca.explained_variance_ratio_[k]:.0%} of the variance)", label=name)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ### Nearest neighbours in embedding space
+#
+# Two query regions (at the 10th and 90th percentile of PC1) and the five regions whose
+# embeddings are closest to theirs by cosine distance, found by nearest-neighbour search (no
+# region-by-region matrix). If the encoder learned what the POI triplets taught, the neighbours
+# look alike and lie anywhere in the city.
+
+# %%
+nn_index = NearestNeighbors(n_neighbors=6, metric="cosine").fit(present.to_numpy())
+queries = [pcs["PC1"].sort_values().index[int(q * (len(pcs) - 1))] for q in (0.1, 0.9)]
+distance, neighbour = nn_index.kneighbors(present.loc[queries].to_numpy())
+paths, titles, groups = [], [], {}
+for q, row_d, row_n in zip(queries, distance, neighbour):
+    ids = present.index[row_n]  # the query itself comes first (distance 0)
+    paths += [sat_paths[r] for r in ids]
+    titles += [f"query {q}"] + [f"{r}\ncos dist {d:.3f}" for r, d in zip(ids[1:], row_d[1:])]
+    groups[f"query {q}"] = [q]
+    groups[f"neighbours of {q}"] = list(ids[1:])
+fig = plotting.plot_images(paths, titles, ncols=6, size=1.8)
+plt.show()
+xy = pd.DataFrame(data.xy_m(), index=data.region_ids, columns=["x", "y"])
+km = [float(np.median(np.hypot(*(xy.loc[present.index[n[1:]]].to_numpy() - xy.loc[q].to_numpy()).T)) / 1000)
+      for q, n in zip(queries, neighbour)]
+glue("nn_km", float(np.mean(km)), display=False)
+ax = plotting.plot_region_groups(data, groups, colors=["tab:red", "salmon", "tab:blue", "lightskyblue"],
+                                 title="the queries and their embedding neighbours")
+plt.show()
+
+# %% [markdown]
+# ## What did it learn?
+#
+# Three honest checks, each against the *untrained* encoder (same architecture, same random
+# start, no training) so that we see what training added:
+#
+# 1. **The objective itself.** On the held-out validation triplets (the same split the trainer
+#    used), how often is the anchor region's embedding more similar (cosine) to the positive's
+#    than to the negative's? Chance is 50 %.
+# 2. **Principal components against the toy city's latents** (Spearman $\rho$): does the main
+#    axis of the embedding follow built-up intensity, greenery, water?
+# 3. **A linear probe**: ridge regression from the 128-d embedding to each latent, scored by
+#    5-fold cross-validated $R^2$; a trivial feature, each image's mean colour (3 numbers), is the
+#    floor any image encoder should clear.
+
+# %%
+store = ImageStore.from_city(data, KIND, settings["image_size"],
+                             cache=cache.root / "images" / f"{KIND}-{settings['image_size']}-{city_fingerprint(data)}.pt")
+start_encoder = build_encoder(settings["arch"], cfg.embedding_dim, cfg.weights, seed=cfg.seed)
+untrained = embed_regions(start_encoder, store).reindex(present.index)
+mean_colour = pd.DataFrame(store.images.float().mean(dim=(2, 3)).numpy(), index=store.region_ids,
+                           columns=["R", "G", "B"]).reindex(present.index)
+
+
+def agreement(table: pd.DataFrame, rows: np.ndarray) -> float:
+    """Share of triplets whose anchor is more cosine-similar to the positive than to the negative."""
+    unit_rows = table.div(np.linalg.norm(table.to_numpy(), axis=1), axis=0)
+    t = triplets.iloc[rows]
+    a, p, n = (unit_rows.loc[t[c]].to_numpy() for c in ("anchor", "positive", "negative"))
+    return float(np.mean((a * p).sum(axis=1) > (a * n).sum(axis=1)))
+
+
+_, val_rows = split_indices(len(triplets), cfg.val_fraction, cfg.seed)
+check = pd.Series({"untrained": agreement(untrained, val_rows), "trained": agreement(present, val_rows)},
+                  name="validation triplets in the right order")
+glue("agree_untrained", check["untrained"] * 100, display=False)
+glue("agree_trained", check["trained"] * 100, display=False)
+check.to_frame().style.format("{:.1%}")
+
+
+# %%
+def probe_r2(features: pd.DataFrame, targets: pd.DataFrame) -> pd.Series:
+    """5-fold cross-validated R^2 of a ridge regression from the features to each target."""
+    model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 4, 13)))
+    folds = KFold(5, shuffle=True, random_state=cfg.seed)
+    x = features.to_numpy()
+    return pd.Series({t: r2_score(targets[t], cross_val_predict(model, x, targets[t].to_numpy(), cv=folds))
+                      for t in targets})
+
+
+if has_latents:
+    latents = data.latents.reindex(present.index)
+    rho = pd.DataFrame({pc: latents.corrwith(pcs[pc], method="spearman") for pc in pcs.columns[:3]})
+    display(rho.round(2).style.background_gradient(cmap="RdBu_r", vmin=-1, vmax=1, axis=None)
+            .format("{:.2f}").set_caption("Spearman ρ, latent (rows) vs principal component of the embedding"))
+    probes = pd.DataFrame({"mean colour (3 numbers)": probe_r2(mean_colour, latents),
+                           "untrained encoder": probe_r2(untrained, latents),
+                           "trained encoder": probe_r2(present, latents)})
+    display(probes.round(2).style.background_gradient(cmap="Greens", vmin=0, vmax=1, axis=None)
+            .format("{:.2f}").set_caption("cross-validated R² of a linear probe, latent (rows) from features"))
+    best_pc1 = rho["PC1"].abs().idxmax()
+    glue("pc1_latent", Markdown(f"`{best_pc1}`"), display=False)
+    glue("pc1_rho", float(rho.loc[best_pc1, "PC1"]), display=False)
+    gain = probes["trained encoder"] - probes["untrained encoder"]
+    glue("probe_sentence", Markdown(
+        f"A linear probe recovers the latents with a mean $R^2$ of "
+        f"{probes['trained encoder'].mean():.2f} from the trained embedding, against "
+        f"{probes['untrained encoder'].mean():.2f} from the untrained one and "
+        f"{probes['mean colour (3 numbers)'].mean():.2f} from the mean colour; training helped most "
+        f"for `{gain.idxmax()}` ({gain.max():+.2f}) and least for `{gain.idxmin()}` ({gain.min():+.2f}). "
+        "Latents that the satellite images do not show (affluence, activity: see the data chapter) "
+        "should stay low whatever the encoder."), display=False)
+else:
+    display(Markdown("*This city has no `latents.csv` (a real city): the latent checks are skipped; "
+                     "the prediction chapter scores the embedding on the indicators instead.*"))
+    glue("pc1_latent", Markdown("(no latents in this city)"), display=False)
+    glue("pc1_rho", float("nan"), display=False)
+    glue("probe_sentence", Markdown("This city has no latents, so the probe was skipped."), display=False)
+
+# %% [markdown]
+# ## Training mechanics shared by every encoder
+#
+# Every model in musecl (both image encoders, the fusion module, the probes' MLP) trains through
+# one `musecl.training.Trainer`. After each epoch it replaces `last.pt` in its checkpoint
+# folder atomically, holding the weights, the optimizer and scheduler states, the best
+# validation weights, the history and the states of every random number generator. With
+# `resume=True` (which `image_stage` always sets, in `<cache>/checkpoints/`) a run killed in
+# epoch $k$ restarts at epoch $k$ and ends with *exactly* the weights an uninterrupted run would
+# have: the shuffling, the choice of image per role and the augmentation continue from the saved
+# generator state.
+#
+# ```{literalinclude} ../musecl/training.py
+# :pyobject: Trainer.fit
+# ```
+#
+# A tiny demonstration (the tiny CNN on a hundred of the triplets above, a few seconds): one run
+# of three epochs straight through, and one run stopped after two epochs and resumed to three
+# from its checkpoint, starting from an encoder with *other* random weights to show that
+# everything comes from the checkpoint.
+
+# %%
+demo = triplets.iloc[:96]
+folder = Path(tempfile.mkdtemp(prefix="musecl-resume-"))
+
+
+def demo_run(epochs: int, subfolder: str, init_seed: int, resume: bool = False):
+    encoder = build_encoder("tiny", 16, seed=init_seed)
+    config = ImageTrainingConfig(loss=cfg.triplet_loss, epochs=epochs, batch_size=16, seed=cfg.seed,
+                                 checkpoint_dir=str(folder / subfolder), resume=resume, progress=False)
+    return train_image_encoder(encoder, store, demo, config)
+
+
+straight, straight_history = demo_run(3, "straight", init_seed=0)
+demo_run(2, "interrupted", init_seed=0)  # "killed" after epoch 2: only its checkpoint survives
+checkpoint = load_checkpoint(folder / "interrupted" / "last.pt")
+resumed, resumed_history = demo_run(3, "interrupted", init_seed=99, resume=True)
+max_diff = max(float((a - b).abs().max()) for a, b in
+               zip(straight.state_dict().values(), resumed.state_dict().values()))
+glue("resume_max_diff", max_diff, display=False)
+print("checkpoint holds:", sorted(checkpoint), "| epoch", checkpoint["epoch"])
+print(f"largest difference between the two encoders' weights after epoch 3: {max_diff}")
+pd.DataFrame({"straight: train loss": straight_history["train_loss"].to_numpy(),
+              "interrupted + resumed: train loss": resumed_history["train_loss"].to_numpy(),
+              "straight: val loss": straight_history["val_loss"].to_numpy(),
+              "interrupted + resumed: val loss": resumed_history["val_loss"].to_numpy()},
+             index=pd.Index(straight_history["epoch"], name="epoch"))
+
+# %% [markdown]
+# The largest difference between any two weights of the two encoders is
+# {glue:text}`resume_max_diff`. Determinism comes from one seed (`seed` in the settings) that
+# fixes the triplet sample, the initial weights (built inside a forked random state, so building
+# an encoder never disturbs other draws), the shuffling and the image draws; it holds on one
+# device with one thread count (GPU kernels and other thread counts may round differently).
+#
+# ## What we saw
+#
+# The {glue:md}`arch` encoder trained on {glue:text}`n_triplets` POI-similarity triplets for
+# {glue:text}`epochs_run` epochs in {glue:text}`train_seconds:.0f` s of training loop; the
+# training loss went from {glue:text}`train_loss_first:.3f` to {glue:text}`train_loss_last:.3f`
+# and the validation loss from {glue:text}`val_loss_first:.3f` to {glue:text}`val_loss_last:.3f`.
+# On held-out triplets the trained embedding puts {glue:text}`agree_trained:.0f`% in the right
+# order, against {glue:text}`agree_untrained:.0f`% for the untrained encoder. The training loop
+# ran at {glue:text}`loop_ips:.0f` images/s, {glue:text}`speed_ratio:.2f` times the
+# {glue:text}`raw_ips:.0f` images/s of bare forward and backward passes.
+# {glue:md}`weights_text`
+#
+# The first principal component carries {glue:text}`pc1_var:.0f`% of the embedding's variance
+# and follows {glue:md}`pc1_latent` most closely (Spearman $\rho$ = {glue:text}`pc1_rho:.2f`).
+# Embedding neighbours of the two query regions lie a median {glue:text}`nn_km:.1f` km from them.
+# {glue:md}`probe_sentence` {glue:text}`n_missing` regions have no satellite image and no
+# embedding; fusion ({doc}`06_fusion`) imputes them.
+#
+# ## Exercises
+#
+# 1. **The official loss.** Copy `params/ci.yaml`, set `triplet_loss: euclidean` and run this
+#    chapter with it. Before looking: will the loss start near 5, near 0.5, or elsewhere? Will
+#    it reach zero? Does the share of validation triplets in the right order change?
+# 2. **Speed against size.** Set `rs_image_size: 96`. From the speeds above, predict the
+#    training time, then check it in the history. Does the last feature map (the table at the
+#    top) grow?
+# 3. **Longer training.** Set `rs_epochs: 12`. Does the validation loss keep falling, and does
+#    the probe $R^2$ for `built` and `green` follow it? Which latent can no satellite encoder
+#    learn, however long it trains?
