@@ -22,9 +22,9 @@
 # guide to which regions are alike.
 
 # %% tags=["parameters"]
-city = None  # a city folder (data/README.md); `musecl book` passes one, None makes a small toy city
-out_dir = "build/work"  # shared folder for later chapters (this chapter writes nothing there)
-seed = 0  # seeds the sampled region pairs (and the toy city when city is None)
+city = None  # a city folder (data/README.md); None: a small toy city
+out_dir = "build/work"  # shared with later chapters; nothing is written here
+seed = 0  # seeds the sampled region pairs (and the toy city if city is None)
 
 # %%
 import tempfile
@@ -42,16 +42,21 @@ from scipy.stats import spearmanr
 import musecl
 from musecl import plotting
 from musecl.city import (
-    CATEGORY, DESTINATION, FLOW, INFLOW, KIND, ORIGIN, OUTFLOW, PATH, REGION_ID, SATELLITE, STREETVIEW, TEXT,
+    CATEGORY, DESTINATION, FLOW, INFLOW, KIND, ORIGIN, OUTFLOW, PATH,
+    REGION_ID, SATELLITE, STREETVIEW, TEXT,
 )
 from musecl.sampling import most_similar, poi_distance, transform_features
 
-if city is None:  # run by hand without a city: a 150-region toy city in a temporary folder
+pd.set_option("display.max_colwidth", None)  # show texts whole
+
+if city is None:  # run by hand without a city: a 150-region toy city
     from musecl.datasets.toy import make_toy_city
 
-    city = make_toy_city(Path(tempfile.mkdtemp()) / "toy", n_regions=150, seed=seed, progress=False)
+    city = make_toy_city(Path(tempfile.mkdtemp()) / "toy", n_regions=150,
+                         seed=seed, progress=False)
 
-with warnings.catch_warnings(record=True) as caught:  # shown below as text, not as stderr
+# load_city warns when it fills or drops anything: show that as text
+with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     city = musecl.load_city(city)
 for w in caught:
@@ -81,7 +86,7 @@ facts = {
     "regions with a satellite image": len(city.satellite_paths()),
     "street-view images": sum(len(p) for p in sv_paths.values()),
     "POIs (categories)": f"{len(city.pois)} ({city.pois[CATEGORY].nunique()})",
-    "origin-destination rows": len(city.od) if city.od is not None else "none (inflow/outflow only)",
+    "origin-destination rows": "none" if city.od is None else len(city.od),
     "provenance": meta.provenance,
 }
 pd.Series(facts, name="").to_frame()
@@ -91,10 +96,11 @@ pd.Series(facts, name="").to_frame()
 # where the city records one:
 
 # %%
+ind = meta.indicators
 indicator_table = pd.DataFrame({
-    "long name": {k: v.long_name for k, v in meta.indicators.items()},
-    "unit": {k: v.unit for k, v in meta.indicators.items()},
-    "modelled as": {k: "ln(1 + x)" if v.log else "x" for k, v in meta.indicators.items()},
+    "long name": {k: v.long_name for k, v in ind.items()},
+    "unit": {k: v.unit for k, v in ind.items()},
+    "modelled as": {k: "ln(1 + x)" if v.log else "x" for k, v in ind.items()},
     "median": city.indicators.median(),
     "max": city.indicators.max(),
     "oracle R²": pd.Series(meta.oracle_r2, dtype=float),
@@ -105,7 +111,7 @@ indicator_table.round(2)
 # ## The hidden causes and the indicators, on the map
 #
 # A generated city also writes the *latent* fields it was drawn from (`latents.csv`): every
-# modality and every indicator is a noisy function of them. A real city has no such file and
+# modality and every indicator is a noisy function of them. A real city has no such file, and
 # this section then shows only the indicators.
 
 # %%
@@ -114,11 +120,11 @@ if has_latents:
     fig.suptitle("latent fields (the ground truth of the toy city)", y=1.01)
     plt.show()
 else:
-    display(Markdown("*This city has no `latents.csv` (as every real city): no latent maps.*"))
+    display(Markdown("*No `latents.csv` (a real city): no latent maps.*"))
 
 # %%
 targets = city.targets()  # ln(1 + x) where the metadata says log: true
-titles = {k: f"ln(1 + {k})" if v.log else k for k, v in meta.indicators.items()}
+titles = {k: f"ln(1 + {k})" if v.log else k for k, v in ind.items()}
 fig = plotting.plot_maps(city, targets, ncols=3, size=3.6, titles=titles)
 plt.show()
 
@@ -130,7 +136,8 @@ plt.show()
 
 # %%
 if has_latents and meta.latents:
-    display(pd.Series(meta.latents, name="what it is and who sees it").rename_axis("latent").to_frame())
+    latent_table = pd.Series(meta.latents, name="what it is and who sees it")
+    display(latent_table.rename_axis("latent").to_frame())
 else:
     display(Markdown("*No latent descriptions in `city.yaml`.*"))
 
@@ -138,18 +145,19 @@ else:
 # %% [markdown]
 # We can check the descriptions with the crudest possible summary of each modality: the mean
 # colour of the images, the number of POIs and their spread over categories, and the trips.
-# The table gives the Spearman rank correlation of each latent with each summary; a latent that
-# no column tracks must be found by the encoders in finer detail, or not at all.
+# The table gives the Spearman rank correlation of each summary with each latent; a latent
+# that no row tracks must be found by the encoders in finer detail, or not at all.
 
 # %%
 def image_colour(paths: pd.Series) -> pd.DataFrame:
-    """Mean brightness, greenness (G - (R + B) / 2) and blueness (B - R) of each image, in [0, 1]."""
+    """Mean brightness, greenness G - (R + B) / 2 and blueness B - R."""
     rows = []
     for path in paths:
         rgb = np.asarray(Image.open(path).convert("RGB"), dtype=float) / 255
         r, g, b = rgb[..., 0].mean(), rgb[..., 1].mean(), rgb[..., 2].mean()
         rows.append((rgb.mean(), g - (r + b) / 2, b - r))
-    return pd.DataFrame(rows, index=paths.index, columns=["brightness", "greenness", "blueness"])
+    return pd.DataFrame(rows, index=paths.index,
+                        columns=["brightness", "greenness", "blueness"])
 
 
 counts = city.poi_counts()
@@ -159,25 +167,31 @@ if city.has(SATELLITE):
     sat = image_colour(city.satellite_paths())
     summaries.update({f"satellite {k}": sat[k] for k in sat})
 if city.has(STREETVIEW):
-    sv_all = city.images[city.images[KIND] == STREETVIEW].set_index(REGION_ID)[PATH]
-    sv = image_colour(sv_all).groupby(level=0).mean()
-    summaries["street-view greenness"] = sv["greenness"]
-    summaries["street views per region"] = pd.Series({r: len(p) for r, p in sv_paths.items()})
+    sv_all = city.images[city.images[KIND] == STREETVIEW]
+    sv_all = sv_all.set_index(REGION_ID)[PATH]
+    sv_colour = image_colour(sv_all).groupby(level=0).mean()
+    summaries["street-view greenness"] = sv_colour["greenness"]
+    summaries["street views per region"] = sv_all.groupby(level=0).size()
 summaries["ln(1 + POIs)"] = np.log1p(counts.sum(axis=1))
-summaries["POI category entropy"] = -(shares * np.log(shares.where(shares > 0, 1))).sum(axis=1)
+logs = np.log(shares.mask(shares == 0, 1))  # 0 log 0 = 0
+summaries["POI category entropy"] = -(shares * logs).sum(axis=1)
 summaries["ln(1 + inflow)"] = np.log1p(city.mobility[INFLOW])
 summaries["ln(1 + outflow)"] = np.log1p(city.mobility[OUTFLOW])
 summaries = pd.DataFrame(summaries).reindex(city.region_ids)
 
 if has_latents:
-    seen = pd.DataFrame({s: city.latents.corrwith(summaries[s], method="spearman") for s in summaries})
-    display(seen.round(2).style.background_gradient(cmap="RdBu_r", vmin=-1, vmax=1, axis=None)
-            .format("{:.2f}").set_caption("Spearman correlation, latent (rows) vs modality summary"))
-    hidden = seen.abs().max(axis=1)
+    seen = pd.DataFrame({
+        s: city.latents.corrwith(summaries[s], method="spearman")
+        for s in summaries}).T
+    display(seen.style
+            .background_gradient(cmap="RdBu_r", vmin=-1, vmax=1, axis=None)
+            .format("{:.2f}")
+            .set_caption("Spearman correlation: summary (rows) vs latent"))
+    hidden = seen.abs().max(axis=0)
     glue("most_hidden_latent", Markdown(f"`{hidden.idxmin()}`"), display=False)
     glue("most_hidden_r", float(hidden.min()), display=False)
 else:
-    glue("most_hidden_latent", Markdown("(no latents in this city)"), display=False)
+    glue("most_hidden_latent", Markdown("(none: no latents)"), display=False)
     glue("most_hidden_r", float("nan"), display=False)
     display(summaries.describe().T.round(2))
 
@@ -194,14 +208,21 @@ else:
     key = next(iter(meta.indicators))
     ranking = targets[key]
 kinds = [k for k in (SATELLITE, STREETVIEW) if city.has(k)]
-paths_of = {SATELLITE: city.satellite_paths().to_dict(), STREETVIEW: {r: p[0] for r, p in sv_paths.items()}}
+paths_of = {SATELLITE: city.satellite_paths().to_dict(),
+            STREETVIEW: {r: p[0] for r, p in sv_paths.items()}}
 usable = ranking.dropna()
-usable = usable[[all(r in paths_of[k] for k in kinds) for r in usable.index]].sort_values()
+usable = usable[[all(r in paths_of[k] for k in kinds) for r in usable.index]]
+usable = usable.sort_values()
 if kinds and len(usable):
-    picks = usable.index[np.linspace(0, len(usable) - 1, min(6, len(usable))).round().astype(int)]
+    n_show = min(6, len(usable))
+    at = np.linspace(0, len(usable) - 1, n_show).round().astype(int)
+    picks = usable.index[at]
     paths = [paths_of[k][r] for k in kinds for r in picks]
-    titles = [f"{r}\n{k}: {key} = {usable[r]:.2f}" if k == kinds[0] else k for k in kinds for r in picks]
-    fig = plotting.plot_images(paths, titles, ncols=len(picks), size=1.9)
+    titles = [f"{r}\n{key} = {usable[r]:.2f}" if k == kinds[0] else ""
+              for k in kinds for r in picks]
+    fig = plotting.plot_images(paths, titles, ncols=n_show, size=1.9)
+    for ax in fig.axes:
+        ax.title.set_fontsize(10)
     plt.show()
 else:
     display(Markdown("*This city has no images.*"))
@@ -215,13 +236,19 @@ else:
 
 # %%
 n_pois = counts.sum(axis=1)
-contrast = city.latents["affluence"] if has_latents and "affluence" in city.latents else ranking
+if has_latents and "affluence" in city.latents:
+    contrast = city.latents["affluence"]
+else:
+    contrast = ranking
 contrast = contrast[n_pois.reindex(contrast.index) >= 5].dropna()
 if len(contrast) >= 2:
+    ends = (contrast.idxmin(), contrast.idxmax())
     sample = pd.concat([
-        city.pois[city.pois[REGION_ID] == r].head(5).assign(**{contrast.name: round(contrast[r], 2)})
-        for r in (contrast.idxmin(), contrast.idxmax())])
-    display(sample[[REGION_ID, contrast.name, CATEGORY, TEXT]].reset_index(drop=True))
+        city.pois[city.pois[REGION_ID] == r].head(5)
+        .assign(**{contrast.name: round(contrast[r], 2)})
+        for r in ends])
+    columns = [REGION_ID, contrast.name, CATEGORY, TEXT]
+    display(sample[columns].reset_index(drop=True))
 
 # %% [markdown]
 # A region's POIs enter the model twice: as the vector of counts per category, the $K$-vector
@@ -234,10 +261,11 @@ if len(contrast) >= 2:
 
 # %%
 if len(city.pois):
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [1, 1.2]})
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5),
+                             gridspec_kw={"width_ratios": [1, 1.2]})
     plotting.plot_category_counts(city, top=15, ax=axes[0])
-    plotting.plot_map(city, np.log1p(n_pois), ax=axes[1], title="POIs per region",
-                      label="ln(1 + POIs)")
+    plotting.plot_map(city, np.log1p(n_pois), ax=axes[1],
+                      title="POIs per region", label="ln(1 + POIs)")
     fig.tight_layout()
     plt.show()
 glue("n_pois", len(city.pois), display=False)
@@ -265,30 +293,37 @@ flows = city.mobility
 net = flows[INFLOW] - flows[OUTFLOW]
 signed_log = np.sign(net) * np.log1p(net.abs())
 lim = float(signed_log.abs().max()) or 1.0
-colour = city.latents["mix"] if has_latents and "mix" in city.latents else None
+mix = city.latents["mix"] if has_latents and "mix" in city.latents else None
+
 fig, axes = plt.subplots(1, 3, figsize=(12, 4))
 if city.od is not None:
-    plotting.plot_flows(city, top=300, ax=axes[0], title="the 300 largest flows")
+    plotting.plot_flows(city, top=300, ax=axes[0],
+                        title="the 300 largest flows")
 else:
     axes[0].axis("off")
     axes[0].set_title("no od.csv: no flows to draw")
-plotting.plot_inflow_outflow(city, ax=axes[1], values=colour, title="inflow vs outflow",
-                             label="mix (latent)" if colour is not None else None)
-plotting.plot_map(city, signed_log, ax=axes[2], cmap="RdBu_r", vmin=-lim, vmax=lim,
-                  title="net inflow (red: more arrive)", label="sign · ln(1 + |in − out|)")
+plotting.plot_inflow_outflow(city, ax=axes[1], values=mix,
+                             title="inflow vs outflow",
+                             label=None if mix is None else "mix (latent)")
+plotting.plot_map(city, signed_log, ax=axes[2], cmap="RdBu_r",
+                  vmin=-lim, vmax=lim, title="net inflow (red: more arrive)",
+                  label="sign · ln(1 + |in − out|)")
 fig.tight_layout()
 plt.show()
 
-top_decile = flows[INFLOW].sort_values(ascending=False).head(max(1, len(city) // 10))
+top_tenth = flows[INFLOW].nlargest(max(1, len(city) // 10))
+total_in = max(flows[INFLOW].sum(), 1)
+glue("inflow_top10", float(top_tenth.sum() / total_in * 100), display=False)
+glue("share_net_in", float((net > 0).mean() * 100), display=False)
+km_top_flows = float("nan")
 if city.od is not None:  # length of the drawn flows, between region centres
     centre = pd.DataFrame(city.xy_m(), index=city.region_ids)
-    drawn = city.od[city.od[ORIGIN] != city.od[DESTINATION]].nlargest(300, FLOW)
-    length = np.hypot(*(centre.loc[drawn[ORIGIN]].to_numpy() - centre.loc[drawn[DESTINATION]].to_numpy()).T)
-    glue("km_top_flows", float(np.median(length) / 1000), display=False)
-else:
-    glue("km_top_flows", float("nan"), display=False)
-glue("inflow_top10", float(top_decile.sum() / max(flows[INFLOW].sum(), 1) * 100), display=False)
-glue("share_net_in", float((net > 0).mean() * 100), display=False)
+    moves = city.od[city.od[ORIGIN] != city.od[DESTINATION]]
+    drawn = moves.nlargest(300, FLOW)
+    start = centre.loc[drawn[ORIGIN]].to_numpy()
+    end = centre.loc[drawn[DESTINATION]].to_numpy()
+    km_top_flows = float(np.median(np.hypot(*(start - end).T)) / 1000)
+glue("km_top_flows", km_top_flows, display=False)
 
 # %% [markdown]
 # ## Similar is not the same as near
@@ -313,38 +348,42 @@ glue("share_net_in", float((net > 0).mean() * 100), display=False)
 rng = np.random.default_rng(seed)
 n_pairs = 20_000
 i = rng.integers(0, len(city), n_pairs)
-j = (i + rng.integers(1, len(city), n_pairs)) % len(city)  # never a region with itself
+j = (i + rng.integers(1, len(city), n_pairs)) % len(city)  # never i itself
 xy = city.xy_m()
 geo_km = np.hypot(*(xy[i] - xy[j]).T) / 1000
 X = counts.to_numpy()
-poi_dist = {t: poi_distance(transform_features(X, t)[i], transform_features(X, t)[j])
-            for t in ("raw", "share")}
-rho = {t: float(spearmanr(geo_km, d).statistic) for t, d in poi_dist.items()}
+poi_dist, rho = {}, {}
+for t in ("raw", "share"):
+    Xt = transform_features(X, t)
+    poi_dist[t] = poi_distance(Xt[i], Xt[j])
+    rho[t] = float(spearmanr(geo_km, poi_dist[t]).statistic)
 
 fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
 edges = np.quantile(geo_km, np.linspace(0, 1, 11))
-middle = (edges[:-1] + edges[1:]) / 2
+bins = list(zip(edges[:-1], edges[1:]))
 for ax, (t, d) in zip(axes, poi_dist.items()):
     y = np.log1p(d) if t == "raw" else d
     hb = ax.hexbin(geo_km, y, gridsize=35, bins="log", cmap="Blues", mincnt=1)
-    med = [np.median(y[(geo_km >= a) & (geo_km <= b)]) for a, b in zip(edges[:-1], edges[1:])]
-    ax.plot(middle, med, color="tab:red", lw=2, label="median per distance decile")
+    med = [np.median(y[(geo_km >= a) & (geo_km <= b)]) for a, b in bins]
+    ax.plot((edges[:-1] + edges[1:]) / 2, med, color="tab:red", lw=2,
+            label="median per distance decile")
     ax.set(xlabel="geographic distance (km)",
-           ylabel="ln(1 + eq. 3 distance), raw counts" if t == "raw" else "eq. 3 distance, category shares",
-           title=f"{t}: Spearman ρ = {rho[t]:.2f}")
+           title=f"{t}: Spearman ρ = {rho[t]:.2f}",
+           ylabel=("ln(1 + eq. 3 distance), raw counts" if t == "raw"
+                   else "eq. 3 distance, category shares"))
     ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
     fig.colorbar(hb, ax=ax, label="pairs")
 fig.tight_layout()
 plt.show()
 
-# the most POI-similar other region of each region, found by nearest-neighbour search
+# each region's most POI-similar other region, by nearest-neighbour search
 nearest_idx, _ = most_similar(X, k=1)
 km_to_similar = np.hypot(*(xy - xy[nearest_idx[:, 0]]).T) / 1000
 glue("rho_raw", rho["raw"], display=False)
 glue("rho_share", rho["share"], display=False)
 glue("km_similar", float(np.median(km_to_similar)), display=False)
 glue("km_random", float(np.median(geo_km)), display=False)
-pd.DataFrame({"Spearman ρ (POI distance vs km)": rho}).round(3)
+pd.DataFrame({"Spearman ρ, POI distance vs km": rho}).round(3)
 
 # %% [markdown]
 # Read the left panel with care. On raw counts the distance between two regions is dominated by
@@ -352,8 +391,7 @@ pd.DataFrame({"Spearman ρ (POI distance vs km)": rho}).round(3)
 # whose count vectors are close: the raw distance can even fall as the regions move apart. On
 # shares the mix counts, and neighbours are somewhat more alike, but the spread at every
 # distance is far larger than the trend of the median.
-
-# %% [markdown]
+#
 # ## The oracle: the ceiling for every later table
 #
 # The toy city knows the noiseless function $g$ that turns latents $z_i$ into each indicator; the
@@ -371,17 +409,20 @@ pd.DataFrame({"Spearman ρ (POI distance vs km)": rho}).round(3)
 
 # %%
 if meta.oracle_r2:
-    oracle = pd.Series(meta.oracle_r2, name="oracle R²").rename_axis("indicator")
-    noise = pd.Series(meta.extra.get("generator", {}).get("noise_sd_log1p", {}), dtype=float)
-    display(pd.DataFrame({"oracle R²": oracle, "noise sd on ln(1 + x)": noise}).round(3))
-    glue("oracle_sentence", Markdown(
-        f"The oracle R² runs from {oracle.min():.2f} ({oracle.idxmin()}) to {oracle.max():.2f} "
-        f"({oracle.idxmax()}): a method reaching {oracle.min():.2f} on {oracle.idxmin()} has "
-        "learnt all there is to learn."), display=False)
+    oracle = pd.Series(meta.oracle_r2, name="oracle R²")
+    generator = meta.extra.get("generator", {})
+    noise = pd.Series(generator.get("noise_sd_log1p", {}), dtype=float)
+    display(pd.DataFrame({"oracle R²": oracle, "noise sd, ln(1 + x)": noise})
+            .rename_axis("indicator").round(3))
+    worst, best = oracle.idxmin(), oracle.idxmax()
+    sentence = (f"The oracle R² runs from {oracle[worst]:.2f} ({worst}) to "
+                f"{oracle[best]:.2f} ({best}): a method that reaches "
+                f"{oracle[worst]:.2f} on {worst} has learnt all there is "
+                "to learn.")
 else:
-    display(Markdown("*This city records no oracle $R^2$ (a real city): results have no known ceiling.*"))
-    glue("oracle_sentence", Markdown("This city records no oracle R², so results have no known ceiling."),
-         display=False)
+    sentence = "This city records no oracle R²: no known ceiling."
+    display(Markdown(f"*{sentence}*"))
+glue("oracle_sentence", Markdown(sentence), display=False)
 
 # %% [markdown]
 # ## What we saw
@@ -406,7 +447,7 @@ else:
 #    `n_pairs` and check again.
 # 2. **Counts or mix?** On raw counts, two empty edge regions are perfectly similar, wherever they
 #    lie. Replace `"share"` by `"log1p"` in the Tobler cell: do you expect $\rho$ closer to the raw
-#    or to the share value? Then restrict the pairs to regions that both have at least five POIs
+#    or to the share value? Then keep only pairs of regions that both have at least five POIs
 #    and see which reading of eq. 3 is more "Toblerian".
 # 3. **A different city.** Generate `musecl toy-city --out /tmp/toy2 --regions 1200 --seed 3` and
 #    run `musecl book --city /tmp/toy2 --only 01_data`. Predict, before looking: does the oracle

@@ -187,10 +187,10 @@ sampler
 
 # %% [markdown]
 # How similar are the positives and the negatives to their anchor ({glue:text}`n_triplets`
-# triplets per encoder and rule)? For each triplet we rank the
-# positive and the negative among all other regions by similarity to the anchor: 0% is the most
-# similar region, 100% the least. (The rank is counted against a random sample of at most 1,000
-# regions, which keeps this look at the triplets linear in the number of regions too.)
+# triplets per encoder and rule)? For each triplet we rank the positive and the negative among
+# all other regions by similarity to the anchor: 0% is the most similar region, 100% the least.
+# (The rank is counted against a random sample of at most 1,000 regions, which keeps this look
+# at the triplets linear in the number of regions too.)
 
 # %%
 features = {"POI": counts.loc[sat_regions].to_numpy(float), "mobility": flows.loc[sv_regions].to_numpy(float)}

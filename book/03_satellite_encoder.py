@@ -68,6 +68,7 @@ from musecl.encoders.image import (
 from musecl.methods.multisemantic import image_settings, image_stage
 from musecl.training import load_checkpoint, split_indices, throughput
 
+SHOWN = ["epoch", "lr", "train_loss", "val_loss", "train_active", "val_active", "images_per_s", "seconds"]
 KIND = SATELLITE
 settings = image_settings(cfg, KIND)  # arch, image_size, epochs, batch_size of this encoder
 has_latents = data.latents is not None and not data.latents.empty
@@ -125,16 +126,18 @@ pd.DataFrame(shapes, columns=["stage", f"output shape for a {size} px image (C, 
 # encoder maps one satellite image of each to $x_i = F_{RV}(Anc_i)$, $y_i = F_{RV}(Pos_i)$ and
 # $z_i = F_{RV}(Neg_i)$. The paper prints the goal and the loss as
 #
-# $$\mathrm{sim}(x_i, y_i) + a \le \mathrm{sim}(x_i, z_i) \quad (5) \qquad
-# \mathcal{L} = [a + \mathrm{sim}(x_i, y_i) - \mathrm{sim}(x_i, z_i)]_+ \quad (6)$$
+# $$\mathrm{sim}(x_i, y_i) + a \le \mathrm{sim}(x_i, z_i) \qquad (5)$$
+#
+# $$\mathcal{L} = [a + \mathrm{sim}(x_i, y_i) - \mathrm{sim}(x_i, z_i)]_+ \qquad (6)$$
 #
 # with $\mathrm{sim}$ the cosine similarity and $a$ a margin. Read literally, that asks the
 # anchor to be *less* similar to its positive than to its negative, the opposite of the text
 # around it and of the FaceNet triplet loss it cites: the printed forms are FaceNet's with a
 # *distance* where a similarity should be. We implement the intended meaning,
 #
-# $$\mathcal{L} = \bigl[a + \mathrm{sim}(x_i, z_i) - \mathrm{sim}(x_i, y_i)\bigr]_+ ,
-# \qquad a = 0.5 \text{ (the paper gives no value)},$$
+# $$\mathcal{L} = \bigl[a + \mathrm{sim}(x_i, z_i) - \mathrm{sim}(x_i, y_i)\bigr]_+$$
+#
+# with $a = 0.5$ by default (the paper gives no value; cosine similarities lie in $[-1, 1]$):
 #
 # ```{literalinclude} ../musecl/encoders/image.py
 # :pyobject: cosine_triplet_loss
@@ -219,13 +222,14 @@ glue("train_seconds", float(history["seconds"].sum()), display=False)
 glue("epochs_run", len(history), display=False)
 glue("best_epoch", training["best_epoch"], display=False)
 display(triplets.head())
-history.round(4)
+history[[c for c in SHOWN if c in history]].round(4)
 
 # %%
 pos, neg = ("sim_pos", "sim_neg") if training["loss"] == "cosine" else ("d_pos", "d_neg")
-fig = plotting.plot_history(history, parts=("loss", pos, neg, "active"), size=3.0,
-                            title=f"{encoder_config['arch']}, {training['loss']} triplet loss "
-                                  f"(margin {training['margin']})")
+fig, axes = plt.subplots(2, 2, figsize=(8, 5.6))
+plotting.plot_history(history, parts=("loss", pos, neg, "active"), axes=axes.ravel(),
+                      title=f"{encoder_config['arch']}, {training['loss']} triplet loss "
+                            f"(margin {training['margin']})")
 plt.show()
 first, last = history.iloc[0], history.iloc[-1]
 glue("val_loss_first", float(first["val_loss"]), display=False)
@@ -260,10 +264,12 @@ glue("speed_ratio", loop / raw, display=False)
 speed.to_frame().round(2)
 
 # %% [markdown]
-# A ratio near 1 means the loop wastes little time outside the network; the optimizer step alone
-# costs a few per cent. The two numbers were measured at different moments (the training may
-# have run in an earlier chapter or session) on a machine shared with other work, so read the
-# ratio to within ±30 %.
+# A ratio near 1 means the loop wastes little time outside the network (the optimizer step alone
+# costs a few per cent); well under 1 means data preparation or the optimizer matter, which is
+# the case for small networks. The two numbers were measured at different moments (the training
+# may have run in an earlier chapter or session), so on a machine shared with other work the
+# ratio is only a rough guide; a ratio above 1 just means the machine was busier during the
+# second measurement.
 #
 # ## The starting weights
 
@@ -365,8 +371,8 @@ def agreement(table: pd.DataFrame, rows: np.ndarray) -> float:
 _, val_rows = split_indices(len(triplets), cfg.val_fraction, cfg.seed)
 check = pd.Series({"untrained": agreement(untrained, val_rows), "trained": agreement(present, val_rows)},
                   name="validation triplets in the right order")
-glue("agree_untrained", check["untrained"] * 100, display=False)
-glue("agree_trained", check["trained"] * 100, display=False)
+glue("agree_untrained", float(check["untrained"]) * 100, display=False)
+glue("agree_trained", float(check["trained"]) * 100, display=False)
 check.to_frame().style.format("{:.1%}")
 
 

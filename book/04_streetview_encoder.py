@@ -61,6 +61,7 @@ from musecl.encoders.image import ImageStore, augment_images, build_encoder, emb
 from musecl.methods.multisemantic import image_settings, image_stage
 from musecl.training import split_indices, throughput
 
+SHOWN = ["epoch", "lr", "train_loss", "val_loss", "train_active", "val_active", "images_per_s", "seconds"]
 KIND = STREETVIEW
 settings = image_settings(cfg, KIND)  # arch, image_size, epochs, batch_size of this encoder
 has_latents = data.latents is not None and not data.latents.empty
@@ -176,13 +177,14 @@ flows = data.mobility[[INFLOW, OUTFLOW]]
 example = triplets.iloc[0]
 display(flows.loc[[example["anchor"], example["positive"], example["negative"]]]
         .set_axis(["anchor", "positive", "negative"]).rename_axis("role of triplet 0"))
-history.round(4)
+history[[c for c in SHOWN if c in history]].round(4)
 
 # %%
 pos, neg = ("sim_pos", "sim_neg") if training["loss"] == "cosine" else ("d_pos", "d_neg")
-fig = plotting.plot_history(history, parts=("loss", pos, neg, "active"), size=3.0,
-                            title=f"{encoder_config['arch']}, {training['loss']} triplet loss "
-                                  f"(margin {training['margin']})")
+fig, axes = plt.subplots(2, 2, figsize=(8, 5.6))
+plotting.plot_history(history, parts=("loss", pos, neg, "active"), axes=axes.ravel(),
+                      title=f"{encoder_config['arch']}, {training['loss']} triplet loss "
+                            f"(margin {training['margin']})")
 plt.show()
 first, last = history.iloc[0], history.iloc[-1]
 glue("val_loss_first", float(first["val_loss"]), display=False)
@@ -328,8 +330,8 @@ def agreement(table: pd.DataFrame, rows: np.ndarray) -> float:
 _, val_rows = split_indices(len(triplets), cfg.val_fraction, cfg.seed)
 check = pd.Series({"untrained": agreement(untrained, val_rows), "trained": agreement(present, val_rows)},
                   name="validation triplets in the right order")
-glue("agree_untrained", check["untrained"] * 100, display=False)
-glue("agree_trained", check["trained"] * 100, display=False)
+glue("agree_untrained", float(check["untrained"]) * 100, display=False)
+glue("agree_trained", float(check["trained"]) * 100, display=False)
 check.to_frame().style.format("{:.1%}")
 
 

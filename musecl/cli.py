@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu or cuda (overrides the params file)")
     p.set_defaults(func=_run)
 
+    from musecl import bench
+
+    p = bench.add_arguments(sub.add_parser("bench", help="measure training, sampling, text, fusion and "
+                                                         "probe speed; print a JSON summary"))
+    p.set_defaults(func=bench.command)
+
     p = sub.add_parser("book", help="execute every chapter with papermill, then render the book")
     p.add_argument("--city", default=None, help="city folder (default: the generated toy city)")
     p.add_argument("--params", type=Path, default=None, help="YAML file of chapter parameters")

@@ -7,7 +7,8 @@ a validation part (patience 50), one random 60/20/20 split; R2 and RMSE on the t
 Additions, each a named option: several seeds (each seed draws its own split *and* probe
 initialisation), a spatial block split (whole square blocks go to one part, so a test region's
 neighbours are not in the training set; a random split lets location alone look like skill), and
-a ridge probe. Every evaluation returns rows of the one tidy results table, ``RESULT_COLUMNS``.
+a ridge probe, and a k-nearest-neighbour probe (what location alone explains when the "embedding"
+is a region's centre). Every evaluation returns rows of the one tidy results table, ``RESULT_COLUMNS``.
 Rows are matched to regions by ``region_id``, never by position.
 """
 from __future__ import annotations
@@ -30,11 +31,12 @@ RESULT_COLUMNS = ["city", "indicator", "method", "split", "seed", "r2", "rmse", 
 PREDICTION_COLUMNS = [REGION_ID, "indicator", "split_part", "y_true", "y_pred"]
 GROUP_COLUMNS = ["city", "indicator", "method", "split"]
 SPLITS = ("random", "spatial")
-PROBES = ("mlp", "ridge")
+PROBES = ("mlp", "ridge", "knn")
 PARTS = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)
 BLOCK_HEXAGONS = 10  # default spatial block side, in hexagon sizes (1 km hexagons -> 10 km blocks)
-MIN_BLOCKS_ACROSS = 5  # ... but at least this many blocks across the city's extent
+MIN_BLOCKS_ACROSS = 5
+INPUT_CLIP = 10.0  # standardised probe inputs are clipped to +-10 training standard deviations  # ... but at least this many blocks across the city's extent
 
 
 # ------------------------------------------------------------------------------------------
@@ -223,7 +225,10 @@ class MLPProbe:
         return best_state, rows
 
     def _x(self, x: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor((x - self.x_mean_) / self.x_std_, dtype=torch.float32)
+        # clipped: a feature nearly constant on the training part (untrained backbones have many)
+        # would otherwise blow up on test rows and give R2 in the hundreds below zero
+        z = np.clip((x - self.x_mean_) / self.x_std_, -INPUT_CLIP, INPUT_CLIP)
+        return torch.as_tensor(z, dtype=torch.float32)
 
     def _y(self, y: np.ndarray) -> torch.Tensor:
         return torch.as_tensor((y - self.y_mean_) / self.y_std_, dtype=torch.float32)
@@ -283,12 +288,57 @@ class RidgeProbe:
         return (np.asarray(x, np.float64) - self.x_mean_) / self.x_std_ @ self.coef_ + self.y_mean_
 
 
+class KNNProbe:
+    """k-nearest-neighbour regression (k = 5, weights 1/distance): the location-only baseline.
+
+    Fed region centres in metres it measures what position alone explains (REFERENCE.md: on the
+    paper's Beijing labels, random split, PD R2 0.82). Inputs are centred on the training mean and
+    divided by *one* common scale: per-column scaling would stretch the short axis of an elongated
+    city and change who is whose neighbour, while a common scale leaves neighbours and distance
+    weights (hence predictions) exactly as on the raw inputs. Fitted on the training part only;
+    the validation part is unused (nothing is tuned), so all probes see the same training rows.
+    A query at distance 0 from training rows gets their mean.
+    """
+
+    def __init__(self, seed: int = 0, k: int = 5, weights: str = "distance"):
+        if k < 1:
+            raise ValueError(f"k must be >= 1; got {k}")
+        if weights not in ("distance", "uniform"):
+            raise ValueError(f"weights must be 'distance' or 'uniform'; got {weights!r}")
+        self.seed = int(seed)  # unused: kNN is deterministic; kept for a common signature
+        self.k, self.weights = int(k), weights
+        self.model_ = None
+
+    def fit(self, x_train, y_train, x_val=None, y_val=None) -> "KNNProbe":
+        from sklearn.neighbors import KNeighborsRegressor
+
+        x_train, y_train = np.asarray(x_train, np.float64), np.asarray(y_train, np.float64).reshape(-1)
+        if len(x_train) != len(y_train) or len(x_train) < 1:
+            raise ValueError(f"need >= 1 training row and as many targets; got {len(x_train)} and {len(y_train)}")
+        self.x_mean_ = x_train.mean(axis=0)
+        scale = float(np.sqrt(x_train.var(axis=0).mean()))
+        self.x_scale_ = scale if scale > 0 else 1.0
+        self.model_ = KNeighborsRegressor(n_neighbors=min(self.k, len(x_train)), weights=self.weights)
+        self.model_.fit(self._x(x_train), y_train)
+        return self
+
+    def _x(self, x) -> np.ndarray:
+        return (np.asarray(x, np.float64) - self.x_mean_) / self.x_scale_
+
+    def predict(self, x) -> np.ndarray:
+        if self.model_ is None:
+            raise RuntimeError("KNNProbe is not fitted: call fit first")
+        return np.asarray(self.model_.predict(self._x(x)), dtype=np.float64)
+
+
 def make_probe(probe: str, seed: int, config: ProbeConfig | None = None):
-    """A fresh probe by name: "mlp" (the paper's) or "ridge"."""
+    """A fresh probe by name: "mlp" (the paper's), "ridge" or "knn" (k = 5, distance weights)."""
     if probe == "mlp":
         return MLPProbe(config, seed=seed)
     if probe == "ridge":
         return RidgeProbe(seed=seed)
+    if probe == "knn":
+        return KNNProbe(seed=seed)
     raise ValueError(f"probe {probe!r} is not one of {PROBES}")
 
 

@@ -120,7 +120,6 @@ def plot_category_counts(city: City, top: int = 15, ax=None, title: str | None =
     ax = ax or plt.subplots(figsize=(5, 0.25 * len(counts) + 1))[1]
     ax.barh(counts.index.astype(str), counts.to_numpy(), color="tab:blue")
     ax.set(xlabel="POIs", title=title or f"top {len(counts)} of {city.pois[CATEGORY].nunique()} categories")
-    ax.tick_params(axis="y", labelsize=8)
     return ax
 
 

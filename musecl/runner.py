@@ -57,6 +57,7 @@ def run(city: str | os.PathLike | City, out_dir: str | os.PathLike, config: RunC
     from musecl.plotting import plot_map, plot_predicted_vs_true
 
     config = config or RunConfig()
+    methods = expand_methods(methods)
     out = Path(out_dir)
     city = resolve_city(city)
     cache_dir = Path(cache_dir) if cache_dir is not None else out / "cache"
@@ -70,10 +71,11 @@ def run(city: str | os.PathLike | City, out_dir: str | os.PathLike, config: RunC
         start = time.perf_counter()
         method = make_method(name, config, cache_dir=cache_dir, progress=progress)
         embedding = method.fit_transform(city)
+        probe = getattr(method, "probe", None) or config.probe  # e.g. Location kNN brings its own
         with atomic_write(out / "embeddings" / f"{name}.csv") as handle:
             embedding.to_csv(handle, index_label="region_id")
         results.append(evaluate_embedding(embedding, city, name, seeds=config.seeds, splits=config.splits,
-                                          probe=config.probe, block_size_m=config.block_size_m,
+                                          probe=probe, block_size_m=config.block_size_m,
                                           probe_config=probe_config))
         timings[name] = round(time.perf_counter() - start, 1)
         if hasattr(method, "attention"):
@@ -84,9 +86,9 @@ def run(city: str | os.PathLike | City, out_dir: str | os.PathLike, config: RunC
                           title=f"{name}: street-view weight beta_SV (eq. 9)", label="beta_SV")
             ax.figure.savefig(out / "figures" / "attention_map.png", dpi=110, bbox_inches="tight")
             plt.close(ax.figure)
-        if name == methods[-1] or name == "MuseCL":
+        if name == ("MuseCL" if "MuseCL" in methods else methods[-1]):  # Figure 4 for one method
             preds = pd.concat([predict_indicator(embedding, city, ind, split="random", seed=config.seeds[0],
-                                                 probe=config.probe, probe_config=probe_config)
+                                                 probe=probe, probe_config=probe_config)
                                for ind in city.meta.indicators])
             with atomic_write(out / "predictions.csv") as handle:
                 preds.assign(method=name).to_csv(handle, index=False)
@@ -98,6 +100,25 @@ def run(city: str | os.PathLike | City, out_dir: str | os.PathLike, config: RunC
         table.to_csv(handle, index=False)
     atomic_save_json(out / "run.json", run_info(city, config, timings))
     return table
+
+
+def expand_methods(methods: Sequence[str]) -> list[str]:
+    """Method names with ``"all"`` replaced by every method of the results table
+    (``musecl.methods.combinations.ALL_METHODS``), duplicates dropped, order kept."""
+    from musecl.methods import METHODS
+    from musecl.methods.combinations import ALL_METHODS
+
+    if isinstance(methods, str):
+        methods = [methods]
+    names: list[str] = []
+    for name in methods:
+        for n in (ALL_METHODS if name == "all" else [name]):
+            if n not in names:
+                names.append(n)
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; registered: {sorted(METHODS)} (or 'all')")
+    return names
 
 
 def run_info(city: City, config: RunConfig, timings: dict) -> dict:

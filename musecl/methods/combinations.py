@@ -1,0 +1,295 @@
+"""Methods built from MuseCL's own pieces: the paper's combination baselines, its ablation
+(Figure 6), and two location baselines the paper leaves out.
+
+Every method here reuses the cached stages of :mod:`musecl.methods.multisemantic` (the two image
+encoders trained on similarity triplets, eq. 1-6, and the POI text vectors, eq. 7), so a results
+table that runs them all trains each encoder once.
+
+* ``Add-svrv``: e^SV + e^RS (the paper's "summation of SV and RV embedding").
+* ``Fusion-svrv``: attentive fusion of SV and RS (eq. 8-10) without POI text; see
+  :func:`fusion_svrv_stage` for the text-free training target (our reading: the paper does not say).
+* ``Concat``: [e^SV, e^RS, e^POI].
+* Ablation: ``POI only``, ``SV only``, ``RS only``, ``SV+RS`` = [e^SV, e^RS] (``Concat`` without
+  POI; not a fusion, so the ablation does not depend on a training target we chose), ``MuseCL``.
+* ``Location kNN``: the region's centre in metres, read by a 5-nearest-neighbour probe
+  (REFERENCE.md, "What location alone explains"). ``Location + MuseCL``: [standardised x, y,
+  MuseCL embedding] read by the run's probe.
+
+Regions without images have NaN image embeddings; every method here fills them with the column
+mean (as the fusion module does), so no method hands NaN to a probe.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from musecl.cache import city_fingerprint, load_table, save_table
+from musecl.city import REGION_ID, SATELLITE, STREETVIEW, City
+from musecl.config import RunConfig
+from musecl.io import atomic_save_json
+from musecl.methods.base import RegionEmbedder, register
+from musecl.methods.multisemantic import (ATTENTION_CSV, EMBEDDINGS_CSV, FUSION_KEYS, HISTORY_CSV, MuseCL,
+                                          image_stage, text_stage)
+
+# The paper's Table 1 (row order), its Figure 6, and what this project adds.
+PAPER_BASELINES = ("Inception v3", "ResNet-18", "Tile2vec", "Urban2vec", "PG-SimCL", "Add-svrv",
+                   "Fusion-svrv", "Concat", "MuseCL")
+ABLATION = ("POI only", "SV only", "RS only", "SV+RS", "MuseCL")
+ADDED = ("EfficientNet-Lite0 (ImageNet)", "Location kNN", "Location + MuseCL")
+ALL_METHODS = tuple(dict.fromkeys(PAPER_BASELINES + ABLATION + ADDED))
+
+CONFIG_JSON = "config.json"
+SVRV_TARGET = "own-images"  # the text-free fusion target, named in the cache key
+
+
+# ------------------------------------------------------------------------------------------
+# helpers
+
+
+def impute_column_mean(table: pd.DataFrame, name: str = "embedding") -> pd.DataFrame:
+    """NaN cells filled with their column's mean (a region without images gets the average view)."""
+    means = table.mean(axis=0, skipna=True)
+    if means.isna().any():
+        raise ValueError(f"{name}: column(s) {list(means.index[means.isna()])[:5]} are NaN for every "
+                         "region; nothing to impute from (does the city have these images?)")
+    return table.astype(np.float64).fillna(means)
+
+
+def _renamed(table: pd.DataFrame, prefix: str) -> pd.DataFrame:
+    out = table.copy()
+    out.columns = [f"{prefix}_{k}" for k in range(table.shape[1])]
+    return out
+
+
+def stage_embeddings(city: City, cfg: RunConfig, cache, kind: str, progress: bool = True) -> pd.DataFrame:
+    """One of MuseCL's cached stage tables for ``city``: ``kind`` is "sv", "rs" or "poi" (eq. 5-7).
+
+    Image embeddings come back with NaN rows imputed by the column mean; columns ``<kind>_k``.
+    """
+    if kind == "sv":
+        folder = image_stage(city, cfg, STREETVIEW, cache, progress)
+    elif kind == "rs":
+        folder = image_stage(city, cfg, SATELLITE, cache, progress)
+    elif kind == "poi":
+        folder = text_stage(city, cfg, cache)
+    else:
+        raise ValueError(f"kind must be 'sv', 'rs' or 'poi'; got {kind!r}")
+    table = load_table(folder / EMBEDDINGS_CSV).reindex(city.region_ids)
+    return _renamed(impute_column_mean(table, f"{kind} embeddings of {city.name}"), kind)
+
+
+def fusion_svrv_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_dir: Path) -> Path:
+    """Attentive fusion of e^SV and e^RS (eq. 8-10) trained without POI text (Fusion-svrv).
+
+    The paper does not say what the attention is trained against when there is no POI vector to
+    align with. Our reading: eq. 11 (or the official MSE) with the POI vector replaced by the
+    region's *own two image embeddings*, concatenated, [e^SV, e^RS] (NaN rows imputed), reached
+    through the fusion module's linear head R^d -> R^2d. The fused vector must then single out
+    its own region among the mini-batch, so the attention learns which view is the more
+    distinctive one per region (e.g. the satellite view of a region without street views, whose
+    e^SV is only the column mean). Cheap: it reuses ``train_fusion`` unchanged, a few seconds.
+    The obvious alternative, the mean (e^SV + e^RS) / 2, is rejected: under MSE it is reached
+    exactly by beta = 1/2 for every region, so the attention would learn nothing.
+    """
+    from musecl.fusion import FusionConfig, fuse, train_fusion
+
+    upstream = [json.loads((d / "key.json").read_text()) for d in (sv_dir, rs_dir)]
+    key = {"upstream": upstream, "target": SVRV_TARGET, **cfg.subset(FUSION_KEYS)}
+
+    def compute(folder: Path) -> None:
+        sv, rs = (load_table(d / EMBEDDINGS_CSV).reindex(city.region_ids) for d in (sv_dir, rs_dir))
+        target = pd.concat([_renamed(impute_column_mean(sv, "sv"), "sv"),
+                            _renamed(impute_column_mean(rs, "rs"), "rs")], axis=1)
+        fusion_cfg = FusionConfig(loss=cfg.fusion_loss, epochs=cfg.fusion_epochs, batch_size=cfg.fusion_batch_size,
+                                  lr=cfg.fusion_lr, seed=cfg.seed, temperature=cfg.temperature)
+        model, history = train_fusion(sv, rs, target, fusion_cfg)
+        embedding, beta = fuse(model, sv, rs)
+        model.save(folder / "fusion")
+        history.to_csv(folder / HISTORY_CSV, index=False)
+        save_table(embedding, folder / EMBEDDINGS_CSV)
+        save_table(beta, folder / ATTENTION_CSV)
+
+    return cache.get_or_compute("fusion-svrv", key, compute)
+
+
+# ------------------------------------------------------------------------------------------
+# the common shape: compute one table on fit, hand it back on transform
+
+
+class TableMethod(RegionEmbedder):
+    """A method whose whole state is the table it produced from cached stages.
+
+    ``fit`` builds the table (subclasses: ``_compute``); ``transform`` returns it for the city it
+    was fitted on (the embeddings are transductive, as MuseCL's); ``save`` writes the table and
+    a readable ``config.json``; ``load`` reads them back. ``probe``: None reads the embedding with
+    the run's probe; a probe name ("knn") makes the runner use that one instead.
+    """
+
+    probe: str | None = None
+
+    def _compute(self, city: City) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def fit(self, city: City) -> "TableMethod":
+        table = self._compute(city).reindex(city.region_ids)
+        values = table.to_numpy(dtype=np.float64)
+        if not np.isfinite(values).all():
+            bad = table.index[~np.isfinite(values).all(axis=1)]
+            raise ValueError(f"{self.name}: non-finite embedding for {len(bad)} regions of {city.name}, "
+                             f"e.g. {bad[:5].tolist()}")
+        table.index.name = REGION_ID
+        self.table_ = table
+        self.fitted_on = city_fingerprint(city)
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "table_"):
+            raise RuntimeError(f"{self.name} is not fitted: call fit(city) or {type(self).__name__}.load(folder)")
+
+    def transform(self, city: City) -> pd.DataFrame:
+        self._check_fitted()
+        if city_fingerprint(city) != self.fitted_on:
+            raise ValueError(f"{self.name} was fitted on other data than {city.name!r}; its embeddings "
+                             "are transductive (one per training region): fit it on this city")
+        return self.table_.reindex(city.region_ids).copy()
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``embeddings.csv`` and ``config.json`` (method, city fingerprint, run settings)."""
+        self._check_fitted()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_table(self.table_, directory / EMBEDDINGS_CSV)
+        atomic_save_json(directory / CONFIG_JSON, {"method": self.name, "fitted_on": self.fitted_on,
+                                                   "config": self.config.to_dict()})
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "TableMethod":
+        directory = Path(directory)
+        for name in (CONFIG_JSON, EMBEDDINGS_CSV):
+            if not (directory / name).exists():
+                raise FileNotFoundError(f"{directory / name} is missing; was this folder written by "
+                                        f"{cls.__name__}.save?")
+        raw = json.loads((directory / CONFIG_JSON).read_text())
+        if raw.get("method") != cls.name:
+            raise ValueError(f"{directory} holds method {raw.get('method')!r}, not {cls.name!r}")
+        method = cls(config=RunConfig.from_dict(raw["config"]))
+        method.table_ = load_table(directory / EMBEDDINGS_CSV)
+        method.fitted_on = raw["fitted_on"]
+        return method
+
+    def _stage(self, city: City, kind: str) -> pd.DataFrame:
+        return stage_embeddings(city, self.config, self.cache, kind, self.progress)
+
+
+@register("Add-svrv")
+class AddSVRV(TableMethod):
+    """e^SV + e^RS: the paper's summation of the two MuseCL image embeddings (no POI text)."""
+
+    def _compute(self, city: City) -> pd.DataFrame:
+        sv, rs = self._stage(city, "sv"), self._stage(city, "rs")
+        return pd.DataFrame(sv.to_numpy() + rs.to_numpy(), index=sv.index,
+                            columns=[f"svrv_{k}" for k in range(sv.shape[1])])
+
+
+@register("Fusion-svrv")
+class FusionSVRV(TableMethod):
+    """Attentive fusion (eq. 8-10) of e^SV and e^RS without POI text; target: :func:`fusion_svrv_stage`."""
+
+    def _compute(self, city: City) -> pd.DataFrame:
+        cfg = self.config
+        sv = image_stage(city, cfg, STREETVIEW, self.cache, self.progress)
+        rs = image_stage(city, cfg, SATELLITE, self.cache, self.progress)
+        self.stage_dir = fusion_svrv_stage(city, cfg, self.cache, sv, rs)
+        return load_table(self.stage_dir / EMBEDDINGS_CSV)
+
+    def fusion_attention(self) -> pd.DataFrame:
+        """beta of eq. 9 per region (columns sv, rs). Not named ``attention`` so that the runner's
+        attention map stays MuseCL's."""
+        self._check_fitted()
+        return load_table(self.stage_dir / ATTENTION_CSV)
+
+    def save(self, directory: str | Path) -> Path:
+        """The table and config, plus the fusion stage (weights, history, attention) in ``fusion-svrv/``."""
+        directory = super().save(directory)
+        shutil.copytree(self.stage_dir, directory / "fusion-svrv", dirs_exist_ok=True)
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "FusionSVRV":
+        method = super().load(directory)
+        method.stage_dir = Path(directory) / "fusion-svrv"
+        return method
+
+
+@register("Concat")
+class Concat(TableMethod):
+    """[e^SV, e^RS, e^POI]: the paper's concatenation of the three MuseCL representations."""
+
+    def _compute(self, city: City) -> pd.DataFrame:
+        return pd.concat([self._stage(city, k) for k in ("sv", "rs", "poi")], axis=1)
+
+
+@register("POI only")
+class PoiOnly(TableMethod):
+    """Ablation: the POI text vectors of eq. 7 alone."""
+
+    def _compute(self, city: City) -> pd.DataFrame:
+        return self._stage(city, "poi")
+
+
+@register("SV only")
+class StreetViewOnly(TableMethod):
+    """Ablation: the street-view encoder (mobility triplets, eq. 1-2, 5-6) alone."""
+
+    def _compute(self, city: City) -> pd.DataFrame:
+        return self._stage(city, "sv")
+
+
+@register("RS only")
+class SatelliteOnly(TableMethod):
+    """Ablation: the satellite encoder (POI-similarity triplets, eq. 3-6) alone."""
+
+    def _compute(self, city: City) -> pd.DataFrame:
+        return self._stage(city, "rs")
+
+
+@register("SV+RS")
+class StreetViewSatellite(TableMethod):
+    """Ablation "street view and remote sensing without POI": [e^SV, e^RS], i.e. ``Concat`` without
+    the POI part. A concatenation rather than Fusion-svrv, so this row differs from both paper
+    baselines and measures what the images carry without any target of our choosing."""
+
+    def _compute(self, city: City) -> pd.DataFrame:
+        return pd.concat([self._stage(city, "sv"), self._stage(city, "rs")], axis=1)
+
+
+@register("Location kNN")
+class LocationKNN(TableMethod):
+    """The region centre in metres (``City.xy_m``), read by a 5-nearest-neighbour probe with
+    distance weights: what location alone explains (REFERENCE.md; not in the paper). No training;
+    under a random split neighbours of a test region sit in the training part, which is why the
+    spatial split matters."""
+
+    probe = "knn"
+
+    def _compute(self, city: City) -> pd.DataFrame:
+        return pd.DataFrame(city.xy_m(), index=city.region_ids.copy(), columns=["x_m", "y_m"])
+
+
+@register("Location + MuseCL")
+class LocationMuseCL(TableMethod):
+    """[standardised x, y, MuseCL embedding] read by the run's probe: does MuseCL add anything
+    to knowing where a region is? Coordinates are z-scored so their scale matches the embedding's."""
+
+    def _compute(self, city: City) -> pd.DataFrame:
+        xy = city.xy_m()
+        std = xy.std(axis=0)
+        xy = (xy - xy.mean(axis=0)) / np.where(std > 0, std, 1.0)
+        location = pd.DataFrame(xy, index=city.region_ids.copy(), columns=["x", "y"])
+        musecl = MuseCL(self.config, cache_dir=self.cache.root, progress=self.progress).fit(city)
+        return pd.concat([location, musecl.transform(city)], axis=1)

@@ -1,0 +1,396 @@
+"""Tables 1-2, Figure 6 and the discussion as views of the one tidy results table.
+
+Every number here is computed from rows ``city, indicator, method, split, seed, r2, rmse, n_test``
+(``musecl.evaluation.RESULT_COLUMNS``): a table is a groupby and a pivot, never numbers typed by
+hand. The paper's own numbers join from ``published_results.csv`` under a label that says so.
+"""
+from __future__ import annotations
+
+import html
+import re
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from musecl.evaluation import RESULT_COLUMNS
+from musecl.methods.combinations import ABLATION, ALL_METHODS, PAPER_BASELINES
+
+METRICS = ("r2", "rmse")
+HIGHER_IS_BETTER = {"r2": True, "rmse": False}
+TARGET = "MuseCL"
+LOCATION = "Location kNN"
+IMPROVEMENT_ROW = "improvement over best baseline"
+ORACLE_ROW = "oracle (noise ceiling)"
+OURS = "this run"
+# the paper's spellings -> this project's canonical method names
+PAPER_NAMES = {"Resnet-18": "ResNet-18", "Resnet18": "ResNet-18", "Inception-v3": "Inception v3",
+               "Add-srv": "Add-svrv", "Fusion-srv": "Fusion-svrv", "Ours": "MuseCL"}
+FORMATS = ("markdown", "html", "styler")
+
+
+# ------------------------------------------------------------------------------------------
+# selecting rows
+
+
+def _check_results(results: pd.DataFrame, metric: str) -> None:
+    if not isinstance(results, pd.DataFrame):
+        raise TypeError(f"results must be a DataFrame (results.csv); got {type(results).__name__}")
+    missing = [c for c in RESULT_COLUMNS if c not in results.columns]
+    if missing:
+        raise ValueError(f"results table lacks column(s) {missing}; expected {RESULT_COLUMNS}")
+    if metric not in METRICS:
+        raise ValueError(f"metric {metric!r} is not one of {METRICS}")
+
+
+def _rows(results: pd.DataFrame, metric: str, split: str, city: str | None = None,
+          one_city: bool = True) -> pd.DataFrame:
+    """The rows of one split (and one city when asked), with a clear error when there are none."""
+    _check_results(results, metric)
+    rows = results[results["split"] == split]
+    if rows.empty:
+        raise ValueError(f"no results for split {split!r}; the table has {sorted(results['split'].unique())}")
+    if city is not None:
+        rows = rows[rows["city"] == city]
+        if rows.empty:
+            raise ValueError(f"no results for city {city!r}; the table has {sorted(results['city'].unique())}")
+    elif one_city and rows["city"].nunique() > 1:
+        raise ValueError(f"the results hold several cities {sorted(rows['city'].unique())}; pass city=")
+    return rows
+
+
+def method_order(methods: Sequence[str], methods_order: Sequence[str] | None = None) -> list[str]:
+    """``methods`` sorted as ``methods_order`` (default: the paper's Table 1, then the ablation,
+    then the added baselines), unknown ones after them in their order of appearance."""
+    present = list(dict.fromkeys(methods))
+    if methods_order is not None:
+        return [m for m in methods_order if m in present]
+    known = [m for m in ALL_METHODS if m in present]
+    return known + [m for m in present if m not in known]
+
+
+def numeric_tables(results: pd.DataFrame, metric: str = "r2", split: str = "random",
+                   methods_order: Sequence[str] | None = None, indicators: Sequence[str] | None = None,
+                   city: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Mean and standard deviation (over seeds, ddof=1) of ``metric``: method (rows) x indicator."""
+    rows = _rows(results, metric, split, city)
+    grouped = rows.groupby(["method", "indicator"], sort=False)[metric]
+    mean, std = grouped.mean().unstack(), grouped.std().unstack()
+    order = method_order(rows["method"], methods_order)
+    cols = list(dict.fromkeys(rows["indicator"])) if indicators is None else list(indicators)
+    unknown = [c for c in cols if c not in mean.columns]
+    if unknown:
+        raise ValueError(f"no results for indicator(s) {unknown}; the table has {list(mean.columns)}")
+    mean, std = mean.reindex(index=order, columns=cols), std.reindex(index=order, columns=cols)
+    mean.index.name = std.index.name = "method"
+    mean.columns.name = std.columns.name = "indicator"
+    return mean, std
+
+
+def _format(mean: float, std: float, digits: int) -> str:
+    if pd.isna(mean):
+        return ""
+    if pd.isna(std):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def results_table(results: pd.DataFrame, metric: str = "r2", split: str = "random",
+                  methods_order: Sequence[str] | None = None, indicators: Sequence[str] | None = None,
+                  city: str | None = None, digits: int = 3, numeric: bool = False) -> pd.DataFrame:
+    """Table 1 of one city and split: "mean ± std" over seeds per method (rows) x indicator.
+
+    ``numeric=True`` returns the twin of means (floats) instead; :func:`numeric_tables` gives both
+    means and deviations. A single seed shows the mean alone.
+    """
+    mean, std = numeric_tables(results, metric, split, methods_order, indicators, city)
+    if numeric:
+        return mean
+    text = pd.DataFrame([[_format(m, s, digits) for m, s in zip(mean.loc[i], std.loc[i])] for i in mean.index],
+                        index=mean.index.copy(), columns=mean.columns.copy())
+    return text
+
+
+# ------------------------------------------------------------------------------------------
+# marks and improvement
+
+
+def rank_marks(mean: pd.DataFrame, metric: str = "r2") -> pd.DataFrame:
+    """"best" / "second" / "" per cell: per indicator (column), the best and runner-up method by
+    mean (highest R2, lowest RMSE). Ties go to the row listed first; NaN is never marked."""
+    if metric not in METRICS:
+        raise ValueError(f"metric {metric!r} is not one of {METRICS}")
+    marks = pd.DataFrame("", index=mean.index, columns=mean.columns)
+    for col in mean.columns:
+        values = mean[col].dropna()
+        order = values.sort_values(ascending=not HIGHER_IS_BETTER[metric], kind="stable").index
+        for label, row in zip(("best", "second"), order[:2]):
+            marks.loc[row, col] = label
+    return marks
+
+
+def improvement(mean: pd.DataFrame, metric: str = "r2", target: str = TARGET,
+                baselines: Sequence[str] | None = None) -> pd.Series:
+    """The paper's "Impr." row, in %: ``target`` against the best of ``baselines`` present
+    (default: the paper's Table 1 methods except MuseCL). R2: 100 (target - best) / |best|;
+    RMSE: 100 (best - target) / best, so a positive number is always an improvement. NaN where
+    the target or every baseline is missing, or the best baseline is 0."""
+    if metric not in METRICS:
+        raise ValueError(f"metric {metric!r} is not one of {METRICS}")
+    baselines = [m for m in PAPER_BASELINES if m != target] if baselines is None else list(baselines)
+    present = [m for m in baselines if m in mean.index and m != target]
+    out = pd.Series(np.nan, index=mean.columns, name=IMPROVEMENT_ROW, dtype=float)
+    if target not in mean.index or not present:
+        return out
+    for col in mean.columns:
+        values = mean.loc[present, col].dropna()
+        t = mean.loc[target, col]
+        if values.empty or pd.isna(t):
+            continue
+        if HIGHER_IS_BETTER[metric]:
+            best = values.max()
+            out[col] = 100 * (t - best) / abs(best) if best != 0 else np.nan
+        else:
+            best = values.min()
+            out[col] = 100 * (best - t) / best if best != 0 else np.nan
+    return out
+
+
+def _render(text: pd.DataFrame, marks: pd.DataFrame, fmt: str, caption: str):
+    if fmt == "styler":
+        def css(frame: pd.DataFrame) -> pd.DataFrame:
+            style = {"best": "font-weight: bold", "second": "text-decoration: underline"}
+            return marks.reindex(index=frame.index, columns=frame.columns, fill_value="").map(
+                lambda m: style.get(m, ""))
+
+        return text.style.apply(css, axis=None).set_caption(caption)
+    if fmt == "markdown":
+        def cell(value: str, mark: str) -> str:
+            value = value.replace("|", "\\|")
+            return f"**{value}**" if mark == "best" and value else (f"<u>{value}</u>" if mark == "second" and value
+                                                                      else value)
+
+        lines = ["| " + " | ".join([str(text.index.name or "method")] + [str(c) for c in text.columns]) + " |",
+                 "|" + "---|" * (len(text.columns) + 1)]
+        for i in text.index:
+            cells = [cell(text.loc[i, c], marks.loc[i, c] if i in marks.index else "") for c in text.columns]
+            lines.append("| " + " | ".join([str(i)] + cells) + " |")
+        return "\n".join(lines) + "\n"
+    esc = html.escape
+    head = "".join(f"<th>{esc(str(c))}</th>" for c in text.columns)
+    body = []
+    for i in text.index:
+        cells = []
+        for c in text.columns:
+            v, m = esc(text.loc[i, c]), marks.loc[i, c] if i in marks.index else ""
+            cells.append(f"<td><b>{v}</b></td>" if m == "best" and v else
+                         f"<td><u>{v}</u></td>" if m == "second" and v else f"<td>{v}</td>")
+        body.append(f"<tr><th>{esc(str(i))}</th>{''.join(cells)}</tr>")
+    return (f"<table class=\"musecl-results\"><caption>{esc(caption)}</caption><thead><tr><th>"
+            f"{esc(str(text.index.name or 'method'))}</th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+
+
+def styled_table(results: pd.DataFrame, metric: str = "r2", split: str = "random",
+                 methods_order: Sequence[str] | None = None, indicators: Sequence[str] | None = None,
+                 city: str | None = None, digits: int = 3, fmt: str = "markdown", target: str = TARGET,
+                 baselines: Sequence[str] | None = None):
+    """:func:`results_table` as the paper prints it: per indicator the best method in **bold**, the
+    second underlined (by mean; highest R2, lowest RMSE), and a last row "improvement over best
+    baseline" (:func:`improvement`, in %).
+
+    ``fmt``: "markdown" (a string; bold as ``**``, underline as ``<u>``), "html" (a string) or
+    "styler" (a pandas Styler; needs jinja2).
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt {fmt!r} is not one of {FORMATS}")
+    mean, std = numeric_tables(results, metric, split, methods_order, indicators, city)
+    text = results_table(results, metric, split, methods_order, indicators, city, digits)
+    marks = rank_marks(mean, metric)
+    gain = improvement(mean, metric, target, baselines)
+    if gain.notna().any():
+        text.loc[IMPROVEMENT_ROW] = [f"{g:.2f}%" if pd.notna(g) else "" for g in gain]
+    label = {"r2": "R2 (higher is better)", "rmse": "RMSE (lower is better)"}[metric]
+    where = city or str(_rows(results, metric, split)["city"].iloc[0])
+    return _render(text, marks, fmt, f"{where}, {split} split: {label}, mean ± std over seeds")
+
+
+# ------------------------------------------------------------------------------------------
+# the paper's numbers and the toy city's ceiling
+
+
+def paper_method_name(name: str) -> str:
+    """The canonical name of a method as spelled in the paper's tables ("Resnet-18" -> "ResNet-18")."""
+    name = str(name).strip()
+    if name in PAPER_NAMES:
+        return PAPER_NAMES[name]
+    folded = {m.lower(): m for m in ALL_METHODS}
+    return folded.get(name.lower(), name)
+
+
+def with_published(table: pd.DataFrame, published: pd.DataFrame | None, city_label: str,
+                   metric: str = "r2", source: str | None = None) -> pd.DataFrame:
+    """``table`` (method x indicator, from :func:`results_table`) beside the paper's numbers.
+
+    Columns become (indicator, "this run") and (indicator, "paper (<city_label>)") for every
+    indicator of ``table``; methods the paper reports but the run lacks are added as rows. The
+    paper's method names are mapped to ours (:func:`paper_method_name`). ``published`` is
+    ``musecl.datasets.published.published_results()``; when it is None (no data directory) the
+    table comes back unchanged with a warning. ``source`` picks one paper where several report
+    the same city.
+    """
+    if published is None:
+        warnings.warn("no published results (data directory absent); the table is shown without the "
+                      "paper's numbers", stacklevel=2)
+        return table
+    needed = {"city", "indicator", "method", metric}
+    if not needed <= set(published.columns):
+        raise ValueError(f"published table lacks column(s) {sorted(needed - set(published.columns))}")
+    paper = published[published["city"] == city_label]
+    if source is not None:
+        paper = paper[paper["source"] == source]
+    if paper.empty:
+        raise ValueError(f"no published numbers for city {city_label!r}"
+                         + (f" and source {source!r}" if source else "")
+                         + f"; cities: {sorted(published['city'].unique())}")
+    paper = paper.assign(method=paper["method"].map(paper_method_name))
+    if paper.duplicated(["indicator", "method"]).any():
+        raise ValueError(f"several sources report {city_label!r} ({sorted(paper['source'].unique())}); "
+                         "pass source=")
+    numbers = paper.pivot(index="method", columns="indicator", values=metric)
+    label = f"paper ({city_label})"
+    textual = any(table[c].dtype == object or pd.api.types.is_string_dtype(table[c]) for c in table.columns)
+    rows = list(table.index) + [m for m in method_order(numbers.index, PAPER_BASELINES) if m not in table.index]
+    rows += [m for m in numbers.index if m not in rows]
+    out = {}
+    for indicator in table.columns:
+        ours = table[indicator].reindex(rows)
+        theirs = numbers[indicator].reindex(rows) if indicator in numbers.columns else pd.Series(np.nan, index=rows)
+        if textual:
+            ours = ours.fillna("")
+            theirs = theirs.map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
+        out[(indicator, OURS)] = ours
+        out[(indicator, label)] = theirs
+    joined = pd.DataFrame(out, index=pd.Index(rows, name=table.index.name or "method"))
+    joined.columns = pd.MultiIndex.from_tuples(joined.columns, names=["indicator", "source"])
+    return joined
+
+
+def oracle_row(city, digits: int | None = None) -> pd.DataFrame:
+    """The toy city's oracle R2 per indicator (the best any method can reach, given the noise the
+    generator added) as one row to put under a table; strings when ``digits`` is given."""
+    oracle = dict(city.meta.oracle_r2 or {})
+    if not oracle:
+        raise ValueError(f"{city.name} has no oracle R2 in city.yaml; only generated cities know their noise")
+    cols = [i for i in city.meta.indicators if i in oracle] + [i for i in oracle if i not in city.meta.indicators]
+    values = [float(oracle[c]) for c in cols]
+    row = pd.DataFrame([values], index=pd.Index([ORACLE_ROW], name="method"), columns=cols)
+    if digits is not None:
+        row = row.map(lambda v: f"{v:.{digits}f}")
+    row.columns.name = "indicator"
+    return row
+
+
+# ------------------------------------------------------------------------------------------
+# sentences for the discussion
+
+
+def _means(results: pd.DataFrame, metric: str, split: str) -> pd.DataFrame:
+    rows = _rows(results, metric, split, one_city=False)
+    return rows.groupby(["city", "indicator", "method"], sort=False)[metric].agg(["mean", "std"]).reset_index()
+
+
+def winners(results: pd.DataFrame, split: str = "random", metric: str = "r2",
+            methods: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per city and indicator: the best method by mean, its mean and std, the runner-up and the
+    margin between them (always >= 0; for RMSE the runner-up's minus the best's)."""
+    means = _means(results, metric, split)
+    if methods is not None:
+        means = means[means["method"].isin(list(methods))]
+    rows = []
+    for (city, indicator), g in means.groupby(["city", "indicator"], sort=False):
+        g = g.sort_values("mean", ascending=not HIGHER_IS_BETTER[metric], kind="stable")
+        best = g.iloc[0]
+        second = g.iloc[1] if len(g) > 1 else None
+        rows.append({"city": city, "indicator": indicator, "best": best["method"], "best_mean": best["mean"],
+                     "best_std": best["std"],
+                     "runner_up": second["method"] if second is not None else None,
+                     "runner_up_mean": second["mean"] if second is not None else np.nan,
+                     "margin": abs(best["mean"] - second["mean"]) if second is not None else np.nan,
+                     "n_methods": len(g)})
+    return pd.DataFrame(rows)
+
+
+def location_vs(results: pd.DataFrame, split: str = "random", metric: str = "r2",
+                location: str = LOCATION, target: str = TARGET) -> pd.DataFrame:
+    """Per city and indicator: Location kNN's mean against MuseCL's and against the best other
+    method, and its rank among all methods (1 = best). Positive differences favour location."""
+    means = _means(results, metric, split)
+    if location not in set(means["method"]):
+        raise ValueError(f"no {location!r} rows for split {split!r}; run it (musecl run --methods all)")
+    sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
+    rows = []
+    for (city, indicator), g in means.groupby(["city", "indicator"], sort=False):
+        by = g.set_index("method")["mean"]
+        if location not in by.index:
+            continue
+        loc = by[location]
+        others = by.drop(location).dropna()
+        best_other = (others.idxmax() if sign > 0 else others.idxmin()) if len(others) else None
+        t = by.get(target, np.nan)
+        rows.append({"city": city, "indicator": indicator, "location": loc, "musecl": t,
+                     "location_minus_musecl": sign * (loc - t),
+                     "best_other": best_other,
+                     "best_other_mean": others[best_other] if best_other is not None else np.nan,
+                     "location_minus_best_other": sign * (loc - others[best_other]) if best_other else np.nan,
+                     "location_rank": int((sign * others > sign * loc).sum()) + 1})
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------
+# files
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", str(name).lower()).strip("-") or "city"
+
+
+def write_tables(results: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+    """CSV views of a results table: per split ``table1_<split>.csv`` (R2, with the improvement
+    row), ``table1_rmse_<split>.csv``, ``ablation_<split>.csv`` (Figure 6's methods, when run),
+    ``winners_<split>.csv`` and ``location_vs_<split>.csv`` (when Location kNN was run). With
+    several cities the per-city tables are prefixed with the city's slug."""
+    from musecl.io import atomic_write
+
+    _check_results(results, "r2")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+
+    def save(df: pd.DataFrame, name: str, index: bool = True) -> None:
+        with atomic_write(out / name) as handle:
+            df.to_csv(handle, index=index)
+        written.append(out / name)
+
+    cities = list(dict.fromkeys(results["city"]))
+    for split in dict.fromkeys(results["split"]):
+        for city in cities:
+            prefix = f"{_slug(city)}_" if len(cities) > 1 else ""
+            if not ((results["city"] == city) & (results["split"] == split)).any():
+                continue
+            for metric, name in (("r2", "table1"), ("rmse", "table1_rmse")):
+                mean, _ = numeric_tables(results, metric, split, city=city)
+                text = results_table(results, metric, split, city=city, digits=4)
+                gain = improvement(mean, metric)
+                if gain.notna().any():
+                    text.loc[IMPROVEMENT_ROW] = [f"{g:.2f}%" if pd.notna(g) else "" for g in gain]
+                save(text, f"{prefix}{name}_{split}.csv")
+            rows = results[(results["city"] == city) & (results["split"] == split)]
+            if set(rows["method"]) & (set(ABLATION) - {TARGET}):
+                save(results_table(results, "r2", split, methods_order=ABLATION, city=city, digits=4),
+                     f"{prefix}ablation_{split}.csv")
+        save(winners(results, split), f"winners_{split}.csv", index=False)
+        if (results.loc[results["split"] == split, "method"] == LOCATION).any():
+            save(location_vs(results, split), f"location_vs_{split}.csv", index=False)
+    return written

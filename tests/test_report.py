@@ -1,0 +1,178 @@
+"""Views of the results table on hand-made rows: formatting, bold/underline, the paper's
+improvement row (checked against the paper's own Table 1 numbers), the published join, the
+discussion tables and the CSV files."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from musecl import report
+from musecl.evaluation import RESULT_COLUMNS
+
+# The paper's Table 1 (Beijing), PD and NP, for four methods: R2 and RMSE.
+BEIJING = {
+    "Add-svrv": {"PD": (0.0995, 1.4027), "NP": (0.1290, 1.5909)},
+    "Urban2vec": {"PD": (0.4982, 1.0471), "NP": (0.7955, 0.7708)},
+    "Concat": {"PD": (0.4984, 1.0469), "NP": (0.7832, 0.7937)},
+    "MuseCL": {"PD": (0.5310, 1.0123), "NP": (0.9471, 0.3921)},
+}
+
+
+def table_from(values: dict, seeds=(0,), split="random", city="Beijing", jitter=0.0) -> pd.DataFrame:
+    rows = []
+    for method, by_indicator in values.items():
+        for indicator, (r2, rmse) in by_indicator.items():
+            for seed in seeds:
+                rows.append({"city": city, "indicator": indicator, "method": method, "split": split,
+                             "seed": seed, "r2": r2 + jitter * seed, "rmse": rmse - jitter * seed, "n_test": 200})
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+@pytest.fixture
+def results():
+    """Two seeds (r2 = v and v + 0.01), two splits, plus Location kNN."""
+    values = {**BEIJING, "Location kNN": {"PD": (0.82, 0.6), "NP": (0.66, 0.9)}}
+    return pd.concat([table_from(values, seeds=(0, 1), split=s, jitter=0.01) for s in ("random", "spatial")],
+                     ignore_index=True)
+
+
+def test_results_table_strings_and_numeric_twin(results):
+    text = report.results_table(results, digits=3)
+    assert list(text.index) == ["Urban2vec", "Add-svrv", "Concat", "MuseCL", "Location kNN"]  # Table 1 order
+    assert list(text.columns) == ["PD", "NP"]
+    std = np.std([0.5310, 0.5410], ddof=1)
+    assert text.loc["MuseCL", "PD"] == f"{0.5360:.3f} ± {std:.3f}"
+    mean = report.results_table(results, numeric=True)
+    assert mean.loc["MuseCL", "PD"] == pytest.approx(0.5360)
+    one_seed = report.results_table(table_from(BEIJING), digits=4)
+    assert one_seed.loc["Concat", "NP"] == "0.7832"  # one seed: no deviation to show
+    ordered = report.results_table(results, methods_order=["MuseCL", "Concat"], indicators=["NP"])
+    assert list(ordered.index) == ["MuseCL", "Concat"] and list(ordered.columns) == ["NP"]
+
+
+def test_bold_and_underline_land_on_the_right_cells():
+    res = table_from(BEIJING)
+    marks = report.rank_marks(report.results_table(res, numeric=True), "r2")
+    assert marks.loc["MuseCL", "PD"] == "best" and marks.loc["Concat", "PD"] == "second"  # as the paper
+    assert marks.loc["MuseCL", "NP"] == "best" and marks.loc["Urban2vec", "NP"] == "second"
+    assert (marks == "").sum().sum() == marks.size - 4
+    rmse = report.rank_marks(report.results_table(res, metric="rmse", numeric=True), "rmse")
+    assert rmse.loc["MuseCL", "PD"] == "best" and rmse.loc["Concat", "PD"] == "second"  # lowest wins
+    md = report.styled_table(res, digits=4)
+    assert "| MuseCL | **0.5310** | **0.9471** |" in md
+    assert "| Concat | <u>0.4984</u> | 0.7832 |" in md
+    html = report.styled_table(res, metric="rmse", fmt="html", digits=4)
+    assert "<td><b>1.0123</b></td>" in html and "<td><u>1.0469</u></td>" in html
+    with pytest.raises(ValueError, match="fmt 'latex'"):
+        report.styled_table(res, fmt="latex")
+
+
+def test_styler_output():
+    pytest.importorskip("jinja2")
+    out = report.styled_table(table_from(BEIJING), fmt="styler").to_html()
+    assert "font-weight: bold" in out and "text-decoration: underline" in out
+
+
+def test_improvement_reproduces_the_papers_row():
+    res = table_from(BEIJING)
+    r2 = report.improvement(report.results_table(res, numeric=True), "r2")
+    assert r2.round(2).to_dict() == {"PD": 6.54, "NP": 19.06}  # the paper's "Impr." row
+    rmse = report.improvement(report.results_table(res, metric="rmse", numeric=True), "rmse")
+    assert rmse.round(2).to_dict() == {"PD": 3.30, "NP": 49.13}
+    md = report.styled_table(res)
+    assert "| improvement over best baseline | 6.54% | 19.06% |" in md
+    # only paper baselines count: a better Location kNN does not change the row
+    more = pd.concat([res, table_from({"Location kNN": {"PD": (0.9, 0.5), "NP": (0.99, 0.1)}})])
+    assert report.improvement(report.results_table(more, numeric=True)).round(2).to_dict() == r2.round(2).to_dict()
+    no_target = report.improvement(report.results_table(res, numeric=True).drop("MuseCL"))
+    assert no_target.isna().all()
+
+
+def published_table() -> pd.DataFrame:
+    rows = [("MuseCL paper Table 1", "Beijing", "PD", "Resnet-18", 0.0685, 1.4266),
+            ("MuseCL paper Table 1", "Beijing", "PD", "Add-srv", 0.0995, 1.4027),
+            ("MuseCL paper Table 1", "Beijing", "PD", "MuseCL", 0.5310, 1.0123),
+            ("MuseCL paper Table 1", "Beijing", "MC", "MuseCL", 0.6229, 1.3906),
+            ("MuseCL paper Table 2", "Shanghai", "PD", "MuseCL", 0.4301, 0.9089),
+            ("Other paper", "Shanghai", "PD", "MuseCL", 0.4, 0.9)]
+    return pd.DataFrame(rows, columns=["source", "city", "indicator", "method", "r2", "rmse"])
+
+
+def test_with_published_maps_names_and_labels_columns(results):
+    table = report.results_table(results)
+    joined = report.with_published(table, published_table(), "Beijing")
+    assert ("PD", "paper (Beijing)") in joined.columns and ("PD", "this run") in joined.columns
+    assert ("MC", "paper (Beijing)") not in joined.columns  # only the run's indicators
+    assert joined.loc["ResNet-18", ("PD", "paper (Beijing)")] == "0.0685"  # "Resnet-18" -> ours
+    assert joined.loc["ResNet-18", ("PD", "this run")] == ""
+    assert joined.loc["Add-svrv", ("PD", "paper (Beijing)")] == "0.0995"  # "Add-srv" -> ours
+    assert joined.loc["MuseCL", ("PD", "this run")] == table.loc["MuseCL", "PD"]
+    assert joined.loc["Location kNN", ("NP", "paper (Beijing)")] == ""
+    numeric = report.with_published(report.results_table(results, numeric=True), published_table(), "Beijing",
+                                    metric="rmse")
+    assert numeric.loc["MuseCL", ("PD", "paper (Beijing)")] == pytest.approx(1.0123)
+    with pytest.raises(ValueError, match="several sources report 'Shanghai'"):
+        report.with_published(table, published_table(), "Shanghai")
+    assert report.with_published(table, published_table(), "Shanghai", source="Other paper").shape[0] >= 1
+    with pytest.raises(ValueError, match="no published numbers for city 'Paris'"):
+        report.with_published(table, published_table(), "Paris")
+    with pytest.warns(UserWarning, match="no published results"):
+        assert report.with_published(table, None, "Beijing") is table
+
+
+def test_oracle_row():
+    city = SimpleNamespace(name="Toy City", meta=SimpleNamespace(indicators={"PD": 1, "NP": 2},
+                                                                oracle_r2={"NP": 0.92, "PD": 0.9}))
+    row = report.oracle_row(city)
+    assert list(row.columns) == ["PD", "NP"] and row.loc[report.ORACLE_ROW, "NP"] == 0.92
+    assert report.oracle_row(city, digits=2).loc[report.ORACLE_ROW, "PD"] == "0.90"
+    with pytest.raises(ValueError, match="has no oracle R2"):
+        report.oracle_row(SimpleNamespace(name="Beijing", meta=SimpleNamespace(indicators={}, oracle_r2={})))
+
+
+def test_winners_and_location_vs(results):
+    w = report.winners(results, "random").set_index("indicator")
+    assert w.loc["PD", "best"] == "Location kNN" and w.loc["PD", "runner_up"] == "MuseCL"
+    assert w.loc["PD", "best_mean"] == pytest.approx(0.825)
+    assert w.loc["PD", "margin"] == pytest.approx(0.825 - 0.536)
+    assert w.loc["NP", "best"] == "MuseCL" and w.loc["NP", "runner_up"] == "Urban2vec"
+    w_rmse = report.winners(results, "random", metric="rmse").set_index("indicator")
+    assert w_rmse.loc["NP", "best"] == "MuseCL" and w_rmse.loc["NP", "margin"] > 0
+    only = report.winners(results, "random", methods=["Concat", "Add-svrv"]).set_index("indicator")
+    assert only.loc["PD", "best"] == "Concat"
+    loc = report.location_vs(results, "random").set_index("indicator")
+    assert loc.loc["PD", "location_minus_musecl"] == pytest.approx(0.825 - 0.536)
+    assert loc.loc["PD", "location_rank"] == 1 and loc.loc["NP", "location_rank"] == 4
+    assert loc.loc["NP", "best_other"] == "MuseCL"
+    assert loc.loc["NP", "location_minus_best_other"] == pytest.approx(0.665 - 0.9521)
+    with pytest.raises(ValueError, match="no 'Location kNN' rows"):
+        report.location_vs(table_from(BEIJING))
+
+
+def test_write_tables(results, tmp_path):
+    written = report.write_tables(results, tmp_path)
+    names = {p.name for p in written}
+    for split in ("random", "spatial"):
+        for stem in ("table1", "table1_rmse", "winners", "location_vs"):
+            assert f"{stem}_{split}.csv" in names
+    table = pd.read_csv(tmp_path / "table1_random.csv", index_col=0)
+    assert table.loc[report.IMPROVEMENT_ROW, "PD"] == f"{100 * (0.536 - 0.5034) / 0.5034:.2f}%"  # vs Concat
+    two = pd.concat([results, results.assign(city="New York")])
+    names = {p.name for p in report.write_tables(two, tmp_path / "two")}
+    assert {"beijing_table1_random.csv", "new-york_table1_random.csv"} <= names
+
+
+def test_bad_input(results):
+    with pytest.raises(ValueError, match="no results for split 'block'"):
+        report.results_table(results, split="block")
+    with pytest.raises(ValueError, match="several cities"):
+        report.results_table(pd.concat([results, results.assign(city="Shanghai")]))
+    with pytest.raises(ValueError, match="lacks column"):
+        report.results_table(results.drop(columns=["rmse"]))
+    with pytest.raises(ValueError, match="metric 'mae'"):
+        report.results_table(results, metric="mae")
+    with pytest.raises(ValueError, match=r"indicator\(s\) \['HD'\]"):
+        report.results_table(results, indicators=["HD"])
