@@ -115,22 +115,21 @@ sampling
 fusion = result["fusion"]
 fusion_size = f"{fusion['n_regions']:,} regions x {fusion['epochs']} epochs"
 other = pd.DataFrame({
-    "what": ["POI text: skip-gram + hierarchical softmax (eq. 7)",
-             f"fusion: attention + InfoNCE (eq. 8-11), {fusion['threads']} thread(s)", "one MLP probe fit (1 thread)"],
+    "what": ["POI text (eq. 7)", f"fusion (eq. 8-11), {fusion['threads']} thread(s)", "MLP probe, 1 thread"],
     "size": [f"{result['text']['processed_tokens']:,} tokens processed", fusion_size,
              f"{result['probe']['n_rows']} rows x {result['probe']['epochs']} epochs"],
     "seconds": [result["text"]["seconds"], fusion["seconds"], result["probe"]["seconds"]],
 })
 for n, seconds in fusion.get("seconds_by_threads", {}).items():
     if int(n) != fusion["threads"]:
-        other.loc[len(other)] = [f"fusion, {n} thread(s)", fusion_size, seconds]
+        other.loc[len(other)] = [f"fusion (eq. 8-11), {n} thread(s)", fusion_size, seconds]
 if result["end_to_end"]:
     e2e = result["end_to_end"]
-    other.loc[len(other)] = ["`musecl run` on the toy city", f"{e2e['n_regions']} regions, {e2e['params']}",
+    other.loc[len(other)] = ["musecl run, toy city", f"{e2e['n_regions']} regions, {e2e['params']}",
                              e2e["seconds"]]
 other.round(2)
 
-# %%
+# %% tags=["hide-input"]
 ratio_rs, ratio_sv = head["train_vs_raw_ratio_rs"], head["train_vs_raw_ratio_sv"]
 glue("ratio_rs", ratio_rs, display=False)
 glue("ratio_sv", ratio_sv, display=False)
@@ -160,6 +159,10 @@ glue("ratio_sentence", Markdown(
     "before reading much into it." if not any(met) else
     "One loop reaches the goal of 0.9 and one does not on this run; the medians of a few repeats on "
     "a shared machine are noisy."), display=False)
+by_threads = fusion.get("seconds_by_threads", {})
+glue("fusion_threads_sentence", Markdown(
+    "With " + " and ".join(f"{n} thread(s) fusion took {t:.2f} s" for n, t in by_threads.items()) + "."
+    if len(by_threads) > 1 else ""), display=False)
 glue("mode_sentence", Markdown(
     f"These are the *quick* sizes (up to {head['sampling_n_max']:,} regions). `musecl bench` without "
     "`--quick` measures 1,000 to 100,000 regions and the end-to-end run." if quick else
@@ -169,19 +172,20 @@ glue("mode_sentence", Markdown(
 # ## What we saw
 #
 # On this machine ({glue:text}`threads` torch threads, load average {glue:text}`load:.1f` when the
-# benchmark started) the satellite loop (ResNet-18) trained at {glue:text}`loop_rs:.0f` images/s
-# against {glue:text}`raw_rs:.0f` for the bare step: a ratio of {glue:text}`ratio_rs:.2f`. The
-# street-view loop (Inception-v3) ran at {glue:text}`loop_sv:.0f` against {glue:text}`raw_sv:.0f`
+# benchmark started) the satellite loop (ResNet-18) trained at {glue:text}`loop_rs:.1f` images/s
+# against {glue:text}`raw_rs:.1f` for the bare step: a ratio of {glue:text}`ratio_rs:.2f`. The
+# street-view loop (Inception-v3) ran at {glue:text}`loop_sv:.1f` against {glue:text}`raw_sv:.1f`
 # images/s, a ratio of {glue:text}`ratio_sv:.2f`. {glue:md}`ratio_sentence` The forward and backward
 # pass of ResNet-18 at 64 px was fastest with {glue:md}`fastest`.
 #
-# Sampling 10,000 triplets for {glue:text}`n_max` regions took {glue:text}`sampling_s:.2f` s and
+# Sampling 10,000 triplets for {glue:text}`n_max:,` regions took {glue:text}`sampling_s:.2f` s and
 # at most {glue:text}`sampling_mb:.0f` MB of traced memory; time grew like $N^k$ with $k$ =
 # {glue:text}`exponent:.2f` at most, far below the $N^2$ of a similarity matrix. The POI text
 # encoder needed {glue:text}`text_s:.1f` s per million processed tokens, fusion training on
 # {glue:text}`fusion_regions` regions for {glue:text}`fusion_epochs` epochs {glue:text}`fusion_s:.2f` s
 # and one probe fit {glue:text}`probe_s:.2f` s. Fusion and the probe are small models whose steps
-# are mostly per-operation overhead; the table shows what the thread count does to them. The whole benchmark
+# are mostly per-operation overhead, where a second thread can cost more than it gives:
+# {glue:md}`fusion_threads_sentence` The whole benchmark
 # took {glue:text}`bench_s:.0f` s. {glue:md}`mode_sentence`
 #
 # The wall time of a whole `musecl run` on the toy city is not measured on this page (the book

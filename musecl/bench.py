@@ -533,7 +533,8 @@ def format_report(result: dict) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of ``musecl bench`` (shared by :func:`main` and ``musecl.cli``)."""
-    parser.add_argument("--quick", action="store_true", help="small sizes: about a minute without --end-to-end")
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes: about a minute on a quiet 2-core machine with --no-end-to-end")
     parser.add_argument("--out", type=Path, default=None, help="folder to write bench.json into")
     parser.add_argument("--no-end-to-end", dest="end_to_end", action="store_false",
                         help="skip timing `musecl run` on the toy city")

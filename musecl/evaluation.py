@@ -13,7 +13,6 @@ Rows are matched to regions by ``region_id``, never by position.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import warnings
@@ -26,6 +25,7 @@ import torch
 from torch import nn
 
 from musecl.city import REGION_ID, City
+from musecl.training import one_torch_thread
 
 RESULT_COLUMNS = ["city", "indicator", "method", "split", "seed", "r2", "rmse", "n_test"]
 PREDICTION_COLUMNS = [REGION_ID, "indicator", "split_part", "y_true", "y_pred"]
@@ -131,19 +131,6 @@ def _standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mean = x.mean(axis=0)
     std = x.std(axis=0)
     return mean, np.where(std > 0, std, 1.0)
-
-
-@contextlib.contextmanager
-def one_torch_thread():
-    """Run a small model on one thread: a 4-layer MLP on a few hundred rows is all per-operation
-    overhead, and a second thread only adds synchronisation (measured: 20x slower with 2 threads
-    on a busy 2-core machine, see the benchmark)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 class MLPProbe:

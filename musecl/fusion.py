@@ -38,6 +38,7 @@ from torch import nn
 
 from musecl.city import REGION_ID
 from musecl.io import atomic_save_bytes, atomic_save_json
+from musecl.training import one_torch_thread
 
 MODALITY_NAMES = ("sv", "rs")
 WEIGHTS_PT, CONFIG_JSON = "weights.pt", "config.json"
@@ -255,7 +256,11 @@ def train_fusion(sv: pd.DataFrame, rs: pd.DataFrame, poi: pd.DataFrame,
     to align with and are left out of training (warned). Returns the model (in eval mode) and a
     history table ``epoch, train_loss[, val_loss]``.
     """
-    cfg = _as_config(config)
+    with one_torch_thread():  # a few small matrices per step: one thread is faster
+        return _train_fusion(sv, rs, poi, _as_config(config))
+
+
+def _train_fusion(sv: pd.DataFrame, rs: pd.DataFrame, poi: pd.DataFrame, cfg: FusionConfig):
     _check_table(sv, "sv")
     rs = _align(sv, rs, "rs")
     poi = _align(sv, poi, "poi")
@@ -278,8 +283,8 @@ def train_fusion(sv: pd.DataFrame, rs: pd.DataFrame, poi: pd.DataFrame,
         torch.manual_seed(cfg.seed)
         model = AttentiveFusion(sv.shape[1], hidden=cfg.hidden, poi_dim=poi.shape[1],
                                 activation=cfg.activation, projection=cfg.projection)
-    model.sv_mean.copy_(torch.from_numpy(sv_mean))
-    model.rs_mean.copy_(torch.from_numpy(rs_mean))
+    model.sv_mean.copy_(torch.from_numpy(np.array(sv_mean)))  # copies: pandas 3 arrays are read-only
+    model.rs_mean.copy_(torch.from_numpy(np.array(rs_mean)))
     generator = torch.Generator().manual_seed(cfg.seed)
 
     train_idx = torch.arange(n)

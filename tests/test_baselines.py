@@ -118,7 +118,9 @@ def test_impute_refuses_an_empty_block():
 
 
 def test_transform_refuses_another_city(fitted, city, tmp_path):
-    other = load_city(make_toy_city(tmp_path / "other", n_regions=40, seed=2, image_size=32, progress=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        other = load_city(make_toy_city(tmp_path / "other", n_regions=40, seed=2, image_size=32, progress=False))
     with pytest.raises(ValueError, match="fitted on other data"):
         fitted["ResNet-18"][0].transform(other)
 
