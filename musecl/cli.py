@@ -35,6 +35,19 @@ def _toy_city(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fetch(args: argparse.Namespace) -> int:
+    from musecl.datasets.sources import DataMissingError, ChecksumError, fetch
+
+    try:
+        paths = fetch(args.name, data_dir=args.data_dir, download=not args.offline)
+    except (DataMissingError, ChecksumError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    roots = sorted({str(p)[: -len(f)].rstrip("/") for f, p in paths.items()})
+    print(f"{args.name}: {len(paths)} files verified (sha256) in {', '.join(roots)}")
+    return 0
+
+
 def _book(args: argparse.Namespace) -> int:
     from musecl.notebooks import build
 
@@ -68,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--image-size", type=int, default=64)
     p.set_defaults(func=_toy_city)
+
+    p = sub.add_parser("fetch", help="find, download and verify (sha256) the raw files of a real data set")
+    p.add_argument("name", choices=["beijing", "manhattan", "naip"])
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="data directory to look in first (default: $MUSECL_DATA_DIR or ../shared/data)")
+    p.add_argument("--offline", action="store_true", help="never download; only check local copies")
+    p.set_defaults(func=_fetch)
 
     p = sub.add_parser("run", help="sample, train, embed and evaluate a city; write results.csv")
     p.add_argument("city", help="a city folder or a named data set (toy, toy-small)")

@@ -202,6 +202,8 @@ def plot_history(history: pd.DataFrame, parts: Sequence[str] = ("loss",), axes=N
                  title: str | None = None):
     """Training curves from a trainer's history table (``musecl.training.Trainer``): one panel per
     loss part, ``train_<part>`` and (where present) ``val_<part>`` against ``epoch``."""
+    from matplotlib.ticker import MaxNLocator
+
     missing = [p for p in parts if f"train_{p}" not in history]
     if missing:
         raise ValueError(f"plot_history: history has no column(s) {[f'train_{p}' for p in missing]}; "
@@ -219,6 +221,7 @@ def plot_history(history: pd.DataFrame, parts: Sequence[str] = ("loss",), axes=N
                 ax.plot(history["epoch"], history[column], style, ms=3,
                         label="validation" if split == "val" else split)
         ax.set(xlabel="epoch", ylabel=part)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.legend(fontsize=8)
     if title:
         axes[0].figure.suptitle(title)

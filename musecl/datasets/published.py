@@ -15,13 +15,12 @@ PUBLISHED_CSV = "published_results.csv"
 
 def data_dir(path: str | os.PathLike | None = None) -> Path | None:
     """The data directory: ``path``, else ``$MUSECL_DATA_DIR``, else ``../shared/data`` beside the
-    repository; None when none of them exists."""
-    candidates = [path, os.environ.get("MUSECL_DATA_DIR"),
-                  Path(__file__).resolve().parents[2].parent / "shared" / "data"]
-    for candidate in candidates:
-        if candidate is not None and Path(candidate).is_dir():
-            return Path(candidate)
-    return None
+    repository. The first of these that is set decides (a set but absent folder gives None, never
+    a silent fall-back to another one); None when it does not exist."""
+    chosen = path if path is not None else os.environ.get("MUSECL_DATA_DIR") or None
+    if chosen is None:
+        chosen = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    return Path(chosen) if Path(chosen).is_dir() else None
 
 
 def published_results(path: str | os.PathLike | None = None) -> pd.DataFrame | None:
