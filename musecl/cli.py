@@ -52,7 +52,8 @@ def _book(args: argparse.Namespace) -> int:
     from musecl.notebooks import build
 
     html = build(city=args.city, params_file=args.params, out=args.out, only=args.only, force=args.force)
-    print(f"book rendered to {html}/index.html")
+    if (html / "index.html").is_file():
+        print(f"book rendered to {html}/index.html")
     return 0
 
 

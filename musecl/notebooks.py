@@ -50,6 +50,32 @@ class BookBuildError(RuntimeError):
     """The book could not be staged or rendered; the message says what to do."""
 
 
+class DataUnavailable(Exception):
+    """Raised by :func:`require_data` in a chapter whose real data cannot be had. The book run
+    keeps the chapter, with the note that was displayed and the rest of its code unexecuted,
+    instead of failing the build."""
+
+
+def require_data(name: str, data_dir: str | Path | None = None) -> dict[str, Path]:
+    """Inside a chapter: every verified raw file of data set ``name`` (see
+    :func:`musecl.datasets.sources.fetch`), or a displayed note of what is missing and the one
+    command that gets it, followed by :class:`DataUnavailable` (which the book run turns into a
+    gracefully stopped chapter). A file with the wrong sha256 still fails loudly."""
+    from musecl.datasets.sources import DataMissingError, fetch
+
+    try:
+        return fetch(name, data_dir=data_dir, progress=False)
+    except DataMissingError as err:
+        from IPython.display import Markdown, display
+
+        display(Markdown(
+            f"```{{note}}\nThis chapter needs the **{name}** data set, which is not on this machine "
+            f"and could not be downloaded:\n\n{err}\n\nGet it with `musecl fetch {name}` (online), or "
+            f"point `MUSECL_DATA_DIR` at a data directory that holds it, then run the chapter again. "
+            "The code below was not executed.\n```"))
+        raise DataUnavailable(f"{name} data set unavailable") from None
+
+
 # --------------------------------------------------------------------------------------------
 # finding the book
 
@@ -165,6 +191,16 @@ def _is_current(executed: Path, source: Path, fingerprint: str) -> bool:
     return meta.get("fingerprint") == fingerprint and meta.get("complete") is True
 
 
+def _without_error_outputs(nb):
+    """A notebook stopped by :class:`DataUnavailable`: drop the traceback (the displayed note
+    stays) and papermill's red error banner, so the page reads as a note, not a failure."""
+    nb.cells = [c for c in nb.cells if "papermill-error-cell-tag" not in c.metadata.get("tags", [])]
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.get("outputs", []) if o.get("output_type") != "error"]
+    return nb
+
+
 def _describe_failure(source: Path, error: BaseException, executed: Path) -> str:
     cell = getattr(error, "exec_count", None)
     where = f"cell In [{cell}]" if cell is not None else "a cell"
@@ -219,12 +255,18 @@ def execute_chapters(chapters: list[Path] | None, out_dir: Path, parameters: dic
         if progress:
             print(f"[book] executing {source.name} with {used}", file=sys.stderr)
         start = time.perf_counter()
+        stopped_early = False
         try:
             result = papermill.execute_notebook(
                 nb, executed, parameters=used, kernel_name=kernel, progress_bar=progress,
                 cwd=source.parent, language="python")
         except Exception as err:  # PapermillExecutionError, dead kernel, timeout, ...
-            raise ChapterExecutionError(_describe_failure(source, err, executed)) from err
+            if getattr(err, "ename", None) != DataUnavailable.__name__:
+                raise ChapterExecutionError(_describe_failure(source, err, executed)) from err
+            result = _without_error_outputs(nbformat.read(executed, as_version=4))
+            stopped_early = True  # executed again next time: the data may have arrived
+            if progress:
+                print(f"[book] {source.name}: stopped early, {err.evalue}", file=sys.stderr)
         for cell in result.cells:
             # the reader sees the chapter's defaults; the values of this run sit folded under them
             tags = cell.metadata.get("tags", [])
@@ -232,7 +274,7 @@ def execute_chapters(chapters: list[Path] | None, out_dir: Path, parameters: dic
                 tags.append("hide-input")
         result.metadata[METADATA_KEY] = {
             "source": source.name, "parameters": used, "fingerprint": fingerprint,
-            "complete": True, "seconds": round(time.perf_counter() - start, 1)}
+            "complete": not stopped_early, "seconds": round(time.perf_counter() - start, 1)}
         with atomic_write(executed) as handle:
             nbformat.write(result, handle)
         if progress:
@@ -386,6 +428,10 @@ def build(city: str | Path | None = None, params_file: str | Path | None = None,
     start = time.perf_counter()
     execute_chapters(chapters, out / "executed", params, force=force, repo_root=repo_root)
     timings["execute"] = time.perf_counter() - start
+    if only and any(not (out / "executed" / f"{c.stem}.ipynb").is_file() for c in chapter_sources(repo_root)):
+        print(f"[book] executed {[c.stem for c in chapters]} into {out / 'executed'}; not rendered "
+              "because other chapters have no executed copy yet (run without --only once)", file=sys.stderr)
+        return out / "executed"
     start = time.perf_counter()
     site = stage_site(repo_root, out / "executed", out / "site")
     timings["stage"] = time.perf_counter() - start
