@@ -75,7 +75,8 @@ method = MuseCL(cfg, cache_dir=f"{out_dir}/cache", progress=False).fit(data)
 embedding = method.transform(data)
 probe = ProbeConfig(max_epochs=cfg.probe_max_epochs, patience=cfg.probe_patience)
 results = evaluate_embedding(embedding, data, "MuseCL", seeds=cfg.seeds, splits=cfg.splits,
-                             probe=cfg.probe, block_size_m=cfg.block_size_m, probe_config=probe)
+                             probe=cfg.probe, block_size_m=cfg.block_size_m, probe_config=probe,
+                             n_jobs=cfg.jobs)
 with atomic_write(f"{out_dir}/results/prediction.csv") as handle:
     results.to_csv(handle, index=False)
 summary = summarize(results)

@@ -48,6 +48,19 @@ def _fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _city(args: argparse.Namespace) -> int:
+    from musecl.datasets.sources import ChecksumError, DataMissingError
+    from musecl.runner import make_named_city
+
+    try:
+        out = make_named_city(args.name, args.out, data_dir=args.data_dir)
+    except (DataMissingError, ChecksumError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote the {args.name} city folder to {out}; check it with `musecl validate {out}`")
+    return 0
+
+
 def _book(args: argparse.Namespace) -> int:
     from musecl.notebooks import build
 
@@ -90,8 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offline", action="store_true", help="never download; only check local copies")
     p.set_defaults(func=_fetch)
 
+    p = sub.add_parser("city", help="write a named data set as a city folder (toy, toy-small, beijing, manhattan)")
+    p.add_argument("name", choices=["toy", "toy-small", "beijing", "manhattan"])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--data-dir", type=Path, default=None, help="where the raw files are (see musecl fetch)")
+    p.set_defaults(func=_city)
+
     p = sub.add_parser("run", help="sample, train, embed and evaluate a city; write results.csv")
-    p.add_argument("city", help="a city folder or a named data set (toy, toy-small)")
+    p.add_argument("city", help="a city folder or a named data set (toy, toy-small, beijing, manhattan)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--params", type=Path, default=None, help="YAML file of run settings (params/*.yaml)")
     p.add_argument("--methods", nargs="+", default=["MuseCL"])

@@ -36,6 +36,7 @@ class RunConfig:
     sv_batch_size: int = 16
     lr: float = 5e-4
     encoder_patience: int | None = None
+    amp: str = "off"  # mixed precision for the image encoders: "off", "bf16", "fp16" (GPU), "auto"
     val_fraction: float = 0.1
     # POI text (eq. 7)
     text_epochs: int = 5
@@ -53,6 +54,7 @@ class RunConfig:
     probe_max_epochs: int = 500
     probe_patience: int = 50
     block_size_m: float | None = None  # spatial blocks; None: a multiple of the hexagon size
+    jobs: int = 0  # worker processes fitting probes; 0: one per CPU core (results do not depend on it)
 
     def __post_init__(self):
         for name in ("seeds", "splits"):

@@ -7,6 +7,7 @@ exact settings) and ``run.json`` (versions, weights used, timings).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -21,25 +22,42 @@ from musecl.city import City, load_city
 from musecl.config import RunConfig
 from musecl.io import atomic_save_json, atomic_write
 
-NAMED_CITIES = {"toy": 600, "toy-small": 150}
+NAMED_CITIES = {"toy": 600, "toy-small": 150}  # generated, no download
+REAL_CITIES = ("beijing", "manhattan")  # converted from the verified raw files (musecl fetch NAME)
 
 
-def resolve_city(city: str | os.PathLike | City, cities_dir: str | os.PathLike = "build/cities") -> City:
-    """A city folder, an already loaded City, or a named data set (``toy``, ``toy-small``),
-    generated on first use into ``cities_dir``."""
+def make_named_city(name: str, folder: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Path:
+    """Write the named data set's city folder (generated toy city, or a converted real one)."""
+    if name in NAMED_CITIES:
+        from musecl.datasets.toy import make_toy_city
+
+        return make_toy_city(folder, n_regions=NAMED_CITIES[name], seed=0)
+    if name == "beijing":
+        from musecl.datasets.beijing import make_beijing_city
+
+        return make_beijing_city(folder, data_dir=data_dir)
+    if name == "manhattan":
+        from musecl.datasets.manhattan import make_manhattan_city
+
+        return make_manhattan_city(folder, data_dir=data_dir)
+    raise ValueError(f"unknown data set {name!r}; named ones: {sorted(NAMED_CITIES) + list(REAL_CITIES)}")
+
+
+def resolve_city(city: str | os.PathLike | City, cities_dir: str | os.PathLike = "build/cities",
+                 data_dir: str | os.PathLike | None = None) -> City:
+    """A city folder, an already loaded City, or a named data set (``toy``, ``toy-small``,
+    ``beijing``, ``manhattan``), written on first use into ``cities_dir/<name>``."""
     if isinstance(city, City):
         return city
     name = str(city)
-    if name in NAMED_CITIES and not Path(name).exists():
-        from musecl.datasets.toy import make_toy_city
-
+    if name in (*NAMED_CITIES, *REAL_CITIES) and not Path(name).exists():
         folder = Path(cities_dir) / name
         if not (folder / "city.yaml").exists():
-            make_toy_city(folder, n_regions=NAMED_CITIES[name], seed=0)
+            make_named_city(name, folder, data_dir=data_dir)
         return load_city(folder)
     if not Path(name).exists():
         raise FileNotFoundError(f"city {name!r} is neither a folder nor a named data set "
-                                f"({sorted(NAMED_CITIES)})")
+                                f"({sorted(NAMED_CITIES) + list(REAL_CITIES)})")
     return load_city(name)
 
 
@@ -74,9 +92,13 @@ def run(city: str | os.PathLike | City, out_dir: str | os.PathLike, config: RunC
         probe = getattr(method, "probe", None) or config.probe  # e.g. Location kNN brings its own
         with atomic_write(out / "embeddings" / f"{name}.csv") as handle:
             embedding.to_csv(handle, index_label="region_id")
-        results.append(evaluate_embedding(embedding, city, name, seeds=config.seeds, splits=config.splits,
-                                          probe=probe, block_size_m=config.block_size_m,
-                                          probe_config=probe_config))
+        results.append(cached_evaluation(
+            method.cache, embedding, city, name,
+            lambda: evaluate_embedding(embedding, city, name, seeds=config.seeds, splits=config.splits,
+                                       probe=probe, block_size_m=config.block_size_m,
+                                       probe_config=probe_config, n_jobs=config.jobs),
+            seeds=config.seeds, splits=config.splits, probe=probe, block_size_m=config.block_size_m,
+            probe_config=probe_config))
         timings[name] = round(time.perf_counter() - start, 1)
         if hasattr(method, "attention"):
             beta = method.attention()
@@ -100,6 +122,26 @@ def run(city: str | os.PathLike | City, out_dir: str | os.PathLike, config: RunC
         table.to_csv(handle, index=False)
     atomic_save_json(out / "run.json", run_info(city, config, timings))
     return table
+
+
+EVALUATION_VERSION = 1  # bump when the probes or splits change: old cached scores are then ignored
+
+
+def cached_evaluation(cache, embedding: pd.DataFrame, city: City, method: str, compute, **settings) -> pd.DataFrame:
+    """The results rows of ``compute()``, cached under the embedding's exact values, the city's
+    data and the evaluation settings: re-executing the book with trained stages cached then
+    costs no probe fits either."""
+    from musecl.cache import city_fingerprint
+
+    key = {"version": EVALUATION_VERSION, "method": method, "city": city_fingerprint(city),
+           "embedding": hashlib.sha256(pd.util.hash_pandas_object(embedding, index=True).to_numpy().tobytes()
+                                       + str(list(embedding.columns)).encode()).hexdigest(),
+           **{k: str(v) for k, v in settings.items()}}
+
+    def evaluate(folder: Path) -> None:
+        compute().to_csv(folder / "results.csv", index=False)
+
+    return pd.read_csv(cache.get_or_compute("evaluation", key, evaluate) / "results.csv")
 
 
 def expand_methods(methods: Sequence[str]) -> list[str]:

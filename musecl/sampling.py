@@ -491,6 +491,10 @@ def poi_triplets(city: City, sampler: TripletSampler | None = None,
     """
     ids = _region_subset(city, regions)
     feats = city.poi_counts(categories).reindex(ids)
+    if feats.shape[1] == 0:
+        raise ValueError(f"{city.name}: the city has no POIs (pois.csv is empty or absent), so there is no "
+                         "POI similarity to sample satellite triplets from; use a method without POI triplets "
+                         "(e.g. Tile2vec, SV only)")
     return (sampler or TripletSampler()).sample(feats.to_numpy(dtype=float), region_ids=ids.to_numpy())
 
 

@@ -162,6 +162,21 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 # RNG state as tensors and plain containers (loadable with weights_only=True)
 
 
+AMP_MODES = ("off", "bf16", "fp16", "auto")
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of an ``amp`` setting on ``device`` (None: full float32)."""
+    if amp not in AMP_MODES:
+        raise ValueError(f"amp must be one of {AMP_MODES}; got {amp!r}")
+    if amp == "auto":
+        return torch.float16 if device.type == "cuda" else None
+    if amp == "fp16" and device.type != "cuda":
+        raise ValueError("amp='fp16' needs a CUDA GPU (float16 autocast on a CPU is slow and unscaled); "
+                         "use amp='bf16' or 'off' on a CPU")
+    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
 def _rng_state(data_generator: torch.Generator, cuda: bool) -> dict:
     name, keys, pos, has_gauss, cached = np.random.get_state()
     version, internal, gauss = random.getstate()
@@ -236,6 +251,11 @@ class Trainer:
     ``self.history``) has one dict per epoch: ``epoch, lr, train_<part>..., val_<part>...,
     seconds, images_per_s`` (images through the model per second of the training loop, data
     preparation included; compare with :func:`throughput`).
+
+    ``amp`` (automatic mixed precision): "off" (default), "bf16" (bfloat16 autocast; on a GPU, or
+    a CPU with bf16 instructions), "fp16" (float16 autocast with a gradient scaler; GPUs only) or
+    "auto" (fp16 on a GPU, off on a CPU). Weights and optimizer stay float32; the scaler's state
+    is checkpointed with the rest, so resume stays exact.
     """
 
     def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module, Any], dict], *,
@@ -244,7 +264,8 @@ class Trainer:
                  epochs: int = 10, batch_size: int = 32, drop_last: bool = False,
                  patience: int | None = None, restore_best: bool | None = None,
                  seed: int = 0, device: str | torch.device | None = "cpu",
-                 checkpoint_dir: str | Path | None = None, resume: bool = False, progress: bool = True):
+                 checkpoint_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
+                 amp: str = "off"):
         if epochs < 0 or batch_size < 1:
             raise ValueError(f"need epochs >= 0 and batch_size >= 1; got epochs={epochs}, batch_size={batch_size}")
         if patience is not None and patience < 1:
@@ -263,8 +284,14 @@ class Trainer:
         self.device = resolve_device(device)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.resume, self.progress = bool(resume), bool(progress)
+        self.amp_dtype = amp_dtype(amp, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
         self.history: list[dict] = []
         self.optimizer = self.scheduler = None
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                              enabled=self.amp_dtype is not None)
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -289,11 +316,17 @@ class Trainer:
         start = time.perf_counter()
         for step, idx in enumerate(bar):
             batch = _to_device(data.get_batch(idx, generator), self.device)
-            parts = self.loss_fn(self.model, batch)
+            with self._autocast():
+                parts = self.loss_fn(self.model, batch)
             loss = parts["loss"]
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            if self.scaler is not None:  # fp16: scale the loss so small gradients do not underflow
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                self.optimizer.step()
             k = len(idx)
             for key, value in parts.items():  # summed on the device: no sync per step
                 v = value.detach().float() * k
@@ -327,7 +360,9 @@ class Trainer:
         items = 0
         for idx in torch.arange(len(data)).split(self.batch_size):
             batch = _to_device(data.get_batch(idx, generator), self.device)
-            for key, value in self.loss_fn(self.model, batch).items():
+            with self._autocast():
+                parts = self.loss_fn(self.model, batch)
+            for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + float(value) * len(idx)
             items += len(idx)
         self.model.train(was_training)
@@ -339,7 +374,7 @@ class Trainer:
         """Settings a resumed run must share with the run that wrote the checkpoint."""
         return {"n_train": n_train, "n_val": n_val, "batch_size": self.batch_size, "seed": self.seed,
                 "lr": self.lr, "lr_step": self.lr_step, "lr_gamma": self.lr_gamma,
-                "drop_last": self.drop_last, "n_parameters": sum(p.numel() for p in self.model.parameters())}
+                "drop_last": self.drop_last, "amp": str(self.amp_dtype), "n_parameters": sum(p.numel() for p in self.model.parameters())}
 
     def _save_checkpoint(self, state: _State, fingerprint: dict, generator: torch.Generator) -> None:
         if self.checkpoint_path is None:
@@ -358,6 +393,7 @@ class Trainer:
             "history": list(self.history),
             "fingerprint": fingerprint,
             "rng": _rng_state(generator, self.device.type == "cuda"),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
         }
         buffer = io.BytesIO()
         torch.save(payload, buffer)
@@ -375,6 +411,8 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         _set_rng_state(ckpt["rng"], generator)
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
         self.history = list(ckpt["history"])
         return _State(epoch=int(ckpt["epoch"]), best_val=float(ckpt["best_val"]), best_epoch=int(ckpt["best_epoch"]),
                       best_state=ckpt["best_state"], bad_epochs=int(ckpt["bad_epochs"]),

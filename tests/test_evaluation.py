@@ -159,3 +159,15 @@ def test_embedding_missing_regions_is_an_error(linear_city):
     as_int = emb.reset_index(drop=True)
     with pytest.raises(ValueError, match="region ids are strings"):
         predict_indicator(as_int, city, "LIN", probe="ridge")
+
+
+def test_parallel_probes_give_the_same_rows_as_serial(linear_city):
+    city, emb = linear_city
+    quick = ProbeConfig(max_epochs=15, patience=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        serial = evaluate_embedding(emb, city, "e", seeds=[0, 1], splits=["random"], probe_config=quick, n_jobs=1)
+        parallel = evaluate_embedding(emb, city, "e", seeds=[0, 1], splits=["random"], probe_config=quick, n_jobs=2)
+    pd.testing.assert_frame_equal(serial, parallel)
+    with pytest.raises(ValueError, match="n_jobs"):
+        evaluate_embedding(emb, city, "e", n_jobs=-1)

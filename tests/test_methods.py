@@ -108,3 +108,25 @@ def test_run_command_writes_results(city, tmp_path):
 def test_config_rejects_unknown_keys():
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['rs_epoch'\]"):
         RunConfig.from_dict({"rs_epoch": 3})
+
+
+def test_evaluation_is_cached_by_embedding_values(city, tmp_path, monkeypatch):
+    import musecl.evaluation as evaluation
+    from musecl import runner
+
+    calls, original = [], evaluation.evaluate_embedding
+
+    def counting(embedding, city, method, **kwargs):
+        calls.append(method)
+        return original(embedding, city, method, **kwargs)
+
+    monkeypatch.setattr(evaluation, "evaluate_embedding", counting)
+    other_seed = RunConfig(**{**TINY.to_dict(), "seeds": (1,)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first, second, third = (runner.run(city, tmp_path / out, config, methods=["POI only"],
+                                           cache_dir=tmp_path / "cache", progress=False)
+                                for out, config in (("a", TINY), ("b", TINY), ("c", other_seed)))
+    assert calls == ["POI only", "POI only"]  # the second run reused the scores; another seed did not
+    pd.testing.assert_frame_equal(first, second)
+    assert set(third["seed"]) == {1}

@@ -196,3 +196,22 @@ def test_throughput_runs():
 class _Float(nn.Module):
     def forward(self, x):
         return x.float() / 255
+
+
+def test_bf16_mixed_precision_trains_and_fp16_needs_a_gpu(tmp_path):
+    data = NoisyData()
+    full = trainer(make_model(), epochs=6).fit(data, None)
+    mixed_trainer = trainer(make_model(), epochs=6, amp="bf16", checkpoint_dir=tmp_path)
+    mixed = mixed_trainer.fit(data, None)
+    assert mixed[-1]["train_loss"] < mixed[0]["train_loss"]  # it learns in bfloat16 too
+    assert abs(mixed[-1]["train_loss"] - full[-1]["train_loss"]) < 0.5 * full[0]["train_loss"]
+    assert all(p.dtype == torch.float32 for p in mixed_trainer.model.parameters())  # weights stay fp32
+    assert load_checkpoint(tmp_path / "last.pt")["fingerprint"]["amp"] == "torch.bfloat16"
+    with pytest.raises(ValueError, match="resume"):  # a full-precision run cannot resume a bf16 one
+        trainer(make_model(), epochs=7, checkpoint_dir=tmp_path, resume=True).fit(data, None)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            trainer(make_model(), amp="fp16")
+    assert trainer(make_model(), amp="auto").amp_dtype is (torch.float16 if torch.cuda.is_available() else None)
+    with pytest.raises(ValueError, match="amp must be"):
+        trainer(make_model(), amp="half")

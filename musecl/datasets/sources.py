@@ -6,7 +6,8 @@ copied from. :func:`locate` finds a file, in this order:
 
 1. the data directory (``$MUSECL_DATA_DIR``, else ``../shared/data`` beside the repository);
 2. the download cache (``$MUSECL_CACHE``, else pooch's per-user cache folder);
-3. a download from ``raw.githubusercontent.com`` at the recorded commit (when ``download`` is on).
+3. a download from ``raw.githubusercontent.com`` at the recorded commit (when ``download`` is on
+   and ``$MUSECL_OFFLINE`` is not set).
 
 A copy is used only if its sha256 matches the registry; a mismatch raises
 :class:`ChecksumError` and the file is never read. Files the registry marks as converted or
@@ -119,7 +120,7 @@ def locate(file: str, data_dir: str | os.PathLike | None = None, download: bool 
     cached = cache_dir() / file
     if cached.is_file():
         return _check(cached, file)
-    if not (download and downloadable(file)):
+    if not (download and downloadable(file)) or os.environ.get("MUSECL_OFFLINE"):
         raise DataMissingError(how_to_get(file))
     return _download(file, progress=progress)
 

@@ -647,6 +647,7 @@ class ImageTrainingConfig:
     checkpoint_dir: str | None = None
     resume: bool = False
     progress: bool = True
+    amp: str = "off"  # mixed precision, see musecl.training.Trainer
 
     @classmethod
     def official(cls, kind: str, **overrides) -> "ImageTrainingConfig":
@@ -690,7 +691,7 @@ def train_image_encoder(encoder: ImageEncoder, store: ImageStore, triplets,
     trainer = Trainer(encoder, objective, lr=cfg.lr, lr_step=cfg.lr_step, lr_gamma=cfg.lr_gamma,
                       epochs=cfg.epochs, batch_size=cfg.batch_size, patience=cfg.patience, seed=cfg.seed,
                       device=cfg.device, checkpoint_dir=cfg.checkpoint_dir, resume=cfg.resume,
-                      progress=cfg.progress)
+                      progress=cfg.progress, amp=cfg.amp)
     history = trainer.fit(data, val)
     encoder.training_config = {**dataclasses.asdict(cfg), "margin": objective.margin, "augment": data.augment,
                                "n_triplets": len(data) + (len(val) if val is not None else 0),

@@ -3,5 +3,6 @@ from musecl.methods.base import METHODS, RegionEmbedder, make_method, register
 from musecl.methods.multisemantic import MuseCL
 from musecl.methods import combinations  # noqa: F401
 from musecl.methods import baselines  # noqa: F401
+from musecl.methods import vector  # noqa: F401
 
 __all__ = ["METHODS", "MuseCL", "RegionEmbedder", "make_method", "register"]

@@ -79,6 +79,8 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
         raise ValueError(f"unknown triplet source {triplets!r}; known: {sorted(TRIPLET_SOURCES)}")
     fingerprint = city_fingerprint(city)
     key = {"city": fingerprint, "kind": kind, "triplets": triplets, **cfg.subset(IMAGE_KEYS[kind])}
+    if cfg.amp != "off":  # mixed precision changes the numbers (full precision keeps its old keys)
+        key["amp"] = cfg.amp
     s = image_settings(cfg, kind)
 
     def compute(folder: Path) -> None:
@@ -91,7 +93,7 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
             loss=cfg.triplet_loss, margin=cfg.resolved_margin, epochs=s["epochs"], batch_size=s["batch_size"],
             lr=cfg.lr, val_fraction=cfg.val_fraction, patience=cfg.encoder_patience, seed=cfg.seed,
             device=cfg.device, checkpoint_dir=str(cache.path("checkpoints", key)), resume=True,
-            progress=progress)
+            progress=progress, amp=cfg.amp)
         encoder, history = train_image_encoder(encoder, store, drawn, training)
         save_encoder(encoder, folder / "encoder")
         history.to_csv(folder / HISTORY_CSV, index=False)

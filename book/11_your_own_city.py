@@ -1,0 +1,389 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Your own city
+#
+# Every chapter reads a *city folder* ({doc}`city_format`). This chapter starts where a reader
+# with their own data starts: a CSV of points of interest with coordinates, a CSV of trips, a
+# table of indicators published per district, and a folder of photos with where they were
+# taken. It turns them into a city folder with `musecl.datasets.from_raw` (H3 hexagons or your
+# own polygons as regions, every source joined to them by location), checks it, runs a few
+# methods on it, and shows the commands that run the whole book on it. It ends with what
+# happens when a modality is missing.
+
+# %% tags=["parameters"]
+out_dir = "../build/work"            # the raw files and the city are written under out_dir/your_city
+resolution = 8                       # H3 resolution of the regions (8: edge ~530 m, as the toy city)
+params_file = "../params/smoke.yaml" # run settings for the methods run at the end
+methods = ["POI only", "RS only", "MuseCL"]  # cheap methods to run on the new city
+device = None                        # None: as in params_file
+seed = 0                             # seeds the jitter that makes the raw files
+
+# %%
+import json
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import shapely
+from IPython.display import Markdown, display
+from matplotlib.collections import PolyCollection
+from sklearn.cluster import KMeans
+
+import musecl
+from musecl.config import RunConfig
+from musecl.datasets import from_raw
+from musecl.plotting import plot_map
+from musecl.runner import resolve_city, run
+
+start = time.perf_counter()
+work = Path(out_dir) / "your_city"
+raw = work / "raw"
+if raw.exists():
+    shutil.rmtree(raw)  # the raw files are remade on every run; nothing else lives there
+(raw / "photos").mkdir(parents=True)
+warnings.simplefilter("always")  # show every converter's report, even when repeated
+warnings.formatwarning = lambda message, category, *args, **kwargs: f"{category.__name__}: {message}\n"
+
+# %% [markdown]
+# ## The raw files
+#
+# We have no real city on this machine, so we *make* the raw files a reader would have from the
+# generated toy city (150 regions), and forget its folder afterwards: POIs scattered inside their
+# hexagon with made-up column names, one row per trip with the coordinates of both ends, a few
+# POIs outside the city (every real export has some), districts of about five hexagons with
+# their indicators (a density, a count), a city boundary, and the images renamed and listed with
+# coordinates. Skip this cell with your own data; the sections after it are what you run.
+
+# %%
+toy = resolve_city("toy-small", cities_dir=f"{out_dir}/cities")
+rng = np.random.default_rng(seed)
+R = 6_371_000.0
+
+
+def scatter(region_ids):
+    """One random point per entry, in a disc of 0.8 x the hexagon's inner radius around its centre."""
+    centre = toy.regions.loc[list(region_ids), ["lon", "lat"]].to_numpy()
+    r = 0.8 * toy.meta.hexagon_size_m * np.sqrt(3) / 2 * np.sqrt(rng.random(len(centre)))
+    t = rng.uniform(0, 2 * np.pi, len(centre))
+    lat = centre[:, 1] + np.rad2deg(r * np.sin(t) / R)
+    lon = centre[:, 0] + np.rad2deg(r * np.cos(t) / (R * np.cos(np.deg2rad(centre[:, 1]))))
+    return np.round(lon, 6), np.round(lat, 6)
+
+
+# POIs: a typical export names things its own way
+lon, lat = scatter(toy.pois["region_id"])
+raw_pois = pd.DataFrame({"longitude": lon, "latitude": lat, "type": toy.pois["category"],
+                         "review": toy.pois["text"]})
+raw_pois = pd.concat([raw_pois, pd.DataFrame({"longitude": [0.5, 0.51, -0.6], "latitude": [0.5, 0.5, 0.2],
+                                              "type": ["cafe", "bar", "farm_supply"], "review": ""})])
+raw_pois.to_csv(raw / "pois.csv", index=False)
+
+# trips: one row per trip (the toy city's OD flows, expanded)
+trips = toy.od.loc[toy.od.index.repeat(toy.od["flow"].to_numpy())]
+o_lon, o_lat = scatter(trips["origin"])
+d_lon, d_lat = scatter(trips["destination"])
+pd.DataFrame({"start_lon": o_lon, "start_lat": o_lat, "end_lon": d_lon, "end_lat": d_lat}).to_csv(
+    raw / "trips.csv", index=False)
+
+# districts: about five hexagons each, published with a density and a count
+cells = toy.regions.index
+district = KMeans(n_clusters=len(cells) // 5, n_init=4, random_state=seed).fit_predict(toy.xy_m())
+polygons = shapely.from_wkt(toy.regions["geometry"].to_numpy())
+features = [{"type": "Feature", "properties": {"district": f"D{d:02d}"},
+             "geometry": shapely.geometry.mapping(shapely.union_all(polygons[district == d]))}
+            for d in sorted(set(district))]
+(raw / "districts.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+by_district = toy.indicators.groupby(district)
+pd.DataFrame({"district": [f"D{d:02d}" for d in by_district.groups],
+              "pop_density": by_district["PD"].mean().round(1).to_numpy(),  # equal-area hexagons: the mean
+              "crimes": by_district["CR"].sum().to_numpy()}).to_csv(raw / "district_indicators.csv", index=False)
+(raw / "boundary.geojson").write_text(json.dumps(shapely.geometry.mapping(shapely.union_all(polygons))))
+
+# images: anonymous file names, coordinates in a CSV (tile centre / camera position)
+rows = []
+for i, (rid, kind, path) in enumerate(toy.images[["region_id", "kind", "path"]].itertuples(index=False)):
+    name = f"photos/{'tile' if kind == 'satellite' else 'street'}_{i:04d}.png"
+    shutil.copyfile(path, raw / name)
+    if kind == "satellite":
+        x, y = toy.regions.loc[rid, ["lon", "lat"]]
+    else:
+        (x,), (y,) = scatter([rid])
+    rows.append((name, x, y, kind))
+pd.DataFrame(rows, columns=["file", "lon", "lat", "kind"]).to_csv(raw / "images.csv", index=False)
+
+sorted(str(p.relative_to(raw)) for p in raw.iterdir())
+
+# %% [markdown]
+# What the files look like:
+
+# %%
+for name in ("pois.csv", "trips.csv", "district_indicators.csv", "images.csv"):
+    table = pd.read_csv(raw / name)
+    display(Markdown(f"`{name}`: {len(table):,} rows"), table.head(3))
+
+# %% [markdown]
+# ## Step 1: regions
+#
+# Regions are either H3 hexagons at a resolution you choose, covering your points, a bounding box
+# or an area (here the city boundary: the cells whose centre lies inside it), or your own
+# polygons (`polygon_regions`, e.g. census tracts). Hexagons all have the same size and six
+# neighbours, which makes densities comparable and distances meaningful; polygons follow real
+# boundaries, which is what published indicators use.
+#
+# ```{literalinclude} ../musecl/datasets/from_raw.py
+# :pyobject: hexagon_regions
+# :lines: 1-22
+# ```
+
+# %%
+regions = from_raw.hexagon_regions(area=raw / "boundary.geojson", resolution=resolution)
+districts = from_raw.polygon_regions(raw / "districts.geojson", id="district")
+print(regions, "| hexagon size (centre to vertex):", regions.hexagon_size_m, "m |", districts)
+regions.table.head(3)
+
+
+# %%
+def draw(reg, values=None, ax=None, title="", cmap="viridis", edge="white"):
+    """A quick map of a Regions table (the city's own maps use musecl.plotting.plot_map)."""
+    ax = ax or plt.subplots(figsize=(4.2, 4))[1]
+    outlines = []
+    for g in reg.geometries():
+        outlines += [np.asarray(p.exterior.coords) for p in getattr(g, "geoms", [g])]
+    col = PolyCollection(outlines, edgecolor=edge, linewidth=0.4, cmap=cmap)
+    if values is not None:
+        col.set_array(np.asarray(values, dtype=float))
+        plt.colorbar(col, ax=ax, shrink=0.7)
+    else:
+        col.set_facecolor("lightsteelblue")
+    ax.add_collection(col)
+    ax.autoscale()
+    ax.set_aspect("equal")
+    ax.set_title(title, fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return ax
+
+
+fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+draw(regions, ax=axes[0], title=f"{len(regions)} H3 cells, resolution {resolution}")
+draw(districts, ax=axes[1], title=f"{len(districts)} districts (polygons)", edge="black")
+plt.show()
+
+# %% [markdown]
+# ## Step 2: POIs and trips, joined by location
+#
+# Each point goes to the hexagon H3 puts it in (for polygons: an STRtree lookup); nothing
+# compares every point with every region. A point outside every region is counted and reported,
+# as the three POIs outside the city are here; with `outside="raise"` it stops the conversion.
+
+# %%
+pois = from_raw.pois_from_csv(raw / "pois.csv", regions, lon="longitude", lat="latitude",
+                              category="type", text="review")
+pois.head(3)
+
+# %%
+od = from_raw.od_from_csv(raw / "trips.csv", regions, origin=("start_lon", "start_lat"),
+                          destination=("end_lon", "end_lat"))
+print(f"{len(pd.read_csv(raw / 'trips.csv')):,} trips -> {len(od):,} origin-destination pairs")
+od.head(3)
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+draw(regions, pois["region_id"].value_counts().reindex(regions.ids, fill_value=0), ax=axes[0],
+     title="POIs per cell")
+draw(regions, np.log1p(od.groupby("destination")["flow"].sum().reindex(regions.ids, fill_value=0)),
+     ax=axes[1], title="ln(1 + trips arriving)")
+plt.show()
+
+# %% [markdown]
+# ## Step 3: indicators published per district
+#
+# Indicators rarely come per hexagon. `indicators_by_area` moves them onto the regions by
+# *areal weighting*: a density is averaged over the districts a cell overlaps, a count is shared
+# out in proportion to the overlapping surface. The docstring gives the reasons and the cost:
+#
+# ```{literalinclude} ../musecl/datasets/from_raw.py
+# :pyobject: indicators_by_area
+# :lines: 1-30
+# ```
+
+# %%
+values = pd.read_csv(raw / "district_indicators.csv").set_index("district")
+indicators = from_raw.indicators_by_area(districts, values, regions,
+                                         how={"pop_density": "density", "crimes": "count"})
+indicators.head(3)
+
+# %% [markdown]
+# The price of coarse indicators, on the map: the toy city's true population density per cell
+# (left), and what the districts let us recover (right). Every cell of a district now has the
+# same value.
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+truth = np.log1p(toy.indicators["PD"].reindex(regions.ids))
+draw(regions, truth, ax=axes[0], title="ln(1 + PD), per cell (truth)")
+draw(regions, np.log1p(indicators["pop_density"]), ax=axes[1], title="ln(1 + pop_density), by district")
+plt.show()
+
+# %% [markdown]
+# ## Step 4: images
+#
+# The image table lists each file with where it was taken; each image goes to the region that
+# holds that point. A region keeps one satellite image (the nearest to its centre, the others
+# are reported) and any number of street views.
+
+# %%
+images = from_raw.images_from_folder(raw / "images.csv", regions, path="file")
+images.groupby("kind").agg(images=("path", "size"), regions=("region_id", "nunique"))
+
+# %% [markdown]
+# ## Step 5: the city folder
+#
+# `build_city` writes the folder through `musecl.city.write_city`, validates it, and moves it in
+# place only if nothing is wrong. The modalities are the ones you pass.
+
+# %%
+indicator_meta = {"pop_density": {"long_name": "population density", "unit": "persons/km2"},
+                  "crimes": {"long_name": "crime incidents", "unit": "incidents/year"}}
+provenance = ("Raw files made from the toy city (toy-small) by the chapter 'Your own city': POIs, "
+              "trips and street views jittered inside their cells, indicators per district.")
+city_dir = from_raw.build_city(work / "city", regions, indicators, pois=pois, od=od, images=images,
+                               name="My City", provenance=provenance, indicator_meta=indicator_meta,
+                               overwrite=True)
+print((city_dir / "city.yaml").read_text())
+
+# %%
+print("problems:", musecl.validate_city(city_dir) or "none")
+my_city = musecl.load_city(city_dir)
+my_city
+
+# %%
+ax = plot_map(my_city, my_city.poi_counts().sum(axis=1), title="My City: POIs per region", label="POIs")
+plt.show()
+
+# %% [markdown]
+# ## Step 6: run methods on it
+#
+# `musecl.runner.run` is what `musecl run` calls: sample, train, embed and evaluate each method,
+# and write `results.csv` with figures. With the smoke settings this takes seconds and the
+# numbers only say that every stage ran; use `params/ci.yaml` or `params/paper.yaml` for results.
+
+# %%
+cfg = RunConfig.from_yaml(params_file, device=device)
+results = run(my_city, work / "run", cfg, methods=methods, progress=False)
+results.pivot_table(index="indicator", columns=["method", "split"], values="r2").round(3)
+
+# %% [markdown]
+# ## The commands for your own city
+#
+# With your own files, the steps above are the whole script: `hexagon_regions` (or
+# `polygon_regions`), one converter per source, `build_city`. Then, from the repository root:
+#
+# ```bash
+# musecl validate path/to/my_city              # every problem, by file, row and region
+# musecl run path/to/my_city --out build/my_city_run --params params/ci.yaml \
+#     --methods "POI only" "RS only" MuseCL
+# # one chapter with papermill; chapters are jupytext .py files, which papermill cannot read,
+# # so jupytext hands it the notebook; it runs in book/, so give absolute paths:
+# jupytext --to ipynb -o - book/07_prediction.py | papermill - build/my_city/07_prediction.ipynb \
+#     --cwd book -p city $PWD/path/to/my_city -p out_dir $PWD/build/my_city/work \
+#     -p params_file $PWD/params/ci.yaml
+# # every chapter, executed for this city into its own folder, and the book rendered:
+# musecl book --city path/to/my_city --params params/ci.yaml --out build/my_city
+# ```
+#
+# `musecl book` writes the executed chapters to `build/my_city/executed/`, the shared cache and
+# results to `build/my_city/work/` and the HTML to `build/my_city/site/_build/html/`; another
+# `--out` keeps each city apart. Chapters that need a modality your city lacks stop with its
+# error (next section), and `--only 01 07` runs just some of them.
+
+# %% [markdown]
+# ## When a modality is absent
+#
+# A modality is absent when `city.yaml` does not list it; `build_city` lists only what it was
+# given. Loading such a city works: without POIs every POI vector is zero, without trips every
+# region's (inflow, outflow) is (0, 0). What the methods do then differs, so we build the same
+# city three more times, each without one source, and run the methods that the missing source
+# could matter to (one seed, random split, at most 100 triplets: we only ask whether they run),
+# catching what fails.
+
+# %%
+variants = {
+    "no street views": (dict(pois=pois, od=od, images=images[images["kind"] == "satellite"]),
+                        ["RS only", "SV only", "MuseCL"]),
+    "no mobility": (dict(pois=pois, images=images), ["SV only", "MuseCL"]),
+    "no POIs": (dict(od=od, images=images), ["POI only", "RS only"]),
+}
+quick = RunConfig.from_yaml(params_file, device=device, splits=["random"])
+quick = RunConfig.from_dict(quick.to_dict() | {"n_triplets": min(quick.n_triplets, 100)})  # only: runs or not
+outcome = {}
+for label, (parts, tried) in variants.items():
+    slug = label.replace(" ", "_")
+    folder = from_raw.build_city(work / slug, regions, indicators, name=f"My City, {label}",
+                                 indicator_meta=indicator_meta, overwrite=True, **parts)
+    variant = musecl.load_city(folder)
+    for m in tried:
+        try:
+            r = run(variant, work / f"run_{slug}", quick, methods=[m], progress=False)
+            outcome[(label, m)] = f"runs (mean R2 {r['r2'].mean():.2f})"
+        except Exception as err:  # noqa: BLE001 - we show what a reader would see
+            outcome[(label, m)] = f"{type(err).__name__}: {err}"
+with pd.option_context("display.max_colwidth", None):
+    display(pd.Series(outcome).rename_axis(["city", "method"]).to_frame("what happens"))
+
+# %% [markdown]
+# What this shows, modality by modality (the table is this run's evidence; the lists of other
+# methods follow from which encoders each one trains):
+#
+# * **No street views.** Every method with a street-view encoder stops at once with
+#   `ValueError: <city>: the city has no streetview images`: `SV only` and `MuseCL` here, and
+#   likewise `Inception v3`, `Urban2vec`, `Add-svrv`, `Fusion-svrv`, `Concat`, `SV+RS`,
+#   `Location + MuseCL` and EfficientNet. `RS only`, `POI only`, `ResNet-18`, `Tile2vec`,
+#   `PG-SimCL` and `Location kNN` run. Street views for only *some* regions are fine: the others
+#   get the column mean of the street-view embedding.
+# * **No mobility.** Nothing stops. With (0, 0) flows everywhere the street-view encoder's
+#   pairing (eq. 1-2) finds every region equally similar: the sampler warns that no negative
+#   could be drawn "dissimilar" and draws triplets among identical regions, so the encoder learns
+#   no mobility semantics. `MuseCL` still runs, but is then MuseCL without its mobility half:
+#   read it as an ablation, not as MuseCL.
+# * **No POIs.** `POI only` (and `Urban2vec`, `Concat`, `MuseCL`'s text stage) stop with
+#   `the city has no POIs (pois.csv is empty)`, and `PG-SimCL` with "needs POIs". The satellite
+#   encoder's pairing (eq. 3-4) is by POI similarity, so `RS only` and `MuseCL` stop too, with
+#   the terser `features have no columns (0 dimensions)` from the sampler: that is the missing
+#   POIs. `SV only`, `Tile2vec` and `Location kNN` run.
+# * **No satellite images.** Like street views: every method with a satellite encoder stops with
+#   `the city has no satellite images`. Regions may lack one, up to `max_missing_satellite`.
+#
+# A region missing from a modality that *is* listed is handled per region, as
+# {doc}`city_format` describes: no satellite image (imputed), no street view (imputed), no POI
+# (zero vector), no trips (zero flows), no indicator value (left out of that indicator's
+# evaluation); `load_city` warns with each count, as it did for *My City* above.
+
+# %%
+print(f"chapter ran in {time.perf_counter() - start:.0f} s")
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. Run the chapter with `resolution=7`. How many regions are there, how many satellite images
+#    are left out, and why? What happens at `resolution=9` (hint: `max_missing_satellite`)?
+# 2. Pass `outside="raise"` to `pois_from_csv`. What does the message tell you, and what would
+#    you change: the regions, or the POIs?
+# 3. Replace the hexagons by the districts themselves (`regions = districts`): which steps change?
+#    Is `how` for the indicators still needed?

@@ -1,0 +1,655 @@
+"""From raw files to a city folder: regions, then each source aggregated onto them.
+
+The nouns follow srai's: *regions* are the spatial units (H3 hexagons or your own polygons),
+and every raw source is *joined* to them by where its records lie::
+
+    regions = hexagon_regions(area=boundary, resolution=8)      # or polygon_regions(features)
+    pois = pois_from_csv("pois.csv", regions, category="type", text="name")
+    od = od_from_csv("trips.csv", regions)                        # trips by coordinates or by region
+    indicators = indicators_by_area(districts, values, regions, how="density")
+    images = images_from_folder("images.csv", regions)            # path, lon, lat, kind
+    build_city("my_city", regions, indicators, pois=pois, od=od, images=images, name="My City")
+
+:func:`build_city` writes the folder with :func:`musecl.city.write_city` and refuses to finish
+unless :func:`musecl.city.validate_city` finds nothing wrong. Nothing is dropped silently: a
+record outside every region is counted and reported (a warning, or an error with
+``outside="raise"``), and a bad column or coordinate raises :class:`RawDataError` naming the
+source, the column and the spreadsheet rows.
+
+Geometry is kept in WGS84 (EPSG:4326) longitude/latitude throughout; polygons given in another
+CRS are reprojected on the way in. Points are assigned to hexagons by H3 itself (the cell that
+contains the point at the regions' resolution) and to free polygons with a shapely STRtree, so
+neither ever compares every point with every region.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Literal, Mapping, Sequence
+
+import h3
+import numpy as np
+import pandas as pd
+import shapely
+
+from musecl.city import (
+    CATEGORY, DESTINATION, FLOW, GEOMETRY, IMAGE_KINDS, KIND, LAT, LON, MOBILITY, ORIGIN, PATH, POI,
+    REGION_ID, SATELLITE, TEXT, CityFormatError, CityMeta, Indicator, validate_city, write_city,
+)
+from musecl.datasets.toy import _polygon_wkt
+
+Outside = Literal["warn", "raise"]
+_SHOW = 5  # rows named in a message
+
+
+class RawDataError(ValueError):
+    """A raw input cannot be converted; the message names the source, the column and the rows."""
+
+
+# --------------------------------------------------------------------------------------------
+# regions
+
+
+@dataclass(frozen=True)
+class Regions:
+    """The spatial units of a city: a table indexed by ``region_id`` with the region centre
+    (``lon``, ``lat``, WGS84 degrees) and its outline (``geometry``, WKT in EPSG:4326).
+
+    ``h3_resolution`` is set for H3 hexagons (points are then assigned by H3 itself) and
+    ``hexagon_size_m`` is the centre-to-vertex size written to ``city.yaml``.
+    """
+
+    table: pd.DataFrame
+    h3_resolution: int | None = None
+    hexagon_size_m: float | None = None
+    _shapes: list = field(default_factory=list, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __repr__(self) -> str:
+        kind = f"H3 resolution {self.h3_resolution}" if self.h3_resolution is not None else "polygons"
+        return f"Regions({len(self)} {kind})"
+
+    def _repr_html_(self) -> str:
+        return f"<p>{self!r}</p>" + self.table.head()._repr_html_()
+
+    @property
+    def ids(self) -> pd.Index:
+        return self.table.index
+
+    def geometries(self) -> np.ndarray:
+        """The outlines as shapely polygons (parsed once, then kept)."""
+        if not self._shapes:
+            self._shapes.append(shapely.from_wkt(self.table[GEOMETRY].to_numpy()))
+        return self._shapes[0]
+
+
+def hexagon_regions(lon: Sequence[float] | None = None, lat: Sequence[float] | None = None, *,
+                    bbox: tuple[float, float, float, float] | None = None, area=None,
+                    resolution: int = 8, contain: Literal["center", "overlap"] = "center",
+                    rings: int = 0) -> Regions:
+    """H3 hexagons at ``resolution``, covering given points, a bounding box or an area.
+
+    Give exactly one of: ``lon`` and ``lat`` (every cell that holds at least one of the points;
+    cells without points are left out, so a sparse point set leaves holes), ``bbox``
+    ``(min_lon, min_lat, max_lon, max_lat)``, or ``area`` (a shapely polygon, WKT text, a GeoJSON
+    geometry/feature/FeatureCollection as a dict, or a path to a ``.geojson`` file, in WGS84).
+    For a box or an area, ``contain="center"`` keeps the cells whose centre lies inside it (a
+    partition of the area: no cell is shared with a neighbouring area), ``"overlap"`` every cell
+    that touches it. ``rings`` adds that many rings of neighbours around the cells found.
+
+    Resolution 8 (edge about 530 m, 0.74 km2) is the toy city's and near the paper's regions;
+    choose it so that each cell has one satellite tile and enough POIs and trips to say
+    something (``h3.average_hexagon_edge_length(res, unit="m")`` gives the size).
+    """
+    if not isinstance(resolution, (int, np.integer)) or not 0 <= resolution <= 15:
+        raise RawDataError(f"resolution must be an integer H3 resolution in 0..15; got {resolution!r}")
+    given = [lon is not None or lat is not None, bbox is not None, area is not None]
+    if sum(given) != 1:
+        raise RawDataError("give exactly one of lon and lat (points), bbox or area")
+    if given[0]:
+        if lon is None or lat is None:
+            raise RawDataError("give both lon and lat")
+        lon_a, lat_a = _coords(pd.DataFrame({LON: lon, LAT: lat}), LON, LAT, "points")
+        cells = set(_cells(lon_a, lat_a, resolution))
+    else:
+        if bbox is not None:
+            if len(bbox) != 4 or not (bbox[0] < bbox[2] and bbox[1] < bbox[3]):
+                raise RawDataError(f"bbox must be (min_lon, min_lat, max_lon, max_lat) with min < max; "
+                                   f"got {bbox!r}")
+            shape = shapely.box(*bbox)
+        else:
+            shape = _union(_read_geometries(area, "area"))
+        h3shape = h3.geo_to_h3shape(shapely.geometry.mapping(shape))
+        if contain == "center":
+            cells = set(h3.h3shape_to_cells(h3shape, resolution))
+        elif contain == "overlap":
+            cells = set(h3.h3shape_to_cells_experimental(h3shape, resolution, contain="overlap"))
+        else:
+            raise RawDataError(f"contain must be 'center' or 'overlap'; got {contain!r}")
+        if not cells:
+            raise RawDataError(f"no H3 cell of resolution {resolution} has its centre inside the area; "
+                               "choose a finer resolution or contain='overlap'")
+    for _ in range(int(rings)):
+        cells |= {n for c in cells for n in h3.grid_disk(c, 1)}
+    ids = sorted(cells)
+    centres = np.array([h3.cell_to_latlng(c) for c in ids])
+    table = pd.DataFrame({LON: np.round(centres[:, 1], 7), LAT: np.round(centres[:, 0], 7),
+                          GEOMETRY: [_polygon_wkt(c) for c in ids]},
+                         index=pd.Index(ids, name=REGION_ID))
+    size = round(float(h3.average_hexagon_edge_length(int(resolution), unit="m")), 3)
+    return Regions(table, h3_resolution=int(resolution), hexagon_size_m=size)
+
+
+def polygon_regions(features, id: str | None = "id", crs: str = "EPSG:4326") -> Regions:
+    """Your own polygons (districts, census tracts, blocks) as regions.
+
+    ``features`` is a GeoJSON FeatureCollection (a dict or a path to a ``.geojson``/``.json``
+    file; ``id`` names the property, or the feature's own ``id`` if no property has that name),
+    or a table (DataFrame or CSV path) with a WKT column ``geometry`` and an id column ``id``.
+    ``id=None`` numbers the regions ``0, 1, ...`` in input order. Polygons in another ``crs`` are
+    reprojected to WGS84. The centre written to ``regions.csv`` is a point inside the polygon
+    (shapely's ``point_on_surface``), which, unlike the centroid, cannot fall outside an L- or
+    ring-shaped region.
+    """
+    if isinstance(features, (str, os.PathLike)) and str(features).lower().endswith(".csv"):
+        features = _read_table(features, "polygons")
+    if isinstance(features, pd.DataFrame):
+        _require(features, [GEOMETRY] + ([id] if id is not None else []), "polygons")
+        try:
+            geoms = shapely.from_wkt(features[GEOMETRY].astype(str).to_numpy())
+        except shapely.errors.GEOSException as exc:
+            raise RawDataError(f"polygons: column {GEOMETRY!r} holds text that is not WKT: {exc}") from None
+        ids = features[id].astype(str).tolist() if id is not None else [str(i) for i in range(len(features))]
+    else:
+        items = _features(features, "polygons")
+        geoms = np.array([shapely.geometry.shape(f["geometry"]) for f in items], dtype=object)
+        ids = []
+        for i, f in enumerate(items):
+            props = f.get("properties") or {}
+            if id is None:
+                ids.append(str(i))
+            elif id in props:
+                ids.append(str(props[id]))
+            elif "id" in f and id == "id":
+                ids.append(str(f["id"]))
+            else:
+                raise RawDataError(f"polygons: feature {i} has no property {id!r} (properties: "
+                                   f"{sorted(props)}); pass id= the property that names the region")
+    bad = [ids[i] for i, g in enumerate(geoms)
+           if g is None or g.is_empty or g.geom_type not in ("Polygon", "MultiPolygon")]
+    if bad:
+        raise RawDataError(f"polygons: {len(bad)} feature(s) are not polygons, e.g. {bad[:_SHOW]}")
+    dup = pd.Index(ids)[pd.Index(ids).duplicated()].unique().tolist()
+    if dup:
+        raise RawDataError(f"polygons: duplicate id(s) {dup[:_SHOW]} in {id!r}; region ids must be unique")
+    geoms = _to_wgs84(np.asarray(geoms, dtype=object), crs)
+    geoms = shapely.make_valid(geoms)  # self-touching rings from GIS exports; keeps the area
+    inner = shapely.point_on_surface(geoms)
+    table = pd.DataFrame({LON: np.round(shapely.get_x(inner), 7), LAT: np.round(shapely.get_y(inner), 7),
+                          GEOMETRY: shapely.to_wkt(geoms, rounding_precision=7)},
+                         index=pd.Index(ids, name=REGION_ID))
+    return Regions(table)
+
+
+# --------------------------------------------------------------------------------------------
+# points to regions
+
+
+def assign_points(lon: Sequence[float], lat: Sequence[float], regions: Regions) -> pd.Series:
+    """The ``region_id`` of each point (lon, lat in WGS84 degrees); missing where it lies
+    outside every region.
+
+    Hexagons: the H3 cell holding the point at the regions' resolution, kept if it is a region.
+    Polygons: an STRtree query (shapely's R-tree, one lookup per point); a point on a border
+    shared by two regions goes to the first of them in ``regions``' order.
+    """
+    lon = np.asarray(lon, dtype=float)
+    lat = np.asarray(lat, dtype=float)
+    if regions.h3_resolution is not None:
+        cells = pd.Series(_cells(lon, lat, regions.h3_resolution), dtype=object)
+        return cells.where(cells.isin(regions.ids)).rename(REGION_ID)
+    tree = shapely.STRtree(regions.geometries())
+    point_i, region_i = tree.query(shapely.points(lon, lat), predicate="intersects")
+    first = pd.Series(region_i, index=point_i).groupby(level=0).min()
+    out = pd.Series([None] * len(lon), dtype=object, name=REGION_ID)
+    out.iloc[first.index.to_numpy()] = regions.ids.to_numpy()[first.to_numpy()]
+    return out
+
+
+def pois_from_csv(source, regions: Regions, *, lon: str = "lon", lat: str = "lat",
+                  category: str = "category", text: str | Sequence[str] | None = None,
+                  outside: Outside = "warn") -> pd.DataFrame:
+    """POIs with coordinates (a CSV path or a DataFrame) as ``pois.csv`` rows:
+    ``region_id, category, text``.
+
+    ``category`` becomes one token (spaces and slashes become ``_``, as eq. 7's corpus wants);
+    ``text`` names the column(s) of free text (names, reviews) joined by spaces, or None for
+    empty text. A POI outside every region is reported and left out.
+    """
+    df = _read_table(source, "POIs")
+    texts = [text] if isinstance(text, str) else list(text or [])
+    _require(df, [lon, lat, category] + texts, "POIs")
+    x, y = _coords(df, lon, lat, "POIs")
+    empty = df[category].isna() | (df[category].astype(str).str.strip() == "")
+    if empty.any():
+        raise RawDataError(f"POIs: column {category!r} is empty in {int(empty.sum())} row(s), "
+                           f"{_rows(empty)}; give every POI a category")
+    rid = assign_points(x, y, regions)
+    keep = _handle_outside(rid.isna().to_numpy(), "POIs", "POI(s)", outside)
+    cat = df[category].astype(str).str.strip().str.replace(r"[\s/]+", "_", regex=True)
+    body = (df[texts].fillna("").astype(str).agg(" ".join, axis=1).str.strip() if texts
+            else pd.Series("", index=df.index))
+    return pd.DataFrame({REGION_ID: rid.to_numpy()[keep], CATEGORY: cat.to_numpy()[keep],
+                         TEXT: body.to_numpy()[keep]})
+
+
+def od_from_csv(source, regions: Regions, *,
+                origin: str | tuple[str, str] = ("origin_lon", "origin_lat"),
+                destination: str | tuple[str, str] = ("destination_lon", "destination_lat"),
+                flow: str | None = None, outside: Outside = "warn") -> pd.DataFrame:
+    """Trips (a CSV path or DataFrame) as the ``od.csv`` table ``origin, destination, flow``.
+
+    ``origin`` and ``destination`` are each either a pair of column names (lon, lat of the trip
+    end: it is assigned to its region) or one column name (the trip end is already a
+    ``region_id``). ``flow`` names a column of trip counts; None counts each row as one trip.
+    Rows with the same origin and destination region are summed. A trip with an end outside
+    every region (or naming an unknown region) is reported and left out. Trips within one region
+    are kept: they count in both its inflow and outflow, as in ``musecl.city.inflow_outflow``.
+    """
+    df = _read_table(source, "trips")
+    cols = [c for end in (origin, destination) for c in ([end] if isinstance(end, str) else list(end))]
+    _require(df, cols + ([flow] if flow else []), "trips")
+    ends = []
+    for name, end in (("origin", origin), ("destination", destination)):
+        if isinstance(end, str):
+            rid = df[end].astype("string").where(df[end].astype("string").isin(regions.ids))
+            rid = rid.astype(object).where(rid.notna(), None)
+        else:
+            rid = assign_points(*_coords(df, end[0], end[1], f"trips ({name})"), regions)
+        ends.append(rid.reset_index(drop=True))
+    if flow:
+        values = pd.to_numeric(df[flow], errors="coerce")
+        bad = values.isna() | (values < 0)
+        if bad.any():
+            raise RawDataError(f"trips: column {flow!r} is not a non-negative number in "
+                               f"{int(bad.sum())} row(s), {_rows(bad)}")
+        values = values.to_numpy(dtype=float)
+    else:
+        values = np.ones(len(df))
+    lost = (ends[0].isna() | ends[1].isna()).to_numpy()
+    keep = _handle_outside(lost, "trips", "trip row(s) with an end", outside)
+    od = pd.DataFrame({ORIGIN: ends[0].to_numpy()[keep], DESTINATION: ends[1].to_numpy()[keep],
+                       FLOW: values[keep]})
+    od = od.groupby([ORIGIN, DESTINATION], as_index=False, sort=True)[FLOW].sum()
+    if np.allclose(od[FLOW], np.round(od[FLOW])):
+        od[FLOW] = od[FLOW].round().astype(np.int64)
+    return od
+
+
+def images_from_folder(source, regions: Regions, *, root: str | os.PathLike | None = None,
+                       path: str = "path", lon: str = "lon", lat: str = "lat", kind: str = "kind",
+                       outside: Outside = "warn") -> pd.DataFrame:
+    """Images listed in a table (a CSV path or DataFrame) with where they were taken.
+
+    Columns: ``path`` (relative to ``root``; default the CSV's folder, or the working directory
+    for a DataFrame), ``lon``, ``lat`` (the tile centre of a satellite image, the camera of a
+    street view) and ``kind``, a column of ``satellite``/``streetview`` or one of those words
+    for every row. Returns ``region_id, kind, path`` (absolute) plus ``distance_m`` from the
+    region centre. A region keeps at most one satellite image (the format's rule): the one
+    nearest its centre; the others are reported. Missing files raise.
+    """
+    df = _read_table(source, "images")
+    if root is None:
+        root = Path(source).parent if isinstance(source, (str, os.PathLike)) else Path.cwd()
+    fixed_kind = kind if kind in IMAGE_KINDS and kind not in df.columns else None
+    _require(df, [path, lon, lat] + ([] if fixed_kind else [kind]), "images")
+    kinds = pd.Series(fixed_kind, index=df.index) if fixed_kind else df[kind].astype(str).str.strip().str.lower()
+    bad = ~kinds.isin(IMAGE_KINDS)
+    if bad.any():
+        raise RawDataError(f"images: column {kind!r} must be one of {list(IMAGE_KINDS)}; "
+                           f"{int(bad.sum())} row(s) are not, {_rows(bad)}")
+    paths = [Path(root, str(p)).resolve() for p in df[path]]
+    missing = pd.Series([not p.is_file() for p in paths], index=df.index)
+    if missing.any():
+        raise RawDataError(f"images: {int(missing.sum())} file(s) do not exist, {_rows(missing)} "
+                           f"(e.g. {paths[int(np.flatnonzero(missing.to_numpy())[0])]}); paths are "
+                           f"relative to {Path(root).resolve()}")
+    x, y = _coords(df, lon, lat, "images")
+    rid = assign_points(x, y, regions)
+    keep = _handle_outside(rid.isna().to_numpy(), "images", "image(s)", outside)
+    out = pd.DataFrame({REGION_ID: rid.to_numpy()[keep], KIND: kinds.to_numpy()[keep],
+                        PATH: np.array(paths, dtype=object)[keep], LON: x[keep], LAT: y[keep]})
+    centre = regions.table.loc[out[REGION_ID], [LON, LAT]].to_numpy()
+    out["distance_m"] = np.round(_distance_m(out[LON], out[LAT], centre[:, 0], centre[:, 1]), 1)
+    sat = out[KIND] == SATELLITE
+    order = out[sat].sort_values(["distance_m", PATH], kind="stable")
+    extra = order.index[order[REGION_ID].duplicated()]
+    if len(extra):
+        warnings.warn(f"images: {len(extra)} satellite image(s) left out because their region already has "
+                      "a nearer one (a region keeps at most one); use a finer resolution or one tile per "
+                      "region", stacklevel=2)
+        out = out.drop(index=extra)
+    return out.drop(columns=[LON, LAT]).reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------
+# indicators by area
+
+
+def indicators_by_area(areas: Regions, values: pd.DataFrame, regions: Regions,
+                       how: str | Mapping[str, str] = "density", min_coverage: float = 0.5) -> pd.DataFrame:
+    """Indicators published for coarser areas (districts, tracts) moved onto the regions.
+
+    ``values`` is indexed by the areas' ids (or has them in its first column), one column per
+    indicator. Each region takes from every area it overlaps in proportion to the overlap's
+    surface (areal weighting, computed on a local equal-area projection):
+
+    * ``how="count"`` for totals (people, crimes, shops): a region gets
+      ``sum_a v_a * |a & r| / |a|``, the area's total spread evenly over its surface, so totals
+      are kept where regions cover the areas;
+    * ``how="density"`` for rates and averages (persons per km2, median rent): a region gets the
+      overlap-weighted mean ``sum_a v_a * |a & r| / sum_a |a & r|``.
+
+    ``how`` may be a dict per column. Why areal weighting: it needs nothing but the two sets of
+    polygons and assumes only that a value is spread evenly over its area. Smarter
+    (dasymetric) weights would spread it by buildings or POIs, but if those are also inputs of
+    the model, the target then carries the model's own inputs and the R2 is flattering. Know the
+    cost: every region inside one area gets that area's density, so the targets are smoother than
+    reality, and a random split rewards knowing the area (prefer the spatial split).
+
+    A region whose surface is covered less than ``min_coverage`` by areas with a value gets NaN
+    (reported): a count for a half-covered region would be too low, a density a guess. Mark such
+    indicators ``allow_missing`` (``build_city`` does this for columns with NaN).
+    """
+    if not 0 < min_coverage <= 1:
+        raise RawDataError(f"min_coverage must be in (0, 1]; got {min_coverage!r}")
+    values = values.copy()
+    if not values.index.isin(areas.ids).any() and values.shape[1] > 1:
+        values = values.set_index(values.columns[0])
+    values.index = values.index.astype(str)
+    unknown = values.index.difference(areas.ids)
+    if len(unknown):
+        raise RawDataError(f"indicator values: {len(unknown)} area id(s) are not among the areas' "
+                           f"polygons, e.g. {list(unknown[:_SHOW])}")
+    hows = {c: how for c in values.columns} if isinstance(how, str) else dict(how)
+    for col in values.columns:
+        if hows.get(col) not in ("count", "density"):
+            raise RawDataError(f"how for indicator {col!r} must be 'count' or 'density'; got {hows.get(col)!r}")
+    numeric = values.apply(pd.to_numeric, errors="coerce")
+    not_number = numeric.isna() & values.notna()
+    if not_number.any().any():
+        col = not_number.any().idxmax()
+        raise RawDataError(f"indicator values: column {col!r} holds text that is not a number for area(s) "
+                           f"{list(values.index[not_number[col]][:_SHOW])}")
+    overlap, area_m2, region_m2 = _overlay(areas, regions)
+    out = pd.DataFrame(index=regions.ids)
+    for col in values.columns:
+        v = numeric[col].reindex(areas.ids)
+        o = overlap.assign(v=v.reindex(overlap["area"]).to_numpy()).dropna(subset=["v"])
+        covered = o.groupby("region")["overlap_m2"].sum().reindex(regions.ids, fill_value=0.0)
+        if hows[col] == "count":
+            share = o["overlap_m2"] / area_m2.reindex(o["area"]).to_numpy()
+            value = (o["v"] * share).groupby(o["region"]).sum()
+        else:
+            value = (o["v"] * o["overlap_m2"]).groupby(o["region"]).sum() / o.groupby("region")["overlap_m2"].sum()
+        value = value.reindex(regions.ids)
+        low = (covered / region_m2) < min_coverage
+        if low.any():
+            warnings.warn(f"indicator {col!r}: {int(low.sum())} of {len(regions)} regions are covered less "
+                          f"than {min_coverage:.0%} by areas with a value; their {col} is missing (NaN)",
+                          stacklevel=2)
+        out[col] = value.where(~low)
+    out.index.name = REGION_ID
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# the city folder
+
+
+def build_city(out: str | os.PathLike, regions: Regions, indicators: pd.DataFrame, *,
+               pois: pd.DataFrame | None = None, od: pd.DataFrame | None = None,
+               mobility: pd.DataFrame | None = None, images: pd.DataFrame | None = None,
+               name: str = "My City", provenance: str = "",
+               indicator_meta: Mapping[str, Indicator | Mapping | str] | None = None,
+               max_missing_satellite: float = 0.5, copy_images: bool = True,
+               overwrite: bool = False) -> Path:
+    """Write a valid city folder from the converters' tables; return its path.
+
+    ``indicators`` is indexed by ``region_id`` (as :func:`indicators_by_area` returns it).
+    The modalities are the ones given: ``satellite``/``streetview`` if ``images`` has rows of that
+    kind, ``poi`` if ``pois`` has rows, ``mobility`` if ``od`` (or ``mobility``: ``region_id,
+    inflow, outflow``) does. Images are copied (or, with ``copy_images=False``, symlinked) to
+    ``images/<kind>/<region_id>_<k>.<ext>``. ``indicator_meta`` gives each indicator's metadata
+    (an :class:`~musecl.city.Indicator`, a dict of its fields, or just a long name); by default
+    ``log: true``, and ``allow_missing: true`` for a column with missing values (with a warning).
+
+    The folder is written beside ``out``, validated, and only then moved into place: a problem
+    raises :class:`~musecl.city.CityFormatError` and leaves nothing behind. An existing city
+    folder at ``out`` is replaced only with ``overwrite=True``; any other folder never.
+    """
+    out = Path(out)
+    occupied = out.is_dir() and any(out.iterdir()) or (out.exists() and not out.is_dir())
+    if occupied:
+        if not overwrite or not (out / "city.yaml").is_file():
+            raise FileExistsError(f"{out} exists; pass overwrite=True to replace a city folder "
+                                  "(a folder without city.yaml is never replaced)")
+    ind = indicators.copy()
+    ind.index = ind.index.astype(str)
+    extra = ind.index.difference(regions.ids)
+    if len(extra):
+        raise RawDataError(f"indicators: {len(extra)} region id(s) are not regions, e.g. {list(extra[:_SHOW])}")
+    ind = ind.reindex(regions.ids)
+    meta_in = dict(indicator_meta or {})
+    unknown = set(meta_in) - set(ind.columns)
+    if unknown:
+        raise RawDataError(f"indicator_meta names {sorted(unknown)}, which are not indicator columns "
+                           f"{list(ind.columns)}")
+    metas = {}
+    for col in ind.columns:
+        spec = meta_in.get(col, {})
+        if isinstance(spec, Indicator):
+            metas[col] = spec
+            continue
+        spec = {"long_name": spec} if isinstance(spec, str) else dict(spec)
+        if "allow_missing" not in spec and ind[col].isna().any():
+            warnings.warn(f"indicator {col!r} is missing for {int(ind[col].isna().sum())} of {len(ind)} regions; "
+                          "marked allow_missing (those regions are left out of its evaluation)", stacklevel=2)
+            spec["allow_missing"] = True
+        metas[col] = Indicator(name=col, long_name=str(spec.pop("long_name", col)), **spec)
+
+    modalities = []
+    if images is not None and len(images):
+        modalities += [k for k in IMAGE_KINDS if (images[KIND] == k).any()]
+    if pois is not None and len(pois):
+        modalities.append(POI)
+    if (od is not None and len(od)) or (mobility is not None and len(mobility)):
+        modalities.append(MOBILITY)
+    meta = CityMeta(name=name, crs="EPSG:4326", modalities=tuple(modalities), indicators=metas,
+                    hexagon_size_m=regions.hexagon_size_m, provenance=provenance,
+                    max_missing_satellite=max_missing_satellite)
+
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        image_rows = _place_images(tmp, images, copy_images) if images is not None and len(images) else None
+        if mobility is not None:
+            mobility = mobility.set_index(REGION_ID) if REGION_ID in mobility.columns else mobility
+        write_city(tmp, meta, regions.table, ind, images=image_rows,
+                   pois=pois if pois is not None and len(pois) else None,
+                   od=od if od is not None and len(od) else None,
+                   mobility=mobility if mobility is not None and len(mobility) else None)
+        problems = validate_city(tmp)
+        if problems:
+            raise CityFormatError(problems)
+        if out.exists():
+            shutil.rmtree(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def _read_table(source, what: str) -> pd.DataFrame:
+    if isinstance(source, pd.DataFrame):
+        return source.reset_index(drop=True)
+    path = Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what}: {path} does not exist")
+    return pd.read_csv(path)
+
+
+def _require(df: pd.DataFrame, cols: Iterable[str], what: str) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise RawDataError(f"{what}: missing column(s) {missing}; found {list(df.columns)}. "
+                           "Name the columns with the function's keyword arguments (e.g. lon='x').")
+
+
+def _rows(mask: pd.Series | np.ndarray) -> str:
+    """'rows 2, 5, 9' in spreadsheet numbering (header is row 1), the first few only."""
+    idx = np.flatnonzero(np.asarray(mask))
+    shown = ", ".join(str(i + 2) for i in idx[:_SHOW])
+    return f"row{'s' if len(idx) > 1 else ''} {shown}{' ...' if len(idx) > _SHOW else ''}"
+
+
+def _coords(df: pd.DataFrame, lon: str, lat: str, what: str) -> tuple[np.ndarray, np.ndarray]:
+    out = []
+    for col, lo, hi in ((lon, -180, 180), (lat, -90, 90)):
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = values.isna() | (values < lo) | (values > hi)
+        if bad.any():
+            raise RawDataError(f"{what}: column {col!r} is not a number in [{lo}, {hi}] in "
+                               f"{int(bad.sum())} row(s), {_rows(bad)}. Coordinates are WGS84 degrees; "
+                               "are lon and lat swapped or projected?")
+        out.append(values.to_numpy(dtype=float))
+    return out[0], out[1]
+
+
+def _cells(lon: np.ndarray, lat: np.ndarray, resolution: int) -> list[str]:
+    return [h3.latlng_to_cell(float(b), float(a), resolution) for a, b in zip(lon, lat)]
+
+
+def _handle_outside(lost: np.ndarray, what: str, noun: str, outside: Outside) -> np.ndarray:
+    """Keep-mask; report the lost rows (count and spreadsheet rows) as a warning or an error."""
+    if outside not in ("warn", "raise"):
+        raise RawDataError(f"outside must be 'warn' or 'raise'; got {outside!r}")
+    n = int(lost.sum())
+    if n:
+        msg = (f"{what}: {n} of {len(lost)} {noun} outside every region ({_rows(lost)}) "
+               f"{'cannot be placed' if outside == 'raise' else 'are left out'}")
+        if outside == "raise":
+            raise RawDataError(msg + "; choose regions that cover them, or pass outside='warn' to leave them out")
+        warnings.warn(msg, stacklevel=3)
+    return ~lost
+
+
+def _distance_m(lon1, lat1, lon2, lat2) -> np.ndarray:
+    """Great-circle distance (haversine, spherical Earth) in metres."""
+    lon1, lat1, lon2, lat2 = (np.deg2rad(np.asarray(v, dtype=float)) for v in (lon1, lat1, lon2, lat2))
+    a = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
+    return 2 * 6_371_000.0 * np.arcsin(np.sqrt(np.clip(a, 0, 1)))
+
+
+def _features(obj, what: str) -> list[dict]:
+    """GeoJSON features from a path, a FeatureCollection, a Feature or a bare geometry."""
+    if isinstance(obj, (str, os.PathLike)):
+        if not Path(obj).is_file():
+            raise FileNotFoundError(f"{what}: {obj} is not a file (nor WKT text)")
+        obj = json.loads(Path(obj).read_text())
+    if isinstance(obj, Mapping):
+        if obj.get("type") == "FeatureCollection":
+            return list(obj.get("features") or [])
+        if obj.get("type") == "Feature":
+            return [dict(obj)]
+        if "coordinates" in obj:
+            return [{"type": "Feature", "geometry": dict(obj), "properties": {}}]
+    raise RawDataError(f"{what}: expected a GeoJSON FeatureCollection, Feature or geometry (dict or "
+                       f".geojson path), got {type(obj).__name__}")
+
+
+def _read_geometries(obj, what: str) -> list:
+    if isinstance(obj, shapely.Geometry):
+        return [obj]
+    if isinstance(obj, str) and obj.lstrip().upper().startswith(("POLYGON", "MULTIPOLYGON")):
+        try:
+            return [shapely.from_wkt(obj)]
+        except shapely.errors.GEOSException as exc:
+            raise RawDataError(f"{what}: cannot read the WKT: {exc}") from None
+    return [shapely.geometry.shape(f["geometry"]) for f in _features(obj, what)]
+
+
+def _union(geoms: list):
+    shape = shapely.union_all(geoms)
+    if shape.is_empty or shape.geom_type not in ("Polygon", "MultiPolygon"):
+        raise RawDataError(f"area must be a polygon or multipolygon; got {shape.geom_type}")
+    return shape
+
+
+def _to_wgs84(geoms: np.ndarray, crs: str) -> np.ndarray:
+    import pyproj
+
+    source = pyproj.CRS.from_user_input(crs)
+    if source == pyproj.CRS.from_epsg(4326):
+        return geoms
+    to = pyproj.Transformer.from_crs(source, "EPSG:4326", always_xy=True)
+    return shapely.transform(geoms, lambda xy: np.column_stack(to.transform(xy[:, 0], xy[:, 1])))
+
+
+def _overlay(areas: Regions, regions: Regions) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
+    """Overlap surfaces (m2) of every intersecting (area, region) pair, found with an STRtree,
+    measured on a Lambert azimuthal equal-area projection centred on the regions."""
+    import pyproj
+
+    lon0, lat0 = regions.table[LON].mean(), regions.table[LAT].mean()
+    laea = pyproj.CRS.from_proj4(f"+proj=laea +lat_0={lat0} +lon_0={lon0} +datum=WGS84 +units=m")
+    to = pyproj.Transformer.from_crs("EPSG:4326", laea, always_xy=True)
+
+    def project(g):
+        return shapely.transform(g, lambda xy: np.column_stack(to.transform(xy[:, 0], xy[:, 1])))
+
+    a, r = project(areas.geometries()), project(regions.geometries())
+    ai, ri = shapely.STRtree(r).query(a, predicate="intersects")
+    surface = shapely.area(shapely.intersection(a[ai], r[ri]))
+    overlap = pd.DataFrame({"area": areas.ids.to_numpy()[ai], "region": regions.ids.to_numpy()[ri],
+                            "overlap_m2": surface})
+    overlap = overlap[overlap["overlap_m2"] > 0]
+    return (overlap, pd.Series(shapely.area(a), index=areas.ids),
+            pd.Series(shapely.area(r), index=regions.ids))
+
+
+def _place_images(root: Path, images: pd.DataFrame, copy: bool) -> pd.DataFrame:
+    _require(images, [REGION_ID, KIND, PATH], "images")
+    rows = []
+    counter: dict[tuple[str, str], int] = {}
+    for rid, kind, src in zip(images[REGION_ID], images[KIND], images[PATH]):
+        src = Path(src)
+        k = counter.get((rid, kind), 0)
+        counter[(rid, kind)] = k + 1
+        rel = Path("images") / kind / (f"{rid}{src.suffix.lower()}" if kind == SATELLITE
+                                       else f"{rid}_{k}{src.suffix.lower()}")
+        dest = root / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if copy:
+            shutil.copyfile(src, dest)
+        else:
+            dest.symlink_to(src.resolve())
+        rows.append((rid, kind, rel.as_posix()))
+    return pd.DataFrame(rows, columns=[REGION_ID, KIND, PATH])
+
+
+__all__ = ["RawDataError", "Regions", "assign_points", "build_city", "hexagon_regions", "images_from_folder",
+           "indicators_by_area", "od_from_csv", "pois_from_csv", "polygon_regions"]

@@ -1,0 +1,369 @@
+"""Manhattan-180 as a city folder: the MVURE / MGFN / HREP region benchmark, converted.
+
+The benchmark's 180 regions (taxi zones cut along Manhattan's streets) come with a taxi
+origin-destination matrix, crime and check-in counts and a community-district label per region.
+:func:`make_manhattan_city` turns those raw files, plus OpenStreetMap POIs of 2013 and three
+indicators joined from census tracts and arrest points, into the city folder format
+(``data/README.md``) so the book's code reads Manhattan like any other city:
+
+=====================  ===========================================================================
+file                   from
+=====================  ===========================================================================
+``regions.csv``        ``taxidata/mh-180.json`` (GeoJSON polygons, WGS84, property ``region_id``)
+``od.csv``             ``hrep/mobility_adj.npy`` (180 x 180 taxi trips, origin row -> destination)
+``pois.csv``           ``osm_pois_2013/NewYork-2013-01-31.csv``: category = the first of the
+                       ``amenity``, ``shop``, ``leisure``, ``tourism``, ``man_made`` tags present,
+                       text = ``name``; assigned to regions by point in polygon
+``indicators.csv``     crime (``hrep/crime_counts.npy``), check_in (``hrep/check_counts.npy``),
+                       population_density and median_income (census tracts, area-weighted),
+                       arrests (``franchi`` arrest points, point in polygon)
+``landuse.csv``        ``hrep/mh_cd.json``: community district per region (land-use clusters)
+=====================  ===========================================================================
+
+Every raw file is read through :func:`musecl.datasets.sources.locate` (verified sha256) and its
+repository, commit and path are written into ``city.yaml``. The building blocks take paths and
+arrays, so the tests run them on tiny hand-made fixtures without the real data.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from musecl.city import (CATEGORY, DESTINATION, FLOW, GEOMETRY, LAT, LON, ORIGIN, REGION_ID, TEXT,
+                         CityMeta, Indicator, write_city)
+
+WGS84 = "EPSG:4326"
+TRACT_CRS = "EPSG:32118"  # NAD83 / New York Long Island (metres): the tracts' coordinates
+LANDUSE_CSV = "landuse.csv"
+LANDUSE_COLUMN = "community_district"
+POI_TAG_COLUMNS = ("amenity", "shop", "leisure", "tourism", "man_made")
+MANHATTAN_COUNTY = "36061"  # state 36 (New York), county 061 (New York County = Manhattan)
+
+FILES = {
+    "regions": "manhattan/taxidata/mh-180.json",
+    "od": "manhattan/hrep/mobility_adj.npy",
+    "crime": "manhattan/hrep/crime_counts.npy",
+    "check_in": "manhattan/hrep/check_counts.npy",
+    "landuse": "manhattan/hrep/mh_cd.json",
+    "pois": "manhattan/osm_pois_2013/NewYork-2013-01-31.csv",
+    "tracts": "manhattan/regiondcl/nyc_tracts_2020.geojson",
+    "income": "manhattan/franchi/median_income_nyc_2020.csv",
+    "arrests": "manhattan/franchi/NYPD_Arrests_Data__Historic_.csv",
+}
+
+INDICATORS = {
+    # the benchmark's two tasks: raw counts, as its published protocol (log: false)
+    "crime": Indicator("crime", "Crime complaints (NYPD, about one year)", "count", log=False),
+    "check_in": Indicator("check_in", "Foursquare check-ins", "count", log=False),
+    # joined here from other sources (not part of the published benchmark)
+    "population_density": Indicator("population_density", "Population density (WorldPop 2020, "
+                                    "area-weighted from census tracts)", "persons per km2", log=True),
+    "median_income": Indicator("median_income", "Median household income (ACS 2020 B19013, "
+                               "area-weighted from census tracts)", "USD", log=True, allow_missing=True),
+    "arrests": Indicator("arrests", "NYPD arrests, 5 Oct - 15 Nov 2020", "count", log=True),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# geometry helpers
+
+
+def read_regions(path: str | os.PathLike) -> tuple[pd.DataFrame, list]:
+    """Regions of a GeoJSON FeatureCollection with a ``region_id`` property (WGS84).
+
+    Returns a table indexed by ``region_id`` (text, sorted numerically where ids are numbers)
+    with ``lon, lat`` (centroid) and ``geometry`` (WKT), and the shapely geometries in that order.
+    """
+    from shapely.geometry import shape
+
+    features = json.loads(Path(path).read_text())["features"]
+    rows = []
+    for k, feature in enumerate(features):
+        props = feature.get("properties") or {}
+        if "region_id" not in props:
+            raise ValueError(f"{path}: feature {k} has no 'region_id' property")
+        rows.append((str(props["region_id"]), shape(feature["geometry"])))
+    ids = [r for r, _ in rows]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{path}: region ids are not unique")
+    rows.sort(key=lambda r: (int(r[0]) if r[0].isdigit() else float("inf"), r[0]))
+    geoms = [g for _, g in rows]
+    table = pd.DataFrame({LON: [g.centroid.x for g in geoms], LAT: [g.centroid.y for g in geoms],
+                          GEOMETRY: [g.wkt for g in geoms]},
+                         index=pd.Index([r for r, _ in rows], name=REGION_ID))
+    return table, geoms
+
+
+def reproject(geoms: Sequence, source: str, target: str) -> list:
+    """Shapely geometries from CRS ``source`` to ``target`` (pyproj, lon/lat axis order)."""
+    import pyproj
+    import shapely
+
+    transformer = pyproj.Transformer.from_crs(source, target, always_xy=True)
+
+    def move(xy: np.ndarray) -> np.ndarray:
+        x, y = transformer.transform(xy[:, 0], xy[:, 1])
+        return np.column_stack([x, y])
+
+    return list(shapely.transform(np.asarray(geoms, dtype=object), move))
+
+
+def assign_points(lon, lat, polygons: Sequence) -> np.ndarray:
+    """Index of the polygon containing each point (-1 outside all), via an STRtree.
+
+    A point on the shared edge of two polygons goes to the lower polygon index.
+    """
+    import shapely
+    from shapely.strtree import STRtree
+
+    points = shapely.points(np.asarray(lon, dtype=float), np.asarray(lat, dtype=float))
+    out = np.full(len(points), -1, dtype=np.int64)
+    if len(points) == 0 or len(polygons) == 0:
+        return out
+    tree = STRtree(list(polygons))
+    point_idx, poly_idx = tree.query(points, predicate="intersects")
+    order = np.lexsort((poly_idx, point_idx))  # per point, the lowest polygon index first
+    point_idx, poly_idx = point_idx[order], poly_idx[order]
+    first = np.r_[True, point_idx[1:] != point_idx[:-1]] if len(point_idx) else np.array([], bool)
+    out[point_idx[first]] = poly_idx[first]
+    return out
+
+
+def count_points(assigned: np.ndarray, n_regions: int) -> np.ndarray:
+    """How many points fall in each region (``assigned`` from :func:`assign_points`)."""
+    assigned = np.asarray(assigned)
+    return np.bincount(assigned[assigned >= 0], minlength=n_regions).astype(np.int64)
+
+
+def area_weighted(regions: Sequence, sources: Sequence, values) -> np.ndarray:
+    """Per region, the mean of ``values`` over source polygons weighted by overlap area.
+
+    Both geometry lists must be in the same *projected* CRS (areas in m2). Sources with a NaN
+    value are skipped, so the weights renormalise over the overlap with known values; a region
+    that overlaps no source with a value gets NaN. Right for densities and for a per-tract
+    median read as "the typical value over the region's area"; not for counts.
+    """
+    import shapely
+    from shapely.strtree import STRtree
+
+    values = np.asarray(values, dtype=float)
+    if len(values) != len(sources):
+        raise ValueError(f"{len(sources)} source polygons but {len(values)} values")
+    known = np.flatnonzero(np.isfinite(values))
+    out = np.full(len(regions), np.nan)
+    if len(known) == 0:
+        return out
+    src = np.asarray(sources, dtype=object)[known]
+    tree = STRtree(list(src))
+    reg_idx, src_idx = tree.query(np.asarray(regions, dtype=object), predicate="intersects")
+    if len(reg_idx) == 0:
+        return out
+    areas = shapely.area(shapely.intersection(np.asarray(regions, dtype=object)[reg_idx], src[src_idx]))
+    weight = np.bincount(reg_idx, weights=areas, minlength=len(regions))
+    total = np.bincount(reg_idx, weights=areas * values[known][src_idx], minlength=len(regions))
+    has = weight > 0
+    out[has] = total[has] / weight[has]
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# readers of the raw files (each takes a path and returns plain tables / arrays)
+
+
+def od_table(matrix, region_ids: Sequence[str]) -> pd.DataFrame:
+    """An N x N origin -> destination matrix (a leading axis of size 1 is dropped) as
+    ``origin, destination, flow`` rows; zero cells are left out (they carry no trips)."""
+    m = np.asarray(matrix, dtype=float)
+    n = len(region_ids)
+    m = m.reshape(m.shape[-2:]) if m.ndim > 2 and m.size == n * n else m
+    if m.shape != (n, n):
+        raise ValueError(f"OD matrix has shape {np.shape(matrix)}; expected ({n}, {n}) for {n} regions")
+    if not np.isfinite(m).all() or (m < 0).any():
+        raise ValueError("OD matrix has negative or non-finite flows")
+    o, d = np.nonzero(m)
+    ids = np.asarray(region_ids, dtype=object)
+    return pd.DataFrame({ORIGIN: ids[o], DESTINATION: ids[d], FLOW: m[o, d]})
+
+
+def read_osm_pois(path: str | os.PathLike) -> tuple[pd.DataFrame, int]:
+    """OSM POIs with WKT point geometry: ``lon, lat, category, text``, and how many rows had no
+    category tag (those are dropped: eq. 3 and 7 need a category)."""
+    import shapely
+
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    tags = [c for c in POI_TAG_COLUMNS if c in raw.columns]
+    if not tags or "geometry" not in raw.columns:
+        raise ValueError(f"{path}: expected a 'geometry' column and one of {list(POI_TAG_COLUMNS)}; "
+                         f"found {list(raw.columns)}")
+    category = pd.Series("", index=raw.index, dtype=object)
+    for col in reversed(tags):  # the first tag in POI_TAG_COLUMNS order wins
+        value = raw[col].str.strip()
+        category = category.where(value == "", value)
+    category = category.str.replace(r"\s+", "_", regex=True)
+    has = (category != "").to_numpy()
+    points = shapely.from_wkt(raw["geometry"].to_numpy()[has], on_invalid="ignore")
+    name = raw["name"] if "name" in raw.columns else pd.Series("", index=raw.index)
+    table = pd.DataFrame({"lon": shapely.get_x(points), "lat": shapely.get_y(points),
+                          CATEGORY: category[has].to_numpy(), TEXT: name[has].str.strip().to_numpy()})
+    table = table[np.isfinite(table["lon"]) & np.isfinite(table["lat"])].reset_index(drop=True)
+    return table, int((~has).sum())
+
+
+def read_tracts(path: str | os.PathLike, crs: str = TRACT_CRS) -> tuple[pd.DataFrame, list]:
+    """Census tracts (GeoJSON whose coordinates are in ``crs``, whatever the file claims):
+    a table of their properties and their shapely geometries in ``crs``."""
+    from shapely.geometry import shape
+
+    features = json.loads(Path(path).read_text())["features"]
+    props = pd.DataFrame([f.get("properties") or {} for f in features])
+    geoms = [shape(f["geometry"]) for f in features]
+    return props, geoms
+
+
+def tract_geoid(boro_ct: str) -> str:
+    """Census GEOID of a Manhattan tract from NYC's ``BoroCT2020`` (borough digit + 6-digit tract)."""
+    boro_ct = str(boro_ct)
+    if len(boro_ct) != 7 or boro_ct[0] != "1":
+        raise ValueError(f"BoroCT2020 {boro_ct!r} is not a Manhattan tract (borough code 1 + 6 digits)")
+    return MANHATTAN_COUNTY + boro_ct[1:]
+
+
+def parse_income(value) -> float:
+    """An ACS estimate cell as a number: '250,000+' -> 250000, '2,500-' -> 2500, '-' -> NaN."""
+    text = str(value).strip().replace(",", "").rstrip("+-")
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")
+
+
+def read_income(path: str | os.PathLike) -> pd.Series:
+    """ACS B19013 median household income per tract, indexed by the 11-digit GEOID."""
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    raw = raw[raw["GEO_ID"].str.startswith("1400000US")]  # drops the second, descriptive header row
+    values = raw["B19013_001E"].map(parse_income).astype(float)
+    return pd.Series(values.to_numpy(), index=raw["GEO_ID"].str[-11:].to_numpy(), name="median_income")
+
+
+def read_arrest_points(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Longitudes and latitudes of the arrests that have coordinates."""
+    raw = pd.read_csv(path, usecols=["Latitude", "Longitude"])
+    raw = raw.dropna()
+    return raw["Longitude"].to_numpy(float), raw["Latitude"].to_numpy(float)
+
+
+# --------------------------------------------------------------------------------------------
+# the converter
+
+
+def convert_manhattan(paths: dict[str, Path], out: str | os.PathLike,
+                      sources: dict[str, dict] | None = None, tract_crs: str = TRACT_CRS) -> Path:
+    """Write the city folder from raw files given by role (the keys of :data:`FILES`).
+
+    ``sources`` (role -> repository/commit/path/sha256) is recorded in ``city.yaml``. The real
+    data go through :func:`make_manhattan_city`; tests call this with hand-made files.
+    """
+    paths = {k: Path(v) for k, v in paths.items()}
+    missing = sorted(set(FILES) - set(paths))
+    if missing:
+        raise ValueError(f"convert_manhattan: no path given for {missing}")
+    regions, geoms = read_regions(paths["regions"])
+    ids = list(regions.index)
+    n = len(ids)
+
+    od = od_table(np.load(paths["od"], allow_pickle=False), ids)
+
+    pois_raw, n_untagged = read_osm_pois(paths["pois"])
+    where = assign_points(pois_raw["lon"], pois_raw["lat"], geoms)
+    inside = where >= 0
+    pois = pd.DataFrame({REGION_ID: np.asarray(ids, dtype=object)[where[inside]],
+                         CATEGORY: pois_raw[CATEGORY].to_numpy()[inside],
+                         TEXT: pois_raw[TEXT].to_numpy()[inside]})
+
+    def per_region(path: Path, what: str) -> np.ndarray:
+        v = np.asarray(np.load(path, allow_pickle=False), dtype=float).reshape(-1)
+        if len(v) != n:
+            raise ValueError(f"{path}: {what} has {len(v)} values for {n} regions")
+        return v
+
+    tracts, tract_geoms = read_tracts(paths["tracts"], tract_crs)
+    regions_m = reproject(geoms, WGS84, tract_crs)
+    density = area_weighted(regions_m, tract_geoms, tracts["population_density"].astype(float))
+    income_by_geoid = read_income(paths["income"])
+    geoid = [tract_geoid(b) if str(b).startswith("1") and len(str(b)) == 7 else None
+             for b in tracts["BoroCT2020"]]
+    tract_income = np.array([income_by_geoid.get(g, np.nan) if g else np.nan for g in geoid], dtype=float)
+    income = area_weighted(regions_m, tract_geoms, tract_income)
+    a_lon, a_lat = read_arrest_points(paths["arrests"])
+    arrests = count_points(assign_points(a_lon, a_lat, geoms), n)
+
+    indicators = pd.DataFrame({
+        "crime": per_region(paths["crime"], "crime counts"),
+        "check_in": per_region(paths["check_in"], "check-in counts"),
+        "population_density": density,
+        "median_income": income,
+        "arrests": arrests.astype(float),
+    }, index=regions.index)
+    if np.isnan(density).any():
+        bad = list(regions.index[np.isnan(density)][:5])
+        raise ValueError(f"population density: regions {bad} overlap no census tract; is tract_crs "
+                         f"({tract_crs}) the tracts' real CRS?")
+
+    cd = json.loads(paths["landuse"].read_text())
+    unknown = sorted(set(map(str, cd)) - set(ids))
+    if unknown or len(cd) != n:
+        raise ValueError(f"{paths['landuse']}: labels for {len(cd)} regions, unknown ids {unknown[:5]}")
+    landuse = pd.DataFrame({REGION_ID: ids, LANDUSE_COLUMN: [int(cd[r]) for r in ids]})
+
+    sources = sources or {role: {"path": str(p)} for role, p in paths.items()}
+    meta = CityMeta(
+        name="Manhattan-180", crs=WGS84, modalities=("poi", "mobility"), indicators=dict(INDICATORS),
+        hexagon_size_m=None,
+        provenance=(
+            "The Manhattan-180 region benchmark (MVURE, MGFN, HREP) converted by "
+            "musecl.datasets.manhattan.make_manhattan_city. Regions, taxi OD flows, crime and "
+            "check-in counts and land-use labels are the benchmark's own files; POIs are "
+            f"OpenStreetMap (ODbL) nodes of 2013-01-31 with an {'/'.join(POI_TAG_COLUMNS)} tag "
+            f"({n_untagged} untagged rows dropped, {int((~inside).sum())} tagged POIs outside the "
+            "regions dropped); population density and median income are census-tract values "
+            "weighted by overlap area (tract coordinates read as EPSG:32118); arrests are "
+            "points counted per polygon. landuse.csv (region_id, community_district) holds the "
+            "benchmark's land-use clustering labels (hrep/mh_cd.json). Source of every file: "
+            "the 'sources' key."),
+        extra={"sources": sources,
+               "extra_files": {LANDUSE_CSV: {"columns": [REGION_ID, LANDUSE_COLUMN],
+                                             "from": "landuse",
+                                             "description": "community district of each region, the "
+                                                            "label of the land-use clustering task"}}},
+    )
+    root = write_city(out, meta, regions=regions, indicators=indicators, pois=pois, od=od)
+    landuse.to_csv(root / LANDUSE_CSV, index=False)
+    return root
+
+
+def make_manhattan_city(out: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Path:
+    """Convert the verified raw Manhattan-180 files into a city folder at ``out``; return it."""
+    from musecl.datasets.sources import locate, registry
+
+    paths, sources = {}, {}
+    table = registry()
+    for role, file in FILES.items():
+        paths[role] = locate(file, data_dir=data_dir)
+        row = table.loc[file]
+        sources[role] = {"file": file, "repository": row["source_repo"], "commit": row["commit"],
+                         "path": row["source_path"], "sha256": row["sha256"],
+                         "license": row["license"] or "none stated"}
+        if row["note"]:
+            sources[role]["note"] = row["note"]
+    return convert_manhattan(paths, out, sources=sources)
+
+
+def read_landuse(city_root: str | os.PathLike) -> pd.Series:
+    """The land-use label (community district) per region, indexed by ``region_id``."""
+    table = pd.read_csv(Path(city_root) / LANDUSE_CSV, dtype={REGION_ID: str})
+    return table.set_index(REGION_ID)[LANDUSE_COLUMN]

@@ -1,0 +1,479 @@
+"""Methods for cities without imagery: MuseCL's ideas over vector views, and an OD baseline.
+
+Manhattan-180 (and any city with ``od.csv`` and ``pois.csv`` but no images) has no satellite or
+street-view pictures. ``MuseCL (vector views)`` keeps MuseCL's structure and swaps only what
+needs pictures:
+
+============================  ===============================  =====================================
+MuseCL (paper)                here                             unchanged
+============================  ===============================  =====================================
+street-view CNN (eq. 5-6)     MLP over the *mobility view*:    triplets by mobility similarity
+                              ln(1 + trips) to and from every  (eq. 1-2, on (inflow, outflow)),
+                              region (OD row and column)       triplet loss of eq. 6
+satellite CNN (eq. 5-6)       MLP over the *POI view*: the     triplets by POI similarity
+                              region's ln(1 + POI count) per   (eq. 3-4, on category counts)
+                              category
+POI text (eq. 7)              unchanged                        skip-gram + hierarchical softmax
+fusion (eq. 8-11)             unchanged                        attention over the two views,
+                                                               InfoNCE against the POI text vectors
+============================  ===============================  =====================================
+
+``OD SVD`` is the plain baseline: a truncated SVD of ln(1 + OD), the region's row (out-flow)
+and column (in-flow) factors side by side.
+
+Both are transductive (one vector per region of the city they are fitted on) and deterministic
+for a seed.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from musecl.city import DESTINATION, FLOW, ORIGIN, REGION_ID, City
+from musecl.config import RunConfig
+from musecl.io import atomic_save_json
+from musecl.methods.base import RegionEmbedder, register
+
+CONFIG_JSON = "config.json"
+
+
+# ------------------------------------------------------------------------------------------
+# views
+
+
+def od_matrix(city: City) -> np.ndarray:
+    """The city's OD flows as an N x N matrix in region order (origin rows, destination columns)."""
+    if city.od is None or city.od.empty:
+        raise ValueError(f"{city.name}: the city has no od.csv; these methods need origin-destination "
+                         "flows (mobility.csv alone gives only in/out totals)")
+    ids = city.region_ids
+    o = ids.get_indexer(city.od[ORIGIN].astype(str))
+    d = ids.get_indexer(city.od[DESTINATION].astype(str))
+    m = np.zeros((len(ids), len(ids)))
+    np.add.at(m, (o, d), city.od[FLOW].to_numpy(dtype=float))
+    return m
+
+
+def mobility_view(city: City) -> pd.DataFrame:
+    """Per region: its trips to every region (out-flow row of the OD matrix) and from every
+    region (in-flow column), as ln(1 + trips): 2N values. The log keeps volume (what eq. 1
+    compares) and pattern (with whom a region is connected) in one vector, and tames the
+    heavy tail of taxi counts."""
+    m = np.log1p(od_matrix(city))
+    ids = city.region_ids
+    cols = [f"out_{r}" for r in ids] + [f"in_{r}" for r in ids]
+    frame = pd.DataFrame(np.hstack([m, m.T]), index=ids.copy(), columns=cols)
+    frame.index.name = REGION_ID
+    return frame
+
+
+def poi_view(city: City) -> pd.DataFrame:
+    """Per region: its number of POIs in each category (eq. 3's vector) as ln(1 + count)."""
+    counts = city.poi_counts()
+    frame = pd.DataFrame(np.log1p(counts.to_numpy(dtype=float)), index=counts.index.copy(),
+                         columns=[f"log_{c}" for c in counts.columns])
+    frame.index.name = REGION_ID
+    return frame
+
+
+def standardise(x: np.ndarray) -> np.ndarray:
+    """Columns to zero mean and unit variance (constant columns become 0)."""
+    x = np.asarray(x, dtype=np.float64)
+    std = x.std(axis=0)
+    return (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)
+
+
+# ------------------------------------------------------------------------------------------
+# OD SVD
+
+
+def od_svd(city: City, dim: int) -> pd.DataFrame:
+    """Truncated SVD of ln(1 + OD): [U_k sqrt(s_k), V_k sqrt(s_k)], 2 * dim columns.
+
+    ``U_k sqrt(s_k)`` describes a region as an origin, ``V_k sqrt(s_k)`` as a destination; the
+    square root splits the singular values evenly between the two. Signs follow numpy's SVD,
+    which is deterministic for a given matrix.
+    """
+    m = np.log1p(od_matrix(city))
+    k = int(dim)
+    if not 1 <= k <= min(m.shape):
+        raise ValueError(f"dim must be between 1 and {min(m.shape)}; got {dim}")
+    u, s, vt = np.linalg.svd(m, full_matrices=False)
+    root = np.sqrt(s[:k])
+    x = np.hstack([u[:, :k] * root, vt[:k].T * root])
+    frame = pd.DataFrame(x, index=city.region_ids.copy(),
+                         columns=[f"out_{j}" for j in range(k)] + [f"in_{j}" for j in range(k)])
+    frame.index.name = REGION_ID
+    return frame
+
+
+class _TableEmbedder(RegionEmbedder):
+    """A method whose fit computes one region table; transform returns it for the same city."""
+
+    def _compute(self, city: City) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def fit(self, city: City) -> "_TableEmbedder":
+        self.embedding_ = self._compute(city)
+        self.fitted_on = (city.name, tuple(city.region_ids))
+        return self
+
+    def transform(self, city: City) -> pd.DataFrame:
+        if not hasattr(self, "embedding_"):
+            raise RuntimeError(f"{self.name} is not fitted: call fit(city) first")
+        if (city.name, tuple(city.region_ids)) != self.fitted_on:
+            raise ValueError(f"{self.name} is transductive: it was fitted on another city than "
+                             f"{city.name!r}; fit it on this one")
+        return self.embedding_.copy()
+
+    def options(self) -> dict:
+        return {}
+
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.transform_table().to_csv(directory / "embeddings.csv", index_label=REGION_ID)
+        atomic_save_json(directory / CONFIG_JSON, {"method": self.name, "options": self.options(),
+                                                   "config": self.config.to_dict()})
+        return directory
+
+    def transform_table(self) -> pd.DataFrame:
+        if not hasattr(self, "embedding_"):
+            raise RuntimeError(f"{self.name} is not fitted: call fit(city) first")
+        return self.embedding_
+
+
+@register("OD SVD")
+class ODSVD(_TableEmbedder):
+    """Truncated SVD of ln(1 + OD), rows and columns: ``2 * dim`` columns (default dim 16).
+
+    The benchmark probe (ridge, alpha 1, unstandardised) overfits when there are many columns
+    for 144 training regions, so the dimension matters; the chapter chooses it inside the
+    training folds (:func:`musecl.evaluation.ridge_kfold_select`), never on the test folds.
+    """
+
+    def __init__(self, config: RunConfig | None = None, cache_dir=None, progress: bool = True,
+                 dim: int = 16):
+        super().__init__(config, cache_dir, progress)
+        self.dim = int(dim)
+
+    def options(self) -> dict:
+        return {"dim": self.dim}
+
+    def _compute(self, city: City) -> pd.DataFrame:
+        return od_svd(city, self.dim)
+
+
+# ------------------------------------------------------------------------------------------
+# MuseCL over vector views
+
+
+MOBILITY_SIMILARITIES = ("inout", "od")
+ALIGNMENTS = ("none", "procrustes", "joint")
+
+
+@dataclass(frozen=True)
+class VectorViewConfig:
+    """Settings of the two view encoders (the rest comes from :class:`RunConfig`).
+
+    ``mobility_similarity`` decides which regions count as similar for the mobility triplets:
+    ``"inout"`` -- the paper's eq. 1-2, Euclidean distance of (inflow, outflow); ``"od"`` -- the
+    same distance on the whole mobility view (ln(1 + trips) to and from every region), which a
+    city with an OD matrix makes possible: similar regions then exchange trips with the same
+    places, not merely as many trips.
+
+    ``alignment`` decides whether the two view embeddings are made comparable before eq. 10
+    adds them coordinate by coordinate:
+
+    * ``"none"`` -- the paper and the official code: the encoders are trained apart, so
+      coordinate k of one has nothing to do with coordinate k of the other;
+    * ``"procrustes"`` -- the POI-view embedding is rotated and scaled (orthogonal Procrustes,
+      fitted on all regions, no labels) onto the mobility-view embedding; each view keeps its own
+      geometry, only the axes are matched;
+    * ``"joint"`` -- both encoders are trained together: their two triplet losses (eq. 6) plus
+      ``align_weight`` times a symmetric InfoNCE (temperature ``align_temperature``) that pulls
+      a region's mobility and POI embeddings together, eq. 11's idea applied between the views.
+    """
+
+    hidden: int = 256
+    epochs: int = 10
+    batch_size: int = 128
+    dropout: float = 0.1
+    mobility_similarity: str = "inout"
+    alignment: str = "none"
+    align_weight: float = 1.0
+    align_temperature: float = 0.1
+
+    def __post_init__(self):
+        if self.mobility_similarity not in MOBILITY_SIMILARITIES:
+            raise ValueError(f"mobility_similarity must be one of {MOBILITY_SIMILARITIES}; "
+                             f"got {self.mobility_similarity!r}")
+        if self.alignment not in ALIGNMENTS:
+            raise ValueError(f"alignment must be one of {ALIGNMENTS}; got {self.alignment!r}")
+        if min(self.hidden, self.epochs, self.batch_size) < 1 or not 0 <= self.dropout < 1:
+            raise ValueError(f"hidden, epochs, batch_size must be >= 1 and dropout in [0, 1); got {self}")
+        if self.align_weight < 0 or self.align_temperature <= 0:
+            raise ValueError(f"align_weight must be >= 0 and align_temperature > 0; got {self}")
+
+    def poi_stage_key(self) -> tuple:
+        """What the POI encoder depends on: two configs with the same key train the same one."""
+        joint = self.alignment == "joint"
+        return (self.hidden, self.epochs, self.batch_size, self.dropout, joint,
+                self.mobility_similarity if joint else None,
+                self.align_weight if joint else None, self.align_temperature if joint else None)
+
+
+class ViewEncoder(nn.Module):
+    """The MLP that replaces a CNN: view vector -> hidden -> embedding (eq. 5-6 train it)."""
+
+    def __init__(self, n_in: int, embedding_dim: int, hidden: int = 256, dropout: float = 0.1):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, embedding_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def train_view_encoder(view: pd.DataFrame, triplets, cfg: RunConfig, vcfg: VectorViewConfig,
+                       progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train a :class:`ViewEncoder` on similarity triplets (eq. 6 via ``TripletObjective``);
+    return every region's embedding and the training history.
+
+    ``triplets`` index the rows of ``view`` (as :mod:`musecl.sampling` returns them). Inputs are
+    standardised per column. Same optimiser and schedule as the image encoders (Trainer defaults:
+    Adam with amsgrad, StepLR(10, 0.7)), learning rate ``cfg.lr``.
+    """
+    from musecl.encoders.image import TripletObjective
+    from musecl.training import Trainer, one_torch_thread
+
+    x = torch.from_numpy(standardise(view.to_numpy()).astype(np.float32))
+    a, p, n = (torch.as_tensor(np.asarray(t), dtype=torch.long)
+               for t in (triplets.anchor, triplets.positive, triplets.negative))
+    with torch.random.fork_rng(devices=[]), one_torch_thread():
+        torch.manual_seed(cfg.seed)
+        model = ViewEncoder(x.shape[1], cfg.embedding_dim, vcfg.hidden, vcfg.dropout)
+        trainer = Trainer(model, TripletObjective(cfg.triplet_loss, cfg.margin), lr=cfg.lr,
+                          epochs=vcfg.epochs, batch_size=vcfg.batch_size, seed=cfg.seed, device="cpu",
+                          progress=progress)
+        history = trainer.fit((x[a], x[p], x[n]))
+        model.eval()
+        with torch.no_grad():
+            e = model(x).numpy().astype(np.float64)
+    frame = pd.DataFrame(e, index=view.index.copy(), columns=[f"e_{k}" for k in range(e.shape[1])])
+    frame.index.name = REGION_ID
+    return frame, pd.DataFrame(history)
+
+
+def procrustes_align(source: pd.DataFrame, target: pd.DataFrame) -> pd.DataFrame:
+    """``source`` rotated and scaled onto ``target`` (same shape, rows aligned by position):
+    ``(S - mean_S) s R + mean_T`` with the orthogonal R and scalar s that minimise the squared
+    distance to T (orthogonal Procrustes; Schoenemann 1966). Distances within ``source`` only
+    change by the factor s, so nothing a probe could use is lost; the axes now match target's."""
+    s_x, t_x = source.to_numpy(dtype=np.float64), target.to_numpy(dtype=np.float64)
+    if s_x.shape != t_x.shape:
+        raise ValueError(f"procrustes_align needs two tables of the same shape; got {s_x.shape} and {t_x.shape}")
+    s_c, t_c = s_x - s_x.mean(axis=0), t_x - t_x.mean(axis=0)
+    u, sv, vt = np.linalg.svd(s_c.T @ t_c)
+    rotation = u @ vt
+    norm = float((s_c ** 2).sum())
+    scale = float(sv.sum()) / norm if norm > 0 else 1.0
+    out = s_c @ rotation * scale + t_x.mean(axis=0)
+    return pd.DataFrame(out, index=source.index.copy(), columns=list(source.columns))
+
+
+def _symmetric_info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    from musecl.fusion import info_nce
+
+    return 0.5 * (info_nce(a, b, temperature) + info_nce(b, a, temperature))
+
+
+def train_joint_encoders(views: dict, triplets: dict, cfg: RunConfig, vcfg: VectorViewConfig,
+                         progress: bool = False) -> tuple[dict, pd.DataFrame]:
+    """Train the mobility and POI :class:`ViewEncoder` together (``alignment="joint"``).
+
+    Each step takes one batch of mobility triplets and one of POI triplets (eq. 6 on each, as
+    :func:`train_view_encoder`), and adds ``vcfg.align_weight`` times a symmetric InfoNCE between
+    the mobility and POI embeddings of the batch's anchor regions that have POIs (the other
+    regions of the batch are the negatives). Same optimiser and schedule as
+    :func:`train_view_encoder` (Adam with amsgrad, lr ``cfg.lr``, StepLR(10, 0.7)).
+    Returns ``{"mobility": frame, "poi": frame}`` and the history (one row per epoch).
+    """
+    from musecl.encoders.image import TripletObjective
+    from musecl.training import one_torch_thread
+
+    names = ("mobility", "poi")
+    x = {k: torch.from_numpy(standardise(views[k].to_numpy()).astype(np.float32)) for k in names}
+    has_poi = torch.from_numpy(views["poi"].to_numpy().sum(axis=1) > 0)
+    idx = {k: [torch.as_tensor(np.asarray(getattr(triplets[k], c)), dtype=torch.long)
+               for c in ("anchor", "positive", "negative")] for k in names}
+    n = min(len(idx[k][0]) for k in names)
+    objective = TripletObjective(cfg.triplet_loss, cfg.margin)
+    rows = []
+    with torch.random.fork_rng(devices=[]), one_torch_thread():
+        torch.manual_seed(cfg.seed)
+        models = {k: ViewEncoder(x[k].shape[1], cfg.embedding_dim, vcfg.hidden, vcfg.dropout) for k in names}
+        params = [p for m in models.values() for p in m.parameters()]
+        optimizer = torch.optim.Adam(params, lr=cfg.lr, amsgrad=True)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=10, gamma=0.7)
+        generator = torch.Generator().manual_seed(cfg.seed)
+        for epoch in range(1, vcfg.epochs + 1):
+            for m in models.values():
+                m.train()
+            order = {k: torch.randperm(len(idx[k][0]), generator=generator)[:n] for k in names}
+            sums = {"train_loss": 0.0, "mobility_loss": 0.0, "poi_loss": 0.0, "align_loss": 0.0}
+            steps = 0
+            for start in range(0, n, vcfg.batch_size):
+                loss, parts = 0.0, {}
+                for k in names:
+                    b = order[k][start:start + vcfg.batch_size]
+                    stacked = torch.cat([x[k][col[b]] for col in idx[k]])
+                    parts[k] = objective(models[k], stacked)["loss"]
+                    loss = loss + parts[k]
+                regions = torch.unique(idx["mobility"][0][order["mobility"][start:start + vcfg.batch_size]])
+                regions = regions[has_poi[regions]]
+                align = torch.zeros(())
+                if vcfg.align_weight > 0 and len(regions) >= 2:
+                    align = _symmetric_info_nce(models["mobility"](x["mobility"][regions]),
+                                                models["poi"](x["poi"][regions]), vcfg.align_temperature)
+                    loss = loss + vcfg.align_weight * align
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                steps += 1
+                sums["train_loss"] += float(loss)
+                sums["mobility_loss"] += float(parts["mobility"])
+                sums["poi_loss"] += float(parts["poi"])
+                sums["align_loss"] += float(align)
+            scheduler.step()
+            rows.append({"epoch": epoch, **{k: v / max(steps, 1) for k, v in sums.items()}})
+        out = {}
+        with torch.no_grad():
+            for k in names:
+                models[k].eval()
+                e = models[k](x[k]).numpy().astype(np.float64)
+                frame = pd.DataFrame(e, index=views[k].index.copy(),
+                                     columns=[f"e_{j}" for j in range(e.shape[1])])
+                frame.index.name = REGION_ID
+                out[k] = frame
+    return out, pd.DataFrame(rows)
+
+
+@register("MuseCL (vector views)")
+class VectorMuseCL(_TableEmbedder):
+    """MuseCL without images: two MLP view encoders trained on the paper's similarity triplets,
+    POI text vectors, attentive fusion with InfoNCE. See the module docstring for the mapping.
+
+    The mobility view plays the street-view role (mobility triplets, eq. 1-2) and the POI view
+    the satellite role (POI triplets, eq. 3-4); fusion's ``sv`` / ``rs`` slots hold them in that
+    order. ``transform`` returns the fused embedding (eq. 10), as MuseCL does.
+    """
+
+    def __init__(self, config: RunConfig | None = None, cache_dir=None, progress: bool = True,
+                 view_config: VectorViewConfig | None = None, reuse: "VectorMuseCL | None" = None):
+        super().__init__(config, cache_dir, progress)
+        self.view_config = view_config or VectorViewConfig()
+        self.reuse = reuse
+
+    def options(self) -> dict:
+        return asdict(self.view_config)
+
+    def _shared_stages(self, city: City) -> "VectorMuseCL | None":
+        """A fitted run whose POI text vectors are exactly what this one would train (same city,
+        same settings up to the fusion temperature), else None. Whether its POI encoder can be
+        reused too is :meth:`_same_poi_encoder`."""
+        other = self.reuse
+        if other is None or not hasattr(other, "embedding_"):
+            return None
+        same = replace(other.config, temperature=1.0) == replace(self.config, temperature=1.0) and \
+            other.fitted_on == (city.name, tuple(city.region_ids))
+        return other if same else None
+
+    def _same_poi_encoder(self, other: "VectorMuseCL") -> bool:
+        """``other`` trained exactly the POI triplets and encoder this run would train."""
+        return other.view_config.poi_stage_key() == self.view_config.poi_stage_key()
+
+    def _same_mobility_encoder(self, other: "VectorMuseCL") -> bool:
+        """``other`` trained exactly the mobility triplets and encoder this run would train."""
+        mine, theirs = self.view_config, other.view_config
+        return self._same_poi_encoder(other) and mine.alignment != "joint" and \
+            mine.mobility_similarity == theirs.mobility_similarity
+
+    def _compute(self, city: City) -> pd.DataFrame:
+        from musecl.encoders.text import PoiTextEncoder, TextEncoderConfig
+        from musecl.fusion import FusionConfig, fuse, train_fusion
+        from musecl.methods.multisemantic import sampler_for
+        from musecl.sampling import mobility_triplets, poi_triplets
+
+        cfg, vcfg = self.config, self.view_config
+        sampler = sampler_for(cfg)
+        views = {"mobility": mobility_view(city), "poi": poi_view(city)}
+        self.views_, self.histories_ = {}, {}
+        shared = self._shared_stages(city)
+        same_poi = shared is not None and self._same_poi_encoder(shared)
+        same_mob = shared is not None and self._same_mobility_encoder(shared)
+        if same_mob:
+            mob = shared.triplets_["mobility"]
+        elif vcfg.mobility_similarity == "inout":
+            mob = mobility_triplets(city, sampler)  # eq. 1-2
+        else:
+            mob = sampler.sample(views["mobility"].to_numpy(), region_ids=city.region_ids.to_numpy())
+        poi_trip = shared.triplets_["poi"] if same_poi else poi_triplets(city, sampler)  # eq. 3-4
+        self.triplets_ = {"mobility": mob, "poi": poi_trip}
+        if vcfg.alignment == "joint":
+            self.views_, self.histories_["joint"] = train_joint_encoders(
+                views, self.triplets_, cfg, vcfg, progress=self.progress)
+        else:
+            if same_mob:  # identical settings: the same encoder, do not retrain
+                self.views_["mobility"] = shared.views_["mobility"]
+                self.histories_["mobility"] = shared.histories_["mobility"]
+            else:
+                self.views_["mobility"], self.histories_["mobility"] = train_view_encoder(
+                    views["mobility"], mob, cfg, vcfg, progress=self.progress)
+            if same_poi:  # identical: do not retrain
+                self.views_["poi"] = shared.views_.get("poi_unaligned", shared.views_["poi"])
+                self.histories_["poi"] = shared.histories_["poi"]
+            else:
+                self.views_["poi"], self.histories_["poi"] = train_view_encoder(
+                    views["poi"], poi_trip, cfg, vcfg, progress=self.progress)
+        if vcfg.alignment == "procrustes":  # the POI view's axes matched to the mobility view's
+            self.views_["poi_unaligned"] = self.views_["poi"]
+            self.views_["poi"] = procrustes_align(self.views_["poi"], self.views_["mobility"])
+        if shared is not None:
+            self.text_ = shared.text_
+        else:
+            text = PoiTextEncoder(TextEncoderConfig(vector_size=cfg.embedding_dim, window=cfg.text_window,
+                                                    epochs=cfg.text_epochs, seed=cfg.seed))
+            self.text_ = text.fit_transform(city)
+        fusion_cfg = FusionConfig(loss=cfg.fusion_loss, epochs=cfg.fusion_epochs,
+                                  batch_size=cfg.fusion_batch_size, lr=cfg.fusion_lr, seed=cfg.seed,
+                                  temperature=cfg.temperature)
+        model, self.histories_["fusion"] = train_fusion(self.views_["mobility"], self.views_["poi"],
+                                                        self.text_, fusion_cfg)
+        embedding, beta = fuse(model, self.views_["mobility"], self.views_["poi"])
+        self.attention_ = beta.rename(columns={"sv": "mobility", "rs": "poi"})
+        return embedding.rename(columns=lambda c: c.replace("image_", "fused_"))
+
+    def stage_table(self, stage: str) -> pd.DataFrame:
+        """``"mobility"``, ``"poi"`` (view encoders), ``"text"`` (eq. 7) or ``"attention"`` (beta)."""
+        if not hasattr(self, "embedding_"):
+            raise RuntimeError(f"{self.name} is not fitted: call fit(city) first")
+        if stage == "text":
+            return self.text_
+        if stage == "attention":
+            return self.attention_
+        return self.views_[stage]
+
+
+def load_table_method(directory: str | Path) -> pd.DataFrame:
+    """The embedding table a vector method saved with ``save``."""
+    raw = json.loads((Path(directory) / CONFIG_JSON).read_text())
+    table = pd.read_csv(Path(directory) / "embeddings.csv", index_col=REGION_ID, dtype={REGION_ID: str})
+    table.attrs["method"] = raw["method"]
+    return table

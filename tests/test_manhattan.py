@@ -1,0 +1,302 @@
+"""Manhattan-180: the converter on hand-made raw files, the benchmark protocol, the vector methods."""
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from shapely.geometry import Point, box
+
+from musecl.city import load_city, validate_city
+from musecl.config import RunConfig
+from musecl.datasets import manhattan as mh
+from musecl.evaluation import (landuse_scores, pca_candidates, ridge_kfold_predictions, ridge_kfold_scores,
+                               ridge_kfold_select)
+
+# ------------------------------------------------------------------------------------------
+# a tiny Manhattan: 4 square regions of 0.01 degree in a row, near (-73.99, 40.75)
+
+X0, Y0, STEP = -74.0, 40.75, 0.01
+
+
+def _square(k: int):
+    return box(X0 + k * STEP, Y0, X0 + (k + 1) * STEP, Y0 + STEP)
+
+
+def _feature(geom, props):
+    return {"type": "Feature", "properties": props, "geometry": geom.__geo_interface__}
+
+
+def _write_raw(tmp_path, n_regions: int = 4):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    squares = [_square(k) for k in range(n_regions)]
+    order = list(range(n_regions))[::-1]  # features out of order: the reader sorts by id
+    (raw / "regions.json").write_text(json.dumps({"type": "FeatureCollection", "features": [
+        _feature(squares[k], {"region_id": k}) for k in order]}))
+    od = np.arange(n_regions * n_regions, dtype=float).reshape(1, n_regions, n_regions)
+    od[0, 0, 1] = 0.0
+    np.save(raw / "od.npy", od)
+    np.save(raw / "crime.npy", np.arange(n_regions, dtype=float).reshape(-1, 1) * 10)
+    np.save(raw / "check.npy", np.arange(n_regions) * 100)
+    (raw / "cd.json").write_text(json.dumps({str(k): k % 2 for k in range(n_regions)}))
+    centre = [(X0 + (k + 0.5) * STEP, Y0 + 0.5 * STEP) for k in range(n_regions)]
+    pois = pd.DataFrame({
+        "osmid": [1, 2, 3, 4, 5],
+        "geometry": [f"POINT ({centre[0][0]} {centre[0][1]})", f"POINT ({centre[1][0]} {centre[1][1]})",
+                     f"POINT ({centre[1][0] + 0.001} {centre[1][1]})", "POINT (-70 40)",
+                     f"POINT ({centre[2][0]} {centre[2][1]})"],
+        "man_made": ["", "", "", "", "tower"],
+        "name": ["Joe's Cafe", "", "P.S. 1", "Far away", ""],
+        "leisure": ["", "park", "", "", ""],
+        "amenity": ["cafe", "", "school", "bank", ""],
+    })
+    pois.loc[len(pois)] = [6, f"POINT ({centre[0][0]} {centre[0][1]})", "", "no tag", "", ""]
+    pois.to_csv(raw / "pois.csv", index=False)
+    # two tracts in EPSG:32118 covering the west and east halves of the row of squares
+    half = n_regions // 2
+    west, east = mh.reproject([box(X0 - STEP, Y0 - STEP, X0 + half * STEP, Y0 + 2 * STEP),
+                               box(X0 + half * STEP, Y0 - STEP, X0 + (n_regions + 1) * STEP, Y0 + 2 * STEP)],
+                              mh.WGS84, mh.TRACT_CRS)
+    (raw / "tracts.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [
+        _feature(west, {"BoroCT2020": "1000100", "population_density": 1000.0}),
+        _feature(east, {"BoroCT2020": "1000200", "population_density": 3000.0})]}))
+    (raw / "income.csv").write_text(
+        "GEO_ID,NAME,B19013_001E\nGeography,Geographic Area Name,Estimate\n"
+        "1400000US36061000100,Tract 1,\"50,000\"\n1400000US36061000200,Tract 2,250000+\n")
+    (raw / "arrests.csv").write_text(
+        "ARREST_KEY,Latitude,Longitude\n"
+        f"1,{centre[3][1]},{centre[3][0]}\n2,{centre[3][1]},{centre[3][0]}\n3,40.0,-70.0\n4,,\n")
+    return {"regions": raw / "regions.json", "od": raw / "od.npy", "crime": raw / "crime.npy",
+            "check_in": raw / "check.npy", "landuse": raw / "cd.json", "pois": raw / "pois.csv",
+            "tracts": raw / "tracts.geojson", "income": raw / "income.csv", "arrests": raw / "arrests.csv"}
+
+
+@pytest.fixture
+def tiny_city(tmp_path):
+    return mh.convert_manhattan(_write_raw(tmp_path), tmp_path / "city")
+
+
+def test_converter_writes_a_valid_city(tiny_city):
+    assert validate_city(tiny_city) == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        city = load_city(tiny_city)
+    assert list(city.region_ids) == ["0", "1", "2", "3"]
+    assert city.meta.modalities == ("poi", "mobility")
+    # OD: zero cells dropped, flows kept; in/outflows follow from the table
+    assert len(city.od) == 14  # cells (0, 0) and (0, 1) are zero
+    assert city.mobility.loc["0", "outflow"] == pytest.approx(0 + 2 + 3)
+    assert city.mobility.loc["1", "inflow"] == pytest.approx(5 + 9 + 13)
+    # POIs: the first tag wins (amenity before leisure), untagged and outside points dropped
+    pois = city.pois.sort_values(["region_id", "category"]).reset_index(drop=True)
+    assert pois[["region_id", "category", "text"]].values.tolist() == [
+        ["0", "cafe", "Joe's Cafe"], ["1", "park", ""], ["1", "school", "P.S. 1"], ["2", "tower", ""]]
+    ind = city.indicators
+    assert ind["crime"].tolist() == [0, 10, 20, 30]
+    assert ind["check_in"].tolist() == [0, 100, 200, 300]
+    assert ind["arrests"].tolist() == [0, 0, 0, 2]
+    # area weighting: regions 0-1 lie in the west tract, 2-3 in the east one
+    assert ind["population_density"].tolist() == pytest.approx([1000, 1000, 3000, 3000], rel=1e-6)
+    assert ind["median_income"].tolist() == pytest.approx([50000, 50000, 250000, 250000], rel=1e-6)
+    assert not city.meta.indicators["crime"].log
+    assert mh.read_landuse(tiny_city).tolist() == [0, 1, 0, 1]
+
+
+def test_converter_records_sources(tiny_city):
+    import yaml
+
+    meta = yaml.safe_load((tiny_city / "city.yaml").read_text())
+    assert set(meta["sources"]) == set(mh.FILES)
+    assert mh.LANDUSE_CSV in meta["extra_files"]
+
+
+def test_assign_points_uses_the_lower_index_on_shared_edges():
+    polys = [_square(0), _square(1)]
+    lon = [X0 + 0.5 * STEP, X0 + STEP, X0 + 1.5 * STEP, 0.0]
+    lat = [Y0 + 0.5 * STEP] * 3 + [0.0]
+    assert mh.assign_points(lon, lat, polys).tolist() == [0, 0, 1, -1]
+    assert mh.count_points(np.array([0, 0, 1, -1]), 3).tolist() == [2, 1, 0]
+
+
+def test_area_weighted_mean_skips_missing_values():
+    regions = [box(0, 0, 2, 1), box(5, 5, 6, 6)]
+    sources = [box(0, 0, 1, 1), box(1, 0, 2, 1), box(1.5, 0, 3, 1)]
+    out = mh.area_weighted(regions, sources, [10.0, 20.0, np.nan])
+    assert out[0] == pytest.approx(15.0)
+    assert np.isnan(out[1])
+    out = mh.area_weighted(regions, sources, [10.0, np.nan, 40.0])  # 1 m2 of 10, 0.5 m2 of 40
+    assert out[0] == pytest.approx((10 * 1 + 40 * 0.5) / 1.5)
+
+
+def test_small_helpers():
+    assert mh.tract_geoid("1000100") == "36061000100"
+    with pytest.raises(ValueError, match="Manhattan"):
+        mh.tract_geoid("2000100")
+    assert mh.parse_income("250,000+") == 250000
+    assert mh.parse_income("2,500-") == 2500
+    assert np.isnan(mh.parse_income("-"))
+    with pytest.raises(ValueError, match="expected \\(2, 2\\)"):
+        mh.od_table(np.ones((3, 3)), ["a", "b"])
+    moved = mh.reproject([Point(-74.0, 40.75)], mh.WGS84, mh.TRACT_CRS)[0]
+    back = mh.reproject([moved], mh.TRACT_CRS, mh.WGS84)[0]
+    assert (back.x, back.y) == pytest.approx((-74.0, 40.75))
+
+
+def test_converter_names_a_missing_role(tmp_path):
+    paths = _write_raw(tmp_path)
+    del paths["arrests"]
+    with pytest.raises(ValueError, match="arrests"):
+        mh.convert_manhattan(paths, tmp_path / "city")
+
+
+@pytest.mark.skipif(not __import__("musecl.datasets.sources", fromlist=["available"]).available("manhattan"),
+                    reason="the Manhattan-180 raw files are not on this machine")
+def test_real_manhattan_converts(tmp_path):
+    root = mh.make_manhattan_city(tmp_path / "manhattan")
+    assert validate_city(root) == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        city = load_city(root)
+    assert len(city) == 180 and city.od["flow"].sum() == pytest.approx(9_332_740)
+    assert city.indicators["population_density"].notna().all()
+
+
+# ------------------------------------------------------------------------------------------
+# the published protocol
+
+
+def test_ridge_kfold_matches_a_hand_computed_linear_case():
+    x = np.arange(20, dtype=float).reshape(-1, 1)
+    y = 3 * x[:, 0] + 1
+    pred = ridge_kfold_predictions(x, y, alpha=1e-9, folds=5)
+    assert pred == pytest.approx(y, rel=1e-6)
+    s = ridge_kfold_scores(x, y, alpha=1e-9)
+    assert s["r2"] == pytest.approx(1.0) and s["mae"] == pytest.approx(0, abs=1e-5)
+
+
+def test_ridge_kfold_does_not_shuffle_and_clips_at_zero():
+    # the target is 0 on the first fold and rises on the others: extrapolating the later folds'
+    # line into fold 0 gives negative predictions, which the protocol sets to 0
+    x = np.arange(10, dtype=float).reshape(-1, 1)
+    y = np.r_[0.0, 0.0, np.arange(2, 10) * 2.0 - 2]
+    pred = ridge_kfold_predictions(x, y, alpha=1e-9, folds=5)
+    assert (pred >= 0).all() and pred[0] == 0.0
+    assert ridge_kfold_predictions(x, y, folds=5).tolist() == ridge_kfold_predictions(x, y, folds=5).tolist()
+
+
+def test_ridge_kfold_aligns_by_region_id():
+    rng = np.random.default_rng(0)
+    emb = pd.DataFrame(rng.normal(size=(30, 3)), index=[str(i) for i in range(30)])
+    y = pd.Series(emb.to_numpy() @ [1.0, 2.0, 3.0] + 10, index=emb.index)
+    shuffled = emb.sample(frac=1.0, random_state=1)
+    assert ridge_kfold_scores(shuffled, y) == ridge_kfold_scores(emb, y)
+    with pytest.raises(ValueError, match="lacks 1 region"):
+        ridge_kfold_scores(emb.iloc[1:], y)
+
+
+def test_select_picks_the_informative_candidate_without_the_test_fold():
+    rng = np.random.default_rng(0)
+    n = 100
+    signal = rng.normal(size=(n, 2))
+    y = signal @ [5.0, -3.0] + 20
+    candidates = {"noise": rng.normal(size=(n, 40)), "signal": signal}
+    out = ridge_kfold_select(candidates, y)
+    assert out["chosen"] == ["signal"] * 5
+    assert out["r2"] > 0.99
+
+
+def test_landuse_scores_recover_separated_clusters():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 20)
+    emb = rng.normal(scale=0.05, size=(60, 2)) + np.eye(3)[labels][:, :2] * 10 + labels[:, None]
+    s = landuse_scores(emb, labels, n_clusters=3)
+    assert s["nmi"] == pytest.approx(1.0) and s["ari"] == pytest.approx(1.0)
+
+
+def test_pca_candidates_skip_too_many_dims():
+    emb = pd.DataFrame(np.random.default_rng(0).normal(size=(10, 6)))
+    out = pca_candidates(emb, dims=(2, 4, 8))
+    assert list(out) == ["k=2", "k=4"] and out["k=4"].shape == (10, 4)
+
+
+# ------------------------------------------------------------------------------------------
+# the vector methods on a small synthetic city
+
+
+@pytest.fixture
+def synthetic_city(tmp_path):
+    from musecl.city import CityMeta, Indicator, write_city
+
+    rng = np.random.default_rng(0)
+    n = 24
+    ids = [str(i) for i in range(n)]
+    regions = pd.DataFrame({"lon": X0 + np.arange(n) * STEP + STEP / 2, "lat": Y0 + STEP / 2,
+                            "geometry": [_square(k).wkt for k in range(n)]}, index=ids)
+    flows = rng.poisson(5.0, size=(n, n)) * (1 + np.arange(n)[:, None] % 3)
+    o, d = np.nonzero(flows)
+    od = pd.DataFrame({"origin": np.array(ids)[o], "destination": np.array(ids)[d], "flow": flows[o, d]})
+    cats = np.array(["cafe", "school", "park", "bank"])
+    pois = pd.DataFrame({"region_id": rng.choice(ids, 200), "category": rng.choice(cats, 200),
+                         "text": rng.choice(["blue door", "corner shop", "big park", ""], 200)})
+    indicators = pd.DataFrame({"crime": flows.sum(axis=1).astype(float)}, index=ids)
+    meta = CityMeta(name="tiny", crs="EPSG:4326", modalities=("poi", "mobility"),
+                    indicators={"crime": Indicator("crime", "crime", log=False)})
+    root = write_city(tmp_path / "syn", meta, regions=regions, indicators=indicators, pois=pois, od=od)
+    return load_city(root)
+
+
+def test_od_svd_shape_and_reconstruction(synthetic_city):
+    from musecl.methods import make_method
+    from musecl.methods.vector import od_matrix, od_svd
+
+    n = len(synthetic_city)
+    full = od_svd(synthetic_city, n)
+    u, v = full.iloc[:, :n].to_numpy(), full.iloc[:, n:].to_numpy()
+    assert u @ v.T == pytest.approx(np.log1p(od_matrix(synthetic_city)), abs=1e-8)
+    emb = make_method("OD SVD", progress=False).fit_transform(synthetic_city)
+    assert emb.shape == (n, 32) and list(emb.index) == list(synthetic_city.region_ids)
+
+
+def test_vector_museCL_is_deterministic_and_learns(synthetic_city):
+    from musecl.methods.vector import VectorMuseCL, VectorViewConfig
+
+    cfg = RunConfig(seed=0, n_triplets=300, embedding_dim=8, fusion_epochs=3, fusion_batch_size=8,
+                    text_epochs=2)
+    vcfg = VectorViewConfig(hidden=16, epochs=3, batch_size=32, mobility_similarity="od")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = VectorMuseCL(cfg, progress=False, view_config=vcfg).fit(synthetic_city)
+        b = VectorMuseCL(cfg, progress=False, view_config=vcfg).fit(synthetic_city)
+    ea, eb = a.transform(synthetic_city), b.transform(synthetic_city)
+    assert ea.shape == (len(synthetic_city), 8) and np.isfinite(ea.to_numpy()).all()
+    pd.testing.assert_frame_equal(ea, eb)
+    loss = a.histories_["mobility"]["train_loss"]
+    assert loss.iloc[-1] < loss.iloc[0]
+    att = a.stage_table("attention")
+    assert list(att.columns) == ["mobility", "poi"] and att.sum(axis=1).to_numpy() == pytest.approx(1.0)
+    assert a.triplets_["poi"].info["n_regions"] == len(synthetic_city)
+    with pytest.raises(ValueError, match="mobility_similarity"):
+        VectorViewConfig(mobility_similarity="distance")
+
+
+def test_vector_museCL_reuses_identical_poi_stages(synthetic_city):
+    from musecl.methods.vector import VectorMuseCL, VectorViewConfig
+
+    cfg = RunConfig(seed=0, n_triplets=200, embedding_dim=8, fusion_epochs=2, fusion_batch_size=8,
+                    text_epochs=1)
+    small = dict(hidden=16, epochs=2, batch_size=32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = VectorMuseCL(cfg, progress=False, view_config=VectorViewConfig(**small)).fit(synthetic_city)
+        fresh = VectorMuseCL(cfg, progress=False, view_config=VectorViewConfig(
+            **small, mobility_similarity="od")).fit(synthetic_city)
+        reused = VectorMuseCL(cfg, progress=False, reuse=first, view_config=VectorViewConfig(
+            **small, mobility_similarity="od")).fit(synthetic_city)
+    pd.testing.assert_frame_equal(fresh.stage_table("poi"), reused.stage_table("poi"))
+    pd.testing.assert_frame_equal(fresh.transform(synthetic_city), reused.transform(synthetic_city))
+    other_cfg = VectorMuseCL(RunConfig(seed=1), progress=False, reuse=first)
+    other_cfg.fitted_on = first.fitted_on
+    assert other_cfg._shared_stages(synthetic_city) is None
