@@ -333,8 +333,9 @@ titles = [f"{r}: PD {raw.loc[r, 'PD']:.0f}, NP {raw.loc[r, 'NP']:.0f}" for r in 
 fig = plot_images([sat[r] for r in ids15], titles, ncols=5, size=2.4)
 fig.suptitle("satellite crops of the 15 regions (raw PD in persons/km2, NP in POIs)", y=1.02)
 plt.show()
-fig = plot_images([sv[r][0] for r in ids15], [f"{r} ({len(sv[r]) // STREETVIEW_VIEWS} panoramas)" for r in ids15],
-                  ncols=5, size=2.4)
+n_panoramas = {r: len(sv[r]) // STREETVIEW_VIEWS for r in ids15}
+fig = plot_images([sv[r][0] for r in ids15],
+                  [f"{r} ({n} panorama{'s' if n > 1 else ''})" for r, n in n_panoramas.items()], ncols=5, size=2.4)
 fig.suptitle("the first street view of each region", y=1.02)
 plt.show()
 
@@ -344,7 +345,9 @@ from musecl.methods.multisemantic import image_settings, image_stage  # noqa: E4
 from musecl.training import one_torch_thread  # noqa: E402
 
 start = time.perf_counter()
-toy = resolve_city("toy", cities_dir=f"{out_dir}/cities")
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=".*have no satellite image")  # the toy city's few, by design
+    toy = resolve_city("toy", cities_dir=f"{out_dir}/cities")
 cache = Cache(f"{out_dir}/cache")
 embeddings, weights_source = {}, {}
 for kind, label in ((SATELLITE, "RS"), (STREETVIEW, "SV")):
@@ -365,8 +368,8 @@ pd.Series(weights_source, name="encoder")
 
 # %% [markdown]
 # Cosine similarity between the 15 regions' embeddings, regions sorted by population density
-# (low to high, left to right). If the encoders saw something the labels also see, similar
-# regions would gather in blocks along the diagonal.
+# (low to high, top to bottom; $\ln(1+\text{PD})$ in brackets). If the encoders saw something
+# the labels also see, similar regions would gather in blocks along the diagonal.
 
 # %%
 def cosine(table: pd.DataFrame) -> pd.DataFrame:

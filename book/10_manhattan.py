@@ -18,12 +18,14 @@
 # MVURE, MGFN and HREP: taxi trips between regions, crime and check-in counts to predict, and
 # community districts to recover by clustering. There are no images, so this chapter applies
 # MuseCL's ideas to the modalities that exist (mobility and POIs), scores everything with the
-# benchmark's own published protocol, and puts the published numbers beside ours.
+# benchmark's own published protocol, and puts the published numbers beside ours. The headline
+# row chooses among a fixed list of embeddings **inside the training folds only** (nested
+# cross-validation), so no setting is chosen by looking at the test folds.
 
 # %% tags=["parameters"]
 data_dir = None            # the data directory (MUSECL_DATA_DIR); None: the default
 out_dir = "../build/work"  # the city folder and results.csv are written under it
-seed = 0                   # seeds triplet sampling, encoders, text vectors and fusion
+seeds = [0, 1, 2]          # each seeds triplet sampling, encoders, text vectors and fusion
 
 # %%
 from musecl.notebooks import require_data
@@ -44,9 +46,9 @@ from musecl.config import RunConfig
 from musecl.datasets.manhattan import FILES, make_manhattan_city, read_landuse
 from musecl.datasets.published import published_results
 from musecl.datasets.sources import source_of
-from musecl.evaluation import landuse_scores, pca_candidates, ridge_kfold_scores, ridge_kfold_select
+from musecl.evaluation import landuse_scores, ridge_kfold_scores, ridge_kfold_select
 from musecl.io import atomic_write
-from musecl.methods.vector import ODSVD, VectorMuseCL, VectorViewConfig, od_matrix
+from musecl.methods.vector import VectorMuseCL, VectorViewConfig, od_matrix, od_svd
 from musecl.plotting import plot_map
 
 city_dir = make_manhattan_city(f"{out_dir}/cities/manhattan", data_dir=data_dir)
@@ -104,7 +106,7 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# ## The published protocol
+# ## The published protocol, and a choice made inside the training folds
 #
 # MVURE, MGFN and HREP all score an embedding the same way, and so do we: a ridge regression
 # with $\alpha = 1$ on the embedding as it is (no standardisation), 5-fold cross-validation
@@ -117,15 +119,22 @@ plt.show()
 # :pyobject: ridge_kfold_predictions
 # ```
 #
-# An unregularised-scale ridge on 144 training regions overfits when an embedding has many
-# columns, so the number of columns matters. Choosing it by looking at the cross-validated
-# scores would tune on the test folds. We therefore report each embedding twice: as it is (the
-# published protocol), and with its number of principal components chosen **inside each
-# training part** by an inner 5-fold cross-validation that never sees the held-out fold:
+# Scoring many embeddings on the same five folds and reporting the best one tunes on the test
+# folds. The headline row, **musecl (selected in training folds)**, avoids that: the list of
+# candidate embeddings below is fixed in advance, and for each outer fold an inner 5-fold
+# cross-validation on the *outer training regions only* picks the candidate with the lowest
+# inner squared error; that candidate predicts the outer test fold. The outer predictions are
+# pooled and scored as the published protocol does. A test
+# (`tests/test_manhattan.py::test_select_never_reads_the_outer_test_fold`) scrambles each outer
+# test fold's targets and checks that the choice for that fold does not change.
 #
 # ```{literalinclude} ../musecl/evaluation.py
 # :pyobject: ridge_kfold_select
 # ```
+#
+# Everything trained **without labels** -- the SVD, the view encoders, the text vectors, the
+# fusion -- sees all 180 regions (transductive), as the benchmark's published methods do; only
+# the ridge probes and the choice among candidates are confined to training folds.
 
 # %% [markdown]
 # ## What was changed from MuseCL
@@ -134,203 +143,288 @@ plt.show()
 # |---|---|---|
 # | street-view CNN, triplets by mobility similarity (eq. 1-2, 5-6) | MLP (1 hidden layer of 256, dropout 0.1) over the **mobility view**: $\ln(1+\text{trips})$ to and from every region (the region's OD row and column, $2 \times 180$ values, standardised); same triplet sampler and cosine triplet loss (eq. 6) | no street-view images exist |
 # | satellite CNN, triplets by POI similarity (eq. 3-6) | MLP over the **POI view**: $\ln(1+\text{count})$ per POI category; same sampler and loss | no satellite images exist |
-# | mobility similarity on (inflow, outflow) (eq. 1) | run twice: the paper's eq. 1, and the same Euclidean distance on the whole mobility view ("OD similarity") | with an OD matrix, "similar mobility" can mean *trips to the same places*, not only as many trips |
+# | mobility similarity on (inflow, outflow) (eq. 1) | offered by name: `mobility_similarity="inout"` (the paper's eq. 1) and `"od"` (the same Euclidean distance on the whole mobility view) | with an OD matrix, "similar mobility" can mean *trips to the same places*, not only as many trips |
+# | view encoders trained apart, then summed coordinate by coordinate (eq. 10) | offered by name: `alignment="none"` (the paper), `"procrustes"` (the POI embedding rotated and scaled onto the mobility embedding before eq. 10, no labels), `"joint"` (both encoders trained together, triplet losses plus an InfoNCE between a region's two view embeddings, $\tau = 0.1$) | eq. 10 adds coordinate $k$ of two embeddings that were never asked to agree |
+# | InfoNCE without temperature (eq. 11, $\tau = 1$) | $\tau = 1$, and $\tau = 0.1$ as a named variant | cosine logits in $[-1, 1]$ give a flat softmax |
 # | 201 / 20 epochs, batch 32 / 16 | 10 epochs, batch 128, 10,000 triplets per encoder | 180 regions, vectors instead of images: each epoch sees every region ~55 times |
 # | POI text: skip-gram + hierarchical softmax (eq. 7) | unchanged; POI texts are OSM names | |
-# | attentive fusion + InfoNCE (eq. 8-11) | unchanged (the mobility view takes the street-view slot, the POI view the satellite slot) | |
+# | attentive fusion + InfoNCE (eq. 8-11), output = fused vector | unchanged (the mobility view takes the street-view slot, the POI view the satellite slot) | |
 # | MLP probe on $\ln(1+x)$, random 60/20/20 split | the benchmark's ridge protocol above, raw counts | to compare with MVURE / MGFN / HREP |
+# | one configuration reported | a fixed list of candidates, one chosen per outer fold inside its training part (nested CV) | no choice by test-fold scores |
+# | one run | {glue:text}`n_seeds` seeds, mean $\pm$ sd | |
 #
-# Two ways of looking at the embedding are added, as in the paper's ablation (its Figure 6):
-# each view alone, the POI text alone, and the paper's `Concat` baseline [mobility view, POI view,
-# POI text]. The plain baseline `OD SVD` is a truncated SVD of $\ln(1 + \mathrm{OD})$, 16 row
-# and 16 column factors (a fixed choice; the second protocol column lets the training folds
-# choose among 4 to 32 components instead).
+# Besides the fused output, each view encoder alone, the paper's `Concat` baseline
+# [mobility view, POI view, POI text] (its Figure 6), and the plain baseline **OD SVD** (a
+# truncated SVD of $\ln(1 + \mathrm{OD})$, $k$ row and $k$ column factors) are scored.
 #
 # ```{literalinclude} ../musecl/methods/vector.py
 # :pyobject: od_svd
 # ```
 
 # %%
-cfg = RunConfig(seed=seed)
-variants = {"eq. 1 similarity": "inout", "OD similarity": "od"}
-embeddings = {"OD SVD": ODSVD(cfg, progress=False).fit_transform(city)}
-fitted = {}
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # 2 regions without POIs: zero POI vectors, left out of fusion
-    for label, rule in variants.items():
-        # the second run reuses the first one's POI encoder and text vectors (identical settings)
-        method = VectorMuseCL(cfg, progress=False, view_config=VectorViewConfig(mobility_similarity=rule),
-                              reuse=fitted.get("eq. 1 similarity")).fit(city)
-        fitted[label] = method
-        parts = {"mobility view only": method.stage_table("mobility"),
-                 "POI view only": method.stage_table("poi"), "POI text only": method.stage_table("text")}
-        embeddings[f"MuseCL (vector views), {label}"] = method.transform(city)
-        embeddings[f"Concat (vector views), {label}"] = pd.concat(list(parts.values()), axis=1)
-        embeddings[f"mobility view only, {label}"] = parts["mobility view only"]
-        if rule == "inout":  # the POI view and the text do not depend on the mobility similarity
-            embeddings["POI view only"] = parts["POI view only"]
-            embeddings["POI text only"] = parts["POI text only"]
-{name: e.shape[1] for name, e in embeddings.items()}
+# The named variants of MuseCL (vector views); the first is the paper's own reading.
+VARIANTS = {
+    "eq. 1 similarity": (VectorViewConfig(mobility_similarity="inout"), 1.0),
+    "OD similarity": (VectorViewConfig(mobility_similarity="od"), 1.0),
+    "OD similarity, tau 0.1": (VectorViewConfig(mobility_similarity="od"), 0.1),
+    "OD similarity, Procrustes": (VectorViewConfig(mobility_similarity="od", alignment="procrustes"), 1.0),
+    "OD similarity, joint": (VectorViewConfig(mobility_similarity="od", alignment="joint"), 1.0),
+}
+SVD_DIMS = (8, 16, 32)
+
+
+def embeddings_for(seed):
+    """Every embedding the chapter scores, for one seed (OD SVD does not depend on it)."""
+    out = {f"OD SVD (k={k})": od_svd(city, k) for k in SVD_DIMS}
+    fitted, first = {}, None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 2 regions without POIs: zero POI vectors, left out of fusion
+        for label, (vcfg, tau) in VARIANTS.items():
+            # later runs reuse the stages the settings leave identical (text vectors, encoders)
+            reuse = fitted.get("OD similarity", first) if vcfg.mobility_similarity == "od" else first
+            method = VectorMuseCL(RunConfig(seed=seed, temperature=tau), progress=False,
+                                  view_config=vcfg, reuse=reuse).fit(city)
+            first = first or method
+            fitted[label] = method
+            out[f"MuseCL (vector views), {label}"] = method.transform(city)
+    out["mobility view only, eq. 1 similarity"] = fitted["eq. 1 similarity"].stage_table("mobility")
+    out["mobility view only, OD similarity"] = fitted["OD similarity"].stage_table("mobility")
+    out["mobility view only, joint"] = fitted["OD similarity, joint"].stage_table("mobility")
+    out["POI view only"] = fitted["eq. 1 similarity"].stage_table("poi")
+    out["POI text only"] = fitted["eq. 1 similarity"].stage_table("text")
+    for label in ("eq. 1 similarity", "OD similarity"):
+        m = fitted[label]
+        out[f"Concat (vector views), {label}"] = pd.concat(
+            [m.stage_table("mobility"), m.stage_table("poi"), m.stage_table("text")], axis=1)
+    out["mobility view (OD similarity) + OD SVD (k=16)"] = pd.concat(
+        [out["mobility view only, OD similarity"], out["OD SVD (k=16)"]], axis=1)
+    return out, fitted
+
+
+# The candidates the nested selection chooses among: fixed here, before any score is computed.
+# Every embedding above that uses mobility (the POI-only ones cannot predict taxi-driven targets
+# and would only add selection noise).
+def candidates_of(embs):
+    return {name: e for name, e in embs.items() if not name.startswith(("POI view", "POI text"))}
+
 
 # %%
+import time
+
 TASKS = ("crime", "check_in")
 EXTRA = ("population_density", "median_income", "arrests")
-rows = []
-for name, emb in embeddings.items():
-    candidates = pca_candidates(emb, dims=(4, 8, 16, 32))
+HEADLINE = "musecl (selected in training folds)"
+started = time.perf_counter()
+rows, choices, fitted_by_seed = [], [], {}
+for seed in seeds:
+    embs, fitted_by_seed[seed] = embeddings_for(seed)
+    for name, emb in embs.items():
+        for task in TASKS + EXTRA:
+            y = city.indicators[task].dropna()
+            rows.append({"seed": seed, "task": task, "method": name, "n": len(y),
+                         **ridge_kfold_scores(emb, y)})
+        rows.append({"seed": seed, "task": "land_use", "method": name, "n": len(landuse),
+                     **landuse_scores(emb, landuse)})
     for task in TASKS + EXTRA:
         y = city.indicators[task].dropna()
-        full = ridge_kfold_scores(emb, y)
-        rows.append({"city": city.name, "task": task, "method": name, "protocol": "as published",
-                     "n": len(y), **full})
-        chosen = ridge_kfold_select(candidates, y)
-        rows.append({"city": city.name, "task": task, "method": name,
-                     "protocol": "dims chosen in training folds", "n": len(y),
-                     **{k: v for k, v in chosen.items() if k != "chosen"},
-                     "chosen": " ".join(c.removeprefix("k=") for c in chosen["chosen"])})
-    rows.append({"city": city.name, "task": "land_use", "method": name, "protocol": "as published",
-                 "n": len(landuse), **landuse_scores(emb, landuse)})
-results = pd.DataFrame(rows)
+        sel = ridge_kfold_select(candidates_of(embs), y)
+        rows.append({"seed": seed, "task": task, "method": HEADLINE, "n": len(y),
+                     **{k: sel[k] for k in ("mae", "rmse", "r2")}})
+        choices += [{"seed": seed, "task": task, "outer_fold": k, "chosen": c} for k, c in enumerate(sel["chosen"])]
+results = pd.DataFrame(rows).assign(city=city.name)
+choices = pd.DataFrame(choices)
 with atomic_write(f"{out_dir}/manhattan/results.csv") as handle:
     results.to_csv(handle, index=False)
+with atomic_write(f"{out_dir}/manhattan/choices.csv") as handle:
+    choices.to_csv(handle, index=False)
+glue("n_seeds", len(seeds), display=False)
+glue("n_candidates", len(candidates_of(embs)), display=False)
+glue("train_minutes", (time.perf_counter() - started) / 60, display=False)
 results.head()
 
 # %% [markdown]
 # ## Results beside the published numbers
 #
-# $R^2$ (MAE) on the benchmark's two tasks. Our rows: this run, the published protocol, and the
-# same with the number of components chosen inside the training folds. The published rows are
-# **the papers' numbers**, from their tables (MGFN, IJCAI 2022; HREP, AAAI 2023), on the same
-# regions and targets but with their own embeddings.
+# $R^2$ and MAE on the benchmark's two tasks, mean $\pm$ sd over {glue:text}`n_seeds` seeds
+# (OD SVD is deterministic: sd 0). The first row is the headline: one embedding chosen per
+# outer fold among {glue:text}`n_candidates` fixed candidates, inside the training folds. The
+# other rows of ours are single embeddings under the published protocol -- the best of them is
+# an optimistic number, since picking it would be a choice on the test folds. The published
+# rows are **the papers' numbers**, from their tables (MGFN, IJCAI 2022; HREP, AAAI 2023), on
+# the same regions and targets with their own embeddings; they are given to two decimals.
 
 # %%
-def cell(r2, mae):
-    return f"{r2:.3f} ({mae:.1f})"
+def pm(values, digits=3):
+    values = np.asarray(values, dtype=float)
+    sd = values.std(ddof=1) if len(values) > 1 else float("nan")
+    return f"{values.mean():.{digits}f} ± {sd:.{digits}f}" if np.isfinite(sd) else f"{values.mean():.{digits}f}"
 
 
 ours = results[results["task"].isin(TASKS)]
+order = [HEADLINE] + [m for m in ours["method"].unique() if m != HEADLINE]
 table = {}
-for (name, protocol), group in ours.groupby(["method", "protocol"], sort=False):
-    g = group.set_index("task")
-    table[(name, f"this run, {protocol}")] = {t: cell(g.loc[t, "r2"], g.loc[t, "mae"]) for t in TASKS}
+for name in order:
+    g = ours[ours["method"] == name]
+    table[(name, "ours")] = {f"{t} {col}": pm(g.loc[g["task"] == t, metric], d)
+                             for t in TASKS for col, metric, d in (("R2", "r2", 3), ("MAE", "mae", 1))}
 published = published_results(data_dir)
+theirs = pd.DataFrame()
 if published is not None:
-    theirs = published[published["city"] == "Manhattan-180"]
+    theirs = published[(published["city"] == "Manhattan-180") & published["method"].isin(["MVURE", "MGFN", "HREP"])]
     for (source, name), group in theirs.groupby(["source", "method"], sort=False):
-        if name not in ("MVURE", "MGFN", "HREP"):
-            continue
         g = group.set_index("indicator")
-        table[(name, f"published: {source}")] = {t: cell(g.loc[t, "r2"], g.loc[t, "mae"]) for t in TASKS}
+        table[(name, f"published: {source}")] = {f"{t} {col}": f"{g.loc[t, metric]:.{d}f}"
+                                                  for t in TASKS for col, metric, d in (("R2", "r2", 2), ("MAE", "mae", 1))}
 comparison = pd.DataFrame.from_dict(table, orient="index")
 comparison.index = pd.MultiIndex.from_tuples(comparison.index, names=["method", "numbers"])
-comparison.columns = ["crime R2 (MAE)", "check-in R2 (MAE)"]
 comparison
 
 # %%
-r2 = ours.pivot_table(index=["method", "protocol"], columns="task", values="r2")
-best_published = {}
-if published is not None:
-    best_published = theirs.groupby("indicator")["r2"].max().to_dict()
-main = "MuseCL (vector views), eq. 1 similarity"
-od_main = "MuseCL (vector views), OD similarity"
-mob_od = "mobility view only, OD similarity"
-clean = "dims chosen in training folds"
+summary = ours.groupby(["method", "task"])["r2"].agg(["mean", "std", "min"]).unstack("task")
+best_published = theirs.groupby("indicator")["r2"].max().to_dict() if len(theirs) else {}
+head = summary.loc[HEADLINE]
 glue("pub_crime", best_published.get("crime", float("nan")), display=False)
 glue("pub_check", best_published.get("check_in", float("nan")), display=False)
-for key, name in {"svd": "OD SVD", "muse": main, "museod": od_main, "mobod": mob_od,
-                  "concatod": "Concat (vector views), OD similarity"}.items():
-    for task, short in (("crime", "crime"), ("check_in", "check")):
-        glue(f"{key}_{short}", float(r2.loc[(name, "as published"), task]), display=False)
-        glue(f"{key}_{short}_cv", float(r2.loc[(name, clean), task]), display=False)
 for task, short in (("crime", "crime"), ("check_in", "check")):
-    above = [f"*{name}* ({protocol}, {row[task]:.3f})" for (name, protocol), row in r2.iterrows()
-             if task in best_published and row[task] > best_published[task]]
-    glue(f"beats_{short}", Markdown(", ".join(above) if above else "none"), display=False)
-both = [f"*{name}* ({protocol})" for (name, protocol), row in r2.iterrows() if best_published
-        and row["crime"] > best_published["crime"] and row["check_in"] > best_published["check_in"]]
-glue("verdict", Markdown(
-    f"{len(both)} of our rows beat both published numbers at once ({', '.join(both)})" if both else
-    "**none** of our rows beats both published numbers at once: the goal is not reached"), display=False)
-best_ours = r2.max()
-glue("best_crime", float(best_ours["crime"]), display=False)
-glue("best_check", float(best_ours["check_in"]), display=False)
-glue("n_rows", len(r2), display=False)
-att = fitted["OD similarity"].stage_table("attention")
-glue("att_mob", float(att["mobility"].mean()), display=False)
-hist = fitted["OD similarity"].histories_["fusion"]
+    glue(f"head_{short}", float(head[("mean", task)]), display=False)
+    glue(f"head_{short}_sd", float(head[("std", task)]), display=False)
+    glue(f"head_{short}_min", float(head[("min", task)]), display=False)
+    per_seed = ours[(ours["method"] == HEADLINE) & (ours["task"] == task)]["r2"]
+    glue(f"head_{short}_above", int((per_seed > best_published.get(task, np.inf)).sum()), display=False)
+    for key, name in {"svd": "OD SVD (k=16)", "muse": "MuseCL (vector views), eq. 1 similarity",
+                      "museod": "MuseCL (vector views), OD similarity",
+                      "musetau": "MuseCL (vector views), OD similarity, tau 0.1",
+                      "museproc": "MuseCL (vector views), OD similarity, Procrustes",
+                      "musejoint": "MuseCL (vector views), OD similarity, joint",
+                      "mobod": "mobility view only, OD similarity",
+                      "mobjoint": "mobility view only, joint",
+                      "mobsvd": "mobility view (OD similarity) + OD SVD (k=16)"}.items():
+        glue(f"{key}_{short}", float(summary.loc[name, ("mean", task)]), display=False)
+beat = {t: head[("mean", t)] > best_published.get(t, np.inf) for t in TASKS}
+beat_all_seeds = {t: head[("min", t)] > best_published.get(t, np.inf) for t in TASKS}
+if not best_published:
+    verdict = "the published numbers are not on this machine, so there is nothing to compare with"
+elif all(beat_all_seeds.values()):
+    verdict = "the headline row is above **both** best published numbers on every seed: the goal is met"
+elif all(beat.values()):
+    verdict = ("the headline row is above both best published numbers on average, but not on every "
+               "seed: the goal is met only on average")
+else:
+    missed = " and ".join({"crime": "crime", "check_in": "check-ins"}[t] for t in TASKS if not beat[t])
+    reached = [{"crime": "crime", "check_in": "check-ins"}[t] for t in TASKS if beat[t]]
+    verdict = (f"the headline row is **not** above the best published number on {missed}"
+               + (f" (it is on {reached[0]})" if reached else "") + ": the goal is not reached")
+glue("verdict", Markdown(verdict), display=False)
+hist = fitted_by_seed[seeds[0]]["OD similarity"].histories_["fusion"]
 glue("fusion_loss_first", float(hist["train_loss"].iloc[0]), display=False)
 glue("fusion_loss_last", float(hist["train_loss"].iloc[-1]), display=False)
-glue("log_batch", float(np.log(cfg.fusion_batch_size)), display=False)
+glue("log_batch", float(np.log(RunConfig().fusion_batch_size)), display=False)
+att = fitted_by_seed[seeds[0]]["OD similarity"].stage_table("attention")["mobility"]
+glue("att_mob", float(att.mean()), display=False)
+glue("att_lo", float(att.quantile(0.05)), display=False)
+glue("att_hi", float(att.quantile(0.95)), display=False)
+
+# %% [markdown]
+# ## Which candidate the training folds chose
+#
+# For each task, how often each candidate was chosen (out of 5 outer folds x
+# {glue:text}`n_seeds` seeds). The choice varies between folds: the inner errors of the best few
+# candidates are close.
+
+# %%
+chosen_counts = choices[choices["task"].isin(TASKS)].pivot_table(
+    index="chosen", columns="task", values="outer_fold", aggfunc="count", fill_value=0)
+for task, short in (("crime", "crime"), ("check_in", "check")):
+    glue(f"top_{short}", Markdown(f"*{chosen_counts[task].idxmax()}* ({chosen_counts[task].max()} of "
+                                  f"{chosen_counts[task].sum()})"), display=False)
+chosen_counts.sort_values(list(chosen_counts.columns), ascending=False)
 
 # %% [markdown]
 # ## Land use: clustering into 12 groups
 #
-# NMI and ARI of k-means on each embedding against the community districts (higher is better).
-# The land-use numbers of the papers are not in `published_results.csv`; the data README quotes
-# NMI 0.76-0.78 and ARI 0.58-0.62 for MVURE and MGFN (MGFN paper).
+# NMI and ARI of k-means on each embedding against the community districts (higher is better),
+# mean over seeds. The land-use numbers of the papers are not in `published_results.csv`; the
+# data README quotes NMI 0.76-0.78 and ARI 0.58-0.62 for MVURE and MGFN (MGFN paper). There is
+# no headline row: the selection above is by regression error.
 
 # %%
-land = results[results["task"] == "land_use"].set_index("method")[["nmi", "ari"]].round(3)
-glue("svd_nmi", float(land.loc["OD SVD", "nmi"]), display=False)
-glue("svd_ari", float(land.loc["OD SVD", "ari"]), display=False)
-glue("muse_nmi", float(land.loc[main, "nmi"]), display=False)
-glue("museod_nmi", float(land.loc[od_main, "nmi"]), display=False)
-land.sort_values("nmi", ascending=False)
+land_rows = results[results["task"] == "land_use"]
+land = land_rows.groupby("method", sort=False).agg(
+    nmi=("nmi", lambda v: pm(v)), ari=("ari", lambda v: pm(v)), nmi_mean=("nmi", "mean"))
+glue("svd_nmi", float(land_rows[land_rows["method"] == "OD SVD (k=16)"]["nmi"].mean()), display=False)
+glue("svd_ari", float(land_rows[land_rows["method"] == "OD SVD (k=16)"]["ari"].mean()), display=False)
+glue("muse_nmi", float(land_rows[land_rows["method"] == "MuseCL (vector views), eq. 1 similarity"]["nmi"].mean()),
+     display=False)
+land.sort_values("nmi_mean", ascending=False).drop(columns="nmi_mean")
 
 # %% [markdown]
 # ## The other indicators
 #
 # The same protocol on the three indicators joined here (not part of the published benchmark,
-# so there is nothing to compare with): $R^2$ on the raw values, number of components chosen in
-# the training folds.
+# so there is nothing to compare with): $R^2$ on the raw values, mean over seeds, for the
+# headline selection and a few single embeddings.
 
 # %%
-results[(results["task"].isin(EXTRA)) & (results["protocol"] == clean)].pivot(
-    index="method", columns="task", values="r2").reindex(columns=list(EXTRA)).round(3)
+shown = [HEADLINE, "OD SVD (k=16)", "mobility view only, OD similarity",
+         "MuseCL (vector views), eq. 1 similarity", "POI view only"]
+extra = results[results["task"].isin(EXTRA) & results["method"].isin(shown)]
+extra.groupby(["method", "task"])["r2"].mean().unstack("task").reindex(index=shown, columns=list(EXTRA)).round(3)
 
 # %% [markdown]
 # ## What we saw
 #
-# * The plain **OD SVD** reaches $R^2$ {glue:text}`svd_crime:.3f` on crime and
-#   {glue:text}`svd_check:.3f` on check-ins under the published protocol
-#   ({glue:text}`svd_crime_cv:.3f` / {glue:text}`svd_check_cv:.3f` with the number of components
-#   chosen in the training folds), already at the level the papers report for MVURE, and it
+# * **Headline** (chosen inside the training folds, {glue:text}`n_seeds` seeds): crime $R^2$
+#   {glue:text}`head_crime:.3f` $\pm$ {glue:text}`head_crime_sd:.3f` (lowest seed
+#   {glue:text}`head_crime_min:.3f`; {glue:text}`head_crime_above` of {glue:text}`n_seeds`
+#   seeds above {glue:text}`pub_crime:.2f`), check-ins {glue:text}`head_check:.3f` $\pm$
+#   {glue:text}`head_check_sd:.3f` (lowest {glue:text}`head_check_min:.3f`;
+#   {glue:text}`head_check_above` of {glue:text}`n_seeds` seeds above
+#   {glue:text}`pub_check:.2f`). The best published numbers are {glue:text}`pub_crime:.2f`
+#   (crime, MGFN) and {glue:text}`pub_check:.2f` (check-ins, HREP): {glue:text}`verdict`.
+#   The published numbers are rounded to two decimals and come from one run each on the same
+#   five folds; differences of one or two hundredths of $R^2$ on 180 regions are within the
+#   spread between our seeds.
+# * The plain **OD SVD** ($k = 16$) reaches {glue:text}`svd_crime:.3f` on crime and
+#   {glue:text}`svd_check:.3f` on check-ins, at the level the papers report for MVURE, and
 #   recovers the community districts well (NMI {glue:text}`svd_nmi:.3f`, ARI
 #   {glue:text}`svd_ari:.3f`).
-# * **MuseCL over vector views, as the paper builds it** (eq. 1 similarity, fused output) is far
-#   below: crime {glue:text}`muse_crime:.3f`, check-ins {glue:text}`muse_check:.3f` (NMI
-#   {glue:text}`muse_nmi:.3f`). With OD similarity the fused output reaches
-#   {glue:text}`museod_crime:.3f` / {glue:text}`museod_check:.3f`.
-# * The fusion is what loses. Eq. 10 adds the two view embeddings coordinate by coordinate,
-#   but the two encoders were trained apart, so coordinate $k$ means different things in each;
-#   the attention gives the mobility view {glue:text}`att_mob:.2f` of the weight on average, and
-#   the InfoNCE loss barely moves (from {glue:text}`fusion_loss_first:.3f` to
-#   {glue:text}`fusion_loss_last:.3f`, against $\ln 64 =$ {glue:text}`log_batch:.3f` for chance):
-#   only the attention weights are trained, and with $\tau = 1$ the cosine logits are probably
-#   too flat to give it much of a gradient.
-# * The **mobility view encoder alone, with OD similarity** is our strongest embedding on the two
-#   regression tasks:
-#   crime {glue:text}`mobod_crime:.3f` and check-ins {glue:text}`mobod_check:.3f` as published
-#   ({glue:text}`mobod_crime_cv:.3f` / {glue:text}`mobod_check_cv:.3f` with components chosen in
-#   the training folds). The best published numbers are {glue:text}`pub_crime:.2f` (crime, MGFN)
-#   and {glue:text}`pub_check:.2f` (check-ins, HREP).
-# * Above the best published crime $R^2$: {glue:text}`beats_crime` (our best is
-#   {glue:text}`best_crime:.3f`). Above the best published check-in $R^2$:
-#   {glue:text}`beats_check` (our best is {glue:text}`best_check:.3f`). On this run
-#   {glue:text}`verdict`. Where a row is above, read it with care. No setting was tuned on
-#   the test folds, but the OD-similarity variant was added after
-#   the eq. 1 variant had been seen to do poorly, and the best of {glue:text}`n_rows` rows scored
-#   on the same five folds is an optimistic estimate. The differences to the published numbers
-#   are a few hundredths of $R^2$ on 180 regions and one seed.
+# * The strongest single embeddings are the **mobility view encoder with OD similarity**
+#   ({glue:text}`mobod_crime:.3f` / {glue:text}`mobod_check:.3f`) and its concatenation with
+#   OD SVD ({glue:text}`mobsvd_crime:.3f` / {glue:text}`mobsvd_check:.3f`). The inner
+#   cross-validation chose most often {glue:text}`top_crime` for crime and
+#   {glue:text}`top_check` for check-ins (table above).
+# * **MuseCL's fused output stays weak in every variant**: the paper's reading (eq. 1
+#   similarity) {glue:text}`muse_crime:.3f` / {glue:text}`muse_check:.3f` (NMI
+#   {glue:text}`muse_nmi:.3f`); OD similarity {glue:text}`museod_crime:.3f` /
+#   {glue:text}`museod_check:.3f`; with $\tau = 0.1$ {glue:text}`musetau_crime:.3f` /
+#   {glue:text}`musetau_check:.3f`; with the POI view rotated onto the mobility view
+#   (Procrustes) {glue:text}`museproc_crime:.3f` / {glue:text}`museproc_check:.3f`; with the
+#   encoders trained jointly {glue:text}`musejoint_crime:.3f` /
+#   {glue:text}`musejoint_check:.3f` (and joint training also weakens the mobility encoder
+#   itself: {glue:text}`mobjoint_crime:.3f` / {glue:text}`mobjoint_check:.3f`). Making the
+#   coordinates comparable did not fix the fusion, so the mismatch of coordinates is not the
+#   whole story. Two likely further reasons (not tested here; see the exercises): the attention
+#   weight of the mobility view varies from region to region ({glue:text}`att_lo:.2f` to
+#   {glue:text}`att_hi:.2f`, 5th to 95th percentile, mean {glue:text}`att_mob:.2f`), which
+#   rescales each region's mobility vector differently and may break the linear read-out a
+#   ridge probe needs; and the InfoNCE
+#   target, the POI *text* vectors, carries little of what drives crime and taxi-borne
+#   check-ins -- the fusion loss barely moves (from {glue:text}`fusion_loss_first:.3f` to
+#   {glue:text}`fusion_loss_last:.3f`, against $\ln 64 =$ {glue:text}`log_batch:.3f` for
+#   chance).
 # * The POI modality adds little here: the 2013 OSM POIs are few and dominated by bicycle
 #   parking, and the POI view alone explains little of either target.
+# * How this list of candidates came about: the OD-similarity rule was added after the paper's
+#   eq. 1 rule had been seen to do poorly, and the concatenation with OD SVD after the single
+#   embeddings' scores had been seen. The nested selection keeps the choice *within* the list
+#   honest; the list itself was not fixed before any data was looked at.
 
 # %% [markdown]
 # ## Exercises
 #
-# 1. Run the chapter with `seed=1` and `seed=2`. How much do the MuseCL rows move? Is the
-#    ranking against the published numbers stable?
+# 1. Add the POI-only embeddings to the candidate list (`candidates_of`). Does the headline
+#    move? How often are they chosen?
 # 2. Replace eq. 10's sum by a concatenation of the two view embeddings before the attention
 #    weights are applied. Does the fused embedding recover what the mobility view alone has?
-# 3. Give the fusion a temperature of 0.1 (`RunConfig(temperature=0.1)`). Does the InfoNCE loss
-#    fall further, and does that help the probes?
+# 3. Fix the attention weight at its mean (no per-region weights). Does the fused embedding get
+#    closer to the mobility view alone?

@@ -1,6 +1,7 @@
 """Manhattan-180: the converter on hand-made raw files, the benchmark protocol, the vector methods."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 
@@ -12,8 +13,8 @@ from shapely.geometry import Point, box
 from musecl.city import load_city, validate_city
 from musecl.config import RunConfig
 from musecl.datasets import manhattan as mh
-from musecl.evaluation import (landuse_scores, pca_candidates, ridge_kfold_predictions, ridge_kfold_scores,
-                               ridge_kfold_select)
+from musecl.evaluation import (landuse_scores, pca_candidates, ridge_fit_predict, ridge_kfold_predictions,
+                               ridge_kfold_scores, ridge_kfold_select)
 
 # ------------------------------------------------------------------------------------------
 # a tiny Manhattan: 4 square regions of 0.01 degree in a row, near (-73.99, 40.75)
@@ -208,6 +209,51 @@ def test_select_picks_the_informative_candidate_without_the_test_fold():
     assert out["r2"] > 0.99
 
 
+@pytest.mark.parametrize("n_cols", [3, 60])  # primal (rows >= columns) and dual solve
+def test_ridge_fit_predict_matches_sklearn(n_cols):
+    from sklearn.linear_model import Ridge
+
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(40, n_cols)) * 3 + 1, rng.normal(size=40) * 10 + 5
+    expected = Ridge(alpha=1.0).fit(x[:30], y[:30]).predict(x[30:])
+    assert ridge_fit_predict(x[:30], y[:30], x[30:], 1.0) == pytest.approx(expected, rel=1e-9, abs=1e-9)
+
+
+def test_select_never_reads_the_outer_test_fold():
+    # two candidates of similar quality, so the choice is fragile; scrambling (and wildly
+    # rescaling) the targets of outer test fold k must leave fold k's choice and inner errors as
+    # they were, and must change its predictions' score only through fold k's own targets
+    rng = np.random.default_rng(0)
+    n = 100
+    base = rng.normal(size=(n, 3))
+    y = base @ [4.0, 2.0, 2.0] + 30 + rng.normal(size=n)
+    candidates = {"a": base[:, [0, 1]] + rng.normal(scale=0.6, size=(n, 2)),
+                  "b": base[:, [0, 2]] + rng.normal(scale=0.6, size=(n, 2)),
+                  "c": rng.normal(size=(n, 5))}
+    ref = ridge_kfold_select(candidates, y)
+    assert len(set(ref["chosen"])) > 1  # the test is only telling if the folds disagree
+    for k in range(5):
+        test = np.arange(k * 20, (k + 1) * 20)
+        scrambled = y.copy()
+        scrambled[test] = rng.permutation(y[test])[::-1] * 100 - 7
+        out = ridge_kfold_select(candidates, scrambled)
+        assert out["chosen"][k] == ref["chosen"][k]
+        pd.testing.assert_series_equal(out["inner_mse"].loc[k], ref["inner_mse"].loc[k])
+        assert out["predictions"][test] == pytest.approx(ref["predictions"][test])
+
+
+def test_select_reports_inner_errors_and_predictions():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 2))
+    y = x @ [2.0, 1.0] + 10
+    out = ridge_kfold_select({"x": x, "noise": rng.normal(size=(50, 8))}, y)
+    assert list(out["inner_mse"].columns) == ["x", "noise"] and len(out["inner_mse"]) == 5
+    assert (out["inner_mse"]["x"] < out["inner_mse"]["noise"]).all()
+    assert out["predictions"].shape == (50,) and (out["predictions"] >= 0).all()
+    with pytest.raises(ValueError, match="at least one"):
+        ridge_kfold_select({}, y)
+
+
 def test_landuse_scores_recover_separated_clusters():
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(3), 20)
@@ -300,3 +346,60 @@ def test_vector_museCL_reuses_identical_poi_stages(synthetic_city):
     other_cfg = VectorMuseCL(RunConfig(seed=1), progress=False, reuse=first)
     other_cfg.fitted_on = first.fitted_on
     assert other_cfg._shared_stages(synthetic_city) is None
+
+
+def test_procrustes_align_undoes_a_rotation():
+    from musecl.methods.vector import procrustes_align
+
+    rng = np.random.default_rng(0)
+    target = pd.DataFrame(rng.normal(size=(30, 4)))
+    q, _ = np.linalg.qr(rng.normal(size=(4, 4)))
+    source = pd.DataFrame(target.to_numpy() @ q * 2.5 + 7.0, columns=list("abcd"))
+    out = procrustes_align(source, target)
+    assert list(out.columns) == list("abcd")
+    assert out.to_numpy() == pytest.approx(target.to_numpy(), abs=1e-9)
+    with pytest.raises(ValueError, match="same shape"):
+        procrustes_align(source.iloc[:, :3], target)
+
+
+@pytest.mark.parametrize("alignment", ["procrustes", "joint"])
+def test_vector_museCL_alignment_options(synthetic_city, alignment):
+    from musecl.methods.vector import VectorMuseCL, VectorViewConfig
+
+    cfg = RunConfig(seed=0, n_triplets=300, embedding_dim=8, fusion_epochs=2, fusion_batch_size=8,
+                    text_epochs=1, temperature=0.1)
+    vcfg = VectorViewConfig(hidden=16, epochs=3, batch_size=32, mobility_similarity="od", alignment=alignment)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = VectorMuseCL(cfg, progress=False, view_config=vcfg).fit(synthetic_city)
+        b = VectorMuseCL(cfg, progress=False, view_config=vcfg).fit(synthetic_city)
+    pd.testing.assert_frame_equal(a.transform(synthetic_city), b.transform(synthetic_city))
+    assert np.isfinite(a.transform(synthetic_city).to_numpy()).all()
+    if alignment == "joint":
+        hist = a.histories_["joint"]
+        assert list(hist.columns) == ["epoch", "train_loss", "mobility_loss", "poi_loss", "align_loss"]
+        assert hist["align_loss"].iloc[-1] < hist["align_loss"].iloc[0]
+    else:
+        assert "poi_unaligned" in a.views_ and a.stage_table("poi").shape == a.stage_table("mobility").shape
+    with pytest.raises(ValueError, match="alignment"):
+        VectorViewConfig(alignment="cca")
+
+
+def test_vector_museCL_reuses_encoders_across_fusion_settings(synthetic_city):
+    from musecl.methods.vector import VectorMuseCL, VectorViewConfig
+
+    small = dict(hidden=16, epochs=2, batch_size=32, mobility_similarity="od")
+    cfg = RunConfig(seed=0, n_triplets=200, embedding_dim=8, fusion_epochs=2, fusion_batch_size=8,
+                    text_epochs=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = VectorMuseCL(cfg, progress=False, view_config=VectorViewConfig(**small)).fit(synthetic_city)
+        for temperature, alignment in ((0.1, "none"), (1.0, "procrustes")):
+            kw = dict(progress=False, view_config=VectorViewConfig(**small, alignment=alignment))
+            run_cfg = dataclasses.replace(cfg, temperature=temperature)
+            fresh = VectorMuseCL(run_cfg, **kw).fit(synthetic_city)
+            reused = VectorMuseCL(run_cfg, reuse=first, **kw).fit(synthetic_city)
+            assert reused.stage_table("mobility") is first.stage_table("mobility")
+            for stage in ("mobility", "poi", "text"):
+                pd.testing.assert_frame_equal(fresh.stage_table(stage), reused.stage_table(stage))
+            pd.testing.assert_frame_equal(fresh.transform(synthetic_city), reused.transform(synthetic_city))

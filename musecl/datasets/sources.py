@@ -149,7 +149,7 @@ def fetch(name: str, data_dir: str | os.PathLike | None = None, download: bool =
 
     Stops at the first file that cannot be had (offline, one failed download is enough to know).
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # not tqdm.auto: in a notebook without ipywidgets it warns on import
 
     paths = {}
     for file in tqdm(files_of(name), desc=f"fetch {name}", unit="file", disable=not progress):

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 import yaml
 from PIL import Image
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the text bar: tqdm.auto warns in notebooks without ipywidgets
 
 from musecl.city import (
     CATEGORY, CITY_YAML, DESTINATION, FLOW, GEOMETRY, KIND, LAT, LON, MODALITIES, ORIGIN, PATH,
