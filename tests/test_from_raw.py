@@ -13,8 +13,8 @@ from PIL import Image
 
 from musecl.city import CityFormatError, Indicator, load_city, validate_city
 from musecl.datasets.from_raw import (
-    RawDataError, assign_points, build_city, hexagon_regions, images_from_folder, indicators_by_area,
-    od_from_csv, pois_from_csv, polygon_regions,
+    RawDataError, assign_points, build_city, count_points, hexagon_regions, images_from_folder,
+    indicators_by_area, od_from_csv, pois_from_csv, polygon_regions,
 )
 
 RES = 8
@@ -101,6 +101,13 @@ def test_assign_points_hexagons_and_polygons(hexes, squares):
     got = assign_points([0.005, 0.015, 0.01, 0.5], [0.005, 0.005, 0.005, 0.5], squares)
     # the shared border goes to the first region in order (west)
     assert got.tolist()[:3] == ["west", "east", "west"] and pd.isna(got.iloc[3])
+
+
+def test_count_points_per_region(squares):
+    got = count_points([0.005, 0.006, 0.01, 0.5], [0.005, 0.005, 0.005, 0.5], squares)
+    # the border point counts for west only; the far point counts nowhere; every region is listed
+    assert got.to_dict() == {"west": 3, "east": 0} and got.dtype == np.int64
+    assert count_points([], [], squares).tolist() == [0, 0]
 
 
 # ------------------------------------------------------------------------------------------
@@ -193,6 +200,28 @@ def test_indicators_by_area_density_and_count(squares):
         indicators_by_area(areas, values, squares, how="sum")
     with pytest.raises(RawDataError, match=r"area id\(s\) are not among the areas"):
         indicators_by_area(areas, values.assign(id=["all", "mars"]), squares)
+
+
+def test_indicators_by_area_skips_missing_values_and_min_coverage_zero():
+    def strip(x0, x1):
+        return f"POLYGON (({x0} 0, {x1} 0, {x1} 0.01, {x0} 0.01, {x0} 0))"
+
+    areas = polygon_regions(pd.DataFrame({"id": ["a", "b", "c"],
+                                          "geometry": [strip(0, 0.01), strip(0.01, 0.015), strip(0.015, 0.03)]}))
+    regions = polygon_regions(pd.DataFrame({"id": ["wide", "sliver", "far"],
+                                            "geometry": [strip(0, 0.02), strip(0.0105, 0.016), strip(1, 1.01)]}))
+    values = pd.DataFrame({"v": [10.0, np.nan, 40.0]}, index=["a", "b", "c"])
+    with pytest.warns(UserWarning, match=r"2 of 3 regions are covered less than 50%"):
+        got = indicators_by_area(areas, values, regions)
+    # 'b' has no value: wide is 0.01 of a (10) and 0.005 of c (40), the weights renormalised
+    assert got.loc["wide", "v"] == pytest.approx((10 * 2 + 40) / 3, rel=1e-4)
+    assert got[["v"]].loc[["sliver", "far"]].isna().all().all()  # sliver: 1/5.5 covered by c
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = indicators_by_area(areas, values, regions, min_coverage=0)
+    assert got.loc["sliver", "v"] == pytest.approx(40.0) and np.isnan(got.loc["far", "v"])
+    with pytest.raises(RawDataError, match=r"min_coverage must be in \[0, 1\]"):
+        indicators_by_area(areas, values, regions, min_coverage=-0.1)
 
 
 # ------------------------------------------------------------------------------------------

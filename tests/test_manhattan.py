@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from shapely.geometry import Point, box
+from shapely.geometry import box
 
 from musecl.city import load_city, validate_city
 from musecl.config import RunConfig
@@ -28,6 +28,15 @@ def _square(k: int):
 
 def _feature(geom, props):
     return {"type": "Feature", "properties": props, "geometry": geom.__geo_interface__}
+
+
+def _to_tract_crs(geom):
+    """A WGS84 polygon in the tracts' CRS (the raw tract file's coordinates)."""
+    import pyproj
+    import shapely
+
+    to = pyproj.Transformer.from_crs(mh.WGS84, mh.TRACT_CRS, always_xy=True)
+    return shapely.transform(geom, lambda xy: np.column_stack(to.transform(xy[:, 0], xy[:, 1])))
 
 
 def _write_raw(tmp_path, n_regions: int = 4):
@@ -58,9 +67,8 @@ def _write_raw(tmp_path, n_regions: int = 4):
     pois.to_csv(raw / "pois.csv", index=False)
     # two tracts in EPSG:32118 covering the west and east halves of the row of squares
     half = n_regions // 2
-    west, east = mh.reproject([box(X0 - STEP, Y0 - STEP, X0 + half * STEP, Y0 + 2 * STEP),
-                               box(X0 + half * STEP, Y0 - STEP, X0 + (n_regions + 1) * STEP, Y0 + 2 * STEP)],
-                              mh.WGS84, mh.TRACT_CRS)
+    west = _to_tract_crs(box(X0 - STEP, Y0 - STEP, X0 + half * STEP, Y0 + 2 * STEP))
+    east = _to_tract_crs(box(X0 + half * STEP, Y0 - STEP, X0 + (n_regions + 1) * STEP, Y0 + 2 * STEP))
     (raw / "tracts.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [
         _feature(west, {"BoroCT2020": "1000100", "population_density": 1000.0}),
         _feature(east, {"BoroCT2020": "1000200", "population_density": 3000.0})]}))
@@ -106,6 +114,26 @@ def test_converter_writes_a_valid_city(tiny_city):
     assert mh.read_landuse(tiny_city).tolist() == [0, 1, 0, 1]
 
 
+def test_converter_keeps_income_of_a_region_mostly_in_a_tract_without_one(tmp_path):
+    paths = _write_raw(tmp_path)
+    cut = X0 + 2.25 * STEP  # region 2 is a quarter in the west tract, three quarters in the east
+    west = _to_tract_crs(box(X0 - STEP, Y0 - STEP, cut, Y0 + 2 * STEP))
+    east = _to_tract_crs(box(cut, Y0 - STEP, X0 + 5 * STEP, Y0 + 2 * STEP))
+    paths["tracts"].write_text(json.dumps({"type": "FeatureCollection", "features": [
+        _feature(west, {"BoroCT2020": "1000100", "population_density": 1000.0}),
+        _feature(east, {"BoroCT2020": "1000200", "population_density": 3000.0})]}))
+    paths["income"].write_text(  # the east tract has no estimate
+        "GEO_ID,NAME,B19013_001E\nGeography,Geographic Area Name,Estimate\n"
+        "1400000US36061000100,Tract 1,\"50,000\"\n1400000US36061000200,Tract 2,-\n")
+    root = mh.convert_manhattan(paths, tmp_path / "city")
+    assert validate_city(root) == []
+    ind = pd.read_csv(root / "indicators.csv", dtype={"region_id": str}).set_index("region_id")
+    assert ind["population_density"].tolist() == pytest.approx([1000, 1000, 2500, 3000], rel=1e-4)
+    # region 2 keeps the income of the quarter it shares with tract 1; region 3 has none
+    assert ind["median_income"].iloc[:3].tolist() == pytest.approx([50000] * 3, rel=1e-6)
+    assert np.isnan(ind.loc["3", "median_income"])
+
+
 def test_converter_records_sources(tiny_city):
     import yaml
 
@@ -114,22 +142,16 @@ def test_converter_records_sources(tiny_city):
     assert mh.LANDUSE_CSV in meta["extra_files"]
 
 
-def test_assign_points_uses_the_lower_index_on_shared_edges():
-    polys = [_square(0), _square(1)]
-    lon = [X0 + 0.5 * STEP, X0 + STEP, X0 + 1.5 * STEP, 0.0]
-    lat = [Y0 + 0.5 * STEP] * 3 + [0.0]
-    assert mh.assign_points(lon, lat, polys).tolist() == [0, 0, 1, -1]
-    assert mh.count_points(np.array([0, 0, 1, -1]), 3).tolist() == [2, 1, 0]
-
-
-def test_area_weighted_mean_skips_missing_values():
-    regions = [box(0, 0, 2, 1), box(5, 5, 6, 6)]
-    sources = [box(0, 0, 1, 1), box(1, 0, 2, 1), box(1.5, 0, 3, 1)]
-    out = mh.area_weighted(regions, sources, [10.0, 20.0, np.nan])
-    assert out[0] == pytest.approx(15.0)
-    assert np.isnan(out[1])
-    out = mh.area_weighted(regions, sources, [10.0, np.nan, 40.0])  # 1 m2 of 10, 0.5 m2 of 40
-    assert out[0] == pytest.approx((10 * 1 + 40 * 0.5) / 1.5)
+def test_readers_sort_regions_and_read_tracts_in_their_crs(tmp_path):
+    paths = _write_raw(tmp_path)
+    regions = mh.read_regions(paths["regions"])
+    assert list(regions.ids) == ["0", "1", "2", "3"]  # numeric order, not file order
+    assert regions.table.loc["1", "lon"] == pytest.approx(X0 + 1.5 * STEP)  # the centroid
+    assert regions.geometries()[2].equals_exact(_square(2), 0)  # full-precision WKT
+    props, tracts = mh.read_tracts(paths["tracts"])
+    assert props["BoroCT2020"].tolist() == ["1000100", "1000200"] and list(tracts.ids) == ["0", "1"]
+    minx, miny, _, _ = tracts.geometries()[0].bounds  # back in WGS84
+    assert (minx, miny) == pytest.approx((X0 - STEP, Y0 - STEP), abs=1e-6)
 
 
 def test_small_helpers():
@@ -141,9 +163,6 @@ def test_small_helpers():
     assert np.isnan(mh.parse_income("-"))
     with pytest.raises(ValueError, match="expected \\(2, 2\\)"):
         mh.od_table(np.ones((3, 3)), ["a", "b"])
-    moved = mh.reproject([Point(-74.0, 40.75)], mh.WGS84, mh.TRACT_CRS)[0]
-    back = mh.reproject([moved], mh.TRACT_CRS, mh.WGS84)[0]
-    assert (back.x, back.y) == pytest.approx((-74.0, 40.75))
 
 
 def test_converter_names_a_missing_role(tmp_path):

@@ -222,6 +222,16 @@ def assign_points(lon: Sequence[float], lat: Sequence[float], regions: Regions) 
     return out
 
 
+def count_points(lon: Sequence[float], lat: Sequence[float], regions: Regions) -> pd.Series:
+    """How many of the points (lon, lat in WGS84 degrees) lie in each region: an integer per
+    ``region_id``, 0 for a region without any (crimes, arrests or shops as an indicator).
+
+    Points are placed by :func:`assign_points`; a point outside every region counts nowhere.
+    """
+    rid = assign_points(lon, lat, regions)
+    return rid.value_counts().reindex(regions.ids, fill_value=0).astype(np.int64).rename("count")
+
+
 def pois_from_csv(source, regions: Regions, *, lon: str = "lon", lat: str = "lat",
                   category: str = "category", text: str | Sequence[str] | None = None,
                   outside: Outside = "warn") -> pd.DataFrame:
@@ -363,12 +373,17 @@ def indicators_by_area(areas: Regions, values: pd.DataFrame, regions: Regions,
     cost: every region inside one area gets that area's density, so the targets are smoother than
     reality, and a random split rewards knowing the area (prefer the spatial split).
 
-    A region whose surface is covered less than ``min_coverage`` by areas with a value gets NaN
-    (reported): a count for a half-covered region would be too low, a density a guess. Mark such
-    indicators ``allow_missing`` (``build_city`` does this for columns with NaN).
+    An area whose value is missing (NaN) is skipped: a density is then the mean over the
+    overlaps with a value (the weights renormalise), a count gets nothing from it. A region whose
+    surface is covered less than ``min_coverage`` by areas with a value gets NaN (reported): a
+    count for a half-covered region would be too low, a density a guess. ``min_coverage=0``
+    keeps every region that overlaps any area with a value (where the rest is water or parks,
+    say, and a value from the part covered beats none); a region overlapping none is NaN
+    regardless. Mark such indicators ``allow_missing`` (``build_city`` does this for columns with
+    NaN).
     """
-    if not 0 < min_coverage <= 1:
-        raise RawDataError(f"min_coverage must be in (0, 1]; got {min_coverage!r}")
+    if not 0 <= min_coverage <= 1:
+        raise RawDataError(f"min_coverage must be in [0, 1]; got {min_coverage!r}")
     values = values.copy()
     if not values.index.isin(areas.ids).any() and values.shape[1] > 1:
         values = values.set_index(values.columns[0])
@@ -651,5 +666,5 @@ def _place_images(root: Path, images: pd.DataFrame, copy: bool) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[REGION_ID, KIND, PATH])
 
 
-__all__ = ["RawDataError", "Regions", "assign_points", "build_city", "hexagon_regions", "images_from_folder",
-           "indicators_by_area", "od_from_csv", "pois_from_csv", "polygon_regions"]
+__all__ = ["RawDataError", "Regions", "assign_points", "build_city", "count_points", "hexagon_regions",
+           "images_from_folder", "indicators_by_area", "od_from_csv", "pois_from_csv", "polygon_regions"]
