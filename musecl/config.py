@@ -36,7 +36,7 @@ class RunConfig:
     sv_batch_size: int = 16
     lr: float = 5e-4
     encoder_patience: int | None = None
-    amp: str = "off"  # mixed precision for the image encoders: "off", "bf16", "fp16" (GPU), "auto"
+    amp: str = "off"  # image encoders' mixed precision: "off", "bf16", "fp16" (GPU), "auto" (what pays here)
     val_fraction: float = 0.1
     # POI text (eq. 7)
     text_epochs: int = 5

@@ -72,7 +72,7 @@ def require_data(name: str, data_dir: str | Path | None = None) -> dict[str, Pat
             f"```{{note}}\nThis chapter needs the **{name}** data set, which is not on this machine "
             f"and could not be downloaded:\n\n{err}\n\nGet it with `musecl fetch {name}` (online), or "
             f"point `MUSECL_DATA_DIR` at a data directory that holds it, then run the chapter again. "
-            "The code below was not executed.\n```"))
+            "The rest of this chapter needs that data and is left out of this build.\n```"))
         raise DataUnavailable(f"{name} data set unavailable") from None
 
 
@@ -195,6 +195,9 @@ def _without_error_outputs(nb):
     """A notebook stopped by :class:`DataUnavailable`: drop the traceback (the displayed note
     stays) and papermill's red error banner, so the page reads as a note, not a failure."""
     nb.cells = [c for c in nb.cells if "papermill-error-cell-tag" not in c.metadata.get("tags", [])]
+    stop = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code"
+                 and any(o.get("output_type") == "error" for o in c.get("outputs", []))), len(nb.cells) - 1)
+    nb.cells = nb.cells[:stop + 1]  # the rest needs the data (and its text cites numbers never computed)
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs = [o for o in cell.get("outputs", []) if o.get("output_type") != "error"]

@@ -65,10 +65,7 @@ def run(city: str | os.PathLike | City, out_dir: str | os.PathLike, config: RunC
         methods: Sequence[str] = ("MuseCL",), cache_dir: str | os.PathLike | None = None,
         progress: bool = True) -> pd.DataFrame:
     """Fit every method on the city, evaluate its embedding, write the results folder."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # figures are saved and closed; the backend is left alone (notebooks)
 
     from musecl.evaluation import ProbeConfig, evaluate_embedding, predict_indicator
     from musecl.methods import make_method

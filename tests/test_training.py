@@ -212,6 +212,9 @@ def test_bf16_mixed_precision_trains_and_fp16_needs_a_gpu(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):
             trainer(make_model(), amp="fp16")
-    assert trainer(make_model(), amp="auto").amp_dtype is (torch.float16 if torch.cuda.is_available() else None)
+    from musecl.training import cpu_has_native_bf16
+
+    expected = torch.float16 if torch.cuda.is_available() else (torch.bfloat16 if cpu_has_native_bf16() else None)
+    assert trainer(make_model(), amp="auto", device="auto").amp_dtype is expected
     with pytest.raises(ValueError, match="amp must be"):
         trainer(make_model(), amp="half")

@@ -75,12 +75,14 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
     """
     from musecl.encoders.image import (ImageStore, ImageTrainingConfig, build_encoder, embed_regions,
                                        save_encoder, train_image_encoder)
+    from musecl.training import amp_dtype, resolve_device
     if triplets not in TRIPLET_SOURCES:
         raise ValueError(f"unknown triplet source {triplets!r}; known: {sorted(TRIPLET_SOURCES)}")
     fingerprint = city_fingerprint(city)
     key = {"city": fingerprint, "kind": kind, "triplets": triplets, **cfg.subset(IMAGE_KEYS[kind])}
-    if cfg.amp != "off":  # mixed precision changes the numbers (full precision keeps its old keys)
-        key["amp"] = cfg.amp
+    precision = amp_dtype(cfg.amp, resolve_device(cfg.device))
+    if precision is not None:  # mixed precision changes the numbers (full precision keeps its old keys)
+        key["amp"] = str(precision)  # resolved: "auto" gives different numbers on different hardware
     s = image_settings(cfg, kind)
 
     def compute(folder: Path) -> None:
