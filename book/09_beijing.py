@@ -22,6 +22,7 @@
 
 # %% tags=["parameters"]
 data_dir = None                    # the data directory (MUSECL_DATA_DIR); None: the default
+city = None                        # the city whose trained encoders embed the 15 real regions (None: toy)
 out_dir = "../build/work"          # cache and outputs shared by the chapters
 params_file = "../params/ci.yaml"  # run settings: musecl.config.RunConfig keys
 device = None                      # None: as in params_file
@@ -347,7 +348,7 @@ from musecl.training import one_torch_thread  # noqa: E402
 start = time.perf_counter()
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*have no satellite image")  # the toy city's few, by design
-    toy = resolve_city("toy", cities_dir=f"{out_dir}/cities")
+    toy = resolve_city(city or "toy", cities_dir=f"{out_dir}/cities")  # the book's city: its encoders are cached
 cache = Cache(f"{out_dir}/cache")
 embeddings, weights_source = {}, {}
 for kind, label in ((SATELLITE, "RS"), (STREETVIEW, "SV")):

@@ -25,9 +25,10 @@
 # %% tags=["parameters"]
 out_dir = "../build/work"            # the raw files and the city are written under out_dir/your_city
 resolution = 8                       # H3 resolution of the regions (8: edge ~530 m, as the toy city)
-params_file = "../params/smoke.yaml" # run settings for the methods run at the end
+demo_params = "../params/smoke.yaml" # settings of the small demonstration runs at the end (not the
+                                     # book's params_file: this chapter shows the workflow, fast)
 methods = ["POI only", "RS only", "MuseCL"]  # cheap methods to run on the new city
-device = None                        # None: as in params_file
+device = None                        # None: as in demo_params
 seed = 0                             # seeds the jitter that makes the raw files
 
 # %%
@@ -285,7 +286,7 @@ plt.show()
 # numbers only say that every stage ran; use `params/ci.yaml` or `params/paper.yaml` for results.
 
 # %%
-cfg = RunConfig.from_yaml(params_file, device=device)
+cfg = RunConfig.from_yaml(demo_params, device=device)
 results = run(my_city, work / "run", cfg, methods=methods, progress=False)
 results.pivot_table(index="indicator", columns=["method", "split"], values="r2").round(3)
 
@@ -330,7 +331,7 @@ variants = {
     "no mobility": (dict(pois=pois, images=images), ["SV only", "MuseCL"]),
     "no POIs": (dict(od=od, images=images), ["POI only", "RS only"]),
 }
-quick = RunConfig.from_yaml(params_file, device=device, splits=["random"])
+quick = RunConfig.from_yaml(demo_params, device=device, splits=["random"])
 quick = RunConfig.from_dict(quick.to_dict() | {"n_triplets": min(quick.n_triplets, 100)})  # only: runs or not
 outcome = {}
 for label, (parts, tried) in variants.items():

@@ -27,7 +27,9 @@ def city_fingerprint(city: City) -> str:
     files = sorted(p for p in city.root.iterdir() if p.suffix in (".csv", ".yaml") and p.is_file())
     digests = [(p.name, sha256_of(p)) for p in files]
     if (city.root / IMAGES_CSV).exists():
-        digests += [(str(p), sha256_of(p)) for p in sorted(city.images["path"])]
+        # paths relative to the city folder: the same city copied elsewhere keeps its fingerprint
+        digests += [(str(Path(p).relative_to(city.root)) if Path(p).is_relative_to(city.root) else str(p),
+                     sha256_of(p)) for p in sorted(city.images["path"])]
     return config_hash(digests)
 
 
