@@ -30,6 +30,8 @@ device = None                      # None: as in params_file
 # %%
 from musecl.notebooks import require_data
 
+encoder_city = city  # below, `city` is Beijing; the encoders come from the book's city
+
 files = require_data("beijing", data_dir)  # stops here, with a note, when the data is absent
 
 # %%
@@ -348,7 +350,7 @@ from musecl.training import one_torch_thread  # noqa: E402
 start = time.perf_counter()
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*have no satellite image")  # the toy city's few, by design
-    toy = resolve_city(city or "toy", cities_dir=f"{out_dir}/cities")  # the book's city: its encoders are cached
+    toy = resolve_city(encoder_city or "toy", cities_dir=f"{out_dir}/cities")  # the book's city: encoders cached
 cache = Cache(f"{out_dir}/cache")
 embeddings, weights_source = {}, {}
 for kind, label in ((SATELLITE, "RS"), (STREETVIEW, "SV")):
