@@ -58,10 +58,11 @@ from musecl import plotting
 from musecl.cache import city_fingerprint, load_table
 from musecl.city import INFLOW, OUTFLOW, SATELLITE, STREETVIEW
 from musecl.encoders.image import (
-    ImageStore, ImageTrainingConfig, augment_images, build_encoder, embed_regions, load_encoder, train_image_encoder,
+    ImageStore, augment_images, build_encoder, embed_regions, load_encoder,
 )
 from musecl.methods.multisemantic import image_settings, image_stage
-from musecl.training import split_indices, throughput
+from musecl.bench import loop_and_bare_speed
+from musecl.training import split_indices
 
 SHOWN = ["epoch", "lr", "train_loss", "val_loss", "train_active", "val_active", "images_per_s", "seconds"]
 KIND = STREETVIEW
@@ -210,18 +211,9 @@ store = ImageStore.from_city(data, KIND, settings["image_size"],  # the images t
                              cache=cache.root / "images" / f"{KIND}-{settings['image_size']}-{city_fingerprint(data)}.pt")
 
 
-def loop_speed(n_batches: int = 2) -> float:
-    """images/s of the real training loop (image draws, augmentation, loss, Adam) on a few batches."""
-    config = ImageTrainingConfig(loss=cfg.triplet_loss, epochs=2, batch_size=settings["batch_size"], val_fraction=0,
-                                 seed=cfg.seed, device=cfg.device, progress=False)
-    encoder = build_encoder(settings["arch"], cfg.embedding_dim, seed=cfg.seed)
-    _, timing = train_image_encoder(encoder, store, triplets.iloc[:n_batches * settings["batch_size"]], config)
-    return float(timing["images_per_s"].iloc[-1])
-
-
-raw = throughput(build_encoder(settings["arch"], cfg.embedding_dim, seed=cfg.seed), batch=3 * settings["batch_size"],
-                 input_size=settings["image_size"], steps=2, warmup=2, device=cfg.device)
-loop = loop_speed()
+speed = loop_and_bare_speed(store, triplets, settings["arch"], settings["batch_size"], loss=cfg.triplet_loss,
+                            embedding_dim=cfg.embedding_dim, seed=cfg.seed, device=cfg.device)
+loop, raw = speed["loop_images_per_s"], speed["raw_images_per_s"]
 recorded = float(history["images_per_s"].max())  # the training epoch least slowed by other work
 glue("loop_ips", loop, display=False)
 glue("raw_ips", raw, display=False)

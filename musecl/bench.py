@@ -251,6 +251,24 @@ def bench_encoder(kind: str, arch: str, input_size: int, batch_size: int, steps:
             "raw_fwd_bwd_no_optimizer_images_per_s": no_optimizer}
 
 
+def loop_and_bare_speed(store, triplets, arch: str, batch_size: int, loss: str = "cosine", embedding_dim: int = 128,
+                        seed: int = 0, device: str = "cpu", n_batches: int = 2, raw_steps: int = 3) -> dict:
+    """Images/s of the real training loop (two short epochs over ``n_batches`` batches of these
+    triplets, the second timed) and of a bare forward + backward pass of the same batch size,
+    measured back to back so that both see the same machine load (what the encoder chapters show)."""
+    from musecl.encoders.image import ImageTrainingConfig, build_encoder, train_image_encoder
+    from musecl.training import throughput
+
+    config = ImageTrainingConfig(loss=loss, epochs=2, batch_size=batch_size, val_fraction=0, seed=seed,
+                                 device=device, progress=False)
+    _, timing = train_image_encoder(build_encoder(arch, embedding_dim, seed=seed), store,
+                                    triplets.iloc[:n_batches * batch_size], config)
+    raw = throughput(build_encoder(arch, embedding_dim, seed=seed), batch=3 * batch_size, input_size=store.size,
+                     steps=raw_steps, warmup=2, device=device)
+    loop = float(timing["images_per_s"].iloc[-1])
+    return {"loop_images_per_s": loop, "raw_images_per_s": raw, "ratio": throughput_ratio(loop, raw)}
+
+
 def bench_cpu_settings(arch: str = "resnet18", input_size: int = 64, batch: int = 96,
                        threads: Sequence[int] = (1, 2), steps: int = 3, warmup: int = 1, seed: int = 0) -> dict:
     """Forward + backward images/s with channels_last off/on and each thread count; the fastest."""
