@@ -22,15 +22,25 @@ from musecl.io import sha256_of
 DONE = "key.json"
 
 
+_FINGERPRINTS: dict[tuple, str] = {}  # stat signature of a city's files -> their hash, per process
+
+
 def city_fingerprint(city: City) -> str:
-    """Hash of every file of the city folder that a method reads (tables, metadata, images)."""
+    """Hash of every file of the city folder that a method reads (tables, metadata, images).
+
+    Every stage and every evaluation asks for it; the files are hashed once per process and
+    hashed again only when one of them changes (size or modification time)."""
     files = sorted(p for p in city.root.iterdir() if p.suffix in (".csv", ".yaml") and p.is_file())
-    digests = [(p.name, sha256_of(p)) for p in files]
-    if (city.root / IMAGES_CSV).exists():
+    images = sorted(city.images["path"]) if (city.root / IMAGES_CSV).exists() else []
+    signature = tuple((str(p), st.st_size, st.st_mtime_ns) for p in [*files, *map(Path, images)]
+                      for st in [Path(p).stat()])
+    if signature not in _FINGERPRINTS:
+        digests = [(p.name, sha256_of(p)) for p in files]
         # paths relative to the city folder: the same city copied elsewhere keeps its fingerprint
         digests += [(str(Path(p).relative_to(city.root)) if Path(p).is_relative_to(city.root) else str(p),
-                     sha256_of(p)) for p in sorted(city.images["path"])]
-    return config_hash(digests)
+                     sha256_of(p)) for p in images]
+        _FINGERPRINTS[signature] = config_hash(digests)
+    return _FINGERPRINTS[signature]
 
 
 class Cache:

@@ -252,10 +252,7 @@ class RidgeProbe:
             raise ValueError(f"need >= 2 training rows and as many targets; got {len(x_train)} and {len(y_train)}")
         self.x_mean_, self.x_std_ = _standardiser(x_train)
         self.y_mean_ = float(y_train.mean())
-        from threadpoolctl import threadpool_limits
-
-        # one BLAS thread: on a busy 2-core machine OpenBLAS threads made this SVD ~80x slower
-        with threadpool_limits(1, user_api="blas"):
+        with _one_blas_thread():  # on a busy 2-core machine BLAS threads made this SVD ~80x slower
             u, sv, vt = np.linalg.svd((x_train - self.x_mean_) / self.x_std_, full_matrices=False)
         uty = u.T @ (y_train - self.y_mean_)
 
@@ -436,11 +433,8 @@ def predict_indicator(embedding: pd.DataFrame, city: City, indicator: str, split
 def scores(predictions: pd.DataFrame) -> dict:
     """R2 and RMSE on the test part of a :func:`predict_indicator` table, and its size."""
     test = predictions[predictions["split_part"] == "test"]
-    err = test["y_pred"].to_numpy() - test["y_true"].to_numpy()
-    y = test["y_true"].to_numpy()
-    ss_tot = float(((y - y.mean()) ** 2).sum())
-    r2 = 1.0 - float((err ** 2).sum()) / ss_tot if ss_tot > 0 else float("nan")
-    return {"r2": r2, "rmse": float(np.sqrt(np.mean(err ** 2))), "n_test": int(len(test))}
+    metrics = _regression_metrics(test["y_true"].to_numpy(), test["y_pred"].to_numpy())
+    return {"r2": metrics["r2"], "rmse": metrics["rmse"], "n_test": int(len(test))}
 
 
 def evaluate_embedding(embedding: pd.DataFrame, city: City, method: str,
@@ -661,19 +655,3 @@ def landuse_scores(embedding, labels, n_clusters: int = 12, random_state: int = 
                           n_init=int(n_init)).fit_predict(x)
     return {"nmi": float(normalized_mutual_info_score(y, clusters)),
             "ari": float(adjusted_rand_score(y, clusters))}
-
-
-def pca_candidates(embedding: pd.DataFrame, dims=(4, 8, 16, 32, 64)) -> dict:
-    """The embedding's first k principal components for each k in ``dims`` (name "k=<k>"; k
-    larger than the embedding's rank is skipped), for :func:`ridge_kfold_select`. PCA looks at
-    no target, so fitting it on all regions leaks nothing about the test folds' labels."""
-    from sklearn.decomposition import PCA
-
-    x = _as_matrix(embedding)
-    out = {}
-    for k in dims:
-        if k <= min(x.shape):
-            z = PCA(n_components=int(k), svd_solver="full").fit_transform(x)
-            out[f"k={int(k)}"] = pd.DataFrame(z, index=embedding.index.copy(),
-                                              columns=[f"pc_{j}" for j in range(int(k))])
-    return out

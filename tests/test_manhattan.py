@@ -13,7 +13,7 @@ from shapely.geometry import box
 from musecl.city import load_city, validate_city
 from musecl.config import RunConfig
 from musecl.datasets import manhattan as mh
-from musecl.evaluation import (landuse_scores, pca_candidates, ridge_fit_predict, ridge_kfold_predictions,
+from musecl.evaluation import (landuse_scores, ridge_fit_predict, ridge_kfold_predictions,
                                ridge_kfold_scores, ridge_kfold_select)
 
 # ------------------------------------------------------------------------------------------
@@ -279,12 +279,6 @@ def test_landuse_scores_recover_separated_clusters():
     emb = rng.normal(scale=0.05, size=(60, 2)) + np.eye(3)[labels][:, :2] * 10 + labels[:, None]
     s = landuse_scores(emb, labels, n_clusters=3)
     assert s["nmi"] == pytest.approx(1.0) and s["ari"] == pytest.approx(1.0)
-
-
-def test_pca_candidates_skip_too_many_dims():
-    emb = pd.DataFrame(np.random.default_rng(0).normal(size=(10, 6)))
-    out = pca_candidates(emb, dims=(2, 4, 8))
-    assert list(out) == ["k=2", "k=4"] and out["k=4"].shape == (10, 4)
 
 
 # ------------------------------------------------------------------------------------------
