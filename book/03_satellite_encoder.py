@@ -362,7 +362,7 @@ plt.show()
 
 # %%
 start_encoder = build_encoder(settings["arch"], cfg.embedding_dim, cfg.weights, seed=cfg.seed)
-untrained = embed_regions(start_encoder, store).reindex(present.index)
+untrained = embed_regions(start_encoder, store, amp=cfg.amp).reindex(present.index)  # as the stage embeds
 mean_colour = pd.DataFrame(store.images.float().mean(dim=(2, 3)).numpy(), index=store.region_ids,
                            columns=["R", "G", "B"]).reindex(present.index)
 

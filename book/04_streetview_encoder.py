@@ -324,7 +324,7 @@ plt.show()
 
 # %%
 untrained = embed_regions(build_encoder(settings["arch"], cfg.embedding_dim, cfg.weights, seed=cfg.seed),
-                          store).reindex(present.index)
+                          store, amp=cfg.amp).reindex(present.index)  # as the stage embeds
 colour = pd.DataFrame(store.images.float().mean(dim=(2, 3)).numpy(), columns=["R", "G", "B"])
 mean_colour = colour.groupby(owner).mean().set_axis(store.region_ids).reindex(present.index)
 

@@ -362,8 +362,8 @@ for kind, label in ((SATELLITE, "RS"), (STREETVIEW, "SV")):
     pairs = list(sat.items()) if kind == SATELLITE else [(r, p) for r in ids15 for p in sv[r]]
     store = ImageStore.from_pairs(pairs, settings["image_size"], kind=kind)
     with one_torch_thread():  # a few hundred small images: a second thread only adds contention
-        embeddings[f"{label} trained on toy"] = embed_regions(trained, store).loc[ids15]
-        embeddings[f"{label} initial weights"] = embed_regions(initial, store).loc[ids15]
+        embeddings[f"{label} trained on toy"] = embed_regions(trained, store, amp=cfg.amp).loc[ids15]
+        embeddings[f"{label} initial weights"] = embed_regions(initial, store, amp=cfg.amp).loc[ids15]
     weights_source[label] = f"{settings['arch']} at {settings['image_size']} px, start: {trained.config['weights_source']}"
 encode_seconds = time.perf_counter() - start
 glue("encode_seconds", encode_seconds, display=False)

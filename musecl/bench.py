@@ -194,31 +194,53 @@ def synthetic_triplets(store, n_triplets: int, seed: int = 0):
         return TripletSampler(n_triplets=n_triplets, seed=seed).sample(features, region_ids=store.region_ids)
 
 
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def raw_step_throughput(model: torch.nn.Module, objective: Callable, images: torch.Tensor, steps: int,
-                        lr: float = 5e-4) -> float:
-    """Images per second of the bare training step on one fixed batch: forward, loss, backward
-    and the same Adam step the Trainer takes (a fresh optimizer, as each loop repeat has)."""
+                        lr: float = 5e-4, precision: torch.dtype | None = None) -> float:
+    """Images per second of the bare training step on one fixed batch (on the model's device):
+    forward, loss, backward and the same Adam step the Trainer takes (a fresh optimizer, as each
+    loop repeat has), under the same autocast ``precision`` and, for float16, gradient scaler."""
     model.train()
+    device = images.device
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, amsgrad=True)
+    scaler = torch.amp.GradScaler(device.type) if precision == torch.float16 else None
+    _synchronize(device)
     start = time.perf_counter()
     for _ in range(steps):
-        loss = objective(model, images)["loss"]
+        with torch.autocast(device.type, dtype=precision or torch.float32, enabled=precision is not None):
+            loss = objective(model, images)["loss"]
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+    _synchronize(device)
     return len(images) * steps / (time.perf_counter() - start)
 
 
 def bench_encoder(kind: str, arch: str, input_size: int, batch_size: int, steps: int = 3, repeats: int = 3,
-                  warmup: int = 1, loss: str = "cosine", seed: int = 0) -> dict:
+                  warmup: int = 1, loss: str = "cosine", seed: int = 0, device: str = "cpu", amp: str = "off",
+                  store_on_device: bool = False, channels_last: bool = False) -> dict:
     """Median images/s of the real training loop and of the raw training step, and their ratio.
 
     Each repeat runs the raw step for ``steps`` steps, then one epoch of
     :func:`train_image_encoder` over exactly ``steps`` full batches of triplets (no validation,
-    no checkpoints), on the same model, input size, batch and thread count.
+    no checkpoints), on the same model, input size, batch, thread count, device and ``amp``.
+    On a GPU the loop's images come from host memory (each batch copied through pinned memory)
+    or, with ``store_on_device``, from a store already on the GPU.
     """
     from musecl.encoders.image import ImageTrainingConfig, TripletObjective, build_encoder, train_image_encoder
-    from musecl.training import throughput
+    from musecl.training import amp_dtype, resolve_device, throughput
+
+    device = resolve_device(device)
+    precision = amp_dtype(amp, device)
 
     if min(steps, repeats, batch_size) < 1 or warmup < 0:
         raise ValueError(f"need steps, repeats, batch_size >= 1 and warmup >= 0; got {steps}, {repeats}, "
@@ -226,24 +248,29 @@ def bench_encoder(kind: str, arch: str, input_size: int, batch_size: int, steps:
     n_triplets = steps * batch_size
     store = synthetic_store(kind, max(64, n_triplets), input_size, seed)
     triplets = synthetic_triplets(store, n_triplets, seed)
-    encoder = build_encoder(arch, 128, "random", seed=seed)
+    encoder = build_encoder(arch, 128, "random", seed=seed, channels_last=channels_last).to(device)
     objective = TripletObjective(loss)
     g = torch.Generator().manual_seed(seed + 1)
-    fixed = store.images[torch.randint(0, len(store), (3 * batch_size,), generator=g)]
+    fixed = store.images[torch.randint(0, len(store), (3 * batch_size,), generator=g)].to(device)
+    if store_on_device:
+        store = store.to(device)
     if warmup:
-        raw_step_throughput(encoder, objective, fixed, warmup)  # allocator and kernel caches
+        raw_step_throughput(encoder, objective, fixed, warmup, precision=precision)  # allocator, kernel caches
     config = ImageTrainingConfig(loss=loss, epochs=1, batch_size=batch_size, val_fraction=0.0, seed=seed,
-                                 progress=False)
+                                 progress=False, device=str(device), amp=amp)
     loop, raw = [], []
     for _ in range(repeats):
-        raw.append(raw_step_throughput(encoder, objective, fixed, steps))
+        raw.append(raw_step_throughput(encoder, objective, fixed, steps, precision=precision))
         _, history = train_image_encoder(encoder, store, triplets, config)
         loop.append(float(history["images_per_s"].iloc[-1]))
-    no_optimizer = throughput(encoder, batch=3 * batch_size, input_size=input_size, steps=steps, warmup=0)
+    no_optimizer = throughput(encoder, batch=3 * batch_size, input_size=input_size, steps=steps, warmup=0,
+                              device=device)
     loop_median, raw_median = median(loop), median(raw)
     return {"kind": kind, "arch": arch, "input_size": int(input_size), "batch_triplets": int(batch_size),
             "images_per_step": 3 * int(batch_size), "steps": int(steps), "repeats": int(repeats),
-            "threads": torch.get_num_threads(), "optimizer_step": "in both",
+            "threads": torch.get_num_threads(), "optimizer_step": "in both", "device": str(device),
+            "amp": str(precision) if precision is not None else "off", "channels_last": bool(channels_last),
+            "store": "device" if store_on_device else "host",
             "loop_images_per_s": loop_median, "raw_images_per_s": raw_median,
             "ratio": throughput_ratio(loop_median, raw_median),
             "paired_ratio_median": median([a / b for a, b in zip(loop, raw)]),
@@ -267,6 +294,36 @@ def loop_and_bare_speed(store, triplets, arch: str, batch_size: int, loss: str =
                      steps=raw_steps, warmup=2, device=device)
     loop = float(timing["images_per_s"].iloc[-1])
     return {"loop_images_per_s": loop, "raw_images_per_s": raw, "ratio": throughput_ratio(loop, raw)}
+
+
+PAPER_ENCODERS = ((SATELLITE, "resnet18", 224, 32), (STREETVIEW, "inception_v3", 299, 16))
+
+
+def bench_accelerator(device: str = "cuda", encoders=PAPER_ENCODERS, amps: Sequence[str] = ("off", "bf16", "fp16"),
+                      steps: int = 10, repeats: int = 3, warmup: int = 3, progress: bool = True) -> dict:
+    """The encoders at the paper's input sizes on a GPU: loop vs bare step for each precision,
+    with the images on the host (copied per batch through pinned memory) and on the GPU, and
+    channels_last under the fastest precision. What the scaling appendix's plan is measured with."""
+    from musecl.training import resolve_device
+
+    device = resolve_device(device)
+    rows = []
+    for kind, arch, size, batch in encoders:
+        settings = [(amp, False, False) for amp in amps] + [(amp, True, False) for amp in amps]
+        for amp, on_device, channels_last in settings:
+            if progress:
+                print(f"[bench] {arch} @{size} batch {batch}: amp {amp}, store on "
+                      f"{'device' if on_device else 'host'}", file=sys.stderr, flush=True)
+            rows.append(bench_encoder(kind, arch, size, batch, steps, repeats, warmup, device=str(device), amp=amp,
+                                      store_on_device=on_device, channels_last=channels_last))
+        best = max((r for r in rows if r["kind"] == kind), key=lambda r: r["loop_images_per_s"])
+        best_amp = "off" if best["amp"] == "off" else {"torch.bfloat16": "bf16", "torch.float16": "fp16"}[best["amp"]]
+        rows.append(bench_encoder(kind, arch, size, batch, steps, repeats, warmup, device=str(device), amp=best_amp,
+                                  store_on_device=best["store"] == "device", channels_last=True))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    return {"device": str(device), "device_name": name, "rows": rows,
+            "fastest": {kind: max((r for r in rows if r["kind"] == kind), key=lambda r: r["loop_images_per_s"])
+                        for kind, _, _, _ in encoders}}
 
 
 def bench_cpu_settings(arch: str = "resnet18", input_size: int = 64, batch: int = 96,
@@ -558,11 +615,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="skip timing `musecl run` on the toy city")
     parser.add_argument("--params", type=Path, default=None,
                         help="settings of the end-to-end run (default params/ci.yaml; quick: params/smoke.yaml)")
+    parser.add_argument("--device", default="cpu",
+                        help="cuda: measure only the encoders at the paper's sizes on the GPU (precision, "
+                             "images on host or device, channels_last)")
     parser.set_defaults(func=command)
     return parser
 
 
 def command(args: argparse.Namespace) -> int:
+    if args.device != "cpu":
+        result = {"machine": machine_info(), "accelerator": bench_accelerator(args.device, steps=5 if args.quick else 10)}
+        if args.out is not None:
+            atomic_save_json(Path(args.out) / BENCH_JSON, result)
+        print(json.dumps(result, indent=2, default=str), flush=True)
+        return 0
     result = run_benchmark(quick=args.quick, out=args.out, include_end_to_end=args.end_to_end,
                            params_file=args.params)
     print(format_report(result), flush=True)

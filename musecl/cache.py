@@ -56,22 +56,29 @@ class Cache:
         return (self.path(stage, key) / DONE).exists()
 
     def get_or_compute(self, stage: str, key: dict, compute: Callable[[Path], None]) -> Path:
-        """Return the folder of ``stage`` for ``key``; run ``compute(folder)`` first if absent."""
+        """Return the folder of ``stage`` for ``key``; run ``compute(folder)`` first if absent.
+
+        Under ``torchrun`` every process computes (training needs them all), the first process
+        decides whether the folder exists and alone moves its result into place."""
+        from musecl import distributed as ddp
+
         final = self.path(stage, key)
-        if (final / DONE).exists():
+        if ddp.gather((final / DONE).exists())[0]:  # one decision for all processes
             return final
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
         try:
             compute(tmp)
-            (tmp / DONE).write_text(json.dumps({"stage": stage, "key": key}, indent=2, sort_keys=True,
-                                               default=str))
-            if final.exists():  # an incomplete folder from an older layout
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            if ddp.is_main():
+                (tmp / DONE).write_text(json.dumps({"stage": stage, "key": key}, indent=2, sort_keys=True,
+                                                   default=str))
+                if final.exists():  # an incomplete folder from an older layout
+                    shutil.rmtree(final)
+                os.replace(tmp, final)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+        ddp.barrier()
         return final
 
 

@@ -81,6 +81,25 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_encoders(args: argparse.Namespace) -> int:
+    from musecl import distributed as ddp
+    from musecl.config import RunConfig
+    from musecl.runner import train_encoders
+
+    config = RunConfig.from_yaml(args.params, device=args.device)
+    try:
+        stages = train_encoders(args.city, config, args.cache or args.out / "cache", kinds=args.kinds)
+        if ddp.is_main():
+            for kind, folder in stages.items():
+                print(f"{kind} encoder: {folder}")
+    finally:
+        if ddp.active():
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="musecl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -117,6 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", type=Path, default=None, help="cache folder (default: OUT/cache)")
     p.add_argument("--device", default=None, help="cpu or cuda (overrides the params file)")
     p.set_defaults(func=_run)
+
+    p = sub.add_parser("train-encoders", help="train MuseCL's image encoders into the cache; under torchrun, "
+                                              "in every process it starts (see train_processes)")
+    p.add_argument("city", help="a city folder or a named data set")
+    p.add_argument("--out", type=Path, required=True, help="the folder `musecl run --out` will use")
+    p.add_argument("--params", type=Path, default=None)
+    p.add_argument("--kinds", nargs="+", default=["satellite", "streetview"], choices=["satellite", "streetview"])
+    p.add_argument("--cache", type=Path, default=None, help="cache folder (default: OUT/cache)")
+    p.add_argument("--device", default=None, help="cpu, cuda or auto (overrides the params file)")
+    p.set_defaults(func=_train_encoders)
 
     from musecl import bench
 

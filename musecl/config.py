@@ -11,6 +11,9 @@ from pathlib import Path
 import yaml
 
 
+IMAGE_STORES = ("memory", "shards")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Every setting of a MuseCL run. Defaults are the paper's / official code's where they exist."""
@@ -37,6 +40,10 @@ class RunConfig:
     lr: float = 5e-4
     encoder_patience: int | None = None
     amp: str = "off"  # image encoders' mixed precision: "off", "bf16", "fp16" (GPU), "auto" (what pays here)
+    # where decoded images live: "memory" (one .pt cache, loaded whole) or "shards" (.npy shards
+    # that stream from disk, for cities whose images do not fit in memory); same numbers either way
+    image_store: str = "memory"
+    train_processes: int = 1  # >1: image encoders trained by that many torchrun processes (musecl train-encoders)
     val_fraction: float = 0.1
     # POI text (eq. 7)
     text_epochs: int = 5
@@ -60,6 +67,9 @@ class RunConfig:
         for name in ("seeds", "splits"):
             value = getattr(self, name)
             object.__setattr__(self, name, tuple(value) if isinstance(value, (list, tuple)) else (value,))
+        if self.image_store not in IMAGE_STORES:
+            raise ValueError(f"image_store must be one of {IMAGE_STORES} (\"shards\" for images that do not fit "
+                             f"in memory); got {self.image_store!r}")
 
     @classmethod
     def keys(cls) -> list[str]:

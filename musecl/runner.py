@@ -7,6 +7,7 @@ exact settings) and ``run.json`` (versions, weights used, timings).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -71,6 +72,11 @@ def run(city: str | os.PathLike | City, out_dir: str | os.PathLike, config: RunC
     from musecl.methods import make_method
     from musecl.plotting import plot_map, plot_predicted_vs_true
 
+    from musecl import distributed as ddp
+
+    if ddp.launched_world_size() > 1:
+        raise RuntimeError("musecl run works in one process. Under torchrun, train the image encoders with "
+                           "`musecl train-encoders` (same params); then `musecl run` (no torchrun) reuses them")
     config = config or RunConfig()
     methods = expand_methods(methods)
     out = Path(out_dir)
@@ -119,6 +125,31 @@ def run(city: str | os.PathLike | City, out_dir: str | os.PathLike, config: RunC
         table.to_csv(handle, index=False)
     atomic_save_json(out / "run.json", run_info(city, config, timings))
     return table
+
+
+def train_encoders(city: str | os.PathLike | City, config: RunConfig, cache_dir: str | os.PathLike,
+                   kinds: Sequence[str] = ("satellite", "streetview"), triplets: str = "similarity",
+                   progress: bool = True) -> dict[str, Path]:
+    """Train MuseCL's image encoders (the costly stages) into the cache, in this process or, under
+    ``torchrun``, in every process it started (one per GPU): ``config.train_processes`` must say how
+    many, since that changes the weights and so the cache key. ``musecl run`` with the same settings
+    and cache then reuses them. Returns the stage folder of each kind."""
+    from musecl import distributed as ddp
+    from musecl.cache import Cache
+    from musecl.methods.multisemantic import image_stage
+
+    device = ddp.init_from_env(config.device)
+    if ddp.world_size() != config.train_processes:
+        raise ValueError(f"{ddp.world_size()} process(es) were started but the settings say train_processes: "
+                         f"{config.train_processes}; make them agree (it is part of the cache key)")
+    if ddp.is_main():  # a named city is written once, then read by every process
+        resolve_city(city)
+    ddp.barrier()
+    city = resolve_city(city)
+    config = dataclasses.replace(config, device=str(device))
+    cache = Cache(cache_dir)
+    return {kind: image_stage(city, config, kind, cache, progress=progress and ddp.is_main(), triplets=triplets)
+            for kind in kinds}
 
 
 EVALUATION_VERSION = 1  # bump when the probes or splits change: old cached scores are then ignored

@@ -20,6 +20,14 @@ checkpointing, early stopping, seeding and speed reporting live in one place.
   history and the RNG states of torch, numpy, python and the data generator. ``resume=True``
   continues from it and ends with exactly the weights of an uninterrupted run (same device, same
   thread count).
+* **Several processes** (``torchrun``, see :mod:`musecl.distributed`). Inside a process group the
+  model is wrapped in DistributedDataParallel; every process draws the same item order from the
+  shared data generator and trains on its share (``batch_size`` items per process and step, so
+  the global batch is ``batch_size`` x processes); image choice and augmentation come from a
+  second generator per process. Loss sums, image counts and validation losses are summed over
+  processes, so every process logs the same history and takes the same early-stopping decision;
+  only the first process writes the checkpoint, which holds every process's RNG states and
+  resumes exactly with the same number of processes.
 
 This module knows only torch (and numpy for RNG state); models and data sets come from above.
 """
@@ -38,6 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from musecl import distributed as ddp
 from musecl.io import atomic_save_bytes
 
 
@@ -125,7 +134,11 @@ def _progress_bar():
 
 
 def _to_device(batch, device: torch.device):
+    """Move a batch; to a GPU through pinned (page-locked) memory, so the copy runs
+    asynchronously while the GPU still works on the previous step."""
     if isinstance(batch, torch.Tensor):
+        if device.type == "cuda" and batch.device.type == "cpu":
+            batch = batch.pin_memory()
         return batch.to(device, non_blocking=True)
     if isinstance(batch, (tuple, list)):
         return type(batch)(_to_device(b, device) for b in batch)
@@ -143,6 +156,19 @@ def _count_images(batch) -> int:
     if isinstance(batch, dict) and batch:
         return _count_images(next(iter(batch.values())))
     return 0
+
+
+def _sum_over_processes(sums: dict[str, torch.Tensor], items: int, images: int,
+                        device: torch.device) -> tuple[dict[str, torch.Tensor], int, int]:
+    """Loss sums and counts added up over the processes of a group (unchanged in one process)."""
+    if not ddp.active():
+        return sums, items, images
+    keys = sorted(sums)  # the same order on every process
+    packed = torch.stack([sums[k].double().reshape(()) for k in keys]
+                         + [torch.tensor(float(items), dtype=torch.float64, device=device),
+                            torch.tensor(float(images), dtype=torch.float64, device=device)])
+    ddp.all_reduce_sum(packed)
+    return dict(zip(keys, packed[:-2])), int(packed[-2]), int(packed[-1])
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -301,6 +327,10 @@ class Trainer:
         self.history: list[dict] = []
         self.optimizer = self.scheduler = None
 
+    @property
+    def _show_progress(self) -> bool:
+        return self.progress and ddp.is_main()  # one bar, not one per process
+
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                               enabled=self.amp_dtype is not None)
@@ -312,24 +342,25 @@ class Trainer:
     # -- one epoch ---------------------------------------------------------------------
 
     def _batches(self, n: int, generator: torch.Generator) -> list[torch.Tensor]:
-        order = torch.randperm(n, generator=generator)
+        order = ddp.shard(torch.randperm(n, generator=generator))  # this process's share
         batches = list(order.split(self.batch_size))
         if self.drop_last and len(batches) > 1 and len(batches[-1]) < self.batch_size:
             batches.pop()
         return batches
 
-    def _train_epoch(self, data: BatchDataset, generator: torch.Generator, epoch: int, tqdm) -> dict:
-        self.model.train()
+    def _train_epoch(self, net: nn.Module, data: BatchDataset, generator: torch.Generator,
+                     batch_generator: torch.Generator, epoch: int, tqdm) -> dict:
+        net.train()
         sums: dict[str, torch.Tensor] = {}
         items = images = 0
         batches = self._batches(len(data), generator)
-        bar = tqdm(batches, desc=f"epoch {epoch}/{self.epochs}", leave=False, disable=not self.progress,
+        bar = tqdm(batches, desc=f"epoch {epoch}/{self.epochs}", leave=False, disable=not self._show_progress,
                    unit="batch")
         start = time.perf_counter()
         for step, idx in enumerate(bar):
-            batch = _to_device(data.get_batch(idx, generator), self.device)
+            batch = _to_device(data.get_batch(idx, batch_generator), self.device)
             with self._autocast():
-                parts = self.loss_fn(self.model, batch)
+                parts = self.loss_fn(net, batch)
             loss = parts["loss"]
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:  # fp16: scale the loss so small gradients do not underflow
@@ -345,12 +376,13 @@ class Trainer:
                 sums[key] = sums[key] + v if key in sums else v
             items += k
             images += _count_images(batch)
-            if self.progress and step % 10 == 0:
+            if self._show_progress and step % 10 == 0:
                 bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - start
         bar.close()
+        sums, items, images = _sum_over_processes(sums, items, images, self.device)
         row = {f"train_{k}": float(v) / max(items, 1) for k, v in sums.items()}
         if not math.isfinite(row.get("train_loss", 0.0)):
             raise FloatingPointError(f"the training loss became {row['train_loss']} in epoch {epoch}; lower the "
@@ -367,18 +399,21 @@ class Trainer:
         data = as_batch_dataset(data)
         was_training = self.model.training
         self.model.eval()
-        generator = torch.Generator().manual_seed(self.seed + 1 if seed is None else seed)
-        sums: dict[str, float] = {}
+        generator = torch.Generator().manual_seed((self.seed + 1 if seed is None else seed) + 7919 * ddp.rank())
+        sums: dict[str, torch.Tensor] = {}
         items = 0
-        for idx in torch.arange(len(data)).split(self.batch_size):
+        mine = torch.arange(len(data))[ddp.rank()::ddp.world_size()]  # each process scores its share
+        for idx in mine.split(self.batch_size):
             batch = _to_device(data.get_batch(idx, generator), self.device)
             with self._autocast():
                 parts = self.loss_fn(self.model, batch)
             for key, value in parts.items():
-                sums[key] = sums.get(key, 0.0) + float(value) * len(idx)
+                v = value.detach().double() * len(idx)
+                sums[key] = sums[key] + v if key in sums else v
             items += len(idx)
         self.model.train(was_training)
-        return {k: v / max(items, 1) for k, v in sums.items()}
+        sums, items, _ = _sum_over_processes(sums, items, 0, self.device)
+        return {k: float(v) / max(items, 1) for k, v in sums.items()}
 
     # -- checkpoints -------------------------------------------------------------------
 
@@ -386,10 +421,18 @@ class Trainer:
         """Settings a resumed run must share with the run that wrote the checkpoint."""
         return {"n_train": n_train, "n_val": n_val, "batch_size": self.batch_size, "seed": self.seed,
                 "lr": self.lr, "lr_step": self.lr_step, "lr_gamma": self.lr_gamma,
-                "drop_last": self.drop_last, "amp": str(self.amp_dtype), "n_parameters": sum(p.numel() for p in self.model.parameters())}
+                "drop_last": self.drop_last, "amp": str(self.amp_dtype),
+                "n_parameters": sum(p.numel() for p in self.model.parameters()),
+                **({"processes": ddp.world_size()} if ddp.world_size() > 1 else {})}
 
-    def _save_checkpoint(self, state: _State, fingerprint: dict, generator: torch.Generator) -> None:
+    def _save_checkpoint(self, state: _State, fingerprint: dict, generator: torch.Generator,
+                         batch_generator: torch.Generator) -> None:
         if self.checkpoint_path is None:
+            return
+        cuda = self.device.type == "cuda"
+        per_process = ddp.gather(_rng_state(batch_generator, cuda)) if ddp.active() else None
+        if not ddp.is_main():
+            ddp.barrier()  # wait until the first process has written it
             return
         payload = {
             "format": CHECKPOINT_FORMAT,
@@ -404,17 +447,21 @@ class Trainer:
             "stopped_early": state.stopped_early,
             "history": list(self.history),
             "fingerprint": fingerprint,
-            "rng": _rng_state(generator, self.device.type == "cuda"),
+            "rng": _rng_state(generator, cuda),
+            "rng_per_process": per_process,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
         }
         buffer = io.BytesIO()
         torch.save(payload, buffer)
         atomic_save_bytes(self.checkpoint_path, buffer.getvalue())
+        ddp.barrier()
 
-    def _load_checkpoint(self, fingerprint: dict, generator: torch.Generator) -> _State:
+    def _load_checkpoint(self, fingerprint: dict, generator: torch.Generator,
+                         batch_generator: torch.Generator) -> _State:
         ckpt = load_checkpoint(self.checkpoint_path)
         saved = ckpt.get("fingerprint", {})
-        diff = {k: (saved.get(k), v) for k, v in fingerprint.items() if saved.get(k) != v}
+        diff = {k: (saved.get(k), fingerprint.get(k)) for k in sorted({*saved, *fingerprint})
+                if saved.get(k) != fingerprint.get(k)}
         if diff:
             text = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
             raise ValueError(f"cannot resume from {self.checkpoint_path}: it was written by a different run "
@@ -423,6 +470,8 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         _set_rng_state(ckpt["rng"], generator)
+        if ckpt.get("rng_per_process"):  # this process's own draws (and its global RNGs)
+            _set_rng_state(ckpt["rng_per_process"][ddp.rank()], batch_generator)
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.history = list(ckpt["history"])
@@ -443,27 +492,31 @@ class Trainer:
                              "(e.g. from split_indices) or set patience=None")
         restore_best = (val is not None) if self.restore_best is None else self.restore_best
         self.model.to(self.device)
+        net = ddp.wrap(self.model, self.device)  # what trains; self.model stays the plain module
         self.optimizer = self.optimizer_factory(self.model.parameters())
         self.scheduler = self.scheduler_factory(self.optimizer)
-        generator = torch.Generator().manual_seed(self.seed)
+        generator = torch.Generator().manual_seed(self.seed)  # the item order: the same on every process
+        # one process: the same generator draws images and augmentations; several: one per process
+        batch_generator = (generator if ddp.world_size() == 1
+                           else torch.Generator().manual_seed(self.seed + 1_000_003 * ddp.rank()))
         fingerprint = self._fingerprint(len(train), 0 if val is None else len(val))
 
         if self.resume and self.checkpoint_path.exists():
-            state = self._load_checkpoint(fingerprint, generator)
+            state = self._load_checkpoint(fingerprint, generator, batch_generator)
         else:
-            seed_everything(self.seed)
+            seed_everything(self.seed + ddp.rank())
             state = _State()
             self.history = []
 
         tqdm = _progress_bar()
-        epochs = tqdm(range(state.epoch + 1, self.epochs + 1), desc="training", disable=not self.progress,
+        epochs = tqdm(range(state.epoch + 1, self.epochs + 1), desc="training", disable=not self._show_progress,
                       unit="epoch", initial=state.epoch, total=self.epochs)
         for epoch in epochs:
             if state.stopped_early:
                 break
             t0 = time.perf_counter()
             lr = float(self.optimizer.param_groups[0]["lr"])
-            row = {"epoch": epoch, "lr": lr, **self._train_epoch(train, generator, epoch, tqdm)}
+            row = {"epoch": epoch, "lr": lr, **self._train_epoch(net, train, generator, batch_generator, epoch, tqdm)}
             self.scheduler.step()
             if val is not None:
                 row.update({f"val_{k}": v for k, v in self.evaluate(val).items()})
@@ -476,8 +529,8 @@ class Trainer:
             row["seconds"] = time.perf_counter() - t0
             self.history.append(row)
             state.epoch = epoch
-            self._save_checkpoint(state, fingerprint, generator)
-            if self.progress:
+            self._save_checkpoint(state, fingerprint, generator, batch_generator)
+            if self._show_progress:
                 epochs.set_postfix({k: f"{row[k]:.4f}" for k in ("train_loss", "val_loss") if k in row})
         epochs.close()
         if restore_best and state.best_state is not None:

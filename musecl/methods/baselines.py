@@ -41,8 +41,8 @@ from musecl.city import SATELLITE, STREETVIEW, City
 from musecl.config import RunConfig
 from musecl.io import atomic_save_json
 from musecl.methods.base import RegionEmbedder, register
-from musecl.methods.multisemantic import (EMBEDDINGS_CSV, HISTORY_CSV, TRIPLET_SOURCES, image_stage,
-                                          sampler_for, text_stage)
+from musecl.methods.multisemantic import (EMBEDDINGS_CSV, HISTORY_CSV, TRIPLET_SOURCES, city_image_store,
+                                          image_stage, sampler_for, text_stage)
 
 FEATURES_FORMAT = 1  # bump when the feature extraction below changes: old cache entries are ignored
 # share of the squared distance given to location in PG-SimCL's pairing; the image stage's cache
@@ -114,14 +114,6 @@ TRIPLET_SOURCES["pg"] = pg_triplet_source
 # feature stages without contrastive training
 
 
-def _image_store(city: City, kind: str, size: int, cache, progress: bool, fingerprint: str):
-    from musecl.encoders.image import ImageStore
-
-    # the same file name as image_stage's, so MuseCL and the baselines decode a city once per size
-    return ImageStore.from_city(city, kind, size, progress=progress,
-                                cache=cache.root / "images" / f"{kind}-{size}-{fingerprint}.pt")
-
-
 def backbone_stage(city: City, cfg: RunConfig, kind: str, arch: str, size: int, cache,
                    progress: bool = True) -> Path:
     """Features of a torchvision backbone with its classifier removed (fc -> Identity), without
@@ -134,16 +126,19 @@ def backbone_stage(city: City, cfg: RunConfig, kind: str, arch: str, size: int, 
     from torch import nn
 
     from musecl.encoders.image import build_encoder, embed_regions
+    from musecl.training import resolve_device
 
     fingerprint = city_fingerprint(city)
     key = {"city": fingerprint, "kind": kind, "arch": arch, "image_size": int(size), "weights": cfg.weights,
-           "seed": cfg.seed, "format": FEATURES_FORMAT}
+           "seed": cfg.seed, "format": FEATURES_FORMAT, **_amp_key(cfg.amp, cfg.device)}
 
     def compute(folder: Path) -> None:
-        store = _image_store(city, kind, size, cache, progress, fingerprint)
+        # image_stage's cache entry, so MuseCL and the baselines decode a city once per size
+        store = city_image_store(city, kind, size, cache, progress, cfg.image_store, fingerprint)
         encoder = build_encoder(arch, cfg.embedding_dim, cfg.weights, seed=cfg.seed)
         encoder.net.fc = nn.Identity()  # the pooled backbone features (512 / 2048-d)
-        table = embed_regions(encoder, store, region_ids=city.region_ids, progress=progress)
+        table = embed_regions(encoder.to(resolve_device(cfg.device)), store, region_ids=city.region_ids,
+                              progress=progress, amp=cfg.amp)
         save_table(table, folder / EMBEDDINGS_CSV)
         (folder / CONFIG_JSON).write_text(json.dumps(
             {"arch": arch, "kind": kind, "image_size": int(size), "dim": table.shape[1],
@@ -202,7 +197,17 @@ def _pooled_features_module(net, image_size: int):
     return PooledFeatures().eval()
 
 
-def efficientnet_stage(city: City, kind: str, image_size: int, cache, progress: bool = True) -> Path:
+def _amp_key(amp: str, device: str) -> dict:
+    """The cache-key entry of features computed under autocast (none at full precision, so
+    older float32 entries keep their keys)."""
+    from musecl.training import amp_dtype, resolve_device
+
+    precision = amp_dtype(amp, resolve_device(device))
+    return {} if precision is None else {"amp": str(precision)}
+
+
+def efficientnet_stage(city: City, kind: str, image_size: int, cache, progress: bool = True,
+                       image_store: str = "memory", amp: str = "off", device: str = "cpu") -> Path:
     """Global-pooled penultimate features (1280-d) of EfficientNet-Lite0 with ImageNet weights.
 
     Images are decoded at ``image_size`` (PIL bilinear) and normalised with the ImageNet mean and
@@ -210,16 +215,17 @@ def efficientnet_stage(city: City, kind: str, image_size: int, cache, progress: 
     ImageNet-normalised inputs, not TensorFlow's (x - 127) / 128).
     """
     from musecl.encoders.image import embed_regions
+    from musecl.training import resolve_device
 
     fingerprint = city_fingerprint(city)
     key = {"city": fingerprint, "kind": kind, "model": "efficientnet-lite0", "image_size": int(image_size),
-           "format": FEATURES_FORMAT}
+           "format": FEATURES_FORMAT, **_amp_key(amp, device)}
 
     def compute(folder: Path) -> None:
         net, path = efficientnet_lite0(image_size)
-        store = _image_store(city, kind, image_size, cache, progress, fingerprint)
-        table = embed_regions(_pooled_features_module(net, image_size), store, batch_size=32,
-                              region_ids=city.region_ids, progress=progress)
+        store = city_image_store(city, kind, image_size, cache, progress, image_store, fingerprint)
+        table = embed_regions(_pooled_features_module(net, image_size).to(resolve_device(device)), store,
+                              batch_size=32, region_ids=city.region_ids, progress=progress, amp=amp)
         save_table(table, folder / EMBEDDINGS_CSV)
         (folder / CONFIG_JSON).write_text(json.dumps(
             {"arch": "efficientnet-lite0", "kind": kind, "image_size": int(image_size), "dim": table.shape[1],
@@ -388,7 +394,8 @@ class EfficientNetLite0Features(StageBaseline):
     input_size = 96
 
     def fit_stages(self, city: City) -> dict[str, Path]:
-        return {kind: efficientnet_stage(city, kind, self.input_size, self.cache, self.progress)
+        return {kind: efficientnet_stage(city, kind, self.input_size, self.cache, self.progress,
+                                         self.config.image_store, self.config.amp, self.config.device)
                 for kind in (SATELLITE, STREETVIEW)}
 
     def _extra_config(self) -> dict:

@@ -62,6 +62,28 @@ def similarity_triplets(city: City, cfg: RunConfig, kind: str, regions: list[str
 TRIPLET_SOURCES = {"similarity": similarity_triplets}  # baselines register theirs (e.g. "geographic")
 
 
+def city_image_store(city: City, kind: str, size: int, cache, progress: bool = True,
+                     image_store: str = "memory", fingerprint: str | None = None):
+    """The city's decoded ``kind`` images at ``size`` px, cached once per city, kind and size for
+    MuseCL's image stage and the baselines alike: ``images/{kind}-{size}-{fingerprint}.pt``
+    (loaded into memory) or, with ``image_store="shards"`` (cities whose images do not fit in
+    memory), the folder ``images/{kind}-{size}-{fingerprint}-shards/`` that streams from disk."""
+    from musecl import distributed as ddp
+    from musecl.encoders.image import ImageStore
+
+    name = f"{kind}-{int(size)}-{fingerprint or city_fingerprint(city)}"
+    if image_store not in ("memory", "shards"):
+        raise ValueError(f"image_store must be 'memory' or 'shards'; got {image_store!r}")
+    where = ({"shards": cache.root / "images" / f"{name}-shards"} if image_store == "shards"
+             else {"cache": cache.root / "images" / f"{name}.pt"})
+    if not ddp.is_main():  # under torchrun the first process decodes, the others then read its files
+        ddp.barrier()
+        return ImageStore.from_city(city, kind, size, progress=False, **where)
+    store = ImageStore.from_city(city, kind, size, progress=progress, **where)
+    ddp.barrier()
+    return store
+
+
 def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = True,
                 triplets: str = "similarity") -> Path:
     """Train the satellite or street-view encoder on triplets; embed every region.
@@ -73,9 +95,11 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
     ``embeddings.csv`` (NaN rows for regions without such images). Training checkpoints every
     epoch under ``<cache>/checkpoints``, so an interrupted run resumes where it stopped.
     """
-    from musecl.encoders.image import (ImageStore, ImageTrainingConfig, build_encoder, embed_regions,
-                                       save_encoder, train_image_encoder)
+    from musecl.encoders.image import (ImageTrainingConfig, build_encoder, embed_regions, save_encoder,
+                                       train_image_encoder)
+    from musecl import distributed as ddp
     from musecl.training import amp_dtype, resolve_device
+
     if triplets not in TRIPLET_SOURCES:
         raise ValueError(f"unknown triplet source {triplets!r}; known: {sorted(TRIPLET_SOURCES)}")
     fingerprint = city_fingerprint(city)
@@ -83,11 +107,20 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
     precision = amp_dtype(cfg.amp, resolve_device(cfg.device))
     if precision is not None:  # mixed precision changes the numbers (full precision keeps its old keys)
         key["amp"] = str(precision)  # resolved: "auto" gives different numbers on different hardware
+        key["amp_embedding"] = True  # the regions are embedded under autocast too
+    if cfg.train_processes > 1:  # several processes train on other batches: other weights
+        key["train_processes"] = cfg.train_processes
     s = image_settings(cfg, kind)
 
     def compute(folder: Path) -> None:
-        store = ImageStore.from_city(city, kind, s["image_size"], progress=progress,
-                                     cache=cache.root / "images" / f"{kind}-{s['image_size']}-{fingerprint}.pt")
+        if ddp.world_size() != cfg.train_processes:
+            raise RuntimeError(
+                f"the {kind} encoder is set to train in {cfg.train_processes} process(es) (train_processes) "
+                f"and is not in the cache {cache.root}; this is {ddp.world_size()}. Train it with "
+                f"`torchrun --nproc_per_node={cfg.train_processes} -m musecl.cli train-encoders CITY "
+                "--params PARAMS --out OUT`, then rerun with the same settings, or set train_processes to "
+                f"{ddp.world_size()}")
+        store = city_image_store(city, kind, s["image_size"], cache, progress, cfg.image_store, fingerprint)
         drawn = TRIPLET_SOURCES[triplets](city, cfg, kind, list(store.region_ids))
         drawn.to_frame().to_csv(folder / TRIPLETS_CSV, index=False)
         encoder = build_encoder(s["arch"], cfg.embedding_dim, cfg.weights, seed=cfg.seed)
@@ -99,7 +132,7 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
         encoder, history = train_image_encoder(encoder, store, drawn, training)
         save_encoder(encoder, folder / "encoder")
         history.to_csv(folder / HISTORY_CSV, index=False)
-        save_table(embed_regions(encoder, store, region_ids=city.region_ids, progress=progress),
+        save_table(embed_regions(encoder, store, region_ids=city.region_ids, progress=progress, amp=cfg.amp),
                    folder / EMBEDDINGS_CSV)
 
     stage = f"encoder-{kind}" if triplets == "similarity" else f"encoder-{kind}-{triplets}"
