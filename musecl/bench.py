@@ -257,7 +257,7 @@ def bench_encoder(kind: str, arch: str, input_size: int, batch_size: int, steps:
     if warmup:
         raw_step_throughput(encoder, objective, fixed, warmup, precision=precision)  # allocator, kernel caches
     config = ImageTrainingConfig(loss=loss, epochs=1, batch_size=batch_size, val_fraction=0.0, seed=seed,
-                                 progress=False, device=str(device), amp=amp)
+                                 progress=False, device=str(device), amp=amp, store_on_device=store_on_device)
     loop, raw = [], []
     for _ in range(repeats):
         raw.append(raw_step_throughput(encoder, objective, fixed, steps, precision=precision))
@@ -294,6 +294,35 @@ def loop_and_bare_speed(store, triplets, arch: str, batch_size: int, loss: str =
                      steps=raw_steps, warmup=2, device=device)
     loop = float(timing["images_per_s"].iloc[-1])
     return {"loop_images_per_s": loop, "raw_images_per_s": raw, "ratio": throughput_ratio(loop, raw)}
+
+
+def bench_compile(arch: str = "resnet18", input_size: int = 224, batch_size: int = 32, device: str = "cuda",
+                  amp: str = "bf16", channels_last: bool = True, steps: int = 20, seed: int = 0) -> dict:
+    """Does ``torch.compile`` pay? The bare training step eager and compiled (same model, batch,
+    precision), and the seconds the first compiled steps took (compilation)."""
+    from musecl.encoders.image import TripletObjective, build_encoder
+    from musecl.training import amp_dtype, resolve_device
+
+    device = resolve_device(device)
+    precision = amp_dtype(amp, device)
+    objective = TripletObjective("cosine")
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (3 * batch_size, 3, input_size, input_size), dtype=torch.uint8,
+                           generator=g).to(device)
+    eager = build_encoder(arch, 128, "random", seed=seed, channels_last=channels_last).to(device)
+    raw_step_throughput(eager, objective, images, 3, precision=precision)
+    eager_rate = raw_step_throughput(eager, objective, images, steps, precision=precision)
+    compiled = torch.compile(build_encoder(arch, 128, "random", seed=seed, channels_last=channels_last).to(device))
+    start = time.perf_counter()
+    raw_step_throughput(compiled, objective, images, 3, precision=precision)
+    compile_seconds = time.perf_counter() - start
+    compiled_rate = raw_step_throughput(compiled, objective, images, steps, precision=precision)
+    return {"arch": arch, "input_size": int(input_size), "batch_triplets": int(batch_size), "device": str(device),
+            "amp": str(precision) if precision is not None else "off", "channels_last": bool(channels_last),
+            "eager_images_per_s": eager_rate, "compiled_images_per_s": compiled_rate,
+            "speedup": compiled_rate / eager_rate, "compile_seconds": compile_seconds,
+            "images_to_repay_compilation": (compile_seconds / (1 / eager_rate - 1 / compiled_rate)
+                                            if compiled_rate > eager_rate else None)}
 
 
 PAPER_ENCODERS = ((SATELLITE, "resnet18", 224, 32), (STREETVIEW, "inception_v3", 299, 16))

@@ -336,3 +336,11 @@ def test_resnet18_trains_on_small_images():
     assert enc.training_config["n_triplets"] == 8 and not enc.training
     with pytest.raises(ValueError, match="unknown training setting"):
         train_image_encoder(enc, store, toy_triplets(labels, 8), {"epoch": 1})
+
+
+def test_on_the_cpu_training_leaves_the_store_where_it_is():
+    from musecl.encoders.image import ImageStore, ImageTrainingConfig, _store_for_training
+
+    store = ImageStore(torch.zeros((2, 3, 8, 8), dtype=torch.uint8), ["a", "b"], [1, 1])
+    assert _store_for_training(store, ImageTrainingConfig(device="cpu")) is store
+    assert _store_for_training(store, ImageTrainingConfig(device="cpu", store_on_device=True)) is store

@@ -114,3 +114,12 @@ def test_two_processes_on_one_gpu_train_like_one_with_twice_the_batch(tmp_path):
     for name, value in single.state_dict().items():
         assert torch.equal(ranks[0][name], ranks[1][name])
         torch.testing.assert_close(ranks[0][name], value.cpu(), atol=1e-5, rtol=1e-4)
+
+
+def test_training_puts_the_images_on_the_gpu_when_they_fit():
+    from musecl.encoders.image import _store_for_training
+
+    store = _store()
+    assert _store_for_training(store, ImageTrainingConfig(device="cuda")).device.type == "cuda"
+    assert _store_for_training(store, ImageTrainingConfig(device="cuda", store_on_device=False)) is store
+    assert _store_for_training(store, ImageTrainingConfig(device="cpu")) is store

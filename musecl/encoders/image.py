@@ -778,6 +778,7 @@ class ImageTrainingConfig:
     resume: bool = False
     progress: bool = True
     amp: str = "off"  # mixed precision, see musecl.training.Trainer
+    store_on_device: bool | None = None  # GPU: images on the GPU (None: when they fit, see _store_for_training)
 
     @classmethod
     def official(cls, kind: str, **overrides) -> "ImageTrainingConfig":
@@ -802,6 +803,28 @@ def _as_training_config(config) -> ImageTrainingConfig:
     raise TypeError(f"config must be an ImageTrainingConfig, a dict or None; got {type(config).__name__}")
 
 
+GPU_STORE_SHARE = 0.25  # at most this share of the free GPU memory goes to images (the rest: training)
+
+
+def _store_for_training(store: ImageStore, cfg: ImageTrainingConfig) -> ImageStore:
+    """On a GPU, the images go to the GPU when they fit (``store_on_device`` None: they take at most
+    ``GPU_STORE_SHARE`` of the free memory), so batches are drawn and augmented there and nothing
+    crosses PCIe per step; measured on an H200, ResNet-18 @224 trained at 0.93 of the bare step
+    this way against 0.65-0.75 when each batch was copied from host memory."""
+    from musecl.training import resolve_device
+
+    device = resolve_device(cfg.device)
+    if device.type != "cuda" or cfg.store_on_device is False or store.device == device:
+        return store
+    if cfg.store_on_device is None:
+        if store.is_sharded:
+            return store  # streams from disk: it does not fit in memory by design
+        free, _ = torch.cuda.mem_get_info(device)
+        if store.images.numel() > GPU_STORE_SHARE * free:
+            return store
+    return store.to(device)
+
+
 def train_image_encoder(encoder: ImageEncoder, store: ImageStore, triplets,
                         config: ImageTrainingConfig | dict | None = None) -> tuple[ImageEncoder, pd.DataFrame]:
     """Train ``encoder`` on triplets of ``store``'s regions (eq. 5-6 or the official loss).
@@ -810,7 +833,7 @@ def train_image_encoder(encoder: ImageEncoder, store: ImageStore, triplets,
     table (one row per epoch, see :class:`musecl.training.Trainer`).
     """
     cfg = _as_training_config(config)
-    data = TripletImageDataset(store, triplets, augment=cfg.augment, seed=cfg.seed)
+    data = TripletImageDataset(_store_for_training(store, cfg), triplets, augment=cfg.augment, seed=cfg.seed)
     if len(data) < 1:
         raise ValueError("no triplets to train on")
     val = None
