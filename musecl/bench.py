@@ -329,14 +329,17 @@ PAPER_ENCODERS = ((SATELLITE, "resnet18", 224, 32), (STREETVIEW, "inception_v3",
 
 
 def bench_accelerator(device: str = "cuda", encoders=PAPER_ENCODERS, amps: Sequence[str] = ("off", "bf16", "fp16"),
-                      steps: int = 10, repeats: int = 3, warmup: int = 3, progress: bool = True) -> dict:
+                      steps: int = 10, repeats: int = 3, warmup: int = 3, larger_batch: int = 4,
+                      compile: bool = False, progress: bool = True) -> dict:
     """The encoders at the paper's input sizes on a GPU: loop vs bare step for each precision,
-    with the images on the host (copied per batch through pinned memory) and on the GPU, and
-    channels_last under the fastest precision. What the scaling appendix's plan is measured with."""
+    with the images on the host (copied per batch through pinned memory) and on the GPU; then,
+    under the fastest of those, channels_last, and a ``larger_batch`` times larger batch; with
+    ``compile``, :func:`bench_compile` under the fastest setting. What the scaling appendix's plan
+    is measured with."""
     from musecl.training import resolve_device
 
     device = resolve_device(device)
-    rows = []
+    rows, compiled = [], []
     for kind, arch, size, batch in encoders:
         settings = [(amp, False, False) for amp in amps] + [(amp, True, False) for amp in amps]
         for amp, on_device, channels_last in settings:
@@ -347,10 +350,16 @@ def bench_accelerator(device: str = "cuda", encoders=PAPER_ENCODERS, amps: Seque
                                       store_on_device=on_device, channels_last=channels_last))
         best = max((r for r in rows if r["kind"] == kind), key=lambda r: r["loop_images_per_s"])
         best_amp = "off" if best["amp"] == "off" else {"torch.bfloat16": "bf16", "torch.float16": "fp16"}[best["amp"]]
+        on_device = best["store"] == "device"
         rows.append(bench_encoder(kind, arch, size, batch, steps, repeats, warmup, device=str(device), amp=best_amp,
-                                  store_on_device=best["store"] == "device", channels_last=True))
+                                  store_on_device=on_device, channels_last=True))
+        if larger_batch > 1:
+            rows.append(bench_encoder(kind, arch, size, batch * larger_batch, steps, repeats, warmup,
+                                      device=str(device), amp=best_amp, store_on_device=on_device, channels_last=True))
+        if compile:
+            compiled.append(bench_compile(arch, size, batch, str(device), best_amp, channels_last=True))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-    return {"device": str(device), "device_name": name, "rows": rows,
+    return {"device": str(device), "device_name": name, "rows": rows, "compile": compiled,
             "fastest": {kind: max((r for r in rows if r["kind"] == kind), key=lambda r: r["loop_images_per_s"])
                         for kind, _, _, _ in encoders}}
 
@@ -644,6 +653,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="skip timing `musecl run` on the toy city")
     parser.add_argument("--params", type=Path, default=None,
                         help="settings of the end-to-end run (default params/ci.yaml; quick: params/smoke.yaml)")
+    parser.add_argument("--compile", action="store_true", help="with --device cuda: also time torch.compile")
     parser.add_argument("--device", default="cpu",
                         help="cuda: measure only the encoders at the paper's sizes on the GPU (precision, "
                              "images on host or device, channels_last)")
@@ -653,7 +663,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def command(args: argparse.Namespace) -> int:
     if args.device != "cpu":
-        result = {"machine": machine_info(), "accelerator": bench_accelerator(args.device, steps=5 if args.quick else 10)}
+        result = {"machine": machine_info(),
+                  "accelerator": bench_accelerator(args.device, steps=5 if args.quick else 10, compile=args.compile)}
         if args.out is not None:
             atomic_save_json(Path(args.out) / BENCH_JSON, result)
         print(json.dumps(result, indent=2, default=str), flush=True)

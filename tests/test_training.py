@@ -214,7 +214,20 @@ def test_bf16_mixed_precision_trains_and_fp16_needs_a_gpu(tmp_path):
             trainer(make_model(), amp="fp16")
     from musecl.training import cpu_has_native_bf16
 
-    expected = torch.float16 if torch.cuda.is_available() else (torch.bfloat16 if cpu_has_native_bf16() else None)
+    if torch.cuda.is_available():
+        expected = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    else:
+        expected = torch.bfloat16 if cpu_has_native_bf16() else None
     assert trainer(make_model(), amp="auto", device="auto").amp_dtype is expected
+
+
+def test_auto_precision_on_a_gpu_is_bf16_where_it_exists(monkeypatch):
+    from musecl.training import amp_dtype
+
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert amp_dtype("auto", cuda) is torch.bfloat16  # no gradient scaler, no sync per step
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert amp_dtype("auto", cuda) is torch.float16  # older GPUs
     with pytest.raises(ValueError, match="amp must be"):
         trainer(make_model(), amp="half")
