@@ -236,6 +236,31 @@ else:
 # %% [markdown]
 # {glue:md}`book_sentence`
 #
+# ## On a GPU (recorded, not run by this build)
+#
+# This machine has no GPU, so this page cannot measure one. The table below is **read from a
+# file recorded on a lent NVIDIA H200** (`book/measurements/gpu-h200-2026-11-27.json`, written
+# by `.ci/gpu_check`, which runs `musecl bench --device cuda`): the encoders at the paper's input
+# sizes, the training loop against the bare step, per precision, with the images on the host
+# (each batch copied through pinned memory) or on the GPU. {doc}`appendix_scaling` draws the
+# conclusions (bf16, channels_last and the images on the GPU are now the defaults there).
+
+# %%
+recorded = json.loads(Path("measurements/gpu-h200-2026-11-27.json").read_text())
+gpu = pd.DataFrame(recorded["accelerator_rows"] + recorded["extra_rows"])
+gpu["amp"] = gpu["amp"].str.replace("torch.", "", regex=False)
+gpu_table = (gpu[["arch", "input_size", "batch_triplets", "amp", "channels_last", "store", "loop_images_per_s",
+                  "raw_images_per_s", "ratio"]]
+             .sort_values(["arch", "batch_triplets", "loop_images_per_s"])
+             .round({"ratio": 2, "loop_images_per_s": 0, "raw_images_per_s": 0}))
+print(f"{recorded['machine']['cuda']}, torch {recorded['machine']['torch']}, recorded {recorded['date']}; "
+      f"tests there: {recorded['tests']}")
+display(gpu_table.reset_index(drop=True))
+compiled = pd.DataFrame(recorded["compile"]).drop(columns=["device"], errors="ignore")
+compiled["amp"] = compiled["amp"].str.replace("torch.", "", regex=False)
+display(compiled.round(2))
+
+# %% [markdown]
 # ## Exercises
 #
 # 1. Run `musecl bench --quick` twice. Which numbers move the most between runs, and why would the

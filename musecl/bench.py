@@ -87,7 +87,7 @@ class BenchSizes:
 
 
 FULL = BenchSizes()
-QUICK = BenchSizes(steps=3, repeats=3, warmup=1, grid_steps=2, sampling_n=(1_000, 10_000),
+QUICK = BenchSizes(steps=2, repeats=3, warmup=1, grid_steps=2, sampling_n=(1_000, 10_000),
                    sampling_repeats=2, text_tokens=500_000, fusion_regions=600, fusion_epochs=20,
                    probe_epochs=50, end_to_end_params="smoke.yaml")
 

@@ -125,3 +125,15 @@ def test_cli_main_passes_options_and_prints_the_headline_last(monkeypatch, capsy
 def test_missing_end_to_end_params_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="params"):
         bench.run_benchmark(sizes=TINY, include_end_to_end=True, params_file=tmp_path / "nope.yaml", progress=False)
+
+
+def test_the_accelerator_grid_runs_every_setting_on_any_device():
+    from musecl.bench import bench_accelerator
+
+    result = bench_accelerator("cpu", encoders=(("satellite", "tiny", 16, 2),), amps=("off",), steps=1, repeats=1,
+                               warmup=0, larger_batch=2, progress=False)
+    settings = [(r["store"], r["channels_last"], r["batch_triplets"]) for r in result["rows"]]
+    assert settings[:2] == [("host", False, 2), ("device", False, 2)]
+    assert settings[2][1] is True and settings[3] == (settings[2][0], True, 4)  # channels_last, then 2x batch
+    assert all(r["ratio"] > 0 for r in result["rows"]) and result["compile"] == []
+    assert result["fastest"]["satellite"] in result["rows"]
