@@ -130,3 +130,17 @@ def test_evaluation_is_cached_by_embedding_values(city, tmp_path, monkeypatch):
     assert calls == ["POI only", "POI only"]  # the second run reused the scores; another seed did not
     pd.testing.assert_frame_equal(first, second)
     assert set(third["seed"]) == {1}
+
+
+def test_images_in_shards_give_the_same_musecl_as_images_in_memory(city, tmp_path):
+    """image_store is a storage choice, not a setting of the method: it is left out of the cache
+    keys, so it must not change a single number."""
+    import dataclasses
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        memory = MuseCL(TINY, cache_dir=tmp_path / "memory", progress=False).fit(city).transform(city)
+        sharded_config = dataclasses.replace(TINY, image_store="shards")
+        sharded = MuseCL(sharded_config, cache_dir=tmp_path / "shards", progress=False).fit(city).transform(city)
+    assert list((tmp_path / "shards" / "images").glob("*-shards"))
+    pd.testing.assert_frame_equal(memory, sharded)
