@@ -182,8 +182,8 @@ def embeddings_for(seed):
         for label, (vcfg, tau) in VARIANTS.items():
             # later runs reuse the stages the settings leave identical (text vectors, encoders)
             reuse = fitted.get("OD similarity", first) if vcfg.mobility_similarity == "od" else first
-            method = VectorMuseCL(RunConfig(seed=seed, temperature=tau), progress=False,
-                                  view_config=vcfg, reuse=reuse).fit(city)
+            method = VectorMuseCL(RunConfig(seed=seed, temperature=tau), cache_dir=f"{out_dir}/cache",
+                                  progress=False, view_config=vcfg, reuse=reuse).fit(city)  # cached by settings
             first = first or method
             fitted[label] = method
             out[f"MuseCL (vector views), {label}"] = method.transform(city)

@@ -147,6 +147,21 @@ class Triplets:
     def __len__(self) -> int:
         return len(self.anchor)
 
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, region_ids: Sequence[str]) -> "Triplets":
+        """The triplets of a :meth:`to_frame` table again, as indices into ``region_ids``."""
+        ids = np.asarray([str(r) for r in region_ids])
+        position = pd.Series(np.arange(len(ids)), index=ids)
+        columns = {}
+        for col in (ANCHOR, POSITIVE, NEGATIVE):
+            values = frame[col].astype(str)
+            unknown = sorted(set(values) - set(ids))
+            if unknown:
+                raise ValueError(f"triplet table names {len(unknown)} region(s) not in region_ids, e.g. {unknown[:5]}")
+            columns[col] = position[values].to_numpy()
+        return cls(columns[ANCHOR], columns[POSITIVE], columns[NEGATIVE], frame[D_POS].to_numpy(float),
+                   frame[D_NEG].to_numpy(float), region_ids=ids)
+
     def to_frame(self, region_ids: Sequence[str] | None = None) -> pd.DataFrame:
         """One row per triplet: anchor / positive / negative region ids, d_pos, d_neg."""
         ids = self.region_ids if region_ids is None else np.asarray(region_ids)

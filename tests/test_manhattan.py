@@ -398,8 +398,18 @@ def test_vector_museCL_alignment_options(synthetic_city, alignment):
         VectorViewConfig(alignment="cca")
 
 
-def test_vector_museCL_reuses_encoders_across_fusion_settings(synthetic_city):
+def test_vector_museCL_reuses_encoders_across_fusion_settings(synthetic_city, monkeypatch):
+    import musecl.methods.vector as vector
     from musecl.methods.vector import VectorMuseCL, VectorViewConfig
+
+    trained = []
+    real_training = vector.train_view_encoder
+
+    def counting(view, *args, **kwargs):
+        trained.append(view.shape[1])
+        return real_training(view, *args, **kwargs)
+
+    monkeypatch.setattr(vector, "train_view_encoder", counting)
 
     small = dict(hidden=16, epochs=2, batch_size=32, mobility_similarity="od")
     cfg = RunConfig(seed=0, n_triplets=200, embedding_dim=8, fusion_epochs=2, fusion_batch_size=8,
@@ -411,8 +421,39 @@ def test_vector_museCL_reuses_encoders_across_fusion_settings(synthetic_city):
             kw = dict(progress=False, view_config=VectorViewConfig(**small, alignment=alignment))
             run_cfg = dataclasses.replace(cfg, temperature=temperature)
             fresh = VectorMuseCL(run_cfg, **kw).fit(synthetic_city)
+            trained.clear()
             reused = VectorMuseCL(run_cfg, reuse=first, **kw).fit(synthetic_city)
-            assert reused.stage_table("mobility") is first.stage_table("mobility")
+            assert trained == []  # both view encoders came from `first`
+            pd.testing.assert_frame_equal(reused.stage_table("mobility"), first.stage_table("mobility"))
             for stage in ("mobility", "poi", "text"):
                 pd.testing.assert_frame_equal(fresh.stage_table(stage), reused.stage_table(stage))
             pd.testing.assert_frame_equal(fresh.transform(synthetic_city), reused.transform(synthetic_city))
+
+
+def test_vector_museCL_is_cached_and_the_cache_gives_the_same_numbers(synthetic_city, tmp_path, monkeypatch):
+    import musecl.methods.vector as vector
+    from musecl.methods.vector import VectorMuseCL, VectorViewConfig
+
+    cfg = RunConfig(seed=0, n_triplets=200, embedding_dim=8, fusion_epochs=2, fusion_batch_size=8, text_epochs=1)
+    vcfg = VectorViewConfig(hidden=16, epochs=2, batch_size=32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        without_cache = VectorMuseCL(cfg, progress=False, view_config=vcfg).fit(synthetic_city)
+        first = VectorMuseCL(cfg, cache_dir=tmp_path, progress=False, view_config=vcfg).fit(synthetic_city)
+
+        def no_training(*args, **kwargs):
+            raise AssertionError("a cached fit trained an encoder")
+
+        monkeypatch.setattr(vector, "train_view_encoder", no_training)
+        cached = VectorMuseCL(cfg, cache_dir=tmp_path, progress=False, view_config=vcfg).fit(synthetic_city)
+    for fitted in (first, cached):
+        pd.testing.assert_frame_equal(fitted.transform(synthetic_city), without_cache.transform(synthetic_city))
+        for stage in ("mobility", "poi", "text", "attention"):
+            pd.testing.assert_frame_equal(fitted.stage_table(stage), without_cache.stage_table(stage))
+    for name, triplets in without_cache.triplets_.items():
+        again = cached.triplets_[name]
+        assert np.array_equal(again.anchor, triplets.anchor) and np.array_equal(again.negative, triplets.negative)
+        assert again.d_pos == pytest.approx(triplets.d_pos) and again.info == triplets.info
+    losses = [c for c in without_cache.histories_["mobility"].columns if "loss" in c]
+    pd.testing.assert_frame_equal(cached.histories_["mobility"][losses], without_cache.histories_["mobility"][losses])
+    assert len(list((tmp_path / VectorMuseCL.STAGE).iterdir())) == 1

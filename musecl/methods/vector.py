@@ -375,11 +375,58 @@ class VectorMuseCL(_TableEmbedder):
     order. ``transform`` returns the fused embedding (eq. 10), as MuseCL does.
     """
 
+    STAGE, FORMAT = "vector-musecl", 1
+
     def __init__(self, config: RunConfig | None = None, cache_dir=None, progress: bool = True,
                  view_config: VectorViewConfig | None = None, reuse: "VectorMuseCL | None" = None):
         super().__init__(config, cache_dir, progress)
         self.view_config = view_config or VectorViewConfig()
         self.reuse = reuse
+
+    def fit(self, city: City) -> "VectorMuseCL":
+        """Train every stage, or read them from the cache: one folder per city (its files) and
+        settings (``reuse`` only saves time, so it is not part of the key). Either way the stages
+        are read back from the folder, so a cached fit and a fresh one give the same numbers."""
+        from musecl.cache import city_fingerprint
+
+        key = {"format": self.FORMAT, "city": city_fingerprint(city), "config": self.config.to_dict(),
+               "view": asdict(self.view_config)}
+        folder = self.cache.get_or_compute(self.STAGE, key, lambda f: self._save_stages(city, f))
+        self._load_stages(city, folder)
+        self.fitted_on = (city.name, tuple(city.region_ids))
+        return self
+
+    def _save_stages(self, city: City, folder: Path) -> None:
+        from musecl.cache import save_table
+
+        save_table(self._compute(city), folder / "embedding.csv")
+        save_table(self.attention_, folder / "attention.csv")
+        save_table(self.text_, folder / "text.csv")
+        for name, table in self.views_.items():
+            save_table(table, folder / f"view-{name}.csv")
+        for name, history in self.histories_.items():
+            history.to_csv(folder / f"history-{name}.csv", index=False)
+        for name, triplets in self.triplets_.items():
+            ids = triplets.region_ids if triplets.region_ids is not None else city.region_ids.to_numpy()
+            triplets.to_frame(ids).to_csv(folder / f"triplets-{name}.csv", index=False)
+            info = {k: v.item() if isinstance(v, np.generic) else v for k, v in triplets.info.items()}
+            atomic_save_json(folder / f"triplets-{name}.json", {"region_ids": [str(r) for r in ids], "info": info})
+
+    def _load_stages(self, city: City, folder: Path) -> None:
+        from musecl.cache import load_table
+        from musecl.sampling import Triplets
+
+        self.embedding_ = load_table(folder / "embedding.csv")
+        self.attention_ = load_table(folder / "attention.csv")
+        self.text_ = load_table(folder / "text.csv")
+        self.views_ = {p.stem.removeprefix("view-"): load_table(p) for p in sorted(folder.glob("view-*.csv"))}
+        self.histories_ = {p.stem.removeprefix("history-"): pd.read_csv(p) for p in sorted(folder.glob("history-*.csv"))}
+        self.triplets_ = {}
+        for path in sorted(folder.glob("triplets-*.csv")):
+            meta = json.loads(path.with_suffix(".json").read_text())
+            triplets = Triplets.from_frame(pd.read_csv(path, dtype=str), meta["region_ids"])
+            triplets.info.update(meta["info"])
+            self.triplets_[path.stem.removeprefix("triplets-")] = triplets
 
     def options(self) -> dict:
         return asdict(self.view_config)
