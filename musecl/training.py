@@ -158,6 +158,11 @@ def _count_images(batch) -> int:
     return 0
 
 
+def _per_process(seed: int) -> int:
+    """A seed of this process's own (the seed itself in one process or in the first)."""
+    return seed + 1_000_003 * ddp.rank()
+
+
 def _sum_over_processes(sums: dict[str, torch.Tensor], items: int, images: int,
                         device: torch.device) -> tuple[dict[str, torch.Tensor], int, int]:
     """Loss sums and counts added up over the processes of a group (unchanged in one process)."""
@@ -400,7 +405,7 @@ class Trainer:
         data = as_batch_dataset(data)
         was_training = self.model.training
         self.model.eval()
-        generator = torch.Generator().manual_seed((self.seed + 1 if seed is None else seed) + 7919 * ddp.rank())
+        generator = torch.Generator().manual_seed(_per_process(self.seed + 1 if seed is None else seed))
         sums: dict[str, torch.Tensor] = {}
         items = 0
         mine = torch.arange(len(data))[ddp.rank()::ddp.world_size()]  # each process scores its share
@@ -432,9 +437,12 @@ class Trainer:
             return
         cuda = self.device.type == "cuda"
         per_process = ddp.gather(_rng_state(batch_generator, cuda)) if ddp.active() else None
-        if not ddp.is_main():
-            ddp.barrier()  # wait until the first process has written it
-            return
+        if ddp.is_main():
+            self._write_checkpoint(state, fingerprint, generator, per_process)
+        ddp.barrier()  # no process goes on before the checkpoint is complete
+
+    def _write_checkpoint(self, state: _State, fingerprint: dict, generator: torch.Generator,
+                          per_process: list | None) -> None:
         payload = {
             "format": CHECKPOINT_FORMAT,
             "epoch": state.epoch,
@@ -448,14 +456,13 @@ class Trainer:
             "stopped_early": state.stopped_early,
             "history": list(self.history),
             "fingerprint": fingerprint,
-            "rng": _rng_state(generator, cuda),
+            "rng": _rng_state(generator, self.device.type == "cuda"),
             "rng_per_process": per_process,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
         }
         buffer = io.BytesIO()
         torch.save(payload, buffer)
         atomic_save_bytes(self.checkpoint_path, buffer.getvalue())
-        ddp.barrier()
 
     def _load_checkpoint(self, fingerprint: dict, generator: torch.Generator,
                          batch_generator: torch.Generator) -> _State:
@@ -499,13 +506,13 @@ class Trainer:
         generator = torch.Generator().manual_seed(self.seed)  # the item order: the same on every process
         # one process: the same generator draws images and augmentations; several: one per process
         batch_generator = (generator if ddp.world_size() == 1
-                           else torch.Generator().manual_seed(self.seed + 1_000_003 * ddp.rank()))
+                           else torch.Generator().manual_seed(_per_process(self.seed)))
         fingerprint = self._fingerprint(len(train), 0 if val is None else len(val))
 
         if self.resume and self.checkpoint_path.exists():
             state = self._load_checkpoint(fingerprint, generator, batch_generator)
         else:
-            seed_everything(self.seed + ddp.rank())
+            seed_everything(_per_process(self.seed))
             state = _State()
             self.history = []
 

@@ -42,7 +42,7 @@ from musecl.config import RunConfig
 from musecl.io import atomic_save_json
 from musecl.methods.base import RegionEmbedder, register
 from musecl.methods.multisemantic import (EMBEDDINGS_CSV, HISTORY_CSV, TRIPLET_SOURCES, city_image_store,
-                                          image_stage, sampler_for, text_stage)
+                                          image_stage, precision_key, sampler_for, text_stage)
 
 FEATURES_FORMAT = 1  # bump when the feature extraction below changes: old cache entries are ignored
 # share of the squared distance given to location in PG-SimCL's pairing; the image stage's cache
@@ -130,7 +130,7 @@ def backbone_stage(city: City, cfg: RunConfig, kind: str, arch: str, size: int, 
 
     fingerprint = city_fingerprint(city)
     key = {"city": fingerprint, "kind": kind, "arch": arch, "image_size": int(size), "weights": cfg.weights,
-           "seed": cfg.seed, "format": FEATURES_FORMAT, **_amp_key(cfg.amp, cfg.device)}
+           "seed": cfg.seed, "format": FEATURES_FORMAT, **precision_key(cfg.amp, cfg.device)}
 
     def compute(folder: Path) -> None:
         # image_stage's cache entry, so MuseCL and the baselines decode a city once per size
@@ -197,15 +197,6 @@ def _pooled_features_module(net, image_size: int):
     return PooledFeatures().eval()
 
 
-def _amp_key(amp: str, device: str) -> dict:
-    """The cache-key entry of features computed under autocast (none at full precision, so
-    older float32 entries keep their keys)."""
-    from musecl.training import amp_dtype, resolve_device
-
-    precision = amp_dtype(amp, resolve_device(device))
-    return {} if precision is None else {"amp": str(precision)}
-
-
 def efficientnet_stage(city: City, kind: str, image_size: int, cache, progress: bool = True,
                        image_store: str = "memory", amp: str = "off", device: str = "cpu") -> Path:
     """Global-pooled penultimate features (1280-d) of EfficientNet-Lite0 with ImageNet weights.
@@ -219,7 +210,7 @@ def efficientnet_stage(city: City, kind: str, image_size: int, cache, progress: 
 
     fingerprint = city_fingerprint(city)
     key = {"city": fingerprint, "kind": kind, "model": "efficientnet-lite0", "image_size": int(image_size),
-           "format": FEATURES_FORMAT, **_amp_key(amp, device)}
+           "format": FEATURES_FORMAT, **precision_key(amp, device)}
 
     def compute(folder: Path) -> None:
         net, path = efficientnet_lite0(image_size)

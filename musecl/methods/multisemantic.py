@@ -62,6 +62,16 @@ def similarity_triplets(city: City, cfg: RunConfig, kind: str, regions: list[str
 TRIPLET_SOURCES = {"similarity": similarity_triplets}  # baselines register theirs (e.g. "geographic")
 
 
+def precision_key(amp: str, device: str) -> dict:
+    """The cache-key entry of a stage computed under autocast: the resolved dtype ("auto" gives
+    different numbers on different hardware); nothing at full precision, so float32 entries keep
+    their old keys."""
+    from musecl.training import amp_dtype, resolve_device
+
+    precision = amp_dtype(amp, resolve_device(device))
+    return {} if precision is None else {"amp": str(precision)}
+
+
 def city_image_store(city: City, kind: str, size: int, cache, progress: bool = True,
                      image_store: str = "memory", fingerprint: str | None = None):
     """The city's decoded ``kind`` images at ``size`` px, cached once per city, kind and size for
@@ -69,11 +79,12 @@ def city_image_store(city: City, kind: str, size: int, cache, progress: bool = T
     (loaded into memory) or, with ``image_store="shards"`` (cities whose images do not fit in
     memory), the folder ``images/{kind}-{size}-{fingerprint}-shards/`` that streams from disk."""
     from musecl import distributed as ddp
+    from musecl.config import IMAGE_STORES
     from musecl.encoders.image import ImageStore
 
     name = f"{kind}-{int(size)}-{fingerprint or city_fingerprint(city)}"
-    if image_store not in ("memory", "shards"):
-        raise ValueError(f"image_store must be 'memory' or 'shards'; got {image_store!r}")
+    if image_store not in IMAGE_STORES:
+        raise ValueError(f"image_store must be one of {IMAGE_STORES}; got {image_store!r}")
     where = ({"shards": cache.root / "images" / f"{name}-shards"} if image_store == "shards"
              else {"cache": cache.root / "images" / f"{name}.pt"})
     if not ddp.is_main():  # under torchrun the first process decodes, the others then read its files
@@ -98,15 +109,14 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
     from musecl.encoders.image import (ImageTrainingConfig, build_encoder, embed_regions, save_encoder,
                                        train_image_encoder)
     from musecl import distributed as ddp
-    from musecl.training import amp_dtype, resolve_device
+    from musecl.training import resolve_device
 
     if triplets not in TRIPLET_SOURCES:
         raise ValueError(f"unknown triplet source {triplets!r}; known: {sorted(TRIPLET_SOURCES)}")
     fingerprint = city_fingerprint(city)
     key = {"city": fingerprint, "kind": kind, "triplets": triplets, **cfg.subset(IMAGE_KEYS[kind])}
-    precision = amp_dtype(cfg.amp, resolve_device(cfg.device))
-    if precision is not None:  # mixed precision changes the numbers (full precision keeps its old keys)
-        key["amp"] = str(precision)  # resolved: "auto" gives different numbers on different hardware
+    key.update(precision_key(cfg.amp, cfg.device))
+    if "amp" in key:
         key["amp_embedding"] = True  # the regions are embedded under autocast too
     if cfg.train_processes > 1:  # several processes train on other batches: other weights
         key["train_processes"] = cfg.train_processes
