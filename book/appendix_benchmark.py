@@ -261,6 +261,80 @@ compiled["amp"] = compiled["amp"].str.replace("torch.", "", regex=False)
 display(compiled.round(2))
 
 # %% [markdown]
+# ## Several processes and images on disk, executed here
+#
+# Two pieces of {doc}`appendix_scaling` run on this CPU too, so this build executes them: not
+# for speed (that needs GPUs and large cities), but to show that they work and what they write.
+#
+# **Images on disk.** `ImageStore.from_city(..., shards=DIR)` decodes the toy city's satellite
+# images straight into `.npy` shards and returns a store that reads only the rows a batch asks
+# for, through memory maps. Its rows are those of the in-memory store:
+
+# %%
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+
+import torch
+import yaml
+
+from musecl.encoders.image import ImageStore
+from musecl.runner import resolve_city
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # the toy city's regions without a satellite image, on purpose
+    toy = resolve_city("toy", cities_dir=f"{out_dir}/cities")
+scratch = Path(tempfile.mkdtemp(prefix="musecl-appendix-"))
+in_memory = ImageStore.from_city(toy, "satellite", 64)
+sharded = ImageStore.from_city(toy, "satellite", 64, shards=scratch / "satellite-64-shards", shard_size=128)
+rows = torch.randint(0, len(in_memory), (96,), generator=torch.Generator().manual_seed(0))
+
+
+def batch_ms(store, repeats=20):
+    start = time.perf_counter()
+    for _ in range(repeats):
+        store.images[rows]
+    return 1000 * (time.perf_counter() - start) / repeats
+
+
+print(repr(sharded))
+print("the same 96 random rows from both:", torch.equal(in_memory.images[rows], sharded.images[rows]))
+print(f"one batch of 96 rows: {batch_ms(in_memory):.2f} ms from memory, {batch_ms(sharded):.2f} ms from the shards "
+      "(this machine's page cache holds them)")
+display(pd.DataFrame([{"file": f.name, "kB": round(f.stat().st_size / 1024)}
+                      for f in sorted((scratch / "satellite-64-shards").iterdir())]))
+
+# %% [markdown]
+# **Two processes.** The `torchrun` command of {doc}`appendix_scaling`, with two processes over
+# Gloo on this CPU, trains a small satellite encoder on the toy city into a cache that
+# `musecl run` with the same settings would reuse. Each process trains on its half of every
+# epoch's triplets; the history (one row per epoch) is summed over both, and `images_per_s`
+# counts the images of both processes.
+
+# %%
+settings = {"n_triplets": 256, "rs_arch": "tiny", "rs_image_size": 32, "rs_epochs": 2, "rs_batch_size": 16,
+            "train_processes": 2}
+params = scratch / "two_processes.yaml"
+params.write_text(yaml.safe_dump(settings))
+command = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2", "-m", "musecl.cli",
+           "train-encoders", str(toy.root), "--params", str(params), "--out", str(scratch / "run"),
+           "--kinds", "satellite"]
+start = time.perf_counter()
+done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                      timeout=600)
+if done.returncode != 0:
+    raise RuntimeError(f"torchrun failed:\n{done.stderr[-3000:]}")
+print("torchrun --nproc_per_node 2 -m musecl.cli train-encoders TOY --params two_processes.yaml --out RUN "
+      f"--kinds satellite  ({time.perf_counter() - start:.0f} s)")
+print(done.stdout.strip())
+print(yaml.safe_dump(settings).strip())
+stage = Path(done.stdout.split("satellite encoder:")[1].split()[0])
+display(pd.read_csv(stage / "history.csv")[["epoch", "train_loss", "val_loss", "images_per_s"]].round(3))
+
+# %% [markdown]
 # ## Exercises
 #
 # 1. Run `musecl bench --quick` twice. Which numbers move the most between runs, and why would the
