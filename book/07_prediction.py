@@ -33,11 +33,11 @@ from myst_nb import glue
 
 from musecl.config import RunConfig
 from musecl.datasets.published import published_results
-from musecl.evaluation import ProbeConfig, evaluate_embedding, predict_indicator, summarize
+from musecl.evaluation import ProbeConfig, predict_indicator, summarize
 from musecl.io import atomic_write
 from musecl.methods import MuseCL
 from musecl.plotting import plot_predicted_vs_true
-from musecl.runner import resolve_city
+from musecl.runner import resolve_city, score_embedding
 
 cfg = RunConfig.from_yaml(params_file, device=device)
 data = resolve_city(city or "toy", cities_dir=f"{out_dir}/cities")
@@ -69,14 +69,22 @@ cfg
 # ```{literalinclude} ../musecl/evaluation.py
 # :pyobject: spatial_block_split
 # ```
+#
+# `musecl run` scores every method through one function, which this chapter calls too; it keeps
+# the rows in the cache under the embedding's exact values, so the results chapter does not fit
+# MuseCL's probes a second time:
+#
+# ```{literalinclude} ../musecl/runner.py
+# :pyobject: score_embedding
+# ```
 
 # %%
 method = MuseCL(cfg, cache_dir=f"{out_dir}/cache", progress=False).fit(data)
 embedding = method.transform(data)
 probe = ProbeConfig(max_epochs=cfg.probe_max_epochs, patience=cfg.probe_patience)
-results = evaluate_embedding(embedding, data, "MuseCL", seeds=cfg.seeds, splits=cfg.splits,
-                             probe=cfg.probe, block_size_m=cfg.block_size_m, probe_config=probe,
-                             n_jobs=cfg.jobs)
+# evaluate_embedding with the run's seeds, splits and probe, cached by the embedding's values:
+# the results chapter reads these rows instead of fitting the same probes again
+results = score_embedding(embedding, data, "MuseCL", cfg, method.cache)
 with atomic_write(f"{out_dir}/results/prediction.csv") as handle:
     results.to_csv(handle, index=False)
 summary = summarize(results)

@@ -3,9 +3,12 @@ retrains, and a changed setting or changed data never reuses a stale result.
 
 Each entry is a folder ``<root>/<stage>/<key-hash>/`` that is filled in a temporary folder and
 renamed into place only when complete: an interrupted run leaves nothing a later run trusts.
+Processes that want the same missing entry at once (methods fitted in parallel, two notebooks)
+take turns on a lock file in ``<root>/.locks``: one computes, the others then read its result.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -20,6 +23,7 @@ from musecl.config import config_hash
 from musecl.io import sha256_of
 
 DONE = "key.json"
+LOCKS = ".locks"  # one lock file per entry being computed, apart from the entries
 
 
 _FINGERPRINTS: dict[tuple, str] = {}  # stat signature of a city's files -> their hash, per process
@@ -59,13 +63,24 @@ class Cache:
         """Return the folder of ``stage`` for ``key``; run ``compute(folder)`` first if absent.
 
         Under ``torchrun`` every process computes (training needs them all), the first process
-        decides whether the folder exists and alone moves its result into place."""
+        decides whether the folder exists and alone moves its result into place. Independent
+        processes wanting the same entry wait for each other (a lock file per entry)."""
         from musecl import distributed as ddp
 
         final = self.path(stage, key)
         if ddp.gather((final / DONE).exists())[0]:  # one decision for all processes
             return final
         final.parent.mkdir(parents=True, exist_ok=True)
+        if ddp.world_size() > 1:
+            return self._compute(stage, key, final, compute)
+        with _entry_lock(self.root / LOCKS / f"{stage}-{final.name}.lock"):
+            if (final / DONE).exists():  # computed by another process while this one waited
+                return final
+            return self._compute(stage, key, final, compute)
+
+    def _compute(self, stage: str, key: dict, final: Path, compute: Callable[[Path], None]) -> Path:
+        from musecl import distributed as ddp
+
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
         try:
             compute(tmp)
@@ -80,6 +95,25 @@ class Cache:
                 shutil.rmtree(tmp, ignore_errors=True)
         ddp.barrier()
         return final
+
+
+@contextlib.contextmanager
+def _entry_lock(path: Path):
+    """Hold an exclusive lock on the file ``path`` (kept: deleting a lock file others may be
+    waiting on is a race). Without ``fcntl`` (Windows) there is no lock: two processes may then
+    both compute an entry, and the last rename wins."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def save_table(df: pd.DataFrame, path: str | Path) -> None:

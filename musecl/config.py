@@ -61,7 +61,9 @@ class RunConfig:
     probe_max_epochs: int = 500
     probe_patience: int = 50
     block_size_m: float | None = None  # spatial blocks; None: a multiple of the hexagon size
-    jobs: int = 0  # worker processes fitting probes; 0: one per CPU core (results do not depend on it)
+    # worker processes (0: one per CPU core) fitting methods side by side on the CPU, and probes;
+    # probe scores do not depend on it, trained weights do in their last bits (threads per process)
+    jobs: int = 0
 
     def __post_init__(self):
         for name in ("seeds", "splits"):

@@ -260,9 +260,11 @@ def execute_chapters(chapters: list[Path] | None, out_dir: Path, parameters: dic
         start = time.perf_counter()
         stopped_early = False
         try:
+            # written once at the end (or at the failing cell), not twice per cell: each write
+            # validates the whole notebook, ~10 s over the book
             result = papermill.execute_notebook(
                 nb, executed, parameters=used, kernel_name=kernel, progress_bar=progress,
-                cwd=source.parent, language="python")
+                cwd=source.parent, language="python", request_save_on_cell_execute=False)
         except Exception as err:  # PapermillExecutionError, dead kernel, timeout, ...
             if getattr(err, "ename", None) != DataUnavailable.__name__:
                 raise ChapterExecutionError(_describe_failure(source, err, executed)) from err

@@ -65,12 +65,16 @@ def resolve_city(city: str | os.PathLike | City, cities_dir: str | os.PathLike =
 def run(city: str | os.PathLike | City, out_dir: str | os.PathLike, config: RunConfig | None = None,
         methods: Sequence[str] = ("MuseCL",), cache_dir: str | os.PathLike | None = None,
         progress: bool = True) -> pd.DataFrame:
-    """Fit every method on the city, evaluate its embedding, write the results folder."""
+    """Fit every method on the city, evaluate its embedding, write the results folder.
+
+    On the CPU, several methods are fitted at once in ``config.jobs`` worker processes (the
+    longest first), each with its share of the cores: training a small CNN on two threads is
+    only ~1.3x faster than on one, so two methods side by side finish sooner than one after
+    the other. On a GPU the methods take turns on it."""
     import matplotlib.pyplot as plt  # figures are saved and closed; the backend is left alone (notebooks)
 
     from musecl import distributed as ddp
-    from musecl.evaluation import ProbeConfig, evaluate_embedding, predict_indicator
-    from musecl.methods import make_method
+    from musecl.evaluation import ProbeConfig, predict_indicator
     from musecl.plotting import plot_map, plot_predicted_vs_true
 
     if ddp.launched_world_size() > 1:
@@ -86,31 +90,24 @@ def run(city: str | os.PathLike | City, out_dir: str | os.PathLike, config: RunC
     with atomic_write(out / "config.yaml") as handle:
         yaml.safe_dump(config.to_dict(), handle, sort_keys=False)
     probe_config = ProbeConfig(max_epochs=config.probe_max_epochs, patience=config.probe_patience)
+    start = time.perf_counter()
+    fitted = fit_methods(methods, city, config, cache_dir, progress)
     results, timings = [], {}
     for name in methods:
-        start = time.perf_counter()
-        method = make_method(name, config, cache_dir=cache_dir, progress=progress)
-        embedding = method.fit_transform(city)
-        probe = getattr(method, "probe", None) or config.probe  # e.g. Location kNN brings its own
+        embedding, rows, seconds, attention = fitted[name]
         with atomic_write(out / "embeddings" / f"{name}.csv") as handle:
             embedding.to_csv(handle, index_label="region_id")
-        results.append(cached_evaluation(
-            method.cache, embedding, city, name,
-            lambda: evaluate_embedding(embedding, city, name, seeds=config.seeds, splits=config.splits,
-                                       probe=probe, block_size_m=config.block_size_m,
-                                       probe_config=probe_config, n_jobs=config.jobs),
-            seeds=config.seeds, splits=config.splits, probe=probe, block_size_m=config.block_size_m,
-            probe_config=probe_config))
-        timings[name] = round(time.perf_counter() - start, 1)
-        if hasattr(method, "attention"):
-            beta = method.attention()
+        results.append(rows)
+        timings[name] = seconds
+        if attention is not None:
             with atomic_write(out / "attention.csv") as handle:
-                beta.to_csv(handle, index_label="region_id")
-            ax = plot_map(city, beta["sv"], cmap="coolwarm", vmin=0, vmax=1,
+                attention.to_csv(handle, index_label="region_id")
+            ax = plot_map(city, attention["sv"], cmap="coolwarm", vmin=0, vmax=1,
                           title=f"{name}: street-view weight beta_SV (eq. 9)", label="beta_SV")
             ax.figure.savefig(out / "figures" / "attention_map.png", dpi=110, bbox_inches="tight")
             plt.close(ax.figure)
         if name == ("MuseCL" if "MuseCL" in methods else methods[-1]):  # Figure 4 for one method
+            probe = method_probe(name, config)
             preds = pd.concat([predict_indicator(embedding, city, ind, split="random", seed=config.seeds[0],
                                                  probe=probe, probe_config=probe_config)
                                for ind in city.meta.indicators])
@@ -122,8 +119,92 @@ def run(city: str | os.PathLike | City, out_dir: str | os.PathLike, config: RunC
     table = pd.concat(results, ignore_index=True)
     with atomic_write(out / "results.csv") as handle:
         table.to_csv(handle, index=False)
-    atomic_save_json(out / "run.json", run_info(city, config, timings))
+    info = run_info(city, config, timings)
+    info["method_workers"] = method_workers(config, len(methods))
+    info["wall_seconds"] = round(time.perf_counter() - start, 1)
+    atomic_save_json(out / "run.json", info)
     return table
+
+
+def method_probe(name: str, config: RunConfig) -> str:
+    """The probe that scores a method: its own where it brings one (Location kNN), else the run's."""
+    from musecl.methods import METHODS
+
+    return getattr(METHODS[name], "probe", None) or config.probe
+
+
+def method_workers(config: RunConfig, n_methods: int) -> int:
+    """Processes fitting methods side by side: ``config.jobs`` (0: one per core) on the CPU,
+    never more than there are methods; one on a GPU, which the methods would share."""
+    from musecl.evaluation import resolve_jobs
+    from musecl.training import resolve_device
+
+    if resolve_device(config.device).type != "cpu":
+        return 1
+    return max(1, min(resolve_jobs(config.jobs), n_methods))
+
+
+def fit_methods(methods: Sequence[str], city: City, config: RunConfig, cache_dir: Path,
+                progress: bool = True) -> dict[str, tuple]:
+    """``{name: (embedding, results rows, seconds, attention or None)}`` for every method.
+
+    With one worker, methods run here in turn (probes then use ``config.jobs`` processes).
+    With more, each worker process gets ``cores // workers`` threads and fits whole methods,
+    their probes included, in order of :attr:`RegionEmbedder.cost` (longest first). Stages
+    two methods share are computed once: the cache makes the second wait for the first.
+    Trained weights depend on the thread count in their last bits (float sums in another
+    order), so a run is repeatable bit for bit with the same ``jobs`` on the same machine."""
+    from musecl.evaluation import resolve_jobs
+    from musecl.methods import METHODS
+
+    workers = method_workers(config, len(methods))
+    if workers == 1:
+        return {name: fit_and_score(name, city, config, cache_dir, progress) for name in methods}
+    from joblib import Parallel, delayed
+    from tqdm.auto import tqdm
+
+    threads = max(1, resolve_jobs(0) // workers)
+    order = sorted(methods, key=lambda name: -METHODS[name].cost)  # stable: registry order among equals
+    jobs = (delayed(fit_and_score)(name, city, config, cache_dir, False, probe_jobs=1, threads=threads)
+            for name in order)
+    done = Parallel(n_jobs=workers, backend="loky", return_as="generator")(jobs)
+    return dict(zip(order, tqdm(done, total=len(order), desc=f"methods ({workers} processes)",
+                                disable=not progress)))
+
+
+def fit_and_score(name: str, city: City, config: RunConfig, cache_dir: Path, progress: bool = True,
+                  probe_jobs: int | None = None, threads: int | None = None) -> tuple:
+    """Fit one method, embed the city, score the embedding (cached): the unit of work that
+    :func:`fit_methods` runs here or in a worker process."""
+    import torch
+
+    from musecl.methods import make_method
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    start = time.perf_counter()
+    method = make_method(name, config, cache_dir=cache_dir, progress=progress)
+    embedding = method.fit_transform(city)
+    rows = score_embedding(embedding, city, name, config, method.cache, n_jobs=probe_jobs)
+    attention = method.attention() if hasattr(method, "attention") else None
+    return embedding, rows, round(time.perf_counter() - start, 1), attention
+
+
+def score_embedding(embedding: pd.DataFrame, city: City, name: str, config: RunConfig, cache,
+                    n_jobs: int | None = None) -> pd.DataFrame:
+    """The results rows of one method's embedding under the run's evaluation settings (seeds,
+    splits, probe), read from ``cache`` when this embedding was scored so before."""
+    from musecl.evaluation import ProbeConfig, evaluate_embedding
+
+    probe = method_probe(name, config)
+    probe_config = ProbeConfig(max_epochs=config.probe_max_epochs, patience=config.probe_patience)
+    return cached_evaluation(
+        cache, embedding, city, name,
+        lambda: evaluate_embedding(embedding, city, name, seeds=config.seeds, splits=config.splits,
+                                   probe=probe, block_size_m=config.block_size_m, probe_config=probe_config,
+                                   n_jobs=config.jobs if n_jobs is None else n_jobs),
+        seeds=config.seeds, splits=config.splits, probe=probe, block_size_m=config.block_size_m,
+        probe_config=probe_config)
 
 
 def train_encoders(city: str | os.PathLike | City, config: RunConfig, cache_dir: str | os.PathLike,

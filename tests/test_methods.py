@@ -1,6 +1,7 @@
 """MuseCL end to end on a tiny toy city: shapes, determinism, cache hits, save/load, `musecl run`."""
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import warnings
@@ -144,3 +145,35 @@ def test_images_in_shards_give_the_same_musecl_as_images_in_memory(city, tmp_pat
         sharded = MuseCL(sharded_config, cache_dir=tmp_path / "shards", progress=False).fit(city).transform(city)
     assert list((tmp_path / "shards" / "images").glob("*-shards"))
     pd.testing.assert_frame_equal(memory, sharded)
+
+
+def test_methods_fitted_side_by_side_equal_one_by_one(city, tmp_path, monkeypatch):
+    """Two worker processes (one thread each) give the same table, embeddings and attention as
+    fitting the methods in turn on one thread: the parallel path only reorders the work. Two
+    methods share MuseCL's stages, which the cache computes once."""
+    import json
+
+    import torch
+
+    from musecl import evaluation, runner
+
+    methods = ["SV only", "MuseCL", "POI only", "Location kNN"]
+    monkeypatch.setattr(evaluation, "resolve_jobs", lambda n: 2 if n == 0 else int(n))  # 2 "cores"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            one = runner.run(city, tmp_path / "one", dataclasses.replace(TINY, jobs=1), methods=methods,
+                             cache_dir=tmp_path / "cache-one", progress=False)
+            two = runner.run(city, tmp_path / "two", dataclasses.replace(TINY, jobs=2), methods=methods,
+                             cache_dir=tmp_path / "cache-two", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert json.loads((tmp_path / "two" / "run.json").read_text())["method_workers"] == 2
+    assert json.loads((tmp_path / "one" / "run.json").read_text())["method_workers"] == 1
+    pd.testing.assert_frame_equal(one, two)
+    assert list(one["method"].unique()) == methods  # the table keeps the asked order
+    for name in ["attention.csv", *(f"embeddings/{m}.csv" for m in methods)]:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    assert len(list((tmp_path / "cache-two").glob("encoder-satellite/*/key.json"))) == 1

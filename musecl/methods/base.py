@@ -40,6 +40,7 @@ class RegionEmbedder:
     """Base class: holds the run configuration and the cache every stage reads and writes."""
 
     name = "base"
+    cost = 0  # rough rank of fit time on the CPU (higher: longer): parallel runs start the longest first
 
     def __init__(self, config: RunConfig | None = None, cache_dir: str | Path | None = None,
                  progress: bool = True):
