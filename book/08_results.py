@@ -62,10 +62,10 @@ cfg
 # ```
 #
 # The methods do not depend on each other, so on the CPU `musecl run` fits several at once, in
-# worker processes with a share of the cores each (`jobs` in the settings; the stages two methods
-# share are computed once, the cache makes the second wait). A small CNN trains only ~1.3x
-# faster on two threads than on one, so two methods side by side take about two thirds of the
-# time of one after the other:
+# worker processes with a share of the cores each (`jobs` in the settings; a stage two methods
+# share is computed once, the cache makes the second wait). A small CNN or the MLP probe uses two
+# threads poorly, so two methods side by side finish sooner than one after the other (the
+# README gives the measurement):
 #
 # ```{literalinclude} ../musecl/runner.py
 # :pyobject: fit_methods

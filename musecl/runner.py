@@ -120,7 +120,7 @@ def run(city: str | os.PathLike | City, out_dir: str | os.PathLike, config: RunC
     with atomic_write(out / "results.csv") as handle:
         table.to_csv(handle, index=False)
     info = run_info(city, config, timings)
-    info["method_workers"] = method_workers(config, len(methods))
+    info["method_workers"] = method_workers(config, methods)
     info["wall_seconds"] = round(time.perf_counter() - start, 1)
     atomic_save_json(out / "run.json", info)
     return table
@@ -133,15 +133,19 @@ def method_probe(name: str, config: RunConfig) -> str:
     return getattr(METHODS[name], "probe", None) or config.probe
 
 
-def method_workers(config: RunConfig, n_methods: int) -> int:
-    """Processes fitting methods side by side: ``config.jobs`` (0: one per core) on the CPU,
-    never more than there are methods; one on a GPU, which the methods would share."""
+def method_workers(config: RunConfig, methods: Sequence[str]) -> int:
+    """Processes fitting methods side by side: ``config.jobs`` (0: one per core) on the CPU, but
+    no more than there are methods that train or extract features (``cost`` > 0: the others
+    take seconds, or wait for MuseCL's stages), and one on a GPU, which they would share. A
+    worker's start (imports) costs a few seconds, so small runs stay in this process."""
     from musecl.evaluation import resolve_jobs
+    from musecl.methods import METHODS
     from musecl.training import resolve_device
 
     if resolve_device(config.device).type != "cpu":
         return 1
-    return max(1, min(resolve_jobs(config.jobs), n_methods))
+    heavy = sum(METHODS[name].cost > 0 for name in methods)
+    return max(1, min(resolve_jobs(config.jobs), heavy))
 
 
 def fit_methods(methods: Sequence[str], city: City, config: RunConfig, cache_dir: Path,
@@ -157,7 +161,7 @@ def fit_methods(methods: Sequence[str], city: City, config: RunConfig, cache_dir
     from musecl.evaluation import resolve_jobs
     from musecl.methods import METHODS
 
-    workers = method_workers(config, len(methods))
+    workers = method_workers(config, methods)
     if workers == 1:
         return {name: fit_and_score(name, city, config, cache_dir, progress) for name in methods}
     from joblib import Parallel, delayed

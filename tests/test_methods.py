@@ -149,15 +149,15 @@ def test_images_in_shards_give_the_same_musecl_as_images_in_memory(city, tmp_pat
 
 def test_methods_fitted_side_by_side_equal_one_by_one(city, tmp_path, monkeypatch):
     """Two worker processes (one thread each) give the same table, embeddings and attention as
-    fitting the methods in turn on one thread: the parallel path only reorders the work. Two
-    methods share MuseCL's stages, which the cache computes once."""
+    fitting the methods in turn on one thread: the parallel path only reorders the work. SV
+    only shares MuseCL's stages, which the cache computes once."""
     import json
 
     import torch
 
     from musecl import evaluation, runner
 
-    methods = ["SV only", "MuseCL", "POI only", "Location kNN"]
+    methods = ["SV only", "MuseCL", "Tile2vec", "POI only"]  # two that train: two workers
     monkeypatch.setattr(evaluation, "resolve_jobs", lambda n: 2 if n == 0 else int(n))  # 2 "cores"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -172,6 +172,7 @@ def test_methods_fitted_side_by_side_equal_one_by_one(city, tmp_path, monkeypatc
         torch.set_num_threads(threads)
     assert json.loads((tmp_path / "two" / "run.json").read_text())["method_workers"] == 2
     assert json.loads((tmp_path / "one" / "run.json").read_text())["method_workers"] == 1
+    assert runner.method_workers(dataclasses.replace(TINY, jobs=2), ["MuseCL", "SV only", "POI only"]) == 1
     pd.testing.assert_frame_equal(one, two)
     assert list(one["method"].unique()) == methods  # the table keeps the asked order
     for name in ["attention.csv", *(f"embeddings/{m}.csv" for m in methods)]:
