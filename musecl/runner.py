@@ -67,10 +67,10 @@ def run(city: str | os.PathLike | City, out_dir: str | os.PathLike, config: RunC
         progress: bool = True) -> pd.DataFrame:
     """Fit every method on the city, evaluate its embedding, write the results folder.
 
-    On the CPU, several methods are fitted at once in ``config.jobs`` worker processes (the
-    longest first), each with its share of the cores: training a small CNN on two threads is
-    only ~1.3x faster than on one, so two methods side by side finish sooner than one after
-    the other. On a GPU the methods take turns on it."""
+    On the CPU, when two or more methods train or extract features, they are fitted at once in
+    ``config.jobs`` worker processes (the longest first), each with its share of the cores: a
+    small CNN trains only 1.2-1.3x faster on two threads than on one, so two methods side by
+    side finish sooner than one after the other. On a GPU the methods take turns on it."""
     import matplotlib.pyplot as plt  # figures are saved and closed; the backend is left alone (notebooks)
 
     from musecl import distributed as ddp
