@@ -33,11 +33,11 @@ from myst_nb import glue
 
 from musecl.config import RunConfig
 from musecl.datasets.published import published_results
-from musecl.evaluation import ProbeConfig, predict_indicator, summarize
+from musecl.evaluation import predict_indicator, summarize
 from musecl.io import atomic_write
 from musecl.methods import MuseCL
 from musecl.plotting import plot_predicted_vs_true
-from musecl.runner import resolve_city, score_embedding
+from musecl.runner import probe_settings, resolve_city, score_embedding
 
 cfg = RunConfig.from_yaml(params_file, device=device)
 data = resolve_city(city or "toy", cities_dir=f"{out_dir}/cities")
@@ -81,7 +81,7 @@ cfg
 # %%
 method = MuseCL(cfg, cache_dir=f"{out_dir}/cache", progress=False).fit(data)
 embedding = method.transform(data)
-probe = ProbeConfig(max_epochs=cfg.probe_max_epochs, patience=cfg.probe_patience)
+probe = probe_settings(cfg)
 # evaluate_embedding with the run's seeds, splits and probe, cached by the embedding's values:
 # the results chapter reads these rows instead of fitting the same probes again
 results = score_embedding(embedding, data, "MuseCL", cfg, method.cache)

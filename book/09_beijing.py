@@ -55,11 +55,11 @@ from musecl.config import RunConfig
 from musecl.datasets.beijing import (BEIJING_LATTICE, PANORAMA_CENTRE, STREETVIEW_VIEWS, image_regions,
                                      make_beijing_city, parse_image_folder)
 from musecl.datasets.published import published_results
-from musecl.evaluation import ProbeConfig, evaluate_embedding
+from musecl.evaluation import evaluate_embedding
 from musecl.io import atomic_write
 from musecl.methods import make_method
 from musecl.plotting import plot_images, plot_maps
-from musecl.runner import resolve_city, run
+from musecl.runner import probe_settings, resolve_city, run
 
 chapter_start = time.perf_counter()
 cfg = RunConfig.from_yaml(params_file, device=device)
@@ -193,7 +193,7 @@ with warnings.catch_warnings():
     location = make_method("Location kNN", cfg, progress=False).fit_transform(city)
     mlp = evaluate_embedding(location, city, "Location (MLP probe)", seeds=cfg.seeds[:1], splits=("random",),
                              probe="mlp", block_size_m=cfg.block_size_m,
-                             probe_config=ProbeConfig(max_epochs=cfg.probe_max_epochs, patience=cfg.probe_patience))
+                             probe_config=probe_settings(cfg))
 results = pd.concat([knn, mlp], ignore_index=True)
 with atomic_write(results_dir / "results.csv") as handle:  # the runner's rows plus the MLP probe's
     results.to_csv(handle, index=False)

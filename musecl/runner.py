@@ -74,7 +74,7 @@ def run(city: str | os.PathLike | City, out_dir: str | os.PathLike, config: RunC
     import matplotlib.pyplot as plt  # figures are saved and closed; the backend is left alone (notebooks)
 
     from musecl import distributed as ddp
-    from musecl.evaluation import ProbeConfig, predict_indicator
+    from musecl.evaluation import predict_indicator
     from musecl.plotting import plot_map, plot_predicted_vs_true
 
     if ddp.launched_world_size() > 1:
@@ -89,7 +89,6 @@ def run(city: str | os.PathLike | City, out_dir: str | os.PathLike, config: RunC
     (out / "figures").mkdir(parents=True, exist_ok=True)
     with atomic_write(out / "config.yaml") as handle:
         yaml.safe_dump(config.to_dict(), handle, sort_keys=False)
-    probe_config = ProbeConfig(max_epochs=config.probe_max_epochs, patience=config.probe_patience)
     start = time.perf_counter()
     fitted = fit_methods(methods, city, config, cache_dir, progress)
     results, timings = [], {}
@@ -109,7 +108,7 @@ def run(city: str | os.PathLike | City, out_dir: str | os.PathLike, config: RunC
         if name == ("MuseCL" if "MuseCL" in methods else methods[-1]):  # Figure 4 for one method
             probe = method_probe(name, config)
             preds = pd.concat([predict_indicator(embedding, city, ind, split="random", seed=config.seeds[0],
-                                                 probe=probe, probe_config=probe_config)
+                                                 probe=probe, probe_config=probe_settings(config))
                                for ind in city.meta.indicators])
             with atomic_write(out / "predictions.csv") as handle:
                 preds.assign(method=name).to_csv(handle, index=False)
@@ -194,23 +193,6 @@ def fit_and_score(name: str, city: City, config: RunConfig, cache_dir: Path, pro
     return embedding, rows, round(time.perf_counter() - start, 1), attention
 
 
-def score_embedding(embedding: pd.DataFrame, city: City, name: str, config: RunConfig, cache,
-                    n_jobs: int | None = None) -> pd.DataFrame:
-    """The results rows of one method's embedding under the run's evaluation settings (seeds,
-    splits, probe), read from ``cache`` when this embedding was scored so before."""
-    from musecl.evaluation import ProbeConfig, evaluate_embedding
-
-    probe = method_probe(name, config)
-    probe_config = ProbeConfig(max_epochs=config.probe_max_epochs, patience=config.probe_patience)
-    return cached_evaluation(
-        cache, embedding, city, name,
-        lambda: evaluate_embedding(embedding, city, name, seeds=config.seeds, splits=config.splits,
-                                   probe=probe, block_size_m=config.block_size_m, probe_config=probe_config,
-                                   n_jobs=config.jobs if n_jobs is None else n_jobs),
-        seeds=config.seeds, splits=config.splits, probe=probe, block_size_m=config.block_size_m,
-        probe_config=probe_config)
-
-
 def train_encoders(city: str | os.PathLike | City, config: RunConfig, cache_dir: str | os.PathLike,
                    kinds: Sequence[str] = ("satellite", "streetview"), triplets: str = "similarity",
                    progress: bool = True) -> dict[str, Path]:
@@ -236,19 +218,32 @@ def train_encoders(city: str | os.PathLike | City, config: RunConfig, cache_dir:
 EVALUATION_VERSION = 1  # bump when the probes or splits change: old cached scores are then ignored
 
 
-def cached_evaluation(cache, embedding: pd.DataFrame, city: City, method: str, compute, **settings) -> pd.DataFrame:
-    """The results rows of ``compute()``, cached under the embedding's exact values, the city's
-    data and the evaluation settings: re-executing the book with trained stages cached then
-    costs no probe fits either."""
-    from musecl.cache import city_fingerprint
+def probe_settings(config: RunConfig):
+    """The run's MLP probe settings (:class:`musecl.evaluation.ProbeConfig`)."""
+    from musecl.evaluation import ProbeConfig
 
-    key = {"version": EVALUATION_VERSION, "method": method, "city": city_fingerprint(city),
+    return ProbeConfig(max_epochs=config.probe_max_epochs, patience=config.probe_patience)
+
+
+def score_embedding(embedding: pd.DataFrame, city: City, name: str, config: RunConfig, cache,
+                    n_jobs: int | None = None) -> pd.DataFrame:
+    """The results rows of one method's embedding under the run's evaluation settings (seeds,
+    splits, probe), cached under the embedding's exact values and the city's data: re-executing
+    the book with trained stages cached then costs no probe fits either."""
+    from musecl.cache import city_fingerprint
+    from musecl.evaluation import evaluate_embedding
+
+    probe, probe_config = method_probe(name, config), probe_settings(config)
+    settings = {"seeds": config.seeds, "splits": config.splits, "probe": probe,
+                "block_size_m": config.block_size_m, "probe_config": probe_config}
+    key = {"version": EVALUATION_VERSION, "method": name, "city": city_fingerprint(city),
            "embedding": hashlib.sha256(pd.util.hash_pandas_object(embedding, index=True).to_numpy().tobytes()
                                        + str(list(embedding.columns)).encode()).hexdigest(),
            **{k: str(v) for k, v in settings.items()}}
 
     def evaluate(folder: Path) -> None:
-        compute().to_csv(folder / "results.csv", index=False)
+        evaluate_embedding(embedding, city, name, **settings, n_jobs=config.jobs if n_jobs is None else n_jobs
+                           ).to_csv(folder / "results.csv", index=False)
 
     return pd.read_csv(cache.get_or_compute("evaluation", key, evaluate) / "results.csv")
 

@@ -109,7 +109,6 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
     from musecl.encoders.image import (ImageTrainingConfig, build_encoder, embed_regions, save_encoder,
                                        train_image_encoder)
     from musecl import distributed as ddp
-    from musecl.training import resolve_device
 
     if triplets not in TRIPLET_SOURCES:
         raise ValueError(f"unknown triplet source {triplets!r}; known: {sorted(TRIPLET_SOURCES)}")
