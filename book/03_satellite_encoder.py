@@ -355,7 +355,7 @@ plt.show()
 #    used), how often is the anchor region's embedding more similar (cosine) to the positive's
 #    than to the negative's? Chance is 50 %.
 # 2. **Principal components against the toy city's latents** (Spearman $\rho$): does the main
-#    axis of the embedding follow built-up intensity, greenery, water?
+#    axis of the embedding follow building footprint, land use, greenery, water?
 # 3. **A linear probe**: ridge regression from the 128-d embedding to each latent, scored by
 #    5-fold cross-validated $R^2$; a trivial feature, each image's mean colour (3 numbers), is the
 #    floor any image encoder should clear.
@@ -413,9 +413,9 @@ if has_latents:
         f"{probes['untrained encoder'].mean():.2f} from the untrained one and "
         f"{probes['mean colour (3 numbers)'].mean():.2f} from the mean colour; training helped most "
         f"for `{gain.idxmax()}` ({gain.max():+.2f}) and least for `{gain.idxmin()}` ({gain.min():+.2f}). "
-        "Latents that the satellite images do not show (affluence, activity: see the data chapter) "
-        "can be recovered only through their correlation with latents they do show, such as "
-        "built-up intensity."), display=False)
+        "Latents that the satellite images do not show (height, affluence, activity: see the data "
+        "chapter) can be recovered only through their correlation with latents they do show, which "
+        "the toy city keeps weak."), display=False)
 else:
     display(Markdown("*This city has no `latents.csv` (a real city): the latent checks are skipped; "
                      "the prediction chapter scores the embedding on the indicators instead.*"))
@@ -507,5 +507,5 @@ pd.DataFrame({"straight: train loss": straight_history["train_loss"].to_numpy(),
 #    training time, then check it in the history. Does the last feature map (the table at the
 #    top) grow?
 # 3. **Longer training.** Set `rs_epochs: 12`. Does the validation loss keep falling, and does
-#    the probe $R^2$ for `built` and `green` follow it? Which latent can no satellite encoder
+#    the probe $R^2$ for `footprint` and `green` follow it? Which latents can no satellite encoder
 #    learn, however long it trains?

@@ -318,9 +318,10 @@ plt.show()
 # latents, and a cross-validated linear probe from the embedding to each latent, with the mean
 # colour of a region's views as the floor. The last column puts the trained *satellite* encoder
 # of {doc}`03_satellite_encoder` beside it (trained there, reused here from the cache). The toy
-# city hides `activity` from above and shows it in the streets (people, cars), so that is the row
-# to watch; from random weights and a few epochs the street-view encoder need not see it yet, and
-# the satellite embedding can still predict it through its correlation with built-up intensity.
+# city hides `height`, `affluence` and `activity` from above and shows them in the streets
+# (facades, their upkeep, people and cars), so those are the rows to watch; from random weights
+# and a few epochs the street-view encoder need not see them yet, and the satellite embedding can
+# predict them only through their (weak) correlation with what it does show.
 
 # %%
 untrained = embed_regions(build_encoder(settings["arch"], cfg.embedding_dim, cfg.weights, seed=cfg.seed),

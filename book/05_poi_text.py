@@ -170,8 +170,10 @@ glue("mean_cat_cos", float(np.nanmean(cos.values)), display=False)
 # %%
 GROUPS = {
     "food and drink": ["restaurant", "cafe", "fast_food", "bakery"],
-    "nightlife and leisure": ["bar", "nightclub", "cinema", "museum", "gym", "hotel", "shopping_mall"],
-    "shops": ["supermarket", "convenience_store", "luxury_boutique", "pharmacy", "hardware_store"],
+    "nightlife and leisure": ["bar", "wine_bar", "nightclub", "cinema", "museum", "art_gallery", "gym",
+                              "hotel", "shopping_mall", "betting_shop"],
+    "shops": ["supermarket", "organic_grocer", "discount_store", "convenience_store", "luxury_boutique",
+              "pawn_shop", "pharmacy", "hardware_store"],
     "care, education, worship": ["school", "kindergarten", "hospital", "clinic", "library", "church"],
     "work, transport, industry": ["bank", "office", "warehouse", "car_repair", "parking", "gas_station",
                                   "bus_station", "farm_supply"],

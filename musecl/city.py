@@ -10,6 +10,7 @@ A city is a folder a person can make with a spreadsheet and an image folder::
     od.csv           origin, destination, flow            (in/outflows follow from it)
     indicators.csv   region_id, one column per indicator, raw values
     latents.csv      optional ground truth (generated cities only)
+    ceilings.csv     optional: each ceiling's prediction per region (generated cities only)
 
 :func:`validate_city` lists every problem with the file, the row or region and what is wrong;
 :func:`load_city` raises :class:`CityFormatError` with the same messages, and warns with a
@@ -47,6 +48,10 @@ MOBILITY_CSV = "mobility.csv"
 OD_CSV = "od.csv"
 INDICATORS_CSV = "indicators.csv"
 LATENTS_CSV = "latents.csv"
+CEILINGS_CSV = "ceilings.csv"
+SOURCE = "source"  # ceilings.csv: "all" (every latent) or the modality whose view it conditions on
+CEILING_ALL = "all"
+CEILING_SOURCES = (CEILING_ALL, *MODALITIES)
 
 
 class CityFormatError(ValueError):
@@ -84,6 +89,9 @@ class Indicator:
     log: bool = True  # model ln(1 + x), as the paper does
     allow_missing: bool = False
     allow_negative: bool = False
+    # the modality this indicator is an aggregate of (the paper's NP counts POIs, MC trips):
+    # such an indicator is shown, but left out of headline means
+    derived_from_input: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,7 +107,17 @@ class CityMeta:
     max_missing_satellite: float = 0.5  # fraction of regions allowed without a satellite image
     oracle_r2: dict[str, float] = field(default_factory=dict)
     latents: dict[str, str] = field(default_factory=dict)  # latent name -> description
+    modality_latents: dict[str, list[str]] = field(default_factory=dict)  # modality -> latents it shows
+    modality_oracle_r2: dict[str, dict[str, float]] = field(default_factory=dict)  # modality -> indicator -> R2
     extra: dict = field(default_factory=dict)
+
+    def headline_indicators(self) -> list[str]:
+        """The indicators a headline mean averages: all but those derived from an input."""
+        return [k for k, v in self.indicators.items() if not v.derived_from_input]
+
+    def derived_indicators(self) -> dict[str, str]:
+        """Indicator -> the input modality it aggregates (left out of headline means)."""
+        return {k: v.derived_from_input for k, v in self.indicators.items() if v.derived_from_input}
 
     def to_yaml_dict(self) -> dict:
         out = {
@@ -111,7 +129,8 @@ class CityMeta:
             "provenance": self.provenance,
             "max_missing_satellite": self.max_missing_satellite,
             "indicators": {
-                k: {f.name: getattr(v, f.name) for f in dataclasses.fields(v) if f.name != "name"}
+                k: {f.name: getattr(v, f.name) for f in dataclasses.fields(v)
+                    if f.name != "name" and not (f.name == "derived_from_input" and v.derived_from_input is None)}
                 for k, v in self.indicators.items()
             },
         }
@@ -119,6 +138,11 @@ class CityMeta:
             out["oracle_r2"] = {k: float(v) for k, v in self.oracle_r2.items()}
         if self.latents:
             out["latents"] = dict(self.latents)
+        if self.modality_latents:
+            out["modality_latents"] = {k: list(v) for k, v in self.modality_latents.items()}
+        if self.modality_oracle_r2:
+            out["modality_oracle_r2"] = {m: {k: float(v) for k, v in r2.items()}
+                                         for m, r2 in self.modality_oracle_r2.items()}
         out.update(self.extra)
         return out
 
@@ -136,6 +160,7 @@ class City:
     indicators: pd.DataFrame  # index region_id; raw values, NaN where missing
     od: pd.DataFrame | None = None
     latents: pd.DataFrame | None = None
+    ceilings: pd.DataFrame | None = None  # region_id, source, one column per indicator (modelled scale)
 
     @property
     def name(self) -> str:
@@ -179,6 +204,18 @@ class City:
             if log if log is not None else ind.log:
                 out[name] = np.log1p(out[name])
         return out
+
+    def ceiling_predictions(self, source: str = CEILING_ALL) -> pd.DataFrame:
+        """The ceiling ``source`` predicts for each region (modelled scale, region x indicator):
+        "all" is the noiseless function of every latent, a modality the best prediction from what
+        it shows. Scored on a split's test part it is that split's ceiling."""
+        if self.ceilings is None:
+            raise ValueError(f"{self.name} records no ceilings ({CEILINGS_CSV}); only generated cities know them")
+        rows = self.ceilings[self.ceilings[SOURCE] == source]
+        if rows.empty:
+            raise ValueError(f"{self.name}: no ceiling {source!r}; {CEILINGS_CSV} has "
+                             f"{sorted(self.ceilings[SOURCE].unique())}")
+        return rows.drop(columns=SOURCE).set_index(REGION_ID).reindex(self.region_ids)
 
     def xy_m(self) -> np.ndarray:
         """Region centres in metres on a local equirectangular plane (for maps and blocks)."""
@@ -278,15 +315,38 @@ def _read_meta(root: Path, problems: list[Problem]) -> CityMeta | None:
             if bad:
                 problems.append(Problem(CITY_YAML, f"indicators.{name}", f"unknown key(s) {sorted(bad)}"))
                 continue
+            derived = spec.get("derived_from_input")
+            if derived is not None and derived not in MODALITIES:
+                problems.append(Problem(CITY_YAML, f"indicators.{name}.derived_from_input",
+                                        f"{derived!r} is not a modality; use one of {list(MODALITIES)} or leave it out"))
+                spec = {k: v for k, v in spec.items() if k != "derived_from_input"}
             indicators[str(name)] = Indicator(name=str(name), long_name=str(spec.get("long_name", name)),
                                               **{k: v for k, v in spec.items() if k != "long_name"})
     known = {"format_version", "name", "crs", "hexagon_size_m", "modalities", "provenance",
-             "max_missing_satellite", "indicators", "oracle_r2", "latents"}
+             "max_missing_satellite", "indicators", "oracle_r2", "latents", "modality_latents",
+             "modality_oracle_r2"}
+    mappings = {}
+    for key in ("oracle_r2", "latents", "modality_latents", "modality_oracle_r2"):
+        value = raw.get(key) or {}
+        if not isinstance(value, dict):
+            problems.append(Problem(CITY_YAML, key, f"must be a mapping (key: value), got {type(value).__name__}"))
+            value = {}
+        mappings[key] = dict(value)
+    for key, wanted in (("modality_latents", list), ("modality_oracle_r2", dict)):
+        for m, value in list(mappings[key].items()):
+            if m not in MODALITIES:
+                problems.append(Problem(CITY_YAML, key, f"unknown modality {m!r}; use {list(MODALITIES)}"))
+            if not isinstance(value or wanted(), wanted):
+                problems.append(Problem(CITY_YAML, f"{key}.{m}", f"must be a {'list' if wanted is list else 'mapping'}, "
+                                                                 f"got {type(value).__name__}"))
+                mappings[key].pop(m)
     return CityMeta(
         name=str(raw["name"]), crs=crs, modalities=modalities, indicators=indicators,
         hexagon_size_m=raw.get("hexagon_size_m"), provenance=str(raw.get("provenance", "")),
         max_missing_satellite=float(raw.get("max_missing_satellite", 0.5)),
-        oracle_r2=dict(raw.get("oracle_r2") or {}), latents=dict(raw.get("latents") or {}),
+        oracle_r2=mappings["oracle_r2"], latents=mappings["latents"],
+        modality_latents={str(k): list(v or []) for k, v in mappings["modality_latents"].items()},
+        modality_oracle_r2={str(m): dict(v or {}) for m, v in mappings["modality_oracle_r2"].items()},
         extra={k: v for k, v in raw.items() if k not in known},
     )
 
@@ -457,7 +517,27 @@ def _inspect(root: Path) -> tuple[list[Problem], dict]:
                            allow_nan=ind.allow_missing, allow_negative=ind.allow_negative)
     tables["indicators"] = indicators
     tables["latents"] = _read_csv(root, LATENTS_CSV, problems, [REGION_ID], optional=True)
+    ceilings = _read_csv(root, CEILINGS_CSV, problems, [REGION_ID, SOURCE], optional=True)
+    if ceilings is not None:
+        _check_ceilings(ceilings, meta, known, problems)
+    tables["ceilings"] = ceilings
     return problems, tables
+
+
+def _check_ceilings(df: pd.DataFrame, meta: CityMeta, known: set[str], problems: list[Problem]) -> None:
+    f = CEILINGS_CSV
+    _check_ids(df, REGION_ID, known, f, problems)
+    bad = ~df[SOURCE].isin(CEILING_SOURCES)
+    for i in np.flatnonzero(bad.to_numpy())[:5]:
+        problems.append(Problem(f, _row(i), f"source {df[SOURCE].iloc[i]!r} is not one of {list(CEILING_SOURCES)}"))
+    for i in np.flatnonzero(df.duplicated([REGION_ID, SOURCE]).to_numpy())[:5]:
+        problems.append(Problem(f, _row(i), f"duplicate ({df[REGION_ID].iloc[i]!r}, {df[SOURCE].iloc[i]!r})"))
+    columns = [c for c in df.columns if c not in (REGION_ID, SOURCE)]
+    for c in columns:
+        if c not in meta.indicators:
+            problems.append(Problem(f, f"column {c}", f"is not an indicator of {CITY_YAML}"))
+    _check_numbers(df, [c for c in columns if c in meta.indicators], f, problems, allow_nan=True,
+                   allow_negative=True)
 
 
 def validate_city(path: str | Path) -> list[Problem]:
@@ -519,7 +599,7 @@ def load_city(path: str | Path) -> City:
     indicators = indicators.reindex(ids)
     latents = t["latents"].set_index(REGION_ID).reindex(ids) if t["latents"] is not None else None
     return City(root=root, meta=meta, regions=regions, images=images, pois=pois, mobility=mobility,
-                indicators=indicators, od=od, latents=latents)
+                indicators=indicators, od=od, latents=latents, ceilings=t["ceilings"])
 
 
 def inflow_outflow(od: pd.DataFrame) -> pd.DataFrame:
@@ -538,7 +618,7 @@ def inflow_outflow(od: pd.DataFrame) -> pd.DataFrame:
 def write_city(root: str | Path, meta: CityMeta, regions: pd.DataFrame, indicators: pd.DataFrame,
                images: pd.DataFrame | None = None, pois: pd.DataFrame | None = None,
                mobility: pd.DataFrame | None = None, od: pd.DataFrame | None = None,
-               latents: pd.DataFrame | None = None) -> Path:
+               latents: pd.DataFrame | None = None, ceilings: pd.DataFrame | None = None) -> Path:
     """Write tables (region tables indexed by region_id) as a city folder; images must already
     be in place under ``root`` with ``images[path]`` relative to it. Returns the folder."""
     root = Path(root)
@@ -562,4 +642,6 @@ def write_city(root: str | Path, meta: CityMeta, regions: pd.DataFrame, indicato
         od[[ORIGIN, DESTINATION, FLOW]].to_csv(root / OD_CSV, index=False)
     if latents is not None:
         _indexed(latents, LATENTS_CSV)
+    if ceilings is not None:  # long: one row per region and source
+        _indexed(ceilings, CEILINGS_CSV)
     return root

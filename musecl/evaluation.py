@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from musecl.city import REGION_ID, City
+from musecl.city import CEILING_ALL, MOBILITY, POI, REGION_ID, SATELLITE, SOURCE, STREETVIEW, City
 from musecl.training import one_torch_thread
 
 RESULT_COLUMNS = ["city", "indicator", "method", "split", "seed", "r2", "rmse", "n_test"]
@@ -473,6 +473,67 @@ def evaluate_embedding(embedding: pd.DataFrame, city: City, method: str,
             for (task, split, seed_list), job_scores in zip(jobs, scored)
             for seed, score in zip(seed_list, job_scores)]
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+CEILING_METHODS = {CEILING_ALL: "Ceiling: all latents", SATELLITE: "Ceiling: what satellite shows",
+                   STREETVIEW: "Ceiling: what street view shows", POI: "Ceiling: what POIs show",
+                   MOBILITY: "Ceiling: what trip counts show"}
+
+
+def evaluate_ceilings(city: City, indicators: Sequence[str] | None = None, seeds: Sequence[int] = (0, 1, 2),
+                      splits: Sequence[str] = ("random",), block_size_m: float | None = None,
+                      fractions: Sequence[float] = DEFAULT_FRACTIONS) -> pd.DataFrame:
+    """Rows of the results table for the city's ceilings (``ceilings.csv``; generated cities only),
+    scored on exactly the test parts the probes use for the same seed and split: a ceiling shown
+    beside a split is that split's ceiling, not the whole city's. Methods are named by
+    ``CEILING_METHODS``; an empty table when the city records no ceilings."""
+    if city.ceilings is None:
+        return pd.DataFrame(columns=RESULT_COLUMNS)
+    for s in splits:
+        if s not in SPLITS:
+            raise ValueError(f"split {s!r} is not one of {SPLITS}")
+    indicators = list(city.meta.indicators) if indicators is None else list(indicators)
+    bs = _block_size(city, block_size_m) if "spatial" in splits else None
+    present = [s for s in CEILING_METHODS if s in set(city.ceilings[SOURCE])]
+    rows = []
+    for source in present:
+        predictions = city.ceiling_predictions(source)
+        for indicator in indicators:
+            if indicator not in predictions.columns:
+                continue
+            task = _prepare(predictions[[indicator]], city, indicator)
+            for split in splits:
+                for seed in seeds:
+                    test = _split(task, split, int(seed), fractions, bs)[2]
+                    metrics = _regression_metrics(task.y[test], task.x[test, 0])
+                    rows.append({"city": city.name, "indicator": indicator, "method": CEILING_METHODS[source],
+                                 "split": split, "seed": int(seed), "r2": metrics["r2"],
+                                 "rmse": metrics["rmse"], "n_test": int(len(test))})
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+def ridge_cv_r2(features: pd.DataFrame, city: City, indicators: Sequence[str] | None = None,
+                folds: int = 5, seed: int = 0) -> pd.Series:
+    """R2 per indicator of a standardised ridge regression (alpha by generalised cross-validation
+    on each training part) from ``features`` (regions x columns), out of fold over ``folds``
+    shuffled folds: a quick, probe-free measure of how much a table of features says about the
+    indicators (the data chapter reads the raw pretext inputs with it)."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.model_selection import KFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    indicators = list(city.meta.indicators) if indicators is None else list(indicators)
+    out = {}
+    with _one_blas_thread():
+        for indicator in indicators:
+            task = _prepare(features, city, indicator)
+            pred = np.empty_like(task.y)
+            for train, test in KFold(int(folds), shuffle=True, random_state=int(seed)).split(task.x):
+                model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 4, 15)))
+                pred[test] = model.fit(task.x[train], task.y[train]).predict(task.x[test])
+            out[indicator] = _regression_metrics(task.y, pred)["r2"]
+    return pd.Series(out, name="r2", dtype=float)
 
 
 def resolve_jobs(n_jobs: int) -> int:

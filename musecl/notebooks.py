@@ -178,9 +178,14 @@ def _fingerprint(parameters: dict, kernel: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _is_current(executed: Path, source: Path, fingerprint: str) -> bool:
-    """The executed copy is newer than its source and was run with the same parameters."""
+def _is_current(executed: Path, source: Path, fingerprint: str, city: str | None = None) -> bool:
+    """The executed copy is newer than its source and than the city's ``city.yaml`` (a city made
+    again, e.g. by a new toy generator, re-executes the chapters), and was run with the same
+    parameters."""
     if not executed.is_file() or executed.stat().st_mtime <= source.stat().st_mtime:
+        return False
+    city_yaml = Path(city) / "city.yaml" if city else None
+    if city_yaml is not None and city_yaml.is_file() and executed.stat().st_mtime <= city_yaml.stat().st_mtime:
         return False
     import nbformat
 
@@ -223,8 +228,9 @@ def execute_chapters(chapters: list[Path] | None, out_dir: Path, parameters: dic
     Each chapter gets only the keys of ``parameters`` that its ``parameters`` cell defines, so
     one parameter set serves every chapter without papermill's "unknown parameter" warnings.
     A chapter is skipped when its executed copy is newer than the source and was run with the
-    same parameters (recorded in the notebook's ``metadata.musecl``), unless ``force``. It does
-    not notice changes to the library or to the city's files: use ``force`` after those.
+    same parameters (recorded in the notebook's ``metadata.musecl``) on a city folder whose
+    ``city.yaml`` is older than the copy, unless ``force``. It does not notice changes to the
+    library or to the city's other files: use ``force`` after those.
     The first failing chapter stops the run with :class:`ChapterExecutionError`; its partly
     executed notebook stays in ``out_dir`` for inspection.
     """
@@ -248,7 +254,7 @@ def execute_chapters(chapters: list[Path] | None, out_dir: Path, parameters: dic
         used = {k: v for k, v in parameters.items() if k in names}
         fingerprint = _fingerprint(used, kernel)
         executed = out_dir / f"{source.stem}.ipynb"
-        if not force and _is_current(executed, source, fingerprint):
+        if not force and _is_current(executed, source, fingerprint, parameters.get("city")):
             if progress:
                 print(f"[book] {source.name}: up to date, not re-executed", file=sys.stderr)
             written.append(executed)
@@ -398,11 +404,12 @@ def load_params_file(path: str | Path | None) -> dict:
 
 
 def default_city(out: Path) -> Path:
-    """The toy city the book runs on by default, generated once under ``out/cities/toy``."""
-    city = Path(out) / "cities" / "toy"
-    if not (city / "city.yaml").is_file():
-        from musecl.datasets.toy import make_toy_city
+    """The toy city the book runs on by default, generated once under ``out/cities/toy`` (again
+    when the folder holds one from an older generator version)."""
+    from musecl.datasets.toy import is_current_toy_city, make_toy_city
 
+    city = Path(out) / "cities" / "toy"
+    if not is_current_toy_city(city):
         print(f"[book] generating the toy city in {city}", file=sys.stderr)
         make_toy_city(city, n_regions=600, seed=0)
     return city

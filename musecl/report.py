@@ -23,7 +23,7 @@ HIGHER_IS_BETTER = {"r2": True, "rmse": False}
 TARGET = "MuseCL"
 LOCATION = "Location kNN"
 IMPROVEMENT_ROW = "improvement over best baseline"
-ORACLE_ROW = "oracle (noise ceiling)"
+HEADLINE = "headline mean"  # column: the mean over the indicators not derived from an input
 OURS = "this run"
 # the paper's spellings -> this project's canonical method names
 PAPER_NAMES = {"Resnet-18": "ResNet-18", "Resnet18": "ResNet-18", "Inception-v3": "Inception v3",
@@ -71,19 +71,38 @@ def method_order(methods: Sequence[str], methods_order: Sequence[str] | None = N
     return known + [m for m in present if m not in known]
 
 
+def headline_means(results: pd.DataFrame, indicators: Sequence[str], metric: str = "r2") -> pd.DataFrame:
+    """Per city, method, split and seed: the mean of ``metric`` over ``indicators`` (those not
+    derived from an input, ``CityMeta.headline_indicators``); NaN where a seed lacks one of them.
+    The seeds' spread of this mean is the spread of the headline number."""
+    _check_results(results, metric)
+    wanted = list(indicators)
+    rows = results[results["indicator"].isin(wanted)]
+    keys = ["city", "method", "split", "seed"]
+    grouped = rows.groupby(keys, sort=False)
+    out = grouped[metric].mean().where(grouped["indicator"].nunique() == len(wanted))
+    return out.rename(metric).reset_index()
+
+
 def numeric_tables(results: pd.DataFrame, metric: str = "r2", split: str = "random",
                    methods_order: Sequence[str] | None = None, indicators: Sequence[str] | None = None,
-                   city: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Mean and standard deviation (over seeds, ddof=1) of ``metric``: method (rows) x indicator."""
+                   city: str | None = None, mean_of: Sequence[str] | None = None
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Mean and standard deviation (over seeds, ddof=1) of ``metric``: method (rows) x indicator.
+
+    ``mean_of``: indicators whose per-seed mean becomes a last column, ``HEADLINE``."""
     rows = _rows(results, metric, split, city)
     grouped = rows.groupby(["method", "indicator"], sort=False)[metric]
     mean, std = grouped.mean().unstack(), grouped.std().unstack()
     order = method_order(rows["method"], methods_order)
     cols = list(dict.fromkeys(rows["indicator"])) if indicators is None else list(indicators)
-    unknown = [c for c in cols if c not in mean.columns]
+    unknown = [c for c in cols + list(mean_of or []) if c not in mean.columns]
     if unknown:
         raise ValueError(f"no results for indicator(s) {unknown}; the table has {list(mean.columns)}")
     mean, std = mean.reindex(index=order, columns=cols), std.reindex(index=order, columns=cols)
+    if mean_of:
+        per_seed = headline_means(rows, mean_of, metric).groupby("method", sort=False)[metric]
+        mean[HEADLINE], std[HEADLINE] = per_seed.mean().reindex(order), per_seed.std().reindex(order)
     mean.index.name = std.index.name = "method"
     mean.columns.name = std.columns.name = "indicator"
     return mean, std
@@ -99,13 +118,14 @@ def _format(mean: float, std: float, digits: int) -> str:
 
 def results_table(results: pd.DataFrame, metric: str = "r2", split: str = "random",
                   methods_order: Sequence[str] | None = None, indicators: Sequence[str] | None = None,
-                  city: str | None = None, digits: int = 3, numeric: bool = False) -> pd.DataFrame:
+                  city: str | None = None, digits: int = 3, numeric: bool = False,
+                  mean_of: Sequence[str] | None = None) -> pd.DataFrame:
     """Table 1 of one city and split: "mean ± std" over seeds per method (rows) x indicator.
 
     ``numeric=True`` returns the twin of means (floats) instead; :func:`numeric_tables` gives both
-    means and deviations. A single seed shows the mean alone.
+    means and deviations. A single seed shows the mean alone. ``mean_of``: see numeric_tables.
     """
-    mean, std = numeric_tables(results, metric, split, methods_order, indicators, city)
+    mean, std = numeric_tables(results, metric, split, methods_order, indicators, city, mean_of)
     if numeric:
         return mean
     text = pd.DataFrame([[_format(m, s, digits) for m, s in zip(mean.loc[i], std.loc[i])] for i in mean.index],
@@ -195,29 +215,40 @@ def _render(text: pd.DataFrame, marks: pd.DataFrame, fmt: str, caption: str):
 def styled_table(results: pd.DataFrame, metric: str = "r2", split: str = "random",
                  methods_order: Sequence[str] | None = None, indicators: Sequence[str] | None = None,
                  city: str | None = None, digits: int = 3, fmt: str = "markdown", target: str = TARGET,
-                 baselines: Sequence[str] | None = None):
+                 baselines: Sequence[str] | None = None, mean_of: Sequence[str] | None = None,
+                 ceilings: pd.DataFrame | None = None):
     """:func:`results_table` as the paper prints it: per indicator the best method in **bold**, the
     second underlined (by mean; highest R2, lowest RMSE), and a last row "improvement over best
     baseline" (:func:`improvement`, in %).
 
-    ``fmt``: "markdown" (a string; bold as ``**``, underline as ``<u>``), "html" (a string) or
-    "styler" (a pandas Styler; needs jinja2).
+    ``mean_of`` adds the ``HEADLINE`` column (mean over those indicators, per seed). ``ceilings``
+    (rows of ``musecl.evaluation.evaluate_ceilings``, scored on the same test parts) are listed
+    under the methods, unranked. ``fmt``: "markdown" (a string; bold as ``**``, underline as
+    ``<u>``), "html" (a string) or "styler" (a pandas Styler; needs jinja2).
     """
     if fmt not in FORMATS:
         raise ValueError(f"fmt {fmt!r} is not one of {FORMATS}")
-    mean, std = numeric_tables(results, metric, split, methods_order, indicators, city)
-    text = results_table(results, metric, split, methods_order, indicators, city, digits)
+    mean, std = numeric_tables(results, metric, split, methods_order, indicators, city, mean_of)
+    text = results_table(results, metric, split, methods_order, indicators, city, digits, mean_of=mean_of)
     marks = rank_marks(mean, metric)
     gain = improvement(mean, metric, target, baselines)
     if gain.notna().any():
         text.loc[IMPROVEMENT_ROW] = [f"{g:.2f}%" if pd.notna(g) else "" for g in gain]
+    if ceilings is not None and len(ceilings) and (ceilings["split"] == split).any():
+        cols = [c for c in text.columns if c != HEADLINE]
+        ceiling_text = results_table(ceilings, metric, split, indicators=cols, city=city, digits=digits,
+                                     mean_of=mean_of if mean_of and HEADLINE in text.columns else None)
+        text = pd.concat([text, ceiling_text.reindex(columns=text.columns, fill_value="")])
     label = {"r2": "R2 (higher is better)", "rmse": "RMSE (lower is better)"}[metric]
     where = city or str(_rows(results, metric, split)["city"].iloc[0])
-    return _render(text, marks, fmt, f"{where}, {split} split: {label}, mean ± std over seeds")
+    caption = f"{where}, {split} split: {label}, mean ± std over seeds"
+    if mean_of:
+        caption += f"; {HEADLINE}: over {', '.join(mean_of)}"
+    return _render(text, marks, fmt, caption)
 
 
 # ------------------------------------------------------------------------------------------
-# the paper's numbers and the toy city's ceiling
+# the paper's numbers
 
 
 def paper_method_name(name: str) -> str:
@@ -275,21 +306,6 @@ def with_published(table: pd.DataFrame, published: pd.DataFrame | None, city_lab
     joined = pd.DataFrame(out, index=pd.Index(rows, name=table.index.name or "method"))
     joined.columns = pd.MultiIndex.from_tuples(joined.columns, names=["indicator", "source"])
     return joined
-
-
-def oracle_row(city, digits: int | None = None) -> pd.DataFrame:
-    """The toy city's oracle R2 per indicator (the best any method can reach, given the noise the
-    generator added) as one row to put under a table; strings when ``digits`` is given."""
-    oracle = dict(city.meta.oracle_r2 or {})
-    if not oracle:
-        raise ValueError(f"{city.name} has no oracle R2 in city.yaml; only generated cities know their noise")
-    cols = [i for i in city.meta.indicators if i in oracle] + [i for i in oracle if i not in city.meta.indicators]
-    values = [float(oracle[c]) for c in cols]
-    row = pd.DataFrame([values], index=pd.Index([ORACLE_ROW], name="method"), columns=cols)
-    if digits is not None:
-        row = row.map(lambda v: f"{v:.{digits}f}")
-    row.columns.name = "indicator"
-    return row
 
 
 # ------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 from sklearn.neighbors import NearestNeighbors
 
-from musecl.city import INFLOW, OUTFLOW, City
+from musecl.city import INFLOW, MOBILITY, OUTFLOW, POI, City
 
 ANCHOR, POSITIVE, NEGATIVE = "anchor", "positive", "negative"
 D_POS, D_NEG = "d_pos", "d_neg"
@@ -511,6 +511,24 @@ def poi_triplets(city: City, sampler: TripletSampler | None = None,
                          "POI similarity to sample satellite triplets from; use a method without POI triplets "
                          "(e.g. Tile2vec, SV only)")
     return (sampler or TripletSampler()).sample(feats.to_numpy(dtype=float), region_ids=ids.to_numpy())
+
+
+def pretext_features(city: City) -> pd.DataFrame:
+    """What the contrastive stages learn from, one row per region: ln(1 + inflow) and
+    ln(1 + outflow) (eq. 1, the street-view pairing) and ln(1 + count) per POI category (eq. 3,
+    the satellite pairing), for the modalities the city has. Read by a probe it is the baseline
+    a learned representation has to beat: the pretext signal itself, without images."""
+    parts = []
+    if city.has(MOBILITY):
+        parts.append(np.log1p(city.mobility[[INFLOW, OUTFLOW]].astype(float)).add_prefix("ln1p_"))
+    counts = city.poi_counts()
+    if city.has(POI) and counts.shape[1]:
+        parts.append(np.log1p(counts.astype(float)).add_prefix("ln1p_poi_"))
+    if not parts:
+        raise ValueError(f"{city.name} has neither trips nor POIs: there are no pretext features")
+    table = pd.concat(parts, axis=1).reindex(city.region_ids)
+    table.index.name = city.region_ids.name
+    return table
 
 
 def geographic_triplets(xy, n_triplets: int = 10_000, n_neighbors: int = 5, radius: float | None = None,

@@ -1,6 +1,7 @@
 """The city folder format: a valid hand-made city loads; each bad input is named precisely."""
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -212,3 +213,86 @@ def test_cli_validate_exit_codes(city_dir):
                          capture_output=True, text=True)
     assert bad.returncode == 1
     assert "duplicate region_id 'c'" in bad.stderr
+
+
+# -- derived indicators and ceilings ------------------------------------------------------------
+
+def ceilings_for(ids, sources=("all", "poi")) -> pd.DataFrame:
+    """A long ceilings table as write_city takes it: indexed by region_id, one row per source."""
+    frames = [pd.DataFrame({"source": s, "PD": np.arange(len(ids)) + k, "HD": -0.5 * k}, index=pd.Index(ids))
+              for k, s in enumerate(sources)]
+    return pd.concat(frames)
+
+
+def test_derived_from_input_is_validated(city_dir):
+    edit_yaml(city_dir / "city.yaml", lambda raw: raw["indicators"]["PD"].update(derived_from_input="trips"))
+    assert "city.yaml (indicators.PD.derived_from_input): 'trips' is not a modality" in only_problem(city_dir)
+    edit_yaml(city_dir / "city.yaml", lambda raw: raw["indicators"]["PD"].update(derived_from_input="poi"))
+    assert validate_city(city_dir) == []
+    meta = load_city(city_dir).meta
+    assert meta.indicators["PD"].derived_from_input == "poi"
+    assert meta.derived_indicators() == {"PD": "poi"} and meta.headline_indicators() == ["HD"]
+
+
+def test_derived_from_input_is_left_out_of_city_yaml_when_unset(city_dir):
+    """Hand-made cities keep a city.yaml without the new key."""
+    raw = yaml.safe_load((city_dir / "city.yaml").read_text())
+    assert all("derived_from_input" not in spec for spec in raw["indicators"].values())
+    meta = load_city(city_dir).meta
+    assert meta.headline_indicators() == ["PD", "HD"] and meta.derived_indicators() == {}
+
+
+def test_ceilings_round_trip_and_predictions(city_dir):
+    city = load_city(city_dir)
+    assert city.ceilings is None
+    with pytest.raises(ValueError, match="records no ceilings"):
+        city.ceiling_predictions()
+    meta = dataclasses.replace(city.meta, modality_latents={"poi": ["landuse"]},
+                               modality_oracle_r2={"poi": {"PD": 0.4, "HD": 0.3}}, oracle_r2={"PD": 0.9, "HD": 0.8})
+    ids = ["d", "c", "b", "a"]  # not the regions' order: predictions follow the regions
+    write_city(city_dir, meta, city.regions, city.indicators, images=city.images, pois=city.pois, od=city.od,
+               ceilings=ceilings_for(ids))
+    assert validate_city(city_dir) == []
+    again = load_city(city_dir)
+    assert again.meta.modality_latents == {"poi": ["landuse"]}
+    assert again.meta.modality_oracle_r2 == {"poi": {"PD": 0.4, "HD": 0.3}}
+    assert list(again.ceilings.columns) == ["region_id", "source", "PD", "HD"] and len(again.ceilings) == 8
+    every = again.ceiling_predictions()
+    assert list(every.index) == ["a", "b", "c", "d"] and list(every.columns) == ["PD", "HD"]
+    assert every["PD"].tolist() == [3, 2, 1, 0] and (every["HD"] == 0).all()
+    assert (again.ceiling_predictions("poi")["PD"] == every["PD"] + 1).all()
+    with pytest.raises(ValueError, match=r"no ceiling 'satellite'.*\['all', 'poi'\]"):
+        again.ceiling_predictions("satellite")
+
+
+def test_ceilings_problems(city_dir):
+    city = load_city(city_dir)
+    table = ceilings_for(["a", "b", "c", "d"]).reset_index(names="region_id")
+    table.loc[1, "source"] = "everything"
+    table.loc[2, "region_id"] = "zz"
+    table = pd.concat([table, table.iloc[[4]]], ignore_index=True)  # ("a", "poi") twice
+    table["XX"] = 1.0
+    table.to_csv(city_dir / "ceilings.csv", index=False)
+    msg = only_problem(city_dir)
+    assert "ceilings.csv (row 3): source 'everything' is not one of ['all', 'satellite'" in msg
+    assert "ceilings.csv (row 4): region_id 'zz' is not a region in regions.csv" in msg
+    assert "ceilings.csv (row 10): duplicate ('a', 'poi')" in msg
+    assert "ceilings.csv (column XX): is not an indicator of city.yaml" in msg
+    assert city.ceilings is None  # the city loaded before is untouched
+
+
+def test_unknown_modality_in_modality_oracle_r2(city_dir):
+    edit_yaml(city_dir / "city.yaml", lambda raw: raw.update(modality_oracle_r2={"radar": {"PD": 0.1}}))
+    assert "city.yaml (modality_oracle_r2): unknown modality 'radar'" in only_problem(city_dir)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"oracle_r2": [1]}, "city.yaml (oracle_r2): must be a mapping (key: value), got list"),
+    ({"modality_oracle_r2": {"poi": 0.5}}, "city.yaml (modality_oracle_r2.poi): must be a mapping, got float"),
+    ({"modality_latents": "poi"}, "city.yaml (modality_latents): must be a mapping (key: value), got str"),
+    ({"modality_latents": {"poi": "landuse"}}, "city.yaml (modality_latents.poi): must be a list, got str"),
+])
+def test_malformed_ceiling_keys_are_problems_not_crashes(city_dir, change, message):
+    """A hand-edited city.yaml with the wrong shape is reported, never a traceback."""
+    edit_yaml(city_dir / "city.yaml", lambda raw: raw.update(change))
+    assert only_problem(city_dir) == message

@@ -15,6 +15,7 @@ from musecl.datasets.toy import make_toy_city
 from musecl.evaluation import PROBES, KNNProbe, evaluate_embedding, make_probe
 from musecl.methods import METHODS, MuseCL, make_method
 from musecl.methods.combinations import ABLATION, ADDED, ALL_METHODS, PAPER_BASELINES, LocationKNN
+from musecl.sampling import pretext_features
 
 torch.set_num_threads(1)
 TINY = RunConfig(n_triplets=60, rs_arch="tiny", sv_arch="tiny", rs_image_size=32, sv_image_size=32,
@@ -53,10 +54,13 @@ def test_lists_and_registry():
     assert PAPER_BASELINES[-1] == "MuseCL" and len(PAPER_BASELINES) == 9
     assert ABLATION == ("POI only", "SV only", "RS only", "SV+RS", "MuseCL")
     assert "Location kNN" in ADDED
+    assert ADDED.index("Pretext features") == ADDED.index("Location + MuseCL") - 1
+    assert "Pretext features" in ALL_METHODS and METHODS["Pretext features"].name == "Pretext features"
     assert len(ALL_METHODS) == len(set(ALL_METHODS)) == len(set(PAPER_BASELINES + ABLATION + ADDED))
     for name in OURS:
         assert name in METHODS and METHODS[name].name == name
     assert METHODS["Location kNN"].probe == "knn" and METHODS["Concat"].probe is None
+    assert METHODS["Pretext features"].probe is None  # read by the run's probe
 
 
 # -- every method -------------------------------------------------------------------------------
@@ -122,6 +126,16 @@ def test_save_load_round_trip(city, fitted, tmp_path):
 def test_errors(city, tmp_path):
     with pytest.raises(RuntimeError, match="Add-svrv is not fitted"):
         make_method("Add-svrv", TINY, cache_dir=tmp_path).transform(city)
+
+
+def test_pretext_features_method_is_the_raw_inputs(city, tmp_path):
+    """No training: the table is pretext_features, and it survives save/load."""
+    method = quiet(make_method("Pretext features", TINY, cache_dir=tmp_path / "cache", progress=False).fit, city)
+    table = method.transform(city)
+    pd.testing.assert_frame_equal(table, pretext_features(city), check_names=False)
+    assert table.shape == (len(city), 2 + city.pois.category.nunique()) and np.isfinite(table.to_numpy()).all()
+    loaded = type(method).load(method.save(tmp_path / "saved"))
+    pd.testing.assert_frame_equal(loaded.transform(city), table)
 
 
 # -- location on a city whose indicator is a smooth function of position -------------------------

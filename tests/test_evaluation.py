@@ -10,8 +10,8 @@ import torch
 
 from musecl.city import CityMeta, Indicator, load_city, write_city
 from musecl.evaluation import (
-    PREDICTION_COLUMNS, RESULT_COLUMNS, MLPProbe, ProbeConfig, block_ids, evaluate_embedding,
-    predict_indicator, random_split, spatial_block_split, summarize,
+    CEILING_METHODS, PREDICTION_COLUMNS, RESULT_COLUMNS, MLPProbe, ProbeConfig, block_ids, evaluate_ceilings,
+    evaluate_embedding, predict_indicator, random_split, ridge_cv_r2, scores, spatial_block_split, summarize,
 )
 
 torch.set_num_threads(1)
@@ -171,3 +171,58 @@ def test_parallel_probes_give_the_same_rows_as_serial(linear_city):
     pd.testing.assert_frame_equal(serial, parallel)
     with pytest.raises(ValueError, match="n_jobs"):
         evaluate_embedding(emb, city, "e", n_jobs=-1)
+
+
+# -- ceilings ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ceiling_city(tmp_path_factory, linear_city):
+    """The linear city again, with ceilings: "all" the noiseless truth, "poi" half of it."""
+    city, emb = linear_city
+    truth = pd.DataFrame({"LIN": emb.to_numpy() @ np.array([1.0, -2.0, 0.5, 1.5]),
+                          "POS": np.log1p(np.exp(emb["e0"].to_numpy()))}, index=emb.index)
+    ceilings = pd.concat([truth.assign(source="all"), (0.5 * truth).assign(source="poi")])
+    root = tmp_path_factory.mktemp("ceil") / "lin"
+    write_city(root, city.meta, city.regions, city.indicators, pois=city.pois, ceilings=ceilings)
+    return load_city(root), emb
+
+
+@pytest.mark.parametrize("split, block_size_m", [("random", None), ("spatial", 2_300), ("spatial", None)])
+def test_ceilings_are_scored_on_the_probes_test_parts(ceiling_city, split, block_size_m):
+    city, emb = ceiling_city
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # POS has 3 missing values
+        rows = evaluate_ceilings(city, seeds=(0, 1), splits=(split,), block_size_m=block_size_m)
+        assert list(rows.columns) == RESULT_COLUMNS
+        assert set(rows["method"]) == {CEILING_METHODS["all"], CEILING_METHODS["poi"]}
+        assert len(rows) == 2 * 2 * 2 and set(rows["split"]) == {split}
+        for (indicator, seed), group in rows.groupby(["indicator", "seed"]):
+            pred = predict_indicator(emb, city, indicator, split=split, seed=int(seed), probe="ridge",
+                                     block_size_m=block_size_m)
+            test = pred[pred["split_part"] == "test"].set_index("region_id")
+            for source in ("all", "poi"):
+                row = group[group["method"] == CEILING_METHODS[source]].iloc[0]
+                assert row["n_test"] == len(test) == scores(pred)["n_test"]
+                ceiling = city.ceiling_predictions(source).loc[test.index, indicator].to_numpy()
+                y = test["y_true"].to_numpy()
+                r2 = 1 - ((y - ceiling) ** 2).sum() / ((y - y.mean()) ** 2).sum()
+                assert row["r2"] == pytest.approx(r2), (indicator, seed, source)
+                assert row["rmse"] == pytest.approx(np.sqrt(((y - ceiling) ** 2).mean()))
+    truth = rows[(rows["method"] == CEILING_METHODS["all"]) & (rows["indicator"] == "LIN")]
+    assert (truth["r2"] > 0.95).all()  # the noiseless function of a nearly noiseless indicator
+
+
+def test_city_without_ceilings_has_no_ceiling_rows(linear_city):
+    city, _ = linear_city
+    rows = evaluate_ceilings(city, splits=("random", "spatial"))
+    assert rows.empty and list(rows.columns) == RESULT_COLUMNS
+
+
+def test_ridge_cv_r2_reads_features_not_noise(linear_city):
+    city, emb = linear_city
+    good = ridge_cv_r2(emb, city, indicators=["LIN"])
+    assert list(good.index) == ["LIN"] and good["LIN"] > 0.9
+    shuffled = pd.DataFrame(emb.to_numpy()[np.random.default_rng(1).permutation(len(emb))],
+                            index=emb.index, columns=emb.columns)
+    assert ridge_cv_r2(shuffled, city, indicators=["LIN"])["LIN"] < 0.3
+    pd.testing.assert_series_equal(good, ridge_cv_r2(emb.iloc[::-1], city, indicators=["LIN"]))

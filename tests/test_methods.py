@@ -13,7 +13,7 @@ import pytest
 from musecl.city import load_city
 from musecl.config import RunConfig
 from musecl.datasets.toy import make_toy_city
-from musecl.evaluation import RESULT_COLUMNS
+from musecl.evaluation import CEILING_METHODS, RESULT_COLUMNS
 from musecl.methods import METHODS, MuseCL, make_method
 
 TINY = RunConfig(n_triplets=60, rs_arch="tiny", sv_arch="tiny", rs_image_size=32, sv_image_size=32,
@@ -104,6 +104,14 @@ def test_run_command_writes_results(city, tmp_path):
     for name in ("embeddings/MuseCL.csv", "attention.csv", "predictions.csv", "config.yaml", "run.json",
                  "figures/predicted_vs_true.png", "figures/attention_map.png"):
         assert (out / name).exists(), name
+    # the toy city's ceilings, scored on the very test parts of the same splits and seeds
+    ceilings = pd.read_csv(out / "ceilings.csv")
+    assert list(ceilings.columns) == RESULT_COLUMNS
+    assert set(ceilings["method"]) == set(CEILING_METHODS.values())
+    assert len(ceilings) == len(CEILING_METHODS) * len(results)
+    n_test = results.set_index(["indicator", "split", "seed"])["n_test"]
+    for _, row in ceilings.iterrows():
+        assert row["n_test"] == n_test[(row["indicator"], row["split"], row["seed"])]
 
 
 def test_config_rejects_unknown_keys():
@@ -178,3 +186,26 @@ def test_methods_fitted_side_by_side_equal_one_by_one(city, tmp_path, monkeypatc
     for name in ["attention.csv", *(f"embeddings/{m}.csv" for m in methods)]:
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
     assert len(list((tmp_path / "cache-two").glob("encoder-satellite/*/key.json"))) == 1
+
+
+def test_named_toy_city_from_an_older_generator_is_made_again(tmp_path, monkeypatch):
+    """``toy-small`` in a cities folder written by generator version 1 is regenerated, not reused."""
+    import yaml
+
+    from musecl import runner
+
+    monkeypatch.chdir(tmp_path)  # a folder named toy-small in the working directory would win
+    monkeypatch.setitem(runner.NAMED_CITIES, "toy-small", 20)
+    folder = make_toy_city(tmp_path / "cities" / "toy-small", n_regions=20, seed=0, image_size=16,
+                           progress=False)
+    raw = yaml.safe_load((folder / "city.yaml").read_text())
+    raw["generator"]["version"] = 1
+    (folder / "city.yaml").write_text(yaml.safe_dump(raw))
+    city = runner.resolve_city("toy-small", cities_dir=tmp_path / "cities")
+    generator = city.meta.extra["generator"]
+    assert city.root.resolve() == folder.resolve()
+    assert generator["version"] == 2 and generator["n_regions"] == 20
+    assert generator["image_size"] == 64  # made again by make_named_city, not the folder made above
+    stamp = (folder / "city.yaml").stat().st_mtime_ns
+    again = runner.resolve_city("toy-small", cities_dir=tmp_path / "cities")
+    assert (folder / "city.yaml").stat().st_mtime_ns == stamp and len(again) == 20  # current: reused

@@ -3,7 +3,6 @@ improvement row (checked against the paper's own Table 1 numbers), the published
 discussion tables and the CSV files."""
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -123,16 +122,6 @@ def test_with_published_maps_names_and_labels_columns(results):
         assert report.with_published(table, None, "Beijing") is table
 
 
-def test_oracle_row():
-    city = SimpleNamespace(name="Toy City", meta=SimpleNamespace(indicators={"PD": 1, "NP": 2},
-                                                                oracle_r2={"NP": 0.92, "PD": 0.9}))
-    row = report.oracle_row(city)
-    assert list(row.columns) == ["PD", "NP"] and row.loc[report.ORACLE_ROW, "NP"] == 0.92
-    assert report.oracle_row(city, digits=2).loc[report.ORACLE_ROW, "PD"] == "0.90"
-    with pytest.raises(ValueError, match="has no oracle R2"):
-        report.oracle_row(SimpleNamespace(name="Beijing", meta=SimpleNamespace(indicators={}, oracle_r2={})))
-
-
 def test_winners_and_location_vs(results):
     w = report.winners(results, "random").set_index("indicator")
     assert w.loc["PD", "best"] == "Location kNN" and w.loc["PD", "runner_up"] == "MuseCL"
@@ -176,3 +165,84 @@ def test_bad_input(results):
         report.results_table(results, metric="mae")
     with pytest.raises(ValueError, match=r"indicator\(s\) \['HD'\]"):
         report.results_table(results, indicators=["HD"])
+
+
+# -- headline means and ceiling rows -------------------------------------------------------------
+
+def per_seed_rows(values: dict, city="Toy City", split="random") -> pd.DataFrame:
+    """{method: {indicator: [r2 of seed 0, r2 of seed 1, ...]}} -> results rows."""
+    rows = [{"city": city, "indicator": indicator, "method": method, "split": split, "seed": seed,
+             "r2": r2, "rmse": 1 - r2, "n_test": 30}
+            for method, by_indicator in values.items() for indicator, r2s in by_indicator.items()
+            for seed, r2 in enumerate(r2s)]
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+# the per-seed headline (PD, HD) of MuseCL is 0.60, 0.55; of Concat 0.40, 0.50
+HEAD = per_seed_rows({"MuseCL": {"PD": [0.5, 0.6], "HD": [0.7, 0.5], "NP": [0.9, 0.9]},
+                      "Concat": {"PD": [0.4, 0.4], "HD": [0.4, 0.6], "NP": [0.8, 0.8]}})
+CEIL = per_seed_rows({"Ceiling: all latents": {"PD": [0.95, 0.97], "HD": [0.90, 0.88], "NP": [0.99, 0.99]}})
+
+
+def test_headline_means_per_seed():
+    """One headline number per seed, from the indicators asked for only."""
+    means = report.headline_means(HEAD, ["PD", "HD"])
+    assert list(means.columns) == ["city", "method", "split", "seed", "r2"]
+    got = means.set_index(["method", "seed"])["r2"]
+    assert got[("MuseCL", 0)] == pytest.approx(0.6) and got[("MuseCL", 1)] == pytest.approx(0.55)
+    assert got[("Concat", 0)] == pytest.approx(0.4) and got[("Concat", 1)] == pytest.approx(0.5)
+    # a seed without one of the indicators has no headline mean, not the mean of what is left
+    lacking = HEAD.drop(HEAD.index[(HEAD.method == "MuseCL") & (HEAD.seed == 1) & (HEAD.indicator == "HD")])
+    got = report.headline_means(lacking, ["PD", "HD"]).set_index(["method", "seed"])["r2"]
+    assert np.isnan(got[("MuseCL", 1)]) and got[("MuseCL", 0)] == pytest.approx(0.6)
+    rmse = report.headline_means(HEAD, ["PD", "HD"], metric="rmse").set_index(["method", "seed"])["rmse"]
+    assert rmse[("Concat", 1)] == pytest.approx(0.5)
+
+
+def test_headline_column_is_over_seeds_of_per_seed_means():
+    """The headline's spread is that of the per-seed means, not an average of columns' spreads."""
+    mean, std = report.numeric_tables(HEAD, mean_of=["PD", "HD"])
+    assert list(mean.columns) == ["PD", "HD", "NP", report.HEADLINE]
+    assert mean.loc["MuseCL", report.HEADLINE] == pytest.approx(0.575)
+    assert std.loc["MuseCL", report.HEADLINE] == pytest.approx(np.std([0.6, 0.55], ddof=1))  # not a mean of stds
+    assert std.loc["Concat", report.HEADLINE] == pytest.approx(np.std([0.4, 0.5], ddof=1))
+    text = report.results_table(HEAD, mean_of=["PD", "HD"], digits=3)
+    assert text.loc["MuseCL", report.HEADLINE] == f"0.575 ± {np.std([0.6, 0.55], ddof=1):.3f}"
+    plain = report.results_table(HEAD)
+    assert report.HEADLINE not in plain.columns
+    with pytest.raises(ValueError, match=r"indicator\(s\) \['CR'\]"):
+        report.numeric_tables(HEAD, mean_of=["PD", "CR"])
+
+
+@pytest.mark.parametrize("fmt", ["markdown", "html"])
+def test_ceiling_rows_are_listed_but_never_ranked(fmt):
+    """Ceilings sit under the methods, plain even where they are the highest value."""
+    out = report.styled_table(HEAD, mean_of=["PD", "HD"], ceilings=CEIL, digits=3, fmt=fmt)
+    ceiling_cells = [f"{np.mean(v):.3f} ± {np.std(v, ddof=1):.3f}"
+                     for v in ([0.95, 0.97], [0.90, 0.88], [0.99, 0.99], [0.925, 0.925])]
+    if fmt == "markdown":
+        lines = out.splitlines()
+        assert lines[0] == f"| method | PD | HD | NP | {report.HEADLINE} |"
+        ceiling = [line for line in lines if line.startswith("| Ceiling: all latents |")]
+        assert ceiling == ["| Ceiling: all latents | " + " | ".join(ceiling_cells) + " |"]  # plain text
+        methods = [i for i, line in enumerate(lines) if line.startswith(("| MuseCL", "| Concat"))]
+        assert lines.index(ceiling[0]) > max(methods)
+        # the ranks are the methods' own, as if the ceiling were not there
+        assert "| MuseCL | **0.550 ± 0.071** | **0.600 ± 0.141** | **0.900 ± 0.000** | **0.575 ± 0.035** |" in lines
+        assert "| Concat | <u>0.400 ± 0.000</u> | <u>0.500 ± 0.141</u> | <u>0.800 ± 0.000</u> |" in out
+    else:
+        row = out[out.index("<tr><th>Ceiling: all latents</th>"):]
+        row = row[:row.index("</tr>")]
+        assert row.count("<td>") == 4 and "<b>" not in row and "<u>" not in row
+        assert all(f"<td>{c}</td>" in row for c in ceiling_cells)
+        assert f"{report.HEADLINE}: over PD, HD" in out  # the caption says what the mean is over
+    without = report.styled_table(HEAD, mean_of=["PD", "HD"], digits=3, fmt=fmt)
+    assert "Ceiling" not in without
+    other_split = report.styled_table(HEAD, mean_of=["PD", "HD"], ceilings=CEIL.assign(split="spatial"), fmt=fmt)
+    assert "Ceiling" not in other_split  # only the split shown
+
+
+def test_ceiling_rows_without_headline_column():
+    """Ceilings follow the table's indicator selection."""
+    md = report.styled_table(HEAD, ceilings=CEIL, digits=2, indicators=["PD", "NP"])
+    assert "| Ceiling: all latents | 0.96 ± 0.01 | 0.99 ± 0.00 |" in md and report.HEADLINE not in md

@@ -1,4 +1,5 @@
 """Eq. 1-4 on hand-made numbers, and the invariants of triplet sampling."""
+import dataclasses
 import math
 import tracemalloc
 import warnings
@@ -17,6 +18,7 @@ from musecl.sampling import (
     most_similar,
     poi_distance,
     poi_triplets,
+    pretext_features,
     similarity,
     transform_features,
 )
@@ -263,3 +265,22 @@ def test_memory_guard_against_n_by_n():
         tracemalloc.stop()
     assert len(t) == 10_000 and (t.d_pos <= t.d_neg).all()
     assert peak < 200 * 2**20, f"peak traced memory {peak / 2**20:.0f} MB"
+
+
+def test_pretext_features_are_the_log_counts_the_pairings_read():
+    """ln(1 + inflow, outflow) and ln(1 + POIs per category), one row per region, nothing learned."""
+    city = tiny_city()
+    feats = pretext_features(city)
+    assert list(feats.columns) == ["ln1p_inflow", "ln1p_outflow", "ln1p_poi_school", "ln1p_poi_shop"]
+    assert list(feats.index) == list(city.region_ids) and feats.index.name == REGION_ID
+    np.testing.assert_allclose(feats["ln1p_inflow"], np.log1p(city.mobility[INFLOW].to_numpy()))
+    np.testing.assert_allclose(feats["ln1p_poi_shop"], np.log1p([2, 1, 0, 0, 0, 0, 0, 1]))
+    np.testing.assert_allclose(feats["ln1p_poi_school"], np.log1p([0, 0, 0, 0, 0, 1, 2, 0]))
+    # only what the city has
+    only_pois = dataclasses.replace(city, meta=dataclasses.replace(city.meta, modalities=("poi",)))
+    assert list(pretext_features(only_pois).columns) == ["ln1p_poi_school", "ln1p_poi_shop"]
+    only_trips = dataclasses.replace(city, meta=dataclasses.replace(city.meta, modalities=("mobility",)))
+    assert list(pretext_features(only_trips).columns) == ["ln1p_inflow", "ln1p_outflow"]
+    images_only = dataclasses.replace(city, meta=dataclasses.replace(city.meta, modalities=("satellite",)))
+    with pytest.raises(ValueError, match="neither trips nor POIs"):
+        pretext_features(images_only)

@@ -1,34 +1,37 @@
 """The generated toy city: the default data of every chapter, with known ground truth.
 
 A fictional polycentric city on H3 resolution-8 hexagons around "Null Island" (0 N, 0 E, open sea
-in the Gulf of Guinea; no real place or person is described).  It has a central business district
-(CBD), two far-apart *twin* commercial and nightlife centres that are alike, an office park, an
-affluent old town, a poor industrial quarter, a river with a lake and a park system, and suburbs
-that fade into farmland at the edge.  Each region carries seven latent fields, smooth in space
-but repeating far apart, so similarity by POIs or mobility differs from similarity by distance
-(the paper's argument against Tobler's law as the only source of positives, eq. 1-4).
+in the Gulf of Guinea; no real place or person is described).  Version 2 of the generator is
+built to *test the paper's claim*: that satellite images, street views, POIs and trips carry
+different, complementary information, so that fusing them predicts more than any one of them.
 
-No modality sees every latent; that is what makes fusing them (eq. 8-11) worth testing:
+Each region carries eight latent fields, smooth in space, repeating far apart (so similarity by
+POIs or trips differs from nearness, the paper's argument against Tobler's law, eq. 1-4), and
+nearly uncorrelated with each other (no single "urbanity" factor).  No modality sees every latent:
 
-=========  ==========  ============  ================  ==============  ===================
-latent     satellite   street view   POIs (eq. 3, 7)   trips (eq. 1)   indicators it drives
-=========  ==========  ============  ================  ==============  ===================
-built      cover       heights       count             volume          PD HD MC NP NC CR
-mix        roof size   shop signs    category shares   in/out balance  PD HD MC NP NC CR
-affluence  no          weak (trees)  categories, text  no              PD HD NC CR
-activity   no          people, cars  nightlife, text   attraction      MC NP NC CR
-water      yes         sometimes     none there        none there      all (empty land)
-green      yes         trees         park POIs         no              --
-farm       yes         fields        farm supply       none            NP (a few)
-=========  ==========  ============  ================  ==============  ===================
+==========  =========  ===========  ================  ====================  ================
+latent      satellite  street view  POIs (eq. 3, 7)   trips (eq. 1)         drives
+==========  =========  ===========  ================  ====================  ================
+footprint   roofs      --           --                volume                PD HD NC CR MC
+height      --         facades      --                volume                PD HD NC CR MC
+landuse     roof size  --           category shares   in/out balance        PD HD NC CR MC NP
+affluence   --         facades,     categories, text  trip rate             PD HD NC CR MC
+                       litter
+activity    --         people,      nightlife, text   trip rate, leisure    PD NC CR MC NP
+                       cars, signs
+green       parks      trees        park POIs         leisure               NC CR MC
+water       yes        --           none there        none there            all (no land)
+farm        fields     --           farm supply       few                   NP, a little NC CR MC
+==========  =========  ===========  ================  ====================  ================
 
-Satellite images are drawn from built, mix, green, water and farm only; street views from
-built, mix, activity, green, water, farm and (weakly: street trees, litter) affluence; POI
-categories and review words from mix, affluence and activity; the commute model from built, mix
-and activity only.  Indicators (PD, HD, MC, NP, NC, CR) are known functions of the latents plus
-Gaussian noise on the ln(1 + x) scale, with the noise set per indicator so that the *oracle*
-R2 (the noiseless function vs the noisy value) is recorded in ``city.yaml``; no method that
-sees only the data can beat it on average.
+Trips reveal the latents only through two numbers per region (trips leaving and arriving, eq. 1),
+so their *ceiling* is computed from those two noiseless numbers; the other modalities' ceilings
+from the latents they show.  Indicators are known functions of the latents plus Gaussian noise
+on the ln(1 + x) scale, with the noise set per indicator to reach a target *oracle* R2.  NP (the
+number of POIs) and MC (the mobility count) are aggregates of an input, as in the paper: they are
+kept, marked ``derived_from_input`` in ``city.yaml`` and left out of headline means.  The city
+records every ceiling (``oracle_r2``, ``modality_oracle_r2``) and, in ``ceilings.csv``, each
+ceiling's prediction per region, so a results table can score the ceilings on its own test parts.
 """
 from __future__ import annotations
 
@@ -46,84 +49,104 @@ from PIL import Image
 from tqdm import tqdm  # the text bar: tqdm.auto warns in notebooks without ipywidgets
 
 from musecl.city import (
-    CATEGORY, CITY_YAML, DESTINATION, FLOW, GEOMETRY, KIND, LAT, LON, MODALITIES, ORIGIN, PATH,
-    REGION_ID, SATELLITE, STREETVIEW, TEXT, CityMeta, Indicator, inflow_outflow, write_city,
+    CATEGORY, CEILING_ALL, CITY_YAML, DESTINATION, FLOW, GEOMETRY, KIND, LAT, LON, MOBILITY, MODALITIES,
+    ORIGIN, PATH, POI, REGION_ID, SATELLITE, SOURCE, STREETVIEW, TEXT, CityMeta, Indicator, inflow_outflow,
+    write_city,
 )
 
 TOY_SMOKE_REGIONS = 150
 TOY_DEFAULT_REGIONS = 600
 GENERATOR_NAME = "musecl toy-city"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 H3_RESOLUTION = 8
 EARTH_RADIUS_M = 6_371_000.0
 MISSING_SATELLITE_FRACTION = 0.02
 
 LATENTS = {
-    "built": "built-up intensity in [0, 1] (floor area, building cover); seen by satellite (cover, "
-             "roof count), street view (facade heights), POI counts and trip volumes",
-    "mix": "land-use mix in [0, 1], 0 residential to 1 commercial/office; seen by satellite (roof "
-           "size), street view (shop signs), POI category shares and the in/out balance of trips",
-    "affluence": "wealth in [0, 1]; invisible from above and in trips; seen by POI categories "
-                 "(boutiques vs discount shops) and review words, weakly by street trees and litter",
-    "activity": "footfall and nightlife in [0, 1]; invisible from above; seen by people and cars "
-                "in street view, nightlife POIs and busy/quiet review words, and trip attraction",
-    "water": "fraction of the hexagon under the river or lake; seen by satellite and some street "
-             "views; water has no homes, jobs or POIs",
-    "green": "fraction under parks, lawns and trees; seen by satellite, street-view trees and park POIs",
-    "farm": "fraction under crop fields at the urban edge; seen by satellite stripes, rural street "
-            "views and farm-supply POIs",
+    "footprint": "share of the ground covered by buildings, in [0, 1]; seen from above (roofs, roads), "
+                 "not from the street (a facade does not tell how deep the block is), not in POIs",
+    "height": "building height, in [0, 1] (1 to 25 floors); seen only in street views (facade "
+              "height); with footprint it sets floor area, hence residents, jobs and trips",
+    "landuse": "0 homes to 1 work places (offices, shops, industry); seen from above (roof size and "
+               "colour), in POI category shares and in the balance of trips arriving and leaving",
+    "affluence": "wealth in [0, 1]; invisible from above; seen in street views (facade upkeep, boarded "
+                 "windows, litter), in POI categories (boutiques and organic grocers vs pawn and discount shops) "
+                 "and review words, and in how often residents take the trips recorded",
+    "activity": "footfall and nightlife in [0, 1]; invisible from above; seen in street views (people, "
+                "cars, shop signs), nightlife POIs, busy/quiet review words and leisure trips",
+    "green": "share under parks, lawns and trees; seen from above, as street trees and as park POIs",
+    "water": "share under the river or the lake; seen from above; water has no homes, jobs, POIs or trips",
+    "farm": "share under crop fields at the urban edge; seen from above and as farm-supply POIs",
 }
+LATENT_NAMES = tuple(LATENTS)
+# what each modality is drawn from (its ceiling conditions on these); mobility through two numbers
+MODALITY_LATENTS = {
+    SATELLITE: ["footprint", "landuse", "green", "water", "farm"],
+    STREETVIEW: ["height", "affluence", "activity", "green"],
+    POI: ["landuse", "affluence", "activity", "green", "water", "farm"],
+    MOBILITY: ["footprint", "height", "landuse", "affluence", "activity", "green", "water"],
+}
+TRIPS = ("expected_outflow", "expected_inflow")  # what trips show: the two numbers of eq. 1
 
 INDICATORS = {
     "PD": Indicator("PD", "population density", "persons/km2"),
     "HD": Indicator("HD", "housing density", "dwellings/km2"),
-    "MC": Indicator("MC", "mobility count (all trips starting or ending in the region)", "trips/day"),
-    "NP": Indicator("NP", "number of POIs registered by the city (not the rows of pois.csv)", "POIs"),
+    "MC": Indicator("MC", "mobility count (recorded trips starting or ending in the region)", "trips/day",
+                    derived_from_input=MOBILITY),
+    "NP": Indicator("NP", "number of POIs registered by the city (not the rows of pois.csv)", "POIs",
+                    derived_from_input=POI),
     "NC": Indicator("NC", "number of comments (online reviews)", "reviews"),
     "CR": Indicator("CR", "crime incidents", "incidents/year"),
 }
-# Oracle R2 each indicator's noise is set to reach (on ln(1+x)); easy ones high, crime lowest.
-_TARGET_R2 = {"PD": 0.90, "HD": 0.80, "MC": 0.85, "NP": 0.92, "NC": 0.78, "CR": 0.70}
+# Oracle R2 each indicator's noise is set to reach (on ln(1+x)); crime is the noisiest.
+_TARGET_R2 = {"PD": 0.90, "HD": 0.86, "MC": 0.88, "NP": 0.92, "NC": 0.80, "CR": 0.72}
 
 # --------------------------------------------------------------------------------------------
-# POI taxonomy: log-weight = coef . [1, mix, affluence - 0.5, activity, built, farm, green]
+# POI taxonomy: log-weight = coef . [1, landuse, affluence - 0.5, activity, farm, green].
+# No footprint or height term: POIs tell what a place is used for and by whom, not how much is built.
 
 _POI_TABLE = [
-    # name               const  mix   aff   act  built  farm green  words
-    ("restaurant",        1.2,  0.8,  0.0,  1.0,  0.5, -1.0, 0.0, "food dish menu dinner"),
-    ("cafe",              0.8,  0.8,  0.8,  0.6,  0.5, -1.5, 0.3, "coffee latte pastry wifi"),
-    ("fast_food",         0.3,  0.5, -1.5,  1.2,  0.4, -1.0, 0.0, "burger fries takeaway"),
-    ("bar",               0.0,  0.6, -0.2,  2.2,  0.5, -2.0, 0.0, "beer drinks cocktails bartender"),
-    ("nightclub",        -1.5,  0.8,  0.0,  3.0,  0.5, -3.0, 0.0, "dj dance music party"),
-    ("supermarket",       0.5, -0.2,  0.0,  0.0,  0.3, -0.5, 0.0, "groceries aisles checkout fresh"),
-    ("convenience_store", 1.0, -0.5, -1.2,  0.6,  0.5,  0.0, 0.0, "snacks counter open"),
-    ("bank",             -0.3,  1.4,  0.8,  0.0,  0.5, -2.0, 0.0, "atm teller account"),
-    ("hotel",            -0.8,  1.0,  0.6,  1.2,  0.3, -2.0, 0.0, "room lobby stay bed"),
-    ("office",            0.2,  2.2,  0.4, -0.3,  1.0, -2.0, 0.0, "building meeting desk reception"),
-    ("school",            0.3, -1.2,  0.2, -0.5,  0.2,  0.0, 0.0, "teachers pupils classes"),
-    ("kindergarten",      0.0, -1.5,  0.3, -0.8,  0.2, -0.5, 0.0, "kids playground carers"),
-    ("hospital",         -1.8,  0.2,  0.2,  0.0,  0.8, -2.0, 0.0, "doctors ward emergency"),
-    ("clinic",           -0.5,  0.0,  0.4,  0.0,  0.3, -1.0, 0.0, "doctor appointment nurse"),
-    ("pharmacy",          0.0, -0.2,  0.0,  0.0,  0.3, -0.5, 0.0, "medicine prescription pharmacist"),
-    ("park",             -0.5, -0.5,  0.3,  0.0, -0.5, -1.0, 2.5, "trees lawn paths bench"),
-    ("gym",              -0.4,  0.5,  0.8,  0.4,  0.3, -2.0, 0.0, "workout trainers equipment"),
-    ("cinema",           -1.8,  0.8,  0.2,  1.5,  0.5, -3.0, 0.0, "movie screen seats popcorn"),
-    ("museum",           -2.2,  0.5,  1.2,  0.5,  0.3, -3.0, 0.5, "exhibits art collection"),
-    ("library",          -1.5,  0.0,  0.9, -0.3,  0.2, -1.0, 0.3, "books reading study"),
-    ("church",           -0.8, -0.5,  0.3, -0.3,  0.0,  0.5, 0.0, "choir bells sermon"),
-    ("bakery",            0.0, -0.2,  0.3,  0.2,  0.3,  0.0, 0.0, "bread croissant cakes"),
-    ("luxury_boutique",  -2.5,  1.2,  3.5,  0.8,  0.5, -3.0, 0.0, "designer fashion handbags"),
-    ("shopping_mall",    -1.8,  1.5,  0.6,  1.0,  0.6, -3.0, 0.0, "shops escalator foodcourt"),
-    ("bus_station",      -0.6,  0.5, -0.5,  0.5,  0.3,  0.0, 0.0, "buses tickets platform"),
-    ("parking",          -0.2,  0.6,  0.0,  0.3,  0.5,  0.0, 0.0, "spaces ticket garage"),
-    ("gas_station",      -0.5,  0.0, -0.3,  0.0, -0.8,  1.0, 0.0, "fuel pump carwash"),
-    ("hardware_store",   -0.5,  0.2, -0.8, -0.4,  0.0,  0.5, 0.0, "tools paint screws"),
-    ("car_repair",       -0.5,  0.3, -1.5, -0.3,  0.0,  0.5, 0.0, "mechanic tyres workshop"),
-    ("warehouse",        -0.8,  0.9, -2.5, -0.8,  0.2,  0.5, 0.0, "loading trucks storage"),
-    ("farm_supply",      -2.5, -0.5, -0.5, -1.0, -2.0,  3.5, 0.0, "seeds feed tractor"),
+    # name               const  land   aff   act  farm  green  words
+    ("restaurant",        1.2,  0.8,  0.0,  1.0, -1.0,  0.0, "food dish menu dinner"),
+    ("cafe",              0.8,  0.8,  0.8,  0.6, -1.5,  0.3, "coffee latte pastry wifi"),
+    ("fast_food",         0.3,  0.5, -1.5,  1.2, -1.0,  0.0, "burger fries takeaway"),
+    ("bar",               0.0,  0.6, -0.2,  2.2, -2.0,  0.0, "beer drinks cocktails bartender"),
+    ("wine_bar",         -1.5,  0.6,  2.2,  1.8, -3.0,  0.0, "wine tasting sommelier terrace"),
+    ("nightclub",        -1.5,  0.8,  0.0,  3.0, -3.0,  0.0, "dj dance music party"),
+    ("supermarket",       0.5, -0.2,  0.0,  0.0, -0.5,  0.0, "groceries aisles checkout fresh"),
+    ("organic_grocer",   -1.5, -0.2,  2.5,  0.0, -1.0,  0.0, "organic produce local farmers"),
+    ("discount_store",   -0.5,  0.0, -2.5,  0.3, -0.5,  0.0, "deals bulk shelves"),
+    ("convenience_store", 1.0, -0.5, -1.2,  0.6,  0.0,  0.0, "snacks counter open"),
+    ("pawn_shop",        -2.0,  0.3, -3.0,  0.5, -1.0,  0.0, "loans jewellery secondhand"),
+    ("betting_shop",     -1.8,  0.3, -2.5,  1.0, -1.0,  0.0, "odds bets football screens"),
+    ("bank",             -0.3,  1.4,  0.8,  0.0, -2.0,  0.0, "atm teller account"),
+    ("hotel",            -0.8,  1.0,  0.6,  1.2, -2.0,  0.0, "room lobby stay bed"),
+    ("office",            0.2,  2.2,  0.4, -0.3, -2.0,  0.0, "building meeting desk reception"),
+    ("school",            0.3, -1.2,  0.2, -0.5,  0.0,  0.0, "teachers pupils classes"),
+    ("kindergarten",      0.0, -1.5,  0.3, -0.8, -0.5,  0.0, "kids playground carers"),
+    ("hospital",         -1.8,  0.2,  0.2,  0.0, -2.0,  0.0, "doctors ward emergency"),
+    ("clinic",           -0.5,  0.0,  0.4,  0.0, -1.0,  0.0, "doctor appointment nurse"),
+    ("pharmacy",          0.0, -0.2,  0.0,  0.0, -0.5,  0.0, "medicine prescription pharmacist"),
+    ("park",             -0.5, -0.5,  0.3,  0.0, -1.0,  2.5, "trees lawn paths bench"),
+    ("gym",              -0.4,  0.5,  0.8,  0.4, -2.0,  0.0, "workout trainers equipment"),
+    ("cinema",           -1.8,  0.8,  0.2,  1.5, -3.0,  0.0, "movie screen seats popcorn"),
+    ("museum",           -2.2,  0.5,  1.2,  0.5, -3.0,  0.5, "exhibits collection history"),
+    ("art_gallery",      -2.5,  0.6,  2.8,  0.6, -3.0,  0.0, "paintings exhibition artists"),
+    ("library",          -1.5,  0.0,  0.9, -0.3, -1.0,  0.3, "books reading study"),
+    ("church",           -0.8, -0.5,  0.3, -0.3,  0.5,  0.0, "choir bells sermon"),
+    ("bakery",            0.0, -0.2,  0.3,  0.2,  0.0,  0.0, "bread croissant cakes"),
+    ("luxury_boutique",  -2.5,  1.2,  3.5,  0.8, -3.0,  0.0, "designer fashion handbags"),
+    ("shopping_mall",    -1.8,  1.5,  0.6,  1.0, -3.0,  0.0, "shops escalator foodcourt"),
+    ("bus_station",      -0.6,  0.5, -0.5,  0.5,  0.0,  0.0, "buses tickets platform"),
+    ("parking",          -0.2,  0.6,  0.0,  0.3,  0.0,  0.0, "spaces ticket garage"),
+    ("gas_station",      -0.5,  0.0, -0.3,  0.0,  1.0,  0.0, "fuel pump carwash"),
+    ("hardware_store",   -0.5,  0.2, -0.8, -0.4,  0.5,  0.0, "tools paint screws"),
+    ("car_repair",       -0.5,  0.3, -1.5, -0.3,  0.5,  0.0, "mechanic tyres workshop"),
+    ("warehouse",        -0.8,  0.9, -2.5, -0.8,  0.5,  0.0, "loading trucks storage"),
+    ("farm_supply",      -2.5, -0.5, -0.5, -1.0,  3.5,  0.0, "seeds feed tractor"),
 ]
 POI_CATEGORIES = tuple(row[0] for row in _POI_TABLE)
-_POI_COEF = np.array([row[1:8] for row in _POI_TABLE], dtype=float)
+_POI_COEF = np.array([row[1:7] for row in _POI_TABLE], dtype=float)
 _WORDS = {
     "generic": "good nice place staff service time visit again okay friendly price recommend great "
                "fine clean".split(),
@@ -134,17 +157,25 @@ _WORDS = {
 }
 
 # Landmarks in units of the city radius before the seed's rotation and jitter.  Near a landmark
-# the latents are pulled towards its targets (weight exp(-d^2 / 2 width^2)); the two twins share
+# the latents are pulled towards its targets (weight exp(-d^2 / 2 width^2)).  Their profiles are
+# chosen so that no two latents rise together across them (the CBD is high in all, industry dense
+# but low and poor, the towers tall but sparse, the villas rich but empty); the two twins share
 # every target: far apart, alike in POIs and trips, unlike their own outskirts.
-#                 name          u      v     width  built  mix   aff   act
+#                 name          u      v     width  footprint height landuse affluence activity
 _CENTRES = [
-    ("cbd",          0.00,  0.05,  0.17,  1.00,  0.75,  0.60,  0.95),
-    ("twin_east",    0.50,  0.22,  0.12,  0.85,  0.80,  0.55,  0.90),
-    ("twin_west",   -0.47, -0.27,  0.12,  0.85,  0.80,  0.55,  0.90),
-    ("office_park",  0.12, -0.60,  0.11,  0.70,  0.85,  0.55,  0.08),
-    ("old_town",    -0.30,  0.55,  0.14,  0.35,  0.15,  0.95,  0.55),
-    ("industry",     0.45, -0.20,  0.12,  0.55,  0.45,  0.08,  0.08),
+    ("cbd",          0.00,  0.05,  0.13,  0.90,  0.95,  0.85,  0.60,  0.85),
+    ("twin_east",    0.50,  0.22,  0.11,  0.45,  0.35,  0.70,  0.45,  0.95),
+    ("twin_west",   -0.47, -0.27,  0.11,  0.45,  0.35,  0.70,  0.45,  0.95),
+    ("office_park",  0.12, -0.60,  0.10,  0.35,  0.75,  0.95,  0.65,  0.10),
+    ("old_town",    -0.30,  0.55,  0.12,  0.85,  0.20,  0.30,  0.90,  0.40),
+    ("industry",     0.45, -0.25,  0.11,  0.80,  0.10,  0.80,  0.10,  0.10),
+    ("towers",      -0.55,  0.10,  0.10,  0.30,  0.90,  0.05,  0.15,  0.30),
+    ("villas",       0.30,  0.60,  0.12,  0.25,  0.10,  0.05,  0.90,  0.10),
 ]
+_SHAPED = ("footprint", "height", "landuse", "affluence", "activity")  # the latents landmarks pull
+# background level and spread of each shaped latent (the rest of the city between landmarks)
+_BACKGROUND = {"footprint": (0.45, 0.17), "height": (0.30, 0.14), "landuse": (0.30, 0.15),
+               "affluence": (0.50, 0.17), "activity": (0.30, 0.14)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -291,49 +322,50 @@ class _Layout:
 # latents
 
 
+def _decorrelated(values: np.ndarray) -> np.ndarray:
+    """Columns made exactly uncorrelated and unit-variance across regions (symmetric whitening):
+    independent smooth fields on a few hundred regions correlate by chance, up to |r| ~ 0.4."""
+    centred = values - values.mean(axis=0)
+    eigval, eigvec = np.linalg.eigh(np.cov(centred, rowvar=False))
+    return centred @ eigvec @ np.diag(1.0 / np.sqrt(np.maximum(eigval, 1e-12))) @ eigvec.T
+
+
 def _latents(layout: _Layout, x: np.ndarray, y: np.ndarray, edge_m: float,
              rng: np.random.Generator) -> pd.DataFrame:
-    """Seven latent fields per region: smooth (landmark kernels + plane waves) plus a little
-    per-region noise, so neighbours are alike but not identical and the twins match."""
+    """Eight latent fields per region: independent smooth backgrounds pulled towards the
+    landmarks' profiles, the river, lake and parks from the layout, farmland at the edge, and a
+    little per-region noise, so neighbours are alike but not identical and the twins match."""
     R = layout.radius_m
-    n = len(x)
-    fields = [_SmoothField(rng, R) for _ in range(5)]
+    waves = _decorrelated(np.column_stack([_SmoothField(rng, R)(x, y) for _ in _SHAPED]))
+    canopy_field = _SmoothField(rng, R)
     edge_field = _SmoothField(rng, R, wavelengths=(0.5, 1.5))
     offs = _hex_offsets(edge_m)
     px, py = x[:, None] + offs[:, 0], y[:, None] + offs[:, 1]
     water = layout.water(px, py).mean(1)
     park = (layout.park(px, py) & ~layout.water(px, py)).mean(1)
-
     r = np.hypot(x, y) / R
-    urban = 1.0 / (1.0 + np.exp((r - 0.85 - 0.06 * edge_field(x, y)) / 0.05))
+    urban = 1.0 / (1.0 + np.exp((r - 0.93 - 0.06 * edge_field(x, y)) / 0.04))
 
-    def noise(sd: float) -> np.ndarray:
-        return rng.normal(0, sd, n)
+    level = np.array([_BACKGROUND[k][0] for k in _SHAPED])
+    spread = np.array([_BACKGROUND[k][1] for k in _SHAPED])
+    shaped = level + spread * waves
+    for cx, cy, width, targets in layout.centres.values():
+        k = np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * width ** 2))[:, None]
+        shaped = (1 - k) * shaped + k * np.asarray(targets)
+    shaped = np.clip(shaped + rng.normal(0, 0.03, shaped.shape), 0, 1)
+    footprint, height, landuse, affluence, activity = shaped.T
 
-    # background: a monocentric density decay fading into the countryside, plus smooth waves
-    built = (0.12 + 0.4 * np.exp(-(r / 0.5) ** 2) + 0.07 * fields[0](x, y)) * (0.15 + 0.85 * urban)
-    mix = 0.2 + 0.12 * fields[1](x, y)  # shopping streets and corner shops amid the houses
-    affluence = 0.45 + 0.16 * fields[2](x, y)
-    # footfall: a little everywhere people live, plus night strips that ignore density
-    activity = (0.15 * built + 0.22 * np.clip(fields[3](x, y) + 0.3, 0, None)) * urban
-    centre_pull = np.zeros(n)
-    for cx, cy, width, (tb, tm, ta, tt) in layout.centres.values():
-        k = np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * width ** 2))
-        built, mix = (1 - k) * built + k * tb, (1 - k) * mix + k * tm
-        affluence, activity = (1 - k) * affluence + k * ta, (1 - k) * activity + k * tt
-        centre_pull = np.maximum(centre_pull, k)
     open_land = (1 - water) * (1 - 0.85 * park)
-    built = np.clip(built * open_land + noise(0.03), 0, 1)
-    activity = np.clip(activity * open_land + noise(0.03), 0, 1)
-    mix = np.clip(mix + noise(0.04), 0, 1)
-    affluence = np.clip(affluence + noise(0.04), 0, 1)
-    farm = np.clip((1 - urban) - 1.5 * centre_pull, 0, 1) * (1 - water) * (1 - park)
-    farm = np.clip(farm * (1 - built) + noise(0.03), 0, 1) * (farm > 0.05)
-    green = np.clip(park + (1 - park) * 0.45 * (1 - built) * (1 - farm) + 0.05 * fields[4](x, y), 0, 1)
-    green = green * (1 - water)
-    out = pd.DataFrame({"built": built, "mix": mix, "affluence": affluence, "activity": activity,
-                        "water": water, "green": green, "farm": farm})
-    return out.round(4)
+    footprint = footprint * open_land * (0.3 + 0.7 * urban)  # villages beyond the edge
+    height = height * (1 - water)
+    activity = activity * open_land * (0.5 + 0.5 * urban)
+    farm = np.clip((1 - urban) * (1 - water) * (1 - park) * (1 - footprint), 0, 1)
+    canopy = np.clip(0.3 + 0.15 * canopy_field(x, y), 0, 1)  # street trees, gardens
+    green = np.clip(park + (1 - park) * canopy * (1 - 0.6 * footprint) * (1 - farm), 0, 1) * (1 - water)
+    out = pd.DataFrame({"footprint": footprint, "height": height, "landuse": landuse,
+                        "affluence": affluence, "activity": activity, "green": green,
+                        "water": water, "farm": farm})
+    return out.clip(0, 1).round(4)
 
 
 # --------------------------------------------------------------------------------------------
@@ -341,14 +373,15 @@ def _latents(layout: _Layout, x: np.ndarray, y: np.ndarray, edge_m: float,
 
 
 def _poi_rate(lat: pd.DataFrame) -> np.ndarray:
-    """Expected POIs per region: driven by built and activity, near zero on water and fields."""
-    b, m, t, f = (lat[c].to_numpy() for c in ("built", "mix", "activity", "farm"))
-    return 90 * b ** 1.3 * (0.25 + 0.75 * m) * (0.4 + 1.6 * t) + 3 * b + 0.6 * f
+    """Expected POIs per region: shop fronts follow land use and footfall, not floor area;
+    none on water, few among fields."""
+    u, t, r, w = (lat[c].to_numpy() for c in ("landuse", "activity", "farm", "water"))
+    return (60 * (0.2 + 0.8 * u) * (0.3 + 1.7 * t) * (1 - 0.9 * r) + 1.5 * r) * (1 - w)
 
 
 def _poi_probs(lat: pd.DataFrame) -> np.ndarray:
-    z = np.column_stack([np.ones(len(lat)), lat["mix"], lat["affluence"] - 0.5, lat["activity"],
-                         lat["built"], lat["farm"], lat["green"]])
+    z = np.column_stack([np.ones(len(lat)), lat["landuse"], lat["affluence"] - 0.5, lat["activity"],
+                         lat["farm"], lat["green"]])
     logits = z @ _POI_COEF.T
     logits -= logits.max(1, keepdims=True)
     p = np.exp(logits)
@@ -384,7 +417,7 @@ def _reviews(cats: np.ndarray, aff: np.ndarray, act: np.ndarray, rng: np.random.
     group = (rng.random((p, 15))[:, :, None] > cum[:, None, :]).sum(2).clip(0, len(groups) - 1)
     pick = rng.integers(0, 1 << 30, (p, 15))
     empty = rng.random(p) < 0.05 + 0.12 * (1 - t)
-    cat_words = [row[8].split() for row in _POI_TABLE]
+    cat_words = [row[-1].split() for row in _POI_TABLE]
     vocab = [_WORDS[g] if g != "category" else None for g in groups]
     out = []
     for i in range(p):
@@ -401,74 +434,131 @@ def _reviews(cats: np.ndarray, aff: np.ndarray, act: np.ndarray, rng: np.random.
 
 
 # --------------------------------------------------------------------------------------------
-# mobility and indicators
+# homes, jobs, trips and indicators
+
+NEAR_CANDIDATES = 120  # nearest regions every origin may send trips to
+FAR_CANDIDATES = 120  # plus this many drawn at random from the rest of the city (long-range links)
+COMMUTE_DECAY_M = 5000.0  # distance decay of ordinary trips: commuting crosses the city
+LINK_DECAY_M = 30000.0  # functional links (centre to centre) barely decay
+LINK_WEIGHT = 0.5
+RETURN_SHARE = 0.7  # recorded trips whose return is recorded too
+KEEP_FLOWS = 40  # largest flows kept per origin in od.csv
 
 
-def _homes_jobs(lat: pd.DataFrame, area_km2: float) -> tuple[np.ndarray, np.ndarray]:
-    """Residents (affluence-free, so trips do not reveal wealth) and trip attraction per region."""
-    b, m, t = (lat[c].to_numpy() for c in ("built", "mix", "activity"))
-    homes = area_km2 * 14000 * b ** 1.3 * (1 - 0.65 * m)
-    jobs = area_km2 * (9000 * b ** 1.2 * m + 5000 * t * b)
-    return homes, jobs
+def _densities(lat: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Per km2: dwellings, residents, jobs and leisure visitors, from the latents.
+
+    Floor area is footprint x floors (1 to 25 with height); homes take the (1 - landuse) share
+    of it, jobs the rest.  Richer households live in larger dwellings and are smaller."""
+    f, h, u, a, t, g, w, r = (lat[c].to_numpy() for c in LATENT_NAMES)
+    floor_ratio = f * (1 + 24 * h ** 1.5) * (1 - w)  # floor area per ground area
+    dwellings = 0.48e6 * floor_ratio * (1 - u) / (45 + 110 * a)  # 60% of floor area, 45-155 m2 each
+    household = 1.5 + 2.0 * (1 - a) ** 2 - 0.3 * t
+    return {"dwellings": dwellings, "residents": dwellings * household,
+            "jobs": 0.6e6 * floor_ratio * u / 25, "leisure": 3000 * t ** 2 + 800 * g * (1 - r)}
+
+
+def _trip_ends(lat: pd.DataFrame, area_km2: float) -> tuple[np.ndarray, np.ndarray]:
+    """Recorded trips a region produces and attracts per day (before return trips).
+
+    The trips are those of a ride service: residents take them at a rate that grows steeply with
+    affluence and street life, so trip counts alone do not tell how many people live somewhere."""
+    d = _densities(lat)
+    a, t, w = (lat[c].to_numpy() for c in ("affluence", "activity", "water"))
+    rate = 0.12 * np.exp(3.0 * (a - 0.5) + 1.5 * t)
+    produced = area_km2 * (d["residents"] * rate + 0.05 * d["jobs"] + 0.3 * d["leisure"]) + 3 * (1 - w)
+    attracted = area_km2 * (0.6 * d["jobs"] + d["leisure"]) + 3 * (1 - w)
+    return produced, attracted
 
 
 def _od(ids: list[str], x: np.ndarray, y: np.ndarray, lat: pd.DataFrame, area_km2: float,
-        rng: np.random.Generator, candidates: int = 150, keep: int = 30,
-        decay_m: float = 2500.0) -> pd.DataFrame:
-    """Origin-constrained gravity model of daily trips (homes to jobs and activities).
+        rng: np.random.Generator) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Daily trips between regions, and each region's expected outflow and inflow.
 
-    T_ij = O_i A_j exp(-d_ij / decay) / sum_k A_k exp(-d_ik / decay) over the ``candidates``
-    nearest regions (k-d tree, chunks of origins: never an N x N matrix), Poisson-rounded, and
-    the ``keep`` largest flows of at least one trip per origin.
+    Origin i sends its produced trips P_i to candidate j in proportion to
+    A_j [exp(-d_ij / 5 km) + 0.5 (t_i t_j + u_i u_j) exp(-d_ij / 30 km)]: attraction A_j, a
+    commute that crosses the city, and functional links between alike centres (activity t,
+    landuse u) whatever the distance.  Candidates are the 120 nearest regions plus 120 drawn at
+    random from the rest (weighted up to stand for all of them), in chunks of origins: never an
+    N x N matrix.  Flows are Poisson, the 40 largest per origin are kept, and 70% of trips have
+    their return trip recorded.
     """
     from scipy.spatial import cKDTree
 
     n = len(ids)
-    homes, jobs = _homes_jobs(lat, area_km2)
-    outgoing = 0.35 * homes + 0.05 * jobs  # commuters plus errands starting at work places
-    k = min(n - 1, candidates)
-    if k < 1:
-        return pd.DataFrame({ORIGIN: [], DESTINATION: [], FLOW: []})
+    produced, attracted = _trip_ends(lat, area_km2)
+    t, u = lat["activity"].to_numpy(), lat["landuse"].to_numpy()
+    expected_in = np.zeros(n)
+    empty = pd.DataFrame({ORIGIN: pd.Series(dtype=object), DESTINATION: pd.Series(dtype=object),
+                          FLOW: pd.Series(dtype=np.int64)})
+    if n < 2:
+        return empty, produced, attracted
+    near = min(n - 1, NEAR_CANDIDATES)
+    n_rest = n - 1 - near
+    far = FAR_CANDIDATES if n_rest > 0 else 0
     tree = cKDTree(np.column_stack([x, y]))
     id_arr = np.array(ids, dtype=object)
     parts = []
     for start in range(0, n, 4096):
-        stop = min(n, start + 4096)
-        d, j = tree.query(np.column_stack([x[start:stop], y[start:stop]]), k=k + 1)
-        d, j = d[:, 1:], j[:, 1:]  # drop the origin itself
-        w = jobs[j] * np.exp(-d / decay_m)
+        rows = np.arange(start, min(n, start + 4096))
+        _, j_near = tree.query(np.column_stack([x[rows], y[rows]]), k=near + 1)
+        j_near = j_near[:, 1:]  # drop the origin itself
+        weight = np.ones((len(rows), near + far))
+        if far:
+            j_far = rng.integers(0, n - 1, (len(rows), far))
+            j_far += j_far >= rows[:, None]  # never the origin
+            is_near = (j_far[:, :, None] == j_near[:, None, :]).any(2)
+            weight[:, near:] = np.where(is_near, 0.0, n_rest / far)  # a sample standing for the rest
+            j = np.concatenate([j_near, j_far], axis=1)
+        else:
+            j = j_near
+        dist = np.hypot(x[j] - x[rows, None], y[j] - y[rows, None])
+        alike = t[rows, None] * t[j] + u[rows, None] * u[j]
+        w = weight * attracted[j] * (np.exp(-dist / COMMUTE_DECAY_M)
+                                     + LINK_WEIGHT * alike * np.exp(-dist / LINK_DECAY_M))
         total = w.sum(1, keepdims=True)
-        share = np.divide(w, total, out=np.zeros_like(w), where=total > 0)
-        flow = rng.poisson(outgoing[start:stop, None] * share)
-        order = np.argsort(-flow, axis=1, kind="stable")[:, :keep]
-        top = np.take_along_axis(flow, order, 1)
-        dest = np.take_along_axis(j, order, 1)
-        rows, cols = np.nonzero(top >= 1)
-        parts.append(pd.DataFrame({ORIGIN: id_arr[start + rows], DESTINATION: id_arr[dest[rows, cols]],
-                                   FLOW: top[rows, cols].astype(np.int64)}))
-    return pd.concat(parts, ignore_index=True)
+        mean = produced[rows, None] * np.divide(w, total, out=np.zeros_like(w), where=total > 0)
+        np.add.at(expected_in, j.ravel(), mean.ravel())
+        flow = rng.poisson(mean)
+        order = np.argsort(-flow, axis=1, kind="stable")[:, :KEEP_FLOWS]
+        top, dest = np.take_along_axis(flow, order, 1), np.take_along_axis(j, order, 1)
+        r_idx, c_idx = np.nonzero(top >= 1)
+        parts.append(pd.DataFrame({ORIGIN: id_arr[rows[r_idx]], DESTINATION: id_arr[dest[r_idx, c_idx]],
+                                   FLOW: top[r_idx, c_idx].astype(np.int64)}))
+    forward = pd.concat(parts, ignore_index=True)
+    back = forward.assign(**{FLOW: rng.binomial(forward[FLOW].to_numpy(), RETURN_SHARE)})
+    back = back.rename(columns={ORIGIN: DESTINATION, DESTINATION: ORIGIN})
+    od = pd.concat([forward, back[back[FLOW] > 0]], ignore_index=True)
+    od = od.groupby([ORIGIN, DESTINATION], sort=True, as_index=False)[FLOW].sum()
+    expected_out = produced + RETURN_SHARE * expected_in
+    expected_in = expected_in + RETURN_SHARE * produced
+    return od[[ORIGIN, DESTINATION, FLOW]], expected_out, expected_in
 
 
-def _indicator_means(lat: pd.DataFrame, area_km2: float) -> dict[str, np.ndarray]:
-    """The noiseless indicator functions g(latents); the data are ln(1+x) = ln(1+g) + noise.
+def _indicator_means(world: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The noiseless indicator functions g; the data are ln(1+x) = ln(1+g) + noise.
 
-    b, m, a, t, w = built, mix, affluence, activity, water; homes and jobs as in the trip model.
-    """
-    b, m, a, t, w = (lat[c].to_numpy() for c in ("built", "mix", "affluence", "activity", "water"))
-    pd_ = 9000 * (b + 0.1) ** 1.3 * np.exp(-1.2 * (m - 0.3) - 0.4 * (a - 0.5)) * (1 - w) + 5
-    hd = pd_ / (1.3 + 5.0 * (1 - a) ** 2) * (1 + 0.6 * m)  # poorer households are larger
-    homes, jobs = _homes_jobs(lat, area_km2)
-    mc = 0.9 * homes + 1.3 * jobs + area_km2 * 20000 * t ** 1.5 + 50  # + leisure trips
-    np_ = 1.4 * _poi_rate(lat) + 0.5
-    nc = np_ * 3 * np.exp(3.0 * (t - 0.3) + 3.0 * (a - 0.5))
-    cr = 40 * (b + 0.05) ** 0.7 * np.exp(2.5 * t - 3.5 * (a - 0.5)) * (0.7 + 0.6 * m) + 1
-    return {"PD": pd_, "HD": hd, "MC": mc, "NP": np_, "NC": nc, "CR": cr}
+    ``world`` holds the latents and each region's expected recorded trips (``TRIPS``);
+    a, t, g = affluence, activity, green; residents, dwellings, jobs, leisure from
+    :func:`_densities`; NP follows the POI rate and MC the recorded trips (both inputs)."""
+    d = _densities(world)
+    a, t, g = (world[c].to_numpy() for c in ("affluence", "activity", "green"))
+    poi_rate = _poi_rate(world)
+    visitors = (d["jobs"] + d["leisure"]) / 1000
+    people = (d["residents"] + d["jobs"] + d["leisure"]) / 1000
+    return {
+        "PD": d["residents"] + 5,
+        "HD": d["dwellings"] + 2,
+        "MC": world[TRIPS[0]].to_numpy() + world[TRIPS[1]].to_numpy() + 20,
+        "NP": 1.4 * poi_rate + 0.5,
+        "NC": (poi_rate + 1) * (1 + visitors) ** 0.5 * np.exp(2.2 * (t - 0.3) + 1.8 * (a - 0.5)),
+        "CR": 25 * (people + 0.2) ** 0.6 * np.exp(2.0 * t - 2.2 * (a - 0.5)) * (1 + 0.8 * g * (1 - a)) + 1,
+    }
 
 
-def _indicators(ids: list[str], lat: pd.DataFrame, area_km2: float, rng: np.random.Generator
+def _indicators(ids: list[str], means: dict[str, np.ndarray], rng: np.random.Generator
                 ) -> tuple[pd.DataFrame, dict[str, float], dict[str, float]]:
     """Noisy indicators, their oracle R2 on ln(1+x) (computed on this city) and noise sd."""
-    means = _indicator_means(lat, area_km2)
     values, oracle, noise_sd = {}, {}, {}
     for name, g in means.items():
         m = np.log1p(g)
@@ -477,10 +567,105 @@ def _indicators(ids: list[str], lat: pd.DataFrame, area_km2: float, rng: np.rand
         x = np.expm1(np.maximum(m + rng.normal(0, sd, len(m)), 0.0))
         x = np.round(x) if name in ("MC", "NP", "NC", "CR") else np.round(x, 1)
         y = np.log1p(x)
-        oracle[name] = round(float(1 - ((y - m) ** 2).sum() / ((y - y.mean()) ** 2).sum()), 4)
+        oracle[name] = round(_r2(y, m), 4)
         noise_sd[name] = round(sd, 4)
         values[name] = x
     return pd.DataFrame(values, index=pd.Index(ids, name=REGION_ID)), oracle, noise_sd
+
+
+def _r2(y: np.ndarray, pred: np.ndarray) -> float:
+    return float(1 - ((y - pred) ** 2).sum() / ((y - y.mean()) ** 2).sum())
+
+
+# --------------------------------------------------------------------------------------------
+# ceilings
+
+CEILING_NEIGHBOURS = 30
+CEILING_FOLDS = 5
+CEILING_ESTIMATOR = (
+    "E[ln(1 + g) | what the modality shows], estimated two ways and the one closer to the noiseless "
+    "ln(1 + g) kept per indicator: (a) the mean of ln(1 + g) evaluated at the region's own shown "
+    "values and the hidden values of the 30 regions nearest it in the shown values (itself "
+    "excluded); (b) a cubic-polynomial ridge of ln(1 + g) on the shown values, cross-fitted over 5 "
+    "folds. Both are out-of-sample; from every latent the ceiling is the noiseless function itself")
+
+
+def _views() -> dict[str, list[str]]:
+    """The columns of the world table each ceiling conditions on: the latents an image or POI
+    modality is drawn from; for trips, the two expected counts of eq. 1 (not the latents)."""
+    views = {m: list(cols) for m, cols in MODALITY_LATENTS.items() if m != MOBILITY}
+    views[MOBILITY] = list(TRIPS)
+    return {CEILING_ALL: [*LATENT_NAMES, *TRIPS], **views}
+
+
+def _shown_values(world: pd.DataFrame, shown: list[str]) -> np.ndarray:
+    """The shown columns standardised (trip counts on a log scale first)."""
+    z = world[shown].to_numpy(dtype=float)
+    z = np.where(np.isin(shown, TRIPS), np.log1p(np.maximum(z, 0)), z)
+    return (z - z.mean(0)) / np.where(z.std(0) > 0, z.std(0), 1.0)
+
+
+def _neighbour_means(world: pd.DataFrame, shown: list[str]) -> dict[str, np.ndarray]:
+    """Estimate (a): ln(1 + g) averaged over what the view hides, the hidden columns taken from
+    the regions nearest in the shown ones, so their dependence on the shown ones is kept; the
+    indicator functions are evaluated exactly. O(N k) rows, never N x N."""
+    from scipy.spatial import cKDTree
+
+    hidden = [c for c in world.columns if c not in shown]
+    n = len(world)
+    k = min(CEILING_NEIGHBOURS, n - 1)
+    z = _shown_values(world, shown)
+    _, nearest = cKDTree(z).query(z, k=k + 1)
+    nearest = nearest[:, 1:]  # never the region itself
+    mixed = pd.DataFrame({c: np.repeat(world[c].to_numpy(), k) for c in shown})
+    for c in hidden:
+        mixed[c] = world[c].to_numpy()[nearest.ravel()]
+    return {name: np.log1p(g).reshape(n, k).mean(1) for name, g in _indicator_means(mixed).items()}
+
+
+def _polynomial_means(world: pd.DataFrame, shown: list[str], exact: dict[str, np.ndarray],
+                      seed: int) -> dict[str, np.ndarray]:
+    """Estimate (b): a cubic-polynomial ridge of ln(1 + g) on the shown values, each region
+    predicted by the model fitted on the other folds."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.model_selection import KFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import PolynomialFeatures, StandardScaler
+
+    z = _shown_values(world, shown)
+    out = {name: np.empty(len(world)) for name in exact}
+    folds = KFold(min(CEILING_FOLDS, len(world)), shuffle=True, random_state=seed)
+    for train, test in folds.split(z):
+        for name, m in exact.items():
+            model = make_pipeline(PolynomialFeatures(3), StandardScaler(), RidgeCV(alphas=np.logspace(-4, 3, 15)))
+            out[name][test] = model.fit(z[train], m[train]).predict(z[test])
+    return out
+
+
+def _ceilings(world: pd.DataFrame, indicators: pd.DataFrame, seed: int
+              ) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
+    """Every ceiling's prediction per region (``ceilings.csv``, modelled scale) and each
+    modality's R2 against the data (``modality_oracle_r2``)."""
+    from threadpoolctl import threadpool_limits
+
+    exact = {name: np.log1p(g) for name, g in _indicator_means(world).items()}
+    targets = np.log1p(indicators.to_numpy(dtype=float))
+    frames, ceilings = [], {}
+    for source, shown in _views().items():
+        if source == CEILING_ALL:
+            pred = exact
+        else:
+            with threadpool_limits(1):  # 120 small ridge fits: a second BLAS thread made them ~7x slower
+                first, second = _neighbour_means(world, shown), _polynomial_means(world, shown, exact, seed)
+            pred = {name: min(first[name], second[name], key=lambda p: float(((p - m) ** 2).mean()))
+                    for name, m in exact.items()}
+            ceilings[source] = {name: round(_r2(targets[:, j], pred[name]), 4)
+                                for j, name in enumerate(indicators.columns)}
+        frames.append(pd.DataFrame(pred, index=indicators.index)[list(indicators.columns)]
+                      .assign(**{SOURCE: source}))
+    table = pd.concat(frames)
+    table.index.name = REGION_ID
+    return table[[SOURCE, *indicators.columns]].round(5), ceilings
 
 
 # --------------------------------------------------------------------------------------------
@@ -520,13 +705,16 @@ def _finish(img: np.ndarray, rng: np.random.Generator, noise_sd: float = 6.0) ->
 _ROOF_HOME = [(150, 80, 60), (120, 90, 70), (170, 110, 80), (140, 60, 50)]
 _ROOF_WORK = [(185, 185, 190), (205, 205, 210), (140, 145, 155), (170, 175, 185)]
 _CROPS = [(200, 180, 90), (120, 150, 60), (150, 120, 70), (170, 190, 100), (100, 130, 50)]
+_FACADES = [(190, 120, 90), (220, 205, 180), (235, 235, 225), (160, 110, 80), (200, 200, 205),
+            (175, 185, 200)]
 
 
 def _satellite(rng: np.random.Generator, s: int, lat: dict, cx: float, cy: float,
                layout: _Layout, side_m: float) -> Image.Image:
-    """Top-down view: ground, crop stripes, road grid, roofs (count ~ built, size ~ mix), parks,
-    trees and the river/lake where they really are.  Affluence and activity are not drawn."""
-    b, m, g, f = lat["built"], lat["mix"], lat["green"], lat["farm"]
+    """Top-down view: ground, crop stripes, road grid, roofs (cover ~ footprint, size and colour
+    ~ landuse), parks, trees and the river/lake where they really are.  Height, affluence and
+    activity are not drawn (shadows have one length)."""
+    b, m, g, f = lat["footprint"], lat["landuse"], lat["green"], lat["farm"]
     off = ((np.arange(s) + 0.5) / s - 0.5) * side_m
     wx, wy = cx + off[None, :], cy - off[:, None]
     grass, urban = np.array([95, 130, 70], np.float32), np.array([150, 148, 142], np.float32)
@@ -549,7 +737,7 @@ def _satellite(rng: np.random.Generator, s: int, lat: dict, cx: float, cy: float
                 stripe = ((rr[sl] * np.cos(a) + cc[sl] * np.sin(a)) / period).astype(int) % 2 == 0
                 img[sl] = np.where(stripe[..., None], _jitter(rng, c1, 8), _jitter(rng, c2, 8))
 
-    if b > 0.06:  # road grid: denser where more built up
+    if b > 0.04:  # road grid: denser where more of the ground is built on
         spacing = max(5.0, s * (0.55 - 0.35 * b) + rng.normal(0, 0.03 * s))
         width = max(1, int(round(s / 45 * (1 + m))))
         road = _jitter(rng, (72, 72, 78), 6)
@@ -557,21 +745,21 @@ def _satellite(rng: np.random.Generator, s: int, lat: dict, cx: float, cy: float
         lines = {ax: np.arange(starts[ax], s, spacing).astype(int) for ax in "rc"}
         blocks_r = np.concatenate([[0], lines["r"], [s]])
         blocks_c = np.concatenate([[0], lines["c"], [s]])
-        # roofs: many small houses where residential, few large slabs where commercial
-        roof_pal = [(_ROOF_WORK if rng.random() < m else _ROOF_HOME) for _ in range(4)]
+        # roofs: many small red houses where residential, few large grey slabs where work places
         for r0, r1 in zip(blocks_r[:-1], blocks_r[1:]):
             for c0, c1 in zip(blocks_c[:-1], blocks_c[1:]):
                 h, w = r1 - r0 - width, c1 - c0 - width
                 if h < 2 or w < 2:
                     continue
-                n_b = rng.poisson(0.5 + 12 * b ** 1.3 * (1 - 0.6 * m))
+                n_b = rng.poisson(0.5 + 14 * b ** 1.2 * (1 - 0.6 * m))
                 for _ in range(n_b):
-                    size = (0.3 + 0.6 * rng.random()) if rng.random() < m else rng.uniform(0.15, 0.3)
+                    work = rng.random() < m
+                    size = (0.3 + 0.6 * rng.random()) if work else rng.uniform(0.15, 0.3)
                     bh = max(1, int(h * rng.uniform(0.6, 1.4) * size))
                     bw = max(1, int(w * rng.uniform(0.6, 1.4) * size))
                     rr0 = r0 + width + int(rng.integers(0, max(1, h - bh + 1)))
                     cc0 = c0 + width + int(rng.integers(0, max(1, w - bw + 1)))
-                    pal = roof_pal[int(rng.integers(0, 4))]
+                    pal = _ROOF_WORK if work else _ROOF_HOME
                     color = _jitter(rng, pal[int(rng.integers(0, len(pal)))], 10)
                     _box(img, rr0, rr0 + bh, cc0, cc0 + bw, color)
                     _box(img, rr0 + bh, rr0 + bh + 1, cc0 + 1, cc0 + bw + 1, color * 0.45)  # shadow
@@ -596,10 +784,15 @@ def _satellite(rng: np.random.Generator, s: int, lat: dict, cx: float, cy: float
 
 
 def _streetview(rng: np.random.Generator, s: int, lat: dict) -> Image.Image:
-    """A street-level view: facades (height ~ built), shop signs (~ mix), people and cars
-    (~ activity), trees (~ green and, weakly, affluence), litter (~ low affluence)."""
-    b, m, a, t = lat["built"], lat["mix"], lat["affluence"], lat["activity"]
-    g, w, f = lat["green"], lat["water"], lat["farm"]
+    """A street-level view: facades whose height follows ``height`` and whose upkeep follows
+    ``affluence`` (bright and clean, or dark, stained, boarded up and sprayed, with litter on the
+    pavement), people, cars and lit shop signs (~ activity), street trees and a grass verge
+    (~ green).  How much of the ground is built on (footprint: only whether there are buildings at
+    all) and what the floors are used for (landuse) are not drawn: a street of facades looks the
+    same in front of a deep block or a shallow one, of offices or of flats."""
+    h, a, t, g = lat["height"], lat["affluence"], lat["activity"], lat["green"]
+    built_up = lat["footprint"] > 0.04  # a street with houses, or an empty road
+    upkeep = float(np.clip(a + rng.normal(0, 0.08), 0, 1))
     img = np.zeros((s, s, 3), np.float32)
     horizon = int(s * rng.uniform(0.58, 0.68))
     top = _jitter(rng, (70, 120, 200) if rng.random() < 0.7 else (150, 155, 165), 10)
@@ -607,43 +800,45 @@ def _streetview(rng: np.random.Generator, s: int, lat: dict) -> Image.Image:
     frac = np.linspace(0, 1, horizon, dtype=np.float32)[:, None, None]
     img[:horizon] = top * (1 - frac) + bottom * frac
     walk = max(2, int(s * 0.08))
-    rural = f > 0.3 and b < 0.2
-    if rural:  # fields up to the horizon, seen from a country road
-        rows = np.arange(horizon, s)
-        band = ((rows - horizon) ** 0.8 / max(1.0, s * 0.04)).astype(int) % 2
-        c1, c2 = (_CROPS[q] for q in rng.choice(len(_CROPS), 2, replace=False))
-        img[horizon:] = np.where(band[:, None, None] == 0, _jitter(rng, c1, 8), _jitter(rng, c2, 8))
-        _box(img, s - walk, s, 0, s, _jitter(rng, (110, 105, 95), 6))
-    else:
-        _box(img, horizon, horizon + walk, 0, s, _jitter(rng, (175, 172, 165), 8))
-        _box(img, horizon + walk, s, 0, s, _jitter(rng, (85, 85, 90), 6))
-        lane = int((horizon + walk + s) / 2)
-        for c in range(int(rng.integers(0, 6)), s, 10):
-            _box(img, lane, lane + 1, c, c + 5, (220, 220, 200))
-    if rng.random() < w:  # a river bank: water in the foreground
-        _box(img, int(s * 0.8), s, 0, s, _jitter(rng, (45, 90, 150), 10))
+    verge = max(1, int(s * 0.04))
+    pavement = _jitter(rng, np.array((110, 104, 96)) + 80 * upkeep, 8)  # grimy to clean
+    _box(img, horizon - 1, horizon + walk, 0, s, pavement)
+    grass = rng.random() < g  # a green verge between pavement and road
+    _box(img, horizon + walk, horizon + walk + verge, 0, s,
+         _jitter(rng, (80, 140, 60), 8) if grass else pavement * 0.9)
+    _box(img, horizon + walk + verge, s, 0, s, _jitter(rng, (85, 85, 90), 6))
+    lane = int((horizon + walk + verge + s) / 2)
+    for c in range(int(rng.integers(0, 6)), s, 10):
+        _box(img, lane, lane + 1, c, c + 5, (220, 220, 200))
 
-    # facades, left to right
+    # facades, left to right: height ~ floors, upkeep ~ affluence
     c = -int(rng.integers(0, max(1, s // 6)))
     while c < s:
         fw = max(3, int(s * rng.uniform(0.15, 0.4)))
-        if rng.random() < (0.15 + 0.85 * b) and not (rural and rng.random() < 0.7):
-            height = s * np.clip(0.06 + 0.6 * b + rng.normal(0, 0.07), 0.05, 0.62)
+        if rng.random() < (0.9 if built_up else 0.12):
+            height = s * np.clip(0.07 + 0.5 * h + rng.normal(0, 0.05), 0.05, 0.6)
             top_r = max(1, int(horizon - height))
-            commercial = rng.random() < m
-            pal = _ROOF_WORK if commercial else [(190, 120, 90), (220, 205, 180), (235, 235, 225),
-                                                 (160, 110, 80)]
-            color = _jitter(rng, pal[int(rng.integers(0, len(pal)))], 12)
+            base = np.asarray(_FACADES[int(rng.integers(0, len(_FACADES)))], np.float32)
+            drab = np.array((95, 88, 80), np.float32)  # dark, grey-brown: neglected plaster
+            color = _jitter(rng, drab + (base - drab) * upkeep, 10)
             _box(img, top_r, horizon, c, c + fw - 1, color)
-            # windows: a regular grid inside the facade
-            pr, pc = max(3, int(s * 0.07)), max(3, int(s * 0.07))
-            win = _jitter(rng, (70, 85, 110) if commercial else (90, 80, 70), 10)
+            pr = pc = max(3, int(s * 0.07))
             r0, r1, c0, c1 = top_r + 1, horizon - 2, max(0, c + 1), min(s, c + fw - 2)
             if r1 > r0 and c1 > c0:
                 rr, cc = np.ogrid[r0:r1, c0:c1]
-                mask = ((rr - r0) % pr < pr // 2 + 0) & ((cc - c0) % pc < pc // 2 + 0)
-                img[r0:r1, c0:c1][mask] = win
-            if rng.random() < 1.2 * m - 0.1:  # a shop sign at ground-floor level
+                mask = ((rr - r0) % pr < pr // 2) & ((cc - c0) % pc < pc // 2)
+                img[r0:r1, c0:c1][mask] = _jitter(rng, (80, 90, 110), 10)
+                boarded = mask & (rng.random(mask.shape) < 0.7 * (1 - upkeep) ** 1.5)
+                img[r0:r1, c0:c1][boarded] = _jitter(rng, (125, 95, 55), 8)
+                for _ in range(rng.poisson(5 * (1 - upkeep) ** 2)):  # stains
+                    _disc(img, rng.uniform(r0, r1), rng.uniform(c0, c1), rng.uniform(1.5, 3) * s / 64,
+                          color * 0.5)
+                low = min(max(r0, horizon - 0.15 * s), r1)
+                for _ in range(rng.poisson(3 * (1 - upkeep) ** 2)):  # sprayed tags low on the wall
+                    gr = int(rng.uniform(low, r1))
+                    gc = int(rng.uniform(c0, c1))
+                    _box(img, gr, gr + max(1, s // 40), gc, gc + max(2, s // 10), _jitter(rng, rng.uniform(40, 255, 3), 5))
+            if rng.random() < 1.3 * t - 0.1:  # a lit shop sign at ground-floor level
                 sign_h = max(1, int(s * 0.05))
                 sr = horizon - int(s * 0.11)
                 sc0 = c + int(fw * rng.uniform(0.05, 0.3))
@@ -655,32 +850,32 @@ def _streetview(rng: np.random.Generator, s: int, lat: dict) -> Image.Image:
                 _box(img, sr, sr + sign_h, sc0, sc1, sign)
         c += fw
 
-    for _ in range(min(8, rng.poisson(5 * (0.6 * g + 0.4 * a)))):  # street trees
+    for _ in range(min(10, rng.poisson(9 * g))):  # street trees
         tc = rng.uniform(0, s)
-        trunk_h = s * rng.uniform(0.08, 0.14)
+        trunk_h = s * rng.uniform(0.1, 0.16)
         _box(img, horizon + walk - trunk_h, horizon + walk, tc - max(1, s / 64), tc + max(1, s / 64),
              (90, 60, 40))
-        _disc(img, horizon + walk - trunk_h, tc, s * rng.uniform(0.05, 0.09),
+        _disc(img, horizon + walk - trunk_h, tc, s * rng.uniform(0.07, 0.11),
               _jitter(rng, (50, 110, 50), 12))
-    if not rural:
-        for _ in range(min(10, rng.poisson(6 * t * (0.3 + b)))):  # cars on the road
-            cw = max(3, int(s * rng.uniform(0.12, 0.18)))
-            ch = max(2, int(s * 0.06))
-            cr = int(rng.uniform(horizon + walk + 1, s - ch - 1))
-            cc0 = int(rng.uniform(-cw / 2, s - cw / 2))
-            _box(img, cr, cr + ch, cc0, cc0 + cw, _jitter(rng, rng.uniform(30, 230, 3), 5))
-            _box(img, cr + ch, cr + ch + 1, cc0 + 1, cc0 + 3, (20, 20, 20))
-            _box(img, cr + ch, cr + ch + 1, cc0 + cw - 3, cc0 + cw - 1, (20, 20, 20))
-    for _ in range(min(24, rng.poisson(14 * t))):  # people on the pavement
+    for _ in range(min(10, rng.poisson(8 * t))):  # cars on the road
+        cw = max(3, int(s * rng.uniform(0.14, 0.2)))
+        ch = max(2, int(s * 0.07))
+        road_top = horizon + walk + verge + 1
+        cr = int(rng.uniform(road_top, max(road_top, s - ch - 1)))
+        cc0 = int(rng.uniform(-cw / 2, s - cw / 2))
+        _box(img, cr, cr + ch, cc0, cc0 + cw, _jitter(rng, rng.uniform(30, 230, 3), 5))
+        _box(img, cr + ch, cr + ch + 1, cc0 + 1, cc0 + 3, (20, 20, 20))
+        _box(img, cr + ch, cr + ch + 1, cc0 + cw - 3, cc0 + cw - 1, (20, 20, 20))
+    for _ in range(min(30, rng.poisson(22 * t))):  # people on the pavement
         pc = rng.uniform(0, s)
         foot = horizon + walk * rng.uniform(0.3, 1.0)
-        ph = max(3, int(s * rng.uniform(0.07, 0.1)))
-        _box(img, foot - ph, foot, pc, pc + max(1, s // 48), _jitter(rng, rng.uniform(20, 200, 3), 5))
-        _disc(img, foot - ph - max(1, s / 80), pc + 0.5, max(0.8, s / 64), (220, 180, 150))
-    for _ in range(rng.poisson(10 * (1 - a) ** 2)):  # litter specks on the pavement
+        ph = max(4, int(s * rng.uniform(0.09, 0.14)))
+        _box(img, foot - ph, foot, pc, pc + max(2, s // 30), _jitter(rng, rng.uniform(20, 200, 3), 5))
+        _disc(img, foot - ph - max(1, s / 60), pc + max(1, s / 60), max(1.0, s / 50), (220, 180, 150))
+    for _ in range(rng.poisson(20 * (1 - upkeep) ** 2)):  # litter on the pavement
         lr = int(rng.uniform(horizon, horizon + walk))
         lc = int(rng.uniform(0, s))
-        _box(img, lr, lr + 1, lc, lc + 1, _jitter(rng, (60, 55, 50), 20))
+        _box(img, lr, lr + 2, lc, lc + 2, _jitter(rng, (50, 45, 40), 20))
     return _finish(img, rng)
 
 
@@ -697,12 +892,24 @@ def _check_args(n_regions, seed, image_size) -> None:
         raise ValueError(f"image_size must be an integer >= 16 pixels, got {image_size!r}")
 
 
-def _is_toy_city(path: Path) -> bool:
+def _generator_info(path: Path) -> dict | None:
     try:
         raw = yaml.safe_load((path / CITY_YAML).read_text()) or {}
-        return raw.get("generator", {}).get("name") == GENERATOR_NAME
+        info = raw.get("generator", {})
+        return info if info.get("name") == GENERATOR_NAME else None
     except (OSError, yaml.YAMLError, AttributeError):
-        return False
+        return None
+
+
+def _is_toy_city(path: Path) -> bool:
+    return _generator_info(path) is not None
+
+
+def is_current_toy_city(path: str | os.PathLike) -> bool:
+    """True when ``path`` holds a toy city made by this version of the generator: a named city
+    (``toy``) written by an older version is made again rather than silently reused."""
+    info = _generator_info(Path(path))
+    return info is not None and info.get("version") == GENERATOR_VERSION
 
 
 def make_toy_city(out_dir: str | os.PathLike, n_regions: int = TOY_DEFAULT_REGIONS, seed: int = 0,
@@ -749,16 +956,18 @@ def _write(root: Path, n: int, seed: int, image_size: int, progress: bool) -> No
     regions = pd.DataFrame({LON: np.round(lon_deg, 7), LAT: np.round(lat_deg, 7),
                             GEOMETRY: [_polygon_wkt(c) for c in ids]}, index=lat.index)
     pois = _pois(ids, lat, stream(3))
-    od = _od(ids, x, y, lat, area_km2, stream(4))
+    od, expected_out, expected_in = _od(ids, x, y, lat, area_km2, stream(4))
     mobility = inflow_outflow(od).reindex(lat.index, fill_value=0.0).astype(np.int64)
-    indicators, oracle, noise_sd = _indicators(ids, lat, area_km2, stream(5))
+    world = lat.assign(**{TRIPS[0]: expected_out, TRIPS[1]: expected_in})
+    indicators, oracle, noise_sd = _indicators(ids, _indicator_means(world), stream(5))
+    ceilings, modality_oracle = _ceilings(world, indicators, seed)
 
     # images: one satellite (except ~2% left out on purpose) and 1-6 street views per region
     plan = stream(6)
     n_missing = int(round(MISSING_SATELLITE_FRACTION * n))
     no_sat = set(plan.permutation(n)[:n_missing].tolist())
-    drive = 0.6 * lat["built"].to_numpy() + 0.4 * lat["activity"].to_numpy()
-    n_sv = np.clip(np.round(1 + 5 * drive + plan.normal(0, 0.6, n)), 1, 6).astype(int)
+    busy = lat["activity"].to_numpy()  # busy streets are photographed more
+    n_sv = np.clip(np.round(1.5 + 4 * busy + plan.normal(0, 0.6, n)), 1, 6).astype(int)
     (root / "images" / SATELLITE).mkdir(parents=True)
     (root / "images" / STREETVIEW).mkdir(parents=True)
     rows = []
@@ -785,11 +994,14 @@ def _write(root: Path, n: int, seed: int, image_size: int, progress: bool) -> No
                     f"version {GENERATOR_VERSION}) with {args}. A fictional city on H3 resolution-8 "
                     "hexagons around Null Island (0 N, 0 E, open sea): no real place or person."),
         max_missing_satellite=0.1, oracle_r2=oracle, latents=dict(LATENTS),
+        modality_latents={k: list(v) for k, v in MODALITY_LATENTS.items()},
+        modality_oracle_r2=modality_oracle,
         extra={"generator": {"name": GENERATOR_NAME, "version": GENERATOR_VERSION, "n_regions": n,
                              "seed": seed, "image_size": image_size, "h3_resolution": H3_RESOLUTION,
                              "noise_sd_log1p": noise_sd, "target_oracle_r2": dict(_TARGET_R2),
+                             "ceiling_estimator": CEILING_ESTIMATOR,
                              "regions_without_satellite": n_missing,
                              "landmarks": layout.landmarks_lonlat()}},
     )
     write_city(root, meta, regions, indicators, images=images, pois=pois, mobility=mobility, od=od,
-               latents=lat)
+               latents=lat, ceilings=ceilings)

@@ -1,5 +1,5 @@
 """Methods built from MuseCL's own pieces: the paper's combination baselines, its ablation
-(Figure 6), and two location baselines the paper leaves out.
+(Figure 6), and the simple baselines the paper leaves out (location, the raw pretext inputs).
 
 Every method here reuses the cached stages of :mod:`musecl.methods.multisemantic` (the two image
 encoders trained on similarity triplets, eq. 1-6, and the POI text vectors, eq. 7), so a results
@@ -14,6 +14,8 @@ table that runs them all trains each encoder once.
 * ``Location kNN``: the region's centre in metres, read by a 5-nearest-neighbour probe
   (REFERENCE.md, "What location alone explains"). ``Location + MuseCL``: [standardised x, y,
   MuseCL embedding] read by the run's probe.
+* ``Pretext features``: ln(1 + inflow, outflow) and ln(1 + POI counts per category), the inputs
+  the contrastive stages learn from, read by the run's probe.
 
 Regions without images have NaN image embeddings; every method here fills them with the column
 mean (as the fusion module does), so no method hands NaN to a probe.
@@ -34,12 +36,13 @@ from musecl.io import atomic_save_json
 from musecl.methods.base import RegionEmbedder, register
 from musecl.methods.multisemantic import (ATTENTION_CSV, EMBEDDINGS_CSV, FUSION_KEYS, HISTORY_CSV, MuseCL,
                                           image_stage, text_stage)
+from musecl.sampling import pretext_features
 
 # The paper's Table 1 (row order), its Figure 6, and what this project adds.
 PAPER_BASELINES = ("Inception v3", "ResNet-18", "Tile2vec", "Urban2vec", "PG-SimCL", "Add-svrv",
                    "Fusion-svrv", "Concat", "MuseCL")
 ABLATION = ("POI only", "SV only", "RS only", "SV+RS", "MuseCL")
-ADDED = ("EfficientNet-Lite0 (ImageNet)", "Location kNN", "Location + MuseCL")
+ADDED = ("EfficientNet-Lite0 (ImageNet)", "Location kNN", "Pretext features", "Location + MuseCL")
 ALL_METHODS = tuple(dict.fromkeys(PAPER_BASELINES + ABLATION + ADDED))
 
 CONFIG_JSON = "config.json"
@@ -279,6 +282,16 @@ class LocationKNN(TableMethod):
 
     def _compute(self, city: City) -> pd.DataFrame:
         return pd.DataFrame(city.xy_m(), index=city.region_ids.copy(), columns=["x_m", "y_m"])
+
+
+@register("Pretext features")
+class PretextFeatures(TableMethod):
+    """ln(1 + inflow, outflow) and ln(1 + POI count per category) read by the run's probe: the
+    inputs MuseCL's contrastive stages learn from (eq. 1 and 3), without any learning. A learned
+    representation that does not beat this row has not added anything to its own inputs."""
+
+    def _compute(self, city: City) -> pd.DataFrame:
+        return pretext_features(city)
 
 
 @register("Location + MuseCL")
