@@ -116,7 +116,6 @@ indicator_table = pd.DataFrame({
     "max": city.indicators.max(),
     "oracle R²": pd.Series(meta.oracle_r2, dtype=float),
 }).rename_axis("indicator")
-glue("headline_list", ", ".join(headline), display=False)
 indicator_table.round(2)
 
 # %% [markdown]
@@ -160,11 +159,11 @@ if has_latents:
     fig.colorbar(im, ax=ax, label="Pearson r")
     ax.set_title("correlation of the latents across regions")
     plt.show()
-    glue("max_corr", float(off_diagonal.max()), display=False)
-    glue("max_corr_pair", f"{pair[0]} and {pair[1]}", display=False)
+    latent_sentence = (f"Its {len(corr)} latents are not one factor in disguise: the largest correlation "
+                       f"between two of them is {off_diagonal.max():.2f} ({pair[0]} and {pair[1]}).")
 else:
-    glue("max_corr", float("nan"), display=False)
-    glue("max_corr_pair", "(no latents)", display=False)
+    latent_sentence = "This city has no latents (a real city), so what each modality sees is not known."
+glue("latent_sentence", Markdown(latent_sentence), display=False)
 
 # %% [markdown]
 # ## What each modality sees
@@ -523,7 +522,7 @@ if meta.oracle_r2:
         ax.axvline(len(headline) - 0.5, color="grey", lw=0.8, ls="--")
     ax.set(ylabel="$R^2$ on ln(1 + x)", ylim=(min(0, float(ceilings.min().min())), 1),
            title="ceilings per indicator: every latent, each modality's view, and the raw inputs")
-    ax.legend(fontsize=8, ncol=3, loc="lower left")
+    ax.legend(fontsize=8, ncol=6, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
     fig.tight_layout()
     plt.show()
 
@@ -533,25 +532,16 @@ if meta.oracle_r2:
     per_indicator_best = ceilings.loc[headline, list(modality_means.index)].max(axis=1).mean()
     display(ceilings.round(3).rename_axis("indicator"))
     display(pd.DataFrame({"mean over the headline indicators": means}).round(3))
-    glue("all_mean", float(means["all latents"]), display=False)
-    glue("best_modality", best_modality, display=False)
-    glue("best_modality_mean", float(modality_means.max()), display=False)
-    glue("per_indicator_best", float(per_indicator_best), display=False)
-    glue("raw_mean", float(means["raw inputs (ridge)"]), display=False)
-    glue("room", float(means["all latents"] - max(modality_means.max(), means["raw inputs (ridge)"])),
-         display=False)
-    worst, best = ceilings["all latents"].idxmin(), ceilings["all latents"].idxmax()
-    sentence = (f"The all-latent ceiling runs from {ceilings.loc[worst, 'all latents']:.2f} ({worst}) to "
-                f"{ceilings.loc[best, 'all latents']:.2f} ({best}); averaged over the headline indicators "
-                f"it is {means['all latents']:.2f}, against {modality_means.max():.2f} for the best single "
-                f"modality ({best_modality}) and {means['raw inputs (ridge)']:.2f} for the raw inputs.")
+    room = means["all latents"] - max(modality_means.max(), means["raw inputs (ridge)"])
+    sentence = (f"Averaged over the headline indicators ({', '.join(headline)}), all latents together allow "
+                f"R² = {means['all latents']:.2f}, the best single modality ({best_modality}) "
+                f"{modality_means.max():.2f} (the best modality per indicator, {per_indicator_best:.2f}), and "
+                f"the raw inputs of the contrastive stages {means['raw inputs (ridge)']:.2f}: {room:.2f} of R² "
+                "that only a fusion of what the images show can win.")
 else:
     sentence = "This city records no ceilings: no known limit on what a method could reach."
     display(Markdown(f"*{sentence}*"))
-    for name in ("all_mean", "best_modality_mean", "per_indicator_best", "raw_mean", "room"):
-        glue(name, float("nan"), display=False)
-    glue("best_modality", "(none)", display=False)
-glue("oracle_sentence", Markdown(sentence), display=False)
+glue("ceiling_sentence", Markdown(sentence), display=False)
 
 # %% [markdown]
 # Three readings of the chart. First, the *gap* between the grey bar and the best coloured bar of
@@ -564,14 +554,8 @@ glue("oracle_sentence", Markdown(sentence), display=False)
 # ## What we saw
 #
 # The city has {glue:text}`n_regions` regions and {glue:text}`n_pois` POIs; a typical region has
-# {glue:text}`median_pois:.0f` of them and {glue:text}`share_no_poi:.0f`% have none. Its eight
-# latents are not one factor in disguise: the largest correlation between two of them is
-# {glue:text}`max_corr:.2f` ({glue:text}`max_corr_pair`). Averaged over the headline indicators
-# ({glue:text}`headline_list`), all latents together allow $R^2$ = {glue:text}`all_mean:.2f`, the
-# best single modality ({glue:text}`best_modality`) {glue:text}`best_modality_mean:.2f` (the best
-# modality per indicator, {glue:text}`per_indicator_best:.2f`), and the raw inputs of the
-# contrastive stages {glue:text}`raw_mean:.2f`: {glue:text}`room:.2f` of $R^2$ that only a fusion
-# of what the images show can win. Trips cross the city: the tenth of the regions with the
+# {glue:text}`median_pois:.0f` of them and {glue:text}`share_no_poi:.0f`% have none.
+# {glue:md}`latent_sentence` {glue:md}`ceiling_sentence` Trips cross the city: the tenth of the regions with the
 # largest inflow receive {glue:text}`inflow_top10:.0f`% of all trips, the 300 largest flows run
 # a median {glue:text}`km_top_flows:.1f` km, and {glue:text}`share_net_in:.0f`% of the regions
 # receive more trips than they send. POI distance and geographic distance are only weakly related
@@ -580,7 +564,6 @@ glue("oracle_sentence", Markdown(sentence), display=False)
 # away, {glue:text}`similar_ratio:.0f` times the distance to its nearest neighbour
 # ({glue:text}`km_adjacent:.1f` km). Of the latents, the one the crude summaries above track
 # least is {glue:md}`most_hidden_latent` (largest $|\rho|$ = {glue:text}`most_hidden_r:.2f`).
-# {glue:md}`oracle_sentence`
 #
 # ## Exercises
 #

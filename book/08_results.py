@@ -130,9 +130,9 @@ pd.Series(sources, name="weights_source").to_frame()
 glue("headline_list", ", ".join(headline), display=False)
 glue("derived_list", ", ".join(f"{k} (from {v})" for k, v in derived.items()) or "none", display=False)
 order = list(ALL_METHODS)
-display(Markdown(report.styled_table(results, "r2", "random", methods_order=order, mean_of=headline,
-                                     ceilings=ceilings)))
-display(Markdown(report.styled_table(results, "rmse", "random", methods_order=order, ceilings=ceilings)))
+display(report.styled_table(results, "r2", "random", methods_order=order, mean_of=headline, ceilings=ceilings,
+                            fmt="styler"))
+display(report.styled_table(results, "rmse", "random", methods_order=order, ceilings=ceilings, fmt="styler"))
 
 # %% [markdown]
 # ## Table 2: the same under a spatial block split
@@ -141,8 +141,8 @@ display(Markdown(report.styled_table(results, "rmse", "random", methods_order=or
 # training set. The ceilings are those of the spatial test parts.
 
 # %%
-display(Markdown(report.styled_table(results, "r2", "spatial", methods_order=order, mean_of=headline,
-                                     ceilings=ceilings)))
+display(report.styled_table(results, "r2", "spatial", methods_order=order, mean_of=headline, ceilings=ceilings,
+                            fmt="styler"))
 
 # %% [markdown]
 # ## The paper's numbers beside ours
