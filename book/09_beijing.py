@@ -283,8 +283,8 @@ for ind in targets.columns:
 #
 # **Cannot be reproduced from public data:**
 #
-# - *every method row of Table 1.* Inception v3 and Urban2vec need street views of every region,
-#   ResNet-18, Tile2vec and PG-SimCL satellite images, Add-svrv and Fusion-svrv both, Concat
+# - *every method row of Table 1.* Inception v3 and Urban2vec-style need street views of every region,
+#   ResNet-18, Tile2vec-style and PG-SimCL-style satellite images, Add-svrv and Fusion-svrv both, Concat
 #   and MuseCL both plus POIs with text, and MuseCL mobility (the street-view triplets, eq. 1-2).
 #   The public demo has images for 15 regions (1.4 %), no POI records and no mobility;
 # - the MC and NC columns (no public labels);

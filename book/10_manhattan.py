@@ -19,8 +19,10 @@
 # community districts to recover by clustering. There are no images, so this chapter applies
 # MuseCL's ideas to the modalities that exist (mobility and POIs), scores everything with the
 # benchmark's own published protocol, and puts the published numbers beside ours. The headline
-# row chooses among a fixed list of embeddings **inside the training folds only** (nested
-# cross-validation), so no setting is chosen by looking at the test folds.
+# row is MuseCL's fused output in the paper's own reading. Two rows choose among fixed lists of
+# embeddings **inside the training folds only** (nested cross-validation): among MuseCL's named
+# variants, and among every embedding of the chapter; no setting is chosen by looking at the
+# test folds.
 
 # %% tags=["parameters"]
 data_dir = None            # the data directory (MUSECL_DATA_DIR); None: the default
@@ -120,8 +122,8 @@ plt.show()
 # ```
 #
 # Scoring many embeddings on the same five folds and reporting the best one tunes on the test
-# folds. The headline row, **musecl (selected in training folds)**, avoids that: the list of
-# candidate embeddings below is fixed in advance, and for each outer fold an inner 5-fold
+# folds. The two *chosen in training folds* rows avoid that: each list of candidate embeddings
+# below is fixed in code before any score is computed, and for each outer fold an inner 5-fold
 # cross-validation on the *outer training regions only* picks the candidate with the lowest
 # inner squared error; that candidate predicts the outer test fold. The outer predictions are
 # pooled and scored as the published protocol does. A test
@@ -201,9 +203,15 @@ def embeddings_for(seed):
     return out, fitted
 
 
-# The candidates the nested selection chooses among: fixed here, before any score is computed.
-# Every embedding above that uses mobility (the POI-only ones cannot predict taxi-driven targets
-# and would only add selection noise).
+# The two pools the nested selection chooses among, fixed here in code before any score is
+# computed. MuseCL's pool is its named variants' fused outputs (VARIANTS above). The other pool is
+# every embedding above that uses mobility (the POI-only ones cannot predict taxi-driven targets
+# and would only add selection noise); it was widened in an earlier version after scores had been
+# seen (see "What we saw"), so it is reported, but not as MuseCL.
+def musecl_candidates_of(embs):
+    return {name: e for name, e in embs.items() if name.startswith("MuseCL (vector views)")}
+
+
 def candidates_of(embs):
     return {name: e for name, e in embs.items() if not name.startswith(("POI view", "POI text"))}
 
@@ -213,7 +221,10 @@ import time
 
 TASKS = ("crime", "check_in")
 EXTRA = ("population_density", "median_income", "arrests")
-HEADLINE = "musecl (selected in training folds)"
+HEADLINE = "MuseCL (vector views), eq. 1 similarity"  # the fused output, the paper's own reading
+MUSE_CHOSEN = "MuseCL, variant chosen in training folds"
+ANY_CHOSEN = "best of the chapter's embeddings, chosen in training folds"
+POOLS = {MUSE_CHOSEN: musecl_candidates_of, ANY_CHOSEN: candidates_of}
 started = time.perf_counter()
 rows, choices, fitted_by_seed = [], [], {}
 for seed in seeds:
@@ -227,10 +238,12 @@ for seed in seeds:
                      **landuse_scores(emb, landuse)})
     for task in TASKS + EXTRA:
         y = city.indicators[task].dropna()
-        sel = ridge_kfold_select(candidates_of(embs), y)
-        rows.append({"seed": seed, "task": task, "method": HEADLINE, "n": len(y),
-                     **{k: sel[k] for k in ("mae", "rmse", "r2")}})
-        choices += [{"seed": seed, "task": task, "outer_fold": k, "chosen": c} for k, c in enumerate(sel["chosen"])]
+        for row_name, pool in POOLS.items():
+            sel = ridge_kfold_select(pool(embs), y)
+            rows.append({"seed": seed, "task": task, "method": row_name, "n": len(y),
+                         **{k: sel[k] for k in ("mae", "rmse", "r2")}})
+            choices += [{"seed": seed, "task": task, "pool": row_name, "outer_fold": k, "chosen": c}
+                        for k, c in enumerate(sel["chosen"])]
 results = pd.DataFrame(rows).assign(city=city.name)
 choices = pd.DataFrame(choices)
 with atomic_write(f"{out_dir}/manhattan/results.csv") as handle:
@@ -239,6 +252,7 @@ with atomic_write(f"{out_dir}/manhattan/choices.csv") as handle:
     choices.to_csv(handle, index=False)
 glue("n_seeds", len(seeds), display=False)
 glue("n_candidates", len(candidates_of(embs)), display=False)
+glue("n_muse_candidates", len(musecl_candidates_of(embs)), display=False)
 glue("train_minutes", (time.perf_counter() - started) / 60, display=False)
 results.head()
 
@@ -246,10 +260,12 @@ results.head()
 # ## Results beside the published numbers
 #
 # $R^2$ and MAE on the benchmark's two tasks, mean $\pm$ sd over {glue:text}`n_seeds` seeds
-# (OD SVD is deterministic: sd 0). The first row is the headline: one embedding chosen per
-# outer fold among {glue:text}`n_candidates` fixed candidates, inside the training folds. The
-# other rows of ours are single embeddings under the published protocol -- the best of them is
-# an optimistic number, since picking it would be a choice on the test folds. The published
+# (OD SVD is deterministic: sd 0). The first row is the headline, MuseCL's fused output (the
+# paper's eq. 1 similarity). The next two choose one embedding per outer fold inside the training
+# folds: among MuseCL's {glue:text}`n_muse_candidates` named variants, and among all
+# {glue:text}`n_candidates` embeddings that use mobility. The other rows of ours are single
+# embeddings under the published protocol -- the best of them is an optimistic number, since
+# picking it would be a choice on the test folds. The published
 # rows are **the papers' numbers**, from their tables (MGFN, IJCAI 2022; HREP, AAAI 2023), on
 # the same regions and targets with their own embeddings; they are given to two decimals.
 
@@ -261,7 +277,8 @@ def pm(values, digits=3):
 
 
 ours = results[results["task"].isin(TASKS)]
-order = [HEADLINE] + [m for m in ours["method"].unique() if m != HEADLINE]
+first = [HEADLINE, MUSE_CHOSEN, ANY_CHOSEN]
+order = first + [m for m in ours["method"].unique() if m not in first]
 table = {}
 for name in order:
     g = ours[ours["method"] == name]
@@ -300,21 +317,29 @@ for task, short in (("crime", "crime"), ("check_in", "check")):
                       "mobjoint": "mobility view only, joint",
                       "mobsvd": "mobility view (OD similarity) + OD SVD (k=16)"}.items():
         glue(f"{key}_{short}", float(summary.loc[name, ("mean", task)]), display=False)
-beat = {t: head[("mean", t)] > best_published.get(t, np.inf) for t in TASKS}
-beat_all_seeds = {t: head[("min", t)] > best_published.get(t, np.inf) for t in TASKS}
-if not best_published:
-    verdict = "the published numbers are not on this machine, so there is nothing to compare with"
-elif all(beat_all_seeds.values()):
-    verdict = "the headline row is above **both** best published numbers on every seed: the goal is met"
-elif all(beat.values()):
-    verdict = ("the headline row is above both best published numbers on average, but not on every "
-               "seed: the goal is met only on average")
-else:
-    missed = " and ".join({"crime": "crime", "check_in": "check-ins"}[t] for t in TASKS if not beat[t])
-    reached = [{"crime": "crime", "check_in": "check-ins"}[t] for t in TASKS if beat[t]]
-    verdict = (f"the headline row is **not** above the best published number on {missed}"
-               + (f" (it is on {reached[0]})" if reached else "") + ": the goal is not reached")
-glue("verdict", Markdown(verdict), display=False)
+def verdict_for(name: str) -> str:
+    """Above or below the best published number, per task, read against the seeds' spread."""
+    if not best_published:
+        return "the published numbers are not on this machine, so there is nothing to compare with"
+    parts = []
+    for task, label in (("crime", "crime"), ("check_in", "check-ins")):
+        mean, sd = summary.loc[name, ("mean", task)], summary.loc[name, ("std", task)]
+        gap = mean - best_published[task]
+        where = "above" if gap > 0 else "below"
+        spread = (" (within the seeds' spread, so not a clear difference)" if np.isfinite(sd) and abs(gap) <= sd
+                  else "")
+        parts.append(f"{abs(gap):.3f} {where} on {label}{spread}")
+    return "; ".join(parts)
+
+
+glue("verdict", Markdown(verdict_for(HEADLINE)), display=False)
+glue("verdict_muse_chosen", Markdown(verdict_for(MUSE_CHOSEN)), display=False)
+glue("verdict_any", Markdown(verdict_for(ANY_CHOSEN)), display=False)
+chosen_r2 = summary[("mean", "crime")].loc[MUSE_CHOSEN], summary[("mean", "check_in")].loc[MUSE_CHOSEN]
+glue("musechosen_crime", float(chosen_r2[0]), display=False)
+glue("musechosen_check", float(chosen_r2[1]), display=False)
+glue("any_crime", float(summary.loc[ANY_CHOSEN, ("mean", "crime")]), display=False)
+glue("any_check", float(summary.loc[ANY_CHOSEN, ("mean", "check_in")]), display=False)
 hist = fitted_by_seed[seeds[0]]["OD similarity"].histories_["fusion"]
 glue("fusion_loss_first", float(hist["train_loss"].iloc[0]), display=False)
 glue("fusion_loss_last", float(hist["train_loss"].iloc[-1]), display=False)
@@ -327,12 +352,12 @@ glue("att_hi", float(att.quantile(0.95)), display=False)
 # %% [markdown]
 # ## Which candidate the training folds chose
 #
-# For each task, how often each candidate was chosen (out of 5 outer folds x
+# For each task, how often each candidate of the wider pool was chosen (out of 5 outer folds x
 # {glue:text}`n_seeds` seeds). The choice varies between folds: the inner errors of the best few
 # candidates are close.
 
 # %%
-chosen_counts = choices[choices["task"].isin(TASKS)].pivot_table(
+chosen_counts = choices[choices["task"].isin(TASKS) & (choices["pool"] == ANY_CHOSEN)].pivot_table(
     index="chosen", columns="task", values="outer_fold", aggfunc="count", fill_value=0)
 for task, short in (("crime", "crime"), ("check_in", "check")):
     glue(f"top_{short}", Markdown(f"*{chosen_counts[task].idxmax()}* ({chosen_counts[task].max()} of "
@@ -345,7 +370,7 @@ chosen_counts.sort_values(list(chosen_counts.columns), ascending=False)
 # NMI and ARI of k-means on each embedding against the community districts (higher is better),
 # mean over seeds. The land-use numbers of the papers are not in `published_results.csv`; the
 # data README quotes NMI 0.76-0.78 and ARI 0.58-0.62 for MVURE and MGFN (MGFN paper). There is
-# no headline row: the selection above is by regression error.
+# no chosen rows: the selections above are by regression error.
 
 # %%
 land_rows = results[results["task"] == "land_use"]
@@ -362,28 +387,31 @@ land.sort_values("nmi_mean", ascending=False).drop(columns="nmi_mean")
 #
 # The same protocol on the three indicators joined here (not part of the published benchmark,
 # so there is nothing to compare with): $R^2$ on the raw values, mean over seeds, for the
-# headline selection and a few single embeddings.
+# headline, the two chosen rows and a few single embeddings.
 
 # %%
-shown = [HEADLINE, "OD SVD (k=16)", "mobility view only, OD similarity",
-         "MuseCL (vector views), eq. 1 similarity", "POI view only"]
+shown = [HEADLINE, MUSE_CHOSEN, ANY_CHOSEN, "OD SVD (k=16)", "mobility view only, OD similarity", "POI view only"]
 extra = results[results["task"].isin(EXTRA) & results["method"].isin(shown)]
 extra.groupby(["method", "task"])["r2"].mean().unstack("task").reindex(index=shown, columns=list(EXTRA)).round(3)
 
 # %% [markdown]
 # ## What we saw
 #
-# * **Headline** (chosen inside the training folds, {glue:text}`n_seeds` seeds): crime $R^2$
-#   {glue:text}`head_crime:.3f` $\pm$ {glue:text}`head_crime_sd:.3f` (lowest seed
+# * **Headline: MuseCL's fused output** (the paper's reading, {glue:text}`n_seeds` seeds): crime
+#   $R^2$ {glue:text}`head_crime:.3f` $\pm$ {glue:text}`head_crime_sd:.3f` (lowest seed
 #   {glue:text}`head_crime_min:.3f`; {glue:text}`head_crime_above` of {glue:text}`n_seeds`
 #   seeds above {glue:text}`pub_crime:.2f`), check-ins {glue:text}`head_check:.3f` $\pm$
 #   {glue:text}`head_check_sd:.3f` (lowest {glue:text}`head_check_min:.3f`;
 #   {glue:text}`head_check_above` of {glue:text}`n_seeds` seeds above
-#   {glue:text}`pub_check:.2f`). The best published numbers are {glue:text}`pub_crime:.2f`
-#   (crime, MGFN) and {glue:text}`pub_check:.2f` (check-ins, HREP): {glue:text}`verdict`.
-#   The published numbers are rounded to two decimals and come from one run each on the same
-#   five folds; differences of one or two hundredths of $R^2$ on 180 regions are within the
-#   spread between our seeds.
+#   {glue:text}`pub_check:.2f`). Against the best published numbers, {glue:text}`pub_crime:.2f`
+#   (crime, MGFN) and {glue:text}`pub_check:.2f` (check-ins, HREP), it is {glue:md}`verdict`.
+# * **MuseCL with its variant chosen in the training folds**: {glue:text}`musechosen_crime:.3f` /
+#   {glue:text}`musechosen_check:.3f`, i.e. {glue:md}`verdict_muse_chosen`. **The best of all
+#   the chapter's embeddings, chosen in the training folds** (not MuseCL: mostly the mobility
+#   view and OD SVD): {glue:text}`any_crime:.3f` / {glue:text}`any_check:.3f`, i.e.
+#   {glue:md}`verdict_any`. The published numbers are rounded to two decimals and come from one
+#   run each on the same five folds; a gap smaller than the spread between our seeds is not a
+#   difference.
 # * The plain **OD SVD** ($k = 16$) reaches {glue:text}`svd_crime:.3f` on crime and
 #   {glue:text}`svd_check:.3f` on check-ins, at the level the papers report for MVURE, and
 #   recovers the community districts well (NMI {glue:text}`svd_nmi:.3f`, ARI
@@ -422,7 +450,7 @@ extra.groupby(["method", "task"])["r2"].mean().unstack("task").reindex(index=sho
 # %% [markdown]
 # ## Exercises
 #
-# 1. Add the POI-only embeddings to the candidate list (`candidates_of`). Does the headline
+# 1. Add the POI-only embeddings to the wider candidate list (`candidates_of`). Does its row
 #    move? How often are they chosen?
 # 2. Replace eq. 10's sum by a concatenation of the two view embeddings before the attention
 #    weights are applied. Does the fused embedding recover what the mobility view alone has?

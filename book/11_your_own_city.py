@@ -354,20 +354,20 @@ with pd.option_context("display.max_colwidth", None):
 #
 # * **No street views.** Every method with a street-view encoder stops at once with
 #   `ValueError: <city>: the city has no streetview images`: `SV only` and `MuseCL` here, and
-#   likewise `Inception v3`, `Urban2vec`, `Add-svrv`, `Fusion-svrv`, `Concat`, `SV+RS`,
-#   `Location + MuseCL` and EfficientNet. `RS only`, `POI only`, `ResNet-18`, `Tile2vec`,
-#   `PG-SimCL` and `Location kNN` run. Street views for only *some* regions are fine: the others
+#   likewise `Inception v3`, `Urban2vec-style`, `Add-svrv`, `Fusion-svrv`, `Concat`, `SV+RS`,
+#   `Location + MuseCL` and EfficientNet. `RS only`, `POI only`, `ResNet-18`, `Tile2vec-style`,
+#   `PG-SimCL-style` and `Location kNN` run. Street views for only *some* regions are fine: the others
 #   get the column mean of the street-view embedding.
 # * **No mobility.** Nothing stops. With (0, 0) flows everywhere the street-view encoder's
 #   pairing (eq. 1-2) finds every region equally similar: the sampler warns that no negative
 #   could be drawn "dissimilar" and draws triplets among identical regions, so the encoder learns
 #   no mobility semantics. `MuseCL` still runs, but is then MuseCL without its mobility half:
 #   read it as an ablation, not as MuseCL.
-# * **No POIs.** `POI only` (and `Urban2vec`, `Concat`, `MuseCL`'s text stage) stop with
-#   `the city has no POIs (pois.csv is empty)`, and `PG-SimCL` with "needs POIs". The satellite
+# * **No POIs.** `POI only` (and `Urban2vec-style`, `Concat`, `MuseCL`'s text stage) stop with
+#   `the city has no POIs (pois.csv is empty)`, and `PG-SimCL-style` with "needs POIs". The satellite
 #   encoder's pairing (eq. 3-4) is by POI similarity, so `RS only` and `MuseCL` stop too, with
 #   the terser `features have no columns (0 dimensions)` from the sampler: that is the missing
-#   POIs. `SV only`, `Tile2vec` and `Location kNN` run.
+#   POIs. `SV only`, `Tile2vec-style` and `Location kNN` run.
 # * **No satellite images.** Like street views: every method with a satellite encoder stops with
 #   `the city has no satellite images`. Regions may lack one, up to `max_missing_satellite`.
 #

@@ -61,6 +61,9 @@ class RunConfig:
     probe_max_epochs: int = 500
     probe_patience: int = 50
     block_size_m: float | None = None  # spatial blocks; None: a multiple of the hexagon size
+    # training regions closer than this to a test region are dropped from the spatial split; "auto":
+    # the distance beyond which the city's indicator values no longer correlate (0: no buffer)
+    buffer_m: float | str = "auto"
     # worker processes (0: one per CPU core) fitting methods side by side on the CPU, and probes;
     # probe scores do not depend on it, trained weights do in their last bits (threads per process)
     jobs: int = 0

@@ -5,8 +5,10 @@ indicator on ln(1 + x) from the embedding, MSE loss, Adam lr 5e-4, batch 32, ear
 a validation part (patience 50), one random 60/20/20 split; R2 and RMSE on the test part.
 
 Additions, each a named option: several seeds (each seed draws its own split *and* probe
-initialisation), a spatial block split (whole square blocks go to one part, so a test region's
-neighbours are not in the training set; a random split lets location alone look like skill), and
+initialisation), a spatial block split (whole square blocks go to one part, and training regions
+within a buffer of the test blocks -- by default the distance over which the indicators still
+correlate -- are dropped, so a test region's neighbours are not in the training set; a random
+split lets location alone look like skill), and
 a ridge probe, and a k-nearest-neighbour probe (what location alone explains when the "embedding"
 is a region's centre). Every evaluation returns rows of the one tidy results table, ``RESULT_COLUMNS``.
 Rows are matched to regions by ``region_id``, never by position.
@@ -34,6 +36,8 @@ GROUP_COLUMNS = ["city", "indicator", "method", "split"]
 SPLITS = ("random", "spatial")
 PROBES = ("mlp", "ridge", "knn")
 PARTS = ("train", "val", "test")
+BUFFER = "buffer"  # split_part of regions a spatial split leaves out: too close to a test region
+BUFFER_CORRELATION = 0.1  # "auto" buffer: out to where neighbours' values correlate below this
 DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)
 BLOCK_HEXAGONS = 10  # default spatial block side, in hexagon sizes (1 km hexagons -> 10 km blocks)
 MIN_BLOCKS_ACROSS = 5
@@ -79,13 +83,17 @@ def block_ids(xy_m: np.ndarray, block_size_m: float) -> np.ndarray:
 
 
 def spatial_block_split(xy_m: np.ndarray, block_size_m: float, seed: int,
-                        fractions: Sequence[float] = DEFAULT_FRACTIONS
+                        fractions: Sequence[float] = DEFAULT_FRACTIONS, buffer_m: float = 0.0
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Assign whole square blocks to train, val or test so neighbours do not leak across parts.
 
     Blocks are shuffled with ``seed``; each block in turn goes to the part furthest below its
     target size (fraction x n). Part sizes are therefore right to within about one block; use
     blocks much smaller than the city for fractions close to the asked ones.
+
+    ``buffer_m`` > 0 then drops every training and validation point closer than that to a test
+    point: a region just across a block edge would otherwise give its test neighbour's value
+    away (Roberts et al. 2017, "buffered" cross-validation). Dropped points are in no part.
     """
     f = _check_fractions(fractions)
     ids = block_ids(xy_m, block_size_m)
@@ -105,7 +113,77 @@ def spatial_block_split(xy_m: np.ndarray, block_size_m: float, seed: int,
         part_of_block[block] = part
         count[part] += sizes[block]
     part = part_of_block[ids]
+    if buffer_m and buffer_m > 0 and (part == 2).any():
+        from scipy.spatial import cKDTree
+
+        xy = np.asarray(xy_m, dtype=float)
+        near_test, _ = cKDTree(xy[part == 2]).query(xy, k=1)
+        part = np.where((part != 2) & (near_test < buffer_m), -1, part)
+        if not (part == 0).any():
+            raise ValueError(f"a buffer of {buffer_m:g} m around the test blocks leaves no training region; "
+                             "use a smaller buffer_m or smaller blocks")
     return tuple(np.flatnonzero(part == k) for k in range(3))  # type: ignore[return-value]
+
+
+def correlation_by_distance(city: City, indicators: Sequence[str] | None = None, n_anchors: int = 2000,
+                            max_distance_m: float | None = None, seed: int = 0) -> pd.DataFrame:
+    """How far a region's neighbours give its value away: per distance bin (one region spacing
+    wide, centred on multiples of it, up to a third of the city's extent or 30 spacings; indexed
+    by the bin's upper edge), the correlation between the (modelled) values of two regions that far
+    apart, per indicator; column ``pairs`` counts the pairs.
+
+    The correlogram mean(z_i z_j) of values standardised over the city. Pairs come from a k-d
+    tree around at most ``n_anchors`` seeded anchor regions: never an N x N matrix.
+    """
+    from scipy.spatial import cKDTree
+
+    indicators = list(city.meta.indicators) if indicators is None else list(indicators)
+    xy = city.xy_m()
+    targets = city.targets()[indicators]
+    z = ((targets - targets.mean()) / targets.std(ddof=0).replace(0, np.nan)).to_numpy()
+    tree = cKDTree(xy)
+    spacing = float(np.median(tree.query(xy, k=2)[0][:, 1])) if len(xy) > 1 else 1.0
+    extent = float(np.max(xy.max(axis=0) - xy.min(axis=0))) if len(xy) else 0.0
+    reach = float(max_distance_m) if max_distance_m else max(min(extent / 3, 30 * spacing), 2 * spacing)
+    rng = np.random.default_rng(seed)
+    anchors = rng.choice(len(xy), size=min(int(n_anchors), len(xy)), replace=False)
+    i_list, j_list = [], []
+    for a, neighbours in zip(anchors, tree.query_ball_point(xy[anchors], reach)):
+        neighbours = np.asarray([b for b in neighbours if b != a], dtype=np.int64)
+        i_list.append(np.full(len(neighbours), a))
+        j_list.append(neighbours)
+    i, j = np.concatenate(i_list), np.concatenate(j_list)
+    distance = np.hypot(*(xy[i] - xy[j]).T)
+    edges = (np.arange(1, int(np.ceil(reach / spacing)) + 1) + 0.5) * spacing  # k-th ring of neighbours in bin k
+    which = np.searchsorted(edges, distance, side="left")
+    rows = []
+    for k, edge in enumerate(edges):
+        sel = which == k
+        products = z[i[sel]] * z[j[sel]]
+        rows.append({"distance_m": float(edge), **dict(zip(indicators, np.nanmean(products, axis=0)
+                                                           if sel.any() else [np.nan] * len(indicators))),
+                     "pairs": int(sel.sum())})
+    return pd.DataFrame(rows).set_index("distance_m")
+
+
+def correlation_range(city: City, indicators: Sequence[str] | None = None,
+                      threshold: float = BUFFER_CORRELATION, **kwargs) -> float:
+    """The shortest distance (metres) beyond which two regions' values correlate, averaged over
+    ``indicators`` (default: the headline ones), below ``threshold``: the buffer a spatial split
+    needs so that no training region gives a test region's value away. From
+    :func:`correlation_by_distance`."""
+    indicators = city.meta.headline_indicators() if indicators is None else list(indicators)
+    table = correlation_by_distance(city, indicators, **kwargs)
+    mean = table[indicators].mean(axis=1).dropna()
+    below = np.flatnonzero((mean < threshold).to_numpy())
+    if not len(below):
+        return float(mean.index[-1])
+    k = int(below[0])
+    if k == 0:
+        return float(mean.index[0])
+    # linear interpolation between the last bin above the threshold and the first below it
+    d0, d1, c0, c1 = mean.index[k - 1], mean.index[k], mean.iloc[k - 1], mean.iloc[k]
+    return float(d0 + (c0 - threshold) / (c0 - c1) * (d1 - d0))
 
 
 # ------------------------------------------------------------------------------------------
@@ -389,19 +467,49 @@ def _block_size(city: City, block_size_m: float | None) -> float:
     return cap
 
 
-def _split(task: _Task, split: str, seed: int, fractions, block_size_m: float | None):
+@dataclass(frozen=True)
+class SpatialBlocks:
+    """The spatial split's geometry: block side and buffer, in metres (see :func:`spatial_setting`)."""
+
+    size_m: float
+    buffer_m: float = 0.0
+
+
+def spatial_setting(city: City, block_size_m: float | None = None,
+                    buffer_m: float | str | None = "auto") -> SpatialBlocks:
+    """The spatial split of ``city``: blocks of ``block_size_m`` (default: see ``_block_size``)
+    and a buffer of ``buffer_m`` metres, where "auto" is the city's :func:`correlation_range`
+    over its headline indicators, at most half a block (a city whose values correlate over longer
+    distances than its blocks, such as one big urban gradient, would otherwise keep almost no
+    training regions), and None or 0 is none."""
+    size = _block_size(city, block_size_m)
+    if buffer_m == "auto":  # capped: a buffer wider than half a block would leave little to train on
+        buffer = min(correlation_range(city), size / 2)
+    elif buffer_m is None:
+        buffer = 0.0
+    else:
+        try:
+            buffer = float(buffer_m)
+        except (TypeError, ValueError):
+            raise ValueError(f"buffer_m must be a distance in metres, 0 or 'auto'; got {buffer_m!r}") from None
+        if buffer < 0:
+            raise ValueError(f"buffer_m must be >= 0; got {buffer_m!r}")
+    return SpatialBlocks(size, buffer)
+
+
+def _split(task: _Task, split: str, seed: int, fractions, blocks: SpatialBlocks | None):
     if split == "random":
         return random_split(len(task.y), seed, fractions)
     if split == "spatial":
-        if block_size_m is None:
-            raise ValueError("the spatial split needs block_size_m")
-        return spatial_block_split(task.xy, block_size_m, seed, fractions)
+        if blocks is None:
+            raise ValueError("the spatial split needs its blocks (spatial_setting)")
+        return spatial_block_split(task.xy, blocks.size_m, seed, fractions, buffer_m=blocks.buffer_m)
     raise ValueError(f"split {split!r} is not one of {SPLITS}")
 
 
-def _predict_task(task: _Task, split: str, seed: int, probe: str, fractions, block_size_m,
+def _predict_task(task: _Task, split: str, seed: int, probe: str, fractions, blocks: SpatialBlocks | None,
                   probe_config: ProbeConfig | None) -> pd.DataFrame:
-    parts = _split(task, split, seed, fractions, block_size_m)
+    parts = _split(task, split, seed, fractions, blocks)
     train, val, test = parts
     if len(test) < 2:
         raise ValueError(f"{task.indicator}, {split} split: only {len(test)} test region(s); "
@@ -409,7 +517,7 @@ def _predict_task(task: _Task, split: str, seed: int, probe: str, fractions, blo
     model = make_probe(probe, seed, probe_config)
     model.fit(task.x[train], task.y[train], task.x[val], task.y[val])
     y_pred = model.predict(task.x)
-    part = np.empty(len(task.y), dtype=object)
+    part = np.full(len(task.y), BUFFER, dtype=object)
     for name, idx in zip(PARTS, parts):
         part[idx] = name
     return pd.DataFrame({REGION_ID: task.ids.to_numpy(), "indicator": task.indicator,
@@ -418,16 +526,17 @@ def _predict_task(task: _Task, split: str, seed: int, probe: str, fractions, blo
 
 def predict_indicator(embedding: pd.DataFrame, city: City, indicator: str, split: str = "random",
                       seed: int = 0, probe: str = "mlp", fractions: Sequence[float] = DEFAULT_FRACTIONS,
-                      block_size_m: float | None = None, probe_config: ProbeConfig | None = None
-                      ) -> pd.DataFrame:
+                      block_size_m: float | None = None, probe_config: ProbeConfig | None = None,
+                      buffer_m: float | str | None = "auto") -> pd.DataFrame:
     """Fit one probe and return every region's prediction (Figure 4): columns ``PREDICTION_COLUMNS``.
 
     ``y_true`` and ``y_pred`` are on the modelled scale (ln(1 + x) where the indicator says so);
-    ``split_part`` says which part each region was in. Regions without a value are left out.
+    ``split_part`` says which part each region was in ("buffer": left out by the spatial split's
+    buffer). Regions without a value are left out.
     """
     task = _prepare(embedding, city, indicator)
-    bs = _block_size(city, block_size_m) if split == "spatial" else None
-    return _predict_task(task, split, seed, probe, fractions, bs, probe_config)
+    blocks = spatial_setting(city, block_size_m, buffer_m) if split == "spatial" else None
+    return _predict_task(task, split, seed, probe, fractions, blocks, probe_config)
 
 
 def scores(predictions: pd.DataFrame) -> dict:
@@ -442,11 +551,13 @@ def evaluate_embedding(embedding: pd.DataFrame, city: City, method: str,
                        splits: Sequence[str] = ("random",), probe: str = "mlp",
                        block_size_m: float | None = None,
                        fractions: Sequence[float] = DEFAULT_FRACTIONS,
-                       probe_config: ProbeConfig | None = None, n_jobs: int = 1) -> pd.DataFrame:
+                       probe_config: ProbeConfig | None = None, n_jobs: int = 1,
+                       buffer_m: float | str | None = "auto") -> pd.DataFrame:
     """Rows of the results table (``RESULT_COLUMNS``) for one embedding of one city.
 
     One row per indicator x split x seed; the seed draws the split and the probe's initialisation.
-    ``block_size_m`` (spatial split) defaults to ``BLOCK_HEXAGONS`` x the city's hexagon size.
+    ``block_size_m`` (spatial split) defaults to ``BLOCK_HEXAGONS`` x the city's hexagon size;
+    ``buffer_m`` ("auto": the city's correlation range) drops training regions near test blocks.
     ``n_jobs`` worker processes fit the probes (0: one per CPU core). Each fit is seeded on its
     own and runs on one thread, so the rows are the same for any ``n_jobs``; the MLP probe is
     compute-bound, so on a 2-core machine two workers take about half the time.
@@ -457,7 +568,7 @@ def evaluate_embedding(embedding: pd.DataFrame, city: City, method: str,
     if probe not in PROBES:
         raise ValueError(f"probe {probe!r} is not one of {PROBES}")
     indicators = list(city.meta.indicators) if indicators is None else list(indicators)
-    bs = _block_size(city, block_size_m) if "spatial" in splits else None
+    bs = spatial_setting(city, block_size_m, buffer_m) if "spatial" in splits else None
     tasks = [_prepare(embedding, city, indicator) for indicator in indicators]
     jobs = [(task, split, [int(s) for s in seeds]) for task in tasks for split in splits]
     n_jobs = min(resolve_jobs(n_jobs), len(jobs))
@@ -482,7 +593,8 @@ CEILING_METHODS = {CEILING_ALL: "Ceiling: all latents", SATELLITE: "Ceiling: wha
 
 def evaluate_ceilings(city: City, indicators: Sequence[str] | None = None, seeds: Sequence[int] = (0, 1, 2),
                       splits: Sequence[str] = ("random",), block_size_m: float | None = None,
-                      fractions: Sequence[float] = DEFAULT_FRACTIONS) -> pd.DataFrame:
+                      fractions: Sequence[float] = DEFAULT_FRACTIONS,
+                      buffer_m: float | str | None = "auto") -> pd.DataFrame:
     """Rows of the results table for the city's ceilings (``ceilings.csv``; generated cities only),
     scored on exactly the test parts the probes use for the same seed and split: a ceiling shown
     beside a split is that split's ceiling, not the whole city's. Methods are named by
@@ -493,7 +605,7 @@ def evaluate_ceilings(city: City, indicators: Sequence[str] | None = None, seeds
         if s not in SPLITS:
             raise ValueError(f"split {s!r} is not one of {SPLITS}")
     indicators = list(city.meta.indicators) if indicators is None else list(indicators)
-    bs = _block_size(city, block_size_m) if "spatial" in splits else None
+    bs = spatial_setting(city, block_size_m, buffer_m) if "spatial" in splits else None
     present = [s for s in CEILING_METHODS if s in set(city.ceilings[SOURCE])]
     rows = []
     for source in present:

@@ -26,8 +26,10 @@ IMPROVEMENT_ROW = "improvement over best baseline"
 HEADLINE = "headline mean"  # column: the mean over the indicators not derived from an input
 OURS = "this run"
 # the paper's spellings -> this project's canonical method names
+# (the paper's Tile2vec, Urban2vec and PG-SimCL sit beside the "-style" rows that stand in for them)
 PAPER_NAMES = {"Resnet-18": "ResNet-18", "Resnet18": "ResNet-18", "Inception-v3": "Inception v3",
-               "Add-srv": "Add-svrv", "Fusion-srv": "Fusion-svrv", "Ours": "MuseCL"}
+               "Add-srv": "Add-svrv", "Fusion-srv": "Fusion-svrv", "Ours": "MuseCL",
+               "Tile2vec": "Tile2vec-style", "Urban2vec": "Urban2vec-style", "PG-SimCL": "PG-SimCL-style"}
 FORMATS = ("markdown", "html", "styler")
 
 
@@ -362,6 +364,41 @@ def location_vs(results: pd.DataFrame, split: str = "random", metric: str = "r2"
                      "location_minus_best_other": sign * (loc - others[best_other]) if best_other else np.nan,
                      "location_rank": int((sign * others > sign * loc).sum()) + 1})
     return pd.DataFrame(rows)
+
+
+def paired_differences(results: pd.DataFrame, indicators: Sequence[str], target: str = TARGET,
+                       split: str = "random", metric: str = "r2", confidence: float = 0.95,
+                       city: str | None = None) -> pd.DataFrame:
+    """Per method: ``target`` minus the method in the mean of ``metric`` over ``indicators``,
+    paired seed by seed (each seed gives every method the same split), with a Student-t
+    interval over the seeds. Columns ``difference``, ``low``, ``high``, ``n_seeds`` and
+    ``verdict``: "better" (the whole interval above 0), "worse" (below 0) or "unclear" (for RMSE
+    the sign is flipped, so positive always means the target is better). With one seed there is
+    no interval (NaN) and no verdict ("").
+
+    The interval says how much the difference moves with what a seed changes; it is only as wide
+    as what the seeds re-draw (here the split and the probe; the stages that a seed does not
+    retrain add variance it does not show)."""
+    from scipy import stats
+
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1); got {confidence}")
+    rows = _rows(results, metric, split, city)
+    per_seed = headline_means(rows, indicators, metric).pivot_table(index="seed", columns="method", values=metric)
+    if target not in per_seed.columns:
+        raise ValueError(f"no {target!r} rows for split {split!r}; methods: {sorted(per_seed.columns)}")
+    sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
+    out = []
+    for method in method_order([m for m in per_seed.columns if m != target]):
+        diff = (sign * (per_seed[target] - per_seed[method])).dropna()
+        n = len(diff)
+        mean = float(diff.mean()) if n else np.nan
+        half = (float(stats.t.ppf(0.5 + confidence / 2, n - 1) * diff.std(ddof=1) / np.sqrt(n))
+                if n > 1 else np.nan)
+        verdict = "" if n < 2 else "better" if mean - half > 0 else "worse" if mean + half < 0 else "unclear"
+        out.append({"method": method, "difference": mean, "low": mean - half, "high": mean + half,
+                    "n_seeds": n, "verdict": verdict})
+    return pd.DataFrame(out).set_index("method")
 
 
 # ------------------------------------------------------------------------------------------

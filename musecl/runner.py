@@ -126,7 +126,8 @@ def run(city: str | os.PathLike | City, out_dir: str | os.PathLike, config: RunC
     table = pd.concat(results, ignore_index=True)
     with atomic_write(out / "results.csv") as handle:
         table.to_csv(handle, index=False)
-    ceilings = evaluate_ceilings(city, seeds=config.seeds, splits=config.splits, block_size_m=config.block_size_m)
+    ceilings = evaluate_ceilings(city, seeds=config.seeds, splits=config.splits, block_size_m=config.block_size_m,
+                                 buffer_m=config.buffer_m)
     if len(ceilings):  # a generated city's ceilings, on the very test parts the probes used
         with atomic_write(out / "ceilings.csv") as handle:
             ceilings.to_csv(handle, index=False)
@@ -227,7 +228,7 @@ def train_encoders(city: str | os.PathLike | City, config: RunConfig, cache_dir:
             for kind in kinds}
 
 
-EVALUATION_VERSION = 1  # bump when the probes or splits change: old cached scores are then ignored
+EVALUATION_VERSION = 2  # bump when the probes or splits change: old cached scores are then ignored
 
 
 def probe_settings(config: RunConfig):
@@ -247,7 +248,7 @@ def score_embedding(embedding: pd.DataFrame, city: City, name: str, config: RunC
 
     probe, probe_config = method_probe(name, config), probe_settings(config)
     settings = {"seeds": config.seeds, "splits": config.splits, "probe": probe,
-                "block_size_m": config.block_size_m, "probe_config": probe_config}
+                "block_size_m": config.block_size_m, "buffer_m": config.buffer_m, "probe_config": probe_config}
     key = {"version": EVALUATION_VERSION, "method": name, "city": city_fingerprint(city),
            "embedding": hashlib.sha256(pd.util.hash_pandas_object(embedding, index=True).to_numpy().tobytes()
                                        + str(list(embedding.columns)).encode()).hexdigest(),

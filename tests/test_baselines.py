@@ -19,8 +19,8 @@ from musecl.methods.baselines import (TRIPLET_SOURCES, StageBaseline, geographic
 TINY = RunConfig(n_triplets=120, rs_arch="tiny", sv_arch="tiny", rs_image_size=32, sv_image_size=32,
                  rs_epochs=3, sv_epochs=3, embedding_dim=16, text_epochs=1, lr=2e-3, seeds=(0,))
 DIMS = {"Inception v3": 2048, "ResNet-18": 512, "EfficientNet-Lite0 (ImageNet)": 2 * 1280,
-        "Tile2vec": 16, "PG-SimCL": 16, "Urban2vec": 16 + 16}
-TRAINED = {"Tile2vec": "satellite", "PG-SimCL": "satellite", "Urban2vec": "streetview"}
+        "Tile2vec-style": 16, "PG-SimCL-style": 16, "Urban2vec-style": 16 + 16}
+TRAINED = {"Tile2vec-style": "satellite", "PG-SimCL-style": "satellite", "Urban2vec-style": "streetview"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -93,7 +93,7 @@ def test_training_lowers_its_loss(fitted, name):
 
 def test_weights_are_recorded(fitted, city, tmp_path):
     assert fitted["ResNet-18"][0].weights_source == "random"
-    assert fitted["Tile2vec"][0].weights_source == "random"
+    assert fitted["Tile2vec-style"][0].weights_source == "random"
     effnet = fitted["EfficientNet-Lite0 (ImageNet)"][0]
     assert effnet.weights_source.startswith("imagenet:efficientnet-lite0")
     loaded = StageBaseline.load(effnet.save(tmp_path / "saved"))

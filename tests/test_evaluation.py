@@ -10,8 +10,9 @@ import torch
 
 from musecl.city import CityMeta, Indicator, load_city, write_city
 from musecl.evaluation import (
-    CEILING_METHODS, PREDICTION_COLUMNS, RESULT_COLUMNS, MLPProbe, ProbeConfig, block_ids, evaluate_ceilings,
-    evaluate_embedding, predict_indicator, random_split, ridge_cv_r2, scores, spatial_block_split, summarize,
+    CEILING_METHODS, PREDICTION_COLUMNS, RESULT_COLUMNS, MLPProbe, ProbeConfig, block_ids, correlation_by_distance,
+    correlation_range, evaluate_ceilings, evaluate_embedding, predict_indicator, random_split, ridge_cv_r2, scores,
+    spatial_block_split, spatial_setting, summarize,
 )
 
 torch.set_num_threads(1)
@@ -226,3 +227,68 @@ def test_ridge_cv_r2_reads_features_not_noise(linear_city):
                             index=emb.index, columns=emb.columns)
     assert ridge_cv_r2(shuffled, city, indicators=["LIN"])["LIN"] < 0.3
     pd.testing.assert_series_equal(good, ridge_cv_r2(emb.iloc[::-1], city, indicators=["LIN"]))
+
+
+# -- the spatial split's buffer ---------------------------------------------------------------
+
+def test_buffer_drops_training_regions_near_test_blocks():
+    """Every training and validation point left is at least buffer_m from every test point; the
+    test part is the one without a buffer, and nothing is moved between parts."""
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 10_000, (400, 2))
+    plain = spatial_block_split(xy, 2000, seed=1)
+    train, val, test = spatial_block_split(xy, 2000, seed=1, buffer_m=700)
+    assert np.array_equal(test, plain[2])
+    assert set(train) < set(plain[0]) and set(val) <= set(plain[1])
+    gaps = np.hypot(*(xy[np.concatenate([train, val])][:, None, :] - xy[test][None, :, :]).transpose(2, 0, 1))
+    assert gaps.min() >= 700
+    dropped = set(plain[0]) - set(train)
+    assert dropped and all(np.hypot(*(xy[test] - xy[i]).T).min() < 700 for i in dropped)
+    with pytest.raises(ValueError, match="leaves no training region"):
+        spatial_block_split(xy, 2000, seed=1, buffer_m=50_000)
+
+
+def smooth_city(root, length_m: float, n_side: int = 24, seed: int = 0):
+    """A grid of regions 250 m apart whose indicator is a smooth field of correlation length ``length_m``."""
+    rng = np.random.default_rng(seed)
+    ids = [f"g{i:03d}" for i in range(n_side * n_side)]
+    step = 250 / 111_320  # degrees of latitude (and of longitude at the equator) per 250 m
+    lon = np.tile(np.arange(n_side) * step, n_side)
+    lat = np.repeat(np.arange(n_side) * step, n_side)
+    x, y = lon * 111_320, lat * 111_320
+    k = rng.normal(size=(40, 2)) / length_m  # random plane waves: a Gaussian-correlated field
+    phase = rng.uniform(0, 2 * np.pi, 40)
+    field = np.cos(np.outer(x, k[:, 0]) + np.outer(y, k[:, 1]) + phase).sum(1)
+    regions = pd.DataFrame({"lon": lon, "lat": lat, "geometry": [square_wkt(a, b, step / 3) for a, b in zip(lon, lat)]},
+                           index=ids)
+    meta = CityMeta(name="smooth", crs="EPSG:4326", modalities=(), hexagon_size_m=250,
+                    indicators={"F": Indicator("F", "field", log=False, allow_negative=True)})
+    write_city(root, meta, regions, pd.DataFrame({"F": field}, index=ids))
+    return load_city(root)
+
+
+def test_correlation_range_follows_the_field(tmp_path):
+    """A smoother field correlates further; near pairs correlate strongly, far pairs hardly."""
+    short, long = (smooth_city(tmp_path / f"c{int(l)}", l) for l in (300, 900))
+    table = correlation_by_distance(long, ["F"])
+    assert table["F"].iloc[0] > 0.7 and abs(table["F"].iloc[-1]) < 0.3 and (table["pairs"] > 0).all()
+    assert correlation_range(short) < correlation_range(long)
+    assert correlation_range(long) == correlation_range(long)  # seeded pairs: the same every time
+    # "auto": the range, at most half a block; a number as given; 0 or None: none
+    blocks = spatial_setting(long, block_size_m=4000)
+    assert blocks.buffer_m == pytest.approx(min(correlation_range(long), 2000))
+    assert spatial_setting(long, block_size_m=1000).buffer_m == 500
+    assert spatial_setting(long, buffer_m=300).buffer_m == 300
+    assert spatial_setting(long, buffer_m=None).buffer_m == spatial_setting(long, buffer_m=0).buffer_m == 0
+    for bad in (-1, "wide"):
+        with pytest.raises(ValueError, match="buffer_m"):
+            spatial_setting(long, buffer_m=bad)
+
+
+def test_buffered_regions_are_marked_in_predictions(linear_city):
+    city, emb = linear_city
+    preds = predict_indicator(emb, city, "LIN", split="spatial", seed=0, probe="ridge", buffer_m=1500)
+    assert set(preds["split_part"]) == {"train", "val", "test", "buffer"}
+    plain = predict_indicator(emb, city, "LIN", split="spatial", seed=0, probe="ridge", buffer_m=0)
+    assert "buffer" not in set(plain["split_part"])
+    assert (preds["split_part"] == "test").sum() == (plain["split_part"] == "test").sum()

@@ -165,7 +165,7 @@ def test_methods_fitted_side_by_side_equal_one_by_one(city, tmp_path, monkeypatc
 
     from musecl import evaluation, runner
 
-    methods = ["SV only", "MuseCL", "Tile2vec", "POI only"]  # two that train: two workers
+    methods = ["SV only", "MuseCL", "Tile2vec-style", "POI only"]  # two that train: two workers
     monkeypatch.setattr(evaluation, "resolve_jobs", lambda n: 2 if n == 0 else int(n))  # 2 "cores"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -14,7 +14,7 @@ from musecl.evaluation import RESULT_COLUMNS
 # The paper's Table 1 (Beijing), PD and NP, for four methods: R2 and RMSE.
 BEIJING = {
     "Add-svrv": {"PD": (0.0995, 1.4027), "NP": (0.1290, 1.5909)},
-    "Urban2vec": {"PD": (0.4982, 1.0471), "NP": (0.7955, 0.7708)},
+    "Urban2vec-style": {"PD": (0.4982, 1.0471), "NP": (0.7955, 0.7708)},
     "Concat": {"PD": (0.4984, 1.0469), "NP": (0.7832, 0.7937)},
     "MuseCL": {"PD": (0.5310, 1.0123), "NP": (0.9471, 0.3921)},
 }
@@ -40,7 +40,7 @@ def results():
 
 def test_results_table_strings_and_numeric_twin(results):
     text = report.results_table(results, digits=3)
-    assert list(text.index) == ["Urban2vec", "Add-svrv", "Concat", "MuseCL", "Location kNN"]  # Table 1 order
+    assert list(text.index) == ["Urban2vec-style", "Add-svrv", "Concat", "MuseCL", "Location kNN"]  # Table 1 order
     assert list(text.columns) == ["PD", "NP"]
     std = np.std([0.5310, 0.5410], ddof=1)
     assert text.loc["MuseCL", "PD"] == f"{0.5360:.3f} ± {std:.3f}"
@@ -56,7 +56,7 @@ def test_bold_and_underline_land_on_the_right_cells():
     res = table_from(BEIJING)
     marks = report.rank_marks(report.results_table(res, numeric=True), "r2")
     assert marks.loc["MuseCL", "PD"] == "best" and marks.loc["Concat", "PD"] == "second"  # as the paper
-    assert marks.loc["MuseCL", "NP"] == "best" and marks.loc["Urban2vec", "NP"] == "second"
+    assert marks.loc["MuseCL", "NP"] == "best" and marks.loc["Urban2vec-style", "NP"] == "second"
     assert (marks == "").sum().sum() == marks.size - 4
     rmse = report.rank_marks(report.results_table(res, metric="rmse", numeric=True), "rmse")
     assert rmse.loc["MuseCL", "PD"] == "best" and rmse.loc["Concat", "PD"] == "second"  # lowest wins
@@ -93,6 +93,7 @@ def test_improvement_reproduces_the_papers_row():
 def published_table() -> pd.DataFrame:
     rows = [("MuseCL paper Table 1", "Beijing", "PD", "Resnet-18", 0.0685, 1.4266),
             ("MuseCL paper Table 1", "Beijing", "PD", "Add-srv", 0.0995, 1.4027),
+            ("MuseCL paper Table 1", "Beijing", "PD", "Urban2vec", 0.4982, 1.0471),
             ("MuseCL paper Table 1", "Beijing", "PD", "MuseCL", 0.5310, 1.0123),
             ("MuseCL paper Table 1", "Beijing", "MC", "MuseCL", 0.6229, 1.3906),
             ("MuseCL paper Table 2", "Shanghai", "PD", "MuseCL", 0.4301, 0.9089),
@@ -108,6 +109,9 @@ def test_with_published_maps_names_and_labels_columns(results):
     assert joined.loc["ResNet-18", ("PD", "paper (Beijing)")] == "0.0685"  # "Resnet-18" -> ours
     assert joined.loc["ResNet-18", ("PD", "this run")] == ""
     assert joined.loc["Add-svrv", ("PD", "paper (Beijing)")] == "0.0995"  # "Add-srv" -> ours
+    # the paper's original sits beside the "-style" row that stands in for it
+    assert joined.loc["Urban2vec-style", ("PD", "paper (Beijing)")] == "0.4982"
+    assert "Urban2vec" not in joined.index
     assert joined.loc["MuseCL", ("PD", "this run")] == table.loc["MuseCL", "PD"]
     assert joined.loc["Location kNN", ("NP", "paper (Beijing)")] == ""
     numeric = report.with_published(report.results_table(results, numeric=True), published_table(), "Beijing",
@@ -127,7 +131,7 @@ def test_winners_and_location_vs(results):
     assert w.loc["PD", "best"] == "Location kNN" and w.loc["PD", "runner_up"] == "MuseCL"
     assert w.loc["PD", "best_mean"] == pytest.approx(0.825)
     assert w.loc["PD", "margin"] == pytest.approx(0.825 - 0.536)
-    assert w.loc["NP", "best"] == "MuseCL" and w.loc["NP", "runner_up"] == "Urban2vec"
+    assert w.loc["NP", "best"] == "MuseCL" and w.loc["NP", "runner_up"] == "Urban2vec-style"
     w_rmse = report.winners(results, "random", metric="rmse").set_index("indicator")
     assert w_rmse.loc["NP", "best"] == "MuseCL" and w_rmse.loc["NP", "margin"] > 0
     only = report.winners(results, "random", methods=["Concat", "Add-svrv"]).set_index("indicator")
@@ -246,3 +250,30 @@ def test_ceiling_rows_without_headline_column():
     """Ceilings follow the table's indicator selection."""
     md = report.styled_table(HEAD, ceilings=CEIL, digits=2, indicators=["PD", "NP"])
     assert "| Ceiling: all latents | 0.96 ± 0.01 | 0.99 ± 0.00 |" in md and report.HEADLINE not in md
+
+
+def test_paired_differences_pair_seeds_and_give_verdicts():
+    """Pairing by seed removes what both methods share: a constant gap over noisy seeds is
+    'better' even though the methods' own spreads overlap; RMSE keeps positive = target better."""
+    shared = {0: -0.1, 1: 0.0, 2: 0.1, 3: 0.05}  # a hard or easy test part, the same for all
+    rows = []
+    for method, gap in (("MuseCL", 0.0), ("Concat", -0.05), ("SV only", 0.2), ("RS only", None)):
+        for seed, common in shared.items():
+            noise = {"RS only": [0.1, -0.1, 0.05, -0.05][seed]}.get(method, 0.0)
+            r2 = 0.5 + common + (gap if gap is not None else 0.0) + noise
+            for indicator in ("PD", "HD"):
+                rows.append({"city": "c", "indicator": indicator, "method": method, "split": "random",
+                             "seed": seed, "r2": r2, "rmse": 1 - r2, "n_test": 50})
+    results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    table = report.paired_differences(results, ["PD", "HD"])
+    assert list(table.index) == ["Concat", "SV only", "RS only"]  # the paper's order, then the added
+    assert table.loc["Concat", "difference"] == pytest.approx(0.05) and table.loc["Concat", "verdict"] == "better"
+    assert table.loc["SV only", "verdict"] == "worse"
+    assert table.loc["RS only", "verdict"] == "unclear" and table.loc["RS only", "low"] < 0 < table.loc["RS only", "high"]
+    assert (table["n_seeds"] == 4).all()
+    rmse = report.paired_differences(results, ["PD", "HD"], metric="rmse")
+    assert rmse.loc["Concat", "difference"] == pytest.approx(0.05) and rmse.loc["Concat", "verdict"] == "better"
+    one_seed = report.paired_differences(results[results["seed"] == 0], ["PD", "HD"])
+    assert one_seed["low"].isna().all() and (one_seed["verdict"] == "").all()
+    with pytest.raises(ValueError, match="no 'Location kNN' rows"):
+        report.paired_differences(results, ["PD"], target="Location kNN")

@@ -8,13 +8,15 @@ method                         what it is here                                  
 ``ResNet-18``                  satellite image through ResNet-18, fc removed (512-d) no
 ``EfficientNet-Lite0           satellite and street-view features of EfficientNet-   no (ImageNet
 (ImageNet)``                   Lite0 with its real ImageNet weights, concatenated    weights)
-``Tile2vec``                   satellite encoder, triplets by geographic distance    yes (eq. 6)
-``PG-SimCL``                   satellite encoder, triplets by distance + POI mix     yes (eq. 6)
-``Urban2vec``                  street-view encoder (geographic triplets) + POI       yes (eq. 6, 7)
+``Tile2vec-style``             satellite encoder, triplets by geographic distance    yes (eq. 6)
+``PG-SimCL-style``             satellite encoder, triplets by distance + POI mix     yes (eq. 6)
+``Urban2vec-style``            street-view encoder (geographic triplets) + POI       yes (eq. 6, 7)
                                text vectors (eq. 7), concatenated
 =============================  ====================================================  ===============
 
-The trained ones reuse MuseCL's cached image stage (``image_stage``) with their own triplet
+The three trained ones simplify their originals, so they carry the original's name with
+"-style" and say in ``differs_from_original`` (one line, shown under the results tables) what
+is left out. They reuse MuseCL's cached image stage (``image_stage``) with their own triplet
 source ("geographic", "pg", registered in ``TRIPLET_SOURCES``), so training, checkpoints,
 resume and caching are shared with MuseCL; only how triplets are drawn differs. Every method
 returns one row per region with no NaN: a region without images of a kind gets that block's
@@ -400,7 +402,7 @@ class EfficientNetLite0Features(StageBaseline):
         return {"input_size": int(self.input_size)}
 
 
-@register("Tile2vec")
+@register("Tile2vec-style")
 class Tile2vec(StageBaseline):
     """Tile2vec (Jean et al. 2019): a satellite encoder trained on geographic triplets.
 
@@ -412,6 +414,8 @@ class Tile2vec(StageBaseline):
     anchor's 75% distance quantile, stricter than "anywhere"); no embedding penalty.
     """
 
+    differs_from_original = ("MuseCL's satellite encoder and loss on one image per region, no L2 "
+                             "penalty on the embeddings")
     STAGES = ("satellite",)
 
     cost = 2  # trains a satellite encoder
@@ -421,7 +425,7 @@ class Tile2vec(StageBaseline):
                                          triplets="geographic")}
 
 
-@register("PG-SimCL")
+@register("PG-SimCL-style")
 class PGSimCL(StageBaseline):
     """PG-SimCL (Xi et al. 2022, "Beyond the first law of geography"): satellite contrastive
     learning whose positives are near *and* alike in POIs.
@@ -436,6 +440,8 @@ class PGSimCL(StageBaseline):
     instead of the batch.
     """
 
+    differs_from_original = ("a triplet loss with one negative per anchor instead of InfoNCE over the "
+                             "batch; positives near and alike in POIs in one combined distance")
     STAGES = ("satellite",)
 
     cost = 2  # trains a satellite encoder
@@ -444,7 +450,7 @@ class PGSimCL(StageBaseline):
         return {"satellite": image_stage(city, self.config, SATELLITE, self.cache, self.progress, triplets="pg")}
 
 
-@register("Urban2vec")
+@register("Urban2vec-style")
 class Urban2vec(StageBaseline):
     """Urban2vec (Wang et al. 2020): street-view images and POI text.
 
@@ -457,6 +463,9 @@ class Urban2vec(StageBaseline):
     the region's POI vector (eq. 7, skip-gram trained on the city's POI categories and texts,
     ``text_stage``). The concatenation leaves the joint weighting to the probe.
     """
+
+    differs_from_original = ("no joint neighbourhood embedding: the street-view encoder's embedding "
+                             "and the POI text vector are concatenated")
 
     STAGES = ("streetview", "text")
 

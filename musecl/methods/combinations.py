@@ -39,7 +39,7 @@ from musecl.methods.multisemantic import (ATTENTION_CSV, EMBEDDINGS_CSV, FUSION_
 from musecl.sampling import pretext_features
 
 # The paper's Table 1 (row order), its Figure 6, and what this project adds.
-PAPER_BASELINES = ("Inception v3", "ResNet-18", "Tile2vec", "Urban2vec", "PG-SimCL", "Add-svrv",
+PAPER_BASELINES = ("Inception v3", "ResNet-18", "Tile2vec-style", "Urban2vec-style", "PG-SimCL-style", "Add-svrv",
                    "Fusion-svrv", "Concat", "MuseCL")
 ABLATION = ("POI only", "SV only", "RS only", "SV+RS", "MuseCL")
 ADDED = ("EfficientNet-Lite0 (ImageNet)", "Location kNN", "Pretext features", "Location + MuseCL")
