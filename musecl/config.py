@@ -12,6 +12,7 @@ import yaml
 
 
 IMAGE_STORES = ("memory", "shards")
+RETRAIN = ("per_seed", "once")
 
 
 @dataclass(frozen=True)
@@ -49,13 +50,19 @@ class RunConfig:
     text_epochs: int = 5
     text_window: int = 5
     # fusion (eq. 8-11)
-    fusion_loss: str = "infonce"  # "infonce" (paper, eq. 11) or "mse" (official)
+    fusion_design: str = "aligned"  # "aligned": learned views, temperature, reconstruction; "paper": eq. 8-11 as written
+    fusion_loss: str = "infonce"  # "infonce" (paper, eq. 11) or "mse" (official; with fusion_design: paper)
     fusion_epochs: int = 50
     fusion_batch_size: int = 64
     fusion_lr: float = 1e-3
-    temperature: float = 1.0
+    temperature: float | None = None  # None: 0.1 to start the aligned design's learned one, 1 (eq. 11) for the paper's
+    fusion_reconstruction: float = 1.0  # aligned design: weight of keeping what only the images show
     # evaluation
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    # "per_seed": each seed re-runs every stage (sampling, encoders, text, fusion) before its split
+    # and probe, so the spread over seeds includes the method's own; "once": stages trained with
+    # ``seed``, seeds vary only the split and the probe (cheaper by the number of seeds)
+    retrain: str = "per_seed"
     splits: tuple[str, ...] = ("random", "spatial")
     probe: str = "mlp"
     probe_max_epochs: int = 500
@@ -72,6 +79,8 @@ class RunConfig:
         for name in ("seeds", "splits"):
             value = getattr(self, name)
             object.__setattr__(self, name, tuple(value) if isinstance(value, (list, tuple)) else (value,))
+        if self.retrain not in RETRAIN:
+            raise ValueError(f"retrain must be one of {RETRAIN}; got {self.retrain!r}")
         if self.image_store not in IMAGE_STORES:
             raise ValueError(f"image_store must be one of {IMAGE_STORES} (\"shards\" for images that do not fit "
                              f"in memory); got {self.image_store!r}")

@@ -1,6 +1,18 @@
 """Attentive fusion of the street-view and satellite embeddings, aligned with POI vectors (eq. 8-11).
 
-For region i and modality m in {SV, RS}:
+Two designs, chosen by name (``FusionConfig.design``):
+
+* ``"aligned"`` (the default, :class:`AlignedFusion`): eq. 8-11 on *learned views* of the frozen
+  image embeddings, so that aligning to the POI text can change what the fused vector holds.
+* ``"paper"`` (:class:`AttentiveFusion`): eq. 8-11 as written, on the frozen embeddings
+  themselves; with ``activation="tanh"`` and ``loss="mse"`` it is the official code's.
+
+Why a second design: the paper's fused vector is a convex mix of two embeddings trained apart,
+whose coordinates mean nothing to each other, so InfoNCE can only choose a modality per region.
+Measured on the book's toy city (issue notes): the street-view weight ends at a median near 1
+and the InfoNCE loss stays at chance (ln of the batch size).
+
+The paper design, for region i and modality m in {SV, RS}:
 
 * eq. 8  alpha_i^m = c^T ReLU(M e_i^m + b)        (M, b, c shared by both modalities)
 * eq. 9  beta_i^m  = softmax over m of alpha_i^m
@@ -42,6 +54,8 @@ from musecl.training import one_torch_thread
 
 MODALITY_NAMES = ("sv", "rs")
 WEIGHTS_PT, CONFIG_JSON = "weights.pt", "config.json"
+DESIGNS = ("aligned", "paper")
+DEFAULT_TEMPERATURE = {"aligned": 0.1, "paper": 1.0}  # aligned: where the learned temperature starts
 LOSSES = ("infonce", "mse")
 ACTIVATIONS = ("relu", "tanh")
 PROJECTIONS = ("auto", "linear", "none")
@@ -107,16 +121,114 @@ class AttentiveFusion(nn.Module):
 
     @classmethod
     def load(cls, directory: str | Path) -> "AttentiveFusion":
-        directory = Path(directory)
-        for name in (WEIGHTS_PT, CONFIG_JSON):
-            if not (directory / name).exists():
-                raise FileNotFoundError(f"{directory / name} is missing; was this folder written "
-                                        "by AttentiveFusion.save?")
-        raw = json.loads((directory / CONFIG_JSON).read_text())
-        raw.pop("class", None)
-        model = cls(**raw)
-        model.load_state_dict(torch.load(directory / WEIGHTS_PT, map_location="cpu", weights_only=True))
-        return model.eval()
+        return _load(cls, directory)
+
+    def align_space(self, e_image: torch.Tensor, e_poi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two vectors eq. 11 compares: e^Image through the head (identity when the sizes
+        match) and the POI vector itself."""
+        return self.head(e_image), e_poi
+
+
+class AlignedFusion(nn.Module):
+    """The default design: eq. 8-11 on learned views of the two image embeddings.
+
+    * each image embedding is standardised (training regions' mean and deviation) and given its
+      own projection, h^m = LayerNorm(W^m e^m): the two were trained apart, so coordinate k of one
+      has nothing to do with coordinate k of the other until a projection makes it so;
+    * eq. 8-9 score the projected vectors (u^T tanh(M h + b), M, b, u shared), eq. 10 mixes them:
+      e^Image = sum_m beta^m h^m;
+    * eq. 11 compares e^Image with a projection of the (standardised) POI vector,
+      g = LayerNorm(W^POI e^POI), at a learned temperature, in both directions;
+    * a linear decoder from e^Image back to both standardised image embeddings (mean squared
+      error, weight ``FusionConfig.reconstruction``) keeps what only the images show: aligned to
+      the text alone, the fused vector forgets it.
+
+    ``forward`` takes the raw embeddings and returns ``(e_image, beta)`` as :class:`AttentiveFusion`.
+    """
+
+    def __init__(self, dim: int, poi_dim: int | None = None, width: int | None = None, hidden: int = 32,
+                 temperature: float = DEFAULT_TEMPERATURE["aligned"]):
+        super().__init__()
+        poi_dim = dim if poi_dim is None else int(poi_dim)
+        width = dim if width is None else int(width)
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0; got {temperature}")
+        self.dim, self.poi_dim, self.width, self.hidden = int(dim), poi_dim, width, int(hidden)
+        self.project_sv = nn.Sequential(nn.Linear(dim, width), nn.LayerNorm(width))
+        self.project_rs = nn.Sequential(nn.Linear(dim, width), nn.LayerNorm(width))
+        self.M = nn.Linear(width, hidden)  # M and b of eq. 8
+        self.c = nn.Linear(hidden, 1, bias=False)  # u of the official attention
+        self.project_poi = nn.Sequential(nn.Linear(poi_dim, width), nn.LayerNorm(width))
+        self.decoder = nn.Linear(width, 2 * dim)
+        self.log_temperature = nn.Parameter(torch.tensor(float(np.log(temperature))))
+        for name, size in (("sv", dim), ("rs", dim), ("poi", poi_dim)):
+            self.register_buffer(f"{name}_mean", torch.zeros(size))
+            self.register_buffer(f"{name}_std", torch.ones(size))
+
+    def config(self) -> dict:
+        return {"dim": self.dim, "poi_dim": self.poi_dim, "width": self.width, "hidden": self.hidden}
+
+    @property
+    def temperature(self) -> float:
+        return float(self.log_temperature.detach().exp())
+
+    def standardised(self, e_sv: torch.Tensor, e_rs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return (e_sv - self.sv_mean) / self.sv_std, (e_rs - self.rs_mean) / self.rs_std
+
+    def views(self, e_sv: torch.Tensor, e_rs: torch.Tensor) -> torch.Tensor:
+        """(n, 2, width): the projected street-view and satellite vectors that eq. 10 mixes."""
+        z_sv, z_rs = self.standardised(e_sv, e_rs)
+        return torch.stack([self.project_sv(z_sv), self.project_rs(z_rs)], dim=1)
+
+    def forward(self, e_sv: torch.Tensor, e_rs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if e_sv.shape != e_rs.shape or e_sv.shape[-1] != self.dim:
+            raise ValueError(f"street-view and satellite embeddings must both be (n, {self.dim}); "
+                             f"got {tuple(e_sv.shape)} and {tuple(e_rs.shape)}")
+        stacked = self.views(e_sv, e_rs)
+        beta = torch.softmax(self.c(torch.tanh(self.M(stacked))).squeeze(-1), dim=1)  # eq. 8-9
+        return (beta.unsqueeze(-1) * stacked).sum(dim=1), beta  # eq. 10
+
+    def poi_side(self, e_poi: torch.Tensor) -> torch.Tensor:
+        """The POI vector in the space eq. 11 compares e^Image with."""
+        return self.project_poi((e_poi - self.poi_mean) / self.poi_std)
+
+    def align_space(self, e_image: torch.Tensor, e_poi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two vectors eq. 11 compares: e^Image itself and the projected POI vector."""
+        return e_image, self.poi_side(e_poi)
+
+    save = AttentiveFusion.save
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "AlignedFusion":
+        return _load(cls, directory)
+
+
+def load_fusion(directory: str | Path) -> "AttentiveFusion | AlignedFusion":
+    """A fusion model written by ``save``, of whichever design it is."""
+    raw = _read_config(directory)
+    classes = {c.__name__: c for c in (AttentiveFusion, AlignedFusion)}
+    if raw.get("class") not in classes:
+        raise ValueError(f"{Path(directory) / CONFIG_JSON}: unknown fusion class {raw.get('class')!r}")
+    return _load(classes[raw["class"]], directory)
+
+
+def _read_config(directory: str | Path) -> dict:
+    directory = Path(directory)
+    for name in (WEIGHTS_PT, CONFIG_JSON):
+        if not (directory / name).exists():
+            raise FileNotFoundError(f"{directory / name} is missing; was this folder written by a fusion "
+                                    "model's save?")
+    return json.loads((directory / CONFIG_JSON).read_text())
+
+
+def _load(cls, directory: str | Path):
+    raw = _read_config(directory)
+    held = raw.pop("class", cls.__name__)
+    if held != cls.__name__:
+        raise ValueError(f"{directory} holds a {held}, not a {cls.__name__}; use load_fusion")
+    model = cls(**raw)
+    model.load_state_dict(torch.load(Path(directory) / WEIGHTS_PT, map_location="cpu", weights_only=True))
+    return model.eval()
 
 
 # ------------------------------------------------------------------------------------------
@@ -152,26 +264,43 @@ def mse_alignment(e_image: torch.Tensor, e_poi: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class FusionConfig:
-    """Fusion training settings. ``loss``: "infonce" (paper, eq. 11) or "mse" (official code).
+    """Fusion training settings.
 
+    ``design``: "aligned" (:class:`AlignedFusion`, the default) or "paper"
+    (:class:`AttentiveFusion`). ``loss``: "infonce" (paper, eq. 11) or "mse" (official code; paper
+    design only). ``temperature``: fixed for the paper design, the start of the learned one for
+    the aligned design (None: ``DEFAULT_TEMPERATURE``). ``reconstruction``: weight of the aligned
+    design's decoder loss. ``hidden``, ``activation``, ``projection``: the paper design's.
     ``patience=None`` trains for ``epochs`` epochs (official: 50). With a patience, a
     ``val_fraction`` of the regions is held out and the weights with the lowest validation loss
     are kept.
     """
 
+    design: str = "aligned"
     loss: str = "infonce"
     epochs: int = 50
     batch_size: int = 64
     lr: float = 1e-3
     seed: int = 0
     hidden: int = 128
-    temperature: float = 1.0
+    temperature: float | None = None
+    reconstruction: float = 1.0
     activation: str = "relu"
     projection: str = "auto"
     patience: int | None = None
     val_fraction: float = 0.1
 
     def __post_init__(self):
+        if self.design not in DESIGNS:
+            raise ValueError(f"design {self.design!r} is not one of {DESIGNS} (aligned: learned views and "
+                             "temperature; paper: eq. 8-11 on the frozen embeddings)")
+        if self.design == "aligned" and self.loss != "infonce":
+            raise ValueError("the aligned design trains with InfoNCE (eq. 11); for the official code's MSE "
+                             "use design='paper', loss='mse'")
+        if self.temperature is not None and self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0; got {self.temperature}")
+        if self.reconstruction < 0:
+            raise ValueError(f"reconstruction must be >= 0; got {self.reconstruction}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss {self.loss!r} is not one of {LOSSES} "
                              "(infonce: the paper's eq. 11; mse: the official code)")
@@ -229,11 +358,25 @@ def _column_means(df: pd.DataFrame, name: str) -> np.ndarray:
     return means
 
 
-def _batch_loss(model: AttentiveFusion, sv, rs, poi, cfg: FusionConfig) -> torch.Tensor:
+def _temperature(cfg: FusionConfig) -> float:
+    return DEFAULT_TEMPERATURE[cfg.design] if cfg.temperature is None else float(cfg.temperature)
+
+
+def _batch_loss(model, sv, rs, poi, cfg: FusionConfig) -> torch.Tensor:
     e_image, _ = model(sv, rs)
+    if isinstance(model, AlignedFusion):
+        a, b = model.align_space(e_image, poi)
+        temperature = model.log_temperature.exp()
+        logits = F.normalize(a, dim=1) @ F.normalize(b, dim=1).T / temperature
+        labels = torch.arange(len(logits), device=logits.device)
+        nce = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2  # both directions
+        if not cfg.reconstruction:
+            return nce
+        target = torch.cat(model.standardised(sv, rs), dim=1)
+        return nce + cfg.reconstruction * F.mse_loss(model.decoder(e_image), target)
     target = model.head(e_image)
     if cfg.loss == "infonce":
-        return info_nce(target, poi, cfg.temperature)
+        return info_nce(target, poi, _temperature(cfg))
     return mse_alignment(target, poi)
 
 
@@ -247,8 +390,10 @@ def _batches(n: int, batch_size: int, generator: torch.Generator, drop_single: b
 
 
 def train_fusion(sv: pd.DataFrame, rs: pd.DataFrame, poi: pd.DataFrame,
-                 config: FusionConfig | dict | None = None) -> tuple[AttentiveFusion, pd.DataFrame]:
-    """Learn eq. 8-9's (M, b, c) so the fused e^Image agrees with e^POI (eq. 11, or MSE).
+                 config: FusionConfig | dict | None = None) -> tuple["AttentiveFusion | AlignedFusion", pd.DataFrame]:
+    """Learn the fusion so that the fused e^Image agrees with e^POI (eq. 11, or MSE): eq. 8-9's
+    (M, b, c) for the paper design, also the projections, decoder and temperature for the
+    aligned one (``config.design``).
 
     ``sv``, ``rs`` and ``poi`` are indexed by region_id and aligned by it. NaN rows of ``sv``
     or ``rs`` (regions without such images) are filled with the column mean, which the model
@@ -281,10 +426,17 @@ def _train_fusion(sv: pd.DataFrame, rs: pd.DataFrame, poi: pd.DataFrame, cfg: Fu
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        model = AttentiveFusion(sv.shape[1], hidden=cfg.hidden, poi_dim=poi.shape[1],
-                                activation=cfg.activation, projection=cfg.projection)
+        if cfg.design == "aligned":
+            model = AlignedFusion(sv.shape[1], poi_dim=poi.shape[1], temperature=_temperature(cfg))
+        else:
+            model = AttentiveFusion(sv.shape[1], hidden=cfg.hidden, poi_dim=poi.shape[1],
+                                    activation=cfg.activation, projection=cfg.projection)
     model.sv_mean.copy_(torch.from_numpy(np.array(sv_mean)))  # copies: pandas 3 arrays are read-only
     model.rs_mean.copy_(torch.from_numpy(np.array(rs_mean)))
+    if isinstance(model, AlignedFusion):  # standardised on the training regions
+        for name, values in (("sv", x_sv), ("rs", x_rs), ("poi", y)):
+            getattr(model, f"{name}_std").copy_(values.std(dim=0).clamp_min(1e-6))
+        model.poi_mean.copy_(y.mean(dim=0))
     generator = torch.Generator().manual_seed(cfg.seed)
 
     train_idx = torch.arange(n)
@@ -340,7 +492,8 @@ def _evaluate_loss(model, sv, rs, poi, cfg: FusionConfig) -> float:
 
 
 @torch.no_grad()
-def fuse(model: AttentiveFusion, sv: pd.DataFrame, rs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def fuse(model: "AttentiveFusion | AlignedFusion", sv: pd.DataFrame, rs: pd.DataFrame
+         ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Eq. 10 for every region: the fused embedding (columns ``image_0..``) and beta (``sv``, ``rs``).
 
     NaN rows are filled with the column means kept from training, so a region without street

@@ -199,11 +199,23 @@ def fit_and_score(name: str, city: City, config: RunConfig, cache_dir: Path, pro
     if threads is not None:
         torch.set_num_threads(threads)
     start = time.perf_counter()
-    method = make_method(name, config, cache_dir=cache_dir, progress=progress)
-    embedding = method.fit_transform(city)
-    rows = score_embedding(embedding, city, name, config, method.cache, n_jobs=probe_jobs)
-    attention = method.attention() if hasattr(method, "attention") else None
-    return embedding, rows, round(time.perf_counter() - start, 1), attention
+    rows, first = [], None
+    for seeded in seed_configs(config):
+        method = make_method(name, seeded, cache_dir=cache_dir, progress=progress)
+        embedding = method.fit_transform(city)
+        rows.append(score_embedding(embedding, city, name, seeded, method.cache, n_jobs=probe_jobs))
+        if first is None:  # the first seed's embedding and attention are the ones written out
+            first = embedding, (method.attention() if hasattr(method, "attention") else None)
+    return first[0], pd.concat(rows, ignore_index=True), round(time.perf_counter() - start, 1), first[1]
+
+
+def seed_configs(config: RunConfig) -> list[RunConfig]:
+    """The configurations one method is fitted under: with ``retrain="per_seed"`` one per
+    evaluation seed (every stage seeded by it, scored on that seed's split and probe only),
+    with ``"once"`` the run's own (stages seeded by ``seed``, scored on every seed)."""
+    if config.retrain == "once":
+        return [config]
+    return [dataclasses.replace(config, seed=seed, seeds=(seed,)) for seed in config.seeds]
 
 
 def train_encoders(city: str | os.PathLike | City, config: RunConfig, cache_dir: str | os.PathLike,

@@ -13,6 +13,7 @@ from musecl.city import CityMeta, Indicator, load_city, write_city
 from musecl.config import RunConfig
 from musecl.datasets.toy import make_toy_city
 from musecl.evaluation import PROBES, KNNProbe, evaluate_embedding, make_probe
+from musecl.fusion import AlignedFusion, load_fusion
 from musecl.methods import METHODS, MuseCL, make_method
 from musecl.methods.combinations import ABLATION, ADDED, ALL_METHODS, PAPER_BASELINES, LocationKNN
 from musecl.sampling import pretext_features
@@ -87,10 +88,14 @@ def test_fusion_svrv_is_an_attentive_mix_of_the_two_views(city, fitted):
     method = fitted["Fusion-svrv"]
     beta = method.fusion_attention()
     assert list(beta.columns) == ["sv", "rs"] and np.allclose(beta.sum(axis=1), 1.0)  # eq. 9
-    sv, rs = fitted["SV only"].transform(city).to_numpy(), fitted["RS only"].transform(city).to_numpy()
+    sv, rs = (torch.tensor(fitted[n].transform(city).to_numpy(), dtype=torch.float32) for n in ("SV only", "RS only"))
     b = beta.loc[city.region_ids].to_numpy()
     fused = method.transform(city).to_numpy()
-    np.testing.assert_allclose(fused, b[:, :1] * sv + b[:, 1:] * rs, atol=1e-5)  # eq. 10
+    model = load_fusion(method.stage_dir / "fusion")
+    assert isinstance(model, AlignedFusion)  # the default design mixes learned views of the two
+    with torch.no_grad():
+        views = model.views(sv, rs).numpy()
+    np.testing.assert_allclose(fused, b[:, :1] * views[:, 0] + b[:, 1:] * views[:, 1], atol=1e-5)  # eq. 10
     assert not hasattr(method, "attention")  # the runner's attention map stays MuseCL's
 
 

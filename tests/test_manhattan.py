@@ -417,9 +417,9 @@ def test_vector_museCL_reuses_encoders_across_fusion_settings(synthetic_city, mo
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         first = VectorMuseCL(cfg, progress=False, view_config=VectorViewConfig(**small)).fit(synthetic_city)
-        for temperature, alignment in ((0.1, "none"), (1.0, "procrustes")):
+        for temperature, alignment, design in ((0.1, "none", "aligned"), (1.0, "procrustes", "paper")):
             kw = dict(progress=False, view_config=VectorViewConfig(**small, alignment=alignment))
-            run_cfg = dataclasses.replace(cfg, temperature=temperature)
+            run_cfg = dataclasses.replace(cfg, temperature=temperature, fusion_design=design)
             fresh = VectorMuseCL(run_cfg, **kw).fit(synthetic_city)
             trained.clear()
             reused = VectorMuseCL(run_cfg, reuse=first, **kw).fit(synthetic_city)

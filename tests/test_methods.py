@@ -209,3 +209,28 @@ def test_named_toy_city_from_an_older_generator_is_made_again(tmp_path, monkeypa
     stamp = (folder / "city.yaml").stat().st_mtime_ns
     again = runner.resolve_city("toy-small", cities_dir=tmp_path / "cities")
     assert (folder / "city.yaml").stat().st_mtime_ns == stamp and len(again) == 20  # current: reused
+
+
+def test_per_seed_retraining_refits_every_stage_for_each_seed(city, tmp_path):
+    """retrain="per_seed": seed s trains MuseCL's stages with seed s and is scored on split s only,
+    so its rows equal a one-seed run with seed=s; "once" scores the seed-0 stages on every split."""
+    from musecl import runner
+
+    two = dict(TINY.to_dict(), seeds=(0, 1), splits=("random",))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        per_seed = runner.run(city, tmp_path / "per", RunConfig(**dict(two, retrain="per_seed")), methods=["MuseCL"],
+                              cache_dir=tmp_path / "cache", progress=False)
+        once = runner.run(city, tmp_path / "once", RunConfig(**dict(two, retrain="once")), methods=["MuseCL"],
+                          cache_dir=tmp_path / "cache", progress=False)
+        alone = runner.run(city, tmp_path / "alone", RunConfig(**dict(two, seed=1, seeds=(1,), retrain="per_seed")),
+                           methods=["MuseCL"], cache_dir=tmp_path / "cache", progress=False)
+    assert sorted(set(per_seed["seed"])) == [0, 1] and len(per_seed) == len(once)
+    key = ["indicator", "split", "seed"]
+    seed1 = per_seed[per_seed["seed"] == 1].sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(seed1, alone.sort_values(key).reset_index(drop=True))
+    seed0 = per_seed[per_seed["seed"] == 0].sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(seed0, once[once["seed"] == 0].sort_values(key).reset_index(drop=True))
+    assert not np.allclose(seed1["r2"], once[once["seed"] == 1].sort_values(key)["r2"])  # other stages
+    with pytest.raises(ValueError, match="retrain must be one of"):
+        RunConfig(retrain="sometimes")

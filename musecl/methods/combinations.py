@@ -35,7 +35,7 @@ from musecl.config import RunConfig
 from musecl.io import atomic_save_json
 from musecl.methods.base import RegionEmbedder, register
 from musecl.methods.multisemantic import (ATTENTION_CSV, EMBEDDINGS_CSV, FUSION_KEYS, HISTORY_CSV, MuseCL,
-                                          image_stage, text_stage)
+                                          fusion_settings, image_stage, text_stage)
 from musecl.sampling import pretext_features
 
 # The paper's Table 1 (row order), its Figure 6, and what this project adds.
@@ -98,7 +98,7 @@ def fusion_svrv_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_dir: P
     The obvious alternative, the mean (e^SV + e^RS) / 2, is rejected: under MSE it is reached
     exactly by beta = 1/2 for every region, so the attention would learn nothing.
     """
-    from musecl.fusion import FusionConfig, fuse, train_fusion
+    from musecl.fusion import fuse, train_fusion
 
     upstream = [json.loads((d / "key.json").read_text()) for d in (sv_dir, rs_dir)]
     key = {"upstream": upstream, "target": SVRV_TARGET, **cfg.subset(FUSION_KEYS)}
@@ -107,9 +107,7 @@ def fusion_svrv_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_dir: P
         sv, rs = (load_table(d / EMBEDDINGS_CSV).reindex(city.region_ids) for d in (sv_dir, rs_dir))
         target = pd.concat([_renamed(impute_column_mean(sv, "sv"), "sv"),
                             _renamed(impute_column_mean(rs, "rs"), "rs")], axis=1)
-        fusion_cfg = FusionConfig(loss=cfg.fusion_loss, epochs=cfg.fusion_epochs, batch_size=cfg.fusion_batch_size,
-                                  lr=cfg.fusion_lr, seed=cfg.seed, temperature=cfg.temperature)
-        model, history = train_fusion(sv, rs, target, fusion_cfg)
+        model, history = train_fusion(sv, rs, target, fusion_settings(cfg))
         embedding, beta = fuse(model, sv, rs)
         model.save(folder / "fusion")
         history.to_csv(folder / HISTORY_CSV, index=False)

@@ -20,6 +20,7 @@ import pandas as pd
 from musecl.cache import city_fingerprint, load_table, save_table
 from musecl.city import SATELLITE, STREETVIEW, City
 from musecl.config import RunConfig
+from musecl.encoders.heads import FEATURE_HEADS
 from musecl.methods.base import RegionEmbedder, register
 
 SAMPLING_KEYS = ["seed", "n_triplets", "sampling_rule", "n_positive_candidates"]
@@ -29,7 +30,8 @@ IMAGE_KEYS = {
     STREETVIEW: SAMPLING_KEYS + TRAINING_KEYS + ["sv_arch", "sv_image_size", "sv_epochs", "sv_batch_size"],
 }
 TEXT_KEYS = ["seed", "embedding_dim", "text_epochs", "text_window"]
-FUSION_KEYS = ["seed", "fusion_loss", "fusion_epochs", "fusion_batch_size", "fusion_lr", "temperature"]
+FUSION_KEYS = ["seed", "fusion_design", "fusion_loss", "fusion_epochs", "fusion_batch_size", "fusion_lr",
+               "temperature", "fusion_reconstruction"]
 PREFIX = {SATELLITE: "rs", STREETVIEW: "sv"}
 
 EMBEDDINGS_CSV, HISTORY_CSV, TRIPLETS_CSV = "embeddings.csv", "history.csv", "triplets.csv"
@@ -129,6 +131,8 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
                 f"`torchrun --nproc_per_node={cfg.train_processes} -m musecl.cli train-encoders CITY "
                 "--params PARAMS --out OUT`, then rerun with the same settings, or set train_processes to "
                 f"{ddp.world_size()}")
+        if s["arch"] in FEATURE_HEADS:
+            return _train_head(city, cfg, kind, cache, folder, triplets, progress, key)
         store = city_image_store(city, kind, s["image_size"], cache, progress, cfg.image_store, fingerprint)
         drawn = TRIPLET_SOURCES[triplets](city, cfg, kind, list(store.region_ids))
         drawn.to_frame().to_csv(folder / TRIPLETS_CSV, index=False)
@@ -150,6 +154,32 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
     return cache.get_or_compute(stage, key, compute)
 
 
+def _train_head(city: City, cfg: RunConfig, kind: str, cache, folder: Path, triplets: str, progress: bool,
+                key: dict) -> None:
+    """``image_stage`` for a head on frozen features (``rs_arch``/``sv_arch`` "lite0-head"): the
+    same triplets, loss and folder layout as a CNN, trained on the cached backbone features."""
+    from musecl.encoders.heads import embed_features, save_head, train_feature_head
+    from musecl.encoders.image import ImageTrainingConfig
+    from musecl.methods.baselines import efficientnet_stage
+
+    s = image_settings(cfg, kind)
+    backbone_dir = efficientnet_stage(city, kind, s["image_size"], cache, progress, cfg.image_store, cfg.amp,
+                                      cfg.device)
+    features = load_table(backbone_dir / EMBEDDINGS_CSV)
+    drawn = TRIPLET_SOURCES[triplets](city, cfg, kind, [str(r) for r in features.dropna(how="any").index])
+    drawn.to_frame().to_csv(folder / TRIPLETS_CSV, index=False)
+    training = ImageTrainingConfig(
+        loss=cfg.triplet_loss, margin=cfg.resolved_margin, epochs=s["epochs"], batch_size=s["batch_size"],
+        lr=cfg.lr, val_fraction=cfg.val_fraction, patience=cfg.encoder_patience, seed=cfg.seed,
+        checkpoint_dir=str(cache.path("checkpoints", key)), resume=True, progress=progress)
+    head, history = train_feature_head(features, drawn, training, embedding_dim=cfg.embedding_dim)
+    backbone = json.loads((backbone_dir / "config.json").read_text())
+    save_head(head, folder / "encoder", {"arch": s["arch"], "weights_source": backbone["weights_source"],
+                                          "backbone": backbone})
+    history.to_csv(folder / HISTORY_CSV, index=False)
+    save_table(embed_features(head, features.reindex(city.region_ids)), folder / EMBEDDINGS_CSV)
+
+
 def text_stage(city: City, cfg: RunConfig, cache) -> Path:
     """Skip-gram + hierarchical softmax on all POI categories and texts; eq. 7 region vectors."""
     from musecl.encoders.text import PoiTextEncoder, TextEncoderConfig
@@ -165,18 +195,26 @@ def text_stage(city: City, cfg: RunConfig, cache) -> Path:
     return cache.get_or_compute("text", key, compute)
 
 
+def fusion_settings(cfg: RunConfig):
+    """The run's fusion settings (:class:`musecl.fusion.FusionConfig`), one translation for MuseCL,
+    Fusion-svrv and MuseCL on vector views."""
+    from musecl.fusion import FusionConfig
+
+    return FusionConfig(design=cfg.fusion_design, loss=cfg.fusion_loss, epochs=cfg.fusion_epochs,
+                        batch_size=cfg.fusion_batch_size, lr=cfg.fusion_lr, seed=cfg.seed,
+                        temperature=cfg.temperature, reconstruction=cfg.fusion_reconstruction)
+
+
 def fusion_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_dir: Path, text_dir: Path) -> Path:
     """Attentive fusion of the two image embeddings aligned to the POI vectors (eq. 8-11)."""
-    from musecl.fusion import FusionConfig, fuse, train_fusion
+    from musecl.fusion import fuse, train_fusion
 
     upstream = [json.loads((d / "key.json").read_text()) for d in (sv_dir, rs_dir, text_dir)]
     key = {"upstream": upstream, **cfg.subset(FUSION_KEYS)}
 
     def compute(folder: Path) -> None:
         sv, rs, poi = (load_table(d / EMBEDDINGS_CSV) for d in (sv_dir, rs_dir, text_dir))
-        fusion_cfg = FusionConfig(loss=cfg.fusion_loss, epochs=cfg.fusion_epochs, batch_size=cfg.fusion_batch_size,
-                                  lr=cfg.fusion_lr, seed=cfg.seed, temperature=cfg.temperature)
-        model, history = train_fusion(sv, rs, poi, fusion_cfg)
+        model, history = train_fusion(sv, rs, poi, fusion_settings(cfg))
         embedding, beta = fuse(model, sv, rs)
         model.save(folder / "fusion")
         history.to_csv(folder / HISTORY_CSV, index=False)

