@@ -99,6 +99,10 @@ cfg
 # keeps what only the images show, which an alignment to the text alone would erase.
 #
 # ```{literalinclude} ../musecl/fusion.py
+# :pyobject: AlignedFusion.views
+# ```
+#
+# ```{literalinclude} ../musecl/fusion.py
 # :pyobject: AlignedFusion.forward
 # ```
 #

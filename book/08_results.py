@@ -156,15 +156,22 @@ display(report.styled_table(results, "r2", "spatial", methods_order=order, mean_
 # The tables give each method's spread over seeds, but two methods scored on the same split share
 # much of that spread: a hard test part is hard for both. So we compare MuseCL with each method
 # seed by seed, on the headline mean, and give a 95% interval (Student $t$ over the seeds) of the
-# difference. *better* means the whole interval lies above zero, *worse* below it. In this
-# protocol a seed re-draws the split and the probe; the encoders, text vectors and fusion are
-# trained once, so their own variation is not in these intervals.
+# difference. *better* means the whole interval lies above zero, *worse* below it.
+# {glue:md}`retrain_text`
 #
 # ```{literalinclude} ../musecl/report.py
 # :pyobject: paired_differences
 # ```
 
 # %%
+retrain_text = ("In this run (`retrain: per_seed`) each seed re-ran every stage (triplet sampling, "
+                "encoders, text vectors, fusion) before drawing its split and probe, so the intervals "
+                "include the methods' own training variation." if cfg.retrain == "per_seed" else
+                "In this run (`retrain: once`) a seed re-draws the split and the probe only; the "
+                "encoders, text vectors and fusion were trained once (seed {}), so their own variation "
+                "is **not** in these intervals: they are narrower than the method's full spread. "
+                "`retrain: per_seed` retrains every stage for each seed.".format(cfg.seed))
+glue("retrain_text", Markdown(retrain_text), display=False)
 paired = {split: report.paired_differences(results, headline, split=split) for split in cfg.splits}
 shown = pd.DataFrame({
     (split, what): column

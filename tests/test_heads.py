@@ -8,7 +8,6 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from musecl.cache import Cache, load_table
 from musecl.city import SATELLITE, STREETVIEW, load_city

@@ -234,3 +234,13 @@ def test_per_seed_retraining_refits_every_stage_for_each_seed(city, tmp_path):
     assert not np.allclose(seed1["r2"], once[once["seed"] == 1].sort_values(key)["r2"])  # other stages
     with pytest.raises(ValueError, match="retrain must be one of"):
         RunConfig(retrain="sometimes")
+
+
+def test_every_params_file_is_a_valid_run_config():
+    from pathlib import Path
+
+    files = sorted((Path(__file__).parent.parent / "params").glob("*.yaml"))
+    assert {f.name for f in files} >= {"ci.yaml", "paper.yaml", "smoke.yaml", "lite0.yaml"}
+    configs = {f.name: RunConfig.from_yaml(f) for f in files}
+    assert configs["lite0.yaml"].rs_arch == configs["lite0.yaml"].sv_arch == "lite0-head"
+    assert configs["paper.yaml"].retrain == "per_seed"

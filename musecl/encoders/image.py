@@ -519,7 +519,8 @@ def build_encoder(arch: str = "resnet18", embedding_dim: int = 128, weights: str
     folder, a trainer checkpoint or a raw state dict).
     """
     if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; use one of {ARCHS}")
+        raise ValueError(f"unknown arch {arch!r}; use one of {ARCHS}, or 'lite0-head' in rs_arch / sv_arch "
+                         "(a triplet head on frozen EfficientNet-Lite0 features, musecl.encoders.heads)")
     if int(embedding_dim) < 1:
         raise ValueError(f"embedding_dim must be positive; got {embedding_dim}")
     embedding_dim = int(embedding_dim)
