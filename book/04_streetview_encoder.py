@@ -57,21 +57,28 @@ from sklearn.preprocessing import StandardScaler
 from musecl import plotting
 from musecl.cache import city_fingerprint, load_table
 from musecl.city import INFLOW, OUTFLOW, SATELLITE, STREETVIEW
-from musecl.encoders.image import (
-    ImageStore, augment_images, build_encoder, embed_regions, load_encoder,
-)
-from musecl.methods.multisemantic import image_settings, image_stage
+from musecl.encoders.heads import FEATURE_HEADS
+from musecl.encoders.image import ImageStore, augment_images, build_encoder
+from musecl.methods.baselines import efficientnet_stage
+from musecl.methods.multisemantic import image_settings, image_stage, initial_embedding, stage_encoder
 from musecl.bench import loop_and_bare_speed
 from musecl.training import split_indices
 
 SHOWN = ["epoch", "lr", "train_loss", "val_loss", "train_active", "val_active", "images_per_s", "seconds"]
 KIND = STREETVIEW
 settings = image_settings(cfg, KIND)  # arch, image_size, epochs, batch_size of this encoder
+is_head = settings["arch"] in FEATURE_HEADS  # a head on frozen ImageNet features instead of a CNN
 has_latents = data.latents is not None and not data.latents.empty
 sv_paths = data.streetview_paths()
 n_views = pd.Series({r: len(p) for r, p in sv_paths.items()}, dtype=int).reindex(data.region_ids, fill_value=0)
 glue("arch", Markdown(f"`{settings['arch']}`"), display=False)
 glue("image_size", settings["image_size"], display=False)
+glue("head_sentence", Markdown(
+    f"**This run's encoder is `{settings['arch']}`**: a head trained on frozen EfficientNet-Lite0 ImageNet "
+    f"features of the views ({settings['image_size']} px; see chapter 3), not the "
+    "Inception-v3 above." if is_head else
+    "(`sv_arch: lite0-head` would train a head on frozen ImageNet features instead: "
+    "see chapter 3.)"), display=False)
 pd.Series(settings, name="street-view encoder").to_frame()
 
 # %% [markdown]
@@ -162,7 +169,7 @@ glue("views_max", int(n_views.max()), display=False)
 # ## Training
 #
 # The cached stage samples mobility triplets over the regions that have street views, trains the
-# encoder and embeds every region, exactly as for the satellite encoder.
+# encoder and embeds every region, exactly as for the satellite encoder. {glue:md}`head_sentence`
 
 # %%
 start = time.perf_counter()
@@ -209,18 +216,24 @@ glue("train_loss_last", float(last["train_loss"]), display=False)
 # %%
 store = ImageStore.from_city(data, KIND, settings["image_size"],  # the images the stage trained on (cached)
                              cache=cache.root / "images" / f"{KIND}-{settings['image_size']}-{city_fingerprint(data)}.pt")
-
-
-speed = loop_and_bare_speed(store, triplets, settings["arch"], settings["batch_size"], loss=cfg.triplet_loss,
-                            embedding_dim=cfg.embedding_dim, seed=cfg.seed, device=cfg.device)
-loop, raw = speed["loop_images_per_s"], speed["raw_images_per_s"]
-recorded = float(history["images_per_s"].max())  # the training epoch least slowed by other work
-glue("loop_ips", loop, display=False)
-glue("raw_ips", raw, display=False)
-glue("recorded_ips", recorded, display=False)
-glue("speed_ratio", loop / raw, display=False)
+if is_head:
+    speed_sentence = ("The head trained on cached features, so no image passed through a network while it "
+                      "trained; the CNN speeds do not apply.")
+else:
+    speed = loop_and_bare_speed(store, triplets, settings["arch"], settings["batch_size"], loss=cfg.triplet_loss,
+                                embedding_dim=cfg.embedding_dim, seed=cfg.seed, device=cfg.device)
+    loop, raw = speed["loop_images_per_s"], speed["raw_images_per_s"]
+    recorded = float(history["images_per_s"].max())  # the training epoch least slowed by other work
+    speed_sentence = (f"Measured back to back, the training loop ran at {loop:.0f} images/s, {loop / raw:.2f} "
+                      f"times the {raw:.0f} images/s of bare forward and backward passes (during the stage's "
+                      f"training its fastest epoch ran at {recorded:.0f} images/s).")
+glue("speed_sentence", Markdown(speed_sentence), display=False)
 source = encoder_config["weights_source"]
-if source == "random":
+if is_head:
+    weights_text = (f"The backbone is EfficientNet-Lite0 with its ImageNet weights (`{source}`), frozen; the "
+                    f"head started from random weights and learned from {len(triplets):,} triplets "
+                    "(`sv_arch: lite0-head`; a region's features are the mean over its views).")
+elif source == "random":
     weights_text = ("**Random initialisation: ImageNet weights cannot be downloaded here.** The "
                     "paper starts from ImageNet weights; this encoder learned everything it knows "
                     f"from {len(triplets):,} triplets of one toy city.")
@@ -228,11 +241,14 @@ else:
     weights_text = f"The encoder started from `{source}` (recorded in `encoder/config.json`)."
 glue("weights_text", Markdown(weights_text), display=False)
 display(Markdown(weights_text))
-pd.Series({"training loop during the stage's training (fastest epoch)": recorded,
+if is_head:
+    display(Markdown(f"*{speed_sentence}*"))
+else:
+    display(pd.Series({"training loop during the stage's training (fastest epoch)": recorded,
            "training loop, now": loop,
            "forward + backward only, now": raw,
            "ratio: loop / bare (both now)": loop / raw},
-          name=f"{settings['arch']} @ {size} px, {torch.get_num_threads()} threads: images/s").to_frame().round(2)
+          name=f"{settings['arch']} @ {size} px, {torch.get_num_threads()} threads: images/s").to_frame().round(2))
 
 # %% [markdown]
 # ## Do a region's views agree?
@@ -243,7 +259,7 @@ pd.Series({"training loop during the stage's training (fastest epoch)": recorded
 # region with that of views of two different regions.
 
 # %%
-encoder = load_encoder(stage / "encoder")
+encoder = stage_encoder(stage)  # the CNN, or frozen backbone + head, on single views
 owner = np.repeat(np.arange(store.n_regions), store.counts.numpy())
 rng = np.random.default_rng(cfg.seed)
 multi = np.flatnonzero(store.counts.numpy() >= 2)  # regions with two views or more: up to 200 of them
@@ -324,8 +340,7 @@ plt.show()
 # predict them only through their (weak) correlation with what it does show.
 
 # %%
-untrained = embed_regions(build_encoder(settings["arch"], cfg.embedding_dim, cfg.weights, seed=cfg.seed),
-                          store, amp=cfg.amp).reindex(present.index)  # as the stage embeds
+untrained = initial_embedding(data, cfg, KIND, cache, stage, store).reindex(present.index)  # as the stage embeds
 colour = pd.DataFrame(store.images.float().mean(dim=(2, 3)).numpy(), columns=["R", "G", "B"])
 mean_colour = colour.groupby(owner).mean().set_axis(store.region_ids).reindex(present.index)
 
@@ -368,6 +383,10 @@ if has_latents:
                            "untrained encoder": probe_r2(untrained, latents),
                            "trained encoder": probe_r2(present, latents),
                            "satellite encoder (chapter 3)": probe_r2(satellite.reindex(present.index), latents)})
+    if is_head:  # the frozen features themselves: what the head starts from
+        features = load_table(efficientnet_stage(data, KIND, settings["image_size"], cache, False, cfg.image_store,
+                                                 cfg.amp, cfg.device) / "embeddings.csv")
+        probes.insert(1, "frozen Lite0 features (1280-d)", probe_r2(features.reindex(present.index), latents))
     display(probes.round(2).style.background_gradient(cmap="Greens", vmin=0, vmax=1, axis=None)
             .format("{:.2f}").set_caption("cross-validated R² of a linear probe, latent (rows) from features"))
     best_pc1 = rho["PC1"].abs().idxmax()
@@ -403,10 +422,7 @@ else:
 # {glue:text}`train_loss_last:.3f` and the validation loss from {glue:text}`val_loss_first:.3f`
 # to {glue:text}`val_loss_last:.3f`. On held-out triplets the trained embedding puts
 # {glue:text}`agree_trained:.0f`% in the right order, against {glue:text}`agree_untrained:.0f`%
-# untrained. Measured back to back, the training loop ran at {glue:text}`loop_ips:.0f` images/s,
-# {glue:text}`speed_ratio:.2f` times the {glue:text}`raw_ips:.0f` images/s of bare forward and
-# backward passes (during the stage's training its fastest epoch ran at
-# {glue:text}`recorded_ips:.0f` images/s).
+# untrained. {glue:md}`speed_sentence`
 # {glue:md}`weights_text`
 #
 # Two views of the same region have a median cosine similarity of {glue:text}`sim_same:.2f`,

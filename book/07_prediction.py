@@ -28,6 +28,8 @@ device = None                      # None: as in params_file
 data_dir = None                    # the data directory with published_results.csv; None: default
 
 # %%
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown
@@ -40,7 +42,7 @@ from musecl.evaluation import (BUFFER_CORRELATION, CEILING_METHODS, correlation_
 from musecl.io import atomic_write
 from musecl.methods import MuseCL
 from musecl.plotting import plot_predicted_vs_true
-from musecl.runner import probe_settings, resolve_city, score_embedding
+from musecl.runner import fit_and_score, probe_settings, resolve_city, seed_configs
 
 cfg = RunConfig.from_yaml(params_file, device=device)
 data = resolve_city(city or "toy", cities_dir=f"{out_dir}/cities")
@@ -112,21 +114,26 @@ glue("buffer_sentence", Markdown(f"The spatial split uses blocks of {blocks.size
 # %% [markdown]
 # {glue:md}`buffer_sentence`
 #
-# `musecl run` scores every method through one function, which this chapter calls too; it keeps
-# the rows in the cache under the embedding's exact values, so the results chapter does not fit
-# MuseCL's probes a second time:
+# `musecl run` fits and scores every method through one function, which this chapter calls too.
+# With `retrain: per_seed` (this run: {glue:text}`retrain`) it fits the method again
+# for each seed, every stage seeded by it, and scores that fit on that seed's split and probe
+# only; with `once` it fits once and scores on every seed. Trained stages and probe scores stay
+# in the cache, so the results chapter does not fit MuseCL a second time:
 #
 # ```{literalinclude} ../musecl/runner.py
-# :pyobject: score_embedding
+# :pyobject: fit_and_score
+# ```
+#
+# ```{literalinclude} ../musecl/runner.py
+# :pyobject: seed_configs
 # ```
 
 # %%
-method = MuseCL(cfg, cache_dir=f"{out_dir}/cache", progress=False).fit(data)
-embedding = method.transform(data)
+glue("retrain", cfg.retrain, display=False)
+# the first seed's embedding and every seed's rows (each seed's own fit under retrain: per_seed)
+embedding, results, _, _ = fit_and_score("MuseCL", data, cfg, Path(f"{out_dir}/cache"), progress=False)
+method = MuseCL(seed_configs(cfg)[0], cache_dir=f"{out_dir}/cache", progress=False).fit(data)  # cached stages
 probe = probe_settings(cfg)
-# evaluate_embedding with the run's seeds, splits and probe, cached by the embedding's values:
-# the results chapter reads these rows instead of fitting the same probes again
-results = score_embedding(embedding, data, "MuseCL", cfg, method.cache)
 with atomic_write(f"{out_dir}/results/prediction.csv") as handle:
     results.to_csv(handle, index=False)
 summary = summarize(results)

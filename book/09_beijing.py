@@ -298,11 +298,12 @@ for ind in targets.columns:
 #
 # ## The 15 real regions through the trained encoders
 #
-# The satellite encoder (ResNet-18) and the street-view encoder (Inception-v3) of chapters
-# {doc}`03_satellite_encoder` and {doc}`04_streetview_encoder` were trained on the **synthetic
-# toy city**, from **random initial weights** (`weights: random`; ImageNet weights are not
-# available here). `image_stage` returns them from the cache (or trains them, a few minutes,
-# if this chapter runs before chapters 3 and 4). We feed them the 15 real regions and ask one
+# The satellite and street-view encoders of chapters {doc}`03_satellite_encoder` and
+# {doc}`04_streetview_encoder` were trained on the **synthetic toy city** (the table below says
+# which architecture and which starting weights: ResNet-18 and Inception-v3 from random weights,
+# since their ImageNet weights are not available here, or heads on frozen EfficientNet-Lite0
+# ImageNet features). `image_stage` returns them from the cache (or trains them, if this chapter
+# runs before chapters 3 and 4). We feed them the 15 real regions and ask one
 # question only: does anything of the real labels show in how the embeddings arrange the
 # regions? With 15 regions this is a look, not a measurement.
 #
@@ -343,8 +344,8 @@ fig.suptitle("the first street view of each region", y=1.02)
 plt.show()
 
 # %%
-from musecl.encoders.image import ImageStore, build_encoder, embed_regions, load_encoder  # noqa: E402
-from musecl.methods.multisemantic import image_settings, image_stage  # noqa: E402
+from musecl.encoders.image import ImageStore, embed_regions  # noqa: E402
+from musecl.methods.multisemantic import image_settings, image_stage, stage_encoder  # noqa: E402
 from musecl.training import one_torch_thread  # noqa: E402
 
 start = time.perf_counter()
@@ -356,9 +357,9 @@ embeddings, weights_source = {}, {}
 for kind, label in ((SATELLITE, "RS"), (STREETVIEW, "SV")):
     settings = image_settings(cfg, kind)
     stage = image_stage(toy, cfg, kind, cache, progress=False)  # cached by chapters 3-4, else trained now
-    trained = load_encoder(stage / "encoder")
+    trained = stage_encoder(stage)  # the CNN, or frozen backbone + head
     # the same architecture at its starting point (same seed, same weights setting): the control
-    initial = build_encoder(settings["arch"], cfg.embedding_dim, cfg.weights, seed=cfg.seed).eval()
+    initial = stage_encoder(stage, initial=True, seed=cfg.seed, weights=cfg.weights)
     pairs = list(sat.items()) if kind == SATELLITE else [(r, p) for r in ids15 for p in sv[r]]
     store = ImageStore.from_pairs(pairs, settings["image_size"], kind=kind)
     with one_torch_thread():  # a few hundred small images: a second thread only adds contention
@@ -485,8 +486,8 @@ print(f"chapter ran in {chapter_seconds:.0f} s (conversion {convert_seconds:.0f}
 # The strongest association of an image embedding with a label is {glue:text}`best_pair`
 # ($\rho$ = {glue:text}`best_rho:.2f`, p = {glue:text}`best_p:.3f`); for comparison, map distance
 # and population density give $\rho$ = {glue:text}`geo_rho_pd:.2f` (p = {glue:text}`geo_p_pd:.3f`).
-# Read it for what it is: encoders trained a few epochs on synthetic images, from random
-# weights, looking at 15 real regions. Nothing here is evidence for or against MuseCL on
+# Read it for what it is: encoders trained briefly on synthetic images (from the starting
+# weights in the table above), looking at 15 real regions. Nothing here is evidence for or against MuseCL on
 # Beijing; it shows the pipeline end to end on real pictures, and where a reader with the
 # paper's imagery would plug it in.
 #

@@ -52,7 +52,7 @@ class BenchSizes:
     """How big each measurement is. :data:`QUICK` (about a minute on 2 cores without the end-to-end
     run) and :data:`FULL` (the issue's sizes) are the presets; tests use tiny ones."""
 
-    # encoders: the architectures, input sizes and batches of params/ci.yaml
+    # encoders: the architectures, input sizes and batches of params/cnn.yaml
     rs_arch: str = "resnet18"
     rs_size: int = 64
     rs_batch: int = 32

@@ -15,7 +15,7 @@ from musecl.config import RunConfig
 from musecl.datasets.toy import make_toy_city
 from musecl.encoders.heads import embed_features, load_head, save_head, train_feature_head
 from musecl.encoders.image import ImageTrainingConfig
-from musecl.methods.multisemantic import image_stage
+from musecl.methods.multisemantic import city_image_store, image_stage, initial_embedding, stage_encoder
 
 
 def clustered(n_per=30, groups=4, dim=12, seed=0):
@@ -95,3 +95,27 @@ def test_image_stage_trains_a_head_per_seed(city, tmp_path):
                        / "embeddings.csv")
     pd.testing.assert_frame_equal(again, tables[0, SATELLITE])  # cached
     assert not np.allclose(tables[0, SATELLITE].fillna(0), tables[1, SATELLITE].fillna(0))  # a seed retrains
+
+
+def test_a_head_stage_as_one_encoder_and_its_untrained_start(city, tmp_path):
+    """stage_encoder on a satellite image (one per region) gives the stage's own row; the untrained
+    start (same seed, same standardisation) gives other vectors."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    import torch
+
+    cache = Cache(tmp_path / "cache")
+    cfg = RunConfig(n_triplets=60, rs_arch="lite0-head", rs_image_size=32, rs_epochs=3, rs_batch_size=16)
+    stage = image_stage(city, cfg, SATELLITE, cache, progress=False)
+    trained = load_table(stage / "embeddings.csv")
+    store = city_image_store(city, SATELLITE, 32, cache, progress=False)
+    encoder = stage_encoder(stage)
+    assert encoder.config["arch"] == "lite0-head" and encoder.embedding_dim == 128
+    with torch.no_grad():
+        rows = encoder(store.images[:5]).numpy()
+    np.testing.assert_allclose(rows, trained.loc[list(store.region_ids[:5])].to_numpy(), atol=1e-4)
+    start = initial_embedding(city, cfg, SATELLITE, cache, stage)
+    assert list(start.columns) == list(trained.columns) and list(start.index) == list(trained.index)
+    assert start.isna().equals(trained.isna()) and not np.allclose(start.fillna(0), trained.fillna(0))
+    with torch.no_grad():
+        again = stage_encoder(stage, initial=True, seed=cfg.seed)(store.images[:5]).numpy()
+    np.testing.assert_allclose(again, start.loc[list(store.region_ids[:5])].to_numpy(), atol=1e-4)

@@ -240,7 +240,8 @@ def test_every_params_file_is_a_valid_run_config():
     from pathlib import Path
 
     files = sorted((Path(__file__).parent.parent / "params").glob("*.yaml"))
-    assert {f.name for f in files} >= {"ci.yaml", "paper.yaml", "smoke.yaml", "lite0.yaml"}
+    assert {f.name for f in files} >= {"ci.yaml", "cnn.yaml", "paper.yaml", "smoke.yaml"}
     configs = {f.name: RunConfig.from_yaml(f) for f in files}
-    assert configs["lite0.yaml"].rs_arch == configs["lite0.yaml"].sv_arch == "lite0-head"
-    assert configs["paper.yaml"].retrain == "per_seed"
+    assert configs["ci.yaml"].rs_arch == configs["ci.yaml"].sv_arch == "lite0-head"
+    assert configs["ci.yaml"].retrain == configs["paper.yaml"].retrain == "per_seed"
+    assert configs["cnn.yaml"].rs_arch == "resnet18"

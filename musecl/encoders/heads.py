@@ -148,3 +148,40 @@ def load_head(directory: str | Path) -> FeatureHead:
     head.load_state_dict(torch.load(directory / WEIGHTS_PT, map_location="cpu", weights_only=True))
     head.training_config = config.get("training")
     return head.eval()
+
+
+class HeadEncoder(nn.Module):
+    """Frozen backbone and head as one module on uint8 images, like a CNN encoder: for looking at
+    single images or views (the stage itself embeds a region as head(mean of its views' features))."""
+
+    def __init__(self, features: nn.Module, head: FeatureHead, config: dict):
+        super().__init__()
+        self.features, self.head, self.config = features.eval(), head.eval(), dict(config)
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.head.embedding_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def head_encoder(head: FeatureHead, arch: str, image_size: int, weights_source: str) -> HeadEncoder:
+    """``head`` on the frozen backbone its arch names (EfficientNet-Lite0 at ``image_size`` px)."""
+    from musecl.methods.baselines import _pooled_features_module, efficientnet_lite0
+
+    if arch not in FEATURE_HEADS:
+        raise ValueError(f"unknown feature head {arch!r}; known: {sorted(FEATURE_HEADS)}")
+    net, _ = efficientnet_lite0(image_size)
+    return HeadEncoder(_pooled_features_module(net, image_size), head,
+                       {"arch": arch, "embedding_dim": head.embedding_dim, "weights_source": weights_source})
+
+
+def initial_head(trained: FeatureHead, seed: int) -> FeatureHead:
+    """The head as :func:`train_feature_head` started it (same seed, same standardisation), untrained:
+    the control that shows what training added."""
+    torch.manual_seed(seed)
+    head = FeatureHead(trained.in_dim, trained.embedding_dim, trained.hidden)
+    head.mean.copy_(trained.mean)
+    head.std.copy_(trained.std)
+    return head.eval()

@@ -159,7 +159,7 @@ def _train_head(city: City, cfg: RunConfig, kind: str, cache, folder: Path, trip
     """``image_stage`` for a head on frozen features (``rs_arch``/``sv_arch`` "lite0-head"): the
     same triplets, loss and folder layout as a CNN, trained on the cached backbone features."""
     from musecl.encoders.heads import embed_features, save_head, train_feature_head
-    from musecl.encoders.image import ImageTrainingConfig
+    from musecl.encoders.image import COLUMN_PREFIX, ImageTrainingConfig
     from musecl.methods.baselines import efficientnet_stage
 
     s = image_settings(cfg, kind)
@@ -177,7 +177,47 @@ def _train_head(city: City, cfg: RunConfig, kind: str, cache, folder: Path, trip
     save_head(head, folder / "encoder", {"arch": s["arch"], "weights_source": backbone["weights_source"],
                                           "backbone": backbone})
     history.to_csv(folder / HISTORY_CSV, index=False)
-    save_table(embed_features(head, features.reindex(city.region_ids)), folder / EMBEDDINGS_CSV)
+    save_table(embed_features(head, features.reindex(city.region_ids), prefix=COLUMN_PREFIX[kind]),
+               folder / EMBEDDINGS_CSV)
+
+
+def stage_encoder(stage: Path, initial: bool = False, seed: int = 0, weights: str = "random"):
+    """The encoder of an image stage as one module on uint8 images (a CNN, or frozen backbone +
+    head). ``initial``: the same architecture at its starting point (``seed``, ``weights``),
+    untrained: the control for what training added."""
+    from musecl.encoders.heads import head_encoder, initial_head, load_head
+    from musecl.encoders.image import build_encoder, load_encoder
+
+    config = json.loads((stage / "encoder" / "config.json").read_text())
+    if config.get("class") != "FeatureHead":
+        trained = load_encoder(stage / "encoder")
+        if not initial:
+            return trained
+        return build_encoder(trained.config["arch"], trained.embedding_dim, weights, seed=seed).eval()
+    head = load_head(stage / "encoder")
+    head = initial_head(head, seed) if initial else head
+    return head_encoder(head, config["arch"], config["backbone"]["image_size"], config["weights_source"])
+
+
+def initial_embedding(city: City, cfg: RunConfig, kind: str, cache, stage: Path, store=None) -> pd.DataFrame:
+    """Every region's embedding by the stage's encoder at its starting point, computed as the stage
+    embeds (a CNN: mean over a region's views; a head: head of the mean of its views' features)."""
+    from musecl.encoders.heads import embed_features, initial_head, load_head
+    from musecl.encoders.image import COLUMN_PREFIX, embed_regions
+
+    config = json.loads((stage / "encoder" / "config.json").read_text())
+    if config.get("class") == "FeatureHead":
+        from musecl.methods.baselines import efficientnet_stage
+
+        s = image_settings(cfg, kind)
+        features = load_table(efficientnet_stage(city, kind, s["image_size"], cache, False, cfg.image_store,
+                                                 cfg.amp, cfg.device) / EMBEDDINGS_CSV)
+        return embed_features(initial_head(load_head(stage / "encoder"), cfg.seed), features.reindex(city.region_ids),
+                              prefix=COLUMN_PREFIX[kind])
+    if store is None:
+        store = city_image_store(city, kind, image_settings(cfg, kind)["image_size"], cache, False, cfg.image_store)
+    encoder = stage_encoder(stage, initial=True, seed=cfg.seed, weights=cfg.weights)
+    return embed_regions(encoder, store, region_ids=city.region_ids, amp=cfg.amp)
 
 
 def text_stage(city: City, cfg: RunConfig, cache) -> Path:
