@@ -12,10 +12,11 @@
 # ---
 
 # %% [markdown]
-# # The street-view encoder: Inception-v3 trained by mobility similarity
+# # The street-view encoder, trained by mobility similarity
 #
-# This chapter trains the street-view encoder $F_{SV}$ of the paper's section 4.2: an
-# Inception-v3 that maps each street-view image to a 128-d vector, taught by the triplet loss of
+# This chapter trains the street-view encoder $F_{SV}$ of the paper's section 4.2: a network (the
+# paper's Inception-v3, or in the book's CI settings a head on frozen ImageNet features; the
+# settings below say which) that maps each street-view image to a 128-d vector, taught by the triplet loss of
 # eq. 5-6 to put regions with similar inflow and outflow of people (eq. 1-2) close together. A
 # region has several street views; its embedding is the mean of theirs. The loss, the trainer and
 # the checkpoints are those of {doc}`03_satellite_encoder`; here we look at what differs.
@@ -400,6 +401,8 @@ if has_latents:
         f"A linear probe recovers the latents with a mean R² of {probes['trained encoder'].mean():.2f} "
         f"from the trained street-view embedding, against {probes['untrained encoder'].mean():.2f} from the "
         f"untrained one and {probes['mean colour (3 numbers)'].mean():.2f} from the mean colour.{activity} "
+        + (f"The frozen Lite0 features themselves reach {probes['frozen Lite0 features (1280-d)'].mean():.2f}: the "
+           "triplet-trained head keeps less than its input shows. " if is_head else "")
         + (f"Street views beat the satellite embedding most on `{lead.idxmax()}` ({lead.max():+.2f}) and trail "
            f"it most on `{lead.idxmin()}` ({lead.min():+.2f})." if lead.max() > 0.01 else
            f"The satellite embedding matches or beats street views on every latent, most clearly on "

@@ -32,6 +32,7 @@ device = None                      # None: as in params_file
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from IPython.display import Markdown
 from myst_nb import glue
 
 import dataclasses
@@ -207,7 +208,10 @@ glue("top1", float(alignment.loc["own POI vector is the nearest in a batch", cfg
 glue("top1_paper", float(alignment.loc["own POI vector is the nearest in a batch", "paper"]), display=False)
 glue("chance", 1 / n, display=False)
 glue("batch", n, display=False)
-glue("n_no_poi", int((~has_poi).sum()), display=False)
+n_no_poi = int((~has_poi).sum())
+glue("no_poi_sentence", Markdown(
+    f"{n_no_poi} region{' has' if n_no_poi == 1 else 's have'} no POIs; a zero POI vector carries nothing to align "
+    "with, so such regions are left out of fusion training (they still get a fused vector)."), display=False)
 glue("design", cfg.fusion_design, display=False)
 
 # %% [markdown]
@@ -222,8 +226,7 @@ glue("design", cfg.fusion_design, display=False)
 #   batches of {glue:text}`batch` regions the own POI vector is the most similar one
 #   {glue:text}`top1:.1%` of the time, against {glue:text}`top1_paper:.1%` for the paper's design
 #   and {glue:text}`chance:.1%` by chance.
-# - {glue:text}`n_no_poi` regions have no POIs; their POI vector is zero, so they carry nothing
-#   to align with and are left out of fusion training (they still get a fused vector).
+# - {glue:md}`no_poi_sentence`
 #
 # Whether the fused vector predicts the indicators better than its inputs is the subject of the
 # next two chapters.

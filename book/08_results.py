@@ -258,6 +258,23 @@ if ceilings is not None:
 else:
     ceiling_sentence = "This city records no ceilings (a real city): the table has no upper reference."
 glue("ceiling_sentence", Markdown(ceiling_sentence), display=False)
+why = []  # evidence for where MuseCL's information is lost, from rows this run scored
+if {"POI only", "Pretext features"} <= set(mean_r2.index):
+    poi_ceiling = (f", although what the POIs show allows {ceiling_r2.loc['Ceiling: what POIs show', 'random']:.3f}"
+                   if ceilings is not None and "Ceiling: what POIs show" in ceiling_r2.index else "")
+    why.append(f"its alignment target, the eq. 7 POI vector, reaches only {mean_r2.loc['POI only', 'random']:.3f} "
+               f"alone (random split){poi_ceiling}: averaging category vectors drops how many POIs of each "
+               "kind a region has, which the counts in *Pretext features* keep")
+if {"EfficientNet-Lite0 (ImageNet)", "SV+RS"} <= set(mean_r2.index):
+    why.append(f"the two trained image encoders together (*SV+RS*) reach {mean_r2.loc['SV+RS', 'random']:.3f}, "
+               + ("the frozen features their heads were trained on " if heads else
+                  "a frozen ImageNet model's features of the same images ")
+               + f"(*EfficientNet-Lite0 (ImageNet)*) "
+               f"{mean_r2.loc['EfficientNet-Lite0 (ImageNet)', 'random']:.3f}: the triplet tasks keep less than "
+               "the images show (chapters 3 and 4 measure it per latent)")
+glue("why_sentence", Markdown("Where the information goes: " + "; ".join(why) + "." if why else
+                              "(The rows needed to trace where MuseCL loses information were not run.)"),
+     display=False)
 best_base = mean_r2.loc[[m for m in PAPER_BASELINES if m != "MuseCL" and m in mean_r2.index], "random"]
 glue("best_baseline", best_base.idxmax(), display=False)
 glue("best_baseline_r2", float(best_base.max()), display=False)
@@ -273,6 +290,7 @@ glue("best_baseline_r2", float(best_base.max()), display=False)
 # - The raw inputs of the contrastive stages (*Pretext features*) reach
 #   {glue:text}`pretext_random:.3f` (random) and {glue:text}`pretext_spatial:.3f` (spatial): a
 #   learned representation below them has not yet added anything to what it was trained from.
+# - {glue:md}`why_sentence`
 # - Location alone (k-nearest neighbours on the region centre) reaches {glue:text}`loc_random:.3f`
 #   under the random split and {glue:text}`loc_spatial:.3f` under the spatial split; indicators
 #   where location alone beats MuseCL (random split): {glue:text}`location_beats_muse`.
