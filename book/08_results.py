@@ -101,6 +101,8 @@ tables = report.write_tables(results, results_dir / "tables")
 print(f"{len(results)} rows in {results_dir / 'results.csv'}; tables: {[p.name for p in tables]}")
 print(f"{run_info['wall_seconds']:.0f} s for all methods, fitted in {run_info['method_workers']} process(es) "
       "side by side; seconds per method (fit + evaluation, in its process):", run_info["seconds"])
+for name, error in run_info.get("failed_methods", {}).items():  # a method this city cannot support
+    display(Markdown(f"**{name} failed and has no rows in the tables below:** `{error}`"))
 
 # %% [markdown]
 # Which weights the image models started from matters for reading the rows

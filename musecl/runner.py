@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import time
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -99,6 +100,12 @@ def run(city: str | os.PathLike | City, out_dir: str | os.PathLike, config: RunC
         yaml.safe_dump(config.to_dict(), handle, sort_keys=False)
     start = time.perf_counter()
     fitted = fit_methods(methods, city, config, cache_dir, progress)
+    failed = {name: outcome for name, outcome in fitted.items() if isinstance(outcome, str)}
+    if len(failed) == len(methods):
+        raise RuntimeError("every method failed: " + "; ".join(f"{n}: {e}" for n, e in failed.items()))
+    for name, error in failed.items():
+        warnings.warn(f"{name} failed and has no rows: {error}", stacklevel=2)
+    methods = [name for name in methods if name not in failed]
     results, timings = [], {}
     for name in methods:
         embedding, rows, seconds, attention = fitted[name]
@@ -133,6 +140,7 @@ def run(city: str | os.PathLike | City, out_dir: str | os.PathLike, config: RunC
             ceilings.to_csv(handle, index=False)
     info = run_info(city, config, timings)
     info["method_workers"] = method_workers(config, methods)
+    info["failed_methods"] = failed  # name -> "ErrorType: message"; their rows are missing, the others' written
     info["wall_seconds"] = round(time.perf_counter() - start, 1)
     atomic_save_json(out / "run.json", info)
     return table
@@ -162,7 +170,8 @@ def method_workers(config: RunConfig, methods: Sequence[str]) -> int:
 
 def fit_methods(methods: Sequence[str], city: City, config: RunConfig, cache_dir: Path,
                 progress: bool = True) -> dict[str, tuple]:
-    """``{name: (embedding, results rows, seconds, attention or None)}`` for every method.
+    """``{name: (embedding, results rows, seconds, attention or None)}`` for every method, or
+    ``{name: "ErrorType: message"}`` for a method that failed.
 
     With one worker, methods run here in turn (probes then use ``config.jobs`` processes).
     With more, each worker process gets ``cores // workers`` threads and fits whole methods,
@@ -175,17 +184,26 @@ def fit_methods(methods: Sequence[str], city: City, config: RunConfig, cache_dir
 
     workers = method_workers(config, methods)
     if workers == 1:
-        return {name: fit_and_score(name, city, config, cache_dir, progress) for name in methods}
+        return {name: fit_or_error(name, city, config, cache_dir, progress) for name in methods}
     from joblib import Parallel, delayed
     from tqdm.auto import tqdm
 
     threads = max(1, resolve_jobs(0) // workers)
     order = sorted(methods, key=lambda name: -METHODS[name].cost)  # stable: registry order among equals
-    jobs = (delayed(fit_and_score)(name, city, config, cache_dir, False, probe_jobs=1, threads=threads)
+    jobs = (delayed(fit_or_error)(name, city, config, cache_dir, False, probe_jobs=1, threads=threads)
             for name in order)
     done = Parallel(n_jobs=workers, backend="loky", return_as="generator")(jobs)
     return dict(zip(order, tqdm(done, total=len(order), desc=f"methods ({workers} processes)",
                                 disable=not progress)))
+
+
+def fit_or_error(name: str, *args, **kwargs) -> tuple | str:
+    """:func:`fit_and_score`, or the error as "ErrorType: message": one method that cannot run on a
+    city (no street views, no POIs, ...) must not cost the rows of the others. Interrupts still stop."""
+    try:
+        return fit_and_score(name, *args, **kwargs)
+    except Exception as error:  # noqa: BLE001 - recorded in run.json and warned about by run()
+        return f"{type(error).__name__}: {error}"
 
 
 def fit_and_score(name: str, city: City, config: RunConfig, cache_dir: Path, progress: bool = True,

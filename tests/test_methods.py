@@ -245,3 +245,32 @@ def test_every_params_file_is_a_valid_run_config():
     assert configs["ci.yaml"].rs_arch == configs["ci.yaml"].sv_arch == "lite0-head"
     assert configs["ci.yaml"].retrain == configs["paper.yaml"].retrain == "per_seed"
     assert configs["cnn.yaml"].rs_arch == "resnet18"
+
+
+def test_a_failing_method_costs_only_its_own_rows(city, tmp_path, monkeypatch):
+    """A method that cannot run (here: one that raises) is recorded in run.json and warned about;
+    the other methods' rows, embeddings and results.csv are still written. All failing: an error."""
+    import json
+
+    from musecl import runner
+    from musecl.methods.base import METHODS as REGISTRY, RegionEmbedder
+
+    class Broken(RegionEmbedder):
+        name = "Broken"
+
+        def fit(self, city):
+            raise ValueError("the city has no street views")
+
+    monkeypatch.setitem(REGISTRY, "Broken", Broken)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = runner.run(city, tmp_path / "out", TINY, methods=["Broken", "POI only"],
+                             cache_dir=tmp_path / "cache", progress=False)
+    assert set(results["method"]) == {"POI only"}
+    assert set(pd.read_csv(tmp_path / "out" / "results.csv")["method"]) == {"POI only"}
+    info = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert info["failed_methods"] == {"Broken": "ValueError: the city has no street views"}
+    assert any("Broken failed" in str(w.message) for w in caught)
+    assert not (tmp_path / "out" / "embeddings" / "Broken.csv").exists()
+    with pytest.raises(RuntimeError, match="every method failed: Broken: ValueError"):
+        runner.run(city, tmp_path / "out2", TINY, methods=["Broken"], cache_dir=tmp_path / "cache", progress=False)
