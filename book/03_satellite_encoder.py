@@ -71,7 +71,7 @@ from musecl.encoders.image import (
 from musecl.methods.multisemantic import image_settings, image_stage, initial_embedding
 from musecl.methods.baselines import efficientnet_stage
 from musecl.encoders.heads import FEATURE_HEADS
-from musecl.bench import loop_and_bare_speed
+from musecl.bench import encoder_speed
 from musecl.training import load_checkpoint, split_indices
 
 SHOWN = ["epoch", "lr", "train_loss", "val_loss", "train_active", "val_active", "images_per_s", "seconds"]
@@ -280,25 +280,9 @@ glue("train_loss_last", float(last["train_loss"]), display=False)
 # %%
 store = ImageStore.from_city(data, KIND, settings["image_size"],  # the images the stage trained on (cached)
                              cache=cache.root / "images" / f"{KIND}-{settings['image_size']}-{city_fingerprint(data)}.pt")
-if is_head:
-    speed_sentence = ("The head trained on cached features, so no image passed through a network while "
-                      "it trained; the CNN speeds do not apply.")
-    display(Markdown(f"*{speed_sentence}*"))
-else:
-    speed = loop_and_bare_speed(store, triplets, settings["arch"], settings["batch_size"], loss=cfg.triplet_loss,
-                                embedding_dim=cfg.embedding_dim, seed=cfg.seed, device=cfg.device)
-    loop, raw = speed["loop_images_per_s"], speed["raw_images_per_s"]
-    recorded = float(history["images_per_s"].max())  # the training epoch least slowed by other work
-    speed_sentence = (f"Measured back to back, the training loop ran at {loop:.0f} images/s, {loop / raw:.2f} "
-                      f"times the {raw:.0f} images/s of bare forward and backward passes (during the stage's "
-                      f"training its fastest epoch ran at {recorded:.0f} images/s).")
+speed_sentence, speed_table = encoder_speed(store, triplets, settings, cfg, history)
 glue("speed_sentence", Markdown(speed_sentence), display=False)
-if not is_head:
-    display(pd.Series({"training loop during the stage's training (fastest epoch)": recorded,
-           "training loop, now": loop,
-           "forward + backward only, now": raw,
-           "ratio: loop / bare (both now)": loop / raw},
-          name=f"{settings['arch']} @ {size} px, {torch.get_num_threads()} threads: images/s").to_frame().round(2))
+speed_table if speed_table is not None else Markdown(f"*{speed_sentence}*")
 
 # %% [markdown]
 # For a CNN, a ratio near 1 means the loop wastes little time outside the network; what it loses
