@@ -92,7 +92,7 @@ city.indicators.describe().T.round(1)
 # %% [markdown]
 # {glue:text}`n_regions` regions, {glue:text}`n_trips:.2f` million taxi trips
 # ({glue:text}`share_self:.1f`% within a region), {glue:text}`n_pois` OpenStreetMap POIs of
-# 2013 in {glue:text}`n_categories` categories (the most common, {glue:text}`top_category`,
+# 2013 in {glue:text}`n_categories` categories (the most common, {glue:md}`top_category`,
 # is {glue:text}`top_category_share:.0f`% of them; {glue:text}`n_no_poi` regions have none),
 # and {glue:text}`n_districts` community districts as land-use labels. Crime and check-ins are
 # the benchmark's targets; population density, median income and arrests were joined from
@@ -423,8 +423,8 @@ extra.groupby(["method", "task"])["r2"].mean().unstack("task").reindex(index=sho
 # * The strongest single embeddings are the **mobility view encoder with OD similarity**
 #   ({glue:text}`mobod_crime:.3f` / {glue:text}`mobod_check:.3f`) and its concatenation with
 #   OD SVD ({glue:text}`mobsvd_crime:.3f` / {glue:text}`mobsvd_check:.3f`). The inner
-#   cross-validation chose most often {glue:text}`top_crime` for crime and
-#   {glue:text}`top_check` for check-ins (table above).
+#   cross-validation chose most often {glue:md}`top_crime` for crime and
+#   {glue:md}`top_check` for check-ins (table above).
 # * **MuseCL's fused output, variant by variant**: eq. 1 similarity
 #   {glue:text}`muse_crime:.3f` / {glue:text}`muse_check:.3f` (NMI {glue:text}`muse_nmi:.3f`),
 #   with the paper's literal fusion {glue:text}`musepaper_crime:.3f` /
