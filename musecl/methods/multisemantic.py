@@ -52,6 +52,18 @@ def image_settings(cfg: RunConfig, kind: str) -> dict:
     return {k: getattr(cfg, f"{p}_{k}") for k in ("arch", "image_size", "epochs", "batch_size")}
 
 
+def training_settings(cfg: RunConfig, kind: str, checkpoint_dir: Path, progress: bool = True):
+    """The run's triplet-training settings for one encoder, CNN or head (which ignores device and amp:
+    its features are cached, it trains on the CPU); checkpoints every epoch, resumes where it stopped."""
+    from musecl.encoders.image import ImageTrainingConfig
+
+    s = image_settings(cfg, kind)
+    return ImageTrainingConfig(
+        loss=cfg.triplet_loss, margin=cfg.resolved_margin, epochs=s["epochs"], batch_size=s["batch_size"],
+        lr=cfg.lr, val_fraction=cfg.val_fraction, patience=cfg.encoder_patience, seed=cfg.seed,
+        device=cfg.device, checkpoint_dir=str(checkpoint_dir), resume=True, progress=progress, amp=cfg.amp)
+
+
 def similarity_triplets(city: City, cfg: RunConfig, kind: str, regions: list[str]):
     """MuseCL's pairing: satellite images by POI similarity (eq. 3-4), street view by mobility
     similarity (eq. 1-2)."""
@@ -108,7 +120,7 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
     ``embeddings.csv`` (NaN rows for regions without such images). Training checkpoints every
     epoch under ``<cache>/checkpoints``, so an interrupted run resumes where it stopped.
     """
-    from musecl.encoders.image import (ImageTrainingConfig, build_encoder, embed_regions, save_encoder,
+    from musecl.encoders.image import (build_encoder, embed_regions, save_encoder,
                                        train_image_encoder)
     from musecl import distributed as ddp
 
@@ -139,11 +151,7 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
         # channels_last: with bf16, ResNet-18 @224 from 4,900 to 7,600 images/s on an H200; on
         # 2 CPU cores Inception-v3 @75 training 1.26x, ResNet-18 @64 the same (1.15x on one thread)
         encoder = build_encoder(s["arch"], cfg.embedding_dim, cfg.weights, seed=cfg.seed, channels_last=True)
-        training = ImageTrainingConfig(
-            loss=cfg.triplet_loss, margin=cfg.resolved_margin, epochs=s["epochs"], batch_size=s["batch_size"],
-            lr=cfg.lr, val_fraction=cfg.val_fraction, patience=cfg.encoder_patience, seed=cfg.seed,
-            device=cfg.device, checkpoint_dir=str(cache.path("checkpoints", key)), resume=True,
-            progress=progress, amp=cfg.amp)
+        training = training_settings(cfg, kind, cache.path("checkpoints", key), progress)
         encoder, history = train_image_encoder(encoder, store, drawn, training)
         save_encoder(encoder, folder / "encoder")
         history.to_csv(folder / HISTORY_CSV, index=False)
@@ -159,7 +167,7 @@ def _train_head(city: City, cfg: RunConfig, kind: str, cache, folder: Path, trip
     """``image_stage`` for a head on frozen features (``rs_arch``/``sv_arch`` "lite0-head"): the
     same triplets, loss and folder layout as a CNN, trained on the cached backbone features."""
     from musecl.encoders.heads import embed_features, save_head, train_feature_head
-    from musecl.encoders.image import COLUMN_PREFIX, ImageTrainingConfig
+    from musecl.encoders.image import COLUMN_PREFIX
     from musecl.methods.baselines import efficientnet_stage
 
     s = image_settings(cfg, kind)
@@ -168,10 +176,7 @@ def _train_head(city: City, cfg: RunConfig, kind: str, cache, folder: Path, trip
     features = load_table(backbone_dir / EMBEDDINGS_CSV)
     drawn = TRIPLET_SOURCES[triplets](city, cfg, kind, [str(r) for r in features.dropna(how="any").index])
     drawn.to_frame().to_csv(folder / TRIPLETS_CSV, index=False)
-    training = ImageTrainingConfig(
-        loss=cfg.triplet_loss, margin=cfg.resolved_margin, epochs=s["epochs"], batch_size=s["batch_size"],
-        lr=cfg.lr, val_fraction=cfg.val_fraction, patience=cfg.encoder_patience, seed=cfg.seed,
-        checkpoint_dir=str(cache.path("checkpoints", key)), resume=True, progress=progress)
+    training = training_settings(cfg, kind, cache.path("checkpoints", key), progress)
     head, history = train_feature_head(features, drawn, training, embedding_dim=cfg.embedding_dim)
     backbone = json.loads((backbone_dir / "config.json").read_text())
     save_head(head, folder / "encoder", {"arch": s["arch"], "weights_source": backbone["weights_source"],
