@@ -14,7 +14,7 @@ MATHJAX_VERSION := 3.2.2
 MATHJAX_DIR     := book/_static_mathjax/mathjax
 MATHJAX_STAMP   := $(MATHJAX_DIR)/.version-$(MATHJAX_VERSION)
 
-.PHONY: venv test book check-book mathjax clean
+.PHONY: venv test book check-book readme mathjax clean
 
 # The venv is reused while its stamp is newer than the pinned requirements and pyproject.toml.
 venv: $(VENV)/.stamp
@@ -38,6 +38,10 @@ $(MATHJAX_STAMP):
 
 book: venv mathjax
 	$(BIN)/musecl book --out $(OUT) --params $(PARAMS) $(BOOK_ARGS)
+
+# the README's results at a glance (table + docs/at_a_glance.png), from the last `make book`
+readme: venv
+	$(BIN)/musecl readme --build $(OUT)
 
 check-book: venv
 	$(BIN)/pytest -q -m book

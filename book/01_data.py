@@ -29,7 +29,7 @@ city = None  # a city folder (data/README.md); None: a small toy city
 out_dir = "build/work"  # shared with later chapters; nothing is written here
 seed = 0  # seeds the sampled region pairs (and the toy city if city is None)
 
-# %%
+# %% tags=["hide-input"]
 import tempfile
 import warnings
 from pathlib import Path
@@ -45,10 +45,11 @@ from scipy.stats import spearmanr
 import musecl
 from musecl import plotting
 from musecl.city import (
-    CATEGORY, DESTINATION, FLOW, INFLOW, KIND, ORIGIN, OUTFLOW, PATH,
+    CATEGORY, DESTINATION, FLOW, INFLOW, KIND, MOBILITY, MODALITIES, ORIGIN, OUTFLOW, PATH, POI,
     REGION_ID, SATELLITE, STREETVIEW, TEXT,
 )
 from musecl.evaluation import ridge_cv_r2
+from musecl.methods.base import join_words
 from musecl.sampling import most_similar, poi_distance, pretext_features, transform_features
 
 pd.set_option("display.max_colwidth", None)  # show texts whole
@@ -78,9 +79,29 @@ city
 # the data came from, and how each indicator is modelled: as the paper does, an indicator $x$ is
 # predicted on the scale $y = \ln(1 + x)$, which tames its heavy right tail.
 
-# %%
+# %% tags=["hide-input"]
 meta = city.meta
 sv_paths = city.streetview_paths()
+# a modality counts when city.yaml lists it and its files hold data; the chapter shows only those
+present = {
+    SATELLITE: city.has(SATELLITE) and len(city.satellite_paths()) > 0,
+    STREETVIEW: city.has(STREETVIEW) and len(sv_paths) > 0,
+    POI: city.has(POI) and len(city.pois) > 0,
+    MOBILITY: city.has(MOBILITY) and (city.od is not None or bool(city.mobility.to_numpy().any())),
+}
+MODALITY_NAMES = {SATELLITE: "satellite images", STREETVIEW: "street-view images",
+                  POI: "points of interest", MOBILITY: "trips (mobility)"}
+
+
+missing = [MODALITY_NAMES[m] for m in MODALITIES if not present[m]]
+if missing:
+    shown = [MODALITY_NAMES[m] for m in MODALITIES if present[m]]
+    missing_sentence = (f"This city has no {join_words(missing, 'or')}, so the chapter shows "
+                        + (f"only its {join_words(shown, 'and')}." if shown
+                           else "no modality at all, only its regions and indicators."))
+else:
+    missing_sentence = ""  # all four modalities: nothing to say
+glue("missing_sentence", Markdown(missing_sentence), display=False)
 facts = {
     "name": meta.name,
     "CRS": meta.crs,
@@ -93,6 +114,8 @@ facts = {
     "origin-destination rows": "none" if city.od is None else len(city.od),
     "provenance": meta.provenance,
 }
+if missing:
+    display(Markdown(f"```{{note}}\n{missing_sentence}\n```"))
 pd.Series(facts, name="").to_frame()
 
 # %% [markdown]
@@ -103,7 +126,7 @@ pd.Series(facts, name="").to_frame()
 # `derived_from_input`, and the book's headline means leave them out: predicting an input from
 # itself says nothing about learning.
 
-# %%
+# %% tags=["hide-input"]
 ind = meta.indicators
 derived = meta.derived_indicators()
 headline = meta.headline_indicators()
@@ -144,7 +167,7 @@ plt.show()
 # the same thing and fusing them could add nothing; here no two of them move together much
 # across the regions (Pearson correlation):
 
-# %%
+# %% tags=["hide-input"]
 if has_latents:
     corr = city.latents.corr()
     off_diagonal = corr.where(~np.eye(len(corr), dtype=bool)).abs().stack()
@@ -176,8 +199,9 @@ glue("latent_sentence", Markdown(latent_sentence), display=False)
 # only through two numbers per region, the trips leaving and arriving (eq. 1).
 
 # %%
-if meta.modality_latents:
-    seen_by = pd.DataFrame({m: {lat: "✓" for lat in cols} for m, cols in meta.modality_latents.items()})
+shown_latents = {m: cols for m, cols in meta.modality_latents.items() if present.get(m)}
+if shown_latents:  # only the modalities this city has
+    seen_by = pd.DataFrame({m: {lat: "✓" for lat in cols} for m, cols in shown_latents.items()})
     seen_by = seen_by.reindex(list(meta.latents) or seen_by.index).fillna("")
     seen_by.columns = [f"{m} (through 2 numbers)" if m == "mobility" else m for m in seen_by.columns]
     display(seen_by.rename_axis("latent"))
@@ -194,7 +218,7 @@ else:
 # The table gives the Spearman rank correlation of each summary with each latent; a latent
 # that no row tracks must be found by the encoders in finer detail, or not at all.
 
-# %%
+# %% tags=["hide-input"]
 def image_colour(paths: pd.Series) -> pd.DataFrame:
     """Mean brightness, greenness G - (R + B) / 2 and blueness B - R."""
     rows = []
@@ -209,23 +233,29 @@ def image_colour(paths: pd.Series) -> pd.DataFrame:
 counts = city.poi_counts()
 shares = counts.div(counts.sum(axis=1).replace(0, 1), axis=0)
 summaries = {}
-if city.has(SATELLITE):
+if present[SATELLITE]:
     sat = image_colour(city.satellite_paths())
     summaries.update({f"satellite {k}": sat[k] for k in sat})
-if city.has(STREETVIEW):
+if present[STREETVIEW]:
     sv_all = city.images[city.images[KIND] == STREETVIEW]
     sv_all = sv_all.set_index(REGION_ID)[PATH]
     sv_colour = image_colour(sv_all).groupby(level=0).mean()
     summaries["street-view greenness"] = sv_colour["greenness"]
     summaries["street views per region"] = sv_all.groupby(level=0).size()
-summaries["ln(1 + POIs)"] = np.log1p(counts.sum(axis=1))
-logs = np.log(shares.mask(shares == 0, 1))  # 0 log 0 = 0
-summaries["POI category entropy"] = -(shares * logs).sum(axis=1)
-summaries["ln(1 + inflow)"] = np.log1p(city.mobility[INFLOW])
-summaries["ln(1 + outflow)"] = np.log1p(city.mobility[OUTFLOW])
-summaries = pd.DataFrame(summaries).reindex(city.region_ids)
+if present[POI]:
+    summaries["ln(1 + POIs)"] = np.log1p(counts.sum(axis=1))
+    logs = np.log(shares.mask(shares == 0, 1))  # 0 log 0 = 0
+    summaries["POI category entropy"] = -(shares * logs).sum(axis=1)
+if present[MOBILITY]:
+    summaries["ln(1 + inflow)"] = np.log1p(city.mobility[INFLOW])
+    summaries["ln(1 + outflow)"] = np.log1p(city.mobility[OUTFLOW])
+summaries = pd.DataFrame(summaries, index=city.region_ids, dtype=float).reindex(city.region_ids)
 
-if has_latents:
+if summaries.empty or not summaries.shape[1]:
+    display(Markdown("*This city has no modality to summarise.*"))
+    glue("most_hidden_latent", Markdown("(none: no modality)"), display=False)
+    glue("most_hidden_r", float("nan"), display=False)
+elif has_latents:
     seen = pd.DataFrame({
         s: city.latents.corrwith(summaries[s], method="spearman")
         for s in summaries}).T
@@ -247,13 +277,13 @@ else:
 # Six regions spread over the range of building footprint (or of the first indicator, in a city
 # without latents): the satellite image on top, the region's first street view below it.
 
-# %%
+# %% tags=["hide-input"]
 if has_latents and "footprint" in city.latents:
     key, ranking = "footprint", city.latents["footprint"]
 else:
     key = next(iter(meta.indicators))
     ranking = targets[key]
-kinds = [k for k in (SATELLITE, STREETVIEW) if city.has(k)]
+kinds = [k for k in (SATELLITE, STREETVIEW) if present[k]]
 paths_of = {SATELLITE: city.satellite_paths().to_dict(),
             STREETVIEW: {r: p[0] for r, p in sv_paths.items()}}
 usable = ranking.dropna()
@@ -280,20 +310,22 @@ else:
 # two regions at the two ends of a contrast (affluence in the toy city), among regions with at
 # least five POIs:
 
-# %%
+# %% tags=["hide-input"]
 n_pois = counts.sum(axis=1)
 if has_latents and "affluence" in city.latents:
     contrast = city.latents["affluence"]
 else:
     contrast = ranking
 contrast = contrast[n_pois.reindex(contrast.index) >= 5].dropna()
-if len(contrast) >= 2:
+if not present[POI]:
+    display(Markdown("*This city has no POIs.*"))
+elif len(contrast) >= 2:
     ends = (contrast.idxmin(), contrast.idxmax())
     sample = pd.concat([
         city.pois[city.pois[REGION_ID] == r].head(5)
         .assign(**{contrast.name: round(contrast[r], 2)})
         for r in ends])
-    columns = [REGION_ID, contrast.name, CATEGORY, TEXT]
+    columns = [REGION_ID, contrast.name, CATEGORY] + ([TEXT] if (sample[TEXT] != "").any() else [])
     display(sample[columns].reset_index(drop=True))
 
 # %% [markdown]
@@ -305,8 +337,8 @@ if len(contrast) >= 2:
 # :pyobject: City.poi_counts
 # ```
 
-# %%
-if len(city.pois):
+# %% tags=["hide-input"]
+if present[POI]:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5),
                              gridspec_kw={"width_ratios": [1, 1.2]})
     plotting.plot_category_counts(city, top=15, ax=axes[0])
@@ -314,9 +346,12 @@ if len(city.pois):
                       title="POIs per region", label="ln(1 + POIs)")
     fig.tight_layout()
     plt.show()
+    poi_sentence = (f"The city has {len(city)} regions and {len(city.pois):,} POIs; a typical region has "
+                    f"{n_pois.median():.0f} of them and {(n_pois == 0).mean() * 100:.0f}% have none.")
+else:
+    poi_sentence = f"The city has {len(city)} regions and no POIs."
 glue("n_pois", len(city.pois), display=False)
-glue("median_pois", float(n_pois.median()), display=False)
-glue("share_no_poi", float((n_pois == 0).mean() * 100), display=False)
+glue("poi_sentence", Markdown(poi_sentence), display=False)
 
 # %% [markdown]
 # ## Mobility
@@ -334,42 +369,46 @@ glue("share_no_poi", float((n_pois == 0).mean() * 100), display=False)
 # right, the net flow $m^{in} - m^{out}$ on a signed log scale,
 # $\operatorname{sign}(v)\ln(1 + |v|)$.
 
-# %%
-flows = city.mobility
-net = flows[INFLOW] - flows[OUTFLOW]
-signed_log = np.sign(net) * np.log1p(net.abs())
-lim = float(signed_log.abs().max()) or 1.0
-mix = city.latents["landuse"] if has_latents and "landuse" in city.latents else None
+# %% tags=["hide-input"]
+if present[MOBILITY]:
+    flows = city.mobility
+    net = flows[INFLOW] - flows[OUTFLOW]
+    signed_log = np.sign(net) * np.log1p(net.abs())
+    lim = float(signed_log.abs().max()) or 1.0
+    mix = city.latents["landuse"] if has_latents and "landuse" in city.latents else None
 
-fig, axes = plt.subplots(1, 3, figsize=(12, 4))
-if city.od is not None:
-    plotting.plot_flows(city, top=300, ax=axes[0],
-                        title="the 300 largest flows")
+    panels = ["flows", "inout", "net"] if city.od is not None else ["inout", "net"]  # flows need od.csv
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4))
+    ax_of = dict(zip(panels, axes))
+    if "flows" in ax_of:
+        plotting.plot_flows(city, top=300, ax=ax_of["flows"],
+                            title="the 300 largest flows")
+    plotting.plot_inflow_outflow(city, ax=ax_of["inout"], values=mix,
+                                 title="inflow vs outflow",
+                                 label=None if mix is None else "landuse (latent)")
+    plotting.plot_map(city, signed_log, ax=ax_of["net"], cmap="RdBu_r",
+                      vmin=-lim, vmax=lim, title="net inflow (red: more arrive)",
+                      label="sign · ln(1 + |in − out|)")
+    fig.tight_layout()
+    plt.show()
+
+    top_tenth = flows[INFLOW].nlargest(max(1, len(city) // 10))
+    total_in = max(flows[INFLOW].sum(), 1)
+    mobility_sentence = (f"Trips cross the city: the tenth of the regions with the largest inflow receive "
+                         f"{top_tenth.sum() / total_in * 100:.0f}% of all trips")
+    if city.od is not None:  # length of the drawn flows, between region centres
+        centre = pd.DataFrame(city.xy_m(), index=city.region_ids)
+        moves = city.od[city.od[ORIGIN] != city.od[DESTINATION]]
+        drawn = moves.nlargest(300, FLOW)
+        start = centre.loc[drawn[ORIGIN]].to_numpy()
+        end = centre.loc[drawn[DESTINATION]].to_numpy()
+        km_top_flows = float(np.median(np.hypot(*(start - end).T)) / 1000)
+        mobility_sentence += f", the {len(drawn)} largest flows run a median {km_top_flows:.1f} km,"
+    mobility_sentence += f" and {(net > 0).mean() * 100:.0f}% of the regions receive more trips than they send."
 else:
-    axes[0].axis("off")
-    axes[0].set_title("no od.csv: no flows to draw")
-plotting.plot_inflow_outflow(city, ax=axes[1], values=mix,
-                             title="inflow vs outflow",
-                             label=None if mix is None else "landuse (latent)")
-plotting.plot_map(city, signed_log, ax=axes[2], cmap="RdBu_r",
-                  vmin=-lim, vmax=lim, title="net inflow (red: more arrive)",
-                  label="sign · ln(1 + |in − out|)")
-fig.tight_layout()
-plt.show()
-
-top_tenth = flows[INFLOW].nlargest(max(1, len(city) // 10))
-total_in = max(flows[INFLOW].sum(), 1)
-glue("inflow_top10", float(top_tenth.sum() / total_in * 100), display=False)
-glue("share_net_in", float((net > 0).mean() * 100), display=False)
-km_top_flows = float("nan")
-if city.od is not None:  # length of the drawn flows, between region centres
-    centre = pd.DataFrame(city.xy_m(), index=city.region_ids)
-    moves = city.od[city.od[ORIGIN] != city.od[DESTINATION]]
-    drawn = moves.nlargest(300, FLOW)
-    start = centre.loc[drawn[ORIGIN]].to_numpy()
-    end = centre.loc[drawn[DESTINATION]].to_numpy()
-    km_top_flows = float(np.median(np.hypot(*(start - end).T)) / 1000)
-glue("km_top_flows", km_top_flows, display=False)
+    display(Markdown("*This city has no trips (no `mobility.csv` or `od.csv`): no mobility panels.*"))
+    mobility_sentence = ""
+glue("mobility_sentence", Markdown(mobility_sentence), display=False)
 
 # %% [markdown]
 # ## Similar is not the same as near
@@ -390,49 +429,53 @@ glue("km_top_flows", km_top_flows, display=False)
 # once on category *shares* (each row divided by its total), which ignore how many POIs a region
 # has and keep only its mix.
 
-# %%
-rng = np.random.default_rng(seed)
-n_pairs = 20_000
-i = rng.integers(0, len(city), n_pairs)
-j = (i + rng.integers(1, len(city), n_pairs)) % len(city)  # never i itself
+# %% tags=["hide-input"]
 xy = city.xy_m()
-geo_km = np.hypot(*(xy[i] - xy[j]).T) / 1000
-X = counts.to_numpy()
-poi_dist, rho = {}, {}
-for t in ("raw", "share"):
-    Xt = transform_features(X, t)
-    poi_dist[t] = poi_distance(Xt[i], Xt[j])
-    rho[t] = float(spearmanr(geo_km, poi_dist[t]).statistic)
+if present[POI]:
+    rng = np.random.default_rng(seed)
+    n_pairs = 20_000
+    i = rng.integers(0, len(city), n_pairs)
+    j = (i + rng.integers(1, len(city), n_pairs)) % len(city)  # never i itself
+    geo_km = np.hypot(*(xy[i] - xy[j]).T) / 1000
+    X = counts.to_numpy()
+    poi_dist, rho = {}, {}
+    for t in ("raw", "share"):
+        Xt = transform_features(X, t)
+        poi_dist[t] = poi_distance(Xt[i], Xt[j])
+        rho[t] = float(spearmanr(geo_km, poi_dist[t]).statistic)
 
-fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-edges = np.quantile(geo_km, np.linspace(0, 1, 11))
-bins = list(zip(edges[:-1], edges[1:]))
-for ax, (t, d) in zip(axes, poi_dist.items()):
-    y = np.log1p(d) if t == "raw" else d
-    hb = ax.hexbin(geo_km, y, gridsize=35, bins="log", cmap="Blues", mincnt=1)
-    med = [np.median(y[(geo_km >= a) & (geo_km <= b)]) for a, b in bins]
-    ax.plot((edges[:-1] + edges[1:]) / 2, med, color="tab:red", lw=2,
-            label="median per distance decile")
-    ax.set(xlabel="geographic distance (km)",
-           title=f"{t}: Spearman ρ = {rho[t]:.2f}",
-           ylabel=("ln(1 + eq. 3 distance), raw counts" if t == "raw"
-                   else "eq. 3 distance, category shares"))
-    ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
-    fig.colorbar(hb, ax=ax, label="pairs")
-fig.tight_layout()
-plt.show()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    edges = np.quantile(geo_km, np.linspace(0, 1, 11))
+    bins = list(zip(edges[:-1], edges[1:]))
+    for ax, (t, d) in zip(axes, poi_dist.items()):
+        y = np.log1p(d) if t == "raw" else d
+        hb = ax.hexbin(geo_km, y, gridsize=35, bins="log", cmap="Blues", mincnt=1)
+        med = [np.median(y[(geo_km >= a) & (geo_km <= b)]) for a, b in bins]
+        ax.plot((edges[:-1] + edges[1:]) / 2, med, color="tab:red", lw=2,
+                label="median per distance decile")
+        ax.set(xlabel="geographic distance (km)",
+               title=f"{t}: Spearman ρ = {rho[t]:.2f}",
+               ylabel=("ln(1 + eq. 3 distance), raw counts" if t == "raw"
+                       else "eq. 3 distance, category shares"))
+        ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
+        fig.colorbar(hb, ax=ax, label="pairs")
+    fig.tight_layout()
+    plt.show()
 
-# each region's most POI-similar other region, by nearest-neighbour search
-nearest_idx, _ = most_similar(X, k=1)
-km_to_similar = np.hypot(*(xy - xy[nearest_idx[:, 0]]).T) / 1000
-km_to_adjacent = np.hypot(*(xy - xy[most_similar(xy, k=1)[0][:, 0]]).T) / 1000
-glue("rho_raw", rho["raw"], display=False)
-glue("rho_share", rho["share"], display=False)
-glue("km_similar", float(np.median(km_to_similar)), display=False)
-glue("km_adjacent", float(np.median(km_to_adjacent)), display=False)
-glue("similar_ratio", float(np.median(km_to_similar) / np.median(km_to_adjacent)), display=False)
-glue("km_random", float(np.median(geo_km)), display=False)
-pd.DataFrame({"Spearman ρ, POI distance vs km": rho}).round(3)
+    # each region's most POI-similar other region, by nearest-neighbour search
+    nearest_idx, _ = most_similar(X, k=1)
+    km_to_similar = np.hypot(*(xy - xy[nearest_idx[:, 0]]).T) / 1000
+    km_to_adjacent = np.hypot(*(xy - xy[most_similar(xy, k=1)[0][:, 0]]).T) / 1000
+    tobler_sentence = (
+        f"POI distance and geographic distance are only weakly related (Spearman ρ = {rho['raw']:.2f} on raw "
+        f"counts, {rho['share']:.2f} on category shares): each region's most POI-similar region lies a median "
+        f"{np.median(km_to_similar):.1f} km away, {np.median(km_to_similar) / np.median(km_to_adjacent):.0f} "
+        f"times the distance to its nearest neighbour ({np.median(km_to_adjacent):.1f} km).")
+    display(pd.DataFrame({"Spearman ρ, POI distance vs km": rho}).round(3))
+else:
+    display(Markdown("*This city has no POIs: eq. 3 has nothing to compare.*"))
+    tobler_sentence = ""
+glue("tobler_sentence", Markdown(tobler_sentence), display=False)
 
 # %% [markdown]
 # Read the left panel with care. On raw counts the distance between two regions is dominated by
@@ -445,11 +488,11 @@ pd.DataFrame({"Spearman ρ, POI distance vs km": rho}).round(3)
 # POI-similar region (eq. 3 on raw counts, as the satellite encoder's triplets use it); right,
 # one busy region with its 10 most POI-similar regions and its 10 nearest ones.
 
-# %%
-fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
-plotting.plot_map(city, pd.Series(km_to_similar, index=city.region_ids), ax=axes[0], cmap="magma",
-                  title="km to the most POI-similar region", label="km")
-if len(city.pois):
+# %% tags=["hide-input"]
+if present[POI]:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+    plotting.plot_map(city, pd.Series(km_to_similar, index=city.region_ids), ax=axes[0], cmap="magma",
+                      title="km to the most POI-similar region", label="km")
     anchor = int(np.argmin(np.abs(n_pois.rank(method="first").to_numpy() - 0.9 * len(city))))
     similar10, _ = most_similar(X, k=10)
     near10, _ = most_similar(xy, k=10)
@@ -458,10 +501,10 @@ if len(city.pois):
         city, {"10 most POI-similar": ids[similar10[anchor]], "10 nearest": ids[near10[anchor]],
                "anchor": [ids[anchor]]}, colors=["tab:orange", "tab:blue", "black"], ax=axes[1],
         title=f"an anchor with {n_pois.iloc[anchor]} POIs")
+    fig.tight_layout()
+    plt.show()
 else:
-    axes[1].axis("off")
-fig.tight_layout()
-plt.show()
+    display(Markdown("*This city has no POIs: no POI-similar regions to map.*"))
 
 # %% [markdown]
 # ## The ceilings: what the latents, and what each modality, could explain
@@ -495,27 +538,30 @@ plt.show()
 # :pyobject: pretext_features
 # ```
 
-# %%
+# %% tags=["hide-input"]
 ceiling_names = {"satellite": "satellite", "streetview": "street view", "poi": "POIs",
                  "mobility": "trip counts"}
 if meta.oracle_r2:
     ceilings = pd.DataFrame({"all latents": pd.Series(meta.oracle_r2, dtype=float)})
     for m, label in ceiling_names.items():
-        if m in meta.modality_oracle_r2:
+        if m in meta.modality_oracle_r2 and present[m]:  # only the modalities this city has
             ceilings[label] = pd.Series(meta.modality_oracle_r2[m], dtype=float)
     ceilings = ceilings.reindex(headline + list(derived))
-    raw_inputs = ridge_cv_r2(pretext_features(city), city, indicators=list(ceilings.index), seed=seed)
-    ceilings["raw inputs (ridge)"] = raw_inputs
+    RAW = "raw inputs (ridge)"
+    if present[POI] or present[MOBILITY]:  # the pretext inputs: POI counts and trip counts
+        ceilings[RAW] = ridge_cv_r2(pretext_features(city), city, indicators=list(ceilings.index), seed=seed)
 
     fig, ax = plt.subplots(figsize=(10, 4))
-    bars = ceilings.drop(columns="raw inputs (ridge)")
+    bars = ceilings.drop(columns=RAW, errors="ignore")
     width = 0.8 / bars.shape[1]
-    colours = ["black", "tab:green", "tab:orange", "tab:purple", "tab:blue"]
+    colours = dict(zip(["all latents", *ceiling_names.values()],
+                       ["black", "tab:green", "tab:orange", "tab:purple", "tab:blue"]))
     for k, (name, col) in enumerate(bars.items()):
         ax.bar(np.arange(len(bars)) + (k - (bars.shape[1] - 1) / 2) * width, col, width,
-               label=name, color=colours[k % len(colours)], alpha=0.85 if k else 0.35)
-    ax.scatter(np.arange(len(bars)), ceilings["raw inputs (ridge)"], marker="D", color="black",
-               zorder=3, label="raw inputs (ridge, 5 folds)")
+               label=name, color=colours[name], alpha=0.85 if k else 0.35)
+    if RAW in ceilings:
+        ax.scatter(np.arange(len(bars)), ceilings[RAW], marker="D", color="black",
+                   zorder=3, label="raw inputs (ridge, 5 folds)")
     ax.set_xticks(range(len(bars)),
                   [f"{i}\n(derived: {derived[i]})" if i in derived else i for i in bars.index])
     if derived:
@@ -527,17 +573,26 @@ if meta.oracle_r2:
     plt.show()
 
     means = ceilings.loc[headline].mean()
-    modality_means = means.drop(["all latents", "raw inputs (ridge)"])
-    best_modality = modality_means.idxmax()
-    per_indicator_best = ceilings.loc[headline, list(modality_means.index)].max(axis=1).mean()
+    modality_means = means.drop(["all latents", RAW], errors="ignore")
     display(ceilings.round(3).rename_axis("indicator"))
     display(pd.DataFrame({"mean over the headline indicators": means}).round(3))
-    room = means["all latents"] - max(modality_means.max(), means["raw inputs (ridge)"])
-    sentence = (f"Averaged over the headline indicators ({', '.join(headline)}), all latents together allow "
-                f"R² = {means['all latents']:.2f}, the best single modality ({best_modality}) "
-                f"{modality_means.max():.2f} (the best modality per indicator, {per_indicator_best:.2f}), and "
-                f"the raw inputs of the contrastive stages {means['raw inputs (ridge)']:.2f}: {room:.2f} of R² "
-                "that only a fusion of what the images show can win.")
+    parts = [f"Averaged over the headline indicators ({', '.join(headline)}), all latents together allow "
+             f"R² = {means['all latents']:.2f}"]
+    if len(modality_means):
+        best_modality = modality_means.idxmax()
+        per_indicator_best = ceilings.loc[headline, list(modality_means.index)].max(axis=1).mean()
+        parts.append(f"the best single modality ({best_modality}) {modality_means.max():.2f} (the best "
+                     f"modality per indicator, {per_indicator_best:.2f})")
+    if RAW in means:
+        parts.append(f"the raw inputs of the contrastive stages {means[RAW]:.2f}")
+    if len(parts) == 1:
+        sentence = parts[0] + "."
+    else:
+        room = means["all latents"] - means.drop("all latents").max()
+        gain = ("that only a fusion of what the images show can win" if present[SATELLITE] or present[STREETVIEW]
+                else "that no single input of this city reaches")
+        sentence = (", ".join(parts[:-1]) + ("," if len(parts) > 2 else "") + " and " + parts[-1]
+                    + f": {room:.2f} of R² {gain}.")
 else:
     sentence = "This city records no ceilings: no known limit on what a method could reach."
     display(Markdown(f"*{sentence}*"))
@@ -553,16 +608,9 @@ glue("ceiling_sentence", Markdown(sentence), display=False)
 #
 # ## What we saw
 #
-# The city has {glue:text}`n_regions` regions and {glue:text}`n_pois` POIs; a typical region has
-# {glue:text}`median_pois:.0f` of them and {glue:text}`share_no_poi:.0f`% have none.
-# {glue:md}`latent_sentence` {glue:md}`ceiling_sentence` Trips cross the city: the tenth of the regions with the
-# largest inflow receive {glue:text}`inflow_top10:.0f`% of all trips, the 300 largest flows run
-# a median {glue:text}`km_top_flows:.1f` km, and {glue:text}`share_net_in:.0f`% of the regions
-# receive more trips than they send. POI distance and geographic distance are only weakly related
-# (Spearman $\rho$ = {glue:text}`rho_raw:.2f` on raw counts, {glue:text}`rho_share:.2f` on category
-# shares): each region's most POI-similar region lies a median {glue:text}`km_similar:.1f` km
-# away, {glue:text}`similar_ratio:.0f` times the distance to its nearest neighbour
-# ({glue:text}`km_adjacent:.1f` km). Of the latents, the one the crude summaries above track
+# {glue:md}`missing_sentence` {glue:md}`poi_sentence`
+# {glue:md}`latent_sentence` {glue:md}`ceiling_sentence` {glue:md}`mobility_sentence`
+# {glue:md}`tobler_sentence` Of the latents, the one the crude summaries above track
 # least is {glue:md}`most_hidden_latent` (largest $|\rho|$ = {glue:text}`most_hidden_r:.2f`).
 #
 # ## Exercises

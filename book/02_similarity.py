@@ -26,7 +26,7 @@ out_dir = "../build/work"          # cache and outputs shared by the chapters
 params_file = "../params/ci.yaml"  # run settings: musecl.config.RunConfig keys
 device = None                      # None: as in params_file
 
-# %%
+# %% tags=["hide-input"]
 import dataclasses
 import warnings
 
@@ -38,9 +38,10 @@ from myst_nb import glue
 
 from musecl import plotting
 from musecl.cache import Cache
-from musecl.city import INFLOW, OUTFLOW
+from musecl.city import INFLOW, MOBILITY, OUTFLOW, POI, SATELLITE, STREETVIEW
 from musecl.config import RunConfig
 from musecl.methods.multisemantic import sampler_for
+from musecl.notebooks import require_modalities
 from musecl.runner import resolve_city
 from musecl.sampling import (geographic_triplets, mobility_distance, mobility_triplets, most_similar,
                              poi_distance, poi_triplets, sampling_benchmark, similarity)
@@ -49,7 +50,18 @@ cfg = RunConfig.from_yaml(params_file, device=device)
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # chapter 1 lists what loading the city warns about
     data = resolve_city(city or "toy", cities_dir=f"{out_dir}/cities")
+require_modalities(data, (POI, MOBILITY), any_of=True,
+                   shows="how alike its regions are by POIs (eq. 3-4) or by mobility (eq. 1-2), and the "
+                         "triplets the image encoders would be trained on")
 cache = Cache(f"{out_dir}/cache")
+# the similarities of eq. 1-4, each with the images whose triplets it draws; the chapter shows
+# those the city can compute (it has the POIs or the mobility)
+KINDS = {"POI": dict(modality=POI, lacks="POIs", eqs="eq. 3-4", eq_dist="eq. 3", eq_sim="eq. 4",
+                     images=SATELLITE, images_name="satellite images", encoder="satellite"),
+         "mobility": dict(modality=MOBILITY, lacks="mobility data", eqs="eq. 1-2", eq_dist="eq. 1",
+                          eq_sim="eq. 2", images=STREETVIEW, images_name="street views",
+                          encoder="street-view")}
+kinds = [kind for kind, spec in KINDS.items() if data.has(spec["modality"])]
 cfg   # show the settings that produced every number on the page
 
 # %% [markdown]
@@ -76,21 +88,37 @@ cfg   # show the settings that produced every number on the page
 #
 # Street-view images are paired by mobility (eq. 1-2), satellite images by POIs (eq. 3-4): the
 # paper's reasoning is that street views show how people move through a place and satellite
-# images show its built environment and land use.
+# images show its built environment and land use. {glue:md}`left_out`
 
-# %%
+# %% tags=["hide-input"]
 counts = data.poi_counts()
 flows = data.mobility[[INFLOW, OUTFLOW]].astype(float)
-a, b = counts.index[:2]  # the first two regions of regions.csv
-d_pm, d_poi = float(mobility_distance(flows.loc[a], flows.loc[b])), float(poi_distance(counts.loc[a], counts.loc[b]))
-pd.Series({
-    f"{a}: (inflow, outflow), POIs": f"{tuple(flows.loc[a].astype(int))}, {int(counts.loc[a].sum())}",
-    f"{b}: (inflow, outflow), POIs": f"{tuple(flows.loc[b].astype(int))}, {int(counts.loc[b].sum())}",
-    "eq. 1 mobility distance": f"{d_pm:.2f}",
-    "eq. 2 mobility similarity": f"{similarity(d_pm):.5f}",
-    "eq. 3 POI distance": f"{d_poi:.2f}",
-    "eq. 4 POI similarity": f"{similarity(d_poi):.5f}",
-}, name="the first two regions").to_frame()
+vectors = {"POI": counts, "mobility": flows}
+distance = {"POI": poi_distance, "mobility": mobility_distance}
+glue("left_out", Markdown(" ".join(
+    f"This city has no {KINDS[kind]['lacks']}, so the {kind} similarity ({KINDS[kind]['eqs']}) and the "
+    f"triplets of the {KINDS[kind]['encoder']} encoder are left out of this chapter."
+    for kind in KINDS if kind not in kinds)), display=False)
+
+
+def region_vectors(r) -> dict[str, str]:
+    """One row of the table: the region's vectors for the similarities this city has."""
+    shown = {}
+    if "mobility" in kinds:
+        shown["(inflow, outflow)"] = f"{tuple(flows.loc[r].astype(int))}"
+    if "POI" in kinds:
+        shown["POIs"] = f"{int(counts.loc[r].sum())}"
+    return {f"{r}: {', '.join(shown)}": ", ".join(shown.values())}
+
+
+a, b = data.region_ids[:2]  # the first two regions of regions.csv
+rows = {**region_vectors(a), **region_vectors(b)}
+for kind in ("mobility", "POI"):
+    if kind in kinds:
+        d_ab = float(distance[kind](vectors[kind].loc[a], vectors[kind].loc[b]))
+        rows[f"{KINDS[kind]['eq_dist']} {kind} distance"] = f"{d_ab:.2f}"
+        rows[f"{KINDS[kind]['eq_sim']} {kind} similarity"] = f"{similarity(d_ab):.5f}"
+pd.Series(rows, name="the first two regions").to_frame()
 
 # %% [markdown]
 # ### Identical vectors
@@ -113,7 +141,7 @@ pd.DataFrame({"distance d": [f"{v:g}" for v in d], "similarity 1 / max(d, eps)":
 # How many regions does this concern? Identical vectors are found by grouping equal rows, so
 # this too needs no $N \times N$ matrix:
 
-# %%
+# %% tags=["hide-input"]
 
 def identical_pairs(features: pd.DataFrame) -> tuple[int, int]:
     """Regions that share their vector with at least one other, and pairs of such regions,
@@ -122,19 +150,22 @@ def identical_pairs(features: pd.DataFrame) -> tuple[int, int]:
     return int(size[size > 1].sum()), int((size * (size - 1) // 2).sum())
 
 
-no_poi = int((counts.sum(axis=1) == 0).sum())
-no_flow = int((flows.sum(axis=1) == 0).sum())
-poi_dup, poi_pairs = identical_pairs(counts)
-mob_dup, mob_pairs = identical_pairs(flows)
-glue("no_poi", no_poi, display=False)
-glue("poi_dup", poi_dup, display=False)
-glue("poi_pairs", poi_pairs, display=False)
-glue("mob_dup", mob_dup, display=False)
+identical = pd.DataFrame(
+    {kind: [int((vectors[kind].sum(axis=1) == 0).sum()), *identical_pairs(vectors[kind])] for kind in kinds},
+    index=["regions with no POI / no trips", "regions sharing their vector with another",
+           "pairs at distance 0 (1/d infinite)"]).T
+# for "What we saw": the first similarity's counts, and the mobility one's alongside the POI one's
+first = kinds[0]
+empty_first, dup_first, pairs_first = identical.loc[first]
 glue("n_regions", len(data), display=False)
-pd.DataFrame({"regions with no POI / no trips": [no_poi, no_flow],
-              "regions sharing their vector with another": [poi_dup, mob_dup],
-              "pairs at distance 0 (1/d infinite)": [poi_pairs, mob_pairs]},
-             index=["POI counts (eq. 3)", "mobility (eq. 1)"])
+glue("dup_counts", Markdown(f"{empty_first} have no {'POI' if first == 'POI' else 'trip'} at all and {dup_first} "
+                            f"share their {first} vector with at least one other region, giving {pairs_first}"),
+     display=False)
+glue("dup_eq", Markdown(KINDS[first]["eq_sim"]), display=False)
+glue("dup_tail", Markdown(f" ({identical.loc['mobility'].iloc[1]} regions share their mobility vector)"
+                          if len(kinds) == 2 else ""), display=False)
+identical.rename(index={kind: f"{'POI counts' if kind == 'POI' else kind} ({KINDS[kind]['eq_dist']})"
+                        for kind in kinds})
 
 # %% [markdown]
 # Sorting by $1/d$ is the same as sorting by $d$, so the sampler works on distances throughout
@@ -164,25 +195,38 @@ pd.DataFrame({"regions with no POI / no trips": [no_poi, no_flow],
 # :pyobject: TripletSampler.sample
 # ```
 #
-# The encoders train on the triplets of `sampler_for(cfg)` drawn over the regions that have such
-# images; we draw exactly those here (same sampler, same seed, same regions, same order), and the
-# same number of triplets with the other rule for comparison.
+# {glue:md}`triplet_regions`
 
-# %%
-sat_regions = list(data.satellite_paths().index)  # the regions the satellite encoder trains on
+# %% tags=["hide-input"]
 sv_paths = data.streetview_paths()
-sv_regions = list(sv_paths)                       # ... and the street-view encoder
+# the regions each encoder trains on: those with its images; every region on a city without them
+with_images = {"POI": list(data.satellite_paths().index), "mobility": list(sv_paths)}
+regions = {kind: with_images[kind] if data.has(KINDS[kind]["images"]) else list(data.region_ids)
+           for kind in kinds}
 sampler = sampler_for(cfg)
 other_rule = "official" if sampler.rule == "paper" else "paper"
 samplers = {sampler.rule: sampler, other_rule: dataclasses.replace(sampler, rule=other_rule)}
+draw = {"POI": poi_triplets, "mobility": mobility_triplets}
 sampled = {}
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     for rule, s in samplers.items():
-        sampled["POI", rule] = poi_triplets(data, s, regions=sat_regions)
-        sampled["mobility", rule] = mobility_triplets(data, s, regions=sv_regions)
+        for kind in kinds:
+            sampled[kind, rule] = draw[kind](data, s, regions=regions[kind])
 for w in caught:
     print(f"sampler warned: {w.message}")
+text = "The encoders train on the triplets of `sampler_for(cfg)` drawn over the regions that have such images"
+no_images = [kind for kind in kinds if not data.has(KINDS[kind]["images"])]
+if not no_images:
+    text += ("; we draw exactly those here (same sampler, same seed, same regions, same order), and the same "
+             "number of triplets with the other rule for comparison.")
+else:
+    text += ". " + " ".join(f"This city has no {KINDS[kind]['images_name']}, so its {kind} triplets are drawn among "
+                            f"all {len(regions[kind])} regions, the ones the {KINDS[kind]['encoder']} encoder would "
+                            "train on." for kind in no_images)
+    text += (" We draw them as the encoders do (same sampler, same seed, same regions, same order), and the same "
+             "number of triplets with the other rule for comparison.")
+glue("triplet_regions", Markdown(text), display=False)
 sampler
 
 # %% [markdown]
@@ -192,9 +236,8 @@ sampler
 # (The rank is counted against a random sample of at most 1,000 regions, which keeps this look
 # at the triplets linear in the number of regions too.)
 
-# %%
-features = {"POI": counts.loc[sat_regions].to_numpy(float), "mobility": flows.loc[sv_regions].to_numpy(float)}
-distance = {"POI": poi_distance, "mobility": mobility_distance}
+# %% tags=["hide-input"]
+features = {kind: vectors[kind].loc[regions[kind]].to_numpy(float) for kind in kinds}
 
 
 def similarity_rank(kind: str, anchors: np.ndarray, others: np.ndarray, n_sample: int = 1000) -> np.ndarray:
@@ -232,43 +275,72 @@ for kind, X in features.items():
                      "median similarity rank of positive (%)": np.median(ranks[kind, rule]["positive"]),
                      "median similarity rank of negative (%)": np.median(ranks[kind, rule]["negative"])})
 rules = pd.DataFrame(rows).set_index(["encoder", "rule"])
-for kind in ("POI", "mobility"):
-    key = kind.lower()
-    off = rules.loc[(kind, "official")]
-    glue(f"off_more_{key}", float(off["negative MORE similar than positive (%)"]), display=False)
-    glue(f"off_tie_{key}", float(off["negative AS similar as positive (%)"]), display=False)
-    glue(f"off_top5_{key}", float(off["negative among anchor's 5 most similar (%)"]), display=False)
-    glue(f"off_topm_{key}", float(off["negative among anchor's M most similar (%)"]), display=False)
-    glue(f"same_{key}", float(rules.loc[(kind, "paper"), "positive identical to anchor (%)"]), display=False)
-glue("m_poi", samplers["paper"].effective_sizes(len(sat_regions))[1], display=False)
-glue("m_mobility", samplers["paper"].effective_sizes(len(sv_regions))[1], display=False)
 glue("n_triplets", cfg.n_triplets, display=False)
-t = sampled["POI", "paper"]
-same = t.d_pos == 0
-glue("same_empty_poi", float(100 * np.mean(counts.loc[sat_regions].to_numpy().sum(axis=1)[t.anchor[same]] == 0))
-     if same.any() else 0.0, display=False)
+
+
+def per_kind(column: str, rule: str = "official") -> dict[str, str]:
+    return {kind: f"{float(rules.loc[(kind, rule), column]):.1f}" for kind in kinds}
+
+
+# the prose below, for the similarities this city has ("What we saw" keeps the numbers)
+more, tie, top5, topm = (per_kind(f"negative {c}") for c in (
+    "MORE similar than positive (%)", "AS similar as positive (%)", "among anchor's 5 most similar (%)",
+    "among anchor's M most similar (%)"))
+same_pct = per_kind("positive identical to anchor (%)", rule="paper")
+m_of = {kind: samplers["paper"].effective_sizes(len(regions[kind]))[1] for kind in kinds}
+if len(kinds) == 2:
+    glue("m_values", Markdown(f"{m_of['POI']} for the POI triplets, {m_of['mobility']} for the mobility ones"),
+         display=False)
+    glue("off_more", Markdown(f"{more['POI']}% of the POI triplets, {more['mobility']}% of the mobility ones"),
+         display=False)
+    glue("off_tie", Markdown(f"{tie['POI']}% of the POI triplets (ties of identical vectors) and "
+                             f"{tie['mobility']}% of the mobility ones"), display=False)
+    glue("off_top5", Markdown(f"{top5['POI']}% / {top5['mobility']}% of the triplets (POI / mobility)"),
+         display=False)
+    glue("off_topm", Markdown(f"{topm['POI']}% / {topm['mobility']}%"), display=False)
+    glue("eqs_alike", Markdown("eq. 1-4"), display=False)
+    same_text = f"{same_pct['POI']}% of the POI triplets and {same_pct['mobility']}% of the mobility triplets"
+else:
+    glue("m_values", Markdown(f"{m_of[first]} for the {first} triplets"), display=False)
+    glue("off_more", Markdown(f"{more[first]}% of the {first} triplets"), display=False)
+    glue("off_tie", Markdown(f"{tie[first]}% of them (ties of identical vectors)"), display=False)
+    glue("off_top5", Markdown(f"{top5[first]}% of the {first} triplets"), display=False)
+    glue("off_topm", Markdown(f"{topm[first]}%"), display=False)
+    glue("eqs_alike", Markdown(KINDS[first]["eqs"]), display=False)
+    same_text = f"{same_pct[first]}% of the {first} triplets"
+if "POI" in kinds:
+    t = sampled["POI", "paper"]
+    same = t.d_pos == 0
+    same_empty = float(100 * np.mean(counts.loc[regions["POI"]].to_numpy().sum(axis=1)[t.anchor[same]] == 0)
+                       ) if same.any() else 0.0
+    is_asked = "is often asked" if data.has(SATELLITE) else "would often be asked"
+    same_text += (f"; in {same_empty:.0f}% of those identical POI pairs the anchor has no POI at all, so the "
+                  f"satellite encoder {is_asked} to bring together two stretches of water, fields or empty land "
+                  "that may look nothing alike from above")
+glue("same_sentence", Markdown(f"With the paper rule, the positive is identical to the anchor in {same_text}."),
+     display=False)
 rules.round(1).T
 
 # %% [markdown]
 # "As similar" means exactly the same distance: a tie. A negative counts as "among the anchor's
 # 5 most similar" when it is at least as similar as the anchor's fifth most similar region (ties
 # included), and "among the $M$ most similar" when at least as similar as the $M$-th, the
-# regions the paper rule never takes as negatives ($M$ = {glue:text}`m_poi` for the POI
-# triplets, {glue:text}`m_mobility` for the mobility ones: a tenth of the regions, at least 50
-# and at most 200). The histograms show where the negatives of each rule fall, with the median
-# rank of the positives as vertical lines.
+# regions the paper rule never takes as negatives ($M$ = {glue:md}`m_values`: a tenth of the
+# regions, at least 50 and at most 200). The histograms show where the negatives of each rule
+# fall, with the median rank of the positives as vertical lines.
 
-# %%
-fig, axes = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True)
+# %% tags=["hide-input"]
+fig, axes = plt.subplots(len(kinds), 1, figsize=(8, 6.5 if len(kinds) == 2 else 3.6), sharex=True, squeeze=False)
+axes = axes[:, 0]
 bins = np.linspace(0, 100, 41)
-for ax, kind in zip(axes, ("POI", "mobility")):
+for ax, kind in zip(axes, kinds):
     for rule, colour in (("paper", "tab:blue"), ("official", "tab:orange")):
         ax.hist(ranks[kind, rule]["negative"], bins=bins, color=colour, alpha=0.55, label=f"{rule} rule: negative")
     for rule, ls in (("paper", "-"), ("official", "--")):
         ax.axvline(np.median(ranks[kind, rule]["positive"]), color="k", ls=ls, lw=1,
                    label=f"{rule} rule: median positive")
     ax.set(ylabel="triplets", title=f"{kind} triplets ({'satellite' if kind == 'POI' else 'street view'})")
-axes[1].set_xlabel("similarity rank of the negative among all regions (% of regions more similar to the anchor)")
+axes[-1].set_xlabel("similarity rank of the negative among all regions (% of regions more similar to the anchor)")
 axes[0].legend(fontsize=8, frameon=False)
 fig.tight_layout()
 plt.show()
@@ -276,11 +348,24 @@ plt.show()
 # %% [markdown]
 # ## Looking at triplets
 #
-# Four triplets of each kind, drawn at random among those whose anchor has any POI (a POI-less
-# anchor is usually water or fields, see "Identical vectors" above) or any trip. Each row is
-# anchor, positive, negative.
+# {glue:md}`gallery_intro`
 
-# %%
+# %% tags=["hide-input"]
+# pictures of the triplets whose images the city has (the others are said to be left out below)
+pictured = [kind for kind in kinds if data.has(KINDS[kind]["images"])]
+anchor_has = {"POI": 'any POI (a POI-less anchor is usually water or fields, see "Identical vectors" above)',
+              "mobility": "any trip"}
+gallery_intro = ""
+if pictured:
+    which = "triplets of each kind" if len(pictured) == 2 else f"{pictured[0]} triplets"
+    gallery_intro = (f"Four {which}, drawn at random among those whose anchor has "
+                     f"{' or '.join(anchor_has[kind] for kind in pictured)}. Each row is anchor, positive, negative.")
+glue("gallery_intro", Markdown(gallery_intro), display=False)
+glue("raw_counts", Markdown(
+    "On raw counts, as the paper has them, eq. 3 mostly measures *how many* POIs a region has: two regions with a "
+    "handful of POIs each are close whatever their categories, while two busy regions with the same mix but "
+    "different totals are far apart. Exercise 2 tries category shares instead." if "POI" in kinds else ""),
+     display=False)
 rng = np.random.default_rng(cfg.seed)
 xy = pd.DataFrame(data.xy_m(), index=data.region_ids)
 n_pois = counts.sum(axis=1)
@@ -295,70 +380,70 @@ def pick(frame: pd.DataFrame, ok: pd.Series, n: int = 4) -> pd.DataFrame:
     return usable.iloc[np.sort(rng.choice(len(usable), size=min(n, len(usable)), replace=False))]
 
 
-poi_frame = sampled["POI", sampler.rule].to_frame()
-chosen = pick(poi_frame, n_pois > 0)
-sat = data.satellite_paths()
-paths, titles = [], []
-for _, t in chosen.iterrows():
-    for role in ("anchor", "positive", "negative"):
-        r = t[role]
-        paths.append(sat[r])
-        extra = "" if role == "anchor" else f", d = {t['d_pos' if role == 'positive' else 'd_neg']:.1f}, " \
-                                            f"{km(t['anchor'], r):.1f} km"
-        top = counts.loc[r].nlargest(2)
-        mix = ", ".join(f"{c} {v}" for c, v in top.items() if v > 0) or "no POI"
-        titles.append(f"{role}: {n_pois[r]} POIs{extra}\n{mix}")
-if paths:
-    fig = plotting.plot_images(paths, titles, ncols=3, size=2.6)
-    fig.suptitle(f"POI triplets on satellite images ({sampler.rule} rule); d = eq. 3 distance", y=1.01)
-    plt.show()
+if "POI" in kinds and not data.has(SATELLITE):
+    display(Markdown("*This city has no satellite images: its POI triplets cannot be shown as pictures.*"))
+elif "POI" in kinds:
+    poi_frame = sampled["POI", sampler.rule].to_frame()
+    chosen = pick(poi_frame, n_pois > 0)
+    sat = data.satellite_paths()
+    paths, titles = [], []
+    for _, t in chosen.iterrows():
+        for role in ("anchor", "positive", "negative"):
+            r = t[role]
+            paths.append(sat[r])
+            extra = "" if role == "anchor" else f", d = {t['d_pos' if role == 'positive' else 'd_neg']:.1f}, " \
+                                                f"{km(t['anchor'], r):.1f} km"
+            top = counts.loc[r].nlargest(2)
+            mix = ", ".join(f"{c} {v}" for c, v in top.items() if v > 0) or "no POI"
+            titles.append(f"{role}: {n_pois[r]} POIs{extra}\n{mix}")
+    if paths:
+        fig = plotting.plot_images(paths, titles, ncols=3, size=2.6)
+        fig.suptitle(f"POI triplets on satellite images ({sampler.rule} rule); d = eq. 3 distance", y=1.01)
+        plt.show()
 
-# %%
-mob_frame = sampled["mobility", sampler.rule].to_frame()
-chosen = pick(mob_frame, flows.sum(axis=1) > 0)
-paths, titles = [], []
-for _, t in chosen.iterrows():
-    for role in ("anchor", "positive", "negative"):
-        r = t[role]
-        paths.append(sv_paths[r][0])
-        extra = "" if role == "anchor" else \
-            f", d = {t['d_pos' if role == 'positive' else 'd_neg']:.0f}, {km(t['anchor'], r):.1f} km"
-        titles.append(f"{role}{extra}\ninflow {flows.loc[r, INFLOW]:.0f}, outflow {flows.loc[r, OUTFLOW]:.0f}")
-if paths:
-    fig = plotting.plot_images(paths, titles, ncols=3, size=2.6)
-    fig.suptitle(f"mobility triplets on street views ({sampler.rule} rule; first street view of each "
-                 "region); d = eq. 1 distance", y=1.01)
-    plt.show()
+# %% tags=["hide-input"]
+if "mobility" in kinds and not data.has(STREETVIEW):
+    display(Markdown("*This city has no street views: its mobility triplets cannot be shown as pictures.*"))
+elif "mobility" in kinds:
+    mob_frame = sampled["mobility", sampler.rule].to_frame()
+    chosen = pick(mob_frame, flows.sum(axis=1) > 0)
+    paths, titles = [], []
+    for _, t in chosen.iterrows():
+        for role in ("anchor", "positive", "negative"):
+            r = t[role]
+            paths.append(sv_paths[r][0])
+            extra = "" if role == "anchor" else \
+                f", d = {t['d_pos' if role == 'positive' else 'd_neg']:.0f}, {km(t['anchor'], r):.1f} km"
+            titles.append(f"{role}{extra}\ninflow {flows.loc[r, INFLOW]:.0f}, outflow {flows.loc[r, OUTFLOW]:.0f}")
+    if paths:
+        fig = plotting.plot_images(paths, titles, ncols=3, size=2.6)
+        fig.suptitle(f"mobility triplets on street views ({sampler.rule} rule; first street view of each "
+                     "region); d = eq. 1 distance", y=1.01)
+        plt.show()
 
 # %% [markdown]
-# On raw counts, as the paper has them, eq. 3 mostly measures *how many* POIs a region has: two
-# regions with a handful of POIs each are close whatever their categories, while two busy
-# regions with the same mix but different totals are far apart. Exercise 2 tries category
-# shares instead.
+# {glue:md}`raw_counts`
 #
 # ## Similar is not near
 #
 # The paper's argument against Tobler's first law ("near things are more related than distant
-# things") as the only source of positive pairs is that alike regions may lie far apart. Here is
-# one busy region (the one at the 90th percentile of POI counts) with its 10 most POI-similar
-# regions and its 10 nearest regions on the map, and a region at the 90th percentile of inflow
-# with its 10 most mobility-similar regions:
+# things") as the only source of positive pairs is that alike regions may lie far apart.
+# {glue:md}`near_intro`
 #
 # ```{literalinclude} ../musecl/sampling.py
 # :pyobject: most_similar
 # ```
 
-# %%
+# %% tags=["hide-input"]
 K = 10
 all_xy = data.xy_m()
 near_idx, _ = most_similar(all_xy, k=K)
 ids = data.region_ids
-fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+fig, axes = plt.subplots(1, len(kinds), figsize=(11 if len(kinds) == 2 else 5.8, 4.6), squeeze=False)
 median_km = {}
-for ax, (kind, values, vectors) in zip(axes, (
-        ("POI", n_pois, counts.to_numpy(float)),
-        ("mobility", flows[INFLOW], flows.to_numpy(float)))):
-    similar_idx, _ = most_similar(vectors, k=K)
+for ax, kind in zip(axes[0], kinds):
+    values = n_pois if kind == "POI" else flows[INFLOW]
+    similar_idx, _ = most_similar(vectors[kind].to_numpy(float), k=K)
     order = values.reindex(ids).rank(method="first").to_numpy()
     anchor = int(np.argmin(np.abs(order - 0.9 * len(order))))
     plotting.plot_region_groups(
@@ -372,9 +457,16 @@ for ax, (kind, values, vectors) in zip(axes, (
     median_km[kind] = (float(np.median(far)), float(np.median(close)))
 fig.tight_layout()
 plt.show()
-glue("km_similar_poi", median_km["POI"][0], display=False)
-glue("km_similar_mobility", median_km["mobility"][0], display=False)
-glue("km_nearest", median_km["POI"][1], display=False)
+busy = {"POI": "the one at the 90th percentile of POI counts", "mobility": "the one at the 90th percentile of inflow"}
+glue("near_intro", Markdown(
+    f"Here is one busy region ({busy[first]}) with its {K} most {first}-similar regions and its {K} nearest "
+    "regions on the map" + (f", and a region at the 90th percentile of inflow with its {K} most mobility-similar "
+                            "regions:" if len(kinds) == 2 else ":")), display=False)
+similar_km = f"{K} most {first}-similar regions lie a median {median_km[first][0]:.1f} km away"
+if len(kinds) == 2:
+    similar_km += f" and its {K} most mobility-similar {median_km['mobility'][0]:.1f} km"
+glue("near_sentence", Markdown(f"Similar is not near: a region's {similar_km}, against {median_km[first][1]:.1f} km "
+                               f"for its {K} nearest."), display=False)
 pd.DataFrame(median_km, index=[f"median km to the {K} most similar", f"median km to the {K} nearest"]).round(2)
 
 # %% [markdown]
@@ -386,12 +478,15 @@ pd.DataFrame(median_km, index=[f"median km to the {K} most similar", f"median km
 # :pyobject: geographic_triplets
 # ```
 
-# %%
-sat_xy = xy.loc[sat_regions].to_numpy()
-geo = geographic_triplets(sat_xy, n_triplets=cfg.n_triplets, seed=cfg.seed, region_ids=sat_regions).to_frame()
-km_pos = {"POI triplets (MuseCL, satellite)": [km(a, p) for a, p in zip(poi_frame["anchor"], poi_frame["positive"])],
+# %% tags=["hide-input"]
+# the POI triplets when the city has POIs, else the mobility ones, over the same regions
+frame = sampled[first, sampler.rule].to_frame()
+ours = f"{first} triplets (MuseCL, {KINDS[first]['encoder']})"
+geo = geographic_triplets(xy.loc[regions[first]].to_numpy(), n_triplets=cfg.n_triplets, seed=cfg.seed,
+                          region_ids=regions[first]).to_frame()
+km_pos = {ours: [km(a, p) for a, p in zip(frame["anchor"], frame["positive"])],
           "geographic triplets (Tile2vec)": list(geo["d_pos"] / 1000)}
-km_neg = {"POI triplets (MuseCL, satellite)": [km(a, n) for a, n in zip(poi_frame["anchor"], poi_frame["negative"])],
+km_neg = {ours: [km(a, n) for a, n in zip(frame["anchor"], frame["negative"])],
           "geographic triplets (Tile2vec)": list(geo["d_neg"] / 1000)}
 fig, axes = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
 bins = np.linspace(0, max(max(map(max, km_pos.values())), max(map(max, km_neg.values()))), 50)
@@ -405,9 +500,10 @@ fig.tight_layout()
 plt.show()
 summary = pd.DataFrame({f"median km to the {w}": {k: np.median(v) for k, v in t.items()}
                         for w, t in (("positive", km_pos), ("negative", km_neg))})
-glue("poi_km_pos", float(summary.iloc[0, 0]), display=False)
-glue("poi_km_neg", float(summary.iloc[0, 1]), display=False)
-glue("geo_km_pos", float(summary.iloc[1, 0]), display=False)
+glue("triplet_km", Markdown(
+    f"In the {first} triplets the positive is a median {summary.iloc[0, 0]:.1f} km from the anchor and the negative "
+    f"{summary.iloc[0, 1]:.1f} km: {first} similarity hardly follows distance, while geographic triplets put the "
+    f"positive {summary.iloc[1, 0]:.1f} km away."), display=False)
 summary.round(2)
 
 # %% [markdown]
@@ -434,34 +530,19 @@ bench[["n_regions", "dim", "n_triplets", "n_exclude", "seconds", "peak_traced_mb
 # %% [markdown]
 # ## What we saw
 #
-# Of the {glue:text}`n_regions` regions, {glue:text}`no_poi` have no POI at all and
-# {glue:text}`poi_dup` share their POI vector with at least one other region, giving
-# {glue:text}`poi_pairs` pairs whose eq. 4 similarity $1/0$ is infinite ({glue:text}`mob_dup`
-# regions share their mobility vector). With the paper rule, the positive is identical to the
-# anchor in {glue:text}`same_poi:.1f`% of the POI triplets and {glue:text}`same_mobility:.1f`% of
-# the mobility triplets; in {glue:text}`same_empty_poi:.0f`% of those identical POI pairs the
-# anchor has no POI at all, so the satellite encoder is often asked to bring together two
-# stretches of water, fields or empty land that may look nothing alike from above.
+# Of the {glue:text}`n_regions` regions, {glue:md}`dup_counts` pairs whose {glue:md}`dup_eq`
+# similarity $1/0$ is infinite{glue:md}`dup_tail`. {glue:md}`same_sentence`
 #
 # The official rule takes the single most similar region as the positive, so its uniform
-# negative is essentially never *more* similar than the positive ({glue:text}`off_more_poi:.1f`%
-# of the POI triplets, {glue:text}`off_more_mobility:.1f`% of the mobility ones), but it is
-# *exactly as* similar in {glue:text}`off_tie_poi:.1f`% of the POI triplets (ties of identical
-# vectors) and {glue:text}`off_tie_mobility:.1f`% of the mobility ones. More telling, the uniform
-# negative lies among the anchor's 5 most similar regions (where the paper rule draws its
-# positives) in {glue:text}`off_top5_poi:.1f`% / {glue:text}`off_top5_mobility:.1f`% of the
-# triplets (POI / mobility), and among the $M$ most similar regions that the paper rule refuses
-# as negatives in {glue:text}`off_topm_poi:.1f`% /
-# {glue:text}`off_topm_mobility:.1f`%: those triplets teach the encoder to push apart regions
-# that eq. 1-4 call alike.
+# negative is essentially never *more* similar than the positive ({glue:md}`off_more`), but it
+# is *exactly as* similar in {glue:md}`off_tie`. More telling, the uniform negative lies among
+# the anchor's 5 most similar regions (where the paper rule draws its positives) in
+# {glue:md}`off_top5`, and among the $M$ most similar regions that the paper rule refuses as
+# negatives in {glue:md}`off_topm`: those triplets teach the encoder to push apart regions that
+# {glue:md}`eqs_alike` call alike.
 #
-# Similar is not near: a region's 10 most POI-similar regions lie a median
-# {glue:text}`km_similar_poi:.1f` km away and its 10 most mobility-similar
-# {glue:text}`km_similar_mobility:.1f` km, against {glue:text}`km_nearest:.1f` km for its 10
-# nearest. In the POI triplets the positive is a median {glue:text}`poi_km_pos:.1f` km from the
-# anchor and the negative {glue:text}`poi_km_neg:.1f` km: POI similarity hardly follows distance,
-# while geographic triplets put the positive {glue:text}`geo_km_pos:.1f` km away. Sampling 10,000 triplets from up to
-# 10,000 regions took at most {glue:text}`bench_seconds:.1f` s and {glue:text}`bench_mb:.0f` MB.
+# {glue:md}`near_sentence` {glue:md}`triplet_km` Sampling 10,000 triplets from up to 10,000
+# regions took at most {glue:text}`bench_seconds:.1f` s and {glue:text}`bench_mb:.0f` MB.
 #
 # ## Exercises
 #

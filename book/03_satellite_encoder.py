@@ -32,19 +32,18 @@ device = None                      # None: as in params_file
 # %%
 from musecl.cache import Cache
 from musecl.config import RunConfig
+from musecl.notebooks import require_modalities
 from musecl.runner import resolve_city
 
 cfg = RunConfig.from_yaml(params_file, device=device)
 data = resolve_city(city or "toy", cities_dir=f"{out_dir}/cities")
+require_modalities(data, ("satellite", "poi"), shows="the satellite encoder trained on POI-similarity triplets (eq. 3-6), what its embedding knows, and its training curves")
 cache = Cache(f"{out_dir}/cache")
 cfg  # show the settings that produced every number on the page
 
-# %%
+# %% tags=["hide-input"]
 import json
-import tempfile
-import textwrap
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -52,7 +51,6 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 from myst_nb import glue
-from scipy.stats import spearmanr
 from sklearn.decomposition import PCA
 from sklearn.linear_model import RidgeCV
 from sklearn.metrics import r2_score
@@ -65,14 +63,12 @@ from musecl import plotting
 from musecl.cache import city_fingerprint, load_table
 from musecl.city import SATELLITE
 from musecl.encoders.image import (
-    ImageStore, ImageTrainingConfig, augment_images, build_encoder, cosine_triplet_loss,
-    euclidean_margin_ranking_loss, train_image_encoder,
+    ImageStore, augment_images, build_encoder, cosine_triplet_loss, euclidean_margin_ranking_loss,
 )
 from musecl.methods.multisemantic import image_settings, image_stage, initial_embedding
 from musecl.methods.baselines import efficientnet_stage
 from musecl.encoders.heads import FEATURE_HEADS
-from musecl.bench import encoder_speed
-from musecl.training import load_checkpoint, split_indices
+from musecl.training import split_indices
 
 SHOWN = ["epoch", "lr", "train_loss", "val_loss", "train_active", "val_active", "images_per_s", "seconds"]
 KIND = SATELLITE
@@ -106,7 +102,7 @@ pd.Series(settings, name="satellite encoder").to_frame()
 # batch through the network at that size: five stride-2 stages shrink each side by 32, so the
 # last feature map is tiny before global average pooling.
 
-# %%
+# %% tags=["hide-input"]
 resnet = build_encoder("resnet18", cfg.embedding_dim, weights="random", seed=cfg.seed).eval()
 shapes = []
 hooks = [getattr(resnet.net, name).register_forward_hook(
@@ -179,7 +175,7 @@ pd.DataFrame(shapes, columns=["stage", f"output shape for a {size} px image (C, 
 # right order by more than the margin, one in the right order by too little, one in the wrong
 # order. The last column is eq. 6 as printed, which rewards the wrong order.
 
-# %%
+# %% tags=["hide-input"]
 def unit(deg):
     return [np.cos(np.deg2rad(deg)), np.sin(np.deg2rad(deg))]
 
@@ -233,7 +229,7 @@ plt.show()
 # validation loss on unaugmented images. The first chapter that needs the encoder trains it;
 # every later chapter reuses the folder.
 
-# %%
+# %% tags=["hide-input"]
 start = time.perf_counter()
 stage = image_stage(data, cfg, KIND, cache, progress=False)
 glue("stage_seconds", time.perf_counter() - start, display=False)
@@ -265,30 +261,8 @@ glue("train_loss_last", float(last["train_loss"]), display=False)
 # The model kept at the end is the one of the best validation epoch (epoch
 # {glue:text}`best_epoch` of {glue:text}`epochs_run`).
 #
-# ## Speed: the training loop against the bare network
-#
-# The trainer records `images_per_s`: images through the model per second of the training
-# loop, data preparation (picking a random image per role, augmentation) and optimizer step
-# included. That number is only comparable with a measurement taken at the same moment: the
-# training may have run in another chapter or session, on a machine shared with other work. So
-# we measure both now, back to back: the real training loop for two short epochs on a few
-# batches of the stage's triplets (the second epoch is timed; the first warms up), and
-# `musecl.training.throughput`, forward plus backward on a synthetic batch of the same size with
-# no data pipeline and no optimizer. A triplet batch of $B$ triplets is $3B$ images in one
-# forward pass.
-
-# %%
-store = ImageStore.from_city(data, KIND, settings["image_size"],  # the images the stage trained on (cached)
-                             cache=cache.root / "images" / f"{KIND}-{settings['image_size']}-{city_fingerprint(data)}.pt")
-speed_sentence, speed_table = encoder_speed(store, triplets, settings, cfg, history)
-glue("speed_sentence", Markdown(speed_sentence), display=False)
-speed_table if speed_table is not None else Markdown(f"*{speed_sentence}*")
-
-# %% [markdown]
-# For a CNN, a ratio near 1 means the loop wastes little time outside the network; what it loses
-# goes to the optimizer step (Adam with `amsgrad` keeps three buffers per weight) and to drawing
-# and turning the images, which weighs most for small networks. When the first row differs much
-# from the second, the machine was busier or quieter during training than now.
+# How fast the training loop runs against the bare network, and how that was made so, is in
+# the benchmark appendix ({doc}`appendix_benchmark`).
 #
 # ## The starting weights
 
@@ -312,7 +286,7 @@ display(Markdown(weights_text))
 # The embedding has 128 dimensions. Its principal components give a first look: the map shows
 # each region's score on the first two (grey: no satellite image, hence no embedding).
 
-# %%
+# %% tags=["hide-input"]
 embedding = load_table(stage / "embeddings.csv").reindex(data.region_ids)
 present = embedding.dropna()
 pca = PCA(n_components=min(5, present.shape[1], len(present)), random_state=cfg.seed)
@@ -337,7 +311,7 @@ plt.show()
 # region-by-region matrix). If the encoder learned what the POI triplets taught, the neighbours
 # look alike and lie anywhere in the city.
 
-# %%
+# %% tags=["hide-input"]
 nn_index = NearestNeighbors(n_neighbors=6, metric="cosine").fit(present.to_numpy())
 queries = [pcs["PC1"].sort_values().index[int(q * (len(pcs) - 1))] for q in (0.1, 0.9)]
 distance, neighbour = nn_index.kneighbors(present.loc[queries].to_numpy())
@@ -373,7 +347,9 @@ plt.show()
 #    5-fold cross-validated $R^2$; a trivial feature, each image's mean colour (3 numbers), is the
 #    floor any image encoder should clear.
 
-# %%
+# %% tags=["hide-input"]
+store = ImageStore.from_city(data, KIND, settings["image_size"],  # the images the stage trained on (cached)
+                             cache=cache.root / "images" / f"{KIND}-{settings['image_size']}-{city_fingerprint(data)}.pt")
 untrained = initial_embedding(data, cfg, KIND, cache, stage, store).reindex(present.index)  # as the stage embeds
 mean_colour = pd.DataFrame(store.images.float().mean(dim=(2, 3)).numpy(), index=store.region_ids,
                            columns=["R", "G", "B"]).reindex(present.index)
@@ -395,7 +371,7 @@ glue("agree_trained", float(check["trained"]) * 100, display=False)
 check.to_frame().style.format("{:.1%}")
 
 
-# %%
+# %% tags=["hide-input"]
 def head_lost(probes: pd.DataFrame) -> str:
     """For a head: how much of what the frozen features show the trained 128-d head keeps."""
     column = "frozen Lite0 features (1280-d)"
@@ -451,59 +427,13 @@ else:
     glue("probe_sentence", Markdown("This city has no latents, so the probe was skipped."), display=False)
 
 # %% [markdown]
-# ## Training mechanics shared by every encoder
+# ## Interrupted training
 #
-# Every model in musecl (both image encoders, the fusion module, the probes' MLP) trains through
-# one `musecl.training.Trainer`. After each epoch it replaces `last.pt` in its checkpoint
-# folder atomically, holding the weights, the optimizer and scheduler states, the best
-# validation weights, the history and the states of every random number generator. With
-# `resume=True` (which `image_stage` always sets, in `<cache>/checkpoints/`) a run killed in
-# epoch $k$ restarts at epoch $k$ and ends with *exactly* the weights an uninterrupted run would
-# have: the shuffling, the choice of image per role and the augmentation continue from the saved
-# generator state.
-#
-# ```{literalinclude} ../musecl/training.py
-# :pyobject: Trainer.fit
-# ```
-#
-# A tiny demonstration (the tiny CNN on a hundred of the triplets above, a few seconds): one run
-# of three epochs straight through, and one run stopped after two epochs and resumed to three
-# from its checkpoint, starting from an encoder with *other* random weights to show that
-# everything comes from the checkpoint.
-
-# %%
-demo = triplets.iloc[:96]
-folder = Path(tempfile.mkdtemp(prefix="musecl-resume-"))
-
-
-def demo_run(epochs: int, subfolder: str, init_seed: int, resume: bool = False):
-    encoder = build_encoder("tiny", 16, seed=init_seed)
-    config = ImageTrainingConfig(loss=cfg.triplet_loss, epochs=epochs, batch_size=16, seed=cfg.seed,
-                                 checkpoint_dir=str(folder / subfolder), resume=resume, progress=False)
-    return train_image_encoder(encoder, store, demo, config)
-
-
-straight, straight_history = demo_run(3, "straight", init_seed=0)
-demo_run(2, "interrupted", init_seed=0)  # "killed" after epoch 2: only its checkpoint survives
-checkpoint = load_checkpoint(folder / "interrupted" / "last.pt")
-resumed, resumed_history = demo_run(3, "interrupted", init_seed=99, resume=True)
-max_diff = max(float((a - b).abs().max()) for a, b in
-               zip(straight.state_dict().values(), resumed.state_dict().values()))
-glue("resume_max_diff", max_diff, display=False)
-print(textwrap.fill(f"checkpoint after epoch {checkpoint['epoch']} holds: {', '.join(sorted(checkpoint))}", 90))
-print(f"largest difference between the two encoders' weights after epoch 3: {max_diff}")
-pd.DataFrame({"straight: train loss": straight_history["train_loss"].to_numpy(),
-              "interrupted + resumed: train loss": resumed_history["train_loss"].to_numpy(),
-              "straight: val loss": straight_history["val_loss"].to_numpy(),
-              "interrupted + resumed: val loss": resumed_history["val_loss"].to_numpy()},
-             index=pd.Index(straight_history["epoch"], name="epoch"))
-
-# %% [markdown]
-# The largest difference between any two weights of the two encoders is
-# {glue:text}`resume_max_diff`. Determinism comes from one seed (`seed` in the settings) that
-# fixes the triplet sample, the initial weights (built inside a forked random state, so building
-# an encoder never disturbs other draws), the shuffling and the image draws; it holds on one
-# device with one thread count (GPU kernels and other thread counts may round differently).
+# Both image encoders train through `musecl.training.Trainer`, which replaces a checkpoint after
+# every epoch (weights, optimizer, best validation weights, history, random states); a run
+# killed in epoch $k$ resumes there and ends with exactly the weights of an uninterrupted run
+# (tested in `tests/test_training.py`). One seed (`seed`) fixes the triplets, the initial
+# weights, the shuffling and the image draws, on one device with one thread count.
 #
 # ## What we saw
 #
@@ -513,7 +443,6 @@ pd.DataFrame({"straight: train loss": straight_history["train_loss"].to_numpy(),
 # and the validation loss from {glue:text}`val_loss_first:.3f` to {glue:text}`val_loss_last:.3f`.
 # On held-out triplets the trained embedding puts {glue:text}`agree_trained:.0f`% in the right
 # order, against {glue:text}`agree_untrained:.0f`% for the untrained encoder.
-# {glue:md}`speed_sentence`
 # {glue:md}`weights_text`
 #
 # The first principal component carries {glue:text}`pc1_var:.0f`% of the embedding's variance

@@ -30,14 +30,16 @@ device = None                      # None: as in params_file
 # %%
 from musecl.cache import Cache
 from musecl.config import RunConfig
+from musecl.notebooks import require_modalities
 from musecl.runner import resolve_city
 
 cfg = RunConfig.from_yaml(params_file, device=device)
 data = resolve_city(city or "toy", cities_dir=f"{out_dir}/cities")
+require_modalities(data, ("streetview", "mobility"), shows="the street-view encoder trained on mobility-similarity triplets (eq. 1-2, 5-6), what its embedding knows, and its training curves")
 cache = Cache(f"{out_dir}/cache")
 cfg  # show the settings that produced every number on the page
 
-# %%
+# %% tags=["hide-input"]
 import json
 import time
 
@@ -62,7 +64,6 @@ from musecl.encoders.heads import FEATURE_HEADS
 from musecl.encoders.image import ImageStore, augment_images, build_encoder
 from musecl.methods.baselines import efficientnet_stage
 from musecl.methods.multisemantic import image_settings, image_stage, initial_embedding, stage_encoder
-from musecl.bench import encoder_speed
 from musecl.training import split_indices
 
 SHOWN = ["epoch", "lr", "train_loss", "val_loss", "train_active", "val_active", "images_per_s", "seconds"]
@@ -99,7 +100,7 @@ pd.Series(settings, name="street-view encoder").to_frame()
 # This run uses {glue:text}`image_size`-pixel street views (the paper: 299). The table follows a
 # batch through the main blocks:
 
-# %%
+# %% tags=["hide-input"]
 inception = build_encoder("inception_v3", cfg.embedding_dim, weights="random", seed=cfg.seed).eval()
 blocks = ("Conv2d_1a_3x3", "maxpool1", "maxpool2", "Mixed_5d", "Mixed_6e", "Mixed_7c", "avgpool", "fc")
 shapes = []
@@ -172,7 +173,7 @@ glue("views_max", int(n_views.max()), display=False)
 # The cached stage samples mobility triplets over the regions that have street views, trains the
 # encoder and embeds every region, exactly as for the satellite encoder. {glue:md}`head_sentence`
 
-# %%
+# %% tags=["hide-input"]
 start = time.perf_counter()
 stage = image_stage(data, cfg, KIND, cache, progress=False)
 glue("stage_seconds", time.perf_counter() - start, display=False)
@@ -208,17 +209,13 @@ glue("train_loss_last", float(last["train_loss"]), display=False)
 # {glue:text}`best_epoch` of {glue:text}`epochs_run`). The street-view encoder trains for fewer
 # epochs than the satellite one, as in the official code (20 against 201 there).
 #
-# ## Speed and starting weights
+# ## Starting weights
 #
-# As in the previous chapter, measured now and back to back: two short epochs of the real
-# training loop on a few batches against bare forward and backward passes of a batch of the same
-# size ($3B$ images per triplet batch), the enlargement to 75 px included in both.
+# (Training speed against the bare network: {doc}`appendix_benchmark`.)
 
-# %%
+# %% tags=["hide-input"]
 store = ImageStore.from_city(data, KIND, settings["image_size"],  # the images the stage trained on (cached)
                              cache=cache.root / "images" / f"{KIND}-{settings['image_size']}-{city_fingerprint(data)}.pt")
-speed_sentence, speed_table = encoder_speed(store, triplets, settings, cfg, history)
-glue("speed_sentence", Markdown(speed_sentence), display=False)
 source = encoder_config["weights_source"]
 if is_head:
     weights_text = (f"The backbone is EfficientNet-Lite0 with its ImageNet weights (`{source}`), frozen; the "
@@ -232,7 +229,6 @@ else:
     weights_text = f"The encoder started from `{source}` (recorded in `encoder/config.json`)."
 glue("weights_text", Markdown(weights_text), display=False)
 display(Markdown(weights_text))
-speed_table if speed_table is not None else Markdown(f"*{speed_sentence}*")
 
 # %% [markdown]
 # ## Do a region's views agree?
@@ -242,7 +238,7 @@ speed_table if speed_table is not None else Markdown(f"*{speed_sentence}*")
 # two views with the trained encoder and compare the cosine similarity of the two views of one
 # region with that of views of two different regions.
 
-# %%
+# %% tags=["hide-input"]
 encoder = stage_encoder(stage)  # the CNN, or frozen backbone + head, on single views
 owner = np.repeat(np.arange(store.n_regions), store.counts.numpy())
 rng = np.random.default_rng(cfg.seed)
@@ -272,7 +268,7 @@ glue("sim_other", float(np.median(other)), display=False)
 # The first two principal components of the region embeddings, on the map (grey: no street
 # view):
 
-# %%
+# %% tags=["hide-input"]
 embedding = load_table(stage / "embeddings.csv").reindex(data.region_ids)
 present = embedding.dropna()
 glue("n_missing", int(embedding.isna().any(axis=1).sum()), display=False)
@@ -292,7 +288,7 @@ plt.show()
 # Two query regions (10th and 90th percentile of PC1) and the five regions with the closest
 # embeddings (cosine distance, nearest-neighbour search); each shown by its first street view.
 
-# %%
+# %% tags=["hide-input"]
 nn_index = NearestNeighbors(n_neighbors=6, metric="cosine").fit(present.to_numpy())
 queries = [pcs["PC1"].sort_values().index[int(q * (len(pcs) - 1))] for q in (0.1, 0.9)]
 distance, neighbour = nn_index.kneighbors(present.loc[queries].to_numpy())
@@ -323,7 +319,7 @@ plt.show()
 # and a few epochs the street-view encoder need not see them yet, and the satellite embedding can
 # predict them only through their (weak) correlation with what it does show.
 
-# %%
+# %% tags=["hide-input"]
 untrained = initial_embedding(data, cfg, KIND, cache, stage, store).reindex(present.index)  # as the stage embeds
 colour = pd.DataFrame(store.images.float().mean(dim=(2, 3)).numpy(), columns=["R", "G", "B"])
 mean_colour = colour.groupby(owner).mean().set_axis(store.region_ids).reindex(present.index)
@@ -345,7 +341,7 @@ glue("agree_trained", float(check["trained"]) * 100, display=False)
 check.to_frame().style.format("{:.1%}")
 
 
-# %%
+# %% tags=["hide-input"]
 def probe_r2(features: pd.DataFrame, targets: pd.DataFrame) -> pd.Series:
     """5-fold cross-validated R^2 of a ridge regression from the features to each target."""
     rows = features.dropna().index
@@ -408,7 +404,7 @@ else:
 # {glue:text}`train_loss_last:.3f` and the validation loss from {glue:text}`val_loss_first:.3f`
 # to {glue:text}`val_loss_last:.3f`. On held-out triplets the trained embedding puts
 # {glue:text}`agree_trained:.0f`% in the right order, against {glue:text}`agree_untrained:.0f`%
-# untrained. {glue:md}`speed_sentence`
+# untrained.
 # {glue:md}`weights_text`
 #
 # Two views of the same region have a median cosine similarity of {glue:text}`sim_same:.2f`,

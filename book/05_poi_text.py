@@ -17,7 +17,8 @@
 # MuseCL's third semantic is the text of a region's points of interest: word vectors trained on
 # every POI category and review, then one vector per region, the mean of its POIs' category
 # vectors (eq. 7). This chapter shows the corpus, the word2vec settings, what the vectors learn
-# and what the region vectors keep of the city.
+# and what the region vectors keep of the city. A city whose POIs have no text (categories only)
+# is learnt from another context, region co-occurrence; the chapter says which one it used.
 
 # %% tags=["parameters"]
 city = None                        # a city folder (data/README.md); None: the generated toy city
@@ -25,7 +26,7 @@ out_dir = "../build/work"          # cache and outputs shared by the chapters
 params_file = "../params/ci.yaml"  # run settings: musecl.config.RunConfig keys
 device = None                      # None: as in params_file
 
-# %%
+# %% tags=["hide-input"]
 import json
 import warnings
 
@@ -34,25 +35,31 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 from myst_nb import glue
+from scipy.stats import spearmanr
 from sklearn.decomposition import PCA
 
 from musecl import plotting
 from musecl.cache import Cache, load_table
 from musecl.city import CATEGORY, REGION_ID, TEXT
 from musecl.config import RunConfig
-from musecl.encoders.text import PoiTextEncoder, category_token, poi_sentences
+from musecl.encoders.text import (POI_TEXT, REGION_COOCCURRENCE, PoiTextEncoder, TextEncoderConfig,
+                                  category_token, text_context, tokenize,
+                                  training_sentences, untrained_words)
 from musecl.methods.multisemantic import EMBEDDINGS_CSV, text_stage
+from musecl.notebooks import require_modalities
 from musecl.runner import resolve_city
 
 cfg = RunConfig.from_yaml(params_file, device=device)
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # chapter 1 lists what loading the city warns about
     data = resolve_city(city or "toy", cities_dir=f"{out_dir}/cities")
+require_modalities(data, ("poi",), shows="the skip-gram vectors of POI categories and words (eq. 7), their "
+                   "nearest neighbours, and each region's average POI vector on the map")
 cache = Cache(f"{out_dir}/cache")
 cfg   # show the settings that produced every number on the page
 
 # %% [markdown]
-# ## The corpus: one sentence per POI
+# ## The corpus: one sentence per POI, or per region
 #
 # The paper trains in two phases: word vectors are learnt from *all* POI comments and
 # categories, but a region is then represented by its POI *categories* alone. Each POI becomes
@@ -62,35 +69,83 @@ cfg   # show the settings that produced every number on the page
 # ```{literalinclude} ../musecl/encoders/text.py
 # :pyobject: poi_sentences
 # ```
+#
+# That needs text. Many cities a user brings have none: OpenStreetMap gives an amenity tag per
+# POI and often no name, let alone a review. One-token sentences give skip-gram no context at
+# all, and every category vector would stay at its random starting value. For such a city
+# (no `text` column, or texts that only repeat their category) the encoder learns from
+# *region co-occurrence* instead: one sentence per region, the categories of its POIs in a
+# seeded random order, so that categories which share regions end up close:
+#
+# ```{literalinclude} ../musecl/encoders/text.py
+# :pyobject: region_sentences
+# ```
 
-# %%
-sentences = poi_sentences(data.pois)
-examples = data.pois.sample(n=min(6, len(data.pois)), random_state=cfg.seed)
-display(pd.DataFrame({CATEGORY: examples[CATEGORY].to_numpy(),
-                      TEXT: examples[TEXT].fillna("").to_numpy() if TEXT in examples else "",
-                      "sentence": [" ".join(sentences[data.pois.index.get_loc(i)]) for i in examples.index]}))
+# %% tags=["hide-input"]
+context = text_context(data.pois)  # what TextEncoderConfig's default, context="auto", picks
+copies = TextEncoderConfig().region_copies
+sentences = training_sentences(data.pois, context, cfg.seed, copies)
+categories = data.pois[CATEGORY].map(category_token)
+per_category = categories.value_counts()
+texts = data.pois[TEXT] if TEXT in data.pois else pd.Series("", index=data.pois.index)
+n_with_text = int(sum(bool(w) and w != tokenize(c) for c, w in zip(data.pois[CATEGORY], texts.map(tokenize))))
+if context == POI_TEXT:
+    CONTEXT_NOTE = (
+        f"**Context: POI text.** {n_with_text:,} of {len(data.pois):,} POIs have a text, and each "
+        "category is learnt from the words written beside it. Its nearest neighbours below are the "
+        "words, and the categories, that are described in similar words.")
+else:
+    CONTEXT_NOTE = (
+        "**Context: region co-occurrence.** This city's POIs have no text (no `text` column, or "
+        "texts that only repeat the category), so one sentence per POI would hold a single token "
+        "and teach skip-gram nothing: the vectors would be random. Each region is one sentence of "
+        f"its POIs' categories instead ({copies} shuffled copies of it), so two categories end up "
+        "close when they are found in the same regions, next to the same other categories. The "
+        "vocabulary holds only categories, and the nearest neighbours below are categories of the "
+        "same kind of place (what shares a neighbourhood), not words with a similar meaning.")
+display(Markdown(f"```{{note}}\n{CONTEXT_NOTE}\n```"))
+glue("context_note", Markdown(CONTEXT_NOTE), display=False)
+
+if context == POI_TEXT:
+    examples = data.pois.sample(n=min(6, len(data.pois)), random_state=cfg.seed)
+    display(pd.DataFrame({CATEGORY: examples[CATEGORY].to_numpy(), TEXT: texts[examples.index].to_numpy(),
+                          "sentence": [" ".join(sentences[data.pois.index.get_loc(i)]) for i in examples.index]}))
+else:
+    region_of = sorted(data.pois[REGION_ID].astype(str).unique())  # region_sentences' order
+    shown = pd.Series(sentences[:len(region_of)], index=region_of)  # the first copy
+    shown = shown[shown.map(len) >= 2].sample(n=min(4, int((shown.map(len) >= 2).sum())), random_state=cfg.seed)
+    display(pd.DataFrame({"POIs": shown.map(len), "sentence (first 12 tokens)": shown.map(
+        lambda s: " · ".join(s[:12]) + (" …" if len(s) > 12 else ""))}).rename_axis(REGION_ID))
 
 lengths = np.array([len(s) for s in sentences])
 tokens = pd.Series([w for s in sentences for w in s])
-categories = data.pois[CATEGORY].map(category_token)
-per_category = categories.value_counts()
 within = np.minimum(lengths - 1, cfg.text_window).sum() / max((lengths - 1).sum(), 1)
-corpus = pd.Series({
-    "sentences (POIs)": len(sentences),
+corpus = {
+    "context": context,
+    "sentences": f"{len(sentences):,} " + ("(POIs)" if context == POI_TEXT else f"({copies} × regions with POIs)"),
     "tokens": len(tokens),
     "vocabulary (distinct tokens)": tokens.nunique(),
     "categories": len(per_category),
-    "POIs without text": int((lengths == 1).sum()),
     "median tokens per sentence": float(np.median(lengths)),
     "POIs of the rarest category": f"{per_category.min()} ({per_category.idxmin()})",
-    f"review words within {cfg.text_window} of the category token (%)": round(100 * within, 1),
-}, name="corpus").to_frame()
+}
+if context == POI_TEXT:
+    corpus["POIs without text"] = int((lengths == 1).sum())
+    corpus[f"review words within {cfg.text_window} of the category token (%)"] = round(100 * within, 1)
+corpus = pd.Series(corpus, name="corpus").to_frame()
 glue("n_sentences", len(sentences), display=False)
 glue("n_tokens", len(tokens), display=False)
 glue("n_vocab", tokens.nunique(), display=False)
 glue("rarest_count", int(per_category.min()), display=False)
 glue("rarest_name", Markdown(f"`{per_category.idxmin()}`"), display=False)
-glue("within_window", float(100 * within), display=False)
+if context == POI_TEXT:
+    window_sentence = (f"The category token opens its sentence: only the first few words of a review ever "
+                       f"fall in its window ({100 * within:.0f}% of the review words here).")
+else:
+    window_sentence = ("In a region's sentence the order is random, so a category's window is a random "
+                       f"sample of up to {2 * cfg.text_window} of its region's POIs, and each of the "
+                       f"{copies} copies draws another sample.")
+glue("window_sentence", Markdown(window_sentence), display=False)
 corpus
 
 # %% [markdown]
@@ -114,9 +169,12 @@ corpus
 # :pyobject: PoiTextEncoder.fit
 # ```
 #
-# The vectors come from the cached text stage, so the fusion chapter uses these very vectors:
+# The vectors come from the cached text stage, so the fusion chapter uses these very vectors
+# (`context_used` says which context they were learnt from; `sample`, None, means the context's
+# default: gensim's 1e-3 for POI text, no subsampling for region co-occurrence, where every token
+# is a category and none is a filler word):
 
-# %%
+# %% tags=["hide-input"]
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     text_dir = text_stage(data, cfg, cache)
@@ -125,49 +183,113 @@ for w in caught:
 encoder = PoiTextEncoder.load(text_dir / "encoder")
 regions = load_table(text_dir / EMBEDDINGS_CSV).reindex(data.region_ids)
 settings = json.loads((text_dir / "encoder" / "config.json").read_text())
+if encoder.context != context:  # a cache entry written before contexts existed
+    display(Markdown(f"```{{warning}}\nThe cached text stage was trained with the context "
+                     f"*{encoder.context}*, not *{context}*: it predates context detection. Delete "
+                     f"`{text_dir}` and rerun to retrain it.\n```"))
+# words skip-gram had no context for: their vectors are random starting values, never shown as semantics
+trained_on = training_sentences(data.pois, encoder.context, encoder.config.seed, encoder.config.region_copies)
+untrained = set(untrained_words(trained_on))
 pd.Series(settings, name="Word2Vec settings of this run").to_frame()
 
 # %% [markdown]
 # A word's context is its neighbours within `window` tokens, and gensim shrinks the window at
-# random for each word (uniformly between 1 and `window`), so nearer words weigh more. The
-# category token opens its sentence: only the first few words of a review ever fall in its
-# window ({glue:text}`within_window:.0f`% of the review words here).
+# random for each word (uniformly between 1 and `window`), so nearer words weigh more.
+# {glue:md}`window_sentence`
 #
 # ## What the word vectors learn
 #
-# The most similar words (cosine similarity) to a few words of the toy city's vocabulary, a
-# category, two review adjectives and two more categories:
+# The most similar words (cosine similarity) to a few words of the vocabulary: for the toy city
+# a category, two review adjectives and two more categories; for another city its three most
+# common categories. A word that never shared a sentence with another word (a category whose
+# POIs all lack text, or that never shares a region with another category) kept its random
+# starting vector: it is left out, as a probe and as a neighbour.
 
-# %%
+# %% tags=["hide-input"]
+def nearest_trained(word: str, k: int) -> list[tuple[str, float]]:
+    """``encoder.nearest_words`` without the untrained words."""
+    near = encoder.nearest_words(word, k=k + len(untrained))
+    return [(v, s) for v, s in near if v not in untrained][:k]
+
+
+trained_categories = [c for c in per_category.index if c in encoder.keys and c not in untrained]
 probe_words = [w for w in ("bar", "cheap", "luxury_boutique", "quiet", "park", "nightclub")
-               if w in encoder.keys]
+               if w in encoder.keys and w not in untrained]
 if not probe_words:  # another city: its three most frequent categories
-    probe_words = list(per_category.index[:3])
-nearest = {w: [f"{v} ({s:.2f})" for v, s in encoder.nearest_words(w, k=6)] for w in probe_words}
-display(pd.DataFrame(nearest, index=pd.RangeIndex(1, 7, name="rank")))
+    probe_words = trained_categories[:3]
+if untrained:
+    shown_untrained = sorted(untrained & set(per_category.index))
+    display(Markdown(f"*{len(shown_untrained)} of {len(per_category)} categories had no context and are not "
+                     f"shown as anyone's neighbour: {', '.join(f'`{c}`' for c in shown_untrained[:10])}"
+                     f"{' …' if len(shown_untrained) > 10 else ''}.*"))
+can_show = len(trained_categories) >= 2
+if can_show:
+    k_near = min(6, len(encoder.keys) - len(untrained) - 1)
+    nearest = {w: [f"{v} ({s:.2f})" for v, s in nearest_trained(w, k_near)] for w in probe_words}
+    display(pd.DataFrame(nearest, index=pd.RangeIndex(1, k_near + 1, name="rank")))
+else:
+    display(Markdown("```{warning}\nFewer than two categories had any context to learn from: their "
+                     "vectors are random starting values, so no neighbours are shown.\n```"))
 
-cat_keys = [c for c in per_category.index if c in encoder.keys]
+cat_keys = trained_categories if can_show else [c for c in per_category.index if c in encoder.keys]
 V = np.stack([encoder.word_vector(c) for c in cat_keys]).astype(float)
 V /= np.maximum(np.linalg.norm(V, axis=1, keepdims=True), 1e-12)
 sims = V @ V.T  # K x K over categories, not regions
 np.fill_diagonal(sims, np.nan)
 cos = pd.DataFrame(sims, index=cat_keys, columns=cat_keys)
-near_cats = {c: [f"{o} ({cos.loc[c, o]:.2f})" for o in cos.loc[c].nlargest(4).index]
+k_cats = min(4, len(cat_keys) - 1)
+near_cats = {c: [f"{o} ({cos.loc[c, o]:.2f})" for o in cos.loc[c].nlargest(k_cats).index]
              for c in probe_words if c in cat_keys}
-if near_cats:
-    display(pd.DataFrame(near_cats, index=pd.RangeIndex(1, 5, name="rank"))
+if near_cats and encoder.context == POI_TEXT and can_show:  # under co-occurrence every word is a category: shown above
+    display(pd.DataFrame(near_cats, index=pd.RangeIndex(1, k_cats + 1, name="rank"))
             .style.set_caption("nearest *categories* of each category"))
-top_word = {w: encoder.nearest_words(w, k=1)[0] for w in probe_words}
-glue("first_word", Markdown(f"`{probe_words[0]}`"), display=False)
-glue("first_nearest", Markdown(", ".join(f"`{v}`" for v, _ in encoder.nearest_words(probe_words[0], k=3))),
-     display=False)
-glue("mean_cat_cos", float(np.nanmean(cos.values)), display=False)
+mean_cat_cos = float(np.nanmean(cos.values)) if len(cat_keys) >= 2 else float("nan")
+glue("mean_cat_cos", mean_cat_cos, display=False)
+
+rho_together = float("nan")
+if encoder.context == REGION_COOCCURRENCE and can_show:
+    # what the vectors should reflect, counted directly: do two categories' POI counts rise and
+    # fall together across the regions?
+    X = data.poi_counts().T.groupby(lambda c: category_token(c)).sum().T[cat_keys].to_numpy(float)
+    together = pd.DataFrame(X).corr().to_numpy()
+    iu = np.triu_indices(len(cat_keys), 1)
+    ok = ~np.isnan(together[iu])  # a category with the same count everywhere has no correlation
+    rho_together = float(spearmanr(sims[iu][ok], together[iu][ok]).statistic)
+    display(Markdown(
+        f"How closely the vectors follow the co-occurrence they were learnt from: over {int(ok.sum())} "
+        "pairs of categories, the Spearman correlation between the cosine similarity of two category "
+        "vectors and the correlation, across regions, of the two categories' POI counts is "
+        f"ρ = {rho_together:.2f}. The closer to 1, the more the neighbours above mean \"found in the same "
+        "regions\"; near 0, they are mostly training noise."))
+
+if not can_show:
+    vectors_sentence = ("The word vectors carry no meaning for this city: no category had any context to "
+                        "learn from, so every vector is a random starting value.")
+elif encoder.context == POI_TEXT:
+    first = nearest_trained(probe_words[0], 3)
+    vectors_sentence = (
+        f"The word vectors pick up what co-occurs in a review: the nearest words to `{probe_words[0]}` are "
+        f"{', '.join(f'`{v}`' for v, _ in first)}. Categories are described by their own words far more "
+        f"than by each other (mean cosine similarity between two category vectors {mean_cat_cos:.2f}), so "
+        "the groups in the projection are loose.")
+else:
+    first = nearest_trained(probe_words[0], 3)
+    vectors_sentence = (
+        "The POIs have no text, so the vectors were learnt from region co-occurrence, to place together "
+        f"categories found in the same regions. The nearest categories to `{probe_words[0]}` are "
+        f"{', '.join(f'`{v}`' for v, _ in first)}; the cosine similarity of two category vectors follows "
+        f"the correlation of their POI counts across regions with Spearman ρ = {rho_together:.2f}"
+        + (f", only weakly: with these settings ({cfg.text_epochs} epochs) the neighbours are largely noise"
+           if rho_together < 0.3 else "")
+        + f", and the mean cosine similarity between two category vectors is {mean_cat_cos:.2f}.")
+glue("vectors_sentence", Markdown(vectors_sentence), display=False)
 
 # %% [markdown]
 # A map of the category vectors: their first two principal components, coloured by a rough
 # grouping of the toy city's categories (a category the grouping does not know is "other").
+# Categories without context are left out (they would be random points).
 
-# %%
+# %% tags=["hide-input"]
 GROUPS = {
     "food and drink": ["restaurant", "cafe", "fast_food", "bakery"],
     "nightlife and leisure": ["bar", "wine_bar", "nightclub", "cinema", "museum", "art_gallery", "gym",
@@ -181,21 +303,25 @@ GROUPS = {
 }
 group_of = {c: g for g, members in GROUPS.items() for c in members}
 groups = pd.Series([group_of.get(c, "other") for c in cat_keys], index=cat_keys)
-pca_words = PCA(n_components=2, random_state=cfg.seed).fit(V)
-xy_words = pca_words.transform(V)
-fig, ax = plt.subplots(figsize=(9, 6.5))
-for i, g in enumerate(dict.fromkeys(list(GROUPS) + ["other"])):
-    mask = (groups == g).to_numpy()
-    if mask.any():
-        ax.scatter(*xy_words[mask].T, s=40 + 4 * np.sqrt(per_category[cat_keys].to_numpy()[mask]),
-                   color=plt.get_cmap("tab10")(i), label=g, alpha=0.85)
-for (x, y), c in zip(xy_words, cat_keys):
-    ax.annotate(c, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-ev = pca_words.explained_variance_ratio_ * 100
-ax.set(xlabel=f"PC 1 ({ev[0]:.0f}% of the variance)", ylabel=f"PC 2 ({ev[1]:.0f}%)",
-       title="category vectors, first two principal components (dot area: POIs of the category)")
-ax.legend(fontsize=8, frameon=False, loc="best")
-plt.show()
+if can_show and len(cat_keys) >= 3:
+    pca_words = PCA(n_components=2, random_state=cfg.seed).fit(V)
+    xy_words = pca_words.transform(V)
+    fig, ax = plt.subplots(figsize=(9, 6.5))
+    for i, g in enumerate(dict.fromkeys(list(GROUPS) + ["other"])):
+        mask = (groups == g).to_numpy()
+        if mask.any():
+            ax.scatter(*xy_words[mask].T, s=40 + 4 * np.sqrt(per_category[cat_keys].to_numpy()[mask]),
+                       color=plt.get_cmap("tab10")(i), label=g, alpha=0.85)
+    for (x, y), c in zip(xy_words, cat_keys):
+        ax.annotate(c, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ev = pca_words.explained_variance_ratio_ * 100
+    ax.set(xlabel=f"PC 1 ({ev[0]:.0f}% of the variance)", ylabel=f"PC 2 ({ev[1]:.0f}%)",
+           title=f"category vectors ({encoder.context}), first two principal components "
+                 "(dot area: POIs of the category)")
+    ax.legend(fontsize=8, frameon=False, loc="best")
+    plt.show()
+else:
+    display(Markdown("*Too few trained category vectors for a map.*"))
 
 # %% [markdown]
 # ## Eq. 7: a region is the mean of its categories
@@ -210,9 +336,10 @@ plt.show()
 # :pyobject: PoiTextEncoder.transform
 # ```
 #
-# Reviews shape the category vectors during training but are not averaged here, and a mean
-# forgets how many POIs there were: a region with one café and a region with fifty cafés get the
-# same vector. A region without any POI has nothing to average and gets the zero vector.
+# Whatever the category vectors were learnt from (reviews, or the regions a category shares),
+# only they are averaged here, and a mean forgets how many POIs there were: a region with one
+# café and a region with fifty cafés get the same vector. A region without any POI has nothing to
+# average and gets the zero vector.
 
 # %%
 n_pois = data.poi_counts().sum(axis=1)
@@ -230,7 +357,7 @@ pd.Series({"regions": len(data), "regions with no POI": int((n_pois == 0).sum())
 # empty ones are grey), next to the number of POIs, and how it correlates with the toy city's
 # hidden latent fields where the city has them:
 
-# %%
+# %% tags=["hide-input"]
 has = ~empty
 pca_regions = PCA(n_components=2, random_state=cfg.seed).fit(regions[has].to_numpy())
 pcs = pd.DataFrame(pca_regions.transform(regions[has].to_numpy()), index=regions.index[has],
@@ -267,12 +394,11 @@ else:
 # %% [markdown]
 # ## What we saw
 #
+# {glue:md}`context_note`
+#
 # The corpus has {glue:text}`n_sentences` sentences, {glue:text}`n_tokens` tokens and a
 # vocabulary of {glue:text}`n_vocab` words; the rarest category, {glue:md}`rarest_name`, has
-# {glue:text}`rarest_count` POIs. The word vectors pick up what co-occurs in a review: the
-# nearest words to {glue:md}`first_word` are {glue:md}`first_nearest`. Categories are
-# described by their own words far more than by each other (mean cosine similarity between two
-# category vectors {glue:text}`mean_cat_cos:.2f`), so the groups in the projection are loose.
+# {glue:text}`rarest_count` POIs. {glue:md}`vectors_sentence`
 #
 # Of {glue:text}`n_regions` regions, {glue:text}`n_empty` ({glue:text}`share_empty:.0f`%) get
 # the zero vector of eq. 7, and {glue:text}`n_no_poi` have no POI at all; fusion training

@@ -28,11 +28,11 @@ out_dir = "../build/work"          # cache and outputs shared by the chapters
 params_file = "../params/ci.yaml"  # run settings: musecl.config.RunConfig keys
 device = None                      # None: as in params_file
 
-# %%
+# %% tags=["hide-input"]
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from IPython.display import Markdown
+from IPython.display import Markdown, display
 from myst_nb import glue
 
 import dataclasses
@@ -42,11 +42,13 @@ import torch
 from musecl.config import RunConfig
 from musecl.fusion import load_fusion
 from musecl.methods import MuseCL
+from musecl.notebooks import require_modalities
 from musecl.plotting import plot_map
 from musecl.runner import resolve_city
 
 cfg = RunConfig.from_yaml(params_file, device=device)
 data = resolve_city(city or "toy", cities_dir=f"{out_dir}/cities")
+require_modalities(data, ("satellite", "streetview", "poi", "mobility"), shows="the attentive fusion of the two image embeddings (eq. 8-10) aligned to the POI text by InfoNCE (eq. 11): the attention per region, its map, and what the alignment keeps")
 cfg
 
 # %% [markdown]
@@ -111,7 +113,7 @@ cfg
 # design is trained beside it on the same encoders and POI vectors (a few seconds), for
 # comparison.
 
-# %%
+# %% tags=["hide-input"]
 method = MuseCL(cfg, cache_dir=f"{out_dir}/cache", progress=False).fit(data)
 designs = {cfg.fusion_design: method}
 other = "paper" if cfg.fusion_design == "aligned" else "aligned"
@@ -139,7 +141,7 @@ plt.show()
 # The maps show $\beta_i^{SV}$, the weight of the street-view vector in each region (the
 # satellite weight is $1 - \beta_i^{SV}$), for both designs, and its distribution over regions.
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
 betas = {design: fitted.attention()["sv"] for design, fitted in designs.items()}
 for ax, (design, beta) in zip(axes[:2], betas.items()):
@@ -176,7 +178,7 @@ if data.latents is not None:
 # one within random batches of the training batch size (chance: one in the batch size).
 
 
-# %%
+# %% tags=["hide-input"]
 def unit(x):
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 

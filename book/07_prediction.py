@@ -27,12 +27,12 @@ params_file = "../params/ci.yaml"  # run settings: musecl.config.RunConfig keys
 device = None                      # None: as in params_file
 data_dir = None                    # the data directory with published_results.csv; None: default
 
-# %%
+# %% tags=["hide-input"]
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
-from IPython.display import Markdown
+from IPython.display import Markdown, display
 from myst_nb import glue
 
 from musecl.config import RunConfig
@@ -41,6 +41,7 @@ from musecl.evaluation import (BUFFER_CORRELATION, CEILING_METHODS, correlation_
                                evaluate_ceilings, predict_indicator, spatial_setting, summarize)
 from musecl.io import atomic_write
 from musecl.methods import MuseCL
+from musecl.notebooks import require_modalities
 from musecl.plotting import plot_predicted_vs_true
 from musecl.runner import fit_and_score, probe_settings, resolve_city, seed_configs
 
@@ -82,7 +83,7 @@ cfg
 # from pairs around sampled regions), and the buffer it gives (`buffer_m: auto` in the
 # settings; a number of metres overrides it):
 
-# %%
+# %% tags=["hide-input"]
 headline = data.meta.headline_indicators()
 correlogram = correlation_by_distance(data, headline, seed=cfg.seed)
 blocks = spatial_setting(data, cfg.block_size_m, cfg.buffer_m)
@@ -128,7 +129,10 @@ glue("buffer_sentence", Markdown(f"The spatial split uses blocks of {blocks.size
 # :pyobject: seed_configs
 # ```
 
-# %%
+# %% tags=["hide-input"]
+require_modalities(data, ("satellite", "streetview", "poi", "mobility"), shows="MuseCL's embedding read by the "
+                   "probe: R2 and RMSE per indicator in both splits beside the ceilings, and predicted against "
+                   "true values (chapter 8 scores every method this city supports)")
 glue("retrain", cfg.retrain, display=False)
 # the first seed's embedding and every seed's rows (each seed's own fit under retrain: per_seed)
 embedding, results, _, _ = fit_and_score("MuseCL", data, cfg, Path(f"{out_dir}/cache"), progress=False)
@@ -168,7 +172,7 @@ shown
 # Indicators derived from an input (the number of POIs, the trip count) are shown but left out
 # of the means below.
 
-# %%
+# %% tags=["hide-input"]
 glue("seeds", ", ".join(map(str, cfg.seeds)), display=False)
 glue("headline", ", ".join(headline), display=False)
 mean_r2 = results[results["indicator"].isin(headline)].groupby("split")["r2"].mean()

@@ -26,7 +26,7 @@ params_file = "../params/ci.yaml"  # run settings: musecl.config.RunConfig keys
 device = None                      # None: as in params_file
 data_dir = None                    # the data directory with published_results.csv; None: default
 
-# %%
+# %% tags=["hide-input"]
 import json
 import warnings
 from pathlib import Path
@@ -46,6 +46,7 @@ from musecl.methods import METHODS
 from musecl.methods.combinations import ABLATION, ALL_METHODS, PAPER_BASELINES
 from musecl.plotting import plot_images, plot_map
 from musecl.encoders.heads import FEATURE_HEADS
+from musecl.notebooks import require_modalities
 from musecl.runner import resolve_city, run
 
 cfg = RunConfig.from_yaml(params_file, device=device)
@@ -63,15 +64,7 @@ cfg
 # :pyobject: fit_and_score
 # ```
 #
-# The methods do not depend on each other, so on the CPU `musecl run` fits several at once, in
-# worker processes with a share of the cores each (`jobs` in the settings; a stage two methods
-# share is computed once, the cache makes the second wait). A small CNN or the MLP probe uses two
-# threads poorly, so two methods side by side finish sooner than one after the other (the
-# README gives the measurement):
-#
-# ```{literalinclude} ../musecl/runner.py
-# :pyobject: fit_methods
-# ```
+# (How `musecl run` fits the methods side by side on the CPU: {doc}`appendix_benchmark`.)
 #
 # | group | methods |
 # |---|---|
@@ -87,7 +80,7 @@ cfg
 pd.DataFrame({"differs from the original": {name: cls.differs_from_original for name, cls in METHODS.items()
                                              if getattr(cls, "differs_from_original", None)}}).rename_axis("method")
 
-# %%
+# %% tags=["hide-input"]
 results_dir = Path(out_dir) / "results" / "all_methods"
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # per-stage warnings were shown in the earlier chapters
@@ -99,16 +92,18 @@ headline = data.meta.headline_indicators()
 derived = data.meta.derived_indicators()
 tables = report.write_tables(results, results_dir / "tables")
 print(f"{len(results)} rows in {results_dir / 'results.csv'}; tables: {[p.name for p in tables]}")
-print(f"{run_info['wall_seconds']:.0f} s for all methods, fitted in {run_info['method_workers']} process(es) "
-      "side by side; seconds per method (fit + evaluation, in its process):", run_info["seconds"])
-for name, error in run_info.get("failed_methods", {}).items():  # a method this city cannot support
+for name, error in run_info.get("failed_methods", {}).items():
     display(Markdown(f"**{name} failed and has no rows in the tables below:** `{error}`"))
+skipped = run_info.get("skipped_methods", {})  # methods whose inputs this city lacks: never fitted
+skipped_note = Markdown("Not run on this city, which lacks their inputs: " + "; ".join(
+    f"*{name}* ({reason})" for name, reason in skipped.items()) + ". `musecl methods CITY` lists what each "
+    "method needs.") if skipped else Markdown("")
 
 # %% [markdown]
 # Which weights the image models started from matters for reading the rows
 # *Inception v3*, *ResNet-18* and the trained encoders:
 
-# %%
+# %% tags=["hide-input"]
 sources = {}
 for folder in sorted(Path(out_dir, "cache").glob("encoder-*/*/encoder/config.json")):
     sources[folder.parts[-4]] = json.loads(folder.read_text())["weights_source"]
@@ -146,10 +141,11 @@ pd.Series(sources, name="weights_source").to_frame()
 # %%
 glue("headline_list", ", ".join(headline), display=False)
 glue("derived_list", ", ".join(f"{k} (from {v})" for k, v in derived.items()) or "none", display=False)
-order = list(ALL_METHODS)
+order = list(ALL_METHODS) + [m for m in results["method"].unique() if m not in ALL_METHODS]
 display(report.styled_table(results, "r2", "random", methods_order=order, mean_of=headline, ceilings=ceilings,
                             fmt="styler"))
 display(report.styled_table(results, "rmse", "random", methods_order=order, ceilings=ceilings, fmt="styler"))
+display(skipped_note)
 
 # %% [markdown]
 # ## Table 2: the same under a spatial block split
@@ -160,6 +156,11 @@ display(report.styled_table(results, "rmse", "random", methods_order=order, ceil
 # %%
 display(report.styled_table(results, "r2", "spatial", methods_order=order, mean_of=headline, ceilings=ceilings,
                             fmt="styler"))
+display(skipped_note)
+# the rest of the chapter compares every method with MuseCL, so it needs what MuseCL needs
+require_modalities(data, ("satellite", "streetview", "poi", "mobility"), shows="MuseCL compared seed by seed "
+                   "with every method (paired differences with 95% intervals), whether it earns its place, its "
+                   "embedding's clusters and the ablation")
 
 # %% [markdown]
 # ## Is MuseCL better? Paired differences
@@ -174,7 +175,7 @@ display(report.styled_table(results, "r2", "spatial", methods_order=order, mean_
 # :pyobject: paired_differences
 # ```
 
-# %%
+# %% tags=["hide-input"]
 retrain_text = ("In this run (`retrain: per_seed`) each seed re-ran every stage (triplet sampling, "
                 "encoders, text vectors, fusion) before drawing its split and probe, so the intervals "
                 "include the methods' own training variation." if cfg.retrain == "per_seed" else
@@ -214,7 +215,7 @@ glue("n_seeds", len(cfg.seeds), display=False)
 # features*); and, under the random split, at least 85% of what every latent together allows.
 # Nothing below was tuned to pass it: the settings are those printed at the top.
 
-# %%
+# %% tags=["hide-input"]
 BAR = ["SV only", "RS only", "POI only", "Concat", "Pretext features"]
 checks = {f"beats {m}": {split: bool(paired[split].loc[m, "verdict"] == "better")
                          for split in paired if m in paired[split].index} for m in BAR}
@@ -253,7 +254,7 @@ else:
 # %% [markdown]
 # ## Who wins, and what location alone explains
 
-# %%
+# %% tags=["hide-input"]
 win_random = report.winners(results, "random")
 win_spatial = report.winners(results, "spatial")
 loc_random = report.location_vs(results, "random")
@@ -335,7 +336,7 @@ glue("best_baseline_r2", float(best_base.max()), display=False)
 # PCA of the final MuseCL embeddings, K-means into three clusters, drawn on the map, with sample
 # satellite and street-view images of each cluster.
 
-# %%
+# %% tags=["hide-input"]
 emb = pd.read_csv(results_dir / "embeddings" / "MuseCL.csv", index_col="region_id", dtype={"region_id": str})
 pcs = PCA(n_components=min(10, emb.shape[1]), random_state=cfg.seed).fit_transform(emb.to_numpy())
 clusters = KMeans(n_clusters=3, n_init=10, random_state=cfg.seed).fit_predict(pcs)
@@ -369,7 +370,7 @@ plt.show()
 # Each modality alone, the two image modalities without POI text, and the full model; $R^2$ per
 # indicator, mean over seeds with the standard deviation as error bars.
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(13, 4), sharey=True)
 for ax, split in zip(axes, ("random", "spatial")):
     mean, std = report.numeric_tables(results, "r2", split, methods_order=list(ABLATION))

@@ -28,13 +28,13 @@ params_file = "../params/ci.yaml"  # run settings: musecl.config.RunConfig keys
 device = None                      # None: as in params_file
 
 # %%
-from musecl.notebooks import require_data
+from musecl.notebooks import require_data, require_modalities
 
 encoder_city = city  # below, `city` is Beijing; the encoders come from the book's city
 
 files = require_data("beijing", data_dir)  # stops here, with a note, when the data is absent
 
-# %%
+# %% tags=["hide-input"]
 import time
 import warnings
 from pathlib import Path
@@ -86,7 +86,7 @@ cfg  # the settings that produced every number on the page
 # and copies the 15 image regions' pictures into the folder; the tests check that the hexagons
 # tile without gaps or overlaps.
 
-# %%
+# %% tags=["hide-input"]
 start = time.perf_counter()
 city_dir = make_beijing_city(f"{out_dir}/cities/beijing", data_dir=data_dir)
 problems = validate_city(city_dir)
@@ -129,7 +129,7 @@ plt.show()
 # (exactly on the lattice); red crosses are the lon/lat in the image folders' names. The id in
 # the folder name decides which region the images belong to.
 
-# %%
+# %% tags=["hide-input"]
 images_table = pd.read_csv(city_dir / "images.csv", dtype={"region_id": str})
 folder_points = pd.DataFrame(
     [parse_image_folder(Path(src).parent.name) for src in images_table.drop_duplicates("region_id")["source"]],
@@ -182,7 +182,7 @@ glue("n_inside", int(inside), display=False)
 # random split, one seed (the configuration's first). Every seed and split would cost about two
 # minutes of MLP training on two cores for a row that kNN already covers.
 
-# %%
+# %% tags=["hide-input"]
 start = time.perf_counter()
 results_dir = Path(out_dir) / "beijing"
 with warnings.catch_warnings():
@@ -211,7 +211,7 @@ results.head()
 # empty cell is a method we cannot run or a split the paper did not report. The paper's MC
 # (mobility count) and NC (number of comments) columns have no public labels and are left out.
 
-# %%
+# %% tags=["hide-input"]
 glue("seeds", ", ".join(map(str, cfg.seeds)), display=False)
 published = published_results(data_dir)
 paper = None if published is None else published[(published["city"] == "Beijing")
@@ -314,7 +314,7 @@ for ind in targets.columns:
 # panorama would shrink every building to a third of its width. The encoders then resize to the
 # size they were trained at; a region's street-view embedding is the mean over all its views.
 
-# %%
+# %% tags=["hide-input"]
 raw_panorama = next(p for f, p in sorted(files.items()) if "/images/" in f and not Path(f).stem.isdigit())
 with Image.open(raw_panorama) as im:
     w, h = im.size
@@ -343,7 +343,7 @@ fig = plot_images([sv[r][0] for r in ids15],
 fig.suptitle("the first street view of each region", y=1.02)
 plt.show()
 
-# %%
+# %% tags=["hide-input"]
 from musecl.encoders.image import ImageStore, embed_regions  # noqa: E402
 from musecl.methods.multisemantic import image_settings, image_stage, stage_encoder  # noqa: E402
 from musecl.training import one_torch_thread  # noqa: E402
@@ -352,6 +352,8 @@ start = time.perf_counter()
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*have no satellite image")  # the toy city's few, by design
     toy = resolve_city(encoder_city or "toy", cities_dir=f"{out_dir}/cities")  # the book's city: encoders cached
+require_modalities(toy, ("satellite", "streetview", "poi", "mobility"), shows="the 15 real Beijing regions "
+                   "embedded by the encoders trained on this city, and how well those embeddings predict the labels")
 cache = Cache(f"{out_dir}/cache")
 embeddings, weights_source = {}, {}
 for kind, label in ((SATELLITE, "RS"), (STREETVIEW, "SV")):
@@ -375,7 +377,7 @@ pd.Series(weights_source, name="encoder")
 # (low to high, top to bottom; $\ln(1+\text{PD})$ in brackets). If the encoders saw something
 # the labels also see, similar regions would gather in blocks along the diagonal.
 
-# %%
+# %% tags=["hide-input"]
 def cosine(table: pd.DataFrame) -> pd.DataFrame:
     x = table.to_numpy(dtype=np.float64)
     x = x / np.linalg.norm(x, axis=1, keepdims=True)
@@ -400,7 +402,7 @@ plt.show()
 # map, with the gap in $\ln(1+\text{PD})$ to that neighbour. A representation that knows about
 # population puts regions next to regions of similar density.
 
-# %%
+# %% tags=["hide-input"]
 xy = pd.DataFrame(city.xy_m(), index=city.region_ids, columns=["x", "y"]).loc[ids15]
 geo = pd.DataFrame(np.hypot(xy["x"].to_numpy()[:, None] - xy["x"].to_numpy()[None, :],
                             xy["y"].to_numpy()[:, None] - xy["y"].to_numpy()[None, :]) / 1000,
@@ -440,7 +442,7 @@ glue("gap_geo", gap["map distance"], display=False)
 # control: whatever they show comes from the architecture and the pixels, not from training on
 # the toy city.
 
-# %%
+# %% tags=["hide-input"]
 n_perm = 999
 glue("n_perm", n_perm, display=False)
 rng = np.random.default_rng(cfg.seed)

@@ -35,7 +35,7 @@ from musecl.notebooks import require_data
 
 raw_files = require_data("manhattan", data_dir)
 
-# %%
+# %% tags=["hide-input"]
 import warnings
 
 import matplotlib.pyplot as plt
@@ -74,7 +74,7 @@ city
 pd.DataFrame({"role": list(FILES), "file": list(FILES.values()),
               "source (repository @ commit: path)": [source_of(f) for f in FILES.values()]}).set_index("role")
 
-# %%
+# %% tags=["hide-input"]
 od = od_matrix(city)
 n_pois = city.poi_counts().sum(axis=1)
 glue("n_regions", len(city), display=False)
@@ -164,7 +164,7 @@ plt.show()
 # :pyobject: od_svd
 # ```
 
-# %%
+# %% tags=["hide-input"]
 # The named variants of MuseCL (vector views): view settings and fusion settings. The first is
 # the book's MuseCL (eq. 1 similarity, aligned fusion); "paper fusion" is eq. 8-11 as written.
 PAPER_FUSION = {"fusion_design": "paper", "temperature": 1.0}
@@ -220,7 +220,7 @@ def candidates_of(embs):
     return {name: e for name, e in embs.items() if not name.startswith(("POI view", "POI text"))}
 
 
-# %%
+# %% tags=["hide-input"]
 import time
 
 TASKS = ("crime", "check_in")
@@ -273,7 +273,7 @@ results.head()
 # rows are **the papers' numbers**, from their tables (MGFN, IJCAI 2022; HREP, AAAI 2023), on
 # the same regions and targets with their own embeddings; they are given to two decimals.
 
-# %%
+# %% tags=["hide-input"]
 def pm(values, digits=3):
     values = np.asarray(values, dtype=float)
     sd = values.std(ddof=1) if len(values) > 1 else float("nan")
@@ -300,7 +300,7 @@ comparison = pd.DataFrame.from_dict(table, orient="index")
 comparison.index = pd.MultiIndex.from_tuples(comparison.index, names=["method", "numbers"])
 comparison
 
-# %%
+# %% tags=["hide-input"]
 summary = ours.groupby(["method", "task"])["r2"].agg(["mean", "std", "min"]).unstack("task")
 best_published = theirs.groupby("indicator")["r2"].max().to_dict() if len(theirs) else {}
 head = summary.loc[HEADLINE]

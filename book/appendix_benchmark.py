@@ -24,9 +24,8 @@ out_dir = "../build/work"  # bench.json is written to <out_dir>/bench
 quick = True               # small sizes (about a minute); False: the sizes (100k regions, ...)
 end_to_end = False         # also time `musecl run` on the toy city (minutes; the book trains MuseCL anyway)
 
-# %%
+# %% tags=["hide-input"]
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 from myst_nb import glue
@@ -93,7 +92,7 @@ grid.pivot_table(index="channels_last", columns="threads", values="images_per_s"
 # %% [markdown]
 # ## Triplet sampling as the city grows
 
-# %%
+# %% tags=["hide-input"]
 sampling = pd.DataFrame(result["sampling"]["rows"])
 exponents = result["sampling"]["exponent"]
 fig, ax = plt.subplots(figsize=(6, 4))
@@ -111,7 +110,7 @@ sampling
 # %% [markdown]
 # ## Text, fusion, probe and the whole run
 
-# %%
+# %% tags=["hide-input"]
 fusion = result["fusion"]
 fusion_size = f"{fusion['n_regions']:,} regions x {fusion['epochs']} epochs"
 other = pd.DataFrame({
@@ -202,7 +201,7 @@ glue("mode_sentence", Markdown(
 # the real cities converted and evaluated), minus only the rendering. A chapter that found its
 # executed copy current was not re-executed, and its time is the one from the run that produced it.
 
-# %%
+# %% tags=["hide-input"]
 import json
 from pathlib import Path
 
@@ -234,6 +233,22 @@ else:
                                    f"(`{executed_dir}`): run the whole book with `musecl book`.*"), display=False)
 
 # %% [markdown]
+# ## Methods side by side
+#
+# The methods of the results chapter do not depend on each other, so on the CPU `musecl run` fits
+# several at once, in worker processes with a share of the cores each (`jobs` in the settings; a
+# stage two methods share is computed once, the cache makes the second wait). A small CNN or the
+# MLP probe uses two threads poorly, so two methods side by side finish sooner than one after
+# the other (`CHANGELOG.md` has the measurements):
+#
+# ```{literalinclude} ../musecl/runner.py
+# :pyobject: fit_methods
+# ```
+#
+# Trained stages are cached by their settings and the city's files, so a chapter reuses what an
+# earlier chapter trained, and an interrupted run resumes from its last epoch checkpoint.
+
+# %% [markdown]
 # {glue:md}`book_sentence`
 #
 # ## On a GPU (recorded, not run by this build)
@@ -245,7 +260,7 @@ else:
 # (each batch copied through pinned memory) or on the GPU. {doc}`appendix_scaling` draws the
 # conclusions (bf16, channels_last and the images on the GPU are now the defaults there).
 
-# %%
+# %% tags=["hide-input"]
 recorded = json.loads(Path("measurements/gpu-h200-2026-11-27.json").read_text())
 gpu = pd.DataFrame(recorded["accelerator_rows"] + recorded["extra_rows"])
 gpu["amp"] = gpu["amp"].str.replace("torch.", "", regex=False)
@@ -270,7 +285,7 @@ display(compiled.round(2))
 # images straight into `.npy` shards and returns a store that reads only the rows a batch asks
 # for, through memory maps. Its rows are those of the in-memory store:
 
-# %%
+# %% tags=["hide-input"]
 import os
 import subprocess
 import sys
@@ -314,7 +329,7 @@ display(pd.DataFrame([{"file": f.name, "kB": round(f.stat().st_size / 1024)}
 # epoch's triplets; the history (one row per epoch) is summed over both, and `images_per_s`
 # counts the images of both processes.
 
-# %%
+# %% tags=["hide-input"]
 settings = {"n_triplets": 256, "rs_arch": "tiny", "rs_image_size": 32, "rs_epochs": 2, "rs_batch_size": 16,
             "train_processes": 2}
 params = scratch / "two_processes.yaml"

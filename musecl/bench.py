@@ -33,7 +33,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -41,6 +41,9 @@ import torch
 
 from musecl.city import REGION_ID, SATELLITE, STREETVIEW
 from musecl.io import atomic_save_json
+
+if TYPE_CHECKING:  # annotations only: the image module imports torch
+    from musecl.encoders.image import ImageStore
 
 BENCH_JSON = "bench.json"
 GOALS = {"train_vs_raw_ratio": 0.9, "sampling_100k_s": 10.0, "sampling_100k_peak_mb": 1024.0}
@@ -294,33 +297,6 @@ def loop_and_bare_speed(store, triplets, arch: str, batch_size: int, loss: str =
                      steps=raw_steps, warmup=2, device=device)
     loop = float(timing["images_per_s"].iloc[-1])
     return {"loop_images_per_s": loop, "raw_images_per_s": raw, "ratio": throughput_ratio(loop, raw)}
-
-
-def encoder_speed(store, triplets, settings: dict, config, history) -> tuple[str, "object | None"]:
-    """What an encoder chapter says about speed: for a CNN, the training loop against bare forward and
-    backward passes, measured back to back (:func:`loop_and_bare_speed`), as a sentence and a table;
-    for a head on cached features (``lite0-head``), that no image went through a network in training."""
-    import pandas as pd
-    import torch
-
-    from musecl.encoders.heads import FEATURE_HEADS
-
-    if settings["arch"] in FEATURE_HEADS:
-        return ("The head trained on cached features, so no image passed through a network while it trained; "
-                "the CNN speeds do not apply.", None)
-    speed = loop_and_bare_speed(store, triplets, settings["arch"], settings["batch_size"], loss=config.triplet_loss,
-                                embedding_dim=config.embedding_dim, seed=config.seed, device=config.device)
-    loop, raw = speed["loop_images_per_s"], speed["raw_images_per_s"]
-    recorded = float(history["images_per_s"].max())  # the training epoch least slowed by other work
-    sentence = (f"Measured back to back, the training loop ran at {loop:.0f} images/s, {loop / raw:.2f} times the "
-                f"{raw:.0f} images/s of bare forward and backward passes (during the stage's training its fastest "
-                f"epoch ran at {recorded:.0f} images/s).")
-    table = pd.Series({"training loop during the stage's training (fastest epoch)": recorded,
-                       "training loop, now": loop, "forward + backward only, now": raw,
-                       "ratio: loop / bare (both now)": loop / raw},
-                      name=f"{settings['arch']} @ {settings['image_size']} px, {torch.get_num_threads()} threads: "
-                           "images/s").to_frame().round(2)
-    return sentence, table
 
 
 def bench_compile(arch: str = "resnet18", input_size: int = 224, batch_size: int = 32, device: str = "cuda",

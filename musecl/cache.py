@@ -5,14 +5,33 @@ Each entry is a folder ``<root>/<stage>/<key-hash>/`` that is filled in a tempor
 renamed into place only when complete: an interrupted run leaves nothing a later run trusts.
 Processes that want the same missing entry at once (methods fitted in parallel, two notebooks)
 take turns on a lock file in ``<root>/.locks``: one computes, the others then read its result.
+
+**Content check.** The last file written into an entry, after ``key.json``, is ``contents.json``:
+the size and sha256 of every other file in the folder. The first read of an entry in a process
+re-hashes its files (an encoder stage of a few MB: milliseconds; see ``Cache.verify``); later
+reads in the same process only ``stat`` them, and hash again only a changed entry. A file that changed, shrank or went missing
+makes the entry corrupt: a warning names the entry and the file, and the entry is recomputed.
+Entries written before content checks existed (``key.json`` but no ``contents.json``) cannot be
+told apart from damaged ones, so they are recomputed too, with a warning saying why.
+
+**Leftover temporary folders.** An entry is filled in ``<root>/<stage>/.<key-hash>.<pid>@<host>.<random>``.
+A run killed with SIGKILL cannot remove it; the first ``Cache`` on a root in a process removes
+the ones whose owner is gone: the process ``pid`` no longer runs on this host, or -- folders of
+another host, or named before the pid was part of the name -- the folder is older than
+``STALE_TEMP_HOURS`` (a folder is written into only at the end of its compute, so its age
+says nothing about a compute still running on another host: keep that bound generous).
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -20,10 +39,17 @@ import pandas as pd
 
 from musecl.city import City, IMAGES_CSV
 from musecl.config import config_hash
-from musecl.io import sha256_of
+from musecl.io import atomic_save_json, sha256_of
 
 DONE = "key.json"
+CONTENTS = "contents.json"  # size and sha256 of every other file of an entry, written last
+CONTENTS_FORMAT = 1
 LOCKS = ".locks"  # one lock file per entry being computed, apart from the entries
+STALE_TEMP_HOURS = 48  # a temporary folder not provably owned by a live process on this host
+
+_CHECKED: dict[str, tuple[list, tuple, bool]] = {}  # entry path -> (its files, their stat, entry is sound)
+_SWEPT: set[str] = set()  # cache roots whose leftover temporary folders this process removed
+_TEMP_NAME = re.compile(r"^\.(?P<entry>[^.]+)\.(?:(?P<pid>\d+)@(?P<host>.+)\.)?[a-z0-9_]+$")
 
 
 _FINGERPRINTS: dict[tuple, str] = {}  # stat signature of a city's files -> their hash, per process
@@ -52,12 +78,32 @@ class Cache:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        if str(self.root.resolve()) not in _SWEPT:
+            _SWEPT.add(str(self.root.resolve()))
+            remove_stale_temporaries(self.root)
 
     def path(self, stage: str, key: dict) -> Path:
         return self.root / stage / config_hash(stage, key)
 
     def has(self, stage: str, key: dict) -> bool:
-        return (self.path(stage, key) / DONE).exists()
+        """Whether the entry is there and complete (its files are checked, see :meth:`verify`)."""
+        return self.verify(self.path(stage, key))
+
+    def verify(self, entry: Path) -> bool:
+        """True when ``entry`` is complete and its files match ``contents.json``. The files are
+        hashed once per process and entry (again only when the entry was replaced); a damaged or
+        old-format entry gives a warning naming it and the file, and False."""
+        entry = Path(entry)
+        if not (entry / DONE).exists():
+            return False  # absent (or never finished): nothing to warn about
+        memo = _CHECKED.get(str(entry))
+        if memo is not None and memo[1] == _stat(entry, memo[0]):
+            return memo[2]
+        problem, files = _check_contents(entry)
+        if problem:
+            warnings.warn(f"cache entry {entry}: {problem}; recomputing", stacklevel=3)
+        _CHECKED[str(entry)] = (files, _stat(entry, files), problem is None)
+        return problem is None
 
     def get_or_compute(self, stage: str, key: dict, compute: Callable[[Path], None]) -> Path:
         """Return the folder of ``stage`` for ``key``; run ``compute(folder)`` first if absent.
@@ -68,33 +114,133 @@ class Cache:
         from musecl import distributed as ddp
 
         final = self.path(stage, key)
-        if ddp.gather((final / DONE).exists())[0]:  # one decision for all processes
+        if ddp.gather(self.verify(final) if ddp.is_main() else None)[0]:  # one decision for all processes
             return final
         final.parent.mkdir(parents=True, exist_ok=True)
         if ddp.world_size() > 1:
             return self._compute(stage, key, final, compute)
         with _entry_lock(self.root / LOCKS / f"{stage}-{final.name}.lock"):
-            if (final / DONE).exists():  # computed by another process while this one waited
+            if self.verify(final):  # computed by another process while this one waited
                 return final
             return self._compute(stage, key, final, compute)
 
     def _compute(self, stage: str, key: dict, final: Path, compute: Callable[[Path], None]) -> Path:
         from musecl import distributed as ddp
 
-        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.{os.getpid()}@{_host()}."))
         try:
             compute(tmp)
             if ddp.is_main():
                 (tmp / DONE).write_text(json.dumps({"stage": stage, "key": key}, indent=2, sort_keys=True,
                                                    default=str))
-                if final.exists():  # an incomplete folder from an older layout
+                atomic_save_json(tmp / CONTENTS, {"format": CONTENTS_FORMAT, "files": _contents(tmp)})
+                if final.exists():  # a damaged entry, or an incomplete folder from an older layout
                     shutil.rmtree(final)
                 os.replace(tmp, final)
+                files = [CONTENTS, *_files(final)]  # just hashed: no need to hash them again in this process
+                _CHECKED[str(final)] = (files, _stat(final, files), True)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
         ddp.barrier()
         return final
+
+
+def _files(folder: Path) -> list[str]:
+    """Every file under ``folder`` but ``contents.json``, as sorted POSIX paths relative to it."""
+    out = []
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            rel = (Path(parent) / name).relative_to(folder).as_posix()
+            if rel != CONTENTS:
+                out.append(rel)
+    return sorted(out)
+
+
+def _contents(folder: Path) -> dict:
+    return {rel: {"size": (folder / rel).stat().st_size, "sha256": sha256_of(folder / rel)}
+            for rel in _files(folder)}
+
+
+def _stat(entry: Path, files: list[str]) -> tuple:
+    """(inode, size, mtime) of each of ``files``; None for a missing one."""
+    out = []
+    for rel in files:
+        try:
+            st = (entry / rel).stat()
+            out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        except FileNotFoundError:
+            out.append(None)
+    return tuple(out)
+
+
+def _check_contents(entry: Path) -> tuple[str | None, list[str]]:
+    """(what is wrong with ``entry``'s files or None, the files to watch). Sizes first (a stat
+    each), then hashes."""
+    if not (entry / CONTENTS).exists():
+        return f"has no {CONTENTS} (written by an older musecl: its files cannot be checked)", [CONTENTS, DONE]
+    try:
+        manifest = json.loads((entry / CONTENTS).read_text())
+        files = manifest["files"]
+        if manifest.get("format") != CONTENTS_FORMAT or not isinstance(files, dict):
+            raise ValueError(f"format {manifest.get('format')!r}")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"file {CONTENTS} is unreadable ({exc})", [CONTENTS]
+    watched = [CONTENTS, *files]
+    for rel, expected in files.items():
+        try:
+            size = (entry / rel).stat().st_size
+        except FileNotFoundError:
+            return f"file {rel} is missing", watched
+        if size != expected["size"]:
+            return f"file {rel} changed (size {size} bytes, {expected['size']} when written)", watched
+    for rel, expected in files.items():
+        if sha256_of(entry / rel) != expected["sha256"]:
+            return f"file {rel} changed (hash mismatch)", watched
+    return None, watched
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def remove_stale_temporaries(root: str | Path, max_age_hours: float = STALE_TEMP_HOURS) -> list[Path]:
+    """Remove the temporary entry folders that killed runs left under ``root/<stage>/``; return them.
+
+    Stale: named by a process of this host that no longer runs, or (another host's, or named
+    without a pid by an older musecl) not modified for ``max_age_hours``."""
+    root, removed, now = Path(root), [], time.time()
+    if not root.is_dir():
+        return removed
+    for stage in root.iterdir():
+        if not stage.is_dir() or stage.name.startswith("."):
+            continue
+        for folder in stage.iterdir():
+            match = _TEMP_NAME.match(folder.name)
+            if not match or not folder.is_dir():
+                continue
+            try:
+                old = now - folder.stat().st_mtime > max_age_hours * 3600
+            except FileNotFoundError:
+                continue  # its owner finished meanwhile
+            mine = match["pid"] is not None and match["host"] == _host()
+            if (mine and not _pid_alive(int(match["pid"]))) or (not mine and old):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+    if removed:
+        warnings.warn(f"cache {root}: removed {len(removed)} temporary folder(s) left by killed runs: "
+                      + ", ".join(str(p) for p in removed), stacklevel=2)
+    return removed
 
 
 @contextlib.contextmanager

@@ -13,16 +13,21 @@ A city is a folder a person can make with a spreadsheet and an image folder::
     ceilings.csv     optional: each ceiling's prediction per region (generated cities only)
 
 :func:`validate_city` lists every problem with the file, the row or region and what is wrong;
-:func:`load_city` raises :class:`CityFormatError` with the same messages, and warns with a
-count whenever it fills or drops anything.  The full description is ``data/README.md``.
+:func:`load_city` raises :class:`CityFormatError` with the same messages (only a city smaller
+than :data:`MIN_REGIONS` loads, with a warning), and warns with a count whenever it fills or
+drops anything.  The full description is ``data/README.md``.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import shutil
+import stat
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -229,12 +234,51 @@ class City:
 # reading and checking
 
 
+MIN_REGIONS = 7
+"""The fewest regions a city may have: ``validate_city`` (so ``musecl validate`` and
+``from_raw.build_city``) reports fewer as a problem; :func:`load_city` warns. What sets it, smallest
+need first: a contrastive triplet draws three distinct regions (anchor, positive, negative;
+``musecl.sampling``); the 5-fold ridge read of the pretext features (``evaluation.ridge_cv_r2``)
+needs 5; the probes' default random 60/20/20 split (``evaluation.random_split``) must leave at
+least 2 test regions for R2, which first happens at 7 (4 train, 1 validation, 2 test). It is also
+the toy generator's minimum (one ring of hexagons). The spatial split needs enough blocks on top
+of that, which depends on the geometry and is checked where the split is made."""
+
+MAX_IMAGE_PIXELS = 89_478_485
+"""The most pixels (width x height) an image may have: Pillow's own default limit, above which
+it warns (and at twice it refuses) as a possible decompression bomb; the encoders resize images
+to a few hundred pixels anyway. Larger images are a problem naming the file."""
+
+_MISSING = "missing"
+_DECODED: set[tuple] = set()  # (device, inode, size, mtime, ctime, limit) of images that decoded fully
+
+
+def _stat_file(path: Path) -> tuple[os.stat_result | None, str | None]:
+    """The file's stat, or why ``path`` is not a regular file. Never opens it (a named pipe
+    would block the reader)."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None, _MISSING
+    except OSError as exc:
+        return None, f"cannot be accessed ({exc.strerror or exc})"
+    if stat.S_ISDIR(st.st_mode):
+        return None, "is a folder, not a file"
+    if not stat.S_ISREG(st.st_mode):
+        return None, "is not a regular file (a named pipe, socket or device); give a plain file"
+    return st, None
+
+
 def _read_csv(root: Path, name: str, problems: list[Problem], required: list[str],
               optional: bool = False) -> pd.DataFrame | None:
     path = root / name
-    if not path.exists():
+    _, why = _stat_file(path)
+    if why == _MISSING:
         if not optional:
             problems.append(Problem(name, "", "file is missing"))
+        return None
+    if why:
+        problems.append(Problem(name, "", why))
         return None
     try:
         df = pd.read_csv(path, dtype={REGION_ID: str, ORIGIN: str, DESTINATION: str},
@@ -262,6 +306,28 @@ def _row(i: int) -> str:
     return f"row {i + 2}"  # +1 for the header, +1 for 1-based counting as in a spreadsheet
 
 
+def _kind_of(value) -> str:
+    """What YAML read a value as, in a person's words."""
+    if value is None:
+        return "empty (null)"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def _is_number(value) -> bool:
+    """A finite YAML number; a boolean is not one."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _check_ids(df: pd.DataFrame, col: str, known: set[str], file: str, problems: list[Problem],
                what: str = "region_id") -> None:
     ids = df[col]
@@ -274,24 +340,93 @@ def _check_ids(df: pd.DataFrame, col: str, known: set[str], file: str, problems:
         problems.append(Problem(file, "", f"{int(unknown.sum())} rows in all name unknown regions"))
 
 
+def _check_format_version(raw: dict, problems: list[Problem]) -> None:
+    key = "format_version"
+    if key not in raw:
+        problems.append(Problem(CITY_YAML, key, f"required key is missing: add the line `{key}: {FORMAT_VERSION}` "
+                                                "(the version of the city folder format; musecl's writers add it)"))
+        return
+    version = raw[key]
+    if isinstance(version, bool) or not isinstance(version, int):
+        problems.append(Problem(CITY_YAML, key, f"must be the whole number {FORMAT_VERSION}, "
+                                                f"got {version!r} ({_kind_of(version)})"))
+    elif version != FORMAT_VERSION:
+        newer = "; it may come from a newer musecl" if version > FORMAT_VERSION else ""
+        problems.append(Problem(CITY_YAML, key, f"{key} {version} is not supported: this musecl reads "
+                                                f"{key} {FORMAT_VERSION}{newer}"))
+
+
+def _read_indicator(name: str, spec, problems: list[Problem]) -> Indicator:
+    """One entry of ``indicators:``; a key of the wrong type is a problem and keeps its default."""
+    where = f"indicators.{name}"
+    spec = {} if spec is None else spec
+    if not isinstance(spec, dict):
+        problems.append(Problem(CITY_YAML, where, "must be a mapping of the indicator's metadata (long_name, unit, "
+                                                  "log, allow_missing, allow_negative), "
+                                                  f"got {spec!r} ({_kind_of(spec)})"))
+        return Indicator(name=name, long_name=name)
+    allowed = {f.name for f in dataclasses.fields(Indicator)} - {"name"}
+    bad = sorted(str(k) for k in spec if k not in allowed)
+    if bad:
+        problems.append(Problem(CITY_YAML, where, f"unknown key(s) {bad}; known: {sorted(allowed)}"))
+    kwargs: dict = {}
+    for key in ("long_name", "unit"):
+        value = spec.get(key)
+        if value is None:
+            continue
+        if isinstance(value, str) or _is_number(value):
+            kwargs[key] = str(value)
+        else:
+            problems.append(Problem(CITY_YAML, f"{where}.{key}", f"must be text, got {value!r} ({_kind_of(value)})"))
+    for key in ("log", "allow_missing", "allow_negative"):
+        if key not in spec:
+            continue
+        value = spec[key]
+        if isinstance(value, bool):
+            kwargs[key] = value
+        else:
+            problems.append(Problem(CITY_YAML, f"{where}.{key}", "must be true or false (a YAML boolean, unquoted), "
+                                                                  f"got {value!r} ({_kind_of(value)})"))
+    derived = spec.get("derived_from_input")
+    if derived is not None:
+        if isinstance(derived, str) and derived in MODALITIES:
+            kwargs["derived_from_input"] = derived
+        else:
+            problems.append(Problem(CITY_YAML, f"{where}.derived_from_input",
+                                    f"{derived!r} is not a modality; use one of {list(MODALITIES)} or leave it out"))
+    return Indicator(name=name, long_name=kwargs.pop("long_name", name), **kwargs)
+
+
 def _read_meta(root: Path, problems: list[Problem]) -> CityMeta | None:
     path = root / CITY_YAML
-    if not path.exists():
-        problems.append(Problem(CITY_YAML, "", "file is missing; every city folder needs one"))
+    _, why = _stat_file(path)
+    if why:
+        problems.append(Problem(CITY_YAML, "", "file is missing; every city folder needs one" if why == _MISSING
+                                else why))
         return None
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         problems.append(Problem(CITY_YAML, "", f"is not valid YAML: {exc}"))
         return None
+    except UnicodeDecodeError as exc:
+        problems.append(Problem(CITY_YAML, "", f"is not UTF-8 text: {exc}"))
+        return None
+    raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         problems.append(Problem(CITY_YAML, "", "must be a mapping of keys to values"))
         return None
-    for key in ("name", "crs", "modalities", "indicators"):
+    required = ("name", "crs", "modalities", "indicators")
+    for key in required:
         if key not in raw:
             problems.append(Problem(CITY_YAML, key, "required key is missing"))
-    if any(p.file == CITY_YAML for p in problems):
+    _check_format_version(raw, problems)
+    if any(key not in raw for key in required):
         return None
+
+    name = raw["name"]
+    if not (isinstance(name, str) or _is_number(name)) or not str(name).strip():
+        problems.append(Problem(CITY_YAML, "name", f"must be the city's name as text, got {name!r} ({_kind_of(name)})"))
     crs = str(raw["crs"])
     try:
         import pyproj
@@ -300,28 +435,43 @@ def _read_meta(root: Path, problems: list[Problem]) -> CityMeta | None:
     except Exception as exc:  # noqa: BLE001 - pyproj raises CRSError and friends
         problems.append(Problem(CITY_YAML, "crs", f"cannot read CRS {crs!r}: {exc}. "
                                                   "Use an EPSG code such as 'EPSG:4326'."))
-    modalities = tuple(raw["modalities"] or ())
-    for m in modalities:
-        if m not in MODALITIES:
+    listed = [] if raw["modalities"] is None else raw["modalities"]
+    if not isinstance(listed, list):
+        problems.append(Problem(CITY_YAML, "modalities", f"must be a list such as [satellite, poi], "
+                                                         f"got {listed!r} ({_kind_of(listed)})"))
+        listed = []
+    modalities: list[str] = []
+    for m in listed:
+        if not isinstance(m, str) or m not in MODALITIES:
             problems.append(Problem(CITY_YAML, "modalities", f"unknown modality {m!r}; use {list(MODALITIES)}"))
+        elif m in modalities:
+            problems.append(Problem(CITY_YAML, "modalities", f"{m!r} is listed twice"))
+        else:
+            modalities.append(m)
     indicators: dict[str, Indicator] = {}
     if not isinstance(raw["indicators"], dict) or not raw["indicators"]:
         problems.append(Problem(CITY_YAML, "indicators", "must map each indicator column to its metadata"))
     else:
-        allowed = {f.name for f in dataclasses.fields(Indicator)} - {"name"}
-        for name, spec in raw["indicators"].items():
-            spec = spec or {}
-            bad = set(spec) - allowed
-            if bad:
-                problems.append(Problem(CITY_YAML, f"indicators.{name}", f"unknown key(s) {sorted(bad)}"))
-                continue
-            derived = spec.get("derived_from_input")
-            if derived is not None and derived not in MODALITIES:
-                problems.append(Problem(CITY_YAML, f"indicators.{name}.derived_from_input",
-                                        f"{derived!r} is not a modality; use one of {list(MODALITIES)} or leave it out"))
-                spec = {k: v for k, v in spec.items() if k != "derived_from_input"}
-            indicators[str(name)] = Indicator(name=str(name), long_name=str(spec.get("long_name", name)),
-                                              **{k: v for k, v in spec.items() if k != "long_name"})
+        for key, spec in raw["indicators"].items():
+            indicators[str(key)] = _read_indicator(str(key), spec, problems)
+
+    hexagon = raw.get("hexagon_size_m")
+    if hexagon is not None and not (_is_number(hexagon) and hexagon > 0):
+        problems.append(Problem(CITY_YAML, "hexagon_size_m", "must be a positive number of metres (the hexagons' "
+                                                             "centre-to-vertex size) or null for free polygons, "
+                                                             f"got {hexagon!r} ({_kind_of(hexagon)})"))
+        hexagon = None
+    provenance = raw.get("provenance")
+    if provenance is not None and not (isinstance(provenance, str) or _is_number(provenance)):
+        problems.append(Problem(CITY_YAML, "provenance", f"must be text, got {_kind_of(provenance)}"))
+        provenance = None
+    max_missing = raw.get("max_missing_satellite", 0.5)
+    if not (_is_number(max_missing) and 0 <= max_missing <= 1):
+        problems.append(Problem(CITY_YAML, "max_missing_satellite", "must be a number from 0 to 1 (the fraction of "
+                                                                    "regions allowed without a satellite image), "
+                                                                    f"got {max_missing!r} ({_kind_of(max_missing)})"))
+        max_missing = 0.5
+
     known = {"format_version", "name", "crs", "hexagon_size_m", "modalities", "provenance",
              "max_missing_satellite", "indicators", "oracle_r2", "latents", "modality_latents",
              "modality_oracle_r2"}
@@ -340,15 +490,74 @@ def _read_meta(root: Path, problems: list[Problem]) -> CityMeta | None:
                 problems.append(Problem(CITY_YAML, f"{key}.{m}", f"must be a {'list' if wanted is list else 'mapping'}, "
                                                                  f"got {type(value).__name__}"))
                 mappings[key].pop(m)
+    r2_tables = [("oracle_r2", mappings["oracle_r2"])]
+    r2_tables += [(f"modality_oracle_r2.{m}", v) for m, v in mappings["modality_oracle_r2"].items() if v]
+    for where, table in r2_tables:
+        for k, v in list(table.items()):
+            if not _is_number(v):
+                problems.append(Problem(CITY_YAML, f"{where}.{k}",
+                                        f"must be a number (an R2), got {v!r} ({_kind_of(v)})"))
+                table.pop(k)
     return CityMeta(
-        name=str(raw["name"]), crs=crs, modalities=modalities, indicators=indicators,
-        hexagon_size_m=raw.get("hexagon_size_m"), provenance=str(raw.get("provenance", "")),
-        max_missing_satellite=float(raw.get("max_missing_satellite", 0.5)),
+        name=str(name), crs=crs, modalities=tuple(modalities), indicators=indicators,
+        hexagon_size_m=hexagon, provenance="" if provenance is None else str(provenance),
+        max_missing_satellite=float(max_missing),
         oracle_r2=mappings["oracle_r2"], latents=mappings["latents"],
         modality_latents={str(k): list(v or []) for k, v in mappings["modality_latents"].items()},
         modality_oracle_r2={str(m): dict(v or {}) for m, v in mappings["modality_oracle_r2"].items()},
         extra={k: v for k, v in raw.items() if k not in known},
     )
+
+
+def _check_id_spaces(df: pd.DataFrame, col: str, file: str, problems: list[Problem]) -> None:
+    """Region ids are matched exactly across files: reject blank ones and surrounding spaces at their row."""
+    blank, padded = [], []
+    for i, value in enumerate(df[col].to_numpy(dtype=object)):
+        if isinstance(value, str) and value != value.strip():
+            (padded if value.strip() else blank).append(i)
+    for i in blank[:5]:
+        problems.append(Problem(file, _row(i), f"region_id {df[col].iloc[i]!r} is blank (only spaces)"))
+    for i in padded[:5]:
+        problems.append(Problem(file, _row(i), f"region_id {df[col].iloc[i]!r} has leading or trailing spaces; "
+                                               "remove them (ids are matched exactly across files)"))
+    if len(blank) + len(padded) > 10:
+        problems.append(Problem(file, "", f"{len(blank) + len(padded)} region ids in all are blank or padded"))
+
+
+def _check_geometries(df: pd.DataFrame, problems: list[Problem]) -> None:
+    """Every geometry is a valid POLYGON or MULTIPOLYGON in WKT (closed rings that do not cross)."""
+    import shapely
+    from shapely.errors import ShapelyError
+
+    f = REGIONS_CSV
+    texts = [t if isinstance(t, str) else None for t in df[GEOMETRY]]
+    geoms = shapely.from_wkt(np.array(texts, dtype=object), on_invalid="ignore")
+    reasons = shapely.is_valid_reason(geoms)
+    kinds = shapely.get_type_id(geoms)
+    n_bad = 0
+    for i, (text, geom) in enumerate(zip(texts, geoms)):
+        if text is None:
+            why = "geometry is empty; give a WKT POLYGON or MULTIPOLYGON"
+        elif geom is None:
+            try:
+                shapely.from_wkt(text)
+                why = "geometry is not a polygon in WKT: it cannot be parsed"
+            except (ShapelyError, ValueError, TypeError) as exc:
+                why = f"geometry is not a polygon in WKT: {exc}"
+        elif kinds[i] not in (3, 6):  # 3: Polygon, 6: MultiPolygon
+            why = f"geometry is not a polygon in WKT: expected a POLYGON or MULTIPOLYGON, got {geom.geom_type}"
+        elif geom.is_empty:
+            why = f"geometry is empty ({text.strip()[:40]}); give the region's outline"
+        elif reasons[i] != "Valid Geometry":
+            why = (f"geometry is not a valid polygon: {reasons[i]}; fix the outline (rings must be closed and "
+                   "must not cross themselves or each other), e.g. with QGIS 'Fix geometries' or shapely.make_valid")
+        else:
+            continue
+        n_bad += 1
+        if n_bad <= 10:
+            problems.append(Problem(f, f"{_row(i)}, region {df[REGION_ID].iloc[i]!r}", why))
+    if n_bad > 10:
+        problems.append(Problem(f, GEOMETRY, f"{n_bad} geometries in all are missing, not polygons or invalid"))
 
 
 def _check_regions(df: pd.DataFrame, problems: list[Problem]) -> None:
@@ -357,56 +566,98 @@ def _check_regions(df: pd.DataFrame, problems: list[Problem]) -> None:
         problems.append(Problem(f, "", "has no regions"))
         return
     _check_ids(df, REGION_ID, set(df[REGION_ID].dropna()), f, problems)
+    _check_id_spaces(df, REGION_ID, f, problems)
     dup = df[REGION_ID].duplicated(keep="first") & df[REGION_ID].notna()
     for i in np.flatnonzero(dup.to_numpy())[:5]:
         problems.append(Problem(f, _row(i), f"duplicate region_id {df[REGION_ID].iloc[i]!r}"))
     for col, lo, hi in ((LON, -180, 180), (LAT, -90, 90)):
         values = pd.to_numeric(df[col], errors="coerce")
-        bad = values.isna() | (values < lo) | (values > hi)
+        bad = values.isna() | (values < lo) | (values > hi)  # inf and -inf are outside too
         for i in np.flatnonzero(bad.to_numpy())[:5]:
             problems.append(Problem(f, _row(i), f"{col} {_show(df[col].iloc[i])} is not a number in [{lo}, {hi}]"))
-    from shapely import wkt
-    from shapely.errors import ShapelyError
-
-    for i, text in enumerate(df[GEOMETRY]):
-        try:
-            geom = wkt.loads(str(text))
-            if geom.geom_type not in ("Polygon", "MultiPolygon") or geom.is_empty:
-                raise ValueError(f"expected a POLYGON or MULTIPOLYGON, got {geom.geom_type}")
-        except (ShapelyError, ValueError, TypeError) as exc:
-            problems.append(Problem(f, f"{_row(i)}, region {df[REGION_ID].iloc[i]!r}",
-                                    f"geometry is not a polygon in WKT: {exc}"))
-            if sum(p.file == f for p in problems) > 10:
-                break
+    _check_geometries(df, problems)
 
 
-def _check_image(path: Path) -> str | None:
-    from PIL import Image, UnidentifiedImageError
+def _too_few_regions(df: pd.DataFrame) -> Problem | None:
+    n = int(df[REGION_ID].dropna().nunique())
+    if 0 < n < MIN_REGIONS:
+        return Problem(REGIONS_CSV, "", f"has {n} region(s); musecl needs at least {MIN_REGIONS} (MIN_REGIONS): "
+                                        "triplets draw 3 distinct regions and the probes' 60/20/20 split needs "
+                                        f"{MIN_REGIONS} to leave 2 test regions for R2")
+    return None
 
-    if not path.exists():
-        return "image file is missing"
+
+def _decode_image(path: str, st: os.stat_result) -> str | None:
+    """Why the regular file ``path`` is not an image the run can use (decoded in full: a truncated
+    file only fails there), or None. Files that decoded are remembered by device, inode, size and
+    times, so a second check in the same process (validate, then load) costs nothing."""
+    from PIL import Image
+
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, MAX_IMAGE_PIXELS)
+    if key in _DECODED:
+        return None
     try:
         with Image.open(path) as im:
-            im.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+            width, height = im.size
+            if width * height > MAX_IMAGE_PIXELS:
+                return (f"is {width} x {height} = {width * height:,} pixels, more than the {MAX_IMAGE_PIXELS:,} "
+                        "an image may have (MAX_IMAGE_PIXELS); downscale it")
+            im.load()
+    except Image.DecompressionBombError as exc:
+        return (f"is too large to decode ({exc}); an image may have at most {MAX_IMAGE_PIXELS:,} pixels "
+                "(MAX_IMAGE_PIXELS): downscale it")
+    except Exception as exc:  # noqa: BLE001 - whatever the decoder raises, the run could not read it either
         return f"is not a readable image ({type(exc).__name__}: {exc})"
+    if len(_DECODED) > 1_000_000:
+        _DECODED.clear()
+    _DECODED.add(key)
     return None
+
+
+def _locate_image(root: str, rel) -> tuple[str | None, str | None, os.stat_result | None]:
+    """(why not, None, None) if the ``path`` cell ``rel`` does not name a regular file inside the
+    city folder ``root``, else (None, the file, its stat) for decoding. The path as written must
+    stay inside the folder (relative, no climbing out with ``..``); a symbolic link inside it may
+    point elsewhere (``from_raw.build_city(copy_images=False)`` makes such links)."""
+    if rel is None or (isinstance(rel, float) and math.isnan(rel)) or not str(rel).strip():
+        return "path is empty", None, None
+    rel = str(rel)
+    if os.path.isabs(rel) or (("\\" in rel or ":" in rel) and PureWindowsPath(rel).is_absolute()):
+        return "is an absolute path; give the path relative to the city folder", None, None
+    norm = os.path.normpath(rel)
+    if norm == os.pardir or norm.startswith(os.pardir + os.sep):
+        return ("points outside the city folder ('..'); keep images inside it and give their path relative to it",
+                None, None)
+    full = os.path.join(root, rel)
+    st, why = _stat_file(full)
+    if why:
+        return "image file is missing" if why == _MISSING else why, None, None
+    return None, full, st
 
 
 def _check_images(root: Path, df: pd.DataFrame, meta: CityMeta, known: set[str],
                   problems: list[Problem]) -> None:
+    from PIL import Image
+
     f = IMAGES_CSV
     _check_ids(df, REGION_ID, known, f, problems)
     bad_kind = ~df[KIND].isin(IMAGE_KINDS)
     for i in np.flatnonzero(bad_kind.to_numpy())[:5]:
         problems.append(Problem(f, _row(i), f"kind {df[KIND].iloc[i]!r} is not one of {list(IMAGE_KINDS)}"))
+    located = [_locate_image(os.fspath(root), rel) for rel in df[PATH]]
+    whys = [why for why, _, _ in located]
+    todo = [i for i, (why, _, _) in enumerate(located) if why is None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_IMAGE_PIXELS reports it, with the file
+        for i in todo:
+            whys[i] = _decode_image(*located[i][1:])
     n_bad = 0
-    for i, (rid, rel) in enumerate(zip(df[REGION_ID], df[PATH])):
-        why = _check_image(root / str(rel))
+    for i, (rid, rel, why) in enumerate(zip(df[REGION_ID], df[PATH], whys)):
         if why:
             n_bad += 1
             if n_bad <= 10:
-                problems.append(Problem(f, f"{_row(i)}, region {rid!r}", f"{rel}: {why}"))
+                shown = "" if pd.isna(rel) else str(rel)
+                problems.append(Problem(f, f"{_row(i)}, region {rid!r}", f"{shown}: {why}" if shown else why))
     if n_bad > 10:
         problems.append(Problem(f, "", f"{n_bad} image rows in all point at missing or unreadable files"))
     sat = df[df[KIND] == SATELLITE]
@@ -427,26 +678,42 @@ def _check_images(root: Path, df: pd.DataFrame, meta: CityMeta, known: set[str],
 
 
 def _check_numbers(df: pd.DataFrame, cols: list[str], file: str, problems: list[Problem],
-                   allow_nan: bool = False, allow_negative: bool = False) -> None:
+                   allow_nan: bool = False, allow_negative: bool = False, log: bool = False) -> None:
+    """Every value of ``cols`` is a finite number; missing only with ``allow_nan``, negative only
+    with ``allow_negative``; above -1 with ``log`` (ln(1 + x) is modelled)."""
+    def report(mask, what: str, message, limit: int = 3) -> None:
+        rows = np.flatnonzero(np.asarray(mask, dtype=bool))
+        for i in rows[:limit]:
+            problems.append(Problem(file, f"{_row(i)}, region {df.iloc[i, 0]!r}, column {col}", message(i)))
+        if len(rows) > limit:
+            problems.append(Problem(file, f"column {col}", f"{len(rows)} rows in all {what}"))
+
     for col in cols:
         values = pd.to_numeric(df[col], errors="coerce")
-        not_number = values.isna() & df[col].notna()
-        for i in np.flatnonzero(not_number.to_numpy())[:3]:
-            problems.append(Problem(file, f"{_row(i)}, column {col}", f"{_show(df[col].iloc[i])} is not a number"))
+        number = values.to_numpy(dtype=float)
+        not_number = (values.isna() & df[col].notna()).to_numpy()
+        report(not_number, "are not numbers", lambda i: f"{_show(df[col].iloc[i])} is not a number")
+        report(np.isinf(number), "are infinite",
+               lambda i: f"value {_show(df[col].iloc[i])} is not a finite number; every value must be finite"
+                         f"{' (or left empty)' if allow_nan else ''}")
         if not allow_nan:
-            for i in np.flatnonzero(df[col].isna().to_numpy())[:3]:
-                problems.append(Problem(file, f"{_row(i)}, region {df.iloc[i, 0]!r}, column {col}",
-                                        "value is missing (NaN) and this column does not allow missing values"))
+            report(df[col].isna().to_numpy(), "are missing",
+                   lambda i: "value is missing (NaN) and this column does not allow missing values")
+        finite = np.isfinite(number)
         if not allow_negative:
-            for i in np.flatnonzero((values < 0).to_numpy())[:3]:
-                problems.append(Problem(file, f"{_row(i)}, region {df.iloc[i, 0]!r}, column {col}",
-                                        f"value {values.iloc[i]} is negative and this column does not allow it"))
+            report(finite & (number < 0), "are negative",
+                   lambda i: f"value {number[i]} is negative and this column does not allow it")
+        elif log:
+            report(finite & (number <= -1), "are -1 or less",
+                   lambda i: f"value {number[i]} is -1 or less, where ln(1 + x) (log: true) is undefined; set log: "
+                             f"false for this indicator in {CITY_YAML}")
 
 
 def _inspect(root: Path) -> tuple[list[Problem], dict]:
-    """Read and check every file; return the problems and the tables read."""
+    """Read and check every file; return the problems and the tables read (``too_few_regions``:
+    the one problem :func:`load_city` only warns about)."""
     problems: list[Problem] = []
-    tables: dict = {}
+    tables: dict = {"too_few_regions": None}
     if not root.is_dir():
         return [Problem(str(root), "", "is not a folder")], tables
     meta = _read_meta(root, problems)
@@ -454,6 +721,10 @@ def _inspect(root: Path) -> tuple[list[Problem], dict]:
     regions = _read_csv(root, REGIONS_CSV, problems, [REGION_ID, LON, LAT, GEOMETRY])
     if regions is not None:
         _check_regions(regions, problems)
+        too_few = _too_few_regions(regions)
+        if too_few is not None:
+            problems.append(too_few)
+            tables["too_few_regions"] = too_few
     tables["regions"] = regions
     if meta is None or regions is None:
         return problems, tables
@@ -475,25 +746,27 @@ def _inspect(root: Path) -> tuple[list[Problem], dict]:
     tables["pois"] = pois
 
     mobility = od = None
-    if (root / MOBILITY_CSV).exists():
+    if os.path.lexists(root / MOBILITY_CSV):
         mobility = _read_csv(root, MOBILITY_CSV, problems, [REGION_ID, INFLOW, OUTFLOW])
         if mobility is not None:
             _check_ids(mobility, REGION_ID, known, MOBILITY_CSV, problems)
             _check_numbers(mobility, [INFLOW, OUTFLOW], MOBILITY_CSV, problems)
             for i in np.flatnonzero(mobility[REGION_ID].duplicated().to_numpy())[:5]:
                 problems.append(Problem(MOBILITY_CSV, _row(i), f"duplicate region_id {mobility[REGION_ID].iloc[i]!r}"))
-    if (root / OD_CSV).exists():
+    if os.path.lexists(root / OD_CSV):
         od = _read_csv(root, OD_CSV, problems, [ORIGIN, DESTINATION, FLOW])
         if od is not None:
             _check_ids(od, ORIGIN, known, OD_CSV, problems, what="origin")
             _check_ids(od, DESTINATION, known, OD_CSV, problems, what="destination")
             _check_numbers(od, [FLOW], OD_CSV, problems)
     if MOBILITY in meta.modalities:
-        if mobility is None and od is None and not (root / MOBILITY_CSV).exists():
+        if mobility is None and od is None and not os.path.lexists(root / MOBILITY_CSV) \
+                and not os.path.lexists(root / OD_CSV):
             problems.append(Problem(MOBILITY_CSV, "", f"modality 'mobility' is listed in {CITY_YAML}: "
                                                       f"give {MOBILITY_CSV} (region_id, inflow, outflow) or "
                                                       f"{OD_CSV} (origin, destination, flow)"))
-        elif all(t is None or t.empty for t in (mobility, od)):
+        elif all(t is None or t.empty for t in (mobility, od)) and not any(p.file in (MOBILITY_CSV, OD_CSV)
+                                                                           for p in problems):
             problems.append(Problem(MOBILITY_CSV if mobility is not None else OD_CSV, "",
                                     "modality 'mobility' is listed but the table has no rows"))
     tables["mobility"], tables["od"] = mobility, od
@@ -514,9 +787,16 @@ def _inspect(root: Path) -> tuple[list[Problem], dict]:
                                         f"is described in {CITY_YAML} but missing from the file"))
                 continue
             _check_numbers(indicators, [name], INDICATORS_CSV, problems,
-                           allow_nan=ind.allow_missing, allow_negative=ind.allow_negative)
+                           allow_nan=ind.allow_missing, allow_negative=ind.allow_negative, log=ind.log)
     tables["indicators"] = indicators
-    tables["latents"] = _read_csv(root, LATENTS_CSV, problems, [REGION_ID], optional=True)
+    latents = _read_csv(root, LATENTS_CSV, problems, [REGION_ID], optional=True)
+    if latents is not None:
+        _check_ids(latents, REGION_ID, known, LATENTS_CSV, problems)
+        for i in np.flatnonzero(latents[REGION_ID].duplicated().to_numpy())[:5]:
+            problems.append(Problem(LATENTS_CSV, _row(i), f"duplicate region_id {latents[REGION_ID].iloc[i]!r}"))
+        _check_numbers(latents, [c for c in latents.columns if c != REGION_ID], LATENTS_CSV, problems,
+                       allow_nan=True, allow_negative=True)
+    tables["latents"] = latents
     ceilings = _read_csv(root, CEILINGS_CSV, problems, [REGION_ID, SOURCE], optional=True)
     if ceilings is not None:
         _check_ceilings(ceilings, meta, known, problems)
@@ -546,12 +826,18 @@ def validate_city(path: str | Path) -> list[Problem]:
 
 
 def load_city(path: str | Path) -> City:
-    """Read a city folder into a :class:`City`; raise :class:`CityFormatError` if it is invalid."""
+    """Read a city folder into a :class:`City`; raise :class:`CityFormatError` if it is invalid.
+
+    One problem of :func:`validate_city` only warns here: fewer than :data:`MIN_REGIONS` regions
+    (the folder still loads, e.g. for a map, but the pipeline cannot run on it)."""
     root = Path(path).resolve()
     problems, t = _inspect(root)
-    if problems:
+    too_few = t.get("too_few_regions")
+    if any(p is not too_few for p in problems):
         raise CityFormatError(problems)
     meta: CityMeta = t["meta"]
+    if too_few is not None:
+        warnings.warn(f"{meta.name}: {too_few}", stacklevel=2)
     regions = t["regions"].set_index(REGION_ID)
     ids = regions.index
 
@@ -645,3 +931,36 @@ def write_city(root: str | Path, meta: CityMeta, regions: pd.DataFrame, indicato
     if ceilings is not None:  # long: one row per region and source
         _indexed(ceilings, CEILINGS_CSV)
     return root
+
+
+def restrict_city(src: str | Path, out: str | Path, modalities: Sequence[str], poi_text: bool = True) -> Path:
+    """A copy of a city folder with only ``modalities`` (and, with ``poi_text=False``, POI
+    categories without their text): how the book and the methods are tried on cities that lack
+    some data, as most real cities do. Images of the kept kinds are copied; the folder is validated."""
+    unknown = sorted(set(modalities) - set(MODALITIES))
+    if unknown:
+        raise ValueError(f"unknown modalities {unknown}; use some of {list(MODALITIES)}")
+    city = load_city(src)
+    keep = tuple(m for m in city.meta.modalities if m in modalities)
+    meta = dataclasses.replace(
+        city.meta, name=f"{city.meta.name} ({', '.join(keep) or 'no modalities'})", modalities=keep,
+        modality_latents={m: v for m, v in city.meta.modality_latents.items() if m in keep},
+        modality_oracle_r2={m: v for m, v in city.meta.modality_oracle_r2.items() if m in keep})
+    out = Path(out)
+    images = city.images[city.images[KIND].isin([k for k in IMAGE_KINDS if k in keep])].copy()
+    relative = [Path(p).relative_to(city.root) for p in images[PATH]]
+    for path in relative:
+        (out / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(city.root / path, out / path)
+    images[PATH] = [p.as_posix() for p in relative]
+    pois = city.pois.assign(**{TEXT: city.pois[TEXT] if poi_text else ""}) if POI in keep else None
+    ceilings = city.ceilings
+    if ceilings is not None:
+        ceilings = ceilings[ceilings[SOURCE].isin([CEILING_ALL, *keep])].set_index(REGION_ID)
+    write_city(out, meta, city.regions, city.indicators, images=images if len(images) else None, pois=pois,
+               mobility=city.mobility if MOBILITY in keep else None,
+               od=city.od if MOBILITY in keep else None, latents=city.latents, ceilings=ceilings)
+    problems = validate_city(out)
+    if problems:
+        raise CityFormatError(problems)
+    return out

@@ -72,12 +72,41 @@ def _book(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from musecl.config import RunConfig
-    from musecl.runner import run, summary_json
+    from musecl.runner import UnsupportedMethodsError, run, summary_json
 
     config = RunConfig.from_yaml(args.params, device=args.device)
-    results = run(args.city, args.out, config, methods=args.methods, cache_dir=args.cache)
+    try:
+        results = run(args.city, args.out, config, methods=args.methods, cache_dir=args.cache)
+    except UnsupportedMethodsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print(f"wrote {args.out}/results.csv ({len(results)} rows)")
     print(summary_json(results))
+    return 0
+
+
+def _methods(args: argparse.Namespace) -> int:
+    from musecl.runner import methods_table, resolve_city
+
+    city = resolve_city(args.city) if args.city is not None else None
+    table = methods_table(city)
+    widths = {c: max(len(c), *(len(str(v)) for v in table[c])) for c in table.columns}
+    for row in [dict(zip(table.columns, table.columns)), *table.to_dict("records")]:
+        print("  ".join(str(row[c]).ljust(widths[c]) for c in table.columns).rstrip())
+    if city is not None:
+        runnable = int((table["runs here"] == "yes").sum())
+        print(f"\n{city.name} has {', '.join(city.meta.modalities) or 'no modalities'}: {runnable} of "
+              f"{len(table)} methods can run there; `--methods all` runs those of the results table")
+    return 0
+
+
+def _readme(args: argparse.Namespace) -> int:
+    from musecl.report import update_readme
+    from musecl.runner import resolve_city
+
+    city = resolve_city(args.city or "toy", cities_dir=args.build / "cities")
+    update_readme(args.readme, args.build / "work" / "results" / "all_methods", city, args.figure)
+    print(f"wrote the results at a glance into {args.readme} and {args.figure}")
     return 0
 
 
@@ -102,6 +131,8 @@ def _train_encoders(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="musecl", description=__doc__)
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, show the full traceback instead of the one-line message")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("validate", help="check a city folder; exit 1 with every problem listed")
@@ -128,11 +159,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, default=None, help="where the raw files are (see musecl fetch)")
     p.set_defaults(func=_city)
 
-    p = sub.add_parser("run", help="sample, train, embed and evaluate a city; write results.csv")
+    p = sub.add_parser("methods", help="list the methods and the inputs each needs; for a city, which can run")
+    p.add_argument("city", nargs="?", default=None, help="a city folder or a named data set")
+    p.set_defaults(func=_methods)
+
+    p = sub.add_parser("run", help="sample, train, embed and evaluate a city; write results.csv",
+                       epilog="Method names: `musecl methods [CITY]` lists them, with what each needs and, "
+                              "for a city, which can run. `--methods all` runs every method of the results "
+                              "table the city supports and records the skipped ones in run.json.")
     p.add_argument("city", help="a city folder or a named data set (toy, toy-small, beijing, manhattan)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--params", type=Path, default=None, help="YAML file of run settings (params/*.yaml)")
-    p.add_argument("--methods", nargs="+", default=["MuseCL"])
+    p.add_argument("--methods", nargs="+", default=["MuseCL"],
+                   help="method names (quote names with spaces) or `all`; default: MuseCL")
     p.add_argument("--cache", type=Path, default=None, help="cache folder (default: OUT/cache)")
     p.add_argument("--device", default=None, help="cpu or cuda (overrides the params file)")
     p.set_defaults(func=_run)
@@ -153,6 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "probe speed; print a JSON summary"))
     p.set_defaults(func=bench.command)
 
+    p = sub.add_parser("readme", help="write the README's results at a glance (table and figure) from the "
+                                      "book's build")
+    p.add_argument("--build", type=Path, default=Path("build"), help="the folder `musecl book --out` wrote")
+    p.add_argument("--city", default=None, help="the city the book was built on (default: the toy city)")
+    p.add_argument("--readme", type=Path, default=Path("README.md"))
+    p.add_argument("--figure", type=Path, default=Path("docs/at_a_glance.png"))
+    p.set_defaults(func=_readme)
+
     p = sub.add_parser("book", help="execute every chapter with papermill, then render the book")
     p.add_argument("--city", default=None, help="city folder (default: the generated toy city)")
     p.add_argument("--params", type=Path, default=None, help="YAML file of chapter parameters")
@@ -163,9 +210,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _known_errors() -> tuple[type[BaseException], ...]:
+    """Errors that describe bad input (a setting, a file, a city folder, a chapter): the CLI prints
+    their message. ConfigError, CityFormatError and ChecksumError are ValueErrors; DataMissingError
+    is a FileNotFoundError. Any other exception is a bug and keeps its traceback."""
+    from musecl.notebooks import BookBuildError, ChapterExecutionError
+
+    return ValueError, FileNotFoundError, ChapterExecutionError, BookBuildError
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    if args.debug:
+        return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except _known_errors() as err:
+        print(f"error: {err}", file=sys.stderr)  # one line; CityFormatError: a line per problem
+        return 1
 
 
 if __name__ == "__main__":

@@ -3,16 +3,210 @@ chapters' papermill ``parameters`` cells, so a setting has the same name everywh
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
+import math
+import numbers
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 
+# The allowed values of the string settings, as the modules that read them define them (copied
+# here so that loading a config does not import torch; tests/test_config_validation.py checks
+# they agree): image_store, retrain (runner), sampling.RULES, encoders.image.ARCHS + heads.FEATURE_HEADS,
+# encoders.image.LOSSES, training.AMP_MODES, fusion.DESIGNS / LOSSES, evaluation.SPLITS / PROBES.
 IMAGE_STORES = ("memory", "shards")
 RETRAIN = ("per_seed", "once")
+SAMPLING_RULES = ("paper", "official")
+ARCHS = ("resnet18", "inception_v3", "tiny", "lite0-head")
+TRIPLET_LOSSES = ("cosine", "euclidean")
+AMP_MODES = ("off", "bf16", "fp16", "auto")
+FUSION_DESIGNS = ("aligned", "paper")
+FUSION_LOSSES = ("infonce", "mse")
+SPLITS = ("random", "spatial")
+PROBES = ("mlp", "ridge", "knn")
+
+
+class ConfigError(ValueError):
+    """A run setting that is unknown or has the wrong type or value. ``key`` names the setting
+    (None for a file that is not a mapping of settings)."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
+
+
+class _Bad(Exception):
+    """Raised by a check: the value is not what the key allows (the message says what is; ``hint``
+    may suggest the nearest allowed value)."""
+
+    def __init__(self, allowed: str, hint: str = ""):
+        super().__init__(allowed)
+        self.hint = hint
+
+
+# ------------------------------------------------------------------------------------------
+# Checks: each takes a value and returns it (normalised) or raises _Bad with what is allowed,
+# which the check also has as its ``allowed`` attribute.
+
+
+def _allows(allowed: str):
+    def named(check):
+        check.allowed = allowed
+        return check
+    return named
+
+
+def _integer(minimum: int):
+    @_allows(f"an integer >= {minimum}")
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+            raise _Bad(check.allowed)
+        return int(value)
+    return check
+
+
+def _number(above: float | None = None, at_least: float | None = None, below: float | None = None):
+    """A finite number (an int, a float or a string such as "1e-3", which YAML 1.1 reads as a string)."""
+    bounds = [f"> {above:g}" if above is not None else "", f">= {at_least:g}" if at_least is not None else "",
+              f"< {below:g}" if below is not None else ""]
+
+    @_allows("a number " + " and ".join(b for b in bounds if b))
+    def check(value):
+        if isinstance(value, bool):
+            raise _Bad(check.allowed)
+        try:
+            number = float(value) if isinstance(value, (str, numbers.Real)) else None
+        except ValueError:
+            number = None
+        if number is None or not math.isfinite(number) or (above is not None and not number > above) \
+                or (at_least is not None and not number >= at_least) or (below is not None and not number < below):
+            raise _Bad(check.allowed)
+        return value if type(value) in (int, float) else number  # keep 1 as 1: cache keys hash the values
+    return check
+
+
+def _choice(*allowed: str):
+    @_allows(f"one of {allowed}")
+    def check(value):
+        if value not in allowed or not isinstance(value, str):
+            near = difflib.get_close_matches(str(value), allowed, n=1)
+            raise _Bad(check.allowed, f" (did you mean {near[0]!r}?)" if near else "")
+        return value
+    return check
+
+
+def _optional(check, meaning: str):
+    @_allows(f"{check.allowed} or None (null in YAML: {meaning})")
+    def optional(value):
+        if value is None:
+            return None
+        try:
+            return check(value)
+        except _Bad as bad:
+            raise _Bad(optional.allowed, bad.hint) from None
+    return optional
+
+
+def _items(check):
+    """A non-empty list or tuple (or one value) of items that each pass ``check``; returns a tuple."""
+    @_allows(f"a non-empty list, each item {check.allowed}")
+    def items(value):
+        values = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+        try:
+            if not values:
+                raise _Bad(items.allowed)
+            return tuple(check(v) for v in values)
+        except _Bad as bad:
+            raise _Bad(items.allowed, bad.hint) from None
+    return items
+
+
+def _off_is_false(check):
+    """YAML 1.1 reads a bare ``off`` as false: take that as the choice "off"."""
+    @_allows(check.allowed)
+    def off(value):
+        return "off" if value is False else check(value)
+    return off
+
+
+@_allows("'cpu', 'cuda', 'cuda:N' or 'auto' (cuda when available)")
+def _device(value):
+    if not isinstance(value, str) or not re.fullmatch(r"cpu|auto|cuda(:\d+)?", value):
+        raise _Bad(_device.allowed)
+    return value
+
+
+@_allows("'random', 'imagenet' or the path of an existing checkpoint")
+def _weights(value):
+    if value in ("random", "imagenet"):
+        return value
+    if isinstance(value, (str, os.PathLike)) and str(value) and Path(value).exists():
+        return str(value)
+    near = difflib.get_close_matches(str(value), ("random", "imagenet"), n=1)
+    raise _Bad(_weights.allowed, f" (did you mean {near[0]!r}?)" if near else "")
+
+
+@_allows("'auto' or a number >= 0 (metres; 0: no buffer)")
+def _buffer(value):
+    if value == "auto":
+        return value
+    try:
+        return _number(at_least=0)(value)
+    except _Bad:
+        raise _Bad(_buffer.allowed) from None
+
+
+# What each RunConfig setting accepts, checked when one is made (and so when params/*.yaml loads);
+# a wrong value raises ConfigError naming the key, the value and what is allowed.
+CHECKS = {
+    "seed": _integer(0),
+    "device": _device,
+    "n_triplets": _integer(1),
+    "sampling_rule": _choice(*SAMPLING_RULES),
+    "n_positive_candidates": _integer(1),
+    "rs_arch": _choice(*ARCHS),
+    "sv_arch": _choice(*ARCHS),
+    "weights": _weights,
+    "rs_image_size": _integer(1),
+    "sv_image_size": _integer(1),
+    "embedding_dim": _integer(1),
+    "triplet_loss": _choice(*TRIPLET_LOSSES),
+    "margin": _optional(_number(at_least=0), "0.5 for cosine, 5 for euclidean"),
+    "rs_epochs": _integer(1),
+    "sv_epochs": _integer(1),
+    "rs_batch_size": _integer(1),
+    "sv_batch_size": _integer(1),
+    "lr": _number(above=0),
+    "encoder_patience": _optional(_integer(1), "no early stopping"),
+    "amp": _off_is_false(_choice(*AMP_MODES)),
+    "image_store": _choice(*IMAGE_STORES),
+    "train_processes": _integer(1),
+    "val_fraction": _number(at_least=0, below=1),
+    "text_epochs": _integer(1),
+    "text_window": _integer(1),
+    "fusion_design": _choice(*FUSION_DESIGNS),
+    "fusion_loss": _choice(*FUSION_LOSSES),
+    "fusion_epochs": _integer(1),
+    "fusion_batch_size": _integer(2),  # InfoNCE: the other regions of a batch are the negatives
+    "fusion_lr": _number(above=0),
+    "temperature": _optional(_number(above=0), "the design's default"),
+    "fusion_reconstruction": _number(at_least=0),
+    "seeds": _items(_integer(0)),
+    "retrain": _choice(*RETRAIN),
+    "splits": _items(_choice(*SPLITS)),
+    "probe": _choice(*PROBES),
+    "probe_max_epochs": _integer(1),
+    "probe_patience": _integer(1),
+    "block_size_m": _optional(_number(above=0), "a multiple of the hexagon size"),
+    "buffer_m": _buffer,
+    "jobs": _integer(0),
+}
 
 
 @dataclass(frozen=True)
@@ -76,14 +270,12 @@ class RunConfig:
     jobs: int = 0
 
     def __post_init__(self):
-        for name in ("seeds", "splits"):
+        for name, check in CHECKS.items():
             value = getattr(self, name)
-            object.__setattr__(self, name, tuple(value) if isinstance(value, (list, tuple)) else (value,))
-        if self.retrain not in RETRAIN:
-            raise ValueError(f"retrain must be one of {RETRAIN}; got {self.retrain!r}")
-        if self.image_store not in IMAGE_STORES:
-            raise ValueError(f"image_store must be one of {IMAGE_STORES} (\"shards\" for images that do not fit "
-                             f"in memory); got {self.image_store!r}")
+            try:
+                object.__setattr__(self, name, check(value))
+            except _Bad as bad:
+                raise ConfigError(f"{name} must be {bad}; got {value!r}{bad.hint}", key=name) from None
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -91,20 +283,40 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "RunConfig":
-        unknown = sorted(set(values) - set(cls.keys()))
+        known = cls.keys()
+        unknown = sorted(set(values) - set(known), key=str)
         if unknown:
-            raise ValueError(f"unknown parameter(s) {unknown}; known: {cls.keys()}")
-        return cls(**values)
+            near = {k: difflib.get_close_matches(str(k), known, n=1) for k in unknown}
+            hints = [f"{n[0]!r}" + (f" for {k!r}" if len(unknown) > 1 else "") for k, n in near.items() if n]
+            message = f"unknown parameter(s) {unknown}" + (f"; did you mean {', '.join(hints)}?" if hints else "")
+            if not all(near.values()):
+                message += f"; known: {known}"
+            raise ConfigError(message, key=str(unknown[0]))
+        config = cls(**values)
+        # checked here rather than in __post_init__: code may pass through this pair with replace()
+        if config.fusion_design == "aligned" and config.fusion_loss != "infonce":
+            raise ConfigError(f"fusion_loss {config.fusion_loss!r} needs fusion_design: paper (the aligned design "
+                              "trains with infonce); got fusion_design 'aligned'", key="fusion_loss")
+        return config
 
     @classmethod
     def from_yaml(cls, path: str | Path | None, **overrides) -> "RunConfig":
         values = {}
         if path is not None:
-            values = yaml.safe_load(Path(path).read_text()) or {}
+            try:
+                values = yaml.safe_load(Path(path).read_text()) or {}
+            except yaml.YAMLError as err:
+                raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
             if not isinstance(values, dict):
-                raise ValueError(f"{path}: expected a mapping of parameter names to values")
+                raise ConfigError(f"{path}: expected a mapping of parameter names to values")
+        from_file = set(values)
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.from_dict(values)
+        try:
+            return cls.from_dict(values)
+        except ConfigError as err:
+            if path is None or err.key not in from_file:
+                raise
+            raise ConfigError(f"{path}: {err}", key=err.key) from None
 
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
@@ -118,6 +330,9 @@ class RunConfig:
         if self.margin is not None:
             return float(self.margin)
         return 5.0 if self.triplet_loss == "euclidean" else 0.5
+
+
+assert set(CHECKS) == set(RunConfig.keys()), "every RunConfig key needs a check"
 
 
 def config_hash(*parts) -> str:

@@ -9,7 +9,9 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -48,3 +50,67 @@ def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: handle.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+class FolderBusyError(RuntimeError):
+    """Another live process writes the folder with other settings."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def owned_folder(folder: str | os.PathLike, settings: str, poll_s: float = 2.0) -> Iterator[Path]:
+    """Own ``folder`` while the block runs, through ``folder/.musecl.lock`` (pid and a digest of
+    the settings). Another live owner with other settings: :class:`FolderBusyError` naming it;
+    with the same settings: wait for it (its cached stages then make this run quick). A lock left
+    by a dead process, and its staging folders, are removed."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / ".musecl.lock"
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                holder = json.loads(lock.read_text())
+            except (OSError, ValueError):  # being written this instant, or removed
+                time.sleep(0.1)
+                continue
+            if not _alive(int(holder.get("pid", -1))):
+                lock.unlink(missing_ok=True)
+                continue
+            if holder.get("settings") != settings:
+                raise FolderBusyError(f"{folder} is being written by another run (pid {holder['pid']}) with other "
+                                      "settings; wait for it or choose another output folder") from None
+            time.sleep(poll_s)
+            continue
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"pid": os.getpid(), "settings": settings}, handle)
+        break
+    try:
+        for old in folder.glob(".staging-*"):  # left by a killed run
+            if old.name.removeprefix(".staging-").isdigit() and not _alive(int(old.name.removeprefix(".staging-"))):
+                shutil.rmtree(old, ignore_errors=True)
+        yield folder
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def publish(staging: str | os.PathLike, folder: str | os.PathLike) -> None:
+    """Move everything in ``staging`` into ``folder`` (replacing what is there), then remove
+    ``staging``: the outputs of a run arrive together, after it succeeded."""
+    staging, folder = Path(staging), Path(folder)
+    for item in sorted(staging.iterdir()):
+        target = folder / item.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(item, target)
+    staging.rmdir()

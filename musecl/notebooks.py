@@ -51,9 +51,10 @@ class BookBuildError(RuntimeError):
 
 
 class DataUnavailable(Exception):
-    """Raised by :func:`require_data` in a chapter whose real data cannot be had. The book run
-    keeps the chapter, with the note that was displayed and the rest of its code unexecuted,
-    instead of failing the build."""
+    """Raised by :func:`require_data` in a chapter whose real data cannot be had, or by
+    :func:`require_modalities` on a city without what the chapter needs. The book run keeps the
+    chapter, with the note that was displayed and the rest of its code unexecuted, instead of
+    failing the build."""
 
 
 def require_data(name: str, data_dir: str | Path | None = None) -> dict[str, Path]:
@@ -74,6 +75,44 @@ def require_data(name: str, data_dir: str | Path | None = None) -> dict[str, Pat
             f"point `MUSECL_DATA_DIR` at a data directory that holds it, then run the chapter again. "
             "The rest of this chapter needs that data and is left out of this build.\n```"))
         raise DataUnavailable(f"{name} data set unavailable") from None
+
+
+def require_modalities(city, needs: tuple[str, ...], shows: str, any_of: bool = False) -> None:
+    """Inside a chapter: go on when the city has the modalities the chapter needs (all of
+    ``needs``; with ``any_of``, one of them); otherwise display a note -- what is missing, what
+    the chapter would show, what the reader can do -- and stop the chapter with
+    :class:`DataUnavailable`, which the book run keeps as a short page instead of a failure."""
+    from musecl.methods.base import INPUTS, join_words
+
+    have = set(city.meta.modalities)
+    missing = [m for m in needs if m not in have]
+    if not missing or (any_of and len(missing) < len(needs)):
+        return
+    from IPython.display import Markdown, display
+
+    joined = join_words([INPUTS[m] for m in missing], "or" if any_of else "and")
+    listed = ", ".join(INPUTS[m] for m in city.meta.modalities) or "none of the four modalities"
+    display(Markdown(
+        f"```{{note}}\nThis chapter needs {joined}, which **{city.name}** does not have (it has: {listed}). "
+        f"With them it would show {shows}.\n\nTo see it, add the missing data to the city folder (the "
+        "*city folder format* page says how, `musecl validate` checks it) or read the chapter as built on "
+        "the toy city. `musecl methods CITY` lists the methods this city supports; the results chapter "
+        "runs those.\n```"))
+    raise DataUnavailable(f"{city.name} has no {joined}")
+
+
+def reader_view() -> None:
+    """Run first, hidden, in every chapter the book executes: library warnings appear as short
+    notes in the page instead of stderr blocks with file paths. Run by hand, a chapter keeps
+    Python's usual warnings."""
+    import warnings
+
+    from IPython.display import Markdown, display
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        display(Markdown(f"> **{category.__name__}:** {message}"))
+
+    warnings.showwarning = show
 
 
 # --------------------------------------------------------------------------------------------
@@ -261,10 +300,15 @@ def execute_chapters(chapters: list[Path] | None, out_dir: Path, parameters: dic
             continue
         nb.metadata.setdefault("kernelspec", {"name": kernel, "display_name": "Python 3",
                                               "language": "python"})
+        setup = nbformat.v4.new_code_cell("from musecl.notebooks import reader_view\nreader_view()")
+        setup.metadata["tags"] = ["remove-cell"]  # how the page shows warnings; not the reader's concern
+        nb.cells.insert(0, setup)
         if progress:
             print(f"[book] executing {source.name} with {used}", file=sys.stderr)
         start = time.perf_counter()
         stopped_early = False
+        quiet = os.environ.get("TQDM_DISABLE")
+        os.environ["TQDM_DISABLE"] = "1"  # the kernel inherits it: no progress bars on the pages
         try:
             # written once at the end (or at the failing cell), not twice per cell: each write
             # validates the whole notebook, ~10 s over the book
@@ -278,6 +322,11 @@ def execute_chapters(chapters: list[Path] | None, out_dir: Path, parameters: dic
             stopped_early = True  # executed again next time: the data may have arrived
             if progress:
                 print(f"[book] {source.name}: stopped early, {err.evalue}", file=sys.stderr)
+        finally:
+            if quiet is None:
+                os.environ.pop("TQDM_DISABLE", None)
+            else:
+                os.environ["TQDM_DISABLE"] = quiet
         for cell in result.cells:
             # the reader sees the chapter's defaults; the values of this run sit folded under them
             tags = cell.metadata.get("tags", [])
@@ -293,6 +342,25 @@ def execute_chapters(chapters: list[Path] | None, out_dir: Path, parameters: dic
                   file=sys.stderr)
         written.append(executed)
     return written
+
+
+def write_placeholder(source: Path, path: Path) -> Path:
+    """A page for a chapter this build did not execute (``--only``): its title and a note that
+    says how to get it. Marked incomplete, so the next run executes the chapter."""
+    import jupytext
+    import nbformat
+
+    nb = jupytext.read(source, fmt="py:percent")
+    title = next((line for cell in nb.cells if cell.cell_type == "markdown"
+                  for line in cell.source.splitlines() if line.startswith("# ")), f"# {source.stem}")
+    note = (f"```{{note}}\nThis chapter was not executed in this build (`musecl book --only ...`). "
+            f"`musecl book` executes it; `jupyter lab {BOOK_DIR}/{source.name}` opens it as a notebook.\n```")
+    page = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"{title}\n\n{note}")])
+    page.metadata[METADATA_KEY] = {"source": source.name, "complete": False, "placeholder": True}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as handle:
+        nbformat.write(page, handle)
+    return path
 
 
 # --------------------------------------------------------------------------------------------
@@ -436,14 +504,16 @@ def build(city: str | Path | None = None, params_file: str | Path | None = None,
     if params_file is not None:  # chapters read the rest of the run settings from the same file
         params["params_file"] = str(Path(params_file).resolve())
     chapters = select_chapters(chapter_sources(repo_root), only)
+    root = repo_root / toc_files(repo_root)[0]  # the landing page shows what the chapters computed: last
+    chapters.sort(key=lambda c: c.with_suffix("") == root)
     timings = {}
     start = time.perf_counter()
     execute_chapters(chapters, out / "executed", params, force=force, repo_root=repo_root)
     timings["execute"] = time.perf_counter() - start
-    if only and any(not (out / "executed" / f"{c.stem}.ipynb").is_file() for c in chapter_sources(repo_root)):
-        print(f"[book] executed {[c.stem for c in chapters]} into {out / 'executed'}; not rendered "
-              "because other chapters have no executed copy yet (run without --only once)", file=sys.stderr)
-        return out / "executed"
+    for source in chapter_sources(repo_root):  # --only: the others render as a note, so the book is whole
+        if not (out / "executed" / f"{source.stem}.ipynb").is_file():
+            print(f"[book] {source.name}: not executed (--only); its page says so", file=sys.stderr)
+            write_placeholder(source, out / "executed" / f"{source.stem}.ipynb")
     start = time.perf_counter()
     site = stage_site(repo_root, out / "executed", out / "site")
     timings["stage"] = time.perf_counter() - start

@@ -227,3 +227,25 @@ def plot_history(history: pd.DataFrame, parts: Sequence[str] = ("loss",), axes=N
         axes[0].figure.suptitle(title)
     axes[0].figure.tight_layout()
     return axes[0].figure
+
+
+def plot_at_a_glance(results: pd.DataFrame, indicators: Sequence[str], ceilings: pd.DataFrame | None = None,
+                     ax=None):
+    """Each seed's headline mean R2 (dots) and the mean over seeds (bar) for the rows of
+    :data:`musecl.report.AT_A_GLANCE`, both splits side by side: the spread is part of the result."""
+    import seaborn as sns
+
+    from musecl.report import AT_A_GLANCE, headline_means
+
+    table = pd.concat([results, ceilings]) if ceilings is not None else results
+    per_seed = headline_means(table, indicators)
+    per_seed = per_seed[per_seed["method"].isin(AT_A_GLANCE)].dropna(subset=["r2"])
+    order = [m for m in AT_A_GLANCE if m in set(per_seed["method"])]
+    ax = ax or plt.subplots(figsize=(8, 0.42 * len(order) + 1.2))[1]
+    sns.barplot(per_seed, y="method", x="r2", hue="split", order=order, errorbar=None, alpha=0.35, ax=ax)
+    sns.stripplot(per_seed, y="method", x="r2", hue="split", order=order, dodge=True, size=4, ax=ax,
+                  legend=False)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set(xlabel=f"mean R² over {', '.join(indicators)} (bar: mean over seeds; dots: seeds)", ylabel="")
+    ax.legend(title="split", fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return ax

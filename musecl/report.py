@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from musecl.evaluation import RESULT_COLUMNS
 from musecl.methods.combinations import ABLATION, ALL_METHODS, PAPER_BASELINES
@@ -447,3 +448,70 @@ def write_tables(results: pd.DataFrame, out_dir: str | Path) -> list[Path]:
         if (results.loc[results["split"] == split, "method"] == LOCATION).any():
             save(location_vs(results, split), f"location_vs_{split}.csv", index=False)
     return written
+
+
+# The rows a reader needs to judge MuseCL at a glance: the method, the parts it fuses, the simple
+# baselines every table carries, and the ceiling (a generated city's best possible R2).
+AT_A_GLANCE = {"MuseCL": "MuseCL", "SV only": "its parts", "RS only": "its parts", "POI only": "its parts",
+               "Concat": "its parts", "Location kNN": "simple baselines", "Pretext features": "simple baselines",
+               "EfficientNet-Lite0 (ImageNet)": "simple baselines", "Ceiling: all latents": "ceiling"}
+
+
+def at_a_glance(results: pd.DataFrame, indicators: Sequence[str], ceilings: pd.DataFrame | None = None,
+                splits: Sequence[str] = ("random", "spatial")) -> pd.DataFrame:
+    """The headline table of the landing page and the README: per method of ``AT_A_GLANCE`` that
+    the run has, its group and the mean ± sd over seeds of the headline mean R2 in each split."""
+    per_seed = headline_means(pd.concat([results, ceilings]) if ceilings is not None else results, indicators)
+    rows = []
+    for method, group in AT_A_GLANCE.items():
+        mine = per_seed[per_seed["method"] == method]
+        if mine.empty:
+            continue
+        row = {"method": method, "what": group}
+        for split in splits:
+            r2 = mine.loc[mine["split"] == split, "r2"].dropna()
+            row[f"R² ({split} split)"] = _format(r2.mean(), r2.std() if len(r2) > 1 else float("nan"), 3) \
+                if len(r2) else ""
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("method")
+
+
+README_START = "<!-- at-a-glance: written by `make readme` from the book's build; do not edit by hand -->"
+README_END = "<!-- /at-a-glance -->"
+
+
+def update_readme(readme: str | Path, run_dir: str | Path, city, figure: str | Path) -> str:
+    """Write the README's "results at a glance" from a build: the figure of
+    :func:`musecl.plotting.plot_at_a_glance` to ``figure`` and the table of :func:`at_a_glance`
+    between the README's markers, with the run's settings and date. Returns the new block."""
+    import matplotlib.pyplot as plt
+
+    from musecl.plotting import plot_at_a_glance
+
+    readme, run_dir, figure = Path(readme), Path(run_dir), Path(figure)
+    if not (run_dir / "results.csv").is_file():
+        raise FileNotFoundError(f"{run_dir / 'results.csv'} is missing: build the book first (`make book`)")
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"{readme} has no at-a-glance markers ({README_START!r} ... {README_END!r})")
+    results = pd.read_csv(run_dir / "results.csv")
+    ceilings = pd.read_csv(run_dir / "ceilings.csv") if (run_dir / "ceilings.csv").is_file() else None
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    headline = city.meta.headline_indicators()
+    ax = plot_at_a_glance(results, headline, ceilings)
+    figure.parent.mkdir(parents=True, exist_ok=True)
+    ax.figure.savefig(figure, dpi=110, bbox_inches="tight")
+    plt.close(ax.figure)
+    table = at_a_glance(results, headline, ceilings).reset_index()
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    when = pd.Timestamp.fromtimestamp((run_dir / "results.csv").stat().st_mtime).strftime("%Y-%m-%d")
+    block = (f"{README_START}\n![MuseCL at a glance]({figure.relative_to(readme.parent).as_posix()})\n\n"
+             + "\n".join(lines) + "\n\n"
+             f"Mean R² over {', '.join(headline)} on {city.name} ({len(city)} regions), "
+             f"{len(config['seeds'])} seeds each retraining every stage (`retrain: {config['retrain']}`), "
+             f"{config['rs_arch']} / {config['sv_arch']} encoders, {config['n_triplets']} triplets; "
+             f"from the book's build of {when}.\n{README_END}")
+    start, end = text.index(README_START), text.index(README_END) + len(README_END)
+    readme.write_text(text[:start] + block + text[end:])
+    return block

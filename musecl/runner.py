@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -23,10 +24,14 @@ import yaml
 
 from musecl.city import City, load_city
 from musecl.config import RunConfig
-from musecl.io import atomic_save_json, atomic_write
+from musecl.io import atomic_save_json, atomic_write, owned_folder, publish
 
 NAMED_CITIES = {"toy": 600, "toy-small": 150}  # generated, no download
 REAL_CITIES = ("beijing", "manhattan")  # converted from the verified raw files (musecl fetch NAME)
+
+
+class UnsupportedMethodsError(ValueError):
+    """None of the requested methods can run on the city (each lacks an input the city does not have)."""
 
 
 def make_named_city(name: str, folder: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Path:
@@ -80,20 +85,44 @@ def run(city: str | os.PathLike | City, out_dir: str | os.PathLike, config: RunC
     ``config.jobs`` worker processes (the longest first), each with its share of the cores: a
     small CNN trains only 1.2-1.3x faster on two threads than on one, so two methods side by
     side finish sooner than one after the other. On a GPU the methods take turns on it."""
-    import matplotlib.pyplot as plt  # figures are saved and closed; the backend is left alone (notebooks)
-
     from musecl import distributed as ddp
-    from musecl.evaluation import evaluate_ceilings, predict_indicator
-    from musecl.plotting import plot_map, plot_predicted_vs_true
 
     if ddp.launched_world_size() > 1:
         raise RuntimeError("musecl run works in one process. Under torchrun, train the image encoders with "
                            "`musecl train-encoders` (same params); then `musecl run` (no torchrun) reuses them")
     config = config or RunConfig()
-    methods = expand_methods(methods)
-    out = Path(out_dir)
+    final = Path(out_dir)
     city = resolve_city(city)
-    cache_dir = Path(cache_dir) if cache_dir is not None else out / "cache"
+    methods, skipped = supported_methods(methods, city)
+    if not methods:
+        raise UnsupportedMethodsError(f"{city.name} supports none of the requested methods: "
+                         + "; ".join(f"{n} ({r})" for n, r in skipped.items()) + ". `musecl methods CITY` lists "
+                         "what can run")
+    for name, reason in skipped.items():
+        warnings.warn(f"skipped {name}: {city.name} has {reason}", stacklevel=2)
+    cache_dir = Path(cache_dir) if cache_dir is not None else final / "cache"
+    settings = hashlib.sha256(json.dumps({"config": config.to_dict(), "methods": methods, "city": str(city.root)},
+                                         sort_keys=True, default=str).encode()).hexdigest()
+    with owned_folder(final, settings):  # one run per output folder; config and results arrive together
+        out = final / f".staging-{os.getpid()}"
+        shutil.rmtree(out, ignore_errors=True)
+        try:
+            table = _write_run(out, city, config, methods, skipped, cache_dir, progress)
+        except BaseException:
+            shutil.rmtree(out, ignore_errors=True)  # a failed run leaves the previous outputs as they were
+            raise
+        publish(out, final)
+    return table
+
+
+def _write_run(out: Path, city: City, config: RunConfig, methods: list[str], skipped: dict[str, str],
+               cache_dir: Path, progress: bool) -> pd.DataFrame:
+    """The body of :func:`run`, writing into the staging folder ``out``."""
+    import matplotlib.pyplot as plt
+
+    from musecl.evaluation import evaluate_ceilings, predict_indicator
+    from musecl.plotting import plot_map, plot_predicted_vs_true
+
     (out / "embeddings").mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     with atomic_write(out / "config.yaml") as handle:
@@ -141,6 +170,7 @@ def run(city: str | os.PathLike | City, out_dir: str | os.PathLike, config: RunC
     info = run_info(city, config, timings)
     info["method_workers"] = method_workers(config, methods)
     info["failed_methods"] = failed  # name -> "ErrorType: message"; their rows are missing, the others' written
+    info["skipped_methods"] = skipped  # name -> what the city lacks for it (never fitted)
     info["wall_seconds"] = round(time.perf_counter() - start, 1)
     atomic_save_json(out / "run.json", info)
     return table
@@ -291,23 +321,56 @@ def score_embedding(embedding: pd.DataFrame, city: City, name: str, config: RunC
     return pd.read_csv(cache.get_or_compute("evaluation", key, evaluate) / "results.csv")
 
 
-def expand_methods(methods: Sequence[str]) -> list[str]:
+def expand_methods(methods: Sequence[str], city: City | None = None) -> list[str]:
     """Method names with ``"all"`` replaced by every method of the results table
-    (``musecl.methods.combinations.ALL_METHODS``), duplicates dropped, order kept."""
+    (``musecl.methods.combinations.ALL_METHODS``; for a city without any images also the
+    image-free ones, ``IMAGE_FREE``), duplicates dropped, order kept. Whether the city supports
+    each is :func:`supported_methods`' question."""
+    from musecl.city import IMAGE_KINDS
     from musecl.methods import METHODS
-    from musecl.methods.combinations import ALL_METHODS
+    from musecl.methods.combinations import ALL_METHODS, IMAGE_FREE
 
     if isinstance(methods, str):
         methods = [methods]
+    everything = ALL_METHODS
+    if city is not None and not any(city.has(kind) for kind in IMAGE_KINDS):
+        everything = ALL_METHODS + IMAGE_FREE
     names: list[str] = []
     for name in methods:
-        for n in (ALL_METHODS if name == "all" else [name]):
+        for n in (everything if name == "all" else [name]):
             if n not in names:
                 names.append(n)
     unknown = [n for n in names if n not in METHODS]
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; registered: {sorted(METHODS)} (or 'all')")
+        raise ValueError(f"unknown method(s) {unknown}; registered: {sorted(METHODS)} (or 'all'); "
+                         "`musecl methods` lists them with what each needs")
     return names
+
+
+def supported_methods(methods: Sequence[str], city: City) -> tuple[list[str], dict[str, str]]:
+    """The methods the city can run, and the others with why not (``{name: reason}``): a city
+    without street views skips the street-view methods rather than failing on them."""
+    from musecl.methods.base import unsupported_reason
+
+    names = expand_methods(methods, city)
+    skipped = {n: reason for n in names if (reason := unsupported_reason(n, city))}
+    return [n for n in names if n not in skipped], skipped
+
+
+def methods_table(city: City | None = None) -> pd.DataFrame:
+    """Every registered method with the inputs it needs; for a city, whether it can run there and
+    why not (the table ``musecl methods [CITY]`` prints)."""
+    from musecl.methods import METHODS
+    from musecl.methods.base import describe_needs, unsupported_reason
+
+    rows = []
+    for name in METHODS:
+        row = {"method": name, "needs": describe_needs(name)}
+        if city is not None:
+            reason = unsupported_reason(name, city)
+            row["runs here"] = "yes" if reason is None else f"no: {reason}"
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def run_info(city: City, config: RunConfig, timings: dict) -> dict:

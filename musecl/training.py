@@ -19,7 +19,8 @@ checkpointing, early stopping, seeding and speed reporting live in one place.
   model, optimizer and scheduler states, the epoch, the best validation loss and weights, the
   history and the RNG states of torch, numpy, python and the data generator. ``resume=True``
   continues from it and ends with exactly the weights of an uninterrupted run (same device, same
-  thread count).
+  thread count). A checkpoint that does not load (truncated, overwritten) is named in a warning,
+  moved aside to ``last.pt.corrupt-<time>`` and training starts afresh.
 * **Several processes** (``torchrun``, see :mod:`musecl.distributed`). Inside a process group the
   model is wrapped in DistributedDataParallel; every process draws the same item order from the
   shared data generator and trains on its share (``batch_size`` items per process and step, so
@@ -36,8 +37,10 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import os
 import random
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -267,6 +270,16 @@ def load_checkpoint(path: str | Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def _move_aside(path: Path) -> Path:
+    """Rename a damaged checkpoint to ``<name>.corrupt-<time>`` (kept for inspection, never read)."""
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    n = 1
+    while aside.exists():
+        aside, n = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{n}"), n + 1
+    os.replace(path, aside)
+    return aside
+
+
 # ------------------------------------------------------------------------------------------
 # the trainer
 
@@ -464,9 +477,28 @@ class Trainer:
         torch.save(payload, buffer)
         atomic_save_bytes(self.checkpoint_path, buffer.getvalue())
 
-    def _load_checkpoint(self, fingerprint: dict, generator: torch.Generator,
+    def _read_checkpoint(self) -> dict | None:
+        """The checkpoint to resume from, or None when it does not load: every process then starts
+        afresh, and the first moves the file aside with a warning naming it."""
+        try:
+            ckpt = load_checkpoint(self.checkpoint_path)
+            if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+                raise ValueError(f"not a trainer checkpoint of format {CHECKPOINT_FORMAT}")
+            problem = None
+        except Exception as exc:  # noqa: BLE001 - truncated or garbage: torch raises several kinds
+            ckpt, problem = None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        if not all(ok for ok in ddp.gather(problem is None)):  # one decision for all processes
+            if ddp.is_main() and self.checkpoint_path.exists():
+                aside = _move_aside(self.checkpoint_path)
+                why = problem or "it did not load in another process"
+                warnings.warn(f"checkpoint {self.checkpoint_path} is corrupt ({why}); moved it to {aside.name} "
+                              "and training starts from the beginning", stacklevel=3)
+            ddp.barrier()
+            return None
+        return ckpt
+
+    def _load_checkpoint(self, ckpt: dict, fingerprint: dict, generator: torch.Generator,
                          batch_generator: torch.Generator) -> _State:
-        ckpt = load_checkpoint(self.checkpoint_path)
         saved = ckpt.get("fingerprint", {})
         diff = {k: (saved.get(k), fingerprint.get(k)) for k in sorted({*saved, *fingerprint})
                 if saved.get(k) != fingerprint.get(k)}
@@ -509,8 +541,9 @@ class Trainer:
                            else torch.Generator().manual_seed(_per_process(self.seed)))
         fingerprint = self._fingerprint(len(train), 0 if val is None else len(val))
 
-        if self.resume and self.checkpoint_path.exists():
-            state = self._load_checkpoint(fingerprint, generator, batch_generator)
+        ckpt = self._read_checkpoint() if self.resume and self.checkpoint_path.exists() else None
+        if ckpt is not None:
+            state = self._load_checkpoint(ckpt, fingerprint, generator, batch_generator)
         else:
             seed_everything(_per_process(self.seed))
             state = _State()

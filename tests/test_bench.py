@@ -137,19 +137,3 @@ def test_the_accelerator_grid_runs_every_setting_on_any_device():
     assert settings[2][1] is True and settings[3] == (settings[2][0], True, 4)  # channels_last, then 2x batch
     assert all(r["ratio"] > 0 for r in result["rows"]) and result["compile"] == []
     assert result["fastest"]["satellite"] in result["rows"]
-
-
-def test_encoder_speed_measures_a_cnn_and_says_why_not_for_a_head():
-    import pandas as pd
-
-    from musecl.config import RunConfig
-
-    store = bench.synthetic_store(SATELLITE, 12, 16, seed=0)
-    trip = bench.synthetic_triplets(store, 8, seed=0).to_frame()
-    history = pd.DataFrame({"images_per_s": [10.0, 12.0]})
-    cnn = {"arch": "tiny", "image_size": 16, "batch_size": 4}
-    sentence, table = bench.encoder_speed(store, trip, cnn, RunConfig(embedding_dim=8), history)
-    assert "fastest epoch ran at 12 images/s" in sentence and table.shape == (4, 1)
-    assert positive(float(table.iloc[1, 0])) and positive(float(table.iloc[2, 0]))
-    sentence, table = bench.encoder_speed(store, trip, dict(cnn, arch="lite0-head"), RunConfig(), history)
-    assert table is None and "do not apply" in sentence

@@ -1,8 +1,9 @@
 """The rendered book as a reader sees it: every page opened in headless Chromium after `make book`.
 
 Checks that MathJax (served offline from the book) typeset every formula, that every image on a
-page is a readable file, and that no executed cell shows an error. Also leaves a screenshot of
-the data chapter in build/screenshots/ for a person to look at.
+page is a readable file, that no executed cell shows an error or anything on stderr, and that no
+table or object is shown as raw text. Also leaves screenshots of the landing page, the data
+chapter and the results chapters in build/screenshots/ for a person to look at.
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import os
 import re
 import shutil
 import subprocess
-import warnings
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -31,6 +31,8 @@ CHROMIUM_FLAGS = [
 ]
 RAW_MATH = re.compile(r"\$\$|\\\(|\\\)|\\\[|\\\]")
 ERROR_LINE = re.compile(r"Traceback \(most recent call last\)|^\w*(Error|Exception): ", re.M)
+RAW_TABLE = re.compile(r"\|\s*:?-{3,}:?\s*\|")
+OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-f]+>|<IPython\.core\.display\.\w+ object>")
 NOT_PROSE = ("script", "style", "pre", "code", "textarea", "mjx-container", "noscript")
 
 
@@ -151,27 +153,48 @@ def test_no_page_shows_an_error(doms):
             problems.append(f"{_name(page)}: error output: {block.get_text()[:300]!r}")
         if dom.find(id="papermill-error-cell") or "An Exception was encountered" in dom.get_text():
             problems.append(f"{_name(page)}: papermill marked a failed cell")
-        for block in dom.select(".output.stderr"):
+        for block in dom.select(".output.stderr"):  # warnings become notes (reader_view); nothing else belongs
             text = block.get_text()
-            if ERROR_LINE.search(text):
-                problems.append(f"{_name(page)}: error on stderr: {text[:300]!r}")
-            else:
-                warnings.warn(f"{_name(page)} shows stderr output: {text[:200]!r}")
+            what = "error" if ERROR_LINE.search(text) else "output"
+            problems.append(f"{_name(page)}: {what} on stderr: {text[:300]!r}")
     assert not problems, "\n".join(problems)
 
 
-def test_screenshot_of_the_data_chapter(tmp_path):
-    found = [p for p in pages() if re.fullmatch(r"01_.*\.html", p.name)]
+def test_tables_render_and_no_object_reprs(doms):
+    """A markdown table printed as text (``| a | b |`` over ``|---|``) or a Python object repr
+    (``<IPython.core.display.Markdown object>``) is what the reader would see instead of content."""
+    problems = []
+    for page, dom in doms.items():
+        body = copy.copy(dom.find("main") or dom.body)
+        for tag in body.find_all(("script", "style", "pre", "code", "textarea")):  # code may show such text
+            tag.extract()
+        text = body.get_text()
+        for pattern, what in ((RAW_TABLE, "a markdown table shown as text"), (OBJECT_REPR, "an object repr")):
+            found = pattern.search(text)
+            if found:
+                problems.append(f"{_name(page)}: {what}: {text[max(0, found.start() - 60):found.end() + 60]!r}")
+    assert not problems, "\n".join(problems)
+
+
+SCREENSHOT_PAGES = (r"index", r"01_.*", r"07_.*", r"08_.*", r"10_.*")  # the landing page, data, results
+
+
+@pytest.mark.parametrize("pattern", SCREENSHOT_PAGES)
+def test_screenshots_for_a_person_to_look_at(pattern, tmp_path):
+    """Leaves build/screenshots/<page>.png (the top of the landing page, the data chapter and each
+    results chapter) and checks that none is blank."""
+    found = [p for p in pages() if re.fullmatch(pattern + r"\.html", p.name)]
     if not found:
-        pytest.skip("no data chapter (book/01_*.html) in the build")
+        pytest.skip(f"no page {pattern}.html in the build")
+    page = max(found, key=lambda p: len(p.parts))  # book/index.html over the root redirect's folder
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    shot = SCREENSHOTS / f"{found[0].stem}.png"
+    shot = SCREENSHOTS / f"{page.stem}.png"
     shot.unlink(missing_ok=True)
-    done = run_chromium(found[0], tmp_path, f"--screenshot={shot}", "--window-size=1280,1600")
+    done = run_chromium(page, tmp_path, f"--screenshot={shot}", "--window-size=1280,1600")
     assert done.returncode == 0 and shot.is_file(), f"no screenshot: {done.stderr[-2000:]}"
     from PIL import Image
 
     with Image.open(shot) as im:
         assert im.size == (1280, 1600)
-        # a blank page is one colour; a rendered chapter has text, a figure and math
+        # a blank page is one colour; a rendered page has text and figures
         assert len(im.convert("L").getcolors(256)) > 16, f"{shot} looks blank"

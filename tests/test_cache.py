@@ -1,12 +1,19 @@
 """The stage cache: entries appear whole, and processes wanting the same entry compute it once."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 
+import numpy as np
+import pandas as pd
 import pytest
 
-from musecl.cache import DONE, Cache
+import musecl.cache as cache_module
+from musecl.cache import CONTENTS, DONE, Cache
+from musecl.io import sha256_of
 
 
 def test_entry_is_computed_once_and_then_read(tmp_path):
@@ -55,3 +62,89 @@ def test_concurrent_callers_wait_for_one_compute(tmp_path):
         t.join()
     assert len(calls) == 1
     assert len(set(results)) == 1 and (results[0] / "x.txt").read_text() == "done"
+
+
+# -- content checks and leftovers ----------------------------------------------------------
+
+
+def _results(folder):
+    pd.DataFrame({"method": ["m"] * 40, "r2": np.linspace(0, 1, 40).round(6)}).to_csv(folder / "results.csv",
+                                                                                      index=False)
+
+
+def test_truncated_entry_is_named_and_recomputed(tmp_path):
+    cache, calls = Cache(tmp_path), []
+
+    def evaluate(folder):
+        calls.append(1)
+        _results(folder)
+
+    entry = cache.get_or_compute("evaluation", {"a": 1}, evaluate)
+    whole = (entry / "results.csv").read_bytes()
+    (entry / "results.csv").write_bytes(whole[:len(whole) // 2])  # as if cut off
+    with pytest.warns(UserWarning, match=r"cache entry .*: file results.csv changed .*; recomputing"):
+        again = cache_module.Cache(tmp_path).get_or_compute("evaluation", {"a": 1}, evaluate)
+    assert again == entry and len(calls) == 2 and (again / "results.csv").read_bytes() == whole
+
+
+def test_flipped_byte_is_a_hash_mismatch_and_hits_hash_once_per_process(tmp_path, monkeypatch):
+    cache, calls = Cache(tmp_path), []
+    entry = cache.get_or_compute("stage", {"a": 1}, lambda f: (calls.append(1), _results(f)))
+    cache_module._CHECKED.clear()  # a new process: the first hit hashes, the next ones do not
+    hashed = []
+    monkeypatch.setattr(cache_module, "sha256_of", lambda p: hashed.append(p) or sha256_of(p))
+    for _ in range(3):
+        cache.get_or_compute("stage", {"a": 1}, lambda f: calls.append(1))
+    assert len(calls) == 1 and len(hashed) == 2  # key.json and results.csv, once
+
+    raw = bytearray((entry / "results.csv").read_bytes())
+    raw[10] ^= 0x01  # the same size: only the hash can tell
+    (entry / "results.csv").write_bytes(bytes(raw))
+    cache_module._CHECKED.clear()
+    with pytest.warns(UserWarning, match=r"file results.csv changed \(hash mismatch\); recomputing"):
+        cache.get_or_compute("stage", {"a": 1}, lambda f: (calls.append(1), _results(f)))
+    assert len(calls) == 2
+
+
+def test_entry_of_an_older_version_is_recomputed_with_a_warning(tmp_path):
+    cache, calls = Cache(tmp_path), []
+    entry = cache.get_or_compute("stage", {"a": 1}, lambda f: (calls.append(1), _results(f)))
+    (entry / CONTENTS).unlink()  # what entries looked like before content checks
+    cache_module._CHECKED.clear()
+    with pytest.warns(UserWarning, match=rf"has no {CONTENTS}.*; recomputing"):
+        assert not cache.has("stage", {"a": 1})
+    cache.get_or_compute("stage", {"a": 1}, lambda f: (calls.append(1), _results(f)))
+    assert len(calls) == 2 and (entry / CONTENTS).exists()
+
+
+def test_stale_temporary_folders_are_removed_at_the_next_start(tmp_path):
+    stage = tmp_path / "stage"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = cache_module._host()
+    killed = stage / f".abc123.{dead.pid}@{host}.x1y2z3"  # a run killed with SIGKILL on this host
+    running = stage / f".abc123.{os.getpid()}@{host}.q7r8s9"  # a compute still in progress
+    old = stage / ".def456.k9l8m7"  # named by an older musecl: judged by age
+    recent_other_host = stage / ".def456.1234@elsewhere.k1l2m3"
+    for folder in (killed, running, old, recent_other_host):
+        folder.mkdir(parents=True)
+        (folder / "half.txt").write_text("")
+    two_days_ago = time.time() - (cache_module.STALE_TEMP_HOURS + 1) * 3600
+    os.utime(old, (two_days_ago, two_days_ago))
+    (stage / "0123abcd").mkdir()  # an entry: never touched
+    with pytest.warns(UserWarning, match="removed 2 temporary folder"):
+        removed = cache_module.remove_stale_temporaries(tmp_path)
+    assert set(removed) == {killed, old}
+    assert running.exists() and recent_other_host.exists() and (stage / "0123abcd").exists()
+    cache_module._SWEPT.discard(str(tmp_path.resolve()))
+    os.utime(recent_other_host, (two_days_ago, two_days_ago))
+    with pytest.warns(UserWarning, match="removed 1 temporary folder"):
+        Cache(tmp_path)  # the first Cache on a root in a process sweeps it
+    assert not recent_other_host.exists() and running.exists()
+
+
+def test_temporary_folder_names_carry_pid_and_host(tmp_path):
+    seen = []
+    Cache(tmp_path).get_or_compute("stage", {"a": 1}, lambda f: seen.append(f.name))
+    match = cache_module._TEMP_NAME.match(seen[0])
+    assert match and int(match["pid"]) == os.getpid() and match["host"] == cache_module._host()

@@ -25,16 +25,21 @@ def hexagon_wkt(lon: float, lat: float, r: float = 0.004) -> str:
     return "POLYGON ((" + ", ".join(f"{x:.6f} {y:.6f}" for x, y in pts) + "))"
 
 
-def make_tiny_city(root) -> None:
-    """Four regions, every modality, written the way a person would with a spreadsheet."""
-    ids = ["a", "b", "c", "d"]
-    lons, lats = [0.0, 0.007, 0.0035, 0.0105], [0.0, 0.0, 0.006, 0.006]
+EXTRA = ["e", "f", "g"]  # with a-d, MIN_REGIONS regions: the tests' city is a valid one
+
+
+def make_tiny_city(root, extra: tuple[str, ...] | list[str] = ()) -> None:
+    """Four regions a-d, every modality, written the way a person would with a spreadsheet;
+    ``extra`` regions (in a row to the east) have a satellite image and indicators only."""
+    ids = ["a", "b", "c", "d", *extra]
+    lons = [0.0, 0.007, 0.0035, 0.0105, *(0.014 + 0.007 * k for k in range(len(extra)))]
+    lats = [0.0, 0.0, 0.006, 0.006, *(0.0 for _ in extra)]
     regions = pd.DataFrame({"lon": lons, "lat": lats,
                             "geometry": [hexagon_wkt(x, y) for x, y in zip(lons, lats)]}, index=ids)
     rng = np.random.default_rng(0)
     rows = []
     for rid in ids:
-        for kind, n in (("satellite", 1), ("streetview", 2)):
+        for kind, n in (("satellite", 1), ("streetview", 0 if rid in extra else 2)):
             for k in range(n):
                 rel = f"img/{kind}/{rid}_{k}.png"
                 (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -44,9 +49,11 @@ def make_tiny_city(root) -> None:
     pois = pd.DataFrame({"region_id": ["a", "a", "b", "c", "d"],
                          "category": ["cafe", "bank", "cafe", "park", "bar"],
                          "text": ["nice coffee", "", "cheap", "quiet green", "noisy late"]})
-    od = pd.DataFrame({"origin": ["a", "a", "b", "c"], "destination": ["b", "c", "a", "d"],
-                       "flow": [10, 5, 3, 2]})
-    indicators = pd.DataFrame({"PD": [100.0, 50.0, 10.0, 0.0], "HD": [np.nan, 20.0, 4.0, 1.0]}, index=ids)
+    od = pd.DataFrame({"origin": ["a", "a", "b", "c", *extra],
+                       "destination": ["b", "c", "a", "d", *extra[1:], *extra[:1]],  # the extra regions: a ring
+                       "flow": [10, 5, 3, 2, *(1 for _ in extra)]})
+    indicators = pd.DataFrame({"PD": [100.0, 50.0, 10.0, 0.0, *(5.0 for _ in extra)],
+                               "HD": [np.nan, 20.0, 4.0, 1.0, *(2.0 for _ in extra)]}, index=ids)
     meta = CityMeta(
         name="tiny", crs="EPSG:4326", modalities=("satellite", "streetview", "poi", "mobility"),
         indicators={"PD": Indicator("PD", "Population density", "persons/km2"),
@@ -58,7 +65,7 @@ def make_tiny_city(root) -> None:
 @pytest.fixture()
 def city_dir(tmp_path):
     root = tmp_path / "tiny"
-    make_tiny_city(root)
+    make_tiny_city(root, extra=EXTRA)
     return root
 
 
@@ -82,7 +89,7 @@ def only_problem(root):
 def test_valid_city_loads_with_od_derived_mobility(city_dir):
     assert validate_city(city_dir) == []
     city = load_city(city_dir)
-    assert list(city.region_ids) == ["a", "b", "c", "d"]
+    assert list(city.region_ids) == ["a", "b", "c", "d", *EXTRA]
     assert city.mobility.loc["a"].tolist() == [3.0, 15.0]  # inflow from b; outflow to b and c
     assert city.mobility.loc["d"].tolist() == [2.0, 0.0]
     assert city.poi_counts().loc["a"].sum() == 2 and city.poi_counts().loc["d", "bar"] == 1
@@ -100,7 +107,7 @@ def test_inflow_outflow_sums_rows_and_columns():
 def test_duplicate_region_id(city_dir):
     edit_csv(city_dir / "regions.csv", lambda df: pd.concat([df, df.iloc[[1]]]))
     msg = only_problem(city_dir)
-    assert "regions.csv (row 6): duplicate region_id 'b'" in msg
+    assert "regions.csv (row 9): duplicate region_id 'b'" in msg
 
 
 def test_unknown_region_in_pois_and_od(city_dir):
@@ -193,14 +200,15 @@ def test_load_warns_with_counts_when_filling(city_dir):
         warnings.simplefilter("always")
         city = load_city(city_dir)
     text = " | ".join(str(w.message) for w in caught)
-    assert "1 of 4 regions have no satellite image" in text
-    assert "1 of 4 regions have no row in indicators.csv" in text
+    assert "1 of 7 regions have no satellite image" in text
+    assert "1 of 7 regions have no row in indicators.csv" in text
     assert city.indicators.loc["d"].isna().all()
 
 
 def test_too_many_missing_satellite_images(city_dir):
-    edit_csv(city_dir / "images.csv", lambda df: df[~((df.kind == "satellite") & df.region_id.isin(["a", "b", "c"]))])
-    assert "3 of 4 regions have no satellite image; max_missing_satellite" in only_problem(city_dir)
+    edit_csv(city_dir / "images.csv",
+             lambda df: df[~((df.kind == "satellite") & df.region_id.isin(["a", "b", "c", "d"]))])
+    assert "4 of 7 regions have no satellite image; max_missing_satellite" in only_problem(city_dir)
 
 
 def test_cli_validate_exit_codes(city_dir):
@@ -249,17 +257,18 @@ def test_ceilings_round_trip_and_predictions(city_dir):
         city.ceiling_predictions()
     meta = dataclasses.replace(city.meta, modality_latents={"poi": ["landuse"]},
                                modality_oracle_r2={"poi": {"PD": 0.4, "HD": 0.3}}, oracle_r2={"PD": 0.9, "HD": 0.8})
-    ids = ["d", "c", "b", "a"]  # not the regions' order: predictions follow the regions
-    write_city(city_dir, meta, city.regions, city.indicators, images=city.images, pois=city.pois, od=city.od,
+    ids = ["g", "f", "e", "d", "c", "b", "a"]  # not the regions' order: predictions follow the regions
+    images = city.images.assign(path=[p.relative_to(city.root).as_posix() for p in city.images.path])  # as written
+    write_city(city_dir, meta, city.regions, city.indicators, images=images, pois=city.pois, od=city.od,
                ceilings=ceilings_for(ids))
     assert validate_city(city_dir) == []
     again = load_city(city_dir)
     assert again.meta.modality_latents == {"poi": ["landuse"]}
     assert again.meta.modality_oracle_r2 == {"poi": {"PD": 0.4, "HD": 0.3}}
-    assert list(again.ceilings.columns) == ["region_id", "source", "PD", "HD"] and len(again.ceilings) == 8
+    assert list(again.ceilings.columns) == ["region_id", "source", "PD", "HD"] and len(again.ceilings) == 14
     every = again.ceiling_predictions()
-    assert list(every.index) == ["a", "b", "c", "d"] and list(every.columns) == ["PD", "HD"]
-    assert every["PD"].tolist() == [3, 2, 1, 0] and (every["HD"] == 0).all()
+    assert list(every.index) == ["a", "b", "c", "d", *EXTRA] and list(every.columns) == ["PD", "HD"]
+    assert every["PD"].tolist() == [6, 5, 4, 3, 2, 1, 0] and (every["HD"] == 0).all()
     assert (again.ceiling_predictions("poi")["PD"] == every["PD"] + 1).all()
     with pytest.raises(ValueError, match=r"no ceiling 'satellite'.*\['all', 'poi'\]"):
         again.ceiling_predictions("satellite")

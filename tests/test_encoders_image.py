@@ -116,6 +116,29 @@ def test_store_cache(pairs, tmp_path):
     assert bigger.size == 24
 
 
+def test_store_cache_with_a_flipped_byte_is_named_and_rebuilt(pairs, tmp_path):
+    import musecl.encoders.image as image_module
+
+    cache = tmp_path / "cache" / "sv.pt"
+    fresh = ImageStore.from_pairs(pairs, size=16, cache=cache)
+    assert (tmp_path / "cache" / "sv.pt.sha256").exists()
+    raw = bytearray(cache.read_bytes())
+    i = raw.index(bytes(fresh.images[2, 1, 5].tolist()))  # a pixel row: the file still loads, with other pixels
+    raw[i] ^= 0x10
+    cache.write_bytes(bytes(raw))
+    image_module._CHECKED_CACHES.clear()  # a new process
+    with pytest.warns(UserWarning, match=r"image cache .*sv\.pt .*file .*sv\.pt changed \(hash mismatch"):
+        rebuilt = ImageStore.from_pairs(pairs, size=16, cache=cache)
+    assert torch.equal(rebuilt.images, fresh.images) and rebuilt.region_ids == fresh.region_ids
+    assert torch.equal(ImageStore.from_pairs(pairs, size=16, cache=cache).images, fresh.images)  # now sound
+
+    (tmp_path / "cache" / "sv.pt.sha256").unlink()  # a cache written by an older musecl: no hash
+    image_module._CHECKED_CACHES.clear()
+    with pytest.warns(UserWarning, match="no content hash"):
+        again = ImageStore.from_pairs(pairs, size=16, cache=cache)
+    assert torch.equal(again.images, fresh.images) and (tmp_path / "cache" / "sv.pt.sha256").exists()
+
+
 def test_store_bad_image(tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_text("not an image")

@@ -13,7 +13,7 @@ from PIL import Image
 
 from musecl.city import CityFormatError, Indicator, load_city, validate_city
 from musecl.datasets.from_raw import (
-    RawDataError, assign_points, build_city, count_points, hexagon_regions, images_from_folder,
+    RawDataError, Regions, assign_points, build_city, count_points, hexagon_regions, images_from_folder,
     indicators_by_area, od_from_csv, pois_from_csv, polygon_regions,
 )
 
@@ -69,7 +69,7 @@ def test_hexagon_regions_bad_input():
         hexagon_regions([0.0], [0.0], resolution=16)
     with pytest.raises(RawDataError, match=r"min < max"):
         hexagon_regions(bbox=(1, 0, 0, 1))
-    with pytest.raises(RawDataError, match=r"column 'lat' is not a number in \[-90, 90\] in 1 row\(s\), row 3"):
+    with pytest.raises(RawDataError, match=r"column 'lat' is outside \[-90, 90\] in 1 row\(s\), row 3"):
         hexagon_regions([0.0, 0.0], [0.0, 95.0])
 
 
@@ -240,7 +240,8 @@ def test_build_city_writes_a_valid_folder(tmp_path, hexes):
     indicators = pd.DataFrame({"PD": np.arange(7.0), "CR": [1.0] * 6 + [np.nan]}, index=RING)
     with pytest.warns(UserWarning, match=r"indicator 'CR' is missing for 1 of 7 regions; marked allow_missing"):
         out = build_city(tmp_path / "city", hexes, indicators, pois=pois, od=od, images=images, name="Tiny",
-                         max_missing_satellite=0.8, indicator_meta={"PD": Indicator("PD", "population density", "1/km2")})
+                         max_missing_satellite=0.8, log={"CR": False},
+                         indicator_meta={"PD": Indicator("PD", "population density", "1/km2")})
     assert validate_city(out) == []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # regions without images or trips: reported by load_city
@@ -248,28 +249,199 @@ def test_build_city_writes_a_valid_folder(tmp_path, hexes):
     assert city.meta.modalities == ("satellite", "streetview", "poi", "mobility")
     assert city.meta.hexagon_size_m == hexes.hexagon_size_m
     assert city.meta.indicators["CR"].allow_missing and not city.meta.indicators["PD"].allow_missing
+    assert city.meta.indicators["PD"].log and not city.meta.indicators["CR"].log
     assert len(city.satellite_paths()) == 2 and (out / "images" / "satellite" / f"{RING[0]}.png").is_file()
     assert city.mobility.loc[RING[1], "inflow"] == 1
     # only what is given is a modality
-    bare = build_city(tmp_path / "bare", hexes, indicators[["PD"]], pois=pois)
+    bare = build_city(tmp_path / "bare", hexes, indicators[["PD"]], log=True, pois=pois)
     assert load_city(bare).meta.modalities == ("poi",)
     # never over a folder that is not a city; a city only with overwrite
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="never replaced"):
-        build_city(tmp_path / "other", hexes, indicators[["PD"]], overwrite=True)
+        build_city(tmp_path / "other", hexes, indicators[["PD"]], log=True, overwrite=True)
     with pytest.raises(FileExistsError, match="overwrite=True"):
-        build_city(bare, hexes, indicators[["PD"]])
-    build_city(bare, hexes, indicators[["PD"]], overwrite=True)
+        build_city(bare, hexes, indicators[["PD"]], log=True)
+    build_city(bare, hexes, indicators[["PD"]], log=True, overwrite=True)
     assert load_city(bare).meta.modalities == ()
 
 
 def test_build_city_refuses_an_invalid_city_and_leaves_nothing(tmp_path, hexes):
     bad = pd.DataFrame({"PD": [-1.0] * 7}, index=RING)  # negative without allow_negative
     with pytest.raises(CityFormatError, match="negative"):
-        build_city(tmp_path / "city", hexes, bad)
+        build_city(tmp_path / "city", hexes, bad, log=True)
     assert not any(tmp_path.iterdir())
     with pytest.raises(RawDataError, match="not regions"):
-        build_city(tmp_path / "city", hexes, pd.DataFrame({"PD": [1.0]}, index=["nowhere"]))
+        build_city(tmp_path / "city", hexes, pd.DataFrame({"PD": [1.0]}, index=["nowhere"]), log=True)
     with pytest.raises(RawDataError, match=r"indicator_meta names \['XX'\]"):
-        build_city(tmp_path / "city", hexes, bad.abs(), indicator_meta={"XX": "x"})
+        build_city(tmp_path / "city", hexes, bad.abs(), log=True, indicator_meta={"XX": "x"})
+
+
+# ------------------------------------------------------------------------------------------
+# traps a real city hit: precision, CRS, duplicates, bad coordinates, log, areal weighting
+
+# A valid square with a slit from the left whose edges are 1e-9 degree apart at x = 0.005:
+# rounded to 7 decimals they cross (the bow-tie GEOS's overlay refuses with a TopologyException).
+NOTCHED = ("POLYGON ((0 0, 0.01 0, 0.01 0.01, 0 0.01, 0 0.0052, 0.005 0.00500014, 0.009 0.00500016, "
+           "0 0.00500006, 0 0))")
+UNIT = "POLYGON ((0 0, 0.01 0, 0.01 0.01, 0 0.01, 0 0))"
+
+
+def test_polygon_regions_stay_valid_when_written_with_7_decimals():
+    raw = shapely.from_wkt(NOTCHED)
+    assert raw.is_valid and not shapely.from_wkt(shapely.to_wkt(raw, rounding_precision=7)).is_valid
+    bowtie = "POLYGON ((0.02 0, 0.03 0.01, 0.03 0, 0.02 0.01, 0.02 0))"  # self-crossing: repaired, area kept
+    areas = polygon_regions(pd.DataFrame({"id": ["notched", "bowtie"], "geometry": [NOTCHED, bowtie]}))
+    written = shapely.from_wkt(areas.table["geometry"].to_numpy())  # as regions.csv is read back
+    assert shapely.is_valid(written).all()
+    assert written[0].area == pytest.approx(raw.area, rel=1e-4) and written[1].area == pytest.approx(5e-5)
+    regions = polygon_regions(pd.DataFrame({"id": ["r"], "geometry": [UNIT]}))
+    got = indicators_by_area(areas, pd.DataFrame({"v": [7.0, 1.0]}, index=["notched", "bowtie"]), regions)
+    assert got.loc["r", "v"] == pytest.approx(7.0)
+
+
+def unrepaired_regions(wkt_by_id: dict) -> Regions:
+    """Regions as another converter might make them: WKT taken as it is, nothing repaired."""
+    geoms = shapely.from_wkt(list(wkt_by_id.values()))
+    inner = shapely.point_on_surface(geoms)
+    return Regions(pd.DataFrame({"lon": shapely.get_x(inner), "lat": shapely.get_y(inner),
+                                 "geometry": list(wkt_by_id.values())},
+                                index=pd.Index(list(wkt_by_id), name="region_id")))
+
+
+def test_indicators_by_area_repairs_invalid_areas_and_names_an_area_it_cannot_overlay(monkeypatch):
+    # Regions made elsewhere, e.g. with full-precision WKT, may hold the rounded, invalid notch
+    rounded = shapely.to_wkt(shapely.from_wkt(NOTCHED), rounding_precision=7)
+    areas = unrepaired_regions({"notched": rounded})
+    regions = unrepaired_regions({"r": UNIT})
+    assert not areas.geometries()[0].is_valid
+    values = pd.DataFrame({"v": [7.0]}, index=["notched"])
+    assert indicators_by_area(areas, values, regions).loc["r", "v"] == pytest.approx(7.0)
+    real = shapely.intersection
+
+    def flaky(a, b, grid_size=None, **kw):  # GEOS fails unless it snap-rounds
+        if grid_size is None:
+            raise shapely.errors.GEOSException("TopologyException: side location conflict")
+        return real(a, b, grid_size=grid_size, **kw)
+
+    monkeypatch.setattr(shapely, "intersection", flaky)
+    assert indicators_by_area(areas, values, regions).loc["r", "v"] == pytest.approx(7.0)
+
+    def broken(a, b, grid_size=None, **kw):
+        raise shapely.errors.GEOSException("TopologyException: side location conflict")
+
+    monkeypatch.setattr(shapely, "intersection", broken)
+    with pytest.raises(RawDataError, match=r"overlap of area 'notched' with region 'r' cannot be computed"):
+        indicators_by_area(areas, values, regions)
+
+
+def _mercator(lon, lat):
+    import pyproj
+
+    x, y = pyproj.Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True).transform(lon, lat)
+    return np.asarray(x), np.asarray(y)
+
+
+def test_every_point_reader_takes_a_crs_and_refuses_projected_coordinates_without_one(tmp_path, squares, hexes):
+    x, y = _mercator([0.005, 0.015], [0.005, 0.005])  # the west and east squares, in metres
+    pois = pd.DataFrame({"x": x, "y": y, "kind": ["cafe", "bar"]})
+    got = pois_from_csv(pois, squares, lon="x", lat="y", category="kind", crs="EPSG:3857")
+    assert got["region_id"].tolist() == ["west", "east"]
+    path = tmp_path / "pois.csv"
+    pois.to_csv(path, index=False)
+    with pytest.raises(RawDataError, match=r"POIs \(.*pois.csv\): bad coordinates in 2 of 2 row\(s\): column 'x' is "
+                                           r"outside \[-180, 180\] in 2 row\(s\), rows 2, 3; .*pass crs="):
+        pois_from_csv(path, squares, lon="x", lat="y", category="kind")
+    assert assign_points(x, y, squares, crs="EPSG:3857").tolist() == ["west", "east"]
+    assert count_points(x, y, squares, crs="EPSG:3857").tolist() == [1, 1]
+    with pytest.raises(RawDataError, match="pass crs="):
+        count_points(x, y, squares)
+    a, b = cell_centre(RING[0]), cell_centre(RING[1])
+    (ox, bx), (oy, by) = _mercator([a[0], b[0]], [a[1], b[1]])
+    trips = pd.DataFrame({"ox": [ox], "oy": [oy], "dx": [bx], "dy": [by]})
+    od = od_from_csv(trips, hexes, origin=("ox", "oy"), destination=("dx", "dy"), crs="EPSG:3857")
+    assert od.to_dict("list") == {"origin": [RING[0]], "destination": [RING[1]], "flow": [1]}
+    with pytest.raises(RawDataError, match=r"trips \(origin\): bad coordinates .*pass crs="):
+        od_from_csv(trips, hexes, origin=("ox", "oy"), destination=("dx", "dy"))
+    _png(tmp_path / "a.png")
+    images = images_from_folder(pd.DataFrame({"path": ["a.png"], "lon": x[:1], "lat": y[:1]}), squares,
+                                root=tmp_path, kind="satellite", crs="EPSG:3857")
+    assert images["region_id"].tolist() == ["west"]
+    # hexagons from a box or points in metres; polygons in metres read as degrees are refused
+    (x0, x1), (y0, y1) = _mercator([-0.01, 0.01], [-0.01, 0.01])
+    box = hexagon_regions(bbox=(x0, y0, x1, y1), resolution=RES, crs="EPSG:3857")
+    assert list(box.ids) == list(hexagon_regions(bbox=(-0.01, -0.01, 0.01, 0.01), resolution=RES).ids)
+    assert list(hexagon_regions(*_mercator([a[0]], [a[1]]), resolution=RES, crs="EPSG:3857").ids) == [RING[0]]
+    metres = "POLYGON ((0 0, 1000 0, 1000 1000, 0 1000, 0 0))"
+    with pytest.raises(RawDataError, match=r"polygons: 1 polygon\(s\) .*e\.g\. \['m'\]; .*pass crs="):
+        polygon_regions(pd.DataFrame({"id": ["m"], "geometry": [metres]}))
+    with pytest.raises(RawDataError, match=r"crs='EPSG:nope' is not a CRS"):
+        pois_from_csv(pois, squares, lon="x", lat="y", category="kind", crs="EPSG:nope")
+
+
+def test_bad_coordinates_of_both_columns_are_reported_at_once(tmp_path, squares):
+    raw = pd.DataFrame({"lon": ["here", 0.005, 200.0, 0.005, 0.005, 0.005],
+                        "lat": [0.005, None, 0.005, -95.0, 0.005, "n/a"], "category": ["cafe"] * 6})
+    path = tmp_path / "shops.csv"
+    raw.to_csv(path, index=False)
+    with pytest.raises(RawDataError) as err:
+        pois_from_csv(path, squares)
+    msg = str(err.value)
+    assert msg.startswith(f"POIs ({path}): bad coordinates in 5 of 6 row(s): ")
+    for part in ("column 'lon' is empty or not a number in 1 row(s), row 2",
+                 "column 'lat' is empty or not a number in 2 row(s), rows 3, 7",
+                 "column 'lon' is outside [-180, 180] in 1 row(s), row 4",
+                 "column 'lat' is outside [-90, 90] in 1 row(s), row 5"):
+        assert part in msg
+    with pytest.raises(RawDataError, match=r"points: bad coordinates in 1 of 2 .*row 3\. give every row both"):
+        assign_points([0.005, np.nan], [0.005, 0.005], squares)
+
+
+def test_duplicate_ids_are_named_with_their_rows(tmp_path, squares, hexes):
+    areas = polygon_regions(pd.DataFrame({"id": ["all"],
+                                          "geometry": ["POLYGON ((0 0, 0.02 0, 0.02 0.01, 0 0.01, 0 0))"]}))
+    values = pd.DataFrame({"id": ["all", "all"], "rent": [10.0, 11.0]})
+    with pytest.raises(RawDataError, match=r"indicator values, area id: duplicate id\(s\) \['all'\] in rows 2, 3"):
+        indicators_by_area(areas, values, squares)
+    twice = pd.DataFrame({"PD": [1.0] * 8}, index=RING + RING[:1])
+    with pytest.raises(RawDataError, match=rf"indicators, region id: duplicate id\(s\) \['{RING[0]}'\] in rows 2, 9"):
+        build_city(tmp_path / "city", hexes, twice, log=True)
+    fc = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"d": name},
+         "geometry": shapely.geometry.mapping(shapely.from_wkt(UNIT))} for name in ("a", "b", "a")]}
+    path = tmp_path / "districts.geojson"
+    path.write_text(json.dumps(fc))
+    with pytest.raises(RawDataError, match=r"districts.geojson\), id 'd': duplicate id\(s\) \['a'\] in features 0, 2"):
+        polygon_regions(path, id="d")
+
+
+def test_build_city_needs_log_chosen_for_every_indicator(tmp_path, hexes):
+    ind = pd.DataFrame({"PD": np.arange(1.0, 8.0), "GREEN": np.linspace(0, 1, 7), "AGE": [30.0] * 7}, index=RING)
+    with pytest.raises(RawDataError, match=r"choose log for indicator\(s\) \['PD', 'GREEN', 'AGE'\]"):
+        build_city(tmp_path / "city", hexes, ind)
+    with pytest.raises(RawDataError, match=r"choose log for indicator\(s\) \['AGE'\]"):
+        build_city(tmp_path / "city", hexes, ind, log={"PD": True, "GREEN": False})
+    with pytest.raises(RawDataError, match=r"log names \['XX'\]"):
+        build_city(tmp_path / "city", hexes, ind, log={"XX": True})
+    with pytest.raises(RawDataError, match=r"indicator 'PD': log=False but its indicator_meta says log=True"):
+        build_city(tmp_path / "city", hexes, ind, log={"PD": False}, indicator_meta={"PD": {"log": True}})
+    with pytest.raises(RawDataError, match=r"indicator 'PD': log must be True or False; got 'yes'"):
+        build_city(tmp_path / "city", hexes, ind, log={"PD": "yes"})
+    assert not any(tmp_path.iterdir())
+    out = build_city(tmp_path / "city", hexes, ind, log={"PD": True, "GREEN": False},
+                     indicator_meta={"AGE": {"long_name": "median age", "log": False}})
+    meta = load_city(out).meta.indicators
+    assert (meta["PD"].log, meta["GREEN"].log, meta["AGE"].log) == (True, False, False)
+    out = build_city(tmp_path / "all", hexes, ind, log=False)
+    assert not any(i.log for i in load_city(out).meta.indicators.values())
+
+
+def test_indicators_by_area_warns_when_regions_share_their_area_value(hexes, squares):
+    around = shapely.union_all(hexes.geometries()).buffer(0.01)  # one district holding all 7 cells
+    district = polygon_regions(pd.DataFrame({"id": ["d"], "geometry": [around.wkt]}))
+    with pytest.warns(UserWarning, match=r"7 of 7 regions lie within one area together with other .*spatial split"):
+        got = indicators_by_area(district, pd.DataFrame({"PD": [500.0]}, index=["d"]), hexes)
+    assert got["PD"].to_numpy() == pytest.approx([500.0] * 7)
+    with warnings.catch_warnings():  # one area per region: nothing shared, nothing said
+        warnings.simplefilter("error")
+        indicators_by_area(squares, pd.DataFrame({"PD": [1.0, 2.0]}, index=["west", "east"]), squares)

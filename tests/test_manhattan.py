@@ -88,8 +88,14 @@ def tiny_city(tmp_path):
     return mh.convert_manhattan(_write_raw(tmp_path), tmp_path / "city")
 
 
+def valid_but_small(root) -> bool:
+    """Four regions keep the expected values checkable by hand; the only problem allowed is the
+    city's size (fewer regions than a run needs, MIN_REGIONS)."""
+    return all("MIN_REGIONS" in p.message for p in validate_city(root))
+
+
 def test_converter_writes_a_valid_city(tiny_city):
-    assert validate_city(tiny_city) == []
+    assert valid_but_small(tiny_city)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         city = load_city(tiny_city)
@@ -126,7 +132,7 @@ def test_converter_keeps_income_of_a_region_mostly_in_a_tract_without_one(tmp_pa
         "GEO_ID,NAME,B19013_001E\nGeography,Geographic Area Name,Estimate\n"
         "1400000US36061000100,Tract 1,\"50,000\"\n1400000US36061000200,Tract 2,-\n")
     root = mh.convert_manhattan(paths, tmp_path / "city")
-    assert validate_city(root) == []
+    assert valid_but_small(root)
     ind = pd.read_csv(root / "indicators.csv", dtype={"region_id": str}).set_index("region_id")
     assert ind["population_density"].tolist() == pytest.approx([1000, 1000, 2500, 3000], rel=1e-4)
     # region 2 keeps the income of the quarter it shares with tract 1; region 3 has none

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -210,14 +211,31 @@ def test_verify_catches_a_corrupted_shard(stores, tmp_path):
     sharded.verify()
     path = tmp_path / "shards" / "shard-00001.npy"
     raw = bytearray(path.read_bytes())
-    raw[-5] ^= 0xFF  # one byte of image data: the header still reads, so opening does not notice
+    raw[-5] ^= 0xFF  # one byte of image data: the header still reads, the hash does not
     path.write_bytes(bytes(raw))
-    reopened = ImageStore.open_shards(tmp_path / "shards")
     with pytest.raises(ShardCheckError, match="shard-00001.npy is corrupted"):
-        reopened.verify()
+        sharded.verify()  # a store opened before the change: verify() re-hashes every shard
+    with pytest.raises(ShardCheckError, match="shard-00001.npy is corrupted"):
+        ImageStore.open_shards(tmp_path / "shards")  # opening hashes the changed shard again
     np.save(path, np.zeros((3, 3, SIZE, SIZE), dtype=np.uint8))  # a shard of the wrong shape: caught on opening
     with pytest.raises(ShardCheckError, match=r"shard-00001.npy holds uint8 \(3, 3, 12, 12\)"):
         ImageStore.open_shards(tmp_path / "shards")
+
+
+def test_flipped_byte_in_a_shard_is_named_and_rebuilt(pairs, stores, tmp_path, monkeypatch):
+    """Opening hashes each shard once per process: a changed byte is never streamed into training."""
+    memory, _ = stores
+    path = tmp_path / "shards" / "shard-00002.npy"
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0x01
+    path.write_bytes(bytes(raw))
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # a later write, whatever the clock
+    calls = count_decodes(monkeypatch)
+    with pytest.warns(UserWarning, match=r"shard-00002.npy is corrupted.*rebuilding"):
+        rebuilt = ImageStore.from_pairs(pairs, SIZE, kind="satellite", shards=tmp_path / "shards",
+                                        shard_size=SHARD_SIZE)
+    assert len(calls) == len(pairs) and torch.equal(rebuilt.images[:], memory.images)
+    ImageStore.open_shards(tmp_path / "shards")  # checked (written by this process): opens without a warning
 
 
 def test_unreadable_folder_is_rebuilt_with_a_warning(pairs, stores, tmp_path):

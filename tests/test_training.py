@@ -163,6 +163,24 @@ def test_resume_refuses_a_different_run(tmp_path):
         trainer(make_model(), resume=True)
 
 
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_corrupt_checkpoint_is_named_moved_aside_and_training_starts_afresh(tmp_path, damage):
+    train, val = NoisyData(), NoisyData(16, seed=1)
+    straight = make_model()
+    trainer(straight, checkpoint_dir=tmp_path / "a").fit(train, val)
+    trainer(make_model(), epochs=2, checkpoint_dir=tmp_path / "b").fit(train, val)
+    path = tmp_path / "b" / "last.pt"
+    raw = path.read_bytes()
+    path.write_bytes(raw[:len(raw) // 2] if damage == "truncated" else b"not a checkpoint" * 10)
+    with pytest.warns(UserWarning, match=r"checkpoint .*last\.pt is corrupt .*moved it to last\.pt\.corrupt-"):
+        resumed = make_model()
+        hist = trainer(resumed, checkpoint_dir=tmp_path / "b", resume=True).fit(train, val)
+    assert len(hist) == 4 and load_checkpoint(path)["epoch"] == 4  # started at epoch 1, wrote a sound last.pt
+    assert all(torch.equal(p, q) for p, q in zip(params(straight), params(resumed)))  # = a fresh run
+    aside = [p for p in (tmp_path / "b").iterdir() if p.name.startswith("last.pt.corrupt-")]
+    assert len(aside) == 1 and aside[0].read_bytes() != raw  # the damaged file, kept for inspection
+
+
 def test_early_stopping_and_restore_best():
     def flat_val(model, batch):  # validation loss never improves after epoch 1
         out = mse(model, batch)

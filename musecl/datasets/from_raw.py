@@ -8,7 +8,7 @@ and every raw source is *joined* to them by where its records lie::
     od = od_from_csv("trips.csv", regions)                        # trips by coordinates or by region
     indicators = indicators_by_area(districts, values, regions, how="density")
     images = images_from_folder("images.csv", regions)            # path, lon, lat, kind
-    build_city("my_city", regions, indicators, pois=pois, od=od, images=images, name="My City")
+    build_city("my_city", regions, indicators, log={"PD": True}, pois=pois, od=od, images=images)
 
 :func:`build_city` writes the folder with :func:`musecl.city.write_city` and refuses to finish
 unless :func:`musecl.city.validate_city` finds nothing wrong. Nothing is dropped silently: a
@@ -16,10 +16,11 @@ record outside every region is counted and reported (a warning, or an error with
 ``outside="raise"``), and a bad column or coordinate raises :class:`RawDataError` naming the
 source, the column and the spreadsheet rows.
 
-Geometry is kept in WGS84 (EPSG:4326) longitude/latitude throughout; polygons given in another
-CRS are reprojected on the way in. Points are assigned to hexagons by H3 itself (the cell that
-contains the point at the regions' resolution) and to free polygons with a shapely STRtree, so
-neither ever compares every point with every region.
+Geometry is kept in WGS84 (EPSG:4326) longitude/latitude throughout; points and polygons given
+in another CRS (``crs=``, on every function that reads coordinates) are reprojected on the way
+in, and coordinates that cannot be longitudes and latitudes are refused. Points are assigned to
+hexagons by H3 itself (the cell that contains the point at the regions' resolution) and to free
+polygons with a shapely STRtree, so neither ever compares every point with every region.
 """
 from __future__ import annotations
 
@@ -43,7 +44,9 @@ from musecl.city import (
 from musecl.datasets.toy import _polygon_wkt
 
 Outside = Literal["warn", "raise"]
+WGS84 = "EPSG:4326"
 _SHOW = 5  # rows named in a message
+_DECIMALS = 7  # coordinates are written with 7 decimals (1e-7 degree, about 1 cm)
 
 
 class RawDataError(ValueError):
@@ -92,16 +95,17 @@ class Regions:
 def hexagon_regions(lon: Sequence[float] | None = None, lat: Sequence[float] | None = None, *,
                     bbox: tuple[float, float, float, float] | None = None, area=None,
                     resolution: int = 8, contain: Literal["center", "overlap"] = "center",
-                    rings: int = 0) -> Regions:
+                    rings: int = 0, crs: str = WGS84) -> Regions:
     """H3 hexagons at ``resolution``, covering given points, a bounding box or an area.
 
     Give exactly one of: ``lon`` and ``lat`` (every cell that holds at least one of the points;
     cells without points are left out, so a sparse point set leaves holes), ``bbox``
     ``(min_lon, min_lat, max_lon, max_lat)``, or ``area`` (a shapely polygon, WKT text, a GeoJSON
-    geometry/feature/FeatureCollection as a dict, or a path to a ``.geojson`` file, in WGS84).
-    For a box or an area, ``contain="center"`` keeps the cells whose centre lies inside it (a
-    partition of the area: no cell is shared with a neighbouring area), ``"overlap"`` every cell
-    that touches it. ``rings`` adds that many rings of neighbours around the cells found.
+    geometry/feature/FeatureCollection as a dict, or a path to a ``.geojson`` file). All three
+    are in ``crs`` (default WGS84 lon/lat; projected ones are reprojected). For a box or an
+    area, ``contain="center"`` keeps the cells whose centre lies inside it (a partition of the
+    area: no cell is shared with a neighbouring area), ``"overlap"`` every cell that touches it.
+    ``rings`` adds that many rings of neighbours around the cells found.
 
     Resolution 8 (edge about 530 m, 0.74 km2) is the toy city's and near the paper's regions;
     choose it so that each cell has one satellite tile and enough POIs and trips to say
@@ -115,7 +119,7 @@ def hexagon_regions(lon: Sequence[float] | None = None, lat: Sequence[float] | N
     if given[0]:
         if lon is None or lat is None:
             raise RawDataError("give both lon and lat")
-        lon_a, lat_a = _coords(pd.DataFrame({LON: lon, LAT: lat}), LON, LAT, "points")
+        lon_a, lat_a = _coords(pd.DataFrame({LON: lon, LAT: lat}), LON, LAT, "points", crs)
         cells = set(_cells(lon_a, lat_a, resolution))
     else:
         if bbox is not None:
@@ -125,6 +129,8 @@ def hexagon_regions(lon: Sequence[float] | None = None, lat: Sequence[float] | N
             shape = shapely.box(*bbox)
         else:
             shape = _union(_read_geometries(area, "area"))
+        shape = _to_wgs84(np.array([shape], dtype=object), crs, "area")[0]
+        _check_lonlat(np.array([shape], dtype=object), ["bbox" if bbox is not None else "area"], "area", crs)
         h3shape = h3.geo_to_h3shape(shapely.geometry.mapping(shape))
         if contain == "center":
             cells = set(h3.h3shape_to_cells(h3shape, resolution))
@@ -146,16 +152,18 @@ def hexagon_regions(lon: Sequence[float] | None = None, lat: Sequence[float] | N
     return Regions(table, h3_resolution=int(resolution), hexagon_size_m=size)
 
 
-def polygon_regions(features, id: str | None = "id", crs: str = "EPSG:4326") -> Regions:
+def polygon_regions(features, id: str | None = "id", crs: str = WGS84) -> Regions:
     """Your own polygons (districts, census tracts, blocks) as regions.
 
     ``features`` is a GeoJSON FeatureCollection (a dict or a path to a ``.geojson``/``.json``
     file; ``id`` names the property, or the feature's own ``id`` if no property has that name),
     or a table (DataFrame or CSV path) with a WKT column ``geometry`` and an id column ``id``.
     ``id=None`` numbers the regions ``0, 1, ...`` in input order. Polygons in another ``crs`` are
-    reprojected to WGS84. The centre written to ``regions.csv`` is a point inside the polygon
-    (shapely's ``point_on_surface``), which, unlike the centroid, cannot fall outside an L- or
-    ring-shaped region.
+    reprojected to WGS84. Invalid polygons (bow-ties, self-touching rings from GIS exports) are
+    repaired keeping their area, and kept valid as written with 7 decimals: rounding can make a
+    thin notch's edges cross, and GEOS overlays then fail (see :func:`_as_written`). The centre
+    written to ``regions.csv`` is a point inside the polygon (shapely's ``point_on_surface``),
+    which, unlike the centroid, cannot fall outside an L- or ring-shaped region.
     """
     if isinstance(features, (str, os.PathLike)) and str(features).lower().endswith(".csv"):
         features = _read_table(features, "polygons")
@@ -166,6 +174,7 @@ def polygon_regions(features, id: str | None = "id", crs: str = "EPSG:4326") -> 
         except shapely.errors.GEOSException as exc:
             raise RawDataError(f"polygons: column {GEOMETRY!r} holds text that is not WKT: {exc}") from None
         ids = features[id].astype(str).tolist() if id is not None else [str(i) for i in range(len(features))]
+        where = _rows
     else:
         items = _features(features, "polygons")
         geoms = np.array([shapely.geometry.shape(f["geometry"]) for f in items], dtype=object)
@@ -181,18 +190,21 @@ def polygon_regions(features, id: str | None = "id", crs: str = "EPSG:4326") -> 
             else:
                 raise RawDataError(f"polygons: feature {i} has no property {id!r} (properties: "
                                    f"{sorted(props)}); pass id= the property that names the region")
+
+        def where(mask):  # GeoJSON has no rows: features by position
+            idx = np.flatnonzero(mask)
+            return "features " + ", ".join(str(i) for i in idx[:_SHOW]) + (" ..." if len(idx) > _SHOW else "")
     bad = [ids[i] for i, g in enumerate(geoms)
            if g is None or g.is_empty or g.geom_type not in ("Polygon", "MultiPolygon")]
     if bad:
         raise RawDataError(f"polygons: {len(bad)} feature(s) are not polygons, e.g. {bad[:_SHOW]}")
-    dup = pd.Index(ids)[pd.Index(ids).duplicated()].unique().tolist()
-    if dup:
-        raise RawDataError(f"polygons: duplicate id(s) {dup[:_SHOW]} in {id!r}; region ids must be unique")
-    geoms = _to_wgs84(np.asarray(geoms, dtype=object), crs)
-    geoms = shapely.make_valid(geoms)  # self-touching rings from GIS exports; keeps the area
+    _no_duplicates(pd.Index(ids), _source("polygons", features) + f", id {id!r}", where)
+    geoms = _to_wgs84(np.asarray(geoms, dtype=object), crs, "polygons")
+    _check_lonlat(geoms, ids, "polygons", crs)
+    geoms, wkt = _as_written(geoms, ids, "polygons")
     inner = shapely.point_on_surface(geoms)
-    table = pd.DataFrame({LON: np.round(shapely.get_x(inner), 7), LAT: np.round(shapely.get_y(inner), 7),
-                          GEOMETRY: shapely.to_wkt(geoms, rounding_precision=7)},
+    table = pd.DataFrame({LON: np.round(shapely.get_x(inner), _DECIMALS),
+                          LAT: np.round(shapely.get_y(inner), _DECIMALS), GEOMETRY: wkt},
                          index=pd.Index(ids, name=REGION_ID))
     return Regions(table)
 
@@ -201,16 +213,21 @@ def polygon_regions(features, id: str | None = "id", crs: str = "EPSG:4326") -> 
 # points to regions
 
 
-def assign_points(lon: Sequence[float], lat: Sequence[float], regions: Regions) -> pd.Series:
-    """The ``region_id`` of each point (lon, lat in WGS84 degrees); missing where it lies
-    outside every region.
+def assign_points(lon: Sequence[float], lat: Sequence[float], regions: Regions,
+                  crs: str = WGS84) -> pd.Series:
+    """The ``region_id`` of each point (``lon``, ``lat``: x and y in ``crs``, by default WGS84
+    degrees); missing where it lies outside every region. A missing or impossible coordinate
+    raises :class:`RawDataError` (with every such point) rather than counting nowhere.
 
     Hexagons: the H3 cell holding the point at the regions' resolution, kept if it is a region.
     Polygons: an STRtree query (shapely's R-tree, one lookup per point); a point on a border
     shared by two regions goes to the first of them in ``regions``' order.
     """
-    lon = np.asarray(lon, dtype=float)
-    lat = np.asarray(lat, dtype=float)
+    return _assign(*_coords(pd.DataFrame({LON: lon, LAT: lat}), LON, LAT, "points", crs), regions)
+
+
+def _assign(lon: np.ndarray, lat: np.ndarray, regions: Regions) -> pd.Series:
+    """:func:`assign_points` for coordinates already checked and in WGS84."""
     if regions.h3_resolution is not None:
         cells = pd.Series(_cells(lon, lat, regions.h3_resolution), dtype=object)
         return cells.where(cells.isin(regions.ids)).rename(REGION_ID)
@@ -222,21 +239,26 @@ def assign_points(lon: Sequence[float], lat: Sequence[float], regions: Regions) 
     return out
 
 
-def count_points(lon: Sequence[float], lat: Sequence[float], regions: Regions) -> pd.Series:
-    """How many of the points (lon, lat in WGS84 degrees) lie in each region: an integer per
-    ``region_id``, 0 for a region without any (crimes, arrests or shops as an indicator).
+def count_points(lon: Sequence[float], lat: Sequence[float], regions: Regions,
+                 crs: str = WGS84) -> pd.Series:
+    """How many of the points (lon, lat in ``crs``, by default WGS84 degrees) lie in each region:
+    an integer per ``region_id``, 0 for a region without any (crimes, arrests or shops as an
+    indicator).
 
     Points are placed by :func:`assign_points`; a point outside every region counts nowhere.
     """
-    rid = assign_points(lon, lat, regions)
+    rid = assign_points(lon, lat, regions, crs)
     return rid.value_counts().reindex(regions.ids, fill_value=0).astype(np.int64).rename("count")
 
 
 def pois_from_csv(source, regions: Regions, *, lon: str = "lon", lat: str = "lat",
                   category: str = "category", text: str | Sequence[str] | None = None,
-                  outside: Outside = "warn") -> pd.DataFrame:
+                  outside: Outside = "warn", crs: str = WGS84) -> pd.DataFrame:
     """POIs with coordinates (a CSV path or a DataFrame) as ``pois.csv`` rows:
     ``region_id, category, text``.
+
+    ``lon`` and ``lat`` name the x and y columns, in ``crs`` (default WGS84 degrees; projected
+    coordinates, in metres say, are reprojected).
 
     ``category`` becomes one token (spaces and slashes become ``_``, as eq. 7's corpus wants);
     ``text`` names the column(s) of free text (names, reviews) joined by spaces, or None for
@@ -245,12 +267,12 @@ def pois_from_csv(source, regions: Regions, *, lon: str = "lon", lat: str = "lat
     df = _read_table(source, "POIs")
     texts = [text] if isinstance(text, str) else list(text or [])
     _require(df, [lon, lat, category] + texts, "POIs")
-    x, y = _coords(df, lon, lat, "POIs")
+    x, y = _coords(df, lon, lat, _source("POIs", source), crs)
     empty = df[category].isna() | (df[category].astype(str).str.strip() == "")
     if empty.any():
         raise RawDataError(f"POIs: column {category!r} is empty in {int(empty.sum())} row(s), "
                            f"{_rows(empty)}; give every POI a category")
-    rid = assign_points(x, y, regions)
+    rid = _assign(x, y, regions)
     keep = _handle_outside(rid.isna().to_numpy(), "POIs", "POI(s)", outside)
     cat = df[category].astype(str).str.strip().str.replace(r"[\s/]+", "_", regex=True)
     body = (df[texts].fillna("").astype(str).agg(" ".join, axis=1).str.strip() if texts
@@ -262,12 +284,12 @@ def pois_from_csv(source, regions: Regions, *, lon: str = "lon", lat: str = "lat
 def od_from_csv(source, regions: Regions, *,
                 origin: str | tuple[str, str] = ("origin_lon", "origin_lat"),
                 destination: str | tuple[str, str] = ("destination_lon", "destination_lat"),
-                flow: str | None = None, outside: Outside = "warn") -> pd.DataFrame:
+                flow: str | None = None, outside: Outside = "warn", crs: str = WGS84) -> pd.DataFrame:
     """Trips (a CSV path or DataFrame) as the ``od.csv`` table ``origin, destination, flow``.
 
     ``origin`` and ``destination`` are each either a pair of column names (lon, lat of the trip
-    end: it is assigned to its region) or one column name (the trip end is already a
-    ``region_id``). ``flow`` names a column of trip counts; None counts each row as one trip.
+    end, in ``crs``, default WGS84 degrees: it is assigned to its region) or one column name (the
+    trip end is already a ``region_id``). ``flow`` names a column of trip counts; None counts each row as one trip.
     Rows with the same origin and destination region are summed. A trip with an end outside
     every region (or naming an unknown region) is reported and left out. Trips within one region
     are kept: they count in both its inflow and outflow, as in ``musecl.city.inflow_outflow``.
@@ -281,7 +303,7 @@ def od_from_csv(source, regions: Regions, *,
             rid = df[end].astype("string").where(df[end].astype("string").isin(regions.ids))
             rid = rid.astype(object).where(rid.notna(), None)
         else:
-            rid = assign_points(*_coords(df, end[0], end[1], f"trips ({name})"), regions)
+            rid = _assign(*_coords(df, end[0], end[1], _source(f"trips ({name})", source), crs), regions)
         ends.append(rid.reset_index(drop=True))
     if flow:
         values = pd.to_numeric(df[flow], errors="coerce")
@@ -304,15 +326,16 @@ def od_from_csv(source, regions: Regions, *,
 
 def images_from_folder(source, regions: Regions, *, root: str | os.PathLike | None = None,
                        path: str = "path", lon: str = "lon", lat: str = "lat", kind: str = "kind",
-                       outside: Outside = "warn") -> pd.DataFrame:
+                       outside: Outside = "warn", crs: str = WGS84) -> pd.DataFrame:
     """Images listed in a table (a CSV path or DataFrame) with where they were taken.
 
     Columns: ``path`` (relative to ``root``; default the CSV's folder, or the working directory
     for a DataFrame), ``lon``, ``lat`` (the tile centre of a satellite image, the camera of a
-    street view) and ``kind``, a column of ``satellite``/``streetview`` or one of those words
-    for every row. Returns ``region_id, kind, path`` (absolute) plus ``distance_m`` from the
-    region centre. A region keeps at most one satellite image (the format's rule): the one
-    nearest its centre; the others are reported. Missing files raise.
+    street view; in ``crs``, default WGS84 degrees) and ``kind``, a column of
+    ``satellite``/``streetview`` or one of those words for every row. Returns ``region_id, kind,
+    path`` (absolute) plus ``distance_m`` from the region centre. A region keeps at most one
+    satellite image (the format's rule): the one nearest its centre; the others are reported.
+    Missing files raise.
     """
     df = _read_table(source, "images")
     if root is None:
@@ -330,8 +353,8 @@ def images_from_folder(source, regions: Regions, *, root: str | os.PathLike | No
         raise RawDataError(f"images: {int(missing.sum())} file(s) do not exist, {_rows(missing)} "
                            f"(e.g. {paths[int(np.flatnonzero(missing.to_numpy())[0])]}); paths are "
                            f"relative to {Path(root).resolve()}")
-    x, y = _coords(df, lon, lat, "images")
-    rid = assign_points(x, y, regions)
+    x, y = _coords(df, lon, lat, _source("images", source), crs)
+    rid = _assign(x, y, regions)
     keep = _handle_outside(rid.isna().to_numpy(), "images", "image(s)", outside)
     out = pd.DataFrame({REGION_ID: rid.to_numpy()[keep], KIND: kinds.to_numpy()[keep],
                         PATH: np.array(paths, dtype=object)[keep], LON: x[keep], LAT: y[keep]})
@@ -371,7 +394,10 @@ def indicators_by_area(areas: Regions, values: pd.DataFrame, regions: Regions,
     (dasymetric) weights would spread it by buildings or POIs, but if those are also inputs of
     the model, the target then carries the model's own inputs and the R2 is flattering. Know the
     cost: every region inside one area gets that area's density, so the targets are smoother than
-    reality, and a random split rewards knowing the area (prefer the spatial split).
+    reality, and neighbouring regions share one value. A random split then puts a test region's
+    neighbours, and so its value, in the training set: a method that knows only where a region is
+    scores well (location kNN), far better than on the spatial split. So the function warns with
+    how many regions share their area's value; evaluate such a city on the spatial split.
 
     An area whose value is missing (NaN) is skipped: a density is then the mean over the
     overlaps with a value (the weights renormalise), a count gets nothing from it. A region whose
@@ -388,6 +414,7 @@ def indicators_by_area(areas: Regions, values: pd.DataFrame, regions: Regions,
     if not values.index.isin(areas.ids).any() and values.shape[1] > 1:
         values = values.set_index(values.columns[0])
     values.index = values.index.astype(str)
+    _no_duplicates(values.index, "indicator values, area id", _rows)
     unknown = values.index.difference(areas.ids)
     if len(unknown):
         raise RawDataError(f"indicator values: {len(unknown)} area id(s) are not among the areas' "
@@ -403,6 +430,12 @@ def indicators_by_area(areas: Regions, values: pd.DataFrame, regions: Regions,
         raise RawDataError(f"indicator values: column {col!r} holds text that is not a number for area(s) "
                            f"{list(values.index[not_number[col]][:_SHOW])}")
     overlap, area_m2, region_m2 = _overlay(areas, regions)
+    shared = _sharing_one_area(overlap)
+    if shared:
+        warnings.warn(f"indicators_by_area: {shared} of {len(regions)} regions lie within one area together "
+                      "with other regions and share its value (areal weighting); a random train/test split "
+                      "then flatters the R2, as a test region's neighbours in training hold its value: "
+                      "evaluate this city on the spatial split", UserWarning, stacklevel=2)
     out = pd.DataFrame(index=regions.ids)
     for col in values.columns:
         v = numeric[col].reindex(areas.ids)
@@ -429,6 +462,7 @@ def indicators_by_area(areas: Regions, values: pd.DataFrame, regions: Regions,
 
 
 def build_city(out: str | os.PathLike, regions: Regions, indicators: pd.DataFrame, *,
+               log: bool | Mapping[str, bool] | None = None,
                pois: pd.DataFrame | None = None, od: pd.DataFrame | None = None,
                mobility: pd.DataFrame | None = None, images: pd.DataFrame | None = None,
                name: str = "My City", provenance: str = "",
@@ -442,8 +476,14 @@ def build_city(out: str | os.PathLike, regions: Regions, indicators: pd.DataFram
     kind, ``poi`` if ``pois`` has rows, ``mobility`` if ``od`` (or ``mobility``: ``region_id,
     inflow, outflow``) does. Images are copied (or, with ``copy_images=False``, symlinked) to
     ``images/<kind>/<region_id>_<k>.<ext>``. ``indicator_meta`` gives each indicator's metadata
-    (an :class:`~musecl.city.Indicator`, a dict of its fields, or just a long name); by default
-    ``log: true``, and ``allow_missing: true`` for a column with missing values (with a warning).
+    (an :class:`~musecl.city.Indicator`, a dict of its fields, or just a long name);
+    ``allow_missing: true`` is set for a column with missing values (with a warning).
+
+    ``log`` must be chosen for every indicator, since no default suits both kinds: ``True``
+    models ln(1 + x) (counts, densities, incomes: positive and skewed), ``False`` the value
+    itself (fractions, shares, scores). Give a dict ``{"PD": True, "GREEN": False}``, or
+    ``True``/``False`` for all; a ``"log"`` in an indicator's ``indicator_meta`` (or an
+    ``Indicator``, which carries its own) counts as its choice.
 
     The folder is written beside ``out``, validated, and only then moved into place: a problem
     raises :class:`~musecl.city.CityFormatError` and leaves nothing behind. An existing city
@@ -457,6 +497,7 @@ def build_city(out: str | os.PathLike, regions: Regions, indicators: pd.DataFram
                                   "(a folder without city.yaml is never replaced)")
     ind = indicators.copy()
     ind.index = ind.index.astype(str)
+    _no_duplicates(ind.index, "indicators, region id", _rows)
     extra = ind.index.difference(regions.ids)
     if len(extra):
         raise RawDataError(f"indicators: {len(extra)} region id(s) are not regions, e.g. {list(extra[:_SHOW])}")
@@ -466,6 +507,7 @@ def build_city(out: str | os.PathLike, regions: Regions, indicators: pd.DataFram
     if unknown:
         raise RawDataError(f"indicator_meta names {sorted(unknown)}, which are not indicator columns "
                            f"{list(ind.columns)}")
+    logs = _log_choices(log, meta_in, list(ind.columns))
     metas = {}
     for col in ind.columns:
         spec = meta_in.get(col, {})
@@ -473,6 +515,7 @@ def build_city(out: str | os.PathLike, regions: Regions, indicators: pd.DataFram
             metas[col] = spec
             continue
         spec = {"long_name": spec} if isinstance(spec, str) else dict(spec)
+        spec["log"] = logs[col]
         if "allow_missing" not in spec and ind[col].isna().any():
             warnings.warn(f"indicator {col!r} is missing for {int(ind[col].isna().sum())} of {len(ind)} regions; "
                           "marked allow_missing (those regions are left out of its evaluation)", stacklevel=2)
@@ -514,6 +557,34 @@ def build_city(out: str | os.PathLike, regions: Regions, indicators: pd.DataFram
     return out
 
 
+def _log_choices(log, meta_in: Mapping, columns: list[str]) -> dict[str, bool]:
+    """Each indicator's ``log``, from its metadata or ``log``; an error lists those without one."""
+    if log is not None and not isinstance(log, (bool, np.bool_, Mapping)):
+        raise RawDataError(f"log must be True, False or a dict of indicator -> True/False; got {log!r}")
+    given = dict(log) if isinstance(log, Mapping) else {}
+    unknown = sorted(set(given) - set(columns))
+    if unknown:
+        raise RawDataError(f"log names {unknown}, which are not indicator columns {columns}")
+    choices = {}
+    for col in columns:
+        spec = meta_in.get(col)
+        own = spec.log if isinstance(spec, Indicator) else (spec.get("log") if isinstance(spec, Mapping) else None)
+        if col in given and own is not None and bool(given[col]) != bool(own):
+            raise RawDataError(f"indicator {col!r}: log={given[col]!r} but its indicator_meta says log={own!r}")
+        choice = own if own is not None else given.get(col, log if isinstance(log, (bool, np.bool_)) else None)
+        if choice is not None:
+            if not isinstance(choice, (bool, np.bool_)):
+                raise RawDataError(f"indicator {col!r}: log must be True or False; got {choice!r}")
+            choices[col] = bool(choice)
+    missing = [c for c in columns if c not in choices]
+    if missing:
+        raise RawDataError(
+            f"build_city: choose log for indicator(s) {missing}: True models ln(1 + x) (counts, densities, "
+            "incomes), False the value itself (fractions, shares, scores). Pass e.g. "
+            f"log={{{missing[0]!r}: False}}, or log=True (or False) for every indicator.")
+    return choices
+
+
 # --------------------------------------------------------------------------------------------
 # helpers
 
@@ -541,17 +612,58 @@ def _rows(mask: pd.Series | np.ndarray) -> str:
     return f"row{'s' if len(idx) > 1 else ''} {shown}{' ...' if len(idx) > _SHOW else ''}"
 
 
-def _coords(df: pd.DataFrame, lon: str, lat: str, what: str) -> tuple[np.ndarray, np.ndarray]:
-    out = []
-    for col, lo, hi in ((lon, -180, 180), (lat, -90, 90)):
-        values = pd.to_numeric(df[col], errors="coerce")
-        bad = values.isna() | (values < lo) | (values > hi)
-        if bad.any():
-            raise RawDataError(f"{what}: column {col!r} is not a number in [{lo}, {hi}] in "
-                               f"{int(bad.sum())} row(s), {_rows(bad)}. Coordinates are WGS84 degrees; "
-                               "are lon and lat swapped or projected?")
-        out.append(values.to_numpy(dtype=float))
-    return out[0], out[1]
+def _source(what: str, source) -> str:
+    """The name of an input in messages: with its file when it came from one."""
+    return f"{what} ({source})" if isinstance(source, (str, os.PathLike)) else what
+
+
+def _no_duplicates(ids: pd.Index, what: str, where) -> None:
+    """Refuse repeated ids (pandas would fail later on reindexing), naming them and where they
+    are (``where``: a mask -> 'rows 2, 5')."""
+    dup = ids.duplicated(keep=False)
+    if dup.any():
+        shown = list(pd.unique(ids[dup]))
+        raise RawDataError(f"{what}: duplicate id(s) {shown[:_SHOW]}{' ...' if len(shown) > _SHOW else ''} "
+                           f"in {where(dup)}; every id must have one row")
+
+
+def _count_rows(mask: np.ndarray) -> str:
+    return f"{int(np.sum(mask))} row(s), {_rows(mask)}"
+
+
+def _coords(df: pd.DataFrame, lon: str, lat: str, what: str,
+            crs: str = WGS84) -> tuple[np.ndarray, np.ndarray]:
+    """The two coordinate columns as WGS84 lon, lat (reprojected from ``crs``); every missing,
+    non-numeric or impossible value of both columns is reported in one error."""
+    x = pd.to_numeric(df[lon], errors="coerce").to_numpy(dtype=float)
+    y = pd.to_numeric(df[lat], errors="coerce").to_numpy(dtype=float)
+    given = np.isfinite(x) & np.isfinite(y)
+    out_x, out_y = np.full(len(x), np.nan), np.full(len(y), np.nan)
+    out_x[given], out_y[given] = _reproject(x[given], y[given], crs, what)
+    problems = [f"column {col!r} is empty or not a number in {_count_rows(~np.isfinite(v))}"
+                for col, v in ((lon, x), (lat, y)) if not np.isfinite(v).all()]
+    wgs84 = _is_wgs84(crs, what)
+    for col, v, limit in ((lon, out_x, 180), (lat, out_y, 90)):
+        outside = given & ~(np.abs(v) <= limit)
+        if outside.any() and wgs84:
+            problems.append(f"column {col!r} is outside [-{limit}, {limit}] in {_count_rows(outside)}")
+    failed = given & ~((np.abs(out_x) <= 180) & (np.abs(out_y) <= 90))
+    if failed.any() and not wgs84:
+        problems.append(f"columns {lon!r}, {lat!r} do not reproject from {crs} to a longitude and "
+                        f"latitude in {_count_rows(failed)}")
+    if problems:
+        bad = ~given | failed
+        if not failed.any():
+            hint = "give every row both coordinates"
+        elif wgs84:
+            hint = ("Coordinates are read as WGS84 longitude/latitude degrees; if these are projected "
+                    "(metres, say), pass crs= their CRS (e.g. crs='EPSG:32633'); if lon and lat are "
+                    "swapped, swap the column names")
+        else:
+            hint = f"is crs={crs!r} the coordinates' CRS?"
+        raise RawDataError(f"{what}: bad coordinates in {int(bad.sum())} of {len(bad)} row(s): "
+                           + "; ".join(problems) + f". {hint}.")
+    return out_x, out_y
 
 
 def _cells(lon: np.ndarray, lat: np.ndarray, resolution: int) -> list[str]:
@@ -614,14 +726,74 @@ def _union(geoms: list):
     return shape
 
 
-def _to_wgs84(geoms: np.ndarray, crs: str) -> np.ndarray:
+def _crs(crs, what: str):
     import pyproj
 
-    source = pyproj.CRS.from_user_input(crs)
-    if source == pyproj.CRS.from_epsg(4326):
+    try:
+        return pyproj.CRS.from_user_input(crs)
+    except pyproj.exceptions.CRSError as exc:
+        raise RawDataError(f"{what}: crs={crs!r} is not a CRS pyproj knows ({exc}); "
+                           "give e.g. 'EPSG:32633'") from None
+
+
+def _is_wgs84(crs, what: str) -> bool:
+    import pyproj
+
+    return _crs(crs, what) == pyproj.CRS.from_epsg(4326)
+
+
+def _reproject(x: np.ndarray, y: np.ndarray, crs, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """x, y in ``crs`` as WGS84 lon, lat: the one place where points and polygons change CRS
+    (a point that cannot be transformed comes back as inf)."""
+    import pyproj
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if _is_wgs84(crs, what):
+        return x, y
+    to = pyproj.Transformer.from_crs(_crs(crs, what), WGS84, always_xy=True)
+    lon, lat = to.transform(x, y, errcheck=False)
+    return np.asarray(lon, dtype=float), np.asarray(lat, dtype=float)
+
+
+def _to_wgs84(geoms: np.ndarray, crs, what: str = "polygons") -> np.ndarray:
+    if _is_wgs84(crs, what):
         return geoms
-    to = pyproj.Transformer.from_crs(source, "EPSG:4326", always_xy=True)
-    return shapely.transform(geoms, lambda xy: np.column_stack(to.transform(xy[:, 0], xy[:, 1])))
+    return shapely.transform(geoms, lambda xy: np.column_stack(_reproject(xy[:, 0], xy[:, 1], crs, what)))
+
+
+def _check_lonlat(geoms: np.ndarray, ids: Sequence[str], what: str, crs) -> None:
+    """Refuse polygons whose coordinates cannot be WGS84 lon/lat (projected ones read as degrees)."""
+    bounds = shapely.bounds(geoms)
+    bad = ~((np.abs(bounds[:, [0, 2]]) <= 180).all(axis=1) & (np.abs(bounds[:, [1, 3]]) <= 90).all(axis=1))
+    if bad.any():
+        hint = ("if they are projected (metres, say), pass crs= their CRS (e.g. crs='EPSG:32633')"
+                if _is_wgs84(crs, what) else f"is crs={crs!r} their CRS?")
+        shown = list(np.asarray(ids, dtype=object)[bad][:_SHOW])
+        raise RawDataError(f"{what}: {int(bad.sum())} polygon(s) have coordinates outside longitude [-180, 180] "
+                           f"and latitude [-90, 90] in WGS84, e.g. {shown}; {hint}")
+
+
+def _as_written(geoms: np.ndarray, ids: Sequence[str], what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Valid polygons and their WKT with 7 decimals, valid as read back.
+
+    Repair first (polygonal output only, keeping the area). Rounding to 7 decimals moves a vertex
+    by up to 5e-8 degree, which can make the edges of a thin notch or sliver cross; such polygons
+    are snapped to the 1e-7 grid with ``shapely.set_precision`` (which keeps them valid) and
+    written from there, so the text holds exactly the snapped polygon."""
+    geoms = shapely.make_valid(np.asarray(geoms, dtype=object), method="structure", keep_collapsed=False)
+    wkt = shapely.to_wkt(geoms, rounding_precision=_DECIMALS)
+    broken = ~shapely.is_valid(shapely.from_wkt(wkt))
+    if broken.any():
+        geoms[broken] = shapely.set_precision(geoms[broken], 10.0 ** -_DECIMALS)
+        wkt[broken] = shapely.to_wkt(geoms[broken], rounding_precision=_DECIMALS)
+        still = broken & ~shapely.is_valid(shapely.from_wkt(wkt))
+        wkt[still] = shapely.to_wkt(geoms[still], rounding_precision=-1)  # not expected: full precision
+    empty = shapely.is_empty(geoms)
+    if empty.any():
+        shown = list(np.asarray(ids, dtype=object)[empty][:_SHOW])
+        raise RawDataError(f"{what}: {int(empty.sum())} polygon(s) have no area once repaired and written with "
+                           f"{_DECIMALS} decimals (about 1 cm), e.g. {shown}")
+    return geoms, wkt
 
 
 def _overlay(areas: Regions, regions: Regions) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
@@ -636,14 +808,50 @@ def _overlay(areas: Regions, regions: Regions) -> tuple[pd.DataFrame, pd.Series,
     def project(g):
         return shapely.transform(g, lambda xy: np.column_stack(to.transform(xy[:, 0], xy[:, 1])))
 
-    a, r = project(areas.geometries()), project(regions.geometries())
+    def repaired(g):  # Regions made elsewhere (full-precision WKT, say) may hold invalid polygons
+        g = project(g)
+        bad = ~shapely.is_valid(g)
+        g[bad] = shapely.make_valid(g[bad], method="structure", keep_collapsed=False)
+        return g
+
+    a, r = repaired(areas.geometries()), repaired(regions.geometries())
     ai, ri = shapely.STRtree(r).query(a, predicate="intersects")
-    surface = shapely.area(shapely.intersection(a[ai], r[ri]))
+    try:
+        surface = shapely.area(shapely.intersection(a[ai], r[ri]))
+    except shapely.errors.GEOSException:  # find the pair, and try GEOS's snap-rounding overlay on it
+        surface = np.array([shapely.area(_intersection(a[i], r[j], areas.ids[i], regions.ids[j]))
+                            for i, j in zip(ai, ri)])
     overlap = pd.DataFrame({"area": areas.ids.to_numpy()[ai], "region": regions.ids.to_numpy()[ri],
                             "overlap_m2": surface})
     overlap = overlap[overlap["overlap_m2"] > 0]
     return (overlap, pd.Series(shapely.area(a), index=areas.ids),
             pd.Series(shapely.area(r), index=regions.ids))
+
+
+def _intersection(area, region, area_id: str, region_id: str):
+    """One overlap, retried on a 1 mm grid (snap-rounding, robust to near-coincident edges);
+    a failure names the area instead of surfacing GEOS's TopologyException."""
+    try:
+        return shapely.intersection(area, region)
+    except shapely.errors.GEOSException:
+        try:
+            return shapely.intersection(area, region, grid_size=1e-3)
+        except shapely.errors.GEOSException as exc:
+            raise RawDataError(f"indicator areas: the overlap of area {area_id!r} with region {region_id!r} "
+                               f"cannot be computed ({exc}); repair that area's polygon (shapely.make_valid) "
+                               "or read the areas with polygon_regions") from None
+
+
+def _sharing_one_area(overlap: pd.DataFrame) -> int:
+    """How many regions lie (99% of their overlap) within one area that holds other such regions:
+    under areal weighting they all get that area's value."""
+    if overlap.empty:
+        return 0
+    total = overlap.groupby("region")["overlap_m2"].sum()
+    top = overlap.loc[overlap.groupby("region")["overlap_m2"].idxmax()].set_index("region")
+    within = top[top["overlap_m2"] >= 0.99 * total.reindex(top.index)]
+    per_area = within["area"].value_counts()
+    return int(per_area[per_area > 1].sum())
 
 
 def _place_images(root: Path, images: pd.DataFrame, copy: bool) -> pd.DataFrame:

@@ -37,7 +37,7 @@ from torch import nn
 
 from musecl.city import REGION_ID, SATELLITE, STREETVIEW, City
 from musecl.encoders.shards import DEFAULT_SHARD_SIZE, MANIFEST_JSON, ShardedImages, ShardWriter, read_index
-from musecl.io import atomic_save_bytes, atomic_save_json
+from musecl.io import atomic_save_bytes, atomic_save_json, sha256_of
 from musecl.training import Trainer, split_indices
 
 WEIGHTS_PT, CONFIG_JSON = "weights.pt", "config.json"
@@ -174,7 +174,7 @@ class ImageStore:
             return cls.open_shards(shards)
         if cache is not None and Path(cache).exists():
             try:
-                store = cls.load(cache)
+                store = _load_checked_cache(cls, cache)
                 if getattr(store, "fingerprint", None) == fingerprint:
                     return store
             except Exception as exc:  # noqa: BLE001 - a bad cache is rebuilt, never trusted
@@ -185,7 +185,7 @@ class ImageStore:
         store = cls(images, list(order), counts, [str(p) for p in paths], kind)
         store.fingerprint = fingerprint
         if cache is not None:
-            store.save(cache)
+            _save_checked_cache(store, cache)
         return store
 
     @classmethod
@@ -213,13 +213,16 @@ class ImageStore:
             raise ValueError(f"this ImageStore streams from the shards in {self.images.folder}; a .pt file would "
                              "hold all of it in memory. Copy it with write_shards(folder), or call "
                              "load_into_memory().save(path) if it fits in memory.")
+        atomic_save_bytes(path, self._to_bytes())
+        return Path(path)
+
+    def _to_bytes(self) -> bytes:
         payload = {"format": STORE_FORMAT, "images": self.images, "region_ids": list(self.region_ids),
                    "counts": self.counts, "paths": self.paths, "kind": self.kind,
                    "fingerprint": getattr(self, "fingerprint", None)}
         buffer = io.BytesIO()
         torch.save(payload, buffer)
-        atomic_save_bytes(path, buffer.getvalue())
-        return Path(path)
+        return buffer.getvalue()
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ImageStore":
@@ -897,3 +900,49 @@ def embed_regions(encoder: nn.Module, store: ImageStore, batch_size: int = 64,
     if region_ids is not None:
         frame = frame.reindex(pd.Index([str(r) for r in region_ids], name=REGION_ID))
     return frame
+
+
+# -- the image cache of from_pairs(cache=): a .pt file and its content hash ------------------
+#
+# ``<cache>.sha256`` beside the .pt file holds the sha256 of its bytes, written after it. The
+# first load of a cache file in a process hashes it (streamed, so memory does not double; the
+# load then reads it from the page cache); later loads of the same unchanged file (same inode,
+# size, modification time) skip the hash. A missing or different hash rebuilds the store with a
+# warning naming the file.
+
+_CHECKED_CACHES: dict[str, tuple] = {}  # cache path -> stat signature of the .pt that matched its hash
+
+
+def _digest_path(cache: str | os.PathLike) -> Path:
+    return Path(f"{cache}.sha256")
+
+
+def _stat_signature(path: Path) -> tuple:
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _save_checked_cache(store: "ImageStore", cache: str | os.PathLike) -> None:
+    cache, data = Path(cache), store._to_bytes()
+    _digest_path(cache).unlink(missing_ok=True)  # a kill from here on leaves a .pt without a hash: rebuilt
+    atomic_save_bytes(cache, data)
+    atomic_save_bytes(_digest_path(cache), (hashlib.sha256(data).hexdigest() + "\n").encode())
+    _CHECKED_CACHES[str(cache)] = _stat_signature(cache)
+
+
+def _load_checked_cache(cls, cache: str | os.PathLike) -> "ImageStore":
+    """The store in ``cache``; ValueError naming the file when its bytes do not match its hash."""
+    cache = Path(cache)
+    if _CHECKED_CACHES.get(str(cache)) == _stat_signature(cache):
+        return cls.load(cache)
+    try:
+        expected = _digest_path(cache).read_text().strip()
+    except FileNotFoundError:
+        raise ValueError(f"{cache} has no content hash ({_digest_path(cache).name}: written by an older musecl, "
+                         "or its write was interrupted)") from None
+    signature = _stat_signature(cache)
+    if sha256_of(cache) != expected:
+        raise ValueError(f"file {cache} changed (hash mismatch with {_digest_path(cache).name})")
+    store = cls.load(cache)
+    _CHECKED_CACHES[str(cache)] = signature
+    return store

@@ -17,6 +17,11 @@ Folder layout::
 
 Every file is written atomically (temporary name, then ``os.replace``) and the manifest last,
 so a write that was interrupted leaves no manifest, and the folder is rebuilt on the next call.
+
+Opening a folder re-hashes each shard against its manifest once per process (a shard is hashed
+again only when its file changes: inode, size, modification time); shards this process wrote
+count as checked. A changed byte raises :class:`ShardCheckError` naming the shard, and
+``ImageStore.from_pairs(..., shards=)`` then rebuilds the folder with a warning.
 """
 from __future__ import annotations
 
@@ -36,6 +41,8 @@ from musecl.io import atomic_save_json, atomic_write, sha256_of
 SHARDS_FORMAT = 1
 MANIFEST_JSON, INDEX_CSV, PATHS_CSV = "manifest.json", "index.csv", "paths.csv"
 DEFAULT_SHARD_SIZE = 4096  # 620 MB per shard at 224 px, 110 MB at 96 px
+
+_VERIFIED: set[tuple] = set()  # (shard path, inode, size, mtime, sha256) hashed (or written) by this process
 
 
 def shard_name(number: int) -> str:
@@ -67,11 +74,12 @@ class ShardedImages:
     return a new contiguous CPU ``torch.uint8`` tensor. Rows are grouped by shard and each
     shard's requested rows are read once, in file order, then put back in the requested order.
 
-    Opening checks every shard's shape and dtype (from its .npy header) against the manifest but
-    does not hash it -- hashing hundreds of GB takes minutes; :meth:`verify` does.
+    Opening checks every shard's shape and dtype (from its .npy header) against the manifest and,
+    with ``verify`` (the default), its sha256 -- once per process and shard file (hashing hundreds
+    of GB takes minutes, so later opens in the same process only ``stat`` the shards).
     """
 
-    def __init__(self, folder: str | os.PathLike):
+    def __init__(self, folder: str | os.PathLike, verify: bool = True):
         self.folder = Path(folder)
         self.manifest = read_manifest(self.folder)
         size = int(self.manifest["size"])
@@ -83,6 +91,8 @@ class ShardedImages:
                              f"{self.manifest['n_images']}; delete the folder and build it again")
         self.shape = torch.Size((n_images, 3, size, size))
         self._open()
+        if verify:
+            self.verify(once=True)
 
     def _open(self) -> None:
         self._shards = []
@@ -193,16 +203,26 @@ class ShardedImages:
 
     # -- checking ----------------------------------------------------------------------
 
-    def verify(self) -> None:
-        """Re-hash every shard against the manifest; raise :class:`ShardCheckError` naming the first bad one."""
+    def verify(self, once: bool = False) -> None:
+        """Re-hash every shard against the manifest; raise :class:`ShardCheckError` naming the first bad one.
+        ``once``: skip the shards this process already hashed or wrote, unchanged since."""
         for entry in self.manifest["shards"]:
             path = self.folder / entry["file"]
             if not path.exists():
                 raise ShardCheckError(f"shard {path} is missing; delete {self.folder} and build it again")
+            seen = _signature(path, entry["sha256"])
+            if once and seen in _VERIFIED:
+                continue
             digest = sha256_of(path)
             if digest != entry["sha256"]:
                 raise ShardCheckError(f"shard {path} is corrupted: its sha256 is {digest[:12]}..., the manifest "
                                       f"recorded {entry['sha256'][:12]}...; delete {self.folder} and build it again")
+            _VERIFIED.add(seen)
+
+
+def _signature(path: Path, sha256: str) -> tuple:
+    st = path.stat()
+    return str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, sha256
 
 
 # ------------------------------------------------------------------------------------------
@@ -271,6 +291,7 @@ class ShardWriter:
             hashing = _HashingFile(handle)
             np.lib.format.write_array(hashing, self.buffer[:self.filled], allow_pickle=False)
         self.shards.append({"file": name, "rows": self.filled, "sha256": hashing.digest.hexdigest()})
+        _VERIFIED.add(_signature(self.folder / name, hashing.digest.hexdigest()))  # hashed as written
         self.filled = 0
 
     def finish(self, region_ids: Sequence[str], counts: Sequence[int], kind: str | None,

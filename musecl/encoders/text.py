@@ -8,6 +8,14 @@ The paper trains gensim Word2Vec with skip-gram and the hierarchical (Huffman-tr
 Each POI is one sentence: its category (one token, the whole category name lower-cased) followed
 by the words of its text, so category vectors are learnt from the words people use beside them.
 
+A city whose POIs carry no text (category only, e.g. OpenStreetMap amenity tags) would give
+one-token sentences, from which skip-gram learns nothing: every category vector would stay at its
+random initial value. For such a city the context is *region co-occurrence* instead: one sentence
+per region, the categories of its POIs (see :func:`region_sentences`), so categories that share
+regions get close vectors. The context is detected from the data (:func:`text_context`), or set by
+``TextEncoderConfig.context``; the one used is ``PoiTextEncoder.context`` and is saved with the
+encoder. A city with text trains exactly as before.
+
 Reproducible for a seed: one worker thread, gensim's ``seed``, and a hash function for gensim
 that does not depend on ``PYTHONHASHSEED`` (Python's ``hash`` of a string changes per process).
 Saved as plain files (``vectors.npy``, ``vocab.json``, ``config.json``): no pickle.
@@ -31,6 +39,11 @@ from musecl.io import atomic_save_json, atomic_write
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 
 VECTORS_NPY, VOCAB_JSON, CONFIG_JSON = "vectors.npy", "vocab.json", "config.json"
+
+POI_TEXT, REGION_COOCCURRENCE = "poi text", "region co-occurrence"  # the two contexts of a category
+AUTO = "auto"  # TextEncoderConfig.context: poi text if any POI has text, else region co-occurrence
+CONTEXTS = (AUTO, POI_TEXT, REGION_COOCCURRENCE)
+MAX_SENTENCE = 10_000  # gensim silently cuts longer sentences; region sentences are split at this length
 
 
 def tokenize(text: str) -> list[str]:
@@ -67,13 +80,31 @@ class TextEncoderConfig:
     sg: int = 1
     hs: int = 1
     negative: int = 0
+    context: str = AUTO  # what a category is learnt from: "poi text", "region co-occurrence" or "auto"
+    sample: float | None = None  # subsampling of frequent words; None: by context (see sample_for)
+    region_copies: int = 10  # region co-occurrence: shuffled copies of each region's sentence
 
     def __post_init__(self):
-        if self.vector_size < 1 or self.window < 1 or self.epochs < 1 or self.min_count < 1:
-            raise ValueError(f"vector_size, window, epochs and min_count must be >= 1; got {self}")
+        if self.context not in CONTEXTS:
+            raise ValueError(f"context must be one of {CONTEXTS}; got {self.context!r}")
+        if self.sample is not None and self.sample < 0:
+            raise ValueError(f"sample must be >= 0 (0: off) or None; got {self.sample}")
+        if min(self.vector_size, self.window, self.epochs, self.min_count, self.region_copies) < 1:
+            raise ValueError(f"vector_size, window, epochs, min_count and region_copies must be >= 1; got {self}")
         if self.hs == 0 and self.negative == 0:
             raise ValueError("hs=0 and negative=0 leaves Word2Vec without an output layer; "
                              "set hs=1 (the paper) or negative>0")
+
+    def sample_for(self, context: str) -> float:
+        """Word2Vec's ``sample`` under ``context``: the setting itself, or gensim's default 1e-3
+        for poi text (as the paper's gensim run) and 0 (off) for region co-occurrence. Subsampling
+        drops each occurrence of a word more frequent than ``sample`` of the corpus with a
+        probability that grows with its frequency: meant for "the" and "of" in prose, it would drop
+        most of a corpus made only of categories (in a city of 30 equally common categories,
+        about four occurrences in five), where no token is a filler word."""
+        if self.sample is not None:
+            return self.sample
+        return 0.0 if context == REGION_COOCCURRENCE else 1e-3
 
 
 def poi_sentences(pois: pd.DataFrame) -> list[list[str]]:
@@ -82,12 +113,86 @@ def poi_sentences(pois: pd.DataFrame) -> list[list[str]]:
     return [[category_token(c)] + tokenize(t) for c, t in zip(pois[CATEGORY], texts)]
 
 
+def has_text(pois: pd.DataFrame) -> bool:
+    """Whether any POI has a text that says more than its category: a ``text`` column with at
+    least one entry whose words are not just the category's own (``"Fast food"`` beside category
+    ``fast_food`` says nothing more)."""
+    if TEXT not in pois.columns:
+        return False
+    return any(bool(words) and words != tokenize(str(c))  # lazy: stops at the first POI with text
+               for c, words in ((c, tokenize(t)) for c, t in zip(pois[CATEGORY], pois[TEXT])))
+
+
+def text_context(pois: pd.DataFrame, context: str = AUTO) -> str:
+    """The context a category is learnt from: ``context`` itself, or for ``"auto"``
+    ``"poi text"`` when any POI has text (:func:`has_text`) and ``"region co-occurrence"`` when
+    the POIs are categories only."""
+    if context not in CONTEXTS:
+        raise ValueError(f"context must be one of {CONTEXTS}; got {context!r}")
+    if context != AUTO:
+        return context
+    return POI_TEXT if has_text(pois) else REGION_COOCCURRENCE
+
+
+def region_sentences(pois: pd.DataFrame, seed: int = 0, copies: int = 1) -> list[list[str]]:
+    """One sentence per region (regions in sorted order): the category token of each of its
+    POIs, once per POI, in a random order drawn from ``seed``; split every :data:`MAX_SENTENCE`
+    tokens. ``copies`` > 1 repeats the whole corpus, each region shuffled anew each time.
+
+    Once per POI, not once per category, so that training weighs categories and pairs of
+    categories as eq. 7 weighs them, by their POIs: a category with many POIs gets as many updates
+    as it has POIs, and two categories that share many POIs' worth of regions are pulled together
+    more than two that share one corner shop. Shuffled, because the order of ``pois.csv`` means
+    nothing and is often sorted by category (an OpenStreetMap extract by tag): in file order
+    skip-gram's window would see mostly the same category; shuffled, a token's window is a random
+    sample of its region's POIs. Seeded, so a run is reproducible. Several copies, because one
+    order shows a token only the ``window`` POIs on either side of it: each copy draws another
+    sample of its region, so the pairs trained approach all pairs of the region (a window as
+    long as the region would instead let its most common categories fill every context). Ten
+    copies give about as many tokens as a POI corpus with ten words of text per POI.
+    """
+    if copies < 1:
+        raise ValueError(f"copies must be >= 1; got {copies}")
+    rng = np.random.default_rng(seed)
+    tokens = pd.Series(pois[CATEGORY].map(category_token).to_numpy(), index=pois[REGION_ID].astype(str).to_numpy())
+    regions = [words.to_numpy() for _, words in tokens.groupby(level=0, sort=True)]
+    sentences: list[list[str]] = []
+    for _ in range(copies):
+        for words in regions:
+            shuffled = words[rng.permutation(len(words))].tolist()
+            sentences.extend(shuffled[i:i + MAX_SENTENCE] for i in range(0, len(shuffled), MAX_SENTENCE))
+    return sentences
+
+
+def training_sentences(pois: pd.DataFrame, context: str = AUTO, seed: int = 0,
+                       region_copies: int = 10) -> list[list[str]]:
+    """The corpus Word2Vec trains on under ``context`` (resolved by :func:`text_context`):
+    :func:`poi_sentences` for poi text, :func:`region_sentences` (``region_copies`` shuffled
+    copies) for region co-occurrence."""
+    if text_context(pois, context) == POI_TEXT:
+        return poi_sentences(pois)
+    return region_sentences(pois, seed, region_copies)
+
+
+def untrained_words(sentences: list[list[str]]) -> list[str]:
+    """Words that never share a sentence with a different word, sorted. Skip-gram has no context
+    to learn them from, so their vectors stay at Word2Vec's random starting values: their nearest
+    neighbours mean nothing."""
+    alone, with_context = set(), set()
+    for sentence in sentences:
+        first = sentence[0] if sentence else None
+        (with_context if any(w != first for w in sentence) else alone).update(sentence)
+    return sorted(alone - with_context)
+
+
 class PoiTextEncoder:
     """Skip-gram + Huffman-softmax word vectors of POI categories and texts; eq. 7 region vectors.
 
     ``fit(city)`` trains on all POIs of the city; ``transform(city)`` returns one row per region
     (index ``region_id``, columns ``poi_0 .. poi_{d-1}``). A region without any POI whose category
     is in the vocabulary gets a zero vector (there is nothing to average); the count is warned.
+    ``context`` is the context the vectors were learnt from ("poi text" or "region co-occurrence",
+    :func:`text_context`); ``fit`` warns when some categories had none (:func:`untrained_words`).
     """
 
     def __init__(self, config: TextEncoderConfig | None = None, **overrides):
@@ -95,21 +200,33 @@ class PoiTextEncoder:
         self.config = dataclasses.replace(config, **overrides) if overrides else config
         self.keys: list[str] | None = None
         self.vectors: np.ndarray | None = None
+        self.context: str | None = None  # the context used by the last fit (or the loaded encoder)
         self._index: dict[str, int] = {}
 
     # -- training --------------------------------------------------------------------------
     def fit(self, city: City) -> "PoiTextEncoder":
         from gensim.models import Word2Vec
 
-        sentences = poi_sentences(city.pois)
-        if not sentences:
+        c = self.config
+        if len(city.pois) == 0:
             raise ValueError(f"{city.name}: the city has no POIs (pois.csv is empty); "
                              "the POI text encoder needs at least one")
-        c = self.config
+        context = text_context(city.pois, c.context)
+        sentences = training_sentences(city.pois, context, c.seed, c.region_copies)
+        categories = set(city.pois[CATEGORY].map(category_token))
+        lonely = [w for w in untrained_words(sentences) if w in categories]
+        if lonely:
+            where = ("have no POI with text" if context == POI_TEXT
+                     else "never share a region with another category")
+            warnings.warn(f"{city.name}: {len(lonely)} of {len(categories)} categories {where} "
+                          f"(context: {context}), so their vectors are untrained random values: "
+                          f"{', '.join(lonely[:5])}{' ...' if len(lonely) > 5 else ''}", stacklevel=2)
         model = Word2Vec(sentences=sentences, vector_size=c.vector_size, window=c.window,
                          min_count=c.min_count, sg=c.sg, hs=c.hs, negative=c.negative,
-                         epochs=c.epochs, seed=c.seed, workers=1, hashfxn=stable_hash)
+                         sample=c.sample_for(context), epochs=c.epochs, seed=c.seed, workers=1,
+                         hashfxn=stable_hash)
         self._set_vectors(list(model.wv.index_to_key), np.asarray(model.wv.vectors, dtype=np.float32))
+        self.context = context
         return self
 
     def _set_vectors(self, keys: list[str], vectors: np.ndarray) -> None:
@@ -173,7 +290,8 @@ class PoiTextEncoder:
 
     # -- persistence -----------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
-        """Write ``vectors.npy``, ``vocab.json`` and ``config.json`` (plain files, no pickle)."""
+        """Write ``vectors.npy``, ``vocab.json`` and ``config.json`` (plain files, no pickle);
+        ``config.json`` holds the settings and ``context_used``, the context the vectors came from."""
         self._check_fitted()
         directory = Path(directory)
         with atomic_write(directory / VECTORS_NPY, "wb") as handle:
@@ -181,7 +299,8 @@ class PoiTextEncoder:
         with atomic_write(directory / VOCAB_JSON, "w") as handle:
             json.dump(self.keys, handle, ensure_ascii=False)
         atomic_save_json(directory / CONFIG_JSON, {"class": type(self).__name__,
-                                                   **dataclasses.asdict(self.config)})
+                                                   **dataclasses.asdict(self.config),
+                                                   "context_used": self.context})
         return directory
 
     @classmethod
@@ -193,7 +312,10 @@ class PoiTextEncoder:
                                         "by PoiTextEncoder.save?")
         raw = json.loads((directory / CONFIG_JSON).read_text())
         raw.pop("class", None)
+        # an encoder saved before contexts existed was trained on one sentence per POI
+        context = raw.pop("context_used", None) or POI_TEXT
         encoder = cls(TextEncoderConfig(**raw))
         keys = json.loads((directory / VOCAB_JSON).read_text(encoding="utf-8"))
         encoder._set_vectors(keys, np.load(directory / VECTORS_NPY, allow_pickle=False))
+        encoder.context = context
         return encoder

@@ -3,7 +3,10 @@
 Configured in the constructor; ``fit(city)``; ``transform(city)`` returns a table indexed by
 ``region_id``; ``save(dir)`` / ``load(dir)`` write and read weights plus a readable config.
 Methods register under their canonical names (the ``method`` column of results.csv), so a
-results table is a loop over the registry.
+results table is a loop over the registry. Each method declares the inputs it cannot do without
+(``needs``: all of them; ``needs_any``: at least one), so a run on a city that lacks some
+modalities fits what the city supports and names what it skipped and why
+(:func:`unsupported_reason`, ``musecl methods CITY``).
 """
 from __future__ import annotations
 
@@ -14,10 +17,14 @@ from typing import Callable
 import pandas as pd
 
 from musecl.cache import Cache
-from musecl.city import City
+from musecl.city import MOBILITY, POI, SATELLITE, STREETVIEW, City
 from musecl.config import RunConfig
 
 METHODS: dict[str, type["RegionEmbedder"]] = {}
+
+OD = "od"  # not a modality of city.yaml: the optional origin-destination table (od.csv) of mobility
+INPUTS = {SATELLITE: "satellite images", STREETVIEW: "street-view images", POI: "POIs",
+          MOBILITY: "mobility (inflow/outflow)", OD: "origin-destination flows (od.csv)"}
 
 
 def register(name: str) -> Callable[[type], type]:
@@ -40,6 +47,8 @@ class RegionEmbedder:
     """Base class: holds the run configuration and the cache every stage reads and writes."""
 
     name = "base"
+    needs: tuple[str, ...] = ()  # inputs (INPUTS keys) the method cannot run without
+    needs_any: tuple[str, ...] = ()  # of these, the city must have at least one
     cost = 0  # rough rank of fit time on the CPU (higher: longer): parallel runs start the longest first
 
     def __init__(self, config: RunConfig | None = None, cache_dir: str | Path | None = None,
@@ -60,3 +69,38 @@ class RegionEmbedder:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(method={self.name!r})"
+
+
+def city_inputs(city: City) -> set[str]:
+    """The inputs a city offers: its modalities, plus ``od`` when it has an origin-destination table."""
+    have = set(city.meta.modalities)
+    if city.od is not None and not city.od.empty:
+        have.add(OD)
+    return have
+
+
+def unsupported_reason(name: str, city: City) -> str | None:
+    """What the city lacks for the method ("no satellite images"), or None when it can run there."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; registered: {sorted(METHODS)}")
+    method, have = METHODS[name], city_inputs(city)
+    missing = [INPUTS[n] for n in method.needs if n not in have]
+    if missing:
+        return join_words([f"no {m}" for m in missing], "and")
+    if method.needs_any and not have.intersection(method.needs_any):
+        return "neither " + " nor ".join(INPUTS[n] for n in method.needs_any)
+    return None
+
+
+def describe_needs(name: str) -> str:
+    """The inputs a method needs, in words ("satellite images and POIs"; "nothing")."""
+    method = METHODS[name]
+    parts = [join_words([INPUTS[n] for n in method.needs], "and")] if method.needs else []
+    if method.needs_any:
+        parts.append(join_words([INPUTS[n] for n in method.needs_any], "or"))
+    return "; ".join(parts) or "nothing (region locations only)"
+
+
+def join_words(items: list[str], conjunction: str) -> str:
+    """["a", "b", "c"], "and" -> "a, b and c"."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} {conjunction} {items[-1]}"

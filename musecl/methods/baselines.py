@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from musecl.cache import city_fingerprint, load_table, save_table
-from musecl.city import SATELLITE, STREETVIEW, City
+from musecl.city import POI, SATELLITE, STREETVIEW, City
 from musecl.config import RunConfig
 from musecl.io import atomic_save_json
 from musecl.methods.base import RegionEmbedder, register
@@ -348,6 +348,7 @@ class InceptionV3Features(StageBaseline):
 
     The paper uses ImageNet weights; with ``weights='random'`` (the only choice offline) this is
     a random-feature baseline, and ``weights_source`` says so."""
+    needs = (STREETVIEW,)
 
     STAGES = ("streetview",)
 
@@ -363,6 +364,7 @@ class ResNet18Features(StageBaseline):
     """Satellite features of ResNet-18 (He et al. 2016) without contrastive training: the 512-d
     pooled features (fc removed) at ``rs_image_size``. ImageNet weights as in the paper only
     when ``weights='imagenet'`` finds them locally; otherwise random (``weights_source``)."""
+    needs = (SATELLITE,)
 
     STAGES = ("satellite",)
 
@@ -387,6 +389,7 @@ class EfficientNetLite0Features(StageBaseline):
     0.01 R2 of 128 px on every indicator: the toy images hold no detail a larger input would show.
     For real cities with large images, try 224 where time allows.
     """
+    needs = (SATELLITE, STREETVIEW)
 
     STAGES = ("satellite", "streetview")
     input_size = 96
@@ -413,6 +416,7 @@ class Tile2vec(StageBaseline):
     ``n_positive_candidates`` nearest regions, the negative one of the far regions (beyond the
     anchor's 75% distance quantile, stricter than "anywhere"); no embedding penalty.
     """
+    needs = (SATELLITE,)
 
     differs_from_original = ("MuseCL's satellite encoder and loss on one image per region, no L2 "
                              "penalty on the embeddings")
@@ -439,6 +443,7 @@ class PGSimCL(StageBaseline):
     closest in both, the negative dissimilar in the combination; one explicit negative per anchor
     instead of the batch.
     """
+    needs = (SATELLITE, POI)
 
     differs_from_original = ("a triplet loss with one negative per anchor instead of InfoNCE over the "
                              "batch; positives near and alike in POIs in one combined distance")
@@ -463,6 +468,7 @@ class Urban2vec(StageBaseline):
     the region's POI vector (eq. 7, skip-gram trained on the city's POI categories and texts,
     ``text_stage``). The concatenation leaves the joint weighting to the probe.
     """
+    needs = (STREETVIEW, POI)
 
     differs_from_original = ("no joint neighbourhood embedding: the street-view encoder's embedding "
                              "and the POI text vector are concatenated")

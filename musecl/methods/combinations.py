@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from musecl.cache import city_fingerprint, load_table, save_table
-from musecl.city import REGION_ID, SATELLITE, STREETVIEW, City
+from musecl.city import MOBILITY, POI, REGION_ID, SATELLITE, STREETVIEW, City
 from musecl.config import RunConfig
 from musecl.io import atomic_save_json
 from musecl.methods.base import RegionEmbedder, register
@@ -44,6 +44,9 @@ PAPER_BASELINES = ("Inception v3", "ResNet-18", "Tile2vec-style", "Urban2vec-sty
 ABLATION = ("POI only", "SV only", "RS only", "SV+RS", "MuseCL")
 ADDED = ("EfficientNet-Lite0 (ImageNet)", "Location kNN", "Pretext features", "Location + MuseCL")
 ALL_METHODS = tuple(dict.fromkeys(PAPER_BASELINES + ABLATION + ADDED))
+# MuseCL's structure without pictures (musecl.methods.vector): part of "all" only for a city
+# without images, where they stand in for the image methods (Manhattan, POI + mobility cities)
+IMAGE_FREE = ("MuseCL (vector views)", "OD SVD")
 
 CONFIG_JSON = "config.json"
 SVRV_TARGET = "own-images"  # the text-free fusion target, named in the cache key
@@ -190,6 +193,7 @@ class TableMethod(RegionEmbedder):
 @register("Add-svrv")
 class AddSVRV(TableMethod):
     """e^SV + e^RS: the paper's summation of the two MuseCL image embeddings (no POI text)."""
+    needs = (SATELLITE, STREETVIEW, POI, MOBILITY)
 
     def _compute(self, city: City) -> pd.DataFrame:
         sv, rs = self._stage(city, "sv"), self._stage(city, "rs")
@@ -200,6 +204,7 @@ class AddSVRV(TableMethod):
 @register("Fusion-svrv")
 class FusionSVRV(TableMethod):
     """Attentive fusion (eq. 8-10) of e^SV and e^RS without POI text; target: :func:`fusion_svrv_stage`."""
+    needs = (SATELLITE, STREETVIEW, POI, MOBILITY)
 
     def _compute(self, city: City) -> pd.DataFrame:
         cfg = self.config
@@ -230,6 +235,7 @@ class FusionSVRV(TableMethod):
 @register("Concat")
 class Concat(TableMethod):
     """[e^SV, e^RS, e^POI]: the paper's concatenation of the three MuseCL representations."""
+    needs = (SATELLITE, STREETVIEW, POI, MOBILITY)
 
     def _compute(self, city: City) -> pd.DataFrame:
         return pd.concat([self._stage(city, k) for k in ("sv", "rs", "poi")], axis=1)
@@ -238,6 +244,7 @@ class Concat(TableMethod):
 @register("POI only")
 class PoiOnly(TableMethod):
     """Ablation: the POI text vectors of eq. 7 alone."""
+    needs = (POI,)
 
     def _compute(self, city: City) -> pd.DataFrame:
         return self._stage(city, "poi")
@@ -246,6 +253,7 @@ class PoiOnly(TableMethod):
 @register("SV only")
 class StreetViewOnly(TableMethod):
     """Ablation: the street-view encoder (mobility triplets, eq. 1-2, 5-6) alone."""
+    needs = (STREETVIEW, MOBILITY)
 
     def _compute(self, city: City) -> pd.DataFrame:
         return self._stage(city, "sv")
@@ -254,6 +262,7 @@ class StreetViewOnly(TableMethod):
 @register("RS only")
 class SatelliteOnly(TableMethod):
     """Ablation: the satellite encoder (POI-similarity triplets, eq. 3-6) alone."""
+    needs = (SATELLITE, POI)
 
     def _compute(self, city: City) -> pd.DataFrame:
         return self._stage(city, "rs")
@@ -264,6 +273,7 @@ class StreetViewSatellite(TableMethod):
     """Ablation "street view and remote sensing without POI": [e^SV, e^RS], i.e. ``Concat`` without
     the POI part. A concatenation rather than Fusion-svrv, so this row differs from both paper
     baselines and measures what the images carry without any target of our choosing."""
+    needs = (SATELLITE, STREETVIEW, POI, MOBILITY)
 
     def _compute(self, city: City) -> pd.DataFrame:
         return pd.concat([self._stage(city, "sv"), self._stage(city, "rs")], axis=1)
@@ -287,6 +297,7 @@ class PretextFeatures(TableMethod):
     """ln(1 + inflow, outflow) and ln(1 + POI count per category) read by the run's probe: the
     inputs MuseCL's contrastive stages learn from (eq. 1 and 3), without any learning. A learned
     representation that does not beat this row has not added anything to its own inputs."""
+    needs_any = (MOBILITY, POI)  # either pretext: trips (eq. 1), POI counts (eq. 3)
 
     def _compute(self, city: City) -> pd.DataFrame:
         return pretext_features(city)
@@ -296,6 +307,7 @@ class PretextFeatures(TableMethod):
 class LocationMuseCL(TableMethod):
     """[standardised x, y, MuseCL embedding] read by the run's probe: does MuseCL add anything
     to knowing where a region is? Coordinates are z-scored so their scale matches the embedding's."""
+    needs = (SATELLITE, STREETVIEW, POI, MOBILITY)
 
     def _compute(self, city: City) -> pd.DataFrame:
         xy = city.xy_m()

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from musecl.cache import city_fingerprint, load_table, save_table
-from musecl.city import SATELLITE, STREETVIEW, City
+from musecl.city import MOBILITY, POI, SATELLITE, STREETVIEW, City
 from musecl.config import RunConfig
 from musecl.encoders.heads import FEATURE_HEADS
 from musecl.methods.base import RegionEmbedder, register
@@ -227,9 +227,12 @@ def initial_embedding(city: City, cfg: RunConfig, kind: str, cache, stage: Path,
 
 def text_stage(city: City, cfg: RunConfig, cache) -> Path:
     """Skip-gram + hierarchical softmax on all POI categories and texts; eq. 7 region vectors."""
-    from musecl.encoders.text import PoiTextEncoder, TextEncoderConfig
+    from musecl.encoders.text import POI_TEXT, PoiTextEncoder, TextEncoderConfig, text_context
 
     key = {"city": city_fingerprint(city), **cfg.subset(TEXT_KEYS)}
+    context = text_context(city.pois)
+    if context != POI_TEXT:  # category-only POIs: another corpus; cities with text keep their keys
+        key["text_context"] = context
 
     def compute(folder: Path) -> None:
         encoder = PoiTextEncoder(TextEncoderConfig(vector_size=cfg.embedding_dim, window=cfg.text_window,
@@ -272,6 +275,7 @@ def fusion_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_dir: Path, 
 @register("MuseCL")
 class MuseCL(RegionEmbedder):
     """The full method: fused image embedding (eq. 10) aligned to POI text (eq. 11)."""
+    needs = (SATELLITE, STREETVIEW, POI, MOBILITY)
 
     STAGES = ("satellite", "streetview", "text", "fusion")
     cost = 3  # trains both image encoders, which several other methods then reuse

@@ -35,10 +35,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from musecl.city import DESTINATION, FLOW, ORIGIN, REGION_ID, City
+from musecl.city import DESTINATION, FLOW, ORIGIN, POI, REGION_ID, City
 from musecl.config import RunConfig
 from musecl.io import atomic_save_json
-from musecl.methods.base import RegionEmbedder, register
+from musecl.methods.base import OD, RegionEmbedder, register
 
 CONFIG_JSON = "config.json"
 
@@ -157,6 +157,7 @@ class ODSVD(_TableEmbedder):
     for 144 training regions, so the dimension matters; the chapter chooses it inside the
     training folds (:func:`musecl.evaluation.ridge_kfold_select`), never on the test folds.
     """
+    needs = (OD,)
 
     def __init__(self, config: RunConfig | None = None, cache_dir=None, progress: bool = True,
                  dim: int = 16):
@@ -374,6 +375,7 @@ class VectorMuseCL(_TableEmbedder):
     the satellite role (POI triplets, eq. 3-4); fusion's ``sv`` / ``rs`` slots hold them in that
     order. ``transform`` returns the fused embedding (eq. 10), as MuseCL does.
     """
+    needs = (OD, POI)
 
     STAGE, FORMAT = "vector-musecl", 1
 

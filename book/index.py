@@ -1,0 +1,117 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # MuseCL, reproduced
+#
+# **MuseCL** (Yong and Zhou, IJCAI 2024, *Predicting Urban Socioeconomic Indicators via
+# Multi-Semantic Contrastive Learning*) learns one vector per urban region from four kinds of data:
+# satellite images, street-view images, the points of interest (POIs) in the region and the people
+# moving in and out of it. Regions with similar POIs pull their satellite images together, regions
+# with similar mobility pull their street views together (a triplet loss on cosine similarity), an
+# attention module fuses the two image embeddings, and a contrastive InfoNCE loss aligns the result
+# with a word2vec summary of the region's POIs. A small regressor then predicts indicators such as
+# population density from the region vectors, scored by $R^2$ and RMSE.
+#
+# This book rebuilds that pipeline step by step on top of the `musecl` library. Every number,
+# table and figure on these pages was computed when the book was built: the chapters are notebooks
+# executed from scratch by one command, and the code they show is the library's tested code.
+# Where the paper and the authors' released code disagree, both behaviours are available and the
+# book says which one produced each result ({doc}`appendix_deviations`).
+
+# %% tags=["parameters", "remove-cell"]
+city = None                # the book's city folder; None: the generated toy city
+out_dir = "../build/work"  # where chapter 8 wrote its results (the book runs this page last)
+params_file = "../params/ci.yaml"  # the run settings the chapters used (named under the figure)
+
+# %% tags=["remove-cell"]
+import warnings
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import Markdown, display
+from myst_nb import glue
+
+from musecl.plotting import plot_at_a_glance
+from musecl.report import at_a_glance, headline_means
+from musecl.runner import resolve_city
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # chapter 1 lists what loading the city warns about
+    data = resolve_city(city or "toy", cities_dir=f"{out_dir}/cities")
+run_dir = Path(out_dir) / "results" / "all_methods"  # chapter 8's run: every method, every seed
+have_results = (run_dir / "results.csv").is_file()
+
+# %% [markdown]
+# ## The result in one figure
+#
+# {glue:md}`glance_sentence`
+
+# %% tags=["remove-input"]
+if have_results:
+    results = pd.read_csv(run_dir / "results.csv")
+    ceilings = pd.read_csv(run_dir / "ceilings.csv") if (run_dir / "ceilings.csv").is_file() else None
+    headline = data.meta.headline_indicators()
+    ax = plot_at_a_glance(results, headline, ceilings)
+    ax.set_title(f"{data.name}: MuseCL, the parts it fuses, simple baselines and the ceiling")
+    plt.show()
+    display(at_a_glance(results, headline, ceilings))
+    means = headline_means(results, headline).groupby(["method", "split"])["r2"].mean()
+    seeds = sorted(results["seed"].unique())
+    if ("MuseCL", "random") in means.index:
+        best = means.xs("random", level="split").drop("MuseCL").idxmax()
+        verdict = ("MuseCL is the best of them" if means[("MuseCL", "random")] >= means[(best, "random")] else
+                   f"MuseCL does **not** earn its place here: *{best}* scores "
+                   f"{means[(best, 'random')]:.3f} against MuseCL's {means[('MuseCL', 'random')]:.3f}")
+        sentence = (f"Mean $R^2$ over the headline indicators ({', '.join(headline)}) on **{data.name}**, "
+                    f"{len(seeds)} seeds, random and spatial split, computed by this build with "
+                    f"`params/{Path(params_file).name}`. On the random split {verdict}.")
+    else:
+        sentence = f"**{data.name}** lacks what MuseCL needs, so the figure shows the methods it supports."
+else:
+    sentence = ("The results chapter has not run in this build, so there is no result to show here yet: "
+                "`musecl book` runs it.")
+glue("glance_sentence", Markdown(sentence), display=False)
+
+# %% [markdown]
+# The results chapter ({doc}`08_results`) has every method in both splits, paired differences
+# with 95% intervals, and the evidence of where MuseCL's information goes.
+#
+# ## Run it on your own city
+#
+# A city is a folder of a few CSV files and images, described in `data/README.md` of the
+# repository. Check yours, then build the book on it:
+#
+# ```bash
+# musecl validate path/to/my_city
+# musecl book --city path/to/my_city   # the book: build/site/_build/html
+# ```
+#
+# Without `--city` the book runs on a generated toy city (600 regions, written to
+# `build/cities/toy/`). `--params FILE.yaml` overrides any
+# chapter parameter (sizes, seeds, epochs); `--only 01_data` re-executes one chapter.
+#
+# ## Roadmap
+#
+# The book grows part by part, in this order; the sidebar shows the chapters written so far.
+#
+# 1. **Data**: the city format, the toy city and the real data sets.
+# 2. **Similarity sampling**: mobility and POI similarity (eq. 1-4) and the triplets built from them.
+# 3. **Encoders**: the satellite and street-view encoders trained with the triplet loss (eq. 5-6)
+#    and the POI text embedding (eq. 7).
+# 4. **Fusion**: attentive fusion of the image embeddings and the InfoNCE alignment (eq. 8-11).
+# 5. **Prediction and results**: the indicator probes, the paper's tables side by side with ours,
+#    a location-only baseline and spatial cross-validation.
+# 6. **Your own city**: everything above, run on a folder you make.
+# 7. **Appendices**: {doc}`appendix_provenance` and {doc}`appendix_deviations`.

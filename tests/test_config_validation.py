@@ -1,0 +1,137 @@
+"""RunConfig rejects a wrong setting when it is made or loaded, naming the key, the value and
+what is allowed (and the params file), instead of failing minutes into training."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from musecl import config as config_module
+from musecl.config import ConfigError, RunConfig
+
+PARAMS = sorted((Path(__file__).parent.parent / "params").glob("*.yaml"))
+
+BAD = [  # (settings, substrings the message must contain)
+    ({"rs_epochs": "ten"}, ["rs_epochs", "an integer >= 1", "'ten'"]),
+    ({"rs_epochs": 0}, ["rs_epochs", ">= 1"]),
+    ({"sv_epochs": 2.5}, ["sv_epochs", "an integer"]),
+    ({"n_triplets": True}, ["n_triplets", "an integer"]),
+    ({"seed": -1}, ["seed", ">= 0"]),
+    ({"lr": 0}, ["lr", "a number > 0"]),
+    ({"fusion_lr": "fast"}, ["fusion_lr", "a number > 0", "'fast'"]),
+    ({"lr": "nan"}, ["lr", "a number > 0"]),
+    ({"val_fraction": 1.0}, ["val_fraction", ">= 0 and < 1"]),
+    ({"margin": -0.1}, ["margin", ">= 0 or None"]),
+    ({"temperature": 0}, ["temperature", "> 0 or None"]),
+    ({"block_size_m": "wide"}, ["block_size_m", "a number > 0"]),
+    ({"buffer_m": -5}, ["buffer_m", "'auto' or a number >= 0"]),
+    ({"encoder_patience": 0}, ["encoder_patience", "an integer >= 1 or None"]),
+    ({"jobs": -1}, ["jobs", ">= 0"]),
+    ({"fusion_batch_size": 1}, ["fusion_batch_size", ">= 2"]),
+    ({"triplet_loss": "cosin"}, ["triplet_loss", "('cosine', 'euclidean')", "did you mean 'cosine'"]),
+    ({"fusion_loss": "nce"}, ["fusion_loss", "('infonce', 'mse')", "'nce'"]),
+    ({"fusion_design": "alligned"}, ["fusion_design", "did you mean 'aligned'"]),
+    ({"fusion_loss": "mse"}, ["fusion_loss 'mse' needs fusion_design: paper"]),
+    ({"sampling_rule": "offical"}, ["sampling_rule", "('paper', 'official')", "did you mean 'official'"]),
+    ({"rs_arch": "resnet-18"}, ["rs_arch", "'lite0-head'", "did you mean 'resnet18'"]),
+    ({"sv_arch": "vit"}, ["sv_arch", "'inception_v3'"]),
+    ({"weights": "imagnet"}, ["weights", "'random', 'imagenet' or the path", "did you mean 'imagenet'"]),
+    ({"weights": "/no/such/checkpoint.pt"}, ["weights", "existing checkpoint"]),
+    ({"amp": "bf32"}, ["amp", "('off', 'bf16', 'fp16', 'auto')"]),
+    ({"amp": True}, ["amp", "got True"]),
+    ({"device": "gpu"}, ["device", "'cpu', 'cuda'", "'gpu'"]),
+    ({"image_store": "disk"}, ["image_store must be one of", "('memory', 'shards')"]),
+    ({"retrain": "sometimes"}, ["retrain must be one of", "('per_seed', 'once')"]),
+    ({"probe": "lasso"}, ["probe", "('mlp', 'ridge', 'knn')"]),
+    ({"splits": ["random", "diagonal"]}, ["splits", "('random', 'spatial')", "'diagonal'"]),
+    ({"splits": []}, ["splits", "non-empty"]),
+    ({"seeds": [0, "one"]}, ["seeds", "an integer >= 0"]),
+    ({"rs_epoch": 3}, ["unknown parameter(s) ['rs_epoch']", "did you mean 'rs_epochs'"]),
+    ({"fusion_lrate": 1e-3}, ["fusion_lrate", "did you mean 'fusion_lr'"]),
+    ({"zzz": 1}, ["unknown parameter(s) ['zzz']", "known: ["]),
+]
+
+
+@pytest.mark.parametrize("settings, expected", BAD, ids=[repr(s) for s, _ in BAD])
+def test_a_bad_setting_is_named_with_what_is_allowed(settings, expected):
+    with pytest.raises(ConfigError) as caught:
+        RunConfig.from_dict(settings)
+    for part in expected:
+        assert part in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_config_error_is_a_value_error_with_the_key():
+    with pytest.raises(ValueError) as caught:
+        RunConfig(rs_epochs="ten")
+    assert isinstance(caught.value, ConfigError) and caught.value.key == "rs_epochs"
+
+
+def test_good_values_are_accepted_and_normalised(tmp_path):
+    checkpoint = tmp_path / "encoder.pt"
+    checkpoint.write_bytes(b"")
+    config = RunConfig.from_dict({"fusion_lr": "1e-3", "lr": 1, "splits": "random", "seeds": [3], "margin": None,
+                                  "buffer_m": 0, "block_size_m": 500, "device": "cuda:1", "weights": str(checkpoint),
+                                  "fusion_design": "paper", "fusion_loss": "mse", "amp": False})
+    assert config.fusion_lr == pytest.approx(1e-3) and isinstance(config.fusion_lr, float)
+    assert config.lr == 1 and config.buffer_m == 0  # ints stay ints: cache keys hash the values
+    assert config.splits == ("random",) and config.seeds == (3,)
+    assert config.amp == "off"  # YAML 1.1 reads a bare `off` as false
+
+
+def test_yaml_1_1_floats_and_off_load(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("fusion_lr: 1e-3\nlr: 5e-4\namp: off\n")
+    config = RunConfig.from_yaml(params)
+    assert (config.fusion_lr, config.lr, config.amp) == (pytest.approx(1e-3), pytest.approx(5e-4), "off")
+
+
+@pytest.mark.parametrize("path", PARAMS, ids=[p.name for p in PARAMS])
+def test_every_params_file_loads(path):
+    assert isinstance(RunConfig.from_yaml(path), RunConfig)
+
+
+def test_a_bad_params_file_is_named(tmp_path):
+    params = tmp_path / "typo.yaml"
+    params.write_text("seed: 0\nrs_epoch: 3\n")
+    with pytest.raises(ConfigError, match=r"typo\.yaml: unknown parameter\(s\) \['rs_epoch'\]; did you mean"):
+        RunConfig.from_yaml(params)
+    params.write_text("triplet_loss: cosin\n")
+    with pytest.raises(ConfigError, match=r"typo\.yaml: triplet_loss must be one of"):
+        RunConfig.from_yaml(params)
+    params.write_text("seed: [0\n")
+    with pytest.raises(ConfigError, match=r"typo\.yaml: not valid YAML"):
+        RunConfig.from_yaml(params)
+    params.write_text("- seed\n")
+    with pytest.raises(ConfigError, match=r"typo\.yaml: expected a mapping"):
+        RunConfig.from_yaml(params)
+
+
+def test_a_bad_override_is_not_blamed_on_the_file(tmp_path):
+    params = tmp_path / "fine.yaml"
+    params.write_text("seed: 0\n")
+    with pytest.raises(ConfigError) as caught:
+        RunConfig.from_yaml(params, device="gpu")
+    assert str(caught.value).startswith("device must be")
+
+
+def test_every_key_has_a_check():
+    assert set(config_module.CHECKS) == set(RunConfig.keys())
+
+
+def test_allowed_values_agree_with_the_modules_that_read_them():
+    from musecl import evaluation, fusion, sampling, training
+    from musecl.encoders import heads, image
+
+    assert config_module.SAMPLING_RULES == sampling.RULES
+    assert set(config_module.ARCHS) == set(image.ARCHS) | set(heads.FEATURE_HEADS)
+    assert set(config_module.TRIPLET_LOSSES) == set(image.LOSSES)
+    assert config_module.AMP_MODES == training.AMP_MODES
+    assert (config_module.FUSION_DESIGNS, config_module.FUSION_LOSSES) == (fusion.DESIGNS, fusion.LOSSES)
+    assert (config_module.SPLITS, config_module.PROBES) == (evaluation.SPLITS, evaluation.PROBES)
+
+
+def test_a_bad_config_fails_before_anything_runs(tmp_path):
+    params = tmp_path / "slow.yaml"
+    params.write_text(yaml.safe_dump({**yaml.safe_load(PARAMS[0].read_text()), "rs_epochs": "ten"}))
+    with pytest.raises(ConfigError, match="rs_epochs"):
+        RunConfig.from_yaml(params)

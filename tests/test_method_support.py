@@ -1,0 +1,153 @@
+"""Cities with some modalities: which methods each supports, `methods: all`, `musecl methods`."""
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+
+from musecl.city import load_city, restrict_city
+from musecl.config import RunConfig
+from musecl.datasets.toy import make_toy_city
+from musecl.methods import METHODS
+from musecl.methods.base import describe_needs, unsupported_reason
+from musecl.methods.combinations import ALL_METHODS, IMAGE_FREE
+
+TINY = RunConfig(n_triplets=60, text_epochs=1, fusion_epochs=3, embedding_dim=16, seeds=(0,),
+                 splits=("random",), probe_max_epochs=10, probe_patience=3)
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    return make_toy_city(tmp_path_factory.mktemp("toy") / "toy", n_regions=40, seed=1, image_size=16,
+                         progress=False)
+
+
+def restricted(toy, folder, modalities, poi_text=True):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tiny city's regions without images or POIs
+        return load_city(restrict_city(toy, folder, modalities, poi_text=poi_text))
+
+
+def test_restrict_city_keeps_only_the_modalities_asked_for(toy, tmp_path):
+    city = restricted(toy, tmp_path / "poi", ["poi"], poi_text=False)
+    assert city.meta.modalities == ("poi",)
+    assert city.images.empty and not (tmp_path / "poi" / "mobility.csv").exists()
+    assert len(city.pois) and (city.pois["text"] == "").all()
+    assert set(city.meta.modality_latents) <= {"poi"}
+    images = restricted(toy, tmp_path / "img", ["satellite", "streetview"])
+    assert set(images.images["kind"]) == {"satellite", "streetview"} and images.pois.empty
+    assert all(p.is_file() and tmp_path / "img" in p.parents for p in images.images["path"])
+    with pytest.raises(ValueError, match="unknown modalities"):
+        restrict_city(toy, tmp_path / "bad", ["lidar"])
+
+
+def test_every_method_declares_what_it_needs(toy, tmp_path):
+    full = restricted(toy, tmp_path / "full", ["satellite", "streetview", "poi", "mobility"])
+    assert all(unsupported_reason(name, full) is None for name in METHODS)  # the toy city has everything
+    poi = restricted(toy, tmp_path / "poi", ["poi"])
+    assert unsupported_reason("POI only", poi) is None and unsupported_reason("Location kNN", poi) is None
+    assert unsupported_reason("Pretext features", poi) is None  # POI counts are enough
+    assert unsupported_reason("MuseCL", poi) == ("no satellite images, no street-view images and no "
+                                                 "mobility (inflow/outflow)")
+    assert unsupported_reason("OD SVD", poi) == "no origin-destination flows (od.csv)"
+    images = restricted(toy, tmp_path / "img", ["satellite", "streetview"])
+    assert unsupported_reason("Pretext features", images) == "neither mobility (inflow/outflow) nor POIs"
+    assert unsupported_reason("Inception v3", images) is None
+    assert describe_needs("Location kNN").startswith("nothing")
+    assert describe_needs("SV only") == "street-view images and mobility (inflow/outflow)"
+
+
+def test_all_means_what_the_city_supports(toy, tmp_path):
+    from musecl.runner import supported_methods
+
+    full = restricted(toy, tmp_path / "full", ["satellite", "streetview", "poi", "mobility"])
+    run, skipped = supported_methods(["all"], full)
+    assert run == list(ALL_METHODS) and not skipped
+    trips = restricted(toy, tmp_path / "pm", ["poi", "mobility"])
+    run, skipped = supported_methods(["all"], trips)
+    assert run == ["POI only", "Location kNN", "Pretext features", *IMAGE_FREE]  # no images: the vector views
+    assert skipped["SV only"] == "no street-view images" and "MuseCL" in skipped
+
+
+def test_run_skips_unsupported_methods_and_records_why(toy, tmp_path):
+    from musecl.runner import UnsupportedMethodsError, run
+
+    city = restricted(toy, tmp_path / "poi", ["poi"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = run(city, tmp_path / "out", TINY, methods=["Location kNN", "RS only"],
+                      cache_dir=tmp_path / "cache", progress=False)
+    assert set(results["method"]) == {"Location kNN"}
+    info = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert info["skipped_methods"] == {"RS only": "no satellite images"} and info["failed_methods"] == {}
+    assert any("skipped RS only" in str(w.message) for w in caught)
+    with pytest.raises(UnsupportedMethodsError, match=r"none of the requested methods: MuseCL \(no satellite"):
+        run(city, tmp_path / "out2", TINY, methods=["MuseCL"], cache_dir=tmp_path / "cache", progress=False)
+
+
+def test_methods_command_lists_needs_and_what_runs(toy, tmp_path, capsys):
+    from musecl.cli import main
+
+    folder = restrict_city(toy, tmp_path / "pm", ["poi", "mobility"])
+    assert main(["methods"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in METHODS) and "runs here" not in listed
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["methods", str(folder)]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    row = next(line for line in listed if line.startswith("SV only "))
+    assert row.rstrip().endswith("no: no street-view images")
+    assert any("5 of" in line and "can run there" in line for line in listed)
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    assert "musecl methods" in capsys.readouterr().out.replace("\n", " ")
+
+
+def test_only_renders_the_other_chapters_as_notes(tmp_path):
+    import nbformat
+
+    from musecl.notebooks import METADATA_KEY, _is_current, chapter_sources, find_repo_root, write_placeholder
+
+    source = chapter_sources(find_repo_root())[0]
+    page = write_placeholder(source, tmp_path / f"{source.stem}.ipynb")
+    nb = nbformat.read(page, as_version=4)
+    assert nb.cells[0].source.startswith("# ") and "not executed in this build" in nb.cells[0].source
+    assert nb.metadata[METADATA_KEY]["complete"] is False
+    assert not _is_current(page, source, "any")  # the next full run executes it
+
+
+def test_a_run_owns_its_output_folder_and_publishes_at_the_end(toy, tmp_path, monkeypatch):
+    import os
+
+    from musecl.io import FolderBusyError, owned_folder
+    from musecl.methods.base import METHODS as REGISTRY, RegionEmbedder
+    from musecl.runner import run
+
+    class Broken(RegionEmbedder):
+        name = "Broken"
+
+        def fit(self, city):
+            raise ValueError("broken on purpose")
+
+    monkeypatch.setitem(REGISTRY, "Broken", Broken)
+
+    city = restricted(toy, tmp_path / "poi", ["poi"])
+    out = tmp_path / "out"
+    run(city, out, TINY, methods=["Location kNN"], cache_dir=tmp_path / "cache", progress=False)
+    before = {name: (out / name).read_bytes() for name in ("config.yaml", "results.csv")}
+    with pytest.raises(RuntimeError, match="every method failed"):  # a failing rerun: old outputs stay, together
+        run(city, out, TINY, methods=["Broken"], cache_dir=tmp_path / "cache", progress=False)
+    assert {name: (out / name).read_bytes() for name in before} == before
+    assert not list(out.glob(".staging-*")) and not (out / ".musecl.lock").exists()
+    # another live run with other settings holds the folder: refused, naming it
+    (out / ".musecl.lock").write_text(json.dumps({"pid": os.getppid(), "settings": "other"}))
+    with pytest.raises(FolderBusyError, match="being written by another run"):
+        with owned_folder(out, "mine"):
+            pass
+    # a lock left by a dead process is taken over
+    (out / ".musecl.lock").write_text(json.dumps({"pid": 2 ** 22 + 12345, "settings": "other"}))
+    with owned_folder(out, "mine"):
+        assert json.loads((out / ".musecl.lock").read_text())["pid"] == os.getpid()
+    assert not (out / ".musecl.lock").exists()
