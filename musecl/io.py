@@ -114,3 +114,24 @@ def publish(staging: str | os.PathLike, folder: str | os.PathLike) -> None:
             shutil.rmtree(target)
         os.replace(item, target)
     staging.rmdir()
+
+
+_WATCHED: set[int] = set()
+
+
+def in_worker(parent: int, function, *args, **kwargs):
+    """Call ``function`` in a worker process that ends itself when ``parent`` (the process that
+    started it: pass ``os.getpid()`` there) dies, instead of lingering for minutes after a killed
+    run. A daemon thread checks once a second; only worker processes should call this."""
+    import threading
+
+    if parent not in _WATCHED and parent != os.getpid():
+        _WATCHED.add(parent)
+
+        def watch() -> None:
+            while os.getppid() == parent and _alive(parent):
+                time.sleep(1.0)
+            os._exit(1)
+
+        threading.Thread(target=watch, daemon=True, name="musecl-parent-watch").start()
+    return function(*args, **kwargs)

@@ -24,7 +24,7 @@ import yaml
 
 from musecl.city import City, load_city
 from musecl.config import RunConfig
-from musecl.io import atomic_save_json, atomic_write, owned_folder, publish
+from musecl.io import atomic_save_json, atomic_write, in_worker, owned_folder, publish
 
 NAMED_CITIES = {"toy": 600, "toy-small": 150}  # generated, no download
 REAL_CITIES = ("beijing", "manhattan")  # converted from the verified raw files (musecl fetch NAME)
@@ -220,7 +220,8 @@ def fit_methods(methods: Sequence[str], city: City, config: RunConfig, cache_dir
 
     threads = max(1, resolve_jobs(0) // workers)
     order = sorted(methods, key=lambda name: -METHODS[name].cost)  # stable: registry order among equals
-    jobs = (delayed(fit_or_error)(name, city, config, cache_dir, False, probe_jobs=1, threads=threads)
+    jobs = (delayed(in_worker)(os.getpid(), fit_or_error, name, city, config, cache_dir, False, probe_jobs=1,
+                               threads=threads)
             for name in order)
     done = Parallel(n_jobs=workers, backend="loky", return_as="generator")(jobs)
     return dict(zip(order, tqdm(done, total=len(order), desc=f"methods ({workers} processes)",

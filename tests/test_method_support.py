@@ -151,3 +151,42 @@ def test_a_run_owns_its_output_folder_and_publishes_at_the_end(toy, tmp_path, mo
     with owned_folder(out, "mine"):
         assert json.loads((out / ".musecl.lock").read_text())["pid"] == os.getpid()
     assert not (out / ".musecl.lock").exists()
+
+
+def test_a_worker_ends_itself_when_its_parent_dies(tmp_path):
+    """The parent-watch of `in_worker`: a grandchild started with its parent's pid exits soon after
+    that parent is killed, instead of lingering."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    marker = tmp_path / "worker.pid"
+    code = f"""
+import os, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", '''
+import os, time
+from musecl.io import in_worker
+open({str(marker)!r}, "w").write(str(os.getpid()))
+in_worker(os.getppid(), time.sleep, 60)
+'''])
+time.sleep(60)
+"""
+    parent = subprocess.Popen([sys.executable, "-c", code])
+    for _ in range(200):
+        if marker.exists() and marker.read_text():
+            break
+        time.sleep(0.1)
+    worker = int(marker.read_text())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    for _ in range(100):  # the watch checks once a second
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(worker, signal.SIGKILL)
+        raise AssertionError("the worker outlived its parent by 10 s")
