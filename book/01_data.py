@@ -148,7 +148,7 @@ indicator_table.round(2)
 # modality and every indicator is a noisy function of them. A real city has no such file, and
 # this section then shows only the indicators.
 
-# %%
+# %% mystnb={"figure": {"caption": "The toy city's hidden fields (latents), one map each: the ground truth every modality sees part of."}}
 if has_latents:
     fig = plotting.plot_maps(city, city.latents, ncols=4, size=3.0)
     fig.suptitle("latent fields (the ground truth of the toy city)", y=1.01)
@@ -156,7 +156,7 @@ if has_latents:
 else:
     display(Markdown("*No `latents.csv` (a real city): no latent maps.*"))
 
-# %%
+# %% mystnb={"figure": {"caption": "The indicators on the map, on the scale the probes predict (ln(1 + x) where the city says so)."}}
 targets = city.targets()  # ln(1 + x) where the metadata says log: true
 titles = {k: f"ln(1 + {k})" if v.log else k for k, v in ind.items()}
 fig = plotting.plot_maps(city, targets, ncols=3, size=3.6, titles=titles)
@@ -167,7 +167,7 @@ plt.show()
 # the same thing and fusing them could add nothing; here no two of them move together much
 # across the regions (Pearson correlation):
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Correlation between the hidden fields: no two move together much, so fusing modalities can add information."}}
 if has_latents:
     corr = city.latents.corr()
     off_diagonal = corr.where(~np.eye(len(corr), dtype=bool)).abs().stack()
@@ -277,7 +277,7 @@ else:
 # Six regions spread over the range of building footprint (or of the first indicator, in a city
 # without latents): the satellite image on top, the region's first street view below it.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Images of the regions at both ends of one ranking: what a satellite tile and a street view of each look like."}}
 if has_latents and "footprint" in city.latents:
     key, ranking = "footprint", city.latents["footprint"]
 else:
@@ -337,7 +337,7 @@ elif len(contrast) >= 2:
 # :pyobject: City.poi_counts
 # ```
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "POI categories across the city (left) and the number of POIs per region (right)."}}
 if present[POI]:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5),
                              gridspec_kw={"width_ratios": [1, 1.2]})
@@ -369,7 +369,7 @@ glue("poi_sentence", Markdown(poi_sentence), display=False)
 # right, the net flow $m^{in} - m^{out}$ on a signed log scale,
 # $\operatorname{sign}(v)\ln(1 + |v|)$.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Trips: the largest flows between regions (left) and each region's inflow against its outflow (right)."}}
 if present[MOBILITY]:
     flows = city.mobility
     net = flows[INFLOW] - flows[OUTFLOW]
@@ -429,7 +429,7 @@ glue("mobility_sentence", Markdown(mobility_sentence), display=False)
 # once on category *shares* (each row divided by its total), which ignore how many POIs a region
 # has and keep only its mix.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "How each modality's summary follows the hidden fields (Spearman rank correlation)."}}
 xy = city.xy_m()
 if present[POI]:
     rng = np.random.default_rng(seed)
@@ -488,7 +488,7 @@ glue("tobler_sentence", Markdown(tobler_sentence), display=False)
 # POI-similar region (eq. 3 on raw counts, as the satellite encoder's triplets use it); right,
 # one busy region with its 10 most POI-similar regions and its 10 nearest ones.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Similar is not near: distance to the region with the most similar POIs, and one anchor's most similar regions."}}
 if present[POI]:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
     plotting.plot_map(city, pd.Series(km_to_similar, index=city.region_ids), ax=axes[0], cmap="magma",
@@ -538,7 +538,7 @@ else:
 # :pyobject: pretext_features
 # ```
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The ceilings per indicator: R² from every hidden field, from what each single modality shows, and from the raw inputs."}}
 ceiling_names = {"satellite": "satellite", "streetview": "street view", "poi": "POIs",
                  "mobility": "trip counts"}
 if meta.oracle_r2:

@@ -329,7 +329,7 @@ rules.round(1).T
 # regions, at least 50 and at most 200). The histograms show where the negatives of each rule
 # fall, with the median rank of the positives as vertical lines.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Where each rule's negatives fall among the anchor's most similar regions (0%: the most similar), beside the median positive."}}
 fig, axes = plt.subplots(len(kinds), 1, figsize=(8, 6.5 if len(kinds) == 2 else 3.6), sharex=True, squeeze=False)
 axes = axes[:, 0]
 bins = np.linspace(0, 100, 41)
@@ -434,7 +434,7 @@ elif "mobility" in kinds:
 # :pyobject: most_similar
 # ```
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Similar is not near: an anchor and the regions most similar to it, on the map."}}
 K = 10
 all_xy = data.xy_m()
 near_idx, _ = most_similar(all_xy, k=K)
@@ -478,7 +478,7 @@ pd.DataFrame(median_km, index=[f"median km to the {K} most similar", f"median km
 # :pyobject: geographic_triplets
 # ```
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Distance from anchor to positive and to negative: similarity triplets against geographic ones."}}
 # the POI triplets when the city has POIs, else the mobility ones, over the same regions
 frame = sampled[first, sampler.rule].to_frame()
 ours = f"{first} triplets (MuseCL, {KINDS[first]['encoder']})"

@@ -19,9 +19,7 @@
 # put regions with similar POIs (eq. 3-4) close together. The paper's network is a ResNet-18; the
 # book's CI settings train a small head on frozen ImageNet features instead (the settings below
 # say which this run used). We look at the network, the loss and its sign, the augmentation, the
-# training curves and speed, and at what the embedding learned;
-# the chapter ends with the training mechanics that every encoder shares (checkpoints, exact
-# resume, seeds).
+# training curves, and at what the embedding learned.
 
 # %% tags=["parameters"]
 city = None                        # a city folder (data/README.md); None: the generated toy city
@@ -209,7 +207,7 @@ pd.DataFrame(rows).T.round(3)
 # multiple of 90 degrees; `augment_images` does it for a whole uint8 batch at once.
 # Validation images are never augmented. Four regions, original on top, two random draws below:
 
-# %%
+# %% mystnb={"figure": {"caption": "Augmentation: four satellite tiles (top row) and two random quarter turns of each."}}
 sat_paths = data.satellite_paths()
 show = sat_paths.iloc[np.linspace(0, len(sat_paths) - 1, 4).round().astype(int)]
 small = ImageStore.from_pairs(list(show.items()), size=128, kind=KIND)
@@ -244,7 +242,7 @@ glue("best_epoch", training["best_epoch"], display=False)
 display(triplets.head())
 history[[c for c in SHOWN if c in history]].round(4)
 
-# %%
+# %% mystnb={"figure": {"caption": "Training curves of the satellite encoder: training and validation triplet loss per epoch."}}
 pos, neg = ("sim_pos", "sim_neg") if training["loss"] == "cosine" else ("d_pos", "d_neg")
 fig, axes = plt.subplots(2, 2, figsize=(8, 5.6))
 plotting.plot_history(history, parts=("loss", pos, neg, "active"), axes=axes.ravel(),
@@ -286,7 +284,7 @@ display(Markdown(weights_text))
 # The embedding has 128 dimensions. Its principal components give a first look: the map shows
 # each region's score on the first two (grey: no satellite image, hence no embedding).
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The first principal components of the satellite embedding, on the map."}}
 embedding = load_table(stage / "embeddings.csv").reindex(data.region_ids)
 present = embedding.dropna()
 pca = PCA(n_components=min(5, present.shape[1], len(present)), random_state=cfg.seed)

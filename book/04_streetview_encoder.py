@@ -131,7 +131,7 @@ pd.DataFrame(shapes, columns=["block", f"output shape for a {size} px image (C, 
 # street view has a sky and a ground, so the official code does not rotate it; it mirrors it
 # left-right with probability 1/2. Four street views, original on top, two random draws below:
 
-# %%
+# %% mystnb={"figure": {"caption": "Augmentation: four street views (top row) and two random mirrorings of each."}}
 first_views = pd.Series({r: p[0] for r, p in sv_paths.items()})
 show = first_views.iloc[np.linspace(0, len(first_views) - 1, 4).round().astype(int)]
 small = ImageStore.from_pairs(list(show.items()), size=128, kind=KIND)
@@ -154,7 +154,7 @@ plt.show()
 # :pyobject: embed_regions
 # ```
 
-# %%
+# %% mystnb={"figure": {"caption": "Street views per region: how many each region has, and where."}}
 fig, axes = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [1, 1.3]})
 counts = n_views.value_counts().sort_index()
 axes[0].bar(counts.index, counts.to_numpy(), color="tab:blue")
@@ -191,7 +191,7 @@ display(flows.loc[[example["anchor"], example["positive"], example["negative"]]]
         .set_axis(["anchor", "positive", "negative"]).rename_axis("role of triplet 0"))
 history[[c for c in SHOWN if c in history]].round(4)
 
-# %%
+# %% mystnb={"figure": {"caption": "Training curves of the street-view encoder: training and validation triplet loss per epoch."}}
 pos, neg = ("sim_pos", "sim_neg") if training["loss"] == "cosine" else ("d_pos", "d_neg")
 fig, axes = plt.subplots(2, 2, figsize=(8, 5.6))
 plotting.plot_history(history, parts=("loss", pos, neg, "active"), axes=axes.ravel(),
@@ -238,7 +238,7 @@ display(Markdown(weights_text))
 # two views with the trained encoder and compare the cosine similarity of the two views of one
 # region with that of views of two different regions.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Do a region's views agree? Similarity of two views of the same region against two views of different regions."}}
 encoder = stage_encoder(stage)  # the CNN, or frozen backbone + head, on single views
 owner = np.repeat(np.arange(store.n_regions), store.counts.numpy())
 rng = np.random.default_rng(cfg.seed)
@@ -268,7 +268,7 @@ glue("sim_other", float(np.median(other)), display=False)
 # The first two principal components of the region embeddings, on the map (grey: no street
 # view):
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The first principal components of the street-view embedding, on the map."}}
 embedding = load_table(stage / "embeddings.csv").reindex(data.region_ids)
 present = embedding.dropna()
 glue("n_missing", int(embedding.isna().any(axis=1).sum()), display=False)

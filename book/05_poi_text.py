@@ -289,7 +289,7 @@ glue("vectors_sentence", Markdown(vectors_sentence), display=False)
 # grouping of the toy city's categories (a category the grouping does not know is "other").
 # Categories without context are left out (they would be random points).
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "POI category vectors, first two principal components: categories close here were learnt as alike."}}
 GROUPS = {
     "food and drink": ["restaurant", "cafe", "fast_food", "bakery"],
     "nightlife and leisure": ["bar", "wine_bar", "nightclub", "cinema", "museum", "art_gallery", "gym",
@@ -357,7 +357,7 @@ pd.Series({"regions": len(data), "regions with no POI": int((n_pois == 0).sum())
 # empty ones are grey), next to the number of POIs, and how it correlates with the toy city's
 # hidden latent fields where the city has them:
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The eq. 7 region vectors: their first principal component (left) beside the number of POIs per region (right)."}}
 has = ~empty
 pca_regions = PCA(n_components=2, random_state=cfg.seed).fit(regions[has].to_numpy())
 pcs = pd.DataFrame(pca_regions.transform(regions[has].to_numpy()), index=regions.index[has],

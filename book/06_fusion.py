@@ -113,7 +113,7 @@ cfg
 # design is trained beside it on the same encoders and POI vectors (a few seconds), for
 # comparison.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Fusion training: the InfoNCE loss per epoch against chance (ln of the batch size)."}}
 method = MuseCL(cfg, cache_dir=f"{out_dir}/cache", progress=False).fit(data)
 designs = {cfg.fusion_design: method}
 other = "paper" if cfg.fusion_design == "aligned" else "aligned"
@@ -141,7 +141,7 @@ plt.show()
 # The maps show $\beta_i^{SV}$, the weight of the street-view vector in each region (the
 # satellite weight is $1 - \beta_i^{SV}$), for both designs, and its distribution over regions.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The street-view weight β_SV of eq. 9 per region, for both fusion designs: on the map and as a distribution."}}
 fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
 betas = {design: fitted.attention()["sv"] for design, fitted in designs.items()}
 for ax, (design, beta) in zip(axes[:2], betas.items()):

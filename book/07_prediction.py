@@ -83,7 +83,7 @@ cfg
 # from pairs around sampled regions), and the buffer it gives (`buffer_m: auto` in the
 # settings; a number of metres overrides it):
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "How far neighbours give a region's value away: correlation of indicator values by distance, with the spatial split's buffer."}}
 headline = data.meta.headline_indicators()
 correlogram = correlation_by_distance(data, headline, seed=cfg.seed)
 blocks = spatial_setting(data, cfg.block_size_m, cfg.buffer_m)
@@ -200,7 +200,7 @@ glue("weights_source", ", ".join(f"{k}: {v}" for k, v in sources.items()), displ
 # One probe per indicator (seed {glue:text}`first_seed`, random split); validation regions in
 # blue, test regions in purple, the dotted line is perfect prediction.
 
-# %%
+# %% mystnb={"figure": {"caption": "Predicted against true values for each indicator (random split, first seed): the paper's Figure 4."}}
 glue("first_seed", cfg.seeds[0], display=False)
 predictions = pd.concat([predict_indicator(embedding, data, ind, split="random", seed=cfg.seeds[0],
                                            probe=cfg.probe, probe_config=probe)

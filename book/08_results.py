@@ -78,7 +78,7 @@ cfg
 
 # %%
 pd.DataFrame({"differs from the original": {name: cls.differs_from_original for name, cls in METHODS.items()
-                                             if getattr(cls, "differs_from_original", None)}}).rename_axis("method")
+                                             if getattr(cls, "differs_from_original", None)}})
 
 # %% tags=["hide-input"]
 results_dir = Path(out_dir) / "results" / "all_methods"
@@ -370,7 +370,7 @@ plt.show()
 # Each modality alone, the two image modalities without POI text, and the full model; $R^2$ per
 # indicator, mean over seeds with the standard deviation as error bars.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The ablation (the paper's Figure 6): mean R² ± sd over seeds of MuseCL and its parts, random and spatial split."}}
 fig, axes = plt.subplots(1, 2, figsize=(13, 4), sharey=True)
 for ax, split in zip(axes, ("random", "spatial")):
     mean, std = report.numeric_tables(results, "r2", split, methods_order=list(ABLATION))

@@ -116,7 +116,7 @@ counts
 # {glue:text}`hexagon_km:.2f` km centre to vertex. The maps show the three labels on the
 # $\ln(1+x)$ scale; the 15 regions with real images are circled.
 
-# %%
+# %% mystnb={"figure": {"caption": "The Beijing labels on the MuseCL hexagon lattice; circled: the 15 regions with real images."}}
 ids15 = image_regions(city)
 fig = plot_maps(city, targets, ncols=3, titles={k: f"{k}: ln(1 + x)" for k in targets})
 for ax in fig.axes[:3]:
@@ -129,7 +129,7 @@ plt.show()
 # (exactly on the lattice); red crosses are the lon/lat in the image folders' names. The id in
 # the folder name decides which region the images belong to.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The MuseCL Beijing lattice, with the 15 regions that have real images in yellow."}}
 images_table = pd.read_csv(city_dir / "images.csv", dtype={"region_id": str})
 folder_points = pd.DataFrame(
     [parse_image_folder(Path(src).parent.name) for src in images_table.drop_duplicates("region_id")["source"]],
@@ -314,7 +314,7 @@ for ind in targets.columns:
 # panorama would shrink every building to a third of its width. The encoders then resize to the
 # size they were trained at; a region's street-view embedding is the mean over all its views.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "One raw Beijing panorama and the square views cut from it, as the street-view encoder sees them."}}
 raw_panorama = next(p for f, p in sorted(files.items()) if "/images/" in f and not Path(f).stem.isdigit())
 with Image.open(raw_panorama) as im:
     w, h = im.size
@@ -377,7 +377,7 @@ pd.Series(weights_source, name="encoder")
 # (low to high, top to bottom; $\ln(1+\text{PD})$ in brackets). If the encoders saw something
 # the labels also see, similar regions would gather in blocks along the diagonal.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Cosine similarity between the 15 real regions' embeddings (ordered by population density), from each encoder."}}
 def cosine(table: pd.DataFrame) -> pd.DataFrame:
     x = table.to_numpy(dtype=np.float64)
     x = x / np.linalg.norm(x, axis=1, keepdims=True)

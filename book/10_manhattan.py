@@ -98,7 +98,7 @@ city.indicators.describe().T.round(1)
 # the benchmark's targets; population density, median income and arrests were joined from
 # census tracts and arrest points and are not part of the published benchmark.
 
-# %%
+# %% mystnb={"figure": {"caption": "Manhattan-180 on the map: the two targets (crime, check-ins) and what the regions are given."}}
 fig, axes = plt.subplots(1, 4, figsize=(16, 5))
 plot_map(city, city.indicators["crime"], ax=axes[0], title="crime (count)", cmap="magma")
 plot_map(city, city.indicators["check_in"], ax=axes[1], title="check-ins (count)", cmap="magma")

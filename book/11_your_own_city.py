@@ -160,7 +160,7 @@ print(regions, "| hexagon size (centre to vertex):", regions.hexagon_size_m, "m 
 regions.table.head(3)
 
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Regions: H3 hexagons covering the city (left), and the districts the indicators are published for (right)."}}
 def draw(reg, values=None, ax=None, title="", cmap="viridis", edge="white"):
     """A quick map of a Regions table (the city's own maps use musecl.plotting.plot_map)."""
     ax = ax or plt.subplots(figsize=(4.2, 4))[1]
@@ -205,7 +205,7 @@ od = from_raw.od_from_csv(raw / "trips.csv", regions, origin=("start_lon", "star
 print(f"{len(pd.read_csv(raw / 'trips.csv')):,} trips -> {len(od):,} origin-destination pairs")
 od.head(3)
 
-# %%
+# %% mystnb={"figure": {"caption": "POIs and trips joined to the hexagons by location."}}
 fig, axes = plt.subplots(1, 2, figsize=(9, 4))
 draw(regions, pois["region_id"].value_counts().reindex(regions.ids, fill_value=0), ax=axes[0],
      title="POIs per cell")
@@ -242,7 +242,7 @@ indicators.head(3)
 # well. For a city whose indicators come by areal weighting, judge the methods on the spatial
 # split, which holds out whole blocks of cells.
 
-# %%
+# %% mystnb={"figure": {"caption": "The price of areal weighting: the true population density per cell (left) and what the districts let us recover (right)."}}
 fig, axes = plt.subplots(1, 2, figsize=(9, 4))
 truth = np.log1p(toy.indicators["PD"].reindex(regions.ids))
 draw(regions, truth, ax=axes[0], title="ln(1 + PD), per cell (truth)")
@@ -281,7 +281,7 @@ print("problems:", musecl.validate_city(city_dir) or "none")
 my_city = musecl.load_city(city_dir)
 my_city
 
-# %%
+# %% mystnb={"figure": {"caption": "The new city folder, loaded: POIs per region."}}
 ax = plot_map(my_city, my_city.poi_counts().sum(axis=1), title="My City: POIs per region", label="POIs")
 plt.show()
 

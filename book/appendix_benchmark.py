@@ -92,7 +92,7 @@ grid.pivot_table(index="channels_last", columns="threads", values="images_per_s"
 # %% [markdown]
 # ## Triplet sampling as the city grows
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Triplet sampling time as the number of regions grows, for both similarities: close to linear."}}
 sampling = pd.DataFrame(result["sampling"]["rows"])
 exponents = result["sampling"]["exponent"]
 fig, ax = plt.subplots(figsize=(6, 4))
@@ -201,7 +201,7 @@ glue("mode_sentence", Markdown(
 # the real cities converted and evaluated), minus only the rendering. A chapter that found its
 # executed copy current was not re-executed, and its time is the one from the run that produced it.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Execution time of each chapter in this build."}}
 import json
 from pathlib import Path
 

@@ -58,7 +58,7 @@ have_results = (run_dir / "results.csv").is_file()
 #
 # {glue:md}`glance_sentence`
 
-# %% tags=["remove-input"]
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Each seed's headline R² (dots) and the mean over seeds (bars) for MuseCL, the parts it fuses, the simple baselines and the ceiling."}}
 if have_results:
     results = pd.read_csv(run_dir / "results.csv")
     ceilings = pd.read_csv(run_dir / "ceilings.csv") if (run_dir / "ceilings.csv").is_file() else None
@@ -66,7 +66,7 @@ if have_results:
     ax = plot_at_a_glance(results, headline, ceilings)
     ax.set_title(f"{data.name}: MuseCL, the parts it fuses, simple baselines and the ceiling")
     plt.show()
-    display(at_a_glance(results, headline, ceilings))
+    display(at_a_glance(results, headline, ceilings).rename_axis(None))  # no header row for the index name
     means = headline_means(results, headline).groupby(["method", "split"])["r2"].mean()
     seeds = sorted(results["seed"].unique())
     if ("MuseCL", "random") in means.index:
@@ -74,7 +74,7 @@ if have_results:
         verdict = ("MuseCL is the best of them" if means[("MuseCL", "random")] >= means[(best, "random")] else
                    f"MuseCL does **not** earn its place here: *{best}* scores "
                    f"{means[(best, 'random')]:.3f} against MuseCL's {means[('MuseCL', 'random')]:.3f}")
-        sentence = (f"Mean $R^2$ over the headline indicators ({', '.join(headline)}) on **{data.name}**, "
+        sentence = (f"Mean R² over the headline indicators ({', '.join(headline)}) on **{data.name}**, "
                     f"{len(seeds)} seeds, random and spatial split, computed by this build with "
                     f"`params/{Path(params_file).name}`. On the random split {verdict}.")
     else:

@@ -327,11 +327,13 @@ def execute_chapters(chapters: list[Path] | None, out_dir: Path, parameters: dic
                 os.environ.pop("TQDM_DISABLE", None)
             else:
                 os.environ["TQDM_DISABLE"] = quiet
+        hidden = any(PARAMETERS_TAG in c.metadata.get("tags", []) and "remove-cell" in c.metadata.get("tags", [])
+                     for c in result.cells)  # a page that hides its settings (the landing page) hides this run's too
         for cell in result.cells:
             # the reader sees the chapter's defaults; the values of this run sit folded under them
             tags = cell.metadata.get("tags", [])
-            if "injected-parameters" in tags and "hide-input" not in tags:
-                tags.append("hide-input")
+            if "injected-parameters" in tags and "hide-input" not in tags and "remove-cell" not in tags:
+                tags.append("remove-cell" if hidden else "hide-input")
         result.metadata[METADATA_KEY] = {
             "source": source.name, "parameters": used, "fingerprint": fingerprint,
             "complete": not stopped_early, "seconds": round(time.perf_counter() - start, 1)}

@@ -277,3 +277,49 @@ def test_paired_differences_pair_seeds_and_give_verdicts():
     assert one_seed["low"].isna().all() and (one_seed["verdict"] == "").all()
     with pytest.raises(ValueError, match="no 'Location kNN' rows"):
         report.paired_differences(results, ["PD"], target="Location kNN")
+
+
+def test_at_a_glance_rows_and_the_readme_block(tmp_path):
+    """The landing page's and README's table: per-seed headline means of the rows a reader needs;
+    update_readme writes it with its figure between the markers, and only there."""
+    import matplotlib
+    import yaml
+
+    matplotlib.use("Agg")
+    table = report.at_a_glance(HEAD, ["PD", "HD"], CEIL, splits=("random",))
+    assert list(table.index) == ["MuseCL", "Concat", "Ceiling: all latents"]
+    assert table.loc["MuseCL", "R² (random split)"] == "0.575 ± 0.035"  # seeds 0.60 and 0.55
+    assert table.loc["Concat", "what"] == "its parts"
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    HEAD.to_csv(run_dir / "results.csv", index=False)
+    CEIL.to_csv(run_dir / "ceilings.csv", index=False)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({"seeds": [0, 1], "retrain": "per_seed", "rs_arch": "a",
+                                                         "sv_arch": "b", "n_triplets": 10}))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\nbefore\n{report.README_START}\nold\n{report.README_END}\nafter\n")
+
+    class City:  # what update_readme reads of a city
+        name = "Toy City"
+        meta = type("Meta", (), {"headline_indicators": staticmethod(lambda: ["PD", "HD"])})()
+
+        def __len__(self):
+            return 30
+
+    report.update_readme(readme, run_dir, City(), tmp_path / "docs" / "glance.png")
+    text = readme.read_text()
+    assert text.startswith("# title\n\nbefore\n") and text.endswith("after\n") and "old" not in text
+    assert "![MuseCL at a glance](docs/glance.png)" in text and "| MuseCL | MuseCL | 0.575 ± 0.035 |" in text
+    assert (tmp_path / "docs" / "glance.png").stat().st_size > 1000
+
+
+def test_the_readme_shows_results_from_a_build():
+    """The README's results at a glance were written by `make readme` (not typed): the block is
+    filled and its figure is in the repository."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    text = (repo / "README.md").read_text()
+    block = text[text.index(report.README_START):text.index(report.README_END)]
+    figure = block.split("](", 1)[1].split(")", 1)[0]
+    assert (repo / figure).is_file() and "| MuseCL |" in block and "from the book's build of" in block
