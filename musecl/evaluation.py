@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from musecl.city import CEILING_ALL, MOBILITY, POI, REGION_ID, SATELLITE, SOURCE, STREETVIEW, City
-from musecl.io import in_worker
+from musecl.io import in_worker, rewarn
 from musecl.training import one_torch_thread
 
 RESULT_COLUMNS = ["city", "indicator", "method", "split", "seed", "r2", "rmse", "n_test"]
@@ -579,8 +579,8 @@ def evaluate_embedding(embedding: pd.DataFrame, city: City, method: str,
     else:
         from joblib import Parallel, delayed
 
-        scored = Parallel(n_jobs=n_jobs, backend="loky")(delayed(in_worker)(os.getpid(), _score_seeds, *job, *args)
-                                                          for job in jobs)
+        scored = [rewarn(outcome) for outcome in Parallel(n_jobs=n_jobs, backend="loky")(
+            delayed(in_worker)(os.getpid(), _score_seeds, *job, *args) for job in jobs)]
     rows = [{"city": city.name, "indicator": task.indicator, "method": method, "split": split,
              "seed": seed, **score}
             for (task, split, seed_list), job_scores in zip(jobs, scored)

@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -122,7 +123,8 @@ _WATCHED: set[int] = set()
 def in_worker(parent: int, function, *args, **kwargs):
     """Call ``function`` in a worker process that ends itself when ``parent`` (the process that
     started it: pass ``os.getpid()`` there) dies, instead of lingering for minutes after a killed
-    run. A daemon thread checks once a second; only worker processes should call this."""
+    run (a daemon thread checks once a second; only worker processes should call this). Returns
+    ``(result, warnings)``; :func:`rewarn` unpacks it in the parent."""
     import threading
 
     if parent not in _WATCHED and parent != os.getpid():
@@ -134,4 +136,15 @@ def in_worker(parent: int, function, *args, **kwargs):
             os._exit(1)
 
         threading.Thread(target=watch, daemon=True, name="musecl-parent-watch").start()
-    return function(*args, **kwargs)
+    with warnings.catch_warnings(record=True) as caught:  # a worker's stderr is not the reader's:
+        result = function(*args, **kwargs)               # its warnings go back with the result
+    return result, [(w.category, str(w.message)) for w in caught]
+
+
+def rewarn(outcome):
+    """The result of :func:`in_worker`, its warnings raised again here, where the caller's filters
+    and display apply (a notebook shows them as notes, a chapter may silence them)."""
+    result, caught = outcome
+    for category, message in caught:
+        warnings.warn(message, category, stacklevel=2)
+    return result

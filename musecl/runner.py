@@ -24,7 +24,7 @@ import yaml
 
 from musecl.city import City, load_city
 from musecl.config import RunConfig
-from musecl.io import atomic_save_json, atomic_write, in_worker, owned_folder, publish
+from musecl.io import atomic_save_json, atomic_write, in_worker, owned_folder, publish, rewarn
 
 NAMED_CITIES = {"toy": 600, "toy-small": 150}  # generated, no download
 REAL_CITIES = ("beijing", "manhattan")  # converted from the verified raw files (musecl fetch NAME)
@@ -224,8 +224,8 @@ def fit_methods(methods: Sequence[str], city: City, config: RunConfig, cache_dir
                                threads=threads)
             for name in order)
     done = Parallel(n_jobs=workers, backend="loky", return_as="generator")(jobs)
-    return dict(zip(order, tqdm(done, total=len(order), desc=f"methods ({workers} processes)",
-                                disable=not progress)))
+    return dict(zip(order, (rewarn(outcome) for outcome in tqdm(done, total=len(order), disable=not progress,
+                                                                 desc=f"methods ({workers} processes)"))))
 
 
 def fit_or_error(name: str, *args, **kwargs) -> tuple | str:

@@ -52,7 +52,7 @@ def pages() -> list[Path]:
         rel = page.relative_to(HTML)
         if rel.parts[0] in ("_static", "_sources", "_images"):
             continue
-        if 'http-equiv="refresh"' in page.read_text(errors="replace")[:2000]:
+        if 'http-equiv="refresh"' in page.read_text(errors="replace")[:2000].lower():  # the root redirect
             continue
         found.append(page)
     return found

@@ -190,3 +190,27 @@ time.sleep(60)
     else:
         os.kill(worker, signal.SIGKILL)
         raise AssertionError("the worker outlived its parent by 10 s")
+
+
+def _warn_and_return(value):
+    import warnings
+
+    warnings.warn(f"careful with {value}", UserWarning)
+    return value * 2
+
+
+def test_warnings_in_a_worker_come_back_to_the_caller():
+    """A worker's warnings return with its result and are raised again in the caller, where the
+    notebook shows them as notes (not as stderr on the page)."""
+    import os
+    import warnings
+
+    from joblib import Parallel, delayed
+
+    from musecl.io import in_worker, rewarn
+
+    outcomes = Parallel(n_jobs=2, backend="loky")(delayed(in_worker)(os.getpid(), _warn_and_return, v) for v in (1, 2))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert [rewarn(o) for o in outcomes] == [2, 4]
+    assert sorted(str(w.message) for w in caught) == ["careful with 1", "careful with 2"]

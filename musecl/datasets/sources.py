@@ -152,7 +152,7 @@ def fetch(name: str, data_dir: str | os.PathLike | None = None, download: bool =
     from tqdm import tqdm  # not tqdm.auto: in a notebook without ipywidgets it warns on import
 
     paths = {}
-    for file in tqdm(files_of(name), desc=f"fetch {name}", unit="file", disable=not progress):
+    for file in tqdm(files_of(name), desc=f"fetch {name}", unit="file", disable=None if progress else True):
         paths[file] = locate(file, data_dir=data_dir, download=download, progress=False)
     return paths
 

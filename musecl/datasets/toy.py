@@ -972,7 +972,8 @@ def _write(root: Path, n: int, seed: int, image_size: int, progress: bool) -> No
     (root / "images" / STREETVIEW).mkdir(parents=True)
     rows = []
     records = lat.to_dict("records")
-    for i in tqdm(range(n), desc="toy city images", unit="region", disable=not progress):
+    # disable=None: a bar on a terminal, none where stderr is not one (a notebook, a log)
+    for i in tqdm(range(n), desc="toy city images", unit="region", disable=None if progress else True):
         rid, rec = ids[i], records[i]
         if i not in no_sat:
             rel = f"images/{SATELLITE}/{rid}.png"
