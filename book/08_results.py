@@ -97,7 +97,7 @@ for name, error in run_info.get("failed_methods", {}).items():
 skipped = run_info.get("skipped_methods", {})  # methods whose inputs this city lacks: never fitted
 skipped_note = Markdown("Not run on this city, which lacks their inputs: " + "; ".join(
     f"*{name}* ({reason})" for name, reason in skipped.items()) + ". `musecl methods CITY` lists what each "
-    "method needs.") if skipped else Markdown("")
+    "method needs.") if skipped else None
 
 # %% [markdown]
 # Which weights the image models started from matters for reading the rows
@@ -145,7 +145,8 @@ order = list(ALL_METHODS) + [m for m in results["method"].unique() if m not in A
 display(report.styled_table(results, "r2", "random", methods_order=order, mean_of=headline, ceilings=ceilings,
                             fmt="styler"))
 display(report.styled_table(results, "rmse", "random", methods_order=order, ceilings=ceilings, fmt="styler"))
-display(skipped_note)
+if skipped_note is not None:
+    display(skipped_note)
 
 # %% [markdown]
 # ## Table 2: the same under a spatial block split
@@ -156,7 +157,8 @@ display(skipped_note)
 # %%
 display(report.styled_table(results, "r2", "spatial", methods_order=order, mean_of=headline, ceilings=ceilings,
                             fmt="styler"))
-display(skipped_note)
+if skipped_note is not None:
+    display(skipped_note)
 # the rest of the chapter compares every method with MuseCL, so it needs what MuseCL needs
 require_modalities(data, ("satellite", "streetview", "poi", "mobility"), shows="MuseCL compared seed by seed "
                    "with every method (paired differences with 95% intervals), whether it earns its place, its "

@@ -173,6 +173,10 @@ def test_tables_render_and_no_object_reprs(doms):
             found = pattern.search(text)
             if found:
                 problems.append(f"{_name(page)}: {what}: {text[max(0, found.start() - 60):found.end() + 60]!r}")
+        for block in dom.select(".output"):  # outputs are shown as <pre>: an object repr hides there
+            found = OBJECT_REPR.search(block.get_text())
+            if found:
+                problems.append(f"{_name(page)}: an object repr in an output: {found.group(0)!r}")
     assert not problems, "\n".join(problems)
 
 
