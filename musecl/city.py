@@ -33,12 +33,15 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from musecl.io import YamlFileError, load_yaml, read_csv_ids
+
 REGION_ID = "region_id"
 LON, LAT, GEOMETRY = "lon", "lat", "geometry"
 KIND, PATH = "kind", "path"
 CATEGORY, TEXT = "category", "text"
 INFLOW, OUTFLOW = "inflow", "outflow"
 ORIGIN, DESTINATION, FLOW = "origin", "destination", "flow"
+ID_COLUMNS = (REGION_ID, ORIGIN, DESTINATION)  # read as text: "NA" or "null" is a region id, not a missing value
 
 SATELLITE, STREETVIEW, POI, MOBILITY = "satellite", "streetview", "poi", "mobility"
 MODALITIES = (SATELLITE, STREETVIEW, POI, MOBILITY)
@@ -236,7 +239,8 @@ class City:
 
 MIN_REGIONS = 7
 """The fewest regions a city may have: ``validate_city`` (so ``musecl validate`` and
-``from_raw.build_city``) reports fewer as a problem; :func:`load_city` warns. What sets it, smallest
+``from_raw.build_city``) reports fewer as a problem; :func:`load_city` warns, and ``musecl run``
+refuses it (:func:`require_enough_regions`) before any work. What sets it, smallest
 need first: a contrastive triplet draws three distinct regions (anchor, positive, negative;
 ``musecl.sampling``); the 5-fold ridge read of the pretext features (``evaluation.ridge_cv_r2``)
 needs 5; the probes' default random 60/20/20 split (``evaluation.random_split``) must leave at
@@ -280,9 +284,8 @@ def _read_csv(root: Path, name: str, problems: list[Problem], required: list[str
     if why:
         problems.append(Problem(name, "", why))
         return None
-    try:
-        df = pd.read_csv(path, dtype={REGION_ID: str, ORIGIN: str, DESTINATION: str},
-                         keep_default_na=True)
+    try:  # ids as written ("NA" is a region), numbers with pandas' missing values (reported at their row)
+        df = read_csv_ids(path, ids=ID_COLUMNS)
     except pd.errors.EmptyDataError:
         problems.append(Problem(name, "", "file is empty (expected a header row with columns "
                                           f"{', '.join(required)})"))
@@ -405,12 +408,9 @@ def _read_meta(root: Path, problems: list[Problem]) -> CityMeta | None:
                                 else why))
         return None
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        problems.append(Problem(CITY_YAML, "", f"is not valid YAML: {exc}"))
-        return None
-    except UnicodeDecodeError as exc:
-        problems.append(Problem(CITY_YAML, "", f"is not UTF-8 text: {exc}"))
+        raw = load_yaml(path)
+    except YamlFileError as err:  # not UTF-8, not YAML, or a key given twice (PyYAML keeps the last)
+        problems.append(Problem(CITY_YAML, f"line {err.line}" if err.line else "", err.problem))
         return None
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
@@ -578,8 +578,8 @@ def _check_regions(df: pd.DataFrame, problems: list[Problem]) -> None:
     _check_geometries(df, problems)
 
 
-def _too_few_regions(df: pd.DataFrame) -> Problem | None:
-    n = int(df[REGION_ID].dropna().nunique())
+def _too_few_regions(n: int) -> Problem | None:
+    """The problem of a city with ``n`` regions, below :data:`MIN_REGIONS` (0 is another problem)."""
     if 0 < n < MIN_REGIONS:
         return Problem(REGIONS_CSV, "", f"has {n} region(s); musecl needs at least {MIN_REGIONS} (MIN_REGIONS): "
                                         "triplets draw 3 distinct regions and the probes' 60/20/20 split needs "
@@ -721,7 +721,7 @@ def _inspect(root: Path) -> tuple[list[Problem], dict]:
     regions = _read_csv(root, REGIONS_CSV, problems, [REGION_ID, LON, LAT, GEOMETRY])
     if regions is not None:
         _check_regions(regions, problems)
-        too_few = _too_few_regions(regions)
+        too_few = _too_few_regions(int(regions[REGION_ID].dropna().nunique()))
         if too_few is not None:
             problems.append(too_few)
             tables["too_few_regions"] = too_few
@@ -820,6 +820,22 @@ def _check_ceilings(df: pd.DataFrame, meta: CityMeta, known: set[str], problems:
                    allow_negative=True)
 
 
+class TooFewRegionsWarning(UserWarning):
+    """:func:`load_city` read a city below :data:`MIN_REGIONS` (fine for a map, not for a run)."""
+
+
+class TooFewRegionsError(ValueError):
+    """A run was asked of a city below :data:`MIN_REGIONS`: refused before any work."""
+
+
+def require_enough_regions(city: City) -> None:
+    """Raise :class:`TooFewRegionsError` (one line naming regions.csv and MIN_REGIONS) when the
+    pipeline cannot run on ``city``: :func:`load_city` only warns, so that maps still work."""
+    too_few = _too_few_regions(len(city))
+    if too_few is not None:
+        raise TooFewRegionsError(f"city {city.name!r} ({city.root}): {too_few}")
+
+
 def validate_city(path: str | Path) -> list[Problem]:
     """Every problem with the city folder at ``path`` (empty list: the folder is valid)."""
     return _inspect(Path(path))[0]
@@ -837,7 +853,7 @@ def load_city(path: str | Path) -> City:
         raise CityFormatError(problems)
     meta: CityMeta = t["meta"]
     if too_few is not None:
-        warnings.warn(f"{meta.name}: {too_few}", stacklevel=2)
+        warnings.warn(f"{meta.name}: {too_few}", TooFewRegionsWarning, stacklevel=2)
     regions = t["regions"].set_index(REGION_ID)
     ids = regions.index
 

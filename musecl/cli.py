@@ -211,12 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    """Errors that describe bad input (a setting, a file, a city folder, a chapter): the CLI prints
-    their message. ConfigError, CityFormatError and ChecksumError are ValueErrors; DataMissingError
-    is a FileNotFoundError. Any other exception is a bug and keeps its traceback."""
+    """Errors that describe bad input (a setting, a file, a city folder, a chapter) or an output
+    folder another run is writing: the CLI prints their message. ConfigError, CityFormatError,
+    TooFewRegionsError, YamlFileError and ChecksumError are ValueErrors; DataMissingError is a
+    FileNotFoundError. Any other exception is a bug and keeps its traceback."""
+    from musecl.io import FolderBusyError
     from musecl.notebooks import BookBuildError, ChapterExecutionError
 
-    return ValueError, FileNotFoundError, ChapterExecutionError, BookBuildError
+    return ValueError, FileNotFoundError, FolderBusyError, ChapterExecutionError, BookBuildError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from musecl.io import YamlFileError, load_yaml
 
 
 # The allowed values of the string settings, as the modules that read them define them (copied
@@ -304,9 +304,9 @@ class RunConfig:
         values = {}
         if path is not None:
             try:
-                values = yaml.safe_load(Path(path).read_text()) or {}
-            except yaml.YAMLError as err:
-                raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
+                values = load_yaml(path) or {}
+            except YamlFileError as err:  # invalid YAML, or a key given twice (the file and line named)
+                raise ConfigError(str(err)) from None
             if not isinstance(values, dict):
                 raise ConfigError(f"{path}: expected a mapping of parameter names to values")
         from_file = set(values)

@@ -16,6 +16,8 @@ import warnings
 from pathlib import Path
 from typing import Iterator
 
+import yaml
+
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator:
@@ -51,6 +53,84 @@ def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: handle.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+NA_TEXTS = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
+            "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null")
+"""The cells pandas reads as missing by default (its ``STR_NA_VALUES``)."""
+
+
+def read_csv_ids(path: str | os.PathLike, ids=("region_id",), **kwargs):
+    """Read a CSV whose ``ids`` columns hold region ids: text exactly as written, so that an id
+    such as "NA", "null" or "None" stays an id (pandas would read it as missing); only an empty
+    cell is missing there. Other columns read missing values as pandas does."""
+    import pandas as pd
+
+    header = pd.read_csv(path, nrows=0).columns
+    na_values = {c: [""] if c in ids else list(NA_TEXTS) for c in header}
+    return pd.read_csv(path, dtype={c: str for c in ids if c in header}, keep_default_na=False,
+                       na_values=na_values, **kwargs)
+
+
+class YamlFileError(ValueError):
+    """A YAML file that is not UTF-8, not valid YAML, or gives a key twice in one mapping (PyYAML
+    would silently keep the last). ``problem`` is the message without the file name, ``line`` the
+    1-based line it points at (or None)."""
+
+    def __init__(self, path: str | os.PathLike, problem: str, line: int | None = None):
+        super().__init__(f"{path}: {problem}")
+        self.path, self.problem, self.line = path, problem, line
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key, first: int, line: int):
+        super().__init__(key)
+        self.key, self.first, self.line = key, first, line
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (keys merged in with ``<<`` may
+    still be overridden, as YAML allows)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+                try:
+                    hash(key)
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+                if key in seen:
+                    raise _DuplicateKey(key, seen[key], line)
+                seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(path: str | os.PathLike):
+    """The contents of the YAML file ``path``, read strictly: a key given twice in one mapping is a
+    :class:`YamlFileError` naming the file, the key and its lines (PyYAML would keep the last value
+    without a word), as are text that is not UTF-8 and invalid YAML. A missing file raises OSError."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise YamlFileError(path, f"is not UTF-8 text: {err}") from None
+    loader = _StrictLoader(text)
+    loader.name = Path(path).name  # the marks in PyYAML's messages name the file (the message starts with its path)
+    try:
+        return loader.get_single_data()
+    except _DuplicateKey as dup:
+        lines = f"line {dup.line}" if dup.first == dup.line else f"lines {dup.first} and {dup.line}"
+        raise YamlFileError(path, f"key {dup.key!r} is given twice in one mapping ({lines}); YAML would keep "
+                                  "only the last value: remove one", line=dup.line) from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise YamlFileError(path, f"is not valid YAML: {' '.join(str(err).split())}",
+                            line=mark.line + 1 if mark is not None else None) from None
+    finally:
+        loader.dispose()
 
 
 class FolderBusyError(RuntimeError):

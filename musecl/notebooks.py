@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from musecl.io import atomic_write
+from musecl.io import atomic_write, load_yaml
 
 TOC_YML, CONFIG_YML = "_toc.yml", "_config.yml"
 BOOK_DIR = "book"
@@ -464,7 +464,7 @@ def load_params_file(path: str | Path | None) -> dict:
     """A YAML mapping of chapter parameters (``params/*.yaml``); ``None`` gives ``{}``."""
     if path is None:
         return {}
-    data = yaml.safe_load(Path(path).read_text())
+    data = load_yaml(path)  # a key given twice is an error naming it, not a silent overwrite
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -22,7 +22,7 @@ from typing import Sequence
 import pandas as pd
 import yaml
 
-from musecl.city import City, load_city
+from musecl.city import City, TooFewRegionsWarning, load_city, require_enough_regions
 from musecl.config import RunConfig
 from musecl.io import atomic_save_json, atomic_write, in_worker, owned_folder, publish, rewarn
 
@@ -92,7 +92,10 @@ def run(city: str | os.PathLike | City, out_dir: str | os.PathLike, config: RunC
                            "`musecl train-encoders` (same params); then `musecl run` (no torchrun) reuses them")
     config = config or RunConfig()
     final = Path(out_dir)
-    city = resolve_city(city)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TooFewRegionsWarning)  # an error just below, said once
+        city = resolve_city(city)
+    require_enough_regions(city)  # before the output folder is made or anything is trained
     methods, skipped = supported_methods(methods, city)
     if not methods:
         raise UnsupportedMethodsError(f"{city.name} supports none of the requested methods: "
@@ -283,6 +286,7 @@ def train_encoders(city: str | os.PathLike | City, config: RunConfig, cache_dir:
         resolve_city(city)
     ddp.barrier()
     city = resolve_city(city)
+    require_enough_regions(city)
     config = dataclasses.replace(config, device=str(device))
     cache = Cache(cache_dir)
     return {kind: image_stage(city, config, kind, cache, progress=progress and ddp.is_main(), triplets=triplets)

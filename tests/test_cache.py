@@ -148,3 +148,12 @@ def test_temporary_folder_names_carry_pid_and_host(tmp_path):
     Cache(tmp_path).get_or_compute("stage", {"a": 1}, lambda f: seen.append(f.name))
     match = cache_module._TEMP_NAME.match(seen[0])
     assert match and int(match["pid"]) == os.getpid() and match["host"] == cache_module._host()
+
+
+def test_tables_keep_region_ids_that_look_missing(tmp_path):
+    """Embeddings are saved and read back by region id: "NA" or "null" is an id, an empty value is missing."""
+    table = pd.DataFrame({"x": [1.0, np.nan, 3.0, 4.0]}, index=pd.Index(["NA", "null", "None", "r4"], name="region_id"))
+    cache_module.save_table(table, tmp_path / "t.csv")
+    back = cache_module.load_table(tmp_path / "t.csv")
+    assert list(back.index) == ["NA", "null", "None", "r4"] and np.isnan(back.loc["null", "x"])
+    pd.testing.assert_frame_equal(back, table)

@@ -38,6 +38,15 @@ def test_a_bad_value_names_the_allowed_ones(capsys, tmp_path):
     assert_one_line_error(err, "bad.yaml", "splits", "('random', 'spatial')")
 
 
+def test_a_key_given_twice_in_the_params_file(capsys, tmp_path):
+    params = tmp_path / "twice.yaml"
+    params.write_text("seed: 0\nrs_epochs: 2\nseed: 1\n")
+    code, _, err = run_cli(capsys, "run", "toy-small", "--out", str(tmp_path / "out"), "--params", str(params))
+    assert code != 0
+    assert_one_line_error(err, "twice.yaml", "key 'seed' is given twice", "lines 1 and 3")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_missing_params_file(capsys, tmp_path):
     code, _, err = run_cli(capsys, "run", "toy-small", "--out", str(tmp_path / "out"),
                            "--params", str(tmp_path / "missing.yaml"))

@@ -91,6 +91,14 @@ def keep_rows(file: str, n: int):
     return mutate
 
 
+def yaml_text(edit):
+    """Edit city.yaml as text (what yaml.safe_dump cannot write, e.g. a key given twice)."""
+    def mutate(root: Path, fill=str) -> None:
+        path = root / "city.yaml"
+        path.write_text(edit(path.read_text()))
+    return mutate
+
+
 def both(*mutations):
     def mutate(root: Path, fill=str) -> None:
         for m in mutations:
@@ -180,6 +188,11 @@ CASES = [
     ("oracle-r2-text", set_key("oracle_r2", "PD", "high"), "city.yaml (oracle_r2.PD): must be a number (an R2)"),
     ("name-null", set_key("name", None), "city.yaml (name): must be the city's name as text, got None"),
     ("yaml-not-utf8", write_bytes("city.yaml", b"name: \xff\xfe\n"), "city.yaml: is not UTF-8 text"),
+    # city.yaml: a key given twice (PyYAML would keep the last value without a word)
+    ("yaml-duplicate-key", yaml_text(lambda text: text + "name: Elsewhere\n"),
+     "city.yaml (line {yaml_end}): key 'name' is given twice in one mapping (lines {name_line} and {yaml_end})"),
+    ("yaml-duplicate-nested-key", yaml_text(lambda text: text.replace("\n  PD:\n", "\n  PD:\n    unit: people\n", 1)),
+     "city.yaml (line {unit_line}): key 'unit' is given twice in one mapping (lines {pd_next} and {unit_line})"),
     ("yaml-is-folder", folder("city.yaml"), "city.yaml: is a folder, not a file"),
     # finite numbers everywhere
     ("indicator-inf", set_cell("indicators.csv", "PD", "inf"),
@@ -253,6 +266,12 @@ def test_bad_input_is_a_named_problem(city, name, mutate, expected):
     words = names(city)
     words["rid4"] = pd.read_csv(city / "regions.csv", dtype=str)["region_id"].iloc[3]
     words["outside"] = str(city.parent / "outside.png")
+    lines = (city / "city.yaml").read_text().splitlines()
+    words["name_line"] = 1 + next(i for i, line in enumerate(lines) if line.startswith("name:"))
+    words["yaml_end"] = len(lines) + 1
+    pd_line = next(i for i, line in enumerate(lines) if line == "  PD:")  # 0-based: "unit" is added after it
+    words["pd_next"] = pd_line + 2
+    words["unit_line"] = 2 + next(i for i in range(pd_line + 1, len(lines)) if lines[i].startswith("    unit:"))
     fill = lambda text: text.format(**words)  # noqa: E731
     mutate(city, fill)
     problems = validate_city(city)  # must return, not raise
@@ -275,15 +294,53 @@ def test_load_city_raises_the_same_problems(city):
     assert "value inf is not a finite number" in str(err.value)
 
 
+ID_COLUMNS = {"regions.csv": ["region_id"], "images.csv": ["region_id"], "pois.csv": ["region_id"],
+              "mobility.csv": ["region_id"], "indicators.csv": ["region_id"], "latents.csv": ["region_id"],
+              "ceilings.csv": ["region_id"], "od.csv": ["origin", "destination"]}
+
+
 def shrink(root: Path, n: int) -> None:
     """Keep the first ``n`` regions, in every file."""
     keep = set(pd.read_csv(root / "regions.csv", dtype=str)["region_id"].iloc[:n])
-    for file, cols in (("regions.csv", ["region_id"]), ("images.csv", ["region_id"]), ("pois.csv", ["region_id"]),
-                       ("mobility.csv", ["region_id"]), ("indicators.csv", ["region_id"]),
-                       ("latents.csv", ["region_id"]), ("ceilings.csv", ["region_id"]),
-                       ("od.csv", ["origin", "destination"])):
+    for file, cols in ID_COLUMNS.items():
         df = pd.read_csv(root / file, dtype={c: str for c in cols})
         df[df[cols].isin(keep).all(axis=1)].to_csv(root / file, index=False)
+
+
+def rename_regions(root: Path, new: dict[str, str]) -> None:
+    """Rename regions in every file, cells written as a person types them."""
+    for file, cols in ID_COLUMNS.items():
+        df = pd.read_csv(root / file, dtype=str, keep_default_na=False)
+        df[cols] = df[cols].replace(new)
+        df.to_csv(root / file, index=False)
+
+
+LOOK_MISSING = ["NA", "null", "None", "nan", "NaN", "N/A"]  # what pandas reads as missing by default
+
+
+def test_ids_that_look_missing_stay_ids(city):
+    """A region called "NA" or "null" is a region in every id column of every file, never a missing
+    value (which would make its rows vanish, or be reported as empty ids)."""
+    od = pd.read_csv(city / "od.csv", dtype=str)
+    chosen = [od["origin"].iloc[0], od["destination"].iloc[0]]  # so that od.csv has renamed ids in both columns
+    chosen += [r for r in pd.read_csv(city / "regions.csv", dtype=str)["region_id"] if r not in chosen]
+    new = dict(zip(chosen, LOOK_MISSING))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the small city's regions without images or mobility
+        before = load_city(city)
+        rename_regions(city, new)
+        assert validate_city(city) == []
+        after = load_city(city)
+    assert set(LOOK_MISSING) <= set(after.region_ids)
+    renamed = lambda ids: [new.get(i, i) for i in ids]  # noqa: E731
+    assert list(after.regions.index) == renamed(before.regions.index)
+    pd.testing.assert_frame_equal(after.indicators, before.indicators.rename(index=new))
+    pd.testing.assert_frame_equal(after.mobility, before.mobility.rename(index=new))
+    pd.testing.assert_frame_equal(after.latents, before.latents.rename(index=new))
+    for name, col in (("pois", "region_id"), ("images", "region_id"), ("ceilings", "region_id"), ("od", "origin"),
+                      ("od", "destination")):
+        assert list(getattr(after, name)[col]) == renamed(getattr(before, name)[col]), (name, col)
+    assert after.poi_counts().loc["NA"].sum() == before.poi_counts().loc[chosen[0]].sum()
 
 
 def test_too_few_regions_is_a_warning_for_load_city(city):
@@ -298,6 +355,30 @@ def test_too_few_regions_is_a_warning_for_load_city(city):
     with pytest.warns(UserWarning, match=f"has {MIN_REGIONS - 1} region"):
         loaded = load_city(city)
     assert len(loaded) == MIN_REGIONS - 1
+
+
+def test_a_run_refuses_a_city_below_min_regions_before_any_work(city, tmp_path, capsys):
+    """load_city only warns; `musecl run` and runner.run stop at once with one line naming the file
+    and MIN_REGIONS (said once: the warning is not repeated), and make no output folder."""
+    from musecl import cli
+    from musecl.city import TooFewRegionsError, TooFewRegionsWarning
+    from musecl.runner import run
+
+    shrink(city, MIN_REGIONS - 1)
+    out = tmp_path / "out"
+    expected = f"regions.csv: has {MIN_REGIONS - 1} region(s); musecl needs at least {MIN_REGIONS} (MIN_REGIONS)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TooFewRegionsWarning)
+        with pytest.raises(TooFewRegionsError) as caught:
+            run(city, out, methods=["Location kNN"], progress=False)
+    assert expected in str(caught.value) and "\n" not in str(caught.value)
+    assert not out.exists()
+
+    code = cli.main(["run", str(city), "--out", str(out), "--methods", "Location kNN"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert err.strip().startswith("error: ") and len(err.strip().splitlines()) == 1 and expected in err
+    assert not out.exists()
 
 
 def test_an_image_spoiled_after_a_check_is_caught_again(city):

@@ -39,6 +39,7 @@ import pandas as pd
 from musecl.city import (CATEGORY, DESTINATION, FLOW, GEOMETRY, LAT, LON, ORIGIN, REGION_ID, TEXT,
                          CityMeta, Indicator, write_city)
 from musecl.datasets.from_raw import Regions, assign_points, count_points, indicators_by_area, polygon_regions
+from musecl.io import read_csv_ids
 
 WGS84 = "EPSG:4326"
 TRACT_CRS = "EPSG:32118"  # NAD83 / New York Long Island (metres): the tracts' coordinates
@@ -309,5 +310,5 @@ def make_manhattan_city(out: str | os.PathLike, data_dir: str | os.PathLike | No
 
 def read_landuse(city_root: str | os.PathLike) -> pd.Series:
     """The land-use label (community district) per region, indexed by ``region_id``."""
-    table = pd.read_csv(Path(city_root) / LANDUSE_CSV, dtype={REGION_ID: str})
+    table = read_csv_ids(Path(city_root) / LANDUSE_CSV)
     return table.set_index(REGION_ID)[LANDUSE_COLUMN]

@@ -37,7 +37,7 @@ from torch import nn
 
 from musecl.city import DESTINATION, FLOW, ORIGIN, POI, REGION_ID, City
 from musecl.config import RunConfig
-from musecl.io import atomic_save_json
+from musecl.io import atomic_save_json, read_csv_ids
 from musecl.methods.base import OD, RegionEmbedder, register
 
 CONFIG_JSON = "config.json"
@@ -426,7 +426,7 @@ class VectorMuseCL(_TableEmbedder):
         self.triplets_ = {}
         for path in sorted(folder.glob("triplets-*.csv")):
             meta = json.loads(path.with_suffix(".json").read_text())
-            triplets = Triplets.from_frame(pd.read_csv(path, dtype=str), meta["region_ids"])
+            triplets = Triplets.from_frame(read_csv_ids(path, ids=("anchor", "positive", "negative")), meta["region_ids"])
             triplets.info.update(meta["info"])
             self.triplets_[path.stem.removeprefix("triplets-")] = triplets
 
@@ -524,6 +524,6 @@ class VectorMuseCL(_TableEmbedder):
 def load_table_method(directory: str | Path) -> pd.DataFrame:
     """The embedding table a vector method saved with ``save``."""
     raw = json.loads((Path(directory) / CONFIG_JSON).read_text())
-    table = pd.read_csv(Path(directory) / "embeddings.csv", index_col=REGION_ID, dtype={REGION_ID: str})
+    table = read_csv_ids(Path(directory) / "embeddings.csv", index_col=REGION_ID)
     table.attrs["method"] = raw["method"]
     return table
