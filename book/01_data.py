@@ -167,7 +167,7 @@ plt.show()
 # the same thing and fusing them could add nothing; here no two of them move together much
 # across the regions (Pearson correlation):
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Correlation between the hidden fields: no two move together much, so fusing modalities can add information."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Pearson correlation between the hidden fields across regions: values near zero mean that two fields, and the modalities that see them, carry different information."}}
 if has_latents:
     corr = city.latents.corr()
     off_diagonal = corr.where(~np.eye(len(corr), dtype=bool)).abs().stack()
@@ -182,8 +182,14 @@ if has_latents:
     fig.colorbar(im, ax=ax, label="Pearson r")
     ax.set_title("correlation of the latents across regions")
     plt.show()
-    latent_sentence = (f"Its {len(corr)} latents are not one factor in disguise: the largest correlation "
-                       f"between two of them is {off_diagonal.max():.2f} ({pair[0]} and {pair[1]}).")
+    if off_diagonal.max() < 0.5:
+        latent_sentence = (f"**The modalities see different things.** The city's {len(corr)} latents are not one "
+                           f"factor in disguise: the largest correlation between two of them is "
+                           f"{off_diagonal.max():.2f} ({pair[0]} and {pair[1]}).")
+    else:
+        latent_sentence = (f"**Some hidden causes move together.** The largest correlation between two of the "
+                           f"city's {len(corr)} latents is {off_diagonal.max():.2f} ({pair[0]} and {pair[1]}), so "
+                           "modalities that see different latents still share part of what they show.")
 else:
     latent_sentence = "This city has no latents (a real city), so what each modality sees is not known."
 glue("latent_sentence", Markdown(latent_sentence), display=False)
@@ -255,6 +261,7 @@ if summaries.empty or not summaries.shape[1]:
     display(Markdown("*This city has no modality to summarise.*"))
     glue("most_hidden_latent", Markdown("(none: no modality)"), display=False)
     glue("most_hidden_r", float("nan"), display=False)
+    hidden_sentence = ""
 elif has_latents:
     seen = pd.DataFrame({
         s: city.latents.corrwith(summaries[s], method="spearman")
@@ -266,9 +273,17 @@ elif has_latents:
     hidden = seen.abs().max(axis=0)
     glue("most_hidden_latent", Markdown(f"`{hidden.idxmin()}`"), display=False)
     glue("most_hidden_r", float(hidden.min()), display=False)
+    if hidden.min() < 0.3:
+        hidden_sentence = (f"The crude summaries of colour, counts and trips hardly track `{hidden.idxmin()}` "
+                           f"(largest |ρ| = {hidden.min():.2f}): an encoder has to find it in finer detail, or "
+                           "not at all.")
+    else:
+        hidden_sentence = (f"Even the latent the crude summaries track least, `{hidden.idxmin()}`, follows one of "
+                           f"them with |ρ| = {hidden.min():.2f}: every latent shows in colours, counts or trips.")
 else:
     glue("most_hidden_latent", Markdown("(none: no latents)"), display=False)
     glue("most_hidden_r", float("nan"), display=False)
+    hidden_sentence = ""
     display(summaries.describe().T.round(2))
 
 # %% [markdown]
@@ -429,7 +444,7 @@ glue("mobility_sentence", Markdown(mobility_sentence), display=False)
 # once on category *shares* (each row divided by its total), which ignore how many POIs a region
 # has and keep only its mix.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "How each modality's summary follows the hidden fields (Spearman rank correlation)."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "POI distance (eq. 3) against geographic distance for a random sample of region pairs, on raw counts (left) and on category shares (right): the red median line rising with distance would mean that near regions are more alike."}}
 xy = city.xy_m()
 if present[POI]:
     rng = np.random.default_rng(seed)
@@ -466,16 +481,22 @@ if present[POI]:
     nearest_idx, _ = most_similar(X, k=1)
     km_to_similar = np.hypot(*(xy - xy[nearest_idx[:, 0]]).T) / 1000
     km_to_adjacent = np.hypot(*(xy - xy[most_similar(xy, k=1)[0][:, 0]]).T) / 1000
+    strength = max(abs(rho["raw"]), abs(rho["share"]))
+    related = "only weakly" if strength < 0.3 else "moderately" if strength < 0.6 else "strongly"
     tobler_sentence = (
-        f"POI distance and geographic distance are only weakly related (Spearman ρ = {rho['raw']:.2f} on raw "
+        f"POI distance and geographic distance are {related} related (Spearman ρ = {rho['raw']:.2f} on raw "
         f"counts, {rho['share']:.2f} on category shares): each region's most POI-similar region lies a median "
         f"{np.median(km_to_similar):.1f} km away, {np.median(km_to_similar) / np.median(km_to_adjacent):.0f} "
         f"times the distance to its nearest neighbour ({np.median(km_to_adjacent):.1f} km).")
+else:
+    tobler_sentence = ""
+glue("tobler_sentence", Markdown(tobler_sentence), display=False)
+
+# %% tags=["hide-input"]
+if present[POI]:
     display(pd.DataFrame({"Spearman ρ, POI distance vs km": rho}).round(3))
 else:
     display(Markdown("*This city has no POIs: eq. 3 has nothing to compare.*"))
-    tobler_sentence = ""
-glue("tobler_sentence", Markdown(tobler_sentence), display=False)
 
 # %% [markdown]
 # Read the left panel with care. On raw counts the distance between two regions is dominated by
@@ -488,7 +509,7 @@ glue("tobler_sentence", Markdown(tobler_sentence), display=False)
 # POI-similar region (eq. 3 on raw counts, as the satellite encoder's triplets use it); right,
 # one busy region with its 10 most POI-similar regions and its 10 nearest ones.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Similar is not near: distance to the region with the most similar POIs, and one anchor's most similar regions."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Left, each region coloured by the distance to its most POI-similar region; right, one busy anchor (black) with its 10 most POI-similar regions (orange) and its 10 nearest (blue): orange far from black means that similar regions are not near."}}
 if present[POI]:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
     plotting.plot_map(city, pd.Series(km_to_similar, index=city.region_ids), ax=axes[0], cmap="magma",
@@ -574,8 +595,6 @@ if meta.oracle_r2:
 
     means = ceilings.loc[headline].mean()
     modality_means = means.drop(["all latents", RAW], errors="ignore")
-    display(ceilings.round(3).rename_axis("indicator"))
-    display(pd.DataFrame({"mean over the headline indicators": means}).round(3))
     parts = [f"Averaged over the headline indicators ({', '.join(headline)}), all latents together allow "
              f"R² = {means['all latents']:.2f}"]
     if len(modality_means):
@@ -585,18 +604,55 @@ if meta.oracle_r2:
                      f"modality per indicator, {per_indicator_best:.2f})")
     if RAW in means:
         parts.append(f"the raw inputs of the contrastive stages {means[RAW]:.2f}")
+    room = means["all latents"] - means.drop("all latents").max() if len(means) > 1 else float("nan")
     if len(parts) == 1:
         sentence = parts[0] + "."
     else:
-        room = means["all latents"] - means.drop("all latents").max()
         gain = ("that only a fusion of what the images show can win" if present[SATELLITE] or present[STREETVIEW]
                 else "that no single input of this city reaches")
         sentence = (", ".join(parts[:-1]) + ("," if len(parts) > 2 else "") + " and " + parts[-1]
                     + f": {room:.2f} of R² {gain}.")
 else:
     sentence = "This city records no ceilings: no known limit on what a method could reach."
-    display(Markdown(f"*{sentence}*"))
+    room = float("nan")
 glue("ceiling_sentence", Markdown(sentence), display=False)
+
+# %% tags=["hide-input"]
+if meta.oracle_r2:
+    display(ceilings.round(3).rename_axis("indicator"))
+    display(pd.DataFrame({"mean over the headline indicators": means}).round(3))
+else:
+    display(Markdown(f"*{sentence}*"))
+# for "What we saw": the findings, in words that follow this city's numbers
+if room != room:  # no ceilings, or nothing to set against the full one
+    room_finding = ""
+elif room >= 0.10:
+    room_finding = ("**Fusion has room to win on this city.** No single modality, and not the raw inputs "
+                    "either, comes close to what all hidden causes together explain, so a method that combines "
+                    "the modalities can gain what none of them shows alone.")
+elif room >= 0.03:
+    room_finding = ("**Fusion has some room to win on this city, but not much.** The best single view comes "
+                    "close to what all hidden causes together explain.")
+else:
+    room_finding = ("**Fusion has little room to win on this city.** A single view already explains about as "
+                    "much as all hidden causes together, so combining modalities can add little.")
+glue("room_finding", Markdown(room_finding), display=False)
+if present[POI]:
+    ratio = float(np.median(km_to_similar) / max(np.median(km_to_adjacent), 1e-9))
+    if strength < 0.3 and ratio >= 3:
+        near_finding = ("**Similar is not near**, as the paper argues: positive pairs chosen by POI similarity "
+                        "mostly join regions far apart, which a sampler that trusts distance (Tobler's first law) "
+                        "would never pair.")
+    elif strength >= 0.3 and ratio < 3:
+        near_finding = ("**On this city similar is mostly near**: POI similarity follows distance, so sampling "
+                        "positives by similarity picks much the same pairs as sampling by distance would.")
+    else:
+        near_finding = ("**Similar is only partly near**: POI similarity follows distance a little, so sampling "
+                        "by similarity finds pairs that distance alone would partly miss.")
+else:
+    near_finding = "**Whether similar regions are near cannot be checked here**: this city has no POIs."
+glue("near_finding", Markdown(near_finding), display=False)
+glue("hidden_sentence", Markdown(hidden_sentence), display=False)
 
 # %% [markdown]
 # Three readings of the chart. First, the *gap* between the grey bar and the best coloured bar of
@@ -608,10 +664,11 @@ glue("ceiling_sentence", Markdown(sentence), display=False)
 #
 # ## What we saw
 #
-# {glue:md}`missing_sentence` {glue:md}`poi_sentence`
-# {glue:md}`latent_sentence` {glue:md}`ceiling_sentence` {glue:md}`mobility_sentence`
-# {glue:md}`tobler_sentence` Of the latents, the one the crude summaries above track
-# least is {glue:md}`most_hidden_latent` (largest $|\rho|$ = {glue:text}`most_hidden_r:.2f`).
+# {glue:md}`missing_sentence`
+#
+# - {glue:md}`room_finding` {glue:md}`ceiling_sentence`
+# - {glue:md}`latent_sentence` {glue:md}`hidden_sentence`
+# - {glue:md}`near_finding` {glue:md}`tobler_sentence`
 #
 # ## Exercises
 #

@@ -158,7 +158,8 @@ identical = pd.DataFrame(
 first = kinds[0]
 empty_first, dup_first, pairs_first = identical.loc[first]
 glue("n_regions", len(data), display=False)
-glue("dup_counts", Markdown(f"{empty_first} have no {'POI' if first == 'POI' else 'trip'} at all and {dup_first} "
+glue("dup_counts", Markdown(f"{empty_first} {'has' if empty_first == 1 else 'have'} no "
+                            f"{'POI' if first == 'POI' else 'trip'} at all and {dup_first} "
                             f"share their {first} vector with at least one other region, giving {pairs_first}"),
      display=False)
 glue("dup_eq", Markdown(KINDS[first]["eq_sim"]), display=False)
@@ -313,10 +314,11 @@ if "POI" in kinds:
     same = t.d_pos == 0
     same_empty = float(100 * np.mean(counts.loc[regions["POI"]].to_numpy().sum(axis=1)[t.anchor[same]] == 0)
                        ) if same.any() else 0.0
-    is_asked = "is often asked" if data.has(SATELLITE) else "would often be asked"
-    same_text += (f"; in {same_empty:.0f}% of those identical POI pairs the anchor has no POI at all, so the "
-                  f"satellite encoder {is_asked} to bring together two stretches of water, fields or empty land "
-                  "that may look nothing alike from above")
+    is_asked = "is asked" if data.has(SATELLITE) else "would be asked"
+    if same.any():  # only where there are identical pairs to speak of
+        same_text += (f"; in {same_empty:.0f}% of those identical POI pairs the anchor has no POI at all, and "
+                      f"then the satellite encoder {is_asked} to bring together two stretches of water, fields or "
+                      "empty land that may look nothing alike from above")
 glue("same_sentence", Markdown(f"With the paper rule, the positive is identical to the anchor in {same_text}."),
      display=False)
 rules.round(1).T
@@ -351,7 +353,7 @@ plt.show()
 # {glue:md}`gallery_intro`
 
 # %% tags=["hide-input"]
-# pictures of the triplets whose images the city has (the others are said to be left out below)
+# pictures of the triplets whose images the city has (the others are said to be left out here)
 pictured = [kind for kind in kinds if data.has(KINDS[kind]["images"])]
 anchor_has = {"POI": 'any POI (a POI-less anchor is usually water or fields, see "Identical vectors" above)',
               "mobility": "any trip"}
@@ -360,6 +362,9 @@ if pictured:
     which = "triplets of each kind" if len(pictured) == 2 else f"{pictured[0]} triplets"
     gallery_intro = (f"Four {which}, drawn at random among those whose anchor has "
                      f"{' or '.join(anchor_has[kind] for kind in pictured)}. Each row is anchor, positive, negative.")
+gallery_intro = " ".join([gallery_intro] + [
+    f"*This city has no {KINDS[kind]['images_name']}: its {kind} triplets cannot be shown as pictures.*"
+    for kind in kinds if kind not in pictured]).strip()
 glue("gallery_intro", Markdown(gallery_intro), display=False)
 glue("raw_counts", Markdown(
     "On raw counts, as the paper has them, eq. 3 mostly measures *how many* POIs a region has: two regions with a "
@@ -380,9 +385,8 @@ def pick(frame: pd.DataFrame, ok: pd.Series, n: int = 4) -> pd.DataFrame:
     return usable.iloc[np.sort(rng.choice(len(usable), size=min(n, len(usable)), replace=False))]
 
 
-if "POI" in kinds and not data.has(SATELLITE):
-    display(Markdown("*This city has no satellite images: its POI triplets cannot be shown as pictures.*"))
-elif "POI" in kinds:
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "POI triplets on satellite images, one per row (anchor, positive, negative): the titles give each region's number of POIs and main categories, and for the positive and the negative their eq. 3 distance to the anchor and how many km away they lie."}}
+if "POI" in pictured:
     poi_frame = sampled["POI", sampler.rule].to_frame()
     chosen = pick(poi_frame, n_pois > 0)
     sat = data.satellite_paths()
@@ -401,10 +405,8 @@ elif "POI" in kinds:
         fig.suptitle(f"POI triplets on satellite images ({sampler.rule} rule); d = eq. 3 distance", y=1.01)
         plt.show()
 
-# %% tags=["hide-input"]
-if "mobility" in kinds and not data.has(STREETVIEW):
-    display(Markdown("*This city has no street views: its mobility triplets cannot be shown as pictures.*"))
-elif "mobility" in kinds:
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Mobility triplets on street views, one per row (anchor, positive, negative; the first street view of each region): the titles give each region's inflow and outflow, and for the positive and the negative their eq. 1 distance to the anchor and how many km away they lie."}}
+if "mobility" in pictured:
     mob_frame = sampled["mobility", sampler.rule].to_frame()
     chosen = pick(mob_frame, flows.sum(axis=1) > 0)
     paths, titles = [], []
@@ -434,7 +436,7 @@ elif "mobility" in kinds:
 # :pyobject: most_similar
 # ```
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Similar is not near: an anchor and the regions most similar to it, on the map."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "A busy anchor (black) with its 10 most similar regions (orange) and its 10 nearest regions (blue), one map per similarity: orange far from black means that similar regions are not near."}}
 K = 10
 all_xy = data.xy_m()
 near_idx, _ = most_similar(all_xy, k=K)
@@ -465,8 +467,10 @@ glue("near_intro", Markdown(
 similar_km = f"{K} most {first}-similar regions lie a median {median_km[first][0]:.1f} km away"
 if len(kinds) == 2:
     similar_km += f" and its {K} most mobility-similar {median_km['mobility'][0]:.1f} km"
-glue("near_sentence", Markdown(f"Similar is not near: a region's {similar_km}, against {median_km[first][1]:.1f} km "
+glue("near_sentence", Markdown(f"A region's {similar_km}, against {median_km[first][1]:.1f} km "
                                f"for its {K} nearest."), display=False)
+
+# %% tags=["hide-input"]
 pd.DataFrame(median_km, index=[f"median km to the {K} most similar", f"median km to the {K} nearest"]).round(2)
 
 # %% [markdown]
@@ -500,10 +504,50 @@ fig.tight_layout()
 plt.show()
 summary = pd.DataFrame({f"median km to the {w}": {k: np.median(v) for k, v in t.items()}
                         for w, t in (("positive", km_pos), ("negative", km_neg))})
+follows = (f"{first} similarity hardly follows distance" if summary.iloc[0, 0] >= 0.8 * summary.iloc[0, 1] else
+           f"the positive lies nearer than the negative, so {first} similarity partly follows distance")
 glue("triplet_km", Markdown(
     f"In the {first} triplets the positive is a median {summary.iloc[0, 0]:.1f} km from the anchor and the negative "
-    f"{summary.iloc[0, 1]:.1f} km: {first} similarity hardly follows distance, while geographic triplets put the "
+    f"{summary.iloc[0, 1]:.1f} km: {follows}, while geographic triplets put the "
     f"positive {summary.iloc[1, 0]:.1f} km away."), display=False)
+
+# %% tags=["hide-input"]
+# for "What we saw": the findings, in words that follow this city's numbers
+off_m = {kind: float(rules.loc[(kind, "official"), "negative among anchor's M most similar (%)"]) for kind in kinds}
+pap_m = {kind: float(rules.loc[(kind, "paper"), "negative among anchor's M most similar (%)"]) for kind in kinds}
+off_5 = {kind: float(rules.loc[(kind, "official"), "negative among anchor's 5 most similar (%)"]) for kind in kinds}
+which = " (POI / mobility)" if len(kinds) == 2 else ""
+
+
+def pct(values: dict) -> str:
+    return " / ".join(f"{values[kind]:.1f}%" for kind in kinds)
+
+
+if max(off_m.values()) >= 2 and max(off_m.values()) > 2 * max(pap_m.values()):
+    lead = "**The paper rule gives cleaner negatives than the official one.**"
+elif max(pap_m.values()) >= 2 and max(pap_m.values()) > 2 * max(off_m.values()):
+    lead = "**Here the official rule gives cleaner negatives than the paper rule.**"
+else:
+    lead = "**The two rules give negatives of much the same quality here.**"
+glue("rule_finding", Markdown(
+    f"{lead} The official rule's uniform negative lies among the anchor's M most similar regions, those the paper "
+    f"rule refuses as negatives, in {pct(off_m)}{which} of the triplets, and among its 5 most similar in "
+    f"{pct(off_5)}, against {pct(pap_m)} among the M most similar under the paper rule. Such triplets teach the "
+    f"encoder to push apart regions that {KINDS[first]['eqs'] if len(kinds) == 1 else 'eq. 1-4'} call alike."),
+     display=False)
+same_max = max(float(same_pct[kind]) for kind in kinds)
+glue("identical_finding", Markdown(
+    "**Identical vectors hardly matter on this city.**" if pairs_first == 0 and same_max < 1 else
+    "**Identical vectors matter on this city**: the clamp of eq. 2 and 4 and the spread of positives over "
+    "identical regions are needed."), display=False)
+pos_ratio = summary.iloc[0, 0] / max(summary.iloc[1, 0], 1e-9)
+glue("near_finding", Markdown(
+    "**Similarity triplets are not geographic triplets.** Positives chosen by similarity lie far from their "
+    "anchor, where a sampler that trusts distance (Tile2vec) would never look." if pos_ratio >= 3 else
+    "**Similarity triplets are only partly geographic.** Positives chosen by similarity lie farther from their "
+    "anchor than Tile2vec's, but not by much." if pos_ratio >= 1.5 else
+    "**On this city similarity triplets look much like geographic ones**: positives chosen by similarity lie "
+    "about as near their anchor as Tile2vec's."), display=False)
 summary.round(2)
 
 # %% [markdown]
@@ -530,19 +574,13 @@ bench[["n_regions", "dim", "n_triplets", "n_exclude", "seconds", "peak_traced_mb
 # %% [markdown]
 # ## What we saw
 #
-# Of the {glue:text}`n_regions` regions, {glue:md}`dup_counts` pairs whose {glue:md}`dup_eq`
-# similarity $1/0$ is infinite{glue:md}`dup_tail`. {glue:md}`same_sentence`
-#
-# The official rule takes the single most similar region as the positive, so its uniform
-# negative is essentially never *more* similar than the positive ({glue:md}`off_more`), but it
-# is *exactly as* similar in {glue:md}`off_tie`. More telling, the uniform negative lies among
-# the anchor's 5 most similar regions (where the paper rule draws its positives) in
-# {glue:md}`off_top5`, and among the $M$ most similar regions that the paper rule refuses as
-# negatives in {glue:md}`off_topm`: those triplets teach the encoder to push apart regions that
-# {glue:md}`eqs_alike` call alike.
-#
-# {glue:md}`near_sentence` {glue:md}`triplet_km` Sampling 10,000 triplets from up to 10,000
-# regions took at most {glue:text}`bench_seconds:.1f` s and {glue:text}`bench_mb:.0f` MB.
+# - {glue:md}`rule_finding`
+# - {glue:md}`near_finding` {glue:md}`near_sentence` {glue:md}`triplet_km`
+# - {glue:md}`identical_finding` Of the {glue:text}`n_regions` regions, {glue:md}`dup_counts`
+#   pairs whose {glue:md}`dup_eq` similarity $1/0$ is infinite{glue:md}`dup_tail`.
+#   {glue:md}`same_sentence`
+# - Sampling needs no $N \times N$ matrix: 10,000 triplets from up to 10,000 regions took at most
+#   {glue:text}`bench_seconds:.1f` s and {glue:text}`bench_mb:.0f` MB.
 #
 # ## Exercises
 #

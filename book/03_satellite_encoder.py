@@ -309,7 +309,7 @@ plt.show()
 # region-by-region matrix). If the encoder learned what the POI triplets taught, the neighbours
 # look alike and lie anywhere in the city.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Two query regions (first image of each row, at the 10th and 90th percentile of the first principal component) and their five nearest regions in the satellite embedding by cosine distance: the more alike a row looks, the more the embedding follows what the images show."}}
 nn_index = NearestNeighbors(n_neighbors=6, metric="cosine").fit(present.to_numpy())
 queries = [pcs["PC1"].sort_values().index[int(q * (len(pcs) - 1))] for q in (0.1, 0.9)]
 distance, neighbour = nn_index.kneighbors(present.loc[queries].to_numpy())
@@ -326,6 +326,8 @@ xy = pd.DataFrame(data.xy_m(), index=data.region_ids, columns=["x", "y"])
 km = [float(np.median(np.hypot(*(xy.loc[present.index[n[1:]]].to_numpy() - xy.loc[q].to_numpy()).T)) / 1000)
       for q, n in zip(queries, neighbour)]
 glue("nn_km", float(np.mean(km)), display=False)
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Where the two query regions (red, blue) and their five embedding neighbours each (light red, light blue) lie: neighbours far from their query were matched by what the images show, not by place."}}
 ax = plotting.plot_region_groups(data, groups, colors=["tab:red", "salmon", "tab:blue", "lightskyblue"],
                                  title="the queries and their embedding neighbours")
 plt.show()
@@ -375,9 +377,13 @@ def head_lost(probes: pd.DataFrame) -> str:
     column = "frozen Lite0 features (1280-d)"
     if column not in probes:
         return ""
-    return (f"The frozen Lite0 features themselves reach {probes[column].mean():.2f}: the triplet-trained "
-            f"head keeps less than its input shows (most lost: `{(probes[column] - probes['trained encoder']).idxmax()}`), "
-            "so the POI-similarity task asks for less than ImageNet features already hold. ")
+    lost = probes[column] - probes["trained encoder"]
+    if lost.mean() > 0.02:
+        return (f"The frozen Lite0 features themselves reach {probes[column].mean():.2f}: the triplet-trained "
+                f"head keeps less than its input shows (most lost: `{lost.idxmax()}`), "
+                "so the POI-similarity task asks for less than ImageNet features already hold. ")
+    return (f"The frozen Lite0 features themselves reach {probes[column].mean():.2f}: the triplet-trained head "
+            "keeps what its input shows. ")
 
 
 def probe_r2(features: pd.DataFrame, targets: pd.DataFrame) -> pd.Series:
@@ -424,6 +430,34 @@ else:
     glue("pc1_rho", float("nan"), display=False)
     glue("probe_sentence", Markdown("This city has no latents, so the probe was skipped."), display=False)
 
+# for "What we saw": the findings, in words that follow this run's numbers
+lift = 100 * (check["trained"] - check["untrained"])
+glue("task_finding", Markdown(
+    "**The encoder learned its task.**" if lift >= 5 and check["trained"] > 0.55 else
+    "**The encoder learned little of its task.**" if lift > 0 else
+    "**The encoder did not learn its task.**"), display=False)
+overfit = last["train_loss"] < 0.5 * last["val_loss"]
+glue("fit_sentence", Markdown(
+    f"its training loss went from {first['train_loss']:.3f} to {last['train_loss']:.3f} while the validation loss "
+    f"went only from {first['val_loss']:.3f} to {last['val_loss']:.3f}: it fits its own triplets far better than "
+    "new ones." if overfit else
+    f"its training loss went from {first['train_loss']:.3f} to {last['train_loss']:.3f} and the validation loss "
+    f"from {first['val_loss']:.3f} to {last['val_loss']:.3f}."), display=False)
+if has_latents:
+    change = probes["trained encoder"].mean() - probes["untrained encoder"].mean()
+    probe_finding = ("**Training made the embedding tell more about the city's hidden fields.**" if change > 0.03
+                     else "**Training made the embedding tell less about the city's hidden fields, not more.**"
+                     if change < -0.03 else
+                     "**Training left what the embedding tells about the city's hidden fields about where it was.**")
+    pc1_sentence = (f"The first principal component carries {pca.explained_variance_ratio_[0]:.0%} of the "
+                    f"embedding's variance and follows `{best_pc1}` most closely (Spearman ρ = "
+                    f"{rho.loc[best_pc1, 'PC1']:.2f}).")
+else:
+    probe_finding = ""
+    pc1_sentence = f"The first principal component carries {pca.explained_variance_ratio_[0]:.0%} of the embedding's variance."
+glue("probe_finding", Markdown(probe_finding), display=False)
+glue("pc1_sentence", Markdown(pc1_sentence), display=False)
+
 # %% [markdown]
 # ## Interrupted training
 #
@@ -435,19 +469,15 @@ else:
 #
 # ## What we saw
 #
-# The {glue:md}`arch` encoder trained on {glue:text}`n_triplets` POI-similarity triplets for
-# {glue:text}`epochs_run` epochs in {glue:text}`train_seconds:.0f` s of training loop; the
-# training loss went from {glue:text}`train_loss_first:.3f` to {glue:text}`train_loss_last:.3f`
-# and the validation loss from {glue:text}`val_loss_first:.3f` to {glue:text}`val_loss_last:.3f`.
-# On held-out triplets the trained embedding puts {glue:text}`agree_trained:.0f`% in the right
-# order, against {glue:text}`agree_untrained:.0f`% for the untrained encoder.
-# {glue:md}`weights_text`
-#
-# The first principal component carries {glue:text}`pc1_var:.0f`% of the embedding's variance
-# and follows {glue:md}`pc1_latent` most closely (Spearman $\rho$ = {glue:text}`pc1_rho:.2f`).
-# Embedding neighbours of the two query regions lie a median {glue:text}`nn_km:.1f` km from them.
-# {glue:md}`probe_sentence` {glue:text}`n_missing` regions have no satellite image and no
-# embedding; fusion ({doc}`06_fusion`) imputes them.
+# - {glue:md}`task_finding` On held-out triplets the trained embedding puts
+#   {glue:text}`agree_trained:.0f`% in the right order, against {glue:text}`agree_untrained:.0f`%
+#   before training (chance: 50%). The {glue:md}`arch` encoder trained on
+#   {glue:text}`n_triplets` POI-similarity triplets for {glue:text}`epochs_run` epochs
+#   ({glue:text}`train_seconds:.0f` s of training loop); {glue:md}`fit_sentence`
+# - {glue:md}`probe_finding` {glue:md}`probe_sentence`
+# - {glue:md}`pc1_sentence` The two query regions' embedding neighbours lie a median
+#   {glue:text}`nn_km:.1f` km from them. {glue:text}`n_missing` regions have no satellite image
+#   and no embedding; fusion ({doc}`06_fusion`) imputes them.
 #
 # ## Exercises
 #

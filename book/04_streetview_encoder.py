@@ -288,7 +288,7 @@ plt.show()
 # Two query regions (10th and 90th percentile of PC1) and the five regions with the closest
 # embeddings (cosine distance, nearest-neighbour search); each shown by its first street view.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Two query regions (first image of each row, at the 10th and 90th percentile of the first principal component) and their five nearest regions in the street-view embedding by cosine distance, each shown by its first street view: the more alike a row looks, the more the embedding follows what the views show."}}
 nn_index = NearestNeighbors(n_neighbors=6, metric="cosine").fit(present.to_numpy())
 queries = [pcs["PC1"].sort_values().index[int(q * (len(pcs) - 1))] for q in (0.1, 0.9)]
 distance, neighbour = nn_index.kneighbors(present.loc[queries].to_numpy())
@@ -301,6 +301,8 @@ for q, row_d, row_n in zip(queries, distance, neighbour):
     groups[f"neighbours of {q}"] = list(ids[1:])
 fig = plotting.plot_images(paths, titles, ncols=6, size=1.8)
 plt.show()
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Where the two query regions (red, blue) and their five embedding neighbours each (light red, light blue) lie: neighbours far from their query were matched by what the views show, not by place."}}
 ax = plotting.plot_region_groups(data, groups, colors=["tab:red", "salmon", "tab:blue", "lightskyblue"],
                                  title="the queries and their embedding neighbours")
 plt.show()
@@ -381,7 +383,9 @@ if has_latents:
         f"from the trained street-view embedding, against {probes['untrained encoder'].mean():.2f} from the "
         f"untrained one and {probes['mean colour (3 numbers)'].mean():.2f} from the mean colour.{activity} "
         + (f"The frozen Lite0 features themselves reach {probes['frozen Lite0 features (1280-d)'].mean():.2f}: the "
-           "triplet-trained head keeps less than its input shows. " if is_head else "")
+           "triplet-trained head keeps " + ("less than its input shows. " if probes["frozen Lite0 features (1280-d)"].mean()
+                                            > probes["trained encoder"].mean() + 0.02 else "what its input shows. ")
+           if is_head else "")
         + (f"Street views beat the satellite embedding most on `{lead.idxmax()}` ({lead.max():+.2f}) and trail "
            f"it most on `{lead.idxmin()}` ({lead.min():+.2f})." if lead.max() > 0.01 else
            f"The satellite embedding matches or beats street views on every latent, most clearly on "
@@ -393,24 +397,58 @@ else:
     glue("pc1_rho", float("nan"), display=False)
     glue("probe_sentence", Markdown("This city has no latents, so the probe was skipped."), display=False)
 
+# for "What we saw": the findings, in words that follow this run's numbers
+lift = 100 * (check["trained"] - check["untrained"])
+glue("task_finding", Markdown(
+    "**The encoder learned its task.**" if lift >= 5 and check["trained"] > 0.55 else
+    "**The encoder learned little of its task.**" if lift > 0 else
+    "**The encoder did not learn its task.**"), display=False)
+overfit = last["train_loss"] < 0.5 * last["val_loss"]
+glue("fit_sentence", Markdown(
+    f"its training loss went from {first['train_loss']:.3f} to {last['train_loss']:.3f} while the validation loss "
+    f"went only from {first['val_loss']:.3f} to {last['val_loss']:.3f}: it fits its own triplets far better than "
+    "new ones." if overfit else
+    f"its training loss went from {first['train_loss']:.3f} to {last['train_loss']:.3f} and the validation loss "
+    f"from {first['val_loss']:.3f} to {last['val_loss']:.3f}."), display=False)
+agree_gap = float(np.median(same) - np.median(other))
+glue("views_finding", Markdown(
+    "**A region's views agree**, so their mean summarises the region:" if agree_gap > 0.1 else
+    "**A region's views agree only a little**, so their mean is a noisy summary of the region:" if agree_gap > 0.02
+    else "**A region's views agree no more than views of different regions**, so their mean blurs the region "
+         "rather than summarising it:"), display=False)
+if has_latents:
+    change = probes["trained encoder"].mean() - probes["untrained encoder"].mean()
+    sees_more, sees_less = lead.max() > 0.1, lead.min() < -0.1
+    probe_finding = (
+        "**Street views and satellite images show different parts of the city**, which is what fusing them needs."
+        if sees_more and sees_less else
+        "**Street views show more of the city than the satellite embedding does.**" if sees_more else
+        "**Street views add nothing here that the satellite embedding does not already show.**")
+    probe_finding += (" Training made the street-view embedding tell more about the hidden fields." if change > 0.03
+                      else " Training made the street-view embedding tell less about the hidden fields, not more."
+                      if change < -0.03 else
+                      " Training left what the embedding tells about the hidden fields about where it was.")
+    pc1_sentence = (f"The first principal component carries {pca.explained_variance_ratio_[0]:.0%} of the "
+                    f"variance and follows `{best_pc1}` most closely (Spearman ρ = {rho.loc[best_pc1, 'PC1']:.2f}).")
+else:
+    probe_finding = ""
+    pc1_sentence = f"The first principal component carries {pca.explained_variance_ratio_[0]:.0%} of the variance."
+glue("probe_finding", Markdown(probe_finding), display=False)
+glue("pc1_sentence", Markdown(pc1_sentence), display=False)
+
 # %% [markdown]
 # ## What we saw
 #
-# The city has {glue:text}`n_images` street views, a median of {glue:text}`views_median:.0f` per
-# region with a view (at most {glue:text}`views_max`); {glue:text}`n_missing` regions have none
-# and get an empty row. The {glue:md}`arch` encoder trained on {glue:text}`n_triplets`
-# mobility triplets for {glue:text}`epochs_run` epochs in {glue:text}`train_seconds:.0f` s of
-# training loop; the training loss went from {glue:text}`train_loss_first:.3f` to
-# {glue:text}`train_loss_last:.3f` and the validation loss from {glue:text}`val_loss_first:.3f`
-# to {glue:text}`val_loss_last:.3f`. On held-out triplets the trained embedding puts
-# {glue:text}`agree_trained:.0f`% in the right order, against {glue:text}`agree_untrained:.0f`%
-# untrained.
-# {glue:md}`weights_text`
-#
-# Two views of the same region have a median cosine similarity of {glue:text}`sim_same:.2f`,
-# views of different regions {glue:text}`sim_other:.2f`. The first principal component carries
-# {glue:text}`pc1_var:.0f`% of the variance and follows {glue:md}`pc1_latent` most closely
-# (Spearman $\rho$ = {glue:text}`pc1_rho:.2f`). {glue:md}`probe_sentence`
+# - {glue:md}`task_finding` On held-out triplets the trained embedding puts
+#   {glue:text}`agree_trained:.0f`% in the right order, against {glue:text}`agree_untrained:.0f`%
+#   before training (chance: 50%). The {glue:md}`arch` encoder trained on
+#   {glue:text}`n_triplets` mobility triplets for {glue:text}`epochs_run` epochs
+#   ({glue:text}`train_seconds:.0f` s of training loop); {glue:md}`fit_sentence`
+# - {glue:md}`views_finding` two views of the same region have a median cosine similarity of
+#   {glue:text}`sim_same:.2f`, views of different regions {glue:text}`sim_other:.2f`. The city has
+#   {glue:text}`n_images` street views, a median of {glue:text}`views_median:.0f` per region with
+#   a view (at most {glue:text}`views_max`); {glue:text}`n_missing` regions have none.
+# - {glue:md}`probe_finding` {glue:md}`probe_sentence`
 #
 # ## Exercises
 #

@@ -269,9 +269,12 @@ elif encoder.context == POI_TEXT:
     first = nearest_trained(probe_words[0], 3)
     vectors_sentence = (
         f"The word vectors pick up what co-occurs in a review: the nearest words to `{probe_words[0]}` are "
-        f"{', '.join(f'`{v}`' for v, _ in first)}. Categories are described by their own words far more "
-        f"than by each other (mean cosine similarity between two category vectors {mean_cat_cos:.2f}), so "
-        "the groups in the projection are loose.")
+        f"{', '.join(f'`{v}`' for v, _ in first)}. " + (
+            f"Categories are described by their own words far more than by each other (mean cosine similarity "
+            f"between two category vectors {mean_cat_cos:.2f}), so the groups in the projection are loose."
+            if mean_cat_cos < 0.3 else
+            f"Categories share much of their vocabulary (mean cosine similarity between two category vectors "
+            f"{mean_cat_cos:.2f}), so related categories lie close in the projection."))
 else:
     first = nearest_trained(probe_words[0], 3)
     vectors_sentence = (
@@ -385,29 +388,42 @@ if data.latents is not None and not data.latents.empty:
         f"Among the toy city's latent fields, PC 1 follows `{best}` most closely: Spearman "
         f"ρ = {rho_all:.2f} over all regions with POIs, and {rho_busy:.2f} over the "
         f"{int(busy.sum())} regions with at least five POIs, whose mean is less noisy."), display=False)
-    display(corr.round(2).style.background_gradient(cmap="RdBu_r", vmin=-1, vmax=1, axis=None)
-            .format("{:.2f}").set_caption("Spearman correlation of the principal components with the latents"))
 else:
     glue("latent_sentence", Markdown("This city has no latent fields to compare with."), display=False)
+
+# %% tags=["hide-input"]
+if data.latents is not None and not data.latents.empty:
+    display(corr.round(2).style.background_gradient(cmap="RdBu_r", vmin=-1, vmax=1, axis=None)
+            .format("{:.2f}").set_caption("Spearman correlation of the principal components with the latents"))
+    strongest = max(abs(rho_all), abs(rho_busy))
+    latent_finding = ("**The region vectors follow the city's hidden fields.**" if strongest >= 0.4 else
+                      "**The region vectors follow the city's hidden fields only weakly.**" if strongest >= 0.2 else
+                      "**The region vectors hardly follow the city's hidden fields.**")
+else:
     display(Markdown("*This city has no `latents.csv` (as every real city): no comparison with latents.*"))
+    latent_finding = ""
+# for "What we saw": the findings, in words that follow this city's numbers
+glue("latent_finding", Markdown(latent_finding), display=False)
+glue("count_finding", Markdown(
+    f"**A region's eq. 7 vector partly measures how few POIs it has**, although eq. 7 never sees the count: the "
+    f"first principal component of the non-empty vectors explains {ev_regions[0]:.0f}% of their variance, and its "
+    f"Spearman correlation with ln(1 + POIs) is {rho_count:.2f}. A mean of few category vectors is noisy and lies "
+    "far from the city-wide average." if abs(rho_count) >= 0.2 else
+    f"**A region's eq. 7 vector does not measure how many POIs it has**, as a mean should not: the first principal "
+    f"component of the non-empty vectors explains {ev_regions[0]:.0f}% of their variance, and its Spearman "
+    f"correlation with ln(1 + POIs) is only {rho_count:.2f}."), display=False)
 
 # %% [markdown]
 # ## What we saw
 #
-# {glue:md}`context_note`
-#
-# The corpus has {glue:text}`n_sentences` sentences, {glue:text}`n_tokens` tokens and a
-# vocabulary of {glue:text}`n_vocab` words; the rarest category, {glue:md}`rarest_name`, has
-# {glue:text}`rarest_count` POIs. {glue:md}`vectors_sentence`
-#
-# Of {glue:text}`n_regions` regions, {glue:text}`n_empty` ({glue:text}`share_empty:.0f`%) get
-# the zero vector of eq. 7, and {glue:text}`n_no_poi` have no POI at all; fusion training
-# (eq. 11) leaves such regions out, as a zero vector has no direction. The first
-# principal component of the other regions' vectors explains {glue:text}`pc1_var:.0f`% of their
-# variance, and its Spearman correlation with ln(1 + POIs) is {glue:text}`rho_count:.2f`
-# although eq. 7 never sees the count: a mean of few category vectors is noisy and lies far
-# from the city-wide average, so PC 1 partly measures how few POIs a region has.
-# {glue:md}`latent_sentence`
+# - {glue:md}`vectors_sentence` They were learnt from {glue:text}`n_sentences` sentences
+#   ({glue:text}`n_tokens` tokens, a vocabulary of {glue:text}`n_vocab` words); the rarest
+#   category, {glue:md}`rarest_name`, has {glue:text}`rarest_count` POIs.
+# - {glue:md}`count_finding`
+# - {glue:md}`latent_finding` {glue:md}`latent_sentence`
+# - Of {glue:text}`n_regions` regions, {glue:text}`n_empty` ({glue:text}`share_empty:.0f`%) get
+#   the zero vector of eq. 7 ({glue:text}`n_no_poi` have no POI at all); fusion training (eq. 11)
+#   leaves them out, as a zero vector has no direction.
 #
 # ## Exercises
 #

@@ -154,6 +154,7 @@ axes[2].legend(fontsize=8)
 fig.tight_layout()
 plt.show()
 
+# %% tags=["hide-input"]
 spread = pd.DataFrame({design: {"median": beta.median(), "5th percentile": beta.quantile(0.05),
                                 "95th percentile": beta.quantile(0.95),
                                 "share of regions with beta_SV < 0.02 or > 0.98": ((beta < 0.02) | (beta > 0.98)).mean()}
@@ -215,19 +216,43 @@ glue("no_poi_sentence", Markdown(
     f"{n_no_poi} region{' has' if n_no_poi == 1 else 's have'} no POIs; a zero POI vector carries nothing to align "
     "with, so such regions are left out of fusion training (they still get a fused vector)."), display=False)
 glue("design", cfg.fusion_design, display=False)
+# for "What we saw": the findings, in words that follow this run's numbers
+extreme = spread.loc["share of regions with beta_SV < 0.02 or > 0.98"]
+collapses = {design: float(extreme[design]) >= 0.10 for design in ("paper", "aligned")}
+glue("collapse_finding", Markdown({
+    (True, False): "**The paper's literal fusion often gives a region all its weight on one modality; the aligned "
+                   "design mixes both.**",
+    (False, False): "**Neither design puts all of a region's weight on one modality.**",
+    (True, True): "**Both designs often give a region all its weight on one modality.**",
+    (False, True): "**The aligned design, not the paper's, often gives a region all its weight on one modality.**",
+}[collapses["paper"], collapses["aligned"]]), display=False)
+used = alignment[cfg.fusion_design]
+top1_used = float(used["own POI vector is the nearest in a batch"])
+if top1_used >= 0.5 and top1_used >= 5 / n:
+    align_lead = (f"**The alignment works in the design the book uses ({cfg.fusion_design})**: eq. 11 brings the "
+                  "POI semantics into the fused image vector.")
+elif top1_used > 2 / n:
+    align_lead = f"**The alignment works only partly in the design the book uses ({cfg.fusion_design}).**"
+else:
+    align_lead = (f"**The alignment did not work in the design the book uses ({cfg.fusion_design})**: the fused "
+                  "vector finds its own region's POI vector no better than chance.")
+closer = ("closer to" if used["cosine, own region"] > used["cosine, random region"] + 0.02 else "no closer to")
+glue("align_finding", Markdown(
+    f"{align_lead} The fused vectors are {closer} their own region's POI vector (mean cosine "
+    f"{used['cosine, own region']:.2f}) than to a random region's ({used['cosine, random region']:.2f}); in batches "
+    f"of {n} regions the own POI vector is the most similar one {top1_used:.1%} of the time, against "
+    f"{float(alignment.loc['own POI vector is the nearest in a batch', other]):.1%} for the {other} design and "
+    f"{1 / n:.1%} by chance."), display=False)
 
 # %% [markdown]
 # ## What we saw
 #
-# - With the paper's design, {glue:text}`extreme_paper:.0%` of the regions put (almost) all their
-#   weight on one modality; with the aligned design {glue:text}`extreme_aligned:.0%` do. In the
-#   design the book uses ({glue:text}`design`), a region keeps on average a street-view weight of
-#   {glue:text}`beta_sv_mean:.2f` (standard deviation {glue:text}`beta_sv_sd:.2f` across regions).
-# - The fused vectors are closer to their own region's POI vector (mean cosine
-#   {glue:text}`sim_matched:.2f`) than to a random region's ({glue:text}`sim_shuffled:.2f`); in
-#   batches of {glue:text}`batch` regions the own POI vector is the most similar one
-#   {glue:text}`top1:.1%` of the time, against {glue:text}`top1_paper:.1%` for the paper's design
-#   and {glue:text}`chance:.1%` by chance.
+# - {glue:md}`collapse_finding` With the paper's design {glue:text}`extreme_paper:.0%` of the
+#   regions put (almost) all their weight on one modality, with the aligned design
+#   {glue:text}`extreme_aligned:.0%`; in the design the book uses ({glue:text}`design`) a region
+#   keeps on average a street-view weight of {glue:text}`beta_sv_mean:.2f` (standard deviation
+#   {glue:text}`beta_sv_sd:.2f` across regions).
+# - {glue:md}`align_finding`
 # - {glue:md}`no_poi_sentence`
 #
 # Whether the fused vector predicts the indicators better than its inputs is the subject of the

@@ -261,9 +261,10 @@ win_random = report.winners(results, "random")
 win_spatial = report.winners(results, "spatial")
 loc_random = report.location_vs(results, "random")
 loc_spatial = report.location_vs(results, "spatial")
-display(win_random)
-display(loc_random)
-display(loc_spatial)
+for title, table in (("The best method per indicator (random split, mean R² over seeds)", win_random),
+                     ("Location alone against MuseCL and the best other method (random split)", loc_random),
+                     ("The same under the spatial split", loc_spatial)):
+    display(Markdown(f"**{title}**"), report.readable(table).round(3))
 
 muse_wins = int((win_random["best"] == "MuseCL").sum())
 glue("n_indicators", len(win_random), display=False)
@@ -338,7 +339,7 @@ glue("best_baseline_r2", float(best_base.max()), display=False)
 # PCA of the final MuseCL embeddings, K-means into three clusters, drawn on the map, with sample
 # satellite and street-view images of each cluster.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Figure 5: the MuseCL embedding's three K-means clusters (on its principal components) on the map (left) and in its first two principal components (right); clusters are numbered by their mean of the first indicator, lowest first."}}
 emb = pd.read_csv(results_dir / "embeddings" / "MuseCL.csv", index_col="region_id", dtype={"region_id": str})
 pcs = PCA(n_components=min(10, emb.shape[1]), random_state=cfg.seed).fit_transform(emb.to_numpy())
 clusters = KMeans(n_clusters=3, n_init=10, random_state=cfg.seed).fit_predict(pcs)
@@ -353,8 +354,11 @@ axes[1].scatter(pcs[:, 0], pcs[:, 1], c=pd.factorize(cluster, sort=True)[0], cma
 axes[1].set(xlabel="PC 1", ylabel="PC 2", title="first two principal components")
 fig.tight_layout()
 plt.show()
-display(data.targets().groupby(cluster).mean().round(2))
 
+# %% tags=["hide-input"]
+data.targets().groupby(cluster).mean().round(2)
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Three sample regions of each cluster, each shown by its satellite image and its first street view: what the regions a cluster groups look like."}}
 rng = np.random.default_rng(cfg.seed)
 sat, sv = data.satellite_paths(), data.streetview_paths()
 paths, titles = [], []

@@ -43,6 +43,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from IPython.display import Markdown
 from matplotlib.collections import PolyCollection
 from myst_nb import glue
 from PIL import Image
@@ -329,7 +330,7 @@ ax.set(title=f"one raw panorama ({w} x {h}) and the {STREETVIEW_VIEWS} square vi
 ax.axis("off")
 plt.show()
 
-# %%
+# %% mystnb={"figure": {"caption": "The satellite crops of the 15 Beijing regions that have images, each titled with its raw population density (PD, persons per km²) and number of POIs (NP)."}}
 raw = city.indicators.loc[ids15]
 sat = city.satellite_paths()
 sv = city.streetview_paths()
@@ -337,6 +338,8 @@ titles = [f"{r}: PD {raw.loc[r, 'PD']:.0f}, NP {raw.loc[r, 'NP']:.0f}" for r in 
 fig = plot_images([sat[r] for r in ids15], titles, ncols=5, size=2.4)
 fig.suptitle("satellite crops of the 15 regions (raw PD in persons/km2, NP in POIs)", y=1.02)
 plt.show()
+
+# %% mystnb={"figure": {"caption": "The first street view (one square view cut from a panorama) of each of the 15 regions, titled with how many panoramas the region has."}}
 n_panoramas = {r: len(sv[r]) // STREETVIEW_VIEWS for r in ids15}
 fig = plot_images([sv[r][0] for r in ids15],
                   [f"{r} ({n} panorama{'s' if n > 1 else ''})" for r, n in n_panoramas.items()], ncols=5, size=2.4)
@@ -468,6 +471,45 @@ for name, dist in distances.items():
 mantel_table = pd.DataFrame({name: {ind: f"{rho:+.2f} (p = {p:.3f})" for ind, (rho, p) in cells.items()}
                              for name, cells in mantel_rows.items()}).T
 mantel_table.index.name = "distance"
+
+# for "What we saw": the findings, in words that follow this run's numbers
+labels = list(targets.columns)
+knn_r = {ind: float(mean_r2.loc[("Location kNN", "random", ind)]) for ind in labels}
+paper_r = {}
+if paper is not None:
+    for ind in labels:
+        row = paper[(paper["indicator"] == ind) & (paper["method"] == "MuseCL")]
+        if len(row):
+            paper_r[ind] = float(row["r2"].iloc[0])
+numbers = ", ".join(f"{knn_r[ind]:.2f} ({ind})" for ind in labels)
+if paper_r:
+    beats = [ind for ind in paper_r if knn_r[ind] > paper_r[ind]]
+    short = [ind for ind in paper_r if ind not in beats]
+    lead = (f"**Location alone beats the paper's MuseCL on {' and '.join(beats)}** and falls short on "
+            f"{' and '.join(short)}." if beats and short else
+            "**Location alone beats the paper's MuseCL on every label.**" if beats else
+            "**The paper's MuseCL beats location alone on every label.**")
+    location_finding = (f"{lead} Under the paper's random split, kNN on the region centre reaches R² {numbers}, "
+                        "against " + ", ".join(f"{paper_r[ind]:.2f}" for ind in paper_r) + " reported for MuseCL.")
+else:
+    location_finding = (f"Under the paper's random split, kNN on the region centre reaches R² {numbers}; the paper's "
+                        "numbers are not on this machine, so there is nothing to set them against.")
+glue("location_finding", Markdown(location_finding), display=False)
+if "spatial" in cfg.splits:
+    knn_s = {ind: float(mean_r2.loc[("Location kNN", "spatial", ind)]) for ind in labels}
+    lost = np.mean([knn_r[ind] - knn_s[ind] for ind in labels]) / max(abs(np.mean(list(knn_r.values()))), 1e-9)
+    spatial_numbers = ", ".join(f"{knn_s[ind]:.2f} ({ind})" for ind in labels)
+    spatial_finding = (
+        f"**Most of location's score is neighbours that resemble each other**: when whole blocks are held out, the "
+        f"same baseline falls to {spatial_numbers}." if lost > 0.5 else
+        f"**Part of location's score is neighbours that resemble each other**: when whole blocks are held out, the "
+        f"same baseline falls to {spatial_numbers}." if lost > 0.2 else
+        f"**Location's score largely survives the spatial split**: with whole blocks held out, the same baseline "
+        f"still reaches {spatial_numbers}.")
+else:
+    spatial_finding = "Only the random split was run, so what neighbours contribute to the score is not measured."
+glue("spatial_finding", Markdown(spatial_finding), display=False)
+glue("n_image_regions", len(ids15), display=False)
 mantel_table
 
 # %%
@@ -501,18 +543,13 @@ print(f"chapter ran in {chapter_seconds:.0f} s (conversion {convert_seconds:.0f}
 #
 # ## What we saw
 #
-# - The public Beijing data converts to a valid city of {glue:text}`n_regions` hexagons on the
-#   official lattice in {glue:text}`convert_seconds:.0f` s; every centre is a lattice point.
-# - Location alone, under the paper's random split, reaches $R^2$ {glue:text}`knn_random_PD:.2f`
-#   (PD), {glue:text}`knn_random_HD:.2f` (HD), {glue:text}`knn_random_NP:.2f` (NP), against the
-#   paper's MuseCL {glue:text}`paper_muse_PD:.2f`, {glue:text}`paper_muse_HD:.2f`,
-#   {glue:text}`paper_muse_NP:.2f`. A results table without a location row cannot show whether a
+# - {glue:md}`location_finding` A results table without a location row cannot show whether a
 #   method learned more than where a region is.
-# - Under the spatial block split the same baseline drops to {glue:text}`knn_spatial_PD:.2f`,
-#   {glue:text}`knn_spatial_HD:.2f`, {glue:text}`knn_spatial_NP:.2f`.
-# - None of Table 1's method rows can be rerun: 15 of 1,111 regions have images, and there are
-#   no POIs or mobility data.
-# - The chapter ran in {glue:text}`chapter_seconds:.0f` s.
+# - {glue:md}`spatial_finding`
+# - **Table 1's method rows cannot be rerun from public data**: {glue:text}`n_image_regions` of
+#   {glue:text}`n_regions` regions have images, and there are no POIs or mobility data. What is
+#   public, the regions and their labels, converts to a valid city on the official lattice in
+#   {glue:text}`convert_seconds:.0f` s.
 #
 # ## Exercises
 #

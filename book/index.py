@@ -44,7 +44,7 @@ from IPython.display import Markdown, display
 from myst_nb import glue
 
 from musecl.plotting import plot_at_a_glance
-from musecl.report import at_a_glance, headline_means
+from musecl.report import at_a_glance, at_a_glance_seeds, headline_means
 from musecl.runner import resolve_city
 
 with warnings.catch_warnings():
@@ -63,10 +63,9 @@ if have_results:
     results = pd.read_csv(run_dir / "results.csv")
     ceilings = pd.read_csv(run_dir / "ceilings.csv") if (run_dir / "ceilings.csv").is_file() else None
     headline = data.meta.headline_indicators()
-    ax = plot_at_a_glance(results, headline, ceilings)
+    ax = plot_at_a_glance(at_a_glance_seeds(results, headline, ceilings), headline)
     ax.set_title(f"{data.name}: MuseCL, the parts it fuses, simple baselines and the ceiling")
     plt.show()
-    display(at_a_glance(results, headline, ceilings).rename_axis(None))  # no header row for the index name
     means = headline_means(results, headline).groupby(["method", "split"])["r2"].mean()
     seeds = sorted(results["seed"].unique())
     if ("MuseCL", "random") in means.index:
@@ -83,6 +82,11 @@ else:
     sentence = ("The results chapter has not run in this build, so there is no result to show here yet: "
                 "`musecl book` runs it.")
 glue("glance_sentence", Markdown(sentence), display=False)
+
+# %% tags=["remove-input"]
+# the table in its own cell: a figure's caption would also be printed under it
+if have_results:
+    display(at_a_glance(results, headline, ceilings).rename_axis(None))  # no header row for the index name
 
 # %% [markdown]
 # The results chapter ({doc}`08_results`) has every method in both splits, paired differences

@@ -37,6 +37,19 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """'cpu' (default), 'cuda' (error if absent) or 'auto' (cuda when available)."""
+    if device is None or device == "cpu":
+        return torch.device("cpu")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {str(device)!r} was asked for but torch sees no CUDA GPU; "
+                           "use device='cpu' or device='auto'")
+    return device
+
+
 def launched_world_size() -> int:
     """How many processes ``torchrun`` started (``WORLD_SIZE``; 1 when not launched by it)."""
     return int(os.environ.get("WORLD_SIZE", "1"))
@@ -46,8 +59,6 @@ def init_from_env(device: str | None = None) -> torch.device:
     """Join the process group ``torchrun`` describes in the environment (once) and return this
     process's device: ``cuda:LOCAL_RANK`` with NCCL when ``device`` is cuda/auto and a GPU is there,
     else the CPU with Gloo. Outside torchrun it only resolves ``device``."""
-    from musecl.training import resolve_device
-
     resolved = resolve_device(device)
     if launched_world_size() <= 1:
         return resolved

@@ -357,12 +357,13 @@ class RidgeProbe:
 class KNNProbe:
     """k-nearest-neighbour regression (k = 5, weights 1/distance): the location-only baseline.
 
-    Fed region centres in metres it measures what position alone explains (REFERENCE.md: on the
-    paper's Beijing labels, random split, PD R2 0.82). Inputs are centred on the training mean and
-    divided by *one* common scale: per-column scaling would stretch the short axis of an elongated
-    city and change who is whose neighbour, while a common scale leaves neighbours and distance
-    weights (hence predictions) exactly as on the raw inputs. Fitted on the training part only;
-    the validation part is unused (nothing is tuned), so all probes see the same training rows.
+    Fed region centres in metres it measures what position alone explains (on the paper's Beijing
+    labels, random split, PD R2 0.82: book/appendix_deviations.md, "What the split hides").
+    Inputs are centred on the training mean and divided by *one* common scale: per-column scaling
+    would stretch the short axis of an elongated city and change who is whose neighbour, while a
+    common scale leaves neighbours and distance weights (hence predictions) exactly as on the raw
+    inputs. Fitted on the training part only; the validation part is unused (nothing is tuned),
+    so all probes see the same training rows.
     A query at distance 0 from training rows gets their mean.
     """
 

@@ -113,6 +113,41 @@ def reader_view() -> None:
         display(Markdown(f"> **{category.__name__}:** {message}"))
 
     warnings.showwarning = show
+    hide_positional_index()
+
+
+def _positional(index) -> bool:
+    """A default 0..n-1 index without a name: row numbers, which tell the reader nothing."""
+    import pandas as pd
+
+    return (isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1
+            and index.name is None)
+
+
+def frame_html(frame) -> str | None:
+    """A DataFrame's notebook HTML as pandas draws it, without the index when it only numbers
+    the rows."""
+    import pandas as pd
+
+    if not _positional(frame.index):
+        return frame._repr_html_()
+    max_rows, min_rows = pd.get_option("display.max_rows"), pd.get_option("display.min_rows")
+    if max_rows and min_rows and len(frame) > max_rows:  # as pandas: a long table shows min_rows
+        max_rows = min_rows
+    return frame.to_html(notebook=True, index=False, max_rows=max_rows,
+                         max_cols=pd.get_option("display.max_columns"),
+                         show_dimensions=pd.get_option("display.show_dimensions"),
+                         float_format=pd.get_option("display.float_format"))
+
+
+def hide_positional_index() -> None:
+    """Tables in the book's pages drop a bare 0..n-1 row index (see :func:`frame_html`)."""
+    import pandas as pd
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is not None:
+        shell.display_formatter.formatters["text/html"].for_type(pd.DataFrame, frame_html)
 
 
 # --------------------------------------------------------------------------------------------
@@ -334,6 +369,7 @@ def execute_chapters(chapters: list[Path] | None, out_dir: Path, parameters: dic
             tags = cell.metadata.get("tags", [])
             if "injected-parameters" in tags and "hide-input" not in tags and "remove-cell" not in tags:
                 tags.append("remove-cell" if hidden else "hide-input")
+        drop_captions_without_figures(result)
         result.metadata[METADATA_KEY] = {
             "source": source.name, "parameters": used, "fingerprint": fingerprint,
             "complete": not stopped_early, "seconds": round(time.perf_counter() - start, 1)}
@@ -344,6 +380,24 @@ def execute_chapters(chapters: list[Path] | None, out_dir: Path, parameters: dic
                   file=sys.stderr)
         written.append(executed)
     return written
+
+
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/svg+xml")
+
+
+def drop_captions_without_figures(nb) -> int:
+    """Remove the figure caption (``mystnb.figure``) of every executed cell that drew no image,
+    e.g. one that showed a note instead because the city lacks the data: myst-nb would print the
+    figure's caption under the note. Returns how many captions were removed."""
+    removed = 0
+    for cell in nb.cells:
+        mystnb = cell.get("metadata", {}).get("mystnb", {})
+        if "figure" not in mystnb or cell.get("cell_type") != "code":
+            continue
+        if not any(kind in output.get("data", {}) for output in cell.get("outputs", []) for kind in IMAGE_TYPES):
+            del mystnb["figure"]
+            removed += 1
+    return removed
 
 
 def write_placeholder(source: Path, path: Path) -> Path:

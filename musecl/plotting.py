@@ -229,18 +229,13 @@ def plot_history(history: pd.DataFrame, parts: Sequence[str] = ("loss",), axes=N
     return axes[0].figure
 
 
-def plot_at_a_glance(results: pd.DataFrame, indicators: Sequence[str], ceilings: pd.DataFrame | None = None,
-                     ax=None):
-    """Each seed's headline mean R2 (dots) and the mean over seeds (bar) for the rows of
-    :data:`musecl.report.AT_A_GLANCE`, both splits side by side: the spread is part of the result."""
+def plot_at_a_glance(per_seed: pd.DataFrame, indicators: Sequence[str], ax=None):
+    """Each seed's headline mean R2 (dots) and the mean over seeds (bar) per method, both splits
+    side by side: the spread is part of the result. ``per_seed``: :func:`musecl.report.at_a_glance_seeds`
+    (columns method, split, seed, r2; methods in the order to draw)."""
     import seaborn as sns
 
-    from musecl.report import AT_A_GLANCE, headline_means
-
-    table = pd.concat([results, ceilings]) if ceilings is not None else results
-    per_seed = headline_means(table, indicators)
-    per_seed = per_seed[per_seed["method"].isin(AT_A_GLANCE)].dropna(subset=["r2"])
-    order = [m for m in AT_A_GLANCE if m in set(per_seed["method"])]
+    order = list(dict.fromkeys(per_seed["method"]))
     ax = ax or plt.subplots(figsize=(8, 0.42 * len(order) + 1.2))[1]
     sns.barplot(per_seed, y="method", x="r2", hue="split", order=order, errorbar=None, alpha=0.35, ax=ax)
     sns.stripplot(per_seed, y="method", x="r2", hue="split", order=order, dodge=True, size=4, ax=ax,

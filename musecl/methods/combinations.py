@@ -12,7 +12,7 @@ table that runs them all trains each encoder once.
 * Ablation: ``POI only``, ``SV only``, ``RS only``, ``SV+RS`` = [e^SV, e^RS] (``Concat`` without
   POI; not a fusion, so the ablation does not depend on a training target we chose), ``MuseCL``.
 * ``Location kNN``: the region's centre in metres, read by a 5-nearest-neighbour probe
-  (REFERENCE.md, "What location alone explains"). ``Location + MuseCL``: [standardised x, y,
+  (book/appendix_deviations.md, "What the split hides"). ``Location + MuseCL``: [standardised x, y,
   MuseCL embedding] read by the run's probe.
 * ``Pretext features``: ln(1 + inflow, outflow) and ln(1 + POI counts per category), the inputs
   the contrastive stages learn from, read by the run's probe.
@@ -33,7 +33,7 @@ from musecl.cache import city_fingerprint, load_table, save_table
 from musecl.city import MOBILITY, POI, REGION_ID, SATELLITE, STREETVIEW, City
 from musecl.config import RunConfig
 from musecl.io import atomic_save_json
-from musecl.methods.base import RegionEmbedder, register
+from musecl.methods.base import RegionEmbedder, impute_column_means, register
 from musecl.methods.multisemantic import (ATTENTION_CSV, EMBEDDINGS_CSV, FUSION_KEYS, HISTORY_CSV, MuseCL,
                                           fusion_settings, image_stage, text_stage)
 from musecl.sampling import pretext_features
@@ -56,15 +56,6 @@ SVRV_TARGET = "own-images"  # the text-free fusion target, named in the cache ke
 # helpers
 
 
-def impute_column_mean(table: pd.DataFrame, name: str = "embedding") -> pd.DataFrame:
-    """NaN cells filled with their column's mean (a region without images gets the average view)."""
-    means = table.mean(axis=0, skipna=True)
-    if means.isna().any():
-        raise ValueError(f"{name}: column(s) {list(means.index[means.isna()])[:5]} are NaN for every "
-                         "region; nothing to impute from (does the city have these images?)")
-    return table.astype(np.float64).fillna(means)
-
-
 def _renamed(table: pd.DataFrame, prefix: str) -> pd.DataFrame:
     out = table.copy()
     out.columns = [f"{prefix}_{k}" for k in range(table.shape[1])]
@@ -85,7 +76,7 @@ def stage_embeddings(city: City, cfg: RunConfig, cache, kind: str, progress: boo
     else:
         raise ValueError(f"kind must be 'sv', 'rs' or 'poi'; got {kind!r}")
     table = load_table(folder / EMBEDDINGS_CSV).reindex(city.region_ids)
-    return _renamed(impute_column_mean(table, f"{kind} embeddings of {city.name}"), kind)
+    return _renamed(impute_column_means(table, f"{kind} embeddings of {city.name}"), kind)
 
 
 def fusion_svrv_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_dir: Path) -> Path:
@@ -108,8 +99,8 @@ def fusion_svrv_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_dir: P
 
     def compute(folder: Path) -> None:
         sv, rs = (load_table(d / EMBEDDINGS_CSV).reindex(city.region_ids) for d in (sv_dir, rs_dir))
-        target = pd.concat([_renamed(impute_column_mean(sv, "sv"), "sv"),
-                            _renamed(impute_column_mean(rs, "rs"), "rs")], axis=1)
+        target = pd.concat([_renamed(impute_column_means(sv, "street-view embeddings"), "sv"),
+                            _renamed(impute_column_means(rs, "satellite embeddings"), "rs")], axis=1)
         model, history = train_fusion(sv, rs, target, fusion_settings(cfg))
         embedding, beta = fuse(model, sv, rs)
         model.save(folder / "fusion")
@@ -282,7 +273,7 @@ class StreetViewSatellite(TableMethod):
 @register("Location kNN")
 class LocationKNN(TableMethod):
     """The region centre in metres (``City.xy_m``), read by a 5-nearest-neighbour probe with
-    distance weights: what location alone explains (REFERENCE.md; not in the paper). No training;
+    distance weights: what location alone explains (not in the paper; book/appendix_deviations.md). No training;
     under a random split neighbours of a test region sit in the training part, which is why the
     spatial split matters."""
 

@@ -36,6 +36,8 @@ PREFIX = {SATELLITE: "rs", STREETVIEW: "sv"}
 
 EMBEDDINGS_CSV, HISTORY_CSV, TRIPLETS_CSV = "embeddings.csv", "history.csv", "triplets.csv"
 ATTENTION_CSV = "attention.csv"
+CONFIG_JSON = "config.json"
+FEATURES_FORMAT = 1  # bump when a backbone's feature extraction changes: old cache entries are ignored
 
 
 def sampler_for(cfg: RunConfig):
@@ -168,7 +170,6 @@ def _train_head(city: City, cfg: RunConfig, kind: str, cache, folder: Path, trip
     same triplets, loss and folder layout as a CNN, trained on the cached backbone features."""
     from musecl.encoders.heads import embed_features, save_head, train_feature_head
     from musecl.encoders.image import COLUMN_PREFIX
-    from musecl.methods.baselines import efficientnet_stage
 
     s = image_settings(cfg, kind)
     backbone_dir = efficientnet_stage(city, kind, s["image_size"], cache, progress, cfg.image_store, cfg.amp,
@@ -184,6 +185,35 @@ def _train_head(city: City, cfg: RunConfig, kind: str, cache, folder: Path, trip
     history.to_csv(folder / HISTORY_CSV, index=False)
     save_table(embed_features(head, features.reindex(city.region_ids), prefix=COLUMN_PREFIX[kind]),
                folder / EMBEDDINGS_CSV)
+
+
+def efficientnet_stage(city: City, kind: str, image_size: int, cache, progress: bool = True,
+                       image_store: str = "memory", amp: str = "off", device: str = "cpu") -> Path:
+    """Global-pooled penultimate features (1280-d) of EfficientNet-Lite0 with ImageNet weights.
+
+    Images are decoded at ``image_size`` (PIL bilinear) and normalised with the ImageNet mean and
+    std: the converted weights expect that (the first BatchNorm's running statistics match
+    ImageNet-normalised inputs, not TensorFlow's (x - 127) / 128).
+    """
+    from musecl.encoders.heads import efficientnet_lite0, pooled_features_module
+    from musecl.encoders.image import embed_regions
+    from musecl.training import resolve_device
+
+    fingerprint = city_fingerprint(city)
+    key = {"city": fingerprint, "kind": kind, "model": "efficientnet-lite0", "image_size": int(image_size),
+           "format": FEATURES_FORMAT, **precision_key(amp, device)}
+
+    def compute(folder: Path) -> None:
+        net, path = efficientnet_lite0(image_size)
+        store = city_image_store(city, kind, image_size, cache, progress, image_store, fingerprint)
+        table = embed_regions(pooled_features_module(net, image_size).to(resolve_device(device)), store,
+                              batch_size=32, region_ids=city.region_ids, progress=progress, amp=amp)
+        save_table(table, folder / EMBEDDINGS_CSV)
+        (folder / CONFIG_JSON).write_text(json.dumps(
+            {"arch": "efficientnet-lite0", "kind": kind, "image_size": int(image_size), "dim": table.shape[1],
+             "weights_source": f"imagenet:{path.name}"}, indent=2))
+
+    return cache.get_or_compute(f"pretrained-{kind}", key, compute)
 
 
 def stage_encoder(stage: Path, initial: bool = False, seed: int = 0, weights: str = "random"):
@@ -212,8 +242,6 @@ def initial_embedding(city: City, cfg: RunConfig, kind: str, cache, stage: Path,
 
     config = json.loads((stage / "encoder" / "config.json").read_text())
     if config.get("class") == "FeatureHead":
-        from musecl.methods.baselines import efficientnet_stage
-
         s = image_settings(cfg, kind)
         features = load_table(efficientnet_stage(city, kind, s["image_size"], cache, False, cfg.image_store,
                                                  cfg.amp, cfg.device) / EMBEDDINGS_CSV)

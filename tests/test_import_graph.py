@@ -1,0 +1,76 @@
+"""The package's layering: no import cycles (counting imports inside functions too, which hide
+them from Python until a call) and no module importing another's private names."""
+import ast
+from pathlib import Path
+
+import musecl
+
+PACKAGE = Path(musecl.__file__).parent
+
+
+def module_imports() -> dict[str, set[tuple[str, str | None]]]:
+    """Per module of musecl: the (module, name) pairs it imports from musecl, anywhere in its code."""
+    modules = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "musecl":
+                found |= {(node.module, alias.name) for alias in node.names}
+            elif isinstance(node, ast.Import):
+                found |= {(alias.name, None) for alias in node.names if alias.name.split(".")[0] == "musecl"}
+        modules[name] = found
+    return modules
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = module_imports()
+    graph = {}
+    for name, found in modules.items():
+        targets = set()
+        for module, imported in found:
+            targets.add(f"{module}.{imported}" if f"{module}.{imported}" in modules else module)
+        # a package importing its own submodules (musecl.methods -> musecl.methods.base) is how
+        # packages register their parts, not layering
+        graph[name] = {t for t in targets if t in modules and t != name and not t.startswith(name + ".")}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state, stack = {}, []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = "done"
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_the_import_graph_is_acyclic():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_find_cycle_finds_one():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_module_imports_another_modules_private_names():
+    modules = module_imports()
+    private = sorted((name, f"{module}.{imported}") for name, found in modules.items()
+                     for module, imported in found
+                     if imported and imported.startswith("_") and f"{module}.{imported}" not in modules)
+    assert private == []
