@@ -66,6 +66,7 @@ from musecl.encoders.image import (
 from musecl.methods.multisemantic import image_settings, image_stage, initial_embedding
 from musecl.methods.baselines import efficientnet_stage
 from musecl.encoders.heads import FEATURE_HEADS
+from musecl.report import training_findings
 from musecl.training import split_indices
 
 SHOWN = ["epoch", "lr", "train_loss", "val_loss", "train_active", "val_active", "images_per_s", "seconds"]
@@ -431,18 +432,9 @@ else:
     glue("probe_sentence", Markdown("This city has no latents, so the probe was skipped."), display=False)
 
 # for "What we saw": the findings, in words that follow this run's numbers
-lift = 100 * (check["trained"] - check["untrained"])
-glue("task_finding", Markdown(
-    "**The encoder learned its task.**" if lift >= 5 and check["trained"] > 0.55 else
-    "**The encoder learned little of its task.**" if lift > 0 else
-    "**The encoder did not learn its task.**"), display=False)
-overfit = last["train_loss"] < 0.5 * last["val_loss"]
-glue("fit_sentence", Markdown(
-    f"its training loss went from {first['train_loss']:.3f} to {last['train_loss']:.3f} while the validation loss "
-    f"went only from {first['val_loss']:.3f} to {last['val_loss']:.3f}: it fits its own triplets far better than "
-    "new ones." if overfit else
-    f"its training loss went from {first['train_loss']:.3f} to {last['train_loss']:.3f} and the validation loss "
-    f"from {first['val_loss']:.3f} to {last['val_loss']:.3f}."), display=False)
+task_finding, fit_sentence = training_findings(check["trained"], check["untrained"], history)
+glue("task_finding", Markdown(task_finding), display=False)
+glue("fit_sentence", Markdown(fit_sentence), display=False)
 if has_latents:
     change = probes["trained encoder"].mean() - probes["untrained encoder"].mean()
     probe_finding = ("**Training made the embedding tell more about the city's hidden fields.**" if change > 0.03

@@ -49,7 +49,7 @@ from musecl.config import RunConfig
 from musecl.datasets.manhattan import FILES, make_manhattan_city, read_landuse
 from musecl.datasets.published import published_results
 from musecl.datasets.sources import source_of
-from musecl.evaluation import landuse_scores, ridge_kfold_scores, ridge_kfold_select
+from musecl.evaluation import BENCHMARK_FOLDS, landuse_scores, ridge_kfold_scores, ridge_kfold_select
 from musecl.io import atomic_write
 from musecl.methods.vector import VectorMuseCL, VectorViewConfig, od_matrix, od_svd
 from musecl.plotting import plot_map
@@ -228,6 +228,7 @@ EXTRA = ("population_density", "median_income", "arrests")
 HEADLINE = "MuseCL (vector views), eq. 1 similarity"  # the fused output: eq. 1 similarity, the book's fusion
 MUSE_CHOSEN = "MuseCL, variant chosen in training folds"
 ANY_CHOSEN = "best of the chapter's embeddings, chosen in training folds"
+SPLIT = f"{BENCHMARK_FOLDS}-fold"  # the published protocol: every region is tested once, in one of the folds
 POOLS = {MUSE_CHOSEN: musecl_candidates_of, ANY_CHOSEN: candidates_of}
 started = time.perf_counter()
 rows, choices, fitted_by_seed = [], [], {}
@@ -236,17 +237,17 @@ for seed in seeds:
     for name, emb in embs.items():
         for task in TASKS + EXTRA:
             y = city.indicators[task].dropna()
-            rows.append({"seed": seed, "task": task, "method": name, "n": len(y),
+            rows.append({"seed": seed, "indicator": task, "method": name, "split": SPLIT, "n_test": len(y),
                          **ridge_kfold_scores(emb, y)})
-        rows.append({"seed": seed, "task": "land_use", "method": name, "n": len(landuse),
+        rows.append({"seed": seed, "indicator": "land_use", "method": name, "split": SPLIT, "n_test": len(landuse),
                      **landuse_scores(emb, landuse)})
     for task in TASKS + EXTRA:
         y = city.indicators[task].dropna()
         for row_name, pool in POOLS.items():
             sel = ridge_kfold_select(pool(embs), y)
-            rows.append({"seed": seed, "task": task, "method": row_name, "n": len(y),
+            rows.append({"seed": seed, "indicator": task, "method": row_name, "split": SPLIT, "n_test": len(y),
                          **{k: sel[k] for k in ("mae", "rmse", "r2")}})
-            choices += [{"seed": seed, "task": task, "pool": row_name, "outer_fold": k, "chosen": c}
+            choices += [{"seed": seed, "indicator": task, "pool": row_name, "outer_fold": k, "chosen": c}
                         for k, c in enumerate(sel["chosen"])]
 results = pd.DataFrame(rows).assign(city=city.name)
 choices = pd.DataFrame(choices)
@@ -280,13 +281,13 @@ def pm(values, digits=3):
     return f"{values.mean():.{digits}f} ± {sd:.{digits}f}" if np.isfinite(sd) else f"{values.mean():.{digits}f}"
 
 
-ours = results[results["task"].isin(TASKS)]
+ours = results[results["indicator"].isin(TASKS)]
 first = [HEADLINE, MUSE_CHOSEN, ANY_CHOSEN]
 order = first + [m for m in ours["method"].unique() if m not in first]
 table = {}
 for name in order:
     g = ours[ours["method"] == name]
-    table[(name, "ours")] = {f"{t} {col}": pm(g.loc[g["task"] == t, metric], d)
+    table[(name, "ours")] = {f"{t} {col}": pm(g.loc[g["indicator"] == t, metric], d)
                              for t in TASKS for col, metric, d in (("R2", "r2", 3), ("MAE", "mae", 1))}
 published = published_results(data_dir)
 theirs = pd.DataFrame()
@@ -301,7 +302,7 @@ comparison.index = pd.MultiIndex.from_tuples(comparison.index, names=["method", 
 comparison
 
 # %% tags=["hide-input"]
-summary = ours.groupby(["method", "task"])["r2"].agg(["mean", "std", "min"]).unstack("task")
+summary = ours.groupby(["method", "indicator"])["r2"].agg(["mean", "std", "min"]).unstack("indicator")
 best_published = theirs.groupby("indicator")["r2"].max().to_dict() if len(theirs) else {}
 head = summary.loc[HEADLINE]
 glue("pub_crime", best_published.get("crime", float("nan")), display=False)
@@ -310,7 +311,7 @@ for task, short in (("crime", "crime"), ("check_in", "check")):
     glue(f"head_{short}", float(head[("mean", task)]), display=False)
     glue(f"head_{short}_sd", float(head[("std", task)]), display=False)
     glue(f"head_{short}_min", float(head[("min", task)]), display=False)
-    per_seed = ours[(ours["method"] == HEADLINE) & (ours["task"] == task)]["r2"]
+    per_seed = ours[(ours["method"] == HEADLINE) & (ours["indicator"] == task)]["r2"]
     glue(f"head_{short}_above", int((per_seed > best_published.get(task, np.inf)).sum()), display=False)
     for key, name in {"svd": "OD SVD (k=16)", "muse": "MuseCL (vector views), eq. 1 similarity",
                       "musepaper": "MuseCL (vector views), eq. 1 similarity, paper fusion",
@@ -417,8 +418,8 @@ glue("fusion_finding", Markdown(
 # candidates are close.
 
 # %%
-chosen_counts = choices[choices["task"].isin(TASKS) & (choices["pool"] == ANY_CHOSEN)].pivot_table(
-    index="chosen", columns="task", values="outer_fold", aggfunc="count", fill_value=0)
+chosen_counts = choices[choices["indicator"].isin(TASKS) & (choices["pool"] == ANY_CHOSEN)].pivot_table(
+    index="chosen", columns="indicator", values="outer_fold", aggfunc="count", fill_value=0)
 for task, short in (("crime", "crime"), ("check_in", "check")):
     glue(f"top_{short}", Markdown(f"*{chosen_counts[task].idxmax()}* ({chosen_counts[task].max()} of "
                                   f"{chosen_counts[task].sum()})"), display=False)
@@ -433,7 +434,7 @@ chosen_counts.sort_values(list(chosen_counts.columns), ascending=False)
 # no chosen rows: the selections above are by regression error.
 
 # %%
-land_rows = results[results["task"] == "land_use"]
+land_rows = results[results["indicator"] == "land_use"]
 land = land_rows.groupby("method", sort=False).agg(
     nmi=("nmi", lambda v: pm(v)), ari=("ari", lambda v: pm(v)), nmi_mean=("nmi", "mean"))
 glue("svd_nmi", float(land_rows[land_rows["method"] == "OD SVD (k=16)"]["nmi"].mean()), display=False)
@@ -451,8 +452,8 @@ land.sort_values("nmi_mean", ascending=False).drop(columns="nmi_mean")
 
 # %%
 shown = [HEADLINE, MUSE_CHOSEN, ANY_CHOSEN, "OD SVD (k=16)", "mobility view only, OD similarity", "POI view only"]
-extra = results[results["task"].isin(EXTRA) & results["method"].isin(shown)]
-extra.groupby(["method", "task"])["r2"].mean().unstack("task").reindex(index=shown, columns=list(EXTRA)).round(3)
+extra = results[results["indicator"].isin(EXTRA) & results["method"].isin(shown)]
+extra.groupby(["method", "indicator"])["r2"].mean().unstack("indicator").reindex(index=shown, columns=list(EXTRA)).round(3)
 
 # %% [markdown]
 # ## What we saw

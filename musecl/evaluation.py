@@ -29,7 +29,7 @@ from torch import nn
 
 from musecl.city import CEILING_ALL, MOBILITY, POI, REGION_ID, SATELLITE, SOURCE, STREETVIEW, City
 from musecl.io import in_worker, rewarn
-from musecl.training import one_torch_thread
+from musecl.training import fit_small, one_torch_thread
 
 RESULT_COLUMNS = ["city", "indicator", "method", "split", "seed", "r2", "rmse", "n_test"]
 PREDICTION_COLUMNS = [REGION_ID, "indicator", "split_part", "y_true", "y_pred"]
@@ -258,40 +258,21 @@ class MLPProbe:
         optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                      fused=True)
         loss_fn = nn.MSELoss()
+        model = self.model
+
+        @torch.no_grad()
+        def val_loss() -> float:
+            model.eval()
+            return float(loss_fn(model(xv).squeeze(-1), yv))
+
         with one_torch_thread():
-            best_state, rows = self._train(cfg, xt, yt, xv, yv, optimizer, loss_fn, generator)
-        if best_state is not None:
-            self.model.load_state_dict(best_state)
+            rows = fit_small(model, optimizer, cfg.max_epochs,
+                             batches=lambda: torch.randperm(len(xt), generator=generator).split(cfg.batch_size),
+                             batch_loss=lambda idx: loss_fn(model(xt[idx]).squeeze(-1), yt[idx]),
+                             val_loss=val_loss if has_val else None, patience=cfg.patience)
         self.model.eval()
         self.history_ = pd.DataFrame(rows)
         return self
-
-    def _train(self, cfg, xt, yt, xv, yv, optimizer, loss_fn, generator):
-        has_val = xv is not None
-        best, best_state, waited, rows = float("inf"), None, 0, []
-        for epoch in range(1, cfg.max_epochs + 1):
-            self.model.train()
-            total = 0.0
-            for idx in torch.randperm(len(xt), generator=generator).split(cfg.batch_size):
-                loss = loss_fn(self.model(xt[idx]).squeeze(-1), yt[idx])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                total += loss.item() * len(idx)
-            row = {"epoch": epoch, "train_loss": total / len(xt)}
-            if has_val:
-                self.model.eval()
-                with torch.no_grad():
-                    row["val_loss"] = float(loss_fn(self.model(xv).squeeze(-1), yv))
-                if row["val_loss"] < best:
-                    best, waited = row["val_loss"], 0
-                    best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-                else:
-                    waited += 1
-            rows.append(row)
-            if has_val and waited >= cfg.patience:
-                break
-        return best_state, rows
 
     def _x(self, x: np.ndarray) -> torch.Tensor:
         # clipped: a feature nearly constant on the training part (untrained backbones have many)

@@ -50,7 +50,7 @@ from torch import nn
 
 from musecl.city import REGION_ID
 from musecl.io import atomic_save_bytes, atomic_save_json
-from musecl.training import one_torch_thread
+from musecl.training import fit_small, one_torch_thread
 
 MODALITY_NAMES = ("sv", "rs")
 WEIGHTS_PT, CONFIG_JSON = "weights.pt", "config.json"
@@ -449,31 +449,14 @@ def _train_fusion(sv: pd.DataFrame, rs: pd.DataFrame, poi: pd.DataFrame, cfg: Fu
         val_idx, train_idx = order[:n_val], order[n_val:]
 
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    rows, best, best_state, waited = [], float("inf"), None, 0
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        total, count = 0.0, 0
-        for b in _batches(len(train_idx), cfg.batch_size, generator, cfg.loss == "infonce"):
-            idx = train_idx[b]
-            loss = _batch_loss(model, x_sv[idx], x_rs[idx], y[idx], cfg)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(idx)
-            count += len(idx)
-        row = {"epoch": epoch, "train_loss": total / max(count, 1)}
-        if val_idx is not None:
-            row["val_loss"] = _evaluate_loss(model, x_sv[val_idx], x_rs[val_idx], y[val_idx], cfg)
-            if row["val_loss"] < best:
-                best, waited = row["val_loss"], 0
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            else:
-                waited += 1
-        rows.append(row)
-        if val_idx is not None and waited >= cfg.patience:
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    rows = fit_small(
+        model, optimizer, cfg.epochs,
+        batches=lambda: (train_idx[b] for b in _batches(len(train_idx), cfg.batch_size, generator,
+                                                         cfg.loss == "infonce")),
+        batch_loss=lambda idx: _batch_loss(model, x_sv[idx], x_rs[idx], y[idx], cfg),
+        val_loss=(lambda: _evaluate_loss(model, x_sv[val_idx], x_rs[val_idx], y[val_idx], cfg))
+        if val_idx is not None else None,
+        patience=cfg.patience)
     return model.eval(), pd.DataFrame(rows)
 
 

@@ -421,6 +421,24 @@ def paired_differences(results: pd.DataFrame, indicators: Sequence[str], target:
 # files
 
 
+def training_findings(agree_trained: float, agree_untrained: float, history: pd.DataFrame) -> tuple[str, str]:
+    """Two sentences on an image encoder's training for the encoder chapters, worded from this
+    run's numbers: whether it learned its task (the share of held-out triplets in the right order,
+    trained against untrained, as fractions) and how its training and validation losses moved
+    (``history`` has ``train_loss`` and ``val_loss`` per epoch)."""
+    lift = 100 * (agree_trained - agree_untrained)
+    task = ("**The encoder learned its task.**" if lift >= 5 and agree_trained > 0.55 else
+            "**The encoder learned little of its task.**" if lift > 0 else "**The encoder did not learn its task.**")
+    first, last = history.iloc[0], history.iloc[-1]
+    train = f"its training loss went from {first['train_loss']:.3f} to {last['train_loss']:.3f}"
+    if last["train_loss"] < 0.5 * last["val_loss"]:
+        fit = (f"{train} while the validation loss went only from {first['val_loss']:.3f} to "
+               f"{last['val_loss']:.3f}: it fits its own triplets far better than new ones.")
+    else:
+        fit = f"{train} and the validation loss from {first['val_loss']:.3f} to {last['val_loss']:.3f}."
+    return task, fit
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", str(name).lower()).strip("-") or "city"
 

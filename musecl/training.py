@@ -1,7 +1,10 @@
-"""One trainer for every model in musecl: mini-batches, progress bars, checkpoints, exact resume.
+"""How musecl's models train: two loops, one for the long runs and one for the small models.
 
-The image encoders (eq. 5-6) and, later, fusion (eq. 8-11) all train through :class:`Trainer`, so
-checkpointing, early stopping, seeding and speed reporting live in one place.
+The image encoders and the heads on frozen features (eq. 5-6) train through :class:`Trainer`:
+mini-batches, progress bars, checkpoints, exact resume, several processes. Fusion (eq. 8-11)
+and the MLP probe train in memory in seconds through :func:`fit_small` (the same early stopping,
+nothing to checkpoint). The image-free view encoders of :mod:`musecl.methods.vector` keep their
+own joint loop (two models, one step).
 
 * **Data.** A data set is anything with ``len()`` and ``get_batch(indices, generator)``: it gets a
   tensor of item indices and returns a whole batch (a tensor or a tuple of tensors), so there is
@@ -66,6 +69,41 @@ def one_torch_thread():
     finally:
         torch.set_num_threads(old)
 
+
+def fit_small(model: nn.Module, optimizer: torch.optim.Optimizer, epochs: int,
+              batches: Callable[[], Any], batch_loss: Callable[[torch.Tensor], torch.Tensor],
+              val_loss: Callable[[], float] | None = None, patience: int | None = None) -> list[dict]:
+    """The loop of the small models that train in memory in seconds (fusion, the MLP probe):
+    no checkpoints or processes, unlike :class:`Trainer`. Each epoch draws its mini-batches of
+    row indices from ``batches()`` and takes one optimizer step per batch on ``batch_loss(rows)``.
+    With ``val_loss`` (evaluated after every epoch, by the caller in eval mode) training stops
+    after ``patience`` epochs without a lower validation loss and the model ends with the weights
+    of the best epoch. Returns one history row per epoch (``epoch``, ``train_loss``, ``val_loss``)."""
+    rows, best, best_state, waited = [], float("inf"), None, 0
+    for epoch in range(1, epochs + 1):
+        model.train()
+        total, count = 0.0, 0
+        for idx in batches():
+            loss = batch_loss(idx)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(idx)
+            count += len(idx)
+        row = {"epoch": epoch, "train_loss": total / max(count, 1)}
+        if val_loss is not None:
+            row["val_loss"] = val_loss()
+            if row["val_loss"] < best:
+                best, waited = row["val_loss"], 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                waited += 1
+        rows.append(row)
+        if val_loss is not None and patience is not None and waited >= patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return rows
 
 
 LAST_CHECKPOINT = "last.pt"

@@ -337,3 +337,19 @@ def test_readable_names_the_columns_in_words_and_indexes_by_indicator():
     assert list(shown.columns) == [READABLE["best"], READABLE["best_mean"], READABLE["margin"]]
     two = readable(table.assign(city=["Toy", "Other"]))
     assert two.index.names == ["city", "indicator"]
+
+
+def test_training_findings_follow_the_numbers():
+    import pandas as pd
+
+    from musecl.report import training_findings
+
+    overfit = pd.DataFrame({"train_loss": [0.4, 0.0], "val_loss": [0.35, 0.30]})
+    task, fit = training_findings(0.78, 0.63, overfit)
+    assert task == "**The encoder learned its task.**"
+    assert "from 0.400 to 0.000 while the validation loss went only from 0.350 to 0.300" in fit
+    steady = pd.DataFrame({"train_loss": [0.4, 0.2], "val_loss": [0.4, 0.25]})
+    assert training_findings(0.60, 0.58, steady) == (
+        "**The encoder learned little of its task.**",
+        "its training loss went from 0.400 to 0.200 and the validation loss from 0.400 to 0.250.")
+    assert training_findings(0.50, 0.55, steady)[0] == "**The encoder did not learn its task.**"

@@ -249,3 +249,28 @@ def test_auto_precision_on_a_gpu_is_bf16_where_it_exists(monkeypatch):
     assert amp_dtype("auto", cuda) is torch.float16  # older GPUs
     with pytest.raises(ValueError, match="amp must be"):
         trainer(make_model(), amp="half")
+
+
+def test_fit_small_stops_after_patience_with_the_best_epochs_weights():
+    from musecl.training import fit_small
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 1)
+    x, y = torch.randn(20, 2), torch.randn(20)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scripted = iter([3.0, 2.0, 4.0, 5.0, 6.0, 7.0])  # best after epoch 2, then two worse epochs
+    weights = []
+
+    def val_loss():
+        weights.append(model.weight.detach().clone())
+        return next(scripted)
+
+    rows = fit_small(model, optimizer, epochs=10, batches=lambda: torch.arange(20).split(8),
+                     batch_loss=lambda idx: ((model(x[idx]).squeeze(-1) - y[idx]) ** 2).mean(),
+                     val_loss=val_loss, patience=2)
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4] and [r["val_loss"] for r in rows] == [3.0, 2.0, 4.0, 5.0]
+    assert torch.equal(model.weight, weights[1])  # the weights of the best epoch, not the last
+    assert all(r["train_loss"] > 0 for r in rows)
+    no_val = fit_small(model, optimizer, epochs=3, batches=lambda: torch.arange(20).split(8),
+                       batch_loss=lambda idx: ((model(x[idx]).squeeze(-1) - y[idx]) ** 2).mean())
+    assert [r["epoch"] for r in no_val] == [1, 2, 3] and "val_loss" not in no_val[0]
