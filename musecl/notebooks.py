@@ -125,11 +125,16 @@ def _positional(index) -> bool:
 
 
 def frame_html(frame) -> str | None:
-    """A DataFrame's notebook HTML as pandas draws it, without the index when it only numbers
-    the rows."""
+    """A DataFrame's notebook HTML as pandas draws it, with two changes for the page: no index
+    when it only numbers the rows, and a named index as the first column, its name in the header
+    row (pandas gives the name a header row of its own, with empty cells beside it)."""
     import pandas as pd
 
-    if not _positional(frame.index):
+    index = frame.index
+    if (not _positional(index) and index.nlevels == 1 and index.name is not None
+            and frame.columns.nlevels == 1 and frame.columns.name is None and index.name not in frame.columns):
+        frame = frame.reset_index()
+    elif not _positional(index):
         return frame._repr_html_()
     max_rows, min_rows = pd.get_option("display.max_rows"), pd.get_option("display.min_rows")
     if max_rows and min_rows and len(frame) > max_rows:  # as pandas: a long table shows min_rows
@@ -141,7 +146,8 @@ def frame_html(frame) -> str | None:
 
 
 def hide_positional_index() -> None:
-    """Tables in the book's pages drop a bare 0..n-1 row index (see :func:`frame_html`)."""
+    """Tables in the book's pages without row numbers or a header row for the index name
+    (see :func:`frame_html`)."""
     import pandas as pd
     from IPython import get_ipython
 

@@ -180,7 +180,7 @@ def test_default_city_is_made_again_when_outdated(tmp_path, monkeypatch):
     assert len(made) == 2 and made[-1][1]["n_regions"] == 600
 
 
-def test_book_tables_drop_row_numbers_but_keep_a_real_index():
+def test_book_tables_drop_row_numbers_and_put_the_index_name_in_the_header():
     import pandas as pd
 
     from musecl.notebooks import frame_html
@@ -189,8 +189,10 @@ def test_book_tables_drop_row_numbers_but_keep_a_real_index():
     html = frame_html(numbered)
     assert "<th>0</th>" not in html and "<th>1</th>" not in html
     assert "MuseCL" in html and "0.4381" in html and 'class="dataframe"' in html
-    named = numbered.set_index("method")
-    assert frame_html(named) == named._repr_html_()
+    named = numbered.set_index("method")  # the index name moves into the header row, as a column
+    assert frame_html(named) == frame_html(numbered)
+    pivot = named.rename_axis(columns="metric")  # both axes named: pandas' own layout says both
+    assert frame_html(pivot) == pivot._repr_html_()
     long = pd.DataFrame({"x": range(500)})  # truncated as pandas truncates it
     assert frame_html(long).count("<tr>") == long._repr_html_().count("<tr>")
 
