@@ -376,6 +376,7 @@ def execute_chapters(chapters: list[Path] | None, out_dir: Path, parameters: dic
             if "injected-parameters" in tags and "hide-input" not in tags and "remove-cell" not in tags:
                 tags.append("remove-cell" if hidden else "hide-input")
         drop_captions_without_figures(result)
+        separate_figure_outputs(result)
         result.metadata[METADATA_KEY] = {
             "source": source.name, "parameters": used, "fingerprint": fingerprint,
             "complete": not stopped_early, "seconds": round(time.perf_counter() - start, 1)}
@@ -404,6 +405,35 @@ def drop_captions_without_figures(nb) -> int:
             del mystnb["figure"]
             removed += 1
     return removed
+
+
+def separate_figure_outputs(nb) -> int:
+    """Move what a captioned cell shows before its first image (e.g. a warning note) into an
+    input-less cell just above it, and what it shows after its last image into one just below:
+    myst-nb prints the figure's caption under every output of the cell. Returns how many cells
+    were added."""
+    import nbformat
+
+    cells, added = [], 0
+    for cell in nb.cells:
+        outputs = cell.get("outputs", []) if cell.get("cell_type") == "code" else []
+        images = [k for k, output in enumerate(outputs)
+                  if any(kind in output.get("data", {}) for kind in IMAGE_TYPES)]
+        if "figure" not in cell.get("metadata", {}).get("mystnb", {}) or not images:
+            cells.append(cell)
+            continue
+        lead, tail = outputs[:images[0]], outputs[images[-1] + 1:]
+        cell.outputs = outputs[images[0]:images[-1] + 1]
+        for part in (lead, None, tail):
+            if part is None:
+                cells.append(cell)
+            elif part:
+                extra = nbformat.v4.new_code_cell("", metadata={"tags": ["remove-input"]})
+                extra.outputs = part
+                cells.append(extra)
+                added += 1
+    nb.cells = cells
+    return added
 
 
 def write_placeholder(source: Path, path: Path) -> Path:

@@ -213,3 +213,25 @@ def test_a_cell_that_drew_no_figure_loses_its_caption():
     assert drop_captions_without_figures(nb) == 1
     assert drew.metadata["mystnb"]["figure"]["caption"] == "A map."
     assert "figure" not in noted.metadata["mystnb"]
+
+
+def test_a_note_shown_beside_a_figure_moves_out_of_the_captioned_cell():
+    """A warning note (or a table) shown by a captioned cell would carry the figure's caption:
+    it moves into an input-less cell above (before the image) or below (after it)."""
+    import nbformat
+
+    from musecl.notebooks import separate_figure_outputs
+
+    note = nbformat.v4.new_output("display_data", data={"text/markdown": "> **UserWarning:** 12 regions imputed"})
+    image = nbformat.v4.new_output("display_data", data={"image/png": "iVBOR", "text/plain": "<Figure>"})
+    table = nbformat.v4.new_output("execute_result", data={"text/html": "<table></table>"}, execution_count=1)
+    captioned = nbformat.v4.new_code_cell("plot()", metadata={"mystnb": {"figure": {"caption": "Loss."}}})
+    captioned.outputs = [note, image, table]
+    plain = nbformat.v4.new_code_cell("x", metadata={})
+    plain.outputs = [note]
+    nb = nbformat.v4.new_notebook(cells=[plain, captioned])
+    assert separate_figure_outputs(nb) == 2
+    assert [c.outputs for c in nb.cells] == [[note], [note], [image], [table]]
+    assert nb.cells[2] is captioned and nb.cells[2].metadata["mystnb"]["figure"]["caption"] == "Loss."
+    assert [c.metadata.get("tags") for c in nb.cells] == [None, ["remove-input"], None, ["remove-input"]]
+    nbformat.validate(nb)
