@@ -392,6 +392,10 @@ def execute_chapters(chapters: list[Path] | None, out_dir: Path, parameters: dic
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/svg+xml")
 
 
+def _is_image(output) -> bool:
+    return any(kind in output.get("data", {}) for kind in IMAGE_TYPES)
+
+
 def drop_captions_without_figures(nb) -> int:
     """Remove the figure caption (``mystnb.figure``) of every executed cell that drew no image,
     e.g. one that showed a note instead because the city lacks the data: myst-nb would print the
@@ -401,7 +405,7 @@ def drop_captions_without_figures(nb) -> int:
         mystnb = cell.get("metadata", {}).get("mystnb", {})
         if "figure" not in mystnb or cell.get("cell_type") != "code":
             continue
-        if not any(kind in output.get("data", {}) for output in cell.get("outputs", []) for kind in IMAGE_TYPES):
+        if not any(map(_is_image, cell.get("outputs", []))):
             del mystnb["figure"]
             removed += 1
     return removed
@@ -417,8 +421,7 @@ def separate_figure_outputs(nb) -> int:
     cells, added = [], 0
     for cell in nb.cells:
         outputs = cell.get("outputs", []) if cell.get("cell_type") == "code" else []
-        images = [k for k, output in enumerate(outputs)
-                  if any(kind in output.get("data", {}) for kind in IMAGE_TYPES)]
+        images = [k for k, output in enumerate(outputs) if _is_image(output)]
         if "figure" not in cell.get("metadata", {}).get("mystnb", {}) or not images:
             cells.append(cell)
             continue
