@@ -51,7 +51,7 @@ from musecl.datasets.published import published_results
 from musecl.datasets.sources import source_of
 from musecl.evaluation import BENCHMARK_FOLDS, landuse_scores, ridge_kfold_scores, ridge_kfold_select
 from musecl.io import atomic_write
-from musecl.methods.vector import VectorMuseCL, VectorViewConfig, od_matrix, od_svd
+from musecl.methods.vector import VectorViewConfig, fit_variants_by_seed, od_matrix, od_svd
 from musecl.plotting import plot_map
 
 city_dir = make_manhattan_city(f"{out_dir}/cities/manhattan", data_dir=data_dir)
@@ -182,17 +182,9 @@ SVD_DIMS = (8, 16, 32)
 def embeddings_for(seed):
     """Every embedding the chapter scores, for one seed (OD SVD does not depend on it)."""
     out = {f"OD SVD (k={k})": od_svd(city, k) for k in SVD_DIMS}
-    fitted, first = {}, None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # 2 regions without POIs: zero POI vectors, left out of fusion
-        for label, (vcfg, fusion) in VARIANTS.items():
-            # later runs reuse the stages the settings leave identical (text vectors, encoders)
-            reuse = fitted.get("OD similarity", first) if vcfg.mobility_similarity == "od" else first
-            method = VectorMuseCL(RunConfig(seed=seed, **fusion), cache_dir=f"{out_dir}/cache",
-                                  progress=False, view_config=vcfg, reuse=reuse).fit(city)  # cached by settings
-            first = first or method
-            fitted[label] = method
-            out[f"MuseCL (vector views), {label}"] = method.transform(city)
+    fitted = fitted_by_seed[seed]
+    for label, method in fitted.items():
+        out[f"MuseCL (vector views), {label}"] = method.transform(city)
     out["mobility view only, eq. 1 similarity"] = fitted["eq. 1 similarity"].stage_table("mobility")
     out["mobility view only, OD similarity"] = fitted["OD similarity"].stage_table("mobility")
     out["mobility view only, joint"] = fitted["OD similarity, joint"].stage_table("mobility")
@@ -204,7 +196,7 @@ def embeddings_for(seed):
             [m.stage_table("mobility"), m.stage_table("poi"), m.stage_table("text")], axis=1)
     out["mobility view (OD similarity) + OD SVD (k=16)"] = pd.concat(
         [out["mobility view only, OD similarity"], out["OD SVD (k=16)"]], axis=1)
-    return out, fitted
+    return out
 
 
 # The two pools the nested selection chooses among, fixed here in code before any score is
@@ -231,9 +223,13 @@ ANY_CHOSEN = "best of the chapter's embeddings, chosen in training folds"
 SPLIT = f"{BENCHMARK_FOLDS}-fold"  # the published protocol: every region is tested once, in one of the folds
 POOLS = {MUSE_CHOSEN: musecl_candidates_of, ANY_CHOSEN: candidates_of}
 started = time.perf_counter()
-rows, choices, fitted_by_seed = [], [], {}
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # 2 regions without POIs: zero POI vectors, left out of fusion
+    # every variant for every seed, cached by settings; the seeds train side by side, one per core
+    fitted_by_seed = fit_variants_by_seed(city, VARIANTS, seeds, cache_dir=f"{out_dir}/cache")
+rows, choices = [], []
 for seed in seeds:
-    embs, fitted_by_seed[seed] = embeddings_for(seed)
+    embs = embeddings_for(seed)
     for name, emb in embs.items():
         for task in TASKS + EXTRA:
             y = city.indicators[task].dropna()

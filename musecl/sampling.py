@@ -346,22 +346,27 @@ def _pair_distances(X: np.ndarray, i, j) -> np.ndarray:
     return out.reshape(shape)
 
 
+def _other_neighbours(nn: NearestNeighbors, X: np.ndarray, rows: np.ndarray, n: int):
+    """Blocks ``(slice of rows, indices (b, n), distances (b, n))``: each query row's n nearest
+    *other* rows, a block at a time (memory stays ~8 MB whatever N). With more than n duplicates
+    the query itself may be absent from its neighbours: then the last one is dropped."""
+    step = max(1, _BLOCK // (n + 1))
+    for s in range(0, len(rows), step):
+        q = rows[s:s + step]
+        d, idx = nn.kneighbors(X[q], n_neighbors=n + 1)
+        is_self = idx == q[:, None]
+        is_self[~is_self.any(axis=1), -1] = True
+        keep = ~is_self
+        yield slice(s, s + len(q)), idx[keep].reshape(len(q), n), d[keep].reshape(len(q), n)
+
+
 def _neighbours(nn: NearestNeighbors, X: np.ndarray, rows: np.ndarray, m: int, k: int):
     """For each query row: its k most similar *other* rows (indices, distances) and its m-th."""
     top_idx = np.empty((len(rows), k), dtype=np.int64)
     top_d = np.empty((len(rows), k))
     mth = np.empty(len(rows), dtype=np.int64)
-    step = max(1, _BLOCK // (m + 1))
-    for s in range(0, len(rows), step):
-        q = rows[s:s + step]
-        d, idx = nn.kneighbors(X[q], n_neighbors=m + 1)
-        # drop the query itself; with more than m duplicates it may be absent: drop the last
-        is_self = idx == q[:, None]
-        is_self[~is_self.any(axis=1), -1] = True
-        keep = ~is_self
-        idx = idx[keep].reshape(len(q), m)
-        d = d[keep].reshape(len(q), m)
-        top_idx[s:s + step], top_d[s:s + step], mth[s:s + step] = idx[:, :k], d[:, :k], idx[:, m - 1]
+    for block, idx, d in _other_neighbours(nn, X, rows, m):
+        top_idx[block], top_d[block], mth[block] = idx[:, :k], d[:, :k], idx[:, m - 1]
     return top_idx, top_d, mth
 
 
@@ -461,18 +466,10 @@ def most_similar(features, k: int, transform: str = "raw") -> tuple[np.ndarray, 
     if not 1 <= int(k) <= len(X) - 1:
         raise ValueError(f"k must be between 1 and N - 1 = {len(X) - 1}; got {k}")
     k = int(k)
-    nn = NearestNeighbors().fit(X)
-    rows = np.arange(len(X))
     idx = np.empty((len(X), k), dtype=np.int64)
     dist = np.empty((len(X), k))
-    step = max(1, _BLOCK // (k + 1))
-    for s in range(0, len(X), step):
-        q = rows[s:s + step]
-        d, i = nn.kneighbors(X[q], n_neighbors=k + 1)
-        is_self = i == q[:, None]
-        is_self[~is_self.any(axis=1), -1] = True
-        idx[s:s + step] = i[~is_self].reshape(len(q), k)
-        dist[s:s + step] = d[~is_self].reshape(len(q), k)
+    for block, i, d in _other_neighbours(NearestNeighbors().fit(X), X, np.arange(len(X)), k):
+        idx[block], dist[block] = i, d
     return idx, dist
 
 

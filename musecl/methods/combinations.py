@@ -34,8 +34,8 @@ from musecl.city import MOBILITY, POI, REGION_ID, SATELLITE, STREETVIEW, City
 from musecl.config import RunConfig
 from musecl.io import atomic_save_json
 from musecl.methods.base import RegionEmbedder, impute_column_means, register
-from musecl.methods.multisemantic import (ATTENTION_CSV, EMBEDDINGS_CSV, FUSION_KEYS, HISTORY_CSV, MuseCL,
-                                          fusion_settings, image_stage, text_stage)
+from musecl.methods.multisemantic import (ATTENTION_CSV, EMBEDDINGS_CSV, FUSION_KEYS, MuseCL, image_stage,
+                                          text_stage, train_fusion_into)
 from musecl.sampling import pretext_features
 
 # The paper's Table 1 (row order), its Figure 6, and what this project adds.
@@ -92,8 +92,6 @@ def fusion_svrv_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_dir: P
     The obvious alternative, the mean (e^SV + e^RS) / 2, is rejected: under MSE it is reached
     exactly by beta = 1/2 for every region, so the attention would learn nothing.
     """
-    from musecl.fusion import fuse, train_fusion
-
     upstream = [json.loads((d / "key.json").read_text()) for d in (sv_dir, rs_dir)]
     key = {"upstream": upstream, "target": SVRV_TARGET, **cfg.subset(FUSION_KEYS)}
 
@@ -101,12 +99,7 @@ def fusion_svrv_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_dir: P
         sv, rs = (load_table(d / EMBEDDINGS_CSV).reindex(city.region_ids) for d in (sv_dir, rs_dir))
         target = pd.concat([_renamed(impute_column_means(sv, "street-view embeddings"), "sv"),
                             _renamed(impute_column_means(rs, "satellite embeddings"), "rs")], axis=1)
-        model, history = train_fusion(sv, rs, target, fusion_settings(cfg))
-        embedding, beta = fuse(model, sv, rs)
-        model.save(folder / "fusion")
-        history.to_csv(folder / HISTORY_CSV, index=False)
-        save_table(embedding, folder / EMBEDDINGS_CSV)
-        save_table(beta, folder / ATTENTION_CSV)
+        train_fusion_into(folder, sv, rs, target, cfg)
 
     return cache.get_or_compute("fusion-svrv", key, compute)
 

@@ -283,21 +283,27 @@ def fusion_settings(cfg: RunConfig):
 
 def fusion_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_dir: Path, text_dir: Path) -> Path:
     """Attentive fusion of the two image embeddings aligned to the POI vectors (eq. 8-11)."""
-    from musecl.fusion import fuse, train_fusion
-
     upstream = [json.loads((d / "key.json").read_text()) for d in (sv_dir, rs_dir, text_dir)]
     key = {"upstream": upstream, **cfg.subset(FUSION_KEYS)}
 
     def compute(folder: Path) -> None:
         sv, rs, poi = (load_table(d / EMBEDDINGS_CSV) for d in (sv_dir, rs_dir, text_dir))
-        model, history = train_fusion(sv, rs, poi, fusion_settings(cfg))
-        embedding, beta = fuse(model, sv, rs)
-        model.save(folder / "fusion")
-        history.to_csv(folder / HISTORY_CSV, index=False)
-        save_table(embedding, folder / EMBEDDINGS_CSV)
-        save_table(beta, folder / ATTENTION_CSV)
+        train_fusion_into(folder, sv, rs, poi, cfg)
 
     return cache.get_or_compute("fusion", key, compute)
+
+
+def train_fusion_into(folder: Path, sv: pd.DataFrame, rs: pd.DataFrame, target: pd.DataFrame, cfg: RunConfig) -> None:
+    """Fuse ``sv`` and ``rs`` aligned to ``target`` (the POI vectors, or Fusion-svrv's own target)
+    and write a fusion stage's folder: the model, its history, the embeddings and beta."""
+    from musecl.fusion import fuse, train_fusion
+
+    model, history = train_fusion(sv, rs, target, fusion_settings(cfg))
+    embedding, beta = fuse(model, sv, rs)
+    model.save(folder / "fusion")
+    history.to_csv(folder / HISTORY_CSV, index=False)
+    save_table(embedding, folder / EMBEDDINGS_CSV)
+    save_table(beta, folder / ATTENTION_CSV)
 
 
 @register("MuseCL")

@@ -295,75 +295,83 @@ def _symmetric_info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) ->
     return 0.5 * (info_nce(a, b, temperature) + info_nce(b, a, temperature))
 
 
+class _JointTriplets:
+    """Mobility triplets and POI triplets served side by side for :func:`train_joint_encoders`:
+    a batch is the mobility triplets at ``indices`` and as many POI triplets drawn at random
+    (the batch generator), each as a stacked (3B, d) tensor, plus the batch's anchor regions."""
+
+    def __init__(self, x: dict, idx: dict):
+        self.x, self.idx = x, idx
+
+    def __len__(self) -> int:
+        return len(self.idx["mobility"][0])
+
+    def get_batch(self, indices: torch.Tensor, generator: torch.Generator | None = None) -> dict:
+        poi = torch.randint(len(self.idx["poi"][0]), (len(indices),), generator=generator)
+        chosen = {"mobility": indices, "poi": poi}
+        batch = {k: torch.cat([self.x[k][col[chosen[k]]] for col in self.idx[k]]) for k in self.idx}
+        batch["anchors"] = torch.unique(self.idx["mobility"][0][indices])
+        return batch
+
+
+class _JointObjective:
+    """``loss_fn`` of :func:`train_joint_encoders`: eq. 6 on each view's triplets plus
+    ``weight`` x a symmetric InfoNCE between the two views of the batch's anchor regions with POIs."""
+
+    def __init__(self, triplet, x: dict, has_poi: torch.Tensor, weight: float,
+                 temperature: float):
+        self.triplet, self.x, self.has_poi = triplet, x, has_poi
+        self.weight, self.temperature = float(weight), float(temperature)
+
+    def __call__(self, models: nn.ModuleDict, batch: dict) -> dict:
+        parts = {f"{k}_loss": self.triplet(models[k], batch[k])["loss"] for k in ("mobility", "poi")}
+        regions = batch["anchors"][self.has_poi[batch["anchors"]]]
+        align = torch.zeros(())
+        if self.weight > 0 and len(regions) >= 2:
+            align = _symmetric_info_nce(models["mobility"](self.x["mobility"][regions]),
+                                        models["poi"](self.x["poi"][regions]), self.temperature)
+        return {"loss": parts["mobility_loss"] + parts["poi_loss"] + self.weight * align, **parts,
+                "align_loss": align}
+
+
 def train_joint_encoders(views: dict, triplets: dict, cfg: RunConfig, vcfg: VectorViewConfig,
                          progress: bool = False) -> tuple[dict, pd.DataFrame]:
     """Train the mobility and POI :class:`ViewEncoder` together (``alignment="joint"``).
 
-    Each step takes one batch of mobility triplets and one of POI triplets (eq. 6 on each, as
+    Each step takes one batch of mobility triplets and as many POI triplets (eq. 6 on each, as
     :func:`train_view_encoder`), and adds ``vcfg.align_weight`` times a symmetric InfoNCE between
     the mobility and POI embeddings of the batch's anchor regions that have POIs (the other
-    regions of the batch are the negatives). Same optimiser and schedule as
-    :func:`train_view_encoder` (Adam with amsgrad, lr ``cfg.lr``, StepLR(10, 0.7)).
+    regions of the batch are the negatives). Trained by the one :class:`musecl.training.Trainer`
+    with the same optimiser and schedule as :func:`train_view_encoder`.
     Returns ``{"mobility": frame, "poi": frame}`` and the history (one row per epoch).
     """
     from musecl.encoders.image import TripletObjective
-    from musecl.training import one_torch_thread
+    from musecl.training import Trainer, one_torch_thread
 
     names = ("mobility", "poi")
     x = {k: torch.from_numpy(standardise(views[k].to_numpy()).astype(np.float32)) for k in names}
     has_poi = torch.from_numpy(views["poi"].to_numpy().sum(axis=1) > 0)
     idx = {k: [torch.as_tensor(np.asarray(getattr(triplets[k], c)), dtype=torch.long)
                for c in ("anchor", "positive", "negative")] for k in names}
-    n = min(len(idx[k][0]) for k in names)
-    objective = TripletObjective(cfg.triplet_loss, cfg.margin)
-    rows = []
+    objective = _JointObjective(TripletObjective(cfg.triplet_loss, cfg.margin), x, has_poi,
+                                vcfg.align_weight, vcfg.align_temperature)
     with torch.random.fork_rng(devices=[]), one_torch_thread():
         torch.manual_seed(cfg.seed)
-        models = {k: ViewEncoder(x[k].shape[1], cfg.embedding_dim, vcfg.hidden, vcfg.dropout) for k in names}
-        params = [p for m in models.values() for p in m.parameters()]
-        optimizer = torch.optim.Adam(params, lr=cfg.lr, amsgrad=True)
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=10, gamma=0.7)
-        generator = torch.Generator().manual_seed(cfg.seed)
-        for epoch in range(1, vcfg.epochs + 1):
-            for m in models.values():
-                m.train()
-            order = {k: torch.randperm(len(idx[k][0]), generator=generator)[:n] for k in names}
-            sums = {"train_loss": 0.0, "mobility_loss": 0.0, "poi_loss": 0.0, "align_loss": 0.0}
-            steps = 0
-            for start in range(0, n, vcfg.batch_size):
-                loss, parts = 0.0, {}
-                for k in names:
-                    b = order[k][start:start + vcfg.batch_size]
-                    stacked = torch.cat([x[k][col[b]] for col in idx[k]])
-                    parts[k] = objective(models[k], stacked)["loss"]
-                    loss = loss + parts[k]
-                regions = torch.unique(idx["mobility"][0][order["mobility"][start:start + vcfg.batch_size]])
-                regions = regions[has_poi[regions]]
-                align = torch.zeros(())
-                if vcfg.align_weight > 0 and len(regions) >= 2:
-                    align = _symmetric_info_nce(models["mobility"](x["mobility"][regions]),
-                                                models["poi"](x["poi"][regions]), vcfg.align_temperature)
-                    loss = loss + vcfg.align_weight * align
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                steps += 1
-                sums["train_loss"] += float(loss)
-                sums["mobility_loss"] += float(parts["mobility"])
-                sums["poi_loss"] += float(parts["poi"])
-                sums["align_loss"] += float(align)
-            scheduler.step()
-            rows.append({"epoch": epoch, **{k: v / max(steps, 1) for k, v in sums.items()}})
+        models = nn.ModuleDict({k: ViewEncoder(x[k].shape[1], cfg.embedding_dim, vcfg.hidden, vcfg.dropout)
+                                for k in names})
+        trainer = Trainer(models, objective, lr=cfg.lr, epochs=vcfg.epochs, batch_size=vcfg.batch_size,
+                          seed=cfg.seed, device="cpu", progress=progress)
+        history = trainer.fit(_JointTriplets(x, idx))
+        models.eval()
         out = {}
         with torch.no_grad():
             for k in names:
-                models[k].eval()
                 e = models[k](x[k]).numpy().astype(np.float64)
                 frame = pd.DataFrame(e, index=views[k].index.copy(),
                                      columns=[f"e_{j}" for j in range(e.shape[1])])
                 frame.index.name = REGION_ID
                 out[k] = frame
-    return out, pd.DataFrame(rows)
+    return out, pd.DataFrame(history)
 
 
 @register("MuseCL (vector views)")
@@ -377,7 +385,7 @@ class VectorMuseCL(_TableEmbedder):
     """
     needs = (OD, POI)
 
-    STAGE, FORMAT = "vector-musecl", 1
+    STAGE, FORMAT = "vector-musecl", 2  # 2: the joint encoders train through the Trainer
 
     def __init__(self, config: RunConfig | None = None, cache_dir=None, progress: bool = True,
                  view_config: VectorViewConfig | None = None, reuse: "VectorMuseCL | None" = None):
@@ -519,6 +527,41 @@ class VectorMuseCL(_TableEmbedder):
         if stage == "attention":
             return self.attention_
         return self.views_[stage]
+
+
+def fit_variants(city: City, variants: dict, seed: int, cache_dir, progress: bool = False) -> dict:
+    """``{label: fitted VectorMuseCL}`` for named variants, ``{label: (VectorViewConfig, RunConfig
+    overrides)}``, all with ``seed``, fitted in order. Each reuses the stages the first earlier
+    variant with the same mobility similarity (else the first variant) trained with identical settings (text vectors, encoders):
+    that only saves time, the numbers are those of a fit from scratch (cached by settings)."""
+    fitted: dict = {}
+    for label, (view_config, overrides) in variants.items():
+        earlier = [m for m in fitted.values() if m.view_config.mobility_similarity == view_config.mobility_similarity]
+        reuse = earlier[0] if earlier else next(iter(fitted.values()), None)
+        fitted[label] = VectorMuseCL(RunConfig(seed=int(seed), **overrides), cache_dir=cache_dir, progress=progress,
+                                     view_config=view_config, reuse=reuse).fit(city)
+    return fitted
+
+
+def fit_variants_by_seed(city: City, variants: dict, seeds, cache_dir, jobs: int = 0) -> dict:
+    """``{seed: fit_variants(...)}``. With more than one core (``jobs``: 0 means one per core),
+    the seeds train side by side, one worker process each (every stage trains on one thread), and
+    fill the cache that the fits here then read: the same numbers as fitting seed after seed,
+    in about half the time on two cores (chapter 10 on the 2-core machine)."""
+    import os
+
+    from joblib import Parallel, delayed
+
+    from musecl.evaluation import resolve_jobs
+    from musecl.io import in_worker, rewarn
+
+    seeds = [int(s) for s in seeds]
+    workers = min(resolve_jobs(jobs), len(seeds))
+    if workers > 1:
+        for outcome in Parallel(n_jobs=workers, backend="loky")(
+                delayed(in_worker)(os.getpid(), fit_variants, city, variants, seed, cache_dir) for seed in seeds):
+            rewarn(outcome)
+    return {seed: fit_variants(city, variants, seed, cache_dir) for seed in seeds}
 
 
 def load_table_method(directory: str | Path) -> pd.DataFrame:
