@@ -325,6 +325,27 @@ def test_od_svd_shape_and_reconstruction(synthetic_city):
     assert emb.shape == (n, 32) and list(emb.index) == list(synthetic_city.region_ids)
 
 
+def test_vector_methods_save_and_load_with_their_options(synthetic_city, tmp_path):
+    """OD SVD and MuseCL (vector views) are table methods: the table, the city it belongs to and
+    the method's own options (dim, view settings) come back from the folder."""
+    from musecl.methods.vector import ODSVD, VectorMuseCL, VectorViewConfig
+
+    svd = ODSVD(dim=3, progress=False).fit(synthetic_city)
+    loaded = ODSVD.load(svd.save(tmp_path / "svd"))
+    assert loaded.dim == 3
+    pd.testing.assert_frame_equal(loaded.transform(synthetic_city), svd.transform(synthetic_city))
+    cfg = RunConfig(seed=0, n_triplets=200, embedding_dim=4, fusion_epochs=1, fusion_batch_size=8, text_epochs=1)
+    vcfg = VectorViewConfig(hidden=8, epochs=1, batch_size=32, mobility_similarity="od")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        vec = VectorMuseCL(cfg, cache_dir=tmp_path / "cache", progress=False, view_config=vcfg).fit(synthetic_city)
+    loaded = VectorMuseCL.load(vec.save(tmp_path / "vec"))
+    assert loaded.view_config == vcfg and loaded.config == cfg
+    pd.testing.assert_frame_equal(loaded.transform(synthetic_city), vec.transform(synthetic_city))
+    with pytest.raises(ValueError, match="OD SVD"):
+        ODSVD.load(tmp_path / "vec")
+
+
 def test_vector_museCL_is_deterministic_and_learns(synthetic_city):
     from musecl.methods.vector import VectorMuseCL, VectorViewConfig
 

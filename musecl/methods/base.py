@@ -10,6 +10,7 @@ modalities fits what the city supports and names what it skipped and why
 """
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -17,9 +18,12 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from musecl.cache import Cache
-from musecl.city import MOBILITY, POI, SATELLITE, STREETVIEW, City
+from musecl.cache import Cache, city_fingerprint, load_table, save_table
+from musecl.city import MOBILITY, POI, REGION_ID, SATELLITE, STREETVIEW, City
 from musecl.config import RunConfig
+from musecl.io import atomic_save_json
+
+EMBEDDINGS_CSV, CONFIG_JSON = "embeddings.csv", "config.json"  # what every method's save writes
 
 METHODS: dict[str, type["RegionEmbedder"]] = {}
 
@@ -70,6 +74,75 @@ class RegionEmbedder:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(method={self.name!r})"
+
+
+class TableMethod(RegionEmbedder):
+    """The base of every method whose whole result is one table of region vectors (combinations of
+    MuseCL's stages, simple baselines, OD SVD, MuseCL on vector views).
+
+    ``fit`` builds the table (subclasses: ``_compute``); ``transform`` returns it for the city it
+    was fitted on (the embeddings are transductive, as MuseCL's); ``save`` writes the table and
+    a readable ``config.json`` (method, city fingerprint, run settings, the method's ``options``);
+    ``load`` reads them back. ``probe``: None reads the embedding with the run's probe; a probe
+    name ("knn") makes the runner use that one instead.
+    """
+
+    probe: str | None = None
+
+    def _compute(self, city: City) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def options(self) -> dict:
+        """The constructor's own arguments beyond the run settings (JSON-able), saved and reloaded."""
+        return {}
+
+    def fit(self, city: City) -> "TableMethod":
+        table = self._compute(city).reindex(city.region_ids)
+        values = table.to_numpy(dtype=np.float64)
+        if not np.isfinite(values).all():
+            bad = table.index[~np.isfinite(values).all(axis=1)]
+            raise ValueError(f"{self.name}: non-finite embedding for {len(bad)} regions of {city.name}, "
+                             f"e.g. {bad[:5].tolist()}")
+        table.index.name = REGION_ID
+        self.table_ = table
+        self.fitted_on = city_fingerprint(city)
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "table_"):
+            raise RuntimeError(f"{self.name} is not fitted: call fit(city) or {type(self).__name__}.load(folder)")
+
+    def transform(self, city: City) -> pd.DataFrame:
+        self._check_fitted()
+        if city_fingerprint(city) != self.fitted_on:
+            raise ValueError(f"{self.name} was fitted on other data than {city.name!r}; its embeddings "
+                             "are transductive (one per training region): fit it on this city")
+        return self.table_.reindex(city.region_ids).copy()
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``embeddings.csv`` and ``config.json``."""
+        self._check_fitted()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_table(self.table_, directory / EMBEDDINGS_CSV)
+        atomic_save_json(directory / CONFIG_JSON, {"method": self.name, "fitted_on": self.fitted_on,
+                                                   "options": self.options(), "config": self.config.to_dict()})
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "TableMethod":
+        directory = Path(directory)
+        for name in (CONFIG_JSON, EMBEDDINGS_CSV):
+            if not (directory / name).exists():
+                raise FileNotFoundError(f"{directory / name} is missing; was this folder written by "
+                                        f"{cls.__name__}.save?")
+        raw = json.loads((directory / CONFIG_JSON).read_text())
+        if raw.get("method") != cls.name:
+            raise ValueError(f"{directory} holds method {raw.get('method')!r}, not {cls.name!r}")
+        method = cls(config=RunConfig.from_dict(raw["config"]), **raw.get("options", {}))
+        method.table_ = load_table(directory / EMBEDDINGS_CSV)
+        method.fitted_on = raw["fitted_on"]
+        return method
 
 
 def impute_column_means(table: pd.DataFrame, what: str = "an embedding") -> pd.DataFrame:

@@ -29,11 +29,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from musecl.cache import city_fingerprint, load_table, save_table
-from musecl.city import MOBILITY, POI, REGION_ID, SATELLITE, STREETVIEW, City
+from musecl.cache import load_table
+from musecl.city import MOBILITY, POI, SATELLITE, STREETVIEW, City
 from musecl.config import RunConfig
-from musecl.io import atomic_save_json
-from musecl.methods.base import RegionEmbedder, impute_column_means, register
+from musecl.methods.base import RegionEmbedder, TableMethod, impute_column_means, register
 from musecl.methods.multisemantic import (ATTENTION_CSV, EMBEDDINGS_CSV, FUSION_KEYS, MuseCL, image_stage,
                                           text_stage, train_fusion_into)
 from musecl.sampling import pretext_features
@@ -48,7 +47,6 @@ ALL_METHODS = tuple(dict.fromkeys(PAPER_BASELINES + ABLATION + ADDED))
 # without images, where they stand in for the image methods (Manhattan, POI + mobility cities)
 IMAGE_FREE = ("MuseCL (vector views)", "OD SVD")
 
-CONFIG_JSON = "config.json"
 SVRV_TARGET = "own-images"  # the text-free fusion target, named in the cache key
 
 
@@ -105,73 +103,12 @@ def fusion_svrv_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_dir: P
 
 
 # ------------------------------------------------------------------------------------------
-# the common shape: compute one table on fit, hand it back on transform
+# methods that are one table (musecl.methods.base.TableMethod)
 
 
-class TableMethod(RegionEmbedder):
-    """A method whose whole state is the table it produced from cached stages.
-
-    ``fit`` builds the table (subclasses: ``_compute``); ``transform`` returns it for the city it
-    was fitted on (the embeddings are transductive, as MuseCL's); ``save`` writes the table and
-    a readable ``config.json``; ``load`` reads them back. ``probe``: None reads the embedding with
-    the run's probe; a probe name ("knn") makes the runner use that one instead.
-    """
-
-    probe: str | None = None
-
-    def _compute(self, city: City) -> pd.DataFrame:
-        raise NotImplementedError
-
-    def fit(self, city: City) -> "TableMethod":
-        table = self._compute(city).reindex(city.region_ids)
-        values = table.to_numpy(dtype=np.float64)
-        if not np.isfinite(values).all():
-            bad = table.index[~np.isfinite(values).all(axis=1)]
-            raise ValueError(f"{self.name}: non-finite embedding for {len(bad)} regions of {city.name}, "
-                             f"e.g. {bad[:5].tolist()}")
-        table.index.name = REGION_ID
-        self.table_ = table
-        self.fitted_on = city_fingerprint(city)
-        return self
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "table_"):
-            raise RuntimeError(f"{self.name} is not fitted: call fit(city) or {type(self).__name__}.load(folder)")
-
-    def transform(self, city: City) -> pd.DataFrame:
-        self._check_fitted()
-        if city_fingerprint(city) != self.fitted_on:
-            raise ValueError(f"{self.name} was fitted on other data than {city.name!r}; its embeddings "
-                             "are transductive (one per training region): fit it on this city")
-        return self.table_.reindex(city.region_ids).copy()
-
-    def save(self, directory: str | Path) -> Path:
-        """Write ``embeddings.csv`` and ``config.json`` (method, city fingerprint, run settings)."""
-        self._check_fitted()
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_table(self.table_, directory / EMBEDDINGS_CSV)
-        atomic_save_json(directory / CONFIG_JSON, {"method": self.name, "fitted_on": self.fitted_on,
-                                                   "config": self.config.to_dict()})
-        return directory
-
-    @classmethod
-    def load(cls, directory: str | Path) -> "TableMethod":
-        directory = Path(directory)
-        for name in (CONFIG_JSON, EMBEDDINGS_CSV):
-            if not (directory / name).exists():
-                raise FileNotFoundError(f"{directory / name} is missing; was this folder written by "
-                                        f"{cls.__name__}.save?")
-        raw = json.loads((directory / CONFIG_JSON).read_text())
-        if raw.get("method") != cls.name:
-            raise ValueError(f"{directory} holds method {raw.get('method')!r}, not {cls.name!r}")
-        method = cls(config=RunConfig.from_dict(raw["config"]))
-        method.table_ = load_table(directory / EMBEDDINGS_CSV)
-        method.fitted_on = raw["fitted_on"]
-        return method
-
-    def _stage(self, city: City, kind: str) -> pd.DataFrame:
-        return stage_embeddings(city, self.config, self.cache, kind, self.progress)
+def _stage(method: RegionEmbedder, city: City, kind: str) -> pd.DataFrame:
+    """A MuseCL stage's table ("sv", "rs", "poi") for ``method``'s settings and cache."""
+    return stage_embeddings(city, method.config, method.cache, kind, method.progress)
 
 
 @register("Add-svrv")
@@ -180,7 +117,7 @@ class AddSVRV(TableMethod):
     needs = (SATELLITE, STREETVIEW, POI, MOBILITY)
 
     def _compute(self, city: City) -> pd.DataFrame:
-        sv, rs = self._stage(city, "sv"), self._stage(city, "rs")
+        sv, rs = _stage(self, city, "sv"), _stage(self, city, "rs")
         return pd.DataFrame(sv.to_numpy() + rs.to_numpy(), index=sv.index,
                             columns=[f"svrv_{k}" for k in range(sv.shape[1])])
 
@@ -222,7 +159,7 @@ class Concat(TableMethod):
     needs = (SATELLITE, STREETVIEW, POI, MOBILITY)
 
     def _compute(self, city: City) -> pd.DataFrame:
-        return pd.concat([self._stage(city, k) for k in ("sv", "rs", "poi")], axis=1)
+        return pd.concat([_stage(self, city, k) for k in ("sv", "rs", "poi")], axis=1)
 
 
 @register("POI only")
@@ -231,7 +168,7 @@ class PoiOnly(TableMethod):
     needs = (POI,)
 
     def _compute(self, city: City) -> pd.DataFrame:
-        return self._stage(city, "poi")
+        return _stage(self, city, "poi")
 
 
 @register("SV only")
@@ -240,7 +177,7 @@ class StreetViewOnly(TableMethod):
     needs = (STREETVIEW, MOBILITY)
 
     def _compute(self, city: City) -> pd.DataFrame:
-        return self._stage(city, "sv")
+        return _stage(self, city, "sv")
 
 
 @register("RS only")
@@ -249,7 +186,7 @@ class SatelliteOnly(TableMethod):
     needs = (SATELLITE, POI)
 
     def _compute(self, city: City) -> pd.DataFrame:
-        return self._stage(city, "rs")
+        return _stage(self, city, "rs")
 
 
 @register("SV+RS")
@@ -260,7 +197,7 @@ class StreetViewSatellite(TableMethod):
     needs = (SATELLITE, STREETVIEW, POI, MOBILITY)
 
     def _compute(self, city: City) -> pd.DataFrame:
-        return pd.concat([self._stage(city, "sv"), self._stage(city, "rs")], axis=1)
+        return pd.concat([_stage(self, city, "sv"), _stage(self, city, "rs")], axis=1)
 
 
 @register("Location kNN")

@@ -21,7 +21,7 @@ from musecl.cache import city_fingerprint, load_table, save_table
 from musecl.city import MOBILITY, POI, SATELLITE, STREETVIEW, City
 from musecl.config import RunConfig
 from musecl.encoders.heads import FEATURE_HEADS
-from musecl.methods.base import RegionEmbedder, register
+from musecl.methods.base import CONFIG_JSON, EMBEDDINGS_CSV, RegionEmbedder, register
 
 SAMPLING_KEYS = ["seed", "n_triplets", "sampling_rule", "n_positive_candidates"]
 TRAINING_KEYS = ["weights", "embedding_dim", "triplet_loss", "margin", "lr", "encoder_patience", "val_fraction"]
@@ -34,9 +34,8 @@ FUSION_KEYS = ["seed", "fusion_design", "fusion_loss", "fusion_epochs", "fusion_
                "temperature", "fusion_reconstruction"]
 PREFIX = {SATELLITE: "rs", STREETVIEW: "sv"}
 
-EMBEDDINGS_CSV, HISTORY_CSV, TRIPLETS_CSV = "embeddings.csv", "history.csv", "triplets.csv"
+HISTORY_CSV, TRIPLETS_CSV = "history.csv", "triplets.csv"
 ATTENTION_CSV = "attention.csv"
-CONFIG_JSON = "config.json"
 FEATURES_FORMAT = 1  # bump when a backbone's feature extraction changes: old cache entries are ignored
 
 

@@ -35,12 +35,12 @@ import pandas as pd
 import torch
 from torch import nn
 
+from musecl.cache import city_fingerprint
 from musecl.city import DESTINATION, FLOW, ORIGIN, POI, REGION_ID, City
 from musecl.config import RunConfig
 from musecl.io import atomic_save_json, read_csv_ids
-from musecl.methods.base import OD, RegionEmbedder, register
+from musecl.methods.base import OD, TableMethod, register
 
-CONFIG_JSON = "config.json"
 
 
 # ------------------------------------------------------------------------------------------
@@ -113,44 +113,8 @@ def od_svd(city: City, dim: int) -> pd.DataFrame:
     return frame
 
 
-class _TableEmbedder(RegionEmbedder):
-    """A method whose fit computes one region table; transform returns it for the same city."""
-
-    def _compute(self, city: City) -> pd.DataFrame:
-        raise NotImplementedError
-
-    def fit(self, city: City) -> "_TableEmbedder":
-        self.embedding_ = self._compute(city)
-        self.fitted_on = (city.name, tuple(city.region_ids))
-        return self
-
-    def transform(self, city: City) -> pd.DataFrame:
-        if not hasattr(self, "embedding_"):
-            raise RuntimeError(f"{self.name} is not fitted: call fit(city) first")
-        if (city.name, tuple(city.region_ids)) != self.fitted_on:
-            raise ValueError(f"{self.name} is transductive: it was fitted on another city than "
-                             f"{city.name!r}; fit it on this one")
-        return self.embedding_.copy()
-
-    def options(self) -> dict:
-        return {}
-
-    def save(self, directory: str | Path) -> Path:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.transform_table().to_csv(directory / "embeddings.csv", index_label=REGION_ID)
-        atomic_save_json(directory / CONFIG_JSON, {"method": self.name, "options": self.options(),
-                                                   "config": self.config.to_dict()})
-        return directory
-
-    def transform_table(self) -> pd.DataFrame:
-        if not hasattr(self, "embedding_"):
-            raise RuntimeError(f"{self.name} is not fitted: call fit(city) first")
-        return self.embedding_
-
-
 @register("OD SVD")
-class ODSVD(_TableEmbedder):
+class ODSVD(TableMethod):
     """Truncated SVD of ln(1 + OD), rows and columns: ``2 * dim`` columns (default dim 16).
 
     The benchmark probe (ridge, alpha 1, unstandardised) overfits when there are many columns
@@ -375,7 +339,7 @@ def train_joint_encoders(views: dict, triplets: dict, cfg: RunConfig, vcfg: Vect
 
 
 @register("MuseCL (vector views)")
-class VectorMuseCL(_TableEmbedder):
+class VectorMuseCL(TableMethod):
     """MuseCL without images: two MLP view encoders trained on the paper's similarity triplets,
     POI text vectors, attentive fusion with InfoNCE. See the module docstring for the mapping.
 
@@ -388,8 +352,10 @@ class VectorMuseCL(_TableEmbedder):
     STAGE, FORMAT = "vector-musecl", 2  # 2: the joint encoders train through the Trainer
 
     def __init__(self, config: RunConfig | None = None, cache_dir=None, progress: bool = True,
-                 view_config: VectorViewConfig | None = None, reuse: "VectorMuseCL | None" = None):
+                 view_config: VectorViewConfig | dict | None = None, reuse: "VectorMuseCL | None" = None):
         super().__init__(config, cache_dir, progress)
+        if isinstance(view_config, dict):  # as options() saves it
+            view_config = VectorViewConfig(**view_config)
         self.view_config = view_config or VectorViewConfig()
         self.reuse = reuse
 
@@ -397,13 +363,11 @@ class VectorMuseCL(_TableEmbedder):
         """Train every stage, or read them from the cache: one folder per city (its files) and
         settings (``reuse`` only saves time, so it is not part of the key). Either way the stages
         are read back from the folder, so a cached fit and a fresh one give the same numbers."""
-        from musecl.cache import city_fingerprint
-
         key = {"format": self.FORMAT, "city": city_fingerprint(city), "config": self.config.to_dict(),
                "view": asdict(self.view_config)}
         folder = self.cache.get_or_compute(self.STAGE, key, lambda f: self._save_stages(city, f))
         self._load_stages(city, folder)
-        self.fitted_on = (city.name, tuple(city.region_ids))
+        self.fitted_on = key["city"]
         return self
 
     def _save_stages(self, city: City, folder: Path) -> None:
@@ -426,7 +390,7 @@ class VectorMuseCL(_TableEmbedder):
         from musecl.cache import load_table
         from musecl.sampling import Triplets
 
-        self.embedding_ = load_table(folder / "embedding.csv")
+        self.table_ = load_table(folder / "embedding.csv")
         self.attention_ = load_table(folder / "attention.csv")
         self.text_ = load_table(folder / "text.csv")
         self.views_ = {p.stem.removeprefix("view-"): load_table(p) for p in sorted(folder.glob("view-*.csv"))}
@@ -439,21 +403,20 @@ class VectorMuseCL(_TableEmbedder):
             self.triplets_[path.stem.removeprefix("triplets-")] = triplets
 
     def options(self) -> dict:
-        return asdict(self.view_config)
+        return {"view_config": asdict(self.view_config)}
 
     def _shared_stages(self, city: City) -> "VectorMuseCL | None":
         """A fitted run whose POI text vectors are exactly what this one would train (same city,
         same settings up to the fusion's design and temperature), else None. Whether its POI
         encoder can be reused too is :meth:`_same_poi_encoder`."""
         other = self.reuse
-        if other is None or not hasattr(other, "embedding_"):
+        if other is None or not hasattr(other, "views_"):
             return None
 
         def upstream(config: RunConfig) -> RunConfig:  # the settings the text and view stages read
             return replace(config, temperature=None, fusion_design="aligned", fusion_reconstruction=1.0)
 
-        same = upstream(other.config) == upstream(self.config) and \
-            other.fitted_on == (city.name, tuple(city.region_ids))
+        same = upstream(other.config) == upstream(self.config) and other.fitted_on == city_fingerprint(city)
         return other if same else None
 
     def _same_poi_encoder(self, other: "VectorMuseCL") -> bool:
@@ -520,8 +483,8 @@ class VectorMuseCL(_TableEmbedder):
 
     def stage_table(self, stage: str) -> pd.DataFrame:
         """``"mobility"``, ``"poi"`` (view encoders), ``"text"`` (eq. 7) or ``"attention"`` (beta)."""
-        if not hasattr(self, "embedding_"):
-            raise RuntimeError(f"{self.name} is not fitted: call fit(city) first")
+        if not hasattr(self, "views_"):
+            raise RuntimeError(f"{self.name} has no stages: call fit(city) first (load reads back the fused table only)")
         if stage == "text":
             return self.text_
         if stage == "attention":
@@ -562,11 +525,3 @@ def fit_variants_by_seed(city: City, variants: dict, seeds, cache_dir, jobs: int
                 delayed(in_worker)(os.getpid(), fit_variants, city, variants, seed, cache_dir) for seed in seeds):
             rewarn(outcome)
     return {seed: fit_variants(city, variants, seed, cache_dir) for seed in seeds}
-
-
-def load_table_method(directory: str | Path) -> pd.DataFrame:
-    """The embedding table a vector method saved with ``save``."""
-    raw = json.loads((Path(directory) / CONFIG_JSON).read_text())
-    table = read_csv_ids(Path(directory) / "embeddings.csv", index_col=REGION_ID)
-    table.attrs["method"] = raw["method"]
-    return table
