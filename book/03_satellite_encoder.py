@@ -83,7 +83,7 @@ glue("head_sentence", Markdown(
 pd.Series(settings, name="satellite encoder").to_frame()
 
 # %% [markdown]
-# ## The network: ResNet-18 with a 128-d head
+# ## The network: the paper's ResNet-18, or a head on frozen features
 #
 # The paper and the official code both use a torchvision ResNet-18 for satellite images and
 # replace its 1000-class ImageNet classifier `fc` by `Linear(512, 128)`: the 128 outputs *are*

@@ -85,7 +85,7 @@ glue("head_sentence", Markdown(
 pd.Series(settings, name="street-view encoder").to_frame()
 
 # %% [markdown]
-# ## The network: Inception-v3 with a 128-d head
+# ## The network: the paper's Inception-v3, or a head on frozen features
 #
 # As in the paper and the official code, the street-view encoder is torchvision's Inception-v3
 # with its auxiliary classifier switched off and its classifier `fc` replaced by

@@ -30,7 +30,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from musecl.bench import run_benchmark
+from musecl.scaling.bench import run_benchmark
 
 # %% [markdown]
 # ## Comparing like with like
@@ -41,7 +41,7 @@ from musecl.bench import run_benchmark
 # positives, negatives), so the ceiling is a bare step on one fixed batch of $3B$ synthetic
 # uint8 images: forward, the triplet loss, backward **and the same Adam step** the trainer takes.
 #
-# ```{literalinclude} ../musecl/bench.py
+# ```{literalinclude} ../musecl/scaling/bench.py
 # :pyobject: raw_step_throughput
 # ```
 #
@@ -51,7 +51,7 @@ from musecl.bench import run_benchmark
 # Each repeat times the bare step, then one epoch of the loop, so both see the same load on a
 # shared machine; the report gives the medians and their ratio (the goal is at least 0.9).
 #
-# ```{literalinclude} ../musecl/bench.py
+# ```{literalinclude} ../musecl/scaling/bench.py
 # :pyobject: bench_encoder
 # ```
 #
@@ -59,7 +59,7 @@ from musecl.bench import run_benchmark
 # (10,000, the official count); the growth exponent $k$ in $t \propto N^k$ is the slope of
 # $\log t$ against $\log N$:
 #
-# ```{literalinclude} ../musecl/bench.py
+# ```{literalinclude} ../musecl/scaling/bench.py
 # :pyobject: growth_exponent
 # ```
 

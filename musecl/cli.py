@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda or auto (overrides the params file)")
     p.set_defaults(func=_train_encoders)
 
-    from musecl import bench
+    from musecl.scaling import bench
 
     p = bench.add_arguments(sub.add_parser("bench", help="measure training, sampling, text, fusion and "
                                                          "probe speed; print a JSON summary"))

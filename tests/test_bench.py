@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from musecl import bench
+from musecl.scaling import bench
 from musecl.city import SATELLITE, STREETVIEW
 
 torch.set_num_threads(1)
@@ -128,7 +128,7 @@ def test_missing_end_to_end_params_is_a_clear_error(tmp_path):
 
 
 def test_the_accelerator_grid_runs_every_setting_on_any_device():
-    from musecl.bench import bench_accelerator
+    from musecl.scaling.bench import bench_accelerator
 
     result = bench_accelerator("cpu", encoders=(("satellite", "tiny", 16, 2),), amps=("off",), steps=1, repeats=1,
                                warmup=0, larger_batch=2, progress=False)

@@ -74,3 +74,13 @@ def test_no_module_imports_another_modules_private_names():
                      for module, imported in found
                      if imported and imported.startswith("_") and f"{module}.{imported}" not in modules)
     assert private == []
+
+
+def test_the_core_never_imports_the_scaling_package():
+    """musecl.scaling (the benchmark) builds on the core; the method must not depend on it. The
+    command-line entry point may offer it as a command."""
+    graph = import_graph()
+    core = {name for name in graph if not name.startswith("musecl.scaling") and name != "musecl.cli"}
+    uses = sorted((name, target) for name in core for target in graph[name] if target.startswith("musecl.scaling"))
+    assert uses == []
+    assert "musecl.scaling.bench" in graph  # the test sees the package it guards

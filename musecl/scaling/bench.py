@@ -47,7 +47,7 @@ if TYPE_CHECKING:  # annotations only: the image module imports torch
 
 BENCH_JSON = "bench.json"
 GOALS = {"train_vs_raw_ratio": 0.9, "sampling_100k_s": 10.0, "sampling_100k_peak_mb": 1024.0}
-PARAMS_DIR = Path(__file__).resolve().parents[1] / "params"
+PARAMS_DIR = Path(__file__).resolve().parents[2] / "params"
 
 
 @dataclass(frozen=True)
