@@ -306,6 +306,13 @@ if {"EfficientNet-Lite0 (ImageNet)", "SV+RS"} <= set(mean_r2.index):
                + f"(*EfficientNet-Lite0 (ImageNet)*) "
                f"{mean_r2.loc['EfficientNet-Lite0 (ImageNet)', 'random']:.3f}: the triplet tasks keep less than "
                "the images show (chapters 3 and 4 measure it per latent)")
+if {"EfficientNet-Lite0 (ImageNet)", "Pretext features"} <= set(mean_r2.index) and \
+        mean_r2.loc["EfficientNet-Lite0 (ImageNet)", "random"] < mean_r2.loc["Pretext features", "random"]:
+    why.append(f"and even the frozen features of both images "
+               f"({mean_r2.loc['EfficientNet-Lite0 (ImageNet)', 'random']:.3f}) stay below *Pretext features* "
+               f"({mean_r2.loc['Pretext features', 'random']:.3f}): at this image size the pictures predict less "
+               "than the pretext inputs do, so an image embedding can only overtake those inputs through what "
+               "the alignment to the POI vectors carries into it, and that target is weak (first point)")
 glue("why_sentence", Markdown("Where the information goes: " + "; ".join(why) + "." if why else
                               "(The rows needed to trace where MuseCL loses information were not run.)"),
      display=False)
