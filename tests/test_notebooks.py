@@ -235,3 +235,22 @@ def test_a_note_shown_beside_a_figure_moves_out_of_the_captioned_cell():
     assert nb.cells[2] is captioned and nb.cells[2].metadata["mystnb"]["figure"]["caption"] == "Loss."
     assert [c.metadata.get("tags") for c in nb.cells] == [None, ["remove-input"], None, ["remove-input"]]
     nbformat.validate(nb)
+
+
+def test_the_readme_names_every_chapters_papermill_parameters():
+    """The README's "Rerun a chapter" section is where a researcher looks up what a chapter takes;
+    a parameter added to a chapter must be named there. Chapter 11 and the appendix are not
+    rerun on other cities (their own settings are listed by papermill --help-notebook)."""
+    import re
+
+    import jupytext
+
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Rerun a chapter"):]
+    section = section[:section.index("\n## ", 1)]
+    named = set(re.findall(r"`(\w+)`", section))
+    for path in chapter_sources(REPO):
+        if path.stem.startswith(("11_", "appendix_")):
+            continue
+        missing = parameter_names(jupytext.read(path)) - named
+        assert not missing, f"{path.name}: parameters {sorted(missing)} are not named in README.md's rerun section"
