@@ -422,7 +422,9 @@ glue("count_finding", Markdown(
 # folds; nothing of ours is trained on the indicators): the eq. 7 mean; the same mean scaled by
 # ln(1 + POIs), whose direction is the mix of categories and whose length says how many there
 # are; and the ln(1 + count) per category that the *Pretext features* baseline reads
-# ({doc}`08_results`). Only the indicators that are not derived from an input are scored.
+# ({doc}`08_results`). Only the indicators that are not derived from an input are scored. The
+# run setting `text_pooling: log-scaled` hands the scaled vector to every stage that reads the
+# POI vectors (fusion, *POI only*, *Concat*); the book runs the paper's mean.
 
 # %% tags=["hide-input"]
 headline = data.meta.headline_indicators()

@@ -27,6 +27,9 @@ ARCHS = ("resnet18", "inception_v3", "tiny", "lite0-head")
 TRIPLET_LOSSES = ("cosine", "euclidean")
 AMP_MODES = ("off", "bf16", "fp16", "auto")
 FUSION_DESIGNS = ("aligned", "paper")
+# how a region's POI category vectors become one vector (musecl.encoders.text): "mean" is eq. 7 and
+# forgets how many POIs there were; "log-scaled" keeps the mean's direction, times ln(1 + POIs)
+TEXT_POOLINGS = ("mean", "log-scaled")
 FUSION_LOSSES = ("infonce", "mse")
 SPLITS = ("random", "spatial")
 PROBES = ("mlp", "ridge", "knn")
@@ -190,6 +193,7 @@ CHECKS = {
     "val_fraction": _number(at_least=0, below=1),
     "text_epochs": _integer(1),
     "text_window": _integer(1),
+    "text_pooling": _choice(*TEXT_POOLINGS),
     "fusion_design": _choice(*FUSION_DESIGNS),
     "fusion_loss": _choice(*FUSION_LOSSES),
     "fusion_epochs": _integer(1),
@@ -243,6 +247,7 @@ class RunConfig:
     # POI text (eq. 7)
     text_epochs: int = 5
     text_window: int = 5
+    text_pooling: str = "mean"  # "mean": eq. 7; "log-scaled": the mean times ln(1 + POIs), keeps how many
     # fusion (eq. 8-11)
     fusion_design: str = "aligned"  # "aligned": learned views, temperature, reconstruction; "paper": eq. 8-11 as written
     fusion_loss: str = "infonce"  # "infonce" (paper, eq. 11) or "mse" (official; with fusion_design: paper)

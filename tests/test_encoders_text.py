@@ -68,6 +68,22 @@ def test_eq7_region_vector_is_mean_of_its_category_vectors(city):
     assert "coffee" in enc.keys and "park" in enc.keys
 
 
+def test_log_scaled_pooling_keeps_eq7_direction_and_grows_with_the_number_of_pois(city):
+    import dataclasses
+
+    mean = PoiTextEncoder(SMALL).fit(city)
+    scaled = PoiTextEncoder(dataclasses.replace(SMALL, pooling="log-scaled")).fit(city)
+    np.testing.assert_array_equal(mean.vectors, scaled.vectors)  # the same word vectors
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # region c has no POI
+        a, b = mean.transform(city), scaled.transform(city)
+    counts = pd.Series({"a": 3, "b": 1, "c": 0, "d": 2})
+    np.testing.assert_allclose(b.to_numpy(), a.to_numpy() * np.log1p(counts.to_numpy())[:, None], rtol=1e-6)
+    assert (b.loc["c"] == 0).all()
+    with pytest.raises(ValueError, match="pooling"):
+        TextEncoderConfig(pooling="sum")
+
+
 def test_two_fits_give_identical_vectors(city):
     a = PoiTextEncoder(SMALL).fit(city)
     b = PoiTextEncoder(SMALL).fit(city)

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from musecl.city import CATEGORY, REGION_ID, TEXT, City
+from musecl.config import TEXT_POOLINGS
 from musecl.io import atomic_save_json, atomic_write
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
@@ -83,8 +84,11 @@ class TextEncoderConfig:
     context: str = AUTO  # what a category is learnt from: "poi text", "region co-occurrence" or "auto"
     sample: float | None = None  # subsampling of frequent words; None: by context (see sample_for)
     region_copies: int = 10  # region co-occurrence: shuffled copies of each region's sentence
+    pooling: str = "mean"  # a region's vector from its categories' (TEXT_POOLINGS; "mean" is eq. 7)
 
     def __post_init__(self):
+        if self.pooling not in TEXT_POOLINGS:
+            raise ValueError(f"pooling must be one of {TEXT_POOLINGS} (mean: the paper's eq. 7); got {self.pooling!r}")
         if self.context not in CONTEXTS:
             raise ValueError(f"context must be one of {CONTEXTS}; got {self.context!r}")
         if self.sample is not None and self.sample < 0:
@@ -249,7 +253,8 @@ class PoiTextEncoder:
         return self.vectors[self._index[word]]
 
     def transform(self, city: City) -> pd.DataFrame:
-        """Eq. 7: each region's vector is the mean of its POIs' category vectors (categories only)."""
+        """Eq. 7: each region's vector is the mean of its POIs' category vectors (categories only);
+        with ``pooling="log-scaled"`` that mean times ln(1 + its POIs with a known category)."""
         self._check_fitted()
         ids = city.region_ids
         pois = city.pois
@@ -271,6 +276,8 @@ class PoiTextEncoder:
             warnings.warn(f"{city.name}: {int(empty.sum())} of {len(ids)} regions have no POI with a "
                           "known category; their POI vector is zero", stacklevel=2)
         out = total / np.maximum(count, 1.0)[:, None]
+        if self.config.pooling == "log-scaled":
+            out *= np.log1p(count)[:, None]
         frame = pd.DataFrame(out.astype(np.float32), index=ids.copy(),
                              columns=[f"poi_{k}" for k in range(d)])
         frame.index.name = REGION_ID

@@ -252,18 +252,28 @@ def initial_embedding(city: City, cfg: RunConfig, kind: str, cache, stage: Path,
     return embed_regions(encoder, store, region_ids=city.region_ids, amp=cfg.amp)
 
 
+def text_settings(cfg: RunConfig):
+    """The run's POI text settings (:class:`musecl.encoders.text.TextEncoderConfig`), one translation
+    for MuseCL and MuseCL on vector views."""
+    from musecl.encoders.text import TextEncoderConfig
+
+    return TextEncoderConfig(vector_size=cfg.embedding_dim, window=cfg.text_window, epochs=cfg.text_epochs,
+                             seed=cfg.seed, pooling=cfg.text_pooling)
+
+
 def text_stage(city: City, cfg: RunConfig, cache) -> Path:
     """Skip-gram + hierarchical softmax on all POI categories and texts; eq. 7 region vectors."""
-    from musecl.encoders.text import POI_TEXT, PoiTextEncoder, TextEncoderConfig, text_context
+    from musecl.encoders.text import POI_TEXT, PoiTextEncoder, text_context
 
     key = {"city": city_fingerprint(city), **cfg.subset(TEXT_KEYS)}
+    if cfg.text_pooling != "mean":  # the paper's eq. 7 keeps the keys it always had
+        key["text_pooling"] = cfg.text_pooling
     context = text_context(city.pois)
     if context != POI_TEXT:  # category-only POIs: another corpus; cities with text keep their keys
         key["text_context"] = context
 
     def compute(folder: Path) -> None:
-        encoder = PoiTextEncoder(TextEncoderConfig(vector_size=cfg.embedding_dim, window=cfg.text_window,
-                                                   epochs=cfg.text_epochs, seed=cfg.seed))
+        encoder = PoiTextEncoder(text_settings(cfg))
         save_table(encoder.fit_transform(city), folder / EMBEDDINGS_CSV)
         encoder.save(folder / "encoder")
 

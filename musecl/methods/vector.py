@@ -430,9 +430,9 @@ class VectorMuseCL(TableMethod):
             mine.mobility_similarity == theirs.mobility_similarity
 
     def _compute(self, city: City) -> pd.DataFrame:
-        from musecl.encoders.text import PoiTextEncoder, TextEncoderConfig
+        from musecl.encoders.text import PoiTextEncoder
         from musecl.fusion import fuse, train_fusion
-        from musecl.methods.multisemantic import fusion_settings, sampler_for
+        from musecl.methods.multisemantic import fusion_settings, sampler_for, text_settings
         from musecl.sampling import mobility_triplets, poi_triplets
 
         cfg, vcfg = self.config, self.view_config
@@ -472,8 +472,7 @@ class VectorMuseCL(TableMethod):
         if shared is not None:
             self.text_ = shared.text_
         else:
-            text = PoiTextEncoder(TextEncoderConfig(vector_size=cfg.embedding_dim, window=cfg.text_window,
-                                                    epochs=cfg.text_epochs, seed=cfg.seed))
+            text = PoiTextEncoder(text_settings(cfg))
             self.text_ = text.fit_transform(city)
         model, self.histories_["fusion"] = train_fusion(self.views_["mobility"], self.views_["poi"],
                                                         self.text_, fusion_settings(cfg))
