@@ -42,7 +42,6 @@ from musecl.io import atomic_save_json, read_csv_ids
 from musecl.methods.base import OD, TableMethod, register
 
 
-
 # ------------------------------------------------------------------------------------------
 # views
 
