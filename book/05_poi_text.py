@@ -429,10 +429,11 @@ glue("count_finding", Markdown(
 # %% tags=["hide-input"]
 headline = data.meta.headline_indicators()
 if headline:
-    ln_pois = np.log1p(n_pois.reindex(data.region_ids).fillna(0))
-    summaries = {"eq. 7 mean": regions.fillna(0),
-                 "eq. 7 mean × ln(1 + POIs)": regions.fillna(0).mul(ln_pois, axis=0),
-                 "ln(1 + count) per category": np.log1p(data.poi_counts().reindex(data.region_ids).fillna(0))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # regions without POIs: counted above
+        summaries = {"eq. 7 mean": encoder.transform(data, pooling="mean"),
+                     "eq. 7 mean × ln(1 + POIs)": encoder.transform(data, pooling="log-scaled"),
+                     "ln(1 + count) per category": np.log1p(data.poi_counts().reindex(data.region_ids).fillna(0))}
     kept = pd.DataFrame({name: ridge_cv_r2(table, data, headline, seed=cfg.seed)
                          for name, table in summaries.items()}).T
     kept.insert(0, "mean", kept.mean(axis=1))

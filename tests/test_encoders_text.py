@@ -80,6 +80,9 @@ def test_log_scaled_pooling_keeps_eq7_direction_and_grows_with_the_number_of_poi
     counts = pd.Series({"a": 3, "b": 1, "c": 0, "d": 2})
     np.testing.assert_allclose(b.to_numpy(), a.to_numpy() * np.log1p(counts.to_numpy())[:, None], rtol=1e-6)
     assert (b.loc["c"] == 0).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pd.testing.assert_frame_equal(mean.transform(city, pooling="log-scaled"), b)  # the same, asked per call
     with pytest.raises(ValueError, match="pooling"):
         TextEncoderConfig(pooling="sum")
 

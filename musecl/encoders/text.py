@@ -252,10 +252,14 @@ class PoiTextEncoder:
                            "for a category use category_token(name)")
         return self.vectors[self._index[word]]
 
-    def transform(self, city: City) -> pd.DataFrame:
+    def transform(self, city: City, pooling: str | None = None) -> pd.DataFrame:
         """Eq. 7: each region's vector is the mean of its POIs' category vectors (categories only);
-        with ``pooling="log-scaled"`` that mean times ln(1 + its POIs with a known category)."""
+        with ``pooling="log-scaled"`` that mean times ln(1 + its POIs with a known category).
+        ``pooling``: None for the encoder's own setting (``config.pooling``)."""
         self._check_fitted()
+        pooling = self.config.pooling if pooling is None else pooling
+        if pooling not in TEXT_POOLINGS:
+            raise ValueError(f"pooling must be one of {TEXT_POOLINGS} (mean: the paper's eq. 7); got {pooling!r}")
         ids = city.region_ids
         pois = city.pois
         tokens = pois[CATEGORY].map(category_token)
@@ -276,7 +280,7 @@ class PoiTextEncoder:
             warnings.warn(f"{city.name}: {int(empty.sum())} of {len(ids)} regions have no POI with a "
                           "known category; their POI vector is zero", stacklevel=2)
         out = total / np.maximum(count, 1.0)[:, None]
-        if self.config.pooling == "log-scaled":
+        if pooling == "log-scaled":
             out *= np.log1p(count)[:, None]
         frame = pd.DataFrame(out.astype(np.float32), index=ids.copy(),
                              columns=[f"poi_{k}" for k in range(d)])

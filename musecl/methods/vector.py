@@ -27,6 +27,7 @@ for a seed.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -509,8 +510,6 @@ def fit_variants_by_seed(city: City, variants: dict, seeds, cache_dir, jobs: int
     the seeds train side by side, one worker process each (every stage trains on one thread), and
     fill the cache that the fits here then read: the same numbers as fitting seed after seed,
     in about half the time on two cores (chapter 10 on the 2-core machine)."""
-    import os
-
     from joblib import Parallel, delayed
 
     from musecl.evaluation import resolve_jobs
