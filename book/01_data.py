@@ -1,5 +1,7 @@
 # ---
 # jupyter:
+#   schedule:
+#     needs: []  # the city only
 #   jupytext:
 #     formats: py:percent
 #     text_representation:

@@ -1,5 +1,7 @@
 # ---
 # jupyter:
+#   schedule:
+#     needs: []  # its stages come from the cache, or are trained here
 #   jupytext:
 #     formats: py:percent
 #     text_representation:

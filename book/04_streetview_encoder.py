@@ -1,5 +1,7 @@
 # ---
 # jupyter:
+#   schedule:
+#     needs: []
 #   jupytext:
 #     formats: py:percent
 #     text_representation:

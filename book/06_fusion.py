@@ -1,5 +1,7 @@
 # ---
 # jupyter:
+#   schedule:
+#     needs: [03_satellite_encoder, 04_streetview_encoder, 05_poi_text]  # their trained stages
 #   jupytext:
 #     formats: py:percent
 #     text_representation:

@@ -1,5 +1,7 @@
 # ---
 # jupyter:
+#   schedule:
+#     needs: [06_fusion]
 #   jupytext:
 #     formats: py:percent
 #     text_representation:

@@ -1,5 +1,8 @@
 # ---
 # jupyter:
+#   schedule:
+#     needs: [07_prediction]  # MuseCL's stages and scores
+#     alone: true  # the longest chapter, on every core: the others pair up around it
 #   jupytext:
 #     formats: py:percent
 #     text_representation:

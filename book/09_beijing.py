@@ -1,5 +1,7 @@
 # ---
 # jupyter:
+#   schedule:
+#     needs: [03_satellite_encoder, 04_streetview_encoder]  # the encoders trained on the toy city
 #   jupytext:
 #     formats: py:percent
 #     text_representation:

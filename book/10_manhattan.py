@@ -1,5 +1,7 @@
 # ---
 # jupyter:
+#   schedule:
+#     needs: []  # its own city
 #   jupytext:
 #     formats: py:percent
 #     text_representation:
@@ -225,7 +227,7 @@ POOLS = {MUSE_CHOSEN: musecl_candidates_of, ANY_CHOSEN: candidates_of}
 started = time.perf_counter()
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # 2 regions without POIs: zero POI vectors, left out of fusion
-    # every variant for every seed, cached by settings; the seeds train side by side, one per core
+    # every variant for every seed, cached by settings; the seeds train side by side, one per core it may use
     fitted_by_seed = fit_variants_by_seed(city, VARIANTS, seeds, cache_dir=f"{out_dir}/cache")
 rows, choices = [], []
 for seed in seeds:

@@ -1,5 +1,7 @@
 # ---
 # jupyter:
+#   schedule:
+#     needs: []  # its own city
 #   jupytext:
 #     formats: py:percent
 #     text_representation:

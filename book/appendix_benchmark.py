@@ -1,5 +1,7 @@
 # ---
 # jupyter:
+#   schedule:
+#     alone: true  # it times the machine: nothing else runs beside it
 #   jupytext:
 #     formats: py:percent
 #     text_representation:
@@ -196,14 +198,29 @@ glue("mode_sentence", Markdown(
 #
 # ## The book itself, end to end
 #
-# Every chapter executed for this book recorded its wall time (in the executed notebook's
-# metadata, `musecl.seconds`), with the parameters it ran with. The chapters before this page ran
-# in this same build, on this machine, so their sum is the end-to-end time of the whole pipeline
-# (toy city generated, triplets sampled, every encoder trained, every method of Table 1 evaluated,
-# the real cities converted and evaluated), minus only the rendering. A chapter that found its
-# executed copy current was not re-executed, and its time is the one from the run that produced it.
+# Every chapter executed for this book recorded its wall time, when it started and ended, and the
+# cores it ran on (in the executed notebook's metadata, `musecl`), with the parameters it ran with.
+# `musecl book` runs two chapters side by side (`--at-once`, Linux), each pinned to its own share
+# of the cores: most chapters keep only one of two cores busy (loading libraries, drawing, one small
+# model at a time), so two of them on one core each finish sooner than one after the other. Not
+# pinned, two chapters that each train on two threads slowed each other down about threefold
+# (measured on this machine: chapters 3 and 4 side by side took 121 s and 227 s instead of 40 s and
+# 65 s). A chapter starts when the chapters it reads from are done (its header's `schedule: needs`;
+# without one it waits for every chapter before it); the results chapter gets both cores, and this
+# page runs alone, so nothing else loads the machine while it times it:
+#
+# ```{literalinclude} ../musecl/notebooks.py
+# :pyobject: chapter_needs
+# ```
+#
+# The chapters before this page ran in this same build, on this machine, so their span is the
+# end-to-end time of the whole pipeline (toy city generated, triplets sampled, every encoder
+# trained, every method of Table 1 evaluated, the real cities converted and evaluated), minus
+# this page, the landing page and the rendering. A chapter pinned to one core takes longer than it
+# would on two: its own time says what it cost in this build, not alone. A chapter that found its executed copy current was not re-executed; its time is the
+# one from the run that produced it, and then no span is drawn.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Execution time of each chapter in this build."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "When each chapter of this build ran (minutes from the first start); two bars at the same time ran side by side."}}
 import json
 from pathlib import Path
 
@@ -211,30 +228,45 @@ executed_dir = Path(out_dir).parent / "executed"
 rows = []
 for path in sorted(executed_dir.glob("*.ipynb")):
     meta = json.loads(path.read_text()).get("metadata", {}).get("musecl", {})
-    if "seconds" in meta:
-        rows.append({"chapter": path.stem, "seconds": meta["seconds"],
+    if "seconds" in meta and path.stem not in ("appendix_benchmark", "index"):  # this page, and the one after it
+        rows.append({"chapter": path.stem, "seconds": meta["seconds"], "started": meta.get("started"),
+                     "finished": meta.get("finished"), "cores": meta.get("cores"),
                      "params": Path(str(meta.get("parameters", {}).get("params_file", "-"))).name,
                      "complete": meta.get("complete", False)})
-book_times = pd.DataFrame(rows, columns=["chapter", "seconds", "params", "complete"])
+book_times = pd.DataFrame(rows, columns=["chapter", "seconds", "started", "finished", "cores", "params", "complete"])
 if len(book_times):
-    total = book_times.loc[book_times["chapter"] != "appendix_benchmark", "seconds"].sum()
-    glue("book_minutes", total / 60, display=False)
-    fig, ax = plt.subplots(figsize=(6, 0.3 * len(book_times) + 1))
-    ax.barh(book_times["chapter"], book_times["seconds"] / 60)
+    total = book_times["seconds"].sum()
+    slowest = (f"the slowest was `{book_times.loc[book_times['seconds'].idxmax(), 'chapter']}` "
+               f"({book_times['seconds'].max() / 60:.1f} min)")
+    timed = book_times.dropna(subset=["started", "finished"])
+    span = timed["finished"].max() - timed["started"].min() if len(timed) else float("nan")
+    one_build = len(timed) == len(book_times) and span <= total + 60  # else some ran in an earlier build
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(book_times) + 1))
+    if one_build:
+        t0 = timed["started"].min()
+        ax.barh(book_times["chapter"], book_times["seconds"] / 60, left=(book_times["started"] - t0) / 60)
+        ax.set_title(f"Chapters before this page: {span / 60:.1f} min from the first start to the last end")
+        pinned = book_times["cores"].dropna()
+        how = (f"two at a time, each on {int(pinned.min())} of the {int(pinned.max())} cores unless it ran alone"
+               if len(pinned) and pinned.min() < pinned.max() else "one after the other")
+        glue("book_sentence", Markdown(
+            f"The chapters before this page ran {how} and took {span / 60:.1f} minutes from the first start "
+            f"to the last end ({total / 60:.1f} minutes of chapter time); {slowest}."), display=False)
+    else:
+        ax.barh(book_times["chapter"], book_times["seconds"] / 60)
+        ax.set_title(f"Chapter execution times (sum before this page: {total / 60:.1f} min)")
+        glue("book_sentence", Markdown(
+            f"The chapters before this page took {total / 60:.1f} minutes of chapter time in all (some ran in "
+            f"an earlier build, so no span is given); {slowest}."), display=False)
     ax.invert_yaxis()
     ax.set_xlabel("minutes")
-    ax.set_title(f"Chapter execution times (sum before this page: {total / 60:.1f} min)")
     plt.show()
-    glue("book_sentence", Markdown(
-        f"The chapters before this page took {total / 60:.1f} minutes in all; the slowest was "
-        f"`{book_times.loc[book_times['seconds'].idxmax(), 'chapter']}` "
-        f"({book_times['seconds'].max() / 60:.1f} min)."), display=False)
 else:
     glue("book_sentence", Markdown("*No executed chapters were found next to this page's output folder "
                                    f"(`{executed_dir}`): run the whole book with `musecl book`.*"), display=False)
 
 # %% tags=["hide-input"]
-book_times.set_index("chapter").round(1) if len(book_times) else None  # own cell: the figure's caption would repeat under it
+book_times.set_index("chapter")[["seconds", "cores", "params", "complete"]].round(1) if len(book_times) else None  # own cell: the figure's caption would repeat under it
 
 # %% [markdown]
 # ## Methods side by side

@@ -64,7 +64,8 @@ def _city(args: argparse.Namespace) -> int:
 def _book(args: argparse.Namespace) -> int:
     from musecl.notebooks import build
 
-    html = build(city=args.city, params_file=args.params, out=args.out, only=args.only, force=args.force)
+    html = build(city=args.city, params_file=args.params, out=args.out, only=args.only, force=args.force,
+                 at_once=args.at_once)
     if (html / "index.html").is_file():
         print(f"book rendered to {html}/index.html")
     return 0
@@ -206,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("build"))
     p.add_argument("--only", nargs="*", default=None, help="chapter stems to execute")
     p.add_argument("--force", action="store_true", help="re-execute even unchanged chapters")
+    p.add_argument("--at-once", type=int, default=2, metavar="N",
+                   help="chapters executed side by side, each waiting for the ones it needs (default 2; 1: in turn)")
     p.set_defaults(func=_book)
     return parser
 

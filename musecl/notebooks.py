@@ -4,7 +4,8 @@ The chapters live in git as jupytext py:percent files (``book/NN_slug.py``, no o
 Book runs with execution off, so the book shows exactly what one command computed:
 
 1. :func:`execute_chapters` converts each chapter to a notebook in memory, injects the run's
-   parameters into its ``parameters`` cell and executes it (``out/executed/<stem>.ipynb``);
+   parameters into its ``parameters`` cell and executes it (``out/executed/<stem>.ipynb``),
+   two at a time where the chapters' headers allow (:func:`chapter_needs`);
 2. :func:`stage_site` lays ``_config.yml``, ``_toc.yml``, the book's other files and the executed
    notebooks out in the repository's own layout (``out/site``), so ``_toc.yml`` needs no edits;
 3. :func:`build_book` runs ``jupyter-book build`` on that folder (``out/site/_build/html``).
@@ -26,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -300,9 +302,51 @@ def _describe_failure(source: Path, error: BaseException, executed: Path) -> str
             f"  the partly executed notebook is {executed} (open it to see the traceback)")
 
 
+SCHEDULE_KEY = "schedule"  # a chapter's header may say what it waits for: see chapter_needs
+
+
+def chapter_needs(nb, earlier: list[str]) -> tuple[list[str], bool]:
+    """Which of the ``earlier`` chapters (stems, book order) this one waits for, and whether it
+    runs alone. A chapter's jupytext header may declare both::
+
+        # jupyter:
+        #   schedule:
+        #     needs: [03_satellite_encoder]   # chapters whose outputs it reads ([]: none)
+        #     alone: true                     # it gets every core, and nothing runs beside it
+
+    Without ``needs`` a chapter waits for every chapter before it, so a new chapter is safe by
+    default. Stages two chapters share need no declaration: the cache makes the second wait for
+    the first. A need outside ``earlier`` (not selected, or later in the book) is ignored.
+    ``alone`` is for the chapter on the critical path that can use every core, and for one that
+    times the machine."""
+    schedule = nb.metadata.get(SCHEDULE_KEY) or {}
+    if not isinstance(schedule, dict) or set(schedule) - {"needs", "alone"}:
+        raise ValueError(f"header key {SCHEDULE_KEY!r} takes only 'needs' (a list of chapter stems) "
+                         f"and 'alone' (true/false); got {schedule!r}")
+    needs = schedule.get("needs")
+    if needs is None:
+        return list(earlier), bool(schedule.get("alone", False))
+    if not isinstance(needs, list) or not all(isinstance(n, str) for n in needs):
+        raise ValueError(f"{SCHEDULE_KEY}.needs must be a list of chapter stems; got {needs!r}")
+    return [stem for stem in earlier if stem in needs], bool(schedule.get("alone", False))
+
+
+@dataclass
+class _Chapter:
+    """One chapter to execute: its notebook, the parameters it takes and when it may start."""
+
+    source: Path
+    nb: object
+    used: dict
+    fingerprint: str
+    executed: Path
+    needs: list[str]
+    alone: bool
+
+
 def execute_chapters(chapters: list[Path] | None, out_dir: Path, parameters: dict,
                      kernel: str = "python3", progress: bool = True, force: bool = False,
-                     repo_root: Path | None = None) -> list[Path]:
+                     repo_root: Path | None = None, at_once: int = 1) -> list[Path]:
     """Execute each py:percent chapter into ``out_dir/<stem>.ipynb``; return those paths.
 
     Each chapter gets only the keys of ``parameters`` that its ``parameters`` cell defines, so
@@ -311,82 +355,160 @@ def execute_chapters(chapters: list[Path] | None, out_dir: Path, parameters: dic
     same parameters (recorded in the notebook's ``metadata.musecl``) on a city folder whose
     ``city.yaml`` is older than the copy, unless ``force``. It does not notice changes to the
     library or to the city's other files: use ``force`` after those.
-    The first failing chapter stops the run with :class:`ChapterExecutionError`; its partly
-    executed notebook stays in ``out_dir`` for inspection.
+
+    ``at_once`` > 1 (Linux) runs that many chapters side by side, in book order as soon as the
+    chapters they need are done (:func:`chapter_needs`), each kernel pinned to its own share of
+    the cores (2 cores, 2 at once: one each). Most chapters keep only one of two cores busy, so
+    two of them on one core each finish sooner than in turn; unpinned, two chapters that each
+    train on two threads slow each other down threefold. A chapter marked ``alone`` gets every core.
+    Trained weights depend on the thread count in their last bits, so a build is repeatable
+    with the same ``at_once`` on the same machine.
+    The first failing chapter stops the run with :class:`ChapterExecutionError` once the chapters
+    already running finish; its partly executed notebook stays in ``out_dir`` for inspection.
     """
     import jupytext
-    import nbformat
-    import papermill
 
+    if at_once < 1:
+        raise ValueError(f"at_once must be >= 1; got {at_once}")
     if chapters is None:
         chapters = chapter_sources(repo_root or find_repo_root())
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+    todo, done, stems = [], set(), []
     for source in (Path(c).resolve() for c in chapters):
         if not source.is_file():
             raise FileNotFoundError(f"chapter {source} does not exist")
         nb = jupytext.read(source, fmt="py:percent")
         try:
             names = parameter_names(nb)
+            needs, alone = chapter_needs(nb, stems)
         except ValueError as err:
             raise ChapterExecutionError(f"chapter {source.name}: {err}") from None
+        stems.append(source.stem)
         used = {k: v for k, v in parameters.items() if k in names}
         fingerprint = _fingerprint(used, kernel)
         executed = out_dir / f"{source.stem}.ipynb"
         if not force and _is_current(executed, source, fingerprint, parameters.get("city")):
             if progress:
                 print(f"[book] {source.name}: up to date, not re-executed", file=sys.stderr)
-            written.append(executed)
+            done.add(source.stem)
             continue
-        nb.metadata.setdefault("kernelspec", {"name": kernel, "display_name": "Python 3",
-                                              "language": "python"})
-        setup = nbformat.v4.new_code_cell("from musecl.notebooks import reader_view\nreader_view()")
-        setup.metadata["tags"] = ["remove-cell"]  # how the page shows warnings; not the reader's concern
-        nb.cells.insert(0, setup)
+        todo.append(_Chapter(source, nb, used, fingerprint, executed, needs, alone))
+    quiet = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"  # the kernels inherit it: no progress bars on the pages
+    try:
+        _run_schedule(todo, done, kernel, progress, at_once)
+    finally:
+        if quiet is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = quiet
+    return [out_dir / f"{stem}.ipynb" for stem in stems]
+
+
+def _usable_cores() -> list[int] | None:
+    """The cores this process may run on, or None where they cannot be pinned (not Linux)."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_setaffinity") else None
+
+
+def _run_schedule(todo: list[_Chapter], done: set[str], kernel: str, progress: bool, at_once: int) -> None:
+    """Start each chapter, in order, once its needs are done and its cores are free: its share
+    (``cores // at_once``), or every core for an ``alone`` chapter, which waits for an empty
+    machine (and, once ready, lets no later chapter start before it). After a failure no new
+    chapter starts."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    cores = _usable_cores()
+    if cores is None or len(cores) < 2:
+        at_once = 1  # nothing to share, or no way to pin
+    share = max(1, len(cores) // at_once) if at_once > 1 else 0
+    free = list(cores) if at_once > 1 else []
+    running: dict = {}
+    failure: BaseException | None = None
+    with ThreadPoolExecutor(max_workers=at_once) as pool:
+        while todo or running:
+            for chapter in list(todo):
+                if failure is not None or len(running) >= at_once or any(c.alone for c, _ in running.values()):
+                    break
+                if not set(chapter.needs) <= done:
+                    continue
+                if chapter.alone and running:
+                    break  # ready: nothing new starts, so it is not kept waiting by later chapters
+                if len(free) < share:
+                    continue
+                todo.remove(chapter)
+                pinned = [] if at_once == 1 else (list(cores) if chapter.alone else free[:share])
+                free = [core for core in free if core not in pinned]
+                bar = progress and at_once == 1  # side by side, two bars would garble each other
+                future = pool.submit(_execute_one, chapter, kernel, progress, bar, pinned)
+                running[future] = (chapter, pinned)
+            if not running:
+                if failure is None:  # cannot happen with needs drawn from earlier chapters only
+                    raise ChapterExecutionError(f"chapters {[c.source.name for c in todo]} wait for each other")
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                chapter, pinned = running.pop(future)
+                free = sorted(set(free) | set(pinned)) if not chapter.alone else list(cores)
+                if future.exception() is not None:
+                    failure = failure or future.exception()
+                else:
+                    done.add(chapter.source.stem)
+    if failure is not None:
+        raise failure
+
+
+def _execute_one(chapter: _Chapter, kernel: str, progress: bool, bar: bool, pinned: list[int]) -> Path:
+    """Execute one chapter into its ``executed`` notebook (see :func:`execute_chapters`); with
+    ``pinned`` cores, its kernel (and the processes it starts) runs on those only."""
+    import nbformat
+    import papermill
+
+    source, nb, executed = chapter.source, chapter.nb, chapter.executed
+    nb.metadata.setdefault("kernelspec", {"name": kernel, "display_name": "Python 3", "language": "python"})
+    # pinned before anything imports torch, whose thread pool sizes itself from the cores it may use
+    pin = f"import os\nos.sched_setaffinity(0, {set(pinned)})\n" if pinned else ""
+    setup = nbformat.v4.new_code_cell(pin + "from musecl.notebooks import reader_view\nreader_view()")
+    setup.metadata["tags"] = ["remove-cell"]  # how the page shows warnings; not the reader's concern
+    nb.cells.insert(0, setup)
+    if progress:
+        where = f" on cores {pinned}" if pinned else ""
+        print(f"[book] executing {source.name}{where} with {chapter.used}", file=sys.stderr)
+    start, started = time.perf_counter(), time.time()
+    stopped_early = False
+    try:
+        # written once at the end (or at the failing cell), not twice per cell: each write
+        # validates the whole notebook, ~10 s over the book
+        result = papermill.execute_notebook(
+            nb, executed, parameters=chapter.used, kernel_name=kernel, progress_bar=bar,
+            cwd=source.parent, language="python", request_save_on_cell_execute=False)
+    except Exception as err:  # PapermillExecutionError, dead kernel, timeout, ...
+        if getattr(err, "ename", None) != DataUnavailable.__name__:
+            raise ChapterExecutionError(_describe_failure(source, err, executed)) from err
+        result = _without_error_outputs(nbformat.read(executed, as_version=4))
+        stopped_early = True  # executed again next time: the data may have arrived
         if progress:
-            print(f"[book] executing {source.name} with {used}", file=sys.stderr)
-        start = time.perf_counter()
-        stopped_early = False
-        quiet = os.environ.get("TQDM_DISABLE")
-        os.environ["TQDM_DISABLE"] = "1"  # the kernel inherits it: no progress bars on the pages
-        try:
-            # written once at the end (or at the failing cell), not twice per cell: each write
-            # validates the whole notebook, ~10 s over the book
-            result = papermill.execute_notebook(
-                nb, executed, parameters=used, kernel_name=kernel, progress_bar=progress,
-                cwd=source.parent, language="python", request_save_on_cell_execute=False)
-        except Exception as err:  # PapermillExecutionError, dead kernel, timeout, ...
-            if getattr(err, "ename", None) != DataUnavailable.__name__:
-                raise ChapterExecutionError(_describe_failure(source, err, executed)) from err
-            result = _without_error_outputs(nbformat.read(executed, as_version=4))
-            stopped_early = True  # executed again next time: the data may have arrived
-            if progress:
-                print(f"[book] {source.name}: stopped early, {err.evalue}", file=sys.stderr)
-        finally:
-            if quiet is None:
-                os.environ.pop("TQDM_DISABLE", None)
-            else:
-                os.environ["TQDM_DISABLE"] = quiet
-        hidden = any(PARAMETERS_TAG in c.metadata.get("tags", []) and "remove-cell" in c.metadata.get("tags", [])
-                     for c in result.cells)  # a page that hides its settings (the landing page) hides this run's too
-        for cell in result.cells:
-            # the reader sees the chapter's defaults; the values of this run sit folded under them
-            tags = cell.metadata.get("tags", [])
-            if "injected-parameters" in tags and "hide-input" not in tags and "remove-cell" not in tags:
-                tags.append("remove-cell" if hidden else "hide-input")
-        drop_captions_without_figures(result)
-        separate_figure_outputs(result)
-        result.metadata[METADATA_KEY] = {
-            "source": source.name, "parameters": used, "fingerprint": fingerprint,
-            "complete": not stopped_early, "seconds": round(time.perf_counter() - start, 1)}
-        with atomic_write(executed) as handle:
-            nbformat.write(result, handle)
-        if progress:
-            print(f"[book] {source.name}: done in {time.perf_counter() - start:.1f} s",
-                  file=sys.stderr)
-        written.append(executed)
-    return written
+            print(f"[book] {source.name}: stopped early, {err.evalue}", file=sys.stderr)
+    hidden = any(PARAMETERS_TAG in c.metadata.get("tags", []) and "remove-cell" in c.metadata.get("tags", [])
+                 for c in result.cells)  # a page that hides its settings (the landing page) hides this run's too
+    for cell in result.cells:
+        # the reader sees the chapter's defaults; the values of this run sit folded under them
+        tags = cell.metadata.get("tags", [])
+        if "injected-parameters" in tags and "hide-input" not in tags and "remove-cell" not in tags:
+            tags.append("remove-cell" if hidden else "hide-input")
+    drop_captions_without_figures(result)
+    separate_figure_outputs(result)
+    seconds = round(time.perf_counter() - start, 1)
+    result.metadata[METADATA_KEY] = {
+        "source": source.name, "parameters": chapter.used, "fingerprint": chapter.fingerprint,
+        "complete": not stopped_early, "seconds": seconds,
+        # the build's timeline (epoch seconds) and the cores it was pinned to (None: not pinned)
+        "started": round(started, 1), "finished": round(time.time(), 1), "cores": len(pinned) or None}
+    with atomic_write(executed) as handle:
+        nbformat.write(result, handle)
+    if progress:
+        print(f"[book] {source.name}: done in {seconds:.1f} s", file=sys.stderr)
+    return executed
 
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/svg+xml")
@@ -580,13 +702,14 @@ def default_city(out: Path) -> Path:
 
 def build(city: str | Path | None = None, params_file: str | Path | None = None,
           out: str | Path = "build", only: list[str] | None = None, force: bool = False,
-          strict: bool = False) -> Path:
+          strict: bool = False, at_once: int = 2) -> Path:
     """Execute the chapters, stage the site, render it; return the HTML folder.
 
     Parameters given to every chapter (each takes the ones its parameters cell defines):
     ``city`` (absolute path of the city folder; default the generated toy city),
     ``out_dir`` (``out/work``, a shared folder for results one chapter hands the next), then
     every key of ``params_file``. An explicit ``city`` wins over the file's.
+    ``at_once`` chapters run side by side (:func:`execute_chapters`; 1: one after the other).
     Files: ``out/executed/*.ipynb``, ``out/site`` (staged), ``out/site/_build/html``.
     """
     out = Path(out).resolve()
@@ -603,7 +726,7 @@ def build(city: str | Path | None = None, params_file: str | Path | None = None,
     chapters.sort(key=lambda c: c.with_suffix("") == root)
     timings = {}
     start = time.perf_counter()
-    execute_chapters(chapters, out / "executed", params, force=force, repo_root=repo_root)
+    execute_chapters(chapters, out / "executed", params, force=force, repo_root=repo_root, at_once=at_once)
     timings["execute"] = time.perf_counter() - start
     for source in chapter_sources(repo_root):  # --only: the others render as a note, so the book is whole
         if not (out / "executed" / f"{source.stem}.ipynb").is_file():

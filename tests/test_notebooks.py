@@ -8,8 +8,8 @@ import nbformat
 import pytest
 
 from musecl.notebooks import (
-    METADATA_KEY, BookBuildError, ChapterExecutionError, _is_current, chapter_sources, default_city,
-    execute_chapters, parameter_names, select_chapters, stage_site,
+    METADATA_KEY, BookBuildError, ChapterExecutionError, _is_current, chapter_needs, chapter_sources,
+    default_city, execute_chapters, parameter_names, select_chapters, stage_site,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,6 +90,72 @@ def test_a_failing_chapter_is_named_and_its_partial_notebook_kept(tmp_path):
     partial = nbformat.read(tmp_path / "executed" / "02_broken.ipynb", as_version=4)
     assert "default 2" in outputs_text(partial)
     assert not partial.metadata.get("musecl", {}).get("complete")
+
+
+def with_schedule(schedule: str, body: str = "import time\ntime.sleep(2)\n") -> str:
+    """A chapter whose jupytext header holds ``schedule`` (YAML lines under ``schedule:``)."""
+    header = "# ---\n# jupyter:\n#   schedule:\n" + "".join(f"#     {line}\n" for line in schedule.splitlines())
+    return header + "# ---\n\n" + CHAPTER + "\n# %%\n" + body
+
+
+def test_chapter_needs_reads_the_header_and_waits_for_everything_before_by_default():
+    import jupytext
+
+    earlier = ["01_data", "02_similarity", "03_satellite_encoder"]
+    assert chapter_needs(jupytext.reads(CHAPTER, fmt="py:percent"), earlier) == (earlier, False)
+    declared = jupytext.reads(with_schedule("needs: [03_satellite_encoder, 99_later]\nalone: true"),
+                              fmt="py:percent")
+    assert chapter_needs(declared, earlier) == (["03_satellite_encoder"], True)  # a later chapter is no need
+    assert chapter_needs(jupytext.reads(with_schedule("needs: []"), fmt="py:percent"), earlier) == ([], False)
+    for bad in ("after: [01_data]", "needs: 01_data"):
+        with pytest.raises(ValueError, match="schedule"):
+            chapter_needs(jupytext.reads(with_schedule(bad), fmt="py:percent"), earlier)
+
+
+CORES = 'import os, time\nimport torch\nassert torch.get_num_threads() == len(os.sched_getaffinity(0))\n' \
+        'print(f"sees {len(os.sched_getaffinity(0))} cores")\ntime.sleep(2)\n'
+
+
+def _timeline(out: Path, stem: str) -> tuple[float, float]:
+    meta = nbformat.read(out / f"{stem}.ipynb", as_version=4).metadata[METADATA_KEY]
+    return meta["started"], meta["finished"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="chapters run side by side on two or more cores they can be pinned to")
+def test_chapters_run_side_by_side_after_what_they_need_and_alone_when_they_say_so(tmp_path):
+    book = tmp_path / "book"
+    chapters = [write_chapter(book, "01_a.py", with_schedule("needs: []")),
+                write_chapter(book, "02_b.py", with_schedule("needs: []")),
+                write_chapter(book, "03_after_both.py", with_schedule("needs: [01_a, 02_b]")),
+                write_chapter(book, "04_alone.py", with_schedule("needs: []\nalone: true")),
+                write_chapter(book, "05_free.py", with_schedule("needs: []", CORES))]
+    out = tmp_path / "executed"
+    written = execute_chapters(chapters, out, {}, progress=False, at_once=2)
+    assert written == [out / f"{c.stem}.ipynb" for c in chapters]
+    a, b, after, alone, free = (_timeline(out, c.stem) for c in chapters)
+    assert b[0] < a[1] and a[0] < b[1], "two chapters without needs did not overlap"
+    assert after[0] >= max(a[1], b[1]) - 0.1, "a chapter started before what it needs was done"
+    for other in (a, b, after, free):
+        assert other[1] <= alone[0] + 0.1 or other[0] >= alone[1] - 0.1, "a chapter ran beside the alone one"
+    cores = len(os.sched_getaffinity(0))
+    assert nbformat.read(out / "05_free.ipynb", as_version=4).metadata[METADATA_KEY]["cores"] == cores // 2
+    assert f"sees {cores // 2} cores" in outputs_text(nbformat.read(out / "05_free.ipynb", as_version=4))
+    assert nbformat.read(out / "04_alone.ipynb", as_version=4).metadata[METADATA_KEY]["cores"] == cores
+
+
+@pytest.mark.slow
+def test_a_failure_side_by_side_stops_what_needs_it_and_lets_the_other_finish(tmp_path):
+    book = tmp_path / "book"
+    chapters = [write_chapter(book, "01_broken.py", with_schedule("needs: []", 'raise ValueError("broken")\n')),
+                write_chapter(book, "02_slow.py", with_schedule("needs: []")),
+                write_chapter(book, "03_needs_broken.py", with_schedule("needs: [01_broken]"))]
+    out = tmp_path / "executed"
+    with pytest.raises(ChapterExecutionError, match="01_broken.py"):
+        execute_chapters(chapters, out, {}, progress=False, at_once=2)
+    assert nbformat.read(out / "02_slow.ipynb", as_version=4).metadata[METADATA_KEY]["complete"]
+    assert not (out / "03_needs_broken.ipynb").exists()
 
 
 def test_stage_site_puts_executed_notebooks_where_the_toc_points(tmp_path):
