@@ -446,7 +446,11 @@ def _run_schedule(todo: list[_Chapter], done: set[str], kernel: str, progress: b
                 if failure is None:  # cannot happen with needs drawn from earlier chapters only
                     raise ChapterExecutionError(f"chapters {[c.source.name for c in todo]} wait for each other")
                 break
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            try:
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            except KeyboardInterrupt:
+                _interrupt_kernels()  # the chapters running now stop at their cell, as in the foreground
+                raise
             for future in finished:
                 chapter, pinned = running.pop(future)
                 free = sorted(set(free) | set(pinned)) if not chapter.alone else list(cores)
@@ -456,6 +460,20 @@ def _run_schedule(todo: list[_Chapter], done: set[str], kernel: str, progress: b
                     done.add(chapter.source.stem)
     if failure is not None:
         raise failure
+
+
+def _interrupt_kernels() -> None:
+    """Send SIGINT to this process's children, the chapters' kernels: they run in sessions of
+    their own, so Ctrl-C in a terminal reaches only this process, and the threads waiting on them
+    would otherwise wait until each chapter ends."""
+    import signal
+
+    for children in Path("/proc/self/task").glob("*/children"):  # Linux; elsewhere nothing to find
+        for pid in children.read_text().split():
+            try:
+                os.kill(int(pid), signal.SIGINT)
+            except OSError:  # already gone
+                pass
 
 
 def _execute_one(chapter: _Chapter, kernel: str, progress: bool, bar: bool, pinned: list[int]) -> Path:

@@ -158,6 +158,33 @@ def test_a_failure_side_by_side_stops_what_needs_it_and_lets_the_other_finish(tm
     assert not (out / "03_needs_broken.ipynb").exists()
 
 
+@pytest.mark.slow
+def test_ctrl_c_stops_the_chapters_running_side_by_side(tmp_path):
+    """Kernels run in sessions of their own, so Ctrl-C reaches only the book process; the
+    chapters it waits on must still stop at their cell instead of running to their end."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    book = tmp_path / "book"
+    chapter = write_chapter(book, "01_slow.py", with_schedule("needs: []", "import time\ntime.sleep(300)\n"))
+    script = ("from pathlib import Path\nfrom musecl.notebooks import execute_chapters\n"
+              f"execute_chapters([Path({str(chapter)!r})], Path({str(tmp_path / 'out')!r}), {{}}, at_once=2)\n")
+    process = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while "executing 01_slow.py" not in (line := process.stderr.readline()) and time.time() < deadline:
+        assert line or process.poll() is None, "the book process ended before executing the chapter"
+    time.sleep(8)  # the kernel starts and enters the sleeping cell
+    process.send_signal(signal.SIGINT)
+    try:
+        _, err = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise AssertionError("Ctrl-C did not stop the running chapter within a minute") from None
+    assert process.returncode != 0 and "KeyboardInterrupt" in err
+
+
 def test_stage_site_puts_executed_notebooks_where_the_toc_points(tmp_path):
     repo = tmp_path / "repo"
     write_chapter(repo / "book", "01_demo.py")
