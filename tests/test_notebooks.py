@@ -169,7 +169,9 @@ def test_ctrl_c_stops_the_chapters_running_side_by_side(tmp_path):
 
     book = tmp_path / "book"
     chapter = write_chapter(book, "01_slow.py", with_schedule("needs: []", "import time\ntime.sleep(300)\n"))
-    script = ("from pathlib import Path\nfrom musecl.notebooks import execute_chapters\n"
+    script = ("import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"  # as in a terminal;
+              # a job started in the background (CI) inherits SIGINT ignored
+              "from pathlib import Path\nfrom musecl.notebooks import execute_chapters\n"
               f"execute_chapters([Path({str(chapter)!r})], Path({str(tmp_path / 'out')!r}), {{}}, at_once=2)\n")
     process = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
