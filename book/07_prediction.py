@@ -56,8 +56,10 @@ cfg
 #
 # As in the paper and the official code: an MLP with hidden layers $[512, 256, 128, 64]$ and ReLU,
 # mean squared error, Adam (learning rate $5 \cdot 10^{-4}$), batch 32, inputs standardised on
-# the training part, early stopping on the validation part. Regions are split 60/20/20 into
-# training, validation and test; the scores are
+# the training part, early stopping on the validation part (after `probe_patience` epochs without a
+# better validation loss: 50 in the official code, 5 in this book's `params/ci.yaml`, chosen on
+# validation parts only, as its comment says). Regions are split 60/20/20 into training,
+# validation and test; the scores are
 #
 # $$R^2 = 1 - \frac{\sum_{i \in \text{test}} (y_i - \hat y_i)^2}{\sum_{i \in \text{test}} (y_i - \bar y)^2},
 # \qquad \mathrm{RMSE} = \sqrt{\tfrac{1}{n_\text{test}} \textstyle\sum_{i \in \text{test}} (y_i - \hat y_i)^2},

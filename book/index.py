@@ -1,5 +1,7 @@
 # ---
 # jupyter:
+#   schedule:
+#     needs: [08_results]  # it shows chapter 8's results; the book runs it last, or beside a chapter after 8
 #   jupytext:
 #     formats: py:percent
 #     text_representation:
