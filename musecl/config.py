@@ -10,7 +10,9 @@ import math
 import numbers
 import os
 import re
+import warnings
 from dataclasses import dataclass
+from html import escape as _escape
 from pathlib import Path
 
 from musecl.io import YamlFileError, load_yaml
@@ -185,7 +187,7 @@ CHECKS = {
     "sv_epochs": _integer(1),
     "rs_batch_size": _integer(1),
     "sv_batch_size": _integer(1),
-    "lr": _number(above=0),
+    "encoder_lr": _number(above=0),
     "encoder_patience": _optional(_integer(1), "no early stopping"),
     "amp": _off_is_false(_choice(*AMP_MODES)),
     "image_store": _choice(*IMAGE_STORES),
@@ -213,6 +215,27 @@ CHECKS = {
 }
 
 
+# Where each setting belongs. Params files and papermill parameters stay one flat mapping, so a
+# setting has one name everywhere; the sections are how a reader takes them in (RunConfig's table in
+# the chapters). "machine" settings decide where and how fast a run goes: trained weights differ in
+# their last bits with them (threads, processes), and amp changes the arithmetic (so it enters the
+# cache keys), but no setting there changes what is computed.
+SECTIONS = {
+    "run": ("seed", "seeds", "retrain", "embedding_dim"),
+    "similarity sampling (eq. 1-4)": ("n_triplets", "sampling_rule", "n_positive_candidates"),
+    "image encoders (eq. 5-6)": ("rs_arch", "sv_arch", "weights", "rs_image_size", "sv_image_size",
+                                 "triplet_loss", "margin", "rs_epochs", "sv_epochs", "rs_batch_size",
+                                 "sv_batch_size", "encoder_lr", "encoder_patience", "val_fraction"),
+    "POI text (eq. 7)": ("text_epochs", "text_window", "text_pooling"),
+    "fusion (eq. 8-11)": ("fusion_design", "fusion_loss", "fusion_epochs", "fusion_batch_size", "fusion_lr",
+                          "temperature", "fusion_reconstruction"),
+    "evaluation": ("splits", "probe", "probe_max_epochs", "probe_patience", "block_size_m", "buffer_m"),
+    "machine": ("device", "amp", "image_store", "train_processes", "jobs"),
+}
+# settings renamed since an earlier version: old files and saved models still load, with a warning
+RENAMED = {"lr": "encoder_lr"}  # it never set the fusion's learning rate (fusion_lr) or the probe's
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Every setting of a MuseCL run. Defaults are the paper's / official code's where they exist."""
@@ -236,7 +259,7 @@ class RunConfig:
     sv_epochs: int = 20  # official code
     rs_batch_size: int = 32
     sv_batch_size: int = 16
-    lr: float = 5e-4
+    encoder_lr: float = 5e-4  # the triplet encoders' (images, and the vector views' of chapter 10)
     encoder_patience: int | None = None
     amp: str = "off"  # image encoders' mixed precision: "off", "bf16", "fp16" (GPU), "auto" (what pays here)
     # where decoded images live: "memory" (one .pt cache, loaded whole) or "shards" (.npy shards
@@ -288,6 +311,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "RunConfig":
+        values = _renamed(values)
         known = cls.keys()
         unknown = sorted(set(values) - set(known), key=str)
         if unknown:
@@ -326,6 +350,27 @@ class RunConfig:
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
 
+    def by_section(self) -> dict[str, dict]:
+        """The settings grouped as :data:`SECTIONS` groups them."""
+        values = self.to_dict()
+        return {section: {key: values[key] for key in keys} for section, keys in SECTIONS.items()}
+
+    def _repr_html_(self) -> str:
+        """A notebook shows a run's settings as a table, one row per section; bold: what differs from
+        the defaults (the paper's and the official code's settings where they have one)."""
+        def escape(text: str) -> str:
+            return _escape(text, quote=False)
+
+        defaults = RunConfig().to_dict()
+        rows = []
+        for section, values in self.by_section().items():
+            shown = [(f"<b>{escape(k)}: {escape(repr(v))}</b>" if v != defaults[k] else f"{escape(k)}: {escape(repr(v))}")
+                     for k, v in values.items()]
+            rows.append(f"<tr><th style='text-align:left'>{escape(section)}</th>"
+                        f"<td style='text-align:left'>{', '.join(shown)}</td></tr>")
+        return ("<table><thead><tr><th style='text-align:left'>RunConfig</th><th style='text-align:left'>settings "
+                "(<b>bold</b>: not the default)</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+
     def subset(self, names: list[str]) -> dict:
         d = self.to_dict()
         return {k: d[k] for k in names}
@@ -338,6 +383,21 @@ class RunConfig:
 
 
 assert set(CHECKS) == set(RunConfig.keys()), "every RunConfig key needs a check"
+assert sorted(k for keys in SECTIONS.values() for k in keys) == sorted(RunConfig.keys()), \
+    "every RunConfig key belongs to exactly one section"
+
+
+def _renamed(values: dict) -> dict:
+    """``values`` with the old names of :data:`RENAMED` settings replaced by the new ones."""
+    values = dict(values)
+    for old, new in RENAMED.items():
+        if old in values:
+            if new in values:
+                raise ConfigError(f"{old!r} is the old name of {new!r}; give only {new!r}", key=old)
+            warnings.warn(f"run setting {old!r} is now called {new!r}; the old name will stop working",
+                          FutureWarning, stacklevel=4)
+            values[new] = values.pop(old)
+    return values
 
 
 def config_hash(*parts) -> str:

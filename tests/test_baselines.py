@@ -18,7 +18,7 @@ from musecl.methods.baselines import (TRIPLET_SOURCES, StageBaseline, geographic
 
 # trained baselines: tiny CNNs, 3 epochs; untrained ones: the real archs at 32 px
 TINY = RunConfig(n_triplets=120, rs_arch="tiny", sv_arch="tiny", rs_image_size=32, sv_image_size=32,
-                 rs_epochs=3, sv_epochs=3, embedding_dim=16, text_epochs=1, lr=2e-3, seeds=(0,))
+                 rs_epochs=3, sv_epochs=3, embedding_dim=16, text_epochs=1, encoder_lr=2e-3, seeds=(0,))
 DIMS = {"Inception v3": 2048, "ResNet-18": 512, "EfficientNet-Lite0 (ImageNet)": 2 * 1280,
         "Tile2vec-style": 16, "PG-SimCL-style": 16, "Urban2vec-style": 16 + 16}
 TRAINED = {"Tile2vec-style": "satellite", "PG-SimCL-style": "satellite", "Urban2vec-style": "streetview"}

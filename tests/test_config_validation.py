@@ -16,9 +16,9 @@ BAD = [  # (settings, substrings the message must contain)
     ({"sv_epochs": 2.5}, ["sv_epochs", "an integer"]),
     ({"n_triplets": True}, ["n_triplets", "an integer"]),
     ({"seed": -1}, ["seed", ">= 0"]),
-    ({"lr": 0}, ["lr", "a number > 0"]),
+    ({"encoder_lr": 0}, ["encoder_lr", "a number > 0"]),
     ({"fusion_lr": "fast"}, ["fusion_lr", "a number > 0", "'fast'"]),
-    ({"lr": "nan"}, ["lr", "a number > 0"]),
+    ({"encoder_lr": "nan"}, ["encoder_lr", "a number > 0"]),
     ({"val_fraction": 1.0}, ["val_fraction", ">= 0 and < 1"]),
     ({"margin": -0.1}, ["margin", ">= 0 or None"]),
     ({"temperature": 0}, ["temperature", "> 0 or None"]),
@@ -69,20 +69,45 @@ def test_config_error_is_a_value_error_with_the_key():
 def test_good_values_are_accepted_and_normalised(tmp_path):
     checkpoint = tmp_path / "encoder.pt"
     checkpoint.write_bytes(b"")
-    config = RunConfig.from_dict({"fusion_lr": "1e-3", "lr": 1, "splits": "random", "seeds": [3], "margin": None,
+    config = RunConfig.from_dict({"fusion_lr": "1e-3", "encoder_lr": 1, "splits": "random", "seeds": [3], "margin": None,
                                   "buffer_m": 0, "block_size_m": 500, "device": "cuda:1", "weights": str(checkpoint),
                                   "fusion_design": "paper", "fusion_loss": "mse", "amp": False})
     assert config.fusion_lr == pytest.approx(1e-3) and isinstance(config.fusion_lr, float)
-    assert config.lr == 1 and config.buffer_m == 0  # ints stay ints: cache keys hash the values
+    assert config.encoder_lr == 1 and config.buffer_m == 0  # ints stay ints: cache keys hash the values
     assert config.splits == ("random",) and config.seeds == (3,)
     assert config.amp == "off"  # YAML 1.1 reads a bare `off` as false
 
 
 def test_yaml_1_1_floats_and_off_load(tmp_path):
     params = tmp_path / "params.yaml"
-    params.write_text("fusion_lr: 1e-3\nlr: 5e-4\namp: off\n")
+    params.write_text("fusion_lr: 1e-3\nencoder_lr: 5e-4\namp: off\n")
     config = RunConfig.from_yaml(params)
-    assert (config.fusion_lr, config.lr, config.amp) == (pytest.approx(1e-3), pytest.approx(5e-4), "off")
+    assert (config.fusion_lr, config.encoder_lr, config.amp) == (pytest.approx(1e-3), pytest.approx(5e-4), "off")
+
+
+def test_a_renamed_setting_still_loads_with_a_warning(tmp_path):
+    params = tmp_path / "old.yaml"
+    params.write_text("lr: 0.001\n")  # an old params file (or a saved model's config.json)
+    with pytest.warns(FutureWarning, match="'lr' is now called 'encoder_lr'"):
+        config = RunConfig.from_yaml(params)
+    assert config.encoder_lr == pytest.approx(1e-3)
+    with pytest.raises(ConfigError, match="old name of 'encoder_lr'; give only 'encoder_lr'"):
+        RunConfig.from_dict({"lr": 1e-3, "encoder_lr": 1e-3})
+
+
+def test_every_setting_is_in_one_section_and_the_table_shows_what_changed():
+    sections = config_module.SECTIONS
+    keys = [k for section in sections.values() for k in section]
+    assert sorted(keys) == sorted(RunConfig.keys()) and len(keys) == len(set(keys))
+    assert set(sections["machine"]) == {"device", "amp", "image_store", "train_processes", "jobs"}
+    config = RunConfig(n_triplets=1000)
+    grouped = config.by_section()
+    assert list(grouped) == list(sections) and grouped["similarity sampling (eq. 1-4)"]["n_triplets"] == 1000
+    html = config._repr_html_()
+    assert all(section in html for section in ("run", "fusion (eq. 8-11)", "machine"))
+    run_row = html.split("</thead>")[1].split("</tr>")[0]
+    assert "<b>n_triplets: 1000</b>" in html and "seeds" in run_row and "<b>" not in run_row
+    assert "rs_epochs: 201" in html and "<b>rs_epochs" not in html  # a default is not bold
 
 
 @pytest.mark.parametrize("path", PARAMS, ids=[p.name for p in PARAMS])

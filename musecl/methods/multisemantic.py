@@ -24,7 +24,7 @@ from musecl.encoders.heads import FEATURE_HEADS
 from musecl.methods.base import CONFIG_JSON, EMBEDDINGS_CSV, RegionEmbedder, register
 
 SAMPLING_KEYS = ["seed", "n_triplets", "sampling_rule", "n_positive_candidates"]
-TRAINING_KEYS = ["weights", "embedding_dim", "triplet_loss", "margin", "lr", "encoder_patience", "val_fraction"]
+TRAINING_KEYS = ["weights", "embedding_dim", "triplet_loss", "margin", "encoder_lr", "encoder_patience", "val_fraction"]
 IMAGE_KEYS = {
     SATELLITE: SAMPLING_KEYS + TRAINING_KEYS + ["rs_arch", "rs_image_size", "rs_epochs", "rs_batch_size"],
     STREETVIEW: SAMPLING_KEYS + TRAINING_KEYS + ["sv_arch", "sv_image_size", "sv_epochs", "sv_batch_size"],
@@ -61,7 +61,7 @@ def training_settings(cfg: RunConfig, kind: str, checkpoint_dir: Path, progress:
     s = image_settings(cfg, kind)
     return ImageTrainingConfig(
         loss=cfg.triplet_loss, margin=cfg.resolved_margin, epochs=s["epochs"], batch_size=s["batch_size"],
-        lr=cfg.lr, val_fraction=cfg.val_fraction, patience=cfg.encoder_patience, seed=cfg.seed,
+        lr=cfg.encoder_lr, val_fraction=cfg.val_fraction, patience=cfg.encoder_patience, seed=cfg.seed,
         device=cfg.device, checkpoint_dir=str(checkpoint_dir), resume=True, progress=progress, amp=cfg.amp)
 
 

@@ -213,7 +213,7 @@ def train_view_encoder(view: pd.DataFrame, triplets, cfg: RunConfig, vcfg: Vecto
 
     ``triplets`` index the rows of ``view`` (as :mod:`musecl.sampling` returns them). Inputs are
     standardised per column. Same optimiser and schedule as the image encoders (Trainer defaults:
-    Adam with amsgrad, StepLR(10, 0.7)), learning rate ``cfg.lr``.
+    Adam with amsgrad, StepLR(10, 0.7)), learning rate ``cfg.encoder_lr``.
     """
     from musecl.encoders.image import TripletObjective
     from musecl.training import Trainer, one_torch_thread
@@ -224,7 +224,7 @@ def train_view_encoder(view: pd.DataFrame, triplets, cfg: RunConfig, vcfg: Vecto
     with torch.random.fork_rng(devices=[]), one_torch_thread():
         torch.manual_seed(cfg.seed)
         model = ViewEncoder(x.shape[1], cfg.embedding_dim, vcfg.hidden, vcfg.dropout)
-        trainer = Trainer(model, TripletObjective(cfg.triplet_loss, cfg.margin), lr=cfg.lr,
+        trainer = Trainer(model, TripletObjective(cfg.triplet_loss, cfg.margin), lr=cfg.encoder_lr,
                           epochs=vcfg.epochs, batch_size=vcfg.batch_size, seed=cfg.seed, device="cpu",
                           progress=progress)
         history = trainer.fit((x[a], x[p], x[n]))
@@ -323,7 +323,7 @@ def train_joint_encoders(views: dict, triplets: dict, cfg: RunConfig, vcfg: Vect
         torch.manual_seed(cfg.seed)
         models = nn.ModuleDict({k: ViewEncoder(x[k].shape[1], cfg.embedding_dim, vcfg.hidden, vcfg.dropout)
                                 for k in names})
-        trainer = Trainer(models, objective, lr=cfg.lr, epochs=vcfg.epochs, batch_size=vcfg.batch_size,
+        trainer = Trainer(models, objective, lr=cfg.encoder_lr, epochs=vcfg.epochs, batch_size=vcfg.batch_size,
                           seed=cfg.seed, device="cpu", progress=progress)
         history = trainer.fit(_JointTriplets(x, idx))
         models.eval()
