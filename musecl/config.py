@@ -219,7 +219,7 @@ CHECKS = {
 # setting has one name everywhere; the sections are how a reader takes them in (RunConfig's table in
 # the chapters). "machine" settings decide where and how fast a run goes: trained weights differ in
 # their last bits with them (threads, processes), and amp changes the arithmetic (so it enters the
-# cache keys), but no setting there changes what is computed.
+# cache keys), but none of them changes the method, its data or its sizes.
 SECTIONS = {
     "run": ("seed", "seeds", "retrain", "embedding_dim"),
     "similarity sampling (eq. 1-4)": ("n_triplets", "sampling_rule", "n_positive_candidates"),
