@@ -26,10 +26,11 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from musecl.city import CEILING_ALL, MOBILITY, POI, REGION_ID, SATELLITE, SOURCE, STREETVIEW, City
 from musecl.io import in_worker, rewarn
-from musecl.training import fit_small, one_torch_thread
+from musecl.training import Trainer, one_torch_thread
 
 RESULT_COLUMNS = ["city", "indicator", "method", "split", "seed", "r2", "rmse", "n_test"]
 PREDICTION_COLUMNS = [REGION_ID, "indicator", "split_part", "y_true", "y_pred"]
@@ -213,6 +214,11 @@ def _standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.where(std > 0, std, 1.0)
 
 
+def _mse_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> dict:
+    x, y = batch
+    return {"loss": F.mse_loss(model(x).squeeze(-1), y)}
+
+
 class MLPProbe:
     """The paper's evaluation head: an MLP regressor, deterministic for a seed.
 
@@ -253,23 +259,14 @@ class MLPProbe:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             self.model = self._build(xt.shape[1])
-        generator = torch.Generator().manual_seed(self.seed)
         # fused: one kernel per step for all parameters; the step was ~40% of this tiny MLP's time
-        optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                     fused=True)
-        loss_fn = nn.MSELoss()
-        model = self.model
-
-        @torch.no_grad()
-        def val_loss() -> float:
-            model.eval()
-            return float(loss_fn(model(xv).squeeze(-1), yv))
-
-        with one_torch_thread():
-            rows = fit_small(model, optimizer, cfg.max_epochs,
-                             batches=lambda: torch.randperm(len(xt), generator=generator).split(cfg.batch_size),
-                             batch_loss=lambda idx: loss_fn(model(xt[idx]).squeeze(-1), yt[idx]),
-                             val_loss=val_loss if has_val else None, patience=cfg.patience)
+        trainer = Trainer(self.model, _mse_loss, epochs=cfg.max_epochs, batch_size=cfg.batch_size,
+                          optimizer_factory=lambda params: torch.optim.Adam(
+                              params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True),
+                          lr_gamma=1.0, patience=cfg.patience if has_val else None, seed=self.seed,
+                          val_batch_size=len(xv) if has_val else None, progress=False)
+        with torch.random.fork_rng(devices=[]), one_torch_thread():
+            rows = trainer.fit((xt, yt), (xv, yv) if has_val else None)
         self.model.eval()
         self.history_ = pd.DataFrame(rows)
         return self

@@ -50,7 +50,7 @@ from torch import nn
 
 from musecl.city import REGION_ID
 from musecl.io import atomic_save_bytes, atomic_save_json
-from musecl.training import fit_small, one_torch_thread
+from musecl.training import TIMING_COLUMNS, Trainer, one_torch_thread
 
 MODALITY_NAMES = ("sv", "rs")
 WEIGHTS_PT, CONFIG_JSON = "weights.pt", "config.json"
@@ -380,15 +380,6 @@ def _batch_loss(model, sv, rs, poi, cfg: FusionConfig) -> torch.Tensor:
     return mse_alignment(target, poi)
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator, drop_single: bool):
-    order = torch.randperm(n, generator=generator)
-    for start in range(0, n, batch_size):
-        idx = order[start:start + batch_size]
-        if drop_single and len(idx) < 2:  # an InfoNCE batch of one has no negative
-            continue
-        yield idx
-
-
 def train_fusion(sv: pd.DataFrame, rs: pd.DataFrame, poi: pd.DataFrame,
                  config: FusionConfig | dict | None = None) -> tuple["AttentiveFusion | AlignedFusion", pd.DataFrame]:
     """Learn the fusion so that the fused e^Image agrees with e^POI (eq. 11, or MSE): eq. 8-9's
@@ -437,41 +428,26 @@ def _train_fusion(sv: pd.DataFrame, rs: pd.DataFrame, poi: pd.DataFrame, cfg: Fu
         for name, values in (("sv", x_sv), ("rs", x_rs), ("poi", y)):
             getattr(model, f"{name}_std").copy_(values.std(dim=0).clamp_min(1e-6))
         model.poi_mean.copy_(y.mean(dim=0))
-    generator = torch.Generator().manual_seed(cfg.seed)
-
-    train_idx = torch.arange(n)
-    val_idx = None
+    train_idx, val_idx = torch.arange(n), None
     if cfg.patience is not None:
-        order = torch.randperm(n, generator=generator)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
         n_val = max(2, int(round(cfg.val_fraction * n)))
         if n - n_val < 2:
             raise ValueError(f"too few regions ({n}) to hold out {n_val} for validation")
         val_idx, train_idx = order[:n_val], order[n_val:]
 
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    rows = fit_small(
-        model, optimizer, cfg.epochs,
-        batches=lambda: (train_idx[b] for b in _batches(len(train_idx), cfg.batch_size, generator,
-                                                         cfg.loss == "infonce")),
-        batch_loss=lambda idx: _batch_loss(model, x_sv[idx], x_rs[idx], y[idx], cfg),
-        val_loss=(lambda: _evaluate_loss(model, x_sv[val_idx], x_rs[val_idx], y[val_idx], cfg))
-        if val_idx is not None else None,
-        patience=cfg.patience)
-    return model.eval(), pd.DataFrame(rows)
+    def loss_fn(model, batch) -> dict:
+        return {"loss": _batch_loss(model, *batch, cfg)}
 
-
-@torch.no_grad()
-def _evaluate_loss(model, sv, rs, poi, cfg: FusionConfig) -> float:
-    """Mean loss over fixed, unshuffled mini-batches of ``cfg.batch_size`` (deterministic)."""
-    model.eval()
-    total, count = 0.0, 0
-    for start in range(0, len(poi), cfg.batch_size):
-        sl = slice(start, start + cfg.batch_size)
-        if cfg.loss == "infonce" and len(poi[sl]) < 2:
-            continue
-        total += float(_batch_loss(model, sv[sl], rs[sl], poi[sl], cfg)) * len(poi[sl])
-        count += len(poi[sl])
-    return total / max(count, 1)
+    trainer = Trainer(model, loss_fn, optimizer_factory=lambda params: torch.optim.Adam(params, lr=cfg.lr),
+                      lr_gamma=1.0, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                      min_batch=2 if cfg.loss == "infonce" else 1,  # an InfoNCE batch of one has no negative
+                      patience=cfg.patience, seed=cfg.seed, progress=False)
+    with torch.random.fork_rng(devices=[]):
+        rows = trainer.fit((x_sv[train_idx], x_rs[train_idx], y[train_idx]),
+                           (x_sv[val_idx], x_rs[val_idx], y[val_idx]) if val_idx is not None else None)
+    # timings left out: the stage's saved history is the same in every run of a seed
+    return model.eval(), pd.DataFrame(rows).drop(columns=list(TIMING_COLUMNS))
 
 
 @torch.no_grad()

@@ -1,10 +1,10 @@
-"""How musecl's models train: two loops, one for the long runs and one for the small models.
+"""How musecl's models train: one loop, :class:`Trainer`, for every torch model.
 
-The image encoders and the heads on frozen features (eq. 5-6) train through :class:`Trainer`:
-mini-batches, progress bars, checkpoints, exact resume, several processes. Fusion (eq. 8-11)
-and the MLP probe train in memory in seconds through :func:`fit_small` (the same early stopping,
-nothing to checkpoint). The image-free view encoders of :mod:`musecl.methods.vector` keep their
-own joint loop (two models, one step).
+The image encoders and the heads on frozen features (eq. 5-6), the fusion (eq. 8-11), the MLP
+probe and the image-free view encoders of :mod:`musecl.methods.vector` all train through it:
+mini-batches, early stopping on a validation part, and, where a run is long enough to need them,
+progress bars, checkpoints, exact resume and several processes (the small models, which train in
+memory in seconds, simply leave those off).
 
 * **Data.** A data set is anything with ``len()`` and ``get_batch(indices, generator)``: it gets a
   tensor of item indices and returns a whole batch (a tensor or a tuple of tensors), so there is
@@ -52,6 +52,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from tqdm import tqdm as text_tqdm
+
 from musecl import distributed as ddp
 from musecl.distributed import resolve_device
 from musecl.io import atomic_save_bytes
@@ -70,43 +72,8 @@ def one_torch_thread():
         torch.set_num_threads(old)
 
 
-def fit_small(model: nn.Module, optimizer: torch.optim.Optimizer, epochs: int,
-              batches: Callable[[], Any], batch_loss: Callable[[torch.Tensor], torch.Tensor],
-              val_loss: Callable[[], float] | None = None, patience: int | None = None) -> list[dict]:
-    """The loop of the small models that train in memory in seconds (fusion, the MLP probe):
-    no checkpoints or processes, unlike :class:`Trainer`. Each epoch draws its mini-batches of
-    row indices from ``batches()`` and takes one optimizer step per batch on ``batch_loss(rows)``.
-    With ``val_loss`` (evaluated after every epoch, by the caller in eval mode) training stops
-    after ``patience`` epochs without a lower validation loss and the model ends with the weights
-    of the best epoch. Returns one history row per epoch (``epoch``, ``train_loss``, ``val_loss``)."""
-    rows, best, best_state, waited = [], float("inf"), None, 0
-    for epoch in range(1, epochs + 1):
-        model.train()
-        total, count = 0.0, 0
-        for idx in batches():
-            loss = batch_loss(idx)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(idx)
-            count += len(idx)
-        row = {"epoch": epoch, "train_loss": total / max(count, 1)}
-        if val_loss is not None:
-            row["val_loss"] = val_loss()
-            if row["val_loss"] < best:
-                best, waited = row["val_loss"], 0
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            else:
-                waited += 1
-        rows.append(row)
-        if val_loss is not None and patience is not None and waited >= patience:
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return rows
-
-
 LAST_CHECKPOINT = "last.pt"
+TIMING_COLUMNS = ("images_per_s", "train_seconds", "seconds")  # the history's columns that vary run to run
 CHECKPOINT_FORMAT = 1
 
 
@@ -165,7 +132,8 @@ def split_indices(n: int, val_fraction: float, seed: int = 0) -> tuple[np.ndarra
 
 
 def _progress_bar():
-    """tqdm's notebook bar when ipywidgets is installed, the text bar otherwise (no warning)."""
+    """tqdm's notebook bar when ipywidgets is installed, the text bar otherwise (no warning).
+    Looked up only when a bar is shown: a failed import is not cached, and the probe trains often."""
     try:
         import ipywidgets  # noqa: F401
 
@@ -327,12 +295,17 @@ class Trainer:
     the learning rate is multiplied by 0.7 every 10 epochs. ``optimizer_factory(params)`` and
     ``scheduler_factory(optimizer)`` replace them (``lr_gamma=1`` keeps the rate constant).
 
+    ``min_batch``: batches with fewer items are skipped, in training and validation (2 for
+    InfoNCE, where a batch of one has no negative; ``batch_size`` drops a short last batch).
+    ``val_batch_size`` (default ``batch_size``): the validation batches; a loss that is a mean over
+    items (MSE) can take the whole validation part in one.
+
     ``patience``: stop when the validation loss has not improved for that many epochs (needs a
     validation set); ``restore_best`` (default: on when there is a validation set) loads the
     weights of the best validation epoch at the end. The history (``fit``'s return value, also
     ``self.history``) has one dict per epoch: ``epoch, lr, train_<part>..., val_<part>...,
     seconds, images_per_s`` (images through the model per second of the training loop, data
-    preparation included; compare with :func:`throughput`).
+    preparation included; the benchmark compares it with the bare step).
 
     ``amp`` (automatic mixed precision): "off" (default), "bf16" (bfloat16 autocast; on a GPU, or
     a CPU with bf16 instructions), "fp16" (float16 autocast with a gradient scaler; GPUs only) or
@@ -344,13 +317,14 @@ class Trainer:
     def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module, Any], dict], *,
                  lr: float = 5e-4, optimizer_factory: Callable | None = None,
                  lr_step: int = 10, lr_gamma: float = 0.7, scheduler_factory: Callable | None = None,
-                 epochs: int = 10, batch_size: int = 32, drop_last: bool = False,
+                 epochs: int = 10, batch_size: int = 32, min_batch: int = 1, val_batch_size: int | None = None,
                  patience: int | None = None, restore_best: bool | None = None,
                  seed: int = 0, device: str | torch.device | None = "cpu",
                  checkpoint_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
                  amp: str = "off"):
-        if epochs < 0 or batch_size < 1:
-            raise ValueError(f"need epochs >= 0 and batch_size >= 1; got epochs={epochs}, batch_size={batch_size}")
+        if epochs < 0 or batch_size < 1 or not 1 <= min_batch <= batch_size:
+            raise ValueError(f"need epochs >= 0 and 1 <= min_batch <= batch_size; got epochs={epochs}, "
+                             f"batch_size={batch_size}, min_batch={min_batch}")
         if patience is not None and patience < 1:
             raise ValueError(f"patience must be >= 1 or None; got {patience}")
         if resume and checkpoint_dir is None:
@@ -361,7 +335,8 @@ class Trainer:
             lambda params: torch.optim.Adam(params, lr=self.lr, amsgrad=True))
         self.scheduler_factory = scheduler_factory or (
             lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=self.lr_step, gamma=self.lr_gamma))
-        self.epochs, self.batch_size, self.drop_last = int(epochs), int(batch_size), bool(drop_last)
+        self.epochs, self.batch_size, self.min_batch = int(epochs), int(batch_size), int(min_batch)
+        self.val_batch_size = int(val_batch_size or batch_size)
         self.patience, self.restore_best = patience, restore_best
         self.seed = int(seed)
         self.device = resolve_device(device)
@@ -377,6 +352,8 @@ class Trainer:
         return self.progress and ddp.is_main()  # one bar, not one per process
 
     def _autocast(self):
+        if self.amp_dtype is None:  # entering a disabled autocast costs more than a small model's step
+            return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                               enabled=self.amp_dtype is not None)
 
@@ -388,10 +365,7 @@ class Trainer:
 
     def _batches(self, n: int, generator: torch.Generator) -> list[torch.Tensor]:
         order = ddp.shard(torch.randperm(n, generator=generator))  # this process's share
-        batches = list(order.split(self.batch_size))
-        if self.drop_last and len(batches) > 1 and len(batches[-1]) < self.batch_size:
-            batches.pop()
-        return batches
+        return [b for b in order.split(self.batch_size) if len(b) >= self.min_batch]
 
     def _train_epoch(self, net: nn.Module, data: BatchDataset, generator: torch.Generator,
                      batch_generator: torch.Generator, epoch: int, tqdm) -> dict:
@@ -448,7 +422,9 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         items = 0
         mine = torch.arange(len(data))[ddp.rank()::ddp.world_size()]  # each process scores its share
-        for idx in mine.split(self.batch_size):
+        for idx in mine.split(self.val_batch_size):
+            if len(idx) < self.min_batch:
+                continue
             batch = _to_device(data.get_batch(idx, generator), self.device)
             with self._autocast():
                 parts = self.loss_fn(self.model, batch)
@@ -466,7 +442,7 @@ class Trainer:
         """Settings a resumed run must share with the run that wrote the checkpoint."""
         return {"n_train": n_train, "n_val": n_val, "batch_size": self.batch_size, "seed": self.seed,
                 "lr": self.lr, "lr_step": self.lr_step, "lr_gamma": self.lr_gamma,
-                "drop_last": self.drop_last, "amp": str(self.amp_dtype),
+                "amp": str(self.amp_dtype), **({"min_batch": self.min_batch} if self.min_batch > 1 else {}),
                 "n_parameters": sum(p.numel() for p in self.model.parameters()),
                 **({"processes": ddp.world_size()} if ddp.world_size() > 1 else {})}
 
@@ -525,7 +501,9 @@ class Trainer:
 
     def _load_checkpoint(self, ckpt: dict, fingerprint: dict, generator: torch.Generator,
                          batch_generator: torch.Generator) -> _State:
-        saved = ckpt.get("fingerprint", {})
+        saved = dict(ckpt.get("fingerprint", {}))
+        if saved.get("drop_last") is False:  # checkpoints before min_batch replaced drop_last
+            del saved["drop_last"]
         diff = {k: (saved.get(k), fingerprint.get(k)) for k in sorted({*saved, *fingerprint})
                 if saved.get(k) != fingerprint.get(k)}
         if diff:
@@ -575,7 +553,7 @@ class Trainer:
             state = _State()
             self.history = []
 
-        tqdm = _progress_bar()
+        tqdm = _progress_bar() if self._show_progress else text_tqdm
         epochs = tqdm(range(state.epoch + 1, self.epochs + 1), desc="training", disable=not self._show_progress,
                       unit="epoch", initial=state.epoch, total=self.epochs)
         for epoch in epochs:
@@ -605,35 +583,3 @@ class Trainer:
         self.best_epoch = state.best_epoch
         self.stopped_early = state.stopped_early
         return self.history
-
-
-# ------------------------------------------------------------------------------------------
-# speed
-
-
-def throughput(model: nn.Module, batch: int = 32, input_size: int = 64, steps: int = 10, warmup: int = 2,
-               device: str | torch.device | None = "cpu", channels: int = 3) -> float:
-    """Images per second of raw forward + backward on synthetic uint8 images (no data pipeline,
-    no optimizer): the ceiling the trainer's ``images_per_s`` is compared with."""
-    device = resolve_device(device)
-    model = model.to(device).train()
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randint(0, 256, (batch, channels, input_size, input_size), dtype=torch.uint8,
-                      generator=generator).to(device)
-
-    def step():
-        model.zero_grad(set_to_none=True)
-        out = model(x)
-        out = out[0] if isinstance(out, (tuple, list)) else out
-        out.float().square().mean().backward()
-
-    for _ in range(warmup):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return batch * steps / (time.perf_counter() - start)

@@ -137,3 +137,15 @@ def test_the_accelerator_grid_runs_every_setting_on_any_device():
     assert settings[2][1] is True and settings[3] == (settings[2][0], True, 4)  # channels_last, then 2x batch
     assert all(r["ratio"] > 0 for r in result["rows"]) and result["compile"] == []
     assert result["fastest"]["satellite"] in result["rows"]
+
+
+def test_throughput_runs():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(4))
+    model(torch.zeros(1, 3, 8, 8))
+    as_float = torch.nn.Sequential(_Float(), model)  # the images come as uint8
+    assert bench.throughput(as_float, batch=4, input_size=8, steps=2, warmup=1) > 0
+
+
+class _Float(torch.nn.Module):
+    def forward(self, x):
+        return x.float() / 255

@@ -74,7 +74,7 @@ def test_training_lowers_the_loss_and_favours_the_matching_modality(design, loss
     sv, rs, poi = tables()
     model, history = train_fusion(sv, rs, poi, FusionConfig(design=design, loss=loss, epochs=30, batch_size=32,
                                                             lr=1e-2))
-    assert list(history.columns[:2]) == ["epoch", "train_loss"]
+    assert {"epoch", "train_loss"} <= set(history.columns)
     assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
     _, beta = fuse(model, sv, rs)
     assert beta["sv"].mean() > 0.6

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from musecl.training import (
-    TensorBatches, Trainer, as_batch_dataset, load_checkpoint, split_indices, throughput,
+    TensorBatches, Trainer, as_batch_dataset, load_checkpoint, split_indices,
 )
 
 torch.set_num_threads(1)
@@ -204,18 +204,6 @@ def test_nan_loss_is_reported():
         trainer(make_model(), loss_fn=nan_loss, epochs=1).fit(NoisyData(), None)
 
 
-def test_throughput_runs():
-    model = nn.Sequential(nn.Flatten(), nn.LazyLinear(4))
-    model(torch.zeros(1, 3, 8, 8))
-    wrapped = nn.Sequential(_Float(), model)
-    assert throughput(wrapped, batch=4, input_size=8, steps=2, warmup=1) > 0
-
-
-class _Float(nn.Module):
-    def forward(self, x):
-        return x.float() / 255
-
-
 def test_bf16_mixed_precision_trains_and_fp16_needs_a_gpu(tmp_path):
     data = NoisyData()
     full = trainer(make_model(), epochs=6).fit(data, None)
@@ -251,26 +239,22 @@ def test_auto_precision_on_a_gpu_is_bf16_where_it_exists(monkeypatch):
         trainer(make_model(), amp="half")
 
 
-def test_fit_small_stops_after_patience_with_the_best_epochs_weights():
-    from musecl.training import fit_small
+def test_min_batch_skips_short_batches_and_val_batch_size_sets_the_validation_batches():
+    """What fusion (InfoNCE: no batch of one) and the probe (the whole validation part at once) use."""
+    seen = []
 
-    torch.manual_seed(0)
-    model = torch.nn.Linear(2, 1)
-    x, y = torch.randn(20, 2), torch.randn(20)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    scripted = iter([3.0, 2.0, 4.0, 5.0, 6.0, 7.0])  # best after epoch 2, then two worse epochs
-    weights = []
+    def recording(model, batch):
+        seen.append((model.training, len(batch[0])))
+        return mse(model, batch)
 
-    def val_loss():
-        weights.append(model.weight.detach().clone())
-        return next(scripted)
-
-    rows = fit_small(model, optimizer, epochs=10, batches=lambda: torch.arange(20).split(8),
-                     batch_loss=lambda idx: ((model(x[idx]).squeeze(-1) - y[idx]) ** 2).mean(),
-                     val_loss=val_loss, patience=2)
-    assert [r["epoch"] for r in rows] == [1, 2, 3, 4] and [r["val_loss"] for r in rows] == [3.0, 2.0, 4.0, 5.0]
-    assert torch.equal(model.weight, weights[1])  # the weights of the best epoch, not the last
-    assert all(r["train_loss"] > 0 for r in rows)
-    no_val = fit_small(model, optimizer, epochs=3, batches=lambda: torch.arange(20).split(8),
-                       batch_loss=lambda idx: ((model(x[idx]).squeeze(-1) - y[idx]) ** 2).mean())
-    assert [r["epoch"] for r in no_val] == [1, 2, 3] and "val_loss" not in no_val[0]
+    data = NoisyData(n=20)
+    trainer(make_model(), loss_fn=recording, epochs=1, batch_size=8, min_batch=5, val_batch_size=7).fit(
+        data, NoisyData(n=15, seed=1))
+    assert sorted(n for training, n in seen if training) == [8, 8]  # 20 = 8 + 8 + 4: the 4 is skipped
+    assert [n for training, n in seen if not training] == [7, 7]  # 15 = 7 + 7 + 1: the 1 is skipped
+    seen.clear()
+    trainer(make_model(), loss_fn=recording, epochs=1, batch_size=8).fit(data, NoisyData(n=15, seed=1))
+    assert sorted(n for training, n in seen if training) == [4, 8, 8]
+    assert [n for training, n in seen if not training] == [8, 7]
+    with pytest.raises(ValueError, match="min_batch"):
+        trainer(make_model(), batch_size=8, min_batch=9)

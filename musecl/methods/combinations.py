@@ -33,8 +33,8 @@ from musecl.cache import load_table
 from musecl.city import MOBILITY, POI, SATELLITE, STREETVIEW, City
 from musecl.config import RunConfig
 from musecl.methods.base import RegionEmbedder, TableMethod, impute_column_means, register
-from musecl.methods.multisemantic import (ATTENTION_CSV, EMBEDDINGS_CSV, FUSION_KEYS, MuseCL, image_stage,
-                                          text_stage, train_fusion_into)
+from musecl.methods.multisemantic import (ATTENTION_CSV, EMBEDDINGS_CSV, FUSION_FORMAT, FUSION_KEYS, MuseCL,
+                                          image_stage, text_stage, train_fusion_into)
 from musecl.sampling import pretext_features
 
 # The paper's Table 1 (row order), its Figure 6, and what this project adds.
@@ -91,7 +91,7 @@ def fusion_svrv_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_dir: P
     exactly by beta = 1/2 for every region, so the attention would learn nothing.
     """
     upstream = [json.loads((d / "key.json").read_text()) for d in (sv_dir, rs_dir)]
-    key = {"upstream": upstream, "target": SVRV_TARGET, **cfg.subset(FUSION_KEYS)}
+    key = {"upstream": upstream, "target": SVRV_TARGET, "format": FUSION_FORMAT, **cfg.subset(FUSION_KEYS)}
 
     def compute(folder: Path) -> None:
         sv, rs = (load_table(d / EMBEDDINGS_CSV).reindex(city.region_ids) for d in (sv_dir, rs_dir))

@@ -37,6 +37,7 @@ PREFIX = {SATELLITE: "rs", STREETVIEW: "sv"}
 HISTORY_CSV, TRIPLETS_CSV = "history.csv", "triplets.csv"
 ATTENTION_CSV = "attention.csv"
 FEATURES_FORMAT = 1  # bump when a backbone's feature extraction changes: old cache entries are ignored
+FUSION_FORMAT = 2  # 2: fusion trains through the one Trainer (another batch order): format-1 entries are retrained
 
 
 def sampler_for(cfg: RunConfig):
@@ -293,7 +294,7 @@ def fusion_settings(cfg: RunConfig):
 def fusion_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_dir: Path, text_dir: Path) -> Path:
     """Attentive fusion of the two image embeddings aligned to the POI vectors (eq. 8-11)."""
     upstream = [json.loads((d / "key.json").read_text()) for d in (sv_dir, rs_dir, text_dir)]
-    key = {"upstream": upstream, **cfg.subset(FUSION_KEYS)}
+    key = {"upstream": upstream, "format": FUSION_FORMAT, **cfg.subset(FUSION_KEYS)}
 
     def compute(folder: Path) -> None:
         sv, rs, poi = (load_table(d / EMBEDDINGS_CSV) for d in (sv_dir, rs_dir, text_dir))

@@ -349,7 +349,7 @@ class VectorMuseCL(TableMethod):
     """
     needs = (OD, POI)
 
-    STAGE, FORMAT = "vector-musecl", 2  # 2: the joint encoders train through the Trainer
+    STAGE, FORMAT = "vector-musecl", 3  # 2: the joint encoders train through the Trainer; 3: fusion too
 
     def __init__(self, config: RunConfig | None = None, cache_dir=None, progress: bool = True,
                  view_config: VectorViewConfig | dict | None = None, reuse: "VectorMuseCL | None" = None):

@@ -9,7 +9,7 @@ What is measured (medians over repeats; machine, threads and versions recorded):
   of the same model on one fixed synthetic batch of the same 3B images: forward, loss, backward
   **and the Adam step in both** (the Trainer always steps; a fresh optimizer per repeat in both).
   The ratio loop / raw is what the data pipeline and bookkeeping cost; the goal is >= 0.9.
-* **CPU settings.** ResNet-18 @64 forward + backward (:func:`musecl.training.throughput`, no
+* **CPU settings.** ResNet-18 @64 forward + backward (:func:`throughput`, no
   optimizer) with ``channels_last`` on/off and 1 or 2 threads.
 * **Triplet sampling** (:func:`musecl.sampling.sampling_benchmark`): time and peak traced memory
   for N regions, and the growth exponent (slope of log time against log N).
@@ -41,6 +41,7 @@ import torch
 
 from musecl.city import REGION_ID, SATELLITE, STREETVIEW
 from musecl.io import atomic_save_json
+from musecl.training import amp_dtype, resolve_device
 
 if TYPE_CHECKING:  # annotations only: the image module imports torch
     from musecl.encoders.image import ImageStore
@@ -202,6 +203,34 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def throughput(model: nn.Module, batch: int = 32, input_size: int = 64, steps: int = 10, warmup: int = 2,
+               device: str | torch.device | None = "cpu", channels: int = 3) -> float:
+    """Images per second of raw forward + backward on synthetic uint8 images (no data pipeline,
+    no optimizer): the ceiling the trainer's ``images_per_s`` is compared with."""
+    device = resolve_device(device)
+    model = model.to(device).train()
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (batch, channels, input_size, input_size), dtype=torch.uint8,
+                      generator=generator).to(device)
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        out = model(x)
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        out.float().square().mean().backward()
+
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return batch * steps / (time.perf_counter() - start)
+
+
 def raw_step_throughput(model: torch.nn.Module, objective: Callable, images: torch.Tensor, steps: int,
                         lr: float = 5e-4, precision: torch.dtype | None = None) -> float:
     """Images per second of the bare training step on one fixed batch (on the model's device):
@@ -240,7 +269,6 @@ def bench_encoder(kind: str, arch: str, input_size: int, batch_size: int, steps:
     or, with ``store_on_device``, from a store already on the GPU.
     """
     from musecl.encoders.image import ImageTrainingConfig, TripletObjective, build_encoder, train_image_encoder
-    from musecl.training import amp_dtype, resolve_device, throughput
 
     device = resolve_device(device)
     precision = amp_dtype(amp, device)
@@ -287,7 +315,6 @@ def loop_and_bare_speed(store, triplets, arch: str, batch_size: int, loss: str =
     triplets, the second timed) and of a bare forward + backward pass of the same batch size,
     measured back to back so that both see the same machine load (what the encoder chapters show)."""
     from musecl.encoders.image import ImageTrainingConfig, build_encoder, train_image_encoder
-    from musecl.training import throughput
 
     config = ImageTrainingConfig(loss=loss, epochs=2, batch_size=batch_size, val_fraction=0, seed=seed,
                                  device=device, progress=False)
@@ -304,7 +331,6 @@ def bench_compile(arch: str = "resnet18", input_size: int = 224, batch_size: int
     """Does ``torch.compile`` pay? The bare training step eager and compiled (same model, batch,
     precision), and the seconds the first compiled steps took (compilation)."""
     from musecl.encoders.image import TripletObjective, build_encoder
-    from musecl.training import amp_dtype, resolve_device
 
     device = resolve_device(device)
     precision = amp_dtype(amp, device)
@@ -339,8 +365,6 @@ def bench_accelerator(device: str = "cuda", encoders=PAPER_ENCODERS, amps: Seque
     under the fastest of those, channels_last, and a ``larger_batch`` times larger batch; with
     ``compile``, :func:`bench_compile` under the fastest setting. What the scaling appendix's plan
     is measured with."""
-    from musecl.training import resolve_device
-
     device = resolve_device(device)
     rows, compiled = [], []
     for kind, arch, size, batch in encoders:
@@ -371,7 +395,6 @@ def bench_cpu_settings(arch: str = "resnet18", input_size: int = 64, batch: int 
                        threads: Sequence[int] = (1, 2), steps: int = 3, warmup: int = 1, seed: int = 0) -> dict:
     """Forward + backward images/s with channels_last off/on and each thread count; the fastest."""
     from musecl.encoders.image import build_encoder
-    from musecl.training import throughput
 
     rows = []
     for channels_last in (False, True):
