@@ -113,13 +113,14 @@ class Cache:
         Under ``torchrun`` every process computes (training needs them all), the first process
         decides whether the folder exists and alone moves its result into place. Independent
         processes wanting the same entry wait for each other (a lock file per entry)."""
-        from musecl import distributed as ddp
+        from musecl.training import processes
 
+        group = processes()
         final = self.path(stage, key)
-        if ddp.gather(self.verify(final) if ddp.is_main() else None)[0]:  # one decision for all processes
+        if group.gather(self.verify(final) if group.is_main() else None)[0]:  # one decision for all processes
             return final
         final.parent.mkdir(parents=True, exist_ok=True)
-        if ddp.world_size() > 1:
+        if group.world_size() > 1:
             return self._compute(stage, key, final, compute)
         with _entry_lock(self.root / LOCKS / f"{stage}-{final.name}.lock"):
             if self.verify(final):  # computed by another process while this one waited
@@ -127,12 +128,13 @@ class Cache:
             return self._compute(stage, key, final, compute)
 
     def _compute(self, stage: str, key: dict, final: Path, compute: Callable[[Path], None]) -> Path:
-        from musecl import distributed as ddp
+        from musecl.training import processes
 
+        group = processes()
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.{os.getpid()}@{_host()}."))
         try:
             compute(tmp)
-            if ddp.is_main():
+            if group.is_main():
                 (tmp / DONE).write_text(json.dumps({"stage": stage, "key": key}, indent=2, sort_keys=True,
                                                    default=str))
                 atomic_save_json(tmp / CONTENTS, {"format": CONTENTS_FORMAT, "files": _contents(tmp)})
@@ -144,7 +146,7 @@ class Cache:
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
-        ddp.barrier()
+        group.barrier()
         return final
 
 

@@ -112,21 +112,18 @@ def _readme(args: argparse.Namespace) -> int:
 
 
 def _train_encoders(args: argparse.Namespace) -> int:
-    from musecl import distributed as ddp
     from musecl.config import RunConfig
-    from musecl.runner import train_encoders
+    from musecl.scaling.distributed import leave_process_group, train_encoders
+    from musecl.training import processes
 
     config = RunConfig.from_yaml(args.params, device=args.device)
     try:
         stages = train_encoders(args.city, config, args.cache or args.out / "cache", kinds=args.kinds)
-        if ddp.is_main():
+        if processes().is_main():
             for kind, folder in stages.items():
                 print(f"{kind} encoder: {folder}")
     finally:
-        if ddp.active():
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+        leave_process_group()
     return 0
 
 

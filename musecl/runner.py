@@ -85,9 +85,7 @@ def run(city: str | os.PathLike | City, out_dir: str | os.PathLike, config: RunC
     ``config.jobs`` worker processes (the longest first), each with its share of the cores: a
     small CNN trains only 1.2-1.3x faster on two threads than on one, so two methods side by
     side finish sooner than one after the other. On a GPU the methods take turns on it."""
-    from musecl import distributed as ddp
-
-    if ddp.launched_world_size() > 1:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun
         raise RuntimeError("musecl run works in one process. Under torchrun, train the image encoders with "
                            "`musecl train-encoders` (same params); then `musecl run` (no torchrun) reuses them")
     config = config or RunConfig()
@@ -268,29 +266,6 @@ def seed_configs(config: RunConfig) -> list[RunConfig]:
     if config.retrain == "once":
         return [config]
     return [dataclasses.replace(config, seed=seed, seeds=(seed,)) for seed in config.seeds]
-
-
-def train_encoders(city: str | os.PathLike | City, config: RunConfig, cache_dir: str | os.PathLike,
-                   kinds: Sequence[str] = ("satellite", "streetview"), triplets: str = "similarity",
-                   progress: bool = True) -> dict[str, Path]:
-    """Train MuseCL's image encoders (the costly stages) into the cache, in this process or, under
-    ``torchrun``, in every process it started (one per GPU): ``config.train_processes`` must say how
-    many, since that changes the weights and so the cache key. ``musecl run`` with the same settings
-    and cache then reuses them. Returns the stage folder of each kind."""
-    from musecl import distributed as ddp
-    from musecl.cache import Cache
-    from musecl.methods.multisemantic import image_stage
-
-    device = ddp.init_from_env(config.device)  # image_stage checks it against train_processes
-    if ddp.is_main():  # a named city is written once, then read by every process
-        resolve_city(city)
-    ddp.barrier()
-    city = resolve_city(city)
-    require_enough_regions(city)
-    config = dataclasses.replace(config, device=str(device))
-    cache = Cache(cache_dir)
-    return {kind: image_stage(city, config, kind, cache, progress=progress and ddp.is_main(), triplets=triplets)
-            for kind in kinds}
 
 
 EVALUATION_VERSION = 2  # bump when the probes or splits change: old cached scores are then ignored

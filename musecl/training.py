@@ -24,7 +24,7 @@ memory in seconds, simply leave those off).
   continues from it and ends with exactly the weights of an uninterrupted run (same device, same
   thread count). A checkpoint that does not load (truncated, overwritten) is named in a warning,
   moved aside to ``last.pt.corrupt-<time>`` and training starts afresh.
-* **Several processes** (``torchrun``, see :mod:`musecl.distributed`). Inside a process group the
+* **Several processes** (``torchrun``, see :mod:`musecl.scaling.distributed`). Inside a process group the
   model is wrapped in DistributedDataParallel; every process draws the same item order from the
   shared data generator and trains on its share (``batch_size`` items per process and step, so
   the global batch is ``batch_size`` x processes); image choice and augmentation come from a
@@ -54,9 +54,73 @@ from torch import nn
 
 from tqdm import tqdm as text_tqdm
 
-from musecl import distributed as ddp
-from musecl.distributed import resolve_device
 from musecl.io import atomic_save_bytes
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """'cpu' (default), 'cuda' (error if absent) or 'auto' (cuda when available)."""
+    if device is None or device == "cpu":
+        return torch.device("cpu")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {str(device)!r} was asked for but torch sees no CUDA GPU; "
+                           "use device='cpu' or device='auto'")
+    return device
+
+
+class OneProcess:
+    """The processes that train together, when there is one: what the Trainer, the cache and the
+    image stage ask of them, answered for a single process (the default).
+    :class:`musecl.scaling.distributed.TorchProcesses` answers the same questions for the processes
+    ``torchrun`` starts; joining them installs it (:func:`use_processes`)."""
+
+    def rank(self) -> int:
+        return 0
+
+    def world_size(self) -> int:
+        return 1
+
+    def active(self) -> bool:
+        """True when more than one process trains."""
+        return self.world_size() > 1
+
+    def is_main(self) -> bool:
+        """The process that writes files (checkpoints, cache folders, results)."""
+        return self.rank() == 0
+
+    def shard(self, order: torch.Tensor) -> torch.Tensor:
+        """This process's share of an epoch's item order."""
+        return order
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum over processes, in place (returned for convenience)."""
+        return tensor
+
+    def gather(self, obj: Any) -> list:
+        """Every process's ``obj``, in rank order."""
+        return [obj]
+
+    def barrier(self) -> None:
+        """Wait until every process gets here."""
+
+    def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
+        """The module that trains (DistributedDataParallel around ``model`` in several processes)."""
+        return model
+
+
+_PROCESSES = [OneProcess()]
+
+
+def processes() -> OneProcess:
+    """The processes this one trains with (one, unless it joined ``torchrun``'s)."""
+    return _PROCESSES[0]
+
+
+def use_processes(group: OneProcess) -> None:
+    """Train with ``group`` from now on (see :func:`musecl.scaling.distributed.init_from_env`)."""
+    _PROCESSES[0] = group
 
 
 @contextlib.contextmanager
@@ -170,19 +234,19 @@ def _count_images(batch) -> int:
 
 def _per_process(seed: int) -> int:
     """A seed of this process's own (the seed itself in one process or in the first)."""
-    return seed + 1_000_003 * ddp.rank()
+    return seed + 1_000_003 * processes().rank()
 
 
 def _sum_over_processes(sums: dict[str, torch.Tensor], items: int, images: int,
                         device: torch.device) -> tuple[dict[str, torch.Tensor], int, int]:
     """Loss sums and counts added up over the processes of a group (unchanged in one process)."""
-    if not ddp.active():
+    if not processes().active():
         return sums, items, images
     keys = sorted(sums)  # the same order on every process
     packed = torch.stack([sums[k].double().reshape(()) for k in keys]
                          + [torch.tensor(float(items), dtype=torch.float64, device=device),
                             torch.tensor(float(images), dtype=torch.float64, device=device)])
-    ddp.all_reduce_sum(packed)
+    processes().all_reduce_sum(packed)
     return dict(zip(keys, packed[:-2])), int(packed[-2]), int(packed[-1])
 
 
@@ -349,7 +413,7 @@ class Trainer:
 
     @property
     def _show_progress(self) -> bool:
-        return self.progress and ddp.is_main()  # one bar, not one per process
+        return self.progress and processes().is_main()  # one bar, not one per process
 
     def _autocast(self):
         if self.amp_dtype is None:  # entering a disabled autocast costs more than a small model's step
@@ -364,7 +428,7 @@ class Trainer:
     # -- one epoch ---------------------------------------------------------------------
 
     def _batches(self, n: int, generator: torch.Generator) -> list[torch.Tensor]:
-        order = ddp.shard(torch.randperm(n, generator=generator))  # this process's share
+        order = processes().shard(torch.randperm(n, generator=generator))  # this process's share
         return [b for b in order.split(self.batch_size) if len(b) >= self.min_batch]
 
     def _train_epoch(self, net: nn.Module, data: BatchDataset, generator: torch.Generator,
@@ -421,7 +485,7 @@ class Trainer:
         generator = torch.Generator().manual_seed(_per_process(self.seed + 1 if seed is None else seed))
         sums: dict[str, torch.Tensor] = {}
         items = 0
-        mine = torch.arange(len(data))[ddp.rank()::ddp.world_size()]  # each process scores its share
+        mine = torch.arange(len(data))[processes().rank()::processes().world_size()]  # each process scores its share
         for idx in mine.split(self.val_batch_size):
             if len(idx) < self.min_batch:
                 continue
@@ -444,17 +508,17 @@ class Trainer:
                 "lr": self.lr, "lr_step": self.lr_step, "lr_gamma": self.lr_gamma,
                 "amp": str(self.amp_dtype), **({"min_batch": self.min_batch} if self.min_batch > 1 else {}),
                 "n_parameters": sum(p.numel() for p in self.model.parameters()),
-                **({"processes": ddp.world_size()} if ddp.world_size() > 1 else {})}
+                **({"processes": processes().world_size()} if processes().world_size() > 1 else {})}
 
     def _save_checkpoint(self, state: _State, fingerprint: dict, generator: torch.Generator,
                          batch_generator: torch.Generator) -> None:
         if self.checkpoint_path is None:
             return
         cuda = self.device.type == "cuda"
-        per_process = ddp.gather(_rng_state(batch_generator, cuda)) if ddp.active() else None
-        if ddp.is_main():
+        per_process = processes().gather(_rng_state(batch_generator, cuda)) if processes().active() else None
+        if processes().is_main():
             self._write_checkpoint(state, fingerprint, generator, per_process)
-        ddp.barrier()  # no process goes on before the checkpoint is complete
+        processes().barrier()  # no process goes on before the checkpoint is complete
 
     def _write_checkpoint(self, state: _State, fingerprint: dict, generator: torch.Generator,
                           per_process: list | None) -> None:
@@ -489,13 +553,13 @@ class Trainer:
             problem = None
         except Exception as exc:  # noqa: BLE001 - truncated or garbage: torch raises several kinds
             ckpt, problem = None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        if not all(ok for ok in ddp.gather(problem is None)):  # one decision for all processes
-            if ddp.is_main() and self.checkpoint_path.exists():
+        if not all(ok for ok in processes().gather(problem is None)):  # one decision for all processes
+            if processes().is_main() and self.checkpoint_path.exists():
                 aside = _move_aside(self.checkpoint_path)
                 why = problem or "it did not load in another process"
                 warnings.warn(f"checkpoint {self.checkpoint_path} is corrupt ({why}); moved it to {aside.name} "
                               "and training starts from the beginning", stacklevel=3)
-            ddp.barrier()
+            processes().barrier()
             return None
         return ckpt
 
@@ -515,7 +579,7 @@ class Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         _set_rng_state(ckpt["rng"], generator)
         if ckpt.get("rng_per_process"):  # this process's own draws (and its global RNGs)
-            _set_rng_state(ckpt["rng_per_process"][ddp.rank()], batch_generator)
+            _set_rng_state(ckpt["rng_per_process"][processes().rank()], batch_generator)
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.history = list(ckpt["history"])
@@ -536,12 +600,12 @@ class Trainer:
                              "(e.g. from split_indices) or set patience=None")
         restore_best = (val is not None) if self.restore_best is None else self.restore_best
         self.model.to(self.device)
-        net = ddp.wrap(self.model, self.device)  # what trains; self.model stays the plain module
+        net = processes().wrap(self.model, self.device)  # what trains; self.model stays the plain module
         self.optimizer = self.optimizer_factory(self.model.parameters())
         self.scheduler = self.scheduler_factory(self.optimizer)
         generator = torch.Generator().manual_seed(self.seed)  # the item order: the same on every process
         # one process: the same generator draws images and augmentations; several: one per process
-        batch_generator = (generator if ddp.world_size() == 1
+        batch_generator = (generator if processes().world_size() == 1
                            else torch.Generator().manual_seed(_per_process(self.seed)))
         fingerprint = self._fingerprint(len(train), 0 if val is None else len(val))
 

@@ -11,8 +11,8 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-from musecl import distributed as ddp
-from musecl.training import Trainer
+from musecl.scaling.distributed import TorchProcesses, join_process_group, leave_process_group
+from musecl.training import OneProcess, Trainer, processes
 
 WORLD = 2
 N_TRAIN, N_VAL, BATCH = 40, 10, 4  # 40 = 5 steps of 2 x 4 items: no padding needed
@@ -78,11 +78,13 @@ def _scenarios(folder: Path) -> dict:
 
 def _worker(rank: int, world: int, init_file: str, folder: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    join_process_group()
     try:
+        assert isinstance(processes(), TorchProcesses) and processes().world_size() == world
         torch.set_num_threads(1)
         torch.save(_scenarios(Path(folder)), Path(folder) / f"rank{rank}.pt")
     finally:
-        dist.destroy_process_group()
+        leave_process_group()
 
 
 @pytest.fixture(scope="module")
@@ -94,12 +96,16 @@ def two_processes(tmp_path_factory):
 
 
 def test_outside_a_process_group_everything_is_one_process():
-    assert not ddp.active() and ddp.rank() == 0 and ddp.world_size() == 1 and ddp.is_main()
+    group = processes()
+    assert type(group) is OneProcess
+    assert not group.active() and group.rank() == 0 and group.world_size() == 1 and group.is_main()
     order = torch.arange(7)
-    assert torch.equal(ddp.shard(order), order)
-    assert ddp.gather("x") == ["x"]
+    assert torch.equal(group.shard(order), order)
+    assert group.gather("x") == ["x"]
     model = nn.Linear(2, 1)
-    assert ddp.wrap(model, torch.device("cpu")) is model
+    assert group.wrap(model, torch.device("cpu")) is model
+    join_process_group()  # no torch.distributed group: still one process
+    assert type(processes()) is OneProcess
 
 
 def test_two_processes_train_like_one_process_with_twice_the_batch(two_processes):

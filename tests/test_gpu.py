@@ -94,14 +94,17 @@ def _data():
 
 
 def _worker(rank, world, init_file, out):
+    from musecl.scaling.distributed import join_process_group, leave_process_group
+
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    join_process_group()
     try:
         torch.manual_seed(0)
         model = nn.Linear(5, 1)
         Trainer(model, _mse, lr=0.01, epochs=3, batch_size=4, device="cuda:0", progress=False).fit(_data())
         torch.save({k: v.cpu() for k, v in model.state_dict().items()}, Path(out) / f"rank{rank}.pt")
     finally:
-        dist.destroy_process_group()
+        leave_process_group()
 
 
 def test_two_processes_on_one_gpu_train_like_one_with_twice_the_batch(tmp_path):

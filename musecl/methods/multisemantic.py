@@ -22,6 +22,7 @@ from musecl.city import MOBILITY, POI, SATELLITE, STREETVIEW, City
 from musecl.config import RunConfig
 from musecl.encoders.heads import FEATURE_HEADS
 from musecl.methods.base import CONFIG_JSON, EMBEDDINGS_CSV, RegionEmbedder, register
+from musecl.training import processes
 
 SAMPLING_KEYS = ["seed", "n_triplets", "sampling_rule", "n_positive_candidates"]
 TRAINING_KEYS = ["weights", "embedding_dim", "triplet_loss", "margin", "encoder_lr", "encoder_patience", "val_fraction"]
@@ -94,20 +95,21 @@ def city_image_store(city: City, kind: str, size: int, cache, progress: bool = T
     MuseCL's image stage and the baselines alike: ``images/{kind}-{size}-{fingerprint}.pt``
     (loaded into memory) or, with ``image_store="shards"`` (cities whose images do not fit in
     memory), the folder ``images/{kind}-{size}-{fingerprint}-shards/`` that streams from disk."""
-    from musecl import distributed as ddp
     from musecl.config import IMAGE_STORES
     from musecl.encoders.image import ImageStore
+
+    group = processes()
 
     name = f"{kind}-{int(size)}-{fingerprint or city_fingerprint(city)}"
     if image_store not in IMAGE_STORES:
         raise ValueError(f"image_store must be one of {IMAGE_STORES}; got {image_store!r}")
     where = ({"shards": cache.root / "images" / f"{name}-shards"} if image_store == "shards"
              else {"cache": cache.root / "images" / f"{name}.pt"})
-    if not ddp.is_main():  # under torchrun the first process decodes, the others then read its files
-        ddp.barrier()
+    if not group.is_main():  # under torchrun the first process decodes, the others then read its files
+        group.barrier()
         return ImageStore.from_city(city, kind, size, progress=False, **where)
     store = ImageStore.from_city(city, kind, size, progress=progress, **where)
-    ddp.barrier()
+    group.barrier()
     return store
 
 
@@ -124,8 +126,8 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
     """
     from musecl.encoders.image import (build_encoder, embed_regions, save_encoder,
                                        train_image_encoder)
-    from musecl import distributed as ddp
 
+    group = processes()
     if triplets not in TRIPLET_SOURCES:
         raise ValueError(f"unknown triplet source {triplets!r}; known: {sorted(TRIPLET_SOURCES)}")
     fingerprint = city_fingerprint(city)
@@ -138,13 +140,13 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
     s = image_settings(cfg, kind)
 
     def compute(folder: Path) -> None:
-        if ddp.world_size() != cfg.train_processes:
+        if group.world_size() != cfg.train_processes:
             raise RuntimeError(
                 f"the {kind} encoder is set to train in {cfg.train_processes} process(es) (train_processes) "
-                f"and is not in the cache {cache.root}; this is {ddp.world_size()}. Train it with "
+                f"and is not in the cache {cache.root}; this is {group.world_size()}. Train it with "
                 f"`torchrun --nproc_per_node={cfg.train_processes} -m musecl.cli train-encoders CITY "
                 "--params PARAMS --out OUT`, then rerun with the same settings, or set train_processes to "
-                f"{ddp.world_size()}")
+                f"{group.world_size()}")
         if s["arch"] in FEATURE_HEADS:
             return _train_head(city, cfg, kind, cache, folder, triplets, progress, key)
         store = city_image_store(city, kind, s["image_size"], cache, progress, cfg.image_store, fingerprint)
