@@ -37,9 +37,10 @@ from typing import Callable
 
 import pandas as pd
 
-from musecl.city import City, IMAGES_CSV
+from musecl.city import IMAGES_CSV, City
 from musecl.config import config_hash
-from musecl.io import atomic_save_json, read_csv_ids, sha256_of
+from musecl.io import atomic_save_json, atomic_write, read_csv_ids, sha256_of
+from musecl.training import processes
 
 DONE = "key.json"
 CONTENTS = "contents.json"  # size and sha256 of every other file of an entry, written last
@@ -113,8 +114,6 @@ class Cache:
         Under ``torchrun`` every process computes (training needs them all), the first process
         decides whether the folder exists and alone moves its result into place. Independent
         processes wanting the same entry wait for each other (a lock file per entry)."""
-        from musecl.training import processes
-
         group = processes()
         final = self.path(stage, key)
         if group.gather(self.verify(final) if group.is_main() else None)[0]:  # one decision for all processes
@@ -128,8 +127,6 @@ class Cache:
             return self._compute(stage, key, final, compute)
 
     def _compute(self, stage: str, key: dict, final: Path, compute: Callable[[Path], None]) -> Path:
-        from musecl.training import processes
-
         group = processes()
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.{os.getpid()}@{_host()}."))
         try:
@@ -268,8 +265,6 @@ def _entry_lock(path: Path):
 
 def save_table(df: pd.DataFrame, path: str | Path) -> None:
     """A region table as CSV (region_id first), written atomically."""
-    from musecl.io import atomic_write
-
     with atomic_write(path) as handle:
         df.to_csv(handle, index=True, index_label="region_id")
 

@@ -31,7 +31,11 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+import pyproj
+import shapely
 import yaml
+from PIL import Image
+from shapely.errors import ShapelyError
 
 from musecl.io import YamlFileError, load_yaml, read_csv_ids
 
@@ -429,8 +433,6 @@ def _read_meta(root: Path, problems: list[Problem]) -> CityMeta | None:
         problems.append(Problem(CITY_YAML, "name", f"must be the city's name as text, got {name!r} ({_kind_of(name)})"))
     crs = str(raw["crs"])
     try:
-        import pyproj
-
         pyproj.CRS.from_user_input(crs)
     except Exception as exc:  # noqa: BLE001 - pyproj raises CRSError and friends
         problems.append(Problem(CITY_YAML, "crs", f"cannot read CRS {crs!r}: {exc}. "
@@ -526,9 +528,6 @@ def _check_id_spaces(df: pd.DataFrame, col: str, file: str, problems: list[Probl
 
 def _check_geometries(df: pd.DataFrame, problems: list[Problem]) -> None:
     """Every geometry is a valid POLYGON or MULTIPOLYGON in WKT (closed rings that do not cross)."""
-    import shapely
-    from shapely.errors import ShapelyError
-
     f = REGIONS_CSV
     texts = [t if isinstance(t, str) else None for t in df[GEOMETRY]]
     geoms = shapely.from_wkt(np.array(texts, dtype=object), on_invalid="ignore")
@@ -591,8 +590,6 @@ def _decode_image(path: str, st: os.stat_result) -> str | None:
     """Why the regular file ``path`` is not an image the run can use (decoded in full: a truncated
     file only fails there), or None. Files that decoded are remembered by device, inode, size and
     times, so a second check in the same process (validate, then load) costs nothing."""
-    from PIL import Image
-
     key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, MAX_IMAGE_PIXELS)
     if key in _DECODED:
         return None
@@ -637,8 +634,6 @@ def _locate_image(root: str, rel) -> tuple[str | None, str | None, os.stat_resul
 
 def _check_images(root: Path, df: pd.DataFrame, meta: CityMeta, known: set[str],
                   problems: list[Problem]) -> None:
-    from PIL import Image
-
     f = IMAGES_CSV
     _check_ids(df, REGION_ID, known, f, problems)
     bad_kind = ~df[KIND].isin(IMAGE_KINDS)

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from musecl.io import YamlFileError, load_yaml
 
-
 # The allowed values of the string settings, as the modules that read them define them (copied
 # here so that loading a config does not import torch; tests/test_config_validation.py checks
 # they agree): image_store, retrain (runner), sampling.RULES, encoders.image.ARCHS + heads.FEATURE_HEADS,

@@ -25,6 +25,16 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 import torch
+from joblib import Parallel, delayed
+from scipy.spatial import cKDTree
+from sklearn.cluster import KMeans
+from sklearn.linear_model import RidgeCV
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+from sklearn.model_selection import KFold
+from sklearn.neighbors import KNeighborsRegressor
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 from torch import nn
 from torch.nn import functional as F
 
@@ -116,8 +126,6 @@ def spatial_block_split(xy_m: np.ndarray, block_size_m: float, seed: int,
         count[part] += sizes[block]
     part = part_of_block[ids]
     if buffer_m and buffer_m > 0 and (part == 2).any():
-        from scipy.spatial import cKDTree
-
         xy = np.asarray(xy_m, dtype=float)
         near_test, _ = cKDTree(xy[part == 2]).query(xy, k=1)
         part = np.where((part != 2) & (near_test < buffer_m), -1, part)
@@ -137,8 +145,6 @@ def correlation_by_distance(city: City, indicators: Sequence[str] | None = None,
     The correlogram mean(z_i z_j) of values standardised over the city. Pairs come from a k-d
     tree around at most ``n_anchors`` seeded anchor regions: never an N x N matrix.
     """
-    from scipy.spatial import cKDTree
-
     indicators = list(city.meta.indicators) if indicators is None else list(indicators)
     xy = city.xy_m()
     targets = city.targets()[indicators]
@@ -355,8 +361,6 @@ class KNNProbe:
         self.model_ = None
 
     def fit(self, x_train, y_train, x_val=None, y_val=None) -> "KNNProbe":
-        from sklearn.neighbors import KNeighborsRegressor
-
         x_train, y_train = np.asarray(x_train, np.float64), np.asarray(y_train, np.float64).reshape(-1)
         if len(x_train) != len(y_train) or len(x_train) < 1:
             raise ValueError(f"need >= 1 training row and as many targets; got {len(x_train)} and {len(y_train)}")
@@ -556,8 +560,6 @@ def evaluate_embedding(embedding: pd.DataFrame, city: City, method: str,
     if n_jobs <= 1 or probe != "mlp":  # ridge and kNN fit in milliseconds: workers would only cost
         scored = [_score_seeds(*job, *args) for job in jobs]
     else:
-        from joblib import Parallel, delayed
-
         scored = [rewarn(outcome) for outcome in Parallel(n_jobs=n_jobs, backend="loky")(
             delayed(in_worker)(os.getpid(), _score_seeds, *job, *args) for job in jobs)]
     rows = [{"city": city.name, "indicator": task.indicator, "method": method, "split": split,
@@ -611,11 +613,6 @@ def ridge_cv_r2(features: pd.DataFrame, city: City, indicators: Sequence[str] | 
     on each training part) from ``features`` (regions x columns), out of fold over ``folds``
     shuffled folds: a quick, probe-free measure of how much a table of features says about the
     indicators (the data chapter reads the raw pretext inputs with it)."""
-    from sklearn.linear_model import RidgeCV
-    from sklearn.model_selection import KFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     indicators = list(city.meta.indicators) if indicators is None else list(indicators)
     out = {}
     with _one_blas_thread():
@@ -695,8 +692,6 @@ def _regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict:
 def _one_blas_thread():
     """BLAS on one thread: the matrices here are a few hundred wide, and a second thread on a
     busy 2-core machine made each ridge fit ~50x slower (measured)."""
-    from threadpoolctl import threadpool_limits
-
     return threadpool_limits(1)
 
 
@@ -727,8 +722,6 @@ def ridge_kfold_predictions(embedding, target, alpha: float = BENCHMARK_ALPHA,
     ``KFold(folds)`` *without* shuffling (fold k is the k-th contiguous block of rows), negative
     predictions set to 0.
     """
-    from sklearn.model_selection import KFold
-
     x, y = _aligned(embedding, target)
     pred = np.empty_like(y)
     with _one_blas_thread():
@@ -765,8 +758,6 @@ def ridge_kfold_select(candidates: dict, target, alpha: float = BENCHMARK_ALPHA,
     Returns ``mae``, ``rmse``, ``r2`` (pooled), ``chosen`` (one name per outer fold),
     ``inner_mse`` (a folds x candidates table of inner errors) and ``predictions`` (row order).
     """
-    from sklearn.model_selection import KFold
-
     if not candidates:
         raise ValueError("ridge_kfold_select needs at least one candidate embedding")
     names = list(candidates)
@@ -800,9 +791,6 @@ def landuse_scores(embedding, labels, n_clusters: int = 12, random_state: int = 
     scored against the community-district labels by NMI and ARI. ``n_init=10`` was
     scikit-learn's default when the benchmark code was written (it is "auto", i.e. 1, since 1.4).
     """
-    from sklearn.cluster import KMeans
-    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-
     x, y = _aligned(embedding, labels)
     with _one_blas_thread():
         clusters = KMeans(n_clusters=int(n_clusters), random_state=int(random_state),

@@ -11,11 +11,13 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
 from typing import Iterator
 
+import pandas as pd
 import yaml
 
 
@@ -64,8 +66,6 @@ def read_csv_ids(path: str | os.PathLike, ids=("region_id",), **kwargs):
     """Read a CSV whose ``ids`` columns hold region ids: text exactly as written, so that an id
     such as "NA", "null" or "None" stays an id (pandas would read it as missing); only an empty
     cell is missing there. Other columns read missing values as pandas does."""
-    import pandas as pd
-
     header = pd.read_csv(path, nrows=0).columns
     na_values = {c: [""] if c in ids else list(NA_TEXTS) for c in header}
     return pd.read_csv(path, dtype={c: str for c in ids if c in header}, keep_default_na=False,
@@ -205,8 +205,6 @@ def in_worker(parent: int, function, *args, **kwargs):
     started it: pass ``os.getpid()`` there) dies, instead of lingering for minutes after a killed
     run (a daemon thread checks once a second; only worker processes should call this). Returns
     ``(result, warnings)``; :func:`rewarn` unpacks it in the parent."""
-    import threading
-
     if parent not in _WATCHED and parent != os.getpid():
         _WATCHED.add(parent)
 

@@ -7,16 +7,18 @@ from typing import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
 from matplotlib.collections import LineCollection, PolyCollection
+from matplotlib.colors import to_rgba
+from matplotlib.ticker import MaxNLocator
 from PIL import Image
+from shapely import wkt
 
 from musecl.city import CATEGORY, DESTINATION, FLOW, GEOMETRY, INFLOW, LAT, LON, ORIGIN, OUTFLOW, City
 
 
 @lru_cache(maxsize=8)
 def _polygons(geometry: tuple[str, ...]) -> list[np.ndarray]:
-    from shapely import wkt
-
     out = []
     for text in geometry:
         geom = wkt.loads(text)
@@ -170,8 +172,6 @@ def plot_region_groups(city: City, groups: dict[str, Sequence[str]], ax=None, co
                        title: str | None = None):
     """Named sets of regions in colour over a grey map (e.g. an anchor, its most similar and its
     nearest regions); a region in several sets takes the colour of the last. Legend outside."""
-    from matplotlib.colors import to_rgba
-
     ax = ax or plt.subplots(figsize=(5, 5))[1]
     position = pd.Series(np.arange(len(city)), index=city.region_ids)
     colors = list(colors) if colors is not None else [plt.get_cmap("tab10")(i % 10) for i in range(len(groups))]
@@ -202,8 +202,6 @@ def plot_history(history: pd.DataFrame, parts: Sequence[str] = ("loss",), axes=N
                  title: str | None = None):
     """Training curves from a trainer's history table (``musecl.training.Trainer``): one panel per
     loss part, ``train_<part>`` and (where present) ``val_<part>`` against ``epoch``."""
-    from matplotlib.ticker import MaxNLocator
-
     missing = [p for p in parts if f"train_{p}" not in history]
     if missing:
         raise ValueError(f"plot_history: history has no column(s) {[f'train_{p}' for p in missing]}; "
@@ -233,8 +231,6 @@ def plot_at_a_glance(per_seed: pd.DataFrame, indicators: Sequence[str], ax=None)
     """Each seed's headline mean R2 (dots) and the mean over seeds (bar) per method, both splits
     side by side: the spread is part of the result. ``per_seed``: :func:`musecl.report.at_a_glance_seeds`
     (columns method, split, seed, r2; methods in the order to draw)."""
-    import seaborn as sns
-
     order = list(dict.fromkeys(per_seed["method"]))
     ax = ax or plt.subplots(figsize=(8, 0.42 * len(order) + 1.2))[1]
     sns.barplot(per_seed, y="method", x="r2", hue="split", order=order, errorbar=None, alpha=0.35, ax=ax)

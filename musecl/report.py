@@ -12,12 +12,16 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import yaml
+from scipy import stats
 
 from musecl.evaluation import RESULT_COLUMNS
+from musecl.io import atomic_write
 from musecl.methods.combinations import ABLATION, ALL_METHODS, PAPER_BASELINES
+from musecl.plotting import plot_at_a_glance
 
 METRICS = ("r2", "rmse")
 HIGHER_IS_BETTER = {"r2": True, "rmse": False}
@@ -395,8 +399,6 @@ def paired_differences(results: pd.DataFrame, indicators: Sequence[str], target:
     The interval says how much the difference moves with what a seed changes; it is only as wide
     as what the seeds re-draw (here the split and the probe; the stages that a seed does not
     retrain add variance it does not show)."""
-    from scipy import stats
-
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1); got {confidence}")
     rows = _rows(results, metric, split, city)
@@ -448,8 +450,6 @@ def write_tables(results: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     row), ``table1_rmse_<split>.csv``, ``ablation_<split>.csv`` (Figure 6's methods, when run),
     ``winners_<split>.csv`` and ``location_vs_<split>.csv`` (when Location kNN was run). With
     several cities the per-city tables are prefixed with the city's slug."""
-    from musecl.io import atomic_write
-
     _check_results(results, "r2")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -528,10 +528,6 @@ def update_readme(readme: str | Path, run_dir: str | Path, city, figure: str | P
     """Write the README's "results at a glance" from a build: the figure of
     :func:`musecl.plotting.plot_at_a_glance` to ``figure`` and the table of :func:`at_a_glance`
     between the README's markers, with the run's settings and date. Returns the new block."""
-    import matplotlib.pyplot as plt
-
-    from musecl.plotting import plot_at_a_glance
-
     readme, run_dir, figure = Path(readme), Path(run_dir), Path(figure)
     if not (run_dir / "results.csv").is_file():
         raise FileNotFoundError(f"{run_dir / 'results.csv'} is missing: build the book first (`make book`)")

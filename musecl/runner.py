@@ -19,12 +19,27 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
+import matplotlib.pyplot as plt
 import pandas as pd
+import torch
+import torchvision
 import yaml
+from joblib import Parallel, delayed
+from tqdm.auto import tqdm
 
-from musecl.city import City, TooFewRegionsWarning, load_city, require_enough_regions
+from musecl.cache import city_fingerprint
+from musecl.city import IMAGE_KINDS, City, TooFewRegionsWarning, load_city, require_enough_regions
 from musecl.config import RunConfig
+from musecl.datasets.beijing import make_beijing_city
+from musecl.datasets.manhattan import make_manhattan_city
+from musecl.datasets.toy import is_current_toy_city, make_toy_city
+from musecl.evaluation import ProbeConfig, evaluate_ceilings, evaluate_embedding, predict_indicator, resolve_jobs
 from musecl.io import atomic_save_json, atomic_write, in_worker, owned_folder, publish, rewarn
+from musecl.methods import METHODS, make_method
+from musecl.methods.base import describe_needs, unsupported_reason
+from musecl.methods.combinations import ALL_METHODS, IMAGE_FREE
+from musecl.plotting import plot_map, plot_predicted_vs_true
+from musecl.training import resolve_device
 
 NAMED_CITIES = {"toy": 600, "toy-small": 150}  # generated, no download
 REAL_CITIES = ("beijing", "manhattan")  # converted from the verified raw files (musecl fetch NAME)
@@ -37,16 +52,10 @@ class UnsupportedMethodsError(ValueError):
 def make_named_city(name: str, folder: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Path:
     """Write the named data set's city folder (generated toy city, or a converted real one)."""
     if name in NAMED_CITIES:
-        from musecl.datasets.toy import make_toy_city
-
         return make_toy_city(folder, n_regions=NAMED_CITIES[name], seed=0)
     if name == "beijing":
-        from musecl.datasets.beijing import make_beijing_city
-
         return make_beijing_city(folder, data_dir=data_dir)
     if name == "manhattan":
-        from musecl.datasets.manhattan import make_manhattan_city
-
         return make_manhattan_city(folder, data_dir=data_dir)
     raise ValueError(f"unknown data set {name!r}; named ones: {sorted(NAMED_CITIES) + list(REAL_CITIES)}")
 
@@ -71,8 +80,6 @@ def resolve_city(city: str | os.PathLike | City, cities_dir: str | os.PathLike =
 
 def _current_toy(folder: Path) -> bool:
     """A named toy city made by this generator version (an older one is made again)."""
-    from musecl.datasets.toy import is_current_toy_city
-
     return is_current_toy_city(folder)
 
 
@@ -119,11 +126,6 @@ def run(city: str | os.PathLike | City, out_dir: str | os.PathLike, config: RunC
 def _write_run(out: Path, city: City, config: RunConfig, methods: list[str], skipped: dict[str, str],
                cache_dir: Path, progress: bool) -> pd.DataFrame:
     """The body of :func:`run`, writing into the staging folder ``out``."""
-    import matplotlib.pyplot as plt
-
-    from musecl.evaluation import evaluate_ceilings, predict_indicator
-    from musecl.plotting import plot_map, plot_predicted_vs_true
-
     (out / "embeddings").mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     with atomic_write(out / "config.yaml") as handle:
@@ -179,8 +181,6 @@ def _write_run(out: Path, city: City, config: RunConfig, methods: list[str], ski
 
 def method_probe(name: str, config: RunConfig) -> str:
     """The probe that scores a method: its own where it brings one (Location kNN), else the run's."""
-    from musecl.methods import METHODS
-
     return getattr(METHODS[name], "probe", None) or config.probe
 
 
@@ -189,10 +189,6 @@ def method_workers(config: RunConfig, methods: Sequence[str]) -> int:
     no more than there are methods that train or extract features (``cost`` > 0: the others
     take seconds, or wait for MuseCL's stages), and one on a GPU, which they would share. A
     worker's start (imports) costs a few seconds, so small runs stay in this process."""
-    from musecl.evaluation import resolve_jobs
-    from musecl.methods import METHODS
-    from musecl.training import resolve_device
-
     if resolve_device(config.device).type != "cpu":
         return 1
     heavy = sum(METHODS[name].cost > 0 for name in methods)
@@ -210,14 +206,9 @@ def fit_methods(methods: Sequence[str], city: City, config: RunConfig, cache_dir
     two methods share are computed once: the cache makes the second wait for the first.
     Trained weights depend on the thread count in their last bits (float sums in another
     order), so a run is repeatable bit for bit with the same ``jobs`` on the same machine."""
-    from musecl.evaluation import resolve_jobs
-    from musecl.methods import METHODS
-
     workers = method_workers(config, methods)
     if workers == 1:
         return {name: fit_or_error(name, city, config, cache_dir, progress) for name in methods}
-    from joblib import Parallel, delayed
-    from tqdm.auto import tqdm
 
     threads = max(1, resolve_jobs(0) // workers)
     order = sorted(methods, key=lambda name: -METHODS[name].cost)  # stable: registry order among equals
@@ -242,10 +233,6 @@ def fit_and_score(name: str, city: City, config: RunConfig, cache_dir: Path, pro
                   probe_jobs: int | None = None, threads: int | None = None) -> tuple:
     """Fit one method, embed the city, score the embedding (cached): the unit of work that
     :func:`fit_methods` runs here or in a worker process."""
-    import torch
-
-    from musecl.methods import make_method
-
     if threads is not None:
         torch.set_num_threads(threads)
     start = time.perf_counter()
@@ -273,8 +260,6 @@ EVALUATION_VERSION = 2  # bump when the probes or splits change: old cached scor
 
 def probe_settings(config: RunConfig):
     """The run's MLP probe settings (:class:`musecl.evaluation.ProbeConfig`)."""
-    from musecl.evaluation import ProbeConfig
-
     return ProbeConfig(max_epochs=config.probe_max_epochs, patience=config.probe_patience)
 
 
@@ -283,9 +268,6 @@ def score_embedding(embedding: pd.DataFrame, city: City, name: str, config: RunC
     """The results rows of one method's embedding under the run's evaluation settings (seeds,
     splits, probe), cached under the embedding's exact values and the city's data: re-executing
     the book with trained stages cached then costs no probe fits either."""
-    from musecl.cache import city_fingerprint
-    from musecl.evaluation import evaluate_embedding
-
     probe, probe_config = method_probe(name, config), probe_settings(config)
     settings = {"seeds": config.seeds, "splits": config.splits, "probe": probe,
                 "block_size_m": config.block_size_m, "buffer_m": config.buffer_m, "probe_config": probe_config}
@@ -306,10 +288,6 @@ def expand_methods(methods: Sequence[str], city: City | None = None) -> list[str
     (``musecl.methods.combinations.ALL_METHODS``; for a city without any images also the
     image-free ones, ``IMAGE_FREE``), duplicates dropped, order kept. Whether the city supports
     each is :func:`supported_methods`' question."""
-    from musecl.city import IMAGE_KINDS
-    from musecl.methods import METHODS
-    from musecl.methods.combinations import ALL_METHODS, IMAGE_FREE
-
     if isinstance(methods, str):
         methods = [methods]
     everything = ALL_METHODS
@@ -330,8 +308,6 @@ def expand_methods(methods: Sequence[str], city: City | None = None) -> list[str
 def supported_methods(methods: Sequence[str], city: City) -> tuple[list[str], dict[str, str]]:
     """The methods the city can run, and the others with why not (``{name: reason}``): a city
     without street views skips the street-view methods rather than failing on them."""
-    from musecl.methods.base import unsupported_reason
-
     names = expand_methods(methods, city)
     skipped = {n: reason for n in names if (reason := unsupported_reason(n, city))}
     return [n for n in names if n not in skipped], skipped
@@ -340,9 +316,6 @@ def supported_methods(methods: Sequence[str], city: City) -> tuple[list[str], di
 def methods_table(city: City | None = None) -> pd.DataFrame:
     """Every registered method with the inputs it needs; for a city, whether it can run there and
     why not (the table ``musecl methods [CITY]`` prints)."""
-    from musecl.methods import METHODS
-    from musecl.methods.base import describe_needs, unsupported_reason
-
     rows = []
     for name in METHODS:
         row = {"method": name, "needs": describe_needs(name)}
@@ -355,9 +328,6 @@ def methods_table(city: City | None = None) -> pd.DataFrame:
 
 def run_info(city: City, config: RunConfig, timings: dict) -> dict:
     """What a reader needs to trust a number: data, settings, software, machine, time."""
-    import torch
-    import torchvision
-
     return {"city": city.name, "city_root": str(city.root), "n_regions": len(city),
             "weights": config.weights, "device": config.device, "seconds": timings,
             "python": platform.python_version(), "torch": torch.__version__,

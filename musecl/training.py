@@ -51,7 +51,6 @@ from typing import Any, Callable, Protocol
 import numpy as np
 import torch
 from torch import nn
-
 from tqdm import tqdm as text_tqdm
 
 from musecl.io import atomic_save_bytes
@@ -200,7 +199,6 @@ def _progress_bar():
     Looked up only when a bar is shown: a failed import is not cached, and the probe trains often."""
     try:
         import ipywidgets  # noqa: F401
-
         from tqdm.auto import tqdm
     except ImportError:
         from tqdm import tqdm

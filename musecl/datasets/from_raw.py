@@ -35,11 +35,30 @@ from typing import Iterable, Literal, Mapping, Sequence
 import h3
 import numpy as np
 import pandas as pd
+import pyproj
 import shapely
 
 from musecl.city import (
-    CATEGORY, DESTINATION, FLOW, GEOMETRY, IMAGE_KINDS, KIND, LAT, LON, MOBILITY, ORIGIN, PATH, POI,
-    REGION_ID, SATELLITE, TEXT, CityFormatError, CityMeta, Indicator, validate_city, write_city,
+    CATEGORY,
+    DESTINATION,
+    FLOW,
+    GEOMETRY,
+    IMAGE_KINDS,
+    KIND,
+    LAT,
+    LON,
+    MOBILITY,
+    ORIGIN,
+    PATH,
+    POI,
+    REGION_ID,
+    SATELLITE,
+    TEXT,
+    CityFormatError,
+    CityMeta,
+    Indicator,
+    validate_city,
+    write_city,
 )
 
 Outside = Literal["warn", "raise"]
@@ -733,8 +752,6 @@ def _union(geoms: list):
 
 
 def _crs(crs, what: str):
-    import pyproj
-
     try:
         return pyproj.CRS.from_user_input(crs)
     except pyproj.exceptions.CRSError as exc:
@@ -743,16 +760,12 @@ def _crs(crs, what: str):
 
 
 def _is_wgs84(crs, what: str) -> bool:
-    import pyproj
-
     return _crs(crs, what) == pyproj.CRS.from_epsg(4326)
 
 
 def _reproject(x: np.ndarray, y: np.ndarray, crs, what: str) -> tuple[np.ndarray, np.ndarray]:
     """x, y in ``crs`` as WGS84 lon, lat: the one place where points and polygons change CRS
     (a point that cannot be transformed comes back as inf)."""
-    import pyproj
-
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if _is_wgs84(crs, what):
         return x, y
@@ -805,8 +818,6 @@ def _as_written(geoms: np.ndarray, ids: Sequence[str], what: str) -> tuple[np.nd
 def _overlay(areas: Regions, regions: Regions) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
     """Overlap surfaces (m2) of every intersecting (area, region) pair, found with an STRtree,
     measured on a Lambert azimuthal equal-area projection centred on the regions."""
-    import pyproj
-
     lon0, lat0 = regions.table[LON].mean(), regions.table[LAT].mean()
     laea = pyproj.CRS.from_proj4(f"+proj=laea +lat_0={lat0} +lon_0={lon0} +datum=WGS84 +units=m")
     to = pyproj.Transformer.from_crs("EPSG:4326", laea, always_xy=True)

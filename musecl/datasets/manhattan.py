@@ -35,10 +35,25 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+import shapely
+from shapely.geometry import shape
 
-from musecl.city import (CATEGORY, DESTINATION, FLOW, GEOMETRY, LAT, LON, ORIGIN, REGION_ID, TEXT,
-                         CityMeta, Indicator, write_city)
+from musecl.city import (
+    CATEGORY,
+    DESTINATION,
+    FLOW,
+    GEOMETRY,
+    LAT,
+    LON,
+    ORIGIN,
+    REGION_ID,
+    TEXT,
+    CityMeta,
+    Indicator,
+    write_city,
+)
 from musecl.datasets.from_raw import Regions, assign_points, count_points, indicators_by_area, polygon_regions
+from musecl.datasets.sources import locate, registry
 from musecl.io import read_csv_ids
 
 WGS84 = "EPSG:4326"
@@ -86,8 +101,6 @@ def read_regions(path: str | os.PathLike) -> Regions:
     benchmark's own code uses) and ``geometry`` (WKT at full precision, so the polygons read back
     exactly).
     """
-    from shapely.geometry import shape
-
     features = json.loads(Path(path).read_text())["features"]
     rows = []
     for k, feature in enumerate(features):
@@ -128,8 +141,6 @@ def od_table(matrix, region_ids: Sequence[str]) -> pd.DataFrame:
 def read_osm_pois(path: str | os.PathLike) -> tuple[pd.DataFrame, int]:
     """OSM POIs with WKT point geometry: ``lon, lat, category, text``, and how many rows had no
     category tag (those are dropped: eq. 3 and 7 need a category)."""
-    import shapely
-
     raw = pd.read_csv(path, dtype=str, keep_default_na=False)
     tags = [c for c in POI_TAG_COLUMNS if c in raw.columns]
     if not tags or "geometry" not in raw.columns:
@@ -293,8 +304,6 @@ def convert_manhattan(paths: dict[str, Path], out: str | os.PathLike,
 
 def make_manhattan_city(out: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Path:
     """Convert the verified raw Manhattan-180 files into a city folder at ``out``; return it."""
-    from musecl.datasets.sources import locate, registry
-
     paths, sources = {}, {}
     table = registry()
     for role, file in FILES.items():

@@ -23,6 +23,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pandas as pd
+import pooch
+from tqdm import tqdm
 
 from musecl.datasets.published import data_dir as default_data_dir
 from musecl.io import sha256_of
@@ -75,8 +77,6 @@ def source_of(file: str) -> str:
 
 def cache_dir() -> Path:
     """Where downloaded files are kept: ``$MUSECL_CACHE`` or pooch's per-user cache."""
-    import pooch
-
     return Path(os.environ.get("MUSECL_CACHE") or pooch.os_cache("musecl"))
 
 
@@ -126,8 +126,6 @@ def locate(file: str, data_dir: str | os.PathLike | None = None, download: bool 
 
 
 def _download(file: str, progress: bool = False) -> Path:
-    import pooch
-
     row = registry().loc[file]
     url = RAW_URL.format(repo=row["source_repo"], commit=row["commit"], path=quote(row["source_path"]))
     target = cache_dir() / file
@@ -149,8 +147,6 @@ def fetch(name: str, data_dir: str | os.PathLike | None = None, download: bool =
 
     Stops at the first file that cannot be had (offline, one failed download is enough to know).
     """
-    from tqdm import tqdm  # not tqdm.auto: in a notebook without ipywidgets it warns on import
-
     paths = {}
     for file in tqdm(files_of(name), desc=f"fetch {name}", unit="file", disable=None if progress else True):
         paths[file] = locate(file, data_dir=data_dir, download=download, progress=False)

@@ -46,11 +46,37 @@ import numpy as np
 import pandas as pd
 import yaml
 from PIL import Image
+from scipy.spatial import cKDTree
+from sklearn.linear_model import RidgeCV
+from sklearn.model_selection import KFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import PolynomialFeatures, StandardScaler
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm  # the text bar: tqdm.auto warns in notebooks without ipywidgets
 
 from musecl.city import (
-    CATEGORY, CEILING_ALL, CITY_YAML, DESTINATION, FLOW, GEOMETRY, KIND, LAT, LON, MOBILITY, MODALITIES,
-    ORIGIN, PATH, POI, REGION_ID, SATELLITE, SOURCE, STREETVIEW, TEXT, CityMeta, Indicator, inflow_outflow,
+    CATEGORY,
+    CEILING_ALL,
+    CITY_YAML,
+    DESTINATION,
+    FLOW,
+    GEOMETRY,
+    KIND,
+    LAT,
+    LON,
+    MOBILITY,
+    MODALITIES,
+    ORIGIN,
+    PATH,
+    POI,
+    REGION_ID,
+    SATELLITE,
+    SOURCE,
+    STREETVIEW,
+    TEXT,
+    CityMeta,
+    Indicator,
+    inflow_outflow,
     write_city,
 )
 from musecl.datasets.from_raw import cell_polygon_wkt
@@ -478,8 +504,6 @@ def _od(ids: list[str], x: np.ndarray, y: np.ndarray, lat: pd.DataFrame, area_km
     N x N matrix.  Flows are Poisson, the 40 largest per origin are kept, and 70% of trips have
     their return trip recorded.
     """
-    from scipy.spatial import cKDTree
-
     n = len(ids)
     produced, attracted = _trip_ends(lat, area_km2)
     t, u = lat["activity"].to_numpy(), lat["landuse"].to_numpy()
@@ -604,8 +628,6 @@ def _neighbour_means(world: pd.DataFrame, shown: list[str]) -> dict[str, np.ndar
     """Estimate (a): ln(1 + g) averaged over what the view hides, the hidden columns taken from
     the regions nearest in the shown ones, so their dependence on the shown ones is kept; the
     indicator functions are evaluated exactly. O(N k) rows, never N x N."""
-    from scipy.spatial import cKDTree
-
     hidden = [c for c in world.columns if c not in shown]
     n = len(world)
     k = min(CEILING_NEIGHBOURS, n - 1)
@@ -622,11 +644,6 @@ def _polynomial_means(world: pd.DataFrame, shown: list[str], exact: dict[str, np
                       seed: int) -> dict[str, np.ndarray]:
     """Estimate (b): a cubic-polynomial ridge of ln(1 + g) on the shown values, each region
     predicted by the model fitted on the other folds."""
-    from sklearn.linear_model import RidgeCV
-    from sklearn.model_selection import KFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import PolynomialFeatures, StandardScaler
-
     z = _shown_values(world, shown)
     out = {name: np.empty(len(world)) for name in exact}
     folds = KFold(min(CEILING_FOLDS, len(world)), shuffle=True, random_state=seed)
@@ -641,8 +658,6 @@ def _ceilings(world: pd.DataFrame, indicators: pd.DataFrame, seed: int
               ) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
     """Every ceiling's prediction per region (``ceilings.csv``, modelled scale) and each
     modality's R2 against the data (``modality_oracle_r2``)."""
-    from threadpoolctl import threadpool_limits
-
     exact = {name: np.log1p(g) for name, g in _indicator_means(world).items()}
     targets = np.log1p(indicators.to_numpy(dtype=float))
     frames, ceilings = [], {}

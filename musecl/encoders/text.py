@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from gensim.models import Word2Vec
 
 from musecl.city import CATEGORY, REGION_ID, TEXT, City
 from musecl.config import TEXT_POOLINGS
@@ -209,8 +210,6 @@ class PoiTextEncoder:
 
     # -- training --------------------------------------------------------------------------
     def fit(self, city: City) -> "PoiTextEncoder":
-        from gensim.models import Word2Vec
-
         c = self.config
         if len(city.pois) == 0:
             raise ValueError(f"{city.name}: the city has no POIs (pois.csv is empty); "

@@ -37,15 +37,29 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from torch import nn
 
 from musecl.cache import city_fingerprint, load_table, save_table
 from musecl.city import POI, SATELLITE, STREETVIEW, City
 from musecl.config import RunConfig
+from musecl.encoders.image import build_encoder, embed_regions
 from musecl.io import atomic_save_json
-from musecl.methods.base import RegionEmbedder, impute_column_means, register
-from musecl.methods.multisemantic import (CONFIG_JSON, EMBEDDINGS_CSV, FEATURES_FORMAT, HISTORY_CSV,
-                                          TRIPLET_SOURCES, city_image_store, efficientnet_stage, image_stage,
-                                          precision_key, sampler_for, text_stage)
+from musecl.methods.base import METHODS, RegionEmbedder, impute_column_means, register
+from musecl.methods.multisemantic import (
+    CONFIG_JSON,
+    EMBEDDINGS_CSV,
+    FEATURES_FORMAT,
+    HISTORY_CSV,
+    TRIPLET_SOURCES,
+    city_image_store,
+    efficientnet_stage,
+    image_stage,
+    precision_key,
+    sampler_for,
+    text_stage,
+)
+from musecl.sampling import geographic_triplets
+from musecl.training import resolve_device
 
 # share of the squared distance given to location in PG-SimCL's pairing; the image stage's cache
 # key names the triplet source ("pg"), not this value: register a new source name to change it
@@ -69,8 +83,6 @@ def geographic_triplet_source(city: City, cfg: RunConfig, kind: str, regions: li
     ``n_positive_candidates`` nearest regions (by centre distance in metres), the negative among
     the regions farther than the anchor's 75% distance quantile. ``sampling_rule`` does not
     apply: this is Tile2vec's rule, not one of MuseCL's two readings."""
-    from musecl.sampling import geographic_triplets
-
     return geographic_triplets(_xy_of(city, regions), n_triplets=cfg.n_triplets,
                                n_neighbors=cfg.n_positive_candidates, seed=cfg.seed,
                                region_ids=list(regions))
@@ -123,11 +135,6 @@ def backbone_stage(city: City, cfg: RunConfig, kind: str, arch: str, size: int, 
     hub cache, or a checkpoint). The weights are not saved: a seed or a public file rebuilds them,
     and ``config.json`` records which.
     """
-    from torch import nn
-
-    from musecl.encoders.image import build_encoder, embed_regions
-    from musecl.training import resolve_device
-
     fingerprint = city_fingerprint(city)
     key = {"city": fingerprint, "kind": kind, "arch": arch, "image_size": int(size), "weights": cfg.weights,
            "seed": cfg.seed, "format": FEATURES_FORMAT, **precision_key(cfg.amp, cfg.device)}
@@ -227,8 +234,6 @@ class StageBaseline(RegionEmbedder):
 
     @classmethod
     def load(cls, directory: str | Path) -> "StageBaseline":
-        from musecl.methods.base import METHODS
-
         directory = Path(directory)
         if not (directory / CONFIG_JSON).exists():
             raise FileNotFoundError(f"{directory / CONFIG_JSON} is missing; was this folder written by save()?")

@@ -33,8 +33,16 @@ from musecl.cache import load_table
 from musecl.city import MOBILITY, POI, SATELLITE, STREETVIEW, City
 from musecl.config import RunConfig
 from musecl.methods.base import RegionEmbedder, TableMethod, impute_column_means, register
-from musecl.methods.multisemantic import (ATTENTION_CSV, EMBEDDINGS_CSV, FUSION_FORMAT, FUSION_KEYS, MuseCL,
-                                          image_stage, text_stage, train_fusion_into)
+from musecl.methods.multisemantic import (
+    ATTENTION_CSV,
+    EMBEDDINGS_CSV,
+    FUSION_FORMAT,
+    FUSION_KEYS,
+    MuseCL,
+    image_stage,
+    text_stage,
+    train_fusion_into,
+)
 from musecl.sampling import pretext_features
 
 # The paper's Table 1 (row order), its Figure 6, and what this project adds.

@@ -19,10 +19,33 @@ import pandas as pd
 
 from musecl.cache import city_fingerprint, load_table, save_table
 from musecl.city import MOBILITY, POI, SATELLITE, STREETVIEW, City
-from musecl.config import RunConfig
-from musecl.encoders.heads import FEATURE_HEADS
+from musecl.config import IMAGE_STORES, RunConfig
+from musecl.encoders.heads import (
+    FEATURE_HEADS,
+    efficientnet_lite0,
+    embed_features,
+    head_encoder,
+    initial_head,
+    load_head,
+    pooled_features_module,
+    save_head,
+    train_feature_head,
+)
+from musecl.encoders.image import (
+    COLUMN_PREFIX,
+    ImageStore,
+    ImageTrainingConfig,
+    build_encoder,
+    embed_regions,
+    load_encoder,
+    save_encoder,
+    train_image_encoder,
+)
+from musecl.encoders.text import POI_TEXT, PoiTextEncoder, TextEncoderConfig, text_context
+from musecl.fusion import FusionConfig, fuse, train_fusion
 from musecl.methods.base import CONFIG_JSON, EMBEDDINGS_CSV, RegionEmbedder, register
-from musecl.training import processes
+from musecl.sampling import TripletSampler, mobility_triplets, poi_triplets
+from musecl.training import amp_dtype, processes, resolve_device
 
 SAMPLING_KEYS = ["seed", "n_triplets", "sampling_rule", "n_positive_candidates"]
 TRAINING_KEYS = ["weights", "embedding_dim", "triplet_loss", "margin", "encoder_lr", "encoder_patience", "val_fraction"]
@@ -43,8 +66,6 @@ FUSION_FORMAT = 2  # 2: fusion trains through the one Trainer (another batch ord
 
 def sampler_for(cfg: RunConfig):
     """The triplet sampler of a run (eq. 1-4): the paper's rule or the official code's."""
-    from musecl.sampling import TripletSampler
-
     return TripletSampler(n_triplets=cfg.n_triplets, rule=cfg.sampling_rule,
                           n_positive_candidates=cfg.n_positive_candidates, seed=cfg.seed)
 
@@ -58,8 +79,6 @@ def image_settings(cfg: RunConfig, kind: str) -> dict:
 def training_settings(cfg: RunConfig, kind: str, checkpoint_dir: Path, progress: bool = True):
     """The run's triplet-training settings for one encoder, CNN or head (which ignores device and amp:
     its features are cached, it trains on the CPU); checkpoints every epoch, resumes where it stopped."""
-    from musecl.encoders.image import ImageTrainingConfig
-
     s = image_settings(cfg, kind)
     return ImageTrainingConfig(
         loss=cfg.triplet_loss, margin=cfg.resolved_margin, epochs=s["epochs"], batch_size=s["batch_size"],
@@ -70,8 +89,6 @@ def training_settings(cfg: RunConfig, kind: str, checkpoint_dir: Path, progress:
 def similarity_triplets(city: City, cfg: RunConfig, kind: str, regions: list[str]):
     """MuseCL's pairing: satellite images by POI similarity (eq. 3-4), street view by mobility
     similarity (eq. 1-2)."""
-    from musecl.sampling import mobility_triplets, poi_triplets
-
     sample = poi_triplets if kind == SATELLITE else mobility_triplets
     return sample(city, sampler_for(cfg), regions=regions)
 
@@ -83,8 +100,6 @@ def precision_key(amp: str, device: str) -> dict:
     """The cache-key entry of a stage computed under autocast: the resolved dtype ("auto" gives
     different numbers on different hardware); nothing at full precision, so float32 entries keep
     their old keys."""
-    from musecl.training import amp_dtype, resolve_device
-
     precision = amp_dtype(amp, resolve_device(device))
     return {} if precision is None else {"amp": str(precision)}
 
@@ -95,9 +110,6 @@ def city_image_store(city: City, kind: str, size: int, cache, progress: bool = T
     MuseCL's image stage and the baselines alike: ``images/{kind}-{size}-{fingerprint}.pt``
     (loaded into memory) or, with ``image_store="shards"`` (cities whose images do not fit in
     memory), the folder ``images/{kind}-{size}-{fingerprint}-shards/`` that streams from disk."""
-    from musecl.config import IMAGE_STORES
-    from musecl.encoders.image import ImageStore
-
     group = processes()
 
     name = f"{kind}-{int(size)}-{fingerprint or city_fingerprint(city)}"
@@ -124,9 +136,6 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
     ``embeddings.csv`` (NaN rows for regions without such images). Training checkpoints every
     epoch under ``<cache>/checkpoints``, so an interrupted run resumes where it stopped.
     """
-    from musecl.encoders.image import (build_encoder, embed_regions, save_encoder,
-                                       train_image_encoder)
-
     group = processes()
     if triplets not in TRIPLET_SOURCES:
         raise ValueError(f"unknown triplet source {triplets!r}; known: {sorted(TRIPLET_SOURCES)}")
@@ -170,9 +179,6 @@ def _train_head(city: City, cfg: RunConfig, kind: str, cache, folder: Path, trip
                 key: dict) -> None:
     """``image_stage`` for a head on frozen features (``rs_arch``/``sv_arch`` "lite0-head"): the
     same triplets, loss and folder layout as a CNN, trained on the cached backbone features."""
-    from musecl.encoders.heads import embed_features, save_head, train_feature_head
-    from musecl.encoders.image import COLUMN_PREFIX
-
     s = image_settings(cfg, kind)
     backbone_dir = efficientnet_stage(city, kind, s["image_size"], cache, progress, cfg.image_store, cfg.amp,
                                       cfg.device)
@@ -197,10 +203,6 @@ def efficientnet_stage(city: City, kind: str, image_size: int, cache, progress: 
     std: the converted weights expect that (the first BatchNorm's running statistics match
     ImageNet-normalised inputs, not TensorFlow's (x - 127) / 128).
     """
-    from musecl.encoders.heads import efficientnet_lite0, pooled_features_module
-    from musecl.encoders.image import embed_regions
-    from musecl.training import resolve_device
-
     fingerprint = city_fingerprint(city)
     key = {"city": fingerprint, "kind": kind, "model": "efficientnet-lite0", "image_size": int(image_size),
            "format": FEATURES_FORMAT, **precision_key(amp, device)}
@@ -222,9 +224,6 @@ def stage_encoder(stage: Path, initial: bool = False, seed: int = 0, weights: st
     """The encoder of an image stage as one module on uint8 images (a CNN, or frozen backbone +
     head). ``initial``: the same architecture at its starting point (``seed``, ``weights``),
     untrained: the control for what training added."""
-    from musecl.encoders.heads import head_encoder, initial_head, load_head
-    from musecl.encoders.image import build_encoder, load_encoder
-
     config = json.loads((stage / "encoder" / "config.json").read_text())
     if config.get("class") != "FeatureHead":
         trained = load_encoder(stage / "encoder")
@@ -239,9 +238,6 @@ def stage_encoder(stage: Path, initial: bool = False, seed: int = 0, weights: st
 def initial_embedding(city: City, cfg: RunConfig, kind: str, cache, stage: Path, store=None) -> pd.DataFrame:
     """Every region's embedding by the stage's encoder at its starting point, computed as the stage
     embeds (a CNN: mean over a region's views; a head: head of the mean of its views' features)."""
-    from musecl.encoders.heads import embed_features, initial_head, load_head
-    from musecl.encoders.image import COLUMN_PREFIX, embed_regions
-
     config = json.loads((stage / "encoder" / "config.json").read_text())
     if config.get("class") == "FeatureHead":
         s = image_settings(cfg, kind)
@@ -258,16 +254,12 @@ def initial_embedding(city: City, cfg: RunConfig, kind: str, cache, stage: Path,
 def text_settings(cfg: RunConfig):
     """The run's POI text settings (:class:`musecl.encoders.text.TextEncoderConfig`), one translation
     for MuseCL and MuseCL on vector views."""
-    from musecl.encoders.text import TextEncoderConfig
-
     return TextEncoderConfig(vector_size=cfg.embedding_dim, window=cfg.text_window, epochs=cfg.text_epochs,
                              seed=cfg.seed, pooling=cfg.text_pooling)
 
 
 def text_stage(city: City, cfg: RunConfig, cache) -> Path:
     """Skip-gram + hierarchical softmax on all POI categories and texts; eq. 7 region vectors."""
-    from musecl.encoders.text import POI_TEXT, PoiTextEncoder, text_context
-
     key = {"city": city_fingerprint(city), **cfg.subset(TEXT_KEYS)}
     if cfg.text_pooling != "mean":  # the paper's eq. 7 keeps the keys it always had
         key["text_pooling"] = cfg.text_pooling
@@ -286,8 +278,6 @@ def text_stage(city: City, cfg: RunConfig, cache) -> Path:
 def fusion_settings(cfg: RunConfig):
     """The run's fusion settings (:class:`musecl.fusion.FusionConfig`), one translation for MuseCL,
     Fusion-svrv and MuseCL on vector views."""
-    from musecl.fusion import FusionConfig
-
     return FusionConfig(design=cfg.fusion_design, loss=cfg.fusion_loss, epochs=cfg.fusion_epochs,
                         batch_size=cfg.fusion_batch_size, lr=cfg.fusion_lr, seed=cfg.seed,
                         temperature=cfg.temperature, reconstruction=cfg.fusion_reconstruction)
@@ -308,8 +298,6 @@ def fusion_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_dir: Path, 
 def train_fusion_into(folder: Path, sv: pd.DataFrame, rs: pd.DataFrame, target: pd.DataFrame, cfg: RunConfig) -> None:
     """Fuse ``sv`` and ``rs`` aligned to ``target`` (the POI vectors, or Fusion-svrv's own target)
     and write a fusion stage's folder: the model, its history, the embeddings and beta."""
-    from musecl.fusion import fuse, train_fusion
-
     model, history = train_fusion(sv, rs, target, fusion_settings(cfg))
     embedding, beta = fuse(model, sv, rs)
     model.save(folder / "fusion")

@@ -34,14 +34,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from joblib import Parallel, delayed
 from torch import nn
 
-from musecl.cache import city_fingerprint
+from musecl.cache import city_fingerprint, load_table, save_table
 from musecl.city import DESTINATION, FLOW, ORIGIN, POI, REGION_ID, City
 from musecl.config import RunConfig
-from musecl.io import atomic_save_json, read_csv_ids
+from musecl.encoders.image import TripletObjective
+from musecl.encoders.text import PoiTextEncoder
+from musecl.evaluation import resolve_jobs
+from musecl.fusion import fuse, info_nce, train_fusion
+from musecl.io import atomic_save_json, in_worker, read_csv_ids, rewarn
 from musecl.methods.base import OD, TableMethod, register
-
+from musecl.methods.multisemantic import fusion_settings, sampler_for, text_settings
+from musecl.sampling import Triplets, mobility_triplets, poi_triplets
+from musecl.training import Trainer, one_torch_thread
 
 # ------------------------------------------------------------------------------------------
 # views
@@ -215,9 +222,6 @@ def train_view_encoder(view: pd.DataFrame, triplets, cfg: RunConfig, vcfg: Vecto
     standardised per column. Same optimiser and schedule as the image encoders (Trainer defaults:
     Adam with amsgrad, StepLR(10, 0.7)), learning rate ``cfg.encoder_lr``.
     """
-    from musecl.encoders.image import TripletObjective
-    from musecl.training import Trainer, one_torch_thread
-
     x = torch.from_numpy(standardise(view.to_numpy()).astype(np.float32))
     a, p, n = (torch.as_tensor(np.asarray(t), dtype=torch.long)
                for t in (triplets.anchor, triplets.positive, triplets.negative))
@@ -254,8 +258,6 @@ def procrustes_align(source: pd.DataFrame, target: pd.DataFrame) -> pd.DataFrame
 
 
 def _symmetric_info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
-    from musecl.fusion import info_nce
-
     return 0.5 * (info_nce(a, b, temperature) + info_nce(b, a, temperature))
 
 
@@ -309,9 +311,6 @@ def train_joint_encoders(views: dict, triplets: dict, cfg: RunConfig, vcfg: Vect
     with the same optimiser and schedule as :func:`train_view_encoder`.
     Returns ``{"mobility": frame, "poi": frame}`` and the history (one row per epoch).
     """
-    from musecl.encoders.image import TripletObjective
-    from musecl.training import Trainer, one_torch_thread
-
     names = ("mobility", "poi")
     x = {k: torch.from_numpy(standardise(views[k].to_numpy()).astype(np.float32)) for k in names}
     has_poi = torch.from_numpy(views["poi"].to_numpy().sum(axis=1) > 0)
@@ -371,8 +370,6 @@ class VectorMuseCL(TableMethod):
         return self
 
     def _save_stages(self, city: City, folder: Path) -> None:
-        from musecl.cache import save_table
-
         save_table(self._compute(city), folder / "embedding.csv")
         save_table(self.attention_, folder / "attention.csv")
         save_table(self.text_, folder / "text.csv")
@@ -387,9 +384,6 @@ class VectorMuseCL(TableMethod):
             atomic_save_json(folder / f"triplets-{name}.json", {"region_ids": [str(r) for r in ids], "info": info})
 
     def _load_stages(self, city: City, folder: Path) -> None:
-        from musecl.cache import load_table
-        from musecl.sampling import Triplets
-
         self.table_ = load_table(folder / "embedding.csv")
         self.attention_ = load_table(folder / "attention.csv")
         self.text_ = load_table(folder / "text.csv")
@@ -430,11 +424,6 @@ class VectorMuseCL(TableMethod):
             mine.mobility_similarity == theirs.mobility_similarity
 
     def _compute(self, city: City) -> pd.DataFrame:
-        from musecl.encoders.text import PoiTextEncoder
-        from musecl.fusion import fuse, train_fusion
-        from musecl.methods.multisemantic import fusion_settings, sampler_for, text_settings
-        from musecl.sampling import mobility_triplets, poi_triplets
-
         cfg, vcfg = self.config, self.view_config
         sampler = sampler_for(cfg)
         views = {"mobility": mobility_view(city), "poi": poi_view(city)}
@@ -510,11 +499,6 @@ def fit_variants_by_seed(city: City, variants: dict, seeds, cache_dir, jobs: int
     the seeds train side by side, one worker process each (every stage trains on one thread), and
     fill the cache that the fits here then read: the same numbers as fitting seed after seed,
     in about half the time on two cores (chapter 10 on the 2-core machine)."""
-    from joblib import Parallel, delayed
-
-    from musecl.evaluation import resolve_jobs
-    from musecl.io import in_worker, rewarn
-
     seeds = [int(s) for s in seeds]
     workers = min(resolve_jobs(jobs), len(seeds))
     if workers > 1:
