@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from html import escape as _escape
 from pathlib import Path
 
+import pandas as pd
+
 from musecl.io import YamlFileError, load_yaml
 
 # The allowed values of the string settings, as the modules that read them define them (copied
@@ -357,18 +359,16 @@ class RunConfig:
     def _repr_html_(self) -> str:
         """A notebook shows a run's settings as a table, one row per section; bold: what differs from
         the defaults (the paper's and the official code's settings where they have one)."""
-        def escape(text: str) -> str:
-            return _escape(text, quote=False)
-
         defaults = RunConfig().to_dict()
-        rows = []
-        for section, values in self.by_section().items():
-            shown = [(f"<b>{escape(k)}: {escape(repr(v))}</b>" if v != defaults[k] else f"{escape(k)}: {escape(repr(v))}")
-                     for k, v in values.items()]
-            rows.append(f"<tr><th style='text-align:left'>{escape(section)}</th>"
-                        f"<td style='text-align:left'>{', '.join(shown)}</td></tr>")
-        return ("<table><thead><tr><th style='text-align:left'>RunConfig</th><th style='text-align:left'>settings "
-                "(<b>bold</b>: not the default)</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+
+        def shown(key, value) -> str:
+            text = _escape(f"{key}: {value!r}", quote=False)
+            return f"<b>{text}</b>" if value != defaults[key] else text
+
+        table = pd.DataFrame({"RunConfig": list(SECTIONS), "settings (<b>bold</b>: not the default)": [
+            ", ".join(shown(k, v) for k, v in values.items()) for values in self.by_section().values()]})
+        with pd.option_context("display.max_colwidth", None):  # cut, a cell would lose its closing tags
+            return table.to_html(escape=False, index=False, notebook=True, justify="left")
 
     def subset(self, names: list[str]) -> dict:
         d = self.to_dict()
