@@ -780,14 +780,6 @@ class ImageTrainingConfig:
     amp: str = "off"  # mixed precision, see musecl.training.Trainer
     store_on_device: bool | None = None  # GPU: images on the GPU (None: when they fit, see _store_for_training)
 
-    @classmethod
-    def official(cls, kind: str, **overrides) -> "ImageTrainingConfig":
-        """The official code's schedule: satellite 201 epochs batch 32, street view 20 epochs batch 16."""
-        base = {SATELLITE: {"epochs": 201, "batch_size": 32}, STREETVIEW: {"epochs": 20, "batch_size": 16}}
-        if kind not in base:
-            raise ValueError(f"kind must be {SATELLITE!r} or {STREETVIEW!r}; got {kind!r}")
-        return cls(**{**base[kind], **overrides})
-
 
 def as_training_config(config) -> ImageTrainingConfig:
     if config is None:

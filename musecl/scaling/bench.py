@@ -203,7 +203,7 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def throughput(model: nn.Module, batch: int = 32, input_size: int = 64, steps: int = 10, warmup: int = 2,
+def throughput(model: torch.nn.Module, batch: int = 32, input_size: int = 64, steps: int = 10, warmup: int = 2,
                device: str | torch.device | None = "cpu", channels: int = 3) -> float:
     """Images per second of raw forward + backward on synthetic uint8 images (no data pipeline,
     no optimizer): the ceiling the trainer's ``images_per_s`` is compared with."""
@@ -307,23 +307,6 @@ def bench_encoder(kind: str, arch: str, input_size: int, batch_size: int, steps:
             "paired_ratio_median": median([a / b for a, b in zip(loop, raw)]),
             "loop_samples": loop, "raw_samples": raw,
             "raw_fwd_bwd_no_optimizer_images_per_s": no_optimizer}
-
-
-def loop_and_bare_speed(store, triplets, arch: str, batch_size: int, loss: str = "cosine", embedding_dim: int = 128,
-                        seed: int = 0, device: str = "cpu", n_batches: int = 2, raw_steps: int = 3) -> dict:
-    """Images/s of the real training loop (two short epochs over ``n_batches`` batches of these
-    triplets, the second timed) and of a bare forward + backward pass of the same batch size,
-    measured back to back so that both see the same machine load (what the encoder chapters show)."""
-    from musecl.encoders.image import ImageTrainingConfig, build_encoder, train_image_encoder
-
-    config = ImageTrainingConfig(loss=loss, epochs=2, batch_size=batch_size, val_fraction=0, seed=seed,
-                                 device=device, progress=False)
-    _, timing = train_image_encoder(build_encoder(arch, embedding_dim, seed=seed), store,
-                                    triplets.iloc[:n_batches * batch_size], config)
-    raw = throughput(build_encoder(arch, embedding_dim, seed=seed), batch=3 * batch_size, input_size=store.size,
-                     steps=raw_steps, warmup=2, device=device)
-    loop = float(timing["images_per_s"].iloc[-1])
-    return {"loop_images_per_s": loop, "raw_images_per_s": raw, "ratio": throughput_ratio(loop, raw)}
 
 
 def bench_compile(arch: str = "resnet18", input_size: int = 224, batch_size: int = 32, device: str = "cuda",
