@@ -77,7 +77,7 @@ def test_no_module_imports_another_modules_private_names():
 
 
 def test_the_core_never_imports_the_scaling_package():
-    """musecl.scaling (the benchmark) builds on the core; the method must not depend on it. The
+    """musecl.scaling (the benchmark, several processes) builds on the core; the method must not depend on it. The
     command-line entry point may offer it as a command."""
     graph = import_graph()
     core = {name for name in graph if not name.startswith("musecl.scaling") and name != "musecl.cli"}
