@@ -145,6 +145,25 @@ def test_resume_equals_uninterrupted(tmp_path, restore_best):
     assert all(torch.equal(p, q) for p, q in zip(params(straight), params(longer)))
 
 
+def test_a_checkpoint_from_before_min_batch_still_resumes(tmp_path):
+    """Checkpoints written before ``min_batch`` replaced ``drop_last`` carry ``drop_last: False``."""
+    train, val = NoisyData(), NoisyData(16, seed=1)
+    straight = make_model()
+    trainer(straight, checkpoint_dir=tmp_path / "a").fit(train, val)
+    short = make_model()
+    trainer(short, epochs=2, checkpoint_dir=tmp_path / "b").fit(train, val)
+    ckpt = load_checkpoint(tmp_path / "b" / "last.pt")
+    ckpt["fingerprint"]["drop_last"] = False  # as the older Trainer wrote it
+    torch.save(ckpt, tmp_path / "b" / "last.pt")
+    resumed = make_model(seed=5)
+    trainer(resumed, checkpoint_dir=tmp_path / "b", resume=True).fit(train, val)
+    assert all(torch.equal(p, q) for p, q in zip(params(straight), params(resumed)))
+    ckpt["fingerprint"]["drop_last"] = True  # a run that did drop short batches is another run
+    torch.save(ckpt, tmp_path / "b" / "last.pt")
+    with pytest.raises(ValueError, match="drop_last"):
+        trainer(make_model(), checkpoint_dir=tmp_path / "b", resume=True).fit(train, val)
+
+
 def test_checkpoint_contents_load_weights_only(tmp_path):
     trainer(make_model(), epochs=2, checkpoint_dir=tmp_path).fit(NoisyData(), NoisyData(16, seed=1))
     path = tmp_path / "last.pt"
