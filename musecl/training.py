@@ -109,17 +109,18 @@ class OneProcess:
         return model
 
 
-_PROCESSES = [OneProcess()]
+_processes = OneProcess()
 
 
 def processes() -> OneProcess:
     """The processes this one trains with (one, unless it joined ``torchrun``'s)."""
-    return _PROCESSES[0]
+    return _processes
 
 
 def use_processes(group: OneProcess) -> None:
     """Train with ``group`` from now on (see :func:`musecl.scaling.distributed.init_from_env`)."""
-    _PROCESSES[0] = group
+    global _processes
+    _processes = group
 
 
 @contextlib.contextmanager
