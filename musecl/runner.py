@@ -69,18 +69,13 @@ def resolve_city(city: str | os.PathLike | City, cities_dir: str | os.PathLike =
     name = str(city)
     if name in (*NAMED_CITIES, *REAL_CITIES) and not Path(name).exists():
         folder = Path(cities_dir) / name
-        if not (folder / "city.yaml").exists() or (name in NAMED_CITIES and not _current_toy(folder)):
+        if not (folder / "city.yaml").exists() or (name in NAMED_CITIES and not is_current_toy_city(folder)):
             make_named_city(name, folder, data_dir=data_dir)
         return load_city(folder)
     if not Path(name).exists():
         raise FileNotFoundError(f"city {name!r} is neither a folder nor a named data set "
                                 f"({sorted(NAMED_CITIES) + list(REAL_CITIES)})")
     return load_city(name)
-
-
-def _current_toy(folder: Path) -> bool:
-    """A named toy city made by this generator version (an older one is made again)."""
-    return is_current_toy_city(folder)
 
 
 def run(city: str | os.PathLike | City, out_dir: str | os.PathLike, config: RunConfig | None = None,
