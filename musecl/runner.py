@@ -25,7 +25,6 @@ import torch
 import torchvision
 import yaml
 from joblib import Parallel, delayed
-from tqdm.auto import tqdm
 
 from musecl.cache import city_fingerprint
 from musecl.city import IMAGE_KINDS, City, TooFewRegionsWarning, load_city, require_enough_regions
@@ -39,7 +38,7 @@ from musecl.methods import METHODS, make_method
 from musecl.methods.base import describe_needs, unsupported_reason
 from musecl.methods.combinations import ALL_METHODS, IMAGE_FREE
 from musecl.plotting import plot_map, plot_predicted_vs_true
-from musecl.training import resolve_device
+from musecl.training import progress_bar, resolve_device
 
 NAMED_CITIES = {"toy": 600, "toy-small": 150}  # generated, no download
 REAL_CITIES = ("beijing", "manhattan")  # converted from the verified raw files (musecl fetch NAME)
@@ -211,7 +210,7 @@ def fit_methods(methods: Sequence[str], city: City, config: RunConfig, cache_dir
                                threads=threads)
             for name in order)
     done = Parallel(n_jobs=workers, backend="loky", return_as="generator")(jobs)
-    return dict(zip(order, (rewarn(outcome) for outcome in tqdm(done, total=len(order), disable=not progress,
+    return dict(zip(order, (rewarn(outcome) for outcome in progress_bar()(done, total=len(order), disable=not progress,
                                                                  desc=f"methods ({workers} processes)"))))
 
 

@@ -195,7 +195,7 @@ def split_indices(n: int, val_fraction: float, seed: int = 0) -> tuple[np.ndarra
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def _progress_bar():
+def progress_bar():
     """tqdm's notebook bar when ipywidgets is installed, the text bar otherwise (no warning).
     Looked up only when a bar is shown: a failed import is not cached, and the probe trains often."""
     try:
@@ -616,7 +616,7 @@ class Trainer:
             state = _State()
             self.history = []
 
-        tqdm = _progress_bar() if self._show_progress else text_tqdm
+        tqdm = progress_bar() if self._show_progress else text_tqdm
         epochs = tqdm(range(state.epoch + 1, self.epochs + 1), desc="training", disable=not self._show_progress,
                       unit="epoch", initial=state.epoch, total=self.epochs)
         for epoch in epochs:
