@@ -157,6 +157,8 @@ def test_no_page_shows_an_error(doms):
             text = block.get_text()
             what = "error" if ERROR_LINE.search(text) else "output"
             problems.append(f"{_name(page)}: {what} on stderr: {text[:300]!r}")
+        if "TqdmWarning" in dom.get_text():  # about the kernel's widgets, not about the city or the method
+            problems.append(f"{_name(page)}: shows tqdm's warning about ipywidgets")
     assert not problems, "\n".join(problems)
 
 

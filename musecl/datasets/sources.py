@@ -23,7 +23,6 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pandas as pd
-import pooch
 from tqdm import tqdm
 
 from musecl.datasets.published import data_dir as default_data_dir
@@ -77,6 +76,8 @@ def source_of(file: str) -> str:
 
 def cache_dir() -> Path:
     """Where downloaded files are kept: ``$MUSECL_CACHE`` or pooch's per-user cache."""
+    import pooch  # local: pooch imports tqdm.auto, which warns in a notebook kernel without ipywidgets
+
     return Path(os.environ.get("MUSECL_CACHE") or pooch.os_cache("musecl"))
 
 
@@ -129,6 +130,8 @@ def _download(file: str, progress: bool = False) -> Path:
     row = registry().loc[file]
     url = RAW_URL.format(repo=row["source_repo"], commit=row["commit"], path=quote(row["source_path"]))
     target = cache_dir() / file
+    import pooch  # local, as in cache_dir
+
     try:
         path = pooch.retrieve(url, known_hash=f"sha256:{row['sha256']}", fname=target.name,
                               path=target.parent, progressbar=progress,
