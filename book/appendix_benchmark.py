@@ -321,7 +321,7 @@ display(compiled.round(2))
 # Two pieces of {doc}`appendix_scaling` run on this CPU too, so this build executes them: not
 # for speed (that needs GPUs and large cities), but to show that they work and what they write.
 #
-# **Images on disk.** `ImageStore.from_city(..., shards=DIR)` decodes the toy city's satellite
+# **Images on disk.** `musecl.scaling.shards.shards_from_city(city, kind, size, DIR)` decodes the toy city's satellite
 # images straight into `.npy` shards and returns a store that reads only the rows a batch asks
 # for, through memory maps. Its rows are those of the in-memory store:
 
@@ -338,13 +338,14 @@ import yaml
 
 from musecl.encoders.image import ImageStore
 from musecl.runner import resolve_city
+from musecl.scaling.shards import shards_from_city
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # the toy city's regions without a satellite image, on purpose
     toy = resolve_city("toy", cities_dir=f"{out_dir}/cities")
 scratch = Path(tempfile.mkdtemp(prefix="musecl-appendix-"))
 in_memory = ImageStore.from_city(toy, "satellite", 64)
-sharded = ImageStore.from_city(toy, "satellite", 64, shards=scratch / "satellite-64-shards", shard_size=128)
+sharded = shards_from_city(toy, "satellite", 64, scratch / "satellite-64-shards", shard_size=128)
 rows = torch.randint(0, len(in_memory), (96,), generator=torch.Generator().manual_seed(0))
 
 

@@ -264,7 +264,8 @@ class RunConfig:
     encoder_patience: int | None = None
     amp: str = "off"  # image encoders' mixed precision: "off", "bf16", "fp16" (GPU), "auto" (what pays here)
     # where decoded images live: "memory" (one .pt cache, loaded whole) or "shards" (.npy shards
-    # that stream from disk, for cities whose images do not fit in memory); same numbers either way
+    # that stream from disk, for cities whose images do not fit in memory: musecl.scaling.shards,
+    # found by its entry point); same numbers either way
     image_store: str = "memory"
     train_processes: int = 1  # >1: image encoders trained by that many torchrun processes (musecl train-encoders)
     val_fraction: float = 0.1

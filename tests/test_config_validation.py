@@ -1,5 +1,6 @@
 """RunConfig rejects a wrong setting when it is made or loaded, naming the key, the value and
 what is allowed (and the params file), instead of failing minutes into training."""
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -155,6 +156,7 @@ def test_every_key_has_a_check():
 def test_allowed_values_agree_with_the_modules_that_read_them():
     from musecl import evaluation, fusion, sampling, training
     from musecl.encoders import heads, image
+    from musecl.methods import multisemantic
 
     assert config_module.SAMPLING_RULES == sampling.RULES
     assert set(config_module.ARCHS) == set(image.ARCHS) | set(heads.FEATURE_HEADS)
@@ -162,6 +164,8 @@ def test_allowed_values_agree_with_the_modules_that_read_them():
     assert config_module.AMP_MODES == training.AMP_MODES
     assert (config_module.FUSION_DESIGNS, config_module.FUSION_LOSSES) == (fusion.DESIGNS, fusion.LOSSES)
     assert (config_module.SPLITS, config_module.PROBES) == (evaluation.SPLITS, evaluation.PROBES)
+    installed = {entry.name for entry in entry_points(group=multisemantic.IMAGE_STORE_PLUGINS)}
+    assert set(config_module.IMAGE_STORES) == {"memory"} | installed
 
 
 def test_a_bad_config_fails_before_anything_runs(tmp_path):

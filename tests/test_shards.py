@@ -15,8 +15,9 @@ import musecl.encoders.image as image_module
 from musecl.config import RunConfig
 from musecl.encoders.image import (ImageStore, ImageTrainingConfig, TripletImageDataset, build_encoder,
                                    embed_regions, train_image_encoder)
-from musecl.encoders.shards import MANIFEST_JSON, ShardCheckError, ShardedImages
-from musecl.methods.multisemantic import city_image_store
+from musecl.methods.multisemantic import city_image_store, image_store_plugin
+from musecl.scaling.shards import (MANIFEST_JSON, ShardCheckError, ShardedImages, open_shards, shards_from_city,
+                                   shards_from_pairs, write_shards)
 
 torch.set_num_threads(2)
 
@@ -46,7 +47,7 @@ def pairs(tmp_path):
 @pytest.fixture()
 def stores(pairs, tmp_path):
     memory = ImageStore.from_pairs(pairs, SIZE, kind="satellite")
-    sharded = ImageStore.from_pairs(pairs, SIZE, kind="satellite", shards=tmp_path / "shards", shard_size=SHARD_SIZE)
+    sharded = shards_from_pairs(pairs, SIZE, tmp_path / "shards", kind="satellite", shard_size=SHARD_SIZE)
     return memory, sharded
 
 
@@ -68,7 +69,7 @@ def count_decodes(monkeypatch):
 def test_sharded_rows_equal_memory_rows(stores):
     memory, sharded = stores
     images = sharded.images
-    assert isinstance(images, ShardedImages) and sharded.is_sharded and not memory.is_sharded
+    assert isinstance(images, ShardedImages) and not sharded.in_memory and memory.in_memory
     assert len(images) == 14 and images.shape == memory.images.shape and images.dtype == torch.uint8
     assert images.numel() == memory.images.numel() and images.n_shards == 4
     for key in (slice(None), slice(0, 4), slice(3, 9), slice(5, 5), slice(2, 13, 3), slice(-3, None)):
@@ -87,7 +88,7 @@ def test_sharded_rows_equal_memory_rows(stores):
     assert sharded.region_ids == memory.region_ids and torch.equal(sharded.counts, memory.counts)
     assert sharded.paths == memory.paths and sharded.kind == "satellite"
     assert sharded.fingerprint == memory.fingerprint
-    assert "sharded over 4 file(s)" in repr(sharded) and "MiB" in repr(memory)
+    assert "streaming from ShardedImages(" in repr(sharded) and "shards=4" in repr(sharded) and "MiB" in repr(memory)
 
 
 def test_folder_layout(stores, tmp_path):
@@ -122,7 +123,7 @@ def test_decoding_keeps_one_shard_in_memory(pairs, tmp_path, monkeypatch):
 
     monkeypatch.setattr(image_module, "_decode", watching)
     monkeypatch.setattr(image_module.torch, "empty", no_whole_store)
-    ImageStore.from_pairs(pairs, SIZE, shards=folder, shard_size=SHARD_SIZE)
+    shards_from_pairs(pairs, SIZE, folder, shard_size=SHARD_SIZE)
     assert seen == [i // SHARD_SIZE for i in range(len(pairs))]
 
 
@@ -168,14 +169,14 @@ def test_reuses_folder_and_rebuilds_when_an_image_changes(pairs, stores, tmp_pat
 
     with monkeypatch.context() as patch:
         patch.setattr(image_module, "_decode", no_decoding)
-        again = ImageStore.from_pairs(pairs, SIZE, kind="satellite", shards=folder, shard_size=SHARD_SIZE)
+        again = shards_from_pairs(pairs, SIZE, folder, kind="satellite", shard_size=SHARD_SIZE)
     assert torch.equal(again.images[:], memory.images)
     write_png(pairs[5][1], seed=99, size=13)  # an image changed: rebuilt
     calls = count_decodes(monkeypatch)
-    changed = ImageStore.from_pairs(pairs, SIZE, kind="satellite", shards=folder, shard_size=SHARD_SIZE)
+    changed = shards_from_pairs(pairs, SIZE, folder, kind="satellite", shard_size=SHARD_SIZE)
     assert len(calls) == len(pairs) and changed.fingerprint != first.fingerprint
     assert not torch.equal(changed.images[5], memory.images[5]) and torch.equal(changed.images[6], memory.images[6])
-    bigger = ImageStore.from_pairs(pairs, SIZE + 4, shards=folder, shard_size=SHARD_SIZE)  # another size: rebuilt
+    bigger = shards_from_pairs(pairs, SIZE + 4, folder, shard_size=SHARD_SIZE)  # another size: rebuilt
     assert bigger.size == SIZE + 4 and len(calls) == 2 * len(pairs)
 
 
@@ -184,7 +185,7 @@ def test_interrupted_write_is_rebuilt(pairs, stores, tmp_path, monkeypatch):
     folder = tmp_path / "shards"
     (folder / MANIFEST_JSON).unlink()  # as if the write had stopped before its last step
     calls = count_decodes(monkeypatch)
-    rebuilt = ImageStore.from_pairs(pairs, SIZE, shards=folder, shard_size=SHARD_SIZE)
+    rebuilt = shards_from_pairs(pairs, SIZE, folder, shard_size=SHARD_SIZE)
     assert len(calls) == len(pairs) and torch.equal(rebuilt.images[:], memory.images)
 
     decode = image_module._decode
@@ -198,28 +199,28 @@ def test_interrupted_write_is_rebuilt(pairs, stores, tmp_path, monkeypatch):
     with monkeypatch.context() as patch:
         patch.setattr(image_module, "_decode", dies_at_image_9)
         with pytest.raises(KeyboardInterrupt):
-            ImageStore.from_pairs(pairs, SIZE, shards=folder, shard_size=SHARD_SIZE)
+            shards_from_pairs(pairs, SIZE, folder, shard_size=SHARD_SIZE)
     assert not (folder / MANIFEST_JSON).exists() and not list(folder.glob(".*.tmp"))
     with pytest.raises(FileNotFoundError, match="interrupted"):
-        ImageStore.open_shards(folder)
-    fresh = ImageStore.from_pairs(pairs, SIZE, shards=folder, shard_size=SHARD_SIZE)
+        open_shards(folder)
+    fresh = shards_from_pairs(pairs, SIZE, folder, shard_size=SHARD_SIZE)
     assert torch.equal(fresh.images[1:], memory.images[1:]) and not torch.equal(fresh.images[0], memory.images[0])
 
 
 def test_verify_catches_a_corrupted_shard(stores, tmp_path):
     _, sharded = stores
-    sharded.verify()
+    sharded.images.verify()
     path = tmp_path / "shards" / "shard-00001.npy"
     raw = bytearray(path.read_bytes())
     raw[-5] ^= 0xFF  # one byte of image data: the header still reads, the hash does not
     path.write_bytes(bytes(raw))
     with pytest.raises(ShardCheckError, match="shard-00001.npy is corrupted"):
-        sharded.verify()  # a store opened before the change: verify() re-hashes every shard
+        sharded.images.verify()  # a store opened before the change: verify() re-hashes every shard
     with pytest.raises(ShardCheckError, match="shard-00001.npy is corrupted"):
-        ImageStore.open_shards(tmp_path / "shards")  # opening hashes the changed shard again
+        open_shards(tmp_path / "shards")  # opening hashes the changed shard again
     np.save(path, np.zeros((3, 3, SIZE, SIZE), dtype=np.uint8))  # a shard of the wrong shape: caught on opening
     with pytest.raises(ShardCheckError, match=r"shard-00001.npy holds uint8 \(3, 3, 12, 12\)"):
-        ImageStore.open_shards(tmp_path / "shards")
+        open_shards(tmp_path / "shards")
 
 
 def test_flipped_byte_in_a_shard_is_named_and_rebuilt(pairs, stores, tmp_path, monkeypatch):
@@ -232,17 +233,17 @@ def test_flipped_byte_in_a_shard_is_named_and_rebuilt(pairs, stores, tmp_path, m
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # a later write, whatever the clock
     calls = count_decodes(monkeypatch)
     with pytest.warns(UserWarning, match=r"shard-00002.npy is corrupted.*rebuilding"):
-        rebuilt = ImageStore.from_pairs(pairs, SIZE, kind="satellite", shards=tmp_path / "shards",
-                                        shard_size=SHARD_SIZE)
+        rebuilt = shards_from_pairs(pairs, SIZE, tmp_path / "shards", kind="satellite",
+                                   shard_size=SHARD_SIZE)
     assert len(calls) == len(pairs) and torch.equal(rebuilt.images[:], memory.images)
-    ImageStore.open_shards(tmp_path / "shards")  # checked (written by this process): opens without a warning
+    open_shards(tmp_path / "shards")  # checked (written by this process): opens without a warning
 
 
 def test_unreadable_folder_is_rebuilt_with_a_warning(pairs, stores, tmp_path):
     memory, _ = stores
     (tmp_path / "shards" / "shard-00002.npy").write_bytes(b"not a numpy file")
     with pytest.warns(UserWarning, match="rebuilding"):
-        rebuilt = ImageStore.from_pairs(pairs, SIZE, shards=tmp_path / "shards", shard_size=SHARD_SIZE)
+        rebuilt = shards_from_pairs(pairs, SIZE, tmp_path / "shards", shard_size=SHARD_SIZE)
     assert torch.equal(rebuilt.images[:], memory.images)
 
 
@@ -251,18 +252,18 @@ def test_unreadable_folder_is_rebuilt_with_a_warning(pairs, stores, tmp_path):
 
 def test_write_open_and_load_into_memory(stores, tmp_path):
     memory, sharded = stores
-    copy = memory.write_shards(tmp_path / "copy", shard_size=5)
-    assert copy.is_sharded and copy.images.n_shards == 3 and torch.equal(copy.images[:], memory.images)
+    copy = write_shards(memory, tmp_path / "copy", shard_size=5)
+    assert not copy.in_memory and copy.images.n_shards == 3 and torch.equal(copy.images[:], memory.images)
     assert copy.paths == memory.paths and copy.fingerprint == memory.fingerprint
-    smaller = ImageStore(memory.images[:3], ["a", "b"], [1, 2], kind="streetview").write_shards(tmp_path / "copy")
+    smaller = write_shards(ImageStore(memory.images[:3], ["a", "b"], [1, 2], kind="streetview"), tmp_path / "copy")
     assert sorted(p.name for p in (tmp_path / "copy").glob("shard-*.npy")) == ["shard-00000.npy"]  # old shards gone
     assert smaller.region_ids == ["a", "b"] and smaller.paths is None and smaller.kind == "streetview"
     loaded = sharded.load_into_memory()
-    assert not loaded.is_sharded and torch.equal(loaded.images, memory.images) and loaded.fingerprint == memory.fingerprint
+    assert loaded.in_memory and torch.equal(loaded.images, memory.images) and loaded.fingerprint == memory.fingerprint
     assert memory.load_into_memory() is memory
     with pytest.raises(ValueError, match="while reading"):
-        sharded.write_shards(tmp_path / "shards")
-    with pytest.raises(ValueError, match="write_shards"):
+        write_shards(sharded, tmp_path / "shards")
+    with pytest.raises(ValueError, match="load_into_memory"):
         sharded.save(tmp_path / "x.pt")
 
 
@@ -280,10 +281,10 @@ def test_devices(stores, monkeypatch):
 
 
 def test_store_arguments(pairs, tmp_path):
-    with pytest.raises(ValueError, match="not both"):
-        ImageStore.from_pairs(pairs, SIZE, cache=tmp_path / "a.pt", shards=tmp_path / "s")
     with pytest.raises(ValueError, match="shard_size"):
-        ImageStore.from_pairs(pairs, SIZE, shards=tmp_path / "s", shard_size=0)
+        shards_from_pairs(pairs, SIZE, tmp_path / "s", shard_size=0)
+    with pytest.raises(ValueError, match="at least 8 pixels"):
+        shards_from_pairs(pairs, 4, tmp_path / "s")
 
 
 # -- the run pipeline ----------------------------------------------------------------------
@@ -303,7 +304,14 @@ def test_pipeline_names_one_entry_per_city_kind_and_size(pairs, tmp_path):
     city = SimpleNamespace(name="toy", satellite_paths=lambda: by_region)
     cache = SimpleNamespace(root=tmp_path / "cache")
     sharded = city_image_store(city, "satellite", SIZE, cache, progress=False, image_store="shards", fingerprint="f0")
-    assert sharded.is_sharded and (tmp_path / "cache" / "images" / "satellite-12-f0-shards" / MANIFEST_JSON).exists()
+    assert not sharded.in_memory and (tmp_path / "cache" / "images" / "satellite-12-f0-shards" / MANIFEST_JSON).exists()
     memory = city_image_store(city, "satellite", SIZE, cache, progress=False, image_store="memory", fingerprint="f0")
-    assert not memory.is_sharded and (tmp_path / "cache" / "images" / "satellite-12-f0.pt").exists()
+    assert memory.in_memory and (tmp_path / "cache" / "images" / "satellite-12-f0.pt").exists()
     assert torch.equal(sharded.images[:], memory.images)
+
+
+def test_the_shards_store_is_found_by_its_entry_point(tmp_path):
+    """The core names no scaling module: "shards" is an installed plugin (pyproject.toml)."""
+    assert image_store_plugin("shards") is shards_from_city
+    with pytest.raises(ValueError, match=r"image_store 'disk' is not installed; installed: \['memory', 'shards'"):
+        image_store_plugin("disk")

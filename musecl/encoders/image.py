@@ -40,7 +40,6 @@ from torchvision.models import Inception_V3_Weights, ResNet18_Weights
 from tqdm import tqdm
 
 from musecl.city import REGION_ID, SATELLITE, STREETVIEW, City
-from musecl.encoders.shards import DEFAULT_SHARD_SIZE, MANIFEST_JSON, ShardedImages, ShardWriter, read_index
 from musecl.io import atomic_save_bytes, atomic_save_json, sha256_of
 from musecl.training import Trainer, amp_dtype, resolve_device, split_indices
 
@@ -59,7 +58,7 @@ STORE_FORMAT = 1
 # images in memory
 
 
-def _fingerprint(pairs: Sequence[tuple[str, Path]], size: int) -> str:
+def images_fingerprint(pairs: Sequence[tuple[str, Path]], size: int) -> str:
     """Changes when a path, a file's size or modification time, or the image size changes."""
     digest = hashlib.sha256(f"{STORE_FORMAT}|{size}".encode())
     for rid, path in pairs:
@@ -83,12 +82,41 @@ def _decode(path: Path, size: int) -> np.ndarray:
         raise ValueError(f"cannot read image {path}: {type(exc).__name__}: {exc}") from exc
 
 
-def _decoded(paths: Sequence[Path], size: int, kind: str | None, progress: bool) -> Iterable[np.ndarray]:
+def decoded_images(paths: Sequence[Path], size: int, kind: str | None, progress: bool) -> Iterable[np.ndarray]:
     """Each image decoded in turn (uint8 (3, S, S)), with a progress bar when asked."""
     if progress:
         paths = tqdm(paths, total=len(paths), desc=f"decoding {kind or 'images'}", unit="img")
     for path in paths:
         yield _decode(path, size)
+
+
+def city_image_pairs(city: City, kind: str) -> list[tuple[str, Path]]:
+    """``(region_id, path)`` of every satellite or street-view image of the city."""
+    if kind == SATELLITE:
+        pairs = list(city.satellite_paths().items())
+    elif kind == STREETVIEW:
+        pairs = [(rid, p) for rid, paths in city.streetview_paths().items() for p in paths]
+    else:
+        raise ValueError(f"kind must be {SATELLITE!r} or {STREETVIEW!r}; got {kind!r}")
+    if not pairs:
+        raise ValueError(f"{city.name}: the city has no {kind} images")
+    return pairs
+
+
+def plan_store(pairs: Iterable[tuple[str, str | os.PathLike]], size: int, kind: str | None = None):
+    """What a store of ``pairs`` holds, before decoding: ``(size, region_ids, counts, paths,
+    fingerprint)``, regions in order of first appearance with their paths grouped; the fingerprint
+    says when a stored copy is stale (:func:`images_fingerprint`)."""
+    if int(size) < 8:
+        raise ValueError(f"image size must be at least 8 pixels; got {size}")
+    order: dict[str, list[Path]] = {}
+    for rid, path in pairs:
+        order.setdefault(str(rid), []).append(Path(path))
+    if not order:
+        raise ValueError(f"no images given{f' of kind {kind!r}' if kind else ''}")
+    grouped = [(rid, p) for rid, paths in order.items() for p in paths]
+    return (int(size), list(order), [len(v) for v in order.values()], [p for _, p in grouped],
+            images_fingerprint(grouped, int(size)))
 
 
 class ImageStore:
@@ -100,15 +128,14 @@ class ImageStore:
     Python and PIL work.
 
     ``images`` is a tensor (in memory, on the CPU or -- see :meth:`to` -- a GPU) or, for cities
-    whose images do not fit in memory, a :class:`musecl.encoders.shards.ShardedImages` that
-    reads the rows a batch asks for from ``.npy`` shards on disk (``from_pairs(..., shards=)``,
-    :meth:`open_shards`, :meth:`write_shards`). Both index the same way and give the same rows,
-    so training and embedding do not depend on which one holds the images.
+    whose images do not fit in memory, any object that indexes like one and reads the rows a batch
+    asks for from disk (``musecl.scaling.shards``). Both give the same rows, so training and
+    embedding do not depend on which one holds the images.
     """
 
-    def __init__(self, images: torch.Tensor | ShardedImages, region_ids: Sequence[str],
-                 counts: Sequence[int] | torch.Tensor, paths: Sequence[str] | None = None, kind: str | None = None):
-        if not isinstance(images, ShardedImages):
+    def __init__(self, images, region_ids: Sequence[str], counts: Sequence[int] | torch.Tensor,
+                 paths: Sequence[str] | None = None, kind: str | None = None):
+        if isinstance(images, (np.ndarray, list, tuple)):
             images = torch.as_tensor(images)
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
             raise ValueError(f"images must be a uint8 tensor (N, 3, S, S); got {images.dtype} {tuple(images.shape)}")
@@ -119,7 +146,7 @@ class ImageStore:
                              f"regions and add up to {len(images)} images")
         if len(set(region_ids)) != len(region_ids):
             raise ValueError("region_ids of an ImageStore must be unique")
-        self.images = images if isinstance(images, ShardedImages) else images.contiguous()
+        self.images = images.contiguous() if isinstance(images, torch.Tensor) else images
         self.region_ids = region_ids
         self.counts = counts
         self.starts = torch.cumsum(counts, 0) - counts
@@ -132,46 +159,11 @@ class ImageStore:
 
     @classmethod
     def from_pairs(cls, pairs: Iterable[tuple[str, str | os.PathLike]], size: int, kind: str | None = None,
-                   cache: str | os.PathLike | None = None, progress: bool = False,
-                   shards: str | os.PathLike | None = None, shard_size: int = DEFAULT_SHARD_SIZE) -> "ImageStore":
+                   cache: str | os.PathLike | None = None, progress: bool = False) -> "ImageStore":
         """Decode ``(region_id, path)`` pairs. With ``cache`` (a .pt file), reuse it when it was
         made from the same files (paths, sizes, modification times) at the same size, else rebuild
-        and rewrite it.
-
-        With ``shards`` (a folder) instead, decode straight into ``.npy`` shards of ``shard_size``
-        images -- one shard in memory at a time, never the whole store -- and return a store that
-        streams from them; the folder is reused under the same rule as ``cache`` (whatever its
-        shard size), else rebuilt.
-        """
-        if cache is not None and shards is not None:
-            raise ValueError("give cache= (one .pt file, loaded into memory) or shards= (a folder of shards "
-                             "that streams from disk), not both")
-        if int(size) < 8:
-            raise ValueError(f"image size must be at least 8 pixels; got {size}")
-        size = int(size)
-        pairs = [(str(r), Path(p)) for r, p in pairs]
-        if not pairs:
-            raise ValueError(f"no images given{f' of kind {kind!r}' if kind else ''}")
-        order: dict[str, list[Path]] = {}
-        for rid, path in pairs:  # group by region, in order of first appearance
-            order.setdefault(rid, []).append(path)
-        grouped = [(rid, p) for rid, paths in order.items() for p in paths]
-        fingerprint = _fingerprint(grouped, size)
-        counts = [len(v) for v in order.values()]
-        paths = [p for _, p in grouped]
-        if shards is not None:
-            if (Path(shards) / MANIFEST_JSON).exists():
-                try:
-                    store = cls.open_shards(shards)
-                    if store.fingerprint == fingerprint:
-                        return store
-                except Exception as exc:  # noqa: BLE001 - a bad shard folder is rebuilt, never trusted
-                    warnings.warn(f"image shards {shards} are unreadable ({exc}); rebuilding them", stacklevel=2)
-            writer = ShardWriter(shards, size, shard_size)
-            for image in _decoded(paths, size, kind, progress):
-                writer.append(image)
-            writer.finish(list(order), counts, kind, fingerprint, [str(p) for p in paths])
-            return cls.open_shards(shards)
+        and rewrite it."""
+        size, region_ids, counts, paths, fingerprint = plan_store(pairs, size, kind)
         if cache is not None and Path(cache).exists():
             try:
                 store = _load_checked_cache(cls, cache)
@@ -179,10 +171,10 @@ class ImageStore:
                     return store
             except Exception as exc:  # noqa: BLE001 - a bad cache is rebuilt, never trusted
                 warnings.warn(f"image cache {cache} is unreadable ({exc}); rebuilding it", stacklevel=2)
-        images = torch.empty((len(grouped), 3, size, size), dtype=torch.uint8)
-        for i, image in enumerate(_decoded(paths, size, kind, progress)):
+        images = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
+        for i, image in enumerate(decoded_images(paths, size, kind, progress)):
             images[i] = torch.from_numpy(image)
-        store = cls(images, list(order), counts, [str(p) for p in paths], kind)
+        store = cls(images, region_ids, counts, [str(p) for p in paths], kind)
         store.fingerprint = fingerprint
         if cache is not None:
             _save_checked_cache(store, cache)
@@ -190,29 +182,18 @@ class ImageStore:
 
     @classmethod
     def from_city(cls, city: City, kind: str, size: int, cache: str | os.PathLike | None = None,
-                  progress: bool = False, shards: str | os.PathLike | None = None,
-                  shard_size: int = DEFAULT_SHARD_SIZE) -> "ImageStore":
+                  progress: bool = False) -> "ImageStore":
         """The city's satellite or street-view images; regions without any are absent.
-        ``cache`` / ``shards``: as :meth:`from_pairs`."""
-        if kind == SATELLITE:
-            pairs = list(city.satellite_paths().items())
-        elif kind == STREETVIEW:
-            pairs = [(rid, p) for rid, paths in city.streetview_paths().items() for p in paths]
-        else:
-            raise ValueError(f"kind must be {SATELLITE!r} or {STREETVIEW!r}; got {kind!r}")
-        if not pairs:
-            raise ValueError(f"{city.name}: the city has no {kind} images")
-        return cls.from_pairs(pairs, size, kind=kind, cache=cache, progress=progress, shards=shards,
-                              shard_size=shard_size)
+        ``cache``: as :meth:`from_pairs`."""
+        return cls.from_pairs(city_image_pairs(city, kind), size, kind=kind, cache=cache, progress=progress)
 
     # -- cache -------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the store to a .pt file (tensors and plain lists only; loads with weights_only)."""
-        if self.is_sharded:
-            raise ValueError(f"this ImageStore streams from the shards in {self.images.folder}; a .pt file would "
-                             "hold all of it in memory. Copy it with write_shards(folder), or call "
-                             "load_into_memory().save(path) if it fits in memory.")
+        if not self.in_memory:
+            raise ValueError(f"this ImageStore streams from disk ({self.images!r}); a .pt file would hold all "
+                             "of it in memory: call load_into_memory().save(path) if it fits in memory")
         atomic_save_bytes(path, self._to_bytes())
         return Path(path)
 
@@ -233,42 +214,16 @@ class ImageStore:
         store.fingerprint = raw.get("fingerprint")
         return store
 
-    # -- shards: stores larger than memory ---------------------------------------------
+    # -- stores larger than memory ----------------------------------------------------
 
     @property
-    def is_sharded(self) -> bool:
-        """True when the images stream from shard files on disk (not held in memory)."""
-        return isinstance(self.images, ShardedImages)
-
-    @classmethod
-    def open_shards(cls, folder: str | os.PathLike) -> "ImageStore":
-        """A store that streams from a shard folder (written by ``from_pairs(..., shards=)`` or
-        :meth:`write_shards`). Opening checks each shard's header, not its bytes: see :meth:`verify`."""
-        images = ShardedImages(folder)
-        region_ids, counts, paths = read_index(folder, images.manifest)
-        store = cls(images, region_ids, counts, paths, images.manifest.get("kind"))
-        store.fingerprint = images.manifest.get("fingerprint")
-        return store
-
-    def write_shards(self, folder: str | os.PathLike, shard_size: int = DEFAULT_SHARD_SIZE) -> "ImageStore":
-        """Write this store as shards of ``shard_size`` images to ``folder``; return the store over them."""
-        if self.is_sharded and Path(folder).resolve() == self.images.folder.resolve():
-            raise ValueError(f"cannot rewrite the shards in {folder} while reading from them; write to another folder")
-        writer = ShardWriter(folder, self.size, shard_size)
-        step = writer.shard_size
-        for start in range(0, len(self), step):
-            writer.extend(self.images[start:start + step].cpu())
-        writer.finish(self.region_ids, self.counts.tolist(), self.kind, self.fingerprint, self.paths)
-        return type(self).open_shards(folder)
-
-    def verify(self) -> None:
-        """Re-hash a sharded store's files against its manifest (slow: reads every byte); no-op in memory."""
-        if self.is_sharded:
-            self.images.verify()
+    def in_memory(self) -> bool:
+        """False when the images stream from disk (``musecl.scaling.shards``), not held in a tensor."""
+        return isinstance(self.images, torch.Tensor)
 
     def load_into_memory(self) -> "ImageStore":
         """The same store with every image read into one CPU tensor (``self`` when already in memory)."""
-        if not self.is_sharded:
+        if self.in_memory:
             return self
         return self._with_images(self.images[:])
 
@@ -287,8 +242,8 @@ class ImageStore:
         """The store with its images on ``device`` (e.g. "cuda": batches are then gathered and
         augmented on the GPU, with no copy from the host). Counts and starts stay on the CPU,
         where rows are sampled, so the random draws do not depend on the device."""
-        if self.is_sharded:
-            raise ValueError(f"this ImageStore streams its images from disk ({self.images.folder}, "
+        if not self.in_memory:
+            raise ValueError(f"this ImageStore streams its images from disk ({self.images!r}, "
                              f"{self.images.numel() / 2**30:.2f} GiB), so it cannot be moved to {str(device)!r} "
                              "as a whole. If it fits, call store.load_into_memory().to(device); otherwise keep "
                              "it on disk -- the trainer moves each batch to the device.")
@@ -300,8 +255,8 @@ class ImageStore:
     def pin_memory(self) -> "ImageStore":
         """The store with its images in page-locked CPU memory (faster, asynchronous copies to a
         GPU); ``self`` unchanged when there is no CUDA to pin for."""
-        if self.is_sharded:
-            raise ValueError(f"this ImageStore streams from disk ({self.images.folder}); pinning needs the images "
+        if not self.in_memory:
+            raise ValueError(f"this ImageStore streams from disk ({self.images!r}); pinning needs the images "
                              "in memory: call store.load_into_memory().pin_memory() if they fit")
         if self.images.device.type != "cpu":
             raise ValueError(f"only a CPU store can be pinned; this one is on {self.images.device}")
@@ -315,8 +270,8 @@ class ImageStore:
         return len(self.images)
 
     def __repr__(self) -> str:
-        if self.is_sharded:
-            where = f", sharded over {self.images.n_shards} file(s) in {str(self.images.folder)!r}"
+        if not self.in_memory:
+            where = f", streaming from {self.images!r}"
         else:
             where = "" if self.images.device.type == "cpu" else f", on {self.images.device}"
         return (f"ImageStore(kind={self.kind!r}, regions={self.n_regions}, images={len(self)}, "
@@ -807,7 +762,7 @@ def _store_for_training(store: ImageStore, cfg: ImageTrainingConfig) -> ImageSto
     if device.type != "cuda" or cfg.store_on_device is False or store.device == device:
         return store
     if cfg.store_on_device is None:
-        if store.is_sharded:
+        if not store.in_memory:
             return store  # streams from disk: it does not fit in memory by design
         free, _ = torch.cuda.mem_get_info(device)
         if store.images.numel() > GPU_STORE_SHARE * free:

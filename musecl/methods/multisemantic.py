@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import json
 import shutil
+from functools import partial
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pandas as pd
 
 from musecl.cache import city_fingerprint, load_table, save_table
 from musecl.city import MOBILITY, POI, SATELLITE, STREETVIEW, City
-from musecl.config import IMAGE_STORES, RunConfig
+from musecl.config import RunConfig
 from musecl.encoders.heads import (
     FEATURE_HEADS,
     efficientnet_lite0,
@@ -104,25 +106,41 @@ def precision_key(amp: str, device: str) -> dict:
     return {} if precision is None else {"amp": str(precision)}
 
 
+IMAGE_STORE_PLUGINS = "musecl.image_stores"  # entry-point group of the stores other than "memory"
+
+
 def city_image_store(city: City, kind: str, size: int, cache, progress: bool = True,
                      image_store: str = "memory", fingerprint: str | None = None):
     """The city's decoded ``kind`` images at ``size`` px, cached once per city, kind and size for
     MuseCL's image stage and the baselines alike: ``images/{kind}-{size}-{fingerprint}.pt``
-    (loaded into memory) or, with ``image_store="shards"`` (cities whose images do not fit in
-    memory), the folder ``images/{kind}-{size}-{fingerprint}-shards/`` that streams from disk."""
+    (loaded into memory) or, with another ``image_store`` such as "shards" (cities whose images do
+    not fit in memory), the folder ``images/{kind}-{size}-{fingerprint}-{image_store}/``."""
     group = processes()
-
     name = f"{kind}-{int(size)}-{fingerprint or city_fingerprint(city)}"
-    if image_store not in IMAGE_STORES:
-        raise ValueError(f"image_store must be one of {IMAGE_STORES}; got {image_store!r}")
-    where = ({"shards": cache.root / "images" / f"{name}-shards"} if image_store == "shards"
-             else {"cache": cache.root / "images" / f"{name}.pt"})
+    folder = cache.root / "images"
+    if image_store == "memory":
+        build = partial(ImageStore.from_city, city, kind, size, cache=folder / f"{name}.pt")
+    else:
+        build = partial(image_store_plugin(image_store), city, kind, size, folder / f"{name}-{image_store}")
     if not group.is_main():  # under torchrun the first process decodes, the others then read its files
         group.barrier()
-        return ImageStore.from_city(city, kind, size, progress=False, **where)
-    store = ImageStore.from_city(city, kind, size, progress=progress, **where)
+        return build(progress=False)
+    store = build(progress=progress)
     group.barrier()
     return store
+
+
+def image_store_plugin(name: str):
+    """The function ``(city, kind, size, folder, progress) -> ImageStore`` of an image store other
+    than "memory", found by its entry point (group ``musecl.image_stores``): musecl registers its
+    "shards" (``musecl.scaling.shards``) there, so the core names no scaling module, and another
+    package can add its own store."""
+    plugins = {entry.name: entry for entry in entry_points(group=IMAGE_STORE_PLUGINS)}
+    if name not in plugins:
+        known = ["memory", *sorted(plugins)]
+        raise ValueError(f"image_store {name!r} is not installed; installed: {known}. musecl registers 'shards' "
+                         "when it is installed by pip (pip install -e .), not when run from a source folder")
+    return plugins[name].load()
 
 
 def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = True,

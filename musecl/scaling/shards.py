@@ -1,4 +1,5 @@
-"""Image rows split over ``.npy`` shard files that stream from disk (book appendix, scaling step 3).
+"""Image rows split over ``.npy`` shard files that stream from disk (book appendix, scaling step 3):
+the run setting ``image_store: shards``, registered as an image store in pyproject.toml.
 
 A country at 224 px is about 150 KB per image in uint8, so a million images (150 GB) do not fit
 in memory. :class:`ShardedImages` stands in for the tensor ``ImageStore.images``: the rows
@@ -21,7 +22,7 @@ so a write that was interrupted leaves no manifest, and the folder is rebuilt on
 Opening a folder re-hashes each shard against its manifest once per process (a shard is hashed
 again only when its file changes: inode, size, modification time); shards this process wrote
 count as checked. A changed byte raises :class:`ShardCheckError` naming the shard, and
-``ImageStore.from_pairs(..., shards=)`` then rebuilds the folder with a warning.
+:func:`shards_from_pairs` then rebuilds the folder with a warning.
 """
 from __future__ import annotations
 
@@ -29,13 +30,16 @@ import contextlib
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
+from musecl.city import City
+from musecl.encoders.image import ImageStore, city_image_pairs, decoded_images, plan_store
 from musecl.io import atomic_save_json, atomic_write, sha256_of
 
 SHARDS_FORMAT = 1
@@ -58,8 +62,7 @@ def read_manifest(folder: str | os.PathLike) -> dict:
     path = Path(folder) / MANIFEST_JSON
     if not path.exists():
         raise FileNotFoundError(f"{folder} has no {MANIFEST_JSON}: it is not an image shard folder, or its "
-                                "write was interrupted. Build it again with ImageStore.from_pairs(..., shards=) "
-                                "or ImageStore.write_shards().")
+                                "write was interrupted. Build it again with shards_from_pairs() or write_shards().")
     manifest = json.loads(path.read_text())
     if not isinstance(manifest, dict) or manifest.get("format") != SHARDS_FORMAT:
         raise ValueError(f"{path} is not an image shard manifest of format {SHARDS_FORMAT}; "
@@ -331,3 +334,55 @@ def read_index(folder: str | os.PathLike, manifest: dict) -> tuple[list[str], li
     if manifest.get("paths"):
         paths = pd.read_csv(folder / manifest["paths"], dtype={"path": str}, keep_default_na=False)["path"].tolist()
     return index["region_id"].tolist(), index["count"].tolist(), paths
+
+
+# ------------------------------------------------------------------------------------------
+# image stores over shards
+
+
+def open_shards(folder: str | os.PathLike) -> ImageStore:
+    """A store that streams from a shard folder (written by :func:`shards_from_pairs` or
+    :func:`write_shards`). Opening checks each shard's header, not its bytes: see ``images.verify``."""
+    images = ShardedImages(folder)
+    region_ids, counts, paths = read_index(folder, images.manifest)
+    store = ImageStore(images, region_ids, counts, paths, images.manifest.get("kind"))
+    store.fingerprint = images.manifest.get("fingerprint")
+    return store
+
+
+def shards_from_pairs(pairs: Iterable[tuple[str, str | os.PathLike]], size: int, folder: str | os.PathLike,
+                      kind: str | None = None, progress: bool = False,
+                      shard_size: int = DEFAULT_SHARD_SIZE) -> ImageStore:
+    """Decode ``(region_id, path)`` pairs straight into shards of ``shard_size`` images -- one shard
+    in memory at a time, never the whole store -- and return the store that streams from them. A
+    folder made from the same files at the same size is reused (whatever its shard size), else rebuilt."""
+    size, region_ids, counts, paths, fingerprint = plan_store(pairs, size, kind)
+    if (Path(folder) / MANIFEST_JSON).exists():
+        try:
+            store = open_shards(folder)
+            if store.fingerprint == fingerprint:
+                return store
+        except Exception as exc:  # noqa: BLE001 - a bad shard folder is rebuilt, never trusted
+            warnings.warn(f"image shards {folder} are unreadable ({exc}); rebuilding them", stacklevel=2)
+    writer = ShardWriter(folder, size, shard_size)
+    for image in decoded_images(paths, size, kind, progress):
+        writer.append(image)
+    writer.finish(region_ids, counts, kind, fingerprint, [str(p) for p in paths])
+    return open_shards(folder)
+
+
+def shards_from_city(city: City, kind: str, size: int, folder: str | os.PathLike, progress: bool = False,
+                     shard_size: int = DEFAULT_SHARD_SIZE) -> ImageStore:
+    """The city's satellite or street-view images as shards (see :func:`shards_from_pairs`)."""
+    return shards_from_pairs(city_image_pairs(city, kind), size, folder, kind, progress, shard_size)
+
+
+def write_shards(store: ImageStore, folder: str | os.PathLike, shard_size: int = DEFAULT_SHARD_SIZE) -> ImageStore:
+    """Write ``store`` as shards of ``shard_size`` images to ``folder``; return the store over them."""
+    if isinstance(store.images, ShardedImages) and Path(folder).resolve() == store.images.folder.resolve():
+        raise ValueError(f"cannot rewrite the shards in {folder} while reading from them; write to another folder")
+    writer = ShardWriter(folder, store.size, shard_size)
+    for start in range(0, len(store), writer.shard_size):
+        writer.extend(store.images[start:start + writer.shard_size].cpu())
+    writer.finish(store.region_ids, store.counts.tolist(), store.kind, store.fingerprint, store.paths)
+    return open_shards(folder)
