@@ -171,7 +171,7 @@ def _buffer(value):
 # What each RunConfig setting accepts, checked when one is made (and so when params/*.yaml loads);
 # a wrong value raises ConfigError naming the key, the value and what is allowed.
 CHECKS = {
-    "seed": _integer(0),
+    "seed": _optional(_integer(0), "the first of seeds"),
     "device": _device,
     "n_triplets": _integer(1),
     "sampling_rule": _choice(*SAMPLING_RULES),
@@ -241,7 +241,10 @@ RENAMED = {"lr": "encoder_lr"}  # it never set the fusion's learning rate (fusio
 class RunConfig:
     """Every setting of a MuseCL run. Defaults are the paper's / official code's where they exist."""
 
-    seed: int = 0
+    # the stages' seed in a single fit and in the chapters that show one stage; None: the first of
+    # ``seeds``. With retrain: per_seed it must be one of them, so the chapters show a model the
+    # results use (each seed then trains its own stages)
+    seed: int | None = None
     device: str = "cpu"
     # similarity sampling (eq. 1-4)
     n_triplets: int = 10_000  # per encoder, as the official code
@@ -306,6 +309,12 @@ class RunConfig:
                 object.__setattr__(self, name, check(value))
             except _Bad as bad:
                 raise ConfigError(f"{name} must be {bad}; got {value!r}{bad.hint}", key=name) from None
+        if self.seed is None:
+            object.__setattr__(self, "seed", self.seeds[0])
+        elif self.retrain == "per_seed" and self.seed not in self.seeds:
+            raise ConfigError(f"seed {self.seed} is not one of seeds {list(self.seeds)}: with retrain: per_seed every "
+                              "seed trains its own stages, and seed picks the one the chapters show; leave it "
+                              "out (the first of seeds) or set retrain: once", key="seed")
 
     @classmethod
     def keys(cls) -> list[str]:

@@ -173,3 +173,13 @@ def test_a_bad_config_fails_before_anything_runs(tmp_path):
     params.write_text(yaml.safe_dump({**yaml.safe_load(PARAMS[0].read_text()), "rs_epochs": "ten"}))
     with pytest.raises(ConfigError, match="rs_epochs"):
         RunConfig.from_yaml(params)
+
+
+def test_seed_defaults_to_the_first_of_seeds_and_must_be_one_of_them_when_every_seed_retrains():
+    """seed picks the stages a chapter shows; with retrain: per_seed one outside seeds would show (and
+    train) a model that no result uses."""
+    assert RunConfig(seeds=(5, 6)).seed == 5 and RunConfig(seeds=(5, 6), seed=6).seed == 6
+    assert RunConfig(seed=9, retrain="once").seed == 9  # once: seed trains the stages, seeds score them
+    with pytest.raises(ConfigError, match=r"seed 9 is not one of seeds \[5, 6\]") as err:
+        RunConfig.from_dict({"seed": 9, "seeds": [5, 6]})
+    assert err.value.key == "seed"
