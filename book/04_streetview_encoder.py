@@ -24,10 +24,10 @@
 # the checkpoints are those of {doc}`03_satellite_encoder`; here we look at what differs.
 
 # %% tags=["parameters"]
-city = None                        # a city folder (data/README.md); None: the generated toy city
-out_dir = "../build/work"          # cache and outputs shared by the chapters
-params_file = "../params/ci.yaml"  # run settings: musecl.config.RunConfig keys
-device = None                      # None: as in params_file
+city = None  # a city folder (data/README.md); None: the generated toy city
+out_dir = "../build/work"  # cache and outputs shared by the chapters
+params_file = "../params/ci.yaml"  # run settings (musecl.config.RunConfig)
+device = None  # None: as in params_file
 
 # %%
 from musecl.cache import Cache

@@ -23,10 +23,10 @@
 # is learnt from another context, region co-occurrence; the chapter says which one it used.
 
 # %% tags=["parameters"]
-city = None                        # a city folder (data/README.md); None: the generated toy city
-out_dir = "../build/work"          # cache and outputs shared by the chapters
-params_file = "../params/ci.yaml"  # run settings: musecl.config.RunConfig keys
-device = None                      # None: as in params_file
+city = None  # a city folder (data/README.md); None: the generated toy city
+out_dir = "../build/work"  # cache and outputs shared by the chapters
+params_file = "../params/ci.yaml"  # run settings (musecl.config.RunConfig)
+device = None  # None: as in params_file
 
 # %% tags=["hide-input"]
 import json

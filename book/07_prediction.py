@@ -23,11 +23,11 @@
 # regions the probe is tested on.
 
 # %% tags=["parameters"]
-city = None                        # a city folder (data/README.md); None: the generated toy city
-out_dir = "../build/work"          # cache and outputs shared by the chapters
-params_file = "../params/ci.yaml"  # run settings: musecl.config.RunConfig keys
-device = None                      # None: as in params_file
-data_dir = None                    # the data directory with published_results.csv; None: default
+city = None  # a city folder (data/README.md); None: the generated toy city
+out_dir = "../build/work"  # cache and outputs shared by the chapters
+params_file = "../params/ci.yaml"  # run settings (musecl.config.RunConfig)
+device = None  # None: as in params_file
+data_dir = None  # folder with published_results.csv; None: the default
 
 # %% tags=["hide-input"]
 from pathlib import Path

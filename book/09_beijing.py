@@ -23,11 +23,11 @@
 # cannot be reproduced, and pushes the 15 real regions through the encoders this book trained.
 
 # %% tags=["parameters"]
-data_dir = None                    # the data directory (MUSECL_DATA_DIR); None: the default
-city = None                        # the city whose trained encoders embed the 15 real regions (None: toy)
-out_dir = "../build/work"          # cache and outputs shared by the chapters
-params_file = "../params/ci.yaml"  # run settings: musecl.config.RunConfig keys
-device = None                      # None: as in params_file
+data_dir = None  # the data directory (MUSECL_DATA_DIR); None: the default
+city = None  # whose trained encoders embed the 15 real regions; None: toy
+out_dir = "../build/work"  # cache and outputs shared by the chapters
+params_file = "../params/ci.yaml"  # run settings (musecl.config.RunConfig)
+device = None  # None: as in params_file
 
 # %%
 from musecl.notebooks import require_data, require_modalities

@@ -28,9 +28,9 @@
 # test folds.
 
 # %% tags=["parameters"]
-data_dir = None            # the data directory (MUSECL_DATA_DIR); None: the default
-out_dir = "../build/work"  # the city folder and results.csv are written under it
-seeds = [0, 1, 2]          # each seeds triplet sampling, encoders, text vectors and fusion
+data_dir = None  # the data directory (MUSECL_DATA_DIR); None: the default
+out_dir = "../build/work"  # the city folder and results.csv go under it
+seeds = [0, 1, 2]  # each seeds triplets, encoders, text vectors, fusion
 
 # %%
 from musecl.notebooks import require_data

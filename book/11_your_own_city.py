@@ -26,13 +26,12 @@
 # districts as regions and POIs only, run through the book's chapters with papermill.
 
 # %% tags=["parameters"]
-out_dir = "../build/work"            # the raw files and the city are written under out_dir/your_city
-resolution = 8                       # H3 resolution of the regions (8: edge ~530 m, as the toy city)
-demo_params = "../params/smoke.yaml" # settings of the small demonstration runs at the end (not the
-                                     # book's params_file: this chapter shows the workflow, fast)
-methods = ["POI only", "RS only", "MuseCL"]  # cheap methods to run on the new city
-device = None                        # None: as in demo_params
-seed = 0                             # seeds the jitter that makes the raw files
+out_dir = "../build/work"  # raw files and city go under out_dir/your_city
+resolution = 8  # H3 resolution of the regions (8: edge ~530 m, as the toy)
+demo_params = "../params/smoke.yaml"  # the fast demo runs at the end
+methods = ["POI only", "RS only", "MuseCL"]  # cheap methods for the city
+device = None  # None: as in demo_params
+seed = 0  # seeds the jitter that makes the raw files
 
 # %% tags=["hide-input"]
 import json

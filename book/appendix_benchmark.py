@@ -23,8 +23,8 @@
 
 # %% tags=["parameters"]
 out_dir = "../build/work"  # bench.json is written to <out_dir>/bench
-quick = True               # small sizes (about a minute); False: the sizes (100k regions, ...)
-end_to_end = False         # also time `musecl run` on the toy city (minutes; the book trains MuseCL anyway)
+quick = True  # small sizes (a minute); False: up to 100k regions
+end_to_end = False  # also time `musecl run` on the toy city (minutes)
 
 # %% tags=["hide-input"]
 import matplotlib.pyplot as plt

@@ -32,9 +32,9 @@
 # book says which one produced each result ({doc}`appendix_deviations`).
 
 # %% tags=["parameters", "remove-cell"]
-city = None                # the book's city folder; None: the generated toy city
-out_dir = "../build/work"  # where chapter 8 wrote its results (the book runs this page last)
-params_file = "../params/ci.yaml"  # the run settings the chapters used (named under the figure)
+city = None  # the book's city folder; None: the generated toy city
+out_dir = "../build/work"  # where chapter 8 wrote its results
+params_file = "../params/ci.yaml"  # the run settings the chapters used
 
 # %% tags=["remove-cell"]
 import warnings

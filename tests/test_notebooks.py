@@ -349,3 +349,17 @@ def test_the_readme_names_every_chapters_papermill_parameters():
             continue
         missing = parameter_names(jupytext.read(path)) - named
         assert not missing, f"{path.name}: parameters {sorted(missing)} are not named in README.md's rerun section"
+
+
+def test_every_papermill_parameter_has_a_help_comment_that_fits_the_page():
+    """The parameters cell is the one code cell a reader of the rendered book sees open: a line over
+    78 characters scrolls sideways there. Its inline comments are papermill's help text
+    (``papermill --help-notebook``), so each parameter keeps one, on its own line."""
+    import jupytext
+
+    for path in chapter_sources(REPO):
+        cell = next(c for c in jupytext.read(path).cells if "parameters" in c.metadata.get("tags", []))
+        for line in cell.source.splitlines():
+            assert len(line) <= 78, f"{path.name}: parameters line of {len(line)} characters: {line!r}"
+            if line and not line.startswith("#"):
+                assert "  # " in line, f"{path.name}: parameter without a help comment: {line!r}"
