@@ -378,7 +378,9 @@ class RunConfig:
         table = pd.DataFrame({"RunConfig": list(SECTIONS), "settings (<b>bold</b>: not the default)": [
             ", ".join(shown(k, v) for k, v in values.items()) for values in self.by_section().values()]})
         with pd.option_context("display.max_colwidth", None):  # cut, a cell would lose its closing tags
-            return table.to_html(escape=False, index=False, notebook=True, justify="left")
+            html = table.to_html(escape=False, index=False, notebook=True)
+        # left on the th itself: a page's other DataFrames put a page-wide right-align on their headers
+        return html.replace("<th>", '<th style="text-align: left;">')
 
     def subset(self, names: list[str]) -> dict:
         d = self.to_dict()
