@@ -171,7 +171,7 @@ def _buffer(value):
 # What each RunConfig setting accepts, checked when one is made (and so when params/*.yaml loads);
 # a wrong value raises ConfigError naming the key, the value and what is allowed.
 CHECKS = {
-    "seed": _optional(_integer(0), "the first of seeds"),
+    "seed": _integer(0),
     "device": _device,
     "n_triplets": _integer(1),
     "sampling_rule": _choice(*SAMPLING_RULES),
@@ -241,10 +241,10 @@ RENAMED = {"lr": "encoder_lr"}  # it never set the fusion's learning rate (fusio
 class RunConfig:
     """Every setting of a MuseCL run. Defaults are the paper's / official code's where they exist."""
 
-    # the stages' seed in a single fit and in the chapters that show one stage; None: the first of
-    # ``seeds``. With retrain: per_seed it must be one of them, so the chapters show a model the
-    # results use (each seed then trains its own stages)
-    seed: int | None = None
+    # the stages' seed in a single fit and in the chapters that show one stage. A params file that
+    # leaves it out gets the first of ``seeds``; with retrain: per_seed one it gives must be one of
+    # them, so the chapters show a model the results use (each seed trains its own stages)
+    seed: int = 0
     device: str = "cpu"
     # similarity sampling (eq. 1-4)
     n_triplets: int = 10_000  # per encoder, as the official code
@@ -309,12 +309,6 @@ class RunConfig:
                 object.__setattr__(self, name, check(value))
             except _Bad as bad:
                 raise ConfigError(f"{name} must be {bad}; got {value!r}{bad.hint}", key=name) from None
-        if self.seed is None:
-            object.__setattr__(self, "seed", self.seeds[0])
-        elif self.retrain == "per_seed" and self.seed not in self.seeds:
-            raise ConfigError(f"seed {self.seed} is not one of seeds {list(self.seeds)}: with retrain: per_seed every "
-                              "seed trains its own stages, and seed picks the one the chapters show; leave it "
-                              "out (the first of seeds) or set retrain: once", key="seed")
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -352,7 +346,7 @@ class RunConfig:
         from_file = set(values)
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
-            return cls.from_dict(values)
+            return _seed_of_the_chapters(cls.from_dict(values), given="seed" in values)
         except ConfigError as err:
             if path is None or err.key not in from_file:
                 raise
@@ -396,6 +390,20 @@ class RunConfig:
 assert set(CHECKS) == set(RunConfig.keys()), "every RunConfig key needs a check"
 assert sorted(k for keys in SECTIONS.values() for k in keys) == sorted(RunConfig.keys()), \
     "every RunConfig key belongs to exactly one section"
+
+
+def _seed_of_the_chapters(config: RunConfig, given: bool) -> RunConfig:
+    """Settings as a person writes them (a params file, papermill, the CLI): ``seed``, which picks the
+    stages the chapters show, is the first of ``seeds`` when not given, and with retrain: per_seed one
+    that is given must be one of them, or the chapters would show (and train) a model no result uses.
+    Not checked on saved settings or in replace(), where code derives one seed's settings."""
+    if not given:
+        return dataclasses.replace(config, seed=config.seeds[0])
+    if config.retrain == "per_seed" and config.seed not in config.seeds:
+        raise ConfigError(f"seed {config.seed} is not one of seeds {list(config.seeds)}: with retrain: per_seed every "
+                          "seed trains its own stages, and seed picks the one the chapters show; leave it out (the "
+                          "first of seeds) or set retrain: once", key="seed")
+    return config
 
 
 def _renamed(values: dict) -> dict:

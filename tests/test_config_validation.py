@@ -175,11 +175,16 @@ def test_a_bad_config_fails_before_anything_runs(tmp_path):
         RunConfig.from_yaml(params)
 
 
-def test_seed_defaults_to_the_first_of_seeds_and_must_be_one_of_them_when_every_seed_retrains():
+def test_seed_defaults_to_the_first_of_seeds_and_must_be_one_of_them_when_every_seed_retrains(tmp_path):
     """seed picks the stages a chapter shows; with retrain: per_seed one outside seeds would show (and
-    train) a model that no result uses."""
-    assert RunConfig(seeds=(5, 6)).seed == 5 and RunConfig(seeds=(5, 6), seed=6).seed == 6
-    assert RunConfig(seed=9, retrain="once").seed == 9  # once: seed trains the stages, seeds score them
-    with pytest.raises(ConfigError, match=r"seed 9 is not one of seeds \[5, 6\]") as err:
-        RunConfig.from_dict({"seed": 9, "seeds": [5, 6]})
+    train) a model that no result uses. Checked where a person's settings are read (params files,
+    papermill, the CLI), not on saved settings or in replace(), where code derives one seed's."""
+    params = tmp_path / "run.yaml"
+    params.write_text("seeds: [5, 6]\n")
+    assert RunConfig.from_yaml(params).seed == 5 and RunConfig.from_yaml(params, seed=6).seed == 6
+    assert RunConfig.from_yaml(None, seed=9, retrain="once").seed == 9  # once: seed trains, seeds score
+    params.write_text("seeds: [5, 6]\nseed: 9\n")
+    with pytest.raises(ConfigError, match=r"run.yaml: seed 9 is not one of seeds \[5, 6\]") as err:
+        RunConfig.from_yaml(params)
     assert err.value.key == "seed"
+    assert RunConfig.from_dict({"seed": 9, "seeds": [5, 6]}).seed == 9  # saved settings load as saved
