@@ -128,14 +128,17 @@ def _positional(index) -> bool:
 
 def frame_html(frame) -> str | None:
     """A DataFrame's notebook HTML as pandas draws it, with two changes for the page: no index
-    when it only numbers the rows, and a named index as the first column, its name in the header
-    row (pandas gives the name a header row of its own, with empty cells beside it)."""
+    when it only numbers the rows, and a named index's name in the (last) header row (pandas gives
+    the name a header row of its own, with empty cells beside it)."""
     import pandas as pd
 
     index = frame.index
-    if (not _positional(index) and index.nlevels == 1 and index.name is not None
-            and frame.columns.nlevels == 1 and frame.columns.name is None and index.name not in frame.columns):
+    named = not _positional(index) and index.nlevels == 1 and index.name is not None
+    if named and frame.columns.nlevels == 1 and frame.columns.name is None and index.name not in frame.columns:
         frame = frame.reset_index()
+    elif named and frame.columns.nlevels > 1 and frame.columns.names[-1] is None:
+        # several header rows: the index name goes in the corner of the last one
+        return frame.rename_axis(None).rename_axis(columns=[*frame.columns.names[:-1], index.name])._repr_html_()
     elif not _positional(index):
         return frame._repr_html_()
     max_rows, min_rows = pd.get_option("display.max_rows"), pd.get_option("display.min_rows")

@@ -288,6 +288,10 @@ def test_book_tables_drop_row_numbers_and_put_the_index_name_in_the_header():
     assert frame_html(named) == frame_html(numbered)
     pivot = named.rename_axis(columns="metric")  # both axes named: pandas' own layout says both
     assert frame_html(pivot) == pivot._repr_html_()
+    two_rows = pd.DataFrame([[0.1, "better", 0.2, "unclear"]], index=pd.Index(["Concat"], name="method"),
+                            columns=pd.MultiIndex.from_product([["random", "spatial"], ["difference", "verdict"]]))
+    head = frame_html(two_rows).split("</thead>")[0]
+    assert head.count("<tr>") == 2 and "<th>method</th>\n      <th>difference</th>" in head  # no third row
     long = pd.DataFrame({"x": range(500)})  # truncated as pandas truncates it
     assert frame_html(long).count("<tr>") == long._repr_html_().count("<tr>")
 
