@@ -6,7 +6,6 @@ hand. The paper's own numbers join from ``published_results.csv`` under a label 
 """
 from __future__ import annotations
 
-import html
 import re
 import warnings
 from pathlib import Path
@@ -186,37 +185,26 @@ def improvement(mean: pd.DataFrame, metric: str = "r2", target: str = TARGET,
 
 
 def _render(text: pd.DataFrame, marks: pd.DataFrame, fmt: str, caption: str):
-    if fmt == "styler":
+    if fmt in ("styler", "html"):
         def css(frame: pd.DataFrame) -> pd.DataFrame:
             style = {"best": "font-weight: bold", "second": "text-decoration: underline"}
             return marks.reindex(index=frame.index, columns=frame.columns, fill_value="").map(
                 lambda m: style.get(m, ""))
 
-        return text.style.apply(css, axis=None).set_caption(caption)
-    if fmt == "markdown":
-        def cell(value: str, mark: str) -> str:
-            value = value.replace("|", "\\|")
-            return f"**{value}**" if mark == "best" and value else (f"<u>{value}</u>" if mark == "second" and value
-                                                                      else value)
+        styler = text.style.apply(css, axis=None).set_caption(caption)
+        return styler if fmt == "styler" else styler.set_table_attributes('class="musecl-results"').to_html()
 
-        lines = ["| " + " | ".join([str(text.index.name or "method")] + [str(c) for c in text.columns]) + " |",
-                 "|" + "---|" * (len(text.columns) + 1)]
-        for i in text.index:
-            cells = [cell(text.loc[i, c], marks.loc[i, c] if i in marks.index else "") for c in text.columns]
-            lines.append("| " + " | ".join([str(i)] + cells) + " |")
-        return "\n".join(lines) + "\n"
-    esc = html.escape
-    head = "".join(f"<th>{esc(str(c))}</th>" for c in text.columns)
-    body = []
+    def cell(value: str, mark: str) -> str:
+        value = value.replace("|", "\\|")
+        return f"**{value}**" if mark == "best" and value else (f"<u>{value}</u>" if mark == "second" and value
+                                                                  else value)
+
+    lines = ["| " + " | ".join([str(text.index.name or "method")] + [str(c) for c in text.columns]) + " |",
+             "|" + "---|" * (len(text.columns) + 1)]
     for i in text.index:
-        cells = []
-        for c in text.columns:
-            v, m = esc(text.loc[i, c]), marks.loc[i, c] if i in marks.index else ""
-            cells.append(f"<td><b>{v}</b></td>" if m == "best" and v else
-                         f"<td><u>{v}</u></td>" if m == "second" and v else f"<td>{v}</td>")
-        body.append(f"<tr><th>{esc(str(i))}</th>{''.join(cells)}</tr>")
-    return (f"<table class=\"musecl-results\"><caption>{esc(caption)}</caption><thead><tr><th>"
-            f"{esc(str(text.index.name or 'method'))}</th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+        cells = [cell(text.loc[i, c], marks.loc[i, c] if i in marks.index else "") for c in text.columns]
+        lines.append("| " + " | ".join([str(i)] + cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def styled_table(results: pd.DataFrame, metric: str = "r2", split: str = "random",
@@ -231,7 +219,7 @@ def styled_table(results: pd.DataFrame, metric: str = "r2", split: str = "random
     ``mean_of`` adds the ``HEADLINE`` column (mean over those indicators, per seed). ``ceilings``
     (rows of ``musecl.evaluation.evaluate_ceilings``, scored on the same test parts) are listed
     under the methods, unranked. ``fmt``: "markdown" (a string; bold as ``**``, underline as
-    ``<u>``), "html" (a string) or "styler" (a pandas Styler; needs jinja2).
+    ``<u>``), "styler" (a pandas Styler; needs jinja2) or "html" (the Styler's HTML).
     """
     if fmt not in FORMATS:
         raise ValueError(f"fmt {fmt!r} is not one of {FORMATS}")

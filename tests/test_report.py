@@ -3,10 +3,12 @@ improvement row (checked against the paper's own Table 1 numbers), the published
 discussion tables and the CSV files."""
 from __future__ import annotations
 
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
+from bs4 import BeautifulSoup
 
 from musecl import report
 from musecl.evaluation import RESULT_COLUMNS
@@ -63,10 +65,24 @@ def test_bold_and_underline_land_on_the_right_cells():
     md = report.styled_table(res, digits=4)
     assert "| MuseCL | **0.5310** | **0.9471** |" in md
     assert "| Concat | <u>0.4984</u> | 0.7832 |" in md
-    html = report.styled_table(res, metric="rmse", fmt="html", digits=4)
-    assert "<td><b>1.0123</b></td>" in html and "<td><u>1.0469</u></td>" in html
+    html = styled_cells(report.styled_table(res, metric="rmse", fmt="html", digits=4))
+    assert html["MuseCL"]["PD"] == ("1.0123", "font-weight: bold")
+    assert html["Concat"]["PD"] == ("1.0469", "text-decoration: underline")
     with pytest.raises(ValueError, match="fmt 'latex'"):
         report.styled_table(res, fmt="latex")
+
+
+def styled_cells(html: str) -> dict:
+    """{row: {column: (text, css)}} of a Styler table: what a reader sees in each cell."""
+    soup = BeautifulSoup(html, "html.parser")
+    css = {}
+    for selectors, props in re.findall(r"([^{}]+)\{([^}]*)\}", soup.style.string if soup.style else ""):
+        for selector in selectors.split(","):
+            css[selector.strip().lstrip("#")] = " ".join(props.split()).rstrip(";")
+    columns = [th.get_text() for th in soup.thead.find("tr").find_all("th")[1:]]
+    return {tr.th.get_text(): {c: (td.get_text(), css.get(td.get("id"), ""))
+                               for c, td in zip(columns, tr.find_all("td"))}
+            for tr in soup.tbody.find_all("tr")}
 
 
 def test_styler_output():
@@ -235,10 +251,11 @@ def test_ceiling_rows_are_listed_but_never_ranked(fmt):
         assert "| MuseCL | **0.550 ± 0.071** | **0.600 ± 0.141** | **0.900 ± 0.000** | **0.575 ± 0.035** |" in lines
         assert "| Concat | <u>0.400 ± 0.000</u> | <u>0.500 ± 0.141</u> | <u>0.800 ± 0.000</u> |" in out
     else:
-        row = out[out.index("<tr><th>Ceiling: all latents</th>"):]
-        row = row[:row.index("</tr>")]
-        assert row.count("<td>") == 4 and "<b>" not in row and "<u>" not in row
-        assert all(f"<td>{c}</td>" in row for c in ceiling_cells)
+        cells = styled_cells(out)
+        assert list(cells["Ceiling: all latents"].values()) == [(c, "") for c in ceiling_cells]  # plain
+        assert list(cells)[-1] == "Ceiling: all latents"
+        assert cells["MuseCL"]["PD"][1] == "font-weight: bold"  # the methods' own ranks
+        assert cells["Concat"]["PD"][1] == "text-decoration: underline"
         assert f"{report.HEADLINE}: over PD, HD" in out  # the caption says what the mean is over
     without = report.styled_table(HEAD, mean_of=["PD", "HD"], digits=3, fmt=fmt)
     assert "Ceiling" not in without
