@@ -94,7 +94,8 @@ ceilings = pd.read_csv(results_dir / "ceilings.csv") if (results_dir / "ceilings
 headline = data.meta.headline_indicators()
 derived = data.meta.derived_indicators()
 tables = report.write_tables(results, results_dir / "tables")
-print(f"{len(results)} rows in {results_dir / 'results.csv'}; tables: {[p.name for p in tables]}")
+display(Markdown(f"{len(results)} result rows in `results/all_methods/results.csv` under `out_dir`, and "
+                 f"{len(tables)} tables as CSV in `tables/` beside it: {', '.join(p.name for p in tables)}."))
 for name, error in run_info.get("failed_methods", {}).items():
     display(Markdown(f"**{name} failed and has no rows in the tables below:** `{error}`"))
 skipped = run_info.get("skipped_methods", {})  # methods whose inputs this city lacks: never fitted

@@ -105,16 +105,19 @@ def require_modalities(city, needs: tuple[str, ...], shows: str, any_of: bool = 
 
 def reader_view() -> None:
     """Run first, hidden, in every chapter the book executes: library warnings appear as short
-    notes in the page instead of stderr blocks with file paths. Run by hand, a chapter keeps
-    Python's usual warnings."""
+    notes in the page instead of stderr blocks with file paths, and table cells show their whole
+    text (pandas cuts it at 50 characters with "...": a baseline's difference from its original,
+    a file's source). Run by hand, a chapter keeps Python's and pandas' usual ways."""
     import warnings
 
+    import pandas as pd
     from IPython.display import Markdown, display
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
         display(Markdown(f"> **{category.__name__}:** {message}"))
 
     warnings.showwarning = show
+    pd.set_option("display.max_colwidth", None)
     hide_positional_index()
 
 
@@ -128,15 +131,16 @@ def _positional(index) -> bool:
 
 def frame_html(frame) -> str | None:
     """A DataFrame's notebook HTML as pandas draws it, with two changes for the page: no index
-    when it only numbers the rows, and a named index's name in the (last) header row (pandas gives
-    the name a header row of its own, with empty cells beside it)."""
+    when it only numbers the rows, and a named index's names in the (last) header row (pandas gives
+    them a header row of their own, with empty cells beside them)."""
     import pandas as pd
 
     index = frame.index
-    named = not _positional(index) and index.nlevels == 1 and index.name is not None
-    if named and frame.columns.nlevels == 1 and frame.columns.name is None and index.name not in frame.columns:
+    named = not _positional(index) and None not in index.names
+    if (named and frame.columns.nlevels == 1 and frame.columns.name is None
+            and not set(index.names) & set(frame.columns)):
         frame = frame.reset_index()
-    elif named and frame.columns.nlevels > 1 and frame.columns.names[-1] is None:
+    elif named and index.nlevels == 1 and frame.columns.nlevels > 1 and frame.columns.names[-1] is None:
         # several header rows: the index name goes in the corner of the last one
         return frame.rename_axis(None).rename_axis(columns=[*frame.columns.names[:-1], index.name])._repr_html_()
     elif not _positional(index):

@@ -185,6 +185,10 @@ def test_tables_render_and_no_object_reprs(doms):
             if len(labels) > 1 and labels == [str(k) for k in range(len(labels))] and len(table.select("thead tr")) == 1:
                 head = [th.get_text(strip=True) for th in table.select("thead th")][1:5]
                 problems.append(f"{_name(page)}: a table numbered 0..{len(labels) - 1} by row (columns {head})")
+        for cell in dom.select("table.dataframe td"):  # pandas cuts a long text at 50 characters
+            text = cell.get_text(strip=True)
+            if len(text) > 3 and text.endswith("..."):
+                problems.append(f"{_name(page)}: a table cell cut short: {text!r}")
     assert not problems, "\n".join(problems)
 
 

@@ -288,6 +288,8 @@ def test_book_tables_drop_row_numbers_and_put_the_index_name_in_the_header():
     assert frame_html(named) == frame_html(numbered)
     pivot = named.rename_axis(columns="metric")  # both axes named: pandas' own layout says both
     assert frame_html(pivot) == pivot._repr_html_()
+    two_levels = named.assign(numbers="ours").set_index("numbers", append=True)  # (method, numbers) as columns
+    assert frame_html(two_levels) == frame_html(numbered.assign(numbers="ours")[["method", "numbers", "r2"]])
     two_rows = pd.DataFrame([[0.1, "better", 0.2, "unclear"]], index=pd.Index(["Concat"], name="method"),
                             columns=pd.MultiIndex.from_product([["random", "spatial"], ["difference", "verdict"]]))
     head = frame_html(two_rows).split("</thead>")[0]
