@@ -137,7 +137,8 @@ pd.Series(rows, name="the first two regions").to_frame()
 
 # %%
 d = np.array([0.0, 1e-12, 0.5, 1.0, 2.0, 10.0])
-pd.DataFrame({"distance d": [f"{v:g}" for v in d], "similarity 1 / max(d, eps)": [f"{v:g}" for v in similarity(d)]})
+pd.DataFrame({"distance d": [f"{v:g}" for v in d],
+              "similarity 1 / max(d, eps)": [f"{v:g}" for v in similarity(d)]})
 
 # %% [markdown]
 # How many regions does this concern? Identical vectors are found by grouping equal rows, so

@@ -37,7 +37,9 @@ from musecl.runner import resolve_city
 
 cfg = RunConfig.from_yaml(params_file, device=device)
 data = resolve_city(city or "toy", cities_dir=f"{out_dir}/cities")
-require_modalities(data, ("satellite", "poi"), shows="the satellite encoder trained on POI-similarity triplets (eq. 3-6), what its embedding knows, and its training curves")
+require_modalities(data, ("satellite", "poi"),
+                   shows="the satellite encoder trained on POI-similarity triplets "
+                         "(eq. 3-6), what its embedding knows, and its training curves")
 cache = Cache(f"{out_dir}/cache")
 cfg  # show the settings that produced every number on the page
 

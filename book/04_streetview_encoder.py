@@ -37,7 +37,10 @@ from musecl.runner import resolve_city
 
 cfg = RunConfig.from_yaml(params_file, device=device)
 data = resolve_city(city or "toy", cities_dir=f"{out_dir}/cities")
-require_modalities(data, ("streetview", "mobility"), shows="the street-view encoder trained on mobility-similarity triplets (eq. 1-2, 5-6), what its embedding knows, and its training curves")
+require_modalities(data, ("streetview", "mobility"),
+                   shows="the street-view encoder trained on mobility-similarity "
+                         "triplets (eq. 1-2, 5-6), what its embedding knows, and its "
+                         "training curves")
 cache = Cache(f"{out_dir}/cache")
 cfg  # show the settings that produced every number on the page
 
@@ -162,8 +165,8 @@ fig, axes = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [1,
 counts = n_views.value_counts().sort_index()
 axes[0].bar(counts.index, counts.to_numpy(), color="tab:blue")
 axes[0].set(xlabel="street views in the region", ylabel="regions", title="views per region")
-plotting.plot_map(data, n_views.where(n_views > 0), ax=axes[1], cmap="viridis", title="street views per region",
-                  label="views (grey: none)")
+plotting.plot_map(data, n_views.where(n_views > 0), ax=axes[1], cmap="viridis",
+                  title="street views per region", label="views (grey: none)")
 fig.tight_layout()
 plt.show()
 glue("n_images", int(n_views.sum()), display=False)

@@ -80,8 +80,9 @@ cfg
 # `musecl/methods/combinations.py` say how every method is built):
 
 # %%
-pd.DataFrame({"differs from the original": {name: cls.differs_from_original for name, cls in METHODS.items()
-                                             if getattr(cls, "differs_from_original", None)}})
+pd.DataFrame({"differs from the original": {
+    name: cls.differs_from_original for name, cls in METHODS.items()
+    if getattr(cls, "differs_from_original", None)}})
 
 # %% tags=["hide-input"]
 results_dir = Path(out_dir) / "results" / "all_methods"
@@ -145,10 +146,12 @@ pd.Series(sources, name="weights_source").to_frame()
 # %%
 glue("headline_list", ", ".join(headline), display=False)
 glue("derived_list", ", ".join(f"{k} (from {v})" for k, v in derived.items()) or "none", display=False)
-order = list(ALL_METHODS) + [m for m in results["method"].unique() if m not in ALL_METHODS]
-display(report.styled_table(results, "r2", "random", methods_order=order, mean_of=headline, ceilings=ceilings,
-                            fmt="styler"))
-display(report.styled_table(results, "rmse", "random", methods_order=order, ceilings=ceilings, fmt="styler"))
+order = list(ALL_METHODS) + [m for m in results["method"].unique()
+                             if m not in ALL_METHODS]
+display(report.styled_table(results, "r2", "random", methods_order=order,
+                            mean_of=headline, ceilings=ceilings, fmt="styler"))
+display(report.styled_table(results, "rmse", "random", methods_order=order,
+                            ceilings=ceilings, fmt="styler"))
 if skipped_note is not None:
     display(skipped_note)
 
@@ -159,14 +162,15 @@ if skipped_note is not None:
 # training set. The ceilings are those of the spatial test parts.
 
 # %%
-display(report.styled_table(results, "r2", "spatial", methods_order=order, mean_of=headline, ceilings=ceilings,
-                            fmt="styler"))
+display(report.styled_table(results, "r2", "spatial", methods_order=order,
+                            mean_of=headline, ceilings=ceilings, fmt="styler"))
 if skipped_note is not None:
     display(skipped_note)
 # the rest of the chapter compares every method with MuseCL, so it needs what MuseCL needs
-require_modalities(data, ("satellite", "streetview", "poi", "mobility"), shows="MuseCL compared seed by seed "
-                   "with every method (paired differences with 95% intervals), whether it earns its place, its "
-                   "embedding's clusters and the ablation")
+require_modalities(data, ("satellite", "streetview", "poi", "mobility"),
+                   shows="MuseCL compared seed by seed with every method (paired "
+                         "differences with 95% intervals), whether it earns its "
+                         "place, its embedding's clusters and the ablation")
 
 # %% [markdown]
 # ## Is MuseCL better? Paired differences

@@ -449,9 +449,11 @@ land.sort_values("nmi_mean", ascending=False).drop(columns="nmi_mean")
 # headline, the two chosen rows and a few single embeddings.
 
 # %%
-shown = [HEADLINE, MUSE_CHOSEN, ANY_CHOSEN, "OD SVD (k=16)", "mobility view only, OD similarity", "POI view only"]
+shown = [HEADLINE, MUSE_CHOSEN, ANY_CHOSEN, "OD SVD (k=16)",
+         "mobility view only, OD similarity", "POI view only"]
 extra = results[results["indicator"].isin(EXTRA) & results["method"].isin(shown)]
-extra.groupby(["method", "indicator"])["r2"].mean().unstack("indicator").reindex(index=shown, columns=list(EXTRA)).round(3)
+extra_r2 = extra.groupby(["method", "indicator"])["r2"].mean().unstack("indicator")
+extra_r2.reindex(index=shown, columns=list(EXTRA)).round(3)
 
 # %% [markdown]
 # ## What we saw

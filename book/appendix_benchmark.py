@@ -66,7 +66,8 @@ from musecl.scaling.bench import run_benchmark
 # ```
 
 # %%
-result = run_benchmark(quick=quick, out=f"{out_dir}/bench", include_end_to_end=end_to_end, progress=False)
+result = run_benchmark(quick=quick, out=f"{out_dir}/bench",
+                       include_end_to_end=end_to_end, progress=False)
 head = result["headline"]
 machine = result["machine"]
 pd.Series({k: machine[k] for k in ("platform", "cpu_count", "usable_cpus", "torch_threads", "torch",
