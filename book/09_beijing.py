@@ -343,8 +343,8 @@ plt.show()
 
 # %% mystnb={"figure": {"caption": "The first street view (one square view cut from a panorama) of each of the 15 regions, titled with how many panoramas the region has."}}
 n_panoramas = {r: len(sv[r]) // STREETVIEW_VIEWS for r in ids15}
-fig = plot_images([sv[r][0] for r in ids15],
-                  [f"{r} ({n} panorama{'s' if n > 1 else ''})" for r, n in n_panoramas.items()], ncols=5, size=2.4)
+titles = [f"{r} ({n} panorama{'s' if n > 1 else ''})" for r, n in n_panoramas.items()]
+fig = plot_images([sv[r][0] for r in ids15], titles, ncols=5, size=2.4)
 fig.suptitle("the first street view of each region", y=1.02)
 plt.show()
 
@@ -426,9 +426,10 @@ neighbours.insert(0, ("region", "ln(1+PD)"), y15["PD"].round(2))
 neighbours
 
 # %%
-all_pairs = np.abs(y15["PD"].to_numpy()[:, None] - y15["PD"].to_numpy()[None, :])[np.triu_indices(15, 1)].mean()
-gap = {name: float(neighbours[(name, "|Δ ln PD|")].mean()) for name in ["RS trained on toy", "SV trained on toy",
-                                                                         "map distance"]}
+pd_values = y15["PD"].to_numpy()
+all_pairs = np.abs(pd_values[:, None] - pd_values[None, :])[np.triu_indices(15, 1)].mean()
+gap = {name: float(neighbours[(name, "|Δ ln PD|")].mean())
+       for name in ["RS trained on toy", "SV trained on toy", "map distance"]}
 glue("gap_all", float(all_pairs), display=False)
 glue("gap_rs", gap["RS trained on toy"], display=False)
 glue("gap_sv", gap["SV trained on toy"], display=False)

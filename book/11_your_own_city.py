@@ -208,10 +208,10 @@ od.head(3)
 
 # %% mystnb={"figure": {"caption": "POIs and trips joined to the hexagons by location."}}
 fig, axes = plt.subplots(1, 2, figsize=(9, 4))
-draw(regions, pois["region_id"].value_counts().reindex(regions.ids, fill_value=0), ax=axes[0],
-     title="POIs per cell")
-draw(regions, np.log1p(od.groupby("destination")["flow"].sum().reindex(regions.ids, fill_value=0)),
-     ax=axes[1], title="ln(1 + trips arriving)")
+pois_per_cell = pois["region_id"].value_counts().reindex(regions.ids, fill_value=0)
+arriving = od.groupby("destination")["flow"].sum().reindex(regions.ids, fill_value=0)
+draw(regions, pois_per_cell, ax=axes[0], title="POIs per cell")
+draw(regions, np.log1p(arriving), ax=axes[1], title="ln(1 + trips arriving)")
 plt.show()
 
 # %% [markdown]
@@ -247,7 +247,8 @@ indicators.head(3)
 fig, axes = plt.subplots(1, 2, figsize=(9, 4))
 truth = np.log1p(toy.indicators["PD"].reindex(regions.ids))
 draw(regions, truth, ax=axes[0], title="ln(1 + PD), per cell (truth)")
-draw(regions, np.log1p(indicators["pop_density"]), ax=axes[1], title="ln(1 + pop_density), by district")
+draw(regions, np.log1p(indicators["pop_density"]), ax=axes[1],
+     title="ln(1 + pop_density), by district")
 plt.show()
 
 # %% [markdown]
@@ -268,13 +269,16 @@ images.groupby("kind").agg(images=("path", "size"), regions=("region_id", "nuniq
 # place only if nothing is wrong. The modalities are the ones you pass.
 
 # %%
-indicator_meta = {"pop_density": {"long_name": "population density", "unit": "persons/km2", "log": True},
-                  "crimes": {"long_name": "crime incidents", "unit": "incidents/year", "log": True}}
-provenance = ("Raw files made from the toy city (toy-small) by the chapter 'Your own city': POIs, "
-              "trips and street views jittered inside their cells, indicators per district.")
-city_dir = from_raw.build_city(work / "city", regions, indicators, pois=pois, od=od, images=images,
-                               name="My City", provenance=provenance, indicator_meta=indicator_meta,
-                               overwrite=True)
+indicator_meta = {
+    "pop_density": {"long_name": "population density", "unit": "persons/km2", "log": True},
+    "crimes": {"long_name": "crime incidents", "unit": "incidents/year", "log": True},
+}
+provenance = ("Raw files made from the toy city (toy-small) by the chapter 'Your own "
+              "city': POIs, trips and street views jittered inside their cells, "
+              "indicators per district.")
+city_dir = from_raw.build_city(work / "city", regions, indicators, pois=pois, od=od,
+                               images=images, name="My City", provenance=provenance,
+                               indicator_meta=indicator_meta, overwrite=True)
 print((city_dir / "city.yaml").read_text())
 
 # %%
@@ -283,7 +287,8 @@ my_city = musecl.load_city(city_dir)
 my_city
 
 # %% mystnb={"figure": {"caption": "The new city folder, loaded: POIs per region."}}
-ax = plot_map(my_city, my_city.poi_counts().sum(axis=1), title="My City: POIs per region", label="POIs")
+ax = plot_map(my_city, my_city.poi_counts().sum(axis=1), title="My City: POIs per region",
+              label="POIs")
 plt.show()
 
 # %% [markdown]
@@ -409,9 +414,11 @@ for chapter in ("05_poi_text", "08_results"):
 # %%
 run_dir = work / "districts_book" / "work" / "results" / "all_methods"
 district_results = pd.read_csv(run_dir / "results.csv")
-display(district_results.pivot_table(index="method", columns=["indicator", "split"], values="r2").round(3))
+display(district_results.pivot_table(index="method", columns=["indicator", "split"],
+                                     values="r2").round(3))
 skipped = json.loads((run_dir / "run.json").read_text())["skipped_methods"]
-print(f"{len(skipped)} methods skipped, e.g.", "; ".join(f"{m}: {r}" for m, r in list(skipped.items())[:3]))
+print(f"{len(skipped)} methods skipped, e.g.",
+      "; ".join(f"{m}: {r}" for m, r in list(skipped.items())[:3]))
 
 # %%
 print(f"chapter ran in {time.perf_counter() - start:.0f} s")
