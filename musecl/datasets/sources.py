@@ -127,11 +127,11 @@ def locate(file: str, data_dir: str | os.PathLike | None = None, download: bool 
 
 
 def _download(file: str, progress: bool = False) -> Path:
+    import pooch  # local, as in cache_dir
+
     row = registry().loc[file]
     url = RAW_URL.format(repo=row["source_repo"], commit=row["commit"], path=quote(row["source_path"]))
     target = cache_dir() / file
-    import pooch  # local, as in cache_dir
-
     try:
         path = pooch.retrieve(url, known_hash=f"sha256:{row['sha256']}", fname=target.name,
                               path=target.parent, progressbar=progress,
