@@ -136,7 +136,8 @@ sorted(str(p.relative_to(raw)) for p in raw.iterdir())
 # What the files look like:
 
 # %%
-for name in ("pois.csv", "trips.csv", "district_indicators.csv", "images.csv"):
+for name in ["pois.csv", "trips.csv", "district_indicators.csv",
+             "images.csv"]:
     table = pd.read_csv(raw / name)
     display(Markdown(f"`{name}`: {len(table):,} rows"), table.head(3))
 
@@ -155,9 +156,11 @@ for name in ("pois.csv", "trips.csv", "district_indicators.csv", "images.csv"):
 # ```
 
 # %%
-regions = from_raw.hexagon_regions(area=raw / "boundary.geojson", resolution=resolution)
+regions = from_raw.hexagon_regions(area=raw / "boundary.geojson",
+                                   resolution=resolution)
 districts = from_raw.polygon_regions(raw / "districts.geojson", id="district")
-print(regions, "| hexagon size (centre to vertex):", regions.hexagon_size_m, "m |", districts)
+print(regions, "| hexagon size (centre to vertex):", regions.hexagon_size_m,
+      "m |", districts)
 regions.table.head(3)
 
 
@@ -196,20 +199,23 @@ plt.show()
 # as the three POIs outside the city are here; with `outside="raise"` it stops the conversion.
 
 # %%
-pois = from_raw.pois_from_csv(raw / "pois.csv", regions, lon="longitude", lat="latitude",
-                              category="type", text="review")
+pois = from_raw.pois_from_csv(raw / "pois.csv", regions, lon="longitude",
+                              lat="latitude", category="type", text="review")
 pois.head(3)
 
 # %%
-od = from_raw.od_from_csv(raw / "trips.csv", regions, origin=("start_lon", "start_lat"),
+od = from_raw.od_from_csv(raw / "trips.csv", regions,
+                          origin=("start_lon", "start_lat"),
                           destination=("end_lon", "end_lat"))
-print(f"{len(pd.read_csv(raw / 'trips.csv')):,} trips -> {len(od):,} origin-destination pairs")
+n_trips = len(pd.read_csv(raw / "trips.csv"))
+print(f"{n_trips:,} trips -> {len(od):,} origin-destination pairs")
 od.head(3)
 
 # %% mystnb={"figure": {"caption": "POIs and trips joined to the hexagons by location."}}
 fig, axes = plt.subplots(1, 2, figsize=(9, 4))
-pois_per_cell = pois["region_id"].value_counts().reindex(regions.ids, fill_value=0)
-arriving = od.groupby("destination")["flow"].sum().reindex(regions.ids, fill_value=0)
+ids = regions.ids
+pois_per_cell = pois["region_id"].value_counts().reindex(ids, fill_value=0)
+arriving = od.groupby("destination")["flow"].sum().reindex(ids, fill_value=0)
 draw(regions, pois_per_cell, ax=axes[0], title="POIs per cell")
 draw(regions, np.log1p(arriving), ax=axes[1], title="ln(1 + trips arriving)")
 plt.show()
@@ -228,8 +234,9 @@ plt.show()
 
 # %%
 values = pd.read_csv(raw / "district_indicators.csv").set_index("district")
-indicators = from_raw.indicators_by_area(districts, values, regions,
-                                         how={"pop_density": "density", "crimes": "count"})
+indicators = from_raw.indicators_by_area(
+    districts, values, regions,
+    how={"pop_density": "density", "crimes": "count"})
 indicators.head(3)
 
 # %% [markdown]
@@ -260,7 +267,8 @@ plt.show()
 
 # %%
 images = from_raw.images_from_folder(raw / "images.csv", regions, path="file")
-images.groupby("kind").agg(images=("path", "size"), regions=("region_id", "nunique"))
+images.groupby("kind").agg(images=("path", "size"),
+                           regions=("region_id", "nunique"))
 
 # %% [markdown]
 # ## Step 5: the city folder
@@ -270,15 +278,18 @@ images.groupby("kind").agg(images=("path", "size"), regions=("region_id", "nuniq
 
 # %%
 indicator_meta = {
-    "pop_density": {"long_name": "population density", "unit": "persons/km2", "log": True},
-    "crimes": {"long_name": "crime incidents", "unit": "incidents/year", "log": True},
+    "pop_density": {"long_name": "population density",
+                    "unit": "persons/km2", "log": True},
+    "crimes": {"long_name": "crime incidents",
+               "unit": "incidents/year", "log": True},
 }
-provenance = ("Raw files made from the toy city (toy-small) by the chapter 'Your own "
-              "city': POIs, trips and street views jittered inside their cells, "
-              "indicators per district.")
-city_dir = from_raw.build_city(work / "city", regions, indicators, pois=pois, od=od,
-                               images=images, name="My City", provenance=provenance,
-                               indicator_meta=indicator_meta, overwrite=True)
+provenance = ("Raw files made from the toy city (toy-small) by the chapter "
+              "'Your own city': POIs, trips and street views jittered inside "
+              "their cells, indicators per district.")
+city_dir = from_raw.build_city(
+    work / "city", regions, indicators, pois=pois, od=od, images=images,
+    name="My City", provenance=provenance, indicator_meta=indicator_meta,
+    overwrite=True)
 print((city_dir / "city.yaml").read_text())
 
 # %%
@@ -287,8 +298,8 @@ my_city = musecl.load_city(city_dir)
 my_city
 
 # %% mystnb={"figure": {"caption": "The new city folder, loaded: POIs per region."}}
-ax = plot_map(my_city, my_city.poi_counts().sum(axis=1), title="My City: POIs per region",
-              label="POIs")
+ax = plot_map(my_city, my_city.poi_counts().sum(axis=1),
+              title="My City: POIs per region", label="POIs")
 plt.show()
 
 # %% [markdown]
@@ -301,7 +312,8 @@ plt.show()
 # %%
 cfg = RunConfig.from_yaml(demo_params, device=device)
 results = run(my_city, work / "run", cfg, methods=methods, progress=False)
-results.pivot_table(index="indicator", columns=["method", "split"], values="r2").round(3)
+results.pivot_table(index="indicator", columns=["method", "split"],
+                    values="r2").round(3)
 
 # %% [markdown]
 # ## The commands for your own city
@@ -414,8 +426,8 @@ for chapter in ("05_poi_text", "08_results"):
 # %%
 run_dir = work / "districts_book" / "work" / "results" / "all_methods"
 district_results = pd.read_csv(run_dir / "results.csv")
-display(district_results.pivot_table(index="method", columns=["indicator", "split"],
-                                     values="r2").round(3))
+display(district_results.pivot_table(
+    index="method", columns=["indicator", "split"], values="r2").round(3))
 skipped = json.loads((run_dir / "run.json").read_text())["skipped_methods"]
 print(f"{len(skipped)} methods skipped, e.g.",
       "; ".join(f"{m}: {r}" for m, r in list(skipped.items())[:3]))
