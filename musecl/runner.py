@@ -210,8 +210,8 @@ def fit_methods(methods: Sequence[str], city: City, config: RunConfig, cache_dir
                                threads=threads)
             for name in order)
     done = Parallel(n_jobs=workers, backend="loky", return_as="generator")(jobs)
-    return dict(zip(order, (rewarn(outcome) for outcome in progress_bar()(done, total=len(order), disable=not progress,
-                                                                 desc=f"methods ({workers} processes)"))))
+    bar = progress_bar()(done, total=len(order), disable=not progress, desc=f"methods ({workers} processes)")
+    return dict(zip(order, (rewarn(outcome) for outcome in bar)))
 
 
 def fit_or_error(name: str, *args, **kwargs) -> tuple | str:
