@@ -37,10 +37,10 @@ from musecl.runner import resolve_city
 
 cfg = RunConfig.from_yaml(params_file, device=device)
 data = resolve_city(city or "toy", cities_dir=f"{out_dir}/cities")
-require_modalities(data, ("streetview", "mobility"),
-                   shows="the street-view encoder trained on mobility-similarity "
-                         "triplets (eq. 1-2, 5-6), what its embedding knows, and its "
-                         "training curves")
+require_modalities(
+    data, ("streetview", "mobility"),
+    shows="the street-view encoder trained on mobility-similarity triplets "
+          "(eq. 1-2, 5-6), what its embedding knows, and its training curves")
 cache = Cache(f"{out_dir}/cache")
 cfg  # show the settings that produced every number on the page
 
@@ -139,12 +139,15 @@ pd.DataFrame(shapes, columns=["block", f"output shape for a {size} px image (C, 
 
 # %% mystnb={"figure": {"caption": "Augmentation: four street views (top row) and two random mirrorings of each."}}
 first_views = pd.Series({r: p[0] for r, p in sv_paths.items()})
-show = first_views.iloc[np.linspace(0, len(first_views) - 1, 4).round().astype(int)]
+picks = np.linspace(0, len(first_views) - 1, 4).round().astype(int)
+show = first_views.iloc[picks]
 small = ImageStore.from_pairs(list(show.items()), size=128, kind=KIND)
 generator = torch.Generator().manual_seed(cfg.seed)
-draws = [small.images] + [augment_images(small.images, "hflip", generator) for _ in range(2)]
+draws = [small.images] + [augment_images(small.images, "hflip", generator)
+                          for _ in range(2)]
 arrays = [img.permute(1, 2, 0).numpy() for batch in draws for img in batch]
-titles = [f"{rid}" for rid in show.index] + [f"draw {d}" for d in (1, 2) for _ in show.index]
+titles = ([f"{rid}" for rid in show.index]
+          + [f"draw {d}" for d in (1, 2) for _ in show.index])
 fig = plotting.plot_images(arrays, titles, ncols=4, size=1.9)
 plt.show()
 
@@ -161,12 +164,15 @@ plt.show()
 # ```
 
 # %% mystnb={"figure": {"caption": "Street views per region: how many each region has, and where."}}
-fig, axes = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [1, 1.3]})
+fig, axes = plt.subplots(1, 2, figsize=(10, 4),
+                         gridspec_kw={"width_ratios": [1, 1.3]})
 counts = n_views.value_counts().sort_index()
 axes[0].bar(counts.index, counts.to_numpy(), color="tab:blue")
-axes[0].set(xlabel="street views in the region", ylabel="regions", title="views per region")
-plotting.plot_map(data, n_views.where(n_views > 0), ax=axes[1], cmap="viridis",
-                  title="street views per region", label="views (grey: none)")
+axes[0].set(xlabel="street views in the region", ylabel="regions",
+            title="views per region")
+plotting.plot_map(data, n_views.where(n_views > 0), ax=axes[1],
+                  cmap="viridis", title="street views per region",
+                  label="views (grey: none)")
 fig.tight_layout()
 plt.show()
 glue("n_images", int(n_views.sum()), display=False)
@@ -197,12 +203,17 @@ display(flows.loc[[example["anchor"], example["positive"], example["negative"]]]
         .set_axis(["anchor", "positive", "negative"]).rename_axis("role of triplet 0"))
 history[[c for c in SHOWN if c in history]].round(4)
 
-# %% mystnb={"figure": {"caption": "Training curves of the street-view encoder: training and validation triplet loss per epoch."}}
-pos, neg = ("sim_pos", "sim_neg") if training["loss"] == "cosine" else ("d_pos", "d_neg")
-fig, axes = plt.subplots(2, 2, figsize=(8, 5.6))
-plotting.plot_history(history, parts=("loss", pos, neg, "active"), axes=axes.ravel(),
-                      title=f"{encoder_config['arch']}, {training['loss']} triplet loss "
-                            f"(margin {training['margin']})")
+# %% mystnb={"figure": {"caption": "Training curves of the street-view encoder per epoch, training and validation: the loss (with a reconstruction term: also its two parts), the similarities and the share of triplets still inside the margin."}}
+cosine = training["loss"] == "cosine"
+pos, neg = ("sim_pos", "sim_neg") if cosine else ("d_pos", "d_neg")
+parts = ("loss", pos, neg, "active")
+if "train_reconstruction" in history:  # with head_reconstruction
+    parts += ("triplet", "reconstruction")  # the loss's two terms
+fig, axes = plt.subplots(2, len(parts) // 2, figsize=(2 * len(parts), 5.6))
+plotting.plot_history(
+    history, parts=parts, axes=axes.ravel(),
+    title=f"{encoder_config['arch']}, {training['loss']} triplet loss "
+          f"(margin {training['margin']})")
 plt.show()
 first, last = history.iloc[0], history.iloc[-1]
 glue("val_loss_first", float(first["val_loss"]), display=False)
@@ -389,7 +400,7 @@ if has_latents:
         f"from the trained street-view embedding, against {probes['untrained encoder'].mean():.2f} from the "
         f"untrained one and {probes['mean colour (3 numbers)'].mean():.2f} from the mean colour.{activity} "
         + (f"The frozen Lite0 features themselves reach {probes['frozen Lite0 features (1280-d)'].mean():.2f}: the "
-           "triplet-trained head keeps " + ("less than its input shows. " if probes["frozen Lite0 features (1280-d)"].mean()
+           "trained head keeps " + ("less than its input shows. " if probes["frozen Lite0 features (1280-d)"].mean()
                                             > probes["trained encoder"].mean() + 0.02 else "what its input shows. ")
            if is_head else "")
         + (f"Street views beat the satellite embedding most on `{lead.idxmax()}` ({lead.max():+.2f}) and trail "

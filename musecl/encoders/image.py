@@ -604,24 +604,38 @@ class TripletObjective:
     The batch is (3B, ...) -- anchors, then positives, then negatives -- and goes through the
     model in ONE forward pass (one BatchNorm batch, one kernel launch per layer), then is cut
     into three. ``loss``: "euclidean" (official) or "cosine" (paper eq. 6).
+
+    ``reconstruction`` > 0 (not in the paper; models with a ``decoder``, i.e. feature heads) adds
+    that weight times the mean squared error of decoding the embedding back to the model's
+    standardised input: a triplet loss keeps only what its similarity asks for, and on a thousand
+    triplets a head forgets much of what its frozen features show (chapters 3 and 4 measure it).
     """
 
-    def __init__(self, loss: str = "euclidean", margin: float | None = None):
+    def __init__(self, loss: str = "euclidean", margin: float | None = None, reconstruction: float = 0.0):
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {sorted(LOSSES)}; got {loss!r}")
+        if reconstruction < 0:
+            raise ValueError(f"reconstruction must be >= 0; got {reconstruction}")
         self.loss = loss
         self.margin = DEFAULT_MARGIN[loss] if margin is None else float(margin)
+        self.reconstruction = float(reconstruction)
 
     def __call__(self, model: nn.Module, batch: torch.Tensor) -> dict:
         if isinstance(batch, (tuple, list)):
             batch = torch.cat(list(batch))
         if len(batch) % 3:
             raise ValueError(f"a triplet batch needs 3B rows (anchors, positives, negatives); got {len(batch)}")
-        a, p, n = model(batch).chunk(3)
-        return LOSSES[self.loss](a, p, n, margin=self.margin)
+        z = model(batch)
+        out = LOSSES[self.loss](*z.chunk(3), margin=self.margin)
+        if self.reconstruction:
+            error = F.mse_loss(model.decoder(z), model.standardise(batch))
+            out = {**out, "loss": out["loss"] + self.reconstruction * error, "triplet": out["loss"].detach(),
+                   "reconstruction": error.detach()}
+        return out
 
     def __repr__(self) -> str:
-        return f"TripletObjective(loss={self.loss!r}, margin={self.margin})"
+        extra = f", reconstruction={self.reconstruction}" if self.reconstruction else ""
+        return f"TripletObjective(loss={self.loss!r}, margin={self.margin}{extra})"
 
 
 # ------------------------------------------------------------------------------------------
@@ -714,11 +728,13 @@ class ImageTrainingConfig:
     ``loss``: "euclidean" (official, margin 5) or "cosine" (paper eq. 6, margin 0.5: the paper
     gives none). ``val_fraction`` of the triplets is held out to report (and, with ``patience``,
     early-stop on) a validation loss; validation images are not augmented. ``augment`` None: by
-    the store's kind (rot90 satellite, hflip street view).
+    the store's kind (rot90 satellite, hflip street view). ``reconstruction``: feature heads only,
+    see :class:`TripletObjective`.
     """
 
     loss: str = "euclidean"
     margin: float | None = None
+    reconstruction: float = 0.0
     epochs: int = 20
     batch_size: int = 32
     lr: float = 5e-4
@@ -778,6 +794,9 @@ def train_image_encoder(encoder: ImageEncoder, store: ImageStore, triplets,
     table (one row per epoch, see :class:`musecl.training.Trainer`).
     """
     cfg = as_training_config(config)
+    if cfg.reconstruction:
+        raise ValueError("reconstruction is a term for feature heads (arch lite0-head), which decode their "
+                         f"embedding back to their input; a CNN encoder has no decoder (got {cfg.reconstruction})")
     data = TripletImageDataset(_store_for_training(store, cfg), triplets, augment=cfg.augment, seed=cfg.seed)
     if len(data) < 1:
         raise ValueError("no triplets to train on")
