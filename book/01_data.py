@@ -207,11 +207,14 @@ glue("latent_sentence", Markdown(latent_sentence), display=False)
 # only through two numbers per region, the trips leaving and arriving (eq. 1).
 
 # %%
-shown_latents = {m: cols for m, cols in meta.modality_latents.items() if present.get(m)}
+shown_latents = {m: cols for m, cols in meta.modality_latents.items()
+                 if present.get(m)}
 if shown_latents:  # only the modalities this city has
-    seen_by = pd.DataFrame({m: {lat: "✓" for lat in cols} for m, cols in shown_latents.items()})
+    seen_by = pd.DataFrame({m: {lat: "✓" for lat in cols}
+                            for m, cols in shown_latents.items()})
     seen_by = seen_by.reindex(list(meta.latents) or seen_by.index).fillna("")
-    seen_by.columns = [f"{m} (through 2 numbers)" if m == "mobility" else m for m in seen_by.columns]
+    seen_by.columns = [f"{m} (through 2 numbers)" if m == "mobility" else m
+                       for m in seen_by.columns]
     display(seen_by.rename_axis("latent"))
 if has_latents and meta.latents:
     latent_table = pd.Series(meta.latents, name="what it is and who sees it")

@@ -138,7 +138,8 @@ pd.Series(rows, name="the first two regions").to_frame()
 # %%
 d = np.array([0.0, 1e-12, 0.5, 1.0, 2.0, 10.0])
 pd.DataFrame({"distance d": [f"{v:g}" for v in d],
-              "similarity 1 / max(d, eps)": [f"{v:g}" for v in similarity(d)]})
+              "similarity 1 / max(d, eps)":
+                  [f"{v:g}" for v in similarity(d)]})
 
 # %% [markdown]
 # How many regions does this concern? Identical vectors are found by grouping equal rows, so
@@ -565,14 +566,15 @@ summary.round(2)
 # triplets each:
 
 # %%
-bench = pd.DataFrame(sampling_benchmark(n_regions=(1_000, 10_000), dims=(2, 30), seed=cfg.seed))
+bench = pd.DataFrame(sampling_benchmark(n_regions=(1_000, 10_000),
+                                        dims=(2, 30), seed=cfg.seed))
 bench["N x N matrix would need (MB)"] = bench["n_regions"] ** 2 * 8 / 2**20
 glue("bench_seconds", float(bench["seconds"].max()), display=False)
 glue("bench_mb", float(bench["peak_traced_mb"].max()), display=False)
-bench[["n_regions", "dim", "n_triplets", "n_exclude", "seconds", "peak_traced_mb",
-       "N x N matrix would need (MB)"]].rename(columns={
-    "n_regions": "regions N", "dim": "d", "n_triplets": "triplets", "n_exclude": "M", "seconds": "s",
-    "peak_traced_mb": "peak MB"}).round(2)
+bench[["n_regions", "dim", "n_triplets", "n_exclude", "seconds",
+       "peak_traced_mb", "N x N matrix would need (MB)"]].rename(columns={
+    "n_regions": "regions N", "dim": "d", "n_triplets": "triplets",
+    "n_exclude": "M", "seconds": "s", "peak_traced_mb": "peak MB"}).round(2)
 
 # %% [markdown]
 # ## What we saw

@@ -354,9 +354,11 @@ glue("n_empty", int(empty.sum()), display=False)
 glue("n_no_poi", int((n_pois == 0).sum()), display=False)
 glue("n_regions", len(data), display=False)
 glue("share_empty", float(100 * empty.mean()), display=False)
-pd.Series({"regions": len(data), "regions with no POI": int((n_pois == 0).sum()),
+pd.Series({"regions": len(data),
+           "regions with no POI": int((n_pois == 0).sum()),
            "regions with a zero POI vector": int(empty.sum()),
-           "vector size": regions.shape[1]}, name="eq. 7 region vectors").to_frame()
+           "vector size": regions.shape[1]},
+          name="eq. 7 region vectors").to_frame()
 
 # %% [markdown]
 # The first principal component of the region vectors (over the regions that have POIs; the

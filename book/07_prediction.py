@@ -251,8 +251,10 @@ glue("spatial_finding", Markdown(spatial_finding), display=False)
 
 # %% mystnb={"figure": {"caption": "Predicted against true values for each indicator (random split, first seed): the paper's Figure 4."}}
 glue("first_seed", cfg.seeds[0], display=False)
-predictions = pd.concat([predict_indicator(embedding, data, ind, split="random", seed=cfg.seeds[0],
-                                           probe=cfg.probe, probe_config=probe)
+predictions = pd.concat([predict_indicator(embedding, data, ind,
+                                           split="random", seed=cfg.seeds[0],
+                                           probe=cfg.probe,
+                                           probe_config=probe)
                          for ind in data.meta.indicators])
 fig = plot_predicted_vs_true(predictions)
 plt.show()
@@ -267,11 +269,13 @@ plt.show()
 # %%
 published = published_results(data_dir)
 if published is None:
-    print("published_results.csv is not in the data directory (set MUSECL_DATA_DIR); "
-          "the paper's numbers are not shown.")
+    print("published_results.csv is not in the data directory "
+          "(set MUSECL_DATA_DIR); the paper's numbers are not shown.")
 else:
-    paper = published[published["method"] == "MuseCL"][["source", "city", "indicator", "r2", "rmse"]]
-    display(paper.rename(columns={"r2": "paper R2", "rmse": "paper RMSE"}).reset_index(drop=True))
+    paper = published[published["method"] == "MuseCL"][
+        ["source", "city", "indicator", "r2", "rmse"]]
+    display(paper.rename(columns={"r2": "paper R2", "rmse": "paper RMSE"})
+            .reset_index(drop=True))
 
 # %% [markdown]
 # ## What we saw

@@ -145,11 +145,14 @@ pd.Series(sources, name="weights_source").to_frame()
 
 # %%
 glue("headline_list", ", ".join(headline), display=False)
-glue("derived_list", ", ".join(f"{k} (from {v})" for k, v in derived.items()) or "none", display=False)
+glue("derived_list",
+     ", ".join(f"{k} (from {v})" for k, v in derived.items()) or "none",
+     display=False)
 order = list(ALL_METHODS) + [m for m in results["method"].unique()
                              if m not in ALL_METHODS]
 display(report.styled_table(results, "r2", "random", methods_order=order,
-                            mean_of=headline, ceilings=ceilings, fmt="styler"))
+                            mean_of=headline, ceilings=ceilings,
+                            fmt="styler"))
 display(report.styled_table(results, "rmse", "random", methods_order=order,
                             ceilings=ceilings, fmt="styler"))
 if skipped_note is not None:
@@ -163,14 +166,17 @@ if skipped_note is not None:
 
 # %%
 display(report.styled_table(results, "r2", "spatial", methods_order=order,
-                            mean_of=headline, ceilings=ceilings, fmt="styler"))
+                            mean_of=headline, ceilings=ceilings,
+                            fmt="styler"))
 if skipped_note is not None:
     display(skipped_note)
-# the rest of the chapter compares every method with MuseCL, so it needs what MuseCL needs
+# the rest of the chapter compares every method with MuseCL, so it needs
+# what MuseCL needs
 require_modalities(data, ("satellite", "streetview", "poi", "mobility"),
-                   shows="MuseCL compared seed by seed with every method (paired "
-                         "differences with 95% intervals), whether it earns its "
-                         "place, its embedding's clusters and the ablation")
+                   shows="MuseCL compared seed by seed with every method "
+                         "(paired differences with 95% intervals), whether "
+                         "it earns its place, its embedding's clusters and "
+                         "the ablation")
 
 # %% [markdown]
 # ## Is MuseCL better? Paired differences
@@ -254,12 +260,15 @@ pd.DataFrame({name: {split: "yes" if passed else "no" for split, passed in row.i
 # %%
 published = published_results(data_dir)
 if published is None:
-    print("published_results.csv is not in the data directory (MUSECL_DATA_DIR); paper columns omitted")
+    print("published_results.csv is not in the data directory "
+          "(MUSECL_DATA_DIR); paper columns omitted")
 else:
-    ours = report.results_table(results, "r2", "random", methods_order=PAPER_BASELINES)
+    ours = report.results_table(results, "r2", "random",
+                                methods_order=PAPER_BASELINES)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        display(report.with_published(ours, published, "Beijing", source="MuseCL paper Table 1"))
+        display(report.with_published(ours, published, "Beijing",
+                                      source="MuseCL paper Table 1"))
 
 # %% [markdown]
 # ## Who wins, and what location alone explains

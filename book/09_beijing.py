@@ -32,9 +32,11 @@ device = None  # None: as in params_file
 # %%
 from musecl.notebooks import require_data, require_modalities
 
-encoder_city = city  # below, `city` is Beijing; the encoders come from the book's city
+# below, `city` is Beijing; the encoders come from the book's city
+encoder_city = city
 
-files = require_data("beijing", data_dir)  # stops here, with a note, when the data is absent
+# stops here, with a note, when the data is absent
+files = require_data("beijing", data_dir)
 
 # %% tags=["hide-input"]
 import time
@@ -121,10 +123,11 @@ counts
 
 # %% mystnb={"figure": {"caption": "The Beijing labels on the MuseCL hexagon lattice; circled: the 15 regions with real images."}}
 ids15 = image_regions(city)
-fig = plot_maps(city, targets, ncols=3, titles={k: f"{k}: ln(1 + x)" for k in targets})
+fig = plot_maps(city, targets, ncols=3,
+                titles={k: f"{k}: ln(1 + x)" for k in targets})
 for ax in fig.axes[:3]:
-    ax.scatter(city.regions.loc[ids15, "lon"], city.regions.loc[ids15, "lat"], s=40, facecolors="none",
-               edgecolors="red", linewidths=1.2)
+    ax.scatter(city.regions.loc[ids15, "lon"], city.regions.loc[ids15, "lat"],
+               s=40, facecolors="none", edgecolors="red", linewidths=1.2)
 plt.show()
 
 # %% [markdown]
@@ -252,11 +255,15 @@ beside_paper("rmse")
 mean_r2 = results.groupby(["method", "split", "indicator"])["r2"].mean()
 for ind in targets.columns:
     for split in cfg.splits:
-        glue(f"knn_{split}_{ind}", float(mean_r2.loc[("Location kNN", split, ind)]), display=False)
-    glue(f"mlp_random_{ind}", float(mean_r2.loc[("Location (MLP probe)", "random", ind)]), display=False)
+        glue(f"knn_{split}_{ind}",
+             float(mean_r2.loc[("Location kNN", split, ind)]), display=False)
+    glue(f"mlp_random_{ind}",
+         float(mean_r2.loc[("Location (MLP probe)", "random", ind)]),
+         display=False)
     value = np.nan
     if paper is not None:
-        row = paper[(paper["indicator"] == ind) & (paper["method"] == "MuseCL")]
+        row = paper[(paper["indicator"] == ind)
+                    & (paper["method"] == "MuseCL")]
         value = float(row["r2"].iloc[0]) if len(row) else np.nan
     glue(f"paper_muse_{ind}", value, display=False)
 
@@ -336,14 +343,17 @@ plt.show()
 raw = city.indicators.loc[ids15]
 sat = city.satellite_paths()
 sv = city.streetview_paths()
-titles = [f"{r}: PD {raw.loc[r, 'PD']:.0f}, NP {raw.loc[r, 'NP']:.0f}" for r in ids15]
+titles = [f"{r}: PD {raw.loc[r, 'PD']:.0f}, NP {raw.loc[r, 'NP']:.0f}"
+          for r in ids15]
 fig = plot_images([sat[r] for r in ids15], titles, ncols=5, size=2.4)
-fig.suptitle("satellite crops of the 15 regions (raw PD in persons/km2, NP in POIs)", y=1.02)
+fig.suptitle("satellite crops of the 15 regions "
+             "(raw PD in persons/km2, NP in POIs)", y=1.02)
 plt.show()
 
 # %% mystnb={"figure": {"caption": "The first street view (one square view cut from a panorama) of each of the 15 regions, titled with how many panoramas the region has."}}
 n_panoramas = {r: len(sv[r]) // STREETVIEW_VIEWS for r in ids15}
-titles = [f"{r} ({n} panorama{'s' if n > 1 else ''})" for r, n in n_panoramas.items()]
+titles = [f"{r} ({n} panorama{'s' if n > 1 else ''})"
+          for r, n in n_panoramas.items()]
 fig = plot_images([sv[r][0] for r in ids15], titles, ncols=5, size=2.4)
 fig.suptitle("the first street view of each region", y=1.02)
 plt.show()
@@ -427,7 +437,8 @@ neighbours
 
 # %%
 pd_values = y15["PD"].to_numpy()
-all_pairs = np.abs(pd_values[:, None] - pd_values[None, :])[np.triu_indices(15, 1)].mean()
+all_pairs = np.abs(pd_values[:, None]
+                   - pd_values[None, :])[np.triu_indices(15, 1)].mean()
 gap = {name: float(neighbours[(name, "|Δ ln PD|")].mean())
        for name in ["RS trained on toy", "SV trained on toy", "map distance"]}
 glue("gap_all", float(all_pairs), display=False)
@@ -516,8 +527,9 @@ glue("n_image_regions", len(ids15), display=False)
 mantel_table
 
 # %%
-best = max(((name, ind, rho, p) for name, cells in mantel_rows.items() if name != "map distance"
-            for ind, (rho, p) in cells.items()), key=lambda t: t[2])
+best = max(((name, ind, rho, p)
+             for name, cells in mantel_rows.items() if name != "map distance"
+             for ind, (rho, p) in cells.items()), key=lambda t: t[2])
 glue("best_pair", f"{best[0]} / {best[1]}", display=False)
 glue("best_rho", best[2], display=False)
 glue("best_p", best[3], display=False)
@@ -526,8 +538,10 @@ glue("geo_rho_pd", geo_pd[0], display=False)
 glue("geo_p_pd", geo_pd[1], display=False)
 chapter_seconds = time.perf_counter() - chapter_start
 glue("chapter_seconds", chapter_seconds, display=False)
-print(f"chapter ran in {chapter_seconds:.0f} s (conversion {convert_seconds:.0f} s, evaluation "
-      f"{eval_seconds:.0f} s, encoders and embeddings {encode_seconds:.0f} s)")
+print(f"chapter ran in {chapter_seconds:.0f} s "
+      f"(conversion {convert_seconds:.0f} s, "
+      f"evaluation {eval_seconds:.0f} s, "
+      f"encoders and embeddings {encode_seconds:.0f} s)")
 
 # %% [markdown]
 # The strongest association of an image embedding with a label is {glue:text}`best_pair`

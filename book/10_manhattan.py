@@ -74,7 +74,8 @@ city
 
 # %%
 pd.DataFrame({"role": list(FILES), "file": list(FILES.values()),
-              "source (repository @ commit: path)": [source_of(f) for f in FILES.values()]}).set_index("role")
+              "source (repository @ commit: path)":
+                  [source_of(f) for f in FILES.values()]}).set_index("role")
 
 # %% tags=["hide-input"]
 od = od_matrix(city)
@@ -102,11 +103,14 @@ city.indicators.describe().T.round(1)
 
 # %% mystnb={"figure": {"caption": "Manhattan-180 on the map: the two targets (crime, check-ins) and what the regions are given."}}
 fig, axes = plt.subplots(1, 4, figsize=(16, 5))
-plot_map(city, city.indicators["crime"], ax=axes[0], title="crime (count)", cmap="magma")
-plot_map(city, city.indicators["check_in"], ax=axes[1], title="check-ins (count)", cmap="magma")
-plot_map(city, pd.Series(np.log1p(od.sum(axis=1)), index=city.region_ids), ax=axes[2],
-         title="ln(1 + taxi trips out)")
-plot_map(city, landuse.astype(str), ax=axes[3], title="community district", categorical=True)
+plot_map(city, city.indicators["crime"], ax=axes[0], title="crime (count)",
+         cmap="magma")
+plot_map(city, city.indicators["check_in"], ax=axes[1],
+         title="check-ins (count)", cmap="magma")
+plot_map(city, pd.Series(np.log1p(od.sum(axis=1)), index=city.region_ids),
+         ax=axes[2], title="ln(1 + taxi trips out)")
+plot_map(city, landuse.astype(str), ax=axes[3], title="community district",
+         categorical=True)
 plt.tight_layout()
 plt.show()
 
@@ -416,11 +420,16 @@ glue("fusion_finding", Markdown(
 # candidates are close.
 
 # %%
-chosen_counts = choices[choices["indicator"].isin(TASKS) & (choices["pool"] == ANY_CHOSEN)].pivot_table(
-    index="chosen", columns="indicator", values="outer_fold", aggfunc="count", fill_value=0)
+chosen_counts = choices[choices["indicator"].isin(TASKS)
+                        & (choices["pool"] == ANY_CHOSEN)].pivot_table(
+    index="chosen", columns="indicator", values="outer_fold",
+    aggfunc="count", fill_value=0)
 for task, short in (("crime", "crime"), ("check_in", "check")):
-    glue(f"top_{short}", Markdown(f"*{chosen_counts[task].idxmax()}* ({chosen_counts[task].max()} of "
-                                  f"{chosen_counts[task].sum()})"), display=False)
+    glue(f"top_{short}",
+         Markdown(f"*{chosen_counts[task].idxmax()}* "
+                  f"({chosen_counts[task].max()} of "
+                  f"{chosen_counts[task].sum()})"),
+         display=False)
 chosen_counts.sort_values(list(chosen_counts.columns), ascending=False)
 
 # %% [markdown]
@@ -434,10 +443,18 @@ chosen_counts.sort_values(list(chosen_counts.columns), ascending=False)
 # %%
 land_rows = results[results["indicator"] == "land_use"]
 land = land_rows.groupby("method", sort=False).agg(
-    nmi=("nmi", lambda v: pm(v)), ari=("ari", lambda v: pm(v)), nmi_mean=("nmi", "mean"))
-glue("svd_nmi", float(land_rows[land_rows["method"] == "OD SVD (k=16)"]["nmi"].mean()), display=False)
-glue("svd_ari", float(land_rows[land_rows["method"] == "OD SVD (k=16)"]["ari"].mean()), display=False)
-glue("muse_nmi", float(land_rows[land_rows["method"] == "MuseCL (vector views), eq. 1 similarity"]["nmi"].mean()),
+    nmi=("nmi", lambda v: pm(v)), ari=("ari", lambda v: pm(v)),
+    nmi_mean=("nmi", "mean"))
+glue("svd_nmi",
+     float(land_rows[land_rows["method"] == "OD SVD (k=16)"]["nmi"].mean()),
+     display=False)
+glue("svd_ari",
+     float(land_rows[land_rows["method"] == "OD SVD (k=16)"]["ari"].mean()),
+     display=False)
+glue("muse_nmi",
+     float(land_rows[land_rows["method"]
+                     == "MuseCL (vector views), eq. 1 similarity"]
+           ["nmi"].mean()),
      display=False)
 land.sort_values("nmi_mean", ascending=False).drop(columns="nmi_mean")
 
@@ -451,8 +468,10 @@ land.sort_values("nmi_mean", ascending=False).drop(columns="nmi_mean")
 # %%
 shown = [HEADLINE, MUSE_CHOSEN, ANY_CHOSEN, "OD SVD (k=16)",
          "mobility view only, OD similarity", "POI view only"]
-extra = results[results["indicator"].isin(EXTRA) & results["method"].isin(shown)]
-extra_r2 = extra.groupby(["method", "indicator"])["r2"].mean().unstack("indicator")
+extra = results[results["indicator"].isin(EXTRA)
+                & results["method"].isin(shown)]
+extra_r2 = (extra.groupby(["method", "indicator"])["r2"].mean()
+            .unstack("indicator"))
 extra_r2.reindex(index=shown, columns=list(EXTRA)).round(3)
 
 # %% [markdown]

@@ -70,8 +70,10 @@ result = run_benchmark(quick=quick, out=f"{out_dir}/bench",
                        include_end_to_end=end_to_end, progress=False)
 head = result["headline"]
 machine = result["machine"]
-pd.Series({k: machine[k] for k in ("platform", "cpu_count", "usable_cpus", "torch_threads", "torch",
-                                   "torchvision", "numpy", "load_average_1min", "load_average_1min_end")},
+pd.Series({k: machine[k] for k in ("platform", "cpu_count", "usable_cpus",
+                                   "torch_threads", "torch", "torchvision",
+                                   "numpy", "load_average_1min",
+                                   "load_average_1min_end")},
           name="machine").to_frame()
 
 # %% [markdown]
@@ -79,13 +81,14 @@ pd.Series({k: machine[k] for k in ("platform", "cpu_count", "usable_cpus", "torc
 
 # %%
 encoders = pd.DataFrame(result["encoders"]).set_index("kind")[
-    ["arch", "input_size", "images_per_step", "threads", "loop_images_per_s", "raw_images_per_s", "ratio",
-     "raw_fwd_bwd_no_optimizer_images_per_s"]]
+    ["arch", "input_size", "images_per_step", "threads", "loop_images_per_s",
+     "raw_images_per_s", "ratio", "raw_fwd_bwd_no_optimizer_images_per_s"]]
 encoders.round(2)
 
 # %%
 grid = pd.DataFrame(result["cpu_settings"]["rows"])
-grid.pivot_table(index="channels_last", columns="threads", values="images_per_s").round(1)
+grid.pivot_table(index="channels_last", columns="threads",
+                 values="images_per_s").round(1)
 
 # %% [markdown]
 # The last table is a forward and backward pass of ResNet-18 at 64 px on a batch of 96 images
