@@ -204,16 +204,7 @@ display(flows.loc[[example["anchor"], example["positive"], example["negative"]]]
 history[[c for c in SHOWN if c in history]].round(4)
 
 # %% mystnb={"figure": {"caption": "Training curves of the street-view encoder per epoch, training and validation: the loss (with a reconstruction term: also its two parts), the similarities and the share of triplets still inside the margin."}}
-cosine = training["loss"] == "cosine"
-pos, neg = ("sim_pos", "sim_neg") if cosine else ("d_pos", "d_neg")
-parts = ("loss", pos, neg, "active")
-if "train_reconstruction" in history:  # with head_reconstruction
-    parts += ("triplet", "reconstruction")  # the loss's two terms
-fig, axes = plt.subplots(2, len(parts) // 2, figsize=(2 * len(parts), 5.6))
-plotting.plot_history(
-    history, parts=parts, axes=axes.ravel(),
-    title=f"{encoder_config['arch']}, {training['loss']} triplet loss "
-          f"(margin {training['margin']})")
+plotting.plot_triplet_training(history, training, encoder_config["arch"])
 plt.show()
 first, last = history.iloc[0], history.iloc[-1]
 glue("val_loss_first", float(first["val_loss"]), display=False)

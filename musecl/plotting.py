@@ -227,6 +227,19 @@ def plot_history(history: pd.DataFrame, parts: Sequence[str] = ("loss",), axes=N
     return axes[0].figure
 
 
+def plot_triplet_training(history: pd.DataFrame, training: dict, arch: str):
+    """A triplet encoder's curves (chapters 3 and 4): the loss, the two similarities (distances for
+    the Euclidean loss), the share of triplets inside the margin and, where the encoder was trained
+    with a reconstruction term, the loss's two parts. ``training``: its config.json's "training"."""
+    pos, neg = ("sim_pos", "sim_neg") if training["loss"] == "cosine" else ("d_pos", "d_neg")
+    parts = ("loss", pos, neg, "active")
+    if "train_reconstruction" in history:
+        parts += ("triplet", "reconstruction")
+    fig, axes = plt.subplots(2, len(parts) // 2, figsize=(2 * len(parts), 5.6))
+    return plot_history(history, parts=parts, axes=axes.ravel(),
+                        title=f"{arch}, {training['loss']} triplet loss (margin {training['margin']})")
+
+
 def plot_at_a_glance(per_seed: pd.DataFrame, indicators: Sequence[str], ax=None):
     """Each seed's headline mean R2 (dots) and the mean over seeds (bar) per method, both splits
     side by side: the spread is part of the result. ``per_seed``: :func:`musecl.report.at_a_glance_seeds`

@@ -186,3 +186,16 @@ def test_plot_history_draws_train_and_validation_per_part():
     assert len(active_ax.lines) == 1  # no val_active column: the training curve only
     with pytest.raises(ValueError, match="train_sim_pos"):
         plotting.plot_history(history, parts=("sim_pos",))
+
+
+def test_plot_triplet_training_adds_the_reconstruction_terms_when_trained_with_them():
+    history = pd.DataFrame({"epoch": [1, 2], **{f"{split}_{part}": [1.0, 0.5] for split in ("train", "val")
+                                                for part in ("loss", "sim_pos", "sim_neg", "active")}})
+    training = {"loss": "cosine", "margin": 0.5}
+    assert len(plotting.plot_triplet_training(history, training, "lite0-head").axes) == 4
+    history["train_triplet"] = history["train_reconstruction"] = [0.3, 0.2]
+    fig = plotting.plot_triplet_training(history, training, "lite0-head")
+    assert [ax.get_ylabel() for ax in fig.axes] == ["loss", "sim_pos", "sim_neg", "active", "triplet",
+                                                    "reconstruction"]
+    with pytest.raises(ValueError, match="train_d_pos"):  # the Euclidean loss logs distances
+        plotting.plot_triplet_training(history, {"loss": "euclidean", "margin": 5.0}, "tiny")
