@@ -206,11 +206,6 @@ history[[c for c in SHOWN if c in history]].round(4)
 # %% mystnb={"figure": {"caption": "Training curves of the street-view encoder per epoch, training and validation: the loss (with a reconstruction term: also its two parts), the similarities and the share of triplets still inside the margin."}}
 plotting.plot_triplet_training(history, training, encoder_config["arch"])
 plt.show()
-first, last = history.iloc[0], history.iloc[-1]
-glue("val_loss_first", float(first["val_loss"]), display=False)
-glue("val_loss_last", float(last["val_loss"]), display=False)
-glue("train_loss_first", float(first["train_loss"]), display=False)
-glue("train_loss_last", float(last["train_loss"]), display=False)
 
 # %% [markdown]
 # The model kept at the end is the one of the best validation epoch (epoch

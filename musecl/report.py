@@ -415,17 +415,21 @@ def training_findings(agree_trained: float, agree_untrained: float, history: pd.
     """Two sentences on an image encoder's training for the encoder chapters, worded from this
     run's numbers: whether it learned its task (the share of held-out triplets in the right order,
     trained against untrained, as fractions) and how its training and validation losses moved
-    (``history`` has ``train_loss`` and ``val_loss`` per epoch)."""
+    (``history`` has ``train_loss`` and ``val_loss`` per epoch; where the loss has a reconstruction
+    term, ``train_triplet`` and ``val_triplet`` too, and those are the ones described)."""
     lift = 100 * (agree_trained - agree_untrained)
     task = ("**The encoder learned its task.**" if lift >= 5 and agree_trained > 0.55 else
             "**The encoder learned little of its task.**" if lift > 0 else "**The encoder did not learn its task.**")
+    part, name = ("triplet", "triplet loss (the reconstruction term aside)") if "train_triplet" in history else \
+        ("loss", "loss")
     first, last = history.iloc[0], history.iloc[-1]
-    train = f"its training loss went from {first['train_loss']:.3f} to {last['train_loss']:.3f}"
-    if last["train_loss"] < 0.5 * last["val_loss"]:
-        fit = (f"{train} while the validation loss went only from {first['val_loss']:.3f} to "
-               f"{last['val_loss']:.3f}: it fits its own triplets far better than new ones.")
+    train = f"its training {name} went from {first[f'train_{part}']:.3f} to {last[f'train_{part}']:.3f}"
+    val_first, val_last = first[f"val_{part}"], last[f"val_{part}"]
+    if last[f"train_{part}"] < 0.5 * val_last:
+        fit = (f"{train} while the validation one went only from {val_first:.3f} to {val_last:.3f}: it fits "
+               "its own triplets far better than new ones.")
     else:
-        fit = f"{train} and the validation loss from {first['val_loss']:.3f} to {last['val_loss']:.3f}."
+        fit = f"{train} and the validation one from {val_first:.3f} to {val_last:.3f}."
     return task, fit
 
 

@@ -364,9 +364,14 @@ def test_training_findings_follow_the_numbers():
     overfit = pd.DataFrame({"train_loss": [0.4, 0.0], "val_loss": [0.35, 0.30]})
     task, fit = training_findings(0.78, 0.63, overfit)
     assert task == "**The encoder learned its task.**"
-    assert "from 0.400 to 0.000 while the validation loss went only from 0.350 to 0.300" in fit
+    assert "from 0.400 to 0.000 while the validation one went only from 0.350 to 0.300" in fit
     steady = pd.DataFrame({"train_loss": [0.4, 0.2], "val_loss": [0.4, 0.25]})
     assert training_findings(0.60, 0.58, steady) == (
         "**The encoder learned little of its task.**",
-        "its training loss went from 0.400 to 0.200 and the validation loss from 0.400 to 0.250.")
+        "its training loss went from 0.400 to 0.200 and the validation one from 0.400 to 0.250.")
     assert training_findings(0.50, 0.55, steady)[0] == "**The encoder did not learn its task.**"
+    # with a reconstruction term the sentence is about the triplet part, not the sum
+    both = steady.assign(train_triplet=[0.35, 0.01], val_triplet=[0.36, 0.34])
+    assert training_findings(0.71, 0.67, both)[1] == (
+        "its training triplet loss (the reconstruction term aside) went from 0.350 to 0.010 while the "
+        "validation one went only from 0.360 to 0.340: it fits its own triplets far better than new ones.")
