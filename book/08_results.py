@@ -316,12 +316,14 @@ if {"POI only", "Pretext features"} <= set(mean_r2.index):
     why.append(f"its alignment target, the eq. 7 POI vector, reaches only {mean_r2.loc['POI only', 'random']:.3f} "
                f"alone (random split){poi_ceiling}: averaging category vectors drops how many POIs of each "
                "kind a region has, which the counts in *Pretext features* keep")
-if {"MuseCL", "Fusion-svrv"} <= set(mean_r2.index):
+if {"MuseCL", "Fusion-svrv"} <= set(mean_r2.index) and "Fusion-svrv" in paired.get("random", pd.DataFrame()).index:
     muse, svrv = mean_r2.loc["MuseCL", "random"], mean_r2.loc["Fusion-svrv", "random"]
+    what_it_does = {"better": "adds to what the images alone give",  # MuseCL minus Fusion-svrv, paired
+                    "worse": "costs more than it brings"}.get(paired["random"].loc["Fusion-svrv", "verdict"],
+                                                              "neither adds nor costs measurably")
     why.append(f"the same fusion with the region's own image embeddings as its target instead of the POI "
                f"vector (*Fusion-svrv*) reaches {svrv:.3f} against MuseCL's {muse:.3f}: on this city the "
-               "alignment to the POI text " + ("costs more than it brings" if svrv > muse else "adds to what the "
-                                               "images alone give"))
+               f"alignment to the POI text {what_it_does} (paired interval above)")
 if {"EfficientNet-Lite0 (ImageNet)", "SV+RS"} <= set(mean_r2.index):
     why.append(f"the two trained image encoders together (*SV+RS*) reach {mean_r2.loc['SV+RS', 'random']:.3f}, "
                + ("the frozen features their heads were trained on " if heads else

@@ -289,7 +289,8 @@ class RunConfig:
     fusion_batch_size: int = 64
     fusion_lr: float = 1e-3
     temperature: float | None = None  # None: 0.1 to start the aligned design's learned one, 1 (eq. 11) for the paper's
-    fusion_reconstruction: float = 1.0  # aligned design: weight of keeping what only the images show
+    fusion_reconstruction: float = 30.0  # aligned design: weight of keeping what only the images show
+    # (against InfoNCE; chosen on a second toy city: musecl.fusion.DEFAULT_RECONSTRUCTION)
     # evaluation
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     # "per_seed": each seed re-runs every stage (sampling, encoders, text, fusion) before its split

@@ -164,6 +164,7 @@ def test_allowed_values_agree_with_the_modules_that_read_them():
     assert config_module.AMP_MODES == training.AMP_MODES
     assert (config_module.FUSION_DESIGNS, config_module.FUSION_LOSSES) == (fusion.DESIGNS, fusion.LOSSES)
     assert (config_module.SPLITS, config_module.PROBES) == (evaluation.SPLITS, evaluation.PROBES)
+    assert RunConfig().fusion_reconstruction == fusion.FusionConfig().reconstruction  # one default
     installed = {entry.name for entry in entry_points(group=multisemantic.IMAGE_STORE_PLUGINS)}
     assert set(config_module.IMAGE_STORES) == {"memory"} | installed
 
