@@ -367,7 +367,9 @@ def _temperature(cfg: FusionConfig) -> float:
     return DEFAULT_TEMPERATURE[cfg.design] if cfg.temperature is None else float(cfg.temperature)
 
 
-def _batch_loss(model, sv, rs, poi, cfg: FusionConfig) -> torch.Tensor:
+def _batch_loss(model, sv, rs, poi, cfg: FusionConfig) -> dict:
+    """``loss`` (minimised) and, for the aligned design with a reconstruction term, its two parts
+    ``infonce`` and ``reconstruction`` (logged, so the InfoNCE can be read against chance)."""
     e_image, _ = model(sv, rs)
     if isinstance(model, AlignedFusion):
         a, b = model.align_space(e_image, poi)
@@ -376,13 +378,14 @@ def _batch_loss(model, sv, rs, poi, cfg: FusionConfig) -> torch.Tensor:
         labels = torch.arange(len(logits), device=logits.device)
         nce = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2  # both directions
         if not cfg.reconstruction:
-            return nce
+            return {"loss": nce}
         target = torch.cat(model.standardised(sv, rs), dim=1)
-        return nce + cfg.reconstruction * F.mse_loss(model.decoder(e_image), target)
+        error = F.mse_loss(model.decoder(e_image), target)
+        return {"loss": nce + cfg.reconstruction * error, "infonce": nce.detach(), "reconstruction": error.detach()}
     target = model.head(e_image)
     if cfg.loss == "infonce":
-        return info_nce(target, poi, _temperature(cfg))
-    return mse_alignment(target, poi)
+        return {"loss": info_nce(target, poi, _temperature(cfg))}
+    return {"loss": mse_alignment(target, poi)}
 
 
 def train_fusion(sv: pd.DataFrame, rs: pd.DataFrame, poi: pd.DataFrame,
@@ -442,7 +445,7 @@ def _train_fusion(sv: pd.DataFrame, rs: pd.DataFrame, poi: pd.DataFrame, cfg: Fu
         val_idx, train_idx = order[:n_val], order[n_val:]
 
     def loss_fn(model, batch) -> dict:
-        return {"loss": _batch_loss(model, *batch, cfg)}
+        return _batch_loss(model, *batch, cfg)
 
     trainer = Trainer(model, loss_fn, optimizer_factory=lambda params: torch.optim.Adam(params, lr=cfg.lr),
                       lr_gamma=1.0, epochs=cfg.epochs, batch_size=cfg.batch_size,

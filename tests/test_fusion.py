@@ -177,3 +177,12 @@ def test_aligned_save_load_round_trip(tmp_path):
     pd.testing.assert_frame_equal(fuse(model, sv, rs)[0], fuse(back, sv, rs)[0])
     with pytest.raises(ValueError, match="holds a AlignedFusion"):
         AttentiveFusion.load(tmp_path / "fusion")
+
+
+def test_the_aligned_loss_logs_its_two_parts():
+    sv, rs, poi = tables()
+    _, history = train_fusion(sv, rs, poi, FusionConfig(epochs=3, batch_size=32, reconstruction=30.0))
+    parts = history["train_infonce"] + 30.0 * history["train_reconstruction"]
+    np.testing.assert_allclose(history["train_loss"], parts, rtol=1e-5)  # the loss is the weighted sum
+    _, plain = train_fusion(sv, rs, poi, FusionConfig(epochs=3, batch_size=32, reconstruction=0.0))
+    assert "train_infonce" not in plain  # InfoNCE alone: the loss is the InfoNCE

@@ -63,7 +63,8 @@ PREFIX = {SATELLITE: "rs", STREETVIEW: "sv"}
 HISTORY_CSV, TRIPLETS_CSV = "history.csv", "triplets.csv"
 ATTENTION_CSV = "attention.csv"
 FEATURES_FORMAT = 1  # bump when a backbone's feature extraction changes: old cache entries are ignored
-FUSION_FORMAT = 2  # 2: fusion trains through the one Trainer (another batch order): format-1 entries are retrained
+FUSION_FORMAT = 3  # 2: fusion trains through the one Trainer (another batch order); 3: its history logs the
+# InfoNCE and reconstruction parts (same weights). Entries of an older format are retrained
 
 
 def sampler_for(cfg: RunConfig):
