@@ -59,7 +59,8 @@ DEFAULT_TEMPERATURE = {"aligned": 0.1, "paper": 1.0}  # aligned: where the learn
 # Weight of the aligned design's reconstruction term against InfoNCE. Chosen on a second toy city
 # (seed 1), never on the book's: MuseCL's headline R2, mean of both splits over seeds 0-2, weight
 # 1 -> 0.360, 3 -> 0.375, 10 -> 0.401, 30 -> 0.408, 100 -> 0.396; the own POI vector stayed the
-# nearest in batches of 64 for 93%, 89%, 75%, 59%, 49% of the regions (chance 1.6%).
+# nearest in batches of 64 for 93%, 89%, 75%, 59%, 49% of the regions (chance 1.6%). Rerun:
+# python experiments/select_on_a_second_city.py fusion_reconstruction 1 3 10 30 100
 DEFAULT_RECONSTRUCTION = 30.0
 LOSSES = ("infonce", "mse")
 ACTIVATIONS = ("relu", "tanh")

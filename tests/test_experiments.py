@@ -1,0 +1,36 @@
+"""experiments/select_on_a_second_city.py: how the book's experimentally set weights were chosen
+(on a toy city drawn with another seed, never the book's)."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from musecl.config import ConfigError
+
+SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "select_on_a_second_city.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("select_on_a_second_city", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_select_scores_each_value_on_a_second_city(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("n_triplets: 60\nrs_arch: tiny\nsv_arch: tiny\nrs_image_size: 16\nsv_image_size: 16\n"
+                      "rs_epochs: 1\nsv_epochs: 1\ntext_epochs: 1\nfusion_epochs: 2\nseeds: [0, 1]\n"
+                      "splits: [random]\nprobe: ridge\n")
+    table = _script().select("fusion_reconstruction", [0, 5], params=str(params), out=tmp_path / "sel",
+                             n_regions=60, image_size=16)
+    assert list(table.index) == [0, 5] and table.index.name == "fusion_reconstruction"
+    assert np.isfinite(table[["score", "seed 0", "seed 1"]].to_numpy()).all()
+    assert table["score"].to_numpy() == pytest.approx(table[["seed 0", "seed 1"]].mean(axis=1).to_numpy())
+    assert (tmp_path / "sel" / "toy-seed1-60" / "city.yaml").exists()  # the second city, not the book's
+    with pytest.raises(ConfigError, match="fusion_reconstruction"):
+        _script().select("fusion_reconstruction", [-1], params=str(params), out=tmp_path / "sel", n_regions=60,
+                         image_size=16)
