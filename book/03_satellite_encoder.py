@@ -499,3 +499,6 @@ glue("pc1_sentence", Markdown(pc1_sentence), display=False)
 # 3. **Longer training.** Set `rs_epochs: 12`. Does the validation loss keep falling, and does
 #    the probe $R^2$ for `footprint` and `green` follow it? Which latents can no satellite encoder
 #    learn, however long it trains?
+# 4. **Eq. 6 alone.** Set `head_reconstruction: 0` (the paper's loss, no decoder). Predict first:
+#    will more held-out triplets be in the right order, and which latents will the linear probe
+#    lose? Then compare the two rows of chapter 8 that use this encoder most (*RS only*, *MuseCL*).
