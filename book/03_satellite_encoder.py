@@ -493,12 +493,13 @@ glue("pc1_sentence", Markdown(pc1_sentence), display=False)
 # 1. **The official loss.** Copy `params/ci.yaml`, set `triplet_loss: euclidean` and run this
 #    chapter with it. Before looking: will the loss start near 5, near 0.5, or elsewhere? Will
 #    it reach zero? Does the share of validation triplets in the right order change?
-# 2. **Speed against size.** Set `rs_image_size: 96`. From the speeds above, predict the
+# 2. **Speed against size.** Run the chapter with `params/cnn.yaml` (the ResNet-18 from random
+#    weights, 64 px), then set `rs_image_size: 96` there. From the speeds above, predict the
 #    training time, then check it in the history. Does the last feature map (the table at the
 #    top) grow?
-# 3. **Longer training.** Set `rs_epochs: 12`. Does the validation loss keep falling, and does
-#    the probe $R^2$ for `footprint` and `green` follow it? Which latents can no satellite encoder
-#    learn, however long it trains?
+# 3. **Longer training.** In the same copy set `rs_epochs: 12` (it has 4). Does the validation
+#    loss keep falling, and does the probe $R^2$ for `footprint` and `green` follow it? Which
+#    latents can no satellite encoder learn, however long it trains?
 # 4. **Eq. 6 alone.** Set `head_reconstruction: 0` (the paper's loss, no decoder). Predict first:
 #    will more held-out triplets be in the right order, and which latents will the linear probe
 #    lose? Then compare the two rows of chapter 8 that use this encoder most (*RS only*, *MuseCL*).
