@@ -446,9 +446,10 @@ glue("pc1_sentence", Markdown(pc1_sentence), display=False)
 #
 # ## Exercises
 #
-# 1. **Bigger views.** Set `sv_image_size: 128`. Inception-v3 then needs no enlargement. Predict
-#    the change in training time from the speeds above (images/s scale roughly with the number
-#    of pixels), then check. Does the agreement of a region's views rise?
+# 1. **Bigger views.** With `params/cnn.yaml` (Inception-v3 from random weights), set
+#    `sv_image_size: 128`. Inception-v3 then needs no enlargement. Predict the change in training
+#    time from the speeds above (images/s scale roughly with the number of pixels), then check.
+#    Does the agreement of a region's views rise?
 # 2. **One view per region.** Averaging can only help when views differ. In the agreement
 #    histogram, what would you expect for a city with exactly one view per region? Embed each
 #    region's *first* view alone (`store.images[store.starts]`), compute the probe $R^2$ from it
