@@ -79,13 +79,18 @@ def image_settings(cfg: RunConfig, kind: str) -> dict:
     return {k: getattr(cfg, f"{p}_{k}") for k in ("arch", "image_size", "epochs", "batch_size")}
 
 
+def reconstruction_weight(cfg: RunConfig, kind: str) -> float:
+    """``head_reconstruction`` where this encoder is a head on frozen features; 0 for a CNN, which has
+    no decoder (and whose cache key therefore does not change with it)."""
+    return cfg.head_reconstruction if image_settings(cfg, kind)["arch"] in FEATURE_HEADS else 0.0
+
+
 def training_settings(cfg: RunConfig, kind: str, checkpoint_dir: Path, progress: bool = True):
     """The run's triplet-training settings for one encoder, CNN or head (which ignores device and amp:
     its features are cached, it trains on the CPU); checkpoints every epoch, resumes where it stopped."""
     s = image_settings(cfg, kind)
-    head = s["arch"] in FEATURE_HEADS
     return ImageTrainingConfig(
-        loss=cfg.triplet_loss, margin=cfg.resolved_margin, reconstruction=cfg.head_reconstruction if head else 0.0,
+        loss=cfg.triplet_loss, margin=cfg.resolved_margin, reconstruction=reconstruction_weight(cfg, kind),
         epochs=s["epochs"], batch_size=s["batch_size"],
         lr=cfg.encoder_lr, val_fraction=cfg.val_fraction, patience=cfg.encoder_patience, seed=cfg.seed,
         device=cfg.device, checkpoint_dir=str(checkpoint_dir), resume=True, progress=progress, amp=cfg.amp)
@@ -168,8 +173,8 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
     if cfg.train_processes > 1:  # several processes train on other batches: other weights
         key["train_processes"] = cfg.train_processes
     s = image_settings(cfg, kind)
-    if s["arch"] in FEATURE_HEADS and cfg.head_reconstruction:  # a CNN ignores it; 0 keeps older keys
-        key["head_reconstruction"] = cfg.head_reconstruction
+    if weight := reconstruction_weight(cfg, kind):  # 0 keeps the keys of stages trained before it existed
+        key["head_reconstruction"] = weight
 
     def compute(folder: Path) -> None:
         if group.world_size() != cfg.train_processes:
