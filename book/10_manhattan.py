@@ -305,7 +305,7 @@ if published is not None:
     theirs = published[(published["city"] == "Manhattan-180") & published["method"].isin(["MVURE", "MGFN", "HREP"])]
     for (source, name), group in theirs.groupby(["source", "method"], sort=False):
         g = group.set_index("indicator")
-        table[(name, f"published: {source}")] = {f"{t} {col}": f"{g.loc[t, metric]:.{d}f}"
+        table[(f"{name}, {source}", "published")] = {f"{t} {col}": f"{g.loc[t, metric]:.{d}f}"
                                                   for t in TASKS for col, metric, d in (("R2", "r2", 2), ("MAE", "mae", 1))}
 comparison = pd.DataFrame.from_dict(table, orient="index")
 comparison.index = pd.MultiIndex.from_tuples(comparison.index, names=["method", "numbers"])
