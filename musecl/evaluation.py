@@ -40,6 +40,7 @@ from torch.nn import functional as F
 
 from musecl.city import CEILING_ALL, MOBILITY, POI, REGION_ID, SATELLITE, SOURCE, STREETVIEW, City
 from musecl.io import in_worker, rewarn
+from musecl.tables import column_scale
 from musecl.training import Trainer, one_torch_thread
 
 RESULT_COLUMNS = ["city", "indicator", "method", "split", "seed", "r2", "rmse", "n_test"]
@@ -214,12 +215,6 @@ class ProbeConfig:
             raise ValueError(f"batch_size, max_epochs, patience must be >= 1 and lr > 0; got {self}")
 
 
-def _standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mean = x.mean(axis=0)
-    std = x.std(axis=0)
-    return mean, np.where(std > 0, std, 1.0)
-
-
 def _mse_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> dict:
     x, y = batch
     return {"loss": F.mse_loss(model(x).squeeze(-1), y)}
@@ -254,7 +249,7 @@ class MLPProbe:
         x_train, y_train = np.asarray(x_train, np.float64), np.asarray(y_train, np.float64).reshape(-1)
         if len(x_train) != len(y_train) or len(x_train) < 2:
             raise ValueError(f"need >= 2 training rows and as many targets; got {len(x_train)} and {len(y_train)}")
-        self.x_mean_, self.x_std_ = _standardiser(x_train)
+        self.x_mean_, self.x_std_ = column_scale(x_train)
         self.y_mean_, self.y_std_ = float(y_train.mean()), float(y_train.std() or 1.0)
         xt, yt = self._x(x_train), self._y(y_train)
         has_val = x_val is not None and y_val is not None and len(x_val) > 0
@@ -313,7 +308,7 @@ class RidgeProbe:
         x_train, y_train = np.asarray(x_train, np.float64), np.asarray(y_train, np.float64).reshape(-1)
         if len(x_train) != len(y_train) or len(x_train) < 2:
             raise ValueError(f"need >= 2 training rows and as many targets; got {len(x_train)} and {len(y_train)}")
-        self.x_mean_, self.x_std_ = _standardiser(x_train)
+        self.x_mean_, self.x_std_ = column_scale(x_train)
         self.y_mean_ = float(y_train.mean())
         with _one_blas_thread():  # on a busy 2-core machine BLAS threads made this SVD ~80x slower
             u, sv, vt = np.linalg.svd((x_train - self.x_mean_) / self.x_std_, full_matrices=False)

@@ -50,6 +50,7 @@ from torch import nn
 
 from musecl.city import REGION_ID
 from musecl.io import atomic_save_bytes, atomic_save_json
+from musecl.tables import impute_column_means
 from musecl.training import TIMING_COLUMNS, Trainer, one_torch_thread
 
 MODALITY_NAMES = ("sv", "rs")
@@ -346,11 +347,8 @@ def _align(reference: pd.DataFrame, other: pd.DataFrame, name: str) -> pd.DataFr
 
 
 def _impute(df: pd.DataFrame, means: np.ndarray) -> np.ndarray:
-    """Fill the NaN cells of a region's embedding with the column mean (a region without images)."""
-    x = df.to_numpy(dtype=np.float32, copy=True)
-    rows, cols = np.nonzero(np.isnan(x))
-    x[rows, cols] = means[cols]
-    return x
+    """The embedding as float32, NaN cells (a region without images) filled with ``means``."""
+    return impute_column_means(df, means=means).to_numpy(dtype=np.float32)
 
 
 def _column_means(df: pd.DataFrame, name: str) -> np.ndarray:

@@ -12,7 +12,7 @@ from musecl.city import SATELLITE, load_city
 from musecl.config import RunConfig
 from musecl.datasets.toy import make_toy_city
 from musecl.methods import METHODS, make_method
-from musecl.methods.base import impute_column_means
+from musecl.tables import impute_column_means
 from musecl.methods.baselines import (TRIPLET_SOURCES, StageBaseline, geographic_triplet_source, pg_features,
                                       pg_triplet_source)
 

@@ -145,20 +145,6 @@ class TableMethod(RegionEmbedder):
         return method
 
 
-def impute_column_means(table: pd.DataFrame, what: str = "an embedding") -> pd.DataFrame:
-    """NaN cells filled with their column's mean over the regions that have a value: a region
-    without an image gets the average view. A column no region has a value for is refused
-    (nothing to impute from). numpy, not per-column pandas: tables are up to 2560 wide."""
-    values = table.to_numpy(dtype=np.float64)
-    missing = np.isnan(values)
-    if missing.all(axis=0).any():
-        raise ValueError(f"no region has {what} (column(s) {list(table.columns[missing.all(axis=0)])[:5]} are "
-                         "NaN for every region): nothing to impute from (does the city have these images?)")
-    if missing.any():
-        values = np.where(missing, np.nanmean(values, axis=0)[None, :], values)
-    return pd.DataFrame(values, index=table.index, columns=table.columns)
-
-
 def city_inputs(city: City) -> set[str]:
     """The inputs a city offers: its modalities, plus ``od`` when it has an origin-destination table."""
     have = set(city.meta.modalities)

@@ -44,7 +44,7 @@ from musecl.city import POI, SATELLITE, STREETVIEW, City
 from musecl.config import RunConfig
 from musecl.encoders.image import build_encoder, embed_regions
 from musecl.io import atomic_save_json
-from musecl.methods.base import METHODS, RegionEmbedder, impute_column_means, register
+from musecl.methods.base import METHODS, RegionEmbedder, register
 from musecl.methods.multisemantic import (
     CONFIG_JSON,
     EMBEDDINGS_CSV,
@@ -59,6 +59,7 @@ from musecl.methods.multisemantic import (
     text_stage,
 )
 from musecl.sampling import geographic_triplets
+from musecl.tables import impute_column_means, standardise_columns
 from musecl.training import resolve_device
 
 # share of the squared distance given to location in PG-SimCL's pairing; the image stage's cache
@@ -88,11 +89,6 @@ def geographic_triplet_source(city: City, cfg: RunConfig, kind: str, regions: li
                                region_ids=list(regions))
 
 
-def _standardise(x: np.ndarray) -> np.ndarray:
-    sd = x.std(axis=0)
-    return (x - x.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
-
-
 def pg_features(city: City, regions: list[str], geo_weight: float = PG_GEO_WEIGHT) -> np.ndarray:
     """Location and POI mix in one vector, each with a fixed share of the squared distance.
 
@@ -103,11 +99,11 @@ def pg_features(city: City, regions: list[str], geo_weight: float = PG_GEO_WEIGH
     """
     if not 0 < geo_weight < 1:
         raise ValueError(f"geo_weight must be in (0, 1); got {geo_weight}")
-    xy = _standardise(_xy_of(city, regions))
+    xy = standardise_columns(_xy_of(city, regions))
     counts = city.poi_counts().reindex(pd.Index([str(r) for r in regions])).fillna(0).to_numpy(dtype=float)
     if counts.shape[1] == 0:
         raise ValueError(f"{city.name}: PG-SimCL needs POIs (eq. 3 counts); the city has none")
-    poi = _standardise(np.log1p(counts))
+    poi = standardise_columns(np.log1p(counts))
     return np.hstack([xy * np.sqrt(geo_weight / 2), poi * np.sqrt((1 - geo_weight) / poi.shape[1])])
 
 

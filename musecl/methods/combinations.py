@@ -26,13 +26,12 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from musecl.cache import load_table
 from musecl.city import MOBILITY, POI, SATELLITE, STREETVIEW, City
 from musecl.config import RunConfig
-from musecl.methods.base import RegionEmbedder, TableMethod, impute_column_means, register
+from musecl.methods.base import RegionEmbedder, TableMethod, register
 from musecl.methods.multisemantic import (
     ATTENTION_CSV,
     EMBEDDINGS_CSV,
@@ -44,6 +43,7 @@ from musecl.methods.multisemantic import (
     train_fusion_into,
 )
 from musecl.sampling import pretext_features
+from musecl.tables import impute_column_means, standardise_columns
 
 # The paper's Table 1 (row order), its Figure 6, and what this project adds.
 PAPER_BASELINES = ("Inception v3", "ResNet-18", "Tile2vec-style", "Urban2vec-style", "PG-SimCL-style", "Add-svrv",
@@ -239,9 +239,6 @@ class LocationMuseCL(TableMethod):
     needs = (SATELLITE, STREETVIEW, POI, MOBILITY)
 
     def _compute(self, city: City) -> pd.DataFrame:
-        xy = city.xy_m()
-        std = xy.std(axis=0)
-        xy = (xy - xy.mean(axis=0)) / np.where(std > 0, std, 1.0)
-        location = pd.DataFrame(xy, index=city.region_ids.copy(), columns=["x", "y"])
+        location = pd.DataFrame(standardise_columns(city.xy_m()), index=city.region_ids.copy(), columns=["x", "y"])
         musecl = MuseCL(self.config, cache_dir=self.cache.root, progress=self.progress).fit(city)
         return pd.concat([location, musecl.transform(city)], axis=1)

@@ -48,6 +48,7 @@ from musecl.io import atomic_save_json, in_worker, read_csv_ids, rewarn
 from musecl.methods.base import OD, TableMethod, register
 from musecl.methods.multisemantic import fusion_settings, sampler_for, text_settings
 from musecl.sampling import Triplets, mobility_triplets, poi_triplets
+from musecl.tables import standardise_columns
 from musecl.training import Trainer, one_torch_thread
 
 # ------------------------------------------------------------------------------------------
@@ -87,13 +88,6 @@ def poi_view(city: City) -> pd.DataFrame:
                          columns=[f"log_{c}" for c in counts.columns])
     frame.index.name = REGION_ID
     return frame
-
-
-def standardise(x: np.ndarray) -> np.ndarray:
-    """Columns to zero mean and unit variance (constant columns become 0)."""
-    x = np.asarray(x, dtype=np.float64)
-    std = x.std(axis=0)
-    return (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)
 
 
 # ------------------------------------------------------------------------------------------
@@ -222,7 +216,7 @@ def train_view_encoder(view: pd.DataFrame, triplets, cfg: RunConfig, vcfg: Vecto
     standardised per column. Same optimiser and schedule as the image encoders (Trainer defaults:
     Adam with amsgrad, StepLR(10, 0.7)), learning rate ``cfg.encoder_lr``.
     """
-    x = torch.from_numpy(standardise(view.to_numpy()).astype(np.float32))
+    x = torch.from_numpy(standardise_columns(view.to_numpy()).astype(np.float32))
     a, p, n = (torch.as_tensor(np.asarray(t), dtype=torch.long)
                for t in (triplets.anchor, triplets.positive, triplets.negative))
     with torch.random.fork_rng(devices=[]), one_torch_thread():
@@ -312,7 +306,7 @@ def train_joint_encoders(views: dict, triplets: dict, cfg: RunConfig, vcfg: Vect
     Returns ``{"mobility": frame, "poi": frame}`` and the history (one row per epoch).
     """
     names = ("mobility", "poi")
-    x = {k: torch.from_numpy(standardise(views[k].to_numpy()).astype(np.float32)) for k in names}
+    x = {k: torch.from_numpy(standardise_columns(views[k].to_numpy()).astype(np.float32)) for k in names}
     has_poi = torch.from_numpy(views["poi"].to_numpy().sum(axis=1) > 0)
     idx = {k: [torch.as_tensor(np.asarray(getattr(triplets[k], c)), dtype=torch.long)
                for c in ("anchor", "positive", "negative")] for k in names}
