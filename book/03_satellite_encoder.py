@@ -259,7 +259,7 @@ glue("n_triplets", len(triplets), display=False)
 glue("train_seconds", float(history["seconds"].sum()), display=False)
 glue("epochs_run", len(history), display=False)
 glue("best_epoch", training["best_epoch"], display=False)
-display(triplets.head())
+display(triplets.head().round(2))
 history[[c for c in SHOWN if c in history]].round(4)
 
 # %% mystnb={"figure": {"caption": "Training curves of the satellite encoder per epoch, training and validation: the loss (with a reconstruction term: also its two parts), the similarities and the share of triplets still inside the margin."}}

@@ -206,7 +206,7 @@ with atomic_write(results_dir / "results.csv") as handle:  # the runner's rows p
 eval_seconds = time.perf_counter() - start
 glue("eval_seconds", eval_seconds, display=False)
 print(f"{len(results)} rows written to {results_dir / 'results.csv'} in {eval_seconds:.0f} s")
-results.head()
+results.head().round(3)
 
 # %% [markdown]
 # ## Beside the paper's Table 1

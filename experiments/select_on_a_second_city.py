@@ -47,14 +47,20 @@ def select(key: str, values: Sequence, methods: Sequence[str] = ("MuseCL",), par
     return pd.DataFrame(rows).set_index(key)
 
 
-def _number(text: str) -> int | float:
-    return int(text) if text.lstrip("-").isdigit() else float(text)
+def _value(text: str) -> int | float | str:
+    """A number where the text is one ("3", "1e-3"), else the text (a choice such as "log-scaled")."""
+    if text.lstrip("-").isdigit():
+        return int(text)
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("key", help="a run setting (musecl.config.RunConfig)")
-    parser.add_argument("values", nargs="+", type=_number, help="the candidate values")
+    parser.add_argument("values", nargs="+", type=_value, help="the candidate values")
     parser.add_argument("--methods", nargs="+", default=["MuseCL"])
     parser.add_argument("--params", default="params/ci.yaml")
     parser.add_argument("--out", default="build/selection")
@@ -62,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     table = select(args.key, args.values, args.methods, args.params, args.out, args.city_seed)
     print(table.round(3).to_string())
-    print(f"best {args.key}: {table['score'].idxmax():g}")
+    print(f"best {args.key}: {table['score'].idxmax()}")
 
 
 if __name__ == "__main__":

@@ -347,8 +347,9 @@ def _align(reference: pd.DataFrame, other: pd.DataFrame, name: str) -> pd.DataFr
 
 
 def _impute(df: pd.DataFrame, means: np.ndarray) -> np.ndarray:
-    """The embedding as float32, NaN cells (a region without images) filled with ``means``."""
-    return impute_column_means(df, means=means).to_numpy(dtype=np.float32)
+    """The embedding as float32, NaN cells (a region without images) filled with ``means``; a
+    writable copy, as torch wants (pandas 3 may hand out read-only arrays)."""
+    return impute_column_means(df, means=means).to_numpy(dtype=np.float32, copy=True)
 
 
 def _column_means(df: pd.DataFrame, name: str) -> np.ndarray:

@@ -24,14 +24,19 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
+import warnings
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
+from musecl.datasets.sources import DataMissingError, fetch
 from musecl.io import atomic_write, load_yaml
 
 TOC_YML, CONFIG_YML = "_toc.yml", "_config.yml"
@@ -64,8 +69,6 @@ def require_data(name: str, data_dir: str | Path | None = None) -> dict[str, Pat
     :func:`musecl.datasets.sources.fetch`), or a displayed note of what is missing and the one
     command that gets it, followed by :class:`DataUnavailable` (which the book run turns into a
     gracefully stopped chapter). A file with the wrong sha256 still fails loudly."""
-    from musecl.datasets.sources import DataMissingError, fetch
-
     try:
         return fetch(name, data_dir=data_dir, progress=False)
     except DataMissingError as err:
@@ -84,6 +87,7 @@ def require_modalities(city, needs: tuple[str, ...], shows: str, any_of: bool = 
     ``needs``; with ``any_of``, one of them); otherwise display a note -- what is missing, what
     the chapter would show, what the reader can do -- and stop the chapter with
     :class:`DataUnavailable`, which the book run keeps as a short page instead of a failure."""
+    # imported here: it loads torch, which `musecl book`'s own process never needs
     from musecl.methods.base import INPUTS, join_words
 
     have = set(city.meta.modalities)
@@ -105,16 +109,19 @@ def require_modalities(city, needs: tuple[str, ...], shows: str, any_of: bool = 
 
 def reader_view() -> None:
     """Run first, hidden, in every chapter the book executes: library warnings appear as short
-    notes in the page instead of stderr blocks with file paths, and table cells show their whole
-    text (pandas cuts it at 50 characters with "...": a baseline's difference from its original,
-    a file's source). Run by hand, a chapter keeps Python's and pandas' usual ways."""
-    import warnings
-
-    import pandas as pd
+    notes in the page instead of stderr blocks with file paths, each once (one per seed said
+    nothing new), and table cells show their whole text (pandas cuts it at 50 characters with
+    "...": a baseline's difference from its original, a file's source). Run by hand, a chapter
+    keeps Python's and pandas' usual ways."""
     from IPython.display import Markdown, display
 
+    said = set()
+
     def show(message, category, filename, lineno, file=None, line=None) -> None:
-        display(Markdown(f"> **{category.__name__}:** {message}"))
+        note = f"> **{category.__name__}:** {message}"
+        if note not in said:
+            said.add(note)
+            display(Markdown(note))
 
     warnings.showwarning = show
     pd.set_option("display.max_colwidth", None)
@@ -123,8 +130,6 @@ def reader_view() -> None:
 
 def _positional(index) -> bool:
     """A default 0..n-1 index without a name: row numbers, which tell the reader nothing."""
-    import pandas as pd
-
     return (isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1
             and index.name is None)
 
@@ -133,8 +138,6 @@ def frame_html(frame) -> str | None:
     """A DataFrame's notebook HTML as pandas draws it, with two changes for the page: no index
     when it only numbers the rows, and a named index's names in the (last) header row (pandas gives
     them a header row of their own, with empty cells beside them)."""
-    import pandas as pd
-
     index = frame.index
     named = not _positional(index) and None not in index.names
     if (named and frame.columns.nlevels == 1 and frame.columns.name is None
@@ -157,7 +160,6 @@ def frame_html(frame) -> str | None:
 def hide_positional_index() -> None:
     """Tables in the book's pages without row numbers or a header row for the index name
     (see :func:`frame_html`)."""
-    import pandas as pd
     from IPython import get_ipython
 
     shell = get_ipython()
@@ -423,8 +425,6 @@ def _run_schedule(todo: list[_Chapter], done: set[str], kernel: str, progress: b
     (``cores // at_once``), or every core for an ``alone`` chapter, which waits for an empty
     machine (and, once ready, lets no later chapter start before it). After a failure no new
     chapter starts."""
-    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-
     cores = _usable_cores()
     if cores is None or len(cores) < 2:
         at_once = 1  # nothing to share, or no way to pin
@@ -473,8 +473,6 @@ def _interrupt_kernels() -> None:
     """Send SIGINT to this process's children, the chapters' kernels: they run in sessions of
     their own, so Ctrl-C in a terminal reaches only this process, and the threads waiting on them
     would otherwise wait until each chapter ends."""
-    import signal
-
     for children in Path("/proc/self/task").glob("*/children"):  # Linux; elsewhere nothing to find
         for pid in children.read_text().split():
             try:
@@ -716,6 +714,7 @@ def load_params_file(path: str | Path | None) -> dict:
 def default_city(out: Path) -> Path:
     """The toy city the book runs on by default, generated once under ``out/cities/toy`` (again
     when the folder holds one from an older generator version)."""
+    # imported here: it loads torch
     from musecl.datasets.toy import is_current_toy_city, make_toy_city
 
     city = Path(out) / "cities" / "toy"

