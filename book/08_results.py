@@ -73,7 +73,7 @@ cfg
 # |---|---|
 # | the paper's Table 1 | Inception v3, ResNet-18 (backbone features, no contrastive training), Tile2vec-style, Urban2vec-style, PG-SimCL-style, Add-svrv, Fusion-svrv, Concat, MuseCL |
 # | the paper's ablation (Figure 6) | POI only, SV only, RS only, SV+RS, MuseCL |
-# | added here | EfficientNet-Lite0 (ImageNet): real pretrained features available offline; Location kNN: $k$-nearest-neighbour regression on the region centre alone; Pretext features: $\ln(1 + \cdot)$ of the inflow, outflow and POI counts per category that the contrastive stages learn from, read by the same probe; Location + MuseCL |
+# | added here | EfficientNet-Lite0 (ImageNet): real pretrained features available offline; Location kNN: $k$-nearest-neighbour regression on the region centre alone; Pretext features: $\ln(1 + \cdot)$ of the inflow, outflow and POI counts per category that the contrastive stages learn from, read by the same probe; Location + MuseCL; Pretext + Lite0 features: the two side by side, every raw input MuseCL learns from |
 #
 # A baseline that simplifies its original carries the original's name with *-style*; what it
 # leaves out, in one line each (the docstrings of `musecl/methods/baselines.py` and
@@ -239,10 +239,26 @@ checks = {f"beats {m}": {split: bool(paired[split].loc[m, "verdict"] == "better"
                          for split in paired if m in paired[split].index} for m in BAR}
 all_latents = (report.headline_means(ceilings, headline).groupby(["method", "split"])["r2"].mean()
                .get(("Ceiling: all latents", "random")) if ceilings is not None else None)
+means = report.headline_means(results, headline).groupby(["method", "split"])["r2"].mean()
+RAW = ["Pretext features", "EfficientNet-Lite0 (ImageNet)", "Pretext + Lite0 features"]  # the inputs, unlearned
+raw = {m: float(means[(m, "random")]) for m in RAW if (m, "random") in means.index}
 if all_latents is not None:
-    muse = report.headline_means(results, headline).groupby(["method", "split"])["r2"].mean()[("MuseCL", "random")]
-    share = float(muse) / float(all_latents)
+    share = float(means[("MuseCL", "random")]) / float(all_latents)
     checks[f"≥ 85% of the all-latent ceiling (is {share:.0%})"] = {"random": share >= 0.85}
+if all_latents is None:
+    room = "This city records no ceiling, so there is no share of it to measure."
+elif not raw:
+    room = "No row of raw inputs ran, so the room they leave is not measured."
+else:  # what the inputs themselves give the same probe, as a share of the ceiling
+    best_raw = max(raw, key=raw.get)
+    raw_share = raw[best_raw] / float(all_latents)
+    room = (f"How much room the inputs leave: read by the same probe, MuseCL's raw inputs reach at most "
+            f"{raw[best_raw]:.3f} (*{best_raw}*), {raw_share:.0%} of the all-latent ceiling ("
+            + ", ".join(f"*{m}* {v:.3f}" for m, v in raw.items()) + ", random split)"
+            + (". So on this city the 85% check asks for more than the probe reads from the raw inputs "
+               "themselves: an embedding learned from them can pass it only by making what they hold easier "
+               "to read." if raw_share < 0.85 else "."))
+glue("room_sentence", Markdown(room), display=False)
 met = [passed for row in checks.values() for passed in row.values()]
 glue("bar_met", sum(met), display=False)
 glue("bar_total", len(met), display=False)
@@ -252,6 +268,7 @@ pd.DataFrame({name: {split: "yes" if passed else "no" for split, passed in row.i
 # %% [markdown]
 # MuseCL clears {glue:text}`bar_met` of the {glue:text}`bar_total` checks. Where it does not,
 # the reasons are in the tables above and in the section on who wins below.
+# {glue:md}`room_sentence`
 #
 # ## The paper's numbers beside ours
 #

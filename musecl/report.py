@@ -479,7 +479,8 @@ def write_tables(results: pd.DataFrame, out_dir: str | Path) -> list[Path]:
 # baselines every table carries, and the ceiling (a generated city's best possible R2).
 AT_A_GLANCE = {"MuseCL": "MuseCL", "SV only": "its parts", "RS only": "its parts", "POI only": "its parts",
                "Concat": "its parts", "Location kNN": "simple baselines", "Pretext features": "simple baselines",
-               "EfficientNet-Lite0 (ImageNet)": "simple baselines", "Ceiling: all latents": "ceiling"}
+               "EfficientNet-Lite0 (ImageNet)": "simple baselines", "Pretext + Lite0 features": "simple baselines",
+               "Ceiling: all latents": "ceiling"}
 
 
 def at_a_glance_seeds(results: pd.DataFrame, indicators: Sequence[str],

@@ -143,6 +143,22 @@ def test_pretext_features_method_is_the_raw_inputs(city, tmp_path):
     pd.testing.assert_frame_equal(loaded.transform(city), table)
 
 
+def test_pretext_and_lite0_features_sit_side_by_side(city, tmp_path):
+    """Every raw input at once: the pretext columns unchanged, then the Lite0 features (imputed as the
+    Lite0 baseline imputes them) under a prefix."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    cache = tmp_path / "cache"
+    method = quiet(make_method("Pretext + Lite0 features", TINY, cache_dir=cache, progress=False).fit, city)
+    table = method.transform(city)
+    pretext = pretext_features(city)
+    lite0 = quiet(make_method("EfficientNet-Lite0 (ImageNet)", TINY, cache_dir=cache, progress=False).fit,
+                  city).transform(city)
+    assert table.shape == (len(city), pretext.shape[1] + lite0.shape[1]) and np.isfinite(table.to_numpy()).all()
+    pd.testing.assert_frame_equal(table.iloc[:, :pretext.shape[1]], pretext, check_names=False)
+    np.testing.assert_array_equal(table.iloc[:, pretext.shape[1]:].to_numpy(), lite0.to_numpy())
+    assert METHODS["Pretext + Lite0 features"].probe is None and "Pretext + Lite0 features" in ADDED
+
+
 # -- location on a city whose indicator is a smooth function of position -------------------------
 
 def smooth_city(root, n_side: int = 14, seed: int = 0):

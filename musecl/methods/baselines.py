@@ -8,6 +8,8 @@ method                         what it is here                                  
 ``ResNet-18``                  satellite image through ResNet-18, fc removed (512-d) no
 ``EfficientNet-Lite0           satellite and street-view features of EfficientNet-   no (ImageNet
 (ImageNet)``                   Lite0 with its real ImageNet weights, concatenated    weights)
+``Pretext + Lite0 features``   *Pretext features* and the EfficientNet-Lite0         no
+                               features side by side: every raw input of MuseCL
 ``Tile2vec-style``             satellite encoder, triplets by geographic distance    yes (eq. 6)
 ``PG-SimCL-style``             satellite encoder, triplets by distance + POI mix     yes (eq. 6)
 ``Urban2vec-style``            street-view encoder (geographic triplets) + POI       yes (eq. 6, 7)
@@ -40,11 +42,11 @@ import pandas as pd
 from torch import nn
 
 from musecl.cache import city_fingerprint, load_table, save_table
-from musecl.city import POI, SATELLITE, STREETVIEW, City
+from musecl.city import MOBILITY, POI, SATELLITE, STREETVIEW, City
 from musecl.config import RunConfig
 from musecl.encoders.image import build_encoder, embed_regions
 from musecl.io import atomic_save_json
-from musecl.methods.base import METHODS, RegionEmbedder, register
+from musecl.methods.base import METHODS, RegionEmbedder, TableMethod, register
 from musecl.methods.multisemantic import (
     CONFIG_JSON,
     EMBEDDINGS_CSV,
@@ -58,7 +60,7 @@ from musecl.methods.multisemantic import (
     sampler_for,
     text_stage,
 )
-from musecl.sampling import geographic_triplets
+from musecl.sampling import geographic_triplets, pretext_features
 from musecl.tables import impute_column_means, standardise_columns
 from musecl.training import resolve_device
 
@@ -309,6 +311,20 @@ class EfficientNetLite0Features(StageBaseline):
 
     def _extra_config(self) -> dict:
         return {"input_size": int(self.input_size)}
+
+
+@register("Pretext + Lite0 features")
+class PretextLite0Features(TableMethod):
+    """[*Pretext features*, *EfficientNet-Lite0 (ImageNet)*] side by side, read by the run's probe
+    (which standardises every column): every raw input MuseCL learns from -- trips, POI counts and
+    the frozen image features its lite0-head encoders read -- without any learning. How far the
+    inputs alone take the probe; not a bound on a learned representation, which may read them
+    better than a probe reads 2,500 raw columns."""
+    needs = (SATELLITE, STREETVIEW, POI, MOBILITY)
+
+    def _compute(self, city: City) -> pd.DataFrame:
+        lite0 = EfficientNetLite0Features(self.config, cache_dir=self.cache.root, progress=self.progress).fit(city)
+        return pd.concat([pretext_features(city), lite0.transform(city).add_prefix("lite0_")], axis=1)
 
 
 @register("Tile2vec-style")

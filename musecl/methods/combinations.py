@@ -49,7 +49,8 @@ from musecl.tables import impute_column_means, standardise_columns
 PAPER_BASELINES = ("Inception v3", "ResNet-18", "Tile2vec-style", "Urban2vec-style", "PG-SimCL-style", "Add-svrv",
                    "Fusion-svrv", "Concat", "MuseCL")
 ABLATION = ("POI only", "SV only", "RS only", "SV+RS", "MuseCL")
-ADDED = ("EfficientNet-Lite0 (ImageNet)", "Location kNN", "Pretext features", "Location + MuseCL")
+ADDED = ("EfficientNet-Lite0 (ImageNet)", "Location kNN", "Pretext features", "Location + MuseCL",
+         "Pretext + Lite0 features")
 ALL_METHODS = tuple(dict.fromkeys(PAPER_BASELINES + ABLATION + ADDED))
 # MuseCL's structure without pictures (musecl.methods.vector): part of "all" only for a city
 # without images, where they stand in for the image methods (Manhattan, POI + mobility cities)
