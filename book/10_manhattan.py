@@ -418,11 +418,12 @@ glue("fusion_finding", Markdown(
     f"encoder alone {pair(best_mobility)} and a plain OD SVD (k = 16) {pair(svd_alone)}; the POI view alone reaches "
     f"{pair(poi_alone)}{poi_clause}"), display=False)
 # why the headline loses: the cost of carrying the POI side at all, then the attention's mix
+MOBILITY_ONLY = "mobility view only, eq. 1 similarity"  # the headline's mobility view, unfused
 means = {name: {t: float(summary.loc[name, ("mean", t)]) for t in TASKS}
-         for name in (HEADLINE, BOTH_VIEWS, "mobility view only, eq. 1 similarity")}
-cost = {t: means["mobility view only, eq. 1 similarity"][t] - means[BOTH_VIEWS][t] for t in TASKS}
+         for name in (HEADLINE, BOTH_VIEWS, MOBILITY_ONLY)}
+cost = {t: means[MOBILITY_ONLY][t] - means[BOTH_VIEWS][t] for t in TASKS}
 carrying = ("already lose" if min(cost.values()) > 0.03 else "lose little")
-fused_loses = all(means[HEADLINE][t] < means["mobility view only, eq. 1 similarity"][t] - 0.03 for t in TASKS)
+fused_loses = all(means[HEADLINE][t] < means[MOBILITY_ONLY][t] - 0.03 for t in TASKS)
 glue("why_finding", Markdown(
     ("**Why the fused output loses.** Two things add up" if fused_loses else
      "**What the fused output is made of.** Two things matter") +
@@ -430,7 +431,7 @@ glue("why_finding", Markdown(
     f"First, the published probe pays for every column that does not help it (ridge, alpha = 1, on "
     f"the raw embedding, {len(city.region_ids) * (BENCHMARK_FOLDS - 1) // BENCHMARK_FOLDS} training regions per "
     f"fold): the two view embeddings side by side, without fusion or text, {carrying} against the mobility view "
-    f"alone ({pair(means[BOTH_VIEWS])} against {pair(means['mobility view only, eq. 1 similarity'])}). Second, "
+    f"alone ({pair(means[BOTH_VIEWS])} against {pair(means[MOBILITY_ONLY])}). Second, "
     f"eq. 10 mixes the two views into one vector of the same width, and the attention gives the mobility view a "
     f"mean weight of {att.mean():.2f} (5-95% of regions: {att.quantile(0.05):.2f}-{att.quantile(0.95):.2f}): "
     "nothing in the fusion's objective knows the targets, and the POI text that eq. 11 aligns to is made of the "
