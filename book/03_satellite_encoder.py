@@ -55,12 +55,7 @@ import torch
 from IPython.display import Markdown, display
 from myst_nb import glue
 from sklearn.decomposition import PCA
-from sklearn.linear_model import RidgeCV
-from sklearn.metrics import r2_score
-from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.neighbors import NearestNeighbors
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from musecl import plotting
 from musecl.cache import city_fingerprint, load_table
@@ -71,6 +66,7 @@ from musecl.encoders.image import (
 from musecl.methods.multisemantic import image_settings, image_stage, initial_embedding
 from musecl.methods.baselines import efficientnet_stage
 from musecl.encoders.heads import FEATURE_HEADS
+from musecl.evaluation import latent_probe
 from musecl.report import training_findings
 from musecl.training import split_indices
 
@@ -359,9 +355,9 @@ plt.show()
 #    than to the negative's? Chance is 50 %.
 # 2. **Principal components against the toy city's latents** (Spearman $\rho$): does the main
 #    axis of the embedding follow building footprint, land use, greenery, water?
-# 3. **A linear probe**: ridge regression from the 128-d embedding to each latent, scored by
-#    5-fold cross-validated $R^2$; a trivial feature, each image's mean colour (3 numbers), is the
-#    floor any image encoder should clear.
+# 3. **A linear probe** ({func}`~musecl.evaluation.latent_probe`): ridge regression from the
+#    128-d embedding to each latent, scored by 5-fold cross-validated $R^2$; a trivial feature,
+#    each image's mean colour (3 numbers), is the floor any image encoder should clear.
 
 # %% tags=["hide-input"]
 store = ImageStore.from_city(data, KIND, settings["image_size"],  # the images the stage trained on (cached)
@@ -404,12 +400,8 @@ def head_lost(probes: pd.DataFrame) -> str:
 
 
 def probe_r2(features: pd.DataFrame, targets: pd.DataFrame) -> pd.Series:
-    """5-fold cross-validated R^2 of a ridge regression from the features to each target."""
-    model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 4, 13)))
-    folds = KFold(5, shuffle=True, random_state=cfg.seed)
-    x = features.to_numpy()
-    return pd.Series({t: r2_score(targets[t], cross_val_predict(model, x, targets[t].to_numpy(), cv=folds))
-                      for t in targets})
+    """5-fold cross-validated R^2 of a ridge read-out of each target (``latent_probe``)."""
+    return latent_probe(features, targets, seed=cfg.seed)[0]
 
 
 if has_latents:

@@ -55,17 +55,13 @@ import torch
 from IPython.display import Markdown, display
 from myst_nb import glue
 from sklearn.decomposition import PCA
-from sklearn.linear_model import RidgeCV
-from sklearn.metrics import r2_score
-from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.neighbors import NearestNeighbors
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from musecl import plotting
 from musecl.cache import city_fingerprint, load_table
 from musecl.city import INFLOW, OUTFLOW, SATELLITE, STREETVIEW
 from musecl.encoders.heads import FEATURE_HEADS
+from musecl.evaluation import latent_probe
 from musecl.encoders.image import ImageStore, augment_images, build_encoder
 from musecl.methods.baselines import efficientnet_stage
 from musecl.methods.multisemantic import image_settings, image_stage, initial_embedding, stage_encoder
@@ -348,14 +344,8 @@ check.to_frame().style.format("{:.1%}")
 
 # %% tags=["hide-input"]
 def probe_r2(features: pd.DataFrame, targets: pd.DataFrame) -> pd.Series:
-    """5-fold cross-validated R^2 of a ridge regression from the features to each target."""
-    rows = features.dropna().index
-    model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 4, 13)))
-    folds = KFold(5, shuffle=True, random_state=cfg.seed)
-    x = features.loc[rows].to_numpy()
-    return pd.Series({t: r2_score(targets.loc[rows, t],
-                                  cross_val_predict(model, x, targets.loc[rows, t].to_numpy(), cv=folds))
-                      for t in targets})
+    """5-fold cross-validated R^2 of a ridge read-out of each target (``latent_probe``)."""
+    return latent_probe(features, targets, seed=cfg.seed)[0]
 
 
 if has_latents:

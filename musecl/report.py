@@ -495,12 +495,14 @@ def at_a_glance_seeds(results: pd.DataFrame, indicators: Sequence[str],
 
 
 def at_a_glance(results: pd.DataFrame, indicators: Sequence[str], ceilings: pd.DataFrame | None = None,
-                splits: Sequence[str] = ("random", "spatial")) -> pd.DataFrame:
-    """The headline table of the landing page and the README: per method of ``AT_A_GLANCE`` that
-    the run has, its group and the mean ± sd over seeds of the headline mean R2 in each split."""
+                splits: Sequence[str] = ("random", "spatial"), methods: dict[str, str] | None = None
+                ) -> pd.DataFrame:
+    """The headline table of the landing page and the README: per method of ``methods`` (method ->
+    group; default ``AT_A_GLANCE``) that the run has, its group and the mean ± sd over seeds of
+    the headline mean R2 in each split."""
     per_seed = headline_means(pd.concat([results, ceilings]) if ceilings is not None else results, indicators)
     rows = []
-    for method, group in AT_A_GLANCE.items():
+    for method, group in (AT_A_GLANCE if methods is None else methods).items():
         mine = per_seed[per_seed["method"] == method]
         if mine.empty:
             continue

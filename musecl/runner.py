@@ -174,8 +174,9 @@ def _write_run(out: Path, city: City, config: RunConfig, methods: list[str], ski
 
 
 def method_probe(name: str, config: RunConfig) -> str:
-    """The probe that scores a method: its own where it brings one (Location kNN), else the run's."""
-    return getattr(METHODS[name], "probe", None) or config.probe
+    """The probe that scores a method: its own where it brings one (Location kNN), else the run's
+    (also for a table that is no registered method, such as a chapter's reference rows)."""
+    return getattr(METHODS.get(name), "probe", None) or config.probe
 
 
 def method_workers(config: RunConfig, methods: Sequence[str]) -> int:

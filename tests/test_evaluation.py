@@ -11,8 +11,8 @@ import torch
 from musecl.city import CityMeta, Indicator, load_city, write_city
 from musecl.evaluation import (
     CEILING_METHODS, PREDICTION_COLUMNS, RESULT_COLUMNS, MLPProbe, ProbeConfig, block_ids, correlation_by_distance,
-    correlation_range, evaluate_ceilings, evaluate_embedding, predict_indicator, random_split, ridge_cv_r2, scores,
-    spatial_block_split, spatial_setting, summarize,
+    correlation_range, evaluate_ceilings, evaluate_embedding, latent_probe, predict_indicator, random_split,
+    ridge_cv_r2, scores, spatial_block_split, spatial_setting, summarize,
 )
 
 torch.set_num_threads(1)
@@ -227,6 +227,30 @@ def test_ridge_cv_r2_reads_features_not_noise(linear_city):
                             index=emb.index, columns=emb.columns)
     assert ridge_cv_r2(shuffled, city, indicators=["LIN"])["LIN"] < 0.3
     pd.testing.assert_series_equal(good, ridge_cv_r2(emb.iloc[::-1], city, indicators=["LIN"]))
+
+
+def test_latent_probe_reads_what_the_features_show_out_of_fold():
+    """A latent written linearly into the features is read back; one they do not hold is not
+    (the predictions are out of fold); a sparse column that is nearly constant in a fold's
+    training rows does not blow up its test rows; regions lacking a value are left out."""
+    rng = np.random.default_rng(0)
+    ids = pd.Index([f"r{i}" for i in range(300)], name="region_id")
+    latents = pd.DataFrame({"shown": rng.normal(size=300), "hidden": rng.normal(size=300)}, index=ids)
+    features = pd.DataFrame(rng.normal(size=(300, 40)), index=ids).add_prefix("f")
+    features["f0"] += 6 * latents["shown"]  # alone it reads "shown" with R2 36 / 37
+    features["sparse"] = 0.0
+    # almost constant: in the fold where region 7 is a test row, standardising by the training rows
+    # alone made its value ~10^5 standard deviations and its predictions ~10^2 (measured)
+    features.iloc[[7, 8, 9], -1] = [50.0, 0.01, -0.01]
+    features.iloc[3, 0] = np.nan
+    r2, predictions = latent_probe(features, latents.drop(index="r5"), seed=1)
+    assert r2["shown"] > 0.9 and r2["hidden"] < 0.1
+    assert "r3" not in predictions.index and "r5" not in predictions.index and len(predictions) == 298
+    assert np.isfinite(predictions.to_numpy()).all() and abs(predictions.loc["r7", "shown"]) < 10
+    again, _ = latent_probe(features.iloc[::-1], latents, seed=1)  # rows are matched by region id
+    assert again["shown"] > 0.9
+    with pytest.raises(ValueError, match="folds need more"):
+        latent_probe(features.iloc[:3], latents)
 
 
 # -- the spatial split's buffer ---------------------------------------------------------------

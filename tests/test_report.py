@@ -307,6 +307,10 @@ def test_at_a_glance_rows_and_the_readme_block(tmp_path):
     assert list(table.index) == ["MuseCL", "Concat", "Ceiling: all latents"]
     assert table.loc["MuseCL", "R² (random split)"] == "0.575 ± 0.035"  # seeds 0.60 and 0.55
     assert table.loc["Concat", "what"] == "its parts"
+    chosen = report.at_a_glance(HEAD, ["PD", "HD"], CEIL, splits=("random",),
+                                methods={"Ceiling: all latents": "top", "MuseCL": "ours", "absent": "x"})
+    assert list(chosen.index) == ["Ceiling: all latents", "MuseCL"] and chosen.loc["MuseCL", "what"] == "ours"
+    assert chosen.loc["MuseCL", "R² (random split)"] == table.loc["MuseCL", "R² (random split)"]
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     HEAD.to_csv(run_dir / "results.csv", index=False)
