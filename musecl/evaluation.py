@@ -294,7 +294,10 @@ class RidgeProbe:
 
     A linear probe asks a narrower question than the MLP (is the indicator a linear read-out of
     the embedding?) and has no random initialisation. One SVD of the training inputs gives the
-    solution for every alpha: coef(alpha) = V diag(s / (s^2 + alpha)) U^T y.
+    solution for every alpha: coef(alpha) = V diag(s / (s^2 + alpha)) U^T y. Validation and test
+    inputs are first clipped to each column's training range: in a column almost constant in the
+    training rows (sparse CNN features) an unseen value is thousands of standard deviations, and
+    the read-out exploded (EfficientNet-Lite0 features of the toy city: headline R2 0.04 +- 0.90).
     """
 
     ALPHAS = tuple(float(a) for a in np.logspace(-3, 4, 15))
@@ -309,6 +312,7 @@ class RidgeProbe:
         if len(x_train) != len(y_train) or len(x_train) < 2:
             raise ValueError(f"need >= 2 training rows and as many targets; got {len(x_train)} and {len(y_train)}")
         self.x_mean_, self.x_std_ = column_scale(x_train)
+        self.x_range_ = x_train.min(axis=0), x_train.max(axis=0)
         self.y_mean_ = float(y_train.mean())
         with _one_blas_thread():  # on a busy 2-core machine BLAS threads made this SVD ~80x slower
             u, sv, vt = np.linalg.svd((x_train - self.x_mean_) / self.x_std_, full_matrices=False)
@@ -320,7 +324,7 @@ class RidgeProbe:
         if x_val is None or y_val is None or len(x_val) == 0:
             self.alpha_ = 1.0
         else:
-            xv = (np.asarray(x_val, np.float64) - self.x_mean_) / self.x_std_
+            xv = self._x(x_val)
             yv = np.asarray(y_val, np.float64).reshape(-1) - self.y_mean_
             errors = [np.mean((xv @ coef(a) - yv) ** 2) for a in self.alphas]
             self.alpha_ = self.alphas[int(np.argmin(errors))]
@@ -330,7 +334,10 @@ class RidgeProbe:
     def predict(self, x) -> np.ndarray:
         if self.coef_ is None:
             raise RuntimeError("RidgeProbe is not fitted: call fit first")
-        return (np.asarray(x, np.float64) - self.x_mean_) / self.x_std_ @ self.coef_ + self.y_mean_
+        return self._x(x) @ self.coef_ + self.y_mean_
+
+    def _x(self, x) -> np.ndarray:
+        return (np.clip(np.asarray(x, np.float64), *self.x_range_) - self.x_mean_) / self.x_std_
 
 
 class KNNProbe:

@@ -250,7 +250,8 @@ def seed_configs(config: RunConfig) -> list[RunConfig]:
     return [dataclasses.replace(config, seed=seed, seeds=(seed,)) for seed in config.seeds]
 
 
-EVALUATION_VERSION = 2  # bump when the probes or splits change: old cached scores are then ignored
+EVALUATION_VERSION = 3  # bump when the probes or splits change: old cached scores are then ignored
+# (3: the ridge probe clips inputs to their training range)
 
 
 def probe_settings(config: RunConfig):

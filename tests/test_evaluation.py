@@ -10,7 +10,7 @@ import torch
 
 from musecl.city import CityMeta, Indicator, load_city, write_city
 from musecl.evaluation import (
-    CEILING_METHODS, PREDICTION_COLUMNS, RESULT_COLUMNS, MLPProbe, ProbeConfig, block_ids, correlation_by_distance,
+    CEILING_METHODS, PREDICTION_COLUMNS, RESULT_COLUMNS, MLPProbe, ProbeConfig, RidgeProbe, block_ids, correlation_by_distance,
     correlation_range, evaluate_ceilings, evaluate_embedding, latent_probe, predict_indicator, random_split,
     ridge_cv_r2, scores, spatial_block_split, spatial_setting, summarize,
 )
@@ -227,6 +227,23 @@ def test_ridge_cv_r2_reads_features_not_noise(linear_city):
                             index=emb.index, columns=emb.columns)
     assert ridge_cv_r2(shuffled, city, indicators=["LIN"])["LIN"] < 0.3
     pd.testing.assert_series_equal(good, ridge_cv_r2(emb.iloc[::-1], city, indicators=["LIN"]))
+
+
+def test_ridge_probe_does_not_extrapolate_a_column_it_never_saw_vary():
+    """Inputs outside a column's training range are clipped to it: a sparse column nearly
+    constant in the training rows cannot blow up a test row, and rows inside the range are
+    predicted as by the plain linear read-out."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 5))
+    y = x[:, 0] + 0.1 * rng.normal(size=200)
+    x[:, 4] = 0.0
+    x[[0, 1], 4] = [0.01, -0.01]  # the training rows barely vary in this column
+    probe = RidgeProbe().fit(x[:150], y[:150], x[150:], y[150:])
+    inside = x[100:150].copy()  # training rows: inside every range
+    assert np.allclose(probe.predict(inside), (inside - probe.x_mean_) / probe.x_std_ @ probe.coef_ + probe.y_mean_)
+    unseen = inside.copy()
+    unseen[:, 4] = 50.0  # ~5,000 training standard deviations
+    assert np.abs(probe.predict(unseen) - probe.predict(inside)).max() < 0.1
 
 
 def test_latent_probe_reads_what_the_features_show_out_of_fold():
