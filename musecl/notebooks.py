@@ -265,7 +265,14 @@ def parameter_names(nb) -> set[str]:
 
 
 def _fingerprint(parameters: dict, kernel: str) -> str:
-    blob = json.dumps({"parameters": parameters, "kernel": kernel}, sort_keys=True, default=str)
+    """What a chapter's executed copy must have been run with to be current: its parameters, the
+    kernel and the content of the params file it reads its run settings from (editing the file
+    runs the chapters again)."""
+    settings = parameters.get("params_file")
+    content = (hashlib.sha256(Path(settings).read_bytes()).hexdigest()
+               if settings and Path(settings).is_file() else None)
+    blob = json.dumps({"parameters": parameters, "kernel": kernel, "params_file_content": content},
+                      sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -361,9 +368,9 @@ def execute_chapters(chapters: list[Path] | None, out_dir: Path, parameters: dic
     Each chapter gets only the keys of ``parameters`` that its ``parameters`` cell defines, so
     one parameter set serves every chapter without papermill's "unknown parameter" warnings.
     A chapter is skipped when its executed copy is newer than the source and was run with the
-    same parameters (recorded in the notebook's ``metadata.musecl``) on a city folder whose
-    ``city.yaml`` is older than the copy, unless ``force``. It does not notice changes to the
-    library or to the city's other files: use ``force`` after those.
+    same parameters and params file content (recorded in the notebook's ``metadata.musecl``) on a
+    city folder whose ``city.yaml`` is older than the copy, unless ``force``. It does not notice
+    changes to the library or to the city's other files: use ``force`` after those.
 
     ``at_once`` > 1 (Linux) runs that many chapters side by side, in book order as soon as the
     chapters they need are done (:func:`chapter_needs`), each kernel pinned to its own share of

@@ -79,6 +79,24 @@ def test_execute_injects_only_known_parameters_and_skips_when_current(tmp_path):
     assert "run 2" in outputs_text(nbformat.read(executed, as_version=4)), "changed x not rerun"
 
 
+def test_an_edited_params_file_runs_its_chapters_again(tmp_path):
+    """Chapters read their run settings from the params file, not from parameters: a copy run with
+    other file content is stale although the file's path, the parameter, is the same."""
+    text = CHAPTER.replace('label: str = "default"', 'label: str = "default"\nparams_file = None') + (
+        "\n# %%\nprint(open(params_file).read())\n")
+    chapter = write_chapter(tmp_path / "book", text=text)
+    settings = tmp_path / "ci.yaml"
+    settings.write_text("n_triplets: 10\n")
+    out = tmp_path / "executed"
+    [executed] = execute_chapters([chapter], out, {"params_file": str(settings)}, progress=False)
+    stamp = executed.stat().st_mtime_ns
+    execute_chapters([chapter], out, {"params_file": str(settings)}, progress=False)
+    assert executed.stat().st_mtime_ns == stamp, "an up-to-date chapter was executed again"
+    settings.write_text("n_triplets: 20\n")
+    execute_chapters([chapter], out, {"params_file": str(settings)}, progress=False)
+    assert "n_triplets: 20" in outputs_text(nbformat.read(executed, as_version=4)), "edited settings not rerun"
+
+
 @pytest.mark.slow
 def test_a_failing_chapter_is_named_and_its_partial_notebook_kept(tmp_path):
     text = CHAPTER + '\n# %%\nraise ValueError("no city here")\n'
