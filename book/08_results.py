@@ -539,3 +539,7 @@ glue("abl_best_part_r2", float(abl.drop("MuseCL").reindex(list(ABLATION)).dropna
 #    SV only, RS only) gain or lose against Tile2vec-style?
 # 3. Read the spatial table: which methods lose most when neighbours leave the training set, and
 #    why would a location model lose everything?
+# 4. Where does MuseCL's embedding lose what its inputs show? Read the latents out of the run's
+#    `embeddings/SV+RS.csv` and `embeddings/MuseCL.csv` with
+#    {func}`~musecl.evaluation.latent_probe` and compare the mean R² per latent with that of
+#    `embeddings/EfficientNet-Lite0 (ImageNet).csv`: is the loss in the two heads or in the fusion?
