@@ -408,6 +408,100 @@ def paired_differences(results: pd.DataFrame, indicators: Sequence[str], target:
 
 
 # ------------------------------------------------------------------------------------------
+# the book's bar for MuseCL, and where its shortfall goes
+
+BAR = ("SV only", "RS only", "POI only", "Concat", "Pretext features")  # its inputs and what they are built from
+GOAL_SHARE = 0.85  # of the all-latent ceiling, random split
+
+
+def bar_checks(paired: dict[str, pd.DataFrame], share: float | None, bar: Sequence[str] = BAR,
+               goal_share: float = GOAL_SHARE) -> dict[str, dict[str, bool]]:
+    """The book's bar, check -> split -> passed: "beats M" for each method M of ``bar`` that the
+    run scored (its :func:`paired_differences` verdict in that split is "better"), and, when the
+    city has a ceiling, whether ``share`` (the target's random-split headline mean over the
+    all-latent ceiling's) reaches ``goal_share``."""
+    checks = {f"beats {m}": {split: bool(table.loc[m, "verdict"] == "better")
+                             for split, table in paired.items() if m in table.index} for m in bar}
+    checks = {name: row for name, row in checks.items() if row}
+    if share is not None:
+        checks[f"≥ {goal_share:.0%} of the all-latent ceiling (is {share:.0%})"] = {"random": share >= goal_share}
+    return checks
+
+
+def room_sentence(raw: dict[str, float], ceiling: float | None, goal_share: float = GOAL_SHARE) -> str:
+    """How much room the raw inputs leave, in words: ``raw`` maps a row of unlearned inputs to its
+    random-split headline mean, ``ceiling`` is the all-latent ceiling's (None: a real city)."""
+    if ceiling is None:
+        return "This city records no ceiling, so there is no share of it to measure."
+    if not raw:
+        return "No row of raw inputs ran, so the room they leave is not measured."
+    best = max(raw, key=raw.get)
+    share = raw[best] / ceiling
+    return (f"How much room the inputs leave: read by the same probe, MuseCL's raw inputs reach at most "
+            f"{raw[best]:.3f} (*{best}*), {share:.0%} of the all-latent ceiling ("
+            + ", ".join(f"*{m}* {v:.3f}" for m, v in raw.items()) + ", random split)"
+            + (f". So on this city the {goal_share:.0%} check asks for more than the probe reads from the raw "
+               "inputs themselves: an embedding learned from them can pass it only by making what they hold "
+               "easier to read." if share < goal_share else "."))
+
+
+def shortfall(r2: pd.Series, ceiling: float, inputs: Sequence[str], own: str, target: str = TARGET,
+              split: str = "random", goal_share: float = GOAL_SHARE) -> dict[str, float]:
+    """``target``'s shortfall from ``goal_share`` x ``ceiling`` in three parts that add up to it:
+    ``beyond_inputs`` (the goal minus the best of ``inputs``, rows that read the latents out of raw
+    inputs with a regression fitted to them), ``kept_less`` (that read-out minus ``own``, the
+    latents read out of the target's embedding) and ``probe`` (``own`` minus the target). ``r2``:
+    headline mean R2 indexed by (method, split). ``best_inputs`` names the best of ``inputs``."""
+    goal = goal_share * ceiling
+    best = max(inputs, key=lambda name: r2[(name, split)])
+    at_inputs, at_own, at_target = (float(r2[(name, split)]) for name in (best, own, target))
+    return {"goal": goal, "total": goal - at_target, "beyond_inputs": goal - at_inputs,
+            "kept_less": at_inputs - at_own, "probe": at_own - at_target, "best_inputs": best}
+
+
+def shortfall_sentence(r2: pd.Series, ceiling: float, perfect: str, read: dict[str, str], own: str,
+                       columns: int, target: str = TARGET, split: str = "random",
+                       goal_share: float = GOAL_SHARE) -> str:
+    """:func:`shortfall` in words. ``perfect``: the row given the latents themselves; ``read``:
+    the rows that read the latents out of raw inputs -> what each reads them from ("every raw
+    input"); ``columns``: the width of the target's embedding."""
+    parts = shortfall(r2, ceiling, list(read), own, target, split, goal_share)
+    at = {name: float(r2[(name, split)]) for name in (perfect, *read, own, target)}
+    share = {name: f"{value:.3f} ({value / ceiling:.0%})" for name, value in at.items()}
+    given = at[perfect] / ceiling
+    return (f"Given the latents themselves the probe reaches {at[perfect]:.3f} ({given:.0%} of the ceiling): "
+            + ("the probe loses little" if given >= 0.9 else f"the probe itself loses {1 - given:.0%}")
+            + f". The {goal_share:.0%} check asks for {parts['goal']:.3f}. Read out of "
+            + ", out of ".join(f"{words}{' the latents give' if k == 0 else ''} {share[name]}"
+                               for k, (name, words) in enumerate(read.items()))
+            + f", out of {target}'s embedding {share[own]}, and {target} itself gets {share[target]} through "
+            f"the probe ({split} split). "
+            + (f"So {target} clears the check by {-parts['total']:.3f}." if parts["total"] <= 0 else
+               f"So of {target}'s shortfall from the check ({parts['total']:.3f} R²), "
+               f"{parts['beyond_inputs']:.3f} is beyond what its inputs show to a ridge fitted to the latents, "
+               f"{parts['kept_less']:.3f} is what its embedding keeps less of than its inputs show, and "
+               f"{parts['probe']:.3f} is what the probe does not read from the embedding's {columns} columns.")
+            + (" The check thus asks an embedding learned without the latents to show them better than a ridge "
+               "regression fitted to the latents reads them from the same inputs." if parts["beyond_inputs"] > 0
+               else ""))
+
+
+def reference_vs_sentence(r2: pd.Series, pairs: dict[str, pd.Series], reference: str, what: str,
+                          method: str = "Pretext features") -> str:
+    """A reference row against a method of the bar, in words: ``pairs`` maps a split to the
+    :func:`paired_differences` row of ``method`` with ``reference`` as the target; ``what`` says
+    what the reference reads the latents out of ("the images alone")."""
+    splits = list(pairs)
+    clear = all(p["verdict"] == "better" for p in pairs.values())
+    return (f"Read out of {what} the latents give " + " / ".join(f"{r2[(reference, s)]:.3f}" for s in splits)
+            + f" against *{method}*' " + " / ".join(f"{r2[(method, s)]:.3f}" for s in splits)
+            + f" ({' / '.join(splits)} split; paired differences "
+            + ", ".join(f"{p['difference']:+.3f} [{p['low']:+.3f}, {p['high']:+.3f}]" for p in pairs.values())
+            + "): " + ("an" if clear else "even an") + " embedding that showed the latents as well as that "
+            "read-out would " + ("" if clear else "not clearly ") + f"pass the bar's check against *{method}*.")
+
+
+# ------------------------------------------------------------------------------------------
 # files
 
 

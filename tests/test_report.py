@@ -379,3 +379,56 @@ def test_training_findings_follow_the_numbers():
     assert training_findings(0.71, 0.67, both)[1] == (
         "its training triplet loss (the reconstruction term aside) went from 0.350 to 0.010 while the "
         "validation one went only from 0.360 to 0.340: it fits its own triplets far better than new ones.")
+
+
+def test_bar_checks_count_only_the_methods_the_run_scored():
+    """A check passes only on a paired 'better'; a method the run did not score gets no row; the
+    ceiling check is there only when the city has a ceiling."""
+    verdicts = {"SV only": "better", "RS only": "unclear", "Concat": "worse"}
+    paired = {split: pd.DataFrame({"verdict": verdicts}) for split in ("random", "spatial")}
+    checks = report.bar_checks(paired, share=0.6)
+    assert checks["beats SV only"] == {"random": True, "spatial": True}
+    assert checks["beats RS only"] == {"random": False, "spatial": False}
+    assert "beats POI only" not in checks and "beats Pretext features" not in checks
+    assert checks["≥ 85% of the all-latent ceiling (is 60%)"] == {"random": False}
+    assert report.bar_checks(paired, share=0.9)["≥ 85% of the all-latent ceiling (is 90%)"] == {"random": True}
+    assert not any("ceiling" in name for name in report.bar_checks(paired, share=None))
+
+
+def test_room_sentence_says_when_the_goal_asks_more_than_the_inputs_give():
+    assert "no ceiling" in report.room_sentence({"Pretext features": 0.6}, None)
+    assert "No row of raw inputs" in report.room_sentence({}, 0.8)
+    low = report.room_sentence({"Pretext features": 0.6, "Lite0": 0.5}, 0.8)
+    assert "at most 0.600 (*Pretext features*), 75% of" in low and "asks for more" in low
+    assert "asks for more" not in report.room_sentence({"Pretext features": 0.75}, 0.8)
+
+
+def test_shortfall_parts_add_up_and_follow_the_best_read_out():
+    r2 = pd.Series({("perfect", "random"): 0.80, ("inputs", "random"): 0.65, ("images", "random"): 0.60,
+                    ("own", "random"): 0.58, ("MuseCL", "random"): 0.56})
+    parts = report.shortfall(r2, ceiling=0.8, inputs=["images", "inputs"], own="own")
+    assert parts["best_inputs"] == "inputs"
+    assert parts["goal"] == pytest.approx(0.68)
+    assert parts["beyond_inputs"] == pytest.approx(0.03) and parts["kept_less"] == pytest.approx(0.07)
+    assert parts["probe"] == pytest.approx(0.02)
+    assert parts["beyond_inputs"] + parts["kept_less"] + parts["probe"] == pytest.approx(parts["total"])
+    words = report.shortfall_sentence(r2, 0.8, "perfect", {"inputs": "every raw input", "images": "the images"},
+                                      "own", columns=128)
+    assert "every raw input the latents give 0.650 (81%), out of the images 0.600 (75%)" in words
+    assert "(0.120 R²), 0.030 is beyond" in words and "128 columns" in words and "fitted to the latents reads" in words
+    assert "loses little" in words
+    r2[("MuseCL", "random")] = 0.70  # past the goal: no shortfall to split
+    assert "MuseCL clears the check by 0.020." in report.shortfall_sentence(r2, 0.8, "perfect",
+                                                                          {"inputs": "x"}, "own", 128)
+
+
+def test_reference_vs_sentence_says_clearly_only_when_every_interval_is_above():
+    r2 = pd.Series({("ref", "random"): 0.62, ("ref", "spatial"): 0.49, ("Pretext features", "random"): 0.60,
+                    ("Pretext features", "spatial"): 0.45})
+    row = {"difference": 0.02, "low": 0.01, "high": 0.03, "verdict": "better"}
+    both = {"random": pd.Series(row), "spatial": pd.Series(row)}
+    assert "would pass" in report.reference_vs_sentence(r2, both, "ref", "the images")
+    one = {**both, "spatial": pd.Series({**row, "low": -0.01, "verdict": "unclear"})}
+    words = report.reference_vs_sentence(r2, one, "ref", "the images")
+    assert "would not clearly pass" in words and "0.620 / 0.490 against *Pretext features*' 0.600 / 0.450" in words
+    assert "+0.020 [+0.010, +0.030], +0.020 [-0.010, +0.030]" in words
