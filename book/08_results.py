@@ -381,37 +381,9 @@ if ceilings is not None:
 else:
     ceiling_sentence = "This city records no ceilings (a real city): the table has no upper reference."
 glue("ceiling_sentence", Markdown(ceiling_sentence), display=False)
-why = []  # evidence for where MuseCL's information is lost, from rows this run scored
-if {"POI only", "Pretext features"} <= set(mean_r2.index):
-    poi_ceiling = (f", although what the POIs show allows {ceiling_r2.loc['Ceiling: what POIs show', 'random']:.3f}"
-                   if ceilings is not None and "Ceiling: what POIs show" in ceiling_r2.index else "")
-    why.append(f"its alignment target, the eq. 7 POI vector, reaches only {mean_r2.loc['POI only', 'random']:.3f} "
-               f"alone (random split){poi_ceiling}: averaging category vectors drops how many POIs of each "
-               "kind a region has, which the counts in *Pretext features* keep")
-if {"MuseCL", "Fusion-svrv"} <= set(mean_r2.index) and "Fusion-svrv" in paired.get("random", pd.DataFrame()).index:
-    muse, svrv = mean_r2.loc["MuseCL", "random"], mean_r2.loc["Fusion-svrv", "random"]
-    what_it_does = {"better": "adds to what the images alone give",  # MuseCL minus Fusion-svrv, paired
-                    "worse": "costs more than it brings"}.get(paired["random"].loc["Fusion-svrv", "verdict"],
-                                                              "neither adds nor costs measurably")
-    why.append(f"the same fusion with the region's own image embeddings as its target instead of the POI "
-               f"vector (*Fusion-svrv*) reaches {svrv:.3f} against MuseCL's {muse:.3f}: on this city the "
-               f"alignment to the POI text {what_it_does} (paired interval above)")
-if {"EfficientNet-Lite0 (ImageNet)", "SV+RS"} <= set(mean_r2.index):
-    why.append(f"the two trained image encoders together (*SV+RS*) reach {mean_r2.loc['SV+RS', 'random']:.3f}, "
-               + ("the frozen features their heads were trained on " if heads else
-                  "a frozen ImageNet model's features of the same images ")
-               + f"(*EfficientNet-Lite0 (ImageNet)*) "
-               f"{mean_r2.loc['EfficientNet-Lite0 (ImageNet)', 'random']:.3f}: the triplet tasks keep less than "
-               "the images show (chapters 3 and 4 measure it per latent)")
-if {"EfficientNet-Lite0 (ImageNet)", "Pretext features"} <= set(mean_r2.index) and \
-        mean_r2.loc["EfficientNet-Lite0 (ImageNet)", "random"] < mean_r2.loc["Pretext features", "random"]:
-    why.append(f"and even the frozen features of both images "
-               f"({mean_r2.loc['EfficientNet-Lite0 (ImageNet)', 'random']:.3f}) stay below *Pretext features* "
-               f"({mean_r2.loc['Pretext features', 'random']:.3f}): at this image size the pictures predict less "
-               "than the pretext inputs do, so an image embedding can only overtake those inputs through what "
-               "the alignment to the POI vectors carries into it, and that target is weak (first point)")
-glue("why_sentence", Markdown("Where the information goes: " + "; ".join(why) + "." if why else
-                              "(The rows needed to trace where MuseCL loses information were not run.)"),
+poi_ceiling = (ceiling_r2.loc["Ceiling: what POIs show", "random"]
+               if ceilings is not None and "Ceiling: what POIs show" in ceiling_r2.index else None)
+glue("why_sentence", Markdown(report.information_sentence(mean_r2, paired.get("random"), poi_ceiling, bool(heads))),
      display=False)
 best_base = mean_r2.loc[[m for m in PAPER_BASELINES if m != "MuseCL" and m in mean_r2.index], "random"]
 glue("best_baseline", best_base.idxmax(), display=False)

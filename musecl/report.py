@@ -501,6 +501,42 @@ def reference_vs_sentence(r2: pd.Series, pairs: dict[str, pd.Series], reference:
             "read-out would " + ("" if clear else "not clearly ") + f"pass the bar's check against *{method}*.")
 
 
+def information_sentence(mean_r2: pd.DataFrame, paired: pd.DataFrame | None = None,
+                         poi_ceiling: float | None = None, heads: bool = True) -> str:
+    """Where MuseCL loses information, in words, from the rows the run scored: ``mean_r2`` is the
+    headline mean R2 (method x split), ``paired`` the random split's :func:`paired_differences`,
+    ``poi_ceiling`` what the POIs show (a generated city's ceiling), ``heads`` whether the image
+    encoders are heads on the frozen features the *EfficientNet-Lite0 (ImageNet)* row reads."""
+    r2 = mean_r2["random"]
+    lite0, pretext = "EfficientNet-Lite0 (ImageNet)", "Pretext features"
+    why = []
+    if {"POI only", pretext} <= set(r2.index):
+        allows = f", although what the POIs show allows {poi_ceiling:.3f}" if poi_ceiling is not None else ""
+        why.append(f"its alignment target, the eq. 7 POI vector, reaches only {r2['POI only']:.3f} alone (random "
+                   f"split){allows}: averaging category vectors drops how many POIs of each kind a region has, "
+                   f"which the counts in *{pretext}* keep")
+    if {TARGET, "Fusion-svrv"} <= set(r2.index) and paired is not None and "Fusion-svrv" in paired.index:
+        does = {"better": "adds to what the images alone give",  # MuseCL minus Fusion-svrv, paired
+                "worse": "costs more than it brings"}.get(paired.loc["Fusion-svrv", "verdict"],
+                                                          "neither adds nor costs measurably")
+        why.append(f"the same fusion with the region's own image embeddings as its target instead of the POI "
+                   f"vector (*Fusion-svrv*) reaches {r2['Fusion-svrv']:.3f} against {TARGET}'s {r2[TARGET]:.3f}: on "
+                   f"this city the alignment to the POI text {does} (paired interval above)")
+    if {lite0, "SV+RS"} <= set(r2.index):
+        why.append(f"the two trained image encoders together (*SV+RS*) reach {r2['SV+RS']:.3f}, "
+                   + ("the frozen features their heads were trained on " if heads else
+                      "a frozen ImageNet model's features of the same images ")
+                   + f"(*{lite0}*) {r2[lite0]:.3f}: the triplet tasks keep less than the images show (chapters 3 "
+                   "and 4 measure it per latent)")
+    if {lite0, pretext} <= set(r2.index) and r2[lite0] < r2[pretext]:
+        why.append(f"and even the frozen features of both images ({r2[lite0]:.3f}) stay below *{pretext}* "
+                   f"({r2[pretext]:.3f}): at this image size the pictures predict less than the pretext inputs "
+                   "do, so an image embedding can only overtake those inputs through what the alignment to the "
+                   "POI vectors carries into it, and that target is weak (first point)")
+    return ("Where the information goes: " + "; ".join(why) + "." if why else
+            "(The rows needed to trace where MuseCL loses information were not run.)")
+
+
 # ------------------------------------------------------------------------------------------
 # files
 

@@ -432,3 +432,18 @@ def test_reference_vs_sentence_says_clearly_only_when_every_interval_is_above():
     words = report.reference_vs_sentence(r2, one, "ref", "the images")
     assert "would not clearly pass" in words and "0.620 / 0.490 against *Pretext features*' 0.600 / 0.450" in words
     assert "+0.020 [+0.010, +0.030], +0.020 [-0.010, +0.030]" in words
+
+
+def test_information_sentence_uses_only_the_rows_the_run_scored():
+    mean_r2 = pd.DataFrame({"random": {"MuseCL": 0.56, "POI only": 0.06, "Pretext features": 0.60,
+                                       "Fusion-svrv": 0.55, "SV+RS": 0.50,
+                                       "EfficientNet-Lite0 (ImageNet)": 0.58}})
+    paired = pd.DataFrame({"verdict": {"Fusion-svrv": "unclear"}})
+    words = report.information_sentence(mean_r2, paired, poi_ceiling=0.4)
+    assert words.startswith("Where the information goes: its alignment target")
+    assert "reaches only 0.060 alone (random split), although what the POIs show allows 0.400" in words
+    assert "(*Fusion-svrv*) reaches 0.550 against MuseCL's 0.560" in words and "neither adds nor costs" in words
+    assert "the frozen features their heads were trained on" in words and "stay below *Pretext features*" in words
+    cnn = report.information_sentence(mean_r2.drop(index="POI only"), None, heads=False)
+    assert "POI vector, reaches" not in cnn and "Fusion-svrv" not in cnn and "a frozen ImageNet model's" in cnn
+    assert "were not run" in report.information_sentence(mean_r2.loc[["MuseCL"]])
