@@ -61,7 +61,7 @@ from musecl import plotting
 from musecl.cache import city_fingerprint, load_table
 from musecl.city import INFLOW, OUTFLOW, SATELLITE, STREETVIEW
 from musecl.encoders.heads import FEATURE_HEADS
-from musecl.evaluation import latent_probe
+from musecl.evaluation import latent_probe, triplet_agreement
 from musecl.encoders.image import ImageStore, augment_images, build_encoder
 from musecl.methods.baselines import efficientnet_stage
 from musecl.methods.multisemantic import image_settings, image_stage, initial_embedding, stage_encoder
@@ -326,16 +326,9 @@ colour = pd.DataFrame(store.images.float().mean(dim=(2, 3)).numpy(), columns=["R
 mean_colour = colour.groupby(owner).mean().set_axis(store.region_ids).reindex(present.index)
 
 
-def agreement(table: pd.DataFrame, rows: np.ndarray) -> float:
-    """Share of triplets whose anchor is more cosine-similar to the positive than to the negative."""
-    unit_rows = table.div(np.linalg.norm(table.to_numpy(), axis=1), axis=0)
-    t = triplets.iloc[rows]
-    a, p, n = (unit_rows.loc[t[c]].to_numpy() for c in ("anchor", "positive", "negative"))
-    return float(np.mean((a * p).sum(axis=1) > (a * n).sum(axis=1)))
-
-
 _, val_rows = split_indices(len(triplets), cfg.val_fraction, cfg.seed)
-check = pd.Series({"untrained": agreement(untrained, val_rows), "trained": agreement(present, val_rows)},
+check = pd.Series({"untrained": triplet_agreement(untrained, triplets.iloc[val_rows]),
+                   "trained": triplet_agreement(present, triplets.iloc[val_rows])},
                   name="validation triplets in the right order")
 glue("agree_untrained", float(check["untrained"]) * 100, display=False)
 glue("agree_trained", float(check["trained"]) * 100, display=False)

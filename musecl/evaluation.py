@@ -628,6 +628,15 @@ def ridge_cv_r2(features: pd.DataFrame, city: City, indicators: Sequence[str] | 
     return pd.Series(out, name="r2", dtype=float)
 
 
+def triplet_agreement(embedding: pd.DataFrame, triplets: pd.DataFrame) -> float:
+    """Share of ``triplets`` (region ids in columns anchor, positive, negative) whose anchor's row
+    of ``embedding`` is more cosine-similar to the positive's than to the negative's: an image
+    encoder's own objective, scored on triplets it did not train on (chance: 0.5)."""
+    unit = embedding.div(np.linalg.norm(embedding.to_numpy(), axis=1), axis=0)
+    a, p, n = (unit.loc[triplets[c]].to_numpy() for c in ("anchor", "positive", "negative"))
+    return float(np.mean((a * p).sum(axis=1) > (a * n).sum(axis=1)))
+
+
 def latent_probe(features: pd.DataFrame, latents: pd.DataFrame, folds: int = 5,
                  seed: int = 0) -> tuple[pd.Series, pd.DataFrame]:
     """How much of each latent a linear read-out recovers from ``features`` (generated cities,

@@ -12,7 +12,7 @@ from musecl.city import CityMeta, Indicator, load_city, write_city
 from musecl.evaluation import (
     CEILING_METHODS, PREDICTION_COLUMNS, RESULT_COLUMNS, MLPProbe, ProbeConfig, RidgeProbe, block_ids, correlation_by_distance,
     correlation_range, evaluate_ceilings, evaluate_embedding, latent_probe, predict_indicator, random_split,
-    ridge_cv_r2, scores, spatial_block_split, spatial_setting, summarize,
+    ridge_cv_r2, scores, spatial_block_split, spatial_setting, summarize, triplet_agreement,
 )
 
 torch.set_num_threads(1)
@@ -333,3 +333,11 @@ def test_buffered_regions_are_marked_in_predictions(linear_city):
     plain = predict_indicator(emb, city, "LIN", split="spatial", seed=0, probe="ridge", buffer_m=0)
     assert "buffer" not in set(plain["split_part"])
     assert (preds["split_part"] == "test").sum() == (plain["split_part"] == "test").sum()
+
+
+def test_triplet_agreement_counts_anchors_nearer_their_positive():
+    """Cosine, not distance: a scaled copy of the anchor is a perfect positive."""
+    emb = pd.DataFrame([[1.0, 0.0], [3.0, 0.1], [0.0, 1.0], [-1.0, -0.2]], index=["a", "b", "c", "d"])
+    triplets = pd.DataFrame({"anchor": ["a", "a", "c"], "positive": ["b", "c", "a"], "negative": ["c", "b", "d"]})
+    assert triplet_agreement(emb, triplets) == pytest.approx(2 / 3)
+    assert triplet_agreement(emb, triplets.iloc[:1]) == 1.0
