@@ -141,7 +141,7 @@ indicator_table = pd.DataFrame({
     "max": city.indicators.max(),
     "oracle R²": pd.Series(meta.oracle_r2, dtype=float),
 }).rename_axis("indicator")
-indicator_table.round(2)
+indicator_table.dropna(axis="columns", how="all").round(2)  # a real city has no oracle R²
 
 # %% [markdown]
 # ## The hidden causes and the indicators, on the map

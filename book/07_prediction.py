@@ -180,17 +180,8 @@ shown
 glue("seeds", ", ".join(map(str, cfg.seeds)), display=False)
 glue("headline", ", ".join(headline), display=False)
 mean_r2 = results[results["indicator"].isin(headline)].groupby("split")["r2"].mean()
-for split in ("random", "spatial"):
-    glue(f"mean_r2_{split}", float(mean_r2.get(split, float("nan"))), display=False)
 ceiling_means = (ceilings[ceilings["indicator"].isin(headline)].groupby(["method", "split"])["r2"].mean()
-                 if len(ceilings) else pd.Series(dtype=float))
-for split in ("random", "spatial"):
-    full = float(ceiling_means.get((all_latents, split), float("nan")))
-    single = ceiling_means.drop(all_latents, level="method", errors="ignore")
-    single = single.xs(split, level="split").max() if len(single) else float("nan")
-    glue(f"ceiling_{split}", full, display=False)
-    glue(f"single_{split}", float(single), display=False)
-    glue(f"share_{split}", float(mean_r2.get(split, float("nan"))) / full, display=False)
+                 if len(ceilings) else None)
 weights = method.history("satellite")  # noqa: F841  (trained stages are cached; shown in earlier chapters)
 import json  # noqa: E402
 

@@ -207,27 +207,20 @@ retrain_text = ("In this run (`retrain: per_seed`) each seed re-ran every stage 
                 "`retrain: per_seed` retrains every stage for each seed.".format(cfg.seed))
 glue("retrain_text", Markdown(retrain_text), display=False)
 paired = {split: report.paired_differences(results, headline, split=split) for split in cfg.splits}
-shown = pd.DataFrame({
-    (split, what): column
-    for split, table in paired.items()
-    for what, column in (
-        ("MuseCL minus method [95% interval]",
-         [f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for d, lo, hi in zip(table["difference"], table["low"], table["high"])]),
-        ("MuseCL is", list(table["verdict"])))
-}, index=next(iter(paired.values())).index)
-display(shown)
+display(report.paired_text(paired))
 for split, table in paired.items():
     counts = table["verdict"].value_counts()
     glue(f"n_better_{split}", int(counts.get("better", 0)), display=False)
     glue(f"n_worse_{split}", int(counts.get("worse", 0)), display=False)
     glue(f"n_methods_{split}", len(table), display=False)
-glue("n_seeds", len(cfg.seeds), display=False)
+glue("seeds_cannot_tell", f"{len(cfg.seeds)} seeds cannot tell" if len(cfg.seeds) > 1 else
+     "one seed gives no interval, so it cannot tell: run two or more", display=False)
 
 # %% [markdown]
 # Of the {glue:text}`n_methods_random` other methods, MuseCL is significantly better than
 # {glue:text}`n_better_random` and significantly worse than {glue:text}`n_worse_random` under the
 # random split ({glue:text}`n_better_spatial` and {glue:text}`n_worse_spatial` under the spatial
-# split); for the rest {glue:text}`n_seeds` seeds cannot tell.
+# split); for the rest {glue:text}`seeds_cannot_tell`.
 #
 # ### Does MuseCL earn its place here?
 #
@@ -252,14 +245,13 @@ raw = {m: float(means[(m, "random")]) for m in RAW if (m, "random") in means.ind
 checks = report.bar_checks(paired, None if all_latents is None else float(means[("MuseCL", "random")] / all_latents))
 room = report.room_sentence(raw, None if all_latents is None else float(all_latents))
 glue("room_sentence", Markdown(room), display=False)
-met = [passed for row in checks.values() for passed in row.values()]
-glue("bar_met", sum(met), display=False)
-glue("bar_total", len(met), display=False)
-pd.DataFrame({name: {split: "yes" if passed else "no" for split, passed in row.items()}
-              for name, row in checks.items()}).T.reindex(columns=list(paired)).fillna("")
+glue("bar_sentence", report.bar_sentence(checks), display=False)
+pd.DataFrame({name: {split: {True: "yes", False: "no", None: "one seed: no interval"}[passed]
+                     for split, passed in row.items()} for name, row in checks.items()}).T.reindex(
+    columns=list(paired)).fillna("")
 
 # %% [markdown]
-# MuseCL clears {glue:text}`bar_met` of the {glue:text}`bar_total` checks. Where it does not,
+# {glue:text}`bar_sentence` Where it does not,
 # the reasons are in the tables above and in the section on who wins below.
 # {glue:md}`room_sentence`
 #

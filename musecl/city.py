@@ -944,10 +944,12 @@ def write_city(root: str | Path, meta: CityMeta, regions: pd.DataFrame, indicato
     return root
 
 
-def restrict_city(src: str | Path, out: str | Path, modalities: Sequence[str], poi_text: bool = True) -> Path:
+def restrict_city(src: str | Path, out: str | Path, modalities: Sequence[str], poi_text: bool = True,
+                  latents: bool = True) -> Path:
     """A copy of a city folder with only ``modalities`` (and, with ``poi_text=False``, POI
-    categories without their text): how the book and the methods are tried on cities that lack
-    some data, as most real cities do. Images of the kept kinds are copied; the folder is validated."""
+    categories without their text; with ``latents=False``, none of a generated city's latents,
+    oracle R2 or ceilings): how the book and the methods are tried on cities that lack some data,
+    as real cities do. Images of the kept kinds are copied; the folder is validated."""
     unknown = sorted(set(modalities) - set(MODALITIES))
     if unknown:
         raise ValueError(f"unknown modalities {unknown}; use some of {list(MODALITIES)}")
@@ -957,6 +959,8 @@ def restrict_city(src: str | Path, out: str | Path, modalities: Sequence[str], p
         city.meta, name=f"{city.meta.name} ({', '.join(keep) or 'no modalities'})", modalities=keep,
         modality_latents={m: v for m, v in city.meta.modality_latents.items() if m in keep},
         modality_oracle_r2={m: v for m, v in city.meta.modality_oracle_r2.items() if m in keep})
+    if not latents:
+        meta = dataclasses.replace(meta, oracle_r2={}, latents={}, modality_latents={}, modality_oracle_r2={})
     out = Path(out)
     images = city.images[city.images[KIND].isin([k for k in IMAGE_KINDS if k in keep])].copy()
     relative = [Path(p).relative_to(city.root) for p in images[PATH]]
@@ -965,12 +969,13 @@ def restrict_city(src: str | Path, out: str | Path, modalities: Sequence[str], p
         shutil.copyfile(city.root / path, out / path)
     images[PATH] = [p.as_posix() for p in relative]
     pois = city.pois.assign(**{TEXT: city.pois[TEXT] if poi_text else ""}) if POI in keep else None
-    ceilings = city.ceilings
+    ceilings = city.ceilings if latents else None
     if ceilings is not None:
         ceilings = ceilings[ceilings[SOURCE].isin([CEILING_ALL, *keep])].set_index(REGION_ID)
     write_city(out, meta, city.regions, city.indicators, images=images if len(images) else None, pois=pois,
                mobility=city.mobility if MOBILITY in keep else None,
-               od=city.od if MOBILITY in keep else None, latents=city.latents, ceilings=ceilings)
+               od=city.od if MOBILITY in keep else None, latents=city.latents if latents else None,
+               ceilings=ceilings)
     problems = validate_city(out)
     if problems:
         raise CityFormatError(problems)

@@ -369,9 +369,25 @@ READABLE = {"best": "best method", "best_mean": "its mean", "best_std": "its sd"
 
 def readable(table: pd.DataFrame) -> pd.DataFrame:
     """A per-indicator table of :func:`winners` or :func:`location_vs` as a page shows it: indexed
-    by indicator (and city, when it holds several), column names in words."""
+    by indicator (and city, when it holds several), column names in words; a column with no value
+    (the sd of a single seed) is left out."""
     keys = ["city", "indicator"] if table["city"].nunique() > 1 else ["indicator"]
-    return table.drop(columns=[] if "city" in keys else ["city"]).set_index(keys).rename(columns=READABLE)
+    table = table.drop(columns=[] if "city" in keys else ["city"]).dropna(axis="columns", how="all")
+    return table.set_index(keys).rename(columns=READABLE)
+
+
+def paired_text(paired: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """:func:`paired_differences` of each split side by side as a page shows them: per method the
+    difference with its interval ("+0.050 [+0.010, +0.090]"; one seed: "+0.050 (one seed: no
+    interval)") and the verdict."""
+    def interval(row) -> str:
+        if row["high"] != row["high"]:  # NaN: fewer than two seeds
+            return f"{row['difference']:+.3f} (one seed: no interval)"
+        return f"{row['difference']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]"
+
+    return pd.DataFrame({(split, what): column for split, table in paired.items() for what, column in (
+        (f"{TARGET} minus method [95% interval]", [interval(row) for _, row in table.iterrows()]),
+        (f"{TARGET} is", list(table["verdict"])))}, index=next(iter(paired.values())).index)
 
 
 def paired_differences(results: pd.DataFrame, indicators: Sequence[str], target: str = TARGET,
@@ -415,17 +431,29 @@ GOAL_SHARE = 0.85  # of the all-latent ceiling, random split
 
 
 def bar_checks(paired: dict[str, pd.DataFrame], share: float | None, bar: Sequence[str] = BAR,
-               goal_share: float = GOAL_SHARE) -> dict[str, dict[str, bool]]:
+               goal_share: float = GOAL_SHARE) -> dict[str, dict[str, bool | None]]:
     """The book's bar, check -> split -> passed: "beats M" for each method M of ``bar`` that the
-    run scored (its :func:`paired_differences` verdict in that split is "better"), and, when the
-    city has a ceiling, whether ``share`` (the target's random-split headline mean over the
-    all-latent ceiling's) reaches ``goal_share``."""
-    checks = {f"beats {m}": {split: bool(table.loc[m, "verdict"] == "better")
+    run scored (its :func:`paired_differences` verdict in that split is "better"; None, undecided,
+    where one seed gives no interval), and, when the city has a ceiling, whether ``share`` (the
+    target's random-split headline mean over the all-latent ceiling's) reaches ``goal_share``."""
+    checks = {f"beats {m}": {split: table.loc[m, "verdict"] == "better" if table.loc[m, "verdict"] else None
                              for split, table in paired.items() if m in table.index} for m in bar}
     checks = {name: row for name, row in checks.items() if row}
     if share is not None:
         checks[f"≥ {goal_share:.0%} of the all-latent ceiling (is {share:.0%})"] = {"random": share >= goal_share}
     return checks
+
+
+def bar_sentence(checks: dict[str, dict[str, bool | None]], target: str = TARGET) -> str:
+    """How many of :func:`bar_checks` the target clears, and how many one seed cannot decide."""
+    results = [passed for row in checks.values() for passed in row.values()]
+    decided = [passed for passed in results if passed is not None]
+    undecided = len(results) - len(decided)
+    if not decided:
+        return "No check can be decided with one seed: each needs a paired interval, so two or more seeds."
+    return (f"{target} clears {sum(decided)} of the {len(decided)} checks"
+            + (f" that this run can decide; {undecided} more need two or more seeds for a paired interval."
+               if undecided else "."))
 
 
 def room_sentence(raw: dict[str, float], ceiling: float | None, goal_share: float = GOAL_SHARE) -> str:

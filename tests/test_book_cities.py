@@ -5,7 +5,9 @@ The chapters that read the book's city are executed with ``params/smoke.yaml``; 
 (real-data and appendix chapters, which do not depend on the city) render as "not executed"
 pages, so every page of the book is rendered. A chapter whose inputs the city lacks must end in
 its note, never in an error. Marked ``book`` (run by ``make check-book`` after ``make book``):
-the four small books took 14 min on the 2-core machine (3.1-4.0 min each, rendering included).
+the four small books with modalities dropped took 14 min on the 2-core machine (3.1-4.0 min each,
+rendering included); the plain one (every modality, no latents or ceilings, as a real city) runs
+every chapter.
 """
 from __future__ import annotations
 
@@ -22,11 +24,12 @@ from musecl.notebooks import METADATA_KEY, build, chapter_sources, find_repo_roo
 pytestmark = [pytest.mark.book, pytest.mark.timeout(1800)]
 
 REPO = Path(__file__).resolve().parents[1]
-CITIES = {  # name -> (modalities kept, POI text kept)
-    "poi-only": (("poi",), False),
-    "poi-mobility": (("poi", "mobility"), True),
-    "images-only": (("satellite", "streetview"), True),
-    "images-poi": (("satellite", "streetview", "poi"), True),
+CITIES = {  # name -> (modalities kept, POI text kept, a generated city's latents and ceilings kept)
+    "poi-only": (("poi",), False, True),
+    "poi-mobility": (("poi", "mobility"), True, True),
+    "images-only": (("satellite", "streetview"), True, True),
+    "images-poi": (("satellite", "streetview", "poi"), True, True),
+    "plain": (("satellite", "streetview", "poi", "mobility"), True, False),  # as a real city: nothing hidden
 }
 TRACEBACK = re.compile(r"Traceback \(most recent call last\)|<IPython\.core\.display\.\w+ object>")
 
@@ -47,8 +50,8 @@ def toy(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("name", list(CITIES))
 def test_book_renders_on_a_city_with_modalities_dropped(name, toy, tmp_path):
-    modalities, poi_text = CITIES[name]
-    city = restrict_city(toy, tmp_path / name, modalities, poi_text=poi_text)
+    modalities, poi_text, latents = CITIES[name]
+    city = restrict_city(toy, tmp_path / name, modalities, poi_text=poi_text, latents=latents)
     chapters = city_chapters()
     html = build(city=city, params_file=REPO / "params" / "smoke.yaml", out=tmp_path / "book", only=chapters)
     assert (html / "index.html").is_file()
@@ -61,6 +64,7 @@ def test_book_renders_on_a_city_with_modalities_dropped(name, toy, tmp_path):
         assert page.is_file(), f"{name}: {page} was not rendered"
         text = page.read_text(errors="replace")
         assert not TRACEBACK.search(text), f"{name}: {page.name} shows a traceback or an object repr"
+        assert "+nan" not in text, f"{name}: {page.name} shows a number that is not one (one seed's interval?)"
         meta = executed.metadata.get(METADATA_KEY, {})
         if source.stem in chapters and not meta.get("complete"):  # stopped: the reader is told why
             assert "does not have" in text, f"{name}: {source.stem} stopped without its note"

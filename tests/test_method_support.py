@@ -40,6 +40,9 @@ def test_restrict_city_keeps_only_the_modalities_asked_for(toy, tmp_path):
     assert all(p.is_file() and tmp_path / "img" in p.parents for p in images.images["path"])
     with pytest.raises(ValueError, match="unknown modalities"):
         restrict_city(toy, tmp_path / "bad", ["lidar"])
+    plain = load_city(restrict_city(toy, tmp_path / "plain", ["poi", "mobility"], latents=False))
+    assert plain.latents is None and plain.ceilings is None and not plain.meta.oracle_r2
+    assert not plain.meta.latents and not plain.meta.modality_oracle_r2
 
 
 def test_every_method_declares_what_it_needs(toy, tmp_path):

@@ -393,6 +393,25 @@ def test_bar_checks_count_only_the_methods_the_run_scored():
     assert checks["≥ 85% of the all-latent ceiling (is 60%)"] == {"random": False}
     assert report.bar_checks(paired, share=0.9)["≥ 85% of the all-latent ceiling (is 90%)"] == {"random": True}
     assert not any("ceiling" in name for name in report.bar_checks(paired, share=None))
+    assert report.bar_sentence(checks) == "MuseCL clears 2 of the 7 checks."
+    one_seed = {split: pd.DataFrame({"verdict": {"SV only": ""}}) for split in ("random", "spatial")}
+    undecided = report.bar_checks(one_seed, share=0.9)
+    assert undecided["beats SV only"] == {"random": None, "spatial": None}
+    assert report.bar_sentence(undecided) == ("MuseCL clears 1 of the 1 checks that this run can decide; 2 more "
+                                              "need two or more seeds for a paired interval.")
+    assert report.bar_sentence(report.bar_checks(one_seed, share=None)).startswith("No check can be decided")
+
+
+def test_paired_text_and_readable_show_one_seed_without_nan():
+    table = pd.DataFrame({"difference": [0.05, -0.1], "low": [0.01, np.nan], "high": [0.09, np.nan],
+                          "n_seeds": [3, 1], "verdict": ["better", ""]}, index=["Concat", "SV only"])
+    shown = report.paired_text({"random": table})
+    assert list(shown[("random", "MuseCL minus method [95% interval]")]) == [
+        "+0.050 [+0.010, +0.090]", "-0.100 (one seed: no interval)"]
+    assert list(shown[("random", "MuseCL is")]) == ["better", ""]
+    winners = pd.DataFrame({"city": ["c"], "indicator": ["PD"], "best": ["MuseCL"], "best_mean": [0.5],
+                            "best_std": [np.nan]})
+    assert list(report.readable(winners).columns) == ["best method", "its mean"]
 
 
 def test_room_sentence_says_when_the_goal_asks_more_than_the_inputs_give():
