@@ -376,17 +376,19 @@ def readable(table: pd.DataFrame) -> pd.DataFrame:
     return table.set_index(keys).rename(columns=READABLE)
 
 
+def _interval(row) -> str:
+    """A row of :func:`paired_differences` as "+0.050 [+0.010, +0.090]"."""
+    if row["high"] != row["high"]:  # NaN: fewer than two seeds
+        return f"{row['difference']:+.3f} (one seed: no interval)"
+    return f"{row['difference']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]"
+
+
 def paired_text(paired: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """:func:`paired_differences` of each split side by side as a page shows them: per method the
     difference with its interval ("+0.050 [+0.010, +0.090]"; one seed: "+0.050 (one seed: no
     interval)") and the verdict."""
-    def interval(row) -> str:
-        if row["high"] != row["high"]:  # NaN: fewer than two seeds
-            return f"{row['difference']:+.3f} (one seed: no interval)"
-        return f"{row['difference']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]"
-
     return pd.DataFrame({(split, what): column for split, table in paired.items() for what, column in (
-        (f"{TARGET} minus method [95% interval]", [interval(row) for _, row in table.iterrows()]),
+        (f"{TARGET} minus method [95% interval]", [_interval(row) for _, row in table.iterrows()]),
         (f"{TARGET} is", list(table["verdict"])))}, index=next(iter(paired.values())).index)
 
 
@@ -519,14 +521,14 @@ def reference_vs_sentence(r2: pd.Series, pairs: dict[str, pd.Series], reference:
     """A reference row against a method of the bar, in words: ``pairs`` maps a split to the
     :func:`paired_differences` row of ``method`` with ``reference`` as the target; ``what`` says
     what the reference reads the latents out of ("the images alone")."""
-    splits = list(pairs)
-    clear = all(p["verdict"] == "better" for p in pairs.values())
+    splits, verdicts = list(pairs), [p["verdict"] for p in pairs.values()]
+    would = ("one seed cannot tell whether an" if "" in verdicts else
+             "an" if all(v == "better" for v in verdicts) else "even an")
     return (f"Read out of {what} the latents give " + " / ".join(f"{r2[(reference, s)]:.3f}" for s in splits)
             + f" against *{method}*' " + " / ".join(f"{r2[(method, s)]:.3f}" for s in splits)
-            + f" ({' / '.join(splits)} split; paired differences "
-            + ", ".join(f"{p['difference']:+.3f} [{p['low']:+.3f}, {p['high']:+.3f}]" for p in pairs.values())
-            + "): " + ("an" if clear else "even an") + " embedding that showed the latents as well as that "
-            "read-out would " + ("" if clear else "not clearly ") + f"pass the bar's check against *{method}*.")
+            + f" ({' / '.join(splits)} split; paired differences " + ", ".join(map(_interval, pairs.values()))
+            + f"): {would} embedding that showed the latents as well as that read-out would "
+            + ("not clearly " if would == "even an" else "") + f"pass the bar's check against *{method}*.")
 
 
 def information_sentence(mean_r2: pd.DataFrame, paired: pd.DataFrame | None = None,

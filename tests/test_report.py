@@ -451,6 +451,9 @@ def test_reference_vs_sentence_says_clearly_only_when_every_interval_is_above():
     words = report.reference_vs_sentence(r2, one, "ref", "the images")
     assert "would not clearly pass" in words and "0.620 / 0.490 against *Pretext features*' 0.600 / 0.450" in words
     assert "+0.020 [+0.010, +0.030], +0.020 [-0.010, +0.030]" in words
+    nan = {"difference": 0.02, "low": np.nan, "high": np.nan, "verdict": ""}
+    words = report.reference_vs_sentence(r2, {s: pd.Series(nan) for s in both}, "ref", "the images")
+    assert "nan" not in words and "+0.020 (one seed: no interval)" in words and "one seed cannot tell" in words
 
 
 def test_information_sentence_uses_only_the_rows_the_run_scored():
