@@ -37,6 +37,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 from myst_nb import glue
 
+from musecl import report
 from musecl.config import RunConfig
 from musecl.datasets.published import published_results
 from musecl.evaluation import (BUFFER_CORRELATION, CEILING_METHODS, correlation_by_distance, correlation_range,
@@ -191,7 +192,7 @@ glue("weights_source", ", ".join(f"{k}: {v}" for k, v in sources.items()), displ
 
 # for "What we saw": the findings, in words that follow this run's numbers
 splits = [split for split in ("random", "spatial") if split in mean_r2]
-scored = " and ".join(f"{mean_r2[split]:.3f} ({split})" for split in splits)
+scored = report.by_split({split: float(mean_r2[split]) for split in splits})
 if len(ceilings):
     full = {split: float(ceiling_means.get((all_latents, split), float("nan"))) for split in splits}
     views = ceiling_means.drop(all_latents, level="method", errors="ignore")

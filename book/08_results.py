@@ -350,16 +350,8 @@ display(Markdown("**The best method per indicator (random split, mean R² over s
 for split, table in loc.items():
     display(Markdown(f"**Location alone against MuseCL and the best other method ({split} split)**"),
             report.readable(table).round(3))
-
-
-def by_split(values: dict) -> str:
-    """'0.563 (random) and 0.335 (spatial)', over the splits this run has."""
-    return " and ".join(f"{value:.3f} ({split})" if isinstance(value, float) else f"{value} ({split})"
-                        for split, value in values.items())
-
-
 glue("n_indicators", len(win_random), display=False)
-glue("muse_wins", by_split({split: int((table["best"] == "MuseCL").sum()) for split, table in win.items()}),
+glue("muse_wins", report.by_split({split: int((table["best"] == "MuseCL").sum()) for split, table in win.items()}),
      display=False)
 glue("winners_random", "; ".join(f"{r.indicator}: {r.best} ({r.best_mean:.3f})"
                                  for r in win_random.itertuples()), display=False)
@@ -368,15 +360,15 @@ glue("location_beats_muse", ", ".join(loc_beats) or "none", display=False)
 mean_r2 = (report.headline_means(results, headline).groupby(["method", "split"])["r2"].mean().unstack())
 for name, key in (("MuseCL", "muse"), ("Location kNN", "loc"), ("Location + MuseCL", "locmuse"),
                   ("Pretext features", "pretext")):
-    glue(key, by_split({split: float(mean_r2.loc[name, split]) for split in cfg.splits}), display=False)
+    glue(key, report.by_split({split: float(mean_r2.loc[name, split]) for split in cfg.splits}), display=False)
 if ceilings is not None:
     ceiling_r2 = report.headline_means(ceilings, headline).groupby(["method", "split"])["r2"].mean().unstack()
     single = ceiling_r2.drop(index="Ceiling: all latents")
     ceiling_sentence = (
         "On the same test regions every latent together allows "
-        + by_split({split: float(ceiling_r2.loc["Ceiling: all latents", split]) for split in cfg.splits})
+        + report.by_split({split: float(ceiling_r2.loc["Ceiling: all latents", split]) for split in cfg.splits})
         + f"; the best single modality ({single['random'].idxmax().removeprefix('Ceiling: ')}) "
-        + by_split({split: float(single[split].max()) for split in cfg.splits}) + ".")
+        + report.by_split({split: float(single[split].max()) for split in cfg.splits}) + ".")
 else:
     ceiling_sentence = "This city records no ceilings (a real city): the table has no upper reference."
 glue("ceiling_sentence", Markdown(ceiling_sentence), display=False)

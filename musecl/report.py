@@ -376,6 +376,13 @@ def readable(table: pd.DataFrame) -> pd.DataFrame:
     return table.set_index(keys).rename(columns=READABLE)
 
 
+def by_split(values: dict) -> str:
+    """Numbers per split in words, over the splits a run has: "0.563 (random) and 0.335 (spatial)"
+    (floats to three decimals, counts as they are)."""
+    return " and ".join(f"{value:.3f} ({split})" if isinstance(value, float) else f"{value} ({split})"
+                        for split, value in values.items())
+
+
 def _interval(row) -> str:
     """A row of :func:`paired_differences` as "+0.050 [+0.010, +0.090]"."""
     if row["high"] != row["high"]:  # NaN: fewer than two seeds

@@ -469,3 +469,8 @@ def test_information_sentence_uses_only_the_rows_the_run_scored():
     cnn = report.information_sentence(mean_r2.drop(index="POI only"), None, heads=False)
     assert "POI vector, reaches" not in cnn and "Fusion-svrv" not in cnn and "a frozen ImageNet model's" in cnn
     assert "were not run" in report.information_sentence(mean_r2.loc[["MuseCL"]])
+
+
+def test_by_split_words_the_splits_a_run_has():
+    assert report.by_split({"random": 0.5634, "spatial": 0.335}) == "0.563 (random) and 0.335 (spatial)"
+    assert report.by_split({"random": 3}) == "3 (random)"
