@@ -2,6 +2,7 @@
 # jupyter:
 #   schedule:
 #     needs: []  # its own city
+#     first: true  # the longest one-core chapter: beside chapters 1-7, not after them
 #   jupytext:
 #     formats: py:percent
 #     text_representation:

@@ -210,8 +210,10 @@ glue("mode_sentence", Markdown(
 # pinned, two chapters that each train on two threads slowed each other down about threefold
 # (measured on this machine: chapters 3 and 4 side by side took 121 s and 227 s instead of 40 s and
 # 65 s). A chapter starts when the chapters it reads from are done (its header's `schedule: needs`;
-# without one it waits for every chapter before it); the results chapter gets both cores, and this
-# page runs alone, so nothing else loads the machine while it times it:
+# without one it waits for every chapter before it); the Manhattan chapter, long and reading only
+# its own city, starts first, so it runs beside chapters 1-7 instead of holding up the results
+# chapter; the results chapter gets both cores, and this page runs alone, so nothing else loads the
+# machine while it times it:
 #
 # ```{literalinclude} ../musecl/notebooks.py
 # :pyobject: chapter_needs

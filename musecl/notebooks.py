@@ -321,30 +321,33 @@ def _describe_failure(source: Path, error: BaseException, executed: Path) -> str
 SCHEDULE_KEY = "schedule"  # a chapter's header may say what it waits for: see chapter_needs
 
 
-def chapter_needs(nb, earlier: list[str]) -> tuple[list[str], bool]:
-    """Which of the ``earlier`` chapters (stems, book order) this one waits for, and whether it
-    runs alone. A chapter's jupytext header may declare both::
+def chapter_needs(nb, earlier: list[str]) -> tuple[list[str], bool, bool]:
+    """Which of the ``earlier`` chapters (stems, book order) this one waits for, whether it runs
+    alone and whether it starts first. A chapter's jupytext header may declare each::
 
         # jupyter:
         #   schedule:
         #     needs: [03_satellite_encoder]   # chapters whose outputs it reads ([]: none)
         #     alone: true                     # it gets every core, and nothing runs beside it
+        #     first: true                     # it starts before the chapters above it
 
     Without ``needs`` a chapter waits for every chapter before it, so a new chapter is safe by
     default. Stages two chapters share need no declaration: the cache makes the second wait for
     the first. A need outside ``earlier`` (not selected, or later in the book) is ignored.
     ``alone`` is for the chapter on the critical path that can use every core, and for one that
-    times the machine."""
+    times the machine. ``first`` is for a long chapter that needs none of those above it: started
+    in book order it would begin late and hold up the end of the build."""
     schedule = nb.metadata.get(SCHEDULE_KEY) or {}
-    if not isinstance(schedule, dict) or set(schedule) - {"needs", "alone"}:
-        raise ValueError(f"header key {SCHEDULE_KEY!r} takes only 'needs' (a list of chapter stems) "
-                         f"and 'alone' (true/false); got {schedule!r}")
+    if not isinstance(schedule, dict) or set(schedule) - {"needs", "alone", "first"}:
+        raise ValueError(f"header key {SCHEDULE_KEY!r} takes only 'needs' (a list of chapter stems), "
+                         f"'alone' and 'first' (true/false); got {schedule!r}")
+    alone, first = bool(schedule.get("alone", False)), bool(schedule.get("first", False))
     needs = schedule.get("needs")
     if needs is None:
-        return list(earlier), bool(schedule.get("alone", False))
+        return list(earlier), alone, first
     if not isinstance(needs, list) or not all(isinstance(n, str) for n in needs):
         raise ValueError(f"{SCHEDULE_KEY}.needs must be a list of chapter stems; got {needs!r}")
-    return [stem for stem in earlier if stem in needs], bool(schedule.get("alone", False))
+    return [stem for stem in earlier if stem in needs], alone, first
 
 
 @dataclass
@@ -358,6 +361,7 @@ class _Chapter:
     executed: Path
     needs: list[str]
     alone: bool
+    first: bool
 
 
 def execute_chapters(chapters: list[Path] | None, out_dir: Path, parameters: dict,
@@ -372,8 +376,9 @@ def execute_chapters(chapters: list[Path] | None, out_dir: Path, parameters: dic
     city folder whose ``city.yaml`` is older than the copy, unless ``force``. It does not notice
     changes to the library or to the city's other files: use ``force`` after those.
 
-    ``at_once`` > 1 (Linux) runs that many chapters side by side, in book order as soon as the
-    chapters they need are done (:func:`chapter_needs`), each kernel pinned to its own share of
+    ``at_once`` > 1 (Linux) runs that many chapters side by side, in book order (those marked
+    ``first`` before the rest) as soon as the chapters they need are done
+    (:func:`chapter_needs`), each kernel pinned to its own share of
     the cores (2 cores, 2 at once: one each). Most chapters keep only one of two cores busy, so
     two of them on one core each finish sooner than in turn; unpinned, two chapters that each
     train on two threads slow each other down threefold. A chapter marked ``alone`` gets every core.
@@ -397,7 +402,7 @@ def execute_chapters(chapters: list[Path] | None, out_dir: Path, parameters: dic
         nb = jupytext.read(source, fmt="py:percent")
         try:
             names = parameter_names(nb)
-            needs, alone = chapter_needs(nb, stems)
+            needs, alone, first = chapter_needs(nb, stems)
         except ValueError as err:
             raise ChapterExecutionError(f"chapter {source.name}: {err}") from None
         stems.append(source.stem)
@@ -409,7 +414,8 @@ def execute_chapters(chapters: list[Path] | None, out_dir: Path, parameters: dic
                 print(f"[book] {source.name}: up to date, not re-executed", file=sys.stderr)
             done.add(source.stem)
             continue
-        todo.append(_Chapter(source, nb, used, fingerprint, executed, needs, alone))
+        todo.append(_Chapter(source, nb, used, fingerprint, executed, needs, alone, first))
+    todo.sort(key=lambda chapter: not chapter.first)  # stable: book order within each group
     quiet = os.environ.get("TQDM_DISABLE")
     os.environ["TQDM_DISABLE"] = "1"  # the kernels inherit it: no progress bars on the pages
     try:

@@ -120,11 +120,12 @@ def test_chapter_needs_reads_the_header_and_waits_for_everything_before_by_defau
     import jupytext
 
     earlier = ["01_data", "02_similarity", "03_satellite_encoder"]
-    assert chapter_needs(jupytext.reads(CHAPTER, fmt="py:percent"), earlier) == (earlier, False)
+    assert chapter_needs(jupytext.reads(CHAPTER, fmt="py:percent"), earlier) == (earlier, False, False)
     declared = jupytext.reads(with_schedule("needs: [03_satellite_encoder, 99_later]\nalone: true"),
                               fmt="py:percent")
-    assert chapter_needs(declared, earlier) == (["03_satellite_encoder"], True)  # a later chapter is no need
-    assert chapter_needs(jupytext.reads(with_schedule("needs: []"), fmt="py:percent"), earlier) == ([], False)
+    assert chapter_needs(declared, earlier) == (["03_satellite_encoder"], True, False)  # a later one is no need
+    assert chapter_needs(jupytext.reads(with_schedule("needs: []\nfirst: true"), fmt="py:percent"),
+                         earlier) == ([], False, True)
     for bad in ("after: [01_data]", "needs: 01_data"):
         with pytest.raises(ValueError, match="schedule"):
             chapter_needs(jupytext.reads(with_schedule(bad), fmt="py:percent"), earlier)
@@ -161,6 +162,21 @@ def test_chapters_run_side_by_side_after_what_they_need_and_alone_when_they_say_
     assert nbformat.read(out / "05_free.ipynb", as_version=4).metadata[METADATA_KEY]["cores"] == cores // 2
     assert f"sees {cores // 2} cores" in outputs_text(nbformat.read(out / "05_free.ipynb", as_version=4))
     assert nbformat.read(out / "04_alone.ipynb", as_version=4).metadata[METADATA_KEY]["cores"] == cores
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="chapters run side by side on two or more cores they can be pinned to")
+def test_a_chapter_marked_first_starts_before_the_chapters_above_it(tmp_path):
+    book = tmp_path / "book"
+    chapters = [write_chapter(book, "01_a.py", with_schedule("needs: []")),
+                write_chapter(book, "02_b.py", with_schedule("needs: []")),
+                write_chapter(book, "03_first.py", with_schedule("needs: []\nfirst: true"))]
+    out = tmp_path / "executed"
+    assert execute_chapters(chapters, out, {}, progress=False, at_once=2) == [out / f"{c.stem}.ipynb" for c in chapters]
+    a, b, first = (_timeline(out, c.stem) for c in chapters)
+    assert first[0] < b[0] and a[0] < b[0], "in book order 02_b would start beside 01_a"
+    assert b[0] >= min(a[1], first[1]) - 0.1, "three chapters ran at once"
 
 
 @pytest.mark.slow
