@@ -164,7 +164,7 @@ titles = {k: f"ln(1 + {k})" if v.log else k for k, v in ind.items()}
 fig = plotting.plot_maps(city, targets, ncols=3, size=3.6, titles=titles)
 plt.show()
 
-# %% [markdown]
+# %% [markdown] tags=["needs-latents"]
 # The latents are not one "urbanity" factor in disguise. If they were, every modality would see
 # the same thing and fusing them could add nothing; here no two of them move together much
 # across the regions (Pearson correlation):
@@ -199,12 +199,14 @@ glue("latent_sentence", Markdown(latent_sentence), display=False)
 # %% [markdown]
 # ## What each modality sees
 #
-# No modality sees everything, which is what makes fusing them worth trying. `city.yaml` says
-# which latents each modality is drawn from: a satellite image shows how much ground is built
-# on and what the roofs are used for, but not how tall the buildings are or who lives in them;
-# a street view shows facades (their height, their upkeep), people and cars, but not what lies
-# behind the facade; POIs show what a place is used for and by whom; trips reveal the latents
-# only through two numbers per region, the trips leaving and arriving (eq. 1).
+# No modality sees everything, which is what makes fusing them worth trying.
+
+# %% [markdown] tags=["needs-latents"]
+# `city.yaml` says which latents each modality is drawn from: a satellite image shows how much
+# ground is built on and what the roofs are used for, but not how tall the buildings are or who
+# lives in them; a street view shows facades (their height, their upkeep), people and cars, but
+# not what lies behind the facade; POIs show what a place is used for and by whom; trips reveal
+# the latents only through two numbers per region, the trips leaving and arriving (eq. 1).
 
 # %%
 shown_latents = {m: cols for m, cols in meta.modality_latents.items()
@@ -224,10 +226,13 @@ else:
 
 
 # %% [markdown]
-# We can check the descriptions with the crudest possible summary of each modality: the mean
-# colour of the images, the number of POIs and their spread over categories, and the trips.
-# The table gives the Spearman rank correlation of each summary with each latent; a latent
-# that no row tracks must be found by the encoders in finer detail, or not at all.
+# Each modality summarised as crudely as possible: the mean colour of the images, the number of
+# POIs and their spread over categories, and the trips.
+
+# %% [markdown] tags=["needs-latents"]
+# These summaries check the descriptions: the table gives the Spearman rank correlation of each
+# summary with each latent; a latent that no row tracks must be found by the encoders in finer
+# detail, or not at all.
 
 # %% tags=["hide-input"]
 def image_colour(paths: pd.Series) -> pd.DataFrame:
@@ -534,7 +539,8 @@ else:
 
 # %% [markdown]
 # ## The ceilings: what the latents, and what each modality, could explain
-#
+
+# %% [markdown] tags=["needs-latents"]
 # The toy city knows the noiseless function $g$ that turns latents $z_i$ into each indicator; the
 # data are $y_i = \ln(1 + g(z_i)) + \varepsilon_i$ with Gaussian noise $\varepsilon_i$. The
 # *oracle* $R^2$ scores the noiseless function itself,
@@ -659,14 +665,15 @@ else:
 glue("near_finding", Markdown(near_finding), display=False)
 glue("hidden_sentence", Markdown(hidden_sentence), display=False)
 
-# %% [markdown]
+# %% [markdown] tags=["needs-latents"]
 # Three readings of the chart. First, the *gap* between the grey bar and the best coloured bar of
 # an indicator is what no single modality can explain: only a representation that combines
 # modalities can close it. Second, the derived indicators (right of the dashed line) are nearly
 # handed over by their input (NP by the POIs, MC by the trip counts), which is why headline
 # means leave them out. Third, the raw inputs stay well below the full ceiling: a method that
 # adds what the images show has room to win.
-#
+
+# %% [markdown]
 # ## What we saw
 #
 # {glue:md}`missing_sentence`

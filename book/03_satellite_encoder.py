@@ -347,12 +347,15 @@ plt.show()
 # %% [markdown]
 # ## What did it learn?
 #
-# Three honest checks, each against the *untrained* encoder (same architecture, same random
-# start, no training) so that we see what training added:
+# Three honest checks (the last two need a generated city's latents), each against the
+# *untrained* encoder (same architecture, same random start, no training) so that we see what
+# training added:
 #
 # 1. **The objective itself.** On the held-out validation triplets (the same split the trainer
 #    used), how often is the anchor region's embedding more similar (cosine) to the positive's
 #    than to the negative's? Chance is 50 %.
+
+# %% [markdown] tags=["needs-latents"]
 # 2. **Principal components against the toy city's latents** (Spearman $\rho$): does the main
 #    axis of the embedding follow building footprint, land use, greenery, water?
 # 3. **A linear probe** ({func}`~musecl.evaluation.latent_probe`): ridge regression from the

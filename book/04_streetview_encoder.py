@@ -309,11 +309,14 @@ plt.show()
 # %% [markdown]
 # ## What did it learn?
 #
-# The same three checks as for the satellite encoder, each against the untrained encoder (same
-# architecture and random start): the share of held-out validation triplets in the right order
-# (chance 50 %), the Spearman correlation of the first principal components with the toy city's
-# latents, and a cross-validated linear probe from the embedding to each latent, with the mean
-# colour of a region's views as the floor. The last column puts the trained *satellite* encoder
+# The same checks as for the satellite encoder, each against the untrained encoder (same
+# architecture and random start), first the share of held-out validation triplets in the right
+# order (chance 50 %).
+
+# %% [markdown] tags=["needs-latents"]
+# On a generated city two more: the Spearman correlation of the first principal components with
+# the toy city's latents, and a cross-validated linear probe from the embedding to each latent,
+# with the mean colour of a region's views as the floor. The last column puts the trained *satellite* encoder
 # of {doc}`03_satellite_encoder` beside it (trained there, reused here from the cache). The toy
 # city hides `height`, `affluence` and `activity` from above and shows them in the streets
 # (facades, their upkeep, people and cars), so those are the rows to watch; from random weights

@@ -18,9 +18,11 @@
 #
 # The last step of MuseCL: a small multi-layer perceptron predicts each indicator, on the
 # $\ln(1+x)$ scale, from the region embeddings, scored by $R^2$ and RMSE on held-out regions.
-# We repeat it over several seeds and two ways of holding regions out, and read every number
-# against the toy city's ceilings: what the true latent fields could explain, scored on the very
-# regions the probe is tested on.
+# We repeat it over several seeds and two ways of holding regions out.
+
+# %% [markdown] tags=["needs-latents"]
+# On a generated city we read every number against its ceilings: what the true latent fields
+# could explain, scored on the very regions the probe is tested on.
 
 # %% tags=["parameters"]
 city = None  # a city folder (data/README.md); None: the generated toy city
@@ -149,12 +151,10 @@ summary = summarize(results)
 # the city's ceilings scored on the same test parts (empty for a real city)
 ceilings = evaluate_ceilings(data, seeds=cfg.seeds, splits=cfg.splits, block_size_m=cfg.block_size_m,
                              buffer_m=cfg.buffer_m)
-table = summary.pivot(index="indicator", columns="split", values=["r2_mean", "r2_std", "rmse_mean"])
-shown = pd.DataFrame({
-    f"R2 ({split})": [f"{m:.3f} ± {s:.3f}" if s == s else f"{m:.3f}" for m, s in zip(table["r2_mean"][split], table["r2_std"][split])]
-    for split in cfg.splits
-} | {f"RMSE ({split})": table["rmse_mean"][split].round(3).to_numpy() for split in cfg.splits},
-    index=table.index)
+table = summary.pivot(index="indicator", columns="split", values=["r2_mean", "rmse_mean"])
+shown = pd.DataFrame({  # "mean ± sd" over seeds (the mean alone for one seed), as in chapter 8's tables
+    f"R2 ({split})": report.results_table(results, "r2", split).loc["MuseCL"] for split in cfg.splits
+} | {f"RMSE ({split})": table["rmse_mean"][split].round(3) for split in cfg.splits}).reindex(table.index)
 all_latents = CEILING_METHODS["all"]
 if len(ceilings):
     ceiling_mean = ceilings.groupby(["method", "split", "indicator"])["r2"].mean()
@@ -171,11 +171,13 @@ shown
 # %% [markdown]
 # Each cell is the mean ± standard deviation over the seeds {glue:text}`seeds` on this city;
 # the table is also written to `results/prediction.csv` in the output folder, one row per
-# indicator, split and seed. The ceiling columns score the city's noiseless indicator functions
-# (*ceiling*: every latent; *best single modality*: the best of what one modality shows, see
-# {doc}`01_data`) on the same test regions, seed by seed, so each is the ceiling of its own split.
-# Indicators derived from an input (the number of POIs, the trip count) are shown but left out
-# of the means below.
+# indicator, split and seed. Indicators derived from an input (the number of POIs, the trip
+# count) are shown but left out of the means below.
+
+# %% [markdown] tags=["needs-latents"]
+# The ceiling columns score the city's noiseless indicator functions (*ceiling*: every latent;
+# *best single modality*: the best of what one modality shows, see {doc}`01_data`) on the same
+# test regions, seed by seed, so each is the ceiling of its own split.
 
 # %% tags=["hide-input"]
 glue("seeds", ", ".join(map(str, cfg.seeds)), display=False)

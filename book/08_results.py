@@ -147,10 +147,12 @@ pd.Series(sources, name="weights_source").to_frame()
 # the paper's baselines, computed as the paper does. The column *headline mean* averages, seed by
 # seed, the indicators that are not aggregates of an input ({glue:text}`headline_list`); the
 # others ({glue:text}`derived_list`) are shown for fidelity to the paper but say little about
-# learning: NP counts the POIs and MC the trips that the methods are given. Under the methods,
-# the city's *ceilings*, scored on the same test regions: every latent, then what each single
-# modality shows ({doc}`01_data`). A method above a single-modality ceiling has combined what
-# different modalities show; none can pass the first.
+# learning: NP counts the POIs and MC the trips that the methods are given.
+
+# %% [markdown] tags=["needs-latents"]
+# Under the methods, the city's *ceilings*, scored on the same test regions: every latent, then
+# what each single modality shows ({doc}`01_data`). A method above a single-modality ceiling has
+# combined what different modalities show; none can pass the first.
 
 # %%
 glue("headline_list", ", ".join(headline), display=False)
@@ -171,7 +173,10 @@ if skipped_note is not None:
 # ## Table 2: the same under a spatial block split
 #
 # Whole blocks of the map are held out together, so a test region's neighbours are not in the
-# training set. The ceilings are those of the spatial test parts.
+# training set.
+
+# %% [markdown] tags=["needs-latents"]
+# The ceilings are those of the spatial test parts.
 
 # %%
 if "spatial" in cfg.splits:
@@ -258,7 +263,8 @@ pd.DataFrame({name: {split: {True: "yes", False: "no", None: "one seed: no inter
 # {glue:text}`bar_sentence` Where it does not,
 # the reasons are in the tables above and in the section on who wins below.
 # {glue:md}`room_sentence`
-#
+
+# %% [markdown] tags=["needs-latents"]
 # ### How much do the inputs show, and how much does MuseCL's embedding hold?
 #
 # A generated city records the latents it drew each region from, so one question can be asked
@@ -314,11 +320,12 @@ else:
 glue("held_sentence", Markdown(held_sentence), display=False)
 glue("images_sentence", Markdown(images_sentence), display=False)
 
-# %% [markdown]
+# %% [markdown] tags=["needs-latents"]
 # {glue:md}`held_sentence`
 #
 # {glue:md}`images_sentence`
-#
+
+# %% [markdown]
 # ## The paper's numbers beside ours
 #
 # The paper's Table 1 is for Beijing with real imagery; the columns labelled *paper* are the
@@ -439,7 +446,7 @@ plt.show()
 # Each modality alone, the two image modalities without POI text, and the full model; $R^2$ per
 # indicator, mean over seeds with the standard deviation as error bars.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "The ablation (the paper's Figure 6): mean R\u00b2 \u00b1 sd over seeds of MuseCL and its parts, random and spatial split."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The ablation (the paper's Figure 6): mean R\u00b2 over seeds of MuseCL and its parts, one panel per split of the run; error bars: the standard deviation over seeds."}}
 fig, axes = plt.subplots(1, len(cfg.splits), figsize=(6.5 * len(cfg.splits), 4), sharey=True, squeeze=False)
 for ax, split in zip(axes[0], cfg.splits):
     mean, std = report.numeric_tables(results, "r2", split, methods_order=list(ABLATION))

@@ -307,6 +307,27 @@ def _without_error_outputs(nb):
     return nb
 
 
+LATENTS_TAG = "needs-latents"  # a prose cell about a generated city's hidden causes: see leave_out_prose
+
+
+def leave_out_prose(nb, city: str | Path | None) -> int:
+    """On a city folder without latents (every real city), leave out the markdown cells tagged
+    ``needs-latents``: they explain what a generated city's hidden causes and ceilings show, and
+    would describe tables and figures the chapter does not draw there (its code shows a short
+    note instead). Code cells may not carry the tag: later cells read what they compute. A city
+    given by name, or none, keeps every cell. Returns how many cells were left out."""
+    from musecl.city import CITY_YAML, LATENTS_CSV
+
+    tagged = [c for c in nb.cells if LATENTS_TAG in c.metadata.get("tags", [])]
+    if any(c.cell_type != "markdown" for c in tagged):
+        raise ValueError(f"only markdown cells may be tagged {LATENTS_TAG!r}: later cells read what code computes")
+    folder = Path(city) if city is not None else None
+    if not tagged or folder is None or not (folder / CITY_YAML).is_file() or (folder / LATENTS_CSV).is_file():
+        return 0
+    nb.cells = [c for c in nb.cells if LATENTS_TAG not in c.metadata.get("tags", [])]
+    return len(tagged)
+
+
 def _describe_failure(source: Path, error: BaseException, executed: Path) -> str:
     cell = getattr(error, "exec_count", None)
     where = f"cell In [{cell}]" if cell is not None else "a cell"
@@ -374,7 +395,8 @@ def execute_chapters(chapters: list[Path] | None, out_dir: Path, parameters: dic
     A chapter is skipped when its executed copy is newer than the source and was run with the
     same parameters and params file content (recorded in the notebook's ``metadata.musecl``) on a
     city folder whose ``city.yaml`` is older than the copy, unless ``force``. It does not notice
-    changes to the library or to the city's other files: use ``force`` after those.
+    changes to the library or to the city's other files: use ``force`` after those. On a city
+    without latents the prose tagged ``needs-latents`` is left out (:func:`leave_out_prose`).
 
     ``at_once`` > 1 (Linux) runs that many chapters side by side, in book order (those marked
     ``first`` before the rest) as soon as the chapters they need are done
@@ -403,10 +425,11 @@ def execute_chapters(chapters: list[Path] | None, out_dir: Path, parameters: dic
         try:
             names = parameter_names(nb)
             needs, alone, first = chapter_needs(nb, stems)
+            used = {k: v for k, v in parameters.items() if k in names}
+            leave_out_prose(nb, used.get("city"))
         except ValueError as err:
             raise ChapterExecutionError(f"chapter {source.name}: {err}") from None
         stems.append(source.stem)
-        used = {k: v for k, v in parameters.items() if k in names}
         fingerprint = _fingerprint(used, kernel)
         executed = out_dir / f"{source.stem}.ipynb"
         if not force and _is_current(executed, source, fingerprint, parameters.get("city")):

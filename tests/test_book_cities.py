@@ -20,7 +20,7 @@ import yaml
 
 from musecl.city import restrict_city
 from musecl.datasets.toy import make_toy_city
-from musecl.notebooks import METADATA_KEY, build, chapter_sources, find_repo_root, parameter_names
+from musecl.notebooks import LATENTS_TAG, METADATA_KEY, build, chapter_sources, find_repo_root, parameter_names
 
 pytestmark = [pytest.mark.book, pytest.mark.timeout(1800)]
 
@@ -70,6 +70,8 @@ def test_book_renders_on_a_city_with_modalities_dropped(name, toy, tmp_path):
         text = page.read_text(errors="replace")
         assert not TRACEBACK.search(text), f"{name}: {page.name} shows a traceback or an object repr"
         assert "+nan" not in text, f"{name}: {page.name} shows a number that is not one (one seed's interval?)"
+        tagged = [c for c in executed.cells if LATENTS_TAG in c.metadata.get("tags", [])]
+        assert latents or not tagged, f"{name}: {source.stem} explains latents the city does not have"
         meta = executed.metadata.get(METADATA_KEY, {})
         if source.stem in chapters and not meta.get("complete"):  # stopped: the reader is told why
             assert "does not have" in text, f"{name}: {source.stem} stopped without its note"

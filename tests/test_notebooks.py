@@ -9,7 +9,7 @@ import pytest
 
 from musecl.notebooks import (
     METADATA_KEY, BookBuildError, ChapterExecutionError, _is_current, chapter_needs, chapter_sources,
-    default_city, execute_chapters, parameter_names, select_chapters, stage_site,
+    default_city, execute_chapters, leave_out_prose, parameter_names, select_chapters, stage_site,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,6 +108,37 @@ def test_a_failing_chapter_is_named_and_its_partial_notebook_kept(tmp_path):
     partial = nbformat.read(tmp_path / "executed" / "02_broken.ipynb", as_version=4)
     assert "default 2" in outputs_text(partial)
     assert not partial.metadata.get("musecl", {}).get("complete")
+
+
+LATENT_PROSE = CHAPTER + '''
+# %% [markdown] tags=["needs-latents"]
+# What the hidden causes show.
+
+# %% [markdown]
+# What every city shows.
+'''
+
+
+def test_prose_about_latents_is_left_out_on_a_city_folder_without_them(tmp_path):
+    import jupytext
+
+    real, generated = tmp_path / "real", tmp_path / "generated"
+    for folder in (real, generated):
+        folder.mkdir()
+        (folder / "city.yaml").write_text("name: x\n")
+    (generated / "latents.csv").write_text("region_id,a\n")
+
+    def kept(city) -> list[str]:
+        nb = jupytext.reads(LATENT_PROSE, fmt="py:percent")
+        leave_out_prose(nb, city)
+        return [c.source for c in nb.cells if c.cell_type == "markdown"]
+
+    assert kept(real) == ["# A chapter", "What every city shows."]
+    everything = ["# A chapter", "What the hidden causes show.", "What every city shows."]
+    assert kept(generated) == kept(None) == kept("toy") == everything  # a name: not a folder to judge
+    code = jupytext.reads(LATENT_PROSE.replace("# %% [markdown] tags", "# %% tags"), fmt="py:percent")
+    with pytest.raises(ValueError, match="only markdown cells"):
+        leave_out_prose(code, generated)
 
 
 def with_schedule(schedule: str, body: str = "import time\ntime.sleep(2)\n") -> str:
