@@ -566,11 +566,13 @@ def information_sentence(mean_r2: pd.DataFrame, paired: pd.DataFrame | None = No
                    f"vector (*Fusion-svrv*) reaches {r2['Fusion-svrv']:.3f} against {TARGET}'s {r2[TARGET]:.3f}: on "
                    f"this city the alignment to the POI text {does} (paired interval above)")
     if {lite0, "SV+RS"} <= set(r2.index):
+        keep = ("keep less than the images show" if r2["SV+RS"] < r2[lite0] else
+                "keep as much as the frozen features show, or more")
         why.append(f"the two trained image encoders together (*SV+RS*) reach {r2['SV+RS']:.3f}, "
                    + ("the frozen features their heads were trained on " if heads else
                       "a frozen ImageNet model's features of the same images ")
-                   + f"(*{lite0}*) {r2[lite0]:.3f}: the triplet tasks keep less than the images show (chapters 3 "
-                   "and 4 measure it per latent)")
+                   + f"(*{lite0}*) {r2[lite0]:.3f}: the triplet tasks {keep} (on a generated city chapters "
+                   "3 and 4 measure it per latent)")
     if {lite0, pretext} <= set(r2.index) and r2[lite0] < r2[pretext]:
         why.append(f"and even the frozen features of both images ({r2[lite0]:.3f}) stay below *{pretext}* "
                    f"({r2[pretext]:.3f}): at this image size the pictures predict less than the pretext inputs "

@@ -466,6 +466,9 @@ def test_information_sentence_uses_only_the_rows_the_run_scored():
     assert "reaches only 0.060 alone (random split), although what the POIs show allows 0.400" in words
     assert "(*Fusion-svrv*) reaches 0.550 against MuseCL's 0.560" in words and "neither adds nor costs" in words
     assert "the frozen features their heads were trained on" in words and "stay below *Pretext features*" in words
+    assert "keep less than the images show" in words
+    better = mean_r2.assign(random=mean_r2["random"].replace({0.50: 0.59}))  # SV+RS above the frozen features
+    assert "keep less" not in report.information_sentence(better, paired)
     cnn = report.information_sentence(mean_r2.drop(index="POI only"), None, heads=False)
     assert "POI vector, reaches" not in cnn and "Fusion-svrv" not in cnn and "a frozen ImageNet model's" in cnn
     assert "were not run" in report.information_sentence(mean_r2.loc[["MuseCL"]])
