@@ -166,25 +166,31 @@ CORES = 'import os, time\nimport torch\nassert torch.get_num_threads() == len(os
         'print(f"sees {len(os.sched_getaffinity(0))} cores")\ntime.sleep(2)\n'
 
 
+needs_two_cores = pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                                     reason="chapters run side by side on two or more cores they can be pinned to")
+
+
 def _timeline(out: Path, stem: str) -> tuple[float, float]:
     meta = nbformat.read(out / f"{stem}.ipynb", as_version=4).metadata[METADATA_KEY]
     return meta["started"], meta["finished"]
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
-                    reason="chapters run side by side on two or more cores they can be pinned to")
-def test_chapters_run_side_by_side_after_what_they_need_and_alone_when_they_say_so(tmp_path):
-    book = tmp_path / "book"
-    chapters = [write_chapter(book, "01_a.py", with_schedule("needs: []")),
-                write_chapter(book, "02_b.py", with_schedule("needs: []")),
-                write_chapter(book, "03_after_both.py", with_schedule("needs: [01_a, 02_b]")),
-                write_chapter(book, "04_alone.py", with_schedule("needs: []\nalone: true")),
-                write_chapter(book, "05_free.py", with_schedule("needs: []", CORES))]
+def run_side_by_side(tmp_path: Path, schedules: dict[str, tuple[str, ...]]) -> list[tuple[float, float]]:
+    """Execute one chapter per ``stem: with_schedule arguments``, two at a time; their timelines."""
+    chapters = [write_chapter(tmp_path / "book", f"{stem}.py", with_schedule(*spec))
+                for stem, spec in schedules.items()]
     out = tmp_path / "executed"
-    written = execute_chapters(chapters, out, {}, progress=False, at_once=2)
-    assert written == [out / f"{c.stem}.ipynb" for c in chapters]
-    a, b, after, alone, free = (_timeline(out, c.stem) for c in chapters)
+    assert execute_chapters(chapters, out, {}, progress=False, at_once=2) == [out / f"{c.stem}.ipynb" for c in chapters]
+    return [_timeline(out, c.stem) for c in chapters]
+
+
+@pytest.mark.slow
+@needs_two_cores
+def test_chapters_run_side_by_side_after_what_they_need_and_alone_when_they_say_so(tmp_path):
+    a, b, after, alone, free = run_side_by_side(tmp_path, {
+        "01_a": ("needs: []",), "02_b": ("needs: []",), "03_after_both": ("needs: [01_a, 02_b]",),
+        "04_alone": ("needs: []\nalone: true",), "05_free": ("needs: []", CORES)})
+    out = tmp_path / "executed"
     assert b[0] < a[1] and a[0] < b[1], "two chapters without needs did not overlap"
     assert after[0] >= max(a[1], b[1]) - 0.1, "a chapter started before what it needs was done"
     for other in (a, b, after, free):
@@ -196,16 +202,10 @@ def test_chapters_run_side_by_side_after_what_they_need_and_alone_when_they_say_
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
-                    reason="chapters run side by side on two or more cores they can be pinned to")
+@needs_two_cores
 def test_a_chapter_marked_first_starts_before_the_chapters_above_it(tmp_path):
-    book = tmp_path / "book"
-    chapters = [write_chapter(book, "01_a.py", with_schedule("needs: []")),
-                write_chapter(book, "02_b.py", with_schedule("needs: []")),
-                write_chapter(book, "03_first.py", with_schedule("needs: []\nfirst: true"))]
-    out = tmp_path / "executed"
-    assert execute_chapters(chapters, out, {}, progress=False, at_once=2) == [out / f"{c.stem}.ipynb" for c in chapters]
-    a, b, first = (_timeline(out, c.stem) for c in chapters)
+    a, b, first = run_side_by_side(tmp_path, {"01_a": ("needs: []",), "02_b": ("needs: []",),
+                                              "03_first": ("needs: []\nfirst: true",)})
     assert first[0] < b[0] and a[0] < b[0], "in book order 02_b would start beside 01_a"
     assert b[0] >= min(a[1], first[1]) - 0.1, "three chapters ran at once"
 
