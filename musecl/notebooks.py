@@ -399,11 +399,11 @@ def execute_chapters(chapters: list[Path] | None, out_dir: Path, parameters: dic
     without latents the prose tagged ``needs-latents`` is left out (:func:`leave_out_prose`).
 
     ``at_once`` > 1 (Linux) runs that many chapters side by side, in book order (those marked
-    ``first`` before the rest) as soon as the chapters they need are done
-    (:func:`chapter_needs`), each kernel pinned to its own share of
-    the cores (2 cores, 2 at once: one each). Most chapters keep only one of two cores busy, so
-    two of them on one core each finish sooner than in turn; unpinned, two chapters that each
-    train on two threads slow each other down threefold. A chapter marked ``alone`` gets every core.
+    ``first`` before the rest) as soon as the chapters they need are done (:func:`chapter_needs`),
+    each kernel pinned to its own share of the cores (2 cores, 2 at once: one each). Most chapters
+    keep only one of two cores busy, so two of them on one core each finish sooner than in turn;
+    unpinned, two chapters that each train on two threads slow each other down threefold. A
+    chapter marked ``alone`` gets every core.
     Trained weights depend on the thread count in their last bits, so a build is repeatable
     with the same ``at_once`` on the same machine.
     The first failing chapter stops the run with :class:`ChapterExecutionError` once the chapters
