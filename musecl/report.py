@@ -459,8 +459,9 @@ def bar_checks(paired: dict[str, pd.DataFrame], share: float | None,
     return checks
 
 
-def bar_sentence(checks: dict[str, dict[str, bool | None]], target: str = TARGET) -> str:
-    """How many of :func:`bar_checks` the target clears, and how many one seed cannot decide."""
+def bar_sentence(checks: dict[str, dict[str, bool | None]], target: str = TARGET, where_not: str = "") -> str:
+    """How many of :func:`bar_checks` the target clears, and how many one seed cannot decide;
+    ``where_not`` (where the page explains the failures) follows when a decided check fails."""
     results = [passed for row in checks.values() for passed in row.values()]
     decided = [passed for passed in results if passed is not None]
     undecided = len(results) - len(decided)
@@ -468,7 +469,7 @@ def bar_sentence(checks: dict[str, dict[str, bool | None]], target: str = TARGET
         return "No check can be decided with one seed: each needs a paired interval, so two or more seeds."
     return (f"{target} clears {sum(decided)} of the {len(decided)} checks"
             + (f" that this run can decide; {undecided} more need two or more seeds for a paired interval."
-               if undecided else "."))
+               if undecided else ".") + (f" {where_not}" if where_not and not all(decided) else ""))
 
 
 def room_sentence(raw: dict[str, float], ceiling: float | None, goal_share: float = GOAL_SHARE) -> str:

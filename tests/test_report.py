@@ -394,6 +394,9 @@ def test_bar_checks_count_only_the_methods_the_run_scored():
     assert report.bar_checks(paired, share=0.9)["≥ 85% of the all-latent ceiling (is 90%)"] == {"random": True}
     assert not any("ceiling" in name for name in report.bar_checks(paired, share=None))
     assert report.bar_sentence(checks) == "MuseCL clears 2 of the 7 checks."
+    assert report.bar_sentence(checks, where_not="See why.") == "MuseCL clears 2 of the 7 checks. See why."
+    passed = {"beats SV only": {"random": True, "spatial": True}}
+    assert report.bar_sentence(passed, where_not="See why.") == "MuseCL clears 2 of the 2 checks."
     one_seed = {split: pd.DataFrame({"verdict": {"SV only": ""}}) for split in ("random", "spatial")}
     undecided = report.bar_checks(one_seed, share=0.9)
     assert undecided["beats SV only"] == {"random": None, "spatial": None}
