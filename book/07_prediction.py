@@ -43,7 +43,7 @@ from musecl import report
 from musecl.config import RunConfig
 from musecl.datasets.published import published_results
 from musecl.evaluation import (BUFFER_CORRELATION, CEILING_METHODS, correlation_by_distance, correlation_range,
-                               evaluate_ceilings, predict_indicator, spatial_setting, summarize)
+                               evaluate_ceilings, predict_indicator, spatial_setting)
 from musecl.io import atomic_write
 from musecl.methods import MuseCL
 from musecl.notebooks import require_modalities
@@ -147,14 +147,15 @@ method = MuseCL(seed_configs(cfg)[0], cache_dir=f"{out_dir}/cache", progress=Fal
 probe = probe_settings(cfg)
 with atomic_write(f"{out_dir}/results/prediction.csv") as handle:
     results.to_csv(handle, index=False)
-summary = summarize(results)
 # the city's ceilings scored on the same test parts (empty for a real city)
 ceilings = evaluate_ceilings(data, seeds=cfg.seeds, splits=cfg.splits, block_size_m=cfg.block_size_m,
                              buffer_m=cfg.buffer_m)
-table = summary.pivot(index="indicator", columns="split", values=["r2_mean", "rmse_mean"])
+indicators = [i for i in data.meta.indicators if i in set(results["indicator"])]
 shown = pd.DataFrame({  # "mean ± sd" over seeds (the mean alone for one seed), as in chapter 8's tables
-    f"R2 ({split})": report.results_table(results, "r2", split).loc["MuseCL"] for split in cfg.splits
-} | {f"RMSE ({split})": table["rmse_mean"][split].round(3) for split in cfg.splits}).reindex(table.index)
+    f"R2 ({split})": report.results_table(results, "r2", split, indicators=indicators).loc["MuseCL"]
+    for split in cfg.splits
+} | {f"RMSE ({split})": report.results_table(results, "rmse", split, indicators=indicators,
+                                             numeric=True).loc["MuseCL"].round(3) for split in cfg.splits})
 all_latents = CEILING_METHODS["all"]
 if len(ceilings):
     ceiling_mean = ceilings.groupby(["method", "split", "indicator"])["r2"].mean()
@@ -164,8 +165,6 @@ if len(ceilings):
         shown[f"best single modality ({split})"] = views.max(axis=1).reindex(shown.index).round(3)
 derived = data.meta.derived_indicators()
 shown.index = [f"{i} (derived from {derived[i]})" if i in derived else i for i in shown.index]
-shown = shown.reindex([f"{i} (derived from {derived[i]})" if i in derived else i
-                       for i in data.meta.indicators if i in table.index])
 shown
 
 # %% [markdown]
