@@ -14,17 +14,19 @@
 # ---
 
 # %% [markdown]
-# # The data: a toy city built to test the paper's claim
+# # The data: what a city gives MuseCL
 #
 # This chapter opens a city folder and looks at everything MuseCL learns from (satellite and
 # street-view images, points of interest with their review text, trips between regions) next to
-# the socioeconomic indicators it must predict. The book's default city is generated, and it is
-# built so that the paper's claim can be tested on it: each modality shows a different part of
-# what makes a region, no indicator can be read off one modality, and the city records the
-# *ceilings*, how much of each indicator all hidden causes, and each modality's share of them,
-# could explain. The chapter also shows the observation behind the paper's similarity sampling
-# (eq. 1-4): regions with similar POIs are often far apart, so distance alone (Tobler's first law)
-# is a poor guide to which regions are alike.
+# the socioeconomic indicators it must predict. It also shows the observation behind the paper's
+# similarity sampling (eq. 1-4): regions with similar POIs are often far apart, so distance alone
+# (Tobler's first law) is a poor guide to which regions are alike.
+
+# %% [markdown] tags=["needs-latents"]
+# This city is generated (the book's default toy city), and it is built so that the paper's claim
+# can be tested on it: each modality shows a different part of what makes a region, no indicator
+# can be read off one modality, and the city records the *ceilings*, how much of each indicator
+# all hidden causes, and each modality's share of them, could explain.
 
 # %% tags=["parameters"]
 city = None  # a city folder (data/README.md); None: a small toy city

@@ -18,7 +18,8 @@
 #
 # The last step of MuseCL: a small multi-layer perceptron predicts each indicator, on the
 # $\ln(1+x)$ scale, from the region embeddings, scored by $R^2$ and RMSE on held-out regions.
-# We repeat it over several seeds and two ways of holding regions out.
+# We repeat it over several seeds and each way of holding regions out that the run's settings
+# name (by default two: regions drawn at random, and whole spatial blocks).
 
 # %% [markdown] tags=["needs-latents"]
 # On a generated city we read every number against its ceilings: what the true latent fields

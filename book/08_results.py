@@ -257,9 +257,7 @@ glue("room_sentence", Markdown(room), display=False)
 glue("bar_sentence", report.bar_sentence(
     checks, where_not="Where it does not, the reasons are in the tables above and in the section on who wins below."),
     display=False)
-pd.DataFrame({name: {split: {True: "yes", False: "no", None: "one seed: no interval"}[passed]
-                     for split, passed in row.items()} for name, row in checks.items()}).T.reindex(
-    columns=list(paired)).fillna("")
+report.bar_table(checks, splits=list(paired))
 
 # %% [markdown]
 # {glue:text}`bar_sentence` {glue:md}`room_sentence`

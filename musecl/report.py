@@ -472,6 +472,13 @@ def bar_sentence(checks: dict[str, dict[str, bool | None]], target: str = TARGET
                if undecided else ".") + (f" {where_not}" if where_not and not all(decided) else ""))
 
 
+def bar_table(checks: dict[str, dict[str, bool | None]], splits: Sequence[str]) -> pd.DataFrame:
+    """:func:`bar_checks` as the page shows it: a row a check, a column a split, yes / no."""
+    words = {True: "yes", False: "no", None: "one seed: no interval"}
+    return pd.DataFrame({name: {split: words[passed] for split, passed in row.items()}
+                         for name, row in checks.items()}).T.reindex(columns=list(splits)).fillna("")
+
+
 def room_sentence(raw: dict[str, float], ceiling: float | None, goal_share: float = GOAL_SHARE) -> str:
     """How much room the raw inputs leave, in words: ``raw`` maps a row of unlearned inputs to its
     random-split headline mean, ``ceiling`` is the all-latent ceiling's (None: a real city)."""

@@ -403,6 +403,9 @@ def test_bar_checks_count_only_the_methods_the_run_scored():
     assert report.bar_sentence(undecided) == ("MuseCL clears 1 of the 1 checks that this run can decide; 2 more "
                                               "need two or more seeds for a paired interval.")
     assert report.bar_sentence(report.bar_checks(one_seed, share=None)).startswith("No check can be decided")
+    table = report.bar_table(undecided, splits=["random", "spatial"])
+    assert table.loc["beats SV only"].tolist() == ["one seed: no interval"] * 2
+    assert table.loc["≥ 85% of the all-latent ceiling (is 90%)"].tolist() == ["yes", ""]  # no spatial ceiling check
 
 
 def test_paired_text_and_readable_show_one_seed_without_nan():
