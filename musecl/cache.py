@@ -39,7 +39,7 @@ import pandas as pd
 
 from musecl.city import IMAGES_CSV, City
 from musecl.config import config_hash
-from musecl.io import atomic_save_json, atomic_write, read_csv_ids, sha256_of
+from musecl.io import atomic_save_json, atomic_write, process_alive, read_csv_ids, sha256_of
 from musecl.training import processes
 
 DONE = "key.json"
@@ -205,16 +205,6 @@ def _host() -> str:
     return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by another user
-        return True
-    return True
-
-
 def remove_stale_temporaries(root: str | Path, max_age_hours: float = STALE_TEMP_HOURS) -> list[Path]:
     """Remove the temporary entry folders that killed runs left under ``root/<stage>/``; return them.
 
@@ -235,7 +225,7 @@ def remove_stale_temporaries(root: str | Path, max_age_hours: float = STALE_TEMP
             except FileNotFoundError:
                 continue  # its owner finished meanwhile
             mine = match["pid"] is not None and match["host"] == _host()
-            if (mine and not _pid_alive(int(match["pid"]))) or (not mine and old):
+            if (mine and not process_alive(int(match["pid"]))) or (not mine and old):
                 shutil.rmtree(folder, ignore_errors=True)
                 removed.append(folder)
     if removed:

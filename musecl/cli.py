@@ -36,27 +36,18 @@ def _toy_city(args: argparse.Namespace) -> int:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from musecl.datasets.sources import DataMissingError, ChecksumError, fetch
+    from musecl.datasets.sources import fetch
 
-    try:
-        paths = fetch(args.name, data_dir=args.data_dir, download=not args.offline)
-    except (DataMissingError, ChecksumError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    paths = fetch(args.name, data_dir=args.data_dir, download=not args.offline)
     roots = sorted({str(p)[: -len(f)].rstrip("/") for f, p in paths.items()})
     print(f"{args.name}: {len(paths)} files verified (sha256) in {', '.join(roots)}")
     return 0
 
 
 def _city(args: argparse.Namespace) -> int:
-    from musecl.datasets.sources import ChecksumError, DataMissingError
     from musecl.runner import make_named_city
 
-    try:
-        out = make_named_city(args.name, args.out, data_dir=args.data_dir)
-    except (DataMissingError, ChecksumError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    out = make_named_city(args.name, args.out, data_dir=args.data_dir)
     print(f"wrote the {args.name} city folder to {out}; check it with `musecl validate {out}`")
     return 0
 
@@ -73,14 +64,10 @@ def _book(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from musecl.config import RunConfig
-    from musecl.runner import UnsupportedMethodsError, run, summary_json
+    from musecl.runner import run, summary_json
 
     config = RunConfig.from_yaml(args.params, device=args.device)
-    try:
-        results = run(args.city, args.out, config, methods=args.methods, cache_dir=args.cache)
-    except UnsupportedMethodsError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    results = run(args.city, args.out, config, methods=args.methods, cache_dir=args.cache)
     print(f"wrote {args.out}/results.csv ({len(results)} rows)")
     print(summary_json(results))
     return 0
@@ -213,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _known_errors() -> tuple[type[BaseException], ...]:
     """Errors that describe bad input (a setting, a file, a city folder, a chapter) or an output
     folder another run is writing: the CLI prints their message. ConfigError, CityFormatError,
-    TooFewRegionsError, YamlFileError and ChecksumError are ValueErrors; DataMissingError is a
+    TooFewRegionsError, YamlFileError, UnsupportedMethodsError and ChecksumError are ValueErrors; DataMissingError is a
     FileNotFoundError. Any other exception is a bug and keeps its traceback."""
     from musecl.io import FolderBusyError
     from musecl.notebooks import BookBuildError, ChapterExecutionError

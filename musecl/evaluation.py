@@ -45,7 +45,6 @@ from musecl.training import Trainer, one_torch_thread
 
 RESULT_COLUMNS = ["city", "indicator", "method", "split", "seed", "r2", "rmse", "n_test"]
 PREDICTION_COLUMNS = [REGION_ID, "indicator", "split_part", "y_true", "y_pred"]
-GROUP_COLUMNS = ["city", "indicator", "method", "split"]
 SPLITS = ("random", "spatial")
 PROBES = ("mlp", "ridge", "knn")
 PARTS = ("train", "val", "test")
@@ -672,17 +671,6 @@ def resolve_jobs(n_jobs: int) -> int:
 
 def _score_seeds(task: _Task, split: str, seeds: list[int], probe, fractions, bs, probe_config) -> list[dict]:
     return [scores(_predict_task(task, split, seed, probe, fractions, bs, probe_config)) for seed in seeds]
-
-
-def summarize(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean and standard deviation (ddof=1; NaN for one seed) of R2 and RMSE over seeds."""
-    missing = [c for c in RESULT_COLUMNS if c not in results.columns]
-    if missing:
-        raise ValueError(f"results table lacks column(s) {missing}; expected {RESULT_COLUMNS}")
-    out = results.groupby(GROUP_COLUMNS, sort=False).agg(
-        r2_mean=("r2", "mean"), r2_std=("r2", "std"), rmse_mean=("rmse", "mean"),
-        rmse_std=("rmse", "std"), n_seeds=("seed", "nunique"), n_test=("n_test", "mean"))
-    return out.reset_index()
 
 
 # ------------------------------------------------------------------------------------------

@@ -36,7 +36,6 @@ InfoNCE negatives are the other regions of the same mini-batch; nothing builds a
 """
 from __future__ import annotations
 
-import io
 import json
 import warnings
 from dataclasses import dataclass
@@ -49,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from musecl.city import REGION_ID
-from musecl.io import atomic_save_bytes, atomic_save_json
+from musecl.io import atomic_save_json, atomic_write
 from musecl.tables import impute_column_means
 from musecl.training import TIMING_COLUMNS, Trainer, one_torch_thread
 
@@ -120,9 +119,8 @@ class AttentiveFusion(nn.Module):
     def save(self, directory: str | Path) -> Path:
         """Write ``weights.pt`` (a state dict) and ``config.json``."""
         directory = Path(directory)
-        buffer = io.BytesIO()
-        torch.save(self.state_dict(), buffer)
-        atomic_save_bytes(directory / WEIGHTS_PT, buffer.getvalue())
+        with atomic_write(directory / WEIGHTS_PT, "wb") as handle:
+            torch.save(self.state_dict(), handle)
         atomic_save_json(directory / CONFIG_JSON, {"class": type(self).__name__, **self.config()})
         return directory
 

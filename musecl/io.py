@@ -137,7 +137,8 @@ class FolderBusyError(RuntimeError):
     """Another live process writes the folder with other settings."""
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (a lock or temporary folder may be stale)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -165,7 +166,7 @@ def owned_folder(folder: str | os.PathLike, settings: str, poll_s: float = 2.0) 
             except (OSError, ValueError):  # being written this instant, or removed
                 time.sleep(0.1)
                 continue
-            if not _alive(int(holder.get("pid", -1))):
+            if not process_alive(int(holder.get("pid", -1))):
                 lock.unlink(missing_ok=True)
                 continue
             if holder.get("settings") != settings:
@@ -178,7 +179,7 @@ def owned_folder(folder: str | os.PathLike, settings: str, poll_s: float = 2.0) 
         break
     try:
         for old in folder.glob(".staging-*"):  # left by a killed run
-            if old.name.removeprefix(".staging-").isdigit() and not _alive(int(old.name.removeprefix(".staging-"))):
+            if old.name.removeprefix(".staging-").isdigit() and not process_alive(int(old.name.removeprefix(".staging-"))):
                 shutil.rmtree(old, ignore_errors=True)
         yield folder
     finally:
@@ -209,7 +210,7 @@ def in_worker(parent: int, function, *args, **kwargs):
         _WATCHED.add(parent)
 
         def watch() -> None:
-            while os.getppid() == parent and _alive(parent):
+            while os.getppid() == parent and process_alive(parent):
                 time.sleep(1.0)
             os._exit(1)
 

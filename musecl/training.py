@@ -38,7 +38,6 @@ This module knows only torch (and numpy for RNG state); models and data sets com
 from __future__ import annotations
 
 import contextlib
-import io
 import math
 import os
 import random
@@ -53,7 +52,7 @@ import torch
 from torch import nn
 from tqdm import tqdm as text_tqdm
 
-from musecl.io import atomic_save_bytes
+from musecl.io import atomic_write
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -538,9 +537,8 @@ class Trainer:
             "rng_per_process": per_process,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
         }
-        buffer = io.BytesIO()
-        torch.save(payload, buffer)
-        atomic_save_bytes(self.checkpoint_path, buffer.getvalue())
+        with atomic_write(self.checkpoint_path, "wb") as handle:
+            torch.save(payload, handle)
 
     def _read_checkpoint(self) -> dict | None:
         """The checkpoint to resume from, or None when it does not load: every process then starts

@@ -16,7 +16,6 @@ triplets and the same loss as the CNNs: seconds instead of minutes, so every see
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from musecl.encoders.image import IMAGENET_MEAN, IMAGENET_STD, TripletObjective, as_training_config, triplet_columns
-from musecl.io import atomic_save_bytes, atomic_save_json
+from musecl.io import atomic_save_json, atomic_write
 from musecl.training import Trainer, split_indices
 
 FEATURE_HEADS = {"lite0-head": "efficientnet-lite0"}  # arch name -> the frozen backbone it reads
@@ -141,9 +140,8 @@ def save_head(head: FeatureHead, directory: str | Path, provenance: dict) -> Pat
     and the frozen backbone's config, keys a CNN encoder's config.json has too) and training."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    torch.save(head.state_dict(), buffer)
-    atomic_save_bytes(directory / WEIGHTS_PT, buffer.getvalue())
+    with atomic_write(directory / WEIGHTS_PT, "wb") as handle:
+        torch.save(head.state_dict(), handle)
     atomic_save_json(directory / CONFIG_JSON, {"class": "FeatureHead", **head.config(), **provenance,
                                                "training": getattr(head, "training_config", None)})
     return directory

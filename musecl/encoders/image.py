@@ -40,7 +40,7 @@ from torchvision.models import Inception_V3_Weights, ResNet18_Weights
 from tqdm import tqdm
 
 from musecl.city import REGION_ID, SATELLITE, STREETVIEW, City
-from musecl.io import atomic_save_bytes, atomic_save_json, sha256_of
+from musecl.io import atomic_save_bytes, atomic_save_json, atomic_write, sha256_of
 from musecl.training import Trainer, amp_dtype, resolve_device, split_indices
 
 WEIGHTS_PT, CONFIG_JSON = "weights.pt", "config.json"
@@ -521,9 +521,8 @@ def save_encoder(encoder: ImageEncoder, directory: str | os.PathLike) -> Path:
     """Write ``weights.pt`` (the state dict) and ``config.json`` (arch, embedding_dim,
     weights_source, training config) atomically; :func:`load_encoder` reads them back."""
     directory = Path(directory)
-    buffer = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in encoder.state_dict().items()}, buffer)
-    atomic_save_bytes(directory / WEIGHTS_PT, buffer.getvalue())
+    with atomic_write(directory / WEIGHTS_PT, "wb") as handle:
+        torch.save({k: v.detach().cpu() for k, v in encoder.state_dict().items()}, handle)
     atomic_save_json(directory / CONFIG_JSON, {"class": "ImageEncoder", **encoder.config,
                                                "training": encoder.training_config})
     return directory

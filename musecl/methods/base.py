@@ -11,6 +11,7 @@ modalities fits what the city supports and names what it skipped and why
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -24,6 +25,7 @@ from musecl.config import RunConfig
 from musecl.io import atomic_save_json
 
 EMBEDDINGS_CSV, CONFIG_JSON = "embeddings.csv", "config.json"  # what every method's save writes
+HISTORY_CSV = "history.csv"  # a trained stage's per-epoch losses
 
 METHODS: dict[str, type["RegionEmbedder"]] = {}
 
@@ -141,6 +143,74 @@ class TableMethod(RegionEmbedder):
             raise ValueError(f"{directory} holds method {raw.get('method')!r}, not {cls.name!r}")
         method = cls(config=RunConfig.from_dict(raw["config"]), **raw.get("options", {}))
         method.table_ = load_table(directory / EMBEDDINGS_CSV)
+        method.fitted_on = raw["fitted_on"]
+        return method
+
+
+class StagedMethod(RegionEmbedder):
+    """The base of every method built from cached stages (MuseCL, the image and text baselines):
+    ``fit`` records each stage's folder (subclasses: ``fit_stages``), ``save`` copies them with a
+    config.json, ``load`` points at the copies; ``transform`` (subclasses) reads their tables."""
+
+    STAGES: tuple[str, ...] = ()
+
+    def fit_stages(self, city: City) -> dict[str, Path]:
+        raise NotImplementedError
+
+    def fit(self, city: City) -> "StagedMethod":
+        self.stage_dirs = self.fit_stages(city)
+        self.fitted_on = city_fingerprint(city)
+        return self
+
+    def _check_fitted(self, city: City | None = None) -> None:
+        if not hasattr(self, "stage_dirs"):
+            raise RuntimeError(f"{self.name} is not fitted: call fit(city) or {type(self).__name__}.load(folder)")
+        if city is not None and city_fingerprint(city) != self.fitted_on:
+            raise ValueError(f"{self.name} was fitted on other data than {city.name!r}; its embeddings are "
+                             "transductive (one per training region): fit it on this city")
+
+    def stage_table(self, stage: str, table: str = EMBEDDINGS_CSV) -> pd.DataFrame:
+        """A stage's table as stored (NaN rows for regions without such images), e.g.
+        ``stage_table("satellite")`` or MuseCL's ``stage_table("fusion", "attention.csv")``."""
+        self._check_fitted()
+        return load_table(self.stage_dirs[stage] / table)
+
+    def history(self, stage: str) -> pd.DataFrame:
+        """Per-epoch training history of a trained stage (``train_loss``, ``val_loss``, ...)."""
+        self._check_fitted()
+        path = self.stage_dirs[stage] / HISTORY_CSV
+        if not path.exists():
+            raise ValueError(f"stage {stage!r} of {self.name} was not trained; it has no history")
+        return pd.read_csv(path)
+
+    def _extra_config(self) -> dict:
+        """Saved beside the run settings in config.json; ``load`` sets them back as attributes."""
+        return {}
+
+    def save(self, directory: str | Path) -> Path:
+        """Copy every stage (tables, weights of trained encoders, configs) and a config.json."""
+        self._check_fitted()
+        directory = Path(directory)
+        for stage, src in self.stage_dirs.items():
+            shutil.copytree(src, directory / stage, dirs_exist_ok=True)
+        atomic_save_json(directory / CONFIG_JSON, {"method": self.name, "fitted_on": self.fitted_on,
+                                                   "config": self.config.to_dict(), **self._extra_config()})
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "StagedMethod":
+        directory = Path(directory)
+        if not (directory / CONFIG_JSON).exists():
+            raise FileNotFoundError(f"{directory / CONFIG_JSON} is missing; was this folder written by save()?")
+        raw = json.loads((directory / CONFIG_JSON).read_text())
+        target = METHODS.get(raw.get("method"), cls)
+        if not issubclass(target, cls):
+            raise ValueError(f"{directory} holds method {raw.get('method')!r}, not {cls.name!r}")
+        method = target(config=RunConfig.from_dict(raw["config"]), progress=False)
+        for name, value in raw.items():  # _extra_config's options; a property is recomputed, not set
+            if name not in ("method", "fitted_on", "config") and not isinstance(getattr(target, name, None), property):
+                setattr(method, name, value)
+        method.stage_dirs = {stage: directory / stage for stage in target.STAGES}
         method.fitted_on = raw["fitted_on"]
         return method
 

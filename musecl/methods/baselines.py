@@ -34,24 +34,21 @@ package ships them), so it stands in for "a pretrained CNN without contrastive t
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from torch import nn
 
-from musecl.cache import city_fingerprint, load_table, save_table
+from musecl.cache import city_fingerprint, save_table
 from musecl.city import MOBILITY, POI, SATELLITE, STREETVIEW, City
 from musecl.config import RunConfig
 from musecl.encoders.image import build_encoder, embed_regions
-from musecl.io import atomic_save_json
-from musecl.methods.base import METHODS, RegionEmbedder, TableMethod, register
+from musecl.methods.base import StagedMethod, TableMethod, register
 from musecl.methods.multisemantic import (
     CONFIG_JSON,
     EMBEDDINGS_CSV,
     FEATURES_FORMAT,
-    HISTORY_CSV,
     TRIPLET_SOURCES,
     city_image_store,
     efficientnet_stage,
@@ -157,24 +154,11 @@ def backbone_stage(city: City, cfg: RunConfig, kind: str, arch: str, size: int, 
 # the methods
 
 
-class StageBaseline(RegionEmbedder):
+class StageBaseline(StagedMethod):
     """A baseline made of cached stages whose embedding tables are concatenated (in ``STAGES``
     order) and imputed by column means. Subclasses implement :meth:`fit_stages`."""
 
-    STAGES: tuple[str, ...] = ()
     WHAT = {"satellite": "a satellite image", "streetview": "a street-view image", "text": "POIs"}
-
-    def fit_stages(self, city: City) -> dict[str, Path]:
-        raise NotImplementedError
-
-    def fit(self, city: City) -> "StageBaseline":
-        self.stage_dirs = self.fit_stages(city)
-        self.fitted_on = city_fingerprint(city)
-        return self
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "stage_dirs"):
-            raise RuntimeError(f"{self.name} is not fitted: call fit(city) or {type(self).__name__}.load(folder)")
 
     @property
     def weights_source(self) -> str:
@@ -188,25 +172,9 @@ class StageBaseline(RegionEmbedder):
                     sources.append(raw["weights_source"])
         return "; ".join(dict.fromkeys(sources)) or "none (no image encoder)"
 
-    def stage_table(self, stage: str) -> pd.DataFrame:
-        """A stage's embedding table as stored (NaN rows for regions without such images)."""
-        self._check_fitted()
-        return load_table(self.stage_dirs[stage] / EMBEDDINGS_CSV)
-
-    def history(self, stage: str) -> pd.DataFrame:
-        """Per-epoch training history of a trained stage (``train_loss``, ``val_loss``, ...)."""
-        self._check_fitted()
-        path = self.stage_dirs[stage] / HISTORY_CSV
-        if not path.exists():
-            raise ValueError(f"stage {stage!r} of {self.name} was not trained; it has no history")
-        return pd.read_csv(path)
-
     def transform(self, city: City) -> pd.DataFrame:
         """The concatenated stage tables of the fitted city, one row per region, no NaN."""
-        self._check_fitted()
-        if city_fingerprint(city) != self.fitted_on:
-            raise ValueError(f"{self.name} was fitted on other data than {city.name!r}; its embeddings are "
-                             "transductive (one per training region): fit it on this city")
+        self._check_fitted(city)
         blocks, self.n_imputed = [], {}
         for stage in self.STAGES:
             table = self.stage_table(stage).reindex(city.region_ids)
@@ -216,36 +184,8 @@ class StageBaseline(RegionEmbedder):
         return pd.DataFrame(np.hstack([b.to_numpy() for b in blocks]), index=blocks[0].index,
                             columns=[c for b in blocks for c in b.columns])
 
-    def save(self, directory: str | Path) -> Path:
-        """Copy every stage (tables, weights of trained encoders, configs) and a config.json."""
-        self._check_fitted()
-        directory = Path(directory)
-        for stage, src in self.stage_dirs.items():
-            shutil.copytree(src, directory / stage, dirs_exist_ok=True)
-        atomic_save_json(directory / CONFIG_JSON,
-                         {"method": self.name, "fitted_on": self.fitted_on, "weights_source": self.weights_source,
-                          "config": self.config.to_dict(), **self._extra_config()})
-        return directory
-
     def _extra_config(self) -> dict:
-        return {}
-
-    @classmethod
-    def load(cls, directory: str | Path) -> "StageBaseline":
-        directory = Path(directory)
-        if not (directory / CONFIG_JSON).exists():
-            raise FileNotFoundError(f"{directory / CONFIG_JSON} is missing; was this folder written by save()?")
-        raw = json.loads((directory / CONFIG_JSON).read_text())
-        target = METHODS.get(raw.get("method"), cls)
-        if not issubclass(target, cls):
-            raise ValueError(f"{directory} holds method {raw.get('method')!r}, not {cls.name!r}")
-        method = target(config=RunConfig.from_dict(raw["config"]), progress=False)
-        for name, value in raw.items():
-            if name not in ("method", "fitted_on", "weights_source", "config"):
-                setattr(method, name, value)
-        method.stage_dirs = {stage: directory / stage for stage in target.STAGES}
-        method.fitted_on = raw["fitted_on"]
-        return method
+        return {"weights_source": self.weights_source}  # for the reader of config.json; load recomputes it
 
 
 @register("Inception v3")
@@ -310,7 +250,7 @@ class EfficientNetLite0Features(StageBaseline):
                 for kind in (SATELLITE, STREETVIEW)}
 
     def _extra_config(self) -> dict:
-        return {"input_size": int(self.input_size)}
+        return {**super()._extra_config(), "input_size": int(self.input_size)}
 
 
 @register("Pretext + Lite0 features")

@@ -12,7 +12,6 @@ trained, and a changed setting retrains only the stages downstream of it.
 from __future__ import annotations
 
 import json
-import shutil
 from functools import partial
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -45,7 +44,7 @@ from musecl.encoders.image import (
 )
 from musecl.encoders.text import POI_TEXT, PoiTextEncoder, TextEncoderConfig, text_context
 from musecl.fusion import FusionConfig, fuse, train_fusion
-from musecl.methods.base import CONFIG_JSON, EMBEDDINGS_CSV, RegionEmbedder, register
+from musecl.methods.base import CONFIG_JSON, EMBEDDINGS_CSV, HISTORY_CSV, StagedMethod, register
 from musecl.sampling import TripletSampler, mobility_triplets, poi_triplets
 from musecl.training import amp_dtype, processes, resolve_device
 
@@ -60,7 +59,7 @@ FUSION_KEYS = ["seed", "fusion_design", "fusion_loss", "fusion_epochs", "fusion_
                "temperature", "fusion_reconstruction"]
 PREFIX = {SATELLITE: "rs", STREETVIEW: "sv"}
 
-HISTORY_CSV, TRIPLETS_CSV = "history.csv", "triplets.csv"
+TRIPLETS_CSV = "triplets.csv"
 ATTENTION_CSV = "attention.csv"
 FEATURES_FORMAT = 1  # bump when a backbone's feature extraction changes: old cache entries are ignored
 FUSION_FORMAT = 3  # 2: fusion trains through the one Trainer (another batch order); 3: its history logs the
@@ -335,36 +334,20 @@ def train_fusion_into(folder: Path, sv: pd.DataFrame, rs: pd.DataFrame, target: 
 
 
 @register("MuseCL")
-class MuseCL(RegionEmbedder):
+class MuseCL(StagedMethod):
     """The full method: fused image embedding (eq. 10) aligned to POI text (eq. 11)."""
     needs = (SATELLITE, STREETVIEW, POI, MOBILITY)
 
     STAGES = ("satellite", "streetview", "text", "fusion")
     cost = 3  # trains both image encoders, which several other methods then reuse
 
-    def fit(self, city: City) -> "MuseCL":
+    def fit_stages(self, city: City) -> dict[str, Path]:
         cfg = self.config
         rs = image_stage(city, cfg, SATELLITE, self.cache, self.progress)
         sv = image_stage(city, cfg, STREETVIEW, self.cache, self.progress)
         text = text_stage(city, cfg, self.cache)
         fusion = fusion_stage(city, cfg, self.cache, sv, rs, text)
-        self.stage_dirs = dict(zip(self.STAGES, (rs, sv, text, fusion)))
-        self.fitted_on = city_fingerprint(city)
-        return self
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "stage_dirs"):
-            raise RuntimeError("MuseCL is not fitted: call fit(city) or MuseCL.load(folder) first")
-
-    def stage_table(self, stage: str, table: str = EMBEDDINGS_CSV) -> pd.DataFrame:
-        """A stage's table of the fitted city, e.g. ``stage_table("satellite")`` or the
-        attention weights ``stage_table("fusion", "attention.csv")``."""
-        self._check_fitted()
-        return load_table(self.stage_dirs[stage] / table)
-
-    def history(self, stage: str) -> pd.DataFrame:
-        self._check_fitted()
-        return pd.read_csv(self.stage_dirs[stage] / HISTORY_CSV)
+        return dict(zip(self.STAGES, (rs, sv, text, fusion)))
 
     def attention(self) -> pd.DataFrame:
         """beta of eq. 9 per region: the weight of its street-view and satellite embeddings."""
@@ -372,27 +355,5 @@ class MuseCL(RegionEmbedder):
 
     def transform(self, city: City) -> pd.DataFrame:
         """The region embeddings e^Image (eq. 10) of the city the method was fitted on."""
-        self._check_fitted()
-        if city_fingerprint(city) != self.fitted_on:
-            raise ValueError(f"MuseCL was fitted on other data than {city.name!r}; its embeddings are "
-                             "transductive (one per training region): fit it on this city")
+        self._check_fitted(city)
         return self.stage_table("fusion").reindex(city.region_ids)
-
-    def save(self, directory: str | Path) -> Path:
-        """Copy every stage (weights, configs, tables) into ``directory`` with a config.json."""
-        self._check_fitted()
-        directory = Path(directory)
-        for stage, src in self.stage_dirs.items():
-            shutil.copytree(src, directory / stage, dirs_exist_ok=True)
-        (directory / "config.json").write_text(json.dumps(
-            {"method": self.name, "fitted_on": self.fitted_on, "config": self.config.to_dict()}, indent=2))
-        return directory
-
-    @classmethod
-    def load(cls, directory: str | Path) -> "MuseCL":
-        directory = Path(directory)
-        raw = json.loads((directory / "config.json").read_text())
-        method = cls(config=RunConfig.from_dict(raw["config"]))
-        method.stage_dirs = {stage: directory / stage for stage in cls.STAGES}
-        method.fitted_on = raw["fitted_on"]
-        return method
