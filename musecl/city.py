@@ -336,10 +336,14 @@ def _is_number(value) -> bool:
 
 
 def _check_ids(df: pd.DataFrame, col: str, known: set[str], file: str, problems: list[Problem],
-               what: str = "region_id") -> None:
+               what: str = "region_id", unique: bool = False) -> None:
+    """Empty and unknown ids (and, with ``unique``, repeated ones), five of each at most."""
     ids = df[col]
     for i in np.flatnonzero(ids.isna().to_numpy())[:5]:
         problems.append(Problem(file, _row(i), f"{what} is empty"))
+    repeated = ids.duplicated(keep="first") & ids.notna() if unique else pd.Series(False, index=ids.index)
+    for i in np.flatnonzero(repeated.to_numpy())[:5]:
+        problems.append(Problem(file, _row(i), f"duplicate {what} {ids.iloc[i]!r}"))
     unknown = ~ids.isin(known) & ids.notna()
     for i in np.flatnonzero(unknown.to_numpy())[:5]:
         problems.append(Problem(file, _row(i), f"{what} {ids.iloc[i]!r} is not a region in {REGIONS_CSV}"))
@@ -564,11 +568,8 @@ def _check_regions(df: pd.DataFrame, problems: list[Problem]) -> None:
     if df.empty:
         problems.append(Problem(f, "", "has no regions"))
         return
-    _check_ids(df, REGION_ID, set(df[REGION_ID].dropna()), f, problems)
+    _check_ids(df, REGION_ID, set(df[REGION_ID].dropna()), f, problems, unique=True)
     _check_id_spaces(df, REGION_ID, f, problems)
-    dup = df[REGION_ID].duplicated(keep="first") & df[REGION_ID].notna()
-    for i in np.flatnonzero(dup.to_numpy())[:5]:
-        problems.append(Problem(f, _row(i), f"duplicate region_id {df[REGION_ID].iloc[i]!r}"))
     for col, lo, hi in ((LON, -180, 180), (LAT, -90, 90)):
         values = pd.to_numeric(df[col], errors="coerce")
         bad = values.isna() | (values < lo) | (values > hi)  # inf and -inf are outside too
@@ -744,10 +745,8 @@ def _inspect(root: Path) -> tuple[list[Problem], dict]:
     if os.path.lexists(root / MOBILITY_CSV):
         mobility = _read_csv(root, MOBILITY_CSV, problems, [REGION_ID, INFLOW, OUTFLOW])
         if mobility is not None:
-            _check_ids(mobility, REGION_ID, known, MOBILITY_CSV, problems)
+            _check_ids(mobility, REGION_ID, known, MOBILITY_CSV, problems, unique=True)
             _check_numbers(mobility, [INFLOW, OUTFLOW], MOBILITY_CSV, problems)
-            for i in np.flatnonzero(mobility[REGION_ID].duplicated().to_numpy())[:5]:
-                problems.append(Problem(MOBILITY_CSV, _row(i), f"duplicate region_id {mobility[REGION_ID].iloc[i]!r}"))
     if os.path.lexists(root / OD_CSV):
         od = _read_csv(root, OD_CSV, problems, [ORIGIN, DESTINATION, FLOW])
         if od is not None:
@@ -768,9 +767,7 @@ def _inspect(root: Path) -> tuple[list[Problem], dict]:
 
     indicators = _read_csv(root, INDICATORS_CSV, problems, [REGION_ID])
     if indicators is not None:
-        _check_ids(indicators, REGION_ID, known, INDICATORS_CSV, problems)
-        for i in np.flatnonzero(indicators[REGION_ID].duplicated().to_numpy())[:5]:
-            problems.append(Problem(INDICATORS_CSV, _row(i), f"duplicate region_id {indicators[REGION_ID].iloc[i]!r}"))
+        _check_ids(indicators, REGION_ID, known, INDICATORS_CSV, problems, unique=True)
         columns = [c for c in indicators.columns if c != REGION_ID]
         for c in columns:
             if c not in meta.indicators:
@@ -786,9 +783,7 @@ def _inspect(root: Path) -> tuple[list[Problem], dict]:
     tables["indicators"] = indicators
     latents = _read_csv(root, LATENTS_CSV, problems, [REGION_ID], optional=True)
     if latents is not None:
-        _check_ids(latents, REGION_ID, known, LATENTS_CSV, problems)
-        for i in np.flatnonzero(latents[REGION_ID].duplicated().to_numpy())[:5]:
-            problems.append(Problem(LATENTS_CSV, _row(i), f"duplicate region_id {latents[REGION_ID].iloc[i]!r}"))
+        _check_ids(latents, REGION_ID, known, LATENTS_CSV, problems, unique=True)
         _check_numbers(latents, [c for c in latents.columns if c != REGION_ID], LATENTS_CSV, problems,
                        allow_nan=True, allow_negative=True)
     tables["latents"] = latents
