@@ -36,7 +36,6 @@ InfoNCE negatives are the other regions of the same mini-batch; nothing builds a
 """
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,12 +47,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from musecl.city import REGION_ID
-from musecl.io import atomic_save_json, atomic_write
+from musecl.io import CONFIG_JSON, atomic_save_json, atomic_write, read_saved_config
 from musecl.tables import impute_column_means
 from musecl.training import TIMING_COLUMNS, Trainer, one_torch_thread
 
 MODALITY_NAMES = ("sv", "rs")
-WEIGHTS_PT, CONFIG_JSON = "weights.pt", "config.json"
+WEIGHTS_PT = "weights.pt"
 DESIGNS = ("aligned", "paper")
 DEFAULT_TEMPERATURE = {"aligned": 0.1, "paper": 1.0}  # aligned: where the learned temperature starts
 # Weight of the aligned design's reconstruction term against InfoNCE. Chosen on a second toy city
@@ -210,24 +209,15 @@ class AlignedFusion(nn.Module):
 
 def load_fusion(directory: str | Path) -> "AttentiveFusion | AlignedFusion":
     """A fusion model written by ``save``, of whichever design it is."""
-    raw = _read_config(directory)
+    raw = read_saved_config(directory, (WEIGHTS_PT, CONFIG_JSON), "a fusion model's save")
     classes = {c.__name__: c for c in (AttentiveFusion, AlignedFusion)}
     if raw.get("class") not in classes:
         raise ValueError(f"{Path(directory) / CONFIG_JSON}: unknown fusion class {raw.get('class')!r}")
     return _load(classes[raw["class"]], directory)
 
 
-def _read_config(directory: str | Path) -> dict:
-    directory = Path(directory)
-    for name in (WEIGHTS_PT, CONFIG_JSON):
-        if not (directory / name).exists():
-            raise FileNotFoundError(f"{directory / name} is missing; was this folder written by a fusion "
-                                    "model's save?")
-    return json.loads((directory / CONFIG_JSON).read_text())
-
-
 def _load(cls, directory: str | Path):
-    raw = _read_config(directory)
+    raw = read_saved_config(directory, (WEIGHTS_PT, CONFIG_JSON), "a fusion model's save")
     held = raw.pop("class", cls.__name__)
     if held != cls.__name__:
         raise ValueError(f"{directory} holds a {held}, not a {cls.__name__}; use load_fusion")

@@ -20,6 +20,8 @@ from typing import Iterator
 import pandas as pd
 import yaml
 
+CONFIG_JSON = "config.json"  # the readable settings every saved model or method folder holds
+
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator:
@@ -47,6 +49,16 @@ def atomic_save_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_save_json(path: str | os.PathLike, obj) -> None:
     with atomic_write(path, "w") as handle:
         json.dump(obj, handle, indent=2, sort_keys=True, default=str)
+
+
+def read_saved_config(directory: str | os.PathLike, needs: tuple[str, ...], writer: str) -> dict:
+    """The ``config.json`` of a folder that ``writer`` saved, after checking every file in ``needs``
+    is there (a clear error naming the first missing one, not a bare FileNotFoundError later)."""
+    directory = Path(directory)
+    for name in needs:
+        if not (directory / name).exists():
+            raise FileNotFoundError(f"{directory / name} is missing; was this folder written by {writer}?")
+    return json.loads((directory / CONFIG_JSON).read_text())
 
 
 def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
-import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -40,10 +39,10 @@ from torchvision.models import Inception_V3_Weights, ResNet18_Weights
 from tqdm import tqdm
 
 from musecl.city import REGION_ID, SATELLITE, STREETVIEW, City
-from musecl.io import atomic_save_bytes, atomic_save_json, atomic_write, sha256_of
+from musecl.io import CONFIG_JSON, atomic_save_bytes, atomic_save_json, atomic_write, read_saved_config, sha256_of
 from musecl.training import Trainer, amp_dtype, resolve_device, split_indices
 
-WEIGHTS_PT, CONFIG_JSON = "weights.pt", "config.json"
+WEIGHTS_PT = "weights.pt"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 ARCHS = ("resnet18", "inception_v3", "tiny")
@@ -531,10 +530,7 @@ def save_encoder(encoder: ImageEncoder, directory: str | os.PathLike) -> Path:
 def load_encoder(directory: str | os.PathLike) -> ImageEncoder:
     """Rebuild an encoder written by :func:`save_encoder` (in eval mode, on the CPU)."""
     directory = Path(directory)
-    for name in (WEIGHTS_PT, CONFIG_JSON):
-        if not (directory / name).exists():
-            raise FileNotFoundError(f"{directory / name} is missing; was this folder written by save_encoder?")
-    config = json.loads((directory / CONFIG_JSON).read_text())
+    config = read_saved_config(directory, (WEIGHTS_PT, CONFIG_JSON), "save_encoder")
     if config.get("arch") not in ARCHS:
         raise ValueError(f"{directory / CONFIG_JSON}: unknown arch {config.get('arch')!r}")
     encoder = build_encoder(config["arch"], config["embedding_dim"], weights="random",

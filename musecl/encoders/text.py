@@ -36,11 +36,11 @@ from gensim.models import Word2Vec
 
 from musecl.city import CATEGORY, REGION_ID, TEXT, City
 from musecl.config import TEXT_POOLINGS
-from musecl.io import atomic_save_json, atomic_write
+from musecl.io import CONFIG_JSON, atomic_save_json, atomic_write, read_saved_config
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 
-VECTORS_NPY, VOCAB_JSON, CONFIG_JSON = "vectors.npy", "vocab.json", "config.json"
+VECTORS_NPY, VOCAB_JSON = "vectors.npy", "vocab.json"
 
 POI_TEXT, REGION_COOCCURRENCE = "poi text", "region co-occurrence"  # the two contexts of a category
 AUTO = "auto"  # TextEncoderConfig.context: poi text if any POI has text, else region co-occurrence
@@ -316,11 +316,7 @@ class PoiTextEncoder:
     @classmethod
     def load(cls, directory: str | Path) -> "PoiTextEncoder":
         directory = Path(directory)
-        for name in (VECTORS_NPY, VOCAB_JSON, CONFIG_JSON):
-            if not (directory / name).exists():
-                raise FileNotFoundError(f"{directory / name} is missing; was this folder written "
-                                        "by PoiTextEncoder.save?")
-        raw = json.loads((directory / CONFIG_JSON).read_text())
+        raw = read_saved_config(directory, (VECTORS_NPY, VOCAB_JSON, CONFIG_JSON), "PoiTextEncoder.save")
         raw.pop("class", None)
         # an encoder saved before contexts existed was trained on one sentence per POI
         context = raw.pop("context_used", None) or POI_TEXT

@@ -10,7 +10,6 @@ modalities fits what the city supports and names what it skipped and why
 """
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -22,9 +21,9 @@ import pandas as pd
 from musecl.cache import Cache, city_fingerprint, load_table, save_table
 from musecl.city import MOBILITY, POI, REGION_ID, SATELLITE, STREETVIEW, City
 from musecl.config import RunConfig
-from musecl.io import atomic_save_json
+from musecl.io import CONFIG_JSON, atomic_save_json, read_saved_config
 
-EMBEDDINGS_CSV, CONFIG_JSON = "embeddings.csv", "config.json"  # what every method's save writes
+EMBEDDINGS_CSV = "embeddings.csv"  # with config.json, what every method's save writes
 HISTORY_CSV = "history.csv"  # a trained stage's per-epoch losses
 
 METHODS: dict[str, type["RegionEmbedder"]] = {}
@@ -134,11 +133,7 @@ class TableMethod(RegionEmbedder):
     @classmethod
     def load(cls, directory: str | Path) -> "TableMethod":
         directory = Path(directory)
-        for name in (CONFIG_JSON, EMBEDDINGS_CSV):
-            if not (directory / name).exists():
-                raise FileNotFoundError(f"{directory / name} is missing; was this folder written by "
-                                        f"{cls.__name__}.save?")
-        raw = json.loads((directory / CONFIG_JSON).read_text())
+        raw = read_saved_config(directory, (CONFIG_JSON, EMBEDDINGS_CSV), f"{cls.__name__}.save")
         if raw.get("method") != cls.name:
             raise ValueError(f"{directory} holds method {raw.get('method')!r}, not {cls.name!r}")
         method = cls(config=RunConfig.from_dict(raw["config"]), **raw.get("options", {}))
@@ -200,9 +195,7 @@ class StagedMethod(RegionEmbedder):
     @classmethod
     def load(cls, directory: str | Path) -> "StagedMethod":
         directory = Path(directory)
-        if not (directory / CONFIG_JSON).exists():
-            raise FileNotFoundError(f"{directory / CONFIG_JSON} is missing; was this folder written by save()?")
-        raw = json.loads((directory / CONFIG_JSON).read_text())
+        raw = read_saved_config(directory, (CONFIG_JSON,), f"{cls.__name__}.save")
         target = METHODS.get(raw.get("method"), cls)
         if not issubclass(target, cls):
             raise ValueError(f"{directory} holds method {raw.get('method')!r}, not {cls.name!r}")
