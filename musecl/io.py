@@ -198,6 +198,25 @@ def owned_folder(folder: str | os.PathLike, settings: str, poll_s: float = 2.0) 
         lock.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def folder_built_beside(out: str | os.PathLike) -> Iterator[Path]:
+    """A fresh temporary folder beside ``out`` to build into: when the block succeeds it replaces
+    ``out``, when it fails (or is interrupted) it is removed, so no half-built folder is left."""
+    out = Path(out)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def publish(staging: str | os.PathLike, folder: str | os.PathLike) -> None:
     """Move everything in ``staging`` into ``folder`` (replacing what is there), then remove
     ``staging``: the outputs of a run arrive together, after it succeeded."""

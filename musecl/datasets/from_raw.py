@@ -60,6 +60,7 @@ from musecl.city import (
     validate_city,
     write_city,
 )
+from musecl.io import folder_built_beside
 
 Outside = Literal["warn", "raise"]
 WGS84 = "EPSG:4326"
@@ -558,10 +559,7 @@ def build_city(out: str | os.PathLike, regions: Regions, indicators: pd.DataFram
                     hexagon_size_m=regions.hexagon_size_m, provenance=provenance,
                     max_missing_satellite=max_missing_satellite)
 
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
+    with folder_built_beside(out) as tmp:
         image_rows = _place_images(tmp, images, copy_images) if images is not None and len(images) else None
         if mobility is not None:
             mobility = mobility.set_index(REGION_ID) if REGION_ID in mobility.columns else mobility
@@ -572,13 +570,6 @@ def build_city(out: str | os.PathLike, regions: Regions, indicators: pd.DataFram
         problems = validate_city(tmp)
         if problems:
             raise CityFormatError(problems)
-        if out.exists():
-            shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +79,7 @@ from musecl.city import (
     write_city,
 )
 from musecl.datasets.from_raw import cell_polygon_wkt
+from musecl.io import folder_built_beside
 
 TOY_SMOKE_REGIONS = 150
 TOY_DEFAULT_REGIONS = 600
@@ -936,17 +936,8 @@ def make_toy_city(out_dir: str | os.PathLike, n_regions: int = TOY_DEFAULT_REGIO
     if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or _is_toy_city(out))):
         raise FileExistsError(f"{out} exists and is not a toy city made by {GENERATOR_NAME}; "
                               "choose an empty or new folder (it is not overwritten)")
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
+    with folder_built_beside(out) as tmp:
         _write(tmp, int(n_regions), int(seed), int(image_size), progress)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
