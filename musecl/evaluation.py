@@ -764,6 +764,18 @@ def ridge_kfold_scores(embedding, target, alpha: float = BENCHMARK_ALPHA,
     return _regression_metrics(y, ridge_kfold_predictions(x, y, alpha=alpha, folds=folds))
 
 
+def location_kfold_scores(xy, target, folds: int = BENCHMARK_FOLDS) -> dict:
+    """What location alone reaches under the benchmark's protocol: the same contiguous folds and
+    pooled, clipped out-of-fold scores as :func:`ridge_kfold_scores`, with :class:`KNNProbe`
+    (5 nearest region centres in metres, 1/distance weights) in place of the ridge, which on two
+    coordinates could only fit a plane."""
+    x, y = _aligned(xy, target)
+    pred = np.empty_like(y)
+    for train, test in KFold(n_splits=int(folds)).split(x):
+        pred[test] = KNNProbe().fit(x[train], y[train]).predict(x[test])
+    return _regression_metrics(y, np.clip(pred, 0.0, None))
+
+
 def ridge_kfold_select(candidates: dict, target, alpha: float = BENCHMARK_ALPHA,
                        folds: int = BENCHMARK_FOLDS, inner_folds: int = BENCHMARK_FOLDS) -> dict:
     """The benchmark protocol with a choice among ``candidates`` made *inside* each outer

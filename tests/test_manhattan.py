@@ -13,8 +13,8 @@ from shapely.geometry import box
 from musecl.city import load_city, validate_city
 from musecl.config import RunConfig
 from musecl.datasets import manhattan as mh
-from musecl.evaluation import (landuse_scores, ridge_fit_predict, ridge_kfold_predictions,
-                               ridge_kfold_scores, ridge_kfold_select)
+from musecl.evaluation import (KNNProbe, landuse_scores, location_kfold_scores, ridge_fit_predict,
+                               ridge_kfold_predictions, ridge_kfold_scores, ridge_kfold_select)
 
 # ------------------------------------------------------------------------------------------
 # a tiny Manhattan: 4 square regions of 0.01 degree in a row, near (-73.99, 40.75)
@@ -221,6 +221,22 @@ def test_ridge_kfold_aligns_by_region_id():
     assert ridge_kfold_scores(shuffled, y) == ridge_kfold_scores(emb, y)
     with pytest.raises(ValueError, match="lacks 1 region"):
         ridge_kfold_scores(emb.iloc[1:], y)
+
+
+def test_location_kfold_reads_neighbours_within_the_published_folds():
+    """Location alone under the benchmark's protocol: a smooth field of the coordinates is read
+    from neighbours, noise is not; five contiguous folds, each predicted by a kNN fitted on the
+    other four, pooled and scored once; rows aligned by region id."""
+    rng = np.random.default_rng(0)
+    xy = pd.DataFrame(rng.uniform(0, 5_000, size=(200, 2)), index=[f"r{i}" for i in range(200)])
+    y = pd.Series(100 + xy[0] / 50 + xy[1] / 100, index=xy.index)
+    assert location_kfold_scores(xy, y)["r2"] > 0.9
+    assert location_kfold_scores(xy.sample(frac=1.0, random_state=1), y) == location_kfold_scores(xy, y)
+    noise = pd.Series(rng.normal(size=200), index=xy.index)
+    assert location_kfold_scores(xy, noise)["r2"] < 0.1
+    pred = np.concatenate([KNNProbe().fit(xy.drop(xy.index[k:k + 40]), y.drop(y.index[k:k + 40]))
+                           .predict(xy.iloc[k:k + 40]) for k in range(0, 200, 40)])
+    assert location_kfold_scores(xy, y)["mae"] == pytest.approx(np.abs(pred - y.to_numpy()).mean())
 
 
 def test_select_picks_the_informative_candidate_without_the_test_fold():
