@@ -29,7 +29,8 @@
 out_dir = "../build/work"  # raw files and city go under out_dir/your_city
 resolution = 8  # H3 resolution of the regions (8: edge ~530 m, as the toy)
 demo_params = "../params/smoke.yaml"  # the fast demo runs at the end
-methods = ["POI only", "RS only", "MuseCL"]  # cheap methods for the city
+methods = ["Location kNN", "Pretext features",  # the simple baselines, then
+           "POI only", "RS only", "MuseCL"]  # cheap methods for the city
 device = None  # None: as in demo_params
 seed = 0  # seeds the jitter that makes the raw files
 
@@ -308,6 +309,8 @@ plt.show()
 # `musecl.runner.run` is what `musecl run` calls: sample, train, embed and evaluate each method,
 # and write `results.csv` with figures. With the smoke settings this takes seconds and the
 # numbers only say that every stage ran; use `params/ci.yaml` or `params/paper.yaml` for results.
+# As every results table of the book, it carries what location alone and the raw pretext inputs
+# (trips, POI counts) reach through the same probe.
 
 # %%
 cfg = RunConfig.from_yaml(demo_params, device=device)
@@ -324,7 +327,7 @@ results.pivot_table(index="indicator", columns=["method", "split"],
 # ```bash
 # musecl validate path/to/my_city              # every problem, by file, row and region
 # musecl run path/to/my_city --out build/my_city_run --params params/ci.yaml \
-#     --methods "POI only" "RS only" MuseCL
+#     --methods "Location kNN" "Pretext features" "POI only" "RS only" MuseCL
 # # one chapter with papermill; chapters are jupytext .py files, which papermill cannot read,
 # # so jupytext hands it the notebook; it runs in book/, so give absolute paths:
 # jupytext --to ipynb -o - book/07_prediction.py | papermill - build/my_city/07_prediction.ipynb \
