@@ -315,8 +315,8 @@ plt.show()
 # %%
 cfg = RunConfig.from_yaml(demo_params, device=device)
 results = run(my_city, work / "run", cfg, methods=methods, progress=False)
-results.pivot_table(index="indicator", columns=["method", "split"],
-                    values="r2").round(3)
+results.pivot_table(index=["method", "split"], columns="indicator",
+                    values="r2").reindex(methods, level="method").round(3)
 
 # %% [markdown]
 # ## The commands for your own city
