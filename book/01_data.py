@@ -424,7 +424,7 @@ if present[MOBILITY]:
     mobility_sentence = (f"Trips cross the city: the tenth of the regions with the largest inflow receive "
                          f"{top_tenth.sum() / total_in * 100:.0f}% of all trips")
     if city.od is not None:  # length of the drawn flows, between region centres
-        centre = pd.DataFrame(city.xy_m(), index=city.region_ids)
+        centre = city.centres()
         moves = city.od[city.od[ORIGIN] != city.od[DESTINATION]]
         drawn = moves.nlargest(300, FLOW)
         start = centre.loc[drawn[ORIGIN]].to_numpy()

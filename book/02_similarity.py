@@ -35,7 +35,7 @@ import warnings
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from IPython.display import Markdown, display
+from IPython.display import Markdown
 from myst_nb import glue
 
 from musecl import plotting
@@ -376,7 +376,7 @@ glue("raw_counts", Markdown(
     "different totals are far apart. Exercise 2 tries category shares instead." if "POI" in kinds else ""),
      display=False)
 rng = np.random.default_rng(cfg.seed)
-xy = pd.DataFrame(data.xy_m(), index=data.region_ids)
+xy = data.centres()
 n_pois = counts.sum(axis=1)
 
 

@@ -334,7 +334,7 @@ for q, row_d, row_n in zip(queries, distance, neighbour):
     groups[f"neighbours of {q}"] = list(ids[1:])
 fig = plotting.plot_images(paths, titles, ncols=6, size=1.8)
 plt.show()
-xy = pd.DataFrame(data.xy_m(), index=data.region_ids, columns=["x", "y"])
+xy = data.centres()
 km = [float(np.median(np.hypot(*(xy.loc[present.index[n[1:]]].to_numpy() - xy.loc[q].to_numpy()).T)) / 1000)
       for q, n in zip(queries, neighbour)]
 glue("nn_km", float(np.mean(km)), display=False)

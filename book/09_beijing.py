@@ -418,9 +418,9 @@ plt.show()
 # population puts regions next to regions of similar density.
 
 # %% tags=["hide-input"]
-xy = pd.DataFrame(city.xy_m(), index=city.region_ids, columns=["x", "y"]).loc[ids15]
-geo = pd.DataFrame(np.hypot(xy["x"].to_numpy()[:, None] - xy["x"].to_numpy()[None, :],
-                            xy["y"].to_numpy()[:, None] - xy["y"].to_numpy()[None, :]) / 1000,
+xy = city.centres().loc[ids15]
+geo = pd.DataFrame(np.hypot(xy["x_m"].to_numpy()[:, None] - xy["x_m"].to_numpy()[None, :],
+                            xy["y_m"].to_numpy()[:, None] - xy["y_m"].to_numpy()[None, :]) / 1000,
                    index=ids15, columns=ids15)
 distances = {name: 1 - cosine(table) for name, table in embeddings.items()} | {"map distance": geo}
 y15 = targets.loc[ids15]

@@ -48,7 +48,6 @@ from IPython.display import Markdown
 from myst_nb import glue
 
 from musecl.city import load_city, validate_city
-from musecl.config import RunConfig
 from musecl.datasets.manhattan import FILES, make_manhattan_city, read_landuse
 from musecl.datasets.published import published_results
 from musecl.datasets.sources import source_of
@@ -128,6 +127,10 @@ plt.show()
 # NMI and ARI against the community districts.
 #
 # ```{literalinclude} ../musecl/evaluation.py
+# :pyobject: kfold_predictions
+# ```
+#
+# ```{literalinclude} ../musecl/evaluation.py
 # :pyobject: ridge_kfold_predictions
 # ```
 #
@@ -196,9 +199,13 @@ LOCATION = "Location kNN"  # 5 nearest region centres, the same folds (evaluatio
 PRETEXT = "Pretext features"  # ln(1 + inflow, outflow, POI count per category) through the published ridge
 
 
+svd = {f"OD SVD (k={k})": od_svd(city, k) for k in SVD_DIMS}  # these two do not depend on the seed
+pretext = pretext_features(city)
+
+
 def embeddings_for(seed):
-    """Every embedding the chapter scores, for one seed (OD SVD does not depend on it)."""
-    out = {f"OD SVD (k={k})": od_svd(city, k) for k in SVD_DIMS}
+    """Every embedding the chapter scores, for one seed."""
+    out = dict(svd)
     fitted = fitted_by_seed[seed]
     for label, method in fitted.items():
         out[f"MuseCL (vector views), {label}"] = method.transform(city)
@@ -215,7 +222,7 @@ def embeddings_for(seed):
         [out["mobility view only, OD similarity"], out["OD SVD (k=16)"]], axis=1)
     out[BOTH_VIEWS] = pd.concat([fitted["eq. 1 similarity"].stage_table("mobility"),
                                  fitted["eq. 1 similarity"].stage_table("poi")], axis=1)
-    out[PRETEXT] = pretext_features(city)
+    out[PRETEXT] = pretext
     return out
 
 
@@ -248,16 +255,15 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # 2 regions without POIs: zero POI vectors, left out of fusion
     # every variant for every seed, cached by settings; the seeds train side by side, one per core it may use
     fitted_by_seed = fit_variants_by_seed(city, VARIANTS, seeds, cache_dir=f"{out_dir}/cache")
+# location alone is deterministic: scored once, the same rows for every seed (sd 0)
+location_rows = [{"indicator": task, "method": LOCATION, "n_test": len(y), **location_kfold_scores(city.centres(), y)}
+                 for task in TASKS + EXTRA for y in [city.indicators[task].dropna()]]
+location_rows.append({"indicator": "land_use", "method": "Location (k-means on region centres)",
+                      "n_test": len(landuse), **landuse_scores(city.centres(), landuse)})
 rows, choices = [], []
-xy = pd.DataFrame(city.xy_m(), index=city.region_ids, columns=["x_m", "y_m"])  # region centres, metres
 for seed in seeds:
     embs = embeddings_for(seed)
-    for task in TASKS + EXTRA:  # location alone: deterministic, the same rows for every seed (sd 0)
-        y = city.indicators[task].dropna()
-        rows.append({"seed": seed, "indicator": task, "method": LOCATION, "split": SPLIT, "n_test": len(y),
-                     **location_kfold_scores(xy, y)})
-    rows.append({"seed": seed, "indicator": "land_use", "method": "Location (k-means on region centres)",
-                 "split": SPLIT, "n_test": len(landuse), **landuse_scores(xy, landuse)})
+    rows += [{"seed": seed, "split": SPLIT, **row} for row in location_rows]
     for name, emb in embs.items():
         for task in TASKS + EXTRA:
             y = city.indicators[task].dropna()

@@ -236,6 +236,11 @@ class City:
         y = np.deg2rad(self.regions[LAT].to_numpy()) * 6_371_000
         return np.column_stack([x - x.mean(), y - y.mean()])
 
+    def centres(self) -> pd.DataFrame:
+        """:meth:`xy_m` as a table indexed by region id (columns ``x_m``, ``y_m``), for lookups
+        by id and for methods that read location as an embedding."""
+        return pd.DataFrame(self.xy_m(), index=self.region_ids.copy(), columns=["x_m", "y_m"])
+
 
 # --------------------------------------------------------------------------------------------
 # reading and checking

@@ -434,7 +434,7 @@ def _prepare(embedding: pd.DataFrame, city: City, indicator: str) -> _Task:
     if bad.any():
         raise ValueError(f"embedding has NaN or infinite values for {int(bad.sum())} regions, e.g. "
                          f"{x.index[bad][:5].tolist()}; impute or drop them before evaluating")
-    xy = pd.DataFrame(city.xy_m(), index=city.region_ids).loc[y.index].to_numpy()
+    xy = city.centres().loc[y.index].to_numpy()
     return _Task(indicator, y.index, x.to_numpy(dtype=np.float64), y.to_numpy(dtype=np.float64), xy)
 
 
@@ -737,20 +737,26 @@ def ridge_fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarr
     return (x_test - x_mean) @ w + y_mean
 
 
-def ridge_kfold_predictions(embedding, target, alpha: float = BENCHMARK_ALPHA,
-                            folds: int = BENCHMARK_FOLDS) -> np.ndarray:
-    """Out-of-fold predictions of the benchmark protocol, in the order of the rows.
+def kfold_predictions(x: np.ndarray, y: np.ndarray, fit_predict, folds: int = BENCHMARK_FOLDS) -> np.ndarray:
+    """Out-of-fold predictions of the benchmark protocol with any model, in the order of the rows.
 
-    ``Ridge(alpha)`` on the embedding as it is (no standardisation; :func:`ridge_fit_predict`),
-    ``KFold(folds)`` *without* shuffling (fold k is the k-th contiguous block of rows), negative
-    predictions set to 0.
+    ``KFold(folds)`` *without* shuffling (fold k is the k-th contiguous block of rows);
+    ``fit_predict(x_train, y_train, x_test)`` predicts each fold from the others; negative
+    predictions are set to 0 (the targets are counts).
     """
-    x, y = _aligned(embedding, target)
     pred = np.empty_like(y)
     with _one_blas_thread():
         for train, test in KFold(n_splits=int(folds)).split(x):
-            pred[test] = ridge_fit_predict(x[train], y[train], x[test], alpha)
+            pred[test] = fit_predict(x[train], y[train], x[test])
     return np.clip(pred, 0.0, None)
+
+
+def ridge_kfold_predictions(embedding, target, alpha: float = BENCHMARK_ALPHA,
+                            folds: int = BENCHMARK_FOLDS) -> np.ndarray:
+    """:func:`kfold_predictions` with the published probe: ``Ridge(alpha)`` on the embedding as
+    it is (no standardisation; :func:`ridge_fit_predict`)."""
+    x, y = _aligned(embedding, target)
+    return kfold_predictions(x, y, lambda a, b, c: ridge_fit_predict(a, b, c, alpha), folds)
 
 
 def ridge_kfold_scores(embedding, target, alpha: float = BENCHMARK_ALPHA,
@@ -770,10 +776,7 @@ def location_kfold_scores(xy, target, folds: int = BENCHMARK_FOLDS) -> dict:
     (5 nearest region centres in metres, 1/distance weights) in place of the ridge, which on two
     coordinates could only fit a plane."""
     x, y = _aligned(xy, target)
-    pred = np.empty_like(y)
-    for train, test in KFold(n_splits=int(folds)).split(x):
-        pred[test] = KNNProbe().fit(x[train], y[train]).predict(x[test])
-    return _regression_metrics(y, np.clip(pred, 0.0, None))
+    return _regression_metrics(y, kfold_predictions(x, y, lambda a, b, c: KNNProbe().fit(a, b).predict(c), folds))
 
 
 def ridge_kfold_select(candidates: dict, target, alpha: float = BENCHMARK_ALPHA,

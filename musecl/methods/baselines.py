@@ -44,10 +44,9 @@ from musecl.cache import city_fingerprint, save_table
 from musecl.city import MOBILITY, POI, SATELLITE, STREETVIEW, City
 from musecl.config import RunConfig
 from musecl.encoders.image import build_encoder, embed_regions
-from musecl.methods.base import StagedMethod, TableMethod, register
+from musecl.io import CONFIG_JSON, atomic_save_json
+from musecl.methods.base import EMBEDDINGS_CSV, StagedMethod, TableMethod, register
 from musecl.methods.multisemantic import (
-    CONFIG_JSON,
-    EMBEDDINGS_CSV,
     FEATURES_FORMAT,
     TRIPLET_SOURCES,
     city_image_store,
@@ -143,9 +142,9 @@ def backbone_stage(city: City, cfg: RunConfig, kind: str, arch: str, size: int, 
         table = embed_regions(encoder.to(resolve_device(cfg.device)), store, region_ids=city.region_ids,
                               progress=progress, amp=cfg.amp)
         save_table(table, folder / EMBEDDINGS_CSV)
-        (folder / CONFIG_JSON).write_text(json.dumps(
-            {"arch": arch, "kind": kind, "image_size": int(size), "dim": table.shape[1],
-             "weights_source": encoder.config["weights_source"], "seed": cfg.seed}, indent=2))
+        atomic_save_json(folder / CONFIG_JSON,
+                         {"arch": arch, "kind": kind, "image_size": int(size), "dim": table.shape[1],
+                          "weights_source": encoder.config["weights_source"], "seed": cfg.seed})
 
     return cache.get_or_compute(f"backbone-{kind}", key, compute)
 
@@ -240,6 +239,7 @@ class EfficientNetLite0Features(StageBaseline):
     needs = (SATELLITE, STREETVIEW)
 
     STAGES = ("satellite", "streetview")
+    RESTORED = ("input_size",)
     input_size = 96
 
     cost = 1  # image features, probed at 2560-d

@@ -211,7 +211,7 @@ class StreetViewSatellite(TableMethod):
 
 @register("Location kNN")
 class LocationKNN(TableMethod):
-    """The region centre in metres (``City.xy_m``), read by a 5-nearest-neighbour probe with
+    """The region centre in metres (``City.centres``), read by a 5-nearest-neighbour probe with
     distance weights: what location alone explains (not in the paper; book/appendix_deviations.md). No training;
     under a random split neighbours of a test region sit in the training part, which is why the
     spatial split matters."""
@@ -219,7 +219,7 @@ class LocationKNN(TableMethod):
     probe = "knn"
 
     def _compute(self, city: City) -> pd.DataFrame:
-        return pd.DataFrame(city.xy_m(), index=city.region_ids.copy(), columns=["x_m", "y_m"])
+        return city.centres()
 
 
 @register("Pretext features")

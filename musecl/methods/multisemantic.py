@@ -44,7 +44,8 @@ from musecl.encoders.image import (
 )
 from musecl.encoders.text import POI_TEXT, PoiTextEncoder, TextEncoderConfig, text_context
 from musecl.fusion import FusionConfig, fuse, train_fusion
-from musecl.methods.base import CONFIG_JSON, EMBEDDINGS_CSV, HISTORY_CSV, StagedMethod, register
+from musecl.io import CONFIG_JSON, atomic_save_json
+from musecl.methods.base import EMBEDDINGS_CSV, HISTORY_CSV, StagedMethod, register
 from musecl.sampling import TripletSampler, mobility_triplets, poi_triplets
 from musecl.training import amp_dtype, processes, resolve_device
 
@@ -214,7 +215,7 @@ def _train_head(city: City, cfg: RunConfig, kind: str, cache, folder: Path, trip
     drawn.to_frame().to_csv(folder / TRIPLETS_CSV, index=False)
     training = training_settings(cfg, kind, cache.path("checkpoints", key), progress)
     head, history = train_feature_head(features, drawn, training, embedding_dim=cfg.embedding_dim)
-    backbone = json.loads((backbone_dir / "config.json").read_text())
+    backbone = json.loads((backbone_dir / CONFIG_JSON).read_text())
     save_head(head, folder / "encoder", {"arch": s["arch"], "weights_source": backbone["weights_source"],
                                           "backbone": backbone})
     history.to_csv(folder / HISTORY_CSV, index=False)
@@ -240,9 +241,9 @@ def efficientnet_stage(city: City, kind: str, image_size: int, cache, progress: 
         table = embed_regions(pooled_features_module(net, image_size).to(resolve_device(device)), store,
                               batch_size=32, region_ids=city.region_ids, progress=progress, amp=amp)
         save_table(table, folder / EMBEDDINGS_CSV)
-        (folder / CONFIG_JSON).write_text(json.dumps(
-            {"arch": "efficientnet-lite0", "kind": kind, "image_size": int(image_size), "dim": table.shape[1],
-             "weights_source": f"imagenet:{path.name}"}, indent=2))
+        atomic_save_json(folder / CONFIG_JSON,
+                         {"arch": "efficientnet-lite0", "kind": kind, "image_size": int(image_size),
+                          "dim": table.shape[1], "weights_source": f"imagenet:{path.name}"})
 
     return cache.get_or_compute(f"pretrained-{kind}", key, compute)
 
@@ -251,7 +252,7 @@ def stage_encoder(stage: Path, initial: bool = False, seed: int = 0, weights: st
     """The encoder of an image stage as one module on uint8 images (a CNN, or frozen backbone +
     head). ``initial``: the same architecture at its starting point (``seed``, ``weights``),
     untrained: the control for what training added."""
-    config = json.loads((stage / "encoder" / "config.json").read_text())
+    config = json.loads((stage / "encoder" / CONFIG_JSON).read_text())
     if config.get("class") != "FeatureHead":
         trained = load_encoder(stage / "encoder")
         if not initial:
@@ -265,7 +266,7 @@ def stage_encoder(stage: Path, initial: bool = False, seed: int = 0, weights: st
 def initial_embedding(city: City, cfg: RunConfig, kind: str, cache, stage: Path, store=None) -> pd.DataFrame:
     """Every region's embedding by the stage's encoder at its starting point, computed as the stage
     embeds (a CNN: mean over a region's views; a head: head of the mean of its views' features)."""
-    config = json.loads((stage / "encoder" / "config.json").read_text())
+    config = json.loads((stage / "encoder" / CONFIG_JSON).read_text())
     if config.get("class") == "FeatureHead":
         s = image_settings(cfg, kind)
         features = load_table(efficientnet_stage(city, kind, s["image_size"], cache, False, cfg.image_store,
