@@ -13,8 +13,8 @@ from shapely.geometry import box
 from musecl.city import load_city, validate_city
 from musecl.config import RunConfig
 from musecl.datasets import manhattan as mh
-from musecl.evaluation import (KNNProbe, landuse_scores, location_kfold_scores, ridge_fit_predict,
-                               ridge_kfold_predictions, ridge_kfold_scores, ridge_kfold_select)
+from musecl.evaluation import (KNNProbe, kfold_predictions, landuse_scores, location_kfold_scores,
+                               ridge_fit_predict, ridge_kfold_predictions, ridge_kfold_scores, ridge_kfold_select)
 
 # ------------------------------------------------------------------------------------------
 # a tiny Manhattan: 4 square regions of 0.01 degree in a row, near (-73.99, 40.75)
@@ -211,6 +211,17 @@ def test_ridge_kfold_does_not_shuffle_and_clips_at_zero():
     pred = ridge_kfold_predictions(x, y, alpha=1e-9, folds=5)
     assert (pred >= 0).all() and pred[0] == 0.0
     assert ridge_kfold_predictions(x, y, folds=5).tolist() == ridge_kfold_predictions(x, y, folds=5).tolist()
+
+
+def test_kfold_predictions_fits_each_contiguous_fold_on_the_others():
+    # a model that predicts its training mean: fold k's prediction is the mean of the other folds,
+    # set to 0 where negative (the folds that train on the -40s)
+    y = np.r_[np.full(4, -40.0), np.arange(16, dtype=float)]
+    x = np.zeros((20, 1))
+    pred = kfold_predictions(x, y, lambda x_train, y_train, x_test: np.full(len(x_test), y_train.mean()), folds=5)
+    expected = np.concatenate([np.full(4, np.delete(y, np.s_[k:k + 4]).mean()) for k in range(0, 20, 4)])
+    assert pred == pytest.approx(np.clip(expected, 0.0, None))
+    assert pred[0] == pytest.approx(7.5) and (pred[4:] == 0).all()
 
 
 def test_ridge_kfold_aligns_by_region_id():
