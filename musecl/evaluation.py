@@ -737,12 +737,14 @@ def ridge_fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarr
     return (x_test - x_mean) @ w + y_mean
 
 
-def kfold_predictions(x: np.ndarray, y: np.ndarray, fit_predict, folds: int = BENCHMARK_FOLDS) -> np.ndarray:
-    """Out-of-fold predictions of the benchmark protocol with any model, in the order of the rows.
+def kfold_predictions(x: np.ndarray, y: np.ndarray, fit_predict,
+                      folds: int = BENCHMARK_FOLDS) -> np.ndarray:
+    """Out-of-fold predictions of the benchmark protocol, in row order.
 
-    ``KFold(folds)`` *without* shuffling (fold k is the k-th contiguous block of rows);
-    ``fit_predict(x_train, y_train, x_test)`` predicts each fold from the others; negative
-    predictions are set to 0 (the targets are counts).
+    ``KFold(folds)`` *without* shuffling (fold k is the k-th contiguous block
+    of rows); ``fit_predict(x_train, y_train, x_test)`` predicts each fold
+    from the others; negative predictions are set to 0 (the targets are
+    counts).
     """
     pred = np.empty_like(y)
     with _one_blas_thread():
@@ -751,12 +753,17 @@ def kfold_predictions(x: np.ndarray, y: np.ndarray, fit_predict, folds: int = BE
     return np.clip(pred, 0.0, None)
 
 
-def ridge_kfold_predictions(embedding, target, alpha: float = BENCHMARK_ALPHA,
+def ridge_kfold_predictions(embedding, target,
+                            alpha: float = BENCHMARK_ALPHA,
                             folds: int = BENCHMARK_FOLDS) -> np.ndarray:
-    """:func:`kfold_predictions` with the published probe: ``Ridge(alpha)`` on the embedding as
-    it is (no standardisation; :func:`ridge_fit_predict`)."""
+    """:func:`kfold_predictions` with the published probe: ``Ridge(alpha)`` on
+    the embedding as it is (no standardisation; :func:`ridge_fit_predict`)."""
     x, y = _aligned(embedding, target)
-    return kfold_predictions(x, y, lambda a, b, c: ridge_fit_predict(a, b, c, alpha), folds)
+
+    def ridge(x_train, y_train, x_test):
+        return ridge_fit_predict(x_train, y_train, x_test, alpha)
+
+    return kfold_predictions(x, y, ridge, folds)
 
 
 def ridge_kfold_scores(embedding, target, alpha: float = BENCHMARK_ALPHA,
@@ -779,31 +786,37 @@ def location_kfold_scores(xy, target, folds: int = BENCHMARK_FOLDS) -> dict:
     return _regression_metrics(y, kfold_predictions(x, y, lambda a, b, c: KNNProbe().fit(a, b).predict(c), folds))
 
 
-def ridge_kfold_select(candidates: dict, target, alpha: float = BENCHMARK_ALPHA,
-                       folds: int = BENCHMARK_FOLDS, inner_folds: int = BENCHMARK_FOLDS) -> dict:
-    """The benchmark protocol with a choice among ``candidates`` made *inside* each outer
-    training part (nested cross-validation).
+def ridge_kfold_select(candidates: dict, target,
+                       alpha: float = BENCHMARK_ALPHA,
+                       folds: int = BENCHMARK_FOLDS,
+                       inner_folds: int = BENCHMARK_FOLDS) -> dict:
+    """The benchmark protocol with a choice among ``candidates`` made *inside*
+    each outer training part (nested cross-validation).
 
-    ``candidates`` maps a name to an embedding (regions x dims; all aligned to ``target`` by
-    region_id when pandas, else by position). For each outer fold of the published
-    ``KFold(folds)`` (no shuffling), an inner ``KFold(inner_folds)`` (no shuffling) over the
-    outer *training* regions alone scores every candidate with the published probe (ridge
-    ``alpha``, predictions clipped at 0); the candidate with the lowest inner mean squared error
-    (the first listed on a tie) is refitted on the whole outer training part and predicts the
-    outer test fold. The outer test fold's targets are never read before its predictions exist.
-    The outer predictions of all folds are pooled and scored once, as the published protocol does.
+    ``candidates`` maps a name to an embedding (regions x dims; all aligned to
+    ``target`` by region_id when pandas, else by position). For each outer fold
+    of the published ``KFold(folds)`` (no shuffling), an inner
+    ``KFold(inner_folds)`` (no shuffling) over the outer *training* regions
+    alone scores every candidate with the published probe (ridge ``alpha``,
+    predictions clipped at 0); the candidate with the lowest inner mean squared
+    error (the first listed on a tie) is refitted on the whole outer training
+    part and predicts the outer test fold. The outer test fold's targets are
+    never read before its predictions exist. The outer predictions of all folds
+    are pooled and scored once, as the published protocol does.
 
-    Returns ``mae``, ``rmse``, ``r2`` (pooled), ``chosen`` (one name per outer fold),
-    ``inner_mse`` (a folds x candidates table of inner errors) and ``predictions`` (row order).
+    Returns ``mae``, ``rmse``, ``r2`` (pooled), ``chosen`` (one name per outer
+    fold), ``inner_mse`` (a folds x candidates table of inner errors) and
+    ``predictions`` (row order).
     """
     if not candidates:
-        raise ValueError("ridge_kfold_select needs at least one candidate embedding")
+        raise ValueError("ridge_kfold_select needs at least one candidate")
     names = list(candidates)
     mats, y = {}, None
     for name in names:
         mats[name], y_k = _aligned(candidates[name], target)
         if y is not None and len(y_k) != len(y):
-            raise ValueError(f"candidate {name!r} has {len(y_k)} rows; the others {len(y)}")
+            raise ValueError(f"candidate {name!r} has {len(y_k)} rows; "
+                             f"the others {len(y)}")
         y = y_k
     pred, chosen, inner_rows = np.full_like(y, np.nan), [], []
     with _one_blas_thread():
@@ -811,16 +824,20 @@ def ridge_kfold_select(candidates: dict, target, alpha: float = BENCHMARK_ALPHA,
             y_train = y[train]  # the only targets the choice may read
             errors = {}
             for name in names:
-                inner = ridge_kfold_predictions(mats[name][train], y_train, alpha=alpha, folds=inner_folds)
+                inner = ridge_kfold_predictions(mats[name][train], y_train,
+                                                alpha=alpha, folds=inner_folds)
                 errors[name] = float(((inner - y_train) ** 2).mean())
-            best = min(names, key=lambda k: errors[k])  # min keeps the first of equal errors
+            # min keeps the first of equal errors
+            best = min(names, key=lambda k: errors[k])
             chosen.append(best)
             inner_rows.append(errors)
-            pred[test] = ridge_fit_predict(mats[best][train], y_train, mats[best][test], alpha)
+            pred[test] = ridge_fit_predict(mats[best][train], y_train,
+                                           mats[best][test], alpha)
     pred = np.clip(pred, 0.0, None)
     inner_mse = pd.DataFrame(inner_rows, columns=names)
     inner_mse.index.name = "outer_fold"
-    return {**_regression_metrics(y, pred), "chosen": chosen, "inner_mse": inner_mse, "predictions": pred}
+    return {**_regression_metrics(y, pred), "chosen": chosen,
+            "inner_mse": inner_mse, "predictions": pred}
 
 
 def landuse_scores(embedding, labels, n_clusters: int = 12, random_state: int = 3,
