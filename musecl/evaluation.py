@@ -113,8 +113,9 @@ def spatial_block_split(xy_m: np.ndarray, block_size_m: float, seed: int,
     n_blocks = int(ids.max()) + 1 if n else 0
     wanted = int((f > 0).sum())
     if n_blocks < wanted:
-        raise ValueError(f"only {n_blocks} block(s) of {block_size_m:g} m cover the {n} regions; need at "
-                         f"least {wanted} to fill train, val and test. Use a smaller block_size_m.")
+        raise ValueError(f"only {n_blocks} block(s) of {block_size_m:g} m cover the {n} regions; "
+                         f"need at least {wanted} to fill train, val and test. Use a smaller "
+                         "block_size_m.")
     sizes = np.bincount(ids, minlength=n_blocks)
     target = f * n
     count = np.zeros(3)
@@ -130,8 +131,8 @@ def spatial_block_split(xy_m: np.ndarray, block_size_m: float, seed: int,
         near_test, _ = cKDTree(xy[part == 2]).query(xy, k=1)
         part = np.where((part != 2) & (near_test < buffer_m), -1, part)
         if not (part == 0).any():
-            raise ValueError(f"a buffer of {buffer_m:g} m around the test blocks leaves no training region; "
-                             "use a smaller buffer_m or smaller blocks")
+            raise ValueError(f"a buffer of {buffer_m:g} m around the test blocks leaves no "
+                             "training region; use a smaller buffer_m or smaller blocks")
     return tuple(np.flatnonzero(part == k) for k in range(3))  # type: ignore[return-value]
 
 
@@ -219,6 +220,16 @@ def _mse_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> dic
     return {"loss": F.mse_loss(model(x).squeeze(-1), y)}
 
 
+def _training_rows(x_train, y_train, least: int) -> tuple[np.ndarray, np.ndarray]:
+    """A probe's training data as float64 (rows x columns, and one target per row), checked."""
+    x_train = np.asarray(x_train, np.float64)
+    y_train = np.asarray(y_train, np.float64).reshape(-1)
+    if len(x_train) != len(y_train) or len(x_train) < least:
+        raise ValueError(f"need >= {least} training row(s) and as many targets; "
+                         f"got {len(x_train)} and {len(y_train)}")
+    return x_train, y_train
+
+
 class MLPProbe:
     """The paper's evaluation head: an MLP regressor, deterministic for a seed.
 
@@ -245,16 +256,15 @@ class MLPProbe:
 
     def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None = None,
             y_val: np.ndarray | None = None) -> "MLPProbe":
-        x_train, y_train = np.asarray(x_train, np.float64), np.asarray(y_train, np.float64).reshape(-1)
-        if len(x_train) != len(y_train) or len(x_train) < 2:
-            raise ValueError(f"need >= 2 training rows and as many targets; got {len(x_train)} and {len(y_train)}")
+        x_train, y_train = _training_rows(x_train, y_train, 2)
         self.x_mean_, self.x_std_ = column_scale(x_train)
         self.y_mean_, self.y_std_ = float(y_train.mean()), float(y_train.std() or 1.0)
         xt, yt = self._x(x_train), self._y(y_train)
         has_val = x_val is not None and y_val is not None and len(x_val) > 0
         xv = yv = None
         if has_val:
-            xv, yv = self._x(np.asarray(x_val, np.float64)), self._y(np.asarray(y_val, np.float64).reshape(-1))
+            xv = self._x(np.asarray(x_val, np.float64))
+            yv = self._y(np.asarray(y_val, np.float64).reshape(-1))
         cfg = self.config
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
@@ -307,9 +317,7 @@ class RidgeProbe:
         self.coef_: np.ndarray | None = None
 
     def fit(self, x_train, y_train, x_val=None, y_val=None) -> "RidgeProbe":
-        x_train, y_train = np.asarray(x_train, np.float64), np.asarray(y_train, np.float64).reshape(-1)
-        if len(x_train) != len(y_train) or len(x_train) < 2:
-            raise ValueError(f"need >= 2 training rows and as many targets; got {len(x_train)} and {len(y_train)}")
+        x_train, y_train = _training_rows(x_train, y_train, 2)
         self.x_mean_, self.x_std_ = column_scale(x_train)
         self.x_range_ = x_train.min(axis=0), x_train.max(axis=0)
         self.y_mean_ = float(y_train.mean())
@@ -362,9 +370,7 @@ class KNNProbe:
         self.model_ = None
 
     def fit(self, x_train, y_train, x_val=None, y_val=None) -> "KNNProbe":
-        x_train, y_train = np.asarray(x_train, np.float64), np.asarray(y_train, np.float64).reshape(-1)
-        if len(x_train) != len(y_train) or len(x_train) < 1:
-            raise ValueError(f"need >= 1 training row and as many targets; got {len(x_train)} and {len(y_train)}")
+        x_train, y_train = _training_rows(x_train, y_train, 1)
         self.x_mean_ = x_train.mean(axis=0)
         scale = float(np.sqrt(x_train.var(axis=0).mean()))
         self.x_scale_ = scale if scale > 0 else 1.0
@@ -647,13 +653,15 @@ def latent_probe(features: pd.DataFrame, latents: pd.DataFrame, folds: int = 5,
     the 2,560 sparse Lite0 feature columns of both images."""
     rows = features.dropna().index.intersection(latents.dropna().index)
     if len(rows) < folds:
-        raise ValueError(f"{len(rows)} regions have both features and latents; {folds} folds need more")
+        raise ValueError(f"{len(rows)} regions have both features and latents; "
+                         f"{folds} folds need more")
     x = standardise_columns(features.loc[rows].to_numpy(dtype=np.float64))
     y = latents.loc[rows].to_numpy(dtype=np.float64)
     pred = np.empty_like(y)
     with _one_blas_thread():
         for train, test in KFold(int(folds), shuffle=True, random_state=int(seed)).split(x):
-            model = RidgeCV(alphas=np.logspace(-2, 5, 15), alpha_per_target=True).fit(x[train], y[train])
+            model = RidgeCV(alphas=np.logspace(-2, 5, 15), alpha_per_target=True)
+            model.fit(x[train], y[train])
             pred[test] = model.predict(x[test])
     r2 = pd.Series({name: _regression_metrics(y[:, j], pred[:, j])["r2"]
                     for j, name in enumerate(latents.columns)}, name="r2", dtype=float)

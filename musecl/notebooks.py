@@ -360,8 +360,8 @@ def chapter_needs(nb, earlier: list[str]) -> tuple[list[str], bool, bool]:
     in book order it would begin late and hold up the end of the build."""
     schedule = nb.metadata.get(SCHEDULE_KEY) or {}
     if not isinstance(schedule, dict) or set(schedule) - {"needs", "alone", "first"}:
-        raise ValueError(f"header key {SCHEDULE_KEY!r} takes only 'needs' (a list of chapter stems), "
-                         f"'alone' and 'first' (true/false); got {schedule!r}")
+        raise ValueError(f"header key {SCHEDULE_KEY!r} takes only 'needs' (a list of chapter "
+                         f"stems), 'alone' and 'first' (true/false); got {schedule!r}")
     alone, first = bool(schedule.get("alone", False)), bool(schedule.get("first", False))
     needs = schedule.get("needs")
     if needs is None:

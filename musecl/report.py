@@ -415,9 +415,11 @@ def paired_differences(results: pd.DataFrame, indicators: Sequence[str], target:
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1); got {confidence}")
     rows = _rows(results, metric, split, city)
-    per_seed = headline_means(rows, indicators, metric).pivot_table(index="seed", columns="method", values=metric)
+    per_seed = headline_means(rows, indicators, metric).pivot_table(index="seed", columns="method",
+                                                                    values=metric)
     if target not in per_seed.columns:
-        raise ValueError(f"no {target!r} rows for split {split!r}; methods: {sorted(per_seed.columns)}")
+        raise ValueError(f"no {target!r} rows for split {split!r}; "
+                         f"methods: {sorted(per_seed.columns)}")
     sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
     out = []
     for method in method_order([m for m in per_seed.columns if m != target]):
@@ -426,7 +428,8 @@ def paired_differences(results: pd.DataFrame, indicators: Sequence[str], target:
         mean = float(diff.mean()) if n else np.nan
         half = (float(stats.t.ppf(0.5 + confidence / 2, n - 1) * diff.std(ddof=1) / np.sqrt(n))
                 if n > 1 else np.nan)
-        verdict = "" if n < 2 else "better" if mean - half > 0 else "worse" if mean + half < 0 else "unclear"
+        verdict = ("" if n < 2 else "better" if mean - half > 0 else "worse" if mean + half < 0
+                   else "unclear")
         out.append({"method": method, "difference": mean, "low": mean - half, "high": mean + half,
                     "n_seeds": n, "verdict": verdict})
     return pd.DataFrame(out).set_index("method")

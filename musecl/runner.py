@@ -206,12 +206,14 @@ def fit_methods(methods: Sequence[str], city: City, config: RunConfig, cache_dir
         return {name: fit_or_error(name, city, config, cache_dir, progress) for name in methods}
 
     threads = max(1, resolve_jobs(0) // workers)
-    order = sorted(methods, key=lambda name: -METHODS[name].cost)  # stable: registry order among equals
-    jobs = (delayed(in_worker)(os.getpid(), fit_or_error, name, city, config, cache_dir, False, probe_jobs=1,
-                               threads=threads)
+    # the costliest first; sorted is stable: registry order among equals
+    order = sorted(methods, key=lambda name: -METHODS[name].cost)
+    jobs = (delayed(in_worker)(os.getpid(), fit_or_error, name, city, config, cache_dir, False,
+                               probe_jobs=1, threads=threads)
             for name in order)
     done = Parallel(n_jobs=workers, backend="loky", return_as="generator")(jobs)
-    bar = progress_bar()(done, total=len(order), disable=not progress, desc=f"methods ({workers} processes)")
+    bar = progress_bar()(done, total=len(order), disable=not progress,
+                         desc=f"methods ({workers} processes)")
     return dict(zip(order, (rewarn(outcome) for outcome in bar)))
 
 
@@ -238,7 +240,8 @@ def fit_and_score(name: str, city: City, config: RunConfig, cache_dir: Path, pro
         rows.append(score_embedding(embedding, city, name, seeded, method.cache, n_jobs=probe_jobs))
         if first is None:  # the first seed's embedding and attention are the ones written out
             first = embedding, (method.attention() if hasattr(method, "attention") else None)
-    return first[0], pd.concat(rows, ignore_index=True), round(time.perf_counter() - start, 1), first[1]
+    seconds = round(time.perf_counter() - start, 1)
+    return first[0], pd.concat(rows, ignore_index=True), seconds, first[1]
 
 
 def seed_configs(config: RunConfig) -> list[RunConfig]:

@@ -64,8 +64,8 @@ def mobility_distance(a, b) -> np.ndarray:
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     for name, v in (("a", a), ("b", b)):
         if v.ndim == 0 or v.shape[-1] != 2:
-            raise ValueError(f"mobility_distance: {name} must hold (inflow, outflow) pairs, i.e. have "
-                             f"shape (2,) or (n, 2); got shape {v.shape}")
+            raise ValueError(f"mobility_distance: {name} must hold (inflow, outflow) pairs, "
+                             f"i.e. have shape (2,) or (n, 2); got shape {v.shape}")
     return _euclidean(a, b)
 
 
@@ -76,8 +76,8 @@ def poi_distance(a, b) -> np.ndarray:
     """
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.ndim == 0 or b.ndim == 0 or a.shape[-1] != b.shape[-1]:
-        raise ValueError(f"poi_distance: a and b must be POI count vectors over the same K categories; "
-                         f"got shapes {a.shape} and {b.shape}")
+        raise ValueError(f"poi_distance: a and b must be POI count vectors over the same K "
+                         f"categories; got shapes {a.shape} and {b.shape}")
     return _euclidean(a, b)
 
 
@@ -93,7 +93,8 @@ def similarity(distance, eps: float = 1e-9):
         raise ValueError(f"similarity: eps must be > 0; got {eps!r}")
     d = np.asarray(distance, dtype=float)
     if np.isnan(d).any():
-        raise ValueError("similarity: distance contains NaN; check the feature vectors for missing values")
+        raise ValueError("similarity: distance contains NaN; check the feature vectors "
+                         "for missing values")
     if (d < 0).any():
         raise ValueError(f"similarity: distances must be >= 0; got minimum {d.min()}")
     out = 1.0 / np.maximum(d, eps)
@@ -282,17 +283,19 @@ class TripletSampler:
             thr = np.maximum(thr[inv], d_pos)
             pos, d_pos, neg, d_neg, n_relaxed = _draw_negatives(X, anchors, pos, d_pos, thr, rng)
             if n_relaxed:
-                warnings.warn(f"{n_relaxed} of {T} negatives could not be drawn {self.negative!r} enough "
-                              "(too many identical feature vectors for this M or quantile); they were "
-                              "drawn among regions no more similar than the positive instead",
+                warnings.warn(f"{n_relaxed} of {T} negatives could not be drawn "
+                              f"{self.negative!r} enough (too many identical feature vectors for "
+                              "this M or quantile); they were drawn among regions no more similar "
+                              "than the positive instead",
                               stacklevel=2)
         info = dict(rule=self.rule, negative=self.negative if paper else "uniform",
                     transform=self.transform, n_regions=n, n_positive_candidates=k,
                     n_exclude=m if paper and self.negative == "dissimilar" else None,
                     far_quantile=self.far_quantile if paper and self.negative == "far" else None,
                     positive_radius=self.positive_radius, seed=self.seed, n_relaxed=n_relaxed)
-        return Triplets(anchor=anchors, positive=pos.astype(np.int64), negative=neg.astype(np.int64),
-                        d_pos=d_pos, d_neg=d_neg, region_ids=ids, info=info)
+        return Triplets(anchor=anchors, positive=pos.astype(np.int64),
+                        negative=neg.astype(np.int64), d_pos=d_pos, d_neg=d_neg, region_ids=ids,
+                        info=info)
 
 
 # --------------------------------------------------------------------------------------------
@@ -528,8 +531,9 @@ def pretext_features(city: City) -> pd.DataFrame:
     return table
 
 
-def geographic_triplets(xy, n_triplets: int = 10_000, n_neighbors: int = 5, radius: float | None = None,
-                        negative: str = "far", far_quantile: float = 0.75, seed: int = 0,
+def geographic_triplets(xy, n_triplets: int = 10_000, n_neighbors: int = 5,
+                        radius: float | None = None, negative: str = "far",
+                        far_quantile: float = 0.75, seed: int = 0,
                         region_ids: Sequence[str] | None = None) -> Triplets:
     """Tobler-style triplets for baselines (Tile2vec): near positive, far negative.
 

@@ -436,6 +436,30 @@ def test_every_papermill_parameter_has_a_help_comment_that_fits_the_page():
                 assert "  # " in line, f"{path.name}: parameter without a help comment: {line!r}"
 
 
+def test_the_library_code_a_chapter_shows_fits_the_page():
+    """Chapters show the library's functions (``literalinclude`` with ``:pyobject:``). The book's
+    stylesheet (book/_static_css/musecl.css) shows about 100 characters of code on a 1440 px wide
+    screen, so a longer line of a shown function would scroll sideways there."""
+    import ast
+    import re
+
+    shown = 0
+    for path in sorted((REPO / "book").glob("*.py")):
+        text = path.read_text()
+        for module, name in re.findall(r"literalinclude\} \.\./(musecl/[\w/]+\.py)\n# :pyobject: ([\w.]+)", text):
+            source = (REPO / module).read_text()
+            body, node = ast.parse(source).body, None
+            for part in name.split("."):
+                node = next(n for n in body if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == part)
+                body = node.body
+            first = node.decorator_list[0].lineno if node.decorator_list else node.lineno
+            lines = source.splitlines()[first - 1:node.end_lineno]
+            long = [line for line in lines if len(line) > 100]
+            assert not long, f"{path.name} shows {module}:{name}, with lines over 100 characters: {long}"
+            shown += 1
+    assert shown > 20  # the pattern still finds the chapters' listings
+
+
 def test_reader_view_says_each_warning_once(monkeypatch):
     """Each seed's run warns again (the library's catch_warnings blocks reset Python's memory of
     what it said); the page says each warning once."""

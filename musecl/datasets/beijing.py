@@ -118,8 +118,10 @@ class HexLattice:
     def row_col(self, region_id: int | Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
         ids = np.asarray(region_id, dtype=np.int64)
         if ((ids < 0) | (ids >= self.n_cells)).any():
-            bad = np.atleast_1d(ids)[(np.atleast_1d(ids) < 0) | (np.atleast_1d(ids) >= self.n_cells)][:5]
-            raise LatticeError(f"region id(s) {bad.tolist()} are outside the lattice (0..{self.n_cells - 1})")
+            flat = np.atleast_1d(ids)
+            bad = flat[(flat < 0) | (flat >= self.n_cells)][:5]
+            raise LatticeError(f"region id(s) {bad.tolist()} are outside the lattice "
+                               f"(0..{self.n_cells - 1})")
         return ids // self.n_cols, ids % self.n_cols
 
     def centre(self, region_id: int | Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -152,7 +154,8 @@ class HexLattice:
         u = 6 * col + round(6 * self.shift) * (row % 2)  # the centre, in sixths of a lon step
 
         def vertex(du: int, drow: int) -> tuple[float, float]:
-            return (self.base_lon + (u + du) * self.lon_step / 6, self.base_lat - (row - drow) * self.lat_step)
+            return (self.base_lon + (u + du) * self.lon_step / 6,
+                    self.base_lat - (row - drow) * self.lat_step)
 
         return [vertex(du, dr) for du, dr in ((2, 0), (1, 1), (-1, 1), (-2, 0), (-1, -1), (1, -1))]
 
@@ -162,7 +165,8 @@ class HexLattice:
         return "POLYGON ((" + ", ".join(f"{x:.8f} {y:.8f}" for x, y in ring) + "))"
 
     def hexagon_size_m(self, lat: float | None = None) -> float:
-        """Centre-to-vertex size in metres at latitude ``lat`` (default: the lattice's middle row)."""
+        """Centre-to-vertex size in metres at latitude ``lat`` (default: the lattice's middle
+        row)."""
         if lat is None:
             lat = self.base_lat - (self.n_rows - 1) / 2 * self.lat_step
         return self.lon_step / 3 * math.radians(1) * 6_371_000 * math.cos(math.radians(lat))

@@ -138,7 +138,8 @@ def hexagon_regions(lon: Sequence[float] | None = None, lat: Sequence[float] | N
     something (``h3.average_hexagon_edge_length(res, unit="m")`` gives the size).
     """
     if not isinstance(resolution, (int, np.integer)) or not 0 <= resolution <= 15:
-        raise RawDataError(f"resolution must be an integer H3 resolution in 0..15; got {resolution!r}")
+        raise RawDataError(f"resolution must be an integer H3 resolution in 0..15; "
+                           f"got {resolution!r}")
     given = [lon is not None or lat is not None, bbox is not None, area is not None]
     if sum(given) != 1:
         raise RawDataError("give exactly one of lon and lat (points), bbox or area")
@@ -150,13 +151,14 @@ def hexagon_regions(lon: Sequence[float] | None = None, lat: Sequence[float] | N
     else:
         if bbox is not None:
             if len(bbox) != 4 or not (bbox[0] < bbox[2] and bbox[1] < bbox[3]):
-                raise RawDataError(f"bbox must be (min_lon, min_lat, max_lon, max_lat) with min < max; "
-                                   f"got {bbox!r}")
+                raise RawDataError("bbox must be (min_lon, min_lat, max_lon, max_lat) with "
+                                   f"min < max; got {bbox!r}")
             shape = shapely.box(*bbox)
         else:
             shape = _union(_read_geometries(area, "area"))
         shape = _to_wgs84(np.array([shape], dtype=object), crs, "area")[0]
-        _check_lonlat(np.array([shape], dtype=object), ["bbox" if bbox is not None else "area"], "area", crs)
+        _check_lonlat(np.array([shape], dtype=object), ["bbox" if bbox is not None else "area"],
+                      "area", crs)
         h3shape = h3.geo_to_h3shape(shapely.geometry.mapping(shape))
         if contain == "center":
             cells = set(h3.h3shape_to_cells(h3shape, resolution))
@@ -165,8 +167,8 @@ def hexagon_regions(lon: Sequence[float] | None = None, lat: Sequence[float] | N
         else:
             raise RawDataError(f"contain must be 'center' or 'overlap'; got {contain!r}")
         if not cells:
-            raise RawDataError(f"no H3 cell of resolution {resolution} has its centre inside the area; "
-                               "choose a finer resolution or contain='overlap'")
+            raise RawDataError(f"no H3 cell of resolution {resolution} has its centre inside the "
+                               "area; choose a finer resolution or contain='overlap'")
     for _ in range(int(rings)):
         cells |= {n for c in cells for n in h3.grid_disk(c, 1)}
     ids = sorted(cells)
@@ -402,7 +404,8 @@ def images_from_folder(source, regions: Regions, *, root: str | os.PathLike | No
 
 
 def indicators_by_area(areas: Regions, values: pd.DataFrame, regions: Regions,
-                       how: str | Mapping[str, str] = "density", min_coverage: float = 0.5) -> pd.DataFrame:
+                       how: str | Mapping[str, str] = "density",
+                       min_coverage: float = 0.5) -> pd.DataFrame:
     """Indicators published for coarser areas (districts, tracts) moved onto the regions.
 
     ``values`` is indexed by the areas' ids (or has them in its first column), one column per
@@ -448,20 +451,22 @@ def indicators_by_area(areas: Regions, values: pd.DataFrame, regions: Regions,
     hows = {c: how for c in values.columns} if isinstance(how, str) else dict(how)
     for col in values.columns:
         if hows.get(col) not in ("count", "density"):
-            raise RawDataError(f"how for indicator {col!r} must be 'count' or 'density'; got {hows.get(col)!r}")
+            raise RawDataError(f"how for indicator {col!r} must be 'count' or 'density'; "
+                               f"got {hows.get(col)!r}")
     numeric = values.apply(pd.to_numeric, errors="coerce")
     not_number = numeric.isna() & values.notna()
     if not_number.any().any():
         col = not_number.any().idxmax()
-        raise RawDataError(f"indicator values: column {col!r} holds text that is not a number for area(s) "
-                           f"{list(values.index[not_number[col]][:_SHOW])}")
+        raise RawDataError(f"indicator values: column {col!r} holds text that is not a number "
+                           f"for area(s) {list(values.index[not_number[col]][:_SHOW])}")
     overlap, area_m2, region_m2 = _overlay(areas, regions)
     shared = _sharing_one_area(overlap)
     if shared:
-        warnings.warn(f"indicators_by_area: {shared} of {len(regions)} regions lie within one area together "
-                      "with other regions and share its value (areal weighting); a random train/test split "
-                      "then flatters the R2, as a test region's neighbours in training hold its value: "
-                      "evaluate this city on the spatial split", UserWarning, stacklevel=2)
+        warnings.warn(f"indicators_by_area: {shared} of {len(regions)} regions lie within one area "
+                      "together with other regions and share its value (areal weighting); a random "
+                      "train/test split then flatters the R2, as a test region's neighbours in "
+                      "training hold its value: evaluate this city on the spatial split",
+                      UserWarning, stacklevel=2)
     out = pd.DataFrame(index=regions.ids)
     for col in values.columns:
         v = numeric[col].reindex(areas.ids)
@@ -471,13 +476,14 @@ def indicators_by_area(areas: Regions, values: pd.DataFrame, regions: Regions,
             share = o["overlap_m2"] / area_m2.reindex(o["area"]).to_numpy()
             value = (o["v"] * share).groupby(o["region"]).sum()
         else:
-            value = (o["v"] * o["overlap_m2"]).groupby(o["region"]).sum() / o.groupby("region")["overlap_m2"].sum()
+            weighted = (o["v"] * o["overlap_m2"]).groupby(o["region"]).sum()
+            value = weighted / o.groupby("region")["overlap_m2"].sum()
         value = value.reindex(regions.ids)
         low = (covered / region_m2) < min_coverage
         if low.any():
-            warnings.warn(f"indicator {col!r}: {int(low.sum())} of {len(regions)} regions are covered less "
-                          f"than {min_coverage:.0%} by areas with a value; their {col} is missing (NaN)",
-                          stacklevel=2)
+            warnings.warn(f"indicator {col!r}: {int(low.sum())} of {len(regions)} regions are "
+                          f"covered less than {min_coverage:.0%} by areas with a value; "
+                          f"their {col} is missing (NaN)", stacklevel=2)
         out[col] = value.where(~low)
     out.index.name = REGION_ID
     return out

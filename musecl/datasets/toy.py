@@ -571,7 +571,8 @@ def _indicator_means(world: pd.DataFrame) -> dict[str, np.ndarray]:
         "MC": world[TRIPS[0]].to_numpy() + world[TRIPS[1]].to_numpy() + 20,
         "NP": 1.4 * poi_rate + 0.5,
         "NC": (poi_rate + 1) * (1 + visitors) ** 0.5 * np.exp(2.2 * (t - 0.3) + 1.8 * (a - 0.5)),
-        "CR": 25 * (people + 0.2) ** 0.6 * np.exp(2.0 * t - 2.2 * (a - 0.5)) * (1 + 0.8 * g * (1 - a)) + 1,
+        "CR": (25 * (people + 0.2) ** 0.6 * np.exp(2.0 * t - 2.2 * (a - 0.5))
+               * (1 + 0.8 * g * (1 - a)) + 1),
     }
 
 

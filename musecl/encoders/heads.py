@@ -38,7 +38,8 @@ class FeatureHead(nn.Module):
     ``decoder``: a linear map from the embedding back to the standardised features, used only by
     the reconstruction term of training (:class:`musecl.encoders.image.TripletObjective`)."""
 
-    def __init__(self, in_dim: int, embedding_dim: int = 128, hidden: int = 256, decoder: bool = False):
+    def __init__(self, in_dim: int, embedding_dim: int = 128, hidden: int = 256,
+                 decoder: bool = False):
         super().__init__()
         self.in_dim, self.embedding_dim, self.hidden = int(in_dim), int(embedding_dim), int(hidden)
         self.register_buffer("mean", torch.zeros(self.in_dim))

@@ -459,8 +459,9 @@ def _load_weights_file(encoder: ImageEncoder, path: Path) -> None:
                          f"unexpected {unexpected[:5]} ({len(missing)} / {len(unexpected)} keys)")
 
 
-def build_encoder(arch: str = "resnet18", embedding_dim: int = 128, weights: str | os.PathLike = "random",
-                  channels_last: bool = False, seed: int | None = None) -> ImageEncoder:
+def build_encoder(arch: str = "resnet18", embedding_dim: int = 128,
+                  weights: str | os.PathLike = "random", channels_last: bool = False,
+                  seed: int | None = None) -> ImageEncoder:
     """A CNN ending in Linear(., embedding_dim): the F_RS / F_SV of section 4.2.
 
     ``arch``: "resnet18" (fc -> Linear(512, d), the official satellite encoder), "inception_v3"
@@ -471,8 +472,9 @@ def build_encoder(arch: str = "resnet18", embedding_dim: int = 128, weights: str
     folder, a trainer checkpoint or a raw state dict).
     """
     if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; use one of {ARCHS}, or 'lite0-head' in rs_arch / sv_arch "
-                         "(a triplet head on frozen EfficientNet-Lite0 features, musecl.encoders.heads)")
+        raise ValueError(f"unknown arch {arch!r}; use one of {ARCHS}, or 'lite0-head' in rs_arch / "
+                         "sv_arch (a triplet head on frozen EfficientNet-Lite0 features, "
+                         "musecl.encoders.heads)")
     if int(embedding_dim) < 1:
         raise ValueError(f"embedding_dim must be positive; got {embedding_dim}")
     embedding_dim = int(embedding_dim)
@@ -483,16 +485,17 @@ def build_encoder(arch: str = "resnet18", embedding_dim: int = 128, weights: str
         weights_file = imagenet_weights_file(arch)
         if not weights_file.exists():
             raise FileNotFoundError(
-                f"ImageNet weights for {arch} are not in the local torch hub cache: expected the file "
-                f"{weights_file.name!r} at {weights_file}. musecl never downloads weights; copy that file "
-                f"there (from a machine with internet: torchvision.models.{arch}(weights='IMAGENET1K_V1') "
-                f"saves it under ~/.cache/torch/hub/checkpoints/), set TORCH_HOME, or use weights='random'.")
+                f"ImageNet weights for {arch} are not in the local torch hub cache: expected the "
+                f"file {weights_file.name!r} at {weights_file}. musecl never downloads weights; "
+                f"copy that file there (from a machine with internet: "
+                f"torchvision.models.{arch}(weights='IMAGENET1K_V1') saves it under "
+                f"~/.cache/torch/hub/checkpoints/), set TORCH_HOME, or use weights='random'.")
         source = f"imagenet:{weights_file.name}"
     else:
         path = Path(weights)
         if not path.exists():
-            raise FileNotFoundError(f"weights must be 'random', 'imagenet' or an existing checkpoint path; "
-                                    f"{str(weights)!r} does not exist")
+            raise FileNotFoundError(f"weights must be 'random', 'imagenet' or an existing "
+                                    f"checkpoint path; {str(weights)!r} does not exist")
         source = f"checkpoint:{path}"
 
     with torch.random.fork_rng(devices=[]):
@@ -508,7 +511,8 @@ def build_encoder(arch: str = "resnet18", embedding_dim: int = 128, weights: str
                 net.load_state_dict(state)
             net.fc = nn.Linear(net.fc.in_features, embedding_dim)
     config = {"arch": arch, "embedding_dim": embedding_dim, "weights_source": source,
-              "channels_last": bool(channels_last), "min_size": INCEPTION_MIN_SIZE if arch == "inception_v3" else 0}
+              "channels_last": bool(channels_last),
+              "min_size": INCEPTION_MIN_SIZE if arch == "inception_v3" else 0}
     encoder = ImageEncoder(net, config)
     if source.startswith("checkpoint:"):
         _load_weights_file(encoder, Path(weights))
@@ -551,7 +555,8 @@ def _check_triplet(a: torch.Tensor, p: torch.Tensor, n: torch.Tensor) -> None:
                          f"{tuple(p.shape)}, {tuple(n.shape)}")
 
 
-def cosine_triplet_loss(a: torch.Tensor, p: torch.Tensor, n: torch.Tensor, margin: float = 0.5) -> dict:
+def cosine_triplet_loss(a: torch.Tensor, p: torch.Tensor, n: torch.Tensor,
+                        margin: float = 0.5) -> dict:
     """Eq. 6 as intended: mean of [margin + sim(a, n) - sim(a, p)]_+ with cosine similarity.
 
     Sign convention. The paper prints eq. 5 as sim(x, y) + a <= sim(x, z) and eq. 6 as
@@ -569,11 +574,12 @@ def cosine_triplet_loss(a: torch.Tensor, p: torch.Tensor, n: torch.Tensor, margi
     sim_pos = F.cosine_similarity(a, p, dim=1)
     sim_neg = F.cosine_similarity(a, n, dim=1)
     per = torch.relu(margin + sim_neg - sim_pos)
-    return {"loss": per.mean(), "sim_pos": sim_pos.mean().detach(), "sim_neg": sim_neg.mean().detach(),
-            "active": (per > 0).float().mean()}
+    return {"loss": per.mean(), "sim_pos": sim_pos.mean().detach(),
+            "sim_neg": sim_neg.mean().detach(), "active": (per > 0).float().mean()}
 
 
-def euclidean_margin_ranking_loss(a: torch.Tensor, p: torch.Tensor, n: torch.Tensor, margin: float = 5.0) -> dict:
+def euclidean_margin_ranking_loss(a: torch.Tensor, p: torch.Tensor, n: torch.Tensor,
+                                  margin: float = 5.0) -> dict:
     """The official code's loss: MarginRankingLoss(margin)(d(a, n), d(a, p), target 1), i.e. the
     mean of [margin + d(a, p) - d(a, n)]_+ with Euclidean distances d (``F.pairwise_distance``,
     which adds 1e-6 to the difference so the gradient at d = 0 is finite). Margin 5 as official.
@@ -838,7 +844,8 @@ def embed_regions(encoder: nn.Module, store: ImageStore, batch_size: int = 64,
     if progress:
         chunks = tqdm(chunks, desc="embedding", unit="batch")
     for start in chunks:
-        with torch.autocast(device.type, dtype=precision or torch.float32, enabled=precision is not None):
+        with torch.autocast(device.type, dtype=precision or torch.float32,
+                            enabled=precision is not None):
             emb = encoder(store.images[start:start + batch_size].to(device)).float().cpu()
         if sums is None:
             sums = torch.zeros((store.n_regions, emb.shape[1]), dtype=torch.float64)

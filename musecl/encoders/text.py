@@ -82,20 +82,23 @@ class TextEncoderConfig:
     sg: int = 1
     hs: int = 1
     negative: int = 0
-    context: str = AUTO  # what a category is learnt from: "poi text", "region co-occurrence" or "auto"
+    # what a category is learnt from: "poi text", "region co-occurrence" or "auto"
+    context: str = AUTO
     sample: float | None = None  # subsampling of frequent words; None: by context (see sample_for)
     region_copies: int = 10  # region co-occurrence: shuffled copies of each region's sentence
     pooling: str = "mean"  # a region's vector from its categories' (TEXT_POOLINGS; "mean" is eq. 7)
 
     def __post_init__(self):
         if self.pooling not in TEXT_POOLINGS:
-            raise ValueError(f"pooling must be one of {TEXT_POOLINGS} (mean: the paper's eq. 7); got {self.pooling!r}")
+            raise ValueError(f"pooling must be one of {TEXT_POOLINGS} (mean: the paper's eq. 7); "
+                             f"got {self.pooling!r}")
         if self.context not in CONTEXTS:
             raise ValueError(f"context must be one of {CONTEXTS}; got {self.context!r}")
         if self.sample is not None and self.sample < 0:
             raise ValueError(f"sample must be >= 0 (0: off) or None; got {self.sample}")
         if min(self.vector_size, self.window, self.epochs, self.min_count, self.region_copies) < 1:
-            raise ValueError(f"vector_size, window, epochs, min_count and region_copies must be >= 1; got {self}")
+            raise ValueError("vector_size, window, epochs, min_count and region_copies must be "
+                             f">= 1; got {self}")
         if self.hs == 0 and self.negative == 0:
             raise ValueError("hs=0 and negative=0 leaves Word2Vec without an output layer; "
                              "set hs=1 (the paper) or negative>0")
@@ -113,7 +116,8 @@ class TextEncoderConfig:
 
 
 def poi_sentences(pois: pd.DataFrame) -> list[list[str]]:
-    """One sentence per POI: [category token] + tokens of its text (the corpus of the training phase)."""
+    """One sentence per POI: [category token] + tokens of its text (the corpus of the
+    training phase)."""
     texts = pois[TEXT] if TEXT in pois.columns else pd.Series("", index=pois.index)
     return [[category_token(c)] + tokenize(t) for c, t in zip(pois[CATEGORY], texts)]
 
@@ -159,13 +163,15 @@ def region_sentences(pois: pd.DataFrame, seed: int = 0, copies: int = 1) -> list
     if copies < 1:
         raise ValueError(f"copies must be >= 1; got {copies}")
     rng = np.random.default_rng(seed)
-    tokens = pd.Series(pois[CATEGORY].map(category_token).to_numpy(), index=pois[REGION_ID].astype(str).to_numpy())
+    tokens = pd.Series(pois[CATEGORY].map(category_token).to_numpy(),
+                       index=pois[REGION_ID].astype(str).to_numpy())
     regions = [words.to_numpy() for _, words in tokens.groupby(level=0, sort=True)]
     sentences: list[list[str]] = []
     for _ in range(copies):
         for words in regions:
             shuffled = words[rng.permutation(len(words))].tolist()
-            sentences.extend(shuffled[i:i + MAX_SENTENCE] for i in range(0, len(shuffled), MAX_SENTENCE))
+            sentences.extend(shuffled[i:i + MAX_SENTENCE]
+                             for i in range(0, len(shuffled), MAX_SENTENCE))
     return sentences
 
 
@@ -223,12 +229,14 @@ class PoiTextEncoder:
                      else "never share a region with another category")
             warnings.warn(f"{city.name}: {len(lonely)} of {len(categories)} categories {where} "
                           f"(context: {context}), so their vectors are untrained random values: "
-                          f"{', '.join(lonely[:5])}{' ...' if len(lonely) > 5 else ''}", stacklevel=2)
+                          f"{', '.join(lonely[:5])}{' ...' if len(lonely) > 5 else ''}",
+                          stacklevel=2)
         model = Word2Vec(sentences=sentences, vector_size=c.vector_size, window=c.window,
                          min_count=c.min_count, sg=c.sg, hs=c.hs, negative=c.negative,
                          sample=c.sample_for(context), epochs=c.epochs, seed=c.seed, workers=1,
                          hashfxn=stable_hash)
-        self._set_vectors(list(model.wv.index_to_key), np.asarray(model.wv.vectors, dtype=np.float32))
+        self._set_vectors(list(model.wv.index_to_key),
+                          np.asarray(model.wv.vectors, dtype=np.float32))
         self.context = context
         return self
 
@@ -258,7 +266,8 @@ class PoiTextEncoder:
         self._check_fitted()
         pooling = self.config.pooling if pooling is None else pooling
         if pooling not in TEXT_POOLINGS:
-            raise ValueError(f"pooling must be one of {TEXT_POOLINGS} (mean: the paper's eq. 7); got {pooling!r}")
+            raise ValueError(f"pooling must be one of {TEXT_POOLINGS} (mean: the paper's eq. 7); "
+                             f"got {pooling!r}")
         ids = city.region_ids
         pois = city.pois
         tokens = pois[CATEGORY].map(category_token)
@@ -276,8 +285,8 @@ class PoiTextEncoder:
         count = np.bincount(row, minlength=len(ids)).astype(np.float64)
         empty = count == 0
         if empty.any():
-            warnings.warn(f"{city.name}: {int(empty.sum())} of {len(ids)} regions have no POI with a "
-                          "known category; their POI vector is zero", stacklevel=2)
+            warnings.warn(f"{city.name}: {int(empty.sum())} of {len(ids)} regions have no POI "
+                          "with a known category; their POI vector is zero", stacklevel=2)
         out = total / np.maximum(count, 1.0)[:, None]
         if pooling == "log-scaled":
             out *= np.log1p(count)[:, None]

@@ -113,7 +113,8 @@ def growth_exponent(n: Sequence[float], seconds: Sequence[float]) -> float:
     if len(n) != len(t) or len(np.unique(n)) < 2:
         raise ValueError(f"need times for at least two different sizes; got n={n.tolist()}")
     if (n <= 0).any() or (t <= 0).any():
-        raise ValueError(f"sizes and times must be positive; got n={n.tolist()}, seconds={t.tolist()}")
+        raise ValueError(f"sizes and times must be positive; got n={n.tolist()}, "
+                         f"seconds={t.tolist()}")
     return float(np.polyfit(np.log(n), np.log(t), 1)[0])
 
 
@@ -231,8 +232,9 @@ def throughput(model: torch.nn.Module, batch: int = 32, input_size: int = 64, st
     return batch * steps / (time.perf_counter() - start)
 
 
-def raw_step_throughput(model: torch.nn.Module, objective: Callable, images: torch.Tensor, steps: int,
-                        lr: float = 5e-4, precision: torch.dtype | None = None) -> float:
+def raw_step_throughput(model: torch.nn.Module, objective: Callable, images: torch.Tensor,
+                        steps: int, lr: float = 5e-4,
+                        precision: torch.dtype | None = None) -> float:
     """Images per second of the bare training step on one fixed batch (on the model's device):
     forward, loss, backward and the same Adam step the Trainer takes (a fresh optimizer, as each
     loop repeat has), under the same autocast ``precision`` and, for float16, gradient scaler."""
@@ -243,7 +245,8 @@ def raw_step_throughput(model: torch.nn.Module, objective: Callable, images: tor
     _synchronize(device)
     start = time.perf_counter()
     for _ in range(steps):
-        with torch.autocast(device.type, dtype=precision or torch.float32, enabled=precision is not None):
+        with torch.autocast(device.type, dtype=precision or torch.float32,
+                            enabled=precision is not None):
             loss = objective(model, images)["loss"]
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
@@ -257,9 +260,10 @@ def raw_step_throughput(model: torch.nn.Module, objective: Callable, images: tor
     return len(images) * steps / (time.perf_counter() - start)
 
 
-def bench_encoder(kind: str, arch: str, input_size: int, batch_size: int, steps: int = 3, repeats: int = 3,
-                  warmup: int = 1, loss: str = "cosine", seed: int = 0, device: str = "cpu", amp: str = "off",
-                  store_on_device: bool = False, channels_last: bool = False) -> dict:
+def bench_encoder(kind: str, arch: str, input_size: int, batch_size: int, steps: int = 3,
+                  repeats: int = 3, warmup: int = 1, loss: str = "cosine", seed: int = 0,
+                  device: str = "cpu", amp: str = "off", store_on_device: bool = False,
+                  channels_last: bool = False) -> dict:
     """Median images/s of the real training loop and of the raw training step, and their ratio.
 
     Each repeat runs the raw step for ``steps`` steps, then one epoch of
@@ -268,14 +272,15 @@ def bench_encoder(kind: str, arch: str, input_size: int, batch_size: int, steps:
     On a GPU the loop's images come from host memory (each batch copied through pinned memory)
     or, with ``store_on_device``, from a store already on the GPU.
     """
-    from musecl.encoders.image import ImageTrainingConfig, TripletObjective, build_encoder, train_image_encoder
+    from musecl.encoders.image import (ImageTrainingConfig, TripletObjective, build_encoder,
+                                       train_image_encoder)
 
     device = resolve_device(device)
     precision = amp_dtype(amp, device)
 
     if min(steps, repeats, batch_size) < 1 or warmup < 0:
-        raise ValueError(f"need steps, repeats, batch_size >= 1 and warmup >= 0; got {steps}, {repeats}, "
-                         f"{batch_size}, {warmup}")
+        raise ValueError(f"need steps, repeats, batch_size >= 1 and warmup >= 0; "
+                         f"got {steps}, {repeats}, {batch_size}, {warmup}")
     n_triplets = steps * batch_size
     store = synthetic_store(kind, max(64, n_triplets), input_size, seed)
     triplets = synthetic_triplets(store, n_triplets, seed)
@@ -286,21 +291,25 @@ def bench_encoder(kind: str, arch: str, input_size: int, batch_size: int, steps:
     if store_on_device:
         store = store.to(device)
     if warmup:
-        raw_step_throughput(encoder, objective, fixed, warmup, precision=precision)  # allocator, kernel caches
-    config = ImageTrainingConfig(loss=loss, epochs=1, batch_size=batch_size, val_fraction=0.0, seed=seed,
-                                 progress=False, device=str(device), amp=amp, store_on_device=store_on_device)
+        # allocator, kernel caches
+        raw_step_throughput(encoder, objective, fixed, warmup, precision=precision)
+    config = ImageTrainingConfig(loss=loss, epochs=1, batch_size=batch_size, val_fraction=0.0,
+                                 seed=seed, progress=False, device=str(device), amp=amp,
+                                 store_on_device=store_on_device)
     loop, raw = [], []
     for _ in range(repeats):
         raw.append(raw_step_throughput(encoder, objective, fixed, steps, precision=precision))
         _, history = train_image_encoder(encoder, store, triplets, config)
         loop.append(float(history["images_per_s"].iloc[-1]))
-    no_optimizer = throughput(encoder, batch=3 * batch_size, input_size=input_size, steps=steps, warmup=0,
-                              device=device)
+    no_optimizer = throughput(encoder, batch=3 * batch_size, input_size=input_size, steps=steps,
+                              warmup=0, device=device)
     loop_median, raw_median = median(loop), median(raw)
-    return {"kind": kind, "arch": arch, "input_size": int(input_size), "batch_triplets": int(batch_size),
-            "images_per_step": 3 * int(batch_size), "steps": int(steps), "repeats": int(repeats),
-            "threads": torch.get_num_threads(), "optimizer_step": "in both", "device": str(device),
-            "amp": str(precision) if precision is not None else "off", "channels_last": bool(channels_last),
+    return {"kind": kind, "arch": arch, "input_size": int(input_size),
+            "batch_triplets": int(batch_size), "images_per_step": 3 * int(batch_size),
+            "steps": int(steps), "repeats": int(repeats), "threads": torch.get_num_threads(),
+            "optimizer_step": "in both", "device": str(device),
+            "amp": str(precision) if precision is not None else "off",
+            "channels_last": bool(channels_last),
             "store": "device" if store_on_device else "host",
             "loop_images_per_s": loop_median, "raw_images_per_s": raw_median,
             "ratio": throughput_ratio(loop_median, raw_median),
