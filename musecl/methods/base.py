@@ -202,7 +202,8 @@ class StagedMethod(RegionEmbedder):
             raise ValueError(f"{directory} holds method {raw.get('method')!r}, not {cls.name!r}")
         method = target(config=RunConfig.from_dict(raw["config"]), progress=False)
         for name in target.RESTORED:
-            setattr(method, name, raw[name])
+            if name in raw:  # a save from before the option existed keeps the class default
+                setattr(method, name, raw[name])
         method.stage_dirs = {stage: directory / stage for stage in target.STAGES}
         method.fitted_on = raw["fitted_on"]
         return method
