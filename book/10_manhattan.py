@@ -256,12 +256,13 @@ with warnings.catch_warnings():
     # every variant for every seed, cached by settings; the seeds train side by side, one per core it may use
     fitted_by_seed = fit_variants_by_seed(city, VARIANTS, seeds, cache_dir=f"{out_dir}/cache")
 location_rows = []  # location alone is deterministic: scored once, the same rows for every seed (sd 0)
+centres = city.centres()
 for task in TASKS + EXTRA:
     y = city.indicators[task].dropna()
     location_rows.append({"indicator": task, "method": LOCATION, "n_test": len(y),
-                          **location_kfold_scores(city.centres(), y)})
+                          **location_kfold_scores(centres, y)})
 location_rows.append({"indicator": "land_use", "method": "Location (k-means on region centres)",
-                      "n_test": len(landuse), **landuse_scores(city.centres(), landuse)})
+                      "n_test": len(landuse), **landuse_scores(centres, landuse)})
 rows, choices = [], []
 for seed in seeds:
     embs = embeddings_for(seed)

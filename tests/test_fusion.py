@@ -197,3 +197,81 @@ def test_the_aligned_loss_logs_its_two_parts():
     np.testing.assert_allclose(history["train_loss"], parts, rtol=1e-5)  # the loss is the weighted sum
     _, plain = train_fusion(sv, rs, poi, FusionConfig(epochs=3, batch_size=32, reconstruction=0.0))
     assert "train_infonce" not in plain  # InfoNCE alone: the loss is the InfoNCE
+
+
+def heads_and_poi(n_per: int = 40, seed: int = 0):
+    """Two kinds of 'backbone features' whose triplets (cluster labels) live in features 0-1, and a
+    POI vector made of features 2-5 of both, which the triplet-trained heads need not keep."""
+    from musecl.encoders.image import ImageTrainingConfig
+    from musecl.encoders.heads import train_feature_head
+
+    rng = np.random.default_rng(seed)
+    label = np.repeat(np.arange(4), n_per)
+    ids = pd.Index([f"r{i}" for i in range(len(label))], name="region_id")
+    features, heads, triplets = {}, {}, {}
+    for k, kind in enumerate(("sv", "rs")):
+        x = rng.normal(size=(len(ids), 10))
+        x[:, :2] += 3 * rng.normal(size=(4, 2))[label]
+        features[kind] = pd.DataFrame(x, index=ids)
+        rows = []
+        while len(rows) < 300:
+            a, p, q = rng.choice(len(ids), 3, replace=False)
+            if label[a] == label[p] != label[q]:
+                rows.append((ids[a], ids[p], ids[q]))
+        triplets[kind] = pd.DataFrame(rows, columns=["anchor", "positive", "negative"])
+        heads[kind], _ = train_feature_head(features[kind], triplets[kind], ImageTrainingConfig(
+            loss="cosine", epochs=5, batch_size=32, lr=2e-3, val_fraction=0, seed=k, progress=False),
+            embedding_dim=8, hidden=16)
+    poi = np.hstack([features["sv"].to_numpy()[:, 2:6], features["rs"].to_numpy()[:, 2:6]])
+    return heads, features, triplets, pd.DataFrame(poi @ rng.normal(size=(8, 8)), index=ids)
+
+
+def _own_poi_nearest(model, e_sv, e_rs, poi) -> float:
+    """Share of the first 64 regions whose fused vector is nearest their own POI vector (chance 1/64)."""
+    as_tensor = [torch.tensor(t.to_numpy()[:64], dtype=torch.float32) for t in (e_sv, e_rs, poi)]
+    with torch.no_grad():
+        a, b = model.align_space(model(*as_tensor[:2])[0], as_tensor[2])
+    sims = torch.nn.functional.normalize(a, dim=1) @ torch.nn.functional.normalize(b, dim=1).T
+    return float((sims.argmax(dim=1) == torch.arange(64)).float().mean())
+
+
+def test_fine_tuning_lets_the_fusion_loss_reach_the_heads():
+    """The heads learnt the clusters, not what the POI vector shows; trained with the fusion, they
+    learn it and the fused vectors find their own POI vector far more often than a fusion on the
+    frozen heads (measured: 0.84 against 0.09). The triplet terms keep the pairing; the run is
+    deterministic."""
+    from musecl.encoders.heads import embed_features
+    from musecl.encoders.image import TripletObjective
+    from musecl.fusion import fine_tune_heads
+
+    heads, features, triplets, poi = heads_and_poi()
+    frozen = {kind: embed_features(heads[kind], features[kind]) for kind in ("sv", "rs")}
+    before = {kind: [p.detach().clone() for p in heads[kind].parameters()] for kind in ("sv", "rs")}
+    cfg = FusionConfig(epochs=40, batch_size=32, lr=3e-3, reconstruction=1.0, head_lr_factor=1.0)
+    fusion, _ = train_fusion(frozen["sv"], frozen["rs"], poi, cfg)
+    model, history = fine_tune_heads(heads, features, triplets, poi, TripletObjective("cosine"), cfg)
+    tuned = {kind: embed_features(getattr(model, f"head_{kind}"), features[kind]) for kind in ("sv", "rs")}
+    found = _own_poi_nearest(model.fusion, tuned["sv"], tuned["rs"], poi)
+    assert found > 0.5 and found > 3 * _own_poi_nearest(fusion, frozen["sv"], frozen["rs"], poi)
+    assert any(not torch.equal(a, b) for a, b in zip(before["sv"], model.head_sv.parameters()))
+    parts = history["train_fusion"] + history["train_triplet_sv"] + history["train_triplet_rs"]
+    np.testing.assert_allclose(history["train_loss"], parts, rtol=1e-5)
+    assert history["train_triplet_rs"].iloc[-1] < 0.5  # cosine margin 0.5: the pairing is kept
+    heads_again = heads_and_poi()[0]
+    again, _ = fine_tune_heads(heads_again, features, triplets, poi, TripletObjective("cosine"), cfg)
+    pd.testing.assert_frame_equal(embed_features(again.head_rs, features["rs"]), tuned["rs"])
+
+
+def test_fine_tuning_skips_regions_without_images_and_wants_the_aligned_design():
+    from musecl.encoders.image import TripletObjective
+    from musecl.fusion import fine_tune_heads
+
+    heads, features, triplets, poi = heads_and_poi(n_per=20)
+    used = [r for r in features["sv"].index if r not in set(triplets["sv"].to_numpy().ravel())]
+    features["sv"].loc[used[:3]] = np.nan  # three regions without street views
+    model, history = fine_tune_heads(heads, features, triplets, poi, TripletObjective("cosine"),
+                                     FusionConfig(epochs=2, batch_size=16))
+    assert len(history) == 2 and np.isfinite(history["train_loss"]).all()
+    with pytest.raises(ValueError, match="aligned fusion design"):
+        fine_tune_heads(heads, features, triplets, poi, TripletObjective("cosine"),
+                        FusionConfig(design="paper", epochs=2))

@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from musecl.cache import Cache, load_table
 from musecl.city import SATELLITE, STREETVIEW, load_city
@@ -135,8 +136,6 @@ def test_a_head_stage_as_one_encoder_and_its_untrained_start(city, tmp_path):
     """stage_encoder on a satellite image (one per region) gives the stage's own row; the untrained
     start (same seed, same standardisation) gives other vectors."""
     pytest.importorskip("efficientnet_lite_pytorch")
-    import torch
-
     cache = Cache(tmp_path / "cache")
     cfg = RunConfig(n_triplets=60, rs_arch="lite0-head", rs_image_size=32, rs_epochs=3, rs_batch_size=16)
     stage = image_stage(city, cfg, SATELLITE, cache, progress=False)
@@ -153,3 +152,28 @@ def test_a_head_stage_as_one_encoder_and_its_untrained_start(city, tmp_path):
     with torch.no_grad():
         again = stage_encoder(stage, initial=True, seed=cfg.seed)(store.images[:5]).numpy()
     np.testing.assert_allclose(again, start.loc[list(store.region_ids[:5])].to_numpy(), atol=1e-4)
+
+
+def test_muse_cl_with_fine_tuned_heads(city, tmp_path):
+    """The variant's fusion stage trains the heads on: its fused vectors and its heads differ from
+    MuseCL's on the same stages, every region gets one, and it saves and loads like MuseCL."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    from musecl.methods import make_method
+
+    cfg = RunConfig(n_triplets=60, rs_arch="lite0-head", sv_arch="lite0-head", rs_image_size=32,
+                    sv_image_size=32, rs_epochs=3, sv_epochs=3, rs_batch_size=16, sv_batch_size=16,
+                    fusion_epochs=3, fusion_batch_size=16)
+    plain = make_method("MuseCL", cfg, tmp_path / "cache", progress=False).fit(city)
+    tuned = make_method("MuseCL (fine-tuned heads)", cfg, tmp_path / "cache", progress=False).fit(city)
+    assert tuned.stage_dirs["satellite"] == plain.stage_dirs["satellite"]  # the same triplet-trained heads
+    a, b = plain.transform(city), tuned.transform(city)
+    assert a.shape == b.shape and b.notna().all().all() and not np.allclose(a, b)
+    fused = tuned.stage_dirs["fusion"]
+    start, end = load_head(plain.stage_dirs["satellite"] / "encoder"), load_head(fused / "encoder-rs")
+    assert not torch.equal(start.net[0].weight, end.net[0].weight)
+    tuned.save(tmp_path / "saved")
+    back = type(tuned).load(tmp_path / "saved")
+    pd.testing.assert_frame_equal(back.transform(city), b)
+    cnn = dataclasses.replace(cfg, sv_arch="resnet18")
+    with pytest.raises(ValueError, match="sv_arch"):
+        make_method("MuseCL (fine-tuned heads)", cnn, tmp_path / "cache", progress=False).fit(city)

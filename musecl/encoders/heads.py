@@ -59,7 +59,7 @@ class FeatureHead(nn.Module):
         return self.net(self.standardise(x))
 
 
-class _TripletFeatures:
+class TripletFeatures:
     """Triplets of feature rows served as stacked (3B, d) batches, as :class:`TripletObjective` wants."""
 
     def __init__(self, features: torch.Tensor, anchor, positive, negative):
@@ -69,21 +69,35 @@ class _TripletFeatures:
     def __len__(self) -> int:
         return len(self.columns[0])
 
-    def subset(self, idx) -> "_TripletFeatures":
+    def subset(self, idx) -> "TripletFeatures":
         idx = torch.as_tensor(idx, dtype=torch.long)
-        return _TripletFeatures(self.features, *(c[idx] for c in self.columns))
+        return TripletFeatures(self.features, *(c[idx] for c in self.columns))
 
     def get_batch(self, indices: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.cat([self.features[c[indices]] for c in self.columns])
 
 
-def _feature_matrix(features: pd.DataFrame) -> tuple[list[str], torch.Tensor]:
+def feature_matrix(features: pd.DataFrame) -> tuple[list[str], torch.Tensor]:
+    """The region ids and rows of ``features`` without a missing value, as a float32 tensor."""
     if not isinstance(features, pd.DataFrame) or features.empty:
         raise ValueError("features must be a non-empty table with one row per region")
     rows = features.dropna(how="any")
     if rows.empty:
         raise ValueError("every region's feature row has a missing value; nothing to train on")
     return [str(r) for r in rows.index], torch.tensor(rows.to_numpy(), dtype=torch.float32)
+
+
+def triplet_features(region_ids: list[str], x: torch.Tensor, triplets) -> TripletFeatures:
+    """``triplets`` (of region ids) as rows of ``x``, whose rows are the regions ``region_ids``."""
+    position = {r: i for i, r in enumerate(region_ids)}
+    columns, ids = triplet_columns(triplets)
+    if ids is not None:  # a sampling.Triplets holds positions into its own region_ids
+        columns = [np.asarray(ids)[c] for c in columns]
+    missing = sorted({str(r) for c in columns for r in c} - set(position))
+    if missing:
+        raise ValueError(f"{len(missing)} triplet region(s) have no complete feature row, "
+                         f"e.g. {missing[:3]}")
+    return TripletFeatures(x, *([position[str(r)] for r in c] for c in columns))
 
 
 def train_feature_head(features: pd.DataFrame, triplets, config, embedding_dim: int = 128,
@@ -93,15 +107,8 @@ def train_feature_head(features: pd.DataFrame, triplets, config, embedding_dim: 
     (loss, margin, epochs, batch size, learning rate, validation share, seed, checkpoints).
     Returns the head (eval mode, ``training_config`` set) and the per-epoch history."""
     cfg = as_training_config(config)
-    region_ids, x = _feature_matrix(features)
-    position = {r: i for i, r in enumerate(region_ids)}
-    columns, ids = triplet_columns(triplets)
-    if ids is not None:  # a sampling.Triplets holds positions into its own region_ids
-        columns = [np.asarray(ids)[c] for c in columns]
-    missing = sorted({str(r) for c in columns for r in c} - set(position))
-    if missing:
-        raise ValueError(f"{len(missing)} triplet region(s) have no complete feature row, e.g. {missing[:3]}")
-    data = _TripletFeatures(x, *([position[str(r)] for r in c] for c in columns))
+    region_ids, x = feature_matrix(features)
+    data = triplet_features(region_ids, x, triplets)
     if len(data) < 1:
         raise ValueError("no triplets to train on")
     torch.manual_seed(cfg.seed)

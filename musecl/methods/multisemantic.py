@@ -5,6 +5,9 @@
 3. POI text vectors (eq. 7)
 4. attentive fusion of 1 and 2, aligned to 3 (eq. 8-11)
 
+*MuseCL (fine-tuned heads)* replaces stage 4 by the end-to-end option on feature heads: the two
+heads of stages 1-2 train on with the fusion (:func:`musecl.fusion.fine_tune_heads`).
+
 Each stage is a folder in the cache named by the hash of the settings it depends on and of the
 city's files, so a chapter that needs the satellite encoder reuses the one an earlier chapter
 trained, and a changed setting retrains only the stages downstream of it.
@@ -36,6 +39,7 @@ from musecl.encoders.image import (
     COLUMN_PREFIX,
     ImageStore,
     ImageTrainingConfig,
+    TripletObjective,
     build_encoder,
     embed_regions,
     load_encoder,
@@ -43,7 +47,7 @@ from musecl.encoders.image import (
     train_image_encoder,
 )
 from musecl.encoders.text import POI_TEXT, PoiTextEncoder, TextEncoderConfig, text_context
-from musecl.fusion import FusionConfig, fuse, train_fusion
+from musecl.fusion import FusionConfig, fine_tune_heads, fuse, train_fusion
 from musecl.io import CONFIG_JSON, atomic_save_json
 from musecl.methods.base import EMBEDDINGS_CSV, HISTORY_CSV, StagedMethod, register
 from musecl.sampling import TripletSampler, mobility_triplets, poi_triplets
@@ -334,6 +338,59 @@ def train_fusion_into(folder: Path, sv: pd.DataFrame, rs: pd.DataFrame, target: 
     save_table(beta, folder / ATTENTION_CSV)
 
 
+def fine_tuning_unsupported(cfg: RunConfig) -> str | None:
+    """Why these settings cannot fine-tune the heads through the fusion, or None when they can."""
+    not_heads = [k for k in ("rs_arch", "sv_arch") if getattr(cfg, k) not in FEATURE_HEADS]
+    if not_heads:
+        return (f"fine-tuning trains feature heads; set {' and '.join(not_heads)} to one of "
+                f"{sorted(FEATURE_HEADS)} (end-to-end through a CNN is not built)")
+    if cfg.fusion_design != "aligned":
+        return f"fine-tuning trains the aligned fusion design; got fusion_design {cfg.fusion_design!r}"
+    return None
+
+
+def fine_tuned_fusion_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_dir: Path,
+                            text_dir: Path) -> Path:
+    """The fusion stage with the end-to-end option on feature heads: the two triplet-trained heads
+    train on with the fusion (:func:`musecl.fusion.fine_tune_heads`), on their cached features
+    and their own triplets. The folder holds what a fusion stage holds, and the fine-tuned heads."""
+    dirs = {"sv": sv_dir, "rs": rs_dir}
+    upstream = [json.loads((d / "key.json").read_text()) for d in (sv_dir, rs_dir, text_dir)]
+    settings = fusion_settings(cfg)
+    key = {"upstream": upstream, "format": FUSION_FORMAT, "fine_tune": "heads",
+           "head_lr_factor": settings.head_lr_factor, **cfg.subset(FUSION_KEYS)}
+
+    def compute(folder: Path) -> None:
+        heads, features, triplets, saved = {}, {}, {}, {}
+        for kind, prefix in PREFIX.items():
+            saved[prefix] = json.loads((dirs[prefix] / "encoder" / CONFIG_JSON).read_text())
+            if saved[prefix].get("class") != "FeatureHead":
+                raise ValueError(f"fine-tuning needs feature heads (rs_arch and sv_arch: one of "
+                                 f"{sorted(FEATURE_HEADS)}); the {kind} encoder is a "
+                                 f"{saved[prefix].get('arch')!r}")
+            heads[prefix] = load_head(dirs[prefix] / "encoder")
+            size = image_settings(cfg, kind)["image_size"]
+            features[prefix] = load_table(efficientnet_stage(city, kind, size, cache, False,
+                                                             cfg.image_store, cfg.amp, cfg.device)
+                                          / EMBEDDINGS_CSV)
+            triplets[prefix] = pd.read_csv(dirs[prefix] / TRIPLETS_CSV, dtype=str)
+        objective = TripletObjective(cfg.triplet_loss, cfg.resolved_margin, cfg.head_reconstruction)
+        poi = load_table(text_dir / EMBEDDINGS_CSV)
+        model, history = fine_tune_heads(heads, features, triplets, poi, objective, settings)
+        embedded = {p: embed_features(getattr(model, f"head_{p}"), features[p].reindex(city.region_ids),
+                                      prefix=COLUMN_PREFIX[kind]) for kind, p in PREFIX.items()}
+        embedding, beta = fuse(model.fusion, embedded["sv"], embedded["rs"])
+        model.fusion.save(folder / "fusion")
+        for p in dirs:
+            save_head(getattr(model, f"head_{p}"), folder / f"encoder-{p}",
+                      {k: saved[p][k] for k in ("arch", "weights_source", "backbone")})
+        history.to_csv(folder / HISTORY_CSV, index=False)
+        save_table(embedding, folder / EMBEDDINGS_CSV)
+        save_table(beta, folder / ATTENTION_CSV)
+
+    return cache.get_or_compute("fusion-fine-tuned", key, compute)
+
+
 @register("MuseCL")
 class MuseCL(StagedMethod):
     """The full method: fused image embedding (eq. 10) aligned to POI text (eq. 11)."""
@@ -358,3 +415,19 @@ class MuseCL(StagedMethod):
         """The region embeddings e^Image (eq. 10) of the city the method was fitted on."""
         self._check_fitted(city)
         return self.stage_table("fusion").reindex(city.region_ids)
+
+
+@register("MuseCL (fine-tuned heads)")
+class MuseCLFineTunedHeads(MuseCL):
+    """MuseCL with the end-to-end option on feature heads: eq. 11's loss also trains the two image
+    heads (their triplet losses stay as terms). Needs rs_arch and sv_arch "lite0-head"."""
+
+    def fit_stages(self, city: City) -> dict[str, Path]:
+        cfg = self.config
+        if reason := fine_tuning_unsupported(cfg):
+            raise ValueError(f"{self.name}: {reason}")
+        rs = image_stage(city, cfg, SATELLITE, self.cache, self.progress)
+        sv = image_stage(city, cfg, STREETVIEW, self.cache, self.progress)
+        text = text_stage(city, cfg, self.cache)
+        fusion = fine_tuned_fusion_stage(city, cfg, self.cache, sv, rs, text)
+        return dict(zip(self.STAGES, (rs, sv, text, fusion)))
