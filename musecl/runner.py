@@ -331,7 +331,10 @@ def run_info(city: City, config: RunConfig, timings: dict) -> dict:
             "weights": config.weights, "device": config.device, "seconds": timings,
             "python": platform.python_version(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "machine": platform.machine(),
-            "cpu_threads": torch.get_num_threads(), "oracle_r2": city.meta.oracle_r2,
+            "cpu_threads": torch.get_num_threads(),
+            # the CPU's vector instructions torch uses (e.g. AVX2, AVX512): trained weights differ
+            # in their last bits between them, and so, a little, do the book's learned rows
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "oracle_r2": city.meta.oracle_r2,
             "modality_oracle_r2": city.meta.modality_oracle_r2}
 
 

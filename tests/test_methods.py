@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 import sys
 import warnings
@@ -9,6 +10,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from musecl.city import load_city
 from musecl.config import RunConfig
@@ -107,6 +109,8 @@ def test_run_command_writes_results(city, tmp_path):
     for name in ("embeddings/MuseCL.csv", "attention.csv", "predictions.csv", "config.yaml", "run.json",
                  "figures/predicted_vs_true.png", "figures/attention_map.png"):
         assert (out / name).exists(), name
+    info = json.loads((out / "run.json").read_text())  # the machine, down to the CPU's vector units
+    assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and info["torch"] == torch.__version__
     # the toy city's ceilings, scored on the very test parts of the same splits and seeds
     ceilings = pd.read_csv(out / "ceilings.csv")
     assert list(ceilings.columns) == RESULT_COLUMNS
