@@ -546,7 +546,7 @@ def fine_tune_heads(heads: dict[str, FeatureHead], features: dict[str, pd.DataFr
             ids[kind], x[kind] = feature_matrix(features[kind])
         data = {kind: triplet_features(ids[kind], x[kind], triplets[kind]) for kind in MODALITY_NAMES}
         both = pd.Index(ids["sv"]).intersection(pd.Index(ids["rs"]), sort=False)
-        y = _align_rows(poi, both)
+        y = _poi_rows(poi, both)
         usable = np.isfinite(y).all(axis=1) & (np.abs(y).sum(axis=1) > 0)
         if usable.sum() < 2:
             raise ValueError(f"fine-tuning needs at least 2 regions with both kinds of images and a "
@@ -587,8 +587,8 @@ def fine_tuning_loss(model: FineTunedHeads, batch: tuple, cfg: FusionConfig,
             **parts, "triplet_sv": triplet_sv.detach(), "triplet_rs": triplet_rs.detach()}
 
 
-def _align_rows(table: pd.DataFrame, regions: pd.Index) -> np.ndarray:
-    """``table``'s rows for ``regions`` as float32; an error names regions it lacks."""
+def _poi_rows(table: pd.DataFrame, regions: pd.Index) -> np.ndarray:
+    """The POI vectors of ``regions`` as float32; an error names regions the table lacks."""
     _check_table(table, "poi")
     missing = regions.difference(table.index.astype(str))
     if len(missing):

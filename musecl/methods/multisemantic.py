@@ -252,6 +252,14 @@ def efficientnet_stage(city: City, kind: str, image_size: int, cache, progress: 
     return cache.get_or_compute(f"pretrained-{kind}", key, compute)
 
 
+def backbone_features(city: City, cfg: RunConfig, kind: str, cache) -> pd.DataFrame:
+    """The frozen backbone's features of every ``kind`` region at the run's image size (cached):
+    what a feature head of this run reads."""
+    size = image_settings(cfg, kind)["image_size"]
+    return load_table(efficientnet_stage(city, kind, size, cache, False, cfg.image_store, cfg.amp,
+                                         cfg.device) / EMBEDDINGS_CSV)
+
+
 def stage_encoder(stage: Path, initial: bool = False, seed: int = 0, weights: str = "random"):
     """The encoder of an image stage as one module on uint8 images (a CNN, or frozen backbone +
     head). ``initial``: the same architecture at its starting point (``seed``, ``weights``),
@@ -272,9 +280,7 @@ def initial_embedding(city: City, cfg: RunConfig, kind: str, cache, stage: Path,
     embeds (a CNN: mean over a region's views; a head: head of the mean of its views' features)."""
     config = json.loads((stage / "encoder" / CONFIG_JSON).read_text())
     if config.get("class") == "FeatureHead":
-        s = image_settings(cfg, kind)
-        features = load_table(efficientnet_stage(city, kind, s["image_size"], cache, False, cfg.image_store,
-                                                 cfg.amp, cfg.device) / EMBEDDINGS_CSV)
+        features = backbone_features(city, cfg, kind, cache)
         return embed_features(initial_head(load_head(stage / "encoder"), cfg.seed), features.reindex(city.region_ids),
                               prefix=COLUMN_PREFIX[kind])
     if store is None:
@@ -354,6 +360,8 @@ def fine_tuned_fusion_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_
     """The fusion stage with the end-to-end option on feature heads: the two triplet-trained heads
     train on with the fusion (:func:`musecl.fusion.fine_tune_heads`), on their cached features
     and their own triplets. The folder holds what a fusion stage holds, and the fine-tuned heads."""
+    if reason := fine_tuning_unsupported(cfg):
+        raise ValueError(reason)
     dirs = {"sv": sv_dir, "rs": rs_dir}
     upstream = [json.loads((d / "key.json").read_text()) for d in (sv_dir, rs_dir, text_dir)]
     settings = fusion_settings(cfg)
@@ -364,15 +372,8 @@ def fine_tuned_fusion_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_
         heads, features, triplets, saved = {}, {}, {}, {}
         for kind, prefix in PREFIX.items():
             saved[prefix] = json.loads((dirs[prefix] / "encoder" / CONFIG_JSON).read_text())
-            if saved[prefix].get("class") != "FeatureHead":
-                raise ValueError(f"fine-tuning needs feature heads (rs_arch and sv_arch: one of "
-                                 f"{sorted(FEATURE_HEADS)}); the {kind} encoder is a "
-                                 f"{saved[prefix].get('arch')!r}")
             heads[prefix] = load_head(dirs[prefix] / "encoder")
-            size = image_settings(cfg, kind)["image_size"]
-            features[prefix] = load_table(efficientnet_stage(city, kind, size, cache, False,
-                                                             cfg.image_store, cfg.amp, cfg.device)
-                                          / EMBEDDINGS_CSV)
+            features[prefix] = backbone_features(city, cfg, kind, cache)
             triplets[prefix] = pd.read_csv(dirs[prefix] / TRIPLETS_CSV, dtype=str)
         objective = TripletObjective(cfg.triplet_loss, cfg.resolved_margin, cfg.head_reconstruction)
         poi = load_table(text_dir / EMBEDDINGS_CSV)
