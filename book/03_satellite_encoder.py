@@ -458,11 +458,13 @@ glue("pc1_sentence", Markdown(pc1_sentence), display=False)
 # ## Interrupted training
 #
 # Both image encoders train through `musecl.training.Trainer`, the one loop every model of the
-# book trains in (fusion in chapter 6 and the prediction probe in chapter 7 too). It replaces a
-# checkpoint after every epoch (weights, optimizer, best validation weights, history, random
-# states); a run killed in epoch $k$ resumes there and ends with exactly the weights of an uninterrupted run
-# (tested in `tests/test_training.py`). One seed (`seed`) fixes the triplets, the initial
-# weights, the shuffling and the image draws, on one device with one thread count.
+# book trains in (fusion in chapter 6 and the prediction probe in chapter 7 too). After an epoch
+# it replaces its checkpoint (weights, optimizer, best validation weights, history, random
+# states) when 30 seconds have passed since the last one (`checkpoint_every_s`; 0: every epoch),
+# and always after the last epoch. A run killed after epoch $k$ resumes from its last checkpoint
+# and ends with exactly the weights of an uninterrupted run (tested in `tests/test_training.py`).
+# One seed (`seed`) fixes the triplets, the initial weights, the shuffling and the image draws,
+# on one device with one thread count.
 #
 # ## What we saw
 #

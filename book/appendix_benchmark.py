@@ -292,7 +292,7 @@ book_times.set_index("chapter")[["seconds", "cores", "params", "complete"]].roun
 # ```
 #
 # Trained stages are cached by their settings and the city's files, so a chapter reuses what an
-# earlier chapter trained, and an interrupted run resumes from its last epoch checkpoint.
+# earlier chapter trained, and an interrupted run resumes from its last checkpoint.
 
 # %% [markdown]
 # {glue:md}`book_sentence`

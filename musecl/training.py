@@ -138,6 +138,7 @@ def one_torch_thread():
 LAST_CHECKPOINT = "last.pt"
 TIMING_COLUMNS = ("images_per_s", "train_seconds", "seconds")  # the history's columns that vary run to run
 CHECKPOINT_FORMAT = 1
+CHECKPOINT_EVERY_S = 30.0  # Trainer's default: seconds between checkpoints (0: every epoch)
 
 
 class BatchDataset(Protocol):
@@ -351,7 +352,7 @@ class _State:
 
 
 class Trainer:
-    """Mini-batch training with early stopping, per-epoch atomic checkpoints and exact resume.
+    """Mini-batch training with early stopping, atomic checkpoints and exact resume.
 
     Defaults follow the official MuseCL code: Adam (lr 5e-4, amsgrad) and StepLR(10, 0.7), i.e.
     the learning rate is multiplied by 0.7 every 10 epochs. ``optimizer_factory(params)`` and
@@ -374,6 +375,12 @@ class Trainer:
     "auto" (bf16 on a GPU that has it, else fp16; bf16 on a CPU with native bf16 units, where it measured about 1.9x for
     ResNet-18 and 1.2x for Inception-v3 at CI sizes; otherwise off). Weights and optimizer stay float32; the scaler's state
     is checkpointed with the rest, so resume stays exact.
+
+    ``checkpoint_every_s``: with a ``checkpoint_dir``, a checkpoint is written after an epoch when
+    that many seconds have passed since the last one, and always after the last epoch; 0 writes
+    one every epoch. An interrupted run loses at most that much time and one epoch. Writing every
+    epoch cost ~7% of a seed's training on the toy city (feature heads train 30 epochs in ~3 s;
+    each checkpoint is hashed, written and fsynced); long epochs are checkpointed each time.
     """
 
     def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module, Any], dict], *,
@@ -383,7 +390,7 @@ class Trainer:
                  patience: int | None = None, restore_best: bool | None = None,
                  seed: int = 0, device: str | torch.device | None = "cpu",
                  checkpoint_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
-                 amp: str = "off"):
+                 amp: str = "off", checkpoint_every_s: float = CHECKPOINT_EVERY_S):
         if epochs < 0 or batch_size < 1 or not 1 <= min_batch <= batch_size:
             raise ValueError(f"need epochs >= 0 and 1 <= min_batch <= batch_size; got epochs={epochs}, "
                              f"batch_size={batch_size}, min_batch={min_batch}")
@@ -391,6 +398,8 @@ class Trainer:
             raise ValueError(f"patience must be >= 1 or None; got {patience}")
         if resume and checkpoint_dir is None:
             raise ValueError("resume=True needs a checkpoint_dir to resume from")
+        if checkpoint_every_s < 0:
+            raise ValueError(f"checkpoint_every_s must be >= 0 (0: every epoch); got {checkpoint_every_s}")
         self.model, self.loss_fn = model, loss_fn
         self.lr, self.lr_step, self.lr_gamma = float(lr), int(lr_step), float(lr_gamma)
         self.optimizer_factory = optimizer_factory or (
@@ -404,6 +413,7 @@ class Trainer:
         self.device = resolve_device(device)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.resume, self.progress = bool(resume), bool(progress)
+        self.checkpoint_every_s = float(checkpoint_every_s)
         self.amp_dtype = amp_dtype(amp, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
         self.history: list[dict] = []
@@ -617,6 +627,7 @@ class Trainer:
         tqdm = progress_bar() if self._show_progress else text_tqdm
         epochs = tqdm(range(state.epoch + 1, self.epochs + 1), desc="training", disable=not self._show_progress,
                       unit="epoch", initial=state.epoch, total=self.epochs)
+        last_checkpoint = time.perf_counter()
         for epoch in epochs:
             if state.stopped_early:
                 break
@@ -635,7 +646,11 @@ class Trainer:
             row["seconds"] = time.perf_counter() - t0
             self.history.append(row)
             state.epoch = epoch
-            self._save_checkpoint(state, fingerprint, generator, batch_generator)
+            # one decision for all processes (each has its own clock); the first one's
+            due = processes().gather(time.perf_counter() - last_checkpoint >= self.checkpoint_every_s)[0]
+            if due or epoch == self.epochs or state.stopped_early:
+                self._save_checkpoint(state, fingerprint, generator, batch_generator)
+                last_checkpoint = time.perf_counter()
             if self._show_progress:
                 epochs.set_postfix({k: f"{row[k]:.4f}" for k in ("train_loss", "val_loss") if k in row})
         epochs.close()

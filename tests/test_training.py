@@ -128,7 +128,7 @@ def test_resume_equals_uninterrupted(tmp_path, restore_best):
     crashed = make_model()
     with pytest.raises(Crash):  # 8 batches per epoch: dies in the middle of epoch 3
         trainer(crashed, loss_fn=crash_after(20), restore_best=restore_best,
-                checkpoint_dir=tmp_path / "b").fit(train, val)
+                checkpoint_dir=tmp_path / "b", checkpoint_every_s=0).fit(train, val)
     assert load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 2
     torch.manual_seed(123)  # a fresh process would have other global RNG states: resume must not care
     np.random.seed(9)
@@ -143,6 +143,22 @@ def test_resume_equals_uninterrupted(tmp_path, restore_best):
     longer = make_model(seed=5)
     trainer(longer, restore_best=restore_best, checkpoint_dir=tmp_path / "c", resume=True).fit(train, val)
     assert all(torch.equal(p, q) for p, q in zip(params(straight), params(longer)))
+
+
+def test_checkpoints_are_written_by_the_clock_and_after_the_last_epoch(tmp_path, monkeypatch):
+    written = []
+    monkeypatch.setattr(Trainer, "_write_checkpoint", lambda self, state, *a: written.append(state.epoch))
+    train, val = NoisyData(), NoisyData(16, seed=1)
+    trainer(make_model(), epochs=4, checkpoint_dir=tmp_path, checkpoint_every_s=0).fit(train, val)
+    assert written == [1, 2, 3, 4]
+    written.clear()
+    trainer(make_model(), epochs=4, checkpoint_dir=tmp_path, checkpoint_every_s=1e9).fit(train, val)
+    assert written == [4]  # not yet due, but the run is over: the last epoch is kept
+    written.clear()
+    trainer(make_model(), epochs=50, patience=1, checkpoint_dir=tmp_path, checkpoint_every_s=1e9).fit(train, val)
+    assert len(written) == 1 and written[0] < 50  # stopped early: that epoch is kept
+    with pytest.raises(ValueError, match="checkpoint_every_s"):
+        trainer(make_model(), checkpoint_every_s=-1)
 
 
 def test_a_checkpoint_from_before_min_batch_still_resumes(tmp_path):
