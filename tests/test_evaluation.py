@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from threadpoolctl import threadpool_info
 
 from musecl.city import CityMeta, Indicator, load_city, write_city
 from musecl.evaluation import (
@@ -14,6 +15,7 @@ from musecl.evaluation import (
     correlation_range, evaluate_ceilings, evaluate_embedding, latent_probe, predict_indicator, random_split,
     ridge_cv_r2, scores, spatial_block_split, spatial_setting, triplet_agreement,
 )
+from musecl.evaluation import _one_blas_thread  # the helper every ridge and k-means fit runs under
 
 torch.set_num_threads(1)
 FAST = ProbeConfig(max_epochs=300, patience=30)
@@ -336,3 +338,16 @@ def test_triplet_agreement_counts_anchors_nearer_their_positive():
     triplets = pd.DataFrame({"anchor": ["a", "a", "c"], "positive": ["b", "c", "a"], "negative": ["c", "b", "d"]})
     assert triplet_agreement(emb, triplets) == pytest.approx(2 / 3)
     assert triplet_agreement(emb, triplets.iloc[:1]) == 1.0
+
+
+def test_ridge_fits_run_on_one_blas_thread_and_the_limit_is_undone():
+    def blas_threads():
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+    before = blas_threads()
+    with _one_blas_thread():
+        assert blas_threads() and set(blas_threads()) == {1}
+        with _one_blas_thread():  # nested, as ridge_kfold_select calls kfold_predictions
+            assert set(blas_threads()) == {1}
+        assert set(blas_threads()) == {1}
+    assert blas_threads() == before
