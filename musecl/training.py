@@ -379,8 +379,9 @@ class Trainer:
     ``checkpoint_every_s``: with a ``checkpoint_dir``, a checkpoint is written after an epoch when
     that many seconds have passed since the last one, and always after the last epoch; 0 writes
     one every epoch. An interrupted run loses at most that much time and one epoch. Writing every
-    epoch cost ~7% of a seed's training on the toy city (feature heads train 30 epochs in ~3 s;
-    each checkpoint is hashed, written and fsynced); long epochs are checkpointed each time.
+    epoch took ~7% of fitting and scoring a method on the toy city (a feature head trains 30
+    epochs in ~3 s; a checkpoint is serialised, written and fsynced); long epochs are
+    checkpointed each time.
     """
 
     def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module, Any], dict], *,
