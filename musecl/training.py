@@ -519,6 +519,13 @@ class Trainer:
                 "n_parameters": sum(p.numel() for p in self.model.parameters()),
                 **({"processes": processes().world_size()} if processes().world_size() > 1 else {})}
 
+    def _checkpoint_due(self, last_checkpoint: float, epoch: int, state: _State) -> bool:
+        """After the last epoch, an early stop, or ``checkpoint_every_s`` since the last write; the
+        clock is the first process's, so that every process decides alike."""
+        if epoch == self.epochs or state.stopped_early:
+            return True
+        return processes().gather(time.perf_counter() - last_checkpoint >= self.checkpoint_every_s)[0]
+
     def _save_checkpoint(self, state: _State, fingerprint: dict, generator: torch.Generator,
                          batch_generator: torch.Generator) -> None:
         if self.checkpoint_path is None:
@@ -647,9 +654,7 @@ class Trainer:
             row["seconds"] = time.perf_counter() - t0
             self.history.append(row)
             state.epoch = epoch
-            # one decision for all processes (each has its own clock); the first one's
-            due = processes().gather(time.perf_counter() - last_checkpoint >= self.checkpoint_every_s)[0]
-            if due or epoch == self.epochs or state.stopped_early:
+            if self.checkpoint_path is not None and self._checkpoint_due(last_checkpoint, epoch, state):
                 self._save_checkpoint(state, fingerprint, generator, batch_generator)
                 last_checkpoint = time.perf_counter()
             if self._show_progress:

@@ -16,8 +16,14 @@ from musecl.city import SATELLITE, STREETVIEW, load_city
 from musecl.config import ConfigError, RunConfig
 from musecl.datasets.toy import make_toy_city
 from musecl.encoders.heads import embed_features, load_head, save_head, train_feature_head
-from musecl.encoders.image import ImageTrainingConfig, train_image_encoder
-from musecl.methods.multisemantic import city_image_store, image_stage, initial_embedding, stage_encoder
+from musecl.encoders.image import COLUMN_PREFIX, ImageTrainingConfig, train_image_encoder
+from musecl.methods.multisemantic import (
+    backbone_features,
+    city_image_store,
+    image_stage,
+    initial_embedding,
+    stage_encoder,
+)
 
 
 def clustered(n_per=30, groups=4, dim=12, seed=0):
@@ -171,9 +177,18 @@ def test_muse_cl_with_fine_tuned_heads(city, tmp_path):
     fused = tuned.stage_dirs["fusion"]
     start, end = load_head(plain.stage_dirs["satellite"] / "encoder"), load_head(fused / "encoder-rs")
     assert not torch.equal(start.net[0].weight, end.net[0].weight)
+    for stage, prefix in (("satellite", "rs"), ("streetview", "sv")):  # the heads after fine-tuning
+        table = tuned.stage_table(stage)
+        assert list(table.index) == list(plain.stage_table(stage).index)
+        assert not np.allclose(table.fillna(0), plain.stage_table(stage).fillna(0))
+        assert table.isna().equals(plain.stage_table(stage).isna())
+    features = backbone_features(city, cfg, STREETVIEW, tuned.cache).reindex(city.region_ids)
+    again = embed_features(load_head(fused / "encoder-sv"), features, prefix=COLUMN_PREFIX[STREETVIEW])
+    pd.testing.assert_frame_equal(again, table, check_dtype=False, atol=1e-6)  # the table: float64
     tuned.save(tmp_path / "saved")
     back = type(tuned).load(tmp_path / "saved")
     pd.testing.assert_frame_equal(back.transform(city), b)
+    pd.testing.assert_frame_equal(back.stage_table("satellite"), tuned.stage_table("satellite"))
     cnn = dataclasses.replace(cfg, sv_arch="resnet18")
     with pytest.raises(ValueError, match="sv_arch"):
         make_method("MuseCL (fine-tuned heads)", cnn, tmp_path / "cache", progress=False).fit(city)

@@ -69,6 +69,8 @@ ATTENTION_CSV = "attention.csv"
 FEATURES_FORMAT = 1  # bump when a backbone's feature extraction changes: old cache entries are ignored
 FUSION_FORMAT = 3  # 2: fusion trains through the one Trainer (another batch order); 3: its history logs the
 # InfoNCE and reconstruction parts (same weights). Entries of an older format are retrained
+FINE_TUNED_FORMAT = 2  # 2: the fine-tuned heads' region embeddings are stored beside the fused ones
+FINE_TUNED_TABLES = {SATELLITE: "embeddings-rs.csv", STREETVIEW: "embeddings-sv.csv"}
 
 
 def sampler_for(cfg: RunConfig):
@@ -359,13 +361,14 @@ def fine_tuned_fusion_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_
                             text_dir: Path) -> Path:
     """The fusion stage with the end-to-end option on feature heads: the two triplet-trained heads
     train on with the fusion (:func:`musecl.fusion.fine_tune_heads`), on their cached features
-    and their own triplets. The folder holds what a fusion stage holds, and the fine-tuned heads."""
+    and their own triplets. The folder holds what a fusion stage holds, and the fine-tuned heads
+    with their region embeddings (``encoder-rs/``, ``embeddings-rs.csv``; ``sv`` likewise)."""
     if reason := fine_tuning_unsupported(cfg):
         raise ValueError(reason)
     dirs = {"sv": sv_dir, "rs": rs_dir}
     upstream = [json.loads((d / "key.json").read_text()) for d in (sv_dir, rs_dir, text_dir)]
     settings = fusion_settings(cfg)
-    key = {"upstream": upstream, "format": FUSION_FORMAT, "fine_tune": "heads",
+    key = {"upstream": upstream, "format": FUSION_FORMAT, "fine_tune": "heads", "tables": FINE_TUNED_FORMAT,
            "head_lr_factor": settings.head_lr_factor, **cfg.subset(FUSION_KEYS)}
 
     def compute(folder: Path) -> None:
@@ -385,6 +388,8 @@ def fine_tuned_fusion_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_
         for p in dirs:
             save_head(getattr(model, f"head_{p}"), folder / f"encoder-{p}",
                       {k: saved[p][k] for k in ("arch", "weights_source", "backbone")})
+        for kind, p in PREFIX.items():
+            save_table(embedded[p], folder / FINE_TUNED_TABLES[kind])
         history.to_csv(folder / HISTORY_CSV, index=False)
         save_table(embedding, folder / EMBEDDINGS_CSV)
         save_table(beta, folder / ATTENTION_CSV)
@@ -432,3 +437,11 @@ class MuseCLFineTunedHeads(MuseCL):
         text = text_stage(city, cfg, self.cache)
         fusion = fine_tuned_fusion_stage(city, cfg, self.cache, sv, rs, text)
         return dict(zip(self.STAGES, (rs, sv, text, fusion)))
+
+    def stage_table(self, stage: str, table: str = EMBEDDINGS_CSV) -> pd.DataFrame:
+        """As MuseCL's, but the satellite and street-view embeddings are those of the heads after
+        fine-tuning (kept in the fusion stage). Their ``history`` and triplets stay those of the
+        heads' own training, which fine-tuning starts from."""
+        if stage in FINE_TUNED_TABLES and table == EMBEDDINGS_CSV:
+            return super().stage_table("fusion", FINE_TUNED_TABLES[stage])
+        return super().stage_table(stage, table)
