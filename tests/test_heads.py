@@ -138,6 +138,21 @@ def test_image_stage_trains_a_head_per_seed(city, tmp_path):
     assert not np.allclose(tables[0, SATELLITE].fillna(0), tables[1, SATELLITE].fillna(0))  # a seed retrains
 
 
+def test_new_backbone_features_retrain_the_head(city, tmp_path, monkeypatch):
+    """A head is keyed by the format of the features it reads, so a change of the backbone's
+    feature extraction (FEATURES_FORMAT) cannot leave a head trained on the old ones in use."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    from musecl.methods import multisemantic
+
+    cache = Cache(tmp_path / "cache")
+    cfg = RunConfig(n_triplets=60, rs_arch="lite0-head", rs_image_size=32, rs_epochs=2, rs_batch_size=16)
+    before = image_stage(city, cfg, SATELLITE, cache, progress=False)
+    assert image_stage(city, cfg, SATELLITE, cache, progress=False) == before
+    monkeypatch.setattr(multisemantic, "FEATURES_FORMAT", multisemantic.FEATURES_FORMAT + 1)
+    after = image_stage(city, cfg, SATELLITE, cache, progress=False)
+    assert after != before and (after / "embeddings.csv").is_file()
+
+
 def test_a_head_stage_as_one_encoder_and_its_untrained_start(city, tmp_path):
     """stage_encoder on a satellite image (one per region) gives the stage's own row; the untrained
     start (same seed, same standardisation) gives other vectors."""

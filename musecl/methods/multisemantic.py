@@ -181,6 +181,8 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
     s = image_settings(cfg, kind)
     if weight := reconstruction_weight(cfg, kind):  # 0 keeps the keys of stages trained before it existed
         key["head_reconstruction"] = weight
+    if s["arch"] in FEATURE_HEADS:  # a head is trained on the backbone's cached features: new features,
+        key["features_format"] = FEATURES_FORMAT  # new head (efficientnet_stage's key has the rest)
 
     def compute(folder: Path) -> None:
         if group.world_size() != cfg.train_processes:
