@@ -7,6 +7,7 @@ from typing import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import pyproj
 import seaborn as sns
 from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.colors import to_rgba
@@ -18,18 +19,24 @@ from musecl.city import CATEGORY, DESTINATION, FLOW, GEOMETRY, INFLOW, LAT, LON,
 
 
 @lru_cache(maxsize=8)
-def _polygons(geometry: tuple[str, ...]) -> list[np.ndarray]:
+def _polygons(geometry: tuple[str, ...], crs: str) -> list[np.ndarray]:
+    to_lonlat = None
+    if not pyproj.CRS.from_user_input(crs).equals("EPSG:4326", ignore_axis_order=True):
+        to_lonlat = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
     out = []
     for text in geometry:
         geom = wkt.loads(text)
         poly = max(getattr(geom, "geoms", [geom]), key=lambda g: g.area)  # largest part of a multipolygon
-        out.append(np.asarray(poly.exterior.coords))
+        xy = np.asarray(poly.exterior.coords)
+        out.append(np.column_stack(to_lonlat.transform(xy[:, 0], xy[:, 1])) if to_lonlat else xy)
     return out
 
 
 def region_polygons(city: City) -> list[np.ndarray]:
-    """Outline of each region (lon/lat or the city's CRS), in the order of ``city.region_ids``."""
-    return _polygons(tuple(city.regions[GEOMETRY]))
+    """Outline of each region in lon/lat degrees, in the order of ``city.region_ids``: a city may
+    give its outlines in another CRS (``city.yaml``), while its centres, flows and the maps'
+    aspect are in WGS84 degrees."""
+    return _polygons(tuple(city.regions[GEOMETRY]), city.meta.crs)
 
 
 def plot_map(city: City, values: pd.Series | np.ndarray | None = None, ax=None, cmap: str = "viridis",

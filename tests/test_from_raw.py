@@ -202,6 +202,36 @@ def test_indicators_by_area_density_and_count(squares):
         indicators_by_area(areas, values.assign(id=["all", "mars"]), squares)
 
 
+def test_ids_in_csv_files_stay_text_and_area_ids_may_be_numbers(tmp_path, squares):
+    """Region and area ids as written: "01" stays "01" in a CSV of polygons or trips (an empty
+    cell does not turn the others into "1.0"), and values indexed by numeric area ids match
+    areas whose ids are those numbers as text, whatever the number of indicator columns."""
+    polys = pd.DataFrame({"id": ["01", "02"], "geometry": squares.table["geometry"].to_list()})
+    polys.to_csv(tmp_path / "polys.csv", index=False)
+    regions = polygon_regions(tmp_path / "polys.csv", id="id")
+    assert list(regions.ids) == ["01", "02"]
+    pd.DataFrame({"from": ["01", "02", ""], "to": ["02", "01", "01"]}).to_csv(tmp_path / "trips.csv", index=False)
+    with pytest.warns(UserWarning, match=r"1 of 3 trip row\(s\) with an end outside every region or naming no region"):
+        od = od_from_csv(tmp_path / "trips.csv", regions, origin="from", destination="to")
+    assert od.to_dict("list") == {"origin": ["01", "02"], "destination": ["02", "01"], "flow": [1, 1]}
+    areas = polygon_regions(pd.DataFrame({"id": [100, 200], "geometry": squares.table["geometry"].to_list()}))
+    values = pd.DataFrame({"people": [10.0, 20.0], "rent": [1.0, 2.0]}, index=pd.Index([100, 200]))
+    got = indicators_by_area(areas, values, squares, how="count")
+    assert got.loc["west", "people"] == pytest.approx(10.0, rel=1e-3)
+    assert got.loc["east", "rent"] == pytest.approx(2.0, rel=1e-3)
+
+
+def test_a_geojson_feature_without_geometry_is_named():
+    square = {"type": "Polygon", "coordinates": [[[0, 0], [0.01, 0], [0.01, 0.01], [0, 0.01], [0, 0]]]}
+    fc = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": square, "properties": {"id": "a"}},
+        {"type": "Feature", "geometry": None, "properties": {"id": "b"}}]}
+    with pytest.raises(RawDataError, match=r"1 feature\(s\) are not polygons, e.g. \['b'\]"):
+        polygon_regions(fc)
+    with pytest.raises(RawDataError, match=r"area: 1 feature\(s\) have no geometry"):
+        hexagon_regions(area=fc, resolution=RES)
+
+
 def test_indicators_by_area_skips_missing_values_and_min_coverage_zero():
     def strip(x0, x1):
         return f"POLYGON (({x0} 0, {x1} 0, {x1} 0.01, {x0} 0.01, {x0} 0))"

@@ -45,6 +45,31 @@ def test_region_polygons_are_closed_hexagons(city):
         assert poly.shape == (7, 2) and np.allclose(poly[0], poly[-1])
 
 
+def test_region_polygons_of_a_city_in_a_projected_crs_are_in_degrees(city, tmp_path):
+    """A city may give its outlines in another CRS (city.yaml): maps draw them in lon/lat, where
+    the centres and flows are, instead of metres on degree axes."""
+    import shutil
+
+    import pyproj
+    import shapely
+    import yaml
+
+    root = tmp_path / "projected"
+    make_tiny_city(root)
+    regions = pd.read_csv(root / "regions.csv", dtype={"region_id": str})
+    to_m = pyproj.Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True)
+    geoms = shapely.from_wkt(regions["geometry"].to_numpy())
+    regions["geometry"] = shapely.to_wkt(shapely.transform(geoms, lambda xy: np.column_stack(
+        to_m.transform(xy[:, 0], xy[:, 1]))), rounding_precision=6)
+    regions.to_csv(root / "regions.csv", index=False)
+    meta = yaml.safe_load((root / "city.yaml").read_text())
+    (root / "city.yaml").write_text(yaml.safe_dump({**meta, "crs": "EPSG:3857"}, sort_keys=False))
+    projected = load_city(root)
+    for got, want in zip(plotting.region_polygons(projected), plotting.region_polygons(city)):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    shutil.rmtree(root)
+
+
 def test_plot_map_draws_one_polygon_per_region_and_greys_missing(city):
     values = pd.Series({"a": 1.0, "b": np.nan, "c": 3.0, "d": 2.0})
     ax = plotting.plot_map(city, values.iloc[::-1], label="PD")  # reindexed to the city's order

@@ -60,7 +60,7 @@ from musecl.city import (
     validate_city,
     write_city,
 )
-from musecl.io import folder_built_beside
+from musecl.io import folder_built_beside, read_csv_ids
 
 Outside = Literal["warn", "raise"]
 WGS84 = "EPSG:4326"
@@ -194,7 +194,7 @@ def polygon_regions(features, id: str | None = "id", crs: str = WGS84) -> Region
     which, unlike the centroid, cannot fall outside an L- or ring-shaped region.
     """
     if isinstance(features, (str, os.PathLike)) and str(features).lower().endswith(".csv"):
-        features = _read_table(features, "polygons")
+        features = _read_table(features, "polygons", ids=[id] if id is not None else [])
     if isinstance(features, pd.DataFrame):
         _require(features, [GEOMETRY] + ([id] if id is not None else []), "polygons")
         try:
@@ -205,7 +205,7 @@ def polygon_regions(features, id: str | None = "id", crs: str = WGS84) -> Region
         where = _rows
     else:
         items = _features(features, "polygons")
-        geoms = np.array([shapely.geometry.shape(f["geometry"]) for f in items], dtype=object)
+        geoms = np.array([_shape(f) for f in items], dtype=object)
         ids = []
         for i, f in enumerate(items):
             props = f.get("properties") or {}
@@ -322,7 +322,7 @@ def od_from_csv(source, regions: Regions, *,
     every region (or naming an unknown region) is reported and left out. Trips within one region
     are kept: they count in both its inflow and outflow, as in ``musecl.city.inflow_outflow``.
     """
-    df = _read_table(source, "trips")
+    df = _read_table(source, "trips", ids=[end for end in (origin, destination) if isinstance(end, str)])
     cols = [c for end in (origin, destination) for c in ([end] if isinstance(end, str) else list(end))]
     _require(df, cols + ([flow] if flow else []), "trips")
     ends = []
@@ -343,7 +343,9 @@ def od_from_csv(source, regions: Regions, *,
     else:
         values = np.ones(len(df))
     lost = (ends[0].isna() | ends[1].isna()).to_numpy()
-    keep = _handle_outside(lost, "trips", "trip row(s) with an end", outside)
+    by_id = isinstance(origin, str) or isinstance(destination, str)
+    keep = _handle_outside(lost, "trips", "trip row(s) with an end", outside,
+                           "outside every region or naming no region" if by_id else "outside every region")
     od = pd.DataFrame({ORIGIN: ends[0].to_numpy()[keep], DESTINATION: ends[1].to_numpy()[keep],
                        FLOW: values[keep]})
     od = od.groupby([ORIGIN, DESTINATION], as_index=False, sort=True)[FLOW].sum()
@@ -440,7 +442,7 @@ def indicators_by_area(areas: Regions, values: pd.DataFrame, regions: Regions,
     if not 0 <= min_coverage <= 1:
         raise RawDataError(f"min_coverage must be in [0, 1]; got {min_coverage!r}")
     values = values.copy()
-    if not values.index.isin(areas.ids).any() and values.shape[1] > 1:
+    if not values.index.astype(str).isin(areas.ids).any() and values.shape[1] > 1:
         values = values.set_index(values.columns[0])
     values.index = values.index.astype(str)
     _no_duplicates(values.index, "indicator values, area id", _rows)
@@ -611,13 +613,15 @@ def _log_choices(log, meta_in: Mapping, columns: list[str]) -> dict[str, bool]:
 # helpers
 
 
-def _read_table(source, what: str) -> pd.DataFrame:
+def _read_table(source, what: str, ids: Sequence[str] = ()) -> pd.DataFrame:
+    """A DataFrame as given, or a CSV with the ``ids`` columns read as text exactly as written
+    (``"01"`` stays ``"01"``, an empty cell does not turn the others into ``"1.0"``)."""
     if isinstance(source, pd.DataFrame):
         return source.reset_index(drop=True)
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"{what}: {path} does not exist")
-    return pd.read_csv(path)
+    return read_csv_ids(path, ids=tuple(ids))
 
 
 def _require(df: pd.DataFrame, cols: Iterable[str], what: str) -> None:
@@ -692,13 +696,14 @@ def _cells(lon: np.ndarray, lat: np.ndarray, resolution: int) -> list[str]:
     return [h3.latlng_to_cell(float(b), float(a), resolution) for a, b in zip(lon, lat)]
 
 
-def _handle_outside(lost: np.ndarray, what: str, noun: str, outside: Outside) -> np.ndarray:
+def _handle_outside(lost: np.ndarray, what: str, noun: str, outside: Outside,
+                    where: str = "outside every region") -> np.ndarray:
     """Keep-mask; report the lost rows (count and spreadsheet rows) as a warning or an error."""
     if outside not in ("warn", "raise"):
         raise RawDataError(f"outside must be 'warn' or 'raise'; got {outside!r}")
     n = int(lost.sum())
     if n:
-        msg = (f"{what}: {n} of {len(lost)} {noun} outside every region ({_rows(lost)}) "
+        msg = (f"{what}: {n} of {len(lost)} {noun} {where} ({_rows(lost)}) "
                f"{'cannot be placed' if outside == 'raise' else 'are left out'}")
         if outside == "raise":
             raise RawDataError(msg + "; choose regions that cover them, or pass outside='warn' to leave them out")
@@ -738,7 +743,15 @@ def _read_geometries(obj, what: str) -> list:
             return [shapely.from_wkt(obj)]
         except shapely.errors.GEOSException as exc:
             raise RawDataError(f"{what}: cannot read the WKT: {exc}") from None
-    return [shapely.geometry.shape(f["geometry"]) for f in _features(obj, what)]
+    geoms = [_shape(f) for f in _features(obj, what)]
+    if any(g is None for g in geoms):
+        raise RawDataError(f"{what}: {sum(g is None for g in geoms)} feature(s) have no geometry (null)")
+    return geoms
+
+
+def _shape(feature: Mapping):
+    """A GeoJSON feature's geometry as shapely, or None where it is null (valid GeoJSON)."""
+    return shapely.geometry.shape(feature["geometry"]) if feature.get("geometry") else None
 
 
 def _union(geoms: list):
