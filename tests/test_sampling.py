@@ -284,3 +284,19 @@ def test_pretext_features_are_the_log_counts_the_pairings_read():
     images_only = dataclasses.replace(city, meta=dataclasses.replace(city.meta, modalities=("satellite",)))
     with pytest.raises(ValueError, match="neither trips nor POIs"):
         pretext_features(images_only)
+
+
+def test_poi_count_ties_give_the_same_triplets_whatever_the_thread_count():
+    """POI counts tie often; the triplets of a seed must not depend on how many threads the
+    neighbour search used (a brute-force search broke ties by thread, 11% other positives)."""
+    from threadpoolctl import threadpool_limits
+
+    from musecl.sampling import _benchmark_features
+
+    counts = _benchmark_features(2000, 37, np.random.default_rng(7))
+    drawn = []
+    for threads in (1, 4):
+        with threadpool_limits(threads):
+            t = TripletSampler(n_triplets=10_000, seed=0).sample(counts)
+        drawn.append(np.stack([t.anchor, t.positive, t.negative]))
+    np.testing.assert_array_equal(drawn[0], drawn[1])
