@@ -153,7 +153,8 @@ plt.show()
 # Each triplet role gets one street view drawn at random from its region (the official code's
 # choice), so over the epochs the encoder sees all of a region's views under the same label. After
 # training, the region's embedding is the mean of the embeddings of all its views; regions
-# without any street view get an empty (NaN) row, which fusion fills with the column means:
+# without any street view get an empty (NaN) row, which fusion fills with the column means and
+# gives no attention weight (the region's fused vector is then its satellite view alone):
 #
 # ```{literalinclude} ../musecl/encoders/image.py
 # :pyobject: embed_regions

@@ -372,7 +372,8 @@ with pd.option_context("display.max_colwidth", None):
 # %% [markdown]
 # "–" is a method the city cannot run (it lacks an input the *needs* column names). Street views
 # or satellite images for only *some* regions are fine: the others get the column mean of that
-# embedding. Without trips, MuseCL's street-view pairing (eq. 1-2) has nothing to go on, so the
+# embedding where a method needs a full table, and MuseCL's fusion gives it no attention weight
+# (such a region's fused vector is its one view). Without trips, MuseCL's street-view pairing (eq. 1-2) has nothing to go on, so the
 # street-view methods are not run rather than trained on meaningless triplets. Without any
 # images, `--methods all` adds the image-free methods (`MuseCL (vector views)`, `OD SVD`) where
 # the city has origin-destination flows.

@@ -76,6 +76,15 @@ ACTIVATIONS = ("relu", "tanh")
 PROJECTIONS = ("auto", "linear", "none")
 
 
+def attention(alpha: torch.Tensor, present: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 9 over the modalities a region has. A missing one (its embedding NaN, filled with the
+    column mean) gets no weight, so a region with one view is that view (beta = 1) instead of a
+    mix with a placeholder that all such regions share; a region with neither keeps both."""
+    if present is not None:
+        alpha = alpha.masked_fill(~present & present.any(dim=1, keepdim=True), float("-inf"))
+    return torch.softmax(alpha, dim=1)
+
+
 class AttentiveFusion(nn.Module):
     """Eq. 8-10: attention weights over {SV, RS} from shared (M, b, c); returns (e_image, beta).
 
@@ -115,13 +124,15 @@ class AttentiveFusion(nn.Module):
         act = torch.relu if self.activation == "relu" else torch.tanh
         return self.c(act(self.M(e))).squeeze(-1)
 
-    def forward(self, e_sv: torch.Tensor, e_rs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, e_sv: torch.Tensor, e_rs: torch.Tensor, present: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``present``: (n, 2) booleans, whether a region has each modality (see :func:`attention`)."""
         if e_sv.shape != e_rs.shape or e_sv.shape[-1] != self.dim:
             raise ValueError(f"street-view and satellite embeddings must both be (n, {self.dim}); "
                              f"got {tuple(e_sv.shape)} and {tuple(e_rs.shape)}")
         stacked = torch.stack([e_sv, e_rs], dim=1)  # (n, 2, d)
         alpha = self.scores(stacked)  # (n, 2)
-        beta = torch.softmax(alpha, dim=1)  # eq. 9
+        beta = attention(alpha, present)  # eq. 9
         e_image = (beta.unsqueeze(-1) * stacked).sum(dim=1)  # eq. 10
         return e_image, beta
 
@@ -194,12 +205,13 @@ class AlignedFusion(nn.Module):
         z_sv, z_rs = self.standardised(e_sv, e_rs)
         return torch.stack([self.project_sv(z_sv), self.project_rs(z_rs)], dim=1)
 
-    def forward(self, e_sv: torch.Tensor, e_rs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, e_sv: torch.Tensor, e_rs: torch.Tensor, present: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         if e_sv.shape != e_rs.shape or e_sv.shape[-1] != self.dim:
             raise ValueError(f"street-view and satellite embeddings must both be (n, {self.dim}); "
                              f"got {tuple(e_sv.shape)} and {tuple(e_rs.shape)}")
         stacked = self.views(e_sv, e_rs)
-        beta = torch.softmax(self.c(torch.tanh(self.M(stacked))).squeeze(-1), dim=1)  # eq. 8-9
+        beta = attention(self.c(torch.tanh(self.M(stacked))).squeeze(-1), present)  # eq. 8-9
         return (beta.unsqueeze(-1) * stacked).sum(dim=1), beta  # eq. 10
 
     def poi_side(self, e_poi: torch.Tensor) -> torch.Tensor:
@@ -354,6 +366,11 @@ def _impute(df: pd.DataFrame, means: np.ndarray) -> np.ndarray:
     return impute_column_means(df, means=means).to_numpy(dtype=np.float32, copy=True)
 
 
+def _present(sv: pd.DataFrame, rs: pd.DataFrame) -> np.ndarray:
+    """(n, 2) booleans: whether each region has a street-view and a satellite embedding."""
+    return np.stack([sv.notna().all(axis=1).to_numpy(), rs.notna().all(axis=1).to_numpy()], axis=1)
+
+
 def _column_means(df: pd.DataFrame, name: str) -> np.ndarray:
     means = df.mean(axis=0, skipna=True).to_numpy(dtype=np.float32)
     if np.isnan(means).any():
@@ -389,10 +406,10 @@ def _new_model(cfg: FusionConfig, sv_mean: np.ndarray, rs_mean: np.ndarray, x_sv
     return model
 
 
-def _batch_loss(model, sv, rs, poi, cfg: FusionConfig) -> dict:
+def _batch_loss(model, sv, rs, poi, present, cfg: FusionConfig) -> dict:
     """``loss`` (minimised) and, for the aligned design with a reconstruction term, its two parts
     ``infonce`` and ``reconstruction`` (logged, so the InfoNCE can be read against chance)."""
-    e_image, _ = model(sv, rs)
+    e_image, _ = model(sv, rs, present)
     if isinstance(model, AlignedFusion):
         a, b = model.align_space(e_image, poi)
         temperature = model.log_temperature.exp()
@@ -419,7 +436,7 @@ def train_fusion(sv: pd.DataFrame, rs: pd.DataFrame, poi: pd.DataFrame,
 
     ``sv``, ``rs`` and ``poi`` are indexed by region_id and aligned by it. NaN rows of ``sv``
     or ``rs`` (regions without such images) are filled with the column mean, which the model
-    keeps for :func:`fuse`. Regions whose POI vector is zero or NaN (no POIs) carry no signal
+    keeps for :func:`fuse`, and get no attention weight (:func:`attention`). Regions whose POI vector is zero or NaN (no POIs) carry no signal
     to align with and are left out of training (warned). Returns the model (in eval mode) and a
     history table ``epoch, train_loss[, val_loss]``.
     """
@@ -436,12 +453,13 @@ def _train_fusion(sv: pd.DataFrame, rs: pd.DataFrame, poi: pd.DataFrame, cfg: Fu
                          f"same size; got {sv.shape[1]} and {rs.shape[1]}")
     sv_mean, rs_mean = _column_means(sv, "sv"), _column_means(rs, "rs")
     x_sv, x_rs = _impute(sv, sv_mean), _impute(rs, rs_mean)
+    present = _present(sv, rs)
     y = poi.to_numpy(dtype=np.float32)
     usable = np.isfinite(y).all(axis=1) & (np.abs(y).sum(axis=1) > 0)
     if not usable.all():
         warnings.warn(f"poi: {int((~usable).sum())} of {len(y)} regions have a zero or missing POI "
                       "vector and are left out of fusion training", stacklevel=2)
-    x_sv, x_rs, y = (torch.from_numpy(a[usable]) for a in (x_sv, x_rs, y))
+    x_sv, x_rs, y, present = (torch.from_numpy(a[usable]) for a in (x_sv, x_rs, y, present))
     n = len(y)
     if n < 2:
         raise ValueError(f"fusion training needs at least 2 regions with POI vectors; got {n}")
@@ -463,8 +481,9 @@ def _train_fusion(sv: pd.DataFrame, rs: pd.DataFrame, poi: pd.DataFrame, cfg: Fu
                       min_batch=2 if cfg.loss == "infonce" else 1,  # an InfoNCE batch of one has no negative
                       patience=cfg.patience, seed=cfg.seed, progress=False)
     with torch.random.fork_rng(devices=[]):
-        rows = trainer.fit((x_sv[train_idx], x_rs[train_idx], y[train_idx]),
-                           (x_sv[val_idx], x_rs[val_idx], y[val_idx]) if val_idx is not None else None)
+        rows = trainer.fit((x_sv[train_idx], x_rs[train_idx], y[train_idx], present[train_idx]),
+                           (x_sv[val_idx], x_rs[val_idx], y[val_idx], present[val_idx])
+                           if val_idx is not None else None)
     # timings left out: the stage's saved history is the same in every run of a seed
     return model.eval(), pd.DataFrame(rows).drop(columns=list(TIMING_COLUMNS))
 
@@ -474,15 +493,15 @@ def fuse(model: "AttentiveFusion | AlignedFusion", sv: pd.DataFrame, rs: pd.Data
          ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Eq. 10 for every region: the fused embedding (columns ``image_0..``) and beta (``sv``, ``rs``).
 
-    NaN rows are filled with the column means kept from training, so a region without street
-    views still gets an embedding (dominated by its satellite view).
+    NaN rows are filled with the column means kept from training and get no attention weight, so
+    a region without street views gets its satellite view (beta_rs = 1).
     """
     _check_table(sv, "sv")
     rs = _align(sv, rs, "rs")
     model.eval()
     x_sv = torch.from_numpy(_impute(sv, model.sv_mean.cpu().numpy()))
     x_rs = torch.from_numpy(_impute(rs, model.rs_mean.cpu().numpy()))
-    e_image, beta = model(x_sv, x_rs)
+    e_image, beta = model(x_sv, x_rs, torch.from_numpy(_present(sv, rs)))
     index = sv.index.copy()
     index.name = REGION_ID
     embedding = pd.DataFrame(e_image.numpy(), index=index,
@@ -579,7 +598,7 @@ def fine_tuning_loss(model: FineTunedHeads, batch: tuple, cfg: FusionConfig,
     (eq. 5-6, with its reconstruction term) on B of its triplets: the gradient of eq. 11 reaches
     the heads, and the triplet terms keep what the similarity pairing taught them."""
     sv, rs, poi, triplets_sv, triplets_rs = batch
-    fusion = _batch_loss(model.fusion, model.head_sv(sv), model.head_rs(rs), poi, cfg)
+    fusion = _batch_loss(model.fusion, model.head_sv(sv), model.head_rs(rs), poi, None, cfg)  # both present
     triplet_sv = objective(model.head_sv, triplets_sv)["loss"]
     triplet_rs = objective(model.head_rs, triplets_rs)["loss"]
     parts = {k: v for k, v in fusion.items() if k != "loss"}  # InfoNCE and reconstruction, logged

@@ -108,6 +108,26 @@ def test_alignment_by_region_id_and_nan_imputation():
         train_fusion(sv, rs.iloc[1:], poi)
 
 
+@pytest.mark.parametrize("design", ["paper", "aligned"])
+def test_a_region_with_one_view_gets_that_view(design):
+    """A missing modality (NaN, filled with the column mean) gets no attention weight, in
+    training and in fuse: the region's fused vector is its one view, not a mix with a placeholder
+    that every such region shares."""
+    sv, rs, poi = tables(n=80)
+    sv.iloc[:10] = np.nan  # no street views
+    rs.iloc[10:15] = np.nan  # no satellite image
+    sv.iloc[15] = rs.iloc[15] = np.nan  # neither
+    with pytest.warns(UserWarning, match="have a missing"):
+        model, _ = train_fusion(sv, rs, poi, FusionConfig(design=design, epochs=3, batch_size=16))
+    emb, beta = fuse(model, sv, rs)
+    np.testing.assert_array_equal(beta["rs"].iloc[:10], 1.0)
+    np.testing.assert_array_equal(beta["sv"].iloc[10:15], 1.0)
+    assert 0 < beta["sv"].iloc[15] < 1 and np.isfinite(emb.to_numpy()).all()
+    assert ((beta.iloc[16:] > 0) & (beta.iloc[16:] < 1)).all().all()
+    if design == "paper":  # eq. 10 mixes the embeddings themselves: the region's is its satellite one
+        np.testing.assert_allclose(emb.iloc[:10].to_numpy(), rs.iloc[:10].to_numpy(), atol=1e-6)
+
+
 def test_fuse_hands_torch_writable_arrays():
     """pandas 3 may hand out read-only arrays; torch warns about those (the warning once reached the
     book's pages), so fuse must convert copies."""
