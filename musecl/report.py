@@ -86,7 +86,10 @@ def headline_means(results: pd.DataFrame, indicators: Sequence[str], metric: str
     rows = results[results["indicator"].isin(wanted)]
     keys = ["city", "method", "split", "seed"]
     grouped = rows.groupby(keys, sort=False)
-    out = grouped[metric].mean().where(grouped["indicator"].nunique() == len(wanted))
+    # a NaN score (constant test targets) counts as lacking: a mean over fewer indicators would
+    # be compared, in paired_differences, with another method's mean over all of them
+    out = grouped[metric].mean().where((grouped["indicator"].nunique() == len(wanted))
+                                       & (grouped[metric].count() == len(wanted)))
     return out.rename(metric).reset_index()
 
 

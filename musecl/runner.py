@@ -2,7 +2,7 @@
 
 Writes into the output folder: ``results.csv`` (one row per city, indicator, method, split,
 seed), ``ceilings.csv`` (the same rows for a generated city's ceilings, scored on the very same
-test parts), ``embeddings/<method>.csv``, ``attention.csv`` (MuseCL's beta per region),
+test parts), ``embeddings/<method>.csv``, ``attention.csv`` (beta per region: MuseCL's, or that of the first method with one),
 ``predictions.csv`` (seed 0, random split: Figure 4), ``figures/*.png``, ``config.yaml`` (the
 exact settings) and ``run.json`` (versions, weights used, timings).
 """
@@ -40,6 +40,9 @@ from musecl.methods.combinations import ALL_METHODS, IMAGE_FREE
 from musecl.plotting import plot_map, plot_predicted_vs_true
 from musecl.training import progress_bar, resolve_device
 
+# outputs a run writes only for some methods or cities: a rerun into the same folder removes
+# the previous run's copies it did not write again
+SOMETIMES_WRITTEN = ("attention.csv", "ceilings.csv", "predictions.csv")
 NAMED_CITIES = {"toy": 600, "toy-small": 150}  # generated, no download
 REAL_CITIES = ("beijing", "manhattan")  # converted from the verified raw files (musecl fetch NAME)
 
@@ -113,6 +116,9 @@ def run(city: str | os.PathLike | City, out_dir: str | os.PathLike, config: RunC
         except BaseException:
             shutil.rmtree(out, ignore_errors=True)  # a failed run leaves the previous outputs as they were
             raise
+        for name in SOMETIMES_WRITTEN:  # a previous run's, which this run did not write: not this run's
+            if not (out / name).exists():
+                (final / name).unlink(missing_ok=True)
         publish(out, final)
     return table
 
@@ -132,6 +138,8 @@ def _write_run(out: Path, city: City, config: RunConfig, methods: list[str], ski
     for name, error in failed.items():
         warnings.warn(f"{name} failed and has no rows: {error}", stacklevel=2)
     methods = [name for name in methods if name not in failed]
+    with_attention = [name for name in methods if fitted[name][3] is not None]
+    attention_of = "MuseCL" if "MuseCL" in with_attention else next(iter(with_attention), None)
     results, timings = [], {}
     for name in methods:
         embedding, rows, seconds, attention = fitted[name]
@@ -139,7 +147,7 @@ def _write_run(out: Path, city: City, config: RunConfig, methods: list[str], ski
             embedding.to_csv(handle, index_label="region_id")
         results.append(rows)
         timings[name] = seconds
-        if attention is not None:
+        if name == attention_of:
             with atomic_write(out / "attention.csv") as handle:
                 attention.to_csv(handle, index_label="region_id")
             ax = plot_map(city, attention["sv"], cmap="coolwarm", vmin=0, vmax=1,

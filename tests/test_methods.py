@@ -91,6 +91,27 @@ def test_save_load_round_trip(city, tmp_path):
     loaded = MuseCL.load(tmp_path / "saved")
     pd.testing.assert_frame_equal(method.transform(city), loaded.transform(city))
     assert loaded.config == TINY
+    loaded.save(tmp_path / "saved")  # again where it was loaded from: nothing to copy, nothing lost
+    pd.testing.assert_frame_equal(MuseCL.load(tmp_path / "saved").transform(city), method.transform(city))
+
+
+def test_a_checkpoint_is_keyed_by_what_it_holds(city, tmp_path):
+    """weights: a checkpoint path. Another file at the same path trains another encoder instead of
+    reusing the stage trained from the old one; the same file elsewhere is the same stage."""
+    from musecl.cache import Cache
+    from musecl.city import SATELLITE
+    from musecl.encoders.image import build_encoder, save_encoder
+    from musecl.methods.multisemantic import image_stage
+
+    cache = Cache(tmp_path / "cache")
+    stages = []
+    for seed, folder in ((0, "ckpt"), (1, "ckpt"), (1, "copy")):
+        save_encoder(build_encoder("tiny", TINY.embedding_dim, seed=seed), tmp_path / folder)
+        cfg = dataclasses.replace(TINY, weights=str(tmp_path / folder), rs_epochs=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            stages.append(image_stage(city, cfg, SATELLITE, cache, progress=False))
+    assert stages[0] != stages[1] and stages[1] == stages[2]
 
 
 def test_run_command_writes_results(city, tmp_path):
@@ -143,6 +164,7 @@ def test_evaluation_is_cached_by_embedding_values(city, tmp_path, monkeypatch):
                                            cache_dir=tmp_path / "cache", progress=False)
                                 for out, config in (("a", TINY), ("b", TINY), ("c", other_seed)))
     assert calls == ["POI only", "POI only"]  # the second run reused the scores; another seed did not
+    assert (tmp_path / "a" / "ceilings.csv").exists()  # the toy city has ceilings
     pd.testing.assert_frame_equal(first, second)
     assert set(third["seed"]) == {1}
 
@@ -251,6 +273,21 @@ def test_every_params_file_is_a_valid_run_config():
     assert configs["ci.yaml"].rs_arch == configs["ci.yaml"].sv_arch == "lite0-head"
     assert configs["ci.yaml"].retrain == configs["paper.yaml"].retrain == "per_seed"
     assert configs["cnn.yaml"].rs_arch == "resnet18"
+
+
+def test_a_rerun_into_the_same_folder_leaves_no_output_of_the_previous_run(city, tmp_path):
+    """attention.csv, ceilings.csv and predictions.csv are written only for some methods and
+    cities: one a rerun does not write again must not stay beside its results."""
+    from musecl import runner
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "attention.csv").write_text("region_id,sv,rs\nfrom another run,0.5,0.5\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        runner.run(city, out, TINY, methods=["POI only"], cache_dir=tmp_path / "cache", progress=False)
+    assert not (out / "attention.csv").exists()
+    assert (out / "ceilings.csv").exists() and (out / "results.csv").exists()
 
 
 def test_a_failing_method_costs_only_its_own_rows(city, tmp_path, monkeypatch):

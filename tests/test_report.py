@@ -215,6 +215,11 @@ def test_headline_means_per_seed():
     lacking = HEAD.drop(HEAD.index[(HEAD.method == "MuseCL") & (HEAD.seed == 1) & (HEAD.indicator == "HD")])
     got = report.headline_means(lacking, ["PD", "HD"]).set_index(["method", "seed"])["r2"]
     assert np.isnan(got[("MuseCL", 1)]) and got[("MuseCL", 0)] == pytest.approx(0.6)
+    # nor a seed whose score is NaN (constant test targets): it would be compared with means over all
+    nan_score = HEAD.copy()
+    nan_score.loc[(nan_score.method == "MuseCL") & (nan_score.seed == 1) & (nan_score.indicator == "HD"), "r2"] = np.nan
+    got = report.headline_means(nan_score, ["PD", "HD"]).set_index(["method", "seed"])["r2"]
+    assert np.isnan(got[("MuseCL", 1)]) and got[("MuseCL", 0)] == pytest.approx(0.6)
     rmse = report.headline_means(HEAD, ["PD", "HD"], metric="rmse").set_index(["method", "seed"])["rmse"]
     assert rmse[("Concat", 1)] == pytest.approx(0.5)
 

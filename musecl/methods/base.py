@@ -188,7 +188,8 @@ class StagedMethod(RegionEmbedder):
         self._check_fitted()
         directory = Path(directory)
         for stage, src in self.stage_dirs.items():
-            shutil.copytree(src, directory / stage, dirs_exist_ok=True)
+            if Path(src).resolve() != (directory / stage).resolve():  # saved again where it was loaded
+                shutil.copytree(src, directory / stage, dirs_exist_ok=True)
         atomic_save_json(directory / CONFIG_JSON, {"method": self.name, "fitted_on": self.fitted_on,
                                                    "config": self.config.to_dict(), **self._extra_config()})
         return directory

@@ -48,9 +48,9 @@ from musecl.encoders.image import (
 )
 from musecl.encoders.text import POI_TEXT, PoiTextEncoder, TextEncoderConfig, text_context
 from musecl.fusion import FusionConfig, fine_tune_heads, fuse, train_fusion
-from musecl.io import CONFIG_JSON, atomic_save_json
+from musecl.io import CONFIG_JSON, WEIGHTS_PT, atomic_save_json, sha256_of
 from musecl.methods.base import EMBEDDINGS_CSV, HISTORY_CSV, StagedMethod, register
-from musecl.sampling import TripletSampler, mobility_triplets, poi_triplets
+from musecl.sampling import SAMPLING_FORMAT, TripletSampler, mobility_triplets, poi_triplets
 from musecl.training import amp_dtype, processes, resolve_device
 
 SAMPLING_KEYS = ["seed", "n_triplets", "sampling_rule", "n_positive_candidates"]
@@ -100,6 +100,16 @@ def training_settings(cfg: RunConfig, kind: str, checkpoint_dir: Path, progress:
         epochs=s["epochs"], batch_size=s["batch_size"],
         lr=cfg.encoder_lr, val_fraction=cfg.val_fraction, patience=cfg.encoder_patience, seed=cfg.seed,
         device=cfg.device, checkpoint_dir=str(checkpoint_dir), resume=True, progress=progress, amp=cfg.amp)
+
+
+def checkpoint_file(weights: str) -> Path | None:
+    """The file an encoder's ``weights`` setting loads when it names a checkpoint (a file, or a
+    saved encoder's folder), else None ("random", "imagenet", or a path that does not exist)."""
+    if weights in ("random", "imagenet"):
+        return None
+    path = Path(weights)
+    path = path / WEIGHTS_PT if path.is_dir() else path
+    return path if path.is_file() else None
 
 
 def similarity_triplets(city: City, cfg: RunConfig, kind: str, regions: list[str]):
@@ -172,7 +182,8 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
     if triplets not in TRIPLET_SOURCES:
         raise ValueError(f"unknown triplet source {triplets!r}; known: {sorted(TRIPLET_SOURCES)}")
     fingerprint = city_fingerprint(city)
-    key = {"city": fingerprint, "kind": kind, "triplets": triplets, **cfg.subset(IMAGE_KEYS[kind])}
+    key = {"city": fingerprint, "kind": kind, "triplets": triplets, "sampling_format": SAMPLING_FORMAT,
+           **cfg.subset(IMAGE_KEYS[kind])}
     key.update(precision_key(cfg.amp, cfg.device))
     if "amp" in key:
         key["amp_embedding"] = True  # the regions are embedded under autocast too
@@ -181,8 +192,11 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
     s = image_settings(cfg, kind)
     if weight := reconstruction_weight(cfg, kind):  # 0 keeps the keys of stages trained before it existed
         key["head_reconstruction"] = weight
-    if s["arch"] in FEATURE_HEADS:  # a head is trained on the backbone's cached features: new features,
-        key["features_format"] = FEATURES_FORMAT  # new head (efficientnet_stage's key has the rest)
+    if s["arch"] in FEATURE_HEADS:  # a head reads the backbone's cached features, never ``weights``:
+        del key["weights"]  # new features, new head (efficientnet_stage's key has the rest)
+        key["features_format"] = FEATURES_FORMAT
+    elif (weights_file := checkpoint_file(cfg.weights)) is not None:  # what it holds, not where it is
+        key["weights"] = f"checkpoint:{sha256_of(weights_file)}"
 
     def compute(folder: Path) -> None:
         if group.world_size() != cfg.train_processes:
