@@ -568,6 +568,31 @@ def _check_geometries(df: pd.DataFrame, problems: list[Problem]) -> None:
         problems.append(Problem(f, GEOMETRY, f"{n_bad} geometries in all are missing, not polygons or invalid"))
 
 
+def _check_centres(df: pd.DataFrame, crs: str, problems: list[Problem]) -> None:
+    """Each region's ``lon``/``lat`` (WGS84) lies in or near its outline, read in the CRS that
+    city.yaml names: outlines in another CRS than named (metres under EPSG:4326, say) would load
+    and then draw maps of nothing. Near: within the outline's own width."""
+    geoms = shapely.from_wkt(df[GEOMETRY].to_numpy(dtype=object))
+    try:
+        if not pyproj.CRS.from_user_input(crs).equals("EPSG:4326", ignore_axis_order=True):
+            to_wgs84 = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+            geoms = shapely.transform(geoms, lambda xy: np.column_stack(to_wgs84.transform(xy[:, 0], xy[:, 1])))
+    except pyproj.exceptions.CRSError:
+        return  # reported with city.yaml
+    xmin, ymin, xmax, ymax = shapely.bounds(geoms).T
+    lon, lat = (pd.to_numeric(df[c]).to_numpy(dtype=float) for c in (LON, LAT))
+    far = ~(shapely.distance(shapely.points(lon, lat), geoms) <= np.maximum(xmax - xmin, ymax - ymin))
+    for i in np.flatnonzero(far)[:5]:
+        problems.append(Problem(REGIONS_CSV, f"{_row(i)}, region {df[REGION_ID].iloc[i]!r}",
+                                f"the centre ({lon[i]:g}, {lat[i]:g}) is far from the outline, which, read in "
+                                f"{crs} (city.yaml: crs), spans lon {xmin[i]:g} to {xmax[i]:g} and lat "
+                                f"{ymin[i]:g} to {ymax[i]:g}; give lon/lat in WGS84 degrees and the geometry in "
+                                "the crs city.yaml names"))
+    if far.sum() > 5:
+        problems.append(Problem(REGIONS_CSV, GEOMETRY, f"{int(far.sum())} regions in all have their centre "
+                                                       "far from their outline"))
+
+
 def _check_regions(df: pd.DataFrame, problems: list[Problem]) -> None:
     f = REGIONS_CSV
     if df.empty:
@@ -729,6 +754,9 @@ def _inspect(root: Path) -> tuple[list[Problem], dict]:
     tables["regions"] = regions
     if meta is None or regions is None:
         return problems, tables
+    if not any(p.file == REGIONS_CSV and p is not tables["too_few_regions"] for p in problems):
+        # outlines and centres are each valid: do they agree?
+        _check_centres(regions, meta.crs, problems)
     known = set(regions[REGION_ID].dropna())
 
     needs_images = any(k in meta.modalities for k in IMAGE_KINDS)

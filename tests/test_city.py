@@ -305,3 +305,27 @@ def test_malformed_ceiling_keys_are_problems_not_crashes(city_dir, change, messa
     """A hand-edited city.yaml with the wrong shape is reported, never a traceback."""
     edit_yaml(city_dir / "city.yaml", lambda raw: raw.update(change))
     assert only_problem(city_dir) == message
+
+
+def test_outlines_in_another_crs_than_city_yaml_names_are_a_problem(tmp_path):
+    """Outlines in metres under crs EPSG:4326 (or in degrees under a projected crs) would load and
+    draw empty maps: the centres must lie in or near their outlines once read in the named crs."""
+    import pyproj
+    import shapely
+    import yaml
+
+    root = tmp_path / "city"
+    make_tiny_city(root)
+    assert validate_city(root) == [] or all("MIN_REGIONS" in p.message for p in validate_city(root))
+    regions = pd.read_csv(root / "regions.csv", dtype={"region_id": str})
+    to_m = pyproj.Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True)
+    in_metres = shapely.to_wkt(shapely.transform(shapely.from_wkt(regions["geometry"].to_numpy()), lambda xy:
+                               np.column_stack(to_m.transform(xy[:, 0], xy[:, 1]))), rounding_precision=3)
+    regions.assign(geometry=in_metres).to_csv(root / "regions.csv", index=False)
+    problems = [p for p in validate_city(root) if "MIN_REGIONS" not in p.message]
+    # near (0, 0) a metre or two is also a degree or two: region a's outline still holds its centre
+    assert [p.where for p in problems] == ["row 5, region 'd'"]
+    assert "is far from the outline" in problems[0].message and "EPSG:4326" in problems[0].message
+    meta = yaml.safe_load((root / "city.yaml").read_text())
+    (root / "city.yaml").write_text(yaml.safe_dump({**meta, "crs": "EPSG:3857"}, sort_keys=False))
+    assert [p for p in validate_city(root) if "MIN_REGIONS" not in p.message] == []
