@@ -112,6 +112,15 @@ def test_a_checkpoint_is_keyed_by_what_it_holds(city, tmp_path):
             warnings.simplefilter("ignore")
             stages.append(image_stage(city, cfg, SATELLITE, cache, progress=False))
     assert stages[0] != stages[1] and stages[1] == stages[2]
+    # the untrained-backbone baselines read weights too
+    from musecl.methods.baselines import backbone_stage
+
+    features = []
+    for seed, folder in ((0, "r1"), (0, "r2"), (2, "r1")):
+        save_encoder(build_encoder("resnet18", TINY.embedding_dim, seed=seed), tmp_path / folder)
+        cfg = dataclasses.replace(TINY, weights=str(tmp_path / folder))
+        features.append(backbone_stage(city, cfg, SATELLITE, "resnet18", 32, cache, progress=False))
+    assert features[0] == features[1] and features[2] != features[0]
 
 
 def test_run_command_writes_results(city, tmp_path):

@@ -55,6 +55,7 @@ from musecl.methods.multisemantic import (
     precision_key,
     sampler_for,
     text_stage,
+    weights_key,
 )
 from musecl.sampling import geographic_triplets, pretext_features
 from musecl.tables import impute_column_means, standardise_columns
@@ -130,8 +131,9 @@ def backbone_stage(city: City, cfg: RunConfig, kind: str, arch: str, size: int, 
     and ``config.json`` records which.
     """
     fingerprint = city_fingerprint(city)
-    key = {"city": fingerprint, "kind": kind, "arch": arch, "image_size": int(size), "weights": cfg.weights,
-           "seed": cfg.seed, "format": FEATURES_FORMAT, **precision_key(cfg.amp, cfg.device)}
+    key = {"city": fingerprint, "kind": kind, "arch": arch, "image_size": int(size),
+           "weights": weights_key(cfg.weights), "seed": cfg.seed, "format": FEATURES_FORMAT,
+           **precision_key(cfg.amp, cfg.device)}
 
     def compute(folder: Path) -> None:
         # image_stage's cache entry, so MuseCL and the baselines decode a city once per size

@@ -102,14 +102,16 @@ def training_settings(cfg: RunConfig, kind: str, checkpoint_dir: Path, progress:
         device=cfg.device, checkpoint_dir=str(checkpoint_dir), resume=True, progress=progress, amp=cfg.amp)
 
 
-def checkpoint_file(weights: str) -> Path | None:
-    """The file an encoder's ``weights`` setting loads when it names a checkpoint (a file, or a
-    saved encoder's folder), else None ("random", "imagenet", or a path that does not exist)."""
+def weights_key(weights: str) -> str:
+    """What a stage's cache key records of the ``weights`` setting: "random" or "imagenet" as
+    they are; a checkpoint (a file, or a saved encoder's folder) by the sha256 of the file it
+    loads, so that another file at the same path is other weights and the same file elsewhere
+    is not. A path that does not exist stays as written (building the encoder then says so)."""
     if weights in ("random", "imagenet"):
-        return None
+        return weights
     path = Path(weights)
     path = path / WEIGHTS_PT if path.is_dir() else path
-    return path if path.is_file() else None
+    return f"checkpoint:{sha256_of(path)}" if path.is_file() else weights
 
 
 def similarity_triplets(city: City, cfg: RunConfig, kind: str, regions: list[str]):
@@ -195,8 +197,8 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
     if s["arch"] in FEATURE_HEADS:  # a head reads the backbone's cached features, never ``weights``:
         del key["weights"]  # new features, new head (efficientnet_stage's key has the rest)
         key["features_format"] = FEATURES_FORMAT
-    elif (weights_file := checkpoint_file(cfg.weights)) is not None:  # what it holds, not where it is
-        key["weights"] = f"checkpoint:{sha256_of(weights_file)}"
+    else:
+        key["weights"] = weights_key(cfg.weights)
 
     def compute(folder: Path) -> None:
         if group.world_size() != cfg.train_processes:
