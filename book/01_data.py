@@ -124,11 +124,12 @@ pd.Series(facts, name="").to_frame()
 
 # %% [markdown]
 # The indicators, with their units and the *oracle* $R^2$ (explained at the end of the chapter)
-# where the city records one. Two of the paper's indicators are aggregates of an input: the
-# number of POIs (NP) counts what `pois.csv` lists and the mobility count (MC) the trips of
-# `od.csv`. They stay, for fidelity to the paper, but `city.yaml` marks them
-# `derived_from_input`, and the book's headline means leave them out: predicting an input from
-# itself says nothing about learning.
+# where the city records one. Two of the paper's indicators follow an input closely: the
+# number of POIs (NP) the POIs, and the mobility count (MC) the trips (on the toy city neither
+# is the exact total of its input table: the city registers more POIs than `pois.csv` lists,
+# and `od.csv` keeps the largest flows only). They stay, for fidelity to the paper, but
+# `city.yaml` marks them `derived_from_input`, and the book's headline means leave them out:
+# predicting an input from itself says little about learning.
 
 # %% tags=["hide-input"]
 ind = meta.indicators
