@@ -126,7 +126,7 @@ class AttentiveFusion(nn.Module):
 
     def forward(self, e_sv: torch.Tensor, e_rs: torch.Tensor, present: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``present``: (n, 2) booleans, whether a region has each modality (see :func:`attention`)."""
+        """``present``: (n, 2) booleans, whether a region has each view (:func:`attention`)."""
         if e_sv.shape != e_rs.shape or e_sv.shape[-1] != self.dim:
             raise ValueError(f"street-view and satellite embeddings must both be (n, {self.dim}); "
                              f"got {tuple(e_sv.shape)} and {tuple(e_rs.shape)}")
@@ -598,7 +598,8 @@ def fine_tuning_loss(model: FineTunedHeads, batch: tuple, cfg: FusionConfig,
     (eq. 5-6, with its reconstruction term) on B of its triplets: the gradient of eq. 11 reaches
     the heads, and the triplet terms keep what the similarity pairing taught them."""
     sv, rs, poi, triplets_sv, triplets_rs = batch
-    fusion = _batch_loss(model.fusion, model.head_sv(sv), model.head_rs(rs), poi, None, cfg)  # both present
+    # None: every region of these batches has both views
+    fusion = _batch_loss(model.fusion, model.head_sv(sv), model.head_rs(rs), poi, None, cfg)
     triplet_sv = objective(model.head_sv, triplets_sv)["loss"]
     triplet_rs = objective(model.head_rs, triplets_rs)["loss"]
     parts = {k: v for k, v in fusion.items() if k != "loss"}  # InfoNCE and reconstruction, logged

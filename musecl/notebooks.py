@@ -24,6 +24,7 @@ tools only where the book is built, IPython only inside a kernel.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import os
@@ -36,6 +37,7 @@ import warnings
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 import yaml
@@ -269,26 +271,58 @@ def parameter_names(nb) -> set[str]:
     return names
 
 
-def _fingerprint(parameters: dict, kernel: str) -> str:
-    """What a chapter's executed copy must have been run with to be current: its parameters, the
-    kernel and the content of the params file it reads its run settings from (editing the file
-    runs the chapters again)."""
-    settings = parameters.get("params_file")
-    content = (hashlib.sha256(Path(settings).read_bytes()).hexdigest()
-               if settings and Path(settings).is_file() else None)
-    blob = json.dumps({"parameters": parameters, "kernel": kernel, "params_file_content": content},
-                      sort_keys=True, default=str)
+def parameter_defaults(nb) -> dict:
+    """The values the ``parameters`` cell assigns where they are literals (numbers, strings,
+    lists, None): what a chapter runs with unless a parameter is given."""
+    cell = next(c for c in nb.cells if PARAMETERS_TAG in c.get("metadata", {}).get("tags", []))
+    values = {}
+    for node in ast.parse(cell.source).body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+            values.update({t.id: value for t in targets if isinstance(t, ast.Name)})
+    return values
+
+
+@functools.cache
+def _library_hash() -> str:
+    """The musecl package's source: a chapter shows what the library computes."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.rglob("*.py")):
+        digest.update(path.as_posix().encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _city_signature(folder: Path) -> list:
+    """The city folder's tables and settings by name, size and time (not its images)."""
+    return [(p.name, st.st_size, st.st_mtime_ns) for p in sorted(folder.iterdir())
+            if p.suffix in (".csv", ".yaml") and p.is_file() for st in [p.stat()]]
+
+
+def _fingerprint(source: Path, nb, parameters: dict, kernel: str) -> str:
+    """What a chapter's executed copy must have been run with to be current: the chapter's text,
+    its parameters, the kernel, the content of every file a parameter names, given or by
+    default (the params file, say), the city folder's tables (by size and time) and the
+    library's source. A change to any of them runs the chapter again."""
+    read = {}
+    for name, value in {**parameter_defaults(nb), **parameters}.items():
+        if isinstance(value, str) and value:
+            path = Path(value) if Path(value).is_absolute() else source.parent / value  # a chapter's cwd
+            if path.is_file():
+                read[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+            elif name == "city" and path.is_dir():
+                read[name] = _city_signature(path)
+    blob = json.dumps({"source": hashlib.sha256(source.read_bytes()).hexdigest(), "parameters": parameters,
+                       "kernel": kernel, "files": read, "library": _library_hash()}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _is_current(executed: Path, source: Path, fingerprint: str, city: str | None = None) -> bool:
-    """The executed copy is newer than its source and than the city's ``city.yaml`` (a city made
-    again, e.g. by a new toy generator, re-executes the chapters), and was run with the same
-    parameters."""
-    if not executed.is_file() or executed.stat().st_mtime <= source.stat().st_mtime:
-        return False
-    city_yaml = Path(city) / "city.yaml" if city else None
-    if city_yaml is not None and city_yaml.is_file() and executed.stat().st_mtime <= city_yaml.stat().st_mtime:
+def _is_current(executed: Path, fingerprint: str) -> bool:
+    """The executed copy ran to its end with this fingerprint (:func:`_fingerprint`)."""
+    if not executed.is_file():
         return False
     import nbformat
 
@@ -297,6 +331,24 @@ def _is_current(executed: Path, source: Path, fingerprint: str, city: str | None
     except Exception:  # an unreadable copy is simply executed again
         return False
     return meta.get("fingerprint") == fingerprint and meta.get("complete") is True
+
+
+def chapter_run(source: Path, parameters: dict, kernel: str = "python3", earlier: Sequence[str] = ()):
+    """A chapter as this build runs it: the notebook (prose a city without latents does not
+    need left out), the parameters it takes, its fingerprint and its schedule
+    (:func:`chapter_needs`). A bad parameters cell or header names the chapter."""
+    import jupytext
+
+    nb = jupytext.read(source, fmt="py:percent")
+    try:
+        names = parameter_names(nb)
+        needs, alone, first = chapter_needs(nb, list(earlier))
+        used = {k: v for k, v in parameters.items() if k in names}
+        leave_out_prose(nb, used.get("city"))
+        fingerprint = _fingerprint(source, nb, used, kernel)
+    except (ValueError, SyntaxError) as err:
+        raise ChapterExecutionError(f"chapter {source.name}: {err}") from None
+    return nb, used, fingerprint, (needs, alone, first)
 
 
 def _without_error_outputs(nb):
@@ -395,10 +447,10 @@ def execute_chapters(chapters: list[Path] | None, out_dir: Path, parameters: dic
 
     Each chapter gets only the keys of ``parameters`` that its ``parameters`` cell defines, so
     one parameter set serves every chapter without papermill's "unknown parameter" warnings.
-    A chapter is skipped when its executed copy is newer than the source and was run with the
-    same parameters and params file content (recorded in the notebook's ``metadata.musecl``) on a
-    city folder whose ``city.yaml`` is older than the copy, unless ``force``. It does not notice
-    changes to the library or to the city's other files: use ``force`` after those. On a city
+    A chapter is skipped, unless ``force``, when its executed copy ran to its end with the same
+    fingerprint (:func:`_fingerprint`: its text, parameters, the files they name, the city's
+    tables, the library; recorded in the notebook's ``metadata.musecl``) and no chapter it needs
+    runs again. A change to the city's images is not noticed: use ``force`` after one. On a city
     without latents the prose tagged ``needs-latents`` is left out (:func:`leave_out_prose`).
 
     ``at_once`` > 1 (Linux) runs that many chapters side by side, in book order (those marked
@@ -412,8 +464,6 @@ def execute_chapters(chapters: list[Path] | None, out_dir: Path, parameters: dic
     The first failing chapter stops the run with :class:`ChapterExecutionError` once the chapters
     already running finish; its partly executed notebook stays in ``out_dir`` for inspection.
     """
-    import jupytext
-
     if at_once < 1:
         raise ValueError(f"at_once must be >= 1; got {at_once}")
     if chapters is None:
@@ -424,18 +474,11 @@ def execute_chapters(chapters: list[Path] | None, out_dir: Path, parameters: dic
     for source in (Path(c).resolve() for c in chapters):
         if not source.is_file():
             raise FileNotFoundError(f"chapter {source} does not exist")
-        nb = jupytext.read(source, fmt="py:percent")
-        try:
-            names = parameter_names(nb)
-            needs, alone, first = chapter_needs(nb, stems)
-            used = {k: v for k, v in parameters.items() if k in names}
-            leave_out_prose(nb, used.get("city"))
-        except ValueError as err:
-            raise ChapterExecutionError(f"chapter {source.name}: {err}") from None
+        nb, used, fingerprint, (needs, alone, first) = chapter_run(source, parameters, kernel, stems)
         stems.append(source.stem)
-        fingerprint = _fingerprint(used, kernel)
         executed = out_dir / f"{source.stem}.ipynb"
-        if not force and _is_current(executed, source, fingerprint, parameters.get("city")):
+        rerun_needs = [t.source.stem for t in todo if t.source.stem in needs]  # it reads what they write
+        if not force and not rerun_needs and _is_current(executed, fingerprint):
             if progress:
                 print(f"[book] {source.name}: up to date, not re-executed", file=sys.stderr)
             done.add(source.stem)
@@ -792,9 +835,11 @@ def build(city: str | Path | None = None, params_file: str | Path | None = None,
     execute_chapters(chapters, out / "executed", params, force=force, repo_root=repo_root, at_once=at_once)
     timings["execute"] = time.perf_counter() - start
     for source in chapter_sources(repo_root):  # --only: the others render as a note, so the book is whole
-        if not (out / "executed" / f"{source.stem}.ipynb").is_file():
-            print(f"[book] {source.name}: not executed (--only); its page says so", file=sys.stderr)
-            write_placeholder(source, out / "executed" / f"{source.stem}.ipynb")
+        executed = out / "executed" / f"{source.stem}.ipynb"
+        if source not in chapters and not _is_current(executed, chapter_run(source, params)[2]):
+            print(f"[book] {source.name}: not executed with these settings (--only); its page says so",
+                  file=sys.stderr)
+            write_placeholder(source, executed)
     start = time.perf_counter()
     site = stage_site(repo_root, out / "executed", out / "site")
     timings["stage"] = time.perf_counter() - start

@@ -118,7 +118,7 @@ def test_only_renders_the_other_chapters_as_notes(tmp_path):
     nb = nbformat.read(page, as_version=4)
     assert nb.cells[0].source.startswith("# ") and "not executed in this build" in nb.cells[0].source
     assert nb.metadata[METADATA_KEY]["complete"] is False
-    assert not _is_current(page, source, "any")  # the next full run executes it
+    assert not _is_current(page, "any")  # the next full run executes it
 
 
 def test_a_run_owns_its_output_folder_and_publishes_at_the_end(toy, tmp_path, monkeypatch):
