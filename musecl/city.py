@@ -568,15 +568,22 @@ def _check_geometries(df: pd.DataFrame, problems: list[Problem]) -> None:
         problems.append(Problem(f, GEOMETRY, f"{n_bad} geometries in all are missing, not polygons or invalid"))
 
 
+def outlines_in_degrees(geometry: Sequence[str], crs: str) -> np.ndarray:
+    """Region outlines (WKT in the city's ``crs``) as shapely geometries in WGS84 lon/lat, where
+    a city's centres, flows and maps are."""
+    geoms = shapely.from_wkt(np.asarray(geometry, dtype=object))
+    if pyproj.CRS.from_user_input(crs).equals("EPSG:4326", ignore_axis_order=True):
+        return geoms
+    to_wgs84 = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    return shapely.transform(geoms, lambda xy: np.column_stack(to_wgs84.transform(xy[:, 0], xy[:, 1])))
+
+
 def _check_centres(df: pd.DataFrame, crs: str, problems: list[Problem]) -> None:
     """Each region's ``lon``/``lat`` (WGS84) lies in or near its outline, read in the CRS that
     city.yaml names: outlines in another CRS than named (metres under EPSG:4326, say) would load
     and then draw maps of nothing. Near: within the outline's own width."""
-    geoms = shapely.from_wkt(df[GEOMETRY].to_numpy(dtype=object))
     try:
-        if not pyproj.CRS.from_user_input(crs).equals("EPSG:4326", ignore_axis_order=True):
-            to_wgs84 = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
-            geoms = shapely.transform(geoms, lambda xy: np.column_stack(to_wgs84.transform(xy[:, 0], xy[:, 1])))
+        geoms = outlines_in_degrees(df[GEOMETRY].to_numpy(dtype=object), crs)
     except pyproj.exceptions.CRSError:
         return  # reported with city.yaml
     xmin, ymin, xmax, ymax = shapely.bounds(geoms).T

@@ -7,8 +7,8 @@ a validation part (patience 50), one random 60/20/20 split; R2 and RMSE on the t
 Additions, each a named option: several seeds (each seed draws its own split *and* probe
 initialisation), a spatial block split (whole square blocks go to one part, and training regions
 within a buffer of the test blocks -- by default the distance over which the indicators still
-correlate, capped at half a block -- are dropped, so a test region's neighbours are not in the training set; a random
-split lets location alone look like skill), and
+correlate, capped at half a block -- are dropped, so a test region's neighbours are not in the
+training set; a random split lets location alone look like skill), and
 a ridge probe, and a k-nearest-neighbour probe (what location alone explains when the "embedding"
 is a region's centre). Every evaluation returns rows of the one tidy results table, ``RESULT_COLUMNS``.
 Rows are matched to regions by ``region_id``, never by position.

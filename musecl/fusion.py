@@ -436,8 +436,9 @@ def train_fusion(sv: pd.DataFrame, rs: pd.DataFrame, poi: pd.DataFrame,
 
     ``sv``, ``rs`` and ``poi`` are indexed by region_id and aligned by it. NaN rows of ``sv``
     or ``rs`` (regions without such images) are filled with the column mean, which the model
-    keeps for :func:`fuse`, and get no attention weight (:func:`attention`). Regions whose POI vector is zero or NaN (no POIs) carry no signal
-    to align with and are left out of training (warned). Returns the model (in eval mode) and a
+    keeps for :func:`fuse`, and get no attention weight (:func:`attention`). Regions whose POI
+    vector is zero or NaN (no POIs) carry no signal to align with and are left out of training
+    (warned). Returns the model (in eval mode) and a
     history table ``epoch, train_loss[, val_loss]``.
     """
     with one_torch_thread():  # a few small matrices per step: one thread is faster

@@ -7,28 +7,33 @@ from typing import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import pyproj
 import seaborn as sns
 from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.colors import to_rgba
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
-from shapely import wkt
 
-from musecl.city import CATEGORY, DESTINATION, FLOW, GEOMETRY, INFLOW, LAT, LON, ORIGIN, OUTFLOW, City
+from musecl.city import (
+    CATEGORY,
+    DESTINATION,
+    FLOW,
+    GEOMETRY,
+    INFLOW,
+    LAT,
+    LON,
+    ORIGIN,
+    OUTFLOW,
+    City,
+    outlines_in_degrees,
+)
 
 
 @lru_cache(maxsize=8)
 def _polygons(geometry: tuple[str, ...], crs: str) -> list[np.ndarray]:
-    to_lonlat = None
-    if not pyproj.CRS.from_user_input(crs).equals("EPSG:4326", ignore_axis_order=True):
-        to_lonlat = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
     out = []
-    for text in geometry:
-        geom = wkt.loads(text)
+    for geom in outlines_in_degrees(geometry, crs):
         poly = max(getattr(geom, "geoms", [geom]), key=lambda g: g.area)  # largest part of a multipolygon
-        xy = np.asarray(poly.exterior.coords)
-        out.append(np.column_stack(to_lonlat.transform(xy[:, 0], xy[:, 1])) if to_lonlat else xy)
+        out.append(np.asarray(poly.exterior.coords))
     return out
 
 
