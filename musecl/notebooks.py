@@ -24,6 +24,7 @@ tools only where the book is built, IPython only inside a kernel.
 from __future__ import annotations
 
 import ast
+import csv
 import functools
 import hashlib
 import json
@@ -43,6 +44,7 @@ import pandas as pd
 import yaml
 
 from musecl.city import CITY_YAML, LATENTS_CSV
+from musecl.datasets.published import PUBLISHED_CSV, data_dir
 from musecl.datasets.sources import DataMissingError, fetch
 from musecl.io import atomic_write, load_yaml
 
@@ -292,29 +294,56 @@ def _library_hash() -> str:
     """The musecl package's source: a chapter shows what the library computes."""
     digest = hashlib.sha256()
     for path in sorted(Path(__file__).parent.rglob("*.py")):
-        digest.update(path.as_posix().encode() + path.read_bytes())
+        digest.update(path.relative_to(Path(__file__).parent).as_posix().encode() + path.read_bytes())
     return digest.hexdigest()
 
 
+def _stat(path: Path) -> tuple | None:
+    """(size, modification time) of a file; None when it is missing."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
 def _city_signature(folder: Path) -> list:
-    """The city folder's tables and settings by name, size and time (not its images)."""
-    return [(p.name, st.st_size, st.st_mtime_ns) for p in sorted(folder.iterdir())
-            if p.suffix in (".csv", ".yaml") and p.is_file() for st in [p.stat()]]
+    """The city folder's tables and settings, and the images its images.csv lists, by name,
+    size and time (a hash of the images': a city may have hundreds of thousands)."""
+    tables = [(p.name, _stat(p)) for p in sorted(folder.iterdir()) if p.suffix in (".csv", ".yaml") and p.is_file()]
+    images = hashlib.sha256()
+    if (folder / "images.csv").is_file():
+        with open(folder / "images.csv", newline="") as handle:
+            for row in csv.DictReader(handle):
+                path = folder / (row.get("path") or "")
+                images.update(f"{row.get('path')}|{_stat(path)}\n".encode())
+    return [*tables, ("images", images.hexdigest())]
+
+
+def _data_dir_signature(value) -> list:
+    """The data directory a chapter reads (its parameter, else the default one) and the state of
+    its published_results.csv: the paper's numbers join chapters 7-8's tables when it is there."""
+    root = data_dir(value)
+    return [str(root), _stat(root / PUBLISHED_CSV) if root is not None else None]
 
 
 def _fingerprint(source: Path, nb, parameters: dict, kernel: str) -> str:
     """What a chapter's executed copy must have been run with to be current: the chapter's text,
     its parameters, the kernel, the content of every file a parameter names, given or by
-    default (the params file, say), the city folder's tables (by size and time) and the
-    library's source. A change to any of them runs the chapter again."""
-    read = {}
-    for name, value in {**parameter_defaults(nb), **parameters}.items():
+    default (the params file, say), the city folder's tables and images (by size and time), the
+    data directory's published numbers and the library's source. A change to any of them runs
+    the chapter again."""
+    read, given = {}, {**parameter_defaults(nb), **parameters}
+    for name, value in given.items():
         if isinstance(value, str) and value:
             path = Path(value) if Path(value).is_absolute() else source.parent / value  # a chapter's cwd
             if path.is_file():
                 read[name] = hashlib.sha256(path.read_bytes()).hexdigest()
             elif name == "city" and path.is_dir():
                 read[name] = _city_signature(path)
+    if "data_dir" in given:
+        folder = given["data_dir"]
+        read["data_dir"] = _data_dir_signature(source.parent / folder if folder else None)
     blob = json.dumps({"source": hashlib.sha256(source.read_bytes()).hexdigest(), "parameters": parameters,
                        "kernel": kernel, "files": read, "library": _library_hash()}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()

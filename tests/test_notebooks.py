@@ -297,8 +297,9 @@ def test_data_chapter_runs_on_a_tiny_toy_city(tmp_path):
 
 def test_what_makes_a_chapter_stale(tmp_path, monkeypatch):
     """The fingerprint changes with the chapter's text, a parameter, the content of a file a
-    parameter names by default (not only when given), the city's tables and the library; it
-    stays when nothing changed, so an executed copy with it is current."""
+    parameter names by default (not only when given), the city's tables and images, the data
+    directory's published numbers and the library; it stays when nothing changed, so an
+    executed copy with it is current."""
     import jupytext
 
     from musecl import notebooks
@@ -322,6 +323,17 @@ def test_what_makes_a_chapter_stale(tmp_path, monkeypatch):
     assert edited != first
     (city / "indicators.csv").write_text("region_id,PD\n")  # the city made again
     assert fingerprint() != edited
+    (city / "images.csv").write_text("region_id,kind,path\nr1,satellite,img/r1.png\n")
+    (city / "img").mkdir()
+    (city / "img" / "r1.png").write_bytes(b"one")
+    with_image = fingerprint()
+    (city / "img" / "r1.png").write_bytes(b"another")  # an image replaced, images.csv as it was
+    assert fingerprint() != with_image
+    data = tmp_path / "data"
+    data.mkdir()
+    without_published = fingerprint({"data_dir": str(data)})
+    (data / "published_results.csv").write_text("source,city\n")  # the paper's numbers arrive
+    assert fingerprint({"data_dir": str(data)}) != without_published
     remade = fingerprint()
     source.write_text(text + "\n# %%\nprint(3)\n")
     assert fingerprint() != remade
