@@ -34,9 +34,10 @@ out_dir = "../build/work"  # the city folder and results.csv go under it
 seeds = [0, 1, 2, 3, 4]  # each seeds triplets, encoders, text vectors, fusion
 
 # %%
+from musecl.datasets.manhattan import FILES
 from musecl.notebooks import require_data
 
-raw_files = require_data("manhattan", data_dir)
+raw_files = require_data("manhattan", data_dir, files=FILES.values())
 
 # %% tags=["hide-input"]
 import warnings
@@ -410,21 +411,36 @@ else:
                               "within the spread of its seeds.",
         frozenset({"level", "above"}): "**MuseCL's fused output matches or beats the published region embeddings "
                                        "on Manhattan.**",
+        frozenset({"level", "below"}): "**MuseCL's fused output matches the published region embeddings on one task "
+                                       "(within the spread of its seeds) and falls short on the other.**",
     }.get(frozenset(standing(HEADLINE)), "**MuseCL's fused output is mixed against the published region "
                                          "embeddings on Manhattan**: better on one task than on the other.")
 glue("headline_finding", Markdown(headline_finding), display=False)
-choice_gap = min(summary.loc[ANY_CHOSEN, ("mean", task)] - summary.loc[MUSE_CHOSEN, ("mean", task)] for task in TASKS)
+choice_gap = {task: summary.loc[ANY_CHOSEN, ("mean", task)] - summary.loc[MUSE_CHOSEN, ("mean", task)]
+              for task in TASKS}
 if best_published and "below" not in standing(ANY_CHOSEN) and "below" in standing(MUSE_CHOSEN):
     choice_finding = "**The data can reach the published level, but not through MuseCL's fusion.**"
-elif choice_gap > 0.05:
+elif min(choice_gap.values()) > 0.05:
     choice_finding = "**Other embeddings of the same data do better than any MuseCL variant.**"
+elif max(choice_gap.values()) > 0.05:
+    ahead = max(choice_gap, key=choice_gap.get)
+    choice_finding = (f"**Other embeddings of the same data do better on {'crime' if ahead == 'crime' else 'check-ins'}"
+                      "**; on the other task MuseCL's best variant does about as well.")
 else:
     choice_finding = "**MuseCL's best variant does about as well as any embedding of the chapter.**"
 glue("choice_finding", Markdown(choice_finding), display=False)
 fused_rows = [f"MuseCL (vector views), {label}" for label in VARIANTS]
 mobility_rows = ["mobility view only, eq. 1 similarity", "mobility view only, OD similarity"]
-best_fused = {task: float(summary.loc[fused_rows, ("mean", task)].max()) for task in TASKS}
-best_mobility = {task: float(summary.loc[mobility_rows, ("mean", task)].max()) for task in TASKS}
+
+
+def best_row(rows: list[str]) -> str:
+    """The row with the highest mean over both tasks: one variant, so its two numbers are a pair."""
+    return summary.loc[rows, [("mean", task) for task in TASKS]].mean(axis=1).idxmax()
+
+
+best_fused_row, best_mobility_row = best_row(fused_rows), best_row(mobility_rows)
+best_fused = {task: float(summary.loc[best_fused_row, ("mean", task)]) for task in TASKS}
+best_mobility = {task: float(summary.loc[best_mobility_row, ("mean", task)]) for task in TASKS}
 poi_alone = {task: float(summary.loc["POI view only", ("mean", task)]) for task in TASKS}
 svd_alone = {task: float(summary.loc["OD SVD (k=16)", ("mean", task)]) for task in TASKS}
 if all(best_fused[t] < best_mobility[t] - 0.03 for t in TASKS):
@@ -440,8 +456,9 @@ poi_clause = (f": {100 * share.iloc[0]:.0f}% of the {len(city.pois)} OpenStreetM
               "taxi-borne check-ins."
               if max(poi_alone.values()) < 0.2 else ".")
 glue("fusion_finding", Markdown(
-    f"{fusion_lead} The best fused variant reaches {pair(best_fused)} (crime / check-ins), the mobility view "
-    f"encoder alone {pair(best_mobility)} and a plain OD SVD (k = 16) {pair(svd_alone)}; the POI view alone reaches "
+    f"{fusion_lead} The best fused variant on the test folds (*{best_fused_row}*) reaches {pair(best_fused)} "
+    f"(crime / check-ins), the best mobility view encoder alone (*{best_mobility_row}*) {pair(best_mobility)} "
+    f"and a plain OD SVD (k = 16) {pair(svd_alone)}; the POI view alone reaches "
     f"{pair(poi_alone)}{poi_clause}"), display=False)
 simple = {name: {t: float(summary.loc[name, ("mean", t)]) for t in TASKS} for name in (LOCATION, PRETEXT)}
 fused = {t: float(summary.loc[HEADLINE, ("mean", t)]) for t in TASKS}
@@ -465,7 +482,8 @@ MOBILITY_ONLY = "mobility view only, eq. 1 similarity"  # the headline's mobilit
 means = {name: {t: float(summary.loc[name, ("mean", t)]) for t in TASKS}
          for name in (HEADLINE, BOTH_VIEWS, MOBILITY_ONLY)}
 cost = {t: means[MOBILITY_ONLY][t] - means[BOTH_VIEWS][t] for t in TASKS}
-carrying = ("already lose" if min(cost.values()) > 0.03 else "lose little")
+carrying = ("already lose" if min(cost.values()) > 0.03 else "lose little" if max(cost.values()) <= 0.03
+            else f"already lose on {'crime' if max(cost, key=cost.get) == 'crime' else 'check-ins'}")
 fused_loses = all(means[HEADLINE][t] < means[MOBILITY_ONLY][t] - 0.03 for t in TASKS)
 glue("why_finding", Markdown(
     ("**Why the fused output loses.** Two things add up" if fused_loses else

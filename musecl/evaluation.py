@@ -863,8 +863,14 @@ def landuse_scores(embedding, labels, n_clusters: int = 12, random_state: int = 
     """The benchmark's land-use task: KMeans(n_clusters, random_state) on the embedding as it is,
     scored against the community-district labels by NMI and ARI. ``n_init=10`` was
     scikit-learn's default when the benchmark code was written (it is "auto", i.e. 1, since 1.4).
+    Labels may be numbers or names (a district's "MN01").
     """
-    x, y = _aligned(embedding, labels)
+    codes = pd.factorize(np.asarray(labels).reshape(-1))[0]  # names as numbers (-1: missing)
+    if (codes < 0).any():
+        raise ValueError("the labels have missing values; drop those regions first")
+    if isinstance(labels, pd.Series):  # matched to the embedding by region_id, as _aligned does
+        codes = pd.Series(codes, index=labels.index)
+    x, y = _aligned(embedding, codes)
     with _one_blas_thread():
         clusters = KMeans(n_clusters=int(n_clusters), random_state=int(random_state),
                           n_init=int(n_init)).fit_predict(x)

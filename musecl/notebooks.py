@@ -73,13 +73,14 @@ class DataUnavailable(Exception):
     failing the build."""
 
 
-def require_data(name: str, data_dir: str | Path | None = None) -> dict[str, Path]:
-    """Inside a chapter: every verified raw file of data set ``name`` (see
-    :func:`musecl.datasets.sources.fetch`), or a displayed note of what is missing and the one
-    command that gets it, followed by :class:`DataUnavailable` (which the book run turns into a
-    gracefully stopped chapter). A file with the wrong sha256 still fails loudly."""
+def require_data(name: str, data_dir: str | Path | None = None,
+                 files: Sequence[str] | None = None) -> dict[str, Path]:
+    """Inside a chapter: the verified raw files of data set ``name`` it reads (``files``; None:
+    all; see :func:`musecl.datasets.sources.fetch`), or a displayed note of what is missing and
+    the one command that gets it, followed by :class:`DataUnavailable` (which the book run turns
+    into a gracefully stopped chapter). A file with the wrong sha256 still fails loudly."""
     try:
-        return fetch(name, data_dir=data_dir, progress=False)
+        return fetch(name, data_dir=data_dir, progress=False, files=files)
     except DataMissingError as err:
         from IPython.display import Markdown, display
 

@@ -120,9 +120,12 @@ def test_converter_writes_a_valid_city(tiny_city):
     assert mh.read_landuse(tiny_city).tolist() == [0, 1, 0, 1]
 
 
-def test_converter_keeps_income_of_a_region_mostly_in_a_tract_without_one(tmp_path):
+@pytest.mark.parametrize("share", [0.25, 0.002])
+def test_converter_keeps_income_of_a_region_mostly_in_a_tract_without_one(tmp_path, share):
+    """Region 2 keeps the income of the quarter it shares with the tract that has one; a border
+    sliver (0.2% of it) gives no income."""
     paths = _write_raw(tmp_path)
-    cut = X0 + 2.25 * STEP  # region 2 is a quarter in the west tract, three quarters in the east
+    cut = X0 + (2 + share) * STEP  # region 2: ``share`` of it in the west tract, the rest in the east
     west = _to_tract_crs(box(X0 - STEP, Y0 - STEP, cut, Y0 + 2 * STEP))
     east = _to_tract_crs(box(cut, Y0 - STEP, X0 + 5 * STEP, Y0 + 2 * STEP))
     paths["tracts"].write_text(json.dumps({"type": "FeatureCollection", "features": [
@@ -134,9 +137,13 @@ def test_converter_keeps_income_of_a_region_mostly_in_a_tract_without_one(tmp_pa
     root = mh.convert_manhattan(paths, tmp_path / "city")
     assert valid_but_small(root)
     ind = pd.read_csv(root / "indicators.csv", dtype={"region_id": str}).set_index("region_id")
-    assert ind["population_density"].tolist() == pytest.approx([1000, 1000, 2500, 3000], rel=1e-4)
-    # region 2 keeps the income of the quarter it shares with tract 1; region 3 has none
-    assert ind["median_income"].iloc[:3].tolist() == pytest.approx([50000] * 3, rel=1e-6)
+    density_2 = 1000 * share + 3000 * (1 - share)
+    assert ind["population_density"].tolist() == pytest.approx([1000, 1000, density_2, 3000], rel=1e-4)
+    assert ind["median_income"].iloc[:2].tolist() == pytest.approx([50000] * 2, rel=1e-6)
+    if share >= mh.INCOME_MIN_COVERAGE:
+        assert ind.loc["2", "median_income"] == pytest.approx(50000, rel=1e-6)
+    else:
+        assert np.isnan(ind.loc["2", "median_income"])
     assert np.isnan(ind.loc["3", "median_income"])
 
 
@@ -312,6 +319,12 @@ def test_landuse_scores_recover_separated_clusters():
     emb = rng.normal(scale=0.05, size=(60, 2)) + np.eye(3)[labels][:, :2] * 10 + labels[:, None]
     s = landuse_scores(emb, labels, n_clusters=3)
     assert s["nmi"] == pytest.approx(1.0) and s["ari"] == pytest.approx(1.0)
+    # district names, matched to the embedding's rows by region id (here in reverse order)
+    ids = [f"r{i}" for i in range(60)]
+    named = pd.Series([f"MN0{k + 1}" for k in labels], index=ids)[::-1]
+    assert landuse_scores(pd.DataFrame(emb, index=ids), named, n_clusters=3) == s
+    with pytest.raises(ValueError, match="missing values"):
+        landuse_scores(emb, np.where(labels == 0, np.nan, labels), n_clusters=3)
 
 
 # ------------------------------------------------------------------------------------------

@@ -105,3 +105,21 @@ def test_a_chapter_without_its_data_stops_with_a_note_not_an_error(tmp_path, mon
     shown = json.dumps(outputs)
     assert "musecl fetch manhattan" in shown and "never reached" not in json.dumps(nb.cells)
     assert nb.metadata["musecl"]["complete"] is False  # executed again once the data is there
+
+
+def test_a_reader_fetches_only_the_files_it_reads(tmp_path, monkeypatch):
+    """Chapter 10 reads 9 of the 21 Manhattan files: a data directory without the others (and
+    offline) still serves it; asking for all of them names the missing one."""
+    rows = [{"file": f"manhattan/x/{name}.npy", "bytes": "5", "sha256": hashlib.sha256(name.encode()).hexdigest(),
+             "source_repo": "someone/repo", "commit": "0123456789abcdef", "source_path": f"data/{name}.npy",
+             "license": "MIT", "note": ""} for name in ("a", "b")]
+    monkeypatch.setattr(sources, "registry", lambda: pd.DataFrame(rows).set_index("file", drop=False))
+    monkeypatch.setenv("MUSECL_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "manhattan/x").mkdir(parents=True)
+    (tmp_path / "manhattan/x/a.npy").write_bytes(b"a")
+    got = sources.fetch("manhattan", data_dir=tmp_path, download=False, progress=False, files=["manhattan/x/a.npy"])
+    assert got == {"manhattan/x/a.npy": tmp_path / "manhattan/x/a.npy"}
+    with pytest.raises(DataMissingError, match="manhattan/x/b.npy"):
+        sources.fetch("manhattan", data_dir=tmp_path, download=False, progress=False)
+    with pytest.raises(ValueError, match="not files of the manhattan data set"):
+        sources.fetch("manhattan", data_dir=tmp_path, download=False, progress=False, files=["beijing/y.csv"])

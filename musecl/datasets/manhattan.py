@@ -61,6 +61,9 @@ TRACT_CRS = "EPSG:32118"  # NAD83 / New York Long Island (metres): the tracts' c
 LANDUSE_CSV = "landuse.csv"
 LANDUSE_COLUMN = "community_district"
 POI_TAG_COLUMNS = ("amenity", "shop", "leisure", "tourism", "man_made")
+# a region's median income needs tracts with an estimate under at least 1% of its surface: less is
+# a border sliver's value (see convert_manhattan)
+INCOME_MIN_COVERAGE = 0.01
 MANHATTAN_COUNTY = "36061"  # state 36 (New York), county 061 (New York County = Manhattan)
 
 FILES = {
@@ -245,16 +248,18 @@ def convert_manhattan(paths: dict[str, Path], out: str | os.PathLike,
         "median_income": [income_by_geoid.get(g, np.nan) if g else np.nan for g in geoid],
     }, index=tracts.ids, dtype=float)
     # Overlap-weighted means; tracts without a value (no ACS income estimate) are skipped and the
-    # weights renormalise over the tracts with one. min_coverage=0 keeps every region that
-    # overlaps any tract with a value, as this converter always has: the tracts cover every
-    # region (>= 99%), but six regions lie mostly in tracts without a median income (Central
-    # Park's, for one), and the default 0.5 would make their income missing. For two of them
-    # the tracts with an income touch only a border sliver (< 1 m2), so that value is weak;
-    # median_income is allow_missing, should the benchmark prefer NaN there. A region that
-    # overlaps no tract at all is NaN anyway (refused below for the density).
-    by_area = indicators_by_area(tracts, tract_values, regions, how="density", min_coverage=0)
+    # weights renormalise over the tracts with one. The tracts cover every region (>= 99%), so the
+    # density takes any overlap (min_coverage=0). Six regions lie mostly in tracts without a median
+    # income (Central Park's, for one): the default 0.5 would drop their income, so a region keeps
+    # the income of the part it shares with tracts that have one, down to INCOME_MIN_COVERAGE of
+    # its surface. Below that the value is a border sliver's (Central Park, Inwood Hill Park and
+    # Highbridge Park touch tracts with an income over 1-1,500 m2, <= 0.2% of their surface) and
+    # the region's income is missing (median_income is allow_missing).
+    by_area = indicators_by_area(tracts, tract_values[["population_density"]], regions, how="density",
+                                 min_coverage=0)
     density = by_area["population_density"].to_numpy()
-    income = by_area["median_income"].to_numpy()
+    income = indicators_by_area(tracts, tract_values[["median_income"]], regions, how="density",
+                                min_coverage=INCOME_MIN_COVERAGE)["median_income"].to_numpy()
     a_lon, a_lat = read_arrest_points(paths["arrests"])
     arrests = count_points(a_lon, a_lat, regions).to_numpy()
 

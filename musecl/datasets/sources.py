@@ -20,6 +20,7 @@ import functools
 import os
 from importlib import resources
 from pathlib import Path
+from typing import Sequence
 from urllib.parse import quote
 
 import pandas as pd
@@ -145,13 +146,18 @@ def _download(file: str, progress: bool = False) -> Path:
 
 
 def fetch(name: str, data_dir: str | os.PathLike | None = None, download: bool = True,
-          progress: bool = True) -> dict[str, Path]:
-    """Every raw file of a data set, verified: ``{registry path: local path}``.
+          progress: bool = True, files: Sequence[str] | None = None) -> dict[str, Path]:
+    """Every raw file of a data set (or those of ``files``, registry paths of it: what a reader
+    needs), verified: ``{registry path: local path}``.
 
     Stops at the first file that cannot be had (offline, one failed download is enough to know).
     """
+    every = files_of(name)
+    if files is not None and set(files) - set(every):
+        raise ValueError(f"not files of the {name} data set: {sorted(set(files) - set(every))}")
     paths = {}
-    for file in tqdm(files_of(name), desc=f"fetch {name}", unit="file", disable=None if progress else True):
+    for file in tqdm(every if files is None else list(files), desc=f"fetch {name}", unit="file",
+                     disable=None if progress else True):
         paths[file] = locate(file, data_dir=data_dir, download=download, progress=False)
     return paths
 
