@@ -102,7 +102,8 @@ city.indicators.describe().T.round(1)
 # is {glue:text}`top_category_share:.0f`% of them; {glue:text}`n_no_poi` regions have none),
 # and {glue:text}`n_districts` community districts as land-use labels. Crime and check-ins are
 # the benchmark's targets; population density, median income and arrests were joined from
-# census tracts and arrest points and are not part of the published benchmark.
+# census tracts and arrest points and are not part of the published benchmark (three park
+# regions have no median income: tracts with an estimate cover under 1% of them).
 
 # %% mystnb={"figure": {"caption": "Manhattan-180 on the map: the two targets (crime, check-ins) and what the regions are given."}}
 fig, axes = plt.subplots(1, 4, figsize=(16, 5))
