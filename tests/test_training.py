@@ -253,23 +253,39 @@ def test_bf16_mixed_precision_trains_and_fp16_needs_a_gpu(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):
             trainer(make_model(), amp="fp16")
-    from musecl.training import cpu_has_native_bf16
+    from musecl.training import cpu_has_native_bf16, cuda_has_native_bf16
 
     if torch.cuda.is_available():
-        expected = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        expected = torch.bfloat16 if cuda_has_native_bf16(torch.device("cuda")) else torch.float16
     else:
         expected = torch.bfloat16 if cpu_has_native_bf16() else None
     assert trainer(make_model(), amp="auto", device="auto").amp_dtype is expected
 
 
 def test_auto_precision_on_a_gpu_is_bf16_where_it_exists(monkeypatch):
+    """Where the GPU has bf16 units (compute capability >= 8): a V100 or T4 only emulates it,
+    though torch.cuda.is_bf16_supported() says yes."""
     from musecl.training import amp_dtype
 
     cuda = torch.device("cuda")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: (9, 0))
     assert amp_dtype("auto", cuda) is torch.bfloat16  # no gradient scaler, no sync per step
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: (7, 0))
     assert amp_dtype("auto", cuda) is torch.float16  # older GPUs
+
+
+def test_auto_precision_on_an_x86_cpu_needs_bf16_instructions(monkeypatch):
+    """oneDNN's check says yes on any AVX-512 CPU, where bf16 is emulated (1.9x slower)."""
+    from musecl import training
+
+    monkeypatch.setattr(training.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert training.amp_dtype("auto", torch.device("cpu")) is None
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert training.amp_dtype("auto", torch.device("cpu")) is torch.bfloat16
     with pytest.raises(ValueError, match="amp must be"):
         trainer(make_model(), amp="half")
 
