@@ -23,7 +23,6 @@ says nothing about a compute still running on another host: keep that bound gene
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -39,7 +38,7 @@ import pandas as pd
 
 from musecl.city import IMAGES_CSV, City
 from musecl.config import config_hash
-from musecl.io import atomic_save_json, atomic_write, process_alive, read_csv_ids, sha256_of
+from musecl.io import atomic_save_json, atomic_write, exclusive_lock, process_alive, read_csv_ids, sha256_of
 from musecl.training import processes
 
 DONE = "key.json"
@@ -121,7 +120,7 @@ class Cache:
         final.parent.mkdir(parents=True, exist_ok=True)
         if group.world_size() > 1:
             return self._compute(stage, key, final, compute)
-        with _entry_lock(self.root / LOCKS / f"{stage}-{final.name}.lock"):
+        with exclusive_lock(self.root / LOCKS / f"{stage}-{final.name}.lock"):
             if self.verify(final):  # computed by another process while this one waited
                 return final
             return self._compute(stage, key, final, compute)
@@ -232,25 +231,6 @@ def remove_stale_temporaries(root: str | Path, max_age_hours: float = STALE_TEMP
         warnings.warn(f"cache {root}: removed {len(removed)} temporary folder(s) left by killed runs: "
                       + ", ".join(str(p) for p in removed), stacklevel=2)
     return removed
-
-
-@contextlib.contextmanager
-def _entry_lock(path: Path):
-    """Hold an exclusive lock on the file ``path`` (kept: deleting a lock file others may be
-    waiting on is a race). Without ``fcntl`` (Windows) there is no lock: two processes may then
-    both compute an entry, and the last rename wins."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def save_table(df: pd.DataFrame, path: str | Path) -> None:

@@ -259,3 +259,22 @@ def rewarn(outcome):
     for category, message in caught:
         warnings.warn(message, category, stacklevel=2)
     return result
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path):
+    """Hold an exclusive lock on the file ``path`` (kept: deleting a lock file others may be
+    waiting on is a race). Without ``fcntl`` (Windows) there is no lock: two processes may then
+    both compute an entry, and the last rename wins."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -173,7 +173,11 @@ def test_reuses_folder_and_rebuilds_when_an_image_changes(pairs, stores, tmp_pat
     assert torch.equal(again.images[:], memory.images)
     write_png(pairs[5][1], seed=99, size=13)  # an image changed: rebuilt
     calls = count_decodes(monkeypatch)
-    changed = shards_from_pairs(pairs, SIZE, folder, kind="satellite", shard_size=SHARD_SIZE)
+    opened = []
+    with monkeypatch.context() as patch:  # the out-of-date shards are not hashed (nor kept open) first
+        patch.setattr(ShardedImages, "verify", lambda self, once=False: opened.append(self.folder))
+        changed = shards_from_pairs(pairs, SIZE, folder, kind="satellite", shard_size=SHARD_SIZE)
+    assert len(opened) == 1  # the new folder only
     assert len(calls) == len(pairs) and changed.fingerprint != first.fingerprint
     assert not torch.equal(changed.images[5], memory.images[5]) and torch.equal(changed.images[6], memory.images[6])
     bigger = shards_from_pairs(pairs, SIZE + 4, folder, shard_size=SHARD_SIZE)  # another size: rebuilt
@@ -315,3 +319,16 @@ def test_the_shards_store_is_found_by_its_entry_point(tmp_path):
     assert image_store_plugin("shards") is shards_from_city
     with pytest.raises(ValueError, match=r"image_store 'disk' is not installed; installed: \['memory', 'shards'"):
         image_store_plugin("disk")
+
+
+def test_two_writers_of_one_folder_wait_for_each_other(pairs, tmp_path):
+    """Two methods decoding the same images side by side (jobs > 1) build one folder in turn: the
+    second finds the first's shards instead of deleting its temporary files."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    folder = tmp_path / "shared"
+    with ThreadPoolExecutor(2) as pool:
+        stores = list(pool.map(lambda _: shards_from_pairs(pairs, SIZE, folder, kind="satellite",
+                                                           shard_size=SHARD_SIZE), range(2)))
+    assert all(torch.equal(store.images[:], stores[0].images[:]) for store in stores)
+    assert not list(folder.glob("*.tmp"))

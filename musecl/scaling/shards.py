@@ -40,7 +40,7 @@ import torch
 
 from musecl.city import City
 from musecl.encoders.image import ImageStore, city_image_pairs, decoded_images, plan_store
-from musecl.io import atomic_save_json, atomic_write, sha256_of
+from musecl.io import atomic_save_json, atomic_write, exclusive_lock, sha256_of
 
 SHARDS_FORMAT = 1
 MANIFEST_JSON, INDEX_CSV, PATHS_CSV = "manifest.json", "index.csv", "paths.csv"
@@ -342,7 +342,8 @@ def read_index(folder: str | os.PathLike, manifest: dict) -> tuple[list[str], li
 
 def open_shards(folder: str | os.PathLike) -> ImageStore:
     """A store that streams from a shard folder (written by :func:`shards_from_pairs` or
-    :func:`write_shards`). Opening checks each shard's header, not its bytes: see ``images.verify``."""
+    :func:`write_shards`). Opening checks each shard's header and, once per process and shard
+    file, its sha256 (see :class:`ShardedImages`)."""
     images = ShardedImages(folder)
     region_ids, counts, paths = read_index(folder, images.manifest)
     store = ImageStore(images, region_ids, counts, paths, images.manifest.get("kind"))
@@ -357,18 +358,21 @@ def shards_from_pairs(pairs: Iterable[tuple[str, str | os.PathLike]], size: int,
     in memory at a time, never the whole store -- and return the store that streams from them. A
     folder made from the same files at the same size is reused (whatever its shard size), else rebuilt."""
     size, region_ids, counts, paths, fingerprint = plan_store(pairs, size, kind)
-    if (Path(folder) / MANIFEST_JSON).exists():
-        try:
-            store = open_shards(folder)
-            if store.fingerprint == fingerprint:
-                return store
-        except Exception as exc:  # noqa: BLE001 - a bad shard folder is rebuilt, never trusted
-            warnings.warn(f"image shards {folder} are unreadable ({exc}); rebuilding them", stacklevel=2)
-    writer = ShardWriter(folder, size, shard_size)
-    for image in decoded_images(paths, size, kind, progress):
-        writer.append(image)
-    writer.finish(region_ids, counts, kind, fingerprint, [str(p) for p in paths])
-    return open_shards(folder)
+    folder = Path(folder)
+    # one writer per folder: two methods decoding the same images side by side (jobs > 1) would
+    # otherwise delete each other's temporary shards
+    with exclusive_lock(folder.parent / f".{folder.name}.lock"):
+        if (folder / MANIFEST_JSON).exists():
+            try:  # the manifest first: the shards of an out-of-date folder are neither hashed nor kept open
+                if read_manifest(folder).get("fingerprint") == fingerprint:
+                    return open_shards(folder)
+            except Exception as exc:  # noqa: BLE001 - a bad shard folder is rebuilt, never trusted
+                warnings.warn(f"image shards {folder} are unreadable ({exc}); rebuilding them", stacklevel=2)
+        writer = ShardWriter(folder, size, shard_size)
+        for image in decoded_images(paths, size, kind, progress):
+            writer.append(image)
+        writer.finish(region_ids, counts, kind, fingerprint, [str(p) for p in paths])
+        return open_shards(folder)
 
 
 def shards_from_city(city: City, kind: str, size: int, folder: str | os.PathLike, progress: bool = False,
