@@ -49,7 +49,8 @@ from musecl.scaling.bench import run_benchmark
 #
 # The loop is the real one, `train_image_encoder`: triplets sampled by the paper's rule, one
 # random image per role drawn from an in-memory uint8 image store, rotations or flips applied to
-# the whole batch, bookkeeping, progress and all. Its images come from memory, so no disk is timed.
+# the whole batch and the loss bookkeeping (the progress bar off, as in the book's runs). Its
+# images come from memory, so no disk is timed.
 # Each repeat times the bare step, then one epoch of the loop, so both see the same load on a
 # shared machine; the report gives the medians and their ratio (the goal is at least 0.9).
 #

@@ -17,7 +17,8 @@ memory in seconds, simply leave those off).
   augmentation). Model randomness (dropout) uses the global torch RNG, seeded at the start of a
   fresh run. Validation batches come from a generator re-seeded at every evaluation, so the
   validation loss of every epoch is measured on the same draws.
-* **Checkpoints.** After every epoch ``<checkpoint_dir>/last.pt`` is replaced atomically. It holds
+* **Checkpoints.** At the end of an epoch, when ``checkpoint_every_s`` (30 s) have passed since the
+  last one, and after the last epoch, ``<checkpoint_dir>/last.pt`` is replaced atomically. It holds
   only tensors and plain containers (it loads with ``torch.load(..., weights_only=True)``): the
   model, optimizer and scheduler states, the epoch, the best validation loss and weights, the
   history and the RNG states of torch, numpy, python and the data generator. ``resume=True``
@@ -488,8 +489,8 @@ class Trainer:
         row = {f"train_{k}": float(v) / max(items, 1) for k, v in sums.items()}
         if not math.isfinite(row.get("train_loss", 0.0)):
             raise FloatingPointError(f"the training loss became {row['train_loss']} in epoch {epoch}; lower the "
-                                     "learning rate or check the inputs. The checkpoint of the previous epoch "
-                                     "is intact.")
+                                     "learning rate or check the inputs. The last checkpoint (if any was "
+                                     "written) is intact.")
         row["images_per_s"] = images / seconds if seconds > 0 else float("nan")
         row["train_seconds"] = seconds
         return row

@@ -93,7 +93,7 @@ def reconstruction_weight(cfg: RunConfig, kind: str) -> float:
 
 def training_settings(cfg: RunConfig, kind: str, checkpoint_dir: Path, progress: bool = True):
     """The run's triplet-training settings for one encoder, CNN or head (which ignores device and amp:
-    its features are cached, it trains on the CPU); checkpoints every epoch, resumes where it stopped."""
+    its features are cached, it trains on the CPU); checkpoints (every 30 s of training), resumes where it stopped."""
     s = image_settings(cfg, kind)
     return ImageTrainingConfig(
         loss=cfg.triplet_loss, margin=cfg.resolved_margin, reconstruction=reconstruction_weight(cfg, kind),
@@ -177,8 +177,8 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
     pairing, or a baseline's (e.g. Tile2vec's geographic neighbours).
 
     The folder holds ``encoder/`` (weights + config), ``triplets.csv``, ``history.csv`` and
-    ``embeddings.csv`` (NaN rows for regions without such images). Training checkpoints every
-    epoch under ``<cache>/checkpoints``, so an interrupted run resumes where it stopped.
+    ``embeddings.csv`` (NaN rows for regions without such images). Training checkpoints (at the end
+    of an epoch, every 30 s) under ``<cache>/checkpoints``, so an interrupted run resumes where it stopped.
     """
     group = processes()
     if triplets not in TRIPLET_SOURCES:
