@@ -122,15 +122,18 @@ def _optional(check, meaning: str):
 
 def _items(check):
     """A non-empty list or tuple (or one value) of items that each pass ``check``; returns a tuple."""
-    @_allows(f"a non-empty list, each item {check.allowed}")
+    @_allows(f"a non-empty list without repeats, each item {check.allowed}")
     def items(value):
         values = tuple(value) if isinstance(value, (list, tuple)) else (value,)
         try:
             if not values:
                 raise _Bad(items.allowed)
-            return tuple(check(v) for v in values)
+            checked = tuple(check(v) for v in values)
         except _Bad as bad:
             raise _Bad(items.allowed, bad.hint) from None
+        if len(set(checked)) < len(checked):  # a repeated seed would count one result twice
+            raise _Bad(items.allowed)
+        return checked
     return items
 
 
@@ -339,6 +342,15 @@ class RunConfig:
             raise ConfigError(f"head_reconstruction {config.head_reconstruction} needs rs_arch or sv_arch "
                               f"{HEAD_ARCH!r} (a CNN encoder has no decoder); got {config.rs_arch!r} and "
                               f"{config.sv_arch!r}", key="head_reconstruction")
+        if config.encoder_patience is not None and config.val_fraction == 0:
+            raise ConfigError(f"encoder_patience {config.encoder_patience} (early stopping) needs a validation part: "
+                              "val_fraction > 0, or encoder_patience: null", key="encoder_patience")
+        if config.amp == "fp16" and config.device == "cpu":
+            raise ConfigError("amp 'fp16' needs a CUDA GPU (device: cuda or auto); on a CPU use 'bf16', 'auto' "
+                              "or 'off'", key="amp")
+        if config.weights == "imagenet" and "tiny" in (config.rs_arch, config.sv_arch):
+            raise ConfigError("weights 'imagenet' has no weights for arch 'tiny' (rs_arch or sv_arch); use "
+                              "resnet18, inception_v3 or lite0-head, or weights: random", key="weights")
         if config.fusion_design == "aligned" and config.fusion_loss != "infonce":
             raise ConfigError(f"fusion_loss {config.fusion_loss!r} needs fusion_design: paper (the aligned design "
                               "trains with infonce); got fusion_design 'aligned'", key="fusion_loss")
@@ -355,6 +367,9 @@ class RunConfig:
             if not isinstance(values, dict):
                 raise ConfigError(f"{path}: expected a mapping of parameter names to values")
         from_file = set(values)
+        weights = values.get("weights")
+        if isinstance(weights, str) and not Path(weights).is_absolute() and (Path(path).parent / weights).is_file():
+            values["weights"] = str(Path(path).parent / weights)  # beside the file, wherever it is read from
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return _seed_of_the_chapters(cls.from_dict(values), given="seed" in values)

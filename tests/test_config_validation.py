@@ -46,6 +46,11 @@ BAD = [  # (settings, substrings the message must contain)
     ({"splits": ["random", "diagonal"]}, ["splits", "('random', 'spatial')", "'diagonal'"]),
     ({"splits": []}, ["splits", "non-empty"]),
     ({"seeds": [0, "one"]}, ["seeds", "an integer >= 0"]),
+    ({"seeds": [0, 0]}, ["seeds", "without repeats"]),  # one result would count twice
+    ({"splits": ["random", "random"]}, ["splits", "without repeats"]),
+    ({"encoder_patience": 2, "val_fraction": 0}, ["encoder_patience 2", "val_fraction > 0"]),
+    ({"amp": "fp16"}, ["amp 'fp16' needs a CUDA GPU"]),
+    ({"weights": "imagenet", "rs_arch": "tiny"}, ["weights 'imagenet'", "'tiny'"]),
     ({"rs_epoch": 3}, ["unknown parameter(s) ['rs_epoch']", "did you mean 'rs_epochs'"]),
     ({"fusion_lrate": 1e-3}, ["fusion_lrate", "did you mean 'fusion_lr'"]),
     ({"zzz": 1}, ["unknown parameter(s) ['zzz']", "known: ["]),
@@ -189,3 +194,14 @@ def test_seed_defaults_to_the_first_of_seeds_and_must_be_one_of_them_when_every_
         RunConfig.from_yaml(params)
     assert err.value.key == "seed"
     assert RunConfig.from_dict({"seed": 9, "seeds": [5, 6]}).seed == 9  # saved settings load as saved
+
+
+def test_a_checkpoint_named_in_a_params_file_is_found_beside_it(tmp_path, monkeypatch):
+    """Chapters read the params file from book/, `musecl run` from wherever it is started."""
+    (tmp_path / "params").mkdir()
+    (tmp_path / "params" / "encoder.pt").write_bytes(b"")
+    (tmp_path / "params" / "mine.yaml").write_text("weights: encoder.pt\n")
+    (tmp_path / "book").mkdir()
+    monkeypatch.chdir(tmp_path / "book")
+    config = RunConfig.from_yaml("../params/mine.yaml")
+    assert Path(config.weights).resolve() == (tmp_path / "params" / "encoder.pt").resolve()
