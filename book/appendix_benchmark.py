@@ -128,9 +128,6 @@ other = pd.DataFrame({
              f"{result['probe']['n_rows']} rows x {result['probe']['epochs']} epochs"],
     "seconds": [result["text"]["seconds"], fusion["seconds"], result["probe"]["seconds"]],
 })
-for n, seconds in fusion.get("seconds_by_threads", {}).items():
-    if int(n) != fusion["threads"]:
-        other.loc[len(other)] = [f"fusion (eq. 8-11), {n} thread(s)", fusion_size, seconds]
 if result["end_to_end"]:
     e2e = result["end_to_end"]
     other.loc[len(other)] = ["musecl run, toy city", f"{e2e['n_regions']} regions, {e2e['params']}",
@@ -167,10 +164,6 @@ glue("ratio_sentence", Markdown(
     "before reading much into it." if not any(met) else
     "One loop reaches the goal of 0.9 and one does not on this run; the medians of a few repeats on "
     "a shared machine are noisy."), display=False)
-by_threads = fusion.get("seconds_by_threads", {})
-glue("fusion_threads_sentence", Markdown(
-    "With " + " and ".join(f"{n} thread(s) fusion took {t:.2f} s" for n, t in by_threads.items()) + "."
-    if len(by_threads) > 1 else ""), display=False)
 glue("mode_sentence", Markdown(
     f"These are the *quick* sizes (up to {head['sampling_n_max']:,} regions). `musecl bench` without "
     "`--quick` measures 1,000 to 100,000 regions and the end-to-end run." if quick else
@@ -192,8 +185,8 @@ glue("mode_sentence", Markdown(
 # encoder needed {glue:text}`text_s:.1f` s per million processed tokens, fusion training on
 # {glue:text}`fusion_regions` regions for {glue:text}`fusion_epochs` epochs {glue:text}`fusion_s:.2f` s
 # and one probe fit {glue:text}`probe_s:.2f` s. Fusion and the probe are small models whose steps
-# are mostly per-operation overhead, where a second thread can cost more than it gives:
-# {glue:md}`fusion_threads_sentence` The whole benchmark
+# are mostly per-operation overhead, where a second thread costs more than it gives, so the
+# library trains them on one thread (`musecl.training.one_torch_thread`). The whole benchmark
 # took {glue:text}`bench_s:.0f` s. {glue:md}`mode_sentence`
 #
 # `musecl bench` also times a whole `musecl run` of MuseCL on the toy city (`end_to_end_s`;

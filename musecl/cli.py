@@ -119,7 +119,10 @@ def _train_encoders(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="musecl", description=__doc__)
+    parser = argparse.ArgumentParser(prog="musecl", description=(
+        "MuseCL: multi-semantic contrastive region embeddings, their baselines and the book that "
+        "compares them. Check a city folder (validate), train and evaluate methods on it (run), "
+        "build the book (book); `musecl COMMAND --help` for each command's options."))
     parser.add_argument("--debug", action="store_true",
                         help="on an error, show the full traceback instead of the one-line message")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -175,11 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda or auto (overrides the params file)")
     p.set_defaults(func=_train_encoders)
 
-    from musecl.scaling import bench
+    from musecl.scaling.bench_options import add_arguments as bench_arguments
 
-    p = bench.add_arguments(sub.add_parser("bench", help="measure training, sampling, text, fusion and "
-                                                         "probe speed; print a JSON summary"))
-    p.set_defaults(func=bench.command)
+    p = bench_arguments(sub.add_parser("bench", help="measure training, sampling, text, fusion and probe speed; "
+                                                     "print a JSON summary"))
+    p.set_defaults(func=_bench)
 
     p = sub.add_parser("readme", help="write the README's results at a glance (table and figure) from the "
                                       "book's build")
@@ -199,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="chapters executed side by side, each waiting for the ones it needs (default 2; 1: in turn)")
     p.set_defaults(func=_book)
     return parser
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from musecl.scaling.bench import command
+
+    return command(args)
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:

@@ -128,3 +128,12 @@ def test_importing_the_library_does_not_load_tqdms_notebook_chooser():
             "print(sorted(m for m in sys.modules if m.startswith('tqdm.auto')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_command_line_starts_without_torch():
+    """`musecl --help` and `musecl validate` start in well under a second: building the parser
+    (every subcommand's options, `bench`'s too) imports neither torch nor scikit-learn."""
+    code = ("import sys\nfrom musecl.cli import build_parser\nbuild_parser()\n"
+            "print(sorted(m for m in ('torch', 'sklearn', 'torchvision') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -41,6 +41,7 @@ import torch
 
 from musecl.city import REGION_ID, SATELLITE, STREETVIEW
 from musecl.io import atomic_save_json
+from musecl.scaling.bench_options import add_arguments
 from musecl.training import amp_dtype, resolve_device
 
 if TYPE_CHECKING:  # annotations only: the image module imports torch
@@ -470,37 +471,23 @@ def _random_table(n: int, d: int, prefix: str, rng: np.random.Generator) -> pd.D
                         columns=[f"{prefix}_{k}" for k in range(d)])
 
 
-def bench_fusion(n_regions: int = 600, epochs: int = 50, dim: int = 128, repeats: int = 3,
-                 threads: Sequence[int] = (), seed: int = 0) -> dict:
-    """Training time of attentive fusion with InfoNCE (eq. 8-11) on random 128-d embeddings as the
-    library trains it (one thread: ``train_fusion``) and, for comparison, on each of ``threads``
-    (a small model: per-op overhead, where extra threads can cost more than they give)."""
-    from musecl.fusion import FusionConfig, _train_fusion, train_fusion
+def bench_fusion(n_regions: int = 600, epochs: int = 50, dim: int = 128, repeats: int = 3, seed: int = 0) -> dict:
+    """Training time of attentive fusion with InfoNCE (eq. 8-11) on random 128-d embeddings, as the
+    library trains it: on one thread (a small model, all per-operation overhead)."""
+    from musecl.fusion import FusionConfig, train_fusion
 
     rng = np.random.default_rng(seed)
     sv, rs, poi = (_random_table(n_regions, dim, p, rng) for p in ("sv", "rs", "poi"))
-    config = FusionConfig(epochs=epochs, seed=seed)
-
-    def timed(train) -> float:
-        seconds = []
-        for _ in range(max(1, repeats)):
-            start = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-                train(sv, rs, poi, config)
-            seconds.append(time.perf_counter() - start)
-        return median(seconds)
-
-    s = timed(train_fusion)
-    by_threads = {}
-    for n in threads:
-        if int(n) == 1:
-            by_threads["1"] = s
-            continue
-        with _threads(n):  # the training loop itself: train_fusion would set one thread again
-            by_threads[str(int(n))] = timed(_train_fusion)
+    seconds = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            train_fusion(sv, rs, poi, FusionConfig(epochs=epochs, seed=seed))
+        seconds.append(time.perf_counter() - start)
+    s = median(seconds)
     return {"n_regions": int(n_regions), "epochs": int(epochs), "threads": 1, "seconds": s,
-            "seconds_per_1k_region_epochs": s / (n_regions * epochs) * 1e3, "seconds_by_threads": by_threads}
+            "seconds_per_1k_region_epochs": s / (n_regions * epochs) * 1e3}
 
 
 def bench_probe(n_rows: int = 360, epochs: int = 100, dim: int = 128, repeats: int = 3, seed: int = 0) -> dict:
@@ -635,8 +622,7 @@ def run_benchmark(quick: bool = False, out: str | os.PathLike | None = None, inc
     log(f"POI text: {sizes.text_tokens:,} tokens", "text")
     result["text"] = bench_text(sizes.text_tokens, sizes.text_epochs)
     log(f"fusion: {sizes.fusion_regions} regions x {sizes.fusion_epochs} epochs", "fusion")
-    result["fusion"] = bench_fusion(sizes.fusion_regions, sizes.fusion_epochs, repeats=sizes.small_repeats,
-                                    threads=sizes.grid_threads if cpu_settings else ())
+    result["fusion"] = bench_fusion(sizes.fusion_regions, sizes.fusion_epochs, repeats=sizes.small_repeats)
     log(f"probe: {sizes.probe_rows} rows x {sizes.probe_epochs} epochs", "probe")
     result["probe"] = bench_probe(sizes.probe_rows, sizes.probe_epochs, repeats=sizes.small_repeats)
     result["end_to_end"] = None
@@ -661,23 +647,6 @@ def format_report(result: dict) -> str:
 
 # ------------------------------------------------------------------------------------------
 # command line
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The options of ``musecl bench`` (shared by :func:`main` and ``musecl.cli``)."""
-    parser.add_argument("--quick", action="store_true",
-                        help="small sizes: about a minute on a quiet 2-core machine with --no-end-to-end")
-    parser.add_argument("--out", type=Path, default=None, help="folder to write bench.json into")
-    parser.add_argument("--no-end-to-end", dest="end_to_end", action="store_false",
-                        help="skip timing `musecl run` on the toy city")
-    parser.add_argument("--params", type=Path, default=None,
-                        help="settings of the end-to-end run (default params/ci.yaml; quick: params/smoke.yaml)")
-    parser.add_argument("--compile", action="store_true", help="with --device cuda: also time torch.compile")
-    parser.add_argument("--device", default="cpu",
-                        help="cuda: measure only the encoders at the paper's sizes on the GPU (precision, "
-                             "images on host or device, channels_last)")
-    parser.set_defaults(func=command)
-    return parser
 
 
 def command(args: argparse.Namespace) -> int:
