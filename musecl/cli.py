@@ -214,11 +214,15 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     """Errors that describe bad input (a setting, a file, a city folder, a chapter) or an output
     folder another run is writing: the CLI prints their message. ConfigError, CityFormatError,
     TooFewRegionsError, YamlFileError, UnsupportedMethodsError and ChecksumError are ValueErrors; DataMissingError is a
-    FileNotFoundError. Any other exception is a bug and keeps its traceback."""
+    FileNotFoundError; a path that is a folder where a file belongs (or the reverse) an OSError of its own. Any
+    other exception is a bug and keeps its traceback; EveryMethodFailedError lists each method's error."""
     from musecl.io import FolderBusyError
     from musecl.notebooks import BookBuildError, ChapterExecutionError
+    from musecl.runner import EveryMethodFailedError
+    from musecl.training import DeviceUnavailableError
 
-    return ValueError, FileNotFoundError, FolderBusyError, ChapterExecutionError, BookBuildError
+    return (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, FolderBusyError,
+            ChapterExecutionError, BookBuildError, EveryMethodFailedError, DeviceUnavailableError)
 
 
 def main(argv: list[str] | None = None) -> int:

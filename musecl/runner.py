@@ -51,6 +51,10 @@ class UnsupportedMethodsError(ValueError):
     """None of the requested methods can run on the city (each lacks an input the city does not have)."""
 
 
+class EveryMethodFailedError(RuntimeError):
+    """No method of a run could be fitted; the message names each method and its error."""
+
+
 def make_named_city(name: str, folder: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Path:
     """Write the named data set's city folder (generated toy city, or a converted real one)."""
     if name in NAMED_CITIES:
@@ -98,6 +102,7 @@ def run(city: str | os.PathLike | City, out_dir: str | os.PathLike, config: RunC
         warnings.simplefilter("ignore", TooFewRegionsWarning)  # an error just below, said once
         city = resolve_city(city)
     require_enough_regions(city)  # before the output folder is made or anything is trained
+    resolve_device(config.device)  # a GPU the settings name but this machine lacks: said now, not per method
     methods, skipped = supported_methods(methods, city)
     if not methods:
         raise UnsupportedMethodsError(f"{city.name} supports none of the requested methods: "
@@ -134,7 +139,7 @@ def _write_run(out: Path, city: City, config: RunConfig, methods: list[str], ski
     fitted = fit_methods(methods, city, config, cache_dir, progress)
     failed = {name: outcome for name, outcome in fitted.items() if isinstance(outcome, str)}
     if len(failed) == len(methods):
-        raise RuntimeError("every method failed: " + "; ".join(f"{n}: {e}" for n, e in failed.items()))
+        raise EveryMethodFailedError("every method failed: " + "; ".join(f"{n}: {e}" for n, e in failed.items()))
     for name, error in failed.items():
         warnings.warn(f"{name} failed and has no rows: {error}", stacklevel=2)
     methods = [name for name in methods if name not in failed]

@@ -57,6 +57,10 @@ from tqdm import tqdm as text_tqdm
 from musecl.io import atomic_write
 
 
+class DeviceUnavailableError(RuntimeError):
+    """A device the settings ask for (cuda) is not on this machine."""
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """'cpu' (default), 'cuda' (error if absent) or 'auto' (cuda when available)."""
     if device is None or device == "cpu":
@@ -65,7 +69,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {str(device)!r} was asked for but torch sees no CUDA GPU; "
+        raise DeviceUnavailableError(f"device {str(device)!r} was asked for but torch sees no CUDA GPU; "
                            "use device='cpu' or device='auto'")
     return device
 

@@ -89,3 +89,19 @@ def test_a_bug_keeps_its_traceback(monkeypatch, tmp_path):
     monkeypatch.setattr(cli, "_validate", buggy)
     with pytest.raises(KeyError):
         cli.main(["validate", str(tmp_path)])
+
+
+def test_a_folder_given_as_the_params_file(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "run", "toy-small", "--out", str(tmp_path / "out"), "--params", str(tmp_path))
+    assert code != 0
+    assert_one_line_error(err, "Is a directory")
+
+
+def test_a_gpu_this_machine_lacks_is_said_before_anything_trains(capsys, tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, _, err = run_cli(capsys, "run", "toy-small", "--out", str(tmp_path / "out"), "--device", "cuda")
+    assert code != 0
+    assert_one_line_error(err, "'cuda'", "no CUDA GPU")
+    assert not (tmp_path / "out").exists()
