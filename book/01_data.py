@@ -30,7 +30,6 @@
 
 # %% tags=["parameters"]
 city = None  # a city folder (data/README.md); None: a small toy city
-out_dir = "build/work"  # shared with later chapters; nothing is written here
 seed = 0  # seeds the sampled region pairs (and the toy city if city is None)
 
 # %% tags=["hide-input"]

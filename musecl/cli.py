@@ -193,8 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_readme)
 
     p = sub.add_parser("book", help="execute every chapter with papermill, then render the book")
-    p.add_argument("--city", default=None, help="city folder (default: the generated toy city)")
-    p.add_argument("--params", type=Path, default=None, help="YAML file of chapter parameters")
+    p.add_argument("--city", default=None, help="city folder or named data set (default: the generated toy city)")
+    p.add_argument("--params", type=Path, default=None,
+                   help="YAML file of run settings that every chapter reads (params/*.yaml)")
     p.add_argument("--out", type=Path, default=Path("build"))
     p.add_argument("--only", nargs="*", default=None, help="chapter stems to execute")
     p.add_argument("--force", action="store_true", help="re-execute even unchanged chapters")

@@ -844,19 +844,26 @@ def build(city: str | Path | None = None, params_file: str | Path | None = None,
     Parameters given to every chapter (each takes the ones its parameters cell defines):
     ``city`` (absolute path of the city folder; default the generated toy city),
     ``out_dir`` (``out/work``, a shared folder for results one chapter hands the next), then
-    every key of ``params_file``. An explicit ``city`` wins over the file's.
+    every key of ``params_file`` (run settings: :class:`musecl.config.RunConfig`'s keys), checked
+    here, before any chapter runs, as are the city and its tables. ``city`` may also name a data
+    set (``toy-small``, ``manhattan``: :func:`musecl.runner.resolve_city`).
     ``at_once`` chapters run side by side (:func:`execute_chapters`; 1: one after the other).
     Files: ``out/executed/*.ipynb``, ``out/site`` (staged), ``out/site/_build/html``.
     """
+    from musecl.config import RENAMED, RunConfig
+    from musecl.runner import resolve_city
+
     out = Path(out).resolve()
     repo_root = find_repo_root()
     params = load_params_file(params_file)
-    if city is None:
-        city = params.get("city") or default_city(out)
-    params["city"] = str(Path(city).resolve())
-    params.setdefault("out_dir", str(out / "work"))
     if params_file is not None:  # chapters read the rest of the run settings from the same file
+        settings = RunConfig.from_yaml(params_file).to_dict()  # a typo or a bad value: said now, not in chapter 2
+        # as the chapters' RunConfig reads them (seeds: 0 -> [0]; an old name under its new one)
+        params = {RENAMED.get(key, key): settings[RENAMED.get(key, key)] for key in params}
         params["params_file"] = str(Path(params_file).resolve())
+    city = default_city(out) if city is None else resolve_city(city, out / "cities").root
+    params["city"] = str(Path(city).resolve())
+    params["out_dir"] = str(out / "work")
     chapters = select_chapters(chapter_sources(repo_root), only)
     root = repo_root / toc_files(repo_root)[0]  # the landing page shows what the chapters computed: last
     chapters.sort(key=lambda c: c.with_suffix("") == root)

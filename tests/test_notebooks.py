@@ -539,3 +539,27 @@ def test_reader_view_says_each_warning_once(monkeypatch):
         pd.set_option("display.max_colwidth", width)
     assert shown == ["> **UserWarning:** 12 of 600 regions have no satellite image",
                      "> **UserWarning:** 1 region has no POIs"]
+
+
+def test_the_book_checks_its_settings_and_city_before_any_chapter_runs(tmp_path, monkeypatch):
+    """A typo in the params file or a missing city is said at once, not minutes later in chapter 2
+    (chapter 10 starts beside chapter 1 and would be waited for)."""
+    from musecl import notebooks
+    from musecl.config import ConfigError
+
+    monkeypatch.setattr(notebooks, "execute_chapters", lambda *a, **k: pytest.fail("a chapter ran"))
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("n_triplet: 300\n")
+    with pytest.raises(ConfigError, match="did you mean 'n_triplets'"):
+        notebooks.build(params_file=typo, out=tmp_path / "book")
+    with pytest.raises(FileNotFoundError, match="neither a folder nor a named data set"):
+        notebooks.build(city=tmp_path / "no_such_city", out=tmp_path / "book")
+    given = {}
+    monkeypatch.setattr(notebooks, "execute_chapters", lambda chapters, out, params, **k: given.update(params))
+    monkeypatch.setattr(notebooks, "build_book", lambda *a, **k: tmp_path)
+    monkeypatch.setattr(notebooks, "stage_site", lambda *a, **k: tmp_path)
+    monkeypatch.setattr(notebooks, "default_city", lambda out: tmp_path)
+    one_seed = tmp_path / "one_seed.yaml"
+    one_seed.write_text("seeds: 3\n")
+    notebooks.build(params_file=one_seed, out=tmp_path / "book", only=["01_data"])
+    assert given["seeds"] == [3]  # as RunConfig reads it: chapter 10 iterates over it
