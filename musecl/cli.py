@@ -96,8 +96,11 @@ def _readme(args: argparse.Namespace) -> int:
     from musecl.report import update_readme
     from musecl.runner import resolve_city
 
+    run_dir = args.build / "work" / "results" / "all_methods"
+    if not (run_dir / "results.csv").is_file():  # before the city: the toy city would be generated for nothing
+        raise FileNotFoundError(f"{run_dir / 'results.csv'} is missing: build the book first (`make book`)")
     city = resolve_city(args.city or "toy", cities_dir=args.build / "cities")
-    update_readme(args.readme, args.build / "work" / "results" / "all_methods", city, args.figure)
+    update_readme(args.readme, run_dir, city, args.figure)
     print(f"wrote the results at a glance into {args.readme} and {args.figure}")
     return 0
 

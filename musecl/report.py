@@ -6,6 +6,7 @@ hand. The paper's own numbers join from ``published_results.csv`` under a label 
 """
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from pathlib import Path
@@ -718,6 +719,7 @@ def update_readme(readme: str | Path, run_dir: str | Path, city, figure: str | P
     text = readme.read_text()
     if README_START not in text or README_END not in text:
         raise ValueError(f"{readme} has no at-a-glance markers ({README_START!r} ... {README_END!r})")
+    link = Path(os.path.relpath(figure.resolve(), readme.resolve().parent)).as_posix()  # checked before writing
     results = pd.read_csv(run_dir / "results.csv")
     ceilings = pd.read_csv(run_dir / "ceilings.csv") if (run_dir / "ceilings.csv").is_file() else None
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -730,10 +732,12 @@ def update_readme(readme: str | Path, run_dir: str | Path, city, figure: str | P
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
     lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
     when = pd.Timestamp.fromtimestamp((run_dir / "results.csv").stat().st_mtime).strftime("%Y-%m-%d")
-    block = (f"{README_START}\n![MuseCL at a glance]({figure.relative_to(readme.parent).as_posix()})\n\n"
+    seeds = (f"{len(config['seeds'])} seeds each retraining every stage" if config["retrain"] == "per_seed" else
+             f"stages trained once, {len(config['seeds'])} seeds of the split and probe")
+    block = (f"{README_START}\n![MuseCL at a glance]({link})\n\n"
              + "\n".join(lines) + "\n\n"
              f"Mean R² over {', '.join(headline)} on {city.name} ({len(city)} regions), "
-             f"{len(config['seeds'])} seeds each retraining every stage (`retrain: {config['retrain']}`), "
+             f"{seeds} (`retrain: {config['retrain']}`), "
              f"{config['rs_arch']} / {config['sv_arch']} encoders, {config['n_triplets']} triplets; "
              f"from the book's build of {when}.\n{README_END}")
     start, end = text.index(README_START), text.index(README_END) + len(README_END)

@@ -337,6 +337,19 @@ def test_at_a_glance_rows_and_the_readme_block(tmp_path):
     assert text.startswith("# title\n\nbefore\n") and text.endswith("after\n") and "old" not in text
     assert "![MuseCL at a glance](docs/glance.png)" in text and "| MuseCL | MuseCL | 0.575 ± 0.035 |" in text
     assert (tmp_path / "docs" / "glance.png").stat().st_size > 1000
+    assert "2 seeds each retraining every stage" in text
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({"seeds": [0, 1], "retrain": "once", "rs_arch": "a",
+                                                         "sv_arch": "b", "n_triplets": 10}))
+    elsewhere = tmp_path / "elsewhere"  # a figure outside the README's folder: a relative link up
+    report.update_readme(readme, run_dir, City(), elsewhere / "glance.png")
+    text = readme.read_text()
+    assert "stages trained once, 2 seeds of the split and probe (`retrain: once`)" in text
+    assert "![MuseCL at a glance](elsewhere/glance.png)" in text
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "README.md").write_text(readme.read_text())
+    report.update_readme(sub / "README.md", run_dir, City(), elsewhere / "glance.png")
+    assert "![MuseCL at a glance](../elsewhere/glance.png)" in (sub / "README.md").read_text()
 
 
 def test_the_readme_shows_results_from_a_build():
