@@ -31,7 +31,7 @@
 # %% tags=["parameters"]
 data_dir = None  # the data directory (MUSECL_DATA_DIR); None: the default
 out_dir = "../build/work"  # the city folder and results.csv go under it
-seeds = [0, 1, 2, 3, 4]  # each seeds triplets, encoders, text vectors, fusion (the params file's)
+seeds = [0, 1, 2, 3, 4]  # as in the params file; each retrains every stage
 
 # %%
 from musecl.datasets.manhattan import FILES
