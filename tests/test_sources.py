@@ -50,7 +50,7 @@ def test_a_missing_file_names_itself_its_source_and_the_command(tmp_path, monkey
     with pytest.raises(DataMissingError) as err:
         sources.locate("manhattan/x/a.npy", data_dir=tmp_path / "nowhere", download=False)
     assert all(s in str(err.value) for s in ("manhattan/x/a.npy", "someone/repo", "data/a.npy",
-                                             "musecl fetch manhattan"))
+                                             "musecl fetch manhattan", f"{tmp_path / 'nowhere'} does not exist"))
 
 
 def test_a_failed_download_is_a_missing_file_and_a_bad_one_is_rejected(tmp_path, monkeypatch):

@@ -123,8 +123,17 @@ def locate(file: str, data_dir: str | os.PathLike | None = None, download: bool 
     if cached.is_file():
         return _check(cached, file)
     if not (download and downloadable(file)) or os.environ.get("MUSECL_OFFLINE"):
-        raise DataMissingError(how_to_get(file))
+        raise DataMissingError(f"{how_to_get(file)} Looked in {_searched(data_dir, root)} and the download cache "
+                               f"{cache_dir()}.")
     return _download(file, progress=progress)
+
+
+def _searched(data_dir, root: Path | None) -> str:
+    """Which data directory was searched, in words (a given folder that does not exist is named)."""
+    if root is not None:
+        return f"the data directory {root}"
+    given = data_dir if data_dir is not None else os.environ.get("MUSECL_DATA_DIR")
+    return f"no data directory ({given} does not exist)" if given else "no data directory (none is set or found)"
 
 
 def _download(file: str, progress: bool = False) -> Path:
