@@ -396,7 +396,7 @@ glue("poi_sentence", Markdown(poi_sentence), display=False)
 # right, the net flow $m^{in} - m^{out}$ on a signed log scale,
 # $\operatorname{sign}(v)\ln(1 + |v|)$.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Trips: the largest flows between regions (left) and each region's inflow against its outflow (right)."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Trips: the largest flows between regions (left), each region's inflow against its outflow (middle) and its net inflow (right)."}}
 if present[MOBILITY]:
     flows = city.mobility
     net = flows[INFLOW] - flows[OUTFLOW]

@@ -206,8 +206,9 @@ plt.show()
 
 # %% [markdown]
 # The model kept at the end is the one of the best validation epoch (epoch
-# {glue:text}`best_epoch` of {glue:text}`epochs_run`). The street-view encoder trains for fewer
-# epochs than the satellite one, as in the official code (20 against 201 there).
+# {glue:text}`best_epoch` of {glue:text}`epochs_run`). In the official code the street-view
+# encoder trains for fewer epochs than the satellite one (20 against 201); the settings at the
+# top of the page give this run's (`sv_epochs`, `rs_epochs`).
 #
 # ## Starting weights
 #

@@ -276,8 +276,9 @@ else:
 #
 # - {glue:md}`ceiling_finding`
 # - {glue:md}`spatial_finding` The spatial split is the harder and more honest test.
-# - The encoders ran with {glue:text}`weights_source` weights (the settings at the top of the
-#   page); whether the paper's longer schedule (`params/paper.yaml`, for a GPU) does better on this
+# - The encoders ran with {glue:text}`weights_source` weights (set by `rs_arch` / `sv_arch`:
+#   `lite0-head` is a head on EfficientNet-Lite0's ImageNet features; `weights` sets the
+#   ResNet-18 and Inception-v3 encoders' start); whether the paper's longer schedule (`params/paper.yaml`, for a GPU) does better on this
 #   city has not been measured by this build.
 #
 # The next part of the book adds the baselines, including one that uses nothing but a region's

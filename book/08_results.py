@@ -422,9 +422,9 @@ glue("best_baseline_r2", float(best_base.max()), display=False)
 #   indicators where location alone beats MuseCL (random split):
 #   {glue:text}`location_beats_muse`. Adding location to MuseCL gives {glue:text}`locmuse`.
 # - A table without a location-only row and a spatial split cannot tell learned semantics from
-#   neighbours that resemble each other; on the paper's own Beijing labels the same kNN reaches
-#   $R^2$ 0.82 for population density under a random split, above the paper's MuseCL (0.53)
-#   ({doc}`appendix_deviations`).
+#   neighbours that resemble each other; on the paper's own Beijing labels the same kNN beats
+#   the paper's MuseCL for population density under the paper's random split
+#   ({doc}`09_beijing` computes it).
 #
 # ## Figure 5: the embedding's clusters
 #

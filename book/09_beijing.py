@@ -287,8 +287,8 @@ for ind in targets.columns:
 #   the one implied by the paper's RMSE / $R^2$ pairs);
 # - the evaluation protocol: the MLP probe, the 60/20/20 random split, $R^2$ and RMSE, and
 #   with it **the bar every row of Table 1 has to clear**: what position alone explains. Under
-#   the paper's split that bar is above the paper's MuseCL for population density and about
-#   level for housing;
+#   the paper's split that bar is above the paper's MuseCL for population density (the next
+#   section compares every label);
 # - the same under a spatial block split, which the paper does not report.
 #
 # **Cannot be reproduced from public data:**
@@ -385,7 +385,7 @@ for kind, label in ((SATELLITE, "RS"), (STREETVIEW, "SV")):
     weights_source[label] = f"{settings['arch']} at {settings['image_size']} px, start: {trained.config['weights_source']}"
 encode_seconds = time.perf_counter() - start
 glue("encode_seconds", encode_seconds, display=False)
-pd.Series(weights_source, name="encoder")
+pd.Series(weights_source, name="encoder").rename_axis("images").to_frame()
 
 # %% [markdown]
 # Cosine similarity between the 15 regions' embeddings, regions sorted by population density

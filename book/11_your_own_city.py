@@ -197,7 +197,8 @@ plt.show()
 #
 # Each point goes to the hexagon H3 puts it in (for polygons: an STRtree lookup); nothing
 # compares every point with every region. A point outside every region is counted and reported,
-# as the three POIs outside the city are here; with `outside="raise"` it stops the conversion.
+# as the three POIs planted outside the city are here (with any scattered toy POI that lands
+# just past its edge); with `outside="raise"` it stops the conversion.
 
 # %%
 pois = from_raw.pois_from_csv(raw / "pois.csv", regions, lon="longitude",

@@ -148,6 +148,10 @@ glue("n_max", head["sampling_n_max"], display=False)
 glue("sampling_s", head["sampling_s_at_n_max"], display=False)
 glue("sampling_mb", head["sampling_peak_mb_at_n_max"], display=False)
 glue("exponent", head.get("sampling_exponent", float("nan")), display=False)
+glue("exponent_sentence", Markdown(
+    "far below the $N^2$ of a similarity matrix" if head.get("sampling_exponent", 2) < 1.5 else
+    "close to the $N^2$ of a similarity matrix in time at these sizes (the exact k-d tree search that keeps "
+    "ties reproducible degrades in dozens of POI dimensions), though never one in memory"), display=False)
 glue("text_s", head["text_s_per_million_tokens"], display=False)
 glue("fusion_s", head["fusion_s"], display=False)
 glue("fusion_epochs", head["fusion_epochs"], display=False)
@@ -181,7 +185,7 @@ glue("mode_sentence", Markdown(
 #
 # Sampling 10,000 triplets for {glue:text}`n_max:,` regions took {glue:text}`sampling_s:.2f` s and
 # at most {glue:text}`sampling_mb:.0f` MB of traced memory; time grew like $N^k$ with $k$ =
-# {glue:text}`exponent:.2f` at most, far below the $N^2$ of a similarity matrix. The POI text
+# {glue:text}`exponent:.2f` at most, {glue:md}`exponent_sentence`. The POI text
 # encoder needed {glue:text}`text_s:.1f` s per million processed tokens, fusion training on
 # {glue:text}`fusion_regions` regions for {glue:text}`fusion_epochs` epochs {glue:text}`fusion_s:.2f` s
 # and one probe fit {glue:text}`probe_s:.2f` s. Fusion and the probe are small models whose steps
@@ -313,7 +317,7 @@ print(f"{recorded['machine']['cuda']}, torch {recorded['machine']['torch']}, rec
 display(gpu_table.reset_index(drop=True))
 compiled = pd.DataFrame(recorded["compile"]).drop(columns=["device"], errors="ignore")
 compiled["amp"] = compiled["amp"].str.replace("torch.", "", regex=False)
-display(compiled.round(2))
+display(compiled.round(2).astype(object).fillna("–"))  # a failed compile has no timings, a good one no error
 
 # %% [markdown]
 # ## Several processes and images on disk, executed here

@@ -264,7 +264,7 @@ def with_published(table: pd.DataFrame, published: pd.DataFrame | None, city_lab
     """``table`` (method x indicator, from :func:`results_table`) beside the paper's numbers.
 
     Columns become (indicator, "this run") and (indicator, "paper (<city_label>)") for every
-    indicator of ``table``; methods the paper reports but the run lacks are added as rows. The
+    indicator of ``table`` (the first alone where the paper has no number for it); methods the paper reports but the run lacks are added as rows. The
     paper's method names are mapped to ours (:func:`paper_method_name`). ``published`` is
     ``musecl.datasets.published.published_results()``; when it is None (no data directory) the
     table comes back unchanged with a warning. ``source`` picks one paper where several report
@@ -296,12 +296,11 @@ def with_published(table: pd.DataFrame, published: pd.DataFrame | None, city_lab
     out = {}
     for indicator in table.columns:
         ours = table[indicator].reindex(rows)
-        theirs = numbers[indicator].reindex(rows) if indicator in numbers.columns else pd.Series(np.nan, index=rows)
-        if textual:
-            ours = ours.fillna("")
-            theirs = theirs.map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
-        out[(indicator, OURS)] = ours
-        out[(indicator, label)] = theirs
+        out[(indicator, OURS)] = ours.fillna("") if textual else ours
+        if indicator not in numbers.columns:  # an empty column of the paper's would only take width
+            continue
+        theirs = numbers[indicator].reindex(rows)
+        out[(indicator, label)] = theirs.map(lambda v: "" if pd.isna(v) else f"{v:.4f}") if textual else theirs
     joined = pd.DataFrame(out, index=pd.Index(rows, name=table.index.name or "method"))
     joined.columns = pd.MultiIndex.from_tuples(joined.columns, names=["indicator", "source"])
     return joined
