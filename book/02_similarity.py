@@ -119,7 +119,7 @@ for kind in ("mobility", "POI"):
     if kind in kinds:
         d_ab = float(distance[kind](vectors[kind].loc[a], vectors[kind].loc[b]))
         rows[f"{KINDS[kind]['eq_dist']} {kind} distance"] = f"{d_ab:.2f}"
-        rows[f"{KINDS[kind]['eq_sim']} {kind} similarity"] = f"{similarity(d_ab):.5f}"
+        rows[f"{KINDS[kind]['eq_sim']} {kind} similarity"] = f"{similarity(d_ab):.3g}"
 pd.Series(rows, name="the first two regions").to_frame()
 
 # %% [markdown]

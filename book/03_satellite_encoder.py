@@ -102,7 +102,8 @@ pd.Series(settings, name="satellite encoder").to_frame()
 # ```
 #
 # The paper feeds 224-pixel images. This run uses {glue:text}`image_size`-pixel images (the
-# settings above) so that ResNet-18 trains on two CPU cores in minutes. The table follows one
+# settings above) so that the paper's ResNet-18 (`params/cnn.yaml`) trains on two CPU cores in
+# minutes. The table follows one
 # batch through the network at that size: five stride-2 stages shrink each side by 32, so the
 # last feature map is tiny before global average pooling.
 

@@ -466,7 +466,7 @@ else:
 # - {glue:md}`count_finding`
 # - {glue:md}`pooling_finding`
 # - {glue:md}`latent_finding` {glue:md}`latent_sentence`
-# - Of {glue:text}`n_regions` regions, {glue:text}`n_empty` ({glue:text}`share_empty:.0f`%) get
+# - Of {glue:text}`n_regions` regions, {glue:text}`n_empty` ({glue:text}`share_empty:.1f`%) get
 #   the zero vector of eq. 7 ({glue:text}`n_no_poi` have no POI at all); fusion training (eq. 11)
 #   leaves them out, as a zero vector has no direction.
 #

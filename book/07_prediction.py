@@ -281,7 +281,7 @@ else:
 #   ResNet-18 and Inception-v3 encoders' start); whether the paper's longer schedule (`params/paper.yaml`, for a GPU) does better on this
 #   city has not been measured by this build.
 #
-# The next part of the book adds the baselines, including one that uses nothing but a region's
+# The next chapter adds the baselines, including one that uses nothing but a region's
 # location.
 #
 # ## Exercises

@@ -105,12 +105,12 @@ if have_results:
 # ```
 #
 # Without `--city` the book runs on a generated toy city (600 regions, written to
-# `build/cities/toy/`). `--params FILE.yaml` overrides any
-# chapter parameter (sizes, seeds, epochs); `--only 01_data` re-executes one chapter.
+# `build/cities/toy/`). `--params FILE.yaml` gives the run settings every chapter reads (sizes,
+# seeds, epochs: `params/*.yaml`); `--only 01_data` re-executes one chapter.
 #
 # ## Roadmap
 #
-# The book grows part by part, in this order; the sidebar shows the chapters written so far.
+# The book's parts, in the sidebar's order:
 #
 # 1. **Data**: the city format, the toy city and the real data sets.
 # 2. **Similarity sampling**: mobility and POI similarity (eq. 1-4) and the triplets built from them.
@@ -119,5 +119,8 @@ if have_results:
 # 4. **Fusion**: attentive fusion of the image embeddings and the InfoNCE alignment (eq. 8-11).
 # 5. **Prediction and results**: the indicator probes, the paper's tables side by side with ours,
 #    a location-only baseline and spatial cross-validation.
-# 6. **Your own city**: everything above, run on a folder you make.
-# 7. **Appendices**: {doc}`appendix_provenance` and {doc}`appendix_deviations`.
+# 6. **Real cities**: the paper's own Beijing labels ({doc}`09_beijing`) and the Manhattan-180
+#    benchmark of the mobility-based region embeddings ({doc}`10_manhattan`).
+# 7. **Your own city**: everything above, run on a folder you make.
+# 8. **Appendices**: {doc}`appendix_provenance`, {doc}`appendix_deviations`,
+#    {doc}`appendix_benchmark` and {doc}`appendix_scaling`.

@@ -853,6 +853,8 @@ def build(city: str | Path | None = None, params_file: str | Path | None = None,
     from musecl.config import RENAMED, RunConfig
     from musecl.runner import resolve_city
 
+    if at_once < 1:  # before the toy city is generated
+        raise ValueError(f"at_once must be >= 1; got {at_once}")
     out = Path(out).resolve()
     repo_root = find_repo_root()
     params = load_params_file(params_file)
