@@ -45,7 +45,8 @@ TRANSFORMS = ("raw", "log1p", "share")
 
 # bump when the same settings draw other triplets: the stages that train on them are retrained.
 # 2: an exact k-d tree neighbour search (_exact_search), the same ties on every machine
-SAMPLING_FORMAT = 2
+# 3: for more than 15 columns (POI counts) an exact blocked search, ties by row index (_BlockedSearch)
+SAMPLING_FORMAT = 3
 MAX_EXCLUDE = 200  # cap on the default top-M; query cost grows with M (n_exclude overrides)
 _BLOCK = 1 << 20  # floats per temporary block: keeps every intermediate around 8 MB
 
@@ -352,17 +353,51 @@ def _pair_distances(X: np.ndarray, i, j) -> np.ndarray:
     return out.reshape(shape)
 
 
-def _exact_search(X: np.ndarray) -> NearestNeighbors:
-    """A k-d tree: distances summed coordinate by coordinate, so regions at the same distance (POI
-    counts tie often) are ordered the same on every machine. scikit-learn's default for more than
-    15 columns, a multi-threaded brute-force search, broke such ties by the number of threads: a
-    seed drew other positives for 11% of its 10,000 triplets with 2 threads than with 1 (2,000
-    regions x 37 counts). The cost: that case 0.5 s instead of 0.2 s, 20,000 regions 15.6 s
-    instead of 2.4 s (2-core machine)."""
-    return NearestNeighbors(algorithm="kd_tree").fit(X)
+def _exact_search(X: np.ndarray) -> "NearestNeighbors | _BlockedSearch":
+    """An exact neighbour search whose ties (POI counts tie often) fall the same way on every
+    machine and thread count: a k-d tree for up to 15 columns (inflow and outflow), else
+    :class:`_BlockedSearch`. scikit-learn's default for more columns, a multi-threaded brute-force
+    search, broke ties by the number of threads: a seed drew other positives for 11% of its
+    10,000 triplets with 2 threads than with 1 (2,000 regions x 37 counts); a k-d tree, exact too,
+    degrades in that many dimensions (N^1.8: 17 s for 20,000 regions, 2-core machine)."""
+    if X.shape[1] <= 15:
+        return NearestNeighbors(algorithm="kd_tree").fit(X)
+    return _BlockedSearch(X)
 
 
-def _other_neighbours(nn: NearestNeighbors, X: np.ndarray, rows: np.ndarray, n: int):
+class _BlockedSearch:
+    """Exact Euclidean neighbours, ties broken by row index, a block of queries at a time (memory
+    ~8 MB whatever N; time linear in N per query). Candidates come from |x|^2 - 2 q.x, one matrix
+    product per block, with a margin far above that formula's rounding; their distances are then
+    summed coordinate by coordinate, so the result does not depend on how the matrix product was
+    split between threads. ``kneighbors`` answers like scikit-learn's."""
+
+    def __init__(self, X: np.ndarray):
+        self.X = np.ascontiguousarray(X, dtype=np.float64)
+        self.sq = np.einsum("ij,ij->i", self.X, self.X)
+        self.scale = float(self.sq.max(initial=0.0))
+
+    def kneighbors(self, Q: np.ndarray, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
+        """(distances, indices), both (len(Q), n_neighbors), nearest first."""
+        Q, n = np.ascontiguousarray(Q, dtype=np.float64), int(n_neighbors)
+        if not 1 <= n <= len(self.X):
+            raise ValueError(f"n_neighbors must be between 1 and {len(self.X)}; got {n}")
+        dist, idx = np.empty((len(Q), n)), np.empty((len(Q), n), dtype=np.int64)
+        step = max(1, _BLOCK // len(self.X))
+        for s in range(0, len(Q), step):
+            q = Q[s:s + step]
+            approx = self.sq[None, :] - 2.0 * (q @ self.X.T)  # the distance^2 less |q|^2, rounded
+            bound = np.partition(approx, n - 1, axis=1)[:, n - 1] + 1e-9 * (self.scale + np.einsum("ij,ij->i", q, q))
+            for r in range(len(q)):
+                cand = np.flatnonzero(approx[r] <= bound[r])
+                diff = self.X[cand] - q[r]
+                d2 = np.einsum("ij,ij->i", diff, diff)
+                order = np.lexsort((cand, d2))[:n]  # by distance, then by row index
+                idx[s + r], dist[s + r] = cand[order], np.sqrt(d2[order])
+        return dist, idx
+
+
+def _other_neighbours(nn: "NearestNeighbors | _BlockedSearch", X: np.ndarray, rows: np.ndarray, n: int):
     """Blocks ``(slice of rows, indices (b, n), distances (b, n))``: each query row's n nearest
     *other* rows, a block at a time (memory stays ~8 MB whatever N). With more than n duplicates
     the query itself may be absent from its neighbours: then the last one is dropped."""
@@ -376,7 +411,7 @@ def _other_neighbours(nn: NearestNeighbors, X: np.ndarray, rows: np.ndarray, n: 
         yield slice(s, s + len(q)), idx[keep].reshape(len(q), n), d[keep].reshape(len(q), n)
 
 
-def _neighbours(nn: NearestNeighbors, X: np.ndarray, rows: np.ndarray, m: int, k: int):
+def _neighbours(nn: "NearestNeighbors | _BlockedSearch", X: np.ndarray, rows: np.ndarray, m: int, k: int):
     """For each query row: its k most similar *other* rows (indices, distances) and its m-th."""
     top_idx = np.empty((len(rows), k), dtype=np.int64)
     top_d = np.empty((len(rows), k))

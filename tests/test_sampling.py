@@ -300,3 +300,25 @@ def test_poi_count_ties_give_the_same_triplets_whatever_the_thread_count():
             t = TripletSampler(n_triplets=10_000, seed=0).sample(counts)
         drawn.append(np.stack([t.anchor, t.positive, t.negative]))
     np.testing.assert_array_equal(drawn[0], drawn[1])
+
+
+def test_the_blocked_search_is_exact_with_ties_by_row_index(monkeypatch):
+    """For many columns the neighbour search is blocked (memory bounded, time linear in N): its
+    neighbours are the exact ones, ties ordered by row index, and blocks of any size agree."""
+    import musecl.sampling as sampling
+
+    rng = np.random.default_rng(3)
+    X = rng.poisson(0.4, size=(300, 20)).astype(float)  # counts: identical rows, equal distances (exact sums)
+    X[::7] = X[0]  # one big tie
+    queries = np.arange(0, 300, 3)
+    d2 = ((X[queries, None, :] - X[None, :, :]) ** 2).sum(-1)
+    expected = np.stack([np.lexsort((np.arange(len(X)), row))[:25] for row in d2])
+    search = sampling._exact_search(X)
+    assert isinstance(search, sampling._BlockedSearch)
+    dist, idx = search.kneighbors(X[queries], n_neighbors=25)
+    np.testing.assert_array_equal(idx, expected)
+    np.testing.assert_allclose(dist, np.sqrt(np.take_along_axis(d2, expected, axis=1)), rtol=0, atol=1e-12)
+    monkeypatch.setattr(sampling, "_BLOCK", 350)  # one query row per block
+    np.testing.assert_array_equal(sampling._exact_search(X).kneighbors(X[queries], n_neighbors=25)[1], expected)
+    with pytest.raises(ValueError, match="n_neighbors"):
+        search.kneighbors(X[:2], n_neighbors=301)

@@ -342,8 +342,8 @@ class VectorMuseCL(TableMethod):
     """
     needs = (OD, POI)
 
-    STAGE, FORMAT = "vector-musecl", 4  # 2: the joint encoders train through the Trainer; 3: fusion too;
-    # 4: triplets by an exact neighbour search (musecl.sampling.SAMPLING_FORMAT 2)
+    STAGE, FORMAT = "vector-musecl", 5  # 2: the joint encoders train through the Trainer; 3: fusion too;
+    # 4: triplets by an exact neighbour search (musecl.sampling.SAMPLING_FORMAT 2); 5: its blocked form (3)
 
     def __init__(self, config: RunConfig | None = None, cache_dir=None, progress: bool = True,
                  view_config: VectorViewConfig | dict | None = None, reuse: "VectorMuseCL | None" = None):
