@@ -150,8 +150,9 @@ glue("sampling_mb", head["sampling_peak_mb_at_n_max"], display=False)
 glue("exponent", head.get("sampling_exponent", float("nan")), display=False)
 glue("exponent_sentence", Markdown(
     "far below the $N^2$ of a similarity matrix" if head.get("sampling_exponent", 2) < 1.5 else
-    "closer to the $N^2$ of a similarity matrix in time than the exact neighbour search should be at these sizes "
-    "(never in memory): see the scaling appendix"), display=False)
+    "near the $N^2$ of a similarity matrix in time at these sizes, where the number of distinct anchors (up to "
+    "10,000) still grows with $N$; beyond that, time grows linearly (see the scaling appendix), and no "
+    "$N \\times N$ matrix is held in memory"), display=False)
 glue("text_s", head["text_s_per_million_tokens"], display=False)
 glue("fusion_s", head["fusion_s"], display=False)
 glue("fusion_epochs", head["fusion_epochs"], display=False)
