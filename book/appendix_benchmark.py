@@ -148,11 +148,11 @@ glue("n_max", head["sampling_n_max"], display=False)
 glue("sampling_s", head["sampling_s_at_n_max"], display=False)
 glue("sampling_mb", head["sampling_peak_mb_at_n_max"], display=False)
 glue("exponent", head.get("sampling_exponent", float("nan")), display=False)
-glue("exponent_sentence", Markdown(
-    "far below the $N^2$ of a similarity matrix" if head.get("sampling_exponent", 2) < 1.5 else
-    "near the $N^2$ of a similarity matrix in time at these sizes, where the number of distinct anchors (up to "
-    "10,000) still grows with $N$; beyond that, time grows linearly (see the scaling appendix), and no "
-    "$N \\times N$ matrix is held in memory"), display=False)
+glue("exponent_sentence", Markdown(  # no math in glued Markdown: it would show its dollars
+    "far below the N² of a similarity matrix" if head.get("sampling_exponent", 2) < 1.5 else
+    "near the N² of a similarity matrix in time at these sizes, where the number of distinct anchors (up to "
+    "10,000) still grows with N; beyond that, time grows linearly (see the scaling appendix), and no "
+    "N × N matrix is held in memory"), display=False)
 glue("text_s", head["text_s_per_million_tokens"], display=False)
 glue("fusion_s", head["fusion_s"], display=False)
 glue("fusion_epochs", head["fusion_epochs"], display=False)
