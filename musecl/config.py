@@ -351,6 +351,11 @@ class RunConfig:
         if config.weights == "imagenet" and "tiny" in (config.rs_arch, config.sv_arch):
             raise ConfigError("weights 'imagenet' has no weights for arch 'tiny' (rs_arch or sv_arch); use "
                               "resnet18, inception_v3 or lite0-head, or weights: random", key="weights")
+        cnns = sorted({arch for arch in (config.rs_arch, config.sv_arch) if arch != HEAD_ARCH})
+        if config.weights not in ("random", "imagenet") and len(cnns) > 1:
+            raise ConfigError(f"weights {config.weights!r}: one checkpoint starts both image encoders, which are "
+                              f"{cnns[0]!r} and {cnns[1]!r}; give rs_arch and sv_arch the checkpoint's "
+                              "architecture, or use weights: random or imagenet", key="weights")
         if config.fusion_design == "aligned" and config.fusion_loss != "infonce":
             raise ConfigError(f"fusion_loss {config.fusion_loss!r} needs fusion_design: paper (the aligned design "
                               "trains with infonce); got fusion_design 'aligned'", key="fusion_loss")

@@ -77,7 +77,7 @@ def test_good_values_are_accepted_and_normalised(tmp_path):
     checkpoint.write_bytes(b"")
     config = RunConfig.from_dict({"fusion_lr": "1e-3", "encoder_lr": 1, "splits": "random", "seeds": [3], "margin": None,
                                   "buffer_m": 0, "block_size_m": 500, "device": "cuda:1", "weights": str(checkpoint),
-                                  "fusion_design": "paper", "fusion_loss": "mse", "amp": False})
+                                  "sv_arch": "resnet18", "fusion_design": "paper", "fusion_loss": "mse", "amp": False})
     assert config.fusion_lr == pytest.approx(1e-3) and isinstance(config.fusion_lr, float)
     assert config.encoder_lr == 1 and config.buffer_m == 0  # ints stay ints: cache keys hash the values
     assert config.splits == ("random",) and config.seeds == (3,)
@@ -200,8 +200,20 @@ def test_a_checkpoint_named_in_a_params_file_is_found_beside_it(tmp_path, monkey
     """Chapters read the params file from book/, `musecl run` from wherever it is started."""
     (tmp_path / "params").mkdir()
     (tmp_path / "params" / "encoder.pt").write_bytes(b"")
-    (tmp_path / "params" / "mine.yaml").write_text("weights: encoder.pt\n")
+    (tmp_path / "params" / "mine.yaml").write_text("weights: encoder.pt\nsv_arch: resnet18\n")
     (tmp_path / "book").mkdir()
     monkeypatch.chdir(tmp_path / "book")
     config = RunConfig.from_yaml("../params/mine.yaml")
     assert Path(config.weights).resolve() == (tmp_path / "params" / "encoder.pt").resolve()
+
+
+def test_one_checkpoint_cannot_start_two_architectures(tmp_path):
+    """`weights` starts both CNN encoders: a checkpoint of one architecture fails on the other
+    (a size-mismatch error of the state dict, after sampling and decoding); said at load."""
+    checkpoint = tmp_path / "resnet.pt"
+    checkpoint.write_bytes(b"")
+    with pytest.raises(ConfigError, match="one checkpoint starts both image encoders") as caught:
+        RunConfig.from_dict({"weights": str(checkpoint), "rs_arch": "resnet18", "sv_arch": "inception_v3"})
+    assert caught.value.key == "weights"
+    RunConfig.from_dict({"weights": str(checkpoint), "rs_arch": "resnet18", "sv_arch": "resnet18"})
+    RunConfig.from_dict({"weights": str(checkpoint), "rs_arch": "resnet18", "sv_arch": "lite0-head"})
