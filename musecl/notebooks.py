@@ -43,7 +43,7 @@ from typing import Sequence
 import pandas as pd
 import yaml
 
-from musecl.city import CITY_YAML, LATENTS_CSV
+from musecl.city import CITY_YAML, IMAGES_CSV, LATENTS_CSV, PATH
 from musecl.datasets.published import PUBLISHED_CSV, data_dir
 from musecl.datasets.sources import DataMissingError, fetch
 from musecl.io import atomic_write, load_yaml
@@ -313,11 +313,10 @@ def _city_signature(folder: Path) -> list:
     size and time (a hash of the images': a city may have hundreds of thousands)."""
     tables = [(p.name, _stat(p)) for p in sorted(folder.iterdir()) if p.suffix in (".csv", ".yaml") and p.is_file()]
     images = hashlib.sha256()
-    if (folder / "images.csv").is_file():
-        with open(folder / "images.csv", newline="") as handle:
+    if (folder / IMAGES_CSV).is_file():
+        with open(folder / IMAGES_CSV, newline="") as handle:
             for row in csv.DictReader(handle):
-                path = folder / (row.get("path") or "")
-                images.update(f"{row.get('path')}|{_stat(path)}\n".encode())
+                images.update(f"{row.get(PATH)}|{_stat(folder / (row.get(PATH) or ''))}\n".encode())
     return [*tables, ("images", images.hexdigest())]
 
 

@@ -264,8 +264,9 @@ def with_published(table: pd.DataFrame, published: pd.DataFrame | None, city_lab
     """``table`` (method x indicator, from :func:`results_table`) beside the paper's numbers.
 
     Columns become (indicator, "this run") and (indicator, "paper (<city_label>)") for every
-    indicator of ``table`` (the first alone where the paper has no number for it); methods the paper reports but the run lacks are added as rows. The
-    paper's method names are mapped to ours (:func:`paper_method_name`). ``published`` is
+    indicator of ``table`` (the first alone where the paper has no number for it); methods the
+    paper reports but the run lacks are added as rows. The paper's method names are mapped to
+    ours (:func:`paper_method_name`). ``published`` is
     ``musecl.datasets.published.published_results()``; when it is None (no data directory) the
     table comes back unchanged with a warning. ``source`` picks one paper where several report
     the same city.
