@@ -49,7 +49,10 @@ def squares():
 def test_hexagon_regions_from_points_bbox_and_area(hexes):
     assert list(hexes.ids) == RING
     assert hexes.h3_resolution == RES
-    assert hexes.hexagon_size_m == pytest.approx(h3.average_hexagon_edge_length(RES, unit="m"), abs=1e-3)
+    # measured on these cells: a cell's centre-to-vertex distance, which for a hexagon is also its edge
+    edges = [h3.great_circle_distance(a, b, unit="m") for c in RING
+             for a, b in zip(h3.cell_to_boundary(c), np.roll(np.array(h3.cell_to_boundary(c)), 1, axis=0))]
+    assert hexes.hexagon_size_m == pytest.approx(np.mean(edges), rel=1e-4)
     lon, lat = cell_centre(CENTRE)
     assert hexes.table.loc[CENTRE, "lon"] == pytest.approx(lon, abs=1e-6)
     assert shapely.from_wkt(hexes.table.loc[CENTRE, "geometry"]).contains(shapely.Point(lon, lat))
@@ -252,6 +255,15 @@ def test_indicators_by_area_skips_missing_values_and_min_coverage_zero():
     assert got.loc["sliver", "v"] == pytest.approx(40.0) and np.isnan(got.loc["far", "v"])
     with pytest.raises(RawDataError, match=r"min_coverage must be in \[0, 1\]"):
         indicators_by_area(areas, values, regions, min_coverage=-0.1)
+    # per column: one overlay, each column with its own threshold (w takes the default 50%)
+    values["w"] = values["v"]
+    with pytest.warns(UserWarning, match=r"indicator 'w': 2 of 3 regions"):
+        got = indicators_by_area(areas, values, regions, min_coverage={"v": 0})
+    assert got.loc["sliver", "v"] == pytest.approx(40.0) and np.isnan(got.loc["sliver", "w"])
+    with pytest.raises(RawDataError, match=r"min_coverage for 'w' must be in \[0, 1\]; got 2"):
+        indicators_by_area(areas, values, regions, min_coverage={"v": 0, "w": 2})
+    with pytest.raises(RawDataError, match=r"names columns that values lacks: \['x'\]"):
+        indicators_by_area(areas, values, regions, min_coverage={"x": 0})
 
 
 # ------------------------------------------------------------------------------------------

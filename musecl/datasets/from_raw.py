@@ -25,6 +25,7 @@ polygons with a shapely STRtree, so neither ever compares every point with every
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import shutil
 import warnings
@@ -133,9 +134,9 @@ def hexagon_regions(lon: Sequence[float] | None = None, lat: Sequence[float] | N
     area: no cell is shared with a neighbouring area), ``"overlap"`` every cell that touches it.
     ``rings`` adds that many rings of neighbours around the cells found.
 
-    Resolution 8 (edge about 530 m, 0.74 km2) is the toy city's and near the paper's regions;
-    choose it so that each cell has one satellite tile and enough POIs and trips to say
-    something (``h3.average_hexagon_edge_length(res, unit="m")`` gives the size).
+    Resolution 8 (edge about 450-540 m, 0.74 km2 on average) is the toy city's and near the
+    paper's regions; choose it so that each cell has one satellite tile and enough POIs and trips
+    to say something. ``hexagon_size_m`` is measured on the cells found (:func:`hexagon_size_m`).
     """
     if not isinstance(resolution, (int, np.integer)) or not 0 <= resolution <= 15:
         raise RawDataError(f"resolution must be an integer H3 resolution in 0..15; "
@@ -176,8 +177,17 @@ def hexagon_regions(lon: Sequence[float] | None = None, lat: Sequence[float] | N
     table = pd.DataFrame({LON: np.round(centres[:, 1], 7), LAT: np.round(centres[:, 0], 7),
                           GEOMETRY: [cell_polygon_wkt(c) for c in ids]},
                          index=pd.Index(ids, name=REGION_ID))
-    size = round(float(h3.average_hexagon_edge_length(int(resolution), unit="m")), 3)
-    return Regions(table, h3_resolution=int(resolution), hexagon_size_m=size)
+    return Regions(table, h3_resolution=int(resolution), hexagon_size_m=hexagon_size_m(ids))
+
+
+def hexagon_size_m(cells: Sequence[str]) -> float:
+    """The mean centre-to-vertex distance (m) of these H3 cells, measured: a cell's size depends on
+    where it lies on H3's icosahedron (resolution 8: ~450 m in Beijing and at 0 N 0 E, ~535 m in
+    New York), so the global ``h3.average_hexagon_edge_length`` (531 m) can be 15% off."""
+    def size(cell: str) -> float:
+        centre = h3.cell_to_latlng(cell)
+        return float(np.mean([h3.great_circle_distance(centre, v, unit="m") for v in h3.cell_to_boundary(cell)]))
+    return round(float(np.mean([size(c) for c in cells])), 3)
 
 
 def polygon_regions(features, id: str | None = "id", crs: str = WGS84) -> Regions:
@@ -407,7 +417,7 @@ def images_from_folder(source, regions: Regions, *, root: str | os.PathLike | No
 
 def indicators_by_area(areas: Regions, values: pd.DataFrame, regions: Regions,
                        how: str | Mapping[str, str] = "density",
-                       min_coverage: float = 0.5) -> pd.DataFrame:
+                       min_coverage: float | Mapping[str, float] = 0.5) -> pd.DataFrame:
     """Indicators published for coarser areas (districts, tracts) moved onto the regions.
 
     ``values`` is indexed by the areas' ids (or has them in its first column), one column per
@@ -437,10 +447,8 @@ def indicators_by_area(areas: Regions, values: pd.DataFrame, regions: Regions,
     keeps every region that overlaps any area with a value (where the rest is water or parks,
     say, and a value from the part covered beats none); a region overlapping none is NaN
     regardless. Mark such indicators ``allow_missing`` (``build_city`` does this for columns with
-    NaN).
+    NaN). ``min_coverage`` may be a dict per column, as ``how``.
     """
-    if not 0 <= min_coverage <= 1:
-        raise RawDataError(f"min_coverage must be in [0, 1]; got {min_coverage!r}")
     values = values.copy()
     if not values.index.astype(str).isin(areas.ids).any() and values.shape[1] > 1:
         values = values.set_index(values.columns[0])
@@ -451,6 +459,14 @@ def indicators_by_area(areas: Regions, values: pd.DataFrame, regions: Regions,
         raise RawDataError(f"indicator values: {len(unknown)} area id(s) are not among the areas' "
                            f"polygons, e.g. {list(unknown[:_SHOW])}")
     hows = {c: how for c in values.columns} if isinstance(how, str) else dict(how)
+    per_column = isinstance(min_coverage, Mapping)
+    if per_column and set(min_coverage) - set(values.columns):
+        raise RawDataError(f"min_coverage names columns that values lacks: {sorted(set(min_coverage) - set(values.columns))}")
+    coverages = {c: min_coverage.get(c, 0.5) if per_column else min_coverage for c in values.columns}
+    for col, least in coverages.items():
+        if isinstance(least, bool) or not isinstance(least, numbers.Real) or not 0 <= least <= 1:
+            raise RawDataError(f"min_coverage{f' for {col!r}' if per_column else ''} must be in [0, 1]; "
+                               f"got {least!r}")
     for col in values.columns:
         if hows.get(col) not in ("count", "density"):
             raise RawDataError(f"how for indicator {col!r} must be 'count' or 'density'; "
@@ -481,10 +497,10 @@ def indicators_by_area(areas: Regions, values: pd.DataFrame, regions: Regions,
             weighted = (o["v"] * o["overlap_m2"]).groupby(o["region"]).sum()
             value = weighted / o.groupby("region")["overlap_m2"].sum()
         value = value.reindex(regions.ids)
-        low = (covered / region_m2) < min_coverage
+        low = (covered / region_m2) < coverages[col]
         if low.any():
             warnings.warn(f"indicator {col!r}: {int(low.sum())} of {len(regions)} regions are "
-                          f"covered less than {min_coverage:.0%} by areas with a value; "
+                          f"covered less than {coverages[col]:.0%} by areas with a value; "
                           f"their {col} is missing (NaN)", stacklevel=2)
         out[col] = value.where(~low)
     out.index.name = REGION_ID

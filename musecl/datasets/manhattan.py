@@ -255,11 +255,11 @@ def convert_manhattan(paths: dict[str, Path], out: str | os.PathLike,
     # its surface. Below that the value is a border sliver's (Central Park, Inwood Hill Park and
     # Highbridge Park touch tracts with an income over 1-1,500 m2, <= 0.2% of their surface) and
     # the region's income is missing (median_income is allow_missing).
-    by_area = indicators_by_area(tracts, tract_values[["population_density"]], regions, how="density",
-                                 min_coverage=0)
+    by_area = indicators_by_area(tracts, tract_values[["population_density", "median_income"]], regions,
+                                 how="density",
+                                 min_coverage={"population_density": 0, "median_income": INCOME_MIN_COVERAGE})
     density = by_area["population_density"].to_numpy()
-    income = indicators_by_area(tracts, tract_values[["median_income"]], regions, how="density",
-                                min_coverage=INCOME_MIN_COVERAGE)["median_income"].to_numpy()
+    income = by_area["median_income"].to_numpy()
     a_lon, a_lat = read_arrest_points(paths["arrests"])
     arrests = count_points(a_lon, a_lat, regions).to_numpy()
 
