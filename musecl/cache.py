@@ -44,6 +44,7 @@ from musecl.training import processes
 DONE = "key.json"
 CONTENTS = "contents.json"  # size and sha256 of every other file of an entry, written last
 CONTENTS_FORMAT = 1
+CHECKPOINTS = "checkpoints"  # training checkpoints of the stages being computed (Cache.checkpoints)
 LOCKS = ".locks"  # one lock file per entry being computed, apart from the entries
 STALE_TEMP_HOURS = 48  # a temporary folder not provably owned by a live process on this host
 
@@ -86,6 +87,12 @@ class Cache:
 
     def path(self, stage: str, key: dict) -> Path:
         return self.root / stage / config_hash(stage, key)
+
+    def checkpoints(self, key: dict) -> Path:
+        """Where the training of a stage with this key keeps its checkpoints, so that an interrupted
+        run resumes; deleted when the stage is in place, where they would only take disk space (one
+        per encoder and seed: the book's build left 27 of 11 MB each before they were deleted)."""
+        return self.path(CHECKPOINTS, key)
 
     def has(self, stage: str, key: dict) -> bool:
         """Whether the entry is there and complete (its files are checked, see :meth:`verify`)."""
@@ -137,6 +144,7 @@ class Cache:
                 if final.exists():  # a damaged entry, or an incomplete folder from an older layout
                     shutil.rmtree(final)
                 os.replace(tmp, final)
+                shutil.rmtree(self.checkpoints(key), ignore_errors=True)
                 files = [CONTENTS, *_files(final)]  # just hashed: no need to hash them again in this process
                 _CHECKED[str(final)] = (files, _stat(final, files), True)
         finally:

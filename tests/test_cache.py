@@ -42,6 +42,26 @@ def test_interrupted_compute_leaves_nothing(tmp_path):
     assert not [p for p in (tmp_path / "stage").iterdir() if p.is_dir()]  # no temporary folder left
 
 
+def test_training_checkpoints_stay_while_a_stage_is_unfinished_and_go_once_it_is_in_place(tmp_path):
+    cache, key = Cache(tmp_path), {"a": 1}
+
+    def trains(folder, fail=False):
+        cache.checkpoints(key).mkdir(parents=True, exist_ok=True)
+        (cache.checkpoints(key) / "last.pt").write_text("weights")
+        if fail:
+            raise KeyboardInterrupt
+        (folder / "x.txt").write_text("1")
+
+    with pytest.raises(KeyboardInterrupt):
+        cache.get_or_compute("stage", key, lambda folder: trains(folder, fail=True))
+    assert (cache.checkpoints(key) / "last.pt").exists()  # what the next run resumes from
+    other = {"a": 2}
+    cache.checkpoints(other).mkdir(parents=True)
+    entry = cache.get_or_compute("stage", key, trains)
+    assert (entry / "x.txt").exists() and not cache.checkpoints(key).exists()
+    assert cache.checkpoints(other).exists()  # another stage's, still training elsewhere
+
+
 def test_concurrent_callers_wait_for_one_compute(tmp_path):
     """Methods fitted side by side share stages: the second caller must wait and read the first's
     result, not train the same encoder again (flock locks also separate threads' open files)."""

@@ -178,7 +178,8 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
 
     The folder holds ``encoder/`` (weights + config), ``triplets.csv``, ``history.csv`` and
     ``embeddings.csv`` (NaN rows for regions without such images). Training checkpoints (at the end
-    of an epoch, every 30 s) under ``<cache>/checkpoints``, so an interrupted run resumes where it stopped.
+    of an epoch, every 30 s) under ``<cache>/checkpoints``, so an interrupted run resumes where it stopped;
+    they are deleted once the stage is in the cache.
     """
     group = processes()
     if triplets not in TRIPLET_SOURCES:
@@ -216,7 +217,7 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
         # channels_last: with bf16, ResNet-18 @224 from 4,900 to 7,600 images/s on an H200; on
         # 2 CPU cores Inception-v3 @75 training 1.26x, ResNet-18 @64 the same (1.15x on one thread)
         encoder = build_encoder(s["arch"], cfg.embedding_dim, cfg.weights, seed=cfg.seed, channels_last=True)
-        training = training_settings(cfg, kind, cache.path("checkpoints", key), progress)
+        training = training_settings(cfg, kind, cache.checkpoints(key), progress)
         encoder, history = train_image_encoder(encoder, store, drawn, training)
         save_encoder(encoder, folder / "encoder")
         history.to_csv(folder / HISTORY_CSV, index=False)
@@ -237,7 +238,7 @@ def _train_head(city: City, cfg: RunConfig, kind: str, cache, folder: Path, trip
     features = load_table(backbone_dir / EMBEDDINGS_CSV)
     drawn = TRIPLET_SOURCES[triplets](city, cfg, kind, [str(r) for r in features.dropna(how="any").index])
     drawn.to_frame().to_csv(folder / TRIPLETS_CSV, index=False)
-    training = training_settings(cfg, kind, cache.path("checkpoints", key), progress)
+    training = training_settings(cfg, kind, cache.checkpoints(key), progress)
     head, history = train_feature_head(features, drawn, training, embedding_dim=cfg.embedding_dim)
     backbone = json.loads((backbone_dir / CONFIG_JSON).read_text())
     save_head(head, folder / "encoder", {"arch": s["arch"], "weights_source": backbone["weights_source"],
