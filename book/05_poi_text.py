@@ -318,8 +318,7 @@ if can_show and len(cat_keys) >= 3:
         if mask.any():
             ax.scatter(*xy_words[mask].T, s=40 + 4 * np.sqrt(per_category[cat_keys].to_numpy()[mask]),
                        color=plt.get_cmap("tab10")(i), label=g, alpha=0.85)
-    for (x, y), c in zip(xy_words, cat_keys):
-        ax.annotate(c, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    plotting.label_points(ax, xy_words, cat_keys)
     ev = pca_words.explained_variance_ratio_ * 100
     ax.set(xlabel=f"PC 1 ({ev[0]:.0f}% of the variance)", ylabel=f"PC 2 ({ev[1]:.0f}%)",
            title=f"category vectors ({encoder.context}), first two principal components "

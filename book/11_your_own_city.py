@@ -27,7 +27,7 @@
 
 # %% tags=["parameters"]
 out_dir = "../build/work"  # raw files and city go under out_dir/your_city
-resolution = 8  # H3 resolution of the regions (8: edge ~530 m, as the toy)
+resolution = 8  # H3 resolution of the regions (8: edge ~450-540 m, as the toy)
 demo_params = "../params/smoke.yaml"  # the fast demo runs at the end
 methods = ["Location kNN", "Pretext features",  # the simple baselines, then
            "POI only", "RS only", "MuseCL"]  # cheap methods for the city
@@ -46,7 +46,6 @@ import numpy as np
 import pandas as pd
 import shapely
 from IPython.display import Markdown, display
-from matplotlib.collections import PolyCollection
 from sklearn.cluster import KMeans
 
 import musecl
@@ -165,31 +164,12 @@ print(regions, "| hexagon size (centre to vertex):", regions.hexagon_size_m,
 regions.table.head(3)
 
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Regions: H3 hexagons covering the city (left), and the districts the indicators are published for (right)."}}
-def draw(reg, values=None, ax=None, title="", cmap="viridis", edge="white"):
-    """A quick map of a Regions table (the city's own maps use musecl.plotting.plot_map)."""
-    ax = ax or plt.subplots(figsize=(4.2, 4))[1]
-    outlines = []
-    for g in reg.geometries():
-        outlines += [np.asarray(p.exterior.coords) for p in getattr(g, "geoms", [g])]
-    col = PolyCollection(outlines, edgecolor=edge, linewidth=0.4, cmap=cmap)
-    if values is not None:
-        col.set_array(np.asarray(values, dtype=float))
-        plt.colorbar(col, ax=ax, shrink=0.7)
-    else:
-        col.set_facecolor("lightsteelblue")
-    ax.add_collection(col)
-    ax.autoscale()
-    ax.set_aspect("equal")
-    ax.set_title(title, fontsize=10)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    return ax
-
-
+# %% mystnb={"figure": {"caption": "Regions: H3 hexagons covering the city (left), and the districts the indicators are published for (right)."}}
 fig, axes = plt.subplots(1, 2, figsize=(9, 4))
-draw(regions, ax=axes[0], title=f"{len(regions)} H3 cells, resolution {resolution}")
-draw(districts, ax=axes[1], title=f"{len(districts)} districts (polygons)", edge="black")
+plot_map(regions.geometries(), ax=axes[0], cmap="Blues", vmin=-1, vmax=1, colorbar=False, edgecolor="white",
+         title=f"{len(regions)} H3 cells, resolution {resolution}")
+plot_map(districts.geometries(), ax=axes[1], cmap="Blues", vmin=-1, vmax=1, colorbar=False, edgecolor="black",
+         title=f"{len(districts)} districts (polygons)")
 plt.show()
 
 # %% [markdown]
@@ -218,8 +198,8 @@ fig, axes = plt.subplots(1, 2, figsize=(9, 4))
 ids = regions.ids
 pois_per_cell = pois["region_id"].value_counts().reindex(ids, fill_value=0)
 arriving = od.groupby("destination")["flow"].sum().reindex(ids, fill_value=0)
-draw(regions, pois_per_cell, ax=axes[0], title="POIs per cell")
-draw(regions, np.log1p(arriving), ax=axes[1], title="ln(1 + trips arriving)")
+plot_map(regions.geometries(), pois_per_cell, ax=axes[0], title="POIs per cell", edgecolor="white")
+plot_map(regions.geometries(), np.log1p(arriving), ax=axes[1], title="ln(1 + trips arriving)", edgecolor="white")
 plt.show()
 
 # %% [markdown]
@@ -255,9 +235,10 @@ indicators.head(3)
 # %% mystnb={"figure": {"caption": "The price of areal weighting: the true population density per cell (left) and what the districts let us recover (right)."}}
 fig, axes = plt.subplots(1, 2, figsize=(9, 4))
 truth = np.log1p(toy.indicators["PD"].reindex(regions.ids))
-draw(regions, truth, ax=axes[0], title="ln(1 + PD), per cell (truth)")
-draw(regions, np.log1p(indicators["pop_density"]), ax=axes[1],
-     title="ln(1 + pop_density), by district")
+by_district = np.log1p(indicators["pop_density"].reindex(regions.ids))
+scale = dict(vmin=min(truth.min(), by_district.min()), vmax=max(truth.max(), by_district.max()))
+plot_map(regions.geometries(), truth, ax=axes[0], title="per cell (truth)", label="ln(1 + PD)", **scale)
+plot_map(regions.geometries(), by_district, ax=axes[1], title="by district", label="ln(1 + PD)", **scale)
 plt.show()
 
 # %% [markdown]

@@ -28,13 +28,15 @@ from musecl.city import (
 )
 
 
+def _rings(shapes) -> list[np.ndarray]:
+    """The outer ring of each shapely polygon; of a multipolygon, its largest part's."""
+    return [np.asarray(max(getattr(g, "geoms", [g]), key=lambda part: part.area).exterior.coords)
+            for g in shapes]
+
+
 @lru_cache(maxsize=8)
 def _polygons(geometry: tuple[str, ...], crs: str) -> list[np.ndarray]:
-    out = []
-    for geom in outlines_in_degrees(geometry, crs):
-        poly = max(getattr(geom, "geoms", [geom]), key=lambda g: g.area)  # largest part of a multipolygon
-        out.append(np.asarray(poly.exterior.coords))
-    return out
+    return _rings(outlines_in_degrees(geometry, crs))
 
 
 def region_polygons(city: City) -> list[np.ndarray]:
@@ -44,17 +46,20 @@ def region_polygons(city: City) -> list[np.ndarray]:
     return _polygons(tuple(city.regions[GEOMETRY]), city.meta.crs)
 
 
-def plot_map(city: City, values: pd.Series | np.ndarray | None = None, ax=None, cmap: str = "viridis",
+def plot_map(city: City | Sequence, values: pd.Series | np.ndarray | None = None, ax=None, cmap: str = "viridis",
              title: str | None = None, label: str | None = None, categorical: bool = False,
-             vmin=None, vmax=None, colorbar: bool = True):
-    """Hexagon (or polygon) map of one value per region; regions without a value are grey."""
+             vmin=None, vmax=None, colorbar: bool = True, edgecolor: str = "none"):
+    """Hexagon (or polygon) map of one value per region; regions without a value are grey.
+    ``city``: a City (values by region id), or shapely polygons in lon/lat (values by position),
+    such as the outlines of a region table being built (:mod:`musecl.datasets.from_raw`)."""
     ax = ax or plt.subplots(figsize=(5, 5))[1]
+    polygons = region_polygons(city) if isinstance(city, City) else _rings(city)
     if values is None:
-        values = np.zeros(len(city))
-    if isinstance(values, pd.Series):
+        values = np.zeros(len(polygons))
+    if isinstance(values, pd.Series) and isinstance(city, City):
         values = values.reindex(city.region_ids)
     values = np.asarray(values)
-    coll = PolyCollection(region_polygons(city), edgecolor="none", linewidth=0)
+    coll = PolyCollection(polygons, edgecolor=edgecolor, linewidth=0 if edgecolor == "none" else 0.4)
     if categorical:
         codes, uniques = pd.factorize(values, sort=True)
         palette = plt.get_cmap("tab10" if len(uniques) <= 10 else "tab20")
@@ -70,7 +75,8 @@ def plot_map(city: City, values: pd.Series | np.ndarray | None = None, ax=None, 
             plt.colorbar(coll, ax=ax, shrink=0.7, label=label)
     ax.add_collection(coll)
     ax.autoscale_view()
-    ax.set_aspect(1 / np.cos(np.deg2rad(city.regions[LAT].mean())))
+    lat = city.regions[LAT].mean() if isinstance(city, City) else np.mean([p[:, 1].mean() for p in polygons])
+    ax.set_aspect(1 / np.cos(np.deg2rad(lat)))
     ax.set_xticks([]), ax.set_yticks([])
     if title:
         ax.set_title(title)
@@ -89,6 +95,35 @@ def plot_maps(city: City, table: pd.DataFrame, ncols: int = 3, cmap: str = "viri
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+# where a point's name may go: offset in points, horizontal and vertical alignment
+_LABEL_SIDES = [(3, 3, "left", "bottom"), (3, -3, "left", "top"), (-3, 3, "right", "bottom"),
+                (-3, -3, "right", "top"), (0, 5, "center", "bottom"), (0, -5, "center", "top")]
+
+
+def label_points(ax, xy: np.ndarray, labels: Sequence[str], fontsize: float = 7) -> list:
+    """Name each point beside it, on the first side where the name overlaps no name placed
+    before (else up and to the right): a scatter of a few dozen names stays readable. Call it
+    after the points are drawn (the axes' limits must be final); returns the text objects."""
+    renderer = ax.figure.canvas.get_renderer()
+    placed, texts = [], []
+    for (x, y), label in zip(np.asarray(xy, dtype=float), labels):
+        for dx, dy, ha, va in _LABEL_SIDES:
+            text = ax.annotate(str(label), (x, y), xytext=(dx, dy), textcoords="offset points",
+                               fontsize=fontsize, ha=ha, va=va)
+            box = text.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                break
+            text.remove()
+        else:
+            dx, dy, ha, va = _LABEL_SIDES[0]
+            text = ax.annotate(str(label), (x, y), xytext=(dx, dy), textcoords="offset points",
+                               fontsize=fontsize, ha=ha, va=va)
+            box = text.get_window_extent(renderer)
+        placed.append(box)
+        texts.append(text)
+    return texts
 
 
 def plot_images(paths: Sequence, titles: Sequence[str] | None = None, ncols: int = 6, size: float = 1.8):

@@ -90,6 +90,31 @@ def test_plot_map_keeps_hexagons_round(city):
     assert ax.get_aspect() == pytest.approx(1 / np.cos(np.deg2rad(lat)))
 
 
+def test_plot_map_of_shapes_draws_their_outlines_with_values_by_position():
+    import shapely
+
+    squares = [shapely.box(x, 40.0, x + 0.01, 40.01) for x in (0.0, 0.01, 0.02)]
+    multi = shapely.MultiPolygon([shapely.box(0.03, 40.0, 0.04, 40.01), shapely.box(0.05, 40.0, 0.051, 40.001)])
+    ax = plotting.plot_map([*squares, multi], np.array([1.0, np.nan, 3.0, 2.0]), edgecolor="white")
+    coll = polygons_of(ax)
+    assert len(coll.get_paths()) == 4  # a multipolygon is drawn by its largest part
+    assert np.allclose(coll.get_paths()[3].vertices[:, 0].max(), 0.04)
+    ax.figure.canvas.draw()
+    assert np.allclose(coll.get_facecolors()[1], GREY)
+    assert ax.get_aspect() == pytest.approx(1 / np.cos(np.deg2rad(40.005)), rel=1e-4)
+
+
+def test_label_points_keeps_names_of_close_points_apart():
+    fig, ax = plt.subplots(figsize=(4, 3))
+    xy = np.array([[0.0, 0.0], [0.01, 0.0], [0.0, 0.01], [0.01, 0.01], [1.0, 1.0]])
+    ax.scatter(*xy.T)
+    texts = plotting.label_points(ax, xy, ["alpha", "beta", "gamma", "delta", "far"])
+    boxes = [t.get_window_extent(fig.canvas.get_renderer()) for t in texts]
+    assert [t.get_text() for t in texts] == ["alpha", "beta", "gamma", "delta", "far"]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert texts[-1].xy == (1.0, 1.0)  # each name stays tied to its point
+
+
 def test_plot_map_categorical_has_one_legend_entry_per_class(city):
     ax = plotting.plot_map(city, np.array(["home", "work", "home", None], dtype=object),
                            categorical=True, label="use")
