@@ -247,6 +247,7 @@ class City:
 
 
 MIN_REGIONS = 7
+MIN_INDICATOR_VALUES = 3  # one region each for the training, validation and test parts
 """The fewest regions a city may have: ``validate_city`` (so ``musecl validate`` and
 ``from_raw.build_city``) reports fewer as a problem; :func:`load_city` warns, and ``musecl run``
 refuses it (:func:`require_enough_regions`) before any work. What sets it, smallest
@@ -624,10 +625,11 @@ def _too_few_regions(n: int) -> Problem | None:
     return None
 
 
-def _decode_image(path: str, st: os.stat_result) -> str | None:
+def image_problem(path: str | os.PathLike, st: os.stat_result | None = None) -> str | None:
     """Why the regular file ``path`` is not an image the run can use (decoded in full: a truncated
     file only fails there), or None. Files that decoded are remembered by device, inode, size and
     times, so a second check in the same process (validate, then load) costs nothing."""
+    st = os.stat(path) if st is None else st
     key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, MAX_IMAGE_PIXELS)
     if key in _DECODED:
         return None
@@ -683,7 +685,7 @@ def _check_images(root: Path, df: pd.DataFrame, meta: CityMeta, known: set[str],
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_IMAGE_PIXELS reports it, with the file
         for i in todo:
-            whys[i] = _decode_image(*located[i][1:])
+            whys[i] = image_problem(*located[i][1:])
     n_bad = 0
     for i, (rid, rel, why) in enumerate(zip(df[REGION_ID], df[PATH], whys)):
         if why:
@@ -740,6 +742,23 @@ def _check_numbers(df: pd.DataFrame, cols: list[str], file: str, problems: list[
             report(finite & (number <= -1), "are -1 or less",
                    lambda i: f"value {number[i]} is -1 or less, where ln(1 + x) (log: true) is undefined; set log: "
                              f"false for this indicator in {CITY_YAML}")
+
+
+def _check_predictable(column: pd.Series, problems: list[Problem]) -> None:
+    """An indicator the probes can learn: values for enough regions to split into training,
+    validation and test parts, and not one value for all (a run would fail, or score NaN, later)."""
+    if len(column) < MIN_REGIONS:
+        return  # a city too small to run: said once, by _too_few_regions
+    values = pd.to_numeric(column, errors="coerce")
+    values = values[np.isfinite(values.to_numpy(dtype=float))]
+    if len(values) < MIN_INDICATOR_VALUES:
+        problems.append(Problem(INDICATORS_CSV, f"column {column.name}",
+                                f"has a value for {len(values)} of {len(column)} regions; an indicator needs at "
+                                f"least {MIN_INDICATOR_VALUES} (training, validation and test parts); leave it out"))
+    elif len(values) > 1 and values.nunique() == 1:
+        problems.append(Problem(INDICATORS_CSV, f"column {column.name}",
+                                f"is {_show(values.iloc[0])} for every region that has a value: there is nothing "
+                                "to predict; leave it out"))
 
 
 def _inspect(root: Path) -> tuple[list[Problem], dict]:
@@ -820,6 +839,7 @@ def _inspect(root: Path) -> tuple[list[Problem], dict]:
                 continue
             _check_numbers(indicators, [name], INDICATORS_CSV, problems,
                            allow_nan=ind.allow_missing, allow_negative=ind.allow_negative, log=ind.log)
+            _check_predictable(indicators[name], problems)
     tables["indicators"] = indicators
     latents = _read_csv(root, LATENTS_CSV, problems, [REGION_ID], optional=True)
     if latents is not None:

@@ -107,10 +107,15 @@ def test_assign_points_hexagons_and_polygons(hexes, squares):
 
 
 def test_count_points_per_region(squares):
-    got = count_points([0.005, 0.006, 0.01, 0.5], [0.005, 0.005, 0.005, 0.5], squares)
+    with pytest.warns(UserWarning, match="outside every region"):
+        got = count_points([0.005, 0.006, 0.01, 0.5], [0.005, 0.005, 0.005, 0.5], squares)
     # the border point counts for west only; the far point counts nowhere; every region is listed
     assert got.to_dict() == {"west": 3, "east": 0} and got.dtype == np.int64
     assert count_points([], [], squares).tolist() == [0, 0]
+    with pytest.warns(UserWarning, match=r"points: 1 of 4 point\(s\) outside every region \(row 5\) are left out"):
+        count_points([0.005, 0.006, 0.01, 0.5], [0.005, 0.005, 0.005, 0.5], squares)
+    with pytest.raises(RawDataError, match=r"1 of 2 point\(s\) outside every region \(row 3\) cannot be placed"):
+        count_points([0.005, 0.5], [0.005, 0.5], squares, outside="raise")
 
 
 # ------------------------------------------------------------------------------------------
@@ -133,6 +138,10 @@ def test_pois_from_csv_renames_reports_outside_and_joins_text(tmp_path, squares)
         pois_from_csv(raw, squares, category="kind")
     with pytest.raises(RawDataError, match=r"'kind' is empty in 1 row\(s\), row 2"):
         pois_from_csv(raw.assign(kind=[None, "bar", "cafe"]), squares, lon="x", lat="y", category="kind")
+    # words pandas would read as missing are a category and a name here, as written in the file
+    raw.iloc[:2].assign(kind=["NA", "bar"], name=["None", "null"]).to_csv(path, index=False)
+    pois = pois_from_csv(path, squares, lon="x", lat="y", category="kind", text="name")
+    assert pois["category"].tolist() == ["NA", "bar"] and pois["text"].tolist() == ["None", "null"]
 
 
 def test_od_from_csv_by_coordinates_and_by_region(hexes):
@@ -146,8 +155,9 @@ def test_od_from_csv_by_coordinates_and_by_region(hexes):
     with pytest.warns(UserWarning, match=r"1 of 3"):
         od = od_from_csv(by_id, hexes, origin="from", destination="to", flow="n")
     assert od.to_dict("list") == {"origin": [RING[0]], "destination": [RING[2]], "flow": [3.5]}
-    with pytest.raises(RawDataError, match=r"'n' is not a non-negative number in 1 row\(s\), row 2"):
-        od_from_csv(by_id.assign(n=[-1, 1, 1]), hexes, origin="from", destination="to", flow="n")
+    for bad in (-1, np.inf):  # an infinite count once crashed when the flows were cast to integers
+        with pytest.raises(RawDataError, match=r"'n' is not a finite non-negative number in 1 row\(s\), row 2"):
+            od_from_csv(by_id.assign(n=[bad, 1, 1]), hexes, origin="from", destination="to", flow="n")
     with pytest.raises(RawDataError, match=r"missing column\(s\) \['origin_lon', 'origin_lat'"):
         od_from_csv(trips, hexes)
 
@@ -155,6 +165,15 @@ def test_od_from_csv_by_coordinates_and_by_region(hexes):
 def _png(path, colour=(200, 10, 10)):
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", (8, 8), colour).save(path)
+
+
+def test_images_from_folder_names_the_rows_of_files_that_are_not_images(tmp_path, squares):
+    _png(tmp_path / "img" / "a.png")
+    (tmp_path / "img" / "b.png").write_text("not a png")
+    listing = pd.DataFrame({"path": ["img/a.png", "img/b.png"], "lon": [0.005, 0.015], "lat": [0.005, 0.005],
+                            "kind": ["satellite", "streetview"]})
+    with pytest.raises(RawDataError, match=r"1 file\(s\) are not images the run can read, row 3 \(e\.g\. .*b\.png is not"):
+        images_from_folder(listing, squares, root=tmp_path)
 
 
 def test_images_from_folder_keeps_nearest_satellite(tmp_path, squares):
@@ -184,10 +203,11 @@ def test_images_from_folder_keeps_nearest_satellite(tmp_path, squares):
 
 def test_indicators_by_area_density_and_count(squares):
     # one area covering both squares, another covering the west square and as much outside
-    areas = polygon_regions(pd.DataFrame({
-        "id": ["all", "west_and_out"],
-        "geometry": ["POLYGON ((0 0, 0.02 0, 0.02 0.01, 0 0.01, 0 0))",
-                     "POLYGON ((-0.01 0, 0.01 0, 0.01 0.01, -0.01 0.01, -0.01 0))"]}))
+    with pytest.warns(UserWarning, match="'all' and 'west_and_out' \\(50%\\)"):  # the overlap is the test
+        areas = polygon_regions(pd.DataFrame({
+            "id": ["all", "west_and_out"],
+            "geometry": ["POLYGON ((0 0, 0.02 0, 0.02 0.01, 0 0.01, 0 0))",
+                         "POLYGON ((-0.01 0, 0.01 0, 0.01 0.01, -0.01 0.01, -0.01 0))"]}))
     values = pd.DataFrame({"id": ["all", "west_and_out"], "people": [100.0, 40.0], "rent": [10.0, 20.0]})
     got = indicators_by_area(areas, values, squares, how={"people": "count", "rent": "density"})
     # people: 'all' splits 50/50, 'west_and_out' gives half of 40 to west; rent: equal overlaps in west
@@ -224,6 +244,36 @@ def test_ids_in_csv_files_stay_text_and_area_ids_may_be_numbers(tmp_path, square
     assert got.loc["east", "rent"] == pytest.approx(2.0, rel=1e-3)
 
 
+def test_area_ids_that_are_numbers_are_read_from_the_first_column_never_from_row_numbers(squares):
+    areas = polygon_regions(pd.DataFrame({"geometry": squares.table["geometry"].tolist()}), id=None)  # ids "0", "1"
+    values = pd.DataFrame({"district": [1, 0], "pop": [10.0, 20.0]})  # as pd.read_csv gives it, rows 0 and 1
+    got = indicators_by_area(areas, values, areas)
+    assert got.to_dict() == {"pop": {"0": 20.0, "1": 10.0}}  # by the district column, not by row number
+
+
+def test_regions_without_an_id_or_with_unreadable_wkt_are_named_with_their_rows():
+    box = "POLYGON ((0 0, 0.01 0, 0.01 0.01, 0 0.01, 0 0))"
+    with pytest.raises(RawDataError, match=r"feature 1 has no value for its id property 'd'"):
+        polygon_regions({"type": "FeatureCollection", "features": [
+            {"type": "Feature", "properties": {"d": d}, "geometry": shapely.geometry.mapping(shapely.from_wkt(box))}
+            for d in ("a", None)]}, id="d")
+    with pytest.raises(RawDataError, match=r"column 'id' is empty in 1 row\(s\), row 3"):
+        polygon_regions(pd.DataFrame({"id": ["a", " "], "geometry": [box, box]}))
+    with pytest.raises(RawDataError, match=r"'geometry' holds text that is not WKT in 1 row\(s\), row 3"):
+        polygon_regions(pd.DataFrame({"id": ["a", "b"], "geometry": [box, "POLYGON ((0 0, 1 0, 1 1))"]}))
+
+
+def test_overlapping_polygons_are_named_in_a_warning():
+    def box(x0):
+        return f"POLYGON (({x0} 0, {x0 + 0.02} 0, {x0 + 0.02} 0.03, {x0} 0.03, {x0} 0))"
+
+    with pytest.warns(UserWarning, match=r"1 pair\(s\) of regions overlap by more than 1% of the smaller, 'A' and 'B' \(50%\)"):
+        polygon_regions(pd.DataFrame({"id": ["A", "B", "C"], "geometry": [box(0), box(0.01), box(0.03)]}))
+    with warnings.catch_warnings():  # a shared border is no overlap
+        warnings.simplefilter("error")
+        polygon_regions(pd.DataFrame({"id": ["A", "B"], "geometry": [box(0), box(0.02)]}))
+
+
 def test_a_geojson_feature_without_geometry_is_named():
     square = {"type": "Polygon", "coordinates": [[[0, 0], [0.01, 0], [0.01, 0.01], [0, 0.01], [0, 0]]]}
     fc = {"type": "FeatureCollection", "features": [
@@ -241,8 +291,9 @@ def test_indicators_by_area_skips_missing_values_and_min_coverage_zero():
 
     areas = polygon_regions(pd.DataFrame({"id": ["a", "b", "c"],
                                           "geometry": [strip(0, 0.01), strip(0.01, 0.015), strip(0.015, 0.03)]}))
-    regions = polygon_regions(pd.DataFrame({"id": ["wide", "sliver", "far"],
-                                            "geometry": [strip(0, 0.02), strip(0.0105, 0.016), strip(1, 1.01)]}))
+    with pytest.warns(UserWarning, match="'wide' and 'sliver'"):  # a sliver inside a wide region, on purpose
+        regions = polygon_regions(pd.DataFrame({"id": ["wide", "sliver", "far"],
+                                                "geometry": [strip(0, 0.02), strip(0.0105, 0.016), strip(1, 1.01)]}))
     values = pd.DataFrame({"v": [10.0, np.nan, 40.0]}, index=["a", "b", "c"])
     with pytest.warns(UserWarning, match=r"2 of 3 regions are covered less than 50%"):
         got = indicators_by_area(areas, values, regions)
@@ -279,7 +330,7 @@ def test_build_city_writes_a_valid_folder(tmp_path, hexes):
                                 hexes, root=tmp_path / "raw")
     pois = pois_from_csv(pd.DataFrame({"lon": lon, "lat": lat, "category": ["cafe"] * 7}), hexes)
     od = od_from_csv(pd.DataFrame({"o": RING[:2], "d": RING[1:3]}), hexes, origin="o", destination="d")
-    indicators = pd.DataFrame({"PD": np.arange(7.0), "CR": [1.0] * 6 + [np.nan]}, index=RING)
+    indicators = pd.DataFrame({"PD": np.arange(7.0), "CR": [1.0, 2.0, 1.0, 3.0, 1.0, 2.0, np.nan]}, index=RING)
     with pytest.warns(UserWarning, match=r"indicator 'CR' is missing for 1 of 7 regions; marked allow_missing"):
         out = build_city(tmp_path / "city", hexes, indicators, pois=pois, od=od, images=images, name="Tiny",
                          max_missing_satellite=0.8, log={"CR": False},
@@ -458,7 +509,7 @@ def test_duplicate_ids_are_named_with_their_rows(tmp_path, squares, hexes):
 
 
 def test_build_city_needs_log_chosen_for_every_indicator(tmp_path, hexes):
-    ind = pd.DataFrame({"PD": np.arange(1.0, 8.0), "GREEN": np.linspace(0, 1, 7), "AGE": [30.0] * 7}, index=RING)
+    ind = pd.DataFrame({"PD": np.arange(1.0, 8.0), "GREEN": np.linspace(0, 1, 7), "AGE": [30.0, 31.0, 30.0, 32.0, 30.0, 33.0, 30.0]}, index=RING)
     with pytest.raises(RawDataError, match=r"choose log for indicator\(s\) \['PD', 'GREEN', 'AGE'\]"):
         build_city(tmp_path / "city", hexes, ind)
     with pytest.raises(RawDataError, match=r"choose log for indicator\(s\) \['AGE'\]"):

@@ -85,6 +85,15 @@ def set_cell(file: str, col: str, text: str, row: int = 0):
     return mutate
 
 
+def set_column(file: str, col: str, text: str):
+    """Write ``text`` into every cell of a column."""
+    def mutate(root: Path, fill=str) -> None:
+        df = pd.read_csv(root / file, dtype=str, keep_default_na=False)
+        df[col] = text
+        df.to_csv(root / file, index=False)
+    return mutate
+
+
 def keep_rows(file: str, n: int):
     def mutate(root: Path, fill=str) -> None:
         pd.read_csv(root / file, dtype=str, keep_default_na=False).iloc[:n].to_csv(root / file, index=False)
@@ -204,6 +213,13 @@ CASES = [
     ("indicator-log-below-minus-1", both(set_key("indicators", "CR", "allow_negative", True),
                                          set_cell("indicators.csv", "CR", "-3")),
      "indicators.csv (row 2, region '{rid}', column CR): value -3.0 is -1 or less, where ln(1 + x) (log: true)"),
+    # an indicator the probes can learn (a run failed on these, naming no indicator)
+    ("indicator-constant", set_column("indicators.csv", "CR", "5"),
+     "indicators.csv (column CR): is 5 for every region that has a value: there is nothing to predict"),
+    ("indicator-two-values", both(set_key("indicators", "HD", "allow_missing", True),
+                                  set_column("indicators.csv", "HD", ""), set_cell("indicators.csv", "HD", "4"),
+                                  set_cell("indicators.csv", "HD", "7", row=1)),
+     f"indicators.csv (column HD): has a value for 2 of {N_REGIONS} regions; an indicator needs at least 3"),
     ("mobility-inf", set_cell("mobility.csv", "inflow", "inf"),
      "mobility.csv (row 2, region '{rid}', column inflow): value inf is not a finite number"),
     ("od-Infinity", set_cell("od.csv", "flow", "Infinity"),

@@ -58,6 +58,7 @@ from musecl.city import (
     CityFormatError,
     CityMeta,
     Indicator,
+    image_problem,
     validate_city,
     write_city,
 )
@@ -207,10 +208,16 @@ def polygon_regions(features, id: str | None = "id", crs: str = WGS84) -> Region
         features = _read_table(features, "polygons", ids=[id] if id is not None else [])
     if isinstance(features, pd.DataFrame):
         _require(features, [GEOMETRY] + ([id] if id is not None else []), "polygons")
-        try:
-            geoms = shapely.from_wkt(features[GEOMETRY].astype(str).to_numpy())
-        except shapely.errors.GEOSException as exc:
-            raise RawDataError(f"polygons: column {GEOMETRY!r} holds text that is not WKT: {exc}") from None
+        geoms = shapely.from_wkt(features[GEOMETRY].astype(str).to_numpy(), on_invalid="ignore")
+        unread = pd.Series(pd.isna(geoms), index=features.index)
+        if unread.any():
+            raise RawDataError(f"polygons: column {GEOMETRY!r} holds text that is not WKT in "
+                               f"{int(unread.sum())} row(s), {_rows(unread)}")
+        if id is not None:
+            blank = features[id].isna() | (features[id].astype(str).str.strip() == "")
+            if blank.any():
+                raise RawDataError(f"polygons: column {id!r} is empty in {int(blank.sum())} row(s), "
+                                   f"{_rows(blank)}; give every region an id")
         ids = features[id].astype(str).tolist() if id is not None else [str(i) for i in range(len(features))]
         where = _rows
     else:
@@ -222,6 +229,9 @@ def polygon_regions(features, id: str | None = "id", crs: str = WGS84) -> Region
             if id is None:
                 ids.append(str(i))
             elif id in props:
+                if props[id] is None or str(props[id]).strip() == "":
+                    raise RawDataError(f"polygons: feature {i} has no value for its id property {id!r}; "
+                                       "give every region an id")
                 ids.append(str(props[id]))
             elif "id" in f and id == "id":
                 ids.append(str(f["id"]))
@@ -240,11 +250,32 @@ def polygon_regions(features, id: str | None = "id", crs: str = WGS84) -> Region
     geoms = _to_wgs84(np.asarray(geoms, dtype=object), crs, "polygons")
     _check_lonlat(geoms, ids, "polygons", crs)
     geoms, wkt = _as_written(geoms, ids, "polygons")
+    _warn_overlaps(geoms, ids)
     inner = shapely.point_on_surface(geoms)
     table = pd.DataFrame({LON: np.round(shapely.get_x(inner), _DECIMALS),
                           LAT: np.round(shapely.get_y(inner), _DECIMALS), GEOMETRY: wkt},
                          index=pd.Index(ids, name=REGION_ID))
     return Regions(table)
+
+
+def _warn_overlaps(geoms: np.ndarray, ids: list[str], share: float = 0.01) -> None:
+    """Warn about pairs of regions that overlap by more than ``share`` of the smaller one: a point
+    there goes to whichever comes first, and a count moved by areal weighting counts there twice."""
+    left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+    pairs = left < right
+    left, right = left[pairs], right[pairs]
+    if not len(left):
+        return
+    common = shapely.area(shapely.intersection(geoms[left], geoms[right]))
+    smaller = np.minimum(shapely.area(geoms[left]), shapely.area(geoms[right]))
+    over = np.flatnonzero(common > share * smaller)
+    if len(over):
+        shown = ", ".join(f"{ids[left[k]]!r} and {ids[right[k]]!r} ({common[k] / smaller[k]:.0%})"
+                          for k in over[:_SHOW])
+        warnings.warn(f"polygons: {len(over)} pair(s) of regions overlap by more than {share:.0%} of the smaller, "
+                      f"{shown}{' ...' if len(over) > _SHOW else ''}; a point there goes to the first in order "
+                      "and an areal-weighted count is counted twice: remove the overlaps (e.g. QGIS "
+                      "'Fix geometries', then 'Difference')", stacklevel=3)
 
 
 # --------------------------------------------------------------------------------------------
@@ -278,14 +309,16 @@ def _assign(lon: np.ndarray, lat: np.ndarray, regions: Regions) -> pd.Series:
 
 
 def count_points(lon: Sequence[float], lat: Sequence[float], regions: Regions,
-                 crs: str = WGS84) -> pd.Series:
+                 crs: str = WGS84, outside: Outside = "warn") -> pd.Series:
     """How many of the points (lon, lat in ``crs``, by default WGS84 degrees) lie in each region:
     an integer per ``region_id``, 0 for a region without any (crimes, arrests or shops as an
     indicator).
 
-    Points are placed by :func:`assign_points`; a point outside every region counts nowhere.
+    Points are placed by :func:`assign_points`; a point outside every region counts nowhere and
+    is reported (``outside="raise"``: an error), as the other converters do.
     """
     rid = assign_points(lon, lat, regions, crs)
+    _handle_outside(rid.isna().to_numpy(), "points", "point(s)", outside)
     return rid.value_counts().reindex(regions.ids, fill_value=0).astype(np.int64).rename("count")
 
 
@@ -302,8 +335,8 @@ def pois_from_csv(source, regions: Regions, *, lon: str = "lon", lat: str = "lat
     ``text`` names the column(s) of free text (names, reviews) joined by spaces, or None for
     empty text. A POI outside every region is reported and left out.
     """
-    df = _read_table(source, "POIs")
     texts = [text] if isinstance(text, str) else list(text or [])
+    df = _read_table(source, "POIs", ids=[category, *texts])  # as written: "NA" is a category, "None" a name
     _require(df, [lon, lat, category] + texts, "POIs")
     x, y = _coords(df, lon, lat, _source("POIs", source), crs)
     empty = df[category].isna() | (df[category].astype(str).str.strip() == "")
@@ -345,9 +378,9 @@ def od_from_csv(source, regions: Regions, *,
         ends.append(rid.reset_index(drop=True))
     if flow:
         values = pd.to_numeric(df[flow], errors="coerce")
-        bad = values.isna() | (values < 0)
+        bad = ~np.isfinite(values) | (values < 0)
         if bad.any():
-            raise RawDataError(f"trips: column {flow!r} is not a non-negative number in "
+            raise RawDataError(f"trips: column {flow!r} is not a finite non-negative number in "
                                f"{int(bad.sum())} row(s), {_rows(bad)}")
         values = values.to_numpy(dtype=float)
     else:
@@ -375,7 +408,7 @@ def images_from_folder(source, regions: Regions, *, root: str | os.PathLike | No
     ``satellite``/``streetview`` or one of those words for every row. Returns ``region_id, kind,
     path`` (absolute) plus ``distance_m`` from the region centre. A region keeps at most one
     satellite image (the format's rule): the one nearest its centre; the others are reported.
-    Missing files raise.
+    Missing files and files that do not decode as images raise, naming their rows.
     """
     df = _read_table(source, "images")
     if root is None:
@@ -393,6 +426,11 @@ def images_from_folder(source, regions: Regions, *, root: str | os.PathLike | No
         raise RawDataError(f"images: {int(missing.sum())} file(s) do not exist, {_rows(missing)} "
                            f"(e.g. {paths[int(np.flatnonzero(missing.to_numpy())[0])]}); paths are "
                            f"relative to {Path(root).resolve()}")
+    why = pd.Series([image_problem(p) for p in paths], index=df.index, dtype=object)
+    if why.notna().any():
+        first = int(np.flatnonzero(why.notna().to_numpy())[0])
+        raise RawDataError(f"images: {int(why.notna().sum())} file(s) are not images the run can read, "
+                           f"{_rows(why.notna())} (e.g. {paths[first]} {why.iloc[first]})")
     x, y = _coords(df, lon, lat, _source("images", source), crs)
     rid = _assign(x, y, regions)
     keep = _handle_outside(rid.isna().to_numpy(), "images", "image(s)", outside)
@@ -420,7 +458,8 @@ def indicators_by_area(areas: Regions, values: pd.DataFrame, regions: Regions,
                        min_coverage: float | Mapping[str, float] = 0.5) -> pd.DataFrame:
     """Indicators published for coarser areas (districts, tracts) moved onto the regions.
 
-    ``values`` is indexed by the areas' ids (or has them in its first column), one column per
+    ``values`` is indexed by the areas' ids (or has them in its first column, as read from a CSV
+    file: a table whose rows are numbered 0, 1, ... always takes its ids from there), one column per
     indicator. Each region takes from every area it overlaps in proportion to the overlap's
     surface (areal weighting, computed on a local equal-area projection):
 
@@ -450,7 +489,10 @@ def indicators_by_area(areas: Regions, values: pd.DataFrame, regions: Regions,
     NaN). ``min_coverage`` may be a dict per column, as ``how``.
     """
     values = values.copy()
-    if not values.index.astype(str).isin(areas.ids).any() and values.shape[1] > 1:
+    # a table as pd.read_csv gives it (rows numbered 0, 1, ...) has the ids in its first column;
+    # its row numbers must never be read as area ids, even where some of them are
+    numbered = isinstance(values.index, pd.RangeIndex) and values.index.start == 0 and values.index.step == 1
+    if values.shape[1] > 1 and (numbered or not values.index.astype(str).isin(areas.ids).any()):
         values = values.set_index(values.columns[0])
     values.index = values.index.astype(str)
     _no_duplicates(values.index, "indicator values, area id", _rows)
@@ -461,7 +503,8 @@ def indicators_by_area(areas: Regions, values: pd.DataFrame, regions: Regions,
     hows = {c: how for c in values.columns} if isinstance(how, str) else dict(how)
     per_column = isinstance(min_coverage, Mapping)
     if per_column and set(min_coverage) - set(values.columns):
-        raise RawDataError(f"min_coverage names columns that values lacks: {sorted(set(min_coverage) - set(values.columns))}")
+        raise RawDataError("min_coverage names columns that values lacks: "
+                           f"{sorted(set(min_coverage) - set(values.columns))}")
     coverages = {c: min_coverage.get(c, 0.5) if per_column else min_coverage for c in values.columns}
     for col, least in coverages.items():
         if isinstance(least, bool) or not isinstance(least, numbers.Real) or not 0 <= least <= 1:
