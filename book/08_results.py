@@ -177,8 +177,10 @@ if skipped_note is not None:
 # %% [markdown]
 # ## Table 2: the same under a spatial block split
 #
-# Whole blocks of the map are held out together, so a test region's neighbours are not in the
-# training set.
+# Whole blocks of the map are held out together, and training regions within a buffer of a
+# test region are dropped, so a test region's near neighbours are not in the training set. Where
+# the buffer is capped short of the distance at which values stop correlating, some leakage
+# remains: {doc}`07_prediction` shows both distances for this city.
 
 # %% [markdown] tags=["needs-latents"]
 # The ceilings are those of the spatial test parts.

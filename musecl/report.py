@@ -398,9 +398,12 @@ def paired_text(paired: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """:func:`paired_differences` of each split side by side as a page shows them: per method the
     difference with its interval ("+0.050 [+0.010, +0.090]"; one seed: "+0.050 (one seed: no
     interval)") and the verdict."""
-    return pd.DataFrame({(split, what): column for split, table in paired.items() for what, column in (
-        (f"{TARGET} minus method [95% interval]", [_interval(row) for _, row in table.iterrows()]),
-        (f"{TARGET} is", list(table["verdict"])))}, index=next(iter(paired.values())).index)
+    # by method name: a method with no scores in one split is missing from that split's table
+    methods = list(dict.fromkeys(m for table in paired.values() for m in table.index))
+    return pd.DataFrame({(split, what): column.reindex(methods).fillna("")
+                         for split, table in paired.items() for what, column in (
+        (f"{TARGET} minus method [95% interval]", table.apply(_interval, axis=1).astype(object)),
+        (f"{TARGET} is", table["verdict"]))}, index=pd.Index(methods, name=next(iter(paired.values())).index.name))
 
 
 def paired_differences(results: pd.DataFrame, indicators: Sequence[str], target: str = TARGET,

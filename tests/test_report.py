@@ -433,6 +433,13 @@ def test_paired_text_and_readable_show_one_seed_without_nan():
     assert list(shown[("random", "MuseCL minus method [95% interval]")]) == [
         "+0.050 [+0.010, +0.090]", "-0.100 (one seed: no interval)"]
     assert list(shown[("random", "MuseCL is")]) == ["better", ""]
+    # splits are joined by method name: SV only has no spatial scores, RS only no random ones
+    spatial = pd.DataFrame({"difference": [-0.2, 0.4], "low": [-0.3, 0.3], "high": [-0.1, 0.5], "n_seeds": [3, 3],
+                            "verdict": ["worse", "better"]}, index=["Concat", "RS only"])
+    shown = report.paired_text({"random": table, "spatial": spatial})
+    assert shown.index.tolist() == ["Concat", "SV only", "RS only"]
+    assert shown[("spatial", "MuseCL is")].tolist() == ["worse", "", "better"]
+    assert shown[("random", "MuseCL is")].tolist() == ["better", "", ""]
     winners = pd.DataFrame({"city": ["c"], "indicator": ["PD"], "best": ["MuseCL"], "best_mean": [0.5],
                             "best_std": [np.nan]})
     assert list(report.readable(winners).columns) == ["best method", "its mean"]
