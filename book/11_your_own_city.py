@@ -27,7 +27,7 @@
 
 # %% tags=["parameters"]
 out_dir = "../build/work"  # raw files and city go under out_dir/your_city
-resolution = 8  # H3 resolution of the regions (8: edge ~450-540 m, as the toy)
+resolution = 8  # H3 resolution of the regions (8: edge 450-540 m, as the toy)
 demo_params = "../params/smoke.yaml"  # the fast demo runs at the end
 methods = ["Location kNN", "Pretext features",  # the simple baselines, then
            "POI only", "RS only", "MuseCL"]  # cheap methods for the city

@@ -1,4 +1,4 @@
-"""The toy city (generator version 2): valid, deterministic, and built so that no modality sees
+"""The toy city (generator version 3): valid, deterministic, and built so that no modality sees
 every latent -- the promises the book's argument rests on, pinned on two seeds."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from PIL import Image
 from scipy.spatial import cKDTree
 
 from musecl.city import CEILING_SOURCES, inflow_outflow, load_city, validate_city
-from musecl.datasets import toy
+from musecl.datasets import from_raw, toy
 from musecl.datasets.toy import (
     LATENT_NAMES, MODALITY_LATENTS, POI_CATEGORIES, TOY_SMOKE_REGIONS, is_current_toy_city, make_toy_city,
 )
@@ -67,7 +67,7 @@ def city(request, cities):
 # -- format and metadata ------------------------------------------------------------------------
 
 def test_constants():
-    assert TOY_SMOKE_REGIONS == 150 and toy.TOY_DEFAULT_REGIONS == 600 and toy.GENERATOR_VERSION == 2
+    assert TOY_SMOKE_REGIONS == 150 and toy.TOY_DEFAULT_REGIONS == 600 and toy.GENERATOR_VERSION == 3
     assert len(POI_CATEGORIES) == 37 == len(set(POI_CATEGORIES)) and all(" " not in c for c in POI_CATEGORIES)
     assert LATENT_NAMES == ("footprint", "height", "landuse", "affluence", "activity", "green", "water", "farm")
     assert set(MODALITY_LATENTS) == set(MODALITIES)
@@ -93,11 +93,13 @@ def test_valid_and_only_the_missing_satellite_warning(city_dirs, seed):
 def test_metadata(city):
     meta = city.meta
     assert meta.crs == "EPSG:4326" and set(meta.modalities) == set(MODALITIES)
-    assert meta.hexagon_size_m == pytest.approx(h3.average_hexagon_edge_length(8, unit="m"), rel=1e-4)
+    # measured on the cells (near 0 N 0 E they are smaller than H3's global average edge of 531 m)
+    assert meta.hexagon_size_m == pytest.approx(from_raw.hexagon_size_m(city.region_ids), rel=1e-6)
+    assert 455 < meta.hexagon_size_m < 470
     seed = meta.extra["generator"]["seed"]
     assert f"seed={seed}" in meta.provenance and "fictional" in meta.provenance
     gen = meta.extra["generator"]
-    assert (gen["name"], gen["version"]) == (toy.GENERATOR_NAME, 2)
+    assert (gen["name"], gen["version"]) == (toy.GENERATOR_NAME, 3)
     assert (gen["n_regions"], gen["image_size"]) == (N, SIZE) and gen["ceiling_estimator"]
     assert tuple(meta.latents) == LATENT_NAMES == tuple(city.latents.columns)
     assert meta.modality_latents == MODALITY_LATENTS

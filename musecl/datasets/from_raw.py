@@ -491,7 +491,8 @@ def indicators_by_area(areas: Regions, values: pd.DataFrame, regions: Regions,
     values = values.copy()
     # a table as pd.read_csv gives it (rows numbered 0, 1, ...) has the ids in its first column;
     # its row numbers must never be read as area ids, even where some of them are
-    numbered = isinstance(values.index, pd.RangeIndex) and values.index.start == 0 and values.index.step == 1
+    rows = values.index
+    numbered = isinstance(rows, pd.RangeIndex) and (rows.start, rows.step) == (0, 1)
     if values.shape[1] > 1 and (numbered or not values.index.astype(str).isin(areas.ids).any()):
         values = values.set_index(values.columns[0])
     values.index = values.index.astype(str)
@@ -505,11 +506,12 @@ def indicators_by_area(areas: Regions, values: pd.DataFrame, regions: Regions,
     if per_column and set(min_coverage) - set(values.columns):
         raise RawDataError("min_coverage names columns that values lacks: "
                            f"{sorted(set(min_coverage) - set(values.columns))}")
-    coverages = {c: min_coverage.get(c, 0.5) if per_column else min_coverage for c in values.columns}
+    coverages = {c: min_coverage.get(c, 0.5) if per_column else min_coverage
+                 for c in values.columns}
     for col, least in coverages.items():
         if isinstance(least, bool) or not isinstance(least, numbers.Real) or not 0 <= least <= 1:
-            raise RawDataError(f"min_coverage{f' for {col!r}' if per_column else ''} must be in [0, 1]; "
-                               f"got {least!r}")
+            which = f" for {col!r}" if per_column else ""
+            raise RawDataError(f"min_coverage{which} must be in [0, 1]; got {least!r}")
     for col in values.columns:
         if hows.get(col) not in ("count", "density"):
             raise RawDataError(f"how for indicator {col!r} must be 'count' or 'density'; "
