@@ -23,7 +23,7 @@
 # (Tobler's first law) is a poor guide to which regions are alike.
 
 # %% [markdown] tags=["needs-latents"]
-# This city is generated (the book's default toy city), and it is built so that the paper's claim
+# This city is generated (by the book's toy-city generator), and it is built so that the paper's claim
 # can be tested on it: each modality shows a different part of what makes a region, no indicator
 # can be read off one modality, and the city records the *ceilings*, how much of each indicator
 # all hidden causes, and each modality's share of them, could explain.
@@ -302,9 +302,10 @@ else:
 # ## Images
 #
 # Six regions spread over the range of building footprint (or of the first indicator, in a city
-# without latents): the satellite image on top, the region's first street view below it.
+# without latents): the satellite image on top, the region's first street view below it, where
+# the city has both kinds.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Images of the regions at both ends of one ranking: what a satellite tile and a street view of each look like."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Images of the regions at both ends of one ranking: what a satellite tile and a street view of each look like (the kinds this city has)."}}
 if has_latents and "footprint" in city.latents:
     key, ranking = "footprint", city.latents["footprint"]
 else:
@@ -621,7 +622,8 @@ if meta.oracle_r2:
     if len(parts) == 1:
         sentence = parts[0] + "."
     else:
-        gain = ("that only a fusion of what the images show can win" if present[SATELLITE] or present[STREETVIEW]
+        gain = ("that only a fusion of what the images show can win" if present[SATELLITE] and present[STREETVIEW]
+                else "that only a method combining this city's inputs can win" if len(modality_means) > 1
                 else "that no single input of this city reaches")
         sentence = (", ".join(parts[:-1]) + ("," if len(parts) > 2 else "") + " and " + parts[-1]
                     + f": {room:.2f} of R² {gain}.")

@@ -126,8 +126,8 @@ pd.Series(rows, name="the first two regions").to_frame()
 # ### Identical vectors
 #
 # Eq. 2 and 4 divide by the distance, which is zero when two regions have identical vectors,
-# and that is common: every region without a single POI has the same POI vector (all zeros),
-# and so has every region with one bakery and nothing else. The library clamps the distance at a
+# and that can happen: every region without a single POI has the same POI vector (all zeros),
+# and so has every region with one bakery and nothing else (the table below counts them here). The library clamps the distance at a
 # tiny $\varepsilon$, so identical vectors get the largest *finite* similarity instead of
 # infinity:
 #

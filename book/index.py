@@ -60,26 +60,30 @@ have_results = (run_dir / "results.csv").is_file()
 #
 # {glue:md}`glance_sentence`
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Each seed's headline R² (dots) and the mean over seeds (bars) for MuseCL, the parts it fuses, the simple baselines and the ceiling."}}
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Each seed's headline R² (dots) and the mean over seeds (bars) for the methods this city supports: MuseCL and the parts it fuses where it has them, the simple baselines and the ceiling."}}
 if have_results:
     results = pd.read_csv(run_dir / "results.csv")
     ceilings = pd.read_csv(run_dir / "ceilings.csv") if (run_dir / "ceilings.csv").is_file() else None
     headline = data.meta.headline_indicators()
     ax = plot_at_a_glance(at_a_glance_seeds(results, headline, ceilings), headline)
-    ax.set_title(f"{data.name}: MuseCL, the parts it fuses, simple baselines and the ceiling")
-    plt.show()
     means = headline_means(results, headline).groupby(["method", "split"])["r2"].mean()
     seeds = sorted(results["seed"].unique())
-    if ("MuseCL", "random") in means.index:
+    has_musecl = ("MuseCL", "random") in means.index
+    ax.set_title(f"{data.name}: " + ("MuseCL, the parts it fuses, " if has_musecl else "")
+                 + "simple baselines and the ceiling")
+    plt.show()
+    if has_musecl:
         best = means.xs("random", level="split").drop("MuseCL").idxmax()
         verdict = ("MuseCL is the best of them" if means[("MuseCL", "random")] >= means[(best, "random")] else
                    f"MuseCL does **not** earn its place here: *{best}* scores "
                    f"{means[(best, 'random')]:.3f} against MuseCL's {means[('MuseCL', 'random')]:.3f}")
         sentence = (f"Mean R² over the headline indicators ({', '.join(headline)}) on **{data.name}**, "
-                    f"{len(seeds)} seeds, random and spatial split, computed by this build with "
+                    f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}, random and spatial split, computed by "
+                    "this build with "
                     f"`params/{Path(params_file).name}`. On the random split {verdict}.")
     else:
-        sentence = f"**{data.name}** lacks what MuseCL needs, so the figure shows the methods it supports."
+        sentence = (f"**{data.name}** lacks what MuseCL needs, so the figure shows the methods it supports, and "
+                    "the results chapter stops after its tables.")
 else:
     sentence = ("The results chapter has not run in this build, so there is no result to show here yet: "
                 "`musecl book` runs it.")

@@ -112,8 +112,8 @@ def require_modalities(city, needs: tuple[str, ...], shows: str, any_of: bool = 
         f"```{{note}}\nThis chapter needs {joined}, which **{city.name}** does not have (it has: {listed}). "
         f"With them it would show {shows}.\n\nTo see it, add the missing data to the city folder (the "
         "*city folder format* page says how, `musecl validate` checks it) or read the chapter as built on "
-        "the toy city. `musecl methods CITY` lists the methods this city supports; the results chapter "
-        "runs those.\n```"))
+        "the book's default toy city, which has all four. `musecl methods CITY` lists the methods this city "
+        "supports; the results chapter (8) runs those.\n```"))
     raise DataUnavailable(f"{city.name} has no {joined}")
 
 

@@ -577,12 +577,14 @@ def information_sentence(mean_r2: pd.DataFrame, paired: pd.DataFrame | None = No
                    f"split){allows}: averaging category vectors drops how many POIs of each kind a region has, "
                    f"which the counts in *{pretext}* keep")
     if {TARGET, "Fusion-svrv"} <= set(r2.index) and paired is not None and "Fusion-svrv" in paired.index:
-        does = {"better": "adds to what the images alone give",  # MuseCL minus Fusion-svrv, paired
-                "worse": "costs more than it brings"}.get(paired.loc["Fusion-svrv", "verdict"],
-                                                          "neither adds nor costs measurably")
+        verdict = paired.loc["Fusion-svrv", "verdict"]  # MuseCL minus Fusion-svrv, paired
+        does = {"better": "adds to what the images alone give (paired interval above)",
+                "worse": "costs more than it brings (paired interval above)",
+                "unclear": "neither adds nor costs measurably (paired interval above)"}.get(
+                    verdict, "may add or cost: one seed gives no interval to tell")
         why.append(f"the same fusion with the region's own image embeddings as its target instead of the POI "
                    f"vector (*Fusion-svrv*) reaches {r2['Fusion-svrv']:.3f} against {TARGET}'s {r2[TARGET]:.3f}: on "
-                   f"this city the alignment to the POI text {does} (paired interval above)")
+                   f"this city the alignment to the POI text {does}")
     if {lite0, "SV+RS"} <= set(r2.index):
         keep = ("keep less than the images show" if r2["SV+RS"] < r2[lite0] else
                 "keep as much as the frozen features show, or more")
