@@ -14,7 +14,7 @@ import torch
 
 from musecl.city import load_city
 from musecl.config import RunConfig
-from musecl.datasets.toy import make_toy_city
+from musecl.datasets.toy import GENERATOR_VERSION, make_toy_city
 from musecl.evaluation import CEILING_METHODS, RESULT_COLUMNS
 from musecl.methods import METHODS, MuseCL, make_method
 
@@ -241,7 +241,7 @@ def test_named_toy_city_from_an_older_generator_is_made_again(tmp_path, monkeypa
     city = runner.resolve_city("toy-small", cities_dir=tmp_path / "cities")
     generator = city.meta.extra["generator"]
     assert city.root.resolve() == folder.resolve()
-    assert generator["version"] == 2 and generator["n_regions"] == 20
+    assert generator["version"] == GENERATOR_VERSION and generator["n_regions"] == 20
     assert generator["image_size"] == 64  # made again by make_named_city, not the folder made above
     stamp = (folder / "city.yaml").stat().st_mtime_ns
     again = runner.resolve_city("toy-small", cities_dir=tmp_path / "cities")
