@@ -247,7 +247,6 @@ class City:
 
 
 MIN_REGIONS = 7
-MIN_INDICATOR_VALUES = 3  # one region each for the training, validation and test parts
 """The fewest regions a city may have: ``validate_city`` (so ``musecl validate`` and
 ``from_raw.build_city``) reports fewer as a problem; :func:`load_city` warns, and ``musecl run``
 refuses it (:func:`require_enough_regions`) before any work. What sets it, smallest
@@ -257,6 +256,7 @@ needs 5; the probes' default random 60/20/20 split (``evaluation.random_split``)
 least 2 test regions for R2, which first happens at 7 (4 train, 1 validation, 2 test). It is also
 the toy generator's minimum (one ring of hexagons). The spatial split needs enough blocks on top
 of that, which depends on the geometry and is checked where the split is made."""
+MIN_INDICATOR_VALUES = 3  # an indicator's fewest values: one region each for training, validation and test
 
 MAX_IMAGE_PIXELS = 89_478_485
 """The most pixels (width x height) an image may have: Pillow's own default limit, above which
@@ -755,7 +755,7 @@ def _check_predictable(column: pd.Series, problems: list[Problem]) -> None:
         problems.append(Problem(INDICATORS_CSV, f"column {column.name}",
                                 f"has a value for {len(values)} of {len(column)} regions; an indicator needs at "
                                 f"least {MIN_INDICATOR_VALUES} (training, validation and test parts); leave it out"))
-    elif len(values) > 1 and values.nunique() == 1:
+    elif values.nunique() == 1:
         problems.append(Problem(INDICATORS_CSV, f"column {column.name}",
                                 f"is {_show(values.iloc[0])} for every region that has a value: there is nothing "
                                 "to predict; leave it out"))

@@ -116,6 +116,9 @@ def test_count_points_per_region(squares):
         count_points([0.005, 0.006, 0.01, 0.5], [0.005, 0.005, 0.005, 0.5], squares)
     with pytest.raises(RawDataError, match=r"1 of 2 point\(s\) outside every region \(row 3\) cannot be placed"):
         count_points([0.005, 0.5], [0.005, 0.5], squares, outside="raise")
+    with warnings.catch_warnings():  # a caller that expects points outside says so
+        warnings.simplefilter("error")
+        assert count_points([0.005, 0.5], [0.005, 0.5], squares, outside="ignore").tolist() == [1, 0]
 
 
 # ------------------------------------------------------------------------------------------

@@ -64,7 +64,7 @@ from musecl.city import (
 )
 from musecl.io import folder_built_beside, read_csv_ids
 
-Outside = Literal["warn", "raise"]
+Outside = Literal["warn", "raise", "ignore"]  # "ignore": the caller expects points outside, and says why
 WGS84 = "EPSG:4326"
 _SHOW = 5  # rows named in a message
 _DECIMALS = 7  # coordinates are written with 7 decimals (1e-7 degree, about 1 cm)
@@ -315,7 +315,8 @@ def count_points(lon: Sequence[float], lat: Sequence[float], regions: Regions,
     indicator).
 
     Points are placed by :func:`assign_points`; a point outside every region counts nowhere and
-    is reported (``outside="raise"``: an error), as the other converters do.
+    is reported (``outside="raise"``: an error; ``"ignore"``: not, for a source known to cover more
+    than the regions), as the other converters do.
     """
     rid = assign_points(lon, lat, regions, crs)
     _handle_outside(rid.isna().to_numpy(), "points", "point(s)", outside)
@@ -759,11 +760,12 @@ def _cells(lon: np.ndarray, lat: np.ndarray, resolution: int) -> list[str]:
 
 def _handle_outside(lost: np.ndarray, what: str, noun: str, outside: Outside,
                     where: str = "outside every region") -> np.ndarray:
-    """Keep-mask; report the lost rows (count and spreadsheet rows) as a warning or an error."""
-    if outside not in ("warn", "raise"):
-        raise RawDataError(f"outside must be 'warn' or 'raise'; got {outside!r}")
+    """Keep-mask; report the lost rows (count and spreadsheet rows) as a warning or an error (or not at
+    all with "ignore", for a caller that expects them: a source wider than the regions)."""
+    if outside not in ("warn", "raise", "ignore"):
+        raise RawDataError(f"outside must be 'warn', 'raise' or 'ignore'; got {outside!r}")
     n = int(lost.sum())
-    if n:
+    if n and outside != "ignore":
         msg = (f"{what}: {n} of {len(lost)} {noun} {where} ({_rows(lost)}) "
                f"{'cannot be placed' if outside == 'raise' else 'are left out'}")
         if outside == "raise":

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -262,9 +261,8 @@ def convert_manhattan(paths: dict[str, Path], out: str | os.PathLike,
     density = by_area["population_density"].to_numpy()
     income = by_area["median_income"].to_numpy()
     a_lon, a_lat = read_arrest_points(paths["arrests"])
-    with warnings.catch_warnings():  # the file covers all five boroughs: only 3,901 of its 16,967
-        warnings.filterwarnings("ignore", message="points: .* outside every region")  # are in the regions
-        arrests = count_points(a_lon, a_lat, regions).to_numpy()
+    # the file covers all five boroughs: 3,901 of its 16,967 arrests are in the 180 regions
+    arrests = count_points(a_lon, a_lat, regions, outside="ignore").to_numpy()
 
     indicators = pd.DataFrame({
         "crime": per_region(paths["crime"], "crime counts"),
