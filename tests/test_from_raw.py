@@ -74,6 +74,9 @@ def test_hexagon_regions_bad_input():
         hexagon_regions(bbox=(1, 0, 0, 1))
     with pytest.raises(RawDataError, match=r"column 'lat' is outside \[-90, 90\] in 1 row\(s\), row 3"):
         hexagon_regions([0.0, 0.0], [0.0, 95.0])
+    # (0, 0) stands for "no location" in many exports: it would add a cell far from the city
+    with pytest.raises(RawDataError, match=r"1 row\(s\), row 3 at exactly \(0, 0\)"):
+        hexagon_regions([116.4, 0.0, 116.41], [39.9, 0.0, 39.91])
 
 
 def test_polygon_regions_from_geojson_and_crs(tmp_path, squares):
@@ -245,6 +248,10 @@ def test_ids_in_csv_files_stay_text_and_area_ids_may_be_numbers(tmp_path, square
     got = indicators_by_area(areas, values, squares, how="count")
     assert got.loc["west", "people"] == pytest.approx(10.0, rel=1e-3)
     assert got.loc["east", "rent"] == pytest.approx(2.0, rel=1e-3)
+    # the same table read without dtype=str: "01" became 1, and the error says so
+    zero_ids = polygon_regions(polys.assign(id=["01", "002"]), id="id")
+    with pytest.raises(RawDataError, match=r"'1' looks like '01' without its leading zeros"):
+        indicators_by_area(zero_ids, pd.DataFrame({"id": [1, 2], "people": [1.0, 2.0]}), squares)
 
 
 def test_area_ids_that_are_numbers_are_read_from_the_first_column_never_from_row_numbers(squares):

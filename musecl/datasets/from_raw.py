@@ -149,6 +149,11 @@ def hexagon_regions(lon: Sequence[float] | None = None, lat: Sequence[float] | N
         if lon is None or lat is None:
             raise RawDataError("give both lon and lat")
         lon_a, lat_a = _coords(pd.DataFrame({LON: lon, LAT: lat}), LON, LAT, "points", crs)
+        null_island = (lon_a == 0) & (lat_a == 0)
+        if null_island.any():  # each such point would add a hexagon in the Gulf of Guinea
+            raise RawDataError(f"points: {_count_rows(null_island)} at exactly (0, 0), a common "
+                               "placeholder for a missing location; drop those rows (or give "
+                               "bbox= or area= to say where the city is)")
         cells = set(_cells(lon_a, lat_a, resolution))
     else:
         if bbox is not None:
@@ -501,7 +506,7 @@ def indicators_by_area(areas: Regions, values: pd.DataFrame, regions: Regions,
     unknown = values.index.difference(areas.ids)
     if len(unknown):
         raise RawDataError(f"indicator values: {len(unknown)} area id(s) are not among the areas' "
-                           f"polygons, e.g. {list(unknown[:_SHOW])}")
+                           f"polygons, e.g. {list(unknown[:_SHOW])}{_lost_zeros_hint(unknown, areas.ids)}")
     hows = {c: how for c in values.columns} if isinstance(how, str) else dict(how)
     per_column = isinstance(min_coverage, Mapping)
     if per_column and set(min_coverage) - set(values.columns):
@@ -596,7 +601,8 @@ def build_city(out: str | os.PathLike, regions: Regions, indicators: pd.DataFram
     _no_duplicates(ind.index, "indicators, region id", _rows)
     extra = ind.index.difference(regions.ids)
     if len(extra):
-        raise RawDataError(f"indicators: {len(extra)} region id(s) are not regions, e.g. {list(extra[:_SHOW])}")
+        raise RawDataError(f"indicators: {len(extra)} region id(s) are not regions, e.g. "
+                           f"{list(extra[:_SHOW])}{_lost_zeros_hint(extra, regions.ids)}")
     ind = ind.reindex(regions.ids)
     meta_in = dict(indicator_meta or {})
     unknown = set(meta_in) - set(ind.columns)
@@ -713,6 +719,17 @@ def _no_duplicates(ids: pd.Index, what: str, where) -> None:
         shown = list(pd.unique(ids[dup]))
         raise RawDataError(f"{what}: duplicate id(s) {shown[:_SHOW]}{' ...' if len(shown) > _SHOW else ''} "
                            f"in {where(dup)}; every id must have one row")
+
+
+def _lost_zeros_hint(unknown, known) -> str:
+    """A hint where unknown ids are known ones without their leading zeros ("7" for "007"): what
+    pandas does to an id column read without ``dtype=str``."""
+    stripped = {str(k).lstrip("0"): k for k in known if str(k).lstrip("0") != str(k)}
+    pairs = [(u, stripped[str(u)]) for u in unknown if str(u) in stripped]
+    if not pairs:
+        return ""
+    return (f"; {pairs[0][0]!r} looks like {pairs[0][1]!r} without its leading zeros: read the "
+            "id column as text (pd.read_csv(..., dtype={'id': str}))")
 
 
 def _count_rows(mask: np.ndarray) -> str:
