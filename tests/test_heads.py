@@ -58,7 +58,7 @@ def test_head_learns_the_pairing_and_keeps_missing_rows_missing(tmp_path):
     with_gap = x.copy()
     with_gap.iloc[3] = np.nan
     emb = embed_features(head, with_gap, prefix="rs")
-    assert list(emb.columns[:2]) == ["rs0", "rs1"] and emb.shape == (len(x), 8)
+    assert list(emb.columns[:2]) == ["rs_0", "rs_1"] and emb.shape == (len(x), 8)  # named as a CNN's
     assert emb.iloc[3].isna().all() and emb.drop(index=x.index[3]).notna().all().all()
     save_head(head, tmp_path / "head", {"arch": "lite0-head", "weights_source": "test"})
     again = load_head(tmp_path / "head")

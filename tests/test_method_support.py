@@ -61,6 +61,17 @@ def test_every_method_declares_what_it_needs(toy, tmp_path):
     assert describe_needs("SV only") == "street-view images and mobility (inflow/outflow)"
 
 
+def test_a_method_refuses_a_city_without_what_it_needs(toy, tmp_path):
+    """A city without trips still has a (zero) mobility table: street-view triplets sampled on it
+    would train the encoder on nothing, silently, unless fit refuses."""
+    from musecl.methods import make_method
+
+    no_trips = restricted(toy, tmp_path / "no_trips", ["satellite", "streetview", "poi"])
+    for name in ("MuseCL", "SV only", "OD SVD"):
+        with pytest.raises(ValueError, match=f"{name} cannot run on .*: it has no "):
+            make_method(name, TINY, cache_dir=tmp_path / "cache", progress=False).fit(no_trips)
+
+
 def test_all_means_what_the_city_supports(toy, tmp_path):
     from musecl.runner import supported_methods
 
@@ -217,3 +228,19 @@ def test_warnings_in_a_worker_come_back_to_the_caller():
         warnings.simplefilter("always")
         assert [rewarn(o) for o in outcomes] == [2, 4]
     assert sorted(str(w.message) for w in caught) == ["careful with 1", "careful with 2"]
+
+
+def test_a_method_without_a_cache_folder_removes_its_temporary_one(toy):
+    """Without cache_dir the stages go through a temporary cache, which can hold a city's decoded
+    images: it goes with the method, not left in /tmp by every fit and every load."""
+    import gc
+
+    from musecl.methods import make_method
+
+    method = make_method("Location kNN", TINY, progress=False)
+    folder = method.cache.root
+    method.fit(load_city(toy))
+    assert folder.is_dir()
+    del method
+    gc.collect()
+    assert not folder.exists()

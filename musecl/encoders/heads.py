@@ -138,7 +138,7 @@ def embed_features(head: FeatureHead, features: pd.DataFrame, prefix: str | None
     ok = features.notna().all(axis=1).to_numpy()
     if ok.any():
         out[ok] = head.eval()(torch.tensor(features.to_numpy()[ok], dtype=torch.float32)).numpy()
-    columns = [f"{prefix}{i}" if prefix else str(i) for i in range(head.embedding_dim)]
+    columns = [f"{prefix}_{i}" if prefix else str(i) for i in range(head.embedding_dim)]  # as a CNN's
     return pd.DataFrame(out, index=features.index, columns=columns)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Callable
 
@@ -60,12 +61,23 @@ class RegionEmbedder:
     def __init__(self, config: RunConfig | None = None, cache_dir: str | Path | None = None,
                  progress: bool = True):
         self.config = config or RunConfig()
-        # without a cache folder, stages still go through a (temporary) cache: one code path
-        self.cache = Cache(cache_dir if cache_dir is not None else tempfile.mkdtemp(prefix="musecl-"))
+        # without a cache folder, stages still go through a (temporary) cache: one code path. It
+        # is removed with the method (it can hold a city's decoded images)
+        if cache_dir is None:
+            cache_dir = tempfile.mkdtemp(prefix="musecl-")
+            weakref.finalize(self, shutil.rmtree, cache_dir, ignore_errors=True)
+        self.cache = Cache(cache_dir)
         self.progress = progress
 
     def fit(self, city: City) -> "RegionEmbedder":
         raise NotImplementedError
+
+    def check_inputs(self, city: City) -> None:
+        """Refuse a city that lacks an input this method needs: a city without trips still has a
+        (zero) mobility table, and triplets sampled on it would train on nothing, silently."""
+        reason = _lacking(self, city)
+        if reason:
+            raise ValueError(f"{self.name} cannot run on {city.name}: it has {reason}")
 
     def transform(self, city: City) -> pd.DataFrame:
         raise NotImplementedError
@@ -98,6 +110,7 @@ class TableMethod(RegionEmbedder):
         return {}
 
     def fit(self, city: City) -> "TableMethod":
+        self.check_inputs(city)
         table = self._compute(city).reindex(city.region_ids)
         values = table.to_numpy(dtype=np.float64)
         if not np.isfinite(values).all():
@@ -154,6 +167,7 @@ class StagedMethod(RegionEmbedder):
         raise NotImplementedError
 
     def fit(self, city: City) -> "StagedMethod":
+        self.check_inputs(city)
         self.stage_dirs = self.fit_stages(city)
         self.fitted_on = city_fingerprint(city)
         return self
@@ -222,7 +236,12 @@ def unsupported_reason(name: str, city: City) -> str | None:
     """What the city lacks for the method ("no satellite images"), or None when it can run there."""
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; registered: {sorted(METHODS)}")
-    method, have = METHODS[name], city_inputs(city)
+    return _lacking(METHODS[name], city)
+
+
+def _lacking(method, city: City) -> str | None:
+    """What ``city`` lacks of a method's (class or instance) ``needs`` and ``needs_any``."""
+    have = city_inputs(city)
     missing = [INPUTS[n] for n in method.needs if n not in have]
     if missing:
         return join_words([f"no {m}" for m in missing], "and")

@@ -69,7 +69,8 @@ ATTENTION_CSV = "attention.csv"
 FEATURES_FORMAT = 1  # bump when a backbone's feature extraction changes: old cache entries are ignored
 FUSION_FORMAT = 3  # 2: fusion trains through the one Trainer (another batch order); 3: its history logs the
 # InfoNCE and reconstruction parts (same weights). Entries of an older format are retrained
-FINE_TUNED_FORMAT = 2  # 2: the fine-tuned heads' region embeddings are stored beside the fused ones
+FINE_TUNED_FORMAT = 3  # 2: the fine-tuned heads' region embeddings are stored beside the fused ones;
+# 3: their columns are named rs_0, ... as a CNN's (were rs0, ...)
 FINE_TUNED_TABLES = {SATELLITE: "embeddings-rs.csv", STREETVIEW: "embeddings-sv.csv"}
 
 
@@ -198,6 +199,7 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
     if s["arch"] in FEATURE_HEADS:  # a head reads the backbone's cached features, never ``weights``:
         del key["weights"]  # new features, new head (efficientnet_stage's key has the rest)
         key["features_format"] = FEATURES_FORMAT
+        key["columns"] = "rs_0"  # its table's columns are named as a CNN's (entries without this key: rs0)
     else:
         key["weights"] = weights_key(cfg.weights)
 

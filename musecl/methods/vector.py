@@ -357,6 +357,7 @@ class VectorMuseCL(TableMethod):
         """Train every stage, or read them from the cache: one folder per city (its files) and
         settings (``reuse`` only saves time, so it is not part of the key). Either way the stages
         are read back from the folder, so a cached fit and a fresh one give the same numbers."""
+        self.check_inputs(city)
         key = {"format": self.FORMAT, "city": city_fingerprint(city), "config": self.config.to_dict(),
                "view": asdict(self.view_config)}
         folder = self.cache.get_or_compute(self.STAGE, key, lambda f: self._save_stages(city, f))
