@@ -230,7 +230,19 @@ glue("mode_sentence", Markdown(
 import json
 from pathlib import Path
 
+from musecl.notebooks import MACHINE_SPEED_JSON, time_reference_workload
+
 executed_dir = Path(out_dir).parent / "executed"
+speed_now = time_reference_workload()
+speed_file = Path(out_dir).parent / MACHINE_SPEED_JSON
+speed_start = json.loads(speed_file.read_text())["reference_s"] if speed_file.is_file() else None
+glue("speed_sentence", Markdown(
+    f"The machine's speed, as the time of a fixed one-thread workload (`time_reference_workload`: "
+    f"300 steps of the probe's matrix products): {speed_now:.2f} s now"
+    + (f", {speed_start:.2f} s when the build started" if speed_start is not None else
+       " (the build's own measurement was not found: this page ran outside `musecl book`)")
+    + ". Compare it between builds before comparing their times: a shared machine's speed "
+    "changes by the hour."), display=False)
 rows = []
 for path in sorted(executed_dir.glob("*.ipynb")):
     meta = json.loads(path.read_text()).get("metadata", {}).get("musecl", {})
@@ -259,7 +271,7 @@ if len(book_times):
         how = (f"two at a time, each on {int(pinned.min())} of the {int(pinned.max())} cores unless it ran alone"
                if len(pinned) and pinned.min() < pinned.max() else "one after the other")
         glue("book_sentence", Markdown(
-            f"The chapters before this page ran {how} and took {span / 60:.1f} minutes from the first start "
+            f"The chapters before this page ran {how}; they took {span / 60:.1f} minutes from the first start "
             f"to the last end ({total / 60:.1f} minutes of chapter time); {slowest}."), display=False)
     else:
         ax.barh(book_times["chapter"], book_times["seconds"] / 60)
@@ -294,7 +306,7 @@ book_times.set_index("chapter")[["seconds", "cores", "params", "complete"]].roun
 # earlier chapter trained, and an interrupted run resumes from its last checkpoint.
 
 # %% [markdown]
-# {glue:md}`book_sentence`
+# {glue:md}`book_sentence` {glue:md}`speed_sentence`
 #
 # ## On a GPU (recorded, not run by this build)
 #

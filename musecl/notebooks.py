@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -835,6 +836,40 @@ def default_city(out: Path) -> Path:
     return city
 
 
+MACHINE_SPEED_JSON = "machine_speed.json"  # in the build folder: the reference workload's time
+
+
+def time_reference_workload(steps: int = 300, repeats: int = 3) -> float:
+    """Seconds (median of ``repeats``) of a fixed workload on one thread: ``steps`` forward and
+    backward passes of the MLP probe's matrix products (batch 32), in numpy.
+
+    Why: the same code built this book in 873 s and in 1,590 s on the same 2-core machine, hours
+    apart (chapter 1 alone: 17 s and 30 s), so a build's times say little without the machine's
+    speed at the time. This is that speed, comparable between builds; the build prints it and the
+    benchmark appendix shows it beside the book's times."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    widths = (128, 512, 256, 128, 64)
+    weights = [rng.standard_normal((a, b), dtype=np.float32) for a, b in zip(widths, widths[1:])]
+    x = rng.standard_normal((32, widths[0]), dtype=np.float32)
+    times = []
+    with threadpool_limits(1):
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(steps):
+                inputs, h = [], x
+                for w in weights:
+                    inputs.append(h)
+                    h = np.maximum(h @ w, 0)
+                grad = np.ones_like(h)
+                for w, a in zip(weights[::-1], inputs[::-1]):
+                    _ = a.T @ grad  # the weight's gradient
+                    grad = grad @ w.T
+            times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
 def build(city: str | Path | None = None, params_file: str | Path | None = None,
           out: str | Path = "build", only: list[str] | None = None, force: bool = False,
           strict: bool = False, at_once: int = 2) -> Path:
@@ -868,6 +903,10 @@ def build(city: str | Path | None = None, params_file: str | Path | None = None,
     chapters = select_chapters(chapter_sources(repo_root), only)
     root = repo_root / toc_files(repo_root)[0]  # the landing page shows what the chapters computed: last
     chapters.sort(key=lambda c: c.with_suffix("") == root)
+    reference = time_reference_workload()
+    print(f"[book] reference workload (machine speed): {reference:.2f} s", file=sys.stderr)
+    with atomic_write(out / MACHINE_SPEED_JSON) as handle:
+        json.dump({"reference_s": round(reference, 3), "measured": time.time()}, handle)
     timings = {}
     start = time.perf_counter()
     execute_chapters(chapters, out / "executed", params, force=force, repo_root=repo_root, at_once=at_once)

@@ -1,6 +1,7 @@
 """The book pipeline: chapters executed with papermill, skipped when current, staged for Jupyter Book."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -563,3 +564,6 @@ def test_the_book_checks_its_settings_and_city_before_any_chapter_runs(tmp_path,
     one_seed.write_text("seeds: 3\n")
     notebooks.build(params_file=one_seed, out=tmp_path / "book", only=["01_data"])
     assert given["seeds"] == [3]  # as RunConfig reads it: chapter 10 iterates over it
+    # the machine's speed at the start, which the benchmark appendix shows beside the book's times
+    speed = json.loads((tmp_path / "book" / notebooks.MACHINE_SPEED_JSON).read_text())
+    assert 0 < speed["reference_s"] < 60
