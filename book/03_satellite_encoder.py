@@ -303,7 +303,11 @@ present = embedding.dropna()
 pca = PCA(n_components=min(5, present.shape[1], len(present)), random_state=cfg.seed)
 pcs = pd.DataFrame(pca.fit_transform(present.to_numpy()), index=present.index,
                    columns=[f"PC{k + 1}" for k in range(pca.n_components_)])
-glue("n_missing", int(embedding.isna().any(axis=1).sum()), display=False)
+n_missing = int(embedding.isna().any(axis=1).sum())
+glue("missing_sentence", Markdown(
+    "Every region has a satellite image, hence an embedding." if not n_missing
+    else f"{n_missing} regions have no satellite image and no embedding; the methods that use "
+    "this embedding fill those rows with its column means."), display=False)
 glue("pc1_var", float(pca.explained_variance_ratio_[0] * 100), display=False)
 glue("pc2_var", float(pca.explained_variance_ratio_[1] * 100), display=False)
 fig, axes = plt.subplots(1, 2, figsize=(10, 4.3))
@@ -476,8 +480,7 @@ glue("pc1_sentence", Markdown(pc1_sentence), display=False)
 #   ({glue:text}`train_seconds:.0f` s of training loop); {glue:md}`fit_sentence`
 # - {glue:md}`probe_finding` {glue:md}`probe_sentence`
 # - {glue:md}`pc1_sentence` The two query regions' embedding neighbours lie a median
-#   {glue:text}`nn_km:.1f` km from them. {glue:text}`n_missing` regions have no satellite image
-#   and no embedding; fusion ({doc}`06_fusion`) imputes them.
+#   {glue:text}`nn_km:.1f` km from them. {glue:md}`missing_sentence`
 #
 # ## Exercises
 #

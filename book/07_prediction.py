@@ -169,7 +169,7 @@ shown.index = [f"{i} (derived from {derived[i]})" if i in derived else i for i i
 shown
 
 # %% [markdown]
-# Each cell is the mean ± standard deviation over the seeds {glue:text}`seeds` on this city;
+# Each cell is {glue:md}`cell_meaning` on this city;
 # the table is also written to `results/prediction.csv` in the output folder, one row per
 # indicator, split and seed. Indicators derived from an input (the number of POIs, the trip
 # count) are shown but left out of the means below.
@@ -180,7 +180,10 @@ shown
 # test regions, seed by seed, so each is the ceiling of its own split.
 
 # %% tags=["hide-input"]
-glue("seeds", ", ".join(map(str, cfg.seeds)), display=False)
+glue("cell_meaning", Markdown(
+    f"the mean ± standard deviation over the seeds {', '.join(map(str, cfg.seeds))}"
+    if len(cfg.seeds) > 1 else f"the score of seed {cfg.seeds[0]} (one seed: no deviation)"),
+    display=False)
 glue("headline", ", ".join(headline), display=False)
 mean_r2 = results[results["indicator"].isin(headline)].groupby("split")["r2"].mean()
 ceiling_means = (ceilings[ceilings["indicator"].isin(headline)].groupby(["method", "split"])["r2"].mean()

@@ -469,9 +469,10 @@ plt.show()
 # ## Figure 6: the ablation
 #
 # Each modality alone, the two image modalities without POI text, and the full model; $R^2$ per
-# indicator, mean over seeds with the standard deviation as error bars.
+# indicator, mean over seeds with the standard deviation as error bars (where the run has more
+# than one seed).
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "The ablation (the paper's Figure 6): mean R\u00b2 over seeds of MuseCL and its parts, one panel per split of the run; error bars: the standard deviation over seeds."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The ablation (the paper's Figure 6): mean R\u00b2 over seeds of MuseCL and its parts, one panel per split of the run; error bars (two seeds or more): the standard deviation over seeds."}}
 fig, axes = plt.subplots(1, len(cfg.splits), figsize=(6.5 * len(cfg.splits), 4), sharey=True, squeeze=False)
 for ax, split in zip(axes[0], cfg.splits):
     mean, std = report.numeric_tables(results, "r2", split, methods_order=list(ABLATION))
