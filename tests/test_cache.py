@@ -177,3 +177,27 @@ def test_tables_keep_region_ids_that_look_missing(tmp_path):
     back = cache_module.load_table(tmp_path / "t.csv")
     assert list(back.index) == ["NA", "null", "None", "r4"] and np.isnan(back.loc["null", "x"])
     pd.testing.assert_frame_equal(back, table)
+
+
+def test_city_fingerprint_changes_when_one_image_changes(tmp_path):
+    """Same tables, one image's bytes changed: a stage trained on the old image must not be reused."""
+    import warnings
+
+    from musecl.cache import city_fingerprint
+    from musecl.city import load_city
+    from musecl.datasets.toy import make_toy_city
+
+    root = make_toy_city(tmp_path / "toy", n_regions=20, seed=1, image_size=16, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the toy city leaves a few regions without a satellite image
+        city = load_city(root)
+    before = city_fingerprint(city)
+    assert city_fingerprint(city) == before
+    image = sorted(map(str, city.images["path"]))[0]
+    data = bytearray(open(image, "rb").read())
+    data[-1] ^= 0xFF  # same size, other bytes
+    with open(image, "wb") as handle:
+        handle.write(data)
+    stat = os.stat(image)
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # as a later write would
+    assert city_fingerprint(city) != before

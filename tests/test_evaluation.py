@@ -351,3 +351,55 @@ def test_ridge_fits_run_on_one_blas_thread_and_the_limit_is_undone():
             assert set(blas_threads()) == {1}
         assert set(blas_threads()) == {1}
     assert blas_threads() == before
+
+
+# -- splits and probes: blocks are squares, seeds matter, the probe never sees the test part --
+
+def test_block_ids_are_squares_not_strips():
+    """Blocks are squares: points in one x-column but different y-bands are in different blocks."""
+    xy = np.array([[0, 0], [500, 200], [0, 1500], [0, 3500], [1500, 0], [1500, 1500]], dtype=float)
+    # cells (x, y) by hand: (0,0) (0,0) (0,1) (0,3) (1,0) (1,1); ids number the cells in sorted order
+    assert block_ids(xy, 1000).tolist() == [0, 0, 1, 2, 3, 4]
+
+
+def test_spatial_block_split_depends_on_the_seed():
+    """The seed shuffles the blocks: another seed, another partition; the same seed, the same one."""
+    xy = np.stack(np.meshgrid(np.arange(20) * 500.0, np.arange(20) * 500.0), axis=-1).reshape(-1, 2)
+    a = spatial_block_split(xy, 1000, seed=0)
+    b = spatial_block_split(xy, 1000, seed=1)
+    assert all(np.array_equal(x, y) for x, y in zip(a, spatial_block_split(xy, 1000, seed=0)))
+    assert not np.array_equal(a[2], b[2])
+
+
+def test_probe_early_stops_on_the_validation_part_never_the_test_part(linear_city, monkeypatch):
+    """The rows a probe is given for validation are exactly the "val" part of the predictions."""
+    import musecl.evaluation as evaluation
+
+    seen = {}
+
+    class Recording(RidgeProbe):
+        def fit(self, x_train, y_train, x_val=None, y_val=None):
+            seen.update(x_train=np.asarray(x_train), x_val=np.asarray(x_val), y_val=np.asarray(y_val))
+            return super().fit(x_train, y_train, x_val, y_val)
+
+    monkeypatch.setattr(evaluation, "make_probe", lambda probe, seed, config=None: Recording(seed=seed))
+    city, emb = linear_city
+    pred = predict_indicator(emb, city, "LIN", seed=2, probe="ridge")
+    val = pred[pred["split_part"] == "val"]
+    assert np.array_equal(seen["x_val"], emb.loc[val["region_id"]].to_numpy())
+    assert np.array_equal(seen["y_val"], val["y_true"].to_numpy())
+    train = pred[pred["split_part"] == "train"]
+    assert np.array_equal(seen["x_train"], emb.loc[train["region_id"]].to_numpy())
+
+
+def test_mlp_probe_initialisation_follows_the_seed():
+    """Each seed draws its own initialisation (one tiny step keeps the weights where they started)."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(20, 3)), rng.normal(size=20)
+    cfg = ProbeConfig(hidden=(8,), max_epochs=1, lr=1e-7, batch_size=32)
+
+    def first_layer(seed):
+        return MLPProbe(cfg, seed=seed).fit(x, y).model[0].weight.detach().clone()
+
+    assert torch.equal(first_layer(0), first_layer(0))
+    assert (first_layer(0) - first_layer(1)).abs().max() > 1e-2

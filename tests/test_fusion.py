@@ -295,3 +295,64 @@ def test_fine_tuning_skips_regions_without_images_and_wants_the_aligned_design()
     with pytest.raises(ValueError, match="aligned fusion design"):
         fine_tune_heads(heads, features, triplets, poi, TripletObjective("cosine"),
                         FusionConfig(design="paper", epochs=2))
+
+
+# -- fusion training: the loss both ways, the held-out part, regions without POIs ----------
+
+def test_aligned_infonce_is_the_mean_of_both_directions():
+    """Eq. 11 in the aligned design runs both ways: image -> POI (rows) and POI -> image (columns)."""
+    import torch.nn.functional as F
+
+    from musecl.fusion import _batch_loss
+
+    torch.manual_seed(0)
+    model = AlignedFusion(dim=3, poi_dim=4, width=5, hidden=4)
+    sv, rs, poi = torch.randn(6, 3), torch.randn(6, 3), torch.randn(6, 4)
+    with torch.no_grad():
+        loss = _batch_loss(model, sv, rs, poi, None, FusionConfig(reconstruction=0.0))["loss"]
+        a, b = model.align_space(model(sv, rs)[0], poi)
+        logits = F.normalize(a, dim=1) @ F.normalize(b, dim=1).T / model.temperature
+        labels = torch.arange(6)
+        rows, columns = F.cross_entropy(logits, labels), F.cross_entropy(logits.T, labels)
+    assert abs(float(rows - columns)) > 1e-3  # the two directions differ on these numbers
+    assert float(loss) == pytest.approx(float(rows + columns) / 2, rel=1e-5)
+
+
+class _TrainingRows:
+    """A spy on fusion's Trainer: how many rows it trains and validates on."""
+
+    def __init__(self, monkeypatch):
+        import musecl.fusion as fusion
+
+        self.train = self.val = None
+        spy = self
+
+        class Spy(fusion.Trainer):
+            def fit(self, train, val=None):
+                spy.train, spy.val = train, val
+                return super().fit(train, val)
+
+        monkeypatch.setattr(fusion, "Trainer", Spy)
+
+
+def test_early_stopping_trains_on_the_big_part_and_validates_on_the_small_one(monkeypatch):
+    """With a patience, val_fraction (10%) of the regions validate; the other 90% train."""
+    spy = _TrainingRows(monkeypatch)
+    sv, rs, poi = tables(n=120)
+    train_fusion(sv, rs, poi, FusionConfig(epochs=2, batch_size=32, patience=2, val_fraction=0.1))
+    assert len(spy.train[0]) == 108 and len(spy.val[0]) == 12
+
+
+def test_regions_without_pois_are_left_out_of_training_with_a_warning(monkeypatch):
+    """An all-zero (or NaN) POI vector has nothing to align with: warned, and not trained on."""
+    spy = _TrainingRows(monkeypatch)
+    sv, rs, poi = tables(n=60)
+    poi.iloc[[3, 10, 20, 30, 40]] = 0.0
+    poi.iloc[50] = np.nan
+    with pytest.warns(UserWarning, match="6 of 60 regions have a zero or missing POI"):
+        train_fusion(sv, rs, poi, FusionConfig(epochs=1, batch_size=32))
+    x_sv, _, y, _ = spy.train
+    assert len(y) == 54 and spy.val is None
+    assert torch.isfinite(y).all() and (y.abs().sum(dim=1) > 0).all()
+    kept = np.delete(np.arange(60), [3, 10, 20, 30, 40, 50])
+    assert torch.equal(x_sv, torch.from_numpy(sv.to_numpy(dtype=np.float32)[kept]))

@@ -508,3 +508,20 @@ def test_information_sentence_uses_only_the_rows_the_run_scored():
 def test_by_split_words_the_splits_a_run_has():
     assert report.by_split({"random": 0.5634, "spatial": 0.335}) == "0.563 (random) and 0.335 (spatial)"
     assert report.by_split({"random": 3}) == "3 (random)"
+
+
+@pytest.mark.parametrize("confidence", [0.95, 0.8])
+def test_paired_interval_is_student_t_over_the_seeds(confidence):
+    """The interval is mean +- t(0.5 + confidence / 2, n - 1) * sd / sqrt(n) of the per-seed differences."""
+    from scipy import stats
+
+    target = [0.60, 0.55, 0.70, 0.52, 0.66]
+    other = [0.50, 0.52, 0.55, 0.50, 0.48]
+    results = per_seed_rows({"MuseCL": {"PD": target}, "Concat": {"PD": other}})
+    row = report.paired_differences(results, ["PD"], confidence=confidence).loc["Concat"]
+    diff = np.subtract(target, other)
+    half = stats.t.ppf(0.5 + confidence / 2, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff))
+    assert row["n_seeds"] == 5
+    assert row["difference"] == pytest.approx(diff.mean())
+    assert row["low"] == pytest.approx(diff.mean() - half)
+    assert row["high"] == pytest.approx(diff.mean() + half)

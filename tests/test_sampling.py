@@ -75,7 +75,7 @@ def test_transform_features():
     X = np.array([[2.0, 2.0], [0.0, 0.0], [1.0, 3.0]])
     np.testing.assert_allclose(transform_features(X, "share"), [[0.5, 0.5], [0, 0], [0.25, 0.75]])
     np.testing.assert_allclose(transform_features([[0.0, math.e - 1]], "log1p"), [[0.0, 1.0]])
-    assert transform_features(X, "raw") is not None
+    np.testing.assert_array_equal(transform_features(X, "raw"), X)  # the paper: counts as they are
     with pytest.raises(ValueError, match="non-negative"):
         transform_features([[1.0, -1.0]], "log1p")
     with pytest.raises(ValueError, match="transform must be one of"):
@@ -104,6 +104,16 @@ def test_paper_rule_invariants(X200, negative):
     else:  # negative among the least similar: far above the median distance
         assert (t.d_neg > np.median(D[np.isfinite(D)])).mean() > 0.9
     assert t.info["n_relaxed"] == 0
+
+
+def test_paper_rule_positive_is_drawn_among_the_top_k_not_always_the_nearest(X200):
+    """Rule "paper": an anchor's positives spread over its k = 5 most similar others, and only those."""
+    t = TripletSampler(n_triplets=20_000, seed=2).sample(X200)
+    top5 = np.argsort(brute_distances(X200), axis=1)[:, :5]
+    for anchor in (0, 1, 2):
+        positives = set(t.positive[t.anchor == anchor].tolist())
+        assert positives <= set(top5[anchor].tolist())
+        assert len(positives) > 1, f"anchor {anchor} always got the same positive"
 
 
 def test_official_rule_positive_is_single_nearest(X200):

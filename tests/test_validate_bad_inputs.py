@@ -213,6 +213,10 @@ CASES = [
     ("indicator-log-below-minus-1", both(set_key("indicators", "CR", "allow_negative", True),
                                          set_cell("indicators.csv", "CR", "-3")),
      "indicators.csv (row 2, region '{rid}', column CR): value -3.0 is -1 or less, where ln(1 + x) (log: true)"),
+    # exactly -1: ln(1 + x) = -inf, as undefined for the probes as below -1
+    ("indicator-log-exactly-minus-1", both(set_key("indicators", "CR", "allow_negative", True),
+                                           set_cell("indicators.csv", "CR", "-1")),
+     "indicators.csv (row 2, region '{rid}', column CR): value -1.0 is -1 or less, where ln(1 + x) (log: true)"),
     # an indicator the probes can learn (a run failed on these, naming no indicator)
     ("indicator-constant", set_column("indicators.csv", "CR", "5"),
      "indicators.csv (column CR): is 5 for every region that has a value: there is nothing to predict"),
