@@ -199,7 +199,7 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
     if s["arch"] in FEATURE_HEADS:  # a head reads the backbone's cached features, never ``weights``:
         del key["weights"]  # new features, new head (efficientnet_stage's key has the rest)
         key["features_format"] = FEATURES_FORMAT
-        key["columns"] = "rs_0"  # its table's columns are named as a CNN's (entries without this key: rs0)
+        key["columns"] = "prefix_k"  # rs_0 ..., as a CNN's (entries without this key: rs0 ...)
     else:
         key["weights"] = weights_key(cfg.weights)
 
