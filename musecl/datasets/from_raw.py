@@ -506,7 +506,8 @@ def indicators_by_area(areas: Regions, values: pd.DataFrame, regions: Regions,
     unknown = values.index.difference(areas.ids)
     if len(unknown):
         raise RawDataError(f"indicator values: {len(unknown)} area id(s) are not among the areas' "
-                           f"polygons, e.g. {list(unknown[:_SHOW])}{_lost_zeros_hint(unknown, areas.ids)}")
+                           f"polygons, e.g. {list(unknown[:_SHOW])}"
+                           + _lost_zeros_hint(unknown, areas.ids))
     hows = {c: how for c in values.columns} if isinstance(how, str) else dict(how)
     per_column = isinstance(min_coverage, Mapping)
     if per_column and set(min_coverage) - set(values.columns):
