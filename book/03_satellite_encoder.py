@@ -255,6 +255,7 @@ training = encoder_config["training"]
 glue("n_triplets", len(triplets), display=False)
 glue("train_seconds", float(history["seconds"].sum()), display=False)
 glue("epochs_run", len(history), display=False)
+glue("epochs_words", f"{len(history)} epoch" + ("s" if len(history) != 1 else ""), display=False)
 glue("best_epoch", training["best_epoch"], display=False)
 display(triplets.head().round(2))
 history[[c for c in SHOWN if c in history]].round(4)
@@ -476,7 +477,7 @@ glue("pc1_sentence", Markdown(pc1_sentence), display=False)
 # - {glue:md}`task_finding` On held-out triplets the trained embedding puts
 #   {glue:text}`agree_trained:.0f`% in the right order, against {glue:text}`agree_untrained:.0f`%
 #   before training (chance: 50%). The {glue:md}`arch` encoder trained on
-#   {glue:text}`n_triplets` POI-similarity triplets for {glue:text}`epochs_run` epochs
+#   {glue:text}`n_triplets` POI-similarity triplets for {glue:text}`epochs_words`
 #   ({glue:text}`train_seconds:.0f` s of training loop); {glue:md}`fit_sentence`
 # - {glue:md}`probe_finding` {glue:md}`probe_sentence`
 # - {glue:md}`pc1_sentence` The two query regions' embedding neighbours lie a median

@@ -193,6 +193,7 @@ training = encoder_config["training"]
 glue("n_triplets", len(triplets), display=False)
 glue("train_seconds", float(history["seconds"].sum()), display=False)
 glue("epochs_run", len(history), display=False)
+glue("epochs_words", f"{len(history)} epoch" + ("s" if len(history) != 1 else ""), display=False)
 glue("best_epoch", training["best_epoch"], display=False)
 flows = data.mobility[[INFLOW, OUTFLOW]]
 example = triplets.iloc[0]
@@ -424,7 +425,7 @@ glue("pc1_sentence", Markdown(pc1_sentence), display=False)
 # - {glue:md}`task_finding` On held-out triplets the trained embedding puts
 #   {glue:text}`agree_trained:.0f`% in the right order, against {glue:text}`agree_untrained:.0f`%
 #   before training (chance: 50%). The {glue:md}`arch` encoder trained on
-#   {glue:text}`n_triplets` mobility triplets for {glue:text}`epochs_run` epochs
+#   {glue:text}`n_triplets` mobility triplets for {glue:text}`epochs_words`
 #   ({glue:text}`train_seconds:.0f` s of training loop); {glue:md}`fit_sentence`
 # - {glue:md}`views_finding` two views of the same region have a median cosine similarity of
 #   {glue:text}`sim_same:.2f`, views of different regions {glue:text}`sim_other:.2f`. The city has

@@ -479,8 +479,10 @@ for ax, split in zip(axes[0], cfg.splits):
     mean.T.plot.bar(ax=ax, yerr=std.T, capsize=2, width=0.8, rot=0)
     ax.set(title=f"ablation, {split} split", ylabel="$R^2$", xlabel="")
     ax.axhline(0, color="k", lw=0.8)
-    ax.legend(fontsize=7, ncol=3)
-fig.tight_layout()
+    ax.get_legend().remove()  # one legend below the panels: inside, it hid the tallest bars
+fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="lower center", ncol=len(ABLATION),
+           fontsize=8, frameon=False)
+fig.tight_layout(rect=(0, 0.08, 1, 1))
 plt.show()
 abl = mean_r2["random"]
 glue("abl_full", float(abl["MuseCL"]), display=False)
