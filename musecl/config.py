@@ -22,13 +22,15 @@ from musecl.io import YamlFileError, load_yaml
 # The allowed values of the string settings, as the modules that read them define them (copied
 # here so that loading a config does not import torch; tests/test_config_validation.py checks
 # they agree): image_store, retrain (runner), sampling.RULES, encoders.image.ARCHS + heads.FEATURE_HEADS,
-# encoders.image.LOSSES, training.AMP_MODES, fusion.DESIGNS / LOSSES, evaluation.SPLITS / PROBES.
+# encoders.image.LOSSES, heads.BACKBONE_LAYERS, training.AMP_MODES, fusion.DESIGNS / LOSSES,
+# evaluation.SPLITS / PROBES.
 IMAGE_STORES = ("memory", "shards")
 RETRAIN = ("per_seed", "once")
 SAMPLING_RULES = ("paper", "official")
 HEAD_ARCH = "lite0-head"  # a head on frozen features (musecl.encoders.heads); the others are CNNs
 ARCHS = ("resnet18", "inception_v3", "tiny", HEAD_ARCH)
 TRIPLET_LOSSES = ("cosine", "euclidean")
+BACKBONE_LAYERS = ("last", "stages")
 AMP_MODES = ("off", "bf16", "fp16", "auto")
 FUSION_DESIGNS = ("aligned", "paper")
 # how a region's POI category vectors become one vector (musecl.encoders.text): "mean" is eq. 7 and
@@ -195,6 +197,7 @@ CHECKS = {
     "encoder_lr": _number(above=0),
     "encoder_patience": _optional(_integer(1), "no early stopping"),
     "head_reconstruction": _number(at_least=0),
+    "backbone_layers": _choice(*BACKBONE_LAYERS),
     "amp": _off_is_false(_choice(*AMP_MODES)),
     "image_store": _choice(*IMAGE_STORES),
     "train_processes": _integer(1),
@@ -232,7 +235,7 @@ SECTIONS = {
     "image encoders (eq. 5-6)": ("rs_arch", "sv_arch", "weights", "rs_image_size", "sv_image_size",
                                  "triplet_loss", "margin", "rs_epochs", "sv_epochs", "rs_batch_size",
                                  "sv_batch_size", "encoder_lr", "encoder_patience", "head_reconstruction",
-                                 "val_fraction"),
+                                 "backbone_layers", "val_fraction"),
     "POI text (eq. 7)": ("text_epochs", "text_window", "text_pooling"),
     "fusion (eq. 8-11)": ("fusion_design", "fusion_loss", "fusion_epochs", "fusion_batch_size", "fusion_lr",
                           "temperature", "fusion_reconstruction"),
@@ -274,6 +277,9 @@ class RunConfig:
     # lite0-head encoders only: weight of decoding the embedding back to its frozen features, a term
     # beside eq. 6 so the head keeps what its triplets do not ask for (0: the paper's loss alone)
     head_reconstruction: float = 0.0
+    # lite0-head encoders only: the frozen backbone's pooled "last" conv layer (1280-d, the usual read of
+    # photographs) or its "stages" (816-d: colour and texture too; musecl.encoders.heads.pooled_features_module)
+    backbone_layers: str = "last"
     amp: str = "off"  # image encoders' mixed precision: "off", "bf16", "fp16" (GPU), "auto" (what pays here)
     # where decoded images live: "memory" (one .pt cache, loaded whole) or "shards" (.npy shards
     # that stream from disk, for cities whose images do not fit in memory: musecl.scaling.shards,

@@ -166,6 +166,7 @@ def test_allowed_values_agree_with_the_modules_that_read_them():
     assert config_module.SAMPLING_RULES == sampling.RULES
     assert set(config_module.ARCHS) == set(image.ARCHS) | set(heads.FEATURE_HEADS)
     assert set(config_module.TRIPLET_LOSSES) == set(image.LOSSES)
+    assert config_module.BACKBONE_LAYERS == heads.BACKBONE_LAYERS
     assert config_module.AMP_MODES == training.AMP_MODES
     assert (config_module.FUSION_DESIGNS, config_module.FUSION_LOSSES) == (fusion.DESIGNS, fusion.LOSSES)
     assert (config_module.SPLITS, config_module.PROBES) == (evaluation.SPLITS, evaluation.PROBES)

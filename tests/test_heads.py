@@ -15,7 +15,14 @@ from musecl.cache import Cache, load_table
 from musecl.city import SATELLITE, STREETVIEW, load_city
 from musecl.config import ConfigError, RunConfig
 from musecl.datasets.toy import make_toy_city
-from musecl.encoders.heads import embed_features, load_head, save_head, train_feature_head
+from musecl.encoders.heads import (
+    efficientnet_lite0,
+    embed_features,
+    load_head,
+    pooled_features_module,
+    save_head,
+    train_feature_head,
+)
 from musecl.encoders.image import COLUMN_PREFIX, ImageTrainingConfig, train_image_encoder
 from musecl.methods.multisemantic import (
     backbone_features,
@@ -151,6 +158,35 @@ def test_new_backbone_features_retrain_the_head(city, tmp_path, monkeypatch):
     monkeypatch.setattr(multisemantic, "FEATURES_FORMAT", multisemantic.FEATURES_FORMAT + 1)
     after = image_stage(city, cfg, SATELLITE, cache, progress=False)
     assert after != before and (after / "embeddings.csv").is_file()
+
+
+def test_a_head_on_the_backbone_stages(city, tmp_path):
+    """backbone_layers "stages": the head reads the means of the stem's and each stage's output
+    (816 numbers for Lite0, each as a forward hook sees it), is cached apart from a head on the
+    last layer, and its stage encoder gives the stage's own rows from the images."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    cache = Cache(tmp_path / "cache")
+    cfg = RunConfig(n_triplets=60, rs_arch="lite0-head", rs_image_size=32, rs_epochs=2, rs_batch_size=16,
+                    backbone_layers="stages")
+    stage = image_stage(city, cfg, SATELLITE, cache, progress=False)
+    last = dataclasses.replace(cfg, backbone_layers="last")
+    assert image_stage(city, last, SATELLITE, cache, progress=False) != stage
+    features = backbone_features(city, cfg, SATELLITE, cache)
+    assert features.shape[1] == 816 and backbone_features(city, last, SATELLITE, cache).shape[1] == 1280
+    net, _ = efficientnet_lite0(32)
+    seen = []
+    for block in (net._blocks[0], net._blocks[15]):  # the first stage's only block, the last stage's
+        block.register_forward_hook(lambda module, args, out: seen.append(out.mean(dim=(2, 3))))
+    store = city_image_store(city, SATELLITE, 32, cache, progress=False)
+    with torch.no_grad():
+        pooled = pooled_features_module(net, 32, "stages")(store.images[:3])
+    torch.testing.assert_close(pooled[:, 32:48], seen[0])  # after the stem's 32
+    torch.testing.assert_close(pooled[:, -320:], seen[1])
+    first = list(store.region_ids[:3])  # one satellite image per region: its features are the row
+    np.testing.assert_allclose(features.loc[first].to_numpy(), pooled.numpy(), atol=1e-5)
+    with torch.no_grad():
+        rows = stage_encoder(stage)(store.images[:3]).numpy()
+    np.testing.assert_allclose(rows, load_table(stage / "embeddings.csv").loc[first].to_numpy(), atol=1e-4)
 
 
 def test_a_head_stage_as_one_encoder_and_its_untrained_start(city, tmp_path):

@@ -226,10 +226,12 @@ class ResNet18Features(StageBaseline):
 
 @register("EfficientNet-Lite0 (ImageNet)")
 class EfficientNetLite0Features(StageBaseline):
-    """Real ImageNet features, available offline: EfficientNet-Lite0's global-pooled 1280-d
-    penultimate features of the satellite image and of the street views (averaged per region),
-    concatenated (2560-d). Not in the paper: it answers what the paper's "pre-trained in ImageNet"
-    baselines look like with weights that are actually pretrained.
+    """Real ImageNet features, available offline: EfficientNet-Lite0's global-pooled features of
+    the satellite image and of the street views (averaged per region), side by side; the layers
+    the run's lite0-head encoders read (``backbone_layers``: the last conv layer, 2 x 1280-d, or
+    the stages, 2 x 816-d), so it is the untrained start of those encoders. Not in the paper: it
+    answers what the paper's "pre-trained in ImageNet" baselines look like with weights that are
+    actually pretrained.
 
     ``input_size`` (default 96 px; set it on the instance before ``fit``; images are decoded at
     that size): Lite0 was trained at 224 px, but its depthwise convolutions are slow on CPU. On
@@ -244,11 +246,12 @@ class EfficientNetLite0Features(StageBaseline):
     RESTORED = ("input_size",)
     input_size = 96
 
-    cost = 1  # image features, probed at 2560-d
+    cost = 1  # image features, probed at 1632-d or 2560-d
 
     def fit_stages(self, city: City) -> dict[str, Path]:
         return {kind: efficientnet_stage(city, kind, self.input_size, self.cache, self.progress,
-                                         self.config.image_store, self.config.amp, self.config.device)
+                                         self.config.image_store, self.config.amp, self.config.device,
+                                         self.config.backbone_layers)
                 for kind in (SATELLITE, STREETVIEW)}
 
     def _extra_config(self) -> dict:

@@ -125,6 +125,12 @@ def similarity_triplets(city: City, cfg: RunConfig, kind: str, regions: list[str
 TRIPLET_SOURCES = {"similarity": similarity_triplets}  # baselines register theirs (e.g. "geographic")
 
 
+def layers_key(layers: str) -> dict:
+    """The cache-key entry of the backbone layers a head reads: nothing for "last", so entries
+    computed before the choice existed keep their keys."""
+    return {} if layers == "last" else {"layers": layers}
+
+
 def precision_key(amp: str, device: str) -> dict:
     """The cache-key entry of a stage computed under autocast: the resolved dtype ("auto" gives
     different numbers on different hardware); nothing at full precision, so float32 entries keep
@@ -200,6 +206,7 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
         del key["weights"]  # new features, new head (efficientnet_stage's key has the rest)
         key["features_format"] = FEATURES_FORMAT
         key["columns"] = "prefix_k"  # rs_0 ..., as a CNN's (entries without this key: rs0 ...)
+        key.update(layers_key(cfg.backbone_layers))
     else:
         key["weights"] = weights_key(cfg.weights)
 
@@ -236,7 +243,7 @@ def _train_head(city: City, cfg: RunConfig, kind: str, cache, folder: Path, trip
     same triplets, loss and folder layout as a CNN, trained on the cached backbone features."""
     s = image_settings(cfg, kind)
     backbone_dir = efficientnet_stage(city, kind, s["image_size"], cache, progress, cfg.image_store, cfg.amp,
-                                      cfg.device)
+                                      cfg.device, cfg.backbone_layers)
     features = load_table(backbone_dir / EMBEDDINGS_CSV)
     drawn = TRIPLET_SOURCES[triplets](city, cfg, kind, [str(r) for r in features.dropna(how="any").index])
     drawn.to_frame().to_csv(folder / TRIPLETS_CSV, index=False)
@@ -251,8 +258,10 @@ def _train_head(city: City, cfg: RunConfig, kind: str, cache, folder: Path, trip
 
 
 def efficientnet_stage(city: City, kind: str, image_size: int, cache, progress: bool = True,
-                       image_store: str = "memory", amp: str = "off", device: str = "cpu") -> Path:
-    """Global-pooled penultimate features (1280-d) of EfficientNet-Lite0 with ImageNet weights.
+                       image_store: str = "memory", amp: str = "off", device: str = "cpu",
+                       layers: str = "last") -> Path:
+    """Global-pooled features of EfficientNet-Lite0 with ImageNet weights, of its last conv layer
+    (1280-d) or of its stages (``layers``: :func:`musecl.encoders.heads.pooled_features_module`).
 
     Images are decoded at ``image_size`` (PIL bilinear) and normalised with the ImageNet mean and
     std: the converted weights expect that (the first BatchNorm's running statistics match
@@ -260,17 +269,17 @@ def efficientnet_stage(city: City, kind: str, image_size: int, cache, progress: 
     """
     fingerprint = city_fingerprint(city)
     key = {"city": fingerprint, "kind": kind, "model": "efficientnet-lite0", "image_size": int(image_size),
-           "format": FEATURES_FORMAT, **precision_key(amp, device)}
+           "format": FEATURES_FORMAT, **precision_key(amp, device), **layers_key(layers)}
 
     def compute(folder: Path) -> None:
         net, path = efficientnet_lite0(image_size)
         store = city_image_store(city, kind, image_size, cache, progress, image_store, fingerprint)
-        table = embed_regions(pooled_features_module(net, image_size).to(resolve_device(device)), store,
+        table = embed_regions(pooled_features_module(net, image_size, layers).to(resolve_device(device)), store,
                               batch_size=32, region_ids=city.region_ids, progress=progress, amp=amp)
         save_table(table, folder / EMBEDDINGS_CSV)
         atomic_save_json(folder / CONFIG_JSON,
                          {"arch": "efficientnet-lite0", "kind": kind, "image_size": int(image_size),
-                          "dim": table.shape[1], "weights_source": f"imagenet:{path.name}"})
+                          "dim": table.shape[1], "weights_source": f"imagenet:{path.name}", "layers": layers})
 
     return cache.get_or_compute(f"pretrained-{kind}", key, compute)
 
@@ -280,7 +289,7 @@ def backbone_features(city: City, cfg: RunConfig, kind: str, cache) -> pd.DataFr
     what a feature head of this run reads."""
     size = image_settings(cfg, kind)["image_size"]
     return load_table(efficientnet_stage(city, kind, size, cache, False, cfg.image_store, cfg.amp,
-                                         cfg.device) / EMBEDDINGS_CSV)
+                                         cfg.device, cfg.backbone_layers) / EMBEDDINGS_CSV)
 
 
 def stage_encoder(stage: Path, initial: bool = False, seed: int = 0, weights: str = "random"):
@@ -295,7 +304,8 @@ def stage_encoder(stage: Path, initial: bool = False, seed: int = 0, weights: st
         return build_encoder(trained.config["arch"], trained.embedding_dim, weights, seed=seed).eval()
     head = load_head(stage / "encoder")
     head = initial_head(head, seed) if initial else head
-    return head_encoder(head, config["arch"], config["backbone"]["image_size"], config["weights_source"])
+    return head_encoder(head, config["arch"], config["backbone"]["image_size"], config["weights_source"],
+                        config["backbone"].get("layers", "last"))
 
 
 def initial_embedding(city: City, cfg: RunConfig, kind: str, cache, stage: Path, store=None) -> pd.DataFrame:
