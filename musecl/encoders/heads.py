@@ -237,7 +237,8 @@ def pooled_features_module(net, image_size: int, layers: str = "last"):
     each stage's last block side by side (32 + 16 + 24 + 40 + 80 + 112 + 192 + 320 = 816-d), colour,
     texture and shape before ImageNet's classes. On a second toy city (seed 1; 64 px images at 96 px)
     a ridge read-out recovered the latents each image shows with mean R2 0.81 from "stages" against
-    0.71 from "last" (satellite) and 0.74 against 0.68 (street view), the same forward pass.
+    0.71 from "last" (satellite) and 0.74 against 0.68 (street view), from the same forward pass
+    (experiments/backbone_readout.py).
     """
     if layers not in BACKBONE_LAYERS:
         raise ValueError(f"layers {layers!r} is not one of {BACKBONE_LAYERS}")
