@@ -1,5 +1,5 @@
-"""experiments/select_on_a_second_city.py: how the book's experimentally set weights were chosen
-(on a toy city drawn with another seed, never the book's)."""
+"""experiments/: how the book's experimentally set weights were chosen (on a toy city drawn with
+another seed, never the book's)."""
 from __future__ import annotations
 
 import importlib.util
@@ -10,11 +10,11 @@ import pytest
 
 from musecl.config import ConfigError
 
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "select_on_a_second_city.py"
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("select_on_a_second_city", SCRIPT)
+def _script(name: str = "select_on_a_second_city"):
+    spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -34,3 +34,18 @@ def test_select_scores_each_value_on_a_second_city(tmp_path):
     with pytest.raises(ConfigError, match="fusion_reconstruction"):
         _script().select("fusion_reconstruction", [-1], params=str(params), out=tmp_path / "sel", n_regions=60,
                          image_size=16)
+
+
+def test_backbone_readout_scores_both_layer_choices_on_the_latents_each_kind_shows(tmp_path):
+    pytest.importorskip("efficientnet_lite_pytorch")
+    params = tmp_path / "params.yaml"
+    params.write_text("rs_image_size: 32\nsv_image_size: 32\n")
+    table = _script("backbone_readout").readout(tmp_path / "sel", str(params), n_regions=60, image_size=16)
+    assert list(table.index) == [(kind, layers) for kind in ("satellite", "streetview")
+                                 for layers in ("last", "stages")]
+    assert list(table["columns"]) == [1280, 816, 1280, 816]
+    shown = table.loc["satellite"].drop(columns=["columns", "mean R2"]).dropna(axis=1)
+    assert set(shown.columns) == {"footprint", "landuse", "green", "water", "farm"}
+    assert np.isfinite(shown.to_numpy()).all()
+    assert table["mean R2"].to_numpy() == pytest.approx(
+        table.drop(columns=["columns", "mean R2"]).mean(axis=1).to_numpy())
