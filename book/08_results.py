@@ -264,9 +264,9 @@ glue("fine_tune_text", Markdown(fine_tune_text), display=False)
 # interval above zero against each of its own inputs (*SV only*, *RS only*, *POI only*), their
 # plain concatenation (*Concat*) and the raw inputs its pretext tasks are built from (*Pretext
 # features*); and, under the random split, at least 85% of what every latent together allows.
-# Nothing below was tuned to pass it: the settings are those printed at the top, and the two
-# weights set by experiment (`head_reconstruction`, `fusion_reconstruction`) were chosen on a
-# second toy city, never on this one's test parts.
+# Nothing below was tuned to pass it: the settings are those printed at the top, and the three
+# set by experiment (`head_reconstruction`, `fusion_reconstruction`, `backbone_layers`) were
+# chosen on a second toy city, never on this one's test parts.
 #
 # ```{literalinclude} ../musecl/report.py
 # :pyobject: bar_checks
