@@ -33,8 +33,6 @@ from sklearn.linear_model import RidgeCV
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.model_selection import KFold
 from sklearn.neighbors import KNeighborsRegressor
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 from threadpoolctl import ThreadpoolController
 from torch import nn
 from torch.nn import functional as F
@@ -620,16 +618,19 @@ def ridge_cv_r2(features: pd.DataFrame, city: City, indicators: Sequence[str] | 
     """R2 per indicator of a standardised ridge regression (alpha by generalised cross-validation
     on each training part) from ``features`` (regions x columns), out of fold over ``folds``
     shuffled folds: a quick, probe-free measure of how much a table of features says about the
-    indicators (the data chapter reads the raw pretext inputs with it)."""
+    indicators (the data chapter reads the raw pretext inputs with it). Columns are standardised
+    over all of the indicator's regions, as in :func:`latent_probe`: scaled on each training part,
+    a rare POI category's count, non-zero in one training region, blew up the test rows."""
     indicators = list(city.meta.indicators) if indicators is None else list(indicators)
     out = {}
     with _one_blas_thread():
         for indicator in indicators:
             task = _prepare(features, city, indicator)
+            x = standardise_columns(task.x)
             pred = np.empty_like(task.y)
-            for train, test in KFold(int(folds), shuffle=True, random_state=int(seed)).split(task.x):
-                model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 4, 15)))
-                pred[test] = model.fit(task.x[train], task.y[train]).predict(task.x[test])
+            for train, test in KFold(int(folds), shuffle=True, random_state=int(seed)).split(x):
+                model = RidgeCV(alphas=np.logspace(-3, 4, 15))
+                pred[test] = model.fit(x[train], task.y[train]).predict(x[test])
             out[indicator] = _regression_metrics(task.y, pred)["r2"]
     return pd.Series(out, name="r2", dtype=float)
 

@@ -226,6 +226,17 @@ def test_ridge_cv_r2_reads_features_not_noise(linear_city):
     pd.testing.assert_series_equal(good, ridge_cv_r2(emb.iloc[::-1], city, indicators=["LIN"]))
 
 
+def test_ridge_cv_r2_survives_a_sparse_column(linear_city):
+    """A column non-zero in one region (a rare POI category of a real city) cannot blow up the
+    fold whose test part holds that region: the columns are scaled over all regions, not over
+    each training part, where such a column is constant or nearly so."""
+    city, emb = linear_city
+    sparse = emb.assign(rare=0.0)
+    sparse.iloc[[7, 8], sparse.columns.get_loc("rare")] = [1e-3, 1.0]  # two regions, two folds
+    good = ridge_cv_r2(emb, city, indicators=["LIN"])["LIN"]
+    assert ridge_cv_r2(sparse, city, indicators=["LIN"])["LIN"] == pytest.approx(good, abs=0.02)
+
+
 def test_ridge_probe_does_not_extrapolate_a_column_it_never_saw_vary():
     """Inputs outside a column's training range are clipped to it: a sparse column nearly
     constant in the training rows cannot blow up a test row, and rows inside the range are
