@@ -417,8 +417,8 @@ def paired_differences(results: pd.DataFrame, indicators: Sequence[str], target:
     no interval (NaN) and no verdict ("").
 
     The interval says how much the difference moves with what a seed changes; it is only as wide
-    as what the seeds re-draw (here the split and the probe; the stages that a seed does not
-    retrain add variance it does not show)."""
+    as what the seeds re-draw (with ``retrain: per_seed`` every stage; otherwise only the split and
+    the probe, and the stages trained once add variance it does not show)."""
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1); got {confidence}")
     rows = _rows(results, metric, split, city)
@@ -562,13 +562,14 @@ def reference_vs_sentence(r2: pd.Series, pairs: dict[str, pd.Series], reference:
             + ("not clearly " if would == "even an" else "") + f"pass the bar's check against *{method}*.")
 
 
-def information_sentence(mean_r2: pd.DataFrame, paired: pd.DataFrame | None = None,
+def information_sentence(mean_r2: pd.DataFrame, paired: dict[str, pd.DataFrame] | None = None,
                          poi_ceiling: float | None = None, heads: bool = True) -> str:
     """Where MuseCL loses information, in words, from the rows the run scored: ``mean_r2`` is the
-    headline mean R2 (method x split), ``paired`` the random split's :func:`paired_differences`,
+    headline mean R2 (method x split), ``paired`` each split's :func:`paired_differences`,
     ``poi_ceiling`` what the POIs show (a generated city's ceiling), ``heads`` whether the image
     encoders are heads on the frozen features the *EfficientNet-Lite0 (ImageNet)* row reads."""
     r2 = mean_r2["random"]
+    paired = paired or {}
     lite0, pretext = "EfficientNet-Lite0 (ImageNet)", "Pretext features"
     why = []
     if {"POI only", pretext} <= set(r2.index):
@@ -576,8 +577,8 @@ def information_sentence(mean_r2: pd.DataFrame, paired: pd.DataFrame | None = No
         why.append(f"its alignment target, the eq. 7 POI vector, reaches only {r2['POI only']:.3f} alone (random "
                    f"split){allows}: averaging category vectors drops how many POIs of each kind a region has, "
                    f"which the counts in *{pretext}* keep")
-    if {TARGET, "Fusion-svrv"} <= set(r2.index) and paired is not None and "Fusion-svrv" in paired.index:
-        verdict = paired.loc["Fusion-svrv", "verdict"]  # MuseCL minus Fusion-svrv, paired
+    if {TARGET, "Fusion-svrv"} <= set(r2.index) and "Fusion-svrv" in paired.get("random", pd.DataFrame()).index:
+        verdict = paired["random"].loc["Fusion-svrv", "verdict"]  # MuseCL minus Fusion-svrv, paired
         does = {"better": "adds to what the images alone give (paired interval above)",
                 "worse": "costs more than it brings (paired interval above)",
                 "unclear": "neither adds nor costs measurably (paired interval above)"}.get(
@@ -593,6 +594,17 @@ def information_sentence(mean_r2: pd.DataFrame, paired: pd.DataFrame | None = No
                       "a frozen ImageNet model's features of the same images ")
                    + f"(*{lite0}*) {r2[lite0]:.3f}: the triplet tasks {keep} (on a generated city chapters "
                    "3 and 4 measure it per latent)")
+    fused = {split: table.loc["SV+RS"] for split, table in paired.items() if "SV+RS" in table.index}
+    if TARGET in r2.index and fused:
+        verdicts = {split: row["verdict"] for split, row in fused.items()}
+        worse = [split for split, v in verdicts.items() if v == "worse"]
+        does = (f"loses part of what the two show side by side ({' and '.join(worse)} split)" if worse else
+                "adds to what the two show side by side" if all(v == "better" for v in verdicts.values()) else
+                "neither adds nor loses measurably" if all(verdicts.values()) else
+                "may add or lose: one seed gives no interval to tell")
+        why.append(f"fusing the two encoders' vectors into one aligned to the POI text, as {TARGET} does, {does}: "
+                   f"{TARGET} minus *SV+RS*, paired, " + ", ".join(f"{_interval(row)} ({split})"
+                                                                  for split, row in fused.items()))
     if {lite0, pretext} <= set(r2.index) and r2[lite0] < r2[pretext]:
         why.append(f"and even the frozen features of both images ({r2[lite0]:.3f}) stay below *{pretext}* "
                    f"({r2[pretext]:.3f}): at this image size the pictures predict less than the pretext inputs "

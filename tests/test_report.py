@@ -491,7 +491,7 @@ def test_information_sentence_uses_only_the_rows_the_run_scored():
     mean_r2 = pd.DataFrame({"random": {"MuseCL": 0.56, "POI only": 0.06, "Pretext features": 0.60,
                                        "Fusion-svrv": 0.55, "SV+RS": 0.50,
                                        "EfficientNet-Lite0 (ImageNet)": 0.58}})
-    paired = pd.DataFrame({"verdict": {"Fusion-svrv": "unclear"}})
+    paired = {"random": pd.DataFrame({"verdict": {"Fusion-svrv": "unclear"}})}
     words = report.information_sentence(mean_r2, paired, poi_ceiling=0.4)
     assert words.startswith("Where the information goes: its alignment target")
     assert "reaches only 0.060 alone (random split), although what the POIs show allows 0.400" in words
@@ -503,6 +503,22 @@ def test_information_sentence_uses_only_the_rows_the_run_scored():
     cnn = report.information_sentence(mean_r2.drop(index="POI only"), None, heads=False)
     assert "POI vector, reaches" not in cnn and "Fusion-svrv" not in cnn and "a frozen ImageNet model's" in cnn
     assert "were not run" in report.information_sentence(mean_r2.loc[["MuseCL"]])
+    assert "SV+RS*, paired" not in words  # no paired row of SV+RS: nothing said about the fusion itself
+
+
+def test_information_sentence_says_what_the_fusion_itself_costs_per_split():
+    mean_r2 = pd.DataFrame({"random": {"MuseCL": 0.64, "SV+RS": 0.645},
+                            "spatial": {"MuseCL": 0.43, "SV+RS": 0.46}})
+    row = {"difference": -0.03, "low": -0.05, "high": -0.01, "verdict": "worse"}
+    level = {"difference": -0.005, "low": -0.03, "high": 0.02, "verdict": "unclear"}
+    paired = {"random": pd.DataFrame({"SV+RS": level}).T, "spatial": pd.DataFrame({"SV+RS": row}).T}
+    words = report.information_sentence(mean_r2, paired)
+    assert "loses part of what the two show side by side (spatial split)" in words
+    assert "-0.005 [-0.030, +0.020] (random), -0.030 [-0.050, -0.010] (spatial)" in words
+    both_level = {**paired, "spatial": pd.DataFrame({"SV+RS": level}).T}
+    assert "neither adds nor loses measurably" in report.information_sentence(mean_r2, both_level)
+    one_seed = {"random": pd.DataFrame({"SV+RS": {**level, "low": np.nan, "high": np.nan, "verdict": ""}}).T}
+    assert "one seed gives no interval" in report.information_sentence(mean_r2, one_seed)
 
 
 def test_by_split_words_the_splits_a_run_has():
