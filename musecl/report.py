@@ -601,9 +601,9 @@ def information_sentence(mean_r2: pd.DataFrame, paired: dict[str, pd.DataFrame] 
         does = (f"loses part of what the two show side by side ({' and '.join(worse)} split)" if worse else
                 "adds to what the two show side by side" if all(v == "better" for v in verdicts.values()) else
                 "neither adds nor loses measurably" if all(verdicts.values()) else
-                "may add or lose: one seed gives no interval to tell")
+                "may add or lose (one seed gives no interval to tell)")
         why.append(f"fusing the two encoders' vectors into one aligned to the POI text, as {TARGET} does, {does}: "
-                   f"{TARGET} minus *SV+RS*, paired, " + ", ".join(f"{_interval(row)} ({split})"
+                   f"{TARGET} minus *SV+RS*, paired, " + ", ".join(f"{split} split {_interval(row)}"
                                                                   for split, row in fused.items()))
     if {lite0, pretext} <= set(r2.index) and r2[lite0] < r2[pretext]:
         why.append(f"and even the frozen features of both images ({r2[lite0]:.3f}) stay below *{pretext}* "

@@ -514,7 +514,7 @@ def test_information_sentence_says_what_the_fusion_itself_costs_per_split():
     paired = {"random": pd.DataFrame({"SV+RS": level}).T, "spatial": pd.DataFrame({"SV+RS": row}).T}
     words = report.information_sentence(mean_r2, paired)
     assert "loses part of what the two show side by side (spatial split)" in words
-    assert "-0.005 [-0.030, +0.020] (random), -0.030 [-0.050, -0.010] (spatial)" in words
+    assert "random split -0.005 [-0.030, +0.020], spatial split -0.030 [-0.050, -0.010]" in words
     both_level = {**paired, "spatial": pd.DataFrame({"SV+RS": level}).T}
     assert "neither adds nor loses measurably" in report.information_sentence(mean_r2, both_level)
     one_seed = {"random": pd.DataFrame({"SV+RS": {**level, "low": np.nan, "high": np.nan, "verdict": ""}}).T}
