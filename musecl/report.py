@@ -602,9 +602,16 @@ def information_sentence(mean_r2: pd.DataFrame, paired: dict[str, pd.DataFrame] 
                 "adds to what the two show side by side" if all(v == "better" for v in verdicts.values()) else
                 "neither adds nor loses measurably" if all(verdicts.values()) else
                 "may add or lose (one seed gives no interval to tell)")
-        why.append(f"fusing the two encoders' vectors into one aligned to the POI text, as {TARGET} does, {does}: "
-                   f"{TARGET} minus *SV+RS*, paired, " + ", ".join(f"{split} split {_interval(row)}"
-                                                                  for split, row in fused.items()))
+        words = (f"fusing the two encoders' vectors into one aligned to the POI text, as {TARGET} does, {does}: "
+                 f"{TARGET} minus *SV+RS*, paired, " + ", ".join(f"{split} split {_interval(row)}"
+                                                                for split, row in fused.items()))
+        summed = "Add-svrv"  # the two vectors added, nothing trained: eq. 10 with equal weights
+        if worse and summed in mean_r2.index and all(mean_r2.loc[summed, s] < mean_r2.loc["SV+RS", s] for s in worse):
+            words += (f"; their plain sum with nothing trained (*{summed}*) stays below *SV+RS* too ("
+                      + ", ".join(f"{mean_r2.loc[summed, s]:.3f} against {mean_r2.loc['SV+RS', s]:.3f}, {s}"
+                                  for s in worse)
+                      + "): the loss comes with adding the two vectors into one, as eq. 10 does")
+        why.append(words)
     if {lite0, pretext} <= set(r2.index) and r2[lite0] < r2[pretext]:
         why.append(f"and even the frozen features of both images ({r2[lite0]:.3f}) stay below *{pretext}* "
                    f"({r2[pretext]:.3f}): at this image size the pictures predict less than the pretext inputs "

@@ -515,6 +515,10 @@ def test_information_sentence_says_what_the_fusion_itself_costs_per_split():
     words = report.information_sentence(mean_r2, paired)
     assert "loses part of what the two show side by side (spatial split)" in words
     assert "random split -0.005 [-0.030, +0.020], spatial split -0.030 [-0.050, -0.010]" in words
+    assert "Add-svrv" not in words  # not run: nothing said about the plain sum
+    summed = report.information_sentence(pd.concat([mean_r2, pd.DataFrame(
+        {"random": {"Add-svrv": 0.6}, "spatial": {"Add-svrv": 0.42}})]), paired)
+    assert "(*Add-svrv*) stays below *SV+RS* too (0.420 against 0.460, spatial)" in summed
     both_level = {**paired, "spatial": pd.DataFrame({"SV+RS": level}).T}
     assert "neither adds nor loses measurably" in report.information_sentence(mean_r2, both_level)
     one_seed = {"random": pd.DataFrame({"SV+RS": {**level, "low": np.nan, "high": np.nan, "verdict": ""}}).T}
