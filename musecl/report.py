@@ -582,7 +582,7 @@ def information_sentence(mean_r2: pd.DataFrame, paired: dict[str, pd.DataFrame] 
         does = {"better": "adds to what the images alone give (paired interval above)",
                 "worse": "costs more than it brings (paired interval above)",
                 "unclear": "neither adds nor costs measurably (paired interval above)"}.get(
-                    verdict, "may add or cost: one seed gives no interval to tell")
+                    verdict, "may add or cost (one seed gives no interval to tell)")
         why.append(f"the same fusion with the region's own image embeddings as its target instead of the POI "
                    f"vector (*Fusion-svrv*) reaches {r2['Fusion-svrv']:.3f} against {TARGET}'s {r2[TARGET]:.3f}: on "
                    f"this city the alignment to the POI text {does}")
