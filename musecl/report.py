@@ -610,7 +610,8 @@ def information_sentence(mean_r2: pd.DataFrame, paired: dict[str, pd.DataFrame] 
             words += (f"; their plain sum with nothing trained (*{summed}*) stays below *SV+RS* too ("
                       + ", ".join(f"{mean_r2.loc[summed, s]:.3f} against {mean_r2.loc['SV+RS', s]:.3f}, {s}"
                                   for s in worse)
-                      + "): the loss comes with adding the two vectors into one, as eq. 10 does")
+                      + "): combining the two into one vector costs what they keep side by side, whether "
+                      "the combination is trained or not")
         why.append(words)
     if {lite0, pretext} <= set(r2.index) and r2[lite0] < r2[pretext]:
         why.append(f"and even the frozen features of both images ({r2[lite0]:.3f}) stay below *{pretext}* "
