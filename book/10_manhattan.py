@@ -173,8 +173,10 @@ plt.show()
 # Besides the fused output, each view encoder alone, the paper's `Concat` baseline
 # [mobility view, POI view, POI text] (its Figure 6), and the plain baseline **OD SVD** (a
 # truncated SVD of $\ln(1 + \mathrm{OD})$, $k$ row and $k$ column factors) are scored; so are
-# the two view embeddings side by side without fusion or text, a row that only shows why the
-# fused output loses (it was added after the candidate lists below were fixed, and is in neither).
+# the two view embeddings side by side without fusion or text, and the mobility view alone put
+# through the headline's fusion (eq. 10 with one view, so beta = 1; eq. 11 and the reconstruction
+# term as in the headline): two rows that only show why the fused output loses (they were added
+# after the candidate lists below were fixed, and are in neither).
 #
 # ```{literalinclude} ../musecl/methods/vector.py
 # :pyobject: od_svd
@@ -196,6 +198,10 @@ SVD_DIMS = (8, 16, 32)
 # Added after the pools below were fixed, to show why the fused output loses (see "What we saw"):
 # the headline's two view embeddings side by side, no fusion, no text. Never a candidate.
 BOTH_VIEWS = "mobility view + POI view side by side, eq. 1 similarity (no fusion)"
+# Added later, for the same purpose and never a candidate: the headline's fusion with the mobility view
+# alone (beta = 1), still aligned to the POI text: what the alignment costs, apart from the mix.
+ALIGNED_ALONE = "mobility view alone through the fusion, eq. 1 similarity (no POI view)"
+WHY_VARIANTS = {ALIGNED_ALONE: (VectorViewConfig(mobility_similarity="inout", fused_views="mobility"), {})}
 # Added later still, as in every results table of the book: the two simple baselines. Never candidates.
 LOCATION = "Location kNN"  # 5 nearest region centres, the same folds (evaluation.location_kfold_scores)
 PRETEXT = "Pretext features"  # ln(1 + inflow, outflow, POI count per category) through the published ridge
@@ -209,8 +215,8 @@ def embeddings_for(seed):
     """Every embedding the chapter scores, for one seed."""
     out = dict(svd)
     fitted = fitted_by_seed[seed]
-    for label, method in fitted.items():
-        out[f"MuseCL (vector views), {label}"] = method.transform(city)
+    for label in VARIANTS:
+        out[f"MuseCL (vector views), {label}"] = fitted[label].transform(city)
     out["mobility view only, eq. 1 similarity"] = fitted["eq. 1 similarity"].stage_table("mobility")
     out["mobility view only, OD similarity"] = fitted["OD similarity"].stage_table("mobility")
     out["mobility view only, joint"] = fitted["OD similarity, joint"].stage_table("mobility")
@@ -224,6 +230,7 @@ def embeddings_for(seed):
         [out["mobility view only, OD similarity"], out["OD SVD (k=16)"]], axis=1)
     out[BOTH_VIEWS] = pd.concat([fitted["eq. 1 similarity"].stage_table("mobility"),
                                  fitted["eq. 1 similarity"].stage_table("poi")], axis=1)
+    out[ALIGNED_ALONE] = fitted[ALIGNED_ALONE].transform(city)
     out[PRETEXT] = pretext
     return out
 
@@ -239,7 +246,7 @@ def musecl_candidates_of(embs):
 
 def candidates_of(embs):
     return {name: e for name, e in embs.items()
-            if not name.startswith(("POI view", "POI text")) and name not in (BOTH_VIEWS, PRETEXT)}
+            if not name.startswith(("POI view", "POI text")) and name not in (BOTH_VIEWS, ALIGNED_ALONE, PRETEXT)}
 
 
 # %% tags=["hide-input"]
@@ -256,7 +263,7 @@ started = time.perf_counter()
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # 2 regions without POIs: zero POI vectors, left out of fusion
     # every variant for every seed, cached by settings; the seeds train side by side, one per core it may use
-    fitted_by_seed = fit_variants_by_seed(city, VARIANTS, seeds, cache_dir=f"{out_dir}/cache")
+    fitted_by_seed = fit_variants_by_seed(city, VARIANTS | WHY_VARIANTS, seeds, cache_dir=f"{out_dir}/cache")
 location_rows = []  # location alone is deterministic: scored once, the same rows for every seed (sd 0)
 centres = city.centres()
 for task in TASKS + EXTRA:
@@ -481,11 +488,15 @@ glue("simple_finding", Markdown(
 # why the headline loses: the cost of carrying the POI side at all, then the attention's mix
 MOBILITY_ONLY = "mobility view only, eq. 1 similarity"  # the headline's mobility view, unfused
 means = {name: {t: float(summary.loc[name, ("mean", t)]) for t in TASKS}
-         for name in (HEADLINE, BOTH_VIEWS, MOBILITY_ONLY)}
+         for name in (HEADLINE, BOTH_VIEWS, MOBILITY_ONLY, ALIGNED_ALONE)}
 cost = {t: means[MOBILITY_ONLY][t] - means[BOTH_VIEWS][t] for t in TASKS}
 carrying = ("already lose" if min(cost.values()) > 0.03 else "lose little" if max(cost.values()) <= 0.03
             else f"already lose on {'crime' if max(cost, key=cost.get) == 'crime' else 'check-ins'}")
 fused_loses = all(means[HEADLINE][t] < means[MOBILITY_ONLY][t] - 0.03 for t in TASKS)
+signed = lambda values: f"{values['crime']:+.3f} / {values['check_in']:+.3f}"  # noqa: E731
+mix_cost = {t: means[ALIGNED_ALONE][t] - means[HEADLINE][t] for t in TASKS}
+text_cost = {t: means[MOBILITY_ONLY][t] - means[ALIGNED_ALONE][t] for t in TASKS}
+larger = "the mix" if sum(mix_cost.values()) > sum(text_cost.values()) else "the alignment to the text"
 glue("why_finding", Markdown(
     ("**Why the fused output loses.** Two things add up" if fused_loses else
      "**What the fused output is made of.** Two things matter") +
@@ -497,7 +508,12 @@ glue("why_finding", Markdown(
     f"eq. 10 mixes the two views into one vector of the same width, and the attention gives the mobility view a "
     f"mean weight of {att.mean():.2f} (5-95% of regions: {att.quantile(0.05):.2f}-{att.quantile(0.95):.2f}): "
     "nothing in the fusion's objective knows the targets, and the POI text that eq. 11 aligns to is made of the "
-    f"same POIs as the other view. The fused output reaches {pair(means[HEADLINE])}."), display=False)
+    f"same POIs as the other view. The fused output reaches {pair(means[HEADLINE])}. How that splits: put "
+    f"through the same fusion alone (beta = 1, still aligned to the POI text), the mobility view reaches "
+    f"{pair(means[ALIGNED_ALONE])}; so, against the mobility view as its encoder leaves it, mixing in the POI view "
+    f"changes R2 by {signed({t: -mix_cost[t] for t in TASKS})} and aligning to the text by "
+    f"{signed({t: -text_cost[t] for t in TASKS})} (crime / check-ins)"
+    + (f"; {larger} costs more." if fused_loses else ".")), display=False)
 
 # %% [markdown]
 # ## Which candidate the training folds chose

@@ -374,6 +374,10 @@ def _present(sv: pd.DataFrame, rs: pd.DataFrame) -> np.ndarray:
 
 
 def _column_means(df: pd.DataFrame, name: str) -> np.ndarray:
+    if len(df) and df.isna().all(axis=None):  # a view no region has: zeros, never weighted (attention)
+        warnings.warn(f"{name}: no region has this embedding; every fused vector is made of the other "
+                      "view alone", stacklevel=3)
+        return np.zeros(df.shape[1], dtype=np.float32)
     means = df.mean(axis=0, skipna=True).to_numpy(dtype=np.float32)
     if np.isnan(means).any():
         raise ValueError(f"{name}: a column is NaN for every region; nothing to impute from")
@@ -438,7 +442,8 @@ def train_fusion(sv: pd.DataFrame, rs: pd.DataFrame, poi: pd.DataFrame,
 
     ``sv``, ``rs`` and ``poi`` are indexed by region_id and aligned by it. NaN rows of ``sv``
     or ``rs`` (regions without such images) are filled with the column mean, which the model
-    keeps for :func:`fuse`, and get no attention weight (:func:`attention`). Regions whose POI
+    keeps for :func:`fuse`, and get no attention weight (:func:`attention`); a table NaN for every
+    region is a view the city lacks, and the fused vector is the other view's. Regions whose POI
     vector is zero or NaN (no POIs) carry no signal to align with and are left out of training
     (warned). Returns the model (in eval mode) and a
     history table ``epoch, train_loss[, val_loss]``.
@@ -454,9 +459,11 @@ def _train_fusion(sv: pd.DataFrame, rs: pd.DataFrame, poi: pd.DataFrame, cfg: Fu
     if sv.shape[1] != rs.shape[1]:
         raise ValueError(f"eq. 10 adds the street-view and satellite embeddings, so they need the "
                          f"same size; got {sv.shape[1]} and {rs.shape[1]}")
+    present = _present(sv, rs)
+    if not present.any():
+        raise ValueError("neither sv nor rs has an embedding for any region: nothing to fuse")
     sv_mean, rs_mean = _column_means(sv, "sv"), _column_means(rs, "rs")
     x_sv, x_rs = _impute(sv, sv_mean), _impute(rs, rs_mean)
-    present = _present(sv, rs)
     y = poi.to_numpy(dtype=np.float32)
     usable = np.isfinite(y).all(axis=1) & (np.abs(y).sum(axis=1) > 0)
     if not usable.all():

@@ -128,6 +128,26 @@ def test_a_region_with_one_view_gets_that_view(design):
         np.testing.assert_allclose(emb.iloc[:10].to_numpy(), rs.iloc[:10].to_numpy(), atol=1e-6)
 
 
+@pytest.mark.parametrize("design", ["paper", "aligned"])
+def test_a_view_no_region_has_is_left_out(design):
+    """A table NaN for every region is a view the city lacks: the fused vector is the other view's
+    (beta = 1), warned once; with neither view there is nothing to fuse."""
+    sv, rs, poi = tables(n=60)
+    rs.iloc[:] = np.nan
+    with pytest.warns(UserWarning, match="rs: no region has this embedding"):
+        model, history = train_fusion(sv, rs, poi, FusionConfig(design=design, epochs=3, batch_size=16))
+    emb, beta = fuse(model, sv, rs)
+    np.testing.assert_array_equal(beta["sv"], 1.0)
+    assert np.isfinite(emb.to_numpy()).all() and np.isfinite(history["train_loss"]).all()
+    if design == "paper":  # eq. 10 with one view is that view
+        np.testing.assert_allclose(emb.to_numpy(), sv.to_numpy(), atol=1e-6)
+    else:  # the projection is still trained: the fused vectors of two regions differ
+        assert not np.allclose(emb.iloc[0], emb.iloc[1])
+    sv.iloc[:] = np.nan
+    with pytest.raises(ValueError, match="neither sv nor rs"):
+        train_fusion(sv, rs, poi)
+
+
 def test_fuse_hands_torch_writable_arrays():
     """pandas 3 may hand out read-only arrays; torch warns about those (the warning once reached the
     book's pages), so fuse must convert copies."""

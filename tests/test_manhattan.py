@@ -465,6 +465,29 @@ def test_vector_museCL_alignment_options(synthetic_city, alignment):
         VectorViewConfig(alignment="cca")
 
 
+def test_vector_museCL_can_fuse_the_mobility_view_alone(synthetic_city):
+    """fused_views="mobility": the same encoders and text, eq. 10 with the mobility view alone
+    (beta = 1), still aligned to the POI text; chapter 10 reads what each part costs from it."""
+    from musecl.methods.vector import VectorMuseCL, VectorViewConfig
+
+    small = dict(hidden=16, epochs=2, batch_size=32)
+    cfg = RunConfig(seed=0, n_triplets=200, embedding_dim=8, fusion_epochs=3, fusion_batch_size=8, text_epochs=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        both = VectorMuseCL(cfg, progress=False, view_config=VectorViewConfig(**small)).fit(synthetic_city)
+        alone = VectorMuseCL(cfg, progress=False, reuse=both,
+                             view_config=VectorViewConfig(**small, fused_views="mobility")).fit(synthetic_city)
+    np.testing.assert_array_equal(alone.stage_table("attention")["mobility"], 1.0)
+    assert 0 < both.stage_table("attention")["mobility"].mean() < 1
+    for stage in ("mobility", "poi", "text"):
+        pd.testing.assert_frame_equal(alone.stage_table(stage), both.stage_table(stage))
+    fused = alone.transform(synthetic_city)
+    assert np.isfinite(fused.to_numpy()).all() and fused.shape == both.transform(synthetic_city).shape
+    assert not np.allclose(fused.to_numpy(), both.transform(synthetic_city).to_numpy())
+    with pytest.raises(ValueError, match="fused_views"):
+        VectorViewConfig(fused_views="poi")
+
+
 def test_vector_museCL_reuses_encoders_across_fusion_settings(synthetic_city, monkeypatch):
     import musecl.methods.vector as vector
     from musecl.methods.vector import VectorMuseCL, VectorViewConfig

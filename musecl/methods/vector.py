@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -142,6 +143,7 @@ class ODSVD(TableMethod):
 
 MOBILITY_SIMILARITIES = ("inout", "od")
 ALIGNMENTS = ("none", "procrustes", "joint")
+FUSED_VIEWS = ("both", "mobility")
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,11 @@ class VectorViewConfig:
     * ``"joint"`` -- both encoders are trained together: their two triplet losses (eq. 6) plus
       ``align_weight`` times a symmetric InfoNCE (temperature ``align_temperature``) that pulls
       a region's mobility and POI embeddings together, eq. 11's idea applied between the views.
+
+    ``fused_views`` decides what eq. 10 mixes: ``"both"`` (MuseCL) or ``"mobility"``, the
+    mobility view alone (beta = 1) put through the same fusion and aligned to the POI text. The
+    second is not a variant to choose: it separates what the alignment to the text costs from
+    what mixing in the POI view costs (chapter 10).
     """
 
     hidden: int = 256
@@ -175,6 +182,7 @@ class VectorViewConfig:
     alignment: str = "none"
     align_weight: float = 1.0
     align_temperature: float = 0.1
+    fused_views: str = "both"
 
     def __post_init__(self):
         if self.mobility_similarity not in MOBILITY_SIMILARITIES:
@@ -182,6 +190,8 @@ class VectorViewConfig:
                              f"got {self.mobility_similarity!r}")
         if self.alignment not in ALIGNMENTS:
             raise ValueError(f"alignment must be one of {ALIGNMENTS}; got {self.alignment!r}")
+        if self.fused_views not in FUSED_VIEWS:
+            raise ValueError(f"fused_views must be one of {FUSED_VIEWS}; got {self.fused_views!r}")
         if min(self.hidden, self.epochs, self.batch_size) < 1 or not 0 <= self.dropout < 1:
             raise ValueError(f"hidden, epochs, batch_size must be >= 1 and dropout in [0, 1); got {self}")
         if self.align_weight < 0 or self.align_temperature <= 0:
@@ -459,9 +469,14 @@ class VectorMuseCL(TableMethod):
         else:
             text = PoiTextEncoder(text_settings(cfg))
             self.text_ = text.fit_transform(city)
-        model, self.histories_["fusion"] = train_fusion(self.views_["mobility"], self.views_["poi"],
-                                                        self.text_, fusion_settings(cfg))
-        embedding, beta = fuse(model, self.views_["mobility"], self.views_["poi"])
+        poi = self.views_["poi"]
+        if vcfg.fused_views == "mobility":  # a view no region has: the fusion leaves it out
+            poi = pd.DataFrame(np.nan, index=poi.index.copy(), columns=poi.columns)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="rs: no region has this embedding")
+            model, self.histories_["fusion"] = train_fusion(self.views_["mobility"], poi, self.text_,
+                                                            fusion_settings(cfg))
+        embedding, beta = fuse(model, self.views_["mobility"], poi)
         self.attention_ = beta.rename(columns={"sv": "mobility", "rs": "poi"})
         return embedding.rename(columns=lambda c: c.replace("image_", "fused_"))
 
