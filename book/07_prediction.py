@@ -17,7 +17,8 @@
 # # Predicting socioeconomic indicators
 #
 # The last step of MuseCL: a small multi-layer perceptron predicts each indicator, on the
-# $\ln(1+x)$ scale, from the region embeddings, scored by $R^2$ and RMSE on held-out regions.
+# $\ln(1+x)$ scale (an indicator whose `city.yaml` entry says `log: false` keeps its own scale),
+# from the region embeddings, scored by $R^2$ and RMSE on held-out regions.
 # We repeat it over several seeds and each way of holding regions out that the run's settings
 # name (by default two: regions drawn at random, and whole spatial blocks).
 
@@ -67,7 +68,9 @@ cfg
 #
 # $$R^2 = 1 - \frac{\sum_{i \in \text{test}} (y_i - \hat y_i)^2}{\sum_{i \in \text{test}} (y_i - \bar y)^2},
 # \qquad \mathrm{RMSE} = \sqrt{\tfrac{1}{n_\text{test}} \textstyle\sum_{i \in \text{test}} (y_i - \hat y_i)^2},
-# \qquad y_i = \ln(1 + x_i).$$
+# \qquad y_i = \ln(1 + x_i)$$
+#
+# ($y_i = x_i$ for an indicator with `log: false`).
 #
 # ```{literalinclude} ../musecl/evaluation.py
 # :pyobject: MLPProbe.fit
@@ -226,7 +229,11 @@ else:
                        f"{scored}. This city records no ceilings, so how far that is from what the data allow is not "
                        "known.")
 glue("ceiling_finding", Markdown(ceiling_finding), display=False)
-if {"random", "spatial"} <= set(splits):
+if {"random", "spatial"} <= set(splits) and mean_r2["random"] <= 0:
+    spatial_finding = (f"**MuseCL predicts no better than the mean here**: R² {mean_r2['random']:.3f} under the "
+                       f"random split and {mean_r2['spatial']:.3f} under the spatial one, so what neighbours "
+                       "contribute to the score cannot be read from the two.")
+elif {"random", "spatial"} <= set(splits):
     drop = float(mean_r2["random"] - mean_r2["spatial"])
     share_lost = drop / abs(float(mean_r2["random"])) if mean_r2["random"] else float("nan")
     numbers = f"from {mean_r2['random']:.3f} under the random split to {mean_r2['spatial']:.3f} under the spatial one"

@@ -151,9 +151,7 @@ pd.Series(sources, name="weights_source").to_frame()
 # Mean ± standard deviation over the seeds; per indicator the best method is in **bold**, the
 # second underlined; the row "improvement over best baseline" (where MuseCL ran) is MuseCL's gain
 # over the best of the paper's baselines, computed as the paper does. The column *headline mean* averages, seed by
-# seed, the indicators that are not aggregates of an input ({glue:text}`headline_list`); the
-# others ({glue:text}`derived_list`) are shown for fidelity to the paper but say little about
-# learning: NP counts the POIs and MC the trips that the methods are given.
+# seed, {glue:md}`headline_note`.
 
 # %% [markdown] tags=["needs-latents"]
 # Under the methods, the city's *ceilings*, scored on the same test regions: every latent, then
@@ -161,10 +159,14 @@ pd.Series(sources, name="weights_source").to_frame()
 # combined what different modalities show; none can pass the first.
 
 # %%
-glue("headline_list", ", ".join(headline), display=False)
-glue("derived_list",
-     ", ".join(f"{k} (from {v})" for k, v in derived.items()) or "none",
-     display=False)
+aggregates = ", ".join(f"{k} (from {v})" for k, v in derived.items())
+glue("headline_note", Markdown(
+    f"every indicator ({', '.join(headline)}): none is an aggregate of an input" if not derived else
+    f"every indicator ({', '.join(headline)}): each aggregates an input ({aggregates}), but a headline must "
+    "average something" if set(derived) >= set(headline) else
+    f"the indicators that are not aggregates of an input ({', '.join(headline)}); the others ({aggregates}) are "
+    "shown for fidelity to the paper but say little about learning: each counts an input the methods are given"),
+    display=False)
 order = list(ALL_METHODS) + [m for m in results["method"].unique()
                              if m not in ALL_METHODS]
 display(report.styled_table(results, "r2", "random", methods_order=order,

@@ -124,8 +124,9 @@ class CityMeta:
     extra: dict = field(default_factory=dict)
 
     def headline_indicators(self) -> list[str]:
-        """The indicators a headline mean averages: all but those derived from an input."""
-        return [k for k, v in self.indicators.items() if not v.derived_from_input]
+        """The indicators a headline mean averages: all but those derived from an input, or all
+        of them when every one is (a headline must average something)."""
+        return [k for k, v in self.indicators.items() if not v.derived_from_input] or list(self.indicators)
 
     def derived_indicators(self) -> dict[str, str]:
         """Indicator -> the input modality it aggregates (left out of headline means)."""
@@ -252,12 +253,13 @@ MIN_REGIONS = 7
 refuses it (:func:`require_enough_regions`) before any work. What sets it, smallest
 need first: a contrastive triplet draws three distinct regions (anchor, positive, negative;
 ``musecl.sampling``); the 5-fold ridge read of the pretext features (``evaluation.ridge_cv_r2``)
-needs 5; the probes' default random 60/20/20 split (``evaluation.random_split``) must leave at
-least 2 test regions for R2, which first happens at 7 (4 train, 1 validation, 2 test). It is also
+needs 5; the probes' random split (``evaluation.random_split``) must leave at least 2 test
+regions for R2 and 2 training regions, which it does from 5 on (:data:`MIN_INDICATOR_VALUES`). It is also
 the toy generator's minimum (one ring of hexagons). The spatial split needs enough blocks on top
 of that, which depends on the geometry and is checked where the split is made."""
-MIN_INDICATOR_VALUES = 3  # an indicator's fewest values: one region each for training, validation and test
+MIN_INDICATOR_VALUES = 5  # an indicator's fewest values: 2 training regions, 1 validation, 2 test (R2 needs 2)
 
+HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # PIL modes that RGB conversion clips
 MAX_IMAGE_PIXELS = 89_478_485
 """The most pixels (width x height) an image may have: Pillow's own default limit, above which
 it warns (and at twice it refuses) as a possible decompression bomb; the encoders resize images
@@ -640,6 +642,10 @@ def image_problem(path: str | os.PathLike, st: os.stat_result | None = None) -> 
                 return (f"is {width} x {height} = {width * height:,} pixels, more than the {MAX_IMAGE_PIXELS:,} "
                         "an image may have (MAX_IMAGE_PIXELS); downscale it")
             im.load()
+            if im.mode in HIGH_DEPTH_MODES:
+                return (f"has {im.mode} pixels (16-bit or floating point); the run reads 8-bit images, and "
+                        "converting would clip every value above 255 to white: save it as 8-bit RGB with the "
+                        "contrast stretch that suits its sensor")
     except Image.DecompressionBombError as exc:
         return (f"is too large to decode ({exc}); an image may have at most {MAX_IMAGE_PIXELS:,} pixels "
                 "(MAX_IMAGE_PIXELS): downscale it")
@@ -754,7 +760,7 @@ def _check_predictable(column: pd.Series, problems: list[Problem]) -> None:
     if len(values) < MIN_INDICATOR_VALUES:
         problems.append(Problem(INDICATORS_CSV, f"column {column.name}",
                                 f"has a value for {len(values)} of {len(column)} regions; an indicator needs at "
-                                f"least {MIN_INDICATOR_VALUES} (training, validation and test parts); leave it out"))
+                                f"least {MIN_INDICATOR_VALUES} (2 to train on, 1 to validate, 2 to test); leave it out"))
     elif values.nunique() == 1:
         problems.append(Problem(INDICATORS_CSV, f"column {column.name}",
                                 f"is {_show(values.iloc[0])} for every region that has a value: there is nothing "

@@ -68,12 +68,14 @@ def _book(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from musecl.config import RunConfig
-    from musecl.runner import run, summary_json
+    from musecl.runner import resolve_city, run, summary_json
 
     config = RunConfig.from_yaml(args.params, device=args.device)
     results = run(args.city, args.out, config, methods=args.methods, cache_dir=args.cache)
     print(f"wrote {args.out}/results.csv ({len(results)} rows)")
-    print(summary_json(results))
+    headline = resolve_city(args.city).meta.headline_indicators()  # written by run if it was a named one
+    print(f"mean R2 over the headline indicators ({', '.join(headline)}):")
+    print(summary_json(results, headline))
     return 0
 
 

@@ -69,7 +69,9 @@ def _check_fractions(fractions: Sequence[float]) -> np.ndarray:
 
 def random_split(n: int, seed: int, fractions: Sequence[float] = DEFAULT_FRACTIONS
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Shuffle 0..n-1 with ``seed`` and cut it into train, val and test (rounded sizes; test gets the rest)."""
+    """Shuffle 0..n-1 with ``seed`` and cut it into train, val and test (rounded sizes; test gets
+    the rest, and at least the 2 regions R2 needs: taken from validation, then training, which keep
+    1 and 2; rounding alone left 1 test region of 5, 6 or 8)."""
     f = _check_fractions(fractions)
     if n < 3:
         raise ValueError(f"need at least 3 items to split into train, val and test; got {n}")
@@ -77,6 +79,11 @@ def random_split(n: int, seed: int, fractions: Sequence[float] = DEFAULT_FRACTIO
     n_train = int(round(f[0] * n))
     n_val = int(round(f[1] * n))
     n_val = min(n_val, n - n_train)
+    if f[2] > 0 and n - n_train - n_val < 2:
+        short = 2 - (n - n_train - n_val)
+        from_val = min(short, max(n_val - 1, 0))
+        n_val -= from_val
+        n_train -= min(short - from_val, max(n_train - 2, 0))
     return (np.sort(order[:n_train]), np.sort(order[n_train:n_train + n_val]),
             np.sort(order[n_train + n_val:]))
 
@@ -183,6 +190,9 @@ def correlation_range(city: City, indicators: Sequence[str] | None = None,
     indicators = city.meta.headline_indicators() if indicators is None else list(indicators)
     table = correlation_by_distance(city, indicators, **kwargs)
     mean = table[indicators].mean(axis=1).dropna()
+    if mean.empty:
+        raise ValueError(f"{city.name}: no correlation by distance to read a range from (indicators "
+                         f"{list(indicators)}; each needs values in regions at several distances)")
     below = np.flatnonzero((mean < threshold).to_numpy())
     if not len(below):
         return float(mean.index[-1])

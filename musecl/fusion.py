@@ -473,6 +473,9 @@ def _train_fusion(sv: pd.DataFrame, rs: pd.DataFrame, poi: pd.DataFrame, cfg: Fu
     n = len(y)
     if n < 2:
         raise ValueError(f"fusion training needs at least 2 regions with POI vectors; got {n}")
+    if float(y.std(dim=0).max()) < 1e-6:
+        warnings.warn("poi: every region has the same POI vector (one POI category, or POI texts that do not "
+                      "differ): eq. 11 has nothing to tell the regions apart by", stacklevel=2)
 
     model = _new_model(cfg, sv_mean, rs_mean, x_sv, x_rs, y)
     train_idx, val_idx = torch.arange(n), None

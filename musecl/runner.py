@@ -351,7 +351,10 @@ def run_info(city: City, config: RunConfig, timings: dict) -> dict:
             "modality_oracle_r2": city.meta.modality_oracle_r2}
 
 
-def summary_json(results: pd.DataFrame) -> str:
-    """Mean R2 per method and split, for the console."""
+def summary_json(results: pd.DataFrame, indicators: Sequence[str] | None = None) -> str:
+    """Mean R2 per method and split over ``indicators`` (the headline ones; None: every row), for
+    the console."""
+    if indicators is not None:
+        results = results[results["indicator"].isin(list(indicators))]
     mean = results.groupby(["method", "split"])["r2"].mean().round(3)
     return json.dumps({f"{m}/{s}": v for (m, s), v in mean.items()})

@@ -367,3 +367,22 @@ def test_on_the_cpu_training_leaves_the_store_where_it_is():
     store = ImageStore(torch.zeros((2, 3, 8, 8), dtype=torch.uint8), ["a", "b"], [1, 1])
     assert _store_for_training(store, ImageTrainingConfig(device="cpu")) is store
     assert _store_for_training(store, ImageTrainingConfig(device="cpu", store_on_device=True)) is store
+
+
+def test_images_decode_upright_as_their_exif_says(tmp_path):
+    """A phone's JPEG often keeps its pixels sideways and the rotation in EXIF (Orientation 6):
+    decoded as viewers show it, not as stored (a review found them fed to the encoders sideways)."""
+    from musecl.encoders.image import _decode
+
+    pixels = np.zeros((8, 16, 3), np.uint8)
+    pixels[:, 8:] = 255
+    pixels[:4, :, 0] = 200
+    stored = Image.fromarray(pixels)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to view
+    stored.save(tmp_path / "tagged.png", exif=exif)
+    stored.transpose(Image.Transpose.ROTATE_270).save(tmp_path / "upright.png")
+    stored.save(tmp_path / "untagged.png")
+    upright = _decode(tmp_path / "upright.png", 8)
+    assert np.array_equal(_decode(tmp_path / "tagged.png", 8), upright)
+    assert not np.array_equal(_decode(tmp_path / "untagged.png", 8), upright)

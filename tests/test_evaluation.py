@@ -64,6 +64,20 @@ def test_random_split_partitions_with_fractions():
     assert not np.array_equal(train, random_split(100, seed=4)[0])
 
 
+def test_random_split_leaves_two_test_regions_from_the_validated_minimum():
+    """R2 needs 2 test regions: rounding alone left 1 of 5, 6 or 8 rows, and an indicator with that
+    many values passed validation, then failed every method (issue: a review's unusual cities)."""
+    from musecl.city import MIN_INDICATOR_VALUES
+
+    for n in range(MIN_INDICATOR_VALUES, 60):
+        train, val, test = random_split(n, seed=0)
+        assert len(test) >= 2 and len(train) >= 2 and len(val) >= 1, n
+        assert np.array_equal(np.sort(np.concatenate([train, val, test])), np.arange(n))
+    assert [len(p) for p in random_split(8, seed=0)] == [5, 1, 2]  # was 5, 2, 1
+    assert [len(p) for p in random_split(9, seed=0)] == [5, 2, 2]  # enough: as rounded
+    assert len(random_split(8, 0, fractions=(0.8, 0.2, 0.0))[2]) == 0  # no test part asked for
+
+
 def test_split_rejects_bad_fractions():
     with pytest.raises(ValueError, match="summing to 1"):
         random_split(10, 0, fractions=(0.5, 0.2, 0.2))

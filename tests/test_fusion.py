@@ -148,6 +148,15 @@ def test_a_view_no_region_has_is_left_out(design):
         train_fusion(sv, rs, poi)
 
 
+def test_one_poi_vector_for_every_region_is_warned():
+    """A city with one POI category gives every region the same text vector: the alignment target
+    tells no region apart, which a run used to pass over in silence."""
+    sv, rs, poi = tables(n=40)
+    poi.iloc[:] = poi.iloc[0].to_numpy()
+    with pytest.warns(UserWarning, match="every region has the same POI vector"):
+        train_fusion(sv, rs, poi, {"epochs": 1, "batch_size": 16})
+
+
 def test_fuse_hands_torch_writable_arrays():
     """pandas 3 may hand out read-only arrays; torch warns about those (the warning once reached the
     book's pages), so fuse must convert copies."""

@@ -65,3 +65,14 @@ def test_a_folder_another_run_writes_is_refused(toy, tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1 and err.startswith(f"error: {out} is being written by another run")
     assert sorted(p.name for p in out.iterdir()) == [".musecl.lock"]  # untouched: still the other run's
     assert json.loads(lock.read_text())["settings"] == "another run's settings"
+
+
+def test_console_summary_averages_the_headline_indicators_only():
+    """`musecl run` printed a mean over every indicator, the derived ones (NP, MC) included, where
+    the chapters' headline leaves them out: the two numbers disagreed for the same run."""
+    from musecl.runner import summary_json
+
+    rows = pd.DataFrame({"method": ["MuseCL"] * 3, "split": ["random"] * 3, "indicator": ["PD", "HD", "NP"],
+                         "r2": [0.2, 0.4, 0.9]})
+    assert json.loads(summary_json(rows, ["PD", "HD"])) == {"MuseCL/random": 0.3}
+    assert json.loads(summary_json(rows)) == {"MuseCL/random": 0.5}

@@ -136,6 +136,13 @@ def truncated_jpeg() -> bytes:
     return data[: int(len(data) * 0.6)]  # header intact, so PIL's verify() passes; decoding fails
 
 
+def sixteen_bit_png() -> bytes:
+    """A 16-bit greyscale PNG (PIL mode I;16), as satellite tiles often come: values above 255."""
+    buf = io.BytesIO()
+    Image.fromarray(np.full((8, 8), 4000, dtype=np.uint16)).save(buf, "PNG")
+    return buf.getvalue()
+
+
 def png_header(width: int, height: int) -> bytes:
     """A PNG that only declares its size (a decompression bomb needs no more to be refused)."""
     def chunk(kind: bytes, data: bytes) -> bytes:
@@ -223,7 +230,7 @@ CASES = [
     ("indicator-two-values", both(set_key("indicators", "HD", "allow_missing", True),
                                   set_column("indicators.csv", "HD", ""), set_cell("indicators.csv", "HD", "4"),
                                   set_cell("indicators.csv", "HD", "7", row=1)),
-     f"indicators.csv (column HD): has a value for 2 of {N_REGIONS} regions; an indicator needs at least 3"),
+     f"indicators.csv (column HD): has a value for 2 of {N_REGIONS} regions; an indicator needs at least 5"),
     ("mobility-inf", set_cell("mobility.csv", "inflow", "inf"),
      "mobility.csv (row 2, region '{rid}', column inflow): value inf is not a finite number"),
     ("od-Infinity", set_cell("od.csv", "flow", "Infinity"),
@@ -250,6 +257,9 @@ CASES = [
      "images/satellite/cut.jpg: is not a readable image (OSError: image file is truncated"),
     ("truncated-png", lambda root, fill: (root / fill("{sat}")).write_bytes((root / fill("{sat}")).read_bytes()[:80]),
      "images.csv (row 2, region '{rid}'): {sat}: is not a readable image"),
+    # converted to RGB, every value above 255 became white: the run saw flat images, said nothing
+    ("sixteen-bit-png", write_bytes("{sat}", sixteen_bit_png()),
+     "images.csv (row 2, region '{rid}'): {sat}: has I;16 pixels (16-bit or floating point)"),
     ("decompression-bomb", write_bytes("{sat}", png_header(20_000, 20_000)),
      "{sat}: is too large to decode (Image size (400000000 pixels) exceeds limit"),
     ("over-pixel-limit", write_bytes("{sat}", png_header(10_000, 10_000)),

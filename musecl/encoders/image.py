@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 import torchvision
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import nn
 from torchvision.models import Inception_V3_Weights, ResNet18_Weights
 from tqdm import tqdm
@@ -49,7 +49,7 @@ AUGMENTS = ("none", "rot90", "hflip")
 DEFAULT_AUGMENT = {SATELLITE: "rot90", STREETVIEW: "hflip"}  # as the official code
 COLUMN_PREFIX = {SATELLITE: "rs", STREETVIEW: "sv"}  # the names fusion uses
 INCEPTION_MIN_SIZE = 75
-STORE_FORMAT = 1
+STORE_FORMAT = 2  # 2: EXIF orientation applied
 
 
 # ------------------------------------------------------------------------------------------
@@ -72,7 +72,8 @@ def images_fingerprint(pairs: Sequence[tuple[str, Path]], size: int) -> str:
 def _decode(path: Path, size: int) -> np.ndarray:
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB").resize((size, size), Image.BILINEAR)
+            # upright as viewers show it: phone and camera JPEGs often store the rotation as EXIF
+            im = ImageOps.exif_transpose(im).convert("RGB").resize((size, size), Image.BILINEAR)
             return np.array(im, dtype=np.uint8).transpose(2, 0, 1)  # a writable copy
     except FileNotFoundError:
         raise FileNotFoundError(f"image file {path} is missing") from None
