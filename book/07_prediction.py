@@ -48,7 +48,7 @@ from musecl.evaluation import (BUFFER_CORRELATION, CEILING_METHODS, correlation_
                                evaluate_ceilings, predict_indicator, spatial_setting)
 from musecl.io import atomic_write
 from musecl.methods import MuseCL
-from musecl.notebooks import require_modalities
+from musecl.notebooks import require_method
 from musecl.plotting import plot_predicted_vs_true
 from musecl.runner import fit_and_score, probe_settings, resolve_city, seed_configs
 
@@ -141,13 +141,15 @@ glue("buffer_sentence", Markdown(f"The spatial split uses blocks of {blocks.size
 # ```
 
 # %% tags=["hide-input"]
-require_modalities(data, ("satellite", "streetview", "poi", "mobility"), shows="MuseCL's embedding read by the "
-                   "probe: R2 and RMSE per indicator in both splits beside the ceilings, and predicted against "
-                   "true values (chapter 8 scores every method this city supports)")
+require_method(data, "MuseCL", shows="MuseCL's embedding read by the probe: R2 and RMSE per indicator in "
+               "both splits beside the ceilings, and predicted against true values (chapter 8 scores every "
+               "method this city supports)")
 glue("retrain", cfg.retrain, display=False)
 # the first seed's embedding and every seed's rows (each seed's own fit under retrain: per_seed)
 embedding, results, _, _ = fit_and_score("MuseCL", data, cfg, Path(f"{out_dir}/cache"), progress=False)
 method = MuseCL(seed_configs(cfg)[0], cache_dir=f"{out_dir}/cache", progress=False).fit(data)  # cached stages
+if (note := report.one_view_note(data.name, method.views)) is not None:
+    display(Markdown(note))
 probe = probe_settings(cfg)
 with atomic_write(f"{out_dir}/results/prediction.csv") as handle:
     results.to_csv(handle, index=False)
@@ -191,11 +193,10 @@ glue("headline", ", ".join(headline), display=False)
 mean_r2 = results[results["indicator"].isin(headline)].groupby("split")["r2"].mean()
 ceiling_means = (ceilings[ceilings["indicator"].isin(headline)].groupby(["method", "split"])["r2"].mean()
                  if len(ceilings) else None)
-weights = method.history("satellite")  # noqa: F841  (trained stages are cached; shown in earlier chapters)
 import json  # noqa: E402
 
 sources = {stage: json.loads((method.stage_dirs[stage] / "encoder" / "config.json").read_text())["weights_source"]
-           for stage in ("satellite", "streetview")}
+           for stage in method.views}
 glue("weights_source", ", ".join(f"{k}: {v}" for k, v in sources.items()), display=False)
 
 # for "What we saw": the findings, in words that follow this run's numbers

@@ -53,11 +53,11 @@ from musecl.config import RunConfig
 from musecl.datasets.published import published_results
 from musecl.methods import METHODS, make_method
 from musecl.methods.combinations import ABLATION, ALL_METHODS, PAPER_BASELINES
-from musecl.methods.multisemantic import fine_tuning_unsupported
+from musecl.methods.multisemantic import fine_tuning_unsupported, image_views
 from musecl.plotting import plot_images, plot_map
 from musecl.encoders.heads import FEATURE_HEADS
 from musecl.evaluation import latent_probe
-from musecl.notebooks import require_modalities
+from musecl.notebooks import require_method
 from musecl.runner import resolve_city, run, score_embedding, seed_configs
 
 cfg = RunConfig.from_yaml(params_file, device=device)
@@ -199,11 +199,13 @@ if skipped_note is not None:
     display(skipped_note)
 # the rest of the chapter compares every method with MuseCL, so it needs
 # what MuseCL needs
-require_modalities(data, ("satellite", "streetview", "poi", "mobility"),
-                   shows="MuseCL compared seed by seed with every method "
-                         "(paired differences with 95% intervals), whether "
-                         "it earns its place, its embedding's clusters and "
-                         "the ablation")
+require_method(data, "MuseCL",
+               shows="MuseCL compared seed by seed with every method "
+                     "(paired differences with 95% intervals), whether "
+                     "it earns its place, its embedding's clusters and "
+                     "the ablation")
+if (note := report.one_view_note(data.name, image_views(data))) is not None:
+    display(Markdown(note))
 
 # %% [markdown]
 # ## Is MuseCL better? Paired differences

@@ -355,8 +355,11 @@ with pd.option_context("display.max_colwidth", None):
 # "–" is a method the city cannot run (it lacks an input the *needs* column names). Street views
 # or satellite images for only *some* regions are fine: the others get the column mean of that
 # embedding where a method needs a full table, and MuseCL's fusion gives it no attention weight
-# (such a region's fused vector is its one view). Without trips, MuseCL's street-view pairing (eq. 1-2) has nothing to go on, so the
-# street-view methods are not run rather than trained on meaningless triplets. Without any
+# (such a region's fused vector is its one view). Without trips, MuseCL's street-view pairing
+# (eq. 1-2) has nothing to go on, so the street-view methods are not run rather than trained on
+# meaningless triplets. MuseCL itself runs on one image kind: without street views (or without
+# the trips their pairing needs) it fuses the satellite view alone, still aligned to the POI
+# text, and chapters 7 and 8 say so under their tables. Without any
 # images, `--methods all` adds the image-free methods (`MuseCL (vector views)`, `OD SVD`) where
 # the city has origin-destination flows.
 #

@@ -45,8 +45,9 @@ import pandas as pd
 from IPython.display import Markdown, display
 from myst_nb import glue
 
+from musecl.methods.multisemantic import image_views
 from musecl.plotting import plot_at_a_glance
-from musecl.report import at_a_glance, at_a_glance_seeds, headline_means
+from musecl.report import at_a_glance, at_a_glance_seeds, headline_means, one_view_note
 from musecl.runner import resolve_city
 
 with warnings.catch_warnings():
@@ -81,6 +82,8 @@ if have_results:
                     f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}, random and spatial split, computed by "
                     "this build with "
                     f"`params/{Path(params_file).name}`. On the random split {verdict}.")
+        if (note := one_view_note(data.name, image_views(data))) is not None:
+            sentence += " " + note
     else:
         sentence = (f"**{data.name}** lacks what MuseCL needs, so the figure shows the methods it supports, and "
                     "the results chapter stops after its tables.")

@@ -67,13 +67,17 @@ def _book(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from musecl.city import TooFewRegionsWarning
     from musecl.config import RunConfig
     from musecl.runner import resolve_city, run, summary_json
 
     config = RunConfig.from_yaml(args.params, device=args.device)
-    results = run(args.city, args.out, config, methods=args.methods, cache_dir=args.cache)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TooFewRegionsWarning)  # run raises it as an error, said once
+        city = resolve_city(args.city)  # a named city ("toy") is generated here, once
+    results = run(city, args.out, config, methods=args.methods, cache_dir=args.cache)
     print(f"wrote {args.out}/results.csv ({len(results)} rows)")
-    headline = resolve_city(args.city).meta.headline_indicators()  # written by run if it was a named one
+    headline = city.meta.headline_indicators()
     print(f"mean R2 over the headline indicators ({', '.join(headline)}):")
     print(summary_json(results, headline))
     return 0

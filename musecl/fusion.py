@@ -369,14 +369,26 @@ def _impute(df: pd.DataFrame, means: np.ndarray) -> np.ndarray:
 
 
 def _present(sv: pd.DataFrame, rs: pd.DataFrame) -> np.ndarray:
-    """(n, 2) booleans: whether each region has a street-view and a satellite embedding."""
-    return np.stack([sv.notna().all(axis=1).to_numpy(), rs.notna().all(axis=1).to_numpy()], axis=1)
+    """(n, 2) booleans: whether each region has a street-view and a satellite embedding. When no
+    region has one of the views, the other counts as present everywhere (its column mean stands in
+    where a region lacks it), so every region reads it alone, beta = 1."""
+    present = np.stack([sv.notna().all(axis=1).to_numpy(), rs.notna().all(axis=1).to_numpy()], axis=1)
+    nowhere = ~present.any(axis=0)
+    if nowhere.any() and not nowhere.all():
+        present[:, ~nowhere] = True
+    return present
+
+
+class OneViewWarning(UserWarning):
+    """No region has one of the two views: the fusion reads the other alone (beta = 1 for it).
+    Its own category, so a caller that means it (one image kind, MuseCL on vector views) can
+    silence it without matching the message."""
 
 
 def _column_means(df: pd.DataFrame, name: str) -> np.ndarray:
     if len(df) and df.isna().all(axis=None):  # a view no region has: zeros, never weighted (attention)
         warnings.warn(f"{name}: no region has this embedding; every fused vector is made of the other "
-                      "view alone", stacklevel=3)
+                      "view alone", OneViewWarning, stacklevel=3)
         return np.zeros(df.shape[1], dtype=np.float32)
     means = df.mean(axis=0, skipna=True).to_numpy(dtype=np.float32)
     if np.isnan(means).any():

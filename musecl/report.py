@@ -394,6 +394,16 @@ def _interval(row) -> str:
     return f"{row['difference']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]"
 
 
+def one_view_note(city_name: str, views: Sequence[str]) -> str | None:
+    """A sentence for a city where MuseCL fused one image kind (``MuseCL.views``), None for both."""
+    if len(views) != 1:
+        return None
+    kind = {"satellite": "satellite", "streetview": "street-view"}[views[0]]
+    lacking = "street views with trips (eq. 1-2)" if views[0] == "satellite" else "satellite images"
+    return (f"*{city_name} has no {lacking}, so here MuseCL fuses its {kind} embedding alone: eq. 10 with "
+            f"$\\beta = 1$, aligned to the POI text by eq. 11 as in the paper, which fuses both image kinds.*")
+
+
 def paired_text(paired: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """:func:`paired_differences` of each split side by side as a page shows them: per method the
     difference with its interval ("+0.050 [+0.010, +0.090]"; one seed: "+0.050 (one seed: no

@@ -32,7 +32,9 @@ from musecl.config import RunConfig
 from musecl.datasets.beijing import make_beijing_city
 from musecl.datasets.manhattan import make_manhattan_city
 from musecl.datasets.toy import is_current_toy_city, make_toy_city
-from musecl.evaluation import ProbeConfig, evaluate_ceilings, evaluate_embedding, predict_indicator, resolve_jobs
+from musecl.evaluation import (
+    ProbeConfig, check_splits, evaluate_ceilings, evaluate_embedding, predict_indicator, resolve_jobs,
+)
 from musecl.io import atomic_save_json, atomic_write, in_worker, owned_folder, publish, rewarn
 from musecl.methods import METHODS, make_method
 from musecl.methods.base import describe_needs, unsupported_reason
@@ -102,6 +104,7 @@ def run(city: str | os.PathLike | City, out_dir: str | os.PathLike, config: RunC
         warnings.simplefilter("ignore", TooFewRegionsWarning)  # an error just below, said once
         city = resolve_city(city)
     require_enough_regions(city)  # before the output folder is made or anything is trained
+    check_splits(city, config.seeds, config.splits, block_size_m=config.block_size_m, buffer_m=config.buffer_m)
     resolve_device(config.device)  # a GPU the settings name but this machine lacks: said now, not per method
     methods, skipped = supported_methods(methods, city)
     if not methods:
@@ -155,10 +158,11 @@ def _write_run(out: Path, city: City, config: RunConfig, methods: list[str], ski
         if name == attention_of:
             with atomic_write(out / "attention.csv") as handle:
                 attention.to_csv(handle, index_label="region_id")
-            ax = plot_map(city, attention["sv"], cmap="coolwarm", vmin=0, vmax=1,
-                          title=f"{name}: street-view weight beta_SV (eq. 9)", label="beta_SV")
-            ax.figure.savefig(out / "figures" / "attention_map.png", dpi=110, bbox_inches="tight")
-            plt.close(ax.figure)
+            if attention["sv"].max() > attention["sv"].min():  # one image kind fused: beta is 0 or 1, no map
+                ax = plot_map(city, attention["sv"], cmap="coolwarm", vmin=0, vmax=1,
+                              title=f"{name}: street-view weight beta_SV (eq. 9)", label="beta_SV")
+                ax.figure.savefig(out / "figures" / "attention_map.png", dpi=110, bbox_inches="tight")
+                plt.close(ax.figure)
         if name == ("MuseCL" if "MuseCL" in methods else methods[-1]):  # Figure 4 for one method
             probe = method_probe(name, config)
             preds = pd.concat([predict_indicator(embedding, city, ind, split="random", seed=config.seeds[0],

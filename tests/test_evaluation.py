@@ -10,12 +10,14 @@ import torch
 from threadpoolctl import threadpool_info
 
 from musecl.city import CityMeta, Indicator, load_city, write_city
+from musecl.config import RunConfig
 from musecl.evaluation import (
-    CEILING_METHODS, PREDICTION_COLUMNS, RESULT_COLUMNS, MLPProbe, ProbeConfig, RidgeProbe, block_ids, correlation_by_distance,
-    correlation_range, evaluate_ceilings, evaluate_embedding, latent_probe, predict_indicator, random_split,
+    CEILING_METHODS, PREDICTION_COLUMNS, RESULT_COLUMNS, MLPProbe, ProbeConfig, RidgeProbe, block_ids, check_splits,
+    correlation_by_distance, correlation_range, evaluate_ceilings, evaluate_embedding, latent_probe, predict_indicator, random_split,
     ridge_cv_r2, scores, spatial_block_split, spatial_setting, triplet_agreement,
 )
 from musecl.evaluation import _one_blas_thread  # the helper every ridge and k-means fit runs under
+from musecl.runner import run
 
 torch.set_num_threads(1)
 FAST = ProbeConfig(max_epochs=300, patience=30)
@@ -104,6 +106,28 @@ def test_spatial_block_split_keeps_blocks_whole():
 def test_spatial_split_too_few_blocks_says_so():
     with pytest.raises(ValueError, match="smaller block_size_m"):
         spatial_block_split(np.zeros((10, 2)), 1_000, seed=0)
+
+
+def test_a_split_with_one_test_region_fails_before_training(tmp_path):
+    """An indicator with values in one street of 7 regions: the random split keeps 2 test regions,
+    a spatial split of seed 2 only 1. `run` checks every split first (it used to fail each method
+    after training, issue: a review's unusual cities), naming the indicator, split and seed."""
+    city, emb = make_linear_city(tmp_path / "lin")
+    values = pd.read_csv(city.root / "indicators.csv", dtype={"region_id": str})
+    values.loc[8:, "POS"] = np.nan  # r000-r007 keep theirs (r003 has none)
+    values.to_csv(city.root / "indicators.csv", index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # POS has no value in most regions: said, and allowed
+        city = load_city(city.root)
+    check_splits(city, seeds=[0, 1, 2], splits=["random"])  # nothing to say
+    with pytest.raises(ValueError, match=r"POS \(spatial split, seed 2: 1 of 7 regions\)") as caught:
+        check_splits(city, seeds=[0, 1, 2], splits=["random", "spatial"])
+    assert "LIN" not in str(caught.value)
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="R2 needs at least 2 test regions"):
+        run(city, out, RunConfig(seeds=[0, 1, 2], splits=["random", "spatial"]), methods=["Location kNN"],
+            progress=False)
+    assert not out.exists()  # nothing trained, no folder made
 
 
 # -- probe -----------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 
 import pytest
@@ -51,7 +52,7 @@ def test_every_method_declares_what_it_needs(toy, tmp_path):
     poi = restricted(toy, tmp_path / "poi", ["poi"])
     assert unsupported_reason("POI only", poi) is None and unsupported_reason("Location kNN", poi) is None
     assert unsupported_reason("Pretext features", poi) is None  # POI counts are enough
-    assert unsupported_reason("MuseCL", poi) == ("no satellite images, no street-view images and no "
+    assert unsupported_reason("MuseCL", poi) == ("neither satellite images nor street-view images with "
                                                  "mobility (inflow/outflow)")
     assert unsupported_reason("OD SVD", poi) == "no origin-destination flows (od.csv)"
     images = restricted(toy, tmp_path / "img", ["satellite", "streetview"])
@@ -67,9 +68,48 @@ def test_a_method_refuses_a_city_without_what_it_needs(toy, tmp_path):
     from musecl.methods import make_method
 
     no_trips = restricted(toy, tmp_path / "no_trips", ["satellite", "streetview", "poi"])
-    for name in ("MuseCL", "SV only", "OD SVD"):
-        with pytest.raises(ValueError, match=f"{name} cannot run on .*: it has no "):
+    for name in ("MuseCL (fine-tuned heads)", "SV only", "OD SVD"):
+        with pytest.raises(ValueError, match=f"{re.escape(name)} cannot run on .*: it has no "):
             make_method(name, TINY, cache_dir=tmp_path / "cache", progress=False).fit(no_trips)
+
+
+def test_musecl_fuses_the_one_image_kind_a_city_has(toy, tmp_path):
+    """Many real cities have satellite images but no street views: MuseCL then fuses the satellite
+    view alone (beta = 1), still aligned to the POI text, instead of being skipped. Street views
+    count only with the trips their triplets come from (eq. 1-2)."""
+    from musecl import report
+    from musecl.methods import make_method
+    from musecl.methods.multisemantic import MuseCL
+    from musecl.runner import run
+
+    small = RunConfig(**{**TINY.to_dict(), "rs_arch": "tiny", "sv_arch": "tiny", "rs_image_size": 16,
+                         "sv_image_size": 16, "rs_epochs": 2, "sv_epochs": 2})
+    satellite = restricted(toy, tmp_path / "sat", ["satellite", "poi"])
+    assert unsupported_reason("MuseCL", satellite) is None
+    assert unsupported_reason("MuseCL (fine-tuned heads)", satellite) is not None  # it tunes both heads
+    method = make_method("MuseCL", small, cache_dir=tmp_path / "cache", progress=False).fit(satellite)
+    assert method.views == ("satellite",) and set(method.stage_dirs) == {"satellite", "text", "fusion"}
+    embedding = method.transform(satellite)
+    assert embedding.shape == (len(satellite), small.embedding_dim) and embedding.notna().all(axis=None)
+    beta = method.attention()
+    assert (beta["rs"] == 1).all() and (beta["sv"] == 0).all()
+    loaded = MuseCL.load(method.save(tmp_path / "saved"))
+    assert loaded.views == ("satellite",) and loaded.transform(satellite).equals(embedding)
+    assert "fuses its satellite embedding alone" in report.one_view_note(satellite.name, method.views)
+    assert report.one_view_note(satellite.name, ("satellite", "streetview")) is None
+    results = run(satellite, tmp_path / "out", small, methods=["MuseCL"], cache_dir=tmp_path / "cache",
+                  progress=False)
+    assert set(results["method"]) == {"MuseCL"} and results["r2"].notna().all()
+    assert not (tmp_path / "out" / "figures" / "attention_map.png").exists()  # beta = 1: nothing to map
+
+    street = restricted(toy, tmp_path / "sv", ["streetview", "poi", "mobility"])
+    assert make_method("MuseCL", small, cache_dir=tmp_path / "cache", progress=False).fit(street).views == (
+        "streetview",)
+    no_trips = restricted(toy, tmp_path / "sv_no_trips", ["streetview", "poi"])
+    assert unsupported_reason("MuseCL", no_trips) == ("neither satellite images nor street-view images with "
+                                                      "mobility (inflow/outflow)")
+    assert describe_needs("MuseCL") == ("POIs; satellite images or street-view images with mobility "
+                                        "(inflow/outflow)")
 
 
 def test_all_means_what_the_city_supports(toy, tmp_path):
@@ -96,7 +136,7 @@ def test_run_skips_unsupported_methods_and_records_why(toy, tmp_path):
     info = json.loads((tmp_path / "out" / "run.json").read_text())
     assert info["skipped_methods"] == {"RS only": "no satellite images"} and info["failed_methods"] == {}
     assert any("skipped RS only" in str(w.message) for w in caught)
-    with pytest.raises(UnsupportedMethodsError, match=r"none of the requested methods: MuseCL \(no satellite"):
+    with pytest.raises(UnsupportedMethodsError, match=r"none of the requested methods: MuseCL \(neither satel"):
         run(city, tmp_path / "out2", TINY, methods=["MuseCL"], cache_dir=tmp_path / "cache", progress=False)
 
 

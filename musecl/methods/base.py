@@ -55,7 +55,7 @@ class RegionEmbedder:
 
     name = "base"
     needs: tuple[str, ...] = ()  # inputs (INPUTS keys) the method cannot run without
-    needs_any: tuple[str, ...] = ()  # of these, the city must have at least one
+    needs_any: tuple = ()  # of these inputs (or tuples of inputs), the city must have at least one
     cost = 0  # rough rank of fit time on the CPU (higher: longer): parallel runs start the longest first
 
     def __init__(self, config: RunConfig | None = None, cache_dir: str | Path | None = None,
@@ -219,7 +219,8 @@ class StagedMethod(RegionEmbedder):
         for name in target.RESTORED:
             if name in raw:  # a save from before the option existed keeps the class default
                 setattr(method, name, raw[name])
-        method.stage_dirs = {stage: directory / stage for stage in target.STAGES}
+        # a stage the city gave no input for (MuseCL with one image kind) was never written
+        method.stage_dirs = {stage: directory / stage for stage in target.STAGES if (directory / stage).is_dir()}
         method.fitted_on = raw["fitted_on"]
         return method
 
@@ -240,14 +241,23 @@ def unsupported_reason(name: str, city: City) -> str | None:
 
 
 def _lacking(method, city: City) -> str | None:
-    """What ``city`` lacks of a method's (class or instance) ``needs`` and ``needs_any``."""
+    """What ``city`` lacks of a method's (class or instance) ``needs`` and ``needs_any`` (whose
+    entries are an input or a tuple of inputs that only count together)."""
     have = city_inputs(city)
     missing = [INPUTS[n] for n in method.needs if n not in have]
     if missing:
         return join_words([f"no {m}" for m in missing], "and")
-    if method.needs_any and not have.intersection(method.needs_any):
-        return "neither " + " nor ".join(INPUTS[n] for n in method.needs_any)
+    if method.needs_any and not any(set(_group(g)) <= have for g in method.needs_any):
+        return "neither " + " nor ".join(_group_words(g) for g in method.needs_any)
     return None
+
+
+def _group(entry: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (entry,) if isinstance(entry, str) else tuple(entry)
+
+
+def _group_words(entry: str | tuple[str, ...]) -> str:
+    return join_words([INPUTS[n] for n in _group(entry)], "with")
 
 
 def describe_needs(name: str) -> str:
@@ -255,7 +265,7 @@ def describe_needs(name: str) -> str:
     method = METHODS[name]
     parts = [join_words([INPUTS[n] for n in method.needs], "and")] if method.needs else []
     if method.needs_any:
-        parts.append(join_words([INPUTS[n] for n in method.needs_any], "or"))
+        parts.append(join_words([_group_words(g) for g in method.needs_any], "or"))
     return "; ".join(parts) or "nothing (region locations only)"
 
 

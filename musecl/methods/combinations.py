@@ -237,7 +237,7 @@ class PretextFeatures(TableMethod):
 class LocationMuseCL(TableMethod):
     """[standardised x, y, MuseCL embedding] read by the run's probe: does MuseCL add anything
     to knowing where a region is? Coordinates are z-scored so their scale matches the embedding's."""
-    needs = (SATELLITE, STREETVIEW, POI, MOBILITY)
+    needs, needs_any = MuseCL.needs, MuseCL.needs_any
 
     def _compute(self, city: City) -> pd.DataFrame:
         location = pd.DataFrame(standardise_columns(city.xy_m()), index=city.region_ids.copy(), columns=["x", "y"])

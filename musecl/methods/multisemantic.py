@@ -3,7 +3,8 @@
 1. satellite encoder, triplets by POI similarity (eq. 3-6)
 2. street-view encoder, triplets by mobility similarity (eq. 1-2, 5-6)
 3. POI text vectors (eq. 7)
-4. attentive fusion of 1 and 2, aligned to 3 (eq. 8-11)
+4. attentive fusion of 1 and 2, aligned to 3 (eq. 8-11); on a city with one of the two image
+   kinds, of that one alone (:func:`image_views`)
 
 *MuseCL (fine-tuned heads)* replaces stage 4 by the end-to-end option on feature heads: the two
 heads of stages 1-2 train on with the fusion (:func:`musecl.fusion.fine_tune_heads`).
@@ -15,10 +16,12 @@ trained, and a changed setting retrains only the stages downstream of it.
 from __future__ import annotations
 
 import json
+import warnings
 from functools import partial
 from importlib.metadata import entry_points
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from musecl.cache import city_fingerprint, load_table, save_table
@@ -47,7 +50,7 @@ from musecl.encoders.image import (
     train_image_encoder,
 )
 from musecl.encoders.text import POI_TEXT, PoiTextEncoder, TextEncoderConfig, text_context
-from musecl.fusion import FusionConfig, fine_tune_heads, fuse, train_fusion
+from musecl.fusion import FusionConfig, OneViewWarning, fine_tune_heads, fuse, train_fusion
 from musecl.io import CONFIG_JSON, WEIGHTS_PT, atomic_save_json, sha256_of
 from musecl.methods.base import EMBEDDINGS_CSV, HISTORY_CSV, StagedMethod, register
 from musecl.sampling import SAMPLING_FORMAT, TripletSampler, mobility_triplets, poi_triplets
@@ -354,14 +357,32 @@ def fusion_settings(cfg: RunConfig):
                         temperature=cfg.temperature, reconstruction=cfg.fusion_reconstruction)
 
 
-def fusion_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_dir: Path, text_dir: Path) -> Path:
-    """Attentive fusion of the two image embeddings aligned to the POI vectors (eq. 8-11)."""
-    upstream = [json.loads((d / "key.json").read_text()) for d in (sv_dir, rs_dir, text_dir)]
+def image_views(city: City) -> tuple[str, ...]:
+    """The image kinds MuseCL encodes on ``city``: satellite images (their triplets come from the
+    POIs, eq. 3-4), and street views where the city has trips for theirs (eq. 1-2). A city with
+    one of them (many real cities have no street views) fuses that one alone: eq. 10 with beta = 1,
+    still aligned to the POI text by eq. 11."""
+    kinds = [SATELLITE] if city.has(SATELLITE) else []
+    if city.has(STREETVIEW) and city.has(MOBILITY):
+        kinds.append(STREETVIEW)
+    return tuple(kinds)
+
+
+def fusion_stage(city: City, cfg: RunConfig, cache, sv_dir: Path | None, rs_dir: Path | None,
+                 text_dir: Path) -> Path:
+    """Attentive fusion of the image embeddings aligned to the POI vectors (eq. 8-11); a view
+    without a stage (None: the city has no such images) is left out of the fusion."""
+    upstream = [None if d is None else json.loads((d / "key.json").read_text()) for d in (sv_dir, rs_dir, text_dir)]
     key = {"upstream": upstream, "format": FUSION_FORMAT, **cfg.subset(FUSION_KEYS)}
 
     def compute(folder: Path) -> None:
-        sv, rs, poi = (load_table(d / EMBEDDINGS_CSV) for d in (sv_dir, rs_dir, text_dir))
-        train_fusion_into(folder, sv, rs, poi, cfg)
+        poi = load_table(text_dir / EMBEDDINGS_CSV)
+        present = load_table((sv_dir or rs_dir) / EMBEDDINGS_CSV)
+        sv, rs = (load_table(d / EMBEDDINGS_CSV) if d is not None else
+                  pd.DataFrame(np.nan, index=present.index.copy(), columns=present.columns) for d in (sv_dir, rs_dir))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", OneViewWarning)  # meant: the city has one image kind
+            train_fusion_into(folder, sv, rs, poi, cfg)
 
     return cache.get_or_compute("fusion", key, compute)
 
@@ -430,19 +451,27 @@ def fine_tuned_fusion_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_
 
 @register("MuseCL")
 class MuseCL(StagedMethod):
-    """The full method: fused image embedding (eq. 10) aligned to POI text (eq. 11)."""
-    needs = (SATELLITE, STREETVIEW, POI, MOBILITY)
+    """The full method: fused image embedding (eq. 10) aligned to POI text (eq. 11). On a city with
+    one image kind of the two (:func:`image_views`), the fusion reads that one alone; ``views``
+    says which were fused."""
+    needs = (POI,)
+    needs_any = (SATELLITE, (STREETVIEW, MOBILITY))
 
     STAGES = ("satellite", "streetview", "text", "fusion")
     cost = 3  # trains both image encoders, which several other methods then reuse
 
     def fit_stages(self, city: City) -> dict[str, Path]:
         cfg = self.config
-        rs = image_stage(city, cfg, SATELLITE, self.cache, self.progress)
-        sv = image_stage(city, cfg, STREETVIEW, self.cache, self.progress)
+        images = {kind: image_stage(city, cfg, kind, self.cache, self.progress) for kind in image_views(city)}
         text = text_stage(city, cfg, self.cache)
-        fusion = fusion_stage(city, cfg, self.cache, sv, rs, text)
-        return dict(zip(self.STAGES, (rs, sv, text, fusion)))
+        fusion = fusion_stage(city, cfg, self.cache, images.get(STREETVIEW), images.get(SATELLITE), text)
+        return {**images, "text": text, "fusion": fusion}
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        """The image kinds fused ("satellite", "streetview"): both, or the one the city has."""
+        self._check_fitted()
+        return tuple(kind for kind in (SATELLITE, STREETVIEW) if kind in self.stage_dirs)
 
     def attention(self) -> pd.DataFrame:
         """beta of eq. 9 per region: the weight of its street-view and satellite embeddings."""
@@ -457,7 +486,10 @@ class MuseCL(StagedMethod):
 @register("MuseCL (fine-tuned heads)")
 class MuseCLFineTunedHeads(MuseCL):
     """MuseCL with the end-to-end option on feature heads: eq. 11's loss also trains the two image
-    heads (their triplet losses stay as terms). Needs rs_arch and sv_arch "lite0-head"."""
+    heads (their triplet losses stay as terms). Needs rs_arch and sv_arch "lite0-head", and both
+    image kinds (it fine-tunes the two heads together)."""
+    needs = (SATELLITE, STREETVIEW, POI, MOBILITY)
+    needs_any = ()
 
     def fit_stages(self, city: City) -> dict[str, Path]:
         cfg = self.config

@@ -44,7 +44,7 @@ from musecl.config import RunConfig
 from musecl.encoders.image import TripletObjective
 from musecl.encoders.text import PoiTextEncoder
 from musecl.evaluation import resolve_jobs
-from musecl.fusion import fuse, info_nce, train_fusion
+from musecl.fusion import OneViewWarning, fuse, info_nce, train_fusion
 from musecl.io import atomic_save_json, in_worker, read_csv_ids, rewarn
 from musecl.methods.base import OD, TableMethod, register
 from musecl.methods.multisemantic import fusion_settings, sampler_for, text_settings
@@ -473,7 +473,7 @@ class VectorMuseCL(TableMethod):
         if vcfg.fused_views == "mobility":  # a view no region has: the fusion leaves it out
             poi = pd.DataFrame(np.nan, index=poi.index.copy(), columns=poi.columns)
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="rs: no region has this embedding")
+            warnings.simplefilter("ignore", OneViewWarning)  # meant: the POI view is left out
             model, self.histories_["fusion"] = train_fusion(self.views_["mobility"], poi, self.text_,
                                                             fusion_settings(cfg))
         embedding, beta = fuse(model, self.views_["mobility"], poi)
