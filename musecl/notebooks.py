@@ -105,7 +105,7 @@ def require_modalities(city, needs: tuple[str, ...], shows: str, any_of: bool = 
     missing = [m for m in needs if m not in have]
     if not missing or (any_of and len(missing) < len(needs)):
         return
-    _stop_chapter(city, f"{join_words([INPUTS[m] for m in missing], 'or' if any_of else 'and')}, which", shows)
+    _stop_chapter(city, join_words([INPUTS[m] for m in missing], "or" if any_of else "and"), shows)
 
 
 def require_method(city, name: str, shows: str) -> None:
@@ -115,7 +115,7 @@ def require_method(city, name: str, shows: str) -> None:
     from musecl.methods.base import describe_needs, unsupported_reason
 
     if unsupported_reason(name, city) is not None:
-        _stop_chapter(city, f"what {name} needs ({describe_needs(name)}), which", shows)
+        _stop_chapter(city, f"what {name} needs ({describe_needs(name)})", shows)
 
 
 def _stop_chapter(city, needed: str, shows: str) -> None:
@@ -125,12 +125,12 @@ def _stop_chapter(city, needed: str, shows: str) -> None:
 
     listed = ", ".join(INPUTS[m] for m in city.meta.modalities) or "none of the four modalities"
     display(Markdown(
-        f"```{{note}}\nThis chapter needs {needed} **{city.name}** does not have (it has: {listed}). "
+        f"```{{note}}\nThis chapter needs {needed}, which **{city.name}** does not have (it has: {listed}). "
         f"With them it would show {shows}.\n\nTo see it, add the missing data to the city folder (the "
         "*city folder format* page says how, `musecl validate` checks it) or read the chapter as built on "
         "the book's default toy city, which has all four. `musecl methods CITY` lists the methods this city "
         "supports; the results chapter (8) runs those.\n```"))
-    raise DataUnavailable(f"{city.name} lacks {needed.removesuffix(', which')}")
+    raise DataUnavailable(f"{city.name} lacks {needed}")
 
 
 def reader_view() -> None:

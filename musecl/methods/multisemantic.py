@@ -377,9 +377,10 @@ def fusion_stage(city: City, cfg: RunConfig, cache, sv_dir: Path | None, rs_dir:
 
     def compute(folder: Path) -> None:
         poi = load_table(text_dir / EMBEDDINGS_CSV)
-        present = load_table((sv_dir or rs_dir) / EMBEDDINGS_CSV)
-        sv, rs = (load_table(d / EMBEDDINGS_CSV) if d is not None else
-                  pd.DataFrame(np.nan, index=present.index.copy(), columns=present.columns) for d in (sv_dir, rs_dir))
+        sv, rs = (None if d is None else load_table(d / EMBEDDINGS_CSV) for d in (sv_dir, rs_dir))
+        shape = rs if sv is None else sv  # a missing view: NaN everywhere, shaped as the other
+        sv, rs = (pd.DataFrame(np.nan, index=shape.index.copy(), columns=shape.columns) if t is None else t
+                  for t in (sv, rs))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", OneViewWarning)  # meant: the city has one image kind
             train_fusion_into(folder, sv, rs, poi, cfg)
