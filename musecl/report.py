@@ -387,6 +387,28 @@ def by_split(values: dict) -> str:
                         for split, value in values.items())
 
 
+def floor_sentence(r2: pd.Series, floors: Sequence[str], target: str = TARGET) -> str:
+    """The target's mean headline R2 against the simple baselines a learned embedding must clear
+    (Location kNN, Pretext features), in words. ``r2`` is indexed by (method, split); the lead
+    names each floor the target is not above, and in which splits. Means only: whether a
+    difference exceeds the seeds' spread is for :func:`paired_differences`."""
+    methods = set(r2.index.get_level_values(0))
+    floors = [f for f in floors if f in methods]
+    if target not in methods or not floors:
+        return f"No simple baseline ran beside {target} here, so what it adds to them is not known."
+    splits = list(r2[target].index)
+    behind = {f: [s for s in splits if s in r2[f].index and not r2[target][s] > r2[f][s]] for f in floors}
+    if not any(behind.values()):
+        where = "every split" if len(splits) > 1 else f"the {splits[0]} split"
+        lead = f"**{target} is above {' and '.join(floors)} in {where}**"
+    else:
+        parts = [f"{f} under the {' and '.join(s)} split" + ("s" if len(s) > 1 else "") for f, s in behind.items() if s]
+        lead = f"**{target} is not above " + ", nor above ".join(parts) + "**"
+    numbers = "; ".join(f"{name} {by_split({s: float(r2[name][s]) for s in r2[name].index})}"
+                        for name in [target, *floors])
+    return f"{lead} (mean headline R², {numbers})."
+
+
 def _interval(row) -> str:
     """A row of :func:`paired_differences` as "+0.050 [+0.010, +0.090]"."""
     if row["high"] != row["high"]:  # NaN: fewer than two seeds

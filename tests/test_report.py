@@ -525,6 +525,27 @@ def test_information_sentence_says_what_the_fusion_itself_costs_per_split():
     assert "one seed gives no interval" in report.information_sentence(mean_r2, one_seed)
 
 
+def test_floor_sentence_names_each_floor_the_method_does_not_clear():
+    r2 = pd.Series({("MuseCL", "random"): 0.64, ("MuseCL", "spatial"): 0.43,
+                    ("Location kNN", "random"): 0.70, ("Location kNN", "spatial"): 0.20,
+                    ("Pretext features", "random"): 0.66, ("Pretext features", "spatial"): 0.45})
+    floors = ["Location kNN", "Pretext features"]
+    text = report.floor_sentence(r2, floors)
+    assert text.startswith("**MuseCL is not above Location kNN under the random split, nor above Pretext "
+                           "features under the random and spatial splits**")
+    assert "Location kNN 0.700 (random) and 0.200 (spatial)" in text
+    one = report.floor_sentence(r2.drop(["Pretext features"]), floors)  # a city without trips or POIs
+    assert one.startswith("**MuseCL is not above Location kNN under the random split** (")
+    assert "Pretext" not in one
+    lower = r2.copy()
+    lower[("Location kNN", "random")] = 0.5
+    lower[("Pretext features", "random")], lower[("Pretext features", "spatial")] = 0.5, 0.3
+    assert report.floor_sentence(lower, floors).startswith(
+        "**MuseCL is above Location kNN and Pretext features in every split**")
+    assert report.floor_sentence(r2.drop(["Location kNN", "Pretext features"]), floors).startswith(
+        "No simple baseline ran beside MuseCL")
+
+
 def test_by_split_words_the_splits_a_run_has():
     assert report.by_split({"random": 0.5634, "spatial": 0.335}) == "0.563 (random) and 0.335 (spatial)"
     assert report.by_split({"random": 3}) == "3 (random)"
