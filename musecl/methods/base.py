@@ -247,9 +247,16 @@ def _lacking(method, city: City) -> str | None:
     missing = [INPUTS[n] for n in method.needs if n not in have]
     if missing:
         return join_words([f"no {m}" for m in missing], "and")
-    if method.needs_any and not any(set(_group(g)) <= have for g in method.needs_any):
+    if method.needs_any and not groups_met(method, city):
         return "neither " + " nor ".join(_group_words(g) for g in method.needs_any)
     return None
+
+
+def groups_met(method, city: City) -> list[tuple[str, ...]]:
+    """The entries of a method's ``needs_any`` that ``city`` has in full, each as a tuple of inputs
+    (MuseCL: which image kinds it can encode there)."""
+    have = city_inputs(city)
+    return [_group(g) for g in method.needs_any if set(_group(g)) <= have]
 
 
 def _group(entry: str | tuple[str, ...]) -> tuple[str, ...]:

@@ -52,7 +52,7 @@ from musecl.encoders.image import (
 from musecl.encoders.text import POI_TEXT, PoiTextEncoder, TextEncoderConfig, text_context
 from musecl.fusion import FusionConfig, OneViewWarning, fine_tune_heads, fuse, train_fusion
 from musecl.io import CONFIG_JSON, WEIGHTS_PT, atomic_save_json, sha256_of
-from musecl.methods.base import EMBEDDINGS_CSV, HISTORY_CSV, StagedMethod, register
+from musecl.methods.base import EMBEDDINGS_CSV, HISTORY_CSV, StagedMethod, groups_met, register
 from musecl.sampling import SAMPLING_FORMAT, TripletSampler, mobility_triplets, poi_triplets
 from musecl.training import amp_dtype, processes, resolve_device
 
@@ -361,11 +361,9 @@ def image_views(city: City) -> tuple[str, ...]:
     """The image kinds MuseCL encodes on ``city``: satellite images (their triplets come from the
     POIs, eq. 3-4), and street views where the city has trips for theirs (eq. 1-2). A city with
     one of them (many real cities have no street views) fuses that one alone: eq. 10 with beta = 1,
-    still aligned to the POI text by eq. 11."""
-    kinds = [SATELLITE] if city.has(SATELLITE) else []
-    if city.has(STREETVIEW) and city.has(MOBILITY):
-        kinds.append(STREETVIEW)
-    return tuple(kinds)
+    still aligned to the POI text by eq. 11. Read from ``MuseCL.needs_any``: each entry is an image
+    kind with what its triplets need."""
+    return tuple(group[0] for group in groups_met(MuseCL, city))
 
 
 def fusion_stage(city: City, cfg: RunConfig, cache, sv_dir: Path | None, rs_dir: Path | None,
