@@ -387,28 +387,6 @@ def by_split(values: dict) -> str:
                         for split, value in values.items())
 
 
-def floor_sentence(r2: pd.Series, floors: Sequence[str], target: str = TARGET) -> str:
-    """The target's mean headline R2 against the simple baselines a learned embedding must clear
-    (Location kNN, Pretext features), in words. ``r2`` is indexed by (method, split); the lead
-    names each floor the target is not above, and in which splits. Means only: whether a
-    difference exceeds the seeds' spread is for :func:`paired_differences`."""
-    methods = set(r2.index.get_level_values(0))
-    floors = [f for f in floors if f in methods]
-    if target not in methods or not floors:
-        return f"No simple baseline ran beside {target} here, so what it adds to them is not known."
-    splits = list(r2[target].index)
-    behind = {f: [s for s in splits if s in r2[f].index and not r2[target][s] > r2[f][s]] for f in floors}
-    if not any(behind.values()):
-        where = "every split" if len(splits) > 1 else f"the {splits[0]} split"
-        lead = f"**{target} is above {' and '.join(floors)} in {where}**"
-    else:
-        parts = [f"{f} under the {' and '.join(s)} split" + ("s" if len(s) > 1 else "") for f, s in behind.items() if s]
-        lead = f"**{target} is not above " + ", nor above ".join(parts) + "**"
-    numbers = "; ".join(f"{name} {by_split({s: float(r2[name][s]) for s in r2[name].index})}"
-                        for name in [target, *floors])
-    return f"{lead} (mean headline R², {numbers})."
-
-
 def _interval(row) -> str:
     """A row of :func:`paired_differences` as "+0.050 [+0.010, +0.090]"."""
     if row["high"] != row["high"]:  # NaN: fewer than two seeds
@@ -472,6 +450,32 @@ def paired_differences(results: pd.DataFrame, indicators: Sequence[str], target:
         out.append({"method": method, "difference": mean, "low": mean - half, "high": mean + half,
                     "n_seeds": n, "verdict": verdict})
     return pd.DataFrame(out).set_index("method")
+
+
+def floor_sentence(paired: dict[str, pd.DataFrame], floors: Sequence[str], target: str = TARGET) -> str:
+    """The target against the simple baselines a learned embedding must clear (Location kNN,
+    Pretext features), in words: ``paired`` is :func:`paired_differences` per split; the lead
+    names each floor the target is not better than (whole 95% interval above 0), and where."""
+    rows = {(f, split): table.loc[f] for split, table in paired.items() for f in floors if f in table.index}
+    if not rows:
+        return f"No simple baseline ran beside {target} here, so what it adds to them is not known."
+    ran = list(dict.fromkeys(f for f, _ in rows))
+    short = {f: [s for (g, s), row in rows.items() if g == f and row["verdict"] != "better"] for f in ran}
+    if all(row["verdict"] == "" for row in rows.values()):
+        lead = f"**With one seed there is no interval** to tell whether {target} clears {' and '.join(ran)}"
+    elif not any(short.values()):
+        where = "every split" if len(paired) > 1 else f"the {next(iter(paired))} split"
+        lead = f"**{target} is better than {' and '.join(ran)} in {where}**"
+    else:
+        lead = (f"**{target} is not clearly better than "
+                + ", nor than ".join(f"{f} under the {' and '.join(s)} split" + ("s" if len(s) > 1 else "")
+                                     for f, s in short.items() if s) + "**")
+    numbers = "; ".join(f"{target} minus {f} " + " and ".join(
+        f"{_interval(row)} ({split}: {row['verdict']})" if row["verdict"] else f"{row['difference']:+.3f} ({split})"
+        for (g, split), row in rows.items() if g == f) for f in ran)
+    how = ("paired over the seeds, mean headline R², 95% intervals" if any(r["verdict"] for r in rows.values())
+           else "mean headline R²")
+    return f"{lead} ({how}: {numbers})."
 
 
 # ------------------------------------------------------------------------------------------

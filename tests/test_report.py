@@ -526,23 +526,26 @@ def test_information_sentence_says_what_the_fusion_itself_costs_per_split():
 
 
 def test_floor_sentence_names_each_floor_the_method_does_not_clear():
-    r2 = pd.Series({("MuseCL", "random"): 0.64, ("MuseCL", "spatial"): 0.43,
-                    ("Location kNN", "random"): 0.70, ("Location kNN", "spatial"): 0.20,
-                    ("Pretext features", "random"): 0.66, ("Pretext features", "spatial"): 0.45})
+    def scores(method, split, values):  # headline mean per seed = value (one indicator)
+        return [{"city": "c", "indicator": "PD", "method": method, "split": split, "seed": seed, "r2": v,
+                 "rmse": 1.0, "n_test": 10} for seed, v in enumerate(values)]
+    rows = (scores("MuseCL", "random", [0.60, 0.62, 0.64]) + scores("MuseCL", "spatial", [0.40, 0.45, 0.42])
+            + scores("Location kNN", "random", [0.50, 0.51, 0.52]) + scores("Location kNN", "spatial", [0.1, 0.2, 0.0])
+            + scores("Pretext features", "random", [0.55, 0.57, 0.56])
+            + scores("Pretext features", "spatial", [0.42, 0.40, 0.46]))
+    results = pd.DataFrame(rows)
     floors = ["Location kNN", "Pretext features"]
-    text = report.floor_sentence(r2, floors)
-    assert text.startswith("**MuseCL is not above Location kNN under the random split, nor above Pretext "
-                           "features under the random and spatial splits**")
-    assert "Location kNN 0.700 (random) and 0.200 (spatial)" in text
-    one = report.floor_sentence(r2.drop(["Pretext features"]), floors)  # a city without trips or POIs
-    assert one.startswith("**MuseCL is not above Location kNN under the random split** (")
-    assert "Pretext" not in one
-    lower = r2.copy()
-    lower[("Location kNN", "random")] = 0.5
-    lower[("Pretext features", "random")], lower[("Pretext features", "spatial")] = 0.5, 0.3
-    assert report.floor_sentence(lower, floors).startswith(
-        "**MuseCL is above Location kNN and Pretext features in every split**")
-    assert report.floor_sentence(r2.drop(["Location kNN", "Pretext features"]), floors).startswith(
+    paired = {s: report.paired_differences(results, ["PD"], split=s) for s in ("random", "spatial")}
+    text = report.floor_sentence(paired, floors)
+    assert text.startswith("**MuseCL is not clearly better than Pretext features under the spatial split** (")
+    assert "MuseCL minus Location kNN +0.110 [" in text and "(random: better)" in text
+    assert "(spatial: unclear)" in text
+    only_random = {"random": paired["random"]}
+    assert report.floor_sentence(only_random, floors).startswith(
+        "**MuseCL is better than Location kNN and Pretext features in the random split**")
+    one_seed = {s: report.paired_differences(results[results["seed"] == 0], ["PD"], split=s) for s in paired}
+    assert report.floor_sentence(one_seed, floors).startswith("**With one seed there is no interval**")
+    assert report.floor_sentence({s: t.drop(floors) for s, t in paired.items()}, floors).startswith(
         "No simple baseline ran beside MuseCL")
 
 
