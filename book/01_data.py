@@ -176,6 +176,7 @@ if has_latents:
     corr = city.latents.corr()
     off_diagonal = corr.where(~np.eye(len(corr), dtype=bool)).abs().stack()
     pair = off_diagonal.idxmax()
+    signed_r = float(corr.loc[pair])  # the largest in size, with its sign
     fig, ax = plt.subplots(figsize=(5.6, 4.6))
     im = ax.imshow(corr.to_numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
     ax.set_xticks(range(len(corr)), corr.columns, rotation=45, ha="right")
@@ -188,11 +189,11 @@ if has_latents:
     plt.show()
     if off_diagonal.max() < 0.5:
         latent_sentence = (f"**The modalities see different things.** The city's {len(corr)} latents are not one "
-                           f"factor in disguise: the largest correlation between two of them is "
-                           f"{off_diagonal.max():.2f} ({pair[0]} and {pair[1]}).")
+                           f"factor in disguise: the largest correlation (in size) between two of them is "
+                           f"{signed_r:.2f} ({pair[0]} and {pair[1]}).")
     else:
-        latent_sentence = (f"**Some hidden causes move together.** The largest correlation between two of the "
-                           f"city's {len(corr)} latents is {off_diagonal.max():.2f} ({pair[0]} and {pair[1]}), so "
+        latent_sentence = (f"**Some hidden causes move together.** The largest correlation (in size) between two of the "
+                           f"city's {len(corr)} latents is {signed_r:.2f} ({pair[0]} and {pair[1]}), so "
                            "modalities that see different latents still share part of what they show.")
 else:
     latent_sentence = "This city has no latents (a real city), so what each modality sees is not known."

@@ -78,8 +78,8 @@ glue("arch", Markdown(f"`{settings['arch']}`"), display=False)
 glue("image_size", settings["image_size"], display=False)
 glue("backbone_layers", Markdown(f"`{cfg.backbone_layers}`"), display=False)
 glue("head_sentence", Markdown(
-    f"**This run uses it** (`{settings['arch']}` at {settings['image_size']} px): the sections on speed "
-    "below concern the CNNs and are skipped." if is_head else
+    f"**This run uses it** (`{settings['arch']}` at {settings['image_size']} px): the ResNet-18 below is "
+    "shown for reference, and the head is what trains here." if is_head else
     "This run trains the CNN; the book's CI settings (`params/ci.yaml`) use the head instead."), display=False)
 glue("reconstruction_sentence", Markdown(
     f"This run uses weight {cfg.head_reconstruction:g}, chosen on a second toy city, never on the book's "
@@ -101,9 +101,9 @@ pd.Series(settings, name="satellite encoder").to_frame()
 # :pyobject: build_encoder
 # ```
 #
-# The paper feeds 224-pixel images. This run uses {glue:text}`image_size`-pixel images (the
-# settings above) so that the paper's ResNet-18 (`params/cnn.yaml`) trains on two CPU cores in
-# minutes. The table follows one
+# The paper feeds 224-pixel images. The book's settings use smaller ones (this run:
+# {glue:text}`image_size` px; `params/cnn.yaml`: 64 px, so that the paper's ResNet-18 trains on
+# two CPU cores in minutes). The table follows one
 # batch through the network at that size: five stride-2 stages shrink each side by 32, so the
 # last feature map is tiny before global average pooling.
 
@@ -491,10 +491,10 @@ glue("pc1_sentence", Markdown(pc1_sentence), display=False)
 #    chapter with it. Before looking: will the loss start near 5, near 0.5, or elsewhere? Will
 #    it reach zero? Does the share of validation triplets in the right order change?
 # 2. **Speed against size.** Run the chapter with `params/cnn.yaml` (the ResNet-18 from random
-#    weights, 64 px), then set `rs_image_size: 96` there. From the speeds above, predict the
-#    training time, then check it in the history. Does the last feature map (the table at the
+#    weights, 64 px), then set `rs_image_size: 96` there. Predict the training time (images/s
+#    scale roughly with the number of pixels), then check it in the history. Does the last feature map (the table at the
 #    top) grow?
-# 3. **Longer training.** In the same copy set `rs_epochs: 12` (it has 4). Does the validation
+# 3. **Longer training.** In a copy of `params/cnn.yaml` set `rs_epochs: 12` (it has 4). Does the validation
 #    loss keep falling, and does the probe $R^2$ for `footprint` and `green` follow it? Which
 #    latents can no satellite encoder learn, however long it trains?
 # 4. **Eq. 6 alone.** Set `head_reconstruction: 0` (the paper's loss, no decoder). Predict first:

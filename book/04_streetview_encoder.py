@@ -169,7 +169,7 @@ axes[0].set(xlabel="street views in the region", ylabel="regions",
             title="views per region")
 plotting.plot_map(data, n_views.where(n_views > 0), ax=axes[1],
                   cmap="viridis", title="street views per region",
-                  label="views (grey: none)")
+                  label="views" + (" (grey: none)" if (n_views == 0).any() else ""))
 fig.tight_layout()
 plt.show()
 glue("n_images", int(n_views.sum()), display=False)
@@ -267,13 +267,15 @@ glue("sim_other", float(np.median(other)), display=False)
 # %% [markdown]
 # ## The learned embedding
 #
-# The first two principal components of the region embeddings, on the map (grey: no street
-# view):
+# The first two principal components of the region embeddings, on the map (a region without a
+# street view would be grey):
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "The first principal components of the street-view embedding, on the map."}}
 embedding = load_table(stage / "embeddings.csv").reindex(data.region_ids)
 present = embedding.dropna()
-glue("n_missing", int(embedding.isna().any(axis=1).sum()), display=False)
+n_missing = int(embedding.isna().any(axis=1).sum())
+glue("missing_views", "every region has at least one" if n_missing == 0 else
+     f"{n_missing} region{' has' if n_missing == 1 else 's have'} none", display=False)
 pca = PCA(n_components=min(5, present.shape[1], len(present)), random_state=cfg.seed)
 pcs = pd.DataFrame(pca.fit_transform(present.to_numpy()), index=present.index,
                    columns=[f"PC{k + 1}" for k in range(pca.n_components_)])
@@ -322,8 +324,8 @@ plt.show()
 # with the mean colour of a region's views as the floor. The last column puts the trained *satellite* encoder
 # of {doc}`03_satellite_encoder` beside it (trained there, reused here from the cache). The toy
 # city hides `height`, `affluence` and `activity` from above and shows them in the streets
-# (facades, their upkeep, people and cars), so those are the rows to watch; from random weights
-# and a few epochs the street-view encoder need not see them yet, and the satellite embedding can
+# (facades, their upkeep, people and cars), so those are the rows to watch (a CNN from random
+# weights, `params/cnn.yaml`, need not see them after a few epochs); the satellite embedding can
 # predict them only through their (weak) correlation with what it does show.
 
 # %% tags=["hide-input"]
@@ -429,14 +431,14 @@ glue("pc1_sentence", Markdown(pc1_sentence), display=False)
 # - {glue:md}`views_finding` two views of the same region have a median cosine similarity of
 #   {glue:text}`sim_same:.2f`, views of different regions {glue:text}`sim_other:.2f`. The city has
 #   {glue:text}`n_images` street views, a median of {glue:text}`views_median:.0f` per region with
-#   a view (at most {glue:text}`views_max`); {glue:text}`n_missing` regions have none.
+#   a view (at most {glue:text}`views_max`); {glue:text}`missing_views`.
 # - {glue:md}`probe_finding` {glue:md}`probe_sentence`
 #
 # ## Exercises
 #
 # 1. **Bigger views.** With `params/cnn.yaml` (Inception-v3 from random weights), set
 #    `sv_image_size: 128`. Inception-v3 then needs no enlargement. Predict the change in training
-#    time from the speeds above (images/s scale roughly with the number of pixels), then check.
+#    time (images/s scale roughly with the number of pixels; the history gives this run's), then check.
 #    Does the agreement of a region's views rise?
 # 2. **One view per region.** Averaging can only help when views differ. In the agreement
 #    histogram, what would you expect for a city with exactly one view per region? Embed each

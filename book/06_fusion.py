@@ -19,8 +19,8 @@
 # The two image encoders give every region a street-view vector $e_i^{SV}$ and a satellite
 # vector $e_i^{RV}$. This chapter fuses them with learned, per-region attention weights
 # (eq. 8-10) and trains the fusion so that the fused vector agrees with the region's POI text
-# vector by a contrastive InfoNCE loss (eq. 11). It does so twice: as the paper writes it, and
-# in the design this book uses by default, which makes eq. 8-11 do what the paper says they do --
+# vector by a contrastive InfoNCE loss (eq. 11). It does so as the paper writes it, and in the
+# design this book uses by default (with, where the settings allow, its end-to-end option), which makes eq. 8-11 do what the paper says they do --
 # bring POI semantics into the image representation -- and we show why the literal version
 # cannot.
 
@@ -91,12 +91,13 @@ cfg
 #
 # The other regions of the batch are the negatives, so memory grows with the batch, never with
 # the number of regions. The official code instead fits the fused vector to the POI vector with a
-# mean squared error over all regions (`fusion_design: paper`, `fusion_loss: mse`);
-# {doc}`appendix_deviations` lists it.
+# mean squared error over all regions (`fusion_design: paper`, `fusion_loss: mse`), listed with
+# the other differences in {doc}`appendix_deviations`.
 #
 # ## The aligned design (the default)
 #
-# The same equations, on *learned views* of the frozen embeddings (`fusion_design: aligned`):
+# The same equations (but tanh in eq. 8, as the official code, where the paper writes ReLU), on
+# *learned views* of the frozen embeddings (`fusion_design: aligned`):
 # each image embedding is standardised and projected by its own layer with a LayerNorm,
 # $h_i^m = \mathrm{LN}(W^m e_i^m)$, so that the two views share coordinates; eq. 8-10 score and mix
 # the $h_i^m$; eq. 11 compares $e_i^{Image}$ with a projection of the POI vector,

@@ -233,8 +233,8 @@ paired = {split: report.paired_differences(results, headline, split=split) for s
 display(report.paired_text(paired))
 counts = {split: table["verdict"].value_counts() for split, table in paired.items()}
 glue("n_methods", len(paired["random"]), display=False)
-glue("better_worse", "; ".join(f"under the {split} split significantly better than {int(c.get('better', 0))} "
-                               f"of them and significantly worse than {int(c.get('worse', 0))}"
+glue("better_worse", "; ".join(f"significantly better than {int(c.get('better', 0))} of them and significantly "
+                               f"worse than {int(c.get('worse', 0))} under the {split} split"
                                for split, c in counts.items()), display=False)
 glue("seeds_cannot_tell", f"{len(cfg.seeds)} seeds cannot tell" if len(cfg.seeds) > 1 else
      "one seed gives no interval, so it cannot tell: run two or more", display=False)
@@ -387,7 +387,8 @@ for split, table in loc.items():
     display(Markdown(f"**Location alone against MuseCL and the best other method ({split} split)**"),
             report.readable(table).round(3))
 glue("n_indicators", len(win_random), display=False)
-glue("muse_wins", report.by_split({split: int((table["best"] == "MuseCL").sum()) for split, table in win.items()}),
+wins = {split: int((table["best"] == "MuseCL").sum()) for split, table in win.items()}
+glue("muse_wins", f"none ({' or '.join(wins)} split)" if not any(wins.values()) else report.by_split(wins),
      display=False)
 glue("winners_random", "; ".join(f"{r.indicator}: {r.best} ({r.best_mean:.3f})"
                                  for r in win_random.itertuples()), display=False)

@@ -61,7 +61,7 @@ from musecl.sampling import pretext_features
 
 with warnings.catch_warnings():
     # notes on the three extra indicators joined from census tracts, said under "The data" below
-    warnings.filterwarnings("ignore", message=r"indicators_by_area: .* share its value")
+    warnings.filterwarnings("ignore", message=r"indicators_by_area: .* shares? its value")
     warnings.filterwarnings("ignore", message=r"indicator 'median_income': .* missing")
     city_dir = make_manhattan_city(f"{out_dir}/cities/manhattan", data_dir=data_dir)
 problems = validate_city(city_dir)

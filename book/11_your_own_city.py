@@ -291,7 +291,7 @@ plt.show()
 # `musecl.runner.run` is what `musecl run` calls: sample, train, embed and evaluate each method,
 # and write `results.csv` with figures. With the smoke settings this takes seconds and the
 # numbers only say that every stage ran; use `params/ci.yaml` or `params/paper.yaml` for results.
-# As every results table of the book, it carries what location alone and the raw pretext inputs
+# Like every results table of the book, it carries what location alone and the raw pretext inputs
 # (trips, POI counts) reach through the same probe.
 
 # %%
@@ -356,8 +356,10 @@ with pd.option_context("display.max_colwidth", None):
 # or satellite images for only *some* regions are fine: the others get the column mean of that
 # embedding where a method needs a full table, and MuseCL's fusion gives it no attention weight
 # (such a region's fused vector is its one view). Without trips, MuseCL's street-view pairing
-# (eq. 1-2) has nothing to go on, so the street-view methods are not run rather than trained on
-# meaningless triplets. MuseCL itself runs on one image kind: without street views (or without
+# (eq. 1-2) has nothing to go on, so the methods built on MuseCL's street-view encoder (*SV
+# only* and the combinations with it) are not run rather than trained on meaningless triplets;
+# street-view baselines that pair or read images another way (Inception v3, Urban2vec-style,
+# EfficientNet-Lite0) still run. MuseCL itself runs on one image kind: without street views (or without
 # the trips their pairing needs) it fuses the satellite view alone, still aligned to the POI
 # text, and chapters 7 and 8 say so under their tables. Without any
 # images, `--methods all` adds the image-free methods (`MuseCL (vector views)`, `OD SVD`) where

@@ -435,7 +435,7 @@ def _prepare(embedding: pd.DataFrame, city: City, indicator: str) -> _Task:
     y = targets[indicator]
     n_nan = int(y.isna().sum())
     if n_nan:
-        warnings.warn(f"{city.name}, {indicator}: {n_nan} of {len(y)} regions have no value and are "
+        warnings.warn(f"{city.name}, {indicator}: {n_nan} of {len(y)} regions {'has' if n_nan == 1 else 'have'} no value and are "
                       "left out of its evaluation", stacklevel=3)
     y = y.dropna()
     missing = y.index.difference(embedding.index)

@@ -395,7 +395,7 @@ def _column_means(df: pd.DataFrame, name: str) -> np.ndarray:
         raise ValueError(f"{name}: a column is NaN for every region; nothing to impute from")
     n_nan = int(df.isna().any(axis=1).sum())
     if n_nan:
-        warnings.warn(f"{name}: {n_nan} of {len(df)} regions have a missing (NaN) embedding; "
+        warnings.warn(f"{name}: {n_nan} of {len(df)} regions {'has' if n_nan == 1 else 'have'} a missing (NaN) embedding; "
                       "filled with the column mean", stacklevel=3)
     return means
 
@@ -479,7 +479,7 @@ def _train_fusion(sv: pd.DataFrame, rs: pd.DataFrame, poi: pd.DataFrame, cfg: Fu
     y = poi.to_numpy(dtype=np.float32)
     usable = np.isfinite(y).all(axis=1) & (np.abs(y).sum(axis=1) > 0)
     if not usable.all():
-        warnings.warn(f"poi: {int((~usable).sum())} of {len(y)} regions have a zero or missing POI "
+        warnings.warn(f"poi: {int((~usable).sum())} of {len(y)} regions {'has' if (~usable).sum() == 1 else 'have'} a zero or missing POI "
                       "vector and are left out of fusion training", stacklevel=2)
     x_sv, x_rs, y, present = (torch.from_numpy(a[usable]) for a in (x_sv, x_rs, y, present))
     n = len(y)

@@ -114,11 +114,14 @@ def require_method(city, name: str, shows: str) -> None:
     and :class:`DataUnavailable`."""
     from musecl.methods.base import describe_needs, unsupported_reason
 
-    if unsupported_reason(name, city) is not None:
-        _stop_chapter(city, f"what {name} needs ({describe_needs(name)})", shows)
+    if (reason := unsupported_reason(name, city)) is not None:
+        _stop_chapter(city, f"what {name} needs ({describe_needs(name)})", shows,
+                      stop_line=f"{city.name} has {reason}, which {name} needs")
 
 
-def _stop_chapter(city, needed: str, shows: str) -> None:
+def _stop_chapter(city, needed: str, shows: str, stop_line: str | None = None) -> None:
+    """The note, then :class:`DataUnavailable` with ``stop_line`` (default: "<city> lacks <needed>"),
+    the line the book run prints."""
     from IPython.display import Markdown, display
 
     from musecl.methods.base import INPUTS
@@ -130,7 +133,7 @@ def _stop_chapter(city, needed: str, shows: str) -> None:
         "*city folder format* page says how, `musecl validate` checks it) or read the chapter as built on "
         "the book's default toy city, which has all four. `musecl methods CITY` lists the methods this city "
         "supports; the results chapter (8) runs those.\n```"))
-    raise DataUnavailable(f"{city.name} lacks {needed}")
+    raise DataUnavailable(stop_line or f"{city.name} lacks {needed}")
 
 
 def reader_view() -> None:

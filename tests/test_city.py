@@ -200,8 +200,8 @@ def test_load_warns_with_counts_when_filling(city_dir):
         warnings.simplefilter("always")
         city = load_city(city_dir)
     text = " | ".join(str(w.message) for w in caught)
-    assert "1 of 7 regions have no satellite image" in text
-    assert "1 of 7 regions have no row in indicators.csv" in text
+    assert "1 of 7 regions has no satellite image" in text
+    assert "1 of 7 regions has no row in indicators.csv" in text
     assert city.indicators.loc["d"].isna().all()
 
 

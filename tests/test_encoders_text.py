@@ -56,7 +56,7 @@ def test_tokenize_and_category_token():
 
 def test_eq7_region_vector_is_mean_of_its_category_vectors(city):
     enc = PoiTextEncoder(SMALL).fit(city)
-    with pytest.warns(UserWarning, match="1 of 4 regions have no POI"):
+    with pytest.warns(UserWarning, match="1 of 4 regions has no POI"):
         table = enc.transform(city)
     assert table.index.name == "region_id" and list(table.index) == ["a", "b", "c", "d"]
     assert table.shape == (4, 16)

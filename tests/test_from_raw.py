@@ -222,7 +222,7 @@ def test_indicators_by_area_density_and_count(squares):
     assert got.loc["west", "rent"] == pytest.approx(15.0, rel=1e-3)
     assert got.loc["east", "rent"] == pytest.approx(10.0, rel=1e-3)
     # only the west square is covered: east is missing, and that is reported
-    with pytest.warns(UserWarning, match=r"indicator 'rent': 1 of 2 regions are covered less than 50%"):
+    with pytest.warns(UserWarning, match=r"indicator 'rent': 1 of 2 regions is covered less than 50%"):
         got = indicators_by_area(areas, values.iloc[1:][["id", "rent"]], squares, how="density")
     assert got.loc["west", "rent"] == pytest.approx(20.0) and np.isnan(got.loc["east", "rent"])
     with pytest.raises(RawDataError, match=r"must be 'count' or 'density'"):

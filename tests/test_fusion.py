@@ -97,7 +97,7 @@ def test_training_is_deterministic_and_early_stopping_keeps_validation_loss():
 def test_alignment_by_region_id_and_nan_imputation():
     sv, rs, poi = tables(n=60)
     sv.iloc[0] = np.nan
-    with pytest.warns(UserWarning, match="1 of 60 regions have a missing"):
+    with pytest.warns(UserWarning, match="1 of 60 regions has a missing"):
         model, _ = train_fusion(sv, rs.iloc[::-1], poi.sample(frac=1, random_state=0),
                                 {"epochs": 2, "batch_size": 16})
     emb, beta = fuse(model, sv, rs)

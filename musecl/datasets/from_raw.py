@@ -532,10 +532,12 @@ def indicators_by_area(areas: Regions, values: pd.DataFrame, regions: Regions,
     overlap, area_m2, region_m2 = _overlay(areas, regions)
     shared = _sharing_one_area(overlap)
     if shared:
-        warnings.warn(f"indicators_by_area: {shared} of {len(regions)} regions lie within one area "
-                      "together with other regions and share its value (areal weighting); a random "
-                      "train/test split then flatters the R2, as a test region's neighbours in "
-                      "training hold its value: evaluate this city on the spatial split",
+        lie, share = ("lies", "shares") if shared == 1 else ("lie", "share")
+        warnings.warn(f"indicators_by_area: {shared} of {len(regions)} regions {lie} within "
+                      f"one area together with other regions and {share} its value (areal "
+                      "weighting); a random train/test split then flatters the R2, as a test "
+                      "region's neighbours in training hold its value: evaluate this city on the "
+                      "spatial split",
                       UserWarning, stacklevel=2)
     out = pd.DataFrame(index=regions.ids)
     for col in values.columns:
@@ -551,7 +553,8 @@ def indicators_by_area(areas: Regions, values: pd.DataFrame, regions: Regions,
         value = value.reindex(regions.ids)
         low = (covered / region_m2) < coverages[col]
         if low.any():
-            warnings.warn(f"indicator {col!r}: {int(low.sum())} of {len(regions)} regions are "
+            are = "is" if low.sum() == 1 else "are"
+            warnings.warn(f"indicator {col!r}: {int(low.sum())} of {len(regions)} regions {are} "
                           f"covered less than {coverages[col]:.0%} by areas with a value; "
                           f"their {col} is missing (NaN)", stacklevel=2)
         out[col] = value.where(~low)

@@ -91,9 +91,10 @@ MISSING_SATELLITE_FRACTION = 0.02
 
 LATENTS = {
     "footprint": "share of the ground covered by buildings, in [0, 1]; seen from above (roofs, roads), "
-                 "not from the street (a facade does not tell how deep the block is), not in POIs",
-    "height": "building height, in [0, 1] (1 to 25 floors); seen only in street views (facade "
-              "height); with footprint it sets floor area, hence residents, jobs and trips",
+                 "not from the street (a facade does not tell how deep the block is), not in POIs; with "
+                 "height it sets floor area, hence how many trips start and end there",
+    "height": "building height, in [0, 1] (1 to 25 floors); of the images only street views show it "
+              "(facade height); with footprint it sets floor area, hence residents, jobs and trips",
     "landuse": "0 homes to 1 work places (offices, shops, industry); seen from above (roof size and "
                "colour), in POI category shares and in the balance of trips arriving and leaving",
     "affluence": "wealth in [0, 1]; invisible from above; seen in street views (facade upkeep, boarded "
@@ -101,8 +102,10 @@ LATENTS = {
                  "and review words, and in how often residents take the trips recorded",
     "activity": "footfall and nightlife in [0, 1]; invisible from above; seen in street views (people, "
                 "cars, shop signs), nightlife POIs, busy/quiet review words and leisure trips",
-    "green": "share under parks, lawns and trees; seen from above, as street trees and as park POIs",
-    "water": "share under the river or the lake; seen from above; water has no homes, jobs, POIs or trips",
+    "green": "share under parks, lawns and trees; seen from above, as street trees, as park POIs and in "
+             "leisure trips",
+    "water": "share under the river or the lake; seen from above; water has no homes, jobs, POIs or trips, "
+             "so their absence shows it too",
     "farm": "share under crop fields at the urban edge; seen from above and as farm-supply POIs",
 }
 LATENT_NAMES = tuple(LATENTS)

@@ -284,9 +284,10 @@ class PoiTextEncoder:
         np.add.at(total, row, self.vectors[col].astype(np.float64))
         count = np.bincount(row, minlength=len(ids)).astype(np.float64)
         empty = count == 0
-        if empty.any():
-            warnings.warn(f"{city.name}: {int(empty.sum())} of {len(ids)} regions have no POI "
-                          "with a known category; their POI vector is zero", stacklevel=2)
+        if n_empty := int(empty.sum()):
+            have = "has" if n_empty == 1 else "have"
+            warnings.warn(f"{city.name}: {n_empty} of {len(ids)} regions {have} no POI with a "
+                          "known category; their POI vector is zero", stacklevel=2)
         out = total / np.maximum(count, 1.0)[:, None]
         if pooling == "log-scaled":
             out *= np.log1p(count)[:, None]
