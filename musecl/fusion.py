@@ -479,8 +479,10 @@ def _train_fusion(sv: pd.DataFrame, rs: pd.DataFrame, poi: pd.DataFrame, cfg: Fu
     y = poi.to_numpy(dtype=np.float32)
     usable = np.isfinite(y).all(axis=1) & (np.abs(y).sum(axis=1) > 0)
     if not usable.all():
-        warnings.warn(f"poi: {int((~usable).sum())} of {len(y)} regions {'has' if (~usable).sum() == 1 else 'have'} a zero or missing POI "
-                      "vector and are left out of fusion training", stacklevel=2)
+        n_out = int((~usable).sum())
+        has, are = ("has", "is") if n_out == 1 else ("have", "are")
+        warnings.warn(f"poi: {n_out} of {len(y)} regions {has} a zero or missing POI vector and {are} "
+                      "left out of fusion training", stacklevel=2)
     x_sv, x_rs, y, present = (torch.from_numpy(a[usable]) for a in (x_sv, x_rs, y, present))
     n = len(y)
     if n < 2:
