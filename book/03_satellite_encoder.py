@@ -66,10 +66,9 @@ from musecl.encoders.image import (
 from musecl.methods.multisemantic import backbone_features, image_settings, image_stage, initial_embedding
 from musecl.encoders.heads import FEATURE_HEADS
 from musecl.evaluation import latent_probe, triplet_agreement
-from musecl.report import training_findings
+from musecl.report import history_table, training_findings
 from musecl.training import split_indices
 
-SHOWN = ["epoch", "lr", "train_loss", "val_loss", "train_active", "val_active", "images_per_s", "seconds"]
 KIND = SATELLITE
 settings = image_settings(cfg, KIND)  # arch, image_size, epochs, batch_size of this encoder
 is_head = settings["arch"] in FEATURE_HEADS  # a head on frozen ImageNet features instead of a CNN
@@ -260,8 +259,10 @@ glue("train_seconds", float(history["seconds"].sum()), display=False)
 glue("epochs_run", len(history), display=False)
 glue("epochs_words", f"{len(history)} epoch" + ("s" if len(history) != 1 else ""), display=False)
 glue("best_epoch", training["best_epoch"], display=False)
-display(triplets.head().round(2))
-history[[c for c in SHOWN if c in history]].round(4)
+display(triplets.head().style.format(precision=2).set_caption(
+    "The first triplets: region ids, and the anchor's POI distance (eq. 3) to its positive (d_pos) "
+    "and to its negative (d_neg)"))
+history_table(history, training["best_epoch"])
 
 # %% mystnb={"figure": {"caption": "Training curves of the satellite encoder per epoch, training and validation: the loss (with a reconstruction term: also its two parts), the similarities and the share of triplets still inside the margin."}}
 plotting.plot_triplet_training(history, training, encoder_config["arch"])

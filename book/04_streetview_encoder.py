@@ -30,13 +30,17 @@ params_file = "../params/ci.yaml"  # run settings (musecl.config.RunConfig)
 device = None  # None: as in params_file
 
 # %%
+import warnings
+
 from musecl.cache import Cache
 from musecl.config import RunConfig
 from musecl.notebooks import require_modalities
 from musecl.runner import resolve_city
 
 cfg = RunConfig.from_yaml(params_file, device=device)
-data = resolve_city(city or "toy", cities_dir=f"{out_dir}/cities")
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=".*no satellite image")  # not used in this chapter
+    data = resolve_city(city or "toy", cities_dir=f"{out_dir}/cities")
 require_modalities(
     data, ("streetview", "mobility"),
     shows="the street-view encoder trained on mobility-similarity triplets "
@@ -65,10 +69,9 @@ from musecl.evaluation import latent_probe, triplet_agreement
 from musecl.encoders.image import ImageStore, augment_images, build_encoder
 from musecl.methods.multisemantic import (backbone_features, image_settings, image_stage, initial_embedding,
                                         stage_encoder)
-from musecl.report import training_findings
+from musecl.report import history_table, training_findings
 from musecl.training import split_indices
 
-SHOWN = ["epoch", "lr", "train_loss", "val_loss", "train_active", "val_active", "images_per_s", "seconds"]
 KIND = STREETVIEW
 settings = image_settings(cfg, KIND)  # arch, image_size, epochs, batch_size of this encoder
 is_head = settings["arch"] in FEATURE_HEADS  # a head on frozen ImageNet features instead of a CNN
@@ -198,8 +201,10 @@ glue("best_epoch", training["best_epoch"], display=False)
 flows = data.mobility[[INFLOW, OUTFLOW]]
 example = triplets.iloc[0]
 display(flows.loc[[example["anchor"], example["positive"], example["negative"]]]
-        .set_axis(["anchor", "positive", "negative"]).rename_axis("role of triplet 0"))
-history[[c for c in SHOWN if c in history]].round(4)
+        .set_axis(["anchor", "positive", "negative"]).rename_axis("role of triplet 0")
+        .style.format("{:,.0f}")
+        .set_caption("The first triplet: its three regions' trips in and out (eq. 1)"))
+history_table(history, training["best_epoch"])
 
 # %% mystnb={"figure": {"caption": "Training curves of the street-view encoder per epoch, training and validation: the loss (with a reconstruction term: also its two parts), the similarities and the share of triplets still inside the margin."}}
 plotting.plot_triplet_training(history, training, encoder_config["arch"])

@@ -129,14 +129,16 @@ designs[other] = MuseCL(dataclasses.replace(cfg, fusion_design=other, fusion_los
 poi = method.stage_table("text").reindex(data.region_ids).to_numpy()
 has_poi = np.linalg.norm(poi, axis=1) > 0
 chance = float(np.log(cfg.fusion_batch_size))
+COLOURS = {"aligned": "C0", "paper": "C1", "aligned, fine-tuned heads": "C2"}  # the same in every figure
 fig, (ax, ax_rec) = plt.subplots(1, 2, figsize=(10, 3.2))
 for design, fitted in designs.items():
     history = fitted.history("fusion")
     # with a reconstruction term the history logs the InfoNCE part on its own
     nce = history.get("train_infonce", history["train_loss"])
-    ax.plot(history["epoch"], nce, label=f"{design} design")
+    ax.plot(history["epoch"], nce, color=COLOURS[design], label=f"{design} design")
     if "train_reconstruction" in history:
-        ax_rec.plot(history["epoch"], history["train_reconstruction"], label=f"{design} design")
+        ax_rec.plot(history["epoch"], history["train_reconstruction"], color=COLOURS[design],
+                    label=f"{design} design")
 ax.axhline(chance, color="grey", ls=":", label=f"chance, ln {cfg.fusion_batch_size}")
 ax.set(xlabel="epoch", ylabel="InfoNCE (eq. 11)", title="alignment")
 ax.legend(fontsize=8)
@@ -164,7 +166,7 @@ for ax, (design, beta) in zip(axes[:2], betas.items()):
     plot_map(data, beta, ax=ax, cmap="coolwarm", vmin=0, vmax=1, title=f"{design} design: $\\beta^{{SV}}$",
              label=r"$\beta^{SV}$")
 for design, beta in betas.items():
-    axes[2].hist(beta, bins=np.linspace(0, 1, 41), alpha=0.6, label=f"{design} design")
+    axes[2].hist(beta, bins=np.linspace(0, 1, 41), alpha=0.6, color=COLOURS[design], label=f"{design} design")
 axes[2].set(xlabel=r"$\beta^{SV}$", ylabel="regions", title="distribution over regions")
 axes[2].legend(fontsize=8)
 fig.tight_layout()
@@ -173,17 +175,17 @@ plt.show()
 # %% tags=["hide-input"]
 spread = pd.DataFrame({design: {"median": beta.median(), "5th percentile": beta.quantile(0.05),
                                 "95th percentile": beta.quantile(0.95),
-                                "share of regions with beta_SV < 0.02 or > 0.98": ((beta < 0.02) | (beta > 0.98)).mean()}
+                                "share of regions with β_SV < 0.02 or > 0.98": ((beta < 0.02) | (beta > 0.98)).mean()}
                        for design, beta in betas.items()}).round(3)
 display(spread)
 beta = betas[cfg.fusion_design]
 glue("beta_sv_mean", float(beta.mean()), display=False)
 glue("beta_sv_sd", float(beta.std()), display=False)
-glue("extreme_paper", float(spread.loc["share of regions with beta_SV < 0.02 or > 0.98", "paper"]), display=False)
-glue("extreme_aligned", float(spread.loc["share of regions with beta_SV < 0.02 or > 0.98", "aligned"]),
+glue("extreme_paper", float(spread.loc["share of regions with β_SV < 0.02 or > 0.98", "paper"]), display=False)
+glue("extreme_aligned", float(spread.loc["share of regions with β_SV < 0.02 or > 0.98", "aligned"]),
      display=False)
 if data.latents is not None:
-    corr = data.latents.corrwith(beta, method="spearman").rename(f"Spearman rho with beta_SV ({cfg.fusion_design})")
+    corr = data.latents.corrwith(beta, method="spearman").rename(f"Spearman ρ with β_SV ({cfg.fusion_design})")
     display(corr.to_frame().round(2))
 
 # %% [markdown]
@@ -213,13 +215,14 @@ if why_not_fine_tuned is None:
     designs["aligned, fine-tuned heads"] = tuned.fit(data)  # MuseCL's heads and POI vectors
     history = tuned.history("fusion")
     fig, (ax, ax_t) = plt.subplots(1, 2, figsize=(10, 4))
-    ax.plot(history["epoch"], history["train_infonce"], label="fine-tuned heads")
+    ax.plot(history["epoch"], history["train_infonce"], color=COLOURS["aligned, fine-tuned heads"],
+            label="fine-tuned heads")
     fixed = designs["aligned"].history("fusion")
-    ax.plot(fixed["epoch"], fixed["train_infonce"], label="heads held fixed")
+    ax.plot(fixed["epoch"], fixed["train_infonce"], color=COLOURS["aligned"], label="heads held fixed")
     ax.axhline(chance, color="grey", ls=":", label=f"chance, ln {cfg.fusion_batch_size}")
     ax.set(xlabel="epoch", ylabel="InfoNCE (eq. 11)", title="alignment")
     own_end = {}
-    for (kind, stage), colour in zip((("sv", "streetview"), ("rs", "satellite")), ("C0", "C1")):
+    for (kind, stage), colour in zip((("sv", "streetview"), ("rs", "satellite")), ("C4", "C5")):
         own_end[stage] = tuned.history(stage)["train_loss"].iloc[-1]
         ax_t.plot(history["epoch"], history[f"train_triplet_{kind}"], color=colour,
                   label=f"{stage} head, fine-tuning")
@@ -300,7 +303,7 @@ else:
     glue("fine_tune_finding", Markdown(f"The end-to-end option did not run: {why_not_fine_tuned}."),
          display=False)
 # for "What we saw": the findings, in words that follow this run's numbers
-extreme = spread.loc["share of regions with beta_SV < 0.02 or > 0.98"]
+extreme = spread.loc["share of regions with β_SV < 0.02 or > 0.98"]
 collapses = {design: float(extreme[design]) >= 0.10 for design in ("paper", "aligned")}
 glue("collapse_finding", Markdown({
     (True, False): "**The paper's literal fusion often gives a region all its weight on one modality; the aligned "

@@ -66,7 +66,7 @@ warnings.formatwarning = lambda message, category, *args, **kwargs: f"{category.
 # %% [markdown]
 # ## The raw files
 #
-# We have no real city on this machine, so we *make* the raw files a reader would have from the
+# The book ships no real city's raw exports, so we *make* the files a reader would have from the
 # generated toy city (150 regions), and forget its folder afterwards: POIs scattered inside their
 # hexagon with made-up column names, one row per trip with the coordinates of both ends, a few
 # POIs outside the city (every real export has some), districts of about five hexagons with
@@ -211,7 +211,7 @@ plt.show()
 #
 # ```{literalinclude} ../musecl/datasets/from_raw.py
 # :pyobject: indicators_by_area
-# :lines: 1-30
+# :lines: 1-36
 # ```
 
 # %%

@@ -37,7 +37,7 @@ import yaml
 from PIL import Image
 from shapely.errors import ShapelyError
 
-from musecl.io import YamlFileError, load_yaml, read_csv_ids
+from musecl.io import YamlFileError, load_yaml, n_of_regions, read_csv_ids
 
 REGION_ID = "region_id"
 LON, LAT, GEOMETRY = "lon", "lat", "geometry"
@@ -713,7 +713,7 @@ def _check_images(root: Path, df: pd.DataFrame, meta: CityMeta, known: set[str],
     if SATELLITE in meta.modalities and known:
         missing = len(known - set(sat[REGION_ID]))
         if missing / len(known) > meta.max_missing_satellite:
-            problems.append(Problem(f, SATELLITE, f"{missing} of {len(known)} regions {'has' if missing == 1 else 'have'} no satellite image; "
+            problems.append(Problem(f, SATELLITE, f"{n_of_regions(missing, len(known))} no satellite image; "
                                                   f"max_missing_satellite in {CITY_YAML} allows "
                                                   f"{meta.max_missing_satellite:.0%}"))
 
@@ -921,7 +921,7 @@ def load_city(path: str | Path) -> City:
     if SATELLITE in meta.modalities:
         n_missing = len(set(ids) - set(images.loc[images[KIND] == SATELLITE, REGION_ID]))
         if n_missing:
-            warnings.warn(f"{meta.name}: {n_missing} of {len(ids)} regions {'has' if n_missing == 1 else 'have'} no satellite image",
+            warnings.warn(f"{meta.name}: {n_of_regions(n_missing, len(ids))} no satellite image",
                           stacklevel=2)
 
     pois = t["pois"]
@@ -943,7 +943,7 @@ def load_city(path: str | Path) -> City:
     if MOBILITY in meta.modalities:
         n_missing = len(ids.difference(mobility.index))
         if n_missing:
-            warnings.warn(f"{meta.name}: {n_missing} of {len(ids)} regions {'has' if n_missing == 1 else 'have'} no mobility record; "
+            warnings.warn(f"{meta.name}: {n_of_regions(n_missing, len(ids))} no mobility record; "
                           "their inflow and outflow are set to 0", stacklevel=2)
     mobility = mobility.reindex(ids, fill_value=0.0)
     mobility.index.name = REGION_ID
@@ -951,7 +951,7 @@ def load_city(path: str | Path) -> City:
     indicators = t["indicators"].set_index(REGION_ID)[list(meta.indicators)].astype(float)
     n_no_row = len(ids.difference(indicators.index))
     if n_no_row:
-        warnings.warn(f"{meta.name}: {n_no_row} of {len(ids)} regions {'has' if n_no_row == 1 else 'have'} no row in {INDICATORS_CSV}; "
+        warnings.warn(f"{meta.name}: {n_of_regions(n_no_row, len(ids))} no row in {INDICATORS_CSV}; "
                       "their indicators are missing (NaN) and they are left out of evaluation",
                       stacklevel=2)
     indicators = indicators.reindex(ids)

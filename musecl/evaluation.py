@@ -39,7 +39,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from musecl.city import CEILING_ALL, MOBILITY, POI, REGION_ID, SATELLITE, SOURCE, STREETVIEW, City
-from musecl.io import in_worker, rewarn
+from musecl.io import in_worker, n_of_regions, rewarn
 from musecl.tables import column_scale, standardise_columns
 from musecl.training import Trainer, one_torch_thread
 
@@ -435,7 +435,7 @@ def _prepare(embedding: pd.DataFrame, city: City, indicator: str) -> _Task:
     y = targets[indicator]
     n_nan = int(y.isna().sum())
     if n_nan:
-        warnings.warn(f"{city.name}, {indicator}: {n_nan} of {len(y)} regions {'has' if n_nan == 1 else 'have'} no value and are "
+        warnings.warn(f"{city.name}, {indicator}: {n_of_regions(n_nan, len(y))} no value; "
                       "left out of its evaluation", stacklevel=3)
     y = y.dropna()
     missing = y.index.difference(embedding.index)

@@ -52,7 +52,7 @@ from torch import nn
 from musecl.city import REGION_ID
 from musecl.encoders.heads import FeatureHead, TripletFeatures, feature_matrix, triplet_features
 from musecl.encoders.image import TripletObjective
-from musecl.io import CONFIG_JSON, WEIGHTS_PT, atomic_save_json, atomic_write, read_saved_config
+from musecl.io import CONFIG_JSON, WEIGHTS_PT, atomic_save_json, atomic_write, n_of_regions, read_saved_config
 from musecl.tables import impute_column_means
 from musecl.training import TIMING_COLUMNS, Trainer, one_torch_thread
 
@@ -395,7 +395,7 @@ def _column_means(df: pd.DataFrame, name: str) -> np.ndarray:
         raise ValueError(f"{name}: a column is NaN for every region; nothing to impute from")
     n_nan = int(df.isna().any(axis=1).sum())
     if n_nan:
-        warnings.warn(f"{name}: {n_nan} of {len(df)} regions {'has' if n_nan == 1 else 'have'} a missing (NaN) embedding; "
+        warnings.warn(f"{name}: {n_of_regions(n_nan, len(df))} a missing (NaN) embedding; "
                       "filled with the column mean", stacklevel=3)
     return means
 

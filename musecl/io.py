@@ -24,6 +24,11 @@ CONFIG_JSON = "config.json"  # the readable settings every saved model or method
 WEIGHTS_PT = "weights.pt"  # a saved torch model's state dict, beside its config.json
 
 
+def n_of_regions(n: int, total: int, has: str = "has", have: str = "have") -> str:
+    """"1 of 600 regions has" / "12 of 600 regions have": the library's warnings agree in number."""
+    return f"{n} of {total} regions {has if n == 1 else have}"
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator:
     """Open a temporary file beside ``path``; rename it over ``path`` only on success."""

@@ -275,6 +275,8 @@ def plot_history(history: pd.DataFrame, parts: Sequence[str] = ("loss",), axes=N
                         label="validation" if split == "val" else split)
         ax.set(xlabel="epoch", ylabel=part)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+        if len(history) == 1:  # no whole number but the one epoch in the default limits
+            ax.set_xticks(history["epoch"])
         ax.legend(fontsize=8)
     if title:
         axes[0].figure.suptitle(title)

@@ -684,6 +684,30 @@ def training_findings(agree_trained: float, agree_untrained: float, history: pd.
     return task, fit
 
 
+def history_table(history: pd.DataFrame, best_epoch: int | None = None, rows: int = 10):
+    """An encoder's training history as a captioned table a reader can scan: about ``rows`` epochs
+    (the first, evenly spaced ones, the best and the last: the figure shows every epoch), the loss
+    and, where it has a reconstruction term, its triplet part, the share of triplets still inside
+    the margin, and the speed. Returns a pandas Styler."""
+    step = max(1, -(-len(history) // rows))
+    keep = sorted({0, len(history) - 1, *range(0, len(history), step)}
+                  | set(np.flatnonzero(history["epoch"].to_numpy() == best_epoch)))
+    columns = {"lr": "lr", "train_loss": "loss (train)", "val_loss": "loss (val)",
+               "train_triplet": "triplet (train)", "val_triplet": "triplet (val)",
+               "train_active": "active (train)", "val_active": "active (val)",
+               "images_per_s": "images/s", "seconds": "s"}
+    table = (history.iloc[keep].set_index("epoch")[[c for c in columns if c in history]]
+             .rename(columns=columns))
+    formats = {name: "{:.3f}" for name in table.columns}
+    formats.update({"lr": "{:.1e}", "active (train)": "{:.0%}", "active (val)": "{:.0%}",
+                    "images/s": "{:,.0f}", "s": "{:.2f}"})
+    best = f"; best validation epoch: {best_epoch}" if best_epoch is not None else ""
+    split = ("; triplet: the loss without its reconstruction term" if "train_triplet" in history else "")
+    return table.style.format({k: v for k, v in formats.items() if k in table.columns}).set_caption(
+        f"Training history, {len(table)} of {len(history)} epochs{best}{split}; active: triplets "
+        "still inside the margin")
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", str(name).lower()).strip("-") or "city"
 

@@ -399,6 +399,29 @@ def test_training_findings_follow_the_numbers():
         "validation one went only from 0.360 to 0.340: it fits its own triplets far better than new ones.")
 
 
+def test_history_table_keeps_first_best_and_last_epochs():
+    """About ``rows`` epochs, always the first, the best and the last; the triplet part is shown
+    (and said) only when the loss has a reconstruction term; formats are per column."""
+    import pandas as pd
+
+    from musecl.io import n_of_regions
+    from musecl.report import history_table
+
+    history = pd.DataFrame({"epoch": range(1, 31), "lr": 5e-4, "train_loss": 1.0, "val_loss": 2.0,
+                            "train_active": 0.5, "val_active": 0.25, "images_per_s": 12345.6,
+                            "seconds": 0.1})
+    styler = history_table(history, best_epoch=14, rows=10)
+    assert list(styler.data.index) == [1, 4, 7, 10, 13, 14, 16, 19, 22, 25, 28, 30]
+    assert "triplet" not in " ".join(styler.data.columns) and "triplet:" not in styler.caption
+    assert "12 of 30 epochs; best validation epoch: 14" in styler.caption
+    html = styler.to_html()
+    assert "12,346" in html and "25%" in html and "5.0e-04" in html
+    both = history.assign(train_triplet=0.3, val_triplet=0.4)
+    assert {"triplet (train)", "triplet (val)"} <= set(history_table(both).data.columns)
+    assert list(history_table(history.head(3)).data.index) == [1, 2, 3]
+    assert n_of_regions(1, 600) == "1 of 600 regions has" and n_of_regions(0, 9, "is", "are").endswith("are")
+
+
 def test_bar_checks_count_only_the_methods_the_run_scored():
     """A check passes only on a paired 'better'; a method the run did not score gets no row; the
     ceiling check is there only when the city has a ceiling."""

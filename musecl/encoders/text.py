@@ -36,7 +36,7 @@ from gensim.models import Word2Vec
 
 from musecl.city import CATEGORY, REGION_ID, TEXT, City
 from musecl.config import TEXT_POOLINGS
-from musecl.io import CONFIG_JSON, atomic_save_json, atomic_write, read_saved_config
+from musecl.io import CONFIG_JSON, atomic_save_json, atomic_write, n_of_regions, read_saved_config
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 
@@ -285,9 +285,9 @@ class PoiTextEncoder:
         count = np.bincount(row, minlength=len(ids)).astype(np.float64)
         empty = count == 0
         if n_empty := int(empty.sum()):
-            have = "has" if n_empty == 1 else "have"
-            warnings.warn(f"{city.name}: {n_empty} of {len(ids)} regions {have} no POI with a "
-                          "known category; their POI vector is zero", stacklevel=2)
+            zero = "its POI vector is" if n_empty == 1 else "their POI vectors are"
+            warnings.warn(f"{city.name}: {n_of_regions(n_empty, len(ids))} no POI with a known "
+                          f"category; {zero} zero", stacklevel=2)
         out = total / np.maximum(count, 1.0)[:, None]
         if pooling == "log-scaled":
             out *= np.log1p(count)[:, None]
