@@ -158,7 +158,7 @@ pd.Series(sources, name="weights_source").to_frame()
 # what each single modality shows ({doc}`01_data`). A method above a single-modality ceiling has
 # combined what different modalities show; none can pass the first.
 
-# %%
+# %% tags=["hide-input"]
 aggregates = ", ".join(f"{k} (from {v})" for k, v in derived.items())
 glue("headline_note", Markdown(
     f"every indicator ({', '.join(headline)}): none is an aggregate of an input" if not derived else
@@ -167,6 +167,8 @@ glue("headline_note", Markdown(
     f"the indicators that are not aggregates of an input ({', '.join(headline)}); the others ({aggregates}) are "
     "shown for fidelity to the paper but say little about learning: each counts an input the methods are given"),
     display=False)
+
+# %%
 order = list(ALL_METHODS) + [m for m in results["method"].unique()
                              if m not in ALL_METHODS]
 display(report.styled_table(results, "r2", "random", methods_order=order,

@@ -100,7 +100,8 @@ def numeric_tables(results: pd.DataFrame, metric: str = "r2", split: str = "rand
                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Mean and standard deviation (over seeds, ddof=1) of ``metric``: method (rows) x indicator.
 
-    ``mean_of``: indicators whose per-seed mean becomes a last column, ``HEADLINE``."""
+    ``mean_of``: indicators whose per-seed mean becomes the first column, ``HEADLINE`` (first: it
+    is the number a reader compares, and it stays in view when a wide table scrolls)."""
     rows = _rows(results, metric, split, city)
     grouped = rows.groupby(["method", "indicator"], sort=False)[metric]
     mean, std = grouped.mean().unstack(), grouped.std().unstack()
@@ -112,7 +113,8 @@ def numeric_tables(results: pd.DataFrame, metric: str = "r2", split: str = "rand
     mean, std = mean.reindex(index=order, columns=cols), std.reindex(index=order, columns=cols)
     if mean_of:
         per_seed = headline_means(rows, mean_of, metric).groupby("method", sort=False)[metric]
-        mean[HEADLINE], std[HEADLINE] = per_seed.mean().reindex(order), per_seed.std().reindex(order)
+        mean.insert(0, HEADLINE, per_seed.mean().reindex(order))
+        std.insert(0, HEADLINE, per_seed.std().reindex(order))
     mean.index.name = std.index.name = "method"
     mean.columns.name = std.columns.name = "indicator"
     return mean, std

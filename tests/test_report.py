@@ -227,7 +227,7 @@ def test_headline_means_per_seed():
 def test_headline_column_is_over_seeds_of_per_seed_means():
     """The headline's spread is that of the per-seed means, not an average of columns' spreads."""
     mean, std = report.numeric_tables(HEAD, mean_of=["PD", "HD"])
-    assert list(mean.columns) == ["PD", "HD", "NP", report.HEADLINE]
+    assert list(mean.columns) == [report.HEADLINE, "PD", "HD", "NP"]
     assert mean.loc["MuseCL", report.HEADLINE] == pytest.approx(0.575)
     assert std.loc["MuseCL", report.HEADLINE] == pytest.approx(np.std([0.6, 0.55], ddof=1))  # not a mean of stds
     assert std.loc["Concat", report.HEADLINE] == pytest.approx(np.std([0.4, 0.5], ddof=1))
@@ -244,17 +244,17 @@ def test_ceiling_rows_are_listed_but_never_ranked(fmt):
     """Ceilings sit under the methods, plain even where they are the highest value."""
     out = report.styled_table(HEAD, mean_of=["PD", "HD"], ceilings=CEIL, digits=3, fmt=fmt)
     ceiling_cells = [f"{np.mean(v):.3f} ± {np.std(v, ddof=1):.3f}"
-                     for v in ([0.95, 0.97], [0.90, 0.88], [0.99, 0.99], [0.925, 0.925])]
+                     for v in ([0.925, 0.925], [0.95, 0.97], [0.90, 0.88], [0.99, 0.99])]
     if fmt == "markdown":
         lines = out.splitlines()
-        assert lines[0] == f"| method | PD | HD | NP | {report.HEADLINE} |"
+        assert lines[0] == f"| method | {report.HEADLINE} | PD | HD | NP |"
         ceiling = [line for line in lines if line.startswith("| Ceiling: all latents |")]
         assert ceiling == ["| Ceiling: all latents | " + " | ".join(ceiling_cells) + " |"]  # plain text
         methods = [i for i, line in enumerate(lines) if line.startswith(("| MuseCL", "| Concat"))]
         assert lines.index(ceiling[0]) > max(methods)
         # the ranks are the methods' own, as if the ceiling were not there
-        assert "| MuseCL | **0.550 ± 0.071** | **0.600 ± 0.141** | **0.900 ± 0.000** | **0.575 ± 0.035** |" in lines
-        assert "| Concat | <u>0.400 ± 0.000</u> | <u>0.500 ± 0.141</u> | <u>0.800 ± 0.000</u> |" in out
+        assert "| MuseCL | **0.575 ± 0.035** | **0.550 ± 0.071** | **0.600 ± 0.141** | **0.900 ± 0.000** |" in lines
+        assert "| Concat | <u>0.450 ± 0.071</u> | <u>0.400 ± 0.000</u> | <u>0.500 ± 0.141</u> | <u>0.800 ± 0.000</u> |" in out
     else:
         cells = styled_cells(out)
         assert list(cells["Ceiling: all latents"].values()) == [(c, "") for c in ceiling_cells]  # plain
