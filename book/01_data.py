@@ -141,8 +141,11 @@ indicator_table = pd.DataFrame({
     "derived from input": {k: derived.get(k, "") for k in ind},
     "median": city.indicators.median(),
     "max": city.indicators.max(),
+    "regions without a value": city.indicators.isna().sum(),  # left out of its evaluation
     "oracle R²": pd.Series(meta.oracle_r2, dtype=float),
 }).rename_axis("indicator")
+if not indicator_table["regions without a value"].any():
+    indicator_table = indicator_table.drop(columns="regions without a value")
 indicator_table.dropna(axis="columns", how="all").round(2)  # a real city has no oracle R²
 
 # %% [markdown]
@@ -311,7 +314,7 @@ if has_latents and "footprint" in city.latents:
     key, ranking = "footprint", city.latents["footprint"]
 else:
     key = next(iter(meta.indicators))
-    ranking = targets[key]
+    ranking = city.indicators[key]  # as recorded (not ln(1 + x)): the value the titles print
 kinds = [k for k in (SATELLITE, STREETVIEW) if present[k]]
 paths_of = {SATELLITE: city.satellite_paths().to_dict(),
             STREETVIEW: {r: p[0] for r, p in sv_paths.items()}}
@@ -323,7 +326,7 @@ if kinds and len(usable):
     at = np.linspace(0, len(usable) - 1, n_show).round().astype(int)
     picks = usable.index[at]
     paths = [paths_of[k][r] for k in kinds for r in picks]
-    titles = [f"{r}\n{key} = {usable[r]:.2f}" if k == kinds[0] else ""
+    titles = [f"{r}\n{key} = {usable[r]:,.{0 if abs(usable[r]) >= 100 else 2}f}" if k == kinds[0] else ""
               for k in kinds for r in picks]
     fig = plotting.plot_images(paths, titles, ncols=n_show, size=1.9)
     for ax in fig.axes:

@@ -66,6 +66,7 @@ from musecl.encoders.image import (
 from musecl.methods.multisemantic import backbone_features, image_settings, image_stage, initial_embedding
 from musecl.encoders.heads import FEATURE_HEADS
 from musecl.evaluation import latent_probe, triplet_agreement
+from musecl.io import n_of_regions
 from musecl.report import history_table, training_findings
 from musecl.training import split_indices
 
@@ -311,7 +312,7 @@ pcs = pd.DataFrame(pca.fit_transform(present.to_numpy()), index=present.index,
 n_missing = int(embedding.isna().any(axis=1).sum())
 glue("missing_sentence", Markdown(
     "Every region has a satellite image, hence an embedding." if not n_missing
-    else f"{n_missing} regions have no satellite image and no embedding; the methods that use "
+    else f"{n_of_regions(n_missing, len(embedding))} no satellite image and no embedding; the methods that use "
     "this embedding fill those rows with its column means."), display=False)
 glue("pc1_var", float(pca.explained_variance_ratio_[0] * 100), display=False)
 glue("pc2_var", float(pca.explained_variance_ratio_[1] * 100), display=False)

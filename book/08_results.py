@@ -56,7 +56,7 @@ from musecl.methods.combinations import ABLATION, ALL_METHODS, PAPER_BASELINES
 from musecl.methods.multisemantic import fine_tuning_unsupported, image_views
 from musecl.plotting import plot_images, plot_map
 from musecl.encoders.heads import FEATURE_HEADS
-from musecl.evaluation import latent_probe
+from musecl.evaluation import correlation_range, latent_probe, spatial_setting
 from musecl.notebooks import require_method
 from musecl.runner import resolve_city, run, score_embedding, seed_configs
 
@@ -151,7 +151,7 @@ pd.Series(sources, name="weights_source").to_frame()
 # Mean ± standard deviation over the seeds; per indicator the best method is in **bold**, the
 # second underlined; the row "improvement over best baseline" (where MuseCL ran) is MuseCL's gain
 # over the best of the paper's baselines, computed as the paper does. The column *headline mean* averages, seed by
-# seed, {glue:md}`headline_note`.
+# seed, {glue:md}`headline_note`. {glue:md}`test_size_note`
 
 # %% [markdown] tags=["needs-latents"]
 # Under the methods, the city's *ceilings*, scored on the same test regions: every latent, then
@@ -167,6 +167,12 @@ glue("headline_note", Markdown(
     f"the indicators that are not aggregates of an input ({', '.join(headline)}); the others ({aggregates}) are "
     "shown for fidelity to the paper but say little about learning: each counts an input the methods are given"),
     display=False)
+n_test = results.groupby("split")["n_test"].median()
+glue("test_size_note", Markdown(
+    "Each score is computed on its seed's test regions: a median of "
+    + " and ".join(f"{n:.0f} ({split} split)" for split, n in n_test.items()) + "."
+    + (" **With so few test regions one split's R² moves by tenths from another's: read the spread over seeds, "
+       "not the third decimal.**" if n_test.min() < 30 else "")), display=False)
 
 # %%
 order = list(ALL_METHODS) + [m for m in results["method"].unique()
@@ -185,10 +191,21 @@ if skipped_note is not None:
 # Whole blocks of the map are held out together, and training regions within a buffer of a
 # test region are dropped, so a test region's near neighbours are not in the training set. Where
 # the buffer is capped short of the distance at which values stop correlating, some leakage
-# remains: {doc}`07_prediction` shows both distances for this city.
+# remains. {glue:md}`spatial_sentence`
 
 # %% [markdown] tags=["needs-latents"]
 # The ceilings are those of the spatial test parts.
+
+# %% tags=["hide-input"]
+if "spatial" in cfg.splits:
+    blocks = spatial_setting(data, cfg.block_size_m, cfg.buffer_m)
+    reach = correlation_range(data, headline, seed=cfg.seed)
+    spatial_sentence = (f"On {data.name}: blocks of {blocks.size_m / 1000:.1f} km, a buffer of "
+                        f"{blocks.buffer_m / 1000:.1f} km, and values that correlate up to {reach / 1000:.1f} km "
+                        "apart (chapter 7's correlogram shows how they fall with distance).")
+else:
+    spatial_sentence = ""
+glue("spatial_sentence", Markdown(spatial_sentence), display=False)
 
 # %%
 if "spatial" in cfg.splits:
@@ -197,8 +214,6 @@ if "spatial" in cfg.splits:
                                 fmt="styler"))
 else:
     display(Markdown("*Not run: the params file's `splits` has no `spatial`.*"))
-if skipped_note is not None:
-    display(skipped_note)
 # the rest of the chapter compares every method with MuseCL, so it needs
 # what MuseCL needs
 require_method(data, "MuseCL",

@@ -551,25 +551,35 @@ def check_splits(city: City, seeds: Sequence[int], splits: Sequence[str],
                  fractions: Sequence[float] = DEFAULT_FRACTIONS, block_size_m: float | None = None,
                  buffer_m: float | str | None = "auto") -> None:
     """Raise before anything is trained when a split would leave an indicator fewer than 2 test
-    regions (R2 needs 2): drawing the splits costs milliseconds, a failure after training hours."""
+    regions, or test regions that all hold one value (R2 needs 2 and a spread: an almost constant
+    indicator would score NaN for every method): drawing the splits costs milliseconds, a failure
+    after training hours."""
     blocks = spatial_setting(city, block_size_m, buffer_m) if "spatial" in splits else None
     values, centres = city.targets(), city.centres()
-    short = []
+    short, flat = [], []
     for indicator in city.meta.indicators:
         ids = values[indicator].dropna().index
-        task = _Task(indicator, ids, np.empty((len(ids), 0)), np.empty(len(ids)), centres.loc[ids].to_numpy())
+        y = values.loc[ids, indicator].to_numpy()
+        task = _Task(indicator, ids, np.empty((len(ids), 0)), y, centres.loc[ids].to_numpy())
         for split, seed in itertools.product(splits, seeds):
             try:
-                n_test = len(_split(task, split, seed, fractions, blocks)[2])
+                test = _split(task, split, seed, fractions, blocks)[2]
             except ValueError as error:  # e.g. fewer blocks than parts: the same message, named
                 raise ValueError(f"{city.name}, {indicator}, {split} split, seed {seed}: {error}") from None
-            if n_test < 2:
-                short.append(f"{indicator} ({split} split, seed {seed}: {n_test} of {len(ids)} regions)")
+            if len(test) < 2:
+                short.append(f"{indicator} ({split} split, seed {seed}: {len(test)} of {len(ids)} regions)")
+            elif np.ptp(y[test]) == 0:
+                flat.append(f"{indicator} ({split} split, seed {seed}: all {len(test)} hold {y[test][0]:g})")
+    tail = " and {} more".format
     if short:
         raise ValueError(f"{city.name}: R2 needs at least 2 test regions, but the splits leave fewer for "
-                         + "; ".join(short[:5]) + (f" and {len(short) - 5} more" if len(short) > 5 else "")
+                         + "; ".join(short[:5]) + (tail(len(short) - 5) if len(short) > 5 else "")
                          + ". Use fewer splits (e.g. random alone), smaller blocks (block_size_m) or a "
                            "smaller buffer_m, or leave such indicators out of city.yaml")
+    if flat:
+        raise ValueError(f"{city.name}: R2 is undefined on test regions that all hold one value, as in "
+                         + "; ".join(flat[:5]) + (tail(len(flat) - 5) if len(flat) > 5 else "")
+                         + ". The indicator is (nearly) constant over the city: leave it out of city.yaml")
 
 
 def evaluate_embedding(embedding: pd.DataFrame, city: City, method: str,

@@ -75,6 +75,9 @@ def plot_map(city: City | Sequence, values: pd.Series | np.ndarray | None = None
         if colorbar:
             plt.colorbar(coll, ax=ax, shrink=0.7, label=label)
     ax.add_collection(coll)
+    if n_missing := int(pd.isna(values).sum()):  # said on the map: grey is in no colour bar
+        ax.text(0, -0.01, f"grey: no value ({n_missing} of {len(values)} regions)",
+                transform=ax.transAxes, fontsize=7, va="top", color="0.35")
     ax.autoscale_view()
     lat = city.regions[LAT].mean() if isinstance(city, City) else np.mean([p[:, 1].mean() for p in polygons])
     ax.set_aspect(1 / np.cos(np.deg2rad(lat)))

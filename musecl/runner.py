@@ -249,6 +249,8 @@ def fit_and_score(name: str, city: City, config: RunConfig, cache_dir: Path, pro
     :func:`fit_methods` runs here or in a worker process."""
     if threads is not None:
         torch.set_num_threads(threads)
+    check_splits(city, config.seeds, config.splits, block_size_m=config.block_size_m,
+                 buffer_m=config.buffer_m)  # milliseconds: fail before training, not after
     start = time.perf_counter()
     rows, first = [], None
     for seeded in seed_configs(config):

@@ -17,7 +17,7 @@ from musecl.evaluation import (
     ridge_cv_r2, scores, spatial_block_split, spatial_setting, triplet_agreement,
 )
 from musecl.evaluation import _one_blas_thread  # the helper every ridge and k-means fit runs under
-from musecl.runner import run
+from musecl.runner import fit_and_score, run
 
 torch.set_num_threads(1)
 FAST = ProbeConfig(max_epochs=300, patience=30)
@@ -128,6 +128,23 @@ def test_a_split_with_one_test_region_fails_before_training(tmp_path):
         run(city, out, RunConfig(seeds=[0, 1, 2], splits=["random", "spatial"]), methods=["Location kNN"],
             progress=False)
     assert not out.exists()  # nothing trained, no folder made
+
+
+def test_an_almost_constant_indicator_fails_before_training(tmp_path):
+    """All regions but two hold one value: it passes validation (not all the same), but a test
+    part of one value gives R2 = NaN for every method (a stress test's city; it used to surface as
+    "no 'MuseCL' rows" in chapter 7). The split check names it, before anything is fitted."""
+    city, _ = make_linear_city(tmp_path / "flat")
+    values = pd.read_csv(city.root / "indicators.csv", dtype={"region_id": str})
+    values["LIN"] = 5.0
+    values.loc[[0, 1], "LIN"] = 6.0  # two regions: most test parts (16 of 80) miss both
+    values.to_csv(city.root / "indicators.csv", index=False)
+    city = load_city(city.root)
+    with pytest.raises(ValueError, match=r"R2 is undefined .* LIN \(random split, seed \d: all 16 hold 5\)"):
+        check_splits(city, seeds=range(10), splits=["random"])
+    with pytest.raises(ValueError, match="leave it out of city.yaml"):
+        fit_and_score("Location kNN", city, RunConfig(seeds=[0, 1, 2, 3, 4], splits=["random"]),
+                      tmp_path / "cache", progress=False)
 
 
 # -- probe -----------------------------------------------------------------------------------

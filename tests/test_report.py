@@ -392,6 +392,8 @@ def test_training_findings_follow_the_numbers():
         "**The encoder learned little of its task.**",
         "its training loss went from 0.400 to 0.200 and the validation one from 0.400 to 0.250.")
     assert training_findings(0.50, 0.55, steady)[0] == "**The encoder did not learn its task.**"
+    assert training_findings(0.60, 0.58, steady.head(1))[1] == (
+        "its one epoch of training ended at a training loss of 0.400 and a validation one of 0.400.")
     # with a reconstruction term the sentence is about the triplet part, not the sum
     both = steady.assign(train_triplet=[0.35, 0.01], val_triplet=[0.36, 0.34])
     assert training_findings(0.71, 0.67, both)[1] == (
