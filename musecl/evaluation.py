@@ -570,16 +570,17 @@ def check_splits(city: City, seeds: Sequence[int], splits: Sequence[str],
                 short.append(f"{indicator} ({split} split, seed {seed}: {len(test)} of {len(ids)} regions)")
             elif np.ptp(y[test]) == 0:
                 flat.append(f"{indicator} ({split} split, seed {seed}: all {len(test)} hold {y[test][0]:g})")
-    tail = " and {} more".format
+    def first_five(cases: list[str]) -> str:
+        return "; ".join(cases[:5]) + (f" and {len(cases) - 5} more" if len(cases) > 5 else "")
+
     if short:
         raise ValueError(f"{city.name}: R2 needs at least 2 test regions, but the splits leave fewer for "
-                         + "; ".join(short[:5]) + (tail(len(short) - 5) if len(short) > 5 else "")
-                         + ". Use fewer splits (e.g. random alone), smaller blocks (block_size_m) or a "
-                           "smaller buffer_m, or leave such indicators out of city.yaml")
+                         f"{first_five(short)}. Use fewer splits (e.g. random alone), smaller blocks "
+                         "(block_size_m) or a smaller buffer_m, or leave such indicators out of city.yaml")
     if flat:
         raise ValueError(f"{city.name}: R2 is undefined on test regions that all hold one value, as in "
-                         + "; ".join(flat[:5]) + (tail(len(flat) - 5) if len(flat) > 5 else "")
-                         + ". The indicator is (nearly) constant over the city: leave it out of city.yaml")
+                         f"{first_five(flat)}. The indicator is (nearly) constant over the city: leave it "
+                         "out of city.yaml")
 
 
 def evaluate_embedding(embedding: pd.DataFrame, city: City, method: str,

@@ -1,4 +1,4 @@
-"""Small file helpers shared by every layer.
+"""Small helpers shared by every layer: files, and how warnings word a count of regions.
 
 Everything a long run writes goes through :func:`atomic_write`, so a run killed half-way never
 leaves a half-written file that a later run would trust.
