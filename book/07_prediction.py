@@ -178,8 +178,11 @@ for split in cfg.splits:  # one table per split; "mean ± sd" over seeds, as in 
         shown["best single modality R2"] = views.max(axis=1).reindex(shown.index).round(3)
         shown["ceiling R2"] = ceiling_mean[all_latents][split].reindex(shown.index).round(3)
     shown.index = pd.Index([f"{i} (derived from {derived[i]})" if i in derived else i for i in shown.index],
-                           name=f"{split} split")
-    display(shown)
+                           name=None)
+    caption = (f"{data.name}, {split} split: MuseCL beside the floors"
+               + (" and the ceilings" if ceiling_mean is not None else "")
+               + (", mean ± sd over seeds" if len(cfg.seeds) > 1 else ""))
+    display(shown.style.format(precision=3, na_rep="–").set_caption(caption).set_table_attributes('class="musecl-results"'))
 
 # %% [markdown]
 # Each cell is {glue:md}`cell_meaning` on this city. Beside MuseCL stand the two floors every
@@ -297,8 +300,9 @@ if published is None:
 else:
     paper = published[published["method"] == "MuseCL"][
         ["source", "city", "indicator", "r2", "rmse"]]
-    display(paper.rename(columns={"r2": "paper R2", "rmse": "paper RMSE"})
-            .reset_index(drop=True))
+    display(paper.rename(columns={"r2": "paper R2", "rmse": "paper RMSE"}).reset_index(drop=True)
+            .style.format(precision=3).hide(axis="index")
+            .set_caption("The paper's numbers for MuseCL (other cities and data; not comparable with this city)"))
 
 # %% [markdown]
 # ## What we saw
