@@ -312,8 +312,8 @@ else:
 # - {glue:md}`floor_finding`
 # - The encoders ran with {glue:text}`weights_source` weights (set by `rs_arch` / `sv_arch`:
 #   `lite0-head` is a head on EfficientNet-Lite0's ImageNet features; `weights` sets the
-#   ResNet-18 and Inception-v3 encoders' start); whether the paper's longer schedule (`params/paper.yaml`, for a GPU) does better on this
-#   city has not been measured by this build.
+#   ResNet-18 and Inception-v3 encoders' start). Whether the paper's CNNs, trained longer at the
+#   paper's sizes on a GPU, do better on the toy city: a recorded GPU run, in {doc}`08_results`.
 #
 # The next chapter adds the paper's baselines and its ablation, and compares each method with
 # MuseCL seed by seed.

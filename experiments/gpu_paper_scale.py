@@ -55,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--params", default="params/gpu.yaml")
+    parser.add_argument("--city", default="toy", help="a city folder or named data set (default: the book's)")
     parser.add_argument("--work", default="/tmp/musecl-gpu", type=Path, help="cities and cache")
     parser.add_argument("--budget", default=420.0, type=float, help="seconds after which no method starts")
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
@@ -70,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         info["wall_seconds"] = round(time.perf_counter() - start, 1)
         (args.out / "run.json").write_text(json.dumps(info, indent=1, default=str))
 
-    city = resolve_city("toy", cities_dir=args.work / "cities")
+    city = resolve_city(args.city, cities_dir=args.work / "cities")
     info["city_seconds"] = round(time.perf_counter() - start, 1)
     ceilings = evaluate_ceilings(city, seeds=config.seeds, splits=config.splits,
                                  block_size_m=config.block_size_m, buffer_m=config.buffer_m)

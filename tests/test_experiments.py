@@ -3,9 +3,11 @@ another seed, never the book's)."""
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from musecl.config import ConfigError
@@ -49,3 +51,28 @@ def test_backbone_readout_scores_both_layer_choices_on_the_latents_each_kind_sho
     assert np.isfinite(shown.to_numpy()).all()
     assert table["mean R2"].to_numpy() == pytest.approx(
         table.drop(columns=["columns", "mean R2"]).mean(axis=1).to_numpy())
+
+
+def test_gpu_paper_scale_writes_each_seed_as_it_goes_and_stops_at_its_budget(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("n_triplets: 40\nrs_arch: tiny\nsv_arch: tiny\nrs_image_size: 16\nsv_image_size: 16\n"
+                      "rs_epochs: 1\nsv_epochs: 1\ntext_epochs: 1\nfusion_epochs: 2\nseeds: [0, 1]\n"
+                      "splits: [random]\nprobe: ridge\n")
+    script = _script("gpu_paper_scale")
+    out = tmp_path / "out"
+    script.main(["--out", str(out), "--params", str(params), "--city", "toy-small", "--work", str(tmp_path / "w"),
+                 "--methods", "MuseCL", "Pretext features", "--budget", "1000"])
+    rows = pd.read_csv(out / "results.csv")
+    assert sorted(rows.groupby(["method", "seed"]).size().index) == [
+        ("MuseCL", 0), ("MuseCL", 1), ("Pretext features", 0), ("Pretext features", 1)]
+    info = json.loads((out / "run.json").read_text())
+    assert info["not_started"] == [] and set(info["seconds"]) == {
+        "MuseCL, seed 0", "Pretext features, seed 0", "MuseCL, seed 1", "Pretext features, seed 1"}
+    assert {(e["stage"], e["seed"]) for e in info["encoders"]} >= {("encoder-satellite", 0), ("encoder-streetview", 1)}
+    assert (out / "ceilings.csv").exists()
+    # a budget already spent starts nothing, and says what it did not start
+    script.main(["--out", str(tmp_path / "none"), "--params", str(params), "--city", "toy-small",
+                 "--work", str(tmp_path / "w"), "--methods", "Pretext features", "--budget", "0"])
+    info = json.loads((tmp_path / "none" / "run.json").read_text())
+    assert info["not_started"] == ["Pretext features, seed 0", "Pretext features, seed 1"]
+    assert not (tmp_path / "none" / "results.csv").exists()
