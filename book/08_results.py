@@ -436,8 +436,8 @@ else:
         finding = (f"So this build's results are not a lower bound that the paper's encoders, trained longer at "
                    f"the paper's sizes, would lift: from random weights they score lower than this build's "
                    f"encoders (`rs_arch: {cfg.rs_arch}`, `sv_arch: {cfg.sv_arch}`) under the {' and '.join(lower)} "
-                   f"split{unclear}. Whether the paper's ImageNet-pretrained CNNs would do better, this run could "
-                   "not test.")
+                   f"split{unclear}, at the training this loan allowed. Whether the paper's full schedule or its "
+                   "ImageNet-pretrained CNNs would do better, this run could not test.")
     elif higher and not lower:
         finding = (f"So this build's results understate MuseCL under the {' and '.join(higher)} split{unclear}: "
                    "the paper's encoders, trained longer, lift it.")
@@ -455,10 +455,13 @@ else:
                 "slightly across CPUs): the splits and probes are the same, only the image encoders differ."
                 if same else "differ too: this build's evaluation settings are not the recorded run's "
                 "(`params/ci.yaml`), so the two columns differ in more than the image encoders.")
+    still_falling = sum(e["best_epoch"] == e["epochs"] for e in recorded["encoders"])
+    schedule = (f" The validation loss of {still_falling} of the {len(recorded['encoders'])} encoders was lowest at "
+                "their last epoch: they were still learning when the schedule ended." if still_falling else "")
     gpu_sentence = (f"On the seeds both runs have ({', '.join(map(str, seeds_both))}), MuseCL with the paper's "
                     f"encoders trained on the GPU minus MuseCL of this build, headline mean, 95% interval: "
                     + "; ".join(f"{split} split {with_interval(gap[split].loc['MuseCL'])}" for split in cfg.splits)
-                    + f". {finding} On the GPU, the trained encoders against their untrained backbones (random "
+                    + f". {finding}{schedule} On the GPU, the trained encoders against their untrained backbones (random "
                     f"split): {backbone}. The rows that use no trained image encoder "
                     f"({', '.join(f'*{m}*' for m in no_encoder)}) {protocol}")
 glue("gpu_sentence", Markdown(gpu_sentence), display=False)
