@@ -395,8 +395,8 @@ seeds_both = sorted(set(gpu_rows["seed"]) & set(results["seed"]))  # compared se
 
 
 def with_interval(row) -> str:
-    if abs(row["high"]) + abs(row["low"]) < 5e-4:  # within rounding: another machine's float sums
-        return "0.000 (the same)"
+    if abs(row["difference"]) < 5e-4 and not abs(row["high"] - row["low"]) >= 1e-3:  # NaN: one seed
+        return "0.000 (the same)"  # within rounding: another machine's float sums
     if row["high"] != row["high"]:  # NaN: one seed
         return f"{row['difference']:+.3f} (one seed)"
     return f"{row['difference']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]"
@@ -416,7 +416,8 @@ else:
     per_seed = report.headline_means(both, headline)
     text = per_seed.groupby(["method", "split"])["r2"].agg(
         lambda r2: f"{r2.mean():.3f} ± {r2.std(ddof=1):.3f}" if len(r2) > 1 else f"{r2.mean():.3f}").unstack("split")
-    methods = report.method_order([m for m in dict.fromkeys(gpu_rows["method"]) if m in set(mine["method"])])
+    methods = [m for m in ("MuseCL", "Concat", "SV only", "RS only", "Inception v3", "ResNet-18", "Pretext features",
+                           "Location kNN") if m in set(mine["method"]) & set(gpu_rows["method"])]
     gap = {split: pd.DataFrame({m: report.paired_differences(both[both["method"].isin([m, m + GPU])], headline,
                                                              target=m + GPU, split=split).loc[m]
                                 for m in methods}).T for split in cfg.splits}
