@@ -392,16 +392,6 @@ print(f"{recorded['machine']['cuda']}, torch {recorded['machine']['torch']}, {re
       f"{recorded['commit']}.\n{recorded['seed_2_reproduced']}.")
 GPU = " (paper CNNs, GPU)"
 seeds_both = sorted(set(gpu_rows["seed"]) & set(results["seed"]))  # compared seed by seed
-
-
-def with_interval(row) -> str:
-    if abs(row["difference"]) < 5e-4 and not abs(row["high"] - row["low"]) >= 1e-3:  # NaN: one seed
-        return "0.000 (the same)"  # within rounding: another machine's float sums
-    if row["high"] != row["high"]:  # NaN: one seed
-        return f"{row['difference']:+.3f} (one seed)"
-    return f"{row['difference']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]"
-
-
 if recorded["city_fingerprint"] != city_fingerprint(data) or not seeds_both:
     gpu_sentence = (f"*The recorded run is of {recorded['city']} (the book's default city) with seeds "
                     f"{', '.join(map(str, sorted(gpu_rows['seed'].unique())))}, and this chapter ran on {data.name} "
@@ -413,9 +403,8 @@ else:
     mine = results[results["method"].isin(gpu_rows["method"]) & results["seed"].isin(seeds_both)]
     both = pd.concat([mine, gpu_rows[gpu_rows["seed"].isin(seeds_both)].assign(method=gpu_rows["method"] + GPU)],
                      ignore_index=True)
-    per_seed = report.headline_means(both, headline)
-    text = per_seed.groupby(["method", "split"])["r2"].agg(
-        lambda r2: f"{r2.mean():.3f} ± {r2.std(ddof=1):.3f}" if len(r2) > 1 else f"{r2.mean():.3f}").unstack("split")
+    text = pd.DataFrame({split: report.results_table(both, "r2", split, mean_of=headline)[report.HEADLINE]
+                         for split in cfg.splits})
     methods = [m for m in ("MuseCL", "Concat", "SV only", "RS only", "Inception v3", "ResNet-18", "Pretext features",
                            "Location kNN") if m in set(mine["method"]) & set(gpu_rows["method"])]
     gap = {split: pd.DataFrame({m: report.paired_differences(both[both["method"].isin([m, m + GPU])], headline,
@@ -426,7 +415,7 @@ else:
         **{(split, columns[0]): text[split].reindex(methods) for split in cfg.splits},
         **{(split, columns[1]): text[split].reindex([m + GPU for m in methods]).set_axis(methods)
            for split in cfg.splits},
-        **{(split, columns[2]): gap[split].apply(with_interval, axis=1) for split in cfg.splits}}
+        **{(split, columns[2]): gap[split].apply(report.interval_text, axis=1) for split in cfg.splits}}
     )[[(s, c) for s in cfg.splits for c in columns]]
     verdict = {split: gap[split].loc["MuseCL", "verdict"] for split in cfg.splits}  # "better": the GPU run's
     lower = [split for split, v in verdict.items() if v == "worse"]  # the GPU run's MuseCL scored lower
@@ -446,7 +435,7 @@ else:
         finding = (f"With {len(seeds_both)} seed(s) in common this comparison neither shows that this build "
                    "understates MuseCL nor that it does not.")
     untrained = {"SV only": "Inception v3", "RS only": "ResNet-18"}  # each trained encoder's untrained backbone
-    means_gpu = per_seed.groupby(["method", "split"])["r2"].mean()
+    means_gpu = report.headline_means(both, headline).groupby(["method", "split"])["r2"].mean()
     backbone = "; ".join(f"*{trained}* {means_gpu[(trained + GPU, 'random')]:.3f} against *{bare}* "
                          f"{means_gpu[(bare + GPU, 'random')]:.3f}" for trained, bare in untrained.items()
                          if (trained + GPU, "random") in means_gpu.index and (bare + GPU, "random") in means_gpu.index)
@@ -461,7 +450,8 @@ else:
                 "their last epoch: they were still learning when the schedule ended." if still_falling else "")
     gpu_sentence = (f"On the seeds both runs have ({', '.join(map(str, seeds_both))}), MuseCL with the paper's "
                     f"encoders trained on the GPU minus MuseCL of this build, headline mean, 95% interval: "
-                    + "; ".join(f"{split} split {with_interval(gap[split].loc['MuseCL'])}" for split in cfg.splits)
+                    + "; ".join(f"{split} split {report.interval_text(gap[split].loc['MuseCL'])}"
+                                for split in cfg.splits)
                     + f". {finding}{schedule} On the GPU, the trained encoders against their untrained backbones (random "
                     f"split): {backbone}. The rows that use no trained image encoder "
                     f"({', '.join(f'*{m}*' for m in no_encoder)}) {protocol}")

@@ -390,8 +390,11 @@ def by_split(values: dict) -> str:
                         for split, value in values.items())
 
 
-def _interval(row) -> str:
-    """A row of :func:`paired_differences` as "+0.050 [+0.010, +0.090]"."""
+def interval_text(row) -> str:
+    """A row of :func:`paired_differences` as "+0.050 [+0.010, +0.090]"; "0.000 (the same)" when
+    the two agree within rounding in every seed (the same rows, scored on two machines, say)."""
+    if abs(row["difference"]) < 5e-4 and not abs(row["high"] - row["low"]) >= 1e-3:  # NaN: one seed
+        return "0.000 (the same)"
     if row["high"] != row["high"]:  # NaN: fewer than two seeds
         return f"{row['difference']:+.3f} (one seed: no interval)"
     return f"{row['difference']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]"
@@ -415,7 +418,7 @@ def paired_text(paired: dict[str, pd.DataFrame]) -> pd.DataFrame:
     methods = list(dict.fromkeys(m for table in paired.values() for m in table.index))
     return pd.DataFrame({(split, what): column.reindex(methods).fillna("")
                          for split, table in paired.items() for what, column in (
-        (f"{TARGET} minus method [95% interval]", table.apply(_interval, axis=1).astype(object)),
+        (f"{TARGET} minus method [95% interval]", table.apply(interval_text, axis=1).astype(object)),
         (f"{TARGET} is", table["verdict"]))}, index=pd.Index(methods, name=next(iter(paired.values())).index.name))
 
 
@@ -474,7 +477,7 @@ def floor_sentence(paired: dict[str, pd.DataFrame], floors: Sequence[str], targe
                 + ", nor than ".join(f"{f} under the {' and '.join(s)} split" + ("s" if len(s) > 1 else "")
                                      for f, s in short.items() if s) + "**")
     numbers = "; ".join(f"{target} minus {f} " + " and ".join(
-        f"{_interval(row)} ({split}: {row['verdict']})" if row["verdict"] else f"{row['difference']:+.3f} ({split})"
+        f"{interval_text(row)} ({split}: {row['verdict']})" if row["verdict"] else f"{row['difference']:+.3f} ({split})"
         for (g, split), row in rows.items() if g == f) for f in ran)
     how = ("paired over the seeds, mean headline R², 95% intervals" if any(r["verdict"] for r in rows.values())
            else "mean headline R²")
@@ -596,7 +599,7 @@ def reference_vs_sentence(r2: pd.Series, pairs: dict[str, pd.Series], reference:
              "an" if all(v == "better" for v in verdicts) else "even an")
     return (f"Read out of {what} the latents give " + " / ".join(f"{r2[(reference, s)]:.3f}" for s in splits)
             + f" against *{method}*' " + " / ".join(f"{r2[(method, s)]:.3f}" for s in splits)
-            + f" ({' / '.join(splits)} split; paired differences " + ", ".join(map(_interval, pairs.values()))
+            + f" ({' / '.join(splits)} split; paired differences " + ", ".join(map(interval_text, pairs.values()))
             + f"): {would} embedding that showed the latents as well as that read-out would "
             + ("not clearly " if would == "even an" else "") + f"pass the bar's check against *{method}*.")
 
@@ -642,7 +645,7 @@ def information_sentence(mean_r2: pd.DataFrame, paired: dict[str, pd.DataFrame] 
                 "neither adds nor loses measurably" if all(verdicts.values()) else
                 "may add or lose (one seed gives no interval to tell)")
         words = (f"fusing the two encoders' vectors into one aligned to the POI text, as {TARGET} does, {does}: "
-                 f"{TARGET} minus *SV+RS*, paired, " + ", ".join(f"{split} split {_interval(row)}"
+                 f"{TARGET} minus *SV+RS*, paired, " + ", ".join(f"{split} split {interval_text(row)}"
                                                                 for split, row in fused.items()))
         summed = "Add-svrv"  # the two vectors added, nothing trained: eq. 10 with equal weights
         if worse and summed in mean_r2.index and all(mean_r2.loc[summed, s] < mean_r2.loc["SV+RS", s] for s in worse):
