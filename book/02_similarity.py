@@ -282,7 +282,7 @@ for kind, X in features.items():
                      "median similarity rank of positive (%)": np.median(ranks[kind, rule]["positive"]),
                      "median similarity rank of negative (%)": np.median(ranks[kind, rule]["negative"])})
 rules = pd.DataFrame(rows).set_index(["encoder", "rule"])
-glue("n_triplets", cfg.n_triplets, display=False)
+glue("n_triplets", cfg.sampling.n_triplets, display=False)
 
 
 def per_kind(column: str, rule: str = "official") -> dict[str, str]:
@@ -493,7 +493,7 @@ pd.DataFrame(median_km, index=[f"median km to the {K} most similar", f"median km
 # the POI triplets when the city has POIs, else the mobility ones, over the same regions
 frame = sampled[first, sampler.rule].to_frame()
 ours = f"{first} triplets (MuseCL, {KINDS[first]['encoder']})"
-geo = geographic_triplets(xy.loc[regions[first]].to_numpy(), n_triplets=cfg.n_triplets, seed=cfg.seed,
+geo = geographic_triplets(xy.loc[regions[first]].to_numpy(), n_triplets=cfg.sampling.n_triplets, seed=cfg.seed,
                           region_ids=regions[first]).to_frame()
 km_pos = {ours: [km(a, p) for a, p in zip(frame["anchor"], frame["positive"])],
           "geographic triplets (Tile2vec)": list(geo["d_pos"] / 1000)}

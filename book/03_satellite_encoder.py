@@ -76,14 +76,14 @@ is_head = settings["arch"] in FEATURE_HEADS  # a head on frozen ImageNet feature
 has_latents = data.latents is not None and not data.latents.empty
 glue("arch", Markdown(f"`{settings['arch']}`"), display=False)
 glue("image_size", settings["image_size"], display=False)
-glue("backbone_layers", Markdown(f"`{cfg.backbone_layers}`"), display=False)
+glue("backbone_layers", Markdown(f"`{cfg.image.backbone_layers}`"), display=False)
 glue("head_sentence", Markdown(
     f"**This run uses it** (`{settings['arch']}` at {settings['image_size']} px): the ResNet-18 below is "
     "shown for reference, and the head is what trains here." if is_head else
     "This run trains the CNN; the book's CI settings (`params/ci.yaml`) use the head instead."), display=False)
 glue("reconstruction_sentence", Markdown(
-    f"This run uses weight {cfg.head_reconstruction:g}, chosen on a second toy city, never on the book's "
-    "(the comment in `params/ci.yaml` gives the numbers)." if is_head and cfg.head_reconstruction else
+    f"This run uses weight {cfg.image.head_reconstruction:g}, chosen on a second toy city, never on the book's "
+    "(the comment in `params/ci.yaml` gives the numbers)." if is_head and cfg.image.head_reconstruction else
     "This run trains on eq. 6 alone."), display=False)
 pd.Series(settings, name="satellite encoder").to_frame()
 
@@ -381,7 +381,7 @@ mean_colour = pd.DataFrame(store.images.float().mean(dim=(2, 3)).numpy(), index=
                            columns=["R", "G", "B"]).reindex(present.index)
 
 
-_, val_rows = split_indices(len(triplets), cfg.val_fraction, cfg.seed)
+_, val_rows = split_indices(len(triplets), cfg.image.val_fraction, cfg.seed)
 check = pd.Series({"untrained": triplet_agreement(untrained, triplets.iloc[val_rows]),
                    "trained": triplet_agreement(present, triplets.iloc[val_rows])},
                   name="validation triplets in the right order")
@@ -398,7 +398,7 @@ def head_lost(probes: pd.DataFrame) -> str:
         return ""
     lost = probes[column] - probes["trained encoder"]
     if lost.mean() > 0.02:
-        why = ("" if cfg.head_reconstruction else
+        why = ("" if cfg.image.head_reconstruction else
                ", so the POI-similarity task asks for less than ImageNet features already hold")
         return (f"The frozen Lite0 features themselves reach {probes[column].mean():.2f}: the trained "
                 f"head keeps less than its input shows (most lost: `{lost.idxmax()}`){why}. ")

@@ -339,7 +339,7 @@ colour = pd.DataFrame(store.images.float().mean(dim=(2, 3)).numpy(), columns=["R
 mean_colour = colour.groupby(owner).mean().set_axis(store.region_ids).reindex(present.index)
 
 
-_, val_rows = split_indices(len(triplets), cfg.val_fraction, cfg.seed)
+_, val_rows = split_indices(len(triplets), cfg.image.val_fraction, cfg.seed)
 check = pd.Series({"untrained": triplet_agreement(untrained, triplets.iloc[val_rows]),
                    "trained": triplet_agreement(present, triplets.iloc[val_rows])},
                   name="validation triplets in the right order")

@@ -122,7 +122,7 @@ else:
 
 lengths = np.array([len(s) for s in sentences])
 tokens = pd.Series([w for s in sentences for w in s])
-within = np.minimum(lengths - 1, cfg.text_window).sum() / max((lengths - 1).sum(), 1)
+within = np.minimum(lengths - 1, cfg.text.window).sum() / max((lengths - 1).sum(), 1)
 corpus = {
     "context": context,
     "sentences": f"{len(sentences):,} " + ("(POIs)" if context == POI_TEXT else f"({copies} × regions with POIs)"),
@@ -134,7 +134,7 @@ corpus = {
 }
 if context == POI_TEXT:
     corpus["POIs without text"] = int((lengths == 1).sum())
-    corpus[f"review words within {cfg.text_window} of the category token (%)"] = round(100 * within, 1)
+    corpus[f"review words within {cfg.text.window} of the category token (%)"] = round(100 * within, 1)
 corpus = pd.Series(corpus, name="corpus").to_frame()
 glue("n_sentences", len(sentences), display=False)
 glue("n_tokens", len(tokens), display=False)
@@ -146,7 +146,7 @@ if context == POI_TEXT:
                        f"fall in its window ({100 * within:.0f}% of the review words here).")
 else:
     window_sentence = ("In a region's sentence the order is random, so a category's window is a random "
-                       f"sample of up to {2 * cfg.text_window} of its region's POIs, and each of the "
+                       f"sample of up to {2 * cfg.text.window} of its region's POIs, and each of the "
                        f"{copies} copies draws another sample.")
 glue("window_sentence", Markdown(window_sentence), display=False)
 corpus
@@ -285,7 +285,7 @@ else:
         f"categories found in the same regions. The nearest categories to `{probe_words[0]}` are "
         f"{', '.join(f'`{v}`' for v, _ in first)}; the cosine similarity of two category vectors follows "
         f"the correlation of their POI counts across regions with Spearman ρ = {rho_together:.2f}"
-        + (f", only weakly: with these settings ({cfg.text_epochs} epochs) the neighbours are largely noise"
+        + (f", only weakly: with these settings ({cfg.text.epochs} epochs) the neighbours are largely noise"
            if rho_together < 0.3 else "")
         + f", and the mean cosine similarity between two category vectors is {mean_cat_cos:.2f}.")
 glue("vectors_sentence", Markdown(vectors_sentence), display=False)

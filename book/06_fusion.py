@@ -37,8 +37,6 @@ import pandas as pd
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-import dataclasses
-
 import torch
 
 from musecl.config import RunConfig
@@ -122,13 +120,13 @@ cfg
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Fusion training per epoch: the InfoNCE of eq. 11 against chance (ln of the batch size), for both designs (left), and the aligned design's reconstruction error (right)."}}
 method = MuseCL(cfg, cache_dir=f"{out_dir}/cache", progress=False).fit(data)
-designs = {cfg.fusion_design: method}
-other = "paper" if cfg.fusion_design == "aligned" else "aligned"
-designs[other] = MuseCL(dataclasses.replace(cfg, fusion_design=other, fusion_loss="infonce"),
+designs = {cfg.fusion.design: method}
+other = "paper" if cfg.fusion.design == "aligned" else "aligned"
+designs[other] = MuseCL(cfg.replace(fusion_design=other, fusion_loss="infonce"),
                         cache_dir=f"{out_dir}/cache", progress=False).fit(data)  # reuses the encoders
 poi = method.stage_table("text").reindex(data.region_ids).to_numpy()
 has_poi = np.linalg.norm(poi, axis=1) > 0
-chance = float(np.log(cfg.fusion_batch_size))
+chance = float(np.log(cfg.fusion.batch_size))
 COLOURS = {"aligned": "C0", "paper": "C1", "aligned, fine-tuned heads": "C2"}  # the same in every figure
 fig, (ax, ax_rec) = plt.subplots(1, 2, figsize=(10, 3.2))
 for design, fitted in designs.items():
@@ -139,7 +137,7 @@ for design, fitted in designs.items():
     if "train_reconstruction" in history:
         ax_rec.plot(history["epoch"], history["train_reconstruction"], color=COLOURS[design],
                     label=f"{design} design")
-ax.axhline(chance, color="grey", ls=":", label=f"chance, ln {cfg.fusion_batch_size}")
+ax.axhline(chance, color="grey", ls=":", label=f"chance, ln {cfg.fusion.batch_size}")
 ax.set(xlabel="epoch", ylabel="InfoNCE (eq. 11)", title="alignment")
 ax.legend(fontsize=8)
 ax_rec.set(xlabel="epoch", ylabel="mean squared error", title="reconstruction of both image embeddings")
@@ -178,14 +176,14 @@ spread = pd.DataFrame({design: {"median": beta.median(), "5th percentile": beta.
                                 "share of regions with β_SV < 0.02 or > 0.98": ((beta < 0.02) | (beta > 0.98)).mean()}
                        for design, beta in betas.items()}).round(3)
 display(spread)
-beta = betas[cfg.fusion_design]
+beta = betas[cfg.fusion.design]
 glue("beta_sv_mean", float(beta.mean()), display=False)
 glue("beta_sv_sd", float(beta.std()), display=False)
 glue("extreme_paper", float(spread.loc["share of regions with β_SV < 0.02 or > 0.98", "paper"]), display=False)
 glue("extreme_aligned", float(spread.loc["share of regions with β_SV < 0.02 or > 0.98", "aligned"]),
      display=False)
 if data.latents is not None:
-    corr = data.latents.corrwith(beta, method="spearman").rename(f"Spearman ρ with β_SV ({cfg.fusion_design})")
+    corr = data.latents.corrwith(beta, method="spearman").rename(f"Spearman ρ with β_SV ({cfg.fusion.design})")
     display(corr.to_frame().round(2))
 
 # %% [markdown]
@@ -219,7 +217,7 @@ if why_not_fine_tuned is None:
             label="fine-tuned heads")
     fixed = designs["aligned"].history("fusion")
     ax.plot(fixed["epoch"], fixed["train_infonce"], color=COLOURS["aligned"], label="heads held fixed")
-    ax.axhline(chance, color="grey", ls=":", label=f"chance, ln {cfg.fusion_batch_size}")
+    ax.axhline(chance, color="grey", ls=":", label=f"chance, ln {cfg.fusion.batch_size}")
     ax.set(xlabel="epoch", ylabel="InfoNCE (eq. 11)", title="alignment")
     own_end = {}
     for (kind, stage), colour in zip((("sv", "streetview"), ("rs", "satellite")), ("C4", "C5")):
@@ -260,7 +258,7 @@ def unit(x):
 
 
 rng = np.random.default_rng(cfg.seed)
-n = min(cfg.fusion_batch_size, int(has_poi.sum()))
+n = min(cfg.fusion.batch_size, int(has_poi.sum()))
 alignment = {}
 for design, fitted in designs.items():
     model = load_fusion(fitted.stage_dirs["fusion"] / "fusion")
@@ -280,9 +278,9 @@ for design, fitted in designs.items():
                          "own POI vector is the nearest in a batch": float(np.mean(hits))}
 alignment = pd.DataFrame(alignment)
 display(alignment.round(3))
-glue("sim_matched", float(alignment.loc["cosine, own region", cfg.fusion_design]), display=False)
-glue("sim_shuffled", float(alignment.loc["cosine, random region", cfg.fusion_design]), display=False)
-glue("top1", float(alignment.loc["own POI vector is the nearest in a batch", cfg.fusion_design]), display=False)
+glue("sim_matched", float(alignment.loc["cosine, own region", cfg.fusion.design]), display=False)
+glue("sim_shuffled", float(alignment.loc["cosine, random region", cfg.fusion.design]), display=False)
+glue("top1", float(alignment.loc["own POI vector is the nearest in a batch", cfg.fusion.design]), display=False)
 glue("top1_paper", float(alignment.loc["own POI vector is the nearest in a batch", "paper"]), display=False)
 glue("chance", 1 / n, display=False)
 glue("batch", n, display=False)
@@ -290,7 +288,7 @@ n_no_poi = int((~has_poi).sum())
 glue("no_poi_sentence", Markdown(
     f"{n_no_poi} region{' has' if n_no_poi == 1 else 's have'} no POIs; a zero POI vector carries nothing to align "
     "with, so such regions are left out of fusion training (they still get a fused vector)."), display=False)
-glue("design", cfg.fusion_design, display=False)
+glue("design", cfg.fusion.design, display=False)
 if "aligned, fine-tuned heads" in alignment:
     top1_tuned = float(alignment.loc["own POI vector is the nearest in a batch", "aligned, fine-tuned heads"])
     top1_fixed = float(alignment.loc["own POI vector is the nearest in a batch", "aligned"])
@@ -312,15 +310,15 @@ glue("collapse_finding", Markdown({
     (True, True): "**Both designs often give a region all its weight on one modality.**",
     (False, True): "**The aligned design, not the paper's, often gives a region all its weight on one modality.**",
 }[collapses["paper"], collapses["aligned"]]), display=False)
-used = alignment[cfg.fusion_design]
+used = alignment[cfg.fusion.design]
 top1_used = float(used["own POI vector is the nearest in a batch"])
 if top1_used >= 0.5 and top1_used >= 5 / n:
-    align_lead = (f"**The alignment works in the design the book uses ({cfg.fusion_design})**: eq. 11 brings the "
+    align_lead = (f"**The alignment works in the design the book uses ({cfg.fusion.design})**: eq. 11 brings the "
                   "POI semantics into the fused image vector.")
 elif top1_used > 2 / n:
-    align_lead = f"**The alignment works only partly in the design the book uses ({cfg.fusion_design}).**"
+    align_lead = f"**The alignment works only partly in the design the book uses ({cfg.fusion.design}).**"
 else:
-    align_lead = (f"**The alignment did not work in the design the book uses ({cfg.fusion_design})**: the fused "
+    align_lead = (f"**The alignment did not work in the design the book uses ({cfg.fusion.design})**: the fused "
                   "vector finds its own region's POI vector no better than chance.")
 closer = ("closer to" if used["cosine, own region"] > used["cosine, random region"] + 0.02 else "no closer to")
 glue("align_finding", Markdown(

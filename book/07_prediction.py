@@ -97,7 +97,7 @@ cfg
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "How far neighbours give a region's value away: correlation of indicator values by distance, with the spatial split's buffer."}}
 headline = data.meta.headline_indicators()
 correlogram = correlation_by_distance(data, headline, seed=cfg.seed)
-blocks = spatial_setting(data, cfg.block_size_m, cfg.buffer_m)
+blocks = spatial_setting(data, cfg.evaluation.block_size_m, cfg.evaluation.buffer_m)
 reach = correlation_range(data, headline, seed=cfg.seed)
 fig, ax = plt.subplots(figsize=(7, 3.6))
 for name in headline:
@@ -111,7 +111,7 @@ ax.set(xlabel="distance between region centres (km)", ylabel="correlation of the
 ax.legend(fontsize=8, ncol=3)
 fig.tight_layout()
 plt.show()
-if cfg.buffer_m != "auto":
+if cfg.evaluation.buffer_m != "auto":
     how = "as set by `buffer_m` in the settings."
 elif blocks.buffer_m < reach:
     how = (f"the correlation range ({reach / 1000:.1f} km, where the mean correlation of the headline "
@@ -160,13 +160,13 @@ probe = probe_settings(cfg)
 with atomic_write(f"{out_dir}/results/prediction.csv") as handle:
     results.to_csv(handle, index=False)
 # the city's ceilings scored on the same test parts (empty for a real city)
-ceilings = evaluate_ceilings(data, seeds=cfg.seeds, splits=cfg.splits, block_size_m=cfg.block_size_m,
-                             buffer_m=cfg.buffer_m)
+ceilings = evaluate_ceilings(data, seeds=cfg.seeds, splits=cfg.evaluation.splits, block_size_m=cfg.evaluation.block_size_m,
+                             buffer_m=cfg.evaluation.buffer_m)
 indicators = [i for i in data.meta.indicators if i in set(results["indicator"])]
 derived = data.meta.derived_indicators()
 all_latents = CEILING_METHODS["all"]
 ceiling_mean = ceilings.groupby(["method", "split", "indicator"])["r2"].mean() if len(ceilings) else None
-for split in cfg.splits:  # one table per split; "mean ± sd" over seeds, as in chapter 8's tables
+for split in cfg.evaluation.splits:  # one table per split; "mean ± sd" over seeds, as in chapter 8's tables
     r2_text = report.results_table(results, "r2", split, indicators=indicators)
     shown = pd.DataFrame({
         "MuseCL R2": r2_text.loc["MuseCL"],
@@ -208,7 +208,7 @@ glue("cell_meaning", Markdown(
 glue("headline", ", ".join(headline), display=False)
 headline_r2 = report.headline_means(results, headline).groupby(["method", "split"])["r2"].mean()
 mean_r2 = headline_r2["MuseCL"]
-paired = {split: report.paired_differences(results, headline, split=split) for split in cfg.splits}
+paired = {split: report.paired_differences(results, headline, split=split) for split in cfg.evaluation.splits}
 glue("floor_finding", Markdown(report.floor_sentence(paired, floors)), display=False)
 ceiling_means = (ceilings[ceilings["indicator"].isin(headline)].groupby(["method", "split"])["r2"].mean()
                  if len(ceilings) else None)
@@ -279,7 +279,7 @@ glue("spatial_finding", Markdown(spatial_finding), display=False)
 glue("first_seed", cfg.seeds[0], display=False)
 predictions = pd.concat([predict_indicator(embedding, data, ind,
                                            split="random", seed=cfg.seeds[0],
-                                           probe=cfg.probe,
+                                           probe=cfg.evaluation.probe,
                                            probe_config=probe)
                          for ind in data.meta.indicators])
 fig = plot_predicted_vs_true(predictions)

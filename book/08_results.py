@@ -61,9 +61,9 @@ from musecl.notebooks import require_method
 from musecl.runner import resolve_city, run, score_embedding, seed_configs
 
 cfg = RunConfig.from_yaml(params_file, device=device)
-if "random" not in cfg.splits:
+if "random" not in cfg.evaluation.splits:
     raise ValueError(f"this chapter reads the paper's random split beside any other; {params_file} has "
-                     f"splits: {list(cfg.splits)}: add random")
+                     f"splits: {list(cfg.evaluation.splits)}: add random")
 data = resolve_city(city or "toy", cities_dir=f"{out_dir}/cities")
 cfg
 
@@ -129,8 +129,8 @@ for folder in sorted(Path(out_dir, "cache").glob("encoder-*/*/encoder/config.jso
     sources[folder.parts[-4]] = json.loads(folder.read_text())["weights_source"]
 cnn_start = ("random initialisation (ImageNet weights for ResNet-18 and Inception-v3 cannot be "
              "downloaded here; put torchvision's files in the torch hub cache and set "
-             "`weights: imagenet` to use them)") if cfg.weights == "random" else f"`{cfg.weights}`"
-heads = [f"`{key}: {getattr(cfg, key)}`" for key in ("rs_arch", "sv_arch") if getattr(cfg, key) in FEATURE_HEADS]
+             "`weights: imagenet` to use them)") if cfg.image.weights == "random" else f"`{cfg.image.weights}`"
+heads = [f"`{key}: {getattr(cfg.image, key)}`" for key in ("rs_arch", "sv_arch") if getattr(cfg.image, key) in FEATURE_HEADS]
 if heads:
     weights_note = (f"The rows *Inception v3* and *ResNet-18* start from {cnn_start}. The encoders trained here "
                     f"({', '.join(heads)}) are heads on frozen EfficientNet-Lite0 features with real ImageNet "
@@ -197,8 +197,8 @@ if skipped_note is not None:
 # The ceilings are those of the spatial test parts.
 
 # %% tags=["hide-input"]
-if "spatial" in cfg.splits:
-    blocks = spatial_setting(data, cfg.block_size_m, cfg.buffer_m)
+if "spatial" in cfg.evaluation.splits:
+    blocks = spatial_setting(data, cfg.evaluation.block_size_m, cfg.evaluation.buffer_m)
     reach = correlation_range(data, headline, seed=cfg.seed)
     spatial_sentence = (f"On {data.name}: blocks of {blocks.size_m / 1000:.1f} km, a buffer of "
                         f"{blocks.buffer_m / 1000:.1f} km, and values that correlate up to {reach / 1000:.1f} km "
@@ -208,7 +208,7 @@ else:
 glue("spatial_sentence", Markdown(spatial_sentence), display=False)
 
 # %%
-if "spatial" in cfg.splits:
+if "spatial" in cfg.evaluation.splits:
     display(report.styled_table(results, "r2", "spatial", methods_order=order,
                                 mean_of=headline, ceilings=ceilings,
                                 fmt="styler"))
@@ -246,7 +246,7 @@ retrain_text = ("In this run (`retrain: per_seed`) each seed re-ran every stage 
                 "is **not** in these intervals: they are narrower than the method's full spread. "
                 "`retrain: per_seed` retrains every stage for each seed.".format(cfg.seed))
 glue("retrain_text", Markdown(retrain_text), display=False)
-paired = {split: report.paired_differences(results, headline, split=split) for split in cfg.splits}
+paired = {split: report.paired_differences(results, headline, split=split) for split in cfg.evaluation.splits}
 display(report.paired_text(paired))
 counts = {split: table["verdict"].value_counts() for split, table in paired.items()}
 glue("n_methods", len(paired["random"]), display=False)
@@ -350,7 +350,7 @@ else:
     compared = {"Ceiling: all latents": "ceiling", **{name: "reference (uses the latents)" for name in sources},
                 **{m: "raw inputs" for m in RAW if m in raw}, OWN: "reference (uses the latents)",
                 "MuseCL": "MuseCL"}
-    display(report.at_a_glance(pd.concat([results, held]), headline, ceilings, splits=cfg.splits,
+    display(report.at_a_glance(pd.concat([results, held]), headline, ceilings, splits=cfg.evaluation.splits,
                                methods=compared))
     r2 = pd.concat([means, report.headline_means(held, headline).groupby(["method", "split"])["r2"].mean()])
     perfect, *read = sources
@@ -358,10 +358,10 @@ else:
         r2, float(all_latents), perfect, {name: REFERENCES[name][1] for name in read}, OWN,
         columns=pd.read_csv(embeddings_dir / "MuseCL.csv", index_col=0, nrows=1).shape[1])
     images = "Latents read from the images (reference)"
-    if images in sources and all((m, s) in r2.index for m in (images, "Pretext features") for s in cfg.splits):
+    if images in sources and all((m, s) in r2.index for m in (images, "Pretext features") for s in cfg.evaluation.splits):
         pairs = {s: report.paired_differences(pd.concat([results[results["method"] == "Pretext features"], held]),
                                               headline, target=images, split=s).loc["Pretext features"]
-                 for s in cfg.splits}
+                 for s in cfg.evaluation.splits}
         images_sentence = report.reference_vs_sentence(r2, pairs, images, REFERENCES[images][1])
 glue("held_sentence", Markdown(held_sentence), display=False)
 glue("images_sentence", Markdown(images_sentence), display=False)
@@ -404,28 +404,28 @@ else:
     both = pd.concat([mine, gpu_rows[gpu_rows["seed"].isin(seeds_both)].assign(method=gpu_rows["method"] + GPU)],
                      ignore_index=True)
     text = pd.DataFrame({split: report.results_table(both, "r2", split, mean_of=headline)[report.HEADLINE]
-                         for split in cfg.splits})
+                         for split in cfg.evaluation.splits})
     methods = [m for m in ("MuseCL", "Concat", "SV only", "RS only", "Inception v3", "ResNet-18", "Pretext features",
                            "Location kNN") if m in set(mine["method"]) & set(gpu_rows["method"])]
     gap = {split: pd.DataFrame({m: report.paired_differences(both[both["method"].isin([m, m + GPU])], headline,
                                                              target=m + GPU, split=split).loc[m]
-                                for m in methods}).T for split in cfg.splits}
+                                for m in methods}).T for split in cfg.evaluation.splits}
     columns = ("this build", "GPU run", "GPU run minus this build [95% interval]")
     shown_gpu = pd.DataFrame({
-        **{(split, columns[0]): text[split].reindex(methods) for split in cfg.splits},
+        **{(split, columns[0]): text[split].reindex(methods) for split in cfg.evaluation.splits},
         **{(split, columns[1]): text[split].reindex([m + GPU for m in methods]).set_axis(methods)
-           for split in cfg.splits},
-        **{(split, columns[2]): gap[split].apply(report.interval_text, axis=1) for split in cfg.splits}}
-    )[[(s, c) for s in cfg.splits for c in columns]]
-    verdict = {split: gap[split].loc["MuseCL", "verdict"] for split in cfg.splits}  # "better": the GPU run's
+           for split in cfg.evaluation.splits},
+        **{(split, columns[2]): gap[split].apply(report.interval_text, axis=1) for split in cfg.evaluation.splits}}
+    )[[(s, c) for s in cfg.evaluation.splits for c in columns]]
+    verdict = {split: gap[split].loc["MuseCL", "verdict"] for split in cfg.evaluation.splits}  # "better": the GPU run's
     lower = [split for split, v in verdict.items() if v == "worse"]  # the GPU run's MuseCL scored lower
     higher = [split for split, v in verdict.items() if v == "better"]
-    unclear = (f" (under the {' and '.join(s for s in cfg.splits if s not in lower + higher)} split the seeds "
+    unclear = (f" (under the {' and '.join(s for s in cfg.evaluation.splits if s not in lower + higher)} split the seeds "
                "cannot tell)") if len(lower + higher) < len(verdict) else ""
     if lower and not higher:
         finding = (f"So this build's results are not a lower bound that the paper's encoders, trained longer at "
                    f"the paper's sizes, would lift: from random weights they score lower than this build's "
-                   f"encoders (`rs_arch: {cfg.rs_arch}`, `sv_arch: {cfg.sv_arch}`) under the {' and '.join(lower)} "
+                   f"encoders (`rs_arch: {cfg.image.rs_arch}`, `sv_arch: {cfg.image.sv_arch}`) under the {' and '.join(lower)} "
                    f"split{unclear}, at the training this loan allowed. Whether the paper's full schedule or its "
                    "ImageNet-pretrained CNNs would do better, this run could not test.")
     elif higher and not lower:
@@ -440,7 +440,7 @@ else:
                          f"{means_gpu[(bare + GPU, 'random')]:.3f}" for trained, bare in untrained.items()
                          if (trained + GPU, "random") in means_gpu.index and (bare + GPU, "random") in means_gpu.index)
     no_encoder = [m for m in ("Pretext features", "Location kNN") if m in methods]
-    same = all(abs(gap[split].loc[m, "difference"]) < 5e-4 for m in no_encoder for split in cfg.splits)
+    same = all(abs(gap[split].loc[m, "difference"]) < 5e-4 for m in no_encoder for split in cfg.evaluation.splits)
     protocol = ("score the same on both machines (to the third decimal; the MLP probe's float sums differ "
                 "slightly across CPUs): the splits and probes are the same, only the image encoders differ."
                 if same else "differ too: this build's evaluation settings are not the recorded run's "
@@ -451,7 +451,7 @@ else:
     gpu_sentence = (f"On the seeds both runs have ({', '.join(map(str, seeds_both))}), MuseCL with the paper's "
                     f"encoders trained on the GPU minus MuseCL of this build, headline mean, 95% interval: "
                     + "; ".join(f"{split} split {report.interval_text(gap[split].loc['MuseCL'])}"
-                                for split in cfg.splits)
+                                for split in cfg.evaluation.splits)
                     + f". {finding}{schedule} On the GPU, the trained encoders against their untrained backbones (random "
                     f"split): {backbone}. The rows that use no trained image encoder "
                     f"({', '.join(f'*{m}*' for m in no_encoder)}) {protocol}")
@@ -486,8 +486,8 @@ else:
 # ## Who wins, and what location alone explains
 
 # %% tags=["hide-input"]
-win = {split: report.winners(results, split) for split in cfg.splits}
-loc = {split: report.location_vs(results, split) for split in cfg.splits}
+win = {split: report.winners(results, split) for split in cfg.evaluation.splits}
+loc = {split: report.location_vs(results, split) for split in cfg.evaluation.splits}
 win_random, loc_random = win["random"], loc["random"]
 display(Markdown("**The best method per indicator (random split, mean R² over seeds)**"),
         report.readable(win_random).round(3))
@@ -505,15 +505,15 @@ glue("location_beats_muse", ", ".join(loc_beats) or "none", display=False)
 mean_r2 = (report.headline_means(results, headline).groupby(["method", "split"])["r2"].mean().unstack())
 for name, key in (("MuseCL", "muse"), ("Location kNN", "loc"), ("Location + MuseCL", "locmuse"),
                   ("Pretext features", "pretext")):
-    glue(key, report.by_split({split: float(mean_r2.loc[name, split]) for split in cfg.splits}), display=False)
+    glue(key, report.by_split({split: float(mean_r2.loc[name, split]) for split in cfg.evaluation.splits}), display=False)
 if ceilings is not None:
     ceiling_r2 = report.headline_means(ceilings, headline).groupby(["method", "split"])["r2"].mean().unstack()
     single = ceiling_r2.drop(index="Ceiling: all latents")
     ceiling_sentence = (
         "On the same test regions every latent together allows "
-        + report.by_split({split: float(ceiling_r2.loc["Ceiling: all latents", split]) for split in cfg.splits})
+        + report.by_split({split: float(ceiling_r2.loc["Ceiling: all latents", split]) for split in cfg.evaluation.splits})
         + f"; the best single modality ({single['random'].idxmax().removeprefix('Ceiling: ')}) "
-        + report.by_split({split: float(single[split].max()) for split in cfg.splits}) + ".")
+        + report.by_split({split: float(single[split].max()) for split in cfg.evaluation.splits}) + ".")
 else:
     ceiling_sentence = "This city records no ceilings (a real city): the table has no upper reference."
 glue("ceiling_sentence", Markdown(ceiling_sentence), display=False)
@@ -586,8 +586,8 @@ plt.show()
 # than one seed).
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "The ablation (the paper's Figure 6): mean R\u00b2 over seeds of MuseCL and its parts, one panel per split of the run; error bars (two seeds or more): the standard deviation over seeds."}}
-fig, axes = plt.subplots(1, len(cfg.splits), figsize=(6.5 * len(cfg.splits), 4), sharey=True, squeeze=False)
-for ax, split in zip(axes[0], cfg.splits):
+fig, axes = plt.subplots(1, len(cfg.evaluation.splits), figsize=(6.5 * len(cfg.evaluation.splits), 4), sharey=True, squeeze=False)
+for ax, split in zip(axes[0], cfg.evaluation.splits):
     mean, std = report.numeric_tables(results, "r2", split, methods_order=list(ABLATION))
     mean.T.plot.bar(ax=ax, yerr=std.T, capsize=2, width=0.8, rot=0)
     ax.set(title=f"ablation, {split} split", ylabel="$R^2$", xlabel="")

@@ -199,7 +199,7 @@ with warnings.catch_warnings():
     matplotlib.use("module://matplotlib_inline.backend_inline")
     location = make_method("Location kNN", cfg, progress=False).fit_transform(city)
     mlp = evaluate_embedding(location, city, "Location (MLP probe)", seeds=cfg.seeds[:1], splits=("random",),
-                             probe="mlp", block_size_m=cfg.block_size_m,
+                             probe="mlp", block_size_m=cfg.evaluation.block_size_m,
                              probe_config=probe_settings(cfg))
 results = pd.concat([knn, mlp], ignore_index=True)
 with atomic_write(results_dir / "results.csv") as handle:  # the runner's rows plus the MLP probe's
@@ -228,14 +228,14 @@ paper = None if published is None else published[(published["city"] == "Beijing"
 
 def beside_paper(metric: str) -> pd.DataFrame:
     """Our mean ± std per split beside the paper's number, one column group per indicator."""
-    ours = {split: report.results_table(results, metric, split, city="Beijing") for split in cfg.splits}
+    ours = {split: report.results_table(results, metric, split, city="Beijing") for split in cfg.evaluation.splits}
     joined = report.with_published(ours["random"], paper, "Beijing", metric=metric)
     if paper is None:  # no published_results.csv: our numbers only
         joined = pd.concat({ind: ours["random"][[ind]].rename(columns={ind: report.OURS})
                             for ind in ours["random"].columns}, axis=1)
     columns = {}
     for ind in targets.columns:
-        for split in cfg.splits:
+        for split in cfg.evaluation.splits:
             columns[(ind, f"ours, {split}")] = ours[split][ind].reindex(joined.index).fillna("")
         if (ind, "paper (Beijing)") in joined.columns:
             columns[(ind, "paper, random")] = joined[(ind, "paper (Beijing)")]
@@ -256,7 +256,7 @@ beside_paper("rmse")
 # %%
 mean_r2 = results.groupby(["method", "split", "indicator"])["r2"].mean()
 for ind in targets.columns:
-    for split in cfg.splits:
+    for split in cfg.evaluation.splits:
         glue(f"knn_{split}_{ind}",
              float(mean_r2.loc[("Location kNN", split, ind)]), display=False)
     glue(f"mlp_random_{ind}",
@@ -379,12 +379,12 @@ for kind, label in ((SATELLITE, "RS"), (STREETVIEW, "SV")):
     stage = image_stage(toy, cfg, kind, cache, progress=False)  # cached by chapters 3-4, else trained now
     trained = stage_encoder(stage)  # the CNN, or frozen backbone + head
     # the same architecture at its starting point (same seed, same weights setting): the control
-    initial = stage_encoder(stage, initial=True, seed=cfg.seed, weights=cfg.weights)
+    initial = stage_encoder(stage, initial=True, seed=cfg.seed, weights=cfg.image.weights)
     pairs = list(sat.items()) if kind == SATELLITE else [(r, p) for r in ids15 for p in sv[r]]
     store = ImageStore.from_pairs(pairs, settings["image_size"], kind=kind)
     with one_torch_thread():  # a few hundred small images: a second thread only adds contention
-        embeddings[f"{label} trained on toy"] = embed_regions(trained, store, amp=cfg.amp).loc[ids15]
-        embeddings[f"{label} initial weights"] = embed_regions(initial, store, amp=cfg.amp).loc[ids15]
+        embeddings[f"{label} trained on toy"] = embed_regions(trained, store, amp=cfg.machine.amp).loc[ids15]
+        embeddings[f"{label} initial weights"] = embed_regions(initial, store, amp=cfg.machine.amp).loc[ids15]
     weights_source[label] = f"{settings['arch']} at {settings['image_size']} px, start: {trained.config['weights_source']}"
 encode_seconds = time.perf_counter() - start
 glue("encode_seconds", encode_seconds, display=False)
@@ -512,7 +512,7 @@ else:
     location_finding = (f"Under the paper's random split, kNN on the region centre reaches R² {numbers}; the paper's "
                         "numbers are not on this machine, so there is nothing to set them against.")
 glue("location_finding", Markdown(location_finding), display=False)
-if "spatial" in cfg.splits:
+if "spatial" in cfg.evaluation.splits:
     knn_s = {ind: float(mean_r2.loc[("Location kNN", "spatial", ind)]) for ind in labels}
     lost = np.mean([knn_r[ind] - knn_s[ind] for ind in labels]) / max(abs(np.mean(list(knn_r.values()))), 1e-9)
     spatial_numbers = ", ".join(f"{knn_s[ind]:.2f} ({ind})" for ind in labels)

@@ -15,7 +15,6 @@ with select_on_a_second_city.py).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 import pandas as pd
@@ -42,7 +41,7 @@ def readout(out: str | Path = "build/selection", params: str = "params/ci.yaml",
     for kind in (SATELLITE, STREETVIEW):
         latents = city.latents[MODALITY_LATENTS[kind]]
         for layers in BACKBONE_LAYERS:
-            cfg = dataclasses.replace(base, backbone_layers=layers)
+            cfg = base.replace(backbone_layers=layers)
             features = backbone_features(city, cfg, kind, Cache(out / "cache")).dropna()
             r2 = latent_probe(features, latents.loc[features.index])[0]
             rows.append({"kind": kind, "layers": layers, "columns": features.shape[1],

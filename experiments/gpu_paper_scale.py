@@ -20,7 +20,6 @@ recorded files from ``book/measurements/`` (chapter 8); it never runs this itsel
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import subprocess
@@ -73,15 +72,15 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     city = resolve_city(args.city, cities_dir=args.work / "cities")
     info["city_seconds"] = round(time.perf_counter() - start, 1)
-    ceilings = evaluate_ceilings(city, seeds=config.seeds, splits=config.splits,
-                                 block_size_m=config.block_size_m, buffer_m=config.buffer_m)
+    ceilings = evaluate_ceilings(city, seeds=config.seeds, splits=config.evaluation.splits,
+                                 block_size_m=config.evaluation.block_size_m, buffer_m=config.evaluation.buffer_m)
     ceilings.to_csv(args.out / "ceilings.csv", index=False)
     save()
     rows = []
     # seed by seed (each seed retrains every stage, as retrain: per_seed does), so that a run the
     # loan cuts short keeps whole seeds of every method rather than all seeds of a few
     for seed in config.seeds:
-        seeded = dataclasses.replace(config, seed=seed, seeds=(seed,))
+        seeded = config.replace(seed=seed, seeds=(seed,))
         for name in args.methods:
             if time.perf_counter() - start > args.budget:
                 info["not_started"].append(f"{name}, seed {seed}")

@@ -15,7 +15,6 @@ computed once and cached under --out).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 from typing import Sequence
 
@@ -37,7 +36,7 @@ def select(key: str, values: Sequence, methods: Sequence[str] = ("MuseCL",), par
     if not is_current_toy_city(folder):
         make_toy_city(folder, n_regions=n_regions, seed=city_seed, image_size=image_size, progress=False)
     city = resolve_city(folder)
-    base = dataclasses.asdict(RunConfig.from_yaml(params))
+    base = RunConfig.from_yaml(params).to_dict()
     rows = []
     for value in values:
         config = RunConfig.from_dict({**base, key: value})  # a bad key or value fails here, named

@@ -1,5 +1,6 @@
-"""Run configuration: one flat set of keys shared by `musecl run`, ``params/*.yaml`` and the
-chapters' papermill ``parameters`` cells, so a setting has the same name everywhere."""
+"""Run configuration: one typed dataclass per stage, composed into :class:`RunConfig`; one flat set
+of names for them shared by `musecl run`, ``params/*.yaml`` and the chapters' papermill
+``parameters`` cells, so a setting has the same name wherever a person writes it."""
 from __future__ import annotations
 
 import dataclasses
@@ -16,6 +17,7 @@ from html import escape as _escape
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from musecl.io import YamlFileError, load_yaml
 
@@ -224,88 +226,108 @@ CHECKS = {
 }
 
 
-# Where each setting belongs. Params files and papermill parameters stay one flat mapping, so a
-# setting has one name everywhere; the sections are how a reader takes them in (RunConfig's table in
-# the chapters). "machine" settings decide where and how fast a run goes: trained weights differ in
-# their last bits with them (threads, processes), and amp changes the arithmetic (so it enters the
-# cache keys), but none of them changes the method, its data or its sizes.
-SECTIONS = {
-    "run": ("seed", "seeds", "retrain", "embedding_dim"),
-    "similarity sampling (eq. 1-4)": ("n_triplets", "sampling_rule", "n_positive_candidates"),
-    "image encoders (eq. 5-6)": ("rs_arch", "sv_arch", "weights", "rs_image_size", "sv_image_size",
-                                 "triplet_loss", "margin", "rs_epochs", "sv_epochs", "rs_batch_size",
-                                 "sv_batch_size", "encoder_lr", "encoder_patience", "head_reconstruction",
-                                 "backbone_layers", "val_fraction"),
-    "POI text (eq. 7)": ("text_epochs", "text_window", "text_pooling"),
-    "fusion (eq. 8-11)": ("fusion_design", "fusion_loss", "fusion_epochs", "fusion_batch_size", "fusion_lr",
-                          "temperature", "fusion_reconstruction"),
-    "evaluation": ("splits", "probe", "probe_max_epochs", "probe_patience", "block_size_m", "buffer_m"),
-    "machine": ("device", "amp", "image_store", "train_processes", "jobs"),
-}
-# settings renamed since an earlier version: old files and saved models still load, with a warning
-RENAMED = {"lr": "encoder_lr"}  # it never set the fusion's learning rate (fusion_lr) or the probe's
+# ------------------------------------------------------------------------------------------
+# The run's settings, one typed dataclass per stage, composed into RunConfig. Params files,
+# papermill parameters, the CLI, saved models and cache keys keep one flat set of names (FLAT
+# below), so a setting has the same name wherever a person writes it; code reads it from its
+# stage (``config.fusion.lr``, not a ``fusion_lr`` beside an ``encoder_lr``).
+
+
+def _checked(settings) -> None:
+    """Check (and normalise) each field of a stage's settings, naming the flat key on a bad value."""
+    for f in dataclasses.fields(settings):
+        key = FLAT_NAME[type(settings).__name__, f.name]
+        value = getattr(settings, f.name)
+        try:
+            object.__setattr__(settings, f.name, CHECKS[key](value))
+        except _Bad as bad:
+            raise ConfigError(f"{key} must be {bad}; got {value!r}{bad.hint}", key=key) from None
 
 
 @dataclass(frozen=True)
-class RunConfig:
-    """Every setting of a MuseCL run. Defaults are the paper's / official code's where they exist."""
+class SamplingSettings:
+    """Similarity sampling (eq. 1-4): :class:`musecl.sampling.TripletSampler` with the run's seed."""
 
-    # the stages' seed in a single fit and in the chapters that show one stage. A params file that
-    # leaves it out gets the first of ``seeds``; with retrain: per_seed one it gives must be one of
-    # them, so the chapters show a model the results use (each seed trains its own stages)
-    seed: int = 0
-    device: str = "cpu"
-    # similarity sampling (eq. 1-4)
     n_triplets: int = 10_000  # per encoder, as the official code
-    sampling_rule: str = "paper"  # "paper": top-k positives, dissimilar negatives; "official"
+    rule: str = "paper"  # "paper": top-k positives, dissimilar negatives; "official"
     n_positive_candidates: int = 5
-    # image encoders (eq. 5-6)
+
+    __post_init__ = _checked
+
+
+@dataclass(frozen=True)
+class ImageEncoderSettings:
+    """The two image encoders (eq. 5-6): ``rs_*`` the satellite one, ``sv_*`` the street-view one;
+    the rest is shared. Read one encoder's with :meth:`of`."""
+
     rs_arch: str = "resnet18"
     sv_arch: str = "inception_v3"
     weights: str = "random"  # "random", "imagenet" (from the local torch hub cache) or a checkpoint
     rs_image_size: int = 64
     sv_image_size: int = 75
-    embedding_dim: int = 128
     triplet_loss: str = "cosine"  # "cosine" (paper, eq. 6) or "euclidean" (official, margin 5)
     margin: float | None = None  # None: 0.5 for cosine, 5.0 for euclidean
     rs_epochs: int = 201  # official code
     sv_epochs: int = 20  # official code
     rs_batch_size: int = 32
     sv_batch_size: int = 16
-    encoder_lr: float = 5e-4  # the triplet encoders' (images, and the vector views' of chapter 10)
-    encoder_patience: int | None = None
+    lr: float = 5e-4  # the triplet encoders' (images, and the vector views' of chapter 10)
+    patience: int | None = None
     # lite0-head encoders only: weight of decoding the embedding back to its frozen features, a term
     # beside eq. 6 so the head keeps what its triplets do not ask for (0: the paper's loss alone)
     head_reconstruction: float = 0.0
     # lite0-head encoders only: the frozen backbone's pooled "last" conv layer (1280-d, the usual read of
     # photographs) or its "stages" (816-d: colour and texture too; musecl.encoders.heads.pooled_features_module)
     backbone_layers: str = "last"
-    amp: str = "off"  # image encoders' mixed precision: "off", "bf16", "fp16" (GPU), "auto" (what pays here)
-    # where decoded images live: "memory" (one .pt cache, loaded whole) or "shards" (.npy shards
-    # that stream from disk, for cities whose images do not fit in memory: musecl.scaling.shards,
-    # found by its entry point); same numbers either way
-    image_store: str = "memory"
-    train_processes: int = 1  # >1: image encoders trained by that many torchrun processes (musecl train-encoders)
     val_fraction: float = 0.1
-    # POI text (eq. 7)
-    text_epochs: int = 5
-    text_window: int = 5
-    text_pooling: str = "mean"  # "mean": eq. 7; "log-scaled": the mean times ln(1 + POIs), keeps how many
-    # fusion (eq. 8-11)
-    fusion_design: str = "aligned"  # "aligned": learned views, temperature, reconstruction; "paper": eq. 8-11 as written
-    fusion_loss: str = "infonce"  # "infonce" (paper, eq. 11) or "mse" (official; with fusion_design: paper)
-    fusion_epochs: int = 50
-    fusion_batch_size: int = 64
-    fusion_lr: float = 1e-3
+
+    __post_init__ = _checked
+
+    def of(self, prefix: str) -> dict:
+        """arch, image_size, epochs and batch_size of the "rs" or "sv" encoder."""
+        return {k: getattr(self, f"{prefix}_{k}") for k in ("arch", "image_size", "epochs", "batch_size")}
+
+    @property
+    def resolved_margin(self) -> float:
+        if self.margin is not None:
+            return float(self.margin)
+        return 5.0 if self.triplet_loss == "euclidean" else 0.5
+
+
+@dataclass(frozen=True)
+class TextSettings:
+    """POI text (eq. 7): :class:`musecl.encoders.text.TextEncoderConfig` with the run's seed and
+    ``embedding_dim``."""
+
+    epochs: int = 5
+    window: int = 5
+    pooling: str = "mean"  # "mean": eq. 7; "log-scaled": the mean times ln(1 + POIs), keeps how many
+
+    __post_init__ = _checked
+
+
+@dataclass(frozen=True)
+class FusionSettings:
+    """Fusion (eq. 8-11): :class:`musecl.fusion.FusionConfig` with the run's seed."""
+
+    design: str = "aligned"  # "aligned": learned views, temperature, reconstruction; "paper": eq. 8-11 as written
+    loss: str = "infonce"  # "infonce" (paper, eq. 11) or "mse" (official; with design: paper)
+    epochs: int = 50
+    batch_size: int = 64
+    lr: float = 1e-3
     temperature: float | None = None  # None: 0.1 to start the aligned design's learned one, 1 (eq. 11) for the paper's
-    fusion_reconstruction: float = 30.0  # aligned design: weight of keeping what only the images show
-    # (against InfoNCE; chosen on a second toy city: musecl.fusion.DEFAULT_RECONSTRUCTION)
-    # evaluation
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    # "per_seed": each seed re-runs every stage (sampling, encoders, text, fusion) before its split
-    # and probe, so the spread over seeds includes the method's own; "once": stages trained with
-    # ``seed``, seeds vary only the split and the probe (cheaper by the number of seeds)
-    retrain: str = "per_seed"
+    # aligned design: weight of keeping what only the images show (against InfoNCE; chosen on a
+    # second toy city: musecl.fusion.DEFAULT_RECONSTRUCTION)
+    reconstruction: float = 30.0
+
+    __post_init__ = _checked
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """How embeddings are scored: splits, the probe (:class:`musecl.evaluation.ProbeConfig`'s epochs
+    and patience), the spatial split's blocks and buffer."""
+
     splits: tuple[str, ...] = ("random", "spatial")
     probe: str = "mlp"
     probe_max_epochs: int = 500
@@ -314,56 +336,147 @@ class RunConfig:
     # training regions closer than this to a test region are dropped from the spatial split; "auto":
     # the distance beyond which the city's indicator values no longer correlate (0: no buffer)
     buffer_m: float | str = "auto"
+
+    __post_init__ = _checked
+
+
+@dataclass(frozen=True)
+class MachineSettings:
+    """Where and how fast a run goes. Trained weights differ in their last bits with them (threads,
+    processes), and amp changes the arithmetic (so it enters the cache keys), but none of them
+    changes the method, its data or its sizes."""
+
+    device: str = "cpu"
+    amp: str = "off"  # image encoders' mixed precision: "off", "bf16", "fp16" (GPU), "auto" (what pays here)
+    # where decoded images live: "memory" (one .pt cache, loaded whole) or "shards" (.npy shards
+    # that stream from disk, for cities whose images do not fit in memory: musecl.scaling.shards,
+    # found by its entry point); same numbers either way
+    image_store: str = "memory"
+    train_processes: int = 1  # >1: image encoders trained by that many torchrun processes (musecl train-encoders)
     # worker processes (0: one per CPU core) fitting methods side by side on the CPU, and probes;
     # probe scores do not depend on it, trained weights do in their last bits (threads per process)
     jobs: int = 0
 
-    def __post_init__(self):
-        for name, check in CHECKS.items():
-            value = getattr(self, name)
+    __post_init__ = _checked
+
+
+# RunConfig's stages: attribute, settings class, and the heading a reader sees (RunConfig's table)
+STAGES = {
+    "sampling": (SamplingSettings, "similarity sampling (eq. 1-4)"),
+    "image": (ImageEncoderSettings, "image encoders (eq. 5-6)"),
+    "text": (TextSettings, "POI text (eq. 7)"),
+    "fusion": (FusionSettings, "fusion (eq. 8-11)"),
+    "evaluation": (EvaluationSettings, "evaluation"),
+    "machine": (MachineSettings, "machine"),
+}
+RUN_KEYS = ("seed", "seeds", "retrain", "embedding_dim")  # RunConfig's own, shared by the stages
+# the flat name of each stage setting (params files, papermill, the CLI, saved settings, cache keys):
+# the field's name unless listed here
+_FLAT_NAMES = {
+    ("sampling", "rule"): "sampling_rule",
+    ("image", "lr"): "encoder_lr", ("image", "patience"): "encoder_patience",
+    **{("text", f): f"text_{f}" for f in ("epochs", "window", "pooling")},
+    **{("fusion", f): f"fusion_{f}" for f in ("design", "loss", "epochs", "batch_size", "lr", "reconstruction")},
+}
+FLAT = {_FLAT_NAMES.get((stage, f.name), f.name): (stage, f.name)
+        for stage, (cls, _) in STAGES.items() for f in dataclasses.fields(cls)}  # flat key -> (stage, field)
+FLAT_NAME = {(STAGES[stage][0].__name__, name): key for key, (stage, name) in FLAT.items()}
+# settings renamed since an earlier version: old files and saved models still load, with a warning
+RENAMED = {"lr": "encoder_lr"}  # it never set the fusion's learning rate (fusion_lr) or the probe's
+
+
+@dataclass(frozen=True, init=False)
+class RunConfig:
+    """Every setting of a MuseCL run: the seeds and sizes every stage shares, then one typed
+    dataclass per stage. Defaults are the paper's / official code's where they exist.
+
+    Made from the flat names a params file uses (``RunConfig(n_triplets=500, fusion_lr=1e-3)``,
+    :meth:`from_dict`, :meth:`from_yaml`) or from stage settings (``RunConfig(fusion=FusionSettings(lr=1e-3))``);
+    read by stage (``config.fusion.lr``); :meth:`to_dict` gives the flat names back.
+    """
+
+    # the stages' seed in a single fit and in the chapters that show one stage. A params file that
+    # leaves it out gets the first of ``seeds``; with retrain: per_seed one it gives must be one of
+    # them, so the chapters show a model the results use (each seed trains its own stages)
+    seed: int
+    seeds: tuple[int, ...]
+    # "per_seed": each seed re-runs every stage (sampling, encoders, text, fusion) before its split
+    # and probe, so the spread over seeds includes the method's own; "once": stages trained with
+    # ``seed``, seeds vary only the split and the probe (cheaper by the number of seeds)
+    retrain: str
+    embedding_dim: int  # the image encoders', the POI text's and so the fusion's
+    sampling: SamplingSettings
+    image: ImageEncoderSettings
+    text: TextSettings
+    fusion: FusionSettings
+    evaluation: EvaluationSettings
+    machine: MachineSettings
+
+    def __init__(self, seed: int = 0, seeds=(0, 1, 2, 3, 4), retrain: str = "per_seed", embedding_dim: int = 128,
+                 sampling: SamplingSettings | None = None, image: ImageEncoderSettings | None = None,
+                 text: TextSettings | None = None, fusion: FusionSettings | None = None,
+                 evaluation: EvaluationSettings | None = None, machine: MachineSettings | None = None,
+                 **settings):
+        _reject_unknown(settings)
+        given = {"sampling": sampling, "image": image, "text": text, "fusion": fusion, "evaluation": evaluation,
+                 "machine": machine}
+        for stage, (cls, _) in STAGES.items():
+            part = given[stage] if given[stage] is not None else cls()
+            if not isinstance(part, cls):
+                raise ConfigError(f"{stage} must be a {cls.__name__}; got {part!r}", key=stage)
+            mine = {FLAT[key][1]: value for key, value in settings.items() if FLAT[key][0] == stage}
+            object.__setattr__(self, stage, dataclasses.replace(part, **mine) if mine else part)
+        for name, value in (("seed", seed), ("seeds", seeds), ("retrain", retrain), ("embedding_dim", embedding_dim)):
             try:
-                object.__setattr__(self, name, check(value))
+                object.__setattr__(self, name, CHECKS[name](value))
             except _Bad as bad:
                 raise ConfigError(f"{name} must be {bad}; got {value!r}{bad.hint}", key=name) from None
 
+    def __getattr__(self, name: str):
+        # only reached for names a RunConfig lacks: say where a flat name now lives
+        if name in FLAT:
+            stage, field = FLAT[name]
+            raise AttributeError(f"RunConfig has no attribute {name!r}: read config.{stage}.{field} "
+                                 f"({name!r} stays its name in params files and to_dict())")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     @classmethod
     def keys(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
+        """Every flat setting name, in the order of the table a notebook shows."""
+        return list(RUN_KEYS) + list(FLAT)
+
+    def replace(self, **settings) -> "RunConfig":
+        """A copy with some settings changed, given by their flat names (``replace(fusion_lr=1e-2)``)
+        or as whole stages; checked as a new RunConfig is, without :meth:`from_dict`'s cross-checks
+        (code derives one seed's or one variant's settings with it)."""
+        values = {**{k: getattr(self, k) for k in RUN_KEYS}, **{s: getattr(self, s) for s in STAGES}}
+        return RunConfig(**{**values, **settings})
 
     @classmethod
     def from_dict(cls, values: dict) -> "RunConfig":
-        values = _renamed(values)
-        known = cls.keys()
-        unknown = sorted(set(values) - set(known), key=str)
-        if unknown:
-            near = {k: difflib.get_close_matches(str(k), known, n=1) for k in unknown}
-            hints = [f"{n[0]!r}" + (f" for {k!r}" if len(unknown) > 1 else "") for k, n in near.items() if n]
-            message = f"unknown parameter(s) {unknown}" + (f"; did you mean {', '.join(hints)}?" if hints else "")
-            if not all(near.values()):
-                message += f"; known: {known}"
-            raise ConfigError(message, key=str(unknown[0]))
-        config = cls(**values)
-        # checked here rather than in __post_init__: code may pass through these with replace()
-        if config.head_reconstruction and HEAD_ARCH not in (config.rs_arch, config.sv_arch):
-            raise ConfigError(f"head_reconstruction {config.head_reconstruction} needs rs_arch or sv_arch "
-                              f"{HEAD_ARCH!r} (a CNN encoder has no decoder); got {config.rs_arch!r} and "
-                              f"{config.sv_arch!r}", key="head_reconstruction")
-        if config.encoder_patience is not None and config.val_fraction == 0:
-            raise ConfigError(f"encoder_patience {config.encoder_patience} (early stopping) needs a validation part: "
+        config = cls(**_renamed(values))
+        # checked here rather than when made: code may pass through these with replace()
+        image, fusion, machine = config.image, config.fusion, config.machine
+        if image.head_reconstruction and HEAD_ARCH not in (image.rs_arch, image.sv_arch):
+            raise ConfigError(f"head_reconstruction {image.head_reconstruction} needs rs_arch or sv_arch "
+                              f"{HEAD_ARCH!r} (a CNN encoder has no decoder); got {image.rs_arch!r} and "
+                              f"{image.sv_arch!r}", key="head_reconstruction")
+        if image.patience is not None and image.val_fraction == 0:
+            raise ConfigError(f"encoder_patience {image.patience} (early stopping) needs a validation part: "
                               "val_fraction > 0, or encoder_patience: null", key="encoder_patience")
-        if config.amp == "fp16" and config.device == "cpu":
+        if machine.amp == "fp16" and machine.device == "cpu":
             raise ConfigError("amp 'fp16' needs a CUDA GPU (device: cuda or auto); on a CPU use 'bf16', 'auto' "
                               "or 'off'", key="amp")
-        if config.weights == "imagenet" and "tiny" in (config.rs_arch, config.sv_arch):
+        if image.weights == "imagenet" and "tiny" in (image.rs_arch, image.sv_arch):
             raise ConfigError("weights 'imagenet' has no weights for arch 'tiny' (rs_arch or sv_arch); use "
                               "resnet18, inception_v3 or lite0-head, or weights: random", key="weights")
-        cnns = sorted({arch for arch in (config.rs_arch, config.sv_arch) if arch != HEAD_ARCH})
-        if config.weights not in ("random", "imagenet") and len(cnns) > 1:
-            raise ConfigError(f"weights {config.weights!r}: one checkpoint starts both image encoders, which are "
+        cnns = sorted({arch for arch in (image.rs_arch, image.sv_arch) if arch != HEAD_ARCH})
+        if image.weights not in ("random", "imagenet") and len(cnns) > 1:
+            raise ConfigError(f"weights {image.weights!r}: one checkpoint starts both image encoders, which are "
                               f"{cnns[0]!r} and {cnns[1]!r}; give rs_arch and sv_arch the checkpoint's "
                               "architecture, or use weights: random or imagenet", key="weights")
-        if config.fusion_design == "aligned" and config.fusion_loss != "infonce":
-            raise ConfigError(f"fusion_loss {config.fusion_loss!r} needs fusion_design: paper (the aligned design "
+        if fusion.design == "aligned" and fusion.loss != "infonce":
+            raise ConfigError(f"fusion_loss {fusion.loss!r} needs fusion_design: paper (the aligned design "
                               "trains with infonce); got fusion_design 'aligned'", key="fusion_loss")
         return config
 
@@ -390,15 +503,27 @@ class RunConfig:
             raise ConfigError(f"{path}: {err}", key=err.key) from None
 
     def to_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+        """Every setting by its flat name (as params files write them)."""
+        values = {k: getattr(self, k) for k in RUN_KEYS}
+        values.update({key: getattr(getattr(self, stage), name) for key, (stage, name) in FLAT.items()})
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()}
+
+    def to_yaml(self) -> str:
+        """The settings as a params file: flat names, one commented block per stage; :meth:`from_yaml`
+        reads it back (a run writes it as ``config.yaml``)."""
+        return "\n".join(f"# {heading}\n" + yaml.safe_dump(values, sort_keys=False)
+                         for heading, values in self.by_section().items())
 
     def by_section(self) -> dict[str, dict]:
-        """The settings grouped as :data:`SECTIONS` groups them."""
+        """The flat settings grouped by stage, under the headings a reader sees."""
         values = self.to_dict()
-        return {section: {key: values[key] for key in keys} for section, keys in SECTIONS.items()}
+        sections = {"run": {k: values[k] for k in RUN_KEYS}}
+        for stage, (_, heading) in STAGES.items():
+            sections[heading] = {key: values[key] for key, (s, _) in FLAT.items() if s == stage}
+        return sections
 
     def _repr_html_(self) -> str:
-        """A notebook shows a run's settings as a table, one row per section; bold: what differs from
+        """A notebook shows a run's settings as a table, one row per stage; bold: what differs from
         the defaults (the paper's and the official code's settings where they have one)."""
         defaults = RunConfig().to_dict()
 
@@ -406,27 +531,35 @@ class RunConfig:
             text = _escape(f"{key}: {value!r}", quote=False)
             return f"<b>{text}</b>" if value != defaults[key] else text
 
-        table = pd.DataFrame({"RunConfig": list(SECTIONS), "settings (<b>bold</b>: not the default)": [
-            ", ".join(shown(k, v) for k, v in values.items()) for values in self.by_section().values()]})
+        sections = self.by_section()
+        table = pd.DataFrame({"RunConfig": list(sections), "settings (<b>bold</b>: not the default)": [
+            ", ".join(shown(k, v) for k, v in values.items()) for values in sections.values()]})
         with pd.option_context("display.max_colwidth", None):  # cut, a cell would lose its closing tags
             html = table.to_html(escape=False, index=False, notebook=True)
         # left on the th itself: a page's other DataFrames put a page-wide right-align on their headers
         return html.replace("<th>", '<th style="text-align: left;">')
 
     def subset(self, names: list[str]) -> dict:
+        """Some settings by their flat names (a stage's cache key)."""
         d = self.to_dict()
         return {k: d[k] for k in names}
 
-    @property
-    def resolved_margin(self) -> float:
-        if self.margin is not None:
-            return float(self.margin)
-        return 5.0 if self.triplet_loss == "euclidean" else 0.5
+
+assert set(CHECKS) == set(RunConfig.keys()), "every RunConfig setting needs a check"
 
 
-assert set(CHECKS) == set(RunConfig.keys()), "every RunConfig key needs a check"
-assert sorted(k for keys in SECTIONS.values() for k in keys) == sorted(RunConfig.keys()), \
-    "every RunConfig key belongs to exactly one section"
+def _reject_unknown(settings: dict) -> None:
+    """A ConfigError naming each setting RunConfig does not have, with the nearest known name."""
+    known = RunConfig.keys()
+    unknown = sorted(set(settings) - set(known), key=str)
+    if not unknown:
+        return
+    near = {k: difflib.get_close_matches(str(k), known, n=1) for k in unknown}
+    hints = [f"{n[0]!r}" + (f" for {k!r}" if len(unknown) > 1 else "") for k, n in near.items() if n]
+    message = f"unknown parameter(s) {unknown}" + (f"; did you mean {', '.join(hints)}?" if hints else "")
+    if not all(near.values()):
+        message += f"; known: {known}"
+    raise ConfigError(message, key=str(unknown[0]))
 
 
 def _seed_of_the_chapters(config: RunConfig, given: bool) -> RunConfig:
@@ -435,7 +568,7 @@ def _seed_of_the_chapters(config: RunConfig, given: bool) -> RunConfig:
     that is given must be one of them, or the chapters would show (and train) a model no result uses.
     Not checked on saved settings or in replace(), where code derives one seed's settings."""
     if not given:
-        return dataclasses.replace(config, seed=config.seeds[0])
+        return config.replace(seed=config.seeds[0])
     if config.retrain == "per_seed" and config.seed not in config.seeds:
         raise ConfigError(f"seed {config.seed} is not one of seeds {list(config.seeds)}: with retrain: per_seed every "
                           "seed trains its own stages, and seed picks the one the chapters show; leave it out (the "

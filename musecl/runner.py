@@ -8,7 +8,6 @@ exact settings) and ``run.json`` (versions, weights used, timings).
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -23,7 +22,6 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 import torchvision
-import yaml
 from joblib import Parallel, delayed
 
 from musecl.cache import city_fingerprint
@@ -92,7 +90,7 @@ def run(city: str | os.PathLike | City, out_dir: str | os.PathLike, config: RunC
     """Fit every method on the city, evaluate its embedding, write the results folder.
 
     On the CPU, when two or more methods train or extract features, they are fitted at once in
-    ``config.jobs`` worker processes (the longest first), each with its share of the cores: a
+    ``config.machine.jobs`` worker processes (the longest first), each with its share of the cores: a
     small CNN trains only 1.2-1.3x faster on two threads than on one, so two methods side by
     side finish sooner than one after the other. On a GPU the methods take turns on it."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun
@@ -104,8 +102,8 @@ def run(city: str | os.PathLike | City, out_dir: str | os.PathLike, config: RunC
         warnings.simplefilter("ignore", TooFewRegionsWarning)  # an error just below, said once
         city = resolve_city(city)
     require_enough_regions(city)  # before the output folder is made or anything is trained
-    check_splits(city, config.seeds, config.splits, block_size_m=config.block_size_m, buffer_m=config.buffer_m)
-    resolve_device(config.device)  # a GPU the settings name but this machine lacks: said now, not per method
+    check_splits(city, config.seeds, config.evaluation.splits, block_size_m=config.evaluation.block_size_m, buffer_m=config.evaluation.buffer_m)
+    resolve_device(config.machine.device)  # a GPU the settings name but this machine lacks: said now, not per method
     methods, skipped = supported_methods(methods, city)
     if not methods:
         raise UnsupportedMethodsError(f"{city.name} supports none of the requested methods: "
@@ -137,7 +135,7 @@ def _write_run(out: Path, city: City, config: RunConfig, methods: list[str], ski
     (out / "embeddings").mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     with atomic_write(out / "config.yaml") as handle:
-        yaml.safe_dump(config.to_dict(), handle, sort_keys=False)
+        handle.write(config.to_yaml())
     start = time.perf_counter()
     fitted = fit_methods(methods, city, config, cache_dir, progress)
     failed = {name: outcome for name, outcome in fitted.items() if isinstance(outcome, str)}
@@ -176,8 +174,8 @@ def _write_run(out: Path, city: City, config: RunConfig, methods: list[str], ski
     table = pd.concat(results, ignore_index=True)
     with atomic_write(out / "results.csv") as handle:
         table.to_csv(handle, index=False)
-    ceilings = evaluate_ceilings(city, seeds=config.seeds, splits=config.splits, block_size_m=config.block_size_m,
-                                 buffer_m=config.buffer_m)
+    ceilings = evaluate_ceilings(city, seeds=config.seeds, splits=config.evaluation.splits, block_size_m=config.evaluation.block_size_m,
+                                 buffer_m=config.evaluation.buffer_m)
     if len(ceilings):  # a generated city's ceilings, on the very test parts the probes used
         with atomic_write(out / "ceilings.csv") as handle:
             ceilings.to_csv(handle, index=False)
@@ -193,18 +191,18 @@ def _write_run(out: Path, city: City, config: RunConfig, methods: list[str], ski
 def method_probe(name: str, config: RunConfig) -> str:
     """The probe that scores a method: its own where it brings one (Location kNN), else the run's
     (also for a table that is no registered method, such as a chapter's reference rows)."""
-    return getattr(METHODS.get(name), "probe", None) or config.probe
+    return getattr(METHODS.get(name), "probe", None) or config.evaluation.probe
 
 
 def method_workers(config: RunConfig, methods: Sequence[str]) -> int:
-    """Processes fitting methods side by side: ``config.jobs`` (0: one per core) on the CPU, but
+    """Processes fitting methods side by side: ``config.machine.jobs`` (0: one per core) on the CPU, but
     no more than there are methods that train or extract features (``cost`` > 0: the others
     take seconds, or wait for MuseCL's stages), and one on a GPU, which they would share. A
     worker's start (imports) costs a few seconds, so small runs stay in this process."""
-    if resolve_device(config.device).type != "cpu":
+    if resolve_device(config.machine.device).type != "cpu":
         return 1
     heavy = sum(METHODS[name].cost > 0 for name in methods)
-    return max(1, min(resolve_jobs(config.jobs), heavy))
+    return max(1, min(resolve_jobs(config.machine.jobs), heavy))
 
 
 def fit_methods(methods: Sequence[str], city: City, config: RunConfig, cache_dir: Path,
@@ -212,7 +210,7 @@ def fit_methods(methods: Sequence[str], city: City, config: RunConfig, cache_dir
     """``{name: (embedding, results rows, seconds, attention or None)}`` for every method, or
     ``{name: "ErrorType: message"}`` for a method that failed.
 
-    With one worker, methods run here in turn (probes then use ``config.jobs`` processes).
+    With one worker, methods run here in turn (probes then use ``config.machine.jobs`` processes).
     With more, each worker process gets ``cores // workers`` threads and fits whole methods,
     their probes included, in order of :attr:`RegionEmbedder.cost` (longest first). Stages
     two methods share are computed once: the cache makes the second wait for the first.
@@ -249,8 +247,8 @@ def fit_and_score(name: str, city: City, config: RunConfig, cache_dir: Path, pro
     :func:`fit_methods` runs here or in a worker process."""
     if threads is not None:
         torch.set_num_threads(threads)
-    check_splits(city, config.seeds, config.splits, block_size_m=config.block_size_m,
-                 buffer_m=config.buffer_m)  # milliseconds: fail before training, not after
+    check_splits(city, config.seeds, config.evaluation.splits, block_size_m=config.evaluation.block_size_m,
+                 buffer_m=config.evaluation.buffer_m)  # milliseconds: fail before training, not after
     start = time.perf_counter()
     rows, first = [], None
     for seeded in seed_configs(config):
@@ -269,7 +267,7 @@ def seed_configs(config: RunConfig) -> list[RunConfig]:
     with ``"once"`` the run's own (stages seeded by ``seed``, scored on every seed)."""
     if config.retrain == "once":
         return [config]
-    return [dataclasses.replace(config, seed=seed, seeds=(seed,)) for seed in config.seeds]
+    return [config.replace(seed=seed, seeds=(seed,)) for seed in config.seeds]
 
 
 EVALUATION_VERSION = 3  # bump when the probes or splits change: old cached scores are then ignored
@@ -278,7 +276,7 @@ EVALUATION_VERSION = 3  # bump when the probes or splits change: old cached scor
 
 def probe_settings(config: RunConfig):
     """The run's MLP probe settings (:class:`musecl.evaluation.ProbeConfig`)."""
-    return ProbeConfig(max_epochs=config.probe_max_epochs, patience=config.probe_patience)
+    return ProbeConfig(max_epochs=config.evaluation.probe_max_epochs, patience=config.evaluation.probe_patience)
 
 
 def score_embedding(embedding: pd.DataFrame, city: City, name: str, config: RunConfig, cache,
@@ -287,15 +285,15 @@ def score_embedding(embedding: pd.DataFrame, city: City, name: str, config: RunC
     splits, probe), cached under the embedding's exact values and the city's data: re-executing
     the book with trained stages cached then costs no probe fits either."""
     probe, probe_config = method_probe(name, config), probe_settings(config)
-    settings = {"seeds": config.seeds, "splits": config.splits, "probe": probe,
-                "block_size_m": config.block_size_m, "buffer_m": config.buffer_m, "probe_config": probe_config}
+    settings = {"seeds": config.seeds, "splits": config.evaluation.splits, "probe": probe,
+                "block_size_m": config.evaluation.block_size_m, "buffer_m": config.evaluation.buffer_m, "probe_config": probe_config}
     key = {"version": EVALUATION_VERSION, "method": name, "city": city_fingerprint(city),
            "embedding": hashlib.sha256(pd.util.hash_pandas_object(embedding, index=True).to_numpy().tobytes()
                                        + str(list(embedding.columns)).encode()).hexdigest(),
            **{k: str(v) for k, v in settings.items()}}
 
     def evaluate(folder: Path) -> None:
-        evaluate_embedding(embedding, city, name, **settings, n_jobs=config.jobs if n_jobs is None else n_jobs
+        evaluate_embedding(embedding, city, name, **settings, n_jobs=config.machine.jobs if n_jobs is None else n_jobs
                            ).to_csv(folder / "results.csv", index=False)
 
     return pd.read_csv(cache.get_or_compute("evaluation", key, evaluate) / "results.csv")
@@ -347,7 +345,7 @@ def methods_table(city: City | None = None) -> pd.DataFrame:
 def run_info(city: City, config: RunConfig, timings: dict) -> dict:
     """What a reader needs to trust a number: data, settings, software, machine, time."""
     return {"city": city.name, "city_root": str(city.root), "n_regions": len(city),
-            "weights": config.weights, "device": config.device, "seconds": timings,
+            "weights": config.image.weights, "device": config.machine.device, "seconds": timings,
             "python": platform.python_version(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "machine": platform.machine(),
             "cpu_threads": torch.get_num_threads(),

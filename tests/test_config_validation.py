@@ -78,17 +78,17 @@ def test_good_values_are_accepted_and_normalised(tmp_path):
     config = RunConfig.from_dict({"fusion_lr": "1e-3", "encoder_lr": 1, "splits": "random", "seeds": [3], "margin": None,
                                   "buffer_m": 0, "block_size_m": 500, "device": "cuda:1", "weights": str(checkpoint),
                                   "sv_arch": "resnet18", "fusion_design": "paper", "fusion_loss": "mse", "amp": False})
-    assert config.fusion_lr == pytest.approx(1e-3) and isinstance(config.fusion_lr, float)
-    assert config.encoder_lr == 1 and config.buffer_m == 0  # ints stay ints: cache keys hash the values
-    assert config.splits == ("random",) and config.seeds == (3,)
-    assert config.amp == "off"  # YAML 1.1 reads a bare `off` as false
+    assert config.fusion.lr == pytest.approx(1e-3) and isinstance(config.fusion.lr, float)
+    assert config.image.lr == 1 and config.evaluation.buffer_m == 0  # ints stay ints: cache keys hash the values
+    assert config.evaluation.splits == ("random",) and config.seeds == (3,)
+    assert config.machine.amp == "off"  # YAML 1.1 reads a bare `off` as false
 
 
 def test_yaml_1_1_floats_and_off_load(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text("fusion_lr: 1e-3\nencoder_lr: 5e-4\namp: off\n")
     config = RunConfig.from_yaml(params)
-    assert (config.fusion_lr, config.encoder_lr, config.amp) == (pytest.approx(1e-3), pytest.approx(5e-4), "off")
+    assert (config.fusion.lr, config.image.lr, config.machine.amp) == (pytest.approx(1e-3), pytest.approx(5e-4), "off")
 
 
 def test_a_renamed_setting_still_loads_with_a_warning(tmp_path):
@@ -96,24 +96,49 @@ def test_a_renamed_setting_still_loads_with_a_warning(tmp_path):
     params.write_text("lr: 0.001\n")  # an old params file (or a saved model's config.json)
     with pytest.warns(FutureWarning, match="'lr' is now called 'encoder_lr'"):
         config = RunConfig.from_yaml(params)
-    assert config.encoder_lr == pytest.approx(1e-3)
+    assert config.image.lr == pytest.approx(1e-3)
     with pytest.raises(ConfigError, match="old name of 'encoder_lr'; give only 'encoder_lr'"):
         RunConfig.from_dict({"lr": 1e-3, "encoder_lr": 1e-3})
 
 
-def test_every_setting_is_in_one_section_and_the_table_shows_what_changed():
-    sections = config_module.SECTIONS
-    keys = [k for section in sections.values() for k in section]
+def test_every_setting_is_in_one_stage_and_the_table_shows_what_changed():
+    grouped = RunConfig(n_triplets=1000).by_section()
+    keys = [k for section in grouped.values() for k in section]
     assert sorted(keys) == sorted(RunConfig.keys()) and len(keys) == len(set(keys))
-    assert set(sections["machine"]) == {"device", "amp", "image_store", "train_processes", "jobs"}
-    config = RunConfig(n_triplets=1000)
-    grouped = config.by_section()
-    assert list(grouped) == list(sections) and grouped["similarity sampling (eq. 1-4)"]["n_triplets"] == 1000
-    html = config._repr_html_()
+    assert set(grouped["machine"]) == {"device", "amp", "image_store", "train_processes", "jobs"}
+    assert list(grouped)[0] == "run" and grouped["similarity sampling (eq. 1-4)"]["n_triplets"] == 1000
+    html = RunConfig(n_triplets=1000)._repr_html_()
     assert all(section in html for section in ("run", "fusion (eq. 8-11)", "machine"))
     run_row = html.split("</thead>")[1].split("</tr>")[0]
     assert "<b>n_triplets: 1000</b>" in html and "seeds" in run_row and "<b>" not in run_row
     assert "rs_epochs: 201" in html and "<b>rs_epochs" not in html  # a default is not bold
+
+
+def test_stages_are_typed_settings_read_by_stage_and_written_by_flat_name():
+    """A params file's flat names land in their stage (fusion_lr -> config.fusion.lr, encoder_lr ->
+    config.image.lr); to_dict gives them back, so saved settings and cache keys keep their names."""
+    config = RunConfig(fusion_lr=1e-2, encoder_lr=1e-4, n_triplets=300, jobs=2)
+    assert (config.fusion.lr, config.image.lr, config.sampling.n_triplets, config.machine.jobs) == (1e-2, 1e-4, 300, 2)
+    assert isinstance(config.fusion, config_module.FusionSettings) and config.text == config_module.TextSettings()
+    assert RunConfig.from_dict(config.to_dict()) == config
+    assert RunConfig(fusion=config_module.FusionSettings(lr=1e-2)).to_dict()["fusion_lr"] == 1e-2
+    changed = config.replace(fusion_design="paper", seed=3)
+    assert changed.fusion.design == "paper" and changed.seed == 3 and changed.fusion.lr == 1e-2
+    assert config.fusion.design == "aligned"  # frozen: replace made a copy
+    with pytest.raises(AttributeError, match=r"read config\.fusion\.lr"):
+        config.fusion_lr  # the flat name, read as an attribute, says where it lives now
+    with pytest.raises(ConfigError, match="fusion_lr must be a number > 0") as err:
+        config_module.FusionSettings(lr=0)  # a stage's settings are checked when made, under their flat name
+    assert err.value.key == "fusion_lr"
+    with pytest.raises(ConfigError, match="fusion must be a FusionSettings"):
+        RunConfig(fusion={"lr": 1e-2})
+
+
+def test_a_runs_written_settings_read_back_as_the_same_config(tmp_path):
+    config = RunConfig.from_yaml(PARAMS[0]).replace(fusion_lr=2e-3, seeds=(1, 2), seed=1)
+    (tmp_path / "config.yaml").write_text(config.to_yaml())
+    assert RunConfig.from_yaml(tmp_path / "config.yaml") == config
+    assert "# fusion (eq. 8-11)\nfusion_design: aligned" in config.to_yaml()
 
 
 @pytest.mark.parametrize("path", PARAMS, ids=[p.name for p in PARAMS])
@@ -170,7 +195,7 @@ def test_allowed_values_agree_with_the_modules_that_read_them():
     assert config_module.AMP_MODES == training.AMP_MODES
     assert (config_module.FUSION_DESIGNS, config_module.FUSION_LOSSES) == (fusion.DESIGNS, fusion.LOSSES)
     assert (config_module.SPLITS, config_module.PROBES) == (evaluation.SPLITS, evaluation.PROBES)
-    assert RunConfig().fusion_reconstruction == fusion.FusionConfig().reconstruction  # one default
+    assert RunConfig().fusion.reconstruction == fusion.FusionConfig().reconstruction  # one default
     installed = {entry.name for entry in entry_points(group=multisemantic.IMAGE_STORE_PLUGINS)}
     assert set(config_module.IMAGE_STORES) == {"memory"} | installed
 
@@ -205,7 +230,7 @@ def test_a_checkpoint_named_in_a_params_file_is_found_beside_it(tmp_path, monkey
     (tmp_path / "book").mkdir()
     monkeypatch.chdir(tmp_path / "book")
     config = RunConfig.from_yaml("../params/mine.yaml")
-    assert Path(config.weights).resolve() == (tmp_path / "params" / "encoder.pt").resolve()
+    assert Path(config.image.weights).resolve() == (tmp_path / "params" / "encoder.pt").resolve()
 
 
 def test_one_checkpoint_cannot_start_two_architectures(tmp_path):

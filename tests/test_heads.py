@@ -169,7 +169,7 @@ def test_a_head_on_the_backbone_stages(city, tmp_path):
     cfg = RunConfig(n_triplets=60, rs_arch="lite0-head", rs_image_size=32, rs_epochs=2, rs_batch_size=16,
                     backbone_layers="stages")
     stage = image_stage(city, cfg, SATELLITE, cache, progress=False)
-    last = dataclasses.replace(cfg, backbone_layers="last")
+    last = cfg.replace(backbone_layers="last")
     assert image_stage(city, last, SATELLITE, cache, progress=False) != stage
     features = backbone_features(city, cfg, SATELLITE, cache)
     assert features.shape[1] == 816 and backbone_features(city, last, SATELLITE, cache).shape[1] == 1280
@@ -240,6 +240,6 @@ def test_muse_cl_with_fine_tuned_heads(city, tmp_path):
     back = type(tuned).load(tmp_path / "saved")
     pd.testing.assert_frame_equal(back.transform(city), b)
     pd.testing.assert_frame_equal(back.stage_table("satellite"), tuned.stage_table("satellite"))
-    cnn = dataclasses.replace(cfg, sv_arch="resnet18")
+    cnn = cfg.replace(sv_arch="resnet18")
     with pytest.raises(ValueError, match="sv_arch"):
         make_method("MuseCL (fine-tuned heads)", cnn, tmp_path / "cache", progress=False).fit(city)

@@ -1,7 +1,6 @@
 """Manhattan-180: the converter on hand-made raw files, the benchmark protocol, the vector methods."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import warnings
 
@@ -509,7 +508,7 @@ def test_vector_museCL_reuses_encoders_across_fusion_settings(synthetic_city, mo
         first = VectorMuseCL(cfg, progress=False, view_config=VectorViewConfig(**small)).fit(synthetic_city)
         for temperature, alignment, design in ((0.1, "none", "aligned"), (1.0, "procrustes", "paper")):
             kw = dict(progress=False, view_config=VectorViewConfig(**small, alignment=alignment))
-            run_cfg = dataclasses.replace(cfg, temperature=temperature, fusion_design=design)
+            run_cfg = cfg.replace(temperature=temperature, fusion_design=design)
             fresh = VectorMuseCL(run_cfg, **kw).fit(synthetic_city)
             trained.clear()
             reused = VectorMuseCL(run_cfg, reuse=first, **kw).fit(synthetic_city)

@@ -1,7 +1,6 @@
 """MuseCL end to end on a tiny toy city: shapes, determinism, cache hits, save/load, `musecl run`."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -107,7 +106,7 @@ def test_a_checkpoint_is_keyed_by_what_it_holds(city, tmp_path):
     stages = []
     for seed, folder in ((0, "ckpt"), (1, "ckpt"), (1, "copy")):
         save_encoder(build_encoder("tiny", TINY.embedding_dim, seed=seed), tmp_path / folder)
-        cfg = dataclasses.replace(TINY, weights=str(tmp_path / folder), rs_epochs=1)
+        cfg = TINY.replace(weights=str(tmp_path / folder), rs_epochs=1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             stages.append(image_stage(city, cfg, SATELLITE, cache, progress=False))
@@ -118,7 +117,7 @@ def test_a_checkpoint_is_keyed_by_what_it_holds(city, tmp_path):
     features = []
     for seed, folder in ((0, "r1"), (0, "r2"), (2, "r1")):
         save_encoder(build_encoder("resnet18", TINY.embedding_dim, seed=seed), tmp_path / folder)
-        cfg = dataclasses.replace(TINY, weights=str(tmp_path / folder))
+        cfg = TINY.replace(weights=str(tmp_path / folder))
         features.append(backbone_stage(city, cfg, SATELLITE, "resnet18", 32, cache, progress=False))
     assert features[0] == features[1] and features[2] != features[0]
 
@@ -181,12 +180,11 @@ def test_evaluation_is_cached_by_embedding_values(city, tmp_path, monkeypatch):
 def test_images_in_shards_give_the_same_musecl_as_images_in_memory(city, tmp_path):
     """image_store is a storage choice, not a setting of the method: it is left out of the cache
     keys, so it must not change a single number."""
-    import dataclasses
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         memory = MuseCL(TINY, cache_dir=tmp_path / "memory", progress=False).fit(city).transform(city)
-        sharded_config = dataclasses.replace(TINY, image_store="shards")
+        sharded_config = TINY.replace(image_store="shards")
         sharded = MuseCL(sharded_config, cache_dir=tmp_path / "shards", progress=False).fit(city).transform(city)
     assert list((tmp_path / "shards" / "images").glob("*-shards"))
     pd.testing.assert_frame_equal(memory, sharded)
@@ -209,15 +207,15 @@ def test_methods_fitted_side_by_side_equal_one_by_one(city, tmp_path, monkeypatc
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            one = runner.run(city, tmp_path / "one", dataclasses.replace(TINY, jobs=1), methods=methods,
+            one = runner.run(city, tmp_path / "one", TINY.replace(jobs=1), methods=methods,
                              cache_dir=tmp_path / "cache-one", progress=False)
-            two = runner.run(city, tmp_path / "two", dataclasses.replace(TINY, jobs=2), methods=methods,
+            two = runner.run(city, tmp_path / "two", TINY.replace(jobs=2), methods=methods,
                              cache_dir=tmp_path / "cache-two", progress=False)
     finally:
         torch.set_num_threads(threads)
     assert json.loads((tmp_path / "two" / "run.json").read_text())["method_workers"] == 2
     assert json.loads((tmp_path / "one" / "run.json").read_text())["method_workers"] == 1
-    assert runner.method_workers(dataclasses.replace(TINY, jobs=2), ["MuseCL", "SV only", "POI only"]) == 1
+    assert runner.method_workers(TINY.replace(jobs=2), ["MuseCL", "SV only", "POI only"]) == 1
     pd.testing.assert_frame_equal(one, two)
     assert list(one["method"].unique()) == methods  # the table keeps the asked order
     for name in ["attention.csv", *(f"embeddings/{m}.csv" for m in methods)]:
@@ -279,9 +277,9 @@ def test_every_params_file_is_a_valid_run_config():
     files = sorted((Path(__file__).parent.parent / "params").glob("*.yaml"))
     assert {f.name for f in files} >= {"ci.yaml", "cnn.yaml", "paper.yaml", "smoke.yaml"}
     configs = {f.name: RunConfig.from_yaml(f) for f in files}
-    assert configs["ci.yaml"].rs_arch == configs["ci.yaml"].sv_arch == "lite0-head"
+    assert configs["ci.yaml"].image.rs_arch == configs["ci.yaml"].image.sv_arch == "lite0-head"
     assert configs["ci.yaml"].retrain == configs["paper.yaml"].retrain == "per_seed"
-    assert configs["cnn.yaml"].rs_arch == "resnet18"
+    assert configs["cnn.yaml"].image.rs_arch == "resnet18"
 
 
 def test_a_rerun_into_the_same_folder_leaves_no_output_of_the_previous_run(city, tmp_path):

@@ -295,8 +295,8 @@ def test_store_arguments(pairs, tmp_path):
 
 
 def test_run_config_image_store():
-    assert RunConfig().image_store == "memory"
-    assert RunConfig.from_dict({"image_store": "shards"}).image_store == "shards"
+    assert RunConfig().machine.image_store == "memory"
+    assert RunConfig.from_dict({"image_store": "shards"}).machine.image_store == "shards"
     with pytest.raises(ValueError, match="image_store must be one of"):
         RunConfig(image_store="disk")
 

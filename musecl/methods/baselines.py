@@ -83,8 +83,8 @@ def geographic_triplet_source(city: City, cfg: RunConfig, kind: str, regions: li
     ``n_positive_candidates`` nearest regions (by centre distance in metres), the negative among
     the regions farther than the anchor's 75% distance quantile. ``sampling_rule`` does not
     apply: this is Tile2vec's rule, not one of MuseCL's two readings."""
-    return geographic_triplets(_xy_of(city, regions), n_triplets=cfg.n_triplets,
-                               n_neighbors=cfg.n_positive_candidates, seed=cfg.seed,
+    return geographic_triplets(_xy_of(city, regions), n_triplets=cfg.sampling.n_triplets,
+                               n_neighbors=cfg.sampling.n_positive_candidates, seed=cfg.seed,
                                region_ids=list(regions))
 
 
@@ -126,23 +126,23 @@ def backbone_stage(city: City, cfg: RunConfig, kind: str, arch: str, size: int, 
     """Features of a torchvision backbone with its classifier removed (fc -> Identity), without
     any contrastive training; street views averaged per region.
 
-    Weights come from ``cfg.weights`` ("random" with ``cfg.seed``, "imagenet" from the local torch
+    Weights come from ``cfg.image.weights`` ("random" with ``cfg.seed``, "imagenet" from the local torch
     hub cache, or a checkpoint). The weights are not saved: a seed or a public file rebuilds them,
     and ``config.json`` records which.
     """
     fingerprint = city_fingerprint(city)
     key = {"city": fingerprint, "kind": kind, "arch": arch, "image_size": int(size),
-           "weights": weights_key(cfg.weights), "seed": cfg.seed, "format": FEATURES_FORMAT,
-           **precision_key(cfg.amp, cfg.device)}
+           "weights": weights_key(cfg.image.weights), "seed": cfg.seed, "format": FEATURES_FORMAT,
+           **precision_key(cfg.machine.amp, cfg.machine.device)}
 
     def compute(folder: Path) -> None:
         # image_stage's cache entry, so MuseCL and the baselines decode a city once per size
-        store = city_image_store(city, kind, size, cache, progress, cfg.image_store, fingerprint)
+        store = city_image_store(city, kind, size, cache, progress, cfg.machine.image_store, fingerprint)
         # channels_last: Inception-v3 @75 features 1.5x on 2 CPU cores (bf16)
-        encoder = build_encoder(arch, cfg.embedding_dim, cfg.weights, seed=cfg.seed, channels_last=True)
+        encoder = build_encoder(arch, cfg.embedding_dim, cfg.image.weights, seed=cfg.seed, channels_last=True)
         encoder.net.fc = nn.Identity()  # the pooled backbone features (512 / 2048-d)
-        table = embed_regions(encoder.to(resolve_device(cfg.device)), store, region_ids=city.region_ids,
-                              progress=progress, amp=cfg.amp)
+        table = embed_regions(encoder.to(resolve_device(cfg.machine.device)), store, region_ids=city.region_ids,
+                              progress=progress, amp=cfg.machine.amp)
         save_table(table, folder / EMBEDDINGS_CSV)
         atomic_save_json(folder / CONFIG_JSON,
                          {"arch": arch, "kind": kind, "image_size": int(size), "dim": table.shape[1],
@@ -205,7 +205,7 @@ class InceptionV3Features(StageBaseline):
 
     def fit_stages(self, city: City) -> dict[str, Path]:
         return {"streetview": backbone_stage(city, self.config, STREETVIEW, "inception_v3",
-                                             self.config.sv_image_size, self.cache, self.progress)}
+                                             self.config.image.sv_image_size, self.cache, self.progress)}
 
 
 @register("ResNet-18")
@@ -221,7 +221,7 @@ class ResNet18Features(StageBaseline):
 
     def fit_stages(self, city: City) -> dict[str, Path]:
         return {"satellite": backbone_stage(city, self.config, SATELLITE, "resnet18",
-                                            self.config.rs_image_size, self.cache, self.progress)}
+                                            self.config.image.rs_image_size, self.cache, self.progress)}
 
 
 @register("EfficientNet-Lite0 (ImageNet)")
@@ -250,8 +250,8 @@ class EfficientNetLite0Features(StageBaseline):
 
     def fit_stages(self, city: City) -> dict[str, Path]:
         return {kind: efficientnet_stage(city, kind, self.input_size, self.cache, self.progress,
-                                         self.config.image_store, self.config.amp, self.config.device,
-                                         self.config.backbone_layers)
+                                         self.config.machine.image_store, self.config.machine.amp, self.config.machine.device,
+                                         self.config.image.backbone_layers)
                 for kind in (SATELLITE, STREETVIEW)}
 
     def _extra_config(self) -> dict:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from dataclasses import asdict
 from functools import partial
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -79,20 +80,18 @@ FINE_TUNED_TABLES = {SATELLITE: "embeddings-rs.csv", STREETVIEW: "embeddings-sv.
 
 def sampler_for(cfg: RunConfig):
     """The triplet sampler of a run (eq. 1-4): the paper's rule or the official code's."""
-    return TripletSampler(n_triplets=cfg.n_triplets, rule=cfg.sampling_rule,
-                          n_positive_candidates=cfg.n_positive_candidates, seed=cfg.seed)
+    return TripletSampler(**asdict(cfg.sampling), seed=cfg.seed)
 
 
 def image_settings(cfg: RunConfig, kind: str) -> dict:
     """arch, image size, epochs and batch size of the satellite (rs_*) or street-view (sv_*) encoder."""
-    p = PREFIX[kind]
-    return {k: getattr(cfg, f"{p}_{k}") for k in ("arch", "image_size", "epochs", "batch_size")}
+    return cfg.image.of(PREFIX[kind])
 
 
 def reconstruction_weight(cfg: RunConfig, kind: str) -> float:
     """``head_reconstruction`` where this encoder is a head on frozen features; 0 for a CNN, which has
     no decoder (and whose cache key therefore does not change with it)."""
-    return cfg.head_reconstruction if image_settings(cfg, kind)["arch"] in FEATURE_HEADS else 0.0
+    return cfg.image.head_reconstruction if image_settings(cfg, kind)["arch"] in FEATURE_HEADS else 0.0
 
 
 def training_settings(cfg: RunConfig, kind: str, checkpoint_dir: Path, progress: bool = True):
@@ -100,10 +99,10 @@ def training_settings(cfg: RunConfig, kind: str, checkpoint_dir: Path, progress:
     its features are cached, it trains on the CPU); checkpoints (every 30 s of training), resumes where it stopped."""
     s = image_settings(cfg, kind)
     return ImageTrainingConfig(
-        loss=cfg.triplet_loss, margin=cfg.resolved_margin, reconstruction=reconstruction_weight(cfg, kind),
+        loss=cfg.image.triplet_loss, margin=cfg.image.resolved_margin, reconstruction=reconstruction_weight(cfg, kind),
         epochs=s["epochs"], batch_size=s["batch_size"],
-        lr=cfg.encoder_lr, val_fraction=cfg.val_fraction, patience=cfg.encoder_patience, seed=cfg.seed,
-        device=cfg.device, checkpoint_dir=str(checkpoint_dir), resume=True, progress=progress, amp=cfg.amp)
+        lr=cfg.image.lr, val_fraction=cfg.image.val_fraction, patience=cfg.image.patience, seed=cfg.seed,
+        device=cfg.machine.device, checkpoint_dir=str(checkpoint_dir), resume=True, progress=progress, amp=cfg.machine.amp)
 
 
 def weights_key(weights: str) -> str:
@@ -197,11 +196,11 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
     fingerprint = city_fingerprint(city)
     key = {"city": fingerprint, "kind": kind, "triplets": triplets, "sampling_format": SAMPLING_FORMAT,
            **cfg.subset(IMAGE_KEYS[kind])}
-    key.update(precision_key(cfg.amp, cfg.device))
+    key.update(precision_key(cfg.machine.amp, cfg.machine.device))
     if "amp" in key:
         key["amp_embedding"] = True  # the regions are embedded under autocast too
-    if cfg.train_processes > 1:  # several processes train on other batches: other weights
-        key["train_processes"] = cfg.train_processes
+    if cfg.machine.train_processes > 1:  # several processes train on other batches: other weights
+        key["train_processes"] = cfg.machine.train_processes
     s = image_settings(cfg, kind)
     if weight := reconstruction_weight(cfg, kind):  # 0 keeps the keys of stages trained before it existed
         key["head_reconstruction"] = weight
@@ -209,31 +208,31 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
         del key["weights"]  # new features, new head (efficientnet_stage's key has the rest)
         key["features_format"] = FEATURES_FORMAT
         key["columns"] = "prefix_k"  # rs_0 ..., as a CNN's (entries without this key: rs0 ...)
-        key.update(layers_key(cfg.backbone_layers))
+        key.update(layers_key(cfg.image.backbone_layers))
     else:
-        key["weights"] = weights_key(cfg.weights)
+        key["weights"] = weights_key(cfg.image.weights)
 
     def compute(folder: Path) -> None:
-        if group.world_size() != cfg.train_processes:
+        if group.world_size() != cfg.machine.train_processes:
             raise RuntimeError(
-                f"the {kind} encoder is set to train in {cfg.train_processes} process(es) (train_processes) "
+                f"the {kind} encoder is set to train in {cfg.machine.train_processes} process(es) (train_processes) "
                 f"and is not in the cache {cache.root}; this is {group.world_size()}. Train it with "
-                f"`torchrun --nproc_per_node={cfg.train_processes} -m musecl.cli train-encoders CITY "
+                f"`torchrun --nproc_per_node={cfg.machine.train_processes} -m musecl.cli train-encoders CITY "
                 "--params PARAMS --out OUT`, then rerun with the same settings, or set train_processes to "
                 f"{group.world_size()}")
         if s["arch"] in FEATURE_HEADS:
             return _train_head(city, cfg, kind, cache, folder, triplets, progress, key)
-        store = city_image_store(city, kind, s["image_size"], cache, progress, cfg.image_store, fingerprint)
+        store = city_image_store(city, kind, s["image_size"], cache, progress, cfg.machine.image_store, fingerprint)
         drawn = TRIPLET_SOURCES[triplets](city, cfg, kind, list(store.region_ids))
         drawn.to_frame().to_csv(folder / TRIPLETS_CSV, index=False)
         # channels_last: with bf16, ResNet-18 @224 from 4,900 to 7,600 images/s on an H200; on
         # 2 CPU cores Inception-v3 @75 training 1.26x, ResNet-18 @64 the same (1.15x on one thread)
-        encoder = build_encoder(s["arch"], cfg.embedding_dim, cfg.weights, seed=cfg.seed, channels_last=True)
+        encoder = build_encoder(s["arch"], cfg.embedding_dim, cfg.image.weights, seed=cfg.seed, channels_last=True)
         training = training_settings(cfg, kind, cache.checkpoints(key), progress)
         encoder, history = train_image_encoder(encoder, store, drawn, training)
         save_encoder(encoder, folder / "encoder")
         history.to_csv(folder / HISTORY_CSV, index=False)
-        save_table(embed_regions(encoder, store, region_ids=city.region_ids, progress=progress, amp=cfg.amp),
+        save_table(embed_regions(encoder, store, region_ids=city.region_ids, progress=progress, amp=cfg.machine.amp),
                    folder / EMBEDDINGS_CSV)
 
     stage = f"encoder-{kind}" if triplets == "similarity" else f"encoder-{kind}-{triplets}"
@@ -245,8 +244,8 @@ def _train_head(city: City, cfg: RunConfig, kind: str, cache, folder: Path, trip
     """``image_stage`` for a head on frozen features (``rs_arch``/``sv_arch`` "lite0-head"): the
     same triplets, loss and folder layout as a CNN, trained on the cached backbone features."""
     s = image_settings(cfg, kind)
-    backbone_dir = efficientnet_stage(city, kind, s["image_size"], cache, progress, cfg.image_store, cfg.amp,
-                                      cfg.device, cfg.backbone_layers)
+    backbone_dir = efficientnet_stage(city, kind, s["image_size"], cache, progress, cfg.machine.image_store, cfg.machine.amp,
+                                      cfg.machine.device, cfg.image.backbone_layers)
     features = load_table(backbone_dir / EMBEDDINGS_CSV)
     drawn = TRIPLET_SOURCES[triplets](city, cfg, kind, [str(r) for r in features.dropna(how="any").index])
     drawn.to_frame().to_csv(folder / TRIPLETS_CSV, index=False)
@@ -291,8 +290,8 @@ def backbone_features(city: City, cfg: RunConfig, kind: str, cache) -> pd.DataFr
     """The frozen backbone's features of every ``kind`` region at the run's image size (cached):
     what a feature head of this run reads."""
     size = image_settings(cfg, kind)["image_size"]
-    return load_table(efficientnet_stage(city, kind, size, cache, False, cfg.image_store, cfg.amp,
-                                         cfg.device, cfg.backbone_layers) / EMBEDDINGS_CSV)
+    return load_table(efficientnet_stage(city, kind, size, cache, False, cfg.machine.image_store, cfg.machine.amp,
+                                         cfg.machine.device, cfg.image.backbone_layers) / EMBEDDINGS_CSV)
 
 
 def stage_encoder(stage: Path, initial: bool = False, seed: int = 0, weights: str = "random"):
@@ -320,23 +319,22 @@ def initial_embedding(city: City, cfg: RunConfig, kind: str, cache, stage: Path,
         return embed_features(initial_head(load_head(stage / "encoder"), cfg.seed), features.reindex(city.region_ids),
                               prefix=COLUMN_PREFIX[kind])
     if store is None:
-        store = city_image_store(city, kind, image_settings(cfg, kind)["image_size"], cache, False, cfg.image_store)
-    encoder = stage_encoder(stage, initial=True, seed=cfg.seed, weights=cfg.weights)
-    return embed_regions(encoder, store, region_ids=city.region_ids, amp=cfg.amp)
+        store = city_image_store(city, kind, image_settings(cfg, kind)["image_size"], cache, False, cfg.machine.image_store)
+    encoder = stage_encoder(stage, initial=True, seed=cfg.seed, weights=cfg.image.weights)
+    return embed_regions(encoder, store, region_ids=city.region_ids, amp=cfg.machine.amp)
 
 
 def text_settings(cfg: RunConfig):
     """The run's POI text settings (:class:`musecl.encoders.text.TextEncoderConfig`), one translation
     for MuseCL and MuseCL on vector views."""
-    return TextEncoderConfig(vector_size=cfg.embedding_dim, window=cfg.text_window, epochs=cfg.text_epochs,
-                             seed=cfg.seed, pooling=cfg.text_pooling)
+    return TextEncoderConfig(**asdict(cfg.text), vector_size=cfg.embedding_dim, seed=cfg.seed)
 
 
 def text_stage(city: City, cfg: RunConfig, cache) -> Path:
     """Skip-gram + hierarchical softmax on all POI categories and texts; eq. 7 region vectors."""
     key = {"city": city_fingerprint(city), **cfg.subset(TEXT_KEYS)}
-    if cfg.text_pooling != "mean":  # the paper's eq. 7 keeps the keys it always had
-        key["text_pooling"] = cfg.text_pooling
+    if cfg.text.pooling != "mean":  # the paper's eq. 7 keeps the keys it always had
+        key["text_pooling"] = cfg.text.pooling
     context = text_context(city.pois)
     if context != POI_TEXT:  # category-only POIs: another corpus; cities with text keep their keys
         key["text_context"] = context
@@ -352,9 +350,7 @@ def text_stage(city: City, cfg: RunConfig, cache) -> Path:
 def fusion_settings(cfg: RunConfig):
     """The run's fusion settings (:class:`musecl.fusion.FusionConfig`), one translation for MuseCL,
     Fusion-svrv and MuseCL on vector views."""
-    return FusionConfig(design=cfg.fusion_design, loss=cfg.fusion_loss, epochs=cfg.fusion_epochs,
-                        batch_size=cfg.fusion_batch_size, lr=cfg.fusion_lr, seed=cfg.seed,
-                        temperature=cfg.temperature, reconstruction=cfg.fusion_reconstruction)
+    return FusionConfig(**asdict(cfg.fusion), seed=cfg.seed)
 
 
 def image_views(city: City) -> tuple[str, ...]:
@@ -399,12 +395,12 @@ def train_fusion_into(folder: Path, sv: pd.DataFrame, rs: pd.DataFrame, target: 
 
 def fine_tuning_unsupported(cfg: RunConfig) -> str | None:
     """Why these settings cannot fine-tune the heads through the fusion, or None when they can."""
-    not_heads = [k for k in ("rs_arch", "sv_arch") if getattr(cfg, k) not in FEATURE_HEADS]
+    not_heads = [k for k in ("rs_arch", "sv_arch") if getattr(cfg.image, k) not in FEATURE_HEADS]
     if not_heads:
         return (f"fine-tuning trains feature heads; set {' and '.join(not_heads)} to one of "
                 f"{sorted(FEATURE_HEADS)} (end-to-end through a CNN is not built)")
-    if cfg.fusion_design != "aligned":
-        return f"fine-tuning trains the aligned fusion design; got fusion_design {cfg.fusion_design!r}"
+    if cfg.fusion.design != "aligned":
+        return f"fine-tuning trains the aligned fusion design; got fusion_design {cfg.fusion.design!r}"
     return None
 
 
@@ -429,7 +425,7 @@ def fine_tuned_fusion_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_
             heads[prefix] = load_head(dirs[prefix] / "encoder")
             features[prefix] = backbone_features(city, cfg, kind, cache)
             triplets[prefix] = pd.read_csv(dirs[prefix] / TRIPLETS_CSV, dtype=str)
-        objective = TripletObjective(cfg.triplet_loss, cfg.resolved_margin, cfg.head_reconstruction)
+        objective = TripletObjective(cfg.image.triplet_loss, cfg.image.resolved_margin, cfg.image.head_reconstruction)
         poi = load_table(text_dir / EMBEDDINGS_CSV)
         model, history = fine_tune_heads(heads, features, triplets, poi, objective, settings)
         embedded = {p: embed_features(getattr(model, f"head_{p}"), features[p].reindex(city.region_ids),

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -224,7 +224,7 @@ def train_view_encoder(view: pd.DataFrame, triplets, cfg: RunConfig, vcfg: Vecto
 
     ``triplets`` index the rows of ``view`` (as :mod:`musecl.sampling` returns them). Inputs are
     standardised per column. Same optimiser and schedule as the image encoders (Trainer defaults:
-    Adam with amsgrad, StepLR(10, 0.7)), learning rate ``cfg.encoder_lr``.
+    Adam with amsgrad, StepLR(10, 0.7)), learning rate ``cfg.image.lr``.
     """
     x = torch.from_numpy(standardise_columns(view.to_numpy()).astype(np.float32))
     a, p, n = (torch.as_tensor(np.asarray(t), dtype=torch.long)
@@ -232,7 +232,7 @@ def train_view_encoder(view: pd.DataFrame, triplets, cfg: RunConfig, vcfg: Vecto
     with torch.random.fork_rng(devices=[]), one_torch_thread():
         torch.manual_seed(cfg.seed)
         model = ViewEncoder(x.shape[1], cfg.embedding_dim, vcfg.hidden, vcfg.dropout)
-        trainer = Trainer(model, TripletObjective(cfg.triplet_loss, cfg.margin), lr=cfg.encoder_lr,
+        trainer = Trainer(model, TripletObjective(cfg.image.triplet_loss, cfg.image.margin), lr=cfg.image.lr,
                           epochs=vcfg.epochs, batch_size=vcfg.batch_size, seed=cfg.seed, device="cpu",
                           progress=progress)
         history = trainer.fit((x[a], x[p], x[n]))
@@ -320,13 +320,13 @@ def train_joint_encoders(views: dict, triplets: dict, cfg: RunConfig, vcfg: Vect
     has_poi = torch.from_numpy(views["poi"].to_numpy().sum(axis=1) > 0)
     idx = {k: [torch.as_tensor(np.asarray(getattr(triplets[k], c)), dtype=torch.long)
                for c in ("anchor", "positive", "negative")] for k in names}
-    objective = _JointObjective(TripletObjective(cfg.triplet_loss, cfg.margin), x, has_poi,
+    objective = _JointObjective(TripletObjective(cfg.image.triplet_loss, cfg.image.margin), x, has_poi,
                                 vcfg.align_weight, vcfg.align_temperature)
     with torch.random.fork_rng(devices=[]), one_torch_thread():
         torch.manual_seed(cfg.seed)
         models = nn.ModuleDict({k: ViewEncoder(x[k].shape[1], cfg.embedding_dim, vcfg.hidden, vcfg.dropout)
                                 for k in names})
-        trainer = Trainer(models, objective, lr=cfg.encoder_lr, epochs=vcfg.epochs, batch_size=vcfg.batch_size,
+        trainer = Trainer(models, objective, lr=cfg.image.lr, epochs=vcfg.epochs, batch_size=vcfg.batch_size,
                           seed=cfg.seed, device="cpu", progress=progress)
         history = trainer.fit(_JointTriplets(x, idx))
         models.eval()
@@ -414,7 +414,7 @@ class VectorMuseCL(TableMethod):
             return None
 
         def upstream(config: RunConfig) -> RunConfig:  # the settings the text and view stages read
-            return replace(config, temperature=None, fusion_design="aligned", fusion_reconstruction=1.0)
+            return config.replace(temperature=None, fusion_design="aligned", fusion_reconstruction=1.0)
 
         same = upstream(other.config) == upstream(self.config) and other.fitted_on == city_fingerprint(city)
         return other if same else None

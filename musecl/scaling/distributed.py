@@ -12,7 +12,6 @@ Launch (see the scaling appendix)::
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -106,17 +105,17 @@ def train_encoders(city: str | os.PathLike | City, config: RunConfig, cache_dir:
                    kinds: Sequence[str] = ("satellite", "streetview"), triplets: str = "similarity",
                    progress: bool = True) -> dict[str, Path]:
     """Train MuseCL's image encoders (the costly stages) into the cache, in this process or, under
-    ``torchrun``, in every process it started (one per GPU): ``config.train_processes`` must say how
+    ``torchrun``, in every process it started (one per GPU): ``config.machine.train_processes`` must say how
     many, since that changes the weights and so the cache key. ``musecl run`` with the same settings
     and cache then reuses them. Returns the stage folder of each kind."""
-    device = init_from_env(config.device)  # image_stage checks it against train_processes
+    device = init_from_env(config.machine.device)  # image_stage checks it against train_processes
     group = processes()
     if group.is_main():  # a named city is written once, then read by every process
         resolve_city(city)
     group.barrier()
     city = resolve_city(city)
     require_enough_regions(city)
-    config = dataclasses.replace(config, device=str(device))
+    config = config.replace(device=str(device))
     cache = Cache(cache_dir)
     return {kind: image_stage(city, config, kind, cache, progress=progress and group.is_main(), triplets=triplets)
             for kind in kinds}
