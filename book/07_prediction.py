@@ -160,8 +160,9 @@ probe = probe_settings(cfg)
 with atomic_write(f"{out_dir}/results/prediction.csv") as handle:
     results.to_csv(handle, index=False)
 # the city's ceilings scored on the same test parts (empty for a real city)
-ceilings = evaluate_ceilings(data, seeds=cfg.seeds, splits=cfg.evaluation.splits, block_size_m=cfg.evaluation.block_size_m,
-                             buffer_m=cfg.evaluation.buffer_m)
+ev = cfg.evaluation
+ceilings = evaluate_ceilings(data, seeds=cfg.seeds, splits=ev.splits, block_size_m=ev.block_size_m,
+                             buffer_m=ev.buffer_m)
 indicators = [i for i in data.meta.indicators if i in set(results["indicator"])]
 derived = data.meta.derived_indicators()
 all_latents = CEILING_METHODS["all"]

@@ -130,7 +130,8 @@ for folder in sorted(Path(out_dir, "cache").glob("encoder-*/*/encoder/config.jso
 cnn_start = ("random initialisation (ImageNet weights for ResNet-18 and Inception-v3 cannot be "
              "downloaded here; put torchvision's files in the torch hub cache and set "
              "`weights: imagenet` to use them)") if cfg.image.weights == "random" else f"`{cfg.image.weights}`"
-heads = [f"`{key}: {getattr(cfg.image, key)}`" for key in ("rs_arch", "sv_arch") if getattr(cfg.image, key) in FEATURE_HEADS]
+heads = [f"`{key}: {getattr(cfg.image, key)}`" for key in ("rs_arch", "sv_arch")
+         if getattr(cfg.image, key) in FEATURE_HEADS]
 if heads:
     weights_note = (f"The rows *Inception v3* and *ResNet-18* start from {cnn_start}. The encoders trained here "
                     f"({', '.join(heads)}) are heads on frozen EfficientNet-Lite0 features with real ImageNet "
@@ -358,7 +359,8 @@ else:
         r2, float(all_latents), perfect, {name: REFERENCES[name][1] for name in read}, OWN,
         columns=pd.read_csv(embeddings_dir / "MuseCL.csv", index_col=0, nrows=1).shape[1])
     images = "Latents read from the images (reference)"
-    if images in sources and all((m, s) in r2.index for m in (images, "Pretext features") for s in cfg.evaluation.splits):
+    if images in sources and all((m, s) in r2.index for m in (images, "Pretext features")
+                                 for s in cfg.evaluation.splits):
         pairs = {s: report.paired_differences(pd.concat([results[results["method"] == "Pretext features"], held]),
                                               headline, target=images, split=s).loc["Pretext features"]
                  for s in cfg.evaluation.splits}
@@ -420,14 +422,14 @@ else:
     verdict = {split: gap[split].loc["MuseCL", "verdict"] for split in cfg.evaluation.splits}  # "better": the GPU run's
     lower = [split for split, v in verdict.items() if v == "worse"]  # the GPU run's MuseCL scored lower
     higher = [split for split, v in verdict.items() if v == "better"]
-    unclear = (f" (under the {' and '.join(s for s in cfg.evaluation.splits if s not in lower + higher)} split the seeds "
-               "cannot tell)") if len(lower + higher) < len(verdict) else ""
+    untold = [s for s in cfg.evaluation.splits if s not in lower + higher]
+    unclear = f" (under the {' and '.join(untold)} split the seeds cannot tell)" if untold else ""
     if lower and not higher:
         finding = (f"So this build's results are not a lower bound that the paper's encoders, trained longer at "
                    f"the paper's sizes, would lift: from random weights they score lower than this build's "
-                   f"encoders (`rs_arch: {cfg.image.rs_arch}`, `sv_arch: {cfg.image.sv_arch}`) under the {' and '.join(lower)} "
-                   f"split{unclear}, at the training this loan allowed. Whether the paper's full schedule or its "
-                   "ImageNet-pretrained CNNs would do better, this run could not test.")
+                   f"encoders (`rs_arch: {cfg.image.rs_arch}`, `sv_arch: {cfg.image.sv_arch}`) under the "
+                   f"{' and '.join(lower)} split{unclear}, at the training this loan allowed. Whether the paper's "
+                   "full schedule or its ImageNet-pretrained CNNs would do better, this run could not test.")
     elif higher and not lower:
         finding = (f"So this build's results understate MuseCL under the {' and '.join(higher)} split{unclear}: "
                    "the paper's encoders, trained longer, lift it.")
@@ -505,13 +507,15 @@ glue("location_beats_muse", ", ".join(loc_beats) or "none", display=False)
 mean_r2 = (report.headline_means(results, headline).groupby(["method", "split"])["r2"].mean().unstack())
 for name, key in (("MuseCL", "muse"), ("Location kNN", "loc"), ("Location + MuseCL", "locmuse"),
                   ("Pretext features", "pretext")):
-    glue(key, report.by_split({split: float(mean_r2.loc[name, split]) for split in cfg.evaluation.splits}), display=False)
+    glue(key, report.by_split({split: float(mean_r2.loc[name, split]) for split in cfg.evaluation.splits}),
+         display=False)
 if ceilings is not None:
     ceiling_r2 = report.headline_means(ceilings, headline).groupby(["method", "split"])["r2"].mean().unstack()
     single = ceiling_r2.drop(index="Ceiling: all latents")
     ceiling_sentence = (
         "On the same test regions every latent together allows "
-        + report.by_split({split: float(ceiling_r2.loc["Ceiling: all latents", split]) for split in cfg.evaluation.splits})
+        + report.by_split({split: float(ceiling_r2.loc["Ceiling: all latents", split])
+                           for split in cfg.evaluation.splits})
         + f"; the best single modality ({single['random'].idxmax().removeprefix('Ceiling: ')}) "
         + report.by_split({split: float(single[split].max()) for split in cfg.evaluation.splits}) + ".")
 else:
@@ -586,7 +590,8 @@ plt.show()
 # than one seed).
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "The ablation (the paper's Figure 6): mean R\u00b2 over seeds of MuseCL and its parts, one panel per split of the run; error bars (two seeds or more): the standard deviation over seeds."}}
-fig, axes = plt.subplots(1, len(cfg.evaluation.splits), figsize=(6.5 * len(cfg.evaluation.splits), 4), sharey=True, squeeze=False)
+n_splits = len(cfg.evaluation.splits)
+fig, axes = plt.subplots(1, n_splits, figsize=(6.5 * n_splits, 4), sharey=True, squeeze=False)
 for ax, split in zip(axes[0], cfg.evaluation.splits):
     mean, std = report.numeric_tables(results, "r2", split, methods_order=list(ABLATION))
     mean.T.plot.bar(ax=ax, yerr=std.T, capsize=2, width=0.8, rot=0)

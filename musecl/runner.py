@@ -102,7 +102,8 @@ def run(city: str | os.PathLike | City, out_dir: str | os.PathLike, config: RunC
         warnings.simplefilter("ignore", TooFewRegionsWarning)  # an error just below, said once
         city = resolve_city(city)
     require_enough_regions(city)  # before the output folder is made or anything is trained
-    check_splits(city, config.seeds, config.evaluation.splits, block_size_m=config.evaluation.block_size_m, buffer_m=config.evaluation.buffer_m)
+    ev = config.evaluation
+    check_splits(city, config.seeds, ev.splits, block_size_m=ev.block_size_m, buffer_m=ev.buffer_m)
     resolve_device(config.machine.device)  # a GPU the settings name but this machine lacks: said now, not per method
     methods, skipped = supported_methods(methods, city)
     if not methods:
@@ -174,8 +175,9 @@ def _write_run(out: Path, city: City, config: RunConfig, methods: list[str], ski
     table = pd.concat(results, ignore_index=True)
     with atomic_write(out / "results.csv") as handle:
         table.to_csv(handle, index=False)
-    ceilings = evaluate_ceilings(city, seeds=config.seeds, splits=config.evaluation.splits, block_size_m=config.evaluation.block_size_m,
-                                 buffer_m=config.evaluation.buffer_m)
+    ev = config.evaluation
+    ceilings = evaluate_ceilings(city, seeds=config.seeds, splits=ev.splits, block_size_m=ev.block_size_m,
+                                 buffer_m=ev.buffer_m)
     if len(ceilings):  # a generated city's ceilings, on the very test parts the probes used
         with atomic_write(out / "ceilings.csv") as handle:
             ceilings.to_csv(handle, index=False)
@@ -247,8 +249,9 @@ def fit_and_score(name: str, city: City, config: RunConfig, cache_dir: Path, pro
     :func:`fit_methods` runs here or in a worker process."""
     if threads is not None:
         torch.set_num_threads(threads)
-    check_splits(city, config.seeds, config.evaluation.splits, block_size_m=config.evaluation.block_size_m,
-                 buffer_m=config.evaluation.buffer_m)  # milliseconds: fail before training, not after
+    ev = config.evaluation
+    check_splits(city, config.seeds, ev.splits, block_size_m=ev.block_size_m,
+                 buffer_m=ev.buffer_m)  # milliseconds: fail before training, not after
     start = time.perf_counter()
     rows, first = [], None
     for seeded in seed_configs(config):
@@ -285,8 +288,9 @@ def score_embedding(embedding: pd.DataFrame, city: City, name: str, config: RunC
     splits, probe), cached under the embedding's exact values and the city's data: re-executing
     the book with trained stages cached then costs no probe fits either."""
     probe, probe_config = method_probe(name, config), probe_settings(config)
-    settings = {"seeds": config.seeds, "splits": config.evaluation.splits, "probe": probe,
-                "block_size_m": config.evaluation.block_size_m, "buffer_m": config.evaluation.buffer_m, "probe_config": probe_config}
+    ev = config.evaluation
+    settings = {"seeds": config.seeds, "splits": ev.splits, "probe": probe, "block_size_m": ev.block_size_m,
+                "buffer_m": ev.buffer_m, "probe_config": probe_config}
     key = {"version": EVALUATION_VERSION, "method": name, "city": city_fingerprint(city),
            "embedding": hashlib.sha256(pd.util.hash_pandas_object(embedding, index=True).to_numpy().tobytes()
                                        + str(list(embedding.columns)).encode()).hexdigest(),

@@ -7,6 +7,7 @@ import warnings
 import h3
 import numpy as np
 import pandas as pd
+import pyproj
 import pytest
 import shapely
 from PIL import Image
@@ -44,6 +45,31 @@ def squares():
 
 # ------------------------------------------------------------------------------------------
 # regions
+
+
+class _GeoTable(pd.DataFrame):
+    """What polygon_regions reads of a geopandas GeoDataFrame (not a dependency): shapely shapes in
+    its active geometry column, and its CRS."""
+
+    _metadata = ["crs", "active_geometry_name"]
+
+    @property
+    def _constructor(self):
+        return _GeoTable
+
+
+def test_polygon_regions_reads_a_geodataframe_in_its_own_crs():
+    to_metres = pyproj.Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True)
+    square = shapely.box(0.0, 0.0, 0.01, 0.01)
+    table = _GeoTable({"name": ["sq"], "shape": [shapely.transform(square, lambda xy: np.column_stack(
+        to_metres.transform(xy[:, 0], xy[:, 1])))]})
+    table.crs, table.active_geometry_name = pyproj.CRS.from_epsg(3857), "shape"
+    regions = polygon_regions(table, id="name")  # its own CRS, its own geometry column's name
+    back = shapely.from_wkt(regions.table.loc["sq", "geometry"])
+    assert back.normalize().equals_exact(square.normalize(), tolerance=1e-7)
+    assert regions.table.loc["sq", ["lon", "lat"]].tolist() == pytest.approx([0.005, 0.005], abs=1e-6)
+    with pytest.raises(RawDataError, match="says its coordinates are in EPSG:3857"):
+        polygon_regions(table, id="name", crs="EPSG:4326")
 
 
 def test_hexagon_regions_from_points_bbox_and_area(hexes):

@@ -196,12 +196,14 @@ def hexagon_size_m(cells: Sequence[str]) -> float:
     return round(float(np.mean([size(c) for c in cells])), 3)
 
 
-def polygon_regions(features, id: str | None = "id", crs: str = WGS84) -> Regions:
+def polygon_regions(features, id: str | None = "id", crs: str | None = None) -> Regions:
     """Your own polygons (districts, census tracts, blocks) as regions.
 
     ``features`` is a GeoJSON FeatureCollection (a dict or a path to a ``.geojson``/``.json``
     file; ``id`` names the property, or the feature's own ``id`` if no property has that name),
-    or a table (DataFrame or CSV path) with a WKT column ``geometry`` and an id column ``id``.
+    a table (DataFrame or CSV path) with a WKT column ``geometry`` and an id column ``id``, or a
+    geopandas GeoDataFrame (its active geometry column and its own CRS; ``crs`` None: that CRS,
+    else WGS84 lon/lat).
     ``id=None`` numbers the regions ``0, 1, ...`` in input order. Polygons in another ``crs`` are
     reprojected to WGS84. Invalid polygons (bow-ties, self-touching rings from GIS exports) are
     repaired keeping their area, and kept valid as written with 7 decimals: rounding can make a
@@ -211,9 +213,17 @@ def polygon_regions(features, id: str | None = "id", crs: str = WGS84) -> Region
     """
     if isinstance(features, (str, os.PathLike)) and str(features).lower().endswith(".csv"):
         features = _read_table(features, "polygons", ids=[id] if id is not None else [])
+    crs = _table_crs(features, crs)
     if isinstance(features, pd.DataFrame):
+        shapes = getattr(features, "active_geometry_name", None)  # a GeoDataFrame's, whatever its name
+        if shapes is not None:
+            features = features.rename(columns={shapes: GEOMETRY}) if shapes != GEOMETRY else features
         _require(features, [GEOMETRY] + ([id] if id is not None else []), "polygons")
-        geoms = shapely.from_wkt(features[GEOMETRY].astype(str).to_numpy(), on_invalid="ignore")
+        column = features[GEOMETRY].to_numpy()
+        if all(isinstance(g, shapely.Geometry) for g in column):  # already shapes (a GeoDataFrame's)
+            geoms = column.astype(object)
+        else:
+            geoms = shapely.from_wkt(features[GEOMETRY].astype(str).to_numpy(), on_invalid="ignore")
         unread = pd.Series(pd.isna(geoms), index=features.index)
         if unread.any():
             raise RawDataError(f"polygons: column {GEOMETRY!r} holds text that is not WKT in "
@@ -843,6 +853,18 @@ def _union(geoms: list):
     if shape.is_empty or shape.geom_type not in ("Polygon", "MultiPolygon"):
         raise RawDataError(f"area must be a polygon or multipolygon; got {shape.geom_type}")
     return shape
+
+
+def _table_crs(features, crs):
+    """The CRS to read ``features`` in: ``crs`` where given, else the table's own (a GeoDataFrame's
+    ``.crs``), else WGS84. A given ``crs`` that contradicts the table's is an error, not a choice."""
+    own = getattr(features, "crs", None) if isinstance(features, pd.DataFrame) else None
+    if crs is None:
+        return WGS84 if own is None else own
+    if own is not None and _crs(crs, "polygons") != _crs(own, "polygons"):
+        raise RawDataError(f"polygons: crs={crs!r} but the table says its coordinates are in {own}; "
+                           "leave crs out, or reproject the table first (GeoDataFrame.to_crs)")
+    return crs
 
 
 def _crs(crs, what: str):

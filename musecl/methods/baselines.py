@@ -249,8 +249,9 @@ class EfficientNetLite0Features(StageBaseline):
     cost = 1  # image features, probed at 1632-d or 2560-d
 
     def fit_stages(self, city: City) -> dict[str, Path]:
+        machine = self.config.machine
         return {kind: efficientnet_stage(city, kind, self.input_size, self.cache, self.progress,
-                                         self.config.machine.image_store, self.config.machine.amp, self.config.machine.device,
+                                         machine.image_store, machine.amp, machine.device,
                                          self.config.image.backbone_layers)
                 for kind in (SATELLITE, STREETVIEW)}
 

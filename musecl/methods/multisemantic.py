@@ -102,7 +102,8 @@ def training_settings(cfg: RunConfig, kind: str, checkpoint_dir: Path, progress:
         loss=cfg.image.triplet_loss, margin=cfg.image.resolved_margin, reconstruction=reconstruction_weight(cfg, kind),
         epochs=s["epochs"], batch_size=s["batch_size"],
         lr=cfg.image.lr, val_fraction=cfg.image.val_fraction, patience=cfg.image.patience, seed=cfg.seed,
-        device=cfg.machine.device, checkpoint_dir=str(checkpoint_dir), resume=True, progress=progress, amp=cfg.machine.amp)
+        device=cfg.machine.device, checkpoint_dir=str(checkpoint_dir), resume=True, progress=progress,
+        amp=cfg.machine.amp)
 
 
 def weights_key(weights: str) -> str:
@@ -244,8 +245,9 @@ def _train_head(city: City, cfg: RunConfig, kind: str, cache, folder: Path, trip
     """``image_stage`` for a head on frozen features (``rs_arch``/``sv_arch`` "lite0-head"): the
     same triplets, loss and folder layout as a CNN, trained on the cached backbone features."""
     s = image_settings(cfg, kind)
-    backbone_dir = efficientnet_stage(city, kind, s["image_size"], cache, progress, cfg.machine.image_store, cfg.machine.amp,
-                                      cfg.machine.device, cfg.image.backbone_layers)
+    machine = cfg.machine
+    backbone_dir = efficientnet_stage(city, kind, s["image_size"], cache, progress, machine.image_store, machine.amp,
+                                      machine.device, cfg.image.backbone_layers)
     features = load_table(backbone_dir / EMBEDDINGS_CSV)
     drawn = TRIPLET_SOURCES[triplets](city, cfg, kind, [str(r) for r in features.dropna(how="any").index])
     drawn.to_frame().to_csv(folder / TRIPLETS_CSV, index=False)
@@ -319,7 +321,8 @@ def initial_embedding(city: City, cfg: RunConfig, kind: str, cache, stage: Path,
         return embed_features(initial_head(load_head(stage / "encoder"), cfg.seed), features.reindex(city.region_ids),
                               prefix=COLUMN_PREFIX[kind])
     if store is None:
-        store = city_image_store(city, kind, image_settings(cfg, kind)["image_size"], cache, False, cfg.machine.image_store)
+        size = image_settings(cfg, kind)["image_size"]
+        store = city_image_store(city, kind, size, cache, False, cfg.machine.image_store)
     encoder = stage_encoder(stage, initial=True, seed=cfg.seed, weights=cfg.image.weights)
     return embed_regions(encoder, store, region_ids=city.region_ids, amp=cfg.machine.amp)
 
