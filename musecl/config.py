@@ -532,7 +532,8 @@ class RunConfig:
             return f"<b>{text}</b>" if value != defaults[key] else text
 
         sections = self.by_section()
-        table = pd.DataFrame({"RunConfig": list(sections), "settings (<b>bold</b>: not the default)": [
+        where = ["run"] + [f"{heading}: <code>.{stage}</code>" for stage, (_, heading) in STAGES.items()]
+        table = pd.DataFrame({"RunConfig": where, "settings, as params files name them (<b>bold</b>: not the default)": [
             ", ".join(shown(k, v) for k, v in values.items()) for values in sections.values()]})
         with pd.option_context("display.max_colwidth", None):  # cut, a cell would lose its closing tags
             html = table.to_html(escape=False, index=False, notebook=True)
