@@ -203,8 +203,12 @@ if data.latents is not None:
 # :pyobject: fine_tuning_loss
 # ```
 #
-# The backbones stay frozen: fine-tuning a whole CNN through the fusion would need image batches
-# in the fusion loop (and a GPU); that is not built.
+# The backbones stay frozen. For CNN encoders (`resnet18`, `inception_v3`, `tiny`) the same option
+# fine-tunes the whole networks on images, *MuseCL (fine-tuned CNNs)*
+# (`musecl.fusion.fine_tune_cnns`): every step runs both CNNs forward and backward on a batch of
+# regions and on a batch of each kind's triplets, which is work for a GPU (`params/paper.yaml`). It
+# is tested on tiny CNNs, but no run of it at the paper's sizes has been recorded: this book's
+# chapters do not run it.
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Fine-tuning the heads with the fusion, per epoch: the InfoNCE of eq. 11 with and without fine-tuned heads (left), and each head's triplet loss during fine-tuning against its value at the end of its own training (right)."}}
 why_not_fine_tuned = fine_tuning_unsupported(cfg)

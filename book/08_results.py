@@ -85,7 +85,7 @@ cfg
 # | the paper's Table 1 | Inception v3, ResNet-18 (backbone features, no contrastive training), Tile2vec-style, Urban2vec-style, PG-SimCL-style, Add-svrv, Fusion-svrv, Concat, MuseCL |
 # | the paper's ablation (Figure 6) | POI only, SV only, RS only, SV+RS, MuseCL |
 # | added here | EfficientNet-Lite0 (ImageNet): real pretrained features available offline; Location kNN: $k$-nearest-neighbour regression on the region centre alone; Pretext features: $\ln(1 + \cdot)$ of the inflow, outflow and POI counts per category that the contrastive stages learn from, read by the same probe; Location + MuseCL; Pretext + Lite0 features: the two side by side, every raw input MuseCL learns from |
-# | MuseCL's end-to-end option ({doc}`06_fusion`) | MuseCL (fine-tuned heads): the image heads trained on with the fusion, where the encoders are feature heads |
+# | MuseCL's end-to-end option ({doc}`06_fusion`) | MuseCL (fine-tuned heads): the image heads trained on with the fusion, where the encoders are feature heads (for CNN encoders, *MuseCL (fine-tuned CNNs)*: not run here) |
 #
 # A baseline that simplifies its original carries the original's name with *-style*; what it
 # leaves out, in one line each (the docstrings of `musecl/methods/baselines.py` and

@@ -33,8 +33,9 @@ MSE(fused, POI vector) on all regions (``loss="mse"``); both are available by na
 
 The image embeddings are inputs here, not trained: fusion learns M, b, c (and the head). The
 InfoNCE negatives are the other regions of the same mini-batch; nothing builds an N x N matrix.
-The one exception is the end-to-end option on feature heads, :func:`fine_tune_heads`: the two
-image heads train on with the aligned fusion, their triplet losses kept as terms.
+The one exception is the end-to-end option, :func:`fine_tune_heads` (feature heads) and
+:func:`fine_tune_cnns` (whole CNNs, for a GPU): the two image encoders train on with the aligned
+fusion, their triplet losses kept as terms.
 """
 from __future__ import annotations
 
@@ -50,8 +51,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from musecl.city import REGION_ID
-from musecl.encoders.heads import FeatureHead, TripletFeatures, feature_matrix, triplet_features
-from musecl.encoders.image import TripletObjective
+from musecl.encoders.heads import FeatureHead, feature_matrix, triplet_features
+from musecl.encoders.image import ImageEncoder, ImageStore, TripletImageDataset, TripletObjective, embed_regions
 from musecl.io import CONFIG_JSON, WEIGHTS_PT, atomic_save_json, atomic_write, n_of_regions, read_saved_config
 from musecl.tables import impute_column_means
 from musecl.training import TIMING_COLUMNS, Trainer, one_torch_thread
@@ -539,27 +540,41 @@ def fuse(model: "AttentiveFusion | AlignedFusion", sv: pd.DataFrame, rs: pd.Data
 
 
 # ------------------------------------------------------------------------------------------
-# the end-to-end option on feature heads: the fusion loss also trains the image heads
+# the end-to-end option: the fusion loss also trains the image encoders (feature heads or CNNs)
 
 
-class FineTunedHeads(nn.Module):
-    """The street-view and satellite heads and the aligned fusion as one model, so that eq. 11's
-    loss reaches the image encoders (their frozen backbones stay frozen: the features are cached).
-    ``forward`` takes the two kinds' backbone features and returns ``(e_image, beta)``."""
+class FineTunedEncoders(nn.Module):
+    """The street-view and satellite encoders and the aligned fusion as one model, so that eq. 11's
+    loss reaches the encoders: feature heads (their frozen backbones stay frozen: the features are
+    cached) or whole CNNs (on images). ``forward`` takes the two kinds' inputs and returns
+    ``(e_image, beta)``."""
 
-    def __init__(self, head_sv: FeatureHead, head_rs: FeatureHead, fusion: AlignedFusion):
+    def __init__(self, encoder_sv: nn.Module, encoder_rs: nn.Module, fusion: AlignedFusion):
         super().__init__()
-        self.head_sv, self.head_rs, self.fusion = head_sv, head_rs, fusion
+        self.encoder_sv, self.encoder_rs, self.fusion = encoder_sv, encoder_rs, fusion
 
     def forward(self, x_sv: torch.Tensor, x_rs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.fusion(self.head_sv(x_sv), self.head_rs(x_rs))
+        return self.fusion(self.encoder_sv(x_sv), self.encoder_rs(x_rs))
+
+
+class RegionImages:
+    """The regions' images for fine-tuning CNNs: one random image of each region a batch asks for
+    (:meth:`ImageStore.sample_rows`, with the trainer's generator), as training draws them."""
+
+    def __init__(self, store: ImageStore, regions: pd.Index):
+        self.store, self.positions = store, store.positions(regions)
+
+    def take(self, indices: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        rows = self.store.sample_rows(self.positions[indices], generator)
+        return self.store.images[rows.to(self.store.images.device)]
 
 
 class RegionsAndTriplets:
-    """Fine-tuning batches: B regions (both kinds' features, the POI vector) and B triplets of each
-    kind, drawn with the trainer's generator (a resumed or repeated run draws the same)."""
+    """Fine-tuning batches: B regions (both kinds' inputs -- feature rows, or :class:`RegionImages`
+    -- and the POI vector) and B triplets of each kind, drawn with the trainer's generator (a
+    resumed or repeated run draws the same)."""
 
-    def __init__(self, x_sv, x_rs, y, triplets_sv: TripletFeatures, triplets_rs: TripletFeatures):
+    def __init__(self, x_sv, x_rs, y, triplets_sv, triplets_rs):
         self.x_sv, self.x_rs, self.y = x_sv, x_rs, y
         self.triplets = (triplets_sv, triplets_rs)
 
@@ -567,14 +582,52 @@ class RegionsAndTriplets:
         return len(self.y)
 
     def get_batch(self, indices: torch.Tensor, generator: torch.Generator | None = None) -> tuple:
+        x = [v.take(indices, generator) if isinstance(v, RegionImages) else v[indices] for v in (self.x_sv, self.x_rs)]
         drawn = [t.get_batch(torch.randint(len(t), (len(indices),), generator=generator))
                  for t in self.triplets]
-        return (self.x_sv[indices], self.x_rs[indices], self.y[indices], *drawn)
+        return (*x, self.y[indices], *drawn)
+
+
+def _fine_tuning_regions(ids_sv, ids_rs, poi: pd.DataFrame) -> tuple[pd.Index, torch.Tensor]:
+    """The regions with both kinds of images and a POI vector, and their POI vectors."""
+    both = pd.Index(ids_sv).intersection(pd.Index(ids_rs), sort=False)
+    y = _poi_rows(poi, both)
+    usable = np.isfinite(y).all(axis=1) & (np.abs(y).sum(axis=1) > 0)
+    if usable.sum() < 2:
+        raise ValueError(f"fine-tuning needs at least 2 regions with both kinds of images and a "
+                         f"POI vector; got {int(usable.sum())}")
+    return both[usable], torch.from_numpy(y[usable])
+
+
+def _fine_tune(encoders: dict[str, nn.Module], e: dict[str, torch.Tensor], y: torch.Tensor, data: RegionsAndTriplets,
+               cfg: FusionConfig, objective: TripletObjective, **trainer_settings) -> tuple[FineTunedEncoders, pd.DataFrame]:
+    """Train ``encoders`` with a new aligned fusion started on their embeddings ``e`` of the
+    regions (the loss: :func:`fine_tuning_loss`); the encoders move at ``head_lr_factor`` times
+    the fusion's learning rate."""
+    model = FineTunedEncoders(encoders["sv"], encoders["rs"], _new_model(
+        cfg, e["sv"].mean(0).numpy(), e["rs"].mean(0).numpy(), e["sv"], e["rs"], y))
+
+    def optimizer(_):  # the encoders, already trained, move at a fraction of the fusion's rate
+        trained = [*model.encoder_sv.parameters(), *model.encoder_rs.parameters()]
+        return torch.optim.Adam([{"params": model.fusion.parameters()},
+                                 {"params": trained, "lr": cfg.lr * cfg.head_lr_factor}], lr=cfg.lr)
+
+    trainer = Trainer(model, partial(fine_tuning_loss, cfg=cfg, objective=objective), optimizer_factory=optimizer,
+                      lr_gamma=1.0, epochs=cfg.epochs, batch_size=cfg.batch_size, min_batch=2, seed=cfg.seed,
+                      progress=False, **trainer_settings)
+    with torch.random.fork_rng(devices=[]):
+        history = trainer.fit(data)
+    return model.eval(), pd.DataFrame(history).drop(columns=list(TIMING_COLUMNS))
+
+
+def _aligned_only(cfg: FusionConfig) -> None:
+    if cfg.design != "aligned":
+        raise ValueError(f"fine-tuning the encoders trains the aligned fusion design; got design {cfg.design!r}")
 
 
 def fine_tune_heads(heads: dict[str, FeatureHead], features: dict[str, pd.DataFrame],
                     triplets: dict[str, pd.DataFrame], poi: pd.DataFrame, objective: TripletObjective,
-                    config: FusionConfig | dict | None = None) -> tuple[FineTunedHeads, pd.DataFrame]:
+                    config: FusionConfig | dict | None = None) -> tuple[FineTunedEncoders, pd.DataFrame]:
     """Train the two triplet-trained heads (``heads["sv"]``, ``heads["rs"]``) together with a new
     aligned fusion: loss = the fusion's (eq. 11 + reconstruction) + each head's triplet loss
     (``objective``, eq. 5-6, on ``triplets[kind]``, region-id tables) so image-only information
@@ -583,52 +636,50 @@ def fine_tune_heads(heads: dict[str, FeatureHead], features: dict[str, pd.DataFr
     epochs at ``config.lr`` (the heads at ``config.head_lr_factor`` times it); returns the model
     (eval mode) and a per-epoch history."""
     cfg = _as_config(config)
-    if cfg.design != "aligned":
-        raise ValueError("fine-tuning the heads trains the aligned fusion design; got design "
-                         f"{cfg.design!r}")
+    _aligned_only(cfg)
     with one_torch_thread():
         ids, x = {}, {}
         for kind in MODALITY_NAMES:
             ids[kind], x[kind] = feature_matrix(features[kind])
         data = {kind: triplet_features(ids[kind], x[kind], triplets[kind]) for kind in MODALITY_NAMES}
-        both = pd.Index(ids["sv"]).intersection(pd.Index(ids["rs"]), sort=False)
-        y = _poi_rows(poi, both)
-        usable = np.isfinite(y).all(axis=1) & (np.abs(y).sum(axis=1) > 0)
-        if usable.sum() < 2:
-            raise ValueError(f"fine-tuning needs at least 2 regions with both kinds of images and a "
-                             f"POI vector; got {int(usable.sum())}")
-        regions = both[usable]
+        regions, y = _fine_tuning_regions(ids["sv"], ids["rs"], poi)
         rows = {kind: x[kind][pd.Index(ids[kind]).get_indexer(regions)] for kind in MODALITY_NAMES}
-        y = torch.from_numpy(y[usable])
         with torch.no_grad():  # the fusion starts on the heads' embeddings before fine-tuning
             e = {kind: heads[kind].eval()(rows[kind]) for kind in MODALITY_NAMES}
-        model = FineTunedHeads(heads["sv"], heads["rs"], _new_model(
-            cfg, e["sv"].mean(0).numpy(), e["rs"].mean(0).numpy(), e["sv"], e["rs"], y))
-
-        def optimizer(_):  # the heads, already trained, move at a fraction of the fusion's rate
-            heads = [*model.head_sv.parameters(), *model.head_rs.parameters()]
-            return torch.optim.Adam([{"params": model.fusion.parameters()},
-                                     {"params": heads, "lr": cfg.lr * cfg.head_lr_factor}], lr=cfg.lr)
-
-        trainer = Trainer(model, partial(fine_tuning_loss, cfg=cfg, objective=objective),
-                          optimizer_factory=optimizer,
-                          lr_gamma=1.0, epochs=cfg.epochs, batch_size=cfg.batch_size, min_batch=2,
-                          seed=cfg.seed, progress=False)
-        with torch.random.fork_rng(devices=[]):
-            history = trainer.fit(RegionsAndTriplets(rows["sv"], rows["rs"], y, data["sv"], data["rs"]))
-    return model.eval(), pd.DataFrame(history).drop(columns=list(TIMING_COLUMNS))
+        return _fine_tune(heads, e, y, RegionsAndTriplets(rows["sv"], rows["rs"], y, data["sv"], data["rs"]),
+                          cfg, objective)
 
 
-def fine_tuning_loss(model: FineTunedHeads, batch: tuple, cfg: FusionConfig,
+def fine_tune_cnns(encoders: dict[str, ImageEncoder], stores: dict[str, ImageStore],
+                   triplets: dict[str, pd.DataFrame], poi: pd.DataFrame, objective: TripletObjective,
+                   config: FusionConfig | dict | None = None, device: str = "cpu",
+                   amp: str = "off") -> tuple[FineTunedEncoders, pd.DataFrame]:
+    """:func:`fine_tune_heads` for whole CNN encoders, on images (an option for a GPU: every step
+    runs both CNNs forward and backward on B regions and 3B triplet images of each kind). Each step
+    takes one random image of each of B regions (both kinds, street views unaugmented) for eq. 11
+    and B triplets of each kind (augmented as in the encoders' own training) for eq. 5-6.
+    ``stores[kind]``: the kind's images (:class:`musecl.encoders.image.ImageStore`)."""
+    cfg = _as_config(config)
+    _aligned_only(cfg)
+    regions, y = _fine_tuning_regions(stores["sv"].region_ids, stores["rs"].region_ids, poi)
+    e = {kind: torch.from_numpy(embed_regions(encoders[kind], stores[kind], region_ids=regions, amp=amp)
+                                .to_numpy(np.float32)) for kind in MODALITY_NAMES}  # where the fusion starts
+    data = {kind: TripletImageDataset(stores[kind], triplets[kind], seed=cfg.seed) for kind in MODALITY_NAMES}
+    images = {kind: RegionImages(stores[kind], regions) for kind in MODALITY_NAMES}
+    return _fine_tune(encoders, e, y, RegionsAndTriplets(images["sv"], images["rs"], y, data["sv"], data["rs"]),
+                      cfg, objective, device=device, amp=amp)
+
+
+def fine_tuning_loss(model: FineTunedEncoders, batch: tuple, cfg: FusionConfig,
                      objective: TripletObjective) -> dict:
-    """The fusion's loss (eq. 11 and reconstruction) on B regions plus each head's triplet loss
-    (eq. 5-6, with its reconstruction term) on B of its triplets: the gradient of eq. 11 reaches
-    the heads, and the triplet terms keep what the similarity pairing taught them."""
+    """The fusion's loss (eq. 11 and reconstruction) on B regions plus each encoder's triplet loss
+    (eq. 5-6, with a head's reconstruction term) on B of its triplets: the gradient of eq. 11
+    reaches the encoders, and the triplet terms keep what the similarity pairing taught them."""
     sv, rs, poi, triplets_sv, triplets_rs = batch
     # None: every region of these batches has both views
-    fusion = _batch_loss(model.fusion, model.head_sv(sv), model.head_rs(rs), poi, None, cfg)
-    triplet_sv = objective(model.head_sv, triplets_sv)["loss"]
-    triplet_rs = objective(model.head_rs, triplets_rs)["loss"]
+    fusion = _batch_loss(model.fusion, model.encoder_sv(sv), model.encoder_rs(rs), poi, None, cfg)
+    triplet_sv = objective(model.encoder_sv, triplets_sv)["loss"]
+    triplet_rs = objective(model.encoder_rs, triplets_rs)["loss"]
     parts = {k: v for k, v in fusion.items() if k != "loss"}  # InfoNCE and reconstruction, logged
     return {"loss": fusion["loss"] + triplet_sv + triplet_rs, "fusion": fusion["loss"].detach(),
             **parts, "triplet_sv": triplet_sv.detach(), "triplet_rs": triplet_rs.detach()}

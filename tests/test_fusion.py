@@ -299,16 +299,16 @@ def test_fine_tuning_lets_the_fusion_loss_reach_the_heads():
     cfg = FusionConfig(epochs=40, batch_size=32, lr=3e-3, reconstruction=1.0, head_lr_factor=1.0)
     fusion, _ = train_fusion(frozen["sv"], frozen["rs"], poi, cfg)
     model, history = fine_tune_heads(heads, features, triplets, poi, TripletObjective("cosine"), cfg)
-    tuned = {kind: embed_features(getattr(model, f"head_{kind}"), features[kind]) for kind in ("sv", "rs")}
+    tuned = {kind: embed_features(getattr(model, f"encoder_{kind}"), features[kind]) for kind in ("sv", "rs")}
     found = _own_poi_nearest(model.fusion, tuned["sv"], tuned["rs"], poi)
     assert found > 0.5 and found > 3 * _own_poi_nearest(fusion, frozen["sv"], frozen["rs"], poi)
-    assert any(not torch.equal(a, b) for a, b in zip(before["sv"], model.head_sv.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(before["sv"], model.encoder_sv.parameters()))
     parts = history["train_fusion"] + history["train_triplet_sv"] + history["train_triplet_rs"]
     np.testing.assert_allclose(history["train_loss"], parts, rtol=1e-5)
     assert history["train_triplet_rs"].iloc[-1] < 0.5  # cosine margin 0.5: the pairing is kept
     heads_again = heads_and_poi()[0]
     again, _ = fine_tune_heads(heads_again, features, triplets, poi, TripletObjective("cosine"), cfg)
-    pd.testing.assert_frame_equal(embed_features(again.head_rs, features["rs"]), tuned["rs"])
+    pd.testing.assert_frame_equal(embed_features(again.encoder_rs, features["rs"]), tuned["rs"])
 
 
 def test_fine_tuning_skips_regions_without_images_and_wants_the_aligned_design():

@@ -324,3 +324,34 @@ def test_a_failing_method_costs_only_its_own_rows(city, tmp_path, monkeypatch):
     assert not (tmp_path / "out" / "embeddings" / "Broken.csv").exists()
     with pytest.raises(RuntimeError, match="every method failed: Broken: ValueError"):
         runner.run(city, tmp_path / "out2", TINY, methods=["Broken"], cache_dir=tmp_path / "cache", progress=False)
+
+
+def test_fine_tuned_cnns_train_the_whole_cnns_with_the_fusion(city, tmp_path):
+    """The end-to-end option on CNN encoders: eq. 11's loss (and the triplet terms) moves every
+    CNN; its stage keeps the tuned CNNs, their region embeddings (the tables stage_table gives) and
+    the fusion on them, starting from MuseCL's own image stages; it saves and loads."""
+    from musecl.encoders.image import embed_regions, load_encoder
+    from musecl.methods.base import HISTORY_CSV
+    from musecl.methods.multisemantic import city_image_store
+
+    cfg = TINY.replace(fusion_epochs=2, fusion_batch_size=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tiny city: regions without POIs or images are expected
+        plain = make_method("MuseCL", cfg, tmp_path / "cache", progress=False).fit(city)
+        tuned = make_method("MuseCL (fine-tuned CNNs)", cfg, tmp_path / "cache", progress=False).fit(city)
+    assert tuned.stage_dirs["streetview"] == plain.stage_dirs["streetview"]  # fine-tuning starts from these
+    fused = tuned.stage_dirs["fusion"]
+    start, end = load_encoder(plain.stage_dirs["streetview"] / "encoder"), load_encoder(fused / "encoder-sv")
+    assert any(not torch.equal(a, b) for a, b in zip(start.parameters(), end.parameters()))
+    history = pd.read_csv(fused / HISTORY_CSV)
+    assert len(history) == 2 and {"train_infonce", "train_triplet_sv", "train_triplet_rs"} <= set(history.columns)
+    store = city_image_store(city, "streetview", 32, tuned.cache, False, "memory")
+    again = embed_regions(end, store, region_ids=city.region_ids, prefix="sv")
+    pd.testing.assert_frame_equal(again, tuned.stage_table("streetview"), check_dtype=False, atol=1e-5)
+    fused_table = tuned.transform(city)
+    assert fused_table.notna().all().all() and not np.allclose(fused_table, plain.transform(city))
+    tuned.save(tmp_path / "saved")
+    pd.testing.assert_frame_equal(type(tuned).load(tmp_path / "saved").transform(city), fused_table)
+    heads = cfg.replace(rs_arch="lite0-head", sv_arch="lite0-head")
+    with pytest.raises(ValueError, match="fine-tuning cnns needs rs_arch and sv_arch to be a CNN"):
+        make_method("MuseCL (fine-tuned CNNs)", heads, tmp_path / "cache", progress=False).fit(city)

@@ -51,7 +51,7 @@ from musecl.encoders.image import (
     train_image_encoder,
 )
 from musecl.encoders.text import POI_TEXT, PoiTextEncoder, TextEncoderConfig, text_context
-from musecl.fusion import FusionConfig, OneViewWarning, fine_tune_heads, fuse, train_fusion
+from musecl.fusion import FusionConfig, OneViewWarning, fine_tune_cnns, fine_tune_heads, fuse, train_fusion
 from musecl.io import CONFIG_JSON, WEIGHTS_PT, atomic_save_json, sha256_of
 from musecl.methods.base import EMBEDDINGS_CSV, HISTORY_CSV, StagedMethod, groups_met, register
 from musecl.sampling import SAMPLING_FORMAT, TripletSampler, mobility_triplets, poi_triplets
@@ -396,48 +396,78 @@ def train_fusion_into(folder: Path, sv: pd.DataFrame, rs: pd.DataFrame, target: 
     save_table(beta, folder / ATTENTION_CSV)
 
 
-def fine_tuning_unsupported(cfg: RunConfig) -> str | None:
-    """Why these settings cannot fine-tune the heads through the fusion, or None when they can."""
-    not_heads = [k for k in ("rs_arch", "sv_arch") if getattr(cfg.image, k) not in FEATURE_HEADS]
-    if not_heads:
-        return (f"fine-tuning trains feature heads; set {' and '.join(not_heads)} to one of "
-                f"{sorted(FEATURE_HEADS)} (end-to-end through a CNN is not built)")
+# what the end-to-end option fine-tunes: "heads" (lite0-head encoders, on their cached features) or
+# "cnns" (whole CNN encoders, on images: an option for a GPU)
+FINE_TUNES = ("heads", "cnns")
+
+
+def fine_tuning_unsupported(cfg: RunConfig, fine_tunes: str = "heads") -> str | None:
+    """Why these settings cannot fine-tune the encoders (``fine_tunes``: "heads" or "cnns") through
+    the fusion, or None when they can."""
+    if fine_tunes not in FINE_TUNES:
+        raise ValueError(f"fine_tunes must be one of {FINE_TUNES}; got {fine_tunes!r}")
+    archs = {k: getattr(cfg.image, k) for k in ("rs_arch", "sv_arch")}
+    wrong = [k for k, arch in archs.items() if (arch in FEATURE_HEADS) != (fine_tunes == "heads")]
+    if wrong:
+        wanted = f"one of {sorted(FEATURE_HEADS)}" if fine_tunes == "heads" else "a CNN (resnet18, inception_v3, tiny)"
+        other = "MuseCL (fine-tuned CNNs)" if fine_tunes == "heads" else "MuseCL (fine-tuned heads)"
+        return (f"fine-tuning {fine_tunes} needs {' and '.join(wrong)} to be {wanted}; "
+                f"got {', '.join(f'{k} {archs[k]!r}' for k in wrong)} (for the other kind: {other})")
     if cfg.fusion.design != "aligned":
         return f"fine-tuning trains the aligned fusion design; got fusion_design {cfg.fusion.design!r}"
     return None
 
 
 def fine_tuned_fusion_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_dir: Path,
-                            text_dir: Path) -> Path:
-    """The fusion stage with the end-to-end option on feature heads: the two triplet-trained heads
-    train on with the fusion (:func:`musecl.fusion.fine_tune_heads`), on their cached features
-    and their own triplets. The folder holds what a fusion stage holds, and the fine-tuned heads
-    with their region embeddings (``encoder-rs/``, ``embeddings-rs.csv``; ``sv`` likewise)."""
-    if reason := fine_tuning_unsupported(cfg):
+                            text_dir: Path, fine_tunes: str = "heads") -> Path:
+    """The fusion stage with the end-to-end option: the two triplet-trained encoders train on with
+    the fusion and their own triplets -- feature heads on their cached features
+    (:func:`musecl.fusion.fine_tune_heads`) or whole CNNs on the images
+    (:func:`musecl.fusion.fine_tune_cnns`). The folder holds what a fusion stage holds, and the
+    fine-tuned encoders with their region embeddings (``encoder-rs/``, ``embeddings-rs.csv``; ``sv``
+    likewise)."""
+    if reason := fine_tuning_unsupported(cfg, fine_tunes):
         raise ValueError(reason)
     dirs = {"sv": sv_dir, "rs": rs_dir}
     upstream = [json.loads((d / "key.json").read_text()) for d in (sv_dir, rs_dir, text_dir)]
     settings = fusion_settings(cfg)
-    key = {"upstream": upstream, "format": FUSION_FORMAT, "fine_tune": "heads", "tables": FINE_TUNED_FORMAT,
+    key = {"upstream": upstream, "format": FUSION_FORMAT, "fine_tune": fine_tunes, "tables": FINE_TUNED_FORMAT,
            "head_lr_factor": settings.head_lr_factor, **cfg.subset(FUSION_KEYS)}
+    if fine_tunes == "cnns":  # the CNNs train on the device, in its precision
+        key.update(precision_key(cfg.machine.amp, cfg.machine.device))
 
     def compute(folder: Path) -> None:
-        heads, features, triplets, saved = {}, {}, {}, {}
-        for kind, prefix in PREFIX.items():
-            saved[prefix] = json.loads((dirs[prefix] / "encoder" / CONFIG_JSON).read_text())
-            heads[prefix] = load_head(dirs[prefix] / "encoder")
-            features[prefix] = backbone_features(city, cfg, kind, cache)
-            triplets[prefix] = pd.read_csv(dirs[prefix] / TRIPLETS_CSV, dtype=str)
-        objective = TripletObjective(cfg.image.triplet_loss, cfg.image.resolved_margin, cfg.image.head_reconstruction)
+        triplets = {p: pd.read_csv(dirs[p] / TRIPLETS_CSV, dtype=str) for p in dirs}
         poi = load_table(text_dir / EMBEDDINGS_CSV)
-        model, history = fine_tune_heads(heads, features, triplets, poi, objective, settings)
-        embedded = {p: embed_features(getattr(model, f"head_{p}"), features[p].reindex(city.region_ids),
-                                      prefix=COLUMN_PREFIX[kind]) for kind, p in PREFIX.items()}
+        image = cfg.image
+        if fine_tunes == "heads":
+            saved, heads, features = {}, {}, {}
+            for kind, p in PREFIX.items():
+                saved[p] = json.loads((dirs[p] / "encoder" / CONFIG_JSON).read_text())
+                heads[p] = load_head(dirs[p] / "encoder")
+                features[p] = backbone_features(city, cfg, kind, cache)
+            objective = TripletObjective(image.triplet_loss, image.resolved_margin, image.head_reconstruction)
+            model, history = fine_tune_heads(heads, features, triplets, poi, objective, settings)
+            embedded = {p: embed_features(getattr(model, f"encoder_{p}"), features[p].reindex(city.region_ids),
+                                          prefix=COLUMN_PREFIX[kind]) for kind, p in PREFIX.items()}
+            for p in dirs:
+                save_head(getattr(model, f"encoder_{p}"), folder / f"encoder-{p}",
+                          {k: saved[p][k] for k in ("arch", "weights_source", "backbone")})
+        else:
+            machine = cfg.machine
+            stores = {p: city_image_store(city, kind, image_settings(cfg, kind)["image_size"], cache, False,
+                                          machine.image_store) for kind, p in PREFIX.items()}
+            cnns = {p: load_encoder(dirs[p] / "encoder") for p in dirs}
+            objective = TripletObjective(image.triplet_loss, image.resolved_margin)
+            model, history = fine_tune_cnns(cnns, stores, triplets, poi, objective, settings,
+                                            device=machine.device, amp=machine.amp)
+            model.cpu()
+            embedded = {p: embed_regions(getattr(model, f"encoder_{p}"), stores[p], region_ids=city.region_ids,
+                                         amp=machine.amp) for p in dirs}
+            for p in dirs:
+                save_encoder(getattr(model, f"encoder_{p}"), folder / f"encoder-{p}")
         embedding, beta = fuse(model.fusion, embedded["sv"], embedded["rs"])
         model.fusion.save(folder / "fusion")
-        for p in dirs:
-            save_head(getattr(model, f"head_{p}"), folder / f"encoder-{p}",
-                      {k: saved[p][k] for k in ("arch", "weights_source", "backbone")})
         for kind, p in PREFIX.items():
             save_table(embedded[p], folder / FINE_TUNED_TABLES[kind])
         history.to_csv(folder / HISTORY_CSV, index=False)
@@ -488,21 +518,30 @@ class MuseCLFineTunedHeads(MuseCL):
     image kinds (it fine-tunes the two heads together)."""
     needs = (SATELLITE, STREETVIEW, POI, MOBILITY)
     needs_any = ()
+    fine_tunes = "heads"
 
     def fit_stages(self, city: City) -> dict[str, Path]:
         cfg = self.config
-        if reason := fine_tuning_unsupported(cfg):
+        if reason := fine_tuning_unsupported(cfg, self.fine_tunes):
             raise ValueError(f"{self.name}: {reason}")
         rs = image_stage(city, cfg, SATELLITE, self.cache, self.progress)
         sv = image_stage(city, cfg, STREETVIEW, self.cache, self.progress)
         text = text_stage(city, cfg, self.cache)
-        fusion = fine_tuned_fusion_stage(city, cfg, self.cache, sv, rs, text)
+        fusion = fine_tuned_fusion_stage(city, cfg, self.cache, sv, rs, text, self.fine_tunes)
         return dict(zip(self.STAGES, (rs, sv, text, fusion)))
 
     def stage_table(self, stage: str, table: str = EMBEDDINGS_CSV) -> pd.DataFrame:
-        """As MuseCL's, but the satellite and street-view embeddings are those of the heads after
-        fine-tuning (kept in the fusion stage). Their ``history`` and triplets stay those of the
-        heads' own training, which fine-tuning starts from."""
+        """As MuseCL's, but the satellite and street-view embeddings are those of the encoders
+        after fine-tuning (kept in the fusion stage). Their ``history`` and triplets stay those of
+        the encoders' own training, which fine-tuning starts from."""
         if stage in FINE_TUNED_TABLES and table == EMBEDDINGS_CSV:
             return super().stage_table("fusion", FINE_TUNED_TABLES[stage])
         return super().stage_table(stage, table)
+
+
+@register("MuseCL (fine-tuned CNNs)")
+class MuseCLFineTunedCNNs(MuseCLFineTunedHeads):
+    """MuseCL with the end-to-end option on CNN encoders, for a GPU: eq. 11's loss also trains the
+    two whole CNNs, on images (their triplet losses stay as terms). Needs rs_arch and sv_arch CNNs
+    (resnet18, inception_v3 or tiny) and both image kinds; runs on ``device`` in ``amp``."""
+    fine_tunes = "cnns"
