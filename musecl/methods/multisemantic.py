@@ -461,9 +461,9 @@ def fine_tuned_fusion_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_
             objective = TripletObjective(image.triplet_loss, image.resolved_margin)
             model, history = fine_tune_cnns(cnns, stores, triplets, poi, objective, settings,
                                             device=machine.device, amp=machine.amp)
-            model.cpu()
             embedded = {p: embed_regions(getattr(model, f"encoder_{p}"), stores[p], region_ids=city.region_ids,
-                                         amp=machine.amp) for p in dirs}
+                                         amp=machine.amp) for p in dirs}  # on the device it trained on
+            model.cpu()
             for p in dirs:
                 save_encoder(getattr(model, f"encoder_{p}"), folder / f"encoder-{p}")
         embedding, beta = fuse(model.fusion, embedded["sv"], embedded["rs"])
