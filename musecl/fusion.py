@@ -55,7 +55,7 @@ from musecl.encoders.heads import FeatureHead, feature_matrix, triplet_features
 from musecl.encoders.image import ImageEncoder, ImageStore, TripletImageDataset, TripletObjective, embed_regions
 from musecl.io import CONFIG_JSON, WEIGHTS_PT, atomic_save_json, atomic_write, n_of_regions, read_saved_config
 from musecl.tables import impute_column_means
-from musecl.training import TIMING_COLUMNS, Trainer, one_torch_thread
+from musecl.training import TIMING_COLUMNS, Trainer, one_torch_thread, resolve_device
 
 MODALITY_NAMES = ("sv", "rs")
 DESIGNS = ("aligned", "paper")
@@ -656,12 +656,13 @@ def fine_tune_cnns(encoders: dict[str, ImageEncoder], stores: dict[str, ImageSto
                    amp: str = "off") -> tuple[FineTunedEncoders, pd.DataFrame]:
     """:func:`fine_tune_heads` for whole CNN encoders, on images (an option for a GPU: every step
     runs both CNNs forward and backward on B regions and 3B triplet images of each kind). Each step
-    takes one random image of each of B regions (both kinds, street views unaugmented) for eq. 11
-    and B triplets of each kind (augmented as in the encoders' own training) for eq. 5-6.
+    takes one random image of each kind for B regions (unaugmented) for eq. 11 and B triplets of
+    each kind (augmented as in the encoders' own training) for eq. 5-6.
     ``stores[kind]``: the kind's images (:class:`musecl.encoders.image.ImageStore`)."""
     cfg = _as_config(config)
     _aligned_only(cfg)
     regions, y = _fine_tuning_regions(stores["sv"].region_ids, stores["rs"].region_ids, poi)
+    encoders = {kind: encoder.to(resolve_device(device)) for kind, encoder in encoders.items()}
     e = {kind: torch.from_numpy(embed_regions(encoders[kind], stores[kind], region_ids=regions, amp=amp)
                                 .to_numpy(np.float32)) for kind in MODALITY_NAMES}  # where the fusion starts
     data = {kind: TripletImageDataset(stores[kind], triplets[kind], seed=cfg.seed) for kind in MODALITY_NAMES}
