@@ -40,6 +40,7 @@ from musecl.encoders.heads import (
     train_feature_head,
 )
 from musecl.encoders.image import (
+    ARCHS,
     COLUMN_PREFIX,
     ImageStore,
     ImageTrainingConfig,
@@ -409,7 +410,7 @@ def fine_tuning_unsupported(cfg: RunConfig, fine_tunes: str = "heads") -> str | 
     archs = {k: getattr(cfg.image, k) for k in ("rs_arch", "sv_arch")}
     wrong = [k for k, arch in archs.items() if (arch in FEATURE_HEADS) != (fine_tunes == "heads")]
     if wrong:
-        wanted = f"one of {sorted(FEATURE_HEADS)}" if fine_tunes == "heads" else "a CNN (resnet18, inception_v3, tiny)"
+        wanted = f"one of {sorted(FEATURE_HEADS)}" if fine_tunes == "heads" else f"a CNN, one of {list(ARCHS)}"
         other = "MuseCL (fine-tuned CNNs)" if fine_tunes == "heads" else "MuseCL (fine-tuned heads)"
         return (f"fine-tuning {fine_tunes} needs {' and '.join(wrong)} to be {wanted}; "
                 f"got {', '.join(f'{k} {archs[k]!r}' for k in wrong)} (for the other kind: {other})")
@@ -439,14 +440,15 @@ def fine_tuned_fusion_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_
     def compute(folder: Path) -> None:
         triplets = {p: pd.read_csv(dirs[p] / TRIPLETS_CSV, dtype=str) for p in dirs}
         poi = load_table(text_dir / EMBEDDINGS_CSV)
-        image = cfg.image
+        # one objective for both kinds: both are heads (with their reconstruction term) or both CNNs
+        objective = TripletObjective(cfg.image.triplet_loss, cfg.image.resolved_margin,
+                                     reconstruction_weight(cfg, SATELLITE))
         if fine_tunes == "heads":
             saved, heads, features = {}, {}, {}
             for kind, p in PREFIX.items():
                 saved[p] = json.loads((dirs[p] / "encoder" / CONFIG_JSON).read_text())
                 heads[p] = load_head(dirs[p] / "encoder")
                 features[p] = backbone_features(city, cfg, kind, cache)
-            objective = TripletObjective(image.triplet_loss, image.resolved_margin, image.head_reconstruction)
             model, history = fine_tune_heads(heads, features, triplets, poi, objective, settings)
             embedded = {p: embed_features(getattr(model, f"encoder_{p}"), features[p].reindex(city.region_ids),
                                           prefix=COLUMN_PREFIX[kind]) for kind, p in PREFIX.items()}
@@ -458,7 +460,6 @@ def fine_tuned_fusion_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_
             stores = {p: city_image_store(city, kind, image_settings(cfg, kind)["image_size"], cache, False,
                                           machine.image_store) for kind, p in PREFIX.items()}
             cnns = {p: load_encoder(dirs[p] / "encoder") for p in dirs}
-            objective = TripletObjective(image.triplet_loss, image.resolved_margin)
             model, history = fine_tune_cnns(cnns, stores, triplets, poi, objective, settings,
                                             device=machine.device, amp=machine.amp)
             embedded = {p: embed_regions(getattr(model, f"encoder_{p}"), stores[p], region_ids=city.region_ids,
