@@ -48,7 +48,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from IPython.display import Markdown
-from matplotlib.collections import PolyCollection
 from myst_nb import glue
 from PIL import Image
 from scipy.stats import spearmanr
@@ -57,7 +56,7 @@ from musecl import report
 from musecl.cache import Cache
 from musecl.city import SATELLITE, STREETVIEW, load_city, validate_city
 from musecl.config import RunConfig
-from musecl.datasets.beijing import (BEIJING_LATTICE, PANORAMA_CENTRE, STREETVIEW_VIEWS, image_regions,
+from musecl.datasets.beijing import (PANORAMA_CENTRE, STREETVIEW_VIEWS, image_regions,
                                      make_beijing_city, parse_image_folder)
 from musecl.datasets.published import published_results
 from musecl.evaluation import evaluate_embedding
@@ -145,28 +144,23 @@ focus = [r for r in ids15 if 39.85 < city.regions.loc[r, "lat"] < 39.92 and 116.
 lon0, lat0 = city.regions.loc[focus, "lon"].mean(), city.regions.loc[focus, "lat"].mean()
 near = city.regions[(abs(city.regions["lon"] - lon0) < 0.09) & (abs(city.regions["lat"] - lat0) < 0.045)]
 fig, ax = plt.subplots(figsize=(7, 5))
-polys = [np.array(BEIJING_LATTICE.hexagon(int(r))) for r in near.index]
-ax.add_collection(PolyCollection(polys, facecolor=["#f4d58d" if r in ids15 else "#e8eef4" for r in near.index],
-                                 edgecolor="grey", linewidth=0.6))
+near.plot(ax=ax, color=["#f4d58d" if r in ids15 else "#e8eef4" for r in near.index], edgecolor="grey",
+          linewidth=0.6)  # city.regions is a GeoDataFrame
 ax.scatter(near["lon"], near["lat"], s=6, color="k", label="CSV centre (lattice)")
 shown = folder_points.loc[[r for r in folder_points.index if r in near.index]]
 ax.scatter(shown["lon"], shown["lat"], marker="x", color="red", label="image folder lon/lat")
 for r in shown.index:
     ax.annotate(r, (city.regions.loc[r, "lon"], city.regions.loc[r, "lat"]), fontsize=8,
                 xytext=(3, 3), textcoords="offset points")
-ax.autoscale_view()
-ax.set_aspect(1 / np.cos(np.deg2rad(lat0)))
 ax.set(xlabel="lon", ylabel="lat", title="the MuseCL Beijing lattice (image regions in yellow)")
 ax.legend(loc="lower left", fontsize=8)
 plt.show()
 offset_m = np.hypot((folder_points["lon"] - city.regions.loc[folder_points.index, "lon"]) * 111_320
                     * np.cos(np.deg2rad(39.9)),
                     (folder_points["lat"] - city.regions.loc[folder_points.index, "lat"]) * 111_320)
-from shapely import wkt  # noqa: E402
 from shapely.geometry import Point  # noqa: E402
 
-inside = sum(wkt.loads(city.regions.loc[r, "geometry"]).contains(Point(p["lon"], p["lat"]))
-             for r, p in folder_points.iterrows())
+inside = sum(city.regions.geometry[r].contains(Point(p["lon"], p["lat"])) for r, p in folder_points.iterrows())
 glue("offset_min", float(offset_m.min()), display=False)
 glue("offset_max", float(offset_m.max()), display=False)
 glue("n_inside", int(inside), display=False)

@@ -107,16 +107,14 @@ pd.DataFrame({"start_lon": o_lon, "start_lat": o_lat, "end_lon": d_lon, "end_lat
 # districts: about five hexagons each, published with a density and a count
 cells = toy.regions.index
 district = KMeans(n_clusters=len(cells) // 5, n_init=4, random_state=seed).fit_predict(toy.xy_m())
-polygons = shapely.from_wkt(toy.regions["geometry"].to_numpy())
-features = [{"type": "Feature", "properties": {"district": f"D{d:02d}"},
-             "geometry": shapely.geometry.mapping(shapely.union_all(polygons[district == d]))}
-            for d in sorted(set(district))]
-(raw / "districts.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+cell_district = toy.regions.assign(district=[f"D{d:02d}" for d in district])  # a GeoDataFrame
+district_shapes = cell_district.dissolve("district").reset_index()[["district", "geometry"]]
+(raw / "districts.geojson").write_text(district_shapes.to_json())
 by_district = toy.indicators.groupby(district)
 pd.DataFrame({"district": [f"D{d:02d}" for d in by_district.groups],
               "pop_density": by_district["PD"].mean().round(1).to_numpy(),  # equal-area hexagons: the mean
               "crimes": by_district["CR"].sum().to_numpy()}).to_csv(raw / "district_indicators.csv", index=False)
-(raw / "boundary.geojson").write_text(json.dumps(shapely.geometry.mapping(shapely.union_all(polygons))))
+(raw / "boundary.geojson").write_text(json.dumps(shapely.geometry.mapping(toy.regions.union_all())))
 
 # images: anonymous file names, coordinates in a CSV (tile centre / camera position)
 rows = []

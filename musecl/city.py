@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
 from typing import Sequence
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyproj
@@ -64,6 +65,7 @@ CEILINGS_CSV = "ceilings.csv"
 SOURCE = "source"  # ceilings.csv: "all" (every latent) or the modality whose view it conditions on
 CEILING_ALL = "all"
 CEILING_SOURCES = (CEILING_ALL, *MODALITIES)
+WGS84 = "EPSG:4326"  # region centres (lon, lat), maps and flows; outlines may be in another CRS
 
 
 class CityFormatError(ValueError):
@@ -166,7 +168,7 @@ class City:
 
     root: Path
     meta: CityMeta
-    regions: pd.DataFrame  # index region_id; lon, lat, geometry (WKT)
+    regions: gpd.GeoDataFrame  # index region_id; lon, lat (WGS84), geometry (outlines in meta.crs)
     images: pd.DataFrame  # region_id, kind, path (absolute)
     pois: pd.DataFrame  # region_id, category, text
     mobility: pd.DataFrame  # index region_id; inflow, outflow (0 where absent, with a warning)
@@ -571,22 +573,12 @@ def _check_geometries(df: pd.DataFrame, problems: list[Problem]) -> None:
         problems.append(Problem(f, GEOMETRY, f"{n_bad} geometries in all are missing, not polygons or invalid"))
 
 
-def outlines_in_degrees(geometry: Sequence[str], crs: str) -> np.ndarray:
-    """Region outlines (WKT in the city's ``crs``) as shapely geometries in WGS84 lon/lat, where
-    a city's centres, flows and maps are."""
-    geoms = shapely.from_wkt(np.asarray(geometry, dtype=object))
-    if pyproj.CRS.from_user_input(crs).equals("EPSG:4326", ignore_axis_order=True):
-        return geoms
-    to_wgs84 = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
-    return shapely.transform(geoms, lambda xy: np.column_stack(to_wgs84.transform(xy[:, 0], xy[:, 1])))
-
-
 def _check_centres(df: pd.DataFrame, crs: str, problems: list[Problem]) -> None:
     """Each region's ``lon``/``lat`` (WGS84) lies in or near its outline, read in the CRS that
     city.yaml names: outlines in another CRS than named (metres under EPSG:4326, say) would load
     and then draw maps of nothing. Near: within the outline's own width."""
     try:
-        geoms = outlines_in_degrees(df[GEOMETRY].to_numpy(dtype=object), crs)
+        geoms = gpd.GeoSeries.from_wkt(df[GEOMETRY], crs=crs).to_crs(WGS84).to_numpy()
     except pyproj.exceptions.CRSError:
         return  # reported with city.yaml
     xmin, ymin, xmax, ymax = shapely.bounds(geoms).T
@@ -911,6 +903,8 @@ def load_city(path: str | Path) -> City:
     if too_few is not None:
         warnings.warn(f"{meta.name}: {too_few}", TooFewRegionsWarning, stacklevel=2)
     regions = t["regions"].set_index(REGION_ID)
+    regions = gpd.GeoDataFrame(regions[[LON, LAT]], geometry=gpd.GeoSeries.from_wkt(regions[GEOMETRY]),
+                               crs=meta.crs)
     ids = regions.index
 
     images = t["images"]
@@ -988,6 +982,10 @@ def write_city(root: str | Path, meta: CityMeta, regions: pd.DataFrame, indicato
         df.index.name = REGION_ID
         df.reset_index().to_csv(root / name, index=False)
 
+    if isinstance(regions, gpd.GeoDataFrame):  # in the city's CRS, each coordinate in the fewest digits that read back
+        outlines = regions.geometry.to_crs(meta.crs) if regions.crs is not None else regions.geometry
+        regions = pd.DataFrame(regions[[LON, LAT]]).assign(
+            **{GEOMETRY: shapely.to_wkt(outlines.to_numpy(), rounding_precision=-1)})
     _indexed(regions[[LON, LAT, GEOMETRY]], REGIONS_CSV)
     _indexed(indicators, INDICATORS_CSV)
     if images is not None:

@@ -1,9 +1,9 @@
 """Figures and maps: hexagon maps of per-region values, image grids, mobility flows."""
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Sequence
 
+import geopandas as gpd
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -18,33 +18,29 @@ from musecl.city import (
     CATEGORY,
     DESTINATION,
     FLOW,
-    GEOMETRY,
     INFLOW,
     LAT,
     LON,
     ORIGIN,
     OUTFLOW,
+    WGS84,
     City,
-    outlines_in_degrees,
 )
 
 
-def _rings(shapes) -> list[np.ndarray]:
-    """The outer ring of each shapely polygon; of a multipolygon, its largest part's."""
-    return [np.asarray(max(getattr(g, "geoms", [g]), key=lambda part: part.area).exterior.coords)
-            for g in shapes]
-
-
-@lru_cache(maxsize=8)
-def _polygons(geometry: tuple[str, ...], crs: str) -> list[np.ndarray]:
-    return _rings(outlines_in_degrees(geometry, crs))
-
-
-def region_polygons(city: City) -> list[np.ndarray]:
-    """Outline of each region in lon/lat degrees, in the order of ``city.region_ids``: a city may
+def region_outlines(city: City) -> gpd.GeoSeries:
+    """Outline of each region in WGS84 lon/lat, in the order of ``city.region_ids``: a city may
     give its outlines in another CRS (``city.yaml``), while its centres, flows and the maps'
     aspect are in WGS84 degrees."""
-    return _polygons(tuple(city.regions[GEOMETRY]), city.meta.crs)
+    return city.regions.geometry.to_crs(WGS84)
+
+
+def _rings(shapes: gpd.GeoSeries) -> tuple[list[np.ndarray], np.ndarray]:
+    """The outer ring of every polygon (each part of a multipolygon), and the position of the
+    region it belongs to. Drawn as one PolyCollection: ``GeoSeries.plot`` redraws the whole
+    figure on each call, about 4x slower for a page of maps."""
+    parts = shapes.reset_index(drop=True).explode()
+    return [np.asarray(part.exterior.coords) for part in parts], parts.index.to_numpy()
 
 
 def plot_map(city: City | Sequence, values: pd.Series | np.ndarray | None = None, ax=None, cmap: str = "viridis",
@@ -54,22 +50,23 @@ def plot_map(city: City | Sequence, values: pd.Series | np.ndarray | None = None
     ``city``: a City (values by region id), or shapely polygons in lon/lat (values by position),
     such as the outlines of a region table being built (:mod:`musecl.datasets.from_raw`)."""
     ax = ax or plt.subplots(figsize=(5, 5))[1]
-    polygons = region_polygons(city) if isinstance(city, City) else _rings(city)
+    shapes = region_outlines(city) if isinstance(city, City) else gpd.GeoSeries(list(city), crs=WGS84)
+    rings, region = _rings(shapes)
     if values is None:
-        values = np.zeros(len(polygons))
+        values = np.zeros(len(shapes))
     if isinstance(values, pd.Series) and isinstance(city, City):
         values = values.reindex(city.region_ids)
     values = np.asarray(values)
-    coll = PolyCollection(polygons, edgecolor=edgecolor, linewidth=0 if edgecolor == "none" else 0.4)
+    coll = PolyCollection(rings, edgecolor=edgecolor, linewidth=0 if edgecolor == "none" else 0.4)
     if categorical:
         codes, uniques = pd.factorize(values, sort=True)
         palette = plt.get_cmap("tab10" if len(uniques) <= 10 else "tab20")
-        coll.set_facecolor([palette(c % palette.N) if c >= 0 else (0.85, 0.85, 0.85, 1) for c in codes])
+        coll.set_facecolor([palette(c % palette.N) if c >= 0 else (0.85, 0.85, 0.85, 1) for c in codes[region]])
         handles = [plt.Line2D([], [], marker="h", ls="", color=palette(i % palette.N), label=str(u))
                    for i, u in enumerate(uniques)]
         ax.legend(handles=handles, title=label, loc="upper left", bbox_to_anchor=(1, 1), frameon=False)
     else:
-        coll.set_array(np.ma.masked_invalid(values.astype(float)))
+        coll.set_array(np.ma.masked_invalid(values.astype(float)[region]))
         coll.set_cmap(plt.get_cmap(cmap).with_extremes(bad=(0.85, 0.85, 0.85)))
         coll.set_clim(vmin, vmax)
         if colorbar:
@@ -78,13 +75,17 @@ def plot_map(city: City | Sequence, values: pd.Series | np.ndarray | None = None
     if n_missing := int(pd.isna(values).sum()):  # said on the map: grey is in no colour bar
         ax.text(0, -0.01, f"grey: no value ({n_missing} of {len(values)} regions)",
                 transform=ax.transAxes, fontsize=7, va="top", color="0.35")
-    ax.autoscale_view()
-    lat = city.regions[LAT].mean() if isinstance(city, City) else np.mean([p[:, 1].mean() for p in polygons])
-    ax.set_aspect(1 / np.cos(np.deg2rad(lat)))
-    ax.set_xticks([]), ax.set_yticks([])
+    _lon_lat_axes(ax, shapes)
     if title:
         ax.set_title(title)
     return ax
+
+
+def _lon_lat_axes(ax, shapes: gpd.GeoSeries) -> None:
+    """Fit the axes to the shapes, a degree of longitude as long as it is at their latitude."""
+    ax.autoscale_view()
+    ax.set_aspect(1 / np.cos(np.deg2rad(shapes.total_bounds[[1, 3]].mean())))
+    ax.set_xticks([]), ax.set_yticks([])
 
 
 def plot_maps(city: City, table: pd.DataFrame, ncols: int = 3, cmap: str = "viridis",
@@ -245,10 +246,9 @@ def plot_region_groups(city: City, groups: dict[str, Sequence[str]], ax=None, co
         faces[position[regions].to_numpy()] = to_rgba(colour)
         handles.append(plt.Line2D([], [], marker="h", ls="", markersize=9, color=colour,
                                   label=f"{name} ({len(regions)})"))
-    ax.add_collection(PolyCollection(region_polygons(city), facecolors=faces, edgecolor="white", linewidth=0.2))
-    ax.autoscale_view()
-    ax.set_aspect(1 / np.cos(np.deg2rad(city.regions[LAT].mean())))
-    ax.set_xticks([]), ax.set_yticks([])
+    rings, region = _rings(region_outlines(city))
+    ax.add_collection(PolyCollection(rings, facecolors=faces[region], edgecolor="white", linewidth=0.2))
+    _lon_lat_axes(ax, region_outlines(city))
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0), ncol=min(2, len(handles)),
               frameon=False, fontsize=8)
     if title:

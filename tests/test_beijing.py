@@ -155,9 +155,7 @@ def test_converter_writes_a_valid_city(tmp_path):
     table = pd.read_csv(out / "images.csv")
     assert table["source"].str.contains(",").all()  # the raw file each picture came from
     # geometry: the written hexagons are the lattice's
-    from shapely import wkt
-
-    assert wkt.loads(city.regions.loc["4001", "geometry"]).equals_exact(polygon(BEIJING_LATTICE, 4001), 1e-7)
+    assert city.regions.geometry["4001"].equals_exact(polygon(BEIJING_LATTICE, 4001), 1e-7)
 
 
 def test_converter_copies_images_unchanged_without_image_size(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import warnings
 
+import geopandas as gpd
 import h3
 import numpy as np
 import pandas as pd
@@ -47,25 +48,13 @@ def squares():
 # regions
 
 
-class _GeoTable(pd.DataFrame):
-    """What polygon_regions reads of a geopandas GeoDataFrame (not a dependency): shapely shapes in
-    its active geometry column, and its CRS."""
-
-    _metadata = ["crs", "active_geometry_name"]
-
-    @property
-    def _constructor(self):
-        return _GeoTable
-
-
 def test_polygon_regions_reads_a_geodataframe_in_its_own_crs():
-    to_metres = pyproj.Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True)
     square = shapely.box(0.0, 0.0, 0.01, 0.01)
-    table = _GeoTable({"name": ["sq"], "shape": [shapely.transform(square, lambda xy: np.column_stack(
-        to_metres.transform(xy[:, 0], xy[:, 1])))]})
-    table.crs, table.active_geometry_name = pyproj.CRS.from_epsg(3857), "shape"
+    table = gpd.GeoDataFrame({"name": ["sq"]}, geometry=gpd.GeoSeries([square], crs="EPSG:4326").to_crs(3857))
+    table = table.rename_geometry("shape")
     regions = polygon_regions(table, id="name")  # its own CRS, its own geometry column's name
-    back = shapely.from_wkt(regions.table.loc["sq", "geometry"])
+    assert isinstance(regions.table, gpd.GeoDataFrame) and regions.table.crs == "EPSG:4326"
+    back = regions.table.geometry["sq"]
     assert back.normalize().equals_exact(square.normalize(), tolerance=1e-7)
     assert regions.table.loc["sq", ["lon", "lat"]].tolist() == pytest.approx([0.005, 0.005], abs=1e-6)
     with pytest.raises(RawDataError, match="says its coordinates are in EPSG:3857"):
@@ -81,7 +70,7 @@ def test_hexagon_regions_from_points_bbox_and_area(hexes):
     assert hexes.hexagon_size_m == pytest.approx(np.mean(edges), rel=1e-4)
     lon, lat = cell_centre(CENTRE)
     assert hexes.table.loc[CENTRE, "lon"] == pytest.approx(lon, abs=1e-6)
-    assert shapely.from_wkt(hexes.table.loc[CENTRE, "geometry"]).contains(shapely.Point(lon, lat))
+    assert hexes.table.geometry[CENTRE].contains(shapely.Point(lon, lat))
     # the union of the 7 cells as an area gives back exactly those cells (centre containment)
     union = shapely.union_all(hexes.geometries())
     assert list(hexagon_regions(area=union.wkt, resolution=RES).ids) == RING
@@ -421,8 +410,8 @@ def test_polygon_regions_stay_valid_when_written_with_7_decimals():
     assert raw.is_valid and not shapely.from_wkt(shapely.to_wkt(raw, rounding_precision=7)).is_valid
     bowtie = "POLYGON ((0.02 0, 0.03 0.01, 0.03 0, 0.02 0.01, 0.02 0))"  # self-crossing: repaired, area kept
     areas = polygon_regions(pd.DataFrame({"id": ["notched", "bowtie"], "geometry": [NOTCHED, bowtie]}))
-    written = shapely.from_wkt(areas.table["geometry"].to_numpy())  # as regions.csv is read back
-    assert shapely.is_valid(written).all()
+    written = shapely.from_wkt(shapely.to_wkt(areas.geometries(), rounding_precision=-1))  # as write_city does
+    assert shapely.equals_exact(written, areas.geometries(), tolerance=0).all() and shapely.is_valid(written).all()
     assert written[0].area == pytest.approx(raw.area, rel=1e-4) and written[1].area == pytest.approx(5e-5)
     regions = polygon_regions(pd.DataFrame({"id": ["r"], "geometry": [UNIT]}))
     got = indicators_by_area(areas, pd.DataFrame({"v": [7.0, 1.0]}, index=["notched", "bowtie"]), regions)
@@ -465,7 +454,6 @@ def test_indicators_by_area_repairs_invalid_areas_and_names_an_area_it_cannot_ov
 
 
 def _mercator(lon, lat):
-    import pyproj
 
     x, y = pyproj.Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True).transform(lon, lat)
     return np.asarray(x), np.asarray(y)

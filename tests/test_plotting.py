@@ -38,21 +38,22 @@ def polygons_of(ax) -> PolyCollection:
     return found[0]
 
 
-def test_region_polygons_are_closed_hexagons(city):
-    polys = plotting.region_polygons(city)
-    assert len(polys) == len(city)
-    for poly in polys:
-        assert poly.shape == (7, 2) and np.allclose(poly[0], poly[-1])
+def test_region_outlines_are_closed_hexagons(city):
+    outlines = plotting.region_outlines(city)
+    assert list(outlines.index) == list(city.region_ids)
+    for shape in outlines:
+        ring = np.asarray(shape.exterior.coords)
+        assert ring.shape == (7, 2) and np.allclose(ring[0], ring[-1])
 
 
-def test_region_polygons_of_a_city_in_a_projected_crs_are_in_degrees(city, tmp_path):
-    """A city may give its outlines in another CRS (city.yaml): maps draw them in lon/lat, where
-    the centres and flows are, instead of metres on degree axes."""
-    import shutil
-
+def test_a_city_in_a_projected_crs_keeps_it_and_its_maps_are_in_degrees(city, tmp_path):
+    """A city may give its outlines in another CRS (city.yaml): its regions keep that CRS, maps
+    draw them in lon/lat, where the centres and flows are, and writing the city keeps the CRS."""
     import pyproj
     import shapely
     import yaml
+
+    from musecl.city import write_city
 
     root = tmp_path / "projected"
     make_tiny_city(root)
@@ -65,9 +66,15 @@ def test_region_polygons_of_a_city_in_a_projected_crs_are_in_degrees(city, tmp_p
     meta = yaml.safe_load((root / "city.yaml").read_text())
     (root / "city.yaml").write_text(yaml.safe_dump({**meta, "crs": "EPSG:3857"}, sort_keys=False))
     projected = load_city(root)
-    for got, want in zip(plotting.region_polygons(projected), plotting.region_polygons(city)):
-        np.testing.assert_allclose(got, want, atol=1e-6)
-    shutil.rmtree(root)
+    assert projected.regions.crs == "EPSG:3857"
+    for got, want in zip(plotting.region_outlines(projected), plotting.region_outlines(city)):
+        np.testing.assert_allclose(shapely.get_coordinates(got), shapely.get_coordinates(want), atol=1e-6)
+    for given in (projected.regions, projected.regions.to_crs("EPSG:4326")):  # written in city.yaml's CRS
+        written = pd.read_csv(write_city(tmp_path / "copy", projected.meta, given, projected.indicators)
+                              / "regions.csv")["geometry"]
+        want = shapely.get_coordinates(projected.regions.geometry.to_numpy())
+        got = shapely.get_coordinates(shapely.from_wkt(written.to_numpy()))
+        assert np.array_equal(got, want) if given is projected.regions else np.allclose(got, want, atol=1e-6)
 
 
 def test_plot_map_draws_one_polygon_per_region_and_greys_missing(city):
@@ -97,10 +104,11 @@ def test_plot_map_of_shapes_draws_their_outlines_with_values_by_position():
     multi = shapely.MultiPolygon([shapely.box(0.03, 40.0, 0.04, 40.01), shapely.box(0.05, 40.0, 0.051, 40.001)])
     ax = plotting.plot_map([*squares, multi], np.array([1.0, np.nan, 3.0, 2.0]), edgecolor="white")
     coll = polygons_of(ax)
-    assert len(coll.get_paths()) == 4  # a multipolygon is drawn by its largest part
-    assert np.allclose(coll.get_paths()[3].vertices[:, 0].max(), 0.04)
+    assert len(coll.get_paths()) == 5  # each part of a multipolygon, in its region's colour
+    assert np.allclose(coll.get_paths()[4].vertices[:, 0].max(), 0.051)
     ax.figure.canvas.draw()
     assert np.allclose(coll.get_facecolors()[1], GREY)
+    assert np.allclose(coll.get_facecolors()[3], coll.get_facecolors()[4])
     assert ax.get_aspect() == pytest.approx(1 / np.cos(np.deg2rad(40.005)), rel=1e-4)
 
 

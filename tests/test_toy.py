@@ -9,6 +9,7 @@ import h3
 import numpy as np
 import pandas as pd
 import pytest
+import shapely
 import yaml
 from PIL import Image
 from scipy.spatial import cKDTree
@@ -119,7 +120,8 @@ def test_regions_are_the_nearest_h3_cells(city):
     ids = list(city.region_ids)
     assert len(ids) == N == len(set(ids))
     assert all(h3.is_valid_cell(c) and h3.get_resolution(c) == 8 for c in ids)
-    assert city.regions.geometry.iloc[0].startswith("POLYGON ((")
+    assert (city.regions.geom_type == "Polygon").all() and city.regions.crs == "EPSG:4326"
+    assert shapely.contains_xy(city.regions.geometry.to_numpy(), city.regions.lon, city.regions.lat).all()
     # a disk: every chosen centre is nearer (0, 0) than every neighbour left out
     dist = np.hypot(city.regions.lon, city.regions.lat)
     ring = {n for c in ids for n in h3.grid_disk(c, 1)} - set(ids)

@@ -29,10 +29,11 @@ import numbers
 import os
 import shutil
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Literal, Mapping, Sequence
 
+import geopandas as gpd
 import h3
 import numpy as np
 import pandas as pd
@@ -55,6 +56,7 @@ from musecl.city import (
     REGION_ID,
     SATELLITE,
     TEXT,
+    WGS84,
     CityFormatError,
     CityMeta,
     Indicator,
@@ -65,7 +67,6 @@ from musecl.city import (
 from musecl.io import folder_built_beside, read_csv_ids
 
 Outside = Literal["warn", "raise", "ignore"]  # "ignore": the caller expects points outside, and says why
-WGS84 = "EPSG:4326"
 _SHOW = 5  # rows named in a message
 _DECIMALS = 7  # coordinates are written with 7 decimals (1e-7 degree, about 1 cm)
 
@@ -80,17 +81,23 @@ class RawDataError(ValueError):
 
 @dataclass(frozen=True)
 class Regions:
-    """The spatial units of a city: a table indexed by ``region_id`` with the region centre
-    (``lon``, ``lat``, WGS84 degrees) and its outline (``geometry``, WKT in EPSG:4326).
+    """The spatial units of a city: a GeoDataFrame indexed by ``region_id`` with the region centre
+    (``lon``, ``lat``, WGS84 degrees) and its outline (``geometry``, in EPSG:4326). A table
+    whose ``geometry`` holds WKT text is read into one.
 
     ``h3_resolution`` is set for H3 hexagons (points are then assigned by H3 itself) and
     ``hexagon_size_m`` is the centre-to-vertex size written to ``city.yaml``.
     """
 
-    table: pd.DataFrame
+    table: gpd.GeoDataFrame
     h3_resolution: int | None = None
     hexagon_size_m: float | None = None
-    _shapes: list = field(default_factory=list, repr=False, compare=False)
+
+    def __post_init__(self):
+        if not isinstance(self.table, gpd.GeoDataFrame):
+            table = self.table.drop(columns=GEOMETRY)
+            shapes = gpd.GeoSeries.from_wkt(self.table[GEOMETRY], crs=WGS84)
+            object.__setattr__(self, "table", gpd.GeoDataFrame(table, geometry=shapes))
 
     def __len__(self) -> int:
         return len(self.table)
@@ -107,10 +114,8 @@ class Regions:
         return self.table.index
 
     def geometries(self) -> np.ndarray:
-        """The outlines as shapely polygons (parsed once, then kept)."""
-        if not self._shapes:
-            self._shapes.append(shapely.from_wkt(self.table[GEOMETRY].to_numpy()))
-        return self._shapes[0]
+        """The outlines as shapely polygons, in the order of :attr:`ids`."""
+        return self.table.geometry.to_numpy()
 
 
 def cell_polygon_wkt(cell: str) -> str:
@@ -270,7 +275,7 @@ def polygon_regions(features, id: str | None = "id", crs: str | None = None) -> 
     table = pd.DataFrame({LON: np.round(shapely.get_x(inner), _DECIMALS),
                           LAT: np.round(shapely.get_y(inner), _DECIMALS), GEOMETRY: wkt},
                          index=pd.Index(ids, name=REGION_ID))
-    return Regions(table)
+    return Regions(table)  # the outlines read back from their WKT: what regions.csv will hold
 
 
 def _warn_overlaps(geoms: np.ndarray, ids: list[str], share: float = 0.01) -> None:
@@ -304,8 +309,9 @@ def assign_points(lon: Sequence[float], lat: Sequence[float], regions: Regions,
     raises :class:`RawDataError` (with every such point) rather than counting nowhere.
 
     Hexagons: the H3 cell holding the point at the regions' resolution, kept if it is a region.
-    Polygons: an STRtree query (shapely's R-tree, one lookup per point); a point on a border
-    shared by two regions goes to the first of them in ``regions``' order.
+    Polygons: the table's spatial index (geopandas' ``sindex``, a shapely STRtree: one lookup per
+    point); a point on a border shared by two regions goes to the first of them in ``regions``'
+    order.
     """
     return _assign(*_coords(pd.DataFrame({LON: lon, LAT: lat}), LON, LAT, "points", crs), regions)
 
@@ -315,8 +321,7 @@ def _assign(lon: np.ndarray, lat: np.ndarray, regions: Regions) -> pd.Series:
     if regions.h3_resolution is not None:
         cells = pd.Series(_cells(lon, lat, regions.h3_resolution), dtype=object)
         return cells.where(cells.isin(regions.ids)).rename(REGION_ID)
-    tree = shapely.STRtree(regions.geometries())
-    point_i, region_i = tree.query(shapely.points(lon, lat), predicate="intersects")
+    point_i, region_i = regions.table.sindex.query(shapely.points(lon, lat), predicate="intersects")
     first = pd.Series(region_i, index=point_i).groupby(level=0).min()
     out = pd.Series([None] * len(lon), dtype=object, name=REGION_ID)
     out.iloc[first.index.to_numpy()] = regions.ids.to_numpy()[first.to_numpy()]
@@ -932,23 +937,20 @@ def _as_written(geoms: np.ndarray, ids: Sequence[str], what: str) -> tuple[np.nd
 
 
 def _overlay(areas: Regions, regions: Regions) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
-    """Overlap surfaces (m2) of every intersecting (area, region) pair, found with an STRtree,
-    measured on a Lambert azimuthal equal-area projection centred on the regions."""
+    """Overlap surfaces (m2) of every intersecting (area, region) pair, found with the regions'
+    spatial index, measured on a Lambert azimuthal equal-area projection centred on the regions."""
     lon0, lat0 = regions.table[LON].mean(), regions.table[LAT].mean()
     laea = pyproj.CRS.from_proj4(f"+proj=laea +lat_0={lat0} +lon_0={lon0} +datum=WGS84 +units=m")
-    to = pyproj.Transformer.from_crs("EPSG:4326", laea, always_xy=True)
 
-    def project(g):
-        return shapely.transform(g, lambda xy: np.column_stack(to.transform(xy[:, 0], xy[:, 1])))
-
-    def repaired(g):  # Regions made elsewhere (full-precision WKT, say) may hold invalid polygons
-        g = project(g)
-        bad = ~shapely.is_valid(g)
-        g[bad] = shapely.make_valid(g[bad], method="structure", keep_collapsed=False)
+    def repaired(g: gpd.GeoSeries) -> gpd.GeoSeries:  # Regions made elsewhere may hold invalid polygons
+        g = g.to_crs(laea)
+        bad = ~g.is_valid
+        g[bad] = shapely.make_valid(g[bad].to_numpy(), method="structure", keep_collapsed=False)
         return g
 
-    a, r = repaired(areas.geometries()), repaired(regions.geometries())
-    ai, ri = shapely.STRtree(r).query(a, predicate="intersects")
+    a, r = repaired(areas.table.geometry), repaired(regions.table.geometry)
+    ai, ri = r.sindex.query(a.to_numpy(), predicate="intersects")
+    a, r = a.to_numpy(), r.to_numpy()
     try:
         surface = shapely.area(shapely.intersection(a[ai], r[ri]))
     except shapely.errors.GEOSException:  # find the pair, and try GEOS's snap-rounding overlay on it

@@ -33,6 +33,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
@@ -42,12 +43,12 @@ from musecl.city import (
     CATEGORY,
     DESTINATION,
     FLOW,
-    GEOMETRY,
     LAT,
     LON,
     ORIGIN,
     REGION_ID,
     TEXT,
+    WGS84,
     CityMeta,
     Indicator,
     write_city,
@@ -56,7 +57,6 @@ from musecl.datasets.from_raw import Regions, assign_points, count_points, indic
 from musecl.datasets.sources import locate, registry
 from musecl.io import read_csv_ids
 
-WGS84 = "EPSG:4326"
 TRACT_CRS = "EPSG:32118"  # NAD83 / New York Long Island (metres): the tracts' coordinates
 LANDUSE_CSV = "landuse.csv"
 LANDUSE_COLUMN = "community_district"
@@ -101,8 +101,7 @@ def read_regions(path: str | os.PathLike) -> Regions:
 
     The :class:`~musecl.datasets.from_raw.Regions` table is indexed by ``region_id`` (text,
     sorted numerically where ids are numbers) with ``lon, lat`` (the polygon's centroid, as the
-    benchmark's own code uses) and ``geometry`` (WKT at full precision, so the polygons read back
-    exactly).
+    benchmark's own code uses) and ``geometry`` (the polygons as read, written back exactly).
     """
     features = json.loads(Path(path).read_text())["features"]
     rows = []
@@ -116,9 +115,8 @@ def read_regions(path: str | os.PathLike) -> Regions:
         raise ValueError(f"{path}: region ids are not unique")
     rows.sort(key=lambda r: (int(r[0]) if r[0].isdigit() else float("inf"), r[0]))
     geoms = [g for _, g in rows]
-    table = pd.DataFrame({LON: [g.centroid.x for g in geoms], LAT: [g.centroid.y for g in geoms],
-                          GEOMETRY: [g.wkt for g in geoms]},
-                         index=pd.Index([r for r, _ in rows], name=REGION_ID))
+    table = gpd.GeoDataFrame({LON: [g.centroid.x for g in geoms], LAT: [g.centroid.y for g in geoms]},
+                             geometry=geoms, crs=WGS84, index=pd.Index([r for r, _ in rows], name=REGION_ID))
     return Regions(table)
 
 
