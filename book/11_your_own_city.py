@@ -164,9 +164,9 @@ regions.table.head(3)
 
 # %% mystnb={"figure": {"caption": "Regions: H3 hexagons covering the city (left), and the districts the indicators are published for (right)."}}
 fig, axes = plt.subplots(1, 2, figsize=(9, 4))
-plot_map(regions.geometries(), ax=axes[0], cmap="Blues", vmin=-1, vmax=1, colorbar=False, edgecolor="white",
+plot_map(regions.table, ax=axes[0], cmap="Blues", vmin=-1, vmax=1, colorbar=False, edgecolor="white",
          title=f"{len(regions)} H3 cells, resolution {resolution}")
-plot_map(districts.geometries(), ax=axes[1], cmap="Blues", vmin=-1, vmax=1, colorbar=False, edgecolor="black",
+plot_map(districts.table, ax=axes[1], cmap="Blues", vmin=-1, vmax=1, colorbar=False, edgecolor="black",
          title=f"{len(districts)} districts (polygons)")
 plt.show()
 
@@ -196,8 +196,8 @@ fig, axes = plt.subplots(1, 2, figsize=(9, 4))
 ids = regions.ids
 pois_per_cell = pois["region_id"].value_counts().reindex(ids, fill_value=0)
 arriving = od.groupby("destination")["flow"].sum().reindex(ids, fill_value=0)
-plot_map(regions.geometries(), pois_per_cell, ax=axes[0], title="POIs per cell", edgecolor="white")
-plot_map(regions.geometries(), np.log1p(arriving), ax=axes[1], title="ln(1 + trips arriving)", edgecolor="white")
+plot_map(regions.table, pois_per_cell, ax=axes[0], title="POIs per cell", edgecolor="white")
+plot_map(regions.table, np.log1p(arriving), ax=axes[1], title="ln(1 + trips arriving)", edgecolor="white")
 plt.show()
 
 # %% [markdown]
@@ -235,8 +235,8 @@ fig, axes = plt.subplots(1, 2, figsize=(9, 4))
 truth = np.log1p(toy.indicators["PD"].reindex(regions.ids))
 by_district = np.log1p(indicators["pop_density"].reindex(regions.ids))
 scale = dict(vmin=min(truth.min(), by_district.min()), vmax=max(truth.max(), by_district.max()))
-plot_map(regions.geometries(), truth, ax=axes[0], title="per cell (truth)", label="ln(1 + PD)", **scale)
-plot_map(regions.geometries(), by_district, ax=axes[1], title="by district", label="ln(1 + PD)", **scale)
+plot_map(regions.table, truth, ax=axes[0], title="per cell (truth)", label="ln(1 + PD)", **scale)
+plot_map(regions.table, by_district, ax=axes[1], title="by district", label="ln(1 + PD)", **scale)
 plt.show()
 
 # %% [markdown]

@@ -28,11 +28,12 @@ from musecl.city import (
 )
 
 
-def region_outlines(city: City) -> gpd.GeoSeries:
-    """Outline of each region in WGS84 lon/lat, in the order of ``city.region_ids``: a city may
-    give its outlines in another CRS (``city.yaml``), while its centres, flows and the maps'
-    aspect are in WGS84 degrees."""
-    return city.regions.geometry.to_crs(WGS84)
+def region_outlines(city: City | gpd.GeoDataFrame | gpd.GeoSeries) -> gpd.GeoSeries:
+    """Outline of each region in WGS84 lon/lat, indexed by region id: a city may give its
+    outlines in another CRS (``city.yaml``), while its centres, flows and the maps' aspect are in
+    WGS84 degrees. Also of a region table being built (``from_raw.Regions.table``)."""
+    shapes = (city.regions if isinstance(city, City) else city).geometry
+    return shapes.to_crs(WGS84) if shapes.crs is not None else shapes
 
 
 def _rings(shapes: gpd.GeoSeries) -> tuple[list[np.ndarray], np.ndarray]:
@@ -43,19 +44,20 @@ def _rings(shapes: gpd.GeoSeries) -> tuple[list[np.ndarray], np.ndarray]:
     return [np.asarray(part.exterior.coords) for part in parts], parts.index.to_numpy()
 
 
-def plot_map(city: City | Sequence, values: pd.Series | np.ndarray | None = None, ax=None, cmap: str = "viridis",
-             title: str | None = None, label: str | None = None, categorical: bool = False,
+def plot_map(city: City | gpd.GeoDataFrame | Sequence, values: pd.Series | np.ndarray | None = None, ax=None,
+             cmap: str = "viridis", title: str | None = None, label: str | None = None, categorical: bool = False,
              vmin=None, vmax=None, colorbar: bool = True, edgecolor: str = "none"):
     """Hexagon (or polygon) map of one value per region; regions without a value are grey.
-    ``city``: a City (values by region id), or shapely polygons in lon/lat (values by position),
-    such as the outlines of a region table being built (:mod:`musecl.datasets.from_raw`)."""
+    ``city``: a City or a GeoDataFrame of regions (values by region id, where a Series), or
+    shapely polygons in lon/lat (values by position)."""
     ax = ax or plt.subplots(figsize=(5, 5))[1]
-    shapes = region_outlines(city) if isinstance(city, City) else gpd.GeoSeries(list(city), crs=WGS84)
+    by_id = isinstance(city, (City, gpd.GeoDataFrame, gpd.GeoSeries))
+    shapes = region_outlines(city) if by_id else gpd.GeoSeries(list(city), crs=WGS84)
     rings, region = _rings(shapes)
     if values is None:
         values = np.zeros(len(shapes))
-    if isinstance(values, pd.Series) and isinstance(city, City):
-        values = values.reindex(city.region_ids)
+    if isinstance(values, pd.Series) and by_id:
+        values = values.reindex(shapes.index)
     values = np.asarray(values)
     coll = PolyCollection(rings, edgecolor=edgecolor, linewidth=0 if edgecolor == "none" else 0.4)
     if categorical:
@@ -246,9 +248,10 @@ def plot_region_groups(city: City, groups: dict[str, Sequence[str]], ax=None, co
         faces[position[regions].to_numpy()] = to_rgba(colour)
         handles.append(plt.Line2D([], [], marker="h", ls="", markersize=9, color=colour,
                                   label=f"{name} ({len(regions)})"))
-    rings, region = _rings(region_outlines(city))
+    outlines = region_outlines(city)
+    rings, region = _rings(outlines)
     ax.add_collection(PolyCollection(rings, facecolors=faces[region], edgecolor="white", linewidth=0.2))
-    _lon_lat_axes(ax, region_outlines(city))
+    _lon_lat_axes(ax, outlines)
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0), ncol=min(2, len(handles)),
               frameon=False, fontsize=8)
     if title:

@@ -112,6 +112,20 @@ def test_plot_map_of_shapes_draws_their_outlines_with_values_by_position():
     assert ax.get_aspect() == pytest.approx(1 / np.cos(np.deg2rad(40.005)), rel=1e-4)
 
 
+def test_plot_map_of_a_geodataframe_reads_values_by_id_and_draws_in_degrees():
+    import geopandas as gpd
+    import shapely
+
+    squares = gpd.GeoDataFrame(geometry=[shapely.box(x, 40.0, x + 0.01, 40.01) for x in (0.0, 0.01, 0.02)],
+                               index=pd.Index(["w", "m", "e"], name="region_id"), crs="EPSG:4326").to_crs(3857)
+    ax = plotting.plot_map(squares, pd.Series({"e": 3.0, "w": 1.0}))  # "m" has no value
+    coll = polygons_of(ax)
+    assert coll.get_paths()[2].vertices[:, 0].max() == pytest.approx(0.03)  # back in lon/lat
+    ax.figure.canvas.draw()
+    assert np.allclose(coll.get_facecolors()[1], GREY)
+    assert list(coll.get_array()[[0, 2]]) == [1.0, 3.0]
+
+
 def test_label_points_keeps_names_of_close_points_apart():
     fig, ax = plt.subplots(figsize=(4, 3))
     xy = np.array([[0.0, 0.0], [0.01, 0.0], [0.0, 0.01], [0.01, 0.01], [1.0, 1.0]])
