@@ -392,8 +392,7 @@ recorded = json.loads(GPU_RUN.with_suffix(".json").read_text())
 gpu_rows = pd.read_csv(GPU_RUN.with_suffix(".csv"))
 print(f"{recorded['machine']['cuda']}, torch {recorded['machine']['torch']}, {recorded['date']}, commit "
       f"{recorded['commit']}.\n{recorded['seed_2_reproduced']}.")
-GPU = " (paper CNNs, GPU)"
-seeds_both = sorted(set(gpu_rows["seed"]) & set(results["seed"]))  # compared seed by seed
+seeds_both = sorted(set(gpu_rows["seed"]) & set(results["seed"]))
 if recorded["city_fingerprint"] != city_fingerprint(data) or not seeds_both:
     gpu_sentence = (f"*The recorded run is of {recorded['city']} (the book's default city) with seeds "
                     f"{', '.join(map(str, sorted(gpu_rows['seed'].unique())))}, and this chapter ran on {data.name} "
@@ -402,61 +401,9 @@ if recorded["city_fingerprint"] != city_fingerprint(data) or not seeds_both:
     shown_gpu = (report.headline_means(gpu_rows, recorded["headline"]).groupby(["method", "split"])["r2"]
                  .mean().unstack("split").round(3))
 else:
-    mine = results[results["method"].isin(gpu_rows["method"]) & results["seed"].isin(seeds_both)]
-    both = pd.concat([mine, gpu_rows[gpu_rows["seed"].isin(seeds_both)].assign(method=gpu_rows["method"] + GPU)],
-                     ignore_index=True)
-    text = pd.DataFrame({split: report.results_table(both, "r2", split, mean_of=headline)[report.HEADLINE]
-                         for split in cfg.evaluation.splits})
-    methods = [m for m in ("MuseCL", "Concat", "SV only", "RS only", "Inception v3", "ResNet-18", "Pretext features",
-                           "Location kNN") if m in set(mine["method"]) & set(gpu_rows["method"])]
-    gap = {split: pd.DataFrame({m: report.paired_differences(both[both["method"].isin([m, m + GPU])], headline,
-                                                             target=m + GPU, split=split).loc[m]
-                                for m in methods}).T for split in cfg.evaluation.splits}
-    columns = ("this build", "GPU run", "GPU run minus this build [95% interval]")
-    shown_gpu = pd.DataFrame({
-        **{(split, columns[0]): text[split].reindex(methods) for split in cfg.evaluation.splits},
-        **{(split, columns[1]): text[split].reindex([m + GPU for m in methods]).set_axis(methods)
-           for split in cfg.evaluation.splits},
-        **{(split, columns[2]): gap[split].apply(report.interval_text, axis=1) for split in cfg.evaluation.splits}}
-    )[[(s, c) for s in cfg.evaluation.splits for c in columns]]
-    verdict = {split: gap[split].loc["MuseCL", "verdict"] for split in cfg.evaluation.splits}  # "better": the GPU run's
-    lower = [split for split, v in verdict.items() if v == "worse"]  # the GPU run's MuseCL scored lower
-    higher = [split for split, v in verdict.items() if v == "better"]
-    untold = [s for s in cfg.evaluation.splits if s not in lower + higher]
-    unclear = f" (under the {' and '.join(untold)} split the seeds cannot tell)" if untold else ""
-    if lower and not higher:
-        finding = (f"So this build's results are not a lower bound that the paper's encoders, trained longer at "
-                   f"the paper's sizes, would lift: from random weights they score lower than this build's "
-                   f"encoders (`rs_arch: {cfg.image.rs_arch}`, `sv_arch: {cfg.image.sv_arch}`) under the "
-                   f"{' and '.join(lower)} split{unclear}, at the training this loan allowed. Whether the paper's "
-                   "full schedule or its ImageNet-pretrained CNNs would do better, this run could not test.")
-    elif higher and not lower:
-        finding = (f"So this build's results understate MuseCL under the {' and '.join(higher)} split{unclear}: "
-                   "the paper's encoders, trained longer, lift it.")
-    else:
-        finding = (f"With {len(seeds_both)} seed(s) in common this comparison neither shows that this build "
-                   "understates MuseCL nor that it does not.")
-    untrained = {"SV only": "Inception v3", "RS only": "ResNet-18"}  # each trained encoder's untrained backbone
-    means_gpu = report.headline_means(both, headline).groupby(["method", "split"])["r2"].mean()
-    backbone = "; ".join(f"*{trained}* {means_gpu[(trained + GPU, 'random')]:.3f} against *{bare}* "
-                         f"{means_gpu[(bare + GPU, 'random')]:.3f}" for trained, bare in untrained.items()
-                         if (trained + GPU, "random") in means_gpu.index and (bare + GPU, "random") in means_gpu.index)
-    no_encoder = [m for m in ("Pretext features", "Location kNN") if m in methods]
-    same = all(abs(gap[split].loc[m, "difference"]) < 5e-4 for m in no_encoder for split in cfg.evaluation.splits)
-    protocol = ("score the same on both machines (to the third decimal; the MLP probe's float sums differ "
-                "slightly across CPUs): the splits and probes are the same, only the image encoders differ."
-                if same else "differ too: this build's evaluation settings are not the recorded run's "
-                "(`params/ci.yaml`), so the two columns differ in more than the image encoders.")
-    still_falling = sum(e["best_epoch"] == e["epochs"] for e in recorded["encoders"])
-    schedule = (f" The validation loss of {still_falling} of the {len(recorded['encoders'])} encoders was lowest at "
-                "their last epoch: they were still learning when the schedule ended." if still_falling else "")
-    gpu_sentence = (f"On the seeds both runs have ({', '.join(map(str, seeds_both))}), MuseCL with the paper's "
-                    f"encoders trained on the GPU minus MuseCL of this build, headline mean, 95% interval: "
-                    + "; ".join(f"{split} split {report.interval_text(gap[split].loc['MuseCL'])}"
-                                for split in cfg.evaluation.splits)
-                    + f". {finding}{schedule} On the GPU, the trained encoders against their untrained backbones (random "
-                    f"split): {backbone}. The rows that use no trained image encoder "
-                    f"({', '.join(f'*{m}*' for m in no_encoder)}) {protocol}")
+    shown_gpu, gpu_sentence = report.beside_recorded_run(
+        results, gpu_rows, recorded, headline, cfg.evaluation.splits,
+        encoders=f"`rs_arch: {cfg.image.rs_arch}`, `sv_arch: {cfg.image.sv_arch}`")
 glue("gpu_sentence", Markdown(gpu_sentence), display=False)
 shown_gpu.style.set_caption(f"{recorded['city']}: headline mean R2, this build's image encoders and the paper's "
                             "trained on a GPU (recorded)").set_table_attributes('class="musecl-results"')

@@ -604,6 +604,78 @@ def reference_vs_sentence(r2: pd.Series, pairs: dict[str, pd.Series], reference:
             + ("not clearly " if would == "even an" else "") + f"pass the bar's check against *{method}*.")
 
 
+RECORDED = " (paper CNNs, GPU)"  # suffix of a recorded run's method names, set beside this run's
+UNTRAINED_BACKBONE = {"SV only": "Inception v3", "RS only": "ResNet-18"}  # each trained encoder's bare CNN
+
+
+def beside_recorded_run(results: pd.DataFrame, recorded_rows: pd.DataFrame, recorded: dict,
+                        indicators: Sequence[str], splits: Sequence[str], encoders: str) -> tuple[pd.DataFrame, str]:
+    """A recorded run (``recorded_rows``: results rows of the same city and seeds, such as the
+    GPU run of the paper's CNNs in ``book/measurements/``; ``recorded``: its JSON summary) beside
+    this run's rows of the same methods and seeds: a table of headline means and paired
+    differences (recorded minus this run, 95% interval), and what it shows, in words.
+    ``encoders`` names this run's image encoders for the sentence."""
+    seeds = sorted(set(recorded_rows["seed"]) & set(results["seed"]))  # compared seed by seed
+    names = ("MuseCL", "Concat", "SV only", "RS only", "Inception v3", "ResNet-18", "Pretext features", LOCATION)
+    methods = [m for m in names if m in set(results["method"]) & set(recorded_rows["method"])]
+    if not seeds or TARGET not in methods:
+        raise ValueError(f"the recorded run shares no seeds or no {TARGET} rows with this run")
+    mine = results[results["method"].isin(methods) & results["seed"].isin(seeds)]
+    theirs = recorded_rows[recorded_rows["method"].isin(methods) & recorded_rows["seed"].isin(seeds)]
+    both = pd.concat([mine, theirs.assign(method=theirs["method"] + RECORDED)], ignore_index=True)
+    text = {split: results_table(both, "r2", split, mean_of=indicators)[HEADLINE] for split in splits}
+    gap = {split: pd.DataFrame({m: paired_differences(both[both["method"].isin([m, m + RECORDED])], indicators,
+                                                      target=m + RECORDED, split=split).loc[m]
+                                for m in methods}).T for split in splits}
+    columns = ("this build", "GPU run", "GPU run minus this build [95% interval]")
+    table = pd.DataFrame({
+        **{(split, columns[0]): text[split].reindex(methods) for split in splits},
+        **{(split, columns[1]): text[split].reindex([m + RECORDED for m in methods]).set_axis(methods)
+           for split in splits},
+        **{(split, columns[2]): gap[split].apply(interval_text, axis=1) for split in splits}})
+    table = table[[(s, c) for s in splits for c in columns]]
+
+    verdict = {split: gap[split].loc[TARGET, "verdict"] for split in splits}  # "better": the recorded run's
+    lower = [split for split, v in verdict.items() if v == "worse"]  # the recorded MuseCL scored lower
+    higher = [split for split, v in verdict.items() if v == "better"]
+    untold = [s for s in splits if s not in lower + higher]
+    unclear = f" (under the {' and '.join(untold)} split the seeds cannot tell)" if untold else ""
+    if lower and not higher:
+        finding = (f"So this build's results are not a lower bound that the paper's encoders, trained longer at "
+                   f"the paper's sizes, would lift: from random weights they score lower than this build's "
+                   f"encoders ({encoders}) under the {' and '.join(lower)} split{unclear}, at the training this "
+                   "loan allowed. Whether the paper's full schedule or its ImageNet-pretrained CNNs would do "
+                   "better, this run could not test.")
+    elif higher and not lower:
+        finding = (f"So this build's results understate MuseCL under the {' and '.join(higher)} split{unclear}: "
+                   "the paper's encoders, trained longer, lift it.")
+    else:
+        finding = (f"With {len(seeds)} seed(s) in common this comparison neither shows that this build "
+                   "understates MuseCL nor that it does not.")
+    means = headline_means(both, indicators).groupby(["method", "split"])["r2"].mean()
+    backbone = "; ".join(f"*{trained}* {means[(trained + RECORDED, 'random')]:.3f} against *{bare}* "
+                         f"{means[(bare + RECORDED, 'random')]:.3f}" for trained, bare in UNTRAINED_BACKBONE.items()
+                         if {(trained + RECORDED, "random"), (bare + RECORDED, "random")} <= set(means.index))
+    no_encoder = [m for m in ("Pretext features", LOCATION) if m in methods]
+    same = all(abs(gap[split].loc[m, "difference"]) < 5e-4 for m in no_encoder for split in splits)
+    protocol = ("score the same on both machines (to the third decimal; the MLP probe's float sums differ "
+                "slightly across CPUs): the splits and probes are the same, only the image encoders differ."
+                if same else "differ too: this build's evaluation settings are not the recorded run's, so the "
+                "two columns differ in more than the image encoders.")
+    still_falling = sum(e["best_epoch"] == e["epochs"] for e in recorded.get("encoders", []))
+    schedule = (f" The validation loss of {still_falling} of the {len(recorded['encoders'])} encoders was lowest at "
+                "their last epoch: they were still learning when the schedule ended." if still_falling else "")
+    sentence = (f"On the seeds both runs have ({', '.join(map(str, seeds))}), MuseCL with the paper's encoders "
+                "trained on the GPU minus MuseCL of this build, headline mean, 95% interval: "
+                + "; ".join(f"{split} split {interval_text(gap[split].loc[TARGET])}" for split in splits)
+                + f". {finding}{schedule}"
+                + (f" On the GPU, the trained encoders against their untrained backbones (random split): {backbone}."
+                   if backbone else "")
+                + (f" The rows that use no trained image encoder ({', '.join(f'*{m}*' for m in no_encoder)}) "
+                   f"{protocol}" if no_encoder else ""))
+    return table, sentence
+
+
 def information_sentence(mean_r2: pd.DataFrame, paired: dict[str, pd.DataFrame] | None = None,
                          poi_ceiling: float | None = None, heads: bool = True) -> str:
     """Where MuseCL loses information, in words, from the rows the run scored: ``mean_r2`` is the

@@ -594,3 +594,32 @@ def test_paired_interval_is_student_t_over_the_seeds(confidence):
     assert row["difference"] == pytest.approx(diff.mean())
     assert row["low"] == pytest.approx(diff.mean() - half)
     assert row["high"] == pytest.approx(diff.mean() + half)
+
+
+def test_a_recorded_run_is_set_beside_this_run_seed_by_seed():
+    """The recorded GPU rows against this run's: paired differences over the shared seeds only,
+    and the sentence says which way they go and that rows without an image encoder agree."""
+    def rows(shift: float, seeds) -> pd.DataFrame:
+        values = {"MuseCL": 0.6, "SV only": 0.5, "Inception v3": 0.3, "Pretext features": 0.55}
+        return pd.concat([table_from({m: {"PD": (v + (shift if m != "Pretext features" else 0), 1.0)}
+                                      for m, v in values.items()}, seeds=seeds, split=s, jitter=0.01)
+                          for s in ("random", "spatial")], ignore_index=True)
+
+    recorded = {"encoders": [{"best_epoch": 4, "epochs": 4}, {"best_epoch": 2, "epochs": 4}]}
+    mine = rows(0.0, seeds=(0, 1, 2, 3))
+    def spread(t: pd.DataFrame) -> pd.Series:  # seeds that differ, so that the interval has a width
+        return t["r2"] + np.where((t["seed"] == 1) & (t["method"] != "Pretext features"), 0.005, 0)
+
+    lower = rows(-0.1, seeds=(0, 1, 2)).assign(r2=spread)
+    table, sentence = report.beside_recorded_run(mine, lower, recorded, ["PD"], ["random", "spatial"], "lite0 heads")
+    assert list(table.index) == ["MuseCL", "SV only", "Inception v3", "Pretext features"]
+    assert table.loc["MuseCL", ("random", "GPU run minus this build [95% interval]")].startswith("-0.098 [")
+    assert table.loc["Pretext features", ("spatial", "GPU run minus this build [95% interval]")] == "0.000 (the same)"
+    assert "seeds both runs have (0, 1, 2)" in sentence and "not a lower bound" in sentence
+    assert "1 of the 2 encoders" in sentence and "*SV only* 0.412 against *Inception v3* 0.212" in sentence
+    assert "score the same on both machines" in sentence
+    _, higher = report.beside_recorded_run(mine, rows(0.1, seeds=(0, 1, 2)).assign(r2=spread), recorded, ["PD"],
+                                           ["random"], "x")
+    assert "understate MuseCL under the random split" in higher
+    with pytest.raises(ValueError, match="shares no seeds"):
+        report.beside_recorded_run(mine, rows(0.0, seeds=(9,)), recorded, ["PD"], ["random"], "x")
