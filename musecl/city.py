@@ -323,21 +323,13 @@ def _row(i: int) -> str:
     return f"row {i + 2}"  # +1 for the header, +1 for 1-based counting as in a spreadsheet
 
 
+_KINDS = ((type(None), "empty (null)"), (bool, "a boolean"), ((int, float), "a number"), (str, "text"),
+          (list, "a list"), (dict, "a mapping"))  # bool before int: a boolean is an int too
+
+
 def _kind_of(value) -> str:
     """What YAML read a value as, in a person's words."""
-    if value is None:
-        return "empty (null)"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "text"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
+    return next((words for types, words in _KINDS if isinstance(value, types)), type(value).__name__)
 
 
 def _is_number(value) -> bool:
@@ -488,9 +480,7 @@ def _read_meta(root: Path, problems: list[Problem]) -> CityMeta | None:
                                                                     f"got {max_missing!r} ({_kind_of(max_missing)})"))
         max_missing = 0.5
 
-    known = {"format_version", "name", "crs", "hexagon_size_m", "modalities", "provenance",
-             "max_missing_satellite", "indicators", "oracle_r2", "latents", "modality_latents",
-             "modality_oracle_r2"}
+    known = {"format_version", *(f.name for f in dataclasses.fields(CityMeta))} - {"extra"}  # the rest: extra
     mappings = {}
     for key in ("oracle_r2", "latents", "modality_latents", "modality_oracle_r2"):
         value = raw.get(key) or {}
@@ -678,12 +668,9 @@ def _check_images(root: Path, df: pd.DataFrame, meta: CityMeta, known: set[str],
     for i in np.flatnonzero(bad_kind.to_numpy())[:5]:
         problems.append(Problem(f, _row(i), f"kind {df[KIND].iloc[i]!r} is not one of {list(IMAGE_KINDS)}"))
     located = [_locate_image(os.fspath(root), rel) for rel in df[PATH]]
-    whys = [why for why, _, _ in located]
-    todo = [i for i, (why, _, _) in enumerate(located) if why is None]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_IMAGE_PIXELS reports it, with the file
-        for i in todo:
-            whys[i] = image_problem(*located[i][1:])
+        whys = [why or image_problem(full, st) for why, full, st in located]
     n_bad = 0
     for i, (rid, rel, why) in enumerate(zip(df[REGION_ID], df[PATH], whys)):
         if why:
@@ -698,9 +685,7 @@ def _check_images(root: Path, df: pd.DataFrame, meta: CityMeta, known: set[str],
     for i in np.flatnonzero(dup.to_numpy())[:5]:
         problems.append(Problem(f, f"region {sat[REGION_ID].iloc[i]!r}", "more than one satellite image"))
     for kind in IMAGE_KINDS:
-        present = kind in meta.modalities
-        n = int((df[KIND] == kind).sum())
-        if present and n == 0:
+        if kind in meta.modalities and not (df[KIND] == kind).any():
             problems.append(Problem(f, kind, f"modality {kind!r} is listed in {CITY_YAML} but has no images"))
     if SATELLITE in meta.modalities and known:
         missing = len(known - set(sat[REGION_ID]))
@@ -799,20 +784,20 @@ def _inspect(root: Path) -> tuple[list[Problem], dict]:
     tables["pois"] = pois
 
     mobility = od = None
-    if os.path.lexists(root / MOBILITY_CSV):
+    given = {f: os.path.lexists(root / f) for f in (MOBILITY_CSV, OD_CSV)}
+    if given[MOBILITY_CSV]:
         mobility = _read_csv(root, MOBILITY_CSV, problems, [REGION_ID, INFLOW, OUTFLOW])
         if mobility is not None:
             _check_ids(mobility, REGION_ID, known, MOBILITY_CSV, problems, unique=True)
             _check_numbers(mobility, [INFLOW, OUTFLOW], MOBILITY_CSV, problems)
-    if os.path.lexists(root / OD_CSV):
+    if given[OD_CSV]:
         od = _read_csv(root, OD_CSV, problems, [ORIGIN, DESTINATION, FLOW])
         if od is not None:
             _check_ids(od, ORIGIN, known, OD_CSV, problems, what="origin")
             _check_ids(od, DESTINATION, known, OD_CSV, problems, what="destination")
             _check_numbers(od, [FLOW], OD_CSV, problems)
     if MOBILITY in meta.modalities:
-        if mobility is None and od is None and not os.path.lexists(root / MOBILITY_CSV) \
-                and not os.path.lexists(root / OD_CSV):
+        if not any(given.values()):
             problems.append(Problem(MOBILITY_CSV, "", f"modality 'mobility' is listed in {CITY_YAML}: "
                                                       f"give {MOBILITY_CSV} (region_id, inflow, outflow) or "
                                                       f"{OD_CSV} (origin, destination, flow)"))
@@ -825,9 +810,8 @@ def _inspect(root: Path) -> tuple[list[Problem], dict]:
     indicators = _read_csv(root, INDICATORS_CSV, problems, [REGION_ID])
     if indicators is not None:
         _check_ids(indicators, REGION_ID, known, INDICATORS_CSV, problems, unique=True)
-        columns = [c for c in indicators.columns if c != REGION_ID]
-        for c in columns:
-            if c not in meta.indicators:
+        for c in indicators.columns:
+            if c != REGION_ID and c not in meta.indicators:
                 problems.append(Problem(INDICATORS_CSV, f"column {c}",
                                         f"has no metadata: add it under 'indicators:' in {CITY_YAML}"))
         for name, ind in meta.indicators.items():
@@ -921,9 +905,7 @@ def load_city(path: str | Path) -> City:
     pois = t["pois"]
     if pois is None:
         pois = pd.DataFrame(columns=[REGION_ID, CATEGORY, TEXT])
-    if TEXT not in pois.columns:
-        pois[TEXT] = ""
-    pois = pois[[REGION_ID, CATEGORY, TEXT]].copy()
+    pois = pois.reindex(columns=[REGION_ID, CATEGORY, TEXT])  # no text column: empty text (below)
     pois[TEXT] = ["" if pd.isna(t) else str(t) for t in pois[TEXT]]
     pois[CATEGORY] = pois[CATEGORY].astype(str)
 

@@ -300,21 +300,19 @@ def _write_images(root: Path, grouped: dict[str, dict], image_size: int | None, 
             target = folder / "satellite.png"
             with Image.open(src) as im:
                 square_crop(im.convert("RGB"), image_size).save(target)
-        rows.append({REGION_ID: rid, KIND: SATELLITE, PATH: target.relative_to(root).as_posix(), "source": rel})
+        rows.append((rid, SATELLITE, target.relative_to(root).as_posix(), rel))
         for rel, src in entry["streetview"]:
             if image_size is None:
                 target = folder / f"sv_{src.stem}{src.suffix.lower()}"
                 shutil.copyfile(src, target)
-                rows.append({REGION_ID: rid, KIND: STREETVIEW, PATH: target.relative_to(root).as_posix(),
-                             "source": rel})
+                rows.append((rid, STREETVIEW, target.relative_to(root).as_posix(), rel))
                 continue
             with Image.open(src) as im:
                 views = panorama_views(im.convert("RGB"), n_views, image_size)
             for k, view in enumerate(views):
                 target = folder / f"sv_{src.stem}_v{k}.png"
                 view.save(target)
-                rows.append({REGION_ID: rid, KIND: STREETVIEW, PATH: target.relative_to(root).as_posix(),
-                             "source": rel})
+                rows.append((rid, STREETVIEW, target.relative_to(root).as_posix(), rel))
     return pd.DataFrame(rows, columns=[REGION_ID, KIND, PATH, "source"])
 
 

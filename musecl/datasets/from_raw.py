@@ -221,8 +221,8 @@ def polygon_regions(features, id: str | None = "id", crs: str | None = None) -> 
     crs = _table_crs(features, crs)
     if isinstance(features, pd.DataFrame):
         shapes = getattr(features, "active_geometry_name", None)  # a GeoDataFrame's, whatever its name
-        if shapes is not None:
-            features = features.rename(columns={shapes: GEOMETRY}) if shapes != GEOMETRY else features
+        if shapes not in (None, GEOMETRY):
+            features = features.rename(columns={shapes: GEOMETRY})
         _require(features, [GEOMETRY] + ([id] if id is not None else []), "polygons")
         column = features[GEOMETRY].to_numpy()
         if all(isinstance(g, shapely.Geometry) for g in column):  # already shapes (a GeoDataFrame's)
@@ -558,13 +558,13 @@ def indicators_by_area(areas: Regions, values: pd.DataFrame, regions: Regions,
     for col in values.columns:
         v = numeric[col].reindex(areas.ids)
         o = overlap.assign(v=v.reindex(overlap["area"]).to_numpy()).dropna(subset=["v"])
-        covered = o.groupby("region")["overlap_m2"].sum().reindex(regions.ids, fill_value=0.0)
+        in_region = o.groupby("region")["overlap_m2"].sum()
+        covered = in_region.reindex(regions.ids, fill_value=0.0)
         if hows[col] == "count":
             share = o["overlap_m2"] / area_m2.reindex(o["area"]).to_numpy()
             value = (o["v"] * share).groupby(o["region"]).sum()
         else:
-            weighted = (o["v"] * o["overlap_m2"]).groupby(o["region"]).sum()
-            value = weighted / o.groupby("region")["overlap_m2"].sum()
+            value = (o["v"] * o["overlap_m2"]).groupby(o["region"]).sum() / in_region
         value = value.reindex(regions.ids)
         low = (covered / region_m2) < coverages[col]
         if low.any():
@@ -611,10 +611,9 @@ def build_city(out: str | os.PathLike, regions: Regions, indicators: pd.DataFram
     """
     out = Path(out)
     occupied = out.is_dir() and any(out.iterdir()) or (out.exists() and not out.is_dir())
-    if occupied:
-        if not overwrite or not (out / "city.yaml").is_file():
-            raise FileExistsError(f"{out} exists; pass overwrite=True to replace a city folder "
-                                  "(a folder without city.yaml is never replaced)")
+    if occupied and (not overwrite or not (out / "city.yaml").is_file()):
+        raise FileExistsError(f"{out} exists; pass overwrite=True to replace a city folder "
+                              "(a folder without city.yaml is never replaced)")
     ind = indicators.copy()
     ind.index = ind.index.astype(str)
     _no_duplicates(ind.index, "indicators, region id", _rows)
@@ -643,25 +642,22 @@ def build_city(out: str | os.PathLike, regions: Regions, indicators: pd.DataFram
             spec["allow_missing"] = True
         metas[col] = Indicator(name=col, long_name=str(spec.pop("long_name", col)), **spec)
 
-    modalities = []
-    if images is not None and len(images):
-        modalities += [k for k in IMAGE_KINDS if (images[KIND] == k).any()]
-    if pois is not None and len(pois):
+    # an empty table is no table: it adds no modality and no file
+    images, pois, od, mobility = (t if t is not None and len(t) else None for t in (images, pois, od, mobility))
+    modalities = [k for k in IMAGE_KINDS if images is not None and (images[KIND] == k).any()]
+    if pois is not None:
         modalities.append(POI)
-    if (od is not None and len(od)) or (mobility is not None and len(mobility)):
+    if od is not None or mobility is not None:
         modalities.append(MOBILITY)
     meta = CityMeta(name=name, crs="EPSG:4326", modalities=tuple(modalities), indicators=metas,
                     hexagon_size_m=regions.hexagon_size_m, provenance=provenance,
                     max_missing_satellite=max_missing_satellite)
 
     with folder_built_beside(out) as tmp:
-        image_rows = _place_images(tmp, images, copy_images) if images is not None and len(images) else None
-        if mobility is not None:
-            mobility = mobility.set_index(REGION_ID) if REGION_ID in mobility.columns else mobility
-        write_city(tmp, meta, regions.table, ind, images=image_rows,
-                   pois=pois if pois is not None and len(pois) else None,
-                   od=od if od is not None and len(od) else None,
-                   mobility=mobility if mobility is not None and len(mobility) else None)
+        image_rows = _place_images(tmp, images, copy_images) if images is not None else None
+        if mobility is not None and REGION_ID in mobility.columns:
+            mobility = mobility.set_index(REGION_ID)
+        write_city(tmp, meta, regions.table, ind, images=image_rows, pois=pois, od=od, mobility=mobility)
         problems = validate_city(tmp)
         if problems:
             raise CityFormatError(problems)

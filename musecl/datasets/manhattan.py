@@ -110,13 +110,12 @@ def read_regions(path: str | os.PathLike) -> Regions:
         if "region_id" not in props:
             raise ValueError(f"{path}: feature {k} has no 'region_id' property")
         rows.append((str(props["region_id"]), shape(feature["geometry"])))
-    ids = [r for r, _ in rows]
+    rows.sort(key=lambda r: (int(r[0]) if r[0].isdigit() else float("inf"), r[0]))
+    ids, geoms = [r for r, _ in rows], [g for _, g in rows]
     if len(set(ids)) != len(ids):
         raise ValueError(f"{path}: region ids are not unique")
-    rows.sort(key=lambda r: (int(r[0]) if r[0].isdigit() else float("inf"), r[0]))
-    geoms = [g for _, g in rows]
     table = gpd.GeoDataFrame({LON: [g.centroid.x for g in geoms], LAT: [g.centroid.y for g in geoms]},
-                             geometry=geoms, crs=WGS84, index=pd.Index([r for r, _ in rows], name=REGION_ID))
+                             geometry=geoms, crs=WGS84, index=pd.Index(ids, name=REGION_ID))
     return Regions(table)
 
 
@@ -198,8 +197,7 @@ def read_income(path: str | os.PathLike) -> pd.Series:
 
 def read_arrest_points(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """Longitudes and latitudes of the arrests that have coordinates."""
-    raw = pd.read_csv(path, usecols=["Latitude", "Longitude"])
-    raw = raw.dropna()
+    raw = pd.read_csv(path, usecols=["Latitude", "Longitude"]).dropna()
     return raw["Longitude"].to_numpy(float), raw["Latitude"].to_numpy(float)
 
 
@@ -227,9 +225,7 @@ def convert_manhattan(paths: dict[str, Path], out: str | os.PathLike,
     pois_raw, n_untagged = read_osm_pois(paths["pois"])
     where = assign_points(pois_raw["lon"], pois_raw["lat"], regions)
     inside = where.notna().to_numpy()
-    pois = pd.DataFrame({REGION_ID: where.to_numpy()[inside],
-                         CATEGORY: pois_raw[CATEGORY].to_numpy()[inside],
-                         TEXT: pois_raw[TEXT].to_numpy()[inside]})
+    pois = pois_raw[inside].assign(**{REGION_ID: where[inside]})
 
     def per_region(path: Path, what: str) -> np.ndarray:
         v = np.asarray(np.load(path, allow_pickle=False), dtype=float).reshape(-1)
@@ -253,8 +249,7 @@ def convert_manhattan(paths: dict[str, Path], out: str | os.PathLike,
     # its surface. Below that the value is a border sliver's (Central Park, Inwood Hill Park and
     # Highbridge Park touch tracts with an income over 1-1,500 m2, <= 0.2% of their surface) and
     # the region's income is missing (median_income is allow_missing).
-    by_area = indicators_by_area(tracts, tract_values[["population_density", "median_income"]], regions,
-                                 how="density",
+    by_area = indicators_by_area(tracts, tract_values, regions, how="density",
                                  min_coverage={"population_density": 0, "median_income": INCOME_MIN_COVERAGE})
     density = by_area["population_density"].to_numpy()
     income = by_area["median_income"].to_numpy()

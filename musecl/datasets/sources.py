@@ -58,8 +58,7 @@ def files_of(name: str) -> list[str]:
     """The registry paths of one data set (``beijing``, ``manhattan``, ``naip``)."""
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; known: {sorted(DATASETS)}")
-    table = registry()
-    return [f for f in table["file"] if f.startswith(DATASETS[name])]
+    return [f for f in registry()["file"] if f.startswith(DATASETS[name])]
 
 
 def downloadable(file: str) -> bool:

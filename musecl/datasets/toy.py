@@ -303,9 +303,8 @@ class _Layout:
         ox, oy = centres["old_town"][:2]
         lake = (0.45 * cx + 0.55 * ox, 0.45 * cy + 0.55 * oy, lake_r)
         # a wooded hill beside the old town (to one side, so the old town itself stays built)
-        hx, hy = centres["old_town"][:2]
-        norm = math.hypot(hx, hy) or 1.0
-        hill = (hx - 0.2 * radius_m * hy / norm, hy + 0.2 * radius_m * hx / norm,
+        norm = math.hypot(ox, oy) or 1.0
+        hill = (ox - 0.2 * radius_m * oy / norm, oy + 0.2 * radius_m * ox / norm,
                 max(0.07 * radius_m, edge_m))
         return cls(radius_m, theta, centres, river, max(180.0, 0.35 * edge_m), lake, hill)
 
@@ -337,11 +336,9 @@ class _Layout:
         return (np.hypot(x - lx, y - ly) < 2.0 * lr) | (np.hypot(x - hx, y - hy) < hr) | greenway
 
     def landmarks_lonlat(self) -> dict[str, dict[str, float]]:
-        out = {}
-        for name, (x, y, *_rest) in self.centres.items():
-            out[name] = {"lon": round(float(np.rad2deg(x / EARTH_RADIUS_M)), 6),
-                         "lat": round(float(np.rad2deg(y / EARTH_RADIUS_M)), 6)}
-        return out
+        return {name: {"lon": round(float(np.rad2deg(x / EARTH_RADIUS_M)), 6),
+                       "lat": round(float(np.rad2deg(y / EARTH_RADIUS_M)), 6)}
+                for name, (x, y, *_rest) in self.centres.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -517,10 +514,6 @@ def _od(ids: list[str], x: np.ndarray, y: np.ndarray, lat: pd.DataFrame, area_km
     produced, attracted = _trip_ends(lat, area_km2)
     t, u = lat["activity"].to_numpy(), lat["landuse"].to_numpy()
     expected_in = np.zeros(n)
-    empty = pd.DataFrame({ORIGIN: pd.Series(dtype=object), DESTINATION: pd.Series(dtype=object),
-                          FLOW: pd.Series(dtype=np.int64)})
-    if n < 2:
-        return empty, produced, attracted
     near = min(n - 1, NEAR_CANDIDATES)
     n_rest = n - 1 - near
     far = FAR_CANDIDATES if n_rest > 0 else 0
@@ -921,10 +914,6 @@ def _generator_info(path: Path) -> dict | None:
         return None
 
 
-def _is_toy_city(path: Path) -> bool:
-    return _generator_info(path) is not None
-
-
 def is_current_toy_city(path: str | os.PathLike) -> bool:
     """True when ``path`` holds a toy city made by this version of the generator: a named city
     (``toy``) written by an older version is made again rather than silently reused."""
@@ -943,7 +932,7 @@ def make_toy_city(out_dir: str | os.PathLike, n_regions: int = TOY_DEFAULT_REGIO
     """
     _check_args(n_regions, seed, image_size)
     out = Path(out_dir)
-    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or _is_toy_city(out))):
+    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or _generator_info(out) is not None)):
         raise FileExistsError(f"{out} exists and is not a toy city made by {GENERATOR_NAME}; "
                               "choose an empty or new folder (it is not overwritten)")
     with folder_built_beside(out) as tmp:
