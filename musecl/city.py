@@ -671,15 +671,12 @@ def _check_images(root: Path, df: pd.DataFrame, meta: CityMeta, known: set[str],
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_IMAGE_PIXELS reports it, with the file
         whys = [why or image_problem(full, st) for why, full, st in located]
-    n_bad = 0
-    for i, (rid, rel, why) in enumerate(zip(df[REGION_ID], df[PATH], whys)):
-        if why:
-            n_bad += 1
-            if n_bad <= 10:
-                shown = "" if pd.isna(rel) else str(rel)
-                problems.append(Problem(f, f"{_row(i)}, region {rid!r}", f"{shown}: {why}" if shown else why))
-    if n_bad > 10:
-        problems.append(Problem(f, "", f"{n_bad} image rows in all point at missing or unreadable files"))
+    bad = [(i, rid, rel, why) for i, (rid, rel, why) in enumerate(zip(df[REGION_ID], df[PATH], whys)) if why]
+    for i, rid, rel, why in bad[:10]:
+        shown = "" if pd.isna(rel) else str(rel)
+        problems.append(Problem(f, f"{_row(i)}, region {rid!r}", f"{shown}: {why}" if shown else why))
+    if len(bad) > 10:
+        problems.append(Problem(f, "", f"{len(bad)} image rows in all point at missing or unreadable files"))
     sat = df[df[KIND] == SATELLITE]
     dup = sat[REGION_ID].duplicated()
     for i in np.flatnonzero(dup.to_numpy())[:5]:
