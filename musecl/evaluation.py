@@ -645,13 +645,12 @@ def evaluate_ceilings(city: City, indicators: Sequence[str] | None = None, seeds
             if indicator not in predictions.columns:
                 continue
             task = _prepare(predictions[[indicator]], city, indicator)
-            for split in splits:
-                for seed in seeds:
-                    test = _split(task, split, int(seed), fractions, bs)[2]
-                    metrics = _regression_metrics(task.y[test], task.x[test, 0])
-                    rows.append({"city": city.name, "indicator": indicator, "method": CEILING_METHODS[source],
-                                 "split": split, "seed": int(seed), "r2": metrics["r2"],
-                                 "rmse": metrics["rmse"], "n_test": int(len(test))})
+            for split, seed in itertools.product(splits, seeds):
+                test = _split(task, split, int(seed), fractions, bs)[2]
+                metrics = _regression_metrics(task.y[test], task.x[test, 0])
+                rows.append({"city": city.name, "indicator": indicator, "method": CEILING_METHODS[source],
+                             "split": split, "seed": int(seed), "r2": metrics["r2"], "rmse": metrics["rmse"],
+                             "n_test": int(len(test))})
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 

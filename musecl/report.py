@@ -188,12 +188,9 @@ def improvement(mean: pd.DataFrame, metric: str = "r2", target: str = TARGET,
         t = mean.loc[target, col]
         if values.empty or pd.isna(t):
             continue
-        if HIGHER_IS_BETTER[metric]:
-            best = values.max()
-            out[col] = 100 * (t - best) / abs(best) if best != 0 else np.nan
-        else:
-            best = values.min()
-            out[col] = 100 * (best - t) / best if best != 0 else np.nan
+        higher = HIGHER_IS_BETTER[metric]
+        best = values.max() if higher else values.min()  # an RMSE is >= 0: abs(best) is best
+        out[col] = 100 * ((t - best) if higher else (best - t)) / abs(best) if best != 0 else np.nan
     return out
 
 
@@ -860,9 +857,8 @@ def at_a_glance(results: pd.DataFrame, indicators: Sequence[str], ceilings: pd.D
             continue
         row = {"method": method, "what": group}
         for split in splits:
-            r2 = mine.loc[mine["split"] == split, "r2"].dropna()
-            row[f"R² ({split} split)"] = _format(r2.mean(), r2.std() if len(r2) > 1 else float("nan"), 3) \
-                if len(r2) else ""
+            r2 = mine.loc[mine["split"] == split, "r2"].dropna()  # one seed: no std; none: ""
+            row[f"R² ({split} split)"] = _format(r2.mean(), r2.std(), 3)
         rows.append(row)
     return pd.DataFrame(rows).set_index("method")
 
