@@ -337,11 +337,7 @@ class FusionConfig:
 
 
 def _as_config(config: FusionConfig | dict | None) -> FusionConfig:
-    if config is None:
-        return FusionConfig()
-    if isinstance(config, dict):
-        return FusionConfig(**config)
-    return config
+    return FusionConfig(**config) if isinstance(config, dict) else config or FusionConfig()
 
 
 def _check_table(df: pd.DataFrame, name: str) -> None:
@@ -501,10 +497,8 @@ def _train_fusion(sv: pd.DataFrame, rs: pd.DataFrame, poi: pd.DataFrame, cfg: Fu
             raise ValueError(f"too few regions ({n}) to hold out {n_val} for validation")
         val_idx, train_idx = order[:n_val], order[n_val:]
 
-    def loss_fn(model, batch) -> dict:
-        return _batch_loss(model, *batch, cfg)
-
-    trainer = Trainer(model, loss_fn, optimizer_factory=lambda params: torch.optim.Adam(params, lr=cfg.lr),
+    trainer = Trainer(model, lambda net, batch: _batch_loss(net, *batch, cfg),
+                      optimizer_factory=lambda params: torch.optim.Adam(params, lr=cfg.lr),
                       lr_gamma=1.0, epochs=cfg.epochs, batch_size=cfg.batch_size,
                       min_batch=2 if cfg.loss == "infonce" else 1,  # an InfoNCE batch of one has no negative
                       patience=cfg.patience, seed=cfg.seed, progress=False)
@@ -530,13 +524,11 @@ def fuse(model: "AttentiveFusion | AlignedFusion", sv: pd.DataFrame, rs: pd.Data
     x_sv = torch.from_numpy(_impute(sv, model.sv_mean.cpu().numpy()))
     x_rs = torch.from_numpy(_impute(rs, model.rs_mean.cpu().numpy()))
     e_image, beta = model(x_sv, x_rs, torch.from_numpy(_present(sv, rs)))
-    index = sv.index.copy()
-    index.name = REGION_ID
+    index = sv.index.rename(REGION_ID)
     embedding = pd.DataFrame(e_image.numpy(), index=index,
                              columns=[f"image_{k}" for k in range(e_image.shape[1])])
     weights = pd.DataFrame(beta.numpy(), index=index.copy(), columns=list(MODALITY_NAMES))
     return embedding, weights
-
 
 
 # ------------------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ import platform
 import random
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -442,8 +442,7 @@ class Trainer:
     def _autocast(self):
         if self.amp_dtype is None:  # entering a disabled autocast costs more than a small model's step
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                              enabled=self.amp_dtype is not None)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -613,9 +612,7 @@ class Trainer:
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.history = list(ckpt["history"])
-        return _State(epoch=int(ckpt["epoch"]), best_val=float(ckpt["best_val"]), best_epoch=int(ckpt["best_epoch"]),
-                      best_state=ckpt["best_state"], bad_epochs=int(ckpt["bad_epochs"]),
-                      stopped_early=bool(ckpt["stopped_early"]))
+        return _State(**{f.name: ckpt[f.name] for f in fields(_State)})  # saved by _write_checkpoint
 
     # -- the loop ----------------------------------------------------------------------
 
