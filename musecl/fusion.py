@@ -53,9 +53,9 @@ from torch import nn
 from musecl.city import REGION_ID
 from musecl.encoders.heads import FeatureHead, feature_matrix, triplet_features
 from musecl.encoders.image import ImageEncoder, ImageStore, TripletImageDataset, TripletObjective, embed_regions
-from musecl.io import CONFIG_JSON, WEIGHTS_PT, atomic_save_json, atomic_write, n_of_regions, read_saved_config
+from musecl.io import CONFIG_JSON, WEIGHTS_PT, n_of_regions, read_saved_config
 from musecl.tables import impute_column_means
-from musecl.training import TIMING_COLUMNS, Trainer, one_torch_thread, resolve_device
+from musecl.training import TIMING_COLUMNS, Trainer, one_torch_thread, resolve_device, save_weights
 
 MODALITY_NAMES = ("sv", "rs")
 DESIGNS = ("aligned", "paper")
@@ -141,11 +141,7 @@ class AttentiveFusion(nn.Module):
 
     def save(self, directory: str | Path) -> Path:
         """Write ``weights.pt`` (a state dict) and ``config.json``."""
-        directory = Path(directory)
-        with atomic_write(directory / WEIGHTS_PT, "wb") as handle:
-            torch.save(self.state_dict(), handle)
-        atomic_save_json(directory / CONFIG_JSON, {"class": type(self).__name__, **self.config()})
-        return directory
+        return save_weights(directory, self.state_dict(), {"class": type(self).__name__, **self.config()})
 
     @classmethod
     def load(cls, directory: str | Path) -> "AttentiveFusion":

@@ -54,7 +54,7 @@ import torch
 from torch import nn
 from tqdm import tqdm as text_tqdm
 
-from musecl.io import atomic_write
+from musecl.io import CONFIG_JSON, WEIGHTS_PT, atomic_save_json, atomic_write
 
 
 class DeviceUnavailableError(RuntimeError):
@@ -340,6 +340,15 @@ def load_checkpoint(path: str | Path) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def save_weights(directory: str | Path, state: dict, config: dict) -> Path:
+    """Write a model's folder: ``weights.pt`` (its state dict) and ``config.json``, each atomically."""
+    directory = Path(directory)
+    with atomic_write(directory / WEIGHTS_PT, "wb") as handle:
+        torch.save(state, handle)
+    atomic_save_json(directory / CONFIG_JSON, config)
+    return directory
 
 
 def _move_aside(path: Path) -> Path:

