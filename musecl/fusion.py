@@ -473,9 +473,8 @@ def _train_fusion(sv: pd.DataFrame, rs: pd.DataFrame, poi: pd.DataFrame, cfg: Fu
     usable = np.isfinite(y).all(axis=1) & (np.abs(y).sum(axis=1) > 0)
     if not usable.all():
         n_out = int((~usable).sum())
-        has, are = ("has", "is") if n_out == 1 else ("have", "are")
-        warnings.warn(f"poi: {n_out} of {len(y)} regions {has} a zero or missing POI vector and {are} "
-                      "left out of fusion training", stacklevel=2)
+        warnings.warn(f"poi: {n_of_regions(n_out, len(y))} a zero or missing POI vector and "
+                      f"{'is' if n_out == 1 else 'are'} left out of fusion training", stacklevel=2)
     x_sv, x_rs, y, present = (torch.from_numpy(a[usable]) for a in (x_sv, x_rs, y, present))
     n = len(y)
     if n < 2:

@@ -419,10 +419,6 @@ def _backbone(arch: str, random_init: bool) -> nn.Module:
     raise ValueError(f"unknown arch {arch!r}; use one of {ARCHS}")
 
 
-def _clean_keys(state: dict) -> dict:
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
-
-
 def _load_weights_file(encoder: ImageEncoder, path: Path) -> None:
     """Load our own save (a folder or its weights.pt), a trainer checkpoint, or a raw state dict.
 
@@ -441,7 +437,7 @@ def _load_weights_file(encoder: ImageEncoder, path: Path) -> None:
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path} holds no state dict (a mapping of parameter names to tensors)")
-    state = _clean_keys(state)
+    state = {k.removeprefix("module."): v for k, v in state.items()}  # saved from DataParallel or DDP
     if state and all(k.startswith("net.") for k in state):
         encoder.load_state_dict(state)
         return
