@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from musecl.city import validate_city
+    from musecl.city import load_city, validate_city
 
     problems = validate_city(args.city)
     if problems:
@@ -20,8 +20,6 @@ def _validate(args: argparse.Namespace) -> int:
         for p in problems:
             print(f"  - {p}", file=sys.stderr)
         return 1
-    from musecl.city import load_city
-
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         city = load_city(args.city)

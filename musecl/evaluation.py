@@ -78,8 +78,7 @@ def random_split(n: int, seed: int, fractions: Sequence[float] = DEFAULT_FRACTIO
         raise ValueError(f"need at least 3 items to split into train, val and test; got {n}")
     order = np.random.default_rng(seed).permutation(n)
     n_train = int(round(f[0] * n))
-    n_val = int(round(f[1] * n))
-    n_val = min(n_val, n - n_train)
+    n_val = min(int(round(f[1] * n)), n - n_train)
     if f[2] > 0 and n - n_train - n_val < 2:
         short = 2 - (n - n_train - n_val)
         from_val = min(short, max(n_val - 1, 0))
@@ -163,12 +162,10 @@ def correlation_by_distance(city: City, indicators: Sequence[str] | None = None,
     reach = float(max_distance_m) if max_distance_m else max(min(extent / 3, 30 * spacing), 2 * spacing)
     rng = np.random.default_rng(seed)
     anchors = rng.choice(len(xy), size=min(int(n_anchors), len(xy)), replace=False)
-    i_list, j_list = [], []
-    for a, neighbours in zip(anchors, tree.query_ball_point(xy[anchors], reach)):
-        neighbours = np.asarray([b for b in neighbours if b != a], dtype=np.int64)
-        i_list.append(np.full(len(neighbours), a))
-        j_list.append(neighbours)
-    i, j = np.concatenate(i_list), np.concatenate(j_list)
+    neighbours = tree.query_ball_point(xy[anchors], reach)
+    i = np.repeat(anchors, [len(b) for b in neighbours])
+    j = np.concatenate(neighbours).astype(np.int64)
+    i, j = i[i != j], j[i != j]  # an anchor is no pair with itself
     distance = np.hypot(*(xy[i] - xy[j]).T)
     edges = (np.arange(1, int(np.ceil(reach / spacing)) + 1) + 0.5) * spacing  # k-th ring of neighbours in bin k
     which = np.searchsorted(edges, distance, side="left")
@@ -270,11 +267,9 @@ class MLPProbe:
         self.x_mean_, self.x_std_ = column_scale(x_train)
         self.y_mean_, self.y_std_ = float(y_train.mean()), float(y_train.std() or 1.0)
         xt, yt = self._x(x_train), self._y(y_train)
-        has_val = x_val is not None and y_val is not None and len(x_val) > 0
-        xv = yv = None
-        if has_val:
-            xv = self._x(np.asarray(x_val, np.float64))
-            yv = self._y(np.asarray(y_val, np.float64).reshape(-1))
+        val = None
+        if x_val is not None and y_val is not None and len(x_val) > 0:
+            val = self._x(np.asarray(x_val, np.float64)), self._y(np.asarray(y_val, np.float64).reshape(-1))
         cfg = self.config
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
@@ -283,10 +278,10 @@ class MLPProbe:
         trainer = Trainer(self.model, _mse_loss, epochs=cfg.max_epochs, batch_size=cfg.batch_size,
                           optimizer_factory=lambda params: torch.optim.Adam(
                               params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True),
-                          lr_gamma=1.0, patience=cfg.patience if has_val else None, seed=self.seed,
-                          val_batch_size=len(xv) if has_val else None, progress=False)
+                          lr_gamma=1.0, patience=cfg.patience if val else None, seed=self.seed,
+                          val_batch_size=len(val[0]) if val else None, progress=False)
         with torch.random.fork_rng(devices=[]), one_torch_thread():
-            rows = trainer.fit((xt, yt), (xv, yv) if has_val else None)
+            rows = trainer.fit((xt, yt), val)
         self.model.eval()
         self.history_ = pd.DataFrame(rows)
         return self
@@ -650,13 +645,12 @@ def evaluate_ceilings(city: City, indicators: Sequence[str] | None = None, seeds
             if indicator not in predictions.columns:
                 continue
             task = _prepare(predictions[[indicator]], city, indicator)
-            for split in splits:
-                for seed in seeds:
-                    test = _split(task, split, int(seed), fractions, bs)[2]
-                    metrics = _regression_metrics(task.y[test], task.x[test, 0])
-                    rows.append({"city": city.name, "indicator": indicator, "method": CEILING_METHODS[source],
-                                 "split": split, "seed": int(seed), "r2": metrics["r2"],
-                                 "rmse": metrics["rmse"], "n_test": int(len(test))})
+            for split, seed in itertools.product(splits, seeds):
+                test = _split(task, split, int(seed), fractions, bs)[2]
+                metrics = _regression_metrics(task.y[test], task.x[test, 0])
+                rows.append({"city": city.name, "indicator": indicator, "method": CEILING_METHODS[source],
+                             "split": split, "seed": int(seed), "r2": metrics["r2"], "rmse": metrics["rmse"],
+                             "n_test": int(len(test))})
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 
@@ -737,15 +731,6 @@ BENCHMARK_ALPHA = 1.0
 BENCHMARK_FOLDS = 5
 
 
-def _as_matrix(embedding) -> np.ndarray:
-    x = embedding.to_numpy(dtype=np.float64) if isinstance(embedding, pd.DataFrame) else \
-        np.asarray(embedding, dtype=np.float64)
-    if x.ndim != 2 or not np.isfinite(x).all():
-        raise ValueError(f"embedding must be a finite 2-D array (regions x dims); got shape {x.shape}"
-                         + ("" if x.ndim != 2 else " with NaN or inf values"))
-    return x
-
-
 def _aligned(embedding, target) -> tuple[np.ndarray, np.ndarray]:
     """Embedding rows and targets matched by region_id when both are pandas, else by position."""
     if isinstance(embedding, pd.DataFrame) and isinstance(target, pd.Series):
@@ -754,7 +739,10 @@ def _aligned(embedding, target) -> tuple[np.ndarray, np.ndarray]:
             raise ValueError(f"the embedding lacks {len(missing)} region(s) of the target, e.g. "
                              f"{list(missing[:5])}")
         embedding = embedding.loc[target.index]
-    x, y = _as_matrix(embedding), np.asarray(target, dtype=np.float64).reshape(-1)
+    x, y = np.asarray(embedding, dtype=np.float64), np.asarray(target, dtype=np.float64).reshape(-1)
+    if x.ndim != 2 or not np.isfinite(x).all():
+        raise ValueError(f"embedding must be a finite 2-D array (regions x dims); got shape {x.shape}"
+                         + ("" if x.ndim != 2 else " with NaN or inf values"))
     if len(x) != len(y):
         raise ValueError(f"{len(x)} embedding rows but {len(y)} target values")
     if not np.isfinite(y).all():
@@ -792,14 +780,10 @@ def ridge_fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarr
     suite checks it against scikit-learn; it is ~6x faster on these small matrices."""
     x_mean, y_mean = x_train.mean(axis=0), y_train.mean()
     xc = x_train - x_mean
-    if xc.shape[0] < xc.shape[1]:
-        gram = xc @ xc.T
-        gram[np.diag_indices_from(gram)] += float(alpha)
-        w = xc.T @ np.linalg.solve(gram, y_train - y_mean)
-    else:
-        gram = xc.T @ xc
-        gram[np.diag_indices_from(gram)] += float(alpha)
-        w = np.linalg.solve(gram, xc.T @ (y_train - y_mean))
+    dual = xc.shape[0] < xc.shape[1]
+    gram = xc @ xc.T if dual else xc.T @ xc
+    gram[np.diag_indices_from(gram)] += float(alpha)
+    w = xc.T @ np.linalg.solve(gram, y_train - y_mean) if dual else np.linalg.solve(gram, xc.T @ (y_train - y_mean))
     return (x_test - x_mean) @ w + y_mean
 
 
@@ -825,11 +809,7 @@ def ridge_kfold_predictions(embedding, target,
     """:func:`kfold_predictions` with the published probe: ``Ridge(alpha)`` on
     the embedding as it is (no standardisation; :func:`ridge_fit_predict`)."""
     x, y = _aligned(embedding, target)
-
-    def ridge(x_train, y_train, x_test):
-        return ridge_fit_predict(x_train, y_train, x_test, alpha)
-
-    return kfold_predictions(x, y, ridge, folds)
+    return kfold_predictions(x, y, functools.partial(ridge_fit_predict, alpha=alpha), folds)
 
 
 def ridge_kfold_scores(embedding, target, alpha: float = BENCHMARK_ALPHA,

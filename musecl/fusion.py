@@ -53,9 +53,9 @@ from torch import nn
 from musecl.city import REGION_ID
 from musecl.encoders.heads import FeatureHead, feature_matrix, triplet_features
 from musecl.encoders.image import ImageEncoder, ImageStore, TripletImageDataset, TripletObjective, embed_regions
-from musecl.io import CONFIG_JSON, WEIGHTS_PT, atomic_save_json, atomic_write, n_of_regions, read_saved_config
+from musecl.io import CONFIG_JSON, WEIGHTS_PT, n_of_regions, read_saved_config
 from musecl.tables import impute_column_means
-from musecl.training import TIMING_COLUMNS, Trainer, one_torch_thread, resolve_device
+from musecl.training import TIMING_COLUMNS, Trainer, one_torch_thread, resolve_device, save_weights
 
 MODALITY_NAMES = ("sv", "rs")
 DESIGNS = ("aligned", "paper")
@@ -141,11 +141,7 @@ class AttentiveFusion(nn.Module):
 
     def save(self, directory: str | Path) -> Path:
         """Write ``weights.pt`` (a state dict) and ``config.json``."""
-        directory = Path(directory)
-        with atomic_write(directory / WEIGHTS_PT, "wb") as handle:
-            torch.save(self.state_dict(), handle)
-        atomic_save_json(directory / CONFIG_JSON, {"class": type(self).__name__, **self.config()})
-        return directory
+        return save_weights(directory, self.state_dict(), {"class": type(self).__name__, **self.config()})
 
     @classmethod
     def load(cls, directory: str | Path) -> "AttentiveFusion":
@@ -337,11 +333,7 @@ class FusionConfig:
 
 
 def _as_config(config: FusionConfig | dict | None) -> FusionConfig:
-    if config is None:
-        return FusionConfig()
-    if isinstance(config, dict):
-        return FusionConfig(**config)
-    return config
+    return FusionConfig(**config) if isinstance(config, dict) else config or FusionConfig()
 
 
 def _check_table(df: pd.DataFrame, name: str) -> None:
@@ -481,9 +473,8 @@ def _train_fusion(sv: pd.DataFrame, rs: pd.DataFrame, poi: pd.DataFrame, cfg: Fu
     usable = np.isfinite(y).all(axis=1) & (np.abs(y).sum(axis=1) > 0)
     if not usable.all():
         n_out = int((~usable).sum())
-        has, are = ("has", "is") if n_out == 1 else ("have", "are")
-        warnings.warn(f"poi: {n_out} of {len(y)} regions {has} a zero or missing POI vector and {are} "
-                      "left out of fusion training", stacklevel=2)
+        warnings.warn(f"poi: {n_of_regions(n_out, len(y))} a zero or missing POI vector and "
+                      f"{'is' if n_out == 1 else 'are'} left out of fusion training", stacklevel=2)
     x_sv, x_rs, y, present = (torch.from_numpy(a[usable]) for a in (x_sv, x_rs, y, present))
     n = len(y)
     if n < 2:
@@ -501,10 +492,8 @@ def _train_fusion(sv: pd.DataFrame, rs: pd.DataFrame, poi: pd.DataFrame, cfg: Fu
             raise ValueError(f"too few regions ({n}) to hold out {n_val} for validation")
         val_idx, train_idx = order[:n_val], order[n_val:]
 
-    def loss_fn(model, batch) -> dict:
-        return _batch_loss(model, *batch, cfg)
-
-    trainer = Trainer(model, loss_fn, optimizer_factory=lambda params: torch.optim.Adam(params, lr=cfg.lr),
+    trainer = Trainer(model, lambda net, batch: _batch_loss(net, *batch, cfg),
+                      optimizer_factory=lambda params: torch.optim.Adam(params, lr=cfg.lr),
                       lr_gamma=1.0, epochs=cfg.epochs, batch_size=cfg.batch_size,
                       min_batch=2 if cfg.loss == "infonce" else 1,  # an InfoNCE batch of one has no negative
                       patience=cfg.patience, seed=cfg.seed, progress=False)
@@ -530,13 +519,11 @@ def fuse(model: "AttentiveFusion | AlignedFusion", sv: pd.DataFrame, rs: pd.Data
     x_sv = torch.from_numpy(_impute(sv, model.sv_mean.cpu().numpy()))
     x_rs = torch.from_numpy(_impute(rs, model.rs_mean.cpu().numpy()))
     e_image, beta = model(x_sv, x_rs, torch.from_numpy(_present(sv, rs)))
-    index = sv.index.copy()
-    index.name = REGION_ID
+    index = sv.index.rename(REGION_ID)
     embedding = pd.DataFrame(e_image.numpy(), index=index,
                              columns=[f"image_{k}" for k in range(e_image.shape[1])])
     weights = pd.DataFrame(beta.numpy(), index=index.copy(), columns=list(MODALITY_NAMES))
     return embedding, weights
-
 
 
 # ------------------------------------------------------------------------------------------

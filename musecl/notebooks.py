@@ -727,8 +727,7 @@ def write_placeholder(source: Path, path: Path) -> Path:
             f"`musecl book` executes it; `jupyter lab {BOOK_DIR}/{source.name}` opens it as a notebook.\n```")
     page = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"{title}\n\n{note}")])
     page.metadata[METADATA_KEY] = {"source": source.name, "complete": False, "placeholder": True}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as handle:
+    with atomic_write(path) as handle:  # makes the folder
         nbformat.write(page, handle)
     return path
 
@@ -769,8 +768,7 @@ def stage_site(repo_root: Path, executed_dir: Path, site_dir: Path) -> Path:
     notebooks, the executed notebook of each chapter, and ``musecl/*.py`` so that a chapter's
     ``literalinclude`` of ``../musecl/<module>.py`` resolves as it does in the repository.
     """
-    repo_root, executed_dir = Path(repo_root).resolve(), Path(executed_dir).resolve()
-    site_dir = Path(site_dir).resolve()
+    repo_root, executed_dir, site_dir = (Path(p).resolve() for p in (repo_root, executed_dir, site_dir))
     for name in (CONFIG_YML, TOC_YML):
         if not (repo_root / name).is_file():
             raise BookBuildError(f"{repo_root / name} is missing")
@@ -809,12 +807,10 @@ def build_book(site_dir: Path, strict: bool = False) -> Path:
     """
     site_dir = Path(site_dir).resolve()
     # jupyter_book has no ``__main__``; calling its CLI function keeps this interpreter's venv
-    cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()",
-           "build", str(site_dir)]
+    cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(site_dir)]
     if strict:
         cmd += ["-W", "-n", "--keep-going"]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    done = subprocess.run(cmd, env=env)
+    done = subprocess.run(cmd, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     if done.returncode != 0:
         raise BookBuildError(f"jupyter-book build {site_dir} failed (exit {done.returncode}); "
                              "the messages above name the page")
@@ -830,9 +826,7 @@ def build_book(site_dir: Path, strict: bool = False) -> Path:
 
 def load_params_file(path: str | Path | None) -> dict:
     """A YAML mapping of chapter parameters (``params/*.yaml``); ``None`` gives ``{}``."""
-    if path is None:
-        return {}
-    data = load_yaml(path)  # a key given twice is an error naming it, not a silent overwrite
+    data = None if path is None else load_yaml(path)  # a key given twice: an error naming it, not a silent overwrite
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -121,18 +121,13 @@ def label_points(ax, xy: np.ndarray, labels: Sequence[str], fontsize: float = 7,
     placed, texts = [], []
     for i, ((x, y), label) in enumerate(zip(xy, labels)):
         others = placed + dots[:i] + dots[i + 1:]
-        for dx, dy, ha, va in _LABEL_SIDES:
+        for k, (dx, dy, ha, va) in enumerate(_LABEL_SIDES + _LABEL_SIDES[:1]):  # no free side: the first
             text = ax.annotate(str(label), (x, y), xytext=(dx, dy), textcoords="offset points",
                                fontsize=fontsize, ha=ha, va=va)
             box = text.get_window_extent(renderer)
-            if not any(box.overlaps(other) for other in others):
+            if k == len(_LABEL_SIDES) or not any(box.overlaps(other) for other in others):
                 break
             text.remove()
-        else:
-            dx, dy, ha, va = _LABEL_SIDES[0]
-            text = ax.annotate(str(label), (x, y), xytext=(dx, dy), textcoords="offset points",
-                               fontsize=fontsize, ha=ha, va=va)
-            box = text.get_window_extent(renderer)
         placed.append(box)
         texts.append(text)
     return texts
@@ -190,11 +185,10 @@ def plot_inflow_outflow(city: City, ax=None, values: pd.Series | None = None, la
     coloured by ``values`` if given; the dotted line is inflow = outflow."""
     ax = ax or plt.subplots(figsize=(5, 4.5))[1]
     x, y = 1 + city.mobility[INFLOW].to_numpy(float), 1 + city.mobility[OUTFLOW].to_numpy(float)
-    c = values.reindex(city.region_ids) if isinstance(values, pd.Series) else values
-    c = None if c is None else np.asarray(c, dtype=float)
-    if c is None:
+    if values is None:
         ax.scatter(x, y, s=9, alpha=0.7, color="tab:blue")
     else:
+        c = np.asarray(values.reindex(city.region_ids) if isinstance(values, pd.Series) else values, dtype=float)
         plt.colorbar(ax.scatter(x, y, c=c, s=9, alpha=0.7, cmap="viridis"), ax=ax, shrink=0.8, label=label)
     lo, hi = min(x.min(), y.min()), max(x.max(), y.max())
     ax.plot([lo, hi], [lo, hi], ls=":", color="k", lw=1)
@@ -268,9 +262,8 @@ def plot_history(history: pd.DataFrame, parts: Sequence[str] = ("loss",), axes=N
         raise ValueError(f"plot_history: history has no column(s) {[f'train_{p}' for p in missing]}; "
                          f"it has {list(history.columns)}")
     if axes is None:
-        fig, axes = plt.subplots(1, len(parts), figsize=(size * len(parts), size * 0.8), squeeze=False)
-        axes = axes.ravel()
-    axes = np.atleast_1d(axes)
+        axes = plt.subplots(1, len(parts), figsize=(size * len(parts), size * 0.8), squeeze=False)[1]
+    axes = np.ravel(axes)
     if len(axes) < len(parts):
         raise ValueError(f"plot_history: {len(parts)} parts but {len(axes)} axes")
     for ax, part in zip(axes, parts):

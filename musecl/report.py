@@ -138,10 +138,17 @@ def results_table(results: pd.DataFrame, metric: str = "r2", split: str = "rando
     means and deviations. A single seed shows the mean alone. ``mean_of``: see numeric_tables.
     """
     mean, std = numeric_tables(results, metric, split, methods_order, indicators, city, mean_of)
-    if numeric:
-        return mean
+    return mean if numeric else _as_text(mean, std, digits)
+
+
+def _as_text(mean: pd.DataFrame, std: pd.DataFrame, digits: int, metric: str | None = None,
+             target: str = TARGET, baselines: Sequence[str] | None = None) -> pd.DataFrame:
+    """:func:`numeric_tables` as "mean ± std" text; with ``metric``, plus the row of :func:`improvement`
+    (in %) where it has a number."""
     text = pd.DataFrame([[_format(m, s, digits) for m, s in zip(mean.loc[i], std.loc[i])] for i in mean.index],
                         index=mean.index.copy(), columns=mean.columns.copy())
+    if metric is not None and (gain := improvement(mean, metric, target, baselines)).notna().any():
+        text.loc[IMPROVEMENT_ROW] = [f"{g:.2f}%" if pd.notna(g) else "" for g in gain]
     return text
 
 
@@ -181,12 +188,9 @@ def improvement(mean: pd.DataFrame, metric: str = "r2", target: str = TARGET,
         t = mean.loc[target, col]
         if values.empty or pd.isna(t):
             continue
-        if HIGHER_IS_BETTER[metric]:
-            best = values.max()
-            out[col] = 100 * (t - best) / abs(best) if best != 0 else np.nan
-        else:
-            best = values.min()
-            out[col] = 100 * (best - t) / best if best != 0 else np.nan
+        higher = HIGHER_IS_BETTER[metric]
+        best = values.max() if higher else values.min()  # an RMSE is >= 0: abs(best) is best
+        out[col] = 100 * ((t - best) if higher else (best - t)) / abs(best) if best != 0 else np.nan
     return out
 
 
@@ -231,11 +235,8 @@ def styled_table(results: pd.DataFrame, metric: str = "r2", split: str = "random
     if fmt not in FORMATS:
         raise ValueError(f"fmt {fmt!r} is not one of {FORMATS}")
     mean, std = numeric_tables(results, metric, split, methods_order, indicators, city, mean_of)
-    text = results_table(results, metric, split, methods_order, indicators, city, digits, mean_of=mean_of)
+    text = _as_text(mean, std, digits, metric, target, baselines)
     marks = rank_marks(mean, metric)
-    gain = improvement(mean, metric, target, baselines)
-    if gain.notna().any():
-        text.loc[IMPROVEMENT_ROW] = [f"{g:.2f}%" if pd.notna(g) else "" for g in gain]
     if ceilings is not None and len(ceilings) and (ceilings["split"] == split).any():
         cols = [c for c in text.columns if c != HEADLINE]
         ceiling_text = results_table(ceilings, metric, split, indicators=cols, city=city, digits=digits,
@@ -330,13 +331,10 @@ def winners(results: pd.DataFrame, split: str = "random", metric: str = "r2",
     for (city, indicator), g in means.groupby(["city", "indicator"], sort=False):
         g = g.sort_values("mean", ascending=not HIGHER_IS_BETTER[metric], kind="stable")
         best = g.iloc[0]
-        second = g.iloc[1] if len(g) > 1 else None
+        second = g.iloc[1] if len(g) > 1 else {"method": None, "mean": np.nan}
         rows.append({"city": city, "indicator": indicator, "best": best["method"], "best_mean": best["mean"],
-                     "best_std": best["std"],
-                     "runner_up": second["method"] if second is not None else None,
-                     "runner_up_mean": second["mean"] if second is not None else np.nan,
-                     "margin": abs(best["mean"] - second["mean"]) if second is not None else np.nan,
-                     "n_methods": len(g)})
+                     "best_std": best["std"], "runner_up": second["method"], "runner_up_mean": second["mean"],
+                     "margin": abs(best["mean"] - second["mean"]), "n_methods": len(g)})
     return pd.DataFrame(rows)
 
 
@@ -779,12 +777,11 @@ def history_table(history: pd.DataFrame, best_epoch: int | None = None, rows: in
                "images_per_s": "images/s", "seconds": "s"}
     table = (history.iloc[keep].set_index("epoch")[[c for c in columns if c in history]]
              .rename(columns=columns))
-    formats = {name: "{:.3f}" for name in table.columns}
-    formats.update({"lr": "{:.1e}", "active (train)": "{:.0%}", "active (val)": "{:.0%}",
-                    "images/s": "{:,.0f}", "s": "{:.2f}"})
+    formats = {"lr": "{:.1e}", "active (train)": "{:.0%}", "active (val)": "{:.0%}", "images/s": "{:,.0f}",
+               "s": "{:.2f}"}  # the losses: "{:.3f}"
     best = f"; best validation epoch: {best_epoch}" if best_epoch is not None else ""
     split = ("; triplet: the loss without its reconstruction term" if "train_triplet" in history else "")
-    return table.style.format({k: v for k, v in formats.items() if k in table.columns}).set_caption(
+    return table.style.format({name: formats.get(name, "{:.3f}") for name in table.columns}).set_caption(
         f"Training history, {len(table)} of {len(history)} epochs{best}{split}; active: triplets "
         "still inside the margin")
 
@@ -812,16 +809,12 @@ def write_tables(results: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     for split in dict.fromkeys(results["split"]):
         for city in cities:
             prefix = f"{_slug(city)}_" if len(cities) > 1 else ""
-            if not ((results["city"] == city) & (results["split"] == split)).any():
+            rows = results[(results["city"] == city) & (results["split"] == split)]
+            if rows.empty:
                 continue
             for metric, name in (("r2", "table1"), ("rmse", "table1_rmse")):
-                mean, _ = numeric_tables(results, metric, split, city=city)
-                text = results_table(results, metric, split, city=city, digits=4)
-                gain = improvement(mean, metric)
-                if gain.notna().any():
-                    text.loc[IMPROVEMENT_ROW] = [f"{g:.2f}%" if pd.notna(g) else "" for g in gain]
-                save(text, f"{prefix}{name}_{split}.csv")
-            rows = results[(results["city"] == city) & (results["split"] == split)]
+                mean, std = numeric_tables(results, metric, split, city=city)
+                save(_as_text(mean, std, 4, metric), f"{prefix}{name}_{split}.csv")
             if set(rows["method"]) & (set(ABLATION) - {TARGET}):
                 save(results_table(results, "r2", split, methods_order=ABLATION, city=city, digits=4),
                      f"{prefix}ablation_{split}.csv")
@@ -864,9 +857,8 @@ def at_a_glance(results: pd.DataFrame, indicators: Sequence[str], ceilings: pd.D
             continue
         row = {"method": method, "what": group}
         for split in splits:
-            r2 = mine.loc[mine["split"] == split, "r2"].dropna()
-            row[f"R² ({split} split)"] = _format(r2.mean(), r2.std() if len(r2) > 1 else float("nan"), 3) \
-                if len(r2) else ""
+            r2 = mine.loc[mine["split"] == split, "r2"].dropna()  # one seed: no std; none: ""
+            row[f"R² ({split} split)"] = _format(r2.mean(), r2.std(), 3)
         rows.append(row)
     return pd.DataFrame(rows).set_index("method")
 

@@ -313,11 +313,7 @@ def expand_methods(methods: Sequence[str], city: City | None = None) -> list[str
     everything = ALL_METHODS
     if city is not None and not any(city.has(kind) for kind in IMAGE_KINDS):
         everything = ALL_METHODS + IMAGE_FREE
-    names: list[str] = []
-    for name in methods:
-        for n in (everything if name == "all" else [name]):
-            if n not in names:
-                names.append(n)
+    names = list(dict.fromkeys(n for name in methods for n in (everything if name == "all" else [name])))
     unknown = [n for n in names if n not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; registered: {sorted(METHODS)} (or 'all'); "

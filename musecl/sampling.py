@@ -268,8 +268,7 @@ class TripletSampler:
         else:
             n_valid = np.full(T, k)
         j = np.minimum((rng.random(T) * n_valid).astype(np.int64), n_valid - 1)
-        pos = top_idx[inv, j]
-        pos = _spread_over_identical(X, anchors, pos, k, rng)
+        pos = _spread_over_identical(X, anchors, top_idx[inv, j], k, rng)
         d_pos = _pair_distances(X, anchors, pos)
 
         n_relaxed = 0
@@ -290,8 +289,7 @@ class TripletSampler:
                 warnings.warn(f"{n_relaxed} of {T} negatives could not be drawn "
                               f"{self.negative!r} enough (too many identical feature vectors for "
                               "this M or quantile); they were drawn among regions no more similar "
-                              "than the positive instead",
-                              stacklevel=2)
+                              "than the positive instead", stacklevel=2)
         info = dict(rule=self.rule, negative=self.negative if paper else "uniform",
                     transform=self.transform, n_regions=n, n_positive_candidates=k,
                     n_exclude=m if paper and self.negative == "dissimilar" else None,

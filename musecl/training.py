@@ -45,7 +45,7 @@ import platform
 import random
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -54,7 +54,7 @@ import torch
 from torch import nn
 from tqdm import tqdm as text_tqdm
 
-from musecl.io import atomic_write
+from musecl.io import CONFIG_JSON, WEIGHTS_PT, atomic_save_json, atomic_write
 
 
 class DeviceUnavailableError(RuntimeError):
@@ -342,6 +342,15 @@ def load_checkpoint(path: str | Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def save_weights(directory: str | Path, state: dict, config: dict) -> Path:
+    """Write a model's folder: ``weights.pt`` (its state dict) and ``config.json``, each atomically."""
+    directory = Path(directory)
+    with atomic_write(directory / WEIGHTS_PT, "wb") as handle:
+        torch.save(state, handle)
+    atomic_save_json(directory / CONFIG_JSON, config)
+    return directory
+
+
 def _move_aside(path: Path) -> Path:
     """Rename a damaged checkpoint to ``<name>.corrupt-<time>`` (kept for inspection, never read)."""
     aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -442,8 +451,7 @@ class Trainer:
     def _autocast(self):
         if self.amp_dtype is None:  # entering a disabled autocast costs more than a small model's step
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                              enabled=self.amp_dtype is not None)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -613,9 +621,7 @@ class Trainer:
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.history = list(ckpt["history"])
-        return _State(epoch=int(ckpt["epoch"]), best_val=float(ckpt["best_val"]), best_epoch=int(ckpt["best_epoch"]),
-                      best_state=ckpt["best_state"], bad_epochs=int(ckpt["bad_epochs"]),
-                      stopped_early=bool(ckpt["stopped_early"]))
+        return _State(**{f.name: ckpt[f.name] for f in fields(_State)})  # saved by _write_checkpoint
 
     # -- the loop ----------------------------------------------------------------------
 

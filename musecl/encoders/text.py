@@ -268,12 +268,10 @@ class PoiTextEncoder:
         if pooling not in TEXT_POOLINGS:
             raise ValueError(f"pooling must be one of {TEXT_POOLINGS} (mean: the paper's eq. 7); "
                              f"got {pooling!r}")
-        ids = city.region_ids
-        pois = city.pois
-        tokens = pois[CATEGORY].map(category_token)
-        codes = tokens.map(self._index)
+        ids, pois = city.region_ids, city.pois
+        codes = pois[CATEGORY].map(category_token).map(self._index)
         known = codes.notna().to_numpy() & pois[REGION_ID].isin(ids).to_numpy()
-        n_unknown = int((~codes.notna()).sum())
+        n_unknown = int(codes.isna().sum())
         if n_unknown:
             warnings.warn(f"{city.name}: {n_unknown} POIs have a category not in the vocabulary "
                           "and are left out of eq. 7", stacklevel=2)
@@ -291,10 +289,8 @@ class PoiTextEncoder:
         out = total / np.maximum(count, 1.0)[:, None]
         if pooling == "log-scaled":
             out *= np.log1p(count)[:, None]
-        frame = pd.DataFrame(out.astype(np.float32), index=ids.copy(),
-                             columns=[f"poi_{k}" for k in range(d)])
-        frame.index.name = REGION_ID
-        return frame
+        return pd.DataFrame(out.astype(np.float32), index=ids.rename(REGION_ID),
+                            columns=[f"poi_{k}" for k in range(d)])
 
     def fit_transform(self, city: City) -> pd.DataFrame:
         return self.fit(city).transform(city)

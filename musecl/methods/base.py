@@ -57,6 +57,7 @@ class RegionEmbedder:
     needs: tuple[str, ...] = ()  # inputs (INPUTS keys) the method cannot run without
     needs_any: tuple = ()  # of these inputs (or tuples of inputs), the city must have at least one
     cost = 0  # rough rank of fit time on the CPU (higher: longer): parallel runs start the longest first
+    _fitted_attribute: str  # what fit and load set, so _check_fitted can tell a fitted method
 
     def __init__(self, config: RunConfig | None = None, cache_dir: str | Path | None = None,
                  progress: bool = True):
@@ -82,6 +83,14 @@ class RegionEmbedder:
     def transform(self, city: City) -> pd.DataFrame:
         raise NotImplementedError
 
+    def _check_fitted(self, city: City | None = None) -> None:
+        """Refuse to serve a method that is not fitted, or (``city``) a city it was not fitted on."""
+        if not hasattr(self, self._fitted_attribute):
+            raise RuntimeError(f"{self.name} is not fitted: call fit(city) or {type(self).__name__}.load(folder)")
+        if city is not None and city_fingerprint(city) != self.fitted_on:
+            raise ValueError(f"{self.name} was fitted on other data than {city.name!r}; its embeddings are "
+                             "transductive (one per training region): fit it on this city")
+
     def fit_transform(self, city: City) -> pd.DataFrame:
         return self.fit(city).transform(city)
 
@@ -101,6 +110,7 @@ class TableMethod(RegionEmbedder):
     """
 
     probe: str | None = None
+    _fitted_attribute = "table_"
 
     def _compute(self, city: City) -> pd.DataFrame:
         raise NotImplementedError
@@ -122,15 +132,8 @@ class TableMethod(RegionEmbedder):
         self.fitted_on = city_fingerprint(city)
         return self
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "table_"):
-            raise RuntimeError(f"{self.name} is not fitted: call fit(city) or {type(self).__name__}.load(folder)")
-
     def transform(self, city: City) -> pd.DataFrame:
-        self._check_fitted()
-        if city_fingerprint(city) != self.fitted_on:
-            raise ValueError(f"{self.name} was fitted on other data than {city.name!r}; its embeddings "
-                             "are transductive (one per training region): fit it on this city")
+        self._check_fitted(city)
         return self.table_.reindex(city.region_ids).copy()
 
     def save(self, directory: str | Path) -> Path:
@@ -162,6 +165,7 @@ class StagedMethod(RegionEmbedder):
 
     STAGES: tuple[str, ...] = ()
     RESTORED: tuple[str, ...] = ()  # keys of _extra_config that load sets back (the rest are for readers)
+    _fitted_attribute = "stage_dirs"
 
     def fit_stages(self, city: City) -> dict[str, Path]:
         raise NotImplementedError
@@ -171,13 +175,6 @@ class StagedMethod(RegionEmbedder):
         self.stage_dirs = self.fit_stages(city)
         self.fitted_on = city_fingerprint(city)
         return self
-
-    def _check_fitted(self, city: City | None = None) -> None:
-        if not hasattr(self, "stage_dirs"):
-            raise RuntimeError(f"{self.name} is not fitted: call fit(city) or {type(self).__name__}.load(folder)")
-        if city is not None and city_fingerprint(city) != self.fitted_on:
-            raise ValueError(f"{self.name} was fitted on other data than {city.name!r}; its embeddings are "
-                             "transductive (one per training region): fit it on this city")
 
     def stage_table(self, stage: str, table: str = EMBEDDINGS_CSV) -> pd.DataFrame:
         """A stage's table as stored (NaN rows for regions without such images), e.g.

@@ -180,10 +180,8 @@ class StageBaseline(StagedMethod):
         for stage in self.STAGES:
             table = self.stage_table(stage).reindex(city.region_ids)
             self.n_imputed[stage] = int(table.isna().all(axis=1).sum())
-            block = impute_column_means(table, self.WHAT.get(stage, stage))
-            blocks.append(block)
-        return pd.DataFrame(np.hstack([b.to_numpy() for b in blocks]), index=blocks[0].index,
-                            columns=[c for b in blocks for c in b.columns])
+            blocks.append(impute_column_means(table, self.WHAT.get(stage, stage)))
+        return pd.concat(blocks, axis=1)
 
     def _extra_config(self) -> dict:
         return {"weights_source": self.weights_source}  # for the reader of config.json; load recomputes it

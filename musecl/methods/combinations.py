@@ -64,9 +64,7 @@ SVRV_TARGET = "own-images"  # the text-free fusion target, named in the cache ke
 
 
 def _renamed(table: pd.DataFrame, prefix: str) -> pd.DataFrame:
-    out = table.copy()
-    out.columns = [f"{prefix}_{k}" for k in range(table.shape[1])]
-    return out
+    return table.set_axis([f"{prefix}_{k}" for k in range(table.shape[1])], axis=1)
 
 
 def stage_embeddings(city: City, cfg: RunConfig, cache, kind: str, progress: bool = True) -> pd.DataFrame:
@@ -74,10 +72,8 @@ def stage_embeddings(city: City, cfg: RunConfig, cache, kind: str, progress: boo
 
     Image embeddings come back with NaN rows imputed by the column mean; columns ``<kind>_k``.
     """
-    if kind == "sv":
-        folder = image_stage(city, cfg, STREETVIEW, cache, progress)
-    elif kind == "rs":
-        folder = image_stage(city, cfg, SATELLITE, cache, progress)
+    if kind in ("sv", "rs"):
+        folder = image_stage(city, cfg, {"sv": STREETVIEW, "rs": SATELLITE}[kind], cache, progress)
     elif kind == "poi":
         folder = text_stage(city, cfg, cache)
     else:

@@ -77,18 +77,14 @@ def mobility_view(city: City) -> pd.DataFrame:
     m = np.log1p(od_matrix(city))
     ids = city.region_ids
     cols = [f"out_{r}" for r in ids] + [f"in_{r}" for r in ids]
-    frame = pd.DataFrame(np.hstack([m, m.T]), index=ids.copy(), columns=cols)
-    frame.index.name = REGION_ID
-    return frame
+    return pd.DataFrame(np.hstack([m, m.T]), index=ids.rename(REGION_ID), columns=cols)
 
 
 def poi_view(city: City) -> pd.DataFrame:
     """Per region: its number of POIs in each category (eq. 3's vector) as ln(1 + count)."""
     counts = city.poi_counts()
-    frame = pd.DataFrame(np.log1p(counts.to_numpy(dtype=float)), index=counts.index.copy(),
-                         columns=[f"log_{c}" for c in counts.columns])
-    frame.index.name = REGION_ID
-    return frame
+    return pd.DataFrame(np.log1p(counts.to_numpy(dtype=float)), index=counts.index.rename(REGION_ID),
+                        columns=[f"log_{c}" for c in counts.columns])
 
 
 # ------------------------------------------------------------------------------------------
@@ -109,10 +105,8 @@ def od_svd(city: City, dim: int) -> pd.DataFrame:
     u, s, vt = np.linalg.svd(m, full_matrices=False)
     root = np.sqrt(s[:k])
     x = np.hstack([u[:, :k] * root, vt[:k].T * root])
-    frame = pd.DataFrame(x, index=city.region_ids.copy(),
-                         columns=[f"out_{j}" for j in range(k)] + [f"in_{j}" for j in range(k)])
-    frame.index.name = REGION_ID
-    return frame
+    return pd.DataFrame(x, index=city.region_ids.rename(REGION_ID),
+                        columns=[f"out_{j}" for j in range(k)] + [f"in_{j}" for j in range(k)])
 
 
 @register("OD SVD")
@@ -238,10 +232,14 @@ def train_view_encoder(view: pd.DataFrame, triplets, cfg: RunConfig, vcfg: Vecto
         history = trainer.fit((x[a], x[p], x[n]))
         model.eval()
         with torch.no_grad():
-            e = model(x).numpy().astype(np.float64)
-    frame = pd.DataFrame(e, index=view.index.copy(), columns=[f"e_{k}" for k in range(e.shape[1])])
-    frame.index.name = REGION_ID
+            frame = _embedding_frame(model(x), view.index)
     return frame, pd.DataFrame(history)
+
+
+def _embedding_frame(e: torch.Tensor, index: pd.Index) -> pd.DataFrame:
+    """A view encoder's output for the regions of ``index``: columns ``e_0``, ``e_1``, ..."""
+    e = e.numpy().astype(np.float64)
+    return pd.DataFrame(e, index=index.rename(REGION_ID), columns=[f"e_{k}" for k in range(e.shape[1])])
 
 
 def procrustes_align(source: pd.DataFrame, target: pd.DataFrame) -> pd.DataFrame:
@@ -259,10 +257,6 @@ def procrustes_align(source: pd.DataFrame, target: pd.DataFrame) -> pd.DataFrame
     scale = float(sv.sum()) / norm if norm > 0 else 1.0
     out = s_c @ rotation * scale + t_x.mean(axis=0)
     return pd.DataFrame(out, index=source.index.copy(), columns=list(source.columns))
-
-
-def _symmetric_info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
-    return 0.5 * (info_nce(a, b, temperature) + info_nce(b, a, temperature))
 
 
 class _JointTriplets:
@@ -298,8 +292,8 @@ class _JointObjective:
         regions = batch["anchors"][self.has_poi[batch["anchors"]]]
         align = torch.zeros(())
         if self.weight > 0 and len(regions) >= 2:
-            align = _symmetric_info_nce(models["mobility"](self.x["mobility"][regions]),
-                                        models["poi"](self.x["poi"][regions]), self.temperature)
+            a, b = models["mobility"](self.x["mobility"][regions]), models["poi"](self.x["poi"][regions])
+            align = 0.5 * (info_nce(a, b, self.temperature) + info_nce(b, a, self.temperature))  # symmetric
         return {"loss": parts["mobility_loss"] + parts["poi_loss"] + self.weight * align, **parts,
                 "align_loss": align}
 
@@ -330,14 +324,8 @@ def train_joint_encoders(views: dict, triplets: dict, cfg: RunConfig, vcfg: Vect
                           seed=cfg.seed, device="cpu", progress=progress)
         history = trainer.fit(_JointTriplets(x, idx))
         models.eval()
-        out = {}
         with torch.no_grad():
-            for k in names:
-                e = models[k](x[k]).numpy().astype(np.float64)
-                frame = pd.DataFrame(e, index=views[k].index.copy(),
-                                     columns=[f"e_{j}" for j in range(e.shape[1])])
-                frame.index.name = REGION_ID
-                out[k] = frame
+            out = {k: _embedding_frame(models[k](x[k]), views[k].index) for k in names}
     return out, pd.DataFrame(history)
 
 
@@ -464,11 +452,7 @@ class VectorMuseCL(TableMethod):
         if vcfg.alignment == "procrustes":  # the POI view's axes matched to the mobility view's
             self.views_["poi_unaligned"] = self.views_["poi"]
             self.views_["poi"] = procrustes_align(self.views_["poi"], self.views_["mobility"])
-        if shared is not None:
-            self.text_ = shared.text_
-        else:
-            text = PoiTextEncoder(text_settings(cfg))
-            self.text_ = text.fit_transform(city)
+        self.text_ = shared.text_ if shared is not None else PoiTextEncoder(text_settings(cfg)).fit_transform(city)
         poi = self.views_["poi"]
         if vcfg.fused_views == "mobility":  # a view no region has: the fusion leaves it out
             poi = pd.DataFrame(np.nan, index=poi.index.copy(), columns=poi.columns)
@@ -484,11 +468,7 @@ class VectorMuseCL(TableMethod):
         """``"mobility"``, ``"poi"`` (view encoders), ``"text"`` (eq. 7) or ``"attention"`` (beta)."""
         if not hasattr(self, "views_"):
             raise RuntimeError(f"{self.name} has no stages: call fit(city) first (load reads back the fused table only)")
-        if stage == "text":
-            return self.text_
-        if stage == "attention":
-            return self.attention_
-        return self.views_[stage]
+        return {**self.views_, "text": self.text_, "attention": self.attention_}[stage]
 
 
 def fit_variants(city: City, variants: dict, seed: int, cache_dir, progress: bool = False) -> dict:
