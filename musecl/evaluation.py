@@ -783,7 +783,10 @@ def ridge_fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarr
     dual = xc.shape[0] < xc.shape[1]
     gram = xc @ xc.T if dual else xc.T @ xc
     gram[np.diag_indices_from(gram)] += float(alpha)
-    w = xc.T @ np.linalg.solve(gram, y_train - y_mean) if dual else np.linalg.solve(gram, xc.T @ (y_train - y_mean))
+    if dual:  # fewer training rows than columns: solve in the rows' space
+        w = xc.T @ np.linalg.solve(gram, y_train - y_mean)
+    else:
+        w = np.linalg.solve(gram, xc.T @ (y_train - y_mean))
     return (x_test - x_mean) @ w + y_mean
 
 
