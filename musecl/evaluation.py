@@ -269,7 +269,8 @@ class MLPProbe:
         xt, yt = self._x(x_train), self._y(y_train)
         val = None
         if x_val is not None and y_val is not None and len(x_val) > 0:
-            val = self._x(np.asarray(x_val, np.float64)), self._y(np.asarray(y_val, np.float64).reshape(-1))
+            val = (self._x(np.asarray(x_val, np.float64)),
+                   self._y(np.asarray(y_val, np.float64).reshape(-1)))
         cfg = self.config
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
