@@ -219,7 +219,7 @@ glue("mode_sentence", Markdown(
 # chapter; the results chapter gets both cores, and this page runs alone, so nothing else loads the
 # machine while it times it:
 #
-# ```{literalinclude} ../musecl/notebooks.py
+# ```{literalinclude} ../musecl/book.py
 # :pyobject: chapter_needs
 # ```
 #
@@ -235,7 +235,7 @@ glue("mode_sentence", Markdown(
 import json
 from pathlib import Path
 
-from musecl.notebooks import MACHINE_SPEED_JSON, time_reference_workload
+from musecl.book import MACHINE_SPEED_JSON, time_reference_workload
 
 executed_dir = Path(out_dir).parent / "executed"
 speed_now = time_reference_workload()

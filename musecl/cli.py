@@ -55,7 +55,7 @@ def _city(args: argparse.Namespace) -> int:
 
 
 def _book(args: argparse.Namespace) -> int:
-    from musecl.notebooks import build
+    from musecl.book import build
 
     html = build(city=args.city, params_file=args.params, out=args.out, only=args.only, force=args.force,
                  at_once=args.at_once)
@@ -225,7 +225,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     FileNotFoundError; a path that is a folder where a file belongs (or the reverse) an OSError of its own. Any
     other exception is a bug and keeps its traceback; EveryMethodFailedError lists each method's error."""
     from musecl.io import FolderBusyError
-    from musecl.notebooks import BookBuildError, ChapterExecutionError
+    from musecl.book import BookBuildError, ChapterExecutionError
     from musecl.runner import EveryMethodFailedError
     from musecl.training import DeviceUnavailableError
 

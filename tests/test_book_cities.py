@@ -20,7 +20,7 @@ import yaml
 
 from musecl.city import restrict_city
 from musecl.datasets.toy import make_toy_city
-from musecl.notebooks import LATENTS_TAG, METADATA_KEY, build, chapter_sources, find_repo_root, parameter_names
+from musecl.book import LATENTS_TAG, METADATA_KEY, build, chapter_sources, find_repo_root, parameter_names
 
 pytestmark = [pytest.mark.book, pytest.mark.timeout(1800)]
 

@@ -39,7 +39,7 @@ def test_every_chapter_executes_under_nbval(tmp_path):
     from papermill.parameterize import parameterize_notebook
 
     from musecl.datasets.toy import make_toy_city
-    from musecl.notebooks import chapter_sources, parameter_names
+    from musecl.book import chapter_sources, parameter_names
 
     city = make_toy_city(tmp_path / "city", n_regions=150, seed=0, image_size=32, progress=False)
     values = {**SMOKE, "city": str(city), "out_dir": str(tmp_path / "work")}

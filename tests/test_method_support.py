@@ -162,7 +162,7 @@ def test_methods_command_lists_needs_and_what_runs(toy, tmp_path, capsys):
 def test_only_renders_the_other_chapters_as_notes(tmp_path):
     import nbformat
 
-    from musecl.notebooks import METADATA_KEY, _is_current, chapter_sources, find_repo_root, write_placeholder
+    from musecl.book import METADATA_KEY, _is_current, chapter_sources, find_repo_root, write_placeholder
 
     source = chapter_sources(find_repo_root())[0]
     page = write_placeholder(source, tmp_path / f"{source.stem}.ipynb")

@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from musecl.notebooks import (
+from musecl.book import (
     METADATA_KEY, BookBuildError, ChapterExecutionError, _is_current, chapter_needs, chapter_sources,
     default_city, execute_chapters, leave_out_prose, parameter_names, select_chapters, stage_site,
 )
@@ -237,7 +237,7 @@ def test_ctrl_c_stops_the_chapters_running_side_by_side(tmp_path):
     chapter = write_chapter(book, "01_slow.py", with_schedule("needs: []", "import time\ntime.sleep(300)\n"))
     script = ("import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"  # as in a terminal;
               # a job started in the background (CI) inherits SIGINT ignored
-              "from pathlib import Path\nfrom musecl.notebooks import execute_chapters\n"
+              "from pathlib import Path\nfrom musecl.book import execute_chapters\n"
               f"execute_chapters([Path({str(chapter)!r})], Path({str(tmp_path / 'out')!r}), {{}}, at_once=2)\n")
     process = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
@@ -303,7 +303,7 @@ def test_what_makes_a_chapter_stale(tmp_path, monkeypatch):
     executed copy with it is current."""
     import jupytext
 
-    from musecl import notebooks
+    from musecl import book
 
     text = CHAPTER.replace('label: str = "default"', 'label: str = "default"\nparams_file = "ci.yaml"')
     source = write_chapter(tmp_path / "book", text=text)
@@ -314,7 +314,7 @@ def test_what_makes_a_chapter_stale(tmp_path, monkeypatch):
 
     def fingerprint(parameters=None):
         nb = jupytext.read(source, fmt="py:percent")
-        return notebooks._fingerprint(source, nb, {"city": str(city), **(parameters or {})}, "python3")
+        return book._fingerprint(source, nb, {"city": str(city), **(parameters or {})}, "python3")
 
     first = fingerprint()
     assert fingerprint() == first
@@ -339,8 +339,8 @@ def test_what_makes_a_chapter_stale(tmp_path, monkeypatch):
     source.write_text(text + "\n# %%\nprint(3)\n")
     assert fingerprint() != remade
     edited_source = fingerprint()
-    notebooks._library_hash.cache_clear()
-    monkeypatch.setattr(notebooks, "_library_hash", lambda: "another library")
+    book._library_hash.cache_clear()
+    monkeypatch.setattr(book, "_library_hash", lambda: "another library")
     assert fingerprint() != edited_source
 
     executed = tmp_path / "executed" / "01_demo.ipynb"
@@ -423,7 +423,7 @@ def test_a_cell_that_drew_no_figure_loses_its_caption():
     the figure's caption under the note."""
     import nbformat
 
-    from musecl.notebooks import drop_captions_without_figures
+    from musecl.book import drop_captions_without_figures
 
     caption = {"figure": {"caption": "A map."}}
     drew = nbformat.v4.new_code_cell("plt.show()", metadata={"mystnb": dict(caption)})
@@ -441,7 +441,7 @@ def test_a_note_shown_beside_a_figure_moves_out_of_the_captioned_cell():
     it moves into an input-less cell above (before the image) or below (after it)."""
     import nbformat
 
-    from musecl.notebooks import separate_figure_outputs
+    from musecl.book import separate_figure_outputs
 
     note = nbformat.v4.new_output("display_data", data={"text/markdown": "> **UserWarning:** 12 regions imputed"})
     image = nbformat.v4.new_output("display_data", data={"image/png": "iVBOR", "text/plain": "<Figure>"})
@@ -545,25 +545,25 @@ def test_reader_view_says_each_warning_once(monkeypatch):
 def test_the_book_checks_its_settings_and_city_before_any_chapter_runs(tmp_path, monkeypatch):
     """A typo in the params file or a missing city is said at once, not minutes later in chapter 2
     (chapter 10 starts beside chapter 1 and would be waited for)."""
-    from musecl import notebooks
+    from musecl import book
     from musecl.config import ConfigError
 
-    monkeypatch.setattr(notebooks, "execute_chapters", lambda *a, **k: pytest.fail("a chapter ran"))
+    monkeypatch.setattr(book, "execute_chapters", lambda *a, **k: pytest.fail("a chapter ran"))
     typo = tmp_path / "typo.yaml"
     typo.write_text("n_triplet: 300\n")
     with pytest.raises(ConfigError, match="did you mean 'n_triplets'"):
-        notebooks.build(params_file=typo, out=tmp_path / "book")
+        book.build(params_file=typo, out=tmp_path / "book")
     with pytest.raises(FileNotFoundError, match="neither a folder nor a named data set"):
-        notebooks.build(city=tmp_path / "no_such_city", out=tmp_path / "book")
+        book.build(city=tmp_path / "no_such_city", out=tmp_path / "book")
     given = {}
-    monkeypatch.setattr(notebooks, "execute_chapters", lambda chapters, out, params, **k: given.update(params))
-    monkeypatch.setattr(notebooks, "build_book", lambda *a, **k: tmp_path)
-    monkeypatch.setattr(notebooks, "stage_site", lambda *a, **k: tmp_path)
-    monkeypatch.setattr(notebooks, "default_city", lambda out: tmp_path)
+    monkeypatch.setattr(book, "execute_chapters", lambda chapters, out, params, **k: given.update(params))
+    monkeypatch.setattr(book, "build_book", lambda *a, **k: tmp_path)
+    monkeypatch.setattr(book, "stage_site", lambda *a, **k: tmp_path)
+    monkeypatch.setattr(book, "default_city", lambda out: tmp_path)
     one_seed = tmp_path / "one_seed.yaml"
     one_seed.write_text("seeds: 3\n")
-    notebooks.build(params_file=one_seed, out=tmp_path / "book", only=["01_data"])
+    book.build(params_file=one_seed, out=tmp_path / "book", only=["01_data"])
     assert given["seeds"] == [3]  # as RunConfig reads it: chapter 10 iterates over it
     # the machine's speed at the start, which the benchmark appendix shows beside the book's times
-    speed = json.loads((tmp_path / "book" / notebooks.MACHINE_SPEED_JSON).read_text())
+    speed = json.loads((tmp_path / "book" / book.MACHINE_SPEED_JSON).read_text())
     assert 0 < speed["reference_s"] < 60

@@ -88,7 +88,7 @@ def test_converted_files_are_never_downloaded(tmp_path, monkeypatch):
 def test_a_chapter_without_its_data_stops_with_a_note_not_an_error(tmp_path, monkeypatch):
     import nbformat
 
-    from musecl.notebooks import execute_chapters
+    from musecl.book import execute_chapters
 
     chapter = tmp_path / "book" / "99_needs_data.py"
     chapter.parent.mkdir()

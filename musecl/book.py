@@ -1,0 +1,798 @@
+"""Execute the book's chapters with papermill, then render them with Jupyter Book 1.
+
+The chapters live in git as jupytext py:percent files (``book/NN_slug.py``, no outputs). Jupyter
+Book runs with execution off, so the book shows exactly what one command computed:
+
+1. :func:`execute_chapters` converts each chapter to a notebook in memory, injects the run's
+   parameters into its ``parameters`` cell and executes it (``out/executed/<stem>.ipynb``),
+   two at a time where the chapters' headers allow (:func:`chapter_needs`);
+2. :func:`stage_site` lays ``_config.yml``, ``_toc.yml``, the book's other files and the executed
+   notebooks out in the repository's own layout (``out/site``), so ``_toc.yml`` needs no edits;
+3. :func:`build_book` runs ``jupyter-book build`` on that folder (``out/site/_build/html``).
+
+:func:`build` chains the three; ``musecl book`` calls it.
+
+Chapters run with the working directory set to the chapter's own folder (``book/``): that is
+where Jupyter starts a kernel when a person opens the chapter, so a relative path behaves the same
+in the book run and by hand. Chapters should still take every path from a parameter (``city``,
+``out_dir``); :func:`build` passes absolute paths.
+
+The chapters themselves import :mod:`musecl.notebooks`, never this module (bar the benchmark
+appendix, which times the machine as a build does). Imported inside functions here: the toy
+generator (scikit-learn) and the city resolver (it loads torch), which only some builds need.
+"""
+from __future__ import annotations
+
+import ast
+import csv
+import functools
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import jupytext
+import nbformat
+import numpy as np
+import papermill
+import yaml
+from threadpoolctl import threadpool_limits
+
+from musecl.city import CITY_YAML, IMAGES_CSV, LATENTS_CSV, PATH
+from musecl.config import RENAMED, RunConfig
+from musecl.datasets.published import PUBLISHED_CSV, data_dir
+from musecl.io import atomic_write, load_yaml
+from musecl.notebooks import DataUnavailable
+
+TOC_YML, CONFIG_YML = "_toc.yml", "_config.yml"
+BOOK_DIR = "book"
+PARAMETERS_TAG = "parameters"
+METADATA_KEY = "musecl"  # executed notebooks record what they were run with under this key
+
+# Files of the book folder that are never staged: the executed copy replaces a chapter's source.
+_SKIP_DIRS = {"__pycache__", ".ipynb_checkpoints", "_build"}
+_SKIP_SUFFIXES = {".ipynb", ".pyc"}
+
+
+class ChapterExecutionError(RuntimeError):
+    """A chapter raised while executing; the message names the chapter, the cell and the copy."""
+
+
+class BookBuildError(RuntimeError):
+    """The book could not be staged or rendered; the message says what to do."""
+
+
+# --------------------------------------------------------------------------------------------
+# finding the book
+
+
+def find_repo_root(start: str | Path | None = None) -> Path:
+    """The nearest folder at or above ``start`` (default: cwd) holding ``_toc.yml`` and ``book/``."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / TOC_YML).is_file() and (folder / BOOK_DIR).is_dir():
+            return folder
+    # an editable install sits in the repository: fall back to the package's own checkout
+    fallback = Path(__file__).resolve().parents[1]
+    if (fallback / TOC_YML).is_file():
+        return fallback
+    raise BookBuildError(f"no {TOC_YML} with a {BOOK_DIR}/ folder at or above {here}; "
+                         "run from the repository root")
+
+
+def toc_files(repo_root: Path) -> list[str]:
+    """Every document named in ``_toc.yml`` (root first), as written there, without suffix."""
+    toc = yaml.safe_load((repo_root / TOC_YML).read_text())
+    found: list[str] = []
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            for key in ("root", "file"):
+                if isinstance(node.get(key), str):
+                    entry = node[key]
+                    stem, dot, suffix = entry.rpartition(".")
+                    found.append(stem if dot and suffix in ("md", "ipynb", "py") else entry)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(toc)
+    return found
+
+
+def chapter_sources(repo_root: Path) -> list[Path]:
+    """The py:percent chapters named in ``_toc.yml``, in book order.
+
+    A toc entry may instead be a markdown page; an entry with neither file is an error here
+    rather than a confusing Sphinx warning later.
+    """
+    chapters, missing = [], []
+    for entry in toc_files(repo_root):
+        base = repo_root / entry
+        if base.with_suffix(".py").is_file():
+            chapters.append(base.with_suffix(".py"))
+        elif not base.with_suffix(".md").is_file():
+            missing.append(entry)
+    if missing:
+        raise BookBuildError(f"{TOC_YML} names {missing} but neither <name>.py nor <name>.md "
+                             "exists; add the file or remove the entry")
+    return chapters
+
+
+def select_chapters(chapters: list[Path], only: list[str] | None) -> list[Path]:
+    """Chapters whose stem, number prefix ("01") or path matches one of ``only``."""
+    if not only:
+        return list(chapters)
+    chosen, unknown = [], []
+    for name in only:
+        stem = Path(name).with_suffix("").name if name.endswith(".py") else Path(name).name
+        hits = [c for c in chapters if c.stem == stem or c.stem.split("_", 1)[0] == stem]
+        if not hits:
+            unknown.append(name)
+        chosen += [c for c in hits if c not in chosen]
+    if unknown:
+        raise BookBuildError(f"--only {unknown}: no such chapter; chapters are "
+                             f"{[c.stem for c in chapters]}")
+    return [c for c in chapters if c in chosen]
+
+
+# --------------------------------------------------------------------------------------------
+# executing
+
+
+def parameter_names(nb) -> set[str]:
+    """Names assigned in the cell tagged ``parameters`` (the ones papermill may override)."""
+    cells = [c for c in nb.cells if PARAMETERS_TAG in c.get("metadata", {}).get("tags", [])]
+    if not cells:
+        raise ValueError(f"no cell tagged {PARAMETERS_TAG!r}: add one with "
+                         f"`# %% tags=[\"{PARAMETERS_TAG}\"]` above the chapter's settings")
+    names: set[str] = set()
+    for node in ast.parse(cells[0].source).body:
+        targets = node.targets if isinstance(node, ast.Assign) else (
+            [node.target] if isinstance(node, ast.AnnAssign) else [])
+        for target in targets:
+            for leaf in ast.walk(target):
+                if isinstance(leaf, ast.Name):
+                    names.add(leaf.id)
+    return names
+
+
+def parameter_defaults(nb) -> dict:
+    """The values the ``parameters`` cell assigns where they are literals (numbers, strings,
+    lists, None): what a chapter runs with unless a parameter is given."""
+    cell = next(c for c in nb.cells if PARAMETERS_TAG in c.get("metadata", {}).get("tags", []))
+    values = {}
+    for node in ast.parse(cell.source).body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+            values.update({t.id: value for t in targets if isinstance(t, ast.Name)})
+    return values
+
+
+@functools.cache
+def _library_hash() -> str:
+    """The musecl package's source: a chapter shows what the library computes."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.rglob("*.py")):
+        digest.update(path.relative_to(Path(__file__).parent).as_posix().encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _stat(path: Path) -> tuple | None:
+    """(size, modification time) of a file; None when it is missing."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _city_signature(folder: Path) -> list:
+    """The city folder's tables and settings, and the images its images.csv lists, by name,
+    size and time (a hash of the images': a city may have hundreds of thousands)."""
+    tables = [(p.name, _stat(p)) for p in sorted(folder.iterdir()) if p.suffix in (".csv", ".yaml") and p.is_file()]
+    images = hashlib.sha256()
+    if (folder / IMAGES_CSV).is_file():
+        with open(folder / IMAGES_CSV, newline="") as handle:
+            for row in csv.DictReader(handle):
+                images.update(f"{row.get(PATH)}|{_stat(folder / (row.get(PATH) or ''))}\n".encode())
+    return [*tables, ("images", images.hexdigest())]
+
+
+def _data_dir_signature(value) -> list:
+    """The data directory a chapter reads (its parameter, else the default one) and the state of
+    its published_results.csv: the paper's numbers join chapters 7-8's tables when it is there."""
+    root = data_dir(value)
+    return [str(root), _stat(root / PUBLISHED_CSV) if root is not None else None]
+
+
+def _fingerprint(source: Path, nb, parameters: dict, kernel: str) -> str:
+    """What a chapter's executed copy must have been run with to be current: the chapter's text,
+    its parameters, the kernel, the content of every file a parameter names, given or by
+    default (the params file, say), the city folder's tables and images (by size and time), the
+    data directory's published numbers and the library's source. A change to any of them runs
+    the chapter again."""
+    read, given = {}, {**parameter_defaults(nb), **parameters}
+    for name, value in given.items():
+        if isinstance(value, str) and value:
+            path = Path(value) if Path(value).is_absolute() else source.parent / value  # a chapter's cwd
+            if path.is_file():
+                read[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+            elif name == "city" and path.is_dir():
+                read[name] = _city_signature(path)
+    if "data_dir" in given:
+        folder = given["data_dir"]
+        read["data_dir"] = _data_dir_signature(source.parent / folder if folder else None)
+    blob = json.dumps({"source": hashlib.sha256(source.read_bytes()).hexdigest(), "parameters": parameters,
+                       "kernel": kernel, "files": read, "library": _library_hash()}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _is_current(executed: Path, fingerprint: str) -> bool:
+    """The executed copy ran to its end with this fingerprint (:func:`_fingerprint`)."""
+    if not executed.is_file():
+        return False
+    try:
+        meta = nbformat.read(executed, as_version=4).metadata.get(METADATA_KEY, {})
+    except Exception:  # an unreadable copy is simply executed again
+        return False
+    return meta.get("fingerprint") == fingerprint and meta.get("complete") is True
+
+
+def chapter_run(source: Path, parameters: dict, kernel: str = "python3", earlier: Sequence[str] = ()):
+    """A chapter as this build runs it: the notebook (prose a city without latents does not
+    need left out), the parameters it takes, its fingerprint and its schedule
+    (:func:`chapter_needs`). A bad parameters cell or header names the chapter."""
+    nb = jupytext.read(source, fmt="py:percent")
+    try:
+        names = parameter_names(nb)
+        needs, alone, first = chapter_needs(nb, list(earlier))
+        used = {k: v for k, v in parameters.items() if k in names}
+        leave_out_prose(nb, used.get("city"))
+        fingerprint = _fingerprint(source, nb, used, kernel)
+    except (ValueError, SyntaxError) as err:
+        raise ChapterExecutionError(f"chapter {source.name}: {err}") from None
+    return nb, used, fingerprint, (needs, alone, first)
+
+
+def _without_error_outputs(nb):
+    """A notebook stopped by :class:`DataUnavailable`: drop the traceback (the displayed note
+    stays) and papermill's red error banner, so the page reads as a note, not a failure."""
+    nb.cells = [c for c in nb.cells if "papermill-error-cell-tag" not in c.metadata.get("tags", [])]
+    stop = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code"
+                 and any(o.get("output_type") == "error" for o in c.get("outputs", []))), len(nb.cells) - 1)
+    nb.cells = nb.cells[:stop + 1]  # the rest needs the data (and its text cites numbers never computed)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.get("outputs", []) if o.get("output_type") != "error"]
+    return nb
+
+
+LATENTS_TAG = "needs-latents"  # a prose cell about a generated city's hidden causes: see leave_out_prose
+
+
+def leave_out_prose(nb, city: str | Path | None) -> int:
+    """On a city folder without latents (every real city), leave out the markdown cells tagged
+    ``needs-latents``: they explain what a generated city's hidden causes and ceilings show, and
+    would describe tables and figures the chapter does not draw there (its code shows a short
+    note instead). Code cells may not carry the tag: later cells read what they compute. A city
+    given by name, or none, keeps every cell. Returns how many cells were left out."""
+    tagged = [c for c in nb.cells if LATENTS_TAG in c.metadata.get("tags", [])]
+    if any(c.cell_type != "markdown" for c in tagged):
+        raise ValueError(f"only markdown cells may be tagged {LATENTS_TAG!r}: later cells read what code computes")
+    folder = Path(city) if city is not None else None
+    if not tagged or folder is None or not (folder / CITY_YAML).is_file() or (folder / LATENTS_CSV).is_file():
+        return 0
+    nb.cells = [c for c in nb.cells if LATENTS_TAG not in c.metadata.get("tags", [])]
+    return len(tagged)
+
+
+def _describe_failure(source: Path, error: BaseException, executed: Path) -> str:
+    cell = getattr(error, "exec_count", None)
+    where = f"cell In [{cell}]" if cell is not None else "a cell"
+    code = (getattr(error, "source", "") or "").strip().splitlines()[:3]
+    snippet = "".join(f"\n    | {line}" for line in code)
+    what = (f"{getattr(error, 'ename', '')}: {getattr(error, 'evalue', '')}"
+            if hasattr(error, "ename") else f"{type(error).__name__}: {error}")
+    return (f"chapter {source.name} failed in {where}:{snippet}\n  {what}\n"
+            f"  the partly executed notebook is {executed} (open it to see the traceback)")
+
+
+SCHEDULE_KEY = "schedule"  # a chapter's header may say what it waits for: see chapter_needs
+
+
+def chapter_needs(nb, earlier: list[str]) -> tuple[list[str], bool, bool]:
+    """Which of the ``earlier`` chapters (stems, book order) this one waits for, whether it runs
+    alone and whether it starts first. A chapter's jupytext header may declare each::
+
+        # jupyter:
+        #   schedule:
+        #     needs: [03_satellite_encoder]   # chapters whose outputs it reads ([]: none)
+        #     alone: true                     # it gets every core, and nothing runs beside it
+        #     first: true                     # it starts before the chapters above it
+
+    Without ``needs`` a chapter waits for every chapter before it, so a new chapter is safe by
+    default. Stages two chapters share need no declaration: the cache makes the second wait for
+    the first. A need outside ``earlier`` (not selected, or later in the book) is ignored.
+    ``alone`` is for the chapter on the critical path that can use every core, and for one that
+    times the machine. ``first`` is for a long chapter that needs none of those above it: started
+    in book order it would begin late and hold up the end of the build."""
+    schedule = nb.metadata.get(SCHEDULE_KEY) or {}
+    if not isinstance(schedule, dict) or set(schedule) - {"needs", "alone", "first"}:
+        raise ValueError(f"header key {SCHEDULE_KEY!r} takes only 'needs' (a list of chapter "
+                         f"stems), 'alone' and 'first' (true/false); got {schedule!r}")
+    alone, first = bool(schedule.get("alone", False)), bool(schedule.get("first", False))
+    needs = schedule.get("needs")
+    if needs is None:
+        return list(earlier), alone, first
+    if not isinstance(needs, list) or not all(isinstance(n, str) for n in needs):
+        raise ValueError(f"{SCHEDULE_KEY}.needs must be a list of chapter stems; got {needs!r}")
+    return [stem for stem in earlier if stem in needs], alone, first
+
+
+@dataclass
+class _Chapter:
+    """One chapter to execute: its notebook, the parameters it takes and when it may start."""
+
+    source: Path
+    nb: object
+    used: dict
+    fingerprint: str
+    executed: Path
+    needs: list[str]
+    alone: bool
+    first: bool
+
+
+def execute_chapters(chapters: list[Path] | None, out_dir: Path, parameters: dict,
+                     kernel: str = "python3", progress: bool = True, force: bool = False,
+                     repo_root: Path | None = None, at_once: int = 1) -> list[Path]:
+    """Execute each py:percent chapter into ``out_dir/<stem>.ipynb``; return those paths.
+
+    Each chapter gets only the keys of ``parameters`` that its ``parameters`` cell defines, so
+    one parameter set serves every chapter without papermill's "unknown parameter" warnings.
+    A chapter is skipped, unless ``force``, when its executed copy ran to its end with the same
+    fingerprint (:func:`_fingerprint`: its text, parameters, the files they name, the city's
+    tables, the library; recorded in the notebook's ``metadata.musecl``) and no chapter it needs
+    runs again. A change to the city's images is not noticed: use ``force`` after one. On a city
+    without latents the prose tagged ``needs-latents`` is left out (:func:`leave_out_prose`).
+
+    ``at_once`` > 1 (Linux) runs that many chapters side by side, in book order (those marked
+    ``first`` before the rest) as soon as the chapters they need are done (:func:`chapter_needs`),
+    each kernel pinned to its own share of the cores (2 cores, 2 at once: one each). Most chapters
+    keep only one of two cores busy, so two of them on one core each finish sooner than in turn;
+    unpinned, two chapters that each train on two threads slow each other down threefold. A
+    chapter marked ``alone`` gets every core.
+    Trained weights depend on the thread count in their last bits, so a build is repeatable
+    with the same ``at_once`` on the same machine.
+    The first failing chapter stops the run with :class:`ChapterExecutionError` once the chapters
+    already running finish; its partly executed notebook stays in ``out_dir`` for inspection.
+    """
+    if at_once < 1:
+        raise ValueError(f"at_once must be >= 1; got {at_once}")
+    if chapters is None:
+        chapters = chapter_sources(repo_root or find_repo_root())
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    todo, done, stems = [], set(), []
+    for source in (Path(c).resolve() for c in chapters):
+        if not source.is_file():
+            raise FileNotFoundError(f"chapter {source} does not exist")
+        nb, used, fingerprint, (needs, alone, first) = chapter_run(source, parameters, kernel, stems)
+        stems.append(source.stem)
+        executed = out_dir / f"{source.stem}.ipynb"
+        rerun_needs = [t.source.stem for t in todo if t.source.stem in needs]  # it reads what they write
+        if not force and not rerun_needs and _is_current(executed, fingerprint):
+            if progress:
+                print(f"[book] {source.name}: up to date, not re-executed", file=sys.stderr)
+            done.add(source.stem)
+            continue
+        todo.append(_Chapter(source, nb, used, fingerprint, executed, needs, alone, first))
+    todo.sort(key=lambda chapter: not chapter.first)  # stable: book order within each group
+    quiet = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"  # the kernels inherit it: no progress bars on the pages
+    try:
+        _run_schedule(todo, done, kernel, progress, at_once)
+    finally:
+        if quiet is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = quiet
+    return [out_dir / f"{stem}.ipynb" for stem in stems]
+
+
+def _usable_cores() -> list[int] | None:
+    """The cores this process may run on, or None where they cannot be pinned (not Linux)."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_setaffinity") else None
+
+
+def _run_schedule(todo: list[_Chapter], done: set[str], kernel: str, progress: bool, at_once: int) -> None:
+    """Start each chapter, in order, once its needs are done and its cores are free: its share
+    (``cores // at_once``), or every core for an ``alone`` chapter, which waits for an empty
+    machine (and, once ready, lets no later chapter start before it). After a failure no new
+    chapter starts."""
+    cores = _usable_cores()
+    if cores is None or len(cores) < 2:
+        at_once = 1  # nothing to share, or no way to pin
+    share = max(1, len(cores) // at_once) if at_once > 1 else 0
+    free = list(cores) if at_once > 1 else []
+    running: dict = {}
+    failure: BaseException | None = None
+    with ThreadPoolExecutor(max_workers=at_once) as pool:
+        while todo or running:
+            for chapter in list(todo):
+                if failure is not None or len(running) >= at_once or any(c.alone for c, _ in running.values()):
+                    break
+                if not set(chapter.needs) <= done:
+                    continue
+                if chapter.alone and running:
+                    break  # ready: nothing new starts, so it is not kept waiting by later chapters
+                if len(free) < share:
+                    continue
+                todo.remove(chapter)
+                pinned = [] if at_once == 1 else (list(cores) if chapter.alone else free[:share])
+                free = [core for core in free if core not in pinned]
+                bar = progress and at_once == 1  # side by side, two bars would garble each other
+                future = pool.submit(_execute_one, chapter, kernel, progress, bar, pinned)
+                running[future] = (chapter, pinned)
+            if not running:
+                if failure is None:  # cannot happen with needs drawn from earlier chapters only
+                    raise ChapterExecutionError(f"chapters {[c.source.name for c in todo]} wait for each other")
+                break
+            try:
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            except KeyboardInterrupt:
+                _interrupt_kernels()  # the chapters running now stop at their cell, as in the foreground
+                raise
+            for future in finished:
+                chapter, pinned = running.pop(future)
+                free = sorted(set(free) | set(pinned)) if not chapter.alone else list(cores)
+                if future.exception() is not None:
+                    failure = failure or future.exception()
+                else:
+                    done.add(chapter.source.stem)
+    if failure is not None:
+        raise failure
+
+
+def _interrupt_kernels() -> None:
+    """Send SIGINT to this process's children, the chapters' kernels: they run in sessions of
+    their own, so Ctrl-C in a terminal reaches only this process, and the threads waiting on them
+    would otherwise wait until each chapter ends."""
+    for children in Path("/proc/self/task").glob("*/children"):  # Linux; elsewhere nothing to find
+        for pid in children.read_text().split():
+            try:
+                os.kill(int(pid), signal.SIGINT)
+            except OSError:  # already gone
+                pass
+
+
+def _execute_one(chapter: _Chapter, kernel: str, progress: bool, bar: bool, pinned: list[int]) -> Path:
+    """Execute one chapter into its ``executed`` notebook (see :func:`execute_chapters`); with
+    ``pinned`` cores, its kernel (and the processes it starts) runs on those only."""
+    source, nb, executed = chapter.source, chapter.nb, chapter.executed
+    nb.metadata.setdefault("kernelspec", {"name": kernel, "display_name": "Python 3", "language": "python"})
+    # pinned before anything imports torch, whose thread pool sizes itself from the cores it may use
+    pin = f"import os\nos.sched_setaffinity(0, {set(pinned)})\n" if pinned else ""
+    setup = nbformat.v4.new_code_cell(pin + "from musecl.notebooks import reader_view\nreader_view()")
+    setup.metadata["tags"] = ["remove-cell"]  # how the page shows warnings; not the reader's concern
+    nb.cells.insert(0, setup)
+    if progress:
+        where = f" on cores {pinned}" if pinned else ""
+        print(f"[book] executing {source.name}{where} with {chapter.used}", file=sys.stderr)
+    start, started = time.perf_counter(), time.time()
+    stopped_early = False
+    try:
+        # written once at the end (or at the failing cell), not twice per cell: each write
+        # validates the whole notebook, ~10 s over the book
+        result = papermill.execute_notebook(
+            nb, executed, parameters=chapter.used, kernel_name=kernel, progress_bar=bar,
+            cwd=source.parent, language="python", request_save_on_cell_execute=False)
+    except Exception as err:  # PapermillExecutionError, dead kernel, timeout, ...
+        if getattr(err, "ename", None) != DataUnavailable.__name__:
+            raise ChapterExecutionError(_describe_failure(source, err, executed)) from err
+        result = _without_error_outputs(nbformat.read(executed, as_version=4))
+        stopped_early = True  # executed again next time: the data may have arrived
+        if progress:
+            print(f"[book] {source.name}: stopped early, {err.evalue}", file=sys.stderr)
+    hidden = any(PARAMETERS_TAG in c.metadata.get("tags", []) and "remove-cell" in c.metadata.get("tags", [])
+                 for c in result.cells)  # a page that hides its settings (the landing page) hides this run's too
+    for cell in result.cells:
+        # the reader sees the chapter's defaults; the values of this run sit folded under them
+        tags = cell.metadata.get("tags", [])
+        if "injected-parameters" in tags and "hide-input" not in tags and "remove-cell" not in tags:
+            tags.append("remove-cell" if hidden else "hide-input")
+    drop_captions_without_figures(result)
+    separate_figure_outputs(result)
+    seconds = round(time.perf_counter() - start, 1)
+    result.metadata[METADATA_KEY] = {
+        "source": source.name, "parameters": chapter.used, "fingerprint": chapter.fingerprint,
+        "complete": not stopped_early, "seconds": seconds,
+        # the build's timeline (epoch seconds) and the cores it was pinned to (None: not pinned)
+        "started": round(started, 1), "finished": round(time.time(), 1), "cores": len(pinned) or None}
+    with atomic_write(executed) as handle:
+        nbformat.write(result, handle)
+    if progress:
+        print(f"[book] {source.name}: done in {seconds:.1f} s", file=sys.stderr)
+    return executed
+
+
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/svg+xml")
+
+
+def _is_image(output) -> bool:
+    return any(kind in output.get("data", {}) for kind in IMAGE_TYPES)
+
+
+def drop_captions_without_figures(nb) -> int:
+    """Remove the figure caption (``mystnb.figure``) of every executed cell that drew no image,
+    e.g. one that showed a note instead because the city lacks the data: myst-nb would print the
+    figure's caption under the note. Returns how many captions were removed."""
+    removed = 0
+    for cell in nb.cells:
+        mystnb = cell.get("metadata", {}).get("mystnb", {})
+        if "figure" not in mystnb or cell.get("cell_type") != "code":
+            continue
+        if not any(map(_is_image, cell.get("outputs", []))):
+            del mystnb["figure"]
+            removed += 1
+    return removed
+
+
+def separate_figure_outputs(nb) -> int:
+    """Move what a captioned cell shows before its first image (e.g. a warning note) into an
+    input-less cell just above it, and what it shows after its last image into one just below:
+    myst-nb prints the figure's caption under every output of the cell. Returns how many cells
+    were added."""
+    cells, added = [], 0
+    for cell in nb.cells:
+        outputs = cell.get("outputs", []) if cell.get("cell_type") == "code" else []
+        images = [k for k, output in enumerate(outputs) if _is_image(output)]
+        if "figure" not in cell.get("metadata", {}).get("mystnb", {}) or not images:
+            cells.append(cell)
+            continue
+        lead, tail = outputs[:images[0]], outputs[images[-1] + 1:]
+        cell.outputs = outputs[images[0]:images[-1] + 1]
+        for part in (lead, None, tail):
+            if part is None:
+                cells.append(cell)
+            elif part:
+                extra = nbformat.v4.new_code_cell("", metadata={"tags": ["remove-input"]})
+                extra.outputs = part
+                cells.append(extra)
+                added += 1
+    nb.cells = cells
+    return added
+
+
+def write_placeholder(source: Path, path: Path) -> Path:
+    """A page for a chapter this build did not execute (``--only``): its title and a note that
+    says how to get it. Marked incomplete, so the next run executes the chapter."""
+    nb = jupytext.read(source, fmt="py:percent")
+    title = next((line for cell in nb.cells if cell.cell_type == "markdown"
+                  for line in cell.source.splitlines() if line.startswith("# ")), f"# {source.stem}")
+    note = (f"```{{note}}\nThis chapter was not executed in this build (`musecl book --only ...`). "
+            f"`musecl book` executes it; `jupyter lab {BOOK_DIR}/{source.name}` opens it as a notebook.\n```")
+    page = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"{title}\n\n{note}")])
+    page.metadata[METADATA_KEY] = {"source": source.name, "complete": False, "placeholder": True}
+    with atomic_write(path) as handle:  # makes the folder
+        nbformat.write(page, handle)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# staging and rendering
+
+
+def _sync(files: dict[Path, Path], site_dir: Path) -> None:
+    """Make ``site_dir`` (outside ``_build``) hold exactly ``files`` (relative path -> source).
+
+    Unchanged files keep their modification time, so Sphinx only re-reads what changed.
+    """
+    for rel, src in files.items():
+        dest = site_dir / rel
+        st = src.stat()
+        if dest.is_file() and dest.stat().st_size == st.st_size and \
+                int(dest.stat().st_mtime) == int(st.st_mtime):
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest)
+    for folder, dirs, names in os.walk(site_dir, topdown=False):
+        here = Path(folder)
+        if here.relative_to(site_dir).parts[:1] == ("_build",):
+            continue
+        for name in names:
+            if (here / name).relative_to(site_dir) not in files:
+                (here / name).unlink()
+        if here != site_dir and not any(here.iterdir()):
+            here.rmdir()
+
+
+def stage_site(repo_root: Path, executed_dir: Path, site_dir: Path) -> Path:
+    """Lay the book out in ``site_dir`` with executed notebooks in place of chapter sources.
+
+    Copies ``_config.yml``, ``_toc.yml``, any ``*.bib`` at the root, every file of ``book/``
+    (markdown, images, static folders such as the offline MathJax) except chapter sources and
+    notebooks, the executed notebook of each chapter, and ``musecl/*.py`` so that a chapter's
+    ``literalinclude`` of ``../musecl/<module>.py`` resolves as it does in the repository.
+    """
+    repo_root, executed_dir, site_dir = (Path(p).resolve() for p in (repo_root, executed_dir, site_dir))
+    for name in (CONFIG_YML, TOC_YML):
+        if not (repo_root / name).is_file():
+            raise BookBuildError(f"{repo_root / name} is missing")
+    chapters = chapter_sources(repo_root)
+    files: dict[Path, Path] = {Path(n): repo_root / n for n in (CONFIG_YML, TOC_YML)}
+    files.update({Path(p.name): p for p in repo_root.glob("*.bib")})
+    for path in (repo_root / BOOK_DIR).rglob("*"):
+        rel = path.relative_to(repo_root)
+        if path.is_dir() or _SKIP_DIRS & set(rel.parts) or path.suffix in _SKIP_SUFFIXES \
+                or path in chapters:
+            continue
+        files[rel] = path
+    for path in (repo_root / "data").glob("*.md"):  # the city format page includes data/README.md
+        files[path.relative_to(repo_root)] = path
+    for path in (repo_root / "musecl").rglob("*.py"):
+        if "__pycache__" not in path.parts:
+            files[path.relative_to(repo_root)] = path
+    missing = []
+    for chapter in chapters:
+        executed = executed_dir / f"{chapter.stem}.ipynb"
+        if not executed.is_file():
+            missing.append(chapter.stem)
+        files[chapter.relative_to(repo_root).with_suffix(".ipynb")] = executed
+    if missing:
+        raise BookBuildError(f"no executed notebook for {missing} in {executed_dir}; "
+                             "execute them first (run `musecl book` without --only)")
+    site_dir.mkdir(parents=True, exist_ok=True)
+    _sync(files, site_dir)
+    return site_dir
+
+
+def build_book(site_dir: Path, strict: bool = False) -> Path:
+    """Run ``jupyter-book build`` on a staged site; return its HTML folder.
+
+    Sphinx's warnings stream to the terminal; ``strict`` turns them into errors (``-W -n``).
+    """
+    site_dir = Path(site_dir).resolve()
+    # jupyter_book has no ``__main__``; calling its CLI function keeps this interpreter's venv
+    cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(site_dir)]
+    if strict:
+        cmd += ["-W", "-n", "--keep-going"]
+    done = subprocess.run(cmd, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    if done.returncode != 0:
+        raise BookBuildError(f"jupyter-book build {site_dir} failed (exit {done.returncode}); "
+                             "the messages above name the page")
+    html = site_dir / "_build" / "html"
+    if not (html / "index.html").is_file():
+        raise BookBuildError(f"jupyter-book finished but {html / 'index.html'} is missing")
+    return html
+
+
+# --------------------------------------------------------------------------------------------
+# the one command
+
+
+def load_params_file(path: str | Path | None) -> dict:
+    """A YAML mapping of chapter parameters (``params/*.yaml``); ``None`` gives ``{}``."""
+    data = None if path is None else load_yaml(path)  # a key given twice: an error naming it, not a silent overwrite
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise BookBuildError(f"{path}: expected a mapping of parameter: value, "
+                             f"got {type(data).__name__}")
+    return data
+
+
+def default_city(out: Path) -> Path:
+    """The toy city the book runs on by default, generated once under ``out/cities/toy`` (again
+    when the folder holds one from an older generator version)."""
+    # imported here: it loads scikit-learn (~1 s), which only a build on the default city needs
+    from musecl.datasets.toy import is_current_toy_city, make_toy_city
+
+    city = Path(out) / "cities" / "toy"
+    if not is_current_toy_city(city):
+        print(f"[book] generating the toy city in {city}", file=sys.stderr)
+        make_toy_city(city, n_regions=600, seed=0)
+    return city
+
+
+MACHINE_SPEED_JSON = "machine_speed.json"  # in the build folder: the reference workload's time
+
+
+def time_reference_workload(steps: int = 300, repeats: int = 3) -> float:
+    """Seconds (median of ``repeats``) of a fixed workload on one thread: ``steps`` forward and
+    backward passes of the MLP probe's matrix products (batch 32), in numpy.
+
+    Why: the same code built this book in 873 s and in 1,590 s on the same 2-core machine, hours
+    apart (chapter 1 alone: 17 s and 30 s), so a build's times say little without the machine's
+    speed at the time. This is that speed, comparable between builds; the build prints it and the
+    benchmark appendix shows it beside the book's times."""
+    rng = np.random.default_rng(0)
+    widths = (128, 512, 256, 128, 64)
+    weights = [rng.standard_normal((a, b), dtype=np.float32) for a, b in zip(widths, widths[1:])]
+    x = rng.standard_normal((32, widths[0]), dtype=np.float32)
+    times = []
+    with threadpool_limits(1):
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(steps):
+                inputs, h = [], x
+                for w in weights:
+                    inputs.append(h)
+                    h = np.maximum(h @ w, 0)
+                grad = np.ones_like(h)
+                for w, a in zip(weights[::-1], inputs[::-1]):
+                    _ = a.T @ grad  # the weight's gradient
+                    grad = grad @ w.T
+            times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def build(city: str | Path | None = None, params_file: str | Path | None = None,
+          out: str | Path = "build", only: list[str] | None = None, force: bool = False,
+          strict: bool = False, at_once: int = 2) -> Path:
+    """Execute the chapters, stage the site, render it; return the HTML folder.
+
+    Parameters given to every chapter (each takes the ones its parameters cell defines):
+    ``city`` (absolute path of the city folder; default the generated toy city),
+    ``out_dir`` (``out/work``, a shared folder for results one chapter hands the next), then
+    every key of ``params_file`` (run settings: :class:`musecl.config.RunConfig`'s keys), checked
+    here, before any chapter runs, as are the city and its tables. ``city`` may also name a data
+    set (``toy-small``, ``manhattan``: :func:`musecl.runner.resolve_city`).
+    ``at_once`` chapters run side by side (:func:`execute_chapters`; 1: one after the other).
+    Files: ``out/executed/*.ipynb``, ``out/site`` (staged), ``out/site/_build/html``.
+    """
+    from musecl.runner import resolve_city
+
+    if at_once < 1:  # before the toy city is generated
+        raise ValueError(f"at_once must be >= 1; got {at_once}")
+    out = Path(out).resolve()
+    repo_root = find_repo_root()
+    params = load_params_file(params_file)
+    if params_file is not None:  # chapters read the rest of the run settings from the same file
+        settings = RunConfig.from_yaml(params_file).to_dict()  # a typo or a bad value: said now, not in chapter 2
+        # as the chapters' RunConfig reads them (seeds: 0 -> [0]; an old name under its new one)
+        params = {RENAMED.get(key, key): settings[RENAMED.get(key, key)] for key in params}
+        params["params_file"] = str(Path(params_file).resolve())
+    city = default_city(out) if city is None else resolve_city(city, out / "cities").root
+    params["city"] = str(Path(city).resolve())
+    params["out_dir"] = str(out / "work")
+    chapters = select_chapters(chapter_sources(repo_root), only)
+    root = repo_root / toc_files(repo_root)[0]  # the landing page shows what the chapters computed: last
+    chapters.sort(key=lambda c: c.with_suffix("") == root)
+    reference = time_reference_workload()
+    print(f"[book] reference workload (machine speed): {reference:.2f} s", file=sys.stderr)
+    with atomic_write(out / MACHINE_SPEED_JSON) as handle:
+        json.dump({"reference_s": round(reference, 3), "measured": time.time()}, handle)
+    timings = {}
+    start = time.perf_counter()
+    execute_chapters(chapters, out / "executed", params, force=force, repo_root=repo_root, at_once=at_once)
+    timings["execute"] = time.perf_counter() - start
+    for source in chapter_sources(repo_root):  # --only: the others render as a note, so the book is whole
+        executed = out / "executed" / f"{source.stem}.ipynb"
+        if source not in chapters and not _is_current(executed, chapter_run(source, params)[2]):
+            print(f"[book] {source.name}: not executed with these settings (--only); its page says so",
+                  file=sys.stderr)
+            write_placeholder(source, executed)
+    start = time.perf_counter()
+    site = stage_site(repo_root, out / "executed", out / "site")
+    timings["stage"] = time.perf_counter() - start
+    start = time.perf_counter()
+    html = build_book(site, strict=strict)
+    timings["render"] = time.perf_counter() - start
+    print("[book] " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()), file=sys.stderr)
+    return html
