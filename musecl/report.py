@@ -28,6 +28,7 @@ HIGHER_IS_BETTER = {"r2": True, "rmse": False}
 TARGET = "MuseCL"
 LOCATION = "Location kNN"
 IMPROVEMENT_ROW = "improvement over best baseline"
+NUMBER_TABLE = 'class="musecl-results"'  # a table of numbers: book/_static_css/musecl.css keeps its cells on one line
 HEADLINE = "headline mean"  # column: the mean over the indicators not derived from an input
 OURS = "this run"
 # the paper's spellings -> this project's canonical method names
@@ -202,7 +203,7 @@ def _render(text: pd.DataFrame, marks: pd.DataFrame, fmt: str, caption: str):
                 lambda m: style.get(m, ""))
 
         # the class lets the book's stylesheet keep "0.592 ± 0.020" on one line (book/_static_css)
-        styler = text.style.apply(css, axis=None).set_caption(caption).set_table_attributes('class="musecl-results"')
+        styler = text.style.apply(css, axis=None).set_caption(caption).set_table_attributes(NUMBER_TABLE)
         return styler if fmt == "styler" else styler.to_html()
 
     def cell(value: str, mark: str) -> str:
@@ -783,7 +784,7 @@ def history_table(history: pd.DataFrame, best_epoch: int | None = None, rows: in
     split = ("; triplet: the loss without its reconstruction term" if "train_triplet" in history else "")
     return table.style.format({name: formats.get(name, "{:.3f}") for name in table.columns}).set_caption(
         f"Training history, {len(table)} of {len(history)} epochs{best}{split}; active: triplets "
-        "still inside the margin")
+        "still inside the margin").set_table_attributes(NUMBER_TABLE)
 
 
 def _slug(name: str) -> str:

@@ -418,6 +418,7 @@ def test_history_table_keeps_first_best_and_last_epochs():
     assert "12 of 30 epochs; best validation epoch: 14" in styler.caption
     html = styler.to_html()
     assert "12,346" in html and "25%" in html and "5.0e-04" in html
+    assert 'class="musecl-results"' in html  # the book's CSS keeps "5.0e-04" on one line (it wrapped)
     both = history.assign(train_triplet=0.3, val_triplet=0.4)
     assert {"triplet (train)", "triplet (val)"} <= set(history_table(both).data.columns)
     assert list(history_table(history.head(3)).data.index) == [1, 2, 3]
