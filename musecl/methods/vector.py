@@ -468,7 +468,9 @@ class VectorMuseCL(TableMethod):
         """``"mobility"``, ``"poi"`` (view encoders), ``"text"`` (eq. 7) or ``"attention"`` (beta)."""
         if not hasattr(self, "views_"):
             raise RuntimeError(f"{self.name} has no stages: call fit(city) first (load reads back the fused table only)")
-        return {**self.views_, "text": self.text_, "attention": self.attention_}[stage]
+        if stage in ("text", "attention"):
+            return getattr(self, f"{stage}_")
+        return self.views_[stage]
 
 
 def fit_variants(city: City, variants: dict, seed: int, cache_dir, progress: bool = False) -> dict:
