@@ -89,7 +89,7 @@ od = od_matrix(city)
 n_pois = city.poi_counts().sum(axis=1)
 glue("n_regions", len(city), display=False)
 glue("n_trips", float(od.sum() / 1e6), display=False)
-glue("share_self", float(100 * np.trace(od) / od.sum()), display=False)
+glue("share_self", float(100 * od.diagonal().sum() / od.sum()), display=False)
 glue("n_pois", len(city.pois), display=False)
 glue("n_categories", city.pois["category"].nunique(), display=False)
 glue("n_no_poi", int((n_pois == 0).sum()), display=False)
@@ -117,7 +117,7 @@ plot_map(city, city.indicators["crime"], ax=axes[0], title="crime (count)",
          cmap="magma")
 plot_map(city, city.indicators["check_in"], ax=axes[1],
          title="check-ins (count)", cmap="magma")
-plot_map(city, pd.Series(np.log1p(od.sum(axis=1)), index=city.region_ids),
+plot_map(city, pd.Series(np.log1p(od.sum(axis=1).A1), index=city.region_ids),
          ax=axes[2], title="ln(1 + taxi trips out)")
 plot_map(city, landuse.map("{:02d}".format), ax=axes[3], title="community district",  # 02: legend in order
          categorical=True)

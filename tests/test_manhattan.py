@@ -352,16 +352,64 @@ def synthetic_city(tmp_path):
     return load_city(root)
 
 
-def test_od_svd_shape_and_reconstruction(synthetic_city):
+def test_od_views_are_sparse_and_equal_the_dense_definitions(synthetic_city):
+    """The OD matrix and the mobility view are stored sparse (memory grows with the OD table, not
+    with N^2) and hold exactly what their dense definitions say."""
+    from scipy import sparse
+
+    from musecl.methods.vector import mobility_view, od_matrix
+
+    ids, od = synthetic_city.region_ids, synthetic_city.od
+    dense = np.zeros((len(ids), len(ids)))
+    np.add.at(dense, (ids.get_indexer(od["origin"]), ids.get_indexer(od["destination"])), od["flow"])
+    m, view = od_matrix(synthetic_city), mobility_view(synthetic_city)
+    assert sparse.issparse(m) and sparse.issparse(view)
+    assert np.array_equal(m.toarray(), dense)
+    assert np.array_equal(view.toarray(), np.log1p(np.hstack([dense, dense.T])))
+
+
+def test_od_svd_is_the_truncated_svd_with_a_fixed_sign(synthetic_city):
     from musecl.methods import make_method
     from musecl.methods.vector import od_matrix, od_svd
 
-    n = len(synthetic_city)
-    full = od_svd(synthetic_city, n)
-    u, v = full.iloc[:, :n].to_numpy(), full.iloc[:, n:].to_numpy()
-    assert u @ v.T == pytest.approx(np.log1p(od_matrix(synthetic_city)), abs=1e-8)
+    n, k = len(synthetic_city), 5
+    logs = np.log1p(od_matrix(synthetic_city).toarray())
+    u_np, s_np, vt_np = np.linalg.svd(logs)
+    table = od_svd(synthetic_city, k)
+    u, v = table.iloc[:, :k].to_numpy(), table.iloc[:, k:].to_numpy()
+    # the best rank-k approximation (Eckart-Young), whatever signs the solver chose
+    assert u @ v.T == pytest.approx((u_np[:, :k] * s_np[:k]) @ vt_np[:k], abs=1e-8)
+    assert np.linalg.norm(u, axis=0) ** 2 == pytest.approx(s_np[:k], rel=1e-8)  # sqrt(s) on each side
+    assert (u[np.abs(u).argmax(axis=0), np.arange(k)] > 0).all()  # the sign convention
+    pd.testing.assert_frame_equal(table, od_svd(synthetic_city, k))  # deterministic
+    with pytest.raises(ValueError, match="dim must be between 1 and"):
+        od_svd(synthetic_city, n)
     emb = make_method("OD SVD", progress=False).fit_transform(synthetic_city)
     assert emb.shape == (n, 32) and list(emb.index) == list(synthetic_city.region_ids)
+
+
+def test_view_rows_are_standardised_block_by_block_as_the_whole_matrix(monkeypatch):
+    """A view made dense a few rows (and, for the column scales, a few columns) at a time gives
+    the numbers of standardising the whole dense matrix, bit for bit, and so does the embedding."""
+    import torch
+    from scipy import sparse
+
+    import musecl.methods.vector as vector
+    from musecl.tables import standardise_columns
+
+    rng = np.random.default_rng(3)
+    dense = np.log1p(sparse.random(40, 90, density=0.1, random_state=rng).toarray() * 50)
+    dense[:, 7] = 0.0  # a constant column
+    monkeypatch.setattr(vector, "DENSE_BLOCK", 160)  # 4 columns of 40 rows, 1 row of 90 columns
+    expected = standardise_columns(dense).astype(np.float32)
+    model = torch.nn.Linear(90, 3)
+    for values in (sparse.csr_matrix(dense), dense):
+        rows = vector.StandardisedRows(values)
+        assert rows.block == 1
+        order = rng.permutation(40)
+        assert np.array_equal(rows(order).numpy(), expected[order])
+        with torch.no_grad():
+            assert torch.equal(rows.embed(model), torch.cat([model(torch.from_numpy(r[None])) for r in expected]))
 
 
 def test_vector_methods_save_and_load_with_their_options(synthetic_city, tmp_path):

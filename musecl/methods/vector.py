@@ -22,7 +22,9 @@ fusion (eq. 8-11)             unchanged                        attention over th
 and column (in-flow) factors side by side.
 
 Both are transductive (one vector per region of the city they are fitted on) and deterministic
-for a seed.
+for a seed. Neither builds a dense N x N matrix: the OD matrix and the mobility view are sparse,
+the encoders see the view a batch of rows at a time, and OD SVD asks ARPACK for its k leading
+singular vectors, so memory grows with the number of OD pairs, not with N^2.
 """
 from __future__ import annotations
 
@@ -36,6 +38,8 @@ import numpy as np
 import pandas as pd
 import torch
 from joblib import Parallel, delayed
+from scipy import sparse
+from scipy.sparse.linalg import svds
 from torch import nn
 
 from musecl.cache import city_fingerprint, load_table, save_table
@@ -49,35 +53,36 @@ from musecl.io import atomic_save_json, in_worker, read_csv_ids, rewarn
 from musecl.methods.base import OD, TableMethod, register
 from musecl.methods.multisemantic import fusion_settings, sampler_for, text_settings
 from musecl.sampling import Triplets, mobility_triplets, poi_triplets
-from musecl.tables import standardise_columns
+from musecl.tables import column_scale
 from musecl.training import Trainer, one_torch_thread
 
 # ------------------------------------------------------------------------------------------
 # views
 
+DENSE_BLOCK = 1 << 20  # floats in one dense block of a view's rows or columns (~8 MB)
 
-def od_matrix(city: City) -> np.ndarray:
-    """The city's OD flows as an N x N matrix in region order (origin rows, destination columns)."""
+
+def od_matrix(city: City) -> sparse.csr_matrix:
+    """The city's OD flows as a sparse N x N matrix in region order (origin rows, destination
+    columns): only the pairs that exchange trips are stored, so memory grows with the OD table,
+    not with N^2 (a city of 20,000 regions would need 3.2 GB dense)."""
     if city.od is None or city.od.empty:
         raise ValueError(f"{city.name}: the city has no od.csv; these methods need origin-destination "
                          "flows (mobility.csv alone gives only in/out totals)")
     ids = city.region_ids
     o = ids.get_indexer(city.od[ORIGIN].astype(str))
     d = ids.get_indexer(city.od[DESTINATION].astype(str))
-    m = np.zeros((len(ids), len(ids)))
-    np.add.at(m, (o, d), city.od[FLOW].to_numpy(dtype=float))
-    return m
+    flows = city.od[FLOW].to_numpy(dtype=float)
+    return sparse.csr_matrix((flows, (o, d)), shape=(len(ids), len(ids)))  # repeated pairs are summed
 
 
-def mobility_view(city: City) -> pd.DataFrame:
-    """Per region: its trips to every region (out-flow row of the OD matrix) and from every
-    region (in-flow column), as ln(1 + trips): 2N values. The log keeps volume (what eq. 1
-    compares) and pattern (with whom a region is connected) in one vector, and tames the
-    heavy tail of taxi counts."""
-    m = np.log1p(od_matrix(city))
-    ids = city.region_ids
-    cols = [f"out_{r}" for r in ids] + [f"in_{r}" for r in ids]
-    return pd.DataFrame(np.hstack([m, m.T]), index=ids.rename(REGION_ID), columns=cols)
+def mobility_view(city: City) -> sparse.csr_matrix:
+    """Per region (row, in region order): its trips to every region (out-flow row of the OD
+    matrix) and from every region (in-flow column), as ln(1 + trips): 2N values, kept sparse.
+    The log keeps volume (what eq. 1 compares) and pattern (with whom a region is connected) in
+    one vector, and tames the heavy tail of taxi counts."""
+    m = od_matrix(city)
+    return sparse.hstack([m, m.T], format="csr").log1p()
 
 
 def poi_view(city: City) -> pd.DataFrame:
@@ -85,6 +90,39 @@ def poi_view(city: City) -> pd.DataFrame:
     counts = city.poi_counts()
     return pd.DataFrame(np.log1p(counts.to_numpy(dtype=float)), index=counts.index.rename(REGION_ID),
                         columns=[f"log_{c}" for c in counts.columns])
+
+
+class StandardisedRows:
+    """A view's rows standardised per column (:func:`musecl.tables.column_scale`), made dense a
+    block of rows at a time: the mobility view is N x 2N, so it is never dense whole. The values
+    equal ``standardise_columns(dense view)`` as float32, bit for bit."""
+
+    def __init__(self, values: np.ndarray | sparse.spmatrix):
+        self.values = sparse.csr_matrix(values, dtype=np.float64) if sparse.issparse(values) \
+            else np.asarray(values, dtype=np.float64)
+        n, d = self.values.shape
+        if sparse.issparse(self.values):  # column blocks of N x b: numpy sums each column in the same order
+            step = max(1, DENSE_BLOCK // max(n, 1))
+            scales = [column_scale(self.values[:, j:j + step].toarray()) for j in range(0, d, step)]
+            self.mean, self.std = (np.concatenate(part) for part in zip(*scales))
+        else:
+            self.mean, self.std = column_scale(self.values)
+        self.block = max(1, DENSE_BLOCK // max(d, 1))  # rows per dense block
+
+    def __len__(self) -> int:
+        return self.values.shape[0]
+
+    def __call__(self, rows) -> torch.Tensor:
+        """The standardised rows ``rows`` (indices), float32."""
+        x = self.values[np.asarray(rows)]
+        x = x.toarray() if sparse.issparse(x) else x
+        return torch.from_numpy(((x - self.mean) / self.std).astype(np.float32))
+
+    def embed(self, model: nn.Module) -> torch.Tensor:
+        """``model`` applied to every row, a block of rows at a time (no gradients)."""
+        with torch.no_grad():
+            return torch.cat([model(self(np.arange(s, min(s + self.block, len(self)))))
+                              for s in range(0, len(self), self.block)])
 
 
 # ------------------------------------------------------------------------------------------
@@ -95,16 +133,23 @@ def od_svd(city: City, dim: int) -> pd.DataFrame:
     """Truncated SVD of ln(1 + OD): [U_k sqrt(s_k), V_k sqrt(s_k)], 2 * dim columns.
 
     ``U_k sqrt(s_k)`` describes a region as an origin, ``V_k sqrt(s_k)`` as a destination; the
-    square root splits the singular values evenly between the two. Signs follow numpy's SVD,
-    which is deterministic for a given matrix.
+    square root splits the singular values evenly between the two. The k leading singular
+    triplets come from ARPACK on the sparse matrix (fixed start vector: deterministic); each
+    pair's sign is set so that the largest entry of U's column is positive (a solver may return
+    either sign; a probe is blind to it).
     """
-    m = np.log1p(od_matrix(city))
+    m = od_matrix(city).log1p()
     k = int(dim)
-    if not 1 <= k <= min(m.shape):
-        raise ValueError(f"dim must be between 1 and {min(m.shape)}; got {dim}")
-    u, s, vt = np.linalg.svd(m, full_matrices=False)
-    root = np.sqrt(s[:k])
-    x = np.hstack([u[:, :k] * root, vt[:k].T * root])
+    if not 1 <= k < min(m.shape):
+        raise ValueError(f"dim must be between 1 and {min(m.shape) - 1} (the number of regions "
+                         f"less one); got {dim}")
+    start = np.random.default_rng(0).random(min(m.shape))
+    u, s, vt = svds(m, k=k, v0=start, solver="arpack")
+    order = np.argsort(-s, kind="stable")  # ARPACK returns them smallest first
+    u, s, vt = u[:, order], s[order], vt[order]
+    sign = np.sign(u[np.abs(u).argmax(axis=0), np.arange(k)])
+    root = np.sqrt(s)
+    x = np.hstack([u * (sign * root), vt.T * (sign * root)])
     return pd.DataFrame(x, index=city.region_ids.rename(REGION_ID),
                         columns=[f"out_{j}" for j in range(k)] + [f"in_{j}" for j in range(k)])
 
@@ -211,28 +256,41 @@ class ViewEncoder(nn.Module):
         return self.net(x)
 
 
-def train_view_encoder(view: pd.DataFrame, triplets, cfg: RunConfig, vcfg: VectorViewConfig,
-                       progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train a :class:`ViewEncoder` on similarity triplets (eq. 6 via ``TripletObjective``);
-    return every region's embedding and the training history.
+class _ViewTriplets:
+    """Triplets of a view's regions for the :class:`Trainer`: a batch is the standardised rows of
+    its anchors, positives and negatives (made dense per batch, never for all triplets)."""
 
-    ``triplets`` index the rows of ``view`` (as :mod:`musecl.sampling` returns them). Inputs are
+    def __init__(self, rows: StandardisedRows, triplets):
+        self.rows = rows
+        self.idx = [np.asarray(getattr(triplets, c), dtype=np.int64) for c in ("anchor", "positive", "negative")]
+
+    def __len__(self) -> int:
+        return len(self.idx[0])
+
+    def get_batch(self, indices: torch.Tensor, generator: torch.Generator | None = None) -> tuple:
+        return tuple(self.rows(col[indices.numpy()]) for col in self.idx)
+
+
+def train_view_encoder(view: pd.DataFrame | sparse.spmatrix, index: pd.Index, triplets, cfg: RunConfig,
+                       vcfg: VectorViewConfig, progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train a :class:`ViewEncoder` on similarity triplets (eq. 6 via ``TripletObjective``);
+    return every region's embedding (rows of ``index``) and the training history.
+
+    ``view`` is a table or a sparse matrix (the mobility view), one row per region of ``index``;
+    ``triplets`` index its rows (as :mod:`musecl.sampling` returns them). Inputs are
     standardised per column. Same optimiser and schedule as the image encoders (Trainer defaults:
     Adam with amsgrad, StepLR(10, 0.7)), learning rate ``cfg.image.lr``.
     """
-    x = torch.from_numpy(standardise_columns(view.to_numpy()).astype(np.float32))
-    a, p, n = (torch.as_tensor(np.asarray(t), dtype=torch.long)
-               for t in (triplets.anchor, triplets.positive, triplets.negative))
+    rows = StandardisedRows(view)
     with torch.random.fork_rng(devices=[]), one_torch_thread():
         torch.manual_seed(cfg.seed)
-        model = ViewEncoder(x.shape[1], cfg.embedding_dim, vcfg.hidden, vcfg.dropout)
+        model = ViewEncoder(rows.values.shape[1], cfg.embedding_dim, vcfg.hidden, vcfg.dropout)
         trainer = Trainer(model, TripletObjective(cfg.image.triplet_loss, cfg.image.margin), lr=cfg.image.lr,
                           epochs=vcfg.epochs, batch_size=vcfg.batch_size, seed=cfg.seed, device="cpu",
                           progress=progress)
-        history = trainer.fit((x[a], x[p], x[n]))
+        history = trainer.fit(_ViewTriplets(rows, triplets))
         model.eval()
-        with torch.no_grad():
-            frame = _embedding_frame(model(x), view.index)
+        frame = _embedding_frame(rows.embed(model), index)
     return frame, pd.DataFrame(history)
 
 
@@ -264,8 +322,8 @@ class _JointTriplets:
     a batch is the mobility triplets at ``indices`` and as many POI triplets drawn at random
     (the batch generator), each as a stacked (3B, d) tensor, plus the batch's anchor regions."""
 
-    def __init__(self, x: dict, idx: dict):
-        self.x, self.idx = x, idx
+    def __init__(self, rows: dict, idx: dict):
+        self.rows, self.idx = rows, idx
 
     def __len__(self) -> int:
         return len(self.idx["mobility"][0])
@@ -273,7 +331,7 @@ class _JointTriplets:
     def get_batch(self, indices: torch.Tensor, generator: torch.Generator | None = None) -> dict:
         poi = torch.randint(len(self.idx["poi"][0]), (len(indices),), generator=generator)
         chosen = {"mobility": indices, "poi": poi}
-        batch = {k: torch.cat([self.x[k][col[chosen[k]]] for col in self.idx[k]]) for k in self.idx}
+        batch = {k: torch.cat([self.rows[k](col[chosen[k]].numpy()) for col in self.idx[k]]) for k in self.idx}
         batch["anchors"] = torch.unique(self.idx["mobility"][0][indices])
         return batch
 
@@ -282,9 +340,9 @@ class _JointObjective:
     """``loss_fn`` of :func:`train_joint_encoders`: eq. 6 on each view's triplets plus
     ``weight`` x a symmetric InfoNCE between the two views of the batch's anchor regions with POIs."""
 
-    def __init__(self, triplet, x: dict, has_poi: torch.Tensor, weight: float,
+    def __init__(self, triplet, rows: dict, has_poi: torch.Tensor, weight: float,
                  temperature: float):
-        self.triplet, self.x, self.has_poi = triplet, x, has_poi
+        self.triplet, self.rows, self.has_poi = triplet, rows, has_poi
         self.weight, self.temperature = float(weight), float(temperature)
 
     def __call__(self, models: nn.ModuleDict, batch: dict) -> dict:
@@ -292,14 +350,14 @@ class _JointObjective:
         regions = batch["anchors"][self.has_poi[batch["anchors"]]]
         align = torch.zeros(())
         if self.weight > 0 and len(regions) >= 2:
-            a, b = models["mobility"](self.x["mobility"][regions]), models["poi"](self.x["poi"][regions])
+            a, b = (models[k](self.rows[k](regions.numpy())) for k in ("mobility", "poi"))
             align = 0.5 * (info_nce(a, b, self.temperature) + info_nce(b, a, self.temperature))  # symmetric
         return {"loss": parts["mobility_loss"] + parts["poi_loss"] + self.weight * align, **parts,
                 "align_loss": align}
 
 
-def train_joint_encoders(views: dict, triplets: dict, cfg: RunConfig, vcfg: VectorViewConfig,
-                         progress: bool = False) -> tuple[dict, pd.DataFrame]:
+def train_joint_encoders(views: dict, index: pd.Index, triplets: dict, cfg: RunConfig,
+                         vcfg: VectorViewConfig, progress: bool = False) -> tuple[dict, pd.DataFrame]:
     """Train the mobility and POI :class:`ViewEncoder` together (``alignment="joint"``).
 
     Each step takes one batch of mobility triplets and as many POI triplets (eq. 6 on each, as
@@ -307,25 +365,25 @@ def train_joint_encoders(views: dict, triplets: dict, cfg: RunConfig, vcfg: Vect
     the mobility and POI embeddings of the batch's anchor regions that have POIs (the other
     regions of the batch are the negatives). Trained by the one :class:`musecl.training.Trainer`
     with the same optimiser and schedule as :func:`train_view_encoder`.
+    ``views`` as :func:`train_view_encoder` takes them, rows in the order of ``index``.
     Returns ``{"mobility": frame, "poi": frame}`` and the history (one row per epoch).
     """
     names = ("mobility", "poi")
-    x = {k: torch.from_numpy(standardise_columns(views[k].to_numpy()).astype(np.float32)) for k in names}
-    has_poi = torch.from_numpy(views["poi"].to_numpy().sum(axis=1) > 0)
+    rows = {k: StandardisedRows(views[k]) for k in names}
+    has_poi = torch.from_numpy(rows["poi"].values.sum(axis=1) > 0)  # ln(1 + counts): 0 only without POIs
     idx = {k: [torch.as_tensor(np.asarray(getattr(triplets[k], c)), dtype=torch.long)
                for c in ("anchor", "positive", "negative")] for k in names}
-    objective = _JointObjective(TripletObjective(cfg.image.triplet_loss, cfg.image.margin), x, has_poi,
+    objective = _JointObjective(TripletObjective(cfg.image.triplet_loss, cfg.image.margin), rows, has_poi,
                                 vcfg.align_weight, vcfg.align_temperature)
     with torch.random.fork_rng(devices=[]), one_torch_thread():
         torch.manual_seed(cfg.seed)
-        models = nn.ModuleDict({k: ViewEncoder(x[k].shape[1], cfg.embedding_dim, vcfg.hidden, vcfg.dropout)
+        models = nn.ModuleDict({k: ViewEncoder(rows[k].values.shape[1], cfg.embedding_dim, vcfg.hidden, vcfg.dropout)
                                 for k in names})
         trainer = Trainer(models, objective, lr=cfg.image.lr, epochs=vcfg.epochs, batch_size=vcfg.batch_size,
                           seed=cfg.seed, device="cpu", progress=progress)
-        history = trainer.fit(_JointTriplets(x, idx))
+        history = trainer.fit(_JointTriplets(rows, idx))
         models.eval()
-        with torch.no_grad():
-            out = {k: _embedding_frame(models[k](x[k]), views[k].index) for k in names}
+        out = {k: _embedding_frame(rows[k].embed(models[k]), index) for k in names}
     return out, pd.DataFrame(history)
 
 
@@ -430,25 +488,25 @@ class VectorMuseCL(TableMethod):
         elif vcfg.mobility_similarity == "inout":
             mob = mobility_triplets(city, sampler)  # eq. 1-2
         else:
-            mob = sampler.sample(views["mobility"].to_numpy(), region_ids=city.region_ids.to_numpy())
+            mob = sampler.sample(views["mobility"], region_ids=city.region_ids.to_numpy())
         poi_trip = shared.triplets_["poi"] if same_poi else poi_triplets(city, sampler)  # eq. 3-4
         self.triplets_ = {"mobility": mob, "poi": poi_trip}
         if vcfg.alignment == "joint":
             self.views_, self.histories_["joint"] = train_joint_encoders(
-                views, self.triplets_, cfg, vcfg, progress=self.progress)
+                views, city.region_ids, self.triplets_, cfg, vcfg, progress=self.progress)
         else:
             if same_mob:  # identical settings: the same encoder, do not retrain
                 self.views_["mobility"] = shared.views_["mobility"]
                 self.histories_["mobility"] = shared.histories_["mobility"]
             else:
                 self.views_["mobility"], self.histories_["mobility"] = train_view_encoder(
-                    views["mobility"], mob, cfg, vcfg, progress=self.progress)
+                    views["mobility"], city.region_ids, mob, cfg, vcfg, progress=self.progress)
             if same_poi:  # identical: do not retrain
                 self.views_["poi"] = shared.views_.get("poi_unaligned", shared.views_["poi"])
                 self.histories_["poi"] = shared.histories_["poi"]
             else:
                 self.views_["poi"], self.histories_["poi"] = train_view_encoder(
-                    views["poi"], poi_trip, cfg, vcfg, progress=self.progress)
+                    views["poi"], city.region_ids, poi_trip, cfg, vcfg, progress=self.progress)
         if vcfg.alignment == "procrustes":  # the POI view's axes matched to the mobility view's
             self.views_["poi_unaligned"] = self.views_["poi"]
             self.views_["poi"] = procrustes_align(self.views_["poi"], self.views_["mobility"])
