@@ -19,9 +19,14 @@ Nothing here builds an N x N matrix over regions: the most similar regions come 
 scikit-learn's nearest-neighbour search, and negatives from uniform candidates that are
 rejected when too similar, so 100,000 regions sample in seconds.  Ranking by lambda = 1/d is
 ranking by d, so the sampler works on distances throughout and reports ``d_pos`` / ``d_neg``.
+
+Features may be a scipy.sparse matrix (e.g. a region's OD row and column, 2N columns): it is
+densified a block of rows at a time for the same numpy sums, so the triplets are those of the
+dense array, bit for bit, without ever holding N x d numbers.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import resource
 import time
@@ -32,6 +37,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from sklearn.neighbors import NearestNeighbors
 
 from musecl.city import INFLOW, MOBILITY, OUTFLOW, POI, City
@@ -105,16 +111,19 @@ def similarity(distance, eps: float = 1e-9):
     return float(out) if out.ndim == 0 else out
 
 
-def transform_features(features, transform: str = "raw") -> np.ndarray:
+def transform_features(features, transform: str = "raw") -> np.ndarray | sp.csr_matrix:
     """Rescale per-region vectors before eq. 1 / eq. 3.
 
     ``"raw"`` (the paper): counts as they are, so big regions dominate the distance.
     ``"log1p"``: ln(1 + x), which tames heavy-tailed counts and flows (needs x >= 0).
     ``"share"``: each row divided by its sum (POI category mix, in/out balance); rows summing
     to 0 stay 0, so empty regions remain identical to each other.
+    A scipy.sparse matrix gives a CSR matrix with the values of the dense result.
     """
     if transform not in TRANSFORMS:
         raise ValueError(f"transform must be one of {list(TRANSFORMS)}; got {transform!r}")
+    if sp.issparse(features):
+        return _transform_sparse(_as_csr(features), transform)
     X = np.asarray(features, dtype=float)
     if transform == "raw":
         return X
@@ -126,6 +135,26 @@ def transform_features(features, transform: str = "raw") -> np.ndarray:
         return np.log1p(X)
     total = X.sum(axis=-1, keepdims=True)
     return np.divide(X, total, out=np.zeros_like(X), where=total > 0)
+
+
+def _transform_sparse(X: sp.csr_matrix, transform: str) -> sp.csr_matrix:
+    """:func:`transform_features` on the stored values of a canonical CSR matrix (zeros stay 0)."""
+    if transform == "raw":
+        return X
+    if (X.data < 0).any():
+        row = int(np.searchsorted(X.indptr, np.flatnonzero(X.data < 0)[0], side="right") - 1)
+        raise ValueError(f"transform {transform!r} needs non-negative counts; row {row} has a negative "
+                         "value. Use transform='raw' for signed features.")
+    if transform == "log1p":
+        X.data = np.log1p(X.data)
+        return X
+    # row sums over densified blocks: numpy rounds a row's sum there as in the whole dense matrix
+    n, step = X.shape[0], max(1, _BLOCK // X.shape[1])
+    total = np.concatenate([_rows(X, slice(s, s + step)).sum(axis=-1) for s in range(0, n, step)])
+    total = np.repeat(total, np.diff(X.indptr))
+    X.data = np.divide(X.data, total, out=np.zeros_like(X.data), where=total > 0)
+    X.eliminate_zeros()  # rows summing to 0, and shares below the smallest float
+    return X
 
 
 # --------------------------------------------------------------------------------------------
@@ -250,9 +279,10 @@ class TripletSampler:
         return k, max(k, min(int(m), n_regions - 2))
 
     def sample(self, features, region_ids: Sequence[str] | None = None) -> Triplets:
-        """Draw ``n_triplets`` triplets from ``features`` (N regions x d); see the class doc."""
+        """Draw ``n_triplets`` triplets from ``features`` (N regions x d: an array, a DataFrame or a
+        scipy.sparse matrix, which draws the dense array's triplets); see the class doc."""
         X, ids = _prepare(features, region_ids, self.transform)
-        n = len(X)
+        n = X.shape[0]
         k, m = self.effective_sizes(n)
         rng = np.random.default_rng(self.seed)
         T = int(self.n_triplets)
@@ -304,19 +334,25 @@ class TripletSampler:
 # helpers (all O(N * small) memory)
 
 
-def _prepare(features, region_ids, transform: str) -> tuple[np.ndarray, np.ndarray | None]:
+def _prepare(features, region_ids, transform: str) -> tuple[np.ndarray | sp.csr_matrix, np.ndarray | None]:
     if isinstance(features, pd.DataFrame):
         if region_ids is None:
             region_ids = features.index
         features = features.to_numpy()
-    try:
-        X = np.asarray(features, dtype=float)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"features must be a numeric array (regions x dims): {exc}") from None
+    if sp.issparse(features):
+        if features.ndim != 2:
+            raise ValueError(f"features must be 2-D (one row per region, one column per dimension); "
+                             f"got shape {features.shape}")
+        X = _as_csr(features)
+    else:
+        try:
+            X = np.asarray(features, dtype=float)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"features must be a numeric array (regions x dims): {exc}") from None
     if X.ndim != 2:
         raise ValueError(f"features must be 2-D (one row per region, one column per dimension); "
                          f"got shape {X.shape}")
-    n = len(X)
+    n = X.shape[0]
     if n < 3:
         raise ValueError(f"need at least 3 regions to draw an anchor, a positive and a negative; got {n}")
     if X.shape[1] == 0:
@@ -330,7 +366,11 @@ def _prepare(features, region_ids, transform: str) -> tuple[np.ndarray, np.ndarr
         if len(pd.unique(ids)) != n:
             dup = pd.Series(ids)[pd.Series(ids).duplicated()].iloc[:5].tolist()
             raise ValueError(f"region_ids must be unique; duplicated: {dup}")
-    bad = ~np.isfinite(X).all(axis=1)
+    if sp.issparse(X):
+        bad = np.zeros(n, dtype=bool)
+        bad[np.repeat(np.arange(n), np.diff(X.indptr))[~np.isfinite(X.data)]] = True
+    else:
+        bad = ~np.isfinite(X).all(axis=1)
     if bad.any():
         rows = np.flatnonzero(bad)
         where = [str(ids[r]) if ids is not None else f"row {r}" for r in rows[:5]]
@@ -339,7 +379,33 @@ def _prepare(features, region_ids, transform: str) -> tuple[np.ndarray, np.ndarr
     return transform_features(X, transform), ids
 
 
-def _pair_distances(X: np.ndarray, i, j) -> np.ndarray:
+def _as_csr(features) -> sp.csr_matrix:
+    """A float64 CSR copy in canonical form (duplicates summed, indices sorted, no stored zeros,
+    hence no -0.0): ``.data`` then holds every nonzero once, and equal rows store equal bytes."""
+    X = sp.csr_matrix(features, dtype=np.float64, copy=True)
+    X.sum_duplicates()
+    X.eliminate_zeros()
+    return X
+
+
+def _rows(X, idx) -> np.ndarray:
+    """Dense float64 rows ``X[idx]``: the one place a sparse matrix is densified, a block at a time.
+
+    Every sum over a feature row runs on these, so a sparse matrix gives the dense array's floats."""
+    return X[idx].toarray() if sp.issparse(X) else X[idx]
+
+
+def _sq_sums(a: np.ndarray, lone: bool = False) -> np.ndarray:
+    """Row-wise sums of squares, summed as numpy sums a matrix of two or more rows. numpy sums a
+    lone row of more than 8192 columns in 8192-column chunks (other rounding), so a one-row block
+    is summed beside a copy of itself, unless the dense code summed that row alone too (``lone``)."""
+    if len(a) == 1 and not lone:
+        a = np.repeat(a, 2, axis=0)
+        return np.einsum("ij,ij->i", a, a)[:1]
+    return np.einsum("ij,ij->i", a, a)
+
+
+def _pair_distances(X, i, j) -> np.ndarray:
     """Eq. 1/3 between rows X[i] and X[j] (same shape index arrays), in bounded-memory blocks."""
     i, j = np.broadcast_arrays(np.asarray(i), np.asarray(j))
     shape = i.shape
@@ -347,19 +413,20 @@ def _pair_distances(X: np.ndarray, i, j) -> np.ndarray:
     out = np.empty(i.size, dtype=float)
     step = max(1, _BLOCK // X.shape[1])
     for s in range(0, i.size, step):
-        out[s:s + step] = _euclidean(X[i[s:s + step]], X[j[s:s + step]])
+        out[s:s + step] = _euclidean(_rows(X, i[s:s + step]), _rows(X, j[s:s + step]))
     return out.reshape(shape)
 
 
-def _exact_search(X: np.ndarray) -> "NearestNeighbors | _BlockedSearch":
+def _exact_search(X) -> "NearestNeighbors | _BlockedSearch":
     """An exact neighbour search whose ties (POI counts tie often) fall the same way on every
     machine and thread count: a k-d tree for up to 15 columns (inflow and outflow), else
     :class:`_BlockedSearch`. scikit-learn's default for more columns, a multi-threaded brute-force
     search, broke ties by the number of threads: a seed drew other positives for 11% of its
     10,000 triplets with 2 threads than with 1 (2,000 regions x 37 counts); a k-d tree, exact too,
-    degrades in that many dimensions (N^1.8: 17 s for 20,000 regions, 2-core machine)."""
+    degrades in that many dimensions (N^1.8: 17 s for 20,000 regions, 2-core machine). A sparse
+    matrix of up to 15 columns is densified for the tree: N x 15 numbers."""
     if X.shape[1] <= 15:
-        return NearestNeighbors(algorithm="kd_tree").fit(X)
+        return NearestNeighbors(algorithm="kd_tree").fit(X.toarray() if sp.issparse(X) else X)
     return _BlockedSearch(X)
 
 
@@ -368,55 +435,125 @@ class _BlockedSearch:
     ~8 MB whatever N; time linear in N per query). Candidates come from |x|^2 - 2 q.x, one matrix
     product per block, with a margin far above that formula's rounding; their distances are then
     summed coordinate by coordinate, so the result does not depend on how the matrix product was
-    split between threads. ``kneighbors`` answers like scikit-learn's."""
+    split between threads. ``kneighbors`` answers like scikit-learn's. A sparse X (CSR) takes a
+    sparse product, and its exact sums run on densified candidate rows, once per group of
+    identical rows (the regions without trips), so it finds what the dense array finds."""
 
-    def __init__(self, X: np.ndarray):
-        self.X = np.ascontiguousarray(X, dtype=np.float64)
-        self.sq = np.einsum("ij,ij->i", self.X, self.X)
+    def __init__(self, X):
+        self.X = _as_csr(X) if sp.issparse(X) else np.ascontiguousarray(X, dtype=np.float64)
+        n, step = X.shape[0], max(1, _BLOCK // X.shape[1])
+        self.sq = np.concatenate([_sq_sums(_rows(self.X, slice(s, s + step))) for s in range(0, n, step)])
         self.scale = float(self.sq.max(initial=0.0))
+        self.group = _identical_groups(self.X)[0] if sp.issparse(X) else None
 
-    def kneighbors(self, Q: np.ndarray, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
-        """(distances, indices), both (len(Q), n_neighbors), nearest first."""
+    def kneighbors(self, Q: np.ndarray, n_neighbors: int, needed=None) -> tuple[np.ndarray, np.ndarray]:
+        """(distances, indices), both (len(Q), n_neighbors), nearest first.
+
+        ``needed``: for a sparse X, the positions that will be read (default all); the others then
+        hold the right rows, in order up to near-ties, with distance NaN. An exact distance sums
+        all d columns, too slow for each of ~200 neighbours when d is 2N; a dense X, the
+        reference the sparse search is tested against, is always refined in full."""
         Q, n = np.ascontiguousarray(Q, dtype=np.float64), int(n_neighbors)
-        if not 1 <= n <= len(self.X):
-            raise ValueError(f"n_neighbors must be between 1 and {len(self.X)}; got {n}")
+        N = self.X.shape[0]
+        if not 1 <= n <= N:
+            raise ValueError(f"n_neighbors must be between 1 and {N}; got {n}")
         dist, idx = np.empty((len(Q), n)), np.empty((len(Q), n), dtype=np.int64)
-        step = max(1, _BLOCK // len(self.X))
+        step = max(1, _BLOCK // max(N, self.X.shape[1]))
         for s in range(0, len(Q), step):
             q = Q[s:s + step]
-            approx = self.sq[None, :] - 2.0 * (q @ self.X.T)  # the distance^2 less |q|^2, rounded
-            bound = np.partition(approx, n - 1, axis=1)[:, n - 1] + 1e-9 * (self.scale + np.einsum("ij,ij->i", q, q))
+            prod = (self.X @ q.T).T if sp.issparse(self.X) else q @ self.X.T
+            approx = self.sq[None, :] - 2.0 * prod  # the distance^2 less |q|^2, rounded
+            margin = 1e-9 * (self.scale + np.einsum("ij,ij->i", q, q))
+            bound = np.partition(approx, n - 1, axis=1)[:, n - 1] + margin
             for r in range(len(q)):
                 cand = np.flatnonzero(approx[r] <= bound[r])
-                diff = self.X[cand] - q[r]
-                d2 = np.einsum("ij,ij->i", diff, diff)
+                if needed is not None and self.group is not None:
+                    idx[s + r], dist[s + r] = self._nearest_at(cand, approx[r, cand], margin[r], q[r], n,
+                                                               needed)
+                    continue
+                d2 = self._sq_distances(cand, q[r], lone=len(cand) == 1)
                 order = np.lexsort((cand, d2))[:n]  # by distance, then by row index
                 idx[s + r], dist[s + r] = cand[order], np.sqrt(d2[order])
         return dist, idx
 
+    def _sq_distances(self, rows: np.ndarray, q: np.ndarray, lone: bool = False) -> np.ndarray:
+        """|X[rows] - q|^2 as numpy sums all of X[rows] - q at once (a lone row: ``lone``), but a
+        bounded block of rows at a time, and for a sparse X once per group of identical rows."""
+        inv = None
+        if self.group is not None:
+            _, first, inv = np.unique(self.group[rows], return_index=True, return_inverse=True)
+            rows = rows[first]
+        step = max(1, _BLOCK // self.X.shape[1])
+        d2 = np.empty(len(rows))
+        for s in range(0, len(rows), step):
+            d2[s:s + step] = _sq_sums(_rows(self.X, rows[s:s + step]) - q, lone)
+        return d2 if inv is None else d2[inv.ravel()]
 
-def _other_neighbours(nn: "NearestNeighbors | _BlockedSearch", X: np.ndarray, rows: np.ndarray, n: int):
+    def _nearest_at(self, cand, approx, margin, q, n, needed) -> tuple[np.ndarray, np.ndarray]:
+        """The n nearest of ``cand`` (a superset of them), exact at the ``needed`` positions.
+
+        Sorted by approximate distance, the candidates fall into runs of near-ties (gaps of at
+        most ``margin``, which exceeds twice the approximation's error); rows of different runs
+        are in their exact order already, so only the runs covering a needed position are summed."""
+        order = np.argsort(approx, kind="stable")  # cand ascends: equal values stay by row index
+        cand, approx = cand[order], approx[order]
+        start = np.flatnonzero(np.r_[True, np.diff(approx) > margin])
+        end = np.r_[start[1:], len(cand)]
+        d2 = np.full(len(cand), np.nan)
+        for run in np.unique(np.searchsorted(start, needed, side="right") - 1):
+            rows = cand[start[run]:end[run]]
+            d = self._sq_distances(rows, q, lone=len(cand) == 1)
+            o = np.lexsort((rows, d))
+            cand[start[run]:end[run]], d2[start[run]:end[run]] = rows[o], d[o]
+        return cand[:n], np.sqrt(d2[:n])
+
+
+def _other_neighbours(nn: "NearestNeighbors | _BlockedSearch", X, rows: np.ndarray, n: int,
+                      head: int | None = None):
     """Blocks ``(slice of rows, indices (b, n), distances (b, n))``: each query row's n nearest
     *other* rows, a block at a time (memory stays ~8 MB whatever N). With more than n duplicates
-    the query itself may be absent from its neighbours: then the last one is dropped."""
-    step = max(1, _BLOCK // (n + 1))
+    the query itself may be absent from its neighbours: then the last one is dropped. ``head``:
+    only the first ``head`` others and the n-th are read; a sparse search may then leave the
+    distances in between NaN (see _BlockedSearch.kneighbors)."""
+    step = max(1, _BLOCK // max(n + 1, X.shape[1]))
+    kw = {}
+    if head is not None and isinstance(nn, _BlockedSearch):
+        # the query itself may be any of the n + 1: the first head others are among positions
+        # 0..head, and the n-th other is at position n - 1 or n
+        kw["needed"] = np.unique(np.r_[np.arange(min(head, n) + 1), n - 1, n])
     for s in range(0, len(rows), step):
         q = rows[s:s + step]
-        d, idx = nn.kneighbors(X[q], n_neighbors=n + 1)
+        d, idx = nn.kneighbors(_rows(X, q), n_neighbors=n + 1, **kw)
         is_self = idx == q[:, None]
         is_self[~is_self.any(axis=1), -1] = True
         keep = ~is_self
         yield slice(s, s + len(q)), idx[keep].reshape(len(q), n), d[keep].reshape(len(q), n)
 
 
-def _neighbours(nn: "NearestNeighbors | _BlockedSearch", X: np.ndarray, rows: np.ndarray, m: int, k: int):
+def _neighbours(nn: "NearestNeighbors | _BlockedSearch", X, rows: np.ndarray, m: int, k: int):
     """For each query row: its k most similar *other* rows (indices, distances) and its m-th."""
     top_idx = np.empty((len(rows), k), dtype=np.int64)
     top_d = np.empty((len(rows), k))
     mth = np.empty(len(rows), dtype=np.int64)
-    for block, idx, d in _other_neighbours(nn, X, rows, m):
+    for block, idx, d in _other_neighbours(nn, X, rows, m, head=k):
         top_idx[block], top_d[block], mth[block] = idx[:, :k], d[:, :k], idx[:, m - 1]
     return top_idx, top_d, mth
+
+
+def _identical_groups(X) -> tuple[np.ndarray, np.ndarray]:
+    """(group of each row, size of each group): equal rows share a group. Dense rows compare as
+    bytes; rows of a canonical CSR matrix (see _as_csr) by a 16-byte digest of their stored
+    indices and values, with no N x d array. The numbers differ between the two, the groups not."""
+    if sp.issparse(X):
+        ptr, ind, val = X.indptr, X.indices, X.data
+        keys = np.frombuffer(b"".join(
+            hashlib.blake2b(ind[a:b].tobytes() + val[a:b].tobytes(), digest_size=16).digest()
+            for a, b in zip(ptr[:-1].tolist(), ptr[1:].tolist())), dtype="V16")
+    else:
+        rows = np.ascontiguousarray(X + 0.0)  # + 0.0 turns -0.0 into 0.0 so equal rows have equal bytes
+        keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
+    _, group, size = np.unique(keys, return_inverse=True, return_counts=True)
+    return group.ravel(), size
 
 
 def _spread_over_identical(X, anchors, pos, k, rng) -> np.ndarray:
@@ -424,11 +561,9 @@ def _spread_over_identical(X, anchors, pos, k, rng) -> np.ndarray:
 
     The neighbour search returns the same k of a big tie for every member of it (e.g. every
     POI-less region would get the same 5 positives); all identical regions are equally similar.
+    Only the groups and the row order within them matter, not how the groups are numbered.
     """
-    rows = np.ascontiguousarray(X + 0.0)  # + 0.0 turns -0.0 into 0.0 so equal rows have equal bytes
-    keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
-    _, group, size = np.unique(keys, return_inverse=True, return_counts=True)
-    group = group.ravel()
+    group, size = _identical_groups(X)
     g = group[anchors]
     big = size[g] - 1 >= k
     if not big.any():
@@ -446,7 +581,7 @@ def _spread_over_identical(X, anchors, pos, k, rng) -> np.ndarray:
 
 def _sample_quantiles(X, rows, quantile, n_sample, rng) -> np.ndarray:
     """Per query row, the ``quantile`` of its distances to a shared random sample of regions."""
-    sample = rng.choice(len(X), size=min(n_sample, len(X)), replace=False)
+    sample = rng.choice(X.shape[0], size=min(n_sample, X.shape[0]), replace=False)
     out = np.empty(len(rows))
     step = max(1, _BLOCK // len(sample))
     for s in range(0, len(rows), step):
@@ -462,7 +597,7 @@ def _draw_negatives(X, anchors, pos, d_pos, thr, rng):
     open after the batched rounds get an exact pass over their anchor's distance row (O(N)),
     relaxing to "no more similar than the positive" only when nothing farther than ``thr`` exists.
     """
-    n, T = len(X), len(anchors)
+    n, T = X.shape[0], len(anchors)
     pos, d_pos = pos.copy(), d_pos.copy()
     neg = np.full(T, -1, dtype=np.int64)
     d_neg = np.full(T, np.nan)
@@ -510,14 +645,16 @@ def most_similar(features, k: int, transform: str = "raw") -> tuple[np.ndarray, 
 
     Sorted by distance (eq. 1/3), i.e. by decreasing similarity (eq. 2/4); a region is never its
     own neighbour, even among duplicates.  Used to contrast "similar" with "near" regions.
+    ``features`` may be scipy.sparse, with the dense array's answer.
     """
     X, _ = _prepare(features, None, transform)
-    if not 1 <= int(k) <= len(X) - 1:
-        raise ValueError(f"k must be between 1 and N - 1 = {len(X) - 1}; got {k}")
+    n = X.shape[0]
+    if not 1 <= int(k) <= n - 1:
+        raise ValueError(f"k must be between 1 and N - 1 = {n - 1}; got {k}")
     k = int(k)
-    idx = np.empty((len(X), k), dtype=np.int64)
-    dist = np.empty((len(X), k))
-    for block, i, d in _other_neighbours(_exact_search(X), X, np.arange(len(X)), k):
+    idx = np.empty((n, k), dtype=np.int64)
+    dist = np.empty((n, k))
+    for block, i, d in _other_neighbours(_exact_search(X), X, np.arange(n), k):
         idx[block], dist[block] = i, d
     return idx, dist
 

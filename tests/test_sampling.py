@@ -11,6 +11,7 @@ import pytest
 
 from musecl.city import CATEGORY, INFLOW, KIND, OUTFLOW, PATH, REGION_ID, TEXT, City, CityMeta, Indicator
 from musecl.sampling import (
+    TRANSFORMS,
     TripletSampler,
     geographic_triplets,
     mobility_distance,
@@ -332,3 +333,176 @@ def test_the_blocked_search_is_exact_with_ties_by_row_index(monkeypatch):
     np.testing.assert_array_equal(sampling._exact_search(X).kneighbors(X[queries], n_neighbors=25)[1], expected)
     with pytest.raises(ValueError, match="n_neighbors"):
         search.kneighbors(X[:2], n_neighbors=301)
+
+
+# ---------------------------------------------------------------- sparse features (OD rows and columns)
+
+
+def od_like(n=300, d=600, seed=0, empty=30, copies=10, density=0.03):
+    """Sparse non-negative counts with ``empty`` regions without trips and ``copies`` copies of
+    one region, so the search meets ties, the sampler big groups of identical rows."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    X = (rng.poisson(2.0, size=(n, d)) * (rng.random((n, d)) < density)).astype(float)
+    X[:empty] = 0.0
+    X[empty:empty + copies] = X[empty + copies]
+    return sp.csr_matrix(X)
+
+
+def assert_same_triplets(a, b):
+    for name in ("anchor", "positive", "negative", "d_pos", "d_neg"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    assert a.info == b.info
+
+
+@pytest.mark.parametrize("density, settings", [
+    (0.03, dict()), (0.03, dict(negative="far")), (0.03, dict(rule="official")),
+    (0.03, dict(positive_radius=3.0)), (0.03, dict(transform="log1p")), (0.03, dict(transform="share")),
+    # ~3 trips a region: many distinct regions equally far, distances that tie up to rounding
+    (0.005, dict(transform="log1p")), (0.005, dict(transform="share")),
+    (0.01, dict(transform="log1p", negative="far", n_positive_candidates=20, n_exclude=40,
+                positive_radius=1.0)),
+], ids=lambda p: ",".join(f"{k}={v}" for k, v in p.items()) if isinstance(p, dict) else f"density={p}")
+def test_sparse_features_draw_the_dense_triplets_bit_for_bit(density, settings):
+    """A scipy.sparse matrix (a region's OD row and column: d = 2N) gives the triplets of the
+    same matrix passed dense, floats and warnings included, whatever the settings."""
+    X = od_like(density=density)
+    sampler = TripletSampler(n_triplets=1000, seed=5, **settings)
+    with warnings.catch_warnings(record=True) as dense_warnings:
+        warnings.simplefilter("always")
+        dense = sampler.sample(X.toarray())
+    with warnings.catch_warnings(record=True) as sparse_warnings:
+        warnings.simplefilter("always")
+        sparse = sampler.sample(X)
+    assert_same_triplets(dense, sparse)
+    assert [str(w.message) for w in dense_warnings] == [str(w.message) for w in sparse_warnings]
+
+
+def test_sparse_most_similar_and_transforms_match_dense():
+    import scipy.sparse as sp
+
+    X = od_like(n=200, d=400, seed=1)
+    for transform in TRANSFORMS:
+        out = transform_features(X, transform)
+        assert sp.issparse(out) and np.array_equal(out.toarray(), transform_features(X.toarray(), transform))
+        dense, sparse = most_similar(X.toarray(), 8, transform), most_similar(sp.coo_array(X), 8, transform)
+        assert np.array_equal(dense[0], sparse[0]) and np.array_equal(dense[1], sparse[1])
+    # a few columns take the k-d tree: densified, N x d is small
+    flows = sp.csr_matrix(np.abs(np.random.default_rng(2).normal(size=(100, 2))))
+    assert_same_triplets(TripletSampler(n_triplets=300).sample(flows.toarray()),
+                         TripletSampler(n_triplets=300).sample(flows))
+
+
+def test_sparse_search_over_8192_columns_sums_as_the_dense_one():
+    """numpy sums a lone row of over 8192 columns in other chunks than a row among others; the
+    sparse search sums its candidates a few at a time yet must get the dense search's floats."""
+    import musecl.sampling as sampling
+
+    X = transform_features(od_like(n=60, d=20_000, seed=3, empty=3, copies=3), "log1p")  # inexact sums
+    queries = np.arange(0, 60, 4)
+    dense, sparse = sampling._exact_search(X.toarray()), sampling._exact_search(X)
+    d_dense, i_dense = dense.kneighbors(X[queries].toarray(), n_neighbors=12)
+    d_sparse, i_sparse = sparse.kneighbors(X[queries].toarray(), n_neighbors=12)
+    np.testing.assert_array_equal(i_sparse, i_dense)
+    np.testing.assert_array_equal(d_sparse, d_dense)
+    # only some positions read (the sampler's top k and M-th): those are exact, the others NaN or exact
+    needed = np.array([0, 1, 2, 10, 11])
+    d_part, i_part = sparse.kneighbors(X[queries].toarray(), n_neighbors=12, needed=needed)
+    np.testing.assert_array_equal(i_part[:, needed], i_dense[:, needed])
+    np.testing.assert_array_equal(d_part[:, needed], d_dense[:, needed])
+    assert np.isnan(d_part).any()
+    assert (np.isnan(d_part) | (d_part == d_dense)).all()
+    assert (np.sort(i_part, axis=1) == np.sort(i_dense, axis=1)).all()
+
+
+def test_sparse_search_puts_the_exact_rows_at_the_needed_positions():
+    """Between the positions it is asked for, the sparse search keeps the approximate order; at
+    those positions it must hold the exact neighbours whatever the approximation's error, up to
+    half the margin (here a coarse one, so near-ties abound)."""
+    import musecl.sampling as sampling
+
+    X = transform_features(od_like(n=200, d=400, seed=4, empty=0, copies=0), "log1p")
+    dense = X.toarray()
+    search, reference = sampling._BlockedSearch(X), sampling._BlockedSearch(dense)
+    rng = np.random.default_rng(0)
+    needed, margin = np.array([0, 1, 2, 3, 28, 29]), 2.0
+    for r in range(0, 200, 10):
+        q = dense[r]
+        approx = ((dense - q) ** 2).sum(axis=1) - q @ q + rng.uniform(-margin / 2, margin / 2, size=200)
+        idx, dist = search._nearest_at(np.arange(200), approx, margin, q, 30, needed)
+        ref_dist, ref_idx = reference.kneighbors(dense[r:r + 1], n_neighbors=30)
+        np.testing.assert_array_equal(idx[needed], ref_idx[0, needed])
+        np.testing.assert_array_equal(dist[needed], ref_dist[0, needed])
+
+
+def test_sparse_sampling_never_densifies_more_than_a_block(monkeypatch):
+    """The library never holds N x d numbers for sparse features: with the block lowered to 4,000
+    floats (N x d = 45 blocks) every densified piece fits one block, and the triplets still equal
+    the dense array's."""
+    import scipy.sparse as sp
+
+    import musecl.sampling as sampling
+
+    X = od_like()
+    dense_X = X.toarray()
+    monkeypatch.setattr(sampling, "_BLOCK", 4000)
+    sampler = TripletSampler(n_triplets=1000, seed=2, transform="share")
+    dense = sampler.sample(dense_X)
+    sizes = []
+    toarray = sp.csr_matrix.toarray
+
+    def recording_toarray(self, *args, **kwargs):
+        out = toarray(self, *args, **kwargs)
+        sizes.append(out.size)
+        return out
+
+    monkeypatch.setattr(sp.csr_matrix, "toarray", recording_toarray)
+    sparse = sampler.sample(X)
+    assert_same_triplets(dense, sparse)
+    assert len(sizes) > 100 and max(sizes) <= 4000 < X.shape[0] * X.shape[1] // 40
+
+
+def test_sparse_duplicates_and_stored_zeros_read_as_the_dense_matrix():
+    """Any scipy.sparse format: duplicate entries add up (before ln(1 + x)), stored zeros and -0.0
+    are zeros, so a region without trips stays identical to the others without, and the input is
+    left as it was."""
+    import scipy.sparse as sp
+
+    X = od_like(density=0.01)
+    r, c = X.nonzero()
+    v = np.asarray(X[r, c]).ravel()
+    zero_rows = np.arange(12)  # among the 30 regions without trips
+    coo = sp.coo_array((np.r_[v / 2, v / 2, np.zeros(6), -np.zeros(6)],
+                        (np.r_[r, r, zero_rows], np.r_[c, c, zero_rows * 7])), shape=X.shape)
+    assert np.array_equal(coo.toarray(), X.toarray())
+    sampler = TripletSampler(n_triplets=1000, seed=1, transform="log1p")
+    dense = sampler.sample(X.toarray())
+    for features in (coo, coo.tocsc(), sp.csr_array(X.astype(np.int64))):
+        assert_same_triplets(dense, sampler.sample(features))
+    assert coo.nnz == 2 * len(v) + 12
+
+
+def test_sparse_bad_input_gives_the_dense_messages():
+    import scipy.sparse as sp
+
+    ids = [f"r{i:03d}" for i in range(300)]
+    sampler = TripletSampler(n_triplets=10)
+    for bad_value in (np.nan, np.inf, -np.inf):
+        bad = od_like().toarray()
+        bad[17, 2] = bad[250, 599] = bad_value
+        messages = []
+        for features in (bad, sp.csr_matrix(bad)):
+            with pytest.raises(ValueError, match=r"NaN or infinite values in 2 region\(s\).*r017.*r250") as e:
+                sampler.sample(features, region_ids=ids)
+            messages.append(str(e.value))
+        assert messages[0] == messages[1]
+    negative = od_like().toarray()
+    negative[33, 5] = -1.0
+    for transform in ("log1p", "share"):
+        with pytest.raises(ValueError, match="non-negative counts; row 33"):
+            TripletSampler(n_triplets=10, transform=transform).sample(sp.csr_matrix(negative))
+    with pytest.raises(ValueError, match="at least 3 regions"):
+        sampler.sample(sp.csr_matrix(np.ones((2, 5))))
+    with pytest.raises(ValueError, match="2-D"):
+        sampler.sample(sp.coo_array(np.ones(5)))
