@@ -179,10 +179,15 @@ identical.rename(index={kind: f"{'POI counts' if kind == 'POI' else kind} ({KIND
 # and never meets $1/0$. Identical vectors raise a second, quieter problem: a nearest-neighbour
 # search returns the *same* handful of a large group of identical regions to every member of
 # the group (every POI-less region would get the same five positives). The sampler therefore
-# draws the positive of such an anchor among *all* regions identical to it:
+# draws the positive of such an anchor among *all* regions identical to it (found by comparing
+# rows as bytes; a sparse matrix, such as a region's OD row and column, by a digest of each row):
 #
 # ```{literalinclude} ../musecl/sampling.py
 # :pyobject: _spread_over_identical
+# ```
+#
+# ```{literalinclude} ../musecl/sampling.py
+# :pyobject: _identical_groups
 # ```
 
 # %% [markdown]

@@ -550,7 +550,7 @@ def _identical_groups(X) -> tuple[np.ndarray, np.ndarray]:
             hashlib.blake2b(ind[a:b].tobytes() + val[a:b].tobytes(), digest_size=16).digest()
             for a, b in zip(ptr[:-1].tolist(), ptr[1:].tolist())), dtype="V16")
     else:
-        rows = np.ascontiguousarray(X + 0.0)  # + 0.0 turns -0.0 into 0.0 so equal rows have equal bytes
+        rows = np.ascontiguousarray(X + 0.0)  # + 0.0 turns -0.0 into 0.0: equal rows, equal bytes
         keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
     _, group, size = np.unique(keys, return_inverse=True, return_counts=True)
     return group.ravel(), size
