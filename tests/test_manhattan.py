@@ -512,6 +512,36 @@ def test_vector_museCL_alignment_options(synthetic_city, alignment):
         VectorViewConfig(alignment="cca")
 
 
+@pytest.mark.parametrize("alignment", ["none", "joint"])
+def test_vector_museCL_never_makes_the_mobility_view_dense_whole(synthetic_city, monkeypatch, alignment):
+    """The mobility view (N x 2N) is only ever dense a block or a batch of rows at a time: with the
+    blocks lowered, every sparse-to-dense conversion of a whole fit (OD similarity, encoders,
+    fusion) stays far below the view's N x 2N numbers."""
+    from scipy import sparse
+
+    import musecl.methods.vector as vector
+    import musecl.sampling as sampling
+
+    n = len(synthetic_city)
+    monkeypatch.setattr(vector, "DENSE_BLOCK", 96)  # 2 rows or 4 columns of the view
+    monkeypatch.setattr(sampling, "_BLOCK", 96)
+    sizes, toarray = [], sparse.csr_matrix.toarray
+
+    def recording_toarray(self, *args, **kwargs):
+        out = toarray(self, *args, **kwargs)
+        sizes.append(out.size)
+        return out
+
+    monkeypatch.setattr(sparse.csr_matrix, "toarray", recording_toarray)
+    cfg = RunConfig(seed=0, n_triplets=100, embedding_dim=8, fusion_epochs=1, fusion_batch_size=8, text_epochs=1)
+    vcfg = vector.VectorViewConfig(hidden=8, epochs=1, batch_size=4, mobility_similarity="od", alignment=alignment)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fitted = vector.VectorMuseCL(cfg, progress=False, view_config=vcfg).fit(synthetic_city)
+    assert np.isfinite(fitted.transform(synthetic_city).to_numpy()).all()
+    assert len(sizes) > 50 and max(sizes) <= 4 * 2 * n < n * 2 * n / 5  # a batch of 4 rows at most
+
+
 def test_vector_museCL_can_fuse_the_mobility_view_alone(synthetic_city):
     """fused_views="mobility": the same encoders and text, eq. 10 with the mobility view alone
     (beta = 1), still aligned to the POI text; chapter 10 reads what each part costs from it."""
