@@ -101,9 +101,13 @@ class StandardisedRows:
         self.values = sparse.csr_matrix(values, dtype=np.float64) if sparse.issparse(values) \
             else np.asarray(values, dtype=np.float64)
         n, d = self.values.shape
-        if sparse.issparse(self.values):  # column blocks of N x b: numpy sums each column in the same order
-            step = max(1, DENSE_BLOCK // max(n, 1))
-            scales = [column_scale(self.values[:, j:j + step].toarray()) for j in range(0, d, step)]
+        if sparse.issparse(self.values):  # column blocks of N x b: numpy sums each column in the same
+            # order as in the whole matrix, unless b = 1 (then pairwise): blocks of 2 columns or more
+            starts = list(range(0, d, max(2, DENSE_BLOCK // max(n, 1))))
+            if len(starts) > 1 and d - starts[-1] == 1:
+                starts.pop()  # the lone last column joins the block before it
+            edges = starts + [d]
+            scales = [column_scale(self.values[:, a:b].toarray()) for a, b in zip(edges, edges[1:])]
             self.mean, self.std = (np.concatenate(part) for part in zip(*scales))
         else:
             self.mean, self.std = column_scale(self.values)
