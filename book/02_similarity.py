@@ -569,9 +569,12 @@ summary.round(2)
 # 800 MB of doubles for 10,000 regions and 80 GB for 100,000. The sampler never builds one: the
 # $k$ most similar regions come from a nearest-neighbour search, and negatives are uniform
 # candidates rejected when too similar, so memory grows with the number of triplets and
-# neighbours, not with $N^2$. `sampling_benchmark` measures it on synthetic data (lognormal
-# flows for $d = 2$, over-dispersed POI counts with many duplicates for $d = 30$), 10,000
-# triplets each:
+# neighbours, not with $N^2$. The features themselves may be as wide as the city: with an OD
+# table, "similar mobility" can compare a region's trips to and from every region ($d = 2N$,
+# {doc}`10_manhattan`); the sampler then takes a scipy sparse matrix, made dense a block of rows
+# at a time, and draws the triplets the dense array would, bit for bit.
+# `sampling_benchmark` measures the usual case on synthetic data (lognormal flows for $d = 2$,
+# over-dispersed POI counts with many duplicates for $d = 30$), 10,000 triplets each:
 
 # %%
 bench = pd.DataFrame(sampling_benchmark(n_regions=(1_000, 10_000),
