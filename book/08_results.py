@@ -24,8 +24,9 @@
 # The paper's evidence is a table of $R^2$ and RMSE for MuseCL and eight baselines, an ablation
 # and a map of the embedding's clusters. This chapter regenerates each of them from its own runs
 # on the current city, adds what the paper left out (a model that knows only *where* a region is,
-# and a spatial split), and states from the executed numbers which method wins (on a city with
-# what MuseCL needs; on another, it shows the tables of the methods that can run).
+# and a spatial split), and states from the executed numbers which method wins. On a city without
+# images, MuseCL's version on vectors (chapter 10) takes its place; on a city that has neither's
+# inputs, the chapter shows the tables of the methods that can run.
 
 # %% tags=["parameters"]
 city = None  # a city folder (data/README.md); None: the generated toy city
@@ -49,11 +50,13 @@ from sklearn.decomposition import PCA
 
 from musecl import report
 from musecl.cache import Cache, city_fingerprint
+from musecl.city import SATELLITE, STREETVIEW
 from musecl.config import RunConfig
 from musecl.datasets.published import published_results
 from musecl.methods import METHODS, make_method
 from musecl.methods.combinations import ABLATION, ALL_METHODS, PAPER_BASELINES
 from musecl.methods.multisemantic import fine_tuning_unsupported, image_views
+from musecl.methods.vector import view_parts
 from musecl.plotting import plot_images, plot_map
 from musecl.encoders.heads import FEATURE_HEADS
 from musecl.evaluation import correlation_range, latent_probe, spatial_setting
@@ -215,15 +218,24 @@ if "spatial" in cfg.evaluation.splits:
                                 fmt="styler"))
 else:
     display(Markdown("*Not run: the params file's `splits` has no `spatial`.*"))
-# the rest of the chapter compares every method with MuseCL, so it needs
-# what MuseCL needs
-require_method(data, "MuseCL",
-               shows="MuseCL compared seed by seed with every method "
-                     "(paired differences with 95% intervals), whether "
-                     "it earns its place, its embedding's clusters and "
-                     "the ablation")
+# the rest of the chapter compares every method with MuseCL; on a city without images, with
+# its vector version (chapter 10). So it needs what one of the two needs
+target = report.headline_method(results["method"])
+if target is None:
+    require_method(data, "MuseCL" if image_views(data) else report.VECTOR_TARGET,
+                   shows="MuseCL compared seed by seed with every method "
+                         "(paired differences with 95% intervals), whether "
+                         "it earns its place, its embedding's clusters and "
+                         "the ablation")
+    raise RuntimeError(f"neither MuseCL nor {report.VECTOR_TARGET} has results on {data.name}: see above why")
 if (note := report.one_view_note(data.name, image_views(data))) is not None:
     display(Markdown(note))
+if target == report.VECTOR_TARGET:
+    display(Markdown(
+        f"**{data.name} has no images, so from here on MuseCL is *{target}*:** MuseCL's stages on two "
+        "vectors per region instead of two pictures (its trips to and from every region; its POI counts), "
+        "trained on the same similarity triplets, with the same POI text vectors and the same fusion "
+        "(chapter 10 builds it). Read *MuseCL* in the text below as that method."))
 
 # %% [markdown]
 # ## Is MuseCL better? Paired differences
@@ -247,8 +259,9 @@ retrain_text = ("In this run (`retrain: per_seed`) each seed re-ran every stage 
                 "is **not** in these intervals: they are narrower than the method's full spread. "
                 "`retrain: per_seed` retrains every stage for each seed.".format(cfg.seed))
 glue("retrain_text", Markdown(retrain_text), display=False)
-paired = {split: report.paired_differences(results, headline, split=split) for split in cfg.evaluation.splits}
-display(report.paired_text(paired))
+paired = {split: report.paired_differences(results, headline, target=target, split=split)
+          for split in cfg.evaluation.splits}
+display(report.paired_text(paired, target=target))
 counts = {split: table["verdict"].value_counts() for split, table in paired.items()}
 glue("n_methods", len(paired["random"]), display=False)
 glue("better_worse", "; ".join(f"significantly better than {int(c.get('better', 0))} of them and significantly "
@@ -270,6 +283,8 @@ if all(TUNED in table.index for table in paired.values()):
         finding += " Under the other split the seeds cannot tell."
     fine_tune_text = (f"*{TUNED}*, the end-to-end option of chapter 6, against MuseCL with its heads held "
                       f"fixed (MuseCL minus it, headline mean, 95% interval): {intervals}. {finding}")
+elif target != "MuseCL":
+    fine_tune_text = f"*{TUNED}*, the end-to-end option of chapter 6, fine-tunes image heads: this city has no images."
 else:
     fine_tune_text = f"*{TUNED}* did not run with these settings: {fine_tuning_unsupported(cfg)}."
 glue("fine_tune_text", Markdown(fine_tune_text), display=False)
@@ -300,11 +315,11 @@ all_latents = (report.headline_means(ceilings, headline).groupby(["method", "spl
 means = report.headline_means(results, headline).groupby(["method", "split"])["r2"].mean()
 RAW = ["Pretext features", "EfficientNet-Lite0 (ImageNet)", "Pretext + Lite0 features"]  # the inputs, unlearned
 raw = {m: float(means[(m, "random")]) for m in RAW if (m, "random") in means.index}
-checks = report.bar_checks(paired, None if all_latents is None else float(means[("MuseCL", "random")] / all_latents))
+checks = report.bar_checks(paired, None if all_latents is None else float(means[(target, "random")] / all_latents))
 room = report.room_sentence(raw, None if all_latents is None else float(all_latents))
 glue("room_sentence", Markdown(room), display=False)
 glue("bar_sentence", report.bar_sentence(
-    checks, where_not="Where it does not, the reasons are in the tables above and in the section on who wins below."),
+    checks, target=target, where_not="Where it does not, the reasons are in the tables above and in the section on who wins below."),
     display=False)
 report.bar_table(checks, splits=list(paired))
 
@@ -326,12 +341,16 @@ report.bar_table(checks, splits=list(paired))
 # ```
 
 # %% tags=["hide-input"]
+embeddings_dir = results_dir / "embeddings"
+# the raw inputs: on a city without images, the pretext inputs (ln trips in and out, POI counts)
+RAW_INPUTS, RAW_WORDS = next(((m, w) for m, w in (("Pretext + Lite0 features", "every raw input"),
+                                                  ("Pretext features", "the pretext inputs"))
+                              if (embeddings_dir / f"{m}.csv").is_file()), ("Pretext + Lite0 features", ""))
 REFERENCES = {  # reference row -> (the run's table it reads the latents from, in words); None: the latents
     "Latents themselves (reference)": (None, "the latents themselves"),
-    "Latents read from every raw input (reference)": ("Pretext + Lite0 features", "every raw input"),
+    f"Latents read from {RAW_WORDS} (reference)": (RAW_INPUTS, RAW_WORDS),
     "Latents read from the images (reference)": ("EfficientNet-Lite0 (ImageNet)", "the images alone")}
-OWN = "Latents read from MuseCL's embedding (reference)"
-embeddings_dir = results_dir / "embeddings"
+OWN = f"Latents read from {target}'s embedding (reference)"
 sources = {name: data.latents if method is None else
            latent_probe(pd.read_csv(embeddings_dir / f"{method}.csv", index_col=0), data.latents,
                         seed=cfg.seed)[1]
@@ -343,21 +362,21 @@ if len(sources) < 2 or all_latents is None:
 else:
     cache = Cache(f"{out_dir}/cache")
     held = pd.concat([score_embedding(table, data, name, cfg, cache) for name, table in sources.items()]
-                     + [score_embedding(latent_probe(make_method("MuseCL", seeded, cache_dir=cache.root,
+                     + [score_embedding(latent_probe(make_method(target, seeded, cache_dir=cache.root,
                                                                  progress=False).fit_transform(data),
                                                      data.latents, seed=seeded.seed)[1],
                                         data, OWN, seeded, cache)
                         for seeded in seed_configs(cfg)])  # each seed's own trained stages (cached)
     compared = {"Ceiling: all latents": "ceiling", **{name: "reference (uses the latents)" for name in sources},
                 **{m: "raw inputs" for m in RAW if m in raw}, OWN: "reference (uses the latents)",
-                "MuseCL": "MuseCL"}
+                target: "MuseCL"}
     display(report.at_a_glance(pd.concat([results, held]), headline, ceilings, splits=cfg.evaluation.splits,
                                methods=compared))
     r2 = pd.concat([means, report.headline_means(held, headline).groupby(["method", "split"])["r2"].mean()])
     perfect, *read = sources
     held_sentence = report.shortfall_sentence(
-        r2, float(all_latents), perfect, {name: REFERENCES[name][1] for name in read}, OWN,
-        columns=pd.read_csv(embeddings_dir / "MuseCL.csv", index_col=0, nrows=1).shape[1])
+        r2, float(all_latents), perfect, {name: REFERENCES[name][1] for name in read}, OWN, target=target,
+        columns=pd.read_csv(embeddings_dir / f"{target}.csv", index_col=0, nrows=1).shape[1])
     images = "Latents read from the images (reference)"
     if images in sources and all((m, s) in r2.index for m in (images, "Pretext features")
                                  for s in cfg.evaluation.splits):
@@ -436,15 +455,15 @@ else:
 
 # %% tags=["hide-input"]
 win = {split: report.winners(results, split) for split in cfg.evaluation.splits}
-loc = {split: report.location_vs(results, split) for split in cfg.evaluation.splits}
+loc = {split: report.location_vs(results, split, target=target) for split in cfg.evaluation.splits}
 win_random, loc_random = win["random"], loc["random"]
 display(Markdown("**The best method per indicator (random split, mean R² over seeds)**"),
         report.readable(win_random).round(3))
 for split, table in loc.items():
-    display(Markdown(f"**Location alone against MuseCL and the best other method ({split} split)**"),
+    display(Markdown(f"**Location alone against {target} and the best other method ({split} split)**"),
             report.readable(table).round(3))
 glue("n_indicators", len(win_random), display=False)
-wins = {split: int((table["best"] == "MuseCL").sum()) for split, table in win.items()}
+wins = {split: int((table["best"] == target).sum()) for split, table in win.items()}
 glue("muse_wins", f"none ({' or '.join(wins)} split)" if not any(wins.values()) else report.by_split(wins),
      display=False)
 glue("winners_random", "; ".join(f"{r.indicator}: {r.best} ({r.best_mean:.3f})"
@@ -452,10 +471,12 @@ glue("winners_random", "; ".join(f"{r.indicator}: {r.best} ({r.best_mean:.3f})"
 loc_beats = loc_random.loc[loc_random["location_minus_musecl"] > 0, "indicator"]
 glue("location_beats_muse", ", ".join(loc_beats) or "none", display=False)
 mean_r2 = (report.headline_means(results, headline).groupby(["method", "split"])["r2"].mean().unstack())
-for name, key in (("MuseCL", "muse"), ("Location kNN", "loc"), ("Location + MuseCL", "locmuse"),
-                  ("Pretext features", "pretext")):
-    glue(key, report.by_split({split: float(mean_r2.loc[name, split]) for split in cfg.evaluation.splits}),
-         display=False)
+for name, key in ((target, "muse"), ("Location kNN", "loc"), ("Pretext features", "pretext")):
+    glue(key, report.by_split({split: float(mean_r2.loc[name, split]) for split in cfg.evaluation.splits})
+         if name in mean_r2.index else "nothing (not run on this city)", display=False)
+glue("locmuse_sentence", "Adding location to MuseCL gives " + report.by_split(
+    {split: float(mean_r2.loc["Location + MuseCL", split]) for split in cfg.evaluation.splits}) + "."
+     if "Location + MuseCL" in mean_r2.index else "", display=False)
 if ceilings is not None:
     ceiling_r2 = report.headline_means(ceilings, headline).groupby(["method", "split"])["r2"].mean().unstack()
     single = ceiling_r2.drop(index="Ceiling: all latents")
@@ -473,21 +494,21 @@ poi_ceiling = (ceiling_r2.loc["Ceiling: what POIs show", "random"]
 glue("why_sentence", Markdown(report.information_sentence(mean_r2, paired, poi_ceiling, bool(heads))),
      display=False)
 best_base = mean_r2.loc[[m for m in PAPER_BASELINES if m != "MuseCL" and m in mean_r2.index], "random"]
-glue("best_baseline", best_base.idxmax(), display=False)
-glue("best_baseline_r2", float(best_base.max()), display=False)
+glue("best_baseline_sentence", Markdown(
+    f"the best of the paper's baselines on average is {best_base.idxmax()} ({best_base.max():.3f}, random)."
+    if len(best_base) else "none of the paper's baselines runs on this city (each reads images)."), display=False)
 
 # %% [markdown]
 # - MuseCL is the best method for {glue:text}`muse_wins` of the {glue:text}`n_indicators`
 #   indicators. The best method per indicator (random split): {glue:text}`winners_random`.
-# - Averaged over the headline indicators, MuseCL reaches $R^2$ {glue:text}`muse`; the best of
-#   the paper's baselines on average is {glue:text}`best_baseline`
-#   ({glue:text}`best_baseline_r2:.3f`, random). {glue:md}`ceiling_sentence`
+# - Averaged over the headline indicators, MuseCL reaches $R^2$ {glue:text}`muse`;
+#   {glue:md}`best_baseline_sentence` {glue:md}`ceiling_sentence`
 # - The raw inputs of the contrastive stages (*Pretext features*) reach {glue:text}`pretext`: a
 #   learned representation below them has not yet added anything to what it was trained from.
 # - {glue:md}`why_sentence`
 # - Location alone (k-nearest neighbours on the region centre) reaches {glue:text}`loc`;
 #   indicators where location alone beats MuseCL (random split):
-#   {glue:text}`location_beats_muse`. Adding location to MuseCL gives {glue:text}`locmuse`.
+#   {glue:text}`location_beats_muse`. {glue:text}`locmuse_sentence`
 # - A table without a location-only row and a spatial split cannot tell learned semantics from
 #   neighbours that resemble each other; on the paper's own Beijing labels the same kNN beats
 #   the paper's MuseCL for population density under the paper's random split
@@ -496,10 +517,10 @@ glue("best_baseline_r2", float(best_base.max()), display=False)
 # ## Figure 5: the embedding's clusters
 #
 # PCA of the final MuseCL embeddings, K-means into three clusters, drawn on the map, with sample
-# satellite and street-view images of each cluster.
+# satellite and street-view images of each cluster (those the city has).
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Figure 5: the MuseCL embedding's three K-means clusters (on its principal components) on the map (left) and in its first two principal components (right); clusters are numbered by their mean of the first indicator, lowest first."}}
-emb = pd.read_csv(results_dir / "embeddings" / "MuseCL.csv", index_col="region_id", dtype={"region_id": str})
+emb = pd.read_csv(results_dir / "embeddings" / f"{target}.csv", index_col="region_id", dtype={"region_id": str})
 pcs = PCA(n_components=min(10, emb.shape[1]), random_state=cfg.seed).fit_transform(emb.to_numpy())
 clusters = KMeans(n_clusters=3, n_init=10, random_state=cfg.seed).fit_predict(pcs)
 cluster = pd.Series(clusters, index=emb.index, name="cluster")
@@ -508,7 +529,7 @@ pd_col = list(data.meta.indicators)[0]
 rank = data.targets()[pd_col].groupby(cluster).mean().rank().astype(int)
 cluster = cluster.map(lambda c: f"cluster {rank[c]} ({pd_col} rank)")
 fig, axes = plt.subplots(1, 2, figsize=(12, 5))
-plot_map(data, cluster, ax=axes[0], categorical=True, label="K-means on PCA", title="MuseCL embedding clusters")
+plot_map(data, cluster, ax=axes[0], categorical=True, label="K-means on PCA", title=f"{target} embedding clusters")
 axes[1].scatter(pcs[:, 0], pcs[:, 1], c=pd.factorize(cluster, sort=True)[0], cmap="tab10", s=8, vmin=0, vmax=9)
 axes[1].set(xlabel="PC 1", ylabel="PC 2", title="first two principal components")
 fig.tight_layout()
@@ -519,40 +540,60 @@ data.targets().groupby(cluster).mean().round(2)
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Three sample regions of each cluster, each shown by its satellite image and its first street view: what the regions a cluster groups look like."}}
 rng = np.random.default_rng(cfg.seed)
-sat, sv = data.satellite_paths(), data.streetview_paths()
+images = {}  # each image kind the city has: region -> one image
+if data.has(SATELLITE):
+    images["satellite"] = data.satellite_paths().to_dict()
+if data.has(STREETVIEW):
+    images["street view"] = {rid: views[0] for rid, views in data.streetview_paths().items() if views}
 paths, titles = [], []
-for name in sorted(cluster.unique()):
-    members = [r for r in cluster.index[cluster == name] if r in sat.index and r in sv]
+for name in sorted(cluster.unique()) if images else []:
+    members = [r for r in cluster.index[cluster == name] if all(r in got for got in images.values())]
     for rid in rng.choice(members, size=min(3, len(members)), replace=False):
-        paths += [sat[rid], sv[rid][0]]
-        titles += [f"{name}\nsatellite", "street view"]
-fig = plot_images(paths, titles, ncols=6)
-plt.show()
+        paths += [got[rid] for got in images.values()]
+        titles += [f"{name}\n{kind}" if k == 0 else kind for k, kind in enumerate(images)]
+if paths:
+    fig = plot_images(paths, titles, ncols=3 * len(images))
+    plt.show()
+else:
+    display(Markdown(f"*{data.name} has no images to show beside its clusters.*"))
 
 # %% [markdown]
 # ## Figure 6: the ablation
 #
-# Each modality alone, the two image modalities without POI text, and the full model; $R^2$ per
-# indicator, mean over seeds with the standard deviation as error bars (where the run has more
-# than one seed).
+# {glue:md}`ablation_parts` $R^2$ per indicator, mean over seeds with the standard deviation as
+# error bars (where the run has more than one seed).
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "The ablation (the paper's Figure 6): mean R\u00b2 over seeds of MuseCL and its parts, one panel per split of the run; error bars (two seeds or more): the standard deviation over seeds."}}
+if target == "MuseCL":
+    parts, ablation = list(ABLATION), results
+    parts_text = "Each modality alone, the two image modalities without POI text, and the full model;"
+else:  # each seed's own view encoders (cached by the run), scored as the methods were
+    cache = Cache(f"{out_dir}/cache")
+    scored = [score_embedding(table, data, name, seeded, cache) for seeded in seed_configs(cfg)
+              for name, table in view_parts(make_method(target, seeded, cache_dir=cache.root, progress=False)
+                                            .fit(data)).items()]
+    ablation = pd.concat([results, *scored])
+    parts = ["POI only", *dict.fromkeys(pd.concat(scored)["method"]), target]
+    parts_text = (f"The parts of *{target}*: the POI text vectors alone (*POI only*), each view encoder's "
+                  "embedding alone, the two side by side (no fusion, no text), and the full model;")
+glue("ablation_parts", Markdown(parts_text), display=False)
 n_splits = len(cfg.evaluation.splits)
 fig, axes = plt.subplots(1, n_splits, figsize=(6.5 * n_splits, 4), sharey=True, squeeze=False)
 for ax, split in zip(axes[0], cfg.evaluation.splits):
-    mean, std = report.numeric_tables(results, "r2", split, methods_order=list(ABLATION))
+    mean, std = report.numeric_tables(ablation, "r2", split, methods_order=parts)
     mean.T.plot.bar(ax=ax, yerr=std.T, capsize=2, width=0.8, rot=0)
     ax.set(title=f"ablation, {split} split", ylabel="$R^2$", xlabel="")
     ax.axhline(0, color="k", lw=0.8)
     ax.get_legend().remove()  # one legend below the panels: inside, it hid the tallest bars
-fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="lower center", ncol=len(ABLATION),
+fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="lower center", ncol=len(parts),
            fontsize=8, frameon=False)
 fig.tight_layout(rect=(0, 0.08, 1, 1))
 plt.show()
-abl = mean_r2["random"]
-glue("abl_full", float(abl["MuseCL"]), display=False)
-glue("abl_best_part", abl.drop("MuseCL").reindex(list(ABLATION)).dropna().idxmax(), display=False)
-glue("abl_best_part_r2", float(abl.drop("MuseCL").reindex(list(ABLATION)).dropna().max()), display=False)
+abl = report.headline_means(ablation, headline).groupby(["method", "split"])["r2"].mean().unstack()["random"]
+best_part = abl.reindex([p for p in parts if p != target]).dropna()
+glue("abl_full", float(abl[target]), display=False)
+glue("abl_best_part", best_part.idxmax(), display=False)
+glue("abl_best_part_r2", float(best_part.max()), display=False)
 
 # %% [markdown]
 # Over the headline indicators (random split), the full model reaches {glue:text}`abl_full:.3f`;

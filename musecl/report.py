@@ -26,6 +26,7 @@ from musecl.plotting import plot_at_a_glance
 METRICS = ("r2", "rmse")
 HIGHER_IS_BETTER = {"r2": True, "rmse": False}
 TARGET = "MuseCL"
+VECTOR_TARGET = "MuseCL (vector views)"  # MuseCL's structure on a city without images
 LOCATION = "Location kNN"
 IMPROVEMENT_ROW = "improvement over best baseline"
 NUMBER_TABLE = 'class="musecl-results"'  # a table of numbers: book/_static_css/musecl.css keeps its cells on one line
@@ -409,7 +410,13 @@ def one_view_note(city_name: str, views: Sequence[str]) -> str | None:
             f"$\\beta = 1$, aligned to the POI text by eq. 11 as in the paper, which fuses both image kinds.*")
 
 
-def paired_text(paired: dict[str, pd.DataFrame]) -> pd.DataFrame:
+def headline_method(methods: Sequence[str]) -> str | None:
+    """The method a results page compares every other with: MuseCL where it ran, else its
+    image-free version (a city with mobility and POIs but no images), else None."""
+    return next((m for m in (TARGET, VECTOR_TARGET) if m in set(methods)), None)
+
+
+def paired_text(paired: dict[str, pd.DataFrame], target: str = TARGET) -> pd.DataFrame:
     """:func:`paired_differences` of each split side by side as a page shows them: per method the
     difference with its interval ("+0.050 [+0.010, +0.090]"; one seed: "+0.050 (one seed: no
     interval)") and the verdict."""
@@ -417,8 +424,8 @@ def paired_text(paired: dict[str, pd.DataFrame]) -> pd.DataFrame:
     methods = list(dict.fromkeys(m for table in paired.values() for m in table.index))
     return pd.DataFrame({(split, what): column.reindex(methods).fillna("")
                          for split, table in paired.items() for what, column in (
-        (f"{TARGET} minus method [95% interval]", table.apply(interval_text, axis=1).astype(object)),
-        (f"{TARGET} is", table["verdict"]))}, index=pd.Index(methods, name=next(iter(paired.values())).index.name))
+        (f"{target} minus method [95% interval]", table.apply(interval_text, axis=1).astype(object)),
+        (f"{target} is", table["verdict"]))}, index=pd.Index(methods, name=next(iter(paired.values())).index.name))
 
 
 def paired_differences(results: pd.DataFrame, indicators: Sequence[str], target: str = TARGET,

@@ -437,7 +437,7 @@ def test_vector_methods_save_and_load_with_their_options(synthetic_city, tmp_pat
 
 
 def test_vector_museCL_is_deterministic_and_learns(synthetic_city):
-    from musecl.methods.vector import VectorMuseCL, VectorViewConfig
+    from musecl.methods.vector import VectorMuseCL, VectorViewConfig, view_parts
 
     cfg = RunConfig(seed=0, n_triplets=300, embedding_dim=8, fusion_epochs=3, fusion_batch_size=8,
                     text_epochs=2)
@@ -454,6 +454,12 @@ def test_vector_museCL_is_deterministic_and_learns(synthetic_city):
     att = a.stage_table("attention")
     assert list(att.columns) == ["mobility", "poi"] and att.sum(axis=1).to_numpy() == pytest.approx(1.0)
     assert a.triplets_["poi"].info["n_regions"] == len(synthetic_city)
+    parts = view_parts(a)  # its ablation: each view alone and the two side by side
+    assert list(parts) == ["mobility view only", "POI view only", "mobility view + POI view"]
+    np.testing.assert_array_equal(parts["mobility view only"].to_numpy(), a.stage_table("mobility").to_numpy())
+    np.testing.assert_array_equal(parts["mobility view + POI view"].to_numpy(),
+                                  np.hstack([a.stage_table("mobility"), a.stage_table("poi")]))
+    assert parts["mobility view + POI view"].columns.is_unique
     with pytest.raises(ValueError, match="mobility_similarity"):
         VectorViewConfig(mobility_similarity="distance")
 

@@ -466,6 +466,9 @@ def test_paired_text_and_readable_show_one_seed_without_nan():
     assert shown.index.tolist() == ["Concat", "SV only", "RS only"]
     assert shown[("spatial", "MuseCL is")].tolist() == ["worse", "", "better"]
     assert shown[("random", "MuseCL is")].tolist() == ["better", "", ""]
+    named = report.paired_text({"random": table}, target="MuseCL (vector views)")
+    assert list(named.columns.get_level_values(1)) == ["MuseCL (vector views) minus method [95% interval]",
+                                                       "MuseCL (vector views) is"]
     winners = pd.DataFrame({"city": ["c"], "indicator": ["PD"], "best": ["MuseCL"], "best_mean": [0.5],
                             "best_std": [np.nan]})
     assert list(report.readable(winners).columns) == ["best method", "its mean"]
@@ -624,3 +627,9 @@ def test_a_recorded_run_is_set_beside_this_run_seed_by_seed():
     assert "understate MuseCL under the random split" in higher
     with pytest.raises(ValueError, match="shares no seeds"):
         report.beside_recorded_run(mine, rows(0.0, seeds=(9,)), recorded, ["PD"], ["random"], "x")
+
+
+def test_the_headline_method_is_musecl_else_its_vector_version():
+    assert report.headline_method(["Concat", "MuseCL (vector views)", "MuseCL"]) == "MuseCL"
+    assert report.headline_method(pd.Series(["POI only", "MuseCL (vector views)"])) == "MuseCL (vector views)"
+    assert report.headline_method(["POI only", "Location kNN"]) is None
