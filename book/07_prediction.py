@@ -141,16 +141,26 @@ glue("buffer_sentence", Markdown(f"The spatial split uses blocks of {blocks.size
 # ```
 
 # %% tags=["hide-input"]
-require_method(data, "MuseCL", shows="MuseCL's embedding read by the probe: R2 and RMSE per indicator in "
-               "both splits beside the ceilings, and predicted against true values (chapter 8 scores every "
-               "method this city supports)")
+# MuseCL, or on a city without images its version on vectors (chapter 10)
+target = report.headline_method(supported_methods(["MuseCL", report.VECTOR_TARGET], data)[0])
+if target is None:
+    require_method(data, "MuseCL", shows="MuseCL's embedding read by the probe: R2 and RMSE per indicator in "
+                   "both splits beside the ceilings, and predicted against true values (chapter 8 scores every "
+                   "method this city supports)")
 glue("retrain", cfg.retrain, display=False)
 # the first seed's embedding and every seed's rows (each seed's own fit under retrain: per_seed)
 cache_dir = Path(f"{out_dir}/cache")
-embedding, results, _, _ = fit_and_score("MuseCL", data, cfg, cache_dir, progress=False)
-method = MuseCL(seed_configs(cfg)[0], cache_dir=cache_dir, progress=False).fit(data)  # cached stages
-if (note := report.one_view_note(data.name, method.views)) is not None:
-    display(Markdown(note))
+embedding, results, _, _ = fit_and_score(target, data, cfg, cache_dir, progress=False)
+if target == "MuseCL":
+    method = MuseCL(seed_configs(cfg)[0], cache_dir=cache_dir, progress=False).fit(data)  # cached stages
+    if (note := report.one_view_note(data.name, method.views)) is not None:
+        display(Markdown(note))
+else:
+    display(Markdown(
+        f"**{data.name} has no images, so this chapter reads *{target}*:** MuseCL's stages on two vectors per "
+        "region instead of two pictures (its trips to and from every region; its POI counts), trained on the "
+        "same similarity triplets, with the same POI text vectors and the same fusion (chapter 10 builds it). "
+        "Read *MuseCL* in the text below as that method."))
 # the floors every results table carries, on the same splits and probes (their scores are cached:
 # chapter 8 reads them back)
 floors, _ = supported_methods(["Location kNN", "Pretext features"], data)
@@ -170,9 +180,9 @@ ceiling_mean = ceilings.groupby(["method", "split", "indicator"])["r2"].mean() i
 for split in cfg.evaluation.splits:  # one table per split; "mean ± sd" over seeds, as in chapter 8's tables
     r2_text = report.results_table(results, "r2", split, indicators=indicators)
     shown = pd.DataFrame({
-        "MuseCL R2": r2_text.loc["MuseCL"],
-        "MuseCL RMSE": report.results_table(results, "rmse", split, indicators=indicators,
-                                            numeric=True).loc["MuseCL"].round(3),
+        f"{target} R2": r2_text.loc[target],
+        f"{target} RMSE": report.results_table(results, "rmse", split, indicators=indicators,
+                                               numeric=True).loc[target].round(3),
         **{f"{name} R2": r2_text.loc[name] for name in floors}})
     if ceiling_mean is not None:
         views = ceiling_mean.drop(all_latents, level="method").xs(split, level="split").unstack("method")
@@ -180,7 +190,7 @@ for split in cfg.evaluation.splits:  # one table per split; "mean ± sd" over se
         shown["ceiling R2"] = ceiling_mean[all_latents][split].reindex(shown.index).round(3)
     shown.index = pd.Index([f"{i} (derived from {derived[i]})" if i in derived else i for i in shown.index],
                            name=None)
-    caption = (f"{data.name}, {split} split: MuseCL beside the floors"
+    caption = (f"{data.name}, {split} split: {target} beside the floors"
                + (" and the ceilings" if ceiling_mean is not None else "")
                + (", mean ± sd over seeds" if len(cfg.seeds) > 1 else ""))
     display(shown.style.format(precision=3, na_rep="–").set_caption(caption).set_table_attributes('class="musecl-results"'))
@@ -208,16 +218,25 @@ glue("cell_meaning", Markdown(
     display=False)
 glue("headline", ", ".join(headline), display=False)
 headline_r2 = report.headline_means(results, headline).groupby(["method", "split"])["r2"].mean()
-mean_r2 = headline_r2["MuseCL"]
-paired = {split: report.paired_differences(results, headline, split=split) for split in cfg.evaluation.splits}
-glue("floor_finding", Markdown(report.floor_sentence(paired, floors)), display=False)
+mean_r2 = headline_r2[target]
+paired = {split: report.paired_differences(results, headline, target=target, split=split)
+          for split in cfg.evaluation.splits}
+glue("floor_finding", Markdown(report.floor_sentence(paired, floors, target=target)), display=False)
 ceiling_means = (ceilings[ceilings["indicator"].isin(headline)].groupby(["method", "split"])["r2"].mean()
                  if len(ceilings) else None)
 import json  # noqa: E402
 
-sources = {stage: json.loads((method.stage_dirs[stage] / "encoder" / "config.json").read_text())["weights_source"]
-           for stage in method.views}
-glue("weights_source", ", ".join(f"{k}: {v}" for k, v in sources.items()), display=False)
+if target == "MuseCL":
+    sources = {stage: json.loads((method.stage_dirs[stage] / "encoder" / "config.json").read_text())["weights_source"]
+               for stage in method.views}
+    encoders = (f"The encoders ran with {', '.join(f'{k}: {v}' for k, v in sources.items())} weights (set by `rs_arch` / "
+                "`sv_arch`: `lite0-head` is a head on EfficientNet-Lite0's ImageNet features; `weights` sets the "
+                "ResNet-18 and Inception-v3 encoders' start). Whether the paper's CNNs, trained longer at the paper's "
+                "sizes on a GPU, do better on the toy city: a recorded GPU run, in chapter 8.")
+else:
+    encoders = (f"{target} has no image encoders: its two view encoders are small networks on the vectors, "
+                "trained from random weights on the similarity triplets.")
+glue("encoders_sentence", Markdown(encoders), display=False)
 
 # for "What we saw": the findings, in words that follow this run's numbers
 splits = [split for split in ("random", "spatial") if split in mean_r2]
@@ -311,10 +330,7 @@ else:
 # - {glue:md}`ceiling_finding`
 # - {glue:md}`spatial_finding`
 # - {glue:md}`floor_finding`
-# - The encoders ran with {glue:text}`weights_source` weights (set by `rs_arch` / `sv_arch`:
-#   `lite0-head` is a head on EfficientNet-Lite0's ImageNet features; `weights` sets the
-#   ResNet-18 and Inception-v3 encoders' start). Whether the paper's CNNs, trained longer at the
-#   paper's sizes on a GPU, do better on the toy city: a recorded GPU run, in {doc}`08_results`.
+# - {glue:md}`encoders_sentence`
 #
 # The next chapter adds the paper's baselines and its ablation, and compares each method with
 # MuseCL seed by seed.
