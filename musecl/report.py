@@ -21,6 +21,7 @@ from scipy import stats
 from musecl.evaluation import RESULT_COLUMNS
 from musecl.io import atomic_write
 from musecl.methods.combinations import ABLATION, ALL_METHODS, PAPER_BASELINES
+from musecl.methods.vector import VIEW_PARTS
 from musecl.plotting import plot_at_a_glance
 
 METRICS = ("r2", "rmse")
@@ -494,6 +495,7 @@ def floor_sentence(paired: dict[str, pd.DataFrame], floors: Sequence[str], targe
 # the book's bar for MuseCL, and where its shortfall goes
 
 BAR = ("SV only", "RS only", "POI only", "Concat", "Pretext features")  # its inputs and what they are built from
+VECTOR_BAR = (*VIEW_PARTS[:2], "POI only", VIEW_PARTS[2], "Pretext features")  # the same for MuseCL (vector views)
 GOAL_SHARE = 0.85  # of the all-latent ceiling, random split
 
 

@@ -535,12 +535,14 @@ class VectorMuseCL(TableMethod):
         return self.views_[stage]
 
 
+VIEW_PARTS = ("mobility view only", "POI view only", "mobility view + POI view")  # names of view_parts' tables
+
+
 def view_parts(model: VectorMuseCL) -> dict[str, pd.DataFrame]:
     """A fitted model's parts, its ablation (the counterpart of the image version's, the paper's
     Figure 6): each view encoder's embedding alone and the two side by side, no fusion, no text."""
     mobility, poi = (model.stage_table(view).add_prefix(f"{view}_") for view in ("mobility", "poi"))
-    return {"mobility view only": mobility, "POI view only": poi,
-            "mobility view + POI view": pd.concat([mobility, poi], axis=1)}
+    return dict(zip(VIEW_PARTS, (mobility, poi, pd.concat([mobility, poi], axis=1))))
 
 
 def fit_variants(city: City, variants: dict, seed: int, cache_dir, progress: bool = False) -> dict:
