@@ -505,7 +505,7 @@ else:
 glue("ceiling_sentence", Markdown(ceiling_sentence), display=False)
 poi_ceiling = (ceiling_r2.loc["Ceiling: what POIs show", "random"]
                if ceilings is not None and "Ceiling: what POIs show" in ceiling_r2.index else None)
-glue("why_sentence", Markdown(report.information_sentence(mean_r2, paired, poi_ceiling, bool(heads))),
+glue("why_sentence", Markdown(report.information_sentence(mean_r2, paired, poi_ceiling, bool(heads), target=target)),
      display=False)
 best_base = mean_r2.loc[[m for m in PAPER_BASELINES if m != "MuseCL" and m in mean_r2.index], "random"]
 glue("best_baseline_sentence", Markdown(

@@ -685,28 +685,30 @@ def beside_recorded_run(results: pd.DataFrame, recorded_rows: pd.DataFrame, reco
 
 
 def information_sentence(mean_r2: pd.DataFrame, paired: dict[str, pd.DataFrame] | None = None,
-                         poi_ceiling: float | None = None, heads: bool = True) -> str:
+                         poi_ceiling: float | None = None, heads: bool = True, target: str = TARGET) -> str:
     """Where MuseCL loses information, in words, from the rows the run scored: ``mean_r2`` is the
-    headline mean R2 (method x split), ``paired`` each split's :func:`paired_differences`,
-    ``poi_ceiling`` what the POIs show (a generated city's ceiling), ``heads`` whether the image
-    encoders are heads on the frozen features the *EfficientNet-Lite0 (ImageNet)* row reads."""
+    headline mean R2 (method x split), ``paired`` each split's :func:`paired_differences` (of
+    ``target``), ``poi_ceiling`` what the POIs show (a generated city's ceiling), ``heads`` whether
+    the image encoders are heads on the frozen features the *EfficientNet-Lite0 (ImageNet)* row
+    reads. For MuseCL (vector views) the two views side by side stand where *SV+RS* stands."""
     r2 = mean_r2["random"]
     paired = paired or {}
     lite0, pretext = "EfficientNet-Lite0 (ImageNet)", "Pretext features"
+    side = "SV+RS" if target == TARGET else VIEW_PARTS[2]  # the two encoders' vectors side by side
     why = []
     if {"POI only", pretext} <= set(r2.index):
         allows = f", although what the POIs show allows {poi_ceiling:.3f}" if poi_ceiling is not None else ""
         why.append(f"its alignment target, the eq. 7 POI vector, reaches only {r2['POI only']:.3f} alone (random "
                    f"split){allows}: averaging category vectors drops how many POIs of each kind a region has, "
                    f"which the counts in *{pretext}* keep")
-    if {TARGET, "Fusion-svrv"} <= set(r2.index) and "Fusion-svrv" in paired.get("random", pd.DataFrame()).index:
+    if {target, "Fusion-svrv"} <= set(r2.index) and "Fusion-svrv" in paired.get("random", pd.DataFrame()).index:
         verdict = paired["random"].loc["Fusion-svrv", "verdict"]  # MuseCL minus Fusion-svrv, paired
         does = {"better": "adds to what the images alone give (paired interval above)",
                 "worse": "costs more than it brings (paired interval above)",
                 "unclear": "neither adds nor costs measurably (paired interval above)"}.get(
                     verdict, "may add or cost (one seed gives no interval to tell)")
         why.append(f"the same fusion with the region's own image embeddings as its target instead of the POI "
-                   f"vector (*Fusion-svrv*) reaches {r2['Fusion-svrv']:.3f} against {TARGET}'s {r2[TARGET]:.3f}: on "
+                   f"vector (*Fusion-svrv*) reaches {r2['Fusion-svrv']:.3f} against {target}'s {r2[target]:.3f}: on "
                    f"this city the alignment to the POI text {does}")
     if {lite0, "SV+RS"} <= set(r2.index):
         keep = ("keep less than the images show" if r2["SV+RS"] < r2[lite0] else
@@ -716,19 +718,19 @@ def information_sentence(mean_r2: pd.DataFrame, paired: dict[str, pd.DataFrame] 
                       "a frozen ImageNet model's features of the same images ")
                    + f"(*{lite0}*) {r2[lite0]:.3f}: the triplet tasks {keep} (on a generated city chapters "
                    "3 and 4 measure it per latent)")
-    fused = {split: table.loc["SV+RS"] for split, table in paired.items() if "SV+RS" in table.index}
-    if TARGET in r2.index and fused:
+    fused = {split: table.loc[side] for split, table in paired.items() if side in table.index}
+    if target in r2.index and fused:
         verdicts = {split: row["verdict"] for split, row in fused.items()}
         worse = [split for split, v in verdicts.items() if v == "worse"]
         does = (f"loses part of what the two show side by side ({' and '.join(worse)} split)" if worse else
                 "adds to what the two show side by side" if all(v == "better" for v in verdicts.values()) else
                 "neither adds nor loses measurably" if all(verdicts.values()) else
                 "may add or lose (one seed gives no interval to tell)")
-        words = (f"fusing the two encoders' vectors into one aligned to the POI text, as {TARGET} does, {does}: "
-                 f"{TARGET} minus *SV+RS*, paired, " + ", ".join(f"{split} split {interval_text(row)}"
+        words = (f"fusing the two encoders' vectors into one aligned to the POI text, as {target} does, {does}: "
+                 f"{target} minus *{side}*, paired, " + ", ".join(f"{split} split {interval_text(row)}"
                                                                 for split, row in fused.items()))
         summed = "Add-svrv"  # the two vectors added, nothing trained: eq. 10 with equal weights
-        if worse and summed in mean_r2.index and all(mean_r2.loc[summed, s] < mean_r2.loc["SV+RS", s] for s in worse):
+        if worse and summed in mean_r2.index and all(mean_r2.loc[summed, s] < mean_r2.loc[side, s] for s in worse):
             words += (f"; their plain sum with nothing trained (*{summed}*) stays below *SV+RS* too ("
                       + ", ".join(f"{mean_r2.loc[summed, s]:.3f} against {mean_r2.loc['SV+RS', s]:.3f}, {s}"
                                   for s in worse)
@@ -741,7 +743,7 @@ def information_sentence(mean_r2: pd.DataFrame, paired: dict[str, pd.DataFrame] 
                    "do, so an image embedding can only overtake those inputs through what the alignment to the "
                    "POI vectors carries into it, and that target is weak (first point)")
     return ("Where the information goes: " + "; ".join(why) + "." if why else
-            "(The rows needed to trace where MuseCL loses information were not run.)")
+            f"(The rows needed to trace where {target} loses information were not run.)")
 
 
 # ------------------------------------------------------------------------------------------

@@ -552,6 +552,13 @@ def test_information_sentence_says_what_the_fusion_itself_costs_per_split():
     assert "neither adds nor loses measurably" in report.information_sentence(mean_r2, both_level)
     one_seed = {"random": pd.DataFrame({"SV+RS": {**level, "low": np.nan, "high": np.nan, "verdict": ""}}).T}
     assert "one seed gives no interval" in report.information_sentence(mean_r2, one_seed)
+    # MuseCL (vector views): its two views side by side stand where SV+RS stands
+    vector, both = "MuseCL (vector views)", "mobility view + POI view"
+    renamed = {"MuseCL": vector, "SV+RS": both}
+    words = report.information_sentence(mean_r2.rename(index=renamed),
+                                        {s: t.rename(index=renamed) for s, t in paired.items()}, target=vector)
+    assert f"as {vector} does, loses part of what the two show side by side (spatial split): {vector} minus " \
+           f"*{both}*, paired, random split -0.005" in words
 
 
 def test_floor_sentence_names_each_floor_the_method_does_not_clear():
