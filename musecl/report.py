@@ -20,7 +20,7 @@ from scipy import stats
 
 from musecl.evaluation import RESULT_COLUMNS
 from musecl.io import atomic_write
-from musecl.methods.combinations import ABLATION, ALL_METHODS, PAPER_BASELINES
+from musecl.methods.combinations import ABLATION, ALL_METHODS, IMAGE_FREE, PAPER_BASELINES
 from musecl.methods.vector import VIEW_PARTS
 from musecl.plotting import plot_at_a_glance
 
@@ -73,11 +73,12 @@ def _rows(results: pd.DataFrame, metric: str, split: str, city: str | None = Non
 
 def method_order(methods: Sequence[str], methods_order: Sequence[str] | None = None) -> list[str]:
     """``methods`` sorted as ``methods_order`` (default: the paper's Table 1, then the ablation,
-    then the added baselines), unknown ones after them in their order of appearance."""
+    then the added baselines, the image-free methods and their parts), unknown ones after them in
+    their order of appearance."""
     present = list(dict.fromkeys(methods))
     if methods_order is not None:
         return [m for m in methods_order if m in present]
-    known = [m for m in ALL_METHODS if m in present]
+    known = [m for m in (*ALL_METHODS, *IMAGE_FREE, *VIEW_PARTS) if m in present]
     return known + [m for m in present if m not in known]
 
 
