@@ -552,7 +552,7 @@ plt.show()
 # %% tags=["hide-input"]
 data.targets().groupby(cluster).mean().round(2)
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Three sample regions of each cluster, each shown by its satellite image and its first street view: what the regions a cluster groups look like."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Three sample regions of each cluster, each shown by its satellite image and its first street view (those the city has): what the regions a cluster groups look like."}}
 rng = np.random.default_rng(cfg.seed)
 images = {}  # each image kind the city has: region -> one image
 if data.has(SATELLITE):
