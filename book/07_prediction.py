@@ -156,11 +156,8 @@ if target == "MuseCL":
     if (note := report.one_view_note(data.name, method.views)) is not None:
         display(Markdown(note))
 else:
-    display(Markdown(
-        f"**{data.name} has no images, so this chapter reads *{target}*:** MuseCL's stages on two vectors per "
-        "region instead of two pictures (its trips to and from every region; its POI counts), trained on the "
-        "same similarity triplets, with the same POI text vectors and the same fusion (chapter 10 builds it). "
-        "Read *MuseCL* in the text below as that method."))
+    display(Markdown(report.vector_target_note(data.name, "this chapter reads")
+                     + " Read *MuseCL* in the text below as that method."))
 # the floors every results table carries, on the same splits and probes (their scores are cached:
 # chapter 8 reads them back)
 floors, _ = supported_methods(["Location kNN", "Pretext features"], data)

@@ -231,11 +231,8 @@ if target is None:
 if (note := report.one_view_note(data.name, image_views(data))) is not None:
     display(Markdown(note))
 if target == report.VECTOR_TARGET:
-    display(Markdown(
-        f"**{data.name} has no images, so from here on MuseCL is *{target}*:** MuseCL's stages on two "
-        "vectors per region instead of two pictures (its trips to and from every region; its POI counts), "
-        "trained on the same similarity triplets, with the same POI text vectors and the same fusion "
-        "(chapter 10 builds it). Read *MuseCL* in the text below as that method."))
+    display(Markdown(report.vector_target_note(data.name, "from here on MuseCL is")
+                     + " Read *MuseCL* in the text below as that method."))
     # its parts, compared with it below as the image version's are: each seed's own view encoders
     # (cached by the run), scored as the methods were
     cache = Cache(f"{out_dir}/cache")

@@ -47,7 +47,8 @@ from myst_nb import glue
 
 from musecl.methods.multisemantic import image_views
 from musecl.plotting import plot_at_a_glance
-from musecl.report import at_a_glance, at_a_glance_seeds, headline_method, headline_means, one_view_note
+from musecl.report import (at_a_glance, at_a_glance_seeds, headline_method, headline_means, one_view_note,
+                           vector_target_note)
 from musecl.runner import resolve_city
 
 with warnings.catch_warnings():
@@ -87,8 +88,7 @@ if have_results:
         if (note := one_view_note(data.name, image_views(data))) is not None:
             sentence += " " + note
         if target != "MuseCL":
-            sentence += (f" {data.name} has no images, so MuseCL runs here as *{target}*: the same stages on "
-                         "vectors of each region's trips and POI counts (chapter 10 builds it).")
+            sentence += " " + vector_target_note(data.name, "MuseCL runs here as")
     else:
         sentence = (f"**{data.name}** lacks what MuseCL (and its version without images) needs, so the figure "
                     "shows the methods it supports, and the results chapter stops after its tables.")

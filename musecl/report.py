@@ -412,6 +412,15 @@ def one_view_note(city_name: str, views: Sequence[str]) -> str | None:
             f"$\\beta = 1$, aligned to the POI text by eq. 11 as in the paper, which fuses both image kinds.*")
 
 
+def vector_target_note(city_name: str, lead: str) -> str:
+    """A sentence for a city without images, where MuseCL (vector views) stands in for MuseCL;
+    ``lead`` says what the page does with it ("this chapter reads")."""
+    return (f"**{city_name} has no images, so {lead} *{VECTOR_TARGET}*:** MuseCL's stages on two vectors per "
+            "region instead of two pictures (its trips to and from every region; its POI counts), trained on "
+            "the same similarity triplets, with the same POI text vectors and the same fusion (chapter 10 "
+            "builds it).")
+
+
 def headline_method(methods: Sequence[str]) -> str | None:
     """The method a results page compares every other with: MuseCL where it ran, else its
     image-free version (a city with mobility and POIs but no images), else None."""

@@ -640,3 +640,5 @@ def test_the_headline_method_is_musecl_else_its_vector_version():
     assert report.headline_method(["Concat", "MuseCL (vector views)", "MuseCL"]) == "MuseCL"
     assert report.headline_method(pd.Series(["POI only", "MuseCL (vector views)"])) == "MuseCL (vector views)"
     assert report.headline_method(["POI only", "Location kNN"]) is None
+    note = report.vector_target_note("Grid City", "this chapter reads")
+    assert note.startswith("**Grid City has no images, so this chapter reads *MuseCL (vector views)*:**")
