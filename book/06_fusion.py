@@ -39,17 +39,40 @@ from myst_nb import glue
 
 import torch
 
+from musecl import report
 from musecl.config import RunConfig
-from musecl.fusion import load_fusion
 from musecl.methods import MuseCL, make_method
-from musecl.methods.multisemantic import fine_tuning_unsupported
-from musecl.notebooks import require_modalities
+from musecl.methods.multisemantic import fine_tuning_unsupported, image_views
+from musecl.methods.vector import VectorMuseCL
+from musecl.notebooks import require_method, require_modalities
 from musecl.plotting import plot_map
 from musecl.runner import resolve_city
 
 cfg = RunConfig.from_yaml(params_file, device=device)
 data = resolve_city(city or "toy", cities_dir=f"{out_dir}/cities")
-require_modalities(data, ("satellite", "streetview", "poi", "mobility"), shows="the attentive fusion of the two image embeddings (eq. 8-10) aligned to the POI text by InfoNCE (eq. 11): the attention per region, its map, and what the alignment keeps")
+SHOWS = ("the attentive fusion of two views of a region (eq. 8-10) aligned to the POI text by InfoNCE (eq. 11): "
+         "the attention per region, its map, and what the alignment keeps")
+with_images = bool(image_views(data))  # else the two vector views of MuseCL (vector views) are fused
+if with_images:
+    require_modalities(data, ("satellite", "streetview", "poi", "mobility"), shows=SHOWS)
+    # the fusion's two slots: (key of beta, what the page calls the view, beta's symbol)
+    FIRST, SECOND = ("sv", "street view", "SV"), ("rs", "satellite", "RV")
+else:
+    require_method(data, report.VECTOR_TARGET, shows=SHOWS)
+    display(Markdown(report.vector_target_note(data.name, "this chapter fuses the two views of")
+                     + " The mobility view stands where the street view stands below, the POI view where the "
+                     "satellite stands; nothing here fine-tunes, as there are no image encoders."))
+    FIRST, SECOND = ("mobility", "mobility view", "mob"), ("poi", "POI view", "POI")
+
+
+def fit_design(config, reuse=None):
+    """MuseCL with these settings; ``reuse``: a fitted run whose encoders and POI vectors it shares
+    (MuseCL finds them in its stage cache by itself)."""
+    if with_images:
+        return MuseCL(config, cache_dir=f"{out_dir}/cache", progress=False).fit(data)
+    return VectorMuseCL(config, cache_dir=f"{out_dir}/cache", progress=False, reuse=reuse).fit(data)
+
+
 cfg
 
 # %% [markdown]
@@ -119,11 +142,10 @@ cfg
 # comparison.
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Fusion training per epoch: the InfoNCE of eq. 11 against chance (ln of the batch size), for both designs (left), and the aligned design's reconstruction error (right)."}}
-method = MuseCL(cfg, cache_dir=f"{out_dir}/cache", progress=False).fit(data)
-designs = {cfg.fusion.design: method}
+method = fit_design(cfg)
 other = "paper" if cfg.fusion.design == "aligned" else "aligned"
-designs[other] = MuseCL(cfg.replace(fusion_design=other, fusion_loss="infonce"),
-                        cache_dir=f"{out_dir}/cache", progress=False).fit(data)  # reuses the encoders
+designs = {cfg.fusion.design: method,  # the other design on the same encoders and POI vectors
+           other: fit_design(cfg.replace(fusion_design=other, fusion_loss="infonce"), reuse=method)}
 poi = method.stage_table("text").reindex(data.region_ids).to_numpy()
 has_poi = np.linalg.norm(poi, axis=1) > 0
 chance = float(np.log(cfg.fusion.batch_size))
@@ -140,7 +162,7 @@ for design, fitted in designs.items():
 ax.axhline(chance, color="grey", ls=":", label=f"chance, ln {cfg.fusion.batch_size}")
 ax.set(xlabel="epoch", ylabel="InfoNCE (eq. 11)", title="alignment")
 ax.legend(fontsize=8)
-ax_rec.set(xlabel="epoch", ylabel="mean squared error", title="reconstruction of both image embeddings")
+ax_rec.set(xlabel="epoch", ylabel="mean squared error", title=f"reconstruction of the {FIRST[1]} and {SECOND[1]}")
 if ax_rec.lines:
     ax_rec.legend(fontsize=8)
 fig.tight_layout()
@@ -152,38 +174,41 @@ plt.show()
 # checked further down). The aligned design minimises the InfoNCE plus `fusion_reconstruction`
 # times the reconstruction error.
 #
-# ## Where the street view counts
+# ## Where each view counts
 #
 # The maps show $\beta_i^{SV}$, the weight of the street-view vector in each region (the
 # satellite weight is $1 - \beta_i^{SV}$), for both designs, and its distribution over regions.
+# (On a city without images: the weight of the mobility view, $\beta_i^{mob}$.)
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "The street-view weight β_SV of eq. 9 per region, for both fusion designs: on the map and as a distribution."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The weight β of eq. 9 of the street view (on a city without images: of the mobility view) per region, for both fusion designs: on the map and as a distribution."}}
 fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
-betas = {design: fitted.attention()["sv"] for design, fitted in designs.items()}
+betas = {design: fitted.attention()[FIRST[0]] for design, fitted in designs.items()}
+symbol = f"$\\beta^{{{FIRST[2]}}}$"
 for ax, (design, beta) in zip(axes[:2], betas.items()):
-    plot_map(data, beta, ax=ax, cmap="coolwarm", vmin=0, vmax=1, title=f"{design} design: $\\beta^{{SV}}$",
-             label=r"$\beta^{SV}$")
+    plot_map(data, beta, ax=ax, cmap="coolwarm", vmin=0, vmax=1, title=f"{design} design: {symbol}", label=symbol)
 for design, beta in betas.items():
     axes[2].hist(beta, bins=np.linspace(0, 1, 41), alpha=0.6, color=COLOURS[design], label=f"{design} design")
-axes[2].set(xlabel=r"$\beta^{SV}$", ylabel="regions", title="distribution over regions")
+axes[2].set(xlabel=symbol, ylabel="regions", title="distribution over regions")
 axes[2].legend(fontsize=8)
 fig.tight_layout()
 plt.show()
 
 # %% tags=["hide-input"]
+EXTREME = f"share of regions with β_{FIRST[2]} < 0.02 or > 0.98"
 spread = pd.DataFrame({design: {"median": beta.median(), "5th percentile": beta.quantile(0.05),
                                 "95th percentile": beta.quantile(0.95),
-                                "share of regions with β_SV < 0.02 or > 0.98": ((beta < 0.02) | (beta > 0.98)).mean()}
+                                EXTREME: ((beta < 0.02) | (beta > 0.98)).mean()}
                        for design, beta in betas.items()}).round(3)
 display(spread)
 beta = betas[cfg.fusion.design]
 glue("beta_sv_mean", float(beta.mean()), display=False)
 glue("beta_sv_sd", float(beta.std()), display=False)
-glue("extreme_paper", float(spread.loc["share of regions with β_SV < 0.02 or > 0.98", "paper"]), display=False)
-glue("extreme_aligned", float(spread.loc["share of regions with β_SV < 0.02 or > 0.98", "aligned"]),
-     display=False)
+glue("first_view", FIRST[1], display=False)
+glue("extreme_paper", float(spread.loc[EXTREME, "paper"]), display=False)
+glue("extreme_aligned", float(spread.loc[EXTREME, "aligned"]), display=False)
 if data.latents is not None:
-    corr = data.latents.corrwith(beta, method="spearman").rename(f"Spearman ρ with β_SV ({cfg.fusion.design})")
+    corr = data.latents.corrwith(beta, method="spearman").rename(
+        f"Spearman ρ with β_{FIRST[2]} ({cfg.fusion.design})")
     display(corr.to_frame().round(2))
 
 # %% [markdown]
@@ -211,7 +236,8 @@ if data.latents is not None:
 # chapters do not run it.
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Fine-tuning the heads with the fusion, per epoch: the InfoNCE of eq. 11 with and without fine-tuned heads (left), and each head's triplet loss during fine-tuning against its value at the end of its own training (right)."}}
-why_not_fine_tuned = fine_tuning_unsupported(cfg)
+why_not_fine_tuned = (fine_tuning_unsupported(cfg) if with_images
+                      else f"{data.name} has no images, so there are no image encoders to fine-tune")
 if why_not_fine_tuned is None:
     tuned = make_method("MuseCL (fine-tuned heads)", cfg, cache_dir=f"{out_dir}/cache", progress=False)
     designs["aligned, fine-tuned heads"] = tuned.fit(data)  # MuseCL's heads and POI vectors
@@ -241,7 +267,8 @@ if why_not_fine_tuned is None:
         f"against {own_end['streetview']:.3f} and {own_end['satellite']:.3f} at the end of their own "
         "training (lower is better): a rise is what the alignment cost a head's pairing.")
 else:
-    fine_tune_losses = f"Not run with this run's settings: {why_not_fine_tuned}."
+    settings = " with this run's settings" if with_images else ""
+    fine_tune_losses = f"Not run{settings}: {why_not_fine_tuned}."
 glue("fine_tune_losses", Markdown(fine_tune_losses), display=False)
 
 # %% [markdown]
@@ -265,10 +292,10 @@ rng = np.random.default_rng(cfg.seed)
 n = min(cfg.fusion.batch_size, int(has_poi.sum()))
 alignment = {}
 for design, fitted in designs.items():
-    model = load_fusion(fitted.stage_dirs["fusion"] / "fusion")
+    model = fitted.fusion_model()
     with torch.no_grad():  # the two vectors eq. 11 compares, for every region with POIs
-        a, b = model.align_space(torch.from_numpy(fitted.transform(data).to_numpy()).float(),
-                                 torch.from_numpy(poi).float())
+        a, b = model.align_space(torch.tensor(fitted.transform(data).to_numpy(), dtype=torch.float32),
+                                 torch.tensor(poi, dtype=torch.float32))  # copies: pandas' arrays are read-only
     a, b = unit(a.numpy()[has_poi]), unit(b.numpy()[has_poi])
     matched = (a * b).sum(axis=1)
     shuffled = (a * b[rng.permutation(len(b))]).sum(axis=1)
@@ -305,7 +332,7 @@ else:
     glue("fine_tune_finding", Markdown(f"The end-to-end option did not run: {why_not_fine_tuned}."),
          display=False)
 # for "What we saw": the findings, in words that follow this run's numbers
-extreme = spread.loc["share of regions with β_SV < 0.02 or > 0.98"]
+extreme = spread.loc[EXTREME]
 collapses = {design: float(extreme[design]) >= 0.10 for design in ("paper", "aligned")}
 glue("collapse_finding", Markdown({
     (True, False): "**The paper's literal fusion often gives a region all its weight on one modality; the aligned "
@@ -318,7 +345,7 @@ used = alignment[cfg.fusion.design]
 top1_used = float(used["own POI vector is the nearest in a batch"])
 if top1_used >= 0.5 and top1_used >= 5 / n:
     align_lead = (f"**The alignment works in the design the book uses ({cfg.fusion.design})**: eq. 11 brings the "
-                  "POI semantics into the fused image vector.")
+                  f"POI semantics into the fused {'image ' if with_images else ''}vector.")
 elif top1_used > 2 / n:
     align_lead = f"**The alignment works only partly in the design the book uses ({cfg.fusion.design}).**"
 else:
@@ -338,7 +365,7 @@ glue("align_finding", Markdown(
 # - {glue:md}`collapse_finding` With the paper's design {glue:text}`extreme_paper:.0%` of the
 #   regions put (almost) all their weight on one modality, with the aligned design
 #   {glue:text}`extreme_aligned:.0%`; in the design the book uses ({glue:text}`design`) a region
-#   keeps on average a street-view weight of {glue:text}`beta_sv_mean:.2f` (standard deviation
+#   keeps on average a weight of {glue:text}`beta_sv_mean:.2f` on the {glue:text}`first_view` (standard deviation
 #   {glue:text}`beta_sv_sd:.2f` across regions).
 # - {glue:md}`align_finding`
 # - {glue:md}`fine_tune_finding`

@@ -361,8 +361,8 @@ with pd.option_context("display.max_colwidth", None):
 # the trips their pairing needs) it fuses the satellite view alone, still aligned to the POI
 # text, and chapters 7 and 8 say so under their tables. Without any
 # images, `--methods all` adds the image-free methods (`MuseCL (vector views)`, `OD SVD`) where
-# the city has origin-destination flows, and chapter 8 compares every method with *MuseCL (vector
-# views)* in MuseCL's place.
+# the city has origin-destination flows: chapter 6 shows its fusion and chapters 7 and 8 compare
+# every method with *MuseCL (vector views)* in MuseCL's place.
 #
 # A region missing from a modality that *is* listed is handled per region, as
 # {doc}`city_format` describes: no satellite image (imputed), no street view (imputed), no POI

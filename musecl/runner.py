@@ -157,9 +157,11 @@ def _write_run(out: Path, city: City, config: RunConfig, methods: list[str], ski
         if name == attention_of:
             with atomic_write(out / "attention.csv") as handle:
                 attention.to_csv(handle, index_label="region_id")
-            if attention["sv"].max() > attention["sv"].min():  # one image kind fused: beta is 0 or 1, no map
-                ax = plot_map(city, attention["sv"], cmap="coolwarm", vmin=0, vmax=1,
-                              title=f"{name}: street-view weight beta_SV (eq. 9)", label="beta_SV")
+            first = attention.columns[0]  # "sv" (MuseCL) or "mobility" (its version without images)
+            if attention[first].max() > attention[first].min():  # one view fused: beta is 0 or 1, no map
+                words = {"sv": "street-view weight beta_SV"}.get(first, f"{first}-view weight beta_{first}")
+                ax = plot_map(city, attention[first], cmap="coolwarm", vmin=0, vmax=1,
+                              title=f"{name}: {words} (eq. 9)", label=words.split()[-1])
                 ax.figure.savefig(out / "figures" / "attention_map.png", dpi=110, bbox_inches="tight")
                 plt.close(ax.figure)
         if name == ("MuseCL" if "MuseCL" in methods else methods[-1]):  # Figure 4 for one method

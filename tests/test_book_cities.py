@@ -34,7 +34,7 @@ CITIES = {  # name -> (modalities kept, POI text kept, a generated city's latent
 }
 SPLITS = {"plain": ["random"]}  # the paper's split alone (params/smoke.yaml: both)
 # chapters that must run to their end: without images, MuseCL (vector views) takes MuseCL's place
-COMPLETE = {"poi-mobility": ("07_prediction", "08_results")}
+COMPLETE = {"poi-mobility": ("06_fusion", "07_prediction", "08_results")}
 TRACEBACK = re.compile(r"Traceback \(most recent call last\)|<IPython\.core\.display\.\w+ object>")
 
 

@@ -437,6 +437,7 @@ def test_vector_methods_save_and_load_with_their_options(synthetic_city, tmp_pat
 
 
 def test_vector_museCL_is_deterministic_and_learns(synthetic_city):
+    from musecl.fusion import fuse
     from musecl.methods.vector import VectorMuseCL, VectorViewConfig, view_parts
 
     cfg = RunConfig(seed=0, n_triplets=300, embedding_dim=8, fusion_epochs=3, fusion_batch_size=8,
@@ -454,6 +455,13 @@ def test_vector_museCL_is_deterministic_and_learns(synthetic_city):
     att = a.stage_table("attention")
     assert list(att.columns) == ["mobility", "poi"] and att.sum(axis=1).to_numpy() == pytest.approx(1.0)
     assert a.triplets_["poi"].info["n_regions"] == len(synthetic_city)
+    # the fusion kept in the cache (chapter 6 reads it) is the one that made the embedding and beta
+    embedding, beta = fuse(a.fusion_model(), a.stage_table("mobility"), a.stage_table("poi"))
+    np.testing.assert_allclose(embedding.to_numpy(), ea.to_numpy(), atol=1e-6)
+    np.testing.assert_allclose(beta.to_numpy(), a.attention().to_numpy(), atol=1e-6)
+    assert "train_infonce" in a.history("fusion") and len(a.history("fusion")) == 3
+    with pytest.raises(ValueError, match="no stage 'satellite'"):
+        a.history("satellite")
     parts = view_parts(a)  # its ablation: each view alone and the two side by side
     assert list(parts) == ["mobility view only", "POI view only", "mobility view + POI view"]
     np.testing.assert_array_equal(parts["mobility view only"].to_numpy(), a.stage_table("mobility").to_numpy())

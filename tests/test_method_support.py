@@ -5,6 +5,8 @@ import json
 import re
 import warnings
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from musecl.city import load_city, restrict_city
@@ -122,6 +124,17 @@ def test_all_means_what_the_city_supports(toy, tmp_path):
     run, skipped = supported_methods(["all"], trips)
     assert run == ["POI only", "Location kNN", "Pretext features", *IMAGE_FREE]  # no images: the vector views
     assert skipped["SV only"] == "no street-view images" and "MuseCL" in skipped
+
+
+def test_run_writes_the_vector_version_s_attention_on_a_city_without_images(toy, tmp_path):
+    from musecl.runner import run
+
+    trips = restricted(toy, tmp_path / "pm", ["poi", "mobility"])
+    run(trips, tmp_path / "out", TINY, methods=["MuseCL (vector views)"], cache_dir=tmp_path / "cache",
+        progress=False)
+    beta = pd.read_csv(tmp_path / "out" / "attention.csv", index_col="region_id")
+    assert list(beta.columns) == ["mobility", "poi"] and np.allclose(beta.sum(axis=1), 1.0)
+    assert (tmp_path / "out" / "figures" / "attention_map.png").exists()
 
 
 def test_run_skips_unsupported_methods_and_records_why(toy, tmp_path):

@@ -15,6 +15,7 @@ from musecl.city import load_city
 from musecl.config import RunConfig
 from musecl.datasets.toy import GENERATOR_VERSION, make_toy_city
 from musecl.evaluation import CEILING_METHODS, RESULT_COLUMNS
+from musecl.fusion import fuse
 from musecl.methods import METHODS, MuseCL, make_method
 
 TINY = RunConfig(n_triplets=60, rs_arch="tiny", sv_arch="tiny", rs_image_size=32, sv_image_size=32,
@@ -51,6 +52,10 @@ def test_musecl_embedding_shape_and_attention(city, tmp_path):
     beta = method.attention()
     assert list(beta.columns) == ["sv", "rs"]
     assert np.allclose(beta.sum(axis=1), 1.0)  # eq. 9: a softmax over the two modalities
+    # the fusion read back from its stage is the one that made the embedding (chapter 6 reads it)
+    again, beta_again = fuse(method.fusion_model(), method.stage_table("streetview"), method.stage_table("satellite"))
+    np.testing.assert_allclose(again.to_numpy(), method.stage_table("fusion").to_numpy(), atol=1e-6)
+    np.testing.assert_allclose(beta_again.to_numpy(), beta.to_numpy(), atol=1e-6)
 
 
 def test_deterministic_for_a_seed(city, tmp_path):

@@ -52,7 +52,8 @@ from musecl.encoders.image import (
     train_image_encoder,
 )
 from musecl.encoders.text import POI_TEXT, PoiTextEncoder, TextEncoderConfig, text_context
-from musecl.fusion import FusionConfig, OneViewWarning, fine_tune_cnns, fine_tune_heads, fuse, train_fusion
+from musecl.fusion import (AlignedFusion, AttentiveFusion, FusionConfig, OneViewWarning, fine_tune_cnns,
+                           fine_tune_heads, fuse, load_fusion, train_fusion)
 from musecl.io import CONFIG_JSON, WEIGHTS_PT, atomic_save_json, sha256_of
 from musecl.methods.base import EMBEDDINGS_CSV, HISTORY_CSV, StagedMethod, groups_met, register
 from musecl.sampling import SAMPLING_FORMAT, TripletSampler, mobility_triplets, poi_triplets
@@ -505,6 +506,11 @@ class MuseCL(StagedMethod):
     def attention(self) -> pd.DataFrame:
         """beta of eq. 9 per region: the weight of its street-view and satellite embeddings."""
         return self.stage_table("fusion", ATTENTION_CSV)
+
+    def fusion_model(self) -> "AttentiveFusion | AlignedFusion":
+        """The trained fusion (eq. 8-11), read back from its stage folder."""
+        self._check_fitted()
+        return load_fusion(self.stage_dirs["fusion"] / "fusion")
 
     def transform(self, city: City) -> pd.DataFrame:
         """The region embeddings e^Image (eq. 10) of the city the method was fitted on."""

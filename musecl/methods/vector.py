@@ -48,7 +48,7 @@ from musecl.config import RunConfig
 from musecl.encoders.image import TripletObjective
 from musecl.encoders.text import PoiTextEncoder
 from musecl.evaluation import resolve_jobs
-from musecl.fusion import OneViewWarning, fuse, info_nce, train_fusion
+from musecl.fusion import OneViewWarning, fuse, info_nce, load_fusion, train_fusion
 from musecl.io import atomic_save_json, in_worker, read_csv_ids, rewarn
 from musecl.methods.base import OD, TableMethod, register
 from musecl.methods.multisemantic import fusion_settings, sampler_for, text_settings
@@ -402,8 +402,9 @@ class VectorMuseCL(TableMethod):
     """
     needs = (OD, POI)
 
-    STAGE, FORMAT = "vector-musecl", 5  # 2: the joint encoders train through the Trainer; 3: fusion too;
-    # 4: triplets by an exact neighbour search (musecl.sampling.SAMPLING_FORMAT 2); 5: its blocked form (3)
+    STAGE, FORMAT = "vector-musecl", 6  # 2: the joint encoders train through the Trainer; 3: fusion too;
+    # 4: triplets by an exact neighbour search (musecl.sampling.SAMPLING_FORMAT 2); 5: its blocked form (3);
+    # 6: the fusion model is kept (chapter 6 reads its alignment)
 
     def __init__(self, config: RunConfig | None = None, cache_dir=None, progress: bool = True,
                  view_config: VectorViewConfig | dict | None = None, reuse: "VectorMuseCL | None" = None):
@@ -427,6 +428,7 @@ class VectorMuseCL(TableMethod):
 
     def _save_stages(self, city: City, folder: Path) -> None:
         save_table(self._compute(city), folder / "embedding.csv")
+        self.fusion_.save(folder / "fusion")
         save_table(self.attention_, folder / "attention.csv")
         save_table(self.text_, folder / "text.csv")
         for name, table in self.views_.items():
@@ -440,6 +442,7 @@ class VectorMuseCL(TableMethod):
             atomic_save_json(folder / f"triplets-{name}.json", {"region_ids": [str(r) for r in ids], "info": info})
 
     def _load_stages(self, city: City, folder: Path) -> None:
+        self.folder_ = folder
         self.table_ = load_table(folder / "embedding.csv")
         self.attention_ = load_table(folder / "attention.csv")
         self.text_ = load_table(folder / "text.csv")
@@ -520,9 +523,9 @@ class VectorMuseCL(TableMethod):
             poi = pd.DataFrame(np.nan, index=poi.index.copy(), columns=poi.columns)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", OneViewWarning)  # meant: the POI view is left out
-            model, self.histories_["fusion"] = train_fusion(self.views_["mobility"], poi, self.text_,
-                                                            fusion_settings(cfg))
-        embedding, beta = fuse(model, self.views_["mobility"], poi)
+            self.fusion_, self.histories_["fusion"] = train_fusion(self.views_["mobility"], poi, self.text_,
+                                                                   fusion_settings(cfg))
+        embedding, beta = fuse(self.fusion_, self.views_["mobility"], poi)
         self.attention_ = beta.rename(columns={"sv": "mobility", "rs": "poi"})
         return embedding.rename(columns=lambda c: c.replace("image_", "fused_"))
 
@@ -533,6 +536,22 @@ class VectorMuseCL(TableMethod):
         if stage in ("text", "attention"):
             return getattr(self, f"{stage}_")
         return self.views_[stage]
+
+    def attention(self) -> pd.DataFrame:
+        """beta of eq. 9 per region: the weight of its mobility and POI views (as MuseCL's)."""
+        return self.stage_table("attention")
+
+    def history(self, stage: str) -> pd.DataFrame:
+        """Per-epoch history of a trained stage: "mobility" and "poi" (or "joint"), "fusion"."""
+        self.stage_table("text")  # fitted?
+        if stage not in self.histories_:
+            raise ValueError(f"{self.name} has no stage {stage!r}; it has {sorted(self.histories_)}")
+        return self.histories_[stage]
+
+    def fusion_model(self):
+        """The trained fusion (eq. 8-11), read back from the cache (as MuseCL's)."""
+        self.stage_table("text")  # fitted?
+        return load_fusion(self.folder_ / "fusion")
 
 
 VIEW_PARTS = ("mobility view only", "POI view only", "mobility view + POI view")  # names of view_parts' tables
