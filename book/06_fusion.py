@@ -42,9 +42,10 @@ import torch
 from musecl import report
 from musecl.config import RunConfig
 from musecl.methods import MuseCL, make_method
+from musecl.methods.base import unsupported_reason
 from musecl.methods.multisemantic import fine_tuning_unsupported, image_views
 from musecl.methods.vector import VectorMuseCL
-from musecl.notebooks import require_method, require_modalities
+from musecl.notebooks import require_method
 from musecl.plotting import plot_map
 from musecl.runner import resolve_city
 
@@ -52,17 +53,21 @@ cfg = RunConfig.from_yaml(params_file, device=device)
 data = resolve_city(city or "toy", cities_dir=f"{out_dir}/cities")
 SHOWS = ("the attentive fusion of two views of a region (eq. 8-10) aligned to the POI text by InfoNCE (eq. 11): "
          "the attention per region, its map, and what the alignment keeps")
-with_images = bool(image_views(data))  # else the two vector views of MuseCL (vector views) are fused
-if with_images:
-    require_modalities(data, ("satellite", "streetview", "poi", "mobility"), shows=SHOWS)
-    # the fusion's two slots: (key of beta, what the page calls the view, beta's symbol)
-    FIRST, SECOND = ("sv", "street view", "SV"), ("rs", "satellite", "RV")
-else:
-    require_method(data, report.VECTOR_TARGET, shows=SHOWS)
+# the views fused here: (key of beta, what the page calls the view, beta's symbol), street view first
+SLOTS = {"streetview": ("sv", "street view", "SV"), "satellite": ("rs", "satellite", "RV"),
+         "mobility": ("mobility", "mobility view", "mob"), "poi": ("poi", "POI view", "POI")}
+with_images = bool(image_views(data)) or unsupported_reason(report.VECTOR_TARGET, data) is not None
+if with_images:  # both image kinds, or the one the city has (eq. 10 with beta = 1)
+    require_method(data, "MuseCL", shows=SHOWS)
+    VIEWS = [SLOTS[kind] for kind in ("streetview", "satellite") if kind in image_views(data)]
+    if len(VIEWS) == 1:
+        display(Markdown(report.one_view_note(data.name, image_views(data))))
+else:  # no images: the two vector views of MuseCL (vector views)
     display(Markdown(report.vector_target_note(data.name, "this chapter fuses the two views of")
                      + " The mobility view stands where the street view stands below, the POI view where the "
                      "satellite stands; nothing here fine-tunes, as there are no image encoders."))
-    FIRST, SECOND = ("mobility", "mobility view", "mob"), ("poi", "POI view", "POI")
+    VIEWS = [SLOTS["mobility"], SLOTS["poi"]]
+FIRST = VIEWS[0]
 
 
 def fit_design(config, reuse=None):
@@ -162,7 +167,7 @@ for design, fitted in designs.items():
 ax.axhline(chance, color="grey", ls=":", label=f"chance, ln {cfg.fusion.batch_size}")
 ax.set(xlabel="epoch", ylabel="InfoNCE (eq. 11)", title="alignment")
 ax.legend(fontsize=8)
-ax_rec.set(xlabel="epoch", ylabel="mean squared error", title=f"reconstruction of the {FIRST[1]} and {SECOND[1]}")
+ax_rec.set(xlabel="epoch", ylabel="mean squared error", title="reconstruction of the " + " and ".join(view[1] for view in VIEWS))
 if ax_rec.lines:
     ax_rec.legend(fontsize=8)
 fig.tight_layout()
@@ -181,17 +186,23 @@ plt.show()
 # (On a city without images: the weight of the mobility view, $\beta_i^{mob}$.)
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "The weight β of eq. 9 of the street view (on a city without images: of the mobility view) per region, for both fusion designs: on the map and as a distribution."}}
-fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
 betas = {design: fitted.attention()[FIRST[0]] for design, fitted in designs.items()}
-symbol = f"$\\beta^{{{FIRST[2]}}}$"
-for ax, (design, beta) in zip(axes[:2], betas.items()):
-    plot_map(data, beta, ax=ax, cmap="coolwarm", vmin=0, vmax=1, title=f"{design} design: {symbol}", label=symbol)
-for design, beta in betas.items():
-    axes[2].hist(beta, bins=np.linspace(0, 1, 41), alpha=0.6, color=COLOURS[design], label=f"{design} design")
-axes[2].set(xlabel=symbol, ylabel="regions", title="distribution over regions")
-axes[2].legend(fontsize=8)
-fig.tight_layout()
-plt.show()
+two_views = len(VIEWS) == 2
+if two_views:
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    symbol = f"$\\beta^{{{FIRST[2]}}}$"
+    for ax, (design, beta) in zip(axes[:2], betas.items()):
+        plot_map(data, beta, ax=ax, cmap="coolwarm", vmin=0, vmax=1, title=f"{design} design: {symbol}",
+                 label=symbol)
+    for design, beta in betas.items():
+        axes[2].hist(beta, bins=np.linspace(0, 1, 41), alpha=0.6, color=COLOURS[design], label=f"{design} design")
+    axes[2].set(xlabel=symbol, ylabel="regions", title="distribution over regions")
+    axes[2].legend(fontsize=8)
+    fig.tight_layout()
+    plt.show()
+else:
+    display(Markdown(f"*With one view eq. 9 has nothing to weigh: β = 1 for the {FIRST[1]} in every region, in "
+                     "both designs, so there is no map to draw.*"))
 
 # %% tags=["hide-input"]
 EXTREME = f"share of regions with β_{FIRST[2]} < 0.02 or > 0.98"
@@ -199,17 +210,13 @@ spread = pd.DataFrame({design: {"median": beta.median(), "5th percentile": beta.
                                 "95th percentile": beta.quantile(0.95),
                                 EXTREME: ((beta < 0.02) | (beta > 0.98)).mean()}
                        for design, beta in betas.items()}).round(3)
-display(spread)
 beta = betas[cfg.fusion.design]
-glue("beta_sv_mean", float(beta.mean()), display=False)
-glue("beta_sv_sd", float(beta.std()), display=False)
-glue("first_view", FIRST[1], display=False)
-glue("extreme_paper", float(spread.loc[EXTREME, "paper"]), display=False)
-glue("extreme_aligned", float(spread.loc[EXTREME, "aligned"]), display=False)
-if data.latents is not None:
-    corr = data.latents.corrwith(beta, method="spearman").rename(
-        f"Spearman ρ with β_{FIRST[2]} ({cfg.fusion.design})")
-    display(corr.to_frame().round(2))
+if two_views:
+    display(spread)
+    if data.latents is not None:
+        corr = data.latents.corrwith(beta, method="spearman").rename(
+            f"Spearman ρ with β_{FIRST[2]} ({cfg.fusion.design})")
+        display(corr.to_frame().round(2))
 
 # %% [markdown]
 # ## The end-to-end option: heads that learn from the fusion
@@ -236,10 +243,15 @@ if data.latents is not None:
 # chapters do not run it.
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Fine-tuning the heads with the fusion, per epoch: the InfoNCE of eq. 11 with and without fine-tuned heads (left), and each head's triplet loss during fine-tuning against its value at the end of its own training (right)."}}
-why_not_fine_tuned = (fine_tuning_unsupported(cfg) if with_images
-                      else f"{data.name} has no images, so there are no image encoders to fine-tune")
+TUNED = "MuseCL (fine-tuned heads)"
+if not with_images:
+    why_not_fine_tuned = f"{data.name} has no images, so there are no image encoders to fine-tune"
+elif (lacks := unsupported_reason(TUNED, data)) is not None:  # it fine-tunes both heads
+    why_not_fine_tuned = f"{data.name} has {lacks}, and it fine-tunes both image heads"
+else:
+    why_not_fine_tuned = fine_tuning_unsupported(cfg)
 if why_not_fine_tuned is None:
-    tuned = make_method("MuseCL (fine-tuned heads)", cfg, cache_dir=f"{out_dir}/cache", progress=False)
+    tuned = make_method(TUNED, cfg, cache_dir=f"{out_dir}/cache", progress=False)
     designs["aligned, fine-tuned heads"] = tuned.fit(data)  # MuseCL's heads and POI vectors
     history = tuned.history("fusion")
     fig, (ax, ax_t) = plt.subplots(1, 2, figsize=(10, 4))
@@ -267,8 +279,7 @@ if why_not_fine_tuned is None:
         f"against {own_end['streetview']:.3f} and {own_end['satellite']:.3f} at the end of their own "
         "training (lower is better): a rise is what the alignment cost a head's pairing.")
 else:
-    settings = " with this run's settings" if with_images else ""
-    fine_tune_losses = f"Not run{settings}: {why_not_fine_tuned}."
+    fine_tune_losses = f"Not run: {why_not_fine_tuned}."
 glue("fine_tune_losses", Markdown(fine_tune_losses), display=False)
 
 # %% [markdown]
@@ -309,17 +320,10 @@ for design, fitted in designs.items():
                          "own POI vector is the nearest in a batch": float(np.mean(hits))}
 alignment = pd.DataFrame(alignment)
 display(alignment.round(3))
-glue("sim_matched", float(alignment.loc["cosine, own region", cfg.fusion.design]), display=False)
-glue("sim_shuffled", float(alignment.loc["cosine, random region", cfg.fusion.design]), display=False)
-glue("top1", float(alignment.loc["own POI vector is the nearest in a batch", cfg.fusion.design]), display=False)
-glue("top1_paper", float(alignment.loc["own POI vector is the nearest in a batch", "paper"]), display=False)
-glue("chance", 1 / n, display=False)
-glue("batch", n, display=False)
 n_no_poi = int((~has_poi).sum())
 glue("no_poi_sentence", Markdown(
     f"{n_no_poi} region{' has' if n_no_poi == 1 else 's have'} no POIs; a zero POI vector carries nothing to align "
     "with, so such regions are left out of fusion training (they still get a fused vector)."), display=False)
-glue("design", cfg.fusion.design, display=False)
 if "aligned, fine-tuned heads" in alignment:
     top1_tuned = float(alignment.loc["own POI vector is the nearest in a batch", "aligned, fine-tuned heads"])
     top1_fixed = float(alignment.loc["own POI vector is the nearest in a batch", "aligned"])
@@ -334,13 +338,20 @@ else:
 # for "What we saw": the findings, in words that follow this run's numbers
 extreme = spread.loc[EXTREME]
 collapses = {design: float(extreme[design]) >= 0.10 for design in ("paper", "aligned")}
-glue("collapse_finding", Markdown({
+collapse_finding = {
     (True, False): "**The paper's literal fusion often gives a region all its weight on one modality; the aligned "
                    "design mixes both.**",
     (False, False): "**Neither design puts all of a region's weight on one modality.**",
     (True, True): "**Both designs often give a region all its weight on one modality.**",
     (False, True): "**The aligned design, not the paper's, often gives a region all its weight on one modality.**",
-}[collapses["paper"], collapses["aligned"]]), display=False)
+}[collapses["paper"], collapses["aligned"]]
+glue("attention_finding", Markdown(
+    f"{collapse_finding} With the paper's design {extreme['paper']:.0%} of the regions put (almost) all their "
+    f"weight on one modality, with the aligned design {extreme['aligned']:.0%}; in the design the book uses "
+    f"({cfg.fusion.design}) a region keeps on average a weight of {beta.mean():.2f} on the {FIRST[1]} (standard "
+    f"deviation {beta.std():.2f} across regions)." if two_views else
+    f"**One view, nothing to weigh:** {data.name} has {FIRST[1]} images alone, so β = 1 in every region and the "
+    "fused vector is that view, aligned to the POI text."), display=False)
 used = alignment[cfg.fusion.design]
 top1_used = float(used["own POI vector is the nearest in a batch"])
 if top1_used >= 0.5 and top1_used >= 5 / n:
@@ -362,11 +373,7 @@ glue("align_finding", Markdown(
 # %% [markdown]
 # ## What we saw
 #
-# - {glue:md}`collapse_finding` With the paper's design {glue:text}`extreme_paper:.0%` of the
-#   regions put (almost) all their weight on one modality, with the aligned design
-#   {glue:text}`extreme_aligned:.0%`; in the design the book uses ({glue:text}`design`) a region
-#   keeps on average a weight of {glue:text}`beta_sv_mean:.2f` on the {glue:text}`first_view` (standard deviation
-#   {glue:text}`beta_sv_sd:.2f` across regions).
+# - {glue:md}`attention_finding`
 # - {glue:md}`align_finding`
 # - {glue:md}`fine_tune_finding`
 # - {glue:md}`no_poi_sentence`

@@ -359,7 +359,8 @@ with pd.option_context("display.max_colwidth", None):
 # street-view baselines that pair or read images another way (Inception v3, Urban2vec-style,
 # EfficientNet-Lite0) still run. MuseCL itself runs on one image kind: without street views (or without
 # the trips their pairing needs) it fuses the satellite view alone, still aligned to the POI
-# text, and chapters 7 and 8 say so under their tables. Without any
+# text, and chapters 6 to 8 say so (chapter 6 then shows the alignment alone: one view has no
+# attention to weigh). Without any
 # images, `--methods all` adds the image-free methods (`MuseCL (vector views)`, `OD SVD`) where
 # the city has origin-destination flows: chapter 6 shows its fusion and chapters 7 and 8 compare
 # every method with *MuseCL (vector views)* in MuseCL's place.

@@ -33,8 +33,10 @@ CITIES = {  # name -> (modalities kept, POI text kept, a generated city's latent
     "plain": (("satellite", "streetview", "poi", "mobility"), True, False),  # as a real city: nothing hidden
 }
 SPLITS = {"plain": ["random"]}  # the paper's split alone (params/smoke.yaml: both)
-# chapters that must run to their end: without images, MuseCL (vector views) takes MuseCL's place
-COMPLETE = {"poi-mobility": ("06_fusion", "07_prediction", "08_results")}
+# chapters that must run to their end: without images, MuseCL (vector views) takes MuseCL's place;
+# without trips (no street-view pairing), MuseCL fuses the satellite view alone
+COMPLETE = {"poi-mobility": ("06_fusion", "07_prediction", "08_results"),
+            "images-poi": ("06_fusion", "07_prediction", "08_results")}
 TRACEBACK = re.compile(r"Traceback \(most recent call last\)|<IPython\.core\.display\.\w+ object>")
 
 
