@@ -183,7 +183,7 @@ plt.show()
 #
 # The maps show $\beta_i^{SV}$, the weight of the street-view vector in each region (the
 # satellite weight is $1 - \beta_i^{SV}$), for both designs, and its distribution over regions.
-# (On a city without images: the weight of the mobility view, $\beta_i^{mob}$.)
+# On a city without images they show the weight of the mobility view instead.
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "The weight β of eq. 9 of the street view (on a city without images: of the mobility view) per region, for both fusion designs: on the map and as a distribution."}}
 betas = {design: fitted.attention()[FIRST[0]] for design, fitted in designs.items()}
