@@ -323,7 +323,7 @@ means = report.headline_means(results, headline).groupby(["method", "split"])["r
 RAW = ["Pretext features", "EfficientNet-Lite0 (ImageNet)", "Pretext + Lite0 features"]  # the inputs, unlearned
 raw = {m: float(means[(m, "random")]) for m in RAW if (m, "random") in means.index}
 checks = report.bar_checks(paired, None if all_latents is None else float(means[(target, "random")] / all_latents),
-                           bar=report.BAR if target == "MuseCL" else report.VECTOR_BAR)
+                           bar=report.BARS[target])
 glue("bar_rows", Markdown(
     "each of its own inputs (*SV only*, *RS only*, *POI only*), their plain concatenation (*Concat*)"
     if target == "MuseCL" else "each of its own inputs (its view encoders alone: *mobility view only*, *POI view "

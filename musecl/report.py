@@ -506,6 +506,8 @@ def floor_sentence(paired: dict[str, pd.DataFrame], floors: Sequence[str], targe
 
 BAR = ("SV only", "RS only", "POI only", "Concat", "Pretext features")  # its inputs and what they are built from
 VECTOR_BAR = (*VIEW_PARTS[:2], "POI only", VIEW_PARTS[2], "Pretext features")  # the same for MuseCL (vector views)
+BARS = {TARGET: BAR, VECTOR_TARGET: VECTOR_BAR}  # each version of MuseCL: the rows it must beat
+SIDE_BY_SIDE = {TARGET: "SV+RS", VECTOR_TARGET: VIEW_PARTS[2]}  # ... and its two encoders' vectors, unfused
 GOAL_SHARE = 0.85  # of the all-latent ceiling, random split
 
 
@@ -704,7 +706,7 @@ def information_sentence(mean_r2: pd.DataFrame, paired: dict[str, pd.DataFrame] 
     r2 = mean_r2["random"]
     paired = paired or {}
     lite0, pretext = "EfficientNet-Lite0 (ImageNet)", "Pretext features"
-    side = "SV+RS" if target == TARGET else VIEW_PARTS[2]  # the two encoders' vectors side by side
+    side = SIDE_BY_SIDE[target]
     why = []
     if {"POI only", pretext} <= set(r2.index):
         allows = f", although what the POIs show allows {poi_ceiling:.3f}" if poi_ceiling is not None else ""
