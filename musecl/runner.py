@@ -159,9 +159,8 @@ def _write_run(out: Path, city: City, config: RunConfig, methods: list[str], ski
                 attention.to_csv(handle, index_label="region_id")
             first = attention.columns[0]  # "sv" (MuseCL) or "mobility" (its version without images)
             if attention[first].max() > attention[first].min():  # one view fused: beta is 0 or 1, no map
-                words = {"sv": "street-view weight beta_SV"}.get(first, f"{first}-view weight beta_{first}")
                 ax = plot_map(city, attention[first], cmap="coolwarm", vmin=0, vmax=1,
-                              title=f"{name}: {words} (eq. 9)", label=words.split()[-1])
+                              title=f"{name}: weight of the {first} view, beta_{first} (eq. 9)", label=f"beta_{first}")
                 ax.figure.savefig(out / "figures" / "attention_map.png", dpi=110, bbox_inches="tight")
                 plt.close(ax.figure)
         if name == ("MuseCL" if "MuseCL" in methods else methods[-1]):  # Figure 4 for one method

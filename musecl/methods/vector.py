@@ -531,8 +531,7 @@ class VectorMuseCL(TableMethod):
 
     def stage_table(self, stage: str) -> pd.DataFrame:
         """``"mobility"``, ``"poi"`` (view encoders), ``"text"`` (eq. 7) or ``"attention"`` (beta)."""
-        if not hasattr(self, "views_"):
-            raise RuntimeError(f"{self.name} has no stages: call fit(city) first (load reads back the fused table only)")
+        self._check_stages()
         if stage in ("text", "attention"):
             return getattr(self, f"{stage}_")
         return self.views_[stage]
@@ -543,15 +542,20 @@ class VectorMuseCL(TableMethod):
 
     def history(self, stage: str) -> pd.DataFrame:
         """Per-epoch history of a trained stage: "mobility" and "poi" (or "joint"), "fusion"."""
-        self.stage_table("text")  # fitted?
+        self._check_stages()
         if stage not in self.histories_:
             raise ValueError(f"{self.name} has no stage {stage!r}; it has {sorted(self.histories_)}")
         return self.histories_[stage]
 
     def fusion_model(self):
         """The trained fusion (eq. 8-11), read back from the cache (as MuseCL's)."""
-        self.stage_table("text")  # fitted?
+        self._check_stages()
         return load_fusion(self.folder_ / "fusion")
+
+    def _check_stages(self) -> None:
+        """Refuse before ``fit``: ``load`` reads back the fused table only, not the stages."""
+        if not hasattr(self, "views_"):
+            raise RuntimeError(f"{self.name} has no stages: call fit(city) first (load reads back the fused table only)")
 
 
 VIEW_PARTS = ("mobility view only", "POI view only", "mobility view + POI view")  # names of view_parts' tables
