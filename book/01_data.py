@@ -171,8 +171,8 @@ plt.show()
 
 # %% [markdown] tags=["needs-latents"]
 # The latents are not one "urbanity" factor in disguise. If they were, every modality would see
-# the same thing and fusing them could add nothing; here no two of them move together much
-# across the regions (Pearson correlation):
+# the same thing and fusing them could add nothing. How much any two of them move together
+# across the regions (Pearson correlation) says how far that holds here:
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Pearson correlation between the hidden fields across regions: values near zero mean that two fields, and the modalities that see them, carry different information."}}
 if has_latents:
@@ -517,10 +517,11 @@ else:
 
 # %% [markdown]
 # Read the left panel with care. On raw counts the distance between two regions is dominated by
-# how *many* POIs they have, and most far-apart pairs join two quiet edge regions with few POIs,
-# whose count vectors are close: the raw distance can even fall as the regions move apart. On
-# shares the mix counts, and neighbours are somewhat more alike, but the spread at every
-# distance is far larger than the trend of the median.
+# how *many* POIs they have: two quiet regions with few POIs have close count vectors wherever
+# they lie, so the raw distance need not grow as the regions move apart. On shares the mix
+# counts. In both panels, set the trend of the median
+# against the spread at each distance: a trend much smaller than the spread means that distance
+# says little about POI similarity.
 #
 # Where do POI-similar regions lie? Left, every region coloured by the distance to its most
 # POI-similar region (eq. 3 on raw counts, as the satellite encoder's triplets use it); right,
@@ -678,8 +679,8 @@ glue("hidden_sentence", Markdown(hidden_sentence), display=False)
 # an indicator is what no single modality can explain: only a representation that combines
 # modalities can close it. Second, the derived indicators (right of the dashed line) are nearly
 # handed over by their input (NP by the POIs, MC by the trip counts), which is why headline
-# means leave them out. Third, the raw inputs stay well below the full ceiling: a method that
-# adds what the images show has room to win.
+# means leave them out. Third, the gap between what the raw inputs reach and the full ceiling
+# is the room a method has to win by adding what the images show.
 
 # %% [markdown]
 # ## What we saw

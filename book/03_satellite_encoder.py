@@ -76,6 +76,7 @@ is_head = settings["arch"] in FEATURE_HEADS  # a head on frozen ImageNet feature
 has_latents = data.latents is not None and not data.latents.empty
 glue("arch", Markdown(f"`{settings['arch']}`"), display=False)
 glue("image_size", settings["image_size"], display=False)
+glue("embedding_dim", cfg.embedding_dim, display=False)
 glue("backbone_layers", Markdown(f"`{cfg.image.backbone_layers}`"), display=False)
 glue("head_sentence", Markdown(
     f"**This run uses it** (`{settings['arch']}` at {settings['image_size']} px): the ResNet-18 below is "
@@ -148,8 +149,8 @@ pd.DataFrame(shapes, columns=["stage", f"output shape for a {size} px image (C, 
 # ```
 #
 # A triplet loss keeps only what its similarity asks for, and so few triplets ask for little:
-# in the book's earlier builds the trained head told *less* about the city's hidden fields than
-# the untrained one (the checks below measure it). The setting `head_reconstruction` (not in the
+# in the book's builds of 2026-11-30, before the setting below, the trained head told *less*
+# about the city's hidden fields than the untrained one (the checks below measure it in this build). The setting `head_reconstruction` (not in the
 # paper; 0 leaves eq. 6 alone) gives the head a linear decoder back to its standardised features
 # and adds that weight times the decoder's squared error to the loss, so the triplets order the
 # embedding while it keeps what the features show. {glue:md}`reconstruction_sentence`
@@ -300,7 +301,7 @@ display(Markdown(weights_text))
 # %% [markdown]
 # ## The learned embedding
 #
-# The embedding has 128 dimensions. Its principal components give a first look: the map shows
+# The embedding has {glue:text}`embedding_dim` dimensions. Its principal components give a first look: the map shows
 # each region's score on the first two (grey: no satellite image, hence no embedding).
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "The first principal components of the satellite embedding, on the map."}}

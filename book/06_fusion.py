@@ -21,8 +21,8 @@
 # (eq. 8-10) and trains the fusion so that the fused vector agrees with the region's POI text
 # vector by a contrastive InfoNCE loss (eq. 11). It does so as the paper writes it, and in the
 # design this book uses by default (with, where the settings allow, its end-to-end option), which makes eq. 8-11 do what the paper says they do --
-# bring POI semantics into the image representation -- and we show why the literal version
-# cannot.
+# bring POI semantics into the image representation -- and we measure whether the literal
+# version can.
 
 # %% tags=["parameters"]
 city = None  # a city folder (data/README.md); None: the generated toy city

@@ -408,7 +408,8 @@ glue("images_sentence", Markdown(images_sentence), display=False)
 # %% [markdown]
 # ### Would the paper's encoders, trained on a GPU, do better?
 #
-# The image encoders of this run are what two CPU cores train in minutes. On a GPU lent for 15
+# The image encoders of the book's settings (`params/ci.yaml`) are sized to train in minutes on two
+# CPU cores. On a GPU lent for 15
 # minutes we ran the paper's instead: ResNet-18 on 224 px satellite images and Inception-v3 on
 # 299 px street views, each trained on the paper's 10,000 triplets (10 and 4 epochs: the paper's
 # 201 and 20 did not fit the loan), from random weights (ImageNet weights cannot be downloaded
@@ -523,9 +524,8 @@ glue("best_baseline_sentence", Markdown(
 #   indicators where location alone beats MuseCL (random split):
 #   {glue:text}`location_beats_muse`. {glue:text}`locmuse_sentence`
 # - A table without a location-only row and a spatial split cannot tell learned semantics from
-#   neighbours that resemble each other; on the paper's own Beijing labels the same kNN beats
-#   the paper's MuseCL for population density under the paper's random split
-#   ({doc}`09_beijing` computes it).
+#   neighbours that resemble each other; {doc}`09_beijing` sets the same kNN against the
+#   paper's MuseCL on the paper's own Beijing labels, under the paper's random split.
 #
 # ## Figure 5: the embedding's clusters
 #

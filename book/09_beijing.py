@@ -180,8 +180,8 @@ glue("n_inside", int(inside), display=False)
 # `musecl.runner.run` like any method, under both splits of {doc}`07_prediction` (the paper's
 # random 60/20/20 split and the spatial block split) and every seed of the configuration. The
 # MLP probe on coordinates goes through `evaluate_embedding` with the paper's own protocol: one
-# random split, one seed (the configuration's first). Every seed and split would cost about two
-# minutes of MLP training on two cores for a row that kNN already covers.
+# random split, one seed (the configuration's first). Every seed and split would cost many more
+# MLP fits for a row that kNN already covers.
 
 # %% tags=["hide-input"]
 start = time.perf_counter()
@@ -269,10 +269,10 @@ for ind in targets.columns:
 # {glue:text}`knn_random_NP:.2f` for NP (kNN; the paper's own MLP probe on the same two
 # coordinates: {glue:text}`mlp_random_PD:.2f`, {glue:text}`mlp_random_HD:.2f`,
 # {glue:text}`mlp_random_NP:.2f`). The paper reports for MuseCL {glue:text}`paper_muse_PD:.2f`,
-# {glue:text}`paper_muse_HD:.2f` and {glue:text}`paper_muse_NP:.2f`. When whole 10-hexagon
-# blocks are held out, location kNN falls to {glue:text}`knn_spatial_PD:.2f`,
-# {glue:text}`knn_spatial_HD:.2f` and {glue:text}`knn_spatial_NP:.2f`: much of the random
-# split's score is neighbours that resemble each other.
+# {glue:text}`paper_muse_HD:.2f` and {glue:text}`paper_muse_NP:.2f`. When whole blocks of
+# hexagons are held out (the spatial split), location kNN reaches {glue:text}`knn_spatial_PD:.2f`,
+# {glue:text}`knn_spatial_HD:.2f` and {glue:text}`knn_spatial_NP:.2f`: what it loses there is the
+# part of its random-split score that came from neighbours that resemble each other.
 #
 # ## What can and cannot be reproduced without the imagery
 #
@@ -282,9 +282,8 @@ for ind in targets.columns:
 #   lattice, PD, HD and NP on the paper's $\ln(1+x)$ scale (the spread of $\ln(1+x)$ matches
 #   the one implied by the paper's RMSE / $R^2$ pairs);
 # - the evaluation protocol: the MLP probe, the 60/20/20 random split, $R^2$ and RMSE, and
-#   with it **the bar every row of Table 1 has to clear**: what position alone explains. Under
-#   the paper's split that bar is above the paper's MuseCL for population density (the section
-#   above compares every label);
+#   with it **the bar every row of Table 1 has to clear**: what position alone explains (the
+#   section above sets it against the paper's MuseCL, label by label);
 # - the same under a spatial block split, which the paper does not report.
 #
 # **Cannot be reproduced from public data:**

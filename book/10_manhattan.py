@@ -182,8 +182,9 @@ plt.show()
 # truncated SVD of $\ln(1 + \mathrm{OD})$, $k$ row and $k$ column factors) are scored; so are
 # the two view embeddings side by side without fusion or text, and the mobility view alone put
 # through the headline's fusion (eq. 10 with one view, so beta = 1; eq. 11 and the reconstruction
-# term as in the headline): two rows that only show why the fused output loses (they were added
-# after the candidate lists below were fixed, and are in neither).
+# term as in the headline): two rows that take the fused output apart, to show what each of its
+# steps adds or costs (they were added after the candidate lists below were fixed, and are in
+# neither).
 #
 # ```{literalinclude} ../musecl/methods/vector.py
 # :pyobject: od_svd
@@ -525,8 +526,8 @@ glue("why_finding", Markdown(
 # ## Which candidate the training folds chose
 #
 # For each task, how often each candidate of the wider pool was chosen (out of 5 outer folds x
-# {glue:text}`n_seeds` seeds). The choice varies between folds: the inner errors of the best few
-# candidates are close.
+# {glue:text}`n_seeds` seeds). Where the choice varies between folds, the inner errors of the
+# best few candidates are close.
 
 # %%
 chosen_counts = choices[choices["indicator"].isin(TASKS)

@@ -287,8 +287,9 @@ plt.show()
 # ## Step 6: run methods on it
 #
 # `musecl.runner.run` is what `musecl run` calls: sample, train, embed and evaluate each method,
-# and write `results.csv` with figures. With the smoke settings this takes seconds and the
-# numbers only say that every stage ran; use `params/ci.yaml` or `params/paper.yaml` for results.
+# and write `results.csv` with figures. With the smoke settings (`demo_params`' default) this
+# takes seconds and the numbers only say that every stage ran; use `params/ci.yaml` or
+# `params/paper.yaml` for results.
 # Like every results table of the book, it carries what location alone and the raw pretext inputs
 # (trips, POI counts) reach through the same probe.
 
@@ -411,8 +412,8 @@ for chapter in ("05_poi_text", "08_results"):
     print(f"{chapter}: {executed[chapter]}")
 
 # %% [markdown]
-# The results the chapter wrote (one seed, smoke settings: they say the chapter ran, not how good
-# the methods are) and the methods it skipped:
+# The results the chapter wrote (with the smoke settings, `demo_params`' default, they say the
+# chapter ran, not how good the methods are) and the methods it skipped:
 
 # %%
 run_dir = work / "districts_book" / "work" / "results" / "all_methods"

@@ -212,8 +212,8 @@ glue("mode_sentence", Markdown(
 # of the cores: most chapters keep only one of two cores busy (loading libraries, drawing, one small
 # model at a time), so two of them on one core each finish sooner than one after the other. Not
 # pinned, two chapters that each train on two threads slowed each other down about threefold
-# (measured on this machine: chapters 3 and 4 side by side took 121 s and 227 s instead of 40 s and
-# 65 s). A chapter starts when the chapters it reads from are done (its header's `schedule: needs`;
+# (measured on the 2-core machine on 2026-11-30: chapters 3 and 4 side by side took 121 s and 227 s
+# instead of 40 s and 65 s). A chapter starts when the chapters it reads from are done (its header's `schedule: needs`;
 # without one it waits for every chapter before it); the Manhattan chapter, long and reading only
 # its own city, starts first, so it runs beside chapters 1-7 instead of holding up the results
 # chapter; the results chapter gets both cores, and this page runs alone, so nothing else loads the
@@ -230,6 +230,11 @@ glue("mode_sentence", Markdown(
 # pinned to one core takes longer than it would on two: its own time says what it cost in this
 # build, not alone. A chapter that found its executed copy current was not re-executed; its time
 # is the one from the run that produced it, and then no span is drawn.
+#
+# Clean builds from a fresh clone on the 2-core machines we build on (2-5 December 2026) took 9 to
+# 27 minutes for `make book` and 9 to 22 for `make test`: the same code at different hours, the
+# machine's speed varies that much, which is why `make book` first times a reference workload and
+# prints it. Each clean build's times are in the repository's `CHANGELOG.md`.
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "When each chapter of this build ran (minutes from the first start); two bars at the same time ran side by side."}}
 import json
@@ -315,7 +320,7 @@ book_times.set_index("chapter")[["seconds", "cores", "params", "complete"]].roun
 # %% [markdown]
 # ## On a GPU (recorded, not run by this build)
 #
-# This machine has no GPU, so this page cannot measure one. The table below is **read from a
+# CI builds this book without a GPU, so this page does not measure one. The table below is **read from a
 # file recorded on a lent NVIDIA H200** (`book/measurements/gpu-h200-2026-11-27.json`, written
 # by `.ci/gpu_check`, which runs `musecl bench --device cuda`): the encoders at the paper's input
 # sizes, the training loop against the bare step, per precision, with the images on the host

@@ -26,8 +26,10 @@
 # population density from the region vectors, scored by $R^2$ and RMSE.
 #
 # This book rebuilds that pipeline step by step on top of the `musecl` library. Every number,
-# table and figure on these pages was computed when the book was built: the chapters are notebooks
-# executed from scratch by one command, and the code they show is the library's tested code.
+# table and figure on these pages was computed when the book was built -- the chapters are notebooks
+# executed from scratch by one command, and the code they show is the library's tested code --
+# except the paper's numbers and a few runs this build cannot repeat (a GPU run, the scaling
+# appendix's measurements), each labelled as recorded, with its date.
 # Where the paper and the authors' released code disagree, both behaviours are available and the
 # book says which one produced each result ({doc}`appendix_deviations`).
 

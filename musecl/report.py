@@ -708,7 +708,7 @@ def information_sentence(mean_r2: pd.DataFrame, paired: dict[str, pd.DataFrame] 
     lite0, pretext = "EfficientNet-Lite0 (ImageNet)", "Pretext features"
     side = SIDE_BY_SIDE[target]
     why = []
-    if {"POI only", pretext} <= set(r2.index):
+    if {"POI only", pretext} <= set(r2.index) and r2["POI only"] < r2[pretext]:  # else not a loss to explain
         allows = f", although what the POIs show allows {poi_ceiling:.3f}" if poi_ceiling is not None else ""
         why.append(f"its alignment target, the eq. 7 POI vector, reaches only {r2['POI only']:.3f} alone (random "
                    f"split){allows}: averaging category vectors drops how many POIs of each kind a region has, "
@@ -750,10 +750,12 @@ def information_sentence(mean_r2: pd.DataFrame, paired: dict[str, pd.DataFrame] 
                       "the combination is trained or not")
         why.append(words)
     if {lite0, pretext} <= set(r2.index) and r2[lite0] < r2[pretext]:
+        weak = (", and that target is weak (first point)" if "POI only" in r2.index and r2["POI only"] < r2[pretext]
+                else "")
         why.append(f"and even the frozen features of both images ({r2[lite0]:.3f}) stay below *{pretext}* "
                    f"({r2[pretext]:.3f}): at this image size the pictures predict less than the pretext inputs "
                    "do, so an image embedding can only overtake those inputs through what the alignment to the "
-                   "POI vectors carries into it, and that target is weak (first point)")
+                   f"POI vectors carries into it{weak}")
     return ("Where the information goes: " + "; ".join(why) + "." if why else
             f"(The rows needed to trace where {target} loses information were not run.)")
 

@@ -532,6 +532,9 @@ def test_information_sentence_uses_only_the_rows_the_run_scored():
     cnn = report.information_sentence(mean_r2.drop(index="POI only"), None, heads=False)
     assert "POI vector, reaches" not in cnn and "Fusion-svrv" not in cnn and "a frozen ImageNet model's" in cnn
     assert "were not run" in report.information_sentence(mean_r2.loc[["MuseCL"]])
+    rich_text = mean_r2.assign(random=mean_r2["random"].replace({0.06: 0.65}))  # POI vector above the counts
+    words_rich = report.information_sentence(rich_text, paired)
+    assert "alignment target" not in words_rich and "first point" not in words_rich
     assert "SV+RS*, paired" not in words  # no paired row of SV+RS: nothing said about the fusion itself
 
 
