@@ -67,8 +67,9 @@ from musecl.city import INFLOW, OUTFLOW, SATELLITE, STREETVIEW
 from musecl.encoders.heads import FEATURE_HEADS
 from musecl.evaluation import latent_probe, triplet_agreement
 from musecl.encoders.image import ImageStore, augment_images, build_encoder
-from musecl.methods.multisemantic import (backbone_features, image_settings, image_stage, initial_embedding,
-                                        stage_encoder)
+from musecl.methods.multisemantic import (TRIPLETS_CSV, backbone_features, image_settings, image_stage,
+                                        initial_embedding, stage_encoder)
+from musecl.sampling import Triplets
 from musecl.report import history_table, training_findings
 from musecl.training import split_indices
 
@@ -190,7 +191,7 @@ start = time.perf_counter()
 stage = image_stage(data, cfg, KIND, cache, progress=False)
 glue("stage_seconds", time.perf_counter() - start, display=False)
 history = pd.read_csv(stage / "history.csv")
-triplets = pd.read_csv(stage / "triplets.csv", dtype={"anchor": str, "positive": str, "negative": str})
+triplets = Triplets.read_frame(stage / TRIPLETS_CSV)
 encoder_config = json.loads((stage / "encoder" / "config.json").read_text())
 training = encoder_config["training"]
 glue("n_triplets", len(triplets), display=False)

@@ -49,7 +49,7 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 
 from musecl import report
-from musecl.cache import Cache, city_fingerprint
+from musecl.cache import Cache, city_fingerprint, load_table
 from musecl.city import SATELLITE, STREETVIEW
 from musecl.config import RunConfig
 from musecl.datasets.published import published_results
@@ -365,7 +365,7 @@ REFERENCES = {  # reference row -> (the run's table it reads the latents from, i
     "Latents read from the images (reference)": ("EfficientNet-Lite0 (ImageNet)", "the images alone")}
 OWN = f"Latents read from {target}'s embedding (reference)"
 sources = {name: data.latents if method is None else
-           latent_probe(pd.read_csv(embeddings_dir / f"{method}.csv", index_col=0), data.latents,
+           latent_probe(load_table(embeddings_dir / f"{method}.csv"), data.latents,
                         seed=cfg.seed)[1]
            for name, (method, _) in REFERENCES.items()
            if data.latents is not None and (method is None or (embeddings_dir / f"{method}.csv").is_file())}
@@ -533,7 +533,7 @@ glue("best_baseline_sentence", Markdown(
 # satellite and street-view images of each cluster (those the city has).
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Figure 5: the MuseCL embedding's three K-means clusters (on its principal components) on the map (left) and in its first two principal components (right); clusters are numbered by their mean of the first indicator, lowest first."}}
-emb = pd.read_csv(results_dir / "embeddings" / f"{target}.csv", index_col="region_id", dtype={"region_id": str})
+emb = load_table(results_dir / "embeddings" / f"{target}.csv")
 pcs = PCA(n_components=min(10, emb.shape[1]), random_state=cfg.seed).fit_transform(emb.to_numpy())
 clusters = KMeans(n_clusters=3, n_init=10, random_state=cfg.seed).fit_predict(pcs)
 cluster = pd.Series(clusters, index=emb.index, name="cluster")

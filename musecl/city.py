@@ -802,6 +802,12 @@ def _inspect(root: Path) -> tuple[list[Problem], dict]:
                                                                            for p in problems):
             problems.append(Problem(MOBILITY_CSV if mobility is not None else OD_CSV, "",
                                     "modality 'mobility' is listed but the table has no rows"))
+        elif not any(p.file in (MOBILITY_CSV, OD_CSV) for p in problems):
+            for file, table, cols in ((MOBILITY_CSV, mobility, [INFLOW, OUTFLOW]), (OD_CSV, od, [FLOW])):
+                if table is not None and not table.empty and not pd.to_numeric(table[cols].stack()).any():
+                    problems.append(Problem(file, ", ".join(cols), "every value is 0: the trips give nothing to "
+                                            "tell regions apart by (eq. 1-2); give the trip counts, or drop "
+                                            "'mobility' from the modalities"))
     tables["mobility"], tables["od"] = mobility, od
 
     indicators = _read_csv(root, INDICATORS_CSV, problems, [REGION_ID])

@@ -24,7 +24,7 @@ import torch
 import torchvision
 from joblib import Parallel, delayed
 
-from musecl.cache import city_fingerprint
+from musecl.cache import city_fingerprint, save_table
 from musecl.city import IMAGE_KINDS, City, TooFewRegionsWarning, load_city, require_enough_regions
 from musecl.config import RunConfig
 from musecl.datasets.beijing import make_beijing_city
@@ -150,13 +150,11 @@ def _write_run(out: Path, city: City, config: RunConfig, methods: list[str], ski
     results, timings = [], {}
     for name in methods:
         embedding, rows, seconds, attention = fitted[name]
-        with atomic_write(out / "embeddings" / f"{name}.csv") as handle:
-            embedding.to_csv(handle, index_label="region_id")
+        save_table(embedding, out / "embeddings" / f"{name}.csv")
         results.append(rows)
         timings[name] = seconds
         if name == attention_of:
-            with atomic_write(out / "attention.csv") as handle:
-                attention.to_csv(handle, index_label="region_id")
+            save_table(attention, out / "attention.csv")
             first = attention.columns[0]  # "sv" (MuseCL) or "mobility" (its version without images)
             if attention[first].max() > attention[first].min():  # one view fused: beta is 0 or 1, no map
                 ax = plot_map(city, attention[first], cmap="coolwarm", vmin=0, vmax=1,

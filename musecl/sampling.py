@@ -41,6 +41,7 @@ import scipy.sparse as sp
 from sklearn.neighbors import NearestNeighbors
 
 from musecl.city import INFLOW, MOBILITY, OUTFLOW, POI, City
+from musecl.io import read_csv_ids
 
 ANCHOR, POSITIVE, NEGATIVE = "anchor", "positive", "negative"
 D_POS, D_NEG = "d_pos", "d_neg"
@@ -180,6 +181,11 @@ class Triplets:
 
     def __len__(self) -> int:
         return len(self.anchor)
+
+    @staticmethod
+    def read_frame(path) -> pd.DataFrame:
+        """A :meth:`to_frame` table written to CSV, its ids as text ("NA" is a region id, not missing)."""
+        return read_csv_ids(path, ids=(ANCHOR, POSITIVE, NEGATIVE))
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, region_ids: Sequence[str]) -> "Triplets":

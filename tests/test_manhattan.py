@@ -386,6 +386,18 @@ def test_od_svd_is_the_truncated_svd_with_a_fixed_sign(synthetic_city):
         od_svd(synthetic_city, n)
     emb = make_method("OD SVD", progress=False).fit_transform(synthetic_city)
     assert emb.shape == (n, 32) and list(emb.index) == list(synthetic_city.region_ids)
+    from musecl.methods.vector import ODSVD
+    with pytest.warns(UserWarning, match=f"{n} regions allow at most {n - 1} factors"):
+        small = ODSVD(progress=False, dim=n + 5).fit_transform(synthetic_city)  # a city smaller than the default
+    assert small.shape == (n, 2 * (n - 1))
+
+
+def test_od_svd_names_a_table_without_trips(synthetic_city):
+    from musecl.methods.vector import od_svd
+
+    synthetic_city.od = synthetic_city.od.assign(flow=0.0)  # every pair listed, none with a trip
+    with pytest.raises(ValueError, match="has no trips"):
+        od_svd(synthetic_city, 3)
 
 
 @pytest.mark.parametrize("width", [90, 89])  # 89: a last block of one column, which numpy sums otherwise

@@ -12,6 +12,7 @@ import pytest
 from musecl.city import CATEGORY, INFLOW, KIND, OUTFLOW, PATH, REGION_ID, TEXT, City, CityMeta, Indicator
 from musecl.sampling import (
     TRANSFORMS,
+    Triplets,
     TripletSampler,
     geographic_triplets,
     mobility_distance,
@@ -188,6 +189,17 @@ def test_to_frame_uses_region_ids(X200):
     assert frame["negative"].str.startswith("r").all()
     with pytest.raises(ValueError, match="region ids given"):
         t.to_frame(ids[:5])
+
+
+def test_triplets_read_back_with_ids_that_look_missing(X200, tmp_path):
+    ids = ["NA", "null", "None", "nan", "N/A"] + [f"r{i}" for i in range(195)]
+    t = TripletSampler(n_triplets=50).sample(X200, region_ids=ids)
+    t.to_frame().to_csv(tmp_path / "triplets.csv", index=False)
+    back = Triplets.read_frame(tmp_path / "triplets.csv")
+    assert set(ids[:5]) & set(back[["anchor", "positive", "negative"]].stack())  # the case in question occurs
+    pd.testing.assert_frame_equal(back, t.to_frame(), check_dtype=False)
+    again = Triplets.from_frame(back, ids)
+    np.testing.assert_array_equal(again.anchor, t.anchor)
 
 
 def test_bad_input_messages(X200):

@@ -56,7 +56,7 @@ from musecl.fusion import (AlignedFusion, AttentiveFusion, FusionConfig, OneView
                            fine_tune_heads, fuse, load_fusion, train_fusion)
 from musecl.io import CONFIG_JSON, WEIGHTS_PT, atomic_save_json, sha256_of
 from musecl.methods.base import EMBEDDINGS_CSV, HISTORY_CSV, StagedMethod, groups_met, register
-from musecl.sampling import SAMPLING_FORMAT, TripletSampler, mobility_triplets, poi_triplets
+from musecl.sampling import SAMPLING_FORMAT, Triplets, TripletSampler, mobility_triplets, poi_triplets
 from musecl.training import amp_dtype, processes, resolve_device
 
 SAMPLING_KEYS = ["seed", "n_triplets", "sampling_rule", "n_positive_candidates"]
@@ -439,7 +439,7 @@ def fine_tuned_fusion_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_
         key.update(precision_key(cfg.machine.amp, cfg.machine.device))
 
     def compute(folder: Path) -> None:
-        triplets = {p: pd.read_csv(dirs[p] / TRIPLETS_CSV, dtype=str) for p in dirs}
+        triplets = {p: Triplets.read_frame(dirs[p] / TRIPLETS_CSV) for p in dirs}
         poi = load_table(text_dir / EMBEDDINGS_CSV)
         # one objective for both kinds: both are heads (with their reconstruction term) or both CNNs
         objective = TripletObjective(cfg.image.triplet_loss, cfg.image.resolved_margin,

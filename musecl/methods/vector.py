@@ -49,7 +49,7 @@ from musecl.encoders.image import TripletObjective
 from musecl.encoders.text import PoiTextEncoder
 from musecl.evaluation import resolve_jobs
 from musecl.fusion import OneViewWarning, fuse, info_nce, load_fusion, train_fusion
-from musecl.io import atomic_save_json, in_worker, read_csv_ids, rewarn
+from musecl.io import atomic_save_json, in_worker, rewarn
 from musecl.methods.base import OD, TableMethod, register
 from musecl.methods.multisemantic import fusion_settings, sampler_for, text_settings
 from musecl.sampling import Triplets, mobility_triplets, poi_triplets
@@ -143,6 +143,8 @@ def od_svd(city: City, dim: int) -> pd.DataFrame:
     either sign; a probe is blind to it).
     """
     m = od_matrix(city).log1p()
+    if not m.count_nonzero():
+        raise ValueError("the OD table has no trips (every flow is 0): OD SVD has nothing to factorise")
     k = int(dim)
     if not 1 <= k < min(m.shape):
         raise ValueError(f"dim must be between 1 and {min(m.shape) - 1} (the number of regions "
@@ -177,7 +179,11 @@ class ODSVD(TableMethod):
         return {"dim": self.dim}
 
     def _compute(self, city: City) -> pd.DataFrame:
-        return od_svd(city, self.dim)
+        dim = min(self.dim, len(city.region_ids) - 1)  # svds needs k below the number of regions
+        if dim < self.dim:
+            warnings.warn(f"OD SVD: {len(city.region_ids)} regions allow at most {dim} factors; "
+                          f"using dim {dim} instead of {self.dim}", stacklevel=2)
+        return od_svd(city, dim)
 
 
 # ------------------------------------------------------------------------------------------
@@ -451,7 +457,7 @@ class VectorMuseCL(TableMethod):
         self.triplets_ = {}
         for path in sorted(folder.glob("triplets-*.csv")):
             meta = json.loads(path.with_suffix(".json").read_text())
-            triplets = Triplets.from_frame(read_csv_ids(path, ids=("anchor", "positive", "negative")), meta["region_ids"])
+            triplets = Triplets.from_frame(Triplets.read_frame(path), meta["region_ids"])
             triplets.info.update(meta["info"])
             self.triplets_[path.stem.removeprefix("triplets-")] = triplets
 
