@@ -650,8 +650,8 @@ def fine_tune_cnns(encoders: dict[str, ImageEncoder], stores: dict[str, ImageSto
     _aligned_only(cfg)
     regions, y = _fine_tuning_regions(stores["sv"].region_ids, stores["rs"].region_ids, poi)
     encoders = {kind: encoder.to(resolve_device(device)) for kind, encoder in encoders.items()}
-    e = {kind: torch.from_numpy(embed_regions(encoders[kind], stores[kind], region_ids=regions, amp=amp)
-                                .to_numpy(np.float32)) for kind in MODALITY_NAMES}  # where the fusion starts
+    e = {kind: torch.tensor(embed_regions(encoders[kind], stores[kind], region_ids=regions, amp=amp)
+                            .to_numpy(np.float32)) for kind in MODALITY_NAMES}  # where the fusion starts (a copy)
     data = {kind: TripletImageDataset(stores[kind], triplets[kind], seed=cfg.seed) for kind in MODALITY_NAMES}
     images = {kind: RegionImages(stores[kind], regions) for kind in MODALITY_NAMES}
     return _fine_tune(encoders, e, y, RegionsAndTriplets(images["sv"], images["rs"], y, data["sv"], data["rs"]),
