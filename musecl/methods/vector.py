@@ -144,7 +144,8 @@ def od_svd(city: City, dim: int) -> pd.DataFrame:
     """
     m = od_matrix(city).log1p()
     if not m.count_nonzero():
-        raise ValueError("the OD table has no trips (every flow is 0): OD SVD has nothing to factorise")
+        raise ValueError("the OD table has no trips (every flow is 0): "
+                         "OD SVD has nothing to factorise")
     k = int(dim)
     if not 1 <= k < min(m.shape):
         raise ValueError(f"dim must be between 1 and {min(m.shape) - 1} (the number of regions "
