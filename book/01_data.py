@@ -631,7 +631,9 @@ if meta.oracle_r2:
                 else "that only a method combining this city's inputs can win" if len(modality_means) > 1
                 else "that no single input of this city reaches")
         sentence = (", ".join(parts[:-1]) + ("," if len(parts) > 2 else "") + " and " + parts[-1]
-                    + f": {room:.2f} of R² {gain}.")
+                    + f": {room:.2f} of R² {gain}. (Scored out of fold over every region; chapters 7 and 8 score "
+                    "the same ceilings on each seed's test regions, so their numbers, and which single modality "
+                    "comes first when two are close, can differ a little.)")
 else:
     sentence = "This city records no ceilings: no known limit on what a method could reach."
     room = float("nan")

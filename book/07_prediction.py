@@ -178,8 +178,7 @@ for split in cfg.evaluation.splits:  # one table per split; "mean ± sd" over se
     r2_text = report.results_table(results, "r2", split, indicators=indicators)
     shown = pd.DataFrame({
         f"{target} R2": r2_text.loc[target],
-        f"{target} RMSE": report.results_table(results, "rmse", split, indicators=indicators,
-                                               numeric=True).loc[target].round(3),
+        f"{target} RMSE": report.results_table(results, "rmse", split, indicators=indicators).loc[target],
         **{f"{name} R2": r2_text.loc[name] for name in floors}})
     if ceiling_mean is not None:
         views = ceiling_mean.drop(all_latents, level="method").xs(split, level="split").unstack("method")
@@ -226,10 +225,17 @@ import json  # noqa: E402
 if target == "MuseCL":
     sources = {stage: json.loads((method.stage_dirs[stage] / "encoder" / "config.json").read_text())["weights_source"]
                for stage in method.views}
-    encoders = (f"The encoders ran with {', '.join(f'{k}: {v}' for k, v in sources.items())} weights (set by `rs_arch` / "
-                "`sv_arch`: `lite0-head` is a head on EfficientNet-Lite0's ImageNet features; `weights` sets the "
-                "ResNet-18 and Inception-v3 encoders' start). Whether the paper's CNNs, trained longer at the paper's "
-                "sizes on a GPU, do better on the toy city: a recorded GPU run, in chapter 8.")
+    def started_from(source: str) -> str:
+        kind, _, where = source.partition(":")
+        return {"imagenet": f"ImageNet weights (`{where}`)", "checkpoint": f"the checkpoint `{where}`"}.get(
+            kind, "random weights")
+
+    encoders = ("The " + " and the ".join(f"{stage} encoder started from {started_from(source)}"
+                                          for stage, source in sources.items())
+                + ". A `lite0-head` encoder always reads EfficientNet-Lite0's ImageNet features; the setting "
+                "`weights` above sets only the start of the ResNet-18 and Inception-v3 encoders. Whether the "
+                "paper's CNNs, trained longer at the paper's sizes on a GPU, do better on the toy city: a recorded "
+                "GPU run, in chapter 8.")
 else:
     encoders = (f"{target} has no image encoders: its two view encoders are small networks on the vectors, "
                 "trained from random weights on the similarity triplets.")
@@ -290,7 +296,8 @@ glue("spatial_finding", Markdown(spatial_finding), display=False)
 # ## Predicted against true (the paper's Figure 4)
 #
 # One probe per indicator (seed {glue:text}`first_seed`, random split); validation regions in
-# blue, test regions in purple, the dotted line is perfect prediction.
+# light blue circles, test regions in dark purple triangles (the paper's colours), the dotted line
+# is perfect prediction.
 
 # %% mystnb={"figure": {"caption": "Predicted against true values for each indicator (random split, first seed): the paper's Figure 4."}}
 glue("first_seed", cfg.seeds[0], display=False)
@@ -299,7 +306,7 @@ predictions = pd.concat([predict_indicator(embedding, data, ind,
                                            probe=cfg.evaluation.probe,
                                            probe_config=probe)
                          for ind in data.meta.indicators])
-fig = plot_predicted_vs_true(predictions)
+fig = plot_predicted_vs_true(predictions, log={name: ind.log for name, ind in data.meta.indicators.items()})
 plt.show()
 
 # %% [markdown]

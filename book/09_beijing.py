@@ -16,9 +16,10 @@
 # %% [markdown]
 # # Beijing: the paper's own labels
 #
-# The MuseCL paper's Beijing results (Table 1) rest on 1,111 hexagonal regions. Their labels are
-# public, and so are the images of 15 of them; the rest of the imagery, the POIs and the mobility
-# data are not. This chapter turns what is public into a city folder, measures what location
+# The MuseCL paper reports Beijing results (Table 1) without saying how many regions they rest on.
+# The authors' public demo repository holds labels for 1,111 hexagonal regions of Beijing, which
+# we take to be the paper's (an assumption: the paper's test regions may differ), and the images
+# of 15 of them; the rest of the imagery, the POIs and the mobility data are not public. This chapter turns what is public into a city folder, measures what location
 # alone predicts under the paper's protocol, puts those numbers beside Table 1, says what can and
 # cannot be reproduced, and pushes the 15 real regions through the encoders this book trained.
 

@@ -49,8 +49,8 @@ from myst_nb import glue
 
 from musecl.methods.multisemantic import image_views
 from musecl.plotting import plot_at_a_glance
-from musecl.report import (at_a_glance, at_a_glance_seeds, headline_method, headline_means, one_view_note,
-                           vector_target_note)
+from musecl.report import (BARS, at_a_glance, at_a_glance_seeds, bar_checks, bar_failures, ceiling_share,
+                           headline_method, headline_means, one_view_note, paired_differences, vector_target_note)
 from musecl.runner import resolve_city
 
 with warnings.catch_warnings():
@@ -78,15 +78,15 @@ if have_results:
                  + ("simple baselines and the ceiling" if ceilings is not None else "simple baselines"))
     plt.show()
     if has_musecl:
-        best = means.xs("random", level="split").drop(target).idxmax()
-        verdict = (f"{target} is the best of them" if means[(target, "random")] >= means[(best, "random")] else
-                   f"{target} does **not** earn its place here: *{best}* scores "
-                   f"{means[(best, 'random')]:.3f} against {target}'s {means[(target, 'random')]:.3f}")
+        paired = {split: paired_differences(results, headline, target=target, split=split)
+                  for split in results["split"].unique()}
+        checks = bar_checks(paired, ceiling_share(results, ceilings, headline, target), bar=BARS[target])
         sentence = (f"Mean R² over the headline indicators ({', '.join(headline)}) on **{data.name}**, "
                     f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}, "
                     f"{' and '.join(results['split'].unique())} split, computed by "
                     "this build with "
-                    f"`params/{Path(params_file).name}`. On the random split {verdict}.")
+                    f"`params/{Path(params_file).name}`. **{bar_failures(checks, target)}** (paired over the seeds, "
+                    "95% intervals; the results chapter sets the bar and shows why).")
         if (note := one_view_note(data.name, image_views(data))) is not None:
             sentence += " " + note
         if target != "MuseCL":

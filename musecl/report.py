@@ -20,6 +20,7 @@ from scipy import stats
 
 from musecl.evaluation import RESULT_COLUMNS
 from musecl.io import atomic_write
+from musecl.methods.base import join_words
 from musecl.methods.combinations import ABLATION, ALL_METHODS, IMAGE_FREE, PAPER_BASELINES
 from musecl.methods.vector import VIEW_PARTS
 from musecl.plotting import plot_at_a_glance
@@ -105,12 +106,15 @@ def numeric_tables(results: pd.DataFrame, metric: str = "r2", split: str = "rand
     """Mean and standard deviation (over seeds, ddof=1) of ``metric``: method (rows) x indicator.
 
     ``mean_of``: indicators whose per-seed mean becomes the first column, ``HEADLINE`` (first: it
-    is the number a reader compares, and it stays in view when a wide table scrolls)."""
+    is the number a reader compares, and it stays in view when a wide table scrolls); without
+    ``indicators`` they also come first among the indicators' columns, the others after them."""
     rows = _rows(results, metric, split, city)
     grouped = rows.groupby(["method", "indicator"], sort=False)[metric]
     mean, std = grouped.mean().unstack(), grouped.std().unstack()
     order = method_order(rows["method"], methods_order)
     cols = list(dict.fromkeys(rows["indicator"])) if indicators is None else list(indicators)
+    if indicators is None and mean_of:
+        cols = [c for c in mean_of if c in cols] + [c for c in cols if c not in mean_of]
     unknown = [c for c in cols + list(mean_of or []) if c not in mean.columns]
     if unknown:
         raise ValueError(f"no results for indicator(s) {unknown}; the table has {list(mean.columns)}")
@@ -265,6 +269,28 @@ def paper_method_name(name: str) -> str:
         return PAPER_NAMES[name]
     folded = {m.lower(): m for m in ALL_METHODS}
     return folded.get(name.lower(), name)
+
+
+WITHOUT_TEXT = ("Add-svrv", "Fusion-svrv")  # the paper's rows that combine the two image embeddings, no POI text
+
+
+def paper_lead_sentence(results: pd.DataFrame, published: pd.DataFrame, indicators: Sequence[str],
+                        city_name: str, source: str = "MuseCL paper Table 1", paper_city: str = "Beijing") -> str | None:
+    """MuseCL's lead over the image embeddings combined without POI text (:data:`WITHOUT_TEXT`) in
+    the paper and in this run: the orderings can be set side by side where the values, from
+    different cities, cannot. None when either side lacks the rows."""
+    paper = published[(published["source"] == source) & (published["city"] == paper_city)]
+    theirs = paper.groupby("method")["r2"].mean()
+    ours = headline_means(results[results["split"] == "random"], indicators).groupby("method")["r2"].mean()
+    rows = [m for m in WITHOUT_TEXT if m in theirs.index and m in ours.index]
+    if not rows or TARGET not in theirs.index or TARGET not in ours.index:
+        return None
+    leads = "; ".join(f"over *{m}* {theirs[TARGET] - theirs[m]:+.2f} in the paper and {round(ours[TARGET] - ours[m], 3) + 0.0:+.3f} "
+                      "here" for m in rows)
+    return (f"The values come from different cities; the orderings can be set side by side. MuseCL's lead {leads} "
+            f"(the paper: mean R² over its {paper_city} indicators; here: the headline mean on {city_name}, random "
+            "split). The paper credits its lead to the POI text the fusion aligns to; the paired intervals above "
+            "say whether this run's lead exceeds what the seeds move.")
 
 
 def with_published(table: pd.DataFrame, published: pd.DataFrame | None, city_label: str,
@@ -511,6 +537,18 @@ SIDE_BY_SIDE = {TARGET: "SV+RS", VECTOR_TARGET: VIEW_PARTS[2]}  # ... and its tw
 GOAL_SHARE = 0.85  # of the all-latent ceiling, random split
 
 
+def ceiling_share(results: pd.DataFrame, ceilings: pd.DataFrame | None, indicators: Sequence[str],
+                  target: str = TARGET) -> float | None:
+    """``target``'s random-split headline mean over the all-latent ceiling's, the share
+    :func:`bar_checks` compares with its goal (None: the city records no ceiling)."""
+    if ceilings is None:
+        return None
+    ceiling = headline_means(ceilings, indicators).groupby(["method", "split"])["r2"].mean()
+    own = headline_means(results, indicators).groupby(["method", "split"])["r2"].mean()
+    key = ("Ceiling: all latents", "random")
+    return float(own[(target, "random")] / ceiling[key]) if key in ceiling and (target, "random") in own else None
+
+
 def bar_checks(paired: dict[str, pd.DataFrame], share: float | None,
                bar: Sequence[str] = BAR, goal_share: float = GOAL_SHARE) -> dict:
     """The book's bar, check -> split -> passed. "beats M" for each method M of ``bar``
@@ -542,6 +580,26 @@ def bar_sentence(checks: dict[str, dict[str, bool | None]], target: str = TARGET
     return (f"{target} clears {sum(decided)} of the {len(decided)} checks"
             + (f" that this run can decide; {undecided} more need two or more seeds for a paired interval."
                if undecided else ".") + (f" {where_not}" if where_not and not all(decided) else ""))
+
+
+def bar_failures(checks: dict[str, dict[str, bool | None]], target: str = TARGET) -> str:
+    """The checks of :func:`bar_checks` that ``target`` fails, in one sentence (the landing page's
+    verdict; chapter 8 shows the table and the intervals behind it)."""
+    results = [passed for row in checks.values() for passed in row.values()]
+    decided = [passed for passed in results if passed is not None]
+    if not decided:
+        return "one seed decides none of the book's checks (each needs a paired interval, so two or more seeds)"
+    beats = {name.removeprefix("beats "): [split for split, passed in row.items() if passed is False]
+             for name, row in checks.items() if name.startswith("beats ")}
+    missed = [f"*{m}* ({' and '.join(splits)} split)" for m, splits in beats.items() if splits]
+    short = [re.fullmatch(r"≥ (\S+) of the all-latent ceiling \(is (\S+)\)", name)  # bar_checks' wording
+             for name, row in checks.items() if not name.startswith("beats ") and False in row.values()]
+    if not missed and not short:
+        return f"{target} clears every one of the {len(decided)} checks of the book's bar"
+    lead = f"{target} clears {sum(decided)} of the {len(decided)} checks of the book's bar"
+    parts = ([f"it is not clearly better than {join_words(missed, 'or')}"] if missed else []) + \
+        [f"it reaches {m[2]} of the all-latent ceiling, not the {m[1]} asked" for m in short]
+    return lead + ": " + "; ".join(parts)
 
 
 def bar_table(checks: dict[str, dict[str, bool | None]], splits: Sequence[str]) -> pd.DataFrame:
@@ -647,7 +705,8 @@ def beside_recorded_run(results: pd.DataFrame, recorded_rows: pd.DataFrame, reco
     gap = {split: pd.DataFrame({m: paired_differences(both[both["method"].isin([m, m + RECORDED])], indicators,
                                                       target=m + RECORDED, split=split).loc[m]
                                 for m in methods}).T for split in splits}
-    columns = ("this build", "GPU run", "GPU run minus this build [95% interval]")
+    which = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"  # may be fewer than the tables'
+    columns = (f"this build, {which}", f"GPU run, {which}", "GPU run minus this build [95% interval]")
     table = pd.DataFrame({
         **{(split, columns[0]): text[split].reindex(methods) for split in splits},
         **{(split, columns[1]): text[split].reindex([m + RECORDED for m in methods]).set_axis(methods)

@@ -168,7 +168,7 @@ def _write_run(out: Path, city: City, config: RunConfig, methods: list[str], ski
                                for ind in city.meta.indicators])
             with atomic_write(out / "predictions.csv") as handle:
                 preds.assign(method=name).to_csv(handle, index=False)
-            fig = plot_predicted_vs_true(preds)
+            fig = plot_predicted_vs_true(preds, log={n: ind.log for n, ind in city.meta.indicators.items()})
             fig.savefig(out / "figures" / "predicted_vs_true.png", dpi=110, bbox_inches="tight")
             plt.close(fig)
     table = pd.concat(results, ignore_index=True)

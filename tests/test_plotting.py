@@ -228,7 +228,9 @@ def test_plot_predicted_vs_true_reports_test_r2(city):
     rows = pd.DataFrame({"indicator": "PD", "split_part": ["val"] * 10 + ["test"] * 10,
                          "y_true": y, "y_pred": y})
     fig = plotting.plot_predicted_vs_true(rows)
-    assert "$R^2$ = 1.00" in fig.axes[0].get_title()
+    assert "$R^2$ = 1.00" in fig.axes[0].get_title() and fig.axes[0].get_xlabel() == "true"
+    logged = plotting.plot_predicted_vs_true(rows, log={"PD": True})
+    assert logged.axes[0].get_ylabel() == "predicted, ln(1 + x)"
 
 
 def _replace(city, **changes):
@@ -282,3 +284,15 @@ def test_plot_triplet_training_adds_the_reconstruction_terms_when_trained_with_t
                                                     "reconstruction"]
     with pytest.raises(ValueError, match="train_d_pos"):  # the Euclidean loss logs distances
         plotting.plot_triplet_training(history, {"loss": "euclidean", "margin": 5.0}, "tiny")
+
+
+def test_at_a_glance_keeps_a_far_off_row_from_squashing_the_others():
+    rows = [{"method": m, "split": s, "seed": seed, "r2": r2 + 0.01 * seed}
+            for m, by_split in {"MuseCL": {"random": 0.6, "spatial": 0.4}, "Location kNN": {"random": 0.5,
+                                                                                            "spatial": -0.9}}.items()
+            for s, r2 in by_split.items() for seed in (0, 1)]
+    ax = plotting.plot_at_a_glance(pd.DataFrame(rows), ["PD"])
+    assert ax.get_xlim()[0] == pytest.approx(plotting.AT_A_GLANCE_FLOOR)
+    assert [t.get_text() for t in ax.texts] == ["◀ -0.90"]  # the mean of the row off the axis, at its edge
+    near = plotting.plot_at_a_glance(pd.DataFrame([{**r, "r2": max(r["r2"], 0.0)} for r in rows]), ["PD"])
+    assert not near.texts and near.get_xlim()[0] > plotting.AT_A_GLANCE_FLOOR

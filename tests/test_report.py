@@ -235,6 +235,8 @@ def test_headline_column_is_over_seeds_of_per_seed_means():
     assert text.loc["MuseCL", report.HEADLINE] == f"0.575 ± {np.std([0.6, 0.55], ddof=1):.3f}"
     plain = report.results_table(HEAD)
     assert report.HEADLINE not in plain.columns
+    np_first = report.numeric_tables(HEAD, mean_of=["NP", "HD"])[0]  # its indicators first, in view when it scrolls
+    assert list(np_first.columns) == [report.HEADLINE, "NP", "HD", "PD"]
     with pytest.raises(ValueError, match=r"indicator\(s\) \['CR'\]"):
         report.numeric_tables(HEAD, mean_of=["PD", "CR"])
 
@@ -452,6 +454,39 @@ def test_bar_checks_count_only_the_methods_the_run_scored():
     assert table.loc["≥ 85% of the all-latent ceiling (is 90%)"].tolist() == ["yes", ""]  # no spatial ceiling check
 
 
+def test_bar_failures_name_what_fails_and_where():
+    """The landing page's verdict: each failed check by name and split, the ceiling share in words."""
+    verdicts = {"random": {"SV only": "better", "Concat": "unclear", "Pretext features": "better"},
+                "spatial": {"SV only": "better", "Concat": "unclear", "Pretext features": "unclear"}}
+    checks = report.bar_checks({s: pd.DataFrame({"verdict": v}) for s, v in verdicts.items()}, share=0.77)
+    assert report.bar_failures(checks) == (
+        "MuseCL clears 3 of the 7 checks of the book's bar: it is not clearly better than *Concat* (random and "
+        "spatial split) or *Pretext features* (spatial split); it reaches 77% of the all-latent ceiling, not the "
+        "85% asked")
+    passed = report.bar_checks({"random": pd.DataFrame({"verdict": {"SV only": "better"}})}, share=0.9)
+    assert report.bar_failures(passed) == "MuseCL clears every one of the 2 checks of the book's bar"
+    one_seed = report.bar_checks({"random": pd.DataFrame({"verdict": {"SV only": ""}})}, share=None)
+    assert report.bar_failures(one_seed).startswith("one seed decides none")
+
+
+def test_ceiling_share_is_the_random_split_headline_over_the_all_latent_ceiling():
+    rows = lambda method, r2: pd.DataFrame({"city": "c", "method": method, "split": "random", "seed": 0,  # noqa: E731
+                                            "indicator": ["PD", "HD"], "r2": r2, "rmse": 1.0, "n_test": 10})
+    results, ceilings = rows("MuseCL", [0.4, 0.6]), rows("Ceiling: all latents", [0.8, 0.8])
+    assert report.ceiling_share(results, ceilings, ["PD", "HD"]) == pytest.approx(0.625)
+    assert report.ceiling_share(results, None, ["PD", "HD"]) is None
+    assert report.ceiling_share(results.assign(split="spatial"), ceilings, ["PD", "HD"]) is None
+
+
+def test_paper_lead_sentence_sets_the_orderings_side_by_side():
+    results = table_from({"MuseCL": {"PD": (0.60, 1.0)}, "Add-svrv": {"PD": (0.55, 1.0)}}, seeds=(0, 1))
+    published = pd.DataFrame({"source": "MuseCL paper Table 1", "city": "Beijing", "indicator": ["PD", "PD", "HD", "HD"],
+                              "method": ["MuseCL", "Add-svrv"] * 2, "r2": [0.5, 0.1, 0.7, 0.1]})
+    words = report.paper_lead_sentence(results, published, ["PD"], "Here")
+    assert "over *Add-svrv* +0.50 in the paper and +0.050 here" in words and "Fusion-svrv" not in words
+    assert report.paper_lead_sentence(results, published[published["method"] == "MuseCL"], ["PD"], "Here") is None
+
+
 def test_paired_text_and_readable_show_one_seed_without_nan():
     table = pd.DataFrame({"difference": [0.05, -0.1], "low": [0.01, np.nan], "high": [0.09, np.nan],
                           "n_seeds": [3, 1], "verdict": ["better", ""]}, index=["Concat", "SV only"])
@@ -627,6 +662,7 @@ def test_a_recorded_run_is_set_beside_this_run_seed_by_seed():
     lower = rows(-0.1, seeds=(0, 1, 2)).assign(r2=spread)
     table, sentence = report.beside_recorded_run(mine, lower, recorded, ["PD"], ["random", "spatial"], "lite0 heads")
     assert list(table.index) == ["MuseCL", "SV only", "Inception v3", "Pretext features"]
+    assert ("random", "this build, seeds 0, 1, 2") in table.columns  # this run has seed 3 too: not in the table
     assert table.loc["MuseCL", ("random", "GPU run minus this build [95% interval]")].startswith("-0.098 [")
     assert table.loc["Pretext features", ("spatial", "GPU run minus this build [95% interval]")] == "0.000 (the same)"
     assert "seeds both runs have (0, 1, 2)" in sentence and "not a lower bound" in sentence
