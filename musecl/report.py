@@ -809,13 +809,14 @@ def information_sentence(mean_r2: pd.DataFrame, paired: dict[str, pd.DataFrame] 
                       "the combination is trained or not")
         why.append(words)
     if {lite0, pretext} <= set(r2.index) and r2[lite0] < r2[pretext]:
-        weak = (", and that target is weak (first point)" if "POI only" in r2.index and r2["POI only"] < r2[pretext]
+        weak = (", and that target is weak (point 1)" if "POI only" in r2.index and r2["POI only"] < r2[pretext]
                 else "")
-        why.append(f"and even the frozen features of both images ({r2[lite0]:.3f}) stay below *{pretext}* "
+        why.append(f"even the frozen features of both images ({r2[lite0]:.3f}) stay below *{pretext}* "
                    f"({r2[pretext]:.3f}): at this image size the pictures predict less than the pretext inputs "
                    "do, so an image embedding can only overtake those inputs through what the alignment to the "
                    f"POI vectors carries into it{weak}")
-    return ("Where the information goes: " + "; ".join(why) + "." if why else
+    return ("Where the information goes: " + "; ".join(f"({i}) {part}" for i, part in enumerate(why, 1)) + "."
+            if why else
             f"(The rows needed to trace where {target} loses information were not run.)")
 
 

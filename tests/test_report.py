@@ -557,7 +557,7 @@ def test_information_sentence_uses_only_the_rows_the_run_scored():
                                        "EfficientNet-Lite0 (ImageNet)": 0.58}})
     paired = {"random": pd.DataFrame({"verdict": {"Fusion-svrv": "unclear"}})}
     words = report.information_sentence(mean_r2, paired, poi_ceiling=0.4)
-    assert words.startswith("Where the information goes: its alignment target")
+    assert words.startswith("Where the information goes: (1) its alignment target")
     assert "reaches only 0.060 alone (random split), although what the POIs show allows 0.400" in words
     assert "(*Fusion-svrv*) reaches 0.550 against MuseCL's 0.560" in words and "neither adds nor costs" in words
     assert "the frozen features their heads were trained on" in words and "stay below *Pretext features*" in words
@@ -569,7 +569,7 @@ def test_information_sentence_uses_only_the_rows_the_run_scored():
     assert "were not run" in report.information_sentence(mean_r2.loc[["MuseCL"]])
     rich_text = mean_r2.assign(random=mean_r2["random"].replace({0.06: 0.65}))  # POI vector above the counts
     words_rich = report.information_sentence(rich_text, paired)
-    assert "alignment target" not in words_rich and "first point" not in words_rich
+    assert "alignment target" not in words_rich and "point 1" not in words_rich
     assert "SV+RS*, paired" not in words  # no paired row of SV+RS: nothing said about the fusion itself
 
 
