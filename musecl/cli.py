@@ -82,10 +82,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _methods(args: argparse.Namespace) -> int:
+    from musecl.config import RunConfig
     from musecl.runner import methods_table, resolve_city
 
     city = resolve_city(args.city) if args.city is not None else None
-    table = methods_table(city)
+    table = methods_table(city, RunConfig.from_yaml(args.params) if args.params is not None else None)
     widths = {c: max(len(c), *(len(str(v)) for v in table[c])) for c in table.columns}
     for row in [dict(zip(table.columns, table.columns)), *table.to_dict("records")]:
         print("  ".join(str(row[c]).ljust(widths[c]) for c in table.columns).rstrip())
@@ -160,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("methods", help="list the methods and the inputs each needs; for a city, which can run")
     p.add_argument("city", nargs="?", default=None, help="a city folder or a named data set")
+    p.add_argument("--params", type=Path, default=None,
+                   help="YAML file of run settings: also say which methods these settings cannot run")
     p.set_defaults(func=_methods)
 
     p = sub.add_parser("run", help="sample, train, embed and evaluate a city; write results.csv",

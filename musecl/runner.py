@@ -328,15 +328,18 @@ def supported_methods(methods: Sequence[str], city: City) -> tuple[list[str], di
     return [n for n in names if n not in skipped], skipped
 
 
-def methods_table(city: City | None = None) -> pd.DataFrame:
+def methods_table(city: City | None = None, config: RunConfig | None = None) -> pd.DataFrame:
     """Every registered method with the inputs it needs; for a city, whether it can run there and
-    why not (the table ``musecl methods [CITY]`` prints)."""
+    why not, and with ``config`` also whether its settings allow it (the table ``musecl methods
+    [CITY] [--params FILE]`` prints)."""
     rows = []
     for name in METHODS:
         row = {"method": name, "needs": describe_needs(name)}
         if city is not None:
-            reason = unsupported_reason(name, city)
-            row["runs here"] = "yes" if reason is None else f"no: {reason}"
+            lacks = unsupported_reason(name, city)
+            settings = METHODS[name].settings_reason(config) if config is not None else None
+            row["runs here"] = (f"no: {lacks}" if lacks else
+                                f"no: with these settings, {settings}" if settings else "yes")
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -167,6 +168,14 @@ def test_methods_command_lists_needs_and_what_runs(toy, tmp_path, capsys):
     row = next(line for line in listed if line.startswith("SV only "))
     assert row.rstrip().endswith("no: no street-view images")
     assert any("5 of" in line and "can run there" in line for line in listed)
+    smoke = str(Path(__file__).parents[1] / "params" / "smoke.yaml")  # tiny CNNs: no feature heads to fine-tune
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["methods", str(toy), "--params", smoke]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    row = next(line for line in listed if line.startswith("MuseCL (fine-tuned heads) "))
+    assert "no: with these settings, fine-tuning heads needs rs_arch and sv_arch" in row
+    assert next(line for line in listed if line.startswith("MuseCL ")).rstrip().endswith("yes")
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     assert "musecl methods" in capsys.readouterr().out.replace("\n", " ")

@@ -80,6 +80,12 @@ class RegionEmbedder:
         if reason:
             raise ValueError(f"{self.name} cannot run on {city.name}: it has {reason}")
 
+    @classmethod
+    def settings_reason(cls, config: RunConfig) -> str | None:
+        """What these run settings lack for the method (its encoders are of another kind, say), or
+        None: the counterpart of what a city lacks, for ``musecl methods CITY --params FILE``."""
+        return None
+
     def transform(self, city: City) -> pd.DataFrame:
         raise NotImplementedError
 

@@ -527,9 +527,13 @@ class MuseCLFineTunedHeads(MuseCL):
     needs_any = ()
     fine_tunes = "heads"
 
+    @classmethod
+    def settings_reason(cls, config: RunConfig) -> str | None:
+        return fine_tuning_unsupported(config, cls.fine_tunes)
+
     def fit_stages(self, city: City) -> dict[str, Path]:
         cfg = self.config
-        if reason := fine_tuning_unsupported(cfg, self.fine_tunes):
+        if reason := self.settings_reason(cfg):
             raise ValueError(f"{self.name}: {reason}")
         rs = image_stage(city, cfg, SATELLITE, self.cache, self.progress)
         sv = image_stage(city, cfg, STREETVIEW, self.cache, self.progress)
