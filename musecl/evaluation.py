@@ -419,7 +419,24 @@ class _Task:
     xy: np.ndarray
 
 
+def _as_names(value) -> list:
+    """One name or several as a list: "random" is ["random"], not its letters."""
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _as_seeds(seeds) -> list[int]:
+    """One seed or several as distinct whole numbers >= 0 (numpy's generators refuse the others,
+    and a seed given twice would count one result twice)."""
+    seeds = [seeds] if isinstance(seeds, (int, np.integer)) else list(seeds)
+    if (not seeds or len(set(seeds)) < len(seeds)
+            or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0 for s in seeds)):
+        raise ValueError(f"seeds must be one or more distinct whole numbers >= 0; got {seeds}")
+    return [int(s) for s in seeds]
+
+
 def _prepare(embedding: pd.DataFrame, city: City, indicator: str) -> _Task:
+    if not isinstance(city, City):
+        raise TypeError(f"city must be a City (musecl.city.load_city(folder)); got {type(city).__name__}")
     if not isinstance(embedding, pd.DataFrame):
         raise TypeError(f"embedding must be a DataFrame indexed by region_id; got {type(embedding).__name__}")
     if embedding.index.has_duplicates:
@@ -531,6 +548,9 @@ def predict_indicator(embedding: pd.DataFrame, city: City, indicator: str, split
     ``split_part`` says which part each region was in ("buffer": left out by the spatial split's
     buffer). Regions without a value are left out.
     """
+    if split not in SPLITS:
+        raise ValueError(f"split {split!r} is not one of {SPLITS}")
+    seed, = _as_seeds(seed)
     task = _prepare(embedding, city, indicator)
     blocks = spatial_setting(city, block_size_m, buffer_m) if split == "spatial" else None
     return _predict_task(task, split, seed, probe, fractions, blocks, probe_config)
@@ -595,15 +615,18 @@ def evaluate_embedding(embedding: pd.DataFrame, city: City, method: str,
     own and runs on one thread, so the rows are the same for any ``n_jobs``; the MLP probe is
     compute-bound, so on a 2-core machine two workers take about half the time.
     """
+    splits, seeds = _as_names(splits), _as_seeds(seeds)
     for s in splits:
         if s not in SPLITS:
             raise ValueError(f"split {s!r} is not one of {SPLITS}")
     if probe not in PROBES:
         raise ValueError(f"probe {probe!r} is not one of {PROBES}")
-    indicators = list(city.meta.indicators) if indicators is None else list(indicators)
+    if not isinstance(city, City):
+        raise TypeError(f"city must be a City (musecl.city.load_city(folder)); got {type(city).__name__}")
+    indicators = list(city.meta.indicators) if indicators is None else _as_names(indicators)
     bs = spatial_setting(city, block_size_m, buffer_m) if "spatial" in splits else None
     tasks = [_prepare(embedding, city, indicator) for indicator in indicators]
-    jobs = [(task, split, [int(s) for s in seeds]) for task in tasks for split in splits]
+    jobs = [(task, split, seeds) for task in tasks for split in splits]
     n_jobs = min(resolve_jobs(n_jobs), len(jobs))
     args = (probe, fractions, bs, probe_config)
     if n_jobs <= 1 or probe != "mlp":  # ridge and kNN fit in milliseconds: workers would only cost

@@ -333,7 +333,21 @@ class FusionConfig:
 
 
 def _as_config(config: FusionConfig | dict | None) -> FusionConfig:
+    if config is not None and not isinstance(config, (FusionConfig, dict)):
+        raise TypeError(f"config must be a FusionConfig or a dict of its fields; got {type(config).__name__}"
+                        + (" (a RunConfig's fusion settings are its .fusion)" if hasattr(config, "fusion") else ""))
     return FusionConfig(**config) if isinstance(config, dict) else config or FusionConfig()
+
+
+def _views(sv: pd.DataFrame, rs: pd.DataFrame) -> pd.DataFrame:
+    """``rs`` aligned to ``sv``'s regions, after checking both (street view first, as eq. 9 is
+    written: two tables handed over the other way round would fuse without a word)."""
+    _check_table(sv, "sv")
+    named = lambda df, prefix: len(df.columns) and all(str(c).startswith(prefix) for c in df.columns)  # noqa: E731
+    if named(sv, "rs_") and named(rs, "sv_"):
+        raise ValueError("the street-view table comes first, then the satellite one: these came the other way "
+                         "round (columns rs_... first, sv_... second)")
+    return _align(sv, rs, "rs")
 
 
 def _check_table(df: pd.DataFrame, name: str) -> None:
@@ -458,8 +472,7 @@ def train_fusion(sv: pd.DataFrame, rs: pd.DataFrame, poi: pd.DataFrame,
 
 
 def _train_fusion(sv: pd.DataFrame, rs: pd.DataFrame, poi: pd.DataFrame, cfg: FusionConfig):
-    _check_table(sv, "sv")
-    rs = _align(sv, rs, "rs")
+    rs = _views(sv, rs)
     poi = _align(sv, poi, "poi")
     if sv.shape[1] != rs.shape[1]:
         raise ValueError(f"eq. 10 adds the street-view and satellite embeddings, so they need the "
@@ -513,8 +526,7 @@ def fuse(model: "AttentiveFusion | AlignedFusion", sv: pd.DataFrame, rs: pd.Data
     NaN rows are filled with the column means kept from training and get no attention weight, so
     a region without street views gets its satellite view (beta_rs = 1).
     """
-    _check_table(sv, "sv")
-    rs = _align(sv, rs, "rs")
+    rs = _views(sv, rs)
     model.eval()
     x_sv = torch.from_numpy(_impute(sv, model.sv_mean.cpu().numpy()))
     x_rs = torch.from_numpy(_impute(rs, model.rs_mean.cpu().numpy()))

@@ -20,7 +20,7 @@ from scipy import stats
 
 from musecl.evaluation import RESULT_COLUMNS
 from musecl.io import atomic_write
-from musecl.methods.base import join_words
+from musecl.methods.base import METHODS, join_words
 from musecl.methods.combinations import ABLATION, ALL_METHODS, IMAGE_FREE, PAPER_BASELINES
 from musecl.methods.vector import VIEW_PARTS
 from musecl.plotting import plot_at_a_glance
@@ -73,11 +73,16 @@ def _rows(results: pd.DataFrame, metric: str, split: str, city: str | None = Non
 
 
 def method_order(methods: Sequence[str], methods_order: Sequence[str] | None = None) -> list[str]:
-    """``methods`` sorted as ``methods_order`` (default: the paper's Table 1, then the ablation,
-    then the added baselines, the image-free methods and their parts), unknown ones after them in
-    their order of appearance."""
+    """``methods`` in a table's row order. With ``methods_order``, only those it lists, in its order
+    (a selection: the paper's baselines of a table); a listed name that is neither among
+    ``methods`` nor a registered method is a typo and an error. Without it: the paper's Table 1,
+    then the ablation, the added baselines, the image-free methods and their parts, then any
+    others in their order of appearance."""
     present = list(dict.fromkeys(methods))
     if methods_order is not None:
+        unknown = [m for m in methods_order if m not in present and m not in METHODS]
+        if unknown:
+            raise ValueError(f"methods_order names unknown method(s) {unknown}; the table has {present}")
         return [m for m in methods_order if m in present]
     known = [m for m in (*ALL_METHODS, *IMAGE_FREE, *VIEW_PARTS) if m in present]
     return known + [m for m in present if m not in known]
@@ -108,6 +113,7 @@ def numeric_tables(results: pd.DataFrame, metric: str = "r2", split: str = "rand
     ``mean_of``: indicators whose per-seed mean becomes the first column, ``HEADLINE`` (first: it
     is the number a reader compares, and it stays in view when a wide table scrolls); without
     ``indicators`` they also come first among the indicators' columns, the others after them."""
+    indicators, mean_of = ([v] if isinstance(v, str) else v for v in (indicators, mean_of))  # one name: not its letters
     rows = _rows(results, metric, split, city)
     grouped = rows.groupby(["method", "indicator"], sort=False)[metric]
     mean, std = grouped.mean().unstack(), grouped.std().unstack()

@@ -160,6 +160,19 @@ def test_mlp_probe_learns_linear_indicator_and_shuffled_does_not(linear_city):
     assert bad["r2"].iloc[0] < 0.3
 
 
+def test_one_name_or_seed_is_taken_whole_and_bad_seeds_are_named(linear_city):
+    city, emb = linear_city
+    one = evaluate_embedding(emb, city, "e", indicators="LIN", seeds=0, splits="random", probe="ridge")
+    assert one[["indicator", "split", "seed"]].values.tolist() == [["LIN", "random", 0]]
+    for seeds in ((), (0, 0), (0.5,), (-1,), ("0",)):
+        with pytest.raises(ValueError, match="distinct whole numbers >= 0"):
+            evaluate_embedding(emb, city, "e", indicators="LIN", seeds=seeds, probe="ridge")
+    with pytest.raises(TypeError, match="city must be a City"):
+        evaluate_embedding(emb, str(city.root), "e", seeds=0, probe="ridge")
+    with pytest.raises(ValueError, match="split 'randm'"):
+        predict_indicator(emb, city, "LIN", split="randm")
+
+
 def test_alignment_is_by_region_id_not_position(linear_city):
     city, emb = linear_city
     reordered = emb.iloc[::-1]

@@ -199,6 +199,20 @@ def test_designs_and_losses_are_checked():
     assert FusionConfig(design="paper", loss="mse", activation="tanh").loss == "mse"  # the official code's
 
 
+def test_views_handed_over_the_other_way_round_or_a_run_config_are_refused():
+    from musecl.config import RunConfig
+
+    sv, rs, poi = tables()
+    sv, rs = sv.add_prefix("sv_"), rs.add_prefix("rs_")
+    with pytest.raises(ValueError, match="street-view table comes first"):
+        train_fusion(rs, sv, poi)
+    with pytest.raises(TypeError, match=r"its \.fusion"):
+        train_fusion(sv, rs, poi, RunConfig())
+    model, _ = train_fusion(sv, rs, poi, FusionConfig(epochs=1))
+    with pytest.raises(ValueError, match="other way round"):
+        fuse(model, rs, sv)
+
+
 def both_matter(n: int = 240, d: int = 8, seed: int = 0):
     """Half of each region's POI vector comes from its street view, half from its satellite image:
     a fusion that picks one modality per region loses half the signal."""

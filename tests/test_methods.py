@@ -44,6 +44,13 @@ def test_registry_and_unknown_method():
         make_method("Nope")
 
 
+def test_a_path_where_an_object_belongs_is_named_at_once(city):
+    with pytest.raises(TypeError, match=r"RunConfig.from_yaml\(path\) reads a params file"):
+        make_method("MuseCL", "params/smoke.yaml")
+    with pytest.raises(TypeError, match="city must be a City"):
+        make_method("Location kNN", progress=False).fit(str(city.root))
+
+
 def test_musecl_embedding_shape_and_attention(city, tmp_path):
     method = fit(city, tmp_path / "cache")
     emb = method.transform(city)
@@ -97,6 +104,18 @@ def test_save_load_round_trip(city, tmp_path):
     assert loaded.config == TINY
     loaded.save(tmp_path / "saved")  # again where it was loaded from: nothing to copy, nothing lost
     pd.testing.assert_frame_equal(MuseCL.load(tmp_path / "saved").transform(city), method.transform(city))
+    with pytest.raises(ValueError, match=r"no stage 'fusoin'; it has \['fusion', 'satellite'"):
+        loaded.history("fusoin")
+    # saved again into the same folder after a fit on a city with satellite images alone: the
+    # street-view stage of the first save must not come back with it
+    from musecl.city import restrict_city
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        satellite_only = load_city(restrict_city(city.root, tmp_path / "sat", ["satellite", "poi"]))
+        fit(satellite_only, tmp_path / "cache").save(tmp_path / "saved")
+    again = MuseCL.load(tmp_path / "saved")
+    assert again.views == ("satellite",) and not (tmp_path / "saved" / "streetview").exists()
 
 
 def test_a_checkpoint_is_keyed_by_what_it_holds(city, tmp_path):

@@ -52,6 +52,10 @@ def test_results_table_strings_and_numeric_twin(results):
     assert one_seed.loc["Concat", "NP"] == "0.7832"  # one seed: no deviation to show
     ordered = report.results_table(results, methods_order=["MuseCL", "Concat"], indicators=["NP"])
     assert list(ordered.index) == ["MuseCL", "Concat"] and list(ordered.columns) == ["NP"]
+    assert list(report.results_table(results, indicators="NP").columns) == ["NP"]  # one name, not its letters
+    with pytest.raises(ValueError, match=r"unknown method\(s\) \['Concatt'\]"):
+        report.results_table(results, methods_order=["MuseCL", "Concatt"])
+    assert list(report.results_table(results, methods_order=["MuseCL", "Tile2vec-style"]).index) == ["MuseCL"]
 
 
 def test_bold_and_underline_land_on_the_right_cells():

@@ -61,6 +61,9 @@ class RegionEmbedder:
 
     def __init__(self, config: RunConfig | None = None, cache_dir: str | Path | None = None,
                  progress: bool = True):
+        if config is not None and not isinstance(config, RunConfig):
+            raise TypeError(f"config must be a RunConfig (RunConfig.from_yaml(path) reads a params file); "
+                            f"got {type(config).__name__}")
         self.config = config or RunConfig()
         # without a cache folder, stages still go through a (temporary) cache: one code path. It
         # is removed with the method (it can hold a city's decoded images)
@@ -76,6 +79,9 @@ class RegionEmbedder:
     def check_inputs(self, city: City) -> None:
         """Refuse a city that lacks an input this method needs: a city without trips still has a
         (zero) mobility table, and triplets sampled on it would train on nothing, silently."""
+        if not isinstance(city, City):
+            raise TypeError(f"{self.name}: city must be a City (musecl.city.load_city(folder); "
+                            f"musecl.runner.resolve_city also takes a named data set); got {type(city).__name__}")
         reason = _lacking(self, city)
         if reason:
             raise ValueError(f"{self.name} cannot run on {city.name}: it has {reason}")
@@ -191,9 +197,12 @@ class StagedMethod(RegionEmbedder):
     def history(self, stage: str) -> pd.DataFrame:
         """Per-epoch training history of a trained stage (``train_loss``, ``val_loss``, ...)."""
         self._check_fitted()
+        if stage not in self.stage_dirs:
+            raise ValueError(f"{self.name} has no stage {stage!r}; it has {sorted(self.stage_dirs)}")
         path = self.stage_dirs[stage] / HISTORY_CSV
         if not path.exists():
-            raise ValueError(f"stage {stage!r} of {self.name} was not trained; it has no history")
+            raise ValueError(f"stage {stage!r} of {self.name} keeps no per-epoch history (the POI text's "
+                             "word2vec, a frozen backbone's features)")
         return pd.read_csv(path)
 
     def _extra_config(self) -> dict:
@@ -201,12 +210,19 @@ class StagedMethod(RegionEmbedder):
         return {}
 
     def save(self, directory: str | Path) -> Path:
-        """Copy every stage (tables, weights of trained encoders, configs) and a config.json."""
+        """Copy every stage (tables, weights of trained encoders, configs) and a config.json. A stage
+        folder of an earlier save in ``directory`` is replaced, not merged, and one this fit does not
+        have is removed: ``load`` would otherwise serve it as this fit's."""
         self._check_fitted()
         directory = Path(directory)
-        for stage, src in self.stage_dirs.items():
-            if Path(src).resolve() != (directory / stage).resolve():  # saved again where it was loaded
-                shutil.copytree(src, directory / stage, dirs_exist_ok=True)
+        for stage in self.STAGES:
+            src, dest = self.stage_dirs.get(stage), directory / stage
+            if src is not None and Path(src).resolve() == dest.resolve():  # saved again where it was loaded
+                continue
+            if dest.is_dir():
+                shutil.rmtree(dest)
+            if src is not None:
+                shutil.copytree(src, dest)
         atomic_save_json(directory / CONFIG_JSON, {"method": self.name, "fitted_on": self.fitted_on,
                                                    "config": self.config.to_dict(), **self._extra_config()})
         return directory
