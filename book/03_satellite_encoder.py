@@ -378,7 +378,7 @@ plt.show()
 
 # %% tags=["hide-input"]
 store = ImageStore.from_city(data, KIND, settings["image_size"],  # the images the stage trained on (cached)
-                             cache=cache.root / "images" / f"{KIND}-{settings['image_size']}-{city_fingerprint(data)}.pt")
+                             cache=cache.root / "images" / f"{KIND}-{settings['image_size']}-{city_fingerprint(data, labels=False)}.pt")
 untrained = initial_embedding(data, cfg, KIND, cache, stage, store).reindex(present.index)  # as the stage embeds
 mean_colour = pd.DataFrame(store.images.float().mean(dim=(2, 3)).numpy(), index=store.region_ids,
                            columns=["R", "G", "B"]).reindex(present.index)

@@ -223,7 +223,7 @@ plt.show()
 
 # %% tags=["hide-input"]
 store = ImageStore.from_city(data, KIND, settings["image_size"],  # the images the stage trained on (cached)
-                             cache=cache.root / "images" / f"{KIND}-{settings['image_size']}-{city_fingerprint(data)}.pt")
+                             cache=cache.root / "images" / f"{KIND}-{settings['image_size']}-{city_fingerprint(data, labels=False)}.pt")
 source = encoder_config["weights_source"]
 if is_head:
     weights_text = (f"The backbone is EfficientNet-Lite0 with its ImageNet weights (`{source}`), frozen; the "

@@ -36,7 +36,7 @@ from typing import Callable
 
 import pandas as pd
 
-from musecl.city import IMAGES_CSV, City
+from musecl.city import CEILINGS_CSV, CITY_YAML, IMAGES_CSV, INDICATORS_CSV, LATENTS_CSV, City
 from musecl.config import config_hash
 from musecl.io import atomic_save_json, atomic_write, exclusive_lock, process_alive, read_csv_ids, sha256_of
 from musecl.training import processes
@@ -56,22 +56,32 @@ _TEMP_NAME = re.compile(r"^\.(?P<entry>[^.]+)\.(?:(?P<pid>\d+)@(?P<host>.+)\.)?[
 _FINGERPRINTS: dict[tuple, str] = {}  # stat signature of a city's files -> their hash, per process
 
 
-def city_fingerprint(city: City) -> str:
-    """Hash of every file of the city folder that a method reads (tables, metadata, images).
+LABEL_FILES = (INDICATORS_CSV, LATENTS_CSV, CEILINGS_CSV)  # what a city says about its regions, not what they show
+LABEL_KEYS = ("indicators", "oracle_r2", "latents", "modality_latents", "modality_oracle_r2")  # the same, in city.yaml
 
-    Every stage and every evaluation asks for it; the files are hashed once per process and
-    hashed again only when one of them changes (size or modification time)."""
-    files = sorted(p for p in city.root.iterdir() if p.suffix in (".csv", ".yaml") and p.is_file())
+
+def city_fingerprint(city: City, labels: bool = True) -> str:
+    """Hash of the city folder's files (tables, metadata, images).
+
+    ``labels=False``: of what the methods learn from alone, without the indicators, a generated
+    city's latents and ceilings, and their entries in city.yaml. Trained stages and fitted methods
+    are keyed by it, so editing or adding an indicator keeps them; a score, which reads the
+    labels, is keyed by the whole. The files are hashed once per process and hashed again only
+    when one of them changes (size or modification time)."""
+    files = sorted(p for p in city.root.iterdir() if p.suffix in (".csv", ".yaml") and p.is_file()
+                   and (labels or p.name not in (*LABEL_FILES, CITY_YAML)))
     images = sorted(map(os.fspath, city.images["path"])) if (city.root / IMAGES_CSV).exists() else []
     # os.stat on strings: thousands of images, asked for by every stage and evaluation (5x faster
     # than Path objects)
-    signature = tuple((p, st.st_size, st.st_mtime_ns) for p in [*map(os.fspath, files), *images]
-                      for st in [os.stat(p)])
+    signature = (labels, *((p, st.st_size, st.st_mtime_ns) for p in [*map(os.fspath, files), *images]
+                           for st in [os.stat(p)]))
     if signature not in _FINGERPRINTS:
         digests = [(p.name, sha256_of(p)) for p in files]
         # paths relative to the city folder: the same city copied elsewhere keeps its fingerprint
         digests += [(str(Path(p).relative_to(city.root)) if Path(p).is_relative_to(city.root) else str(p),
                      sha256_of(p)) for p in images]
+        if not labels:  # city.yaml's settings of the inputs (modalities, crs, ...), not its labels
+            digests.append((CITY_YAML, {k: v for k, v in city.meta.to_yaml_dict().items() if k not in LABEL_KEYS}))
         _FINGERPRINTS[signature] = config_hash(digests)
     return _FINGERPRINTS[signature]
 

@@ -118,6 +118,30 @@ def test_save_load_round_trip(city, tmp_path):
     assert again.views == ("satellite",) and not (tmp_path / "saved" / "streetview").exists()
 
 
+def test_editing_a_label_keeps_the_trained_stages(city, tmp_path):
+    """No method reads the indicators: a fit stays valid, and its stages are reused, when a label
+    changes or an indicator is added; a changed input is another city."""
+    import shutil
+
+    copy = tmp_path / "city"
+    shutil.copytree(city.root, copy)
+    method = fit(load_city(copy), tmp_path / "cache")
+    indicators = pd.read_csv(copy / "indicators.csv", dtype={"region_id": str})
+    indicators.loc[0, "CR"] = indicators["CR"].max() + 1
+    indicators.to_csv(copy / "indicators.csv", index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        relabelled = load_city(copy)
+    pd.testing.assert_frame_equal(method.transform(relabelled), method.transform(load_city(city.root)))
+    assert fit(relabelled, tmp_path / "cache").stage_dirs == method.stage_dirs  # nothing retrained
+    pois = pd.read_csv(copy / "pois.csv", dtype={"region_id": str})
+    pois.iloc[1:].to_csv(copy / "pois.csv", index=False)  # one POI fewer: an input changed
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match="fitted on other data"):
+            method.transform(load_city(copy))
+
+
 def test_a_checkpoint_is_keyed_by_what_it_holds(city, tmp_path):
     """weights: a checkpoint path. Another file at the same path trains another encoder instead of
     reusing the stage trained from the old one; the same file elsewhere is the same stage."""

@@ -99,7 +99,8 @@ class RegionEmbedder:
         """Refuse to serve a method that is not fitted, or (``city``) a city it was not fitted on."""
         if not hasattr(self, self._fitted_attribute):
             raise RuntimeError(f"{self.name} is not fitted: call fit(city) or {type(self).__name__}.load(folder)")
-        if city is not None and city_fingerprint(city) != self.fitted_on:
+        # a fit saved before labels were left out of the key recorded the whole city's fingerprint
+        if city is not None and self.fitted_on not in (city_fingerprint(city, labels=False), city_fingerprint(city)):
             raise ValueError(f"{self.name} was fitted on other data than {city.name!r}; its embeddings are "
                              "transductive (one per training region): fit it on this city")
 
@@ -141,7 +142,7 @@ class TableMethod(RegionEmbedder):
                              f"e.g. {bad[:5].tolist()}")
         table.index.name = REGION_ID
         self.table_ = table
-        self.fitted_on = city_fingerprint(city)
+        self.fitted_on = city_fingerprint(city, labels=False)
         return self
 
     def transform(self, city: City) -> pd.DataFrame:
@@ -185,7 +186,7 @@ class StagedMethod(RegionEmbedder):
     def fit(self, city: City) -> "StagedMethod":
         self.check_inputs(city)
         self.stage_dirs = self.fit_stages(city)
-        self.fitted_on = city_fingerprint(city)
+        self.fitted_on = city_fingerprint(city, labels=False)
         return self
 
     def stage_table(self, stage: str, table: str = EMBEDDINGS_CSV) -> pd.DataFrame:

@@ -130,7 +130,7 @@ def backbone_stage(city: City, cfg: RunConfig, kind: str, arch: str, size: int, 
     hub cache, or a checkpoint). The weights are not saved: a seed or a public file rebuilds them,
     and ``config.json`` records which.
     """
-    fingerprint = city_fingerprint(city)
+    fingerprint = city_fingerprint(city, labels=False)
     key = {"city": fingerprint, "kind": kind, "arch": arch, "image_size": int(size),
            "weights": weights_key(cfg.image.weights), "seed": cfg.seed, "format": FEATURES_FORMAT,
            **precision_key(cfg.machine.amp, cfg.machine.device)}

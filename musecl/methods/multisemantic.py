@@ -154,7 +154,7 @@ def city_image_store(city: City, kind: str, size: int, cache, progress: bool = T
     (loaded into memory) or, with another ``image_store`` such as "shards" (cities whose images do
     not fit in memory), the folder ``images/{kind}-{size}-{fingerprint}-{image_store}/``."""
     group = processes()
-    name = f"{kind}-{int(size)}-{fingerprint or city_fingerprint(city)}"
+    name = f"{kind}-{int(size)}-{fingerprint or city_fingerprint(city, labels=False)}"
     folder = cache.root / "images"
     if image_store == "memory":
         build = partial(ImageStore.from_city, city, kind, size, cache=folder / f"{name}.pt")
@@ -196,7 +196,7 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
     group = processes()
     if triplets not in TRIPLET_SOURCES:
         raise ValueError(f"unknown triplet source {triplets!r}; known: {sorted(TRIPLET_SOURCES)}")
-    fingerprint = city_fingerprint(city)
+    fingerprint = city_fingerprint(city, labels=False)
     key = {"city": fingerprint, "kind": kind, "triplets": triplets, "sampling_format": SAMPLING_FORMAT,
            **cfg.subset(IMAGE_KEYS[kind])}
     key.update(precision_key(cfg.machine.amp, cfg.machine.device))
@@ -273,7 +273,7 @@ def efficientnet_stage(city: City, kind: str, image_size: int, cache, progress: 
     std: the converted weights expect that (the first BatchNorm's running statistics match
     ImageNet-normalised inputs, not TensorFlow's (x - 127) / 128).
     """
-    fingerprint = city_fingerprint(city)
+    fingerprint = city_fingerprint(city, labels=False)
     key = {"city": fingerprint, "kind": kind, "model": "efficientnet-lite0", "image_size": int(image_size),
            "format": FEATURES_FORMAT, **precision_key(amp, device), **layers_key(layers)}
 
@@ -337,7 +337,7 @@ def text_settings(cfg: RunConfig):
 
 def text_stage(city: City, cfg: RunConfig, cache) -> Path:
     """Skip-gram + hierarchical softmax on all POI categories and texts; eq. 7 region vectors."""
-    key = {"city": city_fingerprint(city), **cfg.subset(TEXT_KEYS)}
+    key = {"city": city_fingerprint(city, labels=False), **cfg.subset(TEXT_KEYS)}
     if cfg.text.pooling != "mean":  # the paper's eq. 7 keeps the keys it always had
         key["text_pooling"] = cfg.text.pooling
     context = text_context(city.pois)

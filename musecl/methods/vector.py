@@ -426,7 +426,7 @@ class VectorMuseCL(TableMethod):
         settings (``reuse`` only saves time, so it is not part of the key). Either way the stages
         are read back from the folder, so a cached fit and a fresh one give the same numbers."""
         self.check_inputs(city)
-        key = {"format": self.FORMAT, "city": city_fingerprint(city), "config": self.config.to_dict(),
+        key = {"format": self.FORMAT, "city": city_fingerprint(city, labels=False), "config": self.config.to_dict(),
                "view": asdict(self.view_config)}
         folder = self.cache.get_or_compute(self.STAGE, key, lambda f: self._save_stages(city, f))
         self._load_stages(city, folder)
@@ -476,7 +476,7 @@ class VectorMuseCL(TableMethod):
         def upstream(config: RunConfig) -> RunConfig:  # the settings the text and view stages read
             return config.replace(temperature=None, fusion_design="aligned", fusion_reconstruction=1.0)
 
-        same = upstream(other.config) == upstream(self.config) and other.fitted_on == city_fingerprint(city)
+        same = upstream(other.config) == upstream(self.config) and other.fitted_on == city_fingerprint(city, labels=False)
         return other if same else None
 
     def _same_poi_encoder(self, other: "VectorMuseCL") -> bool:
