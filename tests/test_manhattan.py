@@ -444,6 +444,15 @@ def test_vector_methods_save_and_load_with_their_options(synthetic_city, tmp_pat
     loaded = VectorMuseCL.load(vec.save(tmp_path / "vec"))
     assert loaded.view_config == vcfg and loaded.config == cfg
     pd.testing.assert_frame_equal(loaded.transform(synthetic_city), vec.transform(synthetic_city))
+    # its stages came back too: the attention, each history, and the fusion model that remakes the table
+    pd.testing.assert_frame_equal(loaded.attention(), vec.attention())
+    pd.testing.assert_frame_equal(loaded.history("fusion"), vec.history("fusion"))
+    from musecl.fusion import fuse
+
+    remade, _ = fuse(loaded.fusion_model(), loaded.stage_table("mobility"), loaded.stage_table("poi"))
+    np.testing.assert_allclose(remade.to_numpy(), loaded.transform(synthetic_city).to_numpy(), atol=1e-6)
+    loaded.save(tmp_path / "vec")  # again where it was loaded from
+    pd.testing.assert_frame_equal(VectorMuseCL.load(tmp_path / "vec").attention(), vec.attention())
     with pytest.raises(ValueError, match="OD SVD"):
         ODSVD.load(tmp_path / "vec")
 

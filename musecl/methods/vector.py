@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -465,6 +466,24 @@ class VectorMuseCL(TableMethod):
     def options(self) -> dict:
         return {"view_config": asdict(self.view_config)}
 
+    def save(self, directory: str | Path) -> Path:
+        """The fused table and config.json (as every table method), and every stage beside them in
+        ``stages/`` (views, text vectors, triplets, histories, the fusion model), so that a loaded
+        fit answers ``attention``, ``history`` and ``fusion_model`` too."""
+        directory = super().save(directory)
+        stages = directory / "stages"
+        if Path(self.folder_).resolve() != stages.resolve():  # saved again where it was loaded
+            shutil.rmtree(stages, ignore_errors=True)
+            shutil.copytree(self.folder_, stages)
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "VectorMuseCL":
+        method = super().load(directory)
+        if (Path(directory) / "stages").is_dir():  # a save from before the stages were kept has the table only
+            method._load_stages(None, Path(directory) / "stages")
+        return method
+
     def _shared_stages(self, city: City) -> "VectorMuseCL | None":
         """A fitted run whose POI text vectors are exactly what this one would train (same city,
         same settings up to the fusion's design and temperature), else None. Whether its POI
@@ -560,9 +579,10 @@ class VectorMuseCL(TableMethod):
         return load_fusion(self.folder_ / "fusion")
 
     def _check_stages(self) -> None:
-        """Refuse before ``fit``: ``load`` reads back the fused table only, not the stages."""
+        """Refuse before ``fit`` (or after loading a save that kept the fused table only)."""
         if not hasattr(self, "views_"):
-            raise RuntimeError(f"{self.name} has no stages: call fit(city) first (load reads back the fused table only)")
+            raise RuntimeError(f"{self.name} has no stages: call fit(city) first (a save made before 2026-12-05 "
+                               "holds the fused table only)")
 
 
 VIEW_PARTS = ("mobility view only", "POI view only", "mobility view + POI view")  # names of view_parts' tables
