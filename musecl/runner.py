@@ -87,7 +87,13 @@ def resolve_city(city: str | os.PathLike | City, cities_dir: str | os.PathLike =
 def run(city: str | os.PathLike | City, out_dir: str | os.PathLike, config: RunConfig | None = None,
         methods: Sequence[str] = ("MuseCL",), cache_dir: str | os.PathLike | None = None,
         progress: bool = True) -> pd.DataFrame:
-    """Fit every method on the city, evaluate its embedding, write the results folder.
+    """Fit every method on the city, evaluate its embedding, write the results folder; returns
+    the results table (``results.csv``: one row per method, indicator, split and seed).
+
+    ``city``: a City, a city folder, or a named data set (written on first use into
+    ``build/cities/`` under the current folder: :func:`resolve_city`). ``config`` None: the
+    defaults of :class:`RunConfig`, which are the paper's settings (its CNNs at its sizes, for a
+    GPU); ``RunConfig.from_yaml("params/ci.yaml")`` is what the book runs on two CPU cores.
 
     On the CPU, when two or more methods train or extract features, they are fitted at once in
     ``config.machine.jobs`` worker processes (the longest first), each with its share of the cores: a

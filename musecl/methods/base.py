@@ -45,6 +45,9 @@ def register(name: str) -> Callable[[type], type]:
 
 def make_method(name: str, config: RunConfig | None = None, cache_dir: str | Path | None = None,
                 progress: bool = True) -> "RegionEmbedder":
+    """The registered method ``name`` (``musecl methods`` lists them), unfitted: ``fit(city)`` then
+    ``transform(city)`` give one embedding row per region. ``cache_dir``: where its trained stages
+    are kept and found again (None: a temporary folder, removed with the method)."""
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; registered: {sorted(METHODS)}")
     return METHODS[name](config=config, cache_dir=cache_dir, progress=progress)
@@ -74,6 +77,7 @@ class RegionEmbedder:
         self.progress = progress
 
     def fit(self, city: City) -> "RegionEmbedder":
+        """Train (or find in the cache) whatever the method learns from ``city``; returns itself."""
         raise NotImplementedError
 
     def check_inputs(self, city: City) -> None:
@@ -93,6 +97,7 @@ class RegionEmbedder:
         return None
 
     def transform(self, city: City) -> pd.DataFrame:
+        """The embedding of the city the method was fitted on: a DataFrame indexed by region id."""
         raise NotImplementedError
 
     def _check_fitted(self, city: City | None = None) -> None:
@@ -105,6 +110,7 @@ class RegionEmbedder:
                              "transductive (one per training region): fit it on this city")
 
     def fit_transform(self, city: City) -> pd.DataFrame:
+        """``fit(city)`` then ``transform(city)``: the region embeddings, one row per region id."""
         return self.fit(city).transform(city)
 
     def __repr__(self) -> str:
@@ -161,6 +167,7 @@ class TableMethod(RegionEmbedder):
 
     @classmethod
     def load(cls, directory: str | Path) -> "TableMethod":
+        """The method as :meth:`save` wrote it: fitted, with its settings and options."""
         directory = Path(directory)
         raw = read_saved_config(directory, (CONFIG_JSON, EMBEDDINGS_CSV), f"{cls.__name__}.save")
         if raw.get("method") != cls.name:
@@ -230,6 +237,7 @@ class StagedMethod(RegionEmbedder):
 
     @classmethod
     def load(cls, directory: str | Path) -> "StagedMethod":
+        """The method as :meth:`save` wrote it, its stages read from the copies in ``directory``."""
         directory = Path(directory)
         raw = read_saved_config(directory, (CONFIG_JSON,), f"{cls.__name__}.save")
         target = METHODS.get(raw.get("method"), cls)
