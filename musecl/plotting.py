@@ -57,8 +57,15 @@ def plot_map(city: City | gpd.GeoDataFrame | Sequence, values: pd.Series | np.nd
     if values is None:
         values = np.zeros(len(shapes))
     if isinstance(values, pd.Series) and by_id:
+        if len(values) and not values.index.isin(shapes.index).any():
+            raise ValueError(f"no index label of values is a region id (e.g. {values.index[0]!r}; the regions' are "
+                             f"like {shapes.index[0]!r}): values are matched to regions by id, so an index of "
+                             "positions would leave every region grey")
         values = values.reindex(shapes.index)
     values = np.asarray(values)
+    if len(values) != len(shapes):
+        raise ValueError(f"{len(values)} values for {len(shapes)} regions: give one per region, or a Series "
+                         "indexed by region id")
     coll = PolyCollection(rings, edgecolor=edgecolor, linewidth=0 if edgecolor == "none" else 0.4)
     if categorical:
         codes, uniques = pd.factorize(values, sort=True)

@@ -296,3 +296,11 @@ def test_at_a_glance_keeps_a_far_off_row_from_squashing_the_others():
     assert [t.get_text() for t in ax.texts] == ["◀ -0.90"]  # the mean of the row off the axis, at its edge
     near = plotting.plot_at_a_glance(pd.DataFrame([{**r, "r2": max(r["r2"], 0.0)} for r in rows]), ["PD"])
     assert not near.texts and near.get_xlim()[0] > plotting.AT_A_GLANCE_FLOOR
+
+
+def test_plot_map_names_values_it_cannot_match_to_regions(city):
+    n = len(city.region_ids)
+    with pytest.raises(ValueError, match="no index label of values is a region id"):
+        plotting.plot_map(city, pd.Series(np.arange(n, dtype=float), index=[10_000 + i for i in range(n)]))
+    with pytest.raises(ValueError, match=f"{n - 1} values for {n} regions"):
+        plotting.plot_map(city, np.arange(n - 1, dtype=float))
