@@ -57,7 +57,7 @@ from musecl.methods import METHODS, make_method
 from musecl.methods.combinations import ABLATION, ALL_METHODS, PAPER_BASELINES
 from musecl.methods.multisemantic import fine_tuning_unsupported, image_views
 from musecl.methods.vector import VIEW_PARTS, view_parts
-from musecl.plotting import plot_images, plot_map
+from musecl.plotting import plot_at_a_glance, plot_images, plot_map
 from musecl.encoders.heads import FEATURE_HEADS
 from musecl.evaluation import correlation_range, latent_probe, spatial_setting
 from musecl.notebooks import require_method
@@ -402,6 +402,13 @@ else:
         images_sentence = report.reference_vs_sentence(r2, pairs, images, REFERENCES[images][1])
 glue("held_sentence", Markdown(held_sentence), display=False)
 glue("images_sentence", Markdown(images_sentence), display=False)
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The rows of the table above as a picture, from what every latent allows down to what MuseCL's probe reaches: each step down is information lost on the way (bars: mean over seeds; dots: seeds)."}}
+if len(sources) >= 2 and all_latents is not None:  # a generated city: the latents can be read
+    ax = plot_at_a_glance(report.at_a_glance_seeds(pd.concat([results, held]), headline, ceilings,
+                                                   methods=list(compared)), headline)
+    ax.set_title(f"{data.name}: where the information goes")
+    plt.show()
 
 # %% [markdown] tags=["needs-latents"]
 # {glue:md}`held_sentence`

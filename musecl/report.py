@@ -927,13 +927,14 @@ AT_A_GLANCE = {"MuseCL": "MuseCL", VECTOR_TARGET: "MuseCL", "SV only": "its part
 
 
 def at_a_glance_seeds(results: pd.DataFrame, indicators: Sequence[str],
-                      ceilings: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Each seed's headline mean R2 for the methods of :data:`AT_A_GLANCE` (in its order): what
-    :func:`musecl.plotting.plot_at_a_glance` draws."""
+                      ceilings: pd.DataFrame | None = None, methods: Sequence[str] | None = None) -> pd.DataFrame:
+    """Each seed's headline mean R2 for ``methods`` (default :data:`AT_A_GLANCE`), in their order:
+    what :func:`musecl.plotting.plot_at_a_glance` draws."""
+    methods = list(AT_A_GLANCE if methods is None else methods)
     table = pd.concat([results, ceilings]) if ceilings is not None else results
     per_seed = headline_means(table, indicators)
-    per_seed = per_seed[per_seed["method"].isin(AT_A_GLANCE)].dropna(subset=["r2"])
-    rank = {m: k for k, m in enumerate(AT_A_GLANCE)}
+    per_seed = per_seed[per_seed["method"].isin(methods)].dropna(subset=["r2"])
+    rank = {m: k for k, m in enumerate(methods)}
     return per_seed.sort_values("method", key=lambda m: m.map(rank), kind="stable").reset_index(drop=True)
 
 
