@@ -357,6 +357,24 @@ comparison = pd.DataFrame.from_dict(table, orient="index")
 comparison.index = pd.MultiIndex.from_tuples(comparison.index, names=["method", "numbers"])
 comparison
 
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The R² column of the table as a picture: each of our rows, mean over seeds with its standard deviation (bars), against the published numbers of MVURE, MGFN and HREP (dashed lines; their tables give no spread; where two papers report a method, the first source of the table). The first row is the headline, MuseCL's fused output. Rows below -0.3 sit at the left edge."}}
+fig, axes = plt.subplots(1, 2, figsize=(13, 0.28 * len(order) + 1.6), sharey=True)
+rows_at = np.arange(len(order))
+for ax, task in zip(axes, TASKS):
+    stats = ours[ours["indicator"] == task].groupby("method")["r2"].agg(["mean", "std"]).reindex(order)
+    ax.errorbar(stats["mean"].clip(lower=-0.3), rows_at, xerr=stats["std"].fillna(0), fmt="o", ms=4,
+                color="C0", ecolor="0.6", capsize=2)
+    for k, (name, r2) in enumerate(theirs[theirs["indicator"] == task].groupby("method", sort=False)["r2"].first().items()):
+        ax.axvline(r2, ls="--", lw=1, color=f"C{k + 1}", label=f"{name} (published)")
+    ax.axvline(0, color="black", lw=0.6)
+    ax.set(title={"crime": "crime", "check_in": "check-ins"}[task], xlabel="R² (published protocol)", xlim=(-0.32, 1))
+axes[0].set_yticks(rows_at, order, fontsize=8)
+axes[0].invert_yaxis()
+if len(theirs):
+    axes[1].legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+fig.tight_layout()
+plt.show()
+
 # %% tags=["hide-input"]
 summary = ours.groupby(["method", "indicator"])["r2"].agg(["mean", "std", "min"]).unstack("indicator")
 best_published = theirs.groupby("indicator")["r2"].max().to_dict() if len(theirs) else {}
