@@ -614,7 +614,7 @@ for ax, split in zip(axes[0], cfg.evaluation.splits):
     ax.axhline(0, color="k", lw=0.8)
     ax.get_legend().remove()  # one legend below the panels: inside, it hid the tallest bars
 fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="lower center", ncol=len(parts),
-           fontsize=8, frameon=False)
+           fontsize=10, frameon=False)
 fig.tight_layout(rect=(0, 0.08, 1, 1))
 plt.show()
 abl = report.headline_means(ablation, headline).groupby(["method", "split"])["r2"].mean().unstack()["random"]
