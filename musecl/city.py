@@ -876,6 +876,14 @@ def validate_city(path: str | Path) -> list[Problem]:
     return _inspect(Path(path))[0]
 
 
+def require_city(city, who: str = "") -> City:
+    """``city`` if it is a City; a folder path or a name is refused with what to call instead."""
+    if not isinstance(city, City):
+        raise TypeError(f"{who + ': ' if who else ''}city must be a City (musecl.city.load_city(folder); "
+                        f"musecl.runner.resolve_city also takes a named data set); got {type(city).__name__}")
+    return city
+
+
 def load_city(path: str | Path) -> City:
     """Read a city folder into a :class:`City`; raise :class:`CityFormatError` if it is invalid.
 

@@ -38,7 +38,7 @@ from threadpoolctl import ThreadpoolController
 from torch import nn
 from torch.nn import functional as F
 
-from musecl.city import CEILING_ALL, MOBILITY, POI, REGION_ID, SATELLITE, SOURCE, STREETVIEW, City
+from musecl.city import CEILING_ALL, MOBILITY, POI, REGION_ID, SATELLITE, SOURCE, STREETVIEW, City, require_city
 from musecl.io import in_worker, n_of_regions, rewarn
 from musecl.tables import column_scale, standardise_columns
 from musecl.training import Trainer, one_torch_thread
@@ -419,9 +419,9 @@ class _Task:
     xy: np.ndarray
 
 
-def _as_names(value) -> list:
-    """One name or several as a list: "random" is ["random"], not its letters."""
-    return [value] if isinstance(value, str) else list(value)
+def as_names(value) -> list | None:
+    """One name or several as a list ("random" is ["random"], not its letters); None stays None."""
+    return None if value is None else [value] if isinstance(value, str) else list(value)
 
 
 def _as_seeds(seeds) -> list[int]:
@@ -435,8 +435,6 @@ def _as_seeds(seeds) -> list[int]:
 
 
 def _prepare(embedding: pd.DataFrame, city: City, indicator: str) -> _Task:
-    if not isinstance(city, City):
-        raise TypeError(f"city must be a City (musecl.city.load_city(folder)); got {type(city).__name__}")
     if not isinstance(embedding, pd.DataFrame):
         raise TypeError(f"embedding must be a DataFrame indexed by region_id; got {type(embedding).__name__}")
     if embedding.index.has_duplicates:
@@ -551,7 +549,7 @@ def predict_indicator(embedding: pd.DataFrame, city: City, indicator: str, split
     if split not in SPLITS:
         raise ValueError(f"split {split!r} is not one of {SPLITS}")
     seed, = _as_seeds(seed)
-    task = _prepare(embedding, city, indicator)
+    task = _prepare(embedding, require_city(city), indicator)
     blocks = spatial_setting(city, block_size_m, buffer_m) if split == "spatial" else None
     return _predict_task(task, split, seed, probe, fractions, blocks, probe_config)
 
@@ -615,15 +613,14 @@ def evaluate_embedding(embedding: pd.DataFrame, city: City, method: str,
     own and runs on one thread, so the rows are the same for any ``n_jobs``; the MLP probe is
     compute-bound, so on a 2-core machine two workers take about half the time.
     """
-    splits, seeds = _as_names(splits), _as_seeds(seeds)
+    splits, seeds = as_names(splits), _as_seeds(seeds)
     for s in splits:
         if s not in SPLITS:
             raise ValueError(f"split {s!r} is not one of {SPLITS}")
     if probe not in PROBES:
         raise ValueError(f"probe {probe!r} is not one of {PROBES}")
-    if not isinstance(city, City):
-        raise TypeError(f"city must be a City (musecl.city.load_city(folder)); got {type(city).__name__}")
-    indicators = list(city.meta.indicators) if indicators is None else _as_names(indicators)
+    city = require_city(city)
+    indicators = list(city.meta.indicators) if indicators is None else as_names(indicators)
     bs = spatial_setting(city, block_size_m, buffer_m) if "spatial" in splits else None
     tasks = [_prepare(embedding, city, indicator) for indicator in indicators]
     jobs = [(task, split, seeds) for task in tasks for split in splits]

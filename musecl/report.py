@@ -18,7 +18,7 @@ import pandas as pd
 import yaml
 from scipy import stats
 
-from musecl.evaluation import RESULT_COLUMNS
+from musecl.evaluation import RESULT_COLUMNS, as_names
 from musecl.io import atomic_write
 from musecl.methods.base import METHODS, join_words
 from musecl.methods.combinations import ABLATION, ALL_METHODS, IMAGE_FREE, PAPER_BASELINES
@@ -113,7 +113,7 @@ def numeric_tables(results: pd.DataFrame, metric: str = "r2", split: str = "rand
     ``mean_of``: indicators whose per-seed mean becomes the first column, ``HEADLINE`` (first: it
     is the number a reader compares, and it stays in view when a wide table scrolls); without
     ``indicators`` they also come first among the indicators' columns, the others after them."""
-    indicators, mean_of = ([v] if isinstance(v, str) else v for v in (indicators, mean_of))  # one name: not its letters
+    indicators, mean_of = as_names(indicators), as_names(mean_of)
     rows = _rows(results, metric, split, city)
     grouped = rows.groupby(["method", "indicator"], sort=False)[metric]
     mean, std = grouped.mean().unstack(), grouped.std().unstack()

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from musecl.cache import Cache, city_fingerprint, load_table, save_table
-from musecl.city import MOBILITY, POI, REGION_ID, SATELLITE, STREETVIEW, City
+from musecl.city import MOBILITY, POI, REGION_ID, SATELLITE, STREETVIEW, City, require_city
 from musecl.config import RunConfig
 from musecl.io import CONFIG_JSON, atomic_save_json, read_saved_config
 
@@ -83,10 +83,7 @@ class RegionEmbedder:
     def check_inputs(self, city: City) -> None:
         """Refuse a city that lacks an input this method needs: a city without trips still has a
         (zero) mobility table, and triplets sampled on it would train on nothing, silently."""
-        if not isinstance(city, City):
-            raise TypeError(f"{self.name}: city must be a City (musecl.city.load_city(folder); "
-                            f"musecl.runner.resolve_city also takes a named data set); got {type(city).__name__}")
-        reason = _lacking(self, city)
+        reason = _lacking(self, require_city(city, self.name))
         if reason:
             raise ValueError(f"{self.name} cannot run on {city.name}: it has {reason}")
 
@@ -104,8 +101,10 @@ class RegionEmbedder:
         """Refuse to serve a method that is not fitted, or (``city``) a city it was not fitted on."""
         if not hasattr(self, self._fitted_attribute):
             raise RuntimeError(f"{self.name} is not fitted: call fit(city) or {type(self).__name__}.load(folder)")
-        # a fit saved before labels were left out of the key recorded the whole city's fingerprint
-        if city is not None and self.fitted_on not in (city_fingerprint(city, labels=False), city_fingerprint(city)):
+        # a fit saved before labels were left out of the key recorded the whole city's fingerprint:
+        # asked for only when the inputs' one differs (each asks os.stat of every image)
+        if (city is not None and self.fitted_on != city_fingerprint(city, labels=False)
+                and self.fitted_on != city_fingerprint(city)):
             raise ValueError(f"{self.name} was fitted on other data than {city.name!r}; its embeddings are "
                              "transductive (one per training region): fit it on this city")
 
