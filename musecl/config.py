@@ -395,9 +395,9 @@ class RunConfig:
     read by stage (``config.fusion.lr``); :meth:`to_dict` gives the flat names back.
     """
 
-    # the stages' seed in a single fit and in the chapters that show one stage. A params file that
-    # leaves it out gets the first of ``seeds``; with retrain: per_seed one it gives must be one of
-    # them, so the chapters show a model the results use (each seed trains its own stages)
+    # the stages' seed in a single fit and in the chapters that show one stage. Left out, it is the
+    # first of ``seeds``; with retrain: per_seed one a params file gives must be one of them, so the
+    # chapters show a model the results use (each seed trains its own stages)
     seed: int
     seeds: tuple[int, ...]
     # "per_seed": each seed re-runs every stage (sampling, encoders, text, fusion) before its split
@@ -412,7 +412,7 @@ class RunConfig:
     evaluation: EvaluationSettings
     machine: MachineSettings
 
-    def __init__(self, seed: int = 0, seeds=(0, 1, 2, 3, 4), retrain: str = "per_seed", embedding_dim: int = 128,
+    def __init__(self, seed: int | None = None, seeds=(0, 1, 2, 3, 4), retrain: str = "per_seed", embedding_dim: int = 128,
                  sampling: SamplingSettings | None = None, image: ImageEncoderSettings | None = None,
                  text: TextSettings | None = None, fusion: FusionSettings | None = None,
                  evaluation: EvaluationSettings | None = None, machine: MachineSettings | None = None,
@@ -426,11 +426,14 @@ class RunConfig:
                 raise ConfigError(f"{stage} must be a {cls.__name__}; got {part!r}", key=stage)
             mine = {FLAT[key][1]: value for key, value in settings.items() if FLAT[key][0] == stage}
             object.__setattr__(self, stage, dataclasses.replace(part, **mine) if mine else part)
-        for name, value in (("seed", seed), ("seeds", seeds), ("retrain", retrain), ("embedding_dim", embedding_dim)):
+        for name, value in (("seeds", seeds), ("seed", seed), ("retrain", retrain), ("embedding_dim", embedding_dim)):
+            if name == "seed" and value is None:
+                value = self.seeds[0]  # the chapters show the stages of the first seed
             try:
                 object.__setattr__(self, name, CHECKS[name](value))
             except _Bad as bad:
                 raise ConfigError(f"{name} must be {bad}; got {value!r}{bad.hint}", key=name) from None
+        _check_together(self)
 
     def __getattr__(self, name: str):
         # only reached for names a RunConfig lacks: say where a flat name now lives
@@ -447,38 +450,16 @@ class RunConfig:
 
     def replace(self, **settings) -> "RunConfig":
         """A copy with some settings changed, given by their flat names (``replace(fusion_lr=1e-2)``)
-        or as whole stages; checked as a new RunConfig is, without :meth:`from_dict`'s cross-checks
-        (code derives one seed's or one variant's settings with it)."""
+        or as whole stages; checked as a new RunConfig is."""
         values = {**{k: getattr(self, k) for k in RUN_KEYS}, **{s: getattr(self, s) for s in STAGES}}
+        if "seeds" in settings and "seed" not in settings and self.seed not in CHECKS["seeds"](settings["seeds"]):
+            values["seed"] = None  # as when made: the first of the new seeds
         return RunConfig(**{**values, **settings})
 
     @classmethod
     def from_dict(cls, values: dict) -> "RunConfig":
-        config = cls(**_renamed(values))
-        # checked here rather than when made: code may pass through these with replace()
-        image, fusion, machine = config.image, config.fusion, config.machine
-        if image.head_reconstruction and HEAD_ARCH not in (image.rs_arch, image.sv_arch):
-            raise ConfigError(f"head_reconstruction {image.head_reconstruction} needs rs_arch or sv_arch "
-                              f"{HEAD_ARCH!r} (a CNN encoder has no decoder); got {image.rs_arch!r} and "
-                              f"{image.sv_arch!r}", key="head_reconstruction")
-        if image.patience is not None and image.val_fraction == 0:
-            raise ConfigError(f"encoder_patience {image.patience} (early stopping) needs a validation part: "
-                              "val_fraction > 0, or encoder_patience: null", key="encoder_patience")
-        if machine.amp == "fp16" and machine.device == "cpu":
-            raise ConfigError("amp 'fp16' needs a CUDA GPU (device: cuda or auto); on a CPU use 'bf16', 'auto' "
-                              "or 'off'", key="amp")
-        if image.weights == "imagenet" and "tiny" in (image.rs_arch, image.sv_arch):
-            raise ConfigError("weights 'imagenet' has no weights for arch 'tiny' (rs_arch or sv_arch); use "
-                              "resnet18, inception_v3 or lite0-head, or weights: random", key="weights")
-        cnns = sorted({arch for arch in (image.rs_arch, image.sv_arch) if arch != HEAD_ARCH})
-        if image.weights not in ("random", "imagenet") and len(cnns) > 1:
-            raise ConfigError(f"weights {image.weights!r}: one checkpoint starts both image encoders, which are "
-                              f"{cnns[0]!r} and {cnns[1]!r}; give rs_arch and sv_arch the checkpoint's "
-                              "architecture, or use weights: random or imagenet", key="weights")
-        if fusion.design == "aligned" and fusion.loss != "infonce":
-            raise ConfigError(f"fusion_loss {fusion.loss!r} needs fusion_design: paper (the aligned design "
-                              "trains with infonce); got fusion_design 'aligned'", key="fusion_loss")
-        return config
+        """Settings by their flat names (old names of :data:`RENAMED` warned and taken)."""
+        return cls(**_renamed(values))
 
     @classmethod
     def from_yaml(cls, path: str | Path | None, **overrides) -> "RunConfig":
@@ -563,14 +544,39 @@ def _reject_unknown(settings: dict) -> None:
     raise ConfigError(message, key=str(unknown[0]))
 
 
+def _check_together(config: RunConfig) -> None:
+    """The rules that join two settings, checked on every RunConfig (a params file, ``RunConfig(...)``,
+    ``replace``), so a combination that cannot run fails when made, naming a key, not at fit."""
+    image, fusion, machine = config.image, config.fusion, config.machine
+    if image.head_reconstruction and HEAD_ARCH not in (image.rs_arch, image.sv_arch):
+        raise ConfigError(f"head_reconstruction {image.head_reconstruction} needs rs_arch or sv_arch "
+                          f"{HEAD_ARCH!r} (a CNN encoder has no decoder); got {image.rs_arch!r} and "
+                          f"{image.sv_arch!r}", key="head_reconstruction")
+    if image.patience is not None and image.val_fraction == 0:
+        raise ConfigError(f"encoder_patience {image.patience} (early stopping) needs a validation part: "
+                          "val_fraction > 0, or encoder_patience: null", key="encoder_patience")
+    if machine.amp == "fp16" and machine.device == "cpu":
+        raise ConfigError("amp 'fp16' needs a CUDA GPU (device: cuda or auto); on a CPU use 'bf16', 'auto' "
+                          "or 'off'", key="amp")
+    if image.weights == "imagenet" and "tiny" in (image.rs_arch, image.sv_arch):
+        raise ConfigError("weights 'imagenet' has no weights for arch 'tiny' (rs_arch or sv_arch); use "
+                          "resnet18, inception_v3 or lite0-head, or weights: random", key="weights")
+    cnns = sorted({arch for arch in (image.rs_arch, image.sv_arch) if arch != HEAD_ARCH})
+    if image.weights not in ("random", "imagenet") and len(cnns) > 1:
+        raise ConfigError(f"weights {image.weights!r}: one checkpoint starts both image encoders, which are "
+                          f"{cnns[0]!r} and {cnns[1]!r}; give rs_arch and sv_arch the checkpoint's "
+                          "architecture, or use weights: random or imagenet", key="weights")
+    if fusion.design == "aligned" and fusion.loss != "infonce":
+        raise ConfigError(f"fusion_loss {fusion.loss!r} needs fusion_design: paper (the aligned design "
+                          "trains with infonce); got fusion_design 'aligned'", key="fusion_loss")
+
+
 def _seed_of_the_chapters(config: RunConfig, given: bool) -> RunConfig:
-    """Settings as a person writes them (a params file, papermill, the CLI): ``seed``, which picks the
-    stages the chapters show, is the first of ``seeds`` when not given, and with retrain: per_seed one
-    that is given must be one of them, or the chapters would show (and train) a model no result uses.
-    Not checked on saved settings or in replace(), where code derives one seed's settings."""
-    if not given:
-        return config.replace(seed=config.seeds[0])
-    if config.retrain == "per_seed" and config.seed not in config.seeds:
+    """Settings as a person writes them (a params file, papermill, the CLI): with retrain: per_seed a
+    ``seed`` that is given (it picks the stages the chapters show; left out, the first of ``seeds``)
+    must be one of ``seeds``, or the chapters would show (and train) a model no result uses. Not
+    checked on saved settings or in replace(), where code derives one seed's settings."""
+    if given and config.retrain == "per_seed" and config.seed not in config.seeds:
         raise ConfigError(f"seed {config.seed} is not one of seeds {list(config.seeds)}: with retrain: per_seed every "
                           "seed trains its own stages, and seed picks the one the chapters show; leave it out (the "
                           "first of seeds) or set retrain: once", key="seed")

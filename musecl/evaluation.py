@@ -32,7 +32,7 @@ from scipy.spatial import cKDTree
 from sklearn.cluster import KMeans
 from sklearn.linear_model import RidgeCV
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-from sklearn.model_selection import KFold
+from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.neighbors import KNeighborsRegressor
 from threadpoolctl import ThreadpoolController
 from torch import nn
@@ -688,11 +688,8 @@ def ridge_cv_r2(features: pd.DataFrame, city: City, indicators: Sequence[str] | 
     with _one_blas_thread():
         for indicator in indicators:
             task = _prepare(features, city, indicator)
-            x = standardise_columns(task.x)
-            pred = np.empty_like(task.y)
-            for train, test in KFold(int(folds), shuffle=True, random_state=int(seed)).split(x):
-                model = RidgeCV(alphas=np.logspace(-3, 4, 15))
-                pred[test] = model.fit(x[train], task.y[train]).predict(x[test])
+            pred = cross_val_predict(RidgeCV(alphas=np.logspace(-3, 4, 15)), standardise_columns(task.x), task.y,
+                                     cv=KFold(int(folds), shuffle=True, random_state=int(seed)))
             out[indicator] = _regression_metrics(task.y, pred)["r2"]
     return pd.Series(out, name="r2", dtype=float)
 
@@ -721,12 +718,9 @@ def latent_probe(features: pd.DataFrame, latents: pd.DataFrame, folds: int = 5,
                          f"{folds} folds need more")
     x = standardise_columns(features.loc[rows].to_numpy(dtype=np.float64))
     y = latents.loc[rows].to_numpy(dtype=np.float64)
-    pred = np.empty_like(y)
     with _one_blas_thread():
-        for train, test in KFold(int(folds), shuffle=True, random_state=int(seed)).split(x):
-            model = RidgeCV(alphas=np.logspace(-2, 5, 15), alpha_per_target=True)
-            model.fit(x[train], y[train])
-            pred[test] = model.predict(x[test])
+        pred = cross_val_predict(RidgeCV(alphas=np.logspace(-2, 5, 15), alpha_per_target=True), x, y,
+                                 cv=KFold(int(folds), shuffle=True, random_state=int(seed)))
     r2 = pd.Series({name: _regression_metrics(y[:, j], pred[:, j])["r2"]
                     for j, name in enumerate(latents.columns)}, name="r2", dtype=float)
     return r2, pd.DataFrame(pred, index=rows, columns=latents.columns)

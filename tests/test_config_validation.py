@@ -220,6 +220,25 @@ def test_seed_defaults_to_the_first_of_seeds_and_must_be_one_of_them_when_every_
         RunConfig.from_yaml(params)
     assert err.value.key == "seed"
     assert RunConfig.from_dict({"seed": 9, "seeds": [5, 6]}).seed == 9  # saved settings load as saved
+    # made in a notebook, or derived with replace(), seed follows seeds the same way
+    assert RunConfig(seeds=[3]).seed == 3 and RunConfig(seeds=[3], seed=4).seed == 4
+    assert RunConfig(seeds=[5, 6]).replace(seeds=[7]).seed == 7
+    assert RunConfig(seeds=[5, 6]).replace(seeds=[6]).seed == 6  # 5 is not one of them any more
+    assert RunConfig(seeds=[5, 6], seed=6).replace(seeds=[6, 7]).seed == 6  # still one of them: kept
+
+
+@pytest.mark.parametrize("settings, key", [
+    ({"fusion_loss": "mse"}, "fusion_loss"),  # the aligned design trains with InfoNCE
+    ({"amp": "fp16"}, "amp"),  # on the CPU
+    ({"head_reconstruction": 1.0, "rs_arch": "resnet18", "sv_arch": "resnet18"}, "head_reconstruction"),
+])
+def test_settings_that_cannot_run_together_fail_when_made_not_at_fit(settings, key):
+    """The rules joining two settings hold for RunConfig(...) and replace() as for a params file."""
+    for make in (lambda: RunConfig(**settings), lambda: RunConfig().replace(**settings)):
+        with pytest.raises(ConfigError) as err:
+            make()
+        assert err.value.key == key
+    assert RunConfig(fusion_design="paper").replace(fusion_loss="mse").fusion.loss == "mse"
 
 
 def test_a_checkpoint_named_in_a_params_file_is_found_beside_it(tmp_path, monkeypatch):

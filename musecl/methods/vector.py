@@ -493,7 +493,8 @@ class VectorMuseCL(TableMethod):
             return None
 
         def upstream(config: RunConfig) -> RunConfig:  # the settings the text and view stages read
-            return config.replace(temperature=None, fusion_design="aligned", fusion_reconstruction=1.0)
+            return config.replace(temperature=None, fusion_design="aligned", fusion_loss="infonce",
+                                  fusion_reconstruction=1.0)
 
         same = upstream(other.config) == upstream(self.config) and other.fitted_on == city_fingerprint(city, labels=False)
         return other if same else None
