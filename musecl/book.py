@@ -1,25 +1,12 @@
-"""Execute the book's chapters with papermill, then render them with Jupyter Book 1.
+"""Execute the book's chapters (jupytext py:percent, no outputs) with papermill, then render them
+with Jupyter Book, execution off, so the book shows exactly what one command computed:
+:func:`build` chains :func:`execute_chapters`, :func:`stage_site` and :func:`build_book`.
 
-The chapters live in git as jupytext py:percent files (``book/NN_slug.py``, no outputs). Jupyter
-Book runs with execution off, so the book shows exactly what one command computed:
-
-1. :func:`execute_chapters` converts each chapter to a notebook in memory, injects the run's
-   parameters into its ``parameters`` cell and executes it (``out/executed/<stem>.ipynb``),
-   two at a time where the chapters' headers allow (:func:`chapter_needs`);
-2. :func:`stage_site` lays ``_config.yml``, ``_toc.yml``, the book's other files and the executed
-   notebooks out in the repository's own layout (``out/site``), so ``_toc.yml`` needs no edits;
-3. :func:`build_book` runs ``jupyter-book build`` on that folder (``out/site/_build/html``).
-
-:func:`build` chains the three; ``musecl book`` calls it.
-
-Chapters run with the working directory set to the chapter's own folder (``book/``): that is
-where Jupyter starts a kernel when a person opens the chapter, so a relative path behaves the same
-in the book run and by hand. Chapters should still take every path from a parameter (``city``,
-``out_dir``); :func:`build` passes absolute paths.
-
-The chapters themselves import :mod:`musecl.notebooks`, never this module (bar the benchmark
-appendix, which times the machine as a build does). Imported inside functions here: the toy
-generator (scikit-learn) and the city resolver (it loads torch), which only some builds need.
+Chapters run in ``book/``, where Jupyter starts a kernel when a person opens one, so relative
+paths behave the same by hand; still, they should take every path from a parameter (:func:`build`
+passes absolute ones). Chapters import :mod:`musecl.notebooks`, not this module (bar the
+benchmark appendix, which times the machine as a build does). The toy generator (scikit-learn)
+and the city resolver (torch) are imported inside functions: only some builds need them.
 """
 from __future__ import annotations
 
@@ -57,7 +44,7 @@ BOOK_DIR = "book"
 PARAMETERS_TAG = "parameters"
 METADATA_KEY = "musecl"  # executed notebooks record what they were run with under this key
 
-# Files of the book folder that are never staged: the executed copy replaces a chapter's source.
+# never staged: the executed copy replaces a chapter's source
 _SKIP_DIRS = {"__pycache__", ".ipynb_checkpoints", "_build"}
 _SKIP_SUFFIXES = {".ipynb", ".pyc"}
 
@@ -111,11 +98,8 @@ def toc_files(repo_root: Path) -> list[str]:
 
 
 def chapter_sources(repo_root: Path) -> list[Path]:
-    """The py:percent chapters named in ``_toc.yml``, in book order.
-
-    A toc entry may instead be a markdown page; an entry with neither file is an error here
-    rather than a confusing Sphinx warning later.
-    """
+    """The py:percent chapters named in ``_toc.yml``, in order (markdown pages are not chapters);
+    an entry with neither a .py nor a .md file raises here, not as a Sphinx warning later."""
     chapters, missing = [], []
     for entry in toc_files(repo_root):
         base = repo_root / entry
@@ -168,8 +152,7 @@ def parameter_names(nb) -> set[str]:
 
 
 def parameter_defaults(nb) -> dict:
-    """The values the ``parameters`` cell assigns where they are literals (numbers, strings,
-    lists, None): what a chapter runs with unless a parameter is given."""
+    """The ``parameters`` cell's literal values: what a chapter runs with by default."""
     cell = next(c for c in nb.cells if PARAMETERS_TAG in c.get("metadata", {}).get("tags", []))
     values = {}
     for node in ast.parse(cell.source).body:
@@ -202,8 +185,7 @@ def _stat(path: Path) -> tuple | None:
 
 
 def _city_signature(folder: Path) -> list:
-    """The city folder's tables and settings, and the images its images.csv lists, by name,
-    size and time (a hash of the images': a city may have hundreds of thousands)."""
+    """The city's tables and listed images by name, size and time (images hashed: they may be many)."""
     tables = [(p.name, _stat(p)) for p in sorted(folder.iterdir()) if p.suffix in (".csv", ".yaml") and p.is_file()]
     images = hashlib.sha256()
     if (folder / IMAGES_CSV).is_file():
@@ -214,18 +196,16 @@ def _city_signature(folder: Path) -> list:
 
 
 def _data_dir_signature(value) -> list:
-    """The data directory a chapter reads (its parameter, else the default one) and the state of
-    its published_results.csv: the paper's numbers join chapters 7-8's tables when it is there."""
+    """The data directory a chapter reads and the state of its published_results.csv (the paper's
+    numbers join chapters 7-8's tables when it is there)."""
     root = data_dir(value)
     return [str(root), _stat(root / PUBLISHED_CSV) if root is not None else None]
 
 
 def _fingerprint(source: Path, nb, parameters: dict, kernel: str) -> str:
-    """What a chapter's executed copy must have been run with to be current: the chapter's text,
-    its parameters, the kernel, the content of every file a parameter names, given or by
-    default (the params file, say), the city folder's tables and images (by size and time), the
-    data directory's published numbers and the library's source. A change to any of them runs
-    the chapter again."""
+    """What an executed copy must have been run with to be current: the chapter's text, its
+    parameters, the kernel, every file a parameter names (given or by default), the city's tables
+    and images (by size and time), the published numbers and the library's source."""
     read, given = {}, {**parameter_defaults(nb), **parameters}
     for name, value in given.items():
         if isinstance(value, str) and value:
@@ -254,9 +234,8 @@ def _is_current(executed: Path, fingerprint: str) -> bool:
 
 
 def chapter_run(source: Path, parameters: dict, kernel: str = "python3", earlier: Sequence[str] = ()):
-    """A chapter as this build runs it: the notebook (prose a city without latents does not
-    need left out), the parameters it takes, its fingerprint and its schedule
-    (:func:`chapter_needs`). A bad parameters cell or header names the chapter."""
+    """(notebook, parameters, fingerprint, schedule) of a chapter, the notebook without the prose
+    :func:`leave_out_prose` drops; a bad parameters cell or header raises ChapterExecutionError."""
     nb = jupytext.read(source, fmt="py:percent")
     try:
         names = parameter_names(nb)
@@ -270,8 +249,7 @@ def chapter_run(source: Path, parameters: dict, kernel: str = "python3", earlier
 
 
 def _without_error_outputs(nb):
-    """A notebook stopped by :class:`DataUnavailable`: drop the traceback (the displayed note
-    stays) and papermill's red error banner, so the page reads as a note, not a failure."""
+    """A notebook stopped by :class:`DataUnavailable`, without traceback: it reads as a note."""
     nb.cells = [c for c in nb.cells if "papermill-error-cell-tag" not in c.metadata.get("tags", [])]
     stop = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code"
                  and any(o.get("output_type") == "error" for o in c.get("outputs", []))), len(nb.cells) - 1)
@@ -287,10 +265,9 @@ LATENTS_TAG = "needs-latents"  # a prose cell about a generated city's hidden ca
 
 def leave_out_prose(nb, city: str | Path | None) -> int:
     """On a city folder without latents (every real city), leave out the markdown cells tagged
-    ``needs-latents``: they explain what a generated city's hidden causes and ceilings show, and
-    would describe tables and figures the chapter does not draw there (its code shows a short
-    note instead). Code cells may not carry the tag: later cells read what they compute. A city
-    given by name, or none, keeps every cell. Returns how many cells were left out."""
+    ``needs-latents``: they describe tables the chapter does not draw there. Raises ValueError
+    for a tagged code cell (later cells read what it computes). A city given by name, or none,
+    keeps every cell. Returns how many were left out."""
     tagged = [c for c in nb.cells if LATENTS_TAG in c.metadata.get("tags", [])]
     if any(c.cell_type != "markdown" for c in tagged):
         raise ValueError(f"only markdown cells may be tagged {LATENTS_TAG!r}: later cells read what code computes")
@@ -346,7 +323,7 @@ def chapter_needs(nb, earlier: list[str]) -> tuple[list[str], bool, bool]:
 
 @dataclass
 class _Chapter:
-    """One chapter to execute: its notebook, the parameters it takes and when it may start."""
+    """One chapter to execute."""
 
     source: Path
     nb: object
@@ -361,26 +338,16 @@ class _Chapter:
 def execute_chapters(chapters: list[Path] | None, out_dir: Path, parameters: dict,
                      kernel: str = "python3", progress: bool = True, force: bool = False,
                      repo_root: Path | None = None, at_once: int = 1) -> list[Path]:
-    """Execute each py:percent chapter into ``out_dir/<stem>.ipynb``; return those paths.
+    """Execute each chapter into ``out_dir/<stem>.ipynb``; return those paths.
 
-    Each chapter gets only the keys of ``parameters`` that its ``parameters`` cell defines, so
-    one parameter set serves every chapter without papermill's "unknown parameter" warnings.
-    A chapter is skipped, unless ``force``, when its executed copy ran to its end with the same
-    fingerprint (:func:`_fingerprint`: its text, parameters, the files they name, the city's
-    tables, the library; recorded in the notebook's ``metadata.musecl``) and no chapter it needs
-    runs again. A change to the city's images is not noticed: use ``force`` after one. On a city
-    without latents the prose tagged ``needs-latents`` is left out (:func:`leave_out_prose`).
-
-    ``at_once`` > 1 (Linux) runs that many chapters side by side, in book order (those marked
-    ``first`` before the rest) as soon as the chapters they need are done (:func:`chapter_needs`),
-    each kernel pinned to its own share of the cores (2 cores, 2 at once: one each). Most chapters
-    keep only one of two cores busy, so two of them on one core each finish sooner than in turn;
-    unpinned, two chapters that each train on two threads slow each other down threefold. A
-    chapter marked ``alone`` gets every core.
-    Trained weights depend on the thread count in their last bits, so a build is repeatable
-    with the same ``at_once`` on the same machine.
-    The first failing chapter stops the run with :class:`ChapterExecutionError` once the chapters
-    already running finish; its partly executed notebook stays in ``out_dir`` for inspection.
+    Each chapter gets the keys of ``parameters`` its ``parameters`` cell defines, so one set
+    serves every chapter without papermill's "unknown parameter" warnings. Unless
+    ``force``, a chapter whose copy is current (:func:`_fingerprint`) and whose needs did not
+    rerun is skipped. ``at_once`` > 1 (Linux) runs chapters side by side as :func:`chapter_needs`
+    allows, each kernel pinned to its share of cores (most chapters keep one of two cores busy;
+    unpinned, they slow each other threefold). Trained weights depend on the thread count in their
+    last bits, so a build is repeatable only with the same ``at_once``. The first failure raises
+    :class:`ChapterExecutionError` once running chapters finish; its partial notebook stays.
     """
     if at_once < 1:
         raise ValueError(f"at_once must be >= 1; got {at_once}")
@@ -421,10 +388,8 @@ def _usable_cores() -> list[int] | None:
 
 
 def _run_schedule(todo: list[_Chapter], done: set[str], kernel: str, progress: bool, at_once: int) -> None:
-    """Start each chapter, in order, once its needs are done and its cores are free: its share
-    (``cores // at_once``), or every core for an ``alone`` chapter, which waits for an empty
-    machine (and, once ready, lets no later chapter start before it). After a failure no new
-    chapter starts."""
+    """Start each chapter in order once its needs are done and its share of cores is free (an
+    ``alone`` chapter: an empty machine, and no later chapter overtakes it). A failure stops new starts."""
     cores = _usable_cores()
     if cores is None or len(cores) < 2:
         at_once = 1  # nothing to share, or no way to pin
@@ -470,9 +435,7 @@ def _run_schedule(todo: list[_Chapter], done: set[str], kernel: str, progress: b
 
 
 def _interrupt_kernels() -> None:
-    """Send SIGINT to this process's children, the chapters' kernels: they run in sessions of
-    their own, so Ctrl-C in a terminal reaches only this process, and the threads waiting on them
-    would otherwise wait until each chapter ends."""
+    """SIGINT the chapters' kernels: in sessions of their own, Ctrl-C does not reach them."""
     for children in Path("/proc/self/task").glob("*/children"):  # Linux; elsewhere nothing to find
         for pid in children.read_text().split():
             try:
@@ -482,8 +445,7 @@ def _interrupt_kernels() -> None:
 
 
 def _execute_one(chapter: _Chapter, kernel: str, progress: bool, bar: bool, pinned: list[int]) -> Path:
-    """Execute one chapter into its ``executed`` notebook (see :func:`execute_chapters`); with
-    ``pinned`` cores, its kernel (and the processes it starts) runs on those only."""
+    """Execute one chapter, its kernel pinned to ``pinned`` cores if any."""
     source, nb, executed = chapter.source, chapter.nb, chapter.executed
     nb.metadata.setdefault("kernelspec", {"name": kernel, "display_name": "Python 3", "language": "python"})
     # pinned before anything imports torch, whose thread pool sizes itself from the cores it may use
@@ -497,8 +459,7 @@ def _execute_one(chapter: _Chapter, kernel: str, progress: bool, bar: bool, pinn
     start, started = time.perf_counter(), time.time()
     stopped_early = False
     try:
-        # written once at the end (or at the failing cell), not twice per cell: each write
-        # validates the whole notebook, ~10 s over the book
+        # written once, not per cell: each write validates the whole notebook
         result = papermill.execute_notebook(
             nb, executed, parameters=chapter.used, kernel_name=kernel, progress_bar=bar,
             cwd=source.parent, language="python", request_save_on_cell_execute=False)
@@ -539,9 +500,7 @@ def _is_image(output) -> bool:
 
 
 def drop_captions_without_figures(nb) -> int:
-    """Remove the figure caption (``mystnb.figure``) of every executed cell that drew no image,
-    e.g. one that showed a note instead because the city lacks the data: myst-nb would print the
-    figure's caption under the note. Returns how many captions were removed."""
+    """Remove the caption of every cell that drew no image (myst-nb prints it under a note); count them."""
     removed = 0
     for cell in nb.cells:
         mystnb = cell.get("metadata", {}).get("mystnb", {})
@@ -554,10 +513,8 @@ def drop_captions_without_figures(nb) -> int:
 
 
 def separate_figure_outputs(nb) -> int:
-    """Move what a captioned cell shows before its first image (e.g. a warning note) into an
-    input-less cell just above it, and what it shows after its last image into one just below:
-    myst-nb prints the figure's caption under every output of the cell. Returns how many cells
-    were added."""
+    """Move a captioned cell's outputs before its first and after its last image into input-less
+    cells above and below (myst-nb captions every output). Returns how many cells were added."""
     cells, added = [], 0
     for cell in nb.cells:
         outputs = cell.get("outputs", []) if cell.get("cell_type") == "code" else []
@@ -580,8 +537,7 @@ def separate_figure_outputs(nb) -> int:
 
 
 def write_placeholder(source: Path, path: Path) -> Path:
-    """A page for a chapter this build did not execute (``--only``): its title and a note that
-    says how to get it. Marked incomplete, so the next run executes the chapter."""
+    """A page for a chapter ``--only`` left out, marked incomplete so the next run executes it."""
     nb = jupytext.read(source, fmt="py:percent")
     title = next((line for cell in nb.cells if cell.cell_type == "markdown"
                   for line in cell.source.splitlines() if line.startswith("# ")), f"# {source.stem}")
@@ -599,10 +555,8 @@ def write_placeholder(source: Path, path: Path) -> Path:
 
 
 def _sync(files: dict[Path, Path], site_dir: Path) -> None:
-    """Make ``site_dir`` (outside ``_build``) hold exactly ``files`` (relative path -> source).
-
-    Unchanged files keep their modification time, so Sphinx only re-reads what changed.
-    """
+    """Make ``site_dir`` (outside ``_build``) hold exactly ``files`` (relative path -> source);
+    unchanged files keep their mtime, so Sphinx re-reads only what changed."""
     for rel, src in files.items():
         dest = site_dir / rel
         st = src.stat()
@@ -623,13 +577,8 @@ def _sync(files: dict[Path, Path], site_dir: Path) -> None:
 
 
 def stage_site(repo_root: Path, executed_dir: Path, site_dir: Path) -> Path:
-    """Lay the book out in ``site_dir`` with executed notebooks in place of chapter sources.
-
-    Copies ``_config.yml``, ``_toc.yml``, any ``*.bib`` at the root, every file of ``book/``
-    (markdown, images, static folders such as the offline MathJax) except chapter sources and
-    notebooks, the executed notebook of each chapter, and ``musecl/*.py`` so that a chapter's
-    ``literalinclude`` of ``../musecl/<module>.py`` resolves as it does in the repository.
-    """
+    """Lay the book out in ``site_dir`` with executed notebooks in place of chapter sources;
+    ``musecl/*.py`` is copied too, so ``literalinclude`` of ``../musecl/...`` resolves."""
     repo_root, executed_dir, site_dir = (Path(p).resolve() for p in (repo_root, executed_dir, site_dir))
     for name in (CONFIG_YML, TOC_YML):
         if not (repo_root / name).is_file():
@@ -663,10 +612,7 @@ def stage_site(repo_root: Path, executed_dir: Path, site_dir: Path) -> Path:
 
 
 def build_book(site_dir: Path, strict: bool = False) -> Path:
-    """Run ``jupyter-book build`` on a staged site; return its HTML folder.
-
-    Sphinx's warnings stream to the terminal; ``strict`` turns them into errors (``-W -n``).
-    """
+    """Run ``jupyter-book build``; return the HTML folder. ``strict``: warnings are errors."""
     site_dir = Path(site_dir).resolve()
     # jupyter_book has no ``__main__``; calling its CLI function keeps this interpreter's venv
     cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(site_dir)]
@@ -698,8 +644,7 @@ def load_params_file(path: str | Path | None) -> dict:
 
 
 def default_city(out: Path) -> Path:
-    """The toy city the book runs on by default, generated once under ``out/cities/toy`` (again
-    when the folder holds one from an older generator version)."""
+    """The default toy city, generated under ``out/cities/toy`` when missing or outdated."""
     # imported here: it loads scikit-learn (~1 s), which only a build on the default city needs
     from musecl.datasets.toy import is_current_toy_city, make_toy_city
 
@@ -714,13 +659,9 @@ MACHINE_SPEED_JSON = "machine_speed.json"  # in the build folder: the reference 
 
 
 def time_reference_workload(steps: int = 300, repeats: int = 3) -> float:
-    """Seconds (median of ``repeats``) of a fixed workload on one thread: ``steps`` forward and
-    backward passes of the MLP probe's matrix products (batch 32), in numpy.
-
-    Why: the same code built this book in 873 s and in 1,590 s on the same 2-core machine, hours
-    apart (chapter 1 alone: 17 s and 30 s), so a build's times say little without the machine's
-    speed at the time. This is that speed, comparable between builds; the build prints it and the
-    benchmark appendix shows it beside the book's times."""
+    """Seconds (median of ``repeats``) of ``steps`` forward and backward passes of the MLP
+    probe's matrix products (batch 32, numpy, one thread). A machine's speed varies from hour
+    to hour, so a build's times mean little without this; the benchmark appendix shows it."""
     rng = np.random.default_rng(0)
     widths = (128, 512, 256, 128, 64)
     weights = [rng.standard_normal((a, b), dtype=np.float32) for a, b in zip(widths, widths[1:])]
@@ -745,17 +686,10 @@ def time_reference_workload(steps: int = 300, repeats: int = 3) -> float:
 def build(city: str | Path | None = None, params_file: str | Path | None = None,
           out: str | Path = "build", only: list[str] | None = None, force: bool = False,
           strict: bool = False, at_once: int = 2) -> Path:
-    """Execute the chapters, stage the site, render it; return the HTML folder.
-
-    Parameters given to every chapter (each takes the ones its parameters cell defines):
-    ``city`` (absolute path of the city folder; default the generated toy city),
-    ``out_dir`` (``out/work``, a shared folder for results one chapter hands the next), then
-    every key of ``params_file`` (run settings: :class:`musecl.config.RunConfig`'s keys), checked
-    here, before any chapter runs, as are the city and its tables. ``city`` may also name a data
-    set (``toy-small``, ``manhattan``: :func:`musecl.runner.resolve_city`).
-    ``at_once`` chapters run side by side (:func:`execute_chapters`; 1: one after the other).
-    Files: ``out/executed/*.ipynb``, ``out/site`` (staged), ``out/site/_build/html``.
-    """
+    """Execute the chapters, stage the site, render it; return the HTML folder. Chapters get
+    ``city`` (a folder or data set name; default the toy city), ``out_dir`` (``out/work``, shared)
+    and ``params_file``'s keys (RunConfig's, checked first). ``at_once``: see :func:`execute_chapters`.
+    Files: ``out/executed/*.ipynb``, ``out/site`` (staged), ``out/site/_build/html``."""
     from musecl.runner import resolve_city
 
     if at_once < 1:  # before the toy city is generated
@@ -765,7 +699,7 @@ def build(city: str | Path | None = None, params_file: str | Path | None = None,
     params = load_params_file(params_file)
     if params_file is not None:  # chapters read the rest of the run settings from the same file
         settings = RunConfig.from_yaml(params_file).to_dict()  # a typo or a bad value: said now, not in chapter 2
-        # as the chapters' RunConfig reads them (seeds: 0 -> [0]; an old name under its new one)
+        # as the chapters' RunConfig reads them (seeds: 0 -> [0]; old names renamed)
         params = {RENAMED.get(key, key): settings[RENAMED.get(key, key)] for key in params}
         params["params_file"] = str(Path(params_file).resolve())
     city = default_city(out) if city is None else resolve_city(city, out / "cities").root

@@ -1,25 +1,15 @@
-"""A cache of trained pieces keyed by configuration and data, so rerunning a chapter never
+"""A cache of trained pieces keyed by configuration and data: rerunning a chapter never
 retrains, and a changed setting or changed data never reuses a stale result.
 
-Each entry is a folder ``<root>/<stage>/<key-hash>/`` that is filled in a temporary folder and
-renamed into place only when complete: an interrupted run leaves nothing a later run trusts.
-Processes that want the same missing entry at once (methods fitted in parallel, two notebooks)
-take turns on a lock file in ``<root>/.locks``: one computes, the others then read its result.
+An entry ``<root>/<stage>/<key-hash>/`` is filled in a temporary folder
+``.<key-hash>.<pid>@<host>.<random>`` beside it and renamed into place only when complete, so an
+interrupted run leaves nothing a later run trusts. Processes wanting the same missing entry take
+turns on a lock file in ``<root>/.locks``: one computes, the others read its result.
 
-**Content check.** The last file written into an entry, after ``key.json``, is ``contents.json``:
-the size and sha256 of every other file in the folder. The first read of an entry in a process
-re-hashes its files (an encoder stage of a few MB: milliseconds; see ``Cache.verify``); later
-reads in the same process only ``stat`` them, and hash again only a changed entry. A file that changed, shrank or went missing
-makes the entry corrupt: a warning names the entry and the file, and the entry is recomputed.
-Entries written before content checks existed (``key.json`` but no ``contents.json``) cannot be
-told apart from damaged ones, so they are recomputed too, with a warning saying why.
-
-**Leftover temporary folders.** An entry is filled in ``<root>/<stage>/.<key-hash>.<pid>@<host>.<random>``.
-A run killed with SIGKILL cannot remove it; the first ``Cache`` on a root in a process removes
-the ones whose owner is gone: the process ``pid`` no longer runs on this host, or -- folders of
-another host, or named before the pid was part of the name -- the folder is older than
-``STALE_TEMP_HOURS`` (a folder is written into only at the end of its compute, so its age
-says nothing about a compute still running on another host: keep that bound generous).
+The last file of an entry, ``contents.json``, holds the size and sha256 of the others; an entry
+whose files no longer match, or that has none (an older entry cannot be told from a damaged
+one), is recomputed with a warning naming it (:meth:`Cache.verify`). Temporary folders of killed
+runs are removed by the first ``Cache`` on a root in a process (:func:`remove_stale_temporaries`).
 """
 from __future__ import annotations
 
@@ -61,18 +51,13 @@ LABEL_KEYS = ("indicators", "oracle_r2", "latents", "modality_latents", "modalit
 
 
 def city_fingerprint(city: City, labels: bool = True) -> str:
-    """Hash of the city folder's files (tables, metadata, images).
-
-    ``labels=False``: of what the methods learn from alone, without the indicators, a generated
-    city's latents and ceilings, and their entries in city.yaml. Trained stages and fitted methods
-    are keyed by it, so editing or adding an indicator keeps them; a score, which reads the
-    labels, is keyed by the whole. The files are hashed once per process and hashed again only
-    when one of them changes (size or modification time)."""
+    """Hash of the city folder's files (tables, metadata, images), recomputed only when one changes.
+    ``labels=False`` leaves out the labels (indicators, latents, ceilings and their city.yaml keys):
+    trained stages are keyed by it, so editing an indicator keeps them; a score uses the whole."""
     files = sorted(p for p in city.root.iterdir() if p.suffix in (".csv", ".yaml") and p.is_file()
                    and (labels or p.name not in (*LABEL_FILES, CITY_YAML)))
     images = sorted(map(os.fspath, city.images["path"])) if (city.root / IMAGES_CSV).exists() else []
-    # os.stat on strings: thousands of images, asked for by every stage and evaluation (5x faster
-    # than Path objects)
+    # os.stat on str, not Path: thousands of images, for every stage and evaluation (5x faster)
     signature = (labels, *((p, st.st_size, st.st_mtime_ns) for p in [*map(os.fspath, files), *images]
                            for st in [os.stat(p)]))
     if signature not in _FINGERPRINTS:
@@ -99,9 +84,8 @@ class Cache:
         return self.root / stage / config_hash(stage, key)
 
     def checkpoints(self, key: dict) -> Path:
-        """Where the training of a stage with this key keeps its checkpoints, so that an interrupted
-        run resumes; deleted when the stage is in place, where they would only take disk space (one
-        per encoder and seed: the book's build left 27 of 11 MB each before they were deleted)."""
+        """Where a stage's training keeps checkpoints, so an interrupted run resumes; deleted
+        once the stage is in place."""
         return self.path(CHECKPOINTS, key)
 
     def has(self, stage: str, key: dict) -> bool:
@@ -109,9 +93,8 @@ class Cache:
         return self.verify(self.path(stage, key))
 
     def verify(self, entry: Path) -> bool:
-        """True when ``entry`` is complete and its files match ``contents.json``. The files are
-        hashed once per process and entry (again only when the entry was replaced); a damaged or
-        old-format entry gives a warning naming it and the file, and False."""
+        """True when ``entry`` is complete and its files match ``contents.json`` (hashed once per
+        process, later only stat'ed); a damaged or old-format entry warns, naming the file."""
         entry = Path(entry)
         if not (entry / DONE).exists():
             return False  # absent (or never finished): nothing to warn about
@@ -125,11 +108,9 @@ class Cache:
         return problem is None
 
     def get_or_compute(self, stage: str, key: dict, compute: Callable[[Path], None]) -> Path:
-        """Return the folder of ``stage`` for ``key``; run ``compute(folder)`` first if absent.
-
-        Under ``torchrun`` every process computes (training needs them all), the first process
-        decides whether the folder exists and alone moves its result into place. Independent
-        processes wanting the same entry wait for each other (a lock file per entry)."""
+        """The folder of ``stage`` for ``key``, after ``compute(folder)`` if absent. Under
+        ``torchrun`` every process computes (training needs them all) and the first alone decides
+        and moves the result into place; independent processes take turns on a lock."""
         group = processes()
         final = self.path(stage, key)
         if group.gather(self.verify(final) if group.is_main() else None)[0]:  # one decision for all processes
@@ -193,8 +174,7 @@ def _stat(entry: Path, files: list[str]) -> tuple:
 
 
 def _check_contents(entry: Path) -> tuple[str | None, list[str]]:
-    """(what is wrong with ``entry``'s files or None, the files to watch). Sizes first (a stat
-    each), then hashes."""
+    """(what is wrong with ``entry``'s files or None, the files to watch); sizes before hashes."""
     if not (entry / CONTENTS).exists():
         return f"has no {CONTENTS} (written by an older musecl: its files cannot be checked)", [CONTENTS, DONE]
     try:
@@ -225,8 +205,9 @@ def _host() -> str:
 def remove_stale_temporaries(root: str | Path, max_age_hours: float = STALE_TEMP_HOURS) -> list[Path]:
     """Remove the temporary entry folders that killed runs left under ``root/<stage>/``; return them.
 
-    Stale: named by a process of this host that no longer runs, or (another host's, or named
-    without a pid by an older musecl) not modified for ``max_age_hours``."""
+    Stale: named by a process of this host that no longer runs, or (another host's, or without
+    a pid) not modified for ``max_age_hours``. A folder is written only when its compute ends, so
+    its age says nothing about a compute still running elsewhere: keep that bound generous."""
     root, removed, now = Path(root), [], time.time()
     if not root.is_dir():
         return removed

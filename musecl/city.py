@@ -12,10 +12,9 @@ A city is a folder a person can make with a spreadsheet and an image folder::
     latents.csv      optional ground truth (generated cities only)
     ceilings.csv     optional: each ceiling's prediction per region (generated cities only)
 
-:func:`validate_city` lists every problem with the file, the row or region and what is wrong;
-:func:`load_city` raises :class:`CityFormatError` with the same messages (only a city smaller
-than :data:`MIN_REGIONS` loads, with a warning), and warns with a count whenever it fills or
-drops anything.  The full description is ``data/README.md``.
+:func:`validate_city` lists every problem (file, row or region, what is wrong); :func:`load_city`
+raises them as :class:`CityFormatError` and warns with a count whenever it fills or drops anything.
+The full description is ``data/README.md``.
 """
 from __future__ import annotations
 
@@ -126,12 +125,12 @@ class CityMeta:
     extra: dict = field(default_factory=dict)
 
     def headline_indicators(self) -> list[str]:
-        """The indicators a headline mean averages: all but those derived from an input, or all
-        of them when every one is (a headline must average something)."""
+        """All indicators but those derived from an input (all when every one is: a headline must
+        average something)."""
         return [k for k, v in self.indicators.items() if not v.derived_from_input] or list(self.indicators)
 
     def derived_indicators(self) -> dict[str, str]:
-        """Indicator -> the input modality it aggregates (left out of headline means)."""
+        """Indicator -> the input modality it aggregates."""
         return {k: v.derived_from_input for k, v in self.indicators.items() if v.derived_from_input}
 
     def to_yaml_dict(self) -> dict:
@@ -221,9 +220,9 @@ class City:
         return out
 
     def ceiling_predictions(self, source: str = CEILING_ALL) -> pd.DataFrame:
-        """The ceiling ``source`` predicts for each region (modelled scale, region x indicator):
-        "all" is the noiseless function of every latent, a modality the best prediction from what
-        it shows. Scored on a split's test part it is that split's ceiling."""
+        """Ceiling ``source``'s prediction per region (modelled scale, region x indicator): "all"
+        is the noiseless function of every latent, a modality the best from what it shows. Scored
+        on a split's test part, it is that split's ceiling."""
         if self.ceilings is None:
             raise ValueError(f"{self.name} records no ceilings ({CEILINGS_CSV}); only generated cities know them")
         rows = self.ceilings[self.ceilings[SOURCE] == source]
@@ -240,8 +239,7 @@ class City:
         return np.column_stack([x - x.mean(), y - y.mean()])
 
     def centres(self) -> pd.DataFrame:
-        """:meth:`xy_m` as a table indexed by region id (columns ``x_m``, ``y_m``), for lookups
-        by id and for methods that read location as an embedding."""
+        """:meth:`xy_m` indexed by region id (columns ``x_m``, ``y_m``)."""
         return pd.DataFrame(self.xy_m(), index=self.region_ids.copy(), columns=["x_m", "y_m"])
 
 
@@ -272,8 +270,7 @@ _DECODED: set[tuple] = set()  # (device, inode, size, mtime, ctime, limit) of im
 
 
 def _stat_file(path: Path) -> tuple[os.stat_result | None, str | None]:
-    """The file's stat, or why ``path`` is not a regular file. Never opens it (a named pipe
-    would block the reader)."""
+    """The file's stat, or why ``path`` is not a regular file; never opens it (a pipe would block)."""
     try:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
@@ -298,7 +295,7 @@ def _read_csv(root: Path, name: str, problems: list[Problem], required: list[str
     if why:
         problems.append(Problem(name, "", why))
         return None
-    try:  # ids as written ("NA" is a region), numbers with pandas' missing values (reported at their row)
+    try:
         df = read_csv_ids(path, ids=ID_COLUMNS)
     except pd.errors.EmptyDataError:
         problems.append(Problem(name, "", "file is empty (expected a header row with columns "
@@ -419,7 +416,7 @@ def _read_meta(root: Path, problems: list[Problem]) -> CityMeta | None:
         return None
     try:
         raw = load_yaml(path)
-    except YamlFileError as err:  # not UTF-8, not YAML, or a key given twice (PyYAML keeps the last)
+    except YamlFileError as err:
         problems.append(Problem(CITY_YAML, f"line {err.line}" if err.line else "", err.problem))
         return None
     raw = {} if raw is None else raw
@@ -564,9 +561,8 @@ def _check_geometries(df: pd.DataFrame, problems: list[Problem]) -> None:
 
 
 def _check_centres(df: pd.DataFrame, crs: str, problems: list[Problem]) -> None:
-    """Each region's ``lon``/``lat`` (WGS84) lies in or near its outline, read in the CRS that
-    city.yaml names: outlines in another CRS than named (metres under EPSG:4326, say) would load
-    and then draw maps of nothing. Near: within the outline's own width."""
+    """Each centre (WGS84) lies within its outline's own width of the outline, read in city.yaml's
+    CRS: outlines in another CRS (metres under EPSG:4326, say) would load and map nothing."""
     try:
         geoms = gpd.GeoSeries.from_wkt(df[GEOMETRY], crs=crs).to_crs(WGS84).to_numpy()
     except pyproj.exceptions.CRSError:
@@ -610,9 +606,8 @@ def _too_few_regions(n: int) -> Problem | None:
 
 
 def image_problem(path: str | os.PathLike, st: os.stat_result | None = None) -> str | None:
-    """Why the regular file ``path`` is not an image the run can use (decoded in full: a truncated
-    file only fails there), or None. Files that decoded are remembered by device, inode, size and
-    times, so a second check in the same process (validate, then load) costs nothing."""
+    """Why the regular file ``path`` is not an image the run can use, or None. Decoded in full (a
+    truncated file fails only there), once per process: good files are remembered by their stat."""
     st = os.stat(path) if st is None else st
     key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, MAX_IMAGE_PIXELS)
     if key in _DECODED:
@@ -640,10 +635,9 @@ def image_problem(path: str | os.PathLike, st: os.stat_result | None = None) -> 
 
 
 def _locate_image(root: str, rel) -> tuple[str | None, str | None, os.stat_result | None]:
-    """(why not, None, None) if the ``path`` cell ``rel`` does not name a regular file inside the
-    city folder ``root``, else (None, the file, its stat) for decoding. The path as written must
-    stay inside the folder (relative, no climbing out with ``..``); a symbolic link inside it may
-    point elsewhere (``from_raw.build_city(copy_images=False)`` makes such links)."""
+    """(None, the file, its stat) if the ``path`` cell ``rel`` names a regular file inside ``root``,
+    else (why not, None, None). The path as written must stay inside (relative, no ``..``); a
+    symlink inside may point elsewhere (``from_raw.build_city(copy_images=False)`` makes them)."""
     if rel is None or (isinstance(rel, float) and math.isnan(rel)) or not str(rel).strip():
         return "path is empty", None, None
     rel = str(rel)
@@ -694,8 +688,8 @@ def _check_images(root: Path, df: pd.DataFrame, meta: CityMeta, known: set[str],
 
 def _check_numbers(df: pd.DataFrame, cols: list[str], file: str, problems: list[Problem],
                    allow_nan: bool = False, allow_negative: bool = False, log: bool = False) -> None:
-    """Every value of ``cols`` is a finite number; missing only with ``allow_nan``, negative only
-    with ``allow_negative``; above -1 with ``log`` (ln(1 + x) is modelled)."""
+    """Every value of ``cols`` is a finite number (missing with ``allow_nan``), not negative
+    unless ``allow_negative``, and above -1 with ``log`` (ln(1 + x) is modelled)."""
     def report(mask, what: str, message, limit: int = 3) -> None:
         rows = np.flatnonzero(np.asarray(mask, dtype=bool))
         for i in rows[:limit]:
@@ -725,8 +719,7 @@ def _check_numbers(df: pd.DataFrame, cols: list[str], file: str, problems: list[
 
 
 def _check_predictable(column: pd.Series, problems: list[Problem]) -> None:
-    """An indicator the probes can learn: values for enough regions to split into training,
-    validation and test parts, and not one value for all (a run would fail, or score NaN, later)."""
+    """Enough values to split and not one value for all: else the probes fail or score NaN later."""
     if len(column) < MIN_REGIONS:
         return  # a city too small to run: said once, by _too_few_regions
     values = pd.to_numeric(column, errors="coerce")
@@ -742,8 +735,8 @@ def _check_predictable(column: pd.Series, problems: list[Problem]) -> None:
 
 
 def _inspect(root: Path) -> tuple[list[Problem], dict]:
-    """Read and check every file; return the problems and the tables read (``too_few_regions``:
-    the one problem :func:`load_city` only warns about)."""
+    """Read and check every file: the problems, and the tables read (``too_few_regions``: the
+    problem :func:`load_city` only warns about)."""
     problems: list[Problem] = []
     tables: dict = {"too_few_regions": None}
     if not root.is_dir():
@@ -864,8 +857,8 @@ class TooFewRegionsError(ValueError):
 
 
 def require_enough_regions(city: City) -> None:
-    """Raise :class:`TooFewRegionsError` (one line naming regions.csv and MIN_REGIONS) when the
-    pipeline cannot run on ``city``: :func:`load_city` only warns, so that maps still work."""
+    """Raise :class:`TooFewRegionsError` when ``city`` is below :data:`MIN_REGIONS`
+    (:func:`load_city` only warns, so that maps still work)."""
     too_few = _too_few_regions(len(city))
     if too_few is not None:
         raise TooFewRegionsError(f"city {city.name!r} ({city.root}): {too_few}")
@@ -885,10 +878,8 @@ def require_city(city, who: str = "") -> City:
 
 
 def load_city(path: str | Path) -> City:
-    """Read a city folder into a :class:`City`; raise :class:`CityFormatError` if it is invalid.
-
-    One problem of :func:`validate_city` only warns here: fewer than :data:`MIN_REGIONS` regions
-    (the folder still loads, e.g. for a map, but the pipeline cannot run on it)."""
+    """Read a city folder into a :class:`City`; raise :class:`CityFormatError` if it is invalid,
+    except that fewer than :data:`MIN_REGIONS` regions only warns (a map still works)."""
     root = Path(path).resolve()
     problems, t = _inspect(root)
     too_few = t.get("too_few_regions")
@@ -964,8 +955,8 @@ def write_city(root: str | Path, meta: CityMeta, regions: pd.DataFrame, indicato
                images: pd.DataFrame | None = None, pois: pd.DataFrame | None = None,
                mobility: pd.DataFrame | None = None, od: pd.DataFrame | None = None,
                latents: pd.DataFrame | None = None, ceilings: pd.DataFrame | None = None) -> Path:
-    """Write tables (region tables indexed by region_id) as a city folder; images must already
-    be in place under ``root`` with ``images[path]`` relative to it. Returns the folder."""
+    """Write tables (region tables indexed by region_id) as a city folder and return it; images
+    must already be in place under ``root``, ``images[path]`` relative to it."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     (root / CITY_YAML).write_text(yaml.safe_dump(meta.to_yaml_dict(), sort_keys=False, allow_unicode=True))
@@ -998,10 +989,9 @@ def write_city(root: str | Path, meta: CityMeta, regions: pd.DataFrame, indicato
 
 def restrict_city(src: str | Path, out: str | Path, modalities: Sequence[str], poi_text: bool = True,
                   latents: bool = True) -> Path:
-    """A copy of a city folder with only ``modalities`` (and, with ``poi_text=False``, POI
-    categories without their text; with ``latents=False``, none of a generated city's latents,
-    oracle R2 or ceilings): how the book and the methods are tried on cities that lack some data,
-    as real cities do. Images of the kept kinds are copied; the folder is validated."""
+    """A validated copy of a city folder with only ``modalities`` (``poi_text=False``: POI
+    categories without text; ``latents=False``: no latents, oracle R2 or ceilings), to try the
+    methods on a city that lacks some data, as real cities do."""
     unknown = sorted(set(modalities) - set(MODALITIES))
     if unknown:
         raise ValueError(f"unknown modalities {unknown}; use some of {list(MODALITIES)}")

@@ -1,8 +1,7 @@
 """The ``musecl`` command line. Every subcommand is a thin wrapper over a library function.
 
-Each subcommand imports what it uses when it runs: ``musecl --help`` or ``musecl validate`` then
-starts in ~0.6 s instead of the ~7 s that importing torch, torchvision and scikit-learn (through
-``musecl.runner``) takes on the 2-core machine."""
+Each subcommand imports what it uses when it runs, so ``musecl --help`` does not wait seconds
+for torch, torchvision and scikit-learn."""
 from __future__ import annotations
 
 import argparse
@@ -222,11 +221,10 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    """Errors that describe bad input (a setting, a file, a city folder, a chapter) or an output
-    folder another run is writing: the CLI prints their message. ConfigError, CityFormatError,
-    TooFewRegionsError, YamlFileError, UnsupportedMethodsError and ChecksumError are ValueErrors; DataMissingError is a
-    FileNotFoundError; a path that is a folder where a file belongs (or the reverse) an OSError of its own. Any
-    other exception is a bug and keeps its traceback; EveryMethodFailedError lists each method's error."""
+    """Errors that describe bad input (a setting, file, city folder, chapter) or a busy output
+    folder: the CLI prints their message. ConfigError, CityFormatError, ChecksumError and the like
+    are ValueErrors, DataMissingError a FileNotFoundError. Any other exception is a bug and keeps
+    its traceback."""
     from musecl.io import FolderBusyError
     from musecl.book import BookBuildError, ChapterExecutionError
     from musecl.runner import EveryMethodFailedError

@@ -52,8 +52,8 @@ BUFFER = "buffer"  # split_part of regions a spatial split leaves out: too close
 BUFFER_CORRELATION = 0.1  # "auto" buffer: out to where neighbours' values correlate below this
 DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)
 BLOCK_HEXAGONS = 10  # default spatial block side, in hexagon sizes (1 km hexagons -> 10 km blocks)
-MIN_BLOCKS_ACROSS = 5
-INPUT_CLIP = 10.0  # standardised probe inputs are clipped to +-10 training standard deviations  # ... but at least this many blocks across the city's extent
+MIN_BLOCKS_ACROSS = 5  # ... but at least this many blocks across the city's extent
+INPUT_CLIP = 10.0  # standardised probe inputs are clipped to +-10 training standard deviations
 
 
 # ------------------------------------------------------------------------------------------
@@ -718,9 +718,10 @@ def latent_probe(features: pd.DataFrame, latents: pd.DataFrame, folds: int = 5,
                          f"{folds} folds need more")
     x = standardise_columns(features.loc[rows].to_numpy(dtype=np.float64))
     y = latents.loc[rows].to_numpy(dtype=np.float64)
+    ridge = RidgeCV(alphas=np.logspace(-2, 5, 15), alpha_per_target=True)
+    cv = KFold(int(folds), shuffle=True, random_state=int(seed))
     with _one_blas_thread():
-        pred = cross_val_predict(RidgeCV(alphas=np.logspace(-2, 5, 15), alpha_per_target=True), x, y,
-                                 cv=KFold(int(folds), shuffle=True, random_state=int(seed)))
+        pred = cross_val_predict(ridge, x, y, cv=cv)
     r2 = pd.Series({name: _regression_metrics(y[:, j], pred[:, j])["r2"]
                     for j, name in enumerate(latents.columns)}, name="r2", dtype=float)
     return r2, pd.DataFrame(pred, index=rows, columns=latents.columns)

@@ -1,16 +1,12 @@
 """Attentive fusion of the street-view and satellite embeddings, aligned with POI vectors (eq. 8-11).
 
-Two designs, chosen by name (``FusionConfig.design``):
+Two designs, chosen by ``FusionConfig.design``:
 
 * ``"aligned"`` (the default, :class:`AlignedFusion`): eq. 8-11 on *learned views* of the frozen
-  image embeddings, so that aligning to the POI text can change what the fused vector holds.
-* ``"paper"`` (:class:`AttentiveFusion`): eq. 8-11 as written, on the frozen embeddings
-  themselves; with ``activation="tanh"`` and ``loss="mse"`` it is the official code's.
-
-Why a second design: the paper's fused vector is a convex mix of two embeddings trained apart,
-whose coordinates mean nothing to each other, so InfoNCE can only choose a modality per region.
-Measured on the book's toy city (issue notes): the street-view weight ends at a median near 1
-and the InfoNCE loss stays at chance (ln of the batch size).
+  image embeddings. The paper's fused vector mixes two embeddings trained apart, whose
+  coordinates mean nothing to each other, so InfoNCE could only choose a modality per region.
+* ``"paper"`` (:class:`AttentiveFusion`): eq. 8-11 as written, on the frozen embeddings;
+  ``activation="tanh"`` with ``loss="mse"`` (to the POI vector) is the official code's variant.
 
 The paper design, for region i and modality m in {SV, RS}:
 
@@ -19,23 +15,17 @@ The paper design, for region i and modality m in {SV, RS}:
 * eq. 10 e_i^Image = sum_m beta_i^m e_i^m
 * eq. 11 InfoNCE between e^Image and e^POI over a mini-batch, cosine similarity.
 
-Two choices the paper leaves open, made explicit here:
+Two choices the paper leaves open:
 
-* **Dimensions.** Eq. 10 sums e^SV and e^RS, so they must have the same size d. Eq. 11 compares
-  e^Image with e^POI; when their sizes differ a linear head g: R^d -> R^{d_POI} is applied to
-  e^Image *inside the loss only* (``projection="auto"``). The fused embedding handed to the
-  probes is always e^Image itself. With equal sizes (128 and 128 in the paper) no head is used.
+* **Dimensions.** Eq. 10 sums e^SV and e^RS, so they must have the same size d. When e^POI's size
+  differs, a linear head g: R^d -> R^{d_POI} maps e^Image *inside the loss only*
+  (``projection="auto"``); the probes always get e^Image itself.
 * **Temperature.** Eq. 11 has none, i.e. tau = 1 (the default); it is exposed because cosine
   similarities in [-1, 1] make a soft softmax and a smaller tau is the common remedy.
 
-The official code differs: attention u^T tanh(W e + b) (``activation="tanh"``) trained with
-MSE(fused, POI vector) on all regions (``loss="mse"``); both are available by name.
-
-The image embeddings are inputs here, not trained: fusion learns M, b, c (and the head). The
-InfoNCE negatives are the other regions of the same mini-batch; nothing builds an N x N matrix.
-The one exception is the end-to-end option, :func:`fine_tune_heads` (feature heads) and
-:func:`fine_tune_cnns` (whole CNNs, for a GPU): the two image encoders train on with the aligned
-fusion, their triplet losses kept as terms.
+The image embeddings are inputs, not trained, except by the end-to-end option
+(:func:`fine_tune_heads`, :func:`fine_tune_cnns`). The InfoNCE negatives are the other regions of
+the same mini-batch: nothing builds an N x N matrix.
 """
 from __future__ import annotations
 
@@ -65,14 +55,11 @@ DEFAULT_TEMPERATURE = {"aligned": 0.1, "paper": 1.0}  # aligned: where the learn
 # 1 -> 0.360, 3 -> 0.375, 10 -> 0.401, 30 -> 0.408, 100 -> 0.396; the own POI vector stayed the
 # nearest in batches of 64 for 93%, 89%, 75%, 59%, 49% of the regions (chance 1.6%). Rerun:
 # python experiments/select_on_a_second_city.py fusion_reconstruction 1 3 10 30 100
-# Re-checked with backbone_layers "stages" (seeds 0-4, 2026-12-03): 30 -> 0.520, 100 -> 0.518,
-# 300 -> 0.511.
 DEFAULT_RECONSTRUCTION = 30.0
-# Fine-tuning (fine_tune_heads): the heads' learning rate as a fraction of the fusion's, the common
-# tenth for weights already trained. Not a winning choice: on a second toy city (seed 1, seeds 0-2,
-# params/ci.yaml, 2026-12-02) MuseCL's headline R2 (random / spatial) was 0.521 / 0.273 with the
-# heads held fixed, and with fine-tuned heads 0.466 / 0.193 at factor 1, 0.488 / 0.262 at 0.1 and
-# 0.510 / 0.269 at 0.01: the less the fusion loss moved the heads, the better they predicted.
+# Fine-tuning: the heads' learning rate as a fraction of the fusion's, the common tenth for weights
+# already trained. Not a winning choice: on a second toy city (seed 1, seeds 0-2, params/ci.yaml)
+# MuseCL's headline R2 (random / spatial) was 0.521 / 0.273 with the heads held fixed, and with
+# fine-tuned heads 0.466 / 0.193 at factor 1, 0.488 / 0.262 at 0.1 and 0.510 / 0.269 at 0.01.
 HEAD_LR_FACTOR = 0.1
 LOSSES = ("infonce", "mse")
 ACTIVATIONS = ("relu", "tanh")
@@ -89,12 +76,9 @@ def attention(alpha: torch.Tensor, present: torch.Tensor | None = None) -> torch
 
 
 class AttentiveFusion(nn.Module):
-    """Eq. 8-10: attention weights over {SV, RS} from shared (M, b, c); returns (e_image, beta).
-
-    ``beta`` has shape (n, 2), columns in the order of ``MODALITY_NAMES`` (sv, rs), rows sum to 1.
-    ``head`` maps e_image to the POI space for the loss (identity when dimensions match and
-    ``projection`` is "auto" or "none").
-    """
+    """Eq. 8-10: attention weights over {SV, RS} from shared (M, b, c); returns (e_image, beta),
+    beta (n, 2) with columns sv, rs and rows summing to 1. ``head`` maps e_image to the POI space
+    for the loss: identity unless the sizes differ or ``projection`` is "linear"."""
 
     def __init__(self, dim: int, hidden: int = 128, poi_dim: int | None = None,
                  activation: str = "relu", projection: str = "auto"):
@@ -148,24 +132,18 @@ class AttentiveFusion(nn.Module):
         return _load(cls, directory)
 
     def align_space(self, e_image: torch.Tensor, e_poi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The two vectors eq. 11 compares: e^Image through the head (identity when the sizes
-        match) and the POI vector itself."""
+        """The two vectors eq. 11 compares: e^Image through the head, and the POI vector."""
         return self.head(e_image), e_poi
 
 
 class AlignedFusion(nn.Module):
     """The default design: eq. 8-11 on learned views of the two image embeddings.
 
-    * each image embedding is standardised (training regions' mean and deviation) and given its
-      own projection, h^m = LayerNorm(W^m e^m): the two were trained apart, so coordinate k of one
-      has nothing to do with coordinate k of the other until a projection makes it so;
-    * eq. 8-9 score the projected vectors (u^T tanh(M h + b), M, b, u shared), eq. 10 mixes them:
-      e^Image = sum_m beta^m h^m;
-    * eq. 11 compares e^Image with a projection of the (standardised) POI vector,
-      g = LayerNorm(W^POI e^POI), at a learned temperature, in both directions;
-    * a linear decoder from e^Image back to both standardised image embeddings (mean squared
-      error, weight ``FusionConfig.reconstruction``) keeps what only the images show: aligned to
-      the text alone, the fused vector forgets it.
+    * each standardised embedding gets its own projection h^m = LayerNorm(W^m e^m), so that the
+      two, trained apart, share coordinates; eq. 8-10 score (u^T tanh(M h + b)) and mix them;
+    * eq. 11 compares e^Image with g = LayerNorm(W^POI e^POI), at a learned temperature, both ways;
+    * a linear decoder back to both standardised image embeddings (MSE, weight
+      ``FusionConfig.reconstruction``) keeps what only the images show, which the text would erase.
 
     ``forward`` takes the raw embeddings and returns ``(e_image, beta)`` as :class:`AttentiveFusion`.
     """
@@ -282,15 +260,13 @@ def mse_alignment(e_image: torch.Tensor, e_poi: torch.Tensor) -> torch.Tensor:
 class FusionConfig:
     """Fusion training settings.
 
-    ``design``: "aligned" (:class:`AlignedFusion`, the default) or "paper"
-    (:class:`AttentiveFusion`). ``loss``: "infonce" (paper, eq. 11) or "mse" (official code; paper
-    design only). ``temperature``: fixed for the paper design, the start of the learned one for
-    the aligned design (None: ``DEFAULT_TEMPERATURE``). ``reconstruction``: weight of the aligned
-    design's decoder loss. ``hidden``, ``activation``, ``projection``: the paper design's.
-    ``patience=None`` trains for ``epochs`` epochs (official: 50). With a patience, a
-    ``val_fraction`` of the regions is held out and the weights with the lowest validation loss
-    are kept. ``head_lr_factor``: only for :func:`fine_tune_heads`, the heads' learning rate as a
-    fraction of ``lr``.
+    ``design``: "aligned" (default) or "paper". ``loss``: "infonce" (eq. 11) or "mse" (official
+    code; paper design only). ``temperature``: fixed for the paper design, the learned one's start
+    for the aligned design (None: ``DEFAULT_TEMPERATURE``). ``reconstruction``: weight of the
+    aligned design's decoder loss. ``hidden``, ``activation``, ``projection``: the paper design's.
+    ``patience=None`` trains for ``epochs`` epochs (official: 50); with a patience, a
+    ``val_fraction`` of the regions is held out and the best validation weights are kept.
+    ``head_lr_factor``: fine-tuning only, the encoders' learning rate as a fraction of ``lr``.
     """
 
     design: str = "aligned"
@@ -370,15 +346,13 @@ def _align(reference: pd.DataFrame, other: pd.DataFrame, name: str) -> pd.DataFr
 
 
 def _impute(df: pd.DataFrame, means: np.ndarray) -> np.ndarray:
-    """The embedding as float32, NaN cells (a region without images) filled with ``means``; a
-    writable copy, as torch wants (pandas 3 may hand out read-only arrays)."""
+    """Float32, NaN cells filled with ``means``; a copy, as pandas 3 may hand out read-only arrays."""
     return impute_column_means(df, means=means).to_numpy(dtype=np.float32, copy=True)
 
 
 def _present(sv: pd.DataFrame, rs: pd.DataFrame) -> np.ndarray:
-    """(n, 2) booleans: whether each region has a street-view and a satellite embedding. When no
-    region has one of the views, the other counts as present everywhere (its column mean stands in
-    where a region lacks it), so every region reads it alone, beta = 1."""
+    """(n, 2) booleans: whether each region has each view. If no region has one view, the other
+    counts as present everywhere, so every region reads it alone (beta = 1)."""
     present = np.stack([sv.notna().all(axis=1).to_numpy(), rs.notna().all(axis=1).to_numpy()], axis=1)
     nowhere = ~present.any(axis=0)
     if nowhere.any() and not nowhere.all():
@@ -387,9 +361,8 @@ def _present(sv: pd.DataFrame, rs: pd.DataFrame) -> np.ndarray:
 
 
 class OneViewWarning(UserWarning):
-    """No region has one of the two views: the fusion reads the other alone (beta = 1 for it).
-    Its own category, so a caller that means it (one image kind, MuseCL on vector views) can
-    silence it without matching the message."""
+    """No region has one of the two views, so the fusion reads the other alone. Its own category,
+    so a caller that means it (one image kind) can silence it without matching the message."""
 
 
 def _column_means(df: pd.DataFrame, name: str) -> np.ndarray:
@@ -455,17 +428,13 @@ def _batch_loss(model, sv, rs, poi, present, cfg: FusionConfig) -> dict:
 
 def train_fusion(sv: pd.DataFrame, rs: pd.DataFrame, poi: pd.DataFrame,
                  config: FusionConfig | dict | None = None) -> tuple["AttentiveFusion | AlignedFusion", pd.DataFrame]:
-    """Learn the fusion so that the fused e^Image agrees with e^POI (eq. 11, or MSE): eq. 8-9's
-    (M, b, c) for the paper design, also the projections, decoder and temperature for the
-    aligned one (``config.design``).
+    """Learn the fusion so that the fused e^Image agrees with e^POI (eq. 11, or MSE).
 
-    ``sv``, ``rs`` and ``poi`` are indexed by region_id and aligned by it. NaN rows of ``sv``
-    or ``rs`` (regions without such images) are filled with the column mean, which the model
-    keeps for :func:`fuse`, and get no attention weight (:func:`attention`); a table NaN for every
-    region is a view the city lacks, and the fused vector is the other view's. Regions whose POI
-    vector is zero or NaN (no POIs) carry no signal to align with and are left out of training
-    (warned). Returns the model (in eval mode) and a
-    history table ``epoch, train_loss[, val_loss]``.
+    ``sv``, ``rs``, ``poi``: indexed and aligned by region_id. NaN rows of ``sv`` / ``rs`` are
+    filled with the column mean (kept for :func:`fuse`) and get no weight (:func:`attention`); a
+    view NaN for every region is one the city lacks, and the fused vector is the other's. Regions
+    with a zero or NaN POI vector have nothing to align with and are left out (warned).
+    Returns the model (eval mode) and a history table ``epoch, train_loss[, val_loss]``.
     """
     with one_torch_thread():  # a few small matrices per step: one thread is faster
         return _train_fusion(sv, rs, poi, _as_config(config))
@@ -521,11 +490,8 @@ def _train_fusion(sv: pd.DataFrame, rs: pd.DataFrame, poi: pd.DataFrame, cfg: Fu
 @torch.no_grad()
 def fuse(model: "AttentiveFusion | AlignedFusion", sv: pd.DataFrame, rs: pd.DataFrame
          ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Eq. 10 for every region: the fused embedding (columns ``image_0..``) and beta (``sv``, ``rs``).
-
-    NaN rows are filled with the column means kept from training and get no attention weight, so
-    a region without street views gets its satellite view (beta_rs = 1).
-    """
+    """Eq. 10 for every region: the fused embedding (columns ``image_0..``) and beta (``sv``,
+    ``rs``); a region without one view gets the other (beta = 1), as in :func:`train_fusion`."""
     rs = _views(sv, rs)
     model.eval()
     x_sv = torch.from_numpy(_impute(sv, model.sv_mean.cpu().numpy()))
@@ -543,10 +509,8 @@ def fuse(model: "AttentiveFusion | AlignedFusion", sv: pd.DataFrame, rs: pd.Data
 
 
 class FineTunedEncoders(nn.Module):
-    """The street-view and satellite encoders and the aligned fusion as one model, so that eq. 11's
-    loss reaches the encoders: feature heads (their frozen backbones stay frozen: the features are
-    cached) or whole CNNs (on images). ``forward`` takes the two kinds' inputs and returns
-    ``(e_image, beta)``."""
+    """Both image encoders (feature heads or whole CNNs) and the aligned fusion as one model, so
+    that eq. 11's loss reaches the encoders; ``forward`` returns ``(e_image, beta)``."""
 
     def __init__(self, encoder_sv: nn.Module, encoder_rs: nn.Module, fusion: AlignedFusion):
         super().__init__()
@@ -569,9 +533,8 @@ class RegionImages:
 
 
 class RegionsAndTriplets:
-    """Fine-tuning batches: B regions (both kinds' inputs -- feature rows, or :class:`RegionImages`
-    -- and the POI vector) and B triplets of each kind, drawn with the trainer's generator (a
-    resumed or repeated run draws the same)."""
+    """Fine-tuning batches: B regions (both kinds' inputs and the POI vector) and B triplets of
+    each kind, drawn with the trainer's generator so a resumed or repeated run draws the same."""
 
     def __init__(self, x_sv, x_rs, y, triplets_sv, triplets_rs):
         self.x_sv, self.x_rs, self.y = x_sv, x_rs, y
@@ -600,9 +563,7 @@ def _fine_tuning_regions(ids_sv, ids_rs, poi: pd.DataFrame) -> tuple[pd.Index, t
 
 def _fine_tune(encoders: dict[str, nn.Module], e: dict[str, torch.Tensor], y: torch.Tensor, data: RegionsAndTriplets,
                cfg: FusionConfig, objective: TripletObjective, **trainer_settings) -> tuple[FineTunedEncoders, pd.DataFrame]:
-    """Train ``encoders`` with a new aligned fusion started on their embeddings ``e`` of the
-    regions (the loss: :func:`fine_tuning_loss`); the encoders move at ``head_lr_factor`` times
-    the fusion's learning rate."""
+    """Train ``encoders`` with a new aligned fusion started on their embeddings ``e``."""
     model = FineTunedEncoders(encoders["sv"], encoders["rs"], _new_model(
         cfg, e["sv"].mean(0).numpy(), e["rs"].mean(0).numpy(), e["sv"], e["rs"], y))
 
@@ -627,13 +588,10 @@ def _aligned_only(cfg: FusionConfig) -> None:
 def fine_tune_heads(heads: dict[str, FeatureHead], features: dict[str, pd.DataFrame],
                     triplets: dict[str, pd.DataFrame], poi: pd.DataFrame, objective: TripletObjective,
                     config: FusionConfig | dict | None = None) -> tuple[FineTunedEncoders, pd.DataFrame]:
-    """Train the two triplet-trained heads (``heads["sv"]``, ``heads["rs"]``) together with a new
-    aligned fusion: loss = the fusion's (eq. 11 + reconstruction) + each head's triplet loss
-    (``objective``, eq. 5-6, on ``triplets[kind]``, region-id tables) so image-only information
-    survives. ``features[kind]``: the frozen backbone's features per region (NaN: no such image).
-    Trains on the regions with both kinds' features and a POI vector, for ``config.epochs``
-    epochs at ``config.lr`` (the heads at ``config.head_lr_factor`` times it); returns the model
-    (eval mode) and a per-epoch history."""
+    """Train the two triplet-trained heads (``heads["sv"]``, ``heads["rs"]``) on with a new aligned
+    fusion (loss: :func:`fine_tuning_loss`). ``features[kind]``: the frozen backbone's features
+    per region (NaN: no such image); ``triplets[kind]``: region-id tables for ``objective``.
+    Uses the regions with both features and a POI vector; returns the model (eval) and history."""
     cfg = _as_config(config)
     _aligned_only(cfg)
     with one_torch_thread():
@@ -653,11 +611,9 @@ def fine_tune_cnns(encoders: dict[str, ImageEncoder], stores: dict[str, ImageSto
                    triplets: dict[str, pd.DataFrame], poi: pd.DataFrame, objective: TripletObjective,
                    config: FusionConfig | dict | None = None, device: str = "cpu",
                    amp: str = "off") -> tuple[FineTunedEncoders, pd.DataFrame]:
-    """:func:`fine_tune_heads` for whole CNN encoders, on images (an option for a GPU: every step
-    runs both CNNs forward and backward on B regions and 3B triplet images of each kind). Each step
-    takes one random image of each kind for B regions (unaugmented) for eq. 11 and B triplets of
-    each kind (augmented as in the encoders' own training) for eq. 5-6.
-    ``stores[kind]``: the kind's images (:class:`musecl.encoders.image.ImageStore`)."""
+    """:func:`fine_tune_heads` for whole CNNs on ``stores[kind]``'s images (meant for a GPU: each
+    step runs both CNNs on B regions and 3B triplet images of each kind). Eq. 11 sees one
+    unaugmented image per region; the triplets are augmented as in the encoders' own training."""
     cfg = _as_config(config)
     _aligned_only(cfg)
     regions, y = _fine_tuning_regions(stores["sv"].region_ids, stores["rs"].region_ids, poi)

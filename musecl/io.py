@@ -1,8 +1,5 @@
-"""Small helpers shared by every layer: files, and how warnings word a count of regions.
-
-Everything a long run writes goes through :func:`atomic_write`, so a run killed half-way never
-leaves a half-written file that a later run would trust.
-"""
+"""Small helpers shared by every layer: files written atomically (a killed run leaves no
+half-written file to trust), YAML read strictly, locks, and how warnings word a count of regions."""
 from __future__ import annotations
 
 import contextlib
@@ -58,8 +55,7 @@ def atomic_save_json(path: str | os.PathLike, obj) -> None:
 
 
 def read_saved_config(directory: str | os.PathLike, needs: tuple[str, ...], writer: str) -> dict:
-    """The ``config.json`` of a folder that ``writer`` saved, after checking every file in ``needs``
-    is there (a clear error naming the first missing one, not a bare FileNotFoundError later)."""
+    """The ``config.json`` of a folder ``writer`` saved; an error names the first of ``needs`` missing."""
     directory = Path(directory)
     for name in needs:
         if not (directory / name).exists():
@@ -78,9 +74,7 @@ NA_TEXTS = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan"
 
 
 def read_csv_ids(path: str | os.PathLike, ids=("region_id",), **kwargs):
-    """Read a CSV whose ``ids`` columns hold region ids: text exactly as written, so that an id
-    such as "NA", "null" or "None" stays an id (pandas would read it as missing); only an empty
-    cell is missing there. Other columns read missing values as pandas does."""
+    """Read a CSV with the ``ids`` columns as text as written: "NA" stays an id, only "" is missing."""
     header = pd.read_csv(path, nrows=0).columns
     na_values = {c: [""] if c in ids else list(NA_TEXTS) for c in header}
     return pd.read_csv(path, dtype={c: str for c in ids if c in header}, keep_default_na=False,
@@ -88,9 +82,7 @@ def read_csv_ids(path: str | os.PathLike, ids=("region_id",), **kwargs):
 
 
 class YamlFileError(ValueError):
-    """A YAML file that is not UTF-8, not valid YAML, or gives a key twice in one mapping (PyYAML
-    would silently keep the last). ``problem`` is the message without the file name, ``line`` the
-    1-based line it points at (or None)."""
+    """A YAML file :func:`load_yaml` refuses; ``problem`` lacks the file name, ``line`` is 1-based or None."""
 
     def __init__(self, path: str | os.PathLike, problem: str, line: int | None = None):
         super().__init__(f"{path}: {problem}")
@@ -104,8 +96,7 @@ class _DuplicateKey(Exception):
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping (keys merged in with ``<<`` may
-    still be overridden, as YAML allows)."""
+    """SafeLoader that refuses a key given twice in one mapping (``<<`` merges may still override)."""
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
@@ -125,9 +116,8 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 def load_yaml(path: str | os.PathLike):
-    """The contents of the YAML file ``path``, read strictly: a key given twice in one mapping is a
-    :class:`YamlFileError` naming the file, the key and its lines (PyYAML would keep the last value
-    without a word), as are text that is not UTF-8 and invalid YAML. A missing file raises OSError."""
+    """The contents of the YAML file ``path``. Not UTF-8, not YAML, or a key given twice in one
+    mapping (PyYAML would silently keep the last): :class:`YamlFileError`; missing: OSError."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
@@ -165,10 +155,9 @@ def process_alive(pid: int) -> bool:
 
 @contextlib.contextmanager
 def owned_folder(folder: str | os.PathLike, settings: str, poll_s: float = 2.0) -> Iterator[Path]:
-    """Own ``folder`` while the block runs, through ``folder/.musecl.lock`` (pid and a digest of
-    the settings). Another live owner with other settings: :class:`FolderBusyError` naming it;
-    with the same settings: wait for it (its cached stages then make this run quick). A lock left
-    by a dead process, and its staging folders, are removed."""
+    """Own ``folder`` while the block runs, through ``folder/.musecl.lock`` (pid, settings digest).
+    Another live owner with other settings: :class:`FolderBusyError`; with the same: wait for it
+    (its cached stages make this run quick). A dead owner's lock and staging folders are removed."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / ".musecl.lock"
@@ -203,8 +192,7 @@ def owned_folder(folder: str | os.PathLike, settings: str, poll_s: float = 2.0) 
 
 @contextlib.contextmanager
 def folder_built_beside(out: str | os.PathLike) -> Iterator[Path]:
-    """A fresh temporary folder beside ``out`` to build into: when the block succeeds it replaces
-    ``out``, when it fails (or is interrupted) it is removed, so no half-built folder is left."""
+    """A temporary folder beside ``out`` that replaces it if the block succeeds, else is removed."""
     out = Path(out)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     if tmp.exists():
@@ -221,8 +209,7 @@ def folder_built_beside(out: str | os.PathLike) -> Iterator[Path]:
 
 
 def publish(staging: str | os.PathLike, folder: str | os.PathLike) -> None:
-    """Move everything in ``staging`` into ``folder`` (replacing what is there), then remove
-    ``staging``: the outputs of a run arrive together, after it succeeded."""
+    """Move all of ``staging`` into ``folder`` (replacing), then remove it: a run's outputs arrive together."""
     staging, folder = Path(staging), Path(folder)
     for item in sorted(staging.iterdir()):
         target = folder / item.name
@@ -236,10 +223,9 @@ _WATCHED: set[int] = set()
 
 
 def in_worker(parent: int, function, *args, **kwargs):
-    """Call ``function`` in a worker process that ends itself when ``parent`` (the process that
-    started it: pass ``os.getpid()`` there) dies, instead of lingering for minutes after a killed
-    run (a daemon thread checks once a second; only worker processes should call this). Returns
-    ``(result, warnings)``; :func:`rewarn` unpacks it in the parent."""
+    """Call ``function`` from a worker process only: the worker exits when ``parent`` (the
+    starter's ``os.getpid()``) dies, rather than linger after a killed run. Returns
+    ``(result, warnings)`` for :func:`rewarn` in the parent."""
     if parent not in _WATCHED and parent != os.getpid():
         _WATCHED.add(parent)
 
@@ -255,8 +241,7 @@ def in_worker(parent: int, function, *args, **kwargs):
 
 
 def rewarn(outcome):
-    """The result of :func:`in_worker`, its warnings raised again here, where the caller's filters
-    and display apply (a notebook shows them as notes, a chapter may silence them)."""
+    """The result of :func:`in_worker`, its warnings raised again where the caller's filters apply."""
     result, caught = outcome
     for category, message in caught:
         warnings.warn(message, category, stacklevel=2)
@@ -265,9 +250,8 @@ def rewarn(outcome):
 
 @contextlib.contextmanager
 def exclusive_lock(path: Path):
-    """Hold an exclusive lock on the file ``path`` (kept: deleting a lock file others may be
-    waiting on is a race). Without ``fcntl`` (Windows) there is no lock: two processes may then
-    both compute an entry, and the last rename wins."""
+    """Hold an exclusive lock on the file ``path``, which is kept (deleting it under waiters is a
+    race). Without ``fcntl`` (Windows) there is no lock: two processes may both compute, last rename wins."""
     try:
         import fcntl
     except ImportError:

@@ -1,10 +1,8 @@
 """What a chapter calls inside its kernel: the notes that stop a chapter gracefully on a city
-without its data (:func:`require_data`, :func:`require_modalities`, :func:`require_method`) and
-the page's view of warnings and tables (:func:`reader_view`). Building the book (executing every
-chapter, rendering the site) is :mod:`musecl.book`'s job.
+without its data (``require_*``) and the page's view of warnings and tables (:func:`reader_view`).
 
-IPython and the method registry are imported inside the functions that use them: a chapter
-imports this module first, and the registry loads torch.
+IPython and the method registry (it loads torch) are imported where used: a chapter imports
+this module first.
 """
 from __future__ import annotations
 
@@ -18,18 +16,15 @@ from musecl.datasets.sources import DataMissingError, fetch
 
 
 class DataUnavailable(Exception):
-    """Raised by :func:`require_data` in a chapter whose real data cannot be had, or by
-    :func:`require_modalities` on a city without what the chapter needs. The book run keeps the
-    chapter, with the note that was displayed and the rest of its code unexecuted, instead of
-    failing the build."""
+    """A chapter's data or modalities are missing: the book run keeps the chapter up to its
+    displayed note instead of failing the build."""
 
 
 def require_data(name: str, data_dir: str | Path | None = None,
                  files: Sequence[str] | None = None) -> dict[str, Path]:
-    """Inside a chapter: the verified raw files of data set ``name`` it reads (``files``; None:
-    all; see :func:`musecl.datasets.sources.fetch`), or a displayed note of what is missing and
-    the one command that gets it, followed by :class:`DataUnavailable` (which the book run turns
-    into a gracefully stopped chapter). A file with the wrong sha256 still fails loudly."""
+    """Inside a chapter: the verified raw files of data set ``name`` (``files``; None: all; see
+    :func:`musecl.datasets.sources.fetch`), or a note of how to get them and
+    :class:`DataUnavailable`. A file with the wrong sha256 still fails loudly."""
     try:
         return fetch(name, data_dir=data_dir, progress=False, files=files)
     except DataMissingError as err:
@@ -44,10 +39,9 @@ def require_data(name: str, data_dir: str | Path | None = None,
 
 
 def require_modalities(city, needs: tuple[str, ...], shows: str, any_of: bool = False) -> None:
-    """Inside a chapter: go on when the city has the modalities the chapter needs (all of
-    ``needs``; with ``any_of``, one of them); otherwise display a note -- what is missing, what
-    the chapter would show, what the reader can do -- and stop the chapter with
-    :class:`DataUnavailable`, which the book run keeps as a short page instead of a failure."""
+    """Inside a chapter: go on when the city has ``needs`` (all; with ``any_of``, one); otherwise
+    display what is missing and what the chapter would show (``shows``), and raise
+    :class:`DataUnavailable`."""
     # imported here: it loads torch, which `musecl book`'s own process never needs
     from musecl.methods.base import INPUTS, join_words
 
@@ -59,9 +53,7 @@ def require_modalities(city, needs: tuple[str, ...], shows: str, any_of: bool = 
 
 
 def require_method(city, name: str, shows: str) -> None:
-    """Inside a chapter: go on when the city has what method ``name`` needs (its ``needs`` and
-    ``needs_any``: MuseCL runs on one image kind); otherwise :func:`require_modalities`' note
-    and :class:`DataUnavailable`."""
+    """As :func:`require_modalities`, for what method ``name`` needs (``needs`` and ``needs_any``)."""
     from musecl.methods.base import describe_needs, unsupported_reason
 
     if (reason := unsupported_reason(name, city)) is not None:
@@ -70,8 +62,7 @@ def require_method(city, name: str, shows: str) -> None:
 
 
 def _stop_chapter(city, needed: str, shows: str, stop_line: str | None = None) -> None:
-    """The note, then :class:`DataUnavailable` with ``stop_line`` (default: "<city> lacks <needed>"),
-    the line the book run prints."""
+    """The note, then :class:`DataUnavailable` with ``stop_line``, the line the book run prints."""
     from IPython.display import Markdown, display
 
     from musecl.methods.base import INPUTS
@@ -87,11 +78,9 @@ def _stop_chapter(city, needed: str, shows: str, stop_line: str | None = None) -
 
 
 def reader_view() -> None:
-    """Run first, hidden, in every chapter the book executes: library warnings appear as short
-    notes in the page instead of stderr blocks with file paths, each once (one per seed said
-    nothing new), and table cells show their whole text (pandas cuts it at 50 characters with
-    "...": a baseline's difference from its original, a file's source). Run by hand, a chapter
-    keeps Python's and pandas' usual ways."""
+    """Run first, hidden, in every chapter the book executes: warnings become short notes, each
+    once, instead of stderr blocks with file paths; table cells show their whole text (pandas cuts
+    at 50 characters). A chapter run by hand keeps the usual ways."""
     from IPython.display import Markdown, display
 
     said = set()
@@ -114,9 +103,7 @@ def _positional(index) -> bool:
 
 
 def frame_html(frame) -> str | None:
-    """A DataFrame's notebook HTML as pandas draws it, with two changes for the page: no index
-    when it only numbers the rows, and a named index's names in the (last) header row (pandas gives
-    them a header row of their own, with empty cells beside them)."""
+    """A DataFrame's HTML without row numbers, index names in the last header row."""
     index = frame.index
     named = not _positional(index) and None not in index.names
     if (named and frame.columns.nlevels == 1 and frame.columns.name is None
@@ -137,8 +124,7 @@ def frame_html(frame) -> str | None:
 
 
 def hide_positional_index() -> None:
-    """Tables in the book's pages without row numbers or a header row for the index name
-    (see :func:`frame_html`)."""
+    """Draw DataFrames in the book's pages with :func:`frame_html`."""
     from IPython import get_ipython
 
     shell = get_ipython()

@@ -29,17 +29,14 @@ from musecl.city import (
 
 
 def region_outlines(city: City | gpd.GeoDataFrame | gpd.GeoSeries) -> gpd.GeoSeries:
-    """Outline of each region in WGS84 lon/lat, indexed by region id: a city may give its
-    outlines in another CRS (``city.yaml``), while its centres, flows and the maps' aspect are in
-    WGS84 degrees. Also of a region table being built (``from_raw.Regions.table``)."""
+    """Each region's outline in WGS84 lon/lat (a city's may be in another CRS; the maps use degrees)."""
     shapes = (city.regions if isinstance(city, City) else city).geometry
     return shapes.to_crs(WGS84) if shapes.crs is not None else shapes
 
 
 def _rings(shapes: gpd.GeoSeries) -> tuple[list[np.ndarray], np.ndarray]:
-    """The outer ring of every polygon (each part of a multipolygon), and the position of the
-    region it belongs to. Drawn as one PolyCollection: ``GeoSeries.plot`` redraws the whole
-    figure on each call, about 4x slower for a page of maps."""
+    """The outer ring of every polygon part and its region's position, for one PolyCollection
+    (``GeoSeries.plot`` redraws the whole figure on each call: far slower)."""
     parts = shapes.reset_index(drop=True).explode()
     return [np.asarray(part.exterior.coords) for part in parts], parts.index.to_numpy()
 
@@ -117,10 +114,9 @@ _LABEL_SIDES = [(3, 3, "left", "bottom"), (3, -3, "left", "top"), (-3, 3, "right
 
 
 def label_points(ax, xy: np.ndarray, labels: Sequence[str], fontsize: float = 7, dot_radius: float = 4) -> list:
-    """Name each point beside it, on the first side where the name overlaps neither a name placed
-    before nor another point (a disc of ``dot_radius`` points), else up and to the right: a
-    scatter of a few dozen names stays readable. Call it after the points are drawn (the axes'
-    limits must be final); returns the text objects."""
+    """Name each point on the first side where the name overlaps no earlier name or point (a disc
+    of ``dot_radius`` typographic points), else up and right. Call it once the axes' limits are
+    final; returns the text objects."""
     renderer = ax.figure.canvas.get_renderer()
     xy = np.asarray(xy, dtype=float)
     r = dot_radius * ax.figure.dpi / 72
@@ -188,8 +184,7 @@ def plot_category_counts(city: City, top: int = 15, ax=None, title: str | None =
 
 def plot_inflow_outflow(city: City, ax=None, values: pd.Series | None = None, label: str | None = None,
                         title: str | None = None):
-    """Log-log scatter of 1 + outflow against 1 + inflow (the M_i of eq. 1), one dot per region,
-    coloured by ``values`` if given; the dotted line is inflow = outflow."""
+    """Log-log scatter of 1 + outflow against 1 + inflow (eq. 1's M_i); dotted: inflow = outflow."""
     ax = ax or plt.subplots(figsize=(5, 4.5))[1]
     x, y = 1 + city.mobility[INFLOW].to_numpy(float), 1 + city.mobility[OUTFLOW].to_numpy(float)
     if values is None:
@@ -205,10 +200,8 @@ def plot_inflow_outflow(city: City, ax=None, values: pd.Series | None = None, la
 
 def plot_predicted_vs_true(predictions: pd.DataFrame, ncols: int = 3, size: float = 3.2,
                            log: dict[str, bool] | None = None):
-    """The paper's Figure 4: predicted vs true per indicator, validation and test apart (the
-    paper's blue and purple, here light and dark with their own markers so that they tell apart),
-    with the 45-degree line and the test R2 in each panel. ``log``: indicator -> whether its values
-    are ln(1 + x), said on the axes (the indicators' ``log`` setting; None: not said)."""
+    """The paper's Figure 4: predicted vs true per indicator, validation and test apart, with the
+    45-degree line and the test R2. ``log``: indicator -> whether its values are ln(1 + x)."""
     indicators = list(dict.fromkeys(predictions["indicator"]))
     nrows = int(np.ceil(len(indicators) / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
@@ -234,9 +227,8 @@ def plot_predicted_vs_true(predictions: pd.DataFrame, ncols: int = 3, size: floa
 
 def plot_region_groups(city: City, groups: dict[str, Sequence[str]], ax=None, colors: Sequence | None = None,
                        title: str | None = None):
-    """Named sets of regions in colour over a grey map (e.g. an anchor, its most similar and its
-    nearest regions); a region in several sets takes the colour of the last. Legend under the
-    map, so that maps side by side do not cover each other's."""
+    """Named sets of regions in colour over a grey map; a region in several sets takes the last's
+    colour. Legend under the map, so maps side by side do not cover each other's."""
     ax = ax or plt.subplots(figsize=(5, 5))[1]
     position = pd.Series(np.arange(len(city)), index=city.region_ids)
     colors = list(colors) if colors is not None else [plt.get_cmap("tab10")(i % 10) for i in range(len(groups))]
@@ -266,8 +258,7 @@ def plot_region_groups(city: City, groups: dict[str, Sequence[str]], ax=None, co
 
 def plot_history(history: pd.DataFrame, parts: Sequence[str] = ("loss",), axes=None, size: float = 3.6,
                  title: str | None = None):
-    """Training curves from a trainer's history table (``musecl.training.Trainer``): one panel per
-    loss part, ``train_<part>`` and (where present) ``val_<part>`` against ``epoch``."""
+    """Training curves from a history table: a panel per part, ``train_<part>`` and ``val_<part>``."""
     missing = [p for p in parts if f"train_{p}" not in history]
     if missing:
         raise ValueError(f"plot_history: history has no column(s) {[f'train_{p}' for p in missing]}; "
@@ -295,9 +286,8 @@ def plot_history(history: pd.DataFrame, parts: Sequence[str] = ("loss",), axes=N
 
 
 def plot_triplet_training(history: pd.DataFrame, training: dict, arch: str):
-    """A triplet encoder's curves (chapters 3 and 4): the loss, the two similarities (distances for
-    the Euclidean loss), the share of triplets inside the margin and, where the encoder was trained
-    with a reconstruction term, the loss's two parts. ``training``: its config.json's "training"."""
+    """A triplet encoder's curves: loss, the two similarities (or distances), the share inside the
+    margin, and the reconstruction split where present. ``training``: config.json's "training"."""
     pos, neg = ("sim_pos", "sim_neg") if training["loss"] == "cosine" else ("d_pos", "d_neg")
     parts = ("loss", pos, neg, "active")
     if "train_reconstruction" in history:
@@ -308,9 +298,9 @@ def plot_triplet_training(history: pd.DataFrame, training: dict, arch: str):
 
 
 def plot_at_a_glance(per_seed: pd.DataFrame, indicators: Sequence[str], ax=None):
-    """Each seed's headline mean R2 (dots) and the mean over seeds (bar) per method, both splits
-    side by side: the spread is part of the result. ``per_seed``: :func:`musecl.report.at_a_glance_seeds`
-    (columns method, split, seed, r2; methods in the order to draw)."""
+    """Each seed's headline mean R2 (dots) and their mean (bar) per method and split: the spread is
+    part of the result. ``per_seed``: :func:`musecl.report.at_a_glance_seeds` (methods drawn in
+    its order)."""
     order = list(dict.fromkeys(per_seed["method"]))
     ax = ax or plt.subplots(figsize=(8, 0.42 * len(order) + 1.2))[1]
     sns.barplot(per_seed, y="method", x="r2", hue="split", order=order, errorbar=None, alpha=0.35, ax=ax)

@@ -1,9 +1,6 @@
-"""Tables 1-2, Figure 6 and the discussion as views of the one tidy results table.
-
-Every number here is computed from rows ``city, indicator, method, split, seed, r2, rmse, n_test``
-(``musecl.evaluation.RESULT_COLUMNS``): a table is a groupby and a pivot, never numbers typed by
-hand. The paper's own numbers join from ``published_results.csv`` under a label that says so.
-"""
+"""Tables 1-2, Figure 6 and the discussion as views of the one tidy results table
+(``musecl.evaluation.RESULT_COLUMNS``): every number is a groupby of it, never typed by hand.
+The paper's own numbers join from ``published_results.csv`` under a label that says so."""
 from __future__ import annotations
 
 import os
@@ -34,8 +31,7 @@ IMPROVEMENT_ROW = "improvement over best baseline"
 NUMBER_TABLE = 'class="musecl-results"'  # a table of numbers: book/_static_css/musecl.css keeps its cells on one line
 HEADLINE = "headline mean"  # column: the mean over the indicators not derived from an input
 OURS = "this run"
-# the paper's spellings -> this project's canonical method names
-# (the paper's Tile2vec, Urban2vec and PG-SimCL sit beside the "-style" rows that stand in for them)
+# the paper's spellings -> this project's method names (its Tile2vec etc. -> our "-style" stand-ins)
 PAPER_NAMES = {"Resnet-18": "ResNet-18", "Resnet18": "ResNet-18", "Inception-v3": "Inception v3",
                "Add-srv": "Add-svrv", "Fusion-srv": "Fusion-svrv", "Ours": "MuseCL",
                "Tile2vec": "Tile2vec-style", "Urban2vec": "Urban2vec-style", "PG-SimCL": "PG-SimCL-style"}
@@ -73,11 +69,8 @@ def _rows(results: pd.DataFrame, metric: str, split: str, city: str | None = Non
 
 
 def method_order(methods: Sequence[str], methods_order: Sequence[str] | None = None) -> list[str]:
-    """``methods`` in a table's row order. With ``methods_order``, only those it lists, in its order
-    (a selection: the paper's baselines of a table); a listed name that is neither among
-    ``methods`` nor a registered method is a typo and an error. Without it: the paper's Table 1,
-    then the ablation, the added baselines, the image-free methods and their parts, then any
-    others in their order of appearance."""
+    """``methods`` in a table's row order: ``methods_order``'s selection (an unknown name raises
+    ValueError), else the paper's Table 1, the ablation, the added methods, then the others."""
     present = list(dict.fromkeys(methods))
     if methods_order is not None:
         unknown = [m for m in methods_order if m not in present and m not in METHODS]
@@ -89,16 +82,14 @@ def method_order(methods: Sequence[str], methods_order: Sequence[str] | None = N
 
 
 def headline_means(results: pd.DataFrame, indicators: Sequence[str], metric: str = "r2") -> pd.DataFrame:
-    """Per city, method, split and seed: the mean of ``metric`` over ``indicators`` (those not
-    derived from an input, ``CityMeta.headline_indicators``); NaN where a seed lacks one of them.
-    The seeds' spread of this mean is the spread of the headline number."""
+    """Per city, method, split and seed: the mean of ``metric`` over ``indicators``
+    (``CityMeta.headline_indicators``); NaN where a seed lacks one of them."""
     _check_results(results, metric)
     wanted = list(indicators)
     rows = results[results["indicator"].isin(wanted)]
     keys = ["city", "method", "split", "seed"]
     grouped = rows.groupby(keys, sort=False)
-    # a NaN score (constant test targets) counts as lacking: a mean over fewer indicators would
-    # be compared, in paired_differences, with another method's mean over all of them
+    # a NaN score counts as lacking: else a mean over fewer indicators is paired with one over all
     out = grouped[metric].mean().where((grouped["indicator"].nunique() == len(wanted))
                                        & (grouped[metric].count() == len(wanted)))
     return out.rename(metric).reset_index()
@@ -108,11 +99,8 @@ def numeric_tables(results: pd.DataFrame, metric: str = "r2", split: str = "rand
                    methods_order: Sequence[str] | None = None, indicators: Sequence[str] | None = None,
                    city: str | None = None, mean_of: Sequence[str] | None = None
                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Mean and standard deviation (over seeds, ddof=1) of ``metric``: method (rows) x indicator.
-
-    ``mean_of``: indicators whose per-seed mean becomes the first column, ``HEADLINE`` (first: it
-    is the number a reader compares, and it stays in view when a wide table scrolls); without
-    ``indicators`` they also come first among the indicators' columns, the others after them."""
+    """Mean and sd (over seeds, ddof=1) of ``metric``, method x indicator. ``mean_of``: indicators
+    whose per-seed mean is the first column, ``HEADLINE`` (in view when a wide table scrolls)."""
     indicators, mean_of = as_names(indicators), as_names(mean_of)
     rows = _rows(results, metric, split, city)
     grouped = rows.groupby(["method", "indicator"], sort=False)[metric]
@@ -146,19 +134,15 @@ def results_table(results: pd.DataFrame, metric: str = "r2", split: str = "rando
                   methods_order: Sequence[str] | None = None, indicators: Sequence[str] | None = None,
                   city: str | None = None, digits: int = 3, numeric: bool = False,
                   mean_of: Sequence[str] | None = None) -> pd.DataFrame:
-    """Table 1 of one city and split: "mean ± std" over seeds per method (rows) x indicator.
-
-    ``numeric=True`` returns the twin of means (floats) instead; :func:`numeric_tables` gives both
-    means and deviations. A single seed shows the mean alone. ``mean_of``: see numeric_tables.
-    """
+    """Table 1 of one city and split: "mean ± std" over seeds (one seed: the mean alone), method
+    (rows) x indicator; ``numeric=True``: the means as floats. ``mean_of``: see :func:`numeric_tables`."""
     mean, std = numeric_tables(results, metric, split, methods_order, indicators, city, mean_of)
     return mean if numeric else _as_text(mean, std, digits)
 
 
 def _as_text(mean: pd.DataFrame, std: pd.DataFrame, digits: int, metric: str | None = None,
              target: str = TARGET, baselines: Sequence[str] | None = None) -> pd.DataFrame:
-    """:func:`numeric_tables` as "mean ± std" text; with ``metric``, plus the row of :func:`improvement`
-    (in %) where it has a number."""
+    """"mean ± std" text; with ``metric``, plus :func:`improvement`'s row where it has a number."""
     text = pd.DataFrame([[_format(m, s, digits) for m, s in zip(mean.loc[i], std.loc[i])] for i in mean.index],
                         index=mean.index.copy(), columns=mean.columns.copy())
     if metric is not None and (gain := improvement(mean, metric, target, baselines)).notna().any():
@@ -215,7 +199,7 @@ def _render(text: pd.DataFrame, marks: pd.DataFrame, fmt: str, caption: str):
             return marks.reindex(index=frame.index, columns=frame.columns, fill_value="").map(
                 lambda m: style.get(m, ""))
 
-        # the class lets the book's stylesheet keep "0.592 ± 0.020" on one line (book/_static_css)
+        # the class lets the book's stylesheet keep "0.592 ± 0.020" on one line
         styler = text.style.apply(css, axis=None).set_caption(caption).set_table_attributes(NUMBER_TABLE)
         return styler if fmt == "styler" else styler.to_html()
 
@@ -237,15 +221,9 @@ def styled_table(results: pd.DataFrame, metric: str = "r2", split: str = "random
                  city: str | None = None, digits: int = 3, fmt: str = "markdown", target: str = TARGET,
                  baselines: Sequence[str] | None = None, mean_of: Sequence[str] | None = None,
                  ceilings: pd.DataFrame | None = None):
-    """:func:`results_table` as the paper prints it: per indicator the best method in **bold**, the
-    second underlined (by mean; highest R2, lowest RMSE), and a last row "improvement over best
-    baseline" (:func:`improvement`, in %).
-
-    ``mean_of`` adds the ``HEADLINE`` column (mean over those indicators, per seed). ``ceilings``
-    (rows of ``musecl.evaluation.evaluate_ceilings``, scored on the same test parts) are listed
-    under the methods, unranked. ``fmt``: "markdown" (a string; bold as ``**``, underline as
-    ``<u>``), "styler" (a pandas Styler; needs jinja2) or "html" (the Styler's HTML).
-    """
+    """:func:`results_table` as the paper prints it: best **bold**, second underlined, and the
+    :func:`improvement` row. ``ceilings`` (``evaluate_ceilings`` rows) are listed under the
+    methods, unranked. ``fmt``: "markdown" (a string), "styler" (needs jinja2) or "html"."""
     if fmt not in FORMATS:
         raise ValueError(f"fmt {fmt!r} is not one of {FORMATS}")
     mean, std = numeric_tables(results, metric, split, methods_order, indicators, city, mean_of)
@@ -282,9 +260,8 @@ WITHOUT_TEXT = ("Add-svrv", "Fusion-svrv")  # the paper's rows that combine the 
 
 def paper_lead_sentence(results: pd.DataFrame, published: pd.DataFrame, indicators: Sequence[str],
                         city_name: str, source: str = "MuseCL paper Table 1", paper_city: str = "Beijing") -> str | None:
-    """MuseCL's lead over the image embeddings combined without POI text (:data:`WITHOUT_TEXT`) in
-    the paper and in this run: the orderings can be set side by side where the values, from
-    different cities, cannot. None when either side lacks the rows."""
+    """MuseCL's lead over :data:`WITHOUT_TEXT` in the paper and in this run, in words (the cities
+    differ, so only the orderings compare). None when either side lacks the rows."""
     paper = published[(published["source"] == source) & (published["city"] == paper_city)]
     theirs = paper.groupby("method")["r2"].mean()
     ours = headline_means(results[results["split"] == "random"], indicators).groupby("method")["r2"].mean()
@@ -301,16 +278,10 @@ def paper_lead_sentence(results: pd.DataFrame, published: pd.DataFrame, indicato
 
 def with_published(table: pd.DataFrame, published: pd.DataFrame | None, city_label: str,
                    metric: str = "r2", source: str | None = None) -> pd.DataFrame:
-    """``table`` (method x indicator, from :func:`results_table`) beside the paper's numbers.
-
-    Columns become (indicator, "this run") and (indicator, "paper (<city_label>)") for every
-    indicator of ``table`` (the first alone where the paper has no number for it); methods the
-    paper reports but the run lacks are added as rows. The paper's method names are mapped to
-    ours (:func:`paper_method_name`). ``published`` is
-    ``musecl.datasets.published.published_results()``; when it is None (no data directory) the
-    table comes back unchanged with a warning. ``source`` picks one paper where several report
-    the same city.
-    """
+    """``table`` (from :func:`results_table`) beside the paper's numbers: columns (indicator,
+    "this run") and (indicator, "paper (<city_label>)"), plus rows for methods only the paper has.
+    ``published`` None (no data directory): ``table`` with a warning. ``source`` picks one paper
+    where several report the city (else ValueError)."""
     if published is None:
         warnings.warn("no published results (data directory absent); the table is shown without the "
                       "paper's numbers", stacklevel=2)
@@ -409,24 +380,21 @@ READABLE = {"best": "best method", "best_mean": "its mean", "best_std": "its sd"
 
 
 def readable(table: pd.DataFrame) -> pd.DataFrame:
-    """A per-indicator table of :func:`winners` or :func:`location_vs` as a page shows it: indexed
-    by indicator (and city, when it holds several), column names in words; a column with no value
-    (the sd of a single seed) is left out."""
+    """:func:`winners` or :func:`location_vs` as a page shows it (columns in words)."""
     keys = ["city", "indicator"] if table["city"].nunique() > 1 else ["indicator"]
     table = table.drop(columns=[] if "city" in keys else ["city"]).dropna(axis="columns", how="all")
     return table.set_index(keys).rename(columns=READABLE)
 
 
 def by_split(values: dict) -> str:
-    """Numbers per split in words, over the splits a run has: "0.563 (random) and 0.335 (spatial)"
-    (floats to three decimals, counts as they are)."""
+    """Numbers per split in words: "0.563 (random) and 0.335 (spatial)"."""
     return " and ".join(f"{value:.3f} ({split})" if isinstance(value, float) else f"{value} ({split})"
                         for split, value in values.items())
 
 
 def interval_text(row) -> str:
     """A row of :func:`paired_differences` as "+0.050 [+0.010, +0.090]"; "0.000 (the same)" when
-    the two agree within rounding in every seed (the same rows, scored on two machines, say)."""
+    the two agree within rounding in every seed."""
     if abs(row["difference"]) < 5e-4 and not abs(row["high"] - row["low"]) >= 1e-3:  # NaN: one seed
         return "0.000 (the same)"
     if row["high"] != row["high"]:  # NaN: fewer than two seeds
@@ -454,15 +422,12 @@ def vector_target_note(city_name: str, lead: str) -> str:
 
 
 def headline_method(methods: Sequence[str]) -> str | None:
-    """The method a results page compares every other with: MuseCL where it ran, else its
-    image-free version (a city with mobility and POIs but no images), else None."""
+    """The method a results page compares with: MuseCL, else its image-free version, else None."""
     return next((m for m in (TARGET, VECTOR_TARGET) if m in set(methods)), None)
 
 
 def paired_text(paired: dict[str, pd.DataFrame], target: str = TARGET) -> pd.DataFrame:
-    """:func:`paired_differences` of each split side by side as a page shows them: per method the
-    difference with its interval ("+0.050 [+0.010, +0.090]"; one seed: "+0.050 (one seed: no
-    interval)") and the verdict."""
+    """:func:`paired_differences` of each split side by side, as :func:`interval_text` and verdict."""
     # by method name: a method with no scores in one split is missing from that split's table
     methods = list(dict.fromkeys(m for table in paired.values() for m in table.index))
     return pd.DataFrame({(split, what): column.reindex(methods).fillna("")
@@ -508,9 +473,8 @@ def paired_differences(results: pd.DataFrame, indicators: Sequence[str], target:
 
 
 def floor_sentence(paired: dict[str, pd.DataFrame], floors: Sequence[str], target: str = TARGET) -> str:
-    """The target against the simple baselines a learned embedding must clear (Location kNN,
-    Pretext features), in words: ``paired`` is :func:`paired_differences` per split; the lead
-    names each floor the target is not better than (whole 95% interval above 0), and where."""
+    """The target against the simple baselines a learned embedding must clear, in words;
+    ``paired``: :func:`paired_differences` per split."""
     rows = {(f, split): table.loc[f] for split, table in paired.items() for f in floors if f in table.index}
     if not rows:
         return f"No simple baseline ran beside {target} here, so what it adds to them is not known."
@@ -545,8 +509,7 @@ GOAL_SHARE = 0.85  # of the all-latent ceiling, random split
 
 def ceiling_share(results: pd.DataFrame, ceilings: pd.DataFrame | None, indicators: Sequence[str],
                   target: str = TARGET) -> float | None:
-    """``target``'s random-split headline mean over the all-latent ceiling's, the share
-    :func:`bar_checks` compares with its goal (None: the city records no ceiling)."""
+    """``target``'s random-split headline mean over the all-latent ceiling's (None: no ceiling)."""
     if ceilings is None:
         return None
     ceiling = headline_means(ceilings, indicators).groupby(["method", "split"])["r2"].mean()
@@ -576,8 +539,7 @@ def bar_checks(paired: dict[str, pd.DataFrame], share: float | None,
 
 
 def bar_sentence(checks: dict[str, dict[str, bool | None]], target: str = TARGET, where_not: str = "") -> str:
-    """How many of :func:`bar_checks` the target clears, and how many one seed cannot decide;
-    ``where_not`` (where the page explains the failures) follows when a decided check fails."""
+    """How many of :func:`bar_checks` the target clears (``where_not`` follows a failure)."""
     results = [passed for row in checks.values() for passed in row.values()]
     decided = [passed for passed in results if passed is not None]
     undecided = len(results) - len(decided)
@@ -589,8 +551,7 @@ def bar_sentence(checks: dict[str, dict[str, bool | None]], target: str = TARGET
 
 
 def bar_failures(checks: dict[str, dict[str, bool | None]], target: str = TARGET) -> str:
-    """The checks of :func:`bar_checks` that ``target`` fails, in one sentence (the landing page's
-    verdict; chapter 8 shows the table and the intervals behind it)."""
+    """The checks of :func:`bar_checks` that ``target`` fails, in one sentence (the landing page's)."""
     results = [passed for row in checks.values() for passed in row.values()]
     decided = [passed for passed in results if passed is not None]
     if not decided:
@@ -617,7 +578,7 @@ def bar_table(checks: dict[str, dict[str, bool | None]], splits: Sequence[str]) 
 
 def room_sentence(raw: dict[str, float], ceiling: float | None, goal_share: float = GOAL_SHARE) -> str:
     """How much room the raw inputs leave, in words: ``raw`` maps a row of unlearned inputs to its
-    random-split headline mean, ``ceiling`` is the all-latent ceiling's (None: a real city)."""
+    random-split headline mean; ``ceiling``: the all-latent ceiling's (None: a real city)."""
     if ceiling is None:
         return "This city records no ceiling, so there is no share of it to measure."
     if not raw:
@@ -635,10 +596,9 @@ def room_sentence(raw: dict[str, float], ceiling: float | None, goal_share: floa
 def shortfall(r2: pd.Series, ceiling: float, inputs: Sequence[str], own: str, target: str = TARGET,
               split: str = "random", goal_share: float = GOAL_SHARE) -> dict[str, float]:
     """``target``'s shortfall from ``goal_share`` x ``ceiling`` in three parts that add up to it:
-    ``beyond_inputs`` (the goal minus the best of ``inputs``, rows that read the latents out of raw
-    inputs with a regression fitted to them), ``kept_less`` (that read-out minus ``own``, the
-    latents read out of the target's embedding) and ``probe`` (``own`` minus the target). ``r2``:
-    headline mean R2 indexed by (method, split). ``best_inputs`` names the best of ``inputs``."""
+    ``beyond_inputs`` (goal minus the best of ``inputs``, latents read out of raw inputs),
+    ``kept_less`` (that minus ``own``, latents read out of the target's embedding) and ``probe``
+    (``own`` minus the target), with ``best_inputs``. ``r2``: headline mean R2 by (method, split)."""
     goal = goal_share * ceiling
     best = max(inputs, key=lambda name: r2[(name, split)])
     at_inputs, at_own, at_target = (float(r2[(name, split)]) for name in (best, own, target))
@@ -649,9 +609,8 @@ def shortfall(r2: pd.Series, ceiling: float, inputs: Sequence[str], own: str, ta
 def shortfall_sentence(r2: pd.Series, ceiling: float, perfect: str, read: dict[str, str], own: str,
                        columns: int, target: str = TARGET, split: str = "random",
                        goal_share: float = GOAL_SHARE) -> str:
-    """:func:`shortfall` in words. ``perfect``: the row given the latents themselves; ``read``:
-    the rows that read the latents out of raw inputs -> what each reads them from ("every raw
-    input"); ``columns``: the width of the target's embedding."""
+    """:func:`shortfall` in words. ``perfect``: the row given the latents; ``read``: read-out row
+    -> what it reads from ("every raw input"); ``columns``: the target embedding's width."""
     parts = shortfall(r2, ceiling, list(read), own, target, split, goal_share)
     at = {name: float(r2[(name, split)]) for name in (perfect, *read, own, target)}
     share = {name: f"{value:.3f} ({value / ceiling:.0%})" for name, value in at.items()}
@@ -675,9 +634,9 @@ def shortfall_sentence(r2: pd.Series, ceiling: float, perfect: str, read: dict[s
 
 def reference_vs_sentence(r2: pd.Series, pairs: dict[str, pd.Series], reference: str, what: str,
                           method: str = "Pretext features") -> str:
-    """A reference row against a method of the bar, in words: ``pairs`` maps a split to the
-    :func:`paired_differences` row of ``method`` with ``reference`` as the target; ``what`` says
-    what the reference reads the latents out of ("the images alone")."""
+    """A reference row against a method of the bar, in words: ``pairs``: split -> the
+    :func:`paired_differences` row of ``method`` (``reference`` the target); ``what``: what the
+    reference reads the latents out of."""
     splits, verdicts = list(pairs), [p["verdict"] for p in pairs.values()]
     would = ("one seed cannot tell whether an" if "" in verdicts else
              "an" if all(v == "better" for v in verdicts) else "even an")
@@ -694,11 +653,10 @@ UNTRAINED_BACKBONE = {"SV only": "Inception v3", "RS only": "ResNet-18"}  # each
 
 def beside_recorded_run(results: pd.DataFrame, recorded_rows: pd.DataFrame, recorded: dict,
                         indicators: Sequence[str], splits: Sequence[str], encoders: str) -> tuple[pd.DataFrame, str]:
-    """A recorded run (``recorded_rows``: results rows of the same city and seeds, such as the
-    GPU run of the paper's CNNs in ``book/measurements/``; ``recorded``: its JSON summary) beside
-    this run's rows of the same methods and seeds: a table of headline means and paired
-    differences (recorded minus this run, 95% interval), and what it shows, in words.
-    ``encoders`` names this run's image encoders for the sentence."""
+    """A recorded run (``recorded_rows`` of the same city, e.g. ``book/measurements/``;
+    ``recorded``: its JSON summary) beside this run on their common seeds: (table of headline
+    means and paired differences, recorded minus this run; a sentence). ``encoders`` names this
+    run's image encoders. Raises ValueError without common seeds or MuseCL rows."""
     seeds = sorted(set(recorded_rows["seed"]) & set(results["seed"]))  # compared seed by seed
     names = ("MuseCL", "Concat", "SV only", "RS only", "Inception v3", "ResNet-18", "Pretext features", LOCATION)
     methods = [m for m in names if m in set(results["method"]) & set(recorded_rows["method"])]
@@ -763,11 +721,9 @@ def beside_recorded_run(results: pd.DataFrame, recorded_rows: pd.DataFrame, reco
 
 def information_sentence(mean_r2: pd.DataFrame, paired: dict[str, pd.DataFrame] | None = None,
                          poi_ceiling: float | None = None, heads: bool = True, target: str = TARGET) -> str:
-    """Where MuseCL loses information, in words, from the rows the run scored: ``mean_r2`` is the
-    headline mean R2 (method x split), ``paired`` each split's :func:`paired_differences` (of
-    ``target``), ``poi_ceiling`` what the POIs show (a generated city's ceiling), ``heads`` whether
-    the image encoders are heads on the frozen features the *EfficientNet-Lite0 (ImageNet)* row
-    reads. For MuseCL (vector views) the two views side by side stand where *SV+RS* stands."""
+    """Where MuseCL loses information, in words. ``mean_r2``: headline R2 (method x split);
+    ``paired``: each split's :func:`paired_differences` of ``target``; ``poi_ceiling``: what the
+    POIs show; ``heads``: the image encoders are heads on Lite0 features."""
     r2 = mean_r2["random"]
     paired = paired or {}
     lite0, pretext = "EfficientNet-Lite0 (ImageNet)", "Pretext features"
@@ -831,11 +787,9 @@ def information_sentence(mean_r2: pd.DataFrame, paired: dict[str, pd.DataFrame] 
 
 
 def training_findings(agree_trained: float, agree_untrained: float, history: pd.DataFrame) -> tuple[str, str]:
-    """Two sentences on an image encoder's training for the encoder chapters, worded from this
-    run's numbers: whether it learned its task (the share of held-out triplets in the right order,
-    trained against untrained, as fractions) and how its training and validation losses moved
-    (``history`` has ``train_loss`` and ``val_loss`` per epoch; where the loss has a reconstruction
-    term, ``train_triplet`` and ``val_triplet`` too, and those are the ones described)."""
+    """Two sentences: whether an image encoder learned its task (``agree_*``: share of held-out
+    triplets in order, trained and untrained) and how its losses moved (``history``: ``train_loss``,
+    ``val_loss``, or their ``_triplet`` parts where present)."""
     lift = 100 * (agree_trained - agree_untrained)
     task = ("**The encoder learned its task.**" if lift >= 5 and agree_trained > 0.55 else
             "**The encoder learned little of its task.**" if lift > 0 else "**The encoder did not learn its task.**")
@@ -856,10 +810,8 @@ def training_findings(agree_trained: float, agree_untrained: float, history: pd.
 
 
 def history_table(history: pd.DataFrame, best_epoch: int | None = None, rows: int = 10):
-    """An encoder's training history as a captioned table a reader can scan: about ``rows`` epochs
-    (the first, evenly spaced ones, the best and the last: the figure shows every epoch), the loss
-    and, where it has a reconstruction term, its triplet part, the share of triplets still inside
-    the margin, and the speed. Returns a pandas Styler."""
+    """An encoder's training history as a Styler of about ``rows`` epochs (the first, evenly spaced
+    ones, ``best_epoch`` and the last; the figure shows all)."""
     step = max(1, -(-len(history) // rows))
     keep = sorted({0, len(history) - 1, *range(0, len(history), step)}
                   | set(np.flatnonzero(history["epoch"].to_numpy() == best_epoch)))
@@ -883,10 +835,9 @@ def _slug(name: str) -> str:
 
 
 def write_tables(results: pd.DataFrame, out_dir: str | Path) -> list[Path]:
-    """CSV views of a results table: per split ``table1_<split>.csv`` (R2, with the improvement
-    row), ``table1_rmse_<split>.csv``, ``ablation_<split>.csv`` (Figure 6's methods, when run),
-    ``winners_<split>.csv`` and ``location_vs_<split>.csv`` (when Location kNN was run). With
-    several cities the per-city tables are prefixed with the city's slug."""
+    """CSV views of a results table per split (``table1_``, ``table1_rmse_``, ``ablation_``,
+    ``winners_``, ``location_vs_``; per-city tables prefixed by the city's slug when there are
+    several); returns the paths."""
     _check_results(results, "r2")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -916,9 +867,8 @@ def write_tables(results: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     return written
 
 
-# The rows a reader needs to judge MuseCL at a glance: the method, the parts it fuses, the simple
-# baselines every table carries, and the ceiling (a generated city's best possible R2). On a city
-# without images MuseCL's vector version stands in for it and OD SVD is the simple trip baseline.
+# the rows a reader needs to judge MuseCL at a glance -> their group; on a city without images
+# MuseCL's vector version stands in for it and OD SVD is the simple trip baseline
 AT_A_GLANCE = {"MuseCL": "MuseCL", VECTOR_TARGET: "MuseCL", "SV only": "its parts", "RS only": "its parts",
                "POI only": "its parts", "Concat": "its parts", "Location kNN": "simple baselines",
                "Pretext features": "simple baselines", "EfficientNet-Lite0 (ImageNet)": "simple baselines",
@@ -928,8 +878,7 @@ AT_A_GLANCE = {"MuseCL": "MuseCL", VECTOR_TARGET: "MuseCL", "SV only": "its part
 
 def at_a_glance_seeds(results: pd.DataFrame, indicators: Sequence[str],
                       ceilings: pd.DataFrame | None = None, methods: Sequence[str] | None = None) -> pd.DataFrame:
-    """Each seed's headline mean R2 for ``methods`` (default :data:`AT_A_GLANCE`), in their order:
-    what :func:`musecl.plotting.plot_at_a_glance` draws."""
+    """Each seed's headline mean R2 for ``methods`` (default :data:`AT_A_GLANCE`), in their order."""
     methods = list(AT_A_GLANCE if methods is None else methods)
     table = pd.concat([results, ceilings]) if ceilings is not None else results
     per_seed = headline_means(table, indicators)
@@ -941,9 +890,8 @@ def at_a_glance_seeds(results: pd.DataFrame, indicators: Sequence[str],
 def at_a_glance(results: pd.DataFrame, indicators: Sequence[str], ceilings: pd.DataFrame | None = None,
                 splits: Sequence[str] = ("random", "spatial"), methods: dict[str, str] | None = None
                 ) -> pd.DataFrame:
-    """The headline table of the landing page and the README: per method of ``methods`` (method ->
-    group; default ``AT_A_GLANCE``) that the run has, its group and the mean ± sd over seeds of
-    the headline mean R2 in each split."""
+    """The landing page's and README's table: group and headline R2 ± sd per method and split, for
+    the methods of ``methods`` (method -> group; default :data:`AT_A_GLANCE`) the run has."""
     per_seed = headline_means(pd.concat([results, ceilings]) if ceilings is not None else results, indicators)
     rows = []
     for method, group in (AT_A_GLANCE if methods is None else methods).items():
@@ -963,9 +911,8 @@ README_END = "<!-- /at-a-glance -->"
 
 
 def update_readme(readme: str | Path, run_dir: str | Path, city, figure: str | Path) -> str:
-    """Write the README's "results at a glance" from a build: the figure of
-    :func:`musecl.plotting.plot_at_a_glance` to ``figure`` and the table of :func:`at_a_glance`
-    between the README's markers, with the run's settings and date. Returns the new block."""
+    """Write the README's "results at a glance" from a build (figure to ``figure``, table between
+    the markers); return the new block. Raises when results.csv or the markers are missing."""
     readme, run_dir, figure = Path(readme), Path(run_dir), Path(figure)
     if not (run_dir / "results.csv").is_file():
         raise FileNotFoundError(f"{run_dir / 'results.csv'} is missing: build the book first (`make book`)")

@@ -1,11 +1,7 @@
-"""``musecl run``: sampling, training, embedding and evaluation of a city in one call.
-
-Writes into the output folder: ``results.csv`` (one row per city, indicator, method, split,
-seed), ``ceilings.csv`` (the same rows for a generated city's ceilings, scored on the very same
-test parts), ``embeddings/<method>.csv``, ``attention.csv`` (beta per region: MuseCL's, or that of the first method with one),
-``predictions.csv`` (seed 0, random split: Figure 4), ``figures/*.png``, ``config.yaml`` (the
-exact settings) and ``run.json`` (versions, weights used, timings).
-"""
+"""``musecl run``: sampling, training, embedding and evaluation of a city in one call. Writes
+``results.csv``, ``ceilings.csv`` (a generated city's, scored on the same test parts),
+``embeddings/<method>.csv``, ``attention.csv``, ``predictions.csv`` (seed 0, random split: Figure 4),
+``figures/``, ``config.yaml`` and ``run.json``."""
 from __future__ import annotations
 
 import hashlib
@@ -40,8 +36,7 @@ from musecl.methods.combinations import ALL_METHODS, IMAGE_FREE
 from musecl.plotting import plot_map, plot_predicted_vs_true
 from musecl.training import progress_bar, resolve_device
 
-# outputs a run writes only for some methods or cities: a rerun into the same folder removes
-# the previous run's copies it did not write again
+# written only for some methods or cities: a rerun removes the previous run's stale copies
 SOMETIMES_WRITTEN = ("attention.csv", "ceilings.csv", "predictions.csv")
 NAMED_CITIES = {"toy": 600, "toy-small": 150}  # generated, no download
 REAL_CITIES = ("beijing", "manhattan")  # converted from the verified raw files (musecl fetch NAME)
@@ -68,8 +63,7 @@ def make_named_city(name: str, folder: str | os.PathLike, data_dir: str | os.Pat
 
 def resolve_city(city: str | os.PathLike | City, cities_dir: str | os.PathLike = "build/cities",
                  data_dir: str | os.PathLike | None = None) -> City:
-    """A city folder, an already loaded City, or a named data set (``toy``, ``toy-small``,
-    ``beijing``, ``manhattan``), written on first use into ``cities_dir/<name>``."""
+    """A City from a folder, a City, or a data set name (written on first use into ``cities_dir``)."""
     if isinstance(city, City):
         return city
     name = str(city)
@@ -87,18 +81,12 @@ def resolve_city(city: str | os.PathLike | City, cities_dir: str | os.PathLike =
 def run(city: str | os.PathLike | City, out_dir: str | os.PathLike, config: RunConfig | None = None,
         methods: Sequence[str] = ("MuseCL",), cache_dir: str | os.PathLike | None = None,
         progress: bool = True) -> pd.DataFrame:
-    """Fit every method on the city, evaluate its embedding, write the results folder; returns
-    the results table (``results.csv``: one row per method, indicator, split and seed).
+    """Fit every method on the city, evaluate its embedding, write ``out_dir``; return the results table.
 
-    ``city``: a City, a city folder, or a named data set (written on first use into
-    ``build/cities/`` under the current folder: :func:`resolve_city`). ``config`` None: the
-    defaults of :class:`RunConfig`, which are the paper's settings (its CNNs at its sizes, for a
-    GPU); ``RunConfig.from_yaml("params/ci.yaml")`` is what the book runs on two CPU cores.
-
-    On the CPU, when two or more methods train or extract features, they are fitted at once in
-    ``config.machine.jobs`` worker processes (the longest first), each with its share of the cores: a
-    small CNN trains only 1.2-1.3x faster on two threads than on one, so two methods side by
-    side finish sooner than one after the other. On a GPU the methods take turns on it."""
+    ``city``: a City, a folder or a data set name (:func:`resolve_city`). ``config`` None: the
+    paper's settings (for a GPU); the book runs ``params/ci.yaml``. ``methods``: names or "all";
+    those the city cannot run are skipped with a warning (none left: UnsupportedMethodsError).
+    ``cache_dir``: trained stages and scores (default ``out_dir/cache``)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun
         raise RuntimeError("musecl run works in one process. Under torchrun, train the image encoders with "
                            "`musecl train-encoders` (same params); then `musecl run` (no torchrun) reuses them")
@@ -196,16 +184,14 @@ def _write_run(out: Path, city: City, config: RunConfig, methods: list[str], ski
 
 
 def method_probe(name: str, config: RunConfig) -> str:
-    """The probe that scores a method: its own where it brings one (Location kNN), else the run's
-    (also for a table that is no registered method, such as a chapter's reference rows)."""
+    """The probe that scores a method: its own where it brings one (Location kNN), else the run's."""
     return getattr(METHODS.get(name), "probe", None) or config.evaluation.probe
 
 
 def method_workers(config: RunConfig, methods: Sequence[str]) -> int:
-    """Processes fitting methods side by side: ``config.machine.jobs`` (0: one per core) on the CPU, but
-    no more than there are methods that train or extract features (``cost`` > 0: the others
-    take seconds, or wait for MuseCL's stages), and one on a GPU, which they would share. A
-    worker's start (imports) costs a few seconds, so small runs stay in this process."""
+    """Processes fitting methods side by side: ``config.machine.jobs`` (0: one per core) on the CPU,
+    at most one per method with ``cost`` > 0 (a worker's start costs seconds); one on a GPU. A
+    small CNN barely trains faster on a second thread, so methods side by side finish sooner."""
     if resolve_device(config.machine.device).type != "cpu":
         return 1
     heavy = sum(METHODS[name].cost > 0 for name in methods)
@@ -240,8 +226,8 @@ def fit_methods(methods: Sequence[str], city: City, config: RunConfig, cache_dir
 
 
 def fit_or_error(name: str, *args, **kwargs) -> tuple | str:
-    """:func:`fit_and_score`, or the error as "ErrorType: message": one method that cannot run on a
-    city (no street views, no POIs, ...) must not cost the rows of the others. Interrupts still stop."""
+    """:func:`fit_and_score`, or the error as "ErrorType: message": one failing method must not
+    cost the others' rows. Interrupts still stop."""
     try:
         return fit_and_score(name, *args, **kwargs)
     except Exception as error:  # noqa: BLE001 - recorded in run.json and warned about by run()
@@ -279,7 +265,6 @@ def seed_configs(config: RunConfig) -> list[RunConfig]:
 
 
 EVALUATION_VERSION = 3  # bump when the probes or splits change: old cached scores are then ignored
-# (3: the ridge probe clips inputs to their training range)
 
 
 def probe_settings(config: RunConfig):
@@ -289,9 +274,8 @@ def probe_settings(config: RunConfig):
 
 def score_embedding(embedding: pd.DataFrame, city: City, name: str, config: RunConfig, cache,
                     n_jobs: int | None = None) -> pd.DataFrame:
-    """The results rows of one method's embedding under the run's evaluation settings (seeds,
-    splits, probe), cached under the embedding's exact values and the city's data: re-executing
-    the book with trained stages cached then costs no probe fits either."""
+    """The results rows of an embedding, cached by its values and the city's data, so a cached
+    rerun refits no probes."""
     probe, probe_config = method_probe(name, config), probe_settings(config)
     ev = config.evaluation
     settings = {"seeds": config.seeds, "splits": ev.splits, "probe": probe, "block_size_m": ev.block_size_m,
@@ -309,10 +293,8 @@ def score_embedding(embedding: pd.DataFrame, city: City, name: str, config: RunC
 
 
 def expand_methods(methods: Sequence[str], city: City | None = None) -> list[str]:
-    """Method names with ``"all"`` replaced by every method of the results table
-    (``musecl.methods.combinations.ALL_METHODS``; for a city without any images also the
-    image-free ones, ``IMAGE_FREE``), duplicates dropped, order kept. Whether the city supports
-    each is :func:`supported_methods`' question."""
+    """Method names with ``"all"`` replaced by ``ALL_METHODS`` (plus ``IMAGE_FREE`` for a city
+    without images), duplicates dropped. Raises ValueError for an unknown name."""
     if isinstance(methods, str):
         methods = [methods]
     everything = ALL_METHODS
@@ -327,17 +309,15 @@ def expand_methods(methods: Sequence[str], city: City | None = None) -> list[str
 
 
 def supported_methods(methods: Sequence[str], city: City) -> tuple[list[str], dict[str, str]]:
-    """The methods the city can run, and the others with why not (``{name: reason}``): a city
-    without street views skips the street-view methods rather than failing on them."""
+    """The methods the city can run, and ``{name: reason}`` for the others (skipped, not failed)."""
     names = expand_methods(methods, city)
     skipped = {n: reason for n in names if (reason := unsupported_reason(n, city))}
     return [n for n in names if n not in skipped], skipped
 
 
 def methods_table(city: City | None = None, config: RunConfig | None = None) -> pd.DataFrame:
-    """Every registered method with the inputs it needs; for a city, whether it can run there and
-    why not, and with ``config`` also whether its settings allow it (the table ``musecl methods
-    [CITY] [--params FILE]`` prints)."""
+    """``musecl methods``' table: each method, its inputs and, for a city, whether it runs there
+    (with ``config``, also whether its settings allow it)."""
     rows = []
     for name in METHODS:
         row = {"method": name, "needs": describe_needs(name)}
@@ -357,15 +337,13 @@ def run_info(city: City, config: RunConfig, timings: dict) -> dict:
             "python": platform.python_version(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "machine": platform.machine(),
             "cpu_threads": torch.get_num_threads(),
-            # the CPU's vector instructions torch uses (e.g. AVX2, AVX512): trained weights differ
-            # in their last bits between them, and so, a little, do the book's learned rows
+            # trained weights differ in their last bits between instruction sets (AVX2, AVX512)
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "oracle_r2": city.meta.oracle_r2,
             "modality_oracle_r2": city.meta.modality_oracle_r2}
 
 
 def summary_json(results: pd.DataFrame, indicators: Sequence[str] | None = None) -> str:
-    """Mean R2 per method and split over ``indicators`` (the headline ones; None: every row), for
-    the console."""
+    """Mean R2 per method and split over ``indicators`` (None: every row), as JSON for the console."""
     if indicators is not None:
         results = results[results["indicator"].isin(list(indicators))]
     mean = results.groupby(["method", "split"])["r2"].mean().round(3)

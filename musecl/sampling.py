@@ -1,28 +1,13 @@
 """Similarity (paper eq. 1-4) and triplet sampling for the contrastive image encoders.
 
-MuseCL pairs street-view images by *mobility* similarity and satellite images by *POI*
-similarity: eq. 1 and eq. 3 are plain Euclidean distances between per-region vectors
-((inflow, outflow), and K POI-category counts), eq. 2 and eq. 4 turn them into similarities
-lambda = 1 / distance.  An anchor region is then paired with a similar region (positive) and a
-dissimilar one (negative).
-
-Two readings of "positive = higher similarity, negative = lower similarity" are offered:
-
-* ``rule="paper"`` (default): the positive is drawn uniformly among the anchor's ``k`` most
-  similar other regions; the negative among clearly dissimilar regions, and it is always at least
-  as far from the anchor as the positive (``d_pos <= d_neg``, enforced).
-* ``rule="official"``: what the official scripts do -- the positive is the single most similar
-  other region, the negative a uniformly random other region (which may by chance be similar,
-  or even be the positive).
-
-Nothing here builds an N x N matrix over regions: the most similar regions come from
-scikit-learn's nearest-neighbour search, and negatives from uniform candidates that are
-rejected when too similar, so 100,000 regions sample in seconds.  Ranking by lambda = 1/d is
-ranking by d, so the sampler works on distances throughout and reports ``d_pos`` / ``d_neg``.
-
-Features may be a scipy.sparse matrix (e.g. a region's OD row and column, 2N columns): it is
-densified a block of rows at a time for the same numpy sums, so the triplets are those of the
-dense array, bit for bit, without ever holding N x d numbers.
+Street views are paired by *mobility* similarity, satellite images by *POI* similarity: eq. 1 / 3
+are Euclidean distances between per-region vectors ((inflow, outflow); K POI category counts),
+eq. 2 / 4 turn them into lambda = 1 / distance. An anchor region gets a similar region
+(positive) and a dissimilar one (negative). Ranking by 1/d is ranking by d, so the sampler
+works on distances. It never builds an N x N matrix: positives come from a nearest-neighbour
+search, negatives from uniform candidates rejected when too similar. Sparse features (e.g. OD
+rows, 2N columns), densified a block at a time, give the dense array's triplets bit for bit
+without ever holding N x d numbers.
 """
 from __future__ import annotations
 
@@ -50,9 +35,7 @@ RULES = ("paper", "official")
 NEGATIVES = ("dissimilar", "far")
 TRANSFORMS = ("raw", "log1p", "share")
 
-# bump when the same settings draw other triplets: the stages that train on them are retrained.
-# 2: an exact k-d tree neighbour search (_exact_search), the same ties on every machine
-# 3: for more than 15 columns (POI counts) an exact blocked search, ties by row index (_BlockedSearch)
+# bump when the same settings draw other triplets: the stages that train on them are retrained
 SAMPLING_FORMAT = 3
 MAX_EXCLUDE = 200  # cap on the default top-M; query cost grows with M (n_exclude overrides)
 _BLOCK = 1 << 20  # floats per temporary block: keeps every intermediate around 8 MB
@@ -113,13 +96,12 @@ def similarity(distance, eps: float = 1e-9):
 
 
 def transform_features(features, transform: str = "raw") -> np.ndarray | sp.csr_matrix:
-    """Rescale per-region vectors before eq. 1 / eq. 3.
+    """Rescale per-region vectors before eq. 1 / eq. 3 (scipy.sparse gives CSR, same values).
 
-    ``"raw"`` (the paper): counts as they are, so big regions dominate the distance.
-    ``"log1p"``: ln(1 + x), which tames heavy-tailed counts and flows (needs x >= 0).
-    ``"share"``: each row divided by its sum (POI category mix, in/out balance); rows summing
-    to 0 stay 0, so empty regions remain identical to each other.
-    A scipy.sparse matrix gives a CSR matrix with the values of the dense result.
+    ``"raw"`` (the paper): as they are, so big regions dominate the distance. ``"log1p"``:
+    ln(1 + x), which tames heavy-tailed counts and flows (needs x >= 0). ``"share"``: each row
+    over its sum (category mix, in/out balance); all-zero rows stay 0, so empty regions stay
+    identical.
     """
     if transform not in TRANSFORMS:
         raise ValueError(f"transform must be one of {list(TRANSFORMS)}; got {transform!r}")
@@ -164,12 +146,9 @@ def _transform_sparse(X: sp.csr_matrix, transform: str) -> sp.csr_matrix:
 
 @dataclass(frozen=True, eq=False)
 class Triplets:
-    """Sampled (anchor, positive, negative) region indices with their distances (eq. 1 / 3).
-
-    Indices point into the feature rows given to the sampler; ``region_ids`` (if known) maps them
-    to ids.  ``info`` records the effective settings (k, M, rule, ...) and how many negatives had
-    to be relaxed.
-    """
+    """Sampled (anchor, positive, negative) row indices and their distances (eq. 1 / 3);
+    ``region_ids`` (if known) maps rows to ids, ``info`` holds the effective settings and
+    ``n_relaxed``."""
 
     anchor: np.ndarray
     positive: np.ndarray
@@ -220,23 +199,21 @@ class TripletSampler:
     """Draws contrastive triplets from per-region feature vectors (paper section 3.2).
 
     rule: ``"paper"`` -- positive uniform among the ``n_positive_candidates`` most similar other
-        regions; negative drawn by ``negative`` and never more similar than the positive.
-        ``"official"`` -- positive = the single most similar other region, negative = any other
-        region uniformly (``negative``, ``n_positive_candidates`` ignored), as the official code.
+        regions; negative drawn by ``negative``, never more similar than the positive.
+        ``"official"`` (the official code) -- positive = the most similar other region, negative
+        = any other region, possibly similar (``negative``, ``n_positive_candidates`` ignored).
     negative: ``"dissimilar"`` -- uniform among regions strictly farther than the anchor's M-th
-        most similar region (outside its top-M; M = ``n_exclude``, default
-        max(50, N/10) capped at 200 and at (N-1)/2).  ``"far"`` -- uniform among regions farther
-        than the ``far_quantile`` quantile of the anchor's distances to a random sample of
-        ``n_quantile_sample`` regions (i.e. among the least similar).
-    transform: features as given (``"raw"``, the paper), ``"log1p"`` or ``"share"``; see
-        :func:`transform_features`.  Reported distances are in the transformed space.
-    positive_radius: if set, positives are only drawn among the top-k within this distance (the
-        nearest is used when none is); meant for geographic triplets.
+        most similar (M = ``n_exclude``, default max(50, N/10) capped at 200 and at (N-1)/2).
+        ``"far"`` -- uniform beyond the ``far_quantile`` of the anchor's distances to
+        ``n_quantile_sample`` random regions.
+    transform: ``"raw"`` (the paper), ``"log1p"`` or ``"share"`` (:func:`transform_features`);
+        reported distances are in the transformed space.
+    positive_radius: if set, positives are drawn only among the top-k within this distance (the
+        nearest when none is); meant for geographic triplets.
 
-    Anchors are uniform over regions, without replacement when ``n_triplets <= N`` and with
-    replacement otherwise.  Identical feature vectors are fine: an anchor with at least k
-    identical others draws its positive uniformly among all of them, and its negative (rule
-    "paper") is never identical to it unless nothing else exists.
+    Anchors are uniform, with replacement only when ``n_triplets > N``. Identical feature vectors
+    are fine: positives spread over all identical others (:func:`_spread_over_identical`), and a
+    "paper" negative is identical to its anchor only when nothing else exists.
     """
 
     n_triplets: int = 10_000
@@ -395,16 +372,13 @@ def _as_csr(features) -> sp.csr_matrix:
 
 
 def _rows(X, idx) -> np.ndarray:
-    """Dense float64 rows ``X[idx]``: the one place a sparse matrix is densified, a block at a time.
-
-    Every sum over a feature row runs on these, so a sparse matrix gives the dense array's floats."""
+    """Dense rows ``X[idx]``: every sum runs on these, so sparse input gives the dense floats."""
     return X[idx].toarray() if sp.issparse(X) else X[idx]
 
 
 def _sq_sums(a: np.ndarray, lone: bool = False) -> np.ndarray:
-    """Row-wise sums of squares, summed as numpy sums a matrix of two or more rows. numpy sums a
-    lone row of more than 8192 columns in 8192-column chunks (other rounding), so a one-row block
-    is summed beside a copy of itself, unless the dense code summed that row alone too (``lone``)."""
+    """Row-wise sums of squares, rounded as for a matrix of 2+ rows: numpy chunks a lone long row
+    differently, so it is summed beside a copy (unless the dense code summed it alone: ``lone``)."""
     if len(a) == 1 and not lone:
         a = np.repeat(a, 2, axis=0)
         return np.einsum("ij,ij->i", a, a)[:1]
@@ -425,25 +399,17 @@ def _pair_distances(X, i, j) -> np.ndarray:
 
 def _exact_search(X) -> "NearestNeighbors | _BlockedSearch":
     """An exact neighbour search whose ties (POI counts tie often) fall the same way on every
-    machine and thread count: a k-d tree for up to 15 columns (inflow and outflow), else
-    :class:`_BlockedSearch`. scikit-learn's default for more columns, a multi-threaded brute-force
-    search, broke ties by the number of threads: a seed drew other positives for 11% of its
-    10,000 triplets with 2 threads than with 1 (2,000 regions x 37 counts); a k-d tree, exact too,
-    degrades in that many dimensions (N^1.8: 17 s for 20,000 regions, 2-core machine). A sparse
-    matrix of up to 15 columns is densified for the tree: N x 15 numbers."""
+    machine and thread count: a k-d tree for up to 15 columns, else :class:`_BlockedSearch`
+    (k-d trees degrade in many dimensions; brute force breaks ties by thread count)."""
     if X.shape[1] <= 15:
         return NearestNeighbors(algorithm="kd_tree").fit(X.toarray() if sp.issparse(X) else X)
     return _BlockedSearch(X)
 
 
 class _BlockedSearch:
-    """Exact Euclidean neighbours, ties broken by row index, a block of queries at a time (memory
-    ~8 MB whatever N; time linear in N per query). Candidates come from |x|^2 - 2 q.x, one matrix
-    product per block, with a margin far above that formula's rounding; their distances are then
-    summed coordinate by coordinate, so the result does not depend on how the matrix product was
-    split between threads. ``kneighbors`` answers like scikit-learn's. A sparse X (CSR) takes a
-    sparse product, and its exact sums run on densified candidate rows, once per group of
-    identical rows (the regions without trips), so it finds what the dense array finds."""
+    """Exact Euclidean neighbours, ties broken by row index, a bounded block of queries at a time.
+    Candidates come from |x|^2 - 2 q.x with a margin above its rounding, then exact per-coordinate
+    sums, so threading cannot change the result. A sparse X finds what the dense array finds."""
 
     def __init__(self, X):
         self.X = _as_csr(X) if sp.issparse(X) else np.ascontiguousarray(X, dtype=np.float64)
@@ -453,12 +419,10 @@ class _BlockedSearch:
         self.group = _identical_groups(self.X)[0] if sp.issparse(X) else None
 
     def kneighbors(self, Q: np.ndarray, n_neighbors: int, needed=None) -> tuple[np.ndarray, np.ndarray]:
-        """(distances, indices), both (len(Q), n_neighbors), nearest first.
-
-        ``needed``: for a sparse X, the positions that will be read (default all); the others then
-        hold the right rows, in order up to near-ties, with distance NaN. An exact distance sums
-        all d columns, too slow for each of ~200 neighbours when d is 2N; a dense X, the
-        reference the sparse search is tested against, is always refined in full."""
+        """(distances, indices), both (len(Q), n_neighbors), nearest first, like scikit-learn's.
+        ``needed`` (sparse X only): the positions that will be read; exact sums over 2N columns are
+        too slow for every neighbour, so the others hold the right rows (order exact up to
+        near-ties) with distance NaN."""
         Q, n = np.ascontiguousarray(Q, dtype=np.float64), int(n_neighbors)
         N = self.X.shape[0]
         if not 1 <= n <= N:
@@ -496,11 +460,8 @@ class _BlockedSearch:
         return d2 if inv is None else d2[inv.ravel()]
 
     def _nearest_at(self, cand, approx, margin, q, n, needed) -> tuple[np.ndarray, np.ndarray]:
-        """The n nearest of ``cand`` (a superset of them), exact at the ``needed`` positions.
-
-        Sorted by approximate distance, the candidates fall into runs of near-ties (gaps of at
-        most ``margin``, which exceeds twice the approximation's error); rows of different runs
-        are in their exact order already, so only the runs covering a needed position are summed."""
+        """The n nearest of ``cand``, exact at the ``needed`` positions: only the runs of near-ties
+        (gaps <= ``margin``) covering those are summed, as runs are already in exact order."""
         order = np.argsort(approx, kind="stable")  # cand ascends: equal values stay by row index
         cand, approx = cand[order], approx[order]
         start = np.flatnonzero(np.r_[True, np.diff(approx) > margin])
@@ -516,11 +477,9 @@ class _BlockedSearch:
 
 def _other_neighbours(nn: "NearestNeighbors | _BlockedSearch", X, rows: np.ndarray, n: int,
                       head: int | None = None):
-    """Blocks ``(slice of rows, indices (b, n), distances (b, n))``: each query row's n nearest
-    *other* rows, a block at a time (memory stays ~8 MB whatever N). With more than n duplicates
-    the query itself may be absent from its neighbours: then the last one is dropped. ``head``:
-    only the first ``head`` others and the n-th are read; a sparse search may then leave the
-    distances in between NaN (see _BlockedSearch.kneighbors)."""
+    """Yields ``(slice of rows, indices (b, n), distances (b, n))``: each query's n nearest *other*
+    rows, a bounded block at a time (in a big tie the query may be absent: the last is dropped).
+    With ``head``, only the first ``head`` and the n-th are read; the others' distances may be NaN."""
     step = max(1, _BLOCK // max(n + 1, X.shape[1]))
     kw = {}
     if head is not None and isinstance(nn, _BlockedSearch):
@@ -597,12 +556,9 @@ def _sample_quantiles(X, rows, quantile, n_sample, rng) -> np.ndarray:
 
 
 def _draw_negatives(X, anchors, pos, d_pos, thr, rng):
-    """Rejection sampling: uniform candidates, kept when strictly farther than ``thr``.
-
-    The first acceptable of i.i.d. uniform draws is uniform over the acceptable set.  Rows still
-    open after the batched rounds get an exact pass over their anchor's distance row (O(N)),
-    relaxing to "no more similar than the positive" only when nothing farther than ``thr`` exists.
-    """
+    """Rejection sampling: the first uniform draw strictly farther than ``thr`` is uniform over
+    those.  Leftovers get an exact O(N) pass, relaxed to "no more similar than the positive"
+    only when nothing is farther than ``thr``."""
     n, T = X.shape[0], len(anchors)
     pos, d_pos = pos.copy(), d_pos.copy()
     neg = np.full(T, -1, dtype=np.int64)
@@ -678,10 +634,8 @@ def _region_subset(city: City, regions: Sequence[str] | None) -> pd.Index:
 
 def mobility_triplets(city: City, sampler: TripletSampler | None = None,
                       regions: Sequence[str] | None = None) -> Triplets:
-    """Street-view triplets: similarity on (inflow, outflow) per region (eq. 1-2).
-
-    ``regions`` restricts sampling to a subset (e.g. regions that have street-view images).
-    """
+    """Street-view triplets on (inflow, outflow) per region (eq. 1-2); ``regions``
+    restricts sampling to a subset (e.g. regions with street-view images)."""
     ids = _region_subset(city, regions)
     feats = city.mobility.reindex(ids)[[INFLOW, OUTFLOW]]
     return (sampler or TripletSampler()).sample(feats.to_numpy(dtype=float), region_ids=ids.to_numpy())
@@ -689,10 +643,8 @@ def mobility_triplets(city: City, sampler: TripletSampler | None = None,
 
 def poi_triplets(city: City, sampler: TripletSampler | None = None,
                  regions: Sequence[str] | None = None, categories: list[str] | None = None) -> Triplets:
-    """Satellite triplets: similarity on K-category POI counts per region (eq. 3-4).
-
-    ``regions`` restricts sampling to a subset (e.g. regions that have a satellite image).
-    """
+    """Satellite triplets on K-category POI counts per region (eq. 3-4); ``regions``
+    restricts sampling to a subset (e.g. regions with a satellite image)."""
     ids = _region_subset(city, regions)
     feats = city.poi_counts(categories).reindex(ids)
     if feats.shape[1] == 0:
@@ -750,12 +702,9 @@ def _benchmark_features(n: int, d: int, rng: np.random.Generator) -> np.ndarray:
 def sampling_benchmark(n_regions: Sequence[int] = (1_000, 10_000, 100_000), dims: Sequence[int] = (2, 30),
                        n_triplets: int = 10_000, seed: int = 0, rule: str = "paper",
                        negative: str = "dissimilar") -> list[dict]:
-    """Wall time and peak memory of sampling ``n_triplets`` triplets for each (N, d).
-
-    d = 2 stands for mobility (lognormal flows), larger d for POI counts (Poisson-gamma, many
-    duplicates).  ``peak_traced_mb`` is tracemalloc's peak (Python and numpy allocations during
-    the call); ``max_rss_mb`` is the process' peak resident size so far (an upper bound).
-    """
+    """Wall time and peak memory of sampling ``n_triplets`` triplets for each (N, d): d = 2
+    stands for mobility, larger d for POI counts (many duplicates). ``peak_traced_mb``: tracemalloc's
+    peak during the call; ``max_rss_mb``: the process' peak so far."""
     rows = []
     for n in n_regions:
         for d in dims:

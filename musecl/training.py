@@ -1,40 +1,24 @@
 """How musecl's models train: one loop, :class:`Trainer`, for every torch model.
 
-The image encoders and the heads on frozen features (eq. 5-6), the fusion (eq. 8-11), the MLP
-probe and the image-free view encoders of :mod:`musecl.methods.vector` all train through it:
-mini-batches, early stopping on a validation part, and, where a run is long enough to need them,
-progress bars, checkpoints, exact resume and several processes (the small models, which train in
-memory in seconds, simply leave those off).
+The image encoders and feature heads (eq. 5-6), the fusion (eq. 8-11), the MLP probe and the
+view encoders of :mod:`musecl.methods.vector` all train through it. This module knows only
+torch (and numpy for RNG state); models and data sets come from above.
 
-* **Data.** A data set is anything with ``len()`` and ``get_batch(indices, generator)``: it gets a
-  tensor of item indices and returns a whole batch (a tensor or a tuple of tensors), so there is
-  no per-item Python work and no ``DataLoader`` worker processes. Plain tensors are wrapped in
-  :class:`TensorBatches`.
-* **Loss.** ``loss_fn(model, batch)`` returns a dict with a scalar ``"loss"`` (what is
-  minimised) and any other scalar parts, which are averaged into the history (tile2vec style).
-* **Randomness.** One ``torch.Generator`` (the *data generator*, seeded with ``seed``) shuffles
-  the items and is handed to ``get_batch`` for the data set's own draws (which image, which
-  augmentation). Model randomness (dropout) uses the global torch RNG, seeded at the start of a
-  fresh run. Validation batches come from a generator re-seeded at every evaluation, so the
-  validation loss of every epoch is measured on the same draws.
-* **Checkpoints.** At the end of an epoch, when ``checkpoint_every_s`` (30 s) have passed since the
-  last one, and after the last epoch, ``<checkpoint_dir>/last.pt`` is replaced atomically. It holds
-  only tensors and plain containers (it loads with ``torch.load(..., weights_only=True)``): the
-  model, optimizer and scheduler states, the epoch, the best validation loss and weights, the
-  history and the RNG states of torch, numpy, python and the data generator. ``resume=True``
-  continues from it and ends with exactly the weights of an uninterrupted run (same device, same
-  thread count). A checkpoint that does not load (truncated, overwritten) is named in a warning,
-  moved aside to ``last.pt.corrupt-<time>`` and training starts afresh.
-* **Several processes** (``torchrun``, see :mod:`musecl.scaling.distributed`). Inside a process group the
-  model is wrapped in DistributedDataParallel; every process draws the same item order from the
-  shared data generator and trains on its share (``batch_size`` items per process and step, so
-  the global batch is ``batch_size`` x processes); image choice and augmentation come from a
-  second generator per process. Loss sums, image counts and validation losses are summed over
-  processes, so every process logs the same history and takes the same early-stopping decision;
-  only the first process writes the checkpoint, which holds every process's RNG states and
-  resumes exactly with the same number of processes.
-
-This module knows only torch (and numpy for RNG state); models and data sets come from above.
+* **Data.** Anything with ``len()`` and ``get_batch(indices, generator)``, which returns a whole
+  batch (a tensor or a tuple of tensors): no per-item Python work, no ``DataLoader`` workers.
+* **Loss.** ``loss_fn(model, batch)`` returns a dict with a scalar ``"loss"`` (minimised) and any
+  other scalar parts, which are averaged into the history.
+* **Randomness.** One ``torch.Generator`` seeded with ``seed`` shuffles the items and is handed to
+  ``get_batch`` for its own draws (image, augmentation); dropout uses the global torch RNG.
+  Validation re-seeds its generator at every evaluation, so every epoch is scored on the same draws.
+* **Checkpoints.** ``<checkpoint_dir>/last.pt`` is replaced atomically and holds only tensors and
+  plain containers (``weights_only=True``), RNG states included, so ``resume=True`` ends with
+  exactly the weights of an uninterrupted run (same device, same thread count). One that does
+  not load is moved aside to ``last.pt.corrupt-<time>`` with a warning; training starts afresh.
+* **Several processes** (``torchrun``, :mod:`musecl.scaling.distributed`): DistributedDataParallel;
+  every process draws the same item order and trains on its share (global batch = ``batch_size``
+  x processes). Losses are summed over processes, so all log the same history and stop alike;
+  the first process writes the checkpoint, which resumes exactly with as many processes.
 """
 from __future__ import annotations
 
@@ -75,10 +59,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 class OneProcess:
-    """The processes that train together, when there is one: what the Trainer, the cache and the
-    image stage ask of them, answered for a single process (the default).
-    :class:`musecl.scaling.distributed.TorchProcesses` answers the same questions for the processes
-    ``torchrun`` starts; joining them installs it (:func:`use_processes`)."""
+    """What the Trainer, the cache and the image stage ask of the processes that train together,
+    answered for one process; ``torchrun``'s are answered by
+    :class:`musecl.scaling.distributed.TorchProcesses` (see :func:`use_processes`)."""
 
     def rank(self) -> int:
         return 0
@@ -130,9 +113,8 @@ def use_processes(group: OneProcess) -> None:
 
 @contextlib.contextmanager
 def one_torch_thread():
-    """Run a small model on one thread: a 4-layer MLP on a few hundred rows is all per-operation
-    overhead, and a second thread only adds synchronisation (measured on a busy 2-core machine: the
-    probe 20x and fusion 13x slower with 2 threads; see the benchmark)."""
+    """Run a small model on one thread: a small MLP on a few hundred rows is all per-operation
+    overhead, and a second thread only adds synchronisation (see the benchmark appendix)."""
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -188,10 +170,8 @@ def as_batch_dataset(data) -> BatchDataset:
 
 
 def split_indices(n: int, val_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded random split of ``range(n)`` into (train, validation) index arrays, each sorted.
-
-    At least one item is kept for training; ``val_fraction=0`` gives an empty validation set.
-    """
+    """A seeded random split of ``range(n)`` into sorted (train, validation) index arrays; at least
+    one item is kept for training, ``val_fraction=0`` gives an empty validation set."""
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1); got {val_fraction}")
     if n < 1:
@@ -264,8 +244,7 @@ AMP_MODES = ("off", "bf16", "fp16", "auto")
 
 def cpu_has_native_bf16() -> bool:
     """True where the CPU has bfloat16 instructions (x86: AVX512-BF16 or AMX); elsewhere bf16
-    autocast is emulated and slower than float32 (ResNet-18 1.9x slower on an AVX-512 CPU without
-    them, which oneDNN's own check counts as bf16-capable)."""
+    autocast is emulated and slower than float32 (oneDNN's own check counts such CPUs as capable)."""
     try:
         if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686"):
             return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
@@ -285,8 +264,7 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     if amp not in AMP_MODES:
         raise ValueError(f"amp must be one of {AMP_MODES}; got {amp!r}")
     if amp == "auto":  # what pays on this hardware
-        if device.type == "cuda":  # bf16 needs no gradient scaler (whose inf check waits for every step):
-            # on an H200, ResNet-18 @224 trained at 7,600 images/s in bf16 against 4,900 in fp16
+        if device.type == "cuda":  # bf16 needs no gradient scaler, whose inf check waits for every step
             return torch.bfloat16 if cuda_has_native_bf16(device) else torch.float16
         return torch.bfloat16 if cpu_has_native_bf16() else None
     if amp == "fp16" and device.type != "cuda":
@@ -378,34 +356,28 @@ class _State:
 class Trainer:
     """Mini-batch training with early stopping, atomic checkpoints and exact resume.
 
-    Defaults follow the official MuseCL code: Adam (lr 5e-4, amsgrad) and StepLR(10, 0.7), i.e.
-    the learning rate is multiplied by 0.7 every 10 epochs. ``optimizer_factory(params)`` and
-    ``scheduler_factory(optimizer)`` replace them (``lr_gamma=1`` keeps the rate constant).
+    Defaults follow the official MuseCL code: Adam (lr 5e-4, amsgrad) and StepLR(10, 0.7);
+    ``optimizer_factory(params)`` and ``scheduler_factory(optimizer)`` replace them
+    (``lr_gamma=1`` keeps the rate constant).
 
-    ``min_batch``: batches with fewer items are skipped, in training and validation (2 for
-    InfoNCE, where a batch of one has no negative; ``batch_size`` drops a short last batch).
-    ``val_batch_size`` (default ``batch_size``): the validation batches; a loss that is a mean over
-    items (MSE) can take the whole validation part in one.
+    ``min_batch``: smaller batches are skipped, in training and validation (2 for InfoNCE, where a
+    batch of one has no negative). ``val_batch_size`` (default ``batch_size``): a loss that is a
+    mean over items (MSE) can take the whole validation part in one batch.
 
     ``patience``: stop when the validation loss has not improved for that many epochs (needs a
-    validation set); ``restore_best`` (default: on when there is a validation set) loads the
-    weights of the best validation epoch at the end. The history (``fit``'s return value, also
-    ``self.history``) has one dict per epoch: ``epoch, lr, train_<part>..., val_<part>...,
-    seconds, images_per_s`` (images through the model per second of the training loop, data
-    preparation included; the benchmark compares it with the bare step).
+    validation set); ``restore_best`` (default: when there is a validation set) loads the best
+    epoch's weights at the end. ``fit`` returns the history (also ``self.history``), one dict per
+    epoch: ``epoch, lr, train_<part>..., val_<part>..., seconds, images_per_s`` (data preparation
+    included).
 
-    ``amp`` (automatic mixed precision): "off" (default), "bf16" (bfloat16 autocast; on a GPU, or
-    a CPU with bf16 instructions), "fp16" (float16 autocast with a gradient scaler; GPUs only) or
-    "auto" (bf16 on a GPU that has it, else fp16; bf16 on a CPU with native bf16 units, where it measured about 1.9x for
-    ResNet-18 and 1.2x for Inception-v3 at CI sizes; otherwise off). Weights and optimizer stay float32; the scaler's state
-    is checkpointed with the rest, so resume stays exact.
+    ``amp`` (mixed precision): "off" (default), "bf16" (a GPU, or a CPU with bf16 instructions),
+    "fp16" (with a gradient scaler; GPUs only) or "auto" (bf16 where the hardware has it, else fp16
+    on a GPU and off on a CPU). Weights and optimizer stay float32; the scaler's state is
+    checkpointed, so resume stays exact.
 
-    ``checkpoint_every_s``: with a ``checkpoint_dir``, a checkpoint is written after an epoch when
-    that many seconds have passed since the last one, and always after the last epoch; 0 writes
-    one every epoch. An interrupted run loses at most that much time and one epoch. Writing every
-    epoch took ~7% of fitting and scoring a method on the toy city (a feature head trains 30
-    epochs in ~3 s; a checkpoint is serialised, written and fsynced); long epochs are
-    checkpointed each time.
+    ``checkpoint_every_s``: with a ``checkpoint_dir``, checkpoint after an epoch once that many
+    seconds have passed since the last one, and after the last epoch (0: every epoch): an
+    interruption loses at most that much time and one epoch, without a write per short epoch.
     """
 
     def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module, Any], dict], *,

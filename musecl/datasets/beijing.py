@@ -1,30 +1,19 @@
 """The MuseCL paper's Beijing data as a city folder: 1,111 labelled hexagons and 15 image regions.
 
-What the public demo repository (``chicosirius/MuseCL-demo``) holds, and how it becomes a city:
+From the public demo repository (``chicosirius/MuseCL-demo``):
 
-* three CSVs without header (``lat, lon, value``), one row per region centre:
-  ``pop_density.csv`` -> **PD** (WorldPop population density, 1,111 rows),
-  ``res_density.csv`` -> **HD** (Lianjia housing, 515 rows: the other 596 regions are missing),
-  ``poi_count.csv`` -> **NP** (number of POIs, 1,111 rows). Values are raw; the paper models
-  ln(1 + x), so the indicators are written raw with ``log: true``.
-* every centre lies on the official MuseCL lattice (:data:`BEIJING_LATTICE`): 182 rows x 53
-  columns from (115.4194 E, 41.0647 N), rows going south, odd rows shifted east by half a
-  longitude step, region id = row * 53 + col. The lattice is a tiling of flat-top hexagons
-  whose "rows" are half-rows (:class:`HexLattice`); the polygons are built from it.
-* ``images/<id>_<lon>,<lat>[_]/``: for 15 regions a satellite crop ``<id>.jpg`` and 1-7
-  Baidu street-view panoramas. The lon/lat in the folder name is 300-1,050 m off the lattice
-  centre, in varying directions (so not a constant datum shift), but always inside the
-  region's hexagon; the id decides, and the converter checks the point lies in that hexagon.
+* three headerless CSVs (``lat, lon, value``), one row per region centre on the official lattice
+  (:data:`BEIJING_LATTICE`, from which the hexagons are built): ``pop_density.csv`` -> **PD**
+  (WorldPop), ``res_density.csv`` -> **HD** (Lianjia housing, 515 of the 1,111 regions) and
+  ``poi_count.csv`` -> **NP**; written raw with ``log: true``, as the paper models ln(1 + x).
+* ``images/<id>_<lon>,<lat>[_]/``: for 15 regions a satellite crop ``<id>.jpg`` and 1-7 Baidu
+  street-view panoramas. The folder's lon/lat is 300-1,050 m off the lattice centre in varying
+  directions but inside the region's hexagon: the id decides, and the converter checks that.
 
-One city, not two: the 15 image regions stay inside the 1,111-region city (``images.csv`` lists
-only them; ``max_missing_satellite`` is raised to allow it). They share the lattice, the labels
-and the provenance, and a separate 15-region folder would only copy those; nothing can be
-trained on 15 regions anyway, and :func:`image_regions` hands the chapter their ids. The cost:
-the city lists the two image modalities although 98.6 % of its regions have no image, so only
-methods that need no images (location baselines) can be scored on it.
-
-Raw files are always read through :func:`musecl.datasets.sources.locate` (sha256-checked);
-:func:`beijing_city_from_files` does the work on plain paths so tests can feed it fixtures.
+The 15 image regions stay inside the labelled city rather than a folder of their own, which
+would only copy lattice, labels and provenance (nothing trains on 15 regions anyway). The cost:
+98.6 % of the regions have no image, so only location baselines can be scored on the whole city.
+:func:`beijing_city_from_files` works on plain paths so tests can feed it fixtures.
 """
 from __future__ import annotations
 
@@ -78,7 +67,7 @@ FOLDER_TOL_DEG = 0.002
 STREETVIEW_VIEWS = 4
 PANORAMA_CENTRE = 0.583
 DEFAULT_IMAGE_SIZE = 256
-MAX_MISSING_SATELLITE = 0.99
+MAX_MISSING_SATELLITE = 0.99  # the 15 image regions stay in the labelled city (module docstring)
 
 
 class LatticeError(ValueError):
@@ -270,12 +259,9 @@ def square_crop(image, size: int | None):
 
 def panorama_views(image, n_views: int = STREETVIEW_VIEWS, size: int | None = DEFAULT_IMAGE_SIZE,
                    centre: float = PANORAMA_CENTRE) -> list:
-    """A 360-degree panorama cut into ``n_views`` square views side by side (each about
-    360 / n_views degrees wide), centred vertically at ``centre`` of the height, resized to ``size``.
-
-    The encoders take square inputs and squash anything else; a 1024 x 384 panorama squashed to a
-    square would shrink every building to a third of its width. Four views of 256 x 256 keep the
-    street at its own aspect (equirectangular pixels, not a perspective reprojection).
+    """A 360-degree panorama cut into ``n_views`` square views side by side, centred vertically
+    at ``centre`` of the height, resized to ``size``: the encoders squash non-square inputs, which
+    would narrow every building (equirectangular pixels, not a perspective reprojection).
     """
     w, h = image.size
     side = min(w // n_views, h)
@@ -328,13 +314,11 @@ def beijing_city_from_files(out: str | Path, indicator_files: Mapping[str, str |
                             provenance: str = "", extra: dict | None = None) -> Path:
     """Write the city folder from local files.
 
-    ``indicator_files``: indicator name (``PD``, ``HD``, ``NP``) -> headerless ``lat, lon, value``
-    CSV. ``image_files``: path relative to the demo's ``images/`` folder
-    (``"<id>_<lon>,<lat>/<file>.jpg"``) -> local file. The regions are the union of the CSVs'
-    centres, each checked to lie on ``lattice``. ``image_size``: None copies the images as they
-    are; a number writes the satellite crop's central square and each street-view panorama cut
-    into ``streetview_views`` square views (:func:`panorama_views`), all at that size, as PNG.
-    Replaces ``out`` if it holds an earlier conversion.
+    ``indicator_files``: ``PD``, ``HD``, ``NP`` -> headerless ``lat, lon, value`` CSV;
+    ``image_files``: path under the demo's ``images/`` -> local file. The regions are the union of
+    the CSVs' centres, checked to lie on ``lattice``. ``image_size``: None copies the images; a
+    number writes the satellite crop's central square and ``streetview_views`` square views of
+    each panorama at that size, as PNG. Replaces ``out`` if it holds an earlier conversion.
     """
     unknown = sorted(set(indicator_files) - set(INDICATORS))
     if unknown:
@@ -430,11 +414,8 @@ def provenance_text(files: Iterable[str]) -> str:
 def make_beijing_city(out: str | Path, data_dir: str | Path | None = None,
                       image_size: int | None = DEFAULT_IMAGE_SIZE, images: bool = True,
                       download: bool = True) -> Path:
-    """Convert the verified raw Beijing files (``musecl.datasets.sources``) into a city folder.
-
-    ``image_size``: see :func:`beijing_city_from_files` (None keeps the original images).
-    ``images=False`` writes the 1,111 labelled regions only.
-    """
+    """Convert the verified raw Beijing files into a city folder (``images=False``: labels only;
+    ``image_size``: as in :func:`beijing_city_from_files`)."""
     indicator_files = {k: locate(f, data_dir=data_dir, download=download) for k, f in INDICATOR_FILES.items()}
     image_files = {}
     used = list(INDICATOR_FILES.values())

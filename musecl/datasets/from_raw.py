@@ -10,17 +10,12 @@ and every raw source is *joined* to them by where its records lie::
     images = images_from_folder("images.csv", regions)            # path, lon, lat, kind
     build_city("my_city", regions, indicators, log={"PD": True}, pois=pois, od=od, images=images)
 
-:func:`build_city` writes the folder with :func:`musecl.city.write_city` and refuses to finish
-unless :func:`musecl.city.validate_city` finds nothing wrong. Nothing is dropped silently: a
-record outside every region is counted and reported (a warning, or an error with
-``outside="raise"``), and a bad column or coordinate raises :class:`RawDataError` naming the
-source, the column and the spreadsheet rows.
-
-Geometry is kept in WGS84 (EPSG:4326) longitude/latitude throughout; points and polygons given
-in another CRS (``crs=``, on every function that reads coordinates) are reprojected on the way
-in, and coordinates that cannot be longitudes and latitudes are refused. Points are assigned to
-hexagons by H3 itself (the cell that contains the point at the regions' resolution) and to free
-polygons with a shapely STRtree, so neither ever compares every point with every region.
+Nothing is dropped silently: a record outside every region is reported (a warning, or an error
+with ``outside="raise"``), a bad column or coordinate raises :class:`RawDataError` naming the
+source, column and spreadsheet rows, and :func:`build_city` writes only a valid folder.
+Geometry is WGS84 lon/lat throughout: every function that reads coordinates takes ``crs=`` and
+reprojects on the way in. Points go to hexagons by H3 itself, to polygons by a spatial index,
+so neither ever compares every point with every region.
 """
 from __future__ import annotations
 
@@ -81,13 +76,9 @@ class RawDataError(ValueError):
 
 @dataclass(frozen=True)
 class Regions:
-    """The spatial units of a city: a GeoDataFrame indexed by ``region_id`` with the region centre
-    (``lon``, ``lat``, WGS84 degrees) and its outline (``geometry``, in EPSG:4326). A table
-    whose ``geometry`` holds WKT text is read into one.
-
-    ``h3_resolution`` is set for H3 hexagons (points are then assigned by H3 itself) and
-    ``hexagon_size_m`` is the centre-to-vertex size written to ``city.yaml``.
-    """
+    """The spatial units of a city: ``table``, a GeoDataFrame indexed by ``region_id`` with the
+    centre (``lon``, ``lat``) and outline (``geometry``; WKT text is parsed), all WGS84.
+    ``h3_resolution`` is set for H3 hexagons, ``hexagon_size_m`` (centre to vertex) for city.yaml."""
 
     table: gpd.GeoDataFrame
     h3_resolution: int | None = None
@@ -193,8 +184,7 @@ def hexagon_regions(lon: Sequence[float] | None = None, lat: Sequence[float] | N
 
 def hexagon_size_m(cells: Sequence[str]) -> float:
     """The mean centre-to-vertex distance (m) of these H3 cells, measured: a cell's size depends on
-    where it lies on H3's icosahedron (resolution 8: ~450 m in Beijing and at 0 N 0 E, ~535 m in
-    New York), so the global ``h3.average_hexagon_edge_length`` (531 m) can be 15% off."""
+    where it lies (resolution 8: ~450 m in Beijing, ~535 m in New York)."""
     def size(cell: str) -> float:
         centre = h3.cell_to_latlng(cell)
         return float(np.mean([h3.great_circle_distance(centre, v, unit="m") for v in h3.cell_to_boundary(cell)]))
@@ -204,17 +194,12 @@ def hexagon_size_m(cells: Sequence[str]) -> float:
 def polygon_regions(features, id: str | None = "id", crs: str | None = None) -> Regions:
     """Your own polygons (districts, census tracts, blocks) as regions.
 
-    ``features`` is a GeoJSON FeatureCollection (a dict or a path to a ``.geojson``/``.json``
-    file; ``id`` names the property, or the feature's own ``id`` if no property has that name),
-    a table (DataFrame or CSV path) with a WKT column ``geometry`` and an id column ``id``, or a
-    geopandas GeoDataFrame (its active geometry column and its own CRS; ``crs`` None: that CRS,
-    else WGS84 lon/lat).
-    ``id=None`` numbers the regions ``0, 1, ...`` in input order. Polygons in another ``crs`` are
-    reprojected to WGS84. Invalid polygons (bow-ties, self-touching rings from GIS exports) are
-    repaired keeping their area, and kept valid as written with 7 decimals: rounding can make a
-    thin notch's edges cross, and GEOS overlays then fail (see :func:`_as_written`). The centre
-    written to ``regions.csv`` is a point inside the polygon (shapely's ``point_on_surface``),
-    which, unlike the centroid, cannot fall outside an L- or ring-shaped region.
+    ``features`` is a GeoJSON FeatureCollection (a dict or a ``.geojson``/``.json`` path; ``id``
+    names the property, or the feature's own ``id``), a table (DataFrame or CSV path) with a WKT
+    column ``geometry`` and an id column ``id``, or a GeoDataFrame; ``crs=None`` means its own CRS,
+    or WGS84 for the others. ``id=None`` numbers the regions ``0, 1, ...`` in input order. Invalid
+    polygons (bow-ties from GIS exports) are repaired keeping their area. The centre is a point
+    inside the polygon (``point_on_surface``): a centroid can fall outside an L- or ring-shaped region.
     """
     if isinstance(features, (str, os.PathLike)) and str(features).lower().endswith(".csv"):
         features = _read_table(features, "polygons", ids=[id] if id is not None else [])
@@ -279,8 +264,8 @@ def polygon_regions(features, id: str | None = "id", crs: str | None = None) -> 
 
 
 def _warn_overlaps(geoms: np.ndarray, ids: list[str], share: float = 0.01) -> None:
-    """Warn about pairs of regions that overlap by more than ``share`` of the smaller one: a point
-    there goes to whichever comes first, and a count moved by areal weighting counts there twice."""
+    """Warn about pairs of regions overlapping by more than ``share`` of the smaller one: a point
+    there goes to whichever comes first, and areal weighting counts there twice."""
     left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
     pairs = left < right
     left, right = left[pairs], right[pairs]
@@ -304,14 +289,9 @@ def _warn_overlaps(geoms: np.ndarray, ids: list[str], share: float = 0.01) -> No
 
 def assign_points(lon: Sequence[float], lat: Sequence[float], regions: Regions,
                   crs: str = WGS84) -> pd.Series:
-    """The ``region_id`` of each point (``lon``, ``lat``: x and y in ``crs``, by default WGS84
-    degrees); missing where it lies outside every region. A missing or impossible coordinate
-    raises :class:`RawDataError` (with every such point) rather than counting nowhere.
-
-    Hexagons: the H3 cell holding the point at the regions' resolution, kept if it is a region.
-    Polygons: the table's spatial index (geopandas' ``sindex``, a shapely STRtree: one lookup per
-    point); a point on a border shared by two regions goes to the first of them in ``regions``'
-    order.
+    """The ``region_id`` of each point (x, y in ``crs``), missing outside every region; a point
+    on a shared border goes to the first polygon. Missing or impossible coordinates raise
+    :class:`RawDataError`.
     """
     return _assign(*_coords(pd.DataFrame({LON: lon, LAT: lat}), LON, LAT, "points", crs), regions)
 
@@ -330,13 +310,9 @@ def _assign(lon: np.ndarray, lat: np.ndarray, regions: Regions) -> pd.Series:
 
 def count_points(lon: Sequence[float], lat: Sequence[float], regions: Regions,
                  crs: str = WGS84, outside: Outside = "warn") -> pd.Series:
-    """How many of the points (lon, lat in ``crs``, by default WGS84 degrees) lie in each region:
-    an integer per ``region_id``, 0 for a region without any (crimes, arrests or shops as an
-    indicator).
-
-    Points are placed by :func:`assign_points`; a point outside every region counts nowhere and
-    is reported (``outside="raise"``: an error; ``"ignore"``: not, for a source known to cover more
-    than the regions), as the other converters do.
+    """How many of the points (x, y in ``crs``) lie in each region, 0 for none: crimes, arrests or
+    shops as an indicator. Points outside every region are reported (``outside="raise"``: an
+    error; ``"ignore"``: not, for a source known to cover more than the regions).
     """
     rid = assign_points(lon, lat, regions, crs)
     _handle_outside(rid.isna().to_numpy(), "points", "point(s)", outside)
@@ -346,15 +322,10 @@ def count_points(lon: Sequence[float], lat: Sequence[float], regions: Regions,
 def pois_from_csv(source, regions: Regions, *, lon: str = "lon", lat: str = "lat",
                   category: str = "category", text: str | Sequence[str] | None = None,
                   outside: Outside = "warn", crs: str = WGS84) -> pd.DataFrame:
-    """POIs with coordinates (a CSV path or a DataFrame) as ``pois.csv`` rows:
-    ``region_id, category, text``.
-
-    ``lon`` and ``lat`` name the x and y columns, in ``crs`` (default WGS84 degrees; projected
-    coordinates, in metres say, are reprojected).
-
-    ``category`` becomes one token (spaces and slashes become ``_``, as eq. 7's corpus wants);
-    ``text`` names the column(s) of free text (names, reviews) joined by spaces, or None for
-    empty text. A POI outside every region is reported and left out.
+    """POIs (a CSV path or a DataFrame; ``lon``, ``lat`` name the x, y columns in ``crs``) as
+    ``pois.csv`` rows ``region_id, category, text``. ``category`` becomes one token (spaces and
+    slashes become ``_``, as eq. 7's corpus wants); ``text`` names the free-text column(s) (names,
+    reviews), joined by spaces, or None. A POI outside every region is reported and left out.
     """
     texts = [text] if isinstance(text, str) else list(text or [])
     df = _read_table(source, "POIs", ids=[category, *texts])  # as written: "NA" is a category, "None" a name
@@ -379,12 +350,10 @@ def od_from_csv(source, regions: Regions, *,
                 flow: str | None = None, outside: Outside = "warn", crs: str = WGS84) -> pd.DataFrame:
     """Trips (a CSV path or DataFrame) as the ``od.csv`` table ``origin, destination, flow``.
 
-    ``origin`` and ``destination`` are each either a pair of column names (lon, lat of the trip
-    end, in ``crs``, default WGS84 degrees: it is assigned to its region) or one column name (the
-    trip end is already a ``region_id``). ``flow`` names a column of trip counts; None counts each row as one trip.
-    Rows with the same origin and destination region are summed. A trip with an end outside
-    every region (or naming an unknown region) is reported and left out. Trips within one region
-    are kept: they count in both its inflow and outflow, as in ``musecl.city.inflow_outflow``.
+    ``origin`` and ``destination`` each name two columns (x, y of the trip end in ``crs``) or one
+    (a ``region_id``). ``flow`` names a column of trip counts; None: one trip per row. Trips
+    between the same regions are summed; one with an end outside every region (or naming an
+    unknown one) is reported and left out. A trip within one region counts as its in- and outflow.
     """
     df = _read_table(source, "trips", ids=[end for end in (origin, destination) if isinstance(end, str)])
     cols = [c for end in (origin, destination) for c in ([end] if isinstance(end, str) else list(end))]
@@ -423,13 +392,11 @@ def images_from_folder(source, regions: Regions, *, root: str | os.PathLike | No
                        outside: Outside = "warn", crs: str = WGS84) -> pd.DataFrame:
     """Images listed in a table (a CSV path or DataFrame) with where they were taken.
 
-    Columns: ``path`` (relative to ``root``; default the CSV's folder, or the working directory
-    for a DataFrame), ``lon``, ``lat`` (the tile centre of a satellite image, the camera of a
-    street view; in ``crs``, default WGS84 degrees) and ``kind``, a column of
-    ``satellite``/``streetview`` or one of those words for every row. Returns ``region_id, kind,
-    path`` (absolute) plus ``distance_m`` from the region centre. A region keeps at most one
-    satellite image (the format's rule): the one nearest its centre; the others are reported.
-    Missing files and files that do not decode as images raise, naming their rows.
+    Columns: ``path`` (relative to ``root``: default the CSV's folder, for a DataFrame the working
+    directory), ``lon``, ``lat`` (a tile's centre, a street view's camera; in ``crs``) and
+    ``kind`` (a column, or ``"satellite"``/``"streetview"`` for every row). Returns ``region_id,
+    kind, path`` (absolute), ``distance_m`` from the region centre. A region keeps at most one
+    satellite image, the nearest; the others are reported. Unreadable files raise, naming rows.
     """
     df = _read_table(source, "images")
     if root is None:
@@ -591,23 +558,19 @@ def build_city(out: str | os.PathLike, regions: Regions, indicators: pd.DataFram
                overwrite: bool = False) -> Path:
     """Write a valid city folder from the converters' tables; return its path.
 
-    ``indicators`` is indexed by ``region_id`` (as :func:`indicators_by_area` returns it).
-    The modalities are the ones given: ``satellite``/``streetview`` if ``images`` has rows of that
-    kind, ``poi`` if ``pois`` has rows, ``mobility`` if ``od`` (or ``mobility``: ``region_id,
-    inflow, outflow``) does. Images are copied (or, with ``copy_images=False``, symlinked) to
-    ``images/<kind>/<region_id>_<k>.<ext>``. ``indicator_meta`` gives each indicator's metadata
-    (an :class:`~musecl.city.Indicator`, a dict of its fields, or just a long name);
-    ``allow_missing: true`` is set for a column with missing values (with a warning).
+    ``indicators`` is indexed by ``region_id``. The modalities are the tables with rows
+    (``images`` by kind, ``pois``, ``od`` or ``mobility``: ``region_id, inflow, outflow``). Images
+    are copied (``copy_images=False``: symlinked) under ``images/<kind>/``. ``indicator_meta``: an
+    :class:`~musecl.city.Indicator`, a dict of its fields, or a long name, per indicator; a column
+    with missing values is marked ``allow_missing``, with a warning.
 
-    ``log`` must be chosen for every indicator, since no default suits both kinds: ``True``
-    models ln(1 + x) (counts, densities, incomes: positive and skewed), ``False`` the value
-    itself (fractions, shares, scores). Give a dict ``{"PD": True, "GREEN": False}``, or
-    ``True``/``False`` for all; a ``"log"`` in an indicator's ``indicator_meta`` (or an
-    ``Indicator``, which carries its own) counts as its choice.
+    ``log`` must be chosen for every indicator, as no default suits both kinds: ``True`` models
+    ln(1 + x) (counts, densities, incomes: positive and skewed), ``False`` the value itself
+    (fractions, shares, scores). Give a dict ``{"PD": True, "GREEN": False}`` or one bool for
+    all; a ``log`` in ``indicator_meta`` counts as its choice.
 
-    The folder is written beside ``out``, validated, and only then moved into place: a problem
-    raises :class:`~musecl.city.CityFormatError` and leaves nothing behind. An existing city
-    folder at ``out`` is replaced only with ``overwrite=True``; any other folder never.
+    A problem raises :class:`~musecl.city.CityFormatError` and leaves nothing behind. An existing
+    city folder at ``out`` is replaced only with ``overwrite=True``; any other folder never.
     """
     out = Path(out)
     occupied = out.is_dir() and any(out.iterdir()) or (out.exists() and not out.is_dir())
@@ -642,7 +605,6 @@ def build_city(out: str | os.PathLike, regions: Regions, indicators: pd.DataFram
             spec["allow_missing"] = True
         metas[col] = Indicator(name=col, long_name=str(spec.pop("long_name", col)), **spec)
 
-    # an empty table is no table: it adds no modality and no file
     images, pois, od, mobility = (t if t is not None and len(t) else None for t in (images, pois, od, mobility))
     modalities = [k for k in IMAGE_KINDS if images is not None and (images[KIND] == k).any()]
     if pois is not None:
@@ -697,8 +659,7 @@ def _log_choices(log, meta_in: Mapping, columns: list[str]) -> dict[str, bool]:
 
 
 def _read_table(source, what: str, ids: Sequence[str] = ()) -> pd.DataFrame:
-    """A DataFrame as given, or a CSV with the ``ids`` columns read as text exactly as written
-    (``"01"`` stays ``"01"``, an empty cell does not turn the others into ``"1.0"``)."""
+    """A DataFrame as given, or a CSV with the ``ids`` columns read as text as written (``"01"``)."""
     if isinstance(source, pd.DataFrame):
         return source.reset_index(drop=True)
     path = Path(source)
@@ -727,8 +688,7 @@ def _source(what: str, source) -> str:
 
 
 def _no_duplicates(ids: pd.Index, what: str, where) -> None:
-    """Refuse repeated ids (pandas would fail later on reindexing), naming them and where they
-    are (``where``: a mask -> 'rows 2, 5')."""
+    """Refuse repeated ids (reindexing would fail later); ``where`` turns a mask into 'rows 2, 5'."""
     dup = ids.duplicated(keep=False)
     if dup.any():
         shown = list(pd.unique(ids[dup]))
@@ -737,8 +697,7 @@ def _no_duplicates(ids: pd.Index, what: str, where) -> None:
 
 
 def _lost_zeros_hint(unknown, known) -> str:
-    """A hint where unknown ids are known ones without their leading zeros ("7" for "007"): what
-    pandas does to an id column read without ``dtype=str``."""
+    """A hint where unknown ids are known ones that pandas stripped of leading zeros ("7", "007")."""
     stripped = {str(k).lstrip("0"): k for k in known if str(k).lstrip("0") != str(k)}
     pairs = [(u, stripped[str(u)]) for u in unknown if str(u) in stripped]
     if not pairs:
@@ -753,8 +712,7 @@ def _count_rows(mask: np.ndarray) -> str:
 
 def _coords(df: pd.DataFrame, lon: str, lat: str, what: str,
             crs: str = WGS84) -> tuple[np.ndarray, np.ndarray]:
-    """The two coordinate columns as WGS84 lon, lat (reprojected from ``crs``); every missing,
-    non-numeric or impossible value of both columns is reported in one error."""
+    """The two columns as WGS84 lon, lat (from ``crs``); every bad value is reported in one error."""
     x = pd.to_numeric(df[lon], errors="coerce").to_numpy(dtype=float)
     y = pd.to_numeric(df[lat], errors="coerce").to_numpy(dtype=float)
     given = np.isfinite(x) & np.isfinite(y)
@@ -792,8 +750,7 @@ def _cells(lon: np.ndarray, lat: np.ndarray, resolution: int) -> list[str]:
 
 def _handle_outside(lost: np.ndarray, what: str, noun: str, outside: Outside,
                     where: str = "outside every region") -> np.ndarray:
-    """Keep-mask; report the lost rows (count and spreadsheet rows) as a warning or an error (or not at
-    all with "ignore", for a caller that expects them: a source wider than the regions)."""
+    """Keep-mask; the lost rows are reported as a warning or an error, or not with "ignore"."""
     if outside not in ("warn", "raise", "ignore"):
         raise RawDataError(f"outside must be 'warn', 'raise' or 'ignore'; got {outside!r}")
     n = int(lost.sum())
@@ -857,8 +814,7 @@ def _union(geoms: list):
 
 
 def _table_crs(features, crs):
-    """The CRS to read ``features`` in: ``crs`` where given, else the table's own (a GeoDataFrame's
-    ``.crs``), else WGS84. A given ``crs`` that contradicts the table's is an error, not a choice."""
+    """``crs``, else the GeoDataFrame's own, else WGS84; a ``crs`` contradicting the table's raises."""
     own = getattr(features, "crs", None) if isinstance(features, pd.DataFrame) else None
     if crs is None:
         return WGS84 if own is None else own
@@ -881,8 +837,8 @@ def _is_wgs84(crs, what: str) -> bool:
 
 
 def _reproject(x: np.ndarray, y: np.ndarray, crs, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """x, y in ``crs`` as WGS84 lon, lat: the one place where points and polygons change CRS
-    (a point that cannot be transformed comes back as inf)."""
+    """x, y in ``crs`` as WGS84 lon, lat (inf where it cannot be transformed): the one place
+    where points and polygons change CRS."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if _is_wgs84(crs, what):
         return x, y
@@ -910,12 +866,9 @@ def _check_lonlat(geoms: np.ndarray, ids: Sequence[str], what: str, crs) -> None
 
 
 def _as_written(geoms: np.ndarray, ids: Sequence[str], what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Valid polygons and their WKT with 7 decimals, valid as read back.
-
-    Repair first (polygonal output only, keeping the area). Rounding to 7 decimals moves a vertex
-    by up to 5e-8 degree, which can make the edges of a thin notch or sliver cross; such polygons
-    are snapped to the 1e-7 grid with ``shapely.set_precision`` (which keeps them valid) and
-    written from there, so the text holds exactly the snapped polygon."""
+    """Repaired polygons (area kept) and their WKT with 7 decimals, valid as read back: rounding
+    can make a thin notch's edges cross, and GEOS overlays then fail, so such polygons are
+    snapped to the 1e-7 grid (``shapely.set_precision`` keeps them valid) and written from there."""
     geoms = shapely.make_valid(np.asarray(geoms, dtype=object), method="structure", keep_collapsed=False)
     wkt = shapely.to_wkt(geoms, rounding_precision=_DECIMALS)
     broken = ~shapely.is_valid(shapely.from_wkt(wkt))
@@ -934,7 +887,7 @@ def _as_written(geoms: np.ndarray, ids: Sequence[str], what: str) -> tuple[np.nd
 
 def _overlay(areas: Regions, regions: Regions) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
     """Overlap surfaces (m2) of every intersecting (area, region) pair, found with the regions'
-    spatial index, measured on a Lambert azimuthal equal-area projection centred on the regions."""
+    spatial index (no all-pairs comparison), on a local equal-area projection."""
     lon0, lat0 = regions.table[LON].mean(), regions.table[LAT].mean()
     laea = pyproj.CRS.from_proj4(f"+proj=laea +lat_0={lat0} +lon_0={lon0} +datum=WGS84 +units=m")
 
@@ -960,8 +913,7 @@ def _overlay(areas: Regions, regions: Regions) -> tuple[pd.DataFrame, pd.Series,
 
 
 def _intersection(area, region, area_id: str, region_id: str):
-    """One overlap, retried on a 1 mm grid (snap-rounding, robust to near-coincident edges);
-    a failure names the area instead of surfacing GEOS's TopologyException."""
+    """One overlap, retried on a 1 mm grid (robust to near-coincident edges); a failure names the area."""
     try:
         return shapely.intersection(area, region)
     except shapely.errors.GEOSException:
@@ -974,8 +926,7 @@ def _intersection(area, region, area_id: str, region_id: str):
 
 
 def _sharing_one_area(overlap: pd.DataFrame) -> int:
-    """How many regions lie (99% of their overlap) within one area that holds other such regions:
-    under areal weighting they all get that area's value."""
+    """How many regions lie (99%) within an area holding others: areal weighting gives them one value."""
     if overlap.empty:
         return 0
     total = overlap.groupby("region")["overlap_m2"].sum()

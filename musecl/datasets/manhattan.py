@@ -1,10 +1,8 @@
 """Manhattan-180 as a city folder: the MVURE / MGFN / HREP region benchmark, converted.
 
-The benchmark's 180 regions (taxi zones cut along Manhattan's streets) come with a taxi
-origin-destination matrix, crime and check-in counts and a community-district label per region.
-:func:`make_manhattan_city` turns those raw files, plus OpenStreetMap POIs of 2013 and three
-indicators joined from census tracts and arrest points, into the city folder format
-(``data/README.md``) so the book's code reads Manhattan like any other city:
+:func:`make_manhattan_city` turns the benchmark's 180 regions (taxi zones cut along the streets)
+and their files, OpenStreetMap POIs of 2013 and three indicators joined from census tracts and
+arrest points into a city folder, so the book reads Manhattan like any other city:
 
 =====================  ===========================================================================
 file                   from
@@ -20,11 +18,9 @@ file                   from
 ``landuse.csv``        ``hrep/mh_cd.json``: community district per region (land-use clusters)
 =====================  ===========================================================================
 
-Every raw file is read through :func:`musecl.datasets.sources.locate` (verified sha256) and its
-repository, commit and path are written into ``city.yaml``. The building blocks take paths and
-arrays, so the tests run them on tiny hand-made fixtures without the real data. The geometry
-(point in polygon, area weighting, reprojection, counting points) is
-:mod:`musecl.datasets.from_raw`'s, the same code that builds any other city.
+Raw files are read through :func:`musecl.datasets.sources.locate` (sha256-checked) and their
+sources written into ``city.yaml``; the geometry is :mod:`musecl.datasets.from_raw`'s, as for any
+city. The readers take paths and arrays, so tests run them on tiny hand-made fixtures.
 """
 from __future__ import annotations
 
@@ -61,9 +57,7 @@ TRACT_CRS = "EPSG:32118"  # NAD83 / New York Long Island (metres): the tracts' c
 LANDUSE_CSV = "landuse.csv"
 LANDUSE_COLUMN = "community_district"
 POI_TAG_COLUMNS = ("amenity", "shop", "leisure", "tourism", "man_made")
-# a region's median income needs tracts with an estimate under at least 1% of its surface: less is
-# a border sliver's value (see convert_manhattan)
-INCOME_MIN_COVERAGE = 0.01
+INCOME_MIN_COVERAGE = 0.01  # least share of a region under tracts with an income (convert_manhattan)
 MANHATTAN_COUNTY = "36061"  # state 36 (New York), county 061 (New York County = Manhattan)
 
 FILES = {
@@ -92,17 +86,13 @@ INDICATORS = {
 
 
 # --------------------------------------------------------------------------------------------
-# regions (the geometry itself: point in polygon, area weighting, reprojection, counting points,
-# is musecl.datasets.from_raw's, shared with every other city)
+# regions
 
 
 def read_regions(path: str | os.PathLike) -> Regions:
-    """Regions of a GeoJSON FeatureCollection with a ``region_id`` property (WGS84).
-
-    The :class:`~musecl.datasets.from_raw.Regions` table is indexed by ``region_id`` (text,
-    sorted numerically where ids are numbers) with ``lon, lat`` (the polygon's centroid, as the
-    benchmark's own code uses) and ``geometry`` (the polygons as read, written back exactly).
-    """
+    """Regions of a GeoJSON FeatureCollection with a ``region_id`` property (WGS84), sorted
+    numerically where ids are numbers; centres are centroids, as the benchmark's own code uses,
+    and polygons are kept exactly as read."""
     features = json.loads(Path(path).read_text())["features"]
     rows = []
     for k, feature in enumerate(features):
@@ -161,9 +151,8 @@ def read_osm_pois(path: str | os.PathLike) -> tuple[pd.DataFrame, int]:
 
 
 def read_tracts(path: str | os.PathLike, crs: str = TRACT_CRS) -> tuple[pd.DataFrame, Regions]:
-    """Census tracts (GeoJSON whose coordinates are in ``crs``, whatever the file claims):
-    a table of their properties and the tracts as WGS84 :class:`~musecl.datasets.from_raw.Regions`
-    (ids ``"0", "1", ...`` in file order, the rows of the table)."""
+    """Census tracts (GeoJSON whose coordinates are in ``crs``, whatever the file claims): their
+    properties and the tracts as WGS84 Regions, ids ``"0", "1", ...`` as the table's rows."""
     features = json.loads(Path(path).read_text())["features"]
     props = pd.DataFrame([f.get("properties") or {} for f in features])
     tracts = polygon_regions({"type": "FeatureCollection", "features": features}, id=None, crs=crs)
@@ -207,11 +196,8 @@ def read_arrest_points(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]
 
 def convert_manhattan(paths: dict[str, Path], out: str | os.PathLike,
                       sources: dict[str, dict] | None = None, tract_crs: str = TRACT_CRS) -> Path:
-    """Write the city folder from raw files given by role (the keys of :data:`FILES`).
-
-    ``sources`` (role -> repository/commit/path/sha256) is recorded in ``city.yaml``. The real
-    data go through :func:`make_manhattan_city`; tests call this with hand-made files.
-    """
+    """Write the city folder from raw files given by role (the keys of :data:`FILES`);
+    ``sources`` (role -> repository/commit/path/sha256) is recorded in ``city.yaml``."""
     paths = {k: Path(v) for k, v in paths.items()}
     missing = sorted(set(FILES) - set(paths))
     if missing:
@@ -241,20 +227,16 @@ def convert_manhattan(paths: dict[str, Path], out: str | os.PathLike,
         "population_density": props["population_density"].astype(float).to_numpy(),
         "median_income": [income_by_geoid.get(g, np.nan) if g else np.nan for g in geoid],
     }, index=tracts.ids, dtype=float)
-    # Overlap-weighted means; tracts without a value (no ACS income estimate) are skipped and the
-    # weights renormalise over the tracts with one. The tracts cover every region (>= 99%), so the
-    # density takes any overlap (min_coverage=0). Six regions lie mostly in tracts without a median
-    # income (Central Park's, for one): the default 0.5 would drop their income, so a region keeps
-    # the income of the part it shares with tracts that have one, down to INCOME_MIN_COVERAGE of
-    # its surface. Below that the value is a border sliver's (Central Park, Inwood Hill Park and
-    # Highbridge Park touch tracts with an income over 1-1,500 m2, <= 0.2% of their surface) and
-    # the region's income is missing (median_income is allow_missing).
+    # The tracts cover every region, so the density takes any overlap (min_coverage=0). Some
+    # regions lie mostly in tracts without an income (Central Park's): they keep the income of the
+    # part under tracts with one, down to INCOME_MIN_COVERAGE of their surface; below that it would
+    # be a border sliver's, and the income is missing (allow_missing).
     by_area = indicators_by_area(tracts, tract_values, regions, how="density",
                                  min_coverage={"population_density": 0, "median_income": INCOME_MIN_COVERAGE})
     density = by_area["population_density"].to_numpy()
     income = by_area["median_income"].to_numpy()
     a_lon, a_lat = read_arrest_points(paths["arrests"])
-    # the file covers all five boroughs: 3,901 of its 16,967 arrests are in the 180 regions
+    # the file covers all five boroughs: most arrests lie outside the regions
     arrests = count_points(a_lon, a_lat, regions, outside="ignore").to_numpy()
 
     indicators = pd.DataFrame({

@@ -1,18 +1,13 @@
 """Where the real data sets' raw files come from, and how to get each one safely.
 
-Every raw file of the real cities is listed in ``registry.csv`` (shipped with the package): its
-path in the data directory, size, sha256, and the public repository, commit and path it was
-copied from. :func:`locate` finds a file, in this order:
-
-1. the data directory (``$MUSECL_DATA_DIR``, else ``../shared/data`` beside the repository);
-2. the download cache (``$MUSECL_CACHE``, else pooch's per-user cache folder);
-3. a download from ``raw.githubusercontent.com`` at the recorded commit (when ``download`` is on
-   and ``$MUSECL_OFFLINE`` is not set).
-
-A copy is used only if its sha256 matches the registry; a mismatch raises
-:class:`ChecksumError` and the file is never read. Files the registry marks as converted or
-downscaled (the census tracts were a Python pickle upstream; the street views were shrunk) cannot
-be fetched byte for byte, so they come only from a data directory. Nothing is ever unpickled.
+``registry.csv`` (shipped with the package) lists every raw file of the real cities: its path in
+the data directory, size, sha256, and the public repository, commit and path it was copied from.
+:func:`locate` looks in the data directory (``$MUSECL_DATA_DIR``, else ``../shared/data`` beside
+the repository), then the download cache (``$MUSECL_CACHE``, else pooch's per-user cache), then
+downloads from ``raw.githubusercontent.com`` at the recorded commit (when ``download`` is on and
+``$MUSECL_OFFLINE`` is not set). A copy whose sha256 differs raises :class:`ChecksumError` and is
+never read. Files the registry marks converted or downscaled cannot be fetched byte for byte:
+they come only from a data directory. Nothing is ever unpickled.
 """
 from __future__ import annotations
 
@@ -155,11 +150,9 @@ def _download(file: str, progress: bool = False) -> Path:
 
 def fetch(name: str, data_dir: str | os.PathLike | None = None, download: bool = True,
           progress: bool = True, files: Sequence[str] | None = None) -> dict[str, Path]:
-    """Every raw file of a data set (or those of ``files``, registry paths of it: what a reader
-    needs), verified: ``{registry path: local path}``.
-
-    Stops at the first file that cannot be had (offline, one failed download is enough to know).
-    """
+    """Every raw file of a data set (or only ``files``, registry paths of it), verified:
+    ``{registry path: local path}``. Stops at the first file that cannot be had (offline, one
+    failed download says enough)."""
     every = files_of(name)
     if files is not None and set(files) - set(every):
         raise ValueError(f"not files of the {name} data set: {sorted(set(files) - set(every))}")

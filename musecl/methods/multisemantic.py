@@ -9,10 +9,8 @@
 *MuseCL (fine-tuned heads)* replaces stage 4 by the end-to-end option on feature heads: the two
 heads of stages 1-2 train on with the fusion (:func:`musecl.fusion.fine_tune_heads`).
 
-Each stage is a folder in the cache named by the hash of the settings it depends on and of the
-city's files, so a chapter that needs the satellite encoder reuses the one an earlier chapter
-trained, and a changed setting retrains only the stages downstream of it.
-"""
+Each stage is a cache folder keyed by its settings and the city's files: later chapters reuse
+what earlier ones trained, and a changed setting retrains only what follows it."""
 from __future__ import annotations
 
 import json
@@ -73,10 +71,8 @@ PREFIX = {SATELLITE: "rs", STREETVIEW: "sv"}
 TRIPLETS_CSV = "triplets.csv"
 ATTENTION_CSV = "attention.csv"
 FEATURES_FORMAT = 1  # bump when a backbone's feature extraction changes: old cache entries are ignored
-FUSION_FORMAT = 3  # 2: fusion trains through the one Trainer (another batch order); 3: its history logs the
-# InfoNCE and reconstruction parts (same weights). Entries of an older format are retrained
-FINE_TUNED_FORMAT = 3  # 2: the fine-tuned heads' region embeddings are stored beside the fused ones;
-# 3: their columns are named rs_0, ... as a CNN's (were rs0, ...)
+FUSION_FORMAT = 3  # bump when the fusion stage's training or files change: older entries are retrained
+FINE_TUNED_FORMAT = 3  # the same for the fine-tuned stage's tables
 FINE_TUNED_TABLES = {SATELLITE: "embeddings-rs.csv", STREETVIEW: "embeddings-sv.csv"}
 
 
@@ -91,14 +87,12 @@ def image_settings(cfg: RunConfig, kind: str) -> dict:
 
 
 def reconstruction_weight(cfg: RunConfig, kind: str) -> float:
-    """``head_reconstruction`` where this encoder is a head on frozen features; 0 for a CNN, which has
-    no decoder (and whose cache key therefore does not change with it)."""
+    """``head_reconstruction`` for a head on frozen features; 0 for a CNN, which has no decoder."""
     return cfg.image.head_reconstruction if image_settings(cfg, kind)["arch"] in FEATURE_HEADS else 0.0
 
 
 def training_settings(cfg: RunConfig, kind: str, checkpoint_dir: Path, progress: bool = True):
-    """The run's triplet-training settings for one encoder, CNN or head (which ignores device and amp:
-    its features are cached, it trains on the CPU); checkpoints (every 30 s of training), resumes where it stopped."""
+    """The run's triplet-training settings for one encoder (a head trains on the CPU: no device, amp)."""
     s = image_settings(cfg, kind)
     return ImageTrainingConfig(
         loss=cfg.image.triplet_loss, margin=cfg.image.resolved_margin, reconstruction=reconstruction_weight(cfg, kind),
@@ -109,10 +103,8 @@ def training_settings(cfg: RunConfig, kind: str, checkpoint_dir: Path, progress:
 
 
 def weights_key(weights: str) -> str:
-    """What a stage's cache key records of the ``weights`` setting: "random" or "imagenet" as
-    they are; a checkpoint (a file, or a saved encoder's folder) by the sha256 of the file it
-    loads, so that another file at the same path is other weights and the same file elsewhere
-    is not. A path that does not exist stays as written (building the encoder then says so)."""
+    """What a cache key records of ``weights``: "random"/"imagenet" as they are; a checkpoint by the
+    sha256 of the file it loads (so the key follows the content, not the path)."""
     if weights in ("random", "imagenet"):
         return weights
     path = Path(weights)
@@ -121,8 +113,7 @@ def weights_key(weights: str) -> str:
 
 
 def similarity_triplets(city: City, cfg: RunConfig, kind: str, regions: list[str]):
-    """MuseCL's pairing: satellite images by POI similarity (eq. 3-4), street view by mobility
-    similarity (eq. 1-2)."""
+    """MuseCL's pairing: satellite by POI similarity (eq. 3-4), street view by mobility (eq. 1-2)."""
     sample = poi_triplets if kind == SATELLITE else mobility_triplets
     return sample(city, sampler_for(cfg), regions=regions)
 
@@ -131,15 +122,13 @@ TRIPLET_SOURCES = {"similarity": similarity_triplets}  # baselines register thei
 
 
 def layers_key(layers: str) -> dict:
-    """The cache-key entry of the backbone layers a head reads: nothing for "last", so entries
-    computed before the choice existed keep their keys."""
+    """The cache-key entry of the backbone layers: nothing for "last", so older entries keep their keys."""
     return {} if layers == "last" else {"layers": layers}
 
 
 def precision_key(amp: str, device: str) -> dict:
-    """The cache-key entry of a stage computed under autocast: the resolved dtype ("auto" gives
-    different numbers on different hardware); nothing at full precision, so float32 entries keep
-    their old keys."""
+    """The cache-key entry of autocast: the resolved dtype ("auto" differs by hardware); nothing at
+    full precision, so float32 entries keep their keys."""
     precision = amp_dtype(amp, resolve_device(device))
     return {} if precision is None else {"amp": str(precision)}
 
@@ -149,10 +138,8 @@ IMAGE_STORE_PLUGINS = "musecl.image_stores"  # entry-point group of the stores o
 
 def city_image_store(city: City, kind: str, size: int, cache, progress: bool = True,
                      image_store: str = "memory", fingerprint: str | None = None):
-    """The city's decoded ``kind`` images at ``size`` px, cached once per city, kind and size for
-    MuseCL's image stage and the baselines alike: ``images/{kind}-{size}-{fingerprint}.pt``
-    (loaded into memory) or, with another ``image_store`` such as "shards" (cities whose images do
-    not fit in memory), the folder ``images/{kind}-{size}-{fingerprint}-{image_store}/``."""
+    """The city's ``kind`` images at ``size`` px, decoded once for every method (``image_store``:
+    "memory", or "shards" for images that do not fit)."""
     group = processes()
     name = f"{kind}-{int(size)}-{fingerprint or city_fingerprint(city, labels=False)}"
     folder = cache.root / "images"
@@ -169,10 +156,9 @@ def city_image_store(city: City, kind: str, size: int, cache, progress: bool = T
 
 
 def image_store_plugin(name: str):
-    """The function ``(city, kind, size, folder, progress) -> ImageStore`` of an image store other
-    than "memory", found by its entry point (group ``musecl.image_stores``): musecl registers its
-    "shards" (``musecl.scaling.shards``) there, so the core names no scaling module, and another
-    package can add its own store."""
+    """The builder ``(city, kind, size, folder, progress) -> ImageStore`` of a non-"memory" store,
+    from entry-point group ``musecl.image_stores``: the core names no scaling module, and another
+    package can add its own. Raises ValueError when not installed."""
     plugins = {entry.name: entry for entry in entry_points(group=IMAGE_STORE_PLUGINS)}
     if name not in plugins:
         known = ["memory", *sorted(plugins)]
@@ -183,16 +169,10 @@ def image_store_plugin(name: str):
 
 def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = True,
                 triplets: str = "similarity") -> Path:
-    """Train the satellite or street-view encoder on triplets; embed every region.
-
-    ``triplets`` names how the triplets are drawn (``TRIPLET_SOURCES``): MuseCL's similarity
-    pairing, or a baseline's (e.g. Tile2vec's geographic neighbours).
-
-    The folder holds ``encoder/`` (weights + config), ``triplets.csv``, ``history.csv`` and
-    ``embeddings.csv`` (NaN rows for regions without such images). Training checkpoints (at the end
-    of an epoch, every 30 s) under ``<cache>/checkpoints``, so an interrupted run resumes where it stopped;
-    they are deleted once the stage is in the cache.
-    """
+    """Train the satellite or street-view encoder on ``triplets`` (a ``TRIPLET_SOURCES`` name) and
+    embed every region (NaN without such images); return the folder (``encoder/``,
+    ``triplets.csv``, ``history.csv``, ``embeddings.csv``). Checkpoints under
+    ``<cache>/checkpoints`` let an interrupted run resume."""
     group = processes()
     if triplets not in TRIPLET_SOURCES:
         raise ValueError(f"unknown triplet source {triplets!r}; known: {sorted(TRIPLET_SOURCES)}")
@@ -228,8 +208,7 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
         store = city_image_store(city, kind, s["image_size"], cache, progress, cfg.machine.image_store, fingerprint)
         drawn = TRIPLET_SOURCES[triplets](city, cfg, kind, list(store.region_ids))
         drawn.to_frame().to_csv(folder / TRIPLETS_CSV, index=False)
-        # channels_last: with bf16, ResNet-18 @224 from 4,900 to 7,600 images/s on an H200; on
-        # 2 CPU cores Inception-v3 @75 training 1.26x, ResNet-18 @64 the same (1.15x on one thread)
+        # channels_last: faster with bf16 on a GPU and for Inception-v3 on the CPU
         encoder = build_encoder(s["arch"], cfg.embedding_dim, cfg.image.weights, seed=cfg.seed, channels_last=True)
         training = training_settings(cfg, kind, cache.checkpoints(key), progress)
         encoder, history = train_image_encoder(encoder, store, drawn, training)
@@ -244,8 +223,7 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
 
 def _train_head(city: City, cfg: RunConfig, kind: str, cache, folder: Path, triplets: str, progress: bool,
                 key: dict) -> None:
-    """``image_stage`` for a head on frozen features (``rs_arch``/``sv_arch`` "lite0-head"): the
-    same triplets, loss and folder layout as a CNN, trained on the cached backbone features."""
+    """``image_stage`` for a head ("lite0-head") on cached backbone features; same files as a CNN's."""
     s = image_settings(cfg, kind)
     machine = cfg.machine
     backbone_dir = efficientnet_stage(city, kind, s["image_size"], cache, progress, machine.image_store, machine.amp,
@@ -267,11 +245,9 @@ def efficientnet_stage(city: City, kind: str, image_size: int, cache, progress: 
                        image_store: str = "memory", amp: str = "off", device: str = "cpu",
                        layers: str = "last") -> Path:
     """Global-pooled features of EfficientNet-Lite0 with ImageNet weights, of its last conv layer
-    (1280-d) or of its stages (``layers``: :func:`musecl.encoders.heads.pooled_features_module`).
-
-    Images are decoded at ``image_size`` (PIL bilinear) and normalised with the ImageNet mean and
-    std: the converted weights expect that (the first BatchNorm's running statistics match
-    ImageNet-normalised inputs, not TensorFlow's (x - 127) / 128).
+    (1280-d) or its stages (``layers``: :func:`musecl.encoders.heads.pooled_features_module`).
+    Inputs are ImageNet-normalised, not TensorFlow's (x - 127) / 128: the converted weights'
+    first BatchNorm statistics expect that.
     """
     fingerprint = city_fingerprint(city, labels=False)
     key = {"city": fingerprint, "kind": kind, "model": "efficientnet-lite0", "image_size": int(image_size),
@@ -291,17 +267,16 @@ def efficientnet_stage(city: City, kind: str, image_size: int, cache, progress: 
 
 
 def backbone_features(city: City, cfg: RunConfig, kind: str, cache) -> pd.DataFrame:
-    """The frozen backbone's features of every ``kind`` region at the run's image size (cached):
-    what a feature head of this run reads."""
+    """The frozen backbone's features (cached) that this run's feature heads read."""
     size = image_settings(cfg, kind)["image_size"]
     return load_table(efficientnet_stage(city, kind, size, cache, False, cfg.machine.image_store, cfg.machine.amp,
                                          cfg.machine.device, cfg.image.backbone_layers) / EMBEDDINGS_CSV)
 
 
 def stage_encoder(stage: Path, initial: bool = False, seed: int = 0, weights: str = "random"):
-    """The encoder of an image stage as one module on uint8 images (a CNN, or frozen backbone +
-    head). ``initial``: the same architecture at its starting point (``seed``, ``weights``),
-    untrained: the control for what training added."""
+    """An image stage's encoder as one module on uint8 images (a CNN, or backbone + head).
+    ``initial``: untrained at its starting point (``seed``, ``weights``), the control for what
+    training added."""
     config = json.loads((stage / "encoder" / CONFIG_JSON).read_text())
     if config.get("class") != "FeatureHead":
         trained = load_encoder(stage / "encoder")
@@ -315,8 +290,7 @@ def stage_encoder(stage: Path, initial: bool = False, seed: int = 0, weights: st
 
 
 def initial_embedding(city: City, cfg: RunConfig, kind: str, cache, stage: Path, store=None) -> pd.DataFrame:
-    """Every region's embedding by the stage's encoder at its starting point, computed as the stage
-    embeds (a CNN: mean over a region's views; a head: head of the mean of its views' features)."""
+    """Every region's embedding by the stage's untrained encoder, computed as the stage embeds."""
     config = json.loads((stage / "encoder" / CONFIG_JSON).read_text())
     if config.get("class") == "FeatureHead":
         features = backbone_features(city, cfg, kind, cache)
@@ -330,8 +304,7 @@ def initial_embedding(city: City, cfg: RunConfig, kind: str, cache, stage: Path,
 
 
 def text_settings(cfg: RunConfig):
-    """The run's POI text settings (:class:`musecl.encoders.text.TextEncoderConfig`), one translation
-    for MuseCL and MuseCL on vector views."""
+    """The run's POI text settings (:class:`musecl.encoders.text.TextEncoderConfig`)."""
     return TextEncoderConfig(**asdict(cfg.text), vector_size=cfg.embedding_dim, seed=cfg.seed)
 
 
@@ -353,24 +326,20 @@ def text_stage(city: City, cfg: RunConfig, cache) -> Path:
 
 
 def fusion_settings(cfg: RunConfig):
-    """The run's fusion settings (:class:`musecl.fusion.FusionConfig`), one translation for MuseCL,
-    Fusion-svrv and MuseCL on vector views."""
+    """The run's fusion settings (:class:`musecl.fusion.FusionConfig`)."""
     return FusionConfig(**asdict(cfg.fusion), seed=cfg.seed)
 
 
 def image_views(city: City) -> tuple[str, ...]:
-    """The image kinds MuseCL encodes on ``city``: satellite images (their triplets come from the
-    POIs, eq. 3-4), and street views where the city has trips for theirs (eq. 1-2). A city with
-    one of them (many real cities have no street views) fuses that one alone: eq. 10 with beta = 1,
-    still aligned to the POI text by eq. 11. Read from ``MuseCL.needs_any``: each entry is an image
-    kind with what its triplets need."""
+    """The image kinds MuseCL encodes on ``city`` (from ``MuseCL.needs_any``): satellite images
+    (triplets from POIs, eq. 3-4), street views where there are trips (eq. 1-2). With one kind
+    (many real cities lack street views) MuseCL fuses it alone: eq. 10 with beta = 1, eq. 11 as is."""
     return tuple(group[0] for group in groups_met(MuseCL, city))
 
 
 def fusion_stage(city: City, cfg: RunConfig, cache, sv_dir: Path | None, rs_dir: Path | None,
                  text_dir: Path) -> Path:
-    """Attentive fusion of the image embeddings aligned to the POI vectors (eq. 8-11); a view
-    without a stage (None: the city has no such images) is left out of the fusion."""
+    """Attentive fusion of the image embeddings aligned to the POI vectors (eq. 8-11); None views left out."""
     upstream = [None if d is None else json.loads((d / "key.json").read_text()) for d in (sv_dir, rs_dir, text_dir)]
     key = {"upstream": upstream, "format": FUSION_FORMAT, **cfg.subset(FUSION_KEYS)}
 
@@ -388,8 +357,7 @@ def fusion_stage(city: City, cfg: RunConfig, cache, sv_dir: Path | None, rs_dir:
 
 
 def train_fusion_into(folder: Path, sv: pd.DataFrame, rs: pd.DataFrame, target: pd.DataFrame, cfg: RunConfig) -> None:
-    """Fuse ``sv`` and ``rs`` aligned to ``target`` (the POI vectors, or Fusion-svrv's own target)
-    and write a fusion stage's folder: the model, its history, the embeddings and beta."""
+    """Fuse ``sv`` and ``rs`` aligned to ``target`` and write a fusion stage's folder."""
     model, history = train_fusion(sv, rs, target, fusion_settings(cfg))
     embedding, beta = fuse(model, sv, rs)
     model.save(folder / "fusion")
@@ -398,14 +366,12 @@ def train_fusion_into(folder: Path, sv: pd.DataFrame, rs: pd.DataFrame, target: 
     save_table(beta, folder / ATTENTION_CSV)
 
 
-# what the end-to-end option fine-tunes: "heads" (lite0-head encoders, on their cached features) or
-# "cnns" (whole CNN encoders, on images: an option for a GPU)
+# what the end-to-end option fine-tunes: lite0 heads on cached features, or whole CNNs (for a GPU)
 FINE_TUNES = ("heads", "cnns")
 
 
 def fine_tuning_unsupported(cfg: RunConfig, fine_tunes: str = "heads") -> str | None:
-    """Why these settings cannot fine-tune the encoders (``fine_tunes``: "heads" or "cnns") through
-    the fusion, or None when they can."""
+    """Why these settings cannot fine-tune ``fine_tunes`` ("heads", "cnns") through the fusion, or None."""
     if fine_tunes not in FINE_TUNES:
         raise ValueError(f"fine_tunes must be one of {FINE_TUNES}; got {fine_tunes!r}")
     archs = {k: getattr(cfg.image, k) for k in ("rs_arch", "sv_arch")}
@@ -422,12 +388,10 @@ def fine_tuning_unsupported(cfg: RunConfig, fine_tunes: str = "heads") -> str | 
 
 def fine_tuned_fusion_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_dir: Path,
                             text_dir: Path, fine_tunes: str = "heads") -> Path:
-    """The fusion stage with the end-to-end option: the two triplet-trained encoders train on with
-    the fusion and their own triplets -- feature heads on their cached features
-    (:func:`musecl.fusion.fine_tune_heads`) or whole CNNs on the images
-    (:func:`musecl.fusion.fine_tune_cnns`). The folder holds what a fusion stage holds, and the
-    fine-tuned encoders with their region embeddings (``encoder-rs/``, ``embeddings-rs.csv``; ``sv``
-    likewise)."""
+    """The fusion stage with the end-to-end option: both triplet-trained encoders train on with the
+    fusion and their own triplets (:func:`musecl.fusion.fine_tune_heads` or ``fine_tune_cnns``).
+    The folder adds the fine-tuned encoders and embeddings (``encoder-rs/``, ``embeddings-rs.csv``,
+    ``sv`` likewise). Raises ValueError when the settings do not allow it."""
     if reason := fine_tuning_unsupported(cfg, fine_tunes):
         raise ValueError(reason)
     dirs = {"sv": sv_dir, "rs": rs_dir}
@@ -482,8 +446,7 @@ def fine_tuned_fusion_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_
 @register("MuseCL")
 class MuseCL(StagedMethod):
     """The full method: fused image embedding (eq. 10) aligned to POI text (eq. 11). On a city with
-    one image kind of the two (:func:`image_views`), the fusion reads that one alone; ``views``
-    says which were fused."""
+    one image kind the fusion reads it alone (:func:`image_views`); ``views`` says which."""
     needs = (POI,)
     needs_any = (SATELLITE, (STREETVIEW, MOBILITY))
 
@@ -542,9 +505,8 @@ class MuseCLFineTunedHeads(MuseCL):
         return dict(zip(self.STAGES, (rs, sv, text, fusion)))
 
     def stage_table(self, stage: str, table: str = EMBEDDINGS_CSV) -> pd.DataFrame:
-        """As MuseCL's, but the satellite and street-view embeddings are those of the encoders
-        after fine-tuning (kept in the fusion stage). Their ``history`` and triplets stay those of
-        the encoders' own training, which fine-tuning starts from."""
+        """As MuseCL's, but the image embeddings are the fine-tuned encoders'; their ``history`` and
+        triplets stay those of the training fine-tuning starts from."""
         if stage in FINE_TUNED_TABLES and table == EMBEDDINGS_CSV:
             return super().stage_table("fusion", FINE_TUNED_TABLES[stage])
         return super().stage_table(stage, table)
