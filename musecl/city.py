@@ -288,12 +288,9 @@ def _read_csv(root: Path, name: str, problems: list[Problem], required: list[str
               optional: bool = False) -> pd.DataFrame | None:
     path = root / name
     _, why = _stat_file(path)
-    if why == _MISSING:
-        if not optional:
-            problems.append(Problem(name, "", "file is missing"))
-        return None
     if why:
-        problems.append(Problem(name, "", why))
+        if not (optional and why == _MISSING):
+            problems.append(Problem(name, "", "file is missing" if why == _MISSING else why))
         return None
     try:
         df = read_csv_ids(path, ids=ID_COLUMNS)
@@ -320,6 +317,11 @@ def _row(i: int) -> str:
     return f"row {i + 2}"  # +1 for the header, +1 for 1-based counting as in a spreadsheet
 
 
+def _at_rows(problems: list[Problem], file: str, mask, message) -> None:
+    """A problem at each of the first five rows where ``mask`` holds; ``message(i)`` says what."""
+    problems.extend(Problem(file, _row(i), message(i)) for i in np.flatnonzero(np.asarray(mask))[:5])
+
+
 _KINDS = ((type(None), "empty (null)"), (bool, "a boolean"), ((int, float), "a number"), (str, "text"),
           (list, "a list"), (dict, "a mapping"))  # bool before int: a boolean is an int too
 
@@ -338,14 +340,11 @@ def _check_ids(df: pd.DataFrame, col: str, known: set[str], file: str, problems:
                what: str = "region_id", unique: bool = False) -> None:
     """Empty and unknown ids (and, with ``unique``, repeated ones), five of each at most."""
     ids = df[col]
-    for i in np.flatnonzero(ids.isna().to_numpy())[:5]:
-        problems.append(Problem(file, _row(i), f"{what} is empty"))
-    repeated = ids.duplicated(keep="first") & ids.notna() if unique else pd.Series(False, index=ids.index)
-    for i in np.flatnonzero(repeated.to_numpy())[:5]:
-        problems.append(Problem(file, _row(i), f"duplicate {what} {ids.iloc[i]!r}"))
+    _at_rows(problems, file, ids.isna(), lambda i: f"{what} is empty")
+    if unique:
+        _at_rows(problems, file, ids.duplicated() & ids.notna(), lambda i: f"duplicate {what} {ids.iloc[i]!r}")
     unknown = ~ids.isin(known) & ids.notna()
-    for i in np.flatnonzero(unknown.to_numpy())[:5]:
-        problems.append(Problem(file, _row(i), f"{what} {ids.iloc[i]!r} is not a region in {REGIONS_CSV}"))
+    _at_rows(problems, file, unknown, lambda i: f"{what} {ids.iloc[i]!r} is not a region in {REGIONS_CSV}")
     if unknown.sum() > 5:
         problems.append(Problem(file, "", f"{int(unknown.sum())} rows in all name unknown regions"))
 
@@ -382,28 +381,23 @@ def _read_indicator(name: str, spec, problems: list[Problem]) -> Indicator:
     kwargs: dict = {}
     for key in ("long_name", "unit"):
         value = spec.get(key)
-        if value is None:
-            continue
         if isinstance(value, str) or _is_number(value):
             kwargs[key] = str(value)
-        else:
+        elif value is not None:
             problems.append(Problem(CITY_YAML, f"{where}.{key}", f"must be text, got {value!r} ({_kind_of(value)})"))
     for key in ("log", "allow_missing", "allow_negative"):
-        if key not in spec:
-            continue
-        value = spec[key]
+        value = spec.get(key)
         if isinstance(value, bool):
             kwargs[key] = value
-        else:
+        elif key in spec:
             problems.append(Problem(CITY_YAML, f"{where}.{key}", "must be true or false (a YAML boolean, unquoted), "
                                                                   f"got {value!r} ({_kind_of(value)})"))
     derived = spec.get("derived_from_input")
-    if derived is not None:
-        if isinstance(derived, str) and derived in MODALITIES:
-            kwargs["derived_from_input"] = derived
-        else:
-            problems.append(Problem(CITY_YAML, f"{where}.derived_from_input",
-                                    f"{derived!r} is not a modality; use one of {list(MODALITIES)} or leave it out"))
+    if derived in MODALITIES:  # only text equals a modality
+        kwargs["derived_from_input"] = derived
+    elif derived is not None:
+        problems.append(Problem(CITY_YAML, f"{where}.derived_from_input",
+                                f"{derived!r} is not a modality; use one of {list(MODALITIES)} or leave it out"))
     return Indicator(name=name, long_name=kwargs.pop("long_name", name), **kwargs)
 
 
@@ -423,12 +417,10 @@ def _read_meta(root: Path, problems: list[Problem]) -> CityMeta | None:
     if not isinstance(raw, dict):
         problems.append(Problem(CITY_YAML, "", "must be a mapping of keys to values"))
         return None
-    required = ("name", "crs", "modalities", "indicators")
-    for key in required:
-        if key not in raw:
-            problems.append(Problem(CITY_YAML, key, "required key is missing"))
+    missing = [key for key in ("name", "crs", "modalities", "indicators") if key not in raw]
+    problems.extend(Problem(CITY_YAML, key, "required key is missing") for key in missing)
     _check_format_version(raw, problems)
-    if any(key not in raw for key in required):
+    if missing:
         return None
 
     name = raw["name"]
@@ -447,18 +439,16 @@ def _read_meta(root: Path, problems: list[Problem]) -> CityMeta | None:
         listed = []
     modalities: list[str] = []
     for m in listed:
-        if not isinstance(m, str) or m not in MODALITIES:
+        if m not in MODALITIES:
             problems.append(Problem(CITY_YAML, "modalities", f"unknown modality {m!r}; use {list(MODALITIES)}"))
         elif m in modalities:
             problems.append(Problem(CITY_YAML, "modalities", f"{m!r} is listed twice"))
         else:
             modalities.append(m)
-    indicators: dict[str, Indicator] = {}
-    if not isinstance(raw["indicators"], dict) or not raw["indicators"]:
+    specs = raw["indicators"] if isinstance(raw["indicators"], dict) else {}
+    if not specs:
         problems.append(Problem(CITY_YAML, "indicators", "must map each indicator column to its metadata"))
-    else:
-        for key, spec in raw["indicators"].items():
-            indicators[str(key)] = _read_indicator(str(key), spec, problems)
+    indicators = {str(key): _read_indicator(str(key), spec, problems) for key, spec in specs.items()}
 
     hexagon = raw.get("hexagon_size_m")
     if hexagon is not None and not (_is_number(hexagon) and hexagon > 0):
@@ -490,8 +480,9 @@ def _read_meta(root: Path, problems: list[Problem]) -> CityMeta | None:
             if m not in MODALITIES:
                 problems.append(Problem(CITY_YAML, key, f"unknown modality {m!r}; use {list(MODALITIES)}"))
             if not isinstance(value or wanted(), wanted):
-                problems.append(Problem(CITY_YAML, f"{key}.{m}", f"must be a {'list' if wanted is list else 'mapping'}, "
-                                                                 f"got {type(value).__name__}"))
+                problems.append(Problem(CITY_YAML, f"{key}.{m}",
+                                        f"must be a {'list' if wanted is list else 'mapping'}, "
+                                        f"got {type(value).__name__}"))
                 mappings[key].pop(m)
     r2_tables = [("oracle_r2", mappings["oracle_r2"])]
     r2_tables += [(f"modality_oracle_r2.{m}", v) for m, v in mappings["modality_oracle_r2"].items() if v]
@@ -590,9 +581,8 @@ def _check_regions(df: pd.DataFrame, problems: list[Problem]) -> None:
     _check_id_spaces(df, REGION_ID, f, problems)
     for col, lo, hi in ((LON, -180, 180), (LAT, -90, 90)):
         values = pd.to_numeric(df[col], errors="coerce")
-        bad = values.isna() | (values < lo) | (values > hi)  # inf and -inf are outside too
-        for i in np.flatnonzero(bad.to_numpy())[:5]:
-            problems.append(Problem(f, _row(i), f"{col} {_show(df[col].iloc[i])} is not a number in [{lo}, {hi}]"))
+        _at_rows(problems, f, values.isna() | (values < lo) | (values > hi),  # inf and -inf are outside too
+                 lambda i: f"{col} {_show(df[col].iloc[i])} is not a number in [{lo}, {hi}]")
     _check_geometries(df, problems)
 
 
@@ -658,9 +648,8 @@ def _check_images(root: Path, df: pd.DataFrame, meta: CityMeta, known: set[str],
                   problems: list[Problem]) -> None:
     f = IMAGES_CSV
     _check_ids(df, REGION_ID, known, f, problems)
-    bad_kind = ~df[KIND].isin(IMAGE_KINDS)
-    for i in np.flatnonzero(bad_kind.to_numpy())[:5]:
-        problems.append(Problem(f, _row(i), f"kind {df[KIND].iloc[i]!r} is not one of {list(IMAGE_KINDS)}"))
+    _at_rows(problems, f, ~df[KIND].isin(IMAGE_KINDS),
+             lambda i: f"kind {df[KIND].iloc[i]!r} is not one of {list(IMAGE_KINDS)}")
     located = [_locate_image(os.fspath(root), rel) for rel in df[PATH]]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_IMAGE_PIXELS reports it, with the file
@@ -671,15 +660,14 @@ def _check_images(root: Path, df: pd.DataFrame, meta: CityMeta, known: set[str],
         problems.append(Problem(f, f"{_row(i)}, region {rid!r}", f"{shown}: {why}" if shown else why))
     if len(bad) > 10:
         problems.append(Problem(f, "", f"{len(bad)} image rows in all point at missing or unreadable files"))
-    sat = df[df[KIND] == SATELLITE]
-    dup = sat[REGION_ID].duplicated()
-    for i in np.flatnonzero(dup.to_numpy())[:5]:
-        problems.append(Problem(f, f"region {sat[REGION_ID].iloc[i]!r}", "more than one satellite image"))
+    sat = df.loc[df[KIND] == SATELLITE, REGION_ID]
+    for rid in sat[sat.duplicated()].iloc[:5]:
+        problems.append(Problem(f, f"region {rid!r}", "more than one satellite image"))
     for kind in IMAGE_KINDS:
         if kind in meta.modalities and not (df[KIND] == kind).any():
             problems.append(Problem(f, kind, f"modality {kind!r} is listed in {CITY_YAML} but has no images"))
     if SATELLITE in meta.modalities and known:
-        missing = len(known - set(sat[REGION_ID]))
+        missing = len(known - set(sat))
         if missing / len(known) > meta.max_missing_satellite:
             problems.append(Problem(f, SATELLITE, f"{n_of_regions(missing, len(known))} no satellite image; "
                                                   f"max_missing_satellite in {CITY_YAML} allows "
@@ -727,7 +715,8 @@ def _check_predictable(column: pd.Series, problems: list[Problem]) -> None:
     if len(values) < MIN_INDICATOR_VALUES:
         problems.append(Problem(INDICATORS_CSV, f"column {column.name}",
                                 f"has a value for {len(values)} of {len(column)} regions; an indicator needs at "
-                                f"least {MIN_INDICATOR_VALUES} (2 to train on, 1 to validate, 2 to test); leave it out"))
+                                f"least {MIN_INDICATOR_VALUES} (2 to train on, 1 to validate, 2 to test); "
+                                "leave it out"))
     elif values.nunique() == 1:
         problems.append(Problem(INDICATORS_CSV, f"column {column.name}",
                                 f"is {_show(values.iloc[0])} for every region that has a value: there is nothing "
@@ -762,16 +751,13 @@ def _inspect(root: Path) -> tuple[list[Problem], dict]:
     images = _read_csv(root, IMAGES_CSV, problems, [REGION_ID, KIND, PATH], optional=not needs_images)
     if images is not None:
         _check_images(root, images, meta, known, problems)
-    tables["images"] = images
 
     pois = _read_csv(root, POIS_CSV, problems, [REGION_ID, CATEGORY], optional=POI not in meta.modalities)
     if pois is not None:
         _check_ids(pois, REGION_ID, known, POIS_CSV, problems)
-        for i in np.flatnonzero(pois[CATEGORY].isna().to_numpy())[:5]:
-            problems.append(Problem(POIS_CSV, _row(i), "category is empty"))
+        _at_rows(problems, POIS_CSV, pois[CATEGORY].isna(), lambda i: "category is empty")
         if POI in meta.modalities and pois.empty:
             problems.append(Problem(POIS_CSV, "", f"modality 'poi' is listed in {CITY_YAML} but there are no POIs"))
-    tables["pois"] = pois
 
     mobility = od = None
     given = {f: os.path.lexists(root / f) for f in (MOBILITY_CSV, OD_CSV)}
@@ -791,17 +777,15 @@ def _inspect(root: Path) -> tuple[list[Problem], dict]:
             problems.append(Problem(MOBILITY_CSV, "", f"modality 'mobility' is listed in {CITY_YAML}: "
                                                       f"give {MOBILITY_CSV} (region_id, inflow, outflow) or "
                                                       f"{OD_CSV} (origin, destination, flow)"))
-        elif all(t is None or t.empty for t in (mobility, od)) and not any(p.file in (MOBILITY_CSV, OD_CSV)
-                                                                           for p in problems):
-            problems.append(Problem(MOBILITY_CSV if mobility is not None else OD_CSV, "",
-                                    "modality 'mobility' is listed but the table has no rows"))
         elif not any(p.file in (MOBILITY_CSV, OD_CSV) for p in problems):
+            if all(t is None or t.empty for t in (mobility, od)):
+                problems.append(Problem(MOBILITY_CSV if mobility is not None else OD_CSV, "",
+                                        "modality 'mobility' is listed but the table has no rows"))
             for file, table, cols in ((MOBILITY_CSV, mobility, [INFLOW, OUTFLOW]), (OD_CSV, od, [FLOW])):
                 if table is not None and not table.empty and not pd.to_numeric(table[cols].stack()).any():
                     problems.append(Problem(file, ", ".join(cols), "every value is 0: the trips give nothing to "
                                             "tell regions apart by (eq. 1-2); give the trip counts, or drop "
                                             "'mobility' from the modalities"))
-    tables["mobility"], tables["od"] = mobility, od
 
     indicators = _read_csv(root, INDICATORS_CSV, problems, [REGION_ID])
     if indicators is not None:
@@ -818,28 +802,26 @@ def _inspect(root: Path) -> tuple[list[Problem], dict]:
             _check_numbers(indicators, [name], INDICATORS_CSV, problems,
                            allow_nan=ind.allow_missing, allow_negative=ind.allow_negative, log=ind.log)
             _check_predictable(indicators[name], problems)
-    tables["indicators"] = indicators
     latents = _read_csv(root, LATENTS_CSV, problems, [REGION_ID], optional=True)
     if latents is not None:
         _check_ids(latents, REGION_ID, known, LATENTS_CSV, problems, unique=True)
         _check_numbers(latents, [c for c in latents.columns if c != REGION_ID], LATENTS_CSV, problems,
                        allow_nan=True, allow_negative=True)
-    tables["latents"] = latents
     ceilings = _read_csv(root, CEILINGS_CSV, problems, [REGION_ID, SOURCE], optional=True)
     if ceilings is not None:
         _check_ceilings(ceilings, meta, known, problems)
-    tables["ceilings"] = ceilings
+    tables.update(images=images, pois=pois, mobility=mobility, od=od, indicators=indicators, latents=latents,
+                  ceilings=ceilings)
     return problems, tables
 
 
 def _check_ceilings(df: pd.DataFrame, meta: CityMeta, known: set[str], problems: list[Problem]) -> None:
     f = CEILINGS_CSV
     _check_ids(df, REGION_ID, known, f, problems)
-    bad = ~df[SOURCE].isin(CEILING_SOURCES)
-    for i in np.flatnonzero(bad.to_numpy())[:5]:
-        problems.append(Problem(f, _row(i), f"source {df[SOURCE].iloc[i]!r} is not one of {list(CEILING_SOURCES)}"))
-    for i in np.flatnonzero(df.duplicated([REGION_ID, SOURCE]).to_numpy())[:5]:
-        problems.append(Problem(f, _row(i), f"duplicate ({df[REGION_ID].iloc[i]!r}, {df[SOURCE].iloc[i]!r})"))
+    _at_rows(problems, f, ~df[SOURCE].isin(CEILING_SOURCES),
+             lambda i: f"source {df[SOURCE].iloc[i]!r} is not one of {list(CEILING_SOURCES)}")
+    _at_rows(problems, f, df.duplicated([REGION_ID, SOURCE]),
+             lambda i: f"duplicate ({df[REGION_ID].iloc[i]!r}, {df[SOURCE].iloc[i]!r})")
     columns = [c for c in df.columns if c not in (REGION_ID, SOURCE)]
     for c in columns:
         if c not in meta.indicators:
@@ -923,8 +905,7 @@ def load_city(path: str | Path) -> City:
         if n_missing:
             warnings.warn(f"{meta.name}: {n_of_regions(n_missing, len(ids))} no mobility record; "
                           "their inflow and outflow are set to 0", stacklevel=2)
-    mobility = mobility.reindex(ids, fill_value=0.0)
-    mobility.index.name = REGION_ID
+    mobility = mobility.reindex(ids, fill_value=0.0)  # named region_id, as ids are
 
     indicators = t["indicators"].set_index(REGION_ID)[list(meta.indicators)].astype(float)
     n_no_row = len(ids.difference(indicators.index))

@@ -176,20 +176,12 @@ def improvement(mean: pd.DataFrame, metric: str = "r2", target: str = TARGET,
     the target or every baseline is missing, or the best baseline is 0."""
     if metric not in METRICS:
         raise ValueError(f"metric {metric!r} is not one of {METRICS}")
-    baselines = [m for m in PAPER_BASELINES if m != target] if baselines is None else list(baselines)
-    present = [m for m in baselines if m in mean.index and m != target]
-    out = pd.Series(np.nan, index=mean.columns, name=IMPROVEMENT_ROW, dtype=float)
+    present = [m for m in (PAPER_BASELINES if baselines is None else baselines) if m in mean.index and m != target]
     if target not in mean.index or not present:
-        return out
-    for col in mean.columns:
-        values = mean.loc[present, col].dropna()
-        t = mean.loc[target, col]
-        if values.empty or pd.isna(t):
-            continue
-        higher = HIGHER_IS_BETTER[metric]
-        best = values.max() if higher else values.min()  # an RMSE is >= 0: abs(best) is best
-        out[col] = 100 * ((t - best) if higher else (best - t)) / abs(best) if best != 0 else np.nan
-    return out
+        return pd.Series(np.nan, index=mean.columns, name=IMPROVEMENT_ROW, dtype=float)
+    higher, t = HIGHER_IS_BETTER[metric], mean.loc[target]
+    best = mean.loc[present].max() if higher else mean.loc[present].min()  # an RMSE is >= 0: abs(best) is best
+    return (100 * ((t - best) if higher else (best - t)) / best.abs()).where(best != 0).rename(IMPROVEMENT_ROW)
 
 
 def _render(text: pd.DataFrame, marks: pd.DataFrame, fmt: str, caption: str):
@@ -205,8 +197,7 @@ def _render(text: pd.DataFrame, marks: pd.DataFrame, fmt: str, caption: str):
 
     def cell(value: str, mark: str) -> str:
         value = value.replace("|", "\\|")
-        return f"**{value}**" if mark == "best" and value else (f"<u>{value}</u>" if mark == "second" and value
-                                                                  else value)
+        return {"best": "**{}**", "second": "<u>{}</u>"}.get(mark, "{}").format(value) if value else value
 
     lines = ["| " + " | ".join([str(text.index.name or "method")] + [str(c) for c in text.columns]) + " |",
              "|" + "---|" * (len(text.columns) + 1)]
@@ -232,7 +223,7 @@ def styled_table(results: pd.DataFrame, metric: str = "r2", split: str = "random
     if ceilings is not None and len(ceilings) and (ceilings["split"] == split).any():
         cols = [c for c in text.columns if c != HEADLINE]
         ceiling_text = results_table(ceilings, metric, split, indicators=cols, city=city, digits=digits,
-                                     mean_of=mean_of if mean_of and HEADLINE in text.columns else None)
+                                     mean_of=mean_of or None)
         text = pd.concat([text, ceiling_text.reindex(columns=text.columns, fill_value="")])
     label = {"r2": "R2 (higher is better)", "rmse": "RMSE (lower is better)"}[metric]
     where = city or str(_rows(results, metric, split)["city"].iloc[0])
@@ -249,17 +240,14 @@ def styled_table(results: pd.DataFrame, metric: str = "r2", split: str = "random
 def paper_method_name(name: str) -> str:
     """The canonical name of a method as spelled in the paper's tables ("Resnet-18" -> "ResNet-18")."""
     name = str(name).strip()
-    if name in PAPER_NAMES:
-        return PAPER_NAMES[name]
-    folded = {m.lower(): m for m in ALL_METHODS}
-    return folded.get(name.lower(), name)
+    return PAPER_NAMES.get(name, {m.lower(): m for m in ALL_METHODS}.get(name.lower(), name))
 
 
 WITHOUT_TEXT = ("Add-svrv", "Fusion-svrv")  # the paper's rows that combine the two image embeddings, no POI text
 
 
-def paper_lead_sentence(results: pd.DataFrame, published: pd.DataFrame, indicators: Sequence[str],
-                        city_name: str, source: str = "MuseCL paper Table 1", paper_city: str = "Beijing") -> str | None:
+def paper_lead_sentence(results: pd.DataFrame, published: pd.DataFrame, indicators: Sequence[str], city_name: str,
+                        source: str = "MuseCL paper Table 1", paper_city: str = "Beijing") -> str | None:
     """MuseCL's lead over :data:`WITHOUT_TEXT` in the paper and in this run, in words (the cities
     differ, so only the orderings compare). None when either side lacks the rows."""
     paper = published[(published["source"] == source) & (published["city"] == paper_city)]
@@ -268,8 +256,8 @@ def paper_lead_sentence(results: pd.DataFrame, published: pd.DataFrame, indicato
     rows = [m for m in WITHOUT_TEXT if m in theirs.index and m in ours.index]
     if not rows or TARGET not in theirs.index or TARGET not in ours.index:
         return None
-    leads = "; ".join(f"over *{m}* {theirs[TARGET] - theirs[m]:+.2f} in the paper and {round(ours[TARGET] - ours[m], 3) + 0.0:+.3f} "
-                      "here" for m in rows)
+    leads = "; ".join(f"over *{m}* {theirs[TARGET] - theirs[m]:+.2f} in the paper and "
+                      f"{round(ours[TARGET] - ours[m], 3) + 0.0:+.3f} here" for m in rows)
     return (f"The values come from different cities; the orderings can be set side by side. MuseCL's lead {leads} "
             f"(the paper: mean R² over its {paper_city} indicators; here: the headline mean on {city_name}, random "
             "split). The paper credits its lead to the POI text the fusion aligns to; the paired intervals above "
@@ -406,8 +394,8 @@ def one_view_note(city_name: str, views: Sequence[str]) -> str | None:
     """A sentence for a city where MuseCL fused one image kind (``MuseCL.views``), None for both."""
     if len(views) != 1:
         return None
-    kind = {"satellite": "satellite", "streetview": "street-view"}[views[0]]
-    lacking = "street views with trips (eq. 1-2)" if views[0] == "satellite" else "satellite images"
+    kind, lacking = {"satellite": ("satellite", "street views with trips (eq. 1-2)"),
+                     "streetview": ("street-view", "satellite images")}[views[0]]
     return (f"*{city_name} has no {lacking}, so here MuseCL fuses its {kind} embedding alone: eq. 10 with "
             f"$\\beta = 1$, aligned to the POI text by eq. 11 as in the paper, which fuses both image kinds.*")
 
@@ -856,8 +844,8 @@ def write_tables(results: pd.DataFrame, out_dir: str | Path) -> list[Path]:
             if rows.empty:
                 continue
             for metric, name in (("r2", "table1"), ("rmse", "table1_rmse")):
-                mean, std = numeric_tables(results, metric, split, city=city)
-                save(_as_text(mean, std, 4, metric), f"{prefix}{name}_{split}.csv")
+                save(_as_text(*numeric_tables(results, metric, split, city=city), 4, metric),
+                     f"{prefix}{name}_{split}.csv")
             if set(rows["method"]) & (set(ABLATION) - {TARGET}):
                 save(results_table(results, "r2", split, methods_order=ABLATION, city=city, digits=4),
                      f"{prefix}ablation_{split}.csv")

@@ -214,15 +214,11 @@ def polygon_regions(features, id: str | None = "id", crs: str | None = None) -> 
             geoms = column.astype(object)
         else:
             geoms = shapely.from_wkt(features[GEOMETRY].astype(str).to_numpy(), on_invalid="ignore")
-        unread = pd.Series(pd.isna(geoms), index=features.index)
+        unread = pd.isna(geoms)
         if unread.any():
-            raise RawDataError(f"polygons: column {GEOMETRY!r} holds text that is not WKT in "
-                               f"{int(unread.sum())} row(s), {_rows(unread)}")
+            raise RawDataError(f"polygons: column {GEOMETRY!r} holds text that is not WKT in {_count_rows(unread)}")
         if id is not None:
-            blank = features[id].isna() | (features[id].astype(str).str.strip() == "")
-            if blank.any():
-                raise RawDataError(f"polygons: column {id!r} is empty in {int(blank.sum())} row(s), "
-                                   f"{_rows(blank)}; give every region an id")
+            _no_blanks(features, id, "polygons", "give every region an id")
         ids = features[id].astype(str).tolist() if id is not None else [str(i) for i in range(len(features))]
         where = _rows
     else:
@@ -252,7 +248,7 @@ def polygon_regions(features, id: str | None = "id", crs: str | None = None) -> 
     if bad:
         raise RawDataError(f"polygons: {len(bad)} feature(s) are not polygons, e.g. {bad[:_SHOW]}")
     _no_duplicates(pd.Index(ids), _source("polygons", features) + f", id {id!r}", where)
-    geoms = _to_wgs84(np.asarray(geoms, dtype=object), crs, "polygons")
+    geoms = _to_wgs84(geoms, crs, "polygons")
     _check_lonlat(geoms, ids, "polygons", crs)
     geoms, wkt = _as_written(geoms, ids, "polygons")
     _warn_overlaps(geoms, ids)
@@ -331,10 +327,7 @@ def pois_from_csv(source, regions: Regions, *, lon: str = "lon", lat: str = "lat
     df = _read_table(source, "POIs", ids=[category, *texts])  # as written: "NA" is a category, "None" a name
     _require(df, [lon, lat, category] + texts, "POIs")
     x, y = _coords(df, lon, lat, _source("POIs", source), crs)
-    empty = df[category].isna() | (df[category].astype(str).str.strip() == "")
-    if empty.any():
-        raise RawDataError(f"POIs: column {category!r} is empty in {int(empty.sum())} row(s), "
-                           f"{_rows(empty)}; give every POI a category")
+    _no_blanks(df, category, "POIs", "give every POI a category")
     rid = _assign(x, y, regions)
     keep = _handle_outside(rid.isna().to_numpy(), "POIs", "POI(s)", outside)
     cat = df[category].astype(str).str.strip().str.replace(r"[\s/]+", "_", regex=True)
@@ -361,26 +354,24 @@ def od_from_csv(source, regions: Regions, *,
     ends = []
     for name, end in (("origin", origin), ("destination", destination)):
         if isinstance(end, str):
-            rid = df[end].astype("string").where(df[end].astype("string").isin(regions.ids))
-            rid = rid.astype(object).where(rid.notna(), None)
+            text = df[end].astype("string")
+            rid = text.astype(object).where(text.isin(regions.ids), None)
         else:
             rid = _assign(*_coords(df, end[0], end[1], _source(f"trips ({name})", source), crs), regions)
-        ends.append(rid.reset_index(drop=True))
+        ends.append(rid.to_numpy())
     if flow:
         values = pd.to_numeric(df[flow], errors="coerce")
         bad = ~np.isfinite(values) | (values < 0)
         if bad.any():
-            raise RawDataError(f"trips: column {flow!r} is not a finite non-negative number in "
-                               f"{int(bad.sum())} row(s), {_rows(bad)}")
+            raise RawDataError(f"trips: column {flow!r} is not a finite non-negative number in {_count_rows(bad)}")
         values = values.to_numpy(dtype=float)
     else:
         values = np.ones(len(df))
-    lost = (ends[0].isna() | ends[1].isna()).to_numpy()
+    lost = pd.isna(ends[0]) | pd.isna(ends[1])
     by_id = isinstance(origin, str) or isinstance(destination, str)
     keep = _handle_outside(lost, "trips", "trip row(s) with an end", outside,
                            "outside every region or naming no region" if by_id else "outside every region")
-    od = pd.DataFrame({ORIGIN: ends[0].to_numpy()[keep], DESTINATION: ends[1].to_numpy()[keep],
-                       FLOW: values[keep]})
+    od = pd.DataFrame({ORIGIN: ends[0][keep], DESTINATION: ends[1][keep], FLOW: values[keep]})
     od = od.groupby([ORIGIN, DESTINATION], as_index=False, sort=True)[FLOW].sum()
     if np.allclose(od[FLOW], np.round(od[FLOW])):
         od[FLOW] = od[FLOW].round().astype(np.int64)
@@ -409,32 +400,31 @@ def images_from_folder(source, regions: Regions, *, root: str | os.PathLike | No
         raise RawDataError(f"images: column {kind!r} must be one of {list(IMAGE_KINDS)}; "
                            f"{int(bad.sum())} row(s) are not, {_rows(bad)}")
     paths = [Path(root, str(p)).resolve() for p in df[path]]
-    missing = pd.Series([not p.is_file() for p in paths], index=df.index)
+    missing = np.array([not p.is_file() for p in paths], dtype=bool)
     if missing.any():
         raise RawDataError(f"images: {int(missing.sum())} file(s) do not exist, {_rows(missing)} "
-                           f"(e.g. {paths[int(np.flatnonzero(missing.to_numpy())[0])]}); paths are "
-                           f"relative to {Path(root).resolve()}")
-    why = pd.Series([image_problem(p) for p in paths], index=df.index, dtype=object)
-    if why.notna().any():
-        first = int(np.flatnonzero(why.notna().to_numpy())[0])
-        raise RawDataError(f"images: {int(why.notna().sum())} file(s) are not images the run can read, "
-                           f"{_rows(why.notna())} (e.g. {paths[first]} {why.iloc[first]})")
+                           f"(e.g. {paths[missing.argmax()]}); paths are relative to {Path(root).resolve()}")
+    why = [image_problem(p) for p in paths]
+    unread = np.array([w is not None for w in why], dtype=bool)
+    if unread.any():
+        first = unread.argmax()
+        raise RawDataError(f"images: {int(unread.sum())} file(s) are not images the run can read, "
+                           f"{_rows(unread)} (e.g. {paths[first]} {why[first]})")
     x, y = _coords(df, lon, lat, _source("images", source), crs)
     rid = _assign(x, y, regions)
     keep = _handle_outside(rid.isna().to_numpy(), "images", "image(s)", outside)
-    out = pd.DataFrame({REGION_ID: rid.to_numpy()[keep], KIND: kinds.to_numpy()[keep],
-                        PATH: np.array(paths, dtype=object)[keep], LON: x[keep], LAT: y[keep]})
-    centre = regions.table.loc[out[REGION_ID], [LON, LAT]].to_numpy()
-    out["distance_m"] = np.round(_distance_m(out[LON], out[LAT], centre[:, 0], centre[:, 1]), 1)
-    sat = out[KIND] == SATELLITE
-    order = out[sat].sort_values(["distance_m", PATH], kind="stable")
+    rid, x, y = rid.to_numpy()[keep], x[keep], y[keep]
+    centre = regions.table.loc[rid, [LON, LAT]].to_numpy()
+    out = pd.DataFrame({REGION_ID: rid, KIND: kinds.to_numpy()[keep], PATH: np.array(paths, dtype=object)[keep],
+                        "distance_m": np.round(_distance_m(x, y, centre[:, 0], centre[:, 1]), 1)})
+    order = out[out[KIND] == SATELLITE].sort_values(["distance_m", PATH], kind="stable")
     extra = order.index[order[REGION_ID].duplicated()]
     if len(extra):
         warnings.warn(f"images: {len(extra)} satellite image(s) left out because their region already has "
                       "a nearer one (a region keeps at most one); use a finer resolution or one tile per "
                       "region", stacklevel=2)
         out = out.drop(index=extra)
-    return out.drop(columns=[LON, LAT]).reset_index(drop=True)
+    return out.reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -573,7 +563,7 @@ def build_city(out: str | os.PathLike, regions: Regions, indicators: pd.DataFram
     city folder at ``out`` is replaced only with ``overwrite=True``; any other folder never.
     """
     out = Path(out)
-    occupied = out.is_dir() and any(out.iterdir()) or (out.exists() and not out.is_dir())
+    occupied = out.exists() and (not out.is_dir() or any(out.iterdir()))
     if occupied and (not overwrite or not (out / "city.yaml").is_file()):
         raise FileExistsError(f"{out} exists; pass overwrite=True to replace a city folder "
                               "(a folder without city.yaml is never replaced)")
@@ -673,6 +663,12 @@ def _require(df: pd.DataFrame, cols: Iterable[str], what: str) -> None:
     if missing:
         raise RawDataError(f"{what}: missing column(s) {missing}; found {list(df.columns)}. "
                            "Name the columns with the function's keyword arguments (e.g. lon='x').")
+
+
+def _no_blanks(df: pd.DataFrame, col: str, what: str, hint: str) -> None:
+    blank = df[col].isna() | (df[col].astype(str).str.strip() == "")
+    if blank.any():
+        raise RawDataError(f"{what}: column {col!r} is empty in {_count_rows(blank)}; {hint}")
 
 
 def _rows(mask: pd.Series | np.ndarray) -> str:
@@ -839,12 +835,9 @@ def _is_wgs84(crs, what: str) -> bool:
 def _reproject(x: np.ndarray, y: np.ndarray, crs, what: str) -> tuple[np.ndarray, np.ndarray]:
     """x, y in ``crs`` as WGS84 lon, lat (inf where it cannot be transformed): the one place
     where points and polygons change CRS."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if _is_wgs84(crs, what):
         return x, y
-    to = pyproj.Transformer.from_crs(_crs(crs, what), WGS84, always_xy=True)
-    lon, lat = to.transform(x, y, errcheck=False)
-    return np.asarray(lon, dtype=float), np.asarray(lat, dtype=float)
+    return pyproj.Transformer.from_crs(_crs(crs, what), WGS84, always_xy=True).transform(x, y, errcheck=False)
 
 
 def _to_wgs84(geoms: np.ndarray, crs, what: str = "polygons") -> np.ndarray:
@@ -855,8 +848,7 @@ def _to_wgs84(geoms: np.ndarray, crs, what: str = "polygons") -> np.ndarray:
 
 def _check_lonlat(geoms: np.ndarray, ids: Sequence[str], what: str, crs) -> None:
     """Refuse polygons whose coordinates cannot be WGS84 lon/lat (projected ones read as degrees)."""
-    bounds = shapely.bounds(geoms)
-    bad = ~((np.abs(bounds[:, [0, 2]]) <= 180).all(axis=1) & (np.abs(bounds[:, [1, 3]]) <= 90).all(axis=1))
+    bad = ~(np.abs(shapely.bounds(geoms)) <= [180, 90, 180, 90]).all(axis=1)
     if bad.any():
         hint = ("if they are projected (metres, say), pass crs= their CRS (e.g. crs='EPSG:32633')"
                 if _is_wgs84(crs, what) else f"is crs={crs!r} their CRS?")
@@ -927,12 +919,9 @@ def _intersection(area, region, area_id: str, region_id: str):
 
 def _sharing_one_area(overlap: pd.DataFrame) -> int:
     """How many regions lie (99%) within an area holding others: areal weighting gives them one value."""
-    if overlap.empty:
-        return 0
-    total = overlap.groupby("region")["overlap_m2"].sum()
-    top = overlap.loc[overlap.groupby("region")["overlap_m2"].idxmax()].set_index("region")
-    within = top[top["overlap_m2"] >= 0.99 * total.reindex(top.index)]
-    per_area = within["area"].value_counts()
+    by_region = overlap.groupby("region")["overlap_m2"]
+    top = overlap.loc[by_region.idxmax()]
+    per_area = top["area"][top["overlap_m2"].to_numpy() >= 0.99 * by_region.sum().to_numpy()].value_counts()
     return int(per_area[per_area > 1].sum())
 
 
