@@ -462,7 +462,8 @@ def _execute_one(chapter: _Chapter, kernel: str, progress: bool, bar: bool, pinn
         # written once, not per cell: each write validates the whole notebook
         result = papermill.execute_notebook(
             nb, executed, parameters=chapter.used, kernel_name=kernel, progress_bar=bar,
-            cwd=source.parent, language="python", request_save_on_cell_execute=False)
+            cwd=source.parent, language="python", request_save_on_cell_execute=False,
+            extra_arguments=["--IPKernelApp.log_level=ERROR"])  # not its TCP warning: a local kernel
     except Exception as err:  # PapermillExecutionError, dead kernel, timeout, ...
         if getattr(err, "ename", None) != DataUnavailable.__name__:
             raise ChapterExecutionError(_describe_failure(source, err, executed)) from err
