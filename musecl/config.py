@@ -412,9 +412,10 @@ class RunConfig:
     evaluation: EvaluationSettings
     machine: MachineSettings
 
-    def __init__(self, seed: int | None = None, seeds=(0, 1, 2, 3, 4), retrain: str = "per_seed", embedding_dim: int = 128,
-                 sampling: SamplingSettings | None = None, image: ImageEncoderSettings | None = None,
-                 text: TextSettings | None = None, fusion: FusionSettings | None = None,
+    def __init__(self, seed: int | None = None, seeds=(0, 1, 2, 3, 4), retrain: str = "per_seed",
+                 embedding_dim: int = 128, sampling: SamplingSettings | None = None,
+                 image: ImageEncoderSettings | None = None, text: TextSettings | None = None,
+                 fusion: FusionSettings | None = None,
                  evaluation: EvaluationSettings | None = None, machine: MachineSettings | None = None,
                  **settings):
         _reject_unknown(settings)
@@ -452,7 +453,9 @@ class RunConfig:
         """A copy with some settings changed, given by their flat names (``replace(fusion_lr=1e-2)``)
         or as whole stages; checked as a new RunConfig is."""
         values = {**{k: getattr(self, k) for k in RUN_KEYS}, **{s: getattr(self, s) for s in STAGES}}
-        if "seeds" in settings and "seed" not in settings and self.seed not in CHECKS["seeds"](settings["seeds"]):
+        seeds = settings.get("seeds")
+        if seeds is not None and "seed" not in settings and self.seed not in (
+                seeds if isinstance(seeds, (list, tuple)) else (seeds,)):
             values["seed"] = None  # as when made: the first of the new seeds
         return RunConfig(**{**values, **settings})
 

@@ -224,7 +224,10 @@ def test_seed_defaults_to_the_first_of_seeds_and_must_be_one_of_them_when_every_
     assert RunConfig(seeds=[3]).seed == 3 and RunConfig(seeds=[3], seed=4).seed == 4
     assert RunConfig(seeds=[5, 6]).replace(seeds=[7]).seed == 7
     assert RunConfig(seeds=[5, 6]).replace(seeds=[6]).seed == 6  # 5 is not one of them any more
-    assert RunConfig(seeds=[5, 6], seed=6).replace(seeds=[6, 7]).seed == 6  # still one of them: kept
+    assert RunConfig(seeds=[5, 6], seed=6).replace(seeds=[7, 6]).seed == 6  # still one of them: kept
+    with pytest.raises(ConfigError) as err:
+        RunConfig().replace(seeds=[])
+    assert err.value.key == "seeds"
 
 
 @pytest.mark.parametrize("settings, key", [
