@@ -26,6 +26,12 @@ def n_of_regions(n: int, total: int, has: str = "has", have: str = "have") -> st
     return f"{n} of {total} regions {has if n == 1 else have}"
 
 
+def check_choice(name: str, value, choices, note: str = "") -> None:
+    """A ValueError naming the setting, what it may be and what it got, unless ``value`` is one of them."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}{note}; got {value!r}")
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator:
     """Open a temporary file beside ``path``; rename it over ``path`` only on success."""

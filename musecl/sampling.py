@@ -26,7 +26,7 @@ import scipy.sparse as sp
 from sklearn.neighbors import NearestNeighbors
 
 from musecl.city import INFLOW, MOBILITY, OUTFLOW, POI, City
-from musecl.io import read_csv_ids
+from musecl.io import check_choice, read_csv_ids
 
 ANCHOR, POSITIVE, NEGATIVE = "anchor", "positive", "negative"
 D_POS, D_NEG = "d_pos", "d_neg"
@@ -103,8 +103,7 @@ def transform_features(features, transform: str = "raw") -> np.ndarray | sp.csr_
     over its sum (category mix, in/out balance); all-zero rows stay 0, so empty regions stay
     identical.
     """
-    if transform not in TRANSFORMS:
-        raise ValueError(f"transform must be one of {list(TRANSFORMS)}; got {transform!r}")
+    check_choice("transform", transform, TRANSFORMS)
     if sp.issparse(features):
         return _transform_sparse(_as_csr(features), transform)
     X = np.asarray(features, dtype=float)

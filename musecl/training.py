@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from tqdm import tqdm as text_tqdm
 
-from musecl.io import CONFIG_JSON, WEIGHTS_PT, atomic_save_json, atomic_write
+from musecl.io import CONFIG_JSON, WEIGHTS_PT, atomic_save_json, atomic_write, check_choice
 
 
 class DeviceUnavailableError(RuntimeError):
@@ -261,8 +261,7 @@ def cuda_has_native_bf16(device: torch.device) -> bool:
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of an ``amp`` setting on ``device`` (None: full float32)."""
-    if amp not in AMP_MODES:
-        raise ValueError(f"amp must be one of {AMP_MODES}; got {amp!r}")
+    check_choice("amp", amp, AMP_MODES)
     if amp == "auto":  # what pays on this hardware
         if device.type == "cuda":  # bf16 needs no gradient scaler, whose inf check waits for every step
             return torch.bfloat16 if cuda_has_native_bf16(device) else torch.float16

@@ -33,7 +33,7 @@ from torchvision.models import Inception_V3_Weights, ResNet18_Weights
 from tqdm import tqdm
 
 from musecl.city import REGION_ID, SATELLITE, STREETVIEW, City
-from musecl.io import CONFIG_JSON, WEIGHTS_PT, atomic_save_bytes, read_saved_config, sha256_of
+from musecl.io import CONFIG_JSON, WEIGHTS_PT, atomic_save_bytes, check_choice, read_saved_config, sha256_of
 from musecl.training import Trainer, amp_dtype, resolve_device, save_weights, split_indices
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -292,6 +292,7 @@ def augment_images(x: torch.Tensor, mode: str, generator: torch.Generator | None
     """Batch-wise augmentation of uint8 (B, C, S, S); returns a new tensor. ``rot90`` (official
     for satellite views, which have no "up"): 0-3 quarter turns; ``hflip`` (official for street
     views, which keep the sky on top): mirrored with probability 1/2; ``none``: unchanged."""
+    check_choice("augment", mode, AUGMENTS)
     if mode == "none" or len(x) == 0:
         return x
     if mode == "rot90":
@@ -304,13 +305,11 @@ def augment_images(x: torch.Tensor, mode: str, generator: torch.Generator | None
             if mask.any():
                 out[mask] = torch.rot90(x[mask], turns, dims=(2, 3))
         return out
-    if mode == "hflip":
-        mask = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)
-        out = x.clone()
-        if mask.any():
-            out[mask] = x[mask].flip(3)
-        return out
-    raise ValueError(f"augment must be one of {AUGMENTS}; got {mode!r}")
+    mask = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)  # hflip
+    out = x.clone()
+    if mask.any():
+        out[mask] = x[mask].flip(3)
+    return out
 
 
 # ------------------------------------------------------------------------------------------
@@ -567,8 +566,7 @@ class TripletObjective:
     """
 
     def __init__(self, loss: str = "euclidean", margin: float | None = None, reconstruction: float = 0.0):
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {sorted(LOSSES)}; got {loss!r}")
+        check_choice("loss", loss, sorted(LOSSES))
         if reconstruction < 0:
             raise ValueError(f"reconstruction must be >= 0; got {reconstruction}")
         self.loss = loss
@@ -630,8 +628,7 @@ class TripletImageDataset:
     def __init__(self, store: ImageStore, triplets, augment: str | None = None, seed: int = 0):
         self.store = store
         self.augment = DEFAULT_AUGMENT.get(store.kind, "none") if augment is None else augment
-        if self.augment not in AUGMENTS:
-            raise ValueError(f"augment must be one of {AUGMENTS}; got {self.augment!r}")
+        check_choice("augment", self.augment, AUGMENTS)
         self.seed = int(seed)
         if isinstance(triplets, torch.Tensor) and triplets.ndim == 2 and triplets.shape[0] == 3:
             self.roles = triplets.long()  # already resolved positions (from subset)

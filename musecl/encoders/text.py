@@ -29,7 +29,7 @@ from gensim.models import Word2Vec
 
 from musecl.city import CATEGORY, REGION_ID, TEXT, City
 from musecl.config import TEXT_POOLINGS
-from musecl.io import CONFIG_JSON, atomic_save_json, atomic_write, n_of_regions, read_saved_config
+from musecl.io import CONFIG_JSON, atomic_save_json, atomic_write, check_choice, n_of_regions, read_saved_config
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 
@@ -79,11 +79,8 @@ class TextEncoderConfig:
     pooling: str = "mean"  # a region's vector from its categories' (TEXT_POOLINGS; "mean" is eq. 7)
 
     def __post_init__(self):
-        if self.pooling not in TEXT_POOLINGS:
-            raise ValueError(f"pooling must be one of {TEXT_POOLINGS} (mean: the paper's eq. 7); "
-                             f"got {self.pooling!r}")
-        if self.context not in CONTEXTS:
-            raise ValueError(f"context must be one of {CONTEXTS}; got {self.context!r}")
+        check_choice("pooling", self.pooling, TEXT_POOLINGS, " (mean: the paper's eq. 7)")
+        check_choice("context", self.context, CONTEXTS)
         if self.sample is not None and self.sample < 0:
             raise ValueError(f"sample must be >= 0 (0: off) or None; got {self.sample}")
         if min(self.vector_size, self.window, self.epochs, self.min_count, self.region_copies) < 1:
@@ -124,8 +121,7 @@ def has_text(pois: pd.DataFrame) -> bool:
 def text_context(pois: pd.DataFrame, context: str = AUTO) -> str:
     """``context`` itself, or for ``"auto"``: ``"poi text"`` when any POI has text
     (:func:`has_text`), else ``"region co-occurrence"``."""
-    if context not in CONTEXTS:
-        raise ValueError(f"context must be one of {CONTEXTS}; got {context!r}")
+    check_choice("context", context, CONTEXTS)
     if context != AUTO:
         return context
     return POI_TEXT if has_text(pois) else REGION_COOCCURRENCE
@@ -250,9 +246,7 @@ class PoiTextEncoder:
         ``pooling``: None for the encoder's own setting (``config.pooling``)."""
         self._check_fitted()
         pooling = self.config.pooling if pooling is None else pooling
-        if pooling not in TEXT_POOLINGS:
-            raise ValueError(f"pooling must be one of {TEXT_POOLINGS} (mean: the paper's eq. 7); "
-                             f"got {pooling!r}")
+        check_choice("pooling", pooling, TEXT_POOLINGS, " (mean: the paper's eq. 7)")
         ids, pois = city.region_ids, city.pois
         codes = pois[CATEGORY].map(category_token).map(self._index)
         known = codes.notna().to_numpy() & pois[REGION_ID].isin(ids).to_numpy()

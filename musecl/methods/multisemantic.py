@@ -52,7 +52,7 @@ from musecl.encoders.image import (
 from musecl.encoders.text import POI_TEXT, PoiTextEncoder, TextEncoderConfig, text_context
 from musecl.fusion import (AlignedFusion, AttentiveFusion, FusionConfig, OneViewWarning, fine_tune_cnns,
                            fine_tune_heads, fuse, load_fusion, train_fusion)
-from musecl.io import CONFIG_JSON, WEIGHTS_PT, atomic_save_json, sha256_of
+from musecl.io import CONFIG_JSON, WEIGHTS_PT, atomic_save_json, check_choice, sha256_of
 from musecl.methods.base import EMBEDDINGS_CSV, HISTORY_CSV, StagedMethod, groups_met, register
 from musecl.sampling import SAMPLING_FORMAT, Triplets, TripletSampler, mobility_triplets, poi_triplets
 from musecl.training import amp_dtype, processes, resolve_device
@@ -372,8 +372,7 @@ FINE_TUNES = ("heads", "cnns")
 
 def fine_tuning_unsupported(cfg: RunConfig, fine_tunes: str = "heads") -> str | None:
     """Why these settings cannot fine-tune ``fine_tunes`` ("heads", "cnns") through the fusion, or None."""
-    if fine_tunes not in FINE_TUNES:
-        raise ValueError(f"fine_tunes must be one of {FINE_TUNES}; got {fine_tunes!r}")
+    check_choice("fine_tunes", fine_tunes, FINE_TUNES)
     archs = {k: getattr(cfg.image, k) for k in ("rs_arch", "sv_arch")}
     wrong = [k for k, arch in archs.items() if (arch in FEATURE_HEADS) != (fine_tunes == "heads")]
     if wrong:

@@ -50,7 +50,7 @@ from musecl.encoders.image import TripletObjective
 from musecl.encoders.text import PoiTextEncoder
 from musecl.evaluation import resolve_jobs
 from musecl.fusion import OneViewWarning, fuse, info_nce, load_fusion, train_fusion
-from musecl.io import atomic_save_json, in_worker, rewarn
+from musecl.io import atomic_save_json, check_choice, in_worker, rewarn
 from musecl.methods.base import OD, TableMethod, register
 from musecl.methods.multisemantic import fusion_settings, sampler_for, text_settings
 from musecl.sampling import Triplets, mobility_triplets, poi_triplets
@@ -236,13 +236,9 @@ class VectorViewConfig:
     fused_views: str = "both"
 
     def __post_init__(self):
-        if self.mobility_similarity not in MOBILITY_SIMILARITIES:
-            raise ValueError(f"mobility_similarity must be one of {MOBILITY_SIMILARITIES}; "
-                             f"got {self.mobility_similarity!r}")
-        if self.alignment not in ALIGNMENTS:
-            raise ValueError(f"alignment must be one of {ALIGNMENTS}; got {self.alignment!r}")
-        if self.fused_views not in FUSED_VIEWS:
-            raise ValueError(f"fused_views must be one of {FUSED_VIEWS}; got {self.fused_views!r}")
+        check_choice("mobility_similarity", self.mobility_similarity, MOBILITY_SIMILARITIES)
+        check_choice("alignment", self.alignment, ALIGNMENTS)
+        check_choice("fused_views", self.fused_views, FUSED_VIEWS)
         if min(self.hidden, self.epochs, self.batch_size) < 1 or not 0 <= self.dropout < 1:
             raise ValueError(f"hidden, epochs, batch_size must be >= 1 and dropout in [0, 1); got {self}")
         if self.align_weight < 0 or self.align_temperature <= 0:
