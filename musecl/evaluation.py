@@ -561,16 +561,21 @@ def scores(predictions: pd.DataFrame) -> dict:
     return {"r2": metrics["r2"], "rmse": metrics["rmse"], "n_test": int(len(test))}
 
 
+# Fewer test regions than this: R2 is still computed, but one region more or less moves it by
+# more than most gaps between methods, so check_splits says so.
+FEW_TEST_REGIONS = 10
+
+
 def check_splits(city: City, seeds: Sequence[int], splits: Sequence[str],
                  fractions: Sequence[float] = DEFAULT_FRACTIONS, block_size_m: float | None = None,
-                 buffer_m: float | str | None = "auto") -> None:
+                 buffer_m: float | str | None = "auto", warn_few: bool = True) -> None:
     """Raise before anything is trained when a split would leave an indicator fewer than 2 test
     regions, or test regions that all hold one value (R2 needs 2 and a spread: an almost constant
     indicator would score NaN for every method): drawing the splits costs milliseconds, a failure
-    after training hours."""
+    after training hours. ``warn_few``: warn where a split leaves fewer than FEW_TEST_REGIONS."""
     blocks = spatial_setting(city, block_size_m, buffer_m) if "spatial" in splits else None
     values, centres = city.targets(), city.centres()
-    short, flat = [], []
+    short, flat, few = [], [], {}
     for indicator in city.meta.indicators:
         ids = values[indicator].dropna().index
         y = values.loc[ids, indicator].to_numpy()
@@ -584,6 +589,8 @@ def check_splits(city: City, seeds: Sequence[int], splits: Sequence[str],
                 short.append(f"{indicator} ({split} split, seed {seed}: {len(test)} of {len(ids)} regions)")
             elif np.ptp(y[test]) == 0:
                 flat.append(f"{indicator} ({split} split, seed {seed}: all {len(test)} hold {y[test][0]:g})")
+            elif len(test) < FEW_TEST_REGIONS:
+                few[indicator] = min(len(test), few.get(indicator, len(test)))
     def first_five(cases: list[str]) -> str:
         return "; ".join(cases[:5]) + (f" and {len(cases) - 5} more" if len(cases) > 5 else "")
 
@@ -595,6 +602,11 @@ def check_splits(city: City, seeds: Sequence[int], splits: Sequence[str],
         raise ValueError(f"{city.name}: R2 is undefined on test regions that all hold one value, as in "
                          f"{first_five(flat)}. The indicator is (nearly) constant over the city: leave it "
                          "out of city.yaml")
+    if few and warn_few:
+        counts = "; ".join(f"{n} for {', '.join(i for i in few if few[i] == n)}" for n in sorted(set(few.values())))
+        warnings.warn(f"{city.name}: R2 is scored on as few test regions as {counts} (fewer than "
+                      f"{FEW_TEST_REGIONS}): one region more or less moves it a lot, so read its mean over "
+                      "seeds with its spread", stacklevel=2)
 
 
 def evaluate_embedding(embedding: pd.DataFrame, city: City, method: str,

@@ -97,7 +97,8 @@ def run(city: str | os.PathLike | City, out_dir: str | os.PathLike, config: RunC
         city = resolve_city(city)
     require_enough_regions(city)  # before the output folder is made or anything is trained
     ev = config.evaluation
-    check_splits(city, config.seeds, ev.splits, block_size_m=ev.block_size_m, buffer_m=ev.buffer_m)
+    check_splits(city, config.seeds, ev.splits, block_size_m=ev.block_size_m, buffer_m=ev.buffer_m,
+                 warn_few=False)  # fit_and_score warns (once: one place)
     resolve_device(config.machine.device)  # a GPU the settings name but this machine lacks: said now, not per method
     methods, skipped = supported_methods(methods, city)
     if not methods:

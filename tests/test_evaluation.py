@@ -119,7 +119,8 @@ def test_a_split_with_one_test_region_fails_before_training(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # POS has no value in most regions: said, and allowed
         city = load_city(city.root)
-    check_splits(city, seeds=[0, 1, 2], splits=["random"])  # nothing to say
+    with pytest.warns(UserWarning, match=r"as few test regions as 2 for POS \(fewer than 10\)"):
+        check_splits(city, seeds=[0, 1, 2], splits=["random"])  # allowed, but said
     with pytest.raises(ValueError, match=r"POS \(spatial split, seed 2: 1 of 7 regions\)") as caught:
         check_splits(city, seeds=[0, 1, 2], splits=["random", "spatial"])
     assert "LIN" not in str(caught.value)
@@ -128,6 +129,11 @@ def test_a_split_with_one_test_region_fails_before_training(tmp_path):
         run(city, out, RunConfig(seeds=[0, 1, 2], splits=["random", "spatial"]), methods=["Location kNN"],
             progress=False)
     assert not out.exists()  # nothing trained, no folder made
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(city, tmp_path / "random", RunConfig(seeds=[0, 1], splits=["random"]),
+            methods=["Location kNN"], progress=False)
+    assert sum("as few test regions as 2 for POS" in str(w.message) for w in caught) == 1  # said where scored
 
 
 def test_an_almost_constant_indicator_fails_before_training(tmp_path):
