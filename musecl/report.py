@@ -857,7 +857,7 @@ def write_tables(results: pd.DataFrame, out_dir: str | Path) -> list[Path]:
 
 # the rows a reader needs to judge MuseCL at a glance -> their group; on a city without images
 # MuseCL's vector version stands in for it and OD SVD is the simple trip baseline
-AT_A_GLANCE = {"MuseCL": "MuseCL", VECTOR_TARGET: "MuseCL", "SV only": "its parts", "RS only": "its parts",
+AT_A_GLANCE = {"MuseCL": "the method", VECTOR_TARGET: "the method", "SV only": "its parts", "RS only": "its parts",
                "POI only": "its parts", "Concat": "its parts", "Location kNN": "simple baselines",
                "Pretext features": "simple baselines", "EfficientNet-Lite0 (ImageNet)": "simple baselines",
                "Pretext + Lite0 features": "simple baselines", "OD SVD": "simple baselines",

@@ -341,7 +341,7 @@ def test_at_a_glance_rows_and_the_readme_block(tmp_path):
     report.update_readme(readme, run_dir, City(), tmp_path / "docs" / "glance.png")
     text = readme.read_text()
     assert text.startswith("# title\n\nbefore\n") and text.endswith("after\n") and "old" not in text
-    assert "![MuseCL at a glance](docs/glance.png)" in text and "| MuseCL | MuseCL | 0.575 ± 0.035 |" in text
+    assert "![MuseCL at a glance](docs/glance.png)" in text and "| MuseCL | the method | 0.575 ± 0.035 |" in text
     assert (tmp_path / "docs" / "glance.png").stat().st_size > 1000
     assert "2 seeds each retraining every stage" in text
     (run_dir / "config.yaml").write_text(yaml.safe_dump({"seeds": [0, 1], "retrain": "once", "rs_arch": "a",
