@@ -89,8 +89,9 @@ cfg
 # softmax, and the weights mix the two vectors:
 #
 # $$\alpha_i^m = \mathbf{c}^T \, \mathrm{ReLU}(\mathbf{M} e_i^m + \mathbf{b}), \qquad
-# \beta_i^m = \frac{\exp(\alpha_i^m)}{\sum_{m'} \exp(\alpha_i^{m'})}, \qquad
-# e_i^{Image} = \sum_m \beta_i^m e_i^m.$$
+# \beta_i^m = \frac{\exp(\alpha_i^m)}{\sum_{m'} \exp(\alpha_i^{m'})},$$
+#
+# $$e_i^{Image} = \sum_m \beta_i^m e_i^m.$$
 #
 # ```{literalinclude} ../musecl/fusion.py
 # :pyobject: AttentiveFusion.forward

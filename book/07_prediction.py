@@ -67,10 +67,9 @@ cfg
 # validation and test; the scores are
 #
 # $$R^2 = 1 - \frac{\sum_{i \in \text{test}} (y_i - \hat y_i)^2}{\sum_{i \in \text{test}} (y_i - \bar y)^2},
-# \qquad \mathrm{RMSE} = \sqrt{\tfrac{1}{n_\text{test}} \textstyle\sum_{i \in \text{test}} (y_i - \hat y_i)^2},
-# \qquad y_i = \ln(1 + x_i)$$
+# \qquad \mathrm{RMSE} = \sqrt{\tfrac{1}{n_\text{test}} \textstyle\sum_{i \in \text{test}} (y_i - \hat y_i)^2}$$
 #
-# ($y_i = x_i$ for an indicator with `log: false`).
+# with $y_i = \ln(1 + x_i)$ for an indicator $x$ ($y_i = x_i$ for one with `log: false`).
 #
 # ```{literalinclude} ../musecl/evaluation.py
 # :pyobject: MLPProbe.fit
