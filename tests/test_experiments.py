@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -53,26 +54,43 @@ def test_backbone_readout_scores_both_layer_choices_on_the_latents_each_kind_sho
         table.drop(columns=["columns", "mean R2"]).mean(axis=1).to_numpy())
 
 
-def test_gpu_paper_scale_writes_each_seed_as_it_goes_and_stops_at_its_budget(tmp_path):
+def test_gpu_paper_scale_writes_each_seed_as_it_goes_and_stops_at_its_budget(tmp_path, monkeypatch):
     params = tmp_path / "params.yaml"
     params.write_text("n_triplets: 40\nrs_arch: tiny\nsv_arch: tiny\nrs_image_size: 16\nsv_image_size: 16\n"
                       "rs_epochs: 1\nsv_epochs: 1\ntext_epochs: 1\nfusion_epochs: 2\nseeds: [0, 1]\n"
                       "splits: [random]\nprobe: ridge\n")
     script = _script("gpu_paper_scale")
+    fit, calls, clock = script.fit_and_score, [], [0.0]
+
+    def recorded(name, city, config, *args, **kwargs):  # what was written before each fit
+        written = tmp_path / "out" / "results.csv"
+        calls.append((name, config.seed, len(pd.read_csv(written)) if written.exists() else 0))
+        clock[0] += 60.0  # each fit "takes" a minute on the clock the budget reads
+        return fit(name, city, config, *args, **kwargs)
+
+    monkeypatch.setattr(script, "fit_and_score", recorded)
+    monkeypatch.setattr(script, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
     out = tmp_path / "out"
     script.main(["--out", str(out), "--params", str(params), "--city", "toy-small", "--work", str(tmp_path / "w"),
                  "--methods", "MuseCL", "Pretext features", "--budget", "1000"])
+    # seed by seed, every method of a seed before the next seed, results.csv growing after each fit
+    assert [(name, seed) for name, seed, _ in calls] == [
+        ("MuseCL", 0), ("Pretext features", 0), ("MuseCL", 1), ("Pretext features", 1)]
+    written = [n for _, _, n in calls]
+    assert written[0] == 0 and all(a < b for a, b in zip(written, written[1:]))
     rows = pd.read_csv(out / "results.csv")
-    assert sorted(rows.groupby(["method", "seed"]).size().index) == [
+    assert len(rows) > written[-1] and sorted(rows.groupby(["method", "seed"]).size().index) == [
         ("MuseCL", 0), ("MuseCL", 1), ("Pretext features", 0), ("Pretext features", 1)]
     info = json.loads((out / "run.json").read_text())
-    assert info["not_started"] == [] and set(info["seconds"]) == {
-        "MuseCL, seed 0", "Pretext features, seed 0", "MuseCL, seed 1", "Pretext features, seed 1"}
+    assert info["not_started"] == [] and list(info["seconds"]) == [
+        "MuseCL, seed 0", "Pretext features, seed 0", "MuseCL, seed 1", "Pretext features, seed 1"]
     assert {(e["stage"], e["seed"]) for e in info["encoders"]} >= {("encoder-satellite", 0), ("encoder-streetview", 1)}
     assert (out / "ceilings.csv").exists()
-    # a budget already spent starts nothing, and says what it did not start
-    script.main(["--out", str(tmp_path / "none"), "--params", str(params), "--city", "toy-small",
-                 "--work", str(tmp_path / "w"), "--methods", "Pretext features", "--budget", "0"])
-    info = json.loads((tmp_path / "none" / "run.json").read_text())
-    assert info["not_started"] == ["Pretext features, seed 0", "Pretext features, seed 1"]
-    assert not (tmp_path / "none" / "results.csv").exists()
+    # a budget spent after seed 0's two fits: seed 0 is kept whole, seed 1 is said not started
+    clock[0], out = 0.0, tmp_path / "cut"
+    script.main(["--out", str(out), "--params", str(params), "--city", "toy-small", "--work", str(tmp_path / "w"),
+                 "--methods", "MuseCL", "Pretext features", "--budget", "100"])
+    info = json.loads((out / "run.json").read_text())
+    assert info["not_started"] == ["MuseCL, seed 1", "Pretext features, seed 1"]
+    assert list(info["seconds"]) == ["MuseCL, seed 0", "Pretext features, seed 0"]
+    assert set(pd.read_csv(out / "results.csv")["seed"]) == {0}

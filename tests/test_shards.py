@@ -321,14 +321,25 @@ def test_the_shards_store_is_found_by_its_entry_point(tmp_path):
         image_store_plugin("disk")
 
 
-def test_two_writers_of_one_folder_wait_for_each_other(pairs, tmp_path):
+def test_two_writers_of_one_folder_wait_for_each_other(pairs, tmp_path, monkeypatch):
     """Two methods decoding the same images side by side (jobs > 1) build one folder in turn: the
     second finds the first's shards instead of deleting its temporary files."""
+    import time
     from concurrent.futures import ThreadPoolExecutor
 
+    memory = ImageStore.from_pairs(pairs, SIZE, kind="satellite")
+    calls = count_decodes(monkeypatch)
+    counted = image_module._decode
+
+    def slow(path, size):  # long enough that the two writers overlap: without the lock both decode
+        time.sleep(0.02)
+        return counted(path, size)
+
+    monkeypatch.setattr(image_module, "_decode", slow)
     folder = tmp_path / "shared"
     with ThreadPoolExecutor(2) as pool:
         stores = list(pool.map(lambda _: shards_from_pairs(pairs, SIZE, folder, kind="satellite",
                                                            shard_size=SHARD_SIZE), range(2)))
-    assert all(torch.equal(store.images[:], stores[0].images[:]) for store in stores)
+    assert len(calls) == len(pairs)  # each image decoded once: the second writer read the first's shards
+    assert all(torch.equal(store.images[:], memory.images) for store in stores)
     assert not list(folder.glob("*.tmp"))
