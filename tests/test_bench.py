@@ -1,6 +1,7 @@
 """The benchmark on tiny sizes: well-formed numbers, a parseable report. No timing assertions."""
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -121,9 +122,32 @@ def test_cli_main_passes_options_and_prints_the_headline_last(monkeypatch, capsy
     assert json.loads(last)["headline"] == json.loads(json.dumps(tiny_run[0]["headline"]))
 
 
-def test_missing_end_to_end_params_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="params"):
-        bench.run_benchmark(sizes=TINY, include_end_to_end=True, params_file=tmp_path / "nope.yaml", progress=False)
+def test_the_raw_step_takes_the_adam_step_the_trainer_takes():
+    """Like with like: the bare step that the loop is compared with updates the weights as Adam
+    (amsgrad, as the Trainer) does, so the ratio does not flatter the loop by leaving the step out."""
+    from musecl.encoders.image import TripletObjective, build_encoder
+
+    model = build_encoder("tiny", 128, "random", seed=0)
+    reference = copy.deepcopy(model)
+    start = {name: p.detach().clone() for name, p in model.named_parameters()}
+    images = bench.synthetic_store(SATELLITE, 64, 32, seed=0).images[:12]
+    objective = TripletObjective("cosine")
+    bench.raw_step_throughput(model, objective, images, steps=1, lr=5e-4)
+    reference.train()
+    optimizer = torch.optim.Adam(reference.parameters(), lr=5e-4, amsgrad=True)
+    objective(reference, images)["loss"].backward()
+    optimizer.step()
+    for (name, got), want in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(got, want, msg=name)
+    assert any(not torch.equal(start[name], p) for name, p in model.named_parameters())
+
+
+def test_missing_end_to_end_params_is_a_clear_error(tmp_path, monkeypatch):
+    """Said before anything is timed, naming the file and what to pass."""
+    monkeypatch.setattr(bench, "bench_encoder", lambda *a, **k: pytest.fail("the benchmark ran before the check"))
+    missing = tmp_path / "settings" / "nope.yaml"
+    with pytest.raises(FileNotFoundError, match=r"end-to-end settings .*nope\.yaml not found; pass params_file="):
+        bench.run_benchmark(sizes=TINY, include_end_to_end=True, params_file=missing, progress=False)
 
 
 def test_the_accelerator_grid_runs_every_setting_on_any_device():

@@ -223,12 +223,15 @@ def test_plot_inflow_outflow_one_dot_per_region_on_log_axes(city):
 
 
 def test_plot_predicted_vs_true_reports_test_r2(city):
-    rng = np.random.default_rng(0)
-    y = rng.normal(size=20)
-    rows = pd.DataFrame({"indicator": "PD", "split_part": ["val"] * 10 + ["test"] * 10,
-                         "y_true": y, "y_pred": y})
+    from sklearn.metrics import r2_score
+
+    y = np.random.default_rng(0).normal(size=20)
+    pred = np.r_[np.zeros(10), 0.5 * y[10:]]  # validation rows predicted by the mean, test rows by half the signal
+    rows = pd.DataFrame({"indicator": "PD", "split_part": ["val"] * 10 + ["test"] * 10, "y_true": y, "y_pred": pred})
+    want = r2_score(y[10:], pred[10:])
+    assert abs(want - r2_score(y, pred)) > 0.05 and abs(want - r2_score(y[:10], pred[:10])) > 0.05
     fig = plotting.plot_predicted_vs_true(rows)
-    assert "$R^2$ = 1.00" in fig.axes[0].get_title() and fig.axes[0].get_xlabel() == "true"
+    assert f"(test $R^2$ = {want:.2f})" in fig.axes[0].get_title() and fig.axes[0].get_xlabel() == "true"
     logged = plotting.plot_predicted_vs_true(rows, log={"PD": True})
     assert logged.axes[0].get_ylabel() == "predicted, ln(1 + x)"
 

@@ -79,10 +79,21 @@ def test_a_failed_download_is_a_missing_file_and_a_bad_one_is_rejected(tmp_path,
 
 
 def test_converted_files_are_never_downloaded(tmp_path, monkeypatch):
+    import pooch
+
     fake_registry(monkeypatch, b"right bytes", note="converted from a Python pickle to GeoJSON")
     monkeypatch.setenv("MUSECL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("MUSECL_OFFLINE", raising=False)
+    urls = []
+
+    def retrieve(url, **kwargs):
+        urls.append(url)
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(pooch, "retrieve", retrieve)
     with pytest.raises(DataMissingError, match="cannot be downloaded byte for byte"):
         sources.locate("manhattan/x/a.npy", data_dir=tmp_path / "nowhere")
+    assert urls == []  # not even tried
 
 
 def test_a_chapter_without_its_data_stops_with_a_note_not_an_error(tmp_path, monkeypatch):
