@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -144,11 +145,14 @@ def test_converter_keeps_income_of_a_region_mostly_in_a_tract_without_one(tmp_pa
     assert np.isnan(ind.loc["3", "median_income"])
 
 
-def test_converter_records_sources(tiny_city):
+def test_converter_records_sources(tiny_city, tmp_path):
     import yaml
 
     meta = yaml.safe_load((tiny_city / "city.yaml").read_text())
     assert set(meta["sources"]) == set(mh.FILES)
+    assert meta["sources"]["od"] == {"path": str(tmp_path / "raw" / "od.npy")}
+    assert all(Path(s["path"]).parent == tmp_path / "raw" and Path(s["path"]).is_file()
+               for s in meta["sources"].values())
     assert mh.LANDUSE_CSV in meta["extra_files"]
 
 
@@ -214,7 +218,11 @@ def test_ridge_kfold_does_not_shuffle_and_clips_at_zero():
     y = np.r_[0.0, 0.0, np.arange(2, 10) * 2.0 - 2]
     pred = ridge_kfold_predictions(x, y, alpha=1e-9, folds=5)
     assert (pred >= 0).all() and pred[0] == 0.0
-    assert ridge_kfold_predictions(x, y, folds=5).tolist() == ridge_kfold_predictions(x, y, folds=5).tolist()
+    # fold k (rows 2k, 2k+1, in order) predicted by the least-squares line through the other rows
+    expected = np.concatenate([np.polyval(np.polyfit(np.delete(x[:, 0], np.s_[k:k + 2]), np.delete(y, np.s_[k:k + 2]),
+                                                     1), x[k:k + 2, 0]) for k in range(0, 10, 2)])
+    assert expected[0] == pytest.approx(-2.0)  # fold 0 extrapolates below zero
+    assert pred == pytest.approx(np.clip(expected, 0.0, None), abs=1e-6)
 
 
 def test_kfold_predictions_fits_each_contiguous_fold_on_the_others():
@@ -491,8 +499,13 @@ def test_vector_museCL_is_deterministic_and_learns(synthetic_city):
         VectorViewConfig(mobility_similarity="distance")
 
 
-def test_vector_museCL_reuses_identical_poi_stages(synthetic_city):
+def test_vector_museCL_reuses_identical_poi_stages(synthetic_city, monkeypatch):
+    import musecl.methods.vector as vector
     from musecl.methods.vector import VectorMuseCL, VectorViewConfig
+
+    trained, real_training = [], vector.train_view_encoder
+    monkeypatch.setattr(vector, "train_view_encoder",
+                        lambda view, *a, **k: trained.append(view.shape[1]) or real_training(view, *a, **k))
 
     cfg = RunConfig(seed=0, n_triplets=200, embedding_dim=8, fusion_epochs=2, fusion_batch_size=8,
                     text_epochs=1)
@@ -502,8 +515,10 @@ def test_vector_museCL_reuses_identical_poi_stages(synthetic_city):
         first = VectorMuseCL(cfg, progress=False, view_config=VectorViewConfig(**small)).fit(synthetic_city)
         fresh = VectorMuseCL(cfg, progress=False, view_config=VectorViewConfig(
             **small, mobility_similarity="od")).fit(synthetic_city)
+        trained.clear()
         reused = VectorMuseCL(cfg, progress=False, reuse=first, view_config=VectorViewConfig(
             **small, mobility_similarity="od")).fit(synthetic_city)
+    assert trained == [2 * len(synthetic_city)]  # the mobility view alone (another similarity); POI from `first`
     pd.testing.assert_frame_equal(fresh.stage_table("poi"), reused.stage_table("poi"))
     pd.testing.assert_frame_equal(fresh.transform(synthetic_city), reused.transform(synthetic_city))
     other_cfg = VectorMuseCL(RunConfig(seed=1), progress=False, reuse=first)

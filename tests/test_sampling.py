@@ -273,6 +273,12 @@ def test_city_views():
     poi_sampler = TripletSampler(n_triplets=40, n_positive_candidates=1, n_exclude=1)
     poi = poi_triplets(city, poi_sampler, regions=["h0", "h1", "h2", "h5", "h6"]).to_frame()
     assert set(poi["anchor"]) <= {"h0", "h1", "h2", "h5", "h6"}
+    counts = {"h0": [0, 2], "h1": [0, 1], "h2": [0, 0], "h5": [1, 0], "h6": [2, 0]}  # (school, shop)
+    for row in poi.itertuples():  # paired by their POI counts (eq. 3): the positive is one POI away
+        assert row.d_pos == poi_distance(counts[row.anchor], counts[row.positive]) == 1.0
+        assert row.d_neg == poi_distance(counts[row.anchor], counts[row.negative])
+    assert set(poi.loc[poi["anchor"] == "h0", "positive"]) == {"h1"}
+    assert set(poi.loc[poi["anchor"] == "h6", "positive"]) == {"h5"}
     with pytest.raises(ValueError, match="not in the city"):
         poi_triplets(city, sampler, regions=["h0", "nowhere", "h1"])
 
