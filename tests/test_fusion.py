@@ -97,10 +97,15 @@ def test_training_is_deterministic_and_early_stopping_keeps_validation_loss():
 def test_alignment_by_region_id_and_nan_imputation():
     sv, rs, poi = tables(n=60)
     sv.iloc[0] = np.nan
+    cfg = {"epochs": 2, "batch_size": 16}
     with pytest.warns(UserWarning, match="1 of 60 regions has a missing"):
-        model, _ = train_fusion(sv, rs.iloc[::-1], poi.sample(frac=1, random_state=0),
-                                {"epochs": 2, "batch_size": 16})
+        model, _ = train_fusion(sv, rs.iloc[::-1], poi.sample(frac=1, random_state=0), cfg)
+    with pytest.warns(UserWarning, match="1 of 60 regions has a missing"):
+        in_order, _ = train_fusion(sv, rs, poi, cfg)
     emb, beta = fuse(model, sv, rs)
+    # rows are paired by region id, not by position: shuffled tables train and fuse as ordered ones
+    pd.testing.assert_frame_equal(emb, fuse(in_order, sv, rs)[0])
+    pd.testing.assert_frame_equal(fuse(model, sv, rs.iloc[::-1])[0], emb)
     assert list(emb.index) == list(sv.index) and emb.index.name == "region_id"
     assert np.isfinite(emb.to_numpy()).all()
     assert list(beta.columns) == ["sv", "rs"]

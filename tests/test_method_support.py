@@ -181,17 +181,28 @@ def test_methods_command_lists_needs_and_what_runs(toy, tmp_path, capsys):
     assert "musecl methods" in capsys.readouterr().out.replace("\n", " ")
 
 
-def test_only_renders_the_other_chapters_as_notes(tmp_path):
+def test_only_renders_the_other_chapters_as_notes(tmp_path, monkeypatch):
+    """``musecl book --only 01_data`` executes that chapter and writes every other one as a page
+    that says it was not executed (the site still has every page); the next full run executes them."""
     import nbformat
 
-    from musecl.book import METADATA_KEY, _is_current, chapter_sources, find_repo_root, write_placeholder
+    from musecl import book
 
-    source = chapter_sources(find_repo_root())[0]
-    page = write_placeholder(source, tmp_path / f"{source.stem}.ipynb")
-    nb = nbformat.read(page, as_version=4)
-    assert nb.cells[0].source.startswith("# ") and "not executed in this build" in nb.cells[0].source
-    assert nb.metadata[METADATA_KEY]["complete"] is False
-    assert not _is_current(page, "any")  # the next full run executes it
+    ran = []
+    monkeypatch.setattr(book, "execute_chapters", lambda chapters, *a, **k: ran.extend(c.stem for c in chapters))
+    monkeypatch.setattr(book, "stage_site", lambda *a, **k: tmp_path)
+    monkeypatch.setattr(book, "build_book", lambda *a, **k: tmp_path)
+    monkeypatch.setattr(book, "default_city", lambda out: tmp_path)
+    book.build(out=tmp_path / "book", only=["01_data"])
+    assert ran == ["01_data"]
+    others = [s for s in book.chapter_sources(book.find_repo_root()) if s.stem != "01_data"]
+    assert len(others) > 5
+    for source in others:
+        page = tmp_path / "book" / "executed" / f"{source.stem}.ipynb"
+        nb = nbformat.read(page, as_version=4)
+        assert nb.cells[0].source.startswith("# ") and "not executed in this build" in nb.cells[0].source
+        assert nb.metadata[book.METADATA_KEY]["complete"] is False
+        assert not book._is_current(page, "any")  # the next full run executes it
 
 
 def test_a_run_owns_its_output_folder_and_publishes_at_the_end(toy, tmp_path, monkeypatch):

@@ -196,6 +196,18 @@ def test_run_command_writes_results(city, tmp_path):
     n_test = results.set_index(["indicator", "split", "seed"])["n_test"]
     for _, row in ceilings.iterrows():
         assert row["n_test"] == n_test[(row["indicator"], row["split"], row["seed"])]
+    # the same regions, not only as many: each ceiling's R2 recomputed on the test part of
+    # predictions.csv (seed 0, random split)
+    preds = pd.read_csv(out / "predictions.csv", dtype={"region_id": str})
+    targets = city.targets()
+    for source, name in CEILING_METHODS.items():
+        ceiling = city.ceiling_predictions(source)
+        for indicator in city.meta.indicators:
+            test = preds.loc[(preds["indicator"] == indicator) & (preds["split_part"] == "test"), "region_id"]
+            y, p = targets.loc[test, indicator].to_numpy(), ceiling.loc[test, indicator].to_numpy()
+            row = ceilings[(ceilings["method"] == name) & (ceilings["indicator"] == indicator)
+                           & (ceilings["split"] == "random") & (ceilings["seed"] == 0)]
+            assert row["r2"].item() == pytest.approx(1 - ((y - p) ** 2).sum() / ((y - y.mean()) ** 2).sum(), abs=1e-9)
 
 
 def test_config_rejects_unknown_keys():
@@ -223,6 +235,21 @@ def test_evaluation_is_cached_by_embedding_values(city, tmp_path, monkeypatch):
     assert (tmp_path / "a" / "ceilings.csv").exists()  # the toy city has ceilings
     pd.testing.assert_frame_equal(first, second)
     assert set(third["seed"]) == {1}
+    # the key holds the embedding's values: one changed number is scored anew, an equal copy is not
+    from musecl.cache import Cache, load_table
+
+    calls.clear()
+    cache = Cache(tmp_path / "cache2")
+    embedding = load_table(tmp_path / "a" / "embeddings" / "POI only.csv")
+    changed = embedding.copy()
+    changed.iloc[0, 0] += 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scored = runner.score_embedding(embedding, city, "POI only", TINY, cache)
+        again = runner.score_embedding(embedding.copy(), city, "POI only", TINY, cache)
+        runner.score_embedding(changed, city, "POI only", TINY, cache)
+    assert calls == ["POI only", "POI only"]
+    pd.testing.assert_frame_equal(scored, again)
 
 
 def test_images_in_shards_give_the_same_musecl_as_images_in_memory(city, tmp_path):

@@ -227,6 +227,12 @@ def test_early_stopping_and_restore_best():
     t = trainer(model, loss_fn=flat_val, epochs=20, patience=2)
     hist = t.fit(NoisyData(), NoisyData(16, seed=1))
     assert len(hist) == 3 and t.stopped_early and t.best_epoch == 1
+    one = make_model()  # the same run cut after its first epoch: the weights the best epoch left
+    trainer(one, loss_fn=flat_val, epochs=1).fit(NoisyData(), NoisyData(16, seed=1))
+    assert all(torch.equal(p, q) for p, q in zip(params(model), params(one)))  # restored
+    kept = make_model()
+    trainer(kept, loss_fn=flat_val, epochs=20, patience=2, restore_best=False).fit(NoisyData(), NoisyData(16, seed=1))
+    assert not all(torch.equal(p, q) for p, q in zip(params(kept), params(one)))  # the last epoch's, otherwise
     with pytest.raises(ValueError, match="validation set"):
         trainer(make_model(), patience=2).fit(NoisyData(), None)
 
