@@ -53,10 +53,10 @@ def test_a_missing_file_names_itself_its_source_and_the_command(tmp_path, monkey
                                              "musecl fetch manhattan", f"{tmp_path / 'nowhere'} does not exist"))
 
 
-def test_a_failed_download_is_a_missing_file_and_a_bad_one_is_rejected(tmp_path, monkeypatch):
+def no_network(tmp_path, monkeypatch) -> list[str]:
+    """Downloads allowed but failing, as without a network: the URLs tried, in order."""
     import pooch
 
-    fake_registry(monkeypatch, b"right bytes")
     monkeypatch.setenv("MUSECL_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("MUSECL_OFFLINE", raising=False)
     urls = []
@@ -66,6 +66,14 @@ def test_a_failed_download_is_a_missing_file_and_a_bad_one_is_rejected(tmp_path,
         raise ConnectionError("no network")
 
     monkeypatch.setattr(pooch, "retrieve", offline)
+    return urls
+
+
+def test_a_failed_download_is_a_missing_file_and_a_bad_one_is_rejected(tmp_path, monkeypatch):
+    import pooch
+
+    fake_registry(monkeypatch, b"right bytes")
+    urls = no_network(tmp_path, monkeypatch)
     with pytest.raises(DataMissingError, match="download from .* failed"):
         sources.locate("manhattan/x/a.npy", data_dir=tmp_path / "nowhere")
     assert urls == ["https://raw.githubusercontent.com/someone/repo/0123456789abcdef/data/a.npy"]
@@ -79,18 +87,8 @@ def test_a_failed_download_is_a_missing_file_and_a_bad_one_is_rejected(tmp_path,
 
 
 def test_converted_files_are_never_downloaded(tmp_path, monkeypatch):
-    import pooch
-
     fake_registry(monkeypatch, b"right bytes", note="converted from a Python pickle to GeoJSON")
-    monkeypatch.setenv("MUSECL_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("MUSECL_OFFLINE", raising=False)
-    urls = []
-
-    def retrieve(url, **kwargs):
-        urls.append(url)
-        raise ConnectionError("no network")
-
-    monkeypatch.setattr(pooch, "retrieve", retrieve)
+    urls = no_network(tmp_path, monkeypatch)
     with pytest.raises(DataMissingError, match="cannot be downloaded byte for byte"):
         sources.locate("manhattan/x/a.npy", data_dir=tmp_path / "nowhere")
     assert urls == []  # not even tried
