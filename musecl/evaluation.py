@@ -39,7 +39,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from musecl.city import CEILING_ALL, MOBILITY, POI, REGION_ID, SATELLITE, SOURCE, STREETVIEW, City, require_city
-from musecl.io import in_worker, n_of_regions, rewarn
+from musecl.io import check_choice, in_worker, n_of_regions, rewarn
 from musecl.tables import column_scale, standardise_columns
 from musecl.training import Trainer, one_torch_thread
 
@@ -395,13 +395,12 @@ class KNNProbe:
 
 def make_probe(probe: str, seed: int, config: ProbeConfig | None = None):
     """A fresh probe by name: "mlp" (the paper's), "ridge" or "knn" (k = 5, distance weights)."""
+    check_choice("probe", probe, PROBES)
     if probe == "mlp":
         return MLPProbe(config, seed=seed)
     if probe == "ridge":
         return RidgeProbe(seed=seed)
-    if probe == "knn":
-        return KNNProbe(seed=seed)
-    raise ValueError(f"probe {probe!r} is not one of {PROBES}")
+    return KNNProbe(seed=seed)
 
 
 # ------------------------------------------------------------------------------------------
@@ -510,13 +509,12 @@ def spatial_setting(city: City, block_size_m: float | None = None,
 
 
 def _split(task: _Task, split: str, seed: int, fractions, blocks: SpatialBlocks | None):
+    check_choice("split", split, SPLITS)
     if split == "random":
         return random_split(len(task.y), seed, fractions)
-    if split == "spatial":
-        if blocks is None:
-            raise ValueError("the spatial split needs its blocks (spatial_setting)")
-        return spatial_block_split(task.xy, blocks.size_m, seed, fractions, buffer_m=blocks.buffer_m)
-    raise ValueError(f"split {split!r} is not one of {SPLITS}")
+    if blocks is None:
+        raise ValueError("the spatial split needs its blocks (spatial_setting)")
+    return spatial_block_split(task.xy, blocks.size_m, seed, fractions, buffer_m=blocks.buffer_m)
 
 
 def _predict_task(task: _Task, split: str, seed: int, probe: str, fractions, blocks: SpatialBlocks | None,
@@ -546,8 +544,7 @@ def predict_indicator(embedding: pd.DataFrame, city: City, indicator: str, split
     ``split_part`` says which part each region was in ("buffer": left out by the spatial split's
     buffer). Regions without a value are left out.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split {split!r} is not one of {SPLITS}")
+    check_choice("split", split, SPLITS)
     seed, = _as_seeds(seed)
     task = _prepare(embedding, require_city(city), indicator)
     blocks = spatial_setting(city, block_size_m, buffer_m) if split == "spatial" else None
@@ -627,10 +624,8 @@ def evaluate_embedding(embedding: pd.DataFrame, city: City, method: str,
     """
     splits, seeds = as_names(splits), _as_seeds(seeds)
     for s in splits:
-        if s not in SPLITS:
-            raise ValueError(f"split {s!r} is not one of {SPLITS}")
-    if probe not in PROBES:
-        raise ValueError(f"probe {probe!r} is not one of {PROBES}")
+        check_choice("split", s, SPLITS)
+    check_choice("probe", probe, PROBES)
     city = require_city(city)
     indicators = list(city.meta.indicators) if indicators is None else as_names(indicators)
     bs = spatial_setting(city, block_size_m, buffer_m) if "spatial" in splits else None
@@ -666,8 +661,7 @@ def evaluate_ceilings(city: City, indicators: Sequence[str] | None = None, seeds
     if city.ceilings is None:
         return pd.DataFrame(columns=RESULT_COLUMNS)
     for s in splits:
-        if s not in SPLITS:
-            raise ValueError(f"split {s!r} is not one of {SPLITS}")
+        check_choice("split", s, SPLITS)
     indicators = list(city.meta.indicators) if indicators is None else list(indicators)
     bs = spatial_setting(city, block_size_m, buffer_m) if "spatial" in splits else None
     present = [s for s in CEILING_METHODS if s in set(city.ceilings[SOURCE])]

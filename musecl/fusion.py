@@ -43,7 +43,7 @@ from torch import nn
 from musecl.city import REGION_ID
 from musecl.encoders.heads import FeatureHead, feature_matrix, triplet_features
 from musecl.encoders.image import ImageEncoder, ImageStore, TripletImageDataset, TripletObjective, embed_regions
-from musecl.io import CONFIG_JSON, WEIGHTS_PT, n_of_regions, read_saved_config
+from musecl.io import CONFIG_JSON, WEIGHTS_PT, check_choice, n_of_regions, read_saved_config
 from musecl.tables import impute_column_means
 from musecl.training import TIMING_COLUMNS, Trainer, one_torch_thread, resolve_device, save_weights
 
@@ -83,11 +83,8 @@ class AttentiveFusion(nn.Module):
     def __init__(self, dim: int, hidden: int = 128, poi_dim: int | None = None,
                  activation: str = "relu", projection: str = "auto"):
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation {activation!r} is not one of {ACTIVATIONS} "
-                             "(relu: the paper's eq. 8; tanh: the official code)")
-        if projection not in PROJECTIONS:
-            raise ValueError(f"projection {projection!r} is not one of {PROJECTIONS}")
+        check_choice("activation", activation, ACTIVATIONS, " (relu: the paper's eq. 8; tanh: the official code)")
+        check_choice("projection", projection, PROJECTIONS)
         poi_dim = dim if poi_dim is None else int(poi_dim)
         if projection == "none" and poi_dim != dim:
             raise ValueError(f"projection='none' needs the image and POI vectors to have the same size; "
@@ -285,9 +282,8 @@ class FusionConfig:
     head_lr_factor: float = HEAD_LR_FACTOR
 
     def __post_init__(self):
-        if self.design not in DESIGNS:
-            raise ValueError(f"design {self.design!r} is not one of {DESIGNS} (aligned: learned views and "
-                             "temperature; paper: eq. 8-11 on the frozen embeddings)")
+        check_choice("design", self.design, DESIGNS,
+                     " (aligned: learned views and temperature; paper: eq. 8-11 on the frozen embeddings)")
         if self.design == "aligned" and self.loss != "infonce":
             raise ValueError("the aligned design trains with InfoNCE (eq. 11); for the official code's MSE "
                              "use design='paper', loss='mse'")
@@ -297,9 +293,7 @@ class FusionConfig:
             raise ValueError(f"reconstruction must be >= 0; got {self.reconstruction}")
         if self.head_lr_factor < 0:
             raise ValueError(f"head_lr_factor must be >= 0; got {self.head_lr_factor}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss {self.loss!r} is not one of {LOSSES} "
-                             "(infonce: the paper's eq. 11; mse: the official code)")
+        check_choice("loss", self.loss, LOSSES, " (infonce: the paper's eq. 11; mse: the official code)")
         if self.epochs < 1 or self.batch_size < 1 or self.hidden < 1:
             raise ValueError(f"epochs, batch_size and hidden must be >= 1; got {self}")
         if self.loss == "infonce" and self.batch_size < 2:

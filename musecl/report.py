@@ -16,7 +16,7 @@ import yaml
 from scipy import stats
 
 from musecl.evaluation import RESULT_COLUMNS, as_names
-from musecl.io import atomic_write
+from musecl.io import atomic_write, check_choice
 from musecl.methods.base import METHODS, join_words
 from musecl.methods.combinations import ABLATION, ALL_METHODS, IMAGE_FREE, PAPER_BASELINES
 from musecl.methods.vector import VIEW_PARTS
@@ -48,8 +48,7 @@ def _check_results(results: pd.DataFrame, metric: str) -> None:
     missing = [c for c in RESULT_COLUMNS if c not in results.columns]
     if missing:
         raise ValueError(f"results table lacks column(s) {missing}; expected {RESULT_COLUMNS}")
-    if metric not in METRICS:
-        raise ValueError(f"metric {metric!r} is not one of {METRICS}")
+    check_choice("metric", metric, METRICS)
 
 
 def _rows(results: pd.DataFrame, metric: str, split: str, city: str | None = None,
@@ -157,8 +156,7 @@ def _as_text(mean: pd.DataFrame, std: pd.DataFrame, digits: int, metric: str | N
 def rank_marks(mean: pd.DataFrame, metric: str = "r2") -> pd.DataFrame:
     """"best" / "second" / "" per cell: per indicator (column), the best and runner-up method by
     mean (highest R2, lowest RMSE). Ties go to the row listed first; NaN is never marked."""
-    if metric not in METRICS:
-        raise ValueError(f"metric {metric!r} is not one of {METRICS}")
+    check_choice("metric", metric, METRICS)
     marks = pd.DataFrame("", index=mean.index, columns=mean.columns)
     for col in mean.columns:
         values = mean[col].dropna()
@@ -174,8 +172,7 @@ def improvement(mean: pd.DataFrame, metric: str = "r2", target: str = TARGET,
     (default: the paper's Table 1 methods except MuseCL). R2: 100 (target - best) / |best|;
     RMSE: 100 (best - target) / best, so a positive number is always an improvement. NaN where
     the target or every baseline is missing, or the best baseline is 0."""
-    if metric not in METRICS:
-        raise ValueError(f"metric {metric!r} is not one of {METRICS}")
+    check_choice("metric", metric, METRICS)
     present = [m for m in (PAPER_BASELINES if baselines is None else baselines) if m in mean.index and m != target]
     if target not in mean.index or not present:
         return pd.Series(np.nan, index=mean.columns, name=IMPROVEMENT_ROW, dtype=float)
@@ -215,8 +212,7 @@ def styled_table(results: pd.DataFrame, metric: str = "r2", split: str = "random
     """:func:`results_table` as the paper prints it: best **bold**, second underlined, and the
     :func:`improvement` row. ``ceilings`` (``evaluate_ceilings`` rows) are listed under the
     methods, unranked. ``fmt``: "markdown" (a string), "styler" (needs jinja2) or "html"."""
-    if fmt not in FORMATS:
-        raise ValueError(f"fmt {fmt!r} is not one of {FORMATS}")
+    check_choice("fmt", fmt, FORMATS)
     mean, std = numeric_tables(results, metric, split, methods_order, indicators, city, mean_of)
     text = _as_text(mean, std, digits, metric, target, baselines)
     marks = rank_marks(mean, metric)

@@ -175,7 +175,7 @@ def test_one_name_or_seed_is_taken_whole_and_bad_seeds_are_named(linear_city):
             evaluate_embedding(emb, city, "e", indicators="LIN", seeds=seeds, probe="ridge")
     with pytest.raises(TypeError, match="city must be a City"):
         evaluate_embedding(emb, str(city.root), "e", seeds=0, probe="ridge")
-    with pytest.raises(ValueError, match="split 'randm'"):
+    with pytest.raises(ValueError, match="split must be one of .*; got 'randm'"):
         predict_indicator(emb, city, "LIN", split="randm")
 
 

@@ -197,7 +197,7 @@ def test_save_load_round_trip(tmp_path):
 
 
 def test_designs_and_losses_are_checked():
-    with pytest.raises(ValueError, match="design 'mine'"):
+    with pytest.raises(ValueError, match="design must be one of .*; got 'mine'"):
         FusionConfig(design="mine")
     with pytest.raises(ValueError, match="aligned design trains with InfoNCE"):
         FusionConfig(design="aligned", loss="mse")

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from musecl.encoders.image import IMAGENET_MEAN, IMAGENET_STD, as_training_config, fit_triplets, triplet_columns
-from musecl.io import CONFIG_JSON, WEIGHTS_PT, read_saved_config
+from musecl.io import CONFIG_JSON, WEIGHTS_PT, check_choice, read_saved_config
 from musecl.training import save_weights
 
 FEATURE_HEADS = {"lite0-head": "efficientnet-lite0"}  # arch name -> the frozen backbone it reads
@@ -206,8 +206,7 @@ def pooled_features_module(net, image_size: int, layers: str = "last"):
     texture and shape before ImageNet's classes, which read out an image's content better on a
     second toy city (experiments/backbone_readout.py).
     """
-    if layers not in BACKBONE_LAYERS:
-        raise ValueError(f"layers {layers!r} is not one of {BACKBONE_LAYERS}")
+    check_choice("layers", layers, BACKBONE_LAYERS)
 
     class PooledFeatures(nn.Module):
         def __init__(self):
