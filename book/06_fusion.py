@@ -22,7 +22,9 @@
 # vector by a contrastive InfoNCE loss (eq. 11). It does so twice: as the paper writes it, and
 # in the design this book uses by default, built so that eq. 8-11 do what the paper says they do:
 # bring POI semantics into the image representation. We measure whether each does; where the
-# settings allow, an end-to-end option also trains the image encoders through the fusion.
+# settings allow, an end-to-end option also trains the image encoders through the fusion. A city
+# without images fuses its two vector views instead (mobility and POIs, as in {doc}`10_manhattan`),
+# and a note below says so where that is the case.
 
 # %% tags=["parameters"]
 city = None  # a city folder (data/README.md); None: the generated toy city

@@ -463,7 +463,10 @@ def _execute_one(chapter: _Chapter, kernel: str, progress: bool, bar: bool, pinn
         result = papermill.execute_notebook(
             nb, executed, parameters=chapter.used, kernel_name=kernel, progress_bar=bar,
             cwd=source.parent, language="python", request_save_on_cell_execute=False,
-            extra_arguments=["--IPKernelApp.log_level=ERROR"])  # not its TCP warning: a local kernel
+            # the kernel's own log, quiet: its TCP warning (a local kernel) and the "ERROR |
+            # KeyboardInterrupt caught in kernel" that jupyter_client's shutdown (SIGINT first)
+            # sometimes draws after the last cell; a failing cell or kernel still raises below
+            extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
     except Exception as err:  # PapermillExecutionError, dead kernel, timeout, ...
         if getattr(err, "ename", None) != DataUnavailable.__name__:
             raise ChapterExecutionError(_describe_failure(source, err, executed)) from err

@@ -18,6 +18,8 @@ import pandas as pd
 import yaml
 
 CONFIG_JSON = "config.json"  # the readable settings every saved model or method folder holds
+_UMASK = os.umask(0o022)  # read once at import (setting it is the only way to read it), then restored
+os.umask(_UMASK)
 WEIGHTS_PT = "weights.pt"  # a saved torch model's state dict, beside its config.json
 
 
@@ -39,6 +41,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        if hasattr(os, "fchmod"):  # as open() would: mkstemp's 0600 hid results from the group
+            os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
@@ -150,6 +154,8 @@ class FolderBusyError(RuntimeError):
 
 def process_alive(pid: int) -> bool:
     """Whether process ``pid`` runs on this machine (a lock or temporary folder may be stale)."""
+    if pid <= 0:  # os.kill(0 or -1, 0) signals a group and succeeds: no process has such a pid
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -159,41 +165,61 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+LOCK_FILE = ".musecl.lock"
+
+
 @contextlib.contextmanager
 def owned_folder(folder: str | os.PathLike, settings: str, poll_s: float = 2.0) -> Iterator[Path]:
-    """Own ``folder`` while the block runs, through ``folder/.musecl.lock`` (pid, settings digest).
-    Another live owner with other settings: :class:`FolderBusyError`; with the same: wait for it
-    (its cached stages make this run quick). A dead owner's lock and staging folders are removed."""
+    """Own ``folder`` while the block runs: an exclusive ``flock`` on ``folder/.musecl.lock``, which
+    names the owner (pid, settings digest). The system releases the lock when the owner ends, however
+    it ends, so a killed run never blocks the next one (a pid in a file could be reused or half
+    written). Another owner with other settings: :class:`FolderBusyError`; with the same: wait for it,
+    said once (its cached stages make this run quick). Staging folders of killed runs are removed.
+    The file is kept, empty between runs: deleting it under a waiting run would let two own the
+    folder. Without ``fcntl`` (Windows) the folder is not locked."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    lock = folder / ".musecl.lock"
-    while True:
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                holder = json.loads(lock.read_text())
-            except (OSError, ValueError):  # being written this instant, or removed
-                time.sleep(0.1)
-                continue
-            if not process_alive(int(holder.get("pid", -1))):
-                lock.unlink(missing_ok=True)
-                continue
-            if holder.get("settings") != settings:
-                raise FolderBusyError(f"{folder} is being written by another run (pid {holder['pid']}) with other "
-                                      "settings; wait for it or choose another output folder") from None
-            time.sleep(poll_s)
-            continue
-        with os.fdopen(fd, "w") as handle:
-            json.dump({"pid": os.getpid(), "settings": settings}, handle)
-        break
     try:
-        for old in folder.glob(".staging-*"):  # left by a killed run
-            if old.name.removeprefix(".staging-").isdigit() and not process_alive(int(old.name.removeprefix(".staging-"))):
-                shutil.rmtree(old, ignore_errors=True)
+        import fcntl
+    except ImportError:
         yield folder
-    finally:
-        lock.unlink(missing_ok=True)
+        return
+    lock = folder / LOCK_FILE
+    with open(lock, "a+") as handle:
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = lock_holder(lock)  # None: the owner is writing its name this instant
+                if holder is not None and holder.get("settings") != settings:
+                    raise FolderBusyError(f"{folder} is being written by another run (pid {holder.get('pid')}) with "
+                                          "other settings; wait for it or choose another output folder") from None
+                if holder is not None and not waiting:
+                    warnings.warn(f"{folder} is being written by another run with the same settings (pid "
+                                  f"{holder.get('pid')}); waiting for it to end", stacklevel=3)
+                    waiting = True
+                time.sleep(poll_s if holder is not None else 0.1)
+        try:
+            handle.truncate(0)
+            json.dump({"pid": os.getpid(), "settings": settings}, handle)
+            handle.flush()
+            for old in folder.glob(".staging-*"):  # a live run's would hold the lock: killed runs'
+                shutil.rmtree(old, ignore_errors=True)
+            yield folder
+        finally:
+            handle.truncate(0)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def lock_holder(lock: Path) -> dict | None:
+    """The owner a folder's lock file names, or None while it is empty or half written."""
+    try:
+        holder = json.loads(lock.read_text())
+    except (OSError, ValueError):
+        return None
+    return holder if isinstance(holder, dict) else None
 
 
 @contextlib.contextmanager
@@ -214,10 +240,17 @@ def folder_built_beside(out: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def publish(staging: str | os.PathLike, folder: str | os.PathLike) -> None:
-    """Move all of ``staging`` into ``folder`` (replacing), then remove it: a run's outputs arrive together."""
+def publish(staging: str | os.PathLike, folder: str | os.PathLike, last: tuple[str, ...] = (),
+            stale: tuple[str, ...] = ()) -> None:
+    """Move all of ``staging`` into ``folder`` (replacing), then remove it: a run's outputs arrive
+    together. The names in ``last`` (the results table) are removed from ``folder`` first and moved
+    in last, so a folder cut off half way has no table that belongs to other files than its own;
+    the names in ``stale`` are removed from ``folder`` unless ``staging`` has them."""
     staging, folder = Path(staging), Path(folder)
-    for item in sorted(staging.iterdir()):
+    for name in last + tuple(n for n in stale if not (staging / n).exists()):
+        (folder / name).unlink(missing_ok=True)
+    items = sorted(item for item in staging.iterdir() if item.name not in last)
+    for item in items + [staging / name for name in last if (staging / name).exists()]:
         target = folder / item.name
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)

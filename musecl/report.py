@@ -925,5 +925,6 @@ def update_readme(readme: str | Path, run_dir: str | Path, city, figure: str | P
              f"{config['rs_arch']} / {config['sv_arch']} encoders, {config['n_triplets']} triplets; "
              f"from the book's build of {when}.\n{README_END}")
     start, end = text.index(README_START), text.index(README_END) + len(README_END)
-    readme.write_text(text[:start] + block + text[end:])
+    with atomic_write(readme) as handle:  # a run cut off mid-write leaves the README whole
+        handle.write(text[:start] + block + text[end:])
     return block

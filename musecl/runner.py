@@ -108,7 +108,7 @@ def run(city: str | os.PathLike | City, out_dir: str | os.PathLike, config: RunC
     for name, reason in skipped.items():
         warnings.warn(f"skipped {name}: {city.name} has {reason}", stacklevel=2)
     cache_dir = Path(cache_dir) if cache_dir is not None else final / "cache"
-    settings = hashlib.sha256(json.dumps({"config": config.to_dict(), "methods": methods, "city": str(city.root)},
+    settings = hashlib.sha256(json.dumps({"config": config.to_dict(), "methods": methods, "city": str(city.root.resolve())},
                                          sort_keys=True, default=str).encode()).hexdigest()
     with owned_folder(final, settings):  # one run per output folder; config and results arrive together
         out = final / f".staging-{os.getpid()}"
@@ -118,10 +118,8 @@ def run(city: str | os.PathLike | City, out_dir: str | os.PathLike, config: RunC
         except BaseException:
             shutil.rmtree(out, ignore_errors=True)  # a failed run leaves the previous outputs as they were
             raise
-        for name in SOMETIMES_WRITTEN:  # a previous run's, which this run did not write: not this run's
-            if not (out / name).exists():
-                (final / name).unlink(missing_ok=True)
-        publish(out, final)
+        # the results table last; a previous run's files that this run did not write go
+        publish(out, final, last=("results.csv", "run.json"), stale=SOMETIMES_WRITTEN)
     return table
 
 

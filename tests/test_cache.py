@@ -201,3 +201,18 @@ def test_city_fingerprint_changes_when_one_image_changes(tmp_path):
     stat = os.stat(image)
     os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # as a later write would
     assert city_fingerprint(city) != before
+
+
+def test_files_written_whole_get_the_usual_permissions(tmp_path, monkeypatch):
+    """`atomic_write` renames a temporary file that mkstemp makes private (0600): results and cache
+    entries were unreadable to the group on a shared machine. They now get what open() would give."""
+    import musecl.io as io_module
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert io_module._UMASK == mask  # read at import
+    io_module.atomic_save_json(tmp_path / "a.json", {"a": 1})
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~mask
+    monkeypatch.setattr(io_module, "_UMASK", 0o027)
+    io_module.atomic_save_json(tmp_path / "b.json", {"b": 1})
+    assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o640

@@ -206,9 +206,6 @@ def test_only_renders_the_other_chapters_as_notes(tmp_path, monkeypatch):
 
 
 def test_a_run_owns_its_output_folder_and_publishes_at_the_end(toy, tmp_path, monkeypatch):
-    import os
-
-    from musecl.io import FolderBusyError, owned_folder
     from musecl.methods.base import METHODS as REGISTRY, RegionEmbedder
     from musecl.runner import run
 
@@ -227,17 +224,7 @@ def test_a_run_owns_its_output_folder_and_publishes_at_the_end(toy, tmp_path, mo
     with pytest.raises(RuntimeError, match="every method failed"):  # a failing rerun: old outputs stay, together
         run(city, out, TINY, methods=["Broken"], cache_dir=tmp_path / "cache", progress=False)
     assert {name: (out / name).read_bytes() for name in before} == before
-    assert not list(out.glob(".staging-*")) and not (out / ".musecl.lock").exists()
-    # another live run with other settings holds the folder: refused, naming it
-    (out / ".musecl.lock").write_text(json.dumps({"pid": os.getppid(), "settings": "other"}))
-    with pytest.raises(FolderBusyError, match="being written by another run"):
-        with owned_folder(out, "mine"):
-            pass
-    # a lock left by a dead process is taken over
-    (out / ".musecl.lock").write_text(json.dumps({"pid": 2 ** 22 + 12345, "settings": "other"}))
-    with owned_folder(out, "mine"):
-        assert json.loads((out / ".musecl.lock").read_text())["pid"] == os.getpid()
-    assert not (out / ".musecl.lock").exists()
+    assert not list(out.glob(".staging-*")) and (out / ".musecl.lock").read_text() == ""  # no owner now
 
 
 def test_a_worker_ends_itself_when_its_parent_dies(tmp_path):

@@ -118,6 +118,31 @@ def test_save_load_round_trip(city, tmp_path):
     assert again.views == ("satellite",) and not (tmp_path / "saved" / "streetview").exists()
 
 
+def test_a_save_cut_off_half_way_is_refused_on_load(city, tmp_path, monkeypatch):
+    """A save killed while it copies stages (or writes the table) over an earlier save: ``load``
+    used to read the earlier config.json with this fit's stages; now the folder has none."""
+    import shutil
+
+    method = fit(city, tmp_path / "cache")
+    method.save(tmp_path / "saved")
+    table = make_method("Location kNN", TINY).fit(city)
+    table.save(tmp_path / "table")
+
+    def cut_off(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "copytree", cut_off)
+    with pytest.raises(KeyboardInterrupt):
+        method.save(tmp_path / "saved")
+    monkeypatch.setattr("musecl.methods.base.save_table", cut_off)
+    with pytest.raises(KeyboardInterrupt):
+        table.save(tmp_path / "table")
+    with pytest.raises(FileNotFoundError, match=r"config\.json is missing; was this folder written by MuseCL\.save"):
+        MuseCL.load(tmp_path / "saved")
+    with pytest.raises(FileNotFoundError, match=r"config\.json is missing"):
+        type(table).load(tmp_path / "table")
+
+
 def test_editing_a_label_keeps_the_trained_stages(city, tmp_path):
     """No method reads the indicators: a fit stays valid, and its stages are reused, when a label
     changes or an indicator is added; a changed input is another city."""

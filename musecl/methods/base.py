@@ -142,10 +142,12 @@ class TableMethod(RegionEmbedder):
         return self.table_.reindex(city.region_ids).copy()
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``embeddings.csv`` and ``config.json``."""
+        """Write ``embeddings.csv``, then ``config.json`` (an earlier save's goes first: a save cut off
+        half way leaves a folder that ``load`` refuses, not one table with another fit's settings)."""
         self._check_fitted()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        (directory / CONFIG_JSON).unlink(missing_ok=True)
         save_table(self.table_, directory / EMBEDDINGS_CSV)
         atomic_save_json(directory / CONFIG_JSON, {"method": self.name, "fitted_on": self.fitted_on,
                                                    "options": self.options(), "config": self.config.to_dict()})
@@ -202,10 +204,12 @@ class StagedMethod(RegionEmbedder):
         return {}
 
     def save(self, directory: str | Path) -> Path:
-        """Copy every stage and a config.json. An earlier save's stage folders are replaced or
-        removed, else ``load`` would serve them as this fit's."""
+        """Copy every stage, then a config.json. An earlier save's stage folders are replaced or
+        removed, else ``load`` would serve them as this fit's; its config.json goes first, so a save
+        cut off half way leaves a folder that ``load`` refuses."""
         self._check_fitted()
         directory = Path(directory)
+        (directory / CONFIG_JSON).unlink(missing_ok=True)
         for stage in self.STAGES:
             src, dest = self.stage_dirs.get(stage), directory / stage
             if src is not None and Path(src).resolve() == dest.resolve():  # saved again where it was loaded
