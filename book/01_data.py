@@ -695,7 +695,8 @@ glue("hidden_sentence", Markdown(hidden_sentence), display=False)
 #
 # ## Exercises
 #
-# 1. **Sampling noise.** Re-run the chapter with `seed = 1` (a new sample of 20,000 pairs).
+# 1. **Sampling noise.** Re-run the chapter with `seed = 1` and the same city (a new sample of
+#    20,000 pairs; with `city = None` the seed would also generate another toy city: pass its folder).
 #    Predict by how much the Spearman $\rho$ moves: by more or less than 0.02? Check, then halve
 #    `n_pairs` and check again.
 # 2. **Counts or mix?** On raw counts, two empty edge regions are perfectly similar, wherever they

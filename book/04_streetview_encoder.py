@@ -442,10 +442,12 @@ glue("pc1_sentence", Markdown(pc1_sentence), display=False)
 #
 # ## Exercises
 #
-# 1. **Bigger views.** With `params/cnn.yaml` (Inception-v3 from random weights), set
-#    `sv_image_size: 128`. Inception-v3 then needs no enlargement. Predict the change in training
-#    time (images/s scale roughly with the number of pixels; the history gives this run's), then check.
-#    Does the agreement of a region's views rise?
+# 1. **Bigger views.** With `params/cnn.yaml` (Inception-v3 from random weights, 75 px views, its
+#    smallest input), set `sv_image_size: 128`. Predict the change in training time (images/s scale
+#    roughly with the number of pixels; the history gives this run's), then check. Does the
+#    agreement of a region's views rise? (The toy city draws its street views at 64 px, so both
+#    sizes enlarge them on loading: 128 px adds pixels, not detail. On a city with larger pictures
+#    it adds both.)
 # 2. **One view per region.** Averaging can only help when views differ. In the agreement
 #    histogram, what would you expect for a city with exactly one view per region? Embed each
 #    region's *first* view alone (`store.images[store.starts]`), compute the probe $R^2$ from it
