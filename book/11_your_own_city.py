@@ -303,7 +303,8 @@ results.pivot_table(index=["method", "split"], columns="indicator",
 # ## The commands for your own city
 #
 # With your own files, the steps above are the whole script: `hexagon_regions` (or
-# `polygon_regions`), one converter per source, `build_city`. Then, from the repository root:
+# `polygon_regions`), one converter per source, `build_city`. Then, from the repository root with
+# `.venv/bin` on the path (`source .venv/bin/activate`; `make book` or `make test` made it):
 #
 # ```bash
 # musecl validate path/to/my_city              # every problem, by file, row and region

@@ -112,11 +112,12 @@ if have_results:
 # ## Run it on your own city
 #
 # A city is a folder of a few CSV files and images, described in `data/README.md` of the
-# repository. Check yours, then build the book on it:
+# repository. Check yours, then build the book on it (from the repository, after `make book` or
+# `make test` has set up `.venv/`):
 #
 # ```bash
-# musecl validate path/to/my_city
-# musecl book --city path/to/my_city   # the book: build/site/_build/html
+# .venv/bin/musecl validate path/to/my_city
+# .venv/bin/musecl book --city path/to/my_city   # the book: build/site/_build/html
 # ```
 #
 # Without `--city` the book runs on a generated toy city (600 regions, written to
