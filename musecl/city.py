@@ -23,6 +23,7 @@ import math
 import os
 import shutil
 import stat
+import unicodedata
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
@@ -285,7 +286,9 @@ def _stat_file(path: Path) -> tuple[os.stat_result | None, str | None]:
 
 
 def _read_csv(root: Path, name: str, problems: list[Problem], required: list[str],
-              optional: bool = False) -> pd.DataFrame | None:
+              optional: bool = False, also: Sequence[str] = ()) -> pd.DataFrame | None:
+    """The file's table, or None with its problem. ``also``: the optional columns, whose names are
+    checked as the required ones are (a "Text" column would be read as no text at all)."""
     path = root / name
     _, why = _stat_file(path)
     if why:
@@ -293,19 +296,50 @@ def _read_csv(root: Path, name: str, problems: list[Problem], required: list[str
             problems.append(Problem(name, "", "file is missing" if why == _MISSING else why))
         return None
     try:
-        df = read_csv_ids(path, ids=ID_COLUMNS)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", pd.errors.ParserWarning)
+            df = read_csv_ids(path, ids=ID_COLUMNS)
     except pd.errors.EmptyDataError:
         problems.append(Problem(name, "", "file is empty (expected a header row with columns "
                                           f"{', '.join(required)})"))
         return None
+    except UnicodeDecodeError as exc:
+        problems.append(Problem(name, "", f"is not UTF-8 text ({exc.reason}); save it as "
+                                          "CSV UTF-8 (a spreadsheet's \"CSV UTF-8\" format)"))
+        return None
     except Exception as exc:  # noqa: BLE001 - report any parse failure with the file name
         problems.append(Problem(name, "", f"cannot be read as CSV: {exc}"))
         return None
+    df = _without_blank_edges(df)
+    misnamed = {c: k for c in df.columns for k in (*required, *also)
+                if c != k and k not in df.columns and str(c).strip().casefold() == k.casefold()}
+    if misnamed:
+        problems.append(Problem(name, "header", "; ".join(f"column {c!r} should be named {k!r}"
+                                                          for c, k in misnamed.items())
+                                + " (names are exact: case and spaces count)"))
+        return None
     missing = [c for c in required if c not in df.columns]
     if missing:
-        problems.append(Problem(name, "header", f"missing column(s) {missing}; found {list(df.columns)}"))
+        first = str(df.columns[0]) if len(df.columns) else ""
+        hint = ("; the first line 'sep=...' is a spreadsheet's note: delete it" if first.startswith("sep=") else
+                "; the values are separated by ';' or tabs (a spreadsheet's regional setting): save it as "
+                "comma-separated CSV with '.' as the decimal mark" if len(df.columns) == 1 and
+                any(mark in first for mark in (";", "\t")) else "")
+        problems.append(Problem(name, "header", f"missing column(s) {missing}; found {list(df.columns)}{hint}"))
+        return None
+    if any(issubclass(w.category, pd.errors.ParserWarning) for w in caught):
+        problems.append(Problem(name, "", "some rows have more values than the first line has column names: "
+                                          "name every column"))
         return None
     return df
+
+
+def _without_blank_edges(df: pd.DataFrame) -> pd.DataFrame:
+    """The table without what spreadsheets leave at its edges: columns with neither a header nor a
+    value, and rows of empty cells after the last filled one (each would be a problem per cell)."""
+    df = df.drop(columns=[c for c in df.columns if str(c).startswith("Unnamed: ") and df[c].isna().all()])
+    filled = np.flatnonzero(df.notna().any(axis=1).to_numpy())
+    return df.iloc[: filled[-1] + 1 if len(filled) else 0]
 
 
 def _show(value) -> str:
@@ -344,9 +378,56 @@ def _check_ids(df: pd.DataFrame, col: str, known: set[str], file: str, problems:
     if unique:
         _at_rows(problems, file, ids.duplicated() & ids.notna(), lambda i: f"duplicate {what} {ids.iloc[i]!r}")
     unknown = ~ids.isin(known) & ids.notna()
-    _at_rows(problems, file, unknown, lambda i: f"{what} {ids.iloc[i]!r} is not a region in {REGIONS_CSV}")
+    if unknown.any():
+        near = _near_ids(known)
+        _at_rows(problems, file, unknown, lambda i: f"{what} {ids.iloc[i]!r} is not a region in {REGIONS_CSV}"
+                 + (f" (did you mean {near[_id_key(ids.iloc[i])]!r}? a spreadsheet may have changed the id: keep "
+                    "the column as text)" if _id_key(ids.iloc[i]) in near else ""))
     if unknown.sum() > 5:
         problems.append(Problem(file, "", f"{int(unknown.sum())} rows in all name unknown regions"))
+
+
+def category_key(category) -> str:
+    """A POI category however it was typed: spaces collapsed and stripped, lower case. Spellings
+    with one key are one category, in the POI counts (eq. 3) and in the text vocabulary (eq. 7)."""
+    return " ".join(str(category).split()).lower()
+
+
+def _one_spelling(categories: pd.Series, city: str) -> pd.Series:
+    """Each category under one spelling, its most common ("Cafe", "cafe " and "cafe" are one): the POI
+    counts would count them apart while the text vocabulary merged them. Said once, with examples."""
+    keys = categories.map(category_key)
+    if keys.nunique() == categories.nunique():
+        return categories
+    counts = categories.groupby([keys, categories]).size().rename("n").reset_index(level=1)
+    counts.columns = ["spelling", "n"]
+    spellings = (counts.sort_values(["n", "spelling"], ascending=[False, True], kind="stable")
+                 .groupby(level=0)["spelling"].agg(list))
+    merged = spellings[spellings.map(len) > 1]
+    warnings.warn(f"{city}: pois.csv writes {len(merged)} POI categor{'y' if len(merged) == 1 else 'ies'} in more "
+                  "than one way (case or spaces); each is counted as one, under its most common spelling: "
+                  + "; ".join(" = ".join(map(repr, names)) for names in merged.iloc[:3])
+                  + ("; ..." if len(merged) > 3 else ""), stacklevel=3)
+    return keys.map(spellings.str[0])
+
+
+def _id_key(region_id: str) -> str:
+    """A region id as a spreadsheet may have retyped it: Unicode form, spaces, case, leading zeros,
+    a number written as "7.0" or "7E0"."""
+    key = unicodedata.normalize("NFC", str(region_id)).strip().casefold()
+    try:
+        number = float(key)
+    except ValueError:
+        return key.lstrip("0") or key
+    return str(int(number)) if number.is_integer() else key
+
+
+def _near_ids(known: set[str]) -> dict[str, str]:
+    """The known ids by :func:`_id_key`, where the key names one id only."""
+    by_key: dict[str, list[str]] = {}
+    for region_id in known:
+        by_key.setdefault(_id_key(region_id), []).append(region_id)
+    return {key: ids[0] for key, ids in by_key.items() if len(ids) == 1}
 
 
 def _check_format_version(raw: dict, problems: list[Problem]) -> None:
@@ -617,7 +698,9 @@ def image_problem(path: str | os.PathLike, st: os.stat_result | None = None) -> 
         return (f"is too large to decode ({exc}); an image may have at most {MAX_IMAGE_PIXELS:,} pixels "
                 "(MAX_IMAGE_PIXELS): downscale it")
     except Exception as exc:  # noqa: BLE001 - whatever the decoder raises, the run could not read it either
-        return f"is not a readable image ({type(exc).__name__}: {exc})"
+        return (f"is not a readable image ({type(exc).__name__}: {exc})"
+                + ("; HEIC and AVIF photos (phones) need converting to JPEG or PNG"
+                   if Path(path).suffix.lower() in (".heic", ".heif", ".avif") else ""))
     if len(_DECODED) > 1_000_000:
         _DECODED.clear()
     _DECODED.add(key)
@@ -639,6 +722,8 @@ def _locate_image(root: str, rel) -> tuple[str | None, str | None, os.stat_resul
                 None, None)
     full = os.path.join(root, rel)
     st, why = _stat_file(full)
+    if why == _MISSING and "\\" in rel and os.path.exists(os.path.join(root, rel.replace("\\", "/"))):
+        return "image file is missing: the path uses '\\' (Windows); write it with '/'", None, None
     if why:
         return "image file is missing" if why == _MISSING else why, None, None
     return None, full, st
@@ -657,7 +742,7 @@ def _check_images(root: Path, df: pd.DataFrame, meta: CityMeta, known: set[str],
     bad = [(i, rid, rel, why) for i, (rid, rel, why) in enumerate(zip(df[REGION_ID], df[PATH], whys)) if why]
     for i, rid, rel, why in bad[:10]:
         shown = "" if pd.isna(rel) else str(rel)
-        problems.append(Problem(f, f"{_row(i)}, region {rid!r}", f"{shown}: {why}" if shown else why))
+        problems.append(Problem(f, f"{_row(i)}, region {rid!r}", f"'{shown}': {why}" if shown else why))
     if len(bad) > 10:
         problems.append(Problem(f, "", f"{len(bad)} image rows in all point at missing or unreadable files"))
     sat = df.loc[df[KIND] == SATELLITE, REGION_ID]
@@ -681,7 +766,8 @@ def _check_numbers(df: pd.DataFrame, cols: list[str], file: str, problems: list[
     def report(mask, what: str, message, limit: int = 3) -> None:
         rows = np.flatnonzero(np.asarray(mask, dtype=bool))
         for i in rows[:limit]:
-            problems.append(Problem(file, f"{_row(i)}, region {df.iloc[i, 0]!r}, column {col}", message(i)))
+            region = df[REGION_ID].iloc[i] if REGION_ID in df.columns else df.iloc[i, 0]
+            problems.append(Problem(file, f"{_row(i)}, region {region!r}, column {col}", message(i)))
         if len(rows) > limit:
             problems.append(Problem(file, f"column {col}", f"{len(rows)} rows in all {what}"))
 
@@ -752,7 +838,8 @@ def _inspect(root: Path) -> tuple[list[Problem], dict]:
     if images is not None:
         _check_images(root, images, meta, known, problems)
 
-    pois = _read_csv(root, POIS_CSV, problems, [REGION_ID, CATEGORY], optional=POI not in meta.modalities)
+    pois = _read_csv(root, POIS_CSV, problems, [REGION_ID, CATEGORY], optional=POI not in meta.modalities,
+                     also=[TEXT])
     if pois is not None:
         _check_ids(pois, REGION_ID, known, POIS_CSV, problems)
         _at_rows(problems, POIS_CSV, pois[CATEGORY].isna(), lambda i: "category is empty")
@@ -792,8 +879,9 @@ def _inspect(root: Path) -> tuple[list[Problem], dict]:
         _check_ids(indicators, REGION_ID, known, INDICATORS_CSV, problems, unique=True)
         for c in indicators.columns:
             if c != REGION_ID and c not in meta.indicators:
-                problems.append(Problem(INDICATORS_CSV, f"column {c}",
-                                        f"has no metadata: add it under 'indicators:' in {CITY_YAML}"))
+                problems.append(Problem(INDICATORS_CSV, f"column {c}", (
+                    "has no header (a saved row index, or a stray value beside the table): delete it"
+                    if str(c).startswith("Unnamed: ") else f"has no metadata: add it under 'indicators:' in {CITY_YAML}")))
         for name, ind in meta.indicators.items():
             if name not in indicators.columns:
                 problems.append(Problem(INDICATORS_CSV, f"column {name}",
@@ -891,7 +979,7 @@ def load_city(path: str | Path) -> City:
         pois = pd.DataFrame(columns=[REGION_ID, CATEGORY, TEXT])
     pois = pois.reindex(columns=[REGION_ID, CATEGORY, TEXT])  # no text column: empty text (below)
     pois[TEXT] = ["" if pd.isna(t) else str(t) for t in pois[TEXT]]
-    pois[CATEGORY] = pois[CATEGORY].astype(str)
+    pois[CATEGORY] = _one_spelling(pois[CATEGORY].astype(str), meta.name)
 
     od = t["od"]
     if t["mobility"] is not None:

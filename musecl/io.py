@@ -84,9 +84,12 @@ NA_TEXTS = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan"
 
 
 def read_csv_ids(path: str | os.PathLike, ids=("region_id",), **kwargs):
-    """Read a CSV with the ``ids`` columns as text as written: "NA" stays an id, only "" is missing."""
+    """Read a CSV with the ``ids`` columns as text as written: "NA" stays an id, only "" is missing.
+    Without ``index_col``, the first column is never taken as the index: rows that end with a
+    separator their header lacks (spreadsheet exports) would otherwise shift every value left."""
     header = pd.read_csv(path, nrows=0).columns
     na_values = {c: [""] if c in ids else list(NA_TEXTS) for c in header}
+    kwargs.setdefault("index_col", False)
     return pd.read_csv(path, dtype={c: str for c in ids if c in header}, keep_default_na=False,
                        na_values=na_values, **kwargs)
 

@@ -129,8 +129,8 @@ def test_missing_image_and_not_an_image(city_dir):
     (city_dir / "img/satellite/b_0.png").unlink()
     (city_dir / "img/streetview/c_1.png").write_text("this is not a png")
     msg = only_problem(city_dir)
-    assert "region 'b'): img/satellite/b_0.png: image file is missing" in msg
-    assert "region 'c'): img/streetview/c_1.png: is not a readable image" in msg
+    assert "region 'b'): 'img/satellite/b_0.png': image file is missing" in msg
+    assert "region 'c'): 'img/streetview/c_1.png': is not a readable image" in msg
 
 
 def test_nan_and_negative_indicator(city_dir):

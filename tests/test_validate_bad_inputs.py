@@ -258,25 +258,25 @@ CASES = [
     # images: decoded in full, size-limited, inside the folder, regular files
     ("truncated-jpeg", both(write_bytes("images/satellite/cut.jpg", truncated_jpeg()),
                             sat_path("images/satellite/cut.jpg")),
-     "images/satellite/cut.jpg: is not a readable image (OSError: image file is truncated"),
+     "'images/satellite/cut.jpg': is not a readable image (OSError: image file is truncated"),
     ("truncated-png", lambda root, fill: (root / fill("{sat}")).write_bytes((root / fill("{sat}")).read_bytes()[:80]),
-     "images.csv (row 2, region '{rid}'): {sat}: is not a readable image"),
+     "images.csv (row 2, region '{rid}'): '{sat}': is not a readable image"),
     # converted to RGB, every value above 255 became white: the run saw flat images, said nothing
     ("sixteen-bit-png", write_bytes("{sat}", sixteen_bit_png()),
-     "images.csv (row 2, region '{rid}'): {sat}: has I;16 pixels (16-bit or floating point)"),
+     "images.csv (row 2, region '{rid}'): '{sat}': has I;16 pixels (16-bit or floating point)"),
     ("decompression-bomb", write_bytes("{sat}", png_header(20_000, 20_000)),
-     "{sat}: is too large to decode (Image size (400000000 pixels) exceeds limit"),
+     "'{sat}': is too large to decode (Image size (400000000 pixels) exceeds limit"),
     ("over-pixel-limit", write_bytes("{sat}", png_header(10_000, 10_000)),
-     "{sat}: is 10000 x 10000 = 100,000,000 pixels, more than the 89,478,485 an image may have"),
+     "'{sat}': is 10000 x 10000 = 100,000,000 pixels, more than the 89,478,485 an image may have"),
     ("absolute-path", sat_path("{outside}"),
-     "images.csv (row 2, region '{rid}'): {outside}: is an absolute path; give the path relative to the city folder"),
-    ("dot-dot", sat_path("../outside.png"), "../outside.png: points outside the city folder ('..')"),
+     "images.csv (row 2, region '{rid}'): '{outside}': is an absolute path; give the path relative to the city folder"),
+    ("dot-dot", sat_path("../outside.png"), "'../outside.png': points outside the city folder ('..')"),
     ("dot-dot-inside", sat_path("images/../../outside.png"),
-     "images/../../outside.png: points outside the city folder"),
+     "'images/../../outside.png': points outside the city folder"),
     pytest.param("image-fifo", both(fifo("images/satellite/pipe.png"), sat_path("images/satellite/pipe.png")),
-                 "images/satellite/pipe.png: is not a regular file (a named pipe, socket or device)",
+                 "'images/satellite/pipe.png': is not a regular file (a named pipe, socket or device)",
                  marks=needs_fifo, id="image-fifo"),
-    ("image-folder", sat_path("images"), "images.csv (row 2, region '{rid}'): images: is a folder, not a file"),
+    ("image-folder", sat_path("images"), "images.csv (row 2, region '{rid}'): 'images': is a folder, not a file"),
     ("image-path-empty", sat_path(""), "images.csv (row 2, region '{rid}'): path is empty"),
     pytest.param("regions-fifo", fifo("regions.csv"), "regions.csv: is not a regular file (a named pipe",
                  marks=needs_fifo, id="regions-fifo"),
@@ -291,6 +291,47 @@ CASES = [
 ]
 
 
+def text_edit(file: str, edit):
+    """Edit a CSV as text, as a spreadsheet export would have written it."""
+    def mutate(root: Path, fill=str) -> None:
+        path = root / file
+        path.write_bytes(edit(path.read_bytes().decode()).encode("utf-8") if callable(edit) else edit)
+    return mutate
+
+
+def column_first(file: str, col: str):
+    def mutate(root: Path, fill=str) -> None:
+        df = pd.read_csv(root / file, dtype=str, keep_default_na=False)
+        df[[col, *[c for c in df.columns if c != col]]].to_csv(root / file, index=False)
+    return mutate
+
+
+# what spreadsheets and other countries do to a CSV: named, with what to do
+CASES += [
+    # a "Text" column was read as no text at all, without a word
+    ("text-column-case", text_edit("pois.csv", lambda t: t.replace("text", "Text", 1)),
+     "pois.csv (header): column 'Text' should be named 'text' (names are exact: case and spaces count)"),
+    ("region-id-column-space", text_edit("mobility.csv", lambda t: " " + t),
+     "mobility.csv (header): column ' region_id' should be named 'region_id'"),
+    ("semicolons", text_edit("mobility.csv", lambda t: t.replace(",", ";")),
+     "the values are separated by ';' or tabs (a spreadsheet's regional setting): save it as comma-separated CSV"),
+    ("excel-sep-line", text_edit("mobility.csv", lambda t: "sep=,\n" + t),
+     "the first line 'sep=...' is a spreadsheet's note: delete it"),
+    ("not-utf-8", text_edit("pois.csv", "region_id,category,text\nx,caf\xe9,\n".encode("latin-1")),
+     "pois.csv: is not UTF-8 text (unexpected end of data); save it as CSV UTF-8"),
+    ("saved-row-index", lambda root, fill: pd.read_csv(root / "indicators.csv", dtype=str, keep_default_na=False)
+     .to_csv(root / "indicators.csv"),
+     "indicators.csv (column Unnamed: 0): has no header (a saved row index, or a stray value beside the table)"),
+    # the message named the value of the first column as the region
+    ("region-id-not-first", both(column_first("indicators.csv", "PD"), set_cell("indicators.csv", "PD", "abc")),
+     "indicators.csv (row 2, region '{rid}', column PD): 'abc' is not a number"),
+    ("id-case-changed", set_cell("indicators.csv", "region_id", "{RID}"),
+     "region_id '{RID}' is not a region in regions.csv (did you mean '{rid}'? a spreadsheet may have changed the id"),
+    ("windows-path", set_cell("images.csv", "path", "{sat_windows}"),
+     "'{sat_windows}': image file is missing: the path uses '\\' (Windows); write it with '/'"),
+]
+
+
 def _id(case) -> str:
     return case.id if hasattr(case, "id") else case[0]
 
@@ -300,6 +341,7 @@ def test_bad_input_is_a_named_problem(city, name, mutate, expected):
     words = names(city)
     words["rid4"] = pd.read_csv(city / "regions.csv", dtype=str)["region_id"].iloc[3]
     words["outside"] = str(city.parent / "outside.png")
+    words["RID"], words["sat_windows"] = words["rid"].upper(), words["sat"].replace("/", "\\")
     lines = (city / "city.yaml").read_text().splitlines()
     words["name_line"] = 1 + next(i for i, line in enumerate(lines) if line.startswith("name:"))
     words["yaml_end"] = len(lines) + 1
@@ -314,6 +356,46 @@ def test_bad_input_is_a_named_problem(city, name, mutate, expected):
 
 
 # -- around the table ---------------------------------------------------------------------------
+
+def test_what_spreadsheets_leave_at_the_edges_is_read_as_the_table(city):
+    """Rows that end with a separator the header lacks (every value moved one column left, into
+    the wrong region), and empty rows and columns after the table, are read as the table itself."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        before = load_city(city)
+    path = city / "indicators.csv"
+    lines = path.read_text().splitlines()
+    n = lines[0].count(",")
+    path.write_text("\n".join([lines[0]] + [line + "," for line in lines[1:]] + ["," * (n + 1)] * 2) + "\n")
+    pois = city / "pois.csv"
+    rows = pois.read_text().splitlines()
+    pois.write_text("\n".join([rows[0] + ","] + [row + "," for row in rows[1:]]) + "\n")
+    assert validate_city(city) == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        after = load_city(city)
+    pd.testing.assert_frame_equal(after.indicators, before.indicators)
+    pd.testing.assert_frame_equal(after.pois, before.pois)
+
+
+def test_one_category_typed_several_ways_is_counted_once(city):
+    """"Cafe", "cafe " and "cafe": the text vocabulary (eq. 7) merged them, the POI counts of eq. 3
+    (similarity, triplets, Pretext features) counted them apart. One category now, said once."""
+    pois = pd.read_csv(city / "pois.csv", dtype=str, keep_default_na=False)
+    first = pois["category"].iloc[0]
+    same = pois.index[pois["category"] == first]
+    pois.loc[same[:2], "category"] = first.upper()
+    pois.loc[same[2:3], "category"] = f" {first}  "
+    pois.to_csv(city / "pois.csv", index=False)
+    assert validate_city(city) == []
+    with pytest.warns(UserWarning, match=rf"pois.csv writes 1 POI category in more than one way .*: "
+                                         rf"'{first}' = '{first.upper()}' = ' {first}  '"):
+        loaded = load_city(city)
+    counts = loaded.poi_counts()
+    assert first in counts.columns and first.upper() not in counts.columns
+    assert counts[first].sum() == len(same)  # every spelling counted under the most common one
+
+
 
 def test_at_least_thirty_cases():
     assert len(CASES) >= 30
@@ -420,7 +502,7 @@ def test_an_image_spoiled_after_a_check_is_caught_again(city):
     assert validate_city(city) == []
     sat = names(city)["sat"]
     (city / sat).write_bytes((city / sat).read_bytes()[:80])
-    assert f"{sat}: is not a readable image" in "\n".join(map(str, validate_city(city)))
+    assert f"'{sat}': is not a readable image" in "\n".join(map(str, validate_city(city)))
 
 
 def test_a_symlink_inside_the_folder_may_point_elsewhere(city):

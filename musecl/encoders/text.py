@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from gensim.models import Word2Vec
 
-from musecl.city import CATEGORY, REGION_ID, TEXT, City
+from musecl.city import CATEGORY, REGION_ID, TEXT, City, category_key
 from musecl.config import TEXT_POOLINGS
 from musecl.io import CONFIG_JSON, atomic_save_json, atomic_write, check_choice, n_of_regions, read_saved_config
 
@@ -50,8 +50,9 @@ def tokenize(text: str) -> list[str]:
 
 
 def category_token(category: str) -> str:
-    """The vocabulary key of a POI category: the whole name, stripped and lower-cased (one token)."""
-    return " ".join(str(category).split()).lower()
+    """The vocabulary key of a POI category: the whole name, stripped and lower-cased (one token),
+    as :func:`musecl.city.category_key` groups its spellings."""
+    return category_key(category)
 
 
 def stable_hash(text: str) -> int:
