@@ -47,6 +47,7 @@ CATEGORY, TEXT = "category", "text"
 INFLOW, OUTFLOW = "inflow", "outflow"
 ORIGIN, DESTINATION, FLOW = "origin", "destination", "flow"
 ID_COLUMNS = (REGION_ID, ORIGIN, DESTINATION)  # read as text: "NA" or "null" is a region id, not a missing value
+TEXT_COLUMNS = (*ID_COLUMNS, CATEGORY, TEXT, KIND, PATH)  # so are these: "None" is a shop's name, "NA" a category
 
 SATELLITE, STREETVIEW, POI, MOBILITY = "satellite", "streetview", "poi", "mobility"
 MODALITIES = (SATELLITE, STREETVIEW, POI, MOBILITY)
@@ -298,7 +299,7 @@ def _read_csv(root: Path, name: str, problems: list[Problem], required: list[str
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", pd.errors.ParserWarning)
-            df = read_csv_ids(path, ids=ID_COLUMNS)
+            df = read_csv_ids(path, ids=TEXT_COLUMNS)
     except pd.errors.EmptyDataError:
         problems.append(Problem(name, "", "file is empty (expected a header row with columns "
                                           f"{', '.join(required)})"))

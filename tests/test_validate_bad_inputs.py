@@ -378,6 +378,19 @@ def test_what_spreadsheets_leave_at_the_edges_is_read_as_the_table(city):
     pd.testing.assert_frame_equal(after.pois, before.pois)
 
 
+def test_words_that_look_missing_stay_words(city):
+    """A POI named "None" and a category "NA" (North American food, an abbreviation) were read as
+    missing: the text became empty, the category "empty"."""
+    pois = pd.read_csv(city / "pois.csv", dtype=str, keep_default_na=False)
+    pois.loc[0, "category"], pois.loc[0, "text"] = "NA", "None"
+    pois.to_csv(city / "pois.csv", index=False)
+    assert validate_city(city) == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loaded = load_city(city).pois
+    assert (loaded["category"].iloc[0], loaded["text"].iloc[0]) == ("NA", "None")
+
+
 def test_one_category_typed_several_ways_is_counted_once(city):
     """"Cafe", "cafe " and "cafe": the text vocabulary (eq. 7) merged them, the POI counts of eq. 3
     (similarity, triplets, Pretext features) counted them apart. One category now, said once."""
