@@ -571,12 +571,20 @@ print(f"chapter ran in {chapter_seconds:.0f} s "
 # ## Exercises
 #
 # 1. Run Location kNN with `k = 1` and `k = 20`. Before you do: which split will change more, and
-#    why? The book's probe keeps `k = 5`, so fit `musecl.evaluation.KNNProbe(k=1)` yourself, for
-#    one indicator `y = np.log1p(city.indicators["PD"].dropna())` and `xy = city.centres().loc[y.index]`:
-#    `tr, _, te = random_split(len(y), seed)`, then
-#    `r2_score(y.iloc[te], KNNProbe(k=1).fit(xy.iloc[tr], y.iloc[tr]).predict(xy.iloc[te]))`; for the
-#    spatial split, `spatial_block_split(xy.to_numpy(), b.size_m, seed, buffer_m=b.buffer_m)` with
-#    `b = spatial_setting(city)` (all in `musecl.evaluation`).
+#    why? The book's probe keeps `k = 5`, so fit one yourself, an indicator at a time:
+#
+#    ```python
+#    from sklearn.metrics import r2_score
+#    from musecl.evaluation import KNNProbe, random_split, spatial_block_split, spatial_setting
+#
+#    y = np.log1p(city.indicators["PD"].dropna())
+#    xy = city.centres().loc[y.index]
+#    tr, _, te = random_split(len(y), seed=0)
+#    # the spatial split instead:
+#    # b = spatial_setting(city)
+#    # tr, _, te = spatial_block_split(xy.to_numpy(), b.size_m, 0, buffer_m=b.buffer_m)
+#    r2_score(y.iloc[te], KNNProbe(k=1).fit(xy.iloc[tr], y.iloc[tr]).predict(xy.iloc[te]))
+#    ```
 # 2. Set `block_size_m: 20000` in a copy of the parameters file and rerun. Predict the spatial
 #    $R^2$ of HD first.
 # 3. Convert with `make_beijing_city(..., image_size=None)` (the images unchanged) and embed the
