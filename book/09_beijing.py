@@ -575,15 +575,18 @@ print(f"chapter ran in {chapter_seconds:.0f} s "
 #
 #    ```python
 #    from sklearn.metrics import r2_score
-#    from musecl.evaluation import KNNProbe, random_split, spatial_block_split, spatial_setting
+#    from musecl.evaluation import KNNProbe, random_split
+#    from musecl.evaluation import spatial_block_split, spatial_setting
 #
 #    y = np.log1p(city.indicators["PD"].dropna())
 #    xy = city.centres().loc[y.index]
 #    tr, _, te = random_split(len(y), seed=0)
 #    # the spatial split instead:
 #    # b = spatial_setting(city)
-#    # tr, _, te = spatial_block_split(xy.to_numpy(), b.size_m, 0, buffer_m=b.buffer_m)
-#    r2_score(y.iloc[te], KNNProbe(k=1).fit(xy.iloc[tr], y.iloc[tr]).predict(xy.iloc[te]))
+#    # tr, _, te = spatial_block_split(xy.to_numpy(), b.size_m, 0,
+#    #                                 buffer_m=b.buffer_m)
+#    knn = KNNProbe(k=1).fit(xy.iloc[tr], y.iloc[tr])
+#    r2_score(y.iloc[te], knn.predict(xy.iloc[te]))
 #    ```
 # 2. Set `block_size_m: 20000` in a copy of the parameters file and rerun. Predict the spatial
 #    $R^2$ of HD first.
