@@ -159,6 +159,8 @@ def process_alive(pid: int) -> bool:
     """Whether process ``pid`` runs on this machine (a lock or temporary folder may be stale)."""
     if pid <= 0:  # os.kill(0 or -1, 0) signals a group and succeeds: no process has such a pid
         return False
+    if os.name == "nt":  # there os.kill(pid, 0) would end the process (TerminateProcess): say alive
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

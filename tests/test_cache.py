@@ -216,3 +216,17 @@ def test_files_written_whole_get_the_usual_permissions(tmp_path, monkeypatch):
     monkeypatch.setattr(io_module, "_UMASK", 0o027)
     io_module.atomic_save_json(tmp_path / "b.json", {"b": 1})
     assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o640
+
+
+def test_asking_whether_a_process_lives_never_ends_it(monkeypatch):
+    """On Windows os.kill(pid, 0) ends the process (TerminateProcess): asking about a worker's parent or
+    a cache folder's writer would have killed it. There a pid is taken as alive, without a signal."""
+    from musecl.io import process_alive
+
+    def no_signal(pid, sig):
+        raise AssertionError("os.kill called")
+
+    monkeypatch.setattr(os, "kill", no_signal)
+    monkeypatch.setattr(os, "name", "nt")
+    assert process_alive(os.getpid()) and process_alive(2 ** 22 + 12345)
+    assert not process_alive(0) and not process_alive(-1)
