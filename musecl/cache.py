@@ -114,6 +114,8 @@ class Cache:
         group = processes()
         final = self.path(stage, key)
         if group.gather(self.verify(final) if group.is_main() else None)[0]:  # one decision for all processes
+            if group.is_main():  # a run killed after the entry's rename left its checkpoints
+                shutil.rmtree(self.checkpoints(key), ignore_errors=True)
             return final
         final.parent.mkdir(parents=True, exist_ok=True)
         if group.world_size() > 1:

@@ -60,6 +60,10 @@ def test_training_checkpoints_stay_while_a_stage_is_unfinished_and_go_once_it_is
     entry = cache.get_or_compute("stage", key, trains)
     assert (entry / "x.txt").exists() and not cache.checkpoints(key).exists()
     assert cache.checkpoints(other).exists()  # another stage's, still training elsewhere
+    # killed after the entry was renamed into place, before its checkpoints went: the next use removes them
+    cache.checkpoints(key).mkdir(parents=True)
+    assert cache.get_or_compute("stage", key, trains) == entry and not cache.checkpoints(key).exists()
+    assert cache.checkpoints(other).exists()
 
 
 def test_concurrent_callers_wait_for_one_compute(tmp_path):
