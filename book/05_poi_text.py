@@ -253,7 +253,7 @@ rho_together = float("nan")
 if encoder.context == REGION_COOCCURRENCE and can_show:
     # what the vectors should reflect, counted directly: do two categories' POI counts rise and
     # fall together across the regions?
-    X = data.poi_counts().T.groupby(lambda c: category_token(c)).sum().T[cat_keys].to_numpy(float)
+    X = data.poi_counts().rename(columns=category_token)[cat_keys].to_numpy(float)  # one column per category
     together = pd.DataFrame(X).corr().to_numpy()
     iu = np.triu_indices(len(cat_keys), 1)
     ok = ~np.isnan(together[iu])  # a category with the same count everywhere has no correlation

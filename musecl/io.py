@@ -197,7 +197,7 @@ def owned_folder(folder: str | os.PathLike, settings: str, poll_s: float = 2.0) 
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                holder = lock_holder(lock)  # None: the owner is writing its name this instant
+                holder = _lock_holder(lock)  # None: the owner is writing its name this instant
                 if holder is not None and holder.get("settings") != settings:
                     raise FolderBusyError(f"{folder} is being written by another run (pid {holder.get('pid')}) with "
                                           "other settings; wait for it or choose another output folder") from None
@@ -218,7 +218,7 @@ def owned_folder(folder: str | os.PathLike, settings: str, poll_s: float = 2.0) 
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def lock_holder(lock: Path) -> dict | None:
+def _lock_holder(lock: Path) -> dict | None:
     """The owner a folder's lock file names, or None while it is empty or half written."""
     try:
         holder = json.loads(lock.read_text())

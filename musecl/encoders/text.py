@@ -49,10 +49,7 @@ def tokenize(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def category_token(category: str) -> str:
-    """The vocabulary key of a POI category: the whole name, stripped and lower-cased (one token),
-    as :func:`musecl.city.category_key` groups its spellings."""
-    return category_key(category)
+category_token = category_key  # a POI category's vocabulary key: the whole name, one token, lower case
 
 
 def stable_hash(text: str) -> int:
