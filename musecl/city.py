@@ -25,6 +25,7 @@ import shutil
 import stat
 import unicodedata
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
 from typing import Sequence
@@ -46,8 +47,9 @@ KIND, PATH = "kind", "path"
 CATEGORY, TEXT = "category", "text"
 INFLOW, OUTFLOW = "inflow", "outflow"
 ORIGIN, DESTINATION, FLOW = "origin", "destination", "flow"
-ID_COLUMNS = (REGION_ID, ORIGIN, DESTINATION)  # read as text: "NA" or "null" is a region id, not a missing value
-TEXT_COLUMNS = (*ID_COLUMNS, CATEGORY, TEXT, KIND, PATH)  # so are these: "None" is a shop's name, "NA" a category
+# read as text: "NA" or "null" is a region id, "None" a shop's name, "NA" a category -- not missing
+ID_COLUMNS = (REGION_ID, ORIGIN, DESTINATION)
+TEXT_COLUMNS = (*ID_COLUMNS, CATEGORY, TEXT, KIND, PATH)
 
 SATELLITE, STREETVIEW, POI, MOBILITY = "satellite", "streetview", "poi", "mobility"
 MODALITIES = (SATELLITE, STREETVIEW, POI, MOBILITY)
@@ -122,14 +124,16 @@ class CityMeta:
     max_missing_satellite: float = 0.5  # fraction of regions allowed without a satellite image
     oracle_r2: dict[str, float] = field(default_factory=dict)
     latents: dict[str, str] = field(default_factory=dict)  # latent name -> description
-    modality_latents: dict[str, list[str]] = field(default_factory=dict)  # modality -> latents it shows
-    modality_oracle_r2: dict[str, dict[str, float]] = field(default_factory=dict)  # modality -> indicator -> R2
+    # modality -> the latents it shows; modality -> indicator -> the R2 of its ceiling
+    modality_latents: dict[str, list[str]] = field(default_factory=dict)
+    modality_oracle_r2: dict[str, dict[str, float]] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     def headline_indicators(self) -> list[str]:
         """All indicators but those derived from an input (all when every one is: a headline must
         average something)."""
-        return [k for k, v in self.indicators.items() if not v.derived_from_input] or list(self.indicators)
+        return ([k for k, v in self.indicators.items() if not v.derived_from_input]
+                or list(self.indicators))
 
     def derived_indicators(self) -> dict[str, str]:
         """Indicator -> the input modality it aggregates."""
@@ -137,28 +141,21 @@ class CityMeta:
 
     def to_yaml_dict(self) -> dict:
         out = {
-            "format_version": FORMAT_VERSION,
-            "name": self.name,
-            "crs": self.crs,
-            "hexagon_size_m": self.hexagon_size_m,
-            "modalities": list(self.modalities),
-            "provenance": self.provenance,
-            "max_missing_satellite": self.max_missing_satellite,
-            "indicators": {
-                k: {f.name: getattr(v, f.name) for f in dataclasses.fields(v)
-                    if f.name != "name" and not (f.name == "derived_from_input" and v.derived_from_input is None)}
-                for k, v in self.indicators.items()
-            },
+            "format_version": FORMAT_VERSION, "name": self.name, "crs": self.crs,
+            "hexagon_size_m": self.hexagon_size_m, "modalities": list(self.modalities),
+            "provenance": self.provenance, "max_missing_satellite": self.max_missing_satellite,
+            "indicators": {k: {f: x for f, x in dataclasses.asdict(v).items()
+                               if f != "name" and (f != "derived_from_input" or x is not None)}
+                           for k, v in self.indicators.items()},
         }
-        if self.oracle_r2:
-            out["oracle_r2"] = {k: float(v) for k, v in self.oracle_r2.items()}
-        if self.latents:
-            out["latents"] = dict(self.latents)
-        if self.modality_latents:
-            out["modality_latents"] = {k: list(v) for k, v in self.modality_latents.items()}
-        if self.modality_oracle_r2:
-            out["modality_oracle_r2"] = {m: {k: float(v) for k, v in r2.items()}
-                                         for m, r2 in self.modality_oracle_r2.items()}
+        optional = {
+            "oracle_r2": {k: float(v) for k, v in self.oracle_r2.items()},
+            "latents": dict(self.latents),
+            "modality_latents": {k: list(v) for k, v in self.modality_latents.items()},
+            "modality_oracle_r2": {m: {k: float(v) for k, v in r2.items()}
+                                   for m, r2 in self.modality_oracle_r2.items()},
+        }
+        out.update({k: v for k, v in optional.items() if v})
         out.update(self.extra)
         return out
 
@@ -176,7 +173,8 @@ class City:
     indicators: pd.DataFrame  # index region_id; raw values, NaN where missing
     od: pd.DataFrame | None = None
     latents: pd.DataFrame | None = None
-    ceilings: pd.DataFrame | None = None  # region_id, source, one column per indicator (modelled scale)
+    # region_id, source, one column per indicator (modelled scale)
+    ceilings: pd.DataFrame | None = None
 
     @property
     def name(self) -> str:
@@ -190,8 +188,8 @@ class City:
         return len(self.regions)
 
     def __repr__(self) -> str:
-        return (f"City({self.meta.name!r}, regions={len(self)}, modalities={list(self.meta.modalities)}, "
-                f"indicators={list(self.meta.indicators)})")
+        return (f"City({self.meta.name!r}, regions={len(self)}, modalities="
+                f"{list(self.meta.modalities)}, indicators={list(self.meta.indicators)})")
 
     def has(self, modality: str) -> bool:
         return modality in self.meta.modalities
@@ -226,7 +224,8 @@ class City:
         is the noiseless function of every latent, a modality the best from what it shows. Scored
         on a split's test part, it is that split's ceiling."""
         if self.ceilings is None:
-            raise ValueError(f"{self.name} records no ceilings ({CEILINGS_CSV}); only generated cities know them")
+            raise ValueError(f"{self.name} records no ceilings ({CEILINGS_CSV}); only generated "
+                             "cities know them")
         rows = self.ceilings[self.ceilings[SOURCE] == source]
         if rows.empty:
             raise ValueError(f"{self.name}: no ceiling {source!r}; {CEILINGS_CSV} has "
@@ -250,29 +249,26 @@ class City:
 
 
 MIN_REGIONS = 7
-"""The fewest regions a city may have: ``validate_city`` (so ``musecl validate`` and
-``from_raw.build_city``) reports fewer as a problem; :func:`load_city` warns, and ``musecl run``
-refuses it (:func:`require_enough_regions`) before any work. What sets it, smallest
-need first: a contrastive triplet draws three distinct regions (anchor, positive, negative;
-``musecl.sampling``); the 5-fold ridge read of the pretext features (``evaluation.ridge_cv_r2``)
-needs 5; the probes' random split (``evaluation.random_split``) must leave at least 2 test
-regions for R2 and 2 training regions, which it does from 5 on (:data:`MIN_INDICATOR_VALUES`). It is also
-the toy generator's minimum (one ring of hexagons). The spatial split needs enough blocks on top
-of that, which depends on the geometry and is checked where the split is made."""
-MIN_INDICATOR_VALUES = 5  # an indicator's fewest values: 2 training regions, 1 validation, 2 test (R2 needs 2)
+"""The fewest regions a city may have: :func:`validate_city` reports fewer, :func:`load_city`
+warns, ``musecl run`` refuses (:func:`require_enough_regions`). A triplet draws 3 distinct regions
+(``musecl.sampling``), the 5-fold ridge read of the pretext features needs 5, and the probes'
+random split leaves 2 training and 2 test regions for R2 from 5 on (:data:`MIN_INDICATOR_VALUES`);
+7 is also the toy generator's minimum (one ring of hexagons). The spatial split needs enough
+blocks on top of that, checked where the split is made."""
+# an indicator's fewest values: 2 training regions, 1 validation, 2 test (R2 needs 2)
+MIN_INDICATOR_VALUES = 5
 
-HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # PIL modes that RGB conversion clips
+HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # PIL modes RGB conversion clips
 MAX_IMAGE_PIXELS = 89_478_485
-"""The most pixels (width x height) an image may have: Pillow's own default limit, above which
-it warns (and at twice it refuses) as a possible decompression bomb; the encoders resize images
-to a few hundred pixels anyway. Larger images are a problem naming the file."""
+"""The most pixels an image may have: Pillow's default limit, above which it warns (and at twice
+it refuses) as a possible decompression bomb; the encoders resize to a few hundred pixels anyway."""
 
 _MISSING = "missing"
-_DECODED: set[tuple] = set()  # (device, inode, size, mtime, ctime, limit) of images that decoded fully
+_DECODED: set[tuple] = set()  # (device, inode, size, mtime, ctime, limit) of images that decoded
 
 
-def _stat_file(path: Path) -> tuple[os.stat_result | None, str | None]:
-    """The file's stat, or why ``path`` is not a regular file; never opens it (a pipe would block)."""
+def _stat_file(path) -> tuple[os.stat_result | None, str | None]:
+    """The file's stat, or why ``path`` is no regular file; never opens it (a pipe would block)."""
     try:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
@@ -290,47 +286,46 @@ def _read_csv(root: Path, name: str, problems: list[Problem], required: list[str
               optional: bool = False, also: Sequence[str] = ()) -> pd.DataFrame | None:
     """The file's table, or None with its problem. ``also``: the optional columns, whose names are
     checked as the required ones are (a "Text" column would be read as no text at all)."""
-    path = root / name
-    _, why = _stat_file(path)
+    _, why = _stat_file(root / name)
     if why:
         if not (optional and why == _MISSING):
             problems.append(Problem(name, "", "file is missing" if why == _MISSING else why))
         return None
+    where = ""
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", pd.errors.ParserWarning)
-            df = read_csv_ids(path, ids=TEXT_COLUMNS)
+            df = read_csv_ids(root / name, ids=TEXT_COLUMNS)
     except pd.errors.EmptyDataError:
-        problems.append(Problem(name, "", "file is empty (expected a header row with columns "
-                                          f"{', '.join(required)})"))
-        return None
+        why = f"file is empty (expected a header row with columns {', '.join(required)})"
     except UnicodeDecodeError as exc:
-        problems.append(Problem(name, "", f"is not UTF-8 text ({exc.reason}); save it as "
-                                          "CSV UTF-8 (a spreadsheet's \"CSV UTF-8\" format)"))
-        return None
+        why = (f"is not UTF-8 text ({exc.reason}); save it as CSV UTF-8 (a spreadsheet's "
+               '"CSV UTF-8" format)')
     except Exception as exc:  # noqa: BLE001 - report any parse failure with the file name
-        problems.append(Problem(name, "", f"cannot be read as CSV: {exc}"))
-        return None
-    df = _without_blank_edges(df)
-    misnamed = {c: k for c in df.columns for k in (*required, *also)
-                if c != k and k not in df.columns and str(c).strip().casefold() == k.casefold()}
-    if misnamed:
-        problems.append(Problem(name, "header", "; ".join(f"column {c!r} should be named {k!r}"
-                                                          for c, k in misnamed.items())
-                                + " (names are exact: case and spaces count)"))
-        return None
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        first = str(df.columns[0]) if len(df.columns) else ""
-        hint = ("; the first line 'sep=...' is a spreadsheet's note: delete it" if first.startswith("sep=") else
-                "; the values are separated by ';' or tabs (a spreadsheet's regional setting): save it as "
-                "comma-separated CSV with '.' as the decimal mark" if len(df.columns) == 1 and
-                any(mark in first for mark in (";", "\t")) else "")
-        problems.append(Problem(name, "header", f"missing column(s) {missing}; found {list(df.columns)}{hint}"))
-        return None
-    if any(issubclass(w.category, pd.errors.ParserWarning) for w in caught):
-        problems.append(Problem(name, "", "some rows have more values than the first line has column names: "
-                                          "name every column"))
+        why = f"cannot be read as CSV: {exc}"
+    else:
+        df = _without_blank_edges(df)
+        columns = list(df.columns)
+        misnamed = {c: k for c in columns for k in (*required, *also)
+                    if c != k and k not in columns and str(c).strip().casefold() == k.casefold()}
+        missing = [c for c in required if c not in columns]
+        first = str(columns[0]) if columns else ""
+        if misnamed:
+            where, why = "header", "; ".join(f"column {c!r} should be named {k!r}"
+                                             for c, k in misnamed.items())
+            why += " (names are exact: case and spaces count)"
+        elif missing:
+            where, why = "header", f"missing column(s) {missing}; found {columns}"
+            if first.startswith("sep="):
+                why += "; the first line 'sep=...' is a spreadsheet's note: delete it"
+            elif len(columns) == 1 and (";" in first or "\t" in first):
+                why += ("; the values are separated by ';' or tabs (a spreadsheet's regional "
+                        "setting): save it as comma-separated CSV with '.' as the decimal mark")
+        elif any(issubclass(w.category, pd.errors.ParserWarning) for w in caught):
+            why = ("some rows have more values than the first line has column names: "
+                   "name every column")
+    if why:
+        problems.append(Problem(name, where, why))
         return None
     return df
 
@@ -338,7 +333,8 @@ def _read_csv(root: Path, name: str, problems: list[Problem], required: list[str
 def _without_blank_edges(df: pd.DataFrame) -> pd.DataFrame:
     """The table without what spreadsheets leave at its edges: columns with neither a header nor a
     value, and rows of empty cells after the last filled one (each would be a problem per cell)."""
-    df = df.drop(columns=[c for c in df.columns if str(c).startswith("Unnamed: ") and df[c].isna().all()])
+    df = df.drop(columns=[c for c in df.columns
+                          if str(c).startswith("Unnamed: ") and df[c].isna().all()])
     filled = np.flatnonzero(df.notna().any(axis=1).to_numpy())
     return df.iloc[: filled[-1] + 1 if len(filled) else 0]
 
@@ -352,23 +348,45 @@ def _row(i: int) -> str:
     return f"row {i + 2}"  # +1 for the header, +1 for 1-based counting as in a spreadsheet
 
 
-def _at_rows(problems: list[Problem], file: str, mask, message) -> None:
-    """A problem at each of the first five rows where ``mask`` holds; ``message(i)`` says what."""
-    problems.extend(Problem(file, _row(i), message(i)) for i in np.flatnonzero(np.asarray(mask))[:5])
+def _in_region(df: pd.DataFrame, suffix: str = ""):
+    """``where`` for :func:`_at_rows`: the row and its region (without a region_id column, the
+    first column's value)."""
+    ids = df[REGION_ID] if REGION_ID in df.columns else df.iloc[:, 0]
+    return lambda i: f"{_row(i)}, region {ids.iloc[i]!r}{suffix}"
 
 
-_KINDS = ((type(None), "empty (null)"), (bool, "a boolean"), ((int, float), "a number"), (str, "text"),
-          (list, "a list"), (dict, "a mapping"))  # bool before int: a boolean is an int too
+def _at_rows(problems: list[Problem], file: str, mask, message, where=_row, limit: int = 5,
+             total: tuple[str, str] | None = None) -> None:
+    """A problem at each of the first ``limit`` rows where ``mask`` holds, ``message(i)`` saying
+    what; beyond them, ``total`` (where, text with ``{n}``) counts them all."""
+    rows = np.flatnonzero(np.asarray(mask, dtype=bool))
+    problems.extend(Problem(file, where(i), message(i)) for i in rows[:limit])
+    if total and len(rows) > limit:
+        problems.append(Problem(file, total[0], total[1].format(n=len(rows))))
+
+
+_KINDS = ((type(None), "empty (null)"), (bool, "a boolean"), ((int, float), "a number"),
+          (str, "text"), (list, "a list"), (dict, "a mapping"))  # bool first: it is an int too
 
 
 def _kind_of(value) -> str:
     """What YAML read a value as, in a person's words."""
-    return next((words for types, words in _KINDS if isinstance(value, types)), type(value).__name__)
+    return next((words for types, words in _KINDS if isinstance(value, types)),
+                type(value).__name__)
+
+
+def _got(value) -> str:
+    return f"got {value!r} ({_kind_of(value)})"
 
 
 def _is_number(value) -> bool:
     """A finite YAML number; a boolean is not one."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_text(value) -> bool:
+    """Text, or a number YAML read from what is meant as text (a unit of 1, a city called 1984)."""
+    return isinstance(value, str) or _is_number(value)
 
 
 def _check_ids(df: pd.DataFrame, col: str, known: set[str], file: str, problems: list[Problem],
@@ -377,15 +395,18 @@ def _check_ids(df: pd.DataFrame, col: str, known: set[str], file: str, problems:
     ids = df[col]
     _at_rows(problems, file, ids.isna(), lambda i: f"{what} is empty")
     if unique:
-        _at_rows(problems, file, ids.duplicated() & ids.notna(), lambda i: f"duplicate {what} {ids.iloc[i]!r}")
+        _at_rows(problems, file, ids.duplicated() & ids.notna(),
+                 lambda i: f"duplicate {what} {ids.iloc[i]!r}")
     unknown = ~ids.isin(known) & ids.notna()
-    if unknown.any():
-        near = _near_ids(known)
-        _at_rows(problems, file, unknown, lambda i: f"{what} {ids.iloc[i]!r} is not a region in {REGIONS_CSV}"
-                 + (f" (did you mean {near[_id_key(ids.iloc[i])]!r}? a spreadsheet may have changed the id: keep "
-                    "the column as text)" if _id_key(ids.iloc[i]) in near else ""))
-    if unknown.sum() > 5:
-        problems.append(Problem(file, "", f"{int(unknown.sum())} rows in all name unknown regions"))
+    near = _near_ids(known) if unknown.any() else {}
+
+    def message(i: int) -> str:
+        key = _id_key(ids.iloc[i])
+        hint = (f" (did you mean {near[key]!r}? a spreadsheet may have changed the id: keep the "
+                "column as text)" if key in near else "")
+        return f"{what} {ids.iloc[i]!r} is not a region in {REGIONS_CSV}{hint}"
+
+    _at_rows(problems, file, unknown, message, total=("", "{n} rows in all name unknown regions"))
 
 
 def category_key(category) -> str:
@@ -395,8 +416,8 @@ def category_key(category) -> str:
 
 
 def _one_spelling(categories: pd.Series, city: str) -> pd.Series:
-    """Each category under one spelling, its most common ("Cafe", "cafe " and "cafe" are one): the POI
-    counts would count them apart while the text vocabulary merged them. Said once, with examples."""
+    """Each category under its most common spelling ("Cafe", "cafe " and "cafe" are one): the POI
+    counts would count them apart while the text vocabulary merged them. Said once, by example."""
     keys = categories.map(category_key)
     if keys.nunique() == categories.nunique():
         return categories
@@ -405,8 +426,9 @@ def _one_spelling(categories: pd.Series, city: str) -> pd.Series:
     spellings = (counts.sort_values(["n", "spelling"], ascending=[False, True], kind="stable")
                  .groupby(level=0)["spelling"].agg(list))
     merged = spellings[spellings.map(len) > 1]
-    warnings.warn(f"{city}: pois.csv writes {len(merged)} POI categor{'y' if len(merged) == 1 else 'ies'} in more "
-                  "than one way (case or spaces); each is counted as one, under its most common spelling: "
+    warnings.warn(f"{city}: pois.csv writes {len(merged)} POI "
+                  f"categor{'y' if len(merged) == 1 else 'ies'} in more than one way (case or "
+                  "spaces); each is counted as one, under its most common spelling: "
                   + "; ".join(" = ".join(map(repr, names)) for names in merged.iloc[:3])
                   + ("; ..." if len(merged) > 3 else ""), stacklevel=3)
     return keys.map(spellings.str[0])
@@ -425,212 +447,199 @@ def _id_key(region_id: str) -> str:
 
 def _near_ids(known: set[str]) -> dict[str, str]:
     """The known ids by :func:`_id_key`, where the key names one id only."""
-    by_key: dict[str, list[str]] = {}
-    for region_id in known:
-        by_key.setdefault(_id_key(region_id), []).append(region_id)
-    return {key: ids[0] for key, ids in by_key.items() if len(ids) == 1}
-
-
-def _check_format_version(raw: dict, problems: list[Problem]) -> None:
-    key = "format_version"
-    if key not in raw:
-        problems.append(Problem(CITY_YAML, key, f"required key is missing: add the line `{key}: {FORMAT_VERSION}` "
-                                                "(the version of the city folder format; musecl's writers add it)"))
-        return
-    version = raw[key]
-    if isinstance(version, bool) or not isinstance(version, int):
-        problems.append(Problem(CITY_YAML, key, f"must be the whole number {FORMAT_VERSION}, "
-                                                f"got {version!r} ({_kind_of(version)})"))
-    elif version != FORMAT_VERSION:
-        newer = "; it may come from a newer musecl" if version > FORMAT_VERSION else ""
-        problems.append(Problem(CITY_YAML, key, f"{key} {version} is not supported: this musecl reads "
-                                                f"{key} {FORMAT_VERSION}{newer}"))
-
-
-def _read_indicator(name: str, spec, problems: list[Problem]) -> Indicator:
-    """One entry of ``indicators:``; a key of the wrong type is a problem and keeps its default."""
-    where = f"indicators.{name}"
-    spec = {} if spec is None else spec
-    if not isinstance(spec, dict):
-        problems.append(Problem(CITY_YAML, where, "must be a mapping of the indicator's metadata (long_name, unit, "
-                                                  "log, allow_missing, allow_negative), "
-                                                  f"got {spec!r} ({_kind_of(spec)})"))
-        return Indicator(name=name, long_name=name)
-    allowed = {f.name for f in dataclasses.fields(Indicator)} - {"name"}
-    bad = sorted(str(k) for k in spec if k not in allowed)
-    if bad:
-        problems.append(Problem(CITY_YAML, where, f"unknown key(s) {bad}; known: {sorted(allowed)}"))
-    kwargs: dict = {}
-    for key in ("long_name", "unit"):
-        value = spec.get(key)
-        if isinstance(value, str) or _is_number(value):
-            kwargs[key] = str(value)
-        elif value is not None:
-            problems.append(Problem(CITY_YAML, f"{where}.{key}", f"must be text, got {value!r} ({_kind_of(value)})"))
-    for key in ("log", "allow_missing", "allow_negative"):
-        value = spec.get(key)
-        if isinstance(value, bool):
-            kwargs[key] = value
-        elif key in spec:
-            problems.append(Problem(CITY_YAML, f"{where}.{key}", "must be true or false (a YAML boolean, unquoted), "
-                                                                  f"got {value!r} ({_kind_of(value)})"))
-    derived = spec.get("derived_from_input")
-    if derived in MODALITIES:  # only text equals a modality
-        kwargs["derived_from_input"] = derived
-    elif derived is not None:
-        problems.append(Problem(CITY_YAML, f"{where}.derived_from_input",
-                                f"{derived!r} is not a modality; use one of {list(MODALITIES)} or leave it out"))
-    return Indicator(name=name, long_name=kwargs.pop("long_name", name), **kwargs)
+    n_ids = Counter(map(_id_key, known))
+    return {_id_key(rid): rid for rid in known if n_ids[_id_key(rid)] == 1}
 
 
 def _read_meta(root: Path, problems: list[Problem]) -> CityMeta | None:
-    path = root / CITY_YAML
-    _, why = _stat_file(path)
+    """``city.yaml``, or None when its required keys are missing; a key of the wrong type is a
+    problem and keeps its default."""
+    def bad(where: str, message: str) -> None:  # None: ``return bad(...)`` reports and gives up
+        problems.append(Problem(CITY_YAML, where, message))
+
+    _, why = _stat_file(root / CITY_YAML)
     if why:
-        problems.append(Problem(CITY_YAML, "", "file is missing; every city folder needs one" if why == _MISSING
-                                else why))
-        return None
+        return bad("", "file is missing; every city folder needs one" if why == _MISSING else why)
     try:
-        raw = load_yaml(path)
+        raw = load_yaml(root / CITY_YAML)
     except YamlFileError as err:
-        problems.append(Problem(CITY_YAML, f"line {err.line}" if err.line else "", err.problem))
-        return None
+        return bad(f"line {err.line}" if err.line else "", err.problem)
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
-        problems.append(Problem(CITY_YAML, "", "must be a mapping of keys to values"))
-        return None
+        return bad("", "must be a mapping of keys to values")
     missing = [key for key in ("name", "crs", "modalities", "indicators") if key not in raw]
-    problems.extend(Problem(CITY_YAML, key, "required key is missing") for key in missing)
-    _check_format_version(raw, problems)
+    for key in missing:
+        bad(key, "required key is missing")
+    version, key = raw.get("format_version"), "format_version"
+    if key not in raw:
+        bad(key, f"required key is missing: add the line `{key}: {FORMAT_VERSION}` (the version "
+                 "of the city folder format; musecl's writers add it)")
+    elif isinstance(version, bool) or not isinstance(version, int):
+        bad(key, f"must be the whole number {FORMAT_VERSION}, {_got(version)}")
+    elif version != FORMAT_VERSION:
+        bad(key, f"{key} {version} is not supported: this musecl reads {key} {FORMAT_VERSION}"
+                 + ("; it may come from a newer musecl" if version > FORMAT_VERSION else ""))
     if missing:
         return None
 
     name = raw["name"]
-    if not (isinstance(name, str) or _is_number(name)) or not str(name).strip():
-        problems.append(Problem(CITY_YAML, "name", f"must be the city's name as text, got {name!r} ({_kind_of(name)})"))
+    if not _is_text(name) or not str(name).strip():
+        bad("name", f"must be the city's name as text, {_got(name)}")
     crs = str(raw["crs"])
     try:
         pyproj.CRS.from_user_input(crs)
     except Exception as exc:  # noqa: BLE001 - pyproj raises CRSError and friends
-        problems.append(Problem(CITY_YAML, "crs", f"cannot read CRS {crs!r}: {exc}. "
-                                                  "Use an EPSG code such as 'EPSG:4326'."))
+        bad("crs", f"cannot read CRS {crs!r}: {exc}. Use an EPSG code such as 'EPSG:4326'.")
     listed = [] if raw["modalities"] is None else raw["modalities"]
     if not isinstance(listed, list):
-        problems.append(Problem(CITY_YAML, "modalities", f"must be a list such as [satellite, poi], "
-                                                         f"got {listed!r} ({_kind_of(listed)})"))
+        bad("modalities", f"must be a list such as [satellite, poi], {_got(listed)}")
         listed = []
     modalities: list[str] = []
     for m in listed:
         if m not in MODALITIES:
-            problems.append(Problem(CITY_YAML, "modalities", f"unknown modality {m!r}; use {list(MODALITIES)}"))
+            bad("modalities", f"unknown modality {m!r}; use {list(MODALITIES)}")
         elif m in modalities:
-            problems.append(Problem(CITY_YAML, "modalities", f"{m!r} is listed twice"))
+            bad("modalities", f"{m!r} is listed twice")
         else:
             modalities.append(m)
     specs = raw["indicators"] if isinstance(raw["indicators"], dict) else {}
     if not specs:
-        problems.append(Problem(CITY_YAML, "indicators", "must map each indicator column to its metadata"))
-    indicators = {str(key): _read_indicator(str(key), spec, problems) for key, spec in specs.items()}
+        bad("indicators", "must map each indicator column to its metadata")
+    indicators = {str(key): _read_indicator(str(key), spec, bad) for key, spec in specs.items()}
 
     hexagon = raw.get("hexagon_size_m")
     if hexagon is not None and not (_is_number(hexagon) and hexagon > 0):
-        problems.append(Problem(CITY_YAML, "hexagon_size_m", "must be a positive number of metres (the hexagons' "
-                                                             "centre-to-vertex size) or null for free polygons, "
-                                                             f"got {hexagon!r} ({_kind_of(hexagon)})"))
+        bad("hexagon_size_m", "must be a positive number of metres (the hexagons' centre-to-vertex "
+                              f"size) or null for free polygons, {_got(hexagon)}")
         hexagon = None
     provenance = raw.get("provenance")
-    if provenance is not None and not (isinstance(provenance, str) or _is_number(provenance)):
-        problems.append(Problem(CITY_YAML, "provenance", f"must be text, got {_kind_of(provenance)}"))
+    if provenance is not None and not _is_text(provenance):
+        bad("provenance", f"must be text, got {_kind_of(provenance)}")
         provenance = None
     max_missing = raw.get("max_missing_satellite", 0.5)
     if not (_is_number(max_missing) and 0 <= max_missing <= 1):
-        problems.append(Problem(CITY_YAML, "max_missing_satellite", "must be a number from 0 to 1 (the fraction of "
-                                                                    "regions allowed without a satellite image), "
-                                                                    f"got {max_missing!r} ({_kind_of(max_missing)})"))
+        bad("max_missing_satellite", "must be a number from 0 to 1 (the fraction of regions "
+                                     f"allowed without a satellite image), {_got(max_missing)}")
         max_missing = 0.5
-
-    known = {"format_version", *(f.name for f in dataclasses.fields(CityMeta))} - {"extra"}  # the rest: extra
     mappings = {}
     for key in ("oracle_r2", "latents", "modality_latents", "modality_oracle_r2"):
         value = raw.get(key) or {}
         if not isinstance(value, dict):
-            problems.append(Problem(CITY_YAML, key, f"must be a mapping (key: value), got {type(value).__name__}"))
-            value = {}
-        mappings[key] = dict(value)
+            bad(key, f"must be a mapping (key: value), got {type(value).__name__}")
+        mappings[key] = dict(value) if isinstance(value, dict) else {}
     for key, wanted in (("modality_latents", list), ("modality_oracle_r2", dict)):
         for m, value in list(mappings[key].items()):
             if m not in MODALITIES:
-                problems.append(Problem(CITY_YAML, key, f"unknown modality {m!r}; use {list(MODALITIES)}"))
+                bad(key, f"unknown modality {m!r}; use {list(MODALITIES)}")
             if not isinstance(value or wanted(), wanted):
-                problems.append(Problem(CITY_YAML, f"{key}.{m}",
-                                        f"must be a {'list' if wanted is list else 'mapping'}, "
-                                        f"got {type(value).__name__}"))
+                bad(f"{key}.{m}", f"must be a {'list' if wanted is list else 'mapping'}, "
+                                  f"got {type(value).__name__}")
                 mappings[key].pop(m)
     r2_tables = [("oracle_r2", mappings["oracle_r2"])]
-    r2_tables += [(f"modality_oracle_r2.{m}", v) for m, v in mappings["modality_oracle_r2"].items() if v]
+    r2_tables += [(f"modality_oracle_r2.{m}", v) for m, v in mappings["modality_oracle_r2"].items()
+                  if v]
     for where, table in r2_tables:
         for k, v in list(table.items()):
             if not _is_number(v):
-                problems.append(Problem(CITY_YAML, f"{where}.{k}",
-                                        f"must be a number (an R2), got {v!r} ({_kind_of(v)})"))
+                bad(f"{where}.{k}", f"must be a number (an R2), {_got(v)}")
                 table.pop(k)
+    known = {"format_version", *(f.name for f in dataclasses.fields(CityMeta))} - {"extra"}
     return CityMeta(
         name=str(name), crs=crs, modalities=tuple(modalities), indicators=indicators,
         hexagon_size_m=hexagon, provenance="" if provenance is None else str(provenance),
         max_missing_satellite=float(max_missing),
         oracle_r2=mappings["oracle_r2"], latents=mappings["latents"],
         modality_latents={str(k): list(v or []) for k, v in mappings["modality_latents"].items()},
-        modality_oracle_r2={str(m): dict(v or {}) for m, v in mappings["modality_oracle_r2"].items()},
+        modality_oracle_r2={str(m): dict(v or {})
+                            for m, v in mappings["modality_oracle_r2"].items()},
         extra={k: v for k, v in raw.items() if k not in known},
     )
 
 
-def _check_id_spaces(df: pd.DataFrame, col: str, file: str, problems: list[Problem]) -> None:
-    """Region ids are matched exactly across files: reject blank ones and surrounding spaces at their row."""
-    blank, padded = [], []
-    for i, value in enumerate(df[col].to_numpy(dtype=object)):
-        if isinstance(value, str) and value != value.strip():
-            (padded if value.strip() else blank).append(i)
-    for i in blank[:5]:
-        problems.append(Problem(file, _row(i), f"region_id {df[col].iloc[i]!r} is blank (only spaces)"))
-    for i in padded[:5]:
-        problems.append(Problem(file, _row(i), f"region_id {df[col].iloc[i]!r} has leading or trailing spaces; "
-                                               "remove them (ids are matched exactly across files)"))
-    if len(blank) + len(padded) > 10:
-        problems.append(Problem(file, "", f"{len(blank) + len(padded)} region ids in all are blank or padded"))
+def _read_indicator(name: str, spec, bad) -> Indicator:
+    """One entry of ``indicators:``; a key of the wrong type is a problem and keeps its default."""
+    where = f"indicators.{name}"
+    spec = {} if spec is None else spec
+    if not isinstance(spec, dict):
+        bad(where, "must be a mapping of the indicator's metadata (long_name, unit, log, "
+                   f"allow_missing, allow_negative), {_got(spec)}")
+        return Indicator(name=name, long_name=name)
+    allowed = {f.name for f in dataclasses.fields(Indicator)} - {"name"}
+    unknown = sorted(str(k) for k in spec if k not in allowed)
+    if unknown:
+        bad(where, f"unknown key(s) {unknown}; known: {sorted(allowed)}")
+    kwargs: dict = {}
+    for key in ("long_name", "unit"):
+        value = spec.get(key)
+        if _is_text(value):
+            kwargs[key] = str(value)
+        elif value is not None:
+            bad(f"{where}.{key}", f"must be text, {_got(value)}")
+    for key in ("log", "allow_missing", "allow_negative"):
+        value = spec.get(key)
+        if isinstance(value, bool):
+            kwargs[key] = value
+        elif key in spec:
+            bad(f"{where}.{key}",
+                f"must be true or false (a YAML boolean, unquoted), {_got(value)}")
+    derived = spec.get("derived_from_input")
+    if derived in MODALITIES:  # only text equals a modality
+        kwargs["derived_from_input"] = derived
+    elif derived is not None:
+        bad(f"{where}.derived_from_input",
+            f"{derived!r} is not a modality; use one of {list(MODALITIES)} or leave it out")
+    return Indicator(name=name, long_name=kwargs.pop("long_name", name), **kwargs)
 
 
-def _check_geometries(df: pd.DataFrame, problems: list[Problem]) -> None:
-    """Every geometry is a valid POLYGON or MULTIPOLYGON in WKT (closed rings that do not cross)."""
+def _check_regions(df: pd.DataFrame, problems: list[Problem]) -> None:
+    """Ids unique and without stray spaces, centres in range, outlines valid polygons."""
     f = REGIONS_CSV
+    if df.empty:
+        problems.append(Problem(f, "", "has no regions"))
+        return
+    _check_ids(df, REGION_ID, set(df[REGION_ID].dropna()), f, problems, unique=True)
+    # ids are matched exactly across files: blank ones and surrounding spaces are problems
+    texts = [v if isinstance(v, str) else "" for v in df[REGION_ID]]
+    padded = np.array([t != t.strip() for t in texts], dtype=bool)
+    blank = padded & np.array([not t.strip() for t in texts], dtype=bool)
+    _at_rows(problems, f, blank, lambda i: f"region_id {texts[i]!r} is blank (only spaces)")
+    _at_rows(problems, f, padded & ~blank,
+             lambda i: f"region_id {texts[i]!r} has leading or trailing spaces; remove them "
+                       "(ids are matched exactly across files)")
+    if padded.sum() > 10:
+        problems.append(Problem(f, "", f"{padded.sum()} region ids in all are blank or padded"))
+    for col, lo, hi in ((LON, -180, 180), (LAT, -90, 90)):
+        values = pd.to_numeric(df[col], errors="coerce")
+        _at_rows(problems, f, values.isna() | (values < lo) | (values > hi),  # inf is outside too
+                 lambda i: f"{col} {_show(df[col].iloc[i])} is not a number in [{lo}, {hi}]")
     texts = [t if isinstance(t, str) else None for t in df[GEOMETRY]]
     geoms = shapely.from_wkt(np.array(texts, dtype=object), on_invalid="ignore")
-    reasons = shapely.is_valid_reason(geoms)
-    kinds = shapely.get_type_id(geoms)
-    n_bad = 0
-    for i, (text, geom) in enumerate(zip(texts, geoms)):
-        if text is None:
-            why = "geometry is empty; give a WKT POLYGON or MULTIPOLYGON"
-        elif geom is None:
-            try:
-                shapely.from_wkt(text)
-                why = "geometry is not a polygon in WKT: it cannot be parsed"
-            except (ShapelyError, ValueError, TypeError) as exc:
-                why = f"geometry is not a polygon in WKT: {exc}"
-        elif kinds[i] not in (3, 6):  # 3: Polygon, 6: MultiPolygon
-            why = f"geometry is not a polygon in WKT: expected a POLYGON or MULTIPOLYGON, got {geom.geom_type}"
-        elif geom.is_empty:
-            why = f"geometry is empty ({text.strip()[:40]}); give the region's outline"
-        elif reasons[i] != "Valid Geometry":
-            why = (f"geometry is not a valid polygon: {reasons[i]}; fix the outline (rings must be closed and "
-                   "must not cross themselves or each other), e.g. with QGIS 'Fix geometries' or shapely.make_valid")
-        else:
-            continue
-        n_bad += 1
-        if n_bad <= 10:
-            problems.append(Problem(f, f"{_row(i)}, region {df[REGION_ID].iloc[i]!r}", why))
-    if n_bad > 10:
-        problems.append(Problem(f, GEOMETRY, f"{n_bad} geometries in all are missing, not polygons or invalid"))
+    whys = [_geometry_problem(*row) for row in zip(texts, geoms, shapely.is_valid_reason(geoms))]
+    _at_rows(problems, f, [w is not None for w in whys], lambda i: whys[i], _in_region(df),
+             limit=10,
+             total=(GEOMETRY, "{n} geometries in all are missing, not polygons or invalid"))
+
+
+def _geometry_problem(text: str | None, geom, reason: str | None) -> str | None:
+    """Why a geometry cell is not a valid POLYGON or MULTIPOLYGON in WKT, or None."""
+    if text is None:
+        return "geometry is empty; give a WKT POLYGON or MULTIPOLYGON"
+    if geom is None:
+        try:
+            shapely.from_wkt(text)
+        except (ShapelyError, ValueError, TypeError) as exc:
+            return f"geometry is not a polygon in WKT: {exc}"
+        return "geometry is not a polygon in WKT: it cannot be parsed"
+    if geom.geom_type not in ("Polygon", "MultiPolygon"):
+        return ("geometry is not a polygon in WKT: expected a POLYGON or MULTIPOLYGON, "
+                f"got {geom.geom_type}")
+    if geom.is_empty:
+        return f"geometry is empty ({text.strip()[:40]}); give the region's outline"
+    if reason != "Valid Geometry":
+        return (f"geometry is not a valid polygon: {reason}; fix the outline (rings must be closed "
+                "and must not cross themselves or each other), e.g. with QGIS 'Fix geometries' or "
+                "shapely.make_valid")
+    return None
 
 
 def _check_centres(df: pd.DataFrame, crs: str, problems: list[Problem]) -> None:
@@ -642,38 +651,23 @@ def _check_centres(df: pd.DataFrame, crs: str, problems: list[Problem]) -> None:
         return  # reported with city.yaml
     xmin, ymin, xmax, ymax = shapely.bounds(geoms).T
     lon, lat = (pd.to_numeric(df[c]).to_numpy(dtype=float) for c in (LON, LAT))
-    far = ~(shapely.distance(shapely.points(lon, lat), geoms) <= np.maximum(xmax - xmin, ymax - ymin))
-    for i in np.flatnonzero(far)[:5]:
-        problems.append(Problem(REGIONS_CSV, f"{_row(i)}, region {df[REGION_ID].iloc[i]!r}",
-                                f"the centre ({lon[i]:g}, {lat[i]:g}) is far from the outline, which, read in "
-                                f"{crs} (city.yaml: crs), spans lon {xmin[i]:g} to {xmax[i]:g} and lat "
-                                f"{ymin[i]:g} to {ymax[i]:g}; give lon/lat in WGS84 degrees and the geometry in "
-                                "the crs city.yaml names"))
-    if far.sum() > 5:
-        problems.append(Problem(REGIONS_CSV, GEOMETRY, f"{int(far.sum())} regions in all have their centre "
-                                                       "far from their outline"))
-
-
-def _check_regions(df: pd.DataFrame, problems: list[Problem]) -> None:
-    f = REGIONS_CSV
-    if df.empty:
-        problems.append(Problem(f, "", "has no regions"))
-        return
-    _check_ids(df, REGION_ID, set(df[REGION_ID].dropna()), f, problems, unique=True)
-    _check_id_spaces(df, REGION_ID, f, problems)
-    for col, lo, hi in ((LON, -180, 180), (LAT, -90, 90)):
-        values = pd.to_numeric(df[col], errors="coerce")
-        _at_rows(problems, f, values.isna() | (values < lo) | (values > hi),  # inf and -inf are outside too
-                 lambda i: f"{col} {_show(df[col].iloc[i])} is not a number in [{lo}, {hi}]")
-    _check_geometries(df, problems)
+    far = ~(shapely.distance(shapely.points(lon, lat), geoms)
+            <= np.maximum(xmax - xmin, ymax - ymin))
+    _at_rows(problems, REGIONS_CSV, far, lambda i: (
+        f"the centre ({lon[i]:g}, {lat[i]:g}) is far from the outline, which, read in {crs} "
+        f"(city.yaml: crs), spans lon {xmin[i]:g} to {xmax[i]:g} and lat {ymin[i]:g} to "
+        f"{ymax[i]:g}; give lon/lat in WGS84 degrees and the geometry in the crs city.yaml names"),
+        _in_region(df),
+        total=(GEOMETRY, "{n} regions in all have their centre far from their outline"))
 
 
 def _too_few_regions(n: int) -> Problem | None:
-    """The problem of a city with ``n`` regions, below :data:`MIN_REGIONS` (0 is another problem)."""
+    """The problem of a city of ``n`` regions, below :data:`MIN_REGIONS` (0 is another problem)."""
     if 0 < n < MIN_REGIONS:
-        return Problem(REGIONS_CSV, "", f"has {n} region(s); musecl needs at least {MIN_REGIONS} (MIN_REGIONS): "
-                                        "triplets draw 3 distinct regions and the probes' 60/20/20 split needs "
-                                        f"{MIN_REGIONS} to leave 2 test regions for R2")
+        return Problem(REGIONS_CSV, "", f"has {n} region(s); musecl needs at least {MIN_REGIONS} "
+                                        "(MIN_REGIONS): triplets draw 3 distinct regions and the "
+                                        f"probes' 60/20/20 split needs {MIN_REGIONS} to leave 2 "
+                                        "test regions for R2")
     return None
 
 
@@ -688,17 +682,17 @@ def image_problem(path: str | os.PathLike, st: os.stat_result | None = None) -> 
         with Image.open(path) as im:
             width, height = im.size
             if width * height > MAX_IMAGE_PIXELS:
-                return (f"is {width} x {height} = {width * height:,} pixels, more than the {MAX_IMAGE_PIXELS:,} "
-                        "an image may have (MAX_IMAGE_PIXELS); downscale it")
+                return (f"is {width} x {height} = {width * height:,} pixels, more than the "
+                        f"{MAX_IMAGE_PIXELS:,} an image may have (MAX_IMAGE_PIXELS); downscale it")
             im.load()
             if im.mode in HIGH_DEPTH_MODES:
-                return (f"has {im.mode} pixels (16-bit or floating point); the run reads 8-bit images, and "
-                        "converting would clip every value above 255 to white: save it as 8-bit RGB with the "
-                        "contrast stretch that suits its sensor")
+                return (f"has {im.mode} pixels (16-bit or floating point); the run reads 8-bit "
+                        "images, and converting would clip every value above 255 to white: save "
+                        "it as 8-bit RGB with the contrast stretch that suits its sensor")
     except Image.DecompressionBombError as exc:
-        return (f"is too large to decode ({exc}); an image may have at most {MAX_IMAGE_PIXELS:,} pixels "
-                "(MAX_IMAGE_PIXELS): downscale it")
-    except Exception as exc:  # noqa: BLE001 - whatever the decoder raises, the run could not read it either
+        return (f"is too large to decode ({exc}); an image may have at most {MAX_IMAGE_PIXELS:,} "
+                "pixels (MAX_IMAGE_PIXELS): downscale it")
+    except Exception as exc:  # noqa: BLE001 - whatever the decoder raises, the run fails on too
         return (f"is not a readable image ({type(exc).__name__}: {exc})"
                 + ("; HEIC and AVIF photos (phones) need converting to JPEG or PNG"
                    if Path(path).suffix.lower() in (".heic", ".heif", ".avif") else ""))
@@ -708,26 +702,27 @@ def image_problem(path: str | os.PathLike, st: os.stat_result | None = None) -> 
     return None
 
 
-def _locate_image(root: str, rel) -> tuple[str | None, str | None, os.stat_result | None]:
-    """(None, the file, its stat) if the ``path`` cell ``rel`` names a regular file inside ``root``,
-    else (why not, None, None). The path as written must stay inside (relative, no ``..``); a
-    symlink inside may point elsewhere (``from_raw.build_city(copy_images=False)`` makes them)."""
+def _image_file_problem(root: str, rel) -> str | None:
+    """Why the ``path`` cell ``rel`` names no usable image inside ``root``, or None. The path as
+    written must stay inside (relative, no ``..``); a symlink inside may point elsewhere
+    (``from_raw.build_city(copy_images=False)`` makes them)."""
     if rel is None or (isinstance(rel, float) and math.isnan(rel)) or not str(rel).strip():
-        return "path is empty", None, None
+        return "path is empty"
     rel = str(rel)
     if os.path.isabs(rel) or (("\\" in rel or ":" in rel) and PureWindowsPath(rel).is_absolute()):
-        return "is an absolute path; give the path relative to the city folder", None, None
+        return "is an absolute path; give the path relative to the city folder"
     norm = os.path.normpath(rel)
     if norm == os.pardir or norm.startswith(os.pardir + os.sep):
-        return ("points outside the city folder ('..'); keep images inside it and give their path relative to it",
-                None, None)
+        return ("points outside the city folder ('..'); keep images inside it and give their path "
+                "relative to it")
     full = os.path.join(root, rel)
     st, why = _stat_file(full)
-    if why == _MISSING and "\\" in rel and os.path.exists(os.path.join(root, rel.replace("\\", "/"))):
-        return "image file is missing: the path uses '\\' (Windows); write it with '/'", None, None
+    if (why == _MISSING and "\\" in rel
+            and os.path.exists(os.path.join(root, rel.replace("\\", "/")))):
+        return "image file is missing: the path uses '\\' (Windows); write it with '/'"
     if why:
-        return "image file is missing" if why == _MISSING else why, None, None
-    return None, full, st
+        return "image file is missing" if why == _MISSING else why
+    return image_problem(full, st)
 
 
 def _check_images(root: Path, df: pd.DataFrame, meta: CityMeta, known: set[str],
@@ -736,61 +731,57 @@ def _check_images(root: Path, df: pd.DataFrame, meta: CityMeta, known: set[str],
     _check_ids(df, REGION_ID, known, f, problems)
     _at_rows(problems, f, ~df[KIND].isin(IMAGE_KINDS),
              lambda i: f"kind {df[KIND].iloc[i]!r} is not one of {list(IMAGE_KINDS)}")
-    located = [_locate_image(os.fspath(root), rel) for rel in df[PATH]]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_IMAGE_PIXELS reports it, with the file
-        whys = [why or image_problem(full, st) for why, full, st in located]
-    bad = [(i, rid, rel, why) for i, (rid, rel, why) in enumerate(zip(df[REGION_ID], df[PATH], whys)) if why]
-    for i, rid, rel, why in bad[:10]:
-        shown = "" if pd.isna(rel) else str(rel)
-        problems.append(Problem(f, f"{_row(i)}, region {rid!r}", f"'{shown}': {why}" if shown else why))
-    if len(bad) > 10:
-        problems.append(Problem(f, "", f"{len(bad)} image rows in all point at missing or unreadable files"))
+    with warnings.catch_warnings():  # MAX_IMAGE_PIXELS reports it, naming the file
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        whys = [_image_file_problem(os.fspath(root), rel) for rel in df[PATH]]
+    shown = ["" if pd.isna(rel) else str(rel) for rel in df[PATH]]
+    _at_rows(problems, f, [w is not None for w in whys],
+             lambda i: f"'{shown[i]}': {whys[i]}" if shown[i] else whys[i], _in_region(df),
+             limit=10, total=("", "{n} image rows in all point at missing or unreadable files"))
     sat = df.loc[df[KIND] == SATELLITE, REGION_ID]
     for rid in sat[sat.duplicated()].iloc[:5]:
         problems.append(Problem(f, f"region {rid!r}", "more than one satellite image"))
     for kind in IMAGE_KINDS:
         if kind in meta.modalities and not (df[KIND] == kind).any():
-            problems.append(Problem(f, kind, f"modality {kind!r} is listed in {CITY_YAML} but has no images"))
-    if SATELLITE in meta.modalities and known:
-        missing = len(known - set(sat))
-        if missing / len(known) > meta.max_missing_satellite:
-            problems.append(Problem(f, SATELLITE, f"{n_of_regions(missing, len(known))} no satellite image; "
-                                                  f"max_missing_satellite in {CITY_YAML} allows "
-                                                  f"{meta.max_missing_satellite:.0%}"))
+            problems.append(Problem(f, kind, f"modality {kind!r} is listed in {CITY_YAML} but has "
+                                             "no images"))
+    missing = len(known - set(sat))
+    if SATELLITE in meta.modalities and known and missing / len(known) > meta.max_missing_satellite:
+        problems.append(Problem(f, SATELLITE, f"{n_of_regions(missing, len(known))} no satellite "
+                                              f"image; max_missing_satellite in {CITY_YAML} allows "
+                                              f"{meta.max_missing_satellite:.0%}"))
 
 
 def _check_numbers(df: pd.DataFrame, cols: list[str], file: str, problems: list[Problem],
-                   allow_nan: bool = False, allow_negative: bool = False, log: bool = False) -> None:
+                   allow_nan: bool = False, allow_negative: bool = False,
+                   log: bool = False) -> None:
     """Every value of ``cols`` is a finite number (missing with ``allow_nan``), not negative
     unless ``allow_negative``, and above -1 with ``log`` (ln(1 + x) is modelled)."""
-    def report(mask, what: str, message, limit: int = 3) -> None:
-        rows = np.flatnonzero(np.asarray(mask, dtype=bool))
-        for i in rows[:limit]:
-            region = df[REGION_ID].iloc[i] if REGION_ID in df.columns else df.iloc[i, 0]
-            problems.append(Problem(file, f"{_row(i)}, region {region!r}, column {col}", message(i)))
-        if len(rows) > limit:
-            problems.append(Problem(file, f"column {col}", f"{len(rows)} rows in all {what}"))
-
     for col in cols:
         values = pd.to_numeric(df[col], errors="coerce")
         number = values.to_numpy(dtype=float)
-        not_number = (values.isna() & df[col].notna()).to_numpy()
-        report(not_number, "are not numbers", lambda i: f"{_show(df[col].iloc[i])} is not a number")
-        report(np.isinf(number), "are infinite",
-               lambda i: f"value {_show(df[col].iloc[i])} is not a finite number; every value must be finite"
-                         f"{' (or left empty)' if allow_nan else ''}")
-        if not allow_nan:
-            report(df[col].isna().to_numpy(), "are missing",
-                   lambda i: "value is missing (NaN) and this column does not allow missing values")
         finite = np.isfinite(number)
+        checks = [
+            (values.isna() & df[col].notna(), "are not numbers",
+             lambda i: f"{_show(df[col].iloc[i])} is not a number"),
+            (np.isinf(number), "are infinite",
+             lambda i: f"value {_show(df[col].iloc[i])} is not a finite number; every value must "
+                       f"be finite{' (or left empty)' if allow_nan else ''}")]
+        if not allow_nan:
+            checks.append((df[col].isna(), "are missing", lambda i: "value is missing (NaN) and "
+                           "this column does not allow missing values"))
         if not allow_negative:
-            report(finite & (number < 0), "are negative",
-                   lambda i: f"value {number[i]} is negative and this column does not allow it")
+            checks.append((finite & (number < 0), "are negative",
+                           lambda i: f"value {number[i]} is negative and this column does not "
+                                     "allow it"))
         elif log:
-            report(finite & (number <= -1), "are -1 or less",
-                   lambda i: f"value {number[i]} is -1 or less, where ln(1 + x) (log: true) is undefined; set log: "
-                             f"false for this indicator in {CITY_YAML}")
+            checks.append((finite & (number <= -1), "are -1 or less",
+                           lambda i: f"value {number[i]} is -1 or less, where ln(1 + x) (log: "
+                                     f"true) is undefined; set log: false for this indicator in "
+                                     f"{CITY_YAML}"))
+        for mask, what, message in checks:
+            _at_rows(problems, file, mask, message, _in_region(df, f", column {col}"), limit=3,
+                     total=(f"column {col}", f"{{n}} rows in all {what}"))
 
 
 def _check_predictable(column: pd.Series, problems: list[Problem]) -> None:
@@ -799,15 +790,16 @@ def _check_predictable(column: pd.Series, problems: list[Problem]) -> None:
         return  # a city too small to run: said once, by _too_few_regions
     values = pd.to_numeric(column, errors="coerce")
     values = values[np.isfinite(values.to_numpy(dtype=float))]
+    where = f"column {column.name}"
     if len(values) < MIN_INDICATOR_VALUES:
-        problems.append(Problem(INDICATORS_CSV, f"column {column.name}",
-                                f"has a value for {len(values)} of {len(column)} regions; an indicator needs at "
-                                f"least {MIN_INDICATOR_VALUES} (2 to train on, 1 to validate, 2 to test); "
-                                "leave it out"))
+        problems.append(Problem(INDICATORS_CSV, where, f"has a value for {len(values)} of "
+                                f"{len(column)} regions; an indicator needs at least "
+                                f"{MIN_INDICATOR_VALUES} (2 to train on, 1 to validate, 2 to "
+                                "test); leave it out"))
     elif values.nunique() == 1:
-        problems.append(Problem(INDICATORS_CSV, f"column {column.name}",
-                                f"is {_show(values.iloc[0])} for every region that has a value: there is nothing "
-                                "to predict; leave it out"))
+        problems.append(Problem(INDICATORS_CSV, where, f"is {_show(values.iloc[0])} for every "
+                                "region that has a value: there is nothing to predict; leave it "
+                                "out"))
 
 
 def _inspect(root: Path) -> tuple[list[Problem], dict]:
@@ -817,94 +809,106 @@ def _inspect(root: Path) -> tuple[list[Problem], dict]:
     tables: dict = {"too_few_regions": None}
     if not root.is_dir():
         return [Problem(str(root), "", "is not a folder")], tables
-    meta = _read_meta(root, problems)
-    tables["meta"] = meta
-    regions = _read_csv(root, REGIONS_CSV, problems, [REGION_ID, LON, LAT, GEOMETRY])
+    meta = tables["meta"] = _read_meta(root, problems)
+    regions = tables["regions"] = _read_csv(root, REGIONS_CSV, problems,
+                                            [REGION_ID, LON, LAT, GEOMETRY])
     if regions is not None:
         _check_regions(regions, problems)
         too_few = _too_few_regions(int(regions[REGION_ID].dropna().nunique()))
         if too_few is not None:
             problems.append(too_few)
             tables["too_few_regions"] = too_few
-    tables["regions"] = regions
     if meta is None or regions is None:
         return problems, tables
     if not any(p.file == REGIONS_CSV and p is not tables["too_few_regions"] for p in problems):
-        # outlines and centres are each valid: do they agree?
-        _check_centres(regions, meta.crs, problems)
+        _check_centres(regions, meta.crs, problems)  # outlines and centres are each valid: agree?
     known = set(regions[REGION_ID].dropna())
 
-    needs_images = any(k in meta.modalities for k in IMAGE_KINDS)
-    images = _read_csv(root, IMAGES_CSV, problems, [REGION_ID, KIND, PATH], optional=not needs_images)
+    images = _read_csv(root, IMAGES_CSV, problems, [REGION_ID, KIND, PATH],
+                       optional=not any(k in meta.modalities for k in IMAGE_KINDS))
     if images is not None:
         _check_images(root, images, meta, known, problems)
-
-    pois = _read_csv(root, POIS_CSV, problems, [REGION_ID, CATEGORY], optional=POI not in meta.modalities,
-                     also=[TEXT])
+    pois = _read_csv(root, POIS_CSV, problems, [REGION_ID, CATEGORY],
+                     optional=POI not in meta.modalities, also=[TEXT])
     if pois is not None:
         _check_ids(pois, REGION_ID, known, POIS_CSV, problems)
         _at_rows(problems, POIS_CSV, pois[CATEGORY].isna(), lambda i: "category is empty")
         if POI in meta.modalities and pois.empty:
-            problems.append(Problem(POIS_CSV, "", f"modality 'poi' is listed in {CITY_YAML} but there are no POIs"))
-
-    mobility = od = None
-    given = {f: os.path.lexists(root / f) for f in (MOBILITY_CSV, OD_CSV)}
-    if given[MOBILITY_CSV]:
-        mobility = _read_csv(root, MOBILITY_CSV, problems, [REGION_ID, INFLOW, OUTFLOW])
-        if mobility is not None:
-            _check_ids(mobility, REGION_ID, known, MOBILITY_CSV, problems, unique=True)
-            _check_numbers(mobility, [INFLOW, OUTFLOW], MOBILITY_CSV, problems)
-    if given[OD_CSV]:
-        od = _read_csv(root, OD_CSV, problems, [ORIGIN, DESTINATION, FLOW])
-        if od is not None:
-            _check_ids(od, ORIGIN, known, OD_CSV, problems, what="origin")
-            _check_ids(od, DESTINATION, known, OD_CSV, problems, what="destination")
-            _check_numbers(od, [FLOW], OD_CSV, problems)
-    if MOBILITY in meta.modalities:
-        if not any(given.values()):
-            problems.append(Problem(MOBILITY_CSV, "", f"modality 'mobility' is listed in {CITY_YAML}: "
-                                                      f"give {MOBILITY_CSV} (region_id, inflow, outflow) or "
-                                                      f"{OD_CSV} (origin, destination, flow)"))
-        elif not any(p.file in (MOBILITY_CSV, OD_CSV) for p in problems):
-            if all(t is None or t.empty for t in (mobility, od)):
-                problems.append(Problem(MOBILITY_CSV if mobility is not None else OD_CSV, "",
-                                        "modality 'mobility' is listed but the table has no rows"))
-            for file, table, cols in ((MOBILITY_CSV, mobility, [INFLOW, OUTFLOW]), (OD_CSV, od, [FLOW])):
-                if table is not None and not table.empty and not pd.to_numeric(table[cols].stack()).any():
-                    problems.append(Problem(file, ", ".join(cols), "every value is 0: the trips give nothing to "
-                                            "tell regions apart by (eq. 1-2); give the trip counts, or drop "
-                                            "'mobility' from the modalities"))
-
+            problems.append(Problem(POIS_CSV, "", f"modality 'poi' is listed in {CITY_YAML} but "
+                                                  "there are no POIs"))
+    mobility, od = _read_mobility(root, meta, known, problems)
     indicators = _read_csv(root, INDICATORS_CSV, problems, [REGION_ID])
     if indicators is not None:
-        _check_ids(indicators, REGION_ID, known, INDICATORS_CSV, problems, unique=True)
-        for c in indicators.columns:
-            if c != REGION_ID and c not in meta.indicators:
-                problems.append(Problem(INDICATORS_CSV, f"column {c}", (
-                    "has no header (a saved row index, or a stray value beside the table): delete it"
-                    if str(c).startswith("Unnamed: ") else f"has no metadata: add it under 'indicators:' in {CITY_YAML}")))
-        for name, ind in meta.indicators.items():
-            if name not in indicators.columns:
-                problems.append(Problem(INDICATORS_CSV, f"column {name}",
-                                        f"is described in {CITY_YAML} but missing from the file"))
-                continue
-            _check_numbers(indicators, [name], INDICATORS_CSV, problems,
-                           allow_nan=ind.allow_missing, allow_negative=ind.allow_negative, log=ind.log)
-            _check_predictable(indicators[name], problems)
+        _check_indicators(indicators, meta, known, problems)
     latents = _read_csv(root, LATENTS_CSV, problems, [REGION_ID], optional=True)
     if latents is not None:
         _check_ids(latents, REGION_ID, known, LATENTS_CSV, problems, unique=True)
-        _check_numbers(latents, [c for c in latents.columns if c != REGION_ID], LATENTS_CSV, problems,
-                       allow_nan=True, allow_negative=True)
+        _check_numbers(latents, [c for c in latents.columns if c != REGION_ID], LATENTS_CSV,
+                       problems, allow_nan=True, allow_negative=True)
     ceilings = _read_csv(root, CEILINGS_CSV, problems, [REGION_ID, SOURCE], optional=True)
     if ceilings is not None:
         _check_ceilings(ceilings, meta, known, problems)
-    tables.update(images=images, pois=pois, mobility=mobility, od=od, indicators=indicators, latents=latents,
-                  ceilings=ceilings)
+    tables.update(images=images, pois=pois, mobility=mobility, od=od, indicators=indicators,
+                  latents=latents, ceilings=ceilings)
     return problems, tables
 
 
-def _check_ceilings(df: pd.DataFrame, meta: CityMeta, known: set[str], problems: list[Problem]) -> None:
+def _read_mobility(root: Path, meta: CityMeta, known: set[str], problems: list[Problem]):
+    """``mobility.csv`` and ``od.csv`` (each None where absent), checked."""
+    given = [f for f in (MOBILITY_CSV, OD_CSV) if os.path.lexists(root / f)]
+    mobility = _read_csv(root, MOBILITY_CSV, problems, [REGION_ID, INFLOW, OUTFLOW],
+                         optional=MOBILITY_CSV not in given)
+    if mobility is not None:
+        _check_ids(mobility, REGION_ID, known, MOBILITY_CSV, problems, unique=True)
+        _check_numbers(mobility, [INFLOW, OUTFLOW], MOBILITY_CSV, problems)
+    od = _read_csv(root, OD_CSV, problems, [ORIGIN, DESTINATION, FLOW],
+                   optional=OD_CSV not in given)
+    if od is not None:
+        _check_ids(od, ORIGIN, known, OD_CSV, problems, what="origin")
+        _check_ids(od, DESTINATION, known, OD_CSV, problems, what="destination")
+        _check_numbers(od, [FLOW], OD_CSV, problems)
+    if MOBILITY not in meta.modalities:
+        return mobility, od
+    if not given:
+        problems.append(Problem(MOBILITY_CSV, "", f"modality 'mobility' is listed in {CITY_YAML}: "
+                                                  f"give {MOBILITY_CSV} (region_id, inflow, "
+                                                  f"outflow) or {OD_CSV} (origin, destination, flow)"))
+    elif not any(p.file in (MOBILITY_CSV, OD_CSV) for p in problems):
+        if all(t is None or t.empty for t in (mobility, od)):
+            problems.append(Problem(MOBILITY_CSV if mobility is not None else OD_CSV, "",
+                                    "modality 'mobility' is listed but the table has no rows"))
+        for file, table, cols in ((MOBILITY_CSV, mobility, [INFLOW, OUTFLOW]),
+                                  (OD_CSV, od, [FLOW])):
+            if (table is not None and not table.empty
+                    and not pd.to_numeric(table[cols].stack()).any()):
+                problems.append(Problem(file, ", ".join(cols), "every value is 0: the trips give "
+                                        "nothing to tell regions apart by (eq. 1-2); give the trip "
+                                        "counts, or drop 'mobility' from the modalities"))
+    return mobility, od
+
+
+def _check_indicators(df: pd.DataFrame, meta: CityMeta, known: set[str],
+                      problems: list[Problem]) -> None:
+    f = INDICATORS_CSV
+    _check_ids(df, REGION_ID, known, f, problems, unique=True)
+    for c in df.columns:
+        if c != REGION_ID and c not in meta.indicators:
+            problems.append(Problem(f, f"column {c}", (
+                "has no header (a saved row index, or a stray value beside the table): delete it"
+                if str(c).startswith("Unnamed: ")
+                else f"has no metadata: add it under 'indicators:' in {CITY_YAML}")))
+    for name, ind in meta.indicators.items():
+        if name not in df.columns:
+            problems.append(Problem(f, f"column {name}", f"is described in {CITY_YAML} but missing "
+                                                         "from the file"))
+            continue
+        _check_numbers(df, [name], f, problems, allow_nan=ind.allow_missing,
+                       allow_negative=ind.allow_negative, log=ind.log)
+        _check_predictable(df[name], problems)
+
+
+def _check_ceilings(df: pd.DataFrame, meta: CityMeta, known: set[str],
+                    problems: list[Problem]) -> None:
     f = CEILINGS_CSV
     _check_ids(df, REGION_ID, known, f, problems)
     _at_rows(problems, f, ~df[SOURCE].isin(CEILING_SOURCES),
@@ -943,8 +947,9 @@ def validate_city(path: str | Path) -> list[Problem]:
 def require_city(city, who: str = "") -> City:
     """``city`` if it is a City; a folder path or a name is refused with what to call instead."""
     if not isinstance(city, City):
-        raise TypeError(f"{who + ': ' if who else ''}city must be a City (musecl.city.load_city(folder); "
-                        f"musecl.runner.resolve_city also takes a named data set); got {type(city).__name__}")
+        raise TypeError(f"{who + ': ' if who else ''}city must be a City (musecl.city.load_city("
+                        "folder); musecl.runner.resolve_city also takes a named data set); got "
+                        f"{type(city).__name__}")
     return city
 
 
@@ -960,28 +965,22 @@ def load_city(path: str | Path) -> City:
     if too_few is not None:
         warnings.warn(f"{meta.name}: {too_few}", TooFewRegionsWarning, stacklevel=2)
     regions = t["regions"].set_index(REGION_ID)
-    regions = gpd.GeoDataFrame(regions[[LON, LAT]], geometry=gpd.GeoSeries.from_wkt(regions[GEOMETRY]),
-                               crs=meta.crs)
+    regions = gpd.GeoDataFrame(regions[[LON, LAT]], crs=meta.crs,
+                               geometry=gpd.GeoSeries.from_wkt(regions[GEOMETRY]))
     ids = regions.index
 
-    images = t["images"]
-    if images is None:
-        images = pd.DataFrame(columns=[REGION_ID, KIND, PATH])
-    images = images[[REGION_ID, KIND, PATH]].copy()
+    def some_lack(n_missing: int, what: str) -> None:
+        if n_missing:
+            warnings.warn(f"{meta.name}: {n_of_regions(n_missing, len(ids))} {what}", stacklevel=3)
+
+    images = pd.DataFrame(t["images"], columns=[REGION_ID, KIND, PATH])
     images[PATH] = [root / str(p) for p in images[PATH]]
     if SATELLITE in meta.modalities:
-        n_missing = len(set(ids) - set(images.loc[images[KIND] == SATELLITE, REGION_ID]))
-        if n_missing:
-            warnings.warn(f"{meta.name}: {n_of_regions(n_missing, len(ids))} no satellite image",
-                          stacklevel=2)
-
-    pois = t["pois"]
-    if pois is None:
-        pois = pd.DataFrame(columns=[REGION_ID, CATEGORY, TEXT])
-    pois = pois.reindex(columns=[REGION_ID, CATEGORY, TEXT])  # no text column: empty text (below)
-    pois[TEXT] = ["" if pd.isna(t) else str(t) for t in pois[TEXT]]
+        some_lack(len(set(ids) - set(images.loc[images[KIND] == SATELLITE, REGION_ID])),
+                  "no satellite image")
+    pois = pd.DataFrame(t["pois"], columns=[REGION_ID, CATEGORY, TEXT])  # no text: empty text
+    pois[TEXT] = ["" if pd.isna(x) else str(x) for x in pois[TEXT]]
     pois[CATEGORY] = _one_spelling(pois[CATEGORY].astype(str), meta.name)
-
     od = t["od"]
     if t["mobility"] is not None:
         mobility = t["mobility"].set_index(REGION_ID)[[INFLOW, OUTFLOW]].astype(float)
@@ -990,22 +989,16 @@ def load_city(path: str | Path) -> City:
     else:
         mobility = pd.DataFrame(columns=[INFLOW, OUTFLOW], dtype=float)
     if MOBILITY in meta.modalities:
-        n_missing = len(ids.difference(mobility.index))
-        if n_missing:
-            warnings.warn(f"{meta.name}: {n_of_regions(n_missing, len(ids))} no mobility record; "
-                          "their inflow and outflow are set to 0", stacklevel=2)
+        some_lack(len(ids.difference(mobility.index)),
+                  "no mobility record; their inflow and outflow are set to 0")
     mobility = mobility.reindex(ids, fill_value=0.0)  # named region_id, as ids are
-
     indicators = t["indicators"].set_index(REGION_ID)[list(meta.indicators)].astype(float)
-    n_no_row = len(ids.difference(indicators.index))
-    if n_no_row:
-        warnings.warn(f"{meta.name}: {n_of_regions(n_no_row, len(ids))} no row in {INDICATORS_CSV}; "
-                      "their indicators are missing (NaN) and they are left out of evaluation",
-                      stacklevel=2)
-    indicators = indicators.reindex(ids)
+    some_lack(len(ids.difference(indicators.index)), f"no row in {INDICATORS_CSV}; their "
+              "indicators are missing (NaN) and they are left out of evaluation")
     latents = t["latents"].set_index(REGION_ID).reindex(ids) if t["latents"] is not None else None
     return City(root=root, meta=meta, regions=regions, images=images, pois=pois, mobility=mobility,
-                indicators=indicators, od=od, latents=latents, ceilings=t["ceilings"])
+                indicators=indicators.reindex(ids), od=od, latents=latents,
+                ceilings=t["ceilings"])
 
 
 def inflow_outflow(od: pd.DataFrame) -> pd.DataFrame:
@@ -1025,40 +1018,34 @@ def write_city(root: str | Path, meta: CityMeta, regions: pd.DataFrame, indicato
                images: pd.DataFrame | None = None, pois: pd.DataFrame | None = None,
                mobility: pd.DataFrame | None = None, od: pd.DataFrame | None = None,
                latents: pd.DataFrame | None = None, ceilings: pd.DataFrame | None = None) -> Path:
-    """Write tables (region tables indexed by region_id) as a city folder and return it; images
-    must already be in place under ``root``, ``images[path]`` relative to it."""
+    """Write tables (region tables indexed by region_id; ``ceilings`` long, one row per region and
+    source) as a city folder and return it; images must already be in place under ``root``,
+    ``images[path]`` relative to it."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    (root / CITY_YAML).write_text(yaml.safe_dump(meta.to_yaml_dict(), sort_keys=False, allow_unicode=True))
-
-    def _indexed(df: pd.DataFrame, name: str) -> None:
-        df = df.copy()
-        df.index.name = REGION_ID
-        df.reset_index().to_csv(root / name, index=False)
-
-    if isinstance(regions, gpd.GeoDataFrame):  # in the city's CRS, each coordinate in the fewest digits that read back
-        outlines = regions.geometry.to_crs(meta.crs) if regions.crs is not None else regions.geometry
+    (root / CITY_YAML).write_text(yaml.safe_dump(meta.to_yaml_dict(), sort_keys=False,
+                                                 allow_unicode=True))
+    # outlines in the city's CRS, each coordinate in the fewest digits that read back
+    if isinstance(regions, gpd.GeoDataFrame):
+        outlines = regions.geometry if regions.crs is None else regions.geometry.to_crs(meta.crs)
         regions = pd.DataFrame(regions[[LON, LAT]]).assign(
             **{GEOMETRY: shapely.to_wkt(outlines.to_numpy(), rounding_precision=-1)})
-    _indexed(regions[[LON, LAT, GEOMETRY]], REGIONS_CSV)
-    _indexed(indicators, INDICATORS_CSV)
-    if images is not None:
-        images[[REGION_ID, KIND, PATH]].to_csv(root / IMAGES_CSV, index=False)
-    if pois is not None:
-        pois[[REGION_ID, CATEGORY, TEXT]].to_csv(root / POIS_CSV, index=False)
-    if mobility is not None:
-        _indexed(mobility[[INFLOW, OUTFLOW]], MOBILITY_CSV)
-    if od is not None:
-        od[[ORIGIN, DESTINATION, FLOW]].to_csv(root / OD_CSV, index=False)
-    if latents is not None:
-        _indexed(latents, LATENTS_CSV)
-    if ceilings is not None:  # long: one row per region and source
-        _indexed(ceilings, CEILINGS_CSV)
+    by_region = {REGIONS_CSV: regions[[LON, LAT, GEOMETRY]], INDICATORS_CSV: indicators,
+                 MOBILITY_CSV: None if mobility is None else mobility[[INFLOW, OUTFLOW]],
+                 LATENTS_CSV: latents, CEILINGS_CSV: ceilings}
+    for name, df in by_region.items():
+        if df is not None:
+            df.rename_axis(REGION_ID).reset_index().to_csv(root / name, index=False)
+    for name, df, cols in ((IMAGES_CSV, images, [REGION_ID, KIND, PATH]),
+                           (POIS_CSV, pois, [REGION_ID, CATEGORY, TEXT]),
+                           (OD_CSV, od, [ORIGIN, DESTINATION, FLOW])):
+        if df is not None:
+            df[cols].to_csv(root / name, index=False)
     return root
 
 
-def restrict_city(src: str | Path, out: str | Path, modalities: Sequence[str], poi_text: bool = True,
-                  latents: bool = True) -> Path:
+def restrict_city(src: str | Path, out: str | Path, modalities: Sequence[str],
+                  poi_text: bool = True, latents: bool = True) -> Path:
     """A validated copy of a city folder with only ``modalities`` (``poi_text=False``: POI
     categories without text; ``latents=False``: no latents, oracle R2 or ceilings), to try the
     methods on a city that lacks some data, as real cities do."""
@@ -1072,7 +1059,8 @@ def restrict_city(src: str | Path, out: str | Path, modalities: Sequence[str], p
         modality_latents={m: v for m, v in city.meta.modality_latents.items() if m in keep},
         modality_oracle_r2={m: v for m, v in city.meta.modality_oracle_r2.items() if m in keep})
     if not latents:
-        meta = dataclasses.replace(meta, oracle_r2={}, latents={}, modality_latents={}, modality_oracle_r2={})
+        meta = dataclasses.replace(meta, oracle_r2={}, latents={}, modality_latents={},
+                                   modality_oracle_r2={})
     out = Path(out)
     images = city.images[city.images[KIND].isin([k for k in IMAGE_KINDS if k in keep])].copy()
     relative = [Path(p).relative_to(city.root) for p in images[PATH]]
@@ -1084,10 +1072,10 @@ def restrict_city(src: str | Path, out: str | Path, modalities: Sequence[str], p
     ceilings = city.ceilings if latents else None
     if ceilings is not None:
         ceilings = ceilings[ceilings[SOURCE].isin([CEILING_ALL, *keep])].set_index(REGION_ID)
-    write_city(out, meta, city.regions, city.indicators, images=images if len(images) else None, pois=pois,
-               mobility=city.mobility if MOBILITY in keep else None,
-               od=city.od if MOBILITY in keep else None, latents=city.latents if latents else None,
-               ceilings=ceilings)
+    trips = MOBILITY in keep
+    write_city(out, meta, city.regions, city.indicators, images=images if len(images) else None,
+               pois=pois, mobility=city.mobility if trips else None, od=city.od if trips else None,
+               latents=city.latents if latents else None, ceilings=ceilings)
     problems = validate_city(out)
     if problems:
         raise CityFormatError(problems)
