@@ -28,7 +28,9 @@ import pandas as pd
 
 from musecl.city import CEILINGS_CSV, CITY_YAML, IMAGES_CSV, INDICATORS_CSV, LATENTS_CSV, City
 from musecl.config import config_hash
-from musecl.io import atomic_save_json, atomic_write, exclusive_lock, process_alive, read_csv_ids, sha256_of
+from musecl.io import (
+    atomic_save_json, atomic_write, exclusive_lock, process_alive, read_csv_ids, sha256_of,
+)
 from musecl.training import processes
 
 DONE = "key.json"
@@ -38,16 +40,13 @@ CHECKPOINTS = "checkpoints"  # training checkpoints of the stages being computed
 LOCKS = ".locks"  # one lock file per entry being computed, apart from the entries
 STALE_TEMP_HOURS = 48  # a temporary folder not provably owned by a live process on this host
 
-_CHECKED: dict[str, tuple[list, tuple, bool]] = {}  # entry path -> (its files, their stat, entry is sound)
+_CHECKED: dict[str, tuple[list, tuple, bool]] = {}  # entry -> (its files, their stat, it is sound)
 _SWEPT: set[str] = set()  # cache roots whose leftover temporary folders this process removed
 _TEMP_NAME = re.compile(r"^\.(?P<entry>[^.]+)\.(?:(?P<pid>\d+)@(?P<host>.+)\.)?[a-z0-9_]+$")
-
-
 _FINGERPRINTS: dict[tuple, str] = {}  # stat signature of a city's files -> their hash, per process
-
-
-LABEL_FILES = (INDICATORS_CSV, LATENTS_CSV, CEILINGS_CSV)  # what a city says about its regions, not what they show
-LABEL_KEYS = ("indicators", "oracle_r2", "latents", "modality_latents", "modality_oracle_r2")  # the same, in city.yaml
+# what a city says about its regions, not what they show: its files and its keys in city.yaml
+LABEL_FILES = (INDICATORS_CSV, LATENTS_CSV, CEILINGS_CSV)
+LABEL_KEYS = ("indicators", "oracle_r2", "latents", "modality_latents", "modality_oracle_r2")
 
 
 def city_fingerprint(city: City, labels: bool = True) -> str:
@@ -56,17 +55,19 @@ def city_fingerprint(city: City, labels: bool = True) -> str:
     trained stages are keyed by it, so editing an indicator keeps them; a score uses the whole."""
     files = sorted(p for p in city.root.iterdir() if p.suffix in (".csv", ".yaml") and p.is_file()
                    and (labels or p.name not in (*LABEL_FILES, CITY_YAML)))
-    images = sorted(map(os.fspath, city.images["path"])) if (city.root / IMAGES_CSV).exists() else []
+    images = (sorted(map(os.fspath, city.images["path"])) if (city.root / IMAGES_CSV).exists()
+              else [])
     # os.stat on str, not Path: thousands of images, for every stage and evaluation (5x faster)
-    signature = (labels, *((p, st.st_size, st.st_mtime_ns) for p in [*map(os.fspath, files), *images]
-                           for st in [os.stat(p)]))
+    signature = (labels, *((p, st.st_size, st.st_mtime_ns)
+                           for p in [*map(os.fspath, files), *images] for st in [os.stat(p)]))
     if signature not in _FINGERPRINTS:
         digests = [(p.name, sha256_of(p)) for p in files]
         # paths relative to the city folder: the same city copied elsewhere keeps its fingerprint
-        digests += [(str(Path(p).relative_to(city.root)) if Path(p).is_relative_to(city.root) else str(p),
-                     sha256_of(p)) for p in images]
+        digests += [(str(Path(p).relative_to(city.root)) if Path(p).is_relative_to(city.root)
+                     else str(p), sha256_of(p)) for p in images]
         if not labels:  # city.yaml's settings of the inputs (modalities, crs, ...), not its labels
-            digests.append((CITY_YAML, {k: v for k, v in city.meta.to_yaml_dict().items() if k not in LABEL_KEYS}))
+            digests.append((CITY_YAML, {k: v for k, v in city.meta.to_yaml_dict().items()
+                                        if k not in LABEL_KEYS}))
         _FINGERPRINTS[signature] = config_hash(digests)
     return _FINGERPRINTS[signature]
 
@@ -113,7 +114,8 @@ class Cache:
         and moves the result into place; independent processes take turns on a lock."""
         group = processes()
         final = self.path(stage, key)
-        if group.gather(self.verify(final) if group.is_main() else None)[0]:  # one decision for all processes
+        # one decision for all processes
+        if group.gather(self.verify(final) if group.is_main() else None)[0]:
             if group.is_main():  # a run killed after the entry's rename left its checkpoints
                 shutil.rmtree(self.checkpoints(key), ignore_errors=True)
             return final
@@ -127,18 +129,21 @@ class Cache:
 
     def _compute(self, stage: str, key: dict, final: Path, compute: Callable[[Path], None]) -> Path:
         group = processes()
-        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.{os.getpid()}@{_host()}."))
+        tmp = Path(tempfile.mkdtemp(dir=final.parent,
+                                    prefix=f".{final.name}.{os.getpid()}@{_host()}."))
         try:
             compute(tmp)
             if group.is_main():
-                (tmp / DONE).write_text(json.dumps({"stage": stage, "key": key}, indent=2, sort_keys=True,
-                                                   default=str))
-                atomic_save_json(tmp / CONTENTS, {"format": CONTENTS_FORMAT, "files": _contents(tmp)})
+                (tmp / DONE).write_text(json.dumps({"stage": stage, "key": key}, indent=2,
+                                                   sort_keys=True, default=str))
+                contents = {rel: {"size": (tmp / rel).stat().st_size,
+                                  "sha256": sha256_of(tmp / rel)} for rel in _files(tmp)}
+                atomic_save_json(tmp / CONTENTS, {"format": CONTENTS_FORMAT, "files": contents})
                 if final.exists():  # a damaged entry, or an incomplete folder from an older layout
                     shutil.rmtree(final)
                 os.replace(tmp, final)
                 shutil.rmtree(self.checkpoints(key), ignore_errors=True)
-                files = [CONTENTS, *_files(final)]  # just hashed: no need to hash them again in this process
+                files = [CONTENTS, *contents]  # just hashed: not again in this process
                 _CHECKED[str(final)] = (files, _stat(final, files), True)
         finally:
             if tmp.exists():
@@ -149,18 +154,9 @@ class Cache:
 
 def _files(folder: Path) -> list[str]:
     """Every file under ``folder`` but ``contents.json``, as sorted POSIX paths relative to it."""
-    out = []
-    for parent, _, names in os.walk(folder):
-        for name in names:
-            rel = (Path(parent) / name).relative_to(folder).as_posix()
-            if rel != CONTENTS:
-                out.append(rel)
-    return sorted(out)
-
-
-def _contents(folder: Path) -> dict:
-    return {rel: {"size": (folder / rel).stat().st_size, "sha256": sha256_of(folder / rel)}
-            for rel in _files(folder)}
+    paths = (Path(parent, name).relative_to(folder).as_posix()
+             for parent, _, names in os.walk(folder) for name in names)
+    return sorted(rel for rel in paths if rel != CONTENTS)
 
 
 def _stat(entry: Path, files: list[str]) -> tuple:
@@ -178,7 +174,8 @@ def _stat(entry: Path, files: list[str]) -> tuple:
 def _check_contents(entry: Path) -> tuple[str | None, list[str]]:
     """(what is wrong with ``entry``'s files or None, the files to watch); sizes before hashes."""
     if not (entry / CONTENTS).exists():
-        return f"has no {CONTENTS} (written by an older musecl: its files cannot be checked)", [CONTENTS, DONE]
+        return (f"has no {CONTENTS} (written by an older musecl: its files cannot be checked)",
+                [CONTENTS, DONE])
     try:
         manifest = json.loads((entry / CONTENTS).read_text())
         files = manifest["files"]
@@ -193,7 +190,8 @@ def _check_contents(entry: Path) -> tuple[str | None, list[str]]:
         except FileNotFoundError:
             return f"file {rel} is missing", watched
         if size != expected["size"]:
-            return f"file {rel} changed (size {size} bytes, {expected['size']} when written)", watched
+            return (f"file {rel} changed (size {size} bytes, {expected['size']} when written)",
+                    watched)
     for rel, expected in files.items():
         if sha256_of(entry / rel) != expected["sha256"]:
             return f"file {rel} changed (hash mismatch)", watched
@@ -204,8 +202,9 @@ def _host() -> str:
     return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
 
 
-def remove_stale_temporaries(root: str | Path, max_age_hours: float = STALE_TEMP_HOURS) -> list[Path]:
-    """Remove the temporary entry folders that killed runs left under ``root/<stage>/``; return them.
+def remove_stale_temporaries(root: str | Path,
+                             max_age_hours: float = STALE_TEMP_HOURS) -> list[Path]:
+    """Remove the temporary entry folders killed runs left under ``root/<stage>/``; return them.
 
     Stale: named by a process of this host that no longer runs, or (another host's, or without
     a pid) not modified for ``max_age_hours``. A folder is written only when its compute ends, so
@@ -229,8 +228,8 @@ def remove_stale_temporaries(root: str | Path, max_age_hours: float = STALE_TEMP
                 shutil.rmtree(folder, ignore_errors=True)
                 removed.append(folder)
     if removed:
-        warnings.warn(f"cache {root}: removed {len(removed)} temporary folder(s) left by killed runs: "
-                      + ", ".join(str(p) for p in removed), stacklevel=2)
+        warnings.warn(f"cache {root}: removed {len(removed)} temporary folder(s) left by killed "
+                      "runs: " + ", ".join(str(p) for p in removed), stacklevel=2)
     return removed
 
 
@@ -241,5 +240,5 @@ def save_table(df: pd.DataFrame, path: str | Path) -> None:
 
 
 def load_table(path: str | Path) -> pd.DataFrame:
-    """A table :func:`save_table` wrote; region ids stay text ("NA" is an id, not a missing value)."""
+    """A table :func:`save_table` wrote; region ids stay text ("NA" is an id, not missing)."""
     return read_csv_ids(path, index_col="region_id")

@@ -870,9 +870,9 @@ def _read_mobility(root: Path, meta: CityMeta, known: set[str], problems: list[P
     if MOBILITY not in meta.modalities:
         return mobility, od
     if not given:
-        problems.append(Problem(MOBILITY_CSV, "", f"modality 'mobility' is listed in {CITY_YAML}: "
-                                                  f"give {MOBILITY_CSV} (region_id, inflow, "
-                                                  f"outflow) or {OD_CSV} (origin, destination, flow)"))
+        problems.append(Problem(MOBILITY_CSV, "", (
+            f"modality 'mobility' is listed in {CITY_YAML}: give {MOBILITY_CSV} (region_id, "
+            f"inflow, outflow) or {OD_CSV} (origin, destination, flow)")))
     elif not any(p.file in (MOBILITY_CSV, OD_CSV) for p in problems):
         if all(t is None or t.empty for t in (mobility, od)):
             problems.append(Problem(MOBILITY_CSV if mobility is not None else OD_CSV, "",

@@ -17,8 +17,13 @@ from typing import Iterator
 import pandas as pd
 import yaml
 
+try:
+    import fcntl
+except ImportError:  # Windows: folders and files are not locked
+    fcntl = None
+
 CONFIG_JSON = "config.json"  # the readable settings every saved model or method folder holds
-_UMASK = os.umask(0o022)  # read once at import (setting it is the only way to read it), then restored
+_UMASK = os.umask(0o022)  # read once at import (setting it is the only way to read it), restored
 os.umask(_UMASK)
 WEIGHTS_PT = "weights.pt"  # a saved torch model's state dict, beside its config.json
 
@@ -29,7 +34,7 @@ def n_of_regions(n: int, total: int, has: str = "has", have: str = "have") -> st
 
 
 def check_choice(name: str, value, choices, note: str = "") -> None:
-    """A ValueError naming the setting, what it may be and what it got, unless ``value`` is one of them."""
+    """A ValueError naming the setting, its choices and ``value``, unless it is one of them."""
     if value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}{note}; got {value!r}")
 
@@ -65,11 +70,13 @@ def atomic_save_json(path: str | os.PathLike, obj) -> None:
 
 
 def read_saved_config(directory: str | os.PathLike, needs: tuple[str, ...], writer: str) -> dict:
-    """The ``config.json`` of a folder ``writer`` saved; an error names the first of ``needs`` missing."""
+    """The ``config.json`` of a folder ``writer`` saved; an error names the first of ``needs``
+    missing."""
     directory = Path(directory)
     for name in needs:
         if not (directory / name).exists():
-            raise FileNotFoundError(f"{directory / name} is missing; was this folder written by {writer}?")
+            raise FileNotFoundError(f"{directory / name} is missing; was this folder written by "
+                                    f"{writer}?")
     return json.loads((directory / CONFIG_JSON).read_text())
 
 
@@ -78,8 +85,8 @@ def sha256_of(path: str | os.PathLike) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-NA_TEXTS = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
-            "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null")
+NA_TEXTS = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+            "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null")
 """The cells pandas reads as missing by default (its ``STR_NA_VALUES``)."""
 
 
@@ -95,21 +102,18 @@ def read_csv_ids(path: str | os.PathLike, ids=("region_id",), **kwargs):
 
 
 class YamlFileError(ValueError):
-    """A YAML file :func:`load_yaml` refuses; ``problem`` lacks the file name, ``line`` is 1-based or None."""
+    """A YAML file :func:`load_yaml` refuses; ``problem`` lacks the file name, ``line`` is 1-based
+    or None."""
 
     def __init__(self, path: str | os.PathLike, problem: str, line: int | None = None):
         super().__init__(f"{path}: {problem}")
         self.path, self.problem, self.line = path, problem, line
 
 
-class _DuplicateKey(Exception):
-    def __init__(self, key, first: int, line: int):
-        super().__init__(key)
-        self.key, self.first, self.line = key, first, line
-
-
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping (``<<`` merges may still override)."""
+    """SafeLoader refusing a key given twice in one mapping (``<<`` merges may still override)."""
+
+    path: str | os.PathLike = ""
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
@@ -123,7 +127,10 @@ class _StrictLoader(yaml.SafeLoader):
                 except TypeError:  # an unhashable key: the base class reports it
                     continue
                 if key in seen:
-                    raise _DuplicateKey(key, seen[key], line)
+                    lines = f"line {line}" if seen[key] == line else f"lines {seen[key]} and {line}"
+                    raise YamlFileError(self.path, f"key {key!r} is given twice in one mapping "
+                                        f"({lines}); YAML would keep only the last value: remove "
+                                        "one", line=line)
                 seen[key] = line
         return super().construct_mapping(node, deep)
 
@@ -136,13 +143,10 @@ def load_yaml(path: str | os.PathLike):
     except UnicodeDecodeError as err:
         raise YamlFileError(path, f"is not UTF-8 text: {err}") from None
     loader = _StrictLoader(text)
-    loader.name = Path(path).name  # the marks in PyYAML's messages name the file (the message starts with its path)
+    loader.path = path
+    loader.name = Path(path).name  # PyYAML's marks name the file (the message starts with its path)
     try:
         return loader.get_single_data()
-    except _DuplicateKey as dup:
-        lines = f"line {dup.line}" if dup.first == dup.line else f"lines {dup.first} and {dup.line}"
-        raise YamlFileError(path, f"key {dup.key!r} is given twice in one mapping ({lines}); YAML would keep "
-                                  "only the last value: remove one", line=dup.line) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         raise YamlFileError(path, f"is not valid YAML: {' '.join(str(err).split())}",
@@ -176,17 +180,14 @@ LOCK_FILE = ".musecl.lock"
 @contextlib.contextmanager
 def owned_folder(folder: str | os.PathLike, settings: str, poll_s: float = 2.0) -> Iterator[Path]:
     """Own ``folder`` while the block runs: an exclusive ``flock`` on ``folder/.musecl.lock``, which
-    names the owner (pid, settings digest). The system releases the lock when the owner ends, however
-    it ends, so a killed run never blocks the next one (a pid in a file could be reused or half
-    written). Another owner with other settings: :class:`FolderBusyError`; with the same: wait for it,
-    said once (its cached stages make this run quick). Staging folders of killed runs are removed.
-    The file is kept, empty between runs: deleting it under a waiting run would let two own the
-    folder. Without ``fcntl`` (Windows) the folder is not locked."""
+    names the owner (pid, settings digest). The system releases it however the owner ends, so a
+    killed run never blocks the next (a pid in a file could be reused or half written). Another
+    owner with other settings: :class:`FolderBusyError`; with the same: wait for it, said once (its
+    cached stages make this run quick). Staging folders of killed runs are removed. The file is
+    kept, empty between runs: deleting it under a waiting run would let two own the folder."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:
+    if fcntl is None:
         yield folder
         return
     lock = folder / LOCK_FILE
@@ -199,11 +200,13 @@ def owned_folder(folder: str | os.PathLike, settings: str, poll_s: float = 2.0) 
             except BlockingIOError:
                 holder = _lock_holder(lock)  # None: the owner is writing its name this instant
                 if holder is not None and holder.get("settings") != settings:
-                    raise FolderBusyError(f"{folder} is being written by another run (pid {holder.get('pid')}) with "
-                                          "other settings; wait for it or choose another output folder") from None
+                    raise FolderBusyError(
+                        f"{folder} is being written by another run (pid {holder.get('pid')}) with "
+                        "other settings; wait for it or choose another output folder") from None
                 if holder is not None and not waiting:
-                    warnings.warn(f"{folder} is being written by another run with the same settings (pid "
-                                  f"{holder.get('pid')}); waiting for it to end", stacklevel=3)
+                    warnings.warn(f"{folder} is being written by another run with the same "
+                                  f"settings (pid {holder.get('pid')}); waiting for it to end",
+                                  stacklevel=3)
                     waiting = True
                 time.sleep(poll_s if holder is not None else 0.1)
         try:
@@ -285,7 +288,7 @@ def in_worker(parent: int, function, *args, **kwargs):
 
 
 def rewarn(outcome):
-    """The result of :func:`in_worker`, its warnings raised again where the caller's filters apply."""
+    """The result of :func:`in_worker`, its warnings raised again under the caller's filters."""
     result, caught = outcome
     for category, message in caught:
         warnings.warn(message, category, stacklevel=2)
@@ -295,10 +298,8 @@ def rewarn(outcome):
 @contextlib.contextmanager
 def exclusive_lock(path: Path):
     """Hold an exclusive lock on the file ``path``, which is kept (deleting it under waiters is a
-    race). Without ``fcntl`` (Windows) there is no lock: two processes may both compute, last rename wins."""
-    try:
-        import fcntl
-    except ImportError:
+    race). Without ``fcntl`` two processes may both compute: the last rename wins."""
+    if fcntl is None:
         yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
