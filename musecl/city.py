@@ -369,14 +369,11 @@ _KINDS = ((type(None), "empty (null)"), (bool, "a boolean"), ((int, float), "a n
           (str, "text"), (list, "a list"), (dict, "a mapping"))  # bool first: it is an int too
 
 
-def _kind_of(value) -> str:
-    """What YAML read a value as, in a person's words."""
-    return next((words for types, words in _KINDS if isinstance(value, types)),
+def _got(value, show: bool = True) -> str:
+    """What YAML read, in a person's words: "got 'no' (text)", or without ``show`` "got text"."""
+    kind = next((words for types, words in _KINDS if isinstance(value, types)),
                 type(value).__name__)
-
-
-def _got(value) -> str:
-    return f"got {value!r} ({_kind_of(value)})"
+    return f"got {value!r} ({kind})" if show else f"got {kind}"
 
 
 def _is_number(value) -> bool:
@@ -398,7 +395,10 @@ def _check_ids(df: pd.DataFrame, col: str, known: set[str], file: str, problems:
         _at_rows(problems, file, ids.duplicated() & ids.notna(),
                  lambda i: f"duplicate {what} {ids.iloc[i]!r}")
     unknown = ~ids.isin(known) & ids.notna()
-    near = _near_ids(known) if unknown.any() else {}
+    near: dict[str, str] = {}  # by the key a spreadsheet's retyping keeps, where it names one id
+    if unknown.any():
+        n_ids = Counter(map(_id_key, known))
+        near = {_id_key(rid): rid for rid in known if n_ids[_id_key(rid)] == 1}
 
     def message(i: int) -> str:
         key = _id_key(ids.iloc[i])
@@ -443,12 +443,6 @@ def _id_key(region_id: str) -> str:
     except ValueError:
         return key.lstrip("0") or key
     return str(int(number)) if number.is_integer() else key
-
-
-def _near_ids(known: set[str]) -> dict[str, str]:
-    """The known ids by :func:`_id_key`, where the key names one id only."""
-    n_ids = Counter(map(_id_key, known))
-    return {_id_key(rid): rid for rid in known if n_ids[_id_key(rid)] == 1}
 
 
 def _read_meta(root: Path, problems: list[Problem]) -> CityMeta | None:
@@ -514,7 +508,7 @@ def _read_meta(root: Path, problems: list[Problem]) -> CityMeta | None:
         hexagon = None
     provenance = raw.get("provenance")
     if provenance is not None and not _is_text(provenance):
-        bad("provenance", f"must be text, got {_kind_of(provenance)}")
+        bad("provenance", f"must be text, {_got(provenance, show=False)}")
         provenance = None
     max_missing = raw.get("max_missing_satellite", 0.5)
     if not (_is_number(max_missing) and 0 <= max_missing <= 1):
@@ -784,24 +778,6 @@ def _check_numbers(df: pd.DataFrame, cols: list[str], file: str, problems: list[
                      total=(f"column {col}", f"{{n}} rows in all {what}"))
 
 
-def _check_predictable(column: pd.Series, problems: list[Problem]) -> None:
-    """Enough values to split and not one value for all: else the probes fail or score NaN later."""
-    if len(column) < MIN_REGIONS:
-        return  # a city too small to run: said once, by _too_few_regions
-    values = pd.to_numeric(column, errors="coerce")
-    values = values[np.isfinite(values.to_numpy(dtype=float))]
-    where = f"column {column.name}"
-    if len(values) < MIN_INDICATOR_VALUES:
-        problems.append(Problem(INDICATORS_CSV, where, f"has a value for {len(values)} of "
-                                f"{len(column)} regions; an indicator needs at least "
-                                f"{MIN_INDICATOR_VALUES} (2 to train on, 1 to validate, 2 to "
-                                "test); leave it out"))
-    elif values.nunique() == 1:
-        problems.append(Problem(INDICATORS_CSV, where, f"is {_show(values.iloc[0])} for every "
-                                "region that has a value: there is nothing to predict; leave it "
-                                "out"))
-
-
 def _inspect(root: Path) -> tuple[list[Problem], dict]:
     """Read and check every file: the problems, and the tables read (``too_few_regions``: the
     problem :func:`load_city` only warns about)."""
@@ -904,7 +880,20 @@ def _check_indicators(df: pd.DataFrame, meta: CityMeta, known: set[str],
             continue
         _check_numbers(df, [name], f, problems, allow_nan=ind.allow_missing,
                        allow_negative=ind.allow_negative, log=ind.log)
-        _check_predictable(df[name], problems)
+        # enough values to split and not one for all, else the probes fail or score NaN later
+        if len(df) < MIN_REGIONS:
+            continue  # a city too small to run: said once, by _too_few_regions
+        values = pd.to_numeric(df[name], errors="coerce")
+        values = values[np.isfinite(values.to_numpy(dtype=float))]
+        if len(values) < MIN_INDICATOR_VALUES:
+            problems.append(Problem(f, f"column {name}", f"has a value for {len(values)} of "
+                                    f"{len(df)} regions; an indicator needs at least "
+                                    f"{MIN_INDICATOR_VALUES} (2 to train on, 1 to validate, 2 to "
+                                    "test); leave it out"))
+        elif values.nunique() == 1:
+            problems.append(Problem(f, f"column {name}", f"is {_show(values.iloc[0])} for every "
+                                    "region that has a value: there is nothing to predict; leave "
+                                    "it out"))
 
 
 def _check_ceilings(df: pd.DataFrame, meta: CityMeta, known: set[str],
