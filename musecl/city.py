@@ -421,10 +421,9 @@ def _one_spelling(categories: pd.Series, city: str) -> pd.Series:
     keys = categories.map(category_key)
     if keys.nunique() == categories.nunique():
         return categories
-    counts = categories.groupby([keys, categories]).size().rename("n").reset_index(level=1)
-    counts.columns = ["spelling", "n"]
-    spellings = (counts.sort_values(["n", "spelling"], ascending=[False, True], kind="stable")
-                 .groupby(level=0)["spelling"].agg(list))
+    pairs = pd.DataFrame({"key": keys, "spelling": categories}).value_counts().reset_index()
+    spellings = (pairs.sort_values(["count", "spelling"], ascending=[False, True])
+                 .groupby("key")["spelling"].agg(list))  # most common first, ties alphabetical
     merged = spellings[spellings.map(len) > 1]
     warnings.warn(f"{city}: pois.csv writes {len(merged)} POI "
                   f"categor{'y' if len(merged) == 1 else 'ies'} in more than one way (case or "
