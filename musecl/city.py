@@ -76,11 +76,9 @@ class CityFormatError(ValueError):
 
     def __init__(self, problems: list["Problem"]):
         self.problems = problems
-        lines = [f"city folder is invalid ({len(problems)} problem(s)):"]
-        lines += [f"  - {p}" for p in problems[:50]]
-        if len(problems) > 50:
-            lines.append(f"  ... and {len(problems) - 50} more")
-        super().__init__("\n".join(lines))
+        more = [f"  ... and {len(problems) - 50} more"] if len(problems) > 50 else []
+        super().__init__("\n".join([f"city folder is invalid ({len(problems)} problem(s)):",
+                                    *(f"  - {p}" for p in problems[:50]), *more]))
 
 
 @dataclass(frozen=True)
