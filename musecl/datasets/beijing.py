@@ -74,10 +74,7 @@ class LatticeError(ValueError):
     """A coordinate is not a centre of the lattice; the message says which file, row and how far off."""
 
 
-# --------------------------------------------------------------------------------------------
-# the lattice
-
-
+# --- the lattice ---
 @dataclass(frozen=True)
 class HexLattice:
     """An offset point lattice whose cells are flat-top hexagons.
@@ -184,10 +181,7 @@ def lattice_ids(lat, lon, lattice: HexLattice = BEIJING_LATTICE, where: str = "c
     return ids
 
 
-# --------------------------------------------------------------------------------------------
-# reading the raw files
-
-
+# --- reading the raw files ---
 def read_indicator_csv(path: str | Path, lattice: HexLattice = BEIJING_LATTICE, name: str = "value"
                        ) -> pd.Series:
     """One headerless ``lat, lon, value`` CSV as a Series indexed by region id (str)."""
@@ -244,10 +238,7 @@ def group_image_files(files: Mapping[str, str | Path]) -> dict[str, dict]:
     return regions
 
 
-# --------------------------------------------------------------------------------------------
-# images
-
-
+# --- images ---
 def square_crop(image, size: int | None):
     """The central square of an image, resized to ``size`` (None: kept at its size)."""
     w, h = image.size
@@ -302,10 +293,7 @@ def _write_images(root: Path, grouped: dict[str, dict], image_size: int | None, 
     return pd.DataFrame(rows, columns=[REGION_ID, KIND, PATH, "source"])
 
 
-# --------------------------------------------------------------------------------------------
-# the city
-
-
+# --- the city ---
 def beijing_city_from_files(out: str | Path, indicator_files: Mapping[str, str | Path],
                             image_files: Mapping[str, str | Path] | None = None,
                             lattice: HexLattice = BEIJING_LATTICE,

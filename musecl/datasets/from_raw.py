@@ -70,10 +70,7 @@ class RawDataError(ValueError):
     """A raw input cannot be converted; the message names the source, the column and the rows."""
 
 
-# --------------------------------------------------------------------------------------------
-# regions
-
-
+# --- regions ---
 @dataclass(frozen=True)
 class Regions:
     """The spatial units of a city: ``table``, a GeoDataFrame indexed by ``region_id`` with the
@@ -279,10 +276,7 @@ def _warn_overlaps(geoms: np.ndarray, ids: list[str], share: float = 0.01) -> No
                       "'Fix geometries', then 'Difference')", stacklevel=3)
 
 
-# --------------------------------------------------------------------------------------------
-# points to regions
-
-
+# --- points to regions ---
 def assign_points(lon: Sequence[float], lat: Sequence[float], regions: Regions,
                   crs: str = WGS84) -> pd.Series:
     """The ``region_id`` of each point (x, y in ``crs``), missing outside every region; a point
@@ -427,10 +421,7 @@ def images_from_folder(source, regions: Regions, *, root: str | os.PathLike | No
     return out.reset_index(drop=True)
 
 
-# --------------------------------------------------------------------------------------------
-# indicators by area
-
-
+# --- indicators by area ---
 def indicators_by_area(areas: Regions, values: pd.DataFrame, regions: Regions,
                        how: str | Mapping[str, str] = "density",
                        min_coverage: float | Mapping[str, float] = 0.5) -> pd.DataFrame:
@@ -534,10 +525,7 @@ def indicators_by_area(areas: Regions, values: pd.DataFrame, regions: Regions,
     return out
 
 
-# --------------------------------------------------------------------------------------------
-# the city folder
-
-
+# --- the city folder ---
 def build_city(out: str | os.PathLike, regions: Regions, indicators: pd.DataFrame, *,
                log: bool | Mapping[str, bool] | None = None,
                pois: pd.DataFrame | None = None, od: pd.DataFrame | None = None,
@@ -644,10 +632,7 @@ def _log_choices(log, meta_in: Mapping, columns: list[str]) -> dict[str, bool]:
     return choices
 
 
-# --------------------------------------------------------------------------------------------
-# helpers
-
-
+# --- helpers ---
 def _read_table(source, what: str, ids: Sequence[str] = ()) -> pd.DataFrame:
     """A DataFrame as given, or a CSV with the ``ids`` columns read as text as written (``"01"``)."""
     if isinstance(source, pd.DataFrame):

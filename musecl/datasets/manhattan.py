@@ -85,10 +85,7 @@ INDICATORS = {
 }
 
 
-# --------------------------------------------------------------------------------------------
-# regions
-
-
+# --- regions ---
 def read_regions(path: str | os.PathLike) -> Regions:
     """Regions of a GeoJSON FeatureCollection with a ``region_id`` property (WGS84), sorted
     numerically where ids are numbers; centres are centroids, as the benchmark's own code uses,
@@ -109,10 +106,7 @@ def read_regions(path: str | os.PathLike) -> Regions:
     return Regions(table)
 
 
-# --------------------------------------------------------------------------------------------
-# readers of the raw files (each takes a path and returns plain tables / arrays)
-
-
+# --- readers of the raw files (each takes a path and returns plain tables / arrays) ---
 def od_table(matrix, region_ids: Sequence[str]) -> pd.DataFrame:
     """An N x N origin -> destination matrix (a leading axis of size 1 is dropped) as
     ``origin, destination, flow`` rows; zero cells are left out (they carry no trips)."""
@@ -190,10 +184,7 @@ def read_arrest_points(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]
     return raw["Longitude"].to_numpy(float), raw["Latitude"].to_numpy(float)
 
 
-# --------------------------------------------------------------------------------------------
-# the converter
-
-
+# --- the converter ---
 def convert_manhattan(paths: dict[str, Path], out: str | os.PathLike,
                       sources: dict[str, dict] | None = None, tract_crs: str = TRACT_CRS) -> Path:
     """Write the city folder from raw files given by role (the keys of :data:`FILES`);

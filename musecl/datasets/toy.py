@@ -129,7 +129,6 @@ INDICATORS = {
 # Oracle R2 each indicator's noise is set to reach (on ln(1+x)); crime is the noisiest.
 _TARGET_R2 = {"PD": 0.90, "HD": 0.86, "MC": 0.88, "NP": 0.92, "NC": 0.80, "CR": 0.72}
 
-# --------------------------------------------------------------------------------------------
 # POI taxonomy: log-weight = coef . [1, landuse, affluence - 0.5, activity, farm, green].
 # No footprint or height term: POIs tell what a place is used for and by whom, not how much is built.
 
@@ -205,10 +204,7 @@ _BACKGROUND = {"footprint": (0.45, 0.17), "height": (0.30, 0.14), "landuse": (0.
                "affluence": (0.50, 0.17), "activity": (0.30, 0.14)}
 
 
-# --------------------------------------------------------------------------------------------
-# geometry
-
-
+# --- geometry ---
 def _plane(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Metres east and north of (0, 0) on an equirectangular plane (exact enough near Null Island)."""
     return np.deg2rad(lon) * EARTH_RADIUS_M, np.deg2rad(lat) * EARTH_RADIUS_M
@@ -336,10 +332,7 @@ class _Layout:
                 for name, (x, y, *_rest) in self.centres.items()}
 
 
-# --------------------------------------------------------------------------------------------
-# latents
-
-
+# --- latents ---
 def _decorrelated(values: np.ndarray) -> np.ndarray:
     """Columns whitened to uncorrelated unit variance: independent smooth fields correlate by chance."""
     centred = values - values.mean(axis=0)
@@ -384,10 +377,7 @@ def _latents(layout: _Layout, x: np.ndarray, y: np.ndarray, edge_m: float,
     return out.clip(0, 1).round(4)
 
 
-# --------------------------------------------------------------------------------------------
-# POIs
-
-
+# --- POIs ---
 def _poi_rate(lat: pd.DataFrame) -> np.ndarray:
     """Expected POIs per region: shop fronts follow land use and footfall, not floor area."""
     u, t, r, w = (lat[c].to_numpy() for c in ("landuse", "activity", "farm", "water"))
@@ -447,9 +437,7 @@ def _reviews(cats: np.ndarray, aff: np.ndarray, act: np.ndarray, rng: np.random.
     return out
 
 
-# --------------------------------------------------------------------------------------------
-# homes, jobs, trips and indicators
-
+# --- homes, jobs, trips and indicators ---
 NEAR_CANDIDATES = 120  # nearest regions every origin may send trips to
 FAR_CANDIDATES = 120  # plus this many drawn at random from the rest of the city (long-range links)
 COMMUTE_DECAY_M = 5000.0  # distance decay of ordinary trips: commuting crosses the city
@@ -581,9 +569,7 @@ def _r2(y: np.ndarray, pred: np.ndarray) -> float:
     return float(1 - ((y - pred) ** 2).sum() / ((y - y.mean()) ** 2).sum())
 
 
-# --------------------------------------------------------------------------------------------
-# ceilings
-
+# --- ceilings ---
 CEILING_NEIGHBOURS = 30
 CEILING_FOLDS = 5
 CEILING_ESTIMATOR = (
@@ -660,10 +646,7 @@ def _ceilings(world: pd.DataFrame, indicators: pd.DataFrame, seed: int
     return table[[SOURCE, *indicators.columns]].round(5), ceilings
 
 
-# --------------------------------------------------------------------------------------------
-# images
-
-
+# --- images ---
 def _jitter(rng: np.random.Generator, rgb, sd: float = 12.0) -> np.ndarray:
     return np.clip(np.asarray(rgb, dtype=np.float32) + rng.normal(0, sd, 3), 0, 255)
 
@@ -867,10 +850,7 @@ def _streetview(rng: np.random.Generator, s: int, lat: dict) -> Image.Image:
     return _finish(img, rng)
 
 
-# --------------------------------------------------------------------------------------------
-# the city
-
-
+# --- the city ---
 def _check_args(n_regions, seed, image_size) -> None:
     if not isinstance(n_regions, (int, np.integer)) or n_regions < 7:
         raise ValueError(f"n_regions must be an integer >= 7 (one ring of hexagons), got {n_regions!r}")
