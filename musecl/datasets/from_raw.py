@@ -19,6 +19,7 @@ so neither ever compares every point with every region.
 """
 from __future__ import annotations
 
+import functools
 import json
 import numbers
 import os
@@ -155,7 +156,9 @@ def hexagon_regions(lon: Sequence[float] | None = None, lat: Sequence[float] | N
                                    f"min < max; got {bbox!r}")
             shape = shapely.box(*bbox)
         else:
-            shape = _union(_read_geometries(area, "area"))
+            shape = shapely.union_all(_read_geometries(area, "area"))
+            if shape.is_empty or shape.geom_type not in ("Polygon", "MultiPolygon"):
+                raise RawDataError(f"area must be a polygon or multipolygon; got {shape.geom_type}")
         shape = _to_wgs84(np.array([shape], dtype=object), crs, "area")[0]
         _check_lonlat(np.array([shape], dtype=object), ["bbox" if bbox is not None else "area"],
                       "area", crs)
@@ -236,10 +239,7 @@ def polygon_regions(features, id: str | None = "id", crs: str | None = None) -> 
             else:
                 raise RawDataError(f"polygons: feature {i} has no property {id!r} (properties: "
                                    f"{sorted(props)}); pass id= the property that names the region")
-
-        def where(mask):  # GeoJSON has no rows: features by position
-            idx = np.flatnonzero(mask)
-            return "features " + ", ".join(str(i) for i in idx[:_SHOW]) + (" ..." if len(idx) > _SHOW else "")
+        where = functools.partial(_rows, noun="feature", first=0)  # GeoJSON has no rows
     bad = [ids[i] for i, g in enumerate(geoms)
            if g is None or g.is_empty or g.geom_type not in ("Polygon", "MultiPolygon")]
     if bad:
@@ -656,11 +656,11 @@ def _no_blanks(df: pd.DataFrame, col: str, what: str, hint: str) -> None:
         raise RawDataError(f"{what}: column {col!r} is empty in {_count_rows(blank)}; {hint}")
 
 
-def _rows(mask: pd.Series | np.ndarray) -> str:
+def _rows(mask: pd.Series | np.ndarray, noun: str = "row", first: int = 2) -> str:
     """'rows 2, 5, 9' in spreadsheet numbering (header is row 1), the first few only."""
     idx = np.flatnonzero(np.asarray(mask))
-    shown = ", ".join(str(i + 2) for i in idx[:_SHOW])
-    return f"row{'s' if len(idx) > 1 else ''} {shown}{' ...' if len(idx) > _SHOW else ''}"
+    shown = ", ".join(str(i + first) for i in idx[:_SHOW])
+    return f"{noun}{'s' if len(idx) > 1 else ''} {shown}{' ...' if len(idx) > _SHOW else ''}"
 
 
 def _source(what: str, source) -> str:
@@ -787,13 +787,6 @@ def _shape(feature: Mapping):
     return shapely.geometry.shape(feature["geometry"]) if feature.get("geometry") else None
 
 
-def _union(geoms: list):
-    shape = shapely.union_all(geoms)
-    if shape.is_empty or shape.geom_type not in ("Polygon", "MultiPolygon"):
-        raise RawDataError(f"area must be a polygon or multipolygon; got {shape.geom_type}")
-    return shape
-
-
 def _table_crs(features, crs):
     """``crs``, else the GeoDataFrame's own, else WGS84; a ``crs`` contradicting the table's raises."""
     own = getattr(features, "crs", None) if isinstance(features, pd.DataFrame) else None
@@ -913,13 +906,10 @@ def _sharing_one_area(overlap: pd.DataFrame) -> int:
 def _place_images(root: Path, images: pd.DataFrame, copy: bool) -> pd.DataFrame:
     _require(images, [REGION_ID, KIND, PATH], "images")
     rows = []
-    counter: dict[tuple[str, str], int] = {}
-    for rid, kind, src in zip(images[REGION_ID], images[KIND], images[PATH]):
+    nth = images.groupby([REGION_ID, KIND], sort=False).cumcount()  # a region's street views: 0, 1, ...
+    for rid, kind, src, k in zip(images[REGION_ID], images[KIND], images[PATH], nth):
         src = Path(src)
-        k = counter.get((rid, kind), 0)
-        counter[(rid, kind)] = k + 1
-        rel = Path("images") / kind / (f"{rid}{src.suffix.lower()}" if kind == SATELLITE
-                                       else f"{rid}_{k}{src.suffix.lower()}")
+        rel = Path("images") / kind / f"{rid}{'' if kind == SATELLITE else f'_{k}'}{src.suffix.lower()}"
         dest = root / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         if copy:
