@@ -265,31 +265,27 @@ def panorama_views(image, n_views: int = STREETVIEW_VIEWS, size: int | None = DE
 
 
 def _write_images(root: Path, grouped: dict[str, dict], image_size: int | None, n_views: int) -> pd.DataFrame:
+    """Copy (``image_size=None``) or square and resize each region's images into its folder."""
     rows = []
     for rid, entry in sorted(grouped.items(), key=lambda kv: int(kv[0])):
         folder = root / "images" / rid
         folder.mkdir(parents=True, exist_ok=True)
-        rel, src = entry["satellite"]
-        if image_size is None:
-            target = folder / f"satellite{src.suffix.lower()}"
-            shutil.copyfile(src, target)
-        else:
-            target = folder / "satellite.png"
-            with Image.open(src) as im:
-                square_crop(im.convert("RGB"), image_size).save(target)
-        rows.append((rid, SATELLITE, target.relative_to(root).as_posix(), rel))
-        for rel, src in entry["streetview"]:
+        items = [(SATELLITE, entry["satellite"]), *((STREETVIEW, e) for e in entry["streetview"])]
+        for kind, (rel, src) in items:
+            stem = "satellite" if kind == SATELLITE else f"sv_{src.stem}"
             if image_size is None:
-                target = folder / f"sv_{src.stem}{src.suffix.lower()}"
-                shutil.copyfile(src, target)
-                rows.append((rid, STREETVIEW, target.relative_to(root).as_posix(), rel))
-                continue
-            with Image.open(src) as im:
-                views = panorama_views(im.convert("RGB"), n_views, image_size)
-            for k, view in enumerate(views):
-                target = folder / f"sv_{src.stem}_v{k}.png"
-                view.save(target)
-                rows.append((rid, STREETVIEW, target.relative_to(root).as_posix(), rel))
+                targets = [folder / f"{stem}{src.suffix.lower()}"]
+                shutil.copyfile(src, targets[0])
+            else:
+                with Image.open(src) as im:
+                    im = im.convert("RGB")
+                    views = ([square_crop(im, image_size)] if kind == SATELLITE
+                             else panorama_views(im, n_views, image_size))
+                targets = [folder / (f"{stem}.png" if kind == SATELLITE else f"{stem}_v{k}.png")
+                           for k in range(len(views))]
+                for view, target in zip(views, targets):
+                    view.save(target)
+            rows += [(rid, kind, t.relative_to(root).as_posix(), rel) for t in targets]
     return pd.DataFrame(rows, columns=[REGION_ID, KIND, PATH, "source"])
 
 

@@ -422,19 +422,13 @@ def _reviews(cats: np.ndarray, aff: np.ndarray, act: np.ndarray, rng: np.random.
     pick = rng.integers(0, 1 << 30, (p, 15))
     empty = rng.random(p) < 0.05 + 0.12 * (1 - t)
     cat_words = [row[-1].split() for row in _POI_TABLE]
-    vocab = [_WORDS[g] if g != "category" else None for g in groups]
-    out = []
-    for i in range(p):
-        if empty[i]:
-            out.append("")
-            continue
-        words = []
-        for j in range(n_words[i]):
-            g = group[i, j]
-            v = cat_words[cats[i]] if vocab[g] is None else vocab[g]
-            words.append(v[pick[i, j] % len(v)])
-        out.append(" ".join(words))
-    return out
+    vocab = [_WORDS.get(g) for g in groups]  # None: the POI's own category words
+
+    def word(i: int, j: int) -> str:
+        v = vocab[group[i, j]] or cat_words[cats[i]]
+        return v[pick[i, j] % len(v)]
+
+    return ["" if empty[i] else " ".join(word(i, j) for j in range(n_words[i])) for i in range(p)]
 
 
 # --- homes, jobs, trips and indicators ---
