@@ -175,11 +175,15 @@ def hexagon_regions(lon: Sequence[float] | None = None, lat: Sequence[float] | N
     for _ in range(int(rings)):
         cells |= {n for c in cells for n in h3.grid_disk(c, 1)}
     ids = sorted(cells)
-    centres = np.array([h3.cell_to_latlng(c) for c in ids])
-    table = pd.DataFrame({LON: np.round(centres[:, 1], 7), LAT: np.round(centres[:, 0], 7),
-                          GEOMETRY: [cell_polygon_wkt(c) for c in ids]},
-                         index=pd.Index(ids, name=REGION_ID))
-    return Regions(table, h3_resolution=int(resolution), hexagon_size_m=hexagon_size_m(ids))
+    return Regions(cell_table(ids), h3_resolution=int(resolution), hexagon_size_m=hexagon_size_m(ids))
+
+
+def cell_table(cells: Sequence[str]) -> pd.DataFrame:
+    """The ``regions.csv`` rows of H3 cells: centre and outline, indexed by ``region_id``."""
+    centres = np.array([h3.cell_to_latlng(c) for c in cells])
+    return pd.DataFrame({LON: np.round(centres[:, 1], _DECIMALS), LAT: np.round(centres[:, 0], _DECIMALS),
+                         GEOMETRY: [cell_polygon_wkt(c) for c in cells]},
+                        index=pd.Index(list(cells), name=REGION_ID))
 
 
 def hexagon_size_m(cells: Sequence[str]) -> float:

@@ -94,15 +94,11 @@ def how_to_get(file: str) -> str:
     """The sentence a user needs when ``file`` is missing."""
     where = source_of(file)
     if downloadable(file):
-        return (f"{file} is missing. It comes from {where}. Run `musecl fetch "
-                f"{_dataset_of(file)}` with internet access, or put the data directory in place and set "
-                "MUSECL_DATA_DIR to it.")
+        dataset = next((name for name, prefix in DATASETS.items() if file.startswith(prefix)), "?")
+        return (f"{file} is missing. It comes from {where}. Run `musecl fetch {dataset}` with "
+                "internet access, or put the data directory in place and set MUSECL_DATA_DIR to it.")
     return (f"{file} is missing. It was derived from {where} ({registry().loc[file, 'note']}), so it "
             "cannot be downloaded byte for byte: get the project's data directory and set MUSECL_DATA_DIR.")
-
-
-def _dataset_of(file: str) -> str:
-    return next((name for name, prefix in DATASETS.items() if file.startswith(prefix)), "?")
 
 
 def locate(file: str, data_dir: str | os.PathLike | None = None, download: bool = True,

@@ -55,10 +55,7 @@ from musecl.city import (
     CITY_YAML,
     DESTINATION,
     FLOW,
-    GEOMETRY,
     KIND,
-    LAT,
-    LON,
     MOBILITY,
     MODALITIES,
     ORIGIN,
@@ -74,7 +71,7 @@ from musecl.city import (
     inflow_outflow,
     write_city,
 )
-from musecl.datasets.from_raw import cell_polygon_wkt, hexagon_size_m
+from musecl.datasets.from_raw import cell_table, hexagon_size_m
 from musecl.io import folder_built_beside
 
 TOY_SMOKE_REGIONS = 150
@@ -901,8 +898,7 @@ def _write(root: Path, n: int, seed: int, image_size: int, progress: bool) -> No
     lat = _latents(layout, x, y, edge_m, stream(2))
     lat.index = pd.Index(ids, name=REGION_ID)
 
-    regions = pd.DataFrame({LON: np.round(lon_deg, 7), LAT: np.round(lat_deg, 7),
-                            GEOMETRY: [cell_polygon_wkt(c) for c in ids]}, index=lat.index)
+    regions = cell_table(ids)
     pois = _pois(ids, lat, stream(3))
     od, expected_out, expected_in = _od(ids, x, y, lat, area_km2, stream(4))
     mobility = inflow_outflow(od).reindex(lat.index, fill_value=0.0).astype(np.int64)
