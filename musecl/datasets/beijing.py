@@ -43,6 +43,7 @@ from musecl.city import (
     Indicator,
     write_city,
 )
+from musecl.datasets.from_raw import ring_wkt
 from musecl.datasets.sources import files_of, locate, registry
 
 DATASET = "beijing"
@@ -144,11 +145,6 @@ class HexLattice:
                     self.base_lat - (row - drow) * self.lat_step)
 
         return [vertex(du, dr) for du, dr in ((2, 0), (1, 1), (-1, 1), (-2, 0), (-1, -1), (1, -1))]
-
-    def hexagon_wkt(self, region_id: int) -> str:
-        ring = self.hexagon(region_id)
-        ring.append(ring[0])
-        return "POLYGON ((" + ", ".join(f"{x:.8f} {y:.8f}" for x, y in ring) + "))"
 
     def hexagon_size_m(self, lat: float | None = None) -> float:
         """Centre-to-vertex size in metres at latitude ``lat`` (default: the lattice's middle
@@ -311,8 +307,8 @@ def beijing_city_from_files(out: str | Path, indicator_files: Mapping[str, str |
     ids = sorted(set().union(*(s.index for s in values.values())), key=int)
     index = pd.Index(ids, name=REGION_ID)
     lon, lat = lattice.centre([int(i) for i in ids])
-    regions = pd.DataFrame({LON: lon, LAT: lat, GEOMETRY: [lattice.hexagon_wkt(int(i)) for i in ids]},
-                           index=index)
+    outlines = [ring_wkt(lattice.hexagon(int(i)), 8) for i in ids]
+    regions = pd.DataFrame({LON: lon, LAT: lat, GEOMETRY: outlines}, index=index)
     indicators = pd.DataFrame({k: values[k].reindex(index) for k in INDICATORS if k in values}, index=index)
     meta_indicators = {k: INDICATORS[k] for k in indicators.columns}
     for k, ind in meta_indicators.items():

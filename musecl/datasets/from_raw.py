@@ -107,11 +107,10 @@ class Regions:
         return self.table.geometry.to_numpy()
 
 
-def cell_polygon_wkt(cell: str) -> str:
-    """The WKT polygon (lon lat, closed ring) of an H3 cell."""
-    pts = [(lng, lat) for lat, lng in h3.cell_to_boundary(cell)]
-    pts.append(pts[0])
-    return "POLYGON ((" + ", ".join(f"{lng:.7f} {lat:.7f}" for lng, lat in pts) + "))"
+def ring_wkt(points: Sequence[tuple[float, float]], decimals: int = _DECIMALS) -> str:
+    """A polygon's WKT from its (lon, lat) vertices, the ring closed, with fixed decimals."""
+    ring = [*points, points[0]]
+    return "POLYGON ((" + ", ".join(f"{x:.{decimals}f} {y:.{decimals}f}" for x, y in ring) + "))"
 
 
 def hexagon_regions(lon: Sequence[float] | None = None, lat: Sequence[float] | None = None, *,
@@ -175,15 +174,16 @@ def hexagon_regions(lon: Sequence[float] | None = None, lat: Sequence[float] | N
     for _ in range(int(rings)):
         cells |= {n for c in cells for n in h3.grid_disk(c, 1)}
     ids = sorted(cells)
-    return Regions(cell_table(ids), h3_resolution=int(resolution), hexagon_size_m=hexagon_size_m(ids))
+    return Regions(cell_table(ids), h3_resolution=int(resolution),
+                   hexagon_size_m=hexagon_size_m(ids))
 
 
 def cell_table(cells: Sequence[str]) -> pd.DataFrame:
     """The ``regions.csv`` rows of H3 cells: centre and outline, indexed by ``region_id``."""
-    centres = np.array([h3.cell_to_latlng(c) for c in cells])
-    return pd.DataFrame({LON: np.round(centres[:, 1], _DECIMALS), LAT: np.round(centres[:, 0], _DECIMALS),
-                         GEOMETRY: [cell_polygon_wkt(c) for c in cells]},
-                        index=pd.Index(list(cells), name=REGION_ID))
+    lat, lon = np.round(np.array([h3.cell_to_latlng(c) for c in cells]), _DECIMALS).T
+    outlines = [ring_wkt([(x, y) for y, x in h3.cell_to_boundary(c)]) for c in cells]
+    index = pd.Index(list(cells), name=REGION_ID)
+    return pd.DataFrame({LON: lon, LAT: lat, GEOMETRY: outlines}, index=index)
 
 
 def hexagon_size_m(cells: Sequence[str]) -> float:
@@ -910,10 +910,10 @@ def _sharing_one_area(overlap: pd.DataFrame) -> int:
 def _place_images(root: Path, images: pd.DataFrame, copy: bool) -> pd.DataFrame:
     _require(images, [REGION_ID, KIND, PATH], "images")
     rows = []
-    nth = images.groupby([REGION_ID, KIND], sort=False).cumcount()  # a region's street views: 0, 1, ...
+    nth = images.groupby([REGION_ID, KIND], sort=False).cumcount()  # 0, 1, ... per region and kind
     for rid, kind, src, k in zip(images[REGION_ID], images[KIND], images[PATH], nth):
-        src = Path(src)
-        rel = Path("images") / kind / f"{rid}{'' if kind == SATELLITE else f'_{k}'}{src.suffix.lower()}"
+        src, stem = Path(src), rid if kind == SATELLITE else f"{rid}_{k}"
+        rel = Path("images") / kind / f"{stem}{src.suffix.lower()}"
         dest = root / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         if copy:

@@ -96,7 +96,8 @@ def how_to_get(file: str) -> str:
     if downloadable(file):
         dataset = next((name for name, prefix in DATASETS.items() if file.startswith(prefix)), "?")
         return (f"{file} is missing. It comes from {where}. Run `musecl fetch {dataset}` with "
-                "internet access, or put the data directory in place and set MUSECL_DATA_DIR to it.")
+                "internet access, or put the data directory in place and set MUSECL_DATA_DIR "
+                "to it.")
     return (f"{file} is missing. It was derived from {where} ({registry().loc[file, 'note']}), so it "
             "cannot be downloaded byte for byte: get the project's data directory and set MUSECL_DATA_DIR.")
 
