@@ -231,18 +231,14 @@ def polygon_regions(features, id: str | None = "id", crs: str | None = None) -> 
         ids = []
         for i, f in enumerate(items):
             props = f.get("properties") or {}
-            if id is None:
-                ids.append(str(i))
-            elif id in props:
-                if props[id] is None or str(props[id]).strip() == "":
-                    raise RawDataError(f"polygons: feature {i} has no value for its id property {id!r}; "
-                                       "give every region an id")
-                ids.append(str(props[id]))
-            elif "id" in f and id == "id":
-                ids.append(str(f["id"]))
-            else:
+            if id is not None and id not in props and not (id == "id" and "id" in f):
                 raise RawDataError(f"polygons: feature {i} has no property {id!r} (properties: "
                                    f"{sorted(props)}); pass id= the property that names the region")
+            value = i if id is None else props[id] if id in props else f["id"]  # the feature's
+            if value is None or str(value).strip() == "":
+                raise RawDataError(f"polygons: feature {i} has no value for its id property "
+                                   f"{id!r}; give every region an id")
+            ids.append(str(value))
         where = functools.partial(_rows, noun="feature", first=0)  # GeoJSON has no rows
     bad = [ids[i] for i, g in enumerate(geoms)
            if g is None or g.is_empty or g.geom_type not in ("Polygon", "MultiPolygon")]
@@ -266,8 +262,6 @@ def _warn_overlaps(geoms: np.ndarray, ids: list[str], share: float = 0.01) -> No
     left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
     pairs = left < right
     left, right = left[pairs], right[pairs]
-    if not len(left):
-        return
     common = shapely.area(shapely.intersection(geoms[left], geoms[right]))
     smaller = np.minimum(shapely.area(geoms[left]), shapely.area(geoms[right]))
     over = np.flatnonzero(common > share * smaller)
