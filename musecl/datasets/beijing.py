@@ -178,8 +178,7 @@ def lattice_ids(lat, lon, lattice: HexLattice = BEIJING_LATTICE, where: str = "c
 
 
 # --- reading the raw files ---
-def read_indicator_csv(path: str | Path, lattice: HexLattice = BEIJING_LATTICE, name: str = "value"
-                       ) -> pd.Series:
+def read_indicator_csv(path: str | Path, name: str = "value") -> pd.Series:
     """One headerless ``lat, lon, value`` CSV as a Series indexed by region id (str)."""
     path = Path(path)
     table = pd.read_csv(path, header=None)
@@ -192,7 +191,7 @@ def read_indicator_csv(path: str | Path, lattice: HexLattice = BEIJING_LATTICE, 
             i = int(np.flatnonzero(values.isna().to_numpy())[0])
             raise ValueError(f"{path}, row {i + 1}: {col} {table[col].iloc[i]!r} is not a number")
         table[col] = values
-    ids = lattice_ids(table["lat"], table["lon"], lattice, where=str(path))
+    ids = lattice_ids(table["lat"], table["lon"], where=str(path))
     series = pd.Series(table["value"].to_numpy(), index=pd.Index(ids.astype(str), name=REGION_ID), name=name)
     dup = series.index.duplicated()
     if dup.any():
@@ -288,22 +287,21 @@ def _write_images(root: Path, grouped: dict[str, dict], image_size: int | None, 
 # --- the city ---
 def beijing_city_from_files(out: str | Path, indicator_files: Mapping[str, str | Path],
                             image_files: Mapping[str, str | Path] | None = None,
-                            lattice: HexLattice = BEIJING_LATTICE,
                             image_size: int | None = DEFAULT_IMAGE_SIZE,
-                            streetview_views: int = STREETVIEW_VIEWS, name: str = "Beijing",
-                            provenance: str = "", extra: dict | None = None) -> Path:
+                            provenance: str = "") -> Path:
     """Write the city folder from local files.
 
     ``indicator_files``: ``PD``, ``HD``, ``NP`` -> headerless ``lat, lon, value`` CSV;
     ``image_files``: path under the demo's ``images/`` -> local file. The regions are the union of
-    the CSVs' centres, checked to lie on ``lattice``. ``image_size``: None copies the images; a
-    number writes the satellite crop's central square and ``streetview_views`` square views of
-    each panorama at that size, as PNG. Replaces ``out`` if it holds an earlier conversion.
+    the CSVs' centres, checked to lie on :data:`BEIJING_LATTICE`. ``image_size``: None copies the
+    images; a number writes the satellite crop's central square and :data:`STREETVIEW_VIEWS` square
+    views of each panorama at that size, as PNG. Replaces ``out`` if it holds an earlier conversion.
     """
+    lattice, streetview_views = BEIJING_LATTICE, STREETVIEW_VIEWS
     unknown = sorted(set(indicator_files) - set(INDICATORS))
     if unknown:
         raise ValueError(f"unknown indicator(s) {unknown}; known: {sorted(INDICATORS)}")
-    values = {k: read_indicator_csv(v, lattice, k) for k, v in indicator_files.items()}
+    values = {k: read_indicator_csv(v, k) for k, v in indicator_files.items()}
     ids = sorted(set().union(*(s.index for s in values.values())), key=int)
     index = pd.Index(ids, name=REGION_ID)
     lon, lat = lattice.centre([int(i) for i in ids])
@@ -349,7 +347,7 @@ def beijing_city_from_files(out: str | Path, indicator_files: Mapping[str, str |
                            f"(centred at {PANORAMA_CENTRE:.0%} of the height), resized to {image_size} px")}
     n_missing_sat = len(ids) - (0 if images is None else int((images[KIND] == SATELLITE).sum()))
     meta = CityMeta(
-        name=name, crs="EPSG:4326", modalities=modalities, indicators=meta_indicators,
+        name="Beijing", crs="EPSG:4326", modalities=modalities, indicators=meta_indicators,
         hexagon_size_m=round(lattice.hexagon_size_m(float(np.mean(lat))), 1), provenance=provenance,
         max_missing_satellite=MAX_MISSING_SATELLITE if SATELLITE in modalities else 0.5,
         extra={"lattice": {"base_lon": lattice.base_lon, "base_lat": lattice.base_lat,
@@ -360,8 +358,7 @@ def beijing_city_from_files(out: str | Path, indicator_files: Mapping[str, str |
                "notes": (f"{len(ids)} regions with labels; {n_missing_sat} of them have no satellite image and "
                          "none has POIs or mobility, so only location baselines can be scored on the whole "
                          "city. HD is missing where the source has no row (those regions are left out of "
-                         "HD's evaluation)."),
-               **(extra or {})})
+                         "HD's evaluation).")})
     write_city(out, meta, regions, indicators, images=images)
     if images is not None:  # keep each image's raw file beside it (extra columns are allowed)
         images.to_csv(out / IMAGES_CSV, index=False)
@@ -392,17 +389,12 @@ def provenance_text(files: Iterable[str]) -> str:
 
 
 def make_beijing_city(out: str | Path, data_dir: str | Path | None = None,
-                      image_size: int | None = DEFAULT_IMAGE_SIZE, images: bool = True,
-                      download: bool = True) -> Path:
-    """Convert the verified raw Beijing files into a city folder (``images=False``: labels only;
-    ``image_size``: as in :func:`beijing_city_from_files`)."""
-    indicator_files = {k: locate(f, data_dir=data_dir, download=download) for k, f in INDICATOR_FILES.items()}
-    image_files = {}
-    used = list(INDICATOR_FILES.values())
-    if images:
-        for f in files_of(DATASET):
-            if f.startswith(IMAGES_PREFIX):
-                image_files[f[len(IMAGES_PREFIX):]] = locate(f, data_dir=data_dir, download=download)
-                used.append(f)
+                      image_size: int | None = DEFAULT_IMAGE_SIZE) -> Path:
+    """Convert the verified raw Beijing files into a city folder (``image_size``: as in
+    :func:`beijing_city_from_files`)."""
+    indicator_files = {k: locate(f, data_dir=data_dir) for k, f in INDICATOR_FILES.items()}
+    image_files = {f[len(IMAGES_PREFIX):]: locate(f, data_dir=data_dir)
+                   for f in files_of(DATASET) if f.startswith(IMAGES_PREFIX)}
+    used = [*INDICATOR_FILES.values(), *(IMAGES_PREFIX + rel for rel in image_files)]
     return beijing_city_from_files(out, indicator_files, image_files, image_size=image_size,
                                    provenance=provenance_text(used))
