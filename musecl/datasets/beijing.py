@@ -104,10 +104,9 @@ class HexLattice:
 
     def row_col(self, region_id: int | Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
         ids = np.asarray(region_id, dtype=np.int64)
-        if ((ids < 0) | (ids >= self.n_cells)).any():
-            flat = np.atleast_1d(ids)
-            bad = flat[(flat < 0) | (flat >= self.n_cells)][:5]
-            raise LatticeError(f"region id(s) {bad.tolist()} are outside the lattice "
+        bad = np.atleast_1d(ids)[np.atleast_1d((ids < 0) | (ids >= self.n_cells))]
+        if len(bad):
+            raise LatticeError(f"region id(s) {bad[:5].tolist()} are outside the lattice "
                                f"(0..{self.n_cells - 1})")
         return ids // self.n_cols, ids % self.n_cols
 
