@@ -29,8 +29,20 @@ import pandas as pd
 from PIL import Image
 from shapely.geometry import Point, Polygon
 
-from musecl.city import (GEOMETRY, IMAGES_CSV, KIND, LAT, LON, PATH, REGION_ID, SATELLITE,
-                         STREETVIEW, CityMeta, Indicator, write_city)
+from musecl.city import (
+    GEOMETRY,
+    IMAGES_CSV,
+    KIND,
+    LAT,
+    LON,
+    PATH,
+    REGION_ID,
+    SATELLITE,
+    STREETVIEW,
+    CityMeta,
+    Indicator,
+    write_city,
+)
 from musecl.datasets.from_raw import ring_wkt
 from musecl.datasets.sources import files_of, locate, registry
 

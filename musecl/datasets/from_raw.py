@@ -36,10 +36,30 @@ import pandas as pd
 import pyproj
 import shapely
 
-from musecl.city import (CATEGORY, DESTINATION, FLOW, GEOMETRY, IMAGE_KINDS, KIND, LAT, LON,
-                         MOBILITY, ORIGIN, PATH, POI, REGION_ID, SATELLITE, TEXT, WGS84,
-                         CityFormatError, CityMeta, Indicator, image_problem, validate_city,
-                         write_city)
+from musecl.city import (
+    CATEGORY,
+    DESTINATION,
+    FLOW,
+    GEOMETRY,
+    IMAGE_KINDS,
+    KIND,
+    LAT,
+    LON,
+    MOBILITY,
+    ORIGIN,
+    PATH,
+    POI,
+    REGION_ID,
+    SATELLITE,
+    TEXT,
+    WGS84,
+    CityFormatError,
+    CityMeta,
+    Indicator,
+    image_problem,
+    validate_city,
+    write_city,
+)
 from musecl.io import folder_built_beside, read_csv_ids
 
 Outside = Literal["warn", "raise", "ignore"]  # "ignore": the caller expects points outside, and says why

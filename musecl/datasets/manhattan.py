@@ -35,8 +35,20 @@ import pandas as pd
 import shapely
 from shapely.geometry import shape
 
-from musecl.city import (CATEGORY, DESTINATION, FLOW, LAT, LON, ORIGIN, REGION_ID, TEXT, WGS84,
-                         CityMeta, Indicator, write_city)
+from musecl.city import (
+    CATEGORY,
+    DESTINATION,
+    FLOW,
+    LAT,
+    LON,
+    ORIGIN,
+    REGION_ID,
+    TEXT,
+    WGS84,
+    CityMeta,
+    Indicator,
+    write_city,
+)
 from musecl.datasets.from_raw import Regions, assign_points, count_points, indicators_by_area, polygon_regions
 from musecl.datasets.sources import locate, registry
 from musecl.io import read_csv_ids

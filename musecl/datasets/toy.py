@@ -49,9 +49,28 @@ from sklearn.preprocessing import PolynomialFeatures, StandardScaler
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm  # the text bar: tqdm.auto warns in notebooks without ipywidgets
 
-from musecl.city import (CATEGORY, CEILING_ALL, CITY_YAML, DESTINATION, FLOW, KIND, MOBILITY,
-                         MODALITIES, ORIGIN, PATH, POI, REGION_ID, SATELLITE, SOURCE, STREETVIEW,
-                         TEXT, CityMeta, Indicator, inflow_outflow, write_city)
+from musecl.city import (
+    CATEGORY,
+    CEILING_ALL,
+    CITY_YAML,
+    DESTINATION,
+    FLOW,
+    KIND,
+    MOBILITY,
+    MODALITIES,
+    ORIGIN,
+    PATH,
+    POI,
+    REGION_ID,
+    SATELLITE,
+    SOURCE,
+    STREETVIEW,
+    TEXT,
+    CityMeta,
+    Indicator,
+    inflow_outflow,
+    write_city,
+)
 from musecl.datasets.from_raw import cell_table, hexagon_size_m
 from musecl.io import folder_built_beside
 
