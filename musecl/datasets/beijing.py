@@ -43,6 +43,7 @@ from musecl.city import (
     Indicator,
     write_city,
 )
+from musecl.datasets.from_raw import ring_wkt
 from musecl.datasets.sources import files_of, locate, registry
 
 DATASET = "beijing"
@@ -74,10 +75,7 @@ class LatticeError(ValueError):
     """A coordinate is not a centre of the lattice; the message says which file, row and how far off."""
 
 
-# --------------------------------------------------------------------------------------------
-# the lattice
-
-
+# --- the lattice ---
 @dataclass(frozen=True)
 class HexLattice:
     """An offset point lattice whose cells are flat-top hexagons.
@@ -106,10 +104,9 @@ class HexLattice:
 
     def row_col(self, region_id: int | Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
         ids = np.asarray(region_id, dtype=np.int64)
-        if ((ids < 0) | (ids >= self.n_cells)).any():
-            flat = np.atleast_1d(ids)
-            bad = flat[(flat < 0) | (flat >= self.n_cells)][:5]
-            raise LatticeError(f"region id(s) {bad.tolist()} are outside the lattice "
+        bad = np.atleast_1d(ids)[np.atleast_1d((ids < 0) | (ids >= self.n_cells))]
+        if len(bad):
+            raise LatticeError(f"region id(s) {bad[:5].tolist()} are outside the lattice "
                                f"(0..{self.n_cells - 1})")
         return ids // self.n_cols, ids % self.n_cols
 
@@ -148,11 +145,6 @@ class HexLattice:
 
         return [vertex(du, dr) for du, dr in ((2, 0), (1, 1), (-1, 1), (-2, 0), (-1, -1), (1, -1))]
 
-    def hexagon_wkt(self, region_id: int) -> str:
-        ring = self.hexagon(region_id)
-        ring.append(ring[0])
-        return "POLYGON ((" + ", ".join(f"{x:.8f} {y:.8f}" for x, y in ring) + "))"
-
     def hexagon_size_m(self, lat: float | None = None) -> float:
         """Centre-to-vertex size in metres at latitude ``lat`` (default: the lattice's middle
         row)."""
@@ -184,12 +176,8 @@ def lattice_ids(lat, lon, lattice: HexLattice = BEIJING_LATTICE, where: str = "c
     return ids
 
 
-# --------------------------------------------------------------------------------------------
-# reading the raw files
-
-
-def read_indicator_csv(path: str | Path, lattice: HexLattice = BEIJING_LATTICE, name: str = "value"
-                       ) -> pd.Series:
+# --- reading the raw files ---
+def read_indicator_csv(path: str | Path, name: str = "value") -> pd.Series:
     """One headerless ``lat, lon, value`` CSV as a Series indexed by region id (str)."""
     path = Path(path)
     table = pd.read_csv(path, header=None)
@@ -202,7 +190,7 @@ def read_indicator_csv(path: str | Path, lattice: HexLattice = BEIJING_LATTICE, 
             i = int(np.flatnonzero(values.isna().to_numpy())[0])
             raise ValueError(f"{path}, row {i + 1}: {col} {table[col].iloc[i]!r} is not a number")
         table[col] = values
-    ids = lattice_ids(table["lat"], table["lon"], lattice, where=str(path))
+    ids = lattice_ids(table["lat"], table["lon"], where=str(path))
     series = pd.Series(table["value"].to_numpy(), index=pd.Index(ids.astype(str), name=REGION_ID), name=name)
     dup = series.index.duplicated()
     if dup.any():
@@ -244,10 +232,7 @@ def group_image_files(files: Mapping[str, str | Path]) -> dict[str, dict]:
     return regions
 
 
-# --------------------------------------------------------------------------------------------
-# images
-
-
+# --- images ---
 def square_crop(image, size: int | None):
     """The central square of an image, resized to ``size`` (None: kept at its size)."""
     w, h = image.size
@@ -274,61 +259,53 @@ def panorama_views(image, n_views: int = STREETVIEW_VIEWS, size: int | None = DE
 
 
 def _write_images(root: Path, grouped: dict[str, dict], image_size: int | None, n_views: int) -> pd.DataFrame:
+    """Copy (``image_size=None``) or square and resize each region's images into its folder."""
     rows = []
     for rid, entry in sorted(grouped.items(), key=lambda kv: int(kv[0])):
         folder = root / "images" / rid
         folder.mkdir(parents=True, exist_ok=True)
-        rel, src = entry["satellite"]
-        if image_size is None:
-            target = folder / f"satellite{src.suffix.lower()}"
-            shutil.copyfile(src, target)
-        else:
-            target = folder / "satellite.png"
-            with Image.open(src) as im:
-                square_crop(im.convert("RGB"), image_size).save(target)
-        rows.append((rid, SATELLITE, target.relative_to(root).as_posix(), rel))
-        for rel, src in entry["streetview"]:
+        items = [(SATELLITE, entry["satellite"]), *((STREETVIEW, e) for e in entry["streetview"])]
+        for kind, (rel, src) in items:
+            stem = "satellite" if kind == SATELLITE else f"sv_{src.stem}"
             if image_size is None:
-                target = folder / f"sv_{src.stem}{src.suffix.lower()}"
-                shutil.copyfile(src, target)
-                rows.append((rid, STREETVIEW, target.relative_to(root).as_posix(), rel))
-                continue
-            with Image.open(src) as im:
-                views = panorama_views(im.convert("RGB"), n_views, image_size)
-            for k, view in enumerate(views):
-                target = folder / f"sv_{src.stem}_v{k}.png"
-                view.save(target)
-                rows.append((rid, STREETVIEW, target.relative_to(root).as_posix(), rel))
+                targets = [folder / f"{stem}{src.suffix.lower()}"]
+                shutil.copyfile(src, targets[0])
+            else:
+                with Image.open(src) as im:
+                    im = im.convert("RGB")
+                    views = ([square_crop(im, image_size)] if kind == SATELLITE
+                             else panorama_views(im, n_views, image_size))
+                targets = [folder / (f"{stem}.png" if kind == SATELLITE else f"{stem}_v{k}.png")
+                           for k in range(len(views))]
+                for view, target in zip(views, targets):
+                    view.save(target)
+            rows += [(rid, kind, t.relative_to(root).as_posix(), rel) for t in targets]
     return pd.DataFrame(rows, columns=[REGION_ID, KIND, PATH, "source"])
 
 
-# --------------------------------------------------------------------------------------------
-# the city
-
-
+# --- the city ---
 def beijing_city_from_files(out: str | Path, indicator_files: Mapping[str, str | Path],
                             image_files: Mapping[str, str | Path] | None = None,
-                            lattice: HexLattice = BEIJING_LATTICE,
                             image_size: int | None = DEFAULT_IMAGE_SIZE,
-                            streetview_views: int = STREETVIEW_VIEWS, name: str = "Beijing",
-                            provenance: str = "", extra: dict | None = None) -> Path:
+                            provenance: str = "") -> Path:
     """Write the city folder from local files.
 
     ``indicator_files``: ``PD``, ``HD``, ``NP`` -> headerless ``lat, lon, value`` CSV;
     ``image_files``: path under the demo's ``images/`` -> local file. The regions are the union of
-    the CSVs' centres, checked to lie on ``lattice``. ``image_size``: None copies the images; a
-    number writes the satellite crop's central square and ``streetview_views`` square views of
-    each panorama at that size, as PNG. Replaces ``out`` if it holds an earlier conversion.
+    the CSVs' centres, checked to lie on :data:`BEIJING_LATTICE`. ``image_size``: None copies the
+    images; a number writes the satellite crop's central square and :data:`STREETVIEW_VIEWS` square
+    views of each panorama at that size, as PNG. Replaces ``out`` if it holds an earlier conversion.
     """
+    lattice, streetview_views = BEIJING_LATTICE, STREETVIEW_VIEWS
     unknown = sorted(set(indicator_files) - set(INDICATORS))
     if unknown:
         raise ValueError(f"unknown indicator(s) {unknown}; known: {sorted(INDICATORS)}")
-    values = {k: read_indicator_csv(v, lattice, k) for k, v in indicator_files.items()}
+    values = {k: read_indicator_csv(v, k) for k, v in indicator_files.items()}
     ids = sorted(set().union(*(s.index for s in values.values())), key=int)
     index = pd.Index(ids, name=REGION_ID)
     lon, lat = lattice.centre([int(i) for i in ids])
-    regions = pd.DataFrame({LON: lon, LAT: lat, GEOMETRY: [lattice.hexagon_wkt(int(i)) for i in ids]},
-                           index=index)
+    outlines = [ring_wkt(lattice.hexagon(int(i)), 8) for i in ids]
+    regions = pd.DataFrame({LON: lon, LAT: lat, GEOMETRY: outlines}, index=index)
     indicators = pd.DataFrame({k: values[k].reindex(index) for k in INDICATORS if k in values}, index=index)
     meta_indicators = {k: INDICATORS[k] for k in indicators.columns}
     for k, ind in meta_indicators.items():
@@ -369,7 +346,7 @@ def beijing_city_from_files(out: str | Path, indicator_files: Mapping[str, str |
                            f"(centred at {PANORAMA_CENTRE:.0%} of the height), resized to {image_size} px")}
     n_missing_sat = len(ids) - (0 if images is None else int((images[KIND] == SATELLITE).sum()))
     meta = CityMeta(
-        name=name, crs="EPSG:4326", modalities=modalities, indicators=meta_indicators,
+        name="Beijing", crs="EPSG:4326", modalities=modalities, indicators=meta_indicators,
         hexagon_size_m=round(lattice.hexagon_size_m(float(np.mean(lat))), 1), provenance=provenance,
         max_missing_satellite=MAX_MISSING_SATELLITE if SATELLITE in modalities else 0.5,
         extra={"lattice": {"base_lon": lattice.base_lon, "base_lat": lattice.base_lat,
@@ -380,8 +357,7 @@ def beijing_city_from_files(out: str | Path, indicator_files: Mapping[str, str |
                "notes": (f"{len(ids)} regions with labels; {n_missing_sat} of them have no satellite image and "
                          "none has POIs or mobility, so only location baselines can be scored on the whole "
                          "city. HD is missing where the source has no row (those regions are left out of "
-                         "HD's evaluation)."),
-               **(extra or {})})
+                         "HD's evaluation).")})
     write_city(out, meta, regions, indicators, images=images)
     if images is not None:  # keep each image's raw file beside it (extra columns are allowed)
         images.to_csv(out / IMAGES_CSV, index=False)
@@ -412,17 +388,12 @@ def provenance_text(files: Iterable[str]) -> str:
 
 
 def make_beijing_city(out: str | Path, data_dir: str | Path | None = None,
-                      image_size: int | None = DEFAULT_IMAGE_SIZE, images: bool = True,
-                      download: bool = True) -> Path:
-    """Convert the verified raw Beijing files into a city folder (``images=False``: labels only;
-    ``image_size``: as in :func:`beijing_city_from_files`)."""
-    indicator_files = {k: locate(f, data_dir=data_dir, download=download) for k, f in INDICATOR_FILES.items()}
-    image_files = {}
-    used = list(INDICATOR_FILES.values())
-    if images:
-        for f in files_of(DATASET):
-            if f.startswith(IMAGES_PREFIX):
-                image_files[f[len(IMAGES_PREFIX):]] = locate(f, data_dir=data_dir, download=download)
-                used.append(f)
+                      image_size: int | None = DEFAULT_IMAGE_SIZE) -> Path:
+    """Convert the verified raw Beijing files into a city folder (``image_size``: as in
+    :func:`beijing_city_from_files`)."""
+    indicator_files = {k: locate(f, data_dir=data_dir) for k, f in INDICATOR_FILES.items()}
+    image_files = {f[len(IMAGES_PREFIX):]: locate(f, data_dir=data_dir)
+                   for f in files_of(DATASET) if f.startswith(IMAGES_PREFIX)}
+    used = [*INDICATOR_FILES.values(), *(IMAGES_PREFIX + rel for rel in image_files)]
     return beijing_city_from_files(out, indicator_files, image_files, image_size=image_size,
                                    provenance=provenance_text(used))

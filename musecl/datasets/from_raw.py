@@ -19,6 +19,7 @@ so neither ever compares every point with every region.
 """
 from __future__ import annotations
 
+import functools
 import json
 import numbers
 import os
@@ -70,10 +71,7 @@ class RawDataError(ValueError):
     """A raw input cannot be converted; the message names the source, the column and the rows."""
 
 
-# --------------------------------------------------------------------------------------------
-# regions
-
-
+# --- regions ---
 @dataclass(frozen=True)
 class Regions:
     """The spatial units of a city: ``table``, a GeoDataFrame indexed by ``region_id`` with the
@@ -109,11 +107,10 @@ class Regions:
         return self.table.geometry.to_numpy()
 
 
-def cell_polygon_wkt(cell: str) -> str:
-    """The WKT polygon (lon lat, closed ring) of an H3 cell."""
-    pts = [(lng, lat) for lat, lng in h3.cell_to_boundary(cell)]
-    pts.append(pts[0])
-    return "POLYGON ((" + ", ".join(f"{lng:.7f} {lat:.7f}" for lng, lat in pts) + "))"
+def ring_wkt(points: Sequence[tuple[float, float]], decimals: int = _DECIMALS) -> str:
+    """A polygon's WKT from its (lon, lat) vertices, the ring closed, with fixed decimals."""
+    ring = [*points, points[0]]
+    return "POLYGON ((" + ", ".join(f"{x:.{decimals}f} {y:.{decimals}f}" for x, y in ring) + "))"
 
 
 def hexagon_regions(lon: Sequence[float] | None = None, lat: Sequence[float] | None = None, *,
@@ -158,7 +155,9 @@ def hexagon_regions(lon: Sequence[float] | None = None, lat: Sequence[float] | N
                                    f"min < max; got {bbox!r}")
             shape = shapely.box(*bbox)
         else:
-            shape = _union(_read_geometries(area, "area"))
+            shape = shapely.union_all(_read_geometries(area, "area"))
+            if shape.is_empty or shape.geom_type not in ("Polygon", "MultiPolygon"):
+                raise RawDataError(f"area must be a polygon or multipolygon; got {shape.geom_type}")
         shape = _to_wgs84(np.array([shape], dtype=object), crs, "area")[0]
         _check_lonlat(np.array([shape], dtype=object), ["bbox" if bbox is not None else "area"],
                       "area", crs)
@@ -175,11 +174,16 @@ def hexagon_regions(lon: Sequence[float] | None = None, lat: Sequence[float] | N
     for _ in range(int(rings)):
         cells |= {n for c in cells for n in h3.grid_disk(c, 1)}
     ids = sorted(cells)
-    centres = np.array([h3.cell_to_latlng(c) for c in ids])
-    table = pd.DataFrame({LON: np.round(centres[:, 1], 7), LAT: np.round(centres[:, 0], 7),
-                          GEOMETRY: [cell_polygon_wkt(c) for c in ids]},
-                         index=pd.Index(ids, name=REGION_ID))
-    return Regions(table, h3_resolution=int(resolution), hexagon_size_m=hexagon_size_m(ids))
+    return Regions(cell_table(ids), h3_resolution=int(resolution),
+                   hexagon_size_m=hexagon_size_m(ids))
+
+
+def cell_table(cells: Sequence[str]) -> pd.DataFrame:
+    """The ``regions.csv`` rows of H3 cells: centre and outline, indexed by ``region_id``."""
+    lat, lon = np.round(np.array([h3.cell_to_latlng(c) for c in cells]), _DECIMALS).T
+    outlines = [ring_wkt([(x, y) for y, x in h3.cell_to_boundary(c)]) for c in cells]
+    index = pd.Index(list(cells), name=REGION_ID)
+    return pd.DataFrame({LON: lon, LAT: lat, GEOMETRY: outlines}, index=index)
 
 
 def hexagon_size_m(cells: Sequence[str]) -> float:
@@ -227,22 +231,15 @@ def polygon_regions(features, id: str | None = "id", crs: str | None = None) -> 
         ids = []
         for i, f in enumerate(items):
             props = f.get("properties") or {}
-            if id is None:
-                ids.append(str(i))
-            elif id in props:
-                if props[id] is None or str(props[id]).strip() == "":
-                    raise RawDataError(f"polygons: feature {i} has no value for its id property {id!r}; "
-                                       "give every region an id")
-                ids.append(str(props[id]))
-            elif "id" in f and id == "id":
-                ids.append(str(f["id"]))
-            else:
+            if id is not None and id not in props and not (id == "id" and "id" in f):
                 raise RawDataError(f"polygons: feature {i} has no property {id!r} (properties: "
                                    f"{sorted(props)}); pass id= the property that names the region")
-
-        def where(mask):  # GeoJSON has no rows: features by position
-            idx = np.flatnonzero(mask)
-            return "features " + ", ".join(str(i) for i in idx[:_SHOW]) + (" ..." if len(idx) > _SHOW else "")
+            value = i if id is None else props[id] if id in props else f["id"]  # the feature's
+            if value is None or str(value).strip() == "":
+                raise RawDataError(f"polygons: feature {i} has no value for its id property "
+                                   f"{id!r}; give every region an id")
+            ids.append(str(value))
+        where = functools.partial(_rows, noun="feature", first=0)  # GeoJSON has no rows
     bad = [ids[i] for i, g in enumerate(geoms)
            if g is None or g.is_empty or g.geom_type not in ("Polygon", "MultiPolygon")]
     if bad:
@@ -265,8 +262,6 @@ def _warn_overlaps(geoms: np.ndarray, ids: list[str], share: float = 0.01) -> No
     left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
     pairs = left < right
     left, right = left[pairs], right[pairs]
-    if not len(left):
-        return
     common = shapely.area(shapely.intersection(geoms[left], geoms[right]))
     smaller = np.minimum(shapely.area(geoms[left]), shapely.area(geoms[right]))
     over = np.flatnonzero(common > share * smaller)
@@ -279,10 +274,7 @@ def _warn_overlaps(geoms: np.ndarray, ids: list[str], share: float = 0.01) -> No
                       "'Fix geometries', then 'Difference')", stacklevel=3)
 
 
-# --------------------------------------------------------------------------------------------
-# points to regions
-
-
+# --- points to regions ---
 def assign_points(lon: Sequence[float], lat: Sequence[float], regions: Regions,
                   crs: str = WGS84) -> pd.Series:
     """The ``region_id`` of each point (x, y in ``crs``), missing outside every region; a point
@@ -427,10 +419,7 @@ def images_from_folder(source, regions: Regions, *, root: str | os.PathLike | No
     return out.reset_index(drop=True)
 
 
-# --------------------------------------------------------------------------------------------
-# indicators by area
-
-
+# --- indicators by area ---
 def indicators_by_area(areas: Regions, values: pd.DataFrame, regions: Regions,
                        how: str | Mapping[str, str] = "density",
                        min_coverage: float | Mapping[str, float] = 0.5) -> pd.DataFrame:
@@ -534,10 +523,7 @@ def indicators_by_area(areas: Regions, values: pd.DataFrame, regions: Regions,
     return out
 
 
-# --------------------------------------------------------------------------------------------
-# the city folder
-
-
+# --- the city folder ---
 def build_city(out: str | os.PathLike, regions: Regions, indicators: pd.DataFrame, *,
                log: bool | Mapping[str, bool] | None = None,
                pois: pd.DataFrame | None = None, od: pd.DataFrame | None = None,
@@ -644,10 +630,7 @@ def _log_choices(log, meta_in: Mapping, columns: list[str]) -> dict[str, bool]:
     return choices
 
 
-# --------------------------------------------------------------------------------------------
-# helpers
-
-
+# --- helpers ---
 def _read_table(source, what: str, ids: Sequence[str] = ()) -> pd.DataFrame:
     """A DataFrame as given, or a CSV with the ``ids`` columns read as text as written (``"01"``)."""
     if isinstance(source, pd.DataFrame):
@@ -671,11 +654,11 @@ def _no_blanks(df: pd.DataFrame, col: str, what: str, hint: str) -> None:
         raise RawDataError(f"{what}: column {col!r} is empty in {_count_rows(blank)}; {hint}")
 
 
-def _rows(mask: pd.Series | np.ndarray) -> str:
+def _rows(mask: pd.Series | np.ndarray, noun: str = "row", first: int = 2) -> str:
     """'rows 2, 5, 9' in spreadsheet numbering (header is row 1), the first few only."""
     idx = np.flatnonzero(np.asarray(mask))
-    shown = ", ".join(str(i + 2) for i in idx[:_SHOW])
-    return f"row{'s' if len(idx) > 1 else ''} {shown}{' ...' if len(idx) > _SHOW else ''}"
+    shown = ", ".join(str(i + first) for i in idx[:_SHOW])
+    return f"{noun}{'s' if len(idx) > 1 else ''} {shown}{' ...' if len(idx) > _SHOW else ''}"
 
 
 def _source(what: str, source) -> str:
@@ -802,13 +785,6 @@ def _shape(feature: Mapping):
     return shapely.geometry.shape(feature["geometry"]) if feature.get("geometry") else None
 
 
-def _union(geoms: list):
-    shape = shapely.union_all(geoms)
-    if shape.is_empty or shape.geom_type not in ("Polygon", "MultiPolygon"):
-        raise RawDataError(f"area must be a polygon or multipolygon; got {shape.geom_type}")
-    return shape
-
-
 def _table_crs(features, crs):
     """``crs``, else the GeoDataFrame's own, else WGS84; a ``crs`` contradicting the table's raises."""
     own = getattr(features, "crs", None) if isinstance(features, pd.DataFrame) else None
@@ -928,13 +904,10 @@ def _sharing_one_area(overlap: pd.DataFrame) -> int:
 def _place_images(root: Path, images: pd.DataFrame, copy: bool) -> pd.DataFrame:
     _require(images, [REGION_ID, KIND, PATH], "images")
     rows = []
-    counter: dict[tuple[str, str], int] = {}
-    for rid, kind, src in zip(images[REGION_ID], images[KIND], images[PATH]):
-        src = Path(src)
-        k = counter.get((rid, kind), 0)
-        counter[(rid, kind)] = k + 1
-        rel = Path("images") / kind / (f"{rid}{src.suffix.lower()}" if kind == SATELLITE
-                                       else f"{rid}_{k}{src.suffix.lower()}")
+    nth = images.groupby([REGION_ID, KIND], sort=False).cumcount()  # 0, 1, ... per region and kind
+    for rid, kind, src, k in zip(images[REGION_ID], images[KIND], images[PATH], nth):
+        src, stem = Path(src), rid if kind == SATELLITE else f"{rid}_{k}"
+        rel = Path("images") / kind / f"{stem}{src.suffix.lower()}"
         dest = root / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         if copy:

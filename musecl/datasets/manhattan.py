@@ -85,10 +85,7 @@ INDICATORS = {
 }
 
 
-# --------------------------------------------------------------------------------------------
-# regions
-
-
+# --- regions ---
 def read_regions(path: str | os.PathLike) -> Regions:
     """Regions of a GeoJSON FeatureCollection with a ``region_id`` property (WGS84), sorted
     numerically where ids are numbers; centres are centroids, as the benchmark's own code uses,
@@ -109,10 +106,7 @@ def read_regions(path: str | os.PathLike) -> Regions:
     return Regions(table)
 
 
-# --------------------------------------------------------------------------------------------
-# readers of the raw files (each takes a path and returns plain tables / arrays)
-
-
+# --- readers of the raw files (each takes a path and returns plain tables / arrays) ---
 def od_table(matrix, region_ids: Sequence[str]) -> pd.DataFrame:
     """An N x N origin -> destination matrix (a leading axis of size 1 is dropped) as
     ``origin, destination, flow`` rows; zero cells are left out (they carry no trips)."""
@@ -190,10 +184,7 @@ def read_arrest_points(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]
     return raw["Longitude"].to_numpy(float), raw["Latitude"].to_numpy(float)
 
 
-# --------------------------------------------------------------------------------------------
-# the converter
-
-
+# --- the converter ---
 def convert_manhattan(paths: dict[str, Path], out: str | os.PathLike,
                       sources: dict[str, dict] | None = None, tract_crs: str = TRACT_CRS) -> Path:
     """Write the city folder from raw files given by role (the keys of :data:`FILES`);
@@ -222,10 +213,10 @@ def convert_manhattan(paths: dict[str, Path], out: str | os.PathLike,
     props, tracts = read_tracts(paths["tracts"], tract_crs)
     income_by_geoid = read_income(paths["income"])
     geoid = [tract_geoid(b) if str(b).startswith("1") and len(str(b)) == 7 else None
-             for b in props["BoroCT2020"]]
+             for b in props["BoroCT2020"]]  # None: a tract of another borough
     tract_values = pd.DataFrame({
         "population_density": props["population_density"].astype(float).to_numpy(),
-        "median_income": [income_by_geoid.get(g, np.nan) if g else np.nan for g in geoid],
+        "median_income": [income_by_geoid.get(g, np.nan) for g in geoid],
     }, index=tracts.ids, dtype=float)
     # The tracts cover every region, so the density takes any overlap (min_coverage=0). Some
     # regions lie mostly in tracts without an income (Central Park's): they keep the income of the
@@ -233,8 +224,6 @@ def convert_manhattan(paths: dict[str, Path], out: str | os.PathLike,
     # be a border sliver's, and the income is missing (allow_missing).
     by_area = indicators_by_area(tracts, tract_values, regions, how="density",
                                  min_coverage={"population_density": 0, "median_income": INCOME_MIN_COVERAGE})
-    density = by_area["population_density"].to_numpy()
-    income = by_area["median_income"].to_numpy()
     a_lon, a_lat = read_arrest_points(paths["arrests"])
     # the file covers all five boroughs: most arrests lie outside the regions
     arrests = count_points(a_lon, a_lat, regions, outside="ignore").to_numpy()
@@ -242,12 +231,12 @@ def convert_manhattan(paths: dict[str, Path], out: str | os.PathLike,
     indicators = pd.DataFrame({
         "crime": per_region(paths["crime"], "crime counts"),
         "check_in": per_region(paths["check_in"], "check-in counts"),
-        "population_density": density,
-        "median_income": income,
+        **by_area,  # population_density, median_income
         "arrests": arrests.astype(float),
     }, index=regions.ids)
-    if np.isnan(density).any():
-        bad = list(regions.ids[np.isnan(density)][:5])
+    no_tract = indicators["population_density"].isna().to_numpy()
+    if no_tract.any():
+        bad = list(regions.ids[no_tract][:5])
         raise ValueError(f"population density: regions {bad} overlap no census tract; is tract_crs "
                          f"({tract_crs}) the tracts' real CRS?")
 

@@ -94,19 +94,15 @@ def how_to_get(file: str) -> str:
     """The sentence a user needs when ``file`` is missing."""
     where = source_of(file)
     if downloadable(file):
-        return (f"{file} is missing. It comes from {where}. Run `musecl fetch "
-                f"{_dataset_of(file)}` with internet access, or put the data directory in place and set "
-                "MUSECL_DATA_DIR to it.")
+        dataset = next((name for name, prefix in DATASETS.items() if file.startswith(prefix)), "?")
+        return (f"{file} is missing. It comes from {where}. Run `musecl fetch {dataset}` with "
+                "internet access, or put the data directory in place and set MUSECL_DATA_DIR "
+                "to it.")
     return (f"{file} is missing. It was derived from {where} ({registry().loc[file, 'note']}), so it "
             "cannot be downloaded byte for byte: get the project's data directory and set MUSECL_DATA_DIR.")
 
 
-def _dataset_of(file: str) -> str:
-    return next((name for name, prefix in DATASETS.items() if file.startswith(prefix)), "?")
-
-
-def locate(file: str, data_dir: str | os.PathLike | None = None, download: bool = True,
-           progress: bool = False) -> Path:
+def locate(file: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> Path:
     """The verified local path of one registry file (see the module docstring for the order)."""
     if file not in registry().index:
         raise KeyError(f"{file!r} is not in the data registry (musecl/datasets/registry.csv)")
@@ -119,7 +115,7 @@ def locate(file: str, data_dir: str | os.PathLike | None = None, download: bool 
     if not (download and downloadable(file)) or os.environ.get("MUSECL_OFFLINE"):
         raise DataMissingError(f"{how_to_get(file)} Looked in {_searched(data_dir, root)} and the download cache "
                                f"{cache_dir()}.")
-    return _download(file, progress=progress)
+    return _download(file)
 
 
 def _searched(data_dir, root: Path | None) -> str:
@@ -130,7 +126,7 @@ def _searched(data_dir, root: Path | None) -> str:
     return f"no data directory ({given} does not exist)" if given else "no data directory (none is set or found)"
 
 
-def _download(file: str, progress: bool = False) -> Path:
+def _download(file: str) -> Path:
     import pooch  # local, as in cache_dir
 
     row = registry().loc[file]
@@ -138,8 +134,7 @@ def _download(file: str, progress: bool = False) -> Path:
     target = cache_dir() / file
     try:
         path = pooch.retrieve(url, known_hash=f"sha256:{row['sha256']}", fname=target.name,
-                              path=target.parent, progressbar=progress,
-                              downloader=pooch.HTTPDownloader(timeout=DOWNLOAD_TIMEOUT_S, progressbar=progress))
+                              path=target.parent, downloader=pooch.HTTPDownloader(timeout=DOWNLOAD_TIMEOUT_S))
     except ValueError as err:  # pooch deletes a download whose hash differs
         raise ChecksumError(f"download of {file} from {url} has the wrong sha256; rejected ({err})") from None
     except Exception as err:  # offline, DNS, HTTP 404, timeout
@@ -159,7 +154,7 @@ def fetch(name: str, data_dir: str | os.PathLike | None = None, download: bool =
     paths = {}
     for file in tqdm(every if files is None else list(files), desc=f"fetch {name}", unit="file",
                      disable=None if progress else True):
-        paths[file] = locate(file, data_dir=data_dir, download=download, progress=False)
+        paths[file] = locate(file, data_dir=data_dir, download=download)
     return paths
 
 

@@ -55,10 +55,7 @@ from musecl.city import (
     CITY_YAML,
     DESTINATION,
     FLOW,
-    GEOMETRY,
     KIND,
-    LAT,
-    LON,
     MOBILITY,
     MODALITIES,
     ORIGIN,
@@ -74,7 +71,7 @@ from musecl.city import (
     inflow_outflow,
     write_city,
 )
-from musecl.datasets.from_raw import cell_polygon_wkt, hexagon_size_m
+from musecl.datasets.from_raw import cell_table, hexagon_size_m
 from musecl.io import folder_built_beside
 
 TOY_SMOKE_REGIONS = 150
@@ -129,7 +126,6 @@ INDICATORS = {
 # Oracle R2 each indicator's noise is set to reach (on ln(1+x)); crime is the noisiest.
 _TARGET_R2 = {"PD": 0.90, "HD": 0.86, "MC": 0.88, "NP": 0.92, "NC": 0.80, "CR": 0.72}
 
-# --------------------------------------------------------------------------------------------
 # POI taxonomy: log-weight = coef . [1, landuse, affluence - 0.5, activity, farm, green].
 # No footprint or height term: POIs tell what a place is used for and by whom, not how much is built.
 
@@ -205,10 +201,7 @@ _BACKGROUND = {"footprint": (0.45, 0.17), "height": (0.30, 0.14), "landuse": (0.
                "affluence": (0.50, 0.17), "activity": (0.30, 0.14)}
 
 
-# --------------------------------------------------------------------------------------------
-# geometry
-
-
+# --- geometry ---
 def _plane(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Metres east and north of (0, 0) on an equirectangular plane (exact enough near Null Island)."""
     return np.deg2rad(lon) * EARTH_RADIUS_M, np.deg2rad(lat) * EARTH_RADIUS_M
@@ -336,10 +329,7 @@ class _Layout:
                 for name, (x, y, *_rest) in self.centres.items()}
 
 
-# --------------------------------------------------------------------------------------------
-# latents
-
-
+# --- latents ---
 def _decorrelated(values: np.ndarray) -> np.ndarray:
     """Columns whitened to uncorrelated unit variance: independent smooth fields correlate by chance."""
     centred = values - values.mean(axis=0)
@@ -384,10 +374,7 @@ def _latents(layout: _Layout, x: np.ndarray, y: np.ndarray, edge_m: float,
     return out.clip(0, 1).round(4)
 
 
-# --------------------------------------------------------------------------------------------
-# POIs
-
-
+# --- POIs ---
 def _poi_rate(lat: pd.DataFrame) -> np.ndarray:
     """Expected POIs per region: shop fronts follow land use and footfall, not floor area."""
     u, t, r, w = (lat[c].to_numpy() for c in ("landuse", "activity", "farm", "water"))
@@ -432,24 +419,16 @@ def _reviews(cats: np.ndarray, aff: np.ndarray, act: np.ndarray, rng: np.random.
     pick = rng.integers(0, 1 << 30, (p, 15))
     empty = rng.random(p) < 0.05 + 0.12 * (1 - t)
     cat_words = [row[-1].split() for row in _POI_TABLE]
-    vocab = [_WORDS[g] if g != "category" else None for g in groups]
-    out = []
-    for i in range(p):
-        if empty[i]:
-            out.append("")
-            continue
-        words = []
-        for j in range(n_words[i]):
-            g = group[i, j]
-            v = cat_words[cats[i]] if vocab[g] is None else vocab[g]
-            words.append(v[pick[i, j] % len(v)])
-        out.append(" ".join(words))
-    return out
+    vocab = [_WORDS.get(g) for g in groups]  # None: the POI's own category words
+
+    def word(i: int, j: int) -> str:
+        v = vocab[group[i, j]] or cat_words[cats[i]]
+        return v[pick[i, j] % len(v)]
+
+    return ["" if empty[i] else " ".join(word(i, j) for j in range(n_words[i])) for i in range(p)]
 
 
-# --------------------------------------------------------------------------------------------
-# homes, jobs, trips and indicators
-
+# --- homes, jobs, trips and indicators ---
 NEAR_CANDIDATES = 120  # nearest regions every origin may send trips to
 FAR_CANDIDATES = 120  # plus this many drawn at random from the rest of the city (long-range links)
 COMMUTE_DECAY_M = 5000.0  # distance decay of ordinary trips: commuting crosses the city
@@ -581,9 +560,7 @@ def _r2(y: np.ndarray, pred: np.ndarray) -> float:
     return float(1 - ((y - pred) ** 2).sum() / ((y - y.mean()) ** 2).sum())
 
 
-# --------------------------------------------------------------------------------------------
-# ceilings
-
+# --- ceilings ---
 CEILING_NEIGHBOURS = 30
 CEILING_FOLDS = 5
 CEILING_ESTIMATOR = (
@@ -660,10 +637,7 @@ def _ceilings(world: pd.DataFrame, indicators: pd.DataFrame, seed: int
     return table[[SOURCE, *indicators.columns]].round(5), ceilings
 
 
-# --------------------------------------------------------------------------------------------
-# images
-
-
+# --- images ---
 def _jitter(rng: np.random.Generator, rgb, sd: float = 12.0) -> np.ndarray:
     return np.clip(np.asarray(rgb, dtype=np.float32) + rng.normal(0, sd, 3), 0, 255)
 
@@ -867,10 +841,7 @@ def _streetview(rng: np.random.Generator, s: int, lat: dict) -> Image.Image:
     return _finish(img, rng)
 
 
-# --------------------------------------------------------------------------------------------
-# the city
-
-
+# --- the city ---
 def _check_args(n_regions, seed, image_size) -> None:
     if not isinstance(n_regions, (int, np.integer)) or n_regions < 7:
         raise ValueError(f"n_regions must be an integer >= 7 (one ring of hexagons), got {n_regions!r}")
@@ -927,8 +898,7 @@ def _write(root: Path, n: int, seed: int, image_size: int, progress: bool) -> No
     lat = _latents(layout, x, y, edge_m, stream(2))
     lat.index = pd.Index(ids, name=REGION_ID)
 
-    regions = pd.DataFrame({LON: np.round(lon_deg, 7), LAT: np.round(lat_deg, 7),
-                            GEOMETRY: [cell_polygon_wkt(c) for c in ids]}, index=lat.index)
+    regions = cell_table(ids)
     pois = _pois(ids, lat, stream(3))
     od, expected_out, expected_in = _od(ids, x, y, lat, area_km2, stream(4))
     mobility = inflow_outflow(od).reindex(lat.index, fill_value=0.0).astype(np.int64)
