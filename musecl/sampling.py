@@ -104,29 +104,22 @@ def transform_features(features, transform: str = "raw") -> np.ndarray | sp.csr_
     identical.
     """
     check_choice("transform", transform, TRANSFORMS)
-    if sp.issparse(features):
-        return _transform_sparse(_as_csr(features), transform)
-    X = np.asarray(features, dtype=float)
+    sparse = sp.issparse(features)
+    X = _as_csr(features) if sparse else np.asarray(features, dtype=float)
     if transform == "raw":
         return X
-    if (X < 0).any():
-        row = int(np.flatnonzero((X < 0).any(axis=1))[0]) if X.ndim == 2 else 0
+    values = X.data if sparse else X.reshape(-1)  # a sparse matrix's stored values: zeros stay 0
+    if (values < 0).any():
+        first = int(np.flatnonzero(values < 0)[0])
+        row = (np.searchsorted(X.indptr, first, side="right") - 1 if sparse
+               else first // X.shape[1] if X.ndim == 2 else 0)
         raise ValueError(f"transform {transform!r} needs non-negative counts; row {row} has a negative "
                          "value. Use transform='raw' for signed features.")
-    if transform == "log1p":
-        return np.log1p(X)
-    total = X.sum(axis=-1, keepdims=True)
-    return np.divide(X, total, out=np.zeros_like(X), where=total > 0)
-
-
-def _transform_sparse(X: sp.csr_matrix, transform: str) -> sp.csr_matrix:
-    """:func:`transform_features` on the stored values of a canonical CSR matrix (zeros stay 0)."""
-    if transform == "raw":
-        return X
-    if (X.data < 0).any():
-        row = int(np.searchsorted(X.indptr, np.flatnonzero(X.data < 0)[0], side="right") - 1)
-        raise ValueError(f"transform {transform!r} needs non-negative counts; row {row} has a negative "
-                         "value. Use transform='raw' for signed features.")
+    if not sparse:
+        if transform == "log1p":
+            return np.log1p(X)
+        total = X.sum(axis=-1, keepdims=True)
+        return np.divide(X, total, out=np.zeros_like(X), where=total > 0)
     if transform == "log1p":
         X.data = np.log1p(X.data)
         return X
@@ -227,12 +220,9 @@ class TripletSampler:
     seed: int = 0
 
     def __post_init__(self):
+        for name, choices in (("rule", RULES), ("negative", NEGATIVES), ("transform", TRANSFORMS)):
+            check_choice(f"TripletSampler: {name}", getattr(self, name), choices)
         checks = [
-            (self.rule in RULES, f"rule must be one of {list(RULES)}; got {self.rule!r}"),
-            (self.negative in NEGATIVES,
-             f"negative must be one of {list(NEGATIVES)}; got {self.negative!r}"),
-            (self.transform in TRANSFORMS,
-             f"transform must be one of {list(TRANSFORMS)}; got {self.transform!r}"),
             (int(self.n_triplets) >= 1, f"n_triplets must be >= 1; got {self.n_triplets}"),
             (int(self.n_positive_candidates) >= 1,
              f"n_positive_candidates must be >= 1; got {self.n_positive_candidates}"),
@@ -318,45 +308,36 @@ class TripletSampler:
 
 def _prepare(features, region_ids, transform: str) -> tuple[np.ndarray | sp.csr_matrix, np.ndarray | None]:
     if isinstance(features, pd.DataFrame):
-        if region_ids is None:
-            region_ids = features.index
+        region_ids = features.index if region_ids is None else region_ids
         features = features.to_numpy()
-    if sp.issparse(features):
-        if features.ndim != 2:
-            raise ValueError(f"features must be 2-D (one row per region, one column per dimension); "
-                             f"got shape {features.shape}")
-        X = _as_csr(features)
-    else:
+    if not sp.issparse(features):
         try:
-            X = np.asarray(features, dtype=float)
+            features = np.asarray(features, dtype=float)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"features must be a numeric array (regions x dims): {exc}") from None
-    if X.ndim != 2:
+    if features.ndim != 2:
         raise ValueError(f"features must be 2-D (one row per region, one column per dimension); "
-                         f"got shape {X.shape}")
+                         f"got shape {features.shape}")
+    X = _as_csr(features) if sp.issparse(features) else features
     n = X.shape[0]
     if n < 3:
         raise ValueError(f"need at least 3 regions to draw an anchor, a positive and a negative; got {n}")
     if X.shape[1] == 0:
         raise ValueError("features have no columns (0 dimensions)")
-    ids = None
-    if region_ids is not None:
-        ids = np.asarray(region_ids)
-        if len(ids) != n:
-            raise ValueError(f"region_ids has {len(ids)} entries but features has {n} rows; "
-                             "give one id per feature row, in the same order")
-        if len(pd.unique(ids)) != n:
-            dup = pd.Series(ids)[pd.Series(ids).duplicated()].iloc[:5].tolist()
-            raise ValueError(f"region_ids must be unique; duplicated: {dup}")
+    ids = None if region_ids is None else np.asarray(region_ids)
+    if ids is not None and len(ids) != n:
+        raise ValueError(f"region_ids has {len(ids)} entries but features has {n} rows; "
+                         "give one id per feature row, in the same order")
+    if ids is not None and len(pd.unique(ids)) != n:
+        dup = pd.Series(ids)[pd.Series(ids).duplicated()].iloc[:5].tolist()
+        raise ValueError(f"region_ids must be unique; duplicated: {dup}")
     if sp.issparse(X):
-        bad = np.zeros(n, dtype=bool)
-        bad[np.repeat(np.arange(n), np.diff(X.indptr))[~np.isfinite(X.data)]] = True
+        bad = np.unique(np.repeat(np.arange(n), np.diff(X.indptr))[~np.isfinite(X.data)])
     else:
-        bad = ~np.isfinite(X).all(axis=1)
-    if bad.any():
-        rows = np.flatnonzero(bad)
-        where = [str(ids[r]) if ids is not None else f"row {r}" for r in rows[:5]]
-        raise ValueError(f"features contain NaN or infinite values in {len(rows)} region(s), e.g. "
+        bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
+    if len(bad):
+        where = [str(ids[r]) if ids is not None else f"row {r}" for r in bad[:5]]
+        raise ValueError(f"features contain NaN or infinite values in {len(bad)} region(s), e.g. "
                          f"{where}; fill them (e.g. 0 for no POI / no flow) or drop those regions")
     return transform_features(X, transform), ids
 
