@@ -455,32 +455,25 @@ class _BlockedSearch:
         return cand[:n], np.sqrt(d2[:n])
 
 
-def _other_neighbours(nn: "NearestNeighbors | _BlockedSearch", X, rows: np.ndarray, n: int,
-                      head: int | None = None):
-    """Yields ``(slice of rows, indices (b, n), distances (b, n))``: each query's n nearest *other*
-    rows, a bounded block at a time (in a big tie the query may be absent: the last is dropped).
-    With ``head``, only the first ``head`` and the n-th are read; the others' distances may be NaN."""
-    step = max(1, _BLOCK // max(n + 1, X.shape[1]))
-    kw = {}
-    if head is not None and isinstance(nn, _BlockedSearch):
-        # the query itself may be any of the n + 1: the first head others are among positions
-        # 0..head, and the n-th other is at position n - 1 or n
-        kw["needed"] = np.unique(np.r_[np.arange(min(head, n) + 1), n - 1, n])
-    for s in range(0, len(rows), step):
-        q = rows[s:s + step]
-        d, idx = nn.kneighbors(_rows(X, q), n_neighbors=n + 1, **kw)
-        is_self = idx == q[:, None]
-        is_self[~is_self.any(axis=1), -1] = True
-        keep = ~is_self
-        yield slice(s, s + len(q)), idx[keep].reshape(len(q), n), d[keep].reshape(len(q), n)
-
-
 def _neighbours(nn: "NearestNeighbors | _BlockedSearch", X, rows: np.ndarray, m: int, k: int):
-    """For each query row: its k most similar *other* rows (indices, distances) and its m-th."""
+    """For each query row: its k most similar *other* rows (indices, distances) and its m-th,
+    a bounded block of queries at a time (in a big tie the query itself may be absent from its
+    m + 1 nearest: then the last is dropped)."""
     top_idx = np.empty((len(rows), k), dtype=np.int64)
     top_d = np.empty((len(rows), k))
     mth = np.empty(len(rows), dtype=np.int64)
-    for block, idx, d in _other_neighbours(nn, X, rows, m, head=k):
+    kw = {}
+    if isinstance(nn, _BlockedSearch):
+        # only these are read: the query itself may be any of the m + 1, so the first k others
+        # are among positions 0..k, and the m-th other is at position m - 1 or m
+        kw["needed"] = np.unique(np.r_[np.arange(min(k, m) + 1), m - 1, m])
+    step = max(1, _BLOCK // max(m + 1, X.shape[1]))
+    for s in range(0, len(rows), step):
+        q = rows[s:s + step]
+        d, idx = nn.kneighbors(_rows(X, q), n_neighbors=m + 1, **kw)
+        other = idx != q[:, None]
+        other[other.all(axis=1), -1] = False
+        idx, d, block = idx[other].reshape(-1, m), d[other].reshape(-1, m), slice(s, s + len(q))
         top_idx[block], top_d[block], mth[block] = idx[:, :k], d[:, :k], idx[:, m - 1]
     return top_idx, top_d, mth
 
@@ -593,11 +586,7 @@ def most_similar(features, k: int, transform: str = "raw") -> tuple[np.ndarray, 
     n = X.shape[0]
     if not 1 <= int(k) <= n - 1:
         raise ValueError(f"k must be between 1 and N - 1 = {n - 1}; got {k}")
-    k = int(k)
-    idx = np.empty((n, k), dtype=np.int64)
-    dist = np.empty((n, k))
-    for block, i, d in _other_neighbours(_exact_search(X), X, np.arange(n), k):
-        idx[block], dist[block] = i, d
+    idx, dist, _ = _neighbours(_exact_search(X), X, np.arange(n), int(k), int(k))
     return idx, dist
 
 
