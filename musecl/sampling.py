@@ -124,8 +124,7 @@ def transform_features(features, transform: str = "raw") -> np.ndarray | sp.csr_
         X.data = np.log1p(X.data)
         return X
     # row sums over densified blocks: numpy rounds a row's sum there as in the whole dense matrix
-    n, step = X.shape[0], max(1, _BLOCK // X.shape[1])
-    total = np.concatenate([_rows(X, slice(s, s + step)).sum(axis=-1) for s in range(0, n, step)])
+    total = np.concatenate([_rows(X, b).sum(axis=-1) for b in _blocks(*X.shape)])
     total = np.repeat(total, np.diff(X.indptr))
     X.data = np.divide(X.data, total, out=np.zeros_like(X.data), where=total > 0)
     X.eliminate_zeros()  # rows summing to 0, and shares below the smallest float
@@ -163,14 +162,13 @@ class Triplets:
         """The triplets of a :meth:`to_frame` table again, as indices into ``region_ids``."""
         ids = np.asarray([str(r) for r in region_ids])
         position = pd.Series(np.arange(len(ids)), index=ids)
-        columns = {}
-        for col in (ANCHOR, POSITIVE, NEGATIVE):
-            values = frame[col].astype(str)
-            unknown = sorted(set(values) - set(ids))
-            if unknown:
-                raise ValueError(f"triplet table names {len(unknown)} region(s) not in region_ids, e.g. {unknown[:5]}")
-            columns[col] = position[values].to_numpy()
-        return cls(columns[ANCHOR], columns[POSITIVE], columns[NEGATIVE], frame[D_POS].to_numpy(float),
+        names = frame[[ANCHOR, POSITIVE, NEGATIVE]].astype(str)
+        unknown = sorted(set(names.to_numpy().ravel()) - set(ids))
+        if unknown:
+            raise ValueError(f"triplet table names {len(unknown)} region(s) not in region_ids, "
+                             f"e.g. {unknown[:5]}")
+        anchor, positive, negative = (position[names[c]].to_numpy() for c in names)
+        return cls(anchor, positive, negative, frame[D_POS].to_numpy(float),
                    frame[D_NEG].to_numpy(float), region_ids=ids)
 
     def to_frame(self, region_ids: Sequence[str] | None = None) -> pd.DataFrame:
@@ -351,6 +349,12 @@ def _as_csr(features) -> sp.csr_matrix:
     return X
 
 
+def _blocks(n: int, width: int):
+    """Slices cutting 0..n-1 into blocks of rows ``width`` wide that hold about _BLOCK floats."""
+    step = max(1, _BLOCK // width)
+    return (slice(s, s + step) for s in range(0, n, step))
+
+
 def _rows(X, idx) -> np.ndarray:
     """Dense rows ``X[idx]``: every sum runs on these, so sparse input gives the dense floats."""
     return X[idx].toarray() if sp.issparse(X) else X[idx]
@@ -371,9 +375,8 @@ def _pair_distances(X, i, j) -> np.ndarray:
     shape = i.shape
     i, j = i.ravel(), j.ravel()
     out = np.empty(i.size, dtype=float)
-    step = max(1, _BLOCK // X.shape[1])
-    for s in range(0, i.size, step):
-        out[s:s + step] = _euclidean(_rows(X, i[s:s + step]), _rows(X, j[s:s + step]))
+    for b in _blocks(i.size, X.shape[1]):
+        out[b] = _euclidean(_rows(X, i[b]), _rows(X, j[b]))
     return out.reshape(shape)
 
 
@@ -393,8 +396,7 @@ class _BlockedSearch:
 
     def __init__(self, X):
         self.X = _as_csr(X) if sp.issparse(X) else np.ascontiguousarray(X, dtype=np.float64)
-        n, step = X.shape[0], max(1, _BLOCK // X.shape[1])
-        self.sq = np.concatenate([_sq_sums(_rows(self.X, slice(s, s + step))) for s in range(0, n, step)])
+        self.sq = np.concatenate([_sq_sums(_rows(self.X, b)) for b in _blocks(*X.shape)])
         self.scale = float(self.sq.max(initial=0.0))
         self.group = _identical_groups(self.X)[0] if sp.issparse(X) else None
 
@@ -408,9 +410,8 @@ class _BlockedSearch:
         if not 1 <= n <= N:
             raise ValueError(f"n_neighbors must be between 1 and {N}; got {n}")
         dist, idx = np.empty((len(Q), n)), np.empty((len(Q), n), dtype=np.int64)
-        step = max(1, _BLOCK // max(N, self.X.shape[1]))
-        for s in range(0, len(Q), step):
-            q = Q[s:s + step]
+        for b in _blocks(len(Q), max(N, self.X.shape[1])):
+            q = Q[b]
             prod = (self.X @ q.T).T if sp.issparse(self.X) else q @ self.X.T
             approx = self.sq[None, :] - 2.0 * prod  # the distance^2 less |q|^2, rounded
             margin = 1e-9 * (self.scale + np.einsum("ij,ij->i", q, q))
@@ -418,12 +419,12 @@ class _BlockedSearch:
             for r in range(len(q)):
                 cand = np.flatnonzero(approx[r] <= bound[r])
                 if needed is not None and self.group is not None:
-                    idx[s + r], dist[s + r] = self._nearest_at(cand, approx[r, cand], margin[r], q[r], n,
-                                                               needed)
-                    continue
-                d2 = self._sq_distances(cand, q[r], lone=len(cand) == 1)
-                order = np.lexsort((cand, d2))[:n]  # by distance, then by row index
-                idx[s + r], dist[s + r] = cand[order], np.sqrt(d2[order])
+                    found = self._nearest_at(cand, approx[r, cand], margin[r], q[r], n, needed)
+                else:
+                    d2 = self._sq_distances(cand, q[r], lone=len(cand) == 1)
+                    order = np.lexsort((cand, d2))[:n]  # by distance, then by row index
+                    found = cand[order], np.sqrt(d2[order])
+                idx[b.start + r], dist[b.start + r] = found
         return dist, idx
 
     def _sq_distances(self, rows: np.ndarray, q: np.ndarray, lone: bool = False) -> np.ndarray:
@@ -433,10 +434,9 @@ class _BlockedSearch:
         if self.group is not None:
             _, first, inv = np.unique(self.group[rows], return_index=True, return_inverse=True)
             rows = rows[first]
-        step = max(1, _BLOCK // self.X.shape[1])
         d2 = np.empty(len(rows))
-        for s in range(0, len(rows), step):
-            d2[s:s + step] = _sq_sums(_rows(self.X, rows[s:s + step]) - q, lone)
+        for b in _blocks(len(rows), self.X.shape[1]):
+            d2[b] = _sq_sums(_rows(self.X, rows[b]) - q, lone)
         return d2 if inv is None else d2[inv.ravel()]
 
     def _nearest_at(self, cand, approx, margin, q, n, needed) -> tuple[np.ndarray, np.ndarray]:
@@ -467,14 +467,12 @@ def _neighbours(nn: "NearestNeighbors | _BlockedSearch", X, rows: np.ndarray, m:
         # only these are read: the query itself may be any of the m + 1, so the first k others
         # are among positions 0..k, and the m-th other is at position m - 1 or m
         kw["needed"] = np.unique(np.r_[np.arange(min(k, m) + 1), m - 1, m])
-    step = max(1, _BLOCK // max(m + 1, X.shape[1]))
-    for s in range(0, len(rows), step):
-        q = rows[s:s + step]
-        d, idx = nn.kneighbors(_rows(X, q), n_neighbors=m + 1, **kw)
-        other = idx != q[:, None]
+    for b in _blocks(len(rows), max(m + 1, X.shape[1])):
+        d, idx = nn.kneighbors(_rows(X, rows[b]), n_neighbors=m + 1, **kw)
+        other = idx != rows[b, None]
         other[other.all(axis=1), -1] = False
-        idx, d, block = idx[other].reshape(-1, m), d[other].reshape(-1, m), slice(s, s + len(q))
-        top_idx[block], top_d[block], mth[block] = idx[:, :k], d[:, :k], idx[:, m - 1]
+        idx, d = idx[other].reshape(-1, m), d[other].reshape(-1, m)
+        top_idx[b], top_d[b], mth[b] = idx[:, :k], d[:, :k], idx[:, m - 1]
     return top_idx, top_d, mth
 
 
@@ -521,10 +519,8 @@ def _sample_quantiles(X, rows, quantile, n_sample, rng) -> np.ndarray:
     """Per query row, the ``quantile`` of its distances to a shared random sample of regions."""
     sample = rng.choice(X.shape[0], size=min(n_sample, X.shape[0]), replace=False)
     out = np.empty(len(rows))
-    step = max(1, _BLOCK // len(sample))
-    for s in range(0, len(rows), step):
-        d = _pair_distances(X, rows[s:s + step, None], sample[None, :])
-        out[s:s + step] = np.quantile(d, quantile, axis=1)
+    for b in _blocks(len(rows), len(sample)):
+        out[b] = np.quantile(_pair_distances(X, rows[b, None], sample[None, :]), quantile, axis=1)
     return out
 
 
@@ -636,9 +632,7 @@ def pretext_features(city: City) -> pd.DataFrame:
         parts.append(np.log1p(counts.astype(float)).add_prefix("ln1p_poi_"))
     if not parts:
         raise ValueError(f"{city.name} has neither trips nor POIs: there are no pretext features")
-    table = pd.concat(parts, axis=1).reindex(city.region_ids)
-    table.index.name = city.region_ids.name
-    return table
+    return pd.concat(parts, axis=1).reindex(city.region_ids)
 
 
 def geographic_triplets(xy, n_triplets: int = 10_000, n_neighbors: int = 5,
