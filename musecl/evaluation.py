@@ -12,7 +12,6 @@ returns rows of the one results table, ``RESULT_COLUMNS``, matched to regions by
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import itertools
 import math
@@ -139,14 +138,11 @@ def spatial_block_split(xy_m: np.ndarray, block_size_m: float, seed: int,
 
 def correlation_by_distance(city: City, indicators: Sequence[str] | None = None, n_anchors: int = 2000,
                             max_distance_m: float | None = None, seed: int = 0) -> pd.DataFrame:
-    """How far a region's neighbours give its value away: per distance bin (one region spacing
-    wide, centred on multiples of it, up to a third of the city's extent or 30 spacings; indexed
-    by the bin's upper edge), the correlation between the (modelled) values of two regions that far
-    apart, per indicator; column ``pairs`` counts the pairs.
-
-    The correlogram mean(z_i z_j) of values standardised over the city. Pairs come from a k-d
-    tree around at most ``n_anchors`` seeded anchor regions: never an N x N matrix.
-    """
+    """How far a region's neighbours give its value away: the correlogram mean(z_i z_j) of values
+    standardised over the city, per indicator and distance bin (one region spacing wide, centred
+    on multiples of it, up to a third of the city's extent or 30 spacings; indexed by the bin's
+    upper edge); column ``pairs`` counts the pairs, found by a k-d tree around at most
+    ``n_anchors`` seeded anchor regions (never an N x N matrix)."""
     indicators = list(city.meta.indicators) if indicators is None else list(indicators)
     xy = city.xy_m()
     targets = city.targets()[indicators]
@@ -236,10 +232,8 @@ class MLPProbe:
     With a validation part, the weights of the epoch with the lowest validation loss are kept.
     """
 
-    def __init__(self, config: ProbeConfig | None = None, seed: int = 0, **overrides):
-        config = config or ProbeConfig()
-        self.config = dataclasses.replace(config, **overrides) if overrides else config
-        self.seed = int(seed)
+    def __init__(self, config: ProbeConfig | None = None, seed: int = 0):
+        self.config, self.seed = config or ProbeConfig(), int(seed)
         self.model: nn.Sequential | None = None
         self.history_: pd.DataFrame | None = None
 
@@ -503,11 +497,9 @@ def predict_indicator(embedding: pd.DataFrame, city: City, indicator: str, split
                       seed: int = 0, probe: str = "mlp", fractions: Sequence[float] = DEFAULT_FRACTIONS,
                       block_size_m: float | None = None, probe_config: ProbeConfig | None = None,
                       buffer_m: float | str | None = "auto") -> pd.DataFrame:
-    """Fit one probe and return every region's prediction (Figure 4): columns ``PREDICTION_COLUMNS``.
-
-    ``y_true`` and ``y_pred`` are on the modelled scale (ln(1 + x) where the indicator says so);
-    ``split_part`` says which part each region was in ("buffer": left out by the spatial split's
-    buffer). Regions without a value are left out.
+    """Fit one probe; every region's prediction (Figure 4), columns ``PREDICTION_COLUMNS``,
+    on the modelled scale (ln(1 + x) where the indicator says so); ``split_part`` is each region's
+    part ("buffer": left out by the spatial split's buffer). Regions without a value are left out.
     """
     check_choice("split", split, SPLITS)
     seed, = _as_seeds(seed)
