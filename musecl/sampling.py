@@ -108,7 +108,7 @@ def transform_features(features, transform: str = "raw") -> np.ndarray | sp.csr_
     X = _as_csr(features) if sparse else np.asarray(features, dtype=float)
     if transform == "raw":
         return X
-    values = X.data if sparse else X.reshape(-1)  # a sparse matrix's stored values: zeros stay 0
+    values = X.data if sparse else X.reshape(-1)  # sparse: the stored values (zeros stay 0)
     if (values < 0).any():
         first = int(np.flatnonzero(values < 0)[0])
         row = (np.searchsorted(X.indptr, first, side="right") - 1 if sparse
@@ -363,10 +363,8 @@ def _rows(X, idx) -> np.ndarray:
 def _sq_sums(a: np.ndarray, lone: bool = False) -> np.ndarray:
     """Row-wise sums of squares, rounded as for a matrix of 2+ rows: numpy chunks a lone long row
     differently, so it is summed beside a copy (unless the dense code summed it alone: ``lone``)."""
-    if len(a) == 1 and not lone:
-        a = np.repeat(a, 2, axis=0)
-        return np.einsum("ij,ij->i", a, a)[:1]
-    return np.einsum("ij,ij->i", a, a)
+    b = np.repeat(a, 2, axis=0) if len(a) == 1 and not lone else a
+    return np.einsum("ij,ij->i", b, b)[:len(a)]
 
 
 def _pair_distances(X, i, j) -> np.ndarray:
