@@ -4,25 +4,21 @@ The paper's protocol (and the official code's): an MLP [512, 256, 128, 64] with 
 indicator on ln(1 + x) from the embedding, MSE loss, Adam lr 5e-4, batch 32, early stopping on
 a validation part (patience 50), one random 60/20/20 split; R2 and RMSE on the test part.
 
-Additions, each a named option: several seeds (each seed draws its own split *and* probe
-initialisation), a spatial block split (whole square blocks go to one part, and training regions
-within a buffer of the test blocks -- by default the distance over which the indicators still
-correlate, capped at half a block -- are dropped, so a test region's neighbours are not in the
-training set; a random split lets location alone look like skill), and
-a ridge probe, and a k-nearest-neighbour probe (what location alone explains when the "embedding"
-is a region's centre). Every evaluation returns rows of the one tidy results table, ``RESULT_COLUMNS``.
-Rows are matched to regions by ``region_id``, never by position.
+Additions, each a named option: several seeds (each draws its own split *and* probe
+initialisation); a spatial block split, whose buffer drops training regions near the test blocks
+(a random split lets location alone look like skill); a ridge probe; and a k-nearest-neighbour
+probe (what location alone explains when the "embedding" is a region's centre). Every evaluation
+returns rows of the one results table, ``RESULT_COLUMNS``, matched to regions by ``region_id``.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import itertools
 import math
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -126,11 +122,9 @@ def spatial_block_split(xy_m: np.ndarray, block_size_m: float, seed: int,
     target = f * n
     count = np.zeros(3)
     part_of_block = np.empty(n_blocks, dtype=np.int64)
-    for block in np.random.default_rng(seed).permutation(n_blocks):
-        deficit = np.where(f > 0, target - count, -np.inf)
-        part = int(np.argmax(deficit))
-        part_of_block[block] = part
-        count[part] += sizes[block]
+    for block in np.random.default_rng(seed).permutation(n_blocks):  # to the part furthest below
+        part_of_block[block] = k = int(np.argmax(np.where(f > 0, target - count, -np.inf)))
+        count[k] += sizes[block]
     part = part_of_block[ids]
     if buffer_m and buffer_m > 0 and (part == 2).any():
         xy = np.asarray(xy_m, dtype=float)
@@ -144,14 +138,11 @@ def spatial_block_split(xy_m: np.ndarray, block_size_m: float, seed: int,
 
 def correlation_by_distance(city: City, indicators: Sequence[str] | None = None, n_anchors: int = 2000,
                             max_distance_m: float | None = None, seed: int = 0) -> pd.DataFrame:
-    """How far a region's neighbours give its value away: per distance bin (one region spacing
-    wide, centred on multiples of it, up to a third of the city's extent or 30 spacings; indexed
-    by the bin's upper edge), the correlation between the (modelled) values of two regions that far
-    apart, per indicator; column ``pairs`` counts the pairs.
-
-    The correlogram mean(z_i z_j) of values standardised over the city. Pairs come from a k-d
-    tree around at most ``n_anchors`` seeded anchor regions: never an N x N matrix.
-    """
+    """How far a region's neighbours give its value away: the correlogram mean(z_i z_j) of values
+    standardised over the city, per indicator and distance bin (one region spacing wide, centred
+    on multiples of it, up to a third of the city's extent or 30 spacings; indexed by the bin's
+    upper edge); column ``pairs`` counts the pairs, found by a k-d tree around at most
+    ``n_anchors`` seeded anchor regions (never an N x N matrix)."""
     indicators = list(city.meta.indicators) if indicators is None else list(indicators)
     xy = city.xy_m()
     targets = city.targets()[indicators]
@@ -169,14 +160,10 @@ def correlation_by_distance(city: City, indicators: Sequence[str] | None = None,
     distance = np.hypot(*(xy[i] - xy[j]).T)
     edges = (np.arange(1, int(np.ceil(reach / spacing)) + 1) + 0.5) * spacing  # k-th ring of neighbours in bin k
     which = np.searchsorted(edges, distance, side="left")
-    rows = []
-    for k, edge in enumerate(edges):
-        sel = which == k
-        products = z[i[sel]] * z[j[sel]]
-        rows.append({"distance_m": float(edge), **dict(zip(indicators, np.nanmean(products, axis=0)
-                                                           if sel.any() else [np.nan] * len(indicators))),
-                     "pairs": int(sel.sum())})
-    return pd.DataFrame(rows).set_index("distance_m")
+    means = [np.nanmean(z[i[which == k]] * z[j[which == k]], axis=0) if (which == k).any()
+             else np.full(len(indicators), np.nan) for k in range(len(edges))]
+    table = pd.DataFrame(means, index=pd.Index(edges, name="distance_m"), columns=indicators)
+    return table.assign(pairs=np.bincount(which, minlength=len(edges))[:len(edges)])
 
 
 def correlation_range(city: City, indicators: Sequence[str] | None = None,
@@ -245,21 +232,15 @@ class MLPProbe:
     With a validation part, the weights of the epoch with the lowest validation loss are kept.
     """
 
-    def __init__(self, config: ProbeConfig | None = None, seed: int = 0, **overrides):
-        config = config or ProbeConfig()
-        self.config = dataclasses.replace(config, **overrides) if overrides else config
-        self.seed = int(seed)
+    def __init__(self, config: ProbeConfig | None = None, seed: int = 0):
+        self.config, self.seed = config or ProbeConfig(), int(seed)
         self.model: nn.Sequential | None = None
         self.history_: pd.DataFrame | None = None
 
     def _build(self, n_in: int) -> nn.Sequential:
-        layers: list[nn.Module] = []
-        width = n_in
-        for h in self.config.hidden:
-            layers += [nn.Linear(width, h), nn.ReLU()]
-            width = h
-        layers.append(nn.Linear(width, 1))
-        return nn.Sequential(*layers)
+        widths = (n_in, *self.config.hidden)
+        layers = [m for a, b in zip(widths, widths[1:]) for m in (nn.Linear(a, b), nn.ReLU())]
+        return nn.Sequential(*layers, nn.Linear(widths[-1], 1))
 
     def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None = None,
             y_val: np.ndarray | None = None) -> "MLPProbe":
@@ -316,11 +297,7 @@ class RidgeProbe:
     """
 
     ALPHAS = tuple(float(a) for a in np.logspace(-3, 4, 15))
-
-    def __init__(self, seed: int = 0, alphas: Iterable[float] | None = None):
-        self.seed = int(seed)  # unused: ridge is deterministic; kept for a common signature
-        self.alphas = tuple(alphas) if alphas is not None else self.ALPHAS
-        self.coef_: np.ndarray | None = None
+    coef_: np.ndarray | None = None
 
     def fit(self, x_train, y_train, x_val=None, y_val=None) -> "RidgeProbe":
         x_train, y_train = _training_rows(x_train, y_train, 2)
@@ -339,8 +316,8 @@ class RidgeProbe:
         else:
             xv = self._x(x_val)
             yv = np.asarray(y_val, np.float64).reshape(-1) - self.y_mean_
-            errors = [np.mean((xv @ coef(a) - yv) ** 2) for a in self.alphas]
-            self.alpha_ = self.alphas[int(np.argmin(errors))]
+            errors = [np.mean((xv @ coef(a) - yv) ** 2) for a in self.ALPHAS]
+            self.alpha_ = self.ALPHAS[int(np.argmin(errors))]
         self.coef_ = coef(self.alpha_)
         return self
 
@@ -354,33 +331,28 @@ class RidgeProbe:
 
 
 class KNNProbe:
-    """k-nearest-neighbour regression (k = 5, weights 1/distance): the location-only baseline.
+    """k-nearest-neighbour regression (weights 1/distance): the location-only baseline.
 
     Fed region centres in metres it measures what position alone explains (on the paper's Beijing
     labels, random split, PD R2 0.82: book/appendix_deviations.md, "What the split hides").
-    Inputs are centred on the training mean and divided by *one* common scale: per-column scaling
-    would stretch the short axis of an elongated city and change who is whose neighbour, while a
-    common scale leaves neighbours and distance weights (hence predictions) exactly as on the raw
-    inputs. Fitted on the training part only; the validation part is unused (nothing is tuned),
-    so all probes see the same training rows.
-    A query at distance 0 from training rows gets their mean.
+    Inputs are centred and divided by *one* common scale: per-column scaling would stretch the
+    short axis of an elongated city and change who is whose neighbour. The validation part is
+    unused (nothing is tuned). A query at distance 0 from training rows gets their mean.
     """
 
-    def __init__(self, seed: int = 0, k: int = 5, weights: str = "distance"):
+    model_ = None
+
+    def __init__(self, k: int = 5):
         if k < 1:
             raise ValueError(f"k must be >= 1; got {k}")
-        if weights not in ("distance", "uniform"):
-            raise ValueError(f"weights must be 'distance' or 'uniform'; got {weights!r}")
-        self.seed = int(seed)  # unused: kNN is deterministic; kept for a common signature
-        self.k, self.weights = int(k), weights
-        self.model_ = None
+        self.k = int(k)
 
     def fit(self, x_train, y_train, x_val=None, y_val=None) -> "KNNProbe":
         x_train, y_train = _training_rows(x_train, y_train, 1)
         self.x_mean_ = x_train.mean(axis=0)
         scale = float(np.sqrt(x_train.var(axis=0).mean()))
         self.x_scale_ = scale if scale > 0 else 1.0
-        self.model_ = KNeighborsRegressor(n_neighbors=min(self.k, len(x_train)), weights=self.weights)
+        self.model_ = KNeighborsRegressor(n_neighbors=min(self.k, len(x_train)), weights="distance")
         self.model_.fit(self._x(x_train), y_train)
         return self
 
@@ -398,9 +370,7 @@ def make_probe(probe: str, seed: int, config: ProbeConfig | None = None):
     check_choice("probe", probe, PROBES)
     if probe == "mlp":
         return MLPProbe(config, seed=seed)
-    if probe == "ridge":
-        return RidgeProbe(seed=seed)
-    return KNNProbe(seed=seed)
+    return RidgeProbe() if probe == "ridge" else KNNProbe()
 
 
 # ------------------------------------------------------------------------------------------
@@ -464,20 +434,6 @@ def _prepare(embedding: pd.DataFrame, city: City, indicator: str) -> _Task:
     return _Task(indicator, y.index, x.to_numpy(dtype=np.float64), y.to_numpy(dtype=np.float64), xy)
 
 
-def _block_size(city: City, block_size_m: float | None) -> float:
-    """The spatial split's block side: as given, else ``BLOCK_HEXAGONS`` hexagons (10 km for the
-    paper's 1 km hexagons), capped so the city spans at least ``MIN_BLOCKS_ACROSS`` blocks (a
-    small city would otherwise fit in one block) -- also the default for free polygons."""
-    if block_size_m is not None:
-        return float(block_size_m)
-    xy = city.xy_m()
-    extent = float(np.max(xy.max(axis=0) - xy.min(axis=0))) or 1.0
-    cap = extent / MIN_BLOCKS_ACROSS
-    if city.meta.hexagon_size_m:
-        return min(BLOCK_HEXAGONS * float(city.meta.hexagon_size_m), cap)
-    return cap
-
-
 @dataclass(frozen=True)
 class SpatialBlocks:
     """The spatial split's geometry: block side and buffer, in metres (see :func:`spatial_setting`)."""
@@ -488,23 +444,28 @@ class SpatialBlocks:
 
 def spatial_setting(city: City, block_size_m: float | None = None,
                     buffer_m: float | str | None = "auto") -> SpatialBlocks:
-    """The spatial split of ``city``: blocks of ``block_size_m`` (default: see ``_block_size``)
-    and a buffer of ``buffer_m`` metres, where "auto" is the city's :func:`correlation_range`
-    over its headline indicators, at most half a block (a city whose values correlate over longer
-    distances than its blocks, such as one big urban gradient, would otherwise keep almost no
-    training regions), and None or 0 is none."""
-    size = _block_size(city, block_size_m)
-    if buffer_m == "auto":  # capped: a buffer wider than half a block would leave little to train on
-        buffer = min(correlation_range(city), size / 2)
-    elif buffer_m is None:
-        buffer = 0.0
-    else:
-        try:
-            buffer = float(buffer_m)
-        except (TypeError, ValueError):
-            raise ValueError(f"buffer_m must be a distance in metres, 0 or 'auto'; got {buffer_m!r}") from None
-        if buffer < 0:
-            raise ValueError(f"buffer_m must be >= 0; got {buffer_m!r}")
+    """The spatial split of ``city``: blocks of ``block_size_m``, by default ``BLOCK_HEXAGONS``
+    hexagons (10 km for the paper's 1 km ones) but small enough that the city spans at least
+    ``MIN_BLOCKS_ACROSS`` (a small city would otherwise fit in one); a buffer of ``buffer_m``
+    metres, None or 0 for none, "auto" for the city's :func:`correlation_range` over its headline
+    indicators at most half a block (values correlating over longer distances than a block, such
+    as one big urban gradient, would otherwise leave almost no training regions)."""
+    size = block_size_m
+    if size is None:
+        xy = city.xy_m()
+        size = (float(np.max(xy.max(axis=0) - xy.min(axis=0))) or 1.0) / MIN_BLOCKS_ACROSS
+        if city.meta.hexagon_size_m:
+            size = min(BLOCK_HEXAGONS * float(city.meta.hexagon_size_m), size)
+    size = float(size)
+    if buffer_m == "auto":
+        return SpatialBlocks(size, min(correlation_range(city), size / 2))
+    try:
+        buffer = 0.0 if buffer_m is None else float(buffer_m)
+    except (TypeError, ValueError):
+        raise ValueError(f"buffer_m must be a distance in metres, 0 or 'auto'; "
+                         f"got {buffer_m!r}") from None
+    if buffer < 0:
+        raise ValueError(f"buffer_m must be >= 0; got {buffer_m!r}")
     return SpatialBlocks(size, buffer)
 
 
@@ -512,8 +473,6 @@ def _split(task: _Task, split: str, seed: int, fractions, blocks: SpatialBlocks 
     check_choice("split", split, SPLITS)
     if split == "random":
         return random_split(len(task.y), seed, fractions)
-    if blocks is None:
-        raise ValueError("the spatial split needs its blocks (spatial_setting)")
     return spatial_block_split(task.xy, blocks.size_m, seed, fractions, buffer_m=blocks.buffer_m)
 
 
@@ -538,11 +497,9 @@ def predict_indicator(embedding: pd.DataFrame, city: City, indicator: str, split
                       seed: int = 0, probe: str = "mlp", fractions: Sequence[float] = DEFAULT_FRACTIONS,
                       block_size_m: float | None = None, probe_config: ProbeConfig | None = None,
                       buffer_m: float | str | None = "auto") -> pd.DataFrame:
-    """Fit one probe and return every region's prediction (Figure 4): columns ``PREDICTION_COLUMNS``.
-
-    ``y_true`` and ``y_pred`` are on the modelled scale (ln(1 + x) where the indicator says so);
-    ``split_part`` says which part each region was in ("buffer": left out by the spatial split's
-    buffer). Regions without a value are left out.
+    """Fit one probe; every region's prediction (Figure 4), columns ``PREDICTION_COLUMNS``,
+    on the modelled scale (ln(1 + x) where the indicator says so); ``split_part`` is each region's
+    part ("buffer": left out by the spatial split's buffer). Regions without a value are left out.
     """
     check_choice("split", split, SPLITS)
     seed, = _as_seeds(seed)
@@ -615,12 +572,10 @@ def evaluate_embedding(embedding: pd.DataFrame, city: City, method: str,
                        buffer_m: float | str | None = "auto") -> pd.DataFrame:
     """Rows of the results table (``RESULT_COLUMNS``) for one embedding of one city.
 
-    One row per indicator x split x seed; the seed draws the split and the probe's initialisation.
-    ``block_size_m`` (spatial split) defaults to ``BLOCK_HEXAGONS`` x the city's hexagon size;
-    ``buffer_m`` ("auto": the city's correlation range) drops training regions near test blocks.
-    ``n_jobs`` worker processes fit the probes (0: one per CPU core). Each fit is seeded on its
-    own and runs on one thread, so the rows are the same for any ``n_jobs``; the MLP probe is
-    compute-bound, so on a 2-core machine two workers take about half the time.
+    One row per indicator x split x seed; the seed draws the split and the probe's initialisation;
+    ``block_size_m`` and ``buffer_m`` as in :func:`spatial_setting`. ``n_jobs`` worker processes
+    (0: one per CPU core) fit the probes, each seeded on its own and on one thread, so the rows
+    are the same for any ``n_jobs``.
     """
     splits, seeds = as_names(splits), _as_seeds(seeds)
     for s in splits:
@@ -683,12 +638,11 @@ def evaluate_ceilings(city: City, indicators: Sequence[str] | None = None, seeds
 
 def ridge_cv_r2(features: pd.DataFrame, city: City, indicators: Sequence[str] | None = None,
                 folds: int = 5, seed: int = 0) -> pd.Series:
-    """R2 per indicator of a standardised ridge regression (alpha by generalised cross-validation
-    on each training part) from ``features`` (regions x columns), out of fold over ``folds``
-    shuffled folds: a quick, probe-free measure of how much a table of features says about the
-    indicators (the data chapter reads the raw pretext inputs with it). Columns are standardised
-    over all of the indicator's regions, as in :func:`latent_probe`: scaled on each training part,
-    a rare POI category's count, non-zero in one training region, blew up the test rows."""
+    """Out-of-fold R2 per indicator of a standardised ridge regression (alpha by generalised
+    cross-validation) from ``features`` over ``folds`` shuffled folds: a quick, probe-free measure
+    of what a feature table says about the indicators. Columns are standardised over all the
+    indicator's regions, as in :func:`latent_probe`: scaled on each training part, a rare POI
+    category's count, non-zero in one training region, blew up the test rows."""
     indicators = list(city.meta.indicators) if indicators is None else list(indicators)
     out = {}
     with _one_blas_thread():
@@ -711,13 +665,12 @@ def triplet_agreement(embedding: pd.DataFrame, triplets: pd.DataFrame) -> float:
 
 def latent_probe(features: pd.DataFrame, latents: pd.DataFrame, folds: int = 5,
                  seed: int = 0) -> tuple[pd.Series, pd.DataFrame]:
-    """How much of each latent a linear read-out recovers from ``features`` (generated cities,
-    which record their latents): the R2 per latent and the out-of-fold predictions (regions x
-    latents) of a ridge regression, alpha per latent by generalised cross-validation on each
-    training part, cross-fitted over ``folds`` shuffled folds. Regions lacking a feature or a
-    latent are left out. Columns are standardised over all kept regions (no latent is used), so a
-    column almost constant in one fold's training rows cannot blow up its test rows, as it did for
-    the 2,560 sparse Lite0 feature columns of both images."""
+    """How much of each latent (generated cities record them) a linear read-out recovers from
+    ``features``: R2 per latent and out-of-fold predictions (regions x latents) of a ridge
+    regression, alpha per latent by generalised cross-validation, over ``folds`` shuffled folds.
+    Regions lacking a feature or a latent are left out. Columns are standardised over all kept
+    regions, so one almost constant in a fold's training rows cannot blow up its test rows (as
+    the 2,560 sparse Lite0 feature columns did)."""
     rows = features.dropna().index.intersection(latents.dropna().index)
     if len(rows) < folds:
         raise ValueError(f"{len(rows)} regions have both features and latents; "
@@ -781,10 +734,9 @@ def _regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict:
 
 @functools.cache
 def _thread_pools() -> ThreadpoolController:
-    """The process's BLAS and OpenMP pools, found once: ``threadpool_limits(1)`` looks for the
-    loaded libraries anew on every call (~6-9 ms), which was half of chapter 10's scoring time
-    (3,251 calls); a kept controller sets a limit in ~0.05 ms. numpy, scipy, scikit-learn and
-    torch are imported with this module, so their pools are loaded when it first runs."""
+    """The process's BLAS and OpenMP pools, found once (numpy, scipy, scikit-learn and torch are
+    loaded by then): ``threadpool_limits(1)`` looks for them on every call (~6-9 ms), half of
+    chapter 10's scoring time; a kept controller sets a limit in ~0.05 ms."""
     return ThreadpoolController()
 
 
@@ -814,13 +766,9 @@ def ridge_fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarr
 
 def kfold_predictions(x: np.ndarray, y: np.ndarray, fit_predict,
                       folds: int = BENCHMARK_FOLDS) -> np.ndarray:
-    """Out-of-fold predictions of the benchmark protocol, in row order.
-
-    ``KFold(folds)`` *without* shuffling (fold k is the k-th contiguous block
-    of rows); ``fit_predict(x_train, y_train, x_test)`` predicts each fold
-    from the others; negative predictions are set to 0 (the targets are
-    counts).
-    """
+    """Out-of-fold predictions of the benchmark protocol, in row order: ``KFold(folds)`` *without*
+    shuffling (fold k is the k-th contiguous block of rows), ``fit_predict(x_train, y_train,
+    x_test)`` predicting each fold from the others, negative predictions set to 0 (counts)."""
     pred = np.empty_like(y)
     with _one_blas_thread():
         for train, test in KFold(n_splits=int(folds)).split(x):
@@ -828,8 +776,7 @@ def kfold_predictions(x: np.ndarray, y: np.ndarray, fit_predict,
     return np.clip(pred, 0.0, None)
 
 
-def ridge_kfold_predictions(embedding, target,
-                            alpha: float = BENCHMARK_ALPHA,
+def ridge_kfold_predictions(embedding, target, alpha: float = BENCHMARK_ALPHA,
                             folds: int = BENCHMARK_FOLDS) -> np.ndarray:
     """:func:`kfold_predictions` with the published probe: ``Ridge(alpha)`` on
     the embedding as it is (no standardisation; :func:`ridge_fit_predict`)."""
@@ -839,11 +786,9 @@ def ridge_kfold_predictions(embedding, target,
 
 def ridge_kfold_scores(embedding, target, alpha: float = BENCHMARK_ALPHA,
                        folds: int = BENCHMARK_FOLDS) -> dict:
-    """The published Manhattan-180 protocol: MAE, RMSE and R2 on raw counts.
-
-    As in the MVURE / HREP evaluation code, the out-of-fold predictions of all folds are pooled
-    and scored once (not averaged per fold); see :func:`ridge_kfold_predictions`.
-    """
+    """The published Manhattan-180 protocol: MAE, RMSE and R2 on raw counts. As in the MVURE /
+    HREP evaluation code, the out-of-fold predictions of all folds are pooled and scored once
+    (not averaged per fold); see :func:`ridge_kfold_predictions`."""
     x, y = _aligned(embedding, target)
     return _regression_metrics(y, ridge_kfold_predictions(x, y, alpha=alpha, folds=folds))
 
@@ -857,58 +802,38 @@ def location_kfold_scores(xy, target, folds: int = BENCHMARK_FOLDS) -> dict:
     return _regression_metrics(y, kfold_predictions(x, y, lambda a, b, c: KNNProbe().fit(a, b).predict(c), folds))
 
 
-def ridge_kfold_select(candidates: dict, target,
-                       alpha: float = BENCHMARK_ALPHA,
-                       folds: int = BENCHMARK_FOLDS,
-                       inner_folds: int = BENCHMARK_FOLDS) -> dict:
-    """The benchmark protocol with a choice among ``candidates`` made *inside*
-    each outer training part (nested cross-validation).
+def ridge_kfold_select(candidates: dict, target, alpha: float = BENCHMARK_ALPHA,
+                       folds: int = BENCHMARK_FOLDS, inner_folds: int = BENCHMARK_FOLDS) -> dict:
+    """The benchmark protocol with a choice among ``candidates`` (name -> embedding, aligned to
+    ``target`` as :func:`ridge_kfold_predictions` aligns) made *inside* each outer training part.
 
-    ``candidates`` maps a name to an embedding (regions x dims; all aligned to
-    ``target`` by region_id when pandas, else by position). For each outer fold
-    of the published ``KFold(folds)`` (no shuffling), an inner
-    ``KFold(inner_folds)`` (no shuffling) over the outer *training* regions
-    alone scores every candidate with the published probe (ridge ``alpha``,
-    predictions clipped at 0); the candidate with the lowest inner mean squared
-    error (the first listed on a tie) is refitted on the whole outer training
-    part and predicts the outer test fold. The outer test fold's targets are
-    never read before its predictions exist. The outer predictions of all folds
-    are pooled and scored once, as the published protocol does.
+    For each outer fold of the published ``KFold(folds)``, an unshuffled ``KFold(inner_folds)``
+    over the outer *training* regions alone scores every candidate with the published probe; the
+    one with the lowest inner mean squared error (the first listed on a tie) is refitted on the
+    whole outer training part and predicts the outer test fold, whose targets are never read
+    before. The outer predictions are pooled and scored once, as the published protocol does.
 
-    Returns ``mae``, ``rmse``, ``r2`` (pooled), ``chosen`` (one name per outer
-    fold), ``inner_mse`` (a folds x candidates table of inner errors) and
-    ``predictions`` (row order).
+    Returns ``mae``, ``rmse``, ``r2`` (pooled), ``chosen`` (one name per outer fold),
+    ``inner_mse`` (a folds x candidates table) and ``predictions`` (row order).
     """
     if not candidates:
         raise ValueError("ridge_kfold_select needs at least one candidate")
-    names = list(candidates)
-    mats, y = {}, None
-    for name in names:
-        mats[name], y_k = _aligned(candidates[name], target)
-        if y is not None and len(y_k) != len(y):
-            raise ValueError(f"candidate {name!r} has {len(y_k)} rows; "
-                             f"the others {len(y)}")
-        y = y_k
+    mats = {name: _aligned(x, target)[0] for name, x in candidates.items()}
+    y = np.asarray(target, dtype=np.float64).reshape(-1)  # as _aligned checked it
     pred, chosen, inner_rows = np.full_like(y, np.nan), [], []
     with _one_blas_thread():
         for train, test in KFold(n_splits=int(folds)).split(y):
             y_train = y[train]  # the only targets the choice may read
-            errors = {}
-            for name in names:
-                inner = ridge_kfold_predictions(mats[name][train], y_train,
-                                                alpha=alpha, folds=inner_folds)
-                errors[name] = float(((inner - y_train) ** 2).mean())
-            # min keeps the first of equal errors
-            best = min(names, key=lambda k: errors[k])
+            errors = {name: float(((ridge_kfold_predictions(x[train], y_train, alpha, inner_folds)
+                                    - y_train) ** 2).mean()) for name, x in mats.items()}
+            best = min(mats, key=errors.get)  # the first of equal errors
             chosen.append(best)
             inner_rows.append(errors)
-            pred[test] = ridge_fit_predict(mats[best][train], y_train,
-                                           mats[best][test], alpha)
+            pred[test] = ridge_fit_predict(mats[best][train], y_train, mats[best][test], alpha)
     pred = np.clip(pred, 0.0, None)
-    inner_mse = pd.DataFrame(inner_rows, columns=names)
-    inner_mse.index.name = "outer_fold"
-    return {**_regression_metrics(y, pred), "chosen": chosen,
-            "inner_mse": inner_mse, "predictions": pred}
+    inner_mse = pd.DataFrame(inner_rows, columns=list(mats)).rename_axis("outer_fold")
+    return {**_regression_metrics(y, pred), "chosen": chosen, "inner_mse": inner_mse,
+            "predictions": pred}
 
 
 def landuse_scores(embedding, labels, n_clusters: int = 12, random_state: int = 3,

@@ -104,35 +104,27 @@ def transform_features(features, transform: str = "raw") -> np.ndarray | sp.csr_
     identical.
     """
     check_choice("transform", transform, TRANSFORMS)
-    if sp.issparse(features):
-        return _transform_sparse(_as_csr(features), transform)
-    X = np.asarray(features, dtype=float)
+    sparse = sp.issparse(features)
+    X = _as_csr(features) if sparse else np.asarray(features, dtype=float)
     if transform == "raw":
         return X
-    if (X < 0).any():
-        row = int(np.flatnonzero((X < 0).any(axis=1))[0]) if X.ndim == 2 else 0
+    values = X.data if sparse else X.reshape(-1)  # sparse: the stored values (zeros stay 0)
+    if (values < 0).any():
+        first = int(np.flatnonzero(values < 0)[0])
+        row = (np.searchsorted(X.indptr, first, side="right") - 1 if sparse
+               else first // X.shape[1] if X.ndim == 2 else 0)
         raise ValueError(f"transform {transform!r} needs non-negative counts; row {row} has a negative "
                          "value. Use transform='raw' for signed features.")
-    if transform == "log1p":
-        return np.log1p(X)
-    total = X.sum(axis=-1, keepdims=True)
-    return np.divide(X, total, out=np.zeros_like(X), where=total > 0)
-
-
-def _transform_sparse(X: sp.csr_matrix, transform: str) -> sp.csr_matrix:
-    """:func:`transform_features` on the stored values of a canonical CSR matrix (zeros stay 0)."""
-    if transform == "raw":
-        return X
-    if (X.data < 0).any():
-        row = int(np.searchsorted(X.indptr, np.flatnonzero(X.data < 0)[0], side="right") - 1)
-        raise ValueError(f"transform {transform!r} needs non-negative counts; row {row} has a negative "
-                         "value. Use transform='raw' for signed features.")
+    if not sparse:
+        if transform == "log1p":
+            return np.log1p(X)
+        total = X.sum(axis=-1, keepdims=True)
+        return np.divide(X, total, out=np.zeros_like(X), where=total > 0)
     if transform == "log1p":
         X.data = np.log1p(X.data)
         return X
     # row sums over densified blocks: numpy rounds a row's sum there as in the whole dense matrix
-    n, step = X.shape[0], max(1, _BLOCK // X.shape[1])
-    total = np.concatenate([_rows(X, slice(s, s + step)).sum(axis=-1) for s in range(0, n, step)])
+    total = np.concatenate([_rows(X, b).sum(axis=-1) for b in _blocks(*X.shape)])
     total = np.repeat(total, np.diff(X.indptr))
     X.data = np.divide(X.data, total, out=np.zeros_like(X.data), where=total > 0)
     X.eliminate_zeros()  # rows summing to 0, and shares below the smallest float
@@ -170,14 +162,13 @@ class Triplets:
         """The triplets of a :meth:`to_frame` table again, as indices into ``region_ids``."""
         ids = np.asarray([str(r) for r in region_ids])
         position = pd.Series(np.arange(len(ids)), index=ids)
-        columns = {}
-        for col in (ANCHOR, POSITIVE, NEGATIVE):
-            values = frame[col].astype(str)
-            unknown = sorted(set(values) - set(ids))
-            if unknown:
-                raise ValueError(f"triplet table names {len(unknown)} region(s) not in region_ids, e.g. {unknown[:5]}")
-            columns[col] = position[values].to_numpy()
-        return cls(columns[ANCHOR], columns[POSITIVE], columns[NEGATIVE], frame[D_POS].to_numpy(float),
+        names = frame[[ANCHOR, POSITIVE, NEGATIVE]].astype(str)
+        unknown = sorted(set(names.to_numpy().ravel()) - set(ids))
+        if unknown:
+            raise ValueError(f"triplet table names {len(unknown)} region(s) not in region_ids, "
+                             f"e.g. {unknown[:5]}")
+        anchor, positive, negative = (position[names[c]].to_numpy() for c in names)
+        return cls(anchor, positive, negative, frame[D_POS].to_numpy(float),
                    frame[D_NEG].to_numpy(float), region_ids=ids)
 
     def to_frame(self, region_ids: Sequence[str] | None = None) -> pd.DataFrame:
@@ -227,12 +218,9 @@ class TripletSampler:
     seed: int = 0
 
     def __post_init__(self):
+        for name, choices in (("rule", RULES), ("negative", NEGATIVES), ("transform", TRANSFORMS)):
+            check_choice(f"TripletSampler: {name}", getattr(self, name), choices)
         checks = [
-            (self.rule in RULES, f"rule must be one of {list(RULES)}; got {self.rule!r}"),
-            (self.negative in NEGATIVES,
-             f"negative must be one of {list(NEGATIVES)}; got {self.negative!r}"),
-            (self.transform in TRANSFORMS,
-             f"transform must be one of {list(TRANSFORMS)}; got {self.transform!r}"),
             (int(self.n_triplets) >= 1, f"n_triplets must be >= 1; got {self.n_triplets}"),
             (int(self.n_positive_candidates) >= 1,
              f"n_positive_candidates must be >= 1; got {self.n_positive_candidates}"),
@@ -318,45 +306,36 @@ class TripletSampler:
 
 def _prepare(features, region_ids, transform: str) -> tuple[np.ndarray | sp.csr_matrix, np.ndarray | None]:
     if isinstance(features, pd.DataFrame):
-        if region_ids is None:
-            region_ids = features.index
+        region_ids = features.index if region_ids is None else region_ids
         features = features.to_numpy()
-    if sp.issparse(features):
-        if features.ndim != 2:
-            raise ValueError(f"features must be 2-D (one row per region, one column per dimension); "
-                             f"got shape {features.shape}")
-        X = _as_csr(features)
-    else:
+    if not sp.issparse(features):
         try:
-            X = np.asarray(features, dtype=float)
+            features = np.asarray(features, dtype=float)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"features must be a numeric array (regions x dims): {exc}") from None
-    if X.ndim != 2:
+    if features.ndim != 2:
         raise ValueError(f"features must be 2-D (one row per region, one column per dimension); "
-                         f"got shape {X.shape}")
+                         f"got shape {features.shape}")
+    X = _as_csr(features) if sp.issparse(features) else features
     n = X.shape[0]
     if n < 3:
         raise ValueError(f"need at least 3 regions to draw an anchor, a positive and a negative; got {n}")
     if X.shape[1] == 0:
         raise ValueError("features have no columns (0 dimensions)")
-    ids = None
-    if region_ids is not None:
-        ids = np.asarray(region_ids)
-        if len(ids) != n:
-            raise ValueError(f"region_ids has {len(ids)} entries but features has {n} rows; "
-                             "give one id per feature row, in the same order")
-        if len(pd.unique(ids)) != n:
-            dup = pd.Series(ids)[pd.Series(ids).duplicated()].iloc[:5].tolist()
-            raise ValueError(f"region_ids must be unique; duplicated: {dup}")
+    ids = None if region_ids is None else np.asarray(region_ids)
+    if ids is not None and len(ids) != n:
+        raise ValueError(f"region_ids has {len(ids)} entries but features has {n} rows; "
+                         "give one id per feature row, in the same order")
+    if ids is not None and len(pd.unique(ids)) != n:
+        dup = pd.Series(ids)[pd.Series(ids).duplicated()].iloc[:5].tolist()
+        raise ValueError(f"region_ids must be unique; duplicated: {dup}")
     if sp.issparse(X):
-        bad = np.zeros(n, dtype=bool)
-        bad[np.repeat(np.arange(n), np.diff(X.indptr))[~np.isfinite(X.data)]] = True
+        bad = np.unique(np.repeat(np.arange(n), np.diff(X.indptr))[~np.isfinite(X.data)])
     else:
-        bad = ~np.isfinite(X).all(axis=1)
-    if bad.any():
-        rows = np.flatnonzero(bad)
-        where = [str(ids[r]) if ids is not None else f"row {r}" for r in rows[:5]]
-        raise ValueError(f"features contain NaN or infinite values in {len(rows)} region(s), e.g. "
+        bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
+    if len(bad):
+        where = [str(ids[r]) if ids is not None else f"row {r}" for r in bad[:5]]
+        raise ValueError(f"features contain NaN or infinite values in {len(bad)} region(s), e.g. "
                          f"{where}; fill them (e.g. 0 for no POI / no flow) or drop those regions")
     return transform_features(X, transform), ids
 
@@ -370,6 +349,12 @@ def _as_csr(features) -> sp.csr_matrix:
     return X
 
 
+def _blocks(n: int, width: int):
+    """Slices cutting 0..n-1 into blocks of rows ``width`` wide that hold about _BLOCK floats."""
+    step = max(1, _BLOCK // width)
+    return (slice(s, s + step) for s in range(0, n, step))
+
+
 def _rows(X, idx) -> np.ndarray:
     """Dense rows ``X[idx]``: every sum runs on these, so sparse input gives the dense floats."""
     return X[idx].toarray() if sp.issparse(X) else X[idx]
@@ -378,10 +363,8 @@ def _rows(X, idx) -> np.ndarray:
 def _sq_sums(a: np.ndarray, lone: bool = False) -> np.ndarray:
     """Row-wise sums of squares, rounded as for a matrix of 2+ rows: numpy chunks a lone long row
     differently, so it is summed beside a copy (unless the dense code summed it alone: ``lone``)."""
-    if len(a) == 1 and not lone:
-        a = np.repeat(a, 2, axis=0)
-        return np.einsum("ij,ij->i", a, a)[:1]
-    return np.einsum("ij,ij->i", a, a)
+    b = np.repeat(a, 2, axis=0) if len(a) == 1 and not lone else a
+    return np.einsum("ij,ij->i", b, b)[:len(a)]
 
 
 def _pair_distances(X, i, j) -> np.ndarray:
@@ -390,9 +373,8 @@ def _pair_distances(X, i, j) -> np.ndarray:
     shape = i.shape
     i, j = i.ravel(), j.ravel()
     out = np.empty(i.size, dtype=float)
-    step = max(1, _BLOCK // X.shape[1])
-    for s in range(0, i.size, step):
-        out[s:s + step] = _euclidean(_rows(X, i[s:s + step]), _rows(X, j[s:s + step]))
+    for b in _blocks(i.size, X.shape[1]):
+        out[b] = _euclidean(_rows(X, i[b]), _rows(X, j[b]))
     return out.reshape(shape)
 
 
@@ -412,8 +394,7 @@ class _BlockedSearch:
 
     def __init__(self, X):
         self.X = _as_csr(X) if sp.issparse(X) else np.ascontiguousarray(X, dtype=np.float64)
-        n, step = X.shape[0], max(1, _BLOCK // X.shape[1])
-        self.sq = np.concatenate([_sq_sums(_rows(self.X, slice(s, s + step))) for s in range(0, n, step)])
+        self.sq = np.concatenate([_sq_sums(_rows(self.X, b)) for b in _blocks(*X.shape)])
         self.scale = float(self.sq.max(initial=0.0))
         self.group = _identical_groups(self.X)[0] if sp.issparse(X) else None
 
@@ -427,9 +408,8 @@ class _BlockedSearch:
         if not 1 <= n <= N:
             raise ValueError(f"n_neighbors must be between 1 and {N}; got {n}")
         dist, idx = np.empty((len(Q), n)), np.empty((len(Q), n), dtype=np.int64)
-        step = max(1, _BLOCK // max(N, self.X.shape[1]))
-        for s in range(0, len(Q), step):
-            q = Q[s:s + step]
+        for b in _blocks(len(Q), max(N, self.X.shape[1])):
+            q = Q[b]
             prod = (self.X @ q.T).T if sp.issparse(self.X) else q @ self.X.T
             approx = self.sq[None, :] - 2.0 * prod  # the distance^2 less |q|^2, rounded
             margin = 1e-9 * (self.scale + np.einsum("ij,ij->i", q, q))
@@ -437,12 +417,12 @@ class _BlockedSearch:
             for r in range(len(q)):
                 cand = np.flatnonzero(approx[r] <= bound[r])
                 if needed is not None and self.group is not None:
-                    idx[s + r], dist[s + r] = self._nearest_at(cand, approx[r, cand], margin[r], q[r], n,
-                                                               needed)
-                    continue
-                d2 = self._sq_distances(cand, q[r], lone=len(cand) == 1)
-                order = np.lexsort((cand, d2))[:n]  # by distance, then by row index
-                idx[s + r], dist[s + r] = cand[order], np.sqrt(d2[order])
+                    found = self._nearest_at(cand, approx[r, cand], margin[r], q[r], n, needed)
+                else:
+                    d2 = self._sq_distances(cand, q[r], lone=len(cand) == 1)
+                    order = np.lexsort((cand, d2))[:n]  # by distance, then by row index
+                    found = cand[order], np.sqrt(d2[order])
+                idx[b.start + r], dist[b.start + r] = found
         return dist, idx
 
     def _sq_distances(self, rows: np.ndarray, q: np.ndarray, lone: bool = False) -> np.ndarray:
@@ -452,10 +432,9 @@ class _BlockedSearch:
         if self.group is not None:
             _, first, inv = np.unique(self.group[rows], return_index=True, return_inverse=True)
             rows = rows[first]
-        step = max(1, _BLOCK // self.X.shape[1])
         d2 = np.empty(len(rows))
-        for s in range(0, len(rows), step):
-            d2[s:s + step] = _sq_sums(_rows(self.X, rows[s:s + step]) - q, lone)
+        for b in _blocks(len(rows), self.X.shape[1]):
+            d2[b] = _sq_sums(_rows(self.X, rows[b]) - q, lone)
         return d2 if inv is None else d2[inv.ravel()]
 
     def _nearest_at(self, cand, approx, margin, q, n, needed) -> tuple[np.ndarray, np.ndarray]:
@@ -474,33 +453,24 @@ class _BlockedSearch:
         return cand[:n], np.sqrt(d2[:n])
 
 
-def _other_neighbours(nn: "NearestNeighbors | _BlockedSearch", X, rows: np.ndarray, n: int,
-                      head: int | None = None):
-    """Yields ``(slice of rows, indices (b, n), distances (b, n))``: each query's n nearest *other*
-    rows, a bounded block at a time (in a big tie the query may be absent: the last is dropped).
-    With ``head``, only the first ``head`` and the n-th are read; the others' distances may be NaN."""
-    step = max(1, _BLOCK // max(n + 1, X.shape[1]))
-    kw = {}
-    if head is not None and isinstance(nn, _BlockedSearch):
-        # the query itself may be any of the n + 1: the first head others are among positions
-        # 0..head, and the n-th other is at position n - 1 or n
-        kw["needed"] = np.unique(np.r_[np.arange(min(head, n) + 1), n - 1, n])
-    for s in range(0, len(rows), step):
-        q = rows[s:s + step]
-        d, idx = nn.kneighbors(_rows(X, q), n_neighbors=n + 1, **kw)
-        is_self = idx == q[:, None]
-        is_self[~is_self.any(axis=1), -1] = True
-        keep = ~is_self
-        yield slice(s, s + len(q)), idx[keep].reshape(len(q), n), d[keep].reshape(len(q), n)
-
-
 def _neighbours(nn: "NearestNeighbors | _BlockedSearch", X, rows: np.ndarray, m: int, k: int):
-    """For each query row: its k most similar *other* rows (indices, distances) and its m-th."""
+    """For each query row: its k most similar *other* rows (indices, distances) and its m-th,
+    a bounded block of queries at a time (in a big tie the query itself may be absent from its
+    m + 1 nearest: then the last is dropped)."""
     top_idx = np.empty((len(rows), k), dtype=np.int64)
     top_d = np.empty((len(rows), k))
     mth = np.empty(len(rows), dtype=np.int64)
-    for block, idx, d in _other_neighbours(nn, X, rows, m, head=k):
-        top_idx[block], top_d[block], mth[block] = idx[:, :k], d[:, :k], idx[:, m - 1]
+    kw = {}
+    if isinstance(nn, _BlockedSearch):
+        # only these are read: the query itself may be any of the m + 1, so the first k others
+        # are among positions 0..k, and the m-th other is at position m - 1 or m
+        kw["needed"] = np.unique(np.r_[np.arange(min(k, m) + 1), m - 1, m])
+    for b in _blocks(len(rows), max(m + 1, X.shape[1])):
+        d, idx = nn.kneighbors(_rows(X, rows[b]), n_neighbors=m + 1, **kw)
+        other = idx != rows[b, None]
+        other[other.all(axis=1), -1] = False
+        idx, d = idx[other].reshape(-1, m), d[other].reshape(-1, m)
+        top_idx[b], top_d[b], mth[b] = idx[:, :k], d[:, :k], idx[:, m - 1]
     return top_idx, top_d, mth
 
 
@@ -547,10 +517,8 @@ def _sample_quantiles(X, rows, quantile, n_sample, rng) -> np.ndarray:
     """Per query row, the ``quantile`` of its distances to a shared random sample of regions."""
     sample = rng.choice(X.shape[0], size=min(n_sample, X.shape[0]), replace=False)
     out = np.empty(len(rows))
-    step = max(1, _BLOCK // len(sample))
-    for s in range(0, len(rows), step):
-        d = _pair_distances(X, rows[s:s + step, None], sample[None, :])
-        out[s:s + step] = np.quantile(d, quantile, axis=1)
+    for b in _blocks(len(rows), len(sample)):
+        out[b] = np.quantile(_pair_distances(X, rows[b, None], sample[None, :]), quantile, axis=1)
     return out
 
 
@@ -612,11 +580,7 @@ def most_similar(features, k: int, transform: str = "raw") -> tuple[np.ndarray, 
     n = X.shape[0]
     if not 1 <= int(k) <= n - 1:
         raise ValueError(f"k must be between 1 and N - 1 = {n - 1}; got {k}")
-    k = int(k)
-    idx = np.empty((n, k), dtype=np.int64)
-    dist = np.empty((n, k))
-    for block, i, d in _other_neighbours(_exact_search(X), X, np.arange(n), k):
-        idx[block], dist[block] = i, d
+    idx, dist, _ = _neighbours(_exact_search(X), X, np.arange(n), int(k), int(k))
     return idx, dist
 
 
@@ -666,9 +630,7 @@ def pretext_features(city: City) -> pd.DataFrame:
         parts.append(np.log1p(counts.astype(float)).add_prefix("ln1p_poi_"))
     if not parts:
         raise ValueError(f"{city.name} has neither trips nor POIs: there are no pretext features")
-    table = pd.concat(parts, axis=1).reindex(city.region_ids)
-    table.index.name = city.region_ids.name
-    return table
+    return pd.concat(parts, axis=1).reindex(city.region_ids)
 
 
 def geographic_triplets(xy, n_triplets: int = 10_000, n_neighbors: int = 5,

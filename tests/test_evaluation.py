@@ -467,7 +467,7 @@ def test_probe_early_stops_on_the_validation_part_never_the_test_part(linear_cit
             seen.update(x_train=np.asarray(x_train), x_val=np.asarray(x_val), y_val=np.asarray(y_val))
             return super().fit(x_train, y_train, x_val, y_val)
 
-    monkeypatch.setattr(evaluation, "make_probe", lambda probe, seed, config=None: Recording(seed=seed))
+    monkeypatch.setattr(evaluation, "make_probe", lambda probe, seed, config=None: Recording())
     city, emb = linear_city
     pred = predict_indicator(emb, city, "LIN", seed=2, probe="ridge")
     val = pred[pred["split_part"] == "val"]
