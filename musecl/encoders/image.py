@@ -46,8 +46,7 @@ INCEPTION_MIN_SIZE = 75
 STORE_FORMAT = 2  # bump when decoding changes: caches of another format are rebuilt
 
 
-# ------------------------------------------------------------------------------------------
-# images in memory
+# -- images in memory ------------------------------------------------------------------------------
 
 
 def images_fingerprint(pairs: Sequence[tuple[str, Path]], size: int) -> str:
@@ -312,8 +311,7 @@ def augment_images(x: torch.Tensor, mode: str, generator: torch.Generator | None
     return out
 
 
-# ------------------------------------------------------------------------------------------
-# encoders
+# -- encoders --------------------------------------------------------------------------------------
 
 
 class TinyCNN(nn.Module):
@@ -502,8 +500,7 @@ def load_encoder(directory: str | os.PathLike) -> ImageEncoder:
     return encoder.eval()
 
 
-# ------------------------------------------------------------------------------------------
-# losses
+# -- losses ----------------------------------------------------------------------------------------
 
 
 def _check_triplet(a: torch.Tensor, p: torch.Tensor, n: torch.Tensor) -> None:
@@ -591,8 +588,7 @@ class TripletObjective:
         return f"TripletObjective(loss={self.loss!r}, margin={self.margin}{extra})"
 
 
-# ------------------------------------------------------------------------------------------
-# data
+# -- data ------------------------------------------------------------------------------------------
 
 
 ROLES = ("anchor", "positive", "negative")  # a triplet's columns
@@ -668,8 +664,7 @@ class TripletImageDataset:
         return TripletImageDataset(self.store, self.roles[:, idx], augment=augment or self.augment, seed=self.seed)
 
 
-# ------------------------------------------------------------------------------------------
-# training and embedding
+# -- training and embedding ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
