@@ -174,9 +174,7 @@ class ImageStore:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the store to a .pt file (tensors and plain lists only; loads with weights_only)."""
-        if not self.in_memory:
-            raise ValueError(f"this ImageStore streams from disk ({self.images!r}); a .pt file would hold all "
-                             "of it in memory: call load_into_memory().save(path) if it fits in memory")
+        self._needs_memory("a .pt file", "save(path)")
         atomic_save_bytes(path, self._to_bytes())
         return Path(path)
 
@@ -203,6 +201,11 @@ class ImageStore:
         """False when the images stream from disk (``musecl.scaling.shards``), not held in a tensor."""
         return isinstance(self.images, torch.Tensor)
 
+    def _needs_memory(self, what: str, call: str) -> None:
+        if not self.in_memory:
+            raise ValueError(f"this ImageStore streams its images from disk ({self.images!r}); {what} needs "
+                             f"them in memory: call store.load_into_memory().{call} if they fit")
+
     def load_into_memory(self) -> "ImageStore":
         """The same store with every image read into one CPU tensor (``self`` when already in memory)."""
         if self.in_memory:
@@ -221,11 +224,7 @@ class ImageStore:
     def to(self, device: str | torch.device) -> "ImageStore":
         """The store with its images on ``device`` (e.g. "cuda": batches are then gathered and
         augmented there, with no copy from the host); counts and starts stay on the CPU."""
-        if not self.in_memory:
-            raise ValueError(f"this ImageStore streams its images from disk ({self.images!r}, "
-                             f"{self.images.numel() / 2**30:.2f} GiB), so it cannot be moved to {str(device)!r} "
-                             "as a whole. If it fits, call store.load_into_memory().to(device); otherwise keep "
-                             "it on disk -- the trainer moves each batch to the device.")
+        self._needs_memory(f"moving it to {str(device)!r}", "to(device)")
         device = torch.device(device)
         if self.images.device == device:
             return self
@@ -233,9 +232,7 @@ class ImageStore:
 
     def pin_memory(self) -> "ImageStore":
         """Images in page-locked CPU memory, for asynchronous copies to a GPU (``self`` without CUDA)."""
-        if not self.in_memory:
-            raise ValueError(f"this ImageStore streams from disk ({self.images!r}); pinning needs the images "
-                             "in memory: call store.load_into_memory().pin_memory() if they fit")
+        self._needs_memory("pinning", "pin_memory()")
         if self.images.device.type != "cpu":
             raise ValueError(f"only a CPU store can be pinned; this one is on {self.images.device}")
         if not torch.cuda.is_available() or self.images.is_pinned():
@@ -305,10 +302,7 @@ def augment_images(x: torch.Tensor, mode: str, generator: torch.Generator | None
                 out[mask] = torch.rot90(x[mask], turns, dims=(2, 3))
         return out
     mask = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)  # hflip
-    out = x.clone()
-    if mask.any():
-        out[mask] = x[mask].flip(3)
-    return out
+    return torch.where(mask.view(-1, 1, 1, 1), x.flip(3), x)
 
 
 # -- encoders --------------------------------------------------------------------------------------
@@ -439,9 +433,9 @@ def build_encoder(arch: str = "resnet18", embedding_dim: int = 128,
         raise ValueError(f"embedding_dim must be positive; got {embedding_dim}")
     embedding_dim = int(embedding_dim)
     weights_file: Path | None = None
-    if isinstance(weights, str) and weights == "random":
+    if weights == "random":
         source = "random"
-    elif isinstance(weights, str) and weights == "imagenet":
+    elif weights == "imagenet":
         weights_file = imagenet_weights_file(arch)
         if not weights_file.exists():
             raise FileNotFoundError(

@@ -89,12 +89,10 @@ class TextEncoderConfig:
                              "set hs=1 (the paper) or negative>0")
 
     def sample_for(self, context: str) -> float:
-        """Word2Vec's ``sample`` under ``context``: the setting itself, or gensim's default 1e-3
-        for poi text (as the paper's gensim run) and 0 (off) for region co-occurrence. Subsampling
-        drops each occurrence of a word more frequent than ``sample`` of the corpus with a
-        probability that grows with its frequency: meant for "the" and "of" in prose, it would drop
-        most of a corpus made only of categories (in a city of 30 equally common categories,
-        about four occurrences in five), where no token is a filler word."""
+        """Word2Vec's ``sample``: the setting, or gensim's default 1e-3 for poi text (the paper's
+        run) and 0 (off) for region co-occurrence. Subsampling frequent words is meant for "the"
+        and "of"; in a corpus of categories it would drop most tokens (about four in five with 30
+        equally common categories)."""
         if self.sample is not None:
             return self.sample
         return 0.0 if context == REGION_COOCCURRENCE else 1e-3
@@ -113,7 +111,7 @@ def has_text(pois: pd.DataFrame) -> bool:
     if TEXT not in pois.columns:
         return False
     return any(bool(words) and words != tokenize(str(c))  # lazy: stops at the first POI with text
-               for c, words in ((c, tokenize(t)) for c, t in zip(pois[CATEGORY], pois[TEXT])))
+               for c, words in zip(pois[CATEGORY], map(tokenize, pois[TEXT])))
 
 
 def text_context(pois: pd.DataFrame, context: str = AUTO) -> str:
