@@ -24,8 +24,7 @@ Two choices the paper leaves open:
   similarities in [-1, 1] make a soft softmax and a smaller tau is the common remedy.
 
 The image embeddings are inputs, not trained, except by the end-to-end option
-(:func:`fine_tune_heads`, :func:`fine_tune_cnns`). The InfoNCE negatives are the other regions of
-the same mini-batch: nothing builds an N x N matrix.
+(:func:`fine_tune_heads`, :func:`fine_tune_cnns`).
 """
 from __future__ import annotations
 
@@ -535,7 +534,12 @@ class RegionsAndTriplets:
 def _fine_tuning_regions(ids_sv, ids_rs, poi: pd.DataFrame) -> tuple[pd.Index, torch.Tensor]:
     """The regions with both kinds of images and a POI vector, and their POI vectors."""
     both = pd.Index(ids_sv).intersection(pd.Index(ids_rs), sort=False)
-    y = _poi_rows(poi, both)
+    _check_table(poi, "poi")
+    poi = poi.set_axis(poi.index.astype(str))
+    missing = both.difference(poi.index)
+    if len(missing):
+        raise ValueError(f"poi lacks {len(missing)} region(s) that have images, e.g. {missing[:5].tolist()}")
+    y = poi.loc[both].to_numpy(dtype=np.float32, copy=True)
     usable = np.isfinite(y).all(axis=1) & (np.abs(y).sum(axis=1) > 0)
     if usable.sum() < 2:
         raise ValueError(f"fine-tuning needs at least 2 regions with both kinds of images and a "
@@ -621,13 +625,3 @@ def fine_tuning_loss(model: FineTunedEncoders, batch: tuple, cfg: FusionConfig,
     parts = {k: v for k, v in fusion.items() if k != "loss"}  # InfoNCE and reconstruction, logged
     return {"loss": fusion["loss"] + triplet_sv + triplet_rs, "fusion": fusion["loss"].detach(),
             **parts, "triplet_sv": triplet_sv.detach(), "triplet_rs": triplet_rs.detach()}
-
-
-def _poi_rows(table: pd.DataFrame, regions: pd.Index) -> np.ndarray:
-    """The POI vectors of ``regions`` as float32; an error names regions the table lacks."""
-    _check_table(table, "poi")
-    missing = regions.difference(table.index.astype(str))
-    if len(missing):
-        raise ValueError(f"poi lacks {len(missing)} region(s) that have images, e.g. {missing[:5].tolist()}")
-    table = table.set_axis(table.index.astype(str))
-    return table.loc[regions].to_numpy(dtype=np.float32, copy=True)

@@ -56,8 +56,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 class OneProcess:
     """What the Trainer, the cache and the image stage ask of the processes that train together,
-    answered for one process; ``torchrun``'s are answered by
-    :class:`musecl.scaling.distributed.TorchProcesses` (see :func:`use_processes`)."""
+    answered for one process (``torchrun``'s: :class:`musecl.scaling.distributed.TorchProcesses`)."""
 
     def rank(self) -> int:
         return 0
@@ -178,8 +177,8 @@ def split_indices(n: int, val_fraction: float, seed: int = 0) -> tuple[np.ndarra
 
 
 def progress_bar():
-    """tqdm's notebook bar when ipywidgets is installed, the text bar otherwise (no warning).
-    Looked up only when a bar is shown: a failed import is not cached, and the probe trains often."""
+    """tqdm's notebook bar when ipywidgets is installed, else the text bar (no warning); looked up
+    only when a bar is shown, as a failed import is not cached and the probe trains often."""
     try:
         import ipywidgets  # noqa: F401
         from tqdm.auto import tqdm
@@ -339,24 +338,18 @@ class Trainer:
     Defaults follow the official MuseCL code: Adam (lr 5e-4, amsgrad) and StepLR(10, 0.7);
     ``optimizer_factory(params)`` replaces Adam, ``lr_gamma=1`` keeps the rate constant.
 
-    ``min_batch``: smaller batches are skipped, in training and validation (2 for InfoNCE, where a
-    batch of one has no negative). ``val_batch_size`` (default ``batch_size``): a loss that is a
-    mean over items (MSE) can take the whole validation part in one batch.
+    ``min_batch``: smaller batches are skipped (2 for InfoNCE: a batch of one has no negative).
+    ``val_batch_size`` (default ``batch_size``): a mean-over-items loss can score all at once.
+    ``patience``: stop when the validation loss has not improved for that many epochs;
+    ``restore_best`` (default: when there is a validation set) loads the best epoch's weights at the
+    end. ``fit`` returns the history, one dict per epoch: ``epoch, lr, train_<part>...,
+    val_<part>..., seconds, images_per_s``.
 
-    ``patience``: stop when the validation loss has not improved for that many epochs (needs a
-    validation set); ``restore_best`` (default: when there is a validation set) loads the best
-    epoch's weights at the end. ``fit`` returns the history (also ``self.history``), one dict per
-    epoch: ``epoch, lr, train_<part>..., val_<part>..., seconds, images_per_s`` (data preparation
-    included).
-
-    ``amp`` (mixed precision): "off" (default), "bf16" (a GPU, or a CPU with bf16 instructions),
-    "fp16" (with a gradient scaler; GPUs only) or "auto" (bf16 where the hardware has it, else fp16
-    on a GPU and off on a CPU). Weights and optimizer stay float32; the scaler's state is
-    checkpointed, so resume stays exact.
-
-    ``checkpoint_every_s``: with a ``checkpoint_dir``, checkpoint after an epoch once that many
-    seconds have passed since the last one, and after the last epoch (0: every epoch): an
-    interruption loses at most that much time and one epoch, without a write per short epoch.
+    ``amp``: "off", "bf16" (a GPU, or a CPU with bf16 instructions), "fp16" (GPUs, with a gradient
+    scaler, checkpointed) or "auto" (bf16 where the hardware has it, else fp16 on a GPU and off on
+    a CPU); weights and optimizer stay float32. ``checkpoint_every_s``: checkpoint after an epoch
+    once that many seconds have passed since the last write, and after the last epoch (0: every
+    epoch), so an interruption loses at most that much time and one epoch.
     """
 
     def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module, Any], dict], *,
