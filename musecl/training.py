@@ -27,7 +27,7 @@ import time
 import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -124,14 +124,6 @@ CHECKPOINT_FORMAT = 1
 CHECKPOINT_EVERY_S = 30.0  # Trainer's default: seconds between checkpoints (0: every epoch)
 
 
-class BatchDataset(Protocol):
-    """What :class:`Trainer` needs from a data set."""
-
-    def __len__(self) -> int: ...
-
-    def get_batch(self, indices: torch.Tensor, generator: torch.Generator | None = None) -> Any: ...
-
-
 class TensorBatches:
     """Tensors with a common first dimension, served as batches by indexing (no per-item work)."""
 
@@ -152,8 +144,8 @@ class TensorBatches:
         return out[0] if len(out) == 1 else out
 
 
-def as_batch_dataset(data) -> BatchDataset:
-    """Accept a :class:`BatchDataset`, a tensor or a tuple of tensors."""
+def as_batch_dataset(data):
+    """A data set with ``len()`` and ``get_batch`` as is; a tensor or tuple of tensors wrapped."""
     if isinstance(data, torch.Tensor):
         return TensorBatches(data)
     if isinstance(data, (tuple, list)) and data and all(isinstance(t, torch.Tensor) for t in data):
@@ -401,7 +393,7 @@ class Trainer:
 
     # -- one epoch ---------------------------------------------------------------------
 
-    def _train_epoch(self, net: nn.Module, data: BatchDataset, generator: torch.Generator,
+    def _train_epoch(self, net: nn.Module, data, generator: torch.Generator,
                      batch_generator: torch.Generator, epoch: int, tqdm) -> dict:
         net.train()
         sums: dict[str, torch.Tensor] = {}
