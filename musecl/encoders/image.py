@@ -2,14 +2,9 @@
 
 A CNN F maps an anchor, a positive and a negative image of three regions to vectors x, y, z;
 the triplet loss pulls x towards y and pushes it away from z. Satellite images (RS) are paired
-by POI similarity, street views (SV) by mobility similarity (``musecl.sampling``).
-
-Pieces, bottom up: :class:`ImageStore` (every image of one kind decoded once into a uint8
-tensor); :func:`build_encoder` (ResNet-18 and Inception-v3, the official satellite and street-view
-encoders, or a tiny CNN); :func:`cosine_triplet_loss` (eq. 6) and
-:func:`euclidean_margin_ranking_loss` (official); :class:`TripletImageDataset` and
-:func:`train_image_encoder`; :func:`embed_regions` (one row per region); :func:`save_encoder` /
-:func:`load_encoder`.
+by POI similarity, street views (SV) by mobility similarity (``musecl.sampling``). Bottom up:
+the images (:class:`ImageStore`), the CNNs (:func:`build_encoder`), the losses (eq. 6 and the
+official one), training (:func:`train_image_encoder`) and embedding (:func:`embed_regions`).
 """
 from __future__ import annotations
 
