@@ -491,14 +491,11 @@ def fuse(model: "AttentiveFusion | AlignedFusion", sv: pd.DataFrame, rs: pd.Data
 
 class FineTunedEncoders(nn.Module):
     """Both image encoders (feature heads or whole CNNs) and the aligned fusion as one model, so
-    that eq. 11's loss reaches the encoders; ``forward`` returns ``(e_image, beta)``."""
+    that eq. 11's loss (:func:`fine_tuning_loss`) reaches the encoders."""
 
     def __init__(self, encoder_sv: nn.Module, encoder_rs: nn.Module, fusion: AlignedFusion):
         super().__init__()
         self.encoder_sv, self.encoder_rs, self.fusion = encoder_sv, encoder_rs, fusion
-
-    def forward(self, x_sv: torch.Tensor, x_rs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.fusion(self.encoder_sv(x_sv), self.encoder_rs(x_rs))
 
 
 class RegionImages:
