@@ -84,7 +84,8 @@ class _Fusion(nn.Module):
 
     def save(self, directory: str | Path) -> Path:
         """Write ``weights.pt`` (a state dict) and ``config.json``."""
-        return save_weights(directory, self.state_dict(), {"class": type(self).__name__, **self.config()})
+        config = {"class": type(self).__name__, **self.config()}
+        return save_weights(directory, self.state_dict(), config)
 
     @classmethod
     def load(cls, directory: str | Path):
@@ -93,7 +94,8 @@ class _Fusion(nn.Module):
         if held != cls.__name__:
             raise ValueError(f"{directory} holds a {held}, not a {cls.__name__}; use load_fusion")
         model = cls(**raw)
-        model.load_state_dict(torch.load(Path(directory) / WEIGHTS_PT, map_location="cpu", weights_only=True))
+        state = torch.load(Path(directory) / WEIGHTS_PT, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
         return model.eval()
 
 
@@ -395,7 +397,8 @@ def _batch_loss(model, sv, rs, poi, present, cfg: FusionConfig) -> dict:
     ``infonce`` and ``reconstruction`` (logged, so the InfoNCE can be read against chance)."""
     e_image, _ = model(sv, rs, present)
     if isinstance(model, AlignedFusion):
-        nce = info_nce(*model.align_space(e_image, poi), model.log_temperature.exp(), both_ways=True)
+        a, b = model.align_space(e_image, poi)
+        nce = info_nce(a, b, model.log_temperature.exp(), both_ways=True)
         if not cfg.reconstruction:
             return {"loss": nce}
         # detached: when heads train with the fusion (fine_tune_heads) they must not shrink the target
@@ -535,7 +538,8 @@ def _fine_tuning_regions(ids_sv, ids_rs, poi: pd.DataFrame) -> tuple[pd.Index, t
     poi = poi.set_axis(poi.index.astype(str))
     missing = both.difference(poi.index)
     if len(missing):
-        raise ValueError(f"poi lacks {len(missing)} region(s) that have images, e.g. {missing[:5].tolist()}")
+        raise ValueError(f"poi lacks {len(missing)} region(s) that have images, "
+                         f"e.g. {missing[:5].tolist()}")
     y = poi.loc[both].to_numpy(dtype=np.float32, copy=True)
     usable = np.isfinite(y).all(axis=1) & (np.abs(y).sum(axis=1) > 0)
     if usable.sum() < 2:

@@ -56,7 +56,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 class OneProcess:
     """What the Trainer, the cache and the image stage ask of the processes that train together,
-    answered for one process (``torchrun``'s: :class:`musecl.scaling.distributed.TorchProcesses`)."""
+    answered for one process (for ``torchrun``'s, see
+    :class:`musecl.scaling.distributed.TorchProcesses`)."""
 
     def rank(self) -> int:
         return 0
@@ -398,7 +399,8 @@ class Trainer:
         net.train()
         sums: dict[str, torch.Tensor] = {}
         items = images = 0
-        order = processes().shard(torch.randperm(len(data), generator=generator))  # this process's share
+        order = torch.randperm(len(data), generator=generator)
+        order = processes().shard(order)  # this process's share
         batches = [b for b in order.split(self.batch_size) if len(b) >= self.min_batch]
         bar = tqdm(batches, desc=f"epoch {epoch}/{self.epochs}", leave=False, disable=not self._show_progress,
                    unit="batch")
@@ -490,12 +492,13 @@ class Trainer:
 
     def _write_checkpoint(self, state: _State, fingerprint: dict, generator: torch.Generator,
                           per_process: list | None) -> None:
-        payload = {"format": CHECKPOINT_FORMAT, "epoch": state.epoch, "model": _cpu_state(self.model),
-                   "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                   "best_val": state.best_val, "best_epoch": state.best_epoch,
-                   "best_state": state.best_state, "bad_epochs": state.bad_epochs,
-                   "stopped_early": state.stopped_early, "history": list(self.history),
-                   "fingerprint": fingerprint, "rng": _rng_state(generator, self.device.type == "cuda"),
+        payload = {"format": CHECKPOINT_FORMAT, "epoch": state.epoch,
+                   "model": _cpu_state(self.model), "optimizer": self.optimizer.state_dict(),
+                   "scheduler": self.scheduler.state_dict(), "best_val": state.best_val,
+                   "best_epoch": state.best_epoch, "best_state": state.best_state,
+                   "bad_epochs": state.bad_epochs, "stopped_early": state.stopped_early,
+                   "history": list(self.history), "fingerprint": fingerprint,
+                   "rng": _rng_state(generator, self.device.type == "cuda"),
                    "rng_per_process": per_process,
                    "scaler": self.scaler.state_dict() if self.scaler is not None else None}
         with atomic_write(self.checkpoint_path, "wb") as handle:
@@ -558,7 +561,8 @@ class Trainer:
         self.model.to(self.device)
         net = processes().wrap(self.model, self.device)  # what trains; self.model stays the plain module
         self.optimizer = self.optimizer_factory(self.model.parameters())
-        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, self.lr_step, self.lr_gamma)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, self.lr_step,
+                                                         self.lr_gamma)
         generator = torch.Generator().manual_seed(self.seed)  # the item order: the same on every process
         # one process: the same generator draws images and augmentations; several: one per process
         batch_generator = (generator if processes().world_size() == 1

@@ -198,8 +198,9 @@ class ImageStore:
 
     def _needs_memory(self, what: str, call: str) -> None:
         if not self.in_memory:
-            raise ValueError(f"this ImageStore streams its images from disk ({self.images!r}); {what} needs "
-                             f"them in memory: call store.load_into_memory().{call} if they fit")
+            raise ValueError(f"this ImageStore streams its images from disk ({self.images!r}); "
+                             f"{what} needs them in memory: call store.load_into_memory().{call} "
+                             "if they fit")
 
     def load_into_memory(self) -> "ImageStore":
         """The same store with every image read into one CPU tensor (``self`` when already in memory)."""
