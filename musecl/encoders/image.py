@@ -2,14 +2,9 @@
 
 A CNN F maps an anchor, a positive and a negative image of three regions to vectors x, y, z;
 the triplet loss pulls x towards y and pushes it away from z. Satellite images (RS) are paired
-by POI similarity, street views (SV) by mobility similarity (``musecl.sampling``).
-
-Pieces, bottom up: :class:`ImageStore` (every image of one kind decoded once into a uint8
-tensor); :func:`build_encoder` (ResNet-18 and Inception-v3, the official satellite and street-view
-encoders, or a tiny CNN); :func:`cosine_triplet_loss` (eq. 6) and
-:func:`euclidean_margin_ranking_loss` (official); :class:`TripletImageDataset` and
-:func:`train_image_encoder`; :func:`embed_regions` (one row per region); :func:`save_encoder` /
-:func:`load_encoder`.
+by POI similarity, street views (SV) by mobility similarity (``musecl.sampling``). Bottom up:
+the images (:class:`ImageStore`), the CNNs (:func:`build_encoder`), the losses (eq. 6 and the
+official one), training (:func:`train_image_encoder`) and embedding (:func:`embed_regions`).
 """
 from __future__ import annotations
 
@@ -46,8 +41,7 @@ INCEPTION_MIN_SIZE = 75
 STORE_FORMAT = 2  # bump when decoding changes: caches of another format are rebuilt
 
 
-# ------------------------------------------------------------------------------------------
-# images in memory
+# -- images in memory ------------------------------------------------------------------------------
 
 
 def images_fingerprint(pairs: Sequence[tuple[str, Path]], size: int) -> str:
@@ -175,9 +169,7 @@ class ImageStore:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the store to a .pt file (tensors and plain lists only; loads with weights_only)."""
-        if not self.in_memory:
-            raise ValueError(f"this ImageStore streams from disk ({self.images!r}); a .pt file would hold all "
-                             "of it in memory: call load_into_memory().save(path) if it fits in memory")
+        self._needs_memory("a .pt file", "save(path)")
         atomic_save_bytes(path, self._to_bytes())
         return Path(path)
 
@@ -204,6 +196,12 @@ class ImageStore:
         """False when the images stream from disk (``musecl.scaling.shards``), not held in a tensor."""
         return isinstance(self.images, torch.Tensor)
 
+    def _needs_memory(self, what: str, call: str) -> None:
+        if not self.in_memory:
+            raise ValueError(f"this ImageStore streams its images from disk ({self.images!r}); "
+                             f"{what} needs them in memory: call store.load_into_memory().{call} "
+                             "if they fit")
+
     def load_into_memory(self) -> "ImageStore":
         """The same store with every image read into one CPU tensor (``self`` when already in memory)."""
         if self.in_memory:
@@ -222,11 +220,7 @@ class ImageStore:
     def to(self, device: str | torch.device) -> "ImageStore":
         """The store with its images on ``device`` (e.g. "cuda": batches are then gathered and
         augmented there, with no copy from the host); counts and starts stay on the CPU."""
-        if not self.in_memory:
-            raise ValueError(f"this ImageStore streams its images from disk ({self.images!r}, "
-                             f"{self.images.numel() / 2**30:.2f} GiB), so it cannot be moved to {str(device)!r} "
-                             "as a whole. If it fits, call store.load_into_memory().to(device); otherwise keep "
-                             "it on disk -- the trainer moves each batch to the device.")
+        self._needs_memory(f"moving it to {str(device)!r}", "to(device)")
         device = torch.device(device)
         if self.images.device == device:
             return self
@@ -234,9 +228,7 @@ class ImageStore:
 
     def pin_memory(self) -> "ImageStore":
         """Images in page-locked CPU memory, for asynchronous copies to a GPU (``self`` without CUDA)."""
-        if not self.in_memory:
-            raise ValueError(f"this ImageStore streams from disk ({self.images!r}); pinning needs the images "
-                             "in memory: call store.load_into_memory().pin_memory() if they fit")
+        self._needs_memory("pinning", "pin_memory()")
         if self.images.device.type != "cpu":
             raise ValueError(f"only a CPU store can be pinned; this one is on {self.images.device}")
         if not torch.cuda.is_available() or self.images.is_pinned():
@@ -306,14 +298,10 @@ def augment_images(x: torch.Tensor, mode: str, generator: torch.Generator | None
                 out[mask] = torch.rot90(x[mask], turns, dims=(2, 3))
         return out
     mask = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)  # hflip
-    out = x.clone()
-    if mask.any():
-        out[mask] = x[mask].flip(3)
-    return out
+    return torch.where(mask.view(-1, 1, 1, 1), x.flip(3), x)
 
 
-# ------------------------------------------------------------------------------------------
-# encoders
+# -- encoders --------------------------------------------------------------------------------------
 
 
 class TinyCNN(nn.Module):
@@ -441,9 +429,9 @@ def build_encoder(arch: str = "resnet18", embedding_dim: int = 128,
         raise ValueError(f"embedding_dim must be positive; got {embedding_dim}")
     embedding_dim = int(embedding_dim)
     weights_file: Path | None = None
-    if isinstance(weights, str) and weights == "random":
+    if weights == "random":
         source = "random"
-    elif isinstance(weights, str) and weights == "imagenet":
+    elif weights == "imagenet":
         weights_file = imagenet_weights_file(arch)
         if not weights_file.exists():
             raise FileNotFoundError(
@@ -502,8 +490,7 @@ def load_encoder(directory: str | os.PathLike) -> ImageEncoder:
     return encoder.eval()
 
 
-# ------------------------------------------------------------------------------------------
-# losses
+# -- losses ----------------------------------------------------------------------------------------
 
 
 def _check_triplet(a: torch.Tensor, p: torch.Tensor, n: torch.Tensor) -> None:
@@ -591,8 +578,7 @@ class TripletObjective:
         return f"TripletObjective(loss={self.loss!r}, margin={self.margin}{extra})"
 
 
-# ------------------------------------------------------------------------------------------
-# data
+# -- data ------------------------------------------------------------------------------------------
 
 
 ROLES = ("anchor", "positive", "negative")  # a triplet's columns
@@ -668,8 +654,7 @@ class TripletImageDataset:
         return TripletImageDataset(self.store, self.roles[:, idx], augment=augment or self.augment, seed=self.seed)
 
 
-# ------------------------------------------------------------------------------------------
-# training and embedding
+# -- training and embedding ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

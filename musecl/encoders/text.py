@@ -89,12 +89,10 @@ class TextEncoderConfig:
                              "set hs=1 (the paper) or negative>0")
 
     def sample_for(self, context: str) -> float:
-        """Word2Vec's ``sample`` under ``context``: the setting itself, or gensim's default 1e-3
-        for poi text (as the paper's gensim run) and 0 (off) for region co-occurrence. Subsampling
-        drops each occurrence of a word more frequent than ``sample`` of the corpus with a
-        probability that grows with its frequency: meant for "the" and "of" in prose, it would drop
-        most of a corpus made only of categories (in a city of 30 equally common categories,
-        about four occurrences in five), where no token is a filler word."""
+        """Word2Vec's ``sample``: the setting, or gensim's default 1e-3 for poi text (the paper's
+        run) and 0 (off) for region co-occurrence. Subsampling frequent words is meant for "the"
+        and "of"; in a corpus of categories it would drop most tokens (about four in five with 30
+        equally common categories)."""
         if self.sample is not None:
             return self.sample
         return 0.0 if context == REGION_COOCCURRENCE else 1e-3
@@ -113,7 +111,7 @@ def has_text(pois: pd.DataFrame) -> bool:
     if TEXT not in pois.columns:
         return False
     return any(bool(words) and words != tokenize(str(c))  # lazy: stops at the first POI with text
-               for c, words in ((c, tokenize(t)) for c, t in zip(pois[CATEGORY], pois[TEXT])))
+               for c, words in zip(pois[CATEGORY], map(tokenize, pois[TEXT])))
 
 
 def text_context(pois: pd.DataFrame, context: str = AUTO) -> str:
@@ -130,17 +128,13 @@ def region_sentences(pois: pd.DataFrame, seed: int = 0, copies: int = 1) -> list
     POIs, once per POI, in a random order drawn from ``seed``; split every :data:`MAX_SENTENCE`
     tokens. ``copies`` > 1 repeats the whole corpus, each region shuffled anew each time.
 
-    Once per POI, not once per category, so that training weighs categories and pairs of
-    categories as eq. 7 weighs them, by their POIs: a category with many POIs gets as many updates
-    as it has POIs, and two categories that share many POIs' worth of regions are pulled together
-    more than two that share one corner shop. Shuffled, because the order of ``pois.csv`` means
-    nothing and is often sorted by category (an OpenStreetMap extract by tag): in file order
-    skip-gram's window would see mostly the same category; shuffled, a token's window is a random
-    sample of its region's POIs. Seeded, so a run is reproducible. Several copies, because one
-    order shows a token only the ``window`` POIs on either side of it: each copy draws another
-    sample of its region, so the pairs trained approach all pairs of the region (a window as
-    long as the region would instead let its most common categories fill every context). Ten
-    copies give about as many tokens as a POI corpus with ten words of text per POI.
+    Once per POI, so that training weighs categories and their pairs as eq. 7 does, by their POIs.
+    Shuffled, because the order of ``pois.csv`` means nothing and is often sorted by category, so
+    that skip-gram's window would see mostly one category; shuffled, a window is a random sample
+    of the region's POIs. Several copies, because each draws another sample, so the pairs trained
+    approach all pairs of the region (a window as long as the region would instead let its most
+    common categories fill every context); ten copies give about as many tokens as a POI corpus
+    with ten words of text per POI.
     """
     if copies < 1:
         raise ValueError(f"copies must be >= 1; got {copies}")
