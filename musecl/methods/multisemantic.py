@@ -356,9 +356,15 @@ def fusion_stage(city: City, cfg: RunConfig, cache, sv_dir: Path | None, rs_dir:
     return cache.get_or_compute("fusion", key, compute)
 
 
-def train_fusion_into(folder: Path, sv: pd.DataFrame, rs: pd.DataFrame, target: pd.DataFrame, cfg: RunConfig) -> None:
+def train_fusion_into(folder: Path, sv: pd.DataFrame, rs: pd.DataFrame, target: pd.DataFrame,
+                      cfg: RunConfig) -> None:
     """Fuse ``sv`` and ``rs`` aligned to ``target`` and write a fusion stage's folder."""
     model, history = train_fusion(sv, rs, target, fusion_settings(cfg))
+    _save_fusion(folder, model, history, sv, rs)
+
+
+def _save_fusion(folder: Path, model, history: pd.DataFrame, sv: pd.DataFrame, rs: pd.DataFrame):
+    """A fusion stage's files: the model, its history, the fused embedding and beta (eq. 9-10)."""
     embedding, beta = fuse(model, sv, rs)
     model.save(folder / "fusion")
     history.to_csv(folder / HISTORY_CSV, index=False)
@@ -431,13 +437,9 @@ def fine_tuned_fusion_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_
             model.cpu()
             for p in dirs:
                 save_encoder(getattr(model, f"encoder_{p}"), folder / f"encoder-{p}")
-        embedding, beta = fuse(model.fusion, embedded["sv"], embedded["rs"])
-        model.fusion.save(folder / "fusion")
         for kind, p in PREFIX.items():
             save_table(embedded[p], folder / FINE_TUNED_TABLES[kind])
-        history.to_csv(folder / HISTORY_CSV, index=False)
-        save_table(embedding, folder / EMBEDDINGS_CSV)
-        save_table(beta, folder / ATTENTION_CSV)
+        _save_fusion(folder, model.fusion, history, embedded["sv"], embedded["rs"])
 
     return cache.get_or_compute("fusion-fine-tuned", key, compute)
 
