@@ -53,17 +53,11 @@ class ConfigError(ValueError):
 
 
 class _Bad(Exception):
-    """Raised by a check: the value is not what the key allows (the message says what is; ``hint``
-    may suggest the nearest allowed value)."""
-
-    def __init__(self, allowed: str, hint: str = ""):
-        super().__init__(allowed)
-        self.hint = hint
+    """Raised by a check: the value is not what its key allows (``allowed`` on the check says
+    what is); the message is empty or a hint at the nearest allowed value."""
 
 
-# ------------------------------------------------------------------------------------------
-# Checks: each takes a value and returns it (normalised) or raises _Bad with what is allowed,
-# which the check also has as its ``allowed`` attribute.
+# Checks: each takes a value and returns it (normalised) or raises _Bad.
 
 
 def _allows(allowed: str):
@@ -73,11 +67,16 @@ def _allows(allowed: str):
     return named
 
 
+def _near(value, allowed) -> str:
+    near = difflib.get_close_matches(str(value), allowed, n=1)
+    return f" (did you mean {near[0]!r}?)" if near else ""
+
+
 def _integer(minimum: int):
     @_allows(f"an integer >= {minimum}")
     def check(value):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-            raise _Bad(check.allowed)
+            raise _Bad()
         return int(value)
     return check
 
@@ -89,15 +88,15 @@ def _number(above: float | None = None, at_least: float | None = None, below: fl
 
     @_allows("a number " + " and ".join(b for b in bounds if b))
     def check(value):
-        if isinstance(value, bool):
-            raise _Bad(check.allowed)
+        if isinstance(value, bool) or not isinstance(value, (str, numbers.Real)):
+            raise _Bad()
         try:
-            number = float(value) if isinstance(value, (str, numbers.Real)) else None
+            number = float(value)
         except ValueError:
-            number = None
-        if number is None or not math.isfinite(number) or (above is not None and not number > above) \
+            raise _Bad() from None
+        if not math.isfinite(number) or (above is not None and not number > above) \
                 or (at_least is not None and not number >= at_least) or (below is not None and not number < below):
-            raise _Bad(check.allowed)
+            raise _Bad()
         return value if type(value) in (int, float) else number  # keep 1 as 1: cache keys hash the values
     return check
 
@@ -106,8 +105,7 @@ def _choice(*allowed: str):
     @_allows(f"one of {allowed}")
     def check(value):
         if value not in allowed or not isinstance(value, str):
-            near = difflib.get_close_matches(str(value), allowed, n=1)
-            raise _Bad(check.allowed, f" (did you mean {near[0]!r}?)" if near else "")
+            raise _Bad(_near(value, allowed))
         return value
     return check
 
@@ -115,12 +113,7 @@ def _choice(*allowed: str):
 def _optional(check, meaning: str):
     @_allows(f"{check.allowed} or None (null in YAML: {meaning})")
     def optional(value):
-        if value is None:
-            return None
-        try:
-            return check(value)
-        except _Bad as bad:
-            raise _Bad(optional.allowed, bad.hint) from None
+        return None if value is None else check(value)
     return optional
 
 
@@ -128,15 +121,9 @@ def _items(check):
     """A non-empty list or tuple (or one value) of items that each pass ``check``; returns a tuple."""
     @_allows(f"a non-empty list without repeats, each item {check.allowed}")
     def items(value):
-        values = tuple(value) if isinstance(value, (list, tuple)) else (value,)
-        try:
-            if not values:
-                raise _Bad(items.allowed)
-            checked = tuple(check(v) for v in values)
-        except _Bad as bad:
-            raise _Bad(items.allowed, bad.hint) from None
-        if len(set(checked)) < len(checked):  # a repeated seed would count one result twice
-            raise _Bad(items.allowed)
+        checked = tuple(check(v) for v in (value if isinstance(value, (list, tuple)) else (value,)))
+        if not checked or len(set(checked)) < len(checked):  # a repeated seed would count one result twice
+            raise _Bad()
         return checked
     return items
 
@@ -152,7 +139,7 @@ def _off_is_false(check):
 @_allows("'cpu', 'cuda', 'cuda:N' or 'auto' (cuda when available)")
 def _device(value):
     if not isinstance(value, str) or not re.fullmatch(r"cpu|auto|cuda(:\d+)?", value):
-        raise _Bad(_device.allowed)
+        raise _Bad()
     return value
 
 
@@ -162,18 +149,12 @@ def _weights(value):
         return value
     if isinstance(value, (str, os.PathLike)) and str(value) and Path(value).exists():
         return str(value)
-    near = difflib.get_close_matches(str(value), ("random", "imagenet"), n=1)
-    raise _Bad(_weights.allowed, f" (did you mean {near[0]!r}?)" if near else "")
+    raise _Bad(_near(value, ("random", "imagenet")))
 
 
 @_allows("'auto' or a number >= 0 (metres; 0: no buffer)")
 def _buffer(value):
-    if value == "auto":
-        return value
-    try:
-        return _number(at_least=0)(value)
-    except _Bad:
-        raise _Bad(_buffer.allowed) from None
+    return value if value == "auto" else _number(at_least=0)(value)
 
 
 # What each RunConfig setting accepts, checked when one is made (and so when params/*.yaml loads);
@@ -233,15 +214,19 @@ CHECKS = {
 # stage (``config.fusion.lr``, not a ``fusion_lr`` beside an ``encoder_lr``).
 
 
+def _check(key: str, value):
+    """``value`` as ``CHECKS[key]`` normalises it, or a ConfigError naming the key."""
+    try:
+        return CHECKS[key](value)
+    except _Bad as bad:
+        raise ConfigError(f"{key} must be {CHECKS[key].allowed}; got {value!r}{bad}", key=key) from None
+
+
 def _checked(settings) -> None:
-    """Check (and normalise) each field of a stage's settings, naming the flat key on a bad value."""
+    """Check (and normalise) each field of a stage's settings, by its flat name."""
     for f in dataclasses.fields(settings):
         key = FLAT_NAME[type(settings).__name__, f.name]
-        value = getattr(settings, f.name)
-        try:
-            object.__setattr__(settings, f.name, CHECKS[key](value))
-        except _Bad as bad:
-            raise ConfigError(f"{key} must be {bad}; got {value!r}{bad.hint}", key=key) from None
+        object.__setattr__(settings, f.name, _check(key, getattr(settings, f.name)))
 
 
 @dataclass(frozen=True)
@@ -430,10 +415,7 @@ class RunConfig:
         for name, value in (("seeds", seeds), ("seed", seed), ("retrain", retrain), ("embedding_dim", embedding_dim)):
             if name == "seed" and value is None:
                 value = self.seeds[0]  # the chapters show the stages of the first seed
-            try:
-                object.__setattr__(self, name, CHECKS[name](value))
-            except _Bad as bad:
-                raise ConfigError(f"{name} must be {bad}; got {value!r}{bad.hint}", key=name) from None
+            object.__setattr__(self, name, _check(name, value))
         _check_together(self)
 
     def __getattr__(self, name: str):
