@@ -95,7 +95,8 @@ def _number(above: float | None = None, at_least: float | None = None, below: fl
         except ValueError:
             raise _Bad() from None
         if not math.isfinite(number) or (above is not None and not number > above) \
-                or (at_least is not None and not number >= at_least) or (below is not None and not number < below):
+                or (at_least is not None and not number >= at_least) \
+                or (below is not None and not number < below):
             raise _Bad()
         return value if type(value) in (int, float) else number  # keep 1 as 1: cache keys hash the values
     return check
@@ -121,8 +122,8 @@ def _items(check):
     """A non-empty list or tuple (or one value) of items that each pass ``check``; returns a tuple."""
     @_allows(f"a non-empty list without repeats, each item {check.allowed}")
     def items(value):
-        checked = tuple(check(v) for v in (value if isinstance(value, (list, tuple)) else (value,)))
-        if not checked or len(set(checked)) < len(checked):  # a repeated seed would count one result twice
+        checked = tuple(map(check, value if isinstance(value, (list, tuple)) else (value,)))
+        if not checked or len(set(checked)) < len(checked):  # a repeated seed: one result twice
             raise _Bad()
         return checked
     return items
@@ -160,50 +161,35 @@ def _buffer(value):
 # What each RunConfig setting accepts, checked when one is made (and so when params/*.yaml loads);
 # a wrong value raises ConfigError naming the key, the value and what is allowed.
 CHECKS = {
-    "seed": _integer(0),
-    "device": _device,
-    "n_triplets": _integer(1),
-    "sampling_rule": _choice(*SAMPLING_RULES),
-    "n_positive_candidates": _integer(1),
-    "rs_arch": _choice(*ARCHS),
-    "sv_arch": _choice(*ARCHS),
-    "weights": _weights,
-    "rs_image_size": _integer(1),
-    "sv_image_size": _integer(1),
-    "embedding_dim": _integer(1),
-    "triplet_loss": _choice(*TRIPLET_LOSSES),
+    **dict.fromkeys(("seed", "jobs"), _integer(0)),
+    **dict.fromkeys(("n_triplets", "n_positive_candidates", "rs_image_size", "sv_image_size",
+                     "embedding_dim", "rs_epochs", "sv_epochs", "rs_batch_size", "sv_batch_size",
+                     "train_processes", "text_epochs", "text_window", "fusion_epochs",
+                     "probe_max_epochs", "probe_patience"), _integer(1)),
+    "fusion_batch_size": _integer(2),  # InfoNCE: the other regions of a batch are the negatives
+    **dict.fromkeys(("encoder_lr", "fusion_lr"), _number(above=0)),
+    **dict.fromkeys(("head_reconstruction", "fusion_reconstruction"), _number(at_least=0)),
+    "val_fraction": _number(at_least=0, below=1),
     "margin": _optional(_number(at_least=0), "0.5 for cosine, 5 for euclidean"),
-    "rs_epochs": _integer(1),
-    "sv_epochs": _integer(1),
-    "rs_batch_size": _integer(1),
-    "sv_batch_size": _integer(1),
-    "encoder_lr": _number(above=0),
+    "temperature": _optional(_number(above=0), "the design's default"),
+    "block_size_m": _optional(_number(above=0), "a multiple of the hexagon size"),
     "encoder_patience": _optional(_integer(1), "no early stopping"),
-    "head_reconstruction": _number(at_least=0),
+    "device": _device,
+    "weights": _weights,
+    "buffer_m": _buffer,
+    "sampling_rule": _choice(*SAMPLING_RULES),
+    **dict.fromkeys(("rs_arch", "sv_arch"), _choice(*ARCHS)),
+    "triplet_loss": _choice(*TRIPLET_LOSSES),
     "backbone_layers": _choice(*BACKBONE_LAYERS),
     "amp": _off_is_false(_choice(*AMP_MODES)),
     "image_store": _choice(*IMAGE_STORES),
-    "train_processes": _integer(1),
-    "val_fraction": _number(at_least=0, below=1),
-    "text_epochs": _integer(1),
-    "text_window": _integer(1),
     "text_pooling": _choice(*TEXT_POOLINGS),
     "fusion_design": _choice(*FUSION_DESIGNS),
     "fusion_loss": _choice(*FUSION_LOSSES),
-    "fusion_epochs": _integer(1),
-    "fusion_batch_size": _integer(2),  # InfoNCE: the other regions of a batch are the negatives
-    "fusion_lr": _number(above=0),
-    "temperature": _optional(_number(above=0), "the design's default"),
-    "fusion_reconstruction": _number(at_least=0),
-    "seeds": _items(_integer(0)),
     "retrain": _choice(*RETRAIN),
-    "splits": _items(_choice(*SPLITS)),
     "probe": _choice(*PROBES),
-    "probe_max_epochs": _integer(1),
-    "probe_patience": _integer(1),
-    "block_size_m": _optional(_number(above=0), "a multiple of the hexagon size"),
-    "buffer_m": _buffer,
-    "jobs": _integer(0),
+    "seeds": _items(_integer(0)),
+    "splits": _items(_choice(*SPLITS)),
 }
 
 
