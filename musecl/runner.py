@@ -173,12 +173,11 @@ def _write_run(out: Path, city: City, config: RunConfig, methods: list[str], ski
     if len(ceilings):  # a generated city's ceilings, on the very test parts the probes used
         with atomic_write(out / "ceilings.csv") as handle:
             ceilings.to_csv(handle, index=False)
-    info = run_info(city, config, timings)
-    info["method_workers"] = method_workers(config, methods)
-    info["failed_methods"] = failed  # name -> "ErrorType: message"; their rows are missing, the others' written
-    info["skipped_methods"] = skipped  # name -> what the city lacks for it (never fitted)
-    info["wall_seconds"] = round(time.perf_counter() - start, 1)
-    atomic_save_json(out / "run.json", info)
+    # failed: name -> "ErrorType: message" (no rows); skipped: name -> what the city lacks for it
+    atomic_save_json(out / "run.json", {
+        **run_info(city, config, timings), "method_workers": method_workers(config, methods),
+        "failed_methods": failed, "skipped_methods": skipped,
+        "wall_seconds": round(time.perf_counter() - start, 1)})
     return table
 
 
@@ -296,9 +295,8 @@ def expand_methods(methods: Sequence[str], city: City | None = None) -> list[str
     without images), duplicates dropped. Raises ValueError for an unknown name."""
     if isinstance(methods, str):
         methods = [methods]
-    everything = ALL_METHODS
-    if city is not None and not any(city.has(kind) for kind in IMAGE_KINDS):
-        everything = ALL_METHODS + IMAGE_FREE
+    image_free = city is not None and not any(city.has(kind) for kind in IMAGE_KINDS)
+    everything = ALL_METHODS + IMAGE_FREE if image_free else ALL_METHODS
     names = list(dict.fromkeys(n for name in methods for n in (everything if name == "all" else [name])))
     unknown = [n for n in names if n not in METHODS]
     if unknown:

@@ -207,10 +207,7 @@ class EfficientNetLite0Features(StageBaseline):
     cost = 1  # image features, probed at 1632-d or 2560-d
 
     def fit_stages(self, city: City) -> dict[str, Path]:
-        machine = self.config.machine
-        return {kind: efficientnet_stage(city, kind, self.input_size, self.cache, self.progress,
-                                         machine.image_store, machine.amp, machine.device,
-                                         self.config.image.backbone_layers)
+        return {kind: efficientnet_stage(city, self.config, kind, self.input_size, self.cache, self.progress)
                 for kind in self.STAGES}
 
     def _extra_config(self) -> dict:

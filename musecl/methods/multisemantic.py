@@ -225,9 +225,7 @@ def _train_head(city: City, cfg: RunConfig, kind: str, cache, folder: Path, trip
                 key: dict) -> None:
     """``image_stage`` for a head ("lite0-head") on cached backbone features; same files as a CNN's."""
     s = image_settings(cfg, kind)
-    machine = cfg.machine
-    backbone_dir = efficientnet_stage(city, kind, s["image_size"], cache, progress, machine.image_store, machine.amp,
-                                      machine.device, cfg.image.backbone_layers)
+    backbone_dir = efficientnet_stage(city, cfg, kind, s["image_size"], cache, progress)
     features = load_table(backbone_dir / EMBEDDINGS_CSV)
     drawn = TRIPLET_SOURCES[triplets](city, cfg, kind, [str(r) for r in features.dropna(how="any").index])
     drawn.to_frame().to_csv(folder / TRIPLETS_CSV, index=False)
@@ -241,23 +239,23 @@ def _train_head(city: City, cfg: RunConfig, kind: str, cache, folder: Path, trip
                folder / EMBEDDINGS_CSV)
 
 
-def efficientnet_stage(city: City, kind: str, image_size: int, cache, progress: bool = True,
-                       image_store: str = "memory", amp: str = "off", device: str = "cpu",
-                       layers: str = "last") -> Path:
+def efficientnet_stage(city: City, cfg: RunConfig, kind: str, image_size: int, cache,
+                       progress: bool = True) -> Path:
     """Global-pooled features of EfficientNet-Lite0 with ImageNet weights, of its last conv layer
-    (1280-d) or its stages (``layers``: :func:`musecl.encoders.heads.pooled_features_module`).
+    (1280-d) or its stages (``backbone_layers``: :func:`musecl.encoders.heads.pooled_features_module`).
     Inputs are ImageNet-normalised, not TensorFlow's (x - 127) / 128: the converted weights'
-    first BatchNorm statistics expect that.
-    """
+    first BatchNorm statistics expect that."""
+    machine, layers = cfg.machine, cfg.image.backbone_layers
     fingerprint = city_fingerprint(city, labels=False)
     key = {"city": fingerprint, "kind": kind, "model": "efficientnet-lite0", "image_size": int(image_size),
-           "format": FEATURES_FORMAT, **precision_key(amp, device), **layers_key(layers)}
+           "format": FEATURES_FORMAT, **precision_key(machine.amp, machine.device), **layers_key(layers)}
 
     def compute(folder: Path) -> None:
         net, path = efficientnet_lite0(image_size)
-        store = city_image_store(city, kind, image_size, cache, progress, image_store, fingerprint)
-        table = embed_regions(pooled_features_module(net, image_size, layers).to(resolve_device(device)), store,
-                              batch_size=32, region_ids=city.region_ids, progress=progress, amp=amp)
+        store = city_image_store(city, kind, image_size, cache, progress, machine.image_store, fingerprint)
+        module = pooled_features_module(net, image_size, layers).to(resolve_device(machine.device))
+        table = embed_regions(module, store, batch_size=32, region_ids=city.region_ids, progress=progress,
+                              amp=machine.amp)
         save_table(table, folder / EMBEDDINGS_CSV)
         atomic_save_json(folder / CONFIG_JSON,
                          {"arch": "efficientnet-lite0", "kind": kind, "image_size": int(image_size),
@@ -269,8 +267,7 @@ def efficientnet_stage(city: City, kind: str, image_size: int, cache, progress: 
 def backbone_features(city: City, cfg: RunConfig, kind: str, cache) -> pd.DataFrame:
     """The frozen backbone's features (cached) that this run's feature heads read."""
     size = image_settings(cfg, kind)["image_size"]
-    return load_table(efficientnet_stage(city, kind, size, cache, False, cfg.machine.image_store, cfg.machine.amp,
-                                         cfg.machine.device, cfg.image.backbone_layers) / EMBEDDINGS_CSV)
+    return load_table(efficientnet_stage(city, cfg, kind, size, cache, False) / EMBEDDINGS_CSV)
 
 
 def stage_encoder(stage: Path, initial: bool = False, seed: int = 0, weights: str = "random"):
@@ -458,8 +455,10 @@ class MuseCL(StagedMethod):
         cfg = self.config
         images = {kind: image_stage(city, cfg, kind, self.cache, self.progress) for kind in image_views(city)}
         text = text_stage(city, cfg, self.cache)
-        fusion = fusion_stage(city, cfg, self.cache, images.get(STREETVIEW), images.get(SATELLITE), text)
-        return {**images, "text": text, "fusion": fusion}
+        return {**images, "text": text, "fusion": self._fusion_stage(city, images, text)}
+
+    def _fusion_stage(self, city: City, images: dict[str, Path], text: Path) -> Path:
+        return fusion_stage(city, self.config, self.cache, images.get(STREETVIEW), images.get(SATELLITE), text)
 
     @property
     def views(self) -> tuple[str, ...]:
@@ -496,14 +495,13 @@ class MuseCLFineTunedHeads(MuseCL):
         return fine_tuning_unsupported(config, cls.fine_tunes)
 
     def fit_stages(self, city: City) -> dict[str, Path]:
-        cfg = self.config
-        if reason := self.settings_reason(cfg):
+        if reason := self.settings_reason(self.config):  # before any stage trains
             raise ValueError(f"{self.name}: {reason}")
-        rs = image_stage(city, cfg, SATELLITE, self.cache, self.progress)
-        sv = image_stage(city, cfg, STREETVIEW, self.cache, self.progress)
-        text = text_stage(city, cfg, self.cache)
-        fusion = fine_tuned_fusion_stage(city, cfg, self.cache, sv, rs, text, self.fine_tunes)
-        return dict(zip(self.STAGES, (rs, sv, text, fusion)))
+        return super().fit_stages(city)
+
+    def _fusion_stage(self, city: City, images: dict[str, Path], text: Path) -> Path:
+        return fine_tuned_fusion_stage(city, self.config, self.cache, images[STREETVIEW], images[SATELLITE],
+                                       text, self.fine_tunes)
 
     def stage_table(self, stage: str, table: str = EMBEDDINGS_CSV) -> pd.DataFrame:
         """As MuseCL's, but the image embeddings are the fine-tuned encoders'; their ``history`` and
