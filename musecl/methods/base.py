@@ -54,7 +54,7 @@ class RegionEmbedder:
 
     name = "base"
     needs: tuple[str, ...] = ()  # inputs (INPUTS keys) the method cannot run without
-    needs_any: tuple = ()  # of these inputs (or tuples of inputs), the city must have at least one
+    needs_any: tuple[tuple[str, ...], ...] = ()  # the city must have all of one of these groups
     cost = 0  # rough rank of CPU fit time: parallel runs start the longest first
     _fitted_attribute: str  # what fit and load set, so _check_fitted can tell a fitted method
 
@@ -258,7 +258,7 @@ def unsupported_reason(name: str, city: City) -> str | None:
 
 
 def _lacking(method, city: City) -> str | None:
-    """What ``city`` lacks of a method's ``needs`` and ``needs_any`` (a tuple entry counts only whole)."""
+    """What ``city`` lacks of a method's ``needs`` and ``needs_any``."""
     have = city_inputs(city)
     missing = [INPUTS[n] for n in method.needs if n not in have]
     if missing:
@@ -269,17 +269,13 @@ def _lacking(method, city: City) -> str | None:
 
 
 def groups_met(method, city: City) -> list[tuple[str, ...]]:
-    """The entries of a method's ``needs_any`` that ``city`` has in full, as tuples."""
+    """The groups of a method's ``needs_any`` that ``city`` has in full."""
     have = city_inputs(city)
-    return [_group(g) for g in method.needs_any if set(_group(g)) <= have]
+    return [group for group in method.needs_any if set(group) <= have]
 
 
-def _group(entry: str | tuple[str, ...]) -> tuple[str, ...]:
-    return (entry,) if isinstance(entry, str) else tuple(entry)
-
-
-def _group_words(entry: str | tuple[str, ...]) -> str:
-    return join_words([INPUTS[n] for n in _group(entry)], "with")
+def _group_words(group: tuple[str, ...]) -> str:
+    return join_words([INPUTS[n] for n in group], "with")
 
 
 def describe_needs(name: str) -> str:

@@ -185,7 +185,7 @@ class PretextFeatures(TableMethod):
     """ln(1 + inflow, outflow) and ln(1 + POI count per category) read by the run's probe: the
     inputs MuseCL's contrastive stages learn from (eq. 1 and 3), without any learning. A learned
     representation that does not beat this row has not added anything to its own inputs."""
-    needs_any = (MOBILITY, POI)  # either pretext: trips (eq. 1), POI counts (eq. 3)
+    needs_any = ((MOBILITY,), (POI,))  # either pretext: trips (eq. 1), POI counts (eq. 3)
 
     def _compute(self, city: City) -> pd.DataFrame:
         return pretext_features(city)

@@ -446,7 +446,7 @@ class MuseCL(StagedMethod):
     """The full method: fused image embedding (eq. 10) aligned to POI text (eq. 11). On a city with
     one image kind the fusion reads it alone (:func:`image_views`); ``views`` says which."""
     needs = (POI,)
-    needs_any = (SATELLITE, (STREETVIEW, MOBILITY))
+    needs_any = ((SATELLITE,), (STREETVIEW, MOBILITY))
 
     STAGES = ("satellite", "streetview", "text", "fusion")
     cost = 3  # trains both image encoders, which several other methods then reuse

@@ -124,9 +124,10 @@ class StandardisedRows:
 
 
 def od_svd(city: City, dim: int) -> pd.DataFrame:
-    """Truncated SVD of ln(1 + OD): [U_k sqrt(s_k), V_k sqrt(s_k)], a region as origin and as
-    destination, 2 * dim columns. ARPACK with a fixed start vector (deterministic); each pair's
-    sign makes the largest entry of U's column positive (a solver may return either)."""
+    """Truncated SVD of ln(1 + OD): [U_k sqrt(s_k), V_k sqrt(s_k)], 2 * dim columns, a region as
+    origin and as destination (the root splits the singular values evenly between the two).
+    ARPACK with a fixed start vector (deterministic); each pair's sign makes the largest entry of
+    U's column positive (a solver may return either; a probe is blind to it)."""
     m = od_matrix(city).log1p()
     if not m.count_nonzero():
         raise ValueError("the OD table has no trips (every flow is 0): "
