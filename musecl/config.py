@@ -53,11 +53,8 @@ class ConfigError(ValueError):
 
 
 class _Bad(Exception):
-    """Raised by a check: the value is not what its key allows (``allowed`` on the check says
-    what is); the message is empty or a hint at the nearest allowed value."""
-
-
-# Checks: each takes a value and returns it (normalised) or raises _Bad.
+    """Raised by a check (which returns a good value, normalised) on a value its key does not allow
+    (the check's ``allowed`` says what is); the message: empty or a hint at the nearest value."""
 
 
 def _allows(allowed: str):
@@ -193,11 +190,8 @@ CHECKS = {
 }
 
 
-# ------------------------------------------------------------------------------------------
-# The run's settings, one typed dataclass per stage, composed into RunConfig. Params files,
-# papermill parameters, the CLI, saved models and cache keys keep one flat set of names (FLAT
-# below), so a setting has the same name wherever a person writes it; code reads it from its
-# stage (``config.fusion.lr``, not a ``fusion_lr`` beside an ``encoder_lr``).
+# The stages' settings: written by one flat name everywhere (FLAT below), read by stage in code
+# (``config.fusion.lr``, not a ``fusion_lr`` beside an ``encoder_lr``).
 
 
 def _check(key: str, value):
@@ -205,7 +199,8 @@ def _check(key: str, value):
     try:
         return CHECKS[key](value)
     except _Bad as bad:
-        raise ConfigError(f"{key} must be {CHECKS[key].allowed}; got {value!r}{bad}", key=key) from None
+        message = f"{key} must be {CHECKS[key].allowed}; got {value!r}{bad}"
+        raise ConfigError(message, key=key) from None
 
 
 def _checked(settings) -> None:

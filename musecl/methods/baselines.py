@@ -171,7 +171,8 @@ class BackboneFeatures(StageBaseline):
     def fit_stages(self, city: City) -> dict[str, Path]:
         kind = self.needs[0]
         size = image_settings(self.config, kind)["image_size"]
-        return {kind: backbone_stage(city, self.config, kind, self.ARCH, size, self.cache, self.progress)}
+        return {kind: backbone_stage(city, self.config, kind, self.ARCH, size, self.cache,
+                                     self.progress)}
 
 
 @register("Inception v3")
@@ -207,8 +208,8 @@ class EfficientNetLite0Features(StageBaseline):
     cost = 1  # image features, probed at 1632-d or 2560-d
 
     def fit_stages(self, city: City) -> dict[str, Path]:
-        return {kind: efficientnet_stage(city, self.config, kind, self.input_size, self.cache, self.progress)
-                for kind in self.STAGES}
+        return {kind: efficientnet_stage(city, self.config, kind, self.input_size, self.cache,
+                                         self.progress) for kind in self.STAGES}
 
     def _extra_config(self) -> dict:
         return {**super()._extra_config(), "input_size": int(self.input_size)}

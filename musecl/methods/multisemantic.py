@@ -242,20 +242,22 @@ def _train_head(city: City, cfg: RunConfig, kind: str, cache, folder: Path, trip
 def efficientnet_stage(city: City, cfg: RunConfig, kind: str, image_size: int, cache,
                        progress: bool = True) -> Path:
     """Global-pooled features of EfficientNet-Lite0 with ImageNet weights, of its last conv layer
-    (1280-d) or its stages (``backbone_layers``: :func:`musecl.encoders.heads.pooled_features_module`).
-    Inputs are ImageNet-normalised, not TensorFlow's (x - 127) / 128: the converted weights'
-    first BatchNorm statistics expect that."""
+    (1280-d) or its stages, per ``backbone_layers``
+    (:func:`musecl.encoders.heads.pooled_features_module`); ImageNet-normalised inputs, not
+    TensorFlow's (x - 127) / 128: the converted weights' first BatchNorm statistics expect that."""
     machine, layers = cfg.machine, cfg.image.backbone_layers
     fingerprint = city_fingerprint(city, labels=False)
-    key = {"city": fingerprint, "kind": kind, "model": "efficientnet-lite0", "image_size": int(image_size),
-           "format": FEATURES_FORMAT, **precision_key(machine.amp, machine.device), **layers_key(layers)}
+    key = {"city": fingerprint, "kind": kind, "model": "efficientnet-lite0",
+           "image_size": int(image_size), "format": FEATURES_FORMAT,
+           **precision_key(machine.amp, machine.device), **layers_key(layers)}
 
     def compute(folder: Path) -> None:
         net, path = efficientnet_lite0(image_size)
-        store = city_image_store(city, kind, image_size, cache, progress, machine.image_store, fingerprint)
+        store = city_image_store(city, kind, image_size, cache, progress, machine.image_store,
+                                 fingerprint)
         module = pooled_features_module(net, image_size, layers).to(resolve_device(machine.device))
-        table = embed_regions(module, store, batch_size=32, region_ids=city.region_ids, progress=progress,
-                              amp=machine.amp)
+        table = embed_regions(module, store, batch_size=32, region_ids=city.region_ids,
+                              progress=progress, amp=machine.amp)
         save_table(table, folder / EMBEDDINGS_CSV)
         atomic_save_json(folder / CONFIG_JSON,
                          {"arch": "efficientnet-lite0", "kind": kind, "image_size": int(image_size),
@@ -458,7 +460,8 @@ class MuseCL(StagedMethod):
         return {**images, "text": text, "fusion": self._fusion_stage(city, images, text)}
 
     def _fusion_stage(self, city: City, images: dict[str, Path], text: Path) -> Path:
-        return fusion_stage(city, self.config, self.cache, images.get(STREETVIEW), images.get(SATELLITE), text)
+        return fusion_stage(city, self.config, self.cache, images.get(STREETVIEW),
+                            images.get(SATELLITE), text)
 
     @property
     def views(self) -> tuple[str, ...]:
@@ -500,8 +503,8 @@ class MuseCLFineTunedHeads(MuseCL):
         return super().fit_stages(city)
 
     def _fusion_stage(self, city: City, images: dict[str, Path], text: Path) -> Path:
-        return fine_tuned_fusion_stage(city, self.config, self.cache, images[STREETVIEW], images[SATELLITE],
-                                       text, self.fine_tunes)
+        return fine_tuned_fusion_stage(city, self.config, self.cache, images[STREETVIEW],
+                                       images[SATELLITE], text, self.fine_tunes)
 
     def stage_table(self, stage: str, table: str = EMBEDDINGS_CSV) -> pd.DataFrame:
         """As MuseCL's, but the image embeddings are the fine-tuned encoders'; their ``history`` and

@@ -457,7 +457,8 @@ class VectorMuseCL(TableMethod):
                     self.histories_[view] = shared.histories_[view]
                 else:
                     self.views_[view], self.histories_[view] = train_view_encoder(
-                        views[view], city.region_ids, self.triplets_[view], cfg, vcfg, self.progress)
+                        views[view], city.region_ids, self.triplets_[view], cfg, vcfg,
+                        self.progress)
         if vcfg.alignment == "procrustes":  # the POI view's axes matched to the mobility view's
             self.views_["poi_unaligned"] = self.views_["poi"]
             self.views_["poi"] = procrustes_align(self.views_["poi"], self.views_["mobility"])
