@@ -39,7 +39,8 @@ from musecl.training import progress_bar, resolve_device
 # written only for some methods or cities: a rerun removes the previous run's stale copies
 SOMETIMES_WRITTEN = ("attention.csv", "ceilings.csv", "predictions.csv")
 NAMED_CITIES = {"toy": 600, "toy-small": 150}  # generated, no download
-REAL_CITIES = ("beijing", "manhattan")  # converted from the verified raw files (musecl fetch NAME)
+# converted from the verified raw files (musecl fetch NAME)
+REAL_CITIES = {"beijing": make_beijing_city, "manhattan": make_manhattan_city}
 
 
 class UnsupportedMethodsError(ValueError):
@@ -54,10 +55,8 @@ def make_named_city(name: str, folder: str | os.PathLike, data_dir: str | os.Pat
     """Write the named data set's city folder (generated toy city, or a converted real one)."""
     if name in NAMED_CITIES:
         return make_toy_city(folder, n_regions=NAMED_CITIES[name], seed=0)
-    if name == "beijing":
-        return make_beijing_city(folder, data_dir=data_dir)
-    if name == "manhattan":
-        return make_manhattan_city(folder, data_dir=data_dir)
+    if name in REAL_CITIES:
+        return REAL_CITIES[name](folder, data_dir=data_dir)
     raise ValueError(f"unknown data set {name!r}; named ones: {sorted(NAMED_CITIES) + list(REAL_CITIES)}")
 
 

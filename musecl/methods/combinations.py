@@ -97,8 +97,7 @@ class AddSVRV(TableMethod):
 
     def _compute(self, city: City) -> pd.DataFrame:
         sv, rs = _stage(self, city, "sv"), _stage(self, city, "rs")
-        return pd.DataFrame(sv.to_numpy() + rs.to_numpy(), index=sv.index,
-                            columns=[f"svrv_{k}" for k in range(sv.shape[1])])
+        return _renamed(pd.DataFrame(sv.to_numpy() + rs.to_numpy(), index=sv.index), "svrv")
 
 
 @register("Fusion-svrv")

@@ -203,40 +203,37 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
                 f"`torchrun --nproc_per_node={cfg.machine.train_processes} -m musecl.cli train-encoders CITY "
                 "--params PARAMS --out OUT`, then rerun with the same settings, or set train_processes to "
                 f"{group.world_size()}")
-        if s["arch"] in FEATURE_HEADS:
-            return _train_head(city, cfg, kind, cache, folder, triplets, progress, key)
-        store = city_image_store(city, kind, s["image_size"], cache, progress, cfg.machine.image_store, fingerprint)
-        drawn = TRIPLET_SOURCES[triplets](city, cfg, kind, list(store.region_ids))
-        drawn.to_frame().to_csv(folder / TRIPLETS_CSV, index=False)
-        # channels_last: faster with bf16 on a GPU and for Inception-v3 on the CPU
-        encoder = build_encoder(s["arch"], cfg.embedding_dim, cfg.image.weights, seed=cfg.seed, channels_last=True)
         training = training_settings(cfg, kind, cache.checkpoints(key), progress)
-        encoder, history = train_image_encoder(encoder, store, drawn, training)
-        save_encoder(encoder, folder / "encoder")
+        arch, size, dim = s["arch"], s["image_size"], cfg.embedding_dim
+        head = arch in FEATURE_HEADS  # a head on the backbone's cached features, or a CNN
+        if head:
+            backbone_dir = efficientnet_stage(city, cfg, kind, size, cache, progress)
+            features = load_table(backbone_dir / EMBEDDINGS_CSV)
+            regions = [str(r) for r in features.dropna(how="any").index]
+        else:
+            store = city_image_store(city, kind, size, cache, progress, cfg.machine.image_store,
+                                     fingerprint)
+            regions = list(store.region_ids)
+        drawn = TRIPLET_SOURCES[triplets](city, cfg, kind, regions)
+        drawn.to_frame().to_csv(folder / TRIPLETS_CSV, index=False)
+        if head:
+            net, history = train_feature_head(features, drawn, training, embedding_dim=dim)
+            backbone = json.loads((backbone_dir / CONFIG_JSON).read_text())
+            save_head(net, folder / "encoder",
+                      {"arch": arch, "weights_source": backbone["weights_source"], "backbone": backbone})
+            embedding = embed_features(net, features.reindex(city.region_ids), prefix=COLUMN_PREFIX[kind])
+        else:
+            # channels_last: faster with bf16 on a GPU and for Inception-v3 on the CPU
+            net = build_encoder(arch, dim, cfg.image.weights, seed=cfg.seed, channels_last=True)
+            net, history = train_image_encoder(net, store, drawn, training)
+            save_encoder(net, folder / "encoder")
+            embedding = embed_regions(net, store, region_ids=city.region_ids, progress=progress,
+                                      amp=cfg.machine.amp)
         history.to_csv(folder / HISTORY_CSV, index=False)
-        save_table(embed_regions(encoder, store, region_ids=city.region_ids, progress=progress, amp=cfg.machine.amp),
-                   folder / EMBEDDINGS_CSV)
+        save_table(embedding, folder / EMBEDDINGS_CSV)
 
     stage = f"encoder-{kind}" if triplets == "similarity" else f"encoder-{kind}-{triplets}"
     return cache.get_or_compute(stage, key, compute)
-
-
-def _train_head(city: City, cfg: RunConfig, kind: str, cache, folder: Path, triplets: str, progress: bool,
-                key: dict) -> None:
-    """``image_stage`` for a head ("lite0-head") on cached backbone features; same files as a CNN's."""
-    s = image_settings(cfg, kind)
-    backbone_dir = efficientnet_stage(city, cfg, kind, s["image_size"], cache, progress)
-    features = load_table(backbone_dir / EMBEDDINGS_CSV)
-    drawn = TRIPLET_SOURCES[triplets](city, cfg, kind, [str(r) for r in features.dropna(how="any").index])
-    drawn.to_frame().to_csv(folder / TRIPLETS_CSV, index=False)
-    training = training_settings(cfg, kind, cache.checkpoints(key), progress)
-    head, history = train_feature_head(features, drawn, training, embedding_dim=cfg.embedding_dim)
-    backbone = json.loads((backbone_dir / CONFIG_JSON).read_text())
-    save_head(head, folder / "encoder", {"arch": s["arch"], "weights_source": backbone["weights_source"],
-                                          "backbone": backbone})
-    history.to_csv(folder / HISTORY_CSV, index=False)
-    save_table(embed_features(head, features.reindex(city.region_ids), prefix=COLUMN_PREFIX[kind]),
-               folder / EMBEDDINGS_CSV)
 
 
 def efficientnet_stage(city: City, cfg: RunConfig, kind: str, image_size: int, cache,
