@@ -224,7 +224,7 @@ class SamplingSettings:
 @dataclass(frozen=True)
 class ImageEncoderSettings:
     """The two image encoders (eq. 5-6): ``rs_*`` the satellite one, ``sv_*`` the street-view one;
-    the rest is shared. Read one encoder's with :meth:`of`."""
+    the rest is shared."""
 
     rs_arch: str = "resnet18"
     sv_arch: str = "inception_v3"
@@ -248,10 +248,6 @@ class ImageEncoderSettings:
     val_fraction: float = 0.1
 
     __post_init__ = _checked
-
-    def of(self, prefix: str) -> dict:
-        """arch, image_size, epochs and batch_size of the "rs" or "sv" encoder."""
-        return {k: getattr(self, f"{prefix}_{k}") for k in ("arch", "image_size", "epochs", "batch_size")}
 
     @property
     def resolved_margin(self) -> float:

@@ -83,7 +83,8 @@ def sampler_for(cfg: RunConfig):
 
 def image_settings(cfg: RunConfig, kind: str) -> dict:
     """arch, image size, epochs and batch size of the satellite (rs_*) or street-view (sv_*) encoder."""
-    return cfg.image.of(PREFIX[kind])
+    names = ("arch", "image_size", "epochs", "batch_size")
+    return {name: getattr(cfg.image, f"{PREFIX[kind]}_{name}") for name in names}
 
 
 def reconstruction_weight(cfg: RunConfig, kind: str) -> float:
