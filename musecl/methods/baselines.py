@@ -134,7 +134,6 @@ def backbone_stage(city: City, cfg: RunConfig, kind: str, arch: str, size: int, 
 
 class StageBaseline(StagedMethod):
     """A baseline whose stage tables are concatenated (``STAGES`` order) and imputed by column means."""
-
     WHAT = {"satellite": "a satellite image", "streetview": "a street-view image", "text": "POIs"}
 
     @property
@@ -164,7 +163,6 @@ class StageBaseline(StagedMethod):
 
 class BackboneFeatures(StageBaseline):
     """The ``ARCH`` backbone's features of the one image kind in ``needs``, at that kind's size."""
-
     ARCH = ""
     cost = 1  # image features
 

@@ -83,7 +83,6 @@ def fusion_svrv_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_dir: P
 
 class StageTables(TableMethod):
     """MuseCL's stage tables ``PARTS`` ("sv", "rs", "poi") side by side."""
-
     PARTS: tuple[str, ...] = ()
 
     def _compute(self, city: City) -> pd.DataFrame:
@@ -172,7 +171,6 @@ class LocationKNN(TableMethod):
     """The region centre in metres, read by a distance-weighted 5-nearest-neighbour probe: what
     location alone explains (not in the paper; book/appendix_deviations.md). Under a random split a
     test region's neighbours are in the training part, which is why the spatial split matters."""
-
     probe = "knn"
 
     def _compute(self, city: City) -> pd.DataFrame:

@@ -447,7 +447,6 @@ class MuseCL(StagedMethod):
     one image kind the fusion reads it alone (:func:`image_views`); ``views`` says which."""
     needs = (POI,)
     needs_any = ((SATELLITE,), (STREETVIEW, MOBILITY))
-
     STAGES = ("satellite", "streetview", "text", "fusion")
     cost = 3  # trains both image encoders, which several other methods then reuse
 
