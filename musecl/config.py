@@ -53,17 +53,8 @@ class ConfigError(ValueError):
 
 
 class _Bad(Exception):
-    """Raised by a check: the value is not what the key allows (the message says what is; ``hint``
-    may suggest the nearest allowed value)."""
-
-    def __init__(self, allowed: str, hint: str = ""):
-        super().__init__(allowed)
-        self.hint = hint
-
-
-# ------------------------------------------------------------------------------------------
-# Checks: each takes a value and returns it (normalised) or raises _Bad with what is allowed,
-# which the check also has as its ``allowed`` attribute.
+    """Raised by a check (which returns a good value, normalised) on a value its key does not allow
+    (the check's ``allowed`` says what is); the message: empty or a hint at the nearest value."""
 
 
 def _allows(allowed: str):
@@ -73,11 +64,16 @@ def _allows(allowed: str):
     return named
 
 
+def _near(value, allowed) -> str:
+    near = difflib.get_close_matches(str(value), allowed, n=1)
+    return f" (did you mean {near[0]!r}?)" if near else ""
+
+
 def _integer(minimum: int):
     @_allows(f"an integer >= {minimum}")
     def check(value):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-            raise _Bad(check.allowed)
+            raise _Bad()
         return int(value)
     return check
 
@@ -89,15 +85,16 @@ def _number(above: float | None = None, at_least: float | None = None, below: fl
 
     @_allows("a number " + " and ".join(b for b in bounds if b))
     def check(value):
-        if isinstance(value, bool):
-            raise _Bad(check.allowed)
+        if isinstance(value, bool) or not isinstance(value, (str, numbers.Real)):
+            raise _Bad()
         try:
-            number = float(value) if isinstance(value, (str, numbers.Real)) else None
+            number = float(value)
         except ValueError:
-            number = None
-        if number is None or not math.isfinite(number) or (above is not None and not number > above) \
-                or (at_least is not None and not number >= at_least) or (below is not None and not number < below):
-            raise _Bad(check.allowed)
+            raise _Bad() from None
+        if not math.isfinite(number) or (above is not None and not number > above) \
+                or (at_least is not None and not number >= at_least) \
+                or (below is not None and not number < below):
+            raise _Bad()
         return value if type(value) in (int, float) else number  # keep 1 as 1: cache keys hash the values
     return check
 
@@ -106,8 +103,7 @@ def _choice(*allowed: str):
     @_allows(f"one of {allowed}")
     def check(value):
         if value not in allowed or not isinstance(value, str):
-            near = difflib.get_close_matches(str(value), allowed, n=1)
-            raise _Bad(check.allowed, f" (did you mean {near[0]!r}?)" if near else "")
+            raise _Bad(_near(value, allowed))
         return value
     return check
 
@@ -115,12 +111,7 @@ def _choice(*allowed: str):
 def _optional(check, meaning: str):
     @_allows(f"{check.allowed} or None (null in YAML: {meaning})")
     def optional(value):
-        if value is None:
-            return None
-        try:
-            return check(value)
-        except _Bad as bad:
-            raise _Bad(optional.allowed, bad.hint) from None
+        return None if value is None else check(value)
     return optional
 
 
@@ -128,15 +119,9 @@ def _items(check):
     """A non-empty list or tuple (or one value) of items that each pass ``check``; returns a tuple."""
     @_allows(f"a non-empty list without repeats, each item {check.allowed}")
     def items(value):
-        values = tuple(value) if isinstance(value, (list, tuple)) else (value,)
-        try:
-            if not values:
-                raise _Bad(items.allowed)
-            checked = tuple(check(v) for v in values)
-        except _Bad as bad:
-            raise _Bad(items.allowed, bad.hint) from None
-        if len(set(checked)) < len(checked):  # a repeated seed would count one result twice
-            raise _Bad(items.allowed)
+        checked = tuple(map(check, value if isinstance(value, (list, tuple)) else (value,)))
+        if not checked or len(set(checked)) < len(checked):  # a repeated seed: one result twice
+            raise _Bad()
         return checked
     return items
 
@@ -152,7 +137,7 @@ def _off_is_false(check):
 @_allows("'cpu', 'cuda', 'cuda:N' or 'auto' (cuda when available)")
 def _device(value):
     if not isinstance(value, str) or not re.fullmatch(r"cpu|auto|cuda(:\d+)?", value):
-        raise _Bad(_device.allowed)
+        raise _Bad()
     return value
 
 
@@ -162,86 +147,67 @@ def _weights(value):
         return value
     if isinstance(value, (str, os.PathLike)) and str(value) and Path(value).exists():
         return str(value)
-    near = difflib.get_close_matches(str(value), ("random", "imagenet"), n=1)
-    raise _Bad(_weights.allowed, f" (did you mean {near[0]!r}?)" if near else "")
+    raise _Bad(_near(value, ("random", "imagenet")))
 
 
 @_allows("'auto' or a number >= 0 (metres; 0: no buffer)")
 def _buffer(value):
-    if value == "auto":
-        return value
-    try:
-        return _number(at_least=0)(value)
-    except _Bad:
-        raise _Bad(_buffer.allowed) from None
+    return value if value == "auto" else _number(at_least=0)(value)
 
 
 # What each RunConfig setting accepts, checked when one is made (and so when params/*.yaml loads);
 # a wrong value raises ConfigError naming the key, the value and what is allowed.
 CHECKS = {
-    "seed": _integer(0),
-    "device": _device,
-    "n_triplets": _integer(1),
-    "sampling_rule": _choice(*SAMPLING_RULES),
-    "n_positive_candidates": _integer(1),
-    "rs_arch": _choice(*ARCHS),
-    "sv_arch": _choice(*ARCHS),
-    "weights": _weights,
-    "rs_image_size": _integer(1),
-    "sv_image_size": _integer(1),
-    "embedding_dim": _integer(1),
-    "triplet_loss": _choice(*TRIPLET_LOSSES),
+    **dict.fromkeys(("seed", "jobs"), _integer(0)),
+    **dict.fromkeys(("n_triplets", "n_positive_candidates", "rs_image_size", "sv_image_size",
+                     "embedding_dim", "rs_epochs", "sv_epochs", "rs_batch_size", "sv_batch_size",
+                     "train_processes", "text_epochs", "text_window", "fusion_epochs",
+                     "probe_max_epochs", "probe_patience"), _integer(1)),
+    "fusion_batch_size": _integer(2),  # InfoNCE: the other regions of a batch are the negatives
+    **dict.fromkeys(("encoder_lr", "fusion_lr"), _number(above=0)),
+    **dict.fromkeys(("head_reconstruction", "fusion_reconstruction"), _number(at_least=0)),
+    "val_fraction": _number(at_least=0, below=1),
     "margin": _optional(_number(at_least=0), "0.5 for cosine, 5 for euclidean"),
-    "rs_epochs": _integer(1),
-    "sv_epochs": _integer(1),
-    "rs_batch_size": _integer(1),
-    "sv_batch_size": _integer(1),
-    "encoder_lr": _number(above=0),
+    "temperature": _optional(_number(above=0), "the design's default"),
+    "block_size_m": _optional(_number(above=0), "a multiple of the hexagon size"),
     "encoder_patience": _optional(_integer(1), "no early stopping"),
-    "head_reconstruction": _number(at_least=0),
+    "device": _device,
+    "weights": _weights,
+    "buffer_m": _buffer,
+    "sampling_rule": _choice(*SAMPLING_RULES),
+    **dict.fromkeys(("rs_arch", "sv_arch"), _choice(*ARCHS)),
+    "triplet_loss": _choice(*TRIPLET_LOSSES),
     "backbone_layers": _choice(*BACKBONE_LAYERS),
     "amp": _off_is_false(_choice(*AMP_MODES)),
     "image_store": _choice(*IMAGE_STORES),
-    "train_processes": _integer(1),
-    "val_fraction": _number(at_least=0, below=1),
-    "text_epochs": _integer(1),
-    "text_window": _integer(1),
     "text_pooling": _choice(*TEXT_POOLINGS),
     "fusion_design": _choice(*FUSION_DESIGNS),
     "fusion_loss": _choice(*FUSION_LOSSES),
-    "fusion_epochs": _integer(1),
-    "fusion_batch_size": _integer(2),  # InfoNCE: the other regions of a batch are the negatives
-    "fusion_lr": _number(above=0),
-    "temperature": _optional(_number(above=0), "the design's default"),
-    "fusion_reconstruction": _number(at_least=0),
-    "seeds": _items(_integer(0)),
     "retrain": _choice(*RETRAIN),
-    "splits": _items(_choice(*SPLITS)),
     "probe": _choice(*PROBES),
-    "probe_max_epochs": _integer(1),
-    "probe_patience": _integer(1),
-    "block_size_m": _optional(_number(above=0), "a multiple of the hexagon size"),
-    "buffer_m": _buffer,
-    "jobs": _integer(0),
+    "seeds": _items(_integer(0)),
+    "splits": _items(_choice(*SPLITS)),
 }
 
 
-# ------------------------------------------------------------------------------------------
-# The run's settings, one typed dataclass per stage, composed into RunConfig. Params files,
-# papermill parameters, the CLI, saved models and cache keys keep one flat set of names (FLAT
-# below), so a setting has the same name wherever a person writes it; code reads it from its
-# stage (``config.fusion.lr``, not a ``fusion_lr`` beside an ``encoder_lr``).
+# The stages' settings: written by one flat name everywhere (FLAT below), read by stage in code
+# (``config.fusion.lr``, not a ``fusion_lr`` beside an ``encoder_lr``).
+
+
+def _check(key: str, value):
+    """``value`` as ``CHECKS[key]`` normalises it, or a ConfigError naming the key."""
+    try:
+        return CHECKS[key](value)
+    except _Bad as bad:
+        message = f"{key} must be {CHECKS[key].allowed}; got {value!r}{bad}"
+        raise ConfigError(message, key=key) from None
 
 
 def _checked(settings) -> None:
-    """Check (and normalise) each field of a stage's settings, naming the flat key on a bad value."""
+    """Check (and normalise) each field of a stage's settings, by its flat name."""
     for f in dataclasses.fields(settings):
         key = FLAT_NAME[type(settings).__name__, f.name]
-        value = getattr(settings, f.name)
-        try:
-            object.__setattr__(settings, f.name, CHECKS[key](value))
-        except _Bad as bad:
-            raise ConfigError(f"{key} must be {bad}; got {value!r}{bad.hint}", key=key) from None
+        object.__setattr__(settings, f.name, _check(key, getattr(settings, f.name)))
 
 
 @dataclass(frozen=True)
@@ -258,7 +224,7 @@ class SamplingSettings:
 @dataclass(frozen=True)
 class ImageEncoderSettings:
     """The two image encoders (eq. 5-6): ``rs_*`` the satellite one, ``sv_*`` the street-view one;
-    the rest is shared. Read one encoder's with :meth:`of`."""
+    the rest is shared."""
 
     rs_arch: str = "resnet18"
     sv_arch: str = "inception_v3"
@@ -282,10 +248,6 @@ class ImageEncoderSettings:
     val_fraction: float = 0.1
 
     __post_init__ = _checked
-
-    def of(self, prefix: str) -> dict:
-        """arch, image_size, epochs and batch_size of the "rs" or "sv" encoder."""
-        return {k: getattr(self, f"{prefix}_{k}") for k in ("arch", "image_size", "epochs", "batch_size")}
 
     @property
     def resolved_margin(self) -> float:
@@ -430,10 +392,7 @@ class RunConfig:
         for name, value in (("seeds", seeds), ("seed", seed), ("retrain", retrain), ("embedding_dim", embedding_dim)):
             if name == "seed" and value is None:
                 value = self.seeds[0]  # the chapters show the stages of the first seed
-            try:
-                object.__setattr__(self, name, CHECKS[name](value))
-            except _Bad as bad:
-                raise ConfigError(f"{name} must be {bad}; got {value!r}{bad.hint}", key=name) from None
+            object.__setattr__(self, name, _check(name, value))
         _check_together(self)
 
     def __getattr__(self, name: str):

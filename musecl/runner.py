@@ -39,7 +39,8 @@ from musecl.training import progress_bar, resolve_device
 # written only for some methods or cities: a rerun removes the previous run's stale copies
 SOMETIMES_WRITTEN = ("attention.csv", "ceilings.csv", "predictions.csv")
 NAMED_CITIES = {"toy": 600, "toy-small": 150}  # generated, no download
-REAL_CITIES = ("beijing", "manhattan")  # converted from the verified raw files (musecl fetch NAME)
+# converted from the verified raw files (musecl fetch NAME)
+REAL_CITIES = {"beijing": make_beijing_city, "manhattan": make_manhattan_city}
 
 
 class UnsupportedMethodsError(ValueError):
@@ -54,10 +55,8 @@ def make_named_city(name: str, folder: str | os.PathLike, data_dir: str | os.Pat
     """Write the named data set's city folder (generated toy city, or a converted real one)."""
     if name in NAMED_CITIES:
         return make_toy_city(folder, n_regions=NAMED_CITIES[name], seed=0)
-    if name == "beijing":
-        return make_beijing_city(folder, data_dir=data_dir)
-    if name == "manhattan":
-        return make_manhattan_city(folder, data_dir=data_dir)
+    if name in REAL_CITIES:
+        return REAL_CITIES[name](folder, data_dir=data_dir)
     raise ValueError(f"unknown data set {name!r}; named ones: {sorted(NAMED_CITIES) + list(REAL_CITIES)}")
 
 
@@ -140,12 +139,9 @@ def _write_run(out: Path, city: City, config: RunConfig, methods: list[str], ski
     methods = [name for name in methods if name not in failed]
     with_attention = [name for name in methods if fitted[name][3] is not None]
     attention_of = "MuseCL" if "MuseCL" in with_attention else next(iter(with_attention), None)
-    results, timings = [], {}
     for name in methods:
-        embedding, rows, seconds, attention = fitted[name]
+        embedding, _, _, attention = fitted[name]
         save_table(embedding, out / "embeddings" / f"{name}.csv")
-        results.append(rows)
-        timings[name] = seconds
         if name == attention_of:
             save_table(attention, out / "attention.csv")
             first = attention.columns[0]  # "sv" (MuseCL) or "mobility" (its version without images)
@@ -164,7 +160,7 @@ def _write_run(out: Path, city: City, config: RunConfig, methods: list[str], ski
             fig = plot_predicted_vs_true(preds, log={n: ind.log for n, ind in city.meta.indicators.items()})
             fig.savefig(out / "figures" / "predicted_vs_true.png", dpi=110, bbox_inches="tight")
             plt.close(fig)
-    table = pd.concat(results, ignore_index=True)
+    table = pd.concat([fitted[name][1] for name in methods], ignore_index=True)
     with atomic_write(out / "results.csv") as handle:
         table.to_csv(handle, index=False)
     ev = config.evaluation
@@ -173,12 +169,12 @@ def _write_run(out: Path, city: City, config: RunConfig, methods: list[str], ski
     if len(ceilings):  # a generated city's ceilings, on the very test parts the probes used
         with atomic_write(out / "ceilings.csv") as handle:
             ceilings.to_csv(handle, index=False)
-    info = run_info(city, config, timings)
-    info["method_workers"] = method_workers(config, methods)
-    info["failed_methods"] = failed  # name -> "ErrorType: message"; their rows are missing, the others' written
-    info["skipped_methods"] = skipped  # name -> what the city lacks for it (never fitted)
-    info["wall_seconds"] = round(time.perf_counter() - start, 1)
-    atomic_save_json(out / "run.json", info)
+    # failed: name -> "ErrorType: message" (no rows); skipped: name -> what the city lacks for it
+    timings = {name: fitted[name][2] for name in methods}
+    atomic_save_json(out / "run.json", {
+        **run_info(city, config, timings), "method_workers": method_workers(config, methods),
+        "failed_methods": failed, "skipped_methods": skipped,
+        "wall_seconds": round(time.perf_counter() - start, 1)})
     return table
 
 
@@ -296,9 +292,8 @@ def expand_methods(methods: Sequence[str], city: City | None = None) -> list[str
     without images), duplicates dropped. Raises ValueError for an unknown name."""
     if isinstance(methods, str):
         methods = [methods]
-    everything = ALL_METHODS
-    if city is not None and not any(city.has(kind) for kind in IMAGE_KINDS):
-        everything = ALL_METHODS + IMAGE_FREE
+    image_free = city is not None and not any(city.has(kind) for kind in IMAGE_KINDS)
+    everything = ALL_METHODS + IMAGE_FREE if image_free else ALL_METHODS
     names = list(dict.fromkeys(n for name in methods for n in (everything if name == "all" else [name])))
     unknown = [n for n in names if n not in METHODS]
     if unknown:

@@ -36,14 +36,17 @@ def register(name: str) -> Callable[[type], type]:
     return decorate
 
 
-def make_method(name: str, config: RunConfig | None = None, cache_dir: str | Path | None = None,
-                progress: bool = True) -> "RegionEmbedder":
-    """The registered method ``name`` (``musecl methods`` lists them), unfitted: ``fit(city)`` then
-    ``transform(city)`` give one embedding row per region. ``cache_dir``: where its trained stages
-    are kept and found again (None: a temporary folder, removed with the method)."""
+def method_class(name: str) -> type["RegionEmbedder"]:
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; registered: {sorted(METHODS)}")
-    return METHODS[name](config=config, cache_dir=cache_dir, progress=progress)
+    return METHODS[name]
+
+
+def make_method(name: str, config: RunConfig | None = None, cache_dir: str | Path | None = None,
+                progress: bool = True) -> "RegionEmbedder":
+    """The registered method ``name`` (``musecl methods`` lists them), unfitted. ``cache_dir``:
+    where its trained stages are kept and found again (None: a temporary folder)."""
+    return method_class(name)(config=config, cache_dir=cache_dir, progress=progress)
 
 
 class RegionEmbedder:
@@ -51,18 +54,17 @@ class RegionEmbedder:
 
     name = "base"
     needs: tuple[str, ...] = ()  # inputs (INPUTS keys) the method cannot run without
-    needs_any: tuple = ()  # of these inputs (or tuples of inputs), the city must have at least one
-    cost = 0  # rough rank of fit time on the CPU (higher: longer): parallel runs start the longest first
+    needs_any: tuple[tuple[str, ...], ...] = ()  # the city must have all of one of these groups
+    cost = 0  # rough rank of CPU fit time: parallel runs start the longest first
     _fitted_attribute: str  # what fit and load set, so _check_fitted can tell a fitted method
 
     def __init__(self, config: RunConfig | None = None, cache_dir: str | Path | None = None,
                  progress: bool = True):
         if config is not None and not isinstance(config, RunConfig):
-            raise TypeError(f"config must be a RunConfig (RunConfig.from_yaml(path) reads a params file); "
-                            f"got {type(config).__name__}")
+            raise TypeError("config must be a RunConfig (RunConfig.from_yaml(path) reads a params "
+                            f"file); got {type(config).__name__}")
         self.config = config or RunConfig()
-        # no cache folder: a temporary one (one code path), removed with the method (it can hold images)
-        if cache_dir is None:
+        if cache_dir is None:  # a temporary folder (it can hold images), removed with the method
             cache_dir = tempfile.mkdtemp(prefix="musecl-")
             weakref.finalize(self, shutil.rmtree, cache_dir, ignore_errors=True)
         self.cache = Cache(cache_dir)
@@ -71,6 +73,13 @@ class RegionEmbedder:
     def fit(self, city: City) -> "RegionEmbedder":
         """Train (or find in the cache) whatever the method learns from ``city``; returns itself."""
         raise NotImplementedError
+
+    def transform(self, city: City) -> pd.DataFrame:
+        """The embedding of the city the method was fitted on: a DataFrame indexed by region id."""
+        raise NotImplementedError
+
+    def fit_transform(self, city: City) -> pd.DataFrame:
+        return self.fit(city).transform(city)
 
     def check_inputs(self, city: City) -> None:
         """Refuse a city that lacks an input this method needs: a city without trips still has a
@@ -84,35 +93,34 @@ class RegionEmbedder:
         """What these run settings lack for the method (as a city may lack inputs), or None."""
         return None
 
-    def transform(self, city: City) -> pd.DataFrame:
-        """The embedding of the city the method was fitted on: a DataFrame indexed by region id."""
-        raise NotImplementedError
-
     def _check_fitted(self, city: City | None = None) -> None:
         """Refuse to serve a method that is not fitted, or (``city``) a city it was not fitted on."""
         if not hasattr(self, self._fitted_attribute):
-            raise RuntimeError(f"{self.name} is not fitted: call fit(city) or {type(self).__name__}.load(folder)")
+            raise RuntimeError(f"{self.name} is not fitted: call fit(city) or "
+                               f"{type(self).__name__}.load(folder)")
         # older saves recorded the fingerprint with labels; computed only if needed (it stats every image)
         if (city is not None and self.fitted_on != city_fingerprint(city, labels=False)
                 and self.fitted_on != city_fingerprint(city)):
             raise ValueError(f"{self.name} was fitted on other data than {city.name!r}; its embeddings are "
                              "transductive (one per training region): fit it on this city")
 
-    def fit_transform(self, city: City) -> pd.DataFrame:
-        """``fit(city)`` then ``transform(city)``: the region embeddings, one row per region id."""
-        return self.fit(city).transform(city)
+    @classmethod
+    def _read_save(cls, directory: Path, files: tuple[str, ...]) -> tuple[type, dict]:
+        """The registered class (``cls`` or a subclass) and config.json of a folder it saved."""
+        raw = read_saved_config(directory, files, f"{cls.__name__}.save")
+        target = METHODS.get(raw.get("method"))
+        if target is None or not issubclass(target, cls):
+            raise ValueError(f"{directory} holds method {raw.get('method')!r}, not {cls.name!r}")
+        return target, raw
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(method={self.name!r})"
 
 
 class TableMethod(RegionEmbedder):
-    """The base of every method whose whole result is one table of region vectors.
-
-    ``fit`` builds it (subclasses: ``_compute``); ``transform`` returns it for the city it was
-    fitted on (transductive, as MuseCL); ``save``/``load``: the table and a readable
-    ``config.json``. ``probe``: a probe name ("knn") the runner uses instead of the run's.
-    """
+    """The base of every method whose whole result is one table of region vectors: ``fit`` builds
+    it (subclasses: ``_compute``), ``transform`` returns it for the city it was fitted on
+    (transductive, as MuseCL). ``probe``: a probe ("knn") the runner uses instead of the run's."""
 
     probe: str | None = None
     _fitted_attribute = "table_"
@@ -127,11 +135,11 @@ class TableMethod(RegionEmbedder):
     def fit(self, city: City) -> "TableMethod":
         self.check_inputs(city)
         table = self._compute(city).reindex(city.region_ids)
-        values = table.to_numpy(dtype=np.float64)
-        if not np.isfinite(values).all():
-            bad = table.index[~np.isfinite(values).all(axis=1)]
-            raise ValueError(f"{self.name}: non-finite embedding for {len(bad)} regions of {city.name}, "
-                             f"e.g. {bad[:5].tolist()}")
+        finite = np.isfinite(table.to_numpy(dtype=np.float64)).all(axis=1)
+        if not finite.all():
+            bad = table.index[~finite]
+            raise ValueError(f"{self.name}: non-finite embedding for {len(bad)} regions of "
+                             f"{city.name}, e.g. {bad[:5].tolist()}")
         table.index.name = REGION_ID
         self.table_ = table
         self.fitted_on = city_fingerprint(city, labels=False)
@@ -142,25 +150,24 @@ class TableMethod(RegionEmbedder):
         return self.table_.reindex(city.region_ids).copy()
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``embeddings.csv``, then ``config.json`` (an earlier save's goes first: a save cut off
-        half way leaves a folder that ``load`` refuses, not one table with another fit's settings)."""
+        """Write ``embeddings.csv``, then ``config.json`` (an earlier save's goes first: a save cut
+        off half way leaves a folder that ``load`` refuses, not a table with other settings)."""
         self._check_fitted()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / CONFIG_JSON).unlink(missing_ok=True)
         save_table(self.table_, directory / EMBEDDINGS_CSV)
-        atomic_save_json(directory / CONFIG_JSON, {"method": self.name, "fitted_on": self.fitted_on,
-                                                   "options": self.options(), "config": self.config.to_dict()})
+        atomic_save_json(directory / CONFIG_JSON, {
+            "method": self.name, "fitted_on": self.fitted_on, "options": self.options(),
+            "config": self.config.to_dict()})
         return directory
 
     @classmethod
     def load(cls, directory: str | Path) -> "TableMethod":
         """The method as :meth:`save` wrote it: fitted, with its settings and options."""
         directory = Path(directory)
-        raw = read_saved_config(directory, (CONFIG_JSON, EMBEDDINGS_CSV), f"{cls.__name__}.save")
-        if raw.get("method") != cls.name:
-            raise ValueError(f"{directory} holds method {raw.get('method')!r}, not {cls.name!r}")
-        method = cls(config=RunConfig.from_dict(raw["config"]), **raw.get("options", {}))
+        target, raw = cls._read_save(directory, (CONFIG_JSON, EMBEDDINGS_CSV))
+        method = target(config=RunConfig.from_dict(raw["config"]), **raw.get("options", {}))
         method.table_ = load_table(directory / EMBEDDINGS_CSV)
         method.fitted_on = raw["fitted_on"]
         return method
@@ -171,7 +178,7 @@ class StagedMethod(RegionEmbedder):
     ``fit`` records their folders (``fit_stages``), ``save`` copies them, ``load`` reads the copies."""
 
     STAGES: tuple[str, ...] = ()
-    RESTORED: tuple[str, ...] = ()  # keys of _extra_config that load sets back (the rest are for readers)
+    RESTORED: tuple[str, ...] = ()  # keys of _extra_config that load sets back (the rest: readers')
     _fitted_attribute = "stage_dirs"
 
     def fit_stages(self, city: City) -> dict[str, Path]:
@@ -195,8 +202,8 @@ class StagedMethod(RegionEmbedder):
             raise ValueError(f"{self.name} has no stage {stage!r}; it has {sorted(self.stage_dirs)}")
         path = self.stage_dirs[stage] / HISTORY_CSV
         if not path.exists():
-            raise ValueError(f"stage {stage!r} of {self.name} keeps no per-epoch history (the POI text's "
-                             "word2vec, a frozen backbone's features)")
+            raise ValueError(f"stage {stage!r} of {self.name} keeps no per-epoch history (the POI "
+                             "text's word2vec, a frozen backbone's features)")
         return pd.read_csv(path)
 
     def _extra_config(self) -> dict:
@@ -212,51 +219,46 @@ class StagedMethod(RegionEmbedder):
         (directory / CONFIG_JSON).unlink(missing_ok=True)
         for stage in self.STAGES:
             src, dest = self.stage_dirs.get(stage), directory / stage
-            if src is not None and Path(src).resolve() == dest.resolve():  # saved again where it was loaded
+            if src is not None and Path(src).resolve() == dest.resolve():  # saved where loaded
                 continue
             if dest.is_dir():
                 shutil.rmtree(dest)
             if src is not None:
                 shutil.copytree(src, dest)
-        atomic_save_json(directory / CONFIG_JSON, {"method": self.name, "fitted_on": self.fitted_on,
-                                                   "config": self.config.to_dict(), **self._extra_config()})
+        atomic_save_json(directory / CONFIG_JSON, {
+            "method": self.name, "fitted_on": self.fitted_on, "config": self.config.to_dict(),
+            **self._extra_config()})
         return directory
 
     @classmethod
     def load(cls, directory: str | Path) -> "StagedMethod":
         """The method as :meth:`save` wrote it, its stages read from the copies in ``directory``."""
         directory = Path(directory)
-        raw = read_saved_config(directory, (CONFIG_JSON,), f"{cls.__name__}.save")
-        target = METHODS.get(raw.get("method"), cls)
-        if not issubclass(target, cls):
-            raise ValueError(f"{directory} holds method {raw.get('method')!r}, not {cls.name!r}")
+        target, raw = cls._read_save(directory, (CONFIG_JSON,))
         method = target(config=RunConfig.from_dict(raw["config"]), progress=False)
         for name in target.RESTORED:
             if name in raw:  # a save from before the option existed keeps the class default
                 setattr(method, name, raw[name])
         # a stage the city gave no input for (MuseCL with one image kind) was never written
-        method.stage_dirs = {stage: directory / stage for stage in target.STAGES if (directory / stage).is_dir()}
+        method.stage_dirs = {stage: directory / stage for stage in target.STAGES
+                             if (directory / stage).is_dir()}
         method.fitted_on = raw["fitted_on"]
         return method
 
 
 def city_inputs(city: City) -> set[str]:
     """The inputs a city offers: its modalities, plus ``od`` when it has an origin-destination table."""
-    have = set(city.meta.modalities)
-    if city.od is not None and not city.od.empty:
-        have.add(OD)
-    return have
+    has_od = city.od is not None and not city.od.empty
+    return set(city.meta.modalities) | ({OD} if has_od else set())
 
 
 def unsupported_reason(name: str, city: City) -> str | None:
     """What the city lacks for the method ("no satellite images"), or None when it can run there."""
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; registered: {sorted(METHODS)}")
-    return _lacking(METHODS[name], city)
+    return _lacking(method_class(name), city)
 
 
 def _lacking(method, city: City) -> str | None:
-    """What ``city`` lacks of a method's ``needs`` and ``needs_any`` (a tuple entry counts only whole)."""
+    """What ``city`` lacks of a method's ``needs`` and ``needs_any``."""
     have = city_inputs(city)
     missing = [INPUTS[n] for n in method.needs if n not in have]
     if missing:
@@ -267,17 +269,13 @@ def _lacking(method, city: City) -> str | None:
 
 
 def groups_met(method, city: City) -> list[tuple[str, ...]]:
-    """The entries of a method's ``needs_any`` that ``city`` has in full, as tuples."""
+    """The groups of a method's ``needs_any`` that ``city`` has in full."""
     have = city_inputs(city)
-    return [_group(g) for g in method.needs_any if set(_group(g)) <= have]
+    return [group for group in method.needs_any if set(group) <= have]
 
 
-def _group(entry: str | tuple[str, ...]) -> tuple[str, ...]:
-    return (entry,) if isinstance(entry, str) else tuple(entry)
-
-
-def _group_words(entry: str | tuple[str, ...]) -> str:
-    return join_words([INPUTS[n] for n in _group(entry)], "with")
+def _group_words(group: tuple[str, ...]) -> str:
+    return join_words([INPUTS[n] for n in group], "with")
 
 
 def describe_needs(name: str) -> str:

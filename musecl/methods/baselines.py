@@ -47,6 +47,7 @@ from musecl.methods.multisemantic import (
     TRIPLET_SOURCES,
     city_image_store,
     efficientnet_stage,
+    image_settings,
     image_stage,
     precision_key,
     sampler_for,
@@ -60,10 +61,6 @@ from musecl.training import resolve_device
 # share of the squared distance given to location in PG-SimCL's pairing; the image stage's cache
 # key names the triplet source ("pg"), not this value: register a new source name to change it
 PG_GEO_WEIGHT = 0.5
-
-
-# --------------------------------------------------------------------------------------------
-# triplet sources (registered in TRIPLET_SOURCES at import)
 
 
 def _xy_of(city: City, regions: list[str]) -> np.ndarray:
@@ -109,10 +106,6 @@ TRIPLET_SOURCES["geographic"] = geographic_triplet_source
 TRIPLET_SOURCES["pg"] = pg_triplet_source
 
 
-# --------------------------------------------------------------------------------------------
-# feature stages without contrastive training
-
-
 def backbone_stage(city: City, cfg: RunConfig, kind: str, arch: str, size: int, cache,
                    progress: bool = True) -> Path:
     """Features of a torchvision backbone, fc removed, no contrastive training; street views
@@ -139,13 +132,8 @@ def backbone_stage(city: City, cfg: RunConfig, kind: str, arch: str, size: int, 
     return cache.get_or_compute(f"backbone-{kind}", key, compute)
 
 
-# --------------------------------------------------------------------------------------------
-# the methods
-
-
 class StageBaseline(StagedMethod):
     """A baseline whose stage tables are concatenated (``STAGES`` order) and imputed by column means."""
-
     WHAT = {"satellite": "a satellite image", "streetview": "a street-view image", "text": "POIs"}
 
     @property
@@ -173,36 +161,34 @@ class StageBaseline(StagedMethod):
         return {"weights_source": self.weights_source}  # for the reader of config.json; load recomputes it
 
 
-@register("Inception v3")
-class InceptionV3Features(StageBaseline):
-    """Street-view features of Inception-v3 (Szegedy et al. 2016) without contrastive training:
-    the 2048-d pooled features, averaged over a region's images, at ``sv_image_size`` (resized
-    up to 75 px inside the model when smaller). With ``weights='random'`` a random-feature baseline."""
-    needs = (STREETVIEW,)
-
-    STAGES = ("streetview",)
-
-    cost = 1  # image features, probed at 2048-d
-
-    def fit_stages(self, city: City) -> dict[str, Path]:
-        return {"streetview": backbone_stage(city, self.config, STREETVIEW, "inception_v3",
-                                             self.config.image.sv_image_size, self.cache, self.progress)}
-
-
-@register("ResNet-18")
-class ResNet18Features(StageBaseline):
-    """Satellite features of ResNet-18 (He et al. 2016) without contrastive training: the 512-d
-    pooled features at ``rs_image_size``; ImageNet weights only when ``weights='imagenet'`` finds
-    them locally."""
-    needs = (SATELLITE,)
-
-    STAGES = ("satellite",)
-
+class BackboneFeatures(StageBaseline):
+    """The ``ARCH`` backbone's features of the one image kind in ``needs``, at that kind's size."""
+    ARCH = ""
     cost = 1  # image features
 
     def fit_stages(self, city: City) -> dict[str, Path]:
-        return {"satellite": backbone_stage(city, self.config, SATELLITE, "resnet18",
-                                            self.config.image.rs_image_size, self.cache, self.progress)}
+        kind = self.needs[0]
+        size = image_settings(self.config, kind)["image_size"]
+        return {kind: backbone_stage(city, self.config, kind, self.ARCH, size, self.cache,
+                                     self.progress)}
+
+
+@register("Inception v3")
+class InceptionV3Features(BackboneFeatures):
+    """Street-view features of Inception-v3 (Szegedy et al. 2016) without contrastive training:
+    the 2048-d pooled features, averaged over a region's images, at ``sv_image_size`` (resized
+    up to 75 px inside the model when smaller). With ``weights='random'`` a random-feature baseline."""
+    needs = STAGES = (STREETVIEW,)
+    ARCH = "inception_v3"
+
+
+@register("ResNet-18")
+class ResNet18Features(BackboneFeatures):
+    """Satellite features of ResNet-18 (He et al. 2016) without contrastive training: the 512-d
+    pooled features at ``rs_image_size``; ImageNet weights only when ``weights='imagenet'`` finds
+    them locally."""
+    needs = STAGES = (SATELLITE,)
+    ARCH = "resnet18"
 
 
 @register("EfficientNet-Lite0 (ImageNet)")
@@ -214,20 +200,14 @@ class EfficientNetLite0Features(StageBaseline):
     ``input_size`` (default 96 px; set before ``fit``): Lite0 was trained at 224 px, but it is
     slow on CPU and small toy images gain nothing; for real cities try 224.
     """
-    needs = (SATELLITE, STREETVIEW)
-
-    STAGES = ("satellite", "streetview")
+    needs = STAGES = (SATELLITE, STREETVIEW)
     RESTORED = ("input_size",)
     input_size = 96
-
     cost = 1  # image features, probed at 1632-d or 2560-d
 
     def fit_stages(self, city: City) -> dict[str, Path]:
-        machine = self.config.machine
-        return {kind: efficientnet_stage(city, kind, self.input_size, self.cache, self.progress,
-                                         machine.image_store, machine.amp, machine.device,
-                                         self.config.image.backbone_layers)
-                for kind in (SATELLITE, STREETVIEW)}
+        return {kind: efficientnet_stage(city, self.config, kind, self.input_size, self.cache,
+                                         self.progress) for kind in self.STAGES}
 
     def _extra_config(self) -> dict:
         return {**super()._extra_config(), "input_size": int(self.input_size)}
@@ -254,12 +234,9 @@ class Tile2vec(StageBaseline):
     and trainer (``rs_arch``, ``triplet_loss``, ``rs_epochs``...) on one image per region, triplets
     by :func:`geographic_triplet_source` (negatives stricter than "anywhere"); no penalty.
     """
-    needs = (SATELLITE,)
-
+    needs = STAGES = (SATELLITE,)
     differs_from_original = ("MuseCL's satellite encoder and loss on one image per region, no L2 "
                              "penalty on the embeddings")
-    STAGES = ("satellite",)
-
     cost = 2  # trains a satellite encoder
 
     def fit_stages(self, city: City) -> dict[str, Path]:
@@ -279,11 +256,9 @@ class PGSimCL(StageBaseline):
     ``PG_GEO_WEIGHT``); one explicit negative per anchor instead of the batch.
     """
     needs = (SATELLITE, POI)
-
     differs_from_original = ("a triplet loss with one negative per anchor instead of InfoNCE over the "
                              "batch; positives near and alike in POIs in one combined distance")
-    STAGES = ("satellite",)
-
+    STAGES = (SATELLITE,)
     cost = 2  # trains a satellite encoder
 
     def fit_stages(self, city: City) -> dict[str, Path]:
@@ -302,12 +277,9 @@ class Urban2vec(StageBaseline):
     does the joint weighting.
     """
     needs = (STREETVIEW, POI)
-
     differs_from_original = ("no joint neighbourhood embedding: the street-view encoder's embedding "
                              "and the POI text vector are concatenated")
-
-    STAGES = ("streetview", "text")
-
+    STAGES = (STREETVIEW, "text")
     cost = 3  # trains a street-view encoder: the slowest on the CPU
 
     def fit_stages(self, city: City) -> dict[str, Path]:

@@ -44,22 +44,18 @@ IMAGE_FREE = ("MuseCL (vector views)", "OD SVD")
 SVRV_TARGET = "own-images"  # the text-free fusion target, named in the cache key
 
 
-# ------------------------------------------------------------------------------------------
-# helpers
-
-
 def _renamed(table: pd.DataFrame, prefix: str) -> pd.DataFrame:
     return table.set_axis([f"{prefix}_{k}" for k in range(table.shape[1])], axis=1)
 
 
-def stage_embeddings(city: City, cfg: RunConfig, cache, kind: str, progress: bool = True) -> pd.DataFrame:
-    """MuseCL's cached "sv", "rs" or "poi" table (eq. 5-7), NaN imputed, columns ``<kind>_k``."""
-    if kind in ("sv", "rs"):
-        folder = image_stage(city, cfg, {"sv": STREETVIEW, "rs": SATELLITE}[kind], cache, progress)
-    elif kind == "poi":
-        folder = text_stage(city, cfg, cache)
+def _stage(method: RegionEmbedder, city: City, kind: str) -> pd.DataFrame:
+    """MuseCL's cached "sv", "rs" or "poi" table (eq. 5-7) for ``method``'s settings and cache,
+    NaN imputed, columns ``<kind>_k``."""
+    if kind == "poi":
+        folder = text_stage(city, method.config, method.cache)
     else:
-        raise ValueError(f"kind must be 'sv', 'rs' or 'poi'; got {kind!r}")
+        folder = image_stage(city, method.config, {"sv": STREETVIEW, "rs": SATELLITE}[kind],
+                             method.cache, method.progress)
     table = load_table(folder / EMBEDDINGS_CSV).reindex(city.region_ids)
     return _renamed(impute_column_means(table, f"{kind} embeddings of {city.name}"), kind)
 
@@ -85,13 +81,12 @@ def fusion_svrv_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_dir: P
     return cache.get_or_compute("fusion-svrv", key, compute)
 
 
-# ------------------------------------------------------------------------------------------
-# methods that are one table (musecl.methods.base.TableMethod)
+class StageTables(TableMethod):
+    """MuseCL's stage tables ``PARTS`` ("sv", "rs", "poi") side by side."""
+    PARTS: tuple[str, ...] = ()
 
-
-def _stage(method: RegionEmbedder, city: City, kind: str) -> pd.DataFrame:
-    """A MuseCL stage's table ("sv", "rs", "poi") for ``method``'s settings and cache."""
-    return stage_embeddings(city, method.config, method.cache, kind, method.progress)
+    def _compute(self, city: City) -> pd.DataFrame:
+        return pd.concat([_stage(self, city, kind) for kind in self.PARTS], axis=1)
 
 
 @register("Add-svrv")
@@ -101,8 +96,7 @@ class AddSVRV(TableMethod):
 
     def _compute(self, city: City) -> pd.DataFrame:
         sv, rs = _stage(self, city, "sv"), _stage(self, city, "rs")
-        return pd.DataFrame(sv.to_numpy() + rs.to_numpy(), index=sv.index,
-                            columns=[f"svrv_{k}" for k in range(sv.shape[1])])
+        return _renamed(pd.DataFrame(sv.to_numpy() + rs.to_numpy(), index=sv.index), "svrv")
 
 
 @register("Fusion-svrv")
@@ -137,49 +131,39 @@ class FusionSVRV(TableMethod):
 
 
 @register("Concat")
-class Concat(TableMethod):
+class Concat(StageTables):
     """[e^SV, e^RS, e^POI]: the paper's concatenation of the three MuseCL representations."""
     needs = (SATELLITE, STREETVIEW, POI, MOBILITY)
-
-    def _compute(self, city: City) -> pd.DataFrame:
-        return pd.concat([_stage(self, city, k) for k in ("sv", "rs", "poi")], axis=1)
+    PARTS = ("sv", "rs", "poi")
 
 
 @register("POI only")
-class PoiOnly(TableMethod):
+class PoiOnly(StageTables):
     """Ablation: the POI text vectors of eq. 7 alone."""
     needs = (POI,)
-
-    def _compute(self, city: City) -> pd.DataFrame:
-        return _stage(self, city, "poi")
+    PARTS = ("poi",)
 
 
 @register("SV only")
-class StreetViewOnly(TableMethod):
+class StreetViewOnly(StageTables):
     """Ablation: the street-view encoder (mobility triplets, eq. 1-2, 5-6) alone."""
     needs = (STREETVIEW, MOBILITY)
-
-    def _compute(self, city: City) -> pd.DataFrame:
-        return _stage(self, city, "sv")
+    PARTS = ("sv",)
 
 
 @register("RS only")
-class SatelliteOnly(TableMethod):
+class SatelliteOnly(StageTables):
     """Ablation: the satellite encoder (POI-similarity triplets, eq. 3-6) alone."""
     needs = (SATELLITE, POI)
-
-    def _compute(self, city: City) -> pd.DataFrame:
-        return _stage(self, city, "rs")
+    PARTS = ("rs",)
 
 
 @register("SV+RS")
-class StreetViewSatellite(TableMethod):
+class StreetViewSatellite(StageTables):
     """Ablation "street view and remote sensing without POI": [e^SV, e^RS], ``Concat`` without POI.
     A concatenation, not Fusion-svrv, so it depends on no training target of our choosing."""
     needs = (SATELLITE, STREETVIEW, POI, MOBILITY)
-
-    def _compute(self, city: City) -> pd.DataFrame:
-        return pd.concat([_stage(self, city, "sv"), _stage(self, city, "rs")], axis=1)
+    PARTS = ("sv", "rs")
 
 
 @register("Location kNN")
@@ -187,7 +171,6 @@ class LocationKNN(TableMethod):
     """The region centre in metres, read by a distance-weighted 5-nearest-neighbour probe: what
     location alone explains (not in the paper; book/appendix_deviations.md). Under a random split a
     test region's neighbours are in the training part, which is why the spatial split matters."""
-
     probe = "knn"
 
     def _compute(self, city: City) -> pd.DataFrame:
@@ -199,7 +182,7 @@ class PretextFeatures(TableMethod):
     """ln(1 + inflow, outflow) and ln(1 + POI count per category) read by the run's probe: the
     inputs MuseCL's contrastive stages learn from (eq. 1 and 3), without any learning. A learned
     representation that does not beat this row has not added anything to its own inputs."""
-    needs_any = (MOBILITY, POI)  # either pretext: trips (eq. 1), POI counts (eq. 3)
+    needs_any = ((MOBILITY,), (POI,))  # either pretext: trips (eq. 1), POI counts (eq. 3)
 
     def _compute(self, city: City) -> pd.DataFrame:
         return pretext_features(city)

@@ -83,7 +83,8 @@ def sampler_for(cfg: RunConfig):
 
 def image_settings(cfg: RunConfig, kind: str) -> dict:
     """arch, image size, epochs and batch size of the satellite (rs_*) or street-view (sv_*) encoder."""
-    return cfg.image.of(PREFIX[kind])
+    names = ("arch", "image_size", "epochs", "batch_size")
+    return {name: getattr(cfg.image, f"{PREFIX[kind]}_{name}") for name in names}
 
 
 def reconstruction_weight(cfg: RunConfig, kind: str) -> float:
@@ -203,61 +204,58 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
                 f"`torchrun --nproc_per_node={cfg.machine.train_processes} -m musecl.cli train-encoders CITY "
                 "--params PARAMS --out OUT`, then rerun with the same settings, or set train_processes to "
                 f"{group.world_size()}")
-        if s["arch"] in FEATURE_HEADS:
-            return _train_head(city, cfg, kind, cache, folder, triplets, progress, key)
-        store = city_image_store(city, kind, s["image_size"], cache, progress, cfg.machine.image_store, fingerprint)
-        drawn = TRIPLET_SOURCES[triplets](city, cfg, kind, list(store.region_ids))
-        drawn.to_frame().to_csv(folder / TRIPLETS_CSV, index=False)
-        # channels_last: faster with bf16 on a GPU and for Inception-v3 on the CPU
-        encoder = build_encoder(s["arch"], cfg.embedding_dim, cfg.image.weights, seed=cfg.seed, channels_last=True)
         training = training_settings(cfg, kind, cache.checkpoints(key), progress)
-        encoder, history = train_image_encoder(encoder, store, drawn, training)
-        save_encoder(encoder, folder / "encoder")
+        arch, size, dim = s["arch"], s["image_size"], cfg.embedding_dim
+        head = arch in FEATURE_HEADS  # a head on the backbone's cached features, or a CNN
+        if head:
+            backbone_dir = efficientnet_stage(city, cfg, kind, size, cache, progress)
+            features = load_table(backbone_dir / EMBEDDINGS_CSV)
+            regions = [str(r) for r in features.dropna(how="any").index]
+        else:
+            store = city_image_store(city, kind, size, cache, progress, cfg.machine.image_store,
+                                     fingerprint)
+            regions = list(store.region_ids)
+        drawn = TRIPLET_SOURCES[triplets](city, cfg, kind, regions)
+        drawn.to_frame().to_csv(folder / TRIPLETS_CSV, index=False)
+        if head:
+            net, history = train_feature_head(features, drawn, training, embedding_dim=dim)
+            backbone = json.loads((backbone_dir / CONFIG_JSON).read_text())
+            save_head(net, folder / "encoder",
+                      {"arch": arch, "weights_source": backbone["weights_source"], "backbone": backbone})
+            embedding = embed_features(net, features.reindex(city.region_ids), prefix=COLUMN_PREFIX[kind])
+        else:
+            # channels_last: faster with bf16 on a GPU and for Inception-v3 on the CPU
+            net = build_encoder(arch, dim, cfg.image.weights, seed=cfg.seed, channels_last=True)
+            net, history = train_image_encoder(net, store, drawn, training)
+            save_encoder(net, folder / "encoder")
+            embedding = embed_regions(net, store, region_ids=city.region_ids, progress=progress,
+                                      amp=cfg.machine.amp)
         history.to_csv(folder / HISTORY_CSV, index=False)
-        save_table(embed_regions(encoder, store, region_ids=city.region_ids, progress=progress, amp=cfg.machine.amp),
-                   folder / EMBEDDINGS_CSV)
+        save_table(embedding, folder / EMBEDDINGS_CSV)
 
     stage = f"encoder-{kind}" if triplets == "similarity" else f"encoder-{kind}-{triplets}"
     return cache.get_or_compute(stage, key, compute)
 
 
-def _train_head(city: City, cfg: RunConfig, kind: str, cache, folder: Path, triplets: str, progress: bool,
-                key: dict) -> None:
-    """``image_stage`` for a head ("lite0-head") on cached backbone features; same files as a CNN's."""
-    s = image_settings(cfg, kind)
-    machine = cfg.machine
-    backbone_dir = efficientnet_stage(city, kind, s["image_size"], cache, progress, machine.image_store, machine.amp,
-                                      machine.device, cfg.image.backbone_layers)
-    features = load_table(backbone_dir / EMBEDDINGS_CSV)
-    drawn = TRIPLET_SOURCES[triplets](city, cfg, kind, [str(r) for r in features.dropna(how="any").index])
-    drawn.to_frame().to_csv(folder / TRIPLETS_CSV, index=False)
-    training = training_settings(cfg, kind, cache.checkpoints(key), progress)
-    head, history = train_feature_head(features, drawn, training, embedding_dim=cfg.embedding_dim)
-    backbone = json.loads((backbone_dir / CONFIG_JSON).read_text())
-    save_head(head, folder / "encoder", {"arch": s["arch"], "weights_source": backbone["weights_source"],
-                                          "backbone": backbone})
-    history.to_csv(folder / HISTORY_CSV, index=False)
-    save_table(embed_features(head, features.reindex(city.region_ids), prefix=COLUMN_PREFIX[kind]),
-               folder / EMBEDDINGS_CSV)
-
-
-def efficientnet_stage(city: City, kind: str, image_size: int, cache, progress: bool = True,
-                       image_store: str = "memory", amp: str = "off", device: str = "cpu",
-                       layers: str = "last") -> Path:
+def efficientnet_stage(city: City, cfg: RunConfig, kind: str, image_size: int, cache,
+                       progress: bool = True) -> Path:
     """Global-pooled features of EfficientNet-Lite0 with ImageNet weights, of its last conv layer
-    (1280-d) or its stages (``layers``: :func:`musecl.encoders.heads.pooled_features_module`).
-    Inputs are ImageNet-normalised, not TensorFlow's (x - 127) / 128: the converted weights'
-    first BatchNorm statistics expect that.
-    """
+    (1280-d) or its stages, per ``backbone_layers``
+    (:func:`musecl.encoders.heads.pooled_features_module`); ImageNet-normalised inputs, not
+    TensorFlow's (x - 127) / 128: the converted weights' first BatchNorm statistics expect that."""
+    machine, layers = cfg.machine, cfg.image.backbone_layers
     fingerprint = city_fingerprint(city, labels=False)
-    key = {"city": fingerprint, "kind": kind, "model": "efficientnet-lite0", "image_size": int(image_size),
-           "format": FEATURES_FORMAT, **precision_key(amp, device), **layers_key(layers)}
+    key = {"city": fingerprint, "kind": kind, "model": "efficientnet-lite0",
+           "image_size": int(image_size), "format": FEATURES_FORMAT,
+           **precision_key(machine.amp, machine.device), **layers_key(layers)}
 
     def compute(folder: Path) -> None:
         net, path = efficientnet_lite0(image_size)
-        store = city_image_store(city, kind, image_size, cache, progress, image_store, fingerprint)
-        table = embed_regions(pooled_features_module(net, image_size, layers).to(resolve_device(device)), store,
-                              batch_size=32, region_ids=city.region_ids, progress=progress, amp=amp)
+        store = city_image_store(city, kind, image_size, cache, progress, machine.image_store,
+                                 fingerprint)
+        module = pooled_features_module(net, image_size, layers).to(resolve_device(machine.device))
+        table = embed_regions(module, store, batch_size=32, region_ids=city.region_ids,
+                              progress=progress, amp=machine.amp)
         save_table(table, folder / EMBEDDINGS_CSV)
         atomic_save_json(folder / CONFIG_JSON,
                          {"arch": "efficientnet-lite0", "kind": kind, "image_size": int(image_size),
@@ -269,8 +267,7 @@ def efficientnet_stage(city: City, kind: str, image_size: int, cache, progress: 
 def backbone_features(city: City, cfg: RunConfig, kind: str, cache) -> pd.DataFrame:
     """The frozen backbone's features (cached) that this run's feature heads read."""
     size = image_settings(cfg, kind)["image_size"]
-    return load_table(efficientnet_stage(city, kind, size, cache, False, cfg.machine.image_store, cfg.machine.amp,
-                                         cfg.machine.device, cfg.image.backbone_layers) / EMBEDDINGS_CSV)
+    return load_table(efficientnet_stage(city, cfg, kind, size, cache, False) / EMBEDDINGS_CSV)
 
 
 def stage_encoder(stage: Path, initial: bool = False, seed: int = 0, weights: str = "random"):
@@ -356,9 +353,15 @@ def fusion_stage(city: City, cfg: RunConfig, cache, sv_dir: Path | None, rs_dir:
     return cache.get_or_compute("fusion", key, compute)
 
 
-def train_fusion_into(folder: Path, sv: pd.DataFrame, rs: pd.DataFrame, target: pd.DataFrame, cfg: RunConfig) -> None:
+def train_fusion_into(folder: Path, sv: pd.DataFrame, rs: pd.DataFrame, target: pd.DataFrame,
+                      cfg: RunConfig) -> None:
     """Fuse ``sv`` and ``rs`` aligned to ``target`` and write a fusion stage's folder."""
     model, history = train_fusion(sv, rs, target, fusion_settings(cfg))
+    _save_fusion(folder, model, history, sv, rs)
+
+
+def _save_fusion(folder: Path, model, history: pd.DataFrame, sv: pd.DataFrame, rs: pd.DataFrame):
+    """A fusion stage's files: the model, its history, the fused embedding and beta (eq. 9-10)."""
     embedding, beta = fuse(model, sv, rs)
     model.save(folder / "fusion")
     history.to_csv(folder / HISTORY_CSV, index=False)
@@ -431,13 +434,9 @@ def fine_tuned_fusion_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_
             model.cpu()
             for p in dirs:
                 save_encoder(getattr(model, f"encoder_{p}"), folder / f"encoder-{p}")
-        embedding, beta = fuse(model.fusion, embedded["sv"], embedded["rs"])
-        model.fusion.save(folder / "fusion")
         for kind, p in PREFIX.items():
             save_table(embedded[p], folder / FINE_TUNED_TABLES[kind])
-        history.to_csv(folder / HISTORY_CSV, index=False)
-        save_table(embedding, folder / EMBEDDINGS_CSV)
-        save_table(beta, folder / ATTENTION_CSV)
+        _save_fusion(folder, model.fusion, history, embedded["sv"], embedded["rs"])
 
     return cache.get_or_compute("fusion-fine-tuned", key, compute)
 
@@ -447,8 +446,7 @@ class MuseCL(StagedMethod):
     """The full method: fused image embedding (eq. 10) aligned to POI text (eq. 11). On a city with
     one image kind the fusion reads it alone (:func:`image_views`); ``views`` says which."""
     needs = (POI,)
-    needs_any = (SATELLITE, (STREETVIEW, MOBILITY))
-
+    needs_any = ((SATELLITE,), (STREETVIEW, MOBILITY))
     STAGES = ("satellite", "streetview", "text", "fusion")
     cost = 3  # trains both image encoders, which several other methods then reuse
 
@@ -456,8 +454,11 @@ class MuseCL(StagedMethod):
         cfg = self.config
         images = {kind: image_stage(city, cfg, kind, self.cache, self.progress) for kind in image_views(city)}
         text = text_stage(city, cfg, self.cache)
-        fusion = fusion_stage(city, cfg, self.cache, images.get(STREETVIEW), images.get(SATELLITE), text)
-        return {**images, "text": text, "fusion": fusion}
+        return {**images, "text": text, "fusion": self._fusion_stage(city, images, text)}
+
+    def _fusion_stage(self, city: City, images: dict[str, Path], text: Path) -> Path:
+        return fusion_stage(city, self.config, self.cache, images.get(STREETVIEW),
+                            images.get(SATELLITE), text)
 
     @property
     def views(self) -> tuple[str, ...]:
@@ -494,14 +495,13 @@ class MuseCLFineTunedHeads(MuseCL):
         return fine_tuning_unsupported(config, cls.fine_tunes)
 
     def fit_stages(self, city: City) -> dict[str, Path]:
-        cfg = self.config
-        if reason := self.settings_reason(cfg):
+        if reason := self.settings_reason(self.config):  # before any stage trains
             raise ValueError(f"{self.name}: {reason}")
-        rs = image_stage(city, cfg, SATELLITE, self.cache, self.progress)
-        sv = image_stage(city, cfg, STREETVIEW, self.cache, self.progress)
-        text = text_stage(city, cfg, self.cache)
-        fusion = fine_tuned_fusion_stage(city, cfg, self.cache, sv, rs, text, self.fine_tunes)
-        return dict(zip(self.STAGES, (rs, sv, text, fusion)))
+        return super().fit_stages(city)
+
+    def _fusion_stage(self, city: City, images: dict[str, Path], text: Path) -> Path:
+        return fine_tuned_fusion_stage(city, self.config, self.cache, images[STREETVIEW],
+                                       images[SATELLITE], text, self.fine_tunes)
 
     def stage_table(self, stage: str, table: str = EMBEDDINGS_CSV) -> pd.DataFrame:
         """As MuseCL's, but the image embeddings are the fine-tuned encoders'; their ``history`` and

@@ -21,10 +21,9 @@ fusion (eq. 8-11)             unchanged                        attention over th
 ``OD SVD`` is the plain baseline: a truncated SVD of ln(1 + OD), the region's row (out-flow)
 and column (in-flow) factors side by side.
 
-Both are transductive (one vector per region of the city they are fitted on) and deterministic
-for a seed. Neither builds a dense N x N matrix: the OD matrix and the mobility view are sparse,
-the encoders see the view a batch of rows at a time, and OD SVD asks ARPACK for its k leading
-singular vectors, so memory grows with the number of OD pairs, not with N^2.
+Both are transductive and deterministic for a seed. Neither builds a dense N x N matrix (sparse
+OD and mobility view, encoders fed a batch of rows at a time, ARPACK for the k leading singular
+vectors), so memory grows with the number of OD pairs, not with N^2.
 """
 from __future__ import annotations
 
@@ -57,16 +56,12 @@ from musecl.sampling import Triplets, mobility_triplets, poi_triplets
 from musecl.tables import column_scale
 from musecl.training import Trainer, one_torch_thread
 
-# ------------------------------------------------------------------------------------------
-# views
-
 DENSE_BLOCK = 1 << 20  # floats in one dense block of a view's rows or columns (~8 MB)
 
 
 def od_matrix(city: City) -> sparse.csr_matrix:
     """The city's OD flows as a sparse N x N matrix in region order (origin rows, destination
-    columns): only the pairs that exchange trips are stored, so memory grows with the OD table,
-    not with N^2 (a city of 20,000 regions would need 3.2 GB dense)."""
+    columns): 20,000 regions would need 3.2 GB dense."""
     if city.od is None or city.od.empty:
         raise ValueError(f"{city.name}: the city has no od.csv; these methods need origin-destination "
                          "flows (mobility.csv alone gives only in/out totals)")
@@ -78,10 +73,9 @@ def od_matrix(city: City) -> sparse.csr_matrix:
 
 
 def mobility_view(city: City) -> sparse.csr_matrix:
-    """Per region (row, in region order): its trips to every region (out-flow row of the OD
-    matrix) and from every region (in-flow column), as ln(1 + trips): 2N values, kept sparse.
-    The log keeps volume (what eq. 1 compares) and pattern (with whom a region is connected) in
-    one vector, and tames the heavy tail of taxi counts."""
+    """Per region: ln(1 + trips) to every region (OD row) and from every region (OD column), 2N
+    values, sparse. The log keeps volume (what eq. 1 compares) and pattern (with whom a region
+    is connected) in one vector, and tames the heavy tail of taxi counts."""
     m = od_matrix(city)
     return sparse.hstack([m, m.T], format="csr").log1p()
 
@@ -94,9 +88,8 @@ def poi_view(city: City) -> pd.DataFrame:
 
 
 class StandardisedRows:
-    """A view's rows standardised per column (:func:`musecl.tables.column_scale`), made dense a
-    block of rows at a time: the mobility view is N x 2N, so it is never dense whole. The values
-    equal ``standardise_columns(dense view)`` as float32, bit for bit."""
+    """A view's rows standardised per column, made dense a block of rows at a time (the mobility
+    view is N x 2N); equal to ``standardise_columns(dense view)`` as float32, bit for bit."""
 
     def __init__(self, values: np.ndarray | sparse.spmatrix):
         self.values = sparse.csr_matrix(values, dtype=np.float64) if sparse.issparse(values) \
@@ -130,19 +123,11 @@ class StandardisedRows:
                               for s in range(0, len(self), self.block)])
 
 
-# ------------------------------------------------------------------------------------------
-# OD SVD
-
-
 def od_svd(city: City, dim: int) -> pd.DataFrame:
-    """Truncated SVD of ln(1 + OD): [U_k sqrt(s_k), V_k sqrt(s_k)], 2 * dim columns.
-
-    ``U_k sqrt(s_k)`` describes a region as an origin, ``V_k sqrt(s_k)`` as a destination; the
-    square root splits the singular values evenly between the two. The k leading singular
-    triplets come from ARPACK on the sparse matrix (fixed start vector: deterministic); each
-    pair's sign is set so that the largest entry of U's column is positive (a solver may return
-    either sign; a probe is blind to it).
-    """
+    """Truncated SVD of ln(1 + OD): [U_k sqrt(s_k), V_k sqrt(s_k)], 2 * dim columns, a region as
+    origin and as destination (the root splits the singular values evenly between the two).
+    ARPACK with a fixed start vector (deterministic); each pair's sign makes the largest entry of
+    U's column positive (a solver may return either; a probe is blind to it)."""
     m = od_matrix(city).log1p()
     if not m.count_nonzero():
         raise ValueError("the OD table has no trips (every flow is 0): "
@@ -164,12 +149,8 @@ def od_svd(city: City, dim: int) -> pd.DataFrame:
 
 @register("OD SVD")
 class ODSVD(TableMethod):
-    """Truncated SVD of ln(1 + OD), rows and columns: ``2 * dim`` columns (default dim 16).
-
-    The benchmark probe (ridge, alpha 1, unstandardised) overfits when there are many columns
-    for 144 training regions, so the dimension matters; the chapter chooses it inside the
-    training folds (:func:`musecl.evaluation.ridge_kfold_select`), never on the test folds.
-    """
+    """:func:`od_svd` with ``dim`` (default 16). The benchmark's ridge probe overfits many columns
+    on 144 training regions, so chapter 10 picks ``dim`` inside the training folds."""
     needs = (OD,)
 
     def __init__(self, config: RunConfig | None = None, cache_dir=None, progress: bool = True,
@@ -188,10 +169,6 @@ class ODSVD(TableMethod):
         return od_svd(city, dim)
 
 
-# ------------------------------------------------------------------------------------------
-# MuseCL over vector views
-
-
 MOBILITY_SIMILARITIES = ("inout", "od")
 ALIGNMENTS = ("none", "procrustes", "joint")
 FUSED_VIEWS = ("both", "mobility")
@@ -201,28 +178,18 @@ FUSED_VIEWS = ("both", "mobility")
 class VectorViewConfig:
     """Settings of the two view encoders (the rest comes from :class:`RunConfig`).
 
-    ``mobility_similarity`` decides which regions count as similar for the mobility triplets:
-    ``"inout"`` -- the paper's eq. 1-2, Euclidean distance of (inflow, outflow); ``"od"`` -- the
-    same distance on the whole mobility view (ln(1 + trips) to and from every region), which a
-    city with an OD matrix makes possible: similar regions then exchange trips with the same
-    places, not merely as many trips.
+    ``mobility_similarity``: ``"inout"`` (eq. 1-2, distance of (inflow, outflow)) or ``"od"``
+    (the same on the whole mobility view: similar regions exchange trips with the same places).
 
-    ``alignment`` decides whether the two view embeddings are made comparable before eq. 10
-    adds them coordinate by coordinate:
+    ``alignment``, how the two view embeddings are made comparable before eq. 10 adds them:
+    ``"none"`` (the paper: trained apart, coordinate k of one unrelated to k of the other);
+    ``"procrustes"`` (the POI view rotated and scaled onto the mobility view, no labels);
+    ``"joint"`` (trained together: both triplet losses plus ``align_weight`` x a symmetric
+    InfoNCE at ``align_temperature`` between a region's two views, eq. 11's idea).
 
-    * ``"none"`` -- the paper and the official code: the encoders are trained apart, so
-      coordinate k of one has nothing to do with coordinate k of the other;
-    * ``"procrustes"`` -- the POI-view embedding is rotated and scaled (orthogonal Procrustes,
-      fitted on all regions, no labels) onto the mobility-view embedding; each view keeps its own
-      geometry, only the axes are matched;
-    * ``"joint"`` -- both encoders are trained together: their two triplet losses (eq. 6) plus
-      ``align_weight`` times a symmetric InfoNCE (temperature ``align_temperature``) that pulls
-      a region's mobility and POI embeddings together, eq. 11's idea applied between the views.
-
-    ``fused_views`` decides what eq. 10 mixes: ``"both"`` (MuseCL) or ``"mobility"``, the
-    mobility view alone (beta = 1) put through the same fusion and aligned to the POI text. The
-    second is not a variant to choose: it separates what the alignment to the text costs from
-    what mixing in the POI view costs (chapter 10).
+    ``fused_views``: ``"both"`` (MuseCL) or ``"mobility"`` alone (beta = 1) through the same
+    fusion, which separates what the alignment to the text costs from what mixing in the POI
+    view costs (chapter 10).
     """
 
     hidden: int = 256
@@ -252,16 +219,10 @@ class VectorViewConfig:
                 self.align_weight if joint else None, self.align_temperature if joint else None)
 
 
-class ViewEncoder(nn.Module):
+def view_encoder(n_in: int, embedding_dim: int, vcfg: VectorViewConfig) -> nn.Module:
     """The MLP that replaces a CNN: view vector -> hidden -> embedding (eq. 5-6 train it)."""
-
-    def __init__(self, n_in: int, embedding_dim: int, hidden: int = 256, dropout: float = 0.1):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Dropout(dropout),
-                                 nn.Linear(hidden, embedding_dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+    return nn.Sequential(nn.Linear(n_in, vcfg.hidden), nn.ReLU(), nn.Dropout(vcfg.dropout),
+                         nn.Linear(vcfg.hidden, embedding_dim))
 
 
 class _ViewTriplets:
@@ -281,18 +242,13 @@ class _ViewTriplets:
 
 def train_view_encoder(view: pd.DataFrame | sparse.spmatrix, index: pd.Index, triplets, cfg: RunConfig,
                        vcfg: VectorViewConfig, progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train a :class:`ViewEncoder` on similarity triplets (eq. 6 via ``TripletObjective``);
-    return every region's embedding (rows of ``index``) and the training history.
-
-    ``view`` is a table or a sparse matrix (the mobility view), one row per region of ``index``;
-    ``triplets`` index its rows (as :mod:`musecl.sampling` returns them). Inputs are
-    standardised per column. Same optimiser and schedule as the image encoders (Trainer defaults:
-    Adam with amsgrad, StepLR(10, 0.7)), learning rate ``cfg.image.lr``.
-    """
+    """Train a :func:`view_encoder` on triplets of ``view``'s rows (eq. 6), with the image
+    encoders' optimiser and schedule at ``cfg.image.lr``; return every region's embedding (rows
+    of ``index``, as ``view``'s) and the training history."""
     rows = StandardisedRows(view)
     with torch.random.fork_rng(devices=[]), one_torch_thread():
         torch.manual_seed(cfg.seed)
-        model = ViewEncoder(rows.values.shape[1], cfg.embedding_dim, vcfg.hidden, vcfg.dropout)
+        model = view_encoder(rows.values.shape[1], cfg.embedding_dim, vcfg)
         trainer = Trainer(model, TripletObjective(cfg.image.triplet_loss, cfg.image.margin), lr=cfg.image.lr,
                           epochs=vcfg.epochs, batch_size=vcfg.batch_size, seed=cfg.seed, device="cpu",
                           progress=progress)
@@ -344,48 +300,32 @@ class _JointTriplets:
         return batch
 
 
-class _JointObjective:
-    """``loss_fn`` of :func:`train_joint_encoders`: eq. 6 on each view's triplets plus
-    ``weight`` x a symmetric InfoNCE between the two views of the batch's anchor regions with POIs."""
-
-    def __init__(self, triplet, rows: dict, has_poi: torch.Tensor, weight: float,
-                 temperature: float):
-        self.triplet, self.rows, self.has_poi = triplet, rows, has_poi
-        self.weight, self.temperature = float(weight), float(temperature)
-
-    def __call__(self, models: nn.ModuleDict, batch: dict) -> dict:
-        parts = {f"{k}_loss": self.triplet(models[k], batch[k])["loss"] for k in ("mobility", "poi")}
-        regions = batch["anchors"][self.has_poi[batch["anchors"]]]
-        align = torch.zeros(())
-        if self.weight > 0 and len(regions) >= 2:
-            a, b = (models[k](self.rows[k](regions.numpy())) for k in ("mobility", "poi"))
-            align = 0.5 * (info_nce(a, b, self.temperature) + info_nce(b, a, self.temperature))  # symmetric
-        return {"loss": parts["mobility_loss"] + parts["poi_loss"] + self.weight * align, **parts,
-                "align_loss": align}
-
-
 def train_joint_encoders(views: dict, index: pd.Index, triplets: dict, cfg: RunConfig,
                          vcfg: VectorViewConfig, progress: bool = False) -> tuple[dict, pd.DataFrame]:
-    """Train the mobility and POI :class:`ViewEncoder` together (``alignment="joint"``).
-
-    Each step takes one batch of mobility triplets and as many POI triplets (eq. 6 on each, as
-    :func:`train_view_encoder`), and adds ``vcfg.align_weight`` times a symmetric InfoNCE between
-    the mobility and POI embeddings of the batch's anchor regions that have POIs (the other
-    regions of the batch are the negatives). Trained by the one :class:`musecl.training.Trainer`
-    with the same optimiser and schedule as :func:`train_view_encoder`.
-    ``views`` as :func:`train_view_encoder` takes them, rows in the order of ``index``.
-    Returns ``{"mobility": frame, "poi": frame}`` and the history (one row per epoch).
-    """
+    """Train the mobility and POI encoders together (``alignment="joint"``): each step, a batch of
+    mobility triplets and as many POI triplets (eq. 6 on each) plus ``vcfg.align_weight`` x a
+    symmetric InfoNCE between the two views of the batch's anchors with POIs. Returns
+    ``{"mobility": frame, "poi": frame}`` and the history, as :func:`train_view_encoder`."""
     names = ("mobility", "poi")
     rows = {k: StandardisedRows(views[k]) for k in names}
     has_poi = torch.from_numpy(rows["poi"].values.sum(axis=1) > 0)  # ln(1 + counts): 0 only without POIs
     idx = {k: [torch.as_tensor(np.asarray(getattr(triplets[k], c)), dtype=torch.long)
                for c in ("anchor", "positive", "negative")] for k in names}
-    objective = _JointObjective(TripletObjective(cfg.image.triplet_loss, cfg.image.margin), rows, has_poi,
-                                vcfg.align_weight, vcfg.align_temperature)
+    triplet = TripletObjective(cfg.image.triplet_loss, cfg.image.margin)
+    weight, temperature = float(vcfg.align_weight), float(vcfg.align_temperature)
+
+    def objective(models: nn.ModuleDict, batch: dict) -> dict:
+        parts = {f"{k}_loss": triplet(models[k], batch[k])["loss"] for k in names}
+        regions = batch["anchors"][has_poi[batch["anchors"]]]
+        align = torch.zeros(())
+        if weight > 0 and len(regions) >= 2:
+            a, b = (models[k](rows[k](regions.numpy())) for k in names)
+            align = 0.5 * (info_nce(a, b, temperature) + info_nce(b, a, temperature))  # symmetric
+        return {"loss": parts["mobility_loss"] + parts["poi_loss"] + weight * align, **parts,
+                "align_loss": align}
     with torch.random.fork_rng(devices=[]), one_torch_thread():
         torch.manual_seed(cfg.seed)
-        models = nn.ModuleDict({k: ViewEncoder(rows[k].values.shape[1], cfg.embedding_dim, vcfg.hidden, vcfg.dropout)
+        models = nn.ModuleDict({k: view_encoder(rows[k].values.shape[1], cfg.embedding_dim, vcfg)
                                 for k in names})
         trainer = Trainer(models, objective, lr=cfg.image.lr, epochs=vcfg.epochs, batch_size=vcfg.batch_size,
                           seed=cfg.seed, device="cpu", progress=progress)
@@ -397,13 +337,9 @@ def train_joint_encoders(views: dict, index: pd.Index, triplets: dict, cfg: RunC
 
 @register("MuseCL (vector views)")
 class VectorMuseCL(TableMethod):
-    """MuseCL without images: two MLP view encoders trained on the paper's similarity triplets,
-    POI text vectors, attentive fusion with InfoNCE. See the module docstring for the mapping.
-
-    The mobility view plays the street-view role (mobility triplets, eq. 1-2) and the POI view
-    the satellite role (POI triplets, eq. 3-4); fusion's ``sv`` / ``rs`` slots hold them in that
-    order. ``transform`` returns the fused embedding (eq. 10), as MuseCL does.
-    """
+    """MuseCL without images (the module docstring maps it to the paper): the mobility view in the
+    fusion's ``sv`` slot (mobility triplets, eq. 1-2), the POI view in ``rs`` (POI triplets, eq.
+    3-4); ``transform`` returns the fused embedding (eq. 10), as MuseCL does."""
     needs = (OD, POI)
 
     STAGE, FORMAT = "vector-musecl", 6  # 2: the joint encoders train through the Trainer; 3: fusion too;
@@ -426,7 +362,7 @@ class VectorMuseCL(TableMethod):
         key = {"format": self.FORMAT, "city": city_fingerprint(city, labels=False), "config": self.config.to_dict(),
                "view": asdict(self.view_config)}
         folder = self.cache.get_or_compute(self.STAGE, key, lambda f: self._save_stages(city, f))
-        self._load_stages(city, folder)
+        self._load_stages(folder)
         self.fitted_on = key["city"]
         return self
 
@@ -445,7 +381,7 @@ class VectorMuseCL(TableMethod):
             info = {k: v.item() if isinstance(v, np.generic) else v for k, v in triplets.info.items()}
             atomic_save_json(folder / f"triplets-{name}.json", {"region_ids": [str(r) for r in ids], "info": info})
 
-    def _load_stages(self, city: City, folder: Path) -> None:
+    def _load_stages(self, folder: Path) -> None:
         self.folder_ = folder
         self.table_ = load_table(folder / "embedding.csv")
         self.attention_ = load_table(folder / "attention.csv")
@@ -477,13 +413,12 @@ class VectorMuseCL(TableMethod):
     def load(cls, directory: str | Path) -> "VectorMuseCL":
         method = super().load(directory)
         if (Path(directory) / "stages").is_dir():  # a save from before the stages were kept has the table only
-            method._load_stages(None, Path(directory) / "stages")
+            method._load_stages(Path(directory) / "stages")
         return method
 
     def _shared_stages(self, city: City) -> "VectorMuseCL | None":
-        """A fitted run whose POI text vectors are exactly what this one would train (same city,
-        same settings up to the fusion's design and temperature), else None. Whether its POI
-        encoder can be reused too is :meth:`_same_poi_encoder`."""
+        """``reuse`` if fitted with exactly the POI text vectors this run would train (same city,
+        same settings up to the fusion's), else None."""
         other = self.reuse
         if other is None or not hasattr(other, "views_"):
             return None
@@ -495,24 +430,15 @@ class VectorMuseCL(TableMethod):
         same = upstream(other.config) == upstream(self.config) and other.fitted_on == city_fingerprint(city, labels=False)
         return other if same else None
 
-    def _same_poi_encoder(self, other: "VectorMuseCL") -> bool:
-        """``other`` trained exactly the POI triplets and encoder this run would train."""
-        return other.view_config.poi_stage_key() == self.view_config.poi_stage_key()
-
-    def _same_mobility_encoder(self, other: "VectorMuseCL") -> bool:
-        """``other`` trained exactly the mobility triplets and encoder this run would train."""
-        mine, theirs = self.view_config, other.view_config
-        return self._same_poi_encoder(other) and mine.alignment != "joint" and \
-            mine.mobility_similarity == theirs.mobility_similarity
-
     def _compute(self, city: City) -> pd.DataFrame:
         cfg, vcfg = self.config, self.view_config
         sampler = sampler_for(cfg)
         views = {"mobility": mobility_view(city), "poi": poi_view(city)}
         self.views_, self.histories_ = {}, {}
-        shared = self._shared_stages(city)
-        same_poi = shared is not None and self._same_poi_encoder(shared)
-        same_mob = shared is not None and self._same_mobility_encoder(shared)
+        shared = self._shared_stages(city)  # then its triplets and encoders where trained alike
+        same_poi = shared is not None and shared.view_config.poi_stage_key() == vcfg.poi_stage_key()
+        same_mob = same_poi and vcfg.alignment != "joint" and \
+            shared.view_config.mobility_similarity == vcfg.mobility_similarity
         if same_mob:
             mob = shared.triplets_["mobility"]
         elif vcfg.mobility_similarity == "inout":
@@ -525,18 +451,14 @@ class VectorMuseCL(TableMethod):
             self.views_, self.histories_["joint"] = train_joint_encoders(
                 views, city.region_ids, self.triplets_, cfg, vcfg, progress=self.progress)
         else:
-            if same_mob:  # identical settings: the same encoder, do not retrain
-                self.views_["mobility"] = shared.views_["mobility"]
-                self.histories_["mobility"] = shared.histories_["mobility"]
-            else:
-                self.views_["mobility"], self.histories_["mobility"] = train_view_encoder(
-                    views["mobility"], city.region_ids, mob, cfg, vcfg, progress=self.progress)
-            if same_poi:  # identical: do not retrain
-                self.views_["poi"] = shared.views_.get("poi_unaligned", shared.views_["poi"])
-                self.histories_["poi"] = shared.histories_["poi"]
-            else:
-                self.views_["poi"], self.histories_["poi"] = train_view_encoder(
-                    views["poi"], city.region_ids, poi_trip, cfg, vcfg, progress=self.progress)
+            for view, same in (("mobility", same_mob), ("poi", same_poi)):
+                if same:  # identical settings: the same encoder, not retrained
+                    self.views_[view] = shared.views_.get(f"{view}_unaligned", shared.views_[view])
+                    self.histories_[view] = shared.histories_[view]
+                else:
+                    self.views_[view], self.histories_[view] = train_view_encoder(
+                        views[view], city.region_ids, self.triplets_[view], cfg, vcfg,
+                        self.progress)
         if vcfg.alignment == "procrustes":  # the POI view's axes matched to the mobility view's
             self.views_["poi_unaligned"] = self.views_["poi"]
             self.views_["poi"] = procrustes_align(self.views_["poi"], self.views_["mobility"])
@@ -586,17 +508,16 @@ VIEW_PARTS = ("mobility view only", "POI view only", "mobility view + POI view")
 
 
 def view_parts(model: VectorMuseCL) -> dict[str, pd.DataFrame]:
-    """A fitted model's parts, its ablation (the counterpart of the image version's, the paper's
-    Figure 6): each view encoder's embedding alone and the two side by side, no fusion, no text."""
+    """A fitted model's ablation (as the paper's Figure 6): each view encoder's embedding alone
+    and the two side by side, no fusion, no text."""
     mobility, poi = (model.stage_table(view).add_prefix(f"{view}_") for view in ("mobility", "poi"))
     return dict(zip(VIEW_PARTS, (mobility, poi, pd.concat([mobility, poi], axis=1))))
 
 
 def fit_variants(city: City, variants: dict, seed: int, cache_dir, progress: bool = False) -> dict:
-    """``{label: fitted VectorMuseCL}`` for named variants, ``{label: (VectorViewConfig, RunConfig
-    overrides)}``, all with ``seed``, fitted in order. Each reuses the stages the first earlier
-    variant with the same mobility similarity (else the first variant) trained with identical settings (text vectors, encoders):
-    that only saves time, the numbers are those of a fit from scratch (cached by settings)."""
+    """``{label: fitted VectorMuseCL}`` for ``{label: (VectorViewConfig, RunConfig overrides)}``,
+    all with ``seed``, in order. Each reuses what the first earlier variant with its mobility
+    similarity (else the first) trained alike: that saves time, the numbers are a fresh fit's."""
     fitted: dict = {}
     for label, (view_config, overrides) in variants.items():
         earlier = [m for m in fitted.values() if m.view_config.mobility_similarity == view_config.mobility_similarity]
