@@ -551,24 +551,14 @@ def stage_site(repo_root: Path, executed_dir: Path, site_dir: Path) -> Path:
     chapters = chapter_sources(repo_root)
     files: dict[Path, Path] = {Path(n): repo_root / n for n in (CONFIG_YML, TOC_YML)}
     files.update({Path(p.name): p for p in repo_root.glob("*.bib")})
-    for path in (repo_root / BOOK_DIR).rglob("*"):
-        rel = path.relative_to(repo_root)
-        if path.is_dir() or _SKIP_DIRS & set(rel.parts) or path.suffix in _SKIP_SUFFIXES \
-                or path in chapters:
-            continue
-        files[rel] = path
-    for path in (repo_root / "data").glob("*.md"):  # the city format page includes data/README.md
+    book = [path for path in (repo_root / BOOK_DIR).rglob("*") if not path.is_dir() and path not in chapters
+            and path.suffix not in _SKIP_SUFFIXES and not _SKIP_DIRS & set(path.relative_to(repo_root).parts)]
+    # the city format page includes data/README.md
+    for path in (*book, *(repo_root / "data").glob("*.md"), *(repo_root / "musecl").rglob("*.py")):
         files[path.relative_to(repo_root)] = path
-    for path in (repo_root / "musecl").rglob("*.py"):
-        if "__pycache__" not in path.parts:
-            files[path.relative_to(repo_root)] = path
-    missing = []
     for chapter in chapters:
-        executed = executed_dir / f"{chapter.stem}.ipynb"
-        if not executed.is_file():
-            missing.append(chapter.stem)
-        files[chapter.relative_to(repo_root).with_suffix(".ipynb")] = executed
-    if missing:
+        files[chapter.relative_to(repo_root).with_suffix(".ipynb")] = executed_dir / f"{chapter.stem}.ipynb"
+    if missing := [c.stem for c in chapters if not (executed_dir / f"{c.stem}.ipynb").is_file()]:
         raise BookBuildError(f"no executed notebook for {missing} in {executed_dir}; "
                              "execute them first (run `musecl book` without --only)")
     site_dir.mkdir(parents=True, exist_ok=True)
