@@ -109,7 +109,7 @@ def select_chapters(chapters: list[Path], only: list[str] | None) -> list[Path]:
         return list(chapters)
     chosen, unknown = [], []
     for name in only:
-        stem = Path(name).with_suffix("").name if name.endswith(".py") else Path(name).name
+        stem = Path(name).name.removesuffix(".py")
         hits = [c for c in chapters if c.stem == stem or c.stem.split("_", 1)[0] == stem]
         if not hits:
             unknown.append(name)

@@ -207,7 +207,7 @@ def styled_table(results: pd.DataFrame, metric: str = "r2", split: str = "random
     mean, std = numeric_tables(results, metric, split, methods_order, indicators, city, mean_of)
     text = _as_text(mean, std, digits, metric, target, baselines)
     marks = rank_marks(mean, metric)
-    if ceilings is not None and len(ceilings) and (ceilings["split"] == split).any():
+    if ceilings is not None and (ceilings["split"] == split).any():
         cols = [c for c in text.columns if c != HEADLINE]
         ceiling_text = results_table(ceilings, metric, split, indicators=cols, city=city, digits=digits,
                                      mean_of=mean_of or None)
