@@ -416,9 +416,8 @@ def _execute_one(chapter: _Chapter, kernel: str, progress: bool, bar: bool, pinn
     nb.metadata.setdefault("kernelspec", {"name": kernel, "display_name": "Python 3", "language": "python"})
     # pinned before anything imports torch, whose thread pool sizes itself from the cores it may use
     pin = f"import os\nos.sched_setaffinity(0, {set(pinned)})\n" if pinned else ""
-    setup = nbformat.v4.new_code_cell(pin + "from musecl.notebooks import reader_view\nreader_view()")
-    setup.metadata["tags"] = ["remove-cell"]  # how the page shows warnings; not the reader's concern
-    nb.cells.insert(0, setup)
+    nb.cells.insert(0, nbformat.v4.new_code_cell(  # how the page shows warnings: hidden from the reader
+        pin + "from musecl.notebooks import reader_view\nreader_view()", metadata={"tags": ["remove-cell"]}))
     if progress:
         where = f" on cores {pinned}" if pinned else ""
         print(f"[book] executing {source.name}{where} with {chapter.used}", file=sys.stderr)

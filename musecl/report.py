@@ -325,15 +325,12 @@ def location_vs(results: pd.DataFrame, split: str = "random", metric: str = "r2"
         by = g.set_index("method")["mean"]
         if location not in by.index:
             continue
-        loc = by[location]
-        others = by.drop(location).dropna()
+        loc, t, others = by[location], by.get(target, np.nan), by.drop(location).dropna()
         best_other = (others.idxmax() if sign > 0 else others.idxmin()) if len(others) else None
-        t = by.get(target, np.nan)
+        other = others.get(best_other, np.nan)
         rows.append({"city": city, "indicator": indicator, "location": loc, "musecl": t,
-                     "location_minus_musecl": sign * (loc - t),
-                     "best_other": best_other,
-                     "best_other_mean": others[best_other] if best_other is not None else np.nan,
-                     "location_minus_best_other": sign * (loc - others[best_other]) if best_other else np.nan,
+                     "location_minus_musecl": sign * (loc - t), "best_other": best_other,
+                     "best_other_mean": other, "location_minus_best_other": sign * (loc - other),
                      "location_rank": int((sign * others > sign * loc).sum()) + 1})
     return pd.DataFrame(rows)
 
