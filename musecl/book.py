@@ -127,8 +127,9 @@ def _assignments(nb) -> list[tuple[list[ast.expr], ast.expr | None]]:
     if not cells:
         raise ValueError(f"no cell tagged {PARAMETERS_TAG!r}: add one with "
                          f"`# %% tags=[\"{PARAMETERS_TAG}\"]` above the chapter's settings")
-    return [(node.targets, node.value) if isinstance(node, ast.Assign) else ([node.target], node.value)
-            for node in ast.parse(cells[0].source).body if isinstance(node, (ast.Assign, ast.AnnAssign))]
+    nodes = ast.parse(cells[0].source).body
+    return [(n.targets if isinstance(n, ast.Assign) else [n.target], n.value)
+            for n in nodes if isinstance(n, (ast.Assign, ast.AnnAssign))]
 
 
 def parameter_names(nb) -> set[str]:
@@ -142,7 +143,8 @@ def parameter_defaults(nb) -> dict:
     values = {}
     for targets, value in _assignments(nb):
         try:
-            values.update({t.id: ast.literal_eval(value) for t in targets if isinstance(t, ast.Name)})
+            values.update({t.id: ast.literal_eval(value)
+                           for t in targets if isinstance(t, ast.Name)})
         except ValueError:  # not a literal (or no value)
             continue
     return values
@@ -416,8 +418,8 @@ def _execute_one(chapter: _Chapter, kernel: str, progress: bool, bar: bool, pinn
     nb.metadata.setdefault("kernelspec", {"name": kernel, "display_name": "Python 3", "language": "python"})
     # pinned before anything imports torch, whose thread pool sizes itself from the cores it may use
     pin = f"import os\nos.sched_setaffinity(0, {set(pinned)})\n" if pinned else ""
-    nb.cells.insert(0, nbformat.v4.new_code_cell(  # how the page shows warnings: hidden from the reader
-        pin + "from musecl.notebooks import reader_view\nreader_view()", metadata={"tags": ["remove-cell"]}))
+    setup = pin + "from musecl.notebooks import reader_view\nreader_view()"  # the page's warnings
+    nb.cells.insert(0, nbformat.v4.new_code_cell(setup, metadata={"tags": ["remove-cell"]}))
     if progress:
         where = f" on cores {pinned}" if pinned else ""
         print(f"[book] executing {source.name}{where} with {chapter.used}", file=sys.stderr)
@@ -550,13 +552,15 @@ def stage_site(repo_root: Path, executed_dir: Path, site_dir: Path) -> Path:
     chapters = chapter_sources(repo_root)
     files: dict[Path, Path] = {Path(n): repo_root / n for n in (CONFIG_YML, TOC_YML)}
     files.update({Path(p.name): p for p in repo_root.glob("*.bib")})
-    book = [path for path in (repo_root / BOOK_DIR).rglob("*") if not path.is_dir() and path not in chapters
-            and path.suffix not in _SKIP_SUFFIXES and not _SKIP_DIRS & set(path.relative_to(repo_root).parts)]
+    book = [path for path in (repo_root / BOOK_DIR).rglob("*")
+            if not path.is_dir() and path not in chapters and path.suffix not in _SKIP_SUFFIXES
+            and not _SKIP_DIRS & set(path.relative_to(repo_root).parts)]
     # the city format page includes data/README.md
     for path in (*book, *(repo_root / "data").glob("*.md"), *(repo_root / "musecl").rglob("*.py")):
         files[path.relative_to(repo_root)] = path
     for chapter in chapters:
-        files[chapter.relative_to(repo_root).with_suffix(".ipynb")] = executed_dir / f"{chapter.stem}.ipynb"
+        executed = executed_dir / f"{chapter.stem}.ipynb"
+        files[chapter.relative_to(repo_root).with_suffix(".ipynb")] = executed
     if missing := [c.stem for c in chapters if not (executed_dir / f"{c.stem}.ipynb").is_file()]:
         raise BookBuildError(f"no executed notebook for {missing} in {executed_dir}; "
                              "execute them first (run `musecl book` without --only)")

@@ -130,7 +130,8 @@ def results_table(results: pd.DataFrame, metric: str = "r2", split: str = "rando
                   city: str | None = None, digits: int = 3,
                   mean_of: Sequence[str] | None = None) -> pd.DataFrame:
     """:func:`numeric_tables` as Table 1's "mean ± std" text (one seed: the mean alone)."""
-    return _as_text(*numeric_tables(results, metric, split, methods_order, indicators, city, mean_of), digits)
+    mean, std = numeric_tables(results, metric, split, methods_order, indicators, city, mean_of)
+    return _as_text(mean, std, digits)
 
 
 def _as_text(mean: pd.DataFrame, std: pd.DataFrame, digits: int, metric: str | None = None,
@@ -625,7 +626,8 @@ def beside_recorded_run(results: pd.DataFrame, recorded_rows: pd.DataFrame, reco
     which = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"  # may be fewer than the tables'
     table = pd.DataFrame({(split, column): values for split in splits for column, values in (
         (f"this build, {which}", text[split].reindex(methods)),
-        (f"GPU run, {which}", text[split].reindex([m + RECORDED for m in methods]).set_axis(methods)),
+        (f"GPU run, {which}",
+         text[split].reindex([m + RECORDED for m in methods]).set_axis(methods)),
         ("GPU run minus this build [95% interval]", gap[split].apply(interval_text, axis=1)))})
 
     verdict = {split: gap[split].loc[TARGET, "verdict"] for split in splits}  # "better": the recorded run's
