@@ -25,6 +25,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
+from unittest import mock
 
 import jupytext
 import nbformat
@@ -57,10 +58,7 @@ class BookBuildError(RuntimeError):
     """The book could not be staged or rendered; the message says what to do."""
 
 
-# --------------------------------------------------------------------------------------------
-# finding the book
-
-
+# ---- finding the book ----
 def find_repo_root(start: str | Path | None = None) -> Path:
     """The nearest folder at or above ``start`` (default: cwd) holding ``_toc.yml`` and ``book/``."""
     here = Path(start or Path.cwd()).resolve()
@@ -77,24 +75,16 @@ def find_repo_root(start: str | Path | None = None) -> Path:
 
 def toc_files(repo_root: Path) -> list[str]:
     """Every document named in ``_toc.yml`` (root first), as written there, without suffix."""
-    toc = yaml.safe_load((repo_root / TOC_YML).read_text())
-    found: list[str] = []
-
-    def walk(node) -> None:
+    def walk(node):
         if isinstance(node, dict):
-            for key in ("root", "file"):
-                if isinstance(node.get(key), str):
-                    entry = node[key]
-                    stem, dot, suffix = entry.rpartition(".")
-                    found.append(stem if dot and suffix in ("md", "ipynb", "py") else entry)
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
+            yield from (node[key] for key in ("root", "file") if isinstance(node.get(key), str))
+            node = list(node.values())
+        for item in node if isinstance(node, list) else []:
+            yield from walk(item)
 
-    walk(toc)
-    return found
+    return [stem if dot and suffix in ("md", "ipynb", "py") else entry
+            for entry in walk(yaml.safe_load((repo_root / TOC_YML).read_text()))
+            for stem, dot, suffix in [entry.rpartition(".")]]
 
 
 def chapter_sources(repo_root: Path) -> list[Path]:
@@ -119,7 +109,7 @@ def select_chapters(chapters: list[Path], only: list[str] | None) -> list[Path]:
         return list(chapters)
     chosen, unknown = [], []
     for name in only:
-        stem = Path(name).with_suffix("").name if name.endswith(".py") else Path(name).name
+        stem = Path(name).name.removesuffix(".py")
         hits = [c for c in chapters if c.stem == stem or c.stem.split("_", 1)[0] == stem]
         if not hits:
             unknown.append(name)
@@ -130,39 +120,33 @@ def select_chapters(chapters: list[Path], only: list[str] | None) -> list[Path]:
     return [c for c in chapters if c in chosen]
 
 
-# --------------------------------------------------------------------------------------------
-# executing
-
-
-def parameter_names(nb) -> set[str]:
-    """Names assigned in the cell tagged ``parameters`` (the ones papermill may override)."""
+# ---- executing ----
+def _assignments(nb) -> list[tuple[list[ast.expr], ast.expr | None]]:
+    """(targets, value) of each assignment in the cell tagged ``parameters``."""
     cells = [c for c in nb.cells if PARAMETERS_TAG in c.get("metadata", {}).get("tags", [])]
     if not cells:
         raise ValueError(f"no cell tagged {PARAMETERS_TAG!r}: add one with "
                          f"`# %% tags=[\"{PARAMETERS_TAG}\"]` above the chapter's settings")
-    names: set[str] = set()
-    for node in ast.parse(cells[0].source).body:
-        targets = node.targets if isinstance(node, ast.Assign) else (
-            [node.target] if isinstance(node, ast.AnnAssign) else [])
-        for target in targets:
-            for leaf in ast.walk(target):
-                if isinstance(leaf, ast.Name):
-                    names.add(leaf.id)
-    return names
+    nodes = ast.parse(cells[0].source).body
+    return [(n.targets if isinstance(n, ast.Assign) else [n.target], n.value)
+            for n in nodes if isinstance(n, (ast.Assign, ast.AnnAssign))]
+
+
+def parameter_names(nb) -> set[str]:
+    """Names assigned in the ``parameters`` cell (the ones papermill may override)."""
+    return {leaf.id for targets, _ in _assignments(nb) for target in targets
+            for leaf in ast.walk(target) if isinstance(leaf, ast.Name)}
 
 
 def parameter_defaults(nb) -> dict:
     """The ``parameters`` cell's literal values: what a chapter runs with by default."""
-    cell = next(c for c in nb.cells if PARAMETERS_TAG in c.get("metadata", {}).get("tags", []))
     values = {}
-    for node in ast.parse(cell.source).body:
-        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            try:
-                value = ast.literal_eval(node.value)
-            except ValueError:
-                continue
-            values.update({t.id: value for t in targets if isinstance(t, ast.Name)})
+    for targets, value in _assignments(nb):
+        try:
+            values.update({t.id: ast.literal_eval(value)
+                           for t in targets if isinstance(t, ast.Name)})
+        except ValueError:  # not a literal (or no value)
+            continue
     return values
 
 
@@ -195,13 +179,6 @@ def _city_signature(folder: Path) -> list:
     return [*tables, ("images", images.hexdigest())]
 
 
-def _data_dir_signature(value) -> list:
-    """The data directory a chapter reads and the state of its published_results.csv (the paper's
-    numbers join chapters 7-8's tables when it is there)."""
-    root = data_dir(value)
-    return [str(root), _stat(root / PUBLISHED_CSV) if root is not None else None]
-
-
 def _fingerprint(source: Path, nb, parameters: dict, kernel: str) -> str:
     """What an executed copy must have been run with to be current: the chapter's text, its
     parameters, the kernel, every file a parameter names (given or by default), the city's tables
@@ -214,9 +191,9 @@ def _fingerprint(source: Path, nb, parameters: dict, kernel: str) -> str:
                 read[name] = hashlib.sha256(path.read_bytes()).hexdigest()
             elif name == "city" and path.is_dir():
                 read[name] = _city_signature(path)
-    if "data_dir" in given:
-        folder = given["data_dir"]
-        read["data_dir"] = _data_dir_signature(source.parent / folder if folder else None)
+    if "data_dir" in given:  # its published_results.csv joins chapters 7-8's tables
+        root = data_dir(source.parent / given["data_dir"] if given["data_dir"] else None)
+        read["data_dir"] = [str(root), _stat(root / PUBLISHED_CSV) if root is not None else None]
     blob = json.dumps({"source": hashlib.sha256(source.read_bytes()).hexdigest(), "parameters": parameters,
                        "kernel": kernel, "files": read, "library": _library_hash()}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -322,9 +299,7 @@ def chapter_needs(nb, earlier: list[str]) -> tuple[list[str], bool, bool]:
 
 
 @dataclass
-class _Chapter:
-    """One chapter to execute."""
-
+class _Chapter:  # one chapter to execute
     source: Path
     nb: object
     used: dict
@@ -370,15 +345,8 @@ def execute_chapters(chapters: list[Path] | None, out_dir: Path, parameters: dic
             continue
         todo.append(_Chapter(source, nb, used, fingerprint, executed, needs, alone, first))
     todo.sort(key=lambda chapter: not chapter.first)  # stable: book order within each group
-    quiet = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"  # the kernels inherit it: no progress bars on the pages
-    try:
+    with mock.patch.dict(os.environ, TQDM_DISABLE="1"):  # inherited: no progress bars on the pages
         _run_schedule(todo, done, kernel, progress, at_once)
-    finally:
-        if quiet is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = quiet
     return [out_dir / f"{stem}.ipynb" for stem in stems]
 
 
@@ -450,9 +418,8 @@ def _execute_one(chapter: _Chapter, kernel: str, progress: bool, bar: bool, pinn
     nb.metadata.setdefault("kernelspec", {"name": kernel, "display_name": "Python 3", "language": "python"})
     # pinned before anything imports torch, whose thread pool sizes itself from the cores it may use
     pin = f"import os\nos.sched_setaffinity(0, {set(pinned)})\n" if pinned else ""
-    setup = nbformat.v4.new_code_cell(pin + "from musecl.notebooks import reader_view\nreader_view()")
-    setup.metadata["tags"] = ["remove-cell"]  # how the page shows warnings; not the reader's concern
-    nb.cells.insert(0, setup)
+    setup = pin + "from musecl.notebooks import reader_view\nreader_view()"  # the page's warnings
+    nb.cells.insert(0, nbformat.v4.new_code_cell(setup, metadata={"tags": ["remove-cell"]}))
     if progress:
         where = f" on cores {pinned}" if pinned else ""
         print(f"[book] executing {source.name}{where} with {chapter.used}", file=sys.stderr)
@@ -519,7 +486,11 @@ def drop_captions_without_figures(nb) -> int:
 def separate_figure_outputs(nb) -> int:
     """Move a captioned cell's outputs before its first and after its last image into input-less
     cells above and below (myst-nb captions every output). Returns how many cells were added."""
-    cells, added = [], 0
+    def outputs_cell(part: list) -> list:
+        return ([nbformat.v4.new_code_cell("", metadata={"tags": ["remove-input"]}, outputs=part)]
+                if part else [])
+
+    cells = []
     for cell in nb.cells:
         outputs = cell.get("outputs", []) if cell.get("cell_type") == "code" else []
         images = [k for k, output in enumerate(outputs) if _is_image(output)]
@@ -528,14 +499,8 @@ def separate_figure_outputs(nb) -> int:
             continue
         lead, tail = outputs[:images[0]], outputs[images[-1] + 1:]
         cell.outputs = outputs[images[0]:images[-1] + 1]
-        for part in (lead, None, tail):
-            if part is None:
-                cells.append(cell)
-            elif part:
-                extra = nbformat.v4.new_code_cell("", metadata={"tags": ["remove-input"]})
-                extra.outputs = part
-                cells.append(extra)
-                added += 1
+        cells += [*outputs_cell(lead), cell, *outputs_cell(tail)]
+    added = len(cells) - len(nb.cells)
     nb.cells = cells
     return added
 
@@ -554,10 +519,7 @@ def write_placeholder(source: Path, path: Path) -> Path:
     return path
 
 
-# --------------------------------------------------------------------------------------------
-# staging and rendering
-
-
+# ---- staging and rendering ----
 def _sync(files: dict[Path, Path], site_dir: Path) -> None:
     """Make ``site_dir`` (outside ``_build``) hold exactly ``files`` (relative path -> source);
     unchanged files keep their mtime, so Sphinx re-reads only what changed."""
@@ -590,24 +552,16 @@ def stage_site(repo_root: Path, executed_dir: Path, site_dir: Path) -> Path:
     chapters = chapter_sources(repo_root)
     files: dict[Path, Path] = {Path(n): repo_root / n for n in (CONFIG_YML, TOC_YML)}
     files.update({Path(p.name): p for p in repo_root.glob("*.bib")})
-    for path in (repo_root / BOOK_DIR).rglob("*"):
-        rel = path.relative_to(repo_root)
-        if path.is_dir() or _SKIP_DIRS & set(rel.parts) or path.suffix in _SKIP_SUFFIXES \
-                or path in chapters:
-            continue
-        files[rel] = path
-    for path in (repo_root / "data").glob("*.md"):  # the city format page includes data/README.md
+    book = [path for path in (repo_root / BOOK_DIR).rglob("*")
+            if not path.is_dir() and path not in chapters and path.suffix not in _SKIP_SUFFIXES
+            and not _SKIP_DIRS & set(path.relative_to(repo_root).parts)]
+    # the city format page includes data/README.md
+    for path in (*book, *(repo_root / "data").glob("*.md"), *(repo_root / "musecl").rglob("*.py")):
         files[path.relative_to(repo_root)] = path
-    for path in (repo_root / "musecl").rglob("*.py"):
-        if "__pycache__" not in path.parts:
-            files[path.relative_to(repo_root)] = path
-    missing = []
     for chapter in chapters:
         executed = executed_dir / f"{chapter.stem}.ipynb"
-        if not executed.is_file():
-            missing.append(chapter.stem)
         files[chapter.relative_to(repo_root).with_suffix(".ipynb")] = executed
-    if missing:
+    if missing := [c.stem for c in chapters if not (executed_dir / f"{c.stem}.ipynb").is_file()]:
         raise BookBuildError(f"no executed notebook for {missing} in {executed_dir}; "
                              "execute them first (run `musecl book` without --only)")
     site_dir.mkdir(parents=True, exist_ok=True)
@@ -632,10 +586,7 @@ def build_book(site_dir: Path, strict: bool = False) -> Path:
     return html
 
 
-# --------------------------------------------------------------------------------------------
-# the one command
-
-
+# ---- the one command ----
 def load_params_file(path: str | Path | None) -> dict:
     """A YAML mapping of chapter parameters (``params/*.yaml``); ``None`` gives ``{}``."""
     data = None if path is None else load_yaml(path)  # a key given twice: an error naming it, not a silent overwrite
@@ -716,10 +667,9 @@ def build(city: str | Path | None = None, params_file: str | Path | None = None,
     print(f"[book] reference workload (machine speed): {reference:.2f} s", file=sys.stderr)
     with atomic_write(out / MACHINE_SPEED_JSON) as handle:
         json.dump({"reference_s": round(reference, 3), "measured": time.time()}, handle)
-    timings = {}
     start = time.perf_counter()
     execute_chapters(chapters, out / "executed", params, force=force, repo_root=repo_root, at_once=at_once)
-    timings["execute"] = time.perf_counter() - start
+    timings = {"execute": time.perf_counter() - start}
     for source in chapter_sources(repo_root):  # --only: the others render as a note, so the book is whole
         executed = out / "executed" / f"{source.stem}.ipynb"
         if source not in chapters and not _is_current(executed, chapter_run(source, params)[2]):

@@ -156,11 +156,9 @@ def plot_flows(city: City, top: int = 300, ax=None, values: pd.Series | None = N
     """The ``top`` largest origin-destination flows as lines over a map of ``values``."""
     if city.od is None:
         raise ValueError(f"{city.name} has no od.csv: flows cannot be drawn (in/outflows only)")
-    if values is not None:
-        ax = plot_map(city, values, ax=ax, cmap="Greys", colorbar=False, title=title)
-    else:  # a light grey city, so that the lines stand out and the outline still shows
-        ax = plot_map(city, np.ones(len(city)), ax=ax, cmap="Greys", colorbar=False, title=title,
-                      vmin=0, vmax=4)
+    light = values is None  # then a light grey city: the lines stand out, the outline still shows
+    ax = plot_map(city, np.ones(len(city)) if light else values, ax=ax, cmap="Greys",
+                  colorbar=False, title=title, vmin=0 if light else None, vmax=4 if light else None)
     od = city.od[city.od[ORIGIN] != city.od[DESTINATION]].nlargest(top, FLOW)
     centre = city.regions[[LON, LAT]]
     a, b = centre.loc[od[ORIGIN]].to_numpy(), centre.loc[od[DESTINATION]].to_numpy()

@@ -38,10 +38,7 @@ PAPER_NAMES = {"Resnet-18": "ResNet-18", "Resnet18": "ResNet-18", "Inception-v3"
 FORMATS = ("markdown", "html", "styler")
 
 
-# ------------------------------------------------------------------------------------------
-# selecting rows
-
-
+# ---- selecting rows ----
 def _check_results(results: pd.DataFrame, metric: str) -> None:
     if not isinstance(results, pd.DataFrame):
         raise TypeError(f"results must be a DataFrame (results.csv); got {type(results).__name__}")
@@ -81,13 +78,12 @@ def method_order(methods: Sequence[str], methods_order: Sequence[str] | None = N
 
 
 def headline_means(results: pd.DataFrame, indicators: Sequence[str], metric: str = "r2") -> pd.DataFrame:
-    """Per city, method, split and seed: the mean of ``metric`` over ``indicators``
-    (``CityMeta.headline_indicators``); NaN where a seed lacks one of them."""
+    """Per city, method, split and seed: the mean of ``metric`` over ``indicators`` (a city's
+    headline indicators); NaN where a seed lacks one of them."""
     _check_results(results, metric)
     wanted = list(indicators)
     rows = results[results["indicator"].isin(wanted)]
-    keys = ["city", "method", "split", "seed"]
-    grouped = rows.groupby(keys, sort=False)
+    grouped = rows.groupby(["city", "method", "split", "seed"], sort=False)
     # a NaN score counts as lacking: else a mean over fewer indicators is paired with one over all
     out = grouped[metric].mean().where((grouped["indicator"].nunique() == len(wanted))
                                        & (grouped[metric].count() == len(wanted)))
@@ -131,12 +127,11 @@ def _format(mean: float, std: float, digits: int) -> str:
 
 def results_table(results: pd.DataFrame, metric: str = "r2", split: str = "random",
                   methods_order: Sequence[str] | None = None, indicators: Sequence[str] | None = None,
-                  city: str | None = None, digits: int = 3, numeric: bool = False,
+                  city: str | None = None, digits: int = 3,
                   mean_of: Sequence[str] | None = None) -> pd.DataFrame:
-    """Table 1 of one city and split: "mean ± std" over seeds (one seed: the mean alone), method
-    (rows) x indicator; ``numeric=True``: the means as floats. ``mean_of``: see :func:`numeric_tables`."""
+    """:func:`numeric_tables` as Table 1's "mean ± std" text (one seed: the mean alone)."""
     mean, std = numeric_tables(results, metric, split, methods_order, indicators, city, mean_of)
-    return mean if numeric else _as_text(mean, std, digits)
+    return _as_text(mean, std, digits)
 
 
 def _as_text(mean: pd.DataFrame, std: pd.DataFrame, digits: int, metric: str | None = None,
@@ -149,10 +144,7 @@ def _as_text(mean: pd.DataFrame, std: pd.DataFrame, digits: int, metric: str | N
     return text
 
 
-# ------------------------------------------------------------------------------------------
-# marks and improvement
-
-
+# ---- marks and improvement ----
 def rank_marks(mean: pd.DataFrame, metric: str = "r2") -> pd.DataFrame:
     """"best" / "second" / "" per cell: per indicator (column), the best and runner-up method by
     mean (highest R2, lowest RMSE). Ties go to the row listed first; NaN is never marked."""
@@ -216,7 +208,7 @@ def styled_table(results: pd.DataFrame, metric: str = "r2", split: str = "random
     mean, std = numeric_tables(results, metric, split, methods_order, indicators, city, mean_of)
     text = _as_text(mean, std, digits, metric, target, baselines)
     marks = rank_marks(mean, metric)
-    if ceilings is not None and len(ceilings) and (ceilings["split"] == split).any():
+    if ceilings is not None and (ceilings["split"] == split).any():
         cols = [c for c in text.columns if c != HEADLINE]
         ceiling_text = results_table(ceilings, metric, split, indicators=cols, city=city, digits=digits,
                                      mean_of=mean_of or None)
@@ -229,10 +221,7 @@ def styled_table(results: pd.DataFrame, metric: str = "r2", split: str = "random
     return _render(text, marks, fmt, caption)
 
 
-# ------------------------------------------------------------------------------------------
-# the paper's numbers
-
-
+# ---- the paper's numbers ----
 def paper_method_name(name: str) -> str:
     """The canonical name of a method as spelled in the paper's tables ("Resnet-18" -> "ResNet-18")."""
     name = str(name).strip()
@@ -262,10 +251,9 @@ def paper_lead_sentence(results: pd.DataFrame, published: pd.DataFrame, indicato
 
 def with_published(table: pd.DataFrame, published: pd.DataFrame | None, city_label: str,
                    metric: str = "r2", source: str | None = None) -> pd.DataFrame:
-    """``table`` (from :func:`results_table`) beside the paper's numbers: columns (indicator,
-    "this run") and (indicator, "paper (<city_label>)"), plus rows for methods only the paper has.
-    ``published`` None (no data directory): ``table`` with a warning. ``source`` picks one paper
-    where several report the city (else ValueError)."""
+    """``table`` (:func:`results_table`) beside the paper's numbers: columns (indicator, "this run")
+    and (indicator, "paper (<city_label>)"), plus rows for methods only the paper has. ``published``
+    None: ``table``, with a warning. ``source``: the paper, where several report the city."""
     if published is None:
         warnings.warn("no published results (data directory absent); the table is shown without the "
                       "paper's numbers", stacklevel=2)
@@ -298,14 +286,10 @@ def with_published(table: pd.DataFrame, published: pd.DataFrame | None, city_lab
         theirs = numbers[indicator].reindex(rows)
         out[(indicator, label)] = theirs.map(lambda v: "" if pd.isna(v) else f"{v:.4f}") if textual else theirs
     joined = pd.DataFrame(out, index=pd.Index(rows, name=table.index.name or "method"))
-    joined.columns = pd.MultiIndex.from_tuples(joined.columns, names=["indicator", "source"])
-    return joined
+    return joined.rename_axis(columns=["indicator", "source"])
 
 
-# ------------------------------------------------------------------------------------------
-# sentences for the discussion
-
-
+# ---- sentences for the discussion ----
 def _means(results: pd.DataFrame, metric: str, split: str) -> pd.DataFrame:
     rows = _rows(results, metric, split, one_city=False)
     return rows.groupby(["city", "indicator", "method"], sort=False)[metric].agg(["mean", "std"]).reset_index()
@@ -342,15 +326,12 @@ def location_vs(results: pd.DataFrame, split: str = "random", metric: str = "r2"
         by = g.set_index("method")["mean"]
         if location not in by.index:
             continue
-        loc = by[location]
-        others = by.drop(location).dropna()
+        loc, t, others = by[location], by.get(target, np.nan), by.drop(location).dropna()
         best_other = (others.idxmax() if sign > 0 else others.idxmin()) if len(others) else None
-        t = by.get(target, np.nan)
+        other = others.get(best_other, np.nan)
         rows.append({"city": city, "indicator": indicator, "location": loc, "musecl": t,
-                     "location_minus_musecl": sign * (loc - t),
-                     "best_other": best_other,
-                     "best_other_mean": others[best_other] if best_other is not None else np.nan,
-                     "location_minus_best_other": sign * (loc - others[best_other]) if best_other else np.nan,
+                     "location_minus_musecl": sign * (loc - t), "best_other": best_other,
+                     "best_other_mean": other, "location_minus_best_other": sign * (loc - other),
                      "location_rank": int((sign * others > sign * loc).sum()) + 1})
     return pd.DataFrame(rows)
 
@@ -423,16 +404,12 @@ def paired_text(paired: dict[str, pd.DataFrame], target: str = TARGET) -> pd.Dat
 def paired_differences(results: pd.DataFrame, indicators: Sequence[str], target: str = TARGET,
                        split: str = "random", metric: str = "r2", confidence: float = 0.95,
                        city: str | None = None) -> pd.DataFrame:
-    """Per method: ``target`` minus the method in the mean of ``metric`` over ``indicators``,
-    paired seed by seed (each seed gives every method the same split), with a Student-t
-    interval over the seeds. Columns ``difference``, ``low``, ``high``, ``n_seeds`` and
-    ``verdict``: "better" (the whole interval above 0), "worse" (below 0) or "unclear" (for RMSE
-    the sign is flipped, so positive always means the target is better). With one seed there is
-    no interval (NaN) and no verdict ("").
-
-    The interval says how much the difference moves with what a seed changes; it is only as wide
-    as what the seeds re-draw (with ``retrain: per_seed`` every stage; otherwise only the split and
-    the probe, and the stages trained once add variance it does not show)."""
+    """Per method: ``target`` minus the method in the mean of ``metric`` over ``indicators``, paired
+    seed by seed (a seed gives every method the same split), with a Student-t interval over the
+    seeds: ``difference``, ``low``, ``high``, ``n_seeds`` and ``verdict`` ("better": the interval
+    above 0, "worse": below, "unclear"; "" with one seed). RMSE's sign is flipped: positive favours
+    the target. The interval is only as wide as what the seeds re-draw (every stage with
+    ``retrain: per_seed``; else only the split and the probe)."""
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1); got {confidence}")
     rows = _rows(results, metric, split, city)
@@ -443,10 +420,9 @@ def paired_differences(results: pd.DataFrame, indicators: Sequence[str], target:
                          f"methods: {sorted(per_seed.columns)}")
     sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
     out = []
-    for method in method_order([m for m in per_seed.columns if m != target]):
+    for method in method_order(per_seed.columns.drop(target)):
         diff = (sign * (per_seed[target] - per_seed[method])).dropna()
-        n = len(diff)
-        mean = float(diff.mean()) if n else np.nan
+        n, mean = len(diff), float(diff.mean())  # NaN without seeds
         half = (float(stats.t.ppf(0.5 + confidence / 2, n - 1) * diff.std(ddof=1) / np.sqrt(n))
                 if n > 1 else np.nan)
         verdict = ("" if n < 2 else "better" if mean - half > 0 else "worse" if mean + half < 0
@@ -481,9 +457,7 @@ def floor_sentence(paired: dict[str, pd.DataFrame], floors: Sequence[str], targe
     return f"{lead} ({how}: {numbers})."
 
 
-# ------------------------------------------------------------------------------------------
-# the book's bar for MuseCL, and where its shortfall goes
-
+# ---- the book's bar for MuseCL, and where its shortfall goes ----
 BAR = ("SV only", "RS only", "POI only", "Concat", "Pretext features")  # its inputs and what they are built from
 VECTOR_BAR = (*VIEW_PARTS[:2], "POI only", VIEW_PARTS[2], "Pretext features")  # the same for MuseCL (vector views)
 BARS = {TARGET: BAR, VECTOR_TARGET: VECTOR_BAR}  # each version of MuseCL: the rows it must beat
@@ -504,11 +478,9 @@ def ceiling_share(results: pd.DataFrame, ceilings: pd.DataFrame | None, indicato
 
 def bar_checks(paired: dict[str, pd.DataFrame], share: float | None,
                bar: Sequence[str] = BAR, goal_share: float = GOAL_SHARE) -> dict:
-    """The book's bar, check -> split -> passed. "beats M" for each method M of ``bar``
-    that the run scored: its :func:`paired_differences` verdict in that split is
-    "better" (None, undecided, where one seed gives no interval). And, when the city
-    has a ceiling, whether ``share`` (the target's random-split headline mean over the
-    all-latent ceiling's) reaches ``goal_share``."""
+    """The book's bar, check -> split -> passed: "beats M" for each method M of ``bar`` the run
+    scored (its :func:`paired_differences` verdict is "better"; None with one seed) and, on a city
+    with a ceiling, whether ``share`` (:func:`ceiling_share`) reaches ``goal_share``."""
     checks = {}
     for m in bar:
         verdicts = {split: table.loc[m, "verdict"] for split, table in paired.items()
@@ -524,9 +496,8 @@ def bar_checks(paired: dict[str, pd.DataFrame], share: float | None,
 
 def bar_sentence(checks: dict[str, dict[str, bool | None]], target: str = TARGET, where_not: str = "") -> str:
     """How many of :func:`bar_checks` the target clears (``where_not`` follows a failure)."""
-    results = [passed for row in checks.values() for passed in row.values()]
-    decided = [passed for passed in results if passed is not None]
-    undecided = len(results) - len(decided)
+    decided = [passed for row in checks.values() for passed in row.values() if passed is not None]
+    undecided = sum(map(len, checks.values())) - len(decided)
     if not decided:
         return "No check can be decided with one seed: each needs a paired interval, so two or more seeds."
     return (f"{target} clears {sum(decided)} of the {len(decided)} checks"
@@ -536,8 +507,7 @@ def bar_sentence(checks: dict[str, dict[str, bool | None]], target: str = TARGET
 
 def bar_failures(checks: dict[str, dict[str, bool | None]], target: str = TARGET) -> str:
     """The checks of :func:`bar_checks` that ``target`` fails, in one sentence (the landing page's)."""
-    results = [passed for row in checks.values() for passed in row.values()]
-    decided = [passed for passed in results if passed is not None]
+    decided = [passed for row in checks.values() for passed in row.values() if passed is not None]
     if not decided:
         return "one seed decides none of the book's checks (each needs a paired interval, so two or more seeds)"
     beats = {name.removeprefix("beats "): [split for split, passed in row.items() if passed is False]
@@ -579,10 +549,10 @@ def room_sentence(raw: dict[str, float], ceiling: float | None, goal_share: floa
 
 def shortfall(r2: pd.Series, ceiling: float, inputs: Sequence[str], own: str, target: str = TARGET,
               split: str = "random", goal_share: float = GOAL_SHARE) -> dict[str, float]:
-    """``target``'s shortfall from ``goal_share`` x ``ceiling`` in three parts that add up to it:
-    ``beyond_inputs`` (goal minus the best of ``inputs``, latents read out of raw inputs),
-    ``kept_less`` (that minus ``own``, latents read out of the target's embedding) and ``probe``
-    (``own`` minus the target), with ``best_inputs``. ``r2``: headline mean R2 by (method, split)."""
+    """``target``'s shortfall from ``goal_share`` x ``ceiling`` in parts that add up to it: the goal
+    minus the best read-out of ``inputs`` (``beyond_inputs``), that minus the read-out of the
+    target's embedding ``own`` (``kept_less``), that minus the target (``probe``). ``r2``: headline
+    mean R2 by (method, split); also ``goal``, ``total`` and ``best_inputs``."""
     goal = goal_share * ceiling
     best = max(inputs, key=lambda name: r2[(name, split)])
     at_inputs, at_own, at_target = (float(r2[(name, split)]) for name in (best, own, target))
@@ -654,13 +624,11 @@ def beside_recorded_run(results: pd.DataFrame, recorded_rows: pd.DataFrame, reco
                                                       target=m + RECORDED, split=split).loc[m]
                                 for m in methods}).T for split in splits}
     which = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"  # may be fewer than the tables'
-    columns = (f"this build, {which}", f"GPU run, {which}", "GPU run minus this build [95% interval]")
-    table = pd.DataFrame({
-        **{(split, columns[0]): text[split].reindex(methods) for split in splits},
-        **{(split, columns[1]): text[split].reindex([m + RECORDED for m in methods]).set_axis(methods)
-           for split in splits},
-        **{(split, columns[2]): gap[split].apply(interval_text, axis=1) for split in splits}})
-    table = table[[(s, c) for s in splits for c in columns]]
+    table = pd.DataFrame({(split, column): values for split in splits for column, values in (
+        (f"this build, {which}", text[split].reindex(methods)),
+        (f"GPU run, {which}",
+         text[split].reindex([m + RECORDED for m in methods]).set_axis(methods)),
+        ("GPU run minus this build [95% interval]", gap[split].apply(interval_text, axis=1)))})
 
     verdict = {split: gap[split].loc[TARGET, "verdict"] for split in splits}  # "better": the recorded run's
     lower = [split for split, v in verdict.items() if v == "worse"]  # the recorded MuseCL scored lower
@@ -766,10 +734,7 @@ def information_sentence(mean_r2: pd.DataFrame, paired: dict[str, pd.DataFrame] 
             f"(The rows needed to trace where {target} loses information were not run.)")
 
 
-# ------------------------------------------------------------------------------------------
-# files
-
-
+# ---- files ----
 def training_findings(agree_trained: float, agree_untrained: float, history: pd.DataFrame) -> tuple[str, str]:
     """Two sentences: whether an image encoder learned its task (``agree_*``: share of held-out
     triplets in order, trained and untrained) and how its losses moved (``history``: ``train_loss``,
@@ -864,8 +829,7 @@ def at_a_glance_seeds(results: pd.DataFrame, indicators: Sequence[str],
                       ceilings: pd.DataFrame | None = None, methods: Sequence[str] | None = None) -> pd.DataFrame:
     """Each seed's headline mean R2 for ``methods`` (default :data:`AT_A_GLANCE`), in their order."""
     methods = list(AT_A_GLANCE if methods is None else methods)
-    table = pd.concat([results, ceilings]) if ceilings is not None else results
-    per_seed = headline_means(table, indicators)
+    per_seed = headline_means(pd.concat([results, ceilings]), indicators)  # concat drops None
     per_seed = per_seed[per_seed["method"].isin(methods)].dropna(subset=["r2"])
     rank = {m: k for k, m in enumerate(methods)}
     return per_seed.sort_values("method", key=lambda m: m.map(rank), kind="stable").reset_index(drop=True)
@@ -876,7 +840,7 @@ def at_a_glance(results: pd.DataFrame, indicators: Sequence[str], ceilings: pd.D
                 ) -> pd.DataFrame:
     """The landing page's and README's table: group and headline R2 ± sd per method and split, for
     the methods of ``methods`` (method -> group; default :data:`AT_A_GLANCE`) the run has."""
-    per_seed = headline_means(pd.concat([results, ceilings]) if ceilings is not None else results, indicators)
+    per_seed = headline_means(pd.concat([results, ceilings]), indicators)  # concat drops None
     rows = []
     for method, group in (AT_A_GLANCE if methods is None else methods).items():
         mine = per_seed[per_seed["method"] == method]
@@ -912,14 +876,12 @@ def update_readme(readme: str | Path, run_dir: str | Path, city, figure: str | P
     figure.parent.mkdir(parents=True, exist_ok=True)
     ax.figure.savefig(figure, dpi=110, bbox_inches="tight")
     plt.close(ax.figure)
-    table = at_a_glance(results, headline, ceilings).reset_index()
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    table = _render(at_a_glance(results, headline, ceilings), pd.DataFrame(), "markdown", "")
     when = pd.Timestamp.fromtimestamp((run_dir / "results.csv").stat().st_mtime).strftime("%Y-%m-%d")
     seeds = (f"{len(config['seeds'])} seeds each retraining every stage" if config["retrain"] == "per_seed" else
              f"stages trained once, {len(config['seeds'])} seeds of the split and probe")
     block = (f"{README_START}\n![MuseCL at a glance]({link})\n\n"
-             + "\n".join(lines) + "\n\n"
+             + table + "\n"
              f"Mean R² over {', '.join(headline)} on {city.name} ({len(city)} regions), "
              f"{seeds} (`retrain: {config['retrain']}`), "
              f"{config['rs_arch']} / {config['sv_arch']} encoders, {config['n_triplets']} triplets; "

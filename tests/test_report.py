@@ -46,7 +46,7 @@ def test_results_table_strings_and_numeric_twin(results):
     assert list(text.columns) == ["PD", "NP"]
     std = np.std([0.5310, 0.5410], ddof=1)
     assert text.loc["MuseCL", "PD"] == f"{0.5360:.3f} ± {std:.3f}"
-    mean = report.results_table(results, numeric=True)
+    mean = report.numeric_tables(results)[0]
     assert mean.loc["MuseCL", "PD"] == pytest.approx(0.5360)
     one_seed = report.results_table(table_from(BEIJING), digits=4)
     assert one_seed.loc["Concat", "NP"] == "0.7832"  # one seed: no deviation to show
@@ -60,11 +60,11 @@ def test_results_table_strings_and_numeric_twin(results):
 
 def test_bold_and_underline_land_on_the_right_cells():
     res = table_from(BEIJING)
-    marks = report.rank_marks(report.results_table(res, numeric=True), "r2")
+    marks = report.rank_marks(report.numeric_tables(res)[0], "r2")
     assert marks.loc["MuseCL", "PD"] == "best" and marks.loc["Concat", "PD"] == "second"  # as the paper
     assert marks.loc["MuseCL", "NP"] == "best" and marks.loc["Urban2vec-style", "NP"] == "second"
     assert (marks == "").sum().sum() == marks.size - 4
-    rmse = report.rank_marks(report.results_table(res, metric="rmse", numeric=True), "rmse")
+    rmse = report.rank_marks(report.numeric_tables(res, metric="rmse")[0], "rmse")
     assert rmse.loc["MuseCL", "PD"] == "best" and rmse.loc["Concat", "PD"] == "second"  # lowest wins
     md = report.styled_table(res, digits=4)
     assert "| MuseCL | **0.5310** | **0.9471** |" in md
@@ -97,16 +97,16 @@ def test_styler_output():
 
 def test_improvement_reproduces_the_papers_row():
     res = table_from(BEIJING)
-    r2 = report.improvement(report.results_table(res, numeric=True), "r2")
+    r2 = report.improvement(report.numeric_tables(res)[0], "r2")
     assert r2.round(2).to_dict() == {"PD": 6.54, "NP": 19.06}  # the paper's "Impr." row
-    rmse = report.improvement(report.results_table(res, metric="rmse", numeric=True), "rmse")
+    rmse = report.improvement(report.numeric_tables(res, metric="rmse")[0], "rmse")
     assert rmse.round(2).to_dict() == {"PD": 3.30, "NP": 49.13}
     md = report.styled_table(res)
     assert "| improvement over best baseline | 6.54% | 19.06% |" in md
     # only paper baselines count: a better Location kNN does not change the row
     more = pd.concat([res, table_from({"Location kNN": {"PD": (0.9, 0.5), "NP": (0.99, 0.1)}})])
-    assert report.improvement(report.results_table(more, numeric=True)).round(2).to_dict() == r2.round(2).to_dict()
-    no_target = report.improvement(report.results_table(res, numeric=True).drop("MuseCL"))
+    assert report.improvement(report.numeric_tables(more)[0]).round(2).to_dict() == r2.round(2).to_dict()
+    no_target = report.improvement(report.numeric_tables(res)[0].drop("MuseCL"))
     assert no_target.isna().all()
 
 
@@ -134,7 +134,7 @@ def test_with_published_maps_names_and_labels_columns(results):
     assert "Urban2vec" not in joined.index
     assert joined.loc["MuseCL", ("PD", "this run")] == table.loc["MuseCL", "PD"]
     assert ("NP", "this run") in joined.columns and ("NP", "paper (Beijing)") not in joined.columns  # none there
-    numeric = report.with_published(report.results_table(results, numeric=True), published_table(), "Beijing",
+    numeric = report.with_published(report.numeric_tables(results)[0], published_table(), "Beijing",
                                     metric="rmse")
     assert numeric.loc["MuseCL", ("PD", "paper (Beijing)")] == pytest.approx(1.0123)
     with pytest.raises(ValueError, match="several sources report 'Shanghai'"):
