@@ -44,7 +44,9 @@ from musecl.encoders.heads import FeatureHead, feature_matrix, triplet_features
 from musecl.encoders.image import ImageEncoder, ImageStore, TripletImageDataset, TripletObjective, embed_regions
 from musecl.io import CONFIG_JSON, WEIGHTS_PT, check_choice, n_of_regions, read_saved_config
 from musecl.tables import impute_column_means
-from musecl.training import TIMING_COLUMNS, Trainer, one_torch_thread, resolve_device, save_weights
+from musecl.training import (
+    TIMING_COLUMNS, Trainer, load_weights, one_torch_thread, resolve_device, save_weights,
+)
 
 MODALITY_NAMES = ("sv", "rs")
 DESIGNS = ("aligned", "paper")
@@ -89,12 +91,11 @@ class _Fusion(nn.Module):
 
     @classmethod
     def load(cls, directory: str | Path):
-        raw = read_saved_config(directory, (WEIGHTS_PT, CONFIG_JSON), "a fusion model's save")
+        raw, state = load_weights(directory, "a fusion model's save")
         held = raw.pop("class", cls.__name__)
         if held != cls.__name__:
             raise ValueError(f"{directory} holds a {held}, not a {cls.__name__}; use load_fusion")
         model = cls(**raw)
-        state = torch.load(Path(directory) / WEIGHTS_PT, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
         return model.eval()
 

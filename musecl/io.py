@@ -69,7 +69,8 @@ def atomic_save_json(path: str | os.PathLike, obj) -> None:
         json.dump(obj, handle, indent=2, sort_keys=True, default=str)
 
 
-def read_saved_config(directory: str | os.PathLike, needs: tuple[str, ...], writer: str) -> dict:
+def read_saved_config(directory: str | os.PathLike, needs: tuple[str, ...] = (),
+                      writer: str = "") -> dict:
     """The ``config.json`` of a folder ``writer`` saved; an error names the first of ``needs``
     missing."""
     directory = Path(directory)
