@@ -35,7 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from musecl.city import CEILING_ALL, MOBILITY, POI, REGION_ID, SATELLITE, SOURCE, STREETVIEW, City, require_city
-from musecl.io import check_choice, in_worker, n_of_regions, rewarn
+from musecl.io import check_choice, check_region_table, in_worker, n_of_regions, rewarn
 from musecl.tables import column_scale, standardise_columns
 from musecl.training import Trainer, one_torch_thread
 
@@ -404,11 +404,7 @@ def _as_seeds(seeds) -> list[int]:
 
 
 def _prepare(embedding: pd.DataFrame, city: City, indicator: str) -> _Task:
-    if not isinstance(embedding, pd.DataFrame):
-        raise TypeError(f"embedding must be a DataFrame indexed by region_id; got {type(embedding).__name__}")
-    if embedding.index.has_duplicates:
-        raise ValueError(f"embedding has duplicate region_id(s), e.g. "
-                         f"{embedding.index[embedding.index.duplicated()][:5].tolist()}")
+    check_region_table(embedding, "embedding")
     targets = city.targets()
     if indicator not in targets.columns:
         raise KeyError(f"{city.name} has no indicator {indicator!r}; it has {list(targets.columns)}")

@@ -42,7 +42,9 @@ from torch import nn
 from musecl.city import REGION_ID
 from musecl.encoders.heads import FeatureHead, feature_matrix, triplet_features
 from musecl.encoders.image import ImageEncoder, ImageStore, TripletImageDataset, TripletObjective, embed_regions
-from musecl.io import CONFIG_JSON, WEIGHTS_PT, check_choice, n_of_regions, read_saved_config
+from musecl.io import (
+    CONFIG_JSON, WEIGHTS_PT, check_choice, check_region_table, n_of_regions, read_saved_config,
+)
 from musecl.tables import impute_column_means
 from musecl.training import (
     TIMING_COLUMNS, Trainer, load_weights, one_torch_thread, resolve_device, save_weights,
@@ -307,7 +309,7 @@ def _as_config(config: FusionConfig | dict | None) -> FusionConfig:
 def _views(sv: pd.DataFrame, rs: pd.DataFrame) -> pd.DataFrame:
     """``rs`` aligned to ``sv``'s regions, after checking both (street view first, as eq. 9 is
     written: two tables handed over the other way round would fuse without a word)."""
-    _check_table(sv, "sv")
+    check_region_table(sv, "sv")
     named = lambda df, prefix: len(df.columns) and all(str(c).startswith(prefix) for c in df.columns)  # noqa: E731
     if named(sv, "rs_") and named(rs, "sv_"):
         raise ValueError("the street-view table comes first, then the satellite one: these came the other way "
@@ -315,17 +317,9 @@ def _views(sv: pd.DataFrame, rs: pd.DataFrame) -> pd.DataFrame:
     return _align(sv, rs, "rs")
 
 
-def _check_table(df: pd.DataFrame, name: str) -> None:
-    if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"{name} must be a DataFrame indexed by region_id; got {type(df).__name__}")
-    if df.index.has_duplicates:
-        dup = df.index[df.index.duplicated()].unique()[:5].tolist()
-        raise ValueError(f"{name} has duplicate region_id(s), e.g. {dup}")
-
-
 def _align(reference: pd.DataFrame, other: pd.DataFrame, name: str) -> pd.DataFrame:
     """``other`` reordered to ``reference``'s region ids; an error names the ids that differ."""
-    _check_table(other, name)
+    check_region_table(other, name)
     missing = reference.index.difference(other.index)
     extra = other.index.difference(reference.index)
     if len(missing) or len(extra):
@@ -535,7 +529,7 @@ class RegionsAndTriplets:
 def _fine_tuning_regions(ids_sv, ids_rs, poi: pd.DataFrame) -> tuple[pd.Index, torch.Tensor]:
     """The regions with both kinds of images and a POI vector, and their POI vectors."""
     both = pd.Index(ids_sv).intersection(pd.Index(ids_rs), sort=False)
-    _check_table(poi, "poi")
+    check_region_table(poi, "poi")
     poi = poi.set_axis(poi.index.astype(str))
     missing = both.difference(poi.index)
     if len(missing):
