@@ -584,7 +584,8 @@ def most_similar(features, k: int, transform: str = "raw") -> tuple[np.ndarray, 
     return idx, dist
 
 
-def _region_subset(city: City, regions: Sequence[str] | None) -> pd.Index:
+def region_subset(city: City, regions: Sequence[str] | None) -> pd.Index:
+    """``regions`` as ids of ``city`` (text; all of them when None); an unknown one raises."""
     if regions is None:
         return city.region_ids
     regions = pd.Index([str(r) for r in regions])
@@ -599,7 +600,7 @@ def mobility_triplets(city: City, sampler: TripletSampler | None = None,
                       regions: Sequence[str] | None = None) -> Triplets:
     """Street-view triplets on (inflow, outflow) per region (eq. 1-2); ``regions``
     restricts sampling to a subset (e.g. regions with street-view images)."""
-    ids = _region_subset(city, regions)
+    ids = region_subset(city, regions)
     feats = city.mobility.reindex(ids)[[INFLOW, OUTFLOW]]
     return (sampler or TripletSampler()).sample(feats.to_numpy(dtype=float), region_ids=ids.to_numpy())
 
@@ -608,7 +609,7 @@ def poi_triplets(city: City, sampler: TripletSampler | None = None,
                  regions: Sequence[str] | None = None, categories: list[str] | None = None) -> Triplets:
     """Satellite triplets on K-category POI counts per region (eq. 3-4); ``regions``
     restricts sampling to a subset (e.g. regions with a satellite image)."""
-    ids = _region_subset(city, regions)
+    ids = region_subset(city, regions)
     feats = city.poi_counts(categories).reindex(ids)
     if feats.shape[1] == 0:
         raise ValueError(f"{city.name}: the city has no POIs (pois.csv is empty or absent), so there is no "
