@@ -35,14 +35,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from musecl.city import CEILING_ALL, MOBILITY, POI, REGION_ID, SATELLITE, SOURCE, STREETVIEW, City, require_city
+from musecl.config import PROBES, SPLITS
 from musecl.io import check_choice, check_region_table, in_worker, n_of_regions, rewarn
 from musecl.tables import column_scale, standardise_columns
 from musecl.training import Trainer, one_torch_thread
 
 RESULT_COLUMNS = ["city", "indicator", "method", "split", "seed", "r2", "rmse", "n_test"]
 PREDICTION_COLUMNS = [REGION_ID, "indicator", "split_part", "y_true", "y_pred"]
-SPLITS = ("random", "spatial")
-PROBES = ("mlp", "ridge", "knn")
 PARTS = ("train", "val", "test")
 BUFFER = "buffer"  # split_part of regions a spatial split leaves out: too close to a test region
 BUFFER_CORRELATION = 0.1  # "auto" buffer: out to where neighbours' values correlate below this

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from musecl.city import REGION_ID
+from musecl.config import FUSION_DESIGNS, FUSION_LOSSES
 from musecl.encoders.heads import FeatureHead, feature_matrix, triplet_features
 from musecl.encoders.image import ImageEncoder, ImageStore, TripletImageDataset, TripletObjective, embed_regions
 from musecl.io import (
@@ -51,7 +52,6 @@ from musecl.training import (
 )
 
 MODALITY_NAMES = ("sv", "rs")
-DESIGNS = ("aligned", "paper")
 DEFAULT_TEMPERATURE = {"aligned": 0.1, "paper": 1.0}  # aligned: where the learned temperature starts
 # Weight of the aligned design's reconstruction term against InfoNCE. Chosen on a second toy city
 # (seed 1), never on the book's: MuseCL's headline R2, mean of both splits over seeds 0-2, weight
@@ -64,7 +64,6 @@ DEFAULT_RECONSTRUCTION = 30.0
 # MuseCL's headline R2 (random / spatial) was 0.521 / 0.273 with the heads held fixed, and with
 # fine-tuned heads 0.466 / 0.193 at factor 1, 0.488 / 0.262 at 0.1 and 0.510 / 0.269 at 0.01.
 HEAD_LR_FACTOR = 0.1
-LOSSES = ("infonce", "mse")
 ACTIVATIONS = ("relu", "tanh")
 PROJECTIONS = ("auto", "linear", "none")
 
@@ -279,7 +278,7 @@ class FusionConfig:
     head_lr_factor: float = HEAD_LR_FACTOR
 
     def __post_init__(self):
-        check_choice("design", self.design, DESIGNS,
+        check_choice("design", self.design, FUSION_DESIGNS,
                      " (aligned: learned views and temperature; paper: eq. 8-11 on the frozen embeddings)")
         if self.design == "aligned" and self.loss != "infonce":
             raise ValueError("the aligned design trains with InfoNCE (eq. 11); for the official code's MSE "
@@ -290,7 +289,7 @@ class FusionConfig:
             raise ValueError(f"reconstruction must be >= 0; got {self.reconstruction}")
         if self.head_lr_factor < 0:
             raise ValueError(f"head_lr_factor must be >= 0; got {self.head_lr_factor}")
-        check_choice("loss", self.loss, LOSSES, " (infonce: the paper's eq. 11; mse: the official code)")
+        check_choice("loss", self.loss, FUSION_LOSSES, " (infonce: the paper's eq. 11; mse: the official code)")
         if self.epochs < 1 or self.batch_size < 1 or self.hidden < 1:
             raise ValueError(f"epochs, batch_size and hidden must be >= 1; got {self}")
         if self.loss == "infonce" and self.batch_size < 2:

@@ -26,12 +26,12 @@ import scipy.sparse as sp
 from sklearn.neighbors import NearestNeighbors
 
 from musecl.city import INFLOW, MOBILITY, OUTFLOW, POI, City
+from musecl.config import SAMPLING_RULES
 from musecl.io import check_choice, read_csv_ids
 
 ANCHOR, POSITIVE, NEGATIVE = "anchor", "positive", "negative"
 D_POS, D_NEG = "d_pos", "d_neg"
 
-RULES = ("paper", "official")
 NEGATIVES = ("dissimilar", "far")
 TRANSFORMS = ("raw", "log1p", "share")
 
@@ -218,7 +218,7 @@ class TripletSampler:
     seed: int = 0
 
     def __post_init__(self):
-        for name, choices in (("rule", RULES), ("negative", NEGATIVES), ("transform", TRANSFORMS)):
+        for name, choices in (("rule", SAMPLING_RULES), ("negative", NEGATIVES), ("transform", TRANSFORMS)):
             check_choice(f"TripletSampler: {name}", getattr(self, name), choices)
         checks = [
             (int(self.n_triplets) >= 1, f"n_triplets must be >= 1; got {self.n_triplets}"),

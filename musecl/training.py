@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from tqdm import tqdm as text_tqdm
 
+from musecl.config import AMP_MODES
 from musecl.io import (
     CONFIG_JSON, WEIGHTS_PT, atomic_save_json, atomic_write, check_choice, read_saved_config,
 )
@@ -223,9 +224,6 @@ def _sum_over_processes(sums: dict[str, torch.Tensor], items: int, images: int,
                             torch.tensor(float(images), dtype=torch.float64, device=device)])
     processes().all_reduce_sum(packed)
     return dict(zip(keys, packed[:-2])), int(packed[-2]), int(packed[-1])
-
-
-AMP_MODES = ("off", "bf16", "fp16", "auto")
 
 
 def cpu_has_native_bf16() -> bool:

