@@ -289,7 +289,8 @@ class FusionConfig:
             raise ValueError(f"reconstruction must be >= 0; got {self.reconstruction}")
         if self.head_lr_factor < 0:
             raise ValueError(f"head_lr_factor must be >= 0; got {self.head_lr_factor}")
-        check_choice("loss", self.loss, FUSION_LOSSES, " (infonce: the paper's eq. 11; mse: the official code)")
+        check_choice("loss", self.loss, FUSION_LOSSES,
+                     " (infonce: the paper's eq. 11; mse: the official code)")
         if self.epochs < 1 or self.batch_size < 1 or self.hidden < 1:
             raise ValueError(f"epochs, batch_size and hidden must be >= 1; got {self}")
         if self.loss == "infonce" and self.batch_size < 2:

@@ -218,7 +218,8 @@ class TripletSampler:
     seed: int = 0
 
     def __post_init__(self):
-        for name, choices in (("rule", SAMPLING_RULES), ("negative", NEGATIVES), ("transform", TRANSFORMS)):
+        for name, choices in (("rule", SAMPLING_RULES), ("negative", NEGATIVES),
+                              ("transform", TRANSFORMS)):
             check_choice(f"TripletSampler: {name}", getattr(self, name), choices)
         checks = [
             (int(self.n_triplets) >= 1, f"n_triplets must be >= 1; got {self.n_triplets}"),

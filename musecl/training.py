@@ -304,7 +304,7 @@ def save_weights(directory: str | Path, state: dict, config: dict) -> Path:
 
 
 def load_weights(directory: str | Path, writer: str) -> tuple[dict, dict]:
-    """The config and state dict of a :func:`save_weights` folder; a missing file names ``writer``."""
+    """The config and state dict of a :func:`save_weights` folder; an error names ``writer``."""
     config = read_saved_config(directory, (WEIGHTS_PT, CONFIG_JSON), writer)
     return config, load_state(Path(directory) / WEIGHTS_PT)
 

@@ -210,7 +210,7 @@ def test_corrupt_checkpoint_is_named_moved_aside_and_training_starts_afresh(tmp_
     with pytest.warns(UserWarning, match=r"checkpoint .*last\.pt is corrupt .*moved it to last\.pt\.corrupt-"):
         resumed = make_model()
         hist = trainer(resumed, checkpoint_dir=tmp_path / "b", resume=True).fit(train, val)
-    assert len(hist) == 4 and load_state(path)["epoch"] == 4  # started at epoch 1, wrote a sound last.pt
+    assert len(hist) == 4 and load_state(path)["epoch"] == 4  # from epoch 1, wrote a sound last.pt
     assert all(torch.equal(p, q) for p, q in zip(params(straight), params(resumed)))  # = a fresh run
     aside = [p for p in (tmp_path / "b").iterdir() if p.name.startswith("last.pt.corrupt-")]
     assert len(aside) == 1 and aside[0].read_bytes() != raw  # the damaged file, kept for inspection

@@ -51,7 +51,9 @@ from musecl.encoders.image import (
 from musecl.encoders.text import POI_TEXT, PoiTextEncoder, TextEncoderConfig, text_context
 from musecl.fusion import (AlignedFusion, AttentiveFusion, FusionConfig, OneViewWarning, fine_tune_cnns,
                            fine_tune_heads, fuse, load_fusion, train_fusion)
-from musecl.io import CONFIG_JSON, WEIGHTS_PT, atomic_save_json, check_choice, read_saved_config, sha256_of
+from musecl.io import (
+    CONFIG_JSON, WEIGHTS_PT, atomic_save_json, check_choice, read_saved_config, sha256_of,
+)
 from musecl.methods.base import EMBEDDINGS_CSV, HISTORY_CSV, StagedMethod, groups_met, register
 from musecl.sampling import SAMPLING_FORMAT, Triplets, TripletSampler, mobility_triplets, poi_triplets
 from musecl.training import amp_dtype, processes, resolve_device
