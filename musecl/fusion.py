@@ -43,9 +43,7 @@ from musecl.city import REGION_ID
 from musecl.config import FUSION_DESIGNS, FUSION_LOSSES
 from musecl.encoders.heads import FeatureHead, feature_matrix, triplet_features
 from musecl.encoders.image import ImageEncoder, ImageStore, TripletImageDataset, TripletObjective, embed_regions
-from musecl.io import (
-    CONFIG_JSON, WEIGHTS_PT, check_choice, check_region_table, n_of_regions, read_saved_config,
-)
+from musecl.io import CONFIG_JSON, check_choice, check_region_table, n_of_regions
 from musecl.tables import impute_column_means
 from musecl.training import (
     TIMING_COLUMNS, Trainer, load_weights, one_torch_thread, resolve_device, save_weights,
@@ -92,13 +90,11 @@ class _Fusion(nn.Module):
 
     @classmethod
     def load(cls, directory: str | Path):
-        raw, state = load_weights(directory, "a fusion model's save")
-        held = raw.pop("class", cls.__name__)
-        if held != cls.__name__:
-            raise ValueError(f"{directory} holds a {held}, not a {cls.__name__}; use load_fusion")
-        model = cls(**raw)
-        model.load_state_dict(state)
-        return model.eval()
+        model = load_fusion(directory)
+        if type(model) is not cls:
+            raise ValueError(f"{directory} holds a {type(model).__name__}, not a {cls.__name__}; "
+                             "use load_fusion")
+        return model
 
 
 class AttentiveFusion(_Fusion):
@@ -209,11 +205,14 @@ class AlignedFusion(_Fusion):
 
 def load_fusion(directory: str | Path) -> "AttentiveFusion | AlignedFusion":
     """A fusion model written by ``save``, of whichever design it is."""
-    raw = read_saved_config(directory, (WEIGHTS_PT, CONFIG_JSON), "a fusion model's save")
+    raw, state = load_weights(directory, "a fusion model's save")
     classes = {c.__name__: c for c in (AttentiveFusion, AlignedFusion)}
-    if raw.get("class") not in classes:
-        raise ValueError(f"{Path(directory) / CONFIG_JSON}: unknown fusion class {raw.get('class')!r}")
-    return classes[raw["class"]].load(directory)
+    held = raw.pop("class", None)
+    if held not in classes:
+        raise ValueError(f"{Path(directory) / CONFIG_JSON}: unknown fusion class {held!r}")
+    model = classes[held](**raw)
+    model.load_state_dict(state)
+    return model.eval()
 
 
 # -- losses ----------------------------------------------------------------------------------------
