@@ -289,8 +289,7 @@ def _cpu_state(model: nn.Module) -> dict:
 
 
 def load_state(path: str | Path) -> dict:
-    """What ``torch.save`` wrote (a checkpoint, a state dict), on the CPU; ``weights_only``: no
-    code is unpickled."""
+    """A checkpoint or state dict, on the CPU; ``weights_only``: no code is unpickled."""
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
