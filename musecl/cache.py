@@ -134,8 +134,7 @@ class Cache:
         try:
             compute(tmp)
             if group.is_main():
-                (tmp / DONE).write_text(json.dumps({"stage": stage, "key": key}, indent=2,
-                                                   sort_keys=True, default=str))
+                atomic_save_json(tmp / DONE, {"stage": stage, "key": key})
                 contents = {rel: {"size": (tmp / rel).stat().st_size,
                                   "sha256": sha256_of(tmp / rel)} for rel in _files(tmp)}
                 atomic_save_json(tmp / CONTENTS, {"format": CONTENTS_FORMAT, "files": contents})
@@ -231,6 +230,11 @@ def remove_stale_temporaries(root: str | Path,
         warnings.warn(f"cache {root}: removed {len(removed)} temporary folder(s) left by killed "
                       "runs: " + ", ".join(str(p) for p in removed), stacklevel=2)
     return removed
+
+
+def entry_key(entry: Path) -> dict:
+    """The stage and key of a finished entry: what a later stage's key names it by."""
+    return json.loads((entry / DONE).read_text())
 
 
 def save_table(df: pd.DataFrame, path: str | Path) -> None:

@@ -21,11 +21,10 @@ import yaml
 
 from musecl.io import YamlFileError, load_yaml
 
-# The allowed values of the string settings, as the modules that read them define them (copied
-# here so that loading a config does not import torch; tests/test_config_validation.py checks
-# they agree): image_store (the installed stores), sampling.RULES, encoders.image.ARCHS + heads.FEATURE_HEADS,
-# encoders.image.LOSSES, heads.BACKBONE_LAYERS, training.AMP_MODES, fusion.DESIGNS / LOSSES,
-# evaluation.SPLITS / PROBES. RETRAIN has no other home: the runner reads it ("once" or not).
+# The allowed values of the string settings, here so that loading a config does not import torch;
+# the modules that read them import them, but for three copies tests/test_config_validation.py
+# checks: image_store (the installed stores), encoders.image.ARCHS + heads.FEATURE_HEADS and
+# encoders.image.LOSSES. RETRAIN: the runner reads it ("once" or not).
 IMAGE_STORES = ("memory", "shards")
 RETRAIN = ("per_seed", "once")
 SAMPLING_RULES = ("paper", "official")

@@ -35,14 +35,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from musecl.city import CEILING_ALL, MOBILITY, POI, REGION_ID, SATELLITE, SOURCE, STREETVIEW, City, require_city
-from musecl.io import check_choice, in_worker, n_of_regions, rewarn
+from musecl.config import PROBES, SPLITS
+from musecl.io import check_choice, check_region_table, in_worker, n_of_regions, rewarn
 from musecl.tables import column_scale, standardise_columns
 from musecl.training import Trainer, one_torch_thread
 
 RESULT_COLUMNS = ["city", "indicator", "method", "split", "seed", "r2", "rmse", "n_test"]
 PREDICTION_COLUMNS = [REGION_ID, "indicator", "split_part", "y_true", "y_pred"]
-SPLITS = ("random", "spatial")
-PROBES = ("mlp", "ridge", "knn")
 PARTS = ("train", "val", "test")
 BUFFER = "buffer"  # split_part of regions a spatial split leaves out: too close to a test region
 BUFFER_CORRELATION = 0.1  # "auto" buffer: out to where neighbours' values correlate below this
@@ -404,11 +403,7 @@ def _as_seeds(seeds) -> list[int]:
 
 
 def _prepare(embedding: pd.DataFrame, city: City, indicator: str) -> _Task:
-    if not isinstance(embedding, pd.DataFrame):
-        raise TypeError(f"embedding must be a DataFrame indexed by region_id; got {type(embedding).__name__}")
-    if embedding.index.has_duplicates:
-        raise ValueError(f"embedding has duplicate region_id(s), e.g. "
-                         f"{embedding.index[embedding.index.duplicated()][:5].tolist()}")
+    check_region_table(embedding, "embedding")
     targets = city.targets()
     if indicator not in targets.columns:
         raise KeyError(f"{city.name} has no indicator {indicator!r}; it has {list(targets.columns)}")

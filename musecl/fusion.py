@@ -40,14 +40,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from musecl.city import REGION_ID
+from musecl.config import FUSION_DESIGNS, FUSION_LOSSES
 from musecl.encoders.heads import FeatureHead, feature_matrix, triplet_features
 from musecl.encoders.image import ImageEncoder, ImageStore, TripletImageDataset, TripletObjective, embed_regions
-from musecl.io import CONFIG_JSON, WEIGHTS_PT, check_choice, n_of_regions, read_saved_config
+from musecl.io import CONFIG_JSON, check_choice, check_region_table, n_of_regions
 from musecl.tables import impute_column_means
-from musecl.training import TIMING_COLUMNS, Trainer, one_torch_thread, resolve_device, save_weights
+from musecl.training import (
+    TIMING_COLUMNS, Trainer, load_weights, one_torch_thread, resolve_device, save_weights,
+)
 
 MODALITY_NAMES = ("sv", "rs")
-DESIGNS = ("aligned", "paper")
 DEFAULT_TEMPERATURE = {"aligned": 0.1, "paper": 1.0}  # aligned: where the learned temperature starts
 # Weight of the aligned design's reconstruction term against InfoNCE. Chosen on a second toy city
 # (seed 1), never on the book's: MuseCL's headline R2, mean of both splits over seeds 0-2, weight
@@ -60,7 +62,6 @@ DEFAULT_RECONSTRUCTION = 30.0
 # MuseCL's headline R2 (random / spatial) was 0.521 / 0.273 with the heads held fixed, and with
 # fine-tuned heads 0.466 / 0.193 at factor 1, 0.488 / 0.262 at 0.1 and 0.510 / 0.269 at 0.01.
 HEAD_LR_FACTOR = 0.1
-LOSSES = ("infonce", "mse")
 ACTIVATIONS = ("relu", "tanh")
 PROJECTIONS = ("auto", "linear", "none")
 
@@ -89,14 +90,11 @@ class _Fusion(nn.Module):
 
     @classmethod
     def load(cls, directory: str | Path):
-        raw = read_saved_config(directory, (WEIGHTS_PT, CONFIG_JSON), "a fusion model's save")
-        held = raw.pop("class", cls.__name__)
-        if held != cls.__name__:
-            raise ValueError(f"{directory} holds a {held}, not a {cls.__name__}; use load_fusion")
-        model = cls(**raw)
-        state = torch.load(Path(directory) / WEIGHTS_PT, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-        return model.eval()
+        model = load_fusion(directory)
+        if type(model) is not cls:
+            raise ValueError(f"{directory} holds a {type(model).__name__}, not a {cls.__name__}; "
+                             "use load_fusion")
+        return model
 
 
 class AttentiveFusion(_Fusion):
@@ -207,11 +205,14 @@ class AlignedFusion(_Fusion):
 
 def load_fusion(directory: str | Path) -> "AttentiveFusion | AlignedFusion":
     """A fusion model written by ``save``, of whichever design it is."""
-    raw = read_saved_config(directory, (WEIGHTS_PT, CONFIG_JSON), "a fusion model's save")
+    raw, state = load_weights(directory, "a fusion model's save")
     classes = {c.__name__: c for c in (AttentiveFusion, AlignedFusion)}
-    if raw.get("class") not in classes:
-        raise ValueError(f"{Path(directory) / CONFIG_JSON}: unknown fusion class {raw.get('class')!r}")
-    return classes[raw["class"]].load(directory)
+    held = raw.pop("class", None)
+    if held not in classes:
+        raise ValueError(f"{Path(directory) / CONFIG_JSON}: unknown fusion class {held!r}")
+    model = classes[held](**raw)
+    model.load_state_dict(state)
+    return model.eval()
 
 
 # -- losses ----------------------------------------------------------------------------------------
@@ -276,7 +277,7 @@ class FusionConfig:
     head_lr_factor: float = HEAD_LR_FACTOR
 
     def __post_init__(self):
-        check_choice("design", self.design, DESIGNS,
+        check_choice("design", self.design, FUSION_DESIGNS,
                      " (aligned: learned views and temperature; paper: eq. 8-11 on the frozen embeddings)")
         if self.design == "aligned" and self.loss != "infonce":
             raise ValueError("the aligned design trains with InfoNCE (eq. 11); for the official code's MSE "
@@ -287,7 +288,8 @@ class FusionConfig:
             raise ValueError(f"reconstruction must be >= 0; got {self.reconstruction}")
         if self.head_lr_factor < 0:
             raise ValueError(f"head_lr_factor must be >= 0; got {self.head_lr_factor}")
-        check_choice("loss", self.loss, LOSSES, " (infonce: the paper's eq. 11; mse: the official code)")
+        check_choice("loss", self.loss, FUSION_LOSSES,
+                     " (infonce: the paper's eq. 11; mse: the official code)")
         if self.epochs < 1 or self.batch_size < 1 or self.hidden < 1:
             raise ValueError(f"epochs, batch_size and hidden must be >= 1; got {self}")
         if self.loss == "infonce" and self.batch_size < 2:
@@ -306,7 +308,7 @@ def _as_config(config: FusionConfig | dict | None) -> FusionConfig:
 def _views(sv: pd.DataFrame, rs: pd.DataFrame) -> pd.DataFrame:
     """``rs`` aligned to ``sv``'s regions, after checking both (street view first, as eq. 9 is
     written: two tables handed over the other way round would fuse without a word)."""
-    _check_table(sv, "sv")
+    check_region_table(sv, "sv")
     named = lambda df, prefix: len(df.columns) and all(str(c).startswith(prefix) for c in df.columns)  # noqa: E731
     if named(sv, "rs_") and named(rs, "sv_"):
         raise ValueError("the street-view table comes first, then the satellite one: these came the other way "
@@ -314,17 +316,9 @@ def _views(sv: pd.DataFrame, rs: pd.DataFrame) -> pd.DataFrame:
     return _align(sv, rs, "rs")
 
 
-def _check_table(df: pd.DataFrame, name: str) -> None:
-    if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"{name} must be a DataFrame indexed by region_id; got {type(df).__name__}")
-    if df.index.has_duplicates:
-        dup = df.index[df.index.duplicated()].unique()[:5].tolist()
-        raise ValueError(f"{name} has duplicate region_id(s), e.g. {dup}")
-
-
 def _align(reference: pd.DataFrame, other: pd.DataFrame, name: str) -> pd.DataFrame:
     """``other`` reordered to ``reference``'s region ids; an error names the ids that differ."""
-    _check_table(other, name)
+    check_region_table(other, name)
     missing = reference.index.difference(other.index)
     extra = other.index.difference(reference.index)
     if len(missing) or len(extra):
@@ -534,7 +528,7 @@ class RegionsAndTriplets:
 def _fine_tuning_regions(ids_sv, ids_rs, poi: pd.DataFrame) -> tuple[pd.Index, torch.Tensor]:
     """The regions with both kinds of images and a POI vector, and their POI vectors."""
     both = pd.Index(ids_sv).intersection(pd.Index(ids_rs), sort=False)
-    _check_table(poi, "poi")
+    check_region_table(poi, "poi")
     poi = poi.set_axis(poi.index.astype(str))
     missing = both.difference(poi.index)
     if len(missing):

@@ -39,6 +39,15 @@ def check_choice(name: str, value, choices, note: str = "") -> None:
         raise ValueError(f"{name} must be one of {list(choices)}{note}; got {value!r}")
 
 
+def check_region_table(df, name: str) -> None:
+    """``df`` must be a DataFrame indexed by region_id, each region once."""
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"{name} must be a DataFrame indexed by region_id; got {type(df).__name__}")
+    if df.index.has_duplicates:
+        dup = df.index[df.index.duplicated()].unique()[:5].tolist()
+        raise ValueError(f"{name} has duplicate region_id(s), e.g. {dup}")
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator:
     """Open a temporary file beside ``path``; rename it over ``path`` only on success."""
@@ -69,7 +78,8 @@ def atomic_save_json(path: str | os.PathLike, obj) -> None:
         json.dump(obj, handle, indent=2, sort_keys=True, default=str)
 
 
-def read_saved_config(directory: str | os.PathLike, needs: tuple[str, ...], writer: str) -> dict:
+def read_saved_config(directory: str | os.PathLike, needs: tuple[str, ...] = (),
+                      writer: str = "") -> dict:
     """The ``config.json`` of a folder ``writer`` saved; an error names the first of ``needs``
     missing."""
     directory = Path(directory)

@@ -26,12 +26,12 @@ import scipy.sparse as sp
 from sklearn.neighbors import NearestNeighbors
 
 from musecl.city import INFLOW, MOBILITY, OUTFLOW, POI, City
+from musecl.config import SAMPLING_RULES
 from musecl.io import check_choice, read_csv_ids
 
 ANCHOR, POSITIVE, NEGATIVE = "anchor", "positive", "negative"
 D_POS, D_NEG = "d_pos", "d_neg"
 
-RULES = ("paper", "official")
 NEGATIVES = ("dissimilar", "far")
 TRANSFORMS = ("raw", "log1p", "share")
 
@@ -218,7 +218,8 @@ class TripletSampler:
     seed: int = 0
 
     def __post_init__(self):
-        for name, choices in (("rule", RULES), ("negative", NEGATIVES), ("transform", TRANSFORMS)):
+        for name, choices in (("rule", SAMPLING_RULES), ("negative", NEGATIVES),
+                              ("transform", TRANSFORMS)):
             check_choice(f"TripletSampler: {name}", getattr(self, name), choices)
         checks = [
             (int(self.n_triplets) >= 1, f"n_triplets must be >= 1; got {self.n_triplets}"),
@@ -584,7 +585,8 @@ def most_similar(features, k: int, transform: str = "raw") -> tuple[np.ndarray, 
     return idx, dist
 
 
-def _region_subset(city: City, regions: Sequence[str] | None) -> pd.Index:
+def region_subset(city: City, regions: Sequence[str] | None) -> pd.Index:
+    """``regions`` as ids of ``city`` (text; all of them when None); an unknown one raises."""
     if regions is None:
         return city.region_ids
     regions = pd.Index([str(r) for r in regions])
@@ -599,7 +601,7 @@ def mobility_triplets(city: City, sampler: TripletSampler | None = None,
                       regions: Sequence[str] | None = None) -> Triplets:
     """Street-view triplets on (inflow, outflow) per region (eq. 1-2); ``regions``
     restricts sampling to a subset (e.g. regions with street-view images)."""
-    ids = _region_subset(city, regions)
+    ids = region_subset(city, regions)
     feats = city.mobility.reindex(ids)[[INFLOW, OUTFLOW]]
     return (sampler or TripletSampler()).sample(feats.to_numpy(dtype=float), region_ids=ids.to_numpy())
 
@@ -608,7 +610,7 @@ def poi_triplets(city: City, sampler: TripletSampler | None = None,
                  regions: Sequence[str] | None = None, categories: list[str] | None = None) -> Triplets:
     """Satellite triplets on K-category POI counts per region (eq. 3-4); ``regions``
     restricts sampling to a subset (e.g. regions with a satellite image)."""
-    ids = _region_subset(city, regions)
+    ids = region_subset(city, regions)
     feats = city.poi_counts(categories).reindex(ids)
     if feats.shape[1] == 0:
         raise ValueError(f"{city.name}: the city has no POIs (pois.csv is empty or absent), so there is no "

@@ -34,7 +34,10 @@ import torch
 from torch import nn
 from tqdm import tqdm as text_tqdm
 
-from musecl.io import CONFIG_JSON, WEIGHTS_PT, atomic_save_json, atomic_write, check_choice
+from musecl.config import AMP_MODES
+from musecl.io import (
+    CONFIG_JSON, WEIGHTS_PT, atomic_save_json, atomic_write, check_choice, read_saved_config,
+)
 
 
 class DeviceUnavailableError(RuntimeError):
@@ -223,9 +226,6 @@ def _sum_over_processes(sums: dict[str, torch.Tensor], items: int, images: int,
     return dict(zip(keys, packed[:-2])), int(packed[-2]), int(packed[-1])
 
 
-AMP_MODES = ("off", "bf16", "fp16", "auto")
-
-
 def cpu_has_native_bf16() -> bool:
     """True where the CPU has bfloat16 instructions (x86: AVX512-BF16 or AMX); elsewhere bf16
     autocast is emulated and slower than float32 (oneDNN's own check counts such CPUs as capable)."""
@@ -288,11 +288,8 @@ def _cpu_state(model: nn.Module) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """Read a trainer checkpoint (``weights_only=True``: no code is unpickled)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}")
+def load_state(path: str | Path) -> dict:
+    """A checkpoint or state dict, on the CPU; ``weights_only``: no code is unpickled."""
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
@@ -303,6 +300,12 @@ def save_weights(directory: str | Path, state: dict, config: dict) -> Path:
         torch.save(state, handle)
     atomic_save_json(directory / CONFIG_JSON, config)
     return directory
+
+
+def load_weights(directory: str | Path, writer: str) -> tuple[dict, dict]:
+    """The config and state dict of a :func:`save_weights` folder; an error names ``writer``."""
+    config = read_saved_config(directory, (WEIGHTS_PT, CONFIG_JSON), writer)
+    return config, load_state(Path(directory) / WEIGHTS_PT)
 
 
 def _move_aside(path: Path) -> Path:
@@ -508,7 +511,7 @@ class Trainer:
         """The checkpoint to resume from, or None when it does not load: every process then starts
         afresh, and the first moves the file aside with a warning naming it."""
         try:
-            ckpt = load_checkpoint(self.checkpoint_path)
+            ckpt = load_state(self.checkpoint_path)
             if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
                 raise ValueError(f"not a trainer checkpoint of format {CHECKPOINT_FORMAT}")
             problem = None

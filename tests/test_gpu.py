@@ -12,7 +12,7 @@ from torch import nn
 
 from musecl.encoders.image import (ImageStore, ImageTrainingConfig, TripletImageDataset, build_encoder,
                                    embed_regions, train_image_encoder)
-from musecl.training import Trainer, load_checkpoint
+from musecl.training import Trainer, load_state
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -41,7 +41,7 @@ def test_fp16_training_checkpoints_the_scaler_and_resumes(tmp_path):
     full, history = train_image_encoder(build_encoder("tiny", 16, seed=0), store, triplets,
                                         ImageTrainingConfig(epochs=3, checkpoint_dir=str(tmp_path / "a"), **settings))
     assert history["train_loss"].notna().all() and (history["images_per_s"] > 0).all()
-    ckpt = load_checkpoint(tmp_path / "a" / "last.pt")
+    ckpt = load_state(tmp_path / "a" / "last.pt")
     assert ckpt["scaler"] is not None and ckpt["scaler"]["scale"] > 0
     train_image_encoder(build_encoder("tiny", 16, seed=0), store, triplets,
                         ImageTrainingConfig(epochs=2, checkpoint_dir=str(tmp_path / "b"), **settings))

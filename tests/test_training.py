@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from musecl.training import (
-    TensorBatches, Trainer, as_batch_dataset, load_checkpoint, split_indices,
+    TensorBatches, Trainer, as_batch_dataset, load_state, split_indices,
 )
 
 torch.set_num_threads(1)
@@ -129,7 +129,7 @@ def test_resume_equals_uninterrupted(tmp_path, restore_best):
     with pytest.raises(Crash):  # 8 batches per epoch: dies in the middle of epoch 3
         trainer(crashed, loss_fn=crash_after(20), restore_best=restore_best,
                 checkpoint_dir=tmp_path / "b", checkpoint_every_s=0).fit(train, val)
-    assert load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 2
+    assert load_state(tmp_path / "b" / "last.pt")["epoch"] == 2
     torch.manual_seed(123)  # a fresh process would have other global RNG states: resume must not care
     np.random.seed(9)
     resumed = make_model(seed=7)  # and other initial weights
@@ -168,7 +168,7 @@ def test_a_checkpoint_from_before_min_batch_still_resumes(tmp_path):
     trainer(straight, checkpoint_dir=tmp_path / "a").fit(train, val)
     short = make_model()
     trainer(short, epochs=2, checkpoint_dir=tmp_path / "b").fit(train, val)
-    ckpt = load_checkpoint(tmp_path / "b" / "last.pt")
+    ckpt = load_state(tmp_path / "b" / "last.pt")
     ckpt["fingerprint"]["drop_last"] = False  # as the older Trainer wrote it
     torch.save(ckpt, tmp_path / "b" / "last.pt")
     resumed = make_model(seed=5)
@@ -210,7 +210,7 @@ def test_corrupt_checkpoint_is_named_moved_aside_and_training_starts_afresh(tmp_
     with pytest.warns(UserWarning, match=r"checkpoint .*last\.pt is corrupt .*moved it to last\.pt\.corrupt-"):
         resumed = make_model()
         hist = trainer(resumed, checkpoint_dir=tmp_path / "b", resume=True).fit(train, val)
-    assert len(hist) == 4 and load_checkpoint(path)["epoch"] == 4  # started at epoch 1, wrote a sound last.pt
+    assert len(hist) == 4 and load_state(path)["epoch"] == 4  # from epoch 1, wrote a sound last.pt
     assert all(torch.equal(p, q) for p, q in zip(params(straight), params(resumed)))  # = a fresh run
     aside = [p for p in (tmp_path / "b").iterdir() if p.name.startswith("last.pt.corrupt-")]
     assert len(aside) == 1 and aside[0].read_bytes() != raw  # the damaged file, kept for inspection
@@ -253,7 +253,7 @@ def test_bf16_mixed_precision_trains_and_fp16_needs_a_gpu(tmp_path):
     assert mixed[-1]["train_loss"] < mixed[0]["train_loss"]  # it learns in bfloat16 too
     assert abs(mixed[-1]["train_loss"] - full[-1]["train_loss"]) < 0.5 * full[0]["train_loss"]
     assert all(p.dtype == torch.float32 for p in mixed_trainer.model.parameters())  # weights stay fp32
-    assert load_checkpoint(tmp_path / "last.pt")["fingerprint"]["amp"] == "torch.bfloat16"
+    assert load_state(tmp_path / "last.pt")["fingerprint"]["amp"] == "torch.bfloat16"
     with pytest.raises(ValueError, match="resume"):  # a full-precision run cannot resume a bf16 one
         trainer(make_model(), epochs=7, checkpoint_dir=tmp_path, resume=True).fit(data, None)
     if not torch.cuda.is_available():

@@ -73,6 +73,7 @@ from musecl.city import (
 )
 from musecl.datasets.from_raw import cell_table, hexagon_size_m
 from musecl.io import folder_built_beside
+from musecl.tables import standardise_columns
 
 TOY_SMOKE_REGIONS = 150
 TOY_DEFAULT_REGIONS = 600
@@ -582,7 +583,7 @@ def _shown_values(world: pd.DataFrame, shown: list[str]) -> np.ndarray:
     """The shown columns standardised (trip counts on a log scale first)."""
     z = world[shown].to_numpy(dtype=float)
     z = np.where(np.isin(shown, TRIPS), np.log1p(np.maximum(z, 0)), z)
-    return (z - z.mean(0)) / np.where(z.std(0) > 0, z.std(0), 1.0)
+    return standardise_columns(z)
 
 
 def _neighbour_means(world: pd.DataFrame, shown: list[str]) -> dict[str, np.ndarray]:

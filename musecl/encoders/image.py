@@ -28,8 +28,10 @@ from torchvision.models import Inception_V3_Weights, ResNet18_Weights
 from tqdm import tqdm
 
 from musecl.city import REGION_ID, SATELLITE, STREETVIEW, City
-from musecl.io import CONFIG_JSON, WEIGHTS_PT, atomic_save_bytes, check_choice, read_saved_config, sha256_of
-from musecl.training import Trainer, amp_dtype, resolve_device, save_weights, split_indices
+from musecl.io import CONFIG_JSON, WEIGHTS_PT, atomic_save_bytes, check_choice, sha256_of
+from musecl.training import (
+    Trainer, amp_dtype, load_state, load_weights, resolve_device, save_weights, split_indices,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -183,7 +185,7 @@ class ImageStore:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ImageStore":
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        raw = load_state(path)
         if not isinstance(raw, dict) or raw.get("format") != STORE_FORMAT:
             raise ValueError(f"{path} is not an ImageStore file (format {STORE_FORMAT})")
         return cls(raw["images"], raw["region_ids"], raw["counts"], raw["paths"], raw["kind"],
@@ -387,7 +389,7 @@ def _load_weights_file(encoder: ImageEncoder, path: Path) -> None:
         path = path / WEIGHTS_PT
     if not path.exists():
         raise FileNotFoundError(f"weights file {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_state(path)
     if isinstance(state, dict) and isinstance(state.get("model"), dict):  # a Trainer checkpoint
         state = state["model"]
     elif isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
@@ -456,7 +458,7 @@ def build_encoder(arch: str = "resnet18", embedding_dim: int = 128,
         else:
             net = _backbone(arch, random_init=weights_file is None)
             if weights_file is not None:
-                state = torch.load(weights_file, map_location="cpu", weights_only=True)
+                state = load_state(weights_file)
                 state = {k: v for k, v in state.items() if not k.startswith("AuxLogits.")}
                 net.load_state_dict(state)
             net.fc = nn.Linear(net.fc.in_features, embedding_dim)
@@ -478,12 +480,12 @@ def save_encoder(encoder: ImageEncoder, directory: str | os.PathLike) -> Path:
 def load_encoder(directory: str | os.PathLike) -> ImageEncoder:
     """Rebuild an encoder written by :func:`save_encoder` (in eval mode, on the CPU)."""
     directory = Path(directory)
-    config = read_saved_config(directory, (WEIGHTS_PT, CONFIG_JSON), "save_encoder")
+    config, state = load_weights(directory, "save_encoder")
     if config.get("arch") not in ARCHS:
         raise ValueError(f"{directory / CONFIG_JSON}: unknown arch {config.get('arch')!r}")
     encoder = build_encoder(config["arch"], config["embedding_dim"], weights="random",
                             channels_last=config.get("channels_last", False), seed=0)
-    encoder.load_state_dict(torch.load(directory / WEIGHTS_PT, map_location="cpu", weights_only=True))
+    encoder.load_state_dict(state)
     encoder.config["weights_source"] = config.get("weights_source", "random")  # provenance of the start
     encoder.config["loaded_from"] = str(directory)
     encoder.training_config = config.get("training")

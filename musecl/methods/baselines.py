@@ -54,7 +54,7 @@ from musecl.methods.multisemantic import (
     text_stage,
     weights_key,
 )
-from musecl.sampling import geographic_triplets, pretext_features
+from musecl.sampling import geographic_triplets, pretext_features, region_subset
 from musecl.tables import impute_column_means, standardise_columns
 from musecl.training import resolve_device
 
@@ -64,11 +64,7 @@ PG_GEO_WEIGHT = 0.5
 
 
 def _xy_of(city: City, regions: list[str]) -> np.ndarray:
-    position = city.region_ids.get_indexer(pd.Index([str(r) for r in regions]))
-    if (position < 0).any():
-        bad = [r for r, p in zip(regions, position) if p < 0][:5]
-        raise ValueError(f"{city.name}: region(s) {bad} are not in the city")
-    return city.xy_m()[position]
+    return city.centres().loc[region_subset(city, regions)].to_numpy()
 
 
 def geographic_triplet_source(city: City, cfg: RunConfig, kind: str, regions: list[str]):

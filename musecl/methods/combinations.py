@@ -8,13 +8,12 @@ filled with the column mean, as the fusion does, so no probe sees NaN.
 """
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import pandas as pd
 
-from musecl.cache import load_table
+from musecl.cache import entry_key, load_table
 from musecl.city import MOBILITY, POI, SATELLITE, STREETVIEW, City
 from musecl.config import RunConfig
 from musecl.methods.base import RegionEmbedder, TableMethod, register
@@ -69,7 +68,7 @@ def fusion_svrv_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_dir: P
     own region in the batch, so the attention learns which view is more distinctive per region.
     Not the mean (e^SV + e^RS) / 2: under MSE beta = 1/2 reaches it exactly, so nothing is learned.
     """
-    upstream = [json.loads((d / "key.json").read_text()) for d in (sv_dir, rs_dir)]
+    upstream = [entry_key(d) for d in (sv_dir, rs_dir)]
     key = {"upstream": upstream, "target": SVRV_TARGET, "format": FUSION_FORMAT, **cfg.subset(FUSION_KEYS)}
 
     def compute(folder: Path) -> None:

@@ -13,7 +13,6 @@ Each stage is a cache folder keyed by its settings and the city's files: later c
 what earlier ones trained, and a changed setting retrains only what follows it."""
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import asdict
 from functools import partial
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from musecl.cache import city_fingerprint, load_table, save_table
+from musecl.cache import city_fingerprint, entry_key, load_table, save_table
 from musecl.city import MOBILITY, POI, SATELLITE, STREETVIEW, City
 from musecl.config import RunConfig
 from musecl.encoders.heads import (
@@ -52,7 +51,9 @@ from musecl.encoders.image import (
 from musecl.encoders.text import POI_TEXT, PoiTextEncoder, TextEncoderConfig, text_context
 from musecl.fusion import (AlignedFusion, AttentiveFusion, FusionConfig, OneViewWarning, fine_tune_cnns,
                            fine_tune_heads, fuse, load_fusion, train_fusion)
-from musecl.io import CONFIG_JSON, WEIGHTS_PT, atomic_save_json, check_choice, sha256_of
+from musecl.io import (
+    CONFIG_JSON, WEIGHTS_PT, atomic_save_json, check_choice, read_saved_config, sha256_of,
+)
 from musecl.methods.base import EMBEDDINGS_CSV, HISTORY_CSV, StagedMethod, groups_met, register
 from musecl.sampling import SAMPLING_FORMAT, Triplets, TripletSampler, mobility_triplets, poi_triplets
 from musecl.training import amp_dtype, processes, resolve_device
@@ -219,7 +220,7 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
         drawn.to_frame().to_csv(folder / TRIPLETS_CSV, index=False)
         if head:
             net, history = train_feature_head(features, drawn, training, embedding_dim=dim)
-            backbone = json.loads((backbone_dir / CONFIG_JSON).read_text())
+            backbone = read_saved_config(backbone_dir)
             save_head(net, folder / "encoder",
                       {"arch": arch, "weights_source": backbone["weights_source"], "backbone": backbone})
             embedding = embed_features(net, features.reindex(city.region_ids), prefix=COLUMN_PREFIX[kind])
@@ -274,7 +275,7 @@ def stage_encoder(stage: Path, initial: bool = False, seed: int = 0, weights: st
     """An image stage's encoder as one module on uint8 images (a CNN, or backbone + head).
     ``initial``: untrained at its starting point (``seed``, ``weights``), the control for what
     training added."""
-    config = json.loads((stage / "encoder" / CONFIG_JSON).read_text())
+    config = read_saved_config(stage / "encoder")
     if config.get("class") != "FeatureHead":
         trained = load_encoder(stage / "encoder")
         if not initial:
@@ -288,7 +289,7 @@ def stage_encoder(stage: Path, initial: bool = False, seed: int = 0, weights: st
 
 def initial_embedding(city: City, cfg: RunConfig, kind: str, cache, stage: Path, store=None) -> pd.DataFrame:
     """Every region's embedding by the stage's untrained encoder, computed as the stage embeds."""
-    config = json.loads((stage / "encoder" / CONFIG_JSON).read_text())
+    config = read_saved_config(stage / "encoder")
     if config.get("class") == "FeatureHead":
         features = backbone_features(city, cfg, kind, cache)
         return embed_features(initial_head(load_head(stage / "encoder"), cfg.seed), features.reindex(city.region_ids),
@@ -337,7 +338,7 @@ def image_views(city: City) -> tuple[str, ...]:
 def fusion_stage(city: City, cfg: RunConfig, cache, sv_dir: Path | None, rs_dir: Path | None,
                  text_dir: Path) -> Path:
     """Attentive fusion of the image embeddings aligned to the POI vectors (eq. 8-11); None views left out."""
-    upstream = [None if d is None else json.loads((d / "key.json").read_text()) for d in (sv_dir, rs_dir, text_dir)]
+    upstream = [None if d is None else entry_key(d) for d in (sv_dir, rs_dir, text_dir)]
     key = {"upstream": upstream, "format": FUSION_FORMAT, **cfg.subset(FUSION_KEYS)}
 
     def compute(folder: Path) -> None:
@@ -397,7 +398,7 @@ def fine_tuned_fusion_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_
     if reason := fine_tuning_unsupported(cfg, fine_tunes):
         raise ValueError(reason)
     dirs = {"sv": sv_dir, "rs": rs_dir}
-    upstream = [json.loads((d / "key.json").read_text()) for d in (sv_dir, rs_dir, text_dir)]
+    upstream = [entry_key(d) for d in (sv_dir, rs_dir, text_dir)]
     settings = fusion_settings(cfg)
     key = {"upstream": upstream, "format": FUSION_FORMAT, "fine_tune": fine_tunes, "tables": FINE_TUNED_FORMAT,
            "head_lr_factor": settings.head_lr_factor, **cfg.subset(FUSION_KEYS)}
@@ -413,7 +414,7 @@ def fine_tuned_fusion_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_
         if fine_tunes == "heads":
             saved, heads, features = {}, {}, {}
             for kind, p in PREFIX.items():
-                saved[p] = json.loads((dirs[p] / "encoder" / CONFIG_JSON).read_text())
+                saved[p] = read_saved_config(dirs[p] / "encoder")
                 heads[p] = load_head(dirs[p] / "encoder")
                 features[p] = backbone_features(city, cfg, kind, cache)
             model, history = fine_tune_heads(heads, features, triplets, poi, objective, settings)
