@@ -191,15 +191,18 @@ if has_latents:
     ax.set_title("correlation of the latents across regions")
     plt.show()
     if off_diagonal.max() < 0.5:
-        latent_sentence = (f"**The modalities see different things.** The city's {len(corr)} latents are not one "
-                           f"factor in disguise: the largest correlation (in size) between two of them is "
-                           f"{signed_r:.2f} ({pair[0]} and {pair[1]}).")
+        latent_sentence = (f"**The modalities see different things.** The city's {len(corr)} "
+                           "latents are not one factor in disguise: the largest correlation (in "
+                           f"size) between two of them is {signed_r:.2f} ({pair[0]} and "
+                           f"{pair[1]}).")
     else:
-        latent_sentence = (f"**Some hidden causes move together.** The largest correlation (in size) between two of the "
-                           f"city's {len(corr)} latents is {signed_r:.2f} ({pair[0]} and {pair[1]}), so "
-                           "modalities that see different latents still share part of what they show.")
+        latent_sentence = ("**Some hidden causes move together.** The largest correlation (in "
+                           f"size) between two of the city's {len(corr)} latents is {signed_r:.2f} "
+                           f"({pair[0]} and {pair[1]}), so modalities that see different latents "
+                           "still share part of what they show.")
 else:
-    latent_sentence = "This city has no latents (a real city), so what each modality sees is not known."
+    latent_sentence = ("This city has no latents (a real city), so what each modality sees is not "
+                       "known.")
 glue("latent_sentence", Markdown(latent_sentence), display=False)
 
 # %% [markdown]
@@ -290,12 +293,13 @@ elif has_latents:
     glue("most_hidden_latent", Markdown(f"`{hidden.idxmin()}`"), display=False)
     glue("most_hidden_r", float(hidden.min()), display=False)
     if hidden.min() < 0.3:
-        hidden_sentence = (f"The crude summaries of colour, counts and trips hardly track `{hidden.idxmin()}` "
-                           f"(largest |ρ| = {hidden.min():.2f}): an encoder has to find it in finer detail, or "
-                           "not at all.")
+        hidden_sentence = ("The crude summaries of colour, counts and trips hardly track "
+                           f"`{hidden.idxmin()}` (largest |ρ| = {hidden.min():.2f}): an encoder "
+                           "has to find it in finer detail, or not at all.")
     else:
-        hidden_sentence = (f"Even the latent the crude summaries track least, `{hidden.idxmin()}`, follows one of "
-                           f"them with |ρ| = {hidden.min():.2f}: every latent shows in colours, counts or trips.")
+        hidden_sentence = (f"Even the latent the crude summaries track least, `{hidden.idxmin()}`, "
+                           f"follows one of them with |ρ| = {hidden.min():.2f}: every latent shows "
+                           "in colours, counts or trips.")
 else:
     glue("most_hidden_latent", Markdown("(none: no latents)"), display=False)
     glue("most_hidden_r", float("nan"), display=False)
@@ -326,7 +330,8 @@ if kinds and len(usable):
     at = np.linspace(0, len(usable) - 1, n_show).round().astype(int)
     picks = usable.index[at]
     paths = [paths_of[k][r] for k in kinds for r in picks]
-    titles = [f"{r}\n{key} = {usable[r]:,.{0 if abs(usable[r]) >= 100 else 2}f}" if k == kinds[0] else ""
+    titles = [f"{r}\n{key} = {usable[r]:,.{0 if abs(usable[r]) >= 100 else 2}f}" if k == kinds[0]
+              else ""
               for k in kinds for r in picks]
     fig = plotting.plot_images(paths, titles, ncols=n_show, size=1.9)
     for ax in fig.axes:
@@ -378,8 +383,9 @@ if present[POI]:
                       title="POIs per region", label="ln(1 + POIs)")
     fig.tight_layout()
     plt.show()
-    poi_sentence = (f"The city has {len(city)} regions and {len(city.pois):,} POIs; a typical region has "
-                    f"{n_pois.median():.0f} of them and {(n_pois == 0).mean() * 100:.0f}% have none.")
+    poi_sentence = (f"The city has {len(city)} regions and {len(city.pois):,} POIs; a typical "
+                    f"region has {n_pois.median():.0f} of them and "
+                    f"{(n_pois == 0).mean() * 100:.0f}% have none.")
 else:
     poi_sentence = f"The city has {len(city)} regions and no POIs."
 glue("n_pois", len(city.pois), display=False)
@@ -409,7 +415,8 @@ if present[MOBILITY]:
     lim = float(signed_log.abs().max()) or 1.0
     mix = city.latents["landuse"] if has_latents and "landuse" in city.latents else None
 
-    panels = ["flows", "inout", "net"] if city.od is not None else ["inout", "net"]  # flows need od.csv
+    # flows need od.csv
+    panels = ["flows", "inout", "net"] if city.od is not None else ["inout", "net"]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4))
     ax_of = dict(zip(panels, axes))
     if "flows" in ax_of:
@@ -426,8 +433,8 @@ if present[MOBILITY]:
 
     top_tenth = flows[INFLOW].nlargest(max(1, len(city) // 10))
     total_in = max(flows[INFLOW].sum(), 1)
-    mobility_sentence = (f"Trips cross the city: the tenth of the regions with the largest inflow receive "
-                         f"{top_tenth.sum() / total_in * 100:.0f}% of all trips")
+    mobility_sentence = ("Trips cross the city: the tenth of the regions with the largest inflow "
+                         f"receive {top_tenth.sum() / total_in * 100:.0f}% of all trips")
     if city.od is not None:  # length of the drawn flows, between region centres
         centre = city.centres()
         moves = city.od[city.od[ORIGIN] != city.od[DESTINATION]]
@@ -436,9 +443,11 @@ if present[MOBILITY]:
         end = centre.loc[drawn[DESTINATION]].to_numpy()
         km_top_flows = float(np.median(np.hypot(*(start - end).T)) / 1000)
         mobility_sentence += f", the {len(drawn)} largest flows run a median {km_top_flows:.1f} km,"
-    mobility_sentence += f" and {(net > 0).mean() * 100:.0f}% of the regions receive more trips than they send."
+    mobility_sentence += (f" and {(net > 0).mean() * 100:.0f}% of the regions receive more trips "
+                          "than they send.")
 else:
-    display(Markdown("*This city has no trips (no `mobility.csv` or `od.csv`): no mobility panels.*"))
+    display(Markdown("*This city has no trips (no `mobility.csv` or `od.csv`): no mobility "
+                     "panels.*"))
     mobility_sentence = ""
 glue("mobility_sentence", Markdown(mobility_sentence), display=False)
 
@@ -501,10 +510,11 @@ if present[POI]:
     strength = max(abs(rho["raw"]), abs(rho["share"]))
     related = "only weakly" if strength < 0.3 else "moderately" if strength < 0.6 else "strongly"
     tobler_sentence = (
-        f"POI distance and geographic distance are {related} related (Spearman ρ = {rho['raw']:.2f} on raw "
-        f"counts, {rho['share']:.2f} on category shares): each region's most POI-similar region lies a median "
-        f"{np.median(km_to_similar):.1f} km away, {np.median(km_to_similar) / np.median(km_to_adjacent):.0f} "
-        f"times the distance to its nearest neighbour ({np.median(km_to_adjacent):.1f} km).")
+        f"POI distance and geographic distance are {related} related (Spearman ρ = "
+        f"{rho['raw']:.2f} on raw counts, {rho['share']:.2f} on category shares): each region's "
+        f"most POI-similar region lies a median {np.median(km_to_similar):.1f} km away, "
+        f"{np.median(km_to_similar) / np.median(km_to_adjacent):.0f} times the distance to its "
+        f"nearest neighbour ({np.median(km_to_adjacent):.1f} km).")
 else:
     tobler_sentence = ""
 glue("tobler_sentence", Markdown(tobler_sentence), display=False)
@@ -530,8 +540,8 @@ else:
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Left, each region coloured by the distance to its most POI-similar region; right, one busy anchor (black) with its 10 most POI-similar regions (orange) and its 10 nearest (blue): orange far from black means that similar regions are not near."}}
 if present[POI]:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
-    plotting.plot_map(city, pd.Series(km_to_similar, index=city.region_ids), ax=axes[0], cmap="magma",
-                      title="km to the most POI-similar region", label="km")
+    plotting.plot_map(city, pd.Series(km_to_similar, index=city.region_ids), ax=axes[0],
+                      cmap="magma", title="km to the most POI-similar region", label="km")
     anchor = int(np.argmin(np.abs(n_pois.rank(method="first").to_numpy() - 0.9 * len(city))))
     similar10, _ = most_similar(X, k=10)
     near10, _ = most_similar(xy, k=10)
@@ -589,7 +599,8 @@ if meta.oracle_r2:
     ceilings = ceilings.reindex(headline + list(derived))
     RAW = "raw inputs (ridge)"
     if present[POI] or present[MOBILITY]:  # the pretext inputs: POI counts and trip counts
-        ceilings[RAW] = ridge_cv_r2(pretext_features(city), city, indicators=list(ceilings.index), seed=seed)
+        ceilings[RAW] = ridge_cv_r2(pretext_features(city), city, indicators=list(ceilings.index),
+                                    seed=seed)
 
     fig, ax = plt.subplots(figsize=(10, 4))
     bars = ceilings.drop(columns=RAW, errors="ignore")
@@ -614,26 +625,30 @@ if meta.oracle_r2:
 
     means = ceilings.loc[headline].mean()
     modality_means = means.drop(["all latents", RAW], errors="ignore")
-    parts = [f"Averaged over the headline indicators ({', '.join(headline)}), all latents together allow "
-             f"R² = {means['all latents']:.2f}"]
+    parts = [f"Averaged over the headline indicators ({', '.join(headline)}), all latents "
+             f"together allow R² = {means['all latents']:.2f}"]
     if len(modality_means):
         best_modality = modality_means.idxmax()
         per_indicator_best = ceilings.loc[headline, list(modality_means.index)].max(axis=1).mean()
-        parts.append(f"the best single modality ({best_modality}) {modality_means.max():.2f} (the best "
-                     f"modality per indicator, {per_indicator_best:.2f})")
+        parts.append(f"the best single modality ({best_modality}) {modality_means.max():.2f} "
+                     f"(the best modality per indicator, {per_indicator_best:.2f})")
     if RAW in means:
         parts.append(f"the raw inputs of the contrastive stages {means[RAW]:.2f}")
-    room = means["all latents"] - means.drop("all latents").max() if len(means) > 1 else float("nan")
+    room = (means["all latents"] - means.drop("all latents").max() if len(means) > 1
+            else float("nan"))
     if len(parts) == 1:
         sentence = parts[0] + "."
     else:
-        gain = ("that only a fusion of what the images show can win" if present[SATELLITE] and present[STREETVIEW]
-                else "that only a method combining this city's inputs can win" if len(modality_means) > 1
+        gain = ("that only a fusion of what the images show can win"
+                if present[SATELLITE] and present[STREETVIEW]
+                else "that only a method combining this city's inputs can win"
+                if len(modality_means) > 1
                 else "that no single input of this city reaches")
         sentence = (", ".join(parts[:-1]) + ("," if len(parts) > 2 else "") + " and " + parts[-1]
-                    + f": {room:.2f} of R² {gain}. (Scored out of fold over every region; chapters 7 and 8 score "
-                    "the same ceilings on each seed's test regions, so their numbers, and which single modality "
-                    "comes first when two are close, can differ a little.)")
+                    + f": {room:.2f} of R² {gain}. (Scored out of fold over every region; "
+                    "chapters 7 and 8 score the same ceilings on each seed's test regions, so "
+                    "their numbers, and which single modality comes first when two are close, can "
+                    "differ a little.)")
 else:
     sentence = "This city records no ceilings: no known limit on what a method could reach."
     room = float("nan")
@@ -649,30 +664,34 @@ else:
 if room != room:  # no ceilings, or nothing to set against the full one
     room_finding = ""
 elif room >= 0.10:
-    room_finding = ("**Fusion has room to win on this city.** No single modality, and not the raw inputs "
-                    "either, comes close to what all hidden causes together explain, so a method that combines "
-                    "the modalities can gain what none of them shows alone.")
+    room_finding = ("**Fusion has room to win on this city.** No single modality, and not the "
+                    "raw inputs either, comes close to what all hidden causes together explain, so "
+                    "a method that combines the modalities can gain what none of them shows alone.")
 elif room >= 0.03:
-    room_finding = ("**Fusion has some room to win on this city, but not much.** The best single view comes "
-                    "close to what all hidden causes together explain.")
+    room_finding = ("**Fusion has some room to win on this city, but not much.** The best single "
+                    "view comes close to what all hidden causes together explain.")
 else:
-    room_finding = ("**Fusion has little room to win on this city.** A single view already explains about as "
-                    "much as all hidden causes together, so combining modalities can add little.")
+    room_finding = ("**Fusion has little room to win on this city.** A single view already "
+                    "explains about as much as all hidden causes together, so combining modalities "
+                    "can add little.")
 glue("room_finding", Markdown(room_finding), display=False)
 if present[POI]:
     ratio = float(np.median(km_to_similar) / max(np.median(km_to_adjacent), 1e-9))
     if strength < 0.3 and ratio >= 3:
-        near_finding = ("**Similar is not near**, as the paper argues: positive pairs chosen by POI similarity "
-                        "mostly join regions far apart, which a sampler that trusts distance (Tobler's first law) "
-                        "would never pair.")
+        near_finding = ("**Similar is not near**, as the paper argues: positive pairs chosen by "
+                        "POI similarity mostly join regions far apart, which a sampler that trusts "
+                        "distance (Tobler's first law) would never pair.")
     elif strength >= 0.3 and ratio < 3:
-        near_finding = ("**On this city similar is mostly near**: POI similarity follows distance, so sampling "
-                        "positives by similarity picks much the same pairs as sampling by distance would.")
+        near_finding = ("**On this city similar is mostly near**: POI similarity follows distance, "
+                        "so sampling positives by similarity picks much the same pairs as sampling "
+                        "by distance would.")
     else:
-        near_finding = ("**Similar is only partly near**: POI similarity follows distance a little, so sampling "
-                        "by similarity finds pairs that distance alone would partly miss.")
+        near_finding = ("**Similar is only partly near**: POI similarity follows distance a "
+                        "little, so sampling by similarity finds pairs that distance alone would "
+                        "partly miss.")
 else:
-    near_finding = "**Whether similar regions are near cannot be checked here**: this city has no POIs."
+    near_finding = ("**Whether similar regions are near cannot be checked here**: this city has "
+                    "no POIs.")
 glue("near_finding", Markdown(near_finding), display=False)
 glue("hidden_sentence", Markdown(hidden_sentence), display=False)
 

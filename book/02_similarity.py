@@ -45,16 +45,17 @@ from musecl.config import RunConfig
 from musecl.methods.multisemantic import sampler_for
 from musecl.notebooks import require_modalities
 from musecl.runner import resolve_city
-from musecl.sampling import (geographic_triplets, mobility_distance, mobility_triplets, most_similar,
-                             poi_distance, poi_triplets, sampling_benchmark, similarity)
+from musecl.sampling import (geographic_triplets, mobility_distance, mobility_triplets,
+                             most_similar, poi_distance, poi_triplets, sampling_benchmark,
+                             similarity)
 
 cfg = RunConfig.from_yaml(params_file, device=device)
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # chapter 1 lists what loading the city warns about
     data = resolve_city(city or "toy", cities_dir=f"{out_dir}/cities")
 require_modalities(data, (POI, MOBILITY), any_of=True,
-                   shows="how alike its regions are by POIs (eq. 3-4) or by mobility (eq. 1-2), and the "
-                         "triplets the image encoders would be trained on")
+                   shows="how alike its regions are by POIs (eq. 3-4) or by mobility (eq. 1-2), "
+                         "and the triplets the image encoders would be trained on")
 cache = Cache(f"{out_dir}/cache")
 # the similarities of eq. 1-4, each with the images whose triplets it draws; the chapter shows
 # those the city can compute (it has the POIs or the mobility)
@@ -98,8 +99,8 @@ flows = data.mobility[[INFLOW, OUTFLOW]].astype(float)
 vectors = {"POI": counts, "mobility": flows}
 distance = {"POI": poi_distance, "mobility": mobility_distance}
 glue("left_out", Markdown(" ".join(
-    f"This city has no {KINDS[kind]['lacks']}, so the {kind} similarity ({KINDS[kind]['eqs']}) and the "
-    f"triplets of the {KINDS[kind]['encoder']} encoder are left out of this chapter."
+    f"This city has no {KINDS[kind]['lacks']}, so the {kind} similarity ({KINDS[kind]['eqs']}) "
+    f"and the triplets of the {KINDS[kind]['encoder']} encoder are left out of this chapter."
     for kind in KINDS if kind not in kinds)), display=False)
 
 
@@ -155,7 +156,8 @@ def identical_pairs(features: pd.DataFrame) -> tuple[int, int]:
 
 
 identical = pd.DataFrame(
-    {kind: [int((vectors[kind].sum(axis=1) == 0).sum()), *identical_pairs(vectors[kind])] for kind in kinds},
+    {kind: [int((vectors[kind].sum(axis=1) == 0).sum()), *identical_pairs(vectors[kind])]
+     for kind in kinds},
     index=["regions with no POI / no trips", "regions sharing their vector with another",
            "pairs at distance 0 (1/d infinite)"]).T
 # for "What we saw": the first similarity's counts, and the mobility one's alongside the POI one's
@@ -164,14 +166,18 @@ empty_first, dup_first, pairs_first = identical.loc[first]
 glue("n_regions", len(data), display=False)
 eq_sim = KINDS[first]["eq_sim"]
 glue("dup_counts", Markdown(
-    f"{empty_first} {'has' if empty_first == 1 else 'have'} no {'POI' if first == 'POI' else 'trip'} at all and "
-    + (f"{dup_first} share their {first} vector with at least one other region, giving {pairs_first} pairs whose "
-       f"{eq_sim} similarity, 1/0, is infinite" if dup_first else
-       f"no two regions share their {first} vector, so no pair's {eq_sim} similarity is infinite (1/0)")),
+    f"{empty_first} {'has' if empty_first == 1 else 'have'} no "
+    f"{'POI' if first == 'POI' else 'trip'} at all and "
+    + (f"{dup_first} share their {first} vector with at least one other region, giving "
+       f"{pairs_first} pairs whose {eq_sim} similarity, 1/0, is infinite" if dup_first else
+       f"no two regions share their {first} vector, so no pair's {eq_sim} similarity is "
+       "infinite (1/0)")),
      display=False)
-glue("dup_tail", Markdown(f" ({identical.loc['mobility'].iloc[1]} regions share their mobility vector)"
+glue("dup_tail", Markdown(f" ({identical.loc['mobility'].iloc[1]} regions share their "
+                          "mobility vector)"
                           if len(kinds) == 2 else ""), display=False)
-identical.rename(index={kind: f"{'POI counts' if kind == 'POI' else kind} ({KINDS[kind]['eq_dist']})"
+identical.rename(index={kind: f"{'POI counts' if kind == 'POI' else kind} "
+                              f"({KINDS[kind]['eq_dist']})"
                         for kind in kinds})
 
 # %% [markdown]
@@ -227,17 +233,19 @@ with warnings.catch_warnings(record=True) as caught:
             sampled[kind, rule] = draw[kind](data, s, regions=regions[kind])
 for w in caught:
     print(f"sampler warned: {w.message}")
-text = "The encoders train on the triplets of `sampler_for(cfg)` drawn over the regions that have such images"
+text = ("The encoders train on the triplets of `sampler_for(cfg)` drawn over the regions that have "
+        "such images")
 no_images = [kind for kind in kinds if not data.has(KINDS[kind]["images"])]
 if not no_images:
-    text += ("; we draw exactly those here (same sampler, same seed, same regions, same order), and the same "
-             "number of triplets with the other rule for comparison.")
+    text += ("; we draw exactly those here (same sampler, same seed, same regions, same order), "
+             "and the same number of triplets with the other rule for comparison.")
 else:
-    text += ". " + " ".join(f"This city has no {KINDS[kind]['images_name']}, so its {kind} triplets are drawn among "
-                            f"all {len(regions[kind])} regions, the ones the {KINDS[kind]['encoder']} encoder would "
-                            "train on." for kind in no_images)
-    text += (" We draw them as the encoders do (same sampler, same seed, same regions, same order), and the same "
-             "number of triplets with the other rule for comparison.")
+    text += ". " + " ".join(f"This city has no {KINDS[kind]['images_name']}, so its {kind} "
+                            f"triplets are drawn among all {len(regions[kind])} regions, the ones "
+                            f"the {KINDS[kind]['encoder']} encoder would train on."
+                            for kind in no_images)
+    text += (" We draw them as the encoders do (same sampler, same seed, same regions, same "
+             "order), and the same number of triplets with the other rule for comparison.")
 glue("triplet_regions", Markdown(text), display=False)
 sampler
 
@@ -252,7 +260,8 @@ sampler
 features = {kind: vectors[kind].loc[regions[kind]].to_numpy(float) for kind in kinds}
 
 
-def similarity_rank(kind: str, anchors: np.ndarray, others: np.ndarray, n_sample: int = 1000) -> np.ndarray:
+def similarity_rank(kind: str, anchors: np.ndarray, others: np.ndarray,
+                    n_sample: int = 1000) -> np.ndarray:
     """Percent of regions strictly more similar to each anchor than ``others`` (0: the most similar)."""
     X = features[kind]
     rng = np.random.default_rng(cfg.seed)
@@ -284,8 +293,10 @@ for kind, X in features.items():
                      "negative among anchor's 5 most similar (%)": 100 * np.mean(t.d_neg <= d5),
                      "negative among anchor's M most similar (%)": 100 * np.mean(t.d_neg <= dm),
                      "positive identical to anchor (%)": 100 * np.mean(t.d_pos == 0),
-                     "median similarity rank of positive (%)": np.median(ranks[kind, rule]["positive"]),
-                     "median similarity rank of negative (%)": np.median(ranks[kind, rule]["negative"])})
+                     "median similarity rank of positive (%)":
+                         np.median(ranks[kind, rule]["positive"]),
+                     "median similarity rank of negative (%)":
+                         np.median(ranks[kind, rule]["negative"])})
 rules = pd.DataFrame(rows).set_index(["encoder", "rule"])
 glue("n_triplets", cfg.sampling.n_triplets, display=False)
 
@@ -296,22 +307,26 @@ def per_kind(column: str, rule: str = "official") -> dict[str, str]:
 
 # the prose below, for the similarities this city has ("What we saw" keeps the numbers)
 more, tie, top5, topm = (per_kind(f"negative {c}") for c in (
-    "MORE similar than positive (%)", "AS similar as positive (%)", "among anchor's 5 most similar (%)",
-    "among anchor's M most similar (%)"))
+    "MORE similar than positive (%)", "AS similar as positive (%)",
+    "among anchor's 5 most similar (%)", "among anchor's M most similar (%)"))
 same_pct = per_kind("positive identical to anchor (%)", rule="paper")
 m_of = {kind: samplers["paper"].effective_sizes(len(regions[kind]))[1] for kind in kinds}
 if len(kinds) == 2:
-    glue("m_values", Markdown(f"{m_of['POI']} for the POI triplets, {m_of['mobility']} for the mobility ones"),
+    glue("m_values", Markdown(f"{m_of['POI']} for the POI triplets, {m_of['mobility']} for the "
+                              "mobility ones"),
          display=False)
-    glue("off_more", Markdown(f"{more['POI']}% of the POI triplets, {more['mobility']}% of the mobility ones"),
+    glue("off_more", Markdown(f"{more['POI']}% of the POI triplets, {more['mobility']}% of the "
+                              "mobility ones"),
          display=False)
     glue("off_tie", Markdown(f"{tie['POI']}% of the POI triplets (ties of identical vectors) and "
                              f"{tie['mobility']}% of the mobility ones"), display=False)
-    glue("off_top5", Markdown(f"{top5['POI']}% / {top5['mobility']}% of the triplets (POI / mobility)"),
+    glue("off_top5", Markdown(f"{top5['POI']}% / {top5['mobility']}% of the triplets (POI / "
+                              "mobility)"),
          display=False)
     glue("off_topm", Markdown(f"{topm['POI']}% / {topm['mobility']}%"), display=False)
     glue("eqs_alike", Markdown("eq. 1-4"), display=False)
-    same_text = f"{same_pct['POI']}% of the POI triplets and {same_pct['mobility']}% of the mobility triplets"
+    same_text = (f"{same_pct['POI']}% of the POI triplets and {same_pct['mobility']}% of the "
+                 "mobility triplets")
 else:
     glue("m_values", Markdown(f"{m_of[first]} for the {first} triplets"), display=False)
     glue("off_more", Markdown(f"{more[first]}% of the {first} triplets"), display=False)
@@ -323,14 +338,17 @@ else:
 if "POI" in kinds:
     t = sampled["POI", "paper"]
     same = t.d_pos == 0
-    same_empty = float(100 * np.mean(counts.loc[regions["POI"]].to_numpy().sum(axis=1)[t.anchor[same]] == 0)
+    same_empty = float(100 * np.mean(
+        counts.loc[regions["POI"]].to_numpy().sum(axis=1)[t.anchor[same]] == 0)
                        ) if same.any() else 0.0
     is_asked = "is asked" if data.has(SATELLITE) else "would be asked"
     if same.any():  # only where there are identical pairs to speak of
-        same_text += (f"; in {same_empty:.0f}% of those identical POI pairs the anchor has no POI at all, and "
-                      f"then the satellite encoder {is_asked} to bring together two stretches of water, fields or "
-                      "empty land that may look nothing alike from above")
-glue("same_sentence", Markdown(f"With the paper rule, the positive is identical to the anchor in {same_text}."),
+        same_text += (f"; in {same_empty:.0f}% of those identical POI pairs the anchor has no POI "
+                      f"at all, and then the satellite encoder {is_asked} to bring together two "
+                      "stretches of water, fields or empty land that may look nothing alike "
+                      "from above")
+glue("same_sentence", Markdown("With the paper rule, the positive is identical to the anchor in "
+                               f"{same_text}."),
      display=False)
 rules.round(1).T
 
@@ -343,17 +361,22 @@ rules.round(1).T
 # fall, with the median rank of the positives as vertical lines.
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Where each rule's negatives fall among the anchor's most similar regions (0%: the most similar), beside the median positive."}}
-fig, axes = plt.subplots(len(kinds), 1, figsize=(10, 6.5 if len(kinds) == 2 else 3.6), sharex=True, squeeze=False)
+fig, axes = plt.subplots(len(kinds), 1, figsize=(10, 6.5 if len(kinds) == 2 else 3.6), sharex=True,
+                         squeeze=False)
 axes = axes[:, 0]
 bins = np.linspace(0, 100, 41)
 for ax, kind in zip(axes, kinds):
     for rule, colour in (("paper", "tab:blue"), ("official", "tab:orange")):
-        ax.hist(ranks[kind, rule]["negative"], bins=bins, color=colour, alpha=0.55, label=f"{rule} rule: negative")
+        ax.hist(ranks[kind, rule]["negative"], bins=bins, color=colour, alpha=0.55,
+                label=f"{rule} rule: negative")
     for rule, ls in (("paper", "-"), ("official", "--")):
         median = np.median(ranks[kind, rule]["positive"])
-        ax.axvline(median, color="k", ls=ls, lw=1, label=f"{rule} rule: median positive ({median:.1f}%)")
-    ax.set(ylabel="triplets", title=f"{kind} triplets ({'satellite' if kind == 'POI' else 'street view'})")
-axes[-1].set_xlabel("similarity rank of the negative among all regions (% of regions more similar to the anchor)")
+        ax.axvline(median, color="k", ls=ls, lw=1,
+                   label=f"{rule} rule: median positive ({median:.1f}%)")
+    ax.set(ylabel="triplets",
+           title=f"{kind} triplets ({'satellite' if kind == 'POI' else 'street view'})")
+axes[-1].set_xlabel("similarity rank of the negative among all regions (% of regions more similar "
+                    "to the anchor)")
 for ax in axes:  # each panel's own medians, beside it: the bars stay uncovered
     ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1))
 fig.tight_layout()
@@ -367,21 +390,25 @@ plt.show()
 # %% tags=["hide-input"]
 # pictures of the triplets whose images the city has (the others are said to be left out here)
 pictured = [kind for kind in kinds if data.has(KINDS[kind]["images"])]
-anchor_has = {"POI": 'any POI (a POI-less anchor is usually water or fields, see "Identical vectors" above)',
+anchor_has = {"POI": 'any POI (a POI-less anchor is usually water or fields, see "Identical '
+                     'vectors" above)',
               "mobility": "any trip"}
 gallery_intro = ""
 if pictured:
     which = "triplets of each kind" if len(pictured) == 2 else f"{pictured[0]} triplets"
     gallery_intro = (f"Four {which}, drawn at random among those whose anchor has "
-                     f"{' or '.join(anchor_has[kind] for kind in pictured)}. Each row is anchor, positive, negative.")
+                     f"{' or '.join(anchor_has[kind] for kind in pictured)}. Each row is anchor, "
+                     "positive, negative.")
 gallery_intro = " ".join([gallery_intro] + [
-    f"*This city has no {KINDS[kind]['images_name']}: its {kind} triplets cannot be shown as pictures.*"
+    f"*This city has no {KINDS[kind]['images_name']}: its {kind} triplets cannot be shown as "
+    "pictures.*"
     for kind in kinds if kind not in pictured]).strip()
 glue("gallery_intro", Markdown(gallery_intro), display=False)
 glue("raw_counts", Markdown(
-    "On raw counts, as the paper has them, eq. 3 mostly measures *how many* POIs a region has: two regions with a "
-    "handful of POIs each are close whatever their categories, while two busy regions with the same mix but "
-    "different totals are far apart. Exercise 2 tries category shares instead." if "POI" in kinds else ""),
+    "On raw counts, as the paper has them, eq. 3 mostly measures *how many* POIs a region has: two "
+    "regions with a handful of POIs each are close whatever their categories, while two busy "
+    "regions with the same mix but different totals are far apart. Exercise 2 tries category "
+    "shares instead." if "POI" in kinds else ""),
      display=False)
 rng = np.random.default_rng(cfg.seed)
 xy = data.centres()
@@ -407,14 +434,16 @@ if "POI" in pictured:
         for role in ("anchor", "positive", "negative"):
             r = t[role]
             paths.append(sat[r])
-            extra = "" if role == "anchor" else f", d = {t['d_pos' if role == 'positive' else 'd_neg']:.1f}, " \
-                                                f"{km(t['anchor'], r):.1f} km"
+            extra = "" if role == "anchor" else \
+                f", d = {t['d_pos' if role == 'positive' else 'd_neg']:.1f}, " \
+                f"{km(t['anchor'], r):.1f} km"
             top = counts.loc[r].nlargest(2)
             mix = ", ".join(f"{c} {v}" for c, v in top.items() if v > 0) or "no POI"
             titles.append(f"{role}: {n_pois[r]} POIs{extra}\n{mix}")
     if paths:
         fig = plotting.plot_images(paths, titles, ncols=3, size=2.6)
-        fig.suptitle(f"POI triplets on satellite images ({sampler.rule} rule); d = eq. 3 distance", y=1.01)
+        fig.suptitle(f"POI triplets on satellite images ({sampler.rule} rule); d = eq. 3 "
+                     "distance", y=1.01)
         plt.show()
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Mobility triplets on street views, one per row (anchor, positive, negative; the first street view of each region): the titles give each region's inflow and outflow, and for the positive and the negative their eq. 1 distance to the anchor and how many km away they lie."}}
@@ -427,12 +456,14 @@ if "mobility" in pictured:
             r = t[role]
             paths.append(sv_paths[r][0])
             extra = "" if role == "anchor" else \
-                f", d = {t['d_pos' if role == 'positive' else 'd_neg']:.0f}, {km(t['anchor'], r):.1f} km"
-            titles.append(f"{role}{extra}\ninflow {flows.loc[r, INFLOW]:.0f}, outflow {flows.loc[r, OUTFLOW]:.0f}")
+                f", d = {t['d_pos' if role == 'positive' else 'd_neg']:.0f}, " \
+                f"{km(t['anchor'], r):.1f} km"
+            titles.append(f"{role}{extra}\ninflow {flows.loc[r, INFLOW]:.0f}, outflow "
+                          f"{flows.loc[r, OUTFLOW]:.0f}")
     if paths:
         fig = plotting.plot_images(paths, titles, ncols=3, size=2.6)
-        fig.suptitle(f"mobility triplets on street views ({sampler.rule} rule; first street view of each "
-                     "region); d = eq. 1 distance", y=1.01)
+        fig.suptitle(f"mobility triplets on street views ({sampler.rule} rule; first street view "
+                     "of each region); d = eq. 1 distance", y=1.01)
         plt.show()
 
 # %% [markdown]
@@ -453,7 +484,8 @@ K = 10
 all_xy = data.xy_m()
 near_idx, _ = most_similar(all_xy, k=K)
 ids = data.region_ids
-fig, axes = plt.subplots(1, len(kinds), figsize=(11 if len(kinds) == 2 else 5.8, 4.6), squeeze=False)
+fig, axes = plt.subplots(1, len(kinds), figsize=(11 if len(kinds) == 2 else 5.8, 4.6),
+                         squeeze=False)
 median_km = {}
 for ax, kind in zip(axes[0], kinds):
     values = n_pois if kind == "POI" else flows[INFLOW]
@@ -461,21 +493,24 @@ for ax, kind in zip(axes[0], kinds):
     order = values.reindex(ids).rank(method="first").to_numpy()
     anchor = int(np.argmin(np.abs(order - 0.9 * len(order))))
     plotting.plot_region_groups(
-        data, {f"{K} most {kind}-similar": ids[similar_idx[anchor]], f"{K} nearest": ids[near_idx[anchor]],
-               "anchor": [ids[anchor]]},
+        data, {f"{K} most {kind}-similar": ids[similar_idx[anchor]],
+               f"{K} nearest": ids[near_idx[anchor]], "anchor": [ids[anchor]]},
         colors=["tab:orange", "tab:blue", "black"], ax=ax,
-        title=f"{kind}: anchor with {values[ids[anchor]]:.0f} {'POIs' if kind == 'POI' else 'trips in'}")
+        title=f"{kind}: anchor with {values[ids[anchor]]:.0f} "
+              f"{'POIs' if kind == 'POI' else 'trips in'}")
     # over every region: how far away are its most similar and its nearest regions?
     far = np.hypot(*(all_xy[:, None, :] - all_xy[similar_idx]).transpose(2, 0, 1)) / 1000
     close = np.hypot(*(all_xy[:, None, :] - all_xy[near_idx]).transpose(2, 0, 1)) / 1000
     median_km[kind] = (float(np.median(far)), float(np.median(close)))
 fig.tight_layout()
 plt.show()
-busy = {"POI": "the one at the 90th percentile of POI counts", "mobility": "the one at the 90th percentile of inflow"}
+busy = {"POI": "the one at the 90th percentile of POI counts",
+        "mobility": "the one at the 90th percentile of inflow"}
 glue("near_intro", Markdown(
-    f"Here is one busy region ({busy[first]}) with its {K} most {first}-similar regions and its {K} nearest "
-    "regions on the map" + (f", and a region at the 90th percentile of inflow with its {K} most mobility-similar "
-                            "regions:" if len(kinds) == 2 else ":")), display=False)
+    f"Here is one busy region ({busy[first]}) with its {K} most {first}-similar regions and its "
+    f"{K} nearest regions on the map"
+    + (f", and a region at the 90th percentile of inflow with its {K} most mobility-similar "
+       "regions:" if len(kinds) == 2 else ":")), display=False)
 similar_km = f"{K} most {first}-similar regions lie a median {median_km[first][0]:.1f} km away"
 if len(kinds) == 2:
     similar_km += f" and its {K} most mobility-similar {median_km['mobility'][0]:.1f} km"
@@ -483,7 +518,8 @@ glue("near_sentence", Markdown(f"A region's {similar_km}, against {median_km[fir
                                f"for its {K} nearest."), display=False)
 
 # %% tags=["hide-input"]
-pd.DataFrame(median_km, index=[f"median km to the {K} most similar", f"median km to the {K} nearest"]).round(2)
+pd.DataFrame(median_km, index=[f"median km to the {K} most similar",
+                               f"median km to the {K} nearest"]).round(2)
 
 # %% [markdown]
 # Geographic triplets, as Tile2vec draws them for the baselines (positive among the 5 nearest
@@ -498,8 +534,8 @@ pd.DataFrame(median_km, index=[f"median km to the {K} most similar", f"median km
 # the POI triplets when the city has POIs, else the mobility ones, over the same regions
 frame = sampled[first, sampler.rule].to_frame()
 ours = f"{first} triplets (MuseCL, {KINDS[first]['encoder']})"
-geo = geographic_triplets(xy.loc[regions[first]].to_numpy(), n_triplets=cfg.sampling.n_triplets, seed=cfg.seed,
-                          region_ids=regions[first]).to_frame()
+geo = geographic_triplets(xy.loc[regions[first]].to_numpy(), n_triplets=cfg.sampling.n_triplets,
+                          seed=cfg.seed, region_ids=regions[first]).to_frame()
 km_pos = {ours: [km(a, p) for a, p in zip(frame["anchor"], frame["positive"])],
           "geographic triplets (Tile2vec)": list(geo["d_pos"] / 1000)}
 km_neg = {ours: [km(a, n) for a, n in zip(frame["anchor"], frame["negative"])],
@@ -516,18 +552,23 @@ fig.tight_layout()
 plt.show()
 summary = pd.DataFrame({f"median km to the {w}": {k: np.median(v) for k, v in t.items()}
                         for w, t in (("positive", km_pos), ("negative", km_neg))})
-follows = (f"{first} similarity hardly follows distance" if summary.iloc[0, 0] >= 0.8 * summary.iloc[0, 1] else
-           f"the positive lies nearer than the negative, so {first} similarity partly follows distance")
+follows = (f"{first} similarity hardly follows distance"
+           if summary.iloc[0, 0] >= 0.8 * summary.iloc[0, 1] else
+           f"the positive lies nearer than the negative, so {first} similarity partly follows "
+           "distance")
 glue("triplet_km", Markdown(
-    f"In the {first} triplets the positive is a median {summary.iloc[0, 0]:.1f} km from the anchor and the negative "
-    f"{summary.iloc[0, 1]:.1f} km: {follows}, while geographic triplets put the "
+    f"In the {first} triplets the positive is a median {summary.iloc[0, 0]:.1f} km from the anchor "
+    f"and the negative {summary.iloc[0, 1]:.1f} km: {follows}, while geographic triplets put the "
     f"positive {summary.iloc[1, 0]:.1f} km away."), display=False)
 
 # %% tags=["hide-input"]
 # for "What we saw": the findings, in words that follow this city's numbers
-off_m = {kind: float(rules.loc[(kind, "official"), "negative among anchor's M most similar (%)"]) for kind in kinds}
-pap_m = {kind: float(rules.loc[(kind, "paper"), "negative among anchor's M most similar (%)"]) for kind in kinds}
-off_5 = {kind: float(rules.loc[(kind, "official"), "negative among anchor's 5 most similar (%)"]) for kind in kinds}
+off_m = {kind: float(rules.loc[(kind, "official"), "negative among anchor's M most similar (%)"])
+         for kind in kinds}
+pap_m = {kind: float(rules.loc[(kind, "paper"), "negative among anchor's M most similar (%)"])
+         for kind in kinds}
+off_5 = {kind: float(rules.loc[(kind, "official"), "negative among anchor's 5 most similar (%)"])
+         for kind in kinds}
 which = " (POI / mobility)" if len(kinds) == 2 else ""
 
 
@@ -542,24 +583,26 @@ elif max(pap_m.values()) >= 2 and max(pap_m.values()) > 2 * max(off_m.values()):
 else:
     lead = "**The two rules give negatives of much the same quality here.**"
 glue("rule_finding", Markdown(
-    f"{lead} The official rule's uniform negative lies among the anchor's M most similar regions, those the paper "
-    f"rule refuses as negatives, in {pct(off_m)}{which} of the triplets, and among its 5 most similar in "
-    f"{pct(off_5)}, against {pct(pap_m)} among the M most similar under the paper rule. Such triplets teach the "
-    f"encoder to push apart regions that {KINDS[first]['eqs'] if len(kinds) == 1 else 'eq. 1-4'} call alike."),
+    f"{lead} The official rule's uniform negative lies among the anchor's M most similar regions, "
+    f"those the paper rule refuses as negatives, in {pct(off_m)}{which} of the triplets, and among "
+    f"its 5 most similar in {pct(off_5)}, against {pct(pap_m)} among the M most similar under the "
+    "paper rule. Such triplets teach the encoder to push apart regions that "
+    f"{KINDS[first]['eqs'] if len(kinds) == 1 else 'eq. 1-4'} call alike."),
      display=False)
 same_max = max(float(same_pct[kind]) for kind in kinds)
 glue("identical_finding", Markdown(
     "**Identical vectors hardly matter on this city.**" if pairs_first == 0 and same_max < 1 else
-    "**Identical vectors matter on this city**: the clamp of eq. 2 and 4 and the spread of positives over "
-    "identical regions are needed."), display=False)
+    "**Identical vectors matter on this city**: the clamp of eq. 2 and 4 and the spread of "
+    "positives over identical regions are needed."), display=False)
 pos_ratio = summary.iloc[0, 0] / max(summary.iloc[1, 0], 1e-9)
 glue("near_finding", Markdown(
-    "**Similarity triplets are not geographic triplets.** Positives chosen by similarity lie far from their "
-    "anchor, where a sampler that trusts distance (Tile2vec) would never look." if pos_ratio >= 3 else
-    "**Similarity triplets are only partly geographic.** Positives chosen by similarity lie farther from their "
-    "anchor than Tile2vec's, but not by much." if pos_ratio >= 1.5 else
-    "**On this city similarity triplets look much like geographic ones**: positives chosen by similarity lie "
-    "about as near their anchor as Tile2vec's."), display=False)
+    "**Similarity triplets are not geographic triplets.** Positives chosen by similarity lie far "
+    "from their anchor, where a sampler that trusts distance (Tile2vec) would "
+    "never look." if pos_ratio >= 3 else
+    "**Similarity triplets are only partly geographic.** Positives chosen by similarity lie "
+    "farther from their anchor than Tile2vec's, but not by much." if pos_ratio >= 1.5 else
+    "**On this city similarity triplets look much like geographic ones**: positives chosen by "
+    "similarity lie about as near their anchor as Tile2vec's."), display=False)
 summary.round(2)
 
 # %% [markdown]

@@ -63,8 +63,8 @@ from musecl.city import SATELLITE
 from musecl.encoders.image import (
     ImageStore, augment_images, build_encoder, cosine_triplet_loss, euclidean_margin_ranking_loss,
 )
-from musecl.methods.multisemantic import (TRIPLETS_CSV, backbone_features, image_settings, image_stage,
-                                        initial_embedding)
+from musecl.methods.multisemantic import (TRIPLETS_CSV, backbone_features, image_settings,
+                                          image_stage, initial_embedding)
 from musecl.sampling import Triplets
 from musecl.encoders.heads import FEATURE_HEADS
 from musecl.evaluation import latent_probe, triplet_agreement
@@ -81,12 +81,14 @@ glue("image_size", settings["image_size"], display=False)
 glue("embedding_dim", cfg.embedding_dim, display=False)
 glue("backbone_layers", Markdown(f"`{cfg.image.backbone_layers}`"), display=False)
 glue("head_sentence", Markdown(
-    f"**This run uses it** (`{settings['arch']}` at {settings['image_size']} px): the ResNet-18 below is "
-    "shown for reference, and the head is what trains here." if is_head else
-    "This run trains the CNN; the book's CI settings (`params/ci.yaml`) use the head instead."), display=False)
+    f"**This run uses it** (`{settings['arch']}` at {settings['image_size']} px): the ResNet-18 "
+    "below is shown for reference, and the head is what trains here." if is_head else
+    "This run trains the CNN; the book's CI settings (`params/ci.yaml`) use the head "
+    "instead."), display=False)
 glue("reconstruction_sentence", Markdown(
-    f"This run uses weight {cfg.image.head_reconstruction:g}, chosen on a second toy city, never on the book's "
-    "(the comment in `params/ci.yaml` gives the numbers)." if is_head and cfg.image.head_reconstruction else
+    f"This run uses weight {cfg.image.head_reconstruction:g}, chosen on a second toy city, never "
+    "on the book's (the comment in `params/ci.yaml` gives the "
+    "numbers)." if is_head and cfg.image.head_reconstruction else
     "This run trains on eq. 6 alone."), display=False)
 pd.Series(settings, name="satellite encoder").to_frame()
 
@@ -125,7 +127,8 @@ n_params = sum(p.numel() for p in resnet.parameters())
 glue("resnet_params_m", n_params / 1e6, display=False)
 glue("last_map", shapes[5][1][-1], display=False)
 print(resnet.net.fc)
-pd.DataFrame(shapes, columns=["stage", f"output shape for a {size} px image (C, H, W)"]).set_index("stage")
+pd.DataFrame(shapes,
+             columns=["stage", f"output shape for a {size} px image (C, H, W)"]).set_index("stage")
 
 # %% [markdown]
 # ResNet-18 has {glue:text}`resnet_params_m:.1f` million parameters. At
@@ -315,15 +318,16 @@ pcs = pd.DataFrame(pca.fit_transform(present.to_numpy()), index=present.index,
 n_missing = int(embedding.isna().any(axis=1).sum())
 glue("missing_sentence", Markdown(
     "Every region has a satellite image, hence an embedding." if not n_missing
-    else f"{n_of_regions(n_missing, len(embedding))} no satellite image and no embedding; the methods that use "
-    "this embedding fill those rows with its column means."), display=False)
+    else f"{n_of_regions(n_missing, len(embedding))} no satellite image and no embedding; the "
+         "methods that use this embedding fill those rows with its column means."), display=False)
 glue("pc1_var", float(pca.explained_variance_ratio_[0] * 100), display=False)
 glue("pc2_var", float(pca.explained_variance_ratio_[1] * 100), display=False)
 fig, axes = plt.subplots(1, 2, figsize=(10, 4.3))
 for ax, name in zip(axes, ("PC1", "PC2")):
     k = int(name[2:]) - 1
     plotting.plot_map(data, pcs[name], ax=ax, cmap="RdBu_r",
-                      title=f"{name} ({pca.explained_variance_ratio_[k]:.0%} of the variance)", label=name)
+                      title=f"{name} ({pca.explained_variance_ratio_[k]:.0%} of the variance)",
+                      label=name)
 fig.tight_layout()
 plt.show()
 
@@ -349,12 +353,14 @@ for q, row_d, row_n in zip(queries, distance, neighbour):
 fig = plotting.plot_images(paths, titles, ncols=6, size=1.8)
 plt.show()
 xy = data.centres()
-km = [float(np.median(np.hypot(*(xy.loc[present.index[n[1:]]].to_numpy() - xy.loc[q].to_numpy()).T)) / 1000)
+km = [float(np.median(np.hypot(*(xy.loc[present.index[n[1:]]].to_numpy() - xy.loc[q].to_numpy()).T))
+            / 1000)
       for q, n in zip(queries, neighbour)]
 glue("nn_km", float(np.mean(km)), display=False)
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Where the two query regions (red, blue) and their five embedding neighbours each (light red, light blue) lie: neighbours far from their query were matched by what the images show, not by place."}}
-ax = plotting.plot_region_groups(data, groups, colors=["tab:red", "salmon", "tab:blue", "lightskyblue"],
+ax = plotting.plot_region_groups(data, groups,
+                                 colors=["tab:red", "salmon", "tab:blue", "lightskyblue"],
                                  title="the queries and their embedding neighbours")
 plt.show()
 
@@ -377,9 +383,12 @@ plt.show()
 #    each image's mean colour (3 numbers), is the floor any image encoder should clear.
 
 # %% tags=["hide-input"]
-store = ImageStore.from_city(data, KIND, settings["image_size"],  # the images the stage trained on (cached)
-                             cache=cache.root / "images" / f"{KIND}-{settings['image_size']}-{city_fingerprint(data, labels=False)}.pt")
-untrained = initial_embedding(data, cfg, KIND, cache, stage, store).reindex(present.index)  # as the stage embeds
+store = ImageStore.from_city(data, KIND, settings["image_size"],
+                             # the images the stage trained on (cached)
+                             cache=cache.root / "images" / f"{KIND}-{settings['image_size']}-"
+                                   f"{city_fingerprint(data, labels=False)}.pt")
+untrained = (initial_embedding(data, cfg, KIND, cache, stage, store)  # as the stage embeds
+             .reindex(present.index))
 mean_colour = pd.DataFrame(store.images.float().mean(dim=(2, 3)).numpy(), index=store.region_ids,
                            columns=["R", "G", "B"]).reindex(present.index)
 
@@ -403,10 +412,11 @@ def head_lost(probes: pd.DataFrame) -> str:
     if lost.mean() > 0.02:
         why = ("" if cfg.image.head_reconstruction else
                ", so the POI-similarity task asks for less than ImageNet features already hold")
-        return (f"The frozen Lite0 features themselves reach {probes[column].mean():.2f}: the trained "
-                f"head keeps less than its input shows (most lost: `{lost.idxmax()}`){why}. ")
-    return (f"The frozen Lite0 features themselves reach {probes[column].mean():.2f}: the trained head "
-            "keeps what its input shows. ")
+        return (f"The frozen Lite0 features themselves reach {probes[column].mean():.2f}: the "
+                "trained head keeps less than its input shows (most lost: "
+                f"`{lost.idxmax()}`){why}. ")
+    return (f"The frozen Lite0 features themselves reach {probes[column].mean():.2f}: the "
+            "trained head keeps what its input shows. ")
 
 
 def probe_r2(features: pd.DataFrame, targets: pd.DataFrame) -> pd.Series:
@@ -418,15 +428,18 @@ if has_latents:
     latents = data.latents.reindex(present.index)
     rho = pd.DataFrame({pc: latents.corrwith(pcs[pc], method="spearman") for pc in pcs.columns[:3]})
     display(rho.round(2).style.background_gradient(cmap="RdBu_r", vmin=-1, vmax=1, axis=None)
-            .format("{:.2f}").set_caption("Spearman ρ, latent (rows) vs principal component of the embedding"))
+            .format("{:.2f}").set_caption("Spearman ρ, latent (rows) vs principal component of the "
+                                          "embedding"))
     probes = pd.DataFrame({"mean colour (3 numbers)": probe_r2(mean_colour, latents),
                            "untrained encoder": probe_r2(untrained, latents),
                            "trained encoder": probe_r2(present, latents)})
     if is_head:  # the frozen features themselves: what the head starts from
         features = backbone_features(data, cfg, KIND, cache)
-        probes.insert(1, "frozen Lite0 features", probe_r2(features.reindex(present.index), latents))
+        probes.insert(1, "frozen Lite0 features",
+                      probe_r2(features.reindex(present.index), latents))
     display(probes.round(2).style.background_gradient(cmap="Greens", vmin=0, vmax=1, axis=None)
-            .format("{:.2f}").set_caption("cross-validated R² of a linear probe, latent (rows) from features"))
+            .format("{:.2f}").set_caption("cross-validated R² of a linear probe, latent (rows) "
+                                          "from features"))
     best_pc1 = rho["PC1"].abs().idxmax()
     glue("pc1_latent", Markdown(f"`{best_pc1}`"), display=False)
     glue("pc1_rho", float(rho.loc[best_pc1, "PC1"]), display=False)
@@ -435,18 +448,20 @@ if has_latents:
         f"A linear probe recovers the latents with a mean R² of "
         f"{probes['trained encoder'].mean():.2f} from the trained embedding, against "
         f"{probes['untrained encoder'].mean():.2f} from the untrained one and "
-        f"{probes['mean colour (3 numbers)'].mean():.2f} from the mean colour; per latent, training "
-        f"changed it by {gain.max():+.2f} for `{gain.idxmax()}` (the most) to {gain.min():+.2f} for "
-        f"`{gain.idxmin()}` (the least). " + head_lost(probes) +
+        f"{probes['mean colour (3 numbers)'].mean():.2f} from the mean colour; per latent, "
+        f"training changed it by {gain.max():+.2f} for `{gain.idxmax()}` (the most) to "
+        f"{gain.min():+.2f} for `{gain.idxmin()}` (the least). " + head_lost(probes) +
         "Latents that the satellite images do not show (height, affluence, activity: see the data "
         "chapter) can be recovered only through their correlation with latents they do show, which "
         "the toy city keeps weak."), display=False)
 else:
-    display(Markdown("*This city has no `latents.csv` (a real city): the latent checks are skipped; "
-                     "the prediction chapter scores the embedding on the indicators instead.*"))
+    display(Markdown("*This city has no `latents.csv` (a real city): the latent checks are "
+                     "skipped; the prediction chapter scores the embedding on the indicators "
+                     "instead.*"))
     glue("pc1_latent", Markdown("(no latents in this city)"), display=False)
     glue("pc1_rho", float("nan"), display=False)
-    glue("probe_sentence", Markdown("This city has no latents, so the probe was skipped."), display=False)
+    glue("probe_sentence", Markdown("This city has no latents, so the probe was skipped."),
+         display=False)
 
 # for "What we saw": the findings, in words that follow this run's numbers
 task_finding, fit_sentence = training_findings(check["trained"], check["untrained"], history)
@@ -454,16 +469,21 @@ glue("task_finding", Markdown(task_finding), display=False)
 glue("fit_sentence", Markdown(fit_sentence), display=False)
 if has_latents:
     change = probes["trained encoder"].mean() - probes["untrained encoder"].mean()
-    probe_finding = ("**Training made the embedding tell more about the city's hidden fields.**" if change > 0.03
-                     else "**Training made the embedding tell less about the city's hidden fields, not more.**"
+    probe_finding = ("**Training made the embedding tell more about the city's hidden "
+                     "fields.**" if change > 0.03
+                     else "**Training made the embedding tell less about the city's hidden fields, "
+                          "not more.**"
                      if change < -0.03 else
-                     "**Training left what the embedding tells about the city's hidden fields about where it was.**")
-    pc1_sentence = (f"The first principal component carries {pca.explained_variance_ratio_[0]:.0%} of the "
-                    f"embedding's variance and follows `{best_pc1}` most closely (Spearman ρ = "
+                     "**Training left what the embedding tells about the city's hidden fields "
+                     "about where it was.**")
+    pc1_sentence = ("The first principal component carries "
+                    f"{pca.explained_variance_ratio_[0]:.0%} of the embedding's variance and "
+                    f"follows `{best_pc1}` most closely (Spearman ρ = "
                     f"{rho.loc[best_pc1, 'PC1']:.2f}).")
 else:
     probe_finding = ""
-    pc1_sentence = f"The first principal component carries {pca.explained_variance_ratio_[0]:.0%} of the embedding's variance."
+    pc1_sentence = (f"The first principal component carries {pca.explained_variance_ratio_[0]:.0%} "
+                    "of the embedding's variance.")
 glue("probe_finding", Markdown(probe_finding), display=False)
 glue("pc1_sentence", Markdown(pc1_sentence), display=False)
 

@@ -67,8 +67,8 @@ from musecl.city import INFLOW, OUTFLOW, SATELLITE, STREETVIEW
 from musecl.encoders.heads import FEATURE_HEADS
 from musecl.evaluation import latent_probe, triplet_agreement
 from musecl.encoders.image import ImageStore, augment_images, build_encoder
-from musecl.methods.multisemantic import (TRIPLETS_CSV, backbone_features, image_settings, image_stage,
-                                        initial_embedding, stage_encoder)
+from musecl.methods.multisemantic import (TRIPLETS_CSV, backbone_features, image_settings,
+                                          image_stage, initial_embedding, stage_encoder)
 from musecl.sampling import Triplets
 from musecl.report import history_table, training_findings
 from musecl.training import split_indices
@@ -78,12 +78,13 @@ settings = image_settings(cfg, KIND)  # arch, image_size, epochs, batch_size of 
 is_head = settings["arch"] in FEATURE_HEADS  # a head on frozen ImageNet features instead of a CNN
 has_latents = data.latents is not None and not data.latents.empty
 sv_paths = data.streetview_paths()
-n_views = pd.Series({r: len(p) for r, p in sv_paths.items()}, dtype=int).reindex(data.region_ids, fill_value=0)
+n_views = pd.Series({r: len(p) for r, p in sv_paths.items()}, dtype=int).reindex(
+    data.region_ids, fill_value=0)
 glue("arch", Markdown(f"`{settings['arch']}`"), display=False)
 glue("image_size", settings["image_size"], display=False)
 glue("head_sentence", Markdown(
-    f"**This run's encoder is `{settings['arch']}`**: a head trained on frozen EfficientNet-Lite0 ImageNet "
-    f"features of the views ({settings['image_size']} px; see chapter 3), not the "
+    f"**This run's encoder is `{settings['arch']}`**: a head trained on frozen EfficientNet-Lite0 "
+    f"ImageNet features of the views ({settings['image_size']} px; see chapter 3), not the "
     "Inception-v3 above." if is_head else
     "(`sv_arch: lite0-head` would train a head on frozen ImageNet features instead: "
     "see chapter 3.)"), display=False)
@@ -108,10 +109,12 @@ pd.Series(settings, name="street-view encoder").to_frame()
 
 # %% tags=["hide-input"]
 inception = build_encoder("inception_v3", cfg.embedding_dim, weights="random", seed=cfg.seed).eval()
-blocks = ("Conv2d_1a_3x3", "maxpool1", "maxpool2", "Mixed_5d", "Mixed_6e", "Mixed_7c", "avgpool", "fc")
+blocks = ("Conv2d_1a_3x3", "maxpool1", "maxpool2", "Mixed_5d", "Mixed_6e", "Mixed_7c", "avgpool",
+          "fc")
 shapes = []
 hooks = [getattr(inception.net, name).register_forward_hook(
-    lambda module, inputs, output, name=name: shapes.append((name, tuple(output.shape[1:])))) for name in blocks]
+    lambda module, inputs, output, name=name: shapes.append((name, tuple(output.shape[1:]))))
+         for name in blocks]
 size = settings["image_size"]
 with torch.no_grad():
     inception(torch.zeros((2, 3, size, size), dtype=torch.uint8))
@@ -121,7 +124,8 @@ n_params = sum(p.numel() for p in inception.parameters())
 glue("inception_params_m", n_params / 1e6, display=False)
 glue("inception_last_map", shapes[5][1][-1], display=False)
 print(inception.net.fc, "| dropout before it:", inception.net.dropout)
-pd.DataFrame(shapes, columns=["block", f"output shape for a {size} px image (C, H, W)"]).set_index("block")
+pd.DataFrame(shapes,
+             columns=["block", f"output shape for a {size} px image (C, H, W)"]).set_index("block")
 
 # %% [markdown]
 # Inception-v3 has {glue:text}`inception_params_m:.1f` million parameters, twice ResNet-18's.
@@ -222,13 +226,16 @@ plt.show()
 # (Training speed against the bare network: {doc}`appendix_benchmark`.)
 
 # %% tags=["hide-input"]
-store = ImageStore.from_city(data, KIND, settings["image_size"],  # the images the stage trained on (cached)
-                             cache=cache.root / "images" / f"{KIND}-{settings['image_size']}-{city_fingerprint(data, labels=False)}.pt")
+store = ImageStore.from_city(data, KIND, settings["image_size"],
+                             # the images the stage trained on (cached)
+                             cache=cache.root / "images" / f"{KIND}-{settings['image_size']}-"
+                                   f"{city_fingerprint(data, labels=False)}.pt")
 source = encoder_config["weights_source"]
 if is_head:
-    weights_text = (f"The backbone is EfficientNet-Lite0 with its ImageNet weights (`{source}`), frozen; the "
-                    f"head started from random weights and learned from {len(triplets):,} triplets "
-                    "(`sv_arch: lite0-head`; a region's features are the mean over its views).")
+    weights_text = (f"The backbone is EfficientNet-Lite0 with its ImageNet weights (`{source}`), "
+                    "frozen; the head started from random weights and learned from "
+                    f"{len(triplets):,} triplets (`sv_arch: lite0-head`; a region's features are "
+                    "the mean over its views).")
 elif source == "random":
     weights_text = ("**Random initialisation: ImageNet weights cannot be downloaded here.** The "
                     "paper starts from ImageNet weights; this encoder learned everything it knows "
@@ -250,16 +257,20 @@ display(Markdown(weights_text))
 encoder = stage_encoder(stage)  # the CNN, or frozen backbone + head, on single views
 owner = np.repeat(np.arange(store.n_regions), store.counts.numpy())
 rng = np.random.default_rng(cfg.seed)
-multi = np.flatnonzero(store.counts.numpy() >= 2)  # regions with two views or more: up to 200 of them
+multi = np.flatnonzero(
+    store.counts.numpy() >= 2)  # regions with two views or more: up to 200 of them
 multi = np.sort(rng.choice(multi, size=min(200, len(multi)), replace=False))
-rows = np.stack([store.starts.numpy()[multi], store.starts.numpy()[multi] + 1])  # their first two views
+rows = np.stack([store.starts.numpy()[multi],
+                 store.starts.numpy()[multi] + 1])  # their first two views
 with torch.no_grad():
-    pair = [torch.nn.functional.normalize(torch.cat([encoder(store.images[torch.as_tensor(r[k:k + 64])])
-                                                     for k in range(0, len(r), 64)]), dim=1).numpy()
+    pair = [torch.nn.functional.normalize(
+                torch.cat([encoder(store.images[torch.as_tensor(r[k:k + 64])])
+                           for k in range(0, len(r), 64)]), dim=1).numpy()
             for r in rows]
 same = (pair[0] * pair[1]).sum(axis=1)  # two views of the same region
 shift = rng.integers(1, len(multi), len(multi))
-other = (pair[0] * pair[1][(np.arange(len(multi)) + shift) % len(multi)]).sum(axis=1)  # of two other regions
+other = (pair[0]  # of two other regions
+         * pair[1][(np.arange(len(multi)) + shift) % len(multi)]).sum(axis=1)
 fig, ax = plt.subplots(figsize=(6, 3.3))
 bins = np.linspace(min(same.min(), other.min()), 1, 30)
 ax.hist(other, bins=bins, density=True, alpha=0.6, label="views of different regions")
@@ -290,7 +301,8 @@ fig, axes = plt.subplots(1, 2, figsize=(10, 4.3))
 for k, ax in enumerate(axes):
     name = f"PC{k + 1}"
     plotting.plot_map(data, pcs[name], ax=ax, cmap="RdBu_r",
-                      title=f"{name} ({pca.explained_variance_ratio_[k]:.0%} of the variance)", label=name)
+                      title=f"{name} ({pca.explained_variance_ratio_[k]:.0%} of the variance)",
+                      label=name)
 fig.tight_layout()
 plt.show()
 
@@ -313,7 +325,8 @@ fig = plotting.plot_images(paths, titles, ncols=6, size=1.8)
 plt.show()
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Where the two query regions (red, blue) and their five embedding neighbours each (light red, light blue) lie: neighbours far from their query were matched by what the views show, not by place."}}
-ax = plotting.plot_region_groups(data, groups, colors=["tab:red", "salmon", "tab:blue", "lightskyblue"],
+ax = plotting.plot_region_groups(data, groups,
+                                 colors=["tab:red", "salmon", "tab:blue", "lightskyblue"],
                                  title="the queries and their embedding neighbours")
 plt.show()
 
@@ -335,7 +348,8 @@ plt.show()
 # predict them only through their (weak) correlation with what it does show.
 
 # %% tags=["hide-input"]
-untrained = initial_embedding(data, cfg, KIND, cache, stage, store).reindex(present.index)  # as the stage embeds
+untrained = (initial_embedding(data, cfg, KIND, cache, stage, store)  # as the stage embeds
+             .reindex(present.index))
 colour = pd.DataFrame(store.images.float().mean(dim=(2, 3)).numpy(), columns=["R", "G", "B"])
 mean_colour = colour.groupby(owner).mean().set_axis(store.region_ids).reindex(present.index)
 
@@ -359,42 +373,54 @@ if has_latents:
     latents = data.latents.reindex(present.index)
     rho = pd.DataFrame({pc: latents.corrwith(pcs[pc], method="spearman") for pc in pcs.columns[:3]})
     display(rho.round(2).style.background_gradient(cmap="RdBu_r", vmin=-1, vmax=1, axis=None)
-            .format("{:.2f}").set_caption("Spearman ρ, latent (rows) vs principal component of the embedding"))
-    satellite = load_table(image_stage(data, cfg, SATELLITE, cache, progress=False) / "embeddings.csv")
+            .format("{:.2f}").set_caption("Spearman ρ, latent (rows) vs principal component of the "
+                                          "embedding"))
+    satellite = load_table(image_stage(data, cfg, SATELLITE, cache, progress=False)
+                           / "embeddings.csv")
     probes = pd.DataFrame({"mean colour (3 numbers)": probe_r2(mean_colour, latents),
                            "untrained encoder": probe_r2(untrained, latents),
                            "trained encoder": probe_r2(present, latents),
-                           "satellite encoder (chapter 3)": probe_r2(satellite.reindex(present.index), latents)})
+                           "satellite encoder (chapter 3)":
+                               probe_r2(satellite.reindex(present.index), latents)})
     if is_head:  # the frozen features themselves: what the head starts from
         features = backbone_features(data, cfg, KIND, cache)
-        probes.insert(1, "frozen Lite0 features", probe_r2(features.reindex(present.index), latents))
+        probes.insert(1, "frozen Lite0 features",
+                      probe_r2(features.reindex(present.index), latents))
     display(probes.round(2).style.background_gradient(cmap="Greens", vmin=0, vmax=1, axis=None)
-            .format("{:.2f}").set_caption("cross-validated R² of a linear probe, latent (rows) from features"))
+            .format("{:.2f}").set_caption("cross-validated R² of a linear probe, latent (rows) "
+                                          "from features"))
     best_pc1 = rho["PC1"].abs().idxmax()
     glue("pc1_latent", Markdown(f"`{best_pc1}`"), display=False)
     glue("pc1_rho", float(rho.loc[best_pc1, "PC1"]), display=False)
     lead = probes["trained encoder"] - probes["satellite encoder (chapter 3)"]
-    activity = (f" For `activity` the probe reaches {probes.loc['activity', 'trained encoder']:.2f} from street "
-                f"views against {probes.loc['activity', 'satellite encoder (chapter 3)']:.2f} from the "
-                "satellite embedding." if "activity" in probes.index else "")
+    activity = (" For `activity` the probe reaches "
+                f"{probes.loc['activity', 'trained encoder']:.2f} from street views against "
+                f"{probes.loc['activity', 'satellite encoder (chapter 3)']:.2f} from the satellite "
+                "embedding." if "activity" in probes.index else "")
     glue("probe_sentence", Markdown(
-        f"A linear probe recovers the latents with a mean R² of {probes['trained encoder'].mean():.2f} "
-        f"from the trained street-view embedding, against {probes['untrained encoder'].mean():.2f} from the "
-        f"untrained one and {probes['mean colour (3 numbers)'].mean():.2f} from the mean colour.{activity} "
-        + (f"The frozen Lite0 features themselves reach {probes['frozen Lite0 features'].mean():.2f}: the "
-           "trained head keeps " + ("less than its input shows. " if probes["frozen Lite0 features"].mean()
-                                            > probes["trained encoder"].mean() + 0.02 else "what its input shows. ")
+        "A linear probe recovers the latents with a mean R² of "
+        f"{probes['trained encoder'].mean():.2f} from the trained street-view embedding, against "
+        f"{probes['untrained encoder'].mean():.2f} from the untrained one and "
+        f"{probes['mean colour (3 numbers)'].mean():.2f} from the mean colour.{activity} "
+        + ("The frozen Lite0 features themselves reach "
+           f"{probes['frozen Lite0 features'].mean():.2f}: the trained head keeps "
+           + ("less than its input shows. "
+              if probes["frozen Lite0 features"].mean() > probes["trained encoder"].mean() + 0.02
+              else "what its input shows. ")
            if is_head else "")
-        + (f"Street views beat the satellite embedding most on `{lead.idxmax()}` ({lead.max():+.2f}) and trail "
-           f"it most on `{lead.idxmin()}` ({lead.min():+.2f})." if lead.max() > 0.01 else
-           f"The satellite embedding matches or beats street views on every latent, most clearly on "
-           f"`{lead.idxmin()}` ({lead.min():+.2f}).")), display=False)
+        + (f"Street views beat the satellite embedding most on `{lead.idxmax()}` "
+           f"({lead.max():+.2f}) and trail it most on `{lead.idxmin()}` "
+           f"({lead.min():+.2f})." if lead.max() > 0.01 else
+           "The satellite embedding matches or beats street views on every latent, most "
+           f"clearly on `{lead.idxmin()}` ({lead.min():+.2f}).")), display=False)
 else:
-    display(Markdown("*This city has no `latents.csv` (a real city): the latent checks are skipped; "
-                     "the prediction chapter scores the embedding on the indicators instead.*"))
+    display(Markdown("*This city has no `latents.csv` (a real city): the latent checks are "
+                     "skipped; the prediction chapter scores the embedding on the indicators "
+                     "instead.*"))
     glue("pc1_latent", Markdown("(no latents in this city)"), display=False)
     glue("pc1_rho", float("nan"), display=False)
-    glue("probe_sentence", Markdown("This city has no latents, so the probe was skipped."), display=False)
+    glue("probe_sentence", Markdown("This city has no latents, so the probe was skipped."),
+         display=False)
 
 # for "What we saw": the findings, in words that follow this run's numbers
 task_finding, fit_sentence = training_findings(check["trained"], check["untrained"], history)
@@ -403,26 +429,34 @@ glue("fit_sentence", Markdown(fit_sentence), display=False)
 agree_gap = float(np.median(same) - np.median(other))
 glue("views_finding", Markdown(
     "**A region's views agree**, so their mean summarises the region:" if agree_gap > 0.1 else
-    "**A region's views agree only a little**, so their mean is a noisy summary of the region:" if agree_gap > 0.02
-    else "**A region's views agree no more than views of different regions**, so their mean blurs the region "
-         "rather than summarising it:"), display=False)
+    "**A region's views agree only a little**, so their mean is a noisy summary of "
+    "the region:" if agree_gap > 0.02
+    else "**A region's views agree no more than views of different regions**, so their mean blurs "
+         "the region rather than summarising it:"), display=False)
 if has_latents:
     change = probes["trained encoder"].mean() - probes["untrained encoder"].mean()
     sees_more, sees_less = lead.max() > 0.1, lead.min() < -0.1
     probe_finding = (
-        "**Street views and satellite images show different parts of the city**, which is what fusing them needs."
+        "**Street views and satellite images show different parts of the city**, which is what "
+        "fusing them needs."
         if sees_more and sees_less else
-        "**Street views show more of the city than the satellite embedding does.**" if sees_more else
+        "**Street views show more of the city than the satellite "
+        "embedding does.**" if sees_more else
         "**Street views add nothing here that the satellite embedding does not already show.**")
-    probe_finding += (" Training made the street-view embedding tell more about the hidden fields." if change > 0.03
-                      else " Training made the street-view embedding tell less about the hidden fields, not more."
+    probe_finding += (" Training made the street-view embedding tell more about the "
+                      "hidden fields." if change > 0.03
+                      else " Training made the street-view embedding tell less about the hidden "
+                           "fields, not more."
                       if change < -0.03 else
-                      " Training left what the embedding tells about the hidden fields about where it was.")
-    pc1_sentence = (f"The first principal component carries {pca.explained_variance_ratio_[0]:.0%} of the "
-                    f"variance and follows `{best_pc1}` most closely (Spearman ρ = {rho.loc[best_pc1, 'PC1']:.2f}).")
+                      " Training left what the embedding tells about the hidden fields about "
+                      "where it was.")
+    pc1_sentence = ("The first principal component carries "
+                    f"{pca.explained_variance_ratio_[0]:.0%} of the variance and follows "
+                    f"`{best_pc1}` most closely (Spearman ρ = {rho.loc[best_pc1, 'PC1']:.2f}).")
 else:
     probe_finding = ""
-    pc1_sentence = f"The first principal component carries {pca.explained_variance_ratio_[0]:.0%} of the variance."
+    pc1_sentence = (f"The first principal component carries {pca.explained_variance_ratio_[0]:.0%} "
+                    "of the variance.")
 glue("probe_finding", Markdown(probe_finding), display=False)
 glue("pc1_sentence", Markdown(pc1_sentence), display=False)
 

@@ -56,8 +56,9 @@ cfg = RunConfig.from_yaml(params_file, device=device)
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # chapter 1 lists what loading the city warns about
     data = resolve_city(city or "toy", cities_dir=f"{out_dir}/cities")
-require_modalities(data, ("poi",), shows="the skip-gram vectors of POI categories and words (eq. 7), their "
-                   "nearest neighbours, and each region's average POI vector on the map")
+require_modalities(data, ("poi",), shows="the skip-gram vectors of POI categories and words "
+                                         "(eq. 7), their nearest neighbours, and each region's "
+                                         "average POI vector on the map")
 cache = Cache(f"{out_dir}/cache")
 cfg   # show the settings that produced every number on the page
 
@@ -91,7 +92,8 @@ sentences = training_sentences(data.pois, context, cfg.seed, copies)
 categories = data.pois[CATEGORY].map(category_token)
 per_category = categories.value_counts()
 texts = data.pois[TEXT] if TEXT in data.pois else pd.Series("", index=data.pois.index)
-n_with_text = int(sum(bool(w) and w != tokenize(c) for c, w in zip(data.pois[CATEGORY], texts.map(tokenize))))
+n_with_text = int(sum(bool(w) and w != tokenize(c)
+                      for c, w in zip(data.pois[CATEGORY], texts.map(tokenize))))
 if context == POI_TEXT:
     CONTEXT_NOTE = (
         f"**Context: POI text.** {n_with_text:,} of {len(data.pois):,} POIs have a text, and each "
@@ -111,12 +113,15 @@ glue("context_note", Markdown(CONTEXT_NOTE), display=False)
 
 if context == POI_TEXT:
     examples = data.pois.sample(n=min(6, len(data.pois)), random_state=cfg.seed)
-    display(pd.DataFrame({CATEGORY: examples[CATEGORY].to_numpy(), TEXT: texts[examples.index].to_numpy(),
-                          "sentence": [" ".join(sentences[data.pois.index.get_loc(i)]) for i in examples.index]}))
+    display(pd.DataFrame({CATEGORY: examples[CATEGORY].to_numpy(),
+                          TEXT: texts[examples.index].to_numpy(),
+                          "sentence": [" ".join(sentences[data.pois.index.get_loc(i)])
+                                       for i in examples.index]}))
 else:
     region_of = sorted(data.pois[REGION_ID].astype(str).unique())  # region_sentences' order
     shown = pd.Series(sentences[:len(region_of)], index=region_of)  # the first copy
-    shown = shown[shown.map(len) >= 2].sample(n=min(4, int((shown.map(len) >= 2).sum())), random_state=cfg.seed)
+    shown = shown[shown.map(len) >= 2].sample(n=min(4, int((shown.map(len) >= 2).sum())),
+                                              random_state=cfg.seed)
     display(pd.DataFrame({"POIs": shown.map(len), "sentence (first 12 tokens)": shown.map(
         lambda s: " · ".join(s[:12]) + (" …" if len(s) > 12 else ""))}).rename_axis(REGION_ID))
 
@@ -125,7 +130,8 @@ tokens = pd.Series([w for s in sentences for w in s])
 within = np.minimum(lengths - 1, cfg.text.window).sum() / max((lengths - 1).sum(), 1)
 corpus = {
     "context": context,
-    "sentences": f"{len(sentences):,} " + ("(POIs)" if context == POI_TEXT else f"({copies} × regions with POIs)"),
+    "sentences": f"{len(sentences):,} " + ("(POIs)" if context == POI_TEXT
+                                           else f"({copies} × regions with POIs)"),
     "tokens": len(tokens),
     "vocabulary (distinct tokens)": tokens.nunique(),
     "categories": len(per_category),
@@ -134,7 +140,8 @@ corpus = {
 }
 if context == POI_TEXT:
     corpus["POIs without text"] = int((lengths == 1).sum())
-    corpus[f"review words within {cfg.text.window} of the category token (%)"] = round(100 * within, 1)
+    corpus[f"review words within {cfg.text.window} of the category token (%)"] = round(
+        100 * within, 1)
 corpus = pd.Series(corpus, name="corpus").to_frame()
 glue("n_sentences", len(sentences), display=False)
 glue("n_tokens", len(tokens), display=False)
@@ -142,12 +149,13 @@ glue("n_vocab", tokens.nunique(), display=False)
 glue("rarest_count", int(per_category.min()), display=False)
 glue("rarest_name", Markdown(f"`{per_category.idxmin()}`"), display=False)
 if context == POI_TEXT:
-    window_sentence = (f"The category token opens its sentence: only the first few words of a review ever "
-                       f"fall in its window ({100 * within:.0f}% of the review words here).")
+    window_sentence = ("The category token opens its sentence: only the first few words of a "
+                       f"review ever fall in its window ({100 * within:.0f}% of the review "
+                       "words here).")
 else:
-    window_sentence = ("In a region's sentence the order is random, so a category's window is a random "
-                       f"sample of up to {2 * cfg.text.window} of its region's POIs, and each of the "
-                       f"{copies} copies draws another sample.")
+    window_sentence = ("In a region's sentence the order is random, so a category's window is "
+                       f"a random sample of up to {2 * cfg.text.window} of its region's POIs, and "
+                       f"each of the {copies} copies draws another sample.")
 glue("window_sentence", Markdown(window_sentence), display=False)
 corpus
 
@@ -191,7 +199,8 @@ if encoder.context != context:  # a cache entry written before contexts existed
                      f"*{encoder.context}*, not *{context}*: it predates context detection. Delete "
                      f"`{text_dir}` and rerun to retrain it.\n```"))
 # words skip-gram had no context for: their vectors are random starting values, never shown as semantics
-trained_on = training_sentences(data.pois, encoder.context, encoder.config.seed, encoder.config.region_copies)
+trained_on = training_sentences(data.pois, encoder.context, encoder.config.seed,
+                                encoder.config.region_copies)
 untrained = set(untrained_words(trained_on))
 pd.Series(settings, name="Word2Vec settings of this run").to_frame()
 
@@ -222,8 +231,9 @@ if not probe_words:  # another city: its three most frequent categories
     probe_words = trained_categories[:3]
 if untrained:
     shown_untrained = sorted(untrained & set(per_category.index))
-    display(Markdown(f"*{len(shown_untrained)} of {len(per_category)} categories had no context and are not "
-                     f"shown as anyone's neighbour: {', '.join(f'`{c}`' for c in shown_untrained[:10])}"
+    display(Markdown(f"*{len(shown_untrained)} of {len(per_category)} categories had no context "
+                     "and are not shown as anyone's neighbour: "
+                     f"{', '.join(f'`{c}`' for c in shown_untrained[:10])}"
                      f"{' …' if len(shown_untrained) > 10 else ''}.*"))
 can_show = len(trained_categories) >= 2
 if can_show:
@@ -243,7 +253,8 @@ cos = pd.DataFrame(sims, index=cat_keys, columns=cat_keys)
 k_cats = min(4, len(cat_keys) - 1)
 near_cats = {c: [f"{o} ({cos.loc[c, o]:.2f})" for o in cos.loc[c].nlargest(k_cats).index]
              for c in probe_words if c in cat_keys}
-if near_cats and encoder.context == POI_TEXT and can_show:  # under co-occurrence every word is a category: shown above
+if near_cats and encoder.context == POI_TEXT and can_show:
+    # under co-occurrence every word is a category: shown above
     display(pd.DataFrame(near_cats, index=pd.RangeIndex(1, k_cats + 1, name="rank"))
             .style.set_caption("the nearest categories (no other words) of each category"))
 mean_cat_cos = float(np.nanmean(cos.values)) if len(cat_keys) >= 2 else float("nan")
@@ -253,39 +264,45 @@ rho_together = float("nan")
 if encoder.context == REGION_COOCCURRENCE and can_show:
     # what the vectors should reflect, counted directly: do two categories' POI counts rise and
     # fall together across the regions?
-    X = data.poi_counts().rename(columns=category_token)[cat_keys].to_numpy(float)  # one column per category
+    # one column per category
+    X = data.poi_counts().rename(columns=category_token)[cat_keys].to_numpy(float)
     together = pd.DataFrame(X).corr().to_numpy()
     iu = np.triu_indices(len(cat_keys), 1)
     ok = ~np.isnan(together[iu])  # a category with the same count everywhere has no correlation
     rho_together = float(spearmanr(sims[iu][ok], together[iu][ok]).statistic)
     display(Markdown(
-        f"How closely the vectors follow the co-occurrence they were learnt from: over {int(ok.sum())} "
-        "pairs of categories, the Spearman correlation between the cosine similarity of two category "
-        "vectors and the correlation, across regions, of the two categories' POI counts is "
-        f"ρ = {rho_together:.2f}. The closer to 1, the more the neighbours above mean \"found in the same "
-        "regions\"; near 0, they are mostly training noise."))
+        "How closely the vectors follow the co-occurrence they were learnt from: over "
+        f"{int(ok.sum())} pairs of categories, the Spearman correlation between the cosine "
+        "similarity of two category vectors and the correlation, across regions, of the two "
+        f"categories' POI counts is ρ = {rho_together:.2f}. The closer to 1, the more the "
+        "neighbours above mean \"found in the same regions\"; near 0, they are mostly "
+        "training noise."))
 
 if not can_show:
-    vectors_sentence = ("The word vectors carry no meaning for this city: no category had any context to "
-                        "learn from, so every vector is a random starting value.")
+    vectors_sentence = ("The word vectors carry no meaning for this city: no category had any "
+                        "context to learn from, so every vector is a random starting value.")
 elif encoder.context == POI_TEXT:
     first = nearest_trained(probe_words[0], 3)
     vectors_sentence = (
-        f"The word vectors pick up what co-occurs in a review: the nearest words to `{probe_words[0]}` are "
-        f"{', '.join(f'`{v}`' for v, _ in first)}. " + (
-            f"Categories are described by their own words far more than by each other (mean cosine similarity "
-            f"between two category vectors {mean_cat_cos:.2f}), so the groups in the projection are loose."
+        "The word vectors pick up what co-occurs in a review: the nearest words to "
+        f"`{probe_words[0]}` are {', '.join(f'`{v}`' for v, _ in first)}. " + (
+            "Categories are described by their own words far more than by each other (mean cosine "
+            f"similarity between two category vectors {mean_cat_cos:.2f}), so the groups in the "
+            "projection are loose."
             if mean_cat_cos < 0.3 else
-            f"Categories share much of their vocabulary (mean cosine similarity between two category vectors "
-            f"{mean_cat_cos:.2f}), so related categories lie close in the projection."))
+            "Categories share much of their vocabulary (mean cosine similarity between two "
+            f"category vectors {mean_cat_cos:.2f}), so related categories lie close in the "
+            "projection."))
 else:
     first = nearest_trained(probe_words[0], 3)
     vectors_sentence = (
-        "The POIs have no text, so the vectors were learnt from region co-occurrence, to place together "
-        f"categories found in the same regions. The nearest categories to `{probe_words[0]}` are "
-        f"{', '.join(f'`{v}`' for v, _ in first)}; the cosine similarity of two category vectors follows "
-        f"the correlation of their POI counts across regions with Spearman ρ = {rho_together:.2f}"
-        + (f", only weakly: with these settings ({cfg.text.epochs} epochs) the neighbours are largely noise"
+        "The POIs have no text, so the vectors were learnt from region co-occurrence, to place "
+        "together categories found in the same regions. The nearest categories to "
+        f"`{probe_words[0]}` are {', '.join(f'`{v}`' for v, _ in first)}; the cosine similarity of "
+        "two category vectors follows the correlation of their POI counts across regions with "
+        f"Spearman ρ = {rho_together:.2f}"
+        + (f", only weakly: with these settings ({cfg.text.epochs} epochs) the neighbours are "
+           "largely noise"
            if rho_together < 0.3 else "")
         + f", and the mean cosine similarity between two category vectors is {mean_cat_cos:.2f}.")
 glue("vectors_sentence", Markdown(vectors_sentence), display=False)
@@ -298,13 +315,14 @@ glue("vectors_sentence", Markdown(vectors_sentence), display=False)
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "POI category vectors, first two principal components: categories close here were learnt as alike."}}
 GROUPS = {
     "food and drink": ["restaurant", "cafe", "fast_food", "bakery"],
-    "nightlife and leisure": ["bar", "wine_bar", "nightclub", "cinema", "museum", "art_gallery", "gym",
-                              "hotel", "shopping_mall", "betting_shop"],
-    "shops": ["supermarket", "organic_grocer", "discount_store", "convenience_store", "luxury_boutique",
-              "pawn_shop", "pharmacy", "hardware_store"],
-    "care, education, worship": ["school", "kindergarten", "hospital", "clinic", "library", "church"],
-    "work, transport, industry": ["bank", "office", "warehouse", "car_repair", "parking", "gas_station",
-                                  "bus_station", "farm_supply"],
+    "nightlife and leisure": ["bar", "wine_bar", "nightclub", "cinema", "museum", "art_gallery",
+                              "gym", "hotel", "shopping_mall", "betting_shop"],
+    "shops": ["supermarket", "organic_grocer", "discount_store", "convenience_store",
+              "luxury_boutique", "pawn_shop", "pharmacy", "hardware_store"],
+    "care, education, worship": ["school", "kindergarten", "hospital", "clinic", "library",
+                                 "church"],
+    "work, transport, industry": ["bank", "office", "warehouse", "car_repair", "parking",
+                                  "gas_station", "bus_station", "farm_supply"],
     "green": ["park"],
 }
 group_of = {c: g for g, members in GROUPS.items() for c in members}
@@ -316,7 +334,8 @@ if can_show and len(cat_keys) >= 3:
     for i, g in enumerate(dict.fromkeys(list(GROUPS) + ["other"])):
         mask = (groups == g).to_numpy()
         if mask.any():
-            ax.scatter(*xy_words[mask].T, s=40 + 4 * np.sqrt(per_category[cat_keys].to_numpy()[mask]),
+            ax.scatter(*xy_words[mask].T,
+                       s=40 + 4 * np.sqrt(per_category[cat_keys].to_numpy()[mask]),
                        color=plt.get_cmap("tab10")(i), label=g, alpha=0.85)
     plotting.label_points(ax, xy_words, cat_keys)
     ev = pca_words.explained_variance_ratio_ * 100
@@ -351,8 +370,9 @@ n_pois = data.poi_counts().sum(axis=1)
 empty = (regions.abs().sum(axis=1) == 0) | regions.isna().any(axis=1)
 n_empty, n_no_poi = int(empty.sum()), int((n_pois == 0).sum())
 glue("empty_sentence", Markdown(
-    f"Of {len(data):,} regions, {n_empty} ({100 * empty.mean():.1f}%) {'gets' if n_empty == 1 else 'get'} the "
-    f"zero vector of eq. 7 ({n_no_poi} {'has' if n_no_poi == 1 else 'have'} no POI at all)."), display=False)
+    f"Of {len(data):,} regions, {n_empty} ({100 * empty.mean():.1f}%) "
+    f"{'gets' if n_empty == 1 else 'get'} the zero vector of eq. 7 ({n_no_poi} "
+    f"{'has' if n_no_poi == 1 else 'have'} no POI at all)."), display=False)
 pd.Series({"regions": len(data),
            "regions with no POI": int((n_pois == 0).sum()),
            "regions with a zero POI vector": int(empty.sum()),
@@ -373,7 +393,8 @@ ev_regions = pca_regions.explained_variance_ratio_ * 100
 fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
 lim = float(np.nanquantile(np.abs(pcs["PC 1"]), 0.98))  # a few regions with one POI are extreme
 plotting.plot_map(data, pcs["PC 1"], ax=axes[0], cmap="RdBu_r", vmin=-lim, vmax=lim,
-                  title=f"PC 1 of the eq. 7 vectors ({ev_regions[0]:.0f}% of the variance)", label="PC 1")
+                  title=f"PC 1 of the eq. 7 vectors ({ev_regions[0]:.0f}% of the variance)",
+                  label="PC 1")
 plotting.plot_map(data, np.log1p(n_pois), ax=axes[1], title="POIs per region", label="ln(1 + POIs)")
 fig.tight_layout()
 plt.show()
@@ -385,39 +406,50 @@ if data.latents is not None and not data.latents.empty:
     lat = data.latents.reindex(data.region_ids)
     busy = has & (n_pois >= 5)  # a mean of at least five category vectors
     corr = pd.DataFrame({f"{pc}, {name}": lat[rows].corrwith(pcs.loc[rows, pc], method="spearman")
-                         for name, rows in (("regions with POIs", has), ("5+ POIs", busy)) for pc in pcs})
-    on_all = corr[[f"{pc}, regions with POIs" for pc in pcs]].abs()  # the closest latent of either component
+                         for name, rows in (("regions with POIs", has), ("5+ POIs", busy))
+                         for pc in pcs})
+    # the closest latent of either component
+    on_all = corr[[f"{pc}, regions with POIs" for pc in pcs]].abs()
     best, best_pc = on_all.stack().idxmax()
     best_pc = best_pc.split(",")[0]
-    rho_all, rho_busy = corr.loc[best, f"{best_pc}, regions with POIs"], corr.loc[best, f"{best_pc}, 5+ POIs"]
+    rho_all, rho_busy = (corr.loc[best, f"{best_pc}, regions with POIs"],
+                         corr.loc[best, f"{best_pc}, 5+ POIs"])
     glue("latent_sentence", Markdown(
-        f"Of the two components and the toy city's latent fields, {best_pc} and `{best}` go together most "
-        f"closely: Spearman ρ = {rho_all:.2f} over all regions with POIs, and {rho_busy:.2f} over the "
-        f"{int(busy.sum())} regions with at least five POIs."), display=False)
+        f"Of the two components and the toy city's latent fields, {best_pc} and `{best}` go "
+        f"together most closely: Spearman ρ = {rho_all:.2f} over all regions with POIs, and "
+        f"{rho_busy:.2f} over the {int(busy.sum())} regions with at least "
+        "five POIs."), display=False)
 else:
-    glue("latent_sentence", Markdown("This city has no latent fields to compare with."), display=False)
+    glue("latent_sentence", Markdown("This city has no latent fields to compare with."),
+         display=False)
 
 # %% tags=["hide-input"]
 if data.latents is not None and not data.latents.empty:
     display(corr.round(2).style.background_gradient(cmap="RdBu_r", vmin=-1, vmax=1, axis=None)
-            .format("{:.2f}").set_caption("Spearman correlation of the principal components with the latents"))
+            .format("{:.2f}").set_caption("Spearman correlation of the principal components with "
+                                          "the latents"))
     strongest = max(abs(rho_all), abs(rho_busy))
-    latent_finding = ("**The region vectors follow the city's hidden fields.**" if strongest >= 0.4 else
-                      "**The region vectors follow the city's hidden fields only weakly.**" if strongest >= 0.2 else
+    latent_finding = ("**The region vectors follow the city's hidden fields.**"
+                      if strongest >= 0.4 else
+                      "**The region vectors follow the city's hidden fields only weakly.**"
+                      if strongest >= 0.2 else
                       "**The region vectors hardly follow the city's hidden fields.**")
 else:
-    display(Markdown("*This city has no `latents.csv` (as every real city): no comparison with latents.*"))
+    display(Markdown("*This city has no `latents.csv` (as every real city): no comparison with "
+                     "latents.*"))
     latent_finding = ""
 # for "What we saw": the findings, in words that follow this city's numbers
 glue("latent_finding", Markdown(latent_finding), display=False)
 glue("count_finding", Markdown(
-    f"**A region's eq. 7 vector partly measures how few POIs it has**, although eq. 7 never sees the count: the "
-    f"first principal component of the non-empty vectors explains {ev_regions[0]:.0f}% of their variance, and its "
-    f"Spearman correlation with ln(1 + POIs) is {rho_count:.2f}. A mean of few category vectors is noisy and lies "
-    "far from the city-wide average." if abs(rho_count) >= 0.2 else
-    f"**A region's eq. 7 vector does not measure how many POIs it has**, as a mean should not: the first principal "
-    f"component of the non-empty vectors explains {ev_regions[0]:.0f}% of their variance, and its Spearman "
-    f"correlation with ln(1 + POIs) is only {rho_count:.2f}."), display=False)
+    "**A region's eq. 7 vector partly measures how few POIs it has**, although eq. 7 never sees "
+    "the count: the first principal component of the non-empty vectors explains "
+    f"{ev_regions[0]:.0f}% of their variance, and its Spearman correlation with ln(1 + POIs) is "
+    f"{rho_count:.2f}. A mean of few category vectors is noisy and lies far from the city-wide "
+    "average." if abs(rho_count) >= 0.2 else
+    "**A region's eq. 7 vector does not measure how many POIs it has**, as a mean should not: the "
+    f"first principal component of the non-empty vectors explains {ev_regions[0]:.0f}% of their "
+    "variance, and its Spearman correlation with ln(1 + POIs) is only "
+    f"{rho_count:.2f}."), display=False)
 
 # %% [markdown]
 # ## What the mean keeps, measured
@@ -438,7 +470,8 @@ if headline:
         warnings.simplefilter("ignore")  # regions without POIs: counted above
         summaries = {"eq. 7 mean": encoder.transform(data, pooling="mean"),
                      "eq. 7 mean × ln(1 + POIs)": encoder.transform(data, pooling="log-scaled"),
-                     "ln(1 + count) per category": np.log1p(data.poi_counts().reindex(data.region_ids).fillna(0))}
+                     "ln(1 + count) per category":
+                         np.log1p(data.poi_counts().reindex(data.region_ids).fillna(0))}
     kept = pd.DataFrame({name: ridge_cv_r2(table, data, headline, seed=cfg.seed)
                          for name, table in summaries.items()}).T
     kept.insert(0, "mean", kept.mean(axis=1))
@@ -446,16 +479,19 @@ if headline:
     means = kept["mean"]
     gain = means["eq. 7 mean × ln(1 + POIs)"] - means["eq. 7 mean"]
     glue("pooling_finding", Markdown(
-        (f"**Eq. 7's mean drops what the number of POIs says**: scaled by ln(1 + POIs), the same vectors reach "
-         f"ridge R² {means.iloc[1]:.3f} on the headline indicators instead of {means.iloc[0]:.3f}"
+        ("**Eq. 7's mean drops what the number of POIs says**: scaled by ln(1 + POIs), the same "
+         f"vectors reach ridge R² {means.iloc[1]:.3f} on the headline indicators instead of "
+         f"{means.iloc[0]:.3f}"
          if gain > 0.02 else
-         f"**On this city the number of POIs adds little to eq. 7's mean**: ridge R² {means.iloc[0]:.3f} for "
-         f"the mean, {means.iloc[1]:.3f} scaled by ln(1 + POIs)")
-        + f" (ln counts per category: {means.iloc[2]:.3f}). MuseCL aligns its image embedding with the mean "
-        "(eq. 11), so the fused vector can learn from the POIs only what the mean keeps."), display=False)
+         "**On this city the number of POIs adds little to eq. 7's mean**: ridge R² "
+         f"{means.iloc[0]:.3f} for the mean, {means.iloc[1]:.3f} scaled by ln(1 + POIs)")
+        + f" (ln counts per category: {means.iloc[2]:.3f}). MuseCL aligns its image embedding with "
+        "the mean (eq. 11), so the fused vector can learn from the POIs only what the mean "
+        "keeps."), display=False)
     display(kept.round(3))
 else:
-    glue("pooling_finding", Markdown("This city has no indicators to measure the summaries against."), display=False)
+    glue("pooling_finding",
+         Markdown("This city has no indicators to measure the summaries against."), display=False)
     display(Markdown("*No indicators: nothing to measure the summaries against.*"))
 
 # %% [markdown]

@@ -53,8 +53,8 @@ from musecl.runner import resolve_city
 
 cfg = RunConfig.from_yaml(params_file, device=device)
 data = resolve_city(city or "toy", cities_dir=f"{out_dir}/cities")
-SHOWS = ("the attentive fusion of two views of a region (eq. 8-10) aligned to the POI text by InfoNCE (eq. 11): "
-         "the attention per region, its map, and what the alignment keeps")
+SHOWS = ("the attentive fusion of two views of a region (eq. 8-10) aligned to the POI text by "
+         "InfoNCE (eq. 11): the attention per region, its map, and what the alignment keeps")
 # the views fused here: (key of beta, what the page calls the view, beta's symbol), street view first
 SLOTS = {"streetview": ("sv", "street view", "SV"), "satellite": ("rs", "satellite", "RV"),
          "mobility": ("mobility", "mobility view", "mob"), "poi": ("poi", "POI view", "POI")}
@@ -66,8 +66,9 @@ if with_images:  # both image kinds, or the one the city has (eq. 10 with beta =
         display(Markdown(report.one_view_note(data.name, image_views(data))))
 else:  # no images: the two vector views of MuseCL (vector views)
     display(Markdown(report.vector_target_note(data.name, "this chapter fuses the two views of")
-                     + " The mobility view stands where the street view stands below, the POI view where the "
-                     "satellite stands; nothing here fine-tunes, as there are no image encoders."))
+                     + " The mobility view stands where the street view stands below, the POI view "
+                     "where the satellite stands; nothing here fine-tunes, as there are no image "
+                     "encoders."))
     KINDS = ["mobility", "poi"]
 VIEWS = [SLOTS[kind] for kind in KINDS]
 FIRST = VIEWS[0]
@@ -159,7 +160,8 @@ designs = {cfg.fusion.design: method,  # the other design on the same encoders a
 poi = method.stage_table("text").reindex(data.region_ids).to_numpy()
 has_poi = np.linalg.norm(poi, axis=1) > 0
 chance = float(np.log(cfg.fusion.batch_size))
-COLOURS = {"aligned": "C0", "paper": "C1", "aligned, fine-tuned heads": "C2"}  # the same in every figure
+COLOURS = {"aligned": "C0", "paper": "C1",
+           "aligned, fine-tuned heads": "C2"}  # the same in every figure
 fig, (ax, ax_rec) = plt.subplots(1, 2, figsize=(10, 3.2))
 for design, fitted in designs.items():
     history = fitted.history("fusion")
@@ -172,7 +174,8 @@ for design, fitted in designs.items():
 ax.axhline(chance, color="grey", ls=":", label=f"chance, ln {cfg.fusion.batch_size}")
 ax.set(xlabel="epoch", ylabel="InfoNCE (eq. 11)", title="alignment")
 ax.legend(fontsize=8)
-ax_rec.set(xlabel="epoch", ylabel="mean squared error", title="reconstruction of the " + " and ".join(view[1] for view in VIEWS))
+ax_rec.set(xlabel="epoch", ylabel="mean squared error",
+           title="reconstruction of the " + " and ".join(view[1] for view in VIEWS))
 if ax_rec.lines:
     ax_rec.legend(fontsize=8)
 fig.tight_layout()
@@ -198,36 +201,39 @@ two_views = len(VIEWS) == 2
 both = method.stage_table(KINDS[0]).dropna(how="all").index
 for kind in KINDS[1:]:
     both = both.intersection(method.stage_table(kind).dropna(how="all").index)
-n_one_view = int(betas[cfg.fusion.design].notna().sum() - betas[cfg.fusion.design].index.isin(both).sum())
+n_one_view = int(betas[cfg.fusion.design].notna().sum()
+                 - betas[cfg.fusion.design].index.isin(both).sum())
 if two_views:
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
     symbol = f"$\\beta^{{{FIRST[2]}}}$"
     for ax, (design, beta) in zip(axes[:2], betas.items()):
-        plot_map(data, beta, ax=ax, cmap="coolwarm", vmin=0, vmax=1, title=f"{design} design: {symbol}",
-                 label=symbol)
+        plot_map(data, beta, ax=ax, cmap="coolwarm", vmin=0, vmax=1,
+                 title=f"{design} design: {symbol}", label=symbol)
     for design, beta in betas.items():
-        axes[2].hist(beta[beta.index.isin(both)], bins=np.linspace(0, 1, 41), alpha=0.6, color=COLOURS[design],
-                     label=f"{design} design")
+        axes[2].hist(beta[beta.index.isin(both)], bins=np.linspace(0, 1, 41), alpha=0.6,
+                     color=COLOURS[design], label=f"{design} design")
     axes[2].set(xlabel=symbol, ylabel="regions",
                 title="distribution over regions" + (" with both views" if n_one_view else ""))
     axes[2].legend(fontsize=9)
     fig.tight_layout()
     plt.show()
 else:
-    display(Markdown(f"*With one view eq. 9 has nothing to weigh: β = 1 for the {FIRST[1]} in every region, in "
-                     "both designs, so there is no map to draw.*"))
+    display(Markdown(f"*With one view eq. 9 has nothing to weigh: β = 1 for the {FIRST[1]} in "
+                     "every region, in both designs, so there is no map to draw.*"))
 
 # %% tags=["hide-input"]
 EXTREME = f"share of regions with β_{FIRST[2]} < 0.02 or > 0.98"
 spread = pd.DataFrame({design: {"median": beta.median(), "5th percentile": beta.quantile(0.05),
                                 "95th percentile": beta.quantile(0.95),
                                 EXTREME: ((beta < 0.02) | (beta > 0.98)).mean()}
-                       for design, beta in ((d, b[b.index.isin(both)]) for d, b in betas.items())}).round(3)
+                       for design, beta in ((d, b[b.index.isin(both)])
+                                            for d, b in betas.items())}).round(3)
 beta = betas[cfg.fusion.design].loc[lambda b: b.index.isin(both)]  # the regions with both views
 if two_views:
     if n_one_view:
-        display(Markdown(f"*{n_one_view} regions have one of the two views (on the maps: β = 0 or 1 by "
-                         f"construction); the histogram and the table leave them out ({len(both)} regions).*"))
+        display(Markdown(f"*{n_one_view} regions have one of the two views (on the maps: β = 0 "
+                         "or 1 by construction); the histogram and the table leave them out "
+                         f"({len(both)} regions).*"))
     display(spread)
     if data.latents is not None:
         corr = data.latents.corrwith(beta, method="spearman").rename(
@@ -274,7 +280,8 @@ if why_not_fine_tuned is None:
     ax.plot(history["epoch"], history["train_infonce"], color=COLOURS["aligned, fine-tuned heads"],
             label="fine-tuned heads")
     fixed = designs["aligned"].history("fusion")
-    ax.plot(fixed["epoch"], fixed["train_infonce"], color=COLOURS["aligned"], label="heads held fixed")
+    ax.plot(fixed["epoch"], fixed["train_infonce"], color=COLOURS["aligned"],
+            label="heads held fixed")
     ax.axhline(chance, color="grey", ls=":", label=f"chance, ln {cfg.fusion.batch_size}")
     ax.set(xlabel="epoch", ylabel="InfoNCE (eq. 11)", title="alignment")
     own_end = {}
@@ -282,8 +289,10 @@ if why_not_fine_tuned is None:
         own_end[stage] = tuned.history(stage)["train_loss"].iloc[-1]
         ax_t.plot(history["epoch"], history[f"train_triplet_{kind}"], color=colour,
                   label=f"{stage} head, fine-tuning")
-        ax_t.axhline(own_end[stage], color=colour, ls=":", label=f"{stage} head, end of its own training")
-    ax_t.set(xlabel="epoch", ylabel="triplet loss (eq. 6) + reconstruction", title="the heads' own losses")
+        ax_t.axhline(own_end[stage], color=colour, ls=":",
+                     label=f"{stage} head, end of its own training")
+    ax_t.set(xlabel="epoch", ylabel="triplet loss (eq. 6) + reconstruction",
+             title="the heads' own losses")
     for axis in (ax, ax_t):  # below the plots, where they hide no curve
         axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     fig.tight_layout()
@@ -294,10 +303,12 @@ if why_not_fine_tuned is None:
     fine_tune_losses = (
         "In the last epoch of fine-tuning the heads' triplet losses were "
         f"{now['streetview']:.3f} (street view) and {now['satellite']:.3f} (satellite), "
-        f"against {own_end['streetview']:.3f} and {own_end['satellite']:.3f} at the end of their own "
-        "training (lower is better): "
-        + (f"the {' and '.join(rose)} head's loss rose, which is what the alignment cost its pairing." if rose
-           else "no head's loss rose by more than 2%, so the alignment cost their pairing nothing measurable."))
+        f"against {own_end['streetview']:.3f} and {own_end['satellite']:.3f} at the end of "
+        "their own training (lower is better): "
+        + (f"the {' and '.join(rose)} head's loss rose, which is what the alignment cost its "
+           "pairing." if rose
+           else "no head's loss rose by more than 2%, so the alignment cost their pairing nothing "
+                "measurable."))
 else:
     fine_tune_losses = f"Not run: {why_not_fine_tuned}."
 glue("fine_tune_losses", Markdown(fine_tune_losses), display=False)
@@ -325,8 +336,9 @@ alignment = {}
 for design, fitted in designs.items():
     model = fitted.fusion_model()
     with torch.no_grad():  # the two vectors eq. 11 compares, for every region with POIs
-        a, b = model.align_space(torch.tensor(fitted.transform(data).to_numpy(), dtype=torch.float32),
-                                 torch.tensor(poi, dtype=torch.float32))  # copies: pandas' arrays are read-only
+        a, b = model.align_space(
+            torch.tensor(fitted.transform(data).to_numpy(), dtype=torch.float32),
+            torch.tensor(poi, dtype=torch.float32))  # copies: pandas' arrays are read-only
     a, b = unit(a.numpy()[has_poi]), unit(b.numpy()[has_poi])
     matched = (a * b).sum(axis=1)
     shuffled = (a * b[rng.permutation(len(b))]).sum(axis=1)
@@ -335,22 +347,27 @@ for design, fitted in designs.items():
         order = rng.permutation(len(a))
         for start in range(0, len(a) - n + 1, n):
             idx = order[start:start + n]
-            hits.append(np.mean((a[idx] @ b[idx].T).argmax(axis=1) == np.arange(n)))  # n x n in one batch
-    alignment[design] = {"cosine, own region": matched.mean(), "cosine, random region": shuffled.mean(),
+            # n x n in one batch
+            hits.append(np.mean((a[idx] @ b[idx].T).argmax(axis=1) == np.arange(n)))
+    alignment[design] = {"cosine, own region": matched.mean(),
+                         "cosine, random region": shuffled.mean(),
                          "own POI vector is the nearest in a batch": float(np.mean(hits))}
 alignment = pd.DataFrame(alignment)
 display(alignment.round(3))
 n_no_poi = int((~has_poi).sum())
 glue("no_poi_sentence", Markdown(
-    f"{n_no_poi} region{' has' if n_no_poi == 1 else 's have'} no POIs; a zero POI vector carries nothing to align "
-    "with, so such regions are left out of fusion training (they still get a fused vector)."), display=False)
+    f"{n_no_poi} region{' has' if n_no_poi == 1 else 's have'} no POIs; a zero POI vector carries "
+    "nothing to align with, so such regions are left out of fusion training (they still get a "
+    "fused vector)."), display=False)
 if "aligned, fine-tuned heads" in alignment:
-    top1_tuned = float(alignment.loc["own POI vector is the nearest in a batch", "aligned, fine-tuned heads"])
+    top1_tuned = float(alignment.loc["own POI vector is the nearest in a batch",
+                                     "aligned, fine-tuned heads"])
     top1_fixed = float(alignment.loc["own POI vector is the nearest in a batch", "aligned"])
     glue("fine_tune_finding", Markdown(
-        f"With the heads fine-tuned through the fusion, the own POI vector is the nearest in a batch "
-        f"{top1_tuned:.1%} of the time, against {top1_fixed:.1%} with the heads held fixed: "
-        f"{'the gradient of eq. 11 reaching the encoders tightens the alignment' if top1_tuned > top1_fixed + 0.02 else 'no clear gain in alignment'}."
+        "With the heads fine-tuned through the fusion, the own POI vector is the nearest in a "
+        f"batch {top1_tuned:.1%} of the time, against {top1_fixed:.1%} with the heads held fixed: "
+        f"""{'the gradient of eq. 11 reaching the encoders tightens the alignment'
+             if top1_tuned > top1_fixed + 0.02 else 'no clear gain in alignment'}."""
         " Whether it predicts better: chapter 8, row *MuseCL (fine-tuned heads)*."), display=False)
 else:
     glue("fine_tune_finding", Markdown(f"The end-to-end option did not run: {why_not_fine_tuned}."),
@@ -359,37 +376,43 @@ else:
 extreme = spread.loc[EXTREME]
 collapses = {design: float(extreme[design]) >= 0.10 for design in ("paper", "aligned")}
 collapse_finding = {
-    (True, False): "**The paper's literal fusion often gives a region all its weight on one modality; the aligned "
-                   "design mixes both.**",
+    (True, False): "**The paper's literal fusion often gives a region all its weight on one "
+                   "modality; the aligned design mixes both.**",
     (False, False): "**Neither design puts all of a region's weight on one modality.**",
     (True, True): "**Both designs often give a region all its weight on one modality.**",
-    (False, True): "**The aligned design, not the paper's, often gives a region all its weight on one modality.**",
+    (False, True): "**The aligned design, not the paper's, often gives a region all its weight on "
+                   "one modality.**",
 }[collapses["paper"], collapses["aligned"]]
 glue("attention_finding", Markdown(
     f"{collapse_finding} With the paper's design {extreme['paper']:.0%} of the regions"
     f"{' with both views' if n_one_view else ''} put (almost) all their "
-    f"weight on one modality, with the aligned design {extreme['aligned']:.0%}; in the design the book uses "
-    f"({cfg.fusion.design}) a region keeps on average a weight of {beta.mean():.2f} on the {FIRST[1]} (standard "
-    f"deviation {beta.std():.2f} across regions)." if two_views else
-    f"**One view, nothing to weigh:** {data.name} has {FIRST[1]} images alone, so β = 1 in every region and the "
-    "fused vector is that view, aligned to the POI text."), display=False)
+    f"weight on one modality, with the aligned design {extreme['aligned']:.0%}; in the design the "
+    f"book uses ({cfg.fusion.design}) a region keeps on average a weight of {beta.mean():.2f} on "
+    f"the {FIRST[1]} (standard deviation {beta.std():.2f} across regions)." if two_views else
+    f"**One view, nothing to weigh:** {data.name} has {FIRST[1]} images alone, so β = 1 in every "
+    "region and the fused vector is that view, aligned to the POI text."), display=False)
 used = alignment[cfg.fusion.design]
 top1_used = float(used["own POI vector is the nearest in a batch"])
 if top1_used >= 0.5 and top1_used >= 5 / n:
-    align_lead = (f"**The alignment works in the design the book uses ({cfg.fusion.design})**: eq. 11 brings the "
-                  f"POI semantics into the fused {'image ' if with_images else ''}vector.")
+    align_lead = (f"**The alignment works in the design the book uses ({cfg.fusion.design})**: "
+                  "eq. 11 brings the POI semantics into the fused "
+                  f"{'image ' if with_images else ''}vector.")
 elif top1_used > 2 / n:
-    align_lead = f"**The alignment works only partly in the design the book uses ({cfg.fusion.design}).**"
+    align_lead = ("**The alignment works only partly in the design the book uses "
+                  f"({cfg.fusion.design}).**")
 else:
-    align_lead = (f"**The alignment did not work in the design the book uses ({cfg.fusion.design})**: the fused "
-                  "vector finds its own region's POI vector no better than chance.")
-closer = ("closer to" if used["cosine, own region"] > used["cosine, random region"] + 0.02 else "no closer to")
+    align_lead = ("**The alignment did not work in the design the book uses "
+                  f"({cfg.fusion.design})**: the fused vector finds its own region's POI vector no "
+                  "better than chance.")
+closer = ("closer to" if used["cosine, own region"] > used["cosine, random region"] + 0.02
+          else "no closer to")
 glue("align_finding", Markdown(
     f"{align_lead} The fused vectors are {closer} their own region's POI vector (mean cosine "
-    f"{used['cosine, own region']:.2f}) than to a random region's ({used['cosine, random region']:.2f}); in batches "
-    f"of {n} regions the own POI vector is the most similar one {top1_used:.1%} of the time, against "
-    f"{float(alignment.loc['own POI vector is the nearest in a batch', other]):.1%} for the {other} design and "
-    f"{1 / n:.1%} by chance."), display=False)
+    f"{used['cosine, own region']:.2f}) than to a random region's "
+    f"({used['cosine, random region']:.2f}); in batches of {n} regions the own POI vector is the "
+    f"most similar one {top1_used:.1%} of the time, against "
+    f"{float(alignment.loc['own POI vector is the nearest in a batch', other]):.1%} for the "
+    f"{other} design and {1 / n:.1%} by chance."), display=False)
 
 # %% [markdown]
 # ## What we saw
