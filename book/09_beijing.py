@@ -139,14 +139,17 @@ plt.show()
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "The MuseCL Beijing lattice around the image regions of central Beijing (yellow: a region with real images)."}}
 images_table = pd.read_csv(city_dir / "images.csv", dtype={"region_id": str})
 folder_points = pd.DataFrame(
-    [parse_image_folder(Path(src).parent.name) for src in images_table.drop_duplicates("region_id")["source"]],
+    [parse_image_folder(Path(src).parent.name)
+     for src in images_table.drop_duplicates("region_id")["source"]],
     columns=["region_id", "lon", "lat"]).set_index("region_id")
-focus = [r for r in ids15 if 39.85 < city.regions.loc[r, "lat"] < 39.92 and 116.25 < city.regions.loc[r, "lon"] < 116.45]
+focus = [r for r in ids15 if 39.85 < city.regions.loc[r, "lat"] < 39.92
+         and 116.25 < city.regions.loc[r, "lon"] < 116.45]
 lon0, lat0 = city.regions.loc[focus, "lon"].mean(), city.regions.loc[focus, "lat"].mean()
-near = city.regions[(abs(city.regions["lon"] - lon0) < 0.09) & (abs(city.regions["lat"] - lat0) < 0.045)]
+near = city.regions[(abs(city.regions["lon"] - lon0) < 0.09)
+                    & (abs(city.regions["lat"] - lat0) < 0.045)]
 fig, ax = plt.subplots(figsize=(7, 5))
-near.plot(ax=ax, color=["#f4d58d" if r in ids15 else "#e8eef4" for r in near.index], edgecolor="grey",
-          linewidth=0.6)  # city.regions is a GeoDataFrame
+near.plot(ax=ax, color=["#f4d58d" if r in ids15 else "#e8eef4" for r in near.index],
+          edgecolor="grey", linewidth=0.6)  # city.regions is a GeoDataFrame
 ax.scatter(near["lon"], near["lat"], s=6, color="k", label="CSV centre (lattice)")
 shown = folder_points.loc[[r for r in folder_points.index if r in near.index]]
 ax.scatter(shown["lon"], shown["lat"], marker="x", color="red", label="image folder lon/lat")
@@ -161,7 +164,8 @@ offset_m = np.hypot((folder_points["lon"] - city.regions.loc[folder_points.index
                     (folder_points["lat"] - city.regions.loc[folder_points.index, "lat"]) * 111_320)
 from shapely.geometry import Point  # noqa: E402
 
-inside = sum(city.regions.geometry[r].contains(Point(p["lon"], p["lat"])) for r, p in folder_points.iterrows())
+inside = sum(city.regions.geometry[r].contains(Point(p["lon"], p["lat"]))
+             for r, p in folder_points.iterrows())
 glue("offset_min", float(offset_m.min()), display=False)
 glue("offset_max", float(offset_m.max()), display=False)
 glue("n_inside", int(inside), display=False)
@@ -188,12 +192,15 @@ glue("n_inside", int(inside), display=False)
 start = time.perf_counter()
 results_dir = Path(out_dir) / "beijing"
 with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message=".*left out of its evaluation")  # HD: 596 regions without a value
-    knn = run(city, results_dir, cfg, methods=["Location kNN"], cache_dir=f"{out_dir}/cache", progress=False)
+    # HD: 596 regions without a value
+    warnings.filterwarnings("ignore", message=".*left out of its evaluation")
+    knn = run(city, results_dir, cfg, methods=["Location kNN"], cache_dir=f"{out_dir}/cache",
+              progress=False)
     # the runner switches matplotlib to the file-only Agg backend; figures below need the inline one
     matplotlib.use("module://matplotlib_inline.backend_inline")
     location = make_method("Location kNN", cfg, progress=False).fit_transform(city)
-    mlp = evaluate_embedding(location, city, "Location (MLP probe)", seeds=cfg.seeds[:1], splits=("random",),
+    mlp = evaluate_embedding(location, city, "Location (MLP probe)", seeds=cfg.seeds[:1],
+                             splits=("random",),
                              probe="mlp", block_size_m=cfg.evaluation.block_size_m,
                              probe_config=probe_settings(cfg))
 results = pd.concat([knn, mlp], ignore_index=True)
@@ -201,8 +208,8 @@ with atomic_write(results_dir / "results.csv") as handle:  # the runner's rows p
     results.to_csv(handle, index=False)
 eval_seconds = time.perf_counter() - start
 glue("eval_seconds", eval_seconds, display=False)
-print(f"{len(results)} rows written to {(results_dir / 'results.csv').relative_to(out_dir)} (under out_dir) "
-      f"in {eval_seconds:.0f} s")
+print(f"{len(results)} rows written to {(results_dir / 'results.csv').relative_to(out_dir)} (under "
+      f"out_dir) in {eval_seconds:.0f} s")
 results.head().round(3)
 
 # %% [markdown]
@@ -217,13 +224,14 @@ results.head().round(3)
 # %% tags=["hide-input"]
 glue("seeds", ", ".join(map(str, cfg.seeds)), display=False)
 published = published_results(data_dir)
-paper = None if published is None else published[(published["city"] == "Beijing")
-                                                 & published["indicator"].isin(list(targets.columns))]
+paper = None if published is None else published[
+    (published["city"] == "Beijing") & published["indicator"].isin(list(targets.columns))]
 
 
 def beside_paper(metric: str) -> pd.DataFrame:
     """Our mean ± std per split beside the paper's number, one column group per indicator."""
-    ours = {split: report.results_table(results, metric, split, city="Beijing") for split in cfg.evaluation.splits}
+    ours = {split: report.results_table(results, metric, split, city="Beijing")
+            for split in cfg.evaluation.splits}
     joined = report.with_published(ours["random"], paper, "Beijing", metric=metric)
     if paper is None:  # no published_results.csv: our numbers only
         joined = pd.concat({ind: ours["random"][[ind]].rename(columns={ind: report.OURS})
@@ -322,7 +330,8 @@ for ind in targets.columns:
 # size they were trained at; a region's street-view embedding is the mean over all its views.
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "One raw Beijing panorama and the square views cut from it, as the street-view encoder sees them."}}
-raw_panorama = next(p for f, p in sorted(files.items()) if "/images/" in f and not Path(f).stem.isdigit())
+raw_panorama = next(p for f, p in sorted(files.items())
+                    if "/images/" in f and not Path(f).stem.isdigit())
 with Image.open(raw_panorama) as im:
     w, h = im.size
     fig, ax = plt.subplots(figsize=(10, 3.4))
@@ -362,24 +371,31 @@ from musecl.training import one_torch_thread  # noqa: E402
 
 start = time.perf_counter()
 with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message=".*have no satellite image")  # the toy city's few, by design
-    toy = resolve_city(encoder_city or "toy", cities_dir=f"{out_dir}/cities")  # the book's city: encoders cached
-require_modalities(toy, ("satellite", "streetview", "poi", "mobility"), shows="the 15 real Beijing regions "
-                   "embedded by the encoders trained on this city, and how well those embeddings predict the labels")
+    # the toy city's few, by design
+    warnings.filterwarnings("ignore", message=".*have no satellite image")
+    # the book's city: encoders cached
+    toy = resolve_city(encoder_city or "toy", cities_dir=f"{out_dir}/cities")
+require_modalities(toy, ("satellite", "streetview", "poi", "mobility"),
+                   shows="the 15 real Beijing regions embedded by the encoders trained on this "
+                   "city, and how well those embeddings predict the labels")
 cache = Cache(f"{out_dir}/cache")
 embeddings, weights_source = {}, {}
 for kind, label in ((SATELLITE, "RS"), (STREETVIEW, "SV")):
     settings = image_settings(cfg, kind)
-    stage = image_stage(toy, cfg, kind, cache, progress=False)  # cached by chapters 3-4, else trained now
+    # cached by chapters 3-4, else trained now
+    stage = image_stage(toy, cfg, kind, cache, progress=False)
     trained = stage_encoder(stage)  # the CNN, or frozen backbone + head
     # the same architecture at its starting point (same seed, same weights setting): the control
     initial = stage_encoder(stage, initial=True, seed=cfg.seed, weights=cfg.image.weights)
     pairs = list(sat.items()) if kind == SATELLITE else [(r, p) for r in ids15 for p in sv[r]]
     store = ImageStore.from_pairs(pairs, settings["image_size"], kind=kind)
     with one_torch_thread():  # a few hundred small images: a second thread only adds contention
-        embeddings[f"{label} trained on toy"] = embed_regions(trained, store, amp=cfg.machine.amp).loc[ids15]
-        embeddings[f"{label} initial weights"] = embed_regions(initial, store, amp=cfg.machine.amp).loc[ids15]
-    weights_source[label] = f"{settings['arch']} at {settings['image_size']} px, start: {trained.config['weights_source']}"
+        embeddings[f"{label} trained on toy"] = embed_regions(trained, store,
+                                                              amp=cfg.machine.amp).loc[ids15]
+        embeddings[f"{label} initial weights"] = embed_regions(initial, store,
+                                                               amp=cfg.machine.amp).loc[ids15]
+    weights_source[label] = (f"{settings['arch']} at {settings['image_size']} px, "
+                             f"start: {trained.config['weights_source']}")
 encode_seconds = time.perf_counter() - start
 glue("encode_seconds", encode_seconds, display=False)
 pd.Series(weights_source, name="encoder").rename_axis("images").to_frame()
@@ -463,7 +479,8 @@ rng = np.random.default_rng(cfg.seed)
 
 
 def mantel(dist: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Spearman rho between pair distances and |y_i - y_j|, and its permutation p-value (two-sided)."""
+    ("Spearman rho between pair distances and |y_i - y_j|, and its permutation p-value "
+     "(two-sided).")
     keep = ~np.isnan(y)
     d = dist[np.ix_(keep, keep)]
     yk = y[keep]
@@ -478,8 +495,10 @@ def mantel(dist: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 mantel_rows = {}
 for name, dist in distances.items():
-    mantel_rows[name] = {ind: mantel(dist.to_numpy(), y15[ind].to_numpy()) for ind in targets.columns}
-mantel_table = pd.DataFrame({name: {ind: f"{rho:+.2f} (p = {p:.3f})" for ind, (rho, p) in cells.items()}
+    mantel_rows[name] = {ind: mantel(dist.to_numpy(), y15[ind].to_numpy())
+                         for ind in targets.columns}
+mantel_table = pd.DataFrame({name: {ind: f"{rho:+.2f} (p = {p:.3f})"
+                                    for ind, (rho, p) in cells.items()}
                              for name, cells in mantel_rows.items()}).T
 mantel_table.index.name = "distance"
 
@@ -496,29 +515,34 @@ numbers = ", ".join(f"{knn_r[ind]:.2f} ({ind})" for ind in labels)
 if paper_r:
     beats = [ind for ind in paper_r if knn_r[ind] > paper_r[ind]]
     short = [ind for ind in paper_r if ind not in beats]
-    lead = (f"**Location alone beats the paper's MuseCL on {' and '.join(beats)}** and falls short on "
-            f"{' and '.join(short)}." if beats and short else
+    lead = (f"**Location alone beats the paper's MuseCL on {' and '.join(beats)}** and falls "
+            f"short on {' and '.join(short)}." if beats and short else
             "**Location alone beats the paper's MuseCL on every label.**" if beats else
             "**The paper's MuseCL beats location alone on every label.**")
-    location_finding = (f"{lead} Under the paper's random split, kNN on the region centre reaches R² {numbers}, "
-                        "against " + ", ".join(f"{paper_r[ind]:.2f}" for ind in paper_r) + " reported for MuseCL.")
+    location_finding = (f"{lead} Under the paper's random split, kNN on the region centre reaches "
+                        f"R² {numbers}, against "
+                        + ", ".join(f"{paper_r[ind]:.2f}" for ind in paper_r)
+                        + " reported for MuseCL.")
 else:
-    location_finding = (f"Under the paper's random split, kNN on the region centre reaches R² {numbers}; the paper's "
-                        "numbers are not on this machine, so there is nothing to set them against.")
+    location_finding = ("Under the paper's random split, kNN on the region centre reaches R² "
+                        f"{numbers}; the paper's numbers are not on this machine, so there is "
+                        "nothing to set them against.")
 glue("location_finding", Markdown(location_finding), display=False)
 if "spatial" in cfg.evaluation.splits:
     knn_s = {ind: float(mean_r2.loc[("Location kNN", "spatial", ind)]) for ind in labels}
-    lost = np.mean([knn_r[ind] - knn_s[ind] for ind in labels]) / max(abs(np.mean(list(knn_r.values()))), 1e-9)
+    lost = (np.mean([knn_r[ind] - knn_s[ind] for ind in labels])
+            / max(abs(np.mean(list(knn_r.values()))), 1e-9))
     spatial_numbers = ", ".join(f"{knn_s[ind]:.2f} ({ind})" for ind in labels)
     spatial_finding = (
-        f"**Most of location's score is neighbours that resemble each other**: when whole blocks are held out, the "
-        f"same baseline falls to {spatial_numbers}." if lost > 0.5 else
-        f"**Part of location's score is neighbours that resemble each other**: when whole blocks are held out, the "
-        f"same baseline falls to {spatial_numbers}." if lost > 0.2 else
-        f"**Location's score largely survives the spatial split**: with whole blocks held out, the same baseline "
-        f"still reaches {spatial_numbers}.")
+        "**Most of location's score is neighbours that resemble each other**: when whole blocks "
+        f"are held out, the same baseline falls to {spatial_numbers}." if lost > 0.5 else
+        "**Part of location's score is neighbours that resemble each other**: when whole blocks "
+        f"are held out, the same baseline falls to {spatial_numbers}." if lost > 0.2 else
+        "**Location's score largely survives the spatial split**: with whole blocks held out, the "
+        f"same baseline still reaches {spatial_numbers}.")
 else:
-    spatial_finding = "Only the random split was run, so what neighbours contribute to the score is not measured."
+    spatial_finding = ("Only the random split was run, so what neighbours contribute to the score "
+                       "is not measured.")
 glue("spatial_finding", Markdown(spatial_finding), display=False)
 glue("n_image_regions", len(ids15), display=False)
 mantel_table

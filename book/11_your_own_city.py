@@ -61,7 +61,8 @@ if raw.exists():
     shutil.rmtree(raw)  # the raw files are remade on every run; nothing else lives there
 (raw / "photos").mkdir(parents=True)
 warnings.simplefilter("always")  # show every converter's report, even when repeated
-warnings.formatwarning = lambda message, category, *args, **kwargs: f"{category.__name__}: {message}\n"
+warnings.formatwarning = (lambda message, category, *args, **kwargs:
+                          f"{category.__name__}: {message}\n")
 
 # %% [markdown]
 # ## The raw files
@@ -80,7 +81,8 @@ R = 6_371_000.0
 
 
 def scatter(region_ids):
-    """One random point per entry, in a disc of 0.8 x the hexagon's inner radius around its centre."""
+    ("One random point per entry, in a disc of 0.8 x the hexagon's inner radius around its "
+     "centre.")
     centre = toy.regions.loc[list(region_ids), ["lon", "lat"]].to_numpy()
     r = 0.8 * toy.meta.hexagon_size_m * np.sqrt(3) / 2 * np.sqrt(rng.random(len(centre)))
     t = rng.uniform(0, 2 * np.pi, len(centre))
@@ -93,8 +95,10 @@ def scatter(region_ids):
 lon, lat = scatter(toy.pois["region_id"])
 raw_pois = pd.DataFrame({"longitude": lon, "latitude": lat, "type": toy.pois["category"],
                          "review": toy.pois["text"]})
-raw_pois = pd.concat([raw_pois, pd.DataFrame({"longitude": [0.5, 0.51, -0.6], "latitude": [0.5, 0.5, 0.2],
-                                              "type": ["cafe", "bar", "farm_supply"], "review": ""})])
+raw_pois = pd.concat([raw_pois, pd.DataFrame({"longitude": [0.5, 0.51, -0.6],
+                                              "latitude": [0.5, 0.5, 0.2],
+                                              "type": ["cafe", "bar", "farm_supply"],
+                                              "review": ""})])
 raw_pois.to_csv(raw / "pois.csv", index=False)
 
 # trips: one row per trip (the toy city's OD flows, expanded)
@@ -112,13 +116,16 @@ district_shapes = cell_district.dissolve("district").reset_index()[["district", 
 (raw / "districts.geojson").write_text(district_shapes.to_json())
 by_district = toy.indicators.groupby(district)
 pd.DataFrame({"district": [f"D{d:02d}" for d in by_district.groups],
-              "pop_density": by_district["PD"].mean().round(1).to_numpy(),  # equal-area hexagons: the mean
-              "crimes": by_district["CR"].sum().to_numpy()}).to_csv(raw / "district_indicators.csv", index=False)
+              # equal-area hexagons: the mean
+              "pop_density": by_district["PD"].mean().round(1).to_numpy(),
+              "crimes": by_district["CR"].sum().to_numpy()}).to_csv(raw / "district_indicators.csv",
+                                                                    index=False)
 (raw / "boundary.geojson").write_text(json.dumps(shapely.geometry.mapping(toy.regions.union_all())))
 
 # images: anonymous file names, coordinates in a CSV (tile centre / camera position)
 rows = []
-for i, (rid, kind, path) in enumerate(toy.images[["region_id", "kind", "path"]].itertuples(index=False)):
+for i, (rid, kind, path) in enumerate(toy.images[["region_id", "kind", "path"]]
+                                      .itertuples(index=False)):
     name = f"photos/{'tile' if kind == 'satellite' else 'street'}_{i:04d}.png"
     shutil.copyfile(path, raw / name)
     if kind == "satellite":
@@ -164,10 +171,10 @@ regions.table.head(3)
 
 # %% mystnb={"figure": {"caption": "Regions: H3 hexagons covering the city (left), and the districts the indicators are published for (right)."}}
 fig, axes = plt.subplots(1, 2, figsize=(9, 4))
-plot_map(regions.table, ax=axes[0], cmap="Blues", vmin=-1, vmax=1, colorbar=False, edgecolor="white",
-         title=f"{len(regions)} H3 cells, resolution {resolution}")
-plot_map(districts.table, ax=axes[1], cmap="Blues", vmin=-1, vmax=1, colorbar=False, edgecolor="black",
-         title=f"{len(districts)} districts (polygons)")
+plot_map(regions.table, ax=axes[0], cmap="Blues", vmin=-1, vmax=1, colorbar=False,
+         edgecolor="white", title=f"{len(regions)} H3 cells, resolution {resolution}")
+plot_map(districts.table, ax=axes[1], cmap="Blues", vmin=-1, vmax=1, colorbar=False,
+         edgecolor="black", title=f"{len(districts)} districts (polygons)")
 plt.show()
 
 # %% [markdown]
@@ -197,7 +204,8 @@ ids = regions.ids
 pois_per_cell = pois["region_id"].value_counts().reindex(ids, fill_value=0)
 arriving = od.groupby("destination")["flow"].sum().reindex(ids, fill_value=0)
 plot_map(regions.table, pois_per_cell, ax=axes[0], title="POIs per cell", edgecolor="white")
-plot_map(regions.table, np.log1p(arriving), ax=axes[1], title="ln(1 + trips arriving)", edgecolor="white")
+plot_map(regions.table, np.log1p(arriving), ax=axes[1], title="ln(1 + trips arriving)",
+         edgecolor="white")
 plt.show()
 
 # %% [markdown]
@@ -341,7 +349,8 @@ variants = {"no street views": dict(pois=pois, od=od, images=images[images["kind
             "no POIs": dict(od=od, images=images)}
 support = {"My City": methods_table(my_city).set_index("method")["runs here"]}
 for label, parts in variants.items():
-    folder = from_raw.build_city(work / label.replace(" ", "_"), regions, indicators, name=f"My City, {label}",
+    folder = from_raw.build_city(work / label.replace(" ", "_"), regions, indicators,
+                                 name=f"My City, {label}",
                                  indicator_meta=indicator_meta, overwrite=True, **parts)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the converters' reports were shown above
@@ -386,12 +395,14 @@ with pd.option_context("display.max_colwidth", None):
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
-osm_pois = from_raw.pois_from_csv(raw / "pois.csv", districts, lon="longitude", lat="latitude", category="type")
+osm_pois = from_raw.pois_from_csv(raw / "pois.csv", districts, lon="longitude", lat="latitude",
+                                  category="type")
 district_values = values.rename(columns={"pop_density": "PD", "crimes": "CR"})
 district_dir = from_raw.build_city(
     work / "districts", districts, district_values.reindex(districts.ids), pois=osm_pois,
     name="My City, districts", overwrite=True, log=True,
-    indicator_meta={"PD": {"long_name": "population density"}, "CR": {"long_name": "crime incidents"}})
+    indicator_meta={"PD": {"long_name": "population density"},
+                    "CR": {"long_name": "crime incidents"}})
 district_city = musecl.load_city(district_dir)
 print(district_city)
 book_dir = Path(musecl.__file__).resolve().parents[1] / "book"
@@ -401,13 +412,15 @@ for chapter in ("05_poi_text", "08_results"):
     notebook.parent.mkdir(parents=True, exist_ok=True)
     command = (f"{sys.executable} -m jupytext --to ipynb -o - {book_dir / chapter}.py | "
                f"{sys.executable} -m papermill - {notebook} --cwd {book_dir} --no-progress-bar "
-               f"-p city {district_dir.resolve()} -p out_dir {(work / 'districts_book' / 'work').resolve()} "
+               f"-p city {district_dir.resolve()} "
+               f"-p out_dir {(work / 'districts_book' / 'work').resolve()} "
                f"-p params_file {Path(demo_params).resolve()}")
     done = subprocess.run(command, shell=True, capture_output=True, text=True)
     if done.returncode == 0:
         executed[chapter] = "executed to the end"
     elif "DataUnavailable" in done.stderr:  # require_modalities: the chapter's note, then it stops
-        executed[chapter] = "executed up to its note on what the city lacks: " + done.stderr.strip().splitlines()[-1]
+        executed[chapter] = ("executed up to its note on what the city lacks: "
+                             + done.stderr.strip().splitlines()[-1])
     else:
         executed[chapter] = f"failed: {done.stderr.strip()[-300:]}"
     print(f"{chapter}: {executed[chapter]}")

@@ -106,7 +106,8 @@ fig, ax = plt.subplots(figsize=(6, 4))
 labels = {2: "mobility (d = 2, eq. 1)", 30: "POI counts (d = 30, eq. 3)"}
 for d, part in sampling.groupby("dim"):
     ax.loglog(part["n_regions"], part["seconds"], "o-",
-              label=f"{labels.get(d, f'd = {d}')}: exponent {exponents.get(str(d), float('nan')):.2f}")
+              label=f"{labels.get(d, f'd = {d}')}: exponent "
+                    f"{exponents.get(str(d), float('nan')):.2f}")
 ax.set_xlabel("regions N")
 ax.set_ylabel(f"seconds for {result['sampling']['n_triplets']:,} triplets")
 ax.set_title("Triplet sampling time (log-log)")
@@ -123,7 +124,8 @@ sampling.set_index(["dim", "n_regions"])
 fusion = result["fusion"]
 fusion_size = f"{fusion['n_regions']:,} regions x {fusion['epochs']} epochs"
 other = pd.DataFrame({
-    "what": ["POI text (eq. 7)", f"fusion (eq. 8-11), {fusion['threads']} thread(s)", "MLP probe, 1 thread"],
+    "what": ["POI text (eq. 7)", f"fusion (eq. 8-11), {fusion['threads']} thread(s)",
+             "MLP probe, 1 thread"],
     "size": [f"{result['text']['processed_tokens']:,} tokens processed", fusion_size,
              f"{result['probe']['n_rows']} rows x {result['probe']['epochs']} epochs"],
     "seconds": [result["text"]["seconds"], fusion["seconds"], result["probe"]["seconds"]],
@@ -150,9 +152,9 @@ glue("sampling_mb", head["sampling_peak_mb_at_n_max"], display=False)
 glue("exponent", head.get("sampling_exponent", float("nan")), display=False)
 glue("exponent_sentence", Markdown(  # no math in glued Markdown: it would show its dollars
     "far below the N² of a similarity matrix" if head.get("sampling_exponent", 2) < 1.5 else
-    "near the N² of a similarity matrix in time at these sizes, where the number of distinct anchors (up to "
-    "10,000) still grows with N; beyond that, time grows linearly (see the scaling appendix), and no "
-    "N × N matrix is held in memory"), display=False)
+    "near the N² of a similarity matrix in time at these sizes, where the number of distinct "
+    "anchors (up to 10,000) still grows with N; beyond that, time grows linearly (see the scaling "
+    "appendix), and no N × N matrix is held in memory"), display=False)
 glue("text_s", head["text_s_per_million_tokens"], display=False)
 glue("fusion_s", head["fusion_s"], display=False)
 glue("fusion_epochs", head["fusion_epochs"], display=False)
@@ -160,23 +162,24 @@ glue("fusion_regions", fusion["n_regions"], display=False)
 glue("probe_s", head["probe_s"], display=False)
 glue("bench_s", head["seconds"], display=False)
 fast = head["fastest_cpu_setting"]
-glue("fastest", Markdown(f"`channels_last={fast['channels_last']}` with {fast['threads']} thread(s)"), display=False)
+glue("fastest", Markdown(f"`channels_last={fast['channels_last']}` with {fast['threads']} "
+                         "thread(s)"), display=False)
 met = [ratio >= 0.9 for ratio in (ratio_rs, ratio_sv)]
 overlap = all(min(e["loop_samples"]) <= max(e["raw_samples"]) for e in result["encoders"])
 glue("ratio_sentence", Markdown(
     "Both loops reach the goal of 0.9" + ("." if max(ratio_rs, ratio_sv) <= 1 else
-    ". Above 1 the loop was faster than its bare step; the repeats of the two overlap, so they are equally "
-    "fast within this machine's noise." if overlap else
-    ". Above 1 the loop was faster than its bare step in every repeat, which this page does not explain "
-    "(each repeat times the bare step first).") if all(met) else
+    ". Above 1 the loop was faster than its bare step; the repeats of the two overlap, so they are "
+    "equally fast within this machine's noise." if overlap else
+    ". Above 1 the loop was faster than its bare step in every repeat, which this page does not "
+    "explain (each repeat times the bare step first).") if all(met) else
     "The goal of 0.9 is not reached on this run; on a machine shared with other jobs the two "
     "timings of a repeat can see different loads, so rerun `musecl bench` on a quiet machine "
     "before reading much into it." if not any(met) else
-    "One loop reaches the goal of 0.9 and one does not on this run; the medians of a few repeats on "
-    "a shared machine are noisy."), display=False)
+    "One loop reaches the goal of 0.9 and one does not on this run; the medians of a few "
+    "repeats on a shared machine are noisy."), display=False)
 glue("mode_sentence", Markdown(
-    f"These are the *quick* sizes (up to {head['sampling_n_max']:,} regions). `musecl bench` without "
-    "`--quick` measures 1,000 to 100,000 regions and the end-to-end run." if quick else
+    f"These are the *quick* sizes (up to {head['sampling_n_max']:,} regions). `musecl bench` "
+    "without `--quick` measures 1,000 to 100,000 regions and the end-to-end run." if quick else
     "These are the full sizes of `musecl bench`."), display=False)
 
 # %% [markdown]
@@ -257,13 +260,17 @@ rows = []
 for path in sorted(executed_dir.glob("*.ipynb")):
     meta = json.loads(path.read_text()).get("metadata", {}).get("musecl", {})
     if "seconds" in meta and path.stem != "appendix_benchmark":
-        rows.append({"chapter": path.stem, "seconds": meta["seconds"], "started": meta.get("started"),
+        rows.append({"chapter": path.stem, "seconds": meta["seconds"],
+                     "started": meta.get("started"),
                      "finished": meta.get("finished"), "cores": meta.get("cores"),
                      "params": Path(str(meta.get("parameters", {}).get("params_file", "-"))).name,
                      "complete": meta.get("complete", False)})
-book_times = pd.DataFrame(rows, columns=["chapter", "seconds", "started", "finished", "cores", "params", "complete"])
-landing = book_times["chapter"] == "index"  # it may run beside a chapter after the results, or after this page:
-if landing.any() and not (book_times.loc[landing, "started"] > book_times.loc[~landing, "started"].min()).all():
+book_times = pd.DataFrame(rows, columns=["chapter", "seconds", "started", "finished", "cores",
+                                         "params", "complete"])
+landing = (  # it may run beside a chapter after the results, or after this page:
+    book_times["chapter"] == "index")
+if landing.any() and not (book_times.loc[landing, "started"]
+                          > book_times.loc[~landing, "started"].min()).all():
     book_times = book_times[~landing]  # then its times are those of an earlier build
 if len(book_times):
     total = book_times["seconds"].sum()
@@ -271,33 +278,40 @@ if len(book_times):
                f"({book_times['seconds'].max() / 60:.1f} min)")
     timed = book_times.dropna(subset=["started", "finished"])
     span = timed["finished"].max() - timed["started"].min() if len(timed) else float("nan")
-    one_build = len(timed) == len(book_times) and span <= total + 60  # else some ran in an earlier build
+    # else some ran in an earlier build
+    one_build = len(timed) == len(book_times) and span <= total + 60
     fig, ax = plt.subplots(figsize=(7, 0.3 * len(book_times) + 1))
     if one_build:
         t0 = timed["started"].min()
-        ax.barh(book_times["chapter"], book_times["seconds"] / 60, left=(book_times["started"] - t0) / 60)
-        ax.set_title(f"Chapters before this page: {span / 60:.1f} min from the first start to the last end")
+        ax.barh(book_times["chapter"], book_times["seconds"] / 60,
+                left=(book_times["started"] - t0) / 60)
+        ax.set_title(f"Chapters before this page: {span / 60:.1f} min from the first start to the "
+                     "last end")
         pinned = book_times["cores"].dropna()
-        how = (f"two at a time, each on {int(pinned.min())} of the {int(pinned.max())} cores unless it ran alone"
+        how = (f"two at a time, each on {int(pinned.min())} of the {int(pinned.max())} cores "
+               "unless it ran alone"
                if len(pinned) and pinned.min() < pinned.max() else "one after the other")
         glue("book_sentence", Markdown(
-            f"The chapters before this page ran {how}; they took {span / 60:.1f} minutes from the first start "
-            f"to the last end ({total / 60:.1f} minutes of chapter time); {slowest}."), display=False)
+            f"The chapters before this page ran {how}; they took {span / 60:.1f} minutes from the "
+            f"first start to the last end ({total / 60:.1f} minutes of chapter time); {slowest}."),
+             display=False)
     else:
         ax.barh(book_times["chapter"], book_times["seconds"] / 60)
         ax.set_title(f"Chapter execution times (sum before this page: {total / 60:.1f} min)")
         glue("book_sentence", Markdown(
-            f"The chapters before this page took {total / 60:.1f} minutes of chapter time in all (some ran in "
-            f"an earlier build, so no span is given); {slowest}."), display=False)
+            f"The chapters before this page took {total / 60:.1f} minutes of chapter time in all "
+            f"(some ran in an earlier build, so no span is given); {slowest}."), display=False)
     ax.invert_yaxis()
     ax.set_xlabel("minutes")
     plt.show()
 else:
-    glue("book_sentence", Markdown("*No executed chapters were found next to this page's output folder "
-                                   f"(`{executed_dir}`): run the whole book with `musecl book`.*"), display=False)
+    glue("book_sentence", Markdown("*No executed chapters were found next to this page's "
+                                   f"output folder (`{executed_dir}`): run the whole book with "
+                                   "`musecl book`.*"), display=False)
 
 # %% tags=["hide-input"]
-book_times.set_index("chapter")[["seconds", "cores", "params", "complete"]].round(1) if len(book_times) else None  # own cell: the figure's caption would repeat under it
+(book_times.set_index("chapter")[["seconds", "cores", "params", "complete"]].round(1)
+ if len(book_times) else None)  # own cell: the figure's caption would repeat under it
 
 # %% [markdown]
 # {glue:md}`book_sentence` {glue:md}`speed_sentence`
@@ -334,16 +348,17 @@ book_times.set_index("chapter")[["seconds", "cores", "params", "complete"]].roun
 recorded = json.loads(Path("measurements/gpu-h200-2026-11-27.json").read_text())
 gpu = pd.DataFrame(recorded["accelerator_rows"] + recorded["extra_rows"])
 gpu["amp"] = gpu["amp"].str.replace("torch.", "", regex=False)
-gpu_table = (gpu[["arch", "input_size", "batch_triplets", "amp", "channels_last", "store", "loop_images_per_s",
-                  "raw_images_per_s", "ratio"]]
+gpu_table = (gpu[["arch", "input_size", "batch_triplets", "amp", "channels_last", "store",
+                  "loop_images_per_s", "raw_images_per_s", "ratio"]]
              .sort_values(["arch", "batch_triplets", "loop_images_per_s"])
              .round({"ratio": 2, "loop_images_per_s": 0, "raw_images_per_s": 0}))
-print(f"{recorded['machine']['cuda']}, torch {recorded['machine']['torch']}, recorded {recorded['date']}; "
-      f"tests there: {recorded['tests']}")
+print(f"{recorded['machine']['cuda']}, torch {recorded['machine']['torch']}, recorded "
+      f"{recorded['date']}; tests there: {recorded['tests']}")
 display(gpu_table.reset_index(drop=True))
 compiled = pd.DataFrame(recorded["compile"]).drop(columns=["device"], errors="ignore")
 compiled["amp"] = compiled["amp"].str.replace("torch.", "", regex=False)
-display(compiled.round(2).astype(object).fillna("–"))  # a failed compile has no timings, a good one no error
+display(  # a failed compile has no timings, a good one no error
+    compiled.round(2).astype(object).fillna("–"))
 
 # %% [markdown]
 # ## Several processes and images on disk, executed here
@@ -387,9 +402,10 @@ def batch_ms(store, repeats=20):
 
 
 print(repr(sharded).replace(str(scratch), "<scratch>"))  # a temporary folder
-print("the same 96 random rows from both:", torch.equal(in_memory.images[rows], sharded.images[rows]))
-print(f"one batch of 96 rows: {batch_ms(in_memory):.2f} ms from memory, {batch_ms(sharded):.2f} ms from the shards "
-      "(this machine's page cache holds them)")
+print("the same 96 random rows from both:",
+      torch.equal(in_memory.images[rows], sharded.images[rows]))
+print(f"one batch of 96 rows: {batch_ms(in_memory):.2f} ms from memory, {batch_ms(sharded):.2f} ms "
+      "from the shards (this machine's page cache holds them)")
 display(pd.DataFrame([{"file": f.name, "kB": round(f.stat().st_size / 1024)}
                       for f in sorted((scratch / "satellite-64-shards").iterdir())]))
 
@@ -401,24 +417,26 @@ display(pd.DataFrame([{"file": f.name, "kB": round(f.stat().st_size / 1024)}
 # counts the images of both processes.
 
 # %% tags=["hide-input"]
-settings = {"n_triplets": 256, "rs_arch": "tiny", "rs_image_size": 32, "rs_epochs": 2, "rs_batch_size": 16,
-            "train_processes": 2}
+settings = {"n_triplets": 256, "rs_arch": "tiny", "rs_image_size": 32, "rs_epochs": 2,
+            "rs_batch_size": 16, "train_processes": 2}
 params = scratch / "two_processes.yaml"
 params.write_text(yaml.safe_dump(settings))
-command = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2", "-m", "musecl.cli",
+command = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2",
+           "-m", "musecl.cli",
            "train-encoders", str(toy.root), "--params", str(params), "--out", str(scratch / "run"),
            "--kinds", "satellite"]
 start = time.perf_counter()
-done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                      timeout=600)
+done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                      text=True, timeout=600)
 if done.returncode != 0:
     raise RuntimeError(f"torchrun failed:\n{done.stderr[-3000:]}")
-print("torchrun --nproc_per_node 2 -m musecl.cli train-encoders TOY --params two_processes.yaml --out RUN "
-      f"--kinds satellite  ({time.perf_counter() - start:.0f} s)")
+print("torchrun --nproc_per_node 2 -m musecl.cli train-encoders TOY --params two_processes.yaml "
+      f"--out RUN --kinds satellite  ({time.perf_counter() - start:.0f} s)")
 print(done.stdout.strip().replace(str(scratch / "run"), "RUN"))
 print(yaml.safe_dump(settings).strip())
 stage = Path(done.stdout.split("satellite encoder:")[1].split()[0])
-display(pd.read_csv(stage / "history.csv")[["epoch", "train_loss", "val_loss", "images_per_s"]].round(3))
+display(pd.read_csv(stage / "history.csv")[["epoch", "train_loss", "val_loss",
+                                            "images_per_s"]].round(3))
 
 # %% [markdown]
 # ## Exercises

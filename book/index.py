@@ -49,8 +49,9 @@ from myst_nb import glue
 
 from musecl.methods.multisemantic import image_views
 from musecl.plotting import plot_at_a_glance
-from musecl.report import (BARS, at_a_glance, at_a_glance_seeds, bar_checks, bar_failures, ceiling_share,
-                           headline_method, headline_means, one_view_note, paired_differences, vector_target_note)
+from musecl.report import (BARS, at_a_glance, at_a_glance_seeds, bar_checks, bar_failures,
+                           ceiling_share, headline_method, headline_means, one_view_note,
+                           paired_differences, vector_target_note)
 from musecl.runner import resolve_city
 
 with warnings.catch_warnings():
@@ -67,42 +68,49 @@ have_results = (run_dir / "results.csv").is_file()
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Each seed's headline R² (dots) and the mean over seeds (bars) for the methods this city supports: MuseCL and the parts it fuses where it has them, the simple baselines and, where the city records them, the ceilings."}}
 if have_results:
     results = pd.read_csv(run_dir / "results.csv")
-    ceilings = pd.read_csv(run_dir / "ceilings.csv") if (run_dir / "ceilings.csv").is_file() else None
+    ceilings = (pd.read_csv(run_dir / "ceilings.csv") if (run_dir / "ceilings.csv").is_file()
+                else None)
     headline = data.meta.headline_indicators()
     ax = plot_at_a_glance(at_a_glance_seeds(results, headline, ceilings), headline)
     means = headline_means(results, headline).groupby(["method", "split"])["r2"].mean()
     seeds = sorted(results["seed"].unique())
-    target = headline_method(results["method"])  # MuseCL; on a city without images its vector version
+    # MuseCL; on a city without images its vector version
+    target = headline_method(results["method"])
     has_musecl = (target, "random") in means.index
     ax.set_title(f"{data.name}: " + (f"{target}, the parts it fuses, " if has_musecl else "")
-                 + ("simple baselines and the ceiling" if ceilings is not None else "simple baselines"))
+                 + ("simple baselines and the ceiling" if ceilings is not None
+                    else "simple baselines"))
     plt.show()
     if has_musecl:
         paired = {split: paired_differences(results, headline, target=target, split=split)
                   for split in results["split"].unique()}
-        checks = bar_checks(paired, ceiling_share(results, ceilings, headline, target), bar=BARS[target])
-        sentence = (f"Mean R² over the headline indicators ({', '.join(headline)}) on **{data.name}**, "
-                    f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}, "
+        checks = bar_checks(paired, ceiling_share(results, ceilings, headline, target),
+                            bar=BARS[target])
+        sentence = (f"Mean R² over the headline indicators ({', '.join(headline)}) on "
+                    f"**{data.name}**, {len(seeds)} seed{'s' if len(seeds) != 1 else ''}, "
                     f"{' and '.join(results['split'].unique())} split, computed by "
                     "this build with "
-                    f"`params/{Path(params_file).name}`. **{bar_failures(checks, target)}** (paired over the seeds, "
-                    "95% intervals; the results chapter sets the bar and shows why).")
+                    f"`params/{Path(params_file).name}`. **{bar_failures(checks, target)}** "
+                    "(paired over the seeds, 95% intervals; the results chapter sets the bar and "
+                    "shows why).")
         if (note := one_view_note(data.name, image_views(data))) is not None:
             sentence += " " + note
         if target != "MuseCL":
             sentence += " " + vector_target_note(data.name, "MuseCL runs here as")
     else:
-        sentence = (f"**{data.name}** lacks what MuseCL (and its version without images) needs, so the figure "
-                    "shows the methods it supports, and the results chapter stops after its tables.")
+        sentence = (f"**{data.name}** lacks what MuseCL (and its version without images) needs, so "
+                    "the figure shows the methods it supports, and the results chapter stops after "
+                    "its tables.")
 else:
-    sentence = ("The results chapter has not run in this build, so there is no result to show here yet: "
-                "`musecl book` runs it.")
+    sentence = ("The results chapter has not run in this build, so there is no result to show "
+                "here yet: `musecl book` runs it.")
 glue("glance_sentence", Markdown(sentence), display=False)
 
 # %% tags=["remove-input"]
 # the table in its own cell: a figure's caption would also be printed under it
 if have_results:
-    display(at_a_glance(results, headline, ceilings).rename_axis(None))  # no header row for the index name
+    # no header row for the index name
+    display(at_a_glance(results, headline, ceilings).rename_axis(None))
 
 # %% [markdown]
 # The results chapter ({doc}`08_results`) has the full tables of every method the city supports
