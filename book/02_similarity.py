@@ -262,7 +262,7 @@ features = {kind: vectors[kind].loc[regions[kind]].to_numpy(float) for kind in k
 
 def similarity_rank(kind: str, anchors: np.ndarray, others: np.ndarray,
                     n_sample: int = 1000) -> np.ndarray:
-    """Percent of regions strictly more similar to each anchor than ``others`` (0: the most similar)."""
+    """Percent of regions strictly closer to each anchor than ``others`` (0: the most similar)."""
     X = features[kind]
     rng = np.random.default_rng(cfg.seed)
     sample = rng.choice(len(X), size=min(n_sample, len(X)), replace=False)

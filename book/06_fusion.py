@@ -363,11 +363,12 @@ if "aligned, fine-tuned heads" in alignment:
     top1_tuned = float(alignment.loc["own POI vector is the nearest in a batch",
                                      "aligned, fine-tuned heads"])
     top1_fixed = float(alignment.loc["own POI vector is the nearest in a batch", "aligned"])
+    tuned_finding = ("the gradient of eq. 11 reaching the encoders tightens the alignment"
+                     if top1_tuned > top1_fixed + 0.02 else "no clear gain in alignment")
     glue("fine_tune_finding", Markdown(
         "With the heads fine-tuned through the fusion, the own POI vector is the nearest in a "
         f"batch {top1_tuned:.1%} of the time, against {top1_fixed:.1%} with the heads held fixed: "
-        f"""{'the gradient of eq. 11 reaching the encoders tightens the alignment'
-             if top1_tuned > top1_fixed + 0.02 else 'no clear gain in alignment'}."""
+        f"{tuned_finding}."
         " Whether it predicts better: chapter 8, row *MuseCL (fine-tuned heads)*."), display=False)
 else:
     glue("fine_tune_finding", Markdown(f"The end-to-end option did not run: {why_not_fine_tuned}."),

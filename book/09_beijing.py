@@ -479,8 +479,7 @@ rng = np.random.default_rng(cfg.seed)
 
 
 def mantel(dist: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    ("Spearman rho between pair distances and |y_i - y_j|, and its permutation p-value "
-     "(two-sided).")
+    """Spearman rho of pair distances against |y_i - y_j|, and its two-sided permutation p."""
     keep = ~np.isnan(y)
     d = dist[np.ix_(keep, keep)]
     yk = y[keep]

@@ -453,8 +453,7 @@ att = pd.concat([fitted_by_seed[s]["eq. 1 similarity"].stage_table("attention")[
 
 # for "What we saw": the findings, in words that follow this run's numbers
 def standing(name: str) -> set[str]:
-    ("Per task: above, below or level (within the seeds' spread) against the best published "
-     "number.")
+    """Per task: above, below or level (within the seeds' spread) with the best published."""
     found = set()
     for task in TASKS:
         mean, sd = summary.loc[name, ("mean", task)], summary.loc[name, ("std", task)]

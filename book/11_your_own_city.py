@@ -81,8 +81,7 @@ R = 6_371_000.0
 
 
 def scatter(region_ids):
-    ("One random point per entry, in a disc of 0.8 x the hexagon's inner radius around its "
-     "centre.")
+    """One random point per entry, within 0.8 x the hexagon's inner radius of its centre."""
     centre = toy.regions.loc[list(region_ids), ["lon", "lat"]].to_numpy()
     r = 0.8 * toy.meta.hexagon_size_m * np.sqrt(3) / 2 * np.sqrt(rng.random(len(centre)))
     t = rng.uniform(0, 2 * np.pi, len(centre))
