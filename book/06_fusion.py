@@ -122,7 +122,8 @@ cfg
 # ```
 #
 # The other regions of the batch are the negatives, so memory grows with the batch, never with
-# the number of regions. The official code instead fits the fused vector to the POI vector with a
+# the number of regions. `both_ways` (the aligned design below) averages this loss with its mirror
+# image, each POI vector picking its own region's image vector. The official code instead fits the fused vector to the POI vector with a
 # mean squared error over all regions (`fusion_design: paper`, `fusion_loss: mse`), listed with
 # the other differences in {doc}`appendix_deviations`.
 #

@@ -88,7 +88,8 @@ cfg  # the settings that produced every number on the page
 #
 # The converter matches each centre to its lattice id (and stops, naming the file and row,
 # for a centre off the lattice), builds the hexagons, writes the indicators raw with `log: true`
-# and copies the 15 image regions' pictures into the folder; the tests check that the hexagons
+# and writes the 15 image regions' pictures into the folder (satellite tiles cropped, each
+# street-view panorama cut into square views); the tests check that the hexagons
 # tile without gaps or overlaps.
 
 # %% tags=["hide-input"]

@@ -251,9 +251,10 @@ def paper_lead_sentence(results: pd.DataFrame, published: pd.DataFrame, indicato
 
 def with_published(table: pd.DataFrame, published: pd.DataFrame | None, city_label: str,
                    metric: str = "r2", source: str | None = None) -> pd.DataFrame:
-    """``table`` (:func:`results_table`) beside the paper's numbers: columns (indicator, "this run")
-    and (indicator, "paper (<city_label>)"), plus rows for methods only the paper has. ``published``
-    None: ``table``, with a warning. ``source``: the paper, where several report the city."""
+    """``table`` (:func:`results_table`, or :func:`numeric_tables`' means) beside the paper's
+    numbers: columns (indicator, "this run") and (indicator, "paper (<city_label>)"), plus rows for
+    methods only the paper has. ``published`` None: ``table``, with a warning. ``source``: the
+    paper, where several report the city."""
     if published is None:
         warnings.warn("no published results (data directory absent); the table is shown without the "
                       "paper's numbers", stacklevel=2)

@@ -581,7 +581,7 @@ def most_similar(features, k: int, transform: str = "raw") -> tuple[np.ndarray, 
     n = X.shape[0]
     if not 1 <= int(k) <= n - 1:
         raise ValueError(f"k must be between 1 and N - 1 = {n - 1}; got {k}")
-    idx, dist, _ = _neighbours(_exact_search(X), X, np.arange(n), int(k), int(k))
+    idx, dist, _ = _neighbours(_exact_search(X), X, np.arange(n), m=int(k), k=int(k))
     return idx, dist
 
 
