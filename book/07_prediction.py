@@ -224,7 +224,7 @@ glue("cell_meaning", Markdown(
     if len(cfg.seeds) > 1 else f"the score of seed {cfg.seeds[0]} (one seed: no deviation)"),
     display=False)
 glue("headline", ", ".join(headline), display=False)
-headline_r2 = report.headline_means(results, headline).groupby(["method", "split"])["r2"].mean()
+headline_r2 = report.mean_headline(results, headline)
 mean_r2 = headline_r2[target]
 paired = {split: report.paired_differences(results, headline, target=target, split=split)
           for split in cfg.evaluation.splits}

@@ -337,9 +337,9 @@ glue("fine_tune_text", Markdown(fine_tune_text), display=False)
 # ```
 
 # %% tags=["hide-input"]
-all_latents = (report.headline_means(ceilings, headline).groupby(["method", "split"])["r2"].mean()
+all_latents = (report.mean_headline(ceilings, headline)
                .get(("Ceiling: all latents", "random")) if ceilings is not None else None)
-means = report.headline_means(results, headline).groupby(["method", "split"])["r2"].mean()
+means = report.mean_headline(results, headline)
 RAW = ["Pretext features", "EfficientNet-Lite0 (ImageNet)",
        "Pretext + Lite0 features"]  # the inputs, unlearned
 raw = {m: float(means[(m, "random")]) for m in RAW if (m, "random") in means.index}
@@ -417,8 +417,7 @@ else:
                 target: "MuseCL"}
     display(report.at_a_glance(pd.concat([results, held]), headline, ceilings,
                                splits=cfg.evaluation.splits, methods=compared))
-    r2 = pd.concat([means, report.headline_means(held, headline)
-                           .groupby(["method", "split"])["r2"].mean()])
+    r2 = pd.concat([means, report.mean_headline(held, headline)])
     perfect, *read = sources
     held_sentence = report.shortfall_sentence(
         r2, float(all_latents), perfect, {name: REFERENCES[name][1] for name in read}, OWN,
@@ -474,9 +473,7 @@ if recorded["city_fingerprint"] != city_fingerprint(data) or not seeds_both:
                     f"this chapter ran on {data.name} with seeds {', '.join(map(str, cfg.seeds))}, "
                     "so the two are not set side by side. The table above gives the recorded "
                     "headline means.*")
-    shown_gpu = (report.headline_means(gpu_rows, recorded["headline"])
-                 .groupby(["method", "split"])["r2"]
-                 .mean().unstack("split").round(3))
+    shown_gpu = report.mean_headline(gpu_rows, recorded["headline"]).unstack("split").round(3)
 else:
     shown_gpu, gpu_sentence = report.beside_recorded_run(
         results, gpu_rows, recorded, headline, cfg.evaluation.splits,
@@ -535,8 +532,7 @@ glue("winners_random", "; ".join(f"{r.indicator}: {r.best} ({r.best_mean:.3f})"
                                  for r in win_random.itertuples()), display=False)
 loc_beats = loc_random.loc[loc_random["location_minus_musecl"] > 0, "indicator"]
 glue("location_beats_muse", ", ".join(loc_beats) or "none", display=False)
-mean_r2 = (report.headline_means(results, headline).groupby(["method", "split"])["r2"].mean()
-           .unstack())
+mean_r2 = report.mean_headline(results, headline).unstack()
 for name, key in ((target, "muse"), ("Location kNN", "loc"), ("Pretext features", "pretext")):
     glue(key, report.by_split({split: float(mean_r2.loc[name, split])
                                for split in cfg.evaluation.splits})
@@ -546,8 +542,7 @@ glue("locmuse_sentence", "Adding location to MuseCL gives " + report.by_split(
      for split in cfg.evaluation.splits}) + "."
      if "Location + MuseCL" in mean_r2.index else "", display=False)
 if ceilings is not None:
-    ceiling_r2 = (report.headline_means(ceilings, headline).groupby(["method", "split"])["r2"]
-                  .mean().unstack())
+    ceiling_r2 = report.mean_headline(ceilings, headline).unstack()
     single = ceiling_r2.drop(index="Ceiling: all latents")
     ceiling_sentence = (
         "On the same test regions every latent together allows "
@@ -672,8 +667,7 @@ fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="lower center", ncol=len
            fontsize=10, frameon=False)
 fig.tight_layout(rect=(0, 0.08, 1, 1))
 plt.show()
-abl = (report.headline_means(ablation, headline).groupby(["method", "split"])["r2"].mean()
-       .unstack()["random"])
+abl = report.mean_headline(ablation, headline).unstack()["random"]
 best_part = abl.reindex([p for p in parts if p != target]).dropna()
 glue("abl_full", float(abl[target]), display=False)
 glue("abl_best_part", best_part.idxmax(), display=False)

@@ -50,7 +50,7 @@ from myst_nb import glue
 from musecl.methods.multisemantic import image_views
 from musecl.plotting import plot_at_a_glance
 from musecl.report import (BARS, at_a_glance, at_a_glance_seeds, bar_checks, bar_failures,
-                           ceiling_share, headline_method, headline_means, one_view_note,
+                           ceiling_share, headline_method, mean_headline, one_view_note,
                            paired_differences, vector_target_note)
 from musecl.runner import resolve_city
 
@@ -72,7 +72,7 @@ if have_results:
                 else None)
     headline = data.meta.headline_indicators()
     ax = plot_at_a_glance(at_a_glance_seeds(results, headline, ceilings), headline)
-    means = headline_means(results, headline).groupby(["method", "split"])["r2"].mean()
+    means = mean_headline(results, headline)
     seeds = sorted(results["seed"].unique())
     # MuseCL; on a city without images its vector version
     target = headline_method(results["method"])

@@ -25,7 +25,6 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
-from unittest import mock
 
 import jupytext
 import nbformat
@@ -79,12 +78,15 @@ def toc_files(repo_root: Path) -> list[str]:
         if isinstance(node, dict):
             yield from (node[key] for key in ("root", "file") if isinstance(node.get(key), str))
             node = list(node.values())
-        for item in node if isinstance(node, list) else []:
-            yield from walk(item)
+        if isinstance(node, list):
+            for item in node:
+                yield from walk(item)
 
-    return [stem if dot and suffix in ("md", "ipynb", "py") else entry
-            for entry in walk(yaml.safe_load((repo_root / TOC_YML).read_text()))
-            for stem, dot, suffix in [entry.rpartition(".")]]
+    def stem(entry: str) -> str:
+        base, dot, suffix = entry.rpartition(".")
+        return base if dot and suffix in ("md", "ipynb", "py") else entry
+
+    return [stem(entry) for entry in walk(yaml.safe_load((repo_root / TOC_YML).read_text()))]
 
 
 def chapter_sources(repo_root: Path) -> list[Path]:
@@ -345,8 +347,15 @@ def execute_chapters(chapters: list[Path] | None, out_dir: Path, parameters: dic
             continue
         todo.append(_Chapter(source, nb, used, fingerprint, executed, needs, alone, first))
     todo.sort(key=lambda chapter: not chapter.first)  # stable: book order within each group
-    with mock.patch.dict(os.environ, TQDM_DISABLE="1"):  # inherited: no progress bars on the pages
+    quiet = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"  # the kernels inherit it: no progress bars on the pages
+    try:
         _run_schedule(todo, done, kernel, progress, at_once)
+    finally:  # only this variable is restored: the process may have set others meanwhile
+        if quiet is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = quiet
     return [out_dir / f"{stem}.ipynb" for stem in stems]
 
 

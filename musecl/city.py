@@ -590,12 +590,12 @@ def _check_regions(df: pd.DataFrame, problems: list[Problem]) -> None:
         return
     _check_ids(df, REGION_ID, set(df[REGION_ID].dropna()), f, problems, unique=True)
     # ids are matched exactly across files: blank ones and surrounding spaces are problems
-    texts = [v if isinstance(v, str) else "" for v in df[REGION_ID]]
-    padded = np.array([t != t.strip() for t in texts], dtype=bool)
-    blank = padded & np.array([not t.strip() for t in texts], dtype=bool)
-    _at_rows(problems, f, blank, lambda i: f"region_id {texts[i]!r} is blank (only spaces)")
+    ids = [v if isinstance(v, str) else "" for v in df[REGION_ID]]
+    padded = np.array([t != t.strip() for t in ids], dtype=bool)
+    blank = padded & np.array([not t.strip() for t in ids], dtype=bool)
+    _at_rows(problems, f, blank, lambda i: f"region_id {ids[i]!r} is blank (only spaces)")
     _at_rows(problems, f, padded & ~blank,
-             lambda i: f"region_id {texts[i]!r} has leading or trailing spaces; remove them "
+             lambda i: f"region_id {ids[i]!r} has leading or trailing spaces; remove them "
                        "(ids are matched exactly across files)")
     if padded.sum() > 10:
         problems.append(Problem(f, "", f"{padded.sum()} region ids in all are blank or padded"))
@@ -603,9 +603,9 @@ def _check_regions(df: pd.DataFrame, problems: list[Problem]) -> None:
         values = pd.to_numeric(df[col], errors="coerce")
         _at_rows(problems, f, values.isna() | (values < lo) | (values > hi),  # inf is outside too
                  lambda i: f"{col} {_show(df[col].iloc[i])} is not a number in [{lo}, {hi}]")
-    texts = [t if isinstance(t, str) else None for t in df[GEOMETRY]]
-    geoms = shapely.from_wkt(np.array(texts, dtype=object), on_invalid="ignore")
-    whys = [_geometry_problem(*row) for row in zip(texts, geoms, shapely.is_valid_reason(geoms))]
+    cells = [t if isinstance(t, str) else None for t in df[GEOMETRY]]
+    geoms = shapely.from_wkt(np.array(cells, dtype=object), on_invalid="ignore")
+    whys = [_geometry_problem(*row) for row in zip(cells, geoms, shapely.is_valid_reason(geoms))]
     _at_rows(problems, f, [w is not None for w in whys], lambda i: whys[i], _in_region(df),
              limit=10,
              total=(GEOMETRY, "{n} geometries in all are missing, not polygons or invalid"))

@@ -21,10 +21,10 @@ import yaml
 
 from musecl.io import YamlFileError, load_yaml
 
-# The allowed values of the string settings, here so that loading a config does not import torch;
-# the modules that read them import them, but for three copies tests/test_config_validation.py
-# checks: image_store (the installed stores), encoders.image.ARCHS + heads.FEATURE_HEADS and
-# encoders.image.LOSSES. RETRAIN: the runner reads it ("once" or not).
+# The allowed values of the string settings live here (loading a config must not import torch);
+# the modules that read them import them from here. Three are copies, kept equal by
+# tests/test_config_validation.py: IMAGE_STORES (the installed stores), ARCHS (image.ARCHS +
+# heads.FEATURE_HEADS) and TRIPLET_LOSSES (image.LOSSES). RETRAIN: the runner reads it.
 IMAGE_STORES = ("memory", "shards")
 RETRAIN = ("per_seed", "once")
 SAMPLING_RULES = ("paper", "official")
@@ -52,8 +52,8 @@ class ConfigError(ValueError):
 
 
 class _Bad(Exception):
-    """Raised by a check (which returns a good value, normalised) on a value its key does not allow
-    (the check's ``allowed`` says what is); the message: empty or a hint at the nearest value."""
+    """A check's refusal: the value is not what the key allows (the check's ``allowed`` says what
+    is); the message is empty or a hint at the nearest allowed value."""
 
 
 def _allows(allowed: str):

@@ -121,8 +121,9 @@ def spatial_block_split(xy_m: np.ndarray, block_size_m: float, seed: int,
     target = f * n
     count = np.zeros(3)
     part_of_block = np.empty(n_blocks, dtype=np.int64)
-    for block in np.random.default_rng(seed).permutation(n_blocks):  # to the part furthest below
-        part_of_block[block] = k = int(np.argmax(np.where(f > 0, target - count, -np.inf)))
+    for block in np.random.default_rng(seed).permutation(n_blocks):
+        k = int(np.argmax(np.where(f > 0, target - count, -np.inf)))  # the furthest below its share
+        part_of_block[block] = k
         count[k] += sizes[block]
     part = part_of_block[ids]
     if buffer_m and buffer_m > 0 and (part == 2).any():
@@ -819,8 +820,10 @@ def ridge_kfold_select(candidates: dict, target, alpha: float = BENCHMARK_ALPHA,
     with _one_blas_thread():
         for train, test in KFold(n_splits=int(folds)).split(y):
             y_train = y[train]  # the only targets the choice may read
-            errors = {name: float(((ridge_kfold_predictions(x[train], y_train, alpha, inner_folds)
-                                    - y_train) ** 2).mean()) for name, x in mats.items()}
+            errors = {}
+            for name, x in mats.items():
+                inner = ridge_kfold_predictions(x[train], y_train, alpha, inner_folds)
+                errors[name] = float(((inner - y_train) ** 2).mean())
             best = min(mats, key=errors.get)  # the first of equal errors
             chosen.append(best)
             inner_rows.append(errors)

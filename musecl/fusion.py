@@ -229,7 +229,7 @@ def info_nce(e_image: torch.Tensor, e_poi: torch.Tensor, temperature: float | to
     if e_image.shape[0] != e_poi.shape[0] or e_image.shape[0] < 1:
         raise ValueError(f"need the same, non-zero number of image and POI rows; "
                          f"got {e_image.shape[0]} and {e_poi.shape[0]}")
-    if temperature <= 0:
+    if not torch.is_tensor(temperature) and temperature <= 0:  # a learned one: exp(), no sync
         raise ValueError(f"temperature must be > 0; got {temperature}")
     logits = F.normalize(e_image, dim=1) @ F.normalize(e_poi, dim=1).T / temperature
     labels = torch.arange(len(logits), device=logits.device)

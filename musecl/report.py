@@ -90,6 +90,11 @@ def headline_means(results: pd.DataFrame, indicators: Sequence[str], metric: str
     return out.rename(metric).reset_index()
 
 
+def mean_headline(results: pd.DataFrame, indicators: Sequence[str], metric: str = "r2") -> pd.Series:
+    """The mean over seeds of :func:`headline_means`, by (method, split)."""
+    return headline_means(results, indicators, metric).groupby(["method", "split"])[metric].mean()
+
+
 def numeric_tables(results: pd.DataFrame, metric: str = "r2", split: str = "random",
                    methods_order: Sequence[str] | None = None, indicators: Sequence[str] | None = None,
                    city: str | None = None, mean_of: Sequence[str] | None = None
@@ -471,8 +476,8 @@ def ceiling_share(results: pd.DataFrame, ceilings: pd.DataFrame | None, indicato
     """``target``'s random-split headline mean over the all-latent ceiling's (None: no ceiling)."""
     if ceilings is None:
         return None
-    ceiling = headline_means(ceilings, indicators).groupby(["method", "split"])["r2"].mean()
-    own = headline_means(results, indicators).groupby(["method", "split"])["r2"].mean()
+    ceiling = mean_headline(ceilings, indicators)
+    own = mean_headline(results, indicators)
     key = ("Ceiling: all latents", "random")
     return float(own[(target, "random")] / ceiling[key]) if key in ceiling and (target, "random") in own else None
 
@@ -648,7 +653,7 @@ def beside_recorded_run(results: pd.DataFrame, recorded_rows: pd.DataFrame, reco
     else:
         finding = (f"With {len(seeds)} seed(s) in common this comparison neither shows that this build "
                    "understates MuseCL nor that it does not.")
-    means = headline_means(both, indicators).groupby(["method", "split"])["r2"].mean()
+    means = mean_headline(both, indicators)
     backbone = "; ".join(f"*{trained}* {means[(trained + RECORDED, 'random')]:.3f} against *{bare}* "
                          f"{means[(bare + RECORDED, 'random')]:.3f}" for trained, bare in UNTRAINED_BACKBONE.items()
                          if {(trained + RECORDED, "random"), (bare + RECORDED, "random")} <= set(means.index))

@@ -139,8 +139,9 @@ def _write_run(out: Path, city: City, config: RunConfig, methods: list[str], ski
     methods = [name for name in methods if name not in failed]
     with_attention = [name for name in methods if fitted[name][3] is not None]
     attention_of = "MuseCL" if "MuseCL" in with_attention else next(iter(with_attention), None)
+    results, timings = {}, {}
     for name in methods:
-        embedding, _, _, attention = fitted[name]
+        embedding, results[name], timings[name], attention = fitted[name]
         save_table(embedding, out / "embeddings" / f"{name}.csv")
         if name == attention_of:
             save_table(attention, out / "attention.csv")
@@ -160,7 +161,7 @@ def _write_run(out: Path, city: City, config: RunConfig, methods: list[str], ski
             fig = plot_predicted_vs_true(preds, log={n: ind.log for n, ind in city.meta.indicators.items()})
             fig.savefig(out / "figures" / "predicted_vs_true.png", dpi=110, bbox_inches="tight")
             plt.close(fig)
-    table = pd.concat([fitted[name][1] for name in methods], ignore_index=True)
+    table = pd.concat(results.values(), ignore_index=True)
     with atomic_write(out / "results.csv") as handle:
         table.to_csv(handle, index=False)
     ev = config.evaluation
@@ -170,7 +171,6 @@ def _write_run(out: Path, city: City, config: RunConfig, methods: list[str], ski
         with atomic_write(out / "ceilings.csv") as handle:
             ceilings.to_csv(handle, index=False)
     # failed: name -> "ErrorType: message" (no rows); skipped: name -> what the city lacks for it
-    timings = {name: fitted[name][2] for name in methods}
     atomic_save_json(out / "run.json", {
         **run_info(city, config, timings), "method_workers": method_workers(config, methods),
         "failed_methods": failed, "skipped_methods": skipped,

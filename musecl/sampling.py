@@ -111,8 +111,10 @@ def transform_features(features, transform: str = "raw") -> np.ndarray | sp.csr_
     values = X.data if sparse else X.reshape(-1)  # sparse: the stored values (zeros stay 0)
     if (values < 0).any():
         first = int(np.flatnonzero(values < 0)[0])
-        row = (np.searchsorted(X.indptr, first, side="right") - 1 if sparse
-               else first // X.shape[1] if X.ndim == 2 else 0)
+        if sparse:
+            row = np.searchsorted(X.indptr, first, side="right") - 1
+        else:
+            row = first // X.shape[1] if X.ndim == 2 else 0
         raise ValueError(f"transform {transform!r} needs non-negative counts; row {row} has a negative "
                          "value. Use transform='raw' for signed features.")
     if not sparse:
@@ -462,10 +464,11 @@ def _neighbours(nn: "NearestNeighbors | _BlockedSearch", X, rows: np.ndarray, m:
     top_d = np.empty((len(rows), k))
     mth = np.empty(len(rows), dtype=np.int64)
     kw = {}
-    if isinstance(nn, _BlockedSearch):
-        # only these are read: the query itself may be any of the m + 1, so the first k others
-        # are among positions 0..k, and the m-th other is at position m - 1 or m
-        kw["needed"] = np.unique(np.r_[np.arange(min(k, m) + 1), m - 1, m])
+    # only these are read: the query itself may be any of the m + 1, so the first k others are
+    # among positions 0..k, and the m-th other is at position m - 1 or m
+    needed = np.unique(np.r_[np.arange(min(k, m) + 1), m - 1, m])
+    if isinstance(nn, _BlockedSearch) and len(needed) < m + 1:  # else exact everywhere anyway
+        kw["needed"] = needed
     for b in _blocks(len(rows), max(m + 1, X.shape[1])):
         d, idx = nn.kneighbors(_rows(X, rows[b]), n_neighbors=m + 1, **kw)
         other = idx != rows[b, None]

@@ -258,7 +258,7 @@ def panorama_views(image, n_views: int = STREETVIEW_VIEWS, size: int | None = DE
     return views
 
 
-def _write_images(root: Path, grouped: dict[str, dict], image_size: int | None, n_views: int) -> pd.DataFrame:
+def _write_images(root: Path, grouped: dict[str, dict], image_size: int | None) -> pd.DataFrame:
     """Copy (``image_size=None``) or square and resize each region's images into its folder."""
     rows = []
     for rid, entry in sorted(grouped.items(), key=lambda kv: int(kv[0])):
@@ -274,7 +274,7 @@ def _write_images(root: Path, grouped: dict[str, dict], image_size: int | None, 
                 with Image.open(src) as im:
                     im = im.convert("RGB")
                     views = ([square_crop(im, image_size)] if kind == SATELLITE
-                             else panorama_views(im, n_views, image_size))
+                             else panorama_views(im, STREETVIEW_VIEWS, image_size))
                 targets = [folder / (f"{stem}.png" if kind == SATELLITE else f"{stem}_v{k}.png")
                            for k in range(len(views))]
                 for view, target in zip(views, targets):
@@ -296,7 +296,7 @@ def beijing_city_from_files(out: str | Path, indicator_files: Mapping[str, str |
     images; a number writes the satellite crop's central square and :data:`STREETVIEW_VIEWS` square
     views of each panorama at that size, as PNG. Replaces ``out`` if it holds an earlier conversion.
     """
-    lattice, streetview_views = BEIJING_LATTICE, STREETVIEW_VIEWS
+    lattice = BEIJING_LATTICE
     unknown = sorted(set(indicator_files) - set(INDICATORS))
     if unknown:
         raise ValueError(f"unknown indicator(s) {unknown}; known: {sorted(INDICATORS)}")
@@ -304,7 +304,7 @@ def beijing_city_from_files(out: str | Path, indicator_files: Mapping[str, str |
     ids = sorted(set().union(*(s.index for s in values.values())), key=int)
     index = pd.Index(ids, name=REGION_ID)
     lon, lat = lattice.centre([int(i) for i in ids])
-    outlines = [ring_wkt(lattice.hexagon(int(i)), 8) for i in ids]
+    outlines = [ring_wkt(lattice.hexagon(int(i)), decimals=8) for i in ids]  # as written before
     regions = pd.DataFrame({LON: lon, LAT: lat, GEOMETRY: outlines}, index=index)
     indicators = pd.DataFrame({k: values[k].reindex(index) for k in INDICATORS if k in values}, index=index)
     meta_indicators = {k: INDICATORS[k] for k in indicators.columns}
@@ -336,13 +336,13 @@ def beijing_city_from_files(out: str | Path, indicator_files: Mapping[str, str |
                 raise LatticeError(f"image folder {entry['folder']!r}: its lon/lat lies {d:.4f} degrees outside "
                                    f"the hexagon of region {rid} (centre {float(c_lon):.4f}, {float(c_lat):.4f}); "
                                    "is the id right?")
-        images = _write_images(out, grouped, image_size, streetview_views)
+        images = _write_images(out, grouped, image_size)
         modalities = tuple(k for k in (SATELLITE, STREETVIEW) if (images[KIND] == k).any())
         image_notes = {"image_regions": sorted(grouped, key=int),
                        "image_processing": (
                            "images copied unchanged" if image_size is None else
                            f"satellite: central square of the crop, resized to {image_size} px; street view: "
-                           f"each 360-degree panorama cut into {streetview_views} square views "
+                           f"each 360-degree panorama cut into {STREETVIEW_VIEWS} square views "
                            f"(centred at {PANORAMA_CENTRE:.0%} of the height), resized to {image_size} px")}
     n_missing_sat = len(ids) - (0 if images is None else int((images[KIND] == SATELLITE).sum()))
     meta = CityMeta(

@@ -171,7 +171,7 @@ class ImageStore:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the store to a .pt file (tensors and plain lists only; loads with weights_only)."""
-        self._needs_memory("a .pt file", "save(path)")
+        self._needs_memory("writing a .pt file", "save(path)")
         atomic_save_bytes(path, self._to_bytes())
         return Path(path)
 
@@ -198,11 +198,11 @@ class ImageStore:
         """False when the images stream from disk (``musecl.scaling.shards``), not held in a tensor."""
         return isinstance(self.images, torch.Tensor)
 
-    def _needs_memory(self, what: str, call: str) -> None:
+    def _needs_memory(self, what: str, call: str, otherwise: str = "") -> None:
         if not self.in_memory:
-            raise ValueError(f"this ImageStore streams its images from disk ({self.images!r}); "
-                             f"{what} needs them in memory: call store.load_into_memory().{call} "
-                             "if they fit")
+            raise ValueError(f"this ImageStore streams its images from disk ({self.images!r}, "
+                             f"{self.images.numel() / 2**30:.2f} GiB); {what} needs them in memory: "
+                             f"call store.load_into_memory().{call} if they fit{otherwise}")
 
     def load_into_memory(self) -> "ImageStore":
         """The same store with every image read into one CPU tensor (``self`` when already in memory)."""
@@ -222,7 +222,8 @@ class ImageStore:
     def to(self, device: str | torch.device) -> "ImageStore":
         """The store with its images on ``device`` (e.g. "cuda": batches are then gathered and
         augmented there, with no copy from the host); counts and starts stay on the CPU."""
-        self._needs_memory(f"moving it to {str(device)!r}", "to(device)")
+        self._needs_memory(f"moving it to {str(device)!r}", "to(device)",
+                           "; otherwise keep it on disk: the trainer moves each batch to the device")
         device = torch.device(device)
         if self.images.device == device:
             return self

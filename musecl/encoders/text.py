@@ -49,7 +49,8 @@ def tokenize(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-category_token = category_key  # a POI category's vocabulary key: the whole name, one token, lower case
+# a POI category's vocabulary key: the whole name, one token, lower case
+category_token = category_key
 
 
 def stable_hash(text: str) -> int:

@@ -189,7 +189,8 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
     s = image_settings(cfg, kind)
     if weight := reconstruction_weight(cfg, kind):  # 0 keeps the keys of stages trained before it existed
         key["head_reconstruction"] = weight
-    if s["arch"] in FEATURE_HEADS:  # a head reads the backbone's cached features, never ``weights``:
+    head = s["arch"] in FEATURE_HEADS  # a head on the backbone's cached features, or a CNN
+    if head:  # a head reads the backbone's cached features, never ``weights``:
         del key["weights"]  # new features, new head (efficientnet_stage's key has the rest)
         key["features_format"] = FEATURES_FORMAT
         key["columns"] = "prefix_k"  # rs_0 ..., as a CNN's (entries without this key: rs0 ...)
@@ -207,7 +208,6 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
                 f"{group.world_size()}")
         training = training_settings(cfg, kind, cache.checkpoints(key), progress)
         arch, size, dim = s["arch"], s["image_size"], cfg.embedding_dim
-        head = arch in FEATURE_HEADS  # a head on the backbone's cached features, or a CNN
         if head:
             backbone_dir = efficientnet_stage(city, cfg, kind, size, cache, progress)
             features = load_table(backbone_dir / EMBEDDINGS_CSV)
@@ -221,8 +221,9 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
         if head:
             net, history = train_feature_head(features, drawn, training, embedding_dim=dim)
             backbone = read_saved_config(backbone_dir)
-            save_head(net, folder / "encoder",
-                      {"arch": arch, "weights_source": backbone["weights_source"], "backbone": backbone})
+            provenance = {"arch": arch, "weights_source": backbone["weights_source"],
+                          "backbone": backbone}
+            save_head(net, folder / "encoder", provenance)
             embedding = embed_features(net, features.reindex(city.region_ids), prefix=COLUMN_PREFIX[kind])
         else:
             # channels_last: faster with bf16 on a GPU and for Inception-v3 on the CPU

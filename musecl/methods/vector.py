@@ -452,7 +452,8 @@ class VectorMuseCL(TableMethod):
                 views, city.region_ids, self.triplets_, cfg, vcfg, progress=self.progress)
         else:
             for view, same in (("mobility", same_mob), ("poi", same_poi)):
-                if same:  # identical settings: the same encoder, not retrained
+                if same:  # identical settings: the same encoder, not retrained (before the
+                    # Procrustes rotation below, which keeps the trained POI view as poi_unaligned)
                     self.views_[view] = shared.views_.get(f"{view}_unaligned", shared.views_[view])
                     self.histories_[view] = shared.histories_[view]
                 else:
