@@ -62,6 +62,14 @@ DEFAULT_RECONSTRUCTION = 30.0
 # MuseCL's headline R2 (random / spatial) was 0.521 / 0.273 with the heads held fixed, and with
 # fine-tuned heads 0.466 / 0.193 at factor 1, 0.488 / 0.262 at 0.1 and 0.510 / 0.269 at 0.01.
 HEAD_LR_FACTOR = 0.1
+# A LayerNorm on the aligned design's two image views (AlignedFusion's view_norm). Off: it makes
+# every region's view vector the same length, and the length carries how much happens there. Chosen
+# on a second toy city (seed 1), never on the book's: MuseCL's headline R2, mean of both splits
+# over seeds 0-4, LayerNorm on the image views and the POI vector 0.521, on neither 0.543, on the
+# POI vector only (this) 0.554, higher or level in every seed (2026-12-05; rerun with
+# experiments/select_on_a_second_city.py fusion_epochs 50, once with this constant True). On Manhattan the fused vectors' lengths varied by 2%
+# of their mean with it (the mobility view's: 100%).
+VIEW_NORM = False
 ACTIVATIONS = ("relu", "tanh")
 PROJECTIONS = ("auto", "linear", "none")
 
@@ -148,8 +156,10 @@ class AttentiveFusion(_Fusion):
 class AlignedFusion(_Fusion):
     """The default design: eq. 8-11 on learned views of the two image embeddings.
 
-    * each standardised embedding gets its own projection h^m = LayerNorm(W^m e^m), so that the
-      two, trained apart, share coordinates; eq. 8-10 score (u^T tanh(M h + b)) and mix them;
+    * each standardised embedding gets its own linear projection h^m = W^m e^m, so that the two,
+      trained apart, share coordinates; eq. 8-10 score (u^T tanh(M h + b)) and mix them. No
+      LayerNorm on h^m (``view_norm``, off): it would give every region a vector of the same
+      length, and the length carries how much happens there (trips, POIs);
     * eq. 11 compares e^Image with g = LayerNorm(W^POI e^POI), at a learned temperature, both ways;
     * a linear decoder back to both standardised image embeddings (MSE, weight
       ``FusionConfig.reconstruction``) keeps what only the images show, which the text would erase.
@@ -158,15 +168,18 @@ class AlignedFusion(_Fusion):
     """
 
     def __init__(self, dim: int, poi_dim: int | None = None, width: int | None = None, hidden: int = 32,
-                 temperature: float = DEFAULT_TEMPERATURE["aligned"]):
+                 temperature: float = DEFAULT_TEMPERATURE["aligned"], view_norm: bool = False):
         super().__init__()
         poi_dim = dim if poi_dim is None else int(poi_dim)
         width = dim if width is None else int(width)
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0; got {temperature}")
         self.dim, self.poi_dim, self.width, self.hidden = int(dim), poi_dim, width, int(hidden)
-        self.project_sv = nn.Sequential(nn.Linear(dim, width), nn.LayerNorm(width))
-        self.project_rs = nn.Sequential(nn.Linear(dim, width), nn.LayerNorm(width))
+        self.view_norm = bool(view_norm)
+
+        def view_projection() -> nn.Sequential:
+            return nn.Sequential(nn.Linear(dim, width), nn.LayerNorm(width) if view_norm else nn.Identity())
+        self.project_sv, self.project_rs = view_projection(), view_projection()
         self.M = nn.Linear(width, hidden)  # M and b of eq. 8
         self.c = nn.Linear(hidden, 1, bias=False)  # u of the official attention
         self.project_poi = nn.Sequential(nn.Linear(poi_dim, width), nn.LayerNorm(width))
@@ -177,7 +190,8 @@ class AlignedFusion(_Fusion):
             self.register_buffer(f"{name}_std", torch.ones(size))
 
     def config(self) -> dict:
-        return {"dim": self.dim, "poi_dim": self.poi_dim, "width": self.width, "hidden": self.hidden}
+        return {"dim": self.dim, "poi_dim": self.poi_dim, "width": self.width, "hidden": self.hidden,
+                "view_norm": self.view_norm}
 
     @property
     def temperature(self) -> float:
@@ -210,6 +224,8 @@ def load_fusion(directory: str | Path) -> "AttentiveFusion | AlignedFusion":
     held = raw.pop("class", None)
     if held not in classes:
         raise ValueError(f"{Path(directory) / CONFIG_JSON}: unknown fusion class {held!r}")
+    if held == "AlignedFusion":
+        raw.setdefault("view_norm", True)  # saved before 2026-12-06, when every view had a LayerNorm
     model = classes[held](**raw)
     model.load_state_dict(state)
     return model.eval()
@@ -373,7 +389,8 @@ def _new_model(cfg: FusionConfig, sv_mean: np.ndarray, rs_mean: np.ndarray, x_sv
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         if cfg.design == "aligned":
-            model = AlignedFusion(x_sv.shape[1], poi_dim=y.shape[1], temperature=_temperature(cfg))
+            model = AlignedFusion(x_sv.shape[1], poi_dim=y.shape[1], temperature=_temperature(cfg),
+                                  view_norm=VIEW_NORM)
         else:
             model = AttentiveFusion(x_sv.shape[1], hidden=cfg.hidden, poi_dim=y.shape[1],
                                     activation=cfg.activation, projection=cfg.projection)

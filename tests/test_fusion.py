@@ -2,6 +2,7 @@
 for the paper's design and the aligned one (the default)."""
 from __future__ import annotations
 
+import json
 import math
 import warnings
 
@@ -10,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
+import musecl.fusion as fusion_module
 from musecl.fusion import (AlignedFusion, AttentiveFusion, FusionConfig, fuse, info_nce, load_fusion,
                            mse_alignment, train_fusion)
 
@@ -256,6 +258,34 @@ def test_aligned_save_load_round_trip(tmp_path):
     pd.testing.assert_frame_equal(fuse(model, sv, rs)[0], fuse(back, sv, rs)[0])
     with pytest.raises(ValueError, match="holds a AlignedFusion"):
         AttentiveFusion.load(tmp_path / "fusion")
+
+
+def test_aligned_fused_vectors_keep_how_much_happens_in_a_region(monkeypatch):
+    """The fused vector's length follows the inputs' (a LayerNorm on the views, ``VIEW_NORM``,
+    makes every region's about the same length: a busy region looks like a quiet one)."""
+    sv, rs, poi = both_matter()
+    scale = np.linspace(0.2, 3.0, len(sv))  # quiet regions first, busy ones last
+    sv, rs = sv.mul(scale, axis=0), rs.mul(scale, axis=0)
+
+    def length_follows_scale() -> float:
+        model, _ = train_fusion(sv, rs, poi, FusionConfig(epochs=5, batch_size=32))
+        return np.corrcoef(np.linalg.norm(fuse(model, sv, rs)[0].to_numpy(), axis=1), scale)[0, 1]
+    assert length_follows_scale() > 0.6  # 0.80 when written
+    monkeypatch.setattr(fusion_module, "VIEW_NORM", True)
+    assert length_follows_scale() < 0.4  # 0.20
+
+
+def test_an_aligned_fusion_saved_with_layernormed_views_loads(tmp_path):
+    """Saves written before the views lost their LayerNorm have no ``view_norm`` in config.json."""
+    sv, rs, poi = both_matter(n=40)
+    old = AlignedFusion(sv.shape[1], view_norm=True)
+    old.save(tmp_path / "old")
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    del config["view_norm"]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    back = load_fusion(tmp_path / "old")
+    assert back.view_norm
+    pd.testing.assert_frame_equal(fuse(old.eval(), sv, rs)[0], fuse(back, sv, rs)[0])
 
 
 def test_the_aligned_loss_logs_its_two_parts():

@@ -72,7 +72,8 @@ PREFIX = {SATELLITE: "rs", STREETVIEW: "sv"}
 TRIPLETS_CSV = "triplets.csv"
 ATTENTION_CSV = "attention.csv"
 FEATURES_FORMAT = 1  # bump when a backbone's feature extraction changes: old cache entries are ignored
-FUSION_FORMAT = 3  # bump when the fusion stage's training or files change: older entries are retrained
+FUSION_FORMAT = 4  # bump when the fusion stage's training or files change: older entries are retrained
+# (4: the aligned design's image views without LayerNorm, musecl.fusion.VIEW_NORM)
 FINE_TUNED_FORMAT = 3  # the same for the fine-tuned stage's tables
 FINE_TUNED_TABLES = {SATELLITE: "embeddings-rs.csv", STREETVIEW: "embeddings-sv.csv"}
 

@@ -342,9 +342,9 @@ class VectorMuseCL(TableMethod):
     3-4); ``transform`` returns the fused embedding (eq. 10), as MuseCL does."""
     needs = (OD, POI)
 
-    STAGE, FORMAT = "vector-musecl", 6  # 2: the joint encoders train through the Trainer; 3: fusion too;
+    STAGE, FORMAT = "vector-musecl", 7  # 2: the joint encoders train through the Trainer; 3: fusion too;
     # 4: triplets by an exact neighbour search (musecl.sampling.SAMPLING_FORMAT 2); 5: its blocked form (3);
-    # 6: the fusion model is kept (chapter 6 reads its alignment)
+    # 6: the fusion model is kept (chapter 6 reads its alignment); 7: fusion views without LayerNorm
 
     def __init__(self, config: RunConfig | None = None, cache_dir=None, progress: bool = True,
                  view_config: VectorViewConfig | dict | None = None, reuse: "VectorMuseCL | None" = None):
