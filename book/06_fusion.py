@@ -131,9 +131,12 @@ cfg
 #
 # The same equations (but tanh in eq. 8, as the official code, where the paper writes ReLU), on
 # *learned views* of the frozen embeddings (`fusion_design: aligned`):
-# each image embedding is standardised and projected by its own layer with a LayerNorm,
-# $h_i^m = \mathrm{LN}(W^m e_i^m)$, so that the two views share coordinates; eq. 8-10 score and mix
-# the $h_i^m$; eq. 11 compares $e_i^{Image}$ with a projection of the POI vector,
+# each image embedding is standardised and projected by its own linear layer,
+# $h_i^m = W^m e_i^m$, so that the two views share coordinates; eq. 8-10 score and mix the
+# $h_i^m$. There is no LayerNorm on the $h_i^m$: it would give every region a vector of the same
+# length, and the length says how much happens in a region (a LayerNorm there did worse on a
+# second toy city, never this one; the numbers are beside `VIEW_NORM` in `musecl/fusion.py`).
+# Eq. 11 compares $e_i^{Image}$ with a projection of the POI vector,
 # $g_i = \mathrm{LN}(W^{POI} e_i^{POI})$, at a learned temperature, in both directions; and a
 # decoder from $e_i^{Image}$ back to both image embeddings (weight `fusion_reconstruction`)
 # keeps what only the images show, which an alignment to the text alone would erase. Its weight

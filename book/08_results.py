@@ -328,9 +328,10 @@ glue("fine_tune_text", Markdown(fine_tune_text), display=False)
 # together allows (a goal fixed when the book was planned, before any result: a representation
 # that fuses every modality should come most of the way to what the city's hidden causes allow;
 # the paragraph after the checks measures how much of that the raw inputs themselves leave).
-# Nothing below was tuned to pass it: the settings are those printed at the top, and the three
-# set by experiment (`head_reconstruction`, `fusion_reconstruction`, `backbone_layers`) were
-# chosen on a second toy city, never on this one's test parts.
+# Nothing below was tuned to pass it: the settings are those printed at the top, and the four
+# choices made by experiment (`head_reconstruction`, `fusion_reconstruction`, `backbone_layers`,
+# and the fusion's views without a LayerNorm, `musecl.fusion.VIEW_NORM`) were made on a second
+# toy city, never on this one's test parts.
 #
 # ```{literalinclude} ../musecl/report.py
 # :pyobject: bar_checks

@@ -56,6 +56,8 @@ DEFAULT_TEMPERATURE = {"aligned": 0.1, "paper": 1.0}  # aligned: where the learn
 # 1 -> 0.360, 3 -> 0.375, 10 -> 0.401, 30 -> 0.408, 100 -> 0.396; the own POI vector stayed the
 # nearest in batches of 64 for 93%, 89%, 75%, 59%, 49% of the regions (chance 1.6%). Rerun:
 # python experiments/select_on_a_second_city.py fusion_reconstruction 1 3 10 30 100
+# Re-checked with the views without LayerNorm (VIEW_NORM below; seeds 0-4, 2026-12-05): 10 -> 0.550,
+# 30 -> 0.554, 100 -> 0.549.
 DEFAULT_RECONSTRUCTION = 30.0
 # Fine-tuning: the heads' learning rate as a fraction of the fusion's, the common tenth for weights
 # already trained. Not a winning choice: on a second toy city (seed 1, seeds 0-2, params/ci.yaml)
