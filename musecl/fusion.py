@@ -67,9 +67,10 @@ HEAD_LR_FACTOR = 0.1
 # A LayerNorm on the aligned design's two image views (AlignedFusion's view_norm). Off: it makes
 # every region's view vector the same length, and the length carries how much happens there. Chosen
 # on a second toy city (seed 1), never on the book's: MuseCL's headline R2, mean of both splits
-# over seeds 0-4, LayerNorm on the image views and the POI vector 0.521, on neither 0.543, on the
-# POI vector only (this) 0.554, higher or level in every seed (2026-12-05; rerun with
-# experiments/select_on_a_second_city.py fusion_epochs 50, once with this constant True). On Manhattan the fused vectors' lengths varied by 2%
+# over seeds 0-4, LayerNorm on the image views and the POI vector 0.521, on neither 0.543 (a local
+# edit), on the POI vector only (this) 0.554, higher or level in every seed (2026-12-05; rerun with
+# experiments/select_on_a_second_city.py fusion_epochs 50, once with this constant True: it is
+# part of the fusion stages' cache keys, musecl.methods.multisemantic.fusion_key). On Manhattan the fused vectors' lengths varied by 2%
 # of their mean with it (the mobility view's: 100%).
 VIEW_NORM = False
 ACTIVATIONS = ("relu", "tanh")

@@ -12,8 +12,10 @@ import pytest
 import torch
 
 import musecl.fusion as fusion_module
+from musecl.config import RunConfig
 from musecl.fusion import (AlignedFusion, AttentiveFusion, FusionConfig, fuse, info_nce, load_fusion,
                            mse_alignment, train_fusion)
+from musecl.methods.multisemantic import fusion_key
 
 torch.set_num_threads(1)
 
@@ -273,6 +275,13 @@ def test_aligned_fused_vectors_keep_how_much_happens_in_a_region(monkeypatch):
     assert length_follows_scale() > 0.6  # 0.80 when written
     monkeypatch.setattr(fusion_module, "VIEW_NORM", True)
     assert length_follows_scale() < 0.4  # 0.20
+
+
+def test_fusion_stages_are_cached_apart_when_view_norm_is_set(monkeypatch):
+    """An experiment that sets VIEW_NORM must not read the fusions trained without it."""
+    before = fusion_key(RunConfig())
+    monkeypatch.setattr(fusion_module, "VIEW_NORM", True)
+    assert fusion_key(RunConfig()) != before
 
 
 def test_an_aligned_fusion_saved_with_layernormed_views_loads(tmp_path):

@@ -20,9 +20,8 @@ from musecl.methods.base import RegionEmbedder, TableMethod, register
 from musecl.methods.multisemantic import (
     ATTENTION_CSV,
     EMBEDDINGS_CSV,
-    FUSION_FORMAT,
-    FUSION_KEYS,
     MuseCL,
+    fusion_key,
     image_stage,
     text_stage,
     train_fusion_into,
@@ -69,7 +68,7 @@ def fusion_svrv_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_dir: P
     Not the mean (e^SV + e^RS) / 2: under MSE beta = 1/2 reaches it exactly, so nothing is learned.
     """
     upstream = [entry_key(d) for d in (sv_dir, rs_dir)]
-    key = {"upstream": upstream, "target": SVRV_TARGET, "format": FUSION_FORMAT, **cfg.subset(FUSION_KEYS)}
+    key = {"upstream": upstream, "target": SVRV_TARGET, **fusion_key(cfg)}
 
     def compute(folder: Path) -> None:
         sv, rs = (load_table(d / EMBEDDINGS_CSV).reindex(city.region_ids) for d in (sv_dir, rs_dir))

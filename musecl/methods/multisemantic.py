@@ -49,6 +49,7 @@ from musecl.encoders.image import (
     train_image_encoder,
 )
 from musecl.encoders.text import POI_TEXT, PoiTextEncoder, TextEncoderConfig, text_context
+import musecl.fusion
 from musecl.fusion import (AlignedFusion, AttentiveFusion, FusionConfig, OneViewWarning, fine_tune_cnns,
                            fine_tune_heads, fuse, load_fusion, train_fusion)
 from musecl.io import (
@@ -337,11 +338,18 @@ def image_views(city: City) -> tuple[str, ...]:
     return tuple(group[0] for group in groups_met(MuseCL, city))
 
 
+def fusion_key(cfg: RunConfig) -> dict:
+    """What a cached fusion depends on besides its inputs: the stage's format, the run's fusion
+    settings and ``musecl.fusion.VIEW_NORM``, read when called (an experiment that sets it trains
+    fusions of its own instead of reading the book's)."""
+    return {"format": FUSION_FORMAT, "view_norm": musecl.fusion.VIEW_NORM, **cfg.subset(FUSION_KEYS)}
+
+
 def fusion_stage(city: City, cfg: RunConfig, cache, sv_dir: Path | None, rs_dir: Path | None,
                  text_dir: Path) -> Path:
     """Attentive fusion of the image embeddings aligned to the POI vectors (eq. 8-11); None views left out."""
     upstream = [None if d is None else entry_key(d) for d in (sv_dir, rs_dir, text_dir)]
-    key = {"upstream": upstream, "format": FUSION_FORMAT, **cfg.subset(FUSION_KEYS)}
+    key = {"upstream": upstream, **fusion_key(cfg)}
 
     def compute(folder: Path) -> None:
         poi = load_table(text_dir / EMBEDDINGS_CSV)
@@ -402,8 +410,8 @@ def fine_tuned_fusion_stage(city: City, cfg: RunConfig, cache, sv_dir: Path, rs_
     dirs = {"sv": sv_dir, "rs": rs_dir}
     upstream = [entry_key(d) for d in (sv_dir, rs_dir, text_dir)]
     settings = fusion_settings(cfg)
-    key = {"upstream": upstream, "format": FUSION_FORMAT, "fine_tune": fine_tunes, "tables": FINE_TUNED_FORMAT,
-           "head_lr_factor": settings.head_lr_factor, **cfg.subset(FUSION_KEYS)}
+    key = {"upstream": upstream, "fine_tune": fine_tunes, "tables": FINE_TUNED_FORMAT,
+           "head_lr_factor": settings.head_lr_factor, **fusion_key(cfg)}
     if fine_tunes == "cnns":  # the CNNs train on the device, in its precision
         key.update(precision_key(cfg.machine.amp, cfg.machine.device))
 

@@ -51,7 +51,7 @@ from musecl.evaluation import resolve_jobs
 from musecl.fusion import OneViewWarning, fuse, info_nce, load_fusion, train_fusion
 from musecl.io import atomic_save_json, check_choice, in_worker, rewarn
 from musecl.methods.base import OD, TableMethod, register
-from musecl.methods.multisemantic import fusion_settings, sampler_for, text_settings
+from musecl.methods.multisemantic import fusion_key, fusion_settings, sampler_for, text_settings
 from musecl.sampling import Triplets, mobility_triplets, poi_triplets
 from musecl.tables import column_scale
 from musecl.training import Trainer, one_torch_thread
@@ -360,7 +360,7 @@ class VectorMuseCL(TableMethod):
         are read back from the folder, so a cached fit and a fresh one give the same numbers."""
         self.check_inputs(city)
         key = {"format": self.FORMAT, "city": city_fingerprint(city, labels=False), "config": self.config.to_dict(),
-               "view": asdict(self.view_config)}
+               "view": asdict(self.view_config), "fusion": fusion_key(self.config)}
         folder = self.cache.get_or_compute(self.STAGE, key, lambda f: self._save_stages(city, f))
         self._load_stages(folder)
         self.fitted_on = key["city"]
