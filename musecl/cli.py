@@ -25,6 +25,12 @@ def _validate(args: argparse.Namespace) -> int:
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     print(f"{args.city}: valid. {city!r}")
+    if city.pois is not None and len(city.pois):
+        from musecl.encoders.text import has_text
+        if not has_text(city.pois):  # the method runs, but its POI vectors mean something else
+            print("note: no POI has text beyond its category name, so MuseCL's POI vectors (eq. 7) learn "
+                  "each category from the categories it shares regions with (region co-occurrence, "
+                  "chapter 5), not from POI text")
     return 0
 
 

@@ -215,7 +215,12 @@ def test_cli_validate_exit_codes(city_dir):
     ok = subprocess.run([sys.executable, "-m", "musecl.cli", "validate", str(city_dir)],
                         capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
-    assert "valid" in ok.stdout
+    assert "valid" in ok.stdout and "region co-occurrence" not in ok.stdout
+    edit_csv(city_dir / "pois.csv", lambda df: df.drop(columns="text"))
+    no_text = subprocess.run([sys.executable, "-m", "musecl.cli", "validate", str(city_dir)],
+                             capture_output=True, text=True)
+    assert no_text.returncode == 0, no_text.stderr
+    assert "note: no POI has text" in no_text.stdout and "region co-occurrence" in no_text.stdout
     edit_csv(city_dir / "regions.csv", lambda df: pd.concat([df, df.iloc[[2]]]))
     bad = subprocess.run([sys.executable, "-m", "musecl.cli", "validate", str(city_dir)],
                          capture_output=True, text=True)
