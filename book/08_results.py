@@ -479,6 +479,12 @@ else:
     shown_gpu, gpu_sentence = report.beside_recorded_run(
         results, gpu_rows, recorded, headline, cfg.evaluation.splits,
         encoders=f"`rs_arch: {cfg.image.rs_arch}`, `sv_arch: {cfg.image.sv_arch}`")
+    if recorded["date"] < "2026-12-05":  # the day the aligned fusion's views lost their LayerNorm
+        gpu_sentence += (" One more difference, for MuseCL only: the recorded run used the fusion of "
+                         f"its day ({recorded['date']}), whose image views still had a LayerNorm "
+                         "(chapter 6 says why it went), so its MuseCL row differs from this build's in "
+                         "the fusion too; *Concat*, *SV only* and *RS only* use no fusion and compare "
+                         "the image encoders alone.")
 glue("gpu_sentence", Markdown(gpu_sentence), display=False)
 shown_gpu.style.set_caption(f"{recorded['city']}: headline mean R2, this build's image encoders "
                             "and the paper's trained on a GPU (recorded)"
