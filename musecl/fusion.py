@@ -65,13 +65,13 @@ DEFAULT_RECONSTRUCTION = 30.0
 # fine-tuned heads 0.466 / 0.193 at factor 1, 0.488 / 0.262 at 0.1 and 0.510 / 0.269 at 0.01.
 HEAD_LR_FACTOR = 0.1
 # A LayerNorm on the aligned design's two image views (AlignedFusion's view_norm). Off: it makes
-# every region's view vector the same length, and the length carries how much happens there. Chosen
-# on a second toy city (seed 1), never on the book's: MuseCL's headline R2, mean of both splits
-# over seeds 0-4, LayerNorm on the image views and the POI vector 0.521, on neither 0.543 (a local
-# edit), on the POI vector only (this) 0.554, higher or level in every seed (2026-12-05; rerun with
-# experiments/select_on_a_second_city.py fusion_epochs 50, once with this constant True: it is
-# part of the fusion stages' cache keys, musecl.methods.multisemantic.fusion_key). On Manhattan the fused vectors' lengths varied by 2%
-# of their mean with it (the mobility view's: 100%).
+# every region's view vector the same length, and the length carries how much happens there (on
+# Manhattan the fused vectors' lengths varied by 2% of their mean with it, the mobility view's by
+# 100%). Chosen on a second toy city (seed 1), never on the book's: MuseCL's headline R2, mean of
+# both splits over seeds 0-4, LayerNorm on the image views and the POI vector 0.521, on neither
+# 0.543 (a local edit), on the POI vector only (this) 0.554, higher or level in every seed
+# (2026-12-05). Rerun: experiments/select_on_a_second_city.py fusion_epochs 50, once with this
+# constant True (it is part of the fusion stages' cache keys: multisemantic.fusion_key).
 VIEW_NORM = False
 ACTIVATIONS = ("relu", "tanh")
 PROJECTIONS = ("auto", "linear", "none")
@@ -228,7 +228,7 @@ def load_fusion(directory: str | Path) -> "AttentiveFusion | AlignedFusion":
     if held not in classes:
         raise ValueError(f"{Path(directory) / CONFIG_JSON}: unknown fusion class {held!r}")
     if held == "AlignedFusion":
-        raw.setdefault("view_norm", True)  # saved before 2026-12-06, when every view had a LayerNorm
+        raw.setdefault("view_norm", True)  # saved before 2026-12-05, when every view had a LayerNorm
     model = classes[held](**raw)
     model.load_state_dict(state)
     return model.eval()

@@ -192,7 +192,7 @@ def image_stage(city: City, cfg: RunConfig, kind: str, cache, progress: bool = T
     if weight := reconstruction_weight(cfg, kind):  # 0 keeps the keys of stages trained before it existed
         key["head_reconstruction"] = weight
     head = s["arch"] in FEATURE_HEADS  # a head on the backbone's cached features, or a CNN
-    if head:  # a head reads the backbone's cached features, never ``weights``:
+    if head:  # it never reads ``weights``:
         del key["weights"]  # new features, new head (efficientnet_stage's key has the rest)
         key["features_format"] = FEATURES_FORMAT
         key["columns"] = "prefix_k"  # rs_0 ..., as a CNN's (entries without this key: rs0 ...)
