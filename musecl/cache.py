@@ -201,13 +201,12 @@ def _host() -> str:
     return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
 
 
-def remove_stale_temporaries(root: str | Path,
-                             max_age_hours: float = STALE_TEMP_HOURS) -> list[Path]:
+def remove_stale_temporaries(root: str | Path) -> list[Path]:
     """Remove the temporary entry folders killed runs left under ``root/<stage>/``; return them.
 
     Stale: named by a process of this host that no longer runs, or (another host's, or without
-    a pid) not modified for ``max_age_hours``. A folder is written only when its compute ends, so
-    its age says nothing about a compute still running elsewhere: keep that bound generous."""
+    a pid) not modified for :data:`STALE_TEMP_HOURS`. A folder is written only when its compute
+    ends, so its age says nothing about a compute still running elsewhere: keep that generous."""
     root, removed, now = Path(root), [], time.time()
     if not root.is_dir():
         return removed
@@ -219,7 +218,7 @@ def remove_stale_temporaries(root: str | Path,
             if not match or not folder.is_dir():
                 continue
             try:
-                old = now - folder.stat().st_mtime > max_age_hours * 3600
+                old = now - folder.stat().st_mtime > STALE_TEMP_HOURS * 3600
             except FileNotFoundError:
                 continue  # its owner finished meanwhile
             mine = match["pid"] is not None and match["host"] == _host()

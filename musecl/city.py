@@ -697,7 +697,7 @@ def _image_file_problem(root: str, rel) -> str | None:
     """Why the ``path`` cell ``rel`` names no usable image inside ``root``, or None. The path as
     written must stay inside (relative, no ``..``); a symlink inside may point elsewhere
     (``from_raw.build_city(copy_images=False)`` makes them)."""
-    if rel is None or (isinstance(rel, float) and math.isnan(rel)) or not str(rel).strip():
+    if pd.isna(rel) or not str(rel).strip():
         return "path is empty"
     rel = str(rel)
     if os.path.isabs(rel) or (("\\" in rel or ":" in rel) and PureWindowsPath(rel).is_absolute()):

@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import numbers
+import operator
 import os
 import re
 import warnings
@@ -34,8 +35,6 @@ TRIPLET_LOSSES = ("cosine", "euclidean")
 BACKBONE_LAYERS = ("last", "stages")
 AMP_MODES = ("off", "bf16", "fp16", "auto")
 FUSION_DESIGNS = ("aligned", "paper")
-# how a region's POI category vectors become one vector (musecl.encoders.text): "mean" is eq. 7 and
-# forgets how many POIs there were; "log-scaled" keeps the mean's direction, times ln(1 + POIs)
 TEXT_POOLINGS = ("mean", "log-scaled")
 FUSION_LOSSES = ("infonce", "mse")
 SPLITS = ("random", "spatial")
@@ -79,10 +78,11 @@ def _integer(minimum: int):
 
 def _number(above: float | None = None, at_least: float | None = None, below: float | None = None):
     """A finite number (an int, a float or a string such as "1e-3", which YAML 1.1 reads as a string)."""
-    bounds = [f"> {above:g}" if above is not None else "", f">= {at_least:g}" if at_least is not None else "",
-              f"< {below:g}" if below is not None else ""]
+    bounds = [(sign, within, limit) for sign, within, limit in (
+        (">", operator.gt, above), (">=", operator.ge, at_least), ("<", operator.lt, below))
+        if limit is not None]
 
-    @_allows("a number " + " and ".join(b for b in bounds if b))
+    @_allows("a number " + " and ".join(f"{sign} {limit:g}" for sign, _, limit in bounds))
     def check(value):
         if isinstance(value, bool) or not isinstance(value, (str, numbers.Real)):
             raise _Bad()
@@ -90,9 +90,7 @@ def _number(above: float | None = None, at_least: float | None = None, below: fl
             number = float(value)
         except ValueError:
             raise _Bad() from None
-        if not math.isfinite(number) or (above is not None and not number > above) \
-                or (at_least is not None and not number >= at_least) \
-                or (below is not None and not number < below):
+        if not (math.isfinite(number) and all(holds(number, limit) for _, holds, limit in bounds)):
             raise _Bad()
         return value if type(value) in (int, float) else number  # keep 1 as 1: cache keys hash the values
     return check
@@ -189,10 +187,6 @@ CHECKS = {
 }
 
 
-# The stages' settings: written by one flat name everywhere (FLAT below), read by stage in code
-# (``config.fusion.lr``, not a ``fusion_lr`` beside an ``encoder_lr``).
-
-
 def _check(key: str, value):
     """``value`` as ``CHECKS[key]`` normalises it, or a ConfigError naming the key."""
     try:
@@ -262,7 +256,9 @@ class TextSettings:
 
     epochs: int = 5
     window: int = 5
-    pooling: str = "mean"  # "mean": eq. 7; "log-scaled": the mean times ln(1 + POIs), keeps how many
+    # how a region's POI category vectors become one: "mean" (eq. 7) forgets how many POIs there
+    # were; "log-scaled" keeps the mean's direction, times ln(1 + POIs)
+    pooling: str = "mean"
 
     __post_init__ = _checked
 
@@ -410,7 +406,7 @@ class RunConfig:
     def replace(self, **settings) -> "RunConfig":
         """A copy with some settings changed, given by their flat names (``replace(fusion_lr=1e-2)``)
         or as whole stages; checked as a new RunConfig is."""
-        values = {**{k: getattr(self, k) for k in RUN_KEYS}, **{s: getattr(self, s) for s in STAGES}}
+        values = {k: getattr(self, k) for k in (*RUN_KEYS, *STAGES)}
         seeds = settings.get("seeds")
         if seeds is not None and "seed" not in settings and self.seed not in (
                 seeds if isinstance(seeds, (list, tuple)) else (seeds,)):

@@ -23,9 +23,9 @@ except ImportError:  # Windows: folders and files are not locked
     fcntl = None
 
 CONFIG_JSON = "config.json"  # the readable settings every saved model or method folder holds
+WEIGHTS_PT = "weights.pt"  # a saved torch model's state dict, beside its config.json
 _UMASK = os.umask(0o022)  # read once at import (setting it is the only way to read it), restored
 os.umask(_UMASK)
-WEIGHTS_PT = "weights.pt"  # a saved torch model's state dict, beside its config.json
 
 
 def n_of_regions(n: int, total: int, has: str = "has", have: str = "have") -> str:
