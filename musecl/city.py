@@ -1048,7 +1048,7 @@ def restrict_city(src: str | Path, out: str | Path, modalities: Sequence[str],
         meta = dataclasses.replace(meta, oracle_r2={}, latents={}, modality_latents={},
                                    modality_oracle_r2={})
     out = Path(out)
-    images = city.images[city.images[KIND].isin([k for k in IMAGE_KINDS if k in keep])].copy()
+    images = city.images[city.images[KIND].isin(keep)].copy()
     relative = [Path(p).relative_to(city.root) for p in images[PATH]]
     for path in relative:
         (out / path).parent.mkdir(parents=True, exist_ok=True)

@@ -196,26 +196,26 @@ def _check(key: str, value):
         raise ConfigError(message, key=key) from None
 
 
-def _checked(settings) -> None:
-    """Check (and normalise) each field of a stage's settings, by its flat name."""
-    for f in dataclasses.fields(settings):
-        key = FLAT_NAME[type(settings).__name__, f.name]
-        object.__setattr__(settings, f.name, _check(key, getattr(settings, f.name)))
+class _StageSettings:
+    """A stage's settings: each field checked (and normalised) when made, by its flat name."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            key = FLAT_NAME[type(self).__name__, f.name]
+            object.__setattr__(self, f.name, _check(key, getattr(self, f.name)))
 
 
 @dataclass(frozen=True)
-class SamplingSettings:
+class SamplingSettings(_StageSettings):
     """Similarity sampling (eq. 1-4): :class:`musecl.sampling.TripletSampler` with the run's seed."""
 
     n_triplets: int = 10_000  # per encoder, as the official code
     rule: str = "paper"  # "paper": top-k positives, dissimilar negatives; "official"
     n_positive_candidates: int = 5
 
-    __post_init__ = _checked
-
 
 @dataclass(frozen=True)
-class ImageEncoderSettings:
+class ImageEncoderSettings(_StageSettings):
     """The two image encoders (eq. 5-6): ``rs_*`` the satellite one, ``sv_*`` the street-view one;
     the rest is shared."""
 
@@ -240,8 +240,6 @@ class ImageEncoderSettings:
     backbone_layers: str = "last"
     val_fraction: float = 0.1
 
-    __post_init__ = _checked
-
     @property
     def resolved_margin(self) -> float:
         if self.margin is not None:
@@ -250,7 +248,7 @@ class ImageEncoderSettings:
 
 
 @dataclass(frozen=True)
-class TextSettings:
+class TextSettings(_StageSettings):
     """POI text (eq. 7): :class:`musecl.encoders.text.TextEncoderConfig` with the run's seed and
     ``embedding_dim``."""
 
@@ -260,11 +258,9 @@ class TextSettings:
     # were; "log-scaled" keeps the mean's direction, times ln(1 + POIs)
     pooling: str = "mean"
 
-    __post_init__ = _checked
-
 
 @dataclass(frozen=True)
-class FusionSettings:
+class FusionSettings(_StageSettings):
     """Fusion (eq. 8-11): :class:`musecl.fusion.FusionConfig` with the run's seed."""
 
     design: str = "aligned"  # "aligned": learned views, temperature, reconstruction; "paper": eq. 8-11 as written
@@ -277,11 +273,9 @@ class FusionSettings:
     # second toy city: musecl.fusion.DEFAULT_RECONSTRUCTION)
     reconstruction: float = 30.0
 
-    __post_init__ = _checked
-
 
 @dataclass(frozen=True)
-class EvaluationSettings:
+class EvaluationSettings(_StageSettings):
     """How embeddings are scored: splits, the probe (:class:`musecl.evaluation.ProbeConfig`'s epochs
     and patience), the spatial split's blocks and buffer."""
 
@@ -294,11 +288,9 @@ class EvaluationSettings:
     # the distance beyond which the city's indicator values no longer correlate (0: no buffer)
     buffer_m: float | str = "auto"
 
-    __post_init__ = _checked
-
 
 @dataclass(frozen=True)
-class MachineSettings:
+class MachineSettings(_StageSettings):
     """Where and how fast a run goes. Trained weights differ in their last bits with them (threads,
     processes), and amp changes the arithmetic (so it enters the cache keys), but none of them
     changes the method, its data or its sizes."""
@@ -313,8 +305,6 @@ class MachineSettings:
     # worker processes (0: one per CPU core) fitting methods side by side on the CPU, and probes;
     # probe scores do not depend on it, trained weights do in their last bits (threads per process)
     jobs: int = 0
-
-    __post_init__ = _checked
 
 
 # RunConfig's stages: attribute, settings class, and the heading a reader sees (RunConfig's table)
