@@ -213,7 +213,7 @@ class City:
         """Indicator values as modelled: ln(1 + x) where the metadata (or ``log``) says so."""
         out = self.indicators.copy()
         for name, ind in self.meta.indicators.items():
-            if log if log is not None else ind.log:
+            if ind.log if log is None else log:
                 out[name] = np.log1p(out[name])
         return out
 

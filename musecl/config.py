@@ -201,7 +201,7 @@ class _StageSettings:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            key = FLAT_NAME[type(self).__name__, f.name]
+            key = FLAT_NAME[type(self), f.name]
             object.__setattr__(self, f.name, _check(key, getattr(self, f.name)))
 
 
@@ -327,7 +327,7 @@ _FLAT_NAMES = {
 }
 FLAT = {_FLAT_NAMES.get((stage, f.name), f.name): (stage, f.name)
         for stage, (cls, _) in STAGES.items() for f in dataclasses.fields(cls)}  # flat key -> (stage, field)
-FLAT_NAME = {(STAGES[stage][0].__name__, name): key for key, (stage, name) in FLAT.items()}
+FLAT_NAME = {(STAGES[stage][0], name): key for key, (stage, name) in FLAT.items()}
 # settings renamed since an earlier version: old files and saved models still load, with a warning
 RENAMED = {"lr": "encoder_lr"}  # it never set the fusion's learning rate (fusion_lr) or the probe's
 
