@@ -206,7 +206,8 @@ def remove_stale_temporaries(root: str | Path) -> list[Path]:
 
     Stale: named by a process of this host that no longer runs, or (another host's, or without
     a pid) not modified for :data:`STALE_TEMP_HOURS`. A folder is written only when its compute
-    ends, so its age says nothing about a compute still running elsewhere: keep that generous."""
+    ends, so its age says nothing about a compute still running elsewhere: keep that bound
+    generous."""
     root, removed, now = Path(root), [], time.time()
     if not root.is_dir():
         return removed
