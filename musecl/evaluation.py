@@ -4,11 +4,9 @@ The paper's protocol (and the official code's): an MLP [512, 256, 128, 64] with 
 indicator on ln(1 + x) from the embedding, MSE loss, Adam lr 5e-4, batch 32, early stopping on
 a validation part (patience 50), one random 60/20/20 split; R2 and RMSE on the test part.
 
-Additions, each a named option: several seeds (each draws its own split *and* probe
-initialisation); a spatial block split, whose buffer drops training regions near the test blocks
-(a random split lets location alone look like skill); a ridge probe; and a k-nearest-neighbour
-probe (what location alone explains when the "embedding" is a region's centre). Every evaluation
-returns rows of the one results table, ``RESULT_COLUMNS``, matched to regions by ``region_id``.
+Added, each a named option: several seeds; a buffered spatial block split (a random split lets
+location alone look like skill); ridge and k-nearest-neighbour probes (kNN on region centres:
+what location alone explains). Evaluations return rows of ``RESULT_COLUMNS``.
 """
 from __future__ import annotations
 
@@ -111,7 +109,7 @@ def spatial_block_split(xy_m: np.ndarray, block_size_m: float, seed: int,
     f = _check_fractions(fractions)
     ids = block_ids(xy_m, block_size_m)
     n = len(ids)
-    n_blocks = int(ids.max()) + 1 if n else 0
+    n_blocks = int(ids.max()) + 1
     wanted = int((f > 0).sum())
     if n_blocks < wanted:
         raise ValueError(f"only {n_blocks} block(s) of {block_size_m:g} m cover the {n} regions; "

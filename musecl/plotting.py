@@ -14,18 +14,7 @@ from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import Bbox
 from PIL import Image
 
-from musecl.city import (
-    CATEGORY,
-    DESTINATION,
-    FLOW,
-    INFLOW,
-    LAT,
-    LON,
-    ORIGIN,
-    OUTFLOW,
-    WGS84,
-    City,
-)
+from musecl.city import CATEGORY, DESTINATION, FLOW, INFLOW, LAT, LON, ORIGIN, OUTFLOW, WGS84, City
 
 
 def region_outlines(city: City | gpd.GeoDataFrame | gpd.GeoSeries) -> gpd.GeoSeries:
@@ -141,13 +130,12 @@ def plot_images(paths: Sequence, titles: Sequence[str] | None = None, ncols: int
     n = len(paths)
     nrows = max(1, int(np.ceil(n / ncols)))
     fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows * 1.1), squeeze=False)
-    for i, ax in enumerate(axes.flat):
+    for ax in axes.flat:
         ax.axis("off")
-        if i < n:
-            img = paths[i]
-            ax.imshow(np.asarray(Image.open(img).convert("RGB")) if not isinstance(img, np.ndarray) else img)
-            if titles is not None:
-                ax.set_title(titles[i], fontsize=8)
+    for i, (ax, img) in enumerate(zip(axes.flat, paths)):
+        ax.imshow(img if isinstance(img, np.ndarray) else np.asarray(Image.open(img).convert("RGB")))
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -214,7 +202,7 @@ def plot_predicted_vs_true(predictions: pd.DataFrame, ncols: int = 3, size: floa
         r2 = 1 - ((y - yhat) ** 2).sum() / ((y - y.mean()) ** 2).sum()
         lo, hi = np.nanmin(p[["y_true", "y_pred"]].to_numpy()), np.nanmax(p[["y_true", "y_pred"]].to_numpy())
         ax.plot([lo, hi], [lo, hi], ls=":", color="k", lw=1)
-        scale = {True: ", ln(1 + x)", False: ""}.get((log or {}).get(ind), "")
+        scale = ", ln(1 + x)" if (log or {}).get(ind) else ""
         ax.set(title=f"{ind}  (test $R^2$ = {r2:.2f})", xlabel=f"true{scale}", ylabel=f"predicted{scale}")
         ax.legend(fontsize=7, loc="upper left", frameon=False)
     for ax in axes.flat[len(indicators):]:
@@ -257,9 +245,9 @@ def plot_region_groups(city: City, groups: dict[str, Sequence[str]], ax=None, co
 def plot_history(history: pd.DataFrame, parts: Sequence[str] = ("loss",), axes=None, size: float = 3.6,
                  title: str | None = None):
     """Training curves from a history table: a panel per part, ``train_<part>`` and ``val_<part>``."""
-    missing = [p for p in parts if f"train_{p}" not in history]
+    missing = [f"train_{p}" for p in parts if f"train_{p}" not in history]
     if missing:
-        raise ValueError(f"plot_history: history has no column(s) {[f'train_{p}' for p in missing]}; "
+        raise ValueError(f"plot_history: history has no column(s) {missing}; "
                          f"it has {list(history.columns)}")
     if axes is None:
         axes = plt.subplots(1, len(parts), figsize=(size * len(parts), size * 0.8), squeeze=False)[1]
