@@ -85,9 +85,7 @@ def feature_matrix(features: pd.DataFrame) -> tuple[list[str], torch.Tensor]:
 def triplet_features(region_ids: list[str], x: torch.Tensor, triplets) -> TripletFeatures:
     """``triplets`` (of region ids) as rows of ``x``, whose rows are the regions ``region_ids``."""
     position = {r: i for i, r in enumerate(region_ids)}
-    columns, ids = triplet_columns(triplets)
-    if ids is not None:  # a sampling.Triplets holds positions into its own region_ids
-        columns = [np.asarray(ids)[c] for c in columns]
+    columns = triplet_columns(triplets)
     missing = sorted({str(r) for c in columns for r in c} - set(position))
     if missing:
         raise ValueError(f"{len(missing)} triplet region(s) have no complete feature row, "
@@ -168,7 +166,7 @@ def initial_head(trained: FeatureHead, seed: int) -> FeatureHead:
     """The head as :func:`train_feature_head` started it (same seed, same standardisation), untrained:
     the control that shows what training added."""
     torch.manual_seed(seed)
-    head = FeatureHead(trained.in_dim, trained.embedding_dim, trained.hidden, trained.decoder is not None)
+    head = FeatureHead(**trained.config())
     head.mean.copy_(trained.mean)
     head.std.copy_(trained.std)
     return head.eval()
