@@ -155,8 +155,7 @@ def head_encoder(head: FeatureHead, arch: str, image_size: int, weights_source: 
                  layers: str = "last") -> HeadEncoder:
     """``head`` on the frozen backbone its arch names (EfficientNet-Lite0 at ``image_size`` px,
     pooled from ``layers``)."""
-    if arch not in FEATURE_HEADS:
-        raise ValueError(f"unknown feature head {arch!r}; known: {sorted(FEATURE_HEADS)}")
+    check_choice("arch", arch, FEATURE_HEADS)
     net, _ = efficientnet_lite0(image_size)
     return HeadEncoder(pooled_features_module(net, image_size, layers), head,
                        {"arch": arch, "embedding_dim": head.embedding_dim, "weights_source": weights_source})
