@@ -53,14 +53,13 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DeviceUnavailableError(f"device {str(device)!r} was asked for but torch sees no CUDA GPU; "
-                           "use device='cpu' or device='auto'")
+                                     "use device='cpu' or device='auto'")
     return device
 
 
 class OneProcess:
     """What the Trainer, the cache and the image stage ask of the processes that train together,
-    answered for one process (for ``torchrun``'s, see
-    :class:`musecl.scaling.distributed.TorchProcesses`)."""
+    answered for one process (torchrun's: :class:`musecl.scaling.distributed.TorchProcesses`)."""
 
     def rank(self) -> int:
         return 0
@@ -310,10 +309,10 @@ def load_weights(directory: str | Path, writer: str) -> tuple[dict, dict]:
 
 def _move_aside(path: Path) -> Path:
     """Rename a damaged checkpoint to ``<name>.corrupt-<time>`` (kept for inspection, never read)."""
-    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
-    n = 1
+    name = f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"
+    aside, n = path.with_name(name), 1
     while aside.exists():
-        aside, n = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{n}"), n + 1
+        aside, n = path.with_name(f"{name}-{n}"), n + 1
     os.replace(path, aside)
     return aside
 
@@ -402,8 +401,7 @@ class Trainer:
         net.train()
         sums: dict[str, torch.Tensor] = {}
         items = images = 0
-        order = torch.randperm(len(data), generator=generator)
-        order = processes().shard(order)  # this process's share
+        order = processes().shard(torch.randperm(len(data), generator=generator))
         batches = [b for b in order.split(self.batch_size) if len(b) >= self.min_batch]
         bar = tqdm(batches, desc=f"epoch {epoch}/{self.epochs}", leave=False, disable=not self._show_progress,
                    unit="batch")
@@ -444,13 +442,13 @@ class Trainer:
         return row
 
     @torch.no_grad()
-    def evaluate(self, data, seed: int | None = None) -> dict:
-        """Mean loss parts over ``data`` in fixed order, with a generator seeded afresh (default
+    def evaluate(self, data) -> dict:
+        """Mean loss parts over ``data`` in fixed order, with a generator seeded afresh (from
         ``self.seed + 1``), so repeated evaluations see the same random draws."""
         data = as_batch_dataset(data)
         was_training = self.model.training
         self.model.eval()
-        generator = torch.Generator().manual_seed(_per_process(self.seed + 1 if seed is None else seed))
+        generator = torch.Generator().manual_seed(_per_process(self.seed + 1))
         sums: dict[str, torch.Tensor] = {}
         items = 0
         mine = torch.arange(len(data))[processes().rank()::processes().world_size()]  # each process scores its share

@@ -85,9 +85,7 @@ def feature_matrix(features: pd.DataFrame) -> tuple[list[str], torch.Tensor]:
 def triplet_features(region_ids: list[str], x: torch.Tensor, triplets) -> TripletFeatures:
     """``triplets`` (of region ids) as rows of ``x``, whose rows are the regions ``region_ids``."""
     position = {r: i for i, r in enumerate(region_ids)}
-    columns, ids = triplet_columns(triplets)
-    if ids is not None:  # a sampling.Triplets holds positions into its own region_ids
-        columns = [np.asarray(ids)[c] for c in columns]
+    columns = triplet_columns(triplets)
     missing = sorted({str(r) for c in columns for r in c} - set(position))
     if missing:
         raise ValueError(f"{len(missing)} triplet region(s) have no complete feature row, "
@@ -157,8 +155,7 @@ def head_encoder(head: FeatureHead, arch: str, image_size: int, weights_source: 
                  layers: str = "last") -> HeadEncoder:
     """``head`` on the frozen backbone its arch names (EfficientNet-Lite0 at ``image_size`` px,
     pooled from ``layers``)."""
-    if arch not in FEATURE_HEADS:
-        raise ValueError(f"unknown feature head {arch!r}; known: {sorted(FEATURE_HEADS)}")
+    check_choice("arch", arch, FEATURE_HEADS)
     net, _ = efficientnet_lite0(image_size)
     return HeadEncoder(pooled_features_module(net, image_size, layers), head,
                        {"arch": arch, "embedding_dim": head.embedding_dim, "weights_source": weights_source})
@@ -168,7 +165,7 @@ def initial_head(trained: FeatureHead, seed: int) -> FeatureHead:
     """The head as :func:`train_feature_head` started it (same seed, same standardisation), untrained:
     the control that shows what training added."""
     torch.manual_seed(seed)
-    head = FeatureHead(trained.in_dim, trained.embedding_dim, trained.hidden, trained.decoder is not None)
+    head = FeatureHead(**trained.config())
     head.mean.copy_(trained.mean)
     head.std.copy_(trained.std)
     return head.eval()

@@ -74,7 +74,7 @@ def _decode(path: Path, size: int) -> np.ndarray:
 def decoded_images(paths: Sequence[Path], size: int, kind: str | None, progress: bool) -> Iterable[np.ndarray]:
     """Each image decoded in turn (uint8 (3, S, S)), with a progress bar when asked."""
     if progress:
-        paths = tqdm(paths, total=len(paths), desc=f"decoding {kind or 'images'}", unit="img")
+        paths = tqdm(paths, desc=f"decoding {kind or 'images'}", unit="img")
     for path in paths:
         yield _decode(path, size)
 
@@ -206,9 +206,7 @@ class ImageStore:
 
     def load_into_memory(self) -> "ImageStore":
         """The same store with every image read into one CPU tensor (``self`` when already in memory)."""
-        if self.in_memory:
-            return self
-        return self._with_images(self.images[:])
+        return self if self.in_memory else self._with_images(self.images[:])
 
     # -- devices -----------------------------------------------------------------------
 
@@ -587,20 +585,22 @@ class TripletObjective:
 ROLES = ("anchor", "positive", "negative")  # a triplet's columns
 
 
-def triplet_columns(triplets) -> tuple[list, np.ndarray | None]:
-    """(anchor, positive, negative) columns and, for a ``sampling.Triplets``, its region ids."""
+def triplet_columns(triplets) -> list[np.ndarray]:
+    """(anchor, positive, negative) columns; a ``sampling.Triplets``'s rows as its region ids."""
     if isinstance(triplets, pd.DataFrame):
         missing = [c for c in ROLES if c not in triplets.columns]
         if missing:
             raise ValueError(f"triplet table lacks column(s) {missing}; has {list(triplets.columns)}")
-        return [triplets[c].to_numpy() for c in ROLES], None
+        return [triplets[c].to_numpy() for c in ROLES]
     if all(hasattr(triplets, k) for k in ROLES):
-        return [np.asarray(getattr(triplets, k)) for k in ROLES], getattr(triplets, "region_ids", None)
+        columns = [np.asarray(getattr(triplets, k)) for k in ROLES]
+        ids = getattr(triplets, "region_ids", None)
+        return columns if ids is None else [np.asarray(ids)[c] for c in columns]
     if isinstance(triplets, (tuple, list)) and len(triplets) == 3:
-        return [np.asarray(c) for c in triplets], None
+        return [np.asarray(c) for c in triplets]
     arr = np.asarray(triplets)
     if arr.ndim == 2 and arr.shape[1] == 3:
-        return [arr[:, 0], arr[:, 1], arr[:, 2]], None
+        return [arr[:, 0], arr[:, 1], arr[:, 2]]
     raise TypeError("triplets must be a sampling.Triplets, a DataFrame with anchor/positive/negative, "
                     "three arrays, or an (T, 3) array")
 
@@ -622,13 +622,11 @@ class TripletImageDataset:
         if isinstance(triplets, torch.Tensor) and triplets.ndim == 2 and triplets.shape[0] == 3:
             self.roles = triplets.long()  # already resolved positions (from subset)
             return
-        columns, ids = triplet_columns(triplets)
+        columns = triplet_columns(triplets)
         if not (len(columns[0]) == len(columns[1]) == len(columns[2])):
             raise ValueError(f"anchor, positive and negative have different lengths: {[len(c) for c in columns]}")
         resolved = []
         for col in columns:
-            if ids is not None and np.issubdtype(col.dtype, np.integer):
-                col = np.asarray(ids)[col]
             if np.issubdtype(col.dtype, np.integer):
                 if len(col) and (col.min() < 0 or col.max() >= store.n_regions):
                     raise IndexError(f"integer triplet entries are positions in store.region_ids "
@@ -637,7 +635,7 @@ class TripletImageDataset:
                 resolved.append(torch.as_tensor(col, dtype=torch.int64))
             else:
                 resolved.append(store.positions(col))
-        self.roles = torch.stack(resolved) if resolved[0].numel() else torch.empty((3, 0), dtype=torch.int64)
+        self.roles = torch.stack(resolved)
 
     def __len__(self) -> int:
         return int(self.roles.shape[1])

@@ -100,8 +100,7 @@ class TextEncoderConfig:
 
 
 def poi_sentences(pois: pd.DataFrame) -> list[list[str]]:
-    """One sentence per POI: [category token] + tokens of its text (the corpus of the
-    training phase)."""
+    """One sentence per POI: [category token] + tokens of its text (the training-phase corpus)."""
     texts = pois[TEXT] if TEXT in pois.columns else pd.Series("", index=pois.index)
     return [[category_token(c)] + tokenize(t) for c, t in zip(pois[CATEGORY], texts)]
 
@@ -154,8 +153,8 @@ def region_sentences(pois: pd.DataFrame, seed: int = 0, copies: int = 1) -> list
 
 def training_sentences(pois: pd.DataFrame, context: str = AUTO, seed: int = 0,
                        region_copies: int = 10) -> list[list[str]]:
-    """The corpus Word2Vec trains on under ``context`` (resolved by :func:`text_context`); for region
-    co-occurrence, ``region_copies`` shuffled copies of each region's sentence."""
+    """Word2Vec's corpus under ``context`` (:func:`text_context`): :func:`poi_sentences`, or
+    :func:`region_sentences` with ``copies=region_copies``."""
     if text_context(pois, context) == POI_TEXT:
         return poi_sentences(pois)
     return region_sentences(pois, seed, region_copies)
@@ -243,8 +242,7 @@ class PoiTextEncoder:
         ids, pois = city.region_ids, city.pois
         codes = pois[CATEGORY].map(category_token).map(self._index)
         known = codes.notna().to_numpy() & pois[REGION_ID].isin(ids).to_numpy()
-        n_unknown = int(codes.isna().sum())
-        if n_unknown:
+        if n_unknown := int(codes.isna().sum()):
             warnings.warn(f"{city.name}: {n_unknown} POIs have a category not in the vocabulary "
                           "and are left out of eq. 7", stacklevel=2)
         row = ids.get_indexer(pois[REGION_ID][known])
