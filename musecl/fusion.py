@@ -136,17 +136,13 @@ class AttentiveFusion(_Fusion):
         return {"dim": self.dim, "hidden": self.hidden, "poi_dim": self.poi_dim,
                 "activation": self.activation, "projection": self.projection}
 
-    def scores(self, e: torch.Tensor) -> torch.Tensor:
-        """Eq. 8: alpha = c^T act(M e + b), one score per row."""
-        act = torch.relu if self.activation == "relu" else torch.tanh
-        return self.c(act(self.M(e))).squeeze(-1)
-
     def forward(self, e_sv: torch.Tensor, e_rs: torch.Tensor, present: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """``present``: (n, 2) booleans, whether a region has each view (:func:`attention`)."""
         self.check_views(e_sv, e_rs)
         stacked = torch.stack([e_sv, e_rs], dim=1)  # (n, 2, d)
-        alpha = self.scores(stacked)  # (n, 2)
+        act = torch.relu if self.activation == "relu" else torch.tanh
+        alpha = self.c(act(self.M(stacked))).squeeze(-1)  # eq. 8, (n, 2)
         beta = attention(alpha, present)  # eq. 9
         e_image = (beta.unsqueeze(-1) * stacked).sum(dim=1)  # eq. 10
         return e_image, beta
@@ -161,8 +157,7 @@ class AlignedFusion(_Fusion):
 
     * each standardised embedding gets its own linear projection h^m = W^m e^m, so that the two,
       trained apart, share coordinates; eq. 8-10 score (u^T tanh(M h + b)) and mix them. No
-      LayerNorm on h^m (``view_norm``, off): it would give every region a vector of the same
-      length, and the length carries how much happens there (trips, POIs);
+      LayerNorm on h^m unless ``view_norm`` (off: why and the measurements at ``VIEW_NORM``);
     * eq. 11 compares e^Image with g = LayerNorm(W^POI e^POI), at a learned temperature, both ways;
     * a linear decoder back to both standardised image embeddings (MSE, weight
       ``FusionConfig.reconstruction``) keeps what only the images show, which the text would erase.
@@ -328,8 +323,7 @@ def _views(sv: pd.DataFrame, rs: pd.DataFrame) -> pd.DataFrame:
     """``rs`` aligned to ``sv``'s regions, after checking both (street view first, as eq. 9 is
     written: two tables handed over the other way round would fuse without a word)."""
     check_region_table(sv, "sv")
-    named = lambda df, prefix: len(df.columns) and all(str(c).startswith(prefix) for c in df.columns)  # noqa: E731
-    if named(sv, "rs_") and named(rs, "sv_"):
+    if {str(c)[:3] for c in sv.columns} == {"rs_"} and {str(c)[:3] for c in rs.columns} == {"sv_"}:
         raise ValueError("the street-view table comes first, then the satellite one: these came the other way "
                          "round (columns rs_... first, sv_... second)")
     return _align(sv, rs, "rs")
@@ -465,25 +459,29 @@ def _train_fusion(sv: pd.DataFrame, rs: pd.DataFrame, poi: pd.DataFrame, cfg: Fu
                       "differ): eq. 11 has nothing to tell the regions apart by", stacklevel=2)
 
     model = _new_model(cfg, sv_mean, rs_mean, x_sv, x_rs, y)
-    train_idx, val_idx = torch.arange(n), None
+    data, val = (x_sv, x_rs, y, present), None
     if cfg.patience is not None:
         order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
         n_val = max(2, int(round(cfg.val_fraction * n)))
         if n - n_val < 2:
             raise ValueError(f"too few regions ({n}) to hold out {n_val} for validation")
-        val_idx, train_idx = order[:n_val], order[n_val:]
+        val = tuple(t[order[:n_val]] for t in data)
+        data = tuple(t[order[n_val:]] for t in data)
+    return _fit(model, lambda net, batch: _batch_loss(net, *batch, cfg),
+                lambda params: torch.optim.Adam(params, lr=cfg.lr), cfg, data, val,
+                min_batch=2 if cfg.loss == "infonce" else 1,  # an InfoNCE batch of one: no negative
+                patience=cfg.patience)
 
-    trainer = Trainer(model, lambda net, batch: _batch_loss(net, *batch, cfg),
-                      optimizer_factory=lambda params: torch.optim.Adam(params, lr=cfg.lr),
-                      lr_gamma=1.0, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                      min_batch=2 if cfg.loss == "infonce" else 1,  # an InfoNCE batch of one has no negative
-                      patience=cfg.patience, seed=cfg.seed, progress=False)
+
+def _fit(model: nn.Module, loss, optimizer, cfg: FusionConfig, train, val=None, **trainer_settings):
+    """Train ``model`` for ``cfg``'s epochs at a constant rate, the global random state left as it
+    was; returns the model (eval mode) and its history."""
+    trainer = Trainer(model, loss, optimizer_factory=optimizer, lr_gamma=1.0, epochs=cfg.epochs,
+                      batch_size=cfg.batch_size, seed=cfg.seed, progress=False, **trainer_settings)
     with torch.random.fork_rng(devices=[]):
-        rows = trainer.fit((x_sv[train_idx], x_rs[train_idx], y[train_idx], present[train_idx]),
-                           (x_sv[val_idx], x_rs[val_idx], y[val_idx], present[val_idx])
-                           if val_idx is not None else None)
+        history = trainer.fit(train, val)
     # timings left out: the stage's saved history is the same in every run of a seed
-    return model.eval(), pd.DataFrame(rows).drop(columns=list(TIMING_COLUMNS))
+    return model.eval(), pd.DataFrame(history).drop(columns=list(TIMING_COLUMNS))
 
 
 @torch.no_grad()
@@ -573,17 +571,15 @@ def _fine_tune(encoders: dict[str, nn.Module], e: dict[str, torch.Tensor], y: to
         return torch.optim.Adam([{"params": model.fusion.parameters()},
                                  {"params": trained, "lr": cfg.lr * cfg.head_lr_factor}], lr=cfg.lr)
 
-    trainer = Trainer(model, partial(fine_tuning_loss, cfg=cfg, objective=objective), optimizer_factory=optimizer,
-                      lr_gamma=1.0, epochs=cfg.epochs, batch_size=cfg.batch_size, min_batch=2, seed=cfg.seed,
-                      progress=False, **trainer_settings)
-    with torch.random.fork_rng(devices=[]):
-        history = trainer.fit(data)
-    return model.eval(), pd.DataFrame(history).drop(columns=list(TIMING_COLUMNS))
+    loss = partial(fine_tuning_loss, cfg=cfg, objective=objective)
+    return _fit(model, loss, optimizer, cfg, data, min_batch=2, **trainer_settings)
 
 
-def _aligned_only(cfg: FusionConfig) -> None:
+def _fine_tuning_config(config: FusionConfig | dict | None) -> FusionConfig:
+    cfg = _as_config(config)
     if cfg.design != "aligned":
         raise ValueError(f"fine-tuning the encoders trains the aligned fusion design; got design {cfg.design!r}")
+    return cfg
 
 
 def fine_tune_heads(heads: dict[str, FeatureHead], features: dict[str, pd.DataFrame],
@@ -593,8 +589,7 @@ def fine_tune_heads(heads: dict[str, FeatureHead], features: dict[str, pd.DataFr
     fusion (loss: :func:`fine_tuning_loss`). ``features[kind]``: the frozen backbone's features
     per region (NaN: no such image); ``triplets[kind]``: region-id tables for ``objective``.
     Uses the regions with both features and a POI vector; returns the model (eval) and history."""
-    cfg = _as_config(config)
-    _aligned_only(cfg)
+    cfg = _fine_tuning_config(config)
     with one_torch_thread():
         ids, x = {}, {}
         for kind in MODALITY_NAMES:
@@ -615,8 +610,7 @@ def fine_tune_cnns(encoders: dict[str, ImageEncoder], stores: dict[str, ImageSto
     """:func:`fine_tune_heads` for whole CNNs on ``stores[kind]``'s images (meant for a GPU: each
     step runs both CNNs on B regions and 3B triplet images of each kind). Eq. 11 sees one
     unaugmented image per region; the triplets are augmented as in the encoders' own training."""
-    cfg = _as_config(config)
-    _aligned_only(cfg)
+    cfg = _fine_tuning_config(config)
     regions, y = _fine_tuning_regions(stores["sv"].region_ids, stores["rs"].region_ids, poi)
     encoders = {kind: encoder.to(resolve_device(device)) for kind, encoder in encoders.items()}
     e = {kind: torch.tensor(embed_regions(encoders[kind], stores[kind], region_ids=regions, amp=amp)

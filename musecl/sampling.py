@@ -45,8 +45,8 @@ _BLOCK = 1 << 20  # floats per temporary block: keeps every intermediate around 
 # eq. 1-4
 
 
-def _euclidean(a, b) -> np.ndarray:
-    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+def _euclidean(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # float arrays: callers convert
+    diff = a - b
     return np.sqrt(np.einsum("...k,...k->...", diff, diff))
 
 

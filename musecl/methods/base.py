@@ -260,9 +260,9 @@ def unsupported_reason(name: str, city: City) -> str | None:
 def _lacking(method, city: City) -> str | None:
     """What ``city`` lacks of a method's ``needs`` and ``needs_any``."""
     have = city_inputs(city)
-    missing = [INPUTS[n] for n in method.needs if n not in have]
+    missing = [f"no {INPUTS[n]}" for n in method.needs if n not in have]
     if missing:
-        return join_words([f"no {m}" for m in missing], "and")
+        return join_words(missing, "and")
     if method.needs_any and not groups_met(method, city):
         return "neither " + " nor ".join(_group_words(g) for g in method.needs_any)
     return None
