@@ -251,11 +251,8 @@ def panorama_views(image, n_views: int = STREETVIEW_VIEWS, size: int | None = DE
     w, h = image.size
     side = min(w // n_views, h)
     top = int(round(min(max(centre * h - side / 2, 0), h - side)))
-    views = []
-    for k in range(n_views):
-        view = image.crop((k * side, top, (k + 1) * side, top + side))
-        views.append(view.resize((size, size), Image.BILINEAR) if size else view)
-    return views
+    views = [image.crop((k * side, top, (k + 1) * side, top + side)) for k in range(n_views)]
+    return [view.resize((size, size), Image.BILINEAR) for view in views] if size else views
 
 
 def _write_images(root: Path, grouped: dict[str, dict], image_size: int | None) -> pd.DataFrame:

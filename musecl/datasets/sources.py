@@ -151,11 +151,9 @@ def fetch(name: str, data_dir: str | os.PathLike | None = None, download: bool =
     every = files_of(name)
     if files is not None and set(files) - set(every):
         raise ValueError(f"not files of the {name} data set: {sorted(set(files) - set(every))}")
-    paths = {}
-    for file in tqdm(every if files is None else list(files), desc=f"fetch {name}", unit="file",
-                     disable=None if progress else True):
-        paths[file] = locate(file, data_dir=data_dir, download=download)
-    return paths
+    bar = tqdm(every if files is None else list(files), desc=f"fetch {name}", unit="file",
+               disable=None if progress else True)
+    return {file: locate(file, data_dir=data_dir, download=download) for file in bar}
 
 
 def available(name: str, data_dir: str | os.PathLike | None = None) -> bool:

@@ -42,6 +42,7 @@ import pandas as pd
 import yaml
 from PIL import Image
 from scipy.spatial import cKDTree
+from scipy.special import softmax
 from sklearn.linear_model import RidgeCV
 from sklearn.model_selection import KFold
 from sklearn.pipeline import make_pipeline
@@ -286,11 +287,10 @@ class _Layout:
             if margin > 0:
                 break
         river = best[1]
-        lake_r = max(0.06 * radius_m, 1.1 * edge_m)
         # the lake sits in a park between the CBD and the old town
         cx, cy = centres["cbd"][:2]
         ox, oy = centres["old_town"][:2]
-        lake = (0.45 * cx + 0.55 * ox, 0.45 * cy + 0.55 * oy, lake_r)
+        lake = (0.45 * cx + 0.55 * ox, 0.45 * cy + 0.55 * oy, max(0.06 * radius_m, 1.1 * edge_m))
         # a wooded hill beside the old town (to one side, so the old town itself stays built)
         norm = math.hypot(ox, oy) or 1.0
         hill = (ox - 0.2 * radius_m * oy / norm, oy + 0.2 * radius_m * ox / norm,
@@ -353,8 +353,7 @@ def _latents(layout: _Layout, x: np.ndarray, y: np.ndarray, edge_m: float,
     r = np.hypot(x, y) / R
     urban = 1.0 / (1.0 + np.exp((r - 0.93 - 0.06 * edge_field(x, y)) / 0.04))
 
-    level = np.array([_BACKGROUND[k][0] for k in _SHAPED])
-    spread = np.array([_BACKGROUND[k][1] for k in _SHAPED])
+    level, spread = np.array([_BACKGROUND[k] for k in _SHAPED]).T
     shaped = level + spread * waves
     for cx, cy, width, targets in layout.centres.values():
         k = np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * width ** 2))[:, None]
@@ -385,10 +384,7 @@ def _poi_rate(lat: pd.DataFrame) -> np.ndarray:
 def _poi_probs(lat: pd.DataFrame) -> np.ndarray:
     z = np.column_stack([np.ones(len(lat)), lat["landuse"], lat["affluence"] - 0.5, lat["activity"],
                          lat["farm"], lat["green"]])
-    logits = z @ _POI_COEF.T
-    logits -= logits.max(1, keepdims=True)
-    p = np.exp(logits)
-    return p / p.sum(1, keepdims=True)
+    return softmax(z @ _POI_COEF.T, axis=1)
 
 
 def _pois(ids: list[str], lat: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
@@ -550,8 +546,7 @@ def _indicators(ids: list[str], means: dict[str, np.ndarray], rng: np.random.Gen
         sd = float(m.std() * math.sqrt((1 - r2) / r2))
         x = np.expm1(np.maximum(m + rng.normal(0, sd, len(m)), 0.0))
         x = np.round(x) if name in ("MC", "NP", "NC", "CR") else np.round(x, 1)
-        y = np.log1p(x)
-        oracle[name] = round(_r2(y, m), 4)
+        oracle[name] = round(_r2(np.log1p(x), m), 4)
         noise_sd[name] = round(sd, 4)
         values[name] = x
     return pd.DataFrame(values, index=pd.Index(ids, name=REGION_ID)), oracle, noise_sd
@@ -574,8 +569,7 @@ CEILING_ESTIMATOR = (
 
 def _views() -> dict[str, list[str]]:
     """The columns each ceiling conditions on: a modality's latents; for trips, eq. 1's two counts."""
-    views = {m: list(cols) for m, cols in MODALITY_LATENTS.items() if m != MOBILITY}
-    views[MOBILITY] = list(TRIPS)
+    views = {m: list(TRIPS if m == MOBILITY else cols) for m, cols in MODALITY_LATENTS.items()}
     return {CEILING_ALL: [*LATENT_NAMES, *TRIPS], **views}
 
 
