@@ -2,11 +2,11 @@
 with Jupyter Book, execution off, so the book shows exactly what one command computed:
 :func:`build` chains :func:`execute_chapters`, :func:`stage_site` and :func:`build_book`.
 
-Chapters run in ``book/``, where Jupyter starts a kernel when a person opens one, so relative
-paths behave the same by hand; still, they should take every path from a parameter (:func:`build`
-passes absolute ones). Chapters import :mod:`musecl.notebooks`, not this module (bar the
-benchmark appendix, which times the machine as a build does). The toy generator (scikit-learn)
-and the city resolver (torch) are imported inside functions: only some builds need them.
+Chapters run in ``book/``, as when a person opens one in Jupyter, but should take every path
+from a parameter (:func:`build` passes absolute ones). They import :mod:`musecl.notebooks`, not
+this module (bar the benchmark appendix, which times the machine as a build does). The toy
+generator (scikit-learn) and the city resolver (torch) are imported inside the functions that
+need them: only some builds do.
 """
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ TOC_YML, CONFIG_YML = "_toc.yml", "_config.yml"
 BOOK_DIR = "book"
 PARAMETERS_TAG = "parameters"
 METADATA_KEY = "musecl"  # executed notebooks record what they were run with under this key
+KERNEL = "python3"  # the Jupyter kernel every chapter runs in
 
 # never staged: the executed copy replaces a chapter's source
 _SKIP_DIRS = {"__pycache__", ".ipynb_checkpoints", "_build"}
@@ -115,7 +116,7 @@ def select_chapters(chapters: list[Path], only: list[str] | None) -> list[Path]:
         hits = [c for c in chapters if c.stem == stem or c.stem.split("_", 1)[0] == stem]
         if not hits:
             unknown.append(name)
-        chosen += [c for c in hits if c not in chosen]
+        chosen += hits
     if unknown:
         raise BookBuildError(f"--only {unknown}: no such chapter; chapters are "
                              f"{[c.stem for c in chapters]}")
@@ -212,7 +213,7 @@ def _is_current(executed: Path, fingerprint: str) -> bool:
     return meta.get("fingerprint") == fingerprint and meta.get("complete") is True
 
 
-def chapter_run(source: Path, parameters: dict, kernel: str = "python3", earlier: Sequence[str] = ()):
+def chapter_run(source: Path, parameters: dict, earlier: Sequence[str] = ()):
     """(notebook, parameters, fingerprint, schedule) of a chapter, the notebook without the prose
     :func:`leave_out_prose` drops; a bad parameters cell or header raises ChapterExecutionError."""
     nb = jupytext.read(source, fmt="py:percent")
@@ -221,7 +222,7 @@ def chapter_run(source: Path, parameters: dict, kernel: str = "python3", earlier
         needs, alone, first = chapter_needs(nb, list(earlier))
         used = {k: v for k, v in parameters.items() if k in names}
         leave_out_prose(nb, used.get("city"))
-        fingerprint = _fingerprint(source, nb, used, kernel)
+        fingerprint = _fingerprint(source, nb, used, KERNEL)
     except (ValueError, SyntaxError) as err:
         raise ChapterExecutionError(f"chapter {source.name}: {err}") from None
     return nb, used, fingerprint, (needs, alone, first)
@@ -312,9 +313,8 @@ class _Chapter:  # one chapter to execute
     first: bool
 
 
-def execute_chapters(chapters: list[Path] | None, out_dir: Path, parameters: dict,
-                     kernel: str = "python3", progress: bool = True, force: bool = False,
-                     repo_root: Path | None = None, at_once: int = 1) -> list[Path]:
+def execute_chapters(chapters: list[Path], out_dir: Path, parameters: dict, progress: bool = True,
+                     force: bool = False, at_once: int = 1) -> list[Path]:
     """Execute each chapter into ``out_dir/<stem>.ipynb``; return those paths.
 
     Each chapter gets the keys of ``parameters`` its ``parameters`` cell defines, so one set
@@ -328,15 +328,13 @@ def execute_chapters(chapters: list[Path] | None, out_dir: Path, parameters: dic
     """
     if at_once < 1:
         raise ValueError(f"at_once must be >= 1; got {at_once}")
-    if chapters is None:
-        chapters = chapter_sources(repo_root or find_repo_root())
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     todo, done, stems = [], set(), []
     for source in (Path(c).resolve() for c in chapters):
         if not source.is_file():
             raise FileNotFoundError(f"chapter {source} does not exist")
-        nb, used, fingerprint, (needs, alone, first) = chapter_run(source, parameters, kernel, stems)
+        nb, used, fingerprint, (needs, alone, first) = chapter_run(source, parameters, stems)
         stems.append(source.stem)
         executed = out_dir / f"{source.stem}.ipynb"
         rerun_needs = [t.source.stem for t in todo if t.source.stem in needs]  # it reads what they write
@@ -350,7 +348,7 @@ def execute_chapters(chapters: list[Path] | None, out_dir: Path, parameters: dic
     quiet = os.environ.get("TQDM_DISABLE")
     os.environ["TQDM_DISABLE"] = "1"  # the kernels inherit it: no progress bars on the pages
     try:
-        _run_schedule(todo, done, kernel, progress, at_once)
+        _run_schedule(todo, done, progress, at_once)
     finally:  # only this variable is restored: the process may have set others meanwhile
         if quiet is None:
             os.environ.pop("TQDM_DISABLE", None)
@@ -359,15 +357,11 @@ def execute_chapters(chapters: list[Path] | None, out_dir: Path, parameters: dic
     return [out_dir / f"{stem}.ipynb" for stem in stems]
 
 
-def _usable_cores() -> list[int] | None:
-    """The cores this process may run on, or None where they cannot be pinned (not Linux)."""
-    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_setaffinity") else None
-
-
-def _run_schedule(todo: list[_Chapter], done: set[str], kernel: str, progress: bool, at_once: int) -> None:
+def _run_schedule(todo: list[_Chapter], done: set[str], progress: bool, at_once: int) -> None:
     """Start each chapter in order once its needs are done and its share of cores is free (an
     ``alone`` chapter: an empty machine, and no later chapter overtakes it). A failure stops new starts."""
-    cores = _usable_cores()
+    # the cores this process may run on; None where they cannot be pinned (not Linux)
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_setaffinity") else None
     if cores is None or len(cores) < 2:
         at_once = 1  # nothing to share, or no way to pin
     share = max(1, len(cores) // at_once) if at_once > 1 else 0
@@ -389,7 +383,7 @@ def _run_schedule(todo: list[_Chapter], done: set[str], kernel: str, progress: b
                 pinned = [] if at_once == 1 else (list(cores) if chapter.alone else free[:share])
                 free = [core for core in free if core not in pinned]
                 bar = progress and at_once == 1  # side by side, two bars would garble each other
-                future = pool.submit(_execute_one, chapter, kernel, progress, bar, pinned)
+                future = pool.submit(_execute_one, chapter, progress, bar, pinned)
                 running[future] = (chapter, pinned)
             if not running:
                 if failure is None:  # cannot happen with needs drawn from earlier chapters only
@@ -421,10 +415,10 @@ def _interrupt_kernels() -> None:
                 pass
 
 
-def _execute_one(chapter: _Chapter, kernel: str, progress: bool, bar: bool, pinned: list[int]) -> Path:
+def _execute_one(chapter: _Chapter, progress: bool, bar: bool, pinned: list[int]) -> Path:
     """Execute one chapter, its kernel pinned to ``pinned`` cores if any."""
     source, nb, executed = chapter.source, chapter.nb, chapter.executed
-    nb.metadata.setdefault("kernelspec", {"name": kernel, "display_name": "Python 3", "language": "python"})
+    nb.metadata.setdefault("kernelspec", {"name": KERNEL, "display_name": "Python 3", "language": "python"})
     # pinned before anything imports torch, whose thread pool sizes itself from the cores it may use
     pin = f"import os\nos.sched_setaffinity(0, {set(pinned)})\n" if pinned else ""
     setup = pin + "from musecl.notebooks import reader_view\nreader_view()"  # the page's warnings
@@ -437,7 +431,7 @@ def _execute_one(chapter: _Chapter, kernel: str, progress: bool, bar: bool, pinn
     try:
         # written once, not per cell: each write validates the whole notebook
         result = papermill.execute_notebook(
-            nb, executed, parameters=chapter.used, kernel_name=kernel, progress_bar=bar,
+            nb, executed, parameters=chapter.used, kernel_name=KERNEL, progress_bar=bar,
             cwd=source.parent, language="python", request_save_on_cell_execute=False,
             # the kernel's own log, quiet: its TCP warning (a local kernel) and the "ERROR |
             # KeyboardInterrupt caught in kernel" that jupyter_client's shutdown (SIGINT first)
@@ -567,10 +561,10 @@ def stage_site(repo_root: Path, executed_dir: Path, site_dir: Path) -> Path:
     # the city format page includes data/README.md
     for path in (*book, *(repo_root / "data").glob("*.md"), *(repo_root / "musecl").rglob("*.py")):
         files[path.relative_to(repo_root)] = path
-    for chapter in chapters:
-        executed = executed_dir / f"{chapter.stem}.ipynb"
-        files[chapter.relative_to(repo_root).with_suffix(".ipynb")] = executed
-    if missing := [c.stem for c in chapters if not (executed_dir / f"{c.stem}.ipynb").is_file()]:
+    executed = {c.relative_to(repo_root).with_suffix(".ipynb"): executed_dir / f"{c.stem}.ipynb"
+                for c in chapters}
+    files.update(executed)
+    if missing := [path.stem for path in executed.values() if not path.is_file()]:
         raise BookBuildError(f"no executed notebook for {missing} in {executed_dir}; "
                              "execute them first (run `musecl book` without --only)")
     site_dir.mkdir(parents=True, exist_ok=True)
@@ -578,13 +572,11 @@ def stage_site(repo_root: Path, executed_dir: Path, site_dir: Path) -> Path:
     return site_dir
 
 
-def build_book(site_dir: Path, strict: bool = False) -> Path:
-    """Run ``jupyter-book build``; return the HTML folder. ``strict``: warnings are errors."""
+def build_book(site_dir: Path) -> Path:
+    """Run ``jupyter-book build``; return the HTML folder."""
     site_dir = Path(site_dir).resolve()
     # jupyter_book has no ``__main__``; calling its CLI function keeps this interpreter's venv
     cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(site_dir)]
-    if strict:
-        cmd += ["-W", "-n", "--keep-going"]
     done = subprocess.run(cmd, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     if done.returncode != 0:
         raise BookBuildError(f"jupyter-book build {site_dir} failed (exit {done.returncode}); "
@@ -596,17 +588,6 @@ def build_book(site_dir: Path, strict: bool = False) -> Path:
 
 
 # ---- the one command ----
-def load_params_file(path: str | Path | None) -> dict:
-    """A YAML mapping of chapter parameters (``params/*.yaml``); ``None`` gives ``{}``."""
-    data = None if path is None else load_yaml(path)  # a key given twice: an error naming it, not a silent overwrite
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise BookBuildError(f"{path}: expected a mapping of parameter: value, "
-                             f"got {type(data).__name__}")
-    return data
-
-
 def default_city(out: Path) -> Path:
     """The default toy city, generated under ``out/cities/toy`` when missing or outdated."""
     # imported here: it loads scikit-learn (~1 s), which only a build on the default city needs
@@ -649,7 +630,7 @@ def time_reference_workload(steps: int = 300, repeats: int = 3) -> float:
 
 def build(city: str | Path | None = None, params_file: str | Path | None = None,
           out: str | Path = "build", only: list[str] | None = None, force: bool = False,
-          strict: bool = False, at_once: int = 2) -> Path:
+          at_once: int = 2) -> Path:
     """Execute the chapters, stage the site, render it; return the HTML folder. Chapters get
     ``city`` (a folder or data set name; default the toy city), ``out_dir`` (``out/work``, shared)
     and ``params_file``'s keys (RunConfig's, checked first). ``at_once``: see :func:`execute_chapters`.
@@ -660,11 +641,12 @@ def build(city: str | Path | None = None, params_file: str | Path | None = None,
         raise ValueError(f"at_once must be >= 1; got {at_once}")
     out = Path(out).resolve()
     repo_root = find_repo_root()
-    params = load_params_file(params_file)
+    params = {}
     if params_file is not None:  # chapters read the rest of the run settings from the same file
         settings = RunConfig.from_yaml(params_file).to_dict()  # a typo or a bad value: said now, not in chapter 2
+        given = load_yaml(params_file) or {}  # a mapping: from_yaml said so otherwise
         # as the chapters' RunConfig reads them (seeds: 0 -> [0]; old names renamed)
-        params = {RENAMED.get(key, key): settings[RENAMED.get(key, key)] for key in params}
+        params = {RENAMED.get(key, key): settings[RENAMED.get(key, key)] for key in given}
         params["params_file"] = str(Path(params_file).resolve())
     city = default_city(out) if city is None else resolve_city(city, out / "cities").root
     params["city"] = str(Path(city).resolve())
@@ -677,7 +659,7 @@ def build(city: str | Path | None = None, params_file: str | Path | None = None,
     with atomic_write(out / MACHINE_SPEED_JSON) as handle:
         json.dump({"reference_s": round(reference, 3), "measured": time.time()}, handle)
     start = time.perf_counter()
-    execute_chapters(chapters, out / "executed", params, force=force, repo_root=repo_root, at_once=at_once)
+    execute_chapters(chapters, out / "executed", params, force=force, at_once=at_once)
     timings = {"execute": time.perf_counter() - start}
     for source in chapter_sources(repo_root):  # --only: the others render as a note, so the book is whole
         executed = out / "executed" / f"{source.stem}.ipynb"
@@ -689,7 +671,7 @@ def build(city: str | Path | None = None, params_file: str | Path | None = None,
     site = stage_site(repo_root, out / "executed", out / "site")
     timings["stage"] = time.perf_counter() - start
     start = time.perf_counter()
-    html = build_book(site, strict=strict)
+    html = build_book(site)
     timings["render"] = time.perf_counter() - start
     print("[book] " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()), file=sys.stderr)
     return html

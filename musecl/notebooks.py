@@ -81,6 +81,7 @@ def reader_view() -> None:
     """Run first, hidden, in every chapter the book executes: warnings become short notes, each
     once, instead of stderr blocks with file paths; table cells show their whole text (pandas cuts
     at 50 characters). A chapter run by hand keeps the usual ways."""
+    from IPython import get_ipython
     from IPython.display import Markdown, display
 
     said = set()
@@ -93,7 +94,9 @@ def reader_view() -> None:
 
     warnings.showwarning = show
     pd.set_option("display.max_colwidth", None)
-    hide_positional_index()
+    shell = get_ipython()
+    if shell is not None:  # DataFrames drawn with frame_html
+        shell.display_formatter.formatters["text/html"].for_type(pd.DataFrame, frame_html)
 
 
 def _positional(index) -> bool:
@@ -121,12 +124,3 @@ def frame_html(frame) -> str | None:
                          max_cols=pd.get_option("display.max_columns"),
                          show_dimensions=pd.get_option("display.show_dimensions"),
                          float_format=pd.get_option("display.float_format"))
-
-
-def hide_positional_index() -> None:
-    """Draw DataFrames in the book's pages with :func:`frame_html`."""
-    from IPython import get_ipython
-
-    shell = get_ipython()
-    if shell is not None:
-        shell.display_formatter.formatters["text/html"].for_type(pd.DataFrame, frame_html)
