@@ -37,7 +37,7 @@ AMP_MODES = ("off", "bf16", "fp16", "auto")
 FUSION_DESIGNS = ("aligned", "paper")
 TEXT_POOLINGS = ("mean", "log-scaled")
 FUSION_LOSSES = ("infonce", "mse")
-SPLITS = ("random", "spatial")
+SPLITS = ("random", "spatial", "spatial-cv")  # musecl.evaluation: "spatial-cv" tests every block
 PROBES = ("mlp", "ridge", "knn")
 
 
@@ -279,7 +279,7 @@ class EvaluationSettings(_StageSettings):
     """How embeddings are scored: splits, the probe (:class:`musecl.evaluation.ProbeConfig`'s epochs
     and patience), the spatial split's blocks and buffer."""
 
-    splits: tuple[str, ...] = ("random", "spatial")
+    splits: tuple[str, ...] = ("random", "spatial")  # also "spatial-cv": every block tested once
     probe: str = "mlp"
     probe_max_epochs: int = 500
     probe_patience: int = 50

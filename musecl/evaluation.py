@@ -46,6 +46,8 @@ BUFFER_CORRELATION = 0.1  # "auto" buffer: out to where neighbours' values corre
 DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)
 BLOCK_HEXAGONS = 10  # default spatial block side, in hexagon sizes (1 km hexagons -> 10 km blocks)
 MIN_BLOCKS_ACROSS = 5  # ... but at least this many blocks across the city's extent
+SPATIAL_SPLITS = ("spatial", "spatial-cv")  # the splits that need blocks (spatial_setting)
+CV_FOLDS = 5  # "spatial-cv": every block tested once per seed, in one of this many folds
 INPUT_CLIP = 10.0  # standardised probe inputs are clipped to +-10 training standard deviations
 
 
@@ -132,6 +134,41 @@ def spatial_block_split(xy_m: np.ndarray, block_size_m: float, seed: int,
             raise ValueError(f"a buffer of {buffer_m:g} m around the test blocks leaves no "
                              "training region; use a smaller buffer_m or smaller blocks")
     return tuple(np.flatnonzero(part == k) for k in range(3))  # type: ignore[return-value]
+
+
+def spatial_folds(xy_m: np.ndarray, block_size_m: float, seed: int, folds: int = CV_FOLDS,
+                  buffer_m: float = 0.0) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Spatial cross-fitting: whole blocks dealt (shuffled with ``seed``) to ``folds`` folds of
+    about equal size; fold k is the test part once, fold k + 1 its validation part, the rest its
+    training part, less what lies within ``buffer_m`` of the test part (as in
+    :func:`spatial_block_split`). Every region is tested exactly once, so a seed's score rests on
+    the whole city instead of the few blocks one test part holds: on the book's city the seed
+    spread of the spatial split came mostly from which blocks were drawn for test."""
+    ids = block_ids(xy_m, block_size_m)
+    n_blocks = int(ids.max()) + 1
+    if folds < 3 or n_blocks < folds:
+        raise ValueError(f"{n_blocks} block(s) of {block_size_m:g} m cannot fill {folds} folds "
+                         "(at least 3: train, val, test); use a smaller block_size_m")
+    sizes = np.bincount(ids, minlength=n_blocks)
+    count = np.zeros(folds)
+    fold_of_block = np.empty(n_blocks, dtype=np.int64)
+    for block in np.random.default_rng(seed).permutation(n_blocks):
+        k = int(np.argmin(count))  # the smallest fold so far
+        fold_of_block[block] = k
+        count[k] += sizes[block]
+    fold, xy = fold_of_block[ids], np.asarray(xy_m, dtype=float)
+    parts = []
+    for k in range(folds):
+        test, val = np.flatnonzero(fold == k), np.flatnonzero(fold == (k + 1) % folds)
+        train = np.flatnonzero((fold != k) & (fold != (k + 1) % folds))
+        if buffer_m and buffer_m > 0:
+            near_test, _ = cKDTree(xy[test]).query(xy, k=1)
+            train, val = train[near_test[train] >= buffer_m], val[near_test[val] >= buffer_m]
+        if not len(train):
+            raise ValueError(f"a buffer of {buffer_m:g} m around fold {k} leaves it no training "
+                             "region; use a smaller buffer_m or smaller blocks")
+        parts.append((train, val, test))
+    return parts
 
 
 def correlation_by_distance(city: City, indicators: Sequence[str] | None = None, n_anchors: int = 2000,
@@ -463,26 +500,33 @@ def spatial_setting(city: City, block_size_m: float | None = None,
     return SpatialBlocks(size, buffer)
 
 
-def _split(task: _Task, split: str, seed: int, fractions, blocks: SpatialBlocks | None):
+def _splits(task: _Task, split: str, seed: int, fractions, blocks: SpatialBlocks | None) -> list:
+    """The (train, val, test) parts of one seed's split: one, or a fold's each ("spatial-cv")."""
     check_choice("split", split, SPLITS)
     if split == "random":
-        return random_split(len(task.y), seed, fractions)
-    return spatial_block_split(task.xy, blocks.size_m, seed, fractions, buffer_m=blocks.buffer_m)
+        return [random_split(len(task.y), seed, fractions)]
+    if split == "spatial-cv":
+        return spatial_folds(task.xy, blocks.size_m, seed, buffer_m=blocks.buffer_m)
+    return [spatial_block_split(task.xy, blocks.size_m, seed, fractions, buffer_m=blocks.buffer_m)]
 
 
 def _predict_task(task: _Task, split: str, seed: int, probe: str, fractions, blocks: SpatialBlocks | None,
                   probe_config: ProbeConfig | None) -> pd.DataFrame:
-    parts = _split(task, split, seed, fractions, blocks)
-    train, val, test = parts
-    if len(test) < 2:
-        raise ValueError(f"{task.indicator}, {split} split: only {len(test)} test region(s); "
-                         "R2 needs at least 2 (more regions, other fractions or smaller blocks)")
-    model = make_probe(probe, seed, probe_config)
-    model.fit(task.x[train], task.y[train], task.x[val], task.y[val])
-    y_pred = model.predict(task.x)
-    part = np.full(len(task.y), BUFFER, dtype=object)
-    for name, idx in zip(PARTS, parts):
-        part[idx] = name
+    splits = _splits(task, split, seed, fractions, blocks)
+    y_pred, part = np.full(len(task.y), np.nan), np.full(len(task.y), BUFFER, dtype=object)
+    for parts in splits:
+        train, val, test = parts
+        if len(test) < 2:
+            raise ValueError(f"{task.indicator}, {split} split: only {len(test)} test region(s); "
+                             "R2 needs at least 2 (more regions, other fractions or smaller blocks)")
+        model = make_probe(probe, seed, probe_config)
+        model.fit(task.x[train], task.y[train], task.x[val], task.y[val])
+        if len(splits) == 1:  # one held-out part: every region's prediction, with its part
+            y_pred = model.predict(task.x)
+            for name, idx in zip(PARTS, parts):
+                part[idx] = name
+        else:  # cross-fitting: each region predicted by the fold that held it out
+            y_pred[test], part[test] = model.predict(task.x[test]), "test"
     return pd.DataFrame({REGION_ID: task.ids.to_numpy(), "indicator": task.indicator,
                          "split_part": part, "y_true": task.y, "y_pred": y_pred})[PREDICTION_COLUMNS]
 
@@ -498,7 +542,7 @@ def predict_indicator(embedding: pd.DataFrame, city: City, indicator: str, split
     check_choice("split", split, SPLITS)
     seed, = _as_seeds(seed)
     task = _prepare(embedding, require_city(city), indicator)
-    blocks = spatial_setting(city, block_size_m, buffer_m) if split == "spatial" else None
+    blocks = spatial_setting(city, block_size_m, buffer_m) if split in SPATIAL_SPLITS else None
     return _predict_task(task, split, seed, probe, fractions, blocks, probe_config)
 
 
@@ -521,7 +565,8 @@ def check_splits(city: City, seeds: Sequence[int], splits: Sequence[str],
     regions, or test regions that all hold one value (R2 needs 2 and a spread: an almost constant
     indicator would score NaN for every method): drawing the splits costs milliseconds, a failure
     after training hours. ``warn_few``: warn where a split leaves fewer than FEW_TEST_REGIONS."""
-    blocks = spatial_setting(city, block_size_m, buffer_m) if "spatial" in splits else None
+    blocks = (spatial_setting(city, block_size_m, buffer_m)
+              if set(splits) & set(SPATIAL_SPLITS) else None)
     values, centres = city.targets(), city.centres()
     short, flat, few = [], [], {}
     for indicator in city.meta.indicators:
@@ -530,9 +575,10 @@ def check_splits(city: City, seeds: Sequence[int], splits: Sequence[str],
         task = _Task(indicator, ids, np.empty((len(ids), 0)), y, centres.loc[ids].to_numpy())
         for split, seed in itertools.product(splits, seeds):
             try:
-                test = _split(task, split, seed, fractions, blocks)[2]
+                tests = [parts[2] for parts in _splits(task, split, seed, fractions, blocks)]
             except ValueError as error:  # e.g. fewer blocks than parts: the same message, named
                 raise ValueError(f"{city.name}, {indicator}, {split} split, seed {seed}: {error}") from None
+            test = min(tests, key=len)  # cross-fitting: its smallest fold
             if len(test) < 2:
                 short.append(f"{indicator} ({split} split, seed {seed}: {len(test)} of {len(ids)} regions)")
             elif np.ptp(y[test]) == 0:
@@ -577,7 +623,8 @@ def evaluate_embedding(embedding: pd.DataFrame, city: City, method: str,
     check_choice("probe", probe, PROBES)
     city = require_city(city)
     indicators = list(city.meta.indicators) if indicators is None else as_names(indicators)
-    bs = spatial_setting(city, block_size_m, buffer_m) if "spatial" in splits else None
+    bs = (spatial_setting(city, block_size_m, buffer_m)
+          if set(splits) & set(SPATIAL_SPLITS) else None)
     tasks = [_prepare(embedding, city, indicator) for indicator in indicators]
     jobs = [(task, split, seeds) for task in tasks for split in splits]
     n_jobs = min(resolve_jobs(n_jobs), len(jobs))
@@ -612,7 +659,8 @@ def evaluate_ceilings(city: City, indicators: Sequence[str] | None = None, seeds
     for s in splits:
         check_choice("split", s, SPLITS)
     indicators = list(city.meta.indicators) if indicators is None else list(indicators)
-    bs = spatial_setting(city, block_size_m, buffer_m) if "spatial" in splits else None
+    bs = (spatial_setting(city, block_size_m, buffer_m)
+          if set(splits) & set(SPATIAL_SPLITS) else None)
     present = [s for s in CEILING_METHODS if s in set(city.ceilings[SOURCE])]
     rows = []
     for source in present:
@@ -622,7 +670,7 @@ def evaluate_ceilings(city: City, indicators: Sequence[str] | None = None, seeds
                 continue
             task = _prepare(predictions[[indicator]], city, indicator)
             for split, seed in itertools.product(splits, seeds):
-                test = _split(task, split, int(seed), fractions, bs)[2]
+                test = np.concatenate([parts[2] for parts in _splits(task, split, int(seed), fractions, bs)])
                 metrics = _regression_metrics(task.y[test], task.x[test, 0])
                 rows.append({"city": city.name, "indicator": indicator, "method": CEILING_METHODS[source],
                              "split": split, "seed": int(seed), "r2": metrics["r2"], "rmse": metrics["rmse"],

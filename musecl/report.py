@@ -438,6 +438,27 @@ def paired_differences(results: pd.DataFrame, indicators: Sequence[str], target:
     return pd.DataFrame(out).set_index("method")
 
 
+def cross_fitting_sentence(holdout: pd.DataFrame, crossed: pd.DataFrame, target: str = TARGET) -> str:
+    """What spatial cross-fitting changes: :func:`paired_differences` of the same seeds' embeddings
+    scored on one held-out part (``holdout``) and with every block tested (``crossed``)."""
+    both = holdout.index.intersection(crossed.index)
+    width = {name: float((table.loc[both, "high"] - table.loc[both, "low"]).mean())
+             for name, table in (("one", holdout), ("every", crossed))}
+    said = []
+    for verdict, word in (("better", "better than"), ("worse", "worse than"),
+                          ("unclear", "not told apart from")):
+        names = [f"*{m}*" for m in both if crossed.loc[m, "verdict"] == verdict]
+        if names:
+            said.append(f"{word} {join_words(names, 'and')}")
+    changed = [f"*{m}* ({holdout.loc[m, 'verdict']} -> {crossed.loc[m, 'verdict']})" for m in both
+               if holdout.loc[m, "verdict"] != crossed.loc[m, "verdict"]]
+    return (f"With every block tested, the 95% intervals are {width['one'] / width['every']:.1f} "
+            f"times narrower on average ({width['every']:.3f} wide against {width['one']:.3f}); "
+            f"{target} is then {join_words(said, 'and')}. "
+            + (f"Verdicts that change: {join_words(changed, 'and')}." if changed
+               else "No verdict changes."))
+
+
 def floor_sentence(paired: dict[str, pd.DataFrame], floors: Sequence[str], target: str = TARGET) -> str:
     """The target against the simple baselines a learned embedding must clear, in words;
     ``paired``: :func:`paired_differences` per split."""

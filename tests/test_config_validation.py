@@ -43,7 +43,7 @@ BAD = [  # (settings, substrings the message must contain)
     ({"image_store": "disk"}, ["image_store must be one of", "('memory', 'shards')"]),
     ({"retrain": "sometimes"}, ["retrain must be one of", "('per_seed', 'once')"]),
     ({"probe": "lasso"}, ["probe", "('mlp', 'ridge', 'knn')"]),
-    ({"splits": ["random", "diagonal"]}, ["splits", "('random', 'spatial')", "'diagonal'"]),
+    ({"splits": ["random", "diagonal"]}, ["splits", "('random', 'spatial', 'spatial-cv')", "'diagonal'"]),
     ({"splits": []}, ["splits", "non-empty"]),
     ({"seeds": [0, "one"]}, ["seeds", "an integer >= 0"]),
     ({"seeds": [0, 0]}, ["seeds", "without repeats"]),  # one result would count twice

@@ -14,7 +14,7 @@ from musecl.config import RunConfig
 from musecl.evaluation import (
     CEILING_METHODS, PREDICTION_COLUMNS, RESULT_COLUMNS, MLPProbe, ProbeConfig, RidgeProbe, block_ids, check_splits,
     correlation_by_distance, correlation_range, evaluate_ceilings, evaluate_embedding, latent_probe, predict_indicator, random_split,
-    ridge_cv_r2, scores, spatial_block_split, spatial_setting, triplet_agreement,
+    ridge_cv_r2, scores, spatial_block_split, spatial_folds, spatial_setting, triplet_agreement,
 )
 from musecl.evaluation import _one_blas_thread  # the helper every ridge and k-means fit runs under
 from musecl.runner import fit_and_score, run
@@ -101,6 +101,48 @@ def test_spatial_block_split_keeps_blocks_whole():
         assert abs(len(idx) - f * 400) <= biggest_block
     again = spatial_block_split(xy, 1_000, seed=1)
     assert all(np.array_equal(a, b) for a, b in zip(parts, again))
+
+
+def test_spatial_folds_test_every_region_once_with_whole_blocks_and_a_buffer():
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 10_000, size=(400, 2))
+    blocks = block_ids(xy, 1_000)
+    folds = spatial_folds(xy, 1_000, seed=1, folds=5, buffer_m=300)
+    tests = [test for _, _, test in folds]
+    assert np.array_equal(np.sort(np.concatenate(tests)), np.arange(400))  # each region tested once
+    biggest_block = np.bincount(blocks).max()
+    for k, (train, val, test) in enumerate(folds):
+        assert abs(len(test) - 80) <= biggest_block  # folds of about a fifth each
+        assert np.array_equal(val, np.intersect1d(tests[(k + 1) % 5], val))  # the next fold validates
+        assert not set(np.unique(blocks[test])) & set(np.unique(blocks[np.concatenate([train, val])]))
+        gap = np.linalg.norm(xy[train][:, None] - xy[test][None], axis=2).min()
+        assert gap >= 300  # nothing trains within the buffer of what it is tested on
+        assert len(train) > 0.4 * 400  # the buffer takes some, not most
+    again = spatial_folds(xy, 1_000, seed=1, folds=5, buffer_m=300)
+    assert all(np.array_equal(a, b) for fa, fb in zip(folds, again) for a, b in zip(fa, fb))
+    other = spatial_folds(xy, 1_000, seed=2, folds=5, buffer_m=300)
+    assert not np.array_equal(folds[0][2], other[0][2])
+    with pytest.raises(ValueError, match="cannot fill 5 folds"):
+        spatial_folds(xy, 6_000, seed=0)  # 4 blocks
+
+
+def test_spatial_cv_predicts_every_region_from_a_probe_that_held_it_out(linear_city):
+    city, emb = linear_city
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pred = predict_indicator(emb, city, "LIN", split="spatial-cv", probe="ridge",
+                                 block_size_m=2_300, buffer_m=0)
+        res = evaluate_embedding(emb, city, "truth", seeds=(0, 1), splits=("spatial", "spatial-cv"),
+                                 probe="ridge", block_size_m=2_300, buffer_m=0)
+        ceilings_checked = check_splits(city, seeds=[0], splits=["spatial-cv"], block_size_m=2_300,
+                                        buffer_m=0)
+    assert ceilings_checked is None
+    assert (pred["split_part"] == "test").all() and pred["y_pred"].notna().all() and len(pred) == 80
+    assert scores(pred)["r2"] > 0.9
+    cv = res[res["split"] == "spatial-cv"]
+    assert (cv[cv.indicator == "LIN"]["n_test"] == 80).all()  # the whole city, not one part
+    assert (res[(res["split"] == "spatial") & (res.indicator == "LIN")]["n_test"] < 40).all()
+    assert RunConfig(splits=["spatial-cv"]).evaluation.splits == ("spatial-cv",)
 
 
 def test_spatial_split_too_few_blocks_says_so():
