@@ -256,7 +256,7 @@ else:
 glue("encoders_sentence", Markdown(encoders), display=False)
 
 # for "What we saw": the findings, in words that follow this run's numbers
-splits = [split for split in ("random", "spatial") if split in mean_r2]
+splits = [split for split in ("random", "spatial", "spatial-cv") if split in mean_r2]
 scored = report.by_split({split: float(mean_r2[split]) for split in splits})
 if len(ceilings):
     full = {split: float(ceiling_means.get((all_latents, split), float("nan"))) for split in splits}

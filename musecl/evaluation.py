@@ -142,8 +142,9 @@ def spatial_folds(xy_m: np.ndarray, block_size_m: float, seed: int, folds: int =
     about equal size; fold k is the test part once, fold k + 1 its validation part, the rest its
     training part, less what lies within ``buffer_m`` of the test part (as in
     :func:`spatial_block_split`). Every region is tested exactly once, so a seed's score rests on
-    the whole city instead of the few blocks one test part holds: on the book's city the seed
-    spread of the spatial split came mostly from which blocks were drawn for test."""
+    the whole city instead of the few blocks one test part holds. Its R2 is over every region's
+    out-of-fold prediction, measured against the whole city's variance: a steadier quantity than
+    one part's R2 (whose variance changes with the blocks drawn), and not on the same level."""
     ids = block_ids(xy_m, block_size_m)
     n_blocks = int(ids.max()) + 1
     if folds < 3 or n_blocks < folds:
@@ -164,9 +165,10 @@ def spatial_folds(xy_m: np.ndarray, block_size_m: float, seed: int, folds: int =
         if buffer_m and buffer_m > 0:
             near_test, _ = cKDTree(xy[test]).query(xy, k=1)
             train, val = train[near_test[train] >= buffer_m], val[near_test[val] >= buffer_m]
-        if not len(train):
-            raise ValueError(f"a buffer of {buffer_m:g} m around fold {k} leaves it no training "
-                             "region; use a smaller buffer_m or smaller blocks")
+        if not len(train) or not len(val):
+            raise ValueError(f"a buffer of {buffer_m:g} m around fold {k} leaves it no "
+                             f"{'training' if not len(train) else 'validation'} region; use a "
+                             "smaller buffer_m or smaller blocks")
         parts.append((train, val, test))
     return parts
 
@@ -537,7 +539,9 @@ def predict_indicator(embedding: pd.DataFrame, city: City, indicator: str, split
                       buffer_m: float | str | None = "auto") -> pd.DataFrame:
     """Fit one probe; every region's prediction (Figure 4), columns ``PREDICTION_COLUMNS``,
     on the modelled scale (ln(1 + x) where the indicator says so); ``split_part`` is each region's
-    part ("buffer": left out by the spatial split's buffer). Regions without a value are left out.
+    part ("buffer": left out by the spatial split's buffer; "spatial-cv": every region "test",
+    predicted by the fold that held it out, and ``fractions`` unused: 5 folds are 60/20/20).
+    Regions without a value are left out.
     """
     check_choice("split", split, SPLITS)
     seed, = _as_seeds(seed)
@@ -578,7 +582,10 @@ def check_splits(city: City, seeds: Sequence[int], splits: Sequence[str],
                 tests = [parts[2] for parts in _splits(task, split, seed, fractions, blocks)]
             except ValueError as error:  # e.g. fewer blocks than parts: the same message, named
                 raise ValueError(f"{city.name}, {indicator}, {split} split, seed {seed}: {error}") from None
-            test = min(tests, key=len)  # cross-fitting: its smallest fold
+            if min(map(len, tests)) < 2:  # every part a probe is tested on needs 2 regions
+                test = min(tests, key=len)
+            else:  # ... and the score is over all of them (cross-fitting: the whole city)
+                test = np.concatenate(tests)
             if len(test) < 2:
                 short.append(f"{indicator} ({split} split, seed {seed}: {len(test)} of {len(ids)} regions)")
             elif np.ptp(y[test]) == 0:

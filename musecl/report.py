@@ -452,9 +452,11 @@ def cross_fitting_sentence(holdout: pd.DataFrame, crossed: pd.DataFrame, target:
             said.append(f"{word} {join_words(names, 'and')}")
     changed = [f"*{m}* ({holdout.loc[m, 'verdict']} -> {crossed.loc[m, 'verdict']})" for m in both
                if holdout.loc[m, "verdict"] != crossed.loc[m, "verdict"]]
-    return (f"With every block tested, the 95% intervals are {width['one'] / width['every']:.1f} "
-            f"times narrower on average ({width['every']:.3f} wide against {width['one']:.3f}); "
-            f"{target} is then {join_words(said, 'and')}. "
+    ratio = width["one"] / width["every"] if width["every"] > 0 else float("inf")
+    how = (f"{ratio:.1f} times narrower" if ratio >= 1 else f"{1 / ratio:.1f} times wider")
+    return (f"With every block tested, the 95% intervals are {how} on average "
+            f"({width['every']:.3f} wide against {width['one']:.3f}). "
+            + (f"{target} is then {join_words(said, 'and')}. " if said else "")
             + (f"Verdicts that change: {join_words(changed, 'and')}." if changed
                else "No verdict changes."))
 

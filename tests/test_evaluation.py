@@ -9,7 +9,7 @@ import pytest
 import torch
 from threadpoolctl import threadpool_info
 
-from musecl.city import CityMeta, Indicator, load_city, write_city
+from musecl.city import REGION_ID, CityMeta, Indicator, load_city, write_city
 from musecl.config import RunConfig
 from musecl.evaluation import (
     CEILING_METHODS, PREDICTION_COLUMNS, RESULT_COLUMNS, MLPProbe, ProbeConfig, RidgeProbe, block_ids, check_splits,
@@ -115,8 +115,8 @@ def test_spatial_folds_test_every_region_once_with_whole_blocks_and_a_buffer():
         assert abs(len(test) - 80) <= biggest_block  # folds of about a fifth each
         assert np.array_equal(val, np.intersect1d(tests[(k + 1) % 5], val))  # the next fold validates
         assert not set(np.unique(blocks[test])) & set(np.unique(blocks[np.concatenate([train, val])]))
-        gap = np.linalg.norm(xy[train][:, None] - xy[test][None], axis=2).min()
-        assert gap >= 300  # nothing trains within the buffer of what it is tested on
+        for fitted_on in (train, val):  # nothing trains or validates within the buffer of the test
+            assert np.linalg.norm(xy[fitted_on][:, None] - xy[test][None], axis=2).min() >= 300
         assert len(train) > 0.4 * 400  # the buffer takes some, not most
     again = spatial_folds(xy, 1_000, seed=1, folds=5, buffer_m=300)
     assert all(np.array_equal(a, b) for fa, fb in zip(folds, again) for a, b in zip(fa, fb))
@@ -124,6 +124,8 @@ def test_spatial_folds_test_every_region_once_with_whole_blocks_and_a_buffer():
     assert not np.array_equal(folds[0][2], other[0][2])
     with pytest.raises(ValueError, match="cannot fill 5 folds"):
         spatial_folds(xy, 6_000, seed=0)  # 4 blocks
+    with pytest.raises(ValueError, match="no (training|validation) region"):
+        spatial_folds(xy, 1_000, seed=0, buffer_m=4_000)
 
 
 def test_spatial_cv_predicts_every_region_from_a_probe_that_held_it_out(linear_city):
@@ -139,6 +141,12 @@ def test_spatial_cv_predicts_every_region_from_a_probe_that_held_it_out(linear_c
     assert ceilings_checked is None
     assert (pred["split_part"] == "test").all() and pred["y_pred"].notna().all() and len(pred) == 80
     assert scores(pred)["r2"] > 0.9
+    # each region's prediction is the one of a probe fitted without its fold: refitted here
+    xy = city.centres().loc[pred[REGION_ID]].to_numpy()
+    x, y = emb.loc[pred[REGION_ID]].to_numpy(), pred["y_true"].to_numpy()
+    for train, val, test in spatial_folds(xy, 2_300, seed=0):
+        probe = RidgeProbe().fit(x[train], y[train], x[val], y[val])
+        assert np.allclose(pred["y_pred"].to_numpy()[test], probe.predict(x[test]))
     cv = res[res["split"] == "spatial-cv"]
     assert (cv[cv.indicator == "LIN"]["n_test"] == 80).all()  # the whole city, not one part
     assert (res[(res["split"] == "spatial") & (res.indicator == "LIN")]["n_test"] < 40).all()

@@ -686,3 +686,16 @@ def test_the_headline_method_is_musecl_else_its_vector_version():
     assert report.headline_method(["POI only", "Location kNN"]) is None
     note = report.vector_target_note("Grid City", "this chapter reads")
     assert note.startswith("**Grid City has no images, so this chapter reads *MuseCL (vector views)*:**")
+
+
+def test_cross_fitting_sentence_says_how_the_intervals_and_verdicts_moved():
+    def paired(rows):
+        return pd.DataFrame(rows, columns=["method", "difference", "low", "high", "n_seeds", "verdict"]
+                            ).set_index("method")
+    one = paired([("A", 0.03, -0.05, 0.11, 5, "unclear"), ("B", 0.2, 0.1, 0.3, 5, "better")])
+    every = paired([("A", 0.01, 0.002, 0.018, 5, "better"), ("B", 0.15, 0.12, 0.18, 5, "better")])
+    text = report.cross_fitting_sentence(one, every)
+    assert "4.7 times narrower" in text  # (0.16 + 0.2) / 2 against (0.016 + 0.06) / 2
+    assert "better than *A* and *B*" in text and "*A* (unclear -> better)" in text
+    assert "times wider" in report.cross_fitting_sentence(every, one)
+    assert "No verdict changes" in report.cross_fitting_sentence(every, every)
