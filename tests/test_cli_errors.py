@@ -35,7 +35,7 @@ def test_a_bad_value_names_the_allowed_ones(capsys, tmp_path):
     params.write_text("splits: [random, diagonal]\n")
     code, _, err = run_cli(capsys, "run", "toy-small", "--out", str(tmp_path / "out"), "--params", str(params))
     assert code != 0
-    assert_one_line_error(err, "bad.yaml", "splits", "('random', 'spatial')")
+    assert_one_line_error(err, "bad.yaml", "splits", "('random', 'spatial', 'spatial-cv')")
 
 
 def test_a_key_given_twice_in_the_params_file(capsys, tmp_path):
