@@ -375,7 +375,8 @@ report.bar_table(checks, splits=list(paired))
 # above is checked on the splits of this run's parameters (`splits`); cross-fitting came after the
 # bar was set, and the book's parameters keep one held-out part for it. A cross-fitted $R^2$ is over
 # every region, against the whole city's variance, so its level is not that of one part's $R^2$:
-# compare the verdicts and intervals, not the levels.
+# compare verdicts and intervals, not levels. A verdict whose interval ends near zero also depends
+# on that choice (pooling the folds, as here, or averaging each fold's own $R^2$): read it as close.
 #
 # ```{literalinclude} ../musecl/evaluation.py
 # :pyobject: spatial_folds
