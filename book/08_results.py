@@ -59,7 +59,8 @@ from musecl.methods.multisemantic import fine_tuning_unsupported, image_views
 from musecl.methods.vector import VIEW_PARTS, view_parts
 from musecl.plotting import plot_at_a_glance, plot_images, plot_map
 from musecl.encoders.heads import FEATURE_HEADS
-from musecl.evaluation import correlation_range, latent_probe, spatial_setting
+from musecl.evaluation import (correlation_range, evaluate_ceilings, latent_probe,
+                               spatial_setting)
 from musecl.notebooks import require_method
 from musecl.runner import resolve_city, run, score_embedding, seed_configs
 
@@ -180,8 +181,8 @@ n_test = results.groupby("split")["n_test"].median()
 glue("test_size_note", Markdown(
     "Each score is computed on its seed's test regions: a median of "
     + " and ".join(f"{n:.0f} ({split} split)" for split, n in n_test.items()) + "."
-    + (" **With so few test regions one split's R² moves by tenths from another's: read the spread "
-       "over seeds, not the third decimal.**" if n_test.min() < 30 else "")), display=False)
+    + (" **With so few test regions one split's R² moves by tenths from another's: read the "
+       "spread over seeds, not the third decimal.**" if n_test.min() < 30 else "")), display=False)
 
 # %%
 order = list(ALL_METHODS) + [m for m in results["method"].unique()
@@ -206,24 +207,29 @@ if skipped_note is not None:
 # The ceilings are those of the spatial test parts.
 
 # %% tags=["hide-input"]
-if "spatial" in cfg.evaluation.splits:
+# the one held-out part, else spatial cross-fitting (every block tested once; below)
+SPATIAL = next((s for s in ("spatial", "spatial-cv") if s in cfg.evaluation.splits), None)
+if SPATIAL:
     blocks = spatial_setting(data, cfg.evaluation.block_size_m, cfg.evaluation.buffer_m)
     reach = correlation_range(data, headline, seed=cfg.seed)
     spatial_sentence = (f"On {data.name}: blocks of {blocks.size_m / 1000:.1f} km, a buffer of "
                         f"{blocks.buffer_m / 1000:.1f} km, and values that correlate up to "
                         f"{reach / 1000:.1f} km apart (chapter 7's correlogram shows how they fall "
-                        "with distance).")
+                        "with distance)." + (" Every block is tested once, in one of five folds "
+                                             "(`splits: [spatial-cv]`, the section on spatial "
+                                             "cross-fitting below)." if SPATIAL == "spatial-cv"
+                                             else ""))
 else:
     spatial_sentence = ""
 glue("spatial_sentence", Markdown(spatial_sentence), display=False)
 
 # %%
-if "spatial" in cfg.evaluation.splits:
-    display(report.styled_table(results, "r2", "spatial", methods_order=order,
+if SPATIAL:
+    display(report.styled_table(results, "r2", SPATIAL, methods_order=order,
                                 mean_of=headline, ceilings=ceilings,
                                 fmt="styler"))
 else:
-    display(Markdown("*Not run: the params file's `splits` has no `spatial`.*"))
+    display(Markdown("*Not run: the params file's `splits` has no `spatial` or `spatial-cv`.*"))
 # the rest of the chapter compares every method with MuseCL; on a city without images, with
 # its vector version (chapter 10). So it needs what one of the two needs
 target = report.headline_method(results["method"])
@@ -304,7 +310,8 @@ if all(TUNED in table.index for table in paired.values()):
     finding = ("It predicted " + " and ".join(said) + "." if said
                else "The seeds cannot tell the two apart.")
     if said and len(helped) + len(hurt) < len(verdicts):
-        finding += " Under the other split the seeds cannot tell."
+        finding += (" Under the " + " and ".join(s for s in verdicts if s not in helped + hurt)
+                    + " split the seeds cannot tell.")
     fine_tune_text = (f"*{TUNED}*, the end-to-end option of chapter 6, against MuseCL with its "
                       "heads held fixed (MuseCL minus it, headline mean, 95% interval): "
                       f"{intervals}. {finding}")
@@ -371,12 +378,14 @@ report.bar_table(checks, splits=list(paired))
 # than the gaps between methods. *Spatial cross-fitting* (`splits: [spatial-cv]`) deals the blocks
 # into five folds and tests each fold once, the next fold validating and the rest training, with the
 # same buffer: every region is tested once per seed, by a probe that never saw its block. Below, the
-# same seeds' embeddings of MuseCL and of the methods in the table are scored both ways. The bar
-# above is checked on the splits of this run's parameters (`splits`); cross-fitting came after the
-# bar was set, and the book's parameters keep one held-out part for it. A cross-fitted $R^2$ is over
-# every region, against the whole city's variance, so its level is not that of one part's $R^2$:
-# compare verdicts and intervals, not levels. A verdict whose interval ends near zero also depends
-# on that choice (pooling the folds, as here, or averaging each fold's own $R^2$): read it as close.
+# same seeds' embeddings of MuseCL and of the methods in the table are scored both ways: first each
+# one's mean ± sd over seeds (with the ceiling of the same test regions), then MuseCL minus each.
+# The bar above is checked on the splits of this run's parameters (`splits`); cross-fitting came
+# after the bar was set, and the book's parameters keep one held-out part for it. A cross-fitted
+# $R^2$ is over every region, against the whole city's variance, so its level is not that of one
+# part's $R^2$: compare levels within a column, and spreads, verdicts and intervals across. A
+# verdict whose interval ends near zero also depends on that choice (pooling the folds, as here, or
+# averaging each fold's own $R^2$): read it as close.
 #
 # ```{literalinclude} ../musecl/evaluation.py
 # :pyobject: spatial_folds
@@ -384,7 +393,7 @@ report.bar_table(checks, splits=list(paired))
 
 # %% tags=["hide-input"]
 CROSSED = [m for m in dict.fromkeys((target, *report.BARS[target], report.SIDE_BY_SIDE[target],
-                                     *RAW))
+                                     *RAW, "Location kNN"))
            if m in METHODS and m in set(results["method"])]  # registry methods this run scored
 if "spatial" in cfg.evaluation.splits and len(cfg.seeds) > 1:
     if "spatial-cv" in cfg.evaluation.splits:  # scored with the run's other rows
@@ -404,6 +413,21 @@ if "spatial" in cfg.evaluation.splits and len(cfg.seeds) > 1:
         cv_sentence = crossed
     else:
         held_out = results[results["method"].isin(CROSSED)]
+        # each method's level and spread over seeds both ways, beside the same parts' ceilings
+        ev, both_ceilings = cfg.evaluation, ceilings
+        if ceilings is not None and "spatial-cv" not in set(ceilings["split"]):
+            both_ceilings = pd.concat([ceilings, evaluate_ceilings(
+                data, seeds=cfg.seeds, splits=["spatial-cv"], block_size_m=ev.block_size_m,
+                buffer_m=ev.buffer_m)])
+        groups = {m: report.AT_A_GLANCE.get(m, "its parts") for m in CROSSED}  # SV+RS: its parts
+        rows = sorted(CROSSED, key=lambda m: groups[m] == "simple baselines")  # the baselines last
+        display(report.at_a_glance(
+            pd.concat([held_out, crossed]), headline, both_ceilings,
+            splits=["spatial", "spatial-cv"],
+            methods={**{m: groups[m] for m in rows}, "Ceiling: all latents": "ceiling"}
+        ).rename_axis(None).style.set_caption(
+            f"{data.name}: headline mean R² ± sd over seeds, one held-out part and every block "
+            "tested").set_table_attributes(report.NUMBER_TABLE))
         both = {"spatial": report.paired_differences(held_out, headline, target=target,
                                                      split="spatial"),
                 "spatial-cv": report.paired_differences(crossed, headline, target=target,
@@ -415,6 +439,11 @@ if "spatial" in cfg.evaluation.splits and len(cfg.seeds) > 1:
         if left_out:
             cv_sentence += (" Not scored here: " + ", ".join(f"*{m}*" for m in left_out)
                             + " (not methods of their own on this city).")
+elif "spatial-cv" in cfg.evaluation.splits:
+    cv_sentence = ("*This run's spatial split is cross-fitted (`splits` "
+                   f"{list(cfg.evaluation.splits)}): Table 2 and the comparisons above already "
+                   "test every block; without the one held-out part there is nothing to set "
+                   "beside them.*")
 else:
     cv_sentence = ("*Spatial cross-fitting is shown for a run with the spatial split and two or "
                    "more seeds; this one has splits "
@@ -529,23 +558,28 @@ gpu_rows = pd.read_csv(GPU_RUN.with_suffix(".csv"))
 print(f"{recorded['machine']['cuda']}, torch {recorded['machine']['torch']}, "
       f"{recorded['date']}, commit {recorded['commit']}.\n{recorded['seed_2_reproduced']}.")
 seeds_both = sorted(set(gpu_rows["seed"]) & set(results["seed"]))
-if recorded["city_fingerprint"] != city_fingerprint(data) or not seeds_both:
+splits_both = [s for s in cfg.evaluation.splits if s in set(gpu_rows["split"])]
+if recorded["city_fingerprint"] != city_fingerprint(data) or not seeds_both or not splits_both:
     gpu_sentence = (f"*The recorded run is of {recorded['city']} (the book's default city) "
-                    f"with seeds {', '.join(map(str, sorted(gpu_rows['seed'].unique())))}, and "
-                    f"this chapter ran on {data.name} with seeds {', '.join(map(str, cfg.seeds))}, "
-                    "so the two are not set side by side. The table above gives the recorded "
-                    "headline means.*")
+                    f"with seeds {', '.join(map(str, sorted(gpu_rows['seed'].unique())))} and "
+                    f"splits {', '.join(gpu_rows['split'].unique())}, and this chapter ran on "
+                    f"{data.name} with seeds {', '.join(map(str, cfg.seeds))} and splits "
+                    f"{', '.join(cfg.evaluation.splits)}, so the two are not set side by side. "
+                    "The table above gives the recorded headline means.*")
     shown_gpu = report.mean_headline(gpu_rows, recorded["headline"]).unstack("split").round(3)
 else:
     shown_gpu, gpu_sentence = report.beside_recorded_run(
-        results, gpu_rows, recorded, headline, cfg.evaluation.splits,
+        results, gpu_rows, recorded, headline, splits_both,
         encoders=f"`rs_arch: {cfg.image.rs_arch}`, `sv_arch: {cfg.image.sv_arch}`")
+    if len(splits_both) < len(cfg.evaluation.splits):
+        gpu_sentence += (" The recorded run has no " + " or ".join(
+            s for s in cfg.evaluation.splits if s not in splits_both) + " split to compare.")
     if recorded["date"] < "2026-12-05":  # the day the aligned fusion's views lost their LayerNorm
-        gpu_sentence += (" One more difference, for MuseCL only: the recorded run used the fusion of "
-                         f"its day ({recorded['date']}), whose image views still had a LayerNorm "
-                         "(chapter 6 says why it went), so its MuseCL row differs from this build's in "
-                         "the fusion too; *Concat*, *SV only* and *RS only* use no fusion and compare "
-                         "the image encoders alone.")
+        gpu_sentence += (" One more difference, for MuseCL only: the recorded run used the fusion "
+                         f"of its day ({recorded['date']}), whose image views still had a "
+                         "LayerNorm (chapter 6 says why it went), so its MuseCL row differs from "
+                         "this build's in the fusion too; *Concat*, *SV only* and *RS only* use no "
+                         "fusion and compare the image encoders alone.")
 glue("gpu_sentence", Markdown(gpu_sentence), display=False)
 shown_gpu.style.set_caption(f"{recorded['city']}: headline mean R2, this build's image encoders "
                             "and the paper's trained on a GPU (recorded)"

@@ -95,6 +95,29 @@ def block_ids(xy_m: np.ndarray, block_size_m: float) -> np.ndarray:
     return ids.reshape(-1)
 
 
+def _deal_blocks(ids: np.ndarray, targets: np.ndarray, seed: int) -> np.ndarray:
+    """Each region's part: the blocks, shuffled with ``seed``, each go in turn to the part furthest
+    below its target size (a target of 0: never), so sizes are right to within about one block."""
+    sizes = np.bincount(ids)
+    count = np.zeros(len(targets))
+    part_of_block = np.empty(len(sizes), dtype=np.int64)
+    for block in np.random.default_rng(seed).permutation(len(sizes)):
+        k = int(np.argmax(np.where(targets > 0, targets - count, -np.inf)))
+        part_of_block[block] = k
+        count[k] += sizes[block]
+    return part_of_block[ids]
+
+
+def _beyond_buffer(xy_m: np.ndarray, test: np.ndarray, buffer_m: float) -> np.ndarray:
+    """Which regions lie at least ``buffer_m`` from every ``test`` region (a mask); all, without a
+    buffer."""
+    xy = np.asarray(xy_m, dtype=float)
+    if not buffer_m or buffer_m <= 0:
+        return np.ones(len(xy), dtype=bool)
+    near_test, _ = cKDTree(xy[test]).query(xy, k=1)
+    return near_test >= buffer_m
+
+
 def spatial_block_split(xy_m: np.ndarray, block_size_m: float, seed: int,
                         fractions: Sequence[float] = DEFAULT_FRACTIONS, buffer_m: float = 0.0
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -117,19 +140,9 @@ def spatial_block_split(xy_m: np.ndarray, block_size_m: float, seed: int,
         raise ValueError(f"only {n_blocks} block(s) of {block_size_m:g} m cover the {n} regions; "
                          f"need at least {wanted} to fill train, val and test. Use a smaller "
                          "block_size_m.")
-    sizes = np.bincount(ids, minlength=n_blocks)
-    target = f * n
-    count = np.zeros(3)
-    part_of_block = np.empty(n_blocks, dtype=np.int64)
-    for block in np.random.default_rng(seed).permutation(n_blocks):
-        k = int(np.argmax(np.where(f > 0, target - count, -np.inf)))  # the furthest below its share
-        part_of_block[block] = k
-        count[k] += sizes[block]
-    part = part_of_block[ids]
-    if buffer_m and buffer_m > 0 and (part == 2).any():
-        xy = np.asarray(xy_m, dtype=float)
-        near_test, _ = cKDTree(xy[part == 2]).query(xy, k=1)
-        part = np.where((part != 2) & (near_test < buffer_m), -1, part)
+    part = _deal_blocks(ids, f * n, seed)
+    if (part == 2).any():
+        part = np.where((part != 2) & ~_beyond_buffer(xy_m, part == 2, buffer_m), -1, part)
         if not (part == 0).any():
             raise ValueError(f"a buffer of {buffer_m:g} m around the test blocks leaves no "
                              "training region; use a smaller buffer_m or smaller blocks")
@@ -150,21 +163,13 @@ def spatial_folds(xy_m: np.ndarray, block_size_m: float, seed: int, folds: int =
     if folds < 3 or n_blocks < folds:
         raise ValueError(f"{n_blocks} block(s) of {block_size_m:g} m cannot fill {folds} folds "
                          "(at least 3: train, val, test); use a smaller block_size_m")
-    sizes = np.bincount(ids, minlength=n_blocks)
-    count = np.zeros(folds)
-    fold_of_block = np.empty(n_blocks, dtype=np.int64)
-    for block in np.random.default_rng(seed).permutation(n_blocks):
-        k = int(np.argmin(count))  # the smallest fold so far
-        fold_of_block[block] = k
-        count[k] += sizes[block]
-    fold, xy = fold_of_block[ids], np.asarray(xy_m, dtype=float)
+    fold = _deal_blocks(ids, np.full(folds, len(ids) / folds), seed)
     parts = []
     for k in range(folds):
         test, val = np.flatnonzero(fold == k), np.flatnonzero(fold == (k + 1) % folds)
         train = np.flatnonzero((fold != k) & (fold != (k + 1) % folds))
-        if buffer_m and buffer_m > 0:
-            near_test, _ = cKDTree(xy[test]).query(xy, k=1)
-            train, val = train[near_test[train] >= buffer_m], val[near_test[val] >= buffer_m]
+        far = _beyond_buffer(xy_m, fold == k, buffer_m)
+        train, val = train[far[train]], val[far[val]]
         if not len(train) or not len(val):
             raise ValueError(f"a buffer of {buffer_m:g} m around fold {k} leaves it no "
                              f"{'training' if not len(train) else 'validation'} region; use a "
@@ -502,6 +507,11 @@ def spatial_setting(city: City, block_size_m: float | None = None,
     return SpatialBlocks(size, buffer)
 
 
+def _blocks(city: City, splits: Sequence[str], block_size_m, buffer_m) -> SpatialBlocks | None:
+    """The city's :func:`spatial_setting` where ``splits`` need blocks, else None (not computed)."""
+    return spatial_setting(city, block_size_m, buffer_m) if set(splits) & set(SPATIAL_SPLITS) else None
+
+
 def _splits(task: _Task, split: str, seed: int, fractions, blocks: SpatialBlocks | None) -> list:
     """The (train, val, test) parts of one seed's split: one, or a fold's each ("spatial-cv")."""
     check_choice("split", split, SPLITS)
@@ -546,7 +556,7 @@ def predict_indicator(embedding: pd.DataFrame, city: City, indicator: str, split
     check_choice("split", split, SPLITS)
     seed, = _as_seeds(seed)
     task = _prepare(embedding, require_city(city), indicator)
-    blocks = spatial_setting(city, block_size_m, buffer_m) if split in SPATIAL_SPLITS else None
+    blocks = _blocks(city, [split], block_size_m, buffer_m)
     return _predict_task(task, split, seed, probe, fractions, blocks, probe_config)
 
 
@@ -569,8 +579,7 @@ def check_splits(city: City, seeds: Sequence[int], splits: Sequence[str],
     regions, or test regions that all hold one value (R2 needs 2 and a spread: an almost constant
     indicator would score NaN for every method): drawing the splits costs milliseconds, a failure
     after training hours. ``warn_few``: warn where a split leaves fewer than FEW_TEST_REGIONS."""
-    blocks = (spatial_setting(city, block_size_m, buffer_m)
-              if set(splits) & set(SPATIAL_SPLITS) else None)
+    blocks = _blocks(city, splits, block_size_m, buffer_m)
     values, centres = city.targets(), city.centres()
     short, flat, few = [], [], {}
     for indicator in city.meta.indicators:
@@ -630,8 +639,7 @@ def evaluate_embedding(embedding: pd.DataFrame, city: City, method: str,
     check_choice("probe", probe, PROBES)
     city = require_city(city)
     indicators = list(city.meta.indicators) if indicators is None else as_names(indicators)
-    bs = (spatial_setting(city, block_size_m, buffer_m)
-          if set(splits) & set(SPATIAL_SPLITS) else None)
+    bs = _blocks(city, splits, block_size_m, buffer_m)
     tasks = [_prepare(embedding, city, indicator) for indicator in indicators]
     jobs = [(task, split, seeds) for task in tasks for split in splits]
     n_jobs = min(resolve_jobs(n_jobs), len(jobs))
@@ -666,8 +674,7 @@ def evaluate_ceilings(city: City, indicators: Sequence[str] | None = None, seeds
     for s in splits:
         check_choice("split", s, SPLITS)
     indicators = list(city.meta.indicators) if indicators is None else list(indicators)
-    bs = (spatial_setting(city, block_size_m, buffer_m)
-          if set(splits) & set(SPATIAL_SPLITS) else None)
+    bs = _blocks(city, splits, block_size_m, buffer_m)
     present = [s for s in CEILING_METHODS if s in set(city.ceilings[SOURCE])]
     rows = []
     for source in present:

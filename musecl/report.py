@@ -15,7 +15,7 @@ import pandas as pd
 import yaml
 from scipy import stats
 
-from musecl.evaluation import RESULT_COLUMNS, as_names
+from musecl.evaluation import RESULT_COLUMNS, SPLITS, as_names
 from musecl.io import atomic_write, check_choice
 from musecl.methods.base import METHODS, join_words
 from musecl.methods.combinations import ABLATION, ALL_METHODS, IMAGE_FREE, PAPER_BASELINES
@@ -865,11 +865,14 @@ def at_a_glance_seeds(results: pd.DataFrame, indicators: Sequence[str],
 
 
 def at_a_glance(results: pd.DataFrame, indicators: Sequence[str], ceilings: pd.DataFrame | None = None,
-                splits: Sequence[str] = ("random", "spatial"), methods: dict[str, str] | None = None
+                splits: Sequence[str] | None = None, methods: dict[str, str] | None = None
                 ) -> pd.DataFrame:
-    """The landing page's and README's table: group and headline R2 ± sd per method and split, for
-    the methods of ``methods`` (method -> group; default :data:`AT_A_GLANCE`) the run has."""
+    """The landing page's and README's table: group and headline R2 ± sd per method and split
+    (default: the splits the run has), for the methods of ``methods`` (method -> group; default
+    :data:`AT_A_GLANCE`) the run has."""
     per_seed = headline_means(pd.concat([results, ceilings]), indicators)  # concat drops None
+    if splits is None:
+        splits = [split for split in SPLITS if split in set(results["split"])]
     rows = []
     for method, group in (AT_A_GLANCE if methods is None else methods).items():
         mine = per_seed[per_seed["method"] == method]

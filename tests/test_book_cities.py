@@ -32,7 +32,8 @@ CITIES = {  # name -> (modalities kept, POI text kept, a generated city's latent
     "images-poi": (("satellite", "streetview", "poi"), True, True),
     "plain": (("satellite", "streetview", "poi", "mobility"), True, False),  # as a real city: nothing hidden
 }
-SPLITS = {"plain": ["random"]}  # the paper's split alone (params/smoke.yaml: both)
+# the paper's split alone, and with spatial cross-fitting (params/smoke.yaml: random and spatial)
+SPLITS = {"plain": ["random"], "images-poi": ["random", "spatial-cv"]}
 # chapters that must run to their end: without images, MuseCL (vector views) takes MuseCL's place;
 # without trips (no street-view pairing), MuseCL fuses the satellite view alone
 COMPLETE = {"poi-mobility": ("06_fusion", "07_prediction", "08_results"),

@@ -323,6 +323,11 @@ def test_at_a_glance_rows_and_the_readme_block(tmp_path):
                                 methods={"Ceiling: all latents": "top", "MuseCL": "ours", "absent": "x"})
     assert list(chosen.index) == ["Ceiling: all latents", "MuseCL"] and chosen.loc["MuseCL", "what"] == "ours"
     assert chosen.loc["MuseCL", "R² (random split)"] == table.loc["MuseCL", "R² (random split)"]
+    # by default one column per split the run has, in the order of SPLITS (here HEAD's random only,
+    # then the same rows as a cross-fitted spatial split): none left out, none empty
+    crossed = pd.concat([HEAD.assign(split="spatial-cv"), HEAD])
+    assert list(report.at_a_glance(crossed, ["PD", "HD"]).columns) == [
+        "what", "R² (random split)", "R² (spatial-cv split)"]
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     HEAD.to_csv(run_dir / "results.csv", index=False)
