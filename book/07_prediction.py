@@ -314,8 +314,8 @@ elif "random" in splits and spatial:
         + (": on this city the held-out blocks were no harder to predict than random regions."
            if drop <= 0 else "."))
 else:
-    spatial_finding = ("Only one split was run, so what neighbours contribute to the score is not "
-                       "measured.")
+    spatial_finding = (f"No {'spatial' if 'random' in splits else 'random'} split was run, so "
+                       "what neighbours contribute to the score is not measured.")
 glue("spatial_finding", Markdown(spatial_finding), display=False)
 
 # %% [markdown]

@@ -184,10 +184,10 @@ glue("n_inside", int(inside), display=False)
 # (the centre in metres, 5 nearest neighbours, distance weights) and, for the paper's exact
 # protocol, the same coordinates read by the paper's MLP probe. Location kNN goes through
 # `musecl.runner.run` like any method, under the splits of {doc}`07_prediction` (the book's: the
-# paper's random 60/20/20 split and the spatial block split) and every seed of the configuration. The
-# MLP probe on coordinates goes through `evaluate_embedding` with the paper's own protocol: one
-# random split, one seed (the configuration's first). Every seed and split would cost many more
-# MLP fits for a row that kNN already covers.
+# paper's random 60/20/20 split and the spatial block split) and every seed of the
+# configuration. The MLP probe on coordinates goes through `evaluate_embedding` with the paper's
+# own protocol: one random split, one seed (the configuration's first). Every seed and split would
+# cost many more MLP fits for a row that kNN already covers.
 
 # %% tags=["hide-input"]
 start = time.perf_counter()
