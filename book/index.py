@@ -89,8 +89,8 @@ if have_results:
         sentence = (f"Mean R² over the headline indicators ({', '.join(headline)}) on "
                     f"**{data.name}**, {len(seeds)} seed{'s' if len(seeds) != 1 else ''}, "
                     f"{' and '.join(results['split'].unique())} split, computed by "
-                    "this build with "
-                    f"`params/{Path(params_file).name}`. **{bar_failures(checks, target)}** "
+                    f"this build with `params/{Path(params_file).name}`. "
+                    f"**{bar_failures(checks, target, paired)}** "
                     "(paired over the seeds, 95% intervals; the results chapter sets the bar and "
                     "shows why).")
         if (note := one_view_note(data.name, image_views(data))) is not None:

@@ -468,16 +468,22 @@ def floor_sentence(paired: dict[str, pd.DataFrame], floors: Sequence[str], targe
     if not rows:
         return f"No simple baseline ran beside {target} here, so what it adds to them is not known."
     ran = list(dict.fromkeys(f for f, _ in rows))
-    short = {f: [s for (g, s), row in rows.items() if g == f and row["verdict"] != "better"] for f in ran}
+
+    def where(verdicts: set) -> list[str]:  # "Pretext features under the random and spatial splits"
+        found = {f: [s for (g, s), row in rows.items() if g == f and row["verdict"] in verdicts] for f in ran}
+        return [f"{f} under the {' and '.join(s)} split" + ("s" if len(s) > 1 else "") for f, s in found.items() if s]
+
+    worse, unclear = where({"worse"}), where({"unclear"})  # a loss is said as one, not as "not clearly better"
     if all(row["verdict"] == "" for row in rows.values()):
         lead = f"**With one seed there is no interval** to tell whether {target} clears {' and '.join(ran)}"
-    elif not any(short.values()):
-        where = "every split" if len(paired) > 1 else f"the {next(iter(paired))} split"
-        lead = f"**{target} is better than {' and '.join(ran)} in {where}**"
+    elif not worse and not unclear:
+        where_all = "every split" if len(paired) > 1 else f"the {next(iter(paired))} split"
+        lead = f"**{target} is better than {' and '.join(ran)} in {where_all}**"
     else:
-        lead = (f"**{target} is not clearly better than "
-                + ", nor than ".join(f"{f} under the {' and '.join(s)} split" + ("s" if len(s) > 1 else "")
-                                     for f, s in short.items() if s) + "**")
+        lead = (f"**{target} is "
+                + ", and ".join(([f"worse than {', and than '.join(worse)}"] if worse else [])
+                                + ([f"not clearly better than {', nor than '.join(unclear)}"] if unclear else []))
+                + "**")
     numbers = "; ".join(f"{target} minus {f} " + " and ".join(
         f"{interval_text(row)} ({split}: {row['verdict']})" if row["verdict"] else f"{row['difference']:+.3f} ({split})"
         for (g, split), row in rows.items() if g == f) for f in ran)
@@ -534,20 +540,29 @@ def bar_sentence(checks: dict[str, dict[str, bool | None]], target: str = TARGET
                if undecided else ".") + (f" {where_not}" if where_not and not all(decided) else ""))
 
 
-def bar_failures(checks: dict[str, dict[str, bool | None]], target: str = TARGET) -> str:
-    """The checks of :func:`bar_checks` that ``target`` fails, in one sentence (the landing page's)."""
+def bar_failures(checks: dict[str, dict[str, bool | None]], target: str = TARGET,
+                 paired: dict[str, pd.DataFrame] | None = None) -> str:
+    """The checks of :func:`bar_checks` that ``target`` fails, in one sentence (the landing page's);
+    with the ``paired`` differences they came from, a loss is said as one ("worse than")."""
     decided = [passed for row in checks.values() for passed in row.values() if passed is not None]
     if not decided:
         return "one seed decides none of the book's checks (each needs a paired interval, so two or more seeds)"
     beats = {name.removeprefix("beats "): [split for split, passed in row.items() if passed is False]
              for name, row in checks.items() if name.startswith("beats ")}
-    missed = [f"*{m}* ({' and '.join(splits)} split)" for m, splits in beats.items() if splits]
+
+    def failed(lost: bool) -> list[str]:  # "*Concat* (random and spatial split)"
+        found = {m: [s for s in splits if (paired is not None and paired[s].loc[m, "verdict"] == "worse") == lost]
+                 for m, splits in beats.items()}
+        return [f"*{m}* ({' and '.join(splits)} split)" for m, splits in found.items() if splits]
+
+    worse, missed = failed(True), failed(False)
     short = [re.fullmatch(r"≥ (\S+) of the all-latent ceiling \(is (\S+)\)", name)  # bar_checks' wording
              for name, row in checks.items() if not name.startswith("beats ") and False in row.values()]
-    if not missed and not short:
+    if not worse and not missed and not short:
         return f"{target} clears every one of the {len(decided)} checks of the book's bar"
     lead = f"{target} clears {sum(decided)} of the {len(decided)} checks of the book's bar"
-    parts = ([f"it is not clearly better than {join_words(missed, 'or')}"] if missed else []) + \
+    parts = ([f"it is worse than {join_words(worse, 'and')}"] if worse else []) + \
+        ([f"it is not clearly better than {join_words(missed, 'or')}"] if missed else []) + \
         [f"it reaches {m[2]} of the all-latent ceiling, not the {m[1]} asked" for m in short]
     return lead + ": " + "; ".join(parts)
 

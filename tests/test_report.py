@@ -473,6 +473,13 @@ def test_bar_failures_name_what_fails_and_where():
         "MuseCL clears 3 of the 7 checks of the book's bar: it is not clearly better than *Concat* (random and "
         "spatial split) or *Pretext features* (spatial split); it reaches 77% of the all-latent ceiling, not the "
         "85% asked")
+    # with the paired differences, a loss is said as a loss
+    verdicts["spatial"]["Concat"] = "worse"
+    paired = {s: pd.DataFrame({"verdict": v}) for s, v in verdicts.items()}
+    assert report.bar_failures(report.bar_checks(paired, share=0.77), paired=paired) == (
+        "MuseCL clears 3 of the 7 checks of the book's bar: it is worse than *Concat* (spatial split); it is not "
+        "clearly better than *Concat* (random split) or *Pretext features* (spatial split); it reaches 77% of the "
+        "all-latent ceiling, not the 85% asked")
     passed = report.bar_checks({"random": pd.DataFrame({"verdict": {"SV only": "better"}})}, share=0.9)
     assert report.bar_failures(passed) == "MuseCL clears every one of the 2 checks of the book's bar"
     one_seed = report.bar_checks({"random": pd.DataFrame({"verdict": {"SV only": ""}})}, share=None)
@@ -631,6 +638,13 @@ def test_floor_sentence_names_each_floor_the_method_does_not_clear():
     assert report.floor_sentence(one_seed, floors).startswith("**With one seed there is no interval**")
     assert report.floor_sentence({s: t.drop(floors) for s, t in paired.items()}, floors).startswith(
         "No simple baseline ran beside MuseCL")
+    # a loss is said as a loss, before what the seeds cannot tell
+    lower = results.assign(r2=np.where((results["method"] == "Location kNN") & (results["split"] == "random"),
+                                       results["r2"] + 0.2, results["r2"]))
+    losing = {s: report.paired_differences(lower, ["PD"], split=s) for s in ("random", "spatial")}
+    assert report.floor_sentence(losing, floors).startswith(
+        "**MuseCL is worse than Location kNN under the random split, and not clearly better than "
+        "Pretext features under the spatial split** (")
 
 
 def test_by_split_words_the_splits_a_run_has():
