@@ -44,9 +44,9 @@ from myst_nb import glue
 from musecl import report
 from musecl.config import RunConfig
 from musecl.datasets.published import published_results
-from musecl.evaluation import (BUFFER_CORRELATION, CEILING_METHODS, correlation_by_distance,
+from musecl.evaluation import (BUFFER_CORRELATION, CEILING_METHODS, SPLITS, correlation_by_distance,
                                correlation_range, evaluate_ceilings, predict_indicator,
-                               spatial_setting)
+                               spatial_setting, spatial_split)
 from musecl.io import atomic_write
 from musecl.methods import MuseCL
 from musecl.notebooks import require_method
@@ -256,7 +256,7 @@ else:
 glue("encoders_sentence", Markdown(encoders), display=False)
 
 # for "What we saw": the findings, in words that follow this run's numbers
-splits = [split for split in ("random", "spatial", "spatial-cv") if split in mean_r2]
+splits = [split for split in SPLITS if split in mean_r2]
 scored = report.by_split({split: float(mean_r2[split]) for split in splits})
 if len(ceilings):
     full = {split: float(ceiling_means.get((all_latents, split), float("nan"))) for split in splits}
@@ -291,8 +291,7 @@ else:
                        f"MuseCL reaches R² {scored}. This city records no ceilings, so how far "
                        "that is from what the data allow is not known.")
 glue("ceiling_finding", Markdown(ceiling_finding), display=False)
-# the one held-out part, else spatial cross-fitting (every block tested once)
-spatial = next((split for split in ("spatial", "spatial-cv") if split in splits), None)
+spatial = spatial_split(splits)  # the one held-out part, else cross-fitting (every block tested)
 held = "the spatial one" if spatial == "spatial" else "spatial cross-fitting"
 if "random" in splits and spatial and mean_r2["random"] <= 0:
     spatial_finding = ("**MuseCL predicts no better than the mean here**: R² "

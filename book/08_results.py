@@ -60,7 +60,7 @@ from musecl.methods.vector import VIEW_PARTS, view_parts
 from musecl.plotting import plot_at_a_glance, plot_images, plot_map
 from musecl.encoders.heads import FEATURE_HEADS
 from musecl.evaluation import (correlation_range, evaluate_ceilings, latent_probe,
-                               spatial_setting)
+                               spatial_setting, spatial_split)
 from musecl.notebooks import require_method
 from musecl.runner import resolve_city, run, score_embedding, seed_configs
 
@@ -207,8 +207,7 @@ if skipped_note is not None:
 # The ceilings are those of the spatial test parts.
 
 # %% tags=["hide-input"]
-# the one held-out part, else spatial cross-fitting (every block tested once; below)
-SPATIAL = next((s for s in ("spatial", "spatial-cv") if s in cfg.evaluation.splits), None)
+SPATIAL = spatial_split(cfg.evaluation.splits)  # the one held-out part, else cross-fitting (below)
 if SPATIAL:
     blocks = spatial_setting(data, cfg.evaluation.block_size_m, cfg.evaluation.buffer_m)
     reach = correlation_range(data, headline, seed=cfg.seed)

@@ -60,7 +60,7 @@ from musecl.config import RunConfig
 from musecl.datasets.beijing import (PANORAMA_CENTRE, STREETVIEW_VIEWS, image_regions,
                                      make_beijing_city, parse_image_folder)
 from musecl.datasets.published import published_results
-from musecl.evaluation import evaluate_embedding
+from musecl.evaluation import evaluate_embedding, spatial_split
 from musecl.io import atomic_write
 from musecl.methods import make_method
 from musecl.plotting import plot_images, plot_maps
@@ -270,8 +270,7 @@ for ind in targets.columns:
                     & (paper["method"] == "MuseCL")]
         value = float(row["r2"].iloc[0]) if len(row) else np.nan
     glue(f"paper_muse_{ind}", value, display=False)
-# the one held-out part, else spatial cross-fitting (every block tested once)
-spatial = next((s for s in ("spatial", "spatial-cv") if s in cfg.evaluation.splits), None)
+spatial = spatial_split(cfg.evaluation.splits)  # the one held-out part, else cross-fitting
 glue("knn_spatial_sentence", Markdown(
     "When whole blocks of hexagons are held out (the spatial split), location kNN reaches "
     + ", ".join(f"{mean_r2.loc[('Location kNN', spatial, ind)]:.2f} ({ind})" for ind in targets)

@@ -507,6 +507,12 @@ def spatial_setting(city: City, block_size_m: float | None = None,
     return SpatialBlocks(size, buffer)
 
 
+def spatial_split(splits: Sequence[str]) -> str | None:
+    """The spatial split a page reports for a run with ``splits``: the one held-out part, else
+    spatial cross-fitting; None when the run has neither."""
+    return next((split for split in SPATIAL_SPLITS if split in splits), None)
+
+
 def _blocks(city: City, splits: Sequence[str], block_size_m, buffer_m) -> SpatialBlocks | None:
     """The city's :func:`spatial_setting` where ``splits`` need blocks, else None (not computed)."""
     return spatial_setting(city, block_size_m, buffer_m) if set(splits) & set(SPATIAL_SPLITS) else None

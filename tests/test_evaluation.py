@@ -14,7 +14,7 @@ from musecl.config import RunConfig
 from musecl.evaluation import (
     CEILING_METHODS, PREDICTION_COLUMNS, RESULT_COLUMNS, MLPProbe, ProbeConfig, RidgeProbe, block_ids, check_splits,
     correlation_by_distance, correlation_range, evaluate_ceilings, evaluate_embedding, latent_probe, predict_indicator, random_split,
-    ridge_cv_r2, scores, spatial_block_split, spatial_folds, spatial_setting, triplet_agreement,
+    ridge_cv_r2, scores, spatial_block_split, spatial_folds, spatial_setting, spatial_split, triplet_agreement,
 )
 from musecl.evaluation import _one_blas_thread  # the helper every ridge and k-means fit runs under
 from musecl.runner import fit_and_score, run
@@ -538,3 +538,10 @@ def test_mlp_probe_initialisation_follows_the_seed():
 
     assert torch.equal(first_layer(0), first_layer(0))
     assert (first_layer(0) - first_layer(1)).abs().max() > 1e-2
+
+
+def test_spatial_split_is_the_held_out_part_else_cross_fitting():
+    """The spatial split a page reports: "spatial" where the run has it, else "spatial-cv"."""
+    assert spatial_split(["random", "spatial-cv", "spatial"]) == "spatial"
+    assert spatial_split(("random", "spatial-cv")) == "spatial-cv"
+    assert spatial_split(["random"]) is None
