@@ -438,6 +438,14 @@ def paired_differences(results: pd.DataFrame, indicators: Sequence[str], target:
     return pd.DataFrame(out).set_index("method")
 
 
+def verdict_changes(before: pd.DataFrame, after: pd.DataFrame) -> list[str]:
+    """"*method* (unclear -> better)" for each method whose verdict differs between two
+    :func:`paired_differences` tables of the same target (methods in both)."""
+    return [f"*{m}* ({before.loc[m, 'verdict']} -> {after.loc[m, 'verdict']})"
+            for m in before.index.intersection(after.index)
+            if before.loc[m, "verdict"] != after.loc[m, "verdict"]]
+
+
 def cross_fitting_sentence(holdout: pd.DataFrame, crossed: pd.DataFrame, target: str = TARGET) -> str:
     """What spatial cross-fitting changes: :func:`paired_differences` of the same seeds' embeddings
     scored on one held-out part (``holdout``) and with every block tested (``crossed``)."""
@@ -450,8 +458,7 @@ def cross_fitting_sentence(holdout: pd.DataFrame, crossed: pd.DataFrame, target:
         names = [f"*{m}*" for m in both if crossed.loc[m, "verdict"] == verdict]
         if names:
             said.append(f"{word} {join_words(names, 'and')}")
-    changed = [f"*{m}* ({holdout.loc[m, 'verdict']} -> {crossed.loc[m, 'verdict']})" for m in both
-               if holdout.loc[m, "verdict"] != crossed.loc[m, "verdict"]]
+    changed = verdict_changes(holdout, crossed)
     ratio = width["one"] / width["every"] if width["every"] > 0 else float("inf")
     how = (f"{ratio:.1f} times narrower" if ratio >= 1 else f"{1 / ratio:.1f} times wider")
     return (f"With every block tested, the 95% intervals are {how} on average "
@@ -459,6 +466,49 @@ def cross_fitting_sentence(holdout: pd.DataFrame, crossed: pd.DataFrame, target:
             + (f"{target} is then {join_words(said, 'and')}. " if said else "")
             + (f"Verdicts that change: {join_words(changed, 'and')}." if changed
                else "No verdict changes."))
+
+
+def read_out_comparison(mlp: pd.DataFrame, ridge: pd.DataFrame, indicators: Sequence[str],
+                        splits: Sequence[str], target: str = TARGET,
+                        ceiling: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """The same embeddings read by the run's MLP probe (``mlp``: results rows) and by a ridge
+    regression (``ridge``): (headline mean ± sd per method, read-out and split; ``target`` minus
+    each method under ridge, :func:`paired_text`; a sentence on what the read-out moves, with
+    ``target``'s share of ``ceiling``, the all-latent ceiling of the first split, if given).
+    A probe is part of the measurement: an MLP fitted on a few hundred regions can read a table
+    of raw counts worse than a linear map does, and a verdict that moves with it is the probe's."""
+    methods = list(dict.fromkeys([target, *mlp["method"]]))
+    rows = {"MLP": mlp, "ridge": ridge}
+    paired = {split: {probe: paired_differences(table, indicators, target=target, split=split)
+                      for probe, table in rows.items()} for split in splits}
+    levels = pd.DataFrame({(split, f"{probe} probe"): at_a_glance(
+        table, indicators, splits=[split], methods=dict.fromkeys(methods, ""))[f"R² ({split} split)"]
+        for split in splits for probe, table in rows.items()}).reindex(methods).fillna("")
+
+    first = splits[0]
+    moved = (mean_headline(ridge, indicators) - mean_headline(mlp, indicators)).xs(first, level="split")
+    others = moved.drop(target).sort_values(key=abs, ascending=False)
+    most = [f"*{m}* ({g:+.3f})" for m, g in others.items() if abs(g) >= 0.0005][:3]
+    share = ""
+    if ceiling:
+        before, after = (float(mean_headline(t, indicators)[(target, first)]) / ceiling for t in (mlp, ridge))
+        share = f" ({before:.0%} -> {after:.0%} of the all-latent ceiling)"
+    lead = (f"Read by a ridge regression instead of the MLP ({first} split), {target}'s headline mean R² moves "
+            f"by {moved[target]:+.3f}{share}" + (f", and the rows that move most are {join_words(most, 'and')}. "
+                                                 if most else "; no other row moves. "))
+    changes = {split: verdict_changes(paired[split]["MLP"], paired[split]["ridge"]) for split in splits}
+    said = [f"under the {split} split {join_words(found, 'and')}" for split, found in changes.items() if found]
+    if said:
+        tail = (f"Verdicts against {target} that change with the read-out (MLP -> ridge): {'; '.join(said)}. "
+                "Those the probe decides as much as the embeddings do; the bar above keeps the paper's MLP.")
+    elif all((paired[split]["ridge"]["verdict"] == "").all() for split in splits):
+        tail = "With one seed there are no intervals, so no verdicts to compare."
+    else:
+        tail = (f"No verdict against {target} changes with the read-out: the verdicts above are the "
+                "embeddings', not the probe's.")
+    differences = paired_text({split: paired[split]["ridge"] for split in splits}, target=target).rename(
+        columns={f"{target} minus method [95% interval]": f"{target} minus method, ridge [95% interval]"})
+    return levels, differences, lead + tail
 
 
 def floor_sentence(paired: dict[str, pd.DataFrame], floors: Sequence[str], target: str = TARGET) -> str:
@@ -631,14 +681,15 @@ def shortfall_sentence(r2: pd.Series, ceiling: float, perfect: str, read: dict[s
 
 
 def reference_vs_sentence(r2: pd.Series, pairs: dict[str, pd.Series], reference: str, what: str,
-                          method: str = "Pretext features") -> str:
+                          method: str = "Pretext features", lead: str = "") -> str:
     """A reference row against a method of the bar, in words: ``pairs``: split -> the
     :func:`paired_differences` row of ``method`` (``reference`` the target); ``what``: what the
-    reference reads the latents out of."""
+    reference reads the latents out of; ``lead``: words before the sentence ("With every block
+    tested")."""
     splits, verdicts = list(pairs), [p["verdict"] for p in pairs.values()]
     would = ("one seed cannot tell whether an" if "" in verdicts else
              "an" if all(v == "better" for v in verdicts) else "even an")
-    return (f"Read out of {what} the latents give " + " / ".join(f"{r2[(reference, s)]:.3f}" for s in splits)
+    return ((f"{lead}, read" if lead else "Read") + f" out of {what} the latents give " + " / ".join(f"{r2[(reference, s)]:.3f}" for s in splits)
             + f" against *{method}*' " + " / ".join(f"{r2[(method, s)]:.3f}" for s in splits)
             + f" ({' / '.join(splits)} split; paired differences " + ", ".join(map(interval_text, pairs.values()))
             + f"): {would} embedding that showed the latents as well as that read-out would "
@@ -652,14 +703,17 @@ UNTRAINED_BACKBONE = {"SV only": "Inception v3", "RS only": "ResNet-18"}  # each
 def beside_recorded_run(results: pd.DataFrame, recorded_rows: pd.DataFrame, recorded: dict,
                         indicators: Sequence[str], splits: Sequence[str], encoders: str) -> tuple[pd.DataFrame, str]:
     """A recorded run (``recorded_rows`` of the same city, e.g. ``book/measurements/``;
-    ``recorded``: its JSON summary) beside this run on their common seeds: (table of headline
-    means and paired differences, recorded minus this run; a sentence). ``encoders`` names this
-    run's image encoders. Raises ValueError without common seeds or MuseCL rows."""
+    ``recorded``: its JSON summary) beside this run on their common seeds and ``splits``: (table of
+    headline means and paired differences, recorded minus this run; a sentence that also names the
+    ``splits`` the recorded run lacks). ``encoders`` names this run's image encoders. Raises
+    ValueError without common seeds, splits or MuseCL rows."""
     seeds = sorted(set(recorded_rows["seed"]) & set(results["seed"]))  # compared seed by seed
+    missing = [s for s in splits if s not in set(recorded_rows["split"])]
+    splits = [s for s in splits if s not in missing]
     names = ("MuseCL", "Concat", "SV only", "RS only", "Inception v3", "ResNet-18", "Pretext features", LOCATION)
     methods = [m for m in names if m in set(results["method"]) & set(recorded_rows["method"])]
-    if not seeds or TARGET not in methods:
-        raise ValueError(f"the recorded run shares no seeds or no {TARGET} rows with this run")
+    if not seeds or not splits or TARGET not in methods:
+        raise ValueError(f"the recorded run shares no seeds, no splits or no {TARGET} rows with this run")
     mine = results[results["method"].isin(methods) & results["seed"].isin(seeds)]
     theirs = recorded_rows[recorded_rows["method"].isin(methods) & recorded_rows["seed"].isin(seeds)]
     both = pd.concat([mine, theirs.assign(method=theirs["method"] + RECORDED)], ignore_index=True)
@@ -711,7 +765,8 @@ def beside_recorded_run(results: pd.DataFrame, recorded_rows: pd.DataFrame, reco
                 + (f" On the GPU, the trained encoders against their untrained backbones (random split): {backbone}."
                    if backbone else "")
                 + (f" The rows that use no trained image encoder ({', '.join(f'*{m}*' for m in no_encoder)}) "
-                   f"{protocol}" if no_encoder else ""))
+                   f"{protocol}" if no_encoder else "")
+                + (f" The recorded run has no {' or '.join(missing)} split to compare." if missing else ""))
     return table, sentence
 
 

@@ -566,6 +566,8 @@ def test_reference_vs_sentence_says_clearly_only_when_every_interval_is_above():
     nan = {"difference": 0.02, "low": np.nan, "high": np.nan, "verdict": ""}
     words = report.reference_vs_sentence(r2, {s: pd.Series(nan) for s in both}, "ref", "the images")
     assert "nan" not in words and "+0.020 (one seed: no interval)" in words and "one seed cannot tell" in words
+    led = report.reference_vs_sentence(r2, {"random": both["random"]}, "ref", "the images", lead="With every block tested")
+    assert led.startswith("With every block tested, read out of the images the latents give 0.620 against")
 
 
 def test_information_sentence_uses_only_the_rows_the_run_scored():
@@ -694,9 +696,15 @@ def test_a_recorded_run_is_set_beside_this_run_seed_by_seed():
     assert "score the same on both machines" in sentence
     _, higher = report.beside_recorded_run(mine, rows(0.1, seeds=(0, 1, 2)).assign(r2=spread), recorded, ["PD"],
                                            ["random"], "x")
-    assert "understate MuseCL under the random split" in higher
+    assert "understate MuseCL under the random split" in higher and "has no" not in higher
+    # a split this run has and the recorded one lacks is left out, and said
+    table, lacking = report.beside_recorded_run(mine, lower, recorded, ["PD"], ["random", "spatial-cv"], "x")
+    assert {split for split, _ in table.columns} == {"random"}
+    assert lacking.endswith("The recorded run has no spatial-cv split to compare.")
     with pytest.raises(ValueError, match="shares no seeds"):
         report.beside_recorded_run(mine, rows(0.0, seeds=(9,)), recorded, ["PD"], ["random"], "x")
+    with pytest.raises(ValueError, match="no splits"):
+        report.beside_recorded_run(mine, lower, recorded, ["PD"], ["spatial-cv"], "x")
 
 
 def test_the_headline_method_is_musecl_else_its_vector_version():
@@ -705,6 +713,33 @@ def test_the_headline_method_is_musecl_else_its_vector_version():
     assert report.headline_method(["POI only", "Location kNN"]) is None
     note = report.vector_target_note("Grid City", "this chapter reads")
     assert note.startswith("**Grid City has no images, so this chapter reads *MuseCL (vector views)*:**")
+
+
+def test_read_out_comparison_says_which_verdicts_the_probe_decides():
+    def rows(values: dict) -> pd.DataFrame:  # method -> R2 of PD; seeds 0-3 differ a little
+        return pd.concat([table_from({m: {"PD": (v, 1.0)} for m, v in values.items()}, seeds=(0, 1, 2, 3),
+                                     split=s, jitter=0.01)
+                          for s in ("random", "spatial")], ignore_index=True
+                         ).assign(r2=lambda t: t["r2"] + np.where(t["seed"] == 1, 0.004, 0) * (t["method"] == "MuseCL"))
+    mlp = rows({"MuseCL": 0.60, "Pretext features": 0.50, "SV only": 0.40})
+    ridge = rows({"MuseCL": 0.61, "Pretext features": 0.62, "SV only": 0.40})  # the raw table, read linearly
+    levels, ridge_minus, sentence = report.read_out_comparison(mlp, ridge, ["PD"], ["random", "spatial"])
+    assert list(levels.index) == ["MuseCL", "Pretext features", "SV only"]
+    assert levels.loc["Pretext features", ("random", "MLP probe")].startswith("0.515 ±")  # mean over seeds 0-3
+    assert levels.loc["Pretext features", ("random", "ridge probe")].startswith("0.635 ±")
+    assert ridge_minus.loc["Pretext features", ("spatial", "MuseCL minus method, ridge [95% interval]")].startswith("-0.009 [")
+    assert ridge_minus.loc["Pretext features", ("spatial", "MuseCL is")] == "worse"
+    assert "moves by +0.010" in sentence and "*Pretext features* (+0.120)" in sentence
+    assert "*SV only*" not in sentence.split("move most")[1].split(".")[0]  # it did not move
+    assert "under the random split *Pretext features* (better -> worse)" in sentence
+    assert "the probe decides" in sentence and "ceiling" not in sentence
+    *_, shared = report.read_out_comparison(mlp, ridge, ["PD"], ["random"], ceiling=0.8)
+    assert "(77% -> 78% of the all-latent ceiling)" in shared  # (0.600 + 0.015 + 0.001) / 0.8, then 0.626 / 0.8
+    *_, same = report.read_out_comparison(mlp, mlp, ["PD"], ["random"])
+    assert "no other row moves" in same and "No verdict against MuseCL changes" in same
+    one_seed = mlp[mlp["seed"] == 0]
+    *_, untold = report.read_out_comparison(one_seed, one_seed, ["PD"], ["random"])
+    assert "With one seed there are no intervals" in untold
 
 
 def test_cross_fitting_sentence_says_how_the_intervals_and_verdicts_moved():
