@@ -689,7 +689,8 @@ def reference_vs_sentence(r2: pd.Series, pairs: dict[str, pd.Series], reference:
     splits, verdicts = list(pairs), [p["verdict"] for p in pairs.values()]
     would = ("one seed cannot tell whether an" if "" in verdicts else
              "an" if all(v == "better" for v in verdicts) else "even an")
-    return ((f"{lead}, read" if lead else "Read") + f" out of {what} the latents give " + " / ".join(f"{r2[(reference, s)]:.3f}" for s in splits)
+    return ((f"{lead}, read" if lead else "Read") + f" out of {what} the latents give "
+            + " / ".join(f"{r2[(reference, s)]:.3f}" for s in splits)
             + f" against *{method}*' " + " / ".join(f"{r2[(method, s)]:.3f}" for s in splits)
             + f" ({' / '.join(splits)} split; paired differences " + ", ".join(map(interval_text, pairs.values()))
             + f"): {would} embedding that showed the latents as well as that read-out would "
