@@ -337,7 +337,9 @@ glue("fine_tune_text", Markdown(fine_tune_text), display=False)
 # Nothing below was tuned to pass it: the settings are those printed at the top, and the four
 # choices made by experiment (`head_reconstruction`, `fusion_reconstruction`, `backbone_layers`,
 # and the fusion's views without a LayerNorm, `musecl.fusion.VIEW_NORM`) were made on a second
-# toy city, never on this one's test parts.
+# toy city, never on this one's test parts. The two sections after the bar test the bar itself:
+# the spatial split with every block tested, and the same embeddings read by a ridge regression
+# instead of the MLP.
 #
 # ```{literalinclude} ../musecl/report.py
 # :pyobject: bar_checks

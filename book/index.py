@@ -91,8 +91,9 @@ if have_results:
                     f"{' and '.join(results['split'].unique())} split, computed by "
                     f"this build with `params/{Path(params_file).name}`. "
                     f"**{bar_failures(checks, target, paired)}** "
-                    "(paired over the seeds, 95% intervals; the results chapter sets the bar and "
-                    "shows why).")
+                    "(paired over the seeds, 95% intervals; the results chapter sets the bar, "
+                    "shows why, and reads the same embeddings with a ridge regression too, to "
+                    "show which checks the probe decides).")
         if (note := one_view_note(data.name, image_views(data))) is not None:
             sentence += " " + note
         if target != "MuseCL":
