@@ -457,12 +457,12 @@ glue("cv_sentence", Markdown(cv_sentence), display=False)
 #
 # ### Does the read-out decide?
 #
-# Every table above reads each embedding with the paper's probe: an MLP with four hidden layers,
-# fitted on a few hundred training regions and stopped early on the validation part. The probe is
-# part of the measurement. Below, the same seeds' embeddings are read instead by a ridge
-# regression (standardised columns, its penalty chosen on the validation part), on the same
-# splits; *Location kNN* keeps its own nearest-neighbour read-out, so its two columns agree. The
-# bar above stays with the paper's MLP.
+# The tables above read each embedding with the run's probe (`probe` in the params file; by
+# default the paper's: an MLP with four hidden layers, fitted on a few hundred training regions and
+# stopped early on the validation part). The probe is part of the measurement. Below, the same
+# seeds' embeddings are read both by that MLP and by a ridge regression (standardised columns, its
+# penalty chosen on the validation part), on the same splits; *Location kNN* keeps its own
+# nearest-neighbour read-out, so its two columns agree. The bar above stays with the run's probe.
 #
 # ```{literalinclude} ../musecl/evaluation.py
 # :pyobject: RidgeProbe
@@ -470,11 +470,12 @@ glue("cv_sentence", Markdown(cv_sentence), display=False)
 # ```
 
 # %% tags=["hide-input"]
-ridge_rows = pd.concat([score_embedding(embeddings[name, seeded.seed], data, name,
-                                        seeded.replace(probe="ridge"), cache)
-                        for name in CROSSED for seeded in seed_configs(cfg)])
+read = {probe: pd.concat([score_embedding(embeddings[name, seeded.seed], data, name,
+                                          seeded.replace(probe=probe), cache)
+                          for name in CROSSED for seeded in seed_configs(cfg)])
+        for probe in ("mlp", "ridge")}  # the run's probe's rows are cached: not fitted again
 read_out, ridge_minus, read_out_sentence = report.read_out_comparison(
-    results[results["method"].isin(CROSSED)], ridge_rows, headline,
+    read["mlp"], read["ridge"], headline,
     splits=list(cfg.evaluation.splits), target=target,
     ceiling=None if all_latents is None else float(all_latents))
 glue("read_out_sentence", Markdown(read_out_sentence), display=False)
@@ -555,7 +556,8 @@ else:
                         headline, target=images, split=s).loc["Pretext features"]
                  for s in cfg.evaluation.splits}
         images_sentence = report.reference_vs_sentence(r2, pairs, images, REFERENCES[images][1])
-        if isinstance(crossed, pd.DataFrame) and "Pretext features" in set(crossed["method"]):
+        if ("spatial-cv" not in cfg.evaluation.splits and isinstance(crossed, pd.DataFrame)
+                and "Pretext features" in set(crossed["method"])):
             # the same read-out with every block tested (the cross-fitting section's rows)
             both_cv = pd.concat([crossed, score_embedding(
                 sources[images], data, images, cfg.replace(splits=["spatial-cv"]), cache)])

@@ -500,7 +500,7 @@ def read_out_comparison(mlp: pd.DataFrame, ridge: pd.DataFrame, indicators: Sequ
     said = [f"under the {split} split {join_words(found, 'and')}" for split, found in changes.items() if found]
     if said:
         tail = (f"Verdicts against {target} that change with the read-out (MLP -> ridge): {'; '.join(said)}. "
-                "Those the probe decides as much as the embeddings do; the bar above keeps the paper's MLP.")
+                "Those the probe decides as much as the embeddings do; the bar above keeps the run's probe.")
     elif all((paired[split]["ridge"]["verdict"] == "").all() for split in splits):
         tail = "With one seed there are no intervals, so no verdicts to compare."
     else:
