@@ -462,7 +462,8 @@ glue("cv_sentence", Markdown(cv_sentence), display=False)
 # stopped early on the validation part). The probe is part of the measurement. Below, the same
 # seeds' embeddings are read both by that MLP and by a ridge regression (standardised columns, its
 # penalty chosen on the validation part), on the same splits; *Location kNN* keeps its own
-# nearest-neighbour read-out, so its two columns agree. The bar above stays with the run's probe.
+# nearest-neighbour read-out and the all-latent ceiling (of the same test parts) is the city's own
+# formula, so their two columns agree. The bar above stays with the run's probe.
 #
 # ```{literalinclude} ../musecl/evaluation.py
 # :pyobject: RidgeProbe
@@ -476,8 +477,7 @@ read = {probe: pd.concat([score_embedding(embeddings[name, seeded.seed], data, n
         for probe in ("mlp", "ridge")}  # the run's probe's rows are cached: not fitted again
 read_out, ridge_minus, read_out_sentence = report.read_out_comparison(
     read["mlp"], read["ridge"], headline,
-    splits=list(cfg.evaluation.splits), target=target,
-    ceiling=None if all_latents is None else float(all_latents))
+    splits=list(cfg.evaluation.splits), target=target, ceilings=ceilings)
 glue("read_out_sentence", Markdown(read_out_sentence), display=False)
 display(read_out.rename_axis(None).style.set_caption(
     f"{data.name}: headline mean R² ± sd over seeds, read by the paper's MLP and by a ridge "

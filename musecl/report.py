@@ -470,29 +470,30 @@ def cross_fitting_sentence(holdout: pd.DataFrame, crossed: pd.DataFrame, target:
 
 def read_out_comparison(mlp: pd.DataFrame, ridge: pd.DataFrame, indicators: Sequence[str],
                         splits: Sequence[str], target: str = TARGET,
-                        ceiling: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+                        ceilings: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """The same embeddings read by the run's MLP probe (``mlp``: results rows) and by a ridge
-    regression (``ridge``): (headline mean ± sd per method, read-out and split; ``target`` minus
-    each method under ridge, :func:`paired_text`; a sentence on what the read-out moves, with
-    ``target``'s share of ``ceiling``, the all-latent ceiling of the first split, if given).
+    regression (``ridge``): (headline mean ± sd per method, read-out and split, with the all-latent
+    ceiling of ``ceilings`` where given; ``target`` minus each method under ridge,
+    :func:`paired_text`; a sentence on what the read-out moves, with ``target``'s
+    :func:`ceiling_share` under each).
     A probe is part of the measurement: an MLP fitted on a few hundred regions can read a table
     of raw counts worse than a linear map does, and a verdict that moves with it is the probe's."""
     methods = list(dict.fromkeys([target, *mlp["method"]]))
     rows = {"MLP": mlp, "ridge": ridge}
     paired = {split: {probe: paired_differences(table, indicators, target=target, split=split)
                       for probe, table in rows.items()} for split in splits}
+    shown = [*methods, "Ceiling: all latents"]  # the ceiling reads the latents, not an embedding: one value
     levels = pd.DataFrame({(split, f"{probe} probe"): at_a_glance(
-        table, indicators, splits=[split], methods=dict.fromkeys(methods, ""))[f"R² ({split} split)"]
-        for split in splits for probe, table in rows.items()}).reindex(methods).fillna("")
+        table, indicators, ceilings, splits=[split], methods=dict.fromkeys(shown, ""))[f"R² ({split} split)"]
+        for split in splits for probe, table in rows.items()})
+    levels = levels.reindex([m for m in shown if m in levels.index]).fillna("")
 
     first = splits[0]
     moved = (mean_headline(ridge, indicators) - mean_headline(mlp, indicators)).xs(first, level="split")
     others = moved.drop(target).sort_values(key=abs, ascending=False)
     most = [f"*{m}* ({g:+.3f})" for m, g in others.items() if abs(g) >= 0.0005][:3]
-    share = ""
-    if ceiling:
-        before, after = (float(mean_headline(t, indicators)[(target, first)]) / ceiling for t in (mlp, ridge))
-        share = f" ({before:.0%} -> {after:.0%} of the all-latent ceiling)"
+    before, after = (ceiling_share(t, ceilings, indicators, target) for t in (mlp, ridge))
+    share = f" ({before:.0%} -> {after:.0%} of the all-latent ceiling)" if before and after else ""
     lead = (f"Read by a ridge regression instead of the MLP ({first} split), {target}'s headline mean R² moves "
             f"by {moved[target]:+.3f}{share}" + (f", and the rows that move most are {join_words(most, 'and')}. "
                                                  if most else "; no other row moves. "))

@@ -733,8 +733,12 @@ def test_read_out_comparison_says_which_verdicts_the_probe_decides():
     assert "*SV only*" not in sentence.split("move most")[1].split(".")[0]  # it did not move
     assert "under the random split *Pretext features* (better -> worse)" in sentence
     assert "the probe decides" in sentence and "ceiling" not in sentence
-    *_, shared = report.read_out_comparison(mlp, ridge, ["PD"], ["random"], ceiling=0.8)
+    ceilings = table_from({"Ceiling: all latents": {"PD": (0.8, 0.5)}}, seeds=(0, 1, 2, 3))
+    with_ceiling, _, shared = report.read_out_comparison(mlp, ridge, ["PD"], ["random"], ceilings=ceilings)
     assert "(77% -> 78% of the all-latent ceiling)" in shared  # (0.600 + 0.015 + 0.001) / 0.8, then 0.626 / 0.8
+    assert list(with_ceiling.index)[-1] == "Ceiling: all latents"  # the same test parts, below the methods
+    assert with_ceiling.loc["Ceiling: all latents", ("random", "MLP probe")].startswith("0.800 ±")
+    assert "Ceiling: all latents" not in levels.index  # none given
     *_, same = report.read_out_comparison(mlp, mlp, ["PD"], ["random"])
     assert "no other row moves" in same and "No verdict against MuseCL changes" in same
     one_seed = mlp[mlp["seed"] == 0]
