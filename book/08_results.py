@@ -616,7 +616,7 @@ if (recorded["city_fingerprint"] != city_fingerprint(data)
                     f"{', '.join(cfg.evaluation.splits)}, so the two are not set side by side. "
                     "The table above gives the recorded headline means.*")
     shown_gpu = report.mean_headline(gpu_rows, recorded["headline"]).unstack("split").round(3)
-else:  # on the seeds and splits both runs have; the sentence names the splits the recorded run lacks
+else:  # the seeds and splits both runs have; the sentence names the splits it lacks
     shown_gpu, gpu_sentence = report.beside_recorded_run(
         results, gpu_rows, recorded, headline, cfg.evaluation.splits,
         encoders=f"`rs_arch: {cfg.image.rs_arch}`, `sv_arch: {cfg.image.sv_arch}`")
