@@ -538,7 +538,10 @@ else:
                         for seeded in seed_configs(cfg)])  # each seed's own trained stages (cached)
     compared = {"Ceiling: all latents": "ceiling", **{name: "reference (uses the latents)"
                                                       for name in sources},
-                **{m: "raw inputs" for m in RAW if m in raw}, OWN: "reference (uses the latents)",
+                **{m: "raw inputs" for m in RAW if m in raw},
+                **({"Location kNN": "simple baselines"} if ("Location kNN", "random") in means.index
+                   else {}),
+                OWN: "reference (uses the latents)",
                 target: "MuseCL"}
     display(report.at_a_glance(pd.concat([results, held]), headline, ceilings,
                                splits=cfg.evaluation.splits, methods=compared))
@@ -619,7 +622,8 @@ if (recorded["city_fingerprint"] != city_fingerprint(data)
 else:  # the seeds and splits both runs have; the sentence names the splits it lacks
     shown_gpu, gpu_sentence = report.beside_recorded_run(
         results, gpu_rows, recorded, headline, cfg.evaluation.splits,
-        encoders=f"`rs_arch: {cfg.image.rs_arch}`, `sv_arch: {cfg.image.sv_arch}`")
+        encoders=f"`rs_arch: {cfg.image.rs_arch}`, `sv_arch: {cfg.image.sv_arch}`",
+        ceilings=ceilings)
     if recorded["date"] < "2026-12-05":  # the day the aligned fusion's views lost their LayerNorm
         gpu_sentence += (" One more difference, for MuseCL only: the recorded run used the fusion "
                          f"of its day ({recorded['date']}), whose image views still had a "
@@ -628,7 +632,8 @@ else:  # the seeds and splits both runs have; the sentence names the splits it l
                          "fusion and compare the image encoders alone.")
 glue("gpu_sentence", Markdown(gpu_sentence), display=False)
 shown_gpu.style.set_caption(f"{recorded['city']}: headline mean R2, this build's image encoders "
-                            "and the paper's trained on a GPU (recorded)"
+                            "and the paper's trained on a GPU (recorded); the ceiling is this "
+                            "build's, on the test parts both runs share"
                             ).set_table_attributes(report.NUMBER_TABLE)
 
 # %% [markdown]

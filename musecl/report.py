@@ -703,11 +703,14 @@ UNTRAINED_BACKBONE = {"SV only": "Inception v3", "RS only": "ResNet-18"}  # each
 
 
 def beside_recorded_run(results: pd.DataFrame, recorded_rows: pd.DataFrame, recorded: dict,
-                        indicators: Sequence[str], splits: Sequence[str], encoders: str) -> tuple[pd.DataFrame, str]:
+                        indicators: Sequence[str], splits: Sequence[str], encoders: str,
+                        ceilings: pd.DataFrame | None = None) -> tuple[pd.DataFrame, str]:
     """A recorded run (``recorded_rows`` of the same city, e.g. ``book/measurements/``;
     ``recorded``: its JSON summary) beside this run on their common seeds and ``splits``: (table of
-    headline means and paired differences, recorded minus this run; a sentence that also names the
-    ``splits`` the recorded run lacks). ``encoders`` names this run's image encoders. Raises
+    headline means and paired differences, recorded minus this run, a row per split and method; a
+    sentence that also names the ``splits`` the recorded run lacks). ``encoders`` names this run's
+    image encoders. ``ceilings``: this run's, scored on the same test parts as both runs (same
+    city, seeds and splits), so the table carries them as every results table does. Raises
     ValueError without common seeds, splits or MuseCL rows."""
     seeds = sorted(set(recorded_rows["seed"]) & set(results["seed"]))  # compared seed by seed
     missing = [s for s in splits if s not in set(recorded_rows["split"])]
@@ -724,11 +727,18 @@ def beside_recorded_run(results: pd.DataFrame, recorded_rows: pd.DataFrame, reco
                                                       target=m + RECORDED, split=split).loc[m]
                                 for m in methods}).T for split in splits}
     which = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"  # may be fewer than the tables'
-    table = pd.DataFrame({(split, column): values for split in splits for column, values in (
-        (f"this build, {which}", text[split].reindex(methods)),
-        (f"GPU run, {which}",
-         text[split].reindex([m + RECORDED for m in methods]).set_axis(methods)),
-        ("GPU run minus this build [95% interval]", gap[split].apply(interval_text, axis=1)))})
+    columns = (f"this build, {which}", f"GPU run, {which}", "GPU run minus this build [95% interval]")
+    # a row per split and method (three columns fit the page; a column per split did not)
+    table = pd.concat({split: pd.DataFrame(dict(zip(columns, (
+        text[split].reindex(methods), text[split].reindex([m + RECORDED for m in methods]).set_axis(methods),
+        gap[split].apply(interval_text, axis=1))))) for split in splits}, names=["split", "method"])
+    ceiling = (ceilings[ceilings["seed"].isin(seeds) & ceilings["split"].isin(splits)]
+               if ceilings is not None else pd.DataFrame())
+    for split in splits if len(ceiling) else ():  # the same regions in both runs: one value, both columns
+        level = results_table(ceiling, "r2", split, mean_of=indicators)[HEADLINE]
+        for name, value in level.items():
+            table.loc[(split, name), :] = [value, value, "(the same test parts)"]
+    table = table.sort_index(level="split", key=lambda s: s.map(splits.index), sort_remaining=False)
 
     verdict = {split: gap[split].loc[TARGET, "verdict"] for split in splits}  # "better": the recorded run's
     lower = [split for split, v in verdict.items() if v == "worse"]  # the recorded MuseCL scored lower

@@ -686,11 +686,19 @@ def test_a_recorded_run_is_set_beside_this_run_seed_by_seed():
         return t["r2"] + np.where((t["seed"] == 1) & (t["method"] != "Pretext features"), 0.005, 0)
 
     lower = rows(-0.1, seeds=(0, 1, 2)).assign(r2=spread)
-    table, sentence = report.beside_recorded_run(mine, lower, recorded, ["PD"], ["random", "spatial"], "lite0 heads")
-    assert list(table.index) == ["MuseCL", "SV only", "Inception v3", "Pretext features"]
-    assert ("random", "this build, seeds 0, 1, 2") in table.columns  # this run has seed 3 too: not in the table
-    assert table.loc["MuseCL", ("random", "GPU run minus this build [95% interval]")].startswith("-0.098 [")
-    assert table.loc["Pretext features", ("spatial", "GPU run minus this build [95% interval]")] == "0.000 (the same)"
+    ceilings = pd.concat([table_from({"Ceiling: all latents": {"PD": (0.9, 1.0)}}, seeds=(0, 1, 2, 3), split=s,
+                                     jitter=0.01) for s in ("random", "spatial")], ignore_index=True)
+    table, sentence = report.beside_recorded_run(mine, lower, recorded, ["PD"], ["random", "spatial"], "lite0 heads",
+                                                 ceilings=ceilings)
+    methods = ["MuseCL", "SV only", "Inception v3", "Pretext features", "Ceiling: all latents"]
+    assert list(table.index) == [(s, m) for s in ("random", "spatial") for m in methods]  # a row per split
+    assert "this build, seeds 0, 1, 2" in table.columns  # this run has seed 3 too: not in the table
+    gap = "GPU run minus this build [95% interval]"
+    assert table.loc[("random", "MuseCL"), gap].startswith("-0.098 [")
+    assert table.loc[("spatial", "Pretext features"), gap] == "0.000 (the same)"
+    # the ceiling of the shared seeds' test parts, the same in both columns
+    same = report.results_table(ceilings[ceilings["seed"] < 3], "r2", "spatial", mean_of=["PD"])
+    assert table.loc[("spatial", "Ceiling: all latents")].tolist() == [same[report.HEADLINE].iloc[0]] * 2 + ["(the same test parts)"]
     assert "seeds both runs have (0, 1, 2)" in sentence and "not a lower bound" in sentence
     assert "1 of the 2 encoders" in sentence and "*SV only* 0.412 against *Inception v3* 0.212" in sentence
     assert "score the same on both machines" in sentence
@@ -699,7 +707,7 @@ def test_a_recorded_run_is_set_beside_this_run_seed_by_seed():
     assert "understate MuseCL under the random split" in higher and "has no" not in higher
     # a split this run has and the recorded one lacks is left out, and said
     table, lacking = report.beside_recorded_run(mine, lower, recorded, ["PD"], ["random", "spatial-cv"], "x")
-    assert {split for split, _ in table.columns} == {"random"}
+    assert set(table.index.get_level_values("split")) == {"random"}
     assert lacking.endswith("The recorded run has no spatial-cv split to compare.")
     with pytest.raises(ValueError, match="shares no seeds"):
         report.beside_recorded_run(mine, rows(0.0, seeds=(9,)), recorded, ["PD"], ["random"], "x")
