@@ -370,7 +370,8 @@ else:
 #
 # 1. Set `splits: [random]` and `seeds: [0]`, the paper's protocol. How much does a single
 #    number move when you change only the seed? Compare with the standard deviations above.
-# 2. Replace the MLP by a ridge regression (`probe: ridge`). Which indicators lose, and does the
-#    ranking of indicators change?
+# 2. Replace the MLP by a ridge regression (`probe: ridge`), or let each fit's validation part
+#    choose between the two (`probe: mlp-or-ridge`). Which indicators lose, and does the ranking
+#    of indicators change?
 # 3. Double `rs_epochs` and `sv_epochs`. Which stages are retrained (look at the cache folder) and
 #    which are reused?

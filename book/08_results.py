@@ -577,10 +577,11 @@ else:
 glue("held_sentence", Markdown(held_sentence), display=False)
 glue("images_sentence", Markdown(images_sentence), display=False)
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "The rows of the table above as a picture, from what every latent allows down to what MuseCL's probe reaches: each step down is information lost on the way (bars: mean over seeds; dots: seeds)."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The rows of the table above as a picture (location alone left out: it is no step on the way), from what every latent allows down to what MuseCL's probe reaches: each step down is information lost on the way (bars: mean over seeds; dots: seeds)."}}
 if len(sources) >= 2 and all_latents is not None:  # a generated city: the latents can be read
     ax = plot_at_a_glance(report.at_a_glance_seeds(pd.concat([results, held]), headline, ceilings,
-                                                   methods=list(compared)), headline)
+                                                   methods=[m for m in compared  # the steps only
+                                                            if m != "Location kNN"]), headline)
     ax.set_title(f"{data.name}: where the information goes")
     plt.show()
 

@@ -38,7 +38,7 @@ FUSION_DESIGNS = ("aligned", "paper")
 TEXT_POOLINGS = ("mean", "log-scaled")
 FUSION_LOSSES = ("infonce", "mse")
 SPLITS = ("random", "spatial", "spatial-cv")  # musecl.evaluation: "spatial-cv" tests every block
-PROBES = ("mlp", "ridge", "knn")
+PROBES = ("mlp", "ridge", "mlp-or-ridge", "knn")  # musecl.evaluation.make_probe says what each is
 
 
 class ConfigError(ValueError):

@@ -42,7 +42,7 @@ BAD = [  # (settings, substrings the message must contain)
     ({"device": "gpu"}, ["device", "'cpu', 'cuda'", "'gpu'"]),
     ({"image_store": "disk"}, ["image_store must be one of", "('memory', 'shards')"]),
     ({"retrain": "sometimes"}, ["retrain must be one of", "('per_seed', 'once')"]),
-    ({"probe": "lasso"}, ["probe", "('mlp', 'ridge', 'knn')"]),
+    ({"probe": "lasso"}, ["probe", "('mlp', 'ridge', 'mlp-or-ridge', 'knn')"]),
     ({"splits": ["random", "diagonal"]}, ["splits", "('random', 'spatial', 'spatial-cv')", "'diagonal'"]),
     ({"splits": []}, ["splits", "non-empty"]),
     ({"seeds": [0, "one"]}, ["seeds", "an integer >= 0"]),

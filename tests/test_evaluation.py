@@ -12,7 +12,7 @@ from threadpoolctl import threadpool_info
 from musecl.city import REGION_ID, CityMeta, Indicator, load_city, write_city
 from musecl.config import RunConfig
 from musecl.evaluation import (
-    CEILING_METHODS, PREDICTION_COLUMNS, RESULT_COLUMNS, MLPProbe, ProbeConfig, RidgeProbe, block_ids, check_splits,
+    CEILING_METHODS, PREDICTION_COLUMNS, RESULT_COLUMNS, MLPOrRidgeProbe, MLPProbe, ProbeConfig, RidgeProbe, block_ids, check_splits,
     correlation_by_distance, correlation_range, evaluate_ceilings, evaluate_embedding, latent_probe, predict_indicator, random_split,
     ridge_cv_r2, scores, spatial_block_split, spatial_folds, spatial_setting, spatial_split, triplet_agreement,
 )
@@ -359,6 +359,27 @@ def test_ridge_cv_r2_survives_a_sparse_column(linear_city):
     sparse.iloc[[7, 8], sparse.columns.get_loc("rare")] = [1e-3, 1.0]  # two regions, two folds
     good = ridge_cv_r2(emb, city, indicators=["LIN"])["LIN"]
     assert ridge_cv_r2(sparse, city, indicators=["LIN"])["LIN"] == pytest.approx(good, abs=0.02)
+
+
+def test_mlp_or_ridge_reads_with_the_probe_the_validation_part_prefers():
+    """A linear target with many noisy columns and few rows goes to the ridge, a target the
+    ridge cannot fit (the square of a column) to the MLP; the choice's predictions are that
+    probe's own, and without a validation part the MLP (the paper's) reads."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 40))
+    cfg = ProbeConfig(max_epochs=150, patience=20)
+    linear = x[:, 0] + 0.5 * rng.normal(size=120)
+    probe = MLPOrRidgeProbe(cfg, seed=0).fit(x[:60], linear[:60], x[60:90], linear[60:90])
+    assert probe.chosen_ == "ridge"
+    assert np.array_equal(probe.predict(x[90:]), probe.probes["ridge"].predict(x[90:]))
+    x = rng.normal(size=(400, 2))
+    square = x[:, 0] ** 2
+    probe = MLPOrRidgeProbe(cfg, seed=0).fit(x[:250], square[:250], x[250:330], square[250:330])
+    assert probe.chosen_ == "mlp"
+    assert np.array_equal(probe.predict(x[330:]), probe.probes["mlp"].predict(x[330:]))
+    assert MLPOrRidgeProbe(cfg, seed=0).fit(x[:250], square[:250]).chosen_ == "mlp"
+    with pytest.raises(RuntimeError, match="not fitted"):
+        MLPOrRidgeProbe().predict(x)
 
 
 def test_ridge_probe_does_not_extrapolate_a_column_it_never_saw_vary():
