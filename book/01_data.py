@@ -278,8 +278,6 @@ summaries = pd.DataFrame(summaries, index=city.region_ids, dtype=float).reindex(
 
 if summaries.empty or not summaries.shape[1]:
     display(Markdown("*This city has no modality to summarise.*"))
-    glue("most_hidden_latent", Markdown("(none: no modality)"), display=False)
-    glue("most_hidden_r", float("nan"), display=False)
     hidden_sentence = ""
 elif has_latents:
     seen = pd.DataFrame({
@@ -290,8 +288,6 @@ elif has_latents:
             .format("{:.2f}")
             .set_caption("Spearman correlation: summary (rows) vs latent"))
     hidden = seen.abs().max(axis=0)
-    glue("most_hidden_latent", Markdown(f"`{hidden.idxmin()}`"), display=False)
-    glue("most_hidden_r", float(hidden.min()), display=False)
     if hidden.min() < 0.3:
         hidden_sentence = ("The crude summaries of colour, counts and trips hardly track "
                            f"`{hidden.idxmin()}` (largest |ρ| = {hidden.min():.2f}): an encoder "
@@ -301,8 +297,6 @@ elif has_latents:
                            f"follows one of them with |ρ| = {hidden.min():.2f}: every latent shows "
                            "in colours, counts or trips.")
 else:
-    glue("most_hidden_latent", Markdown("(none: no latents)"), display=False)
-    glue("most_hidden_r", float("nan"), display=False)
     hidden_sentence = ""
     display(summaries.describe().T.round(2))
 

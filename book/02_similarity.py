@@ -306,34 +306,16 @@ def per_kind(column: str, rule: str = "official") -> dict[str, str]:
 
 
 # the prose below, for the similarities this city has ("What we saw" keeps the numbers)
-more, tie, top5, topm = (per_kind(f"negative {c}") for c in (
-    "MORE similar than positive (%)", "AS similar as positive (%)",
-    "among anchor's 5 most similar (%)", "among anchor's M most similar (%)"))
 same_pct = per_kind("positive identical to anchor (%)", rule="paper")
 m_of = {kind: samplers["paper"].effective_sizes(len(regions[kind]))[1] for kind in kinds}
 if len(kinds) == 2:
     glue("m_values", Markdown(f"{m_of['POI']} for the POI triplets, {m_of['mobility']} for the "
                               "mobility ones"),
          display=False)
-    glue("off_more", Markdown(f"{more['POI']}% of the POI triplets, {more['mobility']}% of the "
-                              "mobility ones"),
-         display=False)
-    glue("off_tie", Markdown(f"{tie['POI']}% of the POI triplets (ties of identical vectors) and "
-                             f"{tie['mobility']}% of the mobility ones"), display=False)
-    glue("off_top5", Markdown(f"{top5['POI']}% / {top5['mobility']}% of the triplets (POI / "
-                              "mobility)"),
-         display=False)
-    glue("off_topm", Markdown(f"{topm['POI']}% / {topm['mobility']}%"), display=False)
-    glue("eqs_alike", Markdown("eq. 1-4"), display=False)
     same_text = (f"{same_pct['POI']}% of the POI triplets and {same_pct['mobility']}% of the "
                  "mobility triplets")
 else:
     glue("m_values", Markdown(f"{m_of[first]} for the {first} triplets"), display=False)
-    glue("off_more", Markdown(f"{more[first]}% of the {first} triplets"), display=False)
-    glue("off_tie", Markdown(f"{tie[first]}% of them (ties of identical vectors)"), display=False)
-    glue("off_top5", Markdown(f"{top5[first]}% of the {first} triplets"), display=False)
-    glue("off_topm", Markdown(f"{topm[first]}%"), display=False)
-    glue("eqs_alike", Markdown(KINDS[first]["eqs"]), display=False)
     same_text = f"{same_pct[first]}% of the {first} triplets"
 if "POI" in kinds:
     t = sampled["POI", "paper"]

@@ -46,7 +46,6 @@ cfg  # show the settings that produced every number on the page
 
 # %% tags=["hide-input"]
 import json
-import time
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -254,9 +253,7 @@ plt.show()
 # every later chapter reuses the folder.
 
 # %% tags=["hide-input"]
-start = time.perf_counter()
 stage = image_stage(data, cfg, KIND, cache, progress=False)
-glue("stage_seconds", time.perf_counter() - start, display=False)
 history = pd.read_csv(stage / "history.csv")
 triplets = Triplets.read_frame(stage / TRIPLETS_CSV)
 encoder_config = json.loads((stage / "encoder" / "config.json").read_text())
@@ -320,8 +317,6 @@ glue("missing_sentence", Markdown(
     "Every region has a satellite image, hence an embedding." if not n_missing
     else f"{n_of_regions(n_missing, len(embedding))} no satellite image and no embedding; the "
          "methods that use this embedding fill those rows with its column means."), display=False)
-glue("pc1_var", float(pca.explained_variance_ratio_[0] * 100), display=False)
-glue("pc2_var", float(pca.explained_variance_ratio_[1] * 100), display=False)
 fig, axes = plt.subplots(1, 2, figsize=(10, 4.3))
 for ax, name in zip(axes, ("PC1", "PC2")):
     k = int(name[2:]) - 1
@@ -441,8 +436,6 @@ if has_latents:
             .format("{:.2f}").set_caption("cross-validated R² of a linear probe, latent (rows) "
                                           "from features"))
     best_pc1 = rho["PC1"].abs().idxmax()
-    glue("pc1_latent", Markdown(f"`{best_pc1}`"), display=False)
-    glue("pc1_rho", float(rho.loc[best_pc1, "PC1"]), display=False)
     gain = probes["trained encoder"] - probes["untrained encoder"]
     glue("probe_sentence", Markdown(
         f"A linear probe recovers the latents with a mean R² of "
@@ -458,8 +451,6 @@ else:
     display(Markdown("*This city has no `latents.csv` (a real city): the latent checks are "
                      "skipped; the prediction chapter scores the embedding on the indicators "
                      "instead.*"))
-    glue("pc1_latent", Markdown("(no latents in this city)"), display=False)
-    glue("pc1_rho", float("nan"), display=False)
     glue("probe_sentence", Markdown("This city has no latents, so the probe was skipped."),
          display=False)
 

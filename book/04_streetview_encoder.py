@@ -50,7 +50,6 @@ cfg  # show the settings that produced every number on the page
 
 # %% tags=["hide-input"]
 import json
-import time
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -191,9 +190,7 @@ glue("views_max", int(n_views.max()), display=False)
 # encoder and embeds every region, exactly as for the satellite encoder. {glue:md}`head_sentence`
 
 # %% tags=["hide-input"]
-start = time.perf_counter()
 stage = image_stage(data, cfg, KIND, cache, progress=False)
-glue("stage_seconds", time.perf_counter() - start, display=False)
 history = pd.read_csv(stage / "history.csv")
 triplets = Triplets.read_frame(stage / TRIPLETS_CSV)
 encoder_config = json.loads((stage / "encoder" / "config.json").read_text())
@@ -296,7 +293,6 @@ glue("missing_views", "every region has at least one" if n_missing == 0 else
 pca = PCA(n_components=min(5, present.shape[1], len(present)), random_state=cfg.seed)
 pcs = pd.DataFrame(pca.fit_transform(present.to_numpy()), index=present.index,
                    columns=[f"PC{k + 1}" for k in range(pca.n_components_)])
-glue("pc1_var", float(pca.explained_variance_ratio_[0] * 100), display=False)
 fig, axes = plt.subplots(1, 2, figsize=(10, 4.3))
 for k, ax in enumerate(axes):
     name = f"PC{k + 1}"
@@ -390,8 +386,6 @@ if has_latents:
             .format("{:.2f}").set_caption("cross-validated R² of a linear probe, latent (rows) "
                                           "from features"))
     best_pc1 = rho["PC1"].abs().idxmax()
-    glue("pc1_latent", Markdown(f"`{best_pc1}`"), display=False)
-    glue("pc1_rho", float(rho.loc[best_pc1, "PC1"]), display=False)
     lead = probes["trained encoder"] - probes["satellite encoder (chapter 3)"]
     activity = (" For `activity` the probe reaches "
                 f"{probes.loc['activity', 'trained encoder']:.2f} from street views against "
@@ -417,8 +411,6 @@ else:
     display(Markdown("*This city has no `latents.csv` (a real city): the latent checks are "
                      "skipped; the prediction chapter scores the embedding on the indicators "
                      "instead.*"))
-    glue("pc1_latent", Markdown("(no latents in this city)"), display=False)
-    glue("pc1_rho", float("nan"), display=False)
     glue("probe_sentence", Markdown("This city has no latents, so the probe was skipped."),
          display=False)
 

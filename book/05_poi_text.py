@@ -109,7 +109,6 @@ else:
         "vocabulary holds only categories, and the nearest neighbours below are categories of the "
         "same kind of place (what shares a neighbourhood), not words with a similar meaning.")
 display(Markdown(f"```{{note}}\n{CONTEXT_NOTE}\n```"))
-glue("context_note", Markdown(CONTEXT_NOTE), display=False)
 
 if context == POI_TEXT:
     examples = data.pois.sample(n=min(6, len(data.pois)), random_state=cfg.seed)
@@ -399,7 +398,6 @@ plotting.plot_map(data, np.log1p(n_pois), ax=axes[1], title="POIs per region", l
 fig.tight_layout()
 plt.show()
 
-glue("pc1_var", float(ev_regions[0]), display=False)
 rho_count = float(pcs["PC 1"][has].corr(np.log1p(n_pois[has]), method="spearman"))
 glue("rho_count", rho_count, display=False)
 if data.latents is not None and not data.latents.empty:

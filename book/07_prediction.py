@@ -203,7 +203,8 @@ for split in cfg.evaluation.splits:  # one table per split; "mean ± sd" over se
             .set_table_attributes('class="musecl-results"'))
 
 # %% [markdown]
-# Each cell is {glue:md}`cell_meaning` on this city. Beside MuseCL stand the two floors every
+# The rows are the city's indicators ({glue:md}`indicator_names`). Each cell is
+# {glue:md}`cell_meaning` on this city. Beside MuseCL stand the two floors every
 # results table of this book carries, read by the same probes on the same splits: *Location kNN*
 # (the region's centre alone, five nearest neighbours) and *Pretext features* ($\ln(1 + \cdot)$ of
 # the trips and POI counts per category that MuseCL's contrastive stages learn from, with no
@@ -219,6 +220,8 @@ for split in cfg.evaluation.splits:  # one table per split; "mean ± sd" over se
 # test regions, seed by seed, so each is the ceiling of its own split.
 
 # %% tags=["hide-input"]
+glue("indicator_names", Markdown("; ".join(f"{name}: {data.meta.indicators[name].long_name}"
+                                           for name in indicators)), display=False)
 glue("cell_meaning", Markdown(
     f"the mean ± standard deviation over the seeds {', '.join(map(str, cfg.seeds))}"
     if len(cfg.seeds) > 1 else f"the score of seed {cfg.seeds[0]} (one seed: no deviation)"),
@@ -261,29 +264,46 @@ scored = report.by_split({split: float(mean_r2[split]) for split in splits})
 if len(ceilings):
     full = {split: float(ceiling_means.get((all_latents, split), float("nan"))) for split in splits}
     views = ceiling_means.drop(all_latents, level="method", errors="ignore")
-    single = {split: float(views.xs(split, level="split").max()) if len(views) else float("nan")
-              for split in splits}
-    above = [split for split in splits if mean_r2[split] > single[split]]
-    # no single-modality ceilings: nothing to read the fusion against
-    if any(v != v for v in single.values()):
+    # the single-modality ceiling with the highest headline mean, per split, and MuseCL minus it
+    # seed by seed on the same test regions
+    best_view = {split: views.xs(split, level="split").idxmax() for split in splits} if len(views) \
+        else {}
+    against = {split: report.paired_differences(pd.concat([results, ceilings]), headline,
+                                                target=target, split=split).loc[name]
+               for split, name in best_view.items()}
+    verdicts = {split: row["verdict"] for split, row in against.items()}
+    told = [split for split, v in verdicts.items() if v in ("better", "worse")]
+    if not best_view:  # no single-modality ceilings: nothing to read the fusion against
         lead = ("**How MuseCL compares with a single modality's ceiling is not known for "
                 "this city.**")
-    elif len(above) == len(splits):
+    elif not told and all(verdicts.values()):
+        lead = ("**MuseCL is level with what the best single modality could explain**: the "
+                "seeds cannot tell the two apart, so this run does not show that the fusion "
+                "combined what different modalities show.")
+    elif all(v == "better" for v in verdicts.values()):
         lead = ("**MuseCL beats what the best single modality could explain**, so the fusion "
                 "combined what different modalities show.")
-    elif above:
-        lead = ("**MuseCL beats what the best single modality could explain only under the "
-                f"{' and '.join(above)} split**, so the evidence that the fusion combined "
-                "different modalities is partial.")
-    else:
+    elif all(v == "worse" for v in verdicts.values()):
         lead = ("**MuseCL stays below what the best single modality could explain**, so this run "
                 "does not show that the fusion combined what different modalities show.")
+    else:
+        place = {"better": "above", "worse": "below"}  # else level, or no interval (one seed)
+        lead = ("**Against what the best single modality could explain, MuseCL is "
+                + " and ".join(f"{place.get(v, 'level')} under the {split} split"
+                               for split, v in verdicts.items())
+                + "**" + (" (one seed gives no interval)" if not all(verdicts.values()) else "")
+                + ".")
+    view_words = "; ".join(  # "Ceiling: what street view shows" -> street view
+        f"{name.removeprefix('Ceiling: what ').removesuffix(' shows')} allows "
+        f"{views[name, split]:.3f} under the {split} split ({target} minus it, paired, "
+        f"{report.interval_text(against[split])})" for split, name in best_view.items())
     ceiling_finding = (
         f"{lead} Averaged over the headline indicators ({', '.join(headline)}) and seeds it "
         f"reaches R² {scored}; on the same test regions every latent together allows "
         + " and ".join(f"{full[split]:.3f}" for split in splits)
-        + ", the best single modality's view "
-        + " and ".join(f"{single[split]:.3f}" for split in splits) + ", so MuseCL recovers "
+        + (f"; of the single modalities, the one with the best headline mean: {view_words} "
+           "(per indicator the best one differs: the table's column)" if best_view else "")
+        + ", so MuseCL recovers "
         + " and ".join(f"{mean_r2[split] / full[split]:.0%}" for split in splits)
         + " of the full ceiling.")
 else:

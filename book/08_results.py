@@ -19,7 +19,7 @@
 # ---
 
 # %% [markdown]
-# # MuseCL against the baselines: Tables 1-2 and Figures 5-6
+# # MuseCL against the baselines: Table 1 and Figures 5-6
 #
 # The paper's evidence is a table of $R^2$ and RMSE for MuseCL and eight baselines, an ablation
 # and a map of the embedding's clusters. This chapter regenerates each of them from its own runs
@@ -82,7 +82,8 @@ cfg
 # :pyobject: fit_and_score
 # ```
 #
-# (How `musecl run` fits the methods side by side on the CPU: {doc}`appendix_benchmark`.)
+# (How `musecl run` fits the methods side by side on the CPU: see
+# {doc}`the benchmark appendix <appendix_benchmark>`.)
 #
 # | group | methods |
 # |---|---|
@@ -196,12 +197,12 @@ if skipped_note is not None:
     display(skipped_note)
 
 # %% [markdown]
-# ## Table 2: the same under a spatial block split
+# ## Table 1's R² under a spatial block split (not in the paper)
 #
-# Whole blocks of the map are held out together, and training regions within a buffer of a
-# test region are dropped, so a test region's near neighbours are not in the training set. Where
-# the buffer is capped short of the distance at which values stop correlating, some leakage
-# remains. {glue:md}`spatial_sentence`
+# The paper scores one random split. Here whole blocks of the map are held out together, and
+# training regions within a buffer of a test region are dropped, so a test region's near
+# neighbours are not in the training set. Where the buffer is capped short of the distance at
+# which values stop correlating, some leakage remains. {glue:md}`spatial_sentence`
 
 # %% [markdown] tags=["needs-latents"]
 # The ceilings are those of the spatial test parts.
@@ -287,13 +288,13 @@ n_parts = sum(name in VIEW_PARTS
 better_worse = "; ".join(f"significantly better than {int(c.get('better', 0))} of them and "
                          f"significantly worse than {int(c.get('worse', 0))} under the "
                          f"{split} split" for split, c in counts.items())
-seeds_cannot_tell = (f"{len(cfg.seeds)} seeds cannot tell" if len(cfg.seeds) > 1 else
+seeds_cannot_tell = (f"the {len(cfg.seeds)} seeds cannot tell" if len(cfg.seeds) > 1 else
                      "one seed gives no interval, so it cannot tell: run two or more")
 glue("others_sentence", Markdown(
     f"Of the {len(paired['random']) - n_parts} other methods" + (f" and its {n_parts} parts"
                                                                  if n_parts else "")
-    + f", {target if target == 'MuseCL' else f'*{target}*'} is {better_worse}; for the rest "
-    f"{seeds_cannot_tell}."), display=False)
+    + f", {target if target == 'MuseCL' else f'*{target}*'} is {better_worse}; for the other "
+    f"methods {seeds_cannot_tell}."), display=False)
 TUNED = (  # the end-to-end option of chapter 6, where the settings allow it
     "MuseCL (fine-tuned heads)")
 if all(TUNED in table.index for table in paired.values()):
@@ -364,8 +365,9 @@ room = report.room_sentence(raw, None if all_latents is None else float(all_late
 glue("room_sentence", Markdown(room), display=False)
 glue("bar_sentence", report.bar_sentence(
     checks, target=target,
-    where_not="Where it does not, the reasons are in the tables above and in the section on who "
-              "wins below."), display=False)
+    where_not="Where it does not, the next two sections test the bar itself (every block "
+              "tested, another read-out), and the section on who wins traces where MuseCL's "
+              "information goes."), display=False)
 report.bar_table(checks, splits=list(paired))
 
 # %% [markdown]
@@ -379,8 +381,8 @@ report.bar_table(checks, splits=list(paired))
 # than the gaps between methods. *Spatial cross-fitting* (`splits: [spatial-cv]`) deals the blocks
 # into five folds and tests each fold once, the next fold validating and the rest training, with the
 # same buffer: every region is tested once per seed, by a probe that never saw its block. Below, the
-# same seeds' embeddings of MuseCL and of the methods in the table are scored both ways: first each
-# one's mean ± sd over seeds (with the ceiling of the same test regions), then MuseCL minus each.
+# same seeds' embeddings of MuseCL, of the bar's rows, of its two encoders side by side, of the
+# raw inputs and of location are scored both ways: first each one's mean ± sd over seeds (with the ceiling of the same test regions), then MuseCL minus each.
 # The bar above is checked on the splits of this run's parameters (`splits`); cross-fitting came
 # after the bar was set, and the book's parameters keep one held-out part for it. A cross-fitted
 # $R^2$ is over every region, against the whole city's variance, so its level is not that of one
@@ -426,7 +428,9 @@ if "spatial" in cfg.evaluation.splits and len(cfg.seeds) > 1:
         display(report.at_a_glance(
             pd.concat([held_out, crossed]), headline, both_ceilings,
             splits=["spatial", "spatial-cv"],
-            methods={**{m: groups[m] for m in rows}, "Ceiling: all latents": "ceiling"}
+            methods={**{m: groups[m] for m in rows}, "Ceiling: all latents": "ceiling",
+                     **{m: "ceiling" for m in ([] if ceilings is None
+                                               else ceilings["method"].unique())}}
         ).rename_axis(None).style.set_caption(
             f"{data.name}: headline mean R² ± sd over seeds, one held-out part and every block "
             "tested").set_table_attributes(report.NUMBER_TABLE))
@@ -443,9 +447,9 @@ if "spatial" in cfg.evaluation.splits and len(cfg.seeds) > 1:
                             + " (not methods of their own on this city).")
 elif "spatial-cv" in cfg.evaluation.splits:
     cv_sentence = ("*This run's spatial split is cross-fitted (`splits` "
-                   f"{list(cfg.evaluation.splits)}): Table 2 and the comparisons above already "
-                   "test every block; without the one held-out part there is nothing to set "
-                   "beside them.*")
+                   f"{list(cfg.evaluation.splits)}): the spatial table and the comparisons "
+                   "above already test every block; without the one held-out part there is "
+                   "nothing to set beside them.*")
 else:
     cv_sentence = ("*Spatial cross-fitting is shown for a run with the spatial split and two or "
                    "more seeds; this one has splits "
@@ -538,6 +542,7 @@ else:
                         for seeded in seed_configs(cfg)])  # each seed's own trained stages (cached)
     compared = {"Ceiling: all latents": "ceiling", **{name: "reference (uses the latents)"
                                                       for name in sources},
+                **{m: "ceiling" for m in ceilings["method"].unique()},  # what each modality shows
                 **{m: "raw inputs" for m in RAW if m in raw},
                 **({"Location kNN": "simple baselines"} if ("Location kNN", "random") in means.index
                    else {}),
@@ -577,11 +582,15 @@ else:
 glue("held_sentence", Markdown(held_sentence), display=False)
 glue("images_sentence", Markdown(images_sentence), display=False)
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "The rows of the table above as a picture (location alone left out: it is no step on the way), from what every latent allows down to what MuseCL's probe reaches: each step down is information lost on the way (bars: mean over seeds; dots: seeds)."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The rows of the table above as a picture (location alone and the single modalities' ceilings left out: they are no steps on the way), from what every latent allows down to what MuseCL's probe reaches: each step down is information lost on the way (bars: mean over seeds; dots: seeds)."}}
 if len(sources) >= 2 and all_latents is not None:  # a generated city: the latents can be read
     ax = plot_at_a_glance(report.at_a_glance_seeds(pd.concat([results, held]), headline, ceilings,
-                                                   methods=[m for m in compared  # the steps only
-                                                            if m != "Location kNN"]), headline)
+                                                   methods=[  # the steps only
+                                                       m for m in compared
+                                                       if m != "Location kNN" and not (
+                                                           compared[m] == "ceiling"
+                                                           and m != "Ceiling: all latents")]),
+                            headline)
     ax.set_title(f"{data.name}: where the information goes")
     plt.show()
 
@@ -631,6 +640,14 @@ else:  # the seeds and splits both runs have; the sentence names the splits it l
                          "LayerNorm (chapter 6 says why it went), so its MuseCL row differs from "
                          "this build's in the fusion too; *Concat*, *SV only* and *RS only* use no "
                          "fusion and compare the image encoders alone.")
+    recorded_sizes = [recorded["config"][f"{k}_image_size"] for k in ("rs", "sv")]
+    if (recorded_sizes != [cfg.image.rs_image_size, cfg.image.sv_image_size]
+            and {"Inception v3", "ResNet-18"} & set(shown_gpu.index.get_level_values("method"))):
+        gpu_sentence += (" *ResNet-18* and *Inception v3* are untrained backbones in both runs, "
+                         "but their rows differ too: the GPU run fed them the paper's image "
+                         f"sizes ({recorded_sizes[0]} px satellite, {recorded_sizes[1]} px "
+                         f"street view), this build {cfg.image.rs_image_size} and "
+                         f"{cfg.image.sv_image_size} px.")
 glue("gpu_sentence", Markdown(gpu_sentence), display=False)
 shown_gpu.style.set_caption(f"{recorded['city']}: headline mean R2, this build's image encoders "
                             "and the paper's trained on a GPU (recorded); the ceiling is this "
@@ -653,12 +670,15 @@ if published is None:
     print("published_results.csv is not in the data directory "
           "(MUSECL_DATA_DIR); paper columns omitted")
 else:
-    ours = report.results_table(results, "r2", "random",
-                                methods_order=PAPER_BASELINES)
+    ours = report.results_table(  # the paper's rows, then the floors and ceilings of every table
+        pd.concat([results, ceilings]), "r2", "random",
+        methods_order=[*PAPER_BASELINES, "Location kNN", "Pretext features",
+                       *([] if ceilings is None else ceilings["method"].unique())])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         display(report.with_published(ours, published, "Beijing",
-                                      source="MuseCL paper Table 1"))
+                                      source="MuseCL paper Table 1")
+                .style.set_table_attributes(report.NUMBER_TABLE))  # numbers on one line
     if (lead := report.paper_lead_sentence(results, published, headline, data.name)) is not None:
         display(Markdown(lead))
 
@@ -711,9 +731,13 @@ else:
 glue("ceiling_sentence", Markdown(ceiling_sentence), display=False)
 poi_ceiling = (ceiling_r2.loc["Ceiling: what POIs show", "random"]
                if ceilings is not None and "Ceiling: what POIs show" in ceiling_r2.index else None)
-glue("why_sentence", Markdown(report.information_sentence(mean_r2, paired, poi_ceiling, bool(heads),
-                                                          target=target)),
-     display=False)
+lite0 = "EfficientNet-Lite0 (ImageNet)"  # what the image heads start from, against both heads
+encoders_vs_features = (report.paired_differences(results, headline, target="SV+RS",
+                                                  split="random").loc[lite0]
+                        if {lite0, "SV+RS"} <= set(results["method"]) else None)
+glue("why_sentence", Markdown(report.information_sentence(
+    mean_r2, paired, poi_ceiling, bool(heads), target=target,
+    encoders_vs_features=encoders_vs_features)), display=False)
 best_base = mean_r2.loc[[m for m in PAPER_BASELINES if m != "MuseCL" and m in mean_r2.index],
                         "random"]
 glue("best_baseline_sentence", Markdown(

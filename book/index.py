@@ -50,7 +50,8 @@ from myst_nb import glue
 from musecl.methods.multisemantic import image_views
 from musecl.plotting import plot_at_a_glance
 from musecl.report import (BARS, at_a_glance, at_a_glance_seeds, bar_checks, bar_failures,
-                           ceiling_share, headline_method, mean_headline, one_view_note,
+                           ceiling_share, floor_sentence, headline_method, mean_headline,
+                           one_view_note,
                            paired_differences, vector_target_note)
 from musecl.runner import resolve_city
 
@@ -86,7 +87,8 @@ if have_results:
                   for split in results["split"].unique()}
         checks = bar_checks(paired, ceiling_share(results, ceilings, headline, target),
                             bar=BARS[target])
-        sentence = (f"Mean R² over the headline indicators ({', '.join(headline)}) on "
+        named = ", ".join(f"{i}: {data.meta.indicators[i].long_name}" for i in headline)
+        sentence = (f"Mean R² over the headline indicators ({named}) on "
                     f"**{data.name}**, {len(seeds)} seed{'s' if len(seeds) != 1 else ''}, "
                     f"{' and '.join(results['split'].unique())} split, computed by "
                     f"this build with `params/{Path(params_file).name}`. "
@@ -94,6 +96,12 @@ if have_results:
                     "(paired over the seeds, 95% intervals; the results chapter sets the bar, "
                     "shows why, and reads the same embeddings with a ridge regression too, to "
                     "show which checks the probe decides).")
+        frozen = [m for m in ("EfficientNet-Lite0 (ImageNet)", "Pretext + Lite0 features")
+                  if all(m in table.index for table in paired.values())]
+        if frozen:  # the inputs' frozen image features, not in the bar: level with MuseCL here?
+            sentence += (" Beside the bar, against frozen ImageNet features of the same images "
+                         "(rows of the table below; the results chapter gives the intervals): "
+                         + floor_sentence(paired, frozen, target=target, with_numbers=False))
         if (note := one_view_note(data.name, image_views(data))) is not None:
             sentence += " " + note
         if target != "MuseCL":

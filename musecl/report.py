@@ -482,7 +482,8 @@ def read_out_comparison(mlp: pd.DataFrame, ridge: pd.DataFrame, indicators: Sequ
     rows = {"MLP": mlp, "ridge": ridge}
     paired = {split: {probe: paired_differences(table, indicators, target=target, split=split)
                       for probe, table in rows.items()} for split in splits}
-    shown = [*methods, "Ceiling: all latents"]  # the ceiling reads the latents, not an embedding: one value
+    shown = list(dict.fromkeys([*methods, "Ceiling: all latents",  # a ceiling reads the latents: one value
+                                *([] if ceilings is None else ceilings["method"])]))
     levels = pd.DataFrame({(split, f"{probe} probe"): at_a_glance(
         table, indicators, ceilings, splits=[split], methods=dict.fromkeys(shown, ""))[f"R² ({split} split)"]
         for split in splits for probe, table in rows.items()})
@@ -501,7 +502,8 @@ def read_out_comparison(mlp: pd.DataFrame, ridge: pd.DataFrame, indicators: Sequ
     said = [f"under the {split} split {join_words(found, 'and')}" for split, found in changes.items() if found]
     if said:
         tail = (f"Verdicts against {target} that change with the read-out (MLP -> ridge): {'; '.join(said)}. "
-                "Those the probe decides as much as the embeddings do; the bar above keeps the run's probe.")
+                "Those verdicts the probe decides as much as the embeddings do; the bar above keeps the run's "
+                "probe.")
     elif all((paired[split]["ridge"]["verdict"] == "").all() for split in splits):
         tail = "With one seed there are no intervals, so no verdicts to compare."
     else:
@@ -512,9 +514,11 @@ def read_out_comparison(mlp: pd.DataFrame, ridge: pd.DataFrame, indicators: Sequ
     return levels, differences, lead + tail
 
 
-def floor_sentence(paired: dict[str, pd.DataFrame], floors: Sequence[str], target: str = TARGET) -> str:
+def floor_sentence(paired: dict[str, pd.DataFrame], floors: Sequence[str], target: str = TARGET,
+                   with_numbers: bool = True) -> str:
     """The target against the simple baselines a learned embedding must clear, in words;
-    ``paired``: :func:`paired_differences` per split."""
+    ``paired``: :func:`paired_differences` per split; ``with_numbers``: with the intervals (without:
+    the verdict alone, for a page that links to them)."""
     rows = {(f, split): table.loc[f] for split, table in paired.items() for f in floors if f in table.index}
     if not rows:
         return f"No simple baseline ran beside {target} here, so what it adds to them is not known."
@@ -540,7 +544,7 @@ def floor_sentence(paired: dict[str, pd.DataFrame], floors: Sequence[str], targe
         for (g, split), row in rows.items() if g == f) for f in ran)
     how = ("paired over the seeds, mean headline R², 95% intervals" if any(r["verdict"] for r in rows.values())
            else "mean headline R²")
-    return f"{lead} ({how}: {numbers})."
+    return f"{lead} ({how}: {numbers})." if with_numbers else f"{lead}."
 
 
 # ---- the book's bar for MuseCL, and where its shortfall goes ----
@@ -768,8 +772,9 @@ def beside_recorded_run(results: pd.DataFrame, recorded_rows: pd.DataFrame, reco
                 if same else "differ too: this build's evaluation settings are not the recorded run's, so the "
                 "two columns differ in more than the image encoders.")
     still_falling = sum(e["best_epoch"] == e["epochs"] for e in recorded.get("encoders", []))
-    schedule = (f" The validation loss of {still_falling} of the {len(recorded['encoders'])} encoders was lowest at "
-                "their last epoch: they were still learning when the schedule ended." if still_falling else "")
+    schedule = (f" The validation loss of {still_falling} of the {len(recorded['encoders'])} encoders it trained "
+                "(one per image kind and seed) was lowest at their last epoch: they were still learning when the "
+                "schedule ended." if still_falling else "")
     sentence = (f"On the seeds both runs have ({', '.join(map(str, seeds))}), MuseCL with the paper's encoders "
                 "trained on the GPU minus MuseCL of this build, headline mean, 95% interval: "
                 + "; ".join(f"{split} split {interval_text(gap[split].loc[TARGET])}" for split in splits)
@@ -783,10 +788,13 @@ def beside_recorded_run(results: pd.DataFrame, recorded_rows: pd.DataFrame, reco
 
 
 def information_sentence(mean_r2: pd.DataFrame, paired: dict[str, pd.DataFrame] | None = None,
-                         poi_ceiling: float | None = None, heads: bool = True, target: str = TARGET) -> str:
+                         poi_ceiling: float | None = None, heads: bool = True, target: str = TARGET,
+                         encoders_vs_features: pd.Series | None = None) -> str:
     """Where MuseCL loses information, in words. ``mean_r2``: headline R2 (method x split);
     ``paired``: each split's :func:`paired_differences` of ``target``; ``poi_ceiling``: what the
-    POIs show; ``heads``: the image encoders are heads on Lite0 features."""
+    POIs show; ``heads``: the image encoders are heads on Lite0 features; ``encoders_vs_features``:
+    *SV+RS* minus the frozen Lite0 features, paired (random split), which decides whether the
+    triplet tasks kept less than the images show (without it the sentence does not say)."""
     r2 = mean_r2["random"]
     paired = paired or {}
     lite0, pretext = "EfficientNet-Lite0 (ImageNet)", "Pretext features"
@@ -807,13 +815,17 @@ def information_sentence(mean_r2: pd.DataFrame, paired: dict[str, pd.DataFrame] 
                    f"vector (*Fusion-svrv*) reaches {r2['Fusion-svrv']:.3f} against {target}'s {r2[target]:.3f}: on "
                    f"this city the alignment to the POI text {does}")
     if {lite0, "SV+RS"} <= set(r2.index):
-        keep = ("keep less than the images show" if r2["SV+RS"] < r2[lite0] else
-                "keep as much as the frozen features show, or more")
+        row = encoders_vs_features
+        keep = {"worse": "keep less than the images show", "better": "keep more than the frozen features show",
+                "unclear": "keep about as much as the frozen features show, as far as the seeds can tell"
+                }.get("" if row is None else row["verdict"], "may keep more or less than the frozen features "
+                      "show (no paired interval to tell)")
         why.append(f"the two trained image encoders together (*SV+RS*) reach {r2['SV+RS']:.3f}, "
                    + ("the frozen features their heads were trained on " if heads else
                       "a frozen ImageNet model's features of the same images ")
-                   + f"(*{lite0}*) {r2[lite0]:.3f}: the triplet tasks {keep} (on a generated city chapters "
-                   "3 and 4 measure it per latent)")
+                   + f"(*{lite0}*) {r2[lite0]:.3f}"
+                   + (f" (*SV+RS* minus *{lite0}*, paired, {interval_text(row)})" if row is not None else "")
+                   + f": the triplet tasks {keep} (on a generated city chapters 3 and 4 measure it per latent)")
     fused = {split: table.loc[side] for split, table in paired.items() if side in table.index}
     if target in r2.index and fused:
         verdicts = {split: row["verdict"] for split, row in fused.items()}
@@ -994,9 +1006,10 @@ def update_readme(readme: str | Path, run_dir: str | Path, city, figure: str | P
     when = pd.Timestamp.fromtimestamp((run_dir / "results.csv").stat().st_mtime).strftime("%Y-%m-%d")
     seeds = (f"{len(config['seeds'])} seeds each retraining every stage" if config["retrain"] == "per_seed" else
              f"stages trained once, {len(config['seeds'])} seeds of the split and probe")
+    named = "; ".join(f"{i}: {city.meta.indicators[i].long_name}" for i in headline)
     block = (f"{README_START}\n![MuseCL at a glance]({link})\n\n"
              + table + "\n"
-             f"Mean R² over {', '.join(headline)} on {city.name} ({len(city)} regions), "
+             f"Mean R² over the headline indicators ({named}) on {city.name} ({len(city)} regions), "
              f"{seeds} (`retrain: {config['retrain']}`), "
              f"{config['rs_arch']} / {config['sv_arch']} encoders, {config['n_triplets']} triplets; "
              f"from the book's build of {when}.\n{README_END}")

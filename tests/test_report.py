@@ -11,6 +11,7 @@ import pytest
 from bs4 import BeautifulSoup
 
 from musecl import report
+from musecl.city import Indicator
 from musecl.evaluation import RESULT_COLUMNS
 
 # The paper's Table 1 (Beijing), PD and NP, for four methods: R2 and RMSE.
@@ -339,7 +340,9 @@ def test_at_a_glance_rows_and_the_readme_block(tmp_path):
 
     class City:  # what update_readme reads of a city
         name = "Toy City"
-        meta = type("Meta", (), {"headline_indicators": staticmethod(lambda: ["PD", "HD"])})()
+        meta = type("Meta", (), {"headline_indicators": staticmethod(lambda: ["PD", "HD"]),
+                                 "indicators": {"PD": Indicator("PD", "population density"),
+                                                "HD": Indicator("HD", "housing density")}})()
 
         def __len__(self):
             return 30
@@ -350,6 +353,7 @@ def test_at_a_glance_rows_and_the_readme_block(tmp_path):
     assert "![MuseCL at a glance](docs/glance.png)" in text and "| MuseCL | the method | 0.575 ± 0.035 |" in text
     assert (tmp_path / "docs" / "glance.png").stat().st_size > 1000
     assert "2 seeds each retraining every stage" in text
+    assert "headline indicators (PD: population density; HD: housing density)" in text  # spelled out
     (run_dir / "config.yaml").write_text(yaml.safe_dump({"seeds": [0, 1], "retrain": "once", "rs_arch": "a",
                                                          "sv_arch": "b", "n_triplets": 10}))
     elsewhere = tmp_path / "elsewhere"  # a figure outside the README's folder: a relative link up
@@ -580,9 +584,14 @@ def test_information_sentence_uses_only_the_rows_the_run_scored():
     assert "reaches only 0.060 alone (random split), although what the POIs show allows 0.400" in words
     assert "(*Fusion-svrv*) reaches 0.550 against MuseCL's 0.560" in words and "neither adds nor costs" in words
     assert "the frozen features their heads were trained on" in words and "stay below *Pretext features*" in words
+    assert "no paired interval to tell" in words  # SV+RS against the frozen features: no paired row given
+    lower = pd.Series({"difference": -0.08, "low": -0.1, "high": -0.06, "n_seeds": 5, "verdict": "worse"})
+    words = report.information_sentence(mean_r2, paired, encoders_vs_features=lower)
+    assert "(*SV+RS* minus *EfficientNet-Lite0 (ImageNet)*, paired, -0.080 [-0.100, -0.060])" in words
     assert "keep less than the images show" in words
-    better = mean_r2.assign(random=mean_r2["random"].replace({0.50: 0.59}))  # SV+RS above the frozen features
-    assert "keep less" not in report.information_sentence(better, paired)
+    level = lower.copy()
+    level[["difference", "low", "verdict"]] = [-0.002, -0.03, "unclear"]  # a mean lower, within the seeds' spread
+    assert "keep about as much" in report.information_sentence(mean_r2, paired, encoders_vs_features=level)
     cnn = report.information_sentence(mean_r2.drop(index="POI only"), None, heads=False)
     assert "POI vector, reaches" not in cnn and "Fusion-svrv" not in cnn and "a frozen ImageNet model's" in cnn
     assert "were not run" in report.information_sentence(mean_r2.loc[["MuseCL"]])
@@ -633,6 +642,8 @@ def test_floor_sentence_names_each_floor_the_method_does_not_clear():
     assert text.startswith("**MuseCL is not clearly better than Pretext features under the spatial split** (")
     assert "MuseCL minus Location kNN +0.110 [" in text and "(random: better)" in text
     assert "(spatial: unclear)" in text
+    assert report.floor_sentence(paired, floors, with_numbers=False) == (
+        "**MuseCL is not clearly better than Pretext features under the spatial split**.")  # the verdict alone
     only_random = {"random": paired["random"]}
     assert report.floor_sentence(only_random, floors).startswith(
         "**MuseCL is better than Location kNN and Pretext features in the random split**")
