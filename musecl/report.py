@@ -526,7 +526,12 @@ def floor_sentence(paired: dict[str, pd.DataFrame], floors: Sequence[str], targe
 
     def where(verdicts: set) -> list[str]:  # "Pretext features under the random and spatial splits"
         found = {f: [s for (g, s), row in rows.items() if g == f and row["verdict"] in verdicts] for f in ran}
-        return [f"{f} under the {' and '.join(s)} split" + ("s" if len(s) > 1 else "") for f, s in found.items() if s]
+        by_splits = {}  # floors with the same splits are named together: "A or B under the random split"
+        for f, s in found.items():
+            if s:
+                by_splits.setdefault(tuple(s), []).append(f)
+        return [f"{' or '.join(fs)} under the {' and '.join(s)} split" + ("s" if len(s) > 1 else "")
+                for s, fs in by_splits.items()]
 
     worse, unclear = where({"worse"}), where({"unclear"})  # a loss is said as one, not as "not clearly better"
     if all(row["verdict"] == "" for row in rows.values()):

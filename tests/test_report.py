@@ -658,6 +658,12 @@ def test_floor_sentence_names_each_floor_the_method_does_not_clear():
     assert report.floor_sentence(losing, floors).startswith(
         "**MuseCL is worse than Location kNN under the random split, and not clearly better than "
         "Pretext features under the spatial split** (")
+    # floors with the same verdict in the same splits are named together
+    alike = results.copy()  # Location kNN under the spatial split as close to MuseCL as Pretext features
+    alike.loc[(alike["method"] == "Location kNN") & (alike["split"] == "spatial"), "r2"] = [0.42, 0.44, 0.41]
+    level = {s: report.paired_differences(alike, ["PD"], split=s) for s in ("random", "spatial")}
+    assert report.floor_sentence(level, floors, with_numbers=False) == (
+        "**MuseCL is not clearly better than Location kNN or Pretext features under the spatial split**.")
 
 
 def test_by_split_words_the_splits_a_run_has():
