@@ -124,7 +124,7 @@ pd.Series(facts, name="").to_frame()
 # %% [markdown]
 # The indicators, with their units and the *oracle* $R^2$ (explained at the end of the chapter)
 # where the city records one. Two of the paper's indicators follow an input closely: the
-# number of POIs (NP) the POIs, and the mobility count (MC) the trips (on the toy city neither
+# number of POIs (NP) follows the POIs, and the mobility count (MC) the trips (on the toy city neither
 # is the exact total of its input table: the city registers more POIs than `pois.csv` lists,
 # and `od.csv` keeps the largest flows only). They stay, for fidelity to the paper, but
 # `city.yaml` marks them `derived_from_input`, and the book's headline means leave them out:
@@ -307,7 +307,7 @@ else:
 # without latents): the satellite image on top, the region's first street view below it, where
 # the city has both kinds.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Images of the regions at both ends of one ranking: what a satellite tile and a street view of each look like (the kinds this city has)."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Six regions spread over one ranking, lowest first: what a satellite tile and a street view of each look like (the kinds this city has)."}}
 if has_latents and "footprint" in city.latents:
     key, ranking = "footprint", city.latents["footprint"]
 else:

@@ -372,7 +372,7 @@ plt.show()
 # %% tags=["hide-input"]
 # pictures of the triplets whose images the city has (the others are said to be left out here)
 pictured = [kind for kind in kinds if data.has(KINDS[kind]["images"])]
-anchor_has = {"POI": 'any POI (a POI-less anchor is usually water or fields, see "Identical '
+anchor_has = {"POI": 'any POI (a region without POIs has a zero count vector, see "Identical '
                      'vectors" above)',
               "mobility": "any trip"}
 gallery_intro = ""
@@ -591,7 +591,7 @@ summary.round(2)
 # ## Scaling: no N x N matrix
 #
 # Eq. 2 and 4 read as if every pair of regions needed a similarity, an $N \times N$ matrix:
-# 800 MB of doubles for 10,000 regions and 80 GB for 100,000. The sampler never builds one: the
+# 800 MB (763 MiB) of doubles for 10,000 regions and 80 GB for 100,000. The sampler never builds one: the
 # $k$ most similar regions come from a nearest-neighbour search, and negatives are uniform
 # candidates rejected when too similar, so memory grows with the number of triplets and
 # neighbours, not with $N^2$. The features themselves may be as wide as the city: with an OD
@@ -604,13 +604,13 @@ summary.round(2)
 # %%
 bench = pd.DataFrame(sampling_benchmark(n_regions=(1_000, 10_000),
                                         dims=(2, 30), seed=cfg.seed))
-bench["N x N matrix would need (MB)"] = bench["n_regions"] ** 2 * 8 / 2**20
+bench["N x N matrix would need (MiB)"] = bench["n_regions"] ** 2 * 8 / 2**20  # float64
 glue("bench_seconds", float(bench["seconds"].max()), display=False)
 glue("bench_mb", float(bench["peak_traced_mb"].max()), display=False)
 bench[["n_regions", "dim", "n_triplets", "n_exclude", "seconds",
-       "peak_traced_mb", "N x N matrix would need (MB)"]].rename(columns={
+       "peak_traced_mb", "N x N matrix would need (MiB)"]].rename(columns={
     "n_regions": "regions N", "dim": "d", "n_triplets": "triplets",
-    "n_exclude": "M", "seconds": "s", "peak_traced_mb": "peak MB"}).round(2)
+    "n_exclude": "M", "seconds": "s", "peak_traced_mb": "peak MiB"}).round(2)
 
 # %% [markdown]
 # ## What we saw
@@ -620,7 +620,7 @@ bench[["n_regions", "dim", "n_triplets", "n_exclude", "seconds",
 # - {glue:md}`identical_finding` Of the {glue:text}`n_regions` regions, {glue:md}`dup_counts`{glue:md}`dup_tail`.
 #   {glue:md}`same_sentence`
 # - Sampling needs no $N \times N$ matrix: 10,000 triplets from up to 10,000 regions took at most
-#   {glue:text}`bench_seconds:.1f` s and {glue:text}`bench_mb:.0f` MB.
+#   {glue:text}`bench_seconds:.1f` s and {glue:text}`bench_mb:.0f` MiB.
 #
 # ## Exercises
 #

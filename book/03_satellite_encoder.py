@@ -16,10 +16,12 @@
 # %% [markdown]
 # # The satellite encoder, trained by POI similarity
 #
-# This chapter trains the satellite encoder $F_{RV}$ of the paper's section 4.2: a network that
+# This chapter trains the satellite encoder of the paper's section 4.2 ($F_{RV}$ in its notation;
+# *RS*, remote sensing, in the book's method names): a network that
 # maps each region's satellite image to a 128-d vector, taught by the triplet loss of eq. 5-6 to
 # put regions with similar POIs (eq. 3-4) close together. The paper's network is a ResNet-18; the
-# book's CI settings train a small head on frozen ImageNet features instead (the settings below
+# book's settings (`params/ci.yaml`) train a small head on frozen ImageNet features instead (the
+# settings below
 # say which this run used). We look at the network, the loss and its sign, the augmentation, the
 # training curves, and at what the embedding learned.
 
@@ -68,7 +70,7 @@ from musecl.sampling import Triplets
 from musecl.encoders.heads import FEATURE_HEADS
 from musecl.evaluation import latent_probe, triplet_agreement
 from musecl.io import n_of_regions
-from musecl.report import history_table, training_findings
+from musecl.report import history_table, latent_training_finding, training_findings
 from musecl.training import split_indices
 
 KIND = SATELLITE
@@ -81,8 +83,8 @@ glue("embedding_dim", cfg.embedding_dim, display=False)
 glue("backbone_layers", Markdown(f"`{cfg.image.backbone_layers}`"), display=False)
 glue("head_sentence", Markdown(
     f"**This run uses it** (`{settings['arch']}` at {settings['image_size']} px): the ResNet-18 "
-    "below is shown for reference, and the head is what trains here." if is_head else
-    "This run trains the CNN; the book's CI settings (`params/ci.yaml`) use the head "
+    "above is shown for reference, and the head is what trains here." if is_head else
+    "This run trains the CNN; the book's settings (`params/ci.yaml`) use the head "
     "instead."), display=False)
 glue("reconstruction_sentence", Markdown(
     f"This run uses weight {cfg.image.head_reconstruction:g}, chosen on a second toy city, never "
@@ -105,7 +107,8 @@ pd.Series(settings, name="satellite encoder").to_frame()
 # :pyobject: build_encoder
 # ```
 #
-# The paper feeds 224-pixel images. The book's settings use smaller ones (this run:
+# ResNet-18 was designed for 224-pixel images (the paper gives no size). The book's settings use
+# smaller ones (this run:
 # {glue:text}`image_size` px; `params/cnn.yaml`: 64 px, so that the paper's ResNet-18 trains on
 # two CPU cores in minutes). The table follows one
 # batch through the network at that size: five stride-2 stages shrink each side by 32, so the
@@ -132,9 +135,9 @@ pd.DataFrame(shapes,
 # %% [markdown]
 # ResNet-18 has {glue:text}`resnet_params_m:.1f` million parameters. At
 # {glue:text}`image_size` px its last convolutional map is {glue:text}`last_map` x
-# {glue:text}`last_map` cells (7 x 7 at the paper's 224 px): the network sees the image's overall
+# {glue:text}`last_map` cells (7 x 7 at 224 px): the network sees the image's overall
 # texture and colour layout rather than individual buildings. This run trains
-# {glue:md}`arch` (the `rs_arch` setting); the smoke settings swap in the tiny CNN.
+# {glue:md}`arch` (the `rs_arch` setting); `params/smoke.yaml` swaps in the tiny CNN.
 #
 # ### Or: a head on frozen ImageNet features
 #
@@ -259,6 +262,9 @@ triplets = Triplets.read_frame(stage / TRIPLETS_CSV)
 encoder_config = json.loads((stage / "encoder" / "config.json").read_text())
 training = encoder_config["training"]
 glue("n_triplets", len(triplets), display=False)
+n_val_triplets = len(split_indices(len(triplets), cfg.image.val_fraction, cfg.seed)[1])
+glue("n_val_triplets", n_val_triplets, display=False)
+glue("n_train_triplets", len(triplets) - n_val_triplets, display=False)
 glue("train_seconds", float(history["seconds"].sum()), display=False)
 glue("epochs_run", len(history), display=False)
 glue("epochs_words", f"{len(history)} epoch" + ("s" if len(history) != 1 else ""), display=False)
@@ -287,7 +293,9 @@ if is_head:
     weights_text = (
         "The backbone is EfficientNet-Lite0 with its ImageNet weights "
         f"(`{source}`), frozen; the head started from random weights and "
-        f"learned from {len(triplets):,} triplets.")
+        f"learned from {len(triplets):,} triplets ({cfg.image.val_fraction:.0%} of them held "
+        "out to validate; the setting `weights` sets only the start of the ResNet-18 and "
+        "Inception-v3 encoders).")
 elif source == "random":
     weights_text = (
         "**Random initialisation: ImageNet weights cannot be downloaded "
@@ -362,9 +370,9 @@ plt.show()
 # %% [markdown]
 # ## What did it learn?
 #
-# Three honest checks (the last two need a generated city's latents), each against the
-# *untrained* encoder (same architecture, same random start, no training) so that we see what
-# training added:
+# Three checks (the last two need a generated city's latents); the first and the third compare
+# with the *untrained* encoder (same architecture, same random start, no training) so that we see
+# what training added:
 #
 # 1. **The objective itself.** On the held-out validation triplets (the same split the trainer
 #    used), how often is the anchor region's embedding more similar (cosine) to the positive's
@@ -459,14 +467,7 @@ task_finding, fit_sentence = training_findings(check["trained"], check["untraine
 glue("task_finding", Markdown(task_finding), display=False)
 glue("fit_sentence", Markdown(fit_sentence), display=False)
 if has_latents:
-    change = probes["trained encoder"].mean() - probes["untrained encoder"].mean()
-    probe_finding = ("**Training made the embedding tell more about the city's hidden "
-                     "fields.**" if change > 0.03
-                     else "**Training made the embedding tell less about the city's hidden fields, "
-                          "not more.**"
-                     if change < -0.03 else
-                     "**Training left what the embedding tells about the city's hidden fields "
-                     "about where it was.**")
+    probe_finding = f"**{latent_training_finding(probes)}**"
     pc1_sentence = ("The first principal component carries "
                     f"{pca.explained_variance_ratio_[0]:.0%} of the embedding's variance and "
                     f"follows `{best_pc1}` most closely (Spearman ρ = "
@@ -492,14 +493,16 @@ glue("pc1_sentence", Markdown(pc1_sentence), display=False)
 #
 # ## What we saw
 #
-# - {glue:md}`task_finding` On held-out triplets the trained embedding puts
+# - {glue:md}`task_finding` On the {glue:text}`n_val_triplets` held-out triplets the trained
+#   embedding puts
 #   {glue:text}`agree_trained:.0f`% in the right order, against {glue:text}`agree_untrained:.0f`%
 #   before training (chance: 50%). The {glue:md}`arch` encoder trained on
-#   {glue:text}`n_triplets` POI-similarity triplets for {glue:text}`epochs_words`
+#   {glue:text}`n_train_triplets` of the {glue:text}`n_triplets` POI-similarity triplets (the rest
+#   held out) for {glue:text}`epochs_words`
 #   ({glue:text}`train_seconds:.0f` s of training loop); {glue:md}`fit_sentence`
 # - {glue:md}`probe_finding` {glue:md}`probe_sentence`
 # - {glue:md}`pc1_sentence` The two query regions' embedding neighbours lie a median
-#   {glue:text}`nn_km:.1f` km from them. {glue:md}`missing_sentence`
+#   {glue:text}`nn_km:.1f` km from them (the mean of the two queries' medians). {glue:md}`missing_sentence`
 #
 # ## Exercises
 #

@@ -457,12 +457,15 @@ glue("count_finding", Markdown(
 # folds; nothing of ours is trained on the indicators): the eq. 7 mean; the same mean scaled by
 # ln(1 + POIs), whose direction is the mix of categories and whose length says how many there
 # are; and the ln(1 + count) per category that the *Pretext features* baseline reads
-# ({doc}`08_results`). Only the indicators that are not derived from an input are scored. The
+# ({doc}`chapter 8 <08_results>`). Only the indicators that are not derived from an input are
+# scored ({glue:md}`headline_names`; the column *mean* averages them). The
 # run setting `text_pooling: log-scaled` hands the scaled vector to every stage that reads the
 # POI vectors (fusion, *POI only*, *Concat*); the book runs the paper's mean.
 
 # %% tags=["hide-input"]
 headline = data.meta.headline_indicators()
+glue("headline_names", Markdown("; ".join(f"{i}: {data.meta.indicators[i].long_name}"
+                                          for i in headline)), display=False)
 if headline:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # regions without POIs: counted above
@@ -478,7 +481,8 @@ if headline:
     gain = means["eq. 7 mean × ln(1 + POIs)"] - means["eq. 7 mean"]
     glue("pooling_finding", Markdown(
         ("**Eq. 7's mean drops what the number of POIs says**: scaled by ln(1 + POIs), the same "
-         f"vectors reach ridge R² {means.iloc[1]:.3f} on the headline indicators instead of "
+         f"vectors reach ridge R² {means.iloc[1]:.3f} (mean over the scored indicators) "
+         "instead of "
          f"{means.iloc[0]:.3f}"
          if gain > 0.02 else
          "**On this city the number of POIs adds little to eq. 7's mean**: ridge R² "

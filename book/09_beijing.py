@@ -183,8 +183,8 @@ glue("n_inside", int(inside), display=False)
 # them. What can run is what needs only a region's position: the **Location kNN** baseline
 # (the centre in metres, 5 nearest neighbours, distance weights) and, for the paper's exact
 # protocol, the same coordinates read by the paper's MLP probe. Location kNN goes through
-# `musecl.runner.run` like any method, under the splits of {doc}`07_prediction` (the book's: the
-# paper's random 60/20/20 split and the spatial block split) and every seed of the
+# `musecl.runner.run` like any method, under the splits of {doc}`chapter 7 <07_prediction>`
+# (the book's: the paper's random 60/20/20 split and the spatial block split) and every seed of the
 # configuration. The MLP probe on coordinates goes through `evaluate_embedding` with the paper's
 # own protocol: one random split, one seed (the configuration's first). Every seed and split would
 # cost many more MLP fits for a row that kNN already covers.
@@ -318,8 +318,8 @@ glue("knn_spatial_sentence", Markdown(
 #
 # ## The 15 real regions through the trained encoders
 #
-# The satellite and street-view encoders of chapters {doc}`03_satellite_encoder` and
-# {doc}`04_streetview_encoder` were trained on the **synthetic toy city** (the table below says
+# The satellite and street-view encoders of chapters {doc}`3 <03_satellite_encoder>` and
+# {doc}`4 <04_streetview_encoder>` were trained on the **synthetic toy city** (the table below says
 # which architecture and which starting weights: ResNet-18 and Inception-v3 from random weights,
 # since their ImageNet weights are not available here, or heads on frozen EfficientNet-Lite0
 # ImageNet features). `image_stage` returns them from the cache (or trains them, if this chapter
@@ -470,10 +470,11 @@ glue("gap_geo", gap["map distance"], display=False)
 # {glue:text}`gap_geo:.2f` (map), against {glue:text}`gap_all:.2f` for two regions drawn at
 # random.
 #
-# Over all 105 pairs: does a larger embedding distance go with a larger difference in a label?
+# Over all pairs of regions with the label (105 of the 15 regions; fewer where a region lacks
+# it): does a larger embedding distance go with a larger difference in a label?
 # The table gives Spearman's $\rho$ between the pair's distance and its $|\Delta y|$, with a
 # permutation p-value (the Mantel test: region labels shuffled {glue:text}`n_perm` times,
-# because the 105 pairs are not independent). The encoders at their initial weights are the
+# because the pairs are not independent). The encoders at their initial weights are the
 # control: whatever they show comes from the architecture and the pixels, not from training on
 # the toy city.
 

@@ -68,7 +68,8 @@ warnings.formatwarning = (lambda message, category, *args, **kwargs:
 # ## The raw files
 #
 # The book ships no real city's raw exports, so we *make* the files a reader would have from the
-# generated toy city (150 regions), and forget its folder afterwards: POIs scattered inside their
+# small generated toy city (`toy-small`, 150 regions; the book's own has 600), and forget its
+# folder afterwards: POIs scattered inside their
 # hexagon with made-up column names, one row per trip with the coordinates of both ends, a few
 # POIs outside the city (every real export has some), districts of about five hexagons with
 # their indicators (a density, a count), a city boundary, and the images renamed and listed with
@@ -434,7 +435,8 @@ district_results = pd.read_csv(run_dir / "results.csv")
 display(district_results.pivot_table(
     index="method", columns=["indicator", "split"], values="r2").round(3))
 skipped = json.loads((run_dir / "run.json").read_text())["skipped_methods"]
-print(f"{len(skipped)} methods skipped, e.g.",
+print(f"{len(skipped)} of the methods `--methods all` names skipped (the fine-tuned MuseCL "
+      "variants are not among them: they run only where named), e.g.",
       "; ".join(f"{m}: {r}" for m, r in list(skipped.items())[:3]))
 
 # %%

@@ -456,7 +456,12 @@ class RunConfig:
         defaults = RunConfig().to_dict()
 
         def shown(key, value) -> str:
-            text = _escape(f"{key}: {value!r}", quote=False)
+            text = f"{key}: {value!r}"
+            if key == "margin" and value is None:  # the loss's own margin, which the figures name
+                text += f" ({self.image.resolved_margin:g} for {self.image.triplet_loss})"
+            if key == "weights" and HEAD_ARCH in (self.image.rs_arch, self.image.sv_arch):
+                text += " (CNNs only: a lite0-head reads ImageNet features)"
+            text = _escape(text, quote=False)
             return f"<b>{text}</b>" if value != defaults[key] else text
 
         sections = self.by_section()

@@ -863,6 +863,26 @@ def information_sentence(mean_r2: pd.DataFrame, paired: dict[str, pd.DataFrame] 
 
 
 # ---- files ----
+def latent_training_finding(probes: pd.DataFrame, subject: str = "the embedding", tolerance: float = 0.03) -> str:
+    """What training changed in how well a ridge reads the city's latents out of an image encoder, in words.
+    ``probes``: R2 per latent (rows) in columns "trained encoder", "untrained encoder" and, for a head on frozen
+    features, "frozen Lite0 features": a head that wins back what its random start hid has learned nothing
+    beyond its input, and the sentence says so. Mean gaps within ``tolerance`` count as none."""
+    trained, untrained = probes["trained encoder"].mean(), probes["untrained encoder"].mean()
+    change = trained - untrained
+    said = (f"Training made {subject} tell more about the city's hidden fields" if change > tolerance else
+            f"Training made {subject} tell less about the city's hidden fields, not more" if change < -tolerance
+            else f"Training left what {subject} tells about the city's hidden fields about where it was")
+    if "frozen Lite0 features" in probes:
+        beyond = trained - probes["frozen Lite0 features"].mean()
+        said += (", beyond what the frozen features it reads show" if beyond > tolerance else
+                 ", and less than the frozen features it reads show" if beyond < -tolerance else
+                 ", and about as much as the frozen features it reads show: it won back what its random start "
+                 "hid, no more" if change > tolerance else
+                 ", about as much as the frozen features it reads show")
+    return said + "."
+
+
 def training_findings(agree_trained: float, agree_untrained: float, history: pd.DataFrame) -> tuple[str, str]:
     """Two sentences: whether an image encoder learned its task (``agree_*``: share of held-out
     triplets in order, trained and untrained) and how its losses moved (``history``: ``train_loss``,

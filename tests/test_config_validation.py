@@ -112,6 +112,10 @@ def test_every_setting_is_in_one_stage_and_the_table_shows_what_changed():
     run_row = html.split("</thead>")[1].split("</tr>")[0]
     assert "<b>n_triplets: 1000</b>" in html and "seeds" in run_row and "<b>" not in run_row
     assert "rs_epochs: 201" in html and "<b>rs_epochs" not in html  # a default is not bold
+    # what a default of None or a setting that does not apply means, said where it shows
+    assert "margin: None (0.5 for cosine)" in html and "CNNs only" not in html  # ResNet-18 / Inception-v3
+    heads = RunConfig(rs_arch="lite0-head", triplet_loss="euclidean")._repr_html_()
+    assert "margin: None (5 for euclidean)" in heads and "weights: 'random' (CNNs only" in heads
 
 
 def test_stages_are_typed_settings_read_by_stage_and_written_by_flat_name():
