@@ -51,8 +51,7 @@ from musecl.methods.multisemantic import image_views
 from musecl.plotting import plot_at_a_glance
 from musecl.report import (BARS, at_a_glance, at_a_glance_seeds, bar_checks, bar_failures,
                            ceiling_share, floor_sentence, headline_method, mean_headline,
-                           one_view_note,
-                           paired_differences, vector_target_note)
+                           one_view_note, paired_differences, vector_target_note)
 from musecl.runner import resolve_city
 
 with warnings.catch_warnings():
@@ -87,7 +86,7 @@ if have_results:
                   for split in results["split"].unique()}
         checks = bar_checks(paired, ceiling_share(results, ceilings, headline, target),
                             bar=BARS[target])
-        named = ", ".join(f"{i}: {data.meta.indicators[i].long_name}" for i in headline)
+        named = "; ".join(f"{i}: {data.meta.indicators[i].long_name}" for i in headline)
         sentence = (f"Mean R² over the headline indicators ({named}) on "
                     f"**{data.name}**, {len(seeds)} seed{'s' if len(seeds) != 1 else ''}, "
                     f"{' and '.join(results['split'].unique())} split, computed by "

@@ -862,7 +862,7 @@ def information_sentence(mean_r2: pd.DataFrame, paired: dict[str, pd.DataFrame] 
             f"(The rows needed to trace where {target} loses information were not run.)")
 
 
-# ---- files ----
+# ---- an image encoder's training, in words ----
 def latent_training_finding(probes: pd.DataFrame, subject: str = "the embedding", tolerance: float = 0.03) -> str:
     """What training changed in how well a ridge reads the city's latents out of an image encoder, in words.
     ``probes``: R2 per latent (rows) in columns "trained encoder", "untrained encoder" and, for a head on frozen
@@ -927,6 +927,7 @@ def history_table(history: pd.DataFrame, best_epoch: int | None = None, rows: in
         "still inside the margin").set_table_attributes(NUMBER_TABLE)
 
 
+# ---- files ----
 def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", str(name).lower()).strip("-") or "city"
 

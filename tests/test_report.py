@@ -394,6 +394,24 @@ def test_readable_names_the_columns_in_words_and_indexes_by_indicator():
     assert two.index.names == ["city", "indicator"]
 
 
+def test_latent_training_finding_reads_a_head_against_the_features_it_starts_from():
+    """Training that only wins back what a head's random start hid is said to add nothing beyond
+    the frozen features; a CNN (no frozen column) is read against its random start alone."""
+    probes = pd.DataFrame({"trained encoder": [0.55, 0.51], "untrained encoder": [0.45, 0.45],
+                           "frozen Lite0 features": [0.54, 0.52]}, index=["height", "water"])
+    assert report.latent_training_finding(probes) == (
+        "Training made the embedding tell more about the city's hidden fields, and about as much as the "
+        "frozen features it reads show: it won back what its random start hid, no more.")
+    beyond = probes.assign(**{"frozen Lite0 features": [0.45, 0.45]})
+    assert report.latent_training_finding(beyond).endswith("beyond what the frozen features it reads show.")
+    cnn = probes.drop(columns="frozen Lite0 features").assign(**{"untrained encoder": [0.54, 0.52]})
+    assert report.latent_training_finding(cnn, "the street-view embedding") == (
+        "Training left what the street-view embedding tells about the city's hidden fields about where it was.")
+    worse = probes.assign(**{"trained encoder": [0.30, 0.30]})
+    assert "tell less about the city's hidden fields, not more, and less than the frozen" in \
+        report.latent_training_finding(worse)
+
+
 def test_training_findings_follow_the_numbers():
     import pandas as pd
 
