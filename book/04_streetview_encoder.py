@@ -197,9 +197,6 @@ triplets = Triplets.read_frame(stage / TRIPLETS_CSV)
 encoder_config = json.loads((stage / "encoder" / "config.json").read_text())
 training = encoder_config["training"]
 glue("n_triplets", len(triplets), display=False)
-n_val_triplets = len(split_indices(len(triplets), cfg.image.val_fraction, cfg.seed)[1])
-glue("n_val_triplets", n_val_triplets, display=False)
-glue("n_train_triplets", len(triplets) - n_val_triplets, display=False)
 glue("train_seconds", float(history["seconds"].sum()), display=False)
 glue("epochs_run", len(history), display=False)
 glue("epochs_words", f"{len(history)} epoch" + ("s" if len(history) != 1 else ""), display=False)
@@ -357,6 +354,8 @@ mean_colour = colour.groupby(owner).mean().set_axis(store.region_ids).reindex(pr
 
 
 _, val_rows = split_indices(len(triplets), cfg.image.val_fraction, cfg.seed)
+glue("n_val_triplets", len(val_rows), display=False)
+glue("n_train_triplets", len(triplets) - len(val_rows), display=False)
 check = pd.Series({"untrained": triplet_agreement(untrained, triplets.iloc[val_rows]),
                    "trained": triplet_agreement(present, triplets.iloc[val_rows])},
                   name="validation triplets in the right order")

@@ -464,8 +464,7 @@ glue("count_finding", Markdown(
 
 # %% tags=["hide-input"]
 headline = data.meta.headline_indicators()
-glue("headline_names", Markdown("; ".join(f"{i}: {data.meta.indicators[i].long_name}"
-                                          for i in headline)), display=False)
+glue("headline_names", Markdown(data.meta.spelled_out(headline)), display=False)
 if headline:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # regions without POIs: counted above

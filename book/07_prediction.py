@@ -220,8 +220,7 @@ for split in cfg.evaluation.splits:  # one table per split; "mean ± sd" over se
 # test regions, seed by seed, so each is the ceiling of its own split.
 
 # %% tags=["hide-input"]
-glue("indicator_names", Markdown("; ".join(f"{name}: {data.meta.indicators[name].long_name}"
-                                           for name in indicators)), display=False)
+glue("indicator_names", Markdown(data.meta.spelled_out(indicators)), display=False)
 glue("cell_meaning", Markdown(
     f"the mean ± standard deviation over the seeds {', '.join(map(str, cfg.seeds))}"
     if len(cfg.seeds) > 1 else f"the score of seed {cfg.seeds[0]} (one seed: no deviation)"),

@@ -113,6 +113,7 @@ run_info = json.loads((results_dir / "run.json").read_text())
 # a generated city's ceilings, scored by `run` on the very test parts of every seed and split
 ceilings = (pd.read_csv(results_dir / "ceilings.csv") if (results_dir / "ceilings.csv").exists()
             else None)
+CEILINGS = [] if ceilings is None else list(dict.fromkeys(ceilings["method"]))  # all latents first
 headline = data.meta.headline_indicators()
 derived = data.meta.derived_indicators()
 tables = report.write_tables(results, results_dir / "tables")
@@ -382,7 +383,8 @@ report.bar_table(checks, splits=list(paired))
 # into five folds and tests each fold once, the next fold validating and the rest training, with the
 # same buffer: every region is tested once per seed, by a probe that never saw its block. Below, the
 # same seeds' embeddings of MuseCL, of the bar's rows, of its two encoders side by side, of the
-# raw inputs and of location are scored both ways: first each one's mean ± sd over seeds (with the ceiling of the same test regions), then MuseCL minus each.
+# raw inputs and of location are scored both ways: first each one's mean ± sd over seeds (with the
+# ceilings of the same test regions), then MuseCL minus each.
 # The bar above is checked on the splits of this run's parameters (`splits`); cross-fitting came
 # after the bar was set, and the book's parameters keep one held-out part for it. A cross-fitted
 # $R^2$ is over every region, against the whole city's variance, so its level is not that of one
@@ -428,9 +430,7 @@ if "spatial" in cfg.evaluation.splits and len(cfg.seeds) > 1:
         display(report.at_a_glance(
             pd.concat([held_out, crossed]), headline, both_ceilings,
             splits=["spatial", "spatial-cv"],
-            methods={**{m: groups[m] for m in rows}, "Ceiling: all latents": "ceiling",
-                     **{m: "ceiling" for m in ([] if ceilings is None
-                                               else ceilings["method"].unique())}}
+            methods={**{m: groups[m] for m in rows}, **dict.fromkeys(CEILINGS, "ceiling")}
         ).rename_axis(None).style.set_caption(
             f"{data.name}: headline mean R² ± sd over seeds, one held-out part and every block "
             "tested").set_table_attributes(report.NUMBER_TABLE))
@@ -542,7 +542,7 @@ else:
                         for seeded in seed_configs(cfg)])  # each seed's own trained stages (cached)
     compared = {"Ceiling: all latents": "ceiling", **{name: "reference (uses the latents)"
                                                       for name in sources},
-                **{m: "ceiling" for m in ceilings["method"].unique()},  # what each modality shows
+                **dict.fromkeys(CEILINGS, "ceiling"),  # and what each modality shows
                 **{m: "raw inputs" for m in RAW if m in raw},
                 **({"Location kNN": "simple baselines"} if ("Location kNN", "random") in means.index
                    else {}),
@@ -587,9 +587,8 @@ if len(sources) >= 2 and all_latents is not None:  # a generated city: the laten
     ax = plot_at_a_glance(report.at_a_glance_seeds(pd.concat([results, held]), headline, ceilings,
                                                    methods=[  # the steps only
                                                        m for m in compared
-                                                       if m != "Location kNN" and not (
-                                                           compared[m] == "ceiling"
-                                                           and m != "Ceiling: all latents")]),
+                                                       if m == "Ceiling: all latents" or compared[m]
+                                                       not in ("ceiling", "simple baselines")]),
                             headline)
     ax.set_title(f"{data.name}: where the information goes")
     plt.show()
@@ -672,8 +671,7 @@ if published is None:
 else:
     ours = report.results_table(  # the paper's rows, then the floors and ceilings of every table
         pd.concat([results, ceilings]), "r2", "random",
-        methods_order=[*PAPER_BASELINES, "Location kNN", "Pretext features",
-                       *([] if ceilings is None else ceilings["method"].unique())])
+        methods_order=[*PAPER_BASELINES, "Location kNN", "Pretext features", *CEILINGS])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         display(report.with_published(ours, published, "Beijing",

@@ -86,8 +86,7 @@ if have_results:
                   for split in results["split"].unique()}
         checks = bar_checks(paired, ceiling_share(results, ceilings, headline, target),
                             bar=BARS[target])
-        named = "; ".join(f"{i}: {data.meta.indicators[i].long_name}" for i in headline)
-        sentence = (f"Mean R² over the headline indicators ({named}) on "
+        sentence = (f"Mean R² over the headline indicators ({data.meta.spelled_out(headline)}) on "
                     f"**{data.name}**, {len(seeds)} seed{'s' if len(seeds) != 1 else ''}, "
                     f"{' and '.join(results['split'].unique())} split, computed by "
                     f"this build with `params/{Path(params_file).name}`. "

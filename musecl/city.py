@@ -133,6 +133,11 @@ class CityMeta:
         return ([k for k, v in self.indicators.items() if not v.derived_from_input]
                 or list(self.indicators))
 
+    def spelled_out(self, names) -> str:
+        """"PD: population density; HD: ..." for the indicators ``names``: the key to prose and
+        tables that use the short names."""
+        return "; ".join(f"{name}: {self.indicators[name].long_name}" for name in names)
+
     def derived_indicators(self) -> dict[str, str]:
         """Indicator -> the input modality it aggregates."""
         return {k: v.derived_from_input for k, v in self.indicators.items() if v.derived_from_input}

@@ -472,8 +472,8 @@ def read_out_comparison(mlp: pd.DataFrame, ridge: pd.DataFrame, indicators: Sequ
                         splits: Sequence[str], target: str = TARGET,
                         ceilings: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """The same embeddings read by the run's MLP probe (``mlp``: results rows) and by a ridge
-    regression (``ridge``): (headline mean ± sd per method, read-out and split, with the all-latent
-    ceiling of ``ceilings`` where given; ``target`` minus each method under ridge,
+    regression (``ridge``): (headline mean ± sd per method, read-out and split, with every ceiling
+    of ``ceilings`` where given; ``target`` minus each method under ridge,
     :func:`paired_text`; a sentence on what the read-out moves, with ``target``'s
     :func:`ceiling_share` under each).
     A probe is part of the measurement: an MLP fitted on a few hundred regions can read a table
@@ -482,8 +482,8 @@ def read_out_comparison(mlp: pd.DataFrame, ridge: pd.DataFrame, indicators: Sequ
     rows = {"MLP": mlp, "ridge": ridge}
     paired = {split: {probe: paired_differences(table, indicators, target=target, split=split)
                       for probe, table in rows.items()} for split in splits}
-    shown = list(dict.fromkeys([*methods, "Ceiling: all latents",  # a ceiling reads the latents: one value
-                                *([] if ceilings is None else ceilings["method"])]))
+    # a ceiling reads the latents, not an embedding: one value under both read-outs
+    shown = list(dict.fromkeys([*methods, "Ceiling: all latents", *([] if ceilings is None else ceilings["method"])]))
     levels = pd.DataFrame({(split, f"{probe} probe"): at_a_glance(
         table, indicators, ceilings, splits=[split], methods=dict.fromkeys(shown, ""))[f"R² ({split} split)"]
         for split in splits for probe, table in rows.items()})
@@ -1032,10 +1032,9 @@ def update_readme(readme: str | Path, run_dir: str | Path, city, figure: str | P
     when = pd.Timestamp.fromtimestamp((run_dir / "results.csv").stat().st_mtime).strftime("%Y-%m-%d")
     seeds = (f"{len(config['seeds'])} seeds each retraining every stage" if config["retrain"] == "per_seed" else
              f"stages trained once, {len(config['seeds'])} seeds of the split and probe")
-    named = "; ".join(f"{i}: {city.meta.indicators[i].long_name}" for i in headline)
     block = (f"{README_START}\n![MuseCL at a glance]({link})\n\n"
              + table + "\n"
-             f"Mean R² over the headline indicators ({named}) on {city.name} ({len(city)} regions), "
+             f"Mean R² over the headline indicators ({city.meta.spelled_out(headline)}) on {city.name} ({len(city)} regions), "
              f"{seeds} (`retrain: {config['retrain']}`), "
              f"{config['rs_arch']} / {config['sv_arch']} encoders, {config['n_triplets']} triplets; "
              f"from the book's build of {when}.\n{README_END}")

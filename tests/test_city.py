@@ -245,6 +245,8 @@ def test_derived_from_input_is_validated(city_dir):
     meta = load_city(city_dir).meta
     assert meta.indicators["PD"].derived_from_input == "poi"
     assert meta.derived_indicators() == {"PD": "poi"} and meta.headline_indicators() == ["HD"]
+    assert meta.spelled_out(["HD", "PD"]) == (f"HD: {meta.indicators['HD'].long_name}; "
+                                              f"PD: {meta.indicators['PD'].long_name}")
     # every indicator derived: the headline averages them all (an empty one crashed the spatial split)
     edit_yaml(city_dir / "city.yaml", lambda raw: raw["indicators"]["HD"].update(derived_from_input="mobility"))
     assert sorted(load_city(city_dir).meta.headline_indicators()) == ["HD", "PD"]

@@ -11,7 +11,7 @@ import pytest
 from bs4 import BeautifulSoup
 
 from musecl import report
-from musecl.city import Indicator
+from musecl.city import CityMeta, Indicator
 from musecl.evaluation import RESULT_COLUMNS
 
 # The paper's Table 1 (Beijing), PD and NP, for four methods: R2 and RMSE.
@@ -340,9 +340,8 @@ def test_at_a_glance_rows_and_the_readme_block(tmp_path):
 
     class City:  # what update_readme reads of a city
         name = "Toy City"
-        meta = type("Meta", (), {"headline_indicators": staticmethod(lambda: ["PD", "HD"]),
-                                 "indicators": {"PD": Indicator("PD", "population density"),
-                                                "HD": Indicator("HD", "housing density")}})()
+        meta = CityMeta("Toy City", "EPSG:4326", ("poi",), {"PD": Indicator("PD", "population density"),
+                                                             "HD": Indicator("HD", "housing density")})
 
         def __len__(self):
             return 30
