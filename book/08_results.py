@@ -549,7 +549,10 @@ else:
                 OWN: "reference (uses the latents)",
                 target: "MuseCL"}
     display(report.at_a_glance(pd.concat([results, held]), headline, ceilings,
-                               splits=cfg.evaluation.splits, methods=compared))
+                               splits=cfg.evaluation.splits, methods=compared)
+            .rename_axis(None).style.set_caption(
+                f"{data.name}: headline mean R² ± sd over seeds, the references that read the "
+                "latents beside the methods").set_table_attributes(report.NUMBER_TABLE))
     r2 = pd.concat([means, report.mean_headline(held, headline)])
     perfect, *read = sources
     held_sentence = report.shortfall_sentence(
